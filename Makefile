@@ -1,0 +1,20 @@
+# Shortcuts; each target is also a plain script for machines without make.
+.PHONY: setup test main lint proto known
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh
+
+main:
+	bash scripts/main.sh
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy core/src sdk/src
+
+proto:
+	scripts/gen_proto.sh
+
+known:
+	.venv/bin/python scripts/gen_known_plugins.py

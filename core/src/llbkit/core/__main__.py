@@ -1,0 +1,5 @@
+"""``python -m llbkit.core`` runs the ``llbkit`` command."""
+
+from llbkit.core.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``llbkit`` command line: the composition root that wires plugins to commands."""

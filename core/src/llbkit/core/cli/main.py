@@ -1,0 +1,81 @@
+"""Entry point of the ``llbkit`` command: the composition root that wires plugins to commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from llbkit.core import __version__
+from llbkit.core.errors import PluginError, UserError
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.registry import PluginRegistry
+
+
+class RootGroup(click.Group):
+    """The ``llbkit`` group; refuses a second command under a name that is taken."""
+
+    adding_for: str = "llbkit"
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if name in self.commands:
+            raise PluginError(
+                f"plugin {self.adding_for!r} adds command {name!r}, which llbkit already has; "
+                "rename it or disable the plugin with LLBKIT_DISABLE_PLUGINS"
+            )
+        super().add_command(cmd, name)
+
+
+def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
+    """Return a fresh CLI: built-in commands, then those plugins add (``llbkit_add_commands``).
+
+    :param registry: the plugins to consult; by default what is installed, minus
+        ``LLBKIT_DISABLE_PLUGINS``.
+    """
+    from llbkit.core.cli.debug import debug
+    from llbkit.core.plugins.registry import PluginRegistry
+
+    group = RootGroup(
+        name="llbkit",
+        help="llbkit: BuildKit's builds, run from Python.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    click.version_option(
+        __version__, "--version", prog_name="llbkit", message="%(prog)s %(version)s"
+    )(group)
+    group.add_command(debug)
+    registry = registry or PluginRegistry.from_env()
+    pm = registry.hook_manager()
+    for warning in registry.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for impl in pm.hook.llbkit_add_commands.get_hookimpls():
+        group.adding_for = impl.plugin_name
+        impl.function(cli=group)
+    group.adding_for = "llbkit"
+    return group
+
+
+def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) -> None:
+    """Run the CLI; a ``UserError`` prints ``error: <message>`` and exits 1 without a traceback."""
+    try:
+        build_cli(registry).main(args=argv, prog_name="llbkit", standalone_mode=False)
+    except UserError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`); nothing left to tell it.
+        sys.stderr.close()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

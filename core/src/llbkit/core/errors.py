@@ -1,0 +1,95 @@
+"""Errors llbkit raises, and which of them are the user's to fix.
+
+::
+
+    LlbkitError                      anything llbkit raises on purpose
+    ├── UserError                    bad input: printed as one line, exit 1, no traceback
+    │   ├── DefinitionError          an LLB definition that cannot be loaded or is not a sane graph
+    │   ├── ConfigError              a config file, flag or option value that is wrong
+    │   │   └── UnknownOptionError   an option key a driver does not know (lists the valid ones)
+    │   └── PluginError              a plugin that cannot be used as asked
+    │       ├── UnknownPluginError   no plugin of that name (lists installed, says what to install)
+    │       ├── PluginConflictError  two distributions register one name
+    │       ├── PluginLoadError      the plugin's module failed to import or is not a driver
+    │       └── PluginVersionError   the plugin targets another contract version
+    └── (everything else is a bug in llbkit or a plugin, and keeps its traceback)
+
+A message names the thing, where it came from and, when there is one, the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ConfigError",
+    "DefinitionError",
+    "LlbkitError",
+    "PluginConflictError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginVersionError",
+    "UnknownOptionError",
+    "UnknownPluginError",
+    "UserError",
+]
+
+
+class LlbkitError(Exception):
+    """Base of every error llbkit raises on purpose."""
+
+
+class UserError(LlbkitError):
+    """Input the user can fix; the CLI prints ``error: <message>`` and exits 1."""
+
+
+class DefinitionError(UserError):
+    """An LLB definition that cannot be parsed or does not form a valid graph."""
+
+
+class ConfigError(UserError):
+    """A configuration value, flag or option that is not acceptable."""
+
+
+class UnknownOptionError(ConfigError):
+    """A key that a driver does not accept; the message lists the keys it does."""
+
+    def __init__(self, what: str, key: str, valid: Iterable[str]) -> None:
+        self.what = what
+        self.key = key
+        self.valid = sorted(valid)
+        listed = ", ".join(self.valid) if self.valid else "none"
+        super().__init__(f"{what}: unknown option {key!r}; valid options: {listed}")
+
+
+class PluginError(UserError):
+    """A plugin that cannot be used as asked."""
+
+
+class UnknownPluginError(PluginError):
+    """No installed plugin answers to the name; says which are installed and what to install."""
+
+    def __init__(
+        self, kind: str, name: str, installed: Iterable[str], distribution: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.installed = sorted(installed)
+        self.distribution = distribution
+        listed = ", ".join(self.installed) if self.installed else "none"
+        message = f"unknown {kind} {name!r}; installed: {listed}"
+        if distribution:
+            message += f"; install it with: pip install {distribution}"
+        super().__init__(message)
+
+
+class PluginConflictError(PluginError):
+    """Two distributions register the same name in one group."""
+
+
+class PluginLoadError(PluginError):
+    """The plugin's entry point failed to import, or does not provide what its group needs."""
+
+
+class PluginVersionError(PluginError):
+    """The plugin was written for a contract version that core does not provide."""

@@ -1,0 +1,4 @@
+# GENERATED FILE - DO NOT EDIT; regenerate with scripts/gen_known_plugins.py
+"""Which distribution provides each plugin name llbkit's own repository ships."""
+
+KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {}

@@ -1,0 +1,121 @@
+"""Hook plugins: commands added to the CLI, progress observers, and broken hook plugins."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from llbkit.core.cli.main import main
+from llbkit.core.plugins import ProgressEvent, hookimpl
+from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.core.progress import progress_bus
+
+HELLO_HOOKS = """
+import click
+from llbkit.core.plugins import hookimpl
+
+@hookimpl
+def llbkit_add_commands(cli):
+    @cli.command("hello")
+    @click.argument("who")
+    def hello(who):
+        '''Say hello.'''
+        click.echo(f"hello {who}")
+"""
+
+CLASHING_HOOKS = """
+import click
+from llbkit.core.plugins import hookimpl
+
+@hookimpl
+def llbkit_add_commands(cli):
+    cli.add_command(click.Command("debug", callback=lambda: None))
+"""
+
+BAD_SIGNATURE_HOOKS = """
+from llbkit.core.plugins import hookimpl
+
+@hookimpl
+def llbkit_on_progress(evt):
+    pass
+"""
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(list(argv))
+    except SystemExit as exit:
+        code = int(exit.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_llbkit_add_commands_adds_a_working_command(make_dist, capsys):
+    make_dist("acme-hello", "0.1", {"llbkit.hooks": {"hello": "acme_hello"}}, {"acme_hello": HELLO_HOOKS})
+    code, out, err = run_cli(capsys, "hello", "world")
+    assert (code, out, err) == (0, "hello world\n", "")
+    code, out, _ = run_cli(capsys, "--help")
+    assert "hello" in out
+
+
+def test_a_plugin_command_cannot_replace_a_builtin(make_dist, capsys):
+    make_dist("acme-clash", "0.1", {"llbkit.hooks": {"clash": "acme_clash"}}, {"acme_clash": CLASHING_HOOKS})
+    code, out, err = run_cli(capsys, "--version")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("error: plugin 'clash' adds command 'debug', which llbkit already has")
+
+
+def test_broken_hook_plugins_are_left_out_with_a_warning(make_dist, capsys):
+    make_dist(
+        "acme-broken",
+        "0.1",
+        {"llbkit.hooks": {"broken": "acme_broken", "badsig": "acme_badsig", "hello": "acme_hello"}},
+        {"acme_broken": "raise ImportError('nope')", "acme_badsig": BAD_SIGNATURE_HOOKS, "acme_hello": HELLO_HOOKS},
+    )
+    code, out, err = run_cli(capsys, "hello", "you")
+    assert code == 0 and out == "hello you\n"
+    assert "warning: hook plugin broken (acme-broken 0.1) left out: ImportError: nope" in err
+    assert "warning: hook plugin badsig (acme-broken 0.1) left out:" in err
+    assert "evt" in err  # pluggy names the argument the hookspec does not have
+
+
+def test_disabled_hook_plugin_adds_nothing(make_dist, capsys, monkeypatch):
+    make_dist("acme-hello", "0.1", {"llbkit.hooks": {"hello": "acme_hello"}}, {"acme_hello": HELLO_HOOKS})
+    monkeypatch.setenv("LLBKIT_DISABLE_PLUGINS", "acme-hello")
+    code, _, err = run_cli(capsys, "hello", "world")
+    assert code == 2 and "No such command 'hello'" in err
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    def llbkit_on_progress(self, event: ProgressEvent) -> None:
+        self.seen.append(f"{event.kind}:{event.vertex}")
+
+
+class Failing:
+    @hookimpl
+    def llbkit_on_progress(self, event: ProgressEvent) -> None:
+        raise ValueError(f"cannot handle {event.vertex}")
+
+
+def test_llbkit_on_progress_sees_every_event_in_order_despite_a_failing_observer():
+    recorder = Recorder()
+    pm = PluginRegistry.for_testing({}, hooks=[recorder, Failing()]).hook_manager()
+    errors: list[str] = []
+
+    async def build() -> None:
+        async with progress_bus(pm, on_error=errors.append) as emit:
+            for i in range(100):
+                emit(ProgressEvent("vertex", f"sha256:{i}", float(i)))
+                if i % 10 == 0:
+                    await anyio.sleep(0)
+
+    anyio.run(build)
+    assert recorder.seen == [f"vertex:sha256:{i}" for i in range(100)]
+    assert len(errors) == 100
+    assert errors[0].startswith("progress observer ") and "ValueError: cannot handle sha256:0" in errors[0]

@@ -1,0 +1,146 @@
+"""The plugin loader against real (deliberately broken) installed distributions."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from llbkit.core.errors import (
+    PluginConflictError,
+    PluginError,
+    PluginLoadError,
+    PluginVersionError,
+    UnknownPluginError,
+)
+from llbkit.core.plugins.registry import PluginRegistry
+
+GOOD_EXPORTER = """
+class GoodExporter:
+    api_version = 1
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+"""
+
+EXP = "llbkit.exporters"
+
+
+def test_unknown_name_lists_installed_and_names_distribution_to_install(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    registry = PluginRegistry(known={(EXP, "s3ish"): "llbkit-exporter-s3ish"})
+    with pytest.raises(UnknownPluginError) as err:
+        registry.load_driver(EXP, "s3ish")
+    message = str(err.value)
+    assert message.startswith("unknown exporter 's3ish'; installed: ")
+    assert "acme" in message
+    assert message.endswith("install it with: pip install llbkit-exporter-s3ish")
+
+
+def test_unknown_name_without_known_distribution_says_only_what_is_installed(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    with pytest.raises(UnknownPluginError) as err:
+        PluginRegistry(known={}).load_driver(EXP, "ocii")
+    assert "pip install" not in str(err.value)
+    assert "'ocii'" in str(err.value)
+
+
+def test_loads_only_the_plugin_asked_for(make_dist):
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"acme": "acme_good:GoodExporter", "other": "acme_other:Other"}},
+        {"acme_good": GOOD_EXPORTER, "acme_other": "raise RuntimeError('must not be imported')"},
+    )
+    registry = PluginRegistry()
+    factory = registry.load_driver(EXP, "acme")
+    assert factory.__name__ == "GoodExporter"
+    assert "acme_other" not in sys.modules
+    driver = registry.create_driver(EXP, "acme", config={"k": "v"})
+    assert driver.ctx.name == "acme"
+    assert driver.ctx.distribution == "acme-exporters 1.2"
+    assert driver.ctx.config == {"k": "v"}
+
+
+def test_listing_imports_nothing(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"boom": "acme_boom:Exp"}}, {"acme_boom": "raise RuntimeError('imported')"})
+    infos = [i for i in PluginRegistry().plugins(EXP) if i.name == "boom"]
+    assert [(i.distribution, i.version, i.value) for i in infos] == [("acme-exporters", "1.2", "acme_boom:Exp")]
+    assert "acme_boom" not in sys.modules
+
+
+def test_import_failure_names_plugin_distribution_and_cause(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"boom": "acme_boom:Exp"}}, {"acme_boom": "import no_such_module_xyz"})
+    with pytest.raises(PluginLoadError) as err:
+        PluginRegistry().load_driver(EXP, "boom")
+    message = str(err.value)
+    assert "boom (acme-exporters 1.2)" in message
+    assert "ModuleNotFoundError" in message and "no_such_module_xyz" in message
+
+
+def test_missing_attribute_is_a_load_error(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"gone": "acme_good:NoSuchClass"}}, {"acme_good": GOOD_EXPORTER})
+    with pytest.raises(PluginLoadError) as err:
+        PluginRegistry().load_driver(EXP, "gone")
+    assert "NoSuchClass" in str(err.value)
+
+
+def test_two_distributions_with_one_name_is_a_conflict_naming_both(make_dist):
+    make_dist("acme-a", "1.0", {EXP: {"dup": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist("acme-b", "2.0", {EXP: {"dup": "acme_good:GoodExporter"}})
+    with pytest.raises(PluginConflictError) as err:
+        PluginRegistry().load_driver(EXP, "dup")
+    assert "dup (acme-a 1.0)" in str(err.value) and "dup (acme-b 2.0)" in str(err.value)
+
+
+def test_contract_version_mismatch_is_refused(make_dist):
+    source = GOOD_EXPORTER.replace("api_version = 1", "api_version = 2")
+    make_dist("acme-exporters", "1.2", {EXP: {"future": "acme_future:GoodExporter"}}, {"acme_future": source})
+    with pytest.raises(PluginVersionError) as err:
+        PluginRegistry().load_driver(EXP, "future")
+    assert "targets contract v2, core provides v1" in str(err.value)
+
+
+def test_missing_contract_version_is_refused_with_the_fix(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"old": "acme_old:Exp"}}, {"acme_old": "class Exp: pass"})
+    with pytest.raises(PluginLoadError) as err:
+        PluginRegistry().load_driver(EXP, "old")
+    assert "api_version = 1" in str(err.value)
+
+
+def test_disabled_plugins_cannot_be_loaded_but_are_listed(make_dist):
+    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    for spec in ("acme", f"{EXP}:acme", "acme-exporters", "*"):
+        registry = PluginRegistry.from_env({"LLBKIT_DISABLE_PLUGINS": spec})
+        assert "acme" not in registry.names(EXP)
+        assert [i.disabled for i in registry.plugins(EXP) if i.name == "acme"] == [True]
+        with pytest.raises(PluginError) as err:
+            registry.load_driver(EXP, "acme")
+        assert "disabled by LLBKIT_DISABLE_PLUGINS" in str(err.value)
+
+
+def test_core_builtins_cannot_be_disabled():
+    registry = PluginRegistry.from_env({"LLBKIT_DISABLE_PLUGINS": "*,local,llbkit-core"})
+    assert "local" in registry.names("llbkit.sources")
+    assert registry.load_driver("llbkit.sources", "local").__name__ == "LocalSource"
+
+
+def test_test_instance_uses_only_what_it_is_given():
+    class Fake:
+        api_version = 1
+
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+    registry = PluginRegistry.for_testing({EXP: {"fake": Fake}})
+    assert registry.names(EXP) == ["fake"]
+    assert registry.names("llbkit.sources") == []
+    assert isinstance(registry.create_driver(EXP, "fake"), Fake)
+    with pytest.raises(UnknownPluginError):
+        registry.load_driver(EXP, "oci")
+
+
+def test_trace_prints_loads(make_dist, capsys):
+    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    PluginRegistry.from_env({"LLBKIT_TRACE_PLUGINS": "1"}).load_driver(EXP, "acme")
+    assert "loading exporter acme (acme-exporters 1.2)" in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""Core's built-in sources: each runs the source conformance kit, then its own parsing cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from llbkit.core.errors import ConfigError, UserError
+from llbkit.core.plugins import Platform
+from llbkit.core.sources.git import GitSource, parse_git
+from llbkit.core.sources.http import HTTPSource, parse_http
+from llbkit.core.sources.image import ImageSource, parse_image
+from llbkit.core.sources.local import LocalSource, parse_local
+from llbkit.core.sources.oci_layout import OCILayoutSource, parse_oci_layout
+from llbkit.sdk.testing import SourceKit
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+class TestImageSource(SourceKit):
+    source_class = ImageSource
+    scheme = "docker-image"
+    attr_namespace = "image"
+    valid = (
+        ("docker-image://docker.io/library/alpine:3.18", {"image.resolvemode": "pull"}),
+        (f"docker-image://127.0.0.1:5000/busybox@{DIGEST}", {}),
+    )
+    invalid = ("docker-image://Alpine", "docker-image://", "git://x", "alpine")
+
+
+class TestOCILayoutSource(SourceKit):
+    source_class = OCILayoutSource
+    scheme = "oci-layout"
+    attr_namespace = "oci"
+    valid = ((f"oci-layout://mystore@{DIGEST}", {"oci.session": "s1"}),)
+    invalid = ("oci-layout://mystore", "oci-layout://@" + DIGEST, "oci-layout://x@sha256:12")
+
+
+class TestLocalSource(SourceKit):
+    source_class = LocalSource
+    scheme = "local"
+    attr_namespace = "local"
+    valid = (("local://context", {"local.includepattern": '["src/**"]', "local.unique": "x"}),)
+    invalid = ("local://", "local:context")
+
+
+class TestGitSource(SourceKit):
+    source_class = GitSource
+    scheme = "git"
+    attr_namespace = "git"
+    valid = (("git://github.com/moby/buildkit#v0.11.6:docs", {"git.keepgitdir": "true"}),)
+    invalid = ("git://", "git://#main")
+
+
+class TestHTTPSource(SourceKit):
+    source_class = HTTPSource
+    scheme = "https"
+    attr_namespace = "http"
+    valid = (("https://example.com/a.tar.gz", {"http.checksum": DIGEST, "http.perm": "0755"}),)
+    invalid = ("https://", "https:///path", "ftp://example.com/x")
+
+
+def test_image_reference_is_normalized_and_attrs_parsed():
+    job = parse_image("docker-image://busybox", {"image.layerlimit": "2"}, Platform("linux", "arm64", "v8"))
+    assert str(job.reference) == "docker.io/library/busybox:latest"
+    assert job.layer_limit == 2 and job.resolve_mode == "default"
+    assert job.platform == Platform("linux", "arm64", "v8")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"image.resolvemode": "sometimes"}, "image.resolvemode='sometimes' is not one of default, local, pull"),
+        ({"image.layerlimit": "0"}, "image.layerlimit='0' must be at least 1"),
+        ({"image.layerlimit": "many"}, "image.layerlimit='many' is not a number"),
+        ({"image.resolvmode": "pull"}, "unknown option 'image.resolvmode'"),
+    ],
+)
+def test_image_attribute_errors_name_the_attribute(attrs, message):
+    with pytest.raises(ConfigError) as err:
+        parse_image("docker-image://alpine", attrs, None)
+    assert message in str(err.value)
+    assert str(err.value).startswith("source docker-image://alpine: ")
+
+
+def test_attributes_of_other_namespaces_are_ignored_as_buildkit_does():
+    assert parse_image("docker-image://alpine", {"local.unique": "x", "future.thing": "1"}, None)
+
+
+def test_git_identifier_parts():
+    job = parse_git("git://github.com/moby/buildkit#v0.11.6:docs/dev", {}, None)
+    assert (job.remote, job.ref, job.subdir, job.url) == ("github.com/moby/buildkit", "v0.11.6", "docs/dev", "https://github.com/moby/buildkit")
+    job = parse_git("git://github.com/x/y", {"git.fullurl": "git@github.com:x/y.git", "git.keepgitdir": "true"}, None)
+    assert job.url == "git@github.com:x/y.git" and job.keep_git_dir and job.ref == ""
+
+
+def test_local_patterns_are_json_arrays():
+    job = parse_local("local://ctx", {"local.excludepatterns": '["*.o", "!keep.o"]', "local.differ": "none"}, None)
+    assert job.exclude_patterns == ("*.o", "!keep.o") and job.differ == "none"
+    with pytest.raises(ConfigError) as err:
+        parse_local("local://ctx", {"local.followpaths": "src"}, None)
+    assert "local.followpaths is not a JSON array" in str(err.value)
+    with pytest.raises(ConfigError):
+        parse_local("local://ctx", {"local.includepattern": '[1, 2]'}, None)
+
+
+def test_http_attrs():
+    job = parse_http("http://127.0.0.1:8080/f", {"http.perm": "0755", "http.uid": "1000", "http.filename": "f.bin"}, None)
+    assert (job.perm, job.uid, job.gid, job.filename) == (0o755, 1000, 0, "f.bin")
+    with pytest.raises(ConfigError) as err:
+        parse_http("http://h/f", {"http.checksum": "md5:abc"}, None)
+    assert "http.checksum='md5:abc' is not a digest" in str(err.value)
+    with pytest.raises(ConfigError):
+        parse_http("http://h/f", {"http.filename": "../etc/passwd"}, None)
+    assert parse_http("http://h/f", {"http.header.Accept": "x"}, None)
+
+
+def test_oci_layout_keeps_store_and_digest():
+    job = parse_oci_layout(f"oci-layout://store1@{DIGEST}", {"oci.layerlimit": "3"}, None)
+    assert (job.store, job.digest, job.layer_limit) == ("store1", DIGEST, 3)
+
+
+def test_fetching_says_the_engine_is_missing_in_one_line():
+    import asyncio
+    from pathlib import Path
+
+    from llbkit.sdk.testing import MemoryClientIO, RecordingProgress
+
+    job = parse_local("local://ctx", {}, None)
+    with pytest.raises(UserError) as err:
+        asyncio.run(job.fetch(MemoryClientIO(Path(".")), Path("."), RecordingProgress()))
+    assert str(err.value) == "local://ctx: fetching sources needs the llbkit engine (not in this release)"

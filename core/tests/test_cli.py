@@ -1,0 +1,64 @@
+"""The ``llbkit`` command as a user runs it: a real process, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from llbkit.core import __version__
+
+
+def llbkit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llbkit.core", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_version():
+    result = llbkit("--version")
+    assert (result.returncode, result.stdout) == (0, f"llbkit {__version__}\n")
+
+
+def test_debug_plugins_lists_builtins_with_their_distribution():
+    result = llbkit("debug", "plugins")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["GROUP", "NAME", "DISTRIBUTION", "VERSION", "TARGET"]
+    rows = {tuple(line.split()[:4]) for line in lines[1:]}
+    for scheme in ("docker-image", "git", "http", "https", "local", "oci-layout"):
+        assert ("llbkit.sources", scheme, "llbkit-core", __version__) in rows
+
+
+def test_debug_plugins_imports_no_plugin(make_dist):
+    site = make_dist(
+        "acme-exporters",
+        "1.2",
+        {"llbkit.exporters": {"boom": "acme_boom:Exp"}},
+        {"acme_boom": "raise SystemExit('acme_boom was imported')"},
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    result = llbkit("debug", "plugins", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {
+        "group": "llbkit.exporters",
+        "name": "boom",
+        "distribution": "acme-exporters",
+        "version": "1.2",
+        "target": "acme_boom:Exp",
+        "disabled": False,
+    } in records
+    disabled = llbkit("debug", "plugins", env={**env, "LLBKIT_DISABLE_PLUGINS": "boom"})
+    assert "boom (disabled)" in disabled.stdout
+
+
+def test_unknown_command_is_one_clear_line():
+    result = llbkit("bulid")
+    assert result.returncode == 2
+    assert "No such command 'bulid'" in result.stderr
+    assert "Traceback" not in result.stderr

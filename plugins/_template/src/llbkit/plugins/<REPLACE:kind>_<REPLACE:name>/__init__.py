@@ -1,0 +1,1 @@
+"""<REPLACE:one line saying what the plugin does>."""

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Regenerates llbkit's LLB protobuf modules from core/src/llbkit/core/llb/_pb/ops.proto.
+# The generator is pinned (grpcio-tools 1.85.1, mypy stubs from protoc's --pyi_out) so that
+# the committed output is reproducible; tests/test_generated.py fails when it is stale.
+#   usage: scripts/gen_proto.sh [OUT_DIR]   (default: core/src, i.e. in place)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$here/core/src}
+python=${PYTHON:-$here/.venv/bin/python}
+want="1.85.1"
+have=$("$python" -c 'import importlib.metadata as m; print(m.version("grpcio-tools"))')
+if [ "$have" != "$want" ]; then
+    echo "gen_proto.sh: needs grpcio-tools $want, found $have" >&2
+    exit 1
+fi
+mkdir -p "$out/llbkit/core/llb/_pb"
+"$python" -m grpc_tools.protoc -I "$here/core/src" --python_out="$out" --pyi_out="$out" \
+    llbkit/core/llb/_pb/ops.proto
+for f in "$out/llbkit/core/llb/_pb/ops_pb2.py" "$out/llbkit/core/llb/_pb/ops_pb2.pyi"; do
+    { echo "# GENERATED FILE - DO NOT EDIT; regenerate with scripts/gen_proto.sh"; cat "$f"; } > "$f.tmp"
+    mv "$f.tmp" "$f"
+done

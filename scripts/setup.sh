@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what llbkit's development needs on a Debian machine (as root, or with the system
+# packages already present), then the workspace into .venv with every distribution editable.
+#   usage: scripts/setup.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+command -v git >/dev/null || missing+=(git)
+if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: llbkit needs Python 3.11 or newer; python3 is $(python3 --version)" >&2
+    exit 1
+fi
+
+# uv installs the workspace from uv.lock; it lives in its own venv so that syncing .venv
+# never removes it.
+if [ ! -x .tools/bin/uv ]; then
+    python3 -m venv .tools
+    .tools/bin/pip install -q --disable-pip-version-check 'uv==0.13.9'
+fi
+.tools/bin/uv sync --all-packages --frozen --python "$(command -v python3)" -q
+echo "setup: ready (.venv/bin/llbkit $(.venv/bin/llbkit --version | cut -d' ' -f2))"

@@ -1,0 +1,41 @@
+"""Test doubles and conformance kits for llbkit plugins.
+
+A plugin's own tests subclass the kit for its contract and say how to build the plugin; the kit's
+test methods then check what every plugin of that kind must get right (its declared contract
+version, refusing unknown options by name, the job lifecycle, round trips). Opt in from a
+``conftest.py`` or test module; nothing here registers itself with pytest.
+
+    from llbkit.sdk.testing import ExporterKit
+
+    class TestTarExporter(ExporterKit):
+        exporter_class = TarExporter
+        valid_attrs = {"dest": "out.tar"}
+"""
+
+from llbkit.sdk.testing._doubles import (
+    DirResult,
+    MemoryCacheStore,
+    MemoryClientIO,
+    RecordingProgress,
+    make_context,
+)
+from llbkit.sdk.testing.kits import (
+    CacheBackendKit,
+    ExporterKit,
+    FrontendKit,
+    SourceKit,
+    WorkerKit,
+)
+
+__all__ = [
+    "CacheBackendKit",
+    "DirResult",
+    "ExporterKit",
+    "FrontendKit",
+    "MemoryCacheStore",
+    "MemoryClientIO",
+    "RecordingProgress",
+    "SourceKit",
+    "WorkerKit",
+    "make_context",
+]

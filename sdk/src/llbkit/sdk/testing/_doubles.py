@@ -1,0 +1,136 @@
+"""In-memory stand-ins for what the engine hands a plugin, for plugin tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llbkit.core.plugins.context import PluginContext
+
+
+def make_context(
+    name: str, config: Mapping[str, Any] | None = None, state_dir: Path | None = None
+) -> PluginContext:
+    """The context the engine would construct a driver with."""
+    return PluginContext(
+        name=name, distribution="test 0", config=dict(config or {}), state_dir=state_dir
+    )
+
+
+def _tree_key(root: Path) -> str:
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(
+                path.read_bytes() if not path.is_symlink() else os.readlink(path).encode()
+            )
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DirResult:
+    """A :class:`~llbkit.core.plugins.context.Result` over a local directory."""
+
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return _tree_key(self.path)
+
+    @asynccontextmanager
+    async def mount(self) -> AsyncIterator[Path]:
+        yield self.path
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.chunks.append(bytes(data))
+
+
+@dataclass
+class MemoryClientIO:
+    """A client that keeps what it is sent: bytes in ``outputs[dest]``, trees in ``tree_root``."""
+
+    tree_root: Path
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+    outputs: dict[str, bytes] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def open_output(self, dest: str) -> AsyncIterator[_Sink]:
+        sink = _Sink()
+        yield sink
+        # Only a completed block counts, as with a real client's atomic rename.
+        self.outputs[dest] = b"".join(sink.chunks)
+
+    async def write_tree(self, dest: str, tree: Path) -> None:
+        shutil.copytree(tree, self.tree_root / dest, symlinks=True, dirs_exist_ok=True)
+
+    async def secret(self, id: str) -> bytes:
+        try:
+            return self.secrets[id]
+        except KeyError:
+            raise KeyError(f"secret {id!r} not provided") from None
+
+
+@dataclass
+class RecordingProgress:
+    """A :class:`~llbkit.core.plugins.context.ProgressSink` that remembers every call."""
+
+    statuses: list[tuple[str, int, int, bool]] = field(default_factory=list)
+    logs: list[tuple[int, bytes]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
+        self.statuses.append((id, current, total, done))
+
+    def log(self, data: bytes, *, stream: int = 1) -> None:
+        self.logs.append((stream, data))
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+@dataclass
+class MemoryCacheStore:
+    """A :class:`~llbkit.core.plugins.cache_backend.CacheStore` in a dict, to compare against."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    index: bytes | None = None
+
+    async def read_index(self) -> bytes | None:
+        return self.index
+
+    async def write_index(self, data: bytes) -> None:
+        self.index = bytes(data)
+
+    async def has_blob(self, digest: str) -> bool:
+        return digest in self.blobs
+
+    async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
+        if digest not in self.blobs:
+            raise KeyError(digest)
+        yield self.blobs[digest]
+
+    async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
+        data = b"".join([chunk async for chunk in chunks])
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest or len(data) != size:
+            raise ValueError(
+                f"blob {digest} ({size} bytes) received as {actual} ({len(data)} bytes)"
+            )
+        self.blobs[digest] = data
+
+    async def aclose(self) -> None:
+        return None
