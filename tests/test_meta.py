@@ -21,10 +21,19 @@ from llbkit.core.plugins.registry import DRIVER_GROUPS, HOOKS_GROUP, PluginRegis
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTRIBUTIONS = sorted(
-    p.parent for p in [ROOT / "core/pyproject.toml", ROOT / "sdk/pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml")]
+    p.parent
+    for p in [
+        ROOT / "core/pyproject.toml",
+        ROOT / "sdk/pyproject.toml",
+        *ROOT.glob("plugins/*/pyproject.toml"),
+    ]
     if not p.parent.name.startswith("_")
 )
-HOOK_NAMES = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("llbkit_"))
+HOOK_NAMES = sorted(
+    name
+    for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+    if name.startswith("llbkit_")
+)
 
 
 def project(folder: Path) -> dict:
@@ -42,7 +51,9 @@ def declared_entry_points():
 def test_every_declared_entry_point_is_installed_and_loads(folder, group, name, value):
     registry = PluginRegistry()
     installed = {(i.name, i.value) for i in registry.plugins(group)}
-    assert (name, value) in installed, f"{folder}: {group}:{name} is declared but not installed; run uv sync"
+    assert (name, value) in installed, (
+        f"{folder}: {group}:{name} is declared but not installed; run uv sync"
+    )
     if group in DRIVER_GROUPS:
         registry.load_driver(group, name)
     else:
@@ -71,12 +82,20 @@ def test_every_hook_is_documented_with_when_it_fires(hook):
 
 @pytest.mark.parametrize("hook", HOOK_NAMES)
 def test_every_hook_is_tested(hook):
-    tests = [p for p in ROOT.glob("**/tests/**/test_*.py") if p.name != "test_meta.py" and ".venv" not in p.parts]
+    tests = [
+        p
+        for p in ROOT.glob("**/tests/**/test_*.py")
+        if p.name != "test_meta.py" and ".venv" not in p.parts
+    ]
     assert any(hook in p.read_text() for p in tests), f"no test exercises {hook}"
 
 
 def test_known_plugins_table_is_current():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/gen_known_plugins.py"), "--check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gen_known_plugins.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -92,13 +111,17 @@ def test_each_contract_is_small_versioned_and_documented():
     for module in (cache_backend, exporter, frontend, source, worker):
         assert module.API_VERSION == 1
         assert module.__doc__
-        assert len(Path(module.__file__).read_bytes()) < 4500, f"{module.__name__} is no longer small"
+        assert len(Path(module.__file__).read_bytes()) < 4500, (
+            f"{module.__name__} is no longer small"
+        )
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ != module.__name__ or not getattr(cls, "_is_protocol", False):
                 continue
             for name, member in vars(cls).items():
                 if callable(member) and not name.startswith("_"):
-                    assert member.__doc__, f"{module.__name__}.{cls.__name__}.{name} has no docstring"
+                    assert member.__doc__, (
+                        f"{module.__name__}.{cls.__name__}.{name} has no docstring"
+                    )
 
 
 def _imports(folder: Path) -> set[str]:
@@ -150,11 +173,16 @@ def test_template_renders_into_a_working_plugin(tmp_path):
     assert "<REPLACE" not in "".join(p.read_text() for p in target.rglob("*") if p.is_file())
     meta = tomllib.loads((target / "pyproject.toml").read_text())["project"]
     assert meta["name"] == "llbkit-exporter-demo"
-    assert meta["entry-points"]["llbkit.exporters"] == {"demo": "llbkit.plugins.exporter_demo.exporter:DemoExporter"}
+    assert meta["entry-points"]["llbkit.exporters"] == {
+        "demo": "llbkit.plugins.exporter_demo.exporter:DemoExporter"
+    }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target / "src"), *sys.path])}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target / "tests")],
-        capture_output=True, text=True, cwd=tmp_path, env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout

@@ -19,7 +19,11 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
         ("index.docker.io/moby/buildkit", "docker.io/moby/buildkit:latest", "moby/buildkit:latest"),
         ("localhost/foo", "localhost/foo:latest", "localhost/foo:latest"),
         ("localhost:5000/a/b:t", "localhost:5000/a/b:t", "localhost:5000/a/b:t"),
-        ("127.0.0.1:5000/busybox", "127.0.0.1:5000/busybox:latest", "127.0.0.1:5000/busybox:latest"),
+        (
+            "127.0.0.1:5000/busybox",
+            "127.0.0.1:5000/busybox:latest",
+            "127.0.0.1:5000/busybox:latest",
+        ),
         (f"alpine@{DIGEST}", f"docker.io/library/alpine@{DIGEST}", f"alpine@{DIGEST}"),
         (f"alpine:3@{DIGEST}", f"docker.io/library/alpine:3@{DIGEST}", f"alpine:3@{DIGEST}"),
         ("ghcr.io/a__b/c-d.e:1.0_x", "ghcr.io/a__b/c-d.e:1.0_x", "ghcr.io/a__b/c-d.e:1.0_x"),

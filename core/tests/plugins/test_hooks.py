@@ -52,7 +52,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def test_llbkit_add_commands_adds_a_working_command(make_dist, capsys):
-    make_dist("acme-hello", "0.1", {"llbkit.hooks": {"hello": "acme_hello"}}, {"acme_hello": HELLO_HOOKS})
+    make_dist(
+        "acme-hello", "0.1", {"llbkit.hooks": {"hello": "acme_hello"}}, {"acme_hello": HELLO_HOOKS}
+    )
     code, out, err = run_cli(capsys, "hello", "world")
     assert (code, out, err) == (0, "hello world\n", "")
     code, out, _ = run_cli(capsys, "--help")
@@ -60,7 +62,12 @@ def test_llbkit_add_commands_adds_a_working_command(make_dist, capsys):
 
 
 def test_a_plugin_command_cannot_replace_a_builtin(make_dist, capsys):
-    make_dist("acme-clash", "0.1", {"llbkit.hooks": {"clash": "acme_clash"}}, {"acme_clash": CLASHING_HOOKS})
+    make_dist(
+        "acme-clash",
+        "0.1",
+        {"llbkit.hooks": {"clash": "acme_clash"}},
+        {"acme_clash": CLASHING_HOOKS},
+    )
     code, out, err = run_cli(capsys, "--version")
     assert code == 1 and out == ""
     assert err.count("\n") == 1
@@ -72,7 +79,11 @@ def test_broken_hook_plugins_are_left_out_with_a_warning(make_dist, capsys):
         "acme-broken",
         "0.1",
         {"llbkit.hooks": {"broken": "acme_broken", "badsig": "acme_badsig", "hello": "acme_hello"}},
-        {"acme_broken": "raise ImportError('nope')", "acme_badsig": BAD_SIGNATURE_HOOKS, "acme_hello": HELLO_HOOKS},
+        {
+            "acme_broken": "raise ImportError('nope')",
+            "acme_badsig": BAD_SIGNATURE_HOOKS,
+            "acme_hello": HELLO_HOOKS,
+        },
     )
     code, out, err = run_cli(capsys, "hello", "you")
     assert code == 0 and out == "hello you\n"
@@ -82,7 +93,9 @@ def test_broken_hook_plugins_are_left_out_with_a_warning(make_dist, capsys):
 
 
 def test_disabled_hook_plugin_adds_nothing(make_dist, capsys, monkeypatch):
-    make_dist("acme-hello", "0.1", {"llbkit.hooks": {"hello": "acme_hello"}}, {"acme_hello": HELLO_HOOKS})
+    make_dist(
+        "acme-hello", "0.1", {"llbkit.hooks": {"hello": "acme_hello"}}, {"acme_hello": HELLO_HOOKS}
+    )
     monkeypatch.setenv("LLBKIT_DISABLE_PLUGINS", "acme-hello")
     code, _, err = run_cli(capsys, "hello", "world")
     assert code == 2 and "No such command 'hello'" in err
@@ -118,4 +131,7 @@ def test_llbkit_on_progress_sees_every_event_in_order_despite_a_failing_observer
     anyio.run(build)
     assert recorder.seen == [f"vertex:sha256:{i}" for i in range(100)]
     assert len(errors) == 100
-    assert errors[0].startswith("progress observer ") and "ValueError: cannot handle sha256:0" in errors[0]
+    assert (
+        errors[0].startswith("progress observer ")
+        and "ValueError: cannot handle sha256:0" in errors[0]
+    )

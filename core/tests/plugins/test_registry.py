@@ -27,7 +27,12 @@ EXP = "llbkit.exporters"
 
 
 def test_unknown_name_lists_installed_and_names_distribution_to_install(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"acme": "acme_good:GoodExporter"}},
+        {"acme_good": GOOD_EXPORTER},
+    )
     registry = PluginRegistry(known={(EXP, "s3ish"): "llbkit-exporter-s3ish"})
     with pytest.raises(UnknownPluginError) as err:
         registry.load_driver(EXP, "s3ish")
@@ -38,7 +43,12 @@ def test_unknown_name_lists_installed_and_names_distribution_to_install(make_dis
 
 
 def test_unknown_name_without_known_distribution_says_only_what_is_installed(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"acme": "acme_good:GoodExporter"}},
+        {"acme_good": GOOD_EXPORTER},
+    )
     with pytest.raises(UnknownPluginError) as err:
         PluginRegistry(known={}).load_driver(EXP, "ocii")
     assert "pip install" not in str(err.value)
@@ -63,14 +73,26 @@ def test_loads_only_the_plugin_asked_for(make_dist):
 
 
 def test_listing_imports_nothing(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"boom": "acme_boom:Exp"}}, {"acme_boom": "raise RuntimeError('imported')"})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"boom": "acme_boom:Exp"}},
+        {"acme_boom": "raise RuntimeError('imported')"},
+    )
     infos = [i for i in PluginRegistry().plugins(EXP) if i.name == "boom"]
-    assert [(i.distribution, i.version, i.value) for i in infos] == [("acme-exporters", "1.2", "acme_boom:Exp")]
+    assert [(i.distribution, i.version, i.value) for i in infos] == [
+        ("acme-exporters", "1.2", "acme_boom:Exp")
+    ]
     assert "acme_boom" not in sys.modules
 
 
 def test_import_failure_names_plugin_distribution_and_cause(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"boom": "acme_boom:Exp"}}, {"acme_boom": "import no_such_module_xyz"})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"boom": "acme_boom:Exp"}},
+        {"acme_boom": "import no_such_module_xyz"},
+    )
     with pytest.raises(PluginLoadError) as err:
         PluginRegistry().load_driver(EXP, "boom")
     message = str(err.value)
@@ -79,14 +101,21 @@ def test_import_failure_names_plugin_distribution_and_cause(make_dist):
 
 
 def test_missing_attribute_is_a_load_error(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"gone": "acme_good:NoSuchClass"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"gone": "acme_good:NoSuchClass"}},
+        {"acme_good": GOOD_EXPORTER},
+    )
     with pytest.raises(PluginLoadError) as err:
         PluginRegistry().load_driver(EXP, "gone")
     assert "NoSuchClass" in str(err.value)
 
 
 def test_two_distributions_with_one_name_is_a_conflict_naming_both(make_dist):
-    make_dist("acme-a", "1.0", {EXP: {"dup": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist(
+        "acme-a", "1.0", {EXP: {"dup": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER}
+    )
     make_dist("acme-b", "2.0", {EXP: {"dup": "acme_good:GoodExporter"}})
     with pytest.raises(PluginConflictError) as err:
         PluginRegistry().load_driver(EXP, "dup")
@@ -95,21 +124,33 @@ def test_two_distributions_with_one_name_is_a_conflict_naming_both(make_dist):
 
 def test_contract_version_mismatch_is_refused(make_dist):
     source = GOOD_EXPORTER.replace("api_version = 1", "api_version = 2")
-    make_dist("acme-exporters", "1.2", {EXP: {"future": "acme_future:GoodExporter"}}, {"acme_future": source})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"future": "acme_future:GoodExporter"}},
+        {"acme_future": source},
+    )
     with pytest.raises(PluginVersionError) as err:
         PluginRegistry().load_driver(EXP, "future")
     assert "targets contract v2, core provides v1" in str(err.value)
 
 
 def test_missing_contract_version_is_refused_with_the_fix(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"old": "acme_old:Exp"}}, {"acme_old": "class Exp: pass"})
+    make_dist(
+        "acme-exporters", "1.2", {EXP: {"old": "acme_old:Exp"}}, {"acme_old": "class Exp: pass"}
+    )
     with pytest.raises(PluginLoadError) as err:
         PluginRegistry().load_driver(EXP, "old")
     assert "api_version = 1" in str(err.value)
 
 
 def test_disabled_plugins_cannot_be_loaded_but_are_listed(make_dist):
-    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"acme": "acme_good:GoodExporter"}},
+        {"acme_good": GOOD_EXPORTER},
+    )
     for spec in ("acme", f"{EXP}:acme", "acme-exporters", "*"):
         registry = PluginRegistry.from_env({"LLBKIT_DISABLE_PLUGINS": spec})
         assert "acme" not in registry.names(EXP)
@@ -141,6 +182,11 @@ def test_test_instance_uses_only_what_it_is_given():
 
 
 def test_trace_prints_loads(make_dist, capsys):
-    make_dist("acme-exporters", "1.2", {EXP: {"acme": "acme_good:GoodExporter"}}, {"acme_good": GOOD_EXPORTER})
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"acme": "acme_good:GoodExporter"}},
+        {"acme_good": GOOD_EXPORTER},
+    )
     PluginRegistry.from_env({"LLBKIT_TRACE_PLUGINS": "1"}).load_driver(EXP, "acme")
     assert "loading exporter acme (acme-exporters 1.2)" in capsys.readouterr().err

@@ -60,7 +60,9 @@ class TestHTTPSource(SourceKit):
 
 
 def test_image_reference_is_normalized_and_attrs_parsed():
-    job = parse_image("docker-image://busybox", {"image.layerlimit": "2"}, Platform("linux", "arm64", "v8"))
+    job = parse_image(
+        "docker-image://busybox", {"image.layerlimit": "2"}, Platform("linux", "arm64", "v8")
+    )
     assert str(job.reference) == "docker.io/library/busybox:latest"
     assert job.layer_limit == 2 and job.resolve_mode == "default"
     assert job.platform == Platform("linux", "arm64", "v8")
@@ -69,7 +71,10 @@ def test_image_reference_is_normalized_and_attrs_parsed():
 @pytest.mark.parametrize(
     ("attrs", "message"),
     [
-        ({"image.resolvemode": "sometimes"}, "image.resolvemode='sometimes' is not one of default, local, pull"),
+        (
+            {"image.resolvemode": "sometimes"},
+            "image.resolvemode='sometimes' is not one of default, local, pull",
+        ),
         ({"image.layerlimit": "0"}, "image.layerlimit='0' must be at least 1"),
         ({"image.layerlimit": "many"}, "image.layerlimit='many' is not a number"),
         ({"image.resolvmode": "pull"}, "unknown option 'image.resolvmode'"),
@@ -88,23 +93,38 @@ def test_attributes_of_other_namespaces_are_ignored_as_buildkit_does():
 
 def test_git_identifier_parts():
     job = parse_git("git://github.com/moby/buildkit#v0.11.6:docs/dev", {}, None)
-    assert (job.remote, job.ref, job.subdir, job.url) == ("github.com/moby/buildkit", "v0.11.6", "docs/dev", "https://github.com/moby/buildkit")
-    job = parse_git("git://github.com/x/y", {"git.fullurl": "git@github.com:x/y.git", "git.keepgitdir": "true"}, None)
+    assert (job.remote, job.ref, job.subdir, job.url) == (
+        "github.com/moby/buildkit",
+        "v0.11.6",
+        "docs/dev",
+        "https://github.com/moby/buildkit",
+    )
+    job = parse_git(
+        "git://github.com/x/y",
+        {"git.fullurl": "git@github.com:x/y.git", "git.keepgitdir": "true"},
+        None,
+    )
     assert job.url == "git@github.com:x/y.git" and job.keep_git_dir and job.ref == ""
 
 
 def test_local_patterns_are_json_arrays():
-    job = parse_local("local://ctx", {"local.excludepatterns": '["*.o", "!keep.o"]', "local.differ": "none"}, None)
+    job = parse_local(
+        "local://ctx", {"local.excludepatterns": '["*.o", "!keep.o"]', "local.differ": "none"}, None
+    )
     assert job.exclude_patterns == ("*.o", "!keep.o") and job.differ == "none"
     with pytest.raises(ConfigError) as err:
         parse_local("local://ctx", {"local.followpaths": "src"}, None)
     assert "local.followpaths is not a JSON array" in str(err.value)
     with pytest.raises(ConfigError):
-        parse_local("local://ctx", {"local.includepattern": '[1, 2]'}, None)
+        parse_local("local://ctx", {"local.includepattern": "[1, 2]"}, None)
 
 
 def test_http_attrs():
-    job = parse_http("http://127.0.0.1:8080/f", {"http.perm": "0755", "http.uid": "1000", "http.filename": "f.bin"}, None)
+    job = parse_http(
+        "http://127.0.0.1:8080/f",
+        {"http.perm": "0755", "http.uid": "1000", "http.filename": "f.bin"},
+        None,
+    )
     assert (job.perm, job.uid, job.gid, job.filename) == (0o755, 1000, 0, "f.bin")
     with pytest.raises(ConfigError) as err:
         parse_http("http://h/f", {"http.checksum": "md5:abc"}, None)
@@ -128,4 +148,7 @@ def test_fetching_says_the_engine_is_missing_in_one_line():
     job = parse_local("local://ctx", {}, None)
     with pytest.raises(UserError) as err:
         asyncio.run(job.fetch(MemoryClientIO(Path(".")), Path("."), RecordingProgress()))
-    assert str(err.value) == "local://ctx: fetching sources needs the llbkit engine (not in this release)"
+    assert (
+        str(err.value)
+        == "local://ctx: fetching sources needs the llbkit engine (not in this release)"
+    )
