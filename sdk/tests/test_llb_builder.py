@@ -33,7 +33,7 @@ def test_states_are_immutable():
 
 
 def test_run_args_shell_and_per_op_settings():
-    op, meta = last(BASE.run("echo 'hello world'").root())
+    op, _ = last(BASE.run("echo 'hello world'").root())
     assert list(op.exec.meta.args) == ["echo", "hello world"]
     op, _ = last(BASE.run(shell="echo $HOME").root())
     assert list(op.exec.meta.args) == ["/bin/sh", "-c", "echo $HOME"]
