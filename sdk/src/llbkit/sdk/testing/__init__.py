@@ -19,6 +19,12 @@ from llbkit.sdk.testing._doubles import (
     RecordingProgress,
     make_context,
 )
+from llbkit.sdk.testing.doubles import (
+    MemoryCacheBackend,
+    ScriptedExecutor,
+    ScriptedWorker,
+    StaticFrontend,
+)
 from llbkit.sdk.testing.kits import (
     CacheBackendKit,
     ExporterKit,
@@ -32,10 +38,14 @@ __all__ = [
     "DirResult",
     "ExporterKit",
     "FrontendKit",
+    "MemoryCacheBackend",
     "MemoryCacheStore",
     "MemoryClientIO",
     "RecordingProgress",
+    "ScriptedExecutor",
+    "ScriptedWorker",
     "SourceKit",
+    "StaticFrontend",
     "WorkerKit",
     "make_context",
 ]

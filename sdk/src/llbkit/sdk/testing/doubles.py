@@ -1,0 +1,117 @@
+"""Test doubles for each contract: small, working plugins to test the code that calls plugins.
+
+Like httpx's ``MockTransport``: real implementations of the contract with no outside world, so
+core's solver and CLI tests (and a third party's) can run without a registry or a container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.plugins.cache_backend import Direction
+from llbkit.core.plugins.context import Platform, PluginContext, ProgressSink
+from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
+from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+from llbkit.sdk.testing._doubles import MemoryCacheStore
+
+__all__ = ["MemoryCacheBackend", "ScriptedExecutor", "ScriptedWorker", "StaticFrontend"]
+
+
+class MemoryCacheBackend:
+    """A cache backend whose stores live in a class-level dict, keyed by the ``name`` option."""
+
+    api_version: ClassVar[int] = 1
+    stores: ClassVar[dict[str, MemoryCacheStore]] = {}
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str], direction: Direction) -> MemoryCacheStore:
+        for key in attrs:
+            if key not in ("name", "mode"):
+                raise UnknownOptionError(f"cache backend {self.ctx.name}", key, ("mode", "name"))
+        name = attrs.get("name", "default")
+        return self.stores.setdefault(name, MemoryCacheStore())
+
+
+@dataclass(frozen=True)
+class _StaticJob:
+    definition: bytes
+    filename: str
+
+    async def solve(self, client: FrontendClient) -> FrontendOutput:
+        if self.filename:
+            await client.read_file("dockerfile", self.filename)
+        return FrontendOutput({"linux/amd64": self.definition})
+
+
+class StaticFrontend:
+    """A frontend returning a fixed definition (set ``StaticFrontend.definition``); with
+    ``filename=`` it first reads that file from the ``dockerfile`` context, as real ones do."""
+
+    api_version: ClassVar[int] = 1
+    definition: ClassVar[bytes] = b""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str]) -> _StaticJob:
+        for key in attrs:
+            if key != "filename":
+                raise UnknownOptionError(f"frontend {self.ctx.name}", key, ("filename",))
+        return _StaticJob(self.definition, attrs.get("filename", ""))
+
+
+@dataclass
+class ScriptedExecutor:
+    """Runs nothing: answers each process with ``script(spec)`` -> (exit code, output bytes)."""
+
+    script: Callable[[ProcessSpec], tuple[int, bytes]]
+    runs: list[ProcessSpec] = field(default_factory=list)
+
+    @property
+    def platforms(self) -> Sequence[Platform]:
+        return [Platform()]
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return {"org.mobyproject.buildkit.worker.executor": "scripted"}
+
+    async def run(
+        self,
+        process: ProcessSpec,
+        rootfs: Path,
+        mounts: Sequence[MountSpec],
+        progress: ProgressSink,
+    ) -> int:
+        self.runs.append(process)
+        code, output = self.script(process)
+        if output:
+            progress.log(output)
+        return code
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ScriptedWorker:
+    """A worker whose executor is scripted by the ``exit_code`` and ``output`` config keys."""
+
+    api_version: ClassVar[int] = 1
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, config: Mapping[str, object]) -> ScriptedExecutor:
+        for key in config:
+            if key not in ("exit_code", "output"):
+                raise UnknownOptionError(f"worker {self.ctx.name}", key, ("exit_code", "output"))
+        code = config.get("exit_code", 0)
+        if not isinstance(code, int):
+            raise ConfigError(f"worker {self.ctx.name}: exit_code must be an integer")
+        output = str(config.get("output", "")).encode()
+        return ScriptedExecutor(lambda _spec: (code, output))
