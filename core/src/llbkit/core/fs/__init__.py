@@ -1,0 +1,1 @@
+"""Filesystem helpers shared by sources, file ops and frontends."""
