@@ -1,0 +1,153 @@
+"""Blobs by digest: written whole or not at all, verified, and recorded only once on disk.
+
+A blob is staged in the root's ``tmp/``, hashed while it is written, fsynced, renamed to
+``content/sha256/<hex>`` and only then recorded in the database. A crash at any point leaves
+either nothing or a complete file that :meth:`ContentStore.recover` records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llbkit.core.errors import UserError
+from llbkit.core.llb.digest import is_digest
+
+__all__ = ["BlobWriter", "ContentStore", "DigestMismatchError"]
+
+
+class DigestMismatchError(UserError):
+    """Content that does not hash to the digest it was announced with; nothing is kept."""
+
+
+@dataclass
+class BlobWriter:
+    """Receives a blob's bytes; see :meth:`ContentStore.writer`."""
+
+    _file: object
+    _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+    def write(self, data: bytes) -> None:
+        """Append bytes to the blob."""
+        self._hash.update(data)
+        self._file.write(data)  # type: ignore[attr-defined]
+        self.size += len(data)
+
+    @property
+    def digest(self) -> str:
+        """The digest of what was written so far."""
+        return "sha256:" + self._hash.hexdigest()
+
+
+class ContentStore:
+    """The ``content/`` directory of a state root and its ``blobs`` table."""
+
+    def __init__(self, path: Path, tmp: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self._tmp = tmp
+        self._db = db
+        (path / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob lives (whether or not it exists)."""
+        if not is_digest(digest):
+            raise UserError(f"not a sha256 digest: {digest!r}")
+        return self.path / "sha256" / digest.split(":", 1)[1]
+
+    def has(self, digest: str) -> bool:
+        """Tell whether the blob is stored."""
+        return self.blob_path(digest).exists()
+
+    def size(self, digest: str) -> int:
+        """The blob's size in bytes."""
+        return self.blob_path(digest).stat().st_size
+
+    def read(self, digest: str) -> bytes:
+        """The whole blob (for small ones: configs, manifests, indexes)."""
+        data = self.blob_path(digest).read_bytes()
+        self.touch(digest)
+        return data
+
+    def touch(self, digest: str) -> None:
+        """Record a use, for garbage collection's "least recently used"."""
+        self._db.execute("UPDATE blobs SET last_used=? WHERE digest=?", (time.time(), digest))
+
+    @contextmanager
+    def writer(self, expected: str | None = None, media_type: str = "") -> Iterator[BlobWriter]:
+        """Write a blob; it becomes visible when the block ends without error.
+
+        :param expected: the digest the content must have; a mismatch raises
+            :class:`DigestMismatchError` and keeps nothing.
+        """
+        fd, staging = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                writer = BlobWriter(handle)
+                yield writer
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = writer.digest
+            if expected is not None and expected != digest:
+                raise DigestMismatchError(
+                    f"content announced as {expected} hashes to {digest} "
+                    f"({writer.size} bytes); refused"
+                )
+            target = self.blob_path(digest)
+            os.rename(staging, target)
+            _fsync_dir(target.parent)
+            self._record(digest, writer.size, media_type)
+        finally:
+            if os.path.exists(staging):
+                os.unlink(staging)
+
+    def put(self, data: bytes, media_type: str = "") -> str:
+        """Store ``data``; returns its digest."""
+        with self.writer(media_type=media_type) as w:
+            w.write(data)
+        return w.digest
+
+    def delete(self, digest: str) -> None:
+        """Forget the record first, then the file: a record never names a missing blob."""
+        self._db.execute("DELETE FROM blobs WHERE digest=?", (digest,))
+        self.blob_path(digest).unlink(missing_ok=True)
+
+    def _record(self, digest: str, size: int, media_type: str) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO blobs(digest, size, media_type, created, last_used) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+            (digest, size, media_type, now, now),
+        )
+
+    def recover(self) -> None:
+        """Reconcile records and files after a crash: drop records of missing files, record
+        complete files that were renamed in but not yet recorded."""
+        on_disk = {p.name: p for p in (self.path / "sha256").iterdir()}
+        for (digest,) in self._db.execute("SELECT digest FROM blobs").fetchall():
+            if digest.split(":", 1)[1] not in on_disk:
+                self._db.execute("DELETE FROM blobs WHERE digest=?", (digest,))
+        recorded = {d for (d,) in self._db.execute("SELECT digest FROM blobs")}
+        for name, path in on_disk.items():
+            if f"sha256:{name}" not in recorded:
+                self._record(f"sha256:{name}", path.stat().st_size, "")
+
+    def total_size(self) -> int:
+        """Bytes used by all blobs."""
+        row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
+        return int(row[0])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
