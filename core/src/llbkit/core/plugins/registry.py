@@ -185,7 +185,10 @@ class PluginRegistry:
         Checks the name before importing anything, imports only that entry point, and checks
         that it targets the contract version core provides.
         """
-        info = self._one(group, name)
+        return self._load(self._one(group, name))
+
+    def _load(self, info: PluginInfo) -> Any:
+        group, name = info.group, info.name
         kind, version = DRIVER_GROUPS.get(group, (group, 0))
         self._say(f"loading {kind} {info.label} from {info.value}")
         if self._test_drivers is not None:
@@ -244,8 +247,8 @@ class PluginRegistry:
         state_dir: Path | None = None,
     ) -> Any:
         """Load ``name`` and construct it with its :class:`PluginContext`."""
-        factory = self.load_driver(group, name)
         info = self._one(group, name)
+        factory = self._load(info)
         ctx = PluginContext(
             name=name,
             distribution=f"{info.distribution} {info.version}",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from llbkit.core.llb import pb
+from llbkit.core.llb import digest_of, marshal, pb
 from llbkit.sdk.llb._vertex import Marshaler, Options, Output
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ class Definition:
 
     def to_bytes(self) -> bytes:
         """The bytes BuildKit's ``llb.WriteTo`` writes for the same graph."""
-        from llbkit.core.llb import marshal
-
         return marshal(self.to_pb())
 
 
@@ -163,8 +161,6 @@ class State:
             return Definition((), {}, {})
         result = m.input(self.output)
         terminal = pb.Op(inputs=[result])
-        from llbkit.core.llb import digest_of, marshal
-
         data = marshal(terminal)
         digest = digest_of(data)
         meta = pb.OpMetadata()
