@@ -1,0 +1,192 @@
+"""Docker's path patterns: ``.dockerignore``, local-source include/exclude, ``COPY --exclude``.
+
+The same rules as moby's patternmatcher, so a context sends and skips exactly the files Docker
+would: ``*`` and ``?`` stay within one path element, ``**`` spans any number of them, ``[...]``
+classes and ``\\`` escapes work, the last matching pattern wins, ``!`` patterns re-include, and a
+pattern that matches a directory matches everything beneath it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llbkit.core.errors import UserError
+
+__all__ = ["Pattern", "PatternError", "PatternMatcher", "clean", "read_dockerignore"]
+
+_ESCAPED = frozenset(".+()|{}$")
+
+
+class PatternError(UserError):
+    """A pattern Docker would reject (an unterminated ``[``, a lone ``!``...)."""
+
+
+def clean(path: str) -> str:
+    """Go's ``filepath.Clean`` for slash paths (``posixpath.normpath`` keeps a leading ``//``)."""
+    cleaned = posixpath.normpath(path) if path else "."
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def _check_syntax(pattern: str) -> None:
+    """Refuse what Go's ``filepath.Match`` calls a bad pattern."""
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            if i + 1 >= n:
+                raise PatternError(f"invalid pattern {pattern!r}: trailing backslash")
+            i += 2
+            continue
+        if char == "[":
+            i += 1
+            if i < n and pattern[i] == "^":
+                i += 1
+            start = i
+            while i < n and (pattern[i] != "]" or i == start):
+                if pattern[i] == "\\":
+                    i += 1
+                i += 1
+            if i >= n:
+                raise PatternError(f"invalid pattern {pattern!r}: '[' is never closed")
+        i += 1
+
+
+def _translate(text: str, i: int) -> tuple[str, int, bool]:
+    """One element of a pattern as regex: (piece, characters used, whether it is a wildcard)."""
+    char = text[i]
+    if char == "*":
+        return "[^/]*", 1, True
+    if char == "?":
+        return "[^/]", 1, True
+    if char in _ESCAPED:
+        return "\\" + char, 1, False
+    if char == "\\":
+        if i + 1 < len(text):
+            return "\\" + text[i + 1], 2, True
+        return "\\\\", 1, False
+    return char, 1, char in "[]"
+
+
+@dataclass
+class Pattern:
+    """One cleaned pattern; ``exclusion`` for a ``!`` pattern that re-includes."""
+
+    text: str
+    exclusion: bool = False
+    parts: int = 0
+    _kind: str = ""
+    _value: str = ""
+    _regex: re.Pattern[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.parts = len(self.text.split("/"))
+        self._compile()
+
+    def _compile(self) -> None:
+        text, out, kind, i = self.text, ["^"], "exact", 0
+        while i < len(text):
+            if text.startswith("**", i):
+                at_start = i == 0
+                i += 3 if text[i + 2 : i + 3] == "/" else 2
+                if i < len(text):
+                    out.append("(.*/)?")
+                    kind = "regex"
+                elif kind == "exact":
+                    kind = "prefix"
+                else:
+                    out.append(".*")
+                    kind = "regex"
+                if at_start:
+                    kind = "suffix"  # a leading "**": Docker matches the rest as a suffix
+                continue
+            piece, used, wild = _translate(text, i)
+            out.append(piece)
+            i += used
+            if wild:
+                kind = "regex"
+        self._kind = kind
+        if kind == "prefix":
+            self._value = text[:-2]
+        elif kind == "suffix":
+            self._value = text[2:]
+        elif kind == "regex":
+            try:
+                self._regex = re.compile("".join(out) + "$")
+            except re.error as err:
+                raise PatternError(f"invalid pattern {self.text!r}: {err}") from None
+
+    def match(self, path: str) -> bool:
+        """Whether ``path`` (clean, slash-separated, relative) matches this pattern itself."""
+        if self._kind == "exact":
+            return path == self.text
+        if self._kind == "prefix":
+            return path.startswith(self._value)
+        if self._kind == "suffix":
+            suffix = self._value
+            return path.endswith(suffix) or (suffix[:1] == "/" and path == suffix[1:])
+        assert self._regex is not None
+        return self._regex.match(path) is not None
+
+
+class PatternMatcher:
+    """An ordered list of patterns, applied as Docker applies them."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns: list[Pattern] = []
+        for raw in patterns:
+            text = raw.strip()
+            if not text:
+                continue
+            text = clean(text)
+            exclusion = text.startswith("!")
+            if exclusion:
+                if len(text) == 1:
+                    raise PatternError('illegal exclusion pattern: "!"')
+                text = text[1:]
+            _check_syntax(text)
+            self.patterns.append(Pattern(text, exclusion))
+
+    @property
+    def exclusions(self) -> bool:
+        """Whether any ``!`` pattern exists (then excluded directories must still be walked)."""
+        return any(p.exclusion for p in self.patterns)
+
+    def matches(self, path: str) -> bool:
+        """Docker's ``MatchesOrParentMatches``: the last pattern matching ``path`` or one of
+        its parent directories decides."""
+        path = clean(path)
+        parent = posixpath.dirname(path)
+        parents = parent.split("/") if parent else []
+        matched = False
+        for pattern in self.patterns:
+            if pattern.exclusion != matched:
+                continue
+            hit = pattern.match(path)
+            if not hit:
+                hit = any(pattern.match("/".join(parents[: i + 1])) for i in range(len(parents)))
+            if hit:
+                matched = not pattern.exclusion
+        return matched
+
+
+def read_dockerignore(text: str) -> list[str]:
+    """The patterns of a ``.dockerignore`` file, cleaned as Docker reads them."""
+    patterns = []
+    for line in text.removeprefix("\ufeff").splitlines():
+        if line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = clean(pattern)
+            if len(pattern) > 1 and pattern.startswith("/"):
+                pattern = pattern[1:]
+        patterns.append("!" + pattern if invert else pattern)
+    return patterns
