@@ -1,0 +1,1 @@
+"""Ops that run in core, on snapshot directories: file actions, and later merge and diff."""

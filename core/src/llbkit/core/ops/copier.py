@@ -1,0 +1,223 @@
+"""Copying trees between snapshots with BuildKit's semantics (its ``fsutil/copy``).
+
+Ownership is kept unless an owner is given, modes can be forced, times are kept or set, hard
+links inside the copied tree stay hard links, xattrs follow, include/exclude patterns filter
+what is copied while parent directories are created as needed. Every path is resolved inside
+its root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llbkit.core.errors import UserError
+from llbkit.core.fs.patterns import PatternMatcher
+from llbkit.core.fs.rootpath import resolve_in_root
+
+__all__ = ["CopyError", "Copier", "Owner", "mkdir_all", "set_owner", "set_times"]
+
+
+class CopyError(UserError):
+    """A copy that cannot be done as asked (a file over a directory...)."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Numeric owner for created files."""
+
+    uid: int
+    gid: int
+
+
+def set_owner(path: str, owner: Owner | None, keep: os.stat_result | None = None) -> None:
+    """``lchown`` to ``owner``, else to the owner of ``keep`` (the source), else leave it."""
+    if owner is not None:
+        os.lchown(path, owner.uid, owner.gid)
+    elif keep is not None:
+        os.lchown(path, keep.st_uid, keep.st_gid)
+
+
+def set_times(path: str, ns: int | None, keep: os.stat_result | None = None) -> None:
+    """Set atime and mtime to ``ns``, or copy them from ``keep``; never follows a symlink."""
+    if ns is not None:
+        os.utime(path, ns=(ns, ns), follow_symlinks=False)
+    elif keep is not None:
+        os.utime(path, ns=(keep.st_atime_ns, keep.st_mtime_ns), follow_symlinks=False)
+
+
+def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None) -> None:
+    """``mkdir -p``; only the directories it creates get ``mode``, ``owner`` and times."""
+    if os.path.isdir(path):
+        return
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise CopyError(f"{path}: not a directory")
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        mkdir_all(parent, mode, owner, ns)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
+    os.chmod(path, mode)
+    set_owner(path, owner)
+    set_times(path, ns)
+
+
+def _copy_xattrs(src: str, dst: str) -> None:
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:  # no xattr support on this filesystem: nothing to carry
+        return
+    for name in names:
+        try:
+            os.setxattr(
+                dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False
+            )
+        except OSError:  # BuildKit logs and goes on (e.g. security.* without privileges)
+            continue
+
+
+@dataclass
+class Copier:
+    """One copy operation's settings; ``copy`` may be called for several sources."""
+
+    owner: Owner | None = None
+    mode: int | None = None
+    time_ns: int | None = None
+    include: PatternMatcher | None = None
+    exclude: PatternMatcher | None = None
+    _inodes: dict[tuple[int, int], str] = field(default_factory=dict)
+    _pending_parents: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    def copy(
+        self,
+        src_root: Path,
+        src: str,
+        dest_root: Path,
+        dest: str,
+        *,
+        follow_links: bool = False,
+        dir_contents: bool = False,
+    ) -> None:
+        """Copy ``src`` (in ``src_root``) to ``dest`` (in ``dest_root``), as ``fsutil`` does.
+
+        ``dest`` ending in ``/`` names a directory to copy into; a directory source is copied
+        as itself unless ``dir_contents``.
+        """
+        head, tail = os.path.split(dest)
+        ensure = head if tail not in ("", ".") else dest
+        if ensure:
+            mkdir_all(str(resolve_in_root(dest_root, ensure)), 0o755, self.owner, self.time_ns)
+        target = str(resolve_in_root(dest_root, os.path.normpath(dest)))
+        source = str(resolve_in_root(src_root, src, follow_last=follow_links))
+        try:
+            src_st = os.lstat(source)
+        except FileNotFoundError:
+            raise CopyError(f"{src}: not found") from None
+        dest_st = os.stat(target) if os.path.exists(target) else None
+        src_dir = stat.S_ISDIR(src_st.st_mode)
+        if (not dir_contents and src_dir and dest_st is not None) or (
+            not src_dir and dest_st is not None and stat.S_ISDIR(dest_st.st_mode)
+        ):
+            target = os.path.join(target, os.path.basename(os.path.normpath(src)))
+        parent = (
+            target if (dir_contents and src_dir and dest_st is None) else os.path.dirname(target)
+        )
+        mkdir_all(parent, 0o755, self.owner, self.time_ns)
+        self._copy(source, "", target, top=True)
+
+    def _selected(self, rel: str) -> bool:
+        if not rel:
+            return True
+        if self.include is not None and not self.include.matches(rel):
+            return False
+        return not (self.exclude is not None and self.exclude.matches(rel))
+
+    def _copy(self, src: str, rel: str, target: str, *, top: bool) -> None:
+        st = os.lstat(src)
+        selected = self._selected(rel)
+        if selected:
+            self._create_parents()
+        if stat.S_ISDIR(st.st_mode):
+            self._copy_dir(src, rel, target, st, selected=selected, top=top)
+            return
+        if not selected:
+            return
+        if os.path.lexists(target):
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise CopyError(f"cannot replace directory {target} with a file")
+            os.unlink(target)
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            self._copy_file(src, target, st)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(src), target)
+        else:
+            os.mknod(target, mode, st.st_rdev)
+        self._finish(src, target, st)
+
+    def _copy_file(self, src: str, target: str, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self._inodes:
+            os.link(self._inodes[key], target)
+            return
+        shutil.copyfile(src, target, follow_symlinks=False)
+        if st.st_nlink > 1:
+            self._inodes[key] = target
+
+    def _copy_dir(
+        self, src: str, rel: str, target: str, st: os.stat_result, *, selected: bool, top: bool
+    ) -> None:
+        created = False
+        if selected:
+            created = self._make_dir(target, st, overwrite=not top)
+        self._pending_parents.append((src, target, selected))
+        try:
+            for name in sorted(os.listdir(src)):
+                self._copy(
+                    os.path.join(src, name),
+                    os.path.join(rel, name) if rel else name,
+                    os.path.join(target, name),
+                    top=False,
+                )
+        finally:
+            self._pending_parents.pop()
+        if selected and (created or not top):
+            self._finish(src, target, st)
+        elif selected and top:
+            set_times(target, self.time_ns, st)
+
+    def _make_dir(self, target: str, st: os.stat_result, *, overwrite: bool) -> bool:
+        if not os.path.lexists(target):
+            os.mkdir(target, stat.S_IMODE(st.st_mode) | 0o700)
+            return True
+        if not os.path.isdir(target) or os.path.islink(target):
+            raise CopyError(f"cannot copy a directory over the non-directory {target}")
+        if overwrite:
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+        return False
+
+    def _create_parents(self) -> None:
+        for i, (src, target, done) in enumerate(self._pending_parents):
+            if done:
+                continue
+            st = os.stat(src)
+            if self._make_dir(target, st, overwrite=False):
+                self._finish(src, target, st)
+            self._pending_parents[i] = (src, target, True)
+
+    def _finish(self, src: str, target: str, st: os.stat_result) -> None:
+        set_owner(target, self.owner, st)
+        if not stat.S_ISLNK(st.st_mode):
+            mode = stat.S_IMODE(st.st_mode)
+            if self.mode is not None:
+                mode = (mode & ~0o777) | (self.mode & 0o777)
+            os.chmod(target, mode)
+        _copy_xattrs(src, target)
+        set_times(target, self.time_ns, st)

@@ -1,0 +1,268 @@
+"""Running a ``pb.FileOp``: its chain of mkdir, mkfile, rm and copy actions, on directories.
+
+The caller supplies the inputs as read-only directories and a way to get a fresh writable
+directory seeded from one (how is the store's business: a copy, or an overlay upper layer).
+Actions run in order; an action's result feeds the later actions that name it, and the results
+with an output index are returned.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from llbkit.core.errors import UserError
+from llbkit.core.fs.contenthash import ContentHasher
+from llbkit.core.fs.patterns import PatternMatcher
+from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.llb import pb
+from llbkit.core.ops.copier import Copier, CopyError, Owner, mkdir_all, set_owner, set_times
+
+__all__ = ["FileOpError", "Workdir", "clean_path", "run_file_op"]
+
+#: make a new writable directory, seeded with a copy of the given one (or empty for None)
+Workdir = Callable[[Path | None], Path]
+
+
+class FileOpError(UserError):
+    """A file action that failed; the message names the action and the path."""
+
+
+def clean_path(path: str) -> str:
+    """BuildKit's ``cleanPath``: absolute and clean, keeping a trailing ``/`` or ``/.``."""
+    cleaned = posixpath.normpath(posixpath.join("/", path))
+    cleaned = "/" + cleaned.lstrip("/")
+    if path.endswith("/."):
+        return (cleaned if cleaned == "/" else cleaned + "/") + "."
+    if path.endswith("/") and cleaned != "/":
+        return cleaned + "/"
+    return cleaned
+
+
+def _time(ns: int) -> int | None:
+    return None if ns == -1 else ns
+
+
+def _lookup(root: Path | None, file: str, name: str) -> tuple[int, int] | None:
+    """``(id, primary gid)`` of ``name`` in ``root``'s ``/etc/passwd`` or ``/etc/group``."""
+    if root is None:
+        return None
+    path = resolve_in_root(root, file)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) >= 3 and parts[0] == name:
+            try:
+                return int(parts[2]), int(parts[3]) if len(parts) > 3 and parts[3] else 0
+            except ValueError:
+                return None
+    return None
+
+
+def _owner(chown: pb.ChownOpt | None, root_of: Callable[[int], Path | None]) -> Owner | None:
+    """BuildKit's ``readUser``: a name missing from the files leaves id 0, as v0.11.6 does."""
+    if chown is None:
+        return None
+    uid = gid = 0
+    if chown.HasField("user"):
+        if chown.user.WhichOneof("user") == "byName":
+            found = _lookup(root_of(chown.user.byName.input), "/etc/passwd", chown.user.byName.name)
+            if found is not None:
+                uid, gid = found
+        else:
+            uid = gid = chown.user.byID
+    if chown.HasField("group"):
+        if chown.group.WhichOneof("user") == "byName":
+            found = _lookup(
+                root_of(chown.group.byName.input), "/etc/group", chown.group.byName.name
+            )
+            if found is not None:
+                gid = found[0]
+        else:
+            gid = chown.group.byID
+    return Owner(uid, gid)
+
+
+def _owner_of(
+    action: pb.FileActionMkDir | pb.FileActionMkFile | pb.FileActionCopy,
+    root_of: Callable[[int], Path | None],
+) -> Owner | None:
+    return _owner(action.owner if action.HasField("owner") else None, root_of)
+
+
+def _mkdir(root: Path, action: pb.FileActionMkDir, owner: Owner | None) -> None:
+    path = str(resolve_in_root(root, action.path))
+    mode = action.mode & 0o777
+    if action.makeParents:
+        mkdir_all(path, mode, owner, _time(action.timestamp))
+        return
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        raise FileOpError(f"mkdir {action.path}: parent directory does not exist") from None
+    os.chmod(path, mode)
+    set_owner(path, owner)
+    set_times(path, _time(action.timestamp))
+
+
+def _mkfile(root: Path, action: pb.FileActionMkFile, owner: Owner | None) -> None:
+    path = str(resolve_in_root(root, action.path))
+    if os.path.isdir(path):
+        raise FileOpError(f"mkfile {action.path}: is a directory")
+    try:
+        with open(path, "wb") as handle:
+            handle.write(action.data)
+    except FileNotFoundError:
+        raise FileOpError(f"mkfile {action.path}: parent directory does not exist") from None
+    os.chmod(path, action.mode & 0o777)
+    set_owner(path, owner)
+    set_times(path, _time(action.timestamp))
+
+
+def _rm(root: Path, action: pb.FileActionRm) -> None:
+    paths = [action.path]
+    if action.allowWildcard:
+        paths = ["/" + m for m in ContentHasher(root).glob(clean_path(action.path))]
+    for path in paths:
+        parent, base = posixpath.split(posixpath.normpath(path))
+        if not base or base == "/":
+            raise FileOpError(f"rm {action.path}: refusing to remove the root")
+        target = resolve_in_root(root, parent) / base
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            target.unlink()
+        elif not action.allowNotFound:
+            raise FileOpError(f"rm {action.path}: no such file or directory")
+
+
+def _is_archive(path: Path) -> bool:
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            return archive.next() is not None
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
+# Paths were made safe above; Python >= 3.11.4 would otherwise warn about the default filter.
+_TRUSTED: dict[str, str] = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
+
+
+def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int | None) -> None:
+    target = resolve_in_root(dest_root, dest)
+    mkdir_all(str(target), 0o755, owner, ns)
+    with tarfile.open(src, "r:*") as archive:
+        for member in archive:
+            inside = resolve_in_root(target, member.name, follow_last=False)
+            member.name = os.path.relpath(inside, target)
+            if member.islnk():
+                linked = resolve_in_root(target, member.linkname, follow_last=False)
+                member.linkname = os.path.relpath(linked, target)
+            archive.extract(
+                member, target, set_attrs=True, numeric_owner=True, filter="fully_trusted"
+            )
+
+
+def _copy(src_root: Path, dest_root: Path, action: pb.FileActionCopy, owner: Owner | None) -> None:
+    src, dest = clean_path(action.src), clean_path(action.dest)
+    if not action.createDestPath:
+        parent = resolve_in_root(dest_root, action.dest).parent
+        if not parent.exists():
+            missing = posixpath.dirname(dest.rstrip("/")) or "/"
+            raise FileOpError(f"copy to {action.dest}: {missing} does not exist")
+    copier = Copier(
+        owner=owner,
+        mode=None if action.mode == -1 else action.mode,
+        time_ns=_time(action.timestamp),
+        include=PatternMatcher(action.include_patterns) if action.include_patterns else None,
+        exclude=PatternMatcher(action.exclude_patterns) if action.exclude_patterns else None,
+    )
+    sources = [src]
+    if action.allowWildcard:
+        sources = ["/" + m for m in ContentHasher(src_root).glob(src)]
+        if not sources:
+            if action.allowEmptyWildcard:
+                return
+            raise FileOpError(f"copy {action.src}: no source files were specified (no match)")
+    for source in sources:
+        if action.attemptUnpackDockerCompatibility:
+            host = resolve_in_root(src_root, source)
+            if _is_archive(host):
+                _unpack(host, dest_root, dest, owner, _time(action.timestamp))
+                continue
+        try:
+            copier.copy(
+                src_root,
+                source,
+                dest_root,
+                dest,
+                follow_links=action.followSymlink,
+                dir_contents=action.dirCopyContents,
+            )
+        except CopyError as err:
+            raise FileOpError(f"copy {action.src} to {action.dest}: {err}") from None
+
+
+def run_file_op(op: pb.Op, inputs: Sequence[Path | None], workdir: Workdir) -> list[Path]:
+    """Run ``op.file``'s actions on ``inputs`` (``None`` for scratch); return its outputs.
+
+    :param inputs: one read-only directory per ``op.inputs`` entry.
+    :param workdir: gives each action a writable directory seeded from its base.
+    """
+    actions = list(op.file.actions)
+    count = len(inputs)
+    uses: dict[int, int] = {}
+    for action in actions:
+        for ref in (action.input, action.secondaryInput):
+            uses[ref] = uses.get(ref, 0) + 1
+    results: list[Path | None] = []
+
+    def root_of(index: int) -> Path | None:
+        if index < 0:
+            return None
+        return inputs[index] if index < count else results[index - count]
+
+    outputs: dict[int, Path] = {}
+    for action in actions:
+        base = root_of(action.input)
+        # An intermediate result read by no one else is changed in place instead of copied.
+        reuse = (
+            action.input >= count
+            and uses[action.input] == 1
+            and actions[action.input - count].output < 0
+            and base is not None
+        )
+        work = base if reuse else workdir(base)
+        assert work is not None
+        kind = action.WhichOneof("action")
+        try:
+            if kind == "mkdir":
+                _mkdir(work, action.mkdir, _owner_of(action.mkdir, root_of))
+            elif kind == "mkfile":
+                _mkfile(work, action.mkfile, _owner_of(action.mkfile, root_of))
+            elif kind == "rm":
+                _rm(work, action.rm)
+            elif kind == "copy":
+                source = root_of(action.secondaryInput) or workdir(None)
+                _copy(source, work, action.copy, _owner_of(action.copy, root_of))
+            else:
+                raise FileOpError(f"file action {kind!r} is not supported by this llbkit")
+        except OSError as err:
+            raise FileOpError(
+                f"{kind} failed: {err.strerror or err}: {err.filename or ''}"
+            ) from None
+        results.append(work)
+        if action.output >= 0:
+            outputs[action.output] = work
+    return [outputs[i] for i in sorted(outputs)]
