@@ -139,16 +139,17 @@ def test_oci_layout_keeps_store_and_digest():
     assert (job.store, job.digest, job.layer_limit) == ("store1", DIGEST, 3)
 
 
-def test_fetching_says_the_engine_is_missing_in_one_line():
+def test_fetching_an_image_is_refused_in_one_line():
     import asyncio
     from pathlib import Path
 
+    from llbkit.core.sources.image import parse_image
     from llbkit.sdk.testing import MemoryClientIO, RecordingProgress
 
-    job = parse_local("local://ctx", {}, None)
+    job = parse_image("docker-image://docker.io/library/alpine:latest", {}, None)
     with pytest.raises(UserError) as err:
         asyncio.run(job.fetch(MemoryClientIO(Path(".")), Path("."), RecordingProgress()))
-    assert (
-        str(err.value)
-        == "local://ctx: fetching sources needs the llbkit engine (not in this release)"
+    assert str(err.value) == (
+        "docker-image://docker.io/library/alpine:latest: fetching this kind of source is not "
+        "in this release of llbkit"
     )

@@ -18,10 +18,11 @@ from typing import IO
 
 from llbkit.core.cache.content import ContentStore
 from llbkit.core.errors import UserError
+from llbkit.core.snapshot.mount import stale_mounts, unmount
 
 __all__ = ["SCHEMA_VERSION", "StateRoot", "StateRootError", "default_root"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
@@ -30,6 +31,44 @@ CREATE TABLE IF NOT EXISTS blobs (
     created REAL NOT NULL,
     last_used REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER,
+    size INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL,
+    usage_count INTEGER NOT NULL DEFAULT 0,
+    record_type TEXT NOT NULL DEFAULT 'regular',
+    description TEXT NOT NULL DEFAULT '',
+    mutable INTEGER NOT NULL DEFAULT 0,
+    whiteouts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    chain TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS result_layers (
+    result TEXT NOT NULL REFERENCES results(key) ON DELETE CASCADE,
+    layer INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS result_layers_layer ON result_layers(layer);
+CREATE INDEX IF NOT EXISTS result_layers_result ON result_layers(result);
+CREATE TABLE IF NOT EXISTS keys (
+    key TEXT PRIMARY KEY,
+    result TEXT NOT NULL REFERENCES results(key) ON DELETE CASCADE,
+    vertex_name TEXT NOT NULL DEFAULT '',
+    explanation TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_result ON keys(result);
+CREATE TABLE IF NOT EXISTS flats (
+    chain TEXT PRIMARY KEY,
+    layer INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flats_layer ON flats(layer);
 """
 
 
@@ -92,6 +131,8 @@ class StateRoot:
     @classmethod
     def _prepare(cls, path: Path, lock: IO[str]) -> StateRoot:
         tmp = path / "tmp"
+        for point in stale_mounts(tmp):  # a killed process's overlay mounts
+            unmount(point)
         shutil.rmtree(tmp, ignore_errors=True)  # staging of a process that died mid-write
         tmp.mkdir()
         db = sqlite3.connect(path / "state.db", isolation_level=None, check_same_thread=False)

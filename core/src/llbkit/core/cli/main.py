@@ -35,7 +35,9 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     :param registry: the plugins to consult; by default what is installed, minus
         ``LLBKIT_DISABLE_PLUGINS``.
     """
+    from llbkit.core.cli.build import build
     from llbkit.core.cli.debug import debug
+    from llbkit.core.cli.du import du, prune
     from llbkit.core.plugins.registry import PluginRegistry
 
     group = RootGroup(
@@ -46,7 +48,22 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     click.version_option(
         __version__, "--version", prog_name="llbkit", message="%(prog)s %(version)s"
     )(group)
+    click.option(
+        "--root",
+        envvar="LLBKIT_ROOT",
+        type=click.Path(file_okay=False),
+        help="The state root (default: /var/lib/llbkit as root).",
+    )(group)
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, exists=True),
+        help="The engine's configuration (buildkitd.toml keys).",
+    )(group)
     group.add_command(debug)
+    group.add_command(build)
+    group.add_command(du)
+    group.add_command(prune)
     registry = registry or PluginRegistry.from_env()
     pm = registry.hook_manager()
     for warning in registry.warnings:

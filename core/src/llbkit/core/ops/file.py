@@ -118,12 +118,14 @@ def _mkfile(root: Path, action: pb.FileActionMkFile, owner: Owner | None) -> Non
     path = str(resolve_in_root(root, action.path))
     if os.path.isdir(path):
         raise FileOpError(f"mkfile {action.path}: is a directory")
+    existed = os.path.lexists(path)
     try:
         with open(path, "wb") as handle:
             handle.write(action.data)
     except FileNotFoundError:
         raise FileOpError(f"mkfile {action.path}: parent directory does not exist") from None
-    os.chmod(path, action.mode & 0o777)
+    if not existed:  # as os.WriteFile: an existing file keeps its permissions
+        os.chmod(path, action.mode & 0o777)
     set_owner(path, owner)
     set_times(path, _time(action.timestamp))
 

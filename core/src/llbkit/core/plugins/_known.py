@@ -1,4 +1,7 @@
 # GENERATED FILE - DO NOT EDIT; regenerate with scripts/gen_known_plugins.py
 """Which distribution provides each plugin name llbkit's own repository ships."""
 
-KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {}
+KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
+    ('llbkit.exporters', 'local'): 'llbkit-exporter-local',
+    ('llbkit.exporters', 'tar'): 'llbkit-exporter-local',
+}

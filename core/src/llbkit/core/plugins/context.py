@@ -7,7 +7,7 @@ from or goes to the client passes through :class:`ClientIO`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,3 +143,24 @@ class ClientIO(Protocol):
     async def secret(self, id: str) -> bytes:
         """Fetch a secret the client provides (``--secret id=…``); raises if it has none."""
         ...
+
+    def local_identity(self, name: str) -> str:
+        """A stable name for the client's directory ``name`` (``--local name=path``).
+
+        The engine keeps one mirror per identity, so a rebuild transfers only what changed.
+        Raises :class:`~llbkit.core.errors.UserError` if the client has no such directory.
+        """
+        ...
+
+    async def sync_local(
+        self,
+        name: str,
+        dest: Path,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
+        """Make ``dest`` (which holds the previous sync, or nothing) mirror directory ``name``.
+
+        Only changed files travel; a changed file is replaced, never modified in place.
+        """

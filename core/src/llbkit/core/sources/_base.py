@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -59,20 +60,20 @@ def choice(what: str, key: str, value: str, allowed: Collection[str]) -> str:
 class ParsedSource:
     """A source vertex whose identifier and attributes have been checked.
 
-    Fetching belongs to the engine, which this release does not include yet; until then a
-    build that reaches a source says so in one line instead of failing obscurely.
+    Kinds this release cannot fetch yet keep these defaults, so a build that reaches one says
+    so in one line instead of failing obscurely.
     """
 
     identifier: str
 
     async def cache_key(self, client: ClientIO) -> str:
         raise UserError(
-            f"{self.identifier}: fetching sources needs the llbkit engine (not in this release)"
+            f"{self.identifier}: fetching this kind of source is not in this release of llbkit"
         )
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         raise UserError(
-            f"{self.identifier}: fetching sources needs the llbkit engine (not in this release)"
+            f"{self.identifier}: fetching this kind of source is not in this release of llbkit"
         )
 
 
@@ -94,7 +95,10 @@ class BuiltinSource:
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
     ) -> ParsedSource:
-        return self._parsers[type(self)](identifier, attrs, platform)
+        job = self._parsers[type(self)](identifier, attrs, platform)
+        if "state_dir" in {f.name for f in dataclasses.fields(job)}:  # type: ignore[arg-type]
+            job = dataclasses.replace(job, state_dir=self.ctx.state_dir)  # type: ignore[type-var]
+        return job
 
 
 def strip_scheme(identifier: str, schemes: Collection[str]) -> tuple[str, str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 from llbkit.core.errors import ConfigError, UserError
 from llbkit.core.sources._base import (
@@ -17,7 +23,7 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
 
 _KNOWN = (
     "http.checksum",
@@ -38,6 +44,86 @@ class HTTPJob(ParsedSource):
     perm: int = 0o600
     uid: int = 0
     gid: int = 0
+    state_dir: Path | None = None
+    _got: dict[str, tuple[Path, str, str]] = field(default_factory=dict, compare=False)
+
+    async def _download(self, progress: ProgressSink | None) -> tuple[Path, str, str]:
+        """Fetch the URL once per job into the state directory: (file, sha256 digest, name)."""
+        if "file" in self._got:
+            return self._got["file"]
+        import httpx
+
+        where = self.state_dir or Path(tempfile.gettempdir())
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix="download-")
+        digest = hashlib.new(self.checksum.split(":")[0] if self.checksum else "sha256")
+        name = ""
+        out = os.fdopen(fd, "wb")
+        try:
+            async with (
+                httpx.AsyncClient(follow_redirects=True, timeout=60) as http,
+                http.stream("GET", self.identifier) as response,
+            ):
+                if response.status_code >= 400:
+                    raise UserError(
+                        f"{self.identifier}: download failed: HTTP {response.status_code}"
+                    )
+                total = int(response.headers.get("content-length") or 0)
+                done = 0
+                async for chunk in response.aiter_bytes(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress.status(self.identifier, current=done, total=total)
+                name = _disposition_name(response.headers.get("content-disposition", ""))
+        except httpx.HTTPError as err:
+            out.close()
+            os.unlink(tmp)
+            raise UserError(f"{self.identifier}: download failed: {err}") from None
+        except BaseException:
+            out.close()
+            os.unlink(tmp)
+            raise
+        out.close()
+        got = f"{digest.name}:{digest.hexdigest()}"
+        if self.checksum and got != self.checksum:
+            os.unlink(tmp)
+            raise UserError(
+                f"{self.identifier}: digest mismatch: expected {self.checksum}, got {got}"
+            )
+        path = urlsplit(self.identifier).path
+        filename = self.filename or name or unquote(path.rsplit("/", 1)[-1]) or "index"
+        self._got["file"] = (Path(tmp), got, filename)
+        return self._got["file"]
+
+    async def cache_key(self, client: ClientIO) -> str:
+        """Known up front with ``http.checksum``; otherwise the content's digest (a download)."""
+        checksum = self.checksum or (await self._download(None))[1]
+        key = {
+            "Filename": self.filename,
+            "Perm": self.perm,
+            "UID": self.uid,
+            "GID": self.gid,
+            "Checksum": checksum,
+        }
+        return (
+            "sha256:" + hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
+        )
+
+    async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
+        tmp, _, filename = await self._download(progress)
+        target = dest / filename
+        os.replace(tmp, target)
+        self._got.clear()
+        os.chmod(target, self.perm)
+        if os.geteuid() == 0:
+            os.chown(target, self.uid, self.gid)
+
+
+def _disposition_name(header: str) -> str:
+    match = re.search(r'filename="?([^";]+)"?', header)
+    return os.path.basename(match.group(1)) if match else ""
 
 
 def parse_http(identifier: str, attrs: Mapping[str, str], platform: Platform | None) -> HTTPJob:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import anyio
 
 from llbkit.core.errors import UserError
 from llbkit.core.sources._base import (
@@ -17,7 +22,7 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
 
 _KNOWN = (
     "local.session",
@@ -42,6 +47,62 @@ class LocalJob(ParsedSource):
     shared_key_hint: str = ""
     session: str = ""
     differ: str = "metadata"
+    state_dir: Path | None = None
+
+    def _mirror(self, client: ClientIO) -> Path:
+        if self.state_dir is None:
+            raise UserError(f"{self.identifier}: local sources need a state directory")
+        ident = json.dumps(
+            [client.local_identity(self.name), self.include_patterns, self.exclude_patterns],
+        )
+        return self.state_dir / hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+    async def cache_key(self, client: ClientIO) -> str:
+        """Mirror the client's directory, then key it by content (never by session)."""
+        from llbkit.core.fs.contenthash import ContentHasher
+
+        mirror = self._mirror(client)
+        async with _lock_for(mirror):
+            tree = mirror / "tree"
+            await client.sync_local(
+                self.name, tree, include=self.include_patterns, exclude=self.exclude_patterns
+            )
+            cache_file = mirror / "stat-cache.json"
+
+            def digest() -> str:
+                stat_cache: dict[str, tuple[int, int, int, int, str]]
+                try:
+                    stat_cache = {
+                        k: (v[0], v[1], v[2], v[3], v[4])
+                        for k, v in json.loads(cache_file.read_text()).items()
+                    }
+                except (OSError, ValueError, IndexError, AttributeError):
+                    stat_cache = {}
+                checksum = ContentHasher(tree, stat_cache=stat_cache).checksum("/")
+                live = {k: v for k, v in stat_cache.items() if (tree / k).exists()}
+                tmp = cache_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(live))
+                tmp.replace(cache_file)
+                return checksum
+
+            checksum = await anyio.to_thread.run_sync(digest)
+        return f"local:{checksum}"
+
+    async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
+        from llbkit.core.snapshot.layers import apply_layer
+
+        mirror = self._mirror(client)
+        async with _lock_for(mirror):
+            await anyio.to_thread.run_sync(
+                lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True)
+            )
+
+
+_LOCKS: dict[Path, anyio.Lock] = {}
+
+
+def _lock_for(path: Path) -> anyio.Lock:
+    return _LOCKS.setdefault(path, anyio.Lock())
 
 
 def parse_local(identifier: str, attrs: Mapping[str, str], platform: Platform | None) -> LocalJob:

@@ -59,8 +59,31 @@ class Marshaler:
         known = self._done.get(id(vertex))
         if known is not None:
             return known
-        for output in vertex.inputs():
-            self.add(output.vertex)
+        # Inputs first, without recursion: a chain of thousands of ops is a normal graph.
+        stack: list[tuple[Vertex, bool]] = [(vertex, False)]
+        pending: set[int] = set()
+        while stack:
+            top, expanded = stack.pop()
+            if id(top) in self._done:
+                continue
+            if expanded or id(top) in pending:
+                if top is not vertex:
+                    self._add_one(top)
+                continue
+            pending.add(id(top))
+            stack.append((top, True))
+            stack.extend(
+                (o.vertex, False)
+                for o in reversed(list(top.inputs()))
+                if id(o.vertex) not in self._done
+            )
+        return self._add_one(vertex)
+
+    def _add_one(self, vertex: Vertex) -> str:
+        """Marshal ``vertex`` whose inputs are all marshaled already."""
+        known = self._done.get(id(vertex))
+        if known is not None:
+            return known
         op, meta = vertex.to_op(self)
         data = marshal(op)
         digest = digest_of(data)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llbkit.core.errors import UserError
+from llbkit.core.fs.sync import sync_tree
 from llbkit.core.plugins.context import PluginContext
 
 
@@ -66,6 +68,7 @@ class MemoryClientIO:
     tree_root: Path
     secrets: Mapping[str, bytes] = field(default_factory=dict)
     outputs: dict[str, bytes] = field(default_factory=dict)
+    locals: Mapping[str, Path] = field(default_factory=dict)
 
     @asynccontextmanager
     async def open_output(self, dest: str) -> AsyncIterator[_Sink]:
@@ -82,6 +85,22 @@ class MemoryClientIO:
             return self.secrets[id]
         except KeyError:
             raise KeyError(f"secret {id!r} not provided") from None
+
+    def local_identity(self, name: str) -> str:
+        if name not in self.locals:
+            raise UserError(f"local directory {name!r} not provided")
+        return f"memory:{self.locals[name]}"
+
+    async def sync_local(
+        self,
+        name: str,
+        dest: Path,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.local_identity(name)
+        sync_tree(self.locals[name], dest, include=include, exclude=exclude)
 
 
 @dataclass

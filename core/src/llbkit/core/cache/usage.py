@@ -1,0 +1,225 @@
+"""``du`` and ``prune``: the store's records with BuildKit's fields, filters and pruning order."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llbkit.core.cache.store import Store
+from llbkit.core.config import GCRule
+from llbkit.core.errors import ConfigError
+
+__all__ = ["UsageRecord", "apply_gc", "disk_usage", "parse_filters", "prune"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One record as ``buildctl du`` shows it."""
+
+    id: str
+    parents: tuple[str, ...]
+    size: int
+    created: float
+    last_used: float | None
+    usage_count: int
+    description: str
+    record_type: str
+    mutable: bool
+    in_use: bool
+    shared: bool = False
+
+    def field(self, name: str) -> str | bool | None:
+        values: dict[str, str | bool] = {
+            "id": self.id,
+            "parents": ";".join(self.parents),
+            "description": self.description,
+            "type": self.record_type,
+            "inuse": self.in_use,
+            "mutable": self.mutable,
+            "immutable": not self.mutable,
+            "shared": self.shared,
+            "private": not self.shared,
+        }
+        return values.get(name)
+
+
+_FIELDS = {
+    "id",
+    "parents",
+    "description",
+    "type",
+    "inuse",
+    "mutable",
+    "immutable",
+    "shared",
+    "private",
+}
+_CLAUSE = re.compile(r"^\s*([a-z]+)\s*(?:(==|!=|~=|=)\s*(.*?))?\s*$")
+
+Predicate = Callable[[UsageRecord], bool]
+
+
+def parse_filters(filters: Sequence[str]) -> Predicate:
+    """containerd filter syntax: ``,`` joins clauses (the same field's ``==`` clauses are
+    alternatives), separate filters are alternatives. ``field==v``, ``field!=v``,
+    ``field~=regex``, or a bare boolean field."""
+    alternatives: list[list[list[Predicate]]] = []
+    for text in filters:
+        by_field: dict[str, list[Predicate]] = {}
+        for clause in (c for c in text.split(",") if c.strip()):
+            match = _CLAUSE.match(clause)
+            if not match or match.group(1) not in _FIELDS:
+                raise ConfigError(
+                    f"invalid filter {clause.strip()!r}: use field==value, field!=value or "
+                    f"field~=regex with a field of {', '.join(sorted(_FIELDS))}"
+                )
+            name, op, value = match.group(1), match.group(2), (match.group(3) or "").strip('"')
+            by_field.setdefault(f"{name}{op if op == '==' else id(clause)}", []).append(
+                _clause(name, op, value)
+            )
+        alternatives.append(list(by_field.values()))
+
+    def check(record: UsageRecord) -> bool:
+        if not alternatives:
+            return True
+        return any(all(any(p(record) for p in group) for group in alt) for alt in alternatives)
+
+    return check
+
+
+def _clause(name: str, op: str | None, value: str) -> Predicate:
+    if op is None:
+        return lambda r: bool(r.field(name))
+    if op == "~=":
+        try:
+            pattern = re.compile(value)
+        except re.error as err:
+            raise ConfigError(f"invalid filter regex {value!r}: {err}") from None
+        return lambda r: bool(pattern.search(str(r.field(name))))
+
+    def text(r: UsageRecord) -> str:
+        v = r.field(name)
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    if op in ("==", "="):
+        return lambda r: text(r) == value
+    return lambda r: text(r) != value
+
+
+def _mirrors(store: Store) -> Iterable[Path]:
+    base = store.root.path / "plugins" / "llbkit.sources" / "local"
+    if base.is_dir():
+        yield from sorted(p for p in base.iterdir() if p.is_dir())
+
+
+def _size(path: Path, seen: set[tuple[int, int]]) -> int:
+    from llbkit.core.cache.store import _size_once
+
+    return _size_once(path, seen)
+
+
+def disk_usage(store: Store) -> list[UsageRecord]:
+    """Every layer and local-context mirror, with the disk each really uses."""
+    records = []
+    for info in store.layers():
+        records.append(
+            UsageRecord(
+                id=f"{info.id:025d}",
+                parents=(f"{info.parent:025d}",) if info.parent else (),
+                size=info.size,
+                created=info.created,
+                last_used=info.last_used,
+                usage_count=info.usage_count,
+                description=info.description,
+                record_type=info.record_type,
+                mutable=info.mutable,
+                in_use=info.in_use,
+            )
+        )
+    seen: set[tuple[int, int]] = set()
+    for mirror in _mirrors(store):
+        st = mirror.stat()
+        records.append(
+            UsageRecord(
+                id=mirror.name[:25],
+                parents=(),
+                size=_size(mirror, seen),
+                created=st.st_ctime,
+                last_used=st.st_mtime,
+                usage_count=1,
+                description="local source mirror",
+                record_type="source.local",
+                mutable=True,
+                in_use=False,
+            )
+        )
+    return records
+
+
+def prune(
+    store: Store,
+    *,
+    filters: Sequence[str] = (),
+    all: bool = False,
+    keep_duration: float = 0,
+    keep_bytes: int = 0,
+) -> list[UsageRecord]:
+    """Delete unreferenced records as BuildKit's prune does; return what went."""
+    match = parse_filters(filters)
+    removed: list[UsageRecord] = []
+    while True:
+        records = disk_usage(store)
+        total = sum(r.size for r in records)
+        if keep_bytes and total <= keep_bytes:
+            break
+        parents = {p for r in records for p in r.parents}
+        cutoff = time.time() - keep_duration if keep_duration else None
+        candidates = [
+            r
+            for r in records
+            if not r.in_use
+            and r.id not in parents
+            and match(r)
+            and (all or r.record_type not in ("internal", "frontend"))
+            and (cutoff is None or (r.last_used or 0) < cutoff)
+        ]
+        if not candidates:
+            break
+        if keep_bytes:
+            # Oldest first, then least used; one at a time until under the limit.
+            candidates.sort(key=lambda r: (r.last_used or 0, r.usage_count))
+            candidates = candidates[:1]
+        for record in candidates:
+            _delete(store, record)
+            removed.append(record)
+    return removed
+
+
+def _delete(store: Store, record: UsageRecord) -> None:
+    if record.mutable and record.record_type == "source.local":
+        for mirror in _mirrors(store):
+            if mirror.name.startswith(record.id):
+                doomed = store.tmp / f"deleting-{mirror.name}"
+                os.rename(mirror, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+        return
+    store.delete_layer(int(record.id))
+
+
+def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:
+    """Run each ``gcpolicy`` rule in order, as BuildKit does after builds."""
+    removed: list[UsageRecord] = []
+    for rule in rules:
+        removed += prune(
+            store,
+            filters=rule.filters,
+            all=rule.all,
+            keep_duration=rule.keep_duration,
+            keep_bytes=rule.keep_bytes,
+        )
+    return removed

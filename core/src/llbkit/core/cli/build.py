@@ -1,0 +1,240 @@
+"""``llbkit build``: buildctl's ``build``, run by an engine embedded in this process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from llbkit.core.cli.progress_ui import make_display
+from llbkit.core.cli.state import open_engine
+from llbkit.core.errors import ConfigError, UserError
+
+__all__ = ["build"]
+
+
+def _csv(flag: str, value: str) -> dict[str, str]:
+    try:
+        fields = next(csv.reader([value]))
+    except (csv.Error, StopIteration):
+        raise ConfigError(f"{flag} {value!r}: not a comma-separated list of key=value") from None
+    attrs: dict[str, str] = {}
+    for item in fields:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{flag} {value!r}: {item!r} is not key=value")
+        attrs[key.strip()] = val
+    return attrs
+
+
+def parse_output(value: str) -> tuple[str, dict[str, str]]:
+    """``type=local,dest=out`` → (``local``, ``{"dest": "out"}``)."""
+    attrs = _csv("--output", value)
+    kind = attrs.pop("type", "")
+    if not kind:
+        raise ConfigError(f"--output {value!r}: type= is required (local, tar, image, oci…)")
+    return kind, attrs
+
+
+def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{flag} {value!r}: expected name=path")
+        found[name] = path
+    return found
+
+
+def parse_secret(value: str) -> tuple[str, bytes]:
+    """``id=x,src=file`` / ``id=x,env=VAR`` / ``type=env,id=VAR`` → (id, bytes)."""
+    attrs = _csv("--secret", value)
+    kind = attrs.pop("type", "file")
+    sid = attrs.pop("id", "")
+    src = attrs.pop("src", "") or attrs.pop("source", "")
+    env = attrs.pop("env", "")
+    if attrs:
+        raise ConfigError(f"--secret {value!r}: unknown key {sorted(attrs)[0]!r}")
+    if kind == "env" or env:
+        env = env or src or sid
+        if env not in os.environ:
+            raise ConfigError(f"--secret {value!r}: environment variable {env} is not set")
+        return sid or env, os.environ[env].encode()
+    if kind != "file":
+        raise ConfigError(f"--secret {value!r}: type must be file or env")
+    if not sid:
+        raise ConfigError(f"--secret {value!r}: id= is required")
+    path = Path(src or sid)
+    try:
+        return sid, path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"--secret {value!r}: cannot read {path}: {err.strerror}") from None
+
+
+def _client(locals_: tuple[str, ...], secret: tuple[str, ...]) -> Any:
+    """The embedded client: ``--local`` directories and ``--secret`` values, checked."""
+    from llbkit.core.client.embedded import EmbeddedClient
+
+    locals_map = {name: Path(path) for name, path in _pairs("--local", locals_).items()}
+    for name, path in locals_map.items():
+        if not path.is_dir():
+            raise UserError(f"--local {name}={path}: not a directory")
+    return EmbeddedClient(locals=locals_map, secrets=dict(parse_secret(s) for s in secret))
+
+
+def _later(flag: str, given: Any, what: str) -> None:
+    if given:
+        raise UserError(f"{flag}: {what} is not in this release of llbkit")
+
+
+@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--output",
+    "-o",
+    "outputs",
+    multiple=True,
+    help="Where the result goes: type=local,dest=DIR or type=tar,dest=FILE|-.",
+)
+@click.option(
+    "--progress",
+    default="auto",
+    type=click.Choice(["auto", "tty", "plain", "rawjson", "quiet"]),
+    help="How to show progress (auto: tty on a terminal, else plain).",
+)
+@click.option("--no-cache", is_flag=True, help="Run every step, ignoring cached results.")
+@click.option(
+    "--metadata-file",
+    type=click.Path(dir_okay=False),
+    help="Write the build's result metadata as JSON to this file.",
+)
+@click.option(
+    "--local",
+    "locals_",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A directory the build reads as local://NAME.",
+)
+@click.option(
+    "--oci-layout",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="An OCI layout the build reads as oci-layout://NAME.",
+)
+@click.option("--frontend", default="", help="A frontend to run instead of reading LLB.")
+@click.option("--opt", multiple=True, metavar="KEY=VALUE", help="An option for the frontend.")
+@click.option(
+    "--secret",
+    multiple=True,
+    metavar="id=ID,src=PATH|env=VAR",
+    help="A secret the build may mount.",
+)
+@click.option(
+    "--ssh",
+    multiple=True,
+    metavar="default|ID[=SOCKET|KEY]",
+    help="An SSH agent socket or keys the build may use.",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    type=click.Choice(["network.host", "security.insecure"]),
+    help="Grant an entitlement.",
+)
+@click.option("--export-cache", multiple=True, metavar="type=…", help="Export the build cache.")
+@click.option("--import-cache", multiple=True, metavar="type=…", help="Import a build cache.")
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False),
+    help="Append every progress event as JSON to this file.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The engine's configuration (buildkitd.toml).",
+)
+@click.argument("definition", required=False, default="-")
+@click.pass_context
+def build(
+    ctx: click.Context,
+    outputs: tuple[str, ...],
+    progress: str,
+    no_cache: bool,
+    metadata_file: str | None,
+    locals_: tuple[str, ...],
+    oci_layout: tuple[str, ...],
+    frontend: str,
+    opt: tuple[str, ...],
+    secret: tuple[str, ...],
+    ssh: tuple[str, ...],
+    allow: tuple[str, ...],
+    export_cache: tuple[str, ...],
+    import_cache: tuple[str, ...],
+    trace: str | None,
+    config_path: str | None,
+    definition: str,
+) -> None:
+    """Build an LLB definition read from standard input (or a file), as buildctl build does."""
+    from llbkit.core.engine import ExportRequest
+    from llbkit.core.solver.solver import BuildFailed
+
+    _later("--frontend", frontend, "running frontends")
+    _later("--opt", opt, "frontend options (with --frontend)")
+    _later("--export-cache", export_cache, "exporting the build cache")
+    _later("--import-cache", import_cache, "importing a build cache")
+    _later("--ssh", ssh, "SSH forwarding")
+    _later("--oci-layout", oci_layout, "reading OCI layouts")
+    exports = [ExportRequest(*parse_output(value)) for value in outputs]
+    client = _client(locals_, secret)
+    if definition == "-":
+        if sys.stdin.isatty():
+            raise UserError("no LLB on standard input; pipe a definition in (e.g. from the SDK)")
+        data = sys.stdin.buffer.read()
+        source = "<stdin>"
+    else:
+        try:
+            data = Path(definition).read_bytes()
+        except OSError as err:
+            raise UserError(f"cannot read {definition}: {err.strerror}") from None
+        source = definition
+    trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
+    with open_engine(ctx, config_path) as engine:
+        display = make_display(progress)
+
+        def on_event(event: Any) -> None:
+            display(event)
+            if trace_file is not None:
+                from dataclasses import asdict
+
+                trace_file.write(json.dumps(asdict(event), default=str) + "\n")
+
+        failed = True
+        try:
+            outcome = anyio.run(
+                lambda: engine.build(
+                    data,
+                    client,
+                    exports=exports,
+                    on_event=on_event,
+                    no_cache=no_cache,
+                    source=source,
+                )
+            )
+            failed = False
+        except BuildFailed:
+            raise
+        finally:
+            display.close(failed=failed)
+            if trace_file is not None:
+                trace_file.close()
+    if metadata_file:
+        try:
+            Path(metadata_file).write_text(json.dumps(outcome.metadata, indent=2) + "\n")
+        except OSError as err:
+            raise UserError(f"cannot write {metadata_file}: {err.strerror}") from None

@@ -1,0 +1,323 @@
+"""Showing a build's progress: ``plain`` as BuildKit prints it, a live ``tty`` view, ``rawjson``.
+
+Nothing is clipped: ``plain`` prints every log line of every step, ``tty`` keeps the last lines
+of running steps on screen and prints the whole log of a failed step at the end, and the full
+event stream is kept with the build in the store either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from llbkit.core.plugins.context import ProgressEvent
+
+__all__ = ["Display", "make_display", "units"]
+
+
+def units(size: float) -> str:
+    """``tonistiigi/units`` ``%.2f`` of decimal bytes: ``123B``, ``1.23kB``, ``4.56MB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(size) < 1000 or unit == "PB":
+            return f"{int(size)}{unit}" if unit == "B" else f"{size:.2f}{unit}"
+        size /= 1000
+    return f"{size:.2f}PB"
+
+
+@dataclass
+class _Vertex:
+    digest: str
+    name: str = ""
+    index: int = 0
+    started: float | None = None
+    completed: float | None = None
+    cached: bool = False
+    error: str = ""
+    canceled: bool = False
+    shown: bool = False
+    done_printed: bool = False
+    logs: list[str] = field(default_factory=list)
+    partial: str = ""
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Display:
+    """Base: tracks vertices; subclasses print."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.vertices: dict[str, _Vertex] = {}
+        self.order: list[str] = []
+        self.begin = time.time()
+
+    def _vertex(self, event: ProgressEvent) -> _Vertex:
+        v = self.vertices.get(event.vertex)
+        if v is None:
+            v = self.vertices[event.vertex] = _Vertex(event.vertex)
+        return v
+
+    def _update(self, event: ProgressEvent) -> _Vertex:
+        v = self._vertex(event)
+        data = event.data
+        if event.kind == "vertex":
+            v.name = data.get("name", v.name)
+            if data.get("started") and v.started is None:
+                v.started = data["started"]
+            if data.get("completed"):
+                v.completed = data["completed"]
+            v.cached = v.cached or bool(data.get("cached"))
+            v.error = data.get("error") or v.error
+            v.canceled = v.canceled or bool(data.get("canceled"))
+        return v
+
+    def __call__(self, event: ProgressEvent) -> None:
+        raise NotImplementedError
+
+    def close(self, failed: bool = False) -> None:
+        """Finish the display once the build is over."""
+
+
+class PlainDisplay(Display):
+    """BuildKit's ``--progress=plain``."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__(out)
+        self.current: str | None = None
+        self.first = True
+        self.count = 0
+
+    def _switch(self, v: _Vertex) -> None:
+        """Make ``v`` the vertex being printed: ``#N ...`` for the one left open, a header."""
+        if self.current == v.digest:
+            return
+        old = self.vertices.get(self.current) if self.current else None
+        if old is not None and not old.done_printed:
+            self.out.write(f"#{old.index} ...\n")
+        if not v.shown:
+            self.count += 1
+            v.index = self.count
+            v.shown = True
+        if not self.first:
+            self.out.write("\n")
+        self.first = False
+        self.out.write(f"#{v.index} {v.name}\n")
+        self.current = v.digest
+
+    def __call__(self, event: ProgressEvent) -> None:
+        v = self._update(event)
+        if event.kind == "vertex":
+            if v.started is None and not v.cached and not v.completed:
+                return
+            self._switch(v)
+            if v.completed and not v.done_printed:
+                self._finish(v)
+        elif event.kind == "log":
+            self._switch(v)
+            text = v.partial + event.data.get("data", "")
+            lines = text.split("\n")
+            v.partial = lines.pop()
+            since = event.timestamp - (v.started or event.timestamp)
+            stamp = (
+                f"{since:.3f}" if since < 10 else f"{since:.2f}" if since < 100 else f"{since:.1f}"
+            )
+            for line in lines:
+                v.logs.append(line)
+                self.out.write(f"#{v.index} {stamp} {line}\n")
+        elif event.kind == "status":
+            self._switch(v)
+            data = event.data
+            size = ""
+            if data.get("total"):
+                size = f" {units(data['current'])} / {units(data['total'])}"
+            elif data.get("current"):
+                size = f" {units(data['current'])}"
+            done = " done" if data.get("completed") else ""
+            self.out.write(f"#{v.index} {data['id']}{size}{done}\n")
+        elif event.kind == "warning":
+            self._switch(v)
+            self.out.write(f"#{v.index} WARN: {event.data.get('short', '')}\n")
+        self.out.flush()
+
+    def _finish(self, v: _Vertex) -> None:
+        if v.partial:
+            self.out.write(f"#{v.index} {v.partial}\n")
+            v.logs.append(v.partial)
+            v.partial = ""
+        if v.canceled:
+            self.out.write(f"#{v.index} CANCELED\n")
+        elif v.error:
+            self.out.write(f"#{v.index} ERROR: {v.error}\n")
+        elif v.cached:
+            self.out.write(f"#{v.index} CACHED\n")
+        else:
+            took = (v.completed or 0) - (v.started or v.completed or 0)
+            self.out.write(f"#{v.index} DONE {took:.1f}s\n")
+        v.done_printed = True
+        self.current = None
+
+
+def _time(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class RawJSONDisplay(Display):
+    """One ``SolveStatus`` JSON object per line, with BuildKit's field names."""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        v = self._update(event)
+        data = event.data
+        status: dict[str, Any]
+        if event.kind == "vertex":
+            vertex = {
+                "digest": event.vertex,
+                "inputs": data.get("inputs") or None,
+                "name": v.name,
+                "started": _time(v.started),
+                "completed": _time(v.completed),
+                "cached": v.cached or None,
+                "error": v.error or None,
+            }
+            status = {"vertexes": [{k: x for k, x in vertex.items() if x is not None}]}
+        elif event.kind == "log":
+            raw = data.get("data", "").encode()
+            status = {
+                "logs": [
+                    {
+                        "vertex": event.vertex,
+                        "stream": data.get("stream", 1),
+                        "data": base64.b64encode(raw).decode(),
+                        "timestamp": _time(event.timestamp),
+                    }
+                ]
+            }
+        elif event.kind == "status":
+            item = {
+                "id": data["id"],
+                "vertex": event.vertex,
+                "current": data.get("current", 0),
+                "timestamp": _time(event.timestamp),
+            }
+            if data.get("total"):
+                item["total"] = data["total"]
+            if data.get("completed"):
+                item["completed"] = _time(data["completed"])
+            status = {"statuses": [item]}
+        else:
+            status = {
+                "warnings": [
+                    {
+                        "vertex": event.vertex,
+                        "level": 1,
+                        "short": base64.b64encode(str(data.get("short", "")).encode()).decode(),
+                    }
+                ]
+            }
+        self.out.write(json.dumps(status, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+class TTYDisplay(Display):
+    """A live view: one line per started step with its timer, the tail of running output."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__(out)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=out, highlight=False)
+        rate = int(os.environ.get("TTY_DISPLAY_RATE", "150") or 150)
+        self.live = Live(
+            console=self.console,
+            refresh_per_second=1000 / max(rate, 50),
+            get_renderable=self._render,
+            transient=False,
+        )
+        self.live.start()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        v = self._update(event)
+        if v.digest not in self.order:
+            self.order.append(v.digest)
+        if event.kind == "log":
+            text = v.partial + event.data.get("data", "")
+            lines = text.split("\n")
+            v.partial = lines.pop()
+            v.logs.extend(lines)
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        now = time.time()
+        shown = [
+            self.vertices[d]
+            for d in self.order
+            if self.vertices[d].started or self.vertices[d].cached
+        ]
+        done = sum(1 for v in shown if v.completed)
+        text = Text()
+        finished = " FINISHED" if self._closed else ""
+        text.append(
+            f"[+] Building {now - self.begin:.1f}s ({done}/{len(shown)}){finished}\n",
+            style="bold blue" if finished else "",
+        )
+        width = self.console.width
+        for v in shown:
+            prefix = (
+                "CANCELED "
+                if v.canceled
+                else "ERROR "
+                if v.error
+                else ("CACHED " if v.cached else "")
+            )
+            end = v.completed or now
+            timer = f" {end - (v.started or end):.1f}s"
+            line = f" => {prefix}{v.name}"
+            room = width - len(timer)
+            line = (line[: room - 1] + "…") if len(line) > room else line.ljust(room)
+            style = "red" if v.error else "blue" if v.completed else ""
+            text.append(line + timer + "\n", style=style)
+            if not v.completed:
+                for log in (v.logs + ([v.partial] if v.partial else []))[-6:]:
+                    text.append(f" => => # {log}"[:width] + "\n", style="dim")
+        return text
+
+    _closed = False
+
+    def close(self, failed: bool = False) -> None:
+        self._closed = True
+        self.live.update(self._render(), refresh=True)
+        self.live.stop()
+        for v in self.vertices.values():
+            if v.error and not v.canceled:
+                self.console.print("------", highlight=False)
+                self.console.print(f" > {v.name}:", highlight=False)
+                for line in v.logs + ([v.partial] if v.partial else []):
+                    self.console.print(line, highlight=False, markup=False)
+                self.console.print("------", highlight=False)
+
+
+class QuietDisplay(Display):
+    def __call__(self, event: ProgressEvent) -> None:
+        return None
+
+
+def make_display(mode: str, out: IO[str] | None = None) -> Display:
+    """The display for ``--progress``; ``auto`` picks ``tty`` on a terminal, else ``plain``."""
+    stream = out or sys.stderr
+    if mode == "auto":
+        mode = os.environ.get("BUILDKIT_PROGRESS", "") or ("tty" if stream.isatty() else "plain")
+    if mode == "tty":
+        return TTYDisplay(stream)
+    if mode == "rawjson":
+        return RawJSONDisplay(stream)
+    if mode == "quiet":
+        return QuietDisplay(stream)
+    return PlainDisplay(stream)

@@ -1,0 +1,1 @@
+"""The client side of a build, as the engine sees it (``ClientIO``)."""

@@ -1,0 +1,109 @@
+"""The client of an embedded build: this process, its files and its standard output."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+
+from llbkit.core.errors import UserError
+from llbkit.core.fs.sync import sync_tree
+from llbkit.core.snapshot.layers import apply_layer
+
+__all__ = ["EmbeddedClient"]
+
+
+class _FileSink:
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    async def write(self, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self.stream.write, data)
+
+
+@dataclass
+class EmbeddedClient:
+    """Directories by name (``--local``), secrets by id (``--secret``), this process's stdout."""
+
+    locals: Mapping[str, Path] = field(default_factory=dict)
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+    stdout: BinaryIO | None = None
+
+    @asynccontextmanager
+    async def open_output(self, dest: str) -> AsyncIterator[_FileSink]:
+        if dest == "-":
+            out = self.stdout or sys.stdout.buffer
+            if out.isatty():
+                raise UserError(
+                    "refusing to write an archive to a terminal; set dest=<file> or redirect "
+                    "standard output"
+                )
+            yield _FileSink(out)
+            out.flush()
+            return
+        target = Path(dest).absolute()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        except OSError as err:
+            raise UserError(f"cannot write {dest}: {err.strerror}") from None
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                yield _FileSink(stream)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    async def write_tree(self, dest: str, tree: Path) -> None:
+        target = Path(dest)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot write to {dest}: {err.strerror}") from None
+        await anyio.to_thread.run_sync(apply_layer, tree, target, "plain")
+
+    async def secret(self, id: str) -> bytes:
+        try:
+            return self.secrets[id]
+        except KeyError:
+            raise UserError(
+                f"secret {id!r} was not provided (use --secret id={id},src=…)"
+            ) from None
+
+    def _local(self, name: str) -> Path:
+        try:
+            path = self.locals[name]
+        except KeyError:
+            given = ", ".join(sorted(self.locals)) or "none"
+            raise UserError(
+                f"the build reads local directory {name!r}, which was not given "
+                f"(use --local {name}=<path>; given: {given})"
+            ) from None
+        if not path.is_dir():
+            raise UserError(f"--local {name}={path}: not a directory")
+        return path
+
+    def local_identity(self, name: str) -> str:
+        return f"embedded:{os.path.realpath(self._local(name))}"
+
+    async def sync_local(
+        self,
+        name: str,
+        dest: Path,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
+        src = self._local(name)
+        await anyio.to_thread.run_sync(
+            lambda: sync_tree(src, dest, include=include, exclude=exclude)
+        )

@@ -1,0 +1,252 @@
+"""The engine's configuration: ``buildkitd.toml``'s keys, as BuildKit users write them.
+
+Keys llbkit implements are read; BuildKit keys it does not implement yet are accepted and
+listed by :attr:`EngineConfig.unused` so the CLI can say they have no effect; anything else is
+refused with the key's dotted name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llbkit.core.errors import ConfigError
+
+__all__ = [
+    "EngineConfig",
+    "GCRule",
+    "default_gc_rules",
+    "load_config",
+    "parse_bytes",
+    "parse_duration",
+]
+
+_TOP = {
+    "root",
+    "debug",
+    "trace",
+    "entitlements",
+    "insecure-entitlements",
+    "grpc",
+    "registry",
+    "worker",
+    "dns",
+    "history",
+    "frontend",
+    "cdi",
+    "otel",
+    "system",
+    "log",
+}
+_WORKER = {
+    "enabled",
+    "platforms",
+    "snapshotter",
+    "rootless",
+    "noProcessSandbox",
+    "gc",
+    "gckeepstorage",
+    "gcpolicy",
+    "max-parallelism",
+    "binary",
+    "apparmor-profile",
+    "selinux",
+    "cniPoolSize",
+    "labels",
+    "networkMode",
+    "cniConfigPath",
+    "cniBinaryPath",
+    "userRemapUnsupported",
+    "address",
+    "namespace",
+    "runtime",
+    "defaultCgroupParent",
+    "gcreservedspace",
+    "gcmaxusedspace",
+    "gcminfreespace",
+}
+_RULE = {
+    "all",
+    "keepBytes",
+    "keepDuration",
+    "filters",
+    "reservedSpace",
+    "maxUsedSpace",
+    "minFreeSpace",
+}
+_USED = {
+    "root",
+    "worker.oci.gc",
+    "worker.oci.gckeepstorage",
+    "worker.oci.gcpolicy",
+    "worker.oci.max-parallelism",
+    "worker.oci.enabled",
+    "worker.containerd.enabled",
+}
+
+
+@dataclass(frozen=True)
+class GCRule:
+    """One ``gcpolicy`` rule: prune what ``filters`` select down to ``keep_bytes``."""
+
+    all: bool = False
+    keep_bytes: int = 0
+    keep_duration: float = 0.0
+    filters: tuple[str, ...] = ()
+
+
+@dataclass
+class EngineConfig:
+    """What the engine reads from its config file."""
+
+    root: Path | None = None
+    gc: bool = True
+    gc_keep_storage: int = 0
+    gc_rules: list[GCRule] = field(default_factory=list)
+    max_parallelism: int = 0
+    unused: list[str] = field(default_factory=list)
+    source: str = "<defaults>"
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_bytes(value: Any, where: str) -> int:
+    """``1024``, ``"512MB"``, ``"10GiB"`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ConfigError(f"{where}: {value!r} is not a size (e.g. 512MB, 10GB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds as a number, or a Go duration (``48h``, ``1h30m``)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{where}: {value!r} is not a duration (e.g. 48h, 30m, 3600)")
+    return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+def _check(table: dict[str, Any], known: set[str], prefix: str, source: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key {prefix}{key} (known: {', '.join(sorted(known))})"
+            )
+
+
+def load_config(path: Path | None) -> EngineConfig:
+    """Read a ``buildkitd.toml``; ``None`` gives the defaults."""
+    if path is None:
+        return EngineConfig()
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config {source}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    _check(data, _TOP, "", source)
+    config = EngineConfig(source=source)
+    if "root" in data:
+        config.root = Path(str(data["root"]))
+    workers = data.get("worker", {})
+    if not isinstance(workers, dict):
+        raise ConfigError(f"{source}: worker must be a table")
+    _check(workers, {"oci", "containerd"}, "worker.", source)
+    oci = workers.get("oci", {})
+    for name, table in workers.items():
+        _check(table, _WORKER, f"worker.{name}.", source)
+    try:
+        config.gc = bool(oci.get("gc", True))
+        if "gckeepstorage" in oci:
+            config.gc_keep_storage = parse_bytes(oci["gckeepstorage"], "worker.oci.gckeepstorage")
+        if "max-parallelism" in oci:
+            config.max_parallelism = int(oci["max-parallelism"])
+            if config.max_parallelism < 0:
+                raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: worker.oci.max-parallelism must be a number") from None
+    for n, rule in enumerate(oci.get("gcpolicy", [])):
+        where = f"{source}: worker.oci.gcpolicy[{n}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{where} must be a table")
+        _check(rule, _RULE, f"worker.oci.gcpolicy[{n}].", source)
+        filters = rule.get("filters", [])
+        if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+            raise ConfigError(f"{where}.filters must be a list of strings")
+        config.gc_rules.append(
+            GCRule(
+                all=bool(rule.get("all", False)),
+                keep_bytes=parse_bytes(rule.get("keepBytes", 0), f"{where}.keepBytes"),
+                keep_duration=parse_duration(rule.get("keepDuration", 0), f"{where}.keepDuration"),
+                filters=tuple(filters),
+            )
+        )
+    config.unused = sorted(_flatten(data) - _USED)
+    return config
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in data.items():
+        name = prefix + key
+        if isinstance(value, dict) and name.count(".") < 2 and name not in ("registry",):
+            keys |= _flatten(value, name + ".")
+        elif name.startswith("worker.oci.gcpolicy"):
+            keys.add("worker.oci.gcpolicy")
+        else:
+            keys.add(name)
+    return keys
+
+
+def default_gc_rules(keep_storage: int, root: Path) -> list[GCRule]:
+    """BuildKit's default policy for a store of ``keep_storage`` bytes (0: 10 % of the disk)."""
+    cap = keep_storage
+    if cap == 0:
+        try:
+            st = os.statvfs(root)
+            tenth = st.f_blocks * st.f_frsize // 10
+            cap = -(-tenth // 10**9) * 10**9
+        except OSError:
+            cap = 2 * 10**9
+    return [
+        GCRule(
+            filters=("type==source.local,type==exec.cachemount,type==source.git.checkout",),
+            keep_duration=48 * 3600,
+            keep_bytes=512 * 10**6,
+        ),
+        GCRule(keep_duration=60 * 86400, keep_bytes=cap),
+        GCRule(keep_bytes=cap),
+        GCRule(all=True, keep_bytes=cap),
+    ]

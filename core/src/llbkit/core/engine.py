@@ -1,0 +1,203 @@
+"""The engine: one store, one solver, the plugins it uses, and builds run end to end.
+
+Embedded in the CLI's process by default; the daemon (a later piece) serves the same object
+over gRPC. A build loads and verifies the definition, resolves its exporters (so a bad
+``--output`` fails before any work), solves, exports, records its events, then runs GC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from llbkit.core.cache.store import Store
+from llbkit.core.cache.usage import apply_gc
+from llbkit.core.config import EngineConfig, default_gc_rules
+from llbkit.core.errors import UserError
+from llbkit.core.llb.definition import load_definition
+from llbkit.core.plugins.context import BuildResult, ClientIO, Platform, ProgressEvent
+from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.core.solver.solver import Solver
+
+__all__ = ["BuildOutcome", "Engine", "ExportRequest"]
+
+_GC_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """One ``--output``: the exporter's name and its attributes."""
+
+    type: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildOutcome:
+    """What a build returns to its client."""
+
+    ref: str
+    result_key: str | None
+    metadata: dict[str, Any]
+    events: list[ProgressEvent]
+
+
+class Engine:
+    """Owns a state root for its lifetime; run builds with :meth:`build`."""
+
+    def __init__(self, store: Store, config: EngineConfig, registry: PluginRegistry) -> None:
+        self.store = store
+        self.config = config
+        self.registry = registry
+        self._drivers: dict[tuple[str, str], Any] = {}
+        parallelism = config.max_parallelism or max(os.cpu_count() or 1, 1) * 2
+        self.solver = Solver(store, self._resolve_source, parallelism)
+        self.hooks = registry.hook_manager()
+
+    @classmethod
+    def open(
+        cls, root: Path, config: EngineConfig | None = None, registry: PluginRegistry | None = None
+    ) -> Engine:
+        """Lock and open the store at ``root``."""
+        return cls(
+            Store.open(root), config or EngineConfig(), registry or PluginRegistry.from_env()
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def driver(self, group: str, name: str) -> Any:
+        """One instance per engine of each plugin driver used."""
+        if (group, name) not in self._drivers:
+            state = self.store.root.path / "plugins" / group / name
+            state.mkdir(parents=True, exist_ok=True)
+            self._drivers[group, name] = self.registry.create_driver(group, name, state_dir=state)
+        return self._drivers[group, name]
+
+    async def _resolve_source(
+        self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
+    ) -> Any:
+        scheme, sep, _ = identifier.partition("://")
+        if not sep:
+            raise UserError(f"invalid source identifier {identifier!r}: no scheme")
+        return await self.driver("llbkit.sources", scheme).resolve(identifier, attrs, platform)
+
+    async def build(
+        self,
+        definition: bytes,
+        client: ClientIO,
+        *,
+        exports: Sequence[ExportRequest] = (),
+        on_event: Callable[[ProgressEvent], None] | None = None,
+        no_cache: bool = False,
+        source: str = "<stdin>",
+    ) -> BuildOutcome:
+        """Solve ``definition`` and run its exports; every event is also kept in the history."""
+        loaded = load_definition(definition, source=source)
+        jobs = []
+        for request in exports:
+            exporter = self.driver("llbkit.exporters", request.type)
+            jobs.append((request, await exporter.resolve(dict(request.attrs))))
+        ref = hashlib.sha256(f"{time.time_ns()}-{os.getpid()}".encode()).hexdigest()[:25]
+        events: list[ProgressEvent] = []
+
+        def emit(event: ProgressEvent) -> None:
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+            for impl in self.hooks.hook.llbkit_on_progress.get_hookimpls():
+                with contextlib.suppress(Exception):  # an observer cannot fail a build
+                    impl.function(event=event)
+
+        metadata: dict[str, Any] = {}
+        try:
+            result = await self.solver.solve(loaded, client, emit, no_cache=no_cache)
+            refs = {} if result is None else {str(Platform()): result}
+            for n, (request, job) in enumerate(jobs):
+                name = f"exporting to {request.type}"
+                digest = "sha256:" + hashlib.sha256(f"{ref}-export-{n}".encode()).hexdigest()
+                started = time.time()
+                emit(
+                    ProgressEvent(
+                        "vertex", digest, started, {"name": name, "inputs": [], "started": started}
+                    )
+                )
+                try:
+                    with self.store.hold(result.chain if result is not None else ()):
+                        metadata.update(await job.export(BuildResult(refs), client))
+                except UserError as err:
+                    emit(
+                        ProgressEvent(
+                            "vertex",
+                            digest,
+                            time.time(),
+                            {
+                                "name": name,
+                                "inputs": [],
+                                "started": started,
+                                "completed": time.time(),
+                                "error": str(err),
+                            },
+                        )
+                    )
+                    raise
+                emit(
+                    ProgressEvent(
+                        "vertex",
+                        digest,
+                        time.time(),
+                        {"name": name, "inputs": [], "started": started, "completed": time.time()},
+                    )
+                )
+        finally:
+            for _, job in jobs:
+                await job.aclose()
+            await anyio.to_thread.run_sync(self._record, ref, events)
+        if result is not None:
+            metadata.setdefault("llbkit.result.key", result.key)
+        await anyio.to_thread.run_sync(self.maybe_gc)
+        return BuildOutcome(ref, result.key if result is not None else None, metadata, events)
+
+    def _record(self, ref: str, events: list[ProgressEvent]) -> None:
+        """Keep the build's whole event stream (every log line) under ``history/``."""
+        history = self.store.root.path / "history"
+        history.mkdir(exist_ok=True)
+        tmp = history / f".{ref}.jsonl"
+        with open(tmp, "w", encoding="utf-8") as out:
+            for event in events:
+                out.write(json.dumps(asdict(event), default=str) + "\n")
+        tmp.rename(history / f"{ref}.jsonl")
+
+    def maybe_gc(self, *, force: bool = False) -> None:
+        """Apply the GC policy, at most once a minute (as BuildKit throttles it)."""
+        if not self.config.gc and not force:
+            return
+        db = self.store.db
+        with self.store.lock:
+            row = db.execute("SELECT value FROM settings WHERE name='last_gc'").fetchone()
+        if row is not None and time.time() - float(row[0]) < _GC_INTERVAL and not force:
+            return
+        rules = self.config.gc_rules or default_gc_rules(
+            self.config.gc_keep_storage, self.store.root.path
+        )
+        apply_gc(self.store, rules)
+        with self.store.lock:
+            db.execute(
+                "INSERT OR REPLACE INTO settings(name, value) VALUES ('last_gc', ?)",
+                (str(time.time()),),
+            )

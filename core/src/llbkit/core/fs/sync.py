@@ -1,0 +1,176 @@
+"""Mirroring a directory into another one, transferring only what changed.
+
+Used for ``local://`` sources: the engine keeps one mirror per client directory, so rebuilding
+after a small edit re-reads (and re-hashes) only the changed files. Changed files are written
+anew and renamed into place, never modified, so a layer that hardlinked the previous version
+keeps it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from llbkit.core.fs.patterns import PatternMatcher
+
+__all__ = ["sync_tree"]
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (
+        a.st_mode == b.st_mode
+        and a.st_uid == b.st_uid
+        and a.st_gid == b.st_gid
+        and (stat.S_ISDIR(a.st_mode) or (a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns))
+    )
+
+
+def _meta(path: str, st: os.stat_result) -> None:
+    if os.geteuid() == 0:
+        os.lchown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _could_include(rel: str, includes: Sequence[str]) -> bool:
+    """Whether a directory may hold something an include pattern selects."""
+    parts = rel.split("/")
+    for pattern in includes:
+        pparts = pattern.strip("/").split("/")
+        ok = True
+        for a, b in zip(parts, pparts, strict=False):
+            if "**" in b:
+                return True
+            if not PatternMatcher([b]).matches(a):
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+def sync_tree(
+    src: Path, dest: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> int:
+    """Make ``dest`` mirror ``src`` (filtered by patterns); return how many entries changed."""
+    includes = [p.strip("/") for p in include]
+    inc = PatternMatcher(includes) if includes else None
+    exc = PatternMatcher(list(exclude)) if exclude else None
+    dest.mkdir(parents=True, exist_ok=True)
+    return _sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc), {})
+
+
+class _Filter:
+    def __init__(
+        self, inc: PatternMatcher | None, includes: list[str], exc: PatternMatcher | None
+    ) -> None:
+        self.inc = inc
+        self.includes = includes
+        self.exc = exc
+
+
+def _sync_dir(
+    src: str, dest: str, rel: str, patterns: _Filter, links: dict[tuple[int, int], str]
+) -> int:
+    inc, includes, exc = patterns.inc, patterns.includes, patterns.exc
+    changed = 0
+    keep: set[str] = set()
+    with os.scandir(src) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        path = f"{rel}/{entry.name}" if rel else entry.name
+        st = entry.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        excluded = exc is not None and exc.matches(path)
+        if excluded and not (is_dir and exc is not None and exc.exclusions):
+            continue
+        selected = inc is None or inc.matches(path)
+        if not selected and not (is_dir and _could_include(path, includes)):
+            continue
+        target = os.path.join(dest, entry.name)
+        try:
+            old = os.lstat(target)
+        except FileNotFoundError:
+            old = None
+        if is_dir:
+            if old is not None and not stat.S_ISDIR(old.st_mode):
+                os.unlink(target)
+                old = None
+            if old is None:
+                os.mkdir(target)
+                changed += 1
+            # An included directory brings everything below it.
+            below = _sync_dir(
+                entry.path, target, path, _Filter(None if selected else inc, includes, exc), links
+            )
+            if below == 0 and not selected and not excluded and not os.listdir(target):
+                os.rmdir(target)
+                continue
+            if excluded and not os.listdir(target):
+                os.rmdir(target)
+                continue
+            changed += below
+            keep.add(entry.name)
+            if old is None or not _same(st, old) or below:
+                _meta(target, st)
+            continue
+        if excluded:
+            continue
+        keep.add(entry.name)
+        changed += _sync_file(entry, st, old=old, target=target, dest=dest, links=links)
+    for name in os.listdir(dest):
+        if name not in keep:
+            gone = os.path.join(dest, name)
+            if os.path.isdir(gone) and not os.path.islink(gone):
+                shutil.rmtree(gone)
+            else:
+                os.unlink(gone)
+            changed += 1
+    return changed
+
+
+def _sync_file(
+    entry: os.DirEntry[str],
+    st: os.stat_result,
+    *,
+    old: os.stat_result | None,
+    target: str,
+    dest: str,
+    links: dict[tuple[int, int], str],
+) -> int:
+    """Mirror one non-directory; 1 if it changed."""
+    tmp = os.path.join(dest, f".llbkit-sync-{entry.name}")
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        first = links.setdefault((st.st_dev, st.st_ino), target)
+        if first != target:
+            # A hardlink of a file already mirrored: link to the mirrored copy.
+            if old is not None and os.path.samestat(old, os.lstat(first)):
+                return 0
+            os.link(first, tmp)
+            _replace(tmp, target, old)
+            return 1
+    if (
+        old is not None
+        and _same(st, old)
+        and (not stat.S_ISLNK(st.st_mode) or os.readlink(entry.path) == os.readlink(target))
+    ):
+        return 0
+    if stat.S_ISREG(st.st_mode):
+        shutil.copyfile(entry.path, tmp, follow_symlinks=False)
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(entry.path), tmp)
+    else:
+        return 0  # devices, sockets and fifos are not part of a build context
+    _meta(tmp, st)
+    _replace(tmp, target, old)
+    return 1
+
+
+def _replace(tmp: str, target: str, old: os.stat_result | None) -> None:
+    if old is not None and stat.S_ISDIR(old.st_mode):
+        shutil.rmtree(target)
+    os.replace(tmp, target)

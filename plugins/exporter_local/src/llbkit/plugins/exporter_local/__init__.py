@@ -1,0 +1,1 @@
+"""The ``local`` and ``tar`` exporters."""

@@ -1,0 +1,137 @@
+"""``--output type=local`` and ``type=tar``: a result as a directory or a tarball on the client.
+
+Both go through :class:`~llbkit.core.plugins.ClientIO`, so with a daemon the files land on the
+client's machine, not the daemon's.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import anyio
+
+from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
+
+OPTIONS = ("dest", "platform-split")
+
+
+def _bool(ctx: PluginContext, attrs: Mapping[str, str], key: str) -> bool | None:
+    if key not in attrs:
+        return None
+    value = attrs[key].lower()
+    if value in ("", "true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ConfigError(f"exporter {ctx.name}: {key}={attrs[key]!r} is not true or false")
+
+
+def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> tuple[str, bool | None]:
+    for key in attrs:
+        if key not in OPTIONS:
+            raise UnknownOptionError(f"exporter {ctx.name}", key, OPTIONS)
+    if not attrs.get("dest"):
+        raise ConfigError(f"exporter {ctx.name}: dest= is required")
+    return attrs["dest"], _bool(ctx, attrs, "platform-split")
+
+
+def _split(result: BuildResult, platform_split: bool | None) -> bool:
+    return len(result.refs) > 1 if platform_split is None else platform_split
+
+
+def _subdir(platform: str) -> str:
+    return platform.replace("/", "_")
+
+
+@dataclass(frozen=True)
+class LocalExportJob:
+    dest: str
+    platform_split: bool | None
+
+    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+        split = _split(result, self.platform_split)
+        for platform, ref in sorted(result.refs.items()):
+            async with ref.mount() as tree:
+                dest = os.path.join(self.dest, _subdir(platform)) if split else self.dest
+                await client.write_tree(dest, tree)
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class TarExportJob:
+    dest: str
+    platform_split: bool | None
+
+    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+        split = _split(result, self.platform_split)
+        with tempfile.TemporaryFile() as spool:
+            with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for platform, ref in sorted(result.refs.items()):
+                    async with ref.mount() as tree:
+                        prefix = _subdir(platform) if split else ""
+                        await anyio.to_thread.run_sync(_add_tree, tar, tree, prefix)
+            spool.seek(0)
+            async with client.open_output(self.dest) as out:
+                while chunk := spool.read(1 << 20):
+                    await out.write(chunk)
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _add_tree(tar: tarfile.TarFile, tree: Path, prefix: str) -> None:
+    """Add every entry below ``tree`` (not the root itself), depth first in name order, as
+    BuildKit's walker does."""
+    if prefix:
+        tar.addfile(tar.gettarinfo(str(tree), prefix))
+    _add_subtree(tar, tree, "", prefix)
+
+
+def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> None:
+    top = os.path.join(tree, rel)
+    for name in sorted(os.listdir(top)):
+        path = os.path.join(top, name)
+        info = tar.gettarinfo(path, os.path.join(prefix, rel, name))
+        info.uname = info.gname = ""
+        if info.isreg():
+            with open(path, "rb") as data:
+                tar.addfile(info, data)
+        else:
+            tar.addfile(info)
+        if info.isdir():
+            _add_subtree(tar, tree, os.path.join(rel, name), prefix)
+
+
+class LocalExporter:
+    """``type=local``: the result's files in a directory on the client."""
+
+    api_version: ClassVar[int] = 1
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str]) -> LocalExportJob:
+        return LocalExportJob(*_check(self.ctx, attrs))
+
+
+class TarExporter:
+    """``type=tar``: the result's files as one tarball, to a file or standard output."""
+
+    api_version: ClassVar[int] = 1
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str]) -> TarExportJob:
+        return TarExportJob(*_check(self.ctx, attrs))
