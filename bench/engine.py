@@ -53,9 +53,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--graph",
+        action="append",
+        choices=sorted(GRAPHS),
+        help="only this graph (repeatable); default: all",
+    )
     args = parser.parse_args()
     print(f"{'graph':<12}{'cold s (median)':>18}{'warm s (median)':>18}")
     for name, make in GRAPHS.items():
+        if args.graph and name not in args.graph:
+            continue
         data = make(args.size).marshal(llb.Platform("linux", "amd64")).to_bytes()
         cold, warm = [], []
         for _ in range(args.runs):

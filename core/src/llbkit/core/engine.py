@@ -26,7 +26,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.llb.definition import load_definition
 from llbkit.core.plugins.context import BuildResult, ClientIO, Platform, ProgressEvent
 from llbkit.core.plugins.registry import PluginRegistry
-from llbkit.core.solver.solver import Solver
+from llbkit.core.solver.solver import SolvedResult, Solver
 
 __all__ = ["BuildOutcome", "Engine", "ExportRequest"]
 
@@ -46,9 +46,14 @@ class BuildOutcome:
     """What a build returns to its client."""
 
     ref: str
-    result_key: str | None
+    result: SolvedResult | None
     metadata: dict[str, Any]
     events: list[ProgressEvent]
+
+    @property
+    def result_key(self) -> str | None:
+        """The portable key of the result (``None`` for scratch)."""
+        return None if self.result is None else self.result.key
 
 
 class Engine:
@@ -171,7 +176,7 @@ class Engine:
         if result is not None:
             metadata.setdefault("llbkit.result.key", result.key)
         await anyio.to_thread.run_sync(self.maybe_gc)
-        return BuildOutcome(ref, result.key if result is not None else None, metadata, events)
+        return BuildOutcome(ref, result, metadata, events)
 
     def _record(self, ref: str, events: list[ProgressEvent]) -> None:
         """Keep the build's whole event stream (every log line) under ``history/``."""

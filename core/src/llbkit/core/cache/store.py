@@ -97,6 +97,12 @@ class Store:
     def close(self) -> None:
         self.root.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- layers ---------------------------------------------------------------------------
 
     def _recover(self) -> None:

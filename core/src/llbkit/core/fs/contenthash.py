@@ -91,6 +91,9 @@ class ContentHasher:
     root: Path
     stat_cache: StatCache | None = None
     keep: Callable[[str], bool] | None = None
+    #: files are only ever replaced (new inode), never rewritten in place, so the inode
+    #: number says enough and ctime (which hardlinking changes) is left out
+    replaced_only: bool = False
     _memo: dict[str, str] = field(default_factory=dict)
 
     def checksum(self, path: str, *, follow_links: bool = True, wildcard: bool = False) -> str:
@@ -158,7 +161,8 @@ class ContentHasher:
         return result
 
     def _content(self, rel: str, host: str, st: os.stat_result) -> str:
-        valid = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+        ctime = 0 if self.replaced_only else st.st_ctime_ns
+        valid = (st.st_mtime_ns, st.st_size, st.st_ino, ctime)
         if self.stat_cache is not None:
             cached = self.stat_cache.get(rel)
             if cached is not None and cached[:4] == valid:

@@ -114,6 +114,7 @@ class _Shared:
     users: int = 0
     started: float | None = None
     logs: list[bytes] = field(default_factory=list)
+    job: Any = None
 
     def emit(self, kind: str, **data: Any) -> None:
         event = ProgressEvent(kind, self.vertex.digest, time.time(), data)
@@ -191,7 +192,6 @@ class Solver:
         self.limiter = anyio.CapacityLimiter(max_parallelism)
         self._threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}
-        self._jobs: dict[str, Any] = {}
 
     async def solve(
         self,
@@ -261,8 +261,11 @@ class _Build:
         self.keys: dict[str, str] = {}
         self.records: dict[str, dict[str, Any]] = {}
         names: dict[str, str] = {}
+        self.ignored: set[str] = set()
         for vertex in order:
             ignore = no_cache or vertex.metadata.ignore_cache
+            if ignore:
+                self.ignored.add(vertex.digest)
             sid = vertex.digest + ("-ignorecache" if ignore else "")
             if vertex.kind == "source" and vertex.op.source.identifier.startswith("local://"):
                 # A client's directory is that client's: never shared with another build.
@@ -283,9 +286,12 @@ class _Build:
             shared.users -= 1
             if shared.users == 0:
                 self.solver._active.pop(shared.sid, None)
+                discard = getattr(shared.job, "discard", None)
+                if discard is not None:
+                    discard()  # e.g. a download made for a key whose result was cached
 
     def ignore(self, vertex: Vertex) -> bool:
-        return self.shared[vertex.digest].sid.endswith("-ignorecache")
+        return vertex.digest in self.ignored
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -301,17 +307,16 @@ class _Build:
         return await shared.key.run(compute)
 
     async def _source_job(self, vertex: Vertex) -> Any:
-        jobs = self.solver._jobs
-        sid = self.shared[vertex.digest].sid
-        if sid not in jobs:
+        shared = self.shared[vertex.digest]
+        if shared.job is None:
             platform = None
             if vertex.op.HasField("platform"):
                 p = vertex.op.platform
                 platform = Platform(p.OS, p.Architecture, p.Variant)
-            jobs[sid] = await self.solver.resolve_source(
+            shared.job = await self.solver.resolve_source(
                 vertex.op.source.identifier, dict(vertex.op.source.attrs), platform
             )
-        return jobs[sid]
+        return shared.job
 
     def _key(self, vertex: Vertex) -> str:
         sels = selectors(vertex.op)

@@ -97,6 +97,11 @@ class HTTPJob(ParsedSource):
         self._got["file"] = (Path(tmp), got, filename)
         return self._got["file"]
 
+    def discard(self) -> None:
+        """Remove a download that no fetch used."""
+        if "file" in self._got:
+            self._got.pop("file")[0].unlink(missing_ok=True)
+
     async def cache_key(self, client: ClientIO) -> str:
         """Known up front with ``http.checksum``; otherwise the content's digest (a download)."""
         checksum = self.checksum or (await self._download(None))[1]

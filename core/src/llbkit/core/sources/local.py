@@ -78,7 +78,9 @@ class LocalJob(ParsedSource):
                     }
                 except (OSError, ValueError, IndexError, AttributeError):
                     stat_cache = {}
-                checksum = ContentHasher(tree, stat_cache=stat_cache).checksum("/")
+                checksum = ContentHasher(tree, stat_cache=stat_cache, replaced_only=True).checksum(
+                    "/"
+                )
                 live = {k: v for k, v in stat_cache.items() if (tree / k).exists()}
                 tmp = cache_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps(live))

@@ -14,7 +14,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.sdk.llb.exec import SSH, Bind, Cache, ExecState, Mount, Secret, Tmpfs
 from llbkit.sdk.llb.file import FileAction, copy, mkdir, mkfile, rm
 from llbkit.sdk.llb.merge import diff, merge
-from llbkit.sdk.llb.source import git, http, image, local, oci_layout, scratch
+from llbkit.sdk.llb.source import git, http, image, local, oci_layout, scratch, source
 from llbkit.sdk.llb.state import Definition, State
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "oci_layout",
     "rm",
     "scratch",
+    "source",
 ]

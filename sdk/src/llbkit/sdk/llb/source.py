@@ -49,6 +49,11 @@ def _state(op: SourceOp, platform: Platform | None = None) -> State:
     return State(output=Output(op, 0), platform=platform)
 
 
+def source(identifier: str, attrs: dict[str, str] | None = None, **options: object) -> State:
+    """Any source by identifier, e.g. one a third-party source plugin serves (``scheme://…``)."""
+    return _state(SourceOp(identifier, dict(attrs or {}), (), Options(**options)))  # type: ignore[arg-type]
+
+
 def scratch() -> State:
     """The empty filesystem."""
     return State()

@@ -1,0 +1,223 @@
+"""``llbkit build``, ``du`` and ``prune`` as a user runs them: a subprocess, real files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from llbkit.sdk import llb
+
+LLBKIT = [sys.executable, "-m", "llbkit.core"]
+PLATFORM = llb.Platform("linux", "amd64")
+
+
+def definition(state: llb.State) -> bytes:
+    return state.marshal(PLATFORM).to_bytes()
+
+
+def llbkit(root: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*LLBKIT, "--root", str(root), *args], input=stdin, capture_output=True)
+
+
+def simple() -> bytes:
+    base = llb.scratch().file(llb.mkdir("/etc", 0o755).mkfile("/etc/app.conf", 0o644, b"x=1\n"))
+    return definition(base.file(llb.mkfile("/hello", 0o600, b"hello\n")))
+
+
+def test_plain_progress_in_buildkits_format(tmp_path: Path) -> None:
+    first = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=simple())
+    assert first.returncode == 0, first.stderr
+    text = first.stderr.decode()
+    assert "#1 mkdir /etc, mkfile /etc/app.conf\n" in text
+    assert re.search(r"^#1 DONE \d+\.\ds$", text, re.M)
+    assert re.search(r"^#2 mkfile /hello\n#2 DONE \d+\.\ds$", text, re.M)
+    again = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=simple())
+    assert "#1 mkfile /hello\n#1 CACHED\n" in again.stderr.decode()
+
+
+def test_rawjson_is_one_solve_status_per_line(tmp_path: Path) -> None:
+    done = llbkit(tmp_path / "root", "build", "--progress", "rawjson", stdin=simple())
+    assert done.returncode == 0
+    statuses = [json.loads(line) for line in done.stderr.decode().splitlines()]
+    vertexes = [v for s in statuses for v in s.get("vertexes", [])]
+    assert {v["name"] for v in vertexes} == {"mkdir /etc, mkfile /etc/app.conf", "mkfile /hello"}
+    assert all(v["digest"].startswith("sha256:") for v in vertexes)
+    assert any("completed" in v for v in vertexes)
+
+
+def test_local_and_tar_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = llbkit(
+        tmp_path / "root",
+        "build",
+        "--progress",
+        "quiet",
+        "-o",
+        f"type=local,dest={out}",
+        "-o",
+        "type=tar,dest=-",
+        "--metadata-file",
+        str(tmp_path / "meta.json"),
+        stdin=simple(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "hello").read_text() == "hello\n"
+    assert (out / "hello").stat().st_mode & 0o777 == 0o600
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        assert tar.getnames() == ["etc", "etc/app.conf", "hello"]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["llbkit.result.key"].startswith("sha256:")
+
+
+def test_local_context_and_no_cache(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "in.txt").write_text("from the context\n")
+    data = definition(llb.scratch().file(llb.copy(llb.local("context"), "/in.txt", "/out.txt")))
+    args = ("build", "--progress", "plain", "--local", f"context={ctx}")
+    assert llbkit(tmp_path / "root", *args, stdin=data).returncode == 0
+    again = llbkit(tmp_path / "root", *args, stdin=data).stderr.decode()
+    assert "CACHED" in again
+    fresh = llbkit(tmp_path / "root", *args, "--no-cache", stdin=data).stderr.decode()
+    assert "CACHED" not in fresh
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--export-cache", "type=local,dest=x"),
+            "--export-cache: exporting the build cache is not in this release of llbkit",
+        ),
+        (
+            ("--frontend", "dockerfile.v0"),
+            "--frontend: running frontends is not in this release of llbkit",
+        ),
+        (("-o", "type=bogus"), "unknown exporter 'bogus'"),
+        (("-o", "dest=x"), "--output 'dest=x': type= is required"),
+        (("-o", "type=local,dest=x,colour=red"), "colour"),
+        (("--secret", "id=s,src=/no/such/file"), "cannot read /no/such/file"),
+    ],
+)
+def test_bad_flags_are_one_clear_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    done = llbkit(tmp_path / "root", "build", *args, stdin=simple())
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_a_missing_local_directory_is_named(tmp_path: Path) -> None:
+    data = definition(llb.local("context"))
+    done = llbkit(tmp_path / "root", "build", "--progress", "quiet", stdin=data)
+    assert done.returncode == 1
+    assert "use --local context=<path>" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_failed_build_reports_the_vertex(tmp_path: Path) -> None:
+    data = definition(llb.scratch().file(llb.mkfile("/missing/dir/f", 0o644, b"")))
+    done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=data)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "#1 ERROR: mkfile /missing/dir/f: parent directory does not exist" in err
+    assert err.splitlines()[-1] == (
+        "error: failed to solve: mkfile /missing/dir/f: mkfile /missing/dir/f: parent "
+        "directory does not exist"
+    )
+
+
+def test_du_and_prune(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert llbkit(root, "build", "--progress", "quiet", stdin=simple()).returncode == 0
+    table = llbkit(root, "du").stdout.decode().splitlines()
+    assert table[0].split() == ["ID", "RECLAIMABLE", "SIZE", "LAST", "ACCESSED"]
+    assert len(table) == 1 + 2 + 2  # header, two layers, Reclaimable and Total
+    assert table[-1].startswith("Total:")
+    verbose = llbkit(root, "du", "-v").stdout.decode()
+    assert "Description:\tmkfile /hello\n" in verbose.replace("\t\t", "\t")
+    filtered = llbkit(root, "du", "--filter", "description~=hello").stdout.decode()
+    assert len(filtered.splitlines()) == 2 and "Total" not in filtered
+    pruned = llbkit(root, "prune").stdout.decode().splitlines()
+    assert len(pruned) == 1 + 2 + 1
+    after = llbkit(root, "du").stdout.decode().splitlines()
+    assert after[-1].split() == ["Total:", "0B"]
+    rebuilt = llbkit(root, "build", "--progress", "plain", stdin=simple()).stderr.decode()
+    assert "CACHED" not in rebuilt
+
+
+def test_bad_filter_and_config(tmp_path: Path) -> None:
+    done = llbkit(tmp_path / "root", "du", "--filter", "colour==red")
+    assert done.returncode == 1 and "invalid filter 'colour==red'" in done.stderr.decode()
+    config = tmp_path / "buildkitd.toml"
+    config.write_text("[worker.oci]\ngc = true\ngcpolicy = [{keepBytes = 1, colour = 2}]\n")
+    done = llbkit(tmp_path / "root", "--config", str(config), "du")
+    assert done.returncode == 1
+    assert "unknown key worker.oci.gcpolicy[0].colour" in done.stderr.decode()
+
+
+def test_gc_policy_from_config_runs_after_a_build(tmp_path: Path) -> None:
+    config = tmp_path / "buildkitd.toml"
+    config.write_text("[worker.oci]\n[[worker.oci.gcpolicy]]\nall = true\nkeepBytes = 1\n")
+    root = tmp_path / "root"
+    done = llbkit(root, "--config", str(config), "build", "--progress", "quiet", stdin=simple())
+    assert done.returncode == 0, done.stderr
+    assert llbkit(root, "du").stdout.decode().splitlines()[-1].split() == ["Total:", "0B"]
+
+
+def test_a_second_process_is_told_who_holds_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from llbkit.core.cache.root import StateRoot\n"
+            f"r = StateRoot.open(Path({str(root)!r}))\nprint('ready', flush=True)\n"
+            "time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
+        done = llbkit(root, "du")
+        assert done.returncode == 1
+        assert f"is in use by pid {holder.pid}" in done.stderr.decode()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_tar_to_a_terminal_is_refused(tmp_path: Path) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                *LLBKIT,
+                "--root",
+                str(tmp_path / "root"),
+                "build",
+                "--progress",
+                "quiet",
+                "-o",
+                "type=tar,dest=-",
+            ],
+            input=simple(),
+            stdout=follower,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 1
+    assert "refusing to write an archive to a terminal" in done.stderr.decode()
