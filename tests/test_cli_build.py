@@ -221,3 +221,33 @@ def test_tar_to_a_terminal_is_refused(tmp_path: Path) -> None:
         os.close(leader)
     assert done.returncode == 1
     assert "refusing to write an archive to a terminal" in done.stderr.decode()
+
+
+def test_tty_progress_is_a_live_view(tmp_path: Path) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [*LLBKIT, "--root", str(tmp_path / "root"), "build", "--progress", "auto"],
+            input=simple(),
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "COLUMNS": "100"},
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "[+] Building" in screen and "(2/2) FINISHED" in screen
+    assert "=> mkfile /hello" in screen

@@ -89,3 +89,39 @@ def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> N
             assert all(store.layer_path(layer).is_dir() for layer in json.loads(chain_json))
         # Everything below layers/ (not that directory itself), hardlinks counted once.
         assert total == _disk(store.layers_dir)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_build_and_leaves_the_store_usable(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    data = chain(300)
+    proc = subprocess.Popen(
+        [*LLBKIT, "--root", str(root), "build", "--progress", "rawjson"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(data)
+    proc.stdin.close()
+    done = 0
+    for line in proc.stderr:
+        if not line.startswith(b"{"):
+            continue
+        status = json.loads(line)
+        done += sum(1 for v in status.get("vertexes", []) if v.get("completed"))
+        if done >= 30:
+            os.kill(proc.pid, signal.SIGINT)
+            break
+    rest = proc.stderr.read().decode()
+    proc.wait()
+    assert proc.returncode == 130
+    assert rest.rstrip().endswith("error: canceled")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(root) not in mounts
+    again = subprocess.run(
+        [*LLBKIT, "--root", str(root), "build", "--progress", "plain"],
+        input=data,
+        capture_output=True,
+    )
+    assert again.returncode == 0, again.stderr.decode()
+    assert "CACHED" in again.stderr.decode()

@@ -28,6 +28,10 @@ __all__ = ["Chain", "LayerInfo", "Store", "WorkTree"]
 
 Chain = tuple[int, ...]
 
+#: Reading through an overlay costs a lookup per layer for every path, so a deeper chain is
+#: read from a flattened copy (hardlinks, made once and kept) rather than mounted.
+_VIEW_DEPTH = 16
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -253,7 +257,7 @@ class Store:
                 yield self.layer_path(chain[0])
             elif (
                 self.format == "overlay"
-                and len(chain) <= self.max_depth
+                and len(chain) <= _VIEW_DEPTH
                 and not self.stray_whiteouts(chain)
             ):
                 stage = self.stage()

@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) 
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: canceled", err=True)
+        sys.exit(130)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("error: canceled", err=True)
         sys.exit(130)
     except click.ClickException as err:
         err.show()

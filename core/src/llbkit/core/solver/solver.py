@@ -346,6 +346,16 @@ class _Build:
     async def _set_source_key(self, vertex: Vertex) -> None:
         self.keys[vertex.digest] = await self._source_key(vertex)
         self.records[vertex.digest] = {"source": vertex.op.source.identifier}
+        shared = self.shared[vertex.digest]
+        if shared.result.finished or self.ignore(vertex):
+            return
+        hit = self._lookup(vertex)
+        if hit is not None and not shared.result.finished:
+            # Known content: a local context was transferred (shown as done), others cached.
+            shared.result.set(hit)
+            now = time.time()
+            local = vertex.op.source.identifier.startswith("local://")
+            shared.vertex_event(started=shared.started or now, completed=now, cached=not local)
 
     async def _guard(self, vertex: Vertex, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn``, turning any failure into a :class:`BuildFailed` naming the vertex."""
