@@ -38,11 +38,9 @@ def _disk(path: Path) -> int:
     return total
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kill_after", [5, 60, 150])
-def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> None:
-    root = tmp_path / "root"
-    data = chain(200)
+def interrupt(root: Path, data: bytes, sig: int, after: int) -> tuple[int, str]:
+    """Start a build, send ``sig`` once ``after`` vertices completed; return its exit code and
+    the rest of its error output."""
     proc = subprocess.Popen(
         [*LLBKIT, "--root", str(root), "build", "--progress", "rawjson"],
         stdin=subprocess.PIPE,
@@ -53,13 +51,25 @@ def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> N
     proc.stdin.close()
     done = 0
     for line in proc.stderr:
+        if not line.startswith(b"{"):
+            continue
         status = json.loads(line)
         done += sum(1 for v in status.get("vertexes", []) if v.get("completed"))
-        if done >= kill_after:
-            os.kill(proc.pid, signal.SIGKILL)
+        if done >= after:
+            os.kill(proc.pid, sig)
             break
+    rest = proc.stderr.read().decode()
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    return proc.returncode, rest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [5, 60, 150])
+def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> None:
+    root = tmp_path / "root"
+    data = chain(200)
+    code, _ = interrupt(root, data, signal.SIGKILL, kill_after)
+    assert code == -signal.SIGKILL
 
     again = subprocess.run(
         [
@@ -95,26 +105,8 @@ def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> N
 def test_ctrl_c_stops_the_build_and_leaves_the_store_usable(tmp_path: Path) -> None:
     root = tmp_path / "root"
     data = chain(300)
-    proc = subprocess.Popen(
-        [*LLBKIT, "--root", str(root), "build", "--progress", "rawjson"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    proc.stdin.write(data)
-    proc.stdin.close()
-    done = 0
-    for line in proc.stderr:
-        if not line.startswith(b"{"):
-            continue
-        status = json.loads(line)
-        done += sum(1 for v in status.get("vertexes", []) if v.get("completed"))
-        if done >= 30:
-            os.kill(proc.pid, signal.SIGINT)
-            break
-    rest = proc.stderr.read().decode()
-    proc.wait()
-    assert proc.returncode == 130
+    code, rest = interrupt(root, data, signal.SIGINT, 30)
+    assert code == 130
     assert rest.rstrip().endswith("error: canceled")
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(root) not in mounts

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llbkit.core.cache.root import StateRoot
-from llbkit.core.snapshot.layers import apply_layer, measure
+from llbkit.core.snapshot.layers import apply_layer, disk_blocks, measure
 from llbkit.core.snapshot.mount import MountError, mount_overlay, overlay_options, unmount
 
 __all__ = ["Chain", "LayerInfo", "Store", "WorkTree"]
@@ -358,7 +358,7 @@ class Store:
         seen: set[tuple[int, int]] = set()
         found = []
         for row in rows:
-            size = _size_once(self.layer_path(row[0]), seen)
+            size = disk_blocks(self.layer_path(row[0]), seen)
             found.append(
                 LayerInfo(
                     id=row[0],
@@ -397,29 +397,6 @@ class Store:
 
     def content_size(self) -> int:
         return self.root.content.total_size()
-
-
-def _size_once(path: Path, seen: set[tuple[int, int]]) -> int:
-    total = 0
-    stack = [str(path)]
-    while stack:
-        top = stack.pop()
-        try:
-            st = os.lstat(top)
-        except FileNotFoundError:
-            continue
-        ino = (st.st_dev, st.st_ino)
-        if ino in seen:
-            continue
-        seen.add(ino)
-        total += st.st_blocks * 512
-        if os.path.isdir(top) and not os.path.islink(top):
-            try:
-                with os.scandir(top) as it:
-                    stack.extend(e.path for e in it)
-            except OSError:
-                continue
-    return total
 
 
 class WorkTree:

@@ -13,6 +13,7 @@ from pathlib import Path
 from llbkit.core.cache.store import Store
 from llbkit.core.config import GCRule
 from llbkit.core.errors import ConfigError
+from llbkit.core.snapshot.layers import disk_blocks
 
 __all__ = ["UsageRecord", "apply_gc", "disk_usage", "parse_filters", "prune"]
 
@@ -117,12 +118,6 @@ def _mirrors(store: Store) -> Iterable[Path]:
         yield from sorted(p for p in base.iterdir() if p.is_dir())
 
 
-def _size(path: Path, seen: set[tuple[int, int]]) -> int:
-    from llbkit.core.cache.store import _size_once
-
-    return _size_once(path, seen)
-
-
 def disk_usage(store: Store) -> list[UsageRecord]:
     """Every layer and local-context mirror, with the disk each really uses."""
     records = []
@@ -148,7 +143,7 @@ def disk_usage(store: Store) -> list[UsageRecord]:
             UsageRecord(
                 id=mirror.name[:25],
                 parents=(),
-                size=_size(mirror, seen),
+                size=disk_blocks(mirror, seen),
                 created=st.st_ctime,
                 last_used=st.st_mtime,
                 usage_count=1,

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "apply_layer",
     "copy_entry",
     "diff_trees",
+    "disk_blocks",
     "is_whiteout",
     "make_whiteout",
     "measure",
@@ -170,12 +172,15 @@ class _Applier:
                 copy_entry(entry.path, target, st, self.links, hardlink=self.hardlink)
 
 
-def measure(path: Path, fmt: str) -> tuple[int, bool]:
-    """Bytes a tree really occupies (allocated blocks, each inode once), and whether it holds
-    whiteouts (then it cannot be shown as a tree on its own)."""
-    seen: set[int] = set()
+def disk_blocks(
+    path: Path,
+    seen: set[tuple[int, int]] | None = None,
+    visit: Callable[[str, os.stat_result], None] | None = None,
+) -> int:
+    """Bytes a tree really occupies: allocated blocks, each inode once (``seen`` carries the
+    inodes already counted elsewhere, so hardlinked copies are not counted twice)."""
+    seen = set() if seen is None else seen
     total = 0
-    whiteouts = False
     stack = [str(path)]
     while stack:
         top = stack.pop()
@@ -183,22 +188,34 @@ def measure(path: Path, fmt: str) -> tuple[int, bool]:
             st = os.lstat(top)
         except FileNotFoundError:
             continue
-        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-            if st.st_ino in seen:
-                continue
-            seen.add(st.st_ino)
+        ino = (st.st_dev, st.st_ino)
+        if ino in seen:
+            continue
+        seen.add(ino)
         total += st.st_blocks * 512
-        if not whiteouts and is_whiteout(top, st, fmt):
-            whiteouts = True
+        if visit is not None:
+            visit(top, st)
         if stat.S_ISDIR(st.st_mode):
-            if fmt == "overlay" and not whiteouts and top != str(path):
-                whiteouts = _is_opaque(top, fmt)
             try:
                 with os.scandir(top) as it:
                     stack.extend(e.path for e in it)
             except OSError:
                 continue
-    return total, whiteouts
+    return total
+
+
+def measure(path: Path, fmt: str) -> tuple[int, bool]:
+    """A new layer's size, and whether it holds whiteouts (then it cannot be shown as a tree
+    on its own)."""
+    found: list[bool] = []
+
+    def visit(top: str, st: os.stat_result) -> None:
+        if is_whiteout(top, st, fmt) or (
+            stat.S_ISDIR(st.st_mode) and top != str(path) and _is_opaque(top, fmt)
+        ):
+            found.append(True)
+
+    return disk_blocks(path, visit=visit), bool(found)
 
 
 def _same(a: os.stat_result, b: os.stat_result, pa: str, pb: str) -> bool:
