@@ -183,3 +183,15 @@ def test_missing_local_names_the_flag(tmp_path: Path) -> None:
     with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
         build(engine, llb.local("context"))
     assert "--local context=<path>" in str(err.value)
+
+
+def test_local_follow_paths_bring_symlink_targets(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "real").mkdir(parents=True)
+    (ctx / "real" / "data").write_text("data\n")
+    (ctx / "other").write_text("other\n")
+    os.symlink("real/data", ctx / "link")
+    state = llb.local("ctx", include_patterns=["link"], follow_paths=["link"])
+    with open_engine(tmp_path / "root") as engine:
+        outcome = build(engine, state, locals={"ctx": ctx})
+        assert files(engine, outcome) == {"real": "<dir>", "real/data": "data\n", "link": "data\n"}

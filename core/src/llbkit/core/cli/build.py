@@ -88,6 +88,29 @@ def _client(locals_: tuple[str, ...], secret: tuple[str, ...]) -> Any:
     return EmbeddedClient(locals=locals_map, secrets=dict(parse_secret(s) for s in secret))
 
 
+def _read_definition(definition: str) -> tuple[bytes, str]:
+    """The LLB bytes from ``-`` (standard input, refused on a terminal) or a file."""
+    if definition == "-":
+        if sys.stdin.isatty():
+            raise UserError("no LLB on standard input; pipe a definition in (e.g. from the SDK)")
+        return sys.stdin.buffer.read(), "<stdin>"
+    try:
+        return Path(definition).read_bytes(), definition
+    except OSError as err:
+        raise UserError(f"cannot read {definition}: {err.strerror}") from None
+
+
+def _print_log_tail(err: Any) -> None:
+    """As buildctl does: the failed step's last lines, before the error itself."""
+    if not err.log_tail:
+        return
+    click.echo("------", err=True)
+    click.echo(f" > {err.name}:", err=True)
+    for line in err.log_tail:
+        click.echo(line, err=True)
+    click.echo("------", err=True)
+
+
 def _later(flag: str, given: Any, what: str) -> None:
     if given:
         raise UserError(f"{flag}: {what} is not in this release of llbkit")
@@ -192,17 +215,7 @@ def build(
     _later("--oci-layout", oci_layout, "reading OCI layouts")
     exports = [ExportRequest(*parse_output(value)) for value in outputs]
     client = _client(locals_, secret)
-    if definition == "-":
-        if sys.stdin.isatty():
-            raise UserError("no LLB on standard input; pipe a definition in (e.g. from the SDK)")
-        data = sys.stdin.buffer.read()
-        source = "<stdin>"
-    else:
-        try:
-            data = Path(definition).read_bytes()
-        except OSError as err:
-            raise UserError(f"cannot read {definition}: {err.strerror}") from None
-        source = definition
+    data, source = _read_definition(definition)
     trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
     with open_engine(ctx, config_path) as engine:
         display = make_display(progress)
@@ -227,7 +240,10 @@ def build(
                 )
             )
             failed = False
-        except BuildFailed:
+        except BuildFailed as err:
+            display.close(failed=True)
+            if progress != "tty":  # the live view prints failed steps' logs itself
+                _print_log_tail(err)
             raise
         finally:
             display.close(failed=failed)

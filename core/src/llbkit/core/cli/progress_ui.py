@@ -80,7 +80,7 @@ class Display:
         raise NotImplementedError
 
     def close(self, failed: bool = False) -> None:
-        """Finish the display once the build is over."""
+        """Finish the display once the build is over (may be called twice)."""
 
 
 class PlainDisplay(Display):
@@ -292,6 +292,8 @@ class TTYDisplay(Display):
     _closed = False
 
     def close(self, failed: bool = False) -> None:
+        if self._closed:
+            return
         self._closed = True
         self.live.update(self._render(), refresh=True)
         self.live.stop()

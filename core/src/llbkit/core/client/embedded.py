@@ -102,8 +102,11 @@ class EmbeddedClient:
         *,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        follow_paths: Sequence[str] = (),
     ) -> None:
         src = self._local(name)
         await anyio.to_thread.run_sync(
-            lambda: sync_tree(src, dest, include=include, exclude=exclude)
+            lambda: sync_tree(
+                src, dest, include=include, exclude=exclude, follow_paths=follow_paths
+            )
         )

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llbkit.core.fs.patterns import PatternMatcher
+from llbkit.core.fs.rootpath import resolve_in_root
 
 __all__ = ["sync_tree"]
 
@@ -54,10 +55,24 @@ def _could_include(rel: str, includes: Sequence[str]) -> bool:
 
 
 def sync_tree(
-    src: Path, dest: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+    src: Path,
+    dest: Path,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    follow_paths: Sequence[str] = (),
 ) -> int:
-    """Make ``dest`` mirror ``src`` (filtered by patterns); return how many entries changed."""
+    """Make ``dest`` mirror ``src`` (filtered by patterns); return how many entries changed.
+
+    ``follow_paths`` name symlinks whose targets (resolved inside ``src``) are included too,
+    as fsutil resolves them into include patterns before walking.
+    """
     includes = [p.strip("/") for p in include]
+    if includes:
+        for path in follow_paths:
+            target = os.path.relpath(resolve_in_root(src, path), src)
+            if target != "." and target not in includes:
+                includes.append(target)
     inc = PatternMatcher(includes) if includes else None
     exc = PatternMatcher(list(exclude)) if exclude else None
     dest.mkdir(parents=True, exist_ok=True)

@@ -159,8 +159,10 @@ class ClientIO(Protocol):
         *,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        follow_paths: Sequence[str] = (),
     ) -> None:
         """Make ``dest`` (which holds the previous sync, or nothing) mirror directory ``name``.
 
         Only changed files travel; a changed file is replaced, never modified in place.
+        ``follow_paths`` are symlinks whose targets are included too.
         """

@@ -65,7 +65,11 @@ class LocalJob(ParsedSource):
         async with _lock_for(mirror):
             tree = mirror / "tree"
             await client.sync_local(
-                self.name, tree, include=self.include_patterns, exclude=self.exclude_patterns
+                self.name,
+                tree,
+                include=self.include_patterns,
+                exclude=self.exclude_patterns,
+                follow_paths=self.follow_paths,
             )
             cache_file = mirror / "stat-cache.json"
 

@@ -98,9 +98,12 @@ class MemoryClientIO:
         *,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        follow_paths: Sequence[str] = (),
     ) -> None:
         self.local_identity(name)
-        sync_tree(self.locals[name], dest, include=include, exclude=exclude)
+        sync_tree(
+            self.locals[name], dest, include=include, exclude=exclude, follow_paths=follow_paths
+        )
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""du's records, filters, prune's order and the GC config, on a real store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from llbkit.core.cache.usage import UsageRecord, disk_usage, parse_filters, prune
+from llbkit.core.config import load_config, parse_bytes, parse_duration
+from llbkit.core.errors import ConfigError
+from llbkit.sdk import llb
+
+from .helpers import build, open_engine
+
+
+def record(**fields: object) -> UsageRecord:
+    base: dict[str, object] = dict(
+        id="1",
+        parents=(),
+        size=1,
+        created=0.0,
+        last_used=0.0,
+        usage_count=1,
+        description="d",
+        record_type="regular",
+        mutable=False,
+        in_use=False,
+    )
+    base.update(fields)
+    return UsageRecord(**base)  # type: ignore[arg-type]
+
+
+def test_filters_follow_containerd_syntax() -> None:
+    local = record(record_type="source.local", description="local://ctx")
+    regular = record(description="mkfile /x", in_use=True)
+    either = parse_filters(["type==source.local,type==exec.cachemount"])
+    assert either(local) and not either(regular)
+    assert parse_filters(["description~=^mkfile"])(regular)
+    assert parse_filters(["inuse"])(regular) and not parse_filters(["inuse"])(local)
+    assert parse_filters(["type!=regular"])(local)
+    assert parse_filters(["type==regular", "type==source.local"])(local)  # alternatives
+    with pytest.raises(ConfigError, match="invalid filter"):
+        parse_filters(["size>3"])
+
+
+def test_sizes_and_durations() -> None:
+    assert parse_bytes("512MB", "k") == 512 * 10**6
+    assert parse_bytes(1024, "k") == 1024
+    assert parse_bytes("2GiB", "k") == 2 * 2**30
+    assert parse_duration("1h30m", "k") == 5400
+    assert parse_duration(3600, "k") == 3600
+    with pytest.raises(ConfigError, match="keepDuration"):
+        parse_duration("soon", "keepDuration")
+
+
+def test_config_reads_buildkit_keys(tmp_path: Path) -> None:
+    path = tmp_path / "buildkitd.toml"
+    path.write_text(
+        'root = "/tmp/x"\n[grpc]\naddress = ["unix:///run/x.sock"]\n'
+        "[worker.oci]\nmax-parallelism = 3\ngckeepstorage = 9000\n"
+        '[[worker.oci.gcpolicy]]\nkeepDuration = "48h"\nkeepBytes = "1GB"\n'
+        'filters = ["type==source.local"]\n'
+    )
+    config = load_config(path)
+    assert config.max_parallelism == 3 and config.gc_keep_storage == 9000
+    assert config.gc_rules[0].keep_duration == 48 * 3600
+    assert config.gc_rules[0].keep_bytes == 10**9
+    assert config.unused == ["grpc.address"]
+
+
+def _age(engine, description: str, seconds_ago: float) -> None:  # type: ignore[no-untyped-def]
+    engine.store.db.execute(
+        "UPDATE layers SET last_used=? WHERE description=?",
+        (time.time() - seconds_ago, description),
+    )
+
+
+def test_prune_keeps_recent_records_and_goes_oldest_first(tmp_path: Path) -> None:
+    with open_engine(tmp_path / "root") as engine:
+        for name in ("old", "mid", "new"):
+            build(engine, llb.scratch().file(llb.mkfile(f"/{name}", 0o644, b"x" * 5000)))
+        _age(engine, "mkfile /old", 3600 * 5)
+        _age(engine, "mkfile /mid", 3600 * 3)
+        removed = prune(engine.store, keep_duration=3600 * 4)
+        assert [r.description for r in removed] == ["mkfile /old"]
+        one = max(r.size for r in disk_usage(engine.store))
+        removed = prune(engine.store, keep_bytes=one)
+        assert [r.description for r in removed] == ["mkfile /mid"]
+        assert [r.description for r in disk_usage(engine.store)] == ["mkfile /new"]
+
+
+@pytest.mark.root  # parents are recorded for overlay layers
+def test_prune_frees_parents_after_children(tmp_path: Path) -> None:
+    with open_engine(tmp_path / "root") as engine:
+        base = llb.scratch().file(llb.mkfile("/a", 0o644, b"a"))
+        build(engine, base.file(llb.mkfile("/b", 0o644, b"b")))
+        records = disk_usage(engine.store)
+        child = next(r for r in records if r.description == "mkfile /b")
+        parent = next(r for r in records if r.description == "mkfile /a")
+        assert child.parents == (parent.id,)
+        removed = prune(engine.store)
+        assert [r.description for r in removed] == ["mkfile /b", "mkfile /a"]
+        assert disk_usage(engine.store) == []
