@@ -86,6 +86,11 @@ _USED = {
     "worker.oci.max-parallelism",
     "worker.oci.enabled",
     "worker.containerd.enabled",
+    "worker.oci.binary",
+    "worker.oci.platforms",
+    "worker.oci.labels",
+    "insecure-entitlements",
+    "registry",
 }
 
 
@@ -108,6 +113,9 @@ class EngineConfig:
     gc_keep_storage: int = 0
     gc_rules: list[GCRule] = field(default_factory=list)
     max_parallelism: int = 0
+    worker: dict[str, Any] = field(default_factory=dict)
+    insecure_entitlements: list[str] = field(default_factory=list)
+    registry: dict[str, Any] = field(default_factory=dict)
     unused: list[str] = field(default_factory=list)
     source: str = "<defaults>"
 
@@ -180,11 +188,25 @@ def load_config(path: Path | None) -> EngineConfig:
     config = EngineConfig(source=source)
     if "root" in data:
         config.root = Path(str(data["root"]))
+    entitlements = data.get("insecure-entitlements", [])
+    if not isinstance(entitlements, list) or not set(entitlements) <= {
+        "network.host",
+        "security.insecure",
+    }:
+        raise ConfigError(
+            f"{source}: insecure-entitlements must list network.host and/or security.insecure"
+        )
+    config.insecure_entitlements = [str(e) for e in entitlements]
+    registry = data.get("registry", {})
+    if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
+        raise ConfigError(f'{source}: registry must be tables like [registry."host"]')
+    config.registry = registry
     workers = data.get("worker", {})
     if not isinstance(workers, dict):
         raise ConfigError(f"{source}: worker must be a table")
     _check(workers, {"oci", "containerd"}, "worker.", source)
     oci = workers.get("oci", {})
+    config.worker = dict(oci)
     for name, table in workers.items():
         _check(table, _WORKER, f"worker.{name}.", source)
     try:

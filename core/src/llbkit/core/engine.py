@@ -65,7 +65,8 @@ class Engine:
         self.registry = registry
         self._drivers: dict[tuple[str, str], Any] = {}
         parallelism = config.max_parallelism or max(os.cpu_count() or 1, 1) * 2
-        self.solver = Solver(store, self._resolve_source, parallelism)
+        self.solver = Solver(store, self._resolve_source, parallelism, self.executor)
+        self._executor: Any = None
         self.hooks = registry.hook_manager()
 
     @classmethod
@@ -91,8 +92,22 @@ class Engine:
         if (group, name) not in self._drivers:
             state = self.store.root.path / "plugins" / group / name
             state.mkdir(parents=True, exist_ok=True)
-            self._drivers[group, name] = self.registry.create_driver(group, name, state_dir=state)
+            config = {"registry": self.config.registry} if name == "docker-image" else {}
+            self._drivers[group, name] = self.registry.create_driver(
+                group, name, config=config, state_dir=state
+            )
         return self._drivers[group, name]
+
+    async def executor(self) -> Any:
+        """The ``[worker.oci]`` executor, started on first use."""
+        if self._executor is None:
+            if self.config.worker.get("enabled", True) is False:
+                raise UserError(
+                    "[worker.oci] is disabled (enabled = false): nothing runs processes"
+                )
+            worker = self.driver("llbkit.workers", "oci")
+            self._executor = await worker.resolve(dict(self.config.worker))
+        return self._executor
 
     async def _resolve_source(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
@@ -110,6 +125,7 @@ class Engine:
         exports: Sequence[ExportRequest] = (),
         on_event: Callable[[ProgressEvent], None] | None = None,
         no_cache: bool = False,
+        allow: Sequence[str] = (),
         source: str = "<stdin>",
     ) -> BuildOutcome:
         """Solve ``definition`` and run its exports; every event is also kept in the history."""
@@ -131,7 +147,9 @@ class Engine:
 
         metadata: dict[str, Any] = {}
         try:
-            result = await self.solver.solve(loaded, client, emit, no_cache=no_cache)
+            # An entitlement needs both the build's --allow and the engine's config.
+            granted = [e for e in allow if e in self.config.insecure_entitlements]
+            result = await self.solver.solve(loaded, client, emit, no_cache=no_cache, allow=granted)
             refs = {} if result is None else {str(Platform()): result}
             for n, (request, job) in enumerate(jobs):
                 name = f"exporting to {request.type}"

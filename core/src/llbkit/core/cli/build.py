@@ -77,15 +77,38 @@ def parse_secret(value: str) -> tuple[str, bytes]:
         raise ConfigError(f"--secret {value!r}: cannot read {path}: {err.strerror}") from None
 
 
-def _client(locals_: tuple[str, ...], secret: tuple[str, ...]) -> Any:
-    """The embedded client: ``--local`` directories and ``--secret`` values, checked."""
+def _client(locals_: tuple[str, ...], secret: tuple[str, ...], ssh: tuple[str, ...]) -> Any:
+    """The embedded client: ``--local`` directories, ``--secret`` values, ``--ssh`` agents."""
     from llbkit.core.client.embedded import EmbeddedClient
 
     locals_map = {name: Path(path) for name, path in _pairs("--local", locals_).items()}
     for name, path in locals_map.items():
         if not path.is_dir():
             raise UserError(f"--local {name}={path}: not a directory")
-    return EmbeddedClient(locals=locals_map, secrets=dict(parse_secret(s) for s in secret))
+    return EmbeddedClient(
+        locals=locals_map,
+        secrets=dict(parse_secret(s) for s in secret),
+        ssh=dict(parse_ssh(s) for s in ssh),
+    )
+
+
+def parse_ssh(value: str) -> tuple[str, Path]:
+    """``default`` (``$SSH_AUTH_SOCK``), ``id`` or ``id=/path/to/agent.sock``."""
+    import stat
+
+    sid, _, given = value.partition("=")
+    if "," in given:
+        raise UserError(f"--ssh {value!r}: key files are not supported; forward an agent socket")
+    path = given or os.environ.get("SSH_AUTH_SOCK", "")
+    if not path:
+        raise UserError(f"--ssh {value!r}: SSH_AUTH_SOCK is not set; give id=<agent socket>")
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError as err:
+        raise UserError(f"--ssh {value!r}: {path}: {err.strerror}") from None
+    if not is_socket:
+        raise UserError(f"--ssh {value!r}: {path} is not an agent socket")
+    return sid or "default", Path(path)
 
 
 def _read_definition(definition: str) -> tuple[bytes, str]:
@@ -211,10 +234,9 @@ def build(
     _later("--opt", opt, "frontend options (with --frontend)")
     _later("--export-cache", export_cache, "exporting the build cache")
     _later("--import-cache", import_cache, "importing a build cache")
-    _later("--ssh", ssh, "SSH forwarding")
     _later("--oci-layout", oci_layout, "reading OCI layouts")
     exports = [ExportRequest(*parse_output(value)) for value in outputs]
-    client = _client(locals_, secret)
+    client = _client(locals_, secret, ssh)
     data, source = _read_definition(definition)
     trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
     with open_engine(ctx, config_path) as engine:
@@ -236,6 +258,7 @@ def build(
                     exports=exports,
                     on_event=on_event,
                     no_cache=no_cache,
+                    allow=allow,
                     source=source,
                 )
             )

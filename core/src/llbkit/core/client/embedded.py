@@ -34,6 +34,7 @@ class EmbeddedClient:
 
     locals: Mapping[str, Path] = field(default_factory=dict)
     secrets: Mapping[str, bytes] = field(default_factory=dict)
+    ssh: Mapping[str, Path] = field(default_factory=dict)
     stdout: BinaryIO | None = None
 
     @asynccontextmanager
@@ -78,6 +79,12 @@ class EmbeddedClient:
             raise UserError(
                 f"secret {id!r} was not provided (use --secret id={id},src=…)"
             ) from None
+
+    async def ssh_agent(self, id: str) -> Path:
+        try:
+            return self.ssh[id]
+        except KeyError:
+            raise UserError(f"no SSH agent {id!r} was forwarded (use --ssh {id})") from None
 
     def _local(self, name: str) -> Path:
         try:

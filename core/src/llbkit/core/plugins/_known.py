@@ -4,4 +4,5 @@
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ('llbkit.exporters', 'local'): 'llbkit-exporter-local',
     ('llbkit.exporters', 'tar'): 'llbkit-exporter-local',
+    ('llbkit.workers', 'oci'): 'llbkit-worker-runc',
 }

@@ -144,6 +144,10 @@ class ClientIO(Protocol):
         """Fetch a secret the client provides (``--secret id=…``); raises if it has none."""
         ...
 
+    async def ssh_agent(self, id: str) -> Path:
+        """A local socket speaking the SSH agent protocol for ``--ssh id``; raises if none."""
+        ...
+
     def local_identity(self, name: str) -> str:
         """A stable name for the client's directory ``name`` (``--local name=path``).
 

@@ -24,6 +24,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.llb.definition import LoadedDefinition, Vertex
 from llbkit.core.plugins.context import ClientIO, Platform, ProgressEvent
+from llbkit.core.solver.exec_op import CacheMounts, run_exec
 from llbkit.core.solver.keys import (
     content_inputs,
     key_digest,
@@ -185,10 +186,16 @@ class Solver:
     """Solves definitions against one store; shared by all builds of an engine."""
 
     def __init__(
-        self, store: Store, resolve_source: SourceResolver, max_parallelism: int = 8
+        self,
+        store: Store,
+        resolve_source: SourceResolver,
+        max_parallelism: int = 8,
+        executor: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.store = store
         self.resolve_source = resolve_source
+        self.executor = executor
+        self.cache_mounts = CacheMounts(store)
         self.limiter = anyio.CapacityLimiter(max_parallelism)
         self._threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}
@@ -200,12 +207,17 @@ class Solver:
         emit: Emit,
         *,
         no_cache: bool = False,
+        allow: Sequence[str] = (),
     ) -> SolvedResult | None:
-        """Build the definition's result; ``None`` when it names scratch."""
+        """Build the definition's result; ``None`` when it names scratch.
+
+        :param allow: the entitlements granted (``network.host``, ``security.insecure``).
+        """
         order = self._order(definition)
         if not order:
             return None
         build = _Build(self, definition, client, emit, no_cache=no_cache, order=order)
+        build.allow = list(allow)
         try:
             return await build.run()
         finally:
@@ -258,6 +270,7 @@ class _Build:
         self.emit = emit
         self.order = order
         self.shared: dict[str, _Shared] = {}
+        self.allow: list[str] = []
         self.keys: dict[str, str] = {}
         self.records: dict[str, dict[str, Any]] = {}
         names: dict[str, str] = {}
@@ -400,6 +413,8 @@ class _Build:
     def _outputs(vertex: Vertex) -> int:
         if vertex.kind == "file":
             return len({a.output for a in vertex.op.file.actions if a.output >= 0})
+        if vertex.kind == "exec":
+            return len({m.output for m in vertex.op.exec.mounts if m.output >= 0})
         return 1
 
     async def run(self) -> SolvedResult:
@@ -610,7 +625,18 @@ class _Build:
                 )
             ]
         if kind == "exec":
-            raise UserError(
-                "running processes needs a worker, which this release does not have yet"
+            if self.solver.executor is None:
+                raise UserError("running processes needs a worker; none is configured")
+            executor = await self.solver.executor()
+            return await run_exec(
+                self.store,
+                vertex.op,
+                chains,
+                name=shared.name,
+                executor=executor,
+                client=self.client,
+                progress=_Sink(shared),
+                cache_mounts=self.solver.cache_mounts,
+                allowed=self.allow,
             )
         raise UserError(f"{kind} ops are not supported by this release")

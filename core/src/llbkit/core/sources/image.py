@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from llbkit.core.reference import Reference, parse_reference
 from llbkit.core.sources._base import (
@@ -17,7 +24,8 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
+    from llbkit.core.registry.client import RegistryClient, ResolvedImage
 
 _KNOWN = ("image.resolvemode", "image.recordtype", "image.layerlimit", "image.checksum")
 
@@ -30,6 +38,67 @@ class ImageJob(ParsedSource):
     resolve_mode: str = "default"
     record_type: str = "regular"
     layer_limit: int | None = None
+    driver: ImageSource | None = field(default=None, compare=False)
+    _resolved: dict[str, ResolvedImage] = field(default_factory=dict, compare=False)
+
+    def _platform(self) -> Platform:
+        from llbkit.core.plugins.context import Platform
+
+        return self.platform or Platform()
+
+    async def resolve_image(self) -> ResolvedImage:
+        """The manifest and config for the build's platform (once per job)."""
+        if "image" not in self._resolved:
+            assert self.driver is not None
+            self._resolved["image"] = await self.driver.resolve_image(
+                self.reference, self._platform(), self.resolve_mode
+            )
+        return self._resolved["image"]
+
+    async def cache_key(self, client: ClientIO) -> str:
+        """BuildKit's image key: the manifest digest and the platform."""
+        image = await self.resolve_image()
+        platform = self._platform()
+        key: dict[str, Any] = {
+            "Digest": image.manifest_digest,
+            "OS": platform.os,
+            "Arch": platform.architecture,
+        }
+        if platform.variant:
+            key["Variant"] = platform.variant
+        if self.layer_limit is not None:
+            key["Limit"] = self.layer_limit
+        data = json.dumps(key, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
+        """Pull the layers concurrently (each verified), then apply them in order."""
+        assert self.driver is not None
+        image = await self.resolve_image()
+        layers = list(image.layers)[: self.layer_limit]
+        paths: dict[str, Path] = {}
+
+        async def pull(desc: Any) -> None:
+            assert self.driver is not None
+            paths[desc.digest] = await self.driver.blob(self.reference, desc, progress)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for desc in layers:
+                    tg.start_soon(pull, desc)
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+
+        def unpack() -> None:
+            from llbkit.core.snapshot.untar import apply_tar
+
+            for desc in layers:
+                progress.status(f"extracting {desc.digest}")
+                with open(paths[desc.digest], "rb") as stream:
+                    apply_tar(stream, str(dest), what=f"{self.reference} layer {desc.digest}")
+                progress.status(f"extracting {desc.digest}", done=True)
+
+        await anyio.to_thread.run_sync(unpack)
 
 
 def parse_image(identifier: str, attrs: Mapping[str, str], platform: Platform | None) -> ImageJob:
@@ -53,5 +122,115 @@ def parse_image(identifier: str, attrs: Mapping[str, str], platform: Platform | 
     return ImageJob(identifier, parse_reference(rest), platform, mode, record, layer_limit)
 
 
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    err: BaseException = group
+    while isinstance(err, BaseExceptionGroup):
+        err = err.exceptions[0]
+    return err
+
+
 class ImageSource(BuiltinSource, parser=parse_image):
-    """Container images from registries."""
+    """Container images from registries; blobs are kept (verified) in the driver's state."""
+
+    _tokens: dict[tuple[str, str], str] | None = None
+
+    async def resolve(
+        self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
+    ) -> ImageJob:
+        from dataclasses import replace
+
+        return replace(parse_image(identifier, attrs, platform), driver=self)
+
+    def client(self) -> RegistryClient:
+        """A client for the running event loop (use with ``async with``)."""
+        from llbkit.core.registry.client import RegistryClient, RegistryConfig
+
+        if self._tokens is None:
+            self._tokens = {}
+        hosts = self.ctx.config.get("registry", {})
+        return RegistryClient(
+            RegistryConfig(hosts if isinstance(hosts, dict) else {}), self._tokens
+        )
+
+    def _state(self) -> Path:
+        state = self.ctx.state_dir or Path(tempfile.gettempdir(), "llbkit-images")
+        state.mkdir(parents=True, exist_ok=True)
+        return state
+
+    async def resolve_image(self, ref: Reference, platform: Platform, mode: str) -> ResolvedImage:
+        """Ask the registry (``pull``/``default``), or only what was resolved before (``local``)."""
+        from llbkit.core.registry.client import Descriptor, RegistryError, ResolvedImage
+
+        index = self._state() / "resolved.json"
+        name = f"{ref}@{platform}"
+        try:
+            known = json.loads(index.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if mode != "local":
+            try:
+                async with self.client() as client:
+                    image = await client.resolve(ref, platform)
+            except RegistryError:
+                if mode == "pull" or name not in known:
+                    raise
+            else:
+                known[name] = {
+                    "manifest": image.manifest_digest,
+                    "config": image.config_bytes.decode(),
+                    "layers": [[d.media_type, d.digest, d.size] for d in image.layers],
+                }
+                tmp = index.with_suffix(".tmp")
+                tmp.write_text(json.dumps(known))
+                tmp.replace(index)
+                return image
+        if name not in known:
+            raise RegistryError(f"{ref}: not resolved before, and image.resolvemode is local")
+        entry = known[name]
+        return ResolvedImage(
+            ref,
+            entry["manifest"],
+            json.loads(entry["config"]),
+            entry["config"].encode(),
+            [Descriptor(m, d, s) for m, d, s in entry["layers"]],
+        )
+
+    async def image_config(self, ref: Reference, platform: Platform) -> bytes:
+        """The image config (JSON) for frontends: ``ENV``, ``WORKDIR``, ``USER``..."""
+        return (await self.resolve_image(ref, platform, "default")).config_bytes
+
+    async def blob(self, ref: Reference, desc: Any, progress: ProgressSink) -> Path:
+        """The blob's path in the driver's store, downloaded and verified if missing."""
+        from llbkit.core.registry.client import RegistryError
+
+        digest_text: str = desc.digest
+        algo, _, hexdigest = digest_text.partition(":")
+        if algo != "sha256" or len(hexdigest) != 64:
+            raise RegistryError(f"{ref}: unsupported digest {desc.digest}")
+        blobs = self._state() / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        path = blobs / hexdigest
+        if path.exists():
+            return path
+        fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".pull-")
+        digest = hashlib.sha256()
+        done = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async with self.client() as client, client.blob(ref, desc.digest) as chunks:
+                    async for chunk in chunks:
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        progress.status(desc.digest, current=done, total=desc.size)
+            if digest.hexdigest() != hexdigest:
+                raise RegistryError(
+                    f"{ref}: blob {desc.digest} does not match its digest "
+                    f"(got sha256:{digest.hexdigest()}); refused"
+                )
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        progress.status(desc.digest, current=done, total=desc.size, done=True)
+        return path

@@ -86,6 +86,9 @@ class MemoryClientIO:
         except KeyError:
             raise KeyError(f"secret {id!r} not provided") from None
 
+    async def ssh_agent(self, id: str) -> Path:
+        raise UserError(f"no SSH agent {id!r} in this test client")
+
     def local_identity(self, name: str) -> str:
         if name not in self.locals:
             raise UserError(f"local directory {name!r} not provided")

@@ -1,0 +1,271 @@
+"""A client for the OCI distribution API: resolve a reference for a platform, fetch blobs.
+
+Auth as docker does it: anonymous first, then the challenge's scheme (a bearer token from the
+realm, or basic) with credentials from ``$DOCKER_CONFIG/config.json``. Plain HTTP is used for
+loopback registries (docker allows them by default) and for hosts marked ``http`` or
+``insecure`` in ``[registry."host"]``; ``mirrors`` are tried first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from llbkit.core.errors import UserError
+from llbkit.core.plugins.context import Platform
+from llbkit.core.reference import Reference
+
+__all__ = ["Descriptor", "RegistryClient", "RegistryConfig", "RegistryError", "ResolvedImage"]
+
+INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
+
+
+class RegistryError(UserError):
+    """A registry refused or could not serve what a build needs."""
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], where: str) -> Descriptor:
+        try:
+            return cls(str(data["mediaType"]), str(data["digest"]), int(data["size"]))
+        except (KeyError, TypeError, ValueError):
+            raise RegistryError(f"{where}: malformed descriptor {dict(data)!r}") from None
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image for one platform: its manifest's digest, its config and its layers."""
+
+    reference: Reference
+    manifest_digest: str
+    config: Mapping[str, Any]
+    config_bytes: bytes
+    layers: Sequence[Descriptor]
+
+
+@dataclass
+class RegistryConfig:
+    """``[registry."host"]`` settings: ``mirrors``, ``http``, ``insecure``."""
+
+    hosts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def plain_http(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].partition("]")[0]
+        if name in ("localhost", "127.0.0.1", "::1") or name.startswith("127."):
+            return True
+        settings = self.hosts.get(host, {})
+        return bool(settings.get("http") or settings.get("insecure"))
+
+    def mirrors(self, host: str) -> list[str]:
+        return [str(m) for m in self.hosts.get(host, {}).get("mirrors", [])]
+
+
+def _credentials(host: str) -> tuple[str, str] | None:
+    config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    try:
+        auths = json.loads(Path(config_dir, "config.json").read_text()).get("auths", {})
+    except (OSError, ValueError):
+        return None
+    keys = [host, f"https://{host}", f"http://{host}"]
+    if host == "registry-1.docker.io":
+        keys += ["https://index.docker.io/v1/", "docker.io"]
+    for key in keys:
+        entry = auths.get(key)
+        if isinstance(entry, dict) and entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, password
+    return None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+def platform_matches(entry: Mapping[str, Any], want: Platform) -> bool:
+    platform = entry.get("platform") or {}
+    if platform.get("os") != want.os or platform.get("architecture") != want.architecture:
+        return False
+    variant = platform.get("variant", "")
+    if want.architecture == "arm64" and not want.variant:
+        return variant in ("", "v8")
+    return not want.variant or variant == want.variant
+
+
+class RegistryClient:
+    """One client per event loop (``async with``); tokens are kept per host and repository."""
+
+    def __init__(
+        self,
+        config: RegistryConfig | None = None,
+        tokens: dict[tuple[str, str], str] | None = None,
+    ) -> None:
+        self.config = config or RegistryConfig()
+        self._http = httpx.AsyncClient(follow_redirects=True, timeout=60)
+        # Kept by the caller across clients: an event loop may end, a token stays good.
+        self._tokens = {} if tokens is None else tokens
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _hosts(self, ref: Reference) -> list[str]:
+        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
+        return [*self.config.mirrors(ref.domain), host]
+
+    def _url(self, host: str, repo: str, kind: str, what: str) -> str:
+        scheme = "http" if self.config.plain_http(host) else "https"
+        return f"{scheme}://{host}/v2/{repo}/{kind}/{what}"
+
+    @asynccontextmanager
+    async def _request(
+        self, ref: Reference, kind: str, what: str, accept: str = ""
+    ) -> AsyncIterator[httpx.Response]:
+        """GET from the first host (mirror or the registry) that answers, authenticating."""
+        last: str = ""
+        for host in self._hosts(ref):
+            url = self._url(host, ref.path, kind, what)
+            headers = {"Accept": accept} if accept else {}
+            token = self._tokens.get((host, ref.path))
+            if token:
+                headers["Authorization"] = token
+            try:
+                request = self._http.build_request("GET", url, headers=headers)
+                response = await self._http.send(request, stream=True)
+                if response.status_code == 401:
+                    await response.aclose()
+                    auth = await self._authenticate(host, ref, response.headers)
+                    headers["Authorization"] = auth
+                    request = self._http.build_request("GET", url, headers=headers)
+                    response = await self._http.send(request, stream=True)
+            except httpx.HTTPError as err:
+                last = f"{host}: {err}"
+                continue
+            if response.status_code >= 400:
+                body = (await response.aread()).decode("utf-8", "replace")[:200]
+                await response.aclose()
+                last = f"{url}: HTTP {response.status_code} {body.strip()}"
+                if response.status_code in (401, 403):
+                    raise RegistryError(f"{ref}: access denied by {host} ({last})")
+                if response.status_code == 404 and host == self._hosts(ref)[-1]:
+                    raise RegistryError(f"{ref}: not found ({url})")
+                continue
+            try:
+                yield response
+            finally:
+                await response.aclose()
+            return
+        raise RegistryError(f"{ref}: cannot reach the registry ({last})")
+
+    async def _authenticate(self, host: str, ref: Reference, headers: httpx.Headers) -> str:
+        scheme, params = _challenge(headers.get("www-authenticate", ""))
+        creds = _credentials(host)
+        if scheme == "basic":
+            if creds is None:
+                raise RegistryError(f"{ref}: {host} needs credentials (docker login {host})")
+            auth = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+        elif scheme == "bearer" and params.get("realm"):
+            query = {"scope": params.get("scope") or f"repository:{ref.path}:pull"}
+            if params.get("service"):
+                query["service"] = params["service"]
+            response = await self._http.get(
+                params["realm"], params=query, auth=httpx.BasicAuth(*creds) if creds else None
+            )
+            if response.status_code >= 400:
+                raise RegistryError(
+                    f"{ref}: the token server of {host} refused "
+                    f"(HTTP {response.status_code}); check the credentials for {host}"
+                )
+            data = response.json()
+            auth = "Bearer " + str(data.get("token") or data.get("access_token") or "")
+        else:
+            raise RegistryError(f"{ref}: {host} asks for unsupported authentication {scheme!r}")
+        self._tokens[host, ref.path] = auth
+        return auth
+
+    async def _get_bytes(self, ref: Reference, kind: str, what: str, accept: str = "") -> bytes:
+        async with self._request(ref, kind, what, accept) as response:
+            return await response.aread()
+
+    async def resolve(self, ref: Reference, platform: Platform) -> ResolvedImage:
+        """The manifest for ``platform`` (through an index if there is one), and its config."""
+        what = ref.digest or ref.tag or "latest"
+        async with self._request(ref, "manifests", what, _ACCEPT) as response:
+            data = await response.aread()
+            media = response.headers.get("content-type", "").split(";")[0]
+        digest = _digest_of(data)
+        if ref.digest and digest != ref.digest:
+            raise RegistryError(f"{ref}: manifest digest is {digest}, not {ref.digest}")
+        manifest = _json(data, f"{ref}: manifest")
+        media = manifest.get("mediaType") or media
+        if media in INDEX_TYPES or "manifests" in manifest:
+            chosen = [m for m in manifest.get("manifests", []) if platform_matches(m, platform)]
+            if not chosen:
+                have = ", ".join(
+                    "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
+                    for p in (m.get("platform") or {} for m in manifest.get("manifests", []))
+                )
+                raise RegistryError(f"{ref}: no image for {platform} (the index has: {have})")
+            digest = str(chosen[0]["digest"])
+            data = await self._get_bytes(ref, "manifests", digest, _ACCEPT)
+            if _digest_of(data) != digest:
+                raise RegistryError(f"{ref}: manifest {digest} does not match its digest")
+            manifest = _json(data, f"{ref}: manifest {digest}")
+        config_desc = Descriptor.parse(manifest.get("config") or {}, f"{ref}: config")
+        layers = [Descriptor.parse(d, f"{ref}: layer") for d in manifest.get("layers", [])]
+        config_bytes = await self._get_bytes(ref, "blobs", config_desc.digest)
+        if _digest_of(config_bytes) != config_desc.digest:
+            raise RegistryError(f"{ref}: config blob does not match {config_desc.digest}")
+        config = _json(config_bytes, f"{ref}: config")
+        return ResolvedImage(ref, digest, config, config_bytes, layers)
+
+    @asynccontextmanager
+    async def blob(self, ref: Reference, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob (the caller verifies it against ``digest``)."""
+        async with self._request(ref, "blobs", digest) as response:
+            yield response.aiter_bytes(1 << 20)
+
+
+def _digest_of(data: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        raise RegistryError(f"{what} is not JSON") from None
+    if not isinstance(decoded, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return decoded

@@ -1,0 +1,138 @@
+"""Applying an image layer (a tar stream) onto a tree: whiteouts, opaque directories, and every
+path kept inside the tree, however its entries or symlinks point."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+from typing import IO
+
+from llbkit.core.errors import UserError
+from llbkit.core.fs.rootpath import resolve_in_root
+
+__all__ = ["LayerError", "apply_tar"]
+
+_WH = ".wh."
+_OPQ = ".wh..wh..opq"
+
+
+class LayerError(UserError):
+    """A layer that cannot be applied (corrupt, or not a tar)."""
+
+
+def _clean(name: str) -> str:
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def apply_tar(stream: IO[bytes], dest: str, *, what: str = "layer") -> None:
+    """Apply the (possibly gzip/bzip2/xz compressed) tar ``stream`` onto ``dest``."""
+    applier = _Applier(dest)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                applier.member(tar, member)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise LayerError(f"{what}: cannot apply: {err}") from None
+    for path, mtime in reversed(applier.dir_times):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+class _Applier:
+    def __init__(self, dest: str) -> None:
+        self.dest = dest
+        self.created: set[str] = set()
+        self.dir_times: list[tuple[str, float]] = []
+        self.root = os.geteuid() == 0
+
+    def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = _clean(member.name)
+        if not name or name.startswith(".."):
+            return
+        parent_rel, base = os.path.split(name)
+        # The parent is resolved inside the tree: ``..`` and symlinks cannot lead out of it.
+        parent = str(resolve_in_root(Path(self.dest), parent_rel)) if parent_rel else self.dest
+        os.makedirs(parent, exist_ok=True)
+        if base == _OPQ or base.startswith(_WH):
+            self.whiteout(parent, base)
+            return
+        target = os.path.join(parent, base)
+        if member.isdir():
+            if os.path.lexists(target) and not (
+                os.path.isdir(target) and not os.path.islink(target)
+            ):
+                _remove(target)
+            if not os.path.lexists(target):
+                os.mkdir(target)
+            self.dir_times.append((target, member.mtime))
+        elif not self.entry(tar, member, target):
+            return
+        self.created.add(target)
+        if member.islnk():
+            return
+        self.metadata(member, target)
+
+    def whiteout(self, parent: str, base: str) -> None:
+        """A deletion in a lower layer; never of what this layer itself created."""
+        if base == _OPQ:
+            for child in os.listdir(parent):
+                path = os.path.join(parent, child)
+                if path not in self.created:
+                    _remove(path)
+            return
+        victim = os.path.join(parent, base[len(_WH) :])
+        if victim not in self.created:
+            _remove(victim)
+
+    def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> bool:
+        """Create a non-directory entry; whether one was created."""
+        if os.path.lexists(target):
+            _remove(target)
+        if member.isreg():
+            source = tar.extractfile(member)
+            with open(target, "wb") as out:
+                if source is not None:
+                    shutil.copyfileobj(source, out, 1 << 20)
+        elif member.issym():
+            os.symlink(member.linkname, target)
+        elif member.islnk():
+            linked = resolve_in_root(Path(self.dest), _clean(member.linkname), follow_last=False)
+            os.link(linked, target)
+        elif member.isfifo() or (self.root and (member.ischr() or member.isblk())):
+            kind = (
+                stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
+            )
+            os.mknod(
+                target, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor)
+            )
+        else:
+            return False
+        return True
+
+    def metadata(self, member: tarfile.TarInfo, target: str) -> None:
+        if self.root:
+            os.lchown(target, member.uid, member.gid)
+        if not member.issym():
+            os.chmod(target, member.mode & 0o7777)
+        for key, value in member.pax_headers.items():
+            if key.startswith("SCHILY.xattr."):
+                with contextlib.suppress(OSError):
+                    os.setxattr(
+                        target,
+                        key[len("SCHILY.xattr.") :],
+                        value.encode("utf-8", "surrogateescape"),
+                        follow_symlinks=False,
+                    )
+        if not member.isdir():
+            os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)

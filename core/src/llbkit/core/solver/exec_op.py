@@ -1,0 +1,310 @@
+"""Running an ExecOp: its mounts prepared on the store, its process handed to the worker.
+
+The root and every other writable mount become work trees over their input's chain; those with
+an output are committed as new layers afterwards, the others discarded. Read-only binds are
+views. Cache mounts are directories kept across builds; tmpfs is the worker's; secrets are
+written to a private tmpfs directory outside the store, so they never reach a layer, a key or the
+state root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from llbkit.core.cache.store import Chain, Store, WorkTree
+from llbkit.core.errors import UserError
+from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.llb import pb
+from llbkit.core.plugins.context import ClientIO, ProgressSink
+from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+from llbkit.core.snapshot.layers import apply_layer
+
+__all__ = ["CacheMounts", "ExecFailed", "run_exec"]
+
+_NETWORK = {0: "sandbox", 1: "host", 2: "none"}
+#: what the runtime mounts in every container (their mount points are stubs if missing)
+_RUNTIME_MOUNTS = ("/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf")
+
+
+class ExecFailed(UserError):
+    """The process ran and exited non-zero."""
+
+
+class CacheMounts:
+    """``--mount=type=cache`` directories by id, kept across builds under ``<root>/cachemounts``.
+
+    ``shared``: one directory for every user at once; ``private``: another directory when the
+    first is busy; ``locked``: users take turns.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.base = store.root.path / "cachemounts"
+        self.base.mkdir(exist_ok=True)
+        self._locks: dict[str, anyio.Lock] = {}
+        self._busy: dict[Path, int] = {}
+
+    def _dir(self, cache_id: str, n: int = 0) -> Path:
+        import hashlib
+
+        name = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+        return self.base / (name if n == 0 else f"{name}-{n}")
+
+    @asynccontextmanager
+    async def mount(
+        self, cache_id: str, sharing: int, seed: Callable[[Path], None] | None
+    ) -> AsyncIterator[Path]:
+        if sharing == pb.CacheSharingOpt.LOCKED:
+            lock = self._locks.setdefault(cache_id, anyio.Lock())
+            async with lock:
+                yield self._prepare(self._dir(cache_id), cache_id, seed)
+            return
+        path = self._dir(cache_id)
+        if sharing == pb.CacheSharingOpt.PRIVATE:
+            n = 0
+            while self._busy.get(path):
+                n += 1
+                path = self._dir(cache_id, n)
+        self._busy[path] = self._busy.get(path, 0) + 1
+        try:
+            yield self._prepare(path, cache_id, seed)
+        finally:
+            self._busy[path] -= 1
+
+    def _prepare(self, path: Path, cache_id: str, seed: Callable[[Path], None] | None) -> Path:
+        if not path.exists():
+            staging = Path(tempfile.mkdtemp(dir=self.store.tmp))
+            if seed is not None:
+                seed(staging)
+            (staging.parent / f"{staging.name}.id").write_text(cache_id)
+            os.rename(staging, path)
+            os.rename(staging.parent / f"{staging.name}.id", path.with_suffix(".id"))
+        return path
+
+
+def _selected(path: Path, selector: str) -> Path:
+    return resolve_in_root(path, selector) if selector else path
+
+
+def _stubs(rootfs: Path, dests: Sequence[str]) -> list[Path]:
+    """Mount points missing from the rootfs (the runtime will create them)."""
+    missing = []
+    for dest in dests:
+        path = resolve_in_root(rootfs, dest, follow_last=False)
+        if not os.path.lexists(path):
+            missing.append(path)
+    return missing
+
+
+def _remove_stubs(rootfs: Path, stubs: Sequence[Path]) -> None:
+    """Remove the empty mount points the runtime created, and emptied parents it made."""
+    for stub in sorted(stubs, key=lambda p: len(p.parts), reverse=True):
+        path = stub
+        while path != rootfs and path.is_relative_to(rootfs):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                elif path.exists() and path.stat().st_size == 0:
+                    path.unlink()
+                else:
+                    break
+            except OSError:
+                break
+            path = path.parent
+            if any(path == s.parent for s in stubs) and path.exists() and any(path.iterdir()):
+                break
+
+
+@dataclass
+class _Mounts:
+    rootfs: Path | None = None
+    specs: list[MountSpec] = field(default_factory=list)
+    outputs: dict[int, WorkTree] = field(default_factory=dict)
+
+
+async def _prepare(
+    store: Store,
+    exe: pb.ExecOp,
+    chains: Sequence[Chain],
+    name: str,
+    *,
+    stack: AsyncExitStack,
+    client: ClientIO,
+    cache_mounts: CacheMounts,
+) -> _Mounts:
+    """Materialise every mount of ``exe``; what the stack closes is released afterwards."""
+    found = _Mounts()
+    threads = anyio.to_thread.run_sync
+    for mount in exe.mounts:
+        chain = chains[mount.input] if mount.input >= 0 else ()
+        kind = mount.mountType
+        if kind == pb.MountType.BIND and (mount.dest == "/" or not mount.readonly):
+            tree = await threads(store.work_tree, chain, name)
+            stack.callback(tree.close)
+            if mount.output >= 0:
+                found.outputs[mount.output] = tree
+            if mount.dest == "/":
+                found.rootfs = tree.path
+            else:
+                found.specs.append(
+                    MountSpec(mount.dest, "bind", _selected(tree.path, mount.selector))
+                )
+        elif kind == pb.MountType.BIND:
+            view = stack.enter_context(store.view(chain))
+            found.specs.append(
+                MountSpec(mount.dest, "bind", _selected(view, mount.selector), readonly=True)
+            )
+        elif kind == pb.MountType.CACHE:
+            path = await stack.enter_async_context(
+                cache_mounts.mount(
+                    mount.cacheOpt.ID or mount.dest, mount.cacheOpt.sharing, _seed(store, chain)
+                )
+            )
+            found.specs.append(MountSpec(mount.dest, "bind", path, readonly=mount.readonly))
+        elif kind == pb.MountType.TMPFS:
+            size = mount.TmpfsOpt.size if mount.HasField("TmpfsOpt") else 0
+            options = {"size": str(size)} if size > 0 else {}
+            found.specs.append(MountSpec(mount.dest, "tmpfs", options=options))
+        elif kind == pb.MountType.SECRET:
+            secret = await _secret(client, mount, stack)
+            if secret is not None:
+                found.specs.append(MountSpec(mount.dest, "secret", secret, readonly=True))
+        elif kind == pb.MountType.SSH:
+            sock = await _ssh(client, mount)
+            if sock is not None:
+                found.specs.append(MountSpec(mount.dest, "ssh", sock))
+    return found
+
+
+def _seed(store: Store, chain: Chain) -> Callable[[Path], None] | None:
+    """A new cache mount's first content: its input's tree, if it has one."""
+    if not chain:
+        return None
+
+    def seed(target: Path) -> None:
+        with store.view(chain) as view:
+            apply_layer(view, target, "plain")
+
+    return seed
+
+
+def _process(exe: pb.ExecOp, network: str, secret_env: Sequence[str]) -> ProcessSpec:
+    meta = exe.meta
+    return ProcessSpec(
+        args=list(meta.args),
+        env=[*meta.env, *secret_env],
+        cwd=meta.cwd or "/",
+        user=meta.user,
+        hostname=meta.hostname or "buildkitsandbox",
+        network=network,  # type: ignore[arg-type]
+        security="insecure" if exe.security == pb.SecurityMode.INSECURE else "sandbox",
+        extra_hosts=[(h.Host, h.IP) for h in meta.extraHosts],
+        ulimits=[(u.Name, u.Soft, u.Hard) for u in meta.ulimit],
+        cgroup_parent=meta.cgroupParent,
+        readonly_rootfs=any(m.dest == "/" and m.readonly for m in exe.mounts),
+    )
+
+
+async def run_exec(
+    store: Store,
+    op: pb.Op,
+    chains: Sequence[Chain],
+    *,
+    name: str,
+    executor: Any,
+    client: ClientIO,
+    progress: ProgressSink,
+    cache_mounts: CacheMounts,
+    allowed: Sequence[str],
+) -> list[Chain]:
+    """Run ``op.exec`` and return the chains of its outputs, in output order."""
+    exe = op.exec
+    network = _NETWORK.get(exe.network, "sandbox")
+    for wanted, needed in (
+        (network == "host", "network.host"),
+        (exe.security == pb.SecurityMode.INSECURE, "security.insecure"),
+    ):
+        if wanted and needed not in allowed:
+            raise UserError(
+                f"{needed} is not allowed (pass --allow {needed}, and list it in "
+                "insecure-entitlements in buildkitd.toml)"
+            )
+    secret_env = []
+    for env in exe.secretenv:
+        value = await _secret_value(client, env.ID, env.optional)
+        if value is not None:
+            secret_env.append(f"{env.name}={value.decode('utf-8', 'replace')}")
+    async with AsyncExitStack() as stack:
+        mounts = await _prepare(
+            store, exe, chains, name, stack=stack, client=client, cache_mounts=cache_mounts
+        )
+        rootfs = mounts.rootfs
+        if rootfs is None:
+            raise UserError("exec op has no root mount")
+        stubs = _stubs(rootfs, [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)])
+        cwd_path = resolve_in_root(rootfs, exe.meta.cwd or "/")
+        if not cwd_path.exists():
+            cwd_path.mkdir(parents=True, mode=0o755)
+        code = await executor.run(
+            _process(exe, network, secret_env), rootfs, mounts.specs, progress
+        )
+        await anyio.to_thread.run_sync(_remove_stubs, rootfs, stubs)
+        if code != 0:
+            shown = " ".join(exe.meta.args)
+            raise ExecFailed(f'process "{shown}" did not complete successfully: exit code: {code}')
+        return [
+            await anyio.to_thread.run_sync(mounts.outputs[n].commit) for n in sorted(mounts.outputs)
+        ]
+    raise AssertionError("unreachable")
+
+
+async def _secret_value(client: ClientIO, secret_id: str, optional: bool) -> bytes | None:
+    try:
+        return await client.secret(secret_id)
+    except (UserError, KeyError):
+        if optional:
+            return None
+        raise UserError(
+            f"secret {secret_id} not found (pass --secret id={secret_id},src=…)"
+        ) from None
+
+
+async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> Path | None:
+    opt = mount.secretOpt
+    data = await _secret_value(client, opt.ID, opt.optional)
+    if data is None:
+        return None
+    # A private directory on tmpfs: the value never touches the disk or the state root.
+    base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+    holder = Path(tempfile.mkdtemp(dir=base, prefix="llbkit-secret-"))
+    stack.callback(shutil.rmtree, holder, True)
+    path = holder / "secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(path, opt.mode & 0o7777 if opt.mode else 0o400)
+    if os.geteuid() == 0:
+        os.chown(path, opt.uid, opt.gid)
+    return path
+
+
+async def _ssh(client: ClientIO, mount: pb.Mount) -> Path | None:
+    opt = mount.SSHOpt
+    agent = getattr(client, "ssh_agent", None)
+    try:
+        if agent is None:
+            raise UserError("this client cannot forward SSH agents")
+        return Path(await agent(opt.ID or "default"))
+    except UserError:
+        if opt.optional:
+            return None
+        raise

@@ -1,0 +1,108 @@
+"""``docker-image://`` sources against a real registry on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llbkit.core.solver.solver import BuildFailed
+from llbkit.sdk import llb
+from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, layer_tar, push_image
+
+from .helpers import build, files, open_engine
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+def test_pull_applies_layers_with_whiteouts(tmp_path: Path, registry: LocalRegistry) -> None:
+    base = layer_tar(
+        {
+            "etc": None,
+            "etc/keep": "k\n",
+            "etc/gone": "g\n",
+            "opaque": None,
+            "opaque/old": "o\n",
+            "link": "->etc/keep",
+        }
+    )
+    top = layer_tar(
+        {"etc/.wh.gone": "", "opaque/.wh..wh..opq": "", "opaque/new": "n\n", "etc/added": "a\n"}
+    )
+    push_image(registry.host, "test/layers:v1", [base, top])
+    with open_engine(tmp_path / "root") as engine:
+        outcome = build(engine, llb.image(f"{registry.host}/test/layers:v1"))
+        got = files(engine, outcome)
+        assert got == {
+            "etc": "<dir>",
+            "etc/keep": "k\n",
+            "etc/added": "a\n",
+            "opaque": "<dir>",
+            "opaque/new": "n\n",
+            "link": "k\n",
+        }
+        again = build(engine, llb.image(f"{registry.host}/test/layers:v1"))
+        assert f"docker-image://{registry.host}/test/layers:v1" in {
+            e.data["name"] for e in again.events if e.kind == "vertex" and e.data.get("cached")
+        }
+
+
+def test_busybox_base_image(tmp_path: Path, registry: LocalRegistry) -> None:
+    push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+    with open_engine(tmp_path / "root") as engine:
+        outcome = build(engine, llb.image(f"{registry.host}/library/busybox"))
+        assert outcome.result is not None
+        with engine.store.view(outcome.result.chain) as root:
+            assert os.access(root / "bin" / "busybox", os.X_OK)
+            assert os.readlink(root / "bin" / "sh") == "busybox"
+
+
+def test_missing_image_is_one_clear_error(tmp_path: Path, registry: LocalRegistry) -> None:
+    with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
+        build(engine, llb.image(f"{registry.host}/test/nothing:here"))
+    assert "not found" in str(err.value)
+
+
+def test_escaping_entries_stay_inside(tmp_path: Path, registry: LocalRegistry) -> None:
+    outside = tmp_path / "outside-target"
+    evil = layer_tar(
+        {
+            "escape": f"->{tmp_path}",
+            "escape/planted": "x\n",
+            "../../../planted-too": "y\n",
+            "ok": "fine\n",
+        }
+    )
+    push_image(registry.host, "test/evil:v1", [evil])
+    with open_engine(tmp_path / "root") as engine:
+        outcome = build(engine, llb.image(f"{registry.host}/test/evil:v1"))
+        got = files(engine, outcome)
+    assert not (tmp_path / "planted").exists() and not outside.exists()
+    assert got["ok"] == "fine\n"
+
+
+def test_a_corrupt_blob_is_refused_and_not_kept(tmp_path: Path, registry: LocalRegistry) -> None:
+    layer = layer_tar({"data": "original\n"})
+    push_image(registry.host, "test/corrupt:v1", [layer])
+    import hashlib
+
+    digest = hashlib.sha256(layer).hexdigest()
+    blob = registry.root / "data" / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    blob.write_bytes(layer_tar({"data": "tampered\n"}))
+    with open_engine(tmp_path / "root") as engine:
+        with pytest.raises(BuildFailed) as err:
+            build(engine, llb.image(f"{registry.host}/test/corrupt:v1"))
+        assert "does not match its digest" in str(err.value)
+        blobs = list((engine.store.root.path / "plugins").rglob("blobs/sha256/*"))
+        assert blobs == []

@@ -1,0 +1,1 @@
+"""The OCI worker (``[worker.oci]``): exec steps in containers run by ``runc``."""

@@ -1,0 +1,272 @@
+"""The OCI runtime spec of one exec step, as BuildKit's OCI worker writes it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llbkit.core.errors import UserError
+from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+
+__all__ = ["DEFAULT_PATH", "build_spec", "resolve_user"]
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: containerd's default capability set, which BuildKit's sandboxed processes get
+CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+_MASKED = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+]
+_READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+_RLIMITS = {
+    "core": "RLIMIT_CORE",
+    "cpu": "RLIMIT_CPU",
+    "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE",
+    "locks": "RLIMIT_LOCKS",
+    "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE",
+    "nice": "RLIMIT_NICE",
+    "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC",
+    "rss": "RLIMIT_RSS",
+    "rtprio": "RLIMIT_RTPRIO",
+    "rttime": "RLIMIT_RTTIME",
+    "sigpending": "RLIMIT_SIGPENDING",
+    "stack": "RLIMIT_STACK",
+    "as": "RLIMIT_AS",
+}
+
+
+def _entries(path: Path) -> list[list[str]]:
+    try:
+        return [line.split(":") for line in path.read_text().splitlines() if line.count(":") >= 2]
+    except OSError:
+        return []
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
+    """``name``, ``uid``, ``name:group`` or ``uid:gid`` → (uid, gid, supplementary gids),
+    looked up in the rootfs's ``/etc/passwd`` and ``/etc/group`` as BuildKit does."""
+    if not user:
+        return 0, 0, []
+    name, _, group = user.partition(":")
+    passwd = _entries(rootfs / "etc" / "passwd")
+    groups = _entries(rootfs / "etc" / "group")
+    uid = gid = -1
+    login = ""
+    for entry in passwd:
+        if entry[0] == name or (name.isdigit() and len(entry) > 2 and entry[2] == name):
+            uid, gid, login = int(entry[2]), int(entry[3]), entry[0]
+            break
+    if uid < 0:
+        if not name.isdigit():
+            raise UserError(f"unable to find user {name}: no matching entries in passwd file")
+        uid, gid = int(name), 0 if not group else -1
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = [g for g in groups if g[0] == group]
+            if not found:
+                raise UserError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[0][2])
+    extra = []
+    if login and not group:
+        for g in groups:
+            members = g[3].split(",") if len(g) > 3 and g[3] else []
+            if login in members and int(g[2]) != gid:
+                extra.append(int(g[2]))
+    return uid, max(gid, 0), extra
+
+
+def build_spec(
+    process: ProcessSpec,
+    rootfs: Path,
+    mounts: Sequence[MountSpec],
+    *,
+    hosts: Path,
+    resolv: Path,
+) -> dict[str, Any]:
+    """The ``config.json`` for ``runc run``."""
+    uid, gid, extra = resolve_user(rootfs, process.user)
+    env = list(process.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    insecure = process.security == "insecure"
+    caps = CAPABILITIES if not insecure else _all_caps()
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": uid, "gid": gid, "additionalGids": extra or None},
+            "args": list(process.args),
+            "env": env,
+            "cwd": process.cwd or "/",
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": False,
+        },
+        "root": {"path": str(rootfs), "readonly": process.readonly_rootfs},
+        "hostname": process.hostname or "buildkitsandbox",
+        "mounts": _mounts(process, mounts, hosts=hosts, resolv=resolv, insecure=insecure),
+        "linux": {
+            "resources": {"devices": [{"allow": insecure, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "maskedPaths": [] if insecure else _MASKED,
+            "readonlyPaths": [] if insecure else _READONLY,
+        },
+    }
+    if spec["process"]["user"]["additionalGids"] is None:
+        del spec["process"]["user"]["additionalGids"]
+    if process.network == "none":
+        spec["linux"]["namespaces"].append({"type": "network"})
+    if process.ulimits:
+        spec["process"]["rlimits"] = [
+            {"type": _RLIMITS.get(name, f"RLIMIT_{name.upper()}"), "soft": soft, "hard": hard}
+            for name, soft, hard in process.ulimits
+        ]
+    if process.cgroup_parent:
+        spec["linux"]["cgroupsPath"] = os.path.join(process.cgroup_parent, "buildkit")
+    return spec
+
+
+_PRIVILEGED = [
+    "CAP_DAC_READ_SEARCH",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_LEASE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+]
+
+
+def _all_caps() -> list[str]:
+    """Every capability, for ``security.insecure``."""
+    return CAPABILITIES + _PRIVILEGED
+
+
+def _mounts(
+    process: ProcessSpec,
+    mounts: Sequence[MountSpec],
+    *,
+    hosts: Path,
+    resolv: Path,
+    insecure: bool,
+) -> list[dict[str, Any]]:
+    sys_options = ["nosuid", "noexec", "nodev"] + ([] if insecure else ["ro"])
+    found: list[dict[str, Any]] = [
+        {
+            "destination": "/proc",
+            "type": "proc",
+            "source": "proc",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options},
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": [*sys_options, "relatime"],
+        },
+        {
+            "destination": "/etc/resolv.conf",
+            "type": "bind",
+            "source": str(resolv),
+            "options": ["nosuid", "noexec", "nodev", "rbind", "ro"],
+        },
+        {
+            "destination": "/etc/hosts",
+            "type": "bind",
+            "source": str(hosts),
+            "options": ["nosuid", "noexec", "nodev", "rbind", "ro"],
+        },
+    ]
+    for mount in mounts:
+        if mount.kind == "tmpfs":
+            options = ["nosuid", "nodev", "mode=1777"]
+            if mount.options.get("size"):
+                options.append(f"size={mount.options['size']}")
+            found.append(
+                {"destination": mount.dest, "type": "tmpfs", "source": "tmpfs", "options": options}
+            )
+        else:
+            options = ["rbind", "ro" if mount.readonly else "rw"]
+            found.append(
+                {
+                    "destination": mount.dest,
+                    "type": "bind",
+                    "source": str(mount.source),
+                    "options": options,
+                }
+            )
+    # A later mount of the same destination wins; keep the last only.
+    last = {m["destination"]: n for n, m in enumerate(found)}
+    return [m for n, m in enumerate(found) if last[m["destination"]] == n]
