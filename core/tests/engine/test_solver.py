@@ -228,7 +228,11 @@ def test_failure_carries_the_tail_of_the_log(tmp_path: Path) -> None:
     assert err.value.log_tail == [f"line {n}" for n in range(20, 30)]
 
 
-def test_processes_are_refused_clearly(tmp_path: Path) -> None:
-    with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
-        build(engine, llb.scratch().run(args=["true"]).root())
-    assert "needs a worker" in str(err.value)
+def test_a_disabled_worker_is_said_clearly(tmp_path: Path) -> None:
+    from llbkit.core.config import EngineConfig
+
+    with open_engine(tmp_path / "root") as engine:
+        engine.config = EngineConfig(worker={"enabled": False})
+        with pytest.raises(BuildFailed) as err:
+            build(engine, llb.scratch().run(args=["true"]).root())
+    assert "[worker.oci] is disabled" in str(err.value)

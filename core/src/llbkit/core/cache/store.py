@@ -407,6 +407,7 @@ class WorkTree:
         self.chain = chain
         self.description = description
         self._upper = Path(tempfile.mkdtemp(dir=store.tmp, prefix="upper-"))
+        self._upper.chmod(0o755)  # a tree's root, as in every image
         self._mounted: Path | None = None
         self._spare: tuple[Path, Path] | None = None
         self._closed = False

@@ -137,6 +137,24 @@ def disk_usage(store: Store) -> list[UsageRecord]:
             )
         )
     seen: set[tuple[int, int]] = set()
+    for cache in _cache_mounts(store):
+        st = cache.stat()
+        label = cache.with_suffix(".id")
+        cache_id = label.read_text() if label.exists() else cache.name
+        records.append(
+            UsageRecord(
+                id=cache.name[:25],
+                parents=(),
+                size=disk_blocks(cache, seen),
+                created=st.st_ctime,
+                last_used=st.st_mtime,
+                usage_count=1,
+                description=f"cached mount {cache_id}",
+                record_type="exec.cachemount",
+                mutable=True,
+                in_use=False,
+            )
+        )
     for mirror in _mirrors(store):
         st = mirror.stat()
         records.append(
@@ -195,7 +213,21 @@ def prune(
     return removed
 
 
+def _cache_mounts(store: Store) -> Iterable[Path]:
+    base = store.root.path / "cachemounts"
+    if base.is_dir():
+        yield from sorted(p for p in base.iterdir() if p.is_dir())
+
+
 def _delete(store: Store, record: UsageRecord) -> None:
+    if record.mutable and record.record_type == "exec.cachemount":
+        for cache in _cache_mounts(store):
+            if cache.name.startswith(record.id):
+                doomed = store.tmp / f"deleting-{cache.name}"
+                os.rename(cache, doomed)
+                cache.with_suffix(".id").unlink(missing_ok=True)
+                shutil.rmtree(doomed, ignore_errors=True)
+        return
     if record.mutable and record.record_type == "source.local":
         for mirror in _mirrors(store):
             if mirror.name.startswith(record.id):

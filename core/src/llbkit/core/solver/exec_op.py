@@ -83,6 +83,7 @@ class CacheMounts:
     def _prepare(self, path: Path, cache_id: str, seed: Callable[[Path], None] | None) -> Path:
         if not path.exists():
             staging = Path(tempfile.mkdtemp(dir=self.store.tmp))
+            staging.chmod(0o755)
             if seed is not None:
                 seed(staging)
             (staging.parent / f"{staging.name}.id").write_text(cache_id)

@@ -133,7 +133,7 @@ def layer_tar(entries: Mapping[str, bytes | str | None], *, gzipped: bool = True
             info.mtime = 1_600_000_000
             if content is None:
                 info.type = tarfile.DIRTYPE
-                info.mode = 0o755
+                info.mode = 0o1777 if name == "tmp" else 0o755
                 tar.addfile(info)
             elif isinstance(content, str) and content.startswith("->"):
                 info.type = tarfile.SYMTYPE

@@ -1,0 +1,149 @@
+"""Exec steps in real runc containers on a busybox image from a real registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.solver.solver import BuildFailed
+from llbkit.sdk import llb
+from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+
+from .helpers import PLATFORM, build, cached, files, open_engine, ran
+
+pytestmark = [pytest.mark.root, pytest.mark.services]
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[llb.State]:
+    for tool in ("docker-registry", "runc", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
+        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+        yield llb.image(f"{registry.host}/library/busybox")
+
+
+def outputs(engine, outcome, *names: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    found = files(engine, outcome)
+    return {name: found.get(name, "<missing>") for name in names}
+
+
+def test_run_env_cwd_user_and_logs(tmp_path: Path, busybox: llb.State) -> None:
+    state = (
+        busybox.with_env("GREETING", "hello")
+        .with_dir("/work")
+        .with_user("builder")
+        .run(
+            shell='echo "$GREETING from $(pwd) as $(id -u):$(id -g)" > /tmp/out; '
+            'echo "PATH=$PATH"; echo oops >&2'
+        )
+        .root()
+    )
+    with open_engine(tmp_path / "root") as engine:
+        outcome = build(engine, state)
+        assert outputs(engine, outcome, "tmp/out") == {"tmp/out": "hello from /work as 1000:1000\n"}
+        assert "work" in files(engine, outcome)
+        logs = [(e.data["stream"], e.data["data"]) for e in outcome.events if e.kind == "log"]
+        assert (1, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n") in logs
+        assert (2, "oops\n") in logs
+        assert ran(build(engine, state)) == set()
+
+
+def test_non_zero_exit_fails_with_buildkits_message(tmp_path: Path, busybox: llb.State) -> None:
+    with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
+        build(engine, busybox.run(shell="echo about to fail; exit 3").root())
+    assert str(err.value).endswith(
+        'process "/bin/sh -c echo about to fail; exit 3" did not complete successfully: '
+        "exit code: 3"
+    )
+    assert err.value.log_tail == ["about to fail"]
+
+
+def test_mounts_bind_cache_tmpfs_readonly_root(tmp_path: Path, busybox: llb.State) -> None:
+    data = llb.scratch().file(llb.mkdir("/d", 0o755).mkfile("/d/in.txt", 0o644, b"input\n"))
+    step = busybox.run(
+        shell="cat /src/in.txt > /out/copied; echo $$ >> /cache/runs; "
+        "cat /cache/runs | wc -l > /out/count; df -k /scratch | tail -1 > /out/tmpfs; "
+        "touch /src/x 2>/dev/null && echo writable || echo readonly > /out/ro",
+        mounts=[
+            llb.Bind("/src", data, selector="/d", readonly=True),
+            llb.Bind("/out", llb.scratch()),
+            llb.Cache("/cache", id="counter", sharing="locked"),
+            llb.Tmpfs("/scratch", size=1 << 20),
+        ],
+    )
+    with open_engine(tmp_path / "root") as engine:
+        outcome = build(engine, step.get_mount("/out"))
+        got = files(engine, outcome)
+        assert got["copied"] == "input\n" and got["count"] == "1\n" and got["ro"] == "readonly\n"
+        assert got["tmpfs"].split()[1] == "1024"
+        root = build(engine, step.root())
+        assert not any(
+            name.startswith(("src", "out", "cache", "scratch")) for name in files(engine, root)
+        )  # mount stubs removed
+        again = build(engine, step.get_mount("/out"), no_cache=True)
+        assert files(engine, again)["count"] == "2\n"  # the cache mount was kept
+        records = [
+            r
+            for r in __import__("llbkit.core.cache.usage", fromlist=["x"]).disk_usage(engine.store)
+            if r.record_type == "exec.cachemount"
+        ]
+        assert len(records) == 1
+
+
+def test_secret_never_reaches_the_store(tmp_path: Path, busybox: llb.State) -> None:
+    secret = b"s3cr3t-value-4242"
+    step = busybox.run(
+        shell="wc -c < /run/secrets/token > /len; stat -c %a /run/secrets/token > /mode",
+        mounts=[llb.Secret("token", dest="/run/secrets/token", mode=0o400)],
+    ).root()
+    data = step.marshal(PLATFORM).to_bytes()
+    with open_engine(tmp_path / "root") as engine:
+        client = EmbeddedClient(secrets={"token": secret})
+        outcome = anyio.run(lambda: engine.build(data, client))
+        got = files(engine, outcome)
+        assert got["len"].strip() == str(len(secret)) and got["mode"] == "400\n"
+    found = subprocess.run(
+        ["grep", "-r", "-l", secret.decode(), str(tmp_path / "root")], capture_output=True
+    )
+    assert found.stdout == b""
+
+
+def test_network_host_needs_the_entitlement(tmp_path: Path, busybox: llb.State) -> None:
+    step = busybox.run(args=["true"], network="host").root()
+    with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
+        build(engine, step)
+    assert "network.host is not allowed" in str(err.value)
+
+
+def test_missing_runtime_names_the_package(tmp_path: Path, busybox: llb.State) -> None:
+    from llbkit.core.config import EngineConfig
+
+    with open_engine(tmp_path / "root") as engine:
+        engine.config = EngineConfig(worker={"binary": "no-such-runc"})
+        with pytest.raises(BuildFailed) as err:
+            build(engine, busybox.run(args=["true"]).root())
+    assert "needs no-such-runc, which is not installed" in str(err.value)
+
+
+def test_read_only_rootfs_and_network_none(tmp_path: Path, busybox: llb.State) -> None:
+    step = busybox.run(
+        shell="touch /x 2>/dev/null && echo rw > /out/fs || echo ro > /out/fs; "
+        "ls /sys/class/net > /out/net",
+        readonly_rootfs=True,
+        network="none",
+        mounts=[llb.Bind("/out", llb.scratch())],
+    )
+    with open_engine(tmp_path / "root") as engine:
+        got = files(engine, build(engine, step.get_mount("/out")))
+    assert got["fs"] == "ro\n" and got["net"] == "lo\n"
+    assert os.geteuid() == 0
+    assert cached  # imported for symmetry with other tests
