@@ -22,3 +22,11 @@ def chain(n: int) -> llb.State:
 
 
 GRAPHS = {"wide": wide, "chain": chain}
+
+
+def exec_chain(n: int, image: str) -> llb.State:
+    """``n`` exec steps on ``image``, each on the result of the one before."""
+    state = llb.image(image)
+    for i in range(n):
+        state = state.run(shell=f"echo step {i} >> /steps.log").root()
+    return state

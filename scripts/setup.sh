@@ -12,6 +12,14 @@ command -v git >/dev/null || missing+=(git)
 if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)
 fi
+# The real parts the tests run: runc containers, a registry, a static busybox for base images,
+# htpasswd for a registry with credentials. Only as root; otherwise those tests skip.
+if [ "$(id -u)" = 0 ]; then
+    command -v runc >/dev/null || missing+=(runc)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "setup: missing ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.plugins.registry import PluginRegistry
 from tests.trees.cases import CASES, definition
 from tests.trees.context import make_context
+from tests.trees.exec_cases import EXEC_CASES, exec_definition
 from tests.trees.listing import tar_listing
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "trees"
@@ -50,4 +52,38 @@ def test_same_tree_as_buildkit(name: str, layer_format: str, context: Path, tmp_
     finally:
         engine.close()
     assert "error" not in expected, f"BuildKit refused {name} ({expected.get('error')})"
+    assert tar_listing(out.read_bytes()) == expected["tree"]
+
+
+@pytest.fixture(scope="module")
+def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import shutil
+
+    for tool in ("docker-registry", "runc", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
+        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+        yield f"{registry.host}/library/busybox"
+
+
+@pytest.mark.root
+@pytest.mark.services
+@pytest.mark.parametrize("name", sorted(EXEC_CASES))
+def test_same_exec_tree_as_buildkit(name: str, busybox_image: str, tmp_path: Path) -> None:
+    expected = json.loads((VECTORS / f"{name}.json").read_text())
+    engine = Engine(Store.open(tmp_path / "root"), EngineConfig(), PluginRegistry.from_env())
+    out = tmp_path / "out.tar"
+    try:
+        anyio.run(
+            lambda: engine.build(
+                exec_definition(name, busybox_image),
+                EmbeddedClient(),
+                exports=[ExportRequest("tar", {"dest": str(out)})],
+            )
+        )
+    finally:
+        engine.close()
     assert tar_listing(out.read_bytes()) == expected["tree"]

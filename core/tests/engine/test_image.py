@@ -106,3 +106,42 @@ def test_a_corrupt_blob_is_refused_and_not_kept(tmp_path: Path, registry: LocalR
         assert "does not match its digest" in str(err.value)
         blobs = list((engine.store.root.path / "plugins").rglob("blobs/sha256/*"))
         assert blobs == []
+
+
+@pytest.fixture
+def private_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
+    import subprocess
+
+    if shutil.which("htpasswd") is None or shutil.which("docker-registry") is None:
+        pytest.skip("htpasswd or docker-registry is not installed")
+    htpasswd = tmp_path / "htpasswd"
+    made = subprocess.run(["htpasswd", "-Bbn", "tester", "right"], capture_output=True, check=True)
+    htpasswd.write_bytes(made.stdout)
+    with LocalRegistry(tmp_path / "private", htpasswd=htpasswd) as running:
+        yield running
+
+
+def test_credentials_from_docker_config(
+    tmp_path: Path, private_registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llbkit.sdk.testing.registry import registry_env
+
+    push_image(
+        private_registry.host,
+        "team/app:v1",
+        [layer_tar({"app": "private\n"})],
+        auth=("tester", "right"),
+    )
+    image = llb.image(f"{private_registry.host}/team/app:v1")
+    with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
+        build(engine, image)
+    assert "needs credentials (docker login" in str(err.value)
+    env = registry_env(tmp_path / "wrong", private_registry.host, "tester", "wrong")
+    monkeypatch.setenv("DOCKER_CONFIG", env["DOCKER_CONFIG"])
+    with open_engine(tmp_path / "root2") as engine, pytest.raises(BuildFailed) as err:
+        build(engine, image)
+    assert "access denied" in str(err.value)
+    env = registry_env(tmp_path / "right", private_registry.host, "tester", "right")
+    monkeypatch.setenv("DOCKER_CONFIG", env["DOCKER_CONFIG"])
+    with open_engine(tmp_path / "root3") as engine:
+        assert files(engine, build(engine, image)) == {"app": "private\n"}

@@ -24,6 +24,7 @@ from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
+from llbkit.core.ops.users import resolve_user
 from llbkit.core.plugins.context import ClientIO, ProgressSink
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.core.snapshot.layers import apply_layer
@@ -32,7 +33,9 @@ __all__ = ["CacheMounts", "ExecFailed", "run_exec"]
 
 _NETWORK = {0: "sandbox", 1: "host", 2: "none"}
 #: what the runtime mounts in every container (their mount points are stubs if missing)
-_RUNTIME_MOUNTS = ("/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf")
+#: files the runtime binds into every container; their stubs go, as BuildKit's do (the
+#: /proc, /dev and /sys mount points it creates stay, as they do with BuildKit)
+_RUNTIME_MOUNTS = ("/etc/hosts", "/etc/resolv.conf")
 
 
 class ExecFailed(UserError):
@@ -252,9 +255,7 @@ async def run_exec(
         if rootfs is None:
             raise UserError("exec op has no root mount")
         stubs = _stubs(rootfs, [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)])
-        cwd_path = resolve_in_root(rootfs, exe.meta.cwd or "/")
-        if not cwd_path.exists():
-            cwd_path.mkdir(parents=True, mode=0o755)
+        _make_cwd(rootfs, exe.meta.cwd or "/", exe.meta.user)
         code = await executor.run(
             _process(exe, network, secret_env), rootfs, mounts.specs, progress
         )
@@ -266,6 +267,19 @@ async def run_exec(
             await anyio.to_thread.run_sync(mounts.outputs[n].commit) for n in sorted(mounts.outputs)
         ]
     raise AssertionError("unreachable")
+
+
+def _make_cwd(rootfs: Path, cwd: str, user: str) -> None:
+    """Create the working directory if missing, owned by the process's user (as BuildKit)."""
+    uid, gid, _ = resolve_user(rootfs, user)
+    path = resolve_in_root(rootfs, cwd)
+    missing = []
+    while not path.exists() and path != rootfs:
+        missing.append(path)
+        path = path.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o755)
+        os.chown(created, uid, gid)
 
 
 async def _secret_value(client: ClientIO, secret_id: str, optional: bool) -> bytes | None:

@@ -89,9 +89,10 @@ class LocalRegistry:
         binary = shutil.which("docker-registry")
         if binary is None:
             raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        if not self.port:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
         self.root.mkdir(parents=True, exist_ok=True)
         auth = ""
         if self.htpasswd is not None:
