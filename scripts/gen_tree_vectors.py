@@ -5,8 +5,8 @@
         .venv/bin/python scripts/gen_tree_vectors.py [case...]
 
 Needs a running buildkitd (v0.11.6, OCI worker, as root) that reaches 127.0.0.1:5055 over
-plain HTTP, and Debian's docker-registry and busybox-static for the exec cases' base image. A case BuildKit refuses is recorded
-with its error, so llbkit can be checked to refuse it too.
+plain HTTP, and Debian's docker-registry and busybox-static for the exec cases' base image.
+A case BuildKit refuses is recorded with its error, so llbkit can be checked to refuse it too.
 """
 
 from __future__ import annotations

@@ -139,17 +139,17 @@ def test_oci_layout_keeps_store_and_digest():
     assert (job.store, job.digest, job.layer_limit) == ("store1", DIGEST, 3)
 
 
-def test_fetching_an_image_is_refused_in_one_line():
+def test_fetching_an_oci_layout_is_refused_in_one_line():
     import asyncio
     from pathlib import Path
 
-    from llbkit.core.sources.image import parse_image
+    from llbkit.core.sources.oci_layout import parse_oci_layout
     from llbkit.sdk.testing import MemoryClientIO, RecordingProgress
 
-    job = parse_image("docker-image://docker.io/library/alpine:latest", {}, None)
+    ident = "oci-layout://content-store/busybox@sha256:" + "a" * 64
+    job = parse_oci_layout(ident, {}, None)
     with pytest.raises(UserError) as err:
         asyncio.run(job.fetch(MemoryClientIO(Path(".")), Path("."), RecordingProgress()))
-    assert str(err.value) == (
-        "docker-image://docker.io/library/alpine:latest: fetching this kind of source is not "
-        "in this release of llbkit"
+    assert (
+        str(err.value) == f"{ident}: fetching this kind of source is not in this release of llbkit"
     )
