@@ -251,3 +251,51 @@ def test_tty_progress_is_a_live_view(tmp_path: Path) -> None:
     screen = b"".join(chunks).decode("utf-8", "replace")
     assert "[+] Building" in screen and "(2/2) FINISHED" in screen
     assert "=> mkfile /hello" in screen
+
+
+@pytest.mark.root
+@pytest.mark.services
+def test_exec_with_a_secret_and_host_network(tmp_path: Path) -> None:
+    import shutil
+
+    for tool in ("docker-registry", "runc", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+
+    with LocalRegistry(tmp_path / "registry") as registry:
+        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+        step = llb.image(f"{registry.host}/library/busybox").run(
+            shell="cat /run/secrets/tok > /out/secret-length-is-$(wc -c < /run/secrets/tok)",
+            network="host",
+            mounts=[llb.Secret("tok", dest="/run/secrets/tok"), llb.Bind("/out", llb.scratch())],
+        )
+        data = definition(step.get_mount("/out"))
+        env = {**os.environ, "TOKEN": "abcdef"}
+        args = [
+            *LLBKIT,
+            "--root",
+            str(tmp_path / "root"),
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            "id=tok,env=TOKEN",
+            "-o",
+            f"type=local,dest={tmp_path / 'out'}",
+        ]
+        refused = subprocess.run(args, input=data, capture_output=True, env=env)
+        assert refused.returncode == 1
+        assert "network.host is not allowed" in refused.stderr.decode()
+        config = tmp_path / "buildkitd.toml"
+        config.write_text('insecure-entitlements = ["network.host"]\n')
+        done = subprocess.run(
+            [*args, "--allow", "network.host", "--config", str(config)],
+            input=data,
+            capture_output=True,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+    assert os.listdir(tmp_path / "out") == ["secret-length-is-6"]
+    workers = llbkit(tmp_path / "root", "debug", "workers").stdout.decode().splitlines()
+    assert workers[0].split() == ["ID", "PLATFORMS"] and workers[1].endswith("linux/amd64")

@@ -1,0 +1,58 @@
+"""``llbkit debug workers``: the configured worker, as ``buildctl debug workers`` shows it."""
+
+from __future__ import annotations
+
+import secrets
+
+import anyio
+import click
+
+from llbkit.core.cli.du import _tabulate
+from llbkit.core.cli.progress_ui import units
+from llbkit.core.cli.state import open_engine
+
+
+def _duration(seconds: float) -> str:
+    """Go's time.Duration formatting for whole seconds (``48h0m0s``)."""
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+@click.command("workers")
+@click.option("--verbose", "-v", is_flag=True, help="Labels and GC policy too.")
+@click.pass_context
+def workers(ctx: click.Context, verbose: bool) -> None:
+    """Show the worker that runs exec steps."""
+    from llbkit.core.config import default_gc_rules
+
+    with open_engine(ctx) as engine:
+        executor = anyio.run(engine.executor)
+        state = engine.store.root.path / "plugins" / "llbkit.workers" / "oci"
+        state.mkdir(parents=True, exist_ok=True)
+        id_file = state / "workerid"
+        if not id_file.exists():
+            id_file.write_text(secrets.token_hex(13)[:25])
+        worker_id = id_file.read_text().strip()
+        platforms = ",".join(str(p) for p in executor.platforms)
+        rules = engine.config.gc_rules or default_gc_rules(
+            engine.config.gc_keep_storage, engine.store.root.path
+        )
+    if not verbose:
+        click.echo(_tabulate([["ID", "PLATFORMS"], [worker_id, platforms]]), nl=False)
+        return
+    lines = [f"ID:\t{worker_id}", f"Platforms:\t{platforms}", "Labels:"]
+    lines += [f"\t{k}:\t{v}" for k, v in sorted(executor.labels.items())]
+    for n, rule in enumerate(rules):
+        lines.append(f"GC Policy rule#{n}:")
+        lines.append(f"\tAll:\t{str(rule.all).lower()}")
+        if rule.filters:
+            lines.append(f"\tFilters:\t{' '.join(rule.filters)}")
+        if rule.keep_duration:
+            lines.append(f"\tKeep Duration:\t{_duration(rule.keep_duration)}")
+        if rule.keep_bytes:
+            lines.append(f"\tKeep Bytes:\t{units(rule.keep_bytes)}")
+    click.echo("\n".join(lines))
