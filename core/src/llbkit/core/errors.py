@@ -32,6 +32,7 @@ __all__ = [
     "UnknownOptionError",
     "UnknownPluginError",
     "UserError",
+    "first_error",
 ]
 
 
@@ -93,3 +94,14 @@ class PluginLoadError(PluginError):
 
 class PluginVersionError(PluginError):
     """The plugin was written for a contract version that core does not provide."""
+
+
+def first_error(err: BaseException) -> BaseException:
+    """The first real failure inside (nested) exception groups, skipping the cancellations
+    that a failing task causes in its siblings."""
+    import anyio
+
+    while isinstance(err, BaseExceptionGroup):
+        inner = [e for e in err.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+        err = (inner or list(err.exceptions))[0]
+    return err

@@ -112,10 +112,14 @@ def _clause(name: str, op: str | None, value: str) -> Predicate:
     return lambda r: text(r) != value
 
 
-def _mirrors(store: Store) -> Iterable[Path]:
-    base = store.root.path / "plugins" / "llbkit.sources" / "local"
-    if base.is_dir():
-        yield from sorted(p for p in base.iterdir() if p.is_dir())
+def _directories(store: Store) -> Iterable[tuple[str, Path]]:
+    """Mutable records kept as plain directories: cache mounts and local-context mirrors."""
+    for kind, base in (
+        ("exec.cachemount", store.root.path / "cachemounts"),
+        ("source.local", store.root.path / "plugins" / "llbkit.sources" / "local"),
+    ):
+        if base.is_dir():
+            yield from ((kind, p) for p in sorted(base.iterdir()) if p.is_dir())
 
 
 def disk_usage(store: Store) -> list[UsageRecord]:
@@ -137,36 +141,24 @@ def disk_usage(store: Store) -> list[UsageRecord]:
             )
         )
     seen: set[tuple[int, int]] = set()
-    for cache in _cache_mounts(store):
-        st = cache.stat()
-        label = cache.with_suffix(".id")
-        cache_id = label.read_text() if label.exists() else cache.name
-        records.append(
-            UsageRecord(
-                id=cache.name[:25],
-                parents=(),
-                size=disk_blocks(cache, seen),
-                created=st.st_ctime,
-                last_used=st.st_mtime,
-                usage_count=1,
-                description=f"cached mount {cache_id}",
-                record_type="exec.cachemount",
-                mutable=True,
-                in_use=False,
-            )
+    for kind, path in _directories(store):
+        st = path.stat()
+        label = path.with_suffix(".id")
+        description = (
+            f"cached mount {label.read_text() if label.exists() else path.name}"
+            if kind == "exec.cachemount"
+            else "local source mirror"
         )
-    for mirror in _mirrors(store):
-        st = mirror.stat()
         records.append(
             UsageRecord(
-                id=mirror.name[:25],
+                id=path.name[:25],
                 parents=(),
-                size=disk_blocks(mirror, seen),
+                size=disk_blocks(path, seen),
                 created=st.st_ctime,
                 last_used=st.st_mtime,
                 usage_count=1,
-                description="local source mirror",
-                record_type="source.local",
+                description=description,
+                record_type=kind,
                 mutable=True,
                 in_use=False,
             )
@@ -213,29 +205,16 @@ def prune(
     return removed
 
 
-def _cache_mounts(store: Store) -> Iterable[Path]:
-    base = store.root.path / "cachemounts"
-    if base.is_dir():
-        yield from sorted(p for p in base.iterdir() if p.is_dir())
-
-
 def _delete(store: Store, record: UsageRecord) -> None:
-    if record.mutable and record.record_type == "exec.cachemount":
-        for cache in _cache_mounts(store):
-            if cache.name.startswith(record.id):
-                doomed = store.tmp / f"deleting-{cache.name}"
-                os.rename(cache, doomed)
-                cache.with_suffix(".id").unlink(missing_ok=True)
-                shutil.rmtree(doomed, ignore_errors=True)
+    if not record.mutable:
+        store.delete_layer(int(record.id))
         return
-    if record.mutable and record.record_type == "source.local":
-        for mirror in _mirrors(store):
-            if mirror.name.startswith(record.id):
-                doomed = store.tmp / f"deleting-{mirror.name}"
-                os.rename(mirror, doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
-        return
-    store.delete_layer(int(record.id))
+    for kind, path in _directories(store):
+        if kind == record.record_type and path.name.startswith(record.id):
+            doomed = store.tmp / f"deleting-{path.name}"
+            os.rename(path, doomed)
+            path.with_suffix(".id").unlink(missing_ok=True)
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from llbkit.core.cache.store import Chain, Store
-from llbkit.core.errors import UserError
+from llbkit.core.errors import UserError, first_error
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.llb.definition import LoadedDefinition, Vertex
 from llbkit.core.plugins.context import ClientIO, Platform, ProgressEvent
@@ -173,13 +173,6 @@ class SolvedResult:
             yield path
         finally:
             await anyio.to_thread.run_sync(view.__exit__, None, None, None)
-
-
-def _unwrap(err: BaseException) -> BaseException:
-    while isinstance(err, BaseExceptionGroup):
-        inner = [e for e in err.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
-        err = (inner or list(err.exceptions))[0]
-    return err
 
 
 class Solver:
@@ -351,7 +344,7 @@ class _Build:
                 for vertex in sources:
                     tg.start_soon(self._guard, vertex, self._set_source_key, vertex)
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise first_error(group) from None
         for vertex in self.order:
             if vertex.kind != "source":
                 self.keys[vertex.digest] = self._key(vertex)
@@ -455,7 +448,7 @@ class _Build:
                     if vertex.digest in need:
                         tg.start_soon(self._guard, vertex, self._produce, vertex)
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise first_error(group) from None
         target = self.definition.result
         outputs = await self.shared[target.digest].result.run(self._never)
         key, chain = outputs[target.index]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from llbkit.core.errors import first_error
 from llbkit.core.reference import Reference, parse_reference
 from llbkit.core.sources._base import (
     BuiltinSource,
@@ -87,7 +88,7 @@ class ImageJob(ParsedSource):
                 for desc in layers:
                     tg.start_soon(pull, desc)
         except BaseExceptionGroup as group:
-            raise _first(group) from None
+            raise first_error(group) from None
 
         def unpack() -> None:
             from llbkit.core.snapshot.untar import apply_tar
@@ -120,13 +121,6 @@ def parse_image(identifier: str, attrs: Mapping[str, str], platform: Platform | 
     limit = attrs.get("image.layerlimit")
     layer_limit = parse_int(what, "image.layerlimit", limit, low=1) if limit is not None else None
     return ImageJob(identifier, parse_reference(rest), platform, mode, record, layer_limit)
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    err: BaseException = group
-    while isinstance(err, BaseExceptionGroup):
-        err = err.exceptions[0]
-    return err
 
 
 class ImageSource(BuiltinSource, parser=parse_image):
