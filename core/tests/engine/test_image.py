@@ -145,3 +145,75 @@ def test_credentials_from_docker_config(
     monkeypatch.setenv("DOCKER_CONFIG", env["DOCKER_CONFIG"])
     with open_engine(tmp_path / "root3") as engine:
         assert files(engine, build(engine, image)) == {"app": "private\n"}
+
+
+def test_oci_layout_from_the_client(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+    import json
+
+    import anyio
+
+    from llbkit.core.client.embedded import EmbeddedClient
+
+    from .helpers import PLATFORM
+
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    layer = layer_tar({"from-layout": "yes\n"})
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [put(gzip.decompress(layer))]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": put(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": put(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": put(manifest),
+                    "size": len(manifest),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+    ).encode()
+    index_digest = put(index)
+    (layout / "index.json").write_bytes(index)
+    state = llb.oci_layout(f"mystore@{index_digest}")
+    data = state.marshal(PLATFORM).to_bytes()
+    with open_engine(tmp_path / "root") as engine:
+        client = EmbeddedClient(layouts={"mystore": layout})
+        outcome = anyio.run(lambda: engine.build(data, client))
+        assert files(engine, outcome) == {"from-layout": "yes\n"}
+        with pytest.raises(BuildFailed) as err:
+            anyio.run(lambda: engine.build(data, EmbeddedClient(), no_cache=True))
+        assert "use --oci-layout mystore=<path>" in str(err.value)

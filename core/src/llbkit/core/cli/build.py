@@ -234,9 +234,9 @@ def build(
     _later("--opt", opt, "frontend options (with --frontend)")
     _later("--export-cache", export_cache, "exporting the build cache")
     _later("--import-cache", import_cache, "importing a build cache")
-    _later("--oci-layout", oci_layout, "reading OCI layouts")
     exports = [ExportRequest(*parse_output(value)) for value in outputs]
     client = _client(locals_, secret, ssh)
+    client.layouts = {name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()}
     data, source = _read_definition(definition)
     trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
     with open_engine(ctx, config_path) as engine:

@@ -35,6 +35,7 @@ class EmbeddedClient:
     locals: Mapping[str, Path] = field(default_factory=dict)
     secrets: Mapping[str, bytes] = field(default_factory=dict)
     ssh: Mapping[str, Path] = field(default_factory=dict)
+    layouts: Mapping[str, Path] = field(default_factory=dict)
     stdout: BinaryIO | None = None
 
     @asynccontextmanager
@@ -79,6 +80,29 @@ class EmbeddedClient:
             raise UserError(
                 f"secret {id!r} was not provided (use --secret id={id},src=…)"
             ) from None
+
+    @asynccontextmanager
+    async def layout_blob(self, store: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        if store not in self.layouts:
+            raise UserError(
+                f"the build reads OCI layout {store!r}, which was not given "
+                f"(use --oci-layout {store}=<path>)"
+            )
+        algo, _, hexdigest = digest.partition(":")
+        path = self.layouts[store] / "blobs" / algo / hexdigest
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 -- closed below, after streaming
+        except OSError as err:
+            raise UserError(f"OCI layout {store}: blob {digest}: {err.strerror}") from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while data := await anyio.to_thread.run_sync(handle.read, 1 << 20):
+                yield data
+
+        try:
+            yield chunks()
+        finally:
+            handle.close()
 
     async def ssh_agent(self, id: str) -> Path:
         try:

@@ -7,7 +7,7 @@ from or goes to the client passes through :class:`ClientIO`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +142,12 @@ class ClientIO(Protocol):
 
     async def secret(self, id: str) -> bytes:
         """Fetch a secret the client provides (``--secret id=…``); raises if it has none."""
+        ...
+
+    def layout_blob(
+        self, store: str, digest: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream a blob of the OCI layout the client named ``store`` (``--oci-layout``)."""
         ...
 
     async def ssh_agent(self, id: str) -> Path:

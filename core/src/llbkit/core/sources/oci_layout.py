@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from llbkit.core.errors import UserError
 from llbkit.core.sources._base import (
@@ -17,7 +24,7 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
 
 _KNOWN = ("oci.session", "oci.store", "oci.layerlimit")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -31,6 +38,73 @@ class OCILayoutJob(ParsedSource):
     platform: Platform | None
     session: str = ""
     layer_limit: int | None = None
+    _manifest: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    async def _read(self, client: ClientIO, digest: str) -> bytes:
+        data = b""
+        async with client.layout_blob(self.store, digest) as chunks:
+            async for chunk in chunks:
+                data += chunk
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise UserError(f"{self.identifier}: blob {digest} does not match its digest")
+        return data
+
+    async def _resolve(self, client: ClientIO) -> dict[str, Any]:
+        """The manifest for the build's platform (through an index if the digest names one)."""
+        if "manifest" in self._manifest:
+            return self._manifest
+        from llbkit.core.plugins.context import Platform
+        from llbkit.core.registry.client import platform_matches
+
+        digest = self.digest
+        manifest = json.loads(await self._read(client, digest))
+        if "manifests" in manifest:
+            platform = self.platform or Platform()
+            chosen = [m for m in manifest["manifests"] if platform_matches(m, platform)]
+            if not chosen:
+                raise UserError(f"{self.identifier}: no image for {platform} in the index")
+            digest = chosen[0]["digest"]
+            manifest = json.loads(await self._read(client, digest))
+        self._manifest.update(manifest=manifest, digest=digest)
+        return self._manifest
+
+    async def cache_key(self, client: ClientIO) -> str:
+        """As for registry images: the manifest digest and the platform."""
+        from llbkit.core.plugins.context import Platform
+
+        resolved = await self._resolve(client)
+        platform = self.platform or Platform()
+        key: dict[str, Any] = {
+            "Digest": resolved["digest"],
+            "OS": platform.os,
+            "Arch": platform.architecture,
+        }
+        if platform.variant:
+            key["Variant"] = platform.variant
+        data = json.dumps(key, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
+        """Read each layer from the client (verified), then apply them in order."""
+        from llbkit.core.snapshot.untar import apply_tar
+
+        resolved = await self._resolve(client)
+        for layer in resolved["manifest"].get("layers", [])[: self.layer_limit]:
+            digest = str(layer["digest"])
+            with tempfile.TemporaryFile() as spool:
+                check = hashlib.sha256()
+                async with client.layout_blob(self.store, digest) as chunks:
+                    async for chunk in chunks:
+                        spool.write(chunk)
+                        check.update(chunk)
+                if "sha256:" + check.hexdigest() != digest:
+                    raise UserError(f"{self.identifier}: layer {digest} does not match its digest")
+                spool.seek(0)
+                progress.status(f"extracting {digest}")
+                await anyio.to_thread.run_sync(
+                    functools.partial(apply_tar, spool, str(dest), what=f"layer {digest}")
+                )
+                progress.status(f"extracting {digest}", done=True)
 
 
 def parse_oci_layout(

@@ -86,6 +86,11 @@ class MemoryClientIO:
         except KeyError:
             raise KeyError(f"secret {id!r} not provided") from None
 
+    @asynccontextmanager
+    async def layout_blob(self, store: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        raise UserError(f"no OCI layout {store!r} in this test client")
+        yield  # pragma: no cover
+
     async def ssh_agent(self, id: str) -> Path:
         raise UserError(f"no SSH agent {id!r} in this test client")
 
