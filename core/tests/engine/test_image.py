@@ -217,3 +217,20 @@ def test_oci_layout_from_the_client(tmp_path: Path) -> None:
         with pytest.raises(BuildFailed) as err:
             anyio.run(lambda: engine.build(data, EmbeddedClient(), no_cache=True))
         assert "use --oci-layout mystore=<path>" in str(err.value)
+
+
+def test_mirror_first_then_resolve_mode_local(tmp_path: Path, registry: LocalRegistry) -> None:
+    from llbkit.core.config import EngineConfig
+
+    push_image(registry.host, "library/mirrored:v1", [layer_tar({"m": "from the mirror\n"})])
+    unreachable = "127.0.0.1:9"  # the discard port: nothing answers there
+    with open_engine(tmp_path / "root") as engine:
+        engine.config = EngineConfig(registry={unreachable: {"mirrors": [registry.host]}})
+        outcome = build(engine, llb.image(f"{unreachable}/library/mirrored:v1"))
+        assert files(engine, outcome) == {"m": "from the mirror\n"}
+        engine.config = EngineConfig()
+        local = llb.image(f"{unreachable}/library/mirrored:v1", resolve_mode="local")
+        assert files(engine, build(engine, local, no_cache=True)) == {"m": "from the mirror\n"}
+        with pytest.raises(BuildFailed) as err:
+            build(engine, llb.image(f"{unreachable}/library/other:v1", resolve_mode="local"))
+        assert "image.resolvemode is local" in str(err.value)
