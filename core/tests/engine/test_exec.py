@@ -11,12 +11,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from llbkit.core.cache.usage import disk_usage
 from llbkit.core.client.embedded import EmbeddedClient
 from llbkit.core.solver.solver import BuildFailed
 from llbkit.sdk import llb
 from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
 
-from .helpers import PLATFORM, build, cached, files, open_engine, ran
+from .helpers import PLATFORM, build, files, open_engine, ran
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
@@ -145,5 +146,26 @@ def test_read_only_rootfs_and_network_none(tmp_path: Path, busybox: llb.State) -
     with open_engine(tmp_path / "root") as engine:
         got = files(engine, build(engine, step.get_mount("/out")))
     assert got["fs"] == "ro\n" and got["net"] == "lo\n"
-    assert os.geteuid() == 0
-    assert cached  # imported for symmetry with other tests
+
+
+def test_ssh_agent_is_forwarded(tmp_path: Path, busybox: llb.State) -> None:
+    if shutil.which("ssh-agent") is None:
+        pytest.skip("ssh-agent is not installed")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, text=True)
+    pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        step = busybox.run(
+            shell="test -S /run/agent.sock && echo socket > /out/kind",
+            mounts=[llb.SSH(dest="/run/agent.sock"), llb.Bind("/out", llb.scratch())],
+        )
+        data = step.get_mount("/out").marshal(PLATFORM).to_bytes()
+        with open_engine(tmp_path / "root") as engine:
+            client = EmbeddedClient(ssh={"default": sock})
+            outcome = anyio.run(lambda: engine.build(data, client))
+            assert files(engine, outcome) == {"kind": "socket\n"}
+            with pytest.raises(BuildFailed) as err:
+                anyio.run(lambda: engine.build(data, EmbeddedClient(), no_cache=True))
+            assert "no SSH agent 'default' was forwarded" in str(err.value)
+    finally:
+        os.kill(pid, 15)
