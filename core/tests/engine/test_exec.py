@@ -11,7 +11,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from llbkit.core.cache.usage import disk_usage
 from llbkit.core.client.embedded import EmbeddedClient
 from llbkit.core.solver.solver import BuildFailed
 from llbkit.sdk import llb
