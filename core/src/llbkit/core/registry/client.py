@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -82,6 +83,11 @@ class RegistryConfig:
     def mirrors(self, host: str) -> list[str]:
         return [str(m) for m in self.hosts.get(host, {}).get("mirrors", [])]
 
+    def needs_tls(self, ref: Reference) -> bool:
+        """Whether any host tried for ``ref`` (mirrors, then the registry) speaks HTTPS."""
+        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
+        return not all(self.plain_http(h) for h in [*self.mirrors(ref.domain), host])
+
 
 def _credentials(host: str) -> tuple[str, str] | None:
     config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
@@ -123,9 +129,10 @@ class RegistryClient:
         self,
         config: RegistryConfig | None = None,
         tokens: dict[tuple[str, str], str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.config = config or RegistryConfig()
-        self._http = httpx.AsyncClient(follow_redirects=True, timeout=60)
+        self._http = httpx.AsyncClient(follow_redirects=True, timeout=60, verify=verify)
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
 

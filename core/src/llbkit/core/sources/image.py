@@ -127,6 +127,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
     """Container images from registries; blobs are kept (verified) in the driver's state."""
 
     _tokens: dict[tuple[str, str], str] | None = None
+    _ssl: Any = None
 
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
@@ -135,16 +136,23 @@ class ImageSource(BuiltinSource, parser=parse_image):
 
         return replace(parse_image(identifier, attrs, platform), driver=self)
 
-    def client(self) -> RegistryClient:
+    def client(self, ref: Reference) -> RegistryClient:
         """A client for the running event loop (use with ``async with``)."""
+        import ssl
+
         from llbkit.core.registry.client import RegistryClient, RegistryConfig
 
         if self._tokens is None:
             self._tokens = {}
         hosts = self.ctx.config.get("registry", {})
-        return RegistryClient(
-            RegistryConfig(hosts if isinstance(hosts, dict) else {}), self._tokens
-        )
+        config = RegistryConfig(hosts if isinstance(hosts, dict) else {})
+        # Loading the CA bundle costs tens of milliseconds: once, and only for HTTPS.
+        verify: ssl.SSLContext | bool = False
+        if config.needs_tls(ref):
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            verify = self._ssl
+        return RegistryClient(config, self._tokens, verify)
 
     def _state(self) -> Path:
         state = self.ctx.state_dir or Path(tempfile.gettempdir(), "llbkit-images")
@@ -163,7 +171,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
             known = {}
         if mode != "local":
             try:
-                async with self.client() as client:
+                async with self.client(ref) as client:
                     image = await client.resolve(ref, platform)
             except RegistryError:
                 if mode == "pull" or name not in known:
@@ -211,7 +219,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         done = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                async with self.client() as client, client.blob(ref, desc.digest) as chunks:
+                async with self.client(ref) as client, client.blob(ref, desc.digest) as chunks:
                     async for chunk in chunks:
                         out.write(chunk)
                         digest.update(chunk)
