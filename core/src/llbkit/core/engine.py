@@ -56,6 +56,42 @@ class BuildOutcome:
         return None if self.result is None else self.result.key
 
 
+class _FrontendClient:
+    """The engine as a frontend sees it: the client's files, solves, image configs."""
+
+    def __init__(
+        self, engine: Engine, client: ClientIO, emit: Callable[[ProgressEvent], None]
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.emit = emit
+
+    async def read_file(self, context: str, path: str) -> bytes:
+        import tempfile
+
+        clean = path.strip("/")
+        with tempfile.TemporaryDirectory(dir=self.engine.store.tmp) as tmp:
+            await self.client.sync_local(context, Path(tmp), include=[clean])
+            target = Path(tmp, clean)
+            if not target.is_file():
+                raise UserError(f"{path}: not found in local directory {context!r}")
+            return target.read_bytes()
+
+    async def solve(self, definition: bytes) -> Any:
+        loaded = load_definition(definition, source="frontend")
+        return await self.engine.solver.solve(loaded, self.client, self.emit)
+
+    async def resolve_image_config(self, ref: str, platform: Platform) -> tuple[str, bytes]:
+        from llbkit.core.reference import parse_reference
+
+        driver = self.engine.driver("llbkit.sources", "docker-image")
+        image = await driver.resolve_image(parse_reference(ref), platform, "default")
+        return image.manifest_digest, image.config_bytes
+
+    def warn(self, message: str) -> None:
+        self.emit(ProgressEvent("warning", "", time.time(), {"short": message}))
+
+
 class Engine:
     """Owns a state root for its lifetime; run builds with :meth:`build`."""
 
@@ -119,7 +155,7 @@ class Engine:
 
     async def build(
         self,
-        definition: bytes,
+        definition: bytes | None,
         client: ClientIO,
         *,
         exports: Sequence[ExportRequest] = (),
@@ -127,9 +163,18 @@ class Engine:
         no_cache: bool = False,
         allow: Sequence[str] = (),
         source: str = "<stdin>",
+        frontend: str = "",
+        frontend_opts: Mapping[str, str] | None = None,
     ) -> BuildOutcome:
-        """Solve ``definition`` and run its exports; every event is also kept in the history."""
-        loaded = load_definition(definition, source=source)
+        """Solve ``definition`` (or what ``frontend`` makes) and run the exports; every event is
+        also kept in the history."""
+        frontend_job = None
+        if frontend:
+            driver = self.driver("llbkit.frontends", frontend)
+            opts = dict(frontend_opts or {})
+            if no_cache:
+                opts.setdefault("no-cache", "")
+            frontend_job = await driver.resolve(opts)
         jobs = []
         for request in exports:
             exporter = self.driver("llbkit.exporters", request.type)
@@ -146,7 +191,15 @@ class Engine:
                     impl.function(event=event)
 
         metadata: dict[str, Any] = {}
+        frontend_metadata: Mapping[str, bytes] = {}
         try:
+            if frontend_job is not None:
+                output = await frontend_job.solve(_FrontendClient(self, client, emit))
+                definition = next(iter(output.definitions.values()))
+                frontend_metadata = output.metadata
+                source = f"frontend {frontend}"
+            assert definition is not None
+            loaded = load_definition(definition, source=source)
             # An entitlement needs both the build's --allow and the engine's config.
             granted = [e for e in allow if e in self.config.insecure_entitlements]
             result = await self.solver.solve(loaded, client, emit, no_cache=no_cache, allow=granted)
@@ -162,7 +215,9 @@ class Engine:
                 )
                 try:
                     with self.store.hold(result.chain if result is not None else ()):
-                        metadata.update(await job.export(BuildResult(refs), client))
+                        metadata.update(
+                            await job.export(BuildResult(refs, frontend_metadata), client)
+                        )
                 except UserError as err:
                     emit(
                         ProgressEvent(

@@ -230,14 +230,20 @@ def build(
     from llbkit.core.engine import ExportRequest
     from llbkit.core.solver.solver import BuildFailed
 
-    _later("--frontend", frontend, "running frontends")
-    _later("--opt", opt, "frontend options (with --frontend)")
+    if opt and not frontend:
+        raise UserError("--opt is for a frontend; give --frontend (e.g. dockerfile.v0)")
+    frontend_opts = {}
+    for value in opt:
+        key, sep, val = value.partition("=")
+        if not key:
+            raise UserError(f"--opt {value!r}: expected key=value")
+        frontend_opts[key] = val if sep else ""
     _later("--export-cache", export_cache, "exporting the build cache")
     _later("--import-cache", import_cache, "importing a build cache")
     exports = [ExportRequest(*parse_output(value)) for value in outputs]
     client = _client(locals_, secret, ssh)
     client.layouts = {name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()}
-    data, source = _read_definition(definition)
+    data, source = (None, "") if frontend else _read_definition(definition)
     trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
     with open_engine(ctx, config_path) as engine:
         display = make_display(progress)
@@ -260,6 +266,8 @@ def build(
                     no_cache=no_cache,
                     allow=allow,
                     source=source,
+                    frontend=frontend,
+                    frontend_opts=frontend_opts,
                 )
             )
             failed = False

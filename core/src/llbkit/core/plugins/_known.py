@@ -4,5 +4,6 @@
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ('llbkit.exporters', 'local'): 'llbkit-exporter-local',
     ('llbkit.exporters', 'tar'): 'llbkit-exporter-local',
+    ('llbkit.frontends', 'dockerfile.v0'): 'llbkit-frontend-dockerfile',
     ('llbkit.workers', 'oci'): 'llbkit-worker-runc',
 }

@@ -1,0 +1,689 @@
+"""A parsed Dockerfile turned into LLB and an image config, instruction by instruction."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, Instruction, Parsed
+from llbkit.plugins.frontend_dockerfile.shell import ExpansionError, expand, split_words
+from llbkit.sdk import llb
+
+__all__ = ["BuildOptions", "Converted", "convert"]
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ImageResolver = Callable[[str, llb.Platform], Awaitable[tuple[str, bytes]]]
+
+
+@dataclass
+class BuildOptions:
+    """What ``--opt`` gives the frontend."""
+
+    filename: str = "Dockerfile"
+    target: str = ""
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    platform: llb.Platform = field(default_factory=lambda: llb.Platform("linux", "amd64"))
+    no_cache: bool = False
+    dockerignore: list[str] = field(default_factory=list)
+    contexts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Converted:
+    state: llb.State
+    config: dict[str, Any]
+
+
+@dataclass
+class _Stage:
+    index: int
+    name: str
+    base: str
+    platform: str
+    instructions: list[Instruction]
+    state: llb.State | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    args: dict[str, str] = field(default_factory=dict)
+    shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
+    cmd_set: bool = False
+
+
+def _platform_args(platform: llb.Platform) -> dict[str, str]:
+    plat = f"{platform.os}/{platform.architecture}" + (
+        f"/{platform.variant}" if platform.variant else ""
+    )
+    return {
+        "TARGETPLATFORM": plat,
+        "TARGETOS": platform.os,
+        "TARGETARCH": platform.architecture,
+        "TARGETVARIANT": platform.variant,
+        "BUILDPLATFORM": plat,
+        "BUILDOS": platform.os,
+        "BUILDARCH": platform.architecture,
+        "BUILDVARIANT": platform.variant,
+    }
+
+
+class _Converter:
+    def __init__(self, parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> None:
+        self.parsed = parsed
+        self.options = options
+        self.resolve = resolve
+        self.escape = parsed.escape
+        self.filename = options.filename
+        self.stages: list[_Stage] = []
+        self.meta_args: dict[str, str] = dict(_platform_args(options.platform))
+        self.context = llb.local(
+            "context",
+            exclude_patterns=options.dockerignore,
+            shared_key_hint="context",
+            custom_name="[internal] load build context",
+        )
+        self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+    def fail(self, inst: Instruction, message: str) -> DockerfileError:
+        return DockerfileError(
+            f"{self.filename}:{inst.line}: {message}\n  {inst.line} | {inst.original}"
+        )
+
+    def word(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
+        try:
+            return expand(text, env, self.escape)
+        except ExpansionError as err:
+            raise self.fail(inst, str(err)) from None
+
+    # -- stages -------------------------------------------------------------------------
+
+    def split(self) -> None:
+        current: _Stage | None = None
+        for inst in self.parsed.instructions:
+            if inst.keyword == "FROM":
+                flags = self.flags(inst, {"platform"})
+                words = [
+                    self.word(inst, w, self.meta_args) for w in split_words(inst.rest, self.escape)
+                ]
+                if len(words) not in (1, 3) or (len(words) == 3 and words[1].upper() != "AS"):
+                    raise self.fail(inst, "FROM requires either one or three arguments")
+                name = words[2].lower() if len(words) == 3 else ""
+                if name and any(s.name == name for s in self.stages):
+                    raise self.fail(inst, f"duplicate stage name {name!r}")
+                current = _Stage(
+                    len(self.stages),
+                    name,
+                    words[0],
+                    self.word(inst, flags.get("platform", ""), self.meta_args),
+                    [inst],
+                )
+                self.stages.append(current)
+            elif current is None:
+                if inst.keyword != "ARG":
+                    raise self.fail(inst, "no build stage in current context (expected FROM)")
+                for word in split_words(inst.rest, self.escape):
+                    key, sep, default = word.partition("=")
+                    value = self.options.build_args.get(key)
+                    if value is None:
+                        value = self.word(inst, default, self.meta_args) if sep else None
+                    if value is not None:
+                        self.meta_args[key] = value
+                    else:
+                        self.meta_args.pop(key, None)
+            else:
+                current.instructions.append(inst)
+        if not self.stages:
+            raise DockerfileError(f"{self.filename}: the Dockerfile has no FROM instruction")
+
+    def stage_named(self, ref: str) -> _Stage | None:
+        lowered = ref.lower()
+        for stage in self.stages:
+            if stage.name == lowered:
+                return stage
+        if ref.isdigit() and int(ref) < len(self.stages):
+            return self.stages[int(ref)]
+        return None
+
+    def target(self) -> _Stage:
+        if not self.options.target:
+            return self.stages[-1]
+        found = self.stage_named(self.options.target)
+        if found is None:
+            names = ", ".join(s.name for s in self.stages if s.name) or "none named"
+            raise DockerfileError(
+                f"target stage {self.options.target!r} could not be found (stages: {names})"
+            )
+        return found
+
+    def label(self, stage: _Stage) -> str:
+        return stage.name or (f"stage-{stage.index}" if len(self.stages) > 1 else "")
+
+    async def build(self, stage: _Stage, visiting: tuple[str, ...] = ()) -> _Stage:
+        if stage.state is not None:
+            return stage
+        key = self.label(stage) or "stage-0"
+        if key in visiting:
+            raise DockerfileError(
+                f"circular dependency between stages: {' -> '.join((*visiting, key))}"
+            )
+        visiting = (*visiting, key)
+        await self.base(stage, visiting)
+        total = len(stage.instructions)
+        for n, inst in enumerate(stage.instructions[1:], start=2):
+            handler = getattr(self, f"do_{inst.keyword.lower()}")
+            prefix = f"[{self.label(stage) + ' ' if self.label(stage) else ''}{n}/{total}] "
+            await handler(stage, inst, prefix, visiting)
+        return stage
+
+    async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
+        inst = stage.instructions[0]
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
+            await self.build(parent, visiting)
+            assert parent.state is not None
+            stage.state = parent.state
+            stage.config = json.loads(json.dumps(parent.config))
+            stage.history = list(parent.history)
+            stage.env = dict(parent.env)
+            stage.shell = list(parent.shell)
+            return
+        if stage.base.lower() == "scratch":
+            stage.state = llb.scratch()
+            stage.config = {"Env": [f"PATH={DEFAULT_PATH}"]}
+            stage.env = {"PATH": DEFAULT_PATH}
+            return
+        platform = self.options.platform
+        try:
+            _, raw = await self.resolve(stage.base, platform)
+        except Exception as err:  # the registry's message names the image
+            raise self.fail(inst, str(err)) from None
+        image = json.loads(raw)
+        config = image.get("config") or {}
+        stage.config = config
+        stage.history = list(image.get("history") or [])
+        for item in config.get("Env") or []:
+            key, _, value = item.partition("=")
+            stage.env[key] = value
+        stage.shell = list(config.get("Shell") or DEFAULT_SHELL)
+        total = len(stage.instructions)
+        name = (
+            f"[{self.label(stage) + ' ' if self.label(stage) else ''}1/{total}] FROM {stage.base}"
+        )
+        state = llb.image(stage.base, custom_name=name)
+        for key, value in stage.env.items():
+            state = state.with_env(key, value)
+        if config.get("WorkingDir"):
+            state = state.with_dir(config["WorkingDir"])
+        if config.get("User"):
+            state = state.with_user(config["User"])
+        stage.state = state
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def flags(self, inst: Instruction, allowed: set[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for flag in inst.flags:
+            name, sep, value = flag[2:].partition("=")
+            if name not in allowed:
+                raise self.fail(inst, f"unknown flag: --{name}")
+            if name in ("mount", "exclude"):
+                found[name] = found[name] + "\n" + value if name in found else value
+            else:
+                found[name] = value if sep else "true"
+        return found
+
+    def scope(self, stage: _Stage) -> dict[str, str]:
+        """What expansion sees in a stage: its ARGs, then its ENV over them."""
+        return {**stage.args, **stage.env}
+
+    def record(self, stage: _Stage, created_by: str, empty: bool) -> None:
+        entry: dict[str, Any] = {
+            "created": self.now,
+            "created_by": created_by,
+            "comment": "buildkit.dockerfile.v0",
+        }
+        if empty:
+            entry["empty_layer"] = True
+        stage.history.append(entry)
+
+    def run_env(self, stage: _Stage) -> dict[str, str]:
+        return {**{k: v for k, v in stage.args.items() if k not in stage.env}, **stage.env}
+
+    def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
+        found = self.stage_named(ref)
+        if found is not None:
+            if found.index >= stage.index:
+                raise self.fail(inst, f"stage {ref!r} is not defined before it is used")
+            assert found.state is not None
+            return found.state
+        if ref in self.options.contexts:
+            return llb.image(self.options.contexts[ref].removeprefix("docker-image://"))
+        return llb.image(ref)
+
+    # -- instructions --------------------------------------------------------------------
+
+    async def do_run(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        flags = self.flags(inst, {"mount", "network", "security"})
+        assert stage.state is not None
+        if inst.json is not None:
+            args = inst.json
+            shown = json.dumps(inst.json)
+        else:
+            command = inst.rest
+            if inst.heredocs and command.strip().startswith("<<"):
+                command = inst.heredocs[0].content
+            args = [*stage.shell, command]
+            shown = " ".join([*stage.shell, inst.rest])
+        mounts = []
+        for spec in filter(None, flags.get("mount", "").split("\n")):
+            mounts.append(await self.mount(stage, inst, spec, visiting))
+        network = {"": "sandbox", "default": "sandbox", "none": "none", "host": "host"}.get(
+            flags.get("network", "")
+        )
+        if network is None:
+            raise self.fail(inst, f"invalid network mode {flags['network']!r}")
+        state = stage.state
+        for key, value in self.run_env(stage).items():
+            state = state.with_env(key, value)
+        options: dict[str, Any] = {"custom_name": f"{prefix}RUN {inst.rest}"}
+        if network != "sandbox":
+            options["network"] = network
+        if flags.get("security") == "insecure":
+            options["security"] = "insecure"
+        if self.options.no_cache:
+            options["ignore_cache"] = True
+        result = state.run(args=args, mounts=mounts, **options).root()
+        # Build args are the step's environment, not the stage's.
+        stage.state = replace(result, env=stage.state.env)
+        self.record(stage, f"RUN {shown} # buildkit", False)
+
+    async def mount(
+        self, stage: _Stage, inst: Instruction, spec: str, visiting: tuple[str, ...]
+    ) -> Any:
+        values: dict[str, str] = {}
+        for item in spec.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip().lower()
+            if key == "from":
+                values[key] = value
+            else:
+                values[key] = self.word(inst, value, self.scope(stage)) if sep else "true"
+        kind = values.pop("type", "bind")
+        target = values.pop("target", values.pop("dst", values.pop("destination", "")))
+        if not target:
+            raise self.fail(inst, f"mount type={kind} needs a target")
+        if not target.startswith("/"):
+            target = posixpath.join(stage.config.get("WorkingDir") or "/", target)
+        source = values.pop("source", values.pop("src", ""))
+        rw = values.pop("readwrite", values.pop("rw", "false")) == "true"
+        values.pop("readonly", values.pop("ro", ""))
+        origin = values.pop("from", "")
+        if origin:
+            found = self.stage_named(origin)
+            if found is not None:
+                await self.build(found, visiting)
+        base = self.source_state(stage, origin, inst) if origin else None
+        if kind == "bind":
+            return llb.Bind(
+                target, base or self.context, selector=source, readonly=not rw, output=False
+            )
+        if kind == "cache":
+            sharing = values.get("sharing", "shared")
+            if sharing not in ("shared", "private", "locked"):
+                raise self.fail(inst, f"invalid cache sharing {sharing!r}")
+            return llb.Cache(
+                target,
+                id=values.get("id") or target,
+                sharing=sharing,  # type: ignore[arg-type]
+                source=base,
+            )
+        if kind == "tmpfs":
+            return llb.Tmpfs(target, size=_size(values.get("size", "0")))
+        if kind == "secret":
+            sid = values.get("id") or posixpath.basename(target)
+            return llb.Secret(
+                sid,
+                dest=target or f"/run/secrets/{sid}",
+                mode=int(values.get("mode", "0400"), 8),
+                uid=int(values.get("uid", "0")),
+                gid=int(values.get("gid", "0")),
+                optional=values.get("required", "false") != "true",
+            )
+        if kind == "ssh":
+            return llb.SSH(
+                id=values.get("id", "default"),
+                dest=target,
+                mode=int(values.get("mode", "0600"), 8),
+                uid=int(values.get("uid", "0")),
+                gid=int(values.get("gid", "0")),
+                optional=values.get("required", "false") != "true",
+            )
+        raise self.fail(inst, f"unsupported mount type {kind!r}")
+
+    async def do_copy(
+        self,
+        stage: _Stage,
+        inst: Instruction,
+        prefix: str,
+        visiting: tuple[str, ...],
+        *,
+        add: bool = False,
+    ) -> None:
+        allowed = {"from", "chown", "chmod", "link", "exclude", "parents"}
+        if add:
+            allowed |= {"checksum", "keep-git-dir"}
+        flags = self.flags(inst, allowed)
+        scope = self.scope(stage)
+        words = inst.json if inst.json is not None else split_words(inst.rest, self.escape)
+        words = [self.word(inst, w, scope) for w in words] if inst.json is None else list(words)
+        if len(words) < 2 and not inst.heredocs:
+            raise self.fail(inst, f"{inst.keyword} requires at least two arguments")
+        dest = words[-1]
+        sources = words[:-1]
+        heredocs = {f"<<{h.name}": h for h in inst.heredocs} | {
+            f"<<-{h.name}": h for h in inst.heredocs
+        }
+        if len([s for s in sources if s not in heredocs]) > 1 and not dest.endswith("/"):
+            raise self.fail(
+                inst,
+                "When using COPY with more than one source file, the destination must be "
+                "a directory and end with a /",
+            )
+        workdir = stage.config.get("WorkingDir") or "/"
+        if not dest.startswith("/"):
+            dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") else "")
+        origin = self.word(inst, flags.get("from", ""), scope)
+        if origin:
+            found = self.stage_named(origin)
+            if found is not None:
+                await self.build(found, visiting)
+        src_state = self.source_state(stage, origin, inst) if origin else self.context
+        chmod = flags.get("chmod")
+        mode = int(chmod, 8) if chmod else None
+        chown = self.word(inst, flags.get("chown", ""), scope) or None
+        excludes = [self.word(inst, e, scope) for e in flags.get("exclude", "").split("\n") if e]
+        action: llb.FileAction | None = None
+        for src in sources:
+            if src in heredocs:
+                doc = heredocs[src]
+                content = (
+                    doc.content
+                    if not doc.expand
+                    else self.word(inst, json.dumps(doc.content)[1:-1].replace('\\"', '"'), scope)
+                )
+                name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
+                here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o644, content.encode()))
+                action = _copy(action, here, "/" + name, dest, owner=chown, create_dest_path=True)
+            elif add and src.startswith(("http://", "https://")):
+                url = llb.http(src, checksum=flags.get("checksum", ""))
+                name = posixpath.basename(src.split("?")[0]) or "index"
+                action = _copy(
+                    action, url, "/" + name, dest, owner=chown, mode=mode, create_dest_path=True
+                )
+            else:
+                action = _copy(
+                    action,
+                    src_state,
+                    src,
+                    dest,
+                    owner=chown,
+                    mode=mode,
+                    follow_symlinks=True,
+                    copy_dir_contents=True,
+                    attempt_unpack=add and not origin,
+                    create_dest_path=True,
+                    allow_wildcard=True,
+                    allow_empty_wildcard=True,
+                    exclude_patterns=excludes,
+                )
+        assert action is not None and stage.state is not None
+        name = f"{prefix}{inst.keyword} {inst.rest}"
+        if flags.get("link") == "true":
+            stage.state = llb.merge([stage.state, llb.scratch().file(action, custom_name=name)])
+        else:
+            stage.state = stage.state.file(action, custom_name=name)
+        self.record(stage, f"{inst.keyword} {inst.rest} # buildkit", False)
+
+    async def do_add(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        await self.do_copy(stage, inst, prefix, visiting, add=True)
+
+    async def do_env(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        pairs = self.pairs(stage, inst, legacy=True)
+        for key, value in pairs:
+            stage.env[key] = value
+            assert stage.state is not None
+            stage.state = stage.state.with_env(key, value)
+        stage.config["Env"] = [f"{k}={v}" for k, v in stage.env.items()]
+        self.record(stage, "ENV " + " ".join(f"{k}={v}" for k, v in pairs), True)
+
+    def pairs(self, stage: _Stage, inst: Instruction, *, legacy: bool) -> list[tuple[str, str]]:
+        words = split_words(inst.rest, self.escape)
+        scope = self.scope(stage)
+        if legacy and words and "=" not in words[0]:
+            key, _, value = inst.rest.strip().partition(" ")
+            return [(key, self.word(inst, value.strip(), scope))]
+        found = []
+        for word in words:
+            key, sep, value = word.partition("=")
+            if not sep:
+                raise self.fail(inst, f"{inst.keyword} names must be followed by =value: {word}")
+            found.append((self.word(inst, key, scope), self.word(inst, value, scope)))
+        return found
+
+    async def do_arg(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        for word in split_words(inst.rest, self.escape):
+            key, sep, default = word.partition("=")
+            value = self.options.build_args.get(key)
+            if value is None and sep:
+                value = self.word(inst, default, self.scope(stage))
+            if value is None and key in self.meta_args:
+                value = self.meta_args[key]
+            if value is not None:
+                stage.args[key] = value
+            self.record(stage, f"ARG {word}", True)
+
+    async def do_workdir(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        path = self.word(inst, inst.rest.strip(), self.scope(stage))
+        current = stage.config.get("WorkingDir") or "/"
+        path = posixpath.normpath(posixpath.join(current, path))
+        stage.config["WorkingDir"] = path
+        assert stage.state is not None
+        user = stage.config.get("User") or None
+        stage.state = stage.state.with_dir(path).file(
+            llb.mkdir(path, 0o755, make_parents=True, owner=user),
+            custom_name=f"{prefix}WORKDIR {inst.rest.strip()}",
+        )
+        self.record(stage, f"WORKDIR {path}", False)
+
+    async def do_user(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        user = self.word(inst, inst.rest.strip(), self.scope(stage))
+        stage.config["User"] = user
+        assert stage.state is not None
+        stage.state = stage.state.with_user(user)
+        self.record(stage, f"USER {user}", True)
+
+    async def do_label(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        pairs = self.pairs(stage, inst, legacy=True)
+        labels = stage.config.setdefault("Labels", {}) or {}
+        stage.config["Labels"] = labels
+        labels.update(dict(pairs))
+        self.record(stage, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs), True)
+
+    async def do_expose(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        ports = stage.config.get("ExposedPorts") or {}
+        for word in split_words(inst.rest, self.escape):
+            port = self.word(inst, word, self.scope(stage))
+            ports[port if "/" in port else f"{port}/tcp"] = {}
+        stage.config["ExposedPorts"] = ports
+        shown = " ".join(f"{p}:{{}}" for p in sorted(ports))
+        self.record(stage, f"EXPOSE map[{shown}]", True)
+
+    async def do_volume(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        words = inst.json if inst.json is not None else split_words(inst.rest, self.escape)
+        volumes = stage.config.get("Volumes") or {}
+        for word in words:
+            volumes[self.word(inst, word, self.scope(stage))] = {}
+        stage.config["Volumes"] = volumes
+        self.record(stage, f"VOLUME [{' '.join(volumes)}]", True)
+
+    def command(self, stage: _Stage, inst: Instruction) -> list[str]:
+        if inst.json is not None:
+            return list(inst.json)
+        return [*stage.shell, inst.rest]
+
+    async def do_cmd(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        stage.config["Cmd"] = self.command(stage, inst)
+        stage.cmd_set = True
+        self.record(stage, f"CMD {json.dumps(stage.config['Cmd'])}", True)
+
+    async def do_entrypoint(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        stage.config["Entrypoint"] = self.command(stage, inst)
+        if not stage.cmd_set:
+            stage.config["Cmd"] = None  # an inherited CMD does not survive a new ENTRYPOINT
+        self.record(stage, f"ENTRYPOINT {json.dumps(stage.config['Entrypoint'])}", True)
+
+    async def do_shell(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        if inst.json is None:
+            raise self.fail(inst, "SHELL requires the arguments to be in JSON form")
+        stage.shell = list(inst.json)
+        stage.config["Shell"] = list(inst.json)
+        self.record(stage, f"SHELL {json.dumps(inst.json)}", True)
+
+    async def do_stopsignal(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        stage.config["StopSignal"] = self.word(inst, inst.rest.strip(), self.scope(stage))
+        self.record(stage, f"STOPSIGNAL {stage.config['StopSignal']}", True)
+
+    async def do_healthcheck(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        flags = self.flags(
+            inst, {"interval", "timeout", "start-period", "retries", "start-interval"}
+        )
+        keyword, _, rest = inst.rest.strip().partition(" ")
+        if keyword.upper() == "NONE":
+            stage.config["Healthcheck"] = {"Test": ["NONE"]}
+        elif keyword.upper() == "CMD":
+            try:
+                decoded = json.loads(rest)
+            except ValueError:
+                decoded = None
+            test = ["CMD", *decoded] if isinstance(decoded, list) else ["CMD-SHELL", rest.strip()]
+            check: dict[str, Any] = {"Test": test}
+            for flag, key in (
+                ("interval", "Interval"),
+                ("timeout", "Timeout"),
+                ("start-period", "StartPeriod"),
+                ("start-interval", "StartInterval"),
+            ):
+                if flag in flags:
+                    check[key] = _duration_ns(flags[flag])
+            if "retries" in flags:
+                check["Retries"] = int(flags["retries"])
+            stage.config["Healthcheck"] = check
+        else:
+            raise self.fail(inst, "HEALTHCHECK needs CMD or NONE")
+        self.record(stage, f"HEALTHCHECK {inst.rest.strip()}", True)
+
+    async def do_onbuild(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        triggers = stage.config.get("OnBuild") or []
+        triggers.append(inst.rest.strip())
+        stage.config["OnBuild"] = triggers
+        self.record(stage, f"ONBUILD {inst.rest.strip()}", True)
+
+    async def do_maintainer(
+        self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
+    ) -> None:
+        stage.config["__author"] = inst.rest.strip()
+        self.record(stage, f"MAINTAINER {inst.rest.strip()}", True)
+
+    async def do_from(self, *args: Any) -> None:
+        raise AssertionError("FROM starts a stage")
+
+
+def _copy(
+    action: llb.FileAction | None, source: llb.State, src: str, dest: str, **options: Any
+) -> llb.FileAction:
+    """A copy action, chained after ``action`` in the same FileOp when there is one."""
+    if action is None:
+        return llb.copy(source, src, dest, **options)
+    return action.copy(source, src, dest, **options)
+
+
+def _size(text: str) -> int:
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1024,
+        "kb": 1024,
+        "m": 1 << 20,
+        "mb": 1 << 20,
+        "g": 1 << 30,
+        "gb": 1 << 30,
+    }
+    number = text.rstrip("bBkKmMgG")
+    return int(float(number or 0) * units.get(text[len(number) :].lower(), 1))
+
+
+def _duration_ns(text: str) -> int:
+    from llbkit.core.config import parse_duration
+
+    return int(parse_duration(text, "HEALTHCHECK") * 1e9)
+
+
+async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> Converted:
+    """The target stage's LLB state and the image config (with history) the exporters write."""
+    converter = _Converter(parsed, options, resolve)
+    converter.split()
+    target = await converter.build(converter.target())
+    assert target.state is not None
+    config = dict(target.config)
+    author = config.pop("__author", None)
+    config.setdefault("Env", [f"PATH={DEFAULT_PATH}"])
+    if options.labels:
+        config["Labels"] = {**(config.get("Labels") or {}), **options.labels}
+    platform = options.platform
+    image: dict[str, Any] = {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": {k: v for k, v in config.items() if v is not None},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": target.history,
+    }
+    if platform.variant:
+        image["variant"] = platform.variant
+    if author:
+        image["author"] = author
+    return Converted(target.state, image)

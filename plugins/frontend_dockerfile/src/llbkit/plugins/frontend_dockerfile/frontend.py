@@ -1,0 +1,114 @@
+"""``--frontend dockerfile.v0``: read the Dockerfile and .dockerignore through the engine, return
+LLB and the image config."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.fs.patterns import read_dockerignore
+from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
+from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert
+from llbkit.plugins.frontend_dockerfile.parser import parse
+from llbkit.sdk import llb
+
+OPTIONS = (
+    "filename",
+    "target",
+    "platform",
+    "no-cache",
+    "contextkey",
+    "dockerfilekey",
+    "image-resolve-mode",
+    "multi-platform",
+    "add-hosts",
+    "force-network-mode",
+    "cgroup-parent",
+    "shm-size",
+    "ulimit",
+    "hostname",
+    "contextsubdir",
+)
+PREFIXES = ("build-arg:", "label:", "context:", "attest:")
+
+
+@dataclass(frozen=True)
+class DockerfileJob:
+    options: BuildOptions
+    dockerfile_key: str = "dockerfile"
+    context_key: str = "context"
+
+    async def solve(self, client: FrontendClient) -> FrontendOutput:
+        name = self.options.filename
+        try:
+            text = (await client.read_file(self.dockerfile_key, name)).decode("utf-8", "replace")
+        except UserError as err:
+            raise UserError(f"failed to read dockerfile {name}: {err}") from None
+        ignore = b""
+        for context, path in (
+            (self.dockerfile_key, f"{name}.dockerignore"),
+            (self.context_key, ".dockerignore"),
+        ):
+            try:
+                ignore = await client.read_file(context, path)
+                break
+            except UserError:
+                continue
+        self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
+        parsed = parse(text, name.rsplit("/", 1)[-1])
+        converted = await convert(parsed, self.options, client.resolve_image_config)
+        platform = self.options.platform
+        definition = converted.state.marshal(platform).to_bytes()
+        key = f"{platform.os}/{platform.architecture}" + (
+            f"/{platform.variant}" if platform.variant else ""
+        )
+        return FrontendOutput(
+            {key: definition},
+            {"containerimage.config": json.dumps(converted.config).encode()},
+        )
+
+
+def _platform(text: str) -> llb.Platform:
+    parts = text.split(",", 1)[0].strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(f"frontend option platform={text!r} is not os/arch[/variant]")
+    return llb.Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+
+class DockerfileFrontend:
+    """``llbkit.frontends: dockerfile.v0``."""
+
+    api_version: ClassVar[int] = 1
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str]) -> DockerfileJob:
+        options = BuildOptions()
+        for key, value in attrs.items():
+            if key.startswith("build-arg:"):
+                options.build_args[key[len("build-arg:") :]] = value
+            elif key.startswith("label:"):
+                options.labels[key[len("label:") :]] = value
+            elif key.startswith("context:"):
+                options.contexts[key[len("context:") :]] = value
+            elif key.startswith("attest:"):
+                continue
+            elif key not in OPTIONS:
+                raise UnknownOptionError(
+                    "frontend dockerfile.v0", key, (*OPTIONS, *(p + "<name>" for p in PREFIXES))
+                )
+        options.filename = attrs.get("filename") or "Dockerfile"
+        options.target = attrs.get("target", "")
+        if attrs.get("platform"):
+            options.platform = _platform(attrs["platform"])
+        options.no_cache = "no-cache" in attrs
+        return DockerfileJob(
+            options,
+            attrs.get("dockerfilekey") or "dockerfile",
+            attrs.get("contextkey") or "context",
+        )
