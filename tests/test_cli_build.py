@@ -99,7 +99,15 @@ def test_local_context_and_no_cache(tmp_path: Path) -> None:
         ),
         (
             ("--frontend", "dockerfile.v0"),
-            "--frontend: running frontends is not in this release of llbkit",
+            "use --local dockerfile=<path>",
+        ),
+        (
+            ("--frontend", "nosuch.v0"),
+            "unknown frontend 'nosuch.v0'",
+        ),
+        (
+            ("--opt", "target=x"),
+            "--opt is for a frontend",
         ),
         (("-o", "type=bogus"), "unknown exporter 'bogus'"),
         (("-o", "dest=x"), "--output 'dest=x': type= is required"),

@@ -26,8 +26,8 @@ def rootfs(tmp_path: Path) -> Path:
 
 def test_users_by_name_number_and_group(rootfs: Path) -> None:
     assert resolve_user(rootfs, "") == (0, 0, [])
-    assert resolve_user(rootfs, "bob") == (1000, 1000, [10, 999])
-    assert resolve_user(rootfs, "1000") == (1000, 1000, [10, 999])
+    assert resolve_user(rootfs, "bob") == (1000, 1000, [1000, 10, 999])
+    assert resolve_user(rootfs, "1000") == (1000, 1000, [1000, 10, 999])
     assert resolve_user(rootfs, "bob:wheel") == (1000, 10, [10])
     assert resolve_user(rootfs, "4242:4343") == (4242, 4343, [4343])
     with pytest.raises(UserError, match="unable to find user carol"):
@@ -46,7 +46,7 @@ def test_spec_defaults(rootfs: Path, tmp_path: Path) -> None:
     )
     process = spec["process"]
     assert process["env"] == [DEFAULT_PATH]
-    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [10, 999]}
+    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 10, 999]}
     assert process["capabilities"]["bounding"] == CAPABILITIES
     assert spec["hostname"] == "buildkitsandbox"
     kinds = {m["destination"]: m["type"] for m in spec["mounts"]}

@@ -49,6 +49,7 @@ class BuildOutcome:
     result: SolvedResult | None
     metadata: dict[str, Any]
     events: list[ProgressEvent]
+    frontend_metadata: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def result_key(self) -> str | None:
@@ -249,7 +250,7 @@ class Engine:
         if result is not None:
             metadata.setdefault("llbkit.result.key", result.key)
         await anyio.to_thread.run_sync(self.maybe_gc)
-        return BuildOutcome(ref, result, metadata, events)
+        return BuildOutcome(ref, result, metadata, events, frontend_metadata)
 
     def _record(self, ref: str, events: list[ProgressEvent]) -> None:
         """Keep the build's whole event stream (every log line) under ``history/``."""

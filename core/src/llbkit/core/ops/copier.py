@@ -119,7 +119,7 @@ class Copier:
         try:
             src_st = os.lstat(source)
         except FileNotFoundError:
-            raise CopyError(f"{src}: not found") from None
+            raise CopyError(f'"{src}": not found') from None
         dest_st = os.stat(target) if os.path.exists(target) else None
         src_dir = stat.S_ISDIR(src_st.st_mode)
         if (not dir_contents and src_dir and dest_st is not None) or (

@@ -60,7 +60,9 @@ def _lookup(root: Path | None, file: str, name: str) -> tuple[int, int] | None:
         parts = line.split(":")
         if len(parts) >= 3 and parts[0] == name:
             try:
-                return int(parts[2]), int(parts[3]) if len(parts) > 3 and parts[3] else 0
+                # In /etc/passwd the fourth field is the primary gid; in /etc/group, members.
+                primary = file.endswith("passwd") and len(parts) > 3 and parts[3]
+                return int(parts[2]), int(parts[3]) if primary else 0
             except ValueError:
                 return None
     return None
@@ -191,7 +193,7 @@ def _copy(src_root: Path, dest_root: Path, action: pb.FileActionCopy, owner: Own
         exclude=PatternMatcher(action.exclude_patterns) if action.exclude_patterns else None,
     )
     sources = [src]
-    if action.allowWildcard:
+    if action.allowWildcard and any(c in src for c in "*?["):
         sources = ["/" + m for m in ContentHasher(src_root).glob(src)]
         if not sources:
             if action.allowEmptyWildcard:

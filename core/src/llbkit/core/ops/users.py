@@ -42,8 +42,9 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
             if not found:
                 raise UserError(f"unable to find group {group}: no matching entries in group file")
             gid = int(found[0][2])
-    # An explicit group is the only supplementary group, as BuildKit sets it.
-    extra = [gid] if group else []
+    # An explicit group is the only supplementary group; otherwise the primary group comes
+    # first, then the groups listing the user, as BuildKit's processes see them.
+    extra = [gid] if group else [max(gid, 0)]
     if login and not group:
         for g in groups:
             members = g[3].split(",") if len(g) > 3 and g[3] else []

@@ -194,7 +194,7 @@ class _Converter:
             return
         if stage.base.lower() == "scratch":
             stage.state = llb.scratch()
-            stage.config = {"Env": [f"PATH={DEFAULT_PATH}"]}
+            stage.config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
             stage.env = {"PATH": DEFAULT_PATH}
             return
         platform = self.options.platform
@@ -274,13 +274,13 @@ class _Converter:
         assert stage.state is not None
         if inst.json is not None:
             args = inst.json
-            shown = json.dumps(inst.json)
+            shown = _go_list(inst.json)
         else:
             command = inst.rest
             if inst.heredocs and command.strip().startswith("<<"):
                 command = inst.heredocs[0].content
             args = [*stage.shell, command]
-            shown = " ".join([*stage.shell, inst.rest])
+            shown = " ".join([*stage.shell, command])
         mounts = []
         for spec in filter(None, flags.get("mount", "").split("\n")):
             mounts.append(await self.mount(stage, inst, spec, visiting))
@@ -302,7 +302,10 @@ class _Converter:
         result = state.run(args=args, mounts=mounts, **options).root()
         # Build args are the step's environment, not the stage's.
         stage.state = replace(result, env=stage.state.env)
-        self.record(stage, f"RUN {shown} # buildkit", False)
+        # As BuildKit's history shows it: the build args the step saw, then the command.
+        seen = [f"{k}={stage.env.get(k, v)}" for k, v in stage.args.items()]
+        with_args = f"|{len(seen)} {' '.join(seen)} " if seen else ""
+        self.record(stage, f"RUN {with_args}{shown} # buildkit", False)
 
     async def mount(
         self, stage: _Stage, inst: Instruction, spec: str, visiting: tuple[str, ...]
@@ -413,13 +416,10 @@ class _Converter:
         for src in sources:
             if src in heredocs:
                 doc = heredocs[src]
-                content = (
-                    doc.content
-                    if not doc.expand
-                    else self.word(inst, json.dumps(doc.content)[1:-1].replace('\\"', '"'), scope)
-                )
+                content = doc.content
                 name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
-                here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o644, content.encode()))
+                # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
+                here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))
                 action = _copy(action, here, "/" + name, dest, owner=chown, create_dest_path=True)
             elif add and src.startswith(("http://", "https://")):
                 url = llb.http(src, checksum=flags.get("checksum", ""))
@@ -559,7 +559,7 @@ class _Converter:
     ) -> None:
         stage.config["Cmd"] = self.command(stage, inst)
         stage.cmd_set = True
-        self.record(stage, f"CMD {json.dumps(stage.config['Cmd'])}", True)
+        self.record(stage, f"CMD {_go_list(stage.config['Cmd'])}", True)
 
     async def do_entrypoint(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -567,7 +567,7 @@ class _Converter:
         stage.config["Entrypoint"] = self.command(stage, inst)
         if not stage.cmd_set:
             stage.config["Cmd"] = None  # an inherited CMD does not survive a new ENTRYPOINT
-        self.record(stage, f"ENTRYPOINT {json.dumps(stage.config['Entrypoint'])}", True)
+        self.record(stage, f"ENTRYPOINT {_go_list(stage.config['Entrypoint'])}", True)
 
     async def do_shell(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -576,7 +576,7 @@ class _Converter:
             raise self.fail(inst, "SHELL requires the arguments to be in JSON form")
         stage.shell = list(inst.json)
         stage.config["Shell"] = list(inst.json)
-        self.record(stage, f"SHELL {json.dumps(inst.json)}", True)
+        self.record(stage, f"SHELL [{' '.join(inst.json)}]", True)
 
     async def do_stopsignal(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -613,7 +613,7 @@ class _Converter:
             stage.config["Healthcheck"] = check
         else:
             raise self.fail(inst, "HEALTHCHECK needs CMD or NONE")
-        self.record(stage, f"HEALTHCHECK {inst.rest.strip()}", True)
+        self.record(stage, f"HEALTHCHECK {_go_health(stage.config['Healthcheck'])}", True)
 
     async def do_onbuild(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -621,7 +621,6 @@ class _Converter:
         triggers = stage.config.get("OnBuild") or []
         triggers.append(inst.rest.strip())
         stage.config["OnBuild"] = triggers
-        self.record(stage, f"ONBUILD {inst.rest.strip()}", True)
 
     async def do_maintainer(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -640,6 +639,34 @@ def _copy(
     if action is None:
         return llb.copy(source, src, dest, **options)
     return action.copy(source, src, dest, **options)
+
+
+def _go_list(items: list[str]) -> str:
+    """Go's ``%q`` of a string slice: ``["a" "b"]``."""
+    return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
+
+
+def _go_duration(ns: int) -> str:
+    """Go's ``time.Duration`` string (``30s``, ``1m30s``, ``0s``)."""
+    seconds = ns / 1e9
+    if seconds == 0:
+        return "0s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}h" if hours else ""
+    text += f"{minutes}m" if hours or minutes else ""
+    return text + f"{secs + (seconds - int(seconds)):g}s"
+
+
+def _go_health(check: dict[str, Any]) -> str:
+    """BuildKit records a HEALTHCHECK as Go's ``%q`` of its config struct."""
+    retries = int(check.get("Retries", 0))
+    quoted = f"'{chr(retries)}'" if 32 <= retries < 127 else f"'\\x{retries:02x}'"
+    parts = [_go_list(check["Test"])] + [
+        json.dumps(_go_duration(int(check.get(k, 0))))
+        for k in ("Interval", "Timeout", "StartPeriod")
+    ]
+    return "&{" + " ".join([*parts, quoted]) + "}"
 
 
 def _size(text: str) -> int:

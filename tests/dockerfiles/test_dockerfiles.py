@@ -1,0 +1,88 @@
+"""Dockerfiles built by llbkit give BuildKit v0.11.6's trees, image configs and failures."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from llbkit.core.cache.store import Store
+from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.config import EngineConfig
+from llbkit.core.engine import Engine, ExportRequest
+from llbkit.core.errors import UserError
+from llbkit.core.plugins.registry import PluginRegistry
+from tests.dockerfiles.compare import BUILD_ARGS, normalize_config
+from tests.trees.listing import tar_listing
+
+CASES = Path(__file__).resolve().parent
+VECTORS = CASES.parent / "vectors" / "dockerfiles"
+NAMES = sorted(p.name for p in CASES.iterdir() if (p / "Dockerfile").exists())
+
+pytestmark = [pytest.mark.root, pytest.mark.services]
+
+
+@pytest.fixture(scope="module")
+def base_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    for tool in ("docker-registry", "runc", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
+        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+        yield f"{registry.host}/library/busybox"
+
+
+def build(name: str, base: str, root: Path) -> tuple[dict, dict] | str:
+    """The tree and normalized config llbkit builds, or its error."""
+    ctx = CASES / name
+    engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
+    out = root.parent / "out.tar"
+    opts = {f"build-arg:{k}": v for k, v in {"BASE": base, **BUILD_ARGS}.items()}
+    client = EmbeddedClient(locals={"context": ctx, "dockerfile": ctx})
+    try:
+        outcome = anyio.run(
+            lambda: engine.build(
+                None,
+                client,
+                frontend="dockerfile.v0",
+                frontend_opts=opts,
+                exports=[ExportRequest("tar", {"dest": str(out)})],
+            )
+        )
+    except UserError as err:
+        return str(err)
+    finally:
+        engine.close()
+    config = json.loads(outcome.frontend_metadata["containerimage.config"])
+    return tar_listing(out.read_bytes()), normalize_config(config)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_as_buildkit(name: str, base_image: str, tmp_path: Path) -> None:
+    expected = json.loads((VECTORS / f"{name}.json").read_text())
+    got = build(name, base_image, tmp_path / "root")
+    if "error" in expected:
+        assert isinstance(got, str), f"BuildKit failed ({expected['error']}), llbkit built it"
+        # The part of BuildKit's message that names the cause, without its internal ref ids.
+        cause = re.sub(r"^error: failed to solve: ", "", expected["error"])
+        cause = re.sub(
+            r"failed to compute cache key: failed to calculate checksum of ref "
+            r"\S+ ",
+            "",
+            cause,
+        )
+        assert cause in got
+        return
+    assert not isinstance(got, str), f"llbkit failed: {got}"
+    tree, config = got
+    assert tree == expected["tree"]
+    history = [h for h in expected["history"] if h.get("comment") != "buildkit.exporter.image.v0"]
+    assert config["config"] == expected["config"]
+    assert config["history"] == history
