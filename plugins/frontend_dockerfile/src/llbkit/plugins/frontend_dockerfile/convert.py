@@ -263,6 +263,19 @@ class _Converter:
             return found.state
         if ref in self.options.contexts:
             return llb.image(self.options.contexts[ref].removeprefix("docker-image://"))
+        from llbkit.core.reference import parse_reference
+
+        try:
+            parse_reference(ref)
+        except Exception:
+            reason = (
+                "repository name must be lowercase"
+                if ref.lower() != ref
+                else "invalid reference format"
+            )
+            raise self.fail(
+                inst, f'failed to parse stage name "{ref}": invalid reference format: {reason}'
+            ) from None
         return llb.image(ref)
 
     # -- instructions --------------------------------------------------------------------
@@ -274,7 +287,7 @@ class _Converter:
         assert stage.state is not None
         if inst.json is not None:
             args = inst.json
-            shown = _go_list(inst.json)
+            shown = " ".join(inst.json)
         else:
             command = inst.rest
             if inst.heredocs and command.strip().startswith("<<"):
@@ -402,7 +415,7 @@ class _Converter:
         workdir = stage.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
             dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") else "")
-        origin = self.word(inst, flags.get("from", ""), scope)
+        origin = flags.get("from", "")  # not expanded, as in BuildKit v0.11
         if origin:
             found = self.stage_named(origin)
             if found is not None:
@@ -503,8 +516,13 @@ class _Converter:
         path = posixpath.normpath(posixpath.join(current, path))
         stage.config["WorkingDir"] = path
         assert stage.state is not None
+        stage.state = stage.state.with_dir(path)
+        if path == "/":
+            self.record(stage, "WORKDIR /", True)
+            return
+        # The directory is created for the current user, as BuildKit does.
         user = stage.config.get("User") or None
-        stage.state = stage.state.with_dir(path).file(
+        stage.state = stage.state.file(
             llb.mkdir(path, 0o755, make_parents=True, owner=user),
             custom_name=f"{prefix}WORKDIR {inst.rest.strip()}",
         )

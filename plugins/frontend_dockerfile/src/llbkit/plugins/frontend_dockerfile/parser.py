@@ -136,10 +136,10 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
         upper = keyword.upper()
         if upper not in INSTRUCTIONS:
             close = difflib.get_close_matches(upper, INSTRUCTIONS, n=1)
-            hint = f" (did you mean {close[0].lower()}?)" if close else ""
+            hint = f" (did you mean {close[0]}?)" if close else ""
             raise DockerfileError(
-                f"{filename}:{first + 1}: unknown instruction: {keyword}{hint}\n"
-                f"  {first + 1} | {raw.strip()}"
+                f"{filename}:{first + 1}: dockerfile parse error on line {first + 1}: "
+                f"unknown instruction: {keyword}{hint}\n  {first + 1} | {raw.strip()}"
             )
         inst = Instruction(upper, logical.strip(), first + 1, n + 1)
         inst.flags, inst.rest = _split_flags(rest)
