@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, Instruction, Parsed
-from llbkit.plugins.frontend_dockerfile.shell import ExpansionError, expand, split_words
+from llbkit.plugins.frontend_dockerfile.shell import (
+    ExpansionError,
+    expand,
+    expand_heredoc,
+    split_words,
+)
 from llbkit.sdk import llb
 
 __all__ = ["BuildOptions", "Converted", "convert"]
@@ -173,12 +179,25 @@ class _Converter:
             )
         visiting = (*visiting, key)
         await self.base(stage, visiting)
+        await self.triggers(stage, visiting)
         total = len(stage.instructions)
         for n, inst in enumerate(stage.instructions[1:], start=2):
             handler = getattr(self, f"do_{inst.keyword.lower()}")
             prefix = f"[{self.label(stage) + ' ' if self.label(stage) else ''}{n}/{total}] "
             await handler(stage, inst, prefix, visiting)
         return stage
+
+    async def triggers(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
+        """Run the base's ONBUILD instructions first; they do not pass further down."""
+        from llbkit.plugins.frontend_dockerfile.parser import parse
+
+        triggers = stage.config.pop("OnBuild", None) or []
+        for text in triggers:
+            for inst in parse(text, self.filename).instructions:
+                if inst.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise self.fail(inst, f"{inst.keyword} isn't allowed as an ONBUILD trigger")
+                handler = getattr(self, f"do_{inst.keyword.lower()}")
+                await handler(stage, inst, f"[{self.label(stage) or 'stage'} onbuild] ", visiting)
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
@@ -290,8 +309,16 @@ class _Converter:
             shown = " ".join(inst.json)
         else:
             command = inst.rest
-            if inst.heredocs and command.strip().startswith("<<"):
+            if len(inst.heredocs) == 1 and command.strip().lstrip("0123456789") in (
+                f"<<{inst.heredocs[0].name}",
+                f"<<-{inst.heredocs[0].name}",
+                f'<<"{inst.heredocs[0].name}"',
+                f"<<'{inst.heredocs[0].name}'",
+            ):
                 command = inst.heredocs[0].content
+            elif inst.heredocs:
+                # The heredocs stay part of the script, for the shell to read.
+                command += "\n" + "\n".join(f"{h.content}{h.name}" for h in inst.heredocs)
             args = [*stage.shell, command]
             shown = " ".join([*stage.shell, command])
         mounts = []
@@ -429,7 +456,7 @@ class _Converter:
         for src in sources:
             if src in heredocs:
                 doc = heredocs[src]
-                content = doc.content
+                content = expand_heredoc(doc.content, scope) if doc.expand else doc.content
                 name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
                 # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
                 here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))
@@ -462,7 +489,8 @@ class _Converter:
             stage.state = llb.merge([stage.state, llb.scratch().file(action, custom_name=name)])
         else:
             stage.state = stage.state.file(action, custom_name=name)
-        self.record(stage, f"{inst.keyword} {inst.rest} # buildkit", False)
+        shown = re.sub(r"<<(-?)([\"'])(\w+)\2", r"<<\1\3", inst.rest)
+        self.record(stage, f"{inst.keyword} {shown} # buildkit", False)
 
     async def do_add(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]

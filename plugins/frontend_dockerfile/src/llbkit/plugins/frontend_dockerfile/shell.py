@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from llbkit.core.errors import UserError
 
-__all__ = ["ExpansionError", "expand", "split_words"]
+__all__ = ["ExpansionError", "expand", "expand_heredoc", "split_words"]
 
 
 class ExpansionError(UserError):
@@ -24,6 +24,20 @@ def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
     """Process one word: remove quotes, apply escapes, substitute variables."""
     out, _ = _process(word, 0, env, escape, stop="")
     return out
+
+
+def expand_heredoc(text: str, env: Mapping[str, str]) -> str:
+    """A heredoc's content: variables substituted, quotes and escapes left alone."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "$":
+            value, i = _variable(text, i, env, "\\")
+            out.append(value)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def _process(text: str, i: int, env: Mapping[str, str], escape: str, stop: str) -> tuple[str, int]:
