@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +88,64 @@ def test_same_as_buildkit(name: str, base_image: str, tmp_path: Path) -> None:
     history = [h for h in expected["history"] if h.get("comment") != "buildkit.exporter.image.v0"]
     assert config["config"] == expected["config"]
     assert config["history"] == history
+
+
+def _cli(base: str, root: Path, case: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    ctx = CASES / case
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llbkit.core",
+            "--root",
+            str(root),
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={ctx}",
+            "--local",
+            f"dockerfile={ctx}",
+            "--progress",
+            "plain",
+            "--opt",
+            f"build-arg:BASE={base}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_cli_shows_instructions_and_the_failing_line(base_image: str, tmp_path: Path) -> None:
+    done = _cli(base_image, tmp_path / "root", "fail_run")
+    assert done.returncode == 1
+    assert "] RUN echo before\n" in done.stderr
+    assert "Dockerfile:4\n" in done.stderr
+    assert "   4 | >>> RUN echo failing output && exit 7\n" in done.stderr
+    assert " > [3/3] RUN echo failing output && exit 7:\nfailing output\n" in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        'error: failed to solve: process "/bin/sh -c echo failing output && exit 7" did not '
+        "complete successfully: exit code: 7"
+    )
+
+
+def test_target_builds_only_what_it_needs(base_image: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _cli(
+        base_image,
+        tmp_path / "root",
+        "stages",
+        "--opt",
+        "target=builder",
+        "--output",
+        f"type=local,dest={out}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "out" / "artifact").read_text() == "built\n"
+    assert "exit 1" not in done.stderr  # the unused stage never ran
+    missing = _cli(base_image, tmp_path / "root", "stages", "--opt", "target=nosuch")
+    assert missing.returncode == 1
+    assert "target stage 'nosuch' could not be found (stages: builder, unused, final)" in (
+        missing.stderr
+    )

@@ -126,12 +126,16 @@ def _read_definition(definition: str) -> tuple[bytes, str]:
 def _print_log_tail(err: Any) -> None:
     """As buildctl does: the failed step's last lines, before the error itself."""
     if not err.log_tail:
+        if err.source:
+            click.echo(err.source, err=True)
         return
     click.echo("------", err=True)
     click.echo(f" > {err.name}:", err=True)
     for line in err.log_tail:
         click.echo(line, err=True)
     click.echo("------", err=True)
+    if err.source:
+        click.echo(err.source, err=True)
 
 
 def _later(flag: str, given: Any, what: str) -> None:

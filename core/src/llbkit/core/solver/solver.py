@@ -46,11 +46,17 @@ SourceResolver = Callable[[str, Mapping[str, str], Platform | None], Awaitable[A
 class BuildFailed(UserError):
     """A vertex failed: names it, says why, and carries the tail of its log."""
 
-    def __init__(self, name: str, reason: str, log_tail: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, reason: str, log_tail: Sequence[str] = (), source: str = ""
+    ) -> None:
         self.name = name
         self.reason = reason
         self.log_tail = list(log_tail)
-        super().__init__(f"failed to solve: {name}: {reason}")
+        #: where the step came from (a frontend's ``llbkit.source`` description), if known
+        self.source = source
+        # A process's own failure reads exactly as BuildKit's; others name the step.
+        shown = reason if reason.startswith('process "') else f"{name}: {reason}"
+        super().__init__(f"failed to solve: {shown}")
 
 
 class _Flight(Generic[T]):
@@ -389,7 +395,8 @@ class _Build:
             started=shared.started or time.time(), completed=time.time(), error=reason
         )
         tail = b"".join(shared.logs).decode("utf-8", "replace").splitlines()[-10:]
-        return BuildFailed(shared.name, reason, tail)
+        source = shared.vertex.metadata.description.get("llbkit.source", "")
+        return BuildFailed(shared.name, reason, tail, source)
 
     # -- results ----------------------------------------------------------------------------
 

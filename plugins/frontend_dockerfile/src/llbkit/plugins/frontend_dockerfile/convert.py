@@ -100,6 +100,17 @@ class _Converter:
             f"{self.filename}:{inst.line}: {message}\n  {inst.line} | {inst.original}"
         )
 
+    def snippet(self, inst: Instruction) -> str:
+        """The Dockerfile lines around ``inst``, as BuildKit shows them when a step fails."""
+        lines = self.parsed.text.split("\n")
+        first, last = max(inst.line - 2, 1), min(inst.end_line + 1, len(lines))
+        shown = []
+        for n in range(first, last + 1):
+            mark = ">>>" if inst.line <= n <= inst.end_line else "   "
+            shown.append(f" {n:>3} | {mark} {lines[n - 1]}")
+        rule = "-" * 20
+        return "\n".join([f"{self.filename}:{inst.line}", rule, *shown, rule])
+
     def word(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
         try:
             return expand(text, env, self.escape)
@@ -332,7 +343,10 @@ class _Converter:
         state = stage.state
         for key, value in self.run_env(stage).items():
             state = state.with_env(key, value)
-        options: dict[str, Any] = {"custom_name": f"{prefix}RUN {inst.rest}"}
+        options: dict[str, Any] = {
+            "custom_name": f"{prefix}RUN {inst.rest}",
+            "description": {"llbkit.source": self.snippet(inst)},
+        }
         if network != "sandbox":
             options["network"] = network
         if flags.get("security") == "insecure":
@@ -485,10 +499,13 @@ class _Converter:
                 )
         assert action is not None and stage.state is not None
         name = f"{prefix}{inst.keyword} {inst.rest}"
+        source = {"llbkit.source": self.snippet(inst)}
         if flags.get("link") == "true":
-            stage.state = llb.merge([stage.state, llb.scratch().file(action, custom_name=name)])
+            stage.state = llb.merge(
+                [stage.state, llb.scratch().file(action, custom_name=name, description=source)]
+            )
         else:
-            stage.state = stage.state.file(action, custom_name=name)
+            stage.state = stage.state.file(action, custom_name=name, description=source)
         shown = re.sub(r"<<(-?)([\"'])(\w+)\2", r"<<\1\3", inst.rest)
         self.record(stage, f"{inst.keyword} {shown} # buildkit", False)
 

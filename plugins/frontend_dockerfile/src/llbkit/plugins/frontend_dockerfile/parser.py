@@ -72,6 +72,7 @@ class Parsed:
     instructions: list[Instruction]
     directives: dict[str, str]
     escape: str
+    text: str = ""
 
 
 def _directives(lines: list[str]) -> tuple[dict[str, str], int]:
@@ -154,7 +155,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
             n = _heredocs(inst, lines, n, filename)
         instructions.append(inst)
         n += 1
-    return Parsed(instructions, directives, escape)
+    return Parsed(instructions, directives, escape, text.replace("\r\n", "\n"))
 
 
 def _heredocs(inst: Instruction, lines: list[str], n: int, filename: str) -> int:
