@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.dockerfiles.compare import BUILD_ARGS, dumps, normalize_config  # noqa: E402
+from tests.dockerfiles.compare import BUILD_ARGS, SECRETS, dumps, normalize_config  # noqa: E402
 from tests.trees.listing import tar_listing  # noqa: E402
 
 
@@ -45,6 +45,8 @@ def main() -> int:
     from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
 
     buildctl = os.environ.get("BUILDCTL", "buildctl")
+    for key, value in SECRETS.items():
+        os.environ[f"LLBKIT_VECTOR_SECRET_{key}"] = value
     cases = ROOT / "tests" / "dockerfiles"
     names = sys.argv[1:] or sorted(p.name for p in cases.iterdir() if (p / "Dockerfile").exists())
     out_dir = ROOT / "tests" / "vectors" / "dockerfiles"
@@ -67,6 +69,7 @@ def main() -> int:
                 "plain",
             ]
             base += [f"--opt=build-arg:{k}={v}" for k, v in args.items()]
+            base += [f"--secret=id={k},env=LLBKIT_VECTOR_SECRET_{k}" for k in SECRETS]
             tar = subprocess.run(
                 [*base, "--output", "type=tar,dest=-"], capture_output=True, check=False
             )

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 BUILD_ARGS = {"FROMCLI": "cli"}
+SECRETS = {"token": "vector-secret-value"}
 KEEP = (
     "Env",
     "Cmd",

@@ -19,7 +19,7 @@ from llbkit.core.config import EngineConfig
 from llbkit.core.engine import Engine, ExportRequest
 from llbkit.core.errors import UserError
 from llbkit.core.plugins.registry import PluginRegistry
-from tests.dockerfiles.compare import BUILD_ARGS, normalize_config
+from tests.dockerfiles.compare import BUILD_ARGS, SECRETS, normalize_config
 from tests.trees.listing import tar_listing
 
 CASES = Path(__file__).resolve().parent
@@ -47,7 +47,10 @@ def build(name: str, base: str, root: Path) -> tuple[dict, dict] | str:
     engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
     out = root.parent / "out.tar"
     opts = {f"build-arg:{k}": v for k, v in {"BASE": base, **BUILD_ARGS}.items()}
-    client = EmbeddedClient(locals={"context": ctx, "dockerfile": ctx})
+    client = EmbeddedClient(
+        locals={"context": ctx, "dockerfile": ctx},
+        secrets={k: v.encode() for k, v in SECRETS.items()},
+    )
     try:
         outcome = anyio.run(
             lambda: engine.build(

@@ -255,13 +255,17 @@ async def run_exec(
         if rootfs is None:
             raise UserError("exec op has no root mount")
         stubs = _stubs(rootfs, [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)])
-        _make_cwd(rootfs, exe.meta.cwd or "/", exe.meta.user)
+        shown = " ".join(exe.meta.args)
+        try:
+            _make_cwd(rootfs, exe.meta.cwd or "/", exe.meta.user)
+        except UserError as err:
+            # BuildKit finds out when starting the process, and says so in its terms.
+            raise ExecFailed(f'process "{shown}" did not complete successfully: {err}') from None
         code = await executor.run(
             _process(exe, network, secret_env), rootfs, mounts.specs, progress
         )
         await anyio.to_thread.run_sync(_remove_stubs, rootfs, stubs)
         if code != 0:
-            shown = " ".join(exe.meta.args)
             raise ExecFailed(f'process "{shown}" did not complete successfully: exit code: {code}')
         return [
             await anyio.to_thread.run_sync(mounts.outputs[n].commit) for n in sorted(mounts.outputs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -60,6 +59,7 @@ class _Stage:
     args: dict[str, str] = field(default_factory=dict)
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
     cmd_set: bool = False
+    declared: list[str] = field(default_factory=list)
 
 
 def _platform_args(platform: llb.Platform) -> dict[str, str]:
@@ -357,7 +357,9 @@ class _Converter:
         # Build args are the step's environment, not the stage's.
         stage.state = replace(result, env=stage.state.env)
         # As BuildKit's history shows it: the build args the step saw, then the command.
-        seen = [f"{k}={stage.env.get(k, v)}" for k, v in stage.args.items()]
+        seen = [
+            f"{k}={stage.env.get(k, stage.args.get(k, ''))}" for k in dict.fromkeys(stage.declared)
+        ]
         with_args = f"|{len(seen)} {' '.join(seen)} " if seen else ""
         self.record(stage, f"RUN {with_args}{shown} # buildkit", False)
 
@@ -374,9 +376,11 @@ class _Converter:
                 values[key] = self.word(inst, value, self.scope(stage)) if sep else "true"
         kind = values.pop("type", "bind")
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
-        if not target:
+        if not target and kind == "secret":
+            target = f"/run/secrets/{values.get('id', '')}"
+        if not target and kind != "ssh":
             raise self.fail(inst, f"mount type={kind} needs a target")
-        if not target.startswith("/"):
+        if target and not target.startswith("/"):
             target = posixpath.join(stage.config.get("WorkingDir") or "/", target)
         source = values.pop("source", values.pop("src", ""))
         rw = values.pop("readwrite", values.pop("rw", "false")) == "true"
@@ -506,8 +510,8 @@ class _Converter:
             )
         else:
             stage.state = stage.state.file(action, custom_name=name, description=source)
-        shown = re.sub(r"<<(-?)([\"'])(\w+)\2", r"<<\1\3", inst.rest)
-        self.record(stage, f"{inst.keyword} {shown} # buildkit", False)
+        # History shows the expanded arguments, without the flags.
+        self.record(stage, f"{inst.keyword} {' '.join(words)} # buildkit", False)
 
     async def do_add(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -551,6 +555,7 @@ class _Converter:
                 value = self.meta_args[key]
             if value is not None:
                 stage.args[key] = value
+            stage.declared.append(key)
             self.record(stage, f"ARG {word}", True)
 
     async def do_workdir(
