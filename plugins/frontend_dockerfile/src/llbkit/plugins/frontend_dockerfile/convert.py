@@ -43,6 +43,7 @@ class BuildOptions:
 class Converted:
     state: llb.State
     config: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -186,7 +187,7 @@ class _Converter:
         key = self.label(stage) or "stage-0"
         if key in visiting:
             raise DockerfileError(
-                f"circular dependency between stages: {' -> '.join((*visiting, key))}"
+                f"circular dependency detected on stage: {key} ({' -> '.join((*visiting, key))})"
             )
         visiting = (*visiting, key)
         await self.base(stage, visiting)
@@ -212,6 +213,14 @@ class _Converter:
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
+        named = self.options.contexts.get(stage.base, "")
+        if named.startswith("docker-image://"):
+            stage.base = named.removeprefix("docker-image://")
+        elif named:
+            stage.state = self.named_context(stage.base, inst)
+            stage.config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
+            stage.env = {"PATH": DEFAULT_PATH}
+            return
         parent = self.stage_named(stage.base)
         if parent is not None and parent.index < stage.index:
             await self.build(parent, visiting)
@@ -285,14 +294,12 @@ class _Converter:
         return {**{k: v for k, v in stage.args.items() if k not in stage.env}, **stage.env}
 
     def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
+        if ref in self.options.contexts:
+            return self.named_context(ref, inst)
         found = self.stage_named(ref)
         if found is not None:
-            if found.index >= stage.index:
-                raise self.fail(inst, f"stage {ref!r} is not defined before it is used")
-            assert found.state is not None
+            assert found.state is not None, "stages are built before they are read"
             return found.state
-        if ref in self.options.contexts:
-            return llb.image(self.options.contexts[ref].removeprefix("docker-image://"))
         from llbkit.core.reference import parse_reference
 
         try:
@@ -307,6 +314,21 @@ class _Converter:
                 inst, f'failed to parse stage name "{ref}": invalid reference format: {reason}'
             ) from None
         return llb.image(ref)
+
+    def named_context(self, name: str, inst: Instruction) -> llb.State:
+        """``--opt context:NAME=…``: an image, an OCI layout, or another local directory."""
+        value = self.options.contexts[name]
+        if value.startswith("docker-image://"):
+            return llb.image(value.removeprefix("docker-image://"))
+        if value.startswith("oci-layout://"):
+            return llb.oci_layout(value.removeprefix("oci-layout://"))
+        if value.startswith("local:"):
+            return llb.local(value.removeprefix("local:"))
+        raise self.fail(
+            inst,
+            f"unsupported named context {name}={value!r} (docker-image://, oci-layout:// "
+            "or local:)",
+        )
 
     # -- instructions --------------------------------------------------------------------
 
@@ -466,8 +488,52 @@ class _Converter:
             if found is not None:
                 await self.build(found, visiting)
         src_state = self.source_state(stage, origin, inst) if origin else self.context
+        if "parents" in flags:
+            raise self.fail(inst, "COPY --parents is not supported by this release")
         chmod = flags.get("chmod")
-        mode = int(chmod, 8) if chmod else None
+        try:
+            mode = int(chmod, 8) if chmod else None
+        except ValueError:
+            raise self.fail(inst, f"invalid chmod {chmod!r}: only octal modes (0755)") from None
+        action = self.copy_actions(
+            inst,
+            sources=sources,
+            dest=dest,
+            flags=flags,
+            scope=scope,
+            heredocs=heredocs,
+            src_state=src_state,
+            mode=mode,
+            add=add,
+            from_stage=bool(origin),
+        )
+        assert stage.state is not None
+        name = f"{prefix}{inst.keyword} {inst.rest}"
+        source = {"llbkit.source": self.snippet(inst)}
+        if flags.get("link") == "true":
+            stage.state = llb.merge(
+                [stage.state, llb.scratch().file(action, custom_name=name, description=source)]
+            )
+        else:
+            stage.state = stage.state.file(action, custom_name=name, description=source)
+        # History shows the expanded arguments, without the flags.
+        self.record(stage, f"{inst.keyword} {' '.join(words)} # buildkit", False)
+
+    def copy_actions(
+        self,
+        inst: Instruction,
+        *,
+        sources: list[str],
+        dest: str,
+        flags: dict[str, str],
+        scope: dict[str, str],
+        heredocs: dict[str, Any],
+        src_state: llb.State,
+        mode: int | None,
+        add: bool,
+        from_stage: bool,
+    ) -> llb.FileAction:
+        """One FileOp copying every source (heredocs, URLs, paths) to ``dest``."""
         chown = self.word(inst, flags.get("chown", ""), scope) or None
         excludes = [self.word(inst, e, scope) for e in flags.get("exclude", "").split("\n") if e]
         action: llb.FileAction | None = None
@@ -495,23 +561,14 @@ class _Converter:
                     mode=mode,
                     follow_symlinks=True,
                     copy_dir_contents=True,
-                    attempt_unpack=add and not origin,
+                    attempt_unpack=add and not from_stage,
                     create_dest_path=True,
                     allow_wildcard=True,
                     allow_empty_wildcard=True,
                     exclude_patterns=excludes,
                 )
-        assert action is not None and stage.state is not None
-        name = f"{prefix}{inst.keyword} {inst.rest}"
-        source = {"llbkit.source": self.snippet(inst)}
-        if flags.get("link") == "true":
-            stage.state = llb.merge(
-                [stage.state, llb.scratch().file(action, custom_name=name, description=source)]
-            )
-        else:
-            stage.state = stage.state.file(action, custom_name=name, description=source)
-        # History shows the expanded arguments, without the flags.
-        self.record(stage, f"{inst.keyword} {' '.join(words)} # buildkit", False)
+        assert action is not None
+        return action
 
     async def do_add(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -763,6 +820,11 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     converter = _Converter(parsed, options, resolve)
     converter.split()
     target = await converter.build(converter.target())
+    declared = set(converter.meta_args) | {
+        name for stage in converter.stages for name in stage.declared
+    }
+    unused = sorted(set(options.build_args) - declared)
+    warnings = [f"One or more build-args {unused} were not consumed"] if unused else []
     assert target.state is not None
     config = dict(target.config)
     author = config.pop("__author", None)
@@ -781,4 +843,4 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
         image["variant"] = platform.variant
     if author:
         image["author"] = author
-    return Converted(target.state, image)
+    return Converted(target.state, image, warnings)

@@ -60,7 +60,14 @@ class DockerfileJob:
                 continue
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
         parsed = parse(text, name.rsplit("/", 1)[-1])
+        if "syntax" in parsed.directives:
+            client.warn(
+                f"# syntax={parsed.directives['syntax']} is not followed: the built-in "
+                "dockerfile.v0 frontend builds this Dockerfile"
+            )
         converted = await convert(parsed, self.options, client.resolve_image_config)
+        for warning in converted.warnings:
+            client.warn(warning)
         platform = self.options.platform
         definition = converted.state.marshal(platform).to_bytes()
         key = f"{platform.os}/{platform.architecture}" + (

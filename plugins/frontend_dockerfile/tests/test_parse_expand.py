@@ -1,0 +1,78 @@
+"""The Dockerfile parser and shell-word expansion, on their own."""
+
+from __future__ import annotations
+
+import pytest
+
+from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, parse
+from llbkit.plugins.frontend_dockerfile.shell import ExpansionError, expand, split_words
+
+
+def test_directives_continuations_comments_and_forms() -> None:
+    parsed = parse(
+        "# syntax=docker/dockerfile:1\n# escape=`\nFROM busybox\n"
+        'RUN echo a `\n  # inside\n\n  b\ncmd ["x", "y"]\n'
+    )
+    assert parsed.directives == {"syntax": "docker/dockerfile:1", "escape": "`"}
+    run, cmd = parsed.instructions[1:]
+    assert (run.keyword, run.rest, run.line, run.end_line) == ("RUN", "echo a   b", 4, 7)
+    assert (cmd.keyword, cmd.json) == ("CMD", ["x", "y"])
+
+
+def test_flags_and_heredocs() -> None:
+    parsed = parse(
+        "FROM x\nCOPY --chown=1:2 --link a b\nRUN <<A cat && <<-'B' cat\none\nA\n\ttwo\n\tB\n"
+    )
+    copy, run = parsed.instructions[1:]
+    assert copy.flags == ["--chown=1:2", "--link"] and copy.rest == "a b"
+    assert [(h.name, h.content, h.expand, h.chomp) for h in run.heredocs] == [
+        ("A", "one\n", True, False),
+        ("B", "two\n", False, True),
+    ]
+
+
+def test_unknown_instruction_names_the_line_and_a_suggestion() -> None:
+    with pytest.raises(DockerfileError) as err:
+        parse("FROM x\nRUN true\nCOPPY a b\n")
+    assert str(err.value).startswith(
+        "Dockerfile:3: dockerfile parse error on line 3: unknown instruction: COPPY "
+        "(did you mean COPY?)"
+    )
+    assert "3 | COPPY a b" in str(err.value)
+
+
+def test_unterminated_heredoc() -> None:
+    with pytest.raises(DockerfileError, match="Dockerfile:2: unterminated heredoc 'EOF'"):
+        parse("FROM x\nRUN <<EOF\nno end\n")
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("$A", "a"),
+        ("${A}b", "ab"),
+        ("${U:-d}", "d"),
+        ("${E:-d}", "d"),
+        ("${E-d}", ""),
+        ("${A:+y}", "y"),
+        ("${U+y}", ""),
+        ('"$A b"', "a b"),
+        ("'$A'", "$A"),
+        ("\\$A", "$A"),
+        ("a\\ b", "a b"),
+        ("$", "$"),
+        ("${A:-${U:-nested}}", "a"),
+        ("${U:-${A}}", "a"),
+    ],
+)
+def test_expansion(word: str, expected: str) -> None:
+    assert expand(word, {"A": "a", "E": ""}) == expected
+
+
+def test_required_variable_message() -> None:
+    with pytest.raises(ExpansionError, match="U: must be set"):
+        expand("${U:?must be set}", {})
+
+
+def test_split_keeps_quotes_for_expansion() -> None:
+    assert split_words('a "b c" d\\ e') == ["a", '"b c"', "d\\ e"]
