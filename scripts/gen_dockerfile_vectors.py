@@ -24,7 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.dockerfiles.compare import BUILD_ARGS, SECRETS, dumps, normalize_config  # noqa: E402
+from tests.dockerfiles.compare import (  # noqa: E402
+    BUILD_ARGS,
+    SECRETS,
+    URL_PORT,
+    dumps,
+    normalize_config,
+    serve,
+)
 from tests.trees.listing import tar_listing  # noqa: E402
 
 
@@ -51,7 +58,11 @@ def main() -> int:
     names = sys.argv[1:] or sorted(p.name for p in cases.iterdir() if (p / "Dockerfile").exists())
     out_dir = ROOT / "tests" / "vectors" / "dockerfiles"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=5055) as reg:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalRegistry(Path(tmp) / "r", port=5055) as reg,
+        serve(cases, URL_PORT) as url_base,
+    ):
         push_image(reg.host, "library/busybox:latest", [busybox_layer()])
         args = {"BASE": f"{reg.host}/library/busybox", **BUILD_ARGS}
         for name in names:
@@ -69,6 +80,7 @@ def main() -> int:
                 "plain",
             ]
             base += [f"--opt=build-arg:{k}={v}" for k, v in args.items()]
+            base += [f"--opt=build-arg:URL_BASE={url_base}/{name}/served"]
             base += [f"--secret=id={k},env=LLBKIT_VECTOR_SECRET_{k}" for k in SECRETS]
             tar = subprocess.run(
                 [*base, "--output", "type=tar,dest=-"], capture_output=True, check=False

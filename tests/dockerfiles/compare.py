@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 BUILD_ARGS = {"FROMCLI": "cli"}
+#: where the vectors' cases downloaded from (history shows the URL)
+URL_PORT = 5056
 SECRETS = {"token": "vector-secret-value"}
 KEEP = (
     "Env",
@@ -38,3 +43,25 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
+@contextmanager
+def serve(root: Path, port: int = 0) -> Iterator[str]:
+    """Serve ``root`` over HTTP on loopback; yield the base URL."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(_Quiet, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+class _Quiet(__import__("http.server").server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -58,6 +58,7 @@ class HTTPJob(ParsedSource):
         fd, tmp = tempfile.mkstemp(dir=where, prefix="download-")
         digest = hashlib.new(self.checksum.split(":")[0] if self.checksum else "sha256")
         name = ""
+        modified = ""
         out = os.fdopen(fd, "wb")
         try:
             async with (
@@ -77,6 +78,7 @@ class HTTPJob(ParsedSource):
                     if progress is not None:
                         progress.status(self.identifier, current=done, total=total)
                 name = _disposition_name(response.headers.get("content-disposition", ""))
+                modified = response.headers.get("last-modified", "")
         except httpx.HTTPError as err:
             out.close()
             os.unlink(tmp)
@@ -92,6 +94,8 @@ class HTTPJob(ParsedSource):
             raise UserError(
                 f"{self.identifier}: digest mismatch: expected {self.checksum}, got {got}"
             )
+        if modified:
+            _set_mtime(tmp, modified)
         path = urlsplit(self.identifier).path
         filename = self.filename or name or unquote(path.rsplit("/", 1)[-1]) or "index"
         self._got["file"] = (Path(tmp), got, filename)
@@ -124,6 +128,17 @@ class HTTPJob(ParsedSource):
         os.chmod(target, self.perm)
         if os.geteuid() == 0:
             os.chown(target, self.uid, self.gid)
+
+
+def _set_mtime(path: str, header: str) -> None:
+    """As BuildKit: a downloaded file keeps the server's Last-Modified time."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        stamp = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError):
+        return
+    os.utime(path, (stamp, stamp))
 
 
 def _disposition_name(header: str) -> str:

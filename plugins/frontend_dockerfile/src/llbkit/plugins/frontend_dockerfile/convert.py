@@ -298,6 +298,9 @@ class _Converter:
             return self.named_context(ref, inst)
         found = self.stage_named(ref)
         if found is not None:
+            if found.index > stage.index:
+                # BuildKit v0.11 reads a later stage as still empty; so does llbkit.
+                return llb.scratch()
             assert found.state is not None, "stages are built before they are read"
             return found.state
         from llbkit.core.reference import parse_reference
@@ -410,7 +413,7 @@ class _Converter:
         origin = values.pop("from", "")
         if origin:
             found = self.stage_named(origin)
-            if found is not None:
+            if found is not None and found.index < stage.index:
                 await self.build(found, visiting)
         base = self.source_state(stage, origin, inst) if origin else None
         if kind == "bind":
@@ -485,7 +488,7 @@ class _Converter:
         origin = flags.get("from", "")  # not expanded, as in BuildKit v0.11
         if origin:
             found = self.stage_named(origin)
-            if found is not None:
+            if found is not None and found.index < stage.index:
                 await self.build(found, visiting)
         src_state = self.source_state(stage, origin, inst) if origin else self.context
         if "parents" in flags:
@@ -546,7 +549,7 @@ class _Converter:
                 here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))
                 action = _copy(action, here, "/" + name, dest, owner=chown, create_dest_path=True)
             elif add and src.startswith(("http://", "https://")):
-                url = llb.http(src, checksum=flags.get("checksum", ""))
+                url = llb.http(src, checksum=self.word(inst, flags.get("checksum", ""), scope))
                 name = posixpath.basename(src.split("?")[0]) or "index"
                 action = _copy(
                     action, url, "/" + name, dest, owner=chown, mode=mode, create_dest_path=True
