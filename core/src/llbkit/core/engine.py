@@ -26,9 +26,9 @@ from llbkit.core.errors import UserError
 from llbkit.core.llb.definition import load_definition
 from llbkit.core.plugins.context import BuildResult, ClientIO, Platform, ProgressEvent
 from llbkit.core.plugins.registry import PluginRegistry
-from llbkit.core.solver.solver import SolvedResult, Solver
+from llbkit.core.solver.solver import BuildFailed, SolvedResult, Solver
 
-__all__ = ["BuildOutcome", "Engine", "ExportRequest"]
+__all__ = ["BuildOutcome", "Engine", "ExportRequest", "FrontendFailed"]
 
 _GC_INTERVAL = 60.0
 
@@ -55,6 +55,38 @@ class BuildOutcome:
     def result_key(self) -> str | None:
         """The portable key of the result (``None`` for scratch)."""
         return None if self.result is None else self.result.key
+
+
+async def _export(
+    job: Any,
+    result: BuildResult,
+    client: ClientIO,
+    emit: Callable[[ProgressEvent], None],
+    *,
+    name: str,
+    digest: str,
+) -> Mapping[str, str]:
+    """Run one export as a vertex of its own in the build's progress."""
+    started = time.time()
+    base = {"name": name, "inputs": [], "started": started}
+    emit(ProgressEvent("vertex", digest, started, base))
+    try:
+        response: Mapping[str, str] = await job.export(result, client)
+    except UserError as err:
+        done = time.time()
+        emit(ProgressEvent("vertex", digest, done, {**base, "completed": done, "error": str(err)}))
+        raise
+    done = time.time()
+    emit(ProgressEvent("vertex", digest, done, {**base, "completed": done}))
+    return response
+
+
+class FrontendFailed(UserError):
+    """The frontend refused the build (a Dockerfile error...); ``source`` shows where."""
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class _FrontendClient:
@@ -195,7 +227,13 @@ class Engine:
         frontend_metadata: Mapping[str, bytes] = {}
         try:
             if frontend_job is not None:
-                output = await frontend_job.solve(_FrontendClient(self, client, emit))
+                try:
+                    output = await frontend_job.solve(_FrontendClient(self, client, emit))
+                except BuildFailed:
+                    raise
+                except UserError as err:
+                    source = str(getattr(err, "source", ""))
+                    raise FrontendFailed(f"failed to solve: {err}", source) from None
                 definition = next(iter(output.definitions.values()))
                 frontend_metadata = output.metadata
                 source = f"frontend {frontend}"
@@ -206,43 +244,18 @@ class Engine:
             result = await self.solver.solve(loaded, client, emit, no_cache=no_cache, allow=granted)
             refs = {} if result is None else {str(Platform()): result}
             for n, (request, job) in enumerate(jobs):
-                name = f"exporting to {request.type}"
                 digest = "sha256:" + hashlib.sha256(f"{ref}-export-{n}".encode()).hexdigest()
-                started = time.time()
-                emit(
-                    ProgressEvent(
-                        "vertex", digest, started, {"name": name, "inputs": [], "started": started}
-                    )
-                )
-                try:
-                    with self.store.hold(result.chain if result is not None else ()):
-                        metadata.update(
-                            await job.export(BuildResult(refs, frontend_metadata), client)
-                        )
-                except UserError as err:
-                    emit(
-                        ProgressEvent(
-                            "vertex",
-                            digest,
-                            time.time(),
-                            {
-                                "name": name,
-                                "inputs": [],
-                                "started": started,
-                                "completed": time.time(),
-                                "error": str(err),
-                            },
+                with self.store.hold(result.chain if result is not None else ()):
+                    metadata.update(
+                        await _export(
+                            job,
+                            BuildResult(refs, frontend_metadata),
+                            client,
+                            emit,
+                            name=f"exporting to {request.type}",
+                            digest=digest,
                         )
                     )
-                    raise
-                emit(
-                    ProgressEvent(
-                        "vertex",
-                        digest,
-                        time.time(),
-                        {"name": name, "inputs": [], "started": started, "completed": time.time()},
-                    )
-                )
         finally:
             for _, job in jobs:
                 await job.aclose()

@@ -231,7 +231,7 @@ def build(
     definition: str,
 ) -> None:
     """Build an LLB definition read from standard input (or a file), as buildctl build does."""
-    from llbkit.core.engine import ExportRequest
+    from llbkit.core.engine import ExportRequest, FrontendFailed
     from llbkit.core.solver.solver import BuildFailed
 
     if opt and not frontend:
@@ -279,6 +279,11 @@ def build(
             display.close(failed=True)
             if progress != "tty":  # the live view prints failed steps' logs itself
                 _print_log_tail(err)
+            raise
+        except FrontendFailed as err:
+            display.close(failed=True)
+            if err.source:
+                click.echo(err.source, err=True)
             raise
         finally:
             display.close(failed=failed)

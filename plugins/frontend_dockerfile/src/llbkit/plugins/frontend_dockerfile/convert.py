@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, Instruction, Parsed
+from llbkit.plugins.frontend_dockerfile.parser import (
+    DockerfileError,
+    Instruction,
+    Parsed,
+    snippet,
+)
 from llbkit.plugins.frontend_dockerfile.shell import (
     ExpansionError,
     expand,
@@ -96,21 +102,22 @@ class _Converter:
         )
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
 
+    def parse_fail(self, inst: Instruction, message: str) -> DockerfileError:
+        """An error BuildKit reports while parsing instructions, worded as it does."""
+        return self.fail(inst, f"dockerfile parse error on line {inst.line}: {message}")
+
     def fail(self, inst: Instruction, message: str) -> DockerfileError:
-        return DockerfileError(
-            f"{self.filename}:{inst.line}: {message}\n  {inst.line} | {inst.original}"
+        # A parse error names its line already, as BuildKit words it; others get the file's.
+        named = (
+            message
+            if message.startswith("dockerfile parse error on line")
+            else (f"{self.filename}:{inst.line}: {message}")
         )
+        return DockerfileError(named, self.snippet(inst))
 
     def snippet(self, inst: Instruction) -> str:
         """The Dockerfile lines around ``inst``, as BuildKit shows them when a step fails."""
-        lines = self.parsed.text.split("\n")
-        first, last = max(inst.line - 2, 1), min(inst.end_line + 1, len(lines))
-        shown = []
-        for n in range(first, last + 1):
-            mark = ">>>" if inst.line <= n <= inst.end_line else "   "
-            shown.append(f" {n:>3} | {mark} {lines[n - 1]}")
-        rule = "-" * 20
-        return "\n".join([f"{self.filename}:{inst.line}", rule, *shown, rule])
+        return snippet(self.parsed.text, self.filename, inst.line, inst.end_line)
 
     def word(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
         try:
@@ -156,7 +163,40 @@ class _Converter:
             else:
                 current.instructions.append(inst)
         if not self.stages:
-            raise DockerfileError(f"{self.filename}: the Dockerfile has no FROM instruction")
+            raise DockerfileError(f"{self.filename}: no build stage in current context")
+
+    def check_cycles(self) -> None:
+        """Stages that depend on each other (``FROM``, ``--from``) are refused, as BuildKit does."""
+        deps: dict[int, set[int]] = {}
+        for stage in self.stages:
+            found: set[int] = set()
+            parent = self.stage_named(stage.base)
+            if parent is not None and parent.index < stage.index:
+                found.add(parent.index)
+            for inst in stage.instructions[1:]:
+                for flag in inst.flags:
+                    for match in re.finditer(r"(?:^--from=|[,=]from=)([^,\s]+)", flag):
+                        ref = self.stage_named(match.group(1))
+                        if ref is not None:
+                            found.add(ref.index)
+            deps[stage.index] = found
+        state: dict[int, int] = {}
+
+        def visit(n: int) -> None:
+            state[n] = 1
+            for m in deps[n]:
+                if state.get(m) == 1:
+                    stage = self.stages[m]
+                    raise DockerfileError(
+                        f"circular dependency detected on stage: {self.label(stage) or m}"
+                    )
+                if m not in state:
+                    visit(m)
+            state[n] = 2
+
+        for stage in self.stages:
+            if stage.index not in state:
+                visit(stage.index)
 
     def stage_named(self, ref: str) -> _Stage | None:
         lowered = ref.lower()
@@ -269,7 +309,7 @@ class _Converter:
         for flag in inst.flags:
             name, sep, value = flag[2:].partition("=")
             if name not in allowed:
-                raise self.fail(inst, f"unknown flag: --{name}")
+                raise self.parse_fail(inst, f"unknown flag: {name}")
             if name in ("mount", "exclude"):
                 found[name] = found[name] + "\n" + value if name in found else value
             else:
@@ -470,7 +510,11 @@ class _Converter:
         words = inst.json if inst.json is not None else split_words(inst.rest, self.escape)
         words = [self.word(inst, w, scope) for w in words] if inst.json is None else list(words)
         if len(words) < 2 and not inst.heredocs:
-            raise self.fail(inst, f"{inst.keyword} requires at least two arguments")
+            raise self.parse_fail(
+                inst,
+                f"{inst.keyword} requires at least two arguments, but only one was provided. "
+                "Destination could not be determined",
+            )
         dest = words[-1]
         sources = words[:-1]
         heredocs = {f"<<{h.name}": h for h in inst.heredocs} | {
@@ -594,12 +638,18 @@ class _Converter:
         scope = self.scope(stage)
         if legacy and words and "=" not in words[0]:
             key, _, value = inst.rest.strip().partition(" ")
+            if not value.strip():
+                raise self.fail(inst, f"{inst.keyword} must have two arguments")
             return [(key, self.word(inst, value.strip(), scope))]
+        for word in words:
+            if "=" not in word:
+                raise self.fail(
+                    inst,
+                    f'Syntax error - can\'t find = in "{word}". Must be of the form: name=value',
+                )
         found = []
         for word in words:
-            key, sep, value = word.partition("=")
-            if not sep:
-                raise self.fail(inst, f"{inst.keyword} names must be followed by =value: {word}")
+            key, _, value = word.partition("=")
             found.append((self.word(inst, key, scope), self.word(inst, value, scope)))
         return found
 
@@ -701,7 +751,7 @@ class _Converter:
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
         if inst.json is None:
-            raise self.fail(inst, "SHELL requires the arguments to be in JSON form")
+            raise self.parse_fail(inst, "SHELL requires the arguments to be in JSON form")
         stage.shell = list(inst.json)
         stage.config["Shell"] = list(inst.json)
         self.record(stage, f"SHELL [{' '.join(inst.json)}]", True)
@@ -822,6 +872,7 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     """The target stage's LLB state and the image config (with history) the exporters write."""
     converter = _Converter(parsed, options, resolve)
     converter.split()
+    converter.check_cycles()
     target = await converter.build(converter.target())
     declared = set(converter.meta_args) | {
         name for stage in converter.stages for name in stage.declared

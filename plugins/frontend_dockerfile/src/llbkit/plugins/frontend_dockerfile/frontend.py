@@ -60,6 +60,8 @@ class DockerfileJob:
                 continue
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
         parsed = parse(text, name.rsplit("/", 1)[-1])
+        if not parsed.instructions:
+            raise UserError("the Dockerfile cannot be empty")
         if "syntax" in parsed.directives:
             client.warn(
                 f"# syntax={parsed.directives['syntax']} is not followed: the built-in "

@@ -38,7 +38,26 @@ _HEREDOC = re.compile(r"(\d?)<<(-?)(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\3")
 
 
 class DockerfileError(UserError):
-    """A Dockerfile that cannot be read or built; names the file and line."""
+    """A Dockerfile that cannot be read or built; names the file and line.
+
+    ``source`` holds the lines around the problem, as BuildKit prints them above its error.
+    """
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+
+
+def snippet(text: str, filename: str, first: int, last: int) -> str:
+    """Lines ``first``..``last`` of the Dockerfile marked ``>>>``, with a line of context."""
+    lines = text.split("\n")
+    start, end = max(first - 2, 1), min(last + 1, len(lines))
+    shown = []
+    for n in range(start, end + 1):
+        mark = ">>>" if first <= n <= last else "   "
+        shown.append(f" {n:>3} | {mark} {lines[n - 1]}")
+    rule = "-" * 20
+    return "\n".join([f"{filename}:{first}", rule, *shown, rule])
 
 
 @dataclass(frozen=True)
@@ -139,8 +158,8 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
             close = difflib.get_close_matches(upper, INSTRUCTIONS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise DockerfileError(
-                f"{filename}:{first + 1}: dockerfile parse error on line {first + 1}: "
-                f"unknown instruction: {keyword}{hint}\n  {first + 1} | {raw.strip()}"
+                f"dockerfile parse error on line {first + 1}: unknown instruction: {keyword}{hint}",
+                snippet(text, filename, first + 1, n + 1),
             )
         inst = Instruction(upper, logical.strip(), first + 1, n + 1)
         inst.flags, inst.rest = _split_flags(rest)
