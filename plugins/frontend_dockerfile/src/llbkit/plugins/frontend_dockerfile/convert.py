@@ -43,6 +43,11 @@ class BuildOptions:
     no_cache: bool = False
     dockerignore: list[str] = field(default_factory=list)
     contexts: dict[str, str] = field(default_factory=dict)
+    extra_hosts: list[tuple[str, str]] = field(default_factory=list)
+    network: str = ""
+    hostname: str = ""
+    ulimits: list[tuple[str, int, int]] = field(default_factory=list)
+    cgroup_parent: str = ""
 
 
 @dataclass
@@ -408,6 +413,9 @@ class _Converter:
         state = stage.state
         for key, value in self.run_env(stage).items():
             state = state.with_env(key, value)
+        state = self.sandbox(state, stage)
+        if self.options.network and network == "sandbox":
+            network = self.options.network
         options: dict[str, Any] = {
             "custom_name": f"{prefix}RUN {inst.rest}",
             "description": {"llbkit.source": self.snippet(inst)},
@@ -427,6 +435,19 @@ class _Converter:
         ]
         with_args = f"|{len(seen)} {' '.join(seen)} " if seen else ""
         self.record(stage, f"RUN {with_args}{shown} # buildkit", False)
+
+    def sandbox(self, state: llb.State, stage: _Stage) -> llb.State:
+        """The frontend options every RUN gets: hosts, hostname, ulimits, cgroup parent."""
+        for host, ip in self.options.extra_hosts:
+            state = state.with_extra_host(host, ip)
+        hostname = stage.args.get("BUILDKIT_SANDBOX_HOSTNAME") or self.options.hostname
+        if hostname:
+            state = state.with_hostname(hostname)
+        for name, soft, hard in self.options.ulimits:
+            state = state.with_ulimit(name, soft, hard)
+        if self.options.cgroup_parent:
+            state = state.with_cgroup_parent(self.options.cgroup_parent)
+        return state
 
     async def mount(
         self, stage: _Stage, inst: Instruction, spec: str, visiting: tuple[str, ...]

@@ -116,6 +116,28 @@ class DockerfileFrontend:
         if attrs.get("platform"):
             options.platform = _platform(attrs["platform"])
         options.no_cache = "no-cache" in attrs
+        for item in filter(None, attrs.get("add-hosts", "").split(",")):
+            host, sep, ip = item.partition("=")
+            if not sep:
+                raise ConfigError(f"frontend option add-hosts: {item!r} is not host=ip")
+            options.extra_hosts.append((host.strip(), ip.strip()))
+        network = attrs.get("force-network-mode", "")
+        if network not in ("", "none", "host", "sandbox"):
+            raise ConfigError(
+                f"frontend option force-network-mode={network!r}: none, host or sandbox"
+            )
+        options.network = "" if network == "sandbox" else network
+        options.hostname = attrs.get("hostname", "")
+        options.cgroup_parent = attrs.get("cgroup-parent", "")
+        for item in filter(None, attrs.get("ulimit", "").split(",")):
+            name, _, limits = item.partition("=")
+            soft, _, hard = limits.partition(":")
+            try:
+                options.ulimits.append((name, int(soft), int(hard or soft)))
+            except ValueError:
+                raise ConfigError(
+                    f"frontend option ulimit: {item!r} is not name=soft:hard"
+                ) from None
         return DockerfileJob(
             options,
             attrs.get("dockerfilekey") or "dockerfile",
