@@ -171,9 +171,19 @@ def test_target_builds_only_what_it_needs(base_image: str, tmp_path: Path) -> No
 def test_frontend_options_reach_run_steps(base_image: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = _cli(
-        base_image, tmp_path / "root", "opts_sandbox", "--opt", "filename=Dockerfile.opts",
-        "--opt", "hostname=custom-host", "--opt", "add-hosts=myhost=10.1.2.3",
-        "--opt", "ulimit=nofile=512:1024", "--output", f"type=local,dest={out}",
+        base_image,
+        tmp_path / "root",
+        "opts_sandbox",
+        "--opt",
+        "filename=Dockerfile.opts",
+        "--opt",
+        "hostname=custom-host",
+        "--opt",
+        "add-hosts=myhost=10.1.2.3",
+        "--opt",
+        "ulimit=nofile=512:1024",
+        "--output",
+        f"type=local,dest={out}",
     )
     assert done.returncode == 0, done.stderr
     assert (out / "host.txt").read_text() == "custom-host\n"
