@@ -45,9 +45,19 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
+#: the Last-Modified time of every served file (a checkout does not keep file times)
+SERVED_MTIME = 1_577_934_245
+
+
 @contextmanager
 def serve(root: Path, port: int = 0) -> Iterator[str]:
-    """Serve ``root`` over HTTP on loopback; yield the base URL."""
+    """Serve ``root`` over HTTP on loopback; yield the base URL. Files under ``*/served/`` get
+    a fixed time first, so downloads (which keep Last-Modified) are the same everywhere."""
+    import os
+
+    for path in root.glob("*/served/**/*"):
+        if path.is_file():
+            os.utime(path, (SERVED_MTIME, SERVED_MTIME))
     import functools
     import http.server
     import threading
