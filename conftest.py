@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,3 +15,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A busybox image (from the host's busybox-static) in a real registry on loopback."""
+    import shutil
+
+    for tool in ("docker-registry", "runc", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (scripts/setup.sh installs it as root)")
+    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+
+    with LocalRegistry(tmp_path_factory.mktemp("busybox-registry")) as registry:
+        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+        yield f"{registry.host}/library/busybox"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -29,16 +27,9 @@ NAMES = sorted(p.name for p in CASES.iterdir() if (p / "Dockerfile").exists())
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
 
-@pytest.fixture(scope="module")
-def base_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    for tool in ("docker-registry", "runc", "busybox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
-
-    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
-        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
-        yield f"{registry.host}/library/busybox"
+@pytest.fixture
+def base_image(busybox_image: str) -> str:
+    return busybox_image
 
 
 def build(name: str, base: str, root: Path) -> tuple[dict, dict] | str:

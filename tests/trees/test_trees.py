@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -53,20 +52,6 @@ def test_same_tree_as_buildkit(name: str, layer_format: str, context: Path, tmp_
         engine.close()
     assert "error" not in expected, f"BuildKit refused {name} ({expected.get('error')})"
     assert tar_listing(out.read_bytes()) == expected["tree"]
-
-
-@pytest.fixture(scope="module")
-def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import shutil
-
-    for tool in ("docker-registry", "runc", "busybox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
-
-    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
-        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
-        yield f"{registry.host}/library/busybox"
 
 
 @pytest.mark.root

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -14,21 +13,15 @@ import pytest
 from llbkit.core.client.embedded import EmbeddedClient
 from llbkit.core.solver.solver import BuildFailed
 from llbkit.sdk import llb
-from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
 
 from .helpers import PLATFORM, build, files, open_engine, ran
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
 
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[llb.State]:
-    for tool in ("docker-registry", "runc", "busybox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
-        push_image(registry.host, "library/busybox:latest", [busybox_layer()])
-        yield llb.image(f"{registry.host}/library/busybox")
+@pytest.fixture
+def busybox(busybox_image: str) -> llb.State:
+    return llb.image(busybox_image)
 
 
 def outputs(engine, outcome, *names: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
