@@ -19,6 +19,7 @@ if [ "$(id -u)" = 0 ]; then
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
     command -v htpasswd >/dev/null || missing+=(apache2-utils)
+    command -v skopeo >/dev/null || missing+=(skopeo)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -108,6 +108,16 @@ class ContentStore:
             if os.path.exists(staging):
                 os.unlink(staging)
 
+    def adopt(self, path: Path, digest: str, media_type: str = "") -> None:
+        """Move a finished file (written in ``tmp/``, whose digest the caller computed) in."""
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        target = self.blob_path(digest)
+        os.rename(path, target)
+        _fsync_dir(target.parent)
+        self._record(digest, size, media_type)
+
     def put(self, data: bytes, media_type: str = "") -> str:
         """Store ``data``; returns its digest."""
         with self.writer(media_type=media_type) as w:

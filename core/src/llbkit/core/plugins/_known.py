@@ -2,7 +2,9 @@
 """Which distribution provides each plugin name llbkit's own repository ships."""
 
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
+    ('llbkit.exporters', 'docker'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'local'): 'llbkit-exporter-local',
+    ('llbkit.exporters', 'oci'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'tar'): 'llbkit-exporter-local',
     ('llbkit.frontends', 'dockerfile.v0'): 'llbkit-frontend-dockerfile',
     ('llbkit.workers', 'oci'): 'llbkit-worker-runc',

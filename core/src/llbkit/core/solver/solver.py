@@ -171,6 +171,27 @@ class SolvedResult:
     def key(self) -> str:
         return self._key
 
+    async def layer_blobs(
+        self, compression: str = "gzip", level: int | None = None, epoch: int | None = None
+    ) -> list[Any]:
+        """The result's layers as image blobs (made once, kept in the content store)."""
+        from llbkit.core.cache.blobs import layer_blobs
+
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                layer_blobs,
+                self.store,
+                self.chain,
+                compression=compression,
+                level=level,
+                epoch=epoch,
+            )
+        )
+
+    def blob_path(self, digest: str) -> Path:
+        """Where a blob of :meth:`layer_blobs` is, to stream it."""
+        return self.store.root.content.blob_path(digest)
+
     @asynccontextmanager
     async def mount(self) -> AsyncIterator[Path]:
         view = self.store.view(self.chain)

@@ -75,10 +75,11 @@ class DockerfileJob:
         key = f"{platform.os}/{platform.architecture}" + (
             f"/{platform.variant}" if platform.variant else ""
         )
-        return FrontendOutput(
-            {key: definition},
-            {"containerimage.config": json.dumps(converted.config).encode()},
-        )
+        metadata = {"containerimage.config": json.dumps(converted.config).encode()}
+        epoch = self.options.build_args.get("SOURCE_DATE_EPOCH")
+        if epoch:
+            metadata["llbkit.source-date-epoch"] = epoch.encode()
+        return FrontendOutput({key: definition}, metadata)
 
 
 def _platform(text: str) -> llb.Platform:

@@ -1,0 +1,214 @@
+"""Layers as image blobs: each store layer written once as a deterministic tar, compressed, and
+kept in the content store under its digest, so every later export or push reuses it.
+
+Entries are sorted, in PAX format, with numeric owners and no user or group names; overlay
+whiteouts become OCI ``.wh.`` entries. Layers compress in parallel (zlib and zstd release the
+GIL), so an image with many layers uses every core.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import stat
+import tarfile
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from llbkit.core.cache.store import Chain, Store
+from llbkit.core.errors import ConfigError
+from llbkit.core.snapshot.layers import OPAQUE_XATTR, is_whiteout
+
+__all__ = ["LayerBlob", "layer_blobs"]
+
+MEDIA_TYPES = {
+    ("oci", "gzip"): "application/vnd.oci.image.layer.v1.tar+gzip",
+    ("oci", "zstd"): "application/vnd.oci.image.layer.v1.tar+zstd",
+    ("oci", "uncompressed"): "application/vnd.oci.image.layer.v1.tar",
+    ("docker", "gzip"): "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    ("docker", "uncompressed"): "application/vnd.docker.image.rootfs.diff.tar",
+}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS layer_blobs (
+    layer INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    diff_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (layer, variant)
+);
+"""
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """One layer of an image: its compressed blob and its uncompressed digest (diff id)."""
+
+    digest: str
+    diff_id: str
+    size: int
+    compression: str
+
+    def media_type(self, flavour: str) -> str:
+        return MEDIA_TYPES[flavour, self.compression]
+
+
+class _Hashing:
+    """A file wrapper that hashes what passes through it."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None:
+    """Write ``layer`` as an image layer tar: sorted, PAX, whiteouts in OCI form."""
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        links: dict[tuple[int, int], str] = {}
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            base = layer / rel if rel else layer
+            names = sorted(os.listdir(base))
+            dirs = []
+            for name in names:
+                path = base / name
+                arc = f"{rel}/{name}" if rel else name
+                st = os.lstat(path)
+                if fmt == "overlay" and is_whiteout(str(path), st, fmt):
+                    info = tarfile.TarInfo(f"{rel}/.wh.{name}" if rel else f".wh.{name}")
+                    info.mtime = epoch if epoch is not None else int(st.st_mtime)
+                    tar.addfile(info)
+                    continue
+                info = tar.gettarinfo(str(path), arc)
+                info.uname = info.gname = ""
+                if epoch is not None and info.mtime > epoch:
+                    info.mtime = epoch
+                key = (st.st_dev, st.st_ino)
+                if info.isreg() and st.st_nlink > 1:
+                    if key in links:
+                        info.type = tarfile.LNKTYPE
+                        info.linkname = links[key]
+                        info.size = 0
+                        tar.addfile(info)
+                        continue
+                    links[key] = arc
+                if info.isreg():
+                    with open(path, "rb") as data:
+                        tar.addfile(info, data)
+                else:
+                    tar.addfile(info)
+                if stat.S_ISDIR(st.st_mode):
+                    if fmt == "overlay":
+                        try:
+                            opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False)
+                        except OSError:
+                            opaque = b""
+                        if opaque == b"y":
+                            marker = tarfile.TarInfo(f"{arc}/.wh..wh..opq")
+                            marker.mtime = info.mtime
+                            tar.addfile(marker)
+                    dirs.append(arc)
+            stack.extend(reversed(dirs))
+
+
+def _compress(
+    store: Store, layer: int, compression: str, level: int | None, epoch: int | None
+) -> tuple[Path, LayerBlob]:
+    """Tar and compress one layer into a file under ``tmp/`` (runs in a worker thread)."""
+    fd, raw_path = tempfile.mkstemp(dir=store.tmp, prefix="layer-")
+    out_fd, out_path = tempfile.mkstemp(dir=store.tmp, prefix="blob-")
+    try:
+        with os.fdopen(fd, "w+b") as raw, os.fdopen(out_fd, "wb") as out:
+            hashing = _Hashing(raw)
+            _tar_layer(store.layer_path(layer), hashing, store.format, epoch)  # type: ignore[arg-type]
+            diff_id = "sha256:" + hashing.hash.hexdigest()
+            raw.seek(0)
+            sink = _Hashing(out)
+            if compression == "uncompressed":
+                while chunk := raw.read(1 << 20):
+                    sink.write(chunk)
+            elif compression == "gzip":
+                with gzip.GzipFile(
+                    fileobj=sink,
+                    mode="wb",
+                    mtime=0,
+                    compresslevel=6 if level is None else level,
+                ) as gz:
+                    while chunk := raw.read(1 << 20):
+                        gz.write(chunk)
+            elif compression == "zstd":
+                import zstandard
+
+                compressor = zstandard.ZstdCompressor(level=3 if level is None else level)
+                with compressor.stream_writer(sink, closefd=False) as zw:  # type: ignore[arg-type]
+                    while chunk := raw.read(1 << 20):
+                        zw.write(chunk)
+            else:
+                raise ConfigError(f"compression={compression!r}: gzip, zstd or uncompressed")
+        digest = "sha256:" + sink.hash.hexdigest()
+        return Path(out_path), LayerBlob(digest, diff_id, sink.size, compression)
+    except BaseException:
+        os.unlink(out_path)
+        raise
+    finally:
+        os.unlink(raw_path)
+
+
+def layer_blobs(
+    store: Store,
+    chain: Chain,
+    *,
+    compression: str = "gzip",
+    level: int | None = None,
+    epoch: int | None = None,
+    force: bool = False,
+) -> list[LayerBlob]:
+    """The image layers of ``chain``, bottom first; made once per layer and compression."""
+    with store.lock:
+        store.db.executescript(_SCHEMA)
+    variant = f"{compression}:{level}:{epoch}"
+    found: dict[int, LayerBlob] = {}
+    missing: list[int] = []
+    for layer in dict.fromkeys(chain):
+        with store.lock:
+            row = store.db.execute(
+                "SELECT digest, diff_id, size FROM layer_blobs WHERE layer=? AND variant=?",
+                (layer, variant),
+            ).fetchone()
+        if row is not None and not force and store.root.content.has(row[0]):
+            found[layer] = LayerBlob(row[0], row[1], row[2], compression)
+        else:
+            missing.append(layer)
+    workers = max(1, min(len(missing), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        made = list(pool.map(lambda n: _compress(store, n, compression, level, epoch), missing))
+    for layer, (path, blob) in zip(missing, made, strict=True):
+        found[layer] = blob
+        with store.lock:
+            if store.root.content.has(blob.digest):
+                path.unlink()
+            else:
+                store.root.content.adopt(path, blob.digest)
+            store.db.execute(
+                "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (layer, variant, blob.digest, blob.diff_id, blob.size),
+            )
+    return [found[layer] for layer in dict.fromkeys(chain)]

@@ -1,0 +1,239 @@
+"""Assembling an image from a result: layer blobs, config, manifest, descriptors."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llbkit.core.errors import ConfigError
+from llbkit.core.plugins import BuildResult, Result
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPES = {
+    (True, "gzip"): "application/vnd.oci.image.layer.v1.tar+gzip",
+    (True, "zstd"): "application/vnd.oci.image.layer.v1.tar+zstd",
+    (True, "uncompressed"): "application/vnd.oci.image.layer.v1.tar",
+    (False, "gzip"): "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    (False, "uncompressed"): "application/vnd.docker.image.rootfs.diff.tar",
+}
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _bool(name: str, attrs: Mapping[str, str], default: bool) -> bool:
+    if name not in attrs:
+        return default
+    value = attrs[name].lower()
+    if value in ("", "true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ConfigError(f"exporter option {name}={attrs[name]!r} is not true or false")
+
+
+@dataclass
+class CommitOptions:
+    """The image-commit keys shared by ``oci``, ``docker`` and ``image``."""
+
+    names: list[str] = field(default_factory=list)
+    compression: str = "gzip"
+    level: int | None = None
+    force_compression: bool = False
+    oci_mediatypes: bool = True
+    epoch: int | None = None
+    rewrite_timestamp: bool = False
+    annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, attrs: Mapping[str, str], *, oci_default: bool) -> CommitOptions:
+        opts = cls(oci_mediatypes=_bool("oci-mediatypes", attrs, oci_default))
+        opts.names = [n.strip() for n in attrs.get("name", "").split(",") if n.strip()]
+        opts.compression = attrs.get("compression", "gzip") or "gzip"
+        if opts.compression not in ("gzip", "zstd", "uncompressed"):
+            raise ConfigError(
+                f"exporter option compression={opts.compression!r}: gzip, zstd or uncompressed"
+            )
+        if opts.compression == "zstd":
+            opts.oci_mediatypes = True  # as BuildKit: zstd layers need OCI media types
+        if attrs.get("compression-level"):
+            try:
+                opts.level = int(attrs["compression-level"])
+            except ValueError:
+                raise ConfigError("exporter option compression-level must be a number") from None
+        opts.force_compression = _bool("force-compression", attrs, False)
+        opts.rewrite_timestamp = _bool("rewrite-timestamp", attrs, False)
+        if attrs.get("source-date-epoch"):
+            try:
+                opts.epoch = int(attrs["source-date-epoch"])
+            except ValueError:
+                raise ConfigError("exporter option source-date-epoch must be seconds") from None
+        for key, value in attrs.items():
+            for prefix in ("annotation-index.", "annotation-manifest.", "annotation."):
+                if key.startswith(prefix):
+                    kind = prefix[:-1].removeprefix("annotation-") or "manifest"
+                    opts.annotations.setdefault(kind, {})[key[len(prefix) :]] = value
+                    break
+        return opts
+
+
+@dataclass
+class Image:
+    """An assembled single-platform image."""
+
+    manifest: bytes
+    manifest_digest: str
+    config: bytes
+    config_digest: str
+    layers: list[tuple[str, int, Path | bytes]]
+    media_type: str
+
+    def descriptor(self, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.manifest_digest,
+            "size": len(self.manifest),
+        }
+        if annotations:
+            found["annotations"] = dict(annotations)
+        return found
+
+    def blobs(self) -> list[tuple[str, Path | bytes]]:
+        """Every blob the image needs: config, manifest, layers."""
+        return [
+            (self.config_digest, self.config),
+            (self.manifest_digest, self.manifest),
+            *((d, src) for d, _, src in self.layers),
+        ]
+
+
+def _tar_tree(root: Path, epoch: int | None) -> bytes:
+    """A single layer from a plain tree (for results that are not layer chains)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for top, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                path = os.path.join(top, name)
+                info = tar.gettarinfo(path, os.path.relpath(path, root))
+                info.uname = info.gname = ""
+                if epoch is not None and info.mtime > epoch:
+                    info.mtime = epoch
+                if info.isreg():
+                    with open(path, "rb") as data:
+                        tar.addfile(info, data)
+                else:
+                    tar.addfile(info)
+    return buf.getvalue()
+
+
+async def _layers(ref: Result, opts: CommitOptions) -> list[tuple[str, str, int, Path | bytes]]:
+    """(digest, diff id, size, source) per layer, bottom first."""
+    epoch = opts.epoch if opts.rewrite_timestamp else None
+    blobs = getattr(ref, "layer_blobs", None)
+    if blobs is not None:
+        made = await blobs(opts.compression, opts.level, epoch)
+        return [(b.digest, b.diff_id, b.size, ref.blob_path(b.digest)) for b in made]  # type: ignore[attr-defined]
+    async with ref.mount() as root:
+        raw = _tar_tree(root, epoch)
+    data = gzip.compress(raw, mtime=0) if opts.compression == "gzip" else raw
+    return [(_digest(data), _digest(raw), len(data), data)]
+
+
+def _history(config: dict[str, Any], count: int, created: str) -> None:
+    """Make the history describe exactly ``count`` layers, as BuildKit's exporter does."""
+    history = list(config.get("history") or [])
+    layered = [h for h in history if not h.get("empty_layer")]
+    for entry in history[: max(0, len(layered) - count)]:
+        entry["empty_layer"] = True
+    missing = count - len([h for h in history if not h.get("empty_layer")])
+    for _ in range(max(0, missing)):
+        history.append({"created": created, "comment": "buildkit.exporter.image.v0"})
+    config["history"] = history
+
+
+async def assemble(result: BuildResult, opts: CommitOptions) -> Image:
+    """The image for a single-platform result (``result.single``)."""
+    ref = result.single
+    if ref is None:
+        raise ConfigError("this exporter writes single-platform results only")
+    raw_config = result.metadata.get("containerimage.config")
+    config: dict[str, Any] = (
+        json.loads(raw_config)
+        if raw_config
+        else {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+            },
+        }
+    )
+    epoch = opts.epoch
+    if epoch is None and result.metadata.get("llbkit.source-date-epoch"):
+        epoch = opts.epoch = int(result.metadata["llbkit.source-date-epoch"])
+    moment = epoch if epoch is not None else int(time.time())
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    layers = await _layers(ref, opts)
+    config["rootfs"] = {"type": "layers", "diff_ids": [diff for _, diff, _, _ in layers]}
+    config["created"] = created
+    _history(config, len(layers), created)
+    if epoch is not None:
+        for entry in config["history"]:
+            entry["created"] = created
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    oci = opts.oci_mediatypes
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG if oci else DOCKER_CONFIG,
+            "digest": _digest(config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": [
+            {"mediaType": LAYER_TYPES[oci, opts.compression], "digest": d, "size": size}
+            for d, _, size, _ in layers
+        ],
+    }
+    if opts.annotations.get("manifest"):
+        manifest["annotations"] = opts.annotations["manifest"]
+    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    return Image(
+        manifest_bytes,
+        _digest(manifest_bytes),
+        config_bytes,
+        _digest(config_bytes),
+        [(d, size, src) for d, _, size, src in layers],
+        manifest["mediaType"],
+    )
+
+
+def response(image: Image, names: list[str]) -> dict[str, str]:
+    """The exporter response (``--metadata-file``) as BuildKit writes it."""
+    found = {
+        "containerimage.digest": image.manifest_digest,
+        "containerimage.config.digest": image.config_digest,
+        "containerimage.descriptor": base64.b64encode(
+            json.dumps(image.descriptor()).encode()
+        ).decode(),
+    }
+    if names:
+        found["image.name"] = ",".join(names)
+    return found

@@ -1,0 +1,199 @@
+"""``--output type=oci`` and ``type=docker``: the image as a tarball (or an OCI layout
+directory with ``tar=false``), written through the client."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import anyio
+
+from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
+from llbkit.plugins.exporter_image.assemble import (
+    OCI_INDEX,
+    CommitOptions,
+    Image,
+    assemble,
+    response,
+)
+
+OPTIONS = (
+    "dest",
+    "tar",
+    "name",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "oci-mediatypes",
+    "source-date-epoch",
+    "rewrite-timestamp",
+    "buildinfo",
+    "buildinfo-attrs",
+    "attestation-inline",
+    "prefer-nondist-layers",
+    "store",
+    "unpack",
+    "dangling-name-prefix",
+    "name-canonical",
+)
+PREFIXES = (
+    "annotation.",
+    "annotation-index.",
+    "annotation-manifest.",
+    "annotation-index-descriptor.",
+    "annotation-manifest-descriptor.",
+)
+
+
+def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> None:
+    for key in attrs:
+        if key not in OPTIONS and not key.startswith(PREFIXES):
+            raise UnknownOptionError(
+                f"exporter {ctx.name}", key, (*OPTIONS, *(p + "<key>" for p in PREFIXES))
+            )
+    if not attrs.get("dest"):
+        raise ConfigError(f"exporter {ctx.name}: dest= is required (a file, or - for stdout)")
+
+
+def _ref_names(names: list[str]) -> list[tuple[str, str]]:
+    """(full name, tag) per ``name=``: ``docker.io/library/app:latest``, ``latest``."""
+    from llbkit.core.reference import parse_reference
+
+    found = []
+    for name in names:
+        ref = parse_reference(name)
+        tag = ref.tag or "latest"
+        found.append((f"{ref.name}:{tag}" if not ref.digest else str(ref), tag))
+    return found
+
+
+def _layout_files(
+    image: Image, names: list[str], docker: bool, created: str
+) -> list[tuple[str, bytes | Path]]:
+    annotations: dict[str, str] = {"org.opencontainers.image.created": created}
+    refs = _ref_names(names)
+    if refs:
+        annotations["io.containerd.image.name"] = refs[0][0]
+        annotations["org.opencontainers.image.ref.name"] = refs[0][1]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [image.descriptor(annotations)],
+    }
+    files: list[tuple[str, bytes | Path]] = [
+        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+        ("index.json", json.dumps(index, separators=(",", ":")).encode()),
+    ]
+    if docker:
+        manifest = [
+            {
+                "Config": "blobs/sha256/" + image.config_digest.split(":")[1],
+                "RepoTags": [
+                    full.removeprefix("docker.io/library/").removeprefix("docker.io/")
+                    for full, _ in refs
+                ],
+                "Layers": ["blobs/sha256/" + d.split(":")[1] for d, _, _ in image.layers],
+            }
+        ]
+        files.append(("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()))
+    seen = set()
+    for digest, source in image.blobs():
+        if digest not in seen:
+            seen.add(digest)
+            files.append(("blobs/sha256/" + digest.split(":")[1], source))
+    return files
+
+
+def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -> None:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+        for directory in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.mtime = mtime
+            tar.addfile(info)
+        for name, source in files:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            info.mtime = mtime
+            if isinstance(source, bytes):
+                import io
+
+                info.size = len(source)
+                tar.addfile(info, io.BytesIO(source))
+            else:
+                info.size = source.stat().st_size
+                with open(source, "rb") as data:
+                    tar.addfile(info, data)
+
+
+@dataclass
+class TarballJob:
+    name: str
+    dest: str
+    tar: bool
+    opts: CommitOptions
+    docker: bool
+
+    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+        if self.docker and len(result.refs) > 1:
+            raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
+        image = await assemble(result, self.opts)
+        moment = self.opts.epoch if self.opts.epoch is not None else int(time.time())
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+        files = _layout_files(image, self.opts.names, self.docker, created)
+        if not self.tar:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, source in files:
+                    path = Path(tmp, name)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
+                await client.write_tree(self.dest, Path(tmp))
+            return response(image, self.opts.names)
+        if self.dest != "-" and os.path.isdir(self.dest):
+            raise ConfigError(
+                f"exporter {self.name}: dest={self.dest} is a directory; "
+                "give a file name (or tar=false to write an OCI layout there)"
+            )
+        with tempfile.TemporaryFile() as spool:
+            await anyio.to_thread.run_sync(_write_tar, files, spool, moment)
+            spool.seek(0)
+            async with client.open_output(self.dest) as out:
+                while chunk := spool.read(1 << 20):
+                    await out.write(chunk)
+        return response(image, self.opts.names)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _TarballExporter:
+    api_version: ClassVar[int] = 1
+    docker: ClassVar[bool] = False
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str]) -> TarballJob:
+        _check(self.ctx, attrs)
+        opts = CommitOptions.parse(attrs, oci_default=not self.docker)
+        tar = attrs.get("tar", "true").lower() not in ("false", "0")
+        return TarballJob(self.ctx.name, attrs["dest"], tar, opts, self.docker)
+
+
+class OCIExporter(_TarballExporter):
+    """``type=oci``: an OCI image layout tarball."""
+
+
+class DockerExporter(_TarballExporter):
+    """``type=docker``: a tarball ``docker load`` takes."""
+
+    docker = True

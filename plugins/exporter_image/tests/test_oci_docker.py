@@ -1,0 +1,131 @@
+"""The oci and docker exporters on a Dockerfile build: layouts, digests, reproducibility."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import anyio
+import pytest
+
+from llbkit.core.cache.store import Store
+from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.config import EngineConfig
+from llbkit.core.engine import Engine, ExportRequest
+from llbkit.core.errors import UnknownOptionError
+from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.plugins.exporter_image.exporter import OCIExporter
+from llbkit.sdk.testing import make_context
+
+APP = Path(__file__).resolve().parents[3] / "examples" / "app"
+
+
+def build(root: Path, base: str, output: ExportRequest, **args: str) -> dict[str, str]:
+    engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
+    opts = {"build-arg:BASE": base, **{f"build-arg:{k}": v for k, v in args.items()}}
+    try:
+        outcome = anyio.run(
+            lambda: engine.build(
+                None,
+                EmbeddedClient(locals={"context": APP, "dockerfile": APP}),
+                frontend="dockerfile.v0",
+                frontend_opts=opts,
+                exports=[output],
+            )
+        )
+    finally:
+        engine.close()
+    return outcome.metadata
+
+
+def read_layout(data: bytes) -> tuple[dict, dict, dict, dict[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    index = json.loads(files["index.json"])
+    blob = lambda d: files["blobs/sha256/" + d.split(":")[1]]  # noqa: E731
+    manifest = json.loads(blob(index["manifests"][0]["digest"]))
+    config = json.loads(blob(manifest["config"]["digest"]))
+    return index, manifest, config, files
+
+
+@pytest.mark.root
+@pytest.mark.services
+def test_oci_tarball_is_a_valid_layout(busybox_image: str, tmp_path: Path) -> None:
+    out = tmp_path / "image.tar"
+    meta = build(
+        tmp_path / "root",
+        busybox_image,
+        ExportRequest("oci", {"dest": str(out), "name": "example/app:v1"}),
+    )
+    index, manifest, config, files = read_layout(out.read_bytes())
+    assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    desc = index["manifests"][0]
+    assert desc["annotations"]["io.containerd.image.name"] == "docker.io/example/app:v1"
+    assert desc["annotations"]["org.opencontainers.image.ref.name"] == "v1"
+    assert meta["containerimage.digest"] == desc["digest"]
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    for name, content in files.items():
+        if name.startswith("blobs/"):
+            assert "sha256:" + hashlib.sha256(content).hexdigest() == "sha256:" + name[13:]
+    diff_ids = [
+        "sha256:"
+        + hashlib.sha256(gzip.decompress(files["blobs/sha256/" + layer["digest"][7:]])).hexdigest()
+        for layer in manifest["layers"]
+    ]
+    assert config["rootfs"]["diff_ids"] == diff_ids
+    assert config["config"]["Cmd"] == ["cat", "/app/message.txt"]
+    assert len([h for h in config["history"] if not h.get("empty_layer")]) == len(diff_ids)
+    top = files["blobs/sha256/" + manifest["layers"][-1]["digest"][7:]]
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(top))) as layer:
+        message = layer.extractfile("app/message.txt")
+        assert message is not None
+        assert message.read() == b"built from: hello from llbkit\n"
+    if shutil.which("skopeo"):
+        inspected = subprocess.run(
+            ["skopeo", "inspect", f"oci-archive:{out}"], capture_output=True, text=True
+        )
+        assert inspected.returncode == 0, inspected.stderr
+        assert json.loads(inspected.stdout)["Digest"] == desc["digest"]
+
+
+@pytest.mark.root
+@pytest.mark.services
+def test_docker_tarball_has_manifest_json(busybox_image: str, tmp_path: Path) -> None:
+    out = tmp_path / "image.tar"
+    build(
+        tmp_path / "root",
+        busybox_image,
+        ExportRequest("docker", {"dest": str(out), "name": "example/app:v1"}),
+    )
+    _, manifest, _, files = read_layout(out.read_bytes())
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    (entry,) = json.loads(files["manifest.json"])
+    assert entry["RepoTags"] == ["example/app:v1"]
+    assert entry["Config"] == "blobs/sha256/" + manifest["config"]["digest"][7:]
+    assert all(layer in files for layer in entry["Layers"])
+
+
+@pytest.mark.root
+@pytest.mark.services
+def test_source_date_epoch_gives_one_digest(busybox_image: str, tmp_path: Path) -> None:
+    digests = set()
+    for n in range(2):
+        meta = build(
+            tmp_path / f"root{n}",
+            busybox_image,
+            ExportRequest("oci", {"dest": str(tmp_path / f"{n}.tar"), "rewrite-timestamp": "true"}),
+            SOURCE_DATE_EPOCH="1700000000",
+        )
+        digests.add(meta["containerimage.digest"])
+    assert len(digests) == 1
+
+
+def test_unknown_option_lists_the_valid_ones() -> None:
+    with pytest.raises(UnknownOptionError, match="colour"):
+        anyio.run(OCIExporter(make_context("oci")).resolve, {"dest": "x", "colour": "red"})
