@@ -17,7 +17,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.errors import ConfigError
@@ -80,6 +80,7 @@ class _Hashing:
 def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None:
     """Write ``layer`` as an image layer tar: sorted, PAX, whiteouts in OCI form."""
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.copybufsize = 1 << 20  # fewer, larger writes into the compressor
         links: dict[tuple[int, int], str] = {}
         stack = [""]
         while stack:
@@ -128,47 +129,105 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
             stack.extend(reversed(dirs))
 
 
+class _Compressor:
+    """A file-like sink: what the tar writer gives is compressed into ``out`` as it comes.
+
+    gzip is made of members of ``_GZIP_CHUNK`` bytes compressed on every core (as pigz does);
+    concatenated members are one valid gzip stream, and the bytes do not depend on timing.
+    """
+
+    def __init__(self, out: _Hashing, compression: str, level: int | None) -> None:
+        self.out = out
+        self.compression = compression
+        self.size = 0
+        self.hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Any] = []
+        self._zstd: Any = None
+        if compression == "gzip":
+            self._workers = max(1, os.cpu_count() or 1)
+            self._pool = ThreadPoolExecutor(self._workers)
+            self._level = 6 if level is None else level
+        elif compression == "zstd":
+            import zstandard
+
+            compressor = zstandard.ZstdCompressor(level=3 if level is None else level)
+            self._zstd = compressor.stream_writer(out, closefd=False)  # type: ignore[arg-type]
+        elif compression != "uncompressed":
+            raise ConfigError(f"compression={compression!r}: gzip, zstd or uncompressed")
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        if self._pool is not None:
+            self._buffer += data
+            while len(self._buffer) >= _GZIP_CHUNK:
+                self._submit(bytes(self._buffer[:_GZIP_CHUNK]))
+                del self._buffer[:_GZIP_CHUNK]
+        elif self._zstd is not None:
+            self._zstd.write(data)
+        else:
+            self.out.write(data)
+        return len(data)
+
+    def _submit(self, chunk: bytes) -> None:
+        assert self._pool is not None
+        self._pending.append(self._pool.submit(_gzip_member, chunk, self._level))
+        if len(self._pending) >= 2 * self._workers:
+            self.out.write(self._pending.pop(0).result())
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            if self._buffer or not self._pending:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            for future in self._pending:
+                self.out.write(future.result())
+            self._pool.shutdown()
+        elif self._zstd is not None:
+            self._zstd.flush(1)  # zstandard.FLUSH_FRAME
+
+
+#: bytes per gzip member
+_GZIP_CHUNK = 4 << 20
+_PROBE = 64 << 10
+
+
+def _gzip_member(chunk: bytes, level: int) -> bytes:
+    """One gzip member; data that does not compress (already compressed, random) is stored,
+    which costs nothing. Decided from the data alone, so the output stays deterministic."""
+    import zlib
+
+    probe = chunk[:_PROBE]
+    if probe and len(zlib.compress(probe, level)) >= len(probe) * 0.98:
+        level = 0
+    return gzip.compress(chunk, compresslevel=level, mtime=0)
+
+
 def _compress(
     store: Store, layer: int, compression: str, level: int | None, epoch: int | None
 ) -> tuple[Path, LayerBlob]:
     """Tar and compress one layer into a file under ``tmp/`` (runs in a worker thread)."""
-    fd, raw_path = tempfile.mkstemp(dir=store.tmp, prefix="layer-")
     out_fd, out_path = tempfile.mkstemp(dir=store.tmp, prefix="blob-")
     try:
-        with os.fdopen(fd, "w+b") as raw, os.fdopen(out_fd, "wb") as out:
-            hashing = _Hashing(raw)
-            _tar_layer(store.layer_path(layer), hashing, store.format, epoch)  # type: ignore[arg-type]
-            diff_id = "sha256:" + hashing.hash.hexdigest()
-            raw.seek(0)
+        with os.fdopen(out_fd, "wb") as out:
             sink = _Hashing(out)
-            if compression == "uncompressed":
-                while chunk := raw.read(1 << 20):
-                    sink.write(chunk)
-            elif compression == "gzip":
-                with gzip.GzipFile(
-                    fileobj=sink,
-                    mode="wb",
-                    mtime=0,
-                    compresslevel=6 if level is None else level,
-                ) as gz:
-                    while chunk := raw.read(1 << 20):
-                        gz.write(chunk)
-            elif compression == "zstd":
-                import zstandard
-
-                compressor = zstandard.ZstdCompressor(level=3 if level is None else level)
-                with compressor.stream_writer(sink, closefd=False) as zw:  # type: ignore[arg-type]
-                    while chunk := raw.read(1 << 20):
-                        zw.write(chunk)
-            else:
-                raise ConfigError(f"compression={compression!r}: gzip, zstd or uncompressed")
+            compressor = _Compressor(sink, compression, level)
+            _tar_layer(store.layer_path(layer), compressor, store.format, epoch)  # type: ignore[arg-type]
+            compressor.close()
+        diff_id = "sha256:" + compressor.hash.hexdigest()
         digest = "sha256:" + sink.hash.hexdigest()
         return Path(out_path), LayerBlob(digest, diff_id, sink.size, compression)
     except BaseException:
         os.unlink(out_path)
         raise
-    finally:
-        os.unlink(raw_path)
 
 
 def layer_blobs(
