@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,3 +55,60 @@ def test_site_example_builds_with_the_embedded_engine(tmp_path):
     assert built.returncode == 0, built.stderr
     found = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert found == ["www", "www/about.md", "www/index.md", "www/meta", "www/meta/robots.txt"]
+
+
+@pytest.mark.root
+def test_app_example_from_an_oci_layout_base(tmp_path):
+    import shutil
+
+    if shutil.which("runc") is None or shutil.which("busybox") is None:
+        pytest.skip("runc and busybox-static are needed")
+    layout = tmp_path / "busybox-layout"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "examples/busybox_layout.py"), str(layout)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    digest = made.stdout.strip()
+    app = ROOT / "examples/app"
+    out = tmp_path / "app.tar"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llbkit.core",
+            "--root",
+            str(tmp_path / "state"),
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={app}",
+            "--local",
+            f"dockerfile={app}",
+            "--oci-layout",
+            f"busybox={layout}",
+            "--opt",
+            f"context:busybox=oci-layout://busybox@{digest}",
+            "--opt",
+            "build-arg:BASE=busybox",
+            "--progress",
+            "plain",
+            "--output",
+            f"type=oci,dest={out},name=example/app:latest",
+            "--metadata-file",
+            str(tmp_path / "meta.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "[stage-1 2/4] COPY --from=build /src/message.txt /app/message.txt" in built.stderr
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    if shutil.which("skopeo"):
+        inspected = subprocess.run(
+            ["skopeo", "inspect", f"oci-archive:{out}"], capture_output=True, text=True
+        )
+        assert inspected.returncode == 0, inspected.stderr
+        assert json.loads(inspected.stdout)["Digest"] == meta["containerimage.digest"]

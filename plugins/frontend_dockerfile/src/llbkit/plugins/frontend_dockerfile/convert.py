@@ -417,7 +417,7 @@ class _Converter:
         if self.options.network and network == "sandbox":
             network = self.options.network
         options: dict[str, Any] = {
-            "custom_name": f"{prefix}RUN {inst.rest}",
+            "custom_name": f"{prefix}{_shown(inst)}",
             "description": {"llbkit.source": self.snippet(inst)},
         }
         if network != "sandbox":
@@ -576,7 +576,7 @@ class _Converter:
             from_stage=bool(origin),
         )
         assert stage.state is not None
-        name = f"{prefix}{inst.keyword} {inst.rest}"
+        name = f"{prefix}{_shown(inst)}"
         source = {"llbkit.source": self.snippet(inst)}
         if flags.get("link") == "true":
             stage.state = llb.merge(
@@ -829,6 +829,11 @@ class _Converter:
 
     async def do_from(self, *args: Any) -> None:
         raise AssertionError("FROM starts a stage")
+
+
+def _shown(inst: Instruction) -> str:
+    """The instruction as progress names it: keyword, flags and arguments as written."""
+    return inst.keyword + inst.original[len(inst.original.split(None, 1)[0]) :]
 
 
 def _copy(
