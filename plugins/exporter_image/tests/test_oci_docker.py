@@ -129,3 +129,42 @@ def test_source_date_epoch_gives_one_digest(busybox_image: str, tmp_path: Path) 
 def test_unknown_option_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownOptionError, match="colour"):
         anyio.run(OCIExporter(make_context("oci")).resolve, {"dest": "x", "colour": "red"})
+
+
+@pytest.mark.root
+@pytest.mark.services
+def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
+    from llbkit.sdk import llb
+
+    host = busybox_image.split("/")[0]
+    meta = build(tmp_path / "root", busybox_image,
+                 ExportRequest("image", {"name": f"{host}/example/app:v1", "push": "true"}))
+    assert meta["image.name"] == f"{host}/example/app:v1"
+    again = build(tmp_path / "root", busybox_image,
+                  ExportRequest("image", {"name": f"{host}/example/app:v2", "push": "true"}))
+    assert again["containerimage.digest"] == meta["containerimage.digest"]
+    state = llb.image(f"{host}/example/app:v1")
+    engine = Engine(Store.open(tmp_path / "pull"), EngineConfig(), PluginRegistry.from_env())
+    try:
+        data = state.marshal(llb.Platform("linux", "amd64")).to_bytes()
+        outcome = anyio.run(lambda: engine.build(data, EmbeddedClient()))
+        assert outcome.result is not None
+        with engine.store.view(outcome.result.chain) as root:
+            assert (root / "app" / "message.txt").read_text() == (
+                "built from: hello from llbkit\n")
+    finally:
+        engine.close()
+    if shutil.which("skopeo"):
+        inspected = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/example/app:v1"],
+            capture_output=True, text=True)
+        assert inspected.returncode == 0, inspected.stderr
+        assert json.loads(inspected.stdout)["Digest"] == meta["containerimage.digest"]
+
+
+def test_push_needs_a_name() -> None:
+    from llbkit.core.errors import ConfigError
+    from llbkit.plugins.exporter_image.exporter import ImageExporter
+
+    with pytest.raises(ConfigError, match="push=true needs name="):
+        anyio.run(ImageExporter(make_context("image")).resolve, {"push": "true"})

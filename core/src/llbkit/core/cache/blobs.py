@@ -79,8 +79,10 @@ class _Hashing:
 
 def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None:
     """Write ``layer`` as an image layer tar: sorted, PAX, whiteouts in OCI form."""
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.copybufsize = 1 << 20  # fewer, larger writes into the compressor
+    # Large copy buffers: fewer, larger writes into the compressor.
+    with tarfile.TarFile(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
+    ) as tar:
         links: dict[tuple[int, int], str] = {}
         stack = [""]
         while stack:

@@ -3,6 +3,7 @@
 
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ('llbkit.exporters', 'docker'): 'llbkit-exporter-image',
+    ('llbkit.exporters', 'image'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'local'): 'llbkit-exporter-local',
     ('llbkit.exporters', 'oci'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'tar'): 'llbkit-exporter-local',

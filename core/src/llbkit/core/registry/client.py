@@ -193,8 +193,12 @@ class RegistryClient:
             return
         raise RegistryError(f"{ref}: cannot reach the registry ({last})")
 
-    async def _authenticate(self, host: str, ref: Reference, headers: httpx.Headers) -> str:
+    async def _authenticate(
+        self, host: str, ref: Reference, headers: httpx.Headers, *, push: bool = False
+    ) -> str:
         scheme, params = _challenge(headers.get("www-authenticate", ""))
+        if push and not params.get("scope"):
+            params["scope"] = f"repository:{ref.path}:pull,push"
         creds = _credentials(host)
         if scheme == "basic":
             if creds is None:
@@ -218,6 +222,81 @@ class RegistryClient:
             raise RegistryError(f"{ref}: {host} asks for unsupported authentication {scheme!r}")
         self._tokens[host, ref.path] = auth
         return auth
+
+    # -- pushing ---------------------------------------------------------------------------
+
+    def _push_base(self, ref: Reference) -> str:
+        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
+        scheme = "http" if self.config.plain_http(host) else "https"
+        return f"{scheme}://{host}"
+
+    async def _send(
+        self,
+        ref: Reference,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        replay: Any = None,
+    ) -> httpx.Response:
+        """One request to the registry, authenticating (for push) on a 401."""
+        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
+        sent = dict(headers or {})
+        token = self._tokens.get((host, ref.path))
+        if token:
+            sent["Authorization"] = token
+        try:
+            response = await self._http.request(method, url, headers=sent, content=content)
+            if response.status_code == 401:
+                sent["Authorization"] = await self._authenticate(
+                    host, ref, response.headers, push=True
+                )
+                body = replay() if replay is not None else content
+                response = await self._http.request(method, url, headers=sent, content=body)
+        except httpx.HTTPError as err:
+            raise RegistryError(f"{ref}: cannot reach {host}: {err}") from None
+        if response.status_code in (401, 403):
+            raise RegistryError(f"{ref}: {host} refused the push (HTTP {response.status_code})")
+        return response
+
+    async def has_blob(self, ref: Reference, digest: str) -> bool:
+        url = f"{self._push_base(ref)}/v2/{ref.path}/blobs/{digest}"
+        return (await self._send(ref, "HEAD", url)).status_code == 200
+
+    async def push_blob(self, ref: Reference, digest: str, data: bytes) -> None:
+        """Upload a blob (monolithic: POST for a location, then PUT with the digest)."""
+        base = self._push_base(ref)
+        start = await self._send(ref, "POST", f"{base}/v2/{ref.path}/blobs/uploads/")
+        if start.status_code not in (201, 202):
+            raise RegistryError(f"{ref}: cannot start an upload (HTTP {start.status_code})")
+        location = start.headers.get("location", "")
+        if location.startswith("/"):
+            location = base + location
+        # The location may carry state in its query: add the digest, keep the rest.
+        joiner = "&" if "?" in location else "?"
+        done = await self._send(
+            ref,
+            "PUT",
+            f"{location}{joiner}digest={digest}",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if done.status_code != 201:
+            raise RegistryError(
+                f"{ref}: upload of {digest} failed (HTTP {done.status_code} {done.text[:200]})"
+            )
+
+    async def push_manifest(
+        self, ref: Reference, reference: str, data: bytes, media_type: str
+    ) -> None:
+        url = f"{self._push_base(ref)}/v2/{ref.path}/manifests/{reference}"
+        done = await self._send(ref, "PUT", url, content=data, headers={"Content-Type": media_type})
+        if done.status_code not in (200, 201):
+            raise RegistryError(
+                f"{ref}: the registry refused the manifest (HTTP {done.status_code} "
+                f"{done.text[:200]})"
+            )
 
     async def _get_bytes(self, ref: Reference, kind: str, what: str, accept: str = "") -> bytes:
         async with self._request(ref, kind, what, accept) as response:

@@ -197,3 +197,91 @@ class DockerExporter(_TarballExporter):
     """``type=docker``: a tarball ``docker load`` takes."""
 
     docker = True
+
+
+IMAGE_OPTIONS = (
+    *tuple(o for o in OPTIONS if o not in ("dest", "tar")),
+    "push",
+    "push-by-digest",
+    "registry.insecure",
+)
+
+
+@dataclass
+class ImageJob:
+    opts: CommitOptions
+    push: bool
+    by_digest: bool
+    insecure: bool
+    canonical: bool
+
+    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+        image = await assemble(result, self.opts)
+        names = list(self.opts.names)
+        if self.push:
+            for name in names:
+                await _push(image, name, by_digest=self.by_digest, insecure=self.insecure)
+        found = response(image, names)
+        if self.canonical and names:
+            found["image.name"] = ",".join(
+                [*names, *(f"{n.split(':')[0]}@{image.manifest_digest}" for n in names)]
+            )
+        return found
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _push(image: Image, name: str, *, by_digest: bool, insecure: bool) -> None:
+    """Upload the image's blobs the registry lacks, then its manifest (tag or digest)."""
+    from llbkit.core.reference import parse_reference
+    from llbkit.core.registry.client import RegistryClient, RegistryConfig
+
+    ref = parse_reference(name)
+    hosts = {ref.domain: {"http": True}} if insecure else {}
+    async with RegistryClient(RegistryConfig(hosts)) as registry:
+        for digest, source in [
+            (image.config_digest, image.config),
+            *((d, src) for d, _, src in image.layers),
+        ]:
+            if await registry.has_blob(ref, digest):
+                continue  # the registry has it (from an earlier push or another image)
+            data = (
+                source
+                if isinstance(source, bytes)
+                else await anyio.to_thread.run_sync(source.read_bytes)
+            )
+            await registry.push_blob(ref, digest, data)
+        reference = image.manifest_digest if by_digest else (ref.tag or "latest")
+        await registry.push_manifest(ref, reference, image.manifest, image.media_type)
+
+
+class ImageExporter:
+    """``type=image``: the image, pushed to a registry with ``push=true``."""
+
+    api_version: ClassVar[int] = 1
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, attrs: Mapping[str, str]) -> ImageJob:
+        from llbkit.plugins.exporter_image.assemble import _bool
+
+        for key in attrs:
+            if key not in IMAGE_OPTIONS and not key.startswith(PREFIXES):
+                raise UnknownOptionError(
+                    f"exporter {self.ctx.name}",
+                    key,
+                    (*IMAGE_OPTIONS, *(p + "<key>" for p in PREFIXES)),
+                )
+        opts = CommitOptions.parse(attrs, oci_default=False)
+        push = _bool("push", attrs, False)
+        if push and not opts.names:
+            raise ConfigError(f"exporter {self.ctx.name}: push=true needs name=<registry/repo:tag>")
+        return ImageJob(
+            opts,
+            push,
+            _bool("push-by-digest", attrs, False),
+            _bool("registry.insecure", attrs, False),
+            _bool("name-canonical", attrs, False),
+        )
