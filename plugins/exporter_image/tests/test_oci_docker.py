@@ -136,12 +136,18 @@ def test_unknown_option_lists_the_valid_ones() -> None:
 def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
     from llbkit.sdk import llb
 
-    host = busybox_image.split("/")[0]
-    meta = build(tmp_path / "root", busybox_image,
-                 ExportRequest("image", {"name": f"{host}/example/app:v1", "push": "true"}))
+    host = busybox_image.split("/", maxsplit=1)[0]
+    meta = build(
+        tmp_path / "root",
+        busybox_image,
+        ExportRequest("image", {"name": f"{host}/example/app:v1", "push": "true"}),
+    )
     assert meta["image.name"] == f"{host}/example/app:v1"
-    again = build(tmp_path / "root", busybox_image,
-                  ExportRequest("image", {"name": f"{host}/example/app:v2", "push": "true"}))
+    again = build(
+        tmp_path / "root",
+        busybox_image,
+        ExportRequest("image", {"name": f"{host}/example/app:v2", "push": "true"}),
+    )
     assert again["containerimage.digest"] == meta["containerimage.digest"]
     state = llb.image(f"{host}/example/app:v1")
     engine = Engine(Store.open(tmp_path / "pull"), EngineConfig(), PluginRegistry.from_env())
@@ -150,14 +156,15 @@ def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
         outcome = anyio.run(lambda: engine.build(data, EmbeddedClient()))
         assert outcome.result is not None
         with engine.store.view(outcome.result.chain) as root:
-            assert (root / "app" / "message.txt").read_text() == (
-                "built from: hello from llbkit\n")
+            assert (root / "app" / "message.txt").read_text() == ("built from: hello from llbkit\n")
     finally:
         engine.close()
     if shutil.which("skopeo"):
         inspected = subprocess.run(
             ["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/example/app:v1"],
-            capture_output=True, text=True)
+            capture_output=True,
+            text=True,
+        )
         assert inspected.returncode == 0, inspected.stderr
         assert json.loads(inspected.stdout)["Digest"] == meta["containerimage.digest"]
 
