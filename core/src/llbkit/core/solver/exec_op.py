@@ -260,13 +260,17 @@ async def run_exec(
             _make_cwd(rootfs, exe.meta.cwd or "/", exe.meta.user)
         except UserError as err:
             # BuildKit finds out when starting the process, and says so in its terms.
-            raise ExecFailed(f'process "{shown}" did not complete successfully: {err}') from None
+            raise ExecFailed(
+                f"process {_go_quote(shown)} did not complete successfully: {err}"
+            ) from None
         code = await executor.run(
             _process(exe, network, secret_env), rootfs, mounts.specs, progress
         )
         await anyio.to_thread.run_sync(_remove_stubs, rootfs, stubs)
         if code != 0:
-            raise ExecFailed(f'process "{shown}" did not complete successfully: exit code: {code}')
+            raise ExecFailed(
+                f"process {_go_quote(shown)} did not complete successfully: exit code: {code}"
+            )
         return [
             await anyio.to_thread.run_sync(mounts.outputs[n].commit) for n in sorted(mounts.outputs)
         ]
@@ -327,3 +331,10 @@ async def _ssh(client: ClientIO, mount: pb.Mount) -> Path | None:
         if opt.optional:
             return None
         raise
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q``, as BuildKit quotes a command in its error (inner quotes escaped)."""
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
