@@ -25,8 +25,14 @@ def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for tool in ("docker-registry", "runc", "busybox"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (scripts/setup.sh installs it as root)")
-    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+    from llbkit.sdk.testing.registry import (
+        LocalRegistry,
+        busybox_layer,
+        push_image,
+        push_rich_base,
+    )
 
     with LocalRegistry(tmp_path_factory.mktemp("busybox-registry")) as registry:
         push_image(registry.host, "library/busybox:latest", [busybox_layer()])
+        push_rich_base(registry.host)
         yield f"{registry.host}/library/busybox"

@@ -49,7 +49,12 @@ def _oci_config(data: bytes) -> dict:
 
 
 def main() -> int:
-    from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
+    from llbkit.sdk.testing.registry import (
+        LocalRegistry,
+        busybox_layer,
+        push_image,
+        push_rich_base,
+    )
 
     buildctl = os.environ.get("BUILDCTL", "buildctl")
     for key, value in SECRETS.items():
@@ -64,7 +69,8 @@ def main() -> int:
         serve(cases, URL_PORT) as url_base,
     ):
         push_image(reg.host, "library/busybox:latest", [busybox_layer()])
-        args = {"BASE": f"{reg.host}/library/busybox", **BUILD_ARGS}
+        rich = push_rich_base(reg.host)
+        args = {"BASE": f"{reg.host}/library/busybox", "RICH": rich, **BUILD_ARGS}
         for name in names:
             ctx = cases / name
             base = [

@@ -34,7 +34,8 @@ def base_image(busybox_image: str) -> str:
 
 def build(name: str, base: str, root: Path) -> tuple[dict, dict] | str:
     """The tree and normalized config llbkit builds, or its error."""
-    opts = {f"build-arg:{k}": v for k, v in {"BASE": base, **BUILD_ARGS}.items()}
+    rich = base.replace("/library/busybox", "/library/rich")
+    opts = {f"build-arg:{k}": v for k, v in {"BASE": base, "RICH": rich, **BUILD_ARGS}.items()}
     with serve(CASES) as url_base:
         opts["build-arg:URL_BASE"] = f"{url_base}/{name}/served"
         return _build(name, root, opts, url_base)

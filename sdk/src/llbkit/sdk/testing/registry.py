@@ -165,6 +165,29 @@ def busybox_layer() -> bytes:
     return layer_tar(entries)
 
 
+#: the config of :func:`push_rich_base`: an image that sets every inheritable field
+RICH_CONFIG = {
+    "config": {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "BASEVAR=1"],
+        "User": "builder",
+        "WorkingDir": "/home/builder",
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo default"],
+        "Labels": {"base": "yes", "overridden": "base"},
+        "ExposedPorts": {"80/tcp": {}},
+        "Volumes": {"/cache": {}},
+        "StopSignal": "SIGINT",
+    },
+}
+
+
+def push_rich_base(registry: str) -> str:
+    """Push ``library/rich``: busybox with :data:`RICH_CONFIG`; return its reference."""
+    home = layer_tar({"home": None, "home/builder": None})
+    push_image(registry, "library/rich:latest", [busybox_layer(), home], RICH_CONFIG)
+    return f"{registry}/library/rich"
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
