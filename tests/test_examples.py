@@ -112,3 +112,14 @@ def test_app_example_from_an_oci_layout_base(tmp_path):
         )
         assert inspected.returncode == 0, inspected.stderr
         assert json.loads(inspected.stdout)["Digest"] == meta["containerimage.digest"]
+
+
+def test_metadata_file_decodes_descriptors_as_buildctl(tmp_path):
+    import base64
+
+    from llbkit.core.cli.build import _decoded
+
+    encoded = base64.b64encode(json.dumps({"mediaType": "x", "size": 1}).encode()).decode()
+    assert _decoded(encoded) == {"mediaType": "x", "size": 1}
+    assert _decoded("sha256:abc") == "sha256:abc"
+    assert _decoded(base64.b64encode(b"[1]").decode()) == base64.b64encode(b"[1]").decode()

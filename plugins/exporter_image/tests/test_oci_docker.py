@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import anyio
+import jsonschema
 import pytest
 
 from llbkit.core.cache.store import Store
@@ -22,6 +23,8 @@ from llbkit.core.errors import UnknownOptionError
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.plugins.exporter_image.exporter import OCIExporter
 from llbkit.sdk.testing import make_context
+
+from .oci_schemas import CONFIG, INDEX, MANIFEST
 
 APP = Path(__file__).resolve().parents[3] / "examples" / "app"
 
@@ -65,6 +68,9 @@ def test_oci_tarball_is_a_valid_layout(busybox_image: str, tmp_path: Path) -> No
     )
     index, manifest, config, files = read_layout(out.read_bytes())
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    jsonschema.validate(index, INDEX)
+    jsonschema.validate(manifest, MANIFEST)
+    jsonschema.validate(config, CONFIG)
     desc = index["manifests"][0]
     assert desc["annotations"]["io.containerd.image.name"] == "docker.io/example/app:v1"
     assert desc["annotations"]["org.opencontainers.image.ref.name"] == "v1"

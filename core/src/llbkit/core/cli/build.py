@@ -111,6 +111,20 @@ def parse_ssh(value: str) -> tuple[str, Path]:
     return sid or "default", Path(path)
 
 
+def _decoded(value: Any) -> Any:
+    """As buildctl writes metadata: a value that is base64 of a JSON object becomes the object."""
+    import base64
+    import binascii
+
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = json.loads(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        return value
+    return decoded if isinstance(decoded, dict) else value
+
+
 def _read_definition(definition: str) -> tuple[bytes, str]:
     """The LLB bytes from ``-`` (standard input, refused on a terminal) or a file."""
     if definition == "-":
@@ -291,6 +305,7 @@ def build(
                 trace_file.close()
     if metadata_file:
         try:
-            Path(metadata_file).write_text(json.dumps(outcome.metadata, indent=2) + "\n")
+            shown = {k: _decoded(v) for k, v in outcome.metadata.items()}
+            Path(metadata_file).write_text(json.dumps(shown, indent=2) + "\n")
         except OSError as err:
             raise UserError(f"cannot write {metadata_file}: {err.strerror}") from None
