@@ -23,8 +23,7 @@ from llbkit.core.errors import UnknownOptionError
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.plugins.exporter_image.exporter import OCIExporter
 from llbkit.sdk.testing import make_context
-
-from .oci_schemas import CONFIG, INDEX, MANIFEST
+from llbkit.sdk.testing.oci_schemas import CONFIG, INDEX, MANIFEST
 
 APP = Path(__file__).resolve().parents[3] / "examples" / "app"
 
