@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS keys (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_result ON keys(result);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (dev, ino, mtime, size)
+);
 CREATE TABLE IF NOT EXISTS flats (
     chain TEXT PRIMARY KEY,
     layer INTEGER NOT NULL

@@ -15,7 +15,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +341,11 @@ class Store:
         with self.lock:
             self._spares.append(dirs)
 
+    def hash_cache(self) -> MutableMapping[tuple[int, int, int, int], str]:
+        """Content digests of layer files by inode, kept across builds (layers never change,
+        so a file's digest is computed once however many copies read it)."""
+        return _HashCache(self)
+
     def work_tree(self, chain: Chain, description: str = "") -> WorkTree:
         """A writable tree seeded with ``chain``; commit it to get the new chain."""
         return WorkTree(self, chain, description)
@@ -397,6 +402,48 @@ class Store:
 
     def content_size(self) -> int:
         return self.root.content.total_size()
+
+
+class _HashCache(MutableMapping[tuple[int, int, int, int], str]):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getitem__(self, key: tuple[int, int, int, int]) -> str:
+        with self.store.lock:
+            row = self.store.db.execute(
+                "SELECT digest FROM file_hashes WHERE dev=? AND ino=? AND mtime=? AND size=?",
+                key,
+            ).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return str(row[0])
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __setitem__(self, key: tuple[int, int, int, int], value: str) -> None:
+        with self.store.lock:
+            self.store.db.execute(
+                "INSERT OR REPLACE INTO file_hashes(dev, ino, mtime, size, digest)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (*key, value),
+            )
+
+    def __delitem__(self, key: tuple[int, int, int, int]) -> None:
+        with self.store.lock:
+            self.store.db.execute(
+                "DELETE FROM file_hashes WHERE dev=? AND ino=? AND mtime=? AND size=?", key
+            )
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 class WorkTree:

@@ -94,6 +94,9 @@ class ContentHasher:
     #: files are only ever replaced (new inode), never rewritten in place, so the inode
     #: number says enough and ctime (which hardlinking changes) is left out
     replaced_only: bool = False
+    #: for trees whose files never change in place (store layers): content digests by
+    #: (device, inode, mtime, size), shared by every hasher of the engine
+    inode_cache: MutableMapping[tuple[int, int, int, int], str] | None = None
     _memo: dict[str, str] = field(default_factory=dict)
 
     def checksum(self, path: str, *, follow_links: bool = True, wildcard: bool = False) -> str:
@@ -167,8 +170,13 @@ class ContentHasher:
             cached = self.stat_cache.get(rel)
             if cached is not None and cached[:4] == valid:
                 return cached[4]
+        inode = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        if self.inode_cache is not None and inode in self.inode_cache:
+            return self.inode_cache[inode]
         with open(host, "rb") as handle:
             content = hashlib.file_digest(handle, "sha256").hexdigest()
         if self.stat_cache is not None:
             self.stat_cache[rel] = (*valid, content)
+        if self.inode_cache is not None:
+            self.inode_cache[inode] = content
         return content

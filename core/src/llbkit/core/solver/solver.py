@@ -584,7 +584,7 @@ class _Build:
         def checksums() -> None:
             for index, copies in reads.items():
                 with self.store.view(chains[index]) as tree:
-                    hasher = ContentHasher(tree)
+                    hasher = ContentHasher(tree, inode_cache=self.store.hash_cache())
                     sums = []
                     for copy in copies:
                         try:
