@@ -85,6 +85,11 @@ def test_oci_tarball_is_a_valid_layout(busybox_image: str, tmp_path: Path) -> No
     ]
     assert config["rootfs"]["diff_ids"] == diff_ids
     assert config["config"]["Cmd"] == ["cat", "/app/message.txt"]
+    # The base image's layer is exported as the very blob that was pulled.
+    from llbkit.sdk.testing.registry import busybox_layer
+
+    base = busybox_layer()
+    assert manifest["layers"][0]["digest"] == "sha256:" + hashlib.sha256(base).hexdigest()
     assert len([h for h in config["history"] if not h.get("empty_layer")]) == len(diff_ids)
     top = files["blobs/sha256/" + manifest["layers"][-1]["digest"][7:]]
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(top))) as layer:

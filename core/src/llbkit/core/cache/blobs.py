@@ -232,6 +232,21 @@ def _compress(
         raise
 
 
+def register_blob(
+    store: Store, layer: int, path: Path, blob: LayerBlob, media_type: str = ""
+) -> None:
+    """Record that ``layer`` is already available as ``blob`` (a pulled image layer), so an
+    export or push reuses the original compressed bytes and digest."""
+    store.root.content.link_in(path, blob.digest, media_type)
+    with store.lock:
+        store.db.executescript(_SCHEMA)
+        store.db.execute(
+            "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (layer, f"{blob.compression}:None:None", blob.digest, blob.diff_id, blob.size),
+        )
+
+
 def layer_blobs(
     store: Store,
     chain: Chain,

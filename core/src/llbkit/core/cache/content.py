@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -107,6 +108,20 @@ class ContentStore:
         finally:
             if os.path.exists(staging):
                 os.unlink(staging)
+
+    def link_in(self, path: Path, digest: str, media_type: str = "") -> None:
+        """Keep a verified file that lives elsewhere on this filesystem (hardlinked, or copied
+        across filesystems) under ``digest``."""
+        if self.has(digest):
+            return
+        fd, staging = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
+        os.close(fd)
+        os.unlink(staging)
+        try:
+            os.link(path, staging)
+        except OSError:
+            shutil.copyfile(path, staging)
+        self.adopt(Path(staging), digest, media_type)
 
     def adopt(self, path: Path, digest: str, media_type: str = "") -> None:
         """Move a finished file (written in ``tmp/``, whose digest the caller computed) in."""

@@ -14,7 +14,7 @@ from typing import IO
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
 
-__all__ = ["LayerError", "apply_tar"]
+__all__ = ["LayerError", "apply_tar", "unpack_layer"]
 
 _WH = ".wh."
 _OPQ = ".wh..wh..opq"
@@ -49,9 +49,24 @@ def apply_tar(stream: IO[bytes], dest: str, *, what: str = "layer") -> None:
         os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
+def unpack_layer(stream: IO[bytes], dest: str, fmt: str, *, what: str = "layer") -> None:
+    """Unpack an image layer into the empty directory ``dest`` as a store layer: its
+    whiteouts are kept (in the store's ``fmt``), not applied."""
+    applier = _Applier(dest, keep_whiteouts=fmt)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                applier.member(tar, member)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise LayerError(f"{what}: cannot unpack: {err}") from None
+    for path, mtime in reversed(applier.dir_times):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
 class _Applier:
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, keep_whiteouts: str = "") -> None:
         self.dest = dest
+        self.keep_whiteouts = keep_whiteouts
         self.created: set[str] = set()
         self.dir_times: list[tuple[str, float]] = []
         self.root = os.geteuid() == 0
@@ -85,6 +100,17 @@ class _Applier:
 
     def whiteout(self, parent: str, base: str) -> None:
         """A deletion in a lower layer; never of what this layer itself created."""
+        if self.keep_whiteouts:
+            from llbkit.core.snapshot.layers import OPAQUE_XATTR, make_whiteout
+
+            if base == _OPQ:
+                if self.keep_whiteouts == "overlay":
+                    os.setxattr(parent, OPAQUE_XATTR, b"y")
+                else:
+                    open(os.path.join(parent, _OPQ), "wb").close()
+            else:
+                make_whiteout(parent, base[len(_WH) :], self.keep_whiteouts)
+            return
         if base == _OPQ:
             for child in os.listdir(parent):
                 path = os.path.join(parent, child)

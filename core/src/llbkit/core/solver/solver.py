@@ -570,6 +570,26 @@ class _Build:
                     json.dumps(explanation, sort_keys=True),
                 )
 
+    def _commit_image_layers(self, items: list[dict[str, Any]], name: str) -> Chain:
+        from llbkit.core.cache.blobs import LayerBlob, register_blob
+
+        chain: list[int] = []
+        for n, item in enumerate(items):
+            layer = self.store.commit_layer(
+                item["dir"],
+                parent=chain[-1] if chain else None,
+                description=f"{name} layer {n + 1}/{len(items)}",
+            )
+            chain.append(layer)
+            media = str(item["media_type"])
+            compression = (
+                "gzip" if "gzip" in media else "zstd" if "zstd" in media else "uncompressed"
+            )
+            if item["diff_id"]:
+                blob = LayerBlob(item["digest"], item["diff_id"], int(item["size"]), compression)
+                register_blob(self.store, layer, item["blob"], blob, media)
+        return self.store.compact(tuple(chain))
+
     async def _resolved_key(
         self, vertex: Vertex, chains: list[Chain]
     ) -> tuple[str, dict[str, Any]]:
@@ -613,6 +633,17 @@ class _Build:
         threads = self.solver._threads
         if kind == "source":
             job = await self._source_job(vertex)
+            fetch_layers = getattr(job, "fetch_layers", None)
+            if fetch_layers is not None:
+                # An image: one store layer per image layer, its original blob kept for export.
+                items = await fetch_layers(
+                    self.client, self.store.stage(), _Sink(shared), self.store.format
+                )
+                return [
+                    await anyio.to_thread.run_sync(
+                        self._commit_image_layers, items, shared.name, limiter=threads
+                    )
+                ]
             stage = self.store.stage()
             tree = stage / "tree"
             tree.mkdir()

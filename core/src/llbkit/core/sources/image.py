@@ -72,6 +72,56 @@ class ImageJob(ParsedSource):
         data = json.dumps(key, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
+    async def fetch_layers(
+        self, client: ClientIO, stage: Path, progress: ProgressSink, fmt: str
+    ) -> list[dict[str, Any]]:
+        """Pull the layers (verified, concurrently) and unpack each into its own directory
+        under ``stage`` as a store layer, whiteouts kept in the store's format ``fmt``."""
+        assert self.driver is not None
+        image = await self.resolve_image()
+        layers = list(image.layers)[: self.layer_limit]
+        diff_ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
+        paths: dict[str, Path] = {}
+
+        async def pull(desc: Any) -> None:
+            assert self.driver is not None
+            paths[desc.digest] = await self.driver.blob(self.reference, desc, progress)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for desc in layers:
+                    tg.start_soon(pull, desc)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+        def unpack() -> list[dict[str, Any]]:
+            from llbkit.core.snapshot.untar import unpack_layer
+
+            found = []
+            for n, desc in enumerate(layers):
+                target = stage / f"layer-{n}"
+                target.mkdir()
+                target.chmod(0o755)
+                progress.status(f"extracting {desc.digest}")
+                with open(paths[desc.digest], "rb") as stream:
+                    unpack_layer(
+                        stream, str(target), fmt, what=f"{self.reference} layer {desc.digest}"
+                    )
+                progress.status(f"extracting {desc.digest}", done=True)
+                found.append(
+                    {
+                        "dir": target,
+                        "blob": paths[desc.digest],
+                        "digest": desc.digest,
+                        "size": desc.size,
+                        "media_type": desc.media_type,
+                        "diff_id": diff_ids[n] if len(diff_ids) == len(image.layers) else "",
+                    }
+                )
+            return found
+
+        return await anyio.to_thread.run_sync(unpack)
+
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Pull the layers concurrently (each verified), then apply them in order."""
         assert self.driver is not None
