@@ -13,13 +13,15 @@ if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev
     missing+=(python3-venv)
 fi
 # The real parts the tests run: runc containers, a registry, a static busybox for base images,
-# htpasswd for a registry with credentials. Only as root; otherwise those tests skip.
+# htpasswd for a registry with credentials, skopeo and docker.io (dockerd for `docker load`).
+# Only as root; otherwise those tests skip.
 if [ "$(id -u)" = 0 ]; then
     command -v runc >/dev/null || missing+=(runc)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
     command -v htpasswd >/dev/null || missing+=(apache2-utils)
     command -v skopeo >/dev/null || missing+=(skopeo)
+    command -v dockerd >/dev/null || missing+=(docker.io)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
