@@ -61,3 +61,33 @@ def test_add_checksum(tmp_path: Path) -> None:
         bad = "sha256:" + "0" * 64
         with pytest.raises(UserError, match="digest mismatch"):
             build(ctx, tmp_path / "root2", tmp_path / "out2", **{"build-arg:SUM": bad})
+
+
+def test_copy_parents_and_symbolic_chmod(tmp_path: Path) -> None:
+    import os
+
+    ctx = tmp_path / "ctx"
+    for rel in ("a/x/one.txt", "a/y/two.txt", "a/y/skip.md", "base/keep/deep/f.txt"):
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / rel).write_text(rel)
+    os.chmod(ctx / "a" / "x" / "one.txt", 0o640)
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch\n"
+        "COPY --parents a/*/*.txt /p/\n"
+        "COPY --parents base/./keep/deep/f.txt /pivot/\n"
+        "COPY --chmod=u+x,o+r a/x/one.txt /modes/one.txt\n"
+    )
+    out = tmp_path / "out"
+    build(ctx, tmp_path / "root", out)
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert found == ["modes/one.txt", "p/a/x/one.txt", "p/a/y/two.txt", "pivot/keep/deep/f.txt"]
+    assert (out / "modes" / "one.txt").stat().st_mode & 0o777 == 0o744
+
+
+def test_bad_symbolic_chmod_is_refused(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text("f")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY --chmod=u+q f /f\n")
+    with pytest.raises(UserError, match="invalid chmod parameter 'u\\+q'"):
+        build(ctx, tmp_path / "root", tmp_path / "out")

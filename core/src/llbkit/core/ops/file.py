@@ -188,6 +188,7 @@ def _copy(src_root: Path, dest_root: Path, action: pb.FileActionCopy, owner: Own
     copier = Copier(
         owner=owner,
         mode=None if action.mode == -1 else action.mode,
+        mode_str=action.modeStr,
         time_ns=_time(action.timestamp),
         include=PatternMatcher(action.include_patterns) if action.include_patterns else None,
         exclude=PatternMatcher(action.exclude_patterns) if action.exclude_patterns else None,

@@ -120,6 +120,7 @@ class _Copy:
     dest: str
     owner: str | None = None
     mode: int | None = None
+    mode_str: str = ""
     follow_symlinks: bool = False
     copy_dir_contents: bool = False
     attempt_unpack: bool = False
@@ -235,6 +236,8 @@ def _fill(entry: pb.FileAction, action: FileAction, parent: str, base: int) -> N
         c.createDestPath = spec.create_dest_path
         c.timestamp = _time(spec.timestamp)
         c.mode = -1 if spec.mode is None else spec.mode
+        if spec.mode_str:
+            c.modeStr = spec.mode_str
 
 
 def _set_owner(

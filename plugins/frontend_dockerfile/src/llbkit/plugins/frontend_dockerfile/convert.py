@@ -556,13 +556,20 @@ class _Converter:
             if found is not None and found.index < stage.index:
                 await self.build(found, visiting)
         src_state = self.source_state(stage, origin, inst) if origin else self.context
-        if "parents" in flags:
-            raise self.fail(inst, "COPY --parents is not supported by this release")
         chmod = flags.get("chmod")
-        try:
-            mode = int(chmod, 8) if chmod else None
-        except ValueError:
-            raise self.fail(inst, f"invalid chmod {chmod!r}: only octal modes (0755)") from None
+        mode: int | None = None
+        mode_str = ""
+        if chmod:
+            try:
+                mode = int(chmod, 8)
+            except ValueError:
+                from llbkit.core.ops.copier import parse_symbolic
+
+                try:
+                    parse_symbolic(chmod)
+                except ValueError:
+                    raise self.fail(inst, f"invalid chmod parameter {chmod!r}") from None
+                mode_str = chmod
         action = self.copy_actions(
             inst,
             sources=sources,
@@ -572,6 +579,8 @@ class _Converter:
             heredocs=heredocs,
             src_state=src_state,
             mode=mode,
+            mode_str=mode_str,
+            parents=flags.get("parents") == "true",
             add=add,
             from_stage=bool(origin),
         )
@@ -598,6 +607,8 @@ class _Converter:
         heredocs: dict[str, Any],
         src_state: llb.State,
         mode: int | None,
+        mode_str: str,
+        parents: bool,
         add: bool,
         from_stage: bool,
     ) -> llb.FileAction:
@@ -619,6 +630,23 @@ class _Converter:
                 action = _copy(
                     action, url, "/" + name, dest, owner=chown, mode=mode, create_dest_path=True
                 )
+            elif parents:
+                # --parents: the path below the pivot (the root, or a ``/./`` marker) is kept.
+                pivot, _, rest = src.partition("/./") if "/./" in src else ("", "", src)
+                action = _copy(
+                    action,
+                    src_state,
+                    pivot or "/",
+                    dest,
+                    owner=chown,
+                    mode=mode,
+                    mode_str=mode_str,
+                    follow_symlinks=True,
+                    copy_dir_contents=True,
+                    create_dest_path=True,
+                    include_patterns=[rest.lstrip("./").strip("/") or "*"],
+                    exclude_patterns=excludes,
+                )
             else:
                 action = _copy(
                     action,
@@ -627,6 +655,7 @@ class _Converter:
                     dest,
                     owner=chown,
                     mode=mode,
+                    mode_str=mode_str,
                     follow_symlinks=True,
                     copy_dir_contents=True,
                     attempt_unpack=add and not from_stage,
