@@ -91,3 +91,46 @@ def test_bad_symbolic_chmod_is_refused(tmp_path: Path) -> None:
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY --chmod=u+q f /f\n")
     with pytest.raises(UserError, match="invalid chmod parameter 'u\\+q'"):
         build(ctx, tmp_path / "root", tmp_path / "out")
+
+
+def test_add_a_git_repository_and_copy_refusals(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def git(*args: str, cwd: Path = work) -> None:
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (work / "docs").mkdir()
+    (work / "docs" / "readme.txt").write_text("from git\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    served = tmp_path / "served"
+    served.mkdir()
+    # A bare copy with the files the "dumb" HTTP protocol reads.
+    git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=tmp_path)
+    git("update-server-info", cwd=served / "repo.git")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with serve(served) as base:
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nADD {base}/repo.git#main:docs /d/\n")
+        build(ctx, tmp_path / "root", tmp_path / "out")
+        assert (tmp_path / "out" / "d" / "readme.txt").read_text() == "from git\n"
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nCOPY {base}/repo.git /d/\n")
+        with pytest.raises(UserError, match="source can't be a git ref for COPY"):
+            build(ctx, tmp_path / "root2", tmp_path / "out2")
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nCOPY {base}/file.txt /d/\n")
+        with pytest.raises(UserError, match="source can't be a URL for COPY"):
+            build(ctx, tmp_path / "root3", tmp_path / "out3")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from llbkit.plugins.frontend_dockerfile.parser import (
     DockerfileError,
@@ -624,9 +625,30 @@ class _Converter:
                 # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
                 here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))
                 action = _copy(action, here, "/" + name, dest, owner=chown, create_dest_path=True)
-            elif add and src.startswith(("http://", "https://")):
-                url = llb.http(src, checksum=self.word(inst, flags.get("checksum", ""), scope))
-                name = posixpath.basename(src.split("?")[0]) or "index"
+            elif _is_git_ref(src):
+                if not add:
+                    raise self.fail(inst, "source can't be a git ref for COPY")
+                remote, _, fragment = src.partition("#")
+                commit, _, subdir = fragment.partition(":")
+                repo = llb.git(
+                    remote, commit, subdir=subdir, keep_git_dir=flags.get("keep-git-dir") == "true"
+                )
+                action = _copy(
+                    action,
+                    repo,
+                    "/",
+                    dest,
+                    owner=chown,
+                    mode=mode,
+                    create_dest_path=True,
+                    copy_dir_contents=True,
+                )
+            elif src.startswith(("http://", "https://")):
+                if not add:
+                    raise self.fail(inst, "source can't be a URL for COPY")
+                name = posixpath.basename(urlsplit(src).path) or "__unnamed__"
+                checksum = self.word(inst, flags.get("checksum", ""), scope)
+                url = llb.http(src, checksum=checksum, filename=name)
                 action = _copy(
                     action, url, "/" + name, dest, owner=chown, mode=mode, create_dest_path=True
                 )
@@ -858,6 +880,13 @@ class _Converter:
 
     async def do_from(self, *args: Any) -> None:
         raise AssertionError("FROM starts a stage")
+
+
+def _is_git_ref(src: str) -> bool:
+    """A git repository reference, as BuildKit's ParseGitRef recognizes one."""
+    if src.startswith(("git@", "git://", "ssh://")):
+        return True
+    return src.startswith(("http://", "https://")) and bool(re.search(r"\.git(?:#.+)?$", src))
 
 
 def _shown(inst: Instruction) -> str:
