@@ -134,3 +134,50 @@ def test_add_a_git_repository_and_copy_refusals(tmp_path: Path) -> None:
         (ctx / "Dockerfile").write_text(f"FROM scratch\nCOPY {base}/file.txt /d/\n")
         with pytest.raises(UserError, match="source can't be a URL for COPY"):
             build(ctx, tmp_path / "root3", tmp_path / "out3")
+
+
+def test_multi_platform_build_gives_an_index(tmp_path: Path) -> None:
+    import io
+    import json
+    import tarfile
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f.txt").write_text("content\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch\nARG TARGETARCH\nARG BUILDARCH\n"
+        "COPY f.txt /file-$TARGETARCH-from-$BUILDARCH\n"
+    )
+    opts = {"platform": "linux/amd64,linux/arm64"}
+    build(ctx, tmp_path / "root", tmp_path / "split", **opts)
+    found = sorted(
+        str(p.relative_to(tmp_path / "split"))
+        for p in (tmp_path / "split").rglob("*")
+        if p.is_file()
+    )
+    assert found == ["linux_amd64/file-amd64-from-amd64", "linux_arm64/file-arm64-from-amd64"]
+    engine = Engine(Store.open(tmp_path / "root2"), EngineConfig(), PluginRegistry.from_env())
+    out = tmp_path / "multi.tar"
+    try:
+        anyio.run(
+            lambda: engine.build(
+                None,
+                EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
+                frontend="dockerfile.v0",
+                frontend_opts=opts,
+                exports=[ExportRequest("oci", {"dest": str(out)})],
+            )
+        )
+    finally:
+        engine.close()
+    with tarfile.open(fileobj=io.BytesIO(out.read_bytes())) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    top = json.loads(files["index.json"])["manifests"][0]
+    assert top["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    index = json.loads(files["blobs/sha256/" + top["digest"][7:]])
+    platforms = [m["platform"]["architecture"] for m in index["manifests"]]
+    assert platforms == ["amd64", "arm64"]
+    for entry in index["manifests"]:
+        manifest = json.loads(files["blobs/sha256/" + entry["digest"][7:]])
+        config = json.loads(files["blobs/sha256/" + manifest["config"]["digest"][7:]])
+        assert config["architecture"] == entry["platform"]["architecture"]

@@ -225,27 +225,31 @@ class Engine:
 
         metadata: dict[str, Any] = {}
         frontend_metadata: Mapping[str, bytes] = {}
+        refs: dict[str, SolvedResult] = {}
         try:
-            if frontend_job is not None:
-                try:
-                    output = await frontend_job.solve(_FrontendClient(self, client, emit))
-                except BuildFailed:
-                    raise
-                except UserError as err:
-                    source = str(getattr(err, "source", ""))
-                    raise FrontendFailed(f"failed to solve: {err}", source) from None
-                definition = next(iter(output.definitions.values()))
-                frontend_metadata = output.metadata
-                source = f"frontend {frontend}"
-            assert definition is not None
-            loaded = load_definition(definition, source=source)
+            definitions, frontend_metadata, source = await self._definitions(
+                frontend_job,
+                frontend=frontend,
+                definition=definition,
+                source=source,
+                client=client,
+                emit=emit,
+            )
             # An entitlement needs both the build's --allow and the engine's config.
             granted = [e for e in allow if e in self.config.insecure_entitlements]
-            result = await self.solver.solve(loaded, client, emit, no_cache=no_cache, allow=granted)
-            refs = {} if result is None else {str(Platform()): result}
+            for platform, data in definitions.items():
+                loaded = load_definition(data, source=source)
+                solved = await self.solver.solve(
+                    loaded, client, emit, no_cache=no_cache, allow=granted
+                )
+                if solved is not None:
+                    refs[platform] = solved
+            # One platform: the build's result; several: the first names the build's key.
+            result = next(iter(refs.values()), None)
             for n, (request, job) in enumerate(jobs):
                 digest = "sha256:" + hashlib.sha256(f"{ref}-export-{n}".encode()).hexdigest()
-                with self.store.hold(result.chain if result is not None else ()):
+                held = tuple(layer for r in refs.values() for layer in r.chain)
+                with self.store.hold(held):
                     metadata.update(
                         await _export(
                             job,
@@ -264,6 +268,30 @@ class Engine:
             metadata.setdefault("llbkit.result.key", result.key)
         await anyio.to_thread.run_sync(self.maybe_gc)
         return BuildOutcome(ref, result, metadata, events, frontend_metadata)
+
+    async def _definitions(
+        self,
+        frontend_job: Any,
+        *,
+        frontend: str,
+        definition: bytes | None,
+        source: str,
+        client: ClientIO,
+        emit: Callable[[ProgressEvent], None],
+    ) -> tuple[dict[str, bytes], Mapping[str, bytes], str]:
+        """The definitions to solve, by platform: the given one, or what the frontend made."""
+        if frontend_job is None:
+            assert definition is not None
+            return {str(Platform()): definition}, {}, source
+        try:
+            output = await frontend_job.solve(_FrontendClient(self, client, emit))
+        except BuildFailed:
+            raise
+        except UserError as err:
+            raise FrontendFailed(
+                f"failed to solve: {err}", str(getattr(err, "source", ""))
+            ) from None
+        return dict(output.definitions), output.metadata, f"frontend {frontend}"
 
     def _record(self, ref: str, events: list[ProgressEvent]) -> None:
         """Keep the build's whole event stream (every log line) under ``history/``."""

@@ -225,15 +225,83 @@ async def assemble(result: BuildResult, opts: CommitOptions) -> Image:
     )
 
 
-def response(image: Image, names: list[str]) -> dict[str, str]:
+def response(published: Any, names: list[str]) -> dict[str, str]:
     """The exporter response (``--metadata-file``) as BuildKit writes it."""
+    first = published.images[0][1]
     found = {
-        "containerimage.digest": image.manifest_digest,
-        "containerimage.config.digest": image.config_digest,
+        "containerimage.digest": published.digest,
+        "containerimage.config.digest": first.config_digest,
         "containerimage.descriptor": base64.b64encode(
-            json.dumps(image.descriptor()).encode()
+            json.dumps(published.descriptor()).encode()
         ).decode(),
     }
     if names:
         found["image.name"] = ",".join(names)
     return found
+
+
+@dataclass
+class Published:
+    """What an export writes or pushes: the top descriptor (a manifest, or an index of one
+    manifest per platform), its bytes, and every blob."""
+
+    media_type: str
+    digest: str
+    data: bytes
+    images: list[tuple[str, Image]]
+
+    def descriptor(self, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": len(self.data),
+        }
+        if annotations:
+            found["annotations"] = dict(annotations)
+        return found
+
+    def blobs(self) -> list[tuple[str, Path | bytes]]:
+        found: list[tuple[str, Path | bytes]] = []
+        for _, image in self.images:
+            found += image.blobs()
+        if len(self.images) > 1:
+            found.append((self.digest, self.data))
+        return found
+
+
+def _platform_of(key: str) -> dict[str, str]:
+    parts = key.split("/")
+    found = {"os": parts[0], "architecture": parts[1]}
+    if len(parts) > 2:
+        found["variant"] = parts[2]
+    return found
+
+
+async def publish(result: BuildResult, opts: CommitOptions) -> Published:
+    """One image, or an index over one image per platform (``refs.platforms`` order)."""
+    if len(result.refs) == 1:
+        image = await assemble(result, opts)
+        key = next(iter(result.refs))
+        return Published(image.media_type, image.manifest_digest, image.manifest, [(key, image)])
+    order = list(result.refs)
+    if result.metadata.get("refs.platforms"):
+        listed = [p["ID"] for p in json.loads(result.metadata["refs.platforms"])["Platforms"]]
+        order = [k for k in listed if k in result.refs]
+    images = []
+    for key in order:
+        metadata = {k: v for k, v in result.metadata.items() if "/" not in k}
+        config = result.metadata.get(f"containerimage.config/{key}")
+        if config is not None:
+            metadata["containerimage.config"] = config
+        images.append((key, await assemble(BuildResult({key: result.refs[key]}, metadata), opts)))
+    index: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,
+        "manifests": [
+            {**image.descriptor(), "platform": _platform_of(key)} for key, image in images
+        ],
+    }
+    if opts.annotations.get("index"):
+        index["annotations"] = opts.annotations["index"]
+    data = json.dumps(index, separators=(",", ":")).encode()
+    return Published(index["mediaType"], _digest(data), data, images)

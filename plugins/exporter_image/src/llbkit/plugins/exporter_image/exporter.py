@@ -20,8 +20,8 @@ from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
 from llbkit.plugins.exporter_image.assemble import (
     OCI_INDEX,
     CommitOptions,
-    Image,
-    assemble,
+    Published,
+    publish,
     response,
 )
 
@@ -76,7 +76,7 @@ def _ref_names(names: list[str]) -> list[tuple[str, str]]:
 
 
 def _layout_files(
-    image: Image, names: list[str], docker: bool, created: str
+    published: Published, names: list[str], docker: bool, created: str
 ) -> list[tuple[str, bytes | Path]]:
     annotations: dict[str, str] = {"org.opencontainers.image.created": created}
     refs = _ref_names(names)
@@ -86,13 +86,14 @@ def _layout_files(
     index = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [image.descriptor(annotations)],
+        "manifests": [published.descriptor(annotations)],
     }
     files: list[tuple[str, bytes | Path]] = [
         ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
         ("index.json", json.dumps(index, separators=(",", ":")).encode()),
     ]
     if docker:
+        image = published.images[0][1]
         manifest = [
             {
                 "Config": "blobs/sha256/" + image.config_digest.split(":")[1],
@@ -105,7 +106,7 @@ def _layout_files(
         ]
         files.append(("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()))
     seen = set()
-    for digest, source in image.blobs():
+    for digest, source in published.blobs():
         if digest not in seen:
             seen.add(digest)
             files.append(("blobs/sha256/" + digest.split(":")[1], source))
@@ -146,10 +147,10 @@ class TarballJob:
     async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
         if self.docker and len(result.refs) > 1:
             raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
-        image = await assemble(result, self.opts)
+        published = await publish(result, self.opts)
         moment = self.opts.epoch if self.opts.epoch is not None else int(time.time())
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-        files = _layout_files(image, self.opts.names, self.docker, created)
+        files = _layout_files(published, self.opts.names, self.docker, created)
         if not self.tar:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, source in files:
@@ -157,7 +158,7 @@ class TarballJob:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
                 await client.write_tree(self.dest, Path(tmp))
-            return response(image, self.opts.names)
+            return response(published, self.opts.names)
         if self.dest != "-" and os.path.isdir(self.dest):
             raise ConfigError(
                 f"exporter {self.name}: dest={self.dest} is a directory; "
@@ -169,7 +170,7 @@ class TarballJob:
             async with client.open_output(self.dest) as out:
                 while chunk := spool.read(1 << 20):
                     await out.write(chunk)
-        return response(image, self.opts.names)
+        return response(published, self.opts.names)
 
     async def aclose(self) -> None:
         return None
@@ -216,15 +217,15 @@ class ImageJob:
     canonical: bool
 
     async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
-        image = await assemble(result, self.opts)
+        published = await publish(result, self.opts)
         names = list(self.opts.names)
         if self.push:
             for name in names:
-                await _push(image, name, by_digest=self.by_digest, insecure=self.insecure)
-        found = response(image, names)
+                await _push(published, name, by_digest=self.by_digest, insecure=self.insecure)
+        found = response(published, names)
         if self.canonical and names:
             found["image.name"] = ",".join(
-                [*names, *(f"{n.split(':')[0]}@{image.manifest_digest}" for n in names)]
+                [*names, *(f"{n.split(':')[0]}@{published.digest}" for n in names)]
             )
         return found
 
@@ -232,7 +233,7 @@ class ImageJob:
         return None
 
 
-async def _push(image: Image, name: str, *, by_digest: bool, insecure: bool) -> None:
+async def _push(published: Published, name: str, *, by_digest: bool, insecure: bool) -> None:
     """Upload the image's blobs the registry lacks, then its manifest (tag or digest)."""
     from llbkit.core.reference import parse_reference
     from llbkit.core.registry.client import RegistryClient, RegistryConfig
@@ -240,10 +241,15 @@ async def _push(image: Image, name: str, *, by_digest: bool, insecure: bool) -> 
     ref = parse_reference(name)
     hosts = {ref.domain: {"http": True}} if insecure else {}
     async with RegistryClient(RegistryConfig(hosts)) as registry:
-        for digest, source in [
-            (image.config_digest, image.config),
-            *((d, src) for d, _, src in image.layers),
-        ]:
+        blobs = [
+            (d, src)
+            for _, image in published.images
+            for d, src in [
+                (image.config_digest, image.config),
+                *((d, s) for d, _, s in image.layers),
+            ]
+        ]
+        for digest, source in blobs:
             if await registry.has_blob(ref, digest):
                 continue  # the registry has it (from an earlier push or another image)
             data = (
@@ -252,8 +258,14 @@ async def _push(image: Image, name: str, *, by_digest: bool, insecure: bool) -> 
                 else await anyio.to_thread.run_sync(source.read_bytes)
             )
             await registry.push_blob(ref, digest, data)
-        reference = image.manifest_digest if by_digest else (ref.tag or "latest")
-        await registry.push_manifest(ref, reference, image.manifest, image.media_type)
+        if len(published.images) > 1:
+            # Each platform's manifest by digest first, then the index under the tag.
+            for _, image in published.images:
+                await registry.push_manifest(
+                    ref, image.manifest_digest, image.manifest, image.media_type
+                )
+        reference = published.digest if by_digest else (ref.tag or "latest")
+        await registry.push_manifest(ref, reference, published.data, published.media_type)
 
 
 class ImageExporter:

@@ -41,6 +41,9 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     platform: llb.Platform = field(default_factory=lambda: llb.Platform("linux", "amd64"))
+    #: every target platform (``--opt platform=a,b``); ``platform`` is the one being converted
+    platforms: list[llb.Platform] = field(default_factory=list)
+    build_platform: llb.Platform = field(default_factory=lambda: llb.Platform("linux", "amd64"))
     no_cache: bool = False
     dockerignore: list[str] = field(default_factory=list)
     contexts: dict[str, str] = field(default_factory=dict)
@@ -75,19 +78,22 @@ class _Stage:
     declared: list[str] = field(default_factory=list)
 
 
-def _platform_args(platform: llb.Platform) -> dict[str, str]:
-    plat = f"{platform.os}/{platform.architecture}" + (
+def platform_key(platform: llb.Platform) -> str:
+    return f"{platform.os}/{platform.architecture}" + (
         f"/{platform.variant}" if platform.variant else ""
     )
+
+
+def _platform_args(platform: llb.Platform, build: llb.Platform) -> dict[str, str]:
     return {
-        "TARGETPLATFORM": plat,
+        "TARGETPLATFORM": platform_key(platform),
         "TARGETOS": platform.os,
         "TARGETARCH": platform.architecture,
         "TARGETVARIANT": platform.variant,
-        "BUILDPLATFORM": plat,
-        "BUILDOS": platform.os,
-        "BUILDARCH": platform.architecture,
-        "BUILDVARIANT": platform.variant,
+        "BUILDPLATFORM": platform_key(build),
+        "BUILDOS": build.os,
+        "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant,
     }
 
 
@@ -99,7 +105,9 @@ class _Converter:
         self.escape = parsed.escape
         self.filename = options.filename
         self.stages: list[_Stage] = []
-        self.meta_args: dict[str, str] = dict(_platform_args(options.platform))
+        self.meta_args: dict[str, str] = dict(
+            _platform_args(options.platform, options.build_platform)
+        )
         self.context = llb.local(
             "context",
             exclude_patterns=options.dockerignore,

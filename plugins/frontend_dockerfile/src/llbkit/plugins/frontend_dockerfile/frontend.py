@@ -3,6 +3,7 @@ LLB and the image config."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.fs.patterns import read_dockerignore
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
-from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert
+from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert, platform_key
 from llbkit.plugins.frontend_dockerfile.parser import parse
 from llbkit.sdk import llb
 
@@ -67,23 +68,52 @@ class DockerfileJob:
                 f"# syntax={parsed.directives['syntax']} is not followed: the built-in "
                 "dockerfile.v0 frontend builds this Dockerfile"
             )
-        converted = await convert(parsed, self.options, client.resolve_image_config)
-        for warning in converted.warnings:
-            client.warn(warning)
-        platform = self.options.platform
-        definition = converted.state.marshal(platform).to_bytes()
-        key = f"{platform.os}/{platform.architecture}" + (
-            f"/{platform.variant}" if platform.variant else ""
-        )
-        metadata = {"containerimage.config": json.dumps(converted.config).encode()}
+        platforms = self.options.platforms or [self.options.platform]
+        definitions: dict[str, bytes] = {}
+        metadata: dict[str, bytes] = {}
+        for platform in platforms:
+            options = dataclasses.replace(self.options, platform=platform)
+            converted = await convert(
+                parse(text, name.rsplit("/", 1)[-1]), options, client.resolve_image_config
+            )
+            if platform == platforms[0]:
+                for warning in converted.warnings:
+                    client.warn(warning)
+            key = platform_key(platform)
+            definitions[key] = converted.state.marshal(platform).to_bytes()
+            config = json.dumps(converted.config).encode()
+            if len(platforms) == 1:
+                metadata["containerimage.config"] = config
+            else:
+                metadata[f"containerimage.config/{key}"] = config
+        if len(platforms) > 1:
+            metadata["refs.platforms"] = json.dumps(
+                {
+                    "Platforms": [
+                        {
+                            "ID": platform_key(p),
+                            "Platform": {
+                                "os": p.os,
+                                "architecture": p.architecture,
+                                **({"variant": p.variant} if p.variant else {}),
+                            },
+                        }
+                        for p in platforms
+                    ]
+                }
+            ).encode()
         epoch = self.options.build_args.get("SOURCE_DATE_EPOCH")
         if epoch:
             metadata["llbkit.source-date-epoch"] = epoch.encode()
-        return FrontendOutput({key: definition}, metadata)
+        return FrontendOutput(definitions, metadata)
+
+
+def _platforms(text: str) -> list[llb.Platform]:
+    return [_platform(item) for item in text.split(",") if item.strip()]
 
 
 def _platform(text: str) -> llb.Platform:
-    parts = text.split(",", 1)[0].strip().split("/")
+    parts = text.strip().split("/")
     if len(parts) not in (2, 3) or not all(parts):
         raise ConfigError(f"frontend option platform={text!r} is not os/arch[/variant]")
     return llb.Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
@@ -115,7 +145,9 @@ class DockerfileFrontend:
         options.filename = attrs.get("filename") or "Dockerfile"
         options.target = attrs.get("target", "")
         if attrs.get("platform"):
-            options.platform = _platform(attrs["platform"])
+            options.platforms = _platforms(attrs["platform"])
+            if options.platforms:
+                options.platform = options.platforms[0]
         options.no_cache = "no-cache" in attrs
         for item in filter(None, attrs.get("add-hosts", "").split(",")):
             host, sep, ip = item.partition("=")
