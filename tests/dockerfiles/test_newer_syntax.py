@@ -181,3 +181,44 @@ def test_multi_platform_build_gives_an_index(tmp_path: Path) -> None:
         manifest = json.loads(files["blobs/sha256/" + entry["digest"][7:]])
         config = json.loads(files["blobs/sha256/" + manifest["config"]["digest"][7:]])
         assert config["architecture"] == entry["platform"]["architecture"]
+
+
+def test_annotations_reach_their_documents(tmp_path: Path) -> None:
+    import io
+    import json
+    import tarfile
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    engine = Engine(Store.open(tmp_path / "root"), EngineConfig(), PluginRegistry.from_env())
+    out = tmp_path / "a.tar"
+    attrs = {
+        "dest": str(out),
+        "annotation.org.example.m": "m",
+        "annotation-index.org.example.i": "i",
+        "annotation-manifest-descriptor[linux/arm64].org.example.d": "arm",
+        "annotation-index-descriptor.org.example.x": "x",
+    }
+    try:
+        anyio.run(
+            lambda: engine.build(
+                None,
+                EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
+                frontend="dockerfile.v0",
+                frontend_opts={"platform": "linux/amd64,linux/arm64"},
+                exports=[ExportRequest("oci", attrs)],
+            )
+        )
+    finally:
+        engine.close()
+    with tarfile.open(fileobj=io.BytesIO(out.read_bytes())) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    top = json.loads(files["index.json"])["manifests"][0]
+    assert top["annotations"]["org.example.x"] == "x"
+    index = json.loads(files["blobs/sha256/" + top["digest"][7:]])
+    assert index["annotations"] == {"org.example.i": "i"}
+    amd, arm = index["manifests"]
+    assert "annotations" not in amd and arm["annotations"] == {"org.example.d": "arm"}
+    manifest = json.loads(files["blobs/sha256/" + amd["digest"][7:]])
+    assert manifest["annotations"] == {"org.example.m": "m"}

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from collections.abc import Mapping
@@ -31,6 +32,13 @@ LAYER_TYPES = {
     (False, "gzip"): "application/vnd.docker.image.rootfs.diff.tar.gzip",
     (False, "uncompressed"): "application/vnd.docker.image.rootfs.diff.tar",
 }
+
+
+#: ``annotation[-index|-manifest|-index-descriptor|-manifest-descriptor][[platform]].key``
+ANNOTATION_KEY = re.compile(
+    r"^annotation(?:-(index|manifest|index-descriptor|manifest-descriptor))?"
+    r"(?:\[([^\]]+)\])?\.(.+)$"
+)
 
 
 def _digest(data: bytes) -> str:
@@ -60,6 +68,7 @@ class CommitOptions:
     epoch: int | None = None
     rewrite_timestamp: bool = False
     annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+    dangling_prefix: str = ""
 
     @classmethod
     def parse(cls, attrs: Mapping[str, str], *, oci_default: bool) -> CommitOptions:
@@ -85,12 +94,21 @@ class CommitOptions:
             except ValueError:
                 raise ConfigError("exporter option source-date-epoch must be seconds") from None
         for key, value in attrs.items():
-            for prefix in ("annotation-index.", "annotation-manifest.", "annotation."):
-                if key.startswith(prefix):
-                    kind = prefix[:-1].removeprefix("annotation-") or "manifest"
-                    opts.annotations.setdefault(kind, {})[key[len(prefix) :]] = value
-                    break
+            match = ANNOTATION_KEY.match(key)
+            if match is None:
+                continue
+            kind, platform, name = match.groups()
+            where = f"{kind or 'manifest'}[{platform}]" if platform else kind or "manifest"
+            opts.annotations.setdefault(where, {})[name] = value
+        opts.dangling_prefix = attrs.get("dangling-name-prefix", "")
         return opts
+
+    def annotations_for(self, kind: str, platform: str | None = None) -> dict[str, str]:
+        """The annotations of ``kind``, with those qualified for ``platform`` over them."""
+        found = dict(self.annotations.get(kind, {}))
+        if platform:
+            found.update(self.annotations.get(f"{kind}[{platform}]", {}))
+        return found
 
 
 @dataclass
@@ -212,8 +230,9 @@ async def assemble(result: BuildResult, opts: CommitOptions) -> Image:
             for d, _, size, _ in layers
         ],
     }
-    if opts.annotations.get("manifest"):
-        manifest["annotations"] = opts.annotations["manifest"]
+    platform = next(iter(result.refs))
+    if opts.annotations_for("manifest", platform):
+        manifest["annotations"] = opts.annotations_for("manifest", platform)
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
     return Image(
         manifest_bytes,
@@ -298,10 +317,14 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
         "schemaVersion": 2,
         "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,
         "manifests": [
-            {**image.descriptor(), "platform": _platform_of(key)} for key, image in images
+            {
+                **image.descriptor(opts.annotations_for("manifest-descriptor", key) or None),
+                "platform": _platform_of(key),
+            }
+            for key, image in images
         ],
     }
-    if opts.annotations.get("index"):
-        index["annotations"] = opts.annotations["index"]
+    if opts.annotations_for("index"):
+        index["annotations"] = opts.annotations_for("index")
     data = json.dumps(index, separators=(",", ":")).encode()
     return Published(index["mediaType"], _digest(data), data, images)

@@ -18,6 +18,7 @@ import anyio
 from llbkit.core.errors import ConfigError, UnknownOptionError
 from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
 from llbkit.plugins.exporter_image.assemble import (
+    ANNOTATION_KEY,
     OCI_INDEX,
     CommitOptions,
     Published,
@@ -55,7 +56,7 @@ PREFIXES = (
 
 def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> None:
     for key in attrs:
-        if key not in OPTIONS and not key.startswith(PREFIXES):
+        if key not in OPTIONS and not ANNOTATION_KEY.match(key):
             raise UnknownOptionError(
                 f"exporter {ctx.name}", key, (*OPTIONS, *(p + "<key>" for p in PREFIXES))
             )
@@ -76,13 +77,21 @@ def _ref_names(names: list[str]) -> list[tuple[str, str]]:
 
 
 def _layout_files(
-    published: Published, names: list[str], docker: bool, created: str
+    published: Published, opts: CommitOptions, docker: bool, created: str
 ) -> list[tuple[str, bytes | Path]]:
+    names = opts.names
     annotations: dict[str, str] = {"org.opencontainers.image.created": created}
     refs = _ref_names(names)
     if refs:
         annotations["io.containerd.image.name"] = refs[0][0]
         annotations["org.opencontainers.image.ref.name"] = refs[0][1]
+    elif opts.dangling_prefix:
+        annotations["io.containerd.image.name"] = f"{opts.dangling_prefix}@{published.digest}"
+    # The descriptor index.json holds: of the index, or of the single platform's manifest.
+    if len(published.images) > 1:
+        annotations.update(opts.annotations_for("index-descriptor"))
+    else:
+        annotations.update(opts.annotations_for("manifest-descriptor", published.images[0][0]))
     index = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -150,7 +159,7 @@ class TarballJob:
         published = await publish(result, self.opts)
         moment = self.opts.epoch if self.opts.epoch is not None else int(time.time())
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-        files = _layout_files(published, self.opts.names, self.docker, created)
+        files = _layout_files(published, self.opts, self.docker, created)
         if not self.tar:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, source in files:
@@ -280,7 +289,7 @@ class ImageExporter:
         from llbkit.plugins.exporter_image.assemble import _bool
 
         for key in attrs:
-            if key not in IMAGE_OPTIONS and not key.startswith(PREFIXES):
+            if key not in IMAGE_OPTIONS and not ANNOTATION_KEY.match(key):
                 raise UnknownOptionError(
                     f"exporter {self.ctx.name}",
                     key,
