@@ -33,6 +33,12 @@ MEDIA_TYPES = {
     ("docker", "uncompressed"): "application/vnd.docker.image.rootfs.diff.tar",
 }
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,
+    host TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    PRIMARY KEY (digest, host, repo)
+);
 CREATE TABLE IF NOT EXISTS layer_blobs (
     layer INTEGER NOT NULL,
     variant TEXT NOT NULL,
@@ -233,7 +239,13 @@ def _compress(
 
 
 def register_blob(
-    store: Store, layer: int, path: Path, blob: LayerBlob, media_type: str = ""
+    store: Store,
+    layer: int,
+    path: Path,
+    blob: LayerBlob,
+    *,
+    media_type: str = "",
+    source: tuple[str, str] | None = None,
 ) -> None:
     """Record that ``layer`` is already available as ``blob`` (a pulled image layer), so an
     export or push reuses the original compressed bytes and digest."""
@@ -245,6 +257,23 @@ def register_blob(
             " VALUES (?, ?, ?, ?, ?)",
             (layer, f"{blob.compression}:None:None", blob.digest, blob.diff_id, blob.size),
         )
+        if source is not None:
+            store.db.execute(
+                "INSERT OR IGNORE INTO blob_sources(digest, host, repo) VALUES (?, ?, ?)",
+                (blob.digest, *source),
+            )
+
+
+def blob_sources(store: Store, digest: str) -> list[tuple[str, str]]:
+    """Registries and repositories a blob was pulled from (for cross-repository mounts)."""
+    with store.lock:
+        store.db.executescript(_SCHEMA)
+        return [
+            (str(r[0]), str(r[1]))
+            for r in store.db.execute(
+                "SELECT host, repo FROM blob_sources WHERE digest=?", (digest,)
+            )
+        ]
 
 
 def layer_blobs(

@@ -264,6 +264,12 @@ class RegistryClient:
         url = f"{self._push_base(ref)}/v2/{ref.path}/blobs/{digest}"
         return (await self._send(ref, "HEAD", url)).status_code == 200
 
+    async def mount_blob(self, ref: Reference, digest: str, from_repo: str) -> bool:
+        """Ask the registry to link a blob another repository of it has; whether it did."""
+        base = self._push_base(ref)
+        url = f"{base}/v2/{ref.path}/blobs/uploads/?mount={digest}&from={from_repo}"
+        return (await self._send(ref, "POST", url)).status_code == 201
+
     async def push_blob(self, ref: Reference, digest: str, data: bytes) -> None:
         """Upload a blob (monolithic: POST for a location, then PUT with the digest)."""
         base = self._push_base(ref)

@@ -188,6 +188,12 @@ class SolvedResult:
             )
         )
 
+    def blob_sources(self, digest: str) -> list[tuple[str, str]]:
+        """(registry, repository) pairs a blob was pulled from: pushes there can mount it."""
+        from llbkit.core.cache.blobs import blob_sources
+
+        return blob_sources(self.store, digest)
+
     def blob_path(self, digest: str) -> Path:
         """Where a blob of :meth:`layer_blobs` is, to stream it."""
         return self.store.root.content.blob_path(digest)
@@ -587,7 +593,14 @@ class _Build:
             )
             if item["diff_id"]:
                 blob = LayerBlob(item["digest"], item["diff_id"], int(item["size"]), compression)
-                register_blob(self.store, layer, item["blob"], blob, media)
+                register_blob(
+                    self.store,
+                    layer,
+                    item["blob"],
+                    blob,
+                    media_type=media,
+                    source=item.get("source"),
+                )
         return self.store.compact(tuple(chain))
 
     async def _resolved_key(

@@ -110,6 +110,7 @@ class ImageJob(ParsedSource):
                 progress.status(f"extracting {desc.digest}", done=True)
                 found.append(
                     {
+                        "source": (self.reference.domain, self.reference.path),
                         "dir": target,
                         "blob": paths[desc.digest],
                         "digest": desc.digest,

@@ -268,6 +268,8 @@ class Published:
     digest: str
     data: bytes
     images: list[tuple[str, Image]]
+    #: where pulled layers came from, for cross-repository mounts when pushing
+    sources: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def descriptor(self, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -301,7 +303,13 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
     if len(result.refs) == 1:
         image = await assemble(result, opts)
         key = next(iter(result.refs))
-        return Published(image.media_type, image.manifest_digest, image.manifest, [(key, image)])
+        return Published(
+            image.media_type,
+            image.manifest_digest,
+            image.manifest,
+            [(key, image)],
+            _sources(result, [image]),
+        )
     order = list(result.refs)
     if result.metadata.get("refs.platforms"):
         listed = [p["ID"] for p in json.loads(result.metadata["refs.platforms"])["Platforms"]]
@@ -327,4 +335,23 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
     if opts.annotations_for("index"):
         index["annotations"] = opts.annotations_for("index")
     data = json.dumps(index, separators=(",", ":")).encode()
-    return Published(index["mediaType"], _digest(data), data, images)
+    return Published(
+        index["mediaType"],
+        _digest(data),
+        data,
+        images,
+        _sources(result, [image for _, image in images]),
+    )
+
+
+def _sources(result: BuildResult, images: list[Image]) -> dict[str, list[tuple[str, str]]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for ref in result.refs.values():
+        lookup = getattr(ref, "blob_sources", None)
+        if lookup is None:
+            continue
+        for image in images:
+            for digest, _, _ in image.layers:
+                if digest not in found and lookup(digest):
+                    found[digest] = lookup(digest)
+    return found

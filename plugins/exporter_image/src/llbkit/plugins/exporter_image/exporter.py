@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 
@@ -261,6 +261,8 @@ async def _push(published: Published, name: str, *, by_digest: bool, insecure: b
         for digest, source in blobs:
             if await registry.has_blob(ref, digest):
                 continue  # the registry has it (from an earlier push or another image)
+            if await _mounted(registry, ref, digest, published.sources.get(digest, [])):
+                continue  # linked from the repository it was pulled from
             data = (
                 source
                 if isinstance(source, bytes)
@@ -275,6 +277,13 @@ async def _push(published: Published, name: str, *, by_digest: bool, insecure: b
                 )
         reference = published.digest if by_digest else (ref.tag or "latest")
         await registry.push_manifest(ref, reference, published.data, published.media_type)
+
+
+async def _mounted(registry: Any, ref: Any, digest: str, sources: list[tuple[str, str]]) -> bool:
+    for host, repo in sources:
+        if host == ref.domain and repo != ref.path and await registry.mount_blob(ref, digest, repo):
+            return True
+    return False
 
 
 class ImageExporter:
