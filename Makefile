@@ -1,5 +1,5 @@
 # Shortcuts; each target is also a plain script for machines without make.
-.PHONY: setup test main lint proto known
+.PHONY: setup test main bench lint proto known
 
 setup:
 	bash scripts/setup.sh
@@ -9,6 +9,9 @@ test:
 
 main:
 	bash scripts/main.sh
+
+bench:
+	bash scripts/bench.sh
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy core/src sdk/src

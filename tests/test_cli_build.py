@@ -90,6 +90,19 @@ def test_local_context_and_no_cache(tmp_path: Path) -> None:
     assert "CACHED" not in fresh
 
 
+def test_a_state_root_inside_the_context_is_not_part_of_it(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "in.txt").write_text("mine\n")
+    data = definition(llb.scratch().file(llb.copy(llb.local("context"), "/", "/ctx/")))
+    for n in range(2):  # the second build would see the first one's mirror inside the root
+        out = tmp_path / f"out{n}"
+        args = ("build", "--local", f"context={ctx}", "-o", f"type=local,dest={out}")
+        done = llbkit(ctx / ".state", *args, stdin=data)
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in (out / "ctx").iterdir()) == ["in.txt"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -77,8 +77,14 @@ def parse_secret(value: str) -> tuple[str, bytes]:
         raise ConfigError(f"--secret {value!r}: cannot read {path}: {err.strerror}") from None
 
 
-def _client(locals_: tuple[str, ...], secret: tuple[str, ...], ssh: tuple[str, ...]) -> Any:
-    """The embedded client: ``--local`` directories, ``--secret`` values, ``--ssh`` agents."""
+def _client(
+    locals_: tuple[str, ...],
+    secret: tuple[str, ...],
+    ssh: tuple[str, ...],
+    oci_layout: tuple[str, ...],
+) -> Any:
+    """The embedded client: ``--local`` directories, ``--secret`` values, ``--ssh`` agents,
+    ``--oci-layout`` stores."""
     from llbkit.core.client.embedded import EmbeddedClient
 
     locals_map = {name: Path(path) for name, path in _pairs("--local", locals_).items()}
@@ -89,6 +95,7 @@ def _client(locals_: tuple[str, ...], secret: tuple[str, ...], ssh: tuple[str, .
         locals=locals_map,
         secrets=dict(parse_secret(s) for s in secret),
         ssh=dict(parse_ssh(s) for s in ssh),
+        layouts={name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()},
     )
 
 
@@ -259,11 +266,11 @@ def build(
     _later("--export-cache", export_cache, "exporting the build cache")
     _later("--import-cache", import_cache, "importing a build cache")
     exports = [ExportRequest(*parse_output(value)) for value in outputs]
-    client = _client(locals_, secret, ssh)
-    client.layouts = {name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()}
+    client = _client(locals_, secret, ssh, oci_layout)
     data, source = (None, "") if frontend else _read_definition(definition)
     trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
     with open_engine(ctx, config_path) as engine:
+        client.private = (engine.store.root.path,)
         display = make_display(progress)
 
         def on_event(event: Any) -> None:

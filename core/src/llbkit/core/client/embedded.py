@@ -37,6 +37,8 @@ class EmbeddedClient:
     ssh: Mapping[str, Path] = field(default_factory=dict)
     layouts: Mapping[str, Path] = field(default_factory=dict)
     stdout: BinaryIO | None = None
+    #: directories never sent as part of a context (the engine's own state root)
+    private: tuple[Path, ...] = ()
 
     @asynccontextmanager
     async def open_output(self, dest: str) -> AsyncIterator[_FileSink]:
@@ -138,6 +140,11 @@ class EmbeddedClient:
         src = self._local(name)
         await anyio.to_thread.run_sync(
             lambda: sync_tree(
-                src, dest, include=include, exclude=exclude, follow_paths=follow_paths
+                src,
+                dest,
+                include=include,
+                exclude=exclude,
+                follow_paths=follow_paths,
+                skip_dirs=self.private,
             )
         )

@@ -61,11 +61,14 @@ def sync_tree(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     follow_paths: Sequence[str] = (),
+    skip_dirs: Sequence[Path] = (),
 ) -> int:
     """Make ``dest`` mirror ``src`` (filtered by patterns); return how many entries changed.
 
     ``follow_paths`` name symlinks whose targets (resolved inside ``src``) are included too,
-    as fsutil resolves them into include patterns before walking.
+    as fsutil resolves them into include patterns before walking. ``skip_dirs`` are never
+    mirrored: an engine's own state root inside a context would otherwise copy itself into
+    itself, deeper on every build.
     """
     includes = [p.strip("/") for p in include]
     if includes:
@@ -76,16 +79,33 @@ def sync_tree(
     inc = PatternMatcher(includes) if includes else None
     exc = PatternMatcher(list(exclude)) if exclude else None
     dest.mkdir(parents=True, exist_ok=True)
-    return _sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc), {})
+    skip = set()
+    for private in skip_dirs:
+        try:
+            st = os.stat(private)
+        except OSError:
+            continue
+        skip.add((st.st_dev, st.st_ino))
+    return _sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc, skip), {})
 
 
 class _Filter:
     def __init__(
-        self, inc: PatternMatcher | None, includes: list[str], exc: PatternMatcher | None
+        self,
+        inc: PatternMatcher | None,
+        includes: list[str],
+        exc: PatternMatcher | None,
+        skip: set[tuple[int, int]],
     ) -> None:
         self.inc = inc
         self.includes = includes
         self.exc = exc
+        self.skip = skip
+
+    def skipped(self, entry: os.DirEntry[str]) -> bool:
+        if not self.skip or not entry.is_dir(follow_symlinks=False):
+            return False
+        return (entry.stat(follow_symlinks=False).st_dev, entry.inode()) in self.skip
 
 
 def _sync_dir(
@@ -95,7 +115,7 @@ def _sync_dir(
     changed = 0
     keep: set[str] = set()
     with os.scandir(src) as it:
-        entries = sorted(it, key=lambda e: e.name)
+        entries = sorted((e for e in it if not patterns.skipped(e)), key=lambda e: e.name)
     for entry in entries:
         path = f"{rel}/{entry.name}" if rel else entry.name
         st = entry.stat(follow_symlinks=False)
@@ -120,7 +140,11 @@ def _sync_dir(
                 changed += 1
             # An included directory brings everything below it.
             below = _sync_dir(
-                entry.path, target, path, _Filter(None if selected else inc, includes, exc), links
+                entry.path,
+                target,
+                path,
+                _Filter(None if selected else inc, includes, exc, patterns.skip),
+                links,
             )
             if below == 0 and not selected and not excluded and not os.listdir(target):
                 os.rmdir(target)

@@ -1,0 +1,233 @@
+"""The work every tool is measured on, generated here (no downloads): Dockerfiles on a busybox
+base in the loopback registry, a large context, and LLB graphs from the sdk.
+
+Each scenario's ``measure`` starts from an empty cache (``tool.reset()``), does its untimed
+preparation, and returns the seconds of each timed phase, e.g. ``{"cold": 1.2, "warm": 0.3}``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphs import chain, wide
+from tools import Build, Tool, Unsupported
+
+from llbkit.sdk import llb
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big the work is: the full figures, or ``--quick``'s smaller ones."""
+
+    steps: int = 30
+    files: int = 5000
+    context_bytes: int = 156 * 10**6
+    graph: int = 1000
+    builds: int = 4
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(steps=10, files=500, context_bytes=16 * 10**6, graph=200)
+
+
+@dataclass
+class Work:
+    """Where the scenarios' files are, and the base image every Dockerfile starts from."""
+
+    root: Path
+    base: str
+    sizes: Sizes
+
+
+def settle() -> None:
+    """Let the disk finish the previous run's writes and deletions (ext4 online discard slows
+    file creation for a while after large deletions), so runs do not pay for each other."""
+    os.sync()
+    time.sleep(1)
+
+
+def timed(action: Callable[[], object]) -> float:
+    settle()
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _dockerfile(folder: Path, text: str, files: dict[str, str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Dockerfile").write_text(text)
+    for name, content in (files or {}).items():
+        (folder / name).write_text(content)
+    return folder
+
+
+# -- parallel stages ------------------------------------------------------------------------
+
+
+PARALLEL = """\
+ARG BASE
+FROM $BASE AS slow1
+RUN sleep 1 && echo one > /one
+FROM $BASE AS slow2
+RUN sleep 1 && echo two > /two
+FROM $BASE AS quick
+RUN echo three > /three
+FROM $BASE
+COPY --from=slow1 /one /one
+COPY --from=slow2 /two /two
+COPY --from=quick /three /three
+"""
+
+
+def parallel_stages(tool: Tool, work: Work) -> dict[str, float]:
+    spec = Build(_dockerfile(work.root / "parallel", PARALLEL), {"BASE": work.base})
+    tool.reset()
+    return {"cold": timed(lambda: tool.build(spec)), "warm": timed(lambda: tool.build(spec))}
+
+
+# -- exec chain -----------------------------------------------------------------------------
+
+
+def exec_chain(tool: Tool, work: Work) -> dict[str, float]:
+    steps = "".join(f"RUN echo step {n} >> /steps.log\n" for n in range(work.sizes.steps))
+    folder = _dockerfile(work.root / "exec", f"ARG BASE\nFROM $BASE\n{steps}")
+    spec = Build(folder, {"BASE": work.base})
+    tool.reset()
+    cold = timed(lambda: tool.build(spec))
+    return {"cold": cold, "cold, per step": cold / work.sizes.steps}
+
+
+# -- no-op rebuild --------------------------------------------------------------------------
+
+MULTI_STAGE = """\
+ARG BASE
+FROM $BASE AS deps
+RUN echo deps > /deps
+FROM $BASE AS build
+COPY app.txt /src/
+RUN cat /src/app.txt > /built
+FROM $BASE
+COPY --from=deps /deps /deps
+COPY --from=build /built /built
+CMD ["cat", "/built"]
+"""
+
+
+def noop_rebuild(tool: Tool, work: Work) -> dict[str, float]:
+    folder = _dockerfile(work.root / "noop", MULTI_STAGE, {"app.txt": "hello\n"})
+    spec = Build(folder, {"BASE": work.base})
+    tool.reset()
+    tool.build(spec)
+    return {"warm": timed(lambda: tool.build(spec))}
+
+
+# -- a large context, and exporting it ------------------------------------------------------
+
+CONTEXT = """\
+ARG BASE
+FROM scratch AS export
+COPY . /data/
+
+FROM $BASE
+COPY . /data/
+RUN wc -c /data/d00/f0000.bin
+"""
+
+
+def _context(work: Work) -> Path:
+    """``files`` files of incompressible data, ``context_bytes`` in all, made once per run."""
+    folder = work.root / "context"
+    if not (folder / "Dockerfile").exists():
+        size = work.sizes.context_bytes // work.sizes.files
+        for n in range(work.sizes.files):
+            sub = folder / f"d{n // 100:02d}"
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"f{n:04d}.bin").write_bytes(os.urandom(size))
+        _dockerfile(folder, CONTEXT)
+    return folder
+
+
+def context(tool: Tool, work: Work) -> dict[str, float]:
+    spec = Build(_context(work), {"BASE": work.base})
+    tool.reset()
+    times = {"cold": timed(lambda: tool.build(spec))}
+    times["warm, no change"] = timed(lambda: tool.build(spec))
+    victim = spec.context / "d01" / f"f{random.randrange(100, 200):04d}.bin"
+    victim.write_bytes(os.urandom(victim.stat().st_size))
+    times["warm, one file changed"] = timed(lambda: tool.build(spec))
+    return times
+
+
+def export(tool: Tool, work: Work) -> dict[str, float]:
+    if not tool.writes_oci:
+        raise Unsupported
+    times = {}
+    out = work.root / "exports"
+    out.mkdir(exist_ok=True)
+    for compression in ("gzip", "zstd"):
+        dest = out / f"{tool.name}-{compression}.tar"
+        spec = Build(_context(work), {"BASE": work.base}, target="export")
+        tool.reset()
+        tool.build(spec)
+        exporting = Build(spec.context, spec.args, "export", dest, compression)
+        try:
+            times[compression] = timed(lambda s=exporting: tool.build(s))
+        finally:
+            dest.unlink(missing_ok=True)
+    return times
+
+
+# -- graph scale (LLB) ----------------------------------------------------------------------
+
+
+def graph_scale(tool: Tool, work: Work) -> dict[str, float]:
+    if not tool.takes_llb:
+        raise Unsupported
+    times = {}
+    for name, make in (("wide", wide), ("chain", chain)):
+        data = make(work.sizes.graph).marshal(llb.Platform("linux", "amd64")).to_bytes()
+        tool.reset()
+        times[f"{name}-{work.sizes.graph} cold"] = timed(lambda d=data: tool.build_llb(d))
+    return times
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+SHARED_BASE = """\
+ARG BASE
+FROM $BASE AS base
+RUN sleep 1 && echo base > /base
+FROM base
+ARG N
+RUN echo "$N" > /n && cat /base
+"""
+
+
+def concurrency(tool: Tool, work: Work) -> dict[str, float]:
+    folder = _dockerfile(work.root / "concurrency", SHARED_BASE)
+    specs = [Build(folder, {"BASE": work.base, "N": str(n)}) for n in range(work.sizes.builds)]
+    tool.reset()
+    return {f"{len(specs)} builds, cold": timed(lambda: tool.build_many(specs))}
+
+
+Measure = Callable[[Tool, Work], dict[str, float]]
+
+SCENARIOS: dict[str, Measure] = {
+    "parallel-stages": parallel_stages,
+    "exec-chain": exec_chain,
+    "noop-rebuild": noop_rebuild,
+    "context": context,
+    "export": export,
+    "graph-scale": graph_scale,
+    "concurrency": concurrency,
+}
+
+
+def cleanup(work: Work) -> None:
+    shutil.rmtree(work.root, ignore_errors=True)

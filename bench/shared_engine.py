@@ -1,0 +1,39 @@
+"""Several Dockerfile builds at once in one embedded engine, through the Python API.
+
+    python bench/shared_engine.py ROOT 'CONTEXT|KEY=VALUE,KEY=VALUE' ...
+
+A state root has one owner, so concurrent builds share an engine (and with it every vertex
+they have in common) rather than racing for the root; this is what a Python program that
+drives llbkit without a daemon does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+
+from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.engine import Engine
+
+
+async def _build(engine: Engine, spec: str) -> None:
+    context, _, args = spec.partition("|")
+    opts = {f"build-arg:{k}": v for k, _, v in (a.partition("=") for a in args.split(",") if a)}
+    client = EmbeddedClient(
+        locals={"context": Path(context), "dockerfile": Path(context)},
+        private=(engine.store.root.path,),
+    )
+    await engine.build(None, client, frontend="dockerfile.v0", frontend_opts=opts)
+
+
+async def _main(root: Path, specs: list[str]) -> None:
+    with Engine.open(root) as engine:
+        async with anyio.create_task_group() as group:
+            for spec in specs:
+                group.start_soon(_build, engine, spec)
+
+
+if __name__ == "__main__":
+    anyio.run(_main, Path(sys.argv[1]), sys.argv[2:])

@@ -1,0 +1,362 @@
+"""The builders compared: llbkit, and whichever peers this machine has.
+
+Each tool runs in its own private state (a root, a socket, a data directory) under the run's
+work folder, so the host's daemons and images are never touched, and ``reset`` empties that
+state so the next build is cold (the base image is pulled again from the loopback registry).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LLBKIT = str(Path(sys.executable).with_name("llbkit"))
+HERE = Path(__file__).resolve().parent
+#: As installed for users: compiled bytecode is cached, not rebuilt on every start.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+TIMEOUT = 900
+
+
+class Unsupported(Exception):
+    """This tool cannot do this scenario (e.g. docker build takes no LLB)."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """One Dockerfile build: its context, build args, target and optional oci output."""
+
+    context: Path
+    args: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    oci: Path | None = None
+    compression: str = "gzip"
+
+
+def run(
+    command: list[str], *, data: bytes | None = None, env: dict[str, str] | None = None
+) -> None:
+    done = subprocess.run(
+        command, input=data, capture_output=True, env=env or ENV, timeout=TIMEOUT, check=False
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{Path(command[0]).name} exited {done.returncode}: {' | '.join(tail)}")
+
+
+def _wait_for(check: list[str], proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while subprocess.run(check, capture_output=True, check=False).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.2)
+
+
+class Tool:
+    name = ""
+    #: builds LLB definitions, not only Dockerfiles
+    takes_llb = False
+    #: writes oci tarballs
+    writes_oci = True
+
+    def __init__(self, work: Path, registry: str) -> None:
+        self.work = work / self.name
+        self.registry = registry
+        self.env = ENV
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why this tool cannot run here, or None."""
+        return None
+
+    def start(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def stop(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def build(self, spec: Build) -> None:
+        raise NotImplementedError
+
+    def build_many(self, specs: list[Build]) -> None:
+        """Several builds at once; they share what they have in common."""
+        procs = [
+            subprocess.Popen(
+                self._command(s, n), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            for n, s in enumerate(specs)
+        ]
+        errors = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
+        for proc, err in zip(procs, errors, strict=True):
+            if proc.returncode != 0:
+                tail = err.decode(errors="replace").strip().splitlines()[-1:]
+                raise RuntimeError(f"{Path(proc.args[0]).name} exited {proc.returncode}: {tail}")
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        raise Unsupported
+
+    def build_llb(self, data: bytes) -> None:
+        raise Unsupported
+
+
+def _frontend_args(spec: Build) -> list[str]:
+    out = [
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={spec.context}",
+        "--local",
+        f"dockerfile={spec.context}",
+    ]
+    for key, value in spec.args.items():
+        out += ["--opt", f"build-arg:{key}={value}"]
+    if spec.target:
+        out += ["--opt", f"target={spec.target}"]
+    if spec.oci is not None:
+        out += ["--output", f"type=oci,dest={spec.oci},compression={spec.compression}"]
+    return out
+
+
+class Llbkit(Tool):
+    """``llbkit build``, embedded: a new process per build, as a user runs it."""
+
+    name = "llbkit"
+    takes_llb = True
+
+    @property
+    def root(self) -> Path:
+        return self.work / "root"
+
+    def reset(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        return [
+            LLBKIT,
+            "--root",
+            str(self.root),
+            "build",
+            "--progress",
+            "quiet",
+            *_frontend_args(spec),
+        ]
+
+    def build(self, spec: Build) -> None:
+        run(self._command(spec))
+
+    def build_many(self, specs: list[Build]) -> None:
+        # One root has one owner: concurrent builds share one engine, through the Python API.
+        run(
+            [
+                sys.executable,
+                str(HERE / "shared_engine.py"),
+                str(self.root),
+                *(f"{s.context}|{','.join(f'{k}={v}' for k, v in s.args.items())}" for s in specs),
+            ]
+        )
+
+    def build_llb(self, data: bytes) -> None:
+        run([LLBKIT, "--root", str(self.root), "build", "--progress", "quiet"], data=data)
+
+
+class Buildctl(Tool):
+    """buildctl against a buildkitd this harness starts (the one on PATH)."""
+
+    name = "buildkit"
+    takes_llb = True
+
+    @staticmethod
+    def missing() -> str | None:
+        if os.geteuid() != 0:
+            return "buildkitd needs root here"
+        absent = [b for b in ("buildkitd", "buildctl", "runc") if shutil.which(b) is None]
+        return f"not on PATH: {', '.join(absent)}" if absent else None
+
+    def start(self) -> None:
+        super().start()
+        sock = self.work / "buildkitd.sock"
+        config = self.work / "buildkitd.toml"
+        config.write_text(f'[registry."{self.registry}"]\n  http = true\n  insecure = true\n')
+        self.addr = f"unix://{sock}"
+        self.proc = subprocess.Popen(
+            [
+                "buildkitd",
+                "--root",
+                str(self.work / "state"),
+                "--addr",
+                self.addr,
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for(["buildctl", "--addr", self.addr, "debug", "workers"], self.proc, "buildkitd")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def reset(self) -> None:
+        run(["buildctl", "--addr", self.addr, "prune", "--all"])
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        return [
+            "buildctl",
+            "--addr",
+            self.addr,
+            "build",
+            "--progress",
+            "plain",
+            *_frontend_args(spec),
+        ]
+
+    def build(self, spec: Build) -> None:
+        run(self._command(spec))
+
+    def build_llb(self, data: bytes) -> None:
+        run(["buildctl", "--addr", self.addr, "build", "--progress", "plain"], data=data)
+
+
+class Docker(Tool):
+    """``docker build`` with the BuildKit inside Debian's dockerd, on a private socket."""
+
+    name = "docker"
+    writes_oci = False  # docker 20.10's build writes local and tar outputs only
+
+    @staticmethod
+    def _client() -> str | None:
+        # The client packaged with Debian's dockerd: newer clients want a buildx plugin.
+        for candidate in ("/usr/bin/docker", shutil.which("docker")):
+            if candidate and Path(candidate).exists():
+                return candidate
+        return None
+
+    @staticmethod
+    def missing() -> str | None:
+        if os.geteuid() != 0:
+            return "dockerd needs root here"
+        if shutil.which("dockerd") is None or Docker._client() is None:
+            return "dockerd is not installed (apt-get install docker.io)"
+        return None
+
+    def start(self) -> None:
+        super().start()
+        sock = self.work / "docker.sock"
+        self.proc = subprocess.Popen(
+            [
+                "dockerd",
+                "--host",
+                f"unix://{sock}",
+                "--data-root",
+                str(self.work / "data"),
+                "--exec-root",
+                str(self.work / "exec"),
+                "--pidfile",
+                str(self.work / "pid"),
+                "--iptables=false",
+                "--ip-masq=false",
+                "--bridge=none",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = [str(self._client()), "-H", f"unix://{sock}"]
+        _wait_for([*self.client, "version"], self.proc, "dockerd")
+        self.env = {**ENV, "DOCKER_BUILDKIT": "1"}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def reset(self) -> None:
+        run([*self.client, "builder", "prune", "--all", "--force"], env=self.env)
+        run([*self.client, "image", "prune", "--all", "--force"], env=self.env)
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        command = [*self.client, "build", "--progress", "plain", "--network", "host"]
+        for key, value in spec.args.items():
+            command += ["--build-arg", f"{key}={value}"]
+        if spec.target:
+            command += ["--target", spec.target]
+        return [*command, str(spec.context)]
+
+    def build(self, spec: Build) -> None:
+        run(self._command(spec), env=self.env)
+
+
+class Buildah(Tool):
+    """``buildah bud`` with its own storage; oci tarballs by ``buildah push oci-archive:``."""
+
+    name = "buildah"
+
+    @staticmethod
+    def missing() -> str | None:
+        if os.geteuid() != 0:
+            return "buildah needs root here"
+        return None if shutil.which("buildah") else "buildah is not installed"
+
+    def _base(self) -> list[str]:
+        return [
+            "buildah",
+            "--root",
+            str(self.work / "storage"),
+            "--runroot",
+            str(self.work / "run"),
+            "--storage-driver",
+            "overlay",
+        ]
+
+    def reset(self) -> None:
+        run([*self._base(), "rm", "--all"])
+        run([*self._base(), "rmi", "--all", "--force"])
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        command = [
+            *self._base(),
+            "bud",
+            "--tls-verify=false",
+            "--layers",
+            "--jobs",
+            "4",
+            "--isolation",
+            "oci",
+            "--network",
+            "host",
+            "-q",
+            "-t",
+            f"bench{n}",
+        ]
+        for key, value in spec.args.items():
+            command += ["--build-arg", f"{key}={value}"]
+        if spec.target:
+            command += ["--target", spec.target]
+        return [*command, str(spec.context)]
+
+    def build(self, spec: Build) -> None:
+        run(self._command(spec))
+        if spec.oci is not None:
+            fmt = {"gzip": "gzip", "zstd": "zstd", "uncompressed": "uncompressed"}[spec.compression]
+            run(
+                [
+                    *self._base(),
+                    "push",
+                    "--format",
+                    "oci",
+                    "--compression-format",
+                    fmt,
+                    "bench0",
+                    f"oci-archive:{spec.oci}",
+                ]
+            )
+
+
+TOOLS: list[type[Tool]] = [Llbkit, Buildctl, Docker, Buildah]
