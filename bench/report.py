@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,17 @@ class Results:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     unsupported: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, scenario: str, tool: str, times: dict[str, float]) -> None:
+    def add(self, scenario: str, tool: str, times: Mapping[str, float | str]) -> None:
         phases = self.seconds.setdefault(scenario, {})
         for phase, value in times.items():
-            phases.setdefault(phase, {}).setdefault(tool, []).append(value)
+            if isinstance(value, str):
+                self.errors.setdefault(scenario, {})[f"{tool} ({phase})"] = value[:300]
+            else:
+                phases.setdefault(phase, {}).setdefault(tool, []).append(value)
+
+    def failed(self, scenario: str, tool: str, phase: str) -> bool:
+        errors = self.errors.get(scenario, {})
+        return tool in errors or f"{tool} ({phase})" in errors
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,7 @@ def markdown(results: Results) -> str:
         for tool in tools:
             row = cells.get(tool)
             if row is None:
-                failed = results.errors.get(scenario, {}).get(tool)
-                shown.append("failed" if failed else "n/a")
+                shown.append("failed" if results.failed(scenario, tool, phase) else "n/a")
             elif tool == "llbkit" or row.ratio is None:
                 shown.append(_seconds(row.median))
             else:

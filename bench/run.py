@@ -125,7 +125,9 @@ def _scenario(
                 print(f"bench: {name} with {tool.name} failed: {err}", file=sys.stderr)
                 continue
             results.add(name, tool.name, times)
-            shown = ", ".join(f"{k} {v:.2f}s" for k, v in times.items())
+            shown = ", ".join(
+                f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} failed" for k, v in times.items()
+            )
             print(
                 f"bench: {name} run {n + 1}/{runs} {tool.name}: {shown} "
                 f"({time.monotonic() - start:.0f}s)",

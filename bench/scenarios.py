@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +45,27 @@ class Work:
     sizes: Sizes
 
 
-def settle() -> None:
-    """Let the disk finish the previous run's writes and deletions (ext4 online discard slows
-    file creation for a while after large deletions), so runs do not pay for each other."""
+def _busy_ms() -> int:
+    """Milliseconds the disks have spent doing I/O since boot (all of them, summed)."""
+    try:
+        lines = Path("/proc/diskstats").read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(int(f[12]) for f in (line.split() for line in lines) if len(f) > 12)
+
+
+def settle(limit: float = 30.0) -> None:
+    """Wait until the disk is idle: the previous run's writes, deletions and the discards
+    ext4 issues after them would otherwise slow whichever tool runs next."""
     os.sync()
-    time.sleep(1)
+    deadline = time.monotonic() + limit
+    before = _busy_ms()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _busy_ms()
+        if now - before < 25:  # under 5% busy over the last half second
+            return
+        before = now
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -186,14 +202,18 @@ def export(tool: Tool, work: Work) -> dict[str, float]:
 # -- graph scale (LLB) ----------------------------------------------------------------------
 
 
-def graph_scale(tool: Tool, work: Work) -> dict[str, float]:
+def graph_scale(tool: Tool, work: Work) -> dict[str, float | str]:
     if not tool.takes_llb:
         raise Unsupported
-    times = {}
+    times: dict[str, float | str] = {}
     for name, make in (("wide", wide), ("chain", chain)):
         data = make(work.sizes.graph).marshal(llb.Platform("linux", "amd64")).to_bytes()
         tool.reset()
-        times[f"{name}-{work.sizes.graph} cold"] = timed(lambda d=data: tool.build_llb(d))
+        phase = f"{name}-{work.sizes.graph} cold"
+        try:
+            times[phase] = timed(lambda d=data: tool.build_llb(d))
+        except RuntimeError as err:  # one graph failing says nothing about the other
+            times[phase] = str(err)
     return times
 
 
@@ -216,7 +236,8 @@ def concurrency(tool: Tool, work: Work) -> dict[str, float]:
     return {f"{len(specs)} builds, cold": timed(lambda: tool.build_many(specs))}
 
 
-Measure = Callable[[Tool, Work], dict[str, float]]
+#: seconds by phase, or why a phase failed
+Measure = Callable[[Tool, Work], Mapping[str, float | str]]
 
 SCENARIOS: dict[str, Measure] = {
     "parallel-stages": parallel_stages,

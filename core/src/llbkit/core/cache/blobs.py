@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,8 +141,9 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
 class _Compressor:
     """A file-like sink: what the tar writer gives is compressed into ``out`` as it comes.
 
-    gzip is made of members of ``_GZIP_CHUNK`` bytes compressed on every core (as pigz does);
+    gzip is made of members of ``_CHUNK`` bytes compressed on every core (as pigz does);
     concatenated members are one valid gzip stream, and the bytes do not depend on timing.
+    zstd is one stream compressed on a worker thread, in order, while the tar is being read.
     """
 
     def __init__(self, out: _Hashing, compression: str, level: int | None) -> None:
@@ -152,36 +154,42 @@ class _Compressor:
         self._buffer = bytearray()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Any] = []
-        self._zstd: Any = None
+        self._work: Any = None
+        self._workers = 1
         if compression == "gzip":
             self._workers = max(1, os.cpu_count() or 1)
-            self._pool = ThreadPoolExecutor(self._workers)
-            self._level = 6 if level is None else level
+            self._work = partial(_gzip_member, level=level)
         elif compression == "zstd":
             import zstandard
 
-            compressor = zstandard.ZstdCompressor(level=3 if level is None else level)
-            self._zstd = compressor.stream_writer(out, closefd=False)  # type: ignore[arg-type]
+            stream = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
+            self._work = stream.compress
+            self._end = stream.flush
         elif compression != "uncompressed":
             raise ConfigError(f"compression={compression!r}: gzip, zstd or uncompressed")
+        if self._work is not None:
+            # One worker keeps zstd's chunks in order; gzip's members are independent.
+            self._pool = ThreadPoolExecutor(self._workers)
 
     def write(self, data: bytes) -> int:
         self.hash.update(data)
         self.size += len(data)
-        if self._pool is not None:
-            self._buffer += data
-            while len(self._buffer) >= _GZIP_CHUNK:
-                self._submit(bytes(self._buffer[:_GZIP_CHUNK]))
-                del self._buffer[:_GZIP_CHUNK]
-        elif self._zstd is not None:
-            self._zstd.write(data)
-        else:
+        if self._pool is None:
             self.out.write(data)
+            return len(data)
+        self._buffer += data
+        if len(self._buffer) >= _CHUNK:
+            start = 0
+            with memoryview(self._buffer) as view:
+                while len(self._buffer) - start >= _CHUNK:
+                    self._submit(bytes(view[start : start + _CHUNK]))
+                    start += _CHUNK
+            del self._buffer[:start]
         return len(data)
 
     def _submit(self, chunk: bytes) -> None:
         assert self._pool is not None
-        self._pending.append(self._pool.submit(_gzip_member, chunk, self._level))
+        self._pending.append(self._pool.submit(self._work, chunk))
         if len(self._pending) >= 2 * self._workers:
             self.out.write(self._pending.pop(0).result())
 
@@ -192,30 +200,35 @@ class _Compressor:
         return None
 
     def close(self) -> None:
-        if self._pool is not None:
-            if self._buffer or not self._pending:
-                self._submit(bytes(self._buffer))
-                self._buffer.clear()
-            for future in self._pending:
-                self.out.write(future.result())
-            self._pool.shutdown()
-        elif self._zstd is not None:
-            self._zstd.flush(1)  # zstandard.FLUSH_FRAME
+        if self._pool is None:
+            return
+        if self._buffer or not self._pending:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        if self.compression == "zstd":
+            self._pending.append(self._pool.submit(self._end))
+        for future in self._pending:
+            self.out.write(future.result())
+        self._pool.shutdown()
 
 
-#: bytes per gzip member
-_GZIP_CHUNK = 4 << 20
+#: bytes per gzip member, and per piece of zstd's stream handed to its worker
+_CHUNK = 4 << 20
 _PROBE = 64 << 10
 
 
-def _gzip_member(chunk: bytes, level: int) -> bytes:
-    """One gzip member; data that does not compress (already compressed, random) is stored,
-    which costs nothing. Decided from the data alone, so the output stays deterministic."""
+def _gzip_member(chunk: bytes, *, level: int | None) -> bytes:
+    """One gzip member. At the default level, a chunk that deflate would shrink by less than a
+    tenth (already compressed or random data, where only the tar headers compress) is stored,
+    which costs nothing; decided from the data alone, so the output stays deterministic. A
+    level the user asked for is always used as given."""
     import zlib
 
-    probe = chunk[:_PROBE]
-    if probe and len(zlib.compress(probe, level)) >= len(probe) * 0.98:
-        level = 0
+    if level is None:
+        level = 6
+        probe = chunk[:_PROBE]
+        if probe and len(zlib.compress(probe, 1)) >= len(probe) * 0.9:
+            level = 0
     return gzip.compress(chunk, compresslevel=level, mtime=0)
 
 

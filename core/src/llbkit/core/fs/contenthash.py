@@ -97,6 +97,8 @@ class ContentHasher:
     #: for trees whose files never change in place (store layers): content digests by
     #: (device, inode, mtime, size), shared by every hasher of the engine
     inode_cache: MutableMapping[tuple[int, int, int, int], str] | None = None
+    #: files whose content was asked for (what a stat cache needs to keep)
+    visited: set[str] = field(default_factory=set)
     _memo: dict[str, str] = field(default_factory=dict)
 
     def checksum(self, path: str, *, follow_links: bool = True, wildcard: bool = False) -> str:
@@ -164,6 +166,7 @@ class ContentHasher:
         return result
 
     def _content(self, rel: str, host: str, st: os.stat_result) -> str:
+        self.visited.add(rel)
         ctime = 0 if self.replaced_only else st.st_ctime_ns
         valid = (st.st_mtime_ns, st.st_size, st.st_ino, ctime)
         if self.stat_cache is not None:

@@ -82,10 +82,10 @@ class LocalJob(ParsedSource):
                     }
                 except (OSError, ValueError, IndexError, AttributeError):
                     stat_cache = {}
-                checksum = ContentHasher(tree, stat_cache=stat_cache, replaced_only=True).checksum(
-                    "/"
-                )
-                live = {k: v for k, v in stat_cache.items() if (tree / k).exists()}
+                hasher = ContentHasher(tree, stat_cache=stat_cache, replaced_only=True)
+                checksum = hasher.checksum("/")
+                # The whole tree was hashed: what it did not visit is gone.
+                live = {k: v for k, v in stat_cache.items() if k in hasher.visited}
                 tmp = cache_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps(live))
                 tmp.replace(cache_file)
