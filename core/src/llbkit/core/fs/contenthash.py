@@ -174,8 +174,10 @@ class ContentHasher:
             if cached is not None and cached[:4] == valid:
                 return cached[4]
         inode = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-        if self.inode_cache is not None and inode in self.inode_cache:
-            return self.inode_cache[inode]
+        if self.inode_cache is not None:
+            known = self.inode_cache.get(inode)  # one lookup: the cache may be a database
+            if known is not None:
+                return known
         with open(host, "rb") as handle:
             content = hashlib.file_digest(handle, "sha256").hexdigest()
         if self.stat_cache is not None:

@@ -14,6 +14,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from llbkit.core.fs.copydata import copy_data
 from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
 
@@ -199,7 +200,7 @@ def _sync_file(
     ):
         return 0
     if stat.S_ISREG(st.st_mode):
-        shutil.copyfile(entry.path, tmp, follow_symlinks=False)
+        copy_data(entry.path, tmp, st.st_size)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(entry.path), tmp)
     else:

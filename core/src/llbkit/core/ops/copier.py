@@ -9,12 +9,12 @@ its root.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.copydata import copy_data
 from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
 
@@ -212,7 +212,7 @@ class Copier:
         if st.st_nlink > 1 and key in self._inodes:
             os.link(self._inodes[key], target)
             return
-        shutil.copyfile(src, target, follow_symlinks=False)
+        copy_data(src, target, st.st_size)
         if st.st_nlink > 1:
             self._inodes[key] = target
 

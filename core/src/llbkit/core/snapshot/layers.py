@@ -15,6 +15,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from llbkit.core.fs.copydata import copy_data
+
 __all__ = [
     "OPAQUE_XATTR",
     "apply_layer",
@@ -109,8 +111,7 @@ def copy_entry(
     if hardlink and not stat.S_ISLNK(mode):
         os.link(src, dst)
     elif stat.S_ISREG(mode):
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
+        copy_data(src, dst, st.st_size)
         _copy_xattrs(src, dst)
         _set_meta(dst, st)
     elif stat.S_ISLNK(mode):
