@@ -125,6 +125,16 @@ def _frontend_args(spec: Build) -> list[str]:
     return out
 
 
+def _docker_style_args(spec: Build) -> list[str]:
+    """Build args, target and context as ``docker build`` and ``buildah bud`` take them."""
+    out = []
+    for key, value in spec.args.items():
+        out += ["--build-arg", f"{key}={value}"]
+    if spec.target:
+        out += ["--target", spec.target]
+    return [*out, str(spec.context)]
+
+
 class Llbkit(Tool):
     """``llbkit build``, embedded: a new process per build, as a user runs it."""
 
@@ -283,11 +293,7 @@ class Docker(Tool):
 
     def _command(self, spec: Build, n: int = 0) -> list[str]:
         command = [*self.client, "build", "--progress", "plain", "--network", "host"]
-        for key, value in spec.args.items():
-            command += ["--build-arg", f"{key}={value}"]
-        if spec.target:
-            command += ["--target", spec.target]
-        return [*command, str(spec.context)]
+        return [*command, *_docker_style_args(spec)]
 
     def build(self, spec: Build) -> None:
         run(self._command(spec), env=self.env)
@@ -335,11 +341,7 @@ class Buildah(Tool):
             "-t",
             f"bench{n}",
         ]
-        for key, value in spec.args.items():
-            command += ["--build-arg", f"{key}={value}"]
-        if spec.target:
-            command += ["--target", spec.target]
-        return [*command, str(spec.context)]
+        return [*command, *_docker_style_args(spec)]
 
     def build(self, spec: Build) -> None:
         run(self._command(spec))
