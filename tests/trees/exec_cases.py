@@ -12,7 +12,7 @@ ExecCase = Callable[[llb.State], llb.State]
 def run_env_cwd_user(base: llb.State) -> llb.State:
     return (
         base.with_env("GREETING", "hi")
-        .with_dir("/work/sub")
+        .with_dir("/srv/sub")
         .with_user("builder")
         .run(
             shell='echo "$GREETING $(pwd) $(id -u):$(id -g) $(id -G)" > /tmp/who; '
