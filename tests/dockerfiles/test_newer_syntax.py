@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import anyio
@@ -17,7 +20,8 @@ from llbkit.core.plugins.registry import PluginRegistry
 from tests.dockerfiles.compare import serve
 
 
-def build(ctx: Path, root: Path, out: Path, **opts: str) -> None:
+def solve(ctx: Path, root: Path, export: ExportRequest, **opts: str) -> None:
+    """Build the Dockerfile in ``ctx`` through the engine's Python API, then export it."""
     engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
     try:
         anyio.run(
@@ -26,11 +30,20 @@ def build(ctx: Path, root: Path, out: Path, **opts: str) -> None:
                 EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
                 frontend="dockerfile.v0",
                 frontend_opts=opts,
-                exports=[ExportRequest("local", {"dest": str(out)})],
+                exports=[export],
             )
         )
     finally:
         engine.close()
+
+
+def build(ctx: Path, root: Path, out: Path, **opts: str) -> None:
+    solve(ctx, root, ExportRequest("local", {"dest": str(out)}), **opts)
+
+
+def tar_files(path: Path) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(path.read_bytes())) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
 
 
 def test_copy_exclude(tmp_path: Path) -> None:
@@ -137,10 +150,6 @@ def test_add_a_git_repository_and_copy_refusals(tmp_path: Path) -> None:
 
 
 def test_multi_platform_build_gives_an_index(tmp_path: Path) -> None:
-    import io
-    import json
-    import tarfile
-
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "f.txt").write_text("content\n")
@@ -156,22 +165,9 @@ def test_multi_platform_build_gives_an_index(tmp_path: Path) -> None:
         if p.is_file()
     )
     assert found == ["linux_amd64/file-amd64-from-amd64", "linux_arm64/file-arm64-from-amd64"]
-    engine = Engine(Store.open(tmp_path / "root2"), EngineConfig(), PluginRegistry.from_env())
     out = tmp_path / "multi.tar"
-    try:
-        anyio.run(
-            lambda: engine.build(
-                None,
-                EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
-                frontend="dockerfile.v0",
-                frontend_opts=opts,
-                exports=[ExportRequest("oci", {"dest": str(out)})],
-            )
-        )
-    finally:
-        engine.close()
-    with tarfile.open(fileobj=io.BytesIO(out.read_bytes())) as tar:
-        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    solve(ctx, tmp_path / "root2", ExportRequest("oci", {"dest": str(out)}), **opts)
+    files = tar_files(out)
     top = json.loads(files["index.json"])["manifests"][0]
     assert top["mediaType"] == "application/vnd.oci.image.index.v1+json"
     index = json.loads(files["blobs/sha256/" + top["digest"][7:]])
@@ -184,14 +180,9 @@ def test_multi_platform_build_gives_an_index(tmp_path: Path) -> None:
 
 
 def test_annotations_reach_their_documents(tmp_path: Path) -> None:
-    import io
-    import json
-    import tarfile
-
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
-    engine = Engine(Store.open(tmp_path / "root"), EngineConfig(), PluginRegistry.from_env())
     out = tmp_path / "a.tar"
     attrs = {
         "dest": str(out),
@@ -200,20 +191,8 @@ def test_annotations_reach_their_documents(tmp_path: Path) -> None:
         "annotation-manifest-descriptor[linux/arm64].org.example.d": "arm",
         "annotation-index-descriptor.org.example.x": "x",
     }
-    try:
-        anyio.run(
-            lambda: engine.build(
-                None,
-                EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
-                frontend="dockerfile.v0",
-                frontend_opts={"platform": "linux/amd64,linux/arm64"},
-                exports=[ExportRequest("oci", attrs)],
-            )
-        )
-    finally:
-        engine.close()
-    with tarfile.open(fileobj=io.BytesIO(out.read_bytes())) as tar:
-        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    solve(ctx, tmp_path / "root", ExportRequest("oci", attrs), platform="linux/amd64,linux/arm64")
+    files = tar_files(out)
     top = json.loads(files["index.json"])["manifests"][0]
     assert top["annotations"]["org.example.x"] == "x"
     index = json.loads(files["blobs/sha256/" + top["digest"][7:]])

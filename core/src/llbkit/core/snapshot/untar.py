@@ -38,27 +38,22 @@ def _remove(path: str) -> None:
 
 def apply_tar(stream: IO[bytes], dest: str, *, what: str = "layer") -> None:
     """Apply the (possibly gzip/bzip2/xz compressed) tar ``stream`` onto ``dest``."""
-    applier = _Applier(dest)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                applier.member(tar, member)
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise LayerError(f"{what}: cannot apply: {err}") from None
-    for path, mtime in reversed(applier.dir_times):
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    _run(_Applier(dest), stream, f"{what}: cannot apply")
 
 
 def unpack_layer(stream: IO[bytes], dest: str, fmt: str, *, what: str = "layer") -> None:
     """Unpack an image layer into the empty directory ``dest`` as a store layer: its
     whiteouts are kept (in the store's ``fmt``), not applied."""
-    applier = _Applier(dest, keep_whiteouts=fmt)
+    _run(_Applier(dest, keep_whiteouts=fmt), stream, f"{what}: cannot unpack")
+
+
+def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 applier.member(tar, member)
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise LayerError(f"{what}: cannot unpack: {err}") from None
+        raise LayerError(f"{failure}: {err}") from None
     for path, mtime in reversed(applier.dir_times):
         os.utime(path, (mtime, mtime), follow_symlinks=False)
 

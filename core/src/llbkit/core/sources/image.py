@@ -72,15 +72,12 @@ class ImageJob(ParsedSource):
         data = json.dumps(key, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    async def fetch_layers(
-        self, client: ClientIO, stage: Path, progress: ProgressSink, fmt: str
-    ) -> list[dict[str, Any]]:
-        """Pull the layers (verified, concurrently) and unpack each into its own directory
-        under ``stage`` as a store layer, whiteouts kept in the store's format ``fmt``."""
+    async def _pull(self, progress: ProgressSink) -> tuple[Any, list[Any], dict[str, Path]]:
+        """The image, its layers (up to the limit) and each pulled blob's path: all pulled at
+        once, each verified by the driver."""
         assert self.driver is not None
         image = await self.resolve_image()
         layers = list(image.layers)[: self.layer_limit]
-        diff_ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
         paths: dict[str, Path] = {}
 
         async def pull(desc: Any) -> None:
@@ -93,6 +90,15 @@ class ImageJob(ParsedSource):
                     tg.start_soon(pull, desc)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+        return image, layers, paths
+
+    async def fetch_layers(
+        self, client: ClientIO, stage: Path, progress: ProgressSink, fmt: str
+    ) -> list[dict[str, Any]]:
+        """Pull the layers (verified, concurrently) and unpack each into its own directory
+        under ``stage`` as a store layer, whiteouts kept in the store's format ``fmt``."""
+        image, layers, paths = await self._pull(progress)
+        diff_ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
 
         def unpack() -> list[dict[str, Any]]:
             from llbkit.core.snapshot.untar import unpack_layer
@@ -125,21 +131,7 @@ class ImageJob(ParsedSource):
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Pull the layers concurrently (each verified), then apply them in order."""
-        assert self.driver is not None
-        image = await self.resolve_image()
-        layers = list(image.layers)[: self.layer_limit]
-        paths: dict[str, Path] = {}
-
-        async def pull(desc: Any) -> None:
-            assert self.driver is not None
-            paths[desc.digest] = await self.driver.blob(self.reference, desc, progress)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for desc in layers:
-                    tg.start_soon(pull, desc)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        _, layers, paths = await self._pull(progress)
 
         def unpack() -> None:
             from llbkit.core.snapshot.untar import apply_tar
