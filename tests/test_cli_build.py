@@ -320,3 +320,19 @@ def test_exec_with_a_secret_and_host_network(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "out") == ["secret-length-is-6"]
     workers = llbkit(tmp_path / "root", "debug", "workers").stdout.decode().splitlines()
     assert workers[0].split() == ["ID", "PLATFORMS"] and workers[1].endswith("linux/amd64")
+
+
+@pytest.mark.root
+def test_the_live_view_shows_a_failed_steps_log_once(tmp_path: Path, busybox_image: str) -> None:
+    state = llb.image(busybox_image).run(shell="echo marker-line; exit 3").root()
+    env = {**os.environ, "BUILDKIT_PROGRESS": "tty"}  # --progress auto then picks the live view
+    done = subprocess.run(
+        [*LLBKIT, "--root", str(tmp_path / "root"), "build", "--progress", "auto"],
+        input=definition(state),
+        capture_output=True,
+        env=env,
+    )
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "exit code: 3" in err
+    assert err.count(" > ") == 1, err

@@ -208,8 +208,8 @@ def _later(flag: str, given: Any, what: str) -> None:
 @click.option(
     "--ssh",
     multiple=True,
-    metavar="default|ID[=SOCKET|KEY]",
-    help="An SSH agent socket or keys the build may use.",
+    metavar="default|ID[=SOCKET]",
+    help="An SSH agent socket the build may use (default: $SSH_AUTH_SOCK).",
 )
 @click.option(
     "--allow",
@@ -298,7 +298,7 @@ def build(
             failed = False
         except BuildFailed as err:
             display.close(failed=True)
-            if progress != "tty":  # the live view prints failed steps' logs itself
+            if not display.shows_failed_logs:
                 _print_log_tail(err)
             raise
         except FrontendFailed as err:

@@ -50,6 +50,9 @@ class _Vertex:
 class Display:
     """Base: tracks vertices; subclasses print."""
 
+    #: whether :meth:`close` prints failed steps' logs itself (the CLI must not repeat them)
+    shows_failed_logs = False
+
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.vertices: dict[str, _Vertex] = {}
@@ -226,6 +229,8 @@ class RawJSONDisplay(Display):
 
 class TTYDisplay(Display):
     """A live view: one line per started step with its timer, the tail of running output."""
+
+    shows_failed_logs = True
 
     def __init__(self, out: IO[str]) -> None:
         super().__init__(out)
