@@ -155,6 +155,7 @@ def test_oci_layout_from_the_client(tmp_path: Path) -> None:
     import anyio
 
     from llbkit.core.client.embedded import EmbeddedClient
+    from llbkit.core.sources.oci_layout import parse_oci_layout
 
     from .helpers import PLATFORM
 
@@ -217,6 +218,10 @@ def test_oci_layout_from_the_client(tmp_path: Path) -> None:
         with pytest.raises(BuildFailed) as err:
             anyio.run(lambda: engine.build(data, EmbeddedClient(), no_cache=True))
         assert "use --oci-layout mystore=<path>" in str(err.value)
+    # A layer limit is part of the key: the whole image is not a cached answer for it.
+    whole = parse_oci_layout(f"oci-layout://mystore@{index_digest}", {}, None)
+    first = parse_oci_layout(f"oci-layout://mystore@{index_digest}", {"oci.layerlimit": "1"}, None)
+    assert anyio.run(whole.cache_key, client) != anyio.run(first.cache_key, client)
 
 
 def test_mirror_first_then_resolve_mode_local(tmp_path: Path, registry: LocalRegistry) -> None:

@@ -14,6 +14,20 @@ if TYPE_CHECKING:
     from llbkit.core.plugins.context import ClientIO, Platform, PluginContext, ProgressSink
 
 
+def image_key(digest: str, platform: Platform, limit: int | None) -> str:
+    """BuildKit's cache key of an image source, from a registry or an OCI layout alike: the
+    manifest digest, the platform, and the layer limit when one is set."""
+    import hashlib
+
+    key: dict[str, object] = {"Digest": digest, "OS": platform.os, "Arch": platform.architecture}
+    if platform.variant:
+        key["Variant"] = platform.variant
+    if limit is not None:
+        key["Limit"] = limit
+    data = json.dumps(key, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def check_attrs(what: str, attrs: Mapping[str, str], prefix: str, known: Collection[str]) -> None:
     """Refuse attributes in the source's own namespace (``git.``...) that it does not know.
 

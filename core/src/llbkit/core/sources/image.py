@@ -20,6 +20,7 @@ from llbkit.core.sources._base import (
     ParsedSource,
     check_attrs,
     choice,
+    image_key,
     parse_int,
     strip_scheme,
 )
@@ -59,18 +60,7 @@ class ImageJob(ParsedSource):
     async def cache_key(self, client: ClientIO) -> str:
         """BuildKit's image key: the manifest digest and the platform."""
         image = await self.resolve_image()
-        platform = self._platform()
-        key: dict[str, Any] = {
-            "Digest": image.manifest_digest,
-            "OS": platform.os,
-            "Arch": platform.architecture,
-        }
-        if platform.variant:
-            key["Variant"] = platform.variant
-        if self.layer_limit is not None:
-            key["Limit"] = self.layer_limit
-        data = json.dumps(key, separators=(",", ":")).encode()
-        return "sha256:" + hashlib.sha256(data).hexdigest()
+        return image_key(image.manifest_digest, self._platform(), self.layer_limit)
 
     async def _pull(self, progress: ProgressSink) -> tuple[Any, list[Any], dict[str, Path]]:
         """The image, its layers (up to the limit) and each pulled blob's path: all pulled at

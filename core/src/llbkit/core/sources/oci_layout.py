@@ -19,6 +19,7 @@ from llbkit.core.sources._base import (
     BuiltinSource,
     ParsedSource,
     check_attrs,
+    image_key,
     parse_int,
     strip_scheme,
 )
@@ -69,20 +70,11 @@ class OCILayoutJob(ParsedSource):
         return self._manifest
 
     async def cache_key(self, client: ClientIO) -> str:
-        """As for registry images: the manifest digest and the platform."""
+        """As for registry images: the manifest digest, the platform, the layer limit."""
         from llbkit.core.plugins.context import Platform
 
         resolved = await self._resolve(client)
-        platform = self.platform or Platform()
-        key: dict[str, Any] = {
-            "Digest": resolved["digest"],
-            "OS": platform.os,
-            "Arch": platform.architecture,
-        }
-        if platform.variant:
-            key["Variant"] = platform.variant
-        data = json.dumps(key, separators=(",", ":")).encode()
-        return "sha256:" + hashlib.sha256(data).hexdigest()
+        return image_key(resolved["digest"], self.platform or Platform(), self.layer_limit)
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Read each layer from the client (verified), then apply them in order."""
