@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from llbkit.core.errors import UserError
+from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import Reference
 
@@ -314,7 +315,7 @@ class RegistryClient:
         async with self._request(ref, "manifests", what, _ACCEPT) as response:
             data = await response.aread()
             media = response.headers.get("content-type", "").split(";")[0]
-        digest = _digest_of(data)
+        digest = digest_of(data)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"{ref}: manifest digest is {digest}, not {ref.digest}")
         manifest = _json(data, f"{ref}: manifest")
@@ -329,13 +330,13 @@ class RegistryClient:
                 raise RegistryError(f"{ref}: no image for {platform} (the index has: {have})")
             digest = str(chosen[0]["digest"])
             data = await self._get_bytes(ref, "manifests", digest, _ACCEPT)
-            if _digest_of(data) != digest:
+            if digest_of(data) != digest:
                 raise RegistryError(f"{ref}: manifest {digest} does not match its digest")
             manifest = _json(data, f"{ref}: manifest {digest}")
         config_desc = Descriptor.parse(manifest.get("config") or {}, f"{ref}: config")
         layers = [Descriptor.parse(d, f"{ref}: layer") for d in manifest.get("layers", [])]
         config_bytes = await self._get_bytes(ref, "blobs", config_desc.digest)
-        if _digest_of(config_bytes) != config_desc.digest:
+        if digest_of(config_bytes) != config_desc.digest:
             raise RegistryError(f"{ref}: config blob does not match {config_desc.digest}")
         config = _json(config_bytes, f"{ref}: config")
         return ResolvedImage(ref, digest, config, config_bytes, layers)
@@ -345,12 +346,6 @@ class RegistryClient:
         """Stream a blob (the caller verifies it against ``digest``)."""
         async with self._request(ref, "blobs", digest) as response:
             yield response.aiter_bytes(1 << 20)
-
-
-def _digest_of(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _json(data: bytes, what: str) -> dict[str, Any]:

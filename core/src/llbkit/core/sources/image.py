@@ -70,14 +70,15 @@ class ImageJob(ParsedSource):
         layers = list(image.layers)[: self.layer_limit]
         paths: dict[str, Path] = {}
 
-        async def pull(desc: Any) -> None:
+        async def pull(desc: Any, http: Any) -> None:
             assert self.driver is not None
-            paths[desc.digest] = await self.driver.blob(self.reference, desc, progress)
+            paths[desc.digest] = await self.driver.blob(self.reference, desc, progress, http)
 
         try:
-            async with anyio.create_task_group() as tg:
+            # One registry client (connections, tokens) for every layer of the image.
+            async with self.driver.client(self.reference) as http, anyio.create_task_group() as tg:
                 for desc in layers:
-                    tg.start_soon(pull, desc)
+                    tg.start_soon(pull, desc, http)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         return image, layers, paths
@@ -234,8 +235,9 @@ class ImageSource(BuiltinSource, parser=parse_image):
         """The image config (JSON) for frontends: ``ENV``, ``WORKDIR``, ``USER``..."""
         return (await self.resolve_image(ref, platform, "default")).config_bytes
 
-    async def blob(self, ref: Reference, desc: Any, progress: ProgressSink) -> Path:
-        """The blob's path in the driver's store, downloaded and verified if missing."""
+    async def blob(self, ref: Reference, desc: Any, progress: ProgressSink, http: Any) -> Path:
+        """The blob's path in the driver's store, downloaded with the registry client ``http``
+        and verified, if missing."""
         from llbkit.core.registry.client import RegistryError
 
         digest_text: str = desc.digest
@@ -252,7 +254,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         done = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                async with self.client(ref) as client, client.blob(ref, desc.digest) as chunks:
+                async with http.blob(ref, desc.digest) as chunks:
                     async for chunk in chunks:
                         out.write(chunk)
                         digest.update(chunk)
