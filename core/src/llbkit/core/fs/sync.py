@@ -8,6 +8,7 @@ keeps it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -38,6 +39,12 @@ def _meta(path: str, st: os.stat_result) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
+@functools.lru_cache(maxsize=256)
+def _segment(pattern: str) -> PatternMatcher:
+    """One path component of an include pattern, compiled once per process."""
+    return PatternMatcher([pattern])
+
+
 def _could_include(rel: str, includes: Sequence[str]) -> bool:
     """Whether a directory may hold something an include pattern selects."""
     parts = rel.split("/")
@@ -47,7 +54,7 @@ def _could_include(rel: str, includes: Sequence[str]) -> bool:
         for a, b in zip(parts, pparts, strict=False):
             if "**" in b:
                 return True
-            if not PatternMatcher([b]).matches(a):
+            if not _segment(b).matches(a):
                 ok = False
                 break
         if ok:
