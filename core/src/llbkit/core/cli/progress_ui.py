@@ -56,7 +56,7 @@ class Display:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.vertices: dict[str, _Vertex] = {}
-        self.order: list[str] = []
+        self.order: dict[str, None] = {}  # first-seen order, found in O(1)
         self.begin = time.time()
 
     def _vertex(self, event: ProgressEvent) -> _Vertex:
@@ -249,8 +249,7 @@ class TTYDisplay(Display):
 
     def __call__(self, event: ProgressEvent) -> None:
         v = self._update(event)
-        if v.digest not in self.order:
-            self.order.append(v.digest)
+        self.order.setdefault(v.digest)
         if event.kind == "log":
             text = v.partial + event.data.get("data", "")
             lines = text.split("\n")
