@@ -239,3 +239,16 @@ def test_mirror_first_then_resolve_mode_local(tmp_path: Path, registry: LocalReg
         with pytest.raises(BuildFailed) as err:
             build(engine, llb.image(f"{unreachable}/library/other:v1", resolve_mode="local"))
         assert "image.resolvemode is local" in str(err.value)
+
+
+def test_record_type_is_kept_for_image_layers(tmp_path: Path, registry: LocalRegistry) -> None:
+    push_image(
+        registry.host,
+        "test/recordtype:v1",
+        [layer_tar({"a": "1\n"}), layer_tar({"b": "2\n"})],
+    )
+    with open_engine(tmp_path / "root") as engine:
+        ref = f"{registry.host}/test/recordtype:v1"
+        build(engine, llb.image(ref, record_type="internal"))
+        kinds = {info.record_type for info in engine.store.layers() if ref in info.description}
+    assert kinds == {"internal"}

@@ -103,3 +103,19 @@ def test_prune_frees_parents_after_children(tmp_path: Path) -> None:
         removed = prune(engine.store)
         assert [r.description for r in removed] == ["mkfile /b", "mkfile /a"]
         assert disk_usage(engine.store) == []
+
+
+def test_gcpolicy_space_keys_are_reported_without_effect(tmp_path: Path) -> None:
+    path = tmp_path / "buildkitd.toml"
+    path.write_text(
+        '[[worker.oci.gcpolicy]]\nkeepBytes = "1GB"\nreservedSpace = "1GB"\n'
+        '[[worker.oci.gcpolicy]]\nmaxUsedSpace = "2GB"\nminFreeSpace = "3GB"\n'
+        "reservedSpace = 1\n"
+    )
+    config = load_config(path)
+    assert config.gc_rules[0].keep_bytes == 10**9
+    assert config.unused == [
+        "worker.oci.gcpolicy.maxUsedSpace",
+        "worker.oci.gcpolicy.minFreeSpace",
+        "worker.oci.gcpolicy.reservedSpace",
+    ]

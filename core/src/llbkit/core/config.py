@@ -69,15 +69,9 @@ _WORKER = {
     "gcmaxusedspace",
     "gcminfreespace",
 }
-_RULE = {
-    "all",
-    "keepBytes",
-    "keepDuration",
-    "filters",
-    "reservedSpace",
-    "maxUsedSpace",
-    "minFreeSpace",
-}
+#: gcpolicy rule keys accepted but without effect yet (reported in ``unused``)
+_RULE_UNUSED = {"reservedSpace", "maxUsedSpace", "minFreeSpace"}
+_RULE = {"all", "keepBytes", "keepDuration", "filters"} | _RULE_UNUSED
 _USED = {
     "root",
     "worker.oci.gc",
@@ -219,11 +213,13 @@ def load_config(path: Path | None) -> EngineConfig:
                 raise ValueError
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: worker.oci.max-parallelism must be a number") from None
+    unused = _flatten(data) - _USED
     for n, rule in enumerate(oci.get("gcpolicy", [])):
         where = f"{source}: worker.oci.gcpolicy[{n}]"
         if not isinstance(rule, dict):
             raise ConfigError(f"{where} must be a table")
         _check(rule, _RULE, f"worker.oci.gcpolicy[{n}].", source)
+        unused |= {f"worker.oci.gcpolicy.{key}" for key in _RULE_UNUSED & rule.keys()}
         filters = rule.get("filters", [])
         if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
             raise ConfigError(f"{where}.filters must be a list of strings")
@@ -235,7 +231,7 @@ def load_config(path: Path | None) -> EngineConfig:
                 filters=tuple(filters),
             )
         )
-    config.unused = sorted(_flatten(data) - _USED)
+    config.unused = sorted(unused)
     return config
 
 

@@ -21,6 +21,7 @@ from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.ops.copier import Copier, CopyError, Owner, mkdir_all, set_owner, set_times
+from llbkit.core.ops.users import read_entries
 
 __all__ = ["FileOpError", "Workdir", "clean_path", "run_file_op"]
 
@@ -51,17 +52,11 @@ def _lookup(root: Path | None, file: str, name: str) -> tuple[int, int] | None:
     """``(id, primary gid)`` of ``name`` in ``root``'s ``/etc/passwd`` or ``/etc/group``."""
     if root is None:
         return None
-    path = resolve_in_root(root, file)
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    for line in lines:
-        parts = line.split(":")
-        if len(parts) >= 3 and parts[0] == name:
+    for parts in read_entries(root, file):
+        if parts[0] == name:
             try:
                 # In /etc/passwd the fourth field is the primary gid; in /etc/group, members.
-                primary = file.endswith("passwd") and len(parts) > 3 and parts[3]
+                primary = file.endswith("passwd") and parts[3]
                 return int(parts[2]), int(parts[3]) if primary else 0
             except ValueError:
                 return None

@@ -5,15 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.rootpath import resolve_in_root
 
-__all__ = ["resolve_user"]
+__all__ = ["read_entries", "resolve_user"]
 
 
-def _entries(path: Path) -> list[list[str]]:
+def read_entries(root: Path, file: str) -> list[list[str]]:
+    """The entries of ``file`` (``/etc/passwd`` or ``/etc/group``) in the rootfs ``root``,
+    resolved inside it (an image's symlinks never reach the host), split on ``:``. Lines with
+    fewer than three fields are skipped; shorter entries are padded to four fields with ``""``.
+    A file that cannot be read has no entries."""
     try:
-        return [line.split(":") for line in path.read_text().splitlines() if line.count(":") >= 2]
+        text = resolve_in_root(root, file).read_text(errors="replace")
     except OSError:
         return []
+    entries = []
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 3:
+            entries.append(parts + [""] * (4 - len(parts)))
+    return entries
+
+
+def _id(text: str) -> int:
+    """A numeric field; an empty or invalid one is 0, as Go's parser leaves it."""
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
@@ -22,13 +41,13 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
     if not user:
         return 0, 0, []
     name, _, group = user.partition(":")
-    passwd = _entries(rootfs / "etc" / "passwd")
-    groups = _entries(rootfs / "etc" / "group")
+    passwd = read_entries(rootfs, "/etc/passwd")
+    groups = read_entries(rootfs, "/etc/group")
     uid = gid = -1
     login = ""
     for entry in passwd:
-        if entry[0] == name or (name.isdigit() and len(entry) > 2 and entry[2] == name):
-            uid, gid, login = int(entry[2]), int(entry[3]), entry[0]
+        if entry[0] == name or (name.isdigit() and entry[2] == name):
+            uid, gid, login = _id(entry[2]), _id(entry[3]), entry[0]
             break
     if uid < 0:
         if not name.isdigit():
@@ -41,13 +60,13 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
             found = [g for g in groups if g[0] == group]
             if not found:
                 raise UserError(f"unable to find group {group}: no matching entries in group file")
-            gid = int(found[0][2])
+            gid = _id(found[0][2])
     # An explicit group is the only supplementary group; otherwise the primary group comes
     # first, then the groups listing the user, as BuildKit's processes see them.
     extra = [gid] if group else [max(gid, 0)]
     if login and not group:
         for g in groups:
-            members = g[3].split(",") if len(g) > 3 and g[3] else []
-            if login in members and int(g[2]) != gid:
-                extra.append(int(g[2]))
+            members = g[3].split(",") if g[3] else []
+            if login in members and _id(g[2]) != gid:
+                extra.append(_id(g[2]))
     return uid, max(gid, 0), extra

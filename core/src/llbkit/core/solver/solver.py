@@ -388,7 +388,7 @@ class _Build:
         shared = self.shared[vertex.digest]
         if shared.result.finished or self.ignore(vertex):
             return
-        hit = self._lookup(vertex)
+        hit = self._lookup_key(vertex, self.keys[vertex.digest])
         if hit is not None and not shared.result.finished:
             # Known content: a local context was transferred (shown as done), others cached.
             shared.result.set(hit)
@@ -427,15 +427,6 @@ class _Build:
 
     # -- results ----------------------------------------------------------------------------
 
-    def _lookup(self, vertex: Vertex) -> list[tuple[str, Chain]] | None:
-        found = []
-        for output in range(self._outputs(vertex)):
-            hit = self.store.lookup(result_key(self.keys[vertex.digest], output))
-            if hit is None:
-                return None
-            found.append(hit)
-        return found
-
     @staticmethod
     def _outputs(vertex: Vertex) -> int:
         if vertex.kind == "file":
@@ -457,7 +448,10 @@ class _Build:
             shared = self.shared[vertex.digest]
             if not shared.result.finished and not self.ignore(vertex):
                 hit = await anyio.to_thread.run_sync(
-                    self._lookup, vertex, limiter=self.solver._threads
+                    self._lookup_key,
+                    vertex,
+                    self.keys[vertex.digest],
+                    limiter=self.solver._threads,
                 )
                 if hit is not None and not shared.result.finished:
                     shared.result.set(hit)
@@ -576,7 +570,9 @@ class _Build:
                     json.dumps(explanation, sort_keys=True),
                 )
 
-    def _commit_image_layers(self, items: list[dict[str, Any]], name: str) -> Chain:
+    def _commit_image_layers(
+        self, items: list[dict[str, Any]], name: str, record_type: str = "regular"
+    ) -> Chain:
         from llbkit.core.cache.blobs import LayerBlob, register_blob
 
         chain: list[int] = []
@@ -585,6 +581,7 @@ class _Build:
                 item["dir"],
                 parent=chain[-1] if chain else None,
                 description=f"{name} layer {n + 1}/{len(items)}",
+                record_type=record_type,
             )
             chain.append(layer)
             media = str(item["media_type"])
@@ -654,14 +651,18 @@ class _Build:
                 )
                 return [
                     await anyio.to_thread.run_sync(
-                        self._commit_image_layers, items, shared.name, limiter=threads
+                        self._commit_image_layers,
+                        items,
+                        shared.name,
+                        getattr(job, "record_type", "regular"),
+                        limiter=threads,
                     )
                 ]
             stage = self.store.stage()
             tree = stage / "tree"
             tree.mkdir()
             await job.fetch(self.client, tree, _Sink(shared))
-            record_type = "regular"
+            record_type = getattr(job, "record_type", "regular")
             ident = vertex.op.source.identifier
             if ident.startswith("local://"):
                 record_type = "source.local"
