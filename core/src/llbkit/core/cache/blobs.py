@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.errors import ConfigError
-from llbkit.core.snapshot.layers import OPAQUE_XATTR, is_whiteout
+from llbkit.core.snapshot.layers import is_opaque, is_whiteout
 
 __all__ = ["LayerBlob", "layer_blobs"]
 
@@ -33,22 +33,6 @@ MEDIA_TYPES = {
     ("docker", "gzip"): "application/vnd.docker.image.rootfs.diff.tar.gzip",
     ("docker", "uncompressed"): "application/vnd.docker.image.rootfs.diff.tar",
 }
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blob_sources (
-    digest TEXT NOT NULL,
-    host TEXT NOT NULL,
-    repo TEXT NOT NULL,
-    PRIMARY KEY (digest, host, repo)
-);
-CREATE TABLE IF NOT EXISTS layer_blobs (
-    layer INTEGER NOT NULL,
-    variant TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    diff_id TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (layer, variant)
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -90,7 +74,6 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
     with tarfile.TarFile(
         fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
     ) as tar:
-        links: dict[tuple[int, int], str] = {}
         stack = [""]
         while stack:
             rel = stack.pop()
@@ -110,30 +93,18 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
                 info.uname = info.gname = ""
                 if epoch is not None and info.mtime > epoch:
                     info.mtime = epoch
-                key = (st.st_dev, st.st_ino)
-                if info.isreg() and st.st_nlink > 1:
-                    if key in links:
-                        info.type = tarfile.LNKTYPE
-                        info.linkname = links[key]
-                        info.size = 0
-                        tar.addfile(info)
-                        continue
-                    links[key] = arc
+                # gettarinfo already makes later paths to an archived inode hardlinks.
                 if info.isreg():
                     with open(path, "rb") as data:
                         tar.addfile(info, data)
                 else:
                     tar.addfile(info)
                 if stat.S_ISDIR(st.st_mode):
-                    if fmt == "overlay":
-                        try:
-                            opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False)
-                        except OSError:
-                            opaque = b""
-                        if opaque == b"y":
-                            marker = tarfile.TarInfo(f"{arc}/.wh..wh..opq")
-                            marker.mtime = info.mtime
-                            tar.addfile(marker)
+                    # An oci layer keeps its own .wh..wh..opq entry; only overlay needs one.
+                    if fmt == "overlay" and is_opaque(str(path), fmt):
+                        marker = tarfile.TarInfo(f"{arc}/.wh..wh..opq")
+                        marker.mtime = info.mtime
+                        tar.addfile(marker)
                     dirs.append(arc)
             stack.extend(reversed(dirs))
 
@@ -264,7 +235,6 @@ def register_blob(
     export or push reuses the original compressed bytes and digest."""
     store.root.content.link_in(path, blob.digest, media_type)
     with store.lock:
-        store.db.executescript(_SCHEMA)
         store.db.execute(
             "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -280,7 +250,6 @@ def register_blob(
 def blob_sources(store: Store, digest: str) -> list[tuple[str, str]]:
     """Registries and repositories a blob was pulled from (for cross-repository mounts)."""
     with store.lock:
-        store.db.executescript(_SCHEMA)
         return [
             (str(r[0]), str(r[1]))
             for r in store.db.execute(
@@ -299,8 +268,6 @@ def layer_blobs(
     force: bool = False,
 ) -> list[LayerBlob]:
     """The image layers of ``chain``, bottom first; made once per layer and compression."""
-    with store.lock:
-        store.db.executescript(_SCHEMA)
     variant = f"{compression}:{level}:{epoch}"
     found: dict[int, LayerBlob] = {}
     missing: list[int] = []

@@ -77,6 +77,20 @@ CREATE TABLE IF NOT EXISTS flats (
     layer INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS flats_layer ON flats(layer);
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,
+    host TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    PRIMARY KEY (digest, host, repo)
+);
+CREATE TABLE IF NOT EXISTS layer_blobs (
+    layer INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    diff_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (layer, variant)
+);
 """
 
 

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from llbkit.core.cache.root import StateRoot
 from llbkit.core.snapshot.layers import apply_layer, disk_blocks, measure
-from llbkit.core.snapshot.mount import MountError, mount_overlay, overlay_options, unmount
+from llbkit.core.snapshot.mount import (
+    MAX_OPTIONS,
+    MountError,
+    mount_overlay,
+    overlay_options,
+    unmount,
+)
 
 __all__ = ["Chain", "LayerInfo", "Store", "WorkTree"]
 
@@ -89,7 +95,7 @@ class Store:
             )
         # The upper, work and target paths take part of the page mount(2) accepts.
         per_layer = len(str(self.layers_dir)) + 9
-        room = 4000 - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))
+        room = MAX_OPTIONS - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))
         self.max_depth = max(2, min(128, room // per_layer))
         self._recover()
 

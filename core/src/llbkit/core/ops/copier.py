@@ -17,6 +17,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.fs.copydata import copy_data
 from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.snapshot.layers import copy_xattrs
 
 __all__ = ["CopyError", "Copier", "Owner", "mkdir_all", "set_owner", "set_times"]
 
@@ -67,20 +68,6 @@ def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None) -> None
     os.chmod(path, mode)
     set_owner(path, owner)
     set_times(path, ns)
-
-
-def _copy_xattrs(src: str, dst: str) -> None:
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError:  # no xattr support on this filesystem: nothing to carry
-        return
-    for name in names:
-        try:
-            os.setxattr(
-                dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False
-            )
-        except OSError:  # BuildKit logs and goes on (e.g. security.* without privileges)
-            continue
 
 
 _WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007, "a": 0o7777}
@@ -266,5 +253,5 @@ class Copier:
             elif self.mode_str:
                 mode = apply_symbolic(mode, self.mode_str, stat.S_ISDIR(st.st_mode))
             os.chmod(target, mode)
-        _copy_xattrs(src, target)
+        copy_xattrs(src, target)
         set_times(target, self.time_ns, st)

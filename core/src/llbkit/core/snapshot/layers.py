@@ -21,8 +21,10 @@ __all__ = [
     "OPAQUE_XATTR",
     "apply_layer",
     "copy_entry",
+    "copy_xattrs",
     "diff_trees",
     "disk_blocks",
+    "is_opaque",
     "is_whiteout",
     "make_whiteout",
     "measure",
@@ -52,7 +54,8 @@ def make_whiteout(parent: str, name: str, fmt: str) -> None:
             pass
 
 
-def _is_opaque(path: str, fmt: str) -> bool:
+def is_opaque(path: str, fmt: str) -> bool:
+    """Whether the layer directory ``path`` hides what lower layers have under it."""
     if fmt == "overlay":
         try:
             return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
@@ -61,13 +64,17 @@ def _is_opaque(path: str, fmt: str) -> bool:
     return fmt == "oci" and os.path.lexists(os.path.join(path, _OPQ))
 
 
-def _copy_xattrs(src: str, dst: str) -> None:
+def copy_xattrs(src: str, dst: str, *, skip_overlay: bool = False) -> None:
+    """Copy the extended attributes of ``src`` to ``dst``, never following symlinks; those that
+    cannot be read or set are skipped, as BuildKit logs and goes on (e.g. ``security.*``
+    without privileges). ``skip_overlay`` leaves out ``trusted.overlay.*``, the whiteout and
+    opacity marks of a store layer that belong to it, not to the files."""
     try:
         names = os.listxattr(src, follow_symlinks=False)
-    except OSError:
+    except OSError:  # no xattr support on this filesystem: nothing to carry
         return
     for name in names:
-        if name.startswith("trusted.overlay."):
+        if skip_overlay and name.startswith("trusted.overlay."):
             continue
         with contextlib.suppress(OSError):
             os.setxattr(
@@ -112,7 +119,7 @@ def copy_entry(
         os.link(src, dst)
     elif stat.S_ISREG(mode):
         copy_data(src, dst, st.st_size)
-        _copy_xattrs(src, dst)
+        copy_xattrs(src, dst, skip_overlay=True)
         _set_meta(dst, st)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
@@ -160,10 +167,10 @@ class _Applier:
                 if not exists:
                     _remove(target)
                     os.mkdir(target)
-                elif _is_opaque(entry.path, fmt):
+                elif is_opaque(entry.path, fmt):
                     for child in os.listdir(target):
                         _remove(os.path.join(target, child))
-                _copy_xattrs(entry.path, target)
+                copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st, times=False)
                 self.apply_dir(entry.path, target)
                 self.dir_times.append((target, st))
@@ -212,7 +219,7 @@ def measure(path: Path, fmt: str) -> tuple[int, bool]:
 
     def visit(top: str, st: os.stat_result) -> None:
         if is_whiteout(top, st, fmt) or (
-            stat.S_ISDIR(st.st_mode) and top != str(path) and _is_opaque(top, fmt)
+            stat.S_ISDIR(st.st_mode) and top != str(path) and is_opaque(top, fmt)
         ):
             found.append(True)
 
@@ -273,7 +280,7 @@ def _diff_dir(
             os.mkdir(target)
             below = _diff_dir(lpath if same_dir else None, entry.path, target, fmt, links)
             if below or lst is None or not _same(st, lst, entry.path, lpath or ""):
-                _copy_xattrs(entry.path, target)
+                copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st)
                 if lst is not None and not same_dir and fmt == "overlay":
                     os.setxattr(target, OPAQUE_XATTR, b"y")

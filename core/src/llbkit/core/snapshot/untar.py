@@ -13,11 +13,9 @@ from typing import IO
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.snapshot.layers import _OPQ, _WH, OPAQUE_XATTR, _remove, make_whiteout
 
 __all__ = ["LayerError", "apply_tar", "unpack_layer"]
-
-_WH = ".wh."
-_OPQ = ".wh..wh..opq"
 
 
 class LayerError(UserError):
@@ -27,13 +25,6 @@ class LayerError(UserError):
 def _clean(name: str) -> str:
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     return "/".join(parts)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
 
 
 def apply_tar(stream: IO[bytes], dest: str, *, what: str = "layer") -> None:
@@ -96,8 +87,6 @@ class _Applier:
     def whiteout(self, parent: str, base: str) -> None:
         """A deletion in a lower layer; never of what this layer itself created."""
         if self.keep_whiteouts:
-            from llbkit.core.snapshot.layers import OPAQUE_XATTR, make_whiteout
-
             if base == _OPQ:
                 if self.keep_whiteouts == "overlay":
                     os.setxattr(parent, OPAQUE_XATTR, b"y")

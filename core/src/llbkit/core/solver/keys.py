@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from llbkit.core.llb import pb
@@ -22,6 +22,7 @@ __all__ = [
     "content_inputs",
     "key_digest",
     "normalized_op_digest",
+    "owner_inputs",
     "result_key",
     "vertex_name",
 ]
@@ -67,20 +68,23 @@ def content_inputs(op: pb.Op) -> dict[int, list[pb.FileActionCopy]]:
             based.add(action.input)
         if action.WhichOneof("action") == "copy" and 0 <= action.secondaryInput < count:
             reads.setdefault(action.secondaryInput, []).append(action.copy)
-        for owner in _owners(action):
-            for user in (owner.user, owner.group):
-                if user.WhichOneof("user") == "byName" and 0 <= user.byName.input < count:
-                    based.add(user.byName.input)
+        based.update(i for i in owner_inputs(action) if 0 <= i < count)
     return {i: copies for i, copies in reads.items() if i not in based}
 
 
-def _owners(action: pb.FileAction) -> Sequence[pb.ChownOpt]:
+def owner_inputs(action: pb.FileAction) -> list[int]:
+    """Inputs whose ``/etc/passwd`` or ``/etc/group`` an action's owner names are looked up in."""
     kind = action.WhichOneof("action")
-    if kind in ("mkdir", "mkfile", "copy"):
-        part = getattr(action, kind)
-        if part.HasField("owner"):
-            return [part.owner]
-    return []
+    if kind not in ("mkdir", "mkfile", "copy"):
+        return []
+    part = getattr(action, kind)
+    if not part.HasField("owner"):
+        return []
+    return [
+        user.byName.input
+        for user in (part.owner.user, part.owner.group)
+        if user.WhichOneof("user") == "byName"
+    ]
 
 
 def selectors(op: pb.Op) -> dict[int, str]:

@@ -13,6 +13,7 @@ from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.llb import pb
 from llbkit.core.ops.file import run_file_op
 from llbkit.core.snapshot.layers import apply_layer, diff_trees
+from llbkit.core.solver.keys import owner_inputs
 
 __all__ = ["run_diff", "run_file", "run_merge"]
 
@@ -57,12 +58,7 @@ def _read_inputs(op: pb.Op) -> set[int]:
         kind = action.WhichOneof("action")
         if kind == "copy":
             read.add(action.secondaryInput)
-        if kind in ("mkdir", "mkfile", "copy"):
-            part = getattr(action, kind)
-            if part.HasField("owner"):
-                for user in (part.owner.user, part.owner.group):
-                    if user.WhichOneof("user") == "byName":
-                        read.add(user.byName.input)
+        read.update(owner_inputs(action))
     return read
 
 

@@ -1,0 +1,60 @@
+"""Layer blobs: their tables come with the state root, and layer tars keep hard links."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+from llbkit.core.cache.blobs import LayerBlob, _tar_layer, blob_sources, layer_blobs, register_blob
+from llbkit.core.cache.store import Store
+
+
+def _tables(store: Store) -> set[str]:
+    rows = store.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    return {row[0] for row in rows}
+
+
+def test_blob_tables_come_with_the_root_and_no_call_creates_them(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        assert {"blob_sources", "layer_blobs"} <= _tables(store)
+        (tmp_path / "layer").mkdir()
+        (tmp_path / "layer/f").write_text("data\n")
+        layer = store.commit_layer(tmp_path / "layer", description="one")
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        try:
+            blob = layer_blobs(store, (layer,), compression="uncompressed")[0]
+            copy = tmp_path / "copy"
+            copy.write_bytes(store.root.content.read(blob.digest))
+            register_blob(store, layer, copy, blob, source=("example.com", "repo"))
+            assert blob_sources(store, blob.digest) == [("example.com", "repo")]
+        finally:
+            store.db.set_trace_callback(None)
+        assert not [s for s in statements if "CREATE TABLE" in s.upper()]
+
+
+def test_an_older_root_gets_the_blob_tables_when_opened(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        store.db.execute("DROP TABLE blob_sources")
+        store.db.execute("DROP TABLE layer_blobs")
+    with Store.open(tmp_path / "root") as store:
+        assert {"blob_sources", "layer_blobs"} <= _tables(store)
+        assert blob_sources(store, "sha256:" + "0" * 64) == []
+
+
+def test_layer_tars_keep_hard_links(tmp_path: Path) -> None:
+    layer = tmp_path / "layer"
+    (layer / "a").mkdir(parents=True)
+    (layer / "a/f").write_text("data\n")
+    os.link(layer / "a/f", layer / "g")
+    out = io.BytesIO()
+    _tar_layer(layer, out, "oci", 0)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    # A directory's files come after its siblings: g is archived first, a/f links to it.
+    assert members["g"].isreg() and members["g"].size == 5
+    assert members["a/f"].islnk() and members["a/f"].linkname == "g" and members["a/f"].size == 0
+    assert LayerBlob("d", "i", 1, "gzip").media_type("oci").endswith("tar+gzip")
