@@ -137,8 +137,13 @@ def test_source_date_epoch_gives_one_digest(busybox_image: str, tmp_path: Path) 
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
-    with pytest.raises(UnknownOptionError, match="colour"):
+    with pytest.raises(UnknownOptionError, match="colour") as err:
         anyio.run(OCIExporter(make_context("oci")).resolve, {"dest": "x", "colour": "red"})
+    _, _, listed = str(err.value).partition("valid options: ")
+    valid = listed.split(", ")
+    assert "dest" in valid
+    assert "compression" in valid
+    assert "annotation.<key>" in valid
 
 
 @pytest.mark.root

@@ -10,7 +10,7 @@ import pytest
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.ops.users import resolve_user
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
-from llbkit.plugins.worker_runc.spec import CAPABILITIES, DEFAULT_PATH, build_spec
+from llbkit.plugins.worker_runc.spec import build_spec
 from llbkit.plugins.worker_runc.worker import RuncWorker
 from llbkit.sdk.testing import make_context
 
@@ -45,9 +45,24 @@ def test_spec_defaults(rootfs: Path, tmp_path: Path) -> None:
         resolv=tmp_path / "resolv.conf",
     )
     process = spec["process"]
-    assert process["env"] == [DEFAULT_PATH]
+    assert process["env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 10, 999]}
-    assert process["capabilities"]["bounding"] == CAPABILITIES
+    assert process["capabilities"]["bounding"] == [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ]
     assert spec["hostname"] == "buildkitsandbox"
     kinds = {m["destination"]: m["type"] for m in spec["mounts"]}
     assert kinds["/proc"] == "proc" and kinds["/sys"] == "sysfs" and kinds["/t"] == "tmpfs"

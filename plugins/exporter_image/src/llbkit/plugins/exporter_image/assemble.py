@@ -161,9 +161,11 @@ def _tar_tree(root: Path, epoch: int | None) -> bytes:
     return buf.getvalue()
 
 
-async def _layers(ref: Result, opts: CommitOptions) -> list[tuple[str, str, int, Path | bytes]]:
+async def _layers(
+    ref: Result, opts: CommitOptions, epoch: int | None
+) -> list[tuple[str, str, int, Path | bytes]]:
     """(digest, diff id, size, source) per layer, bottom first."""
-    epoch = opts.epoch if opts.rewrite_timestamp else None
+    epoch = epoch if opts.rewrite_timestamp else None
     blobs = getattr(ref, "layer_blobs", None)
     if blobs is not None:
         made = await blobs(opts.compression, opts.level, epoch)
@@ -186,8 +188,22 @@ def _history(config: dict[str, Any], count: int, created: str) -> None:
     config["history"] = history
 
 
-async def assemble(result: BuildResult, opts: CommitOptions) -> Image:
-    """The image for a single-platform result (``result.single``)."""
+def _epoch(result: BuildResult, opts: CommitOptions) -> int | None:
+    """``source-date-epoch=``, else the build's ``SOURCE_DATE_EPOCH`` (from the frontend)."""
+    if opts.epoch is not None:
+        return opts.epoch
+    raw = result.metadata.get("llbkit.source-date-epoch")
+    return int(raw) if raw else None
+
+
+async def assemble(
+    result: BuildResult, opts: CommitOptions, *, epoch: int | None = None, moment: int | None = None
+) -> Image:
+    """The image for a single-platform result (``result.single``).
+
+    ``epoch`` is the source date epoch (see :func:`_epoch`), ``moment`` the image's creation
+    time in seconds; :func:`publish` computes both once for every platform and the layout.
+    """
     ref = result.single
     if ref is None:
         raise ConfigError("this exporter writes single-platform results only")
@@ -203,12 +219,12 @@ async def assemble(result: BuildResult, opts: CommitOptions) -> Image:
             },
         }
     )
-    epoch = opts.epoch
-    if epoch is None and result.metadata.get("llbkit.source-date-epoch"):
-        epoch = opts.epoch = int(result.metadata["llbkit.source-date-epoch"])
-    moment = epoch if epoch is not None else int(time.time())
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-    layers = await _layers(ref, opts)
+    if epoch is None:
+        epoch = _epoch(result, opts)
+    if moment is None:
+        moment = epoch if epoch is not None else int(time.time())
+    created = created_text(moment)
+    layers = await _layers(ref, opts, epoch)
     config["rootfs"] = {"type": "layers", "diff_ids": [diff for _, diff, _, _ in layers]}
     config["created"] = created
     _history(config, len(layers), created)
@@ -244,6 +260,11 @@ async def assemble(result: BuildResult, opts: CommitOptions) -> Image:
     )
 
 
+def created_text(moment: int) -> str:
+    """``moment`` (seconds since the epoch) as the image config's ``created`` writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
 def response(published: Any, names: list[str]) -> dict[str, str]:
     """The exporter response (``--metadata-file``) as BuildKit writes it."""
     first = published.images[0][1]
@@ -270,6 +291,8 @@ class Published:
     images: list[tuple[str, Image]]
     #: where pulled layers came from, for cross-repository mounts when pushing
     sources: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: the creation time (seconds) every config's ``created`` holds, for the layout to reuse
+    created: int = 0
 
     def descriptor(self, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -300,8 +323,11 @@ def _platform_of(key: str) -> dict[str, str]:
 
 async def publish(result: BuildResult, opts: CommitOptions) -> Published:
     """One image, or an index over one image per platform (``refs.platforms`` order)."""
+    # One creation time for every platform's config and for the layout written around them.
+    epoch = _epoch(result, opts)
+    moment = epoch if epoch is not None else int(time.time())
     if len(result.refs) == 1:
-        image = await assemble(result, opts)
+        image = await assemble(result, opts, epoch=epoch, moment=moment)
         key = next(iter(result.refs))
         return Published(
             image.media_type,
@@ -309,6 +335,7 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
             image.manifest,
             [(key, image)],
             _sources(result, [image]),
+            moment,
         )
     order = list(result.refs)
     if result.metadata.get("refs.platforms"):
@@ -320,7 +347,8 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
         config = result.metadata.get(f"containerimage.config/{key}")
         if config is not None:
             metadata["containerimage.config"] = config
-        images.append((key, await assemble(BuildResult({key: result.refs[key]}, metadata), opts)))
+        single = BuildResult({key: result.refs[key]}, metadata)
+        images.append((key, await assemble(single, opts, epoch=epoch, moment=moment)))
     index: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,
@@ -341,6 +369,7 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
         data,
         images,
         _sources(result, [image for _, image in images]),
+        moment,
     )
 
 
@@ -352,6 +381,9 @@ def _sources(result: BuildResult, images: list[Image]) -> dict[str, list[tuple[s
             continue
         for image in images:
             for digest, _, _ in image.layers:
-                if digest not in found and lookup(digest):
-                    found[digest] = lookup(digest)
+                if digest in found:
+                    continue
+                pulled = lookup(digest)
+                if pulled:
+                    found[digest] = pulled
     return found

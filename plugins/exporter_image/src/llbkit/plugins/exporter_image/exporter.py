@@ -7,7 +7,6 @@ import json
 import os
 import tarfile
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,16 @@ from typing import Any, ClassVar
 import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.fs.copydata import copy_data
 from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
+from llbkit.core.reference import Reference, parse_reference
 from llbkit.plugins.exporter_image.assemble import (
     ANNOTATION_KEY,
     OCI_INDEX,
     CommitOptions,
     Published,
+    _bool,
+    created_text,
     publish,
     response,
 )
@@ -64,16 +67,9 @@ def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> None:
         raise ConfigError(f"exporter {ctx.name}: dest= is required (a file, or - for stdout)")
 
 
-def _ref_names(names: list[str]) -> list[tuple[str, str]]:
-    """(full name, tag) per ``name=``: ``docker.io/library/app:latest``, ``latest``."""
-    from llbkit.core.reference import parse_reference
-
-    found = []
-    for name in names:
-        ref = parse_reference(name)
-        tag = ref.tag or "latest"
-        found.append((f"{ref.name}:{tag}" if not ref.digest else str(ref), tag))
-    return found
+def _ref_names(names: list[str]) -> list[Reference]:
+    """The parsed ``name=`` references: ``app`` is ``docker.io/library/app:latest``."""
+    return [parse_reference(name) for name in names]
 
 
 def _layout_files(
@@ -83,8 +79,8 @@ def _layout_files(
     annotations: dict[str, str] = {"org.opencontainers.image.created": created}
     refs = _ref_names(names)
     if refs:
-        annotations["io.containerd.image.name"] = refs[0][0]
-        annotations["org.opencontainers.image.ref.name"] = refs[0][1]
+        annotations["io.containerd.image.name"] = str(refs[0])
+        annotations["org.opencontainers.image.ref.name"] = refs[0].tag or "latest"
     elif opts.dangling_prefix:
         annotations["io.containerd.image.name"] = f"{opts.dangling_prefix}@{published.digest}"
     # The descriptor index.json holds: of the index, or of the single platform's manifest.
@@ -106,10 +102,7 @@ def _layout_files(
         manifest = [
             {
                 "Config": "blobs/sha256/" + image.config_digest.split(":")[1],
-                "RepoTags": [
-                    full.removeprefix("docker.io/library/").removeprefix("docker.io/")
-                    for full, _ in refs
-                ],
+                "RepoTags": [ref.familiar() for ref in refs],
                 "Layers": ["blobs/sha256/" + d.split(":")[1] for d, _, _ in image.layers],
             }
         ]
@@ -120,6 +113,17 @@ def _layout_files(
             seen.add(digest)
             files.append(("blobs/sha256/" + digest.split(":")[1], source))
     return files
+
+
+def _write_layout(files: list[tuple[str, bytes | Path]], root: Path) -> None:
+    """The OCI layout as a directory under ``root`` (blobs copied file to file, not read whole)."""
+    for name, source in files:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            path.write_bytes(source)
+        else:
+            copy_data(str(source), str(path), source.stat().st_size, 0o644)
 
 
 def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -> None:
@@ -157,15 +161,12 @@ class TarballJob:
         if self.docker and len(result.refs) > 1:
             raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
         published = await publish(result, self.opts)
-        moment = self.opts.epoch if self.opts.epoch is not None else int(time.time())
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-        files = _layout_files(published, self.opts, self.docker, created)
+        # The time the image configs hold, so index.json's created annotation agrees with them.
+        moment = published.created
+        files = _layout_files(published, self.opts, self.docker, created_text(moment))
         if not self.tar:
             with tempfile.TemporaryDirectory() as tmp:
-                for name, source in files:
-                    path = Path(tmp, name)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
+                await anyio.to_thread.run_sync(_write_layout, files, Path(tmp))
                 await client.write_tree(self.dest, Path(tmp))
             return response(published, self.opts.names)
         if self.dest != "-" and os.path.isdir(self.dest):
@@ -195,7 +196,7 @@ class _TarballExporter:
     async def resolve(self, attrs: Mapping[str, str]) -> TarballJob:
         _check(self.ctx, attrs)
         opts = CommitOptions.parse(attrs, oci_default=not self.docker)
-        tar = attrs.get("tar", "true").lower() not in ("false", "0")
+        tar = _bool("tar", attrs, True)
         return TarballJob(self.ctx.name, attrs["dest"], tar, opts, self.docker)
 
 
@@ -233,9 +234,8 @@ class ImageJob:
                 await _push(published, name, by_digest=self.by_digest, insecure=self.insecure)
         found = response(published, names)
         if self.canonical and names:
-            found["image.name"] = ",".join(
-                [*names, *(f"{n.split(':')[0]}@{published.digest}" for n in names)]
-            )
+            # As BuildKit names images in its store: each name as given, then ``@digest``.
+            found["image.name"] = ",".join([*names, *(f"{n}@{published.digest}" for n in names)])
         return found
 
     async def aclose(self) -> None:
@@ -244,7 +244,6 @@ class ImageJob:
 
 async def _push(published: Published, name: str, *, by_digest: bool, insecure: bool) -> None:
     """Upload the image's blobs the registry lacks, then its manifest (tag or digest)."""
-    from llbkit.core.reference import parse_reference
     from llbkit.core.registry.client import RegistryClient, RegistryConfig
 
     ref = parse_reference(name)
@@ -295,8 +294,6 @@ class ImageExporter:
         self.ctx = ctx
 
     async def resolve(self, attrs: Mapping[str, str]) -> ImageJob:
-        from llbkit.plugins.exporter_image.assemble import _bool
-
         for key in attrs:
             if key not in IMAGE_OPTIONS and not ANNOTATION_KEY.match(key):
                 raise UnknownOptionError(

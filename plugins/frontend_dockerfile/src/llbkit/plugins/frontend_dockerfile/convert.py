@@ -52,6 +52,8 @@ class BuildOptions:
     hostname: str = ""
     ulimits: list[tuple[str, int, int]] = field(default_factory=list)
     cgroup_parent: str = ""
+    #: the client directory the build context is read from (``--opt contextkey=``)
+    context_key: str = "context"
 
 
 @dataclass
@@ -109,9 +111,9 @@ class _Converter:
             _platform_args(options.platform, options.build_platform)
         )
         self.context = llb.local(
-            "context",
+            options.context_key,
             exclude_patterns=options.dockerignore,
-            shared_key_hint="context",
+            shared_key_hint=options.context_key,
             custom_name="[internal] load build context",
         )
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())

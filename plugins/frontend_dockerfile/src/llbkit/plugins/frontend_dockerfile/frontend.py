@@ -60,6 +60,7 @@ class DockerfileJob:
             except UserError:
                 continue
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
+        self.options.context_key = self.context_key
         parsed = parse(text, name.rsplit("/", 1)[-1])
         if not parsed.instructions:
             raise UserError("the Dockerfile cannot be empty")
@@ -73,9 +74,8 @@ class DockerfileJob:
         metadata: dict[str, bytes] = {}
         for platform in platforms:
             options = dataclasses.replace(self.options, platform=platform)
-            converted = await convert(
-                parse(text, name.rsplit("/", 1)[-1]), options, client.resolve_image_config
-            )
+            # convert reads the parsed instructions without changing them: one parse serves all.
+            converted = await convert(parsed, options, client.resolve_image_config)
             if platform == platforms[0]:
                 for warning in converted.warnings:
                     client.warn(warning)

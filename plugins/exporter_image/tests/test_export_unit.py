@@ -1,0 +1,228 @@
+"""The image exporters on in-memory results: names, timestamps, layouts, option parsing."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import pathlib
+import tarfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from llbkit.core.errors import ConfigError
+from llbkit.core.plugins import BuildResult
+from llbkit.plugins.exporter_image.exporter import ImageExporter, OCIExporter
+from llbkit.sdk.testing import make_context
+from llbkit.sdk.testing._doubles import DirResult, MemoryClientIO
+
+
+def _tree(root: Path) -> Path:
+    tree = root / "tree"
+    tree.mkdir(parents=True)
+    (tree / "hello.txt").write_text("hello\n")
+    return tree
+
+
+def _files(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def _blob(files: dict[str, bytes], digest: str) -> dict:
+    return json.loads(files["blobs/sha256/" + digest.split(":")[1]])
+
+
+@dataclass(frozen=True)
+class _Blob:
+    digest: str
+    diff_id: str
+    size: int
+
+
+class _LayeredResult:
+    """A result whose layers are blobs in a content store, as the solver's results are."""
+
+    def __init__(self, store: Path, layers: list[bytes]) -> None:
+        self.store = store
+        self.blobs = []
+        self.lookups: list[str] = []
+        store.mkdir(parents=True, exist_ok=True)
+        for raw in layers:
+            data = gzip.compress(raw, mtime=0)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            (store / digest.split(":")[1]).write_bytes(data)
+            diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+            self.blobs.append(_Blob(digest, diff_id, len(data)))
+
+    @property
+    def key(self) -> str:
+        return "sha256:" + "0" * 64
+
+    @asynccontextmanager
+    async def mount(self) -> AsyncIterator[Path]:
+        raise AssertionError("a layered result is exported from its blobs")
+        yield self.store  # pragma: no cover
+
+    async def layer_blobs(self, compression: str, level: int | None, epoch: int | None) -> list:
+        return list(self.blobs)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.store / digest.split(":")[1]
+
+    def blob_sources(self, digest: str) -> list[tuple[str, str]]:
+        self.lookups.append(digest)
+        return [("registry.example", "library/base")]
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``time.time()`` a minute later at every call, so two calls never agree."""
+    ticks = iter(range(1_700_000_000, 1_800_000_000, 60))
+    monkeypatch.setattr("time.time", lambda: float(next(ticks)))
+    yield
+
+
+def test_name_canonical_adds_each_name_at_its_digest(tmp_path: Path) -> None:
+    names = "localhost:5000/app:v1,example/app:v2,app"
+
+    async def scenario() -> dict[str, str]:
+        job = await ImageExporter(make_context("image")).resolve(
+            {"name": names, "name-canonical": "true"}
+        )
+        result = BuildResult({"linux/amd64": DirResult(_tree(tmp_path))})
+        return dict(await job.export(result, MemoryClientIO(tree_root=tmp_path / "client")))
+
+    found = anyio.run(scenario)
+    digest = found["containerimage.digest"]
+    assert found["image.name"].split(",") == [
+        "localhost:5000/app:v1",
+        "example/app:v2",
+        "app",
+        f"localhost:5000/app:v1@{digest}",
+        f"example/app:v2@{digest}",
+        f"app@{digest}",
+    ]
+
+
+@pytest.mark.usefixtures("clock")
+@pytest.mark.parametrize("platforms", [["linux/amd64"], ["linux/amd64", "linux/arm64"]])
+def test_created_is_one_moment_for_configs_and_index(tmp_path: Path, platforms: list[str]) -> None:
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    tree = _tree(tmp_path)
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
+        await job.export(BuildResult({p: DirResult(tree) for p in platforms}), client)
+
+    anyio.run(scenario)
+    files = _files(client.outputs["out.tar"])
+    index = json.loads(files["index.json"])
+    (top,) = index["manifests"]
+    created = top["annotations"]["org.opencontainers.image.created"]
+    manifests = (
+        [_blob(files, d["digest"]) for d in _blob(files, top["digest"])["manifests"]]
+        if len(platforms) > 1
+        else [_blob(files, top["digest"])]
+    )
+    assert len(manifests) == len(platforms)
+    for manifest in manifests:
+        config = _blob(files, manifest["config"]["digest"])
+        assert config["created"] == created
+        assert {h["created"] for h in config["history"]} == {created}
+
+
+def test_source_date_epoch_from_the_build_leaves_the_options_alone(tmp_path: Path) -> None:
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    metadata = {"llbkit.source-date-epoch": b"1700000000"}
+
+    async def scenario() -> int | None:
+        job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
+        result = BuildResult({"linux/amd64": DirResult(_tree(tmp_path))}, metadata)
+        await job.export(result, client)
+        return job.opts.epoch
+
+    assert anyio.run(scenario) is None
+    files = _files(client.outputs["out.tar"])
+    (top,) = json.loads(files["index.json"])["manifests"]
+    assert top["annotations"]["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    config = _blob(files, _blob(files, top["digest"])["config"]["digest"])
+    assert config["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_layout_directory_copies_blobs_without_reading_them_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _LayeredResult(tmp_path / "store", [b"layer one" * 1000, b"layer two" * 1000])
+    real = pathlib.Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.parent == result.store:
+            raise AssertionError(f"layer blob {self} read into memory")
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve({"dest": "layout", "tar": "false"})
+        await job.export(BuildResult({"linux/amd64": result}), client)
+
+    anyio.run(scenario)
+    layout = tmp_path / "client" / "layout"
+    index = json.loads(real(layout / "index.json"))
+    manifest = json.loads(real(layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]))
+    assert [layer["digest"] for layer in manifest["layers"]] == [b.digest for b in result.blobs]
+    for blob in result.blobs:
+        copied = layout / "blobs/sha256" / blob.digest[7:]
+        assert real(copied) == real(result.blob_path(blob.digest))
+
+
+def test_blob_sources_are_looked_up_once_per_layer(tmp_path: Path) -> None:
+    result = _LayeredResult(tmp_path / "store", [b"one", b"two"])
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
+        await job.export(BuildResult({"linux/amd64": result}), MemoryClientIO(tmp_path / "c"))
+
+    anyio.run(scenario)
+    assert sorted(result.lookups) == sorted(b.digest for b in result.blobs)
+
+
+@pytest.mark.parametrize("value", ["maybe", "yes", "2"])
+def test_tar_must_be_a_boolean(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"tar={value!r} is not true or false"):
+        anyio.run(OCIExporter(make_context("oci")).resolve, {"dest": "x", "tar": value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", True), ("TRUE", True), ("0", False)])
+def test_tar_accepts_booleans(value: str, expected: bool) -> None:
+    job = anyio.run(OCIExporter(make_context("oci")).resolve, {"dest": "x", "tar": value})
+    assert job.tar is expected
+
+
+def test_docker_repo_tags_and_oci_name_annotation(tmp_path: Path) -> None:
+    from llbkit.plugins.exporter_image.exporter import DockerExporter
+
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    names = "localhost:5000/app:v1,example/app,docker.io/library/busybox:1"
+
+    async def scenario() -> None:
+        job = await DockerExporter(make_context("docker")).resolve(
+            {"dest": "out.tar", "name": names}
+        )
+        await job.export(BuildResult({"linux/amd64": DirResult(_tree(tmp_path))}), client)
+
+    anyio.run(scenario)
+    files = _files(client.outputs["out.tar"])
+    (entry,) = json.loads(files["manifest.json"])
+    assert entry["RepoTags"] == ["localhost:5000/app:v1", "example/app:latest", "busybox:1"]
+    (top,) = json.loads(files["index.json"])["manifests"]
+    assert top["annotations"]["io.containerd.image.name"] == "localhost:5000/app:v1"
+    assert top["annotations"]["org.opencontainers.image.ref.name"] == "v1"

@@ -1,0 +1,135 @@
+"""The dockerfile.v0 frontend end to end on in-memory files, and convert on its own."""
+
+from __future__ import annotations
+
+import copy
+
+import anyio
+import pytest
+
+from llbkit.core.errors import UserError
+from llbkit.core.llb import pb
+from llbkit.plugins.frontend_dockerfile import frontend
+from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert
+from llbkit.plugins.frontend_dockerfile.frontend import DockerfileFrontend
+from llbkit.plugins.frontend_dockerfile.parser import Parsed, parse
+from llbkit.sdk import llb
+from llbkit.sdk.testing import make_context
+
+#: many instruction kinds (flags, JSON and shell forms, a heredoc, ONBUILD, stages)
+DOCKERFILE = """\
+FROM scratch AS base
+ARG WHO=world
+SHELL ["/bin/sh", "-c"]
+COPY --chown=1:1 a.txt b.txt /app/
+COPY <<GREETING /greeting
+hello $WHO
+GREETING
+ONBUILD COPY a.txt /onbuild/
+ENV GREETING="hello"
+LABEL a=b
+EXPOSE 80
+VOLUME ["/data"]
+WORKDIR /app
+USER 1000
+ENTRYPOINT ["/bin/app", "--flag"]
+CMD ["serve"]
+
+FROM base AS final
+COPY --from=base /app /copied
+HEALTHCHECK --interval=5s CMD ["check"]
+CMD run it
+"""
+
+
+class _Client:
+    """A FrontendClient over in-memory contexts: ``files[(context, path)]``."""
+
+    def __init__(self, files: dict[tuple[str, str], bytes]) -> None:
+        self.files = files
+        self.warnings: list[str] = []
+
+    async def read_file(self, context: str, path: str) -> bytes:
+        try:
+            return self.files[context, path]
+        except KeyError:
+            raise UserError(f"{context}: no file {path}") from None
+
+    async def solve(self, definition: bytes) -> object:
+        raise AssertionError("the dockerfile frontend does not solve")
+
+    async def resolve_image_config(self, ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+        raise AssertionError(f"no image to resolve here: {ref}")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    raise AssertionError(f"no image to resolve here: {ref}")
+
+
+def _local_sources(data: bytes) -> list[pb.SourceOp]:
+    definition = pb.Definition.FromString(data)
+    ops = [pb.Op.FromString(raw) for raw in getattr(definition, "def")]
+    return [
+        op.source
+        for op in ops
+        if op.WhichOneof("op") == "source" and op.source.identifier.startswith("local://")
+    ]
+
+
+def _solve(attrs: dict[str, str], files: dict[tuple[str, str], bytes]) -> dict[str, bytes]:
+    async def scenario() -> dict[str, bytes]:
+        job = await DockerfileFrontend(make_context("dockerfile.v0")).resolve(attrs)
+        return dict((await job.solve(_Client(files))).definitions)
+
+    return anyio.run(scenario)
+
+
+def test_convert_reads_the_context_from_the_context_key() -> None:
+    parsed = parse("FROM scratch\nCOPY . /app\n")
+    converted = anyio.run(convert, parsed, BuildOptions(context_key="foo"), _no_images)
+    data = converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes()
+    assert [s.identifier for s in _local_sources(data)] == ["local://foo"]
+
+
+@pytest.mark.parametrize(("attrs", "expected"), [({}, "context"), ({"contextkey": "foo"}, "foo")])
+def test_contextkey_names_the_local_source(attrs: dict[str, str], expected: str) -> None:
+    files = {
+        ("dockerfile", "Dockerfile"): b"FROM scratch\nCOPY . /app\n",
+        (expected, ".dockerignore"): b"*.log\n",
+    }
+    definitions = _solve({**attrs, "platform": "linux/amd64,linux/arm64"}, files)
+    assert len(definitions) == 2
+    for data in definitions.values():
+        (local,) = _local_sources(data)
+        assert local.identifier == f"local://{expected}"
+        assert local.attrs["local.sharedkeyhint"] == expected
+        assert local.attrs["local.excludepatterns"] == '["*.log"]'
+
+
+def test_the_dockerfile_is_parsed_once_for_every_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counting(text: str, filename: str = "Dockerfile") -> Parsed:
+        calls.append(filename)
+        return parse(text, filename)
+
+    monkeypatch.setattr(frontend, "parse", counting)
+    files = {("dockerfile", "Dockerfile"): DOCKERFILE.encode()}
+    definitions = _solve({"platform": "linux/amd64,linux/arm64,linux/arm/v7"}, files)
+    assert len(definitions) == 3
+    assert calls == ["Dockerfile"]
+
+
+def test_convert_leaves_the_parsed_dockerfile_unchanged() -> None:
+    parsed = parse(DOCKERFILE)
+    before = copy.deepcopy(parsed)
+    configs = []
+    for platform in (llb.Platform("linux", "amd64"), llb.Platform("linux", "arm64")):
+        options = BuildOptions(platform=platform, platforms=[platform], build_args={"WHO": "x"})
+        configs.append(anyio.run(convert, parsed, options, _no_images).config)
+        assert parsed == before
+    assert configs[0]["config"] == configs[1]["config"]
+    assert [c["architecture"] for c in configs] == ["amd64", "arm64"]
