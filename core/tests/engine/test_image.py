@@ -252,3 +252,13 @@ def test_record_type_is_kept_for_image_layers(tmp_path: Path, registry: LocalReg
         build(engine, llb.image(ref, record_type="internal"))
         kinds = {info.record_type for info in engine.store.layers() if ref in info.description}
     assert kinds == {"internal"}
+
+
+def test_every_driver_gets_the_registry_settings(tmp_path: Path) -> None:
+    from llbkit.core.config import EngineConfig
+
+    hosts = {"registry.example:5000": {"http": True}}
+    with open_engine(tmp_path / "root") as engine:
+        engine.config = EngineConfig(registry=hosts)
+        for group, name in (("llbkit.sources", "docker-image"), ("llbkit.exporters", "image")):
+            assert engine.driver(group, name).ctx.config["registry"] == hosts

@@ -226,3 +226,17 @@ def test_docker_repo_tags_and_oci_name_annotation(tmp_path: Path) -> None:
     (top,) = json.loads(files["index.json"])["manifests"]
     assert top["annotations"]["io.containerd.image.name"] == "localhost:5000/app:v1"
     assert top["annotations"]["org.opencontainers.image.ref.name"] == "v1"
+
+
+def test_pushes_use_the_engines_registry_settings() -> None:
+    config = {"registry": {"registry.example:5000": {"http": True, "mirrors": ["m.example"]}}}
+    exporter = ImageExporter(make_context("image", config))
+    plain = anyio.run(exporter.resolve, {"name": "registry.example:5000/app:v1", "push": "true"})
+    assert plain._hosts("registry.example:5000/app:v1") == config["registry"]
+    insecure = anyio.run(
+        exporter.resolve,
+        {"name": "other.example/app", "push": "true", "registry.insecure": "true"},
+    )
+    hosts = insecure._hosts("other.example/app")
+    assert hosts["other.example"] == {"http": True}
+    assert hosts["registry.example:5000"]["http"] is True

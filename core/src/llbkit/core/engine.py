@@ -161,7 +161,9 @@ class Engine:
         if (group, name) not in self._drivers:
             state = self.store.root.path / "plugins" / group / name
             state.mkdir(parents=True, exist_ok=True)
-            config = {"registry": self.config.registry} if name == "docker-image" else {}
+            # Registry hosts are engine-wide: image sources pull, image exporters push, caches
+            # (later) store with the same mirrors, plain-HTTP and insecure settings.
+            config = {"registry": self.config.registry}
             self._drivers[group, name] = self.registry.create_driver(
                 group, name, config=config, state_dir=state
             )

@@ -74,7 +74,9 @@ class PluginContext:
 
     :param name: the entry-point name the driver was chosen by (``oci``, ``s3``...).
     :param distribution: ``"<dist> <version>"`` that provides it, for messages.
-    :param config: the driver's own section of the engine config (e.g. ``[worker.oci]``).
+    :param config: the driver's own section of the engine config (e.g. ``[worker.oci]``); the
+        engine adds ``registry``, the ``[registry."host"]`` tables every driver that talks to a
+        registry honours (``mirrors``, ``http``, ``insecure``).
     :param state_dir: a directory under the engine's root that belongs to this driver alone.
     """
 

@@ -225,29 +225,41 @@ class ImageJob:
     by_digest: bool
     insecure: bool
     canonical: bool
+    #: the engine's ``[registry."host"]`` settings
+    hosts: Mapping[str, Mapping[str, Any]]
 
     async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
         published = await publish(result, self.opts)
         names = list(self.opts.names)
         if self.push:
             for name in names:
-                await _push(published, name, by_digest=self.by_digest, insecure=self.insecure)
+                await _push(published, name, self._hosts(name), by_digest=self.by_digest)
         found = response(published, names)
         if self.canonical and names:
             # As BuildKit names images in its store: each name as given, then ``@digest``.
             found["image.name"] = ",".join([*names, *(f"{n}@{published.digest}" for n in names)])
         return found
 
+    def _hosts(self, name: str) -> dict[str, Mapping[str, Any]]:
+        """The engine's registry settings; ``registry.insecure=true`` adds plain HTTP for the
+        host ``name`` is pushed to."""
+        hosts = dict(self.hosts)
+        if self.insecure:
+            domain = parse_reference(name).domain
+            hosts[domain] = {**hosts.get(domain, {}), "http": True}
+        return hosts
+
     async def aclose(self) -> None:
         return None
 
 
-async def _push(published: Published, name: str, *, by_digest: bool, insecure: bool) -> None:
+async def _push(
+    published: Published, name: str, hosts: Mapping[str, Mapping[str, Any]], *, by_digest: bool
+) -> None:
     """Upload the image's blobs the registry lacks, then its manifest (tag or digest)."""
     from llbkit.core.registry.client import RegistryClient, RegistryConfig
 
     ref = parse_reference(name)
-    hosts = {ref.domain: {"http": True}} if insecure else {}
     async with RegistryClient(RegistryConfig(hosts)) as registry:
         blobs = [
             (d, src)
@@ -311,4 +323,5 @@ class ImageExporter:
             _bool("push-by-digest", attrs, False),
             _bool("registry.insecure", attrs, False),
             _bool("name-canonical", attrs, False),
+            dict(self.ctx.config.get("registry") or {}),
         )
