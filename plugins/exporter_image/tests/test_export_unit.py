@@ -70,7 +70,9 @@ class _LayeredResult:
         raise AssertionError("a layered result is exported from its blobs")
         yield self.store  # pragma: no cover
 
-    async def layer_blobs(self, compression: str, level: int | None, epoch: int | None) -> list:
+    async def layer_blobs(
+        self, compression: str, level: int | None, epoch: int | None, force: bool = False
+    ) -> list:
         return list(self.blobs)
 
     def blob_path(self, digest: str) -> Path:

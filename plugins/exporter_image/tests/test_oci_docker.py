@@ -193,3 +193,27 @@ def test_push_needs_a_name() -> None:
 
     with pytest.raises(ConfigError, match="push=true needs name="):
         anyio.run(ImageExporter(make_context("image")).resolve, {"push": "true"})
+
+
+@pytest.mark.root
+@pytest.mark.services
+def test_force_compression_compresses_pulled_layers_again(
+    busybox_image: str, tmp_path: Path
+) -> None:
+    from llbkit.sdk.testing.registry import busybox_layer
+
+    pulled = "sha256:" + hashlib.sha256(busybox_layer()).hexdigest()
+
+    def base_layer(attrs: dict[str, str]) -> tuple[str, str, bytes]:
+        out = tmp_path / "image.tar"
+        out.unlink(missing_ok=True)
+        build(tmp_path / "root", busybox_image, ExportRequest("oci", {"dest": str(out), **attrs}))
+        _, manifest, config, files = read_layout(out.read_bytes())
+        digest = manifest["layers"][0]["digest"]
+        return digest, config["rootfs"]["diff_ids"][0], files["blobs/sha256/" + digest[7:]]
+
+    assert base_layer({})[0] == pulled
+    forced, diff_id, blob = base_layer({"force-compression": "true"})
+    assert forced != pulled  # made again from the layer's files, in our own tar and gzip
+    assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
+    assert base_layer({})[0] == pulled  # later exports still reuse the pulled blob

@@ -267,7 +267,10 @@ def layer_blobs(
     epoch: int | None = None,
     force: bool = False,
 ) -> list[LayerBlob]:
-    """The image layers of ``chain``, bottom first; made once per layer and compression."""
+    """The image layers of ``chain``, bottom first; made once per layer and compression.
+
+    ``force`` compresses every layer again, pulled ones included, without replacing what
+    later exports reuse (a pulled layer stays its original blob for them)."""
     variant = f"{compression}:{level}:{epoch}"
     found: dict[int, LayerBlob] = {}
     missing: list[int] = []
@@ -291,6 +294,8 @@ def layer_blobs(
                 path.unlink()
             else:
                 store.root.content.adopt(path, blob.digest)
+            if force:
+                continue
             store.db.execute(
                 "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
                 " VALUES (?, ?, ?, ?, ?)",

@@ -172,7 +172,11 @@ class SolvedResult:
         return self._key
 
     async def layer_blobs(
-        self, compression: str = "gzip", level: int | None = None, epoch: int | None = None
+        self,
+        compression: str = "gzip",
+        level: int | None = None,
+        epoch: int | None = None,
+        force: bool = False,
     ) -> list[Any]:
         """The result's layers as image blobs (made once, kept in the content store)."""
         from llbkit.core.cache.blobs import layer_blobs
@@ -185,6 +189,7 @@ class SolvedResult:
                 compression=compression,
                 level=level,
                 epoch=epoch,
+                force=force,
             )
         )
 

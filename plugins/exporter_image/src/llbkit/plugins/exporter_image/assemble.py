@@ -168,7 +168,7 @@ async def _layers(
     epoch = epoch if opts.rewrite_timestamp else None
     blobs = getattr(ref, "layer_blobs", None)
     if blobs is not None:
-        made = await blobs(opts.compression, opts.level, epoch)
+        made = await blobs(opts.compression, opts.level, epoch, force=opts.force_compression)
         return [(b.digest, b.diff_id, b.size, ref.blob_path(b.digest)) for b in made]  # type: ignore[attr-defined]
     async with ref.mount() as root:
         raw = _tar_tree(root, epoch)
