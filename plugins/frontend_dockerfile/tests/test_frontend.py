@@ -133,3 +133,18 @@ def test_convert_leaves_the_parsed_dockerfile_unchanged() -> None:
         assert parsed == before
     assert configs[0]["config"] == configs[1]["config"]
     assert [c["architecture"] for c in configs] == ["amd64", "arm64"]
+
+
+def test_options_without_effect_are_said_to_have_none() -> None:
+    client = _Client({("dockerfile", "Dockerfile"): b"FROM scratch\n"})
+
+    async def scenario() -> None:
+        attrs = {"shm-size": "1g", "attest:sbom": "", "target": ""}
+        job = await DockerfileFrontend(make_context("dockerfile.v0")).resolve(attrs)
+        await job.solve(client)
+
+    anyio.run(scenario)
+    assert client.warnings == [
+        "frontend option shm-size has no effect in this release of llbkit",
+        "frontend option attest:sbom has no effect in this release of llbkit",
+    ]

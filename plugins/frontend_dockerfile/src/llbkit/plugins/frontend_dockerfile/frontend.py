@@ -35,6 +35,8 @@ OPTIONS = (
     "contextsubdir",
 )
 PREFIXES = ("build-arg:", "label:", "context:", "attest:")
+#: BuildKit options accepted so builds move over unchanged, but without effect here yet
+NO_EFFECT = ("image-resolve-mode", "shm-size", "contextsubdir")
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,12 @@ class DockerfileJob:
     options: BuildOptions
     dockerfile_key: str = "dockerfile"
     context_key: str = "context"
+    #: options given that have no effect in this release (said as a warning, not ignored)
+    no_effect: tuple[str, ...] = ()
 
     async def solve(self, client: FrontendClient) -> FrontendOutput:
+        for key in self.no_effect:
+            client.warn(f"frontend option {key} has no effect in this release of llbkit")
         name = self.options.filename
         try:
             text = (await client.read_file(self.dockerfile_key, name)).decode("utf-8", "replace")
@@ -175,4 +181,5 @@ class DockerfileFrontend:
             options,
             attrs.get("dockerfilekey") or "dockerfile",
             attrs.get("contextkey") or "context",
+            tuple(k for k in attrs if k in NO_EFFECT or k.startswith("attest:")),
         )
