@@ -242,3 +242,34 @@ def test_pushes_use_the_engines_registry_settings() -> None:
     hosts = insecure._hosts("other.example/app")
     assert hosts["other.example"] == {"http": True}
     assert hosts["registry.example:5000"]["http"] is True
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "uncompressed"])
+def test_a_plain_tree_layer_is_in_the_compression_its_media_type_names(
+    tmp_path: Path, compression: str
+) -> None:
+    import zstandard
+
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve(
+            {"dest": "out.tar", "compression": compression}
+        )
+        await job.export(BuildResult({"linux/amd64": DirResult(_tree(tmp_path))}), client)
+
+    anyio.run(scenario)
+    files = _files(client.outputs["out.tar"])
+    manifest = _blob(files, json.loads(files["index.json"])["manifests"][0]["digest"])
+    (layer,) = manifest["layers"]
+    blob = files["blobs/sha256/" + layer["digest"][7:]]
+    raw = {
+        "gzip": gzip.decompress,
+        "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
+        "uncompressed": lambda b: b,
+    }[compression](blob)
+    diff_id = _blob(files, manifest["config"]["digest"])["rootfs"]["diff_ids"][0]
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == diff_id
+    assert layer["mediaType"].endswith(
+        {"gzip": "+gzip", "zstd": "+zstd", "uncompressed": ".tar"}[compression]
+    )

@@ -24,7 +24,7 @@ from llbkit.core.cache.store import Chain, Store
 from llbkit.core.errors import ConfigError
 from llbkit.core.snapshot.layers import is_opaque, is_whiteout
 
-__all__ = ["LayerBlob", "layer_blobs"]
+__all__ = ["LayerBlob", "compress_bytes", "layer_blobs"]
 
 MEDIA_TYPES = {
     ("oci", "gzip"): "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -201,6 +201,18 @@ def _gzip_member(chunk: bytes, *, level: int | None) -> bytes:
         if probe and len(zlib.compress(probe, 1)) >= len(probe) * 0.9:
             level = 0
     return gzip.compress(chunk, compresslevel=level, mtime=0)
+
+
+def compress_bytes(raw: bytes, compression: str, level: int | None = None) -> bytes:
+    """``raw`` compressed exactly as a layer of that compression is (for small trees that are
+    not store layers)."""
+    import io
+
+    out = io.BytesIO()
+    compressor = _Compressor(_Hashing(out), compression, level)
+    compressor.write(raw)
+    compressor.close()
+    return out.getvalue()
 
 
 def _compress(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import io
 import json
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llbkit.core.cache.blobs import compress_bytes
 from llbkit.core.errors import ConfigError
 from llbkit.core.plugins import BuildResult, Result
 
@@ -172,7 +172,7 @@ async def _layers(
         return [(b.digest, b.diff_id, b.size, ref.blob_path(b.digest)) for b in made]  # type: ignore[attr-defined]
     async with ref.mount() as root:
         raw = _tar_tree(root, epoch)
-    data = gzip.compress(raw, mtime=0) if opts.compression == "gzip" else raw
+    data = compress_bytes(raw, opts.compression, opts.level)
     return [(_digest(data), _digest(raw), len(data), data)]
 
 
