@@ -177,11 +177,18 @@ def prune(
     """Delete unreferenced records as BuildKit's prune does; return what went."""
     match = parse_filters(filters)
     removed: list[UsageRecord] = []
+    # One walk of the store, then bookkeeping: a deleted record leaves the list. Sizes count a
+    # shared inode once, on its first layer, so after deletions the total is confirmed by a
+    # fresh walk before stopping.
+    records = disk_usage(store)
+    fresh = True
     while True:
-        records = disk_usage(store)
         total = sum(r.size for r in records)
         if keep_bytes and total <= keep_bytes:
-            break
+            if fresh:
+                break
+            records, fresh = disk_usage(store), True
+            continue
         parents = {p for r in records for p in r.parents}
         cutoff = time.time() - keep_duration if keep_duration else None
         candidates = [
@@ -202,6 +209,9 @@ def prune(
         for record in candidates:
             _delete(store, record)
             removed.append(record)
+        gone = {id(r) for r in candidates}
+        records = [r for r in records if id(r) not in gone]
+        fresh = False
     return removed
 
 
