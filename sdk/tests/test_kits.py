@@ -7,9 +7,11 @@ from typing import ClassVar
 
 import pytest
 
+from llbkit.core.errors import UnknownOptionError
 from llbkit.sdk import llb
 from llbkit.sdk.testing import (
     CacheBackendKit,
+    ExporterKit,
     FrontendKit,
     MemoryCacheBackend,
     ScriptedWorker,
@@ -39,14 +41,14 @@ class _Client:
 class TestStaticFrontend(FrontendKit):
     frontend_class = StaticFrontend
     valid_attrs: ClassVar[Mapping[str, str]] = {"filename": "Buildfile"}
+    files: ClassVar[Mapping[str, Mapping[str, bytes]]] = {
+        "dockerfile": {"Buildfile": b"FROM busybox\n"}
+    }
 
     @pytest.fixture(autouse=True)
     def _definition(self, monkeypatch):
         data = llb.image("busybox").marshal(llb.Platform()).to_bytes()
         monkeypatch.setattr(StaticFrontend, "definition", data)
-
-    def client(self):
-        return _Client({"Buildfile": b"FROM busybox\n"})
 
 
 class TestScriptedWorker(WorkerKit):
@@ -65,7 +67,7 @@ def test_scripted_worker_runs_when_given_a_rootfs(tmp_path):
 class _Lenient:
     """A broken plugin: it accepts any option silently."""
 
-    api_version = 1
+    api_version = 2
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -83,14 +85,84 @@ def test_kit_catches_a_plugin_that_ignores_unknown_options(tmp_path):
 
 
 def test_kit_catches_a_wrong_contract_version():
-    class Future(StaticFrontend):
-        api_version = 2
+    class Old(StaticFrontend):
+        api_version = 1
 
     class Broken(FrontendKit):
-        frontend_class = Future
+        frontend_class = Old
 
-    with pytest.raises(AssertionError, match="contract is v1"):
+    with pytest.raises(AssertionError, match="contract is v2"):
         Broken().test_declares_contract_version()
+
+
+class _ChainPeeker:
+    """A broken exporter: it reads the engine's layer chain off the result, which the Result
+    contract does not declare (so a daemon or another engine need not have it)."""
+
+    api_version = 2
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def resolve(self, attrs):
+        if set(attrs) - {"dest"}:
+            raise UnknownOptionError("exporter peek", sorted(set(attrs) - {"dest"})[0], ["dest"])
+        return self
+
+    async def export(self, result, info):
+        return {"layers": str(len(result.single.chain))}
+
+    async def finalize(self, info):
+        return {}
+
+    async def aclose(self):
+        return None
+
+
+def test_kit_catches_an_exporter_using_an_undeclared_result_attribute(tmp_path):
+    class Broken(ExporterKit):
+        exporter_class = _ChainPeeker
+        valid_attrs: ClassVar[Mapping[str, str]] = {"dest": "x"}
+
+    with pytest.raises(AttributeError, match="'chain' is not part of the Result contract"):
+        Broken().test_exports_finalizes_and_closes(tmp_path)
+
+
+def test_the_strict_result_has_exactly_the_contracts_members():
+    import inspect
+
+    from llbkit.core.plugins import Result
+    from llbkit.sdk.testing import StrictResult
+
+    declared = {
+        name
+        for name, _ in inspect.getmembers(Result)
+        if not name.startswith("_") and name not in dir(object)
+    }
+    offered = {name for name in vars(StrictResult) if not name.startswith("_")}
+    assert declared == offered == {"key", "mount", "layers", "blob_path", "blob_sources"}
+
+
+def test_a_layered_result_exports_its_tree_through_the_contract(tmp_path):
+    from llbkit.core.plugins import LayerOptions
+    from llbkit.sdk.testing import layered_result
+
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "a").write_text("a\n")
+    (tree / "d" / "b").write_text("b\n")
+
+    async def scenario():
+        with layered_result(tmp_path, tree) as ref:
+            layers = await ref.layers(LayerOptions())
+            async with ref.mount() as root:
+                seen = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+            paths = [await ref.blob_path(d.digest) for d in layers]
+            return layers, seen, paths
+
+    layers, seen, paths = run(scenario())
+    assert len(layers) == 2 and all(p.exists() for p in paths)
+    assert seen == ["a", "d", "d/b"]
 
 
 def test_frontend_double_reads_the_file_it_was_told_to():

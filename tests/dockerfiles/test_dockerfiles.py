@@ -8,15 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
 
-from llbkit.core.cache.store import Store
 from llbkit.core.client.embedded import EmbeddedClient
-from llbkit.core.config import EngineConfig
-from llbkit.core.engine import Engine, ExportRequest
 from llbkit.core.errors import UserError
-from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.sdk.testing.builds import build_in
 from tests.dockerfiles.compare import BUILD_ARGS, SECRETS, URL_PORT, normalize_config, serve
 from tests.trees.listing import tar_listing
 
@@ -43,26 +39,21 @@ def build(name: str, base: str, root: Path) -> tuple[dict, dict] | str:
 
 def _build(name: str, root: Path, opts: dict[str, str], url_base: str) -> tuple[dict, dict] | str:
     ctx = CASES / name
-    engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
     out = root.parent / "out.tar"
     client = EmbeddedClient(
         locals={"context": ctx, "dockerfile": ctx},
         secrets={k: v.encode() for k, v in SECRETS.items()},
     )
     try:
-        outcome = anyio.run(
-            lambda: engine.build(
-                None,
-                client,
-                frontend="dockerfile.v0",
-                frontend_opts=opts,
-                exports=[ExportRequest("tar", {"dest": str(out)})],
-            )
+        outcome = build_in(
+            root,
+            client,
+            frontend="dockerfile.v0",
+            frontend_opts=opts,
+            exports=[("tar", {"dest": str(out)})],
         )
     except UserError as err:
         return str(err)
-    finally:
-        engine.close()
     # The vectors were recorded with the files served from a fixed port.
     raw = outcome.frontend_metadata["containerimage.config"].decode()
     config = json.loads(raw.replace(url_base, f"http://127.0.0.1:{URL_PORT}"))

@@ -8,37 +8,27 @@ import json
 import tarfile
 from pathlib import Path
 
-import anyio
 import pytest
 
-from llbkit.core.cache.store import Store
 from llbkit.core.client.embedded import EmbeddedClient
-from llbkit.core.config import EngineConfig
-from llbkit.core.engine import Engine, ExportRequest
 from llbkit.core.errors import UserError
-from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.sdk.testing.builds import build_in
 from tests.dockerfiles.compare import serve
 
 
-def solve(ctx: Path, root: Path, export: ExportRequest, **opts: str) -> None:
+def solve(ctx: Path, root: Path, export: tuple[str, dict[str, str]], **opts: str) -> None:
     """Build the Dockerfile in ``ctx`` through the engine's Python API, then export it."""
-    engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
-    try:
-        anyio.run(
-            lambda: engine.build(
-                None,
-                EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
-                frontend="dockerfile.v0",
-                frontend_opts=opts,
-                exports=[export],
-            )
-        )
-    finally:
-        engine.close()
+    build_in(
+        root,
+        EmbeddedClient(locals={"context": ctx, "dockerfile": ctx}),
+        frontend="dockerfile.v0",
+        frontend_opts=opts,
+        exports=[export],
+    )
 
 
 def build(ctx: Path, root: Path, out: Path, **opts: str) -> None:
-    solve(ctx, root, ExportRequest("local", {"dest": str(out)}), **opts)
+    solve(ctx, root, ("local", {"dest": str(out)}), **opts)
 
 
 def tar_files(path: Path) -> dict[str, bytes]:
@@ -166,7 +156,7 @@ def test_multi_platform_build_gives_an_index(tmp_path: Path) -> None:
     )
     assert found == ["linux_amd64/file-amd64-from-amd64", "linux_arm64/file-arm64-from-amd64"]
     out = tmp_path / "multi.tar"
-    solve(ctx, tmp_path / "root2", ExportRequest("oci", {"dest": str(out)}), **opts)
+    solve(ctx, tmp_path / "root2", ("oci", {"dest": str(out)}), **opts)
     files = tar_files(out)
     top = json.loads(files["index.json"])["manifests"][0]
     assert top["mediaType"] == "application/vnd.oci.image.index.v1+json"
@@ -191,7 +181,7 @@ def test_annotations_reach_their_documents(tmp_path: Path) -> None:
         "annotation-manifest-descriptor[linux/arm64].org.example.d": "arm",
         "annotation-index-descriptor.org.example.x": "x",
     }
-    solve(ctx, tmp_path / "root", ExportRequest("oci", attrs), platform="linux/amd64,linux/arm64")
+    solve(ctx, tmp_path / "root", ("oci", attrs), platform="linux/amd64,linux/arm64")
     files = tar_files(out)
     top = json.loads(files["index.json"])["manifests"][0]
     assert top["annotations"]["org.example.x"] == "x"

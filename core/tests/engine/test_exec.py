@@ -7,14 +7,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import anyio
 import pytest
 
 from llbkit.core.client.embedded import EmbeddedClient
 from llbkit.core.solver.solver import BuildFailed
 from llbkit.sdk import llb
 
-from .helpers import PLATFORM, build, files, open_engine, ran
+from .helpers import PLATFORM, build, build_data, files, open_engine, ran
+from .helpers import logs as helpers_logs
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
@@ -44,7 +44,7 @@ def test_run_env_cwd_user_and_logs(tmp_path: Path, busybox: llb.State) -> None:
         outcome = build(engine, state)
         assert outputs(engine, outcome, "tmp/out") == {"tmp/out": "hello from /work as 1000:1000\n"}
         assert "work" in files(engine, outcome)
-        logs = [(e.data["stream"], e.data["data"]) for e in outcome.events if e.kind == "log"]
+        logs = helpers_logs(outcome)
         assert (1, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n") in logs
         assert (2, "oops\n") in logs
         assert ran(build(engine, state)) == set()
@@ -101,7 +101,7 @@ def test_secret_never_reaches_the_store(tmp_path: Path, busybox: llb.State) -> N
     data = step.marshal(PLATFORM).to_bytes()
     with open_engine(tmp_path / "root") as engine:
         client = EmbeddedClient(secrets={"token": secret})
-        outcome = anyio.run(lambda: engine.build(data, client))
+        outcome = build_data(engine, data, client)
         got = files(engine, outcome)
         assert got["len"].strip() == str(len(secret)) and got["mode"] == "400\n"
     found = subprocess.run(
@@ -120,10 +120,9 @@ def test_network_host_needs_the_entitlement(tmp_path: Path, busybox: llb.State) 
 def test_missing_runtime_names_the_package(tmp_path: Path, busybox: llb.State) -> None:
     from llbkit.core.config import EngineConfig
 
-    with open_engine(tmp_path / "root") as engine:
-        engine.config = EngineConfig(worker={"binary": "no-such-runc"})
-        with pytest.raises(BuildFailed) as err:
-            build(engine, busybox.run(args=["true"]).root())
+    config = EngineConfig(worker={"binary": "no-such-runc"}, gc=False)
+    with open_engine(tmp_path / "root", config=config) as engine, pytest.raises(BuildFailed) as err:
+        build(engine, busybox.run(args=["true"]).root())
     assert "needs no-such-runc, which is not installed" in str(err.value)
 
 
@@ -154,10 +153,10 @@ def test_ssh_agent_is_forwarded(tmp_path: Path, busybox: llb.State) -> None:
         data = step.get_mount("/out").marshal(PLATFORM).to_bytes()
         with open_engine(tmp_path / "root") as engine:
             client = EmbeddedClient(ssh={"default": sock})
-            outcome = anyio.run(lambda: engine.build(data, client))
+            outcome = build_data(engine, data, client)
             assert files(engine, outcome) == {"kind": "socket\n"}
             with pytest.raises(BuildFailed) as err:
-                anyio.run(lambda: engine.build(data, EmbeddedClient(), no_cache=True))
+                build_data(engine, data, EmbeddedClient(), no_cache=True)
             assert "no SSH agent 'default' was forwarded" in str(err.value)
     finally:
         os.kill(pid, 15)

@@ -13,7 +13,7 @@ from llbkit.core.solver.solver import BuildFailed
 from llbkit.sdk import llb
 from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, layer_tar, push_image
 
-from .helpers import build, files, open_engine
+from .helpers import build, build_data, cached, files, open_engine
 
 pytestmark = pytest.mark.services
 
@@ -53,9 +53,7 @@ def test_pull_applies_layers_with_whiteouts(tmp_path: Path, registry: LocalRegis
             "link": "k\n",
         }
         again = build(engine, llb.image(f"{registry.host}/test/layers:v1"))
-        assert f"docker-image://{registry.host}/test/layers:v1" in {
-            e.data["name"] for e in again.events if e.kind == "vertex" and e.data.get("cached")
-        }
+        assert f"docker-image://{registry.host}/test/layers:v1" in cached(again)
 
 
 def test_busybox_base_image(tmp_path: Path, registry: LocalRegistry) -> None:
@@ -63,7 +61,7 @@ def test_busybox_base_image(tmp_path: Path, registry: LocalRegistry) -> None:
     with open_engine(tmp_path / "root") as engine:
         outcome = build(engine, llb.image(f"{registry.host}/library/busybox"))
         assert outcome.result is not None
-        with engine.store.view(outcome.result.chain) as root:
+        with engine.store.view(outcome.result.chain) as root:  # type: ignore[union-attr]
             assert os.access(root / "bin" / "busybox", os.X_OK)
             assert os.readlink(root / "bin" / "sh") == "busybox"
 
@@ -213,10 +211,10 @@ def test_oci_layout_from_the_client(tmp_path: Path) -> None:
     data = state.marshal(PLATFORM).to_bytes()
     with open_engine(tmp_path / "root") as engine:
         client = EmbeddedClient(layouts={"mystore": layout})
-        outcome = anyio.run(lambda: engine.build(data, client))
+        outcome = build_data(engine, data, client)
         assert files(engine, outcome) == {"from-layout": "yes\n"}
         with pytest.raises(BuildFailed) as err:
-            anyio.run(lambda: engine.build(data, EmbeddedClient(), no_cache=True))
+            build_data(engine, data, EmbeddedClient(), no_cache=True)
         assert "use --oci-layout mystore=<path>" in str(err.value)
     # A layer limit is part of the key: the whole image is not a cached answer for it.
     whole = parse_oci_layout(f"oci-layout://mystore@{index_digest}", {}, None)
@@ -229,11 +227,11 @@ def test_mirror_first_then_resolve_mode_local(tmp_path: Path, registry: LocalReg
 
     push_image(registry.host, "library/mirrored:v1", [layer_tar({"m": "from the mirror\n"})])
     unreachable = "127.0.0.1:9"  # the discard port: nothing answers there
-    with open_engine(tmp_path / "root") as engine:
-        engine.config = EngineConfig(registry={unreachable: {"mirrors": [registry.host]}})
+    mirrored = EngineConfig(registry={unreachable: {"mirrors": [registry.host]}}, gc=False)
+    with open_engine(tmp_path / "root", config=mirrored) as engine:
         outcome = build(engine, llb.image(f"{unreachable}/library/mirrored:v1"))
         assert files(engine, outcome) == {"m": "from the mirror\n"}
-        engine.config = EngineConfig()
+    with open_engine(tmp_path / "root") as engine:
         local = llb.image(f"{unreachable}/library/mirrored:v1", resolve_mode="local")
         assert files(engine, build(engine, local, no_cache=True)) == {"m": "from the mirror\n"}
         with pytest.raises(BuildFailed) as err:
@@ -258,7 +256,11 @@ def test_every_driver_gets_the_registry_settings(tmp_path: Path) -> None:
     from llbkit.core.config import EngineConfig
 
     hosts = {"registry.example:5000": {"http": True}}
-    with open_engine(tmp_path / "root") as engine:
-        engine.config = EngineConfig(registry=hosts)
-        for group, name in (("llbkit.sources", "docker-image"), ("llbkit.exporters", "image")):
-            assert engine.driver(group, name).ctx.config["registry"] == hosts
+    config = EngineConfig(registry=hosts, gc=False)
+    with open_engine(tmp_path / "root", config=config) as engine:
+        source = engine.drivers.source("docker-image")
+        exporter = engine.drivers.exporter("image")
+        for driver in (source, exporter):
+            registries = driver.ctx.registries  # type: ignore[attr-defined]
+            assert registries is engine.drivers.registries
+        assert registries.hosts == hosts

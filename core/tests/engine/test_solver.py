@@ -17,7 +17,17 @@ from llbkit.core.solver.solver import BuildFailed
 from llbkit.core.sources.local import LocalSource
 from llbkit.sdk import llb
 
-from .helpers import PLATFORM, build, cached, files, open_engine, ran, vertex_events
+from .helpers import (
+    PLATFORM,
+    build,
+    build_async,
+    cached,
+    files,
+    logs,
+    open_engine,
+    ran,
+    vertex_events,
+)
 
 
 class Tracker:
@@ -34,12 +44,17 @@ class Tracker:
 
 
 class SlowJob:
+    record_type = "regular"
+
     def __init__(self, identifier: str, attrs: dict[str, str]) -> None:
         self.identifier = identifier
         self.delay = float(attrs.get("slow.sleep", "0.2"))
 
     async def cache_key(self, client: Any) -> str:
         return f"slow:{self.identifier}"
+
+    def discard(self) -> None:
+        return None
 
     async def fetch(self, client: Any, dest: Path, progress: Any) -> None:
         Tracker.in_flight += 1
@@ -57,7 +72,7 @@ class SlowJob:
 
 
 class SlowSource:
-    api_version = 1
+    api_version = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
@@ -167,7 +182,7 @@ def test_concurrent_builds_share_a_vertex(tmp_path: Path, registry: PluginRegist
         async def both() -> None:
             async def run(state: llb.State) -> None:
                 data = state.marshal(PLATFORM).to_bytes()
-                outcomes.append(await engine.build(data, EmbeddedClient()))
+                outcomes.append(await build_async(engine, data, EmbeddedClient()))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run, one)
@@ -178,8 +193,7 @@ def test_concurrent_builds_share_a_vertex(tmp_path: Path, registry: PluginRegist
         for outcome in outcomes:
             # Each build saw the shared vertex's progress, its log included.
             assert "slow://shared" in vertex_events(outcome)
-            logs = [e for e in outcome.events if e.kind == "log"]
-            assert any("fetching slow://shared" in e.data["data"] for e in logs)
+            assert any("fetching slow://shared" in text for _, text in logs(outcome))
         trees = sorted(sorted(files(engine, o)) for o in outcomes)
         assert trees == [["one", "shared"], ["shared", "two"]]
 
@@ -231,8 +245,7 @@ def test_failure_carries_the_tail_of_the_log(tmp_path: Path) -> None:
 def test_a_disabled_worker_is_said_clearly(tmp_path: Path) -> None:
     from llbkit.core.config import EngineConfig
 
-    with open_engine(tmp_path / "root") as engine:
-        engine.config = EngineConfig(worker={"enabled": False})
-        with pytest.raises(BuildFailed) as err:
-            build(engine, llb.scratch().run(args=["true"]).root())
+    config = EngineConfig(worker={"enabled": False}, gc=False)
+    with open_engine(tmp_path / "root", config=config) as engine, pytest.raises(BuildFailed) as err:
+        build(engine, llb.scratch().run(args=["true"]).root())
     assert "[worker.oci] is disabled" in str(err.value)

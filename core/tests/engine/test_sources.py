@@ -47,7 +47,7 @@ def test_http_with_checksum_filename_and_mode(tmp_path: Path, server: tuple[str,
         outcome = build(engine, state)
         assert files(engine, outcome) == {"renamed": "#!/bin/sh\necho tool\n"}
         assert outcome.result is not None
-        with engine.store.view(outcome.result.chain) as root:
+        with engine.store.view(outcome.result.chain) as root:  # type: ignore[union-attr]
             assert (root / "renamed").stat().st_mode & 0o777 == 0o751
 
 

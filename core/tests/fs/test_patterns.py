@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llbkit.core.fs.patterns import PatternError, PatternMatcher, clean, read_dockerignore
+from llbkit.core.patterns import PatternError, PatternMatcher, clean, read_dockerignore
 
 CASES = [
     # (patterns, path, matched)

@@ -6,9 +6,8 @@ import anyio
 import pytest
 
 from llbkit.core.cli.main import main
-from llbkit.core.plugins import ProgressEvent, hookimpl
+from llbkit.core.plugins import ProgressEvent, VertexWarning, hookimpl
 from llbkit.core.plugins.registry import PluginRegistry
-from llbkit.core.progress import progress_bus
 
 HELLO_HOOKS = """
 import click
@@ -103,35 +102,51 @@ def test_disabled_hook_plugin_adds_nothing(make_dist, capsys, monkeypatch):
 
 class Recorder:
     def __init__(self) -> None:
-        self.seen: list[str] = []
+        self.seen: list[tuple[str, object]] = []
 
     @hookimpl
-    def llbkit_on_progress(self, event: ProgressEvent) -> None:
-        self.seen.append(f"{event.kind}:{event.vertex}")
+    def llbkit_on_progress(self, ref: str, event: ProgressEvent) -> None:
+        self.seen.append((ref, event))
 
 
 class Failing:
     @hookimpl
-    def llbkit_on_progress(self, event: ProgressEvent) -> None:
-        raise ValueError(f"cannot handle {event.vertex}")
+    def llbkit_on_progress(self, ref: str, event: ProgressEvent) -> None:
+        raise ValueError(f"cannot handle {type(event).__name__}")
 
 
-def test_llbkit_on_progress_sees_every_event_in_order_despite_a_failing_observer():
+def _build(tmp_path, registry: PluginRegistry) -> tuple[str, list[ProgressEvent]]:
+    from llbkit.core.client.embedded import EmbeddedClient
+    from llbkit.core.config import EngineConfig
+    from llbkit.core.control import Controller
+    from llbkit.sdk import llb
+    from llbkit.sdk.testing.builds import run_build
+
+    state = llb.merge([llb.scratch().file(llb.mkfile(f"/f{i}", 0o644, b"x")) for i in range(20)])
+    data = state.marshal(llb.Platform()).to_bytes()
+    config = EngineConfig(gc=False)
+    with Controller.open(tmp_path / "root", config, registry) as controller:
+        outcome = anyio.run(lambda: run_build(controller, EmbeddedClient(), definition=data))
+    return outcome.ref, outcome.events
+
+
+def test_llbkit_on_progress_sees_every_record_in_order_despite_a_failing_observer(tmp_path):
     recorder = Recorder()
-    pm = PluginRegistry.for_testing({}, hooks=[recorder, Failing()]).hook_manager()
-    errors: list[str] = []
+    registry = PluginRegistry.for_testing({}, hooks=[recorder, Failing()])
+    ref, events = _build(tmp_path, registry)
+    assert recorder.seen == [(ref, event) for event in events]
+    warnings = [e for e in events if isinstance(e, VertexWarning)]
+    # Said once for the build, naming the observer and what it raised.
+    assert len(warnings) == 1
+    assert "ValueError: cannot handle Vertex" in warnings[0].short
+    assert warnings[0].short.startswith("progress observer ")
 
-    async def build() -> None:
-        async with progress_bus(pm, on_error=errors.append) as emit:
-            for i in range(100):
-                emit(ProgressEvent("vertex", f"sha256:{i}", float(i)))
-                if i % 10 == 0:
-                    await anyio.sleep(0)
 
-    anyio.run(build)
-    assert recorder.seen == [f"vertex:sha256:{i}" for i in range(100)]
-    assert len(errors) == 100
-    assert (
-        errors[0].startswith("progress observer ")
-        and "ValueError: cannot handle sha256:0" in errors[0]
-    )
+def test_hook_calls_are_traced_through_pluggy(tmp_path, capsys):
+    recorder = Recorder()
+    registry = PluginRegistry.for_testing({}, hooks=[recorder])
+    registry._trace = True
+    _build(tmp_path, registry)
+    err = capsys.readouterr().err
+    assert "llbkit_on_progress" in err
+    assert err.count("llbkit_on_progress") >= len(recorder.seen)

@@ -17,7 +17,7 @@ from llbkit.core.plugins.registry import PluginRegistry
 
 GOOD_EXPORTER = """
 class GoodExporter:
-    api_version = 1
+    api_version = 2
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -123,7 +123,7 @@ def test_two_distributions_with_one_name_is_a_conflict_naming_both(make_dist):
 
 
 def test_contract_version_mismatch_is_refused(make_dist):
-    source = GOOD_EXPORTER.replace("api_version = 1", "api_version = 2")
+    source = GOOD_EXPORTER.replace("api_version = 2", "api_version = 1")
     make_dist(
         "acme-exporters",
         "1.2",
@@ -132,7 +132,7 @@ def test_contract_version_mismatch_is_refused(make_dist):
     )
     with pytest.raises(PluginVersionError) as err:
         PluginRegistry().load_driver(EXP, "future")
-    assert "targets contract v2, core provides v1" in str(err.value)
+    assert "targets contract v1, core provides v2" in str(err.value)
 
 
 def test_missing_contract_version_is_refused_with_the_fix(make_dist):
@@ -141,7 +141,7 @@ def test_missing_contract_version_is_refused_with_the_fix(make_dist):
     )
     with pytest.raises(PluginLoadError) as err:
         PluginRegistry().load_driver(EXP, "old")
-    assert "api_version = 1" in str(err.value)
+    assert "api_version = 2" in str(err.value)
 
 
 def test_disabled_plugins_cannot_be_loaded_but_are_listed(make_dist):
@@ -158,6 +158,8 @@ def test_disabled_plugins_cannot_be_loaded_but_are_listed(make_dist):
         with pytest.raises(PluginError) as err:
             registry.load_driver(EXP, "acme")
         assert "disabled by LLBKIT_DISABLE_PLUGINS" in str(err.value)
+        # The message names the token that matched, the one to take out.
+        assert f"remove {spec!r} from it" in str(err.value)
 
 
 def test_core_builtins_cannot_be_disabled():
@@ -168,7 +170,7 @@ def test_core_builtins_cannot_be_disabled():
 
 def test_test_instance_uses_only_what_it_is_given():
     class Fake:
-        api_version = 1
+        api_version = 2
 
         def __init__(self, ctx):
             self.ctx = ctx

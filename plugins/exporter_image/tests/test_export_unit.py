@@ -10,17 +10,25 @@ import pathlib
 import tarfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import pytest
 
 from llbkit.core.errors import ConfigError
-from llbkit.core.plugins import BuildResult
+from llbkit.core.plugins import (
+    BlobSource,
+    BuildResult,
+    ExportInfo,
+    LayerDescriptor,
+    LayerOptions,
+)
 from llbkit.plugins.exporter_image.exporter import ImageExporter, OCIExporter
-from llbkit.sdk.testing import make_context
-from llbkit.sdk.testing._doubles import DirResult, MemoryClientIO
+from llbkit.sdk.testing import MemoryClientIO, RecordingProgress, layered_result, make_context
+
+
+def _info(client: MemoryClientIO) -> ExportInfo:
+    return ExportInfo("ref", client, RecordingProgress())
 
 
 def _tree(root: Path) -> Path:
@@ -39,13 +47,6 @@ def _blob(files: dict[str, bytes], digest: str) -> dict:
     return json.loads(files["blobs/sha256/" + digest.split(":")[1]])
 
 
-@dataclass(frozen=True)
-class _Blob:
-    digest: str
-    diff_id: str
-    size: int
-
-
 class _LayeredResult:
     """A result whose layers are blobs in a content store, as the solver's results are."""
 
@@ -59,7 +60,8 @@ class _LayeredResult:
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             (store / digest.split(":")[1]).write_bytes(data)
             diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
-            self.blobs.append(_Blob(digest, diff_id, len(data)))
+            media = "application/vnd.oci.image.layer.v1.tar+gzip"
+            self.blobs.append(LayerDescriptor(digest, diff_id, len(data), "gzip", media))
 
     @property
     def key(self) -> str:
@@ -70,17 +72,15 @@ class _LayeredResult:
         raise AssertionError("a layered result is exported from its blobs")
         yield self.store  # pragma: no cover
 
-    async def layer_blobs(
-        self, compression: str, level: int | None, epoch: int | None, force: bool = False
-    ) -> list:
+    async def layers(self, options: LayerOptions) -> list[LayerDescriptor]:
         return list(self.blobs)
 
-    def blob_path(self, digest: str) -> Path:
+    async def blob_path(self, digest: str) -> Path:
         return self.store / digest.split(":")[1]
 
-    def blob_sources(self, digest: str) -> list[tuple[str, str]]:
+    def blob_sources(self, digest: str) -> list[BlobSource]:
         self.lookups.append(digest)
-        return [("registry.example", "library/base")]
+        return [BlobSource("registry.example", "library/base")]
 
 
 @pytest.fixture
@@ -98,8 +98,10 @@ def test_name_canonical_adds_each_name_at_its_digest(tmp_path: Path) -> None:
         job = await ImageExporter(make_context("image")).resolve(
             {"name": names, "name-canonical": "true"}
         )
-        result = BuildResult({"linux/amd64": DirResult(_tree(tmp_path))})
-        return dict(await job.export(result, MemoryClientIO(tree_root=tmp_path / "client")))
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            result = BuildResult({"linux/amd64": ref})
+            client = MemoryClientIO(tree_root=tmp_path / "client")
+            return dict(await job.export(result, _info(client)))
 
     found = anyio.run(scenario)
     digest = found["containerimage.digest"]
@@ -121,7 +123,8 @@ def test_created_is_one_moment_for_configs_and_index(tmp_path: Path, platforms: 
 
     async def scenario() -> None:
         job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
-        await job.export(BuildResult({p: DirResult(tree) for p in platforms}), client)
+        with layered_result(tmp_path, tree) as ref:
+            await job.export(BuildResult(dict.fromkeys(platforms, ref)), _info(client))
 
     anyio.run(scenario)
     files = _files(client.outputs["out.tar"])
@@ -146,8 +149,8 @@ def test_source_date_epoch_from_the_build_leaves_the_options_alone(tmp_path: Pat
 
     async def scenario() -> int | None:
         job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
-        result = BuildResult({"linux/amd64": DirResult(_tree(tmp_path))}, metadata)
-        await job.export(result, client)
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            await job.export(BuildResult({"linux/amd64": ref}, metadata), _info(client))
         return job.opts.epoch
 
     assert anyio.run(scenario) is None
@@ -174,7 +177,7 @@ def test_layout_directory_copies_blobs_without_reading_them_whole(
 
     async def scenario() -> None:
         job = await OCIExporter(make_context("oci")).resolve({"dest": "layout", "tar": "false"})
-        await job.export(BuildResult({"linux/amd64": result}), client)
+        await job.export(BuildResult({"linux/amd64": result}), _info(client))
 
     anyio.run(scenario)
     layout = tmp_path / "client" / "layout"
@@ -183,7 +186,7 @@ def test_layout_directory_copies_blobs_without_reading_them_whole(
     assert [layer["digest"] for layer in manifest["layers"]] == [b.digest for b in result.blobs]
     for blob in result.blobs:
         copied = layout / "blobs/sha256" / blob.digest[7:]
-        assert real(copied) == real(result.blob_path(blob.digest))
+        assert real(copied) == real(result.store / blob.digest[7:])
 
 
 def test_blob_sources_are_looked_up_once_per_layer(tmp_path: Path) -> None:
@@ -191,7 +194,7 @@ def test_blob_sources_are_looked_up_once_per_layer(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
-        await job.export(BuildResult({"linux/amd64": result}), MemoryClientIO(tmp_path / "c"))
+        await job.export(BuildResult({"linux/amd64": result}), _info(MemoryClientIO(tmp_path)))
 
     anyio.run(scenario)
     assert sorted(result.lookups) == sorted(b.digest for b in result.blobs)
@@ -219,7 +222,8 @@ def test_docker_repo_tags_and_oci_name_annotation(tmp_path: Path) -> None:
         job = await DockerExporter(make_context("docker")).resolve(
             {"dest": "out.tar", "name": names}
         )
-        await job.export(BuildResult({"linux/amd64": DirResult(_tree(tmp_path))}), client)
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            await job.export(BuildResult({"linux/amd64": ref}), _info(client))
 
     anyio.run(scenario)
     files = _files(client.outputs["out.tar"])
@@ -230,22 +234,21 @@ def test_docker_repo_tags_and_oci_name_annotation(tmp_path: Path) -> None:
     assert top["annotations"]["org.opencontainers.image.ref.name"] == "v1"
 
 
-def test_pushes_use_the_engines_registry_settings() -> None:
-    config = {"registry": {"registry.example:5000": {"http": True, "mirrors": ["m.example"]}}}
-    exporter = ImageExporter(make_context("image", config))
-    plain = anyio.run(exporter.resolve, {"name": "registry.example:5000/app:v1", "push": "true"})
-    assert plain._hosts("registry.example:5000/app:v1") == config["registry"]
-    insecure = anyio.run(
-        exporter.resolve,
+def test_pushes_go_through_the_engines_registry_access(tmp_path: Path) -> None:
+    from llbkit.core.registry.access import EngineRegistries
+
+    registries = EngineRegistries({"registry.example:5000": {"http": True}})
+    ctx = make_context("image")
+    ctx = type(ctx)(ctx.name, ctx.distribution, ctx.config, ctx.state_dir, registries)
+    job = anyio.run(
+        ImageExporter(ctx).resolve,
         {"name": "other.example/app", "push": "true", "registry.insecure": "true"},
     )
-    hosts = insecure._hosts("other.example/app")
-    assert hosts["other.example"] == {"http": True}
-    assert hosts["registry.example:5000"]["http"] is True
+    assert job.registries is registries and job.insecure
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "uncompressed"])
-def test_a_plain_tree_layer_is_in_the_compression_its_media_type_names(
+def test_each_layer_is_in_the_compression_its_media_type_names(
     tmp_path: Path, compression: str
 ) -> None:
     import zstandard
@@ -256,20 +259,22 @@ def test_a_plain_tree_layer_is_in_the_compression_its_media_type_names(
         job = await OCIExporter(make_context("oci")).resolve(
             {"dest": "out.tar", "compression": compression}
         )
-        await job.export(BuildResult({"linux/amd64": DirResult(_tree(tmp_path))}), client)
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            await job.export(BuildResult({"linux/amd64": ref}), _info(client))
 
     anyio.run(scenario)
     files = _files(client.outputs["out.tar"])
     manifest = _blob(files, json.loads(files["index.json"])["manifests"][0]["digest"])
-    (layer,) = manifest["layers"]
-    blob = files["blobs/sha256/" + layer["digest"][7:]]
-    raw = {
-        "gzip": gzip.decompress,
-        "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
-        "uncompressed": lambda b: b,
-    }[compression](blob)
-    diff_id = _blob(files, manifest["config"]["digest"])["rootfs"]["diff_ids"][0]
-    assert "sha256:" + hashlib.sha256(raw).hexdigest() == diff_id
-    assert layer["mediaType"].endswith(
-        {"gzip": "+gzip", "zstd": "+zstd", "uncompressed": ".tar"}[compression]
-    )
+    diff_ids = _blob(files, manifest["config"]["digest"])["rootfs"]["diff_ids"]
+    assert len(manifest["layers"]) == len(diff_ids) == 2
+    for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
+        blob = files["blobs/sha256/" + layer["digest"][7:]]
+        raw = {
+            "gzip": gzip.decompress,
+            "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
+            "uncompressed": lambda b: b,
+        }[compression](blob)
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == diff_id
+        assert layer["mediaType"].endswith(
+            {"gzip": "+gzip", "zstd": "+zstd", "uncompressed": ".tar"}[compression]
+        )

@@ -15,35 +15,27 @@ import anyio
 import jsonschema
 import pytest
 
-from llbkit.core.cache.store import Store
 from llbkit.core.client.embedded import EmbeddedClient
-from llbkit.core.config import EngineConfig
-from llbkit.core.engine import Engine, ExportRequest
+from llbkit.core.control import Controller
 from llbkit.core.errors import UnknownOptionError
-from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.plugins.exporter_image.exporter import OCIExporter
 from llbkit.sdk.testing import make_context
+from llbkit.sdk.testing.builds import build_in, run_build
 from llbkit.sdk.testing.oci_schemas import CONFIG, INDEX, MANIFEST
 
 APP = Path(__file__).resolve().parents[3] / "examples" / "app"
 
 
-def build(root: Path, base: str, output: ExportRequest, **args: str) -> dict[str, str]:
-    engine = Engine(Store.open(root), EngineConfig(), PluginRegistry.from_env())
+def build(root: Path, base: str, output: tuple[str, dict[str, str]], **args: str) -> dict[str, str]:
     opts = {"build-arg:BASE": base, **{f"build-arg:{k}": v for k, v in args.items()}}
-    try:
-        outcome = anyio.run(
-            lambda: engine.build(
-                None,
-                EmbeddedClient(locals={"context": APP, "dockerfile": APP}),
-                frontend="dockerfile.v0",
-                frontend_opts=opts,
-                exports=[output],
-            )
-        )
-    finally:
-        engine.close()
-    return outcome.metadata
+    outcome = build_in(
+        root,
+        EmbeddedClient(locals={"context": APP, "dockerfile": APP}),
+        frontend="dockerfile.v0",
+        frontend_opts=opts,
+        exports=[output],
+    )
+    return dict(outcome.metadata)
 
 
 def read_layout(data: bytes) -> tuple[dict, dict, dict, dict[str, bytes]]:
@@ -63,7 +55,7 @@ def test_oci_tarball_is_a_valid_layout(busybox_image: str, tmp_path: Path) -> No
     meta = build(
         tmp_path / "root",
         busybox_image,
-        ExportRequest("oci", {"dest": str(out), "name": "example/app:v1"}),
+        ("oci", {"dest": str(out), "name": "example/app:v1"}),
     )
     index, manifest, config, files = read_layout(out.read_bytes())
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
@@ -111,7 +103,7 @@ def test_docker_tarball_has_manifest_json(busybox_image: str, tmp_path: Path) ->
     build(
         tmp_path / "root",
         busybox_image,
-        ExportRequest("docker", {"dest": str(out), "name": "example/app:v1"}),
+        ("docker", {"dest": str(out), "name": "example/app:v1"}),
     )
     _, manifest, _, files = read_layout(out.read_bytes())
     assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
@@ -129,7 +121,7 @@ def test_source_date_epoch_gives_one_digest(busybox_image: str, tmp_path: Path) 
         meta = build(
             tmp_path / f"root{n}",
             busybox_image,
-            ExportRequest("oci", {"dest": str(tmp_path / f"{n}.tar"), "rewrite-timestamp": "true"}),
+            ("oci", {"dest": str(tmp_path / f"{n}.tar"), "rewrite-timestamp": "true"}),
             SOURCE_DATE_EPOCH="1700000000",
         )
         digests.add(meta["containerimage.digest"])
@@ -155,7 +147,7 @@ def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
     meta = build(
         tmp_path / "root",
         busybox_image,
-        ExportRequest("image", {"name": f"{host}/example/app:v1", "push": "true"}),
+        ("image", {"name": f"{host}/example/app:v1", "push": "true"}),
         SOURCE_DATE_EPOCH="1700000000",
     )
     assert meta["image.name"] == f"{host}/example/app:v1"
@@ -163,20 +155,21 @@ def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
     again = build(
         tmp_path / "root",
         busybox_image,
-        ExportRequest("image", {"name": f"{host}/example/app:v2", "push": "true"}),
+        ("image", {"name": f"{host}/example/app:v2", "push": "true"}),
         SOURCE_DATE_EPOCH="1700000000",
     )
     assert again["containerimage.digest"] == meta["containerimage.digest"]
     state = llb.image(f"{host}/example/app:v1")
-    engine = Engine(Store.open(tmp_path / "pull"), EngineConfig(), PluginRegistry.from_env())
-    try:
-        data = state.marshal(llb.Platform("linux", "amd64")).to_bytes()
-        outcome = anyio.run(lambda: engine.build(data, EmbeddedClient()))
-        assert outcome.result is not None
-        with engine.store.view(outcome.result.chain) as root:
-            assert (root / "app" / "message.txt").read_text() == ("built from: hello from llbkit\n")
-    finally:
-        engine.close()
+    data = state.marshal(llb.Platform("linux", "amd64")).to_bytes()
+    with Controller.open(tmp_path / "pull") as engine:
+
+        async def pull() -> str:
+            outcome = await run_build(engine, EmbeddedClient(), definition=data)
+            assert outcome.result is not None
+            async with outcome.result.mount() as root:
+                return (root / "app" / "message.txt").read_text()
+
+        assert anyio.run(pull) == "built from: hello from llbkit\n"
     if shutil.which("skopeo"):
         inspected = subprocess.run(
             ["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/example/app:v1"],
@@ -207,7 +200,7 @@ def test_force_compression_compresses_pulled_layers_again(
     def base_layer(attrs: dict[str, str]) -> tuple[str, str, bytes]:
         out = tmp_path / "image.tar"
         out.unlink(missing_ok=True)
-        build(tmp_path / "root", busybox_image, ExportRequest("oci", {"dest": str(out), **attrs}))
+        build(tmp_path / "root", busybox_image, ("oci", {"dest": str(out), **attrs}))
         _, manifest, config, files = read_layout(out.read_bytes())
         digest = manifest["layers"][0]["digest"]
         return digest, config["rootfs"]["diff_ids"][0], files["blobs/sha256/" + digest[7:]]

@@ -38,7 +38,14 @@ def test_users_by_name_number_and_group(rootfs: Path) -> None:
 
 def test_spec_defaults(rootfs: Path, tmp_path: Path) -> None:
     spec = build_spec(
-        ProcessSpec(args=["/bin/sh", "-c", "true"], user="bob", cwd="/work"),
+        ProcessSpec(
+            args=["/bin/sh", "-c", "true"],
+            user="bob",
+            uid=1000,
+            gid=1000,
+            additional_gids=(1000, 10, 999),
+            cwd="/work",
+        ),
         rootfs,
         [MountSpec("/cache", "bind", tmp_path), MountSpec("/t", "tmpfs", options={"size": "1024"})],
         hosts=tmp_path / "hosts",

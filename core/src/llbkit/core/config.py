@@ -8,24 +8,23 @@ refused with the key's dotted name.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llbkit.core.errors import ConfigError
+from llbkit.core.units import parse_bytes, parse_duration
 
 __all__ = [
     "EngineConfig",
     "GCRule",
     "default_gc_rules",
     "load_config",
-    "parse_bytes",
-    "parse_duration",
 ]
 
 _TOP = {
+    "llbkit",
     "root",
     "debug",
     "trace",
@@ -73,7 +72,7 @@ _WORKER = {
 _RULE_UNUSED = {"reservedSpace", "maxUsedSpace", "minFreeSpace"}
 _RULE = {"all", "keepBytes", "keepDuration", "filters"} | _RULE_UNUSED
 _USED = {
-    "root",
+    "llbkit.root",
     "worker.oci.gc",
     "worker.oci.gckeepstorage",
     "worker.oci.gcpolicy",
@@ -111,52 +110,11 @@ class EngineConfig:
     insecure_entitlements: list[str] = field(default_factory=list)
     registry: dict[str, Any] = field(default_factory=dict)
     unused: list[str] = field(default_factory=list)
+    #: other things the config's reader should be told (one line each)
+    warnings: list[str] = field(default_factory=list)
     source: str = "<defaults>"
-
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_bytes(value: Any, where: str) -> int:
-    """``1024``, ``"512MB"``, ``"10GiB"`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ConfigError(f"{where}: {value!r} is not a size (e.g. 512MB, 10GB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
-_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: Any, where: str) -> float:
-    """Seconds as a number, or a Go duration (``48h``, ``1h30m``)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ConfigError(f"{where}: {value!r} is not a duration (e.g. 48h, 30m, 3600)")
-    return sum(float(n) * _SECONDS[u] for n, u in parts)
+    #: seconds between GC runs after builds (BuildKit: at most once a minute)
+    gc_interval: float = 60.0
 
 
 def _check(table: dict[str, Any], known: set[str], prefix: str, source: str) -> None:
@@ -180,8 +138,7 @@ def load_config(path: Path | None) -> EngineConfig:
         raise ConfigError(f"{source}: {err}") from None
     _check(data, _TOP, "", source)
     config = EngineConfig(source=source)
-    if "root" in data:
-        config.root = Path(str(data["root"]))
+    _read_root(data, config)
     entitlements = data.get("insecure-entitlements", [])
     if not isinstance(entitlements, list) or not set(entitlements) <= {
         "network.host",
@@ -213,7 +170,7 @@ def load_config(path: Path | None) -> EngineConfig:
                 raise ValueError
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: worker.oci.max-parallelism must be a number") from None
-    unused = _flatten(data) - _USED
+    unused = _flatten(data) - _USED - {"root"}
     for n, rule in enumerate(oci.get("gcpolicy", [])):
         where = f"{source}: worker.oci.gcpolicy[{n}]"
         if not isinstance(rule, dict):
@@ -233,6 +190,22 @@ def load_config(path: Path | None) -> EngineConfig:
         )
     config.unused = sorted(unused)
     return config
+
+
+def _read_root(data: dict[str, Any], config: EngineConfig) -> None:
+    """``[llbkit] root``; BuildKit's ``root`` is its own state directory, never llbkit's."""
+    source = config.source
+    if "root" in data:
+        config.warnings.append(
+            f"{source}: root = {data['root']!r} is BuildKit's state directory and is not used "
+            "by llbkit; set [llbkit] root, --root or LLBKIT_ROOT for llbkit's own"
+        )
+    own = data.get("llbkit", {})
+    if not isinstance(own, dict):
+        raise ConfigError(f"{source}: llbkit must be a table")
+    _check(own, {"root"}, "llbkit.", source)
+    if "root" in own:
+        config.root = Path(str(own["root"]))
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:

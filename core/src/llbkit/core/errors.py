@@ -4,6 +4,7 @@
 
     LlbkitError                      anything llbkit raises on purpose
     ├── UserError                    bad input: printed as one line, exit 1, no traceback
+    │   ├── SourceError              bad input at a place of the build's source (a Dockerfile line)
     │   ├── DefinitionError          an LLB definition that cannot be loaded or is not a sane graph
     │   ├── ConfigError              a config file, flag or option value that is wrong
     │   │   └── UnknownOptionError   an option key a driver does not know (lists the valid ones)
@@ -19,7 +20,8 @@ A message names the thing, where it came from and, when there is one, the fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "ConfigError",
@@ -29,10 +31,12 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "PluginVersionError",
+    "SourceError",
     "UnknownOptionError",
     "UnknownPluginError",
     "UserError",
     "first_error",
+    "one_error",
 ]
 
 
@@ -42,6 +46,15 @@ class LlbkitError(Exception):
 
 class UserError(LlbkitError):
     """Input the user can fix; the CLI prints ``error: <message>`` and exits 1."""
+
+
+class SourceError(UserError):
+    """Bad input at a known place of the build's source; the CLI shows ``source`` (the lines
+    around it, as BuildKit prints them) above the one-line message."""
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class DefinitionError(UserError):
@@ -94,6 +107,15 @@ class PluginLoadError(PluginError):
 
 class PluginVersionError(PluginError):
     """The plugin was written for a contract version that core does not provide."""
+
+
+@contextmanager
+def one_error() -> Iterator[None]:
+    """Let the first real failure out of a task group, instead of the group around it."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
 
 
 def first_error(err: BaseException) -> BaseException:

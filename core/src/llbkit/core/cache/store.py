@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from llbkit.core.cache.leases import Lease, LeaseTable, current_lease
 from llbkit.core.cache.root import StateRoot
 from llbkit.core.snapshot.layers import apply_layer, disk_blocks, measure
 from llbkit.core.snapshot.mount import (
@@ -83,7 +84,7 @@ class Store:
         self.layers_dir.mkdir(exist_ok=True)
         self.empty = self.tmp / "empty"
         self.empty.mkdir(exist_ok=True)
-        self._in_use: dict[int, int] = {}
+        self.leases = LeaseTable(self.lock)
         self._spares: list[tuple[Path, Path]] = []
         row = self.db.execute("SELECT value FROM settings WHERE name='layer_format'").fetchone()
         if row is not None:
@@ -182,6 +183,7 @@ class Store:
             )
             layer = int(cur.lastrowid or 0)
             os.rename(tree, self.layer_path(layer))
+            _hold_for_build((layer,))
         return layer
 
     # -- results and keys -----------------------------------------------------------------
@@ -221,6 +223,7 @@ class Store:
                 return None
             chain: Chain = tuple(json.loads(row[1]))
             self._touch(chain)
+            _hold_for_build(chain)
             return row[0], chain
 
     def _touch(self, chain: Chain) -> None:
@@ -238,20 +241,18 @@ class Store:
 
     # -- views ----------------------------------------------------------------------------
 
+    def lease(self, name: str) -> Lease:
+        """A new lease (see :mod:`llbkit.core.cache.leases`); bind it to a build's tasks."""
+        return self.leases.lease(name)
+
     @contextmanager
     def hold(self, chain: Sequence[int]) -> Iterator[None]:
         """Keep ``chain``'s layers from being pruned while the block runs."""
-        with self.lock:
-            for layer in chain:
-                self._in_use[layer] = self._in_use.get(layer, 0) + 1
+        self.leases.acquire(chain)
         try:
             yield
         finally:
-            with self.lock:
-                for layer in chain:
-                    self._in_use[layer] -= 1
-                    if not self._in_use[layer]:
-                        del self._in_use[layer]
+            self.leases.release(chain)
 
     @contextmanager
     def view(self, chain: Chain) -> Iterator[Path]:
@@ -365,7 +366,7 @@ class Store:
                 "SELECT id, parent, created, last_used, usage_count, record_type, description,"
                 " mutable FROM layers ORDER BY id"
             ).fetchall()
-            in_use = set(self._in_use)
+            in_use = self.leases.held()
         seen: set[tuple[int, int]] = set()
         found = []
         for row in rows:
@@ -396,18 +397,42 @@ class Store:
                 )
             }
 
-    def delete_layer(self, layer: int) -> None:
-        """Forget a layer (and the results needing it), then remove its directory."""
+    def delete_layer(self, layer: int) -> bool:
+        """Forget a layer (and the results needing it), then remove its directory; a layer
+        that something holds now is kept (``False``)."""
         with self._tx():
+            if self.leases.is_held(layer):
+                return False
             self._forget_layer(layer)
         path = self.layer_path(layer)
         doomed = self.tmp / f"deleting-{layer}"
         if path.exists():
             os.rename(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
+        return True
+
+    def last_gc(self) -> float | None:
+        """When GC last ran on this root (seconds since the epoch), if ever."""
+        with self.lock:
+            row = self.db.execute("SELECT value FROM settings WHERE name='last_gc'").fetchone()
+        return None if row is None else float(row[0])
+
+    def set_last_gc(self, when: float) -> None:
+        with self.lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO settings(name, value) VALUES ('last_gc', ?)", (str(when),)
+            )
 
     def content_size(self) -> int:
         return self.root.content.total_size()
+
+
+def _hold_for_build(chain: Sequence[int]) -> None:
+    """Add what was just committed or found to the running build's lease, if any (called with
+    the store's lock held, so GC never sees it unheld)."""
+    lease = current_lease.get()
+    if lease is not None:
+        lease.add(chain)
 
 
 class _HashCache(MutableMapping[tuple[int, int, int, int], str]):

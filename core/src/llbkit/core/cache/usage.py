@@ -206,25 +206,27 @@ def prune(
             # Oldest first, then least used; one at a time until under the limit.
             candidates.sort(key=lambda r: (r.last_used or 0, r.usage_count))
             candidates = candidates[:1]
+        gone = set()
         for record in candidates:
-            _delete(store, record)
-            removed.append(record)
-        gone = {id(r) for r in candidates}
+            if _delete(store, record):
+                removed.append(record)
+            # A record a build took hold of meanwhile stays; it is no candidate any more.
+            gone.add(id(record))
         records = [r for r in records if id(r) not in gone]
         fresh = False
     return removed
 
 
-def _delete(store: Store, record: UsageRecord) -> None:
+def _delete(store: Store, record: UsageRecord) -> bool:
     if not record.mutable:
-        store.delete_layer(int(record.id))
-        return
+        return store.delete_layer(int(record.id))
     for kind, path in _directories(store):
         if kind == record.record_type and path.name.startswith(record.id):
             doomed = store.tmp / f"deleting-{path.name}"
             os.rename(path, doomed)
             path.with_suffix(".id").unlink(missing_ok=True)
             shutil.rmtree(doomed, ignore_errors=True)
+    return True
 
 
 def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:

@@ -13,7 +13,7 @@ import anyio
 import click
 
 from llbkit.core.cli.progress_ui import make_display
-from llbkit.core.cli.state import open_engine
+from llbkit.core.cli.state import open_controller
 from llbkit.core.errors import ConfigError, UserError
 
 __all__ = ["build"]
@@ -82,6 +82,7 @@ def _client(
     secret: tuple[str, ...],
     ssh: tuple[str, ...],
     oci_layout: tuple[str, ...],
+    private: tuple[Path, ...] = (),
 ) -> Any:
     """The embedded client: ``--local`` directories, ``--secret`` values, ``--ssh`` agents,
     ``--oci-layout`` stores."""
@@ -96,6 +97,7 @@ def _client(
         secrets=dict(parse_secret(s) for s in secret),
         ssh=dict(parse_ssh(s) for s in ssh),
         layouts={name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()},
+        private=private,
     )
 
 
@@ -164,14 +166,18 @@ def _later(flag: str, given: Any, what: str) -> None:
         raise UserError(f"{flag}: {what} is not in this release of llbkit")
 
 
-@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--output",
-    "-o",
-    "outputs",
-    multiple=True,
-    help="Where the result goes: type=local,dest=DIR or type=tar,dest=FILE|-.",
+_OUTPUT_HELP = (
+    "Where the result goes; repeatable. type=local,dest=DIR: the files in a directory. "
+    "type=tar,dest=FILE|-: the files as a tarball. type=oci,dest=FILE|-: an OCI image "
+    "layout tarball (tar=false: a directory). type=docker,dest=FILE|-: a tarball for "
+    "docker load (name=REF tags it). type=image,name=REF,push=true: the image pushed to a "
+    "registry. Image types take compression=gzip|zstd|uncompressed, oci-mediatypes, "
+    "annotation.KEY=VALUE and more; installed plugins add types (llbkit debug plugins)."
 )
+
+
+@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--output", "-o", "outputs", multiple=True, help=_OUTPUT_HELP)
 @click.option(
     "--progress",
     default="auto",
@@ -252,8 +258,8 @@ def build(
     definition: str,
 ) -> None:
     """Build an LLB definition read from standard input (or a file), as buildctl build does."""
-    from llbkit.core.engine import ExportRequest, FrontendFailed
-    from llbkit.core.solver.solver import BuildFailed
+    from llbkit.core.control import BuildFailed, ExporterRequest, FrontendFailed
+    from llbkit.core.control.request import SolveRequest, new_ref
 
     if opt and not frontend:
         raise UserError("--opt is for a frontend; give --frontend (e.g. dockerfile.v0)")
@@ -263,38 +269,35 @@ def build(
         if not key:
             raise UserError(f"--opt {value!r}: expected key=value")
         frontend_opts[key] = val if sep else ""
+    if no_cache and frontend:
+        # As buildctl: the frontend is told, and marks every step it makes.
+        frontend_opts.setdefault("no-cache", "")
     _later("--export-cache", export_cache, "exporting the build cache")
     _later("--import-cache", import_cache, "importing a build cache")
-    exports = [ExportRequest(*parse_output(value)) for value in outputs]
-    client = _client(locals_, secret, ssh, oci_layout)
+    exporters = [ExporterRequest(*parse_output(value)) for value in outputs]
     data, source = (None, "") if frontend else _read_definition(definition)
+    if data is not None and no_cache:
+        from llbkit.core.llb.definition import ignore_cache
+
+        data = ignore_cache(data, source)
     trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
-    with open_engine(ctx, config_path) as engine:
-        client.private = (engine.store.root.path,)
+    with open_controller(ctx, config_path) as controller:
+        request = SolveRequest(
+            ref=new_ref(),
+            session=_client(
+                locals_, secret, ssh, oci_layout, private=(controller.store.root.path,)
+            ),
+            definition=data,
+            frontend=frontend,
+            frontend_attrs=frontend_opts,
+            exporters=exporters,
+            entitlements=allow,
+            source=source,
+        )
         display = make_display(progress)
-
-        def on_event(event: Any) -> None:
-            display(event)
-            if trace_file is not None:
-                from dataclasses import asdict
-
-                trace_file.write(json.dumps(asdict(event), default=str) + "\n")
-
         failed = True
         try:
-            outcome = anyio.run(
-                lambda: engine.build(
-                    data,
-                    client,
-                    exports=exports,
-                    on_event=on_event,
-                    no_cache=no_cache,
-                    allow=allow,
-                    source=source,
-                    frontend=frontend,
-                    frontend_opts=frontend_opts,
-                )
-            )
+            response = anyio.run(_solve, controller, request, display, trace_file)
             failed = False
         except BuildFailed as err:
             display.close(failed=True)
@@ -312,7 +315,26 @@ def build(
                 trace_file.close()
     if metadata_file:
         try:
-            shown = {k: _decoded(v) for k, v in outcome.metadata.items()}
+            shown = {k: _decoded(v) for k, v in response.exporter_response.items()}
             Path(metadata_file).write_text(json.dumps(shown, indent=2) + "\n")
         except OSError as err:
             raise UserError(f"cannot write {metadata_file}: {err.strerror}") from None
+
+
+async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any:
+    """The build, with its status shown (and traced) as it comes: the CLI is a client of the
+    Controller like any other."""
+    from llbkit.core.cli.progress_ui import status_json
+
+    async def show() -> None:
+        async for status in controller.status(request.ref):
+            display(status)
+            if trace is not None:
+                trace.write(json.dumps(status_json(status), separators=(",", ":")) + "\n")
+
+    from llbkit.core.errors import one_error
+
+    with one_error():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(show)
+            return await controller.solve(request)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import click
 
 from llbkit.core.cli.progress_ui import units
-from llbkit.core.cli.state import open_engine
-from llbkit.core.config import parse_duration
+from llbkit.core.cli.state import open_controller
+from llbkit.core.units import parse_duration
 
 __all__ = ["du", "prune"]
 
@@ -103,11 +103,13 @@ def _summary(records: Sequence[object], *, total_only: bool = False) -> str:
 @click.pass_context
 def du(ctx: click.Context, filters: tuple[str, ...], verbose: bool) -> None:
     """Show what the build cache holds and the disk it uses."""
-    from llbkit.core.cache.usage import disk_usage, parse_filters
+    import anyio
 
-    match = parse_filters(filters)
-    with open_engine(ctx) as engine:
-        records = [r for r in disk_usage(engine.store) if match(r)]
+    from llbkit.core.cache.usage import parse_filters
+
+    parse_filters(filters)
+    with open_controller(ctx) as controller:
+        records = anyio.run(controller.disk_usage, filters)
     click.echo(_verbose(records) if verbose else _table(records), nl=False)
     if not filters:
         click.echo(_summary(records), nl=False)
@@ -134,18 +136,15 @@ def prune(
     verbose: bool,
 ) -> None:
     """Remove unused records from the build cache."""
+    import anyio
+
     from llbkit.core.cache.usage import parse_filters
-    from llbkit.core.cache.usage import prune as run_prune
+    from llbkit.core.control import PruneRequest
 
     parse_filters(filters)
     duration = parse_duration(keep_duration, "--keep-duration") if keep_duration else 0
-    with open_engine(ctx) as engine:
-        removed = run_prune(
-            engine.store,
-            filters=filters,
-            all=all_,
-            keep_duration=duration,
-            keep_bytes=int(keep_storage * 1e6),
-        )
+    request = PruneRequest(filters, all_, duration, int(keep_storage * 1e6))
+    with open_controller(ctx) as controller:
+        removed = anyio.run(controller.prune, request)
     click.echo(_verbose(removed) if verbose else _table(removed), nl=False)
     click.echo(_summary(removed, total_only=True), nl=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
@@ -11,6 +12,8 @@ from llbkit.core import __version__
 from llbkit.core.errors import PluginError, UserError
 
 if TYPE_CHECKING:
+    import pluggy
+
     from llbkit.core.plugins.registry import PluginRegistry
 
 
@@ -18,6 +21,7 @@ class RootGroup(click.Group):
     """The ``llbkit`` group; refuses a second command under a name that is taken."""
 
     adding_for: str = "llbkit"
+    plugins: Plugins
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         name = name or cmd.name
@@ -29,6 +33,14 @@ class RootGroup(click.Group):
         super().add_command(cmd, name)
 
 
+@dataclass(frozen=True)
+class Plugins:
+    """What the composition root builds once per process and every command uses."""
+
+    registry: PluginRegistry
+    hooks: pluggy.PluginManager
+
+
 def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     """Return a fresh CLI: built-in commands, then those plugins add (``llbkit_add_commands``).
 
@@ -38,6 +50,7 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     from llbkit.core.cli.build import build
     from llbkit.core.cli.debug import debug
     from llbkit.core.cli.du import du, prune
+    from llbkit.core.plugins.hooks import HookCaller
     from llbkit.core.plugins.registry import PluginRegistry
 
     group = RootGroup(
@@ -68,17 +81,21 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     pm = registry.hook_manager()
     for warning in registry.warnings:
         click.echo(f"warning: {warning}", err=True)
-    for impl in pm.hook.llbkit_add_commands.get_hookimpls():
-        group.adding_for = impl.plugin_name
-        impl.function(cli=group)
+
+    def announce(plugin: str) -> None:
+        group.adding_for = plugin
+
+    HookCaller(pm).add_commands(group, announce)
     group.adding_for = "llbkit"
+    group.plugins = Plugins(registry, pm)
     return group
 
 
 def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) -> None:
     """Run the CLI; a ``UserError`` prints ``error: <message>`` and exits 1 without a traceback."""
     try:
-        build_cli(registry).main(args=argv, prog_name="llbkit", standalone_mode=False)
+        cli = build_cli(registry)
+        cli.main(args=argv, prog_name="llbkit", standalone_mode=False, obj=cli.plugins)
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)

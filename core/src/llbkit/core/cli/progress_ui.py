@@ -8,6 +8,7 @@ event stream is kept with the build in the store either way.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import os
 import sys
@@ -16,9 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from llbkit.core.plugins.context import ProgressEvent
+from llbkit.core.plugins.progress import (
+    ProgressEvent,
+    SolveStatus,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
 
-__all__ = ["Display", "make_display", "units"]
+__all__ = ["Display", "make_display", "status_json", "units"]
 
 
 def units(size: float) -> str:
@@ -44,6 +52,10 @@ class _Vertex:
     done_printed: bool = False
     logs: list[str] = field(default_factory=list)
     partial: str = ""
+    #: output arrives in chunks that may split a character
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -59,27 +71,31 @@ class Display:
         self.order: dict[str, None] = {}  # first-seen order, found in O(1)
         self.begin = time.time()
 
-    def _vertex(self, event: ProgressEvent) -> _Vertex:
-        v = self.vertices.get(event.vertex)
+    def _vertex(self, digest: str) -> _Vertex:
+        v = self.vertices.get(digest)
         if v is None:
-            v = self.vertices[event.vertex] = _Vertex(event.vertex)
+            v = self.vertices[digest] = _Vertex(digest)
         return v
 
     def _update(self, event: ProgressEvent) -> _Vertex:
-        v = self._vertex(event)
-        data = event.data
-        if event.kind == "vertex":
-            v.name = data.get("name", v.name)
-            if data.get("started") and v.started is None:
-                v.started = data["started"]
-            if data.get("completed"):
-                v.completed = data["completed"]
-            v.cached = v.cached or bool(data.get("cached"))
-            v.error = data.get("error") or v.error
-            v.canceled = v.canceled or bool(data.get("canceled"))
+        v = self._vertex(event.digest if isinstance(event, Vertex) else event.vertex)
+        if isinstance(event, Vertex):
+            v.name = event.name or v.name
+            if event.started and v.started is None:
+                v.started = event.started
+            if event.completed:
+                v.completed = event.completed
+            v.cached = v.cached or event.cached
+            v.error = event.error or v.error
+            # As BuildKit's display: an error ending in "context canceled" is a cancellation.
+            v.canceled = v.canceled or event.error.endswith("context canceled")
         return v
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, status: SolveStatus) -> None:
+        for event in status.events():
+            self.show(event)
+
+    def show(self, event: ProgressEvent) -> None:
         raise NotImplementedError
 
     def close(self, failed: bool = False) -> None:
@@ -112,17 +128,17 @@ class PlainDisplay(Display):
         self.out.write(f"#{v.index} {v.name}\n")
         self.current = v.digest
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def show(self, event: ProgressEvent) -> None:
         v = self._update(event)
-        if event.kind == "vertex":
+        if isinstance(event, Vertex):
             if v.started is None and not v.cached and not v.completed:
                 return
             self._switch(v)
             if v.completed and not v.done_printed:
                 self._finish(v)
-        elif event.kind == "log":
+        elif isinstance(event, VertexLog):
             self._switch(v)
-            text = v.partial + event.data.get("data", "")
+            text = v.partial + v.decoder.decode(event.data)
             lines = text.split("\n")
             v.partial = lines.pop()
             since = event.timestamp - (v.started or event.timestamp)
@@ -132,19 +148,18 @@ class PlainDisplay(Display):
             for line in lines:
                 v.logs.append(line)
                 self.out.write(f"#{v.index} {stamp} {line}\n")
-        elif event.kind == "status":
+        elif isinstance(event, VertexStatus):
             self._switch(v)
-            data = event.data
             size = ""
-            if data.get("total"):
-                size = f" {units(data['current'])} / {units(data['total'])}"
-            elif data.get("current"):
-                size = f" {units(data['current'])}"
-            done = " done" if data.get("completed") else ""
-            self.out.write(f"#{v.index} {data['id']}{size}{done}\n")
-        elif event.kind == "warning":
+            if event.total:
+                size = f" {units(event.current)} / {units(event.total)}"
+            elif event.current:
+                size = f" {units(event.current)}"
+            done = " done" if event.completed else ""
+            self.out.write(f"#{v.index} {event.id}{size}{done}\n")
+        else:
             self._switch(v)
-            self.out.write(f"#{v.index} WARN: {event.data.get('short', '')}\n")
+            self.out.write(f"#{v.index} WARN: {event.short}\n")
         self.out.flush()
 
     def _finish(self, v: _Vertex) -> None:
@@ -172,59 +187,80 @@ def _time(ts: float | None) -> str | None:
 
 
 class RawJSONDisplay(Display):
-    """One ``SolveStatus`` JSON object per line, with BuildKit's field names."""
+    """One ``SolveStatus`` JSON object per batch, with BuildKit's field names."""
 
-    def __call__(self, event: ProgressEvent) -> None:
-        v = self._update(event)
-        data = event.data
-        status: dict[str, Any]
-        if event.kind == "vertex":
-            vertex = {
-                "digest": event.vertex,
-                "inputs": data.get("inputs") or None,
-                "name": v.name,
-                "started": _time(v.started),
-                "completed": _time(v.completed),
-                "cached": v.cached or None,
-                "error": v.error or None,
+    def __call__(self, status: SolveStatus) -> None:
+        found = status_json(status)
+        if found:
+            self.out.write(json.dumps(found, separators=(",", ":")) + "\n")
+            self.out.flush()
+
+
+def status_json(status: SolveStatus) -> dict[str, list[dict[str, Any]]]:
+    """A ``SolveStatus`` as BuildKit's Go client encodes it (``rawjson``, ``--trace``)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    if status.vertexes:
+        found["vertexes"] = [_vertex_json(v) for v in status.vertexes]
+    if status.statuses:
+        found["statuses"] = [_status_json(s) for s in status.statuses]
+    if status.logs:
+        found["logs"] = [
+            {
+                "vertex": log.vertex,
+                "stream": log.stream,
+                "data": base64.b64encode(log.data).decode(),
+                "timestamp": _time(log.timestamp),
             }
-            status = {"vertexes": [{k: x for k, x in vertex.items() if x is not None}]}
-        elif event.kind == "log":
-            raw = data.get("data", "").encode()
-            status = {
-                "logs": [
-                    {
-                        "vertex": event.vertex,
-                        "stream": data.get("stream", 1),
-                        "data": base64.b64encode(raw).decode(),
-                        "timestamp": _time(event.timestamp),
-                    }
-                ]
-            }
-        elif event.kind == "status":
-            item = {
-                "id": data["id"],
-                "vertex": event.vertex,
-                "current": data.get("current", 0),
-                "timestamp": _time(event.timestamp),
-            }
-            if data.get("total"):
-                item["total"] = data["total"]
-            if data.get("completed"):
-                item["completed"] = _time(data["completed"])
-            status = {"statuses": [item]}
-        else:
-            status = {
-                "warnings": [
-                    {
-                        "vertex": event.vertex,
-                        "level": 1,
-                        "short": base64.b64encode(str(data.get("short", "")).encode()).decode(),
-                    }
-                ]
-            }
-        self.out.write(json.dumps(status, separators=(",", ":")) + "\n")
-        self.out.flush()
+            for log in status.logs
+        ]
+    if status.warnings:
+        found["warnings"] = [_warning_json(w) for w in status.warnings]
+    return found
+
+
+def _vertex_json(v: Vertex) -> dict[str, Any]:
+    vertex = {
+        "digest": v.digest,
+        "inputs": list(v.inputs) or None,
+        "name": v.name,
+        "started": _time(v.started),
+        "completed": _time(v.completed),
+        "cached": v.cached or None,
+        "error": v.error or None,
+        "progressGroup": {"id": v.progress_group} if v.progress_group else None,
+    }
+    return {k: x for k, x in vertex.items() if x is not None}
+
+
+def _status_json(s: VertexStatus) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": s.id,
+        "vertex": s.vertex,
+        "current": s.current,
+        "timestamp": _time(s.timestamp),
+    }
+    if s.name:
+        item["name"] = s.name
+    if s.total:
+        item["total"] = s.total
+    if s.started:
+        item["started"] = _time(s.started)
+    if s.completed:
+        item["completed"] = _time(s.completed)
+    return item
+
+
+def _warning_json(w: VertexWarning) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "vertex": w.vertex,
+        "level": w.level,
+        "short": base64.b64encode(w.short.encode()).decode(),
+    }
+    if w.detail:
+        item["detail"] = [base64.b64encode(d.encode()).decode() for d in w.detail]
+    if w.url:
+        item["url"] = w.url
+    return item
 
 
 class TTYDisplay(Display):
@@ -247,11 +283,11 @@ class TTYDisplay(Display):
         )
         self.live.start()
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def show(self, event: ProgressEvent) -> None:
         v = self._update(event)
         self.order.setdefault(v.digest)
-        if event.kind == "log":
-            text = v.partial + event.data.get("data", "")
+        if isinstance(event, VertexLog):
+            text = v.partial + v.decoder.decode(event.data)
             lines = text.split("\n")
             v.partial = lines.pop()
             v.logs.extend(lines)
@@ -311,7 +347,7 @@ class TTYDisplay(Display):
 
 
 class QuietDisplay(Display):
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, status: SolveStatus) -> None:
         return None
 
 

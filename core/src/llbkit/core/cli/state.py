@@ -10,24 +10,53 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from llbkit.core.engine import Engine
+    import pluggy
+
+    from llbkit.core.config import EngineConfig
+    from llbkit.core.control import Controller
+    from llbkit.core.plugins.registry import PluginRegistry
 
 
 @contextmanager
-def open_engine(ctx: click.Context, config_path: str | None = None) -> Iterator[Engine]:
-    """The embedded engine over the chosen state root, released when the block ends."""
-    from llbkit.core.cache.root import default_root
+def open_controller(ctx: click.Context, config_path: str | None = None) -> Iterator[Controller]:
+    """The embedded Controller over the chosen state root, released when the block ends.
+
+    A root another process is building on is waited for, with a line saying so.
+    """
+    from llbkit.core.control import Controller
+
+    config = load(ctx, config_path)
+    root = root_path(ctx, config)
+    registry, hooks = plugins(ctx)
+    controller = Controller.open(root, config, registry, hooks)
+    try:
+        yield controller
+    finally:
+        controller.close()
+
+
+def load(ctx: click.Context, config_path: str | None = None) -> EngineConfig:
+    """The config file (``--config`` of the command or of ``llbkit``), warnings printed once."""
     from llbkit.core.config import load_config
-    from llbkit.core.engine import Engine
 
     options = ctx.find_root().params
     path = config_path or options.get("config_path")
     config = load_config(Path(path) if path else None)
     for key in config.unused:
         click.echo(f"warning: {config.source}: {key} has no effect in this release", err=True)
-    root = options.get("root") or config.root or default_root()
-    engine = Engine.open(Path(root), config)
-    try:
-        yield engine
-    finally:
-        engine.close()
+    for line in config.warnings:
+        click.echo(f"warning: {line}", err=True)
+    return config
+
+
+def root_path(ctx: click.Context, config: EngineConfig) -> Path:
+    from llbkit.core.cache.root import default_root
+
+    options = ctx.find_root().params
+    return Path(options.get("root") or config.root or default_root())
+
+
+def plugins(ctx: click.Context) -> tuple[PluginRegistry, pluggy.PluginManager]:
+    """The registry and hook manager the CLI's composition root built (once per process)."""
+    found = ctx.find_root().obj
+    return found.registry, found.hooks

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-
 import anyio
 import click
 
 from llbkit.core.cli.du import _tabulate
 from llbkit.core.cli.progress_ui import units
-from llbkit.core.cli.state import open_engine
+from llbkit.core.cli.state import open_controller
 
 
 def _duration(seconds: float) -> str:
@@ -27,25 +25,16 @@ def _duration(seconds: float) -> str:
 @click.pass_context
 def workers(ctx: click.Context, verbose: bool) -> None:
     """Show the worker that runs exec steps."""
-    from llbkit.core.config import default_gc_rules
-
-    with open_engine(ctx) as engine:
-        executor = anyio.run(engine.executor)
-        state = engine.store.root.path / "plugins" / "llbkit.workers" / "oci"
-        state.mkdir(parents=True, exist_ok=True)
-        id_file = state / "workerid"
-        if not id_file.exists():
-            id_file.write_text(secrets.token_hex(13)[:25])
-        worker_id = id_file.read_text().strip()
-        platforms = ",".join(str(p) for p in executor.platforms)
-        rules = engine.config.gc_rules or default_gc_rules(
-            engine.config.gc_keep_storage, engine.store.root.path
-        )
+    with open_controller(ctx) as controller:
+        worker = anyio.run(controller.workers)[0]
+    worker_id = worker.id
+    platforms = ",".join(str(p) for p in worker.platforms)
+    rules = worker.gc_policy
     if not verbose:
         click.echo(_tabulate([["ID", "PLATFORMS"], [worker_id, platforms]]), nl=False)
         return
     lines = [f"ID:\t{worker_id}", f"Platforms:\t{platforms}", "Labels:"]
-    lines += [f"\t{k}:\t{v}" for k, v in sorted(executor.labels.items())]
+    lines += [f"\t{k}:\t{v}" for k, v in sorted(worker.labels.items())]
     for n, rule in enumerate(rules):
         lines.append(f"GC Policy rule#{n}:")
         lines.append(f"\tAll:\t{str(rule.all).lower()}")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llbkit.core.fs.copydata import copy_data
-from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.patterns import PatternMatcher
 
 __all__ = ["sync_tree"]
 

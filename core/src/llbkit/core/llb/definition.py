@@ -281,3 +281,14 @@ def load_definition(data: bytes, *, source: str = "<stdin>") -> LoadedDefinition
         by_digest={v.digest: v for v in vertices},
         source_info=definition.Source,
     )
+
+
+def ignore_cache(data: bytes, source: str = "<stdin>") -> bytes:
+    """The definition with every op marked ``ignore_cache`` in its metadata, as buildctl's
+    ``--no-cache`` marks LLB it sends (op bytes, and so digests, are unchanged)."""
+    from llbkit.core.llb.marshal import marshal
+
+    definition = _parse_definition(data, source)
+    for op in getattr(definition, "def"):  # a Python keyword as field name
+        definition.metadata[digest_of(op)].ignore_cache = True
+    return marshal(definition)

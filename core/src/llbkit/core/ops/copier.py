@@ -15,8 +15,9 @@ from pathlib import Path
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.copydata import copy_data
-from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.llb.modes import apply_symbolic
+from llbkit.core.patterns import PatternMatcher
 from llbkit.core.snapshot.layers import copy_xattrs
 
 __all__ = ["CopyError", "Copier", "Owner", "mkdir_all", "set_owner", "set_times"]
@@ -68,49 +69,6 @@ def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None) -> None
     os.chmod(path, mode)
     set_owner(path, owner)
     set_times(path, ns)
-
-
-_WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007, "a": 0o7777}
-_PERM = {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000}
-
-
-def parse_symbolic(text: str) -> list[tuple[str, str, str]]:
-    """``u+x,g=r`` → [(who, op, perms)]; raises ``ValueError`` on anything else."""
-    clauses = []
-    for clause in text.split(","):
-        i = 0
-        while i < len(clause) and clause[i] in "ugoa":
-            i += 1
-        if i >= len(clause) or clause[i] not in "+-=":
-            raise ValueError(f"invalid mode {text!r}")
-        who, op, perms = clause[:i] or "a", clause[i], clause[i + 1 :]
-        if any(p not in "rwxXst" for p in perms):
-            raise ValueError(f"invalid mode {text!r}")
-        clauses.append((who, op, perms))
-    return clauses
-
-
-def apply_symbolic(mode: int, text: str, is_dir: bool) -> int:
-    """Apply a chmod-style symbolic mode to ``mode``, as ``COPY --chmod=u+x`` does."""
-    for who, op, perms in parse_symbolic(text):
-        mask = 0
-        for w in who:
-            mask |= _WHO[w]
-        bits = 0
-        for p in perms:
-            if p == "X":
-                if is_dir or mode & 0o111:
-                    bits |= 0o111
-            else:
-                bits |= _PERM[p]
-        bits &= mask
-        if op == "+":
-            mode |= bits
-        elif op == "-":
-            mode &= ~bits
-        else:
-            mode = (mode & ~(mask & 0o7777)) | bits
-    return mode
 
 
 @dataclass

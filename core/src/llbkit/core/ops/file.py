@@ -17,11 +17,11 @@ from pathlib import Path
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
-from llbkit.core.fs.patterns import PatternMatcher
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.ops.copier import Copier, CopyError, Owner, mkdir_all, set_owner, set_times
 from llbkit.core.ops.users import read_entries
+from llbkit.core.patterns import PatternMatcher
 
 __all__ = ["FileOpError", "Workdir", "clean_path", "run_file_op"]
 

@@ -1,27 +1,56 @@
 """Plugin contracts and discovery: what a plugin implements, and how core finds it.
 
 One contract per module (:mod:`.exporter`, :mod:`.frontend`, :mod:`.worker`,
-:mod:`.cache_backend`, :mod:`.source`), the hooks in :mod:`.hookspecs`, and the loader in
-:mod:`.registry`. Importing this package imports no plugin.
+:mod:`.cache_backend`, :mod:`.source`), the vocabulary they share in :mod:`.context`,
+:mod:`.progress` and :mod:`.registries`, the hooks in :mod:`.hookspecs`, and the loader in
+:mod:`.registry`. Importing this package imports no plugin. Every contract is at version 2
+(``docs/plugins.md`` says what changed from 1).
 """
 
 from typing import TYPE_CHECKING
 
 from llbkit.core.plugins.cache_backend import CacheBackend, CacheStore
 from llbkit.core.plugins.context import (
+    BlobSource,
     BuildResult,
     ByteSink,
     ClientIO,
+    Compression,
+    LayerDescriptor,
+    LayerOptions,
     Platform,
     PluginContext,
-    ProgressEvent,
-    ProgressSink,
     Result,
 )
-from llbkit.core.plugins.exporter import Exporter, ExportJob
-from llbkit.core.plugins.frontend import Frontend, FrontendClient, FrontendJob, FrontendOutput
+from llbkit.core.plugins.exporter import Exporter, ExportInfo, ExportJob, InlineCache
+from llbkit.core.plugins.frontend import (
+    FileStat,
+    Frontend,
+    FrontendClient,
+    FrontendJob,
+    FrontendOutput,
+)
 from llbkit.core.plugins.hookspecs import hookimpl
-from llbkit.core.plugins.source import Source, SourceJob
+from llbkit.core.plugins.progress import (
+    ProgressEvent,
+    ProgressSink,
+    SolveStatus,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
+from llbkit.core.plugins.registries import Manifest, Registries, RegistrySession
+from llbkit.core.plugins.source import (
+    FetchedLayer,
+    ImageConfig,
+    ImageResolver,
+    LayeredSourceJob,
+    ResolveMode,
+    Source,
+    SourceJob,
+)
+from llbkit.core.plugins.stdio import ProcessIO, WindowSize
 from llbkit.core.plugins.worker import Executor, MountSpec, ProcessSpec, Worker
 
 GROUP_CACHE_BACKENDS = "llbkit.cache_backends"
@@ -52,29 +81,51 @@ __all__ = [
     "GROUP_HOOKS",
     "GROUP_SOURCES",
     "GROUP_WORKERS",
+    "BlobSource",
     "BuildResult",
     "ByteSink",
     "CacheBackend",
     "CacheStore",
     "ClientIO",
-    "ExportJob",
+    "Compression",
     "Executor",
+    "ExportInfo",
+    "ExportJob",
     "Exporter",
+    "FetchedLayer",
+    "FileStat",
     "Frontend",
     "FrontendClient",
     "FrontendJob",
     "FrontendOutput",
+    "ImageConfig",
+    "ImageResolver",
+    "InlineCache",
+    "LayerDescriptor",
+    "LayerOptions",
+    "LayeredSourceJob",
+    "Manifest",
     "MountSpec",
     "Platform",
     "PluginContext",
     "PluginInfo",
     "PluginRegistry",
+    "ProcessIO",
     "ProcessSpec",
     "ProgressEvent",
     "ProgressSink",
+    "Registries",
+    "RegistrySession",
+    "ResolveMode",
     "Result",
+    "SolveStatus",
     "Source",
     "SourceJob",
+    "Vertex",
+    "VertexLog",
+    "VertexStatus",
+    "VertexWarning",
+    "WindowSize",
     "Worker",
     "hookimpl",
 ]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["API_VERSION", "CacheBackend", "CacheStore", "Direction"]
 
-API_VERSION = 1
+API_VERSION = 2
 
 Direction = Literal["import", "export"]
 

@@ -1,6 +1,6 @@
 """What every driver is handed and what it hands back: the vocabulary the contracts share.
 
-Kept free of engine types so that a plugin written against contract v1 keeps importing when the
+Kept free of engine types so that a plugin written against contract v2 keeps importing when the
 engine changes. Nothing here assumes the client's files are on this machine: anything that comes
 from or goes to the client passes through :class:`ClientIO`.
 """
@@ -11,18 +11,25 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.registries import Registries
 
 __all__ = [
+    "BlobSource",
     "BuildResult",
     "ByteSink",
     "ClientIO",
+    "Compression",
+    "LayerDescriptor",
+    "LayerOptions",
     "Platform",
     "PluginContext",
-    "ProgressEvent",
-    "ProgressSink",
     "Result",
 ]
+
+Compression = Literal["gzip", "zstd", "uncompressed"]
 
 
 @dataclass(frozen=True)
@@ -37,61 +44,81 @@ class Platform:
         tail = f"/{self.variant}" if self.variant else ""
         return f"{self.os}/{self.architecture}{tail}"
 
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One change in a build's progress, as ``llbkit_on_progress`` observers receive it.
-
-    :param kind: ``vertex`` (started, completed, cached or failed), ``status``, ``log`` or
-        ``warning``, mirroring BuildKit's ``SolveStatus`` parts.
-    :param vertex: the digest of the vertex the event belongs to.
-    :param data: the kind's fields (``name``, ``started``, ``completed``, ``cached``, ``error``,
-        ``stream``, ``msg``...), JSON-compatible.
-    """
-
-    kind: str
-    vertex: str
-    timestamp: float
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-class ProgressSink(Protocol):
-    """Where a driver reports what it is doing; the engine turns calls into progress events."""
-
-    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
-        """Report a sub-task (a layer download, "exporting layers"); call again to update it."""
-
-    def log(self, data: bytes, *, stream: int = 1) -> None:
-        """Append output (``stream`` 1 for stdout, 2 for stderr) to the current step's log."""
-
-    def warn(self, message: str) -> None:
-        """Attach a warning to the current step."""
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``os/arch[/variant]``; raises :class:`ValueError` naming what is wrong."""
+        parts = text.strip().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"{text!r} is not os/arch[/variant]")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
 
 @dataclass(frozen=True)
 class PluginContext:
-    """Handed to a driver's constructor once per engine: who it is, its config, where it may write.
+    """Handed to a driver's constructor once per engine: who it is, its config, where it may
+    write, and the engine's services it may use.
 
     :param name: the entry-point name the driver was chosen by (``oci``, ``s3``...).
     :param distribution: ``"<dist> <version>"`` that provides it, for messages.
-    :param config: the driver's own section of the engine config (e.g. ``[worker.oci]``); the
-        engine adds ``registry``, the ``[registry."host"]`` tables every driver that talks to a
-        registry honours (``mirrors``, ``http``, ``insecure``).
+    :param config: the driver's own section of the engine config (e.g. ``[worker.oci]``).
     :param state_dir: a directory under the engine's root that belongs to this driver alone.
+    :param registries: the engine's access to image registries (pull, push, mount), configured
+        from ``[registry."host"]`` (mirrors, plain HTTP, insecure) and the user's credentials.
     """
 
     name: str
     distribution: str
     config: Mapping[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
+    registries: Registries | None = None
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """How an exporter wants a result's layers as blobs.
+
+    :param level: the compressor's level; ``None`` for its default.
+    :param epoch: clamp file times in the layer tars to this (``rewrite-timestamp``).
+    :param force: compress every layer again, pulled ones included (``force-compression``).
+    """
+
+    compression: Compression = "gzip"
+    level: int | None = None
+    epoch: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    """One layer of a result as an image blob.
+
+    :param media_type: the OCI media type of the blob (``…layer.v1.tar+gzip``); exporters
+        writing Docker media types map it.
+    :param diff_id: the digest of the uncompressed tar.
+    """
+
+    digest: str
+    diff_id: str
+    size: int
+    compression: Compression
+    media_type: str
+
+
+@dataclass(frozen=True)
+class BlobSource:
+    """A registry repository a blob is known to exist in (it was pulled from there), so a push
+    to another repository of the same registry can mount it instead of uploading it."""
+
+    registry: str
+    repository: str
 
 
 @runtime_checkable
 class Result(Protocol):
-    """One output of a solved vertex: a filesystem tree with a portable key.
+    """One output of a build: a filesystem tree as a chain of layers, with a portable key.
 
-    ``key`` is the same on every machine for the same inputs (a cache key digest), so a result can
-    be named in remote caches and build history.
+    The engine holds it (leased) while the driver that received it runs; use it only within
+    that call. ``key`` is the same on every machine for the same inputs.
     """
 
     @property
@@ -101,6 +128,20 @@ class Result(Protocol):
 
     def mount(self) -> AbstractAsyncContextManager[Path]:
         """Give read-only access to the tree as a local directory for the duration of the block."""
+        ...
+
+    async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
+        """The result's layers as image blobs, bottom first; made once and kept, so a later
+        export with the same options costs nothing (a pulled layer is its original blob)."""
+        ...
+
+    async def blob_path(self, digest: str) -> Path:
+        """A local file holding the blob of one of :meth:`layers`; readable while the result
+        is held. Raises :class:`KeyError` for a digest that is not one of this result's."""
+        ...
+
+    def blob_sources(self, digest: str) -> Sequence[BlobSource]:
+        """Repositories the blob can be mounted from (empty when none is known)."""
         ...
 
 
@@ -143,7 +184,8 @@ class ClientIO(Protocol):
         """Copy a local tree into directory ``dest`` on the client."""
 
     async def secret(self, id: str) -> bytes:
-        """Fetch a secret the client provides (``--secret id=…``); raises if it has none."""
+        """Fetch a secret the client provides (``--secret id=…``); raises
+        :class:`~llbkit.core.errors.UserError` if it has none."""
         ...
 
     def layout_blob(
@@ -153,7 +195,8 @@ class ClientIO(Protocol):
         ...
 
     async def ssh_agent(self, id: str) -> Path:
-        """A local socket speaking the SSH agent protocol for ``--ssh id``; raises if none."""
+        """A local socket speaking the SSH agent protocol for ``--ssh id``; raises
+        :class:`~llbkit.core.errors.UserError` if none."""
         ...
 
     def local_identity(self, name: str) -> str:

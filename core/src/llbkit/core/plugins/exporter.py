@@ -2,20 +2,46 @@
 
 Group ``llbkit.exporters``; the entry-point name is the ``--output type=`` word (``oci``, ``tar``).
 Two stages, as in BuildKit: the engine constructs ``Exporter(ctx)`` once, then for each request
-calls :meth:`Exporter.resolve` with the ``--output`` attributes, and runs the returned job.
+calls :meth:`Exporter.resolve` with the ``--output`` attributes, and runs the returned job:
+:meth:`ExportJob.export` once the build succeeded, then :meth:`ExportJob.finalize` once every
+exporter and cache exporter of the build has run (a push that must follow a cache export), then
+:meth:`ExportJob.aclose` in every case.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import BuildResult, ClientIO, PluginContext
+    from llbkit.core.plugins.progress import ProgressSink
 
-__all__ = ["API_VERSION", "ExportJob", "Exporter"]
+__all__ = ["API_VERSION", "ExportInfo", "ExportJob", "Exporter", "InlineCache"]
 
-API_VERSION = 1
+API_VERSION = 2
+
+#: ``platform`` (``linux/amd64``) -> the cache config to embed in that image, or ``None``
+InlineCache = Callable[[str], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export job is told about the build besides its result.
+
+    :param ref: the build's ref (the name ``Controller.status`` knows it by).
+    :param client: the client's side; anything destined for its machine goes through it.
+    :param progress: this export's step in the build's progress: statuses, logs, warnings
+        (an accepted option that has no effect says so here).
+    :param inline_cache: with ``--export-cache type=inline``, the cache to embed in the image
+        config of each platform; ``None`` when no inline cache was asked for.
+    """
+
+    ref: str
+    client: ClientIO
+    progress: ProgressSink
+    inline_cache: InlineCache | None = None
 
 
 class Exporter(Protocol):
@@ -39,13 +65,18 @@ class Exporter(Protocol):
 class ExportJob(Protocol):
     """One export of one build, configured and ready to run."""
 
-    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
-        """Write ``result`` out; runs once after the build succeeds.
+    async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
+        """Write ``result`` out; runs once after the build succeeds, while the result is held.
 
-        Anything destined for the client's machine goes through ``client``. Returns response
-        metadata (``containerimage.digest``…) that ``--metadata-file`` records.
+        Returns response metadata (``containerimage.digest``…) that ``--metadata-file``
+        records.
         """
         ...
 
+    async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
+        """Finish what must come after every exporter and cache exporter (a push); runs once
+        after all of them succeeded. Returns more response metadata (often none)."""
+        ...
+
     async def aclose(self) -> None:
-        """Release what the job holds; runs after :meth:`export`, also when the build failed."""
+        """Release what the job holds; runs last, also when the build failed."""

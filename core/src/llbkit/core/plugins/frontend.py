@@ -1,22 +1,31 @@
 """The frontend contract: turn a build description (a Dockerfile...) into LLB.
 
 Group ``llbkit.frontends``; the entry-point name is the ``--frontend`` word (``dockerfile.v0``).
-A frontend never touches the client's disk: it reads files and solves definitions through the
-:class:`FrontendClient` the engine gives it, which works the same embedded or behind a daemon.
+A frontend never touches the client's disk: it reads files, resolves images and solves
+definitions through the :class:`FrontendClient` the engine gives it, which works the same
+embedded or behind a daemon (and, for ``gateway.v0``, over its gRPC API).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform, PluginContext, Result
+    from llbkit.core.plugins.context import PluginContext, Result
+    from llbkit.core.plugins.source import ImageResolver
 
-__all__ = ["API_VERSION", "Frontend", "FrontendClient", "FrontendJob", "FrontendOutput"]
+__all__ = [
+    "API_VERSION",
+    "FileStat",
+    "Frontend",
+    "FrontendClient",
+    "FrontendJob",
+    "FrontendOutput",
+]
 
-API_VERSION = 1
+API_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,23 +40,72 @@ class FrontendOutput:
     metadata: Mapping[str, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """A file of a result, as gateway's ``StatFile`` and ``ReadDir`` describe it.
+
+    :param mode: Go's ``os.FileMode`` bits as BuildKit sends them (type and permissions).
+    :param mtime: nanoseconds since the epoch.
+    """
+
+    path: str
+    mode: int
+    size: int
+    mtime: int
+    uid: int = 0
+    gid: int = 0
+    linkname: str = ""
+
+
 class FrontendClient(Protocol):
     """The engine as a frontend sees it."""
 
     async def read_file(self, context: str, path: str) -> bytes:
-        """Read ``path`` from the client's local directory ``context`` (``dockerfile``...)."""
+        """Read ``path`` from the client's local directory ``context`` (``dockerfile``...).
+
+        Raises :class:`~llbkit.core.errors.UserError` when it is missing.
+        """
         ...
 
     async def solve(self, definition: bytes) -> Result:
-        """Build a marshaled definition now and return its result (e.g. to read a file from it)."""
+        """Build a marshaled definition now; the result is held until the build ends."""
         ...
 
-    async def resolve_image_config(self, ref: str, platform: Platform) -> tuple[str, bytes]:
-        """Return the manifest digest and the config JSON of image ``ref`` for ``platform``."""
+    async def read_ref_file(
+        self, ref: Result, path: str, *, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """Read (part of) a file of a solved result (gateway's ``ReadFile``)."""
         ...
 
-    def warn(self, message: str) -> None:
-        """Show a warning in the build's progress."""
+    async def read_dir(self, ref: Result, path: str, include: str = "") -> Sequence[FileStat]:
+        """The entries of a directory of a solved result, sorted by name; ``include`` is a
+        shell pattern the names must match (gateway's ``ReadDir``)."""
+        ...
+
+    async def stat_file(self, ref: Result, path: str) -> FileStat:
+        """One file of a solved result (gateway's ``StatFile``)."""
+        ...
+
+    def inputs(self) -> Mapping[str, bytes]:
+        """Definitions the client passed by name (BuildKit's ``FrontendInputs``), e.g. a named
+        context ``context:base=input:base``."""
+        ...
+
+    @property
+    def images(self) -> ImageResolver:
+        """Image configs by reference, for ``FROM`` and ``COPY --from=<image>``."""
+        ...
+
+    def warn(
+        self,
+        message: str,
+        *,
+        detail: Sequence[str] = (),
+        url: str = "",
+        source: str = "",
+    ) -> None:
+        """Show a warning in the build's progress; ``source`` says where it comes from
+        (``Dockerfile:12``)."""
 
 
 class Frontend(Protocol):

@@ -14,7 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from llbkit.core.plugins.context import ProgressEvent
+    from llbkit.core.plugins.progress import ProgressEvent
 
 __all__ = ["PROJECT", "hookimpl", "hookspec", "llbkit_add_commands", "llbkit_on_progress"]
 
@@ -42,12 +42,15 @@ def llbkit_add_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def llbkit_on_progress(event: ProgressEvent) -> None:
-    """Observe one progress event of a build (a vertex started, a log line, a status update...).
+def llbkit_on_progress(ref: str, event: ProgressEvent) -> None:
+    """Observe one progress record of a build: a step's state (``Vertex``), a sub-task
+    (``VertexStatus``), output (``VertexLog``) or a warning (``VertexWarning``).
 
-    Fires for every event, in order, from a single consumer task, so a slow observer delays
-    other observers but never the build. Exceptions are reported as warnings and otherwise
-    ignored: an observer cannot fail a build.
+    Fires for every record of every build, in order, from one consumer task per build, so a
+    slow observer delays other observers but never the build. An exception is reported as a
+    warning naming the plugin and otherwise ignored (the other observers still see the
+    record): an observer cannot fail a build.
 
-    :param event: the event; treat it as read-only.
+    :param ref: the build's ref, as ``Controller.status`` knows it.
+    :param event: the record (frozen).
     """

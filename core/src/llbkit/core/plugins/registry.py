@@ -30,6 +30,7 @@ from llbkit.core.errors import (
 from llbkit.core.plugins import cache_backend, exporter, frontend, hookspecs, source, worker
 from llbkit.core.plugins._known import KNOWN_DISTRIBUTIONS
 from llbkit.core.plugins.context import PluginContext
+from llbkit.core.plugins.registries import Registries
 
 __all__ = [
     "DISABLE_ENV",
@@ -171,9 +172,12 @@ class PluginRegistry:
         if enabled:
             return enabled[0]
         if matches:
+            info = matches[0]
+            tokens = {"*", info.name, f"{info.group}:{info.name}", info.distribution}
+            token = sorted(tokens & self._disabled)[0]
             raise PluginError(
-                f"{kind} {matches[0].label} is disabled by {DISABLE_ENV}; "
-                f"remove {name!r} from it to use it"
+                f"{kind} {info.label} is disabled by {DISABLE_ENV}; "
+                f"remove {token!r} from it to use it"
             )
         raise UnknownPluginError(kind, name, self.names(group), self._known.get((group, name)))
 
@@ -245,6 +249,7 @@ class PluginRegistry:
         name: str,
         config: Mapping[str, Any] | None = None,
         state_dir: Path | None = None,
+        registries: Registries | None = None,
     ) -> Any:
         """Load ``name`` and construct it with its :class:`PluginContext`."""
         info = self._one(group, name)
@@ -254,6 +259,7 @@ class PluginRegistry:
             distribution=f"{info.distribution} {info.version}",
             config=dict(config or {}),
             state_dir=state_dir,
+            registries=registries,
         )
         return factory(ctx)
 

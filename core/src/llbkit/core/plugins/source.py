@@ -3,20 +3,40 @@
 Group ``llbkit.sources``; the entry-point name is the identifier's scheme (``docker-image``,
 ``git``, ``local``, ``http``, ``https``, ``oci-layout``). Resolving parses a SourceOp's identifier
 and attributes; the job then computes a portable cache key and, on a miss, fetches.
+
+A job that brings an image's layers (``docker-image``, ``oci-layout``) is a
+:class:`LayeredSourceJob`: the engine keeps one store layer per image layer, with its original
+blob, so exports and pushes reuse the exact bytes. A driver that can look images up for
+frontends is also an :class:`ImageResolver`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, PluginContext, ProgressSink
+    from llbkit.core.plugins.context import BlobSource, ClientIO, Platform, PluginContext
+    from llbkit.core.plugins.progress import ProgressSink
 
-__all__ = ["API_VERSION", "Source", "SourceJob"]
+__all__ = [
+    "API_VERSION",
+    "FetchedLayer",
+    "ImageConfig",
+    "ImageResolver",
+    "LayeredSourceJob",
+    "ResolveMode",
+    "Source",
+    "SourceJob",
+]
 
-API_VERSION = 1
+API_VERSION = 2
+
+#: ``image.resolvemode``: ask the registry and fall back to what is known (``default``), always
+#: ask (``pull``), or only use what was resolved before (``local``)
+ResolveMode = Literal["default", "pull", "local"]
 
 
 class Source(Protocol):
@@ -40,6 +60,12 @@ class Source(Protocol):
 class SourceJob(Protocol):
     """One source vertex, parsed."""
 
+    @property
+    def record_type(self) -> str:
+        """What ``du`` calls the records this source makes: ``regular``, ``source.local``,
+        ``source.git.checkout``, ``internal`` or ``frontend``."""
+        ...
+
     async def cache_key(self, client: ClientIO) -> str:
         """Return a key that is the same on every machine for the same content.
 
@@ -49,3 +75,64 @@ class SourceJob(Protocol):
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Write the content into the empty directory ``dest``; runs only on a cache miss."""
+
+    def discard(self) -> None:
+        """Drop whatever the job fetched to compute its key and no longer needs (a download
+        whose result turned out to be cached); runs when no build uses the vertex any more."""
+
+
+@dataclass(frozen=True)
+class FetchedLayer:
+    """One image layer, unpacked by a :class:`LayeredSourceJob`.
+
+    :param tree: the layer's files in the store's layer format, whiteouts included.
+    :param blob: the verified compressed blob it was unpacked from.
+    :param diff_id: the digest of the uncompressed tar, from the image config (empty when the
+        config does not list one per layer).
+    :param source: where the blob can be mounted from when pushing (its repository).
+    """
+
+    tree: Path
+    blob: Path
+    digest: str
+    size: int
+    media_type: str
+    diff_id: str = ""
+    source: BlobSource | None = None
+
+
+@runtime_checkable
+class LayeredSourceJob(SourceJob, Protocol):
+    """A source job whose content is an image's layers."""
+
+    async def fetch_layers(
+        self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
+    ) -> Sequence[FetchedLayer]:
+        """Pull the layers (verified) and unpack each into its own new directory under
+        ``stage``, bottom first. ``layer_format`` is the store's (``overlay``: whiteouts as
+        0/0 character devices and ``trusted.overlay.opaque``; ``oci``: ``.wh.`` files).
+        Runs instead of :meth:`fetch` on a cache miss."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """An image as a frontend needs it: its manifest digest and config JSON."""
+
+    digest: str
+    config: bytes
+
+
+@runtime_checkable
+class ImageResolver(Protocol):
+    """Looks up image configs by reference, without pulling layers."""
+
+    async def resolve_image_config(
+        self, ref: str, platform: Platform, mode: ResolveMode = "default"
+    ) -> ImageConfig:
+        """The image ``ref`` (``alpine:3``, ``reg.example/app@sha256:…``) for ``platform``.
+
+        Raises :class:`~llbkit.core.errors.UserError` naming the reference when it cannot be
+        found or reached.
+        """
+        ...

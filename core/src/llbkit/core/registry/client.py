@@ -26,7 +26,14 @@ from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import Reference
 
-__all__ = ["Descriptor", "RegistryClient", "RegistryConfig", "RegistryError", "ResolvedImage"]
+__all__ = [
+    "Descriptor",
+    "ManifestUnknownError",
+    "RegistryClient",
+    "RegistryConfig",
+    "RegistryError",
+    "ResolvedImage",
+]
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -41,6 +48,10 @@ _ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 
 class RegistryError(UserError):
     """A registry refused or could not serve what a build needs."""
+
+
+class ManifestUnknownError(RegistryError):
+    """The registry has no such manifest or blob (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +196,7 @@ class RegistryClient:
                 if response.status_code in (401, 403):
                     raise RegistryError(f"{ref}: access denied by {host} ({last})")
                 if response.status_code == 404 and host == self._hosts(ref)[-1]:
-                    raise RegistryError(f"{ref}: not found ({url})")
+                    raise ManifestUnknownError(f"{ref}: not found ({url})")
                 continue
             try:
                 yield response
@@ -271,8 +282,9 @@ class RegistryClient:
         url = f"{base}/v2/{ref.path}/blobs/uploads/?mount={digest}&from={from_repo}"
         return (await self._send(ref, "POST", url)).status_code == 201
 
-    async def push_blob(self, ref: Reference, digest: str, data: bytes) -> None:
-        """Upload a blob (monolithic: POST for a location, then PUT with the digest)."""
+    async def push_blob(self, ref: Reference, digest: str, data: bytes | Path) -> None:
+        """Upload a blob (monolithic: POST for a location, then PUT with the digest); a file is
+        streamed from disk, never read whole."""
         base = self._push_base(ref)
         start = await self._send(ref, "POST", f"{base}/v2/{ref.path}/blobs/uploads/")
         if start.status_code not in (201, 202):
@@ -282,12 +294,16 @@ class RegistryClient:
             location = base + location
         # The location may carry state in its query: add the digest, keep the rest.
         joiner = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(data, Path):
+            headers["Content-Length"] = str(data.stat().st_size)
         done = await self._send(
             ref,
             "PUT",
             f"{location}{joiner}digest={digest}",
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
+            content=data if isinstance(data, bytes) else _file_chunks(data),
+            headers=headers,
+            replay=None if isinstance(data, bytes) else (lambda: _file_chunks(data)),
         )
         if done.status_code != 201:
             raise RegistryError(
@@ -304,6 +320,18 @@ class RegistryClient:
                 f"{ref}: the registry refused the manifest (HTTP {done.status_code} "
                 f"{done.text[:200]})"
             )
+
+    async def get_manifest(self, ref: Reference, reference: str) -> tuple[str, str, bytes] | None:
+        """(digest, media type, bytes) of a manifest or index, or ``None`` when it is missing."""
+        try:
+            async with self._request(ref, "manifests", reference, _ACCEPT) as response:
+                data = await response.aread()
+                media = response.headers.get("content-type", "").split(";")[0]
+        except RegistryError as err:
+            if isinstance(err, ManifestUnknownError):
+                return None
+            raise
+        return digest_of(data), media, data
 
     async def _get_bytes(self, ref: Reference, kind: str, what: str, accept: str = "") -> bytes:
         async with self._request(ref, kind, what, accept) as response:
@@ -346,6 +374,14 @@ class RegistryClient:
         """Stream a blob (the caller verifies it against ``digest``)."""
         async with self._request(ref, "blobs", digest) as response:
             yield response.aiter_bytes(1 << 20)
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    import anyio
+
+    async with await anyio.open_file(path, "rb") as handle:
+        while chunk := await handle.read(1 << 20):
+            yield chunk
 
 
 def _json(data: bytes, what: str) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""The solver: from a definition's terminal, compute keys, ask the cache, run only the misses.
+"""The solver: from a definition's terminal, compute keys, ask the caches, run only the misses.
 
 One :class:`Solver` serves every build of an engine. A vertex is shared by digest across the
 builds running at the same time: its key and its run happen once, and its progress reaches
 every build that asked for it. Within a build, vertices run as soon as their inputs are ready,
 under the engine's ``max-parallelism``; the first failure cancels the rest of that build.
+
+The solver asks only lower layers: the op classes (:mod:`.ops`) run ops, the drivers give
+sources and the worker, the cache chain finds results, the store keeps them. Everything a build
+finds or makes is added to that build's lease as it is found.
 """
 
 from __future__ import annotations
@@ -11,36 +15,39 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio
 
+from llbkit.core.cache.leases import Lease
+from llbkit.core.cache.refs import ResultRef
 from llbkit.core.cache.store import Chain, Store
+from llbkit.core.drivers import Drivers
 from llbkit.core.errors import UserError, first_error
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.llb.definition import LoadedDefinition, Vertex
-from llbkit.core.plugins.context import ClientIO, Platform, ProgressEvent
-from llbkit.core.solver.exec_op import CacheMounts, run_exec
-from llbkit.core.solver.keys import (
-    content_inputs,
-    key_digest,
-    normalized_op_digest,
-    result_key,
-    selectors,
-    vertex_name,
+from llbkit.core.plugins.context import ClientIO
+from llbkit.core.plugins.progress import (
+    ProgressEvent,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
 )
-from llbkit.core.solver.ops import run_diff, run_file, run_merge
+from llbkit.core.plugins.progress import (
+    Vertex as VertexState,
+)
+from llbkit.core.solver.cache_sources import CacheChain, Hit
+from llbkit.core.solver.flight import Flight
+from llbkit.core.solver.keys import key_digest, result_key
+from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for
+from llbkit.core.solver.ops.exec import CacheMounts
 
-__all__ = ["BuildFailed", "SolvedResult", "Solver", "SourceResolver"]
+__all__ = ["BuildFailed", "Solver"]
 
-T = TypeVar("T")
 Emit = Callable[[ProgressEvent], None]
-#: (identifier, attrs, platform) -> a parsed source job
-SourceResolver = Callable[[str, Mapping[str, str], Platform | None], Awaitable[Any]]
+Outputs = list[tuple[str, Chain]]
 
 
 class BuildFailed(UserError):
@@ -59,88 +66,50 @@ class BuildFailed(UserError):
         super().__init__(f"failed to solve: {shown}")
 
 
-class _Flight(Generic[T]):
-    """A computation run once however many tasks ask; if its runner is cancelled, the next
-    asker takes over instead of inheriting the cancellation."""
-
-    def __init__(self) -> None:
-        self._done: anyio.Event | None = None
-        self._finished = False
-        self._value: T | None = None
-        self._error: BaseException | None = None
-
-    def set(self, value: T) -> None:
-        self._done = anyio.Event()
-        self._done.set()
-        self._finished = True
-        self._value = value
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
-        while True:
-            if self._done is None:
-                done = self._done = anyio.Event()
-                try:
-                    value = await fn()
-                except anyio.get_cancelled_exc_class():
-                    self._done = None
-                    done.set()
-                    raise
-                except BaseException as err:
-                    self._error = err
-                    self._finished = True
-                    done.set()
-                    raise
-                self._value = value
-                self._finished = True
-                done.set()
-                return value
-            done = self._done
-            await done.wait()
-            if self._done is None:
-                continue
-            if self._error is not None:
-                raise self._error
-            return self._value  # type: ignore[return-value]
-
-
 @dataclass
 class _Shared:
     """A vertex as all concurrent builds see it."""
 
     sid: str
     vertex: Vertex
+    op: Op
     name: str
-    key: _Flight[str] = field(default_factory=_Flight)
-    result: _Flight[list[tuple[str, Chain]]] = field(default_factory=_Flight)
+    key: Flight[str] = field(default_factory=Flight)
+    result: Flight[Outputs] = field(default_factory=Flight)
     subscribers: list[Emit] = field(default_factory=list)
+    leases: list[Lease] = field(default_factory=list)
     history: list[ProgressEvent] = field(default_factory=list)
     users: int = 0
     started: float | None = None
     logs: list[bytes] = field(default_factory=list)
-    job: Any = None
 
-    def emit(self, kind: str, **data: Any) -> None:
-        event = ProgressEvent(kind, self.vertex.digest, time.time(), data)
+    def emit(self, event: ProgressEvent) -> None:
         self.history.append(event)
         for subscriber in list(self.subscribers):
             subscriber(event)
 
-    def vertex_event(self, **data: Any) -> None:
-        inputs = [i.digest for i in self.vertex.op.inputs]
-        self.emit("vertex", name=self.name, inputs=inputs, **data)
+    def vertex_event(self, **state: Any) -> None:
+        group = self.vertex.metadata.progress_group.id
+        inputs = tuple(i.digest for i in self.vertex.op.inputs)
+        self.emit(VertexState(self.vertex.digest, self.name, inputs, progress_group=group, **state))
 
     def start(self) -> None:
         if self.started is None:
             self.started = time.time()
             self.vertex_event(started=self.started)
 
+    def done(self, *, cached: bool) -> None:
+        now = time.time()
+        self.vertex_event(started=self.started or now, completed=now, cached=cached)
+
+    def found(self, outputs: Outputs) -> None:
+        """The vertex's results are known: every build using it holds them from now on."""
+        for lease in self.leases:
+            lease.add(layer for _, chain in outputs for layer in chain)
+
 
 class _Sink:
-    """The :class:`ProgressSink` a source or op driver reports to."""
+    """The :class:`~llbkit.core.plugins.progress.ProgressSink` a driver reports to."""
 
     def __init__(self, shared: _Shared) -> None:
         self.shared = shared
@@ -148,87 +117,39 @@ class _Sink:
     def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
         now = time.time()
         self.shared.emit(
-            "status", id=id, current=current, total=total, completed=now if done else None
+            VertexStatus(
+                id,
+                self.shared.vertex.digest,
+                now,
+                current=current,
+                total=total,
+                started=self.shared.started,
+                completed=now if done else None,
+            )
         )
 
     def log(self, data: bytes, *, stream: int = 1) -> None:
         self.shared.logs.append(data)
-        self.shared.emit("log", stream=stream, data=data.decode("utf-8", "replace"))
+        self.shared.emit(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
 
-    def warn(self, message: str) -> None:
-        self.shared.emit("warning", short=message)
-
-
-class SolvedResult:
-    """A built result: a chain of layers in the store, named by a portable key."""
-
-    def __init__(self, store: Store, key: str, chain: Chain) -> None:
-        self.store = store
-        self._key = key
-        self.chain = chain
-
-    @property
-    def key(self) -> str:
-        return self._key
-
-    async def layer_blobs(
-        self,
-        compression: str = "gzip",
-        level: int | None = None,
-        epoch: int | None = None,
-        force: bool = False,
-    ) -> list[Any]:
-        """The result's layers as image blobs (made once, kept in the content store)."""
-        from llbkit.core.cache.blobs import layer_blobs
-
-        return await anyio.to_thread.run_sync(
-            functools.partial(
-                layer_blobs,
-                self.store,
-                self.chain,
-                compression=compression,
-                level=level,
-                epoch=epoch,
-                force=force,
-            )
+    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
+        self.shared.emit(
+            VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
         )
-
-    def blob_sources(self, digest: str) -> list[tuple[str, str]]:
-        """(registry, repository) pairs a blob was pulled from: pushes there can mount it."""
-        from llbkit.core.cache.blobs import blob_sources
-
-        return blob_sources(self.store, digest)
-
-    def blob_path(self, digest: str) -> Path:
-        """Where a blob of :meth:`layer_blobs` is, to stream it."""
-        return self.store.root.content.blob_path(digest)
-
-    @asynccontextmanager
-    async def mount(self) -> AsyncIterator[Path]:
-        view = self.store.view(self.chain)
-        path = await anyio.to_thread.run_sync(view.__enter__)
-        try:
-            yield path
-        finally:
-            await anyio.to_thread.run_sync(view.__exit__, None, None, None)
 
 
 class Solver:
     """Solves definitions against one store; shared by all builds of an engine."""
 
     def __init__(
-        self,
-        store: Store,
-        resolve_source: SourceResolver,
-        max_parallelism: int = 8,
-        executor: Callable[[], Awaitable[Any]] | None = None,
+        self, store: Store, drivers: Drivers, cache: CacheChain, max_parallelism: int = 8
     ) -> None:
         self.store = store
-        self.resolve_source = resolve_source
-        self.executor = executor
+        self.drivers = drivers
+        self.cache = cache
         self.cache_mounts = CacheMounts(store)
         self.limiter = anyio.CapacityLimiter(max_parallelism)
-        self._threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
+        self.threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}
 
     async def solve(
@@ -236,49 +157,56 @@ class Solver:
         definition: LoadedDefinition,
         client: ClientIO,
         emit: Emit,
+        lease: Lease,
         *,
-        no_cache: bool = False,
         allow: Sequence[str] = (),
-    ) -> SolvedResult | None:
-        """Build the definition's result; ``None`` when it names scratch.
+        cache: CacheChain | None = None,
+    ) -> ResultRef | None:
+        """Build the definition's result, held by ``lease``; ``None`` when it names scratch.
 
         :param allow: the entitlements granted (``network.host``, ``security.insecure``).
+        :param cache: where to look for results (default: the engine's own store).
         """
-        order = self._order(definition)
+        order = _order(definition)
         if not order:
             return None
-        build = _Build(self, definition, client, emit, no_cache=no_cache, order=order)
-        build.allow = list(allow)
+        build = _Build(
+            self,
+            definition,
+            client,
+            emit,
+            lease=lease,
+            order=order,
+            allow=allow,
+            cache=cache or self.cache,
+        )
         try:
             return await build.run()
         finally:
             build.detach()
 
-    @staticmethod
-    def _order(definition: LoadedDefinition) -> list[Vertex]:
-        """The terminal's ancestors, inputs before the vertices that use them."""
-        terminal = definition.terminal
-        if not terminal.op.inputs:
-            return []
-        order: list[Vertex] = []
-        state: dict[str, int] = {}
-        stack: list[tuple[Vertex, bool]] = [
-            (definition.by_digest[terminal.op.inputs[0].digest], False)
-        ]
-        while stack:
-            vertex, expanded = stack.pop()
-            if expanded:
-                state[vertex.digest] = 2
-                order.append(vertex)
-                continue
-            if vertex.digest in state:
-                continue
-            state[vertex.digest] = 1
-            stack.append((vertex, True))
-            for inp in reversed(vertex.op.inputs):
-                if inp.digest not in state:
-                    stack.append((definition.by_digest[inp.digest], False))
-        return order
+
+def _order(definition: LoadedDefinition) -> list[Vertex]:
+    """The terminal's ancestors, inputs before the vertices that use them."""
+    terminal = definition.terminal
+    if not terminal.op.inputs:
+        return []
+    order: list[Vertex] = []
+    seen: set[str] = set()
+    stack: list[tuple[Vertex, bool]] = [(definition.by_digest[terminal.op.inputs[0].digest], False)]
+    while stack:
+        vertex, expanded = stack.pop()
+        if expanded:
+            order.append(vertex)
+            continue
+        if vertex.digest in seen:
+            continue
+        seen.add(vertex.digest)
+        stack.append((vertex, True))
+        for inp in reversed(vertex.op.inputs):
+            if inp.digest not in seen:
+                stack.append((definition.by_digest[inp.digest], False))
+    return order
 
 
 class _Build:
@@ -291,35 +219,43 @@ class _Build:
         client: ClientIO,
         emit: Emit,
         *,
-        no_cache: bool,
+        lease: Lease,
         order: list[Vertex],
+        allow: Sequence[str],
+        cache: CacheChain,
     ) -> None:
         self.solver = solver
         self.store = solver.store
         self.definition = definition
         self.client = client
         self.emit = emit
+        self.lease = lease
         self.order = order
+        self.allow = list(allow)
+        self.cache = cache
         self.shared: dict[str, _Shared] = {}
-        self.allow: list[str] = []
         self.keys: dict[str, str] = {}
         self.records: dict[str, dict[str, Any]] = {}
-        names: dict[str, str] = {}
         self.ignored: set[str] = set()
+        names: dict[str, str] = {}
         for vertex in order:
-            ignore = no_cache or vertex.metadata.ignore_cache
+            ignore = vertex.metadata.ignore_cache
             if ignore:
                 self.ignored.add(vertex.digest)
             sid = vertex.digest + ("-ignorecache" if ignore else "")
-            if vertex.kind == "source" and vertex.op.source.identifier.startswith("local://"):
+            op = op_for(vertex)
+            if isinstance(op, SourceOp) and op.is_local:
                 # A client's directory is that client's: never shared with another build.
                 sid += f"-{id(client)}"
-            names[vertex.digest] = vertex_name(vertex, names)
+            names[vertex.digest] = op.name(names)
             shared = solver._active.get(sid)
             if shared is None:
-                shared = solver._active[sid] = _Shared(sid, vertex, names[vertex.digest])
+                shared = solver._active[sid] = _Shared(sid, vertex, op, names[vertex.digest])
             shared.users += 1
             shared.subscribers.append(emit)
+            shared.leases.append(lease)
+            if shared.result.ok:
+                shared.found(shared.result.value)
             for event in shared.history:
                 emit(event)
             self.shared[vertex.digest] = shared
@@ -327,45 +263,42 @@ class _Build:
     def detach(self) -> None:
         for shared in self.shared.values():
             shared.subscribers.remove(self.emit)
+            shared.leases.remove(self.lease)
             shared.users -= 1
             if shared.users == 0:
                 self.solver._active.pop(shared.sid, None)
-                discard = getattr(shared.job, "discard", None)
-                if discard is not None:
-                    discard()  # e.g. a download made for a key whose result was cached
+                if isinstance(shared.op, SourceOp):
+                    shared.op.discard()  # e.g. a download made for a key that was cached
 
     def ignore(self, vertex: Vertex) -> bool:
         return vertex.digest in self.ignored
+
+    def _settle(self, shared: _Shared, outputs: Outputs, *, cached: bool) -> None:
+        """Record a hit (or a transferred local context) unless another build was first."""
+        if not shared.result.finished:
+            shared.result.set(outputs)
+            shared.found(outputs)
+            shared.done(cached=cached)
 
     # -- keys -------------------------------------------------------------------------------
 
     async def _source_key(self, vertex: Vertex) -> str:
         shared = self.shared[vertex.digest]
+        op = shared.op
+        assert isinstance(op, SourceOp)
 
         async def compute() -> str:
-            job = await self._source_job(vertex)
+            await op.job(self.solver.drivers)
             shared.start()
-            key = await job.cache_key(self.client)
-            return key_digest({"source": f"buildkit.source.v0:{key}"})
+            return await op.cache_key(self.solver.drivers, self.client)
 
         return await shared.key.run(compute)
 
-    async def _source_job(self, vertex: Vertex) -> Any:
-        shared = self.shared[vertex.digest]
-        if shared.job is None:
-            platform = None
-            if vertex.op.HasField("platform"):
-                p = vertex.op.platform
-                platform = Platform(p.OS, p.Architecture, p.Variant)
-            shared.job = await self.solver.resolve_source(
-                vertex.op.source.identifier, dict(vertex.op.source.attrs), platform
-            )
-        return shared.job
-
     def _key(self, vertex: Vertex) -> str:
-        sels = selectors(vertex.op)
+        op = self.shared[vertex.digest].op
+        sels = op.selectors()
         record = {
-            "op": normalized_op_digest(vertex.op),
+            "op": op.definition_digest(),
             "kind": vertex.kind,
             "inputs": [
                 {"key": self.keys[i.digest], "output": i.index, "selector": sels.get(n, "")}
@@ -393,13 +326,11 @@ class _Build:
         shared = self.shared[vertex.digest]
         if shared.result.finished or self.ignore(vertex):
             return
-        hit = self._lookup_key(vertex, self.keys[vertex.digest])
-        if hit is not None and not shared.result.finished:
+        hit = self._lookup(shared, self.keys[vertex.digest])
+        if hit is not None:
             # Known content: a local context was transferred (shown as done), others cached.
-            shared.result.set(hit)
-            now = time.time()
-            local = vertex.op.source.identifier.startswith("local://")
-            shared.vertex_event(started=shared.started or now, completed=now, cached=not local)
+            op = shared.op
+            self._settle(shared, hit, cached=not (isinstance(op, SourceOp) and op.is_local))
 
     async def _guard(self, vertex: Vertex, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn``, turning any failure into a :class:`BuildFailed` naming the vertex."""
@@ -409,10 +340,7 @@ class _Build:
         except anyio.get_cancelled_exc_class():
             if shared.started is not None and not shared.result.finished:
                 shared.vertex_event(
-                    started=shared.started,
-                    completed=time.time(),
-                    error="context canceled",
-                    canceled=True,
+                    started=shared.started, completed=time.time(), error="context canceled"
                 )
             raise
         except BuildFailed:
@@ -432,15 +360,7 @@ class _Build:
 
     # -- results ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _outputs(vertex: Vertex) -> int:
-        if vertex.kind == "file":
-            return len({a.output for a in vertex.op.file.actions if a.output >= 0})
-        if vertex.kind == "exec":
-            return len({m.output for m in vertex.op.exec.mounts if m.output >= 0})
-        return 1
-
-    async def run(self) -> SolvedResult:
+    async def run(self) -> ResultRef:
         await self._compute_keys()
         # Walk down from the terminal: a hit needs nothing below it; a miss needs its inputs.
         need: set[str] = set()
@@ -453,28 +373,22 @@ class _Build:
             shared = self.shared[vertex.digest]
             if not shared.result.finished and not self.ignore(vertex):
                 hit = await anyio.to_thread.run_sync(
-                    self._lookup_key,
-                    vertex,
-                    self.keys[vertex.digest],
-                    limiter=self.solver._threads,
+                    self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
                 )
-                if hit is not None and not shared.result.finished:
-                    shared.result.set(hit)
-                    now = time.time()
-                    shared.vertex_event(started=shared.started or now, completed=now, cached=True)
+                if hit is not None:
+                    self._settle(shared, hit, cached=True)
             if shared.result.finished:
                 shown.add(vertex.digest)
                 continue
             need.add(vertex.digest)
             stack.extend(self.definition.by_digest[i.digest] for i in vertex.op.inputs)
-        now = time.time()
         for vertex in self.order:
             shared = self.shared[vertex.digest]
             if vertex.digest not in need and shared.started and not shared.result.finished:
                 # A source read only for its key: local contexts were transferred, others
                 # were cached.
-                local = vertex.op.source.identifier.startswith("local://")
-                shared.vertex_event(started=shared.started, completed=now, cached=not local)
+                op = shared.op
+                shared.done(cached=not (isinstance(op, SourceOp) and op.is_local))
         try:
             async with anyio.create_task_group() as tg:
                 for vertex in self.order:
@@ -485,9 +399,9 @@ class _Build:
         target = self.definition.result
         outputs = await self.shared[target.digest].result.run(self._never)
         key, chain = outputs[target.index]
-        return SolvedResult(self.store, key, chain)
+        return ResultRef(self.store, key, chain)
 
-    async def _never(self) -> list[tuple[str, Chain]]:
+    async def _never(self) -> Outputs:
         raise AssertionError("the terminal's input was not solved")
 
     async def _produce(self, vertex: Vertex) -> None:
@@ -503,12 +417,13 @@ class _Build:
             chains.append(outputs[inp.index][1])
         return chains
 
-    async def _make(self, vertex: Vertex) -> list[tuple[str, Chain]]:
+    async def _make(self, vertex: Vertex) -> Outputs:
         shared = self.shared[vertex.digest]
         chains = await self._input_chains(vertex)
         key = self.keys[vertex.digest]
         keys = [key]
         explanation = {"vertex": shared.name, **self.records[vertex.digest]}
+        threads = self.solver.threads
         if vertex.kind != "source":
             # Inputs named by their results (and copied paths by their content): an input
             # that was rebuilt into the same result, or content that did not change, still hits.
@@ -517,39 +432,44 @@ class _Build:
                 keys.append(resolved)
                 if not self.ignore(vertex):
                     hit = await anyio.to_thread.run_sync(
-                        self._lookup_key, vertex, resolved, limiter=self.solver._threads
+                        self._lookup, shared, resolved, limiter=threads
                     )
                     if hit is not None:
                         await anyio.to_thread.run_sync(
-                            self._link, vertex, key, hit, explanation, limiter=self.solver._threads
+                            self._link, key, hit, explanation, limiter=threads
                         )
-                        now = time.time()
-                        shared.vertex_event(
-                            started=shared.started or now, completed=now, cached=True
-                        )
+                        shared.found(hit)
+                        shared.done(cached=True)
                         return hit
         async with self.solver.limiter:
             shared.start()
-            outputs = await self._execute(vertex, chains)
+            ctx = OpContext(
+                store=self.store,
+                drivers=self.solver.drivers,
+                client=self.client,
+                progress=_Sink(shared),
+                cache_mounts=self.solver.cache_mounts,
+                name=shared.name,
+                allow=self.allow,
+                threads=threads,
+            )
+            outputs = await shared.op.run(ctx, chains)
         results = [(result_key(key, n), chain) for n, chain in enumerate(outputs)]
-        await anyio.to_thread.run_sync(
-            self._save, vertex, keys, results, explanation, limiter=self.solver._threads
-        )
+        shared.found(results)
+        await anyio.to_thread.run_sync(self._save, keys, results, explanation, limiter=threads)
         shared.vertex_event(started=shared.started, completed=time.time())
         return results
 
-    def _lookup_key(self, vertex: Vertex, key: str) -> list[tuple[str, Chain]] | None:
+    def _lookup(self, shared: _Shared, key: str) -> Outputs | None:
         found = []
-        for output in range(self._outputs(vertex)):
-            hit = self.store.lookup(result_key(key, output))
+        for output in range(shared.op.outputs):
+            hit: Hit | None = self.cache.lookup(result_key(key, output))
             if hit is None:
                 return None
-            found.append(hit)
+            found.append((hit.key, hit.chain))
         return found
 
-    def _link(
-        self, vertex: Vertex, key: str, hit: list[tuple[str, Chain]], explanation: dict[str, Any]
-    ) -> None:
+    def _link(self, key: str, hit: Outputs, explanation: dict[str, Any]) -> None:
         for n, (rkey, _) in enumerate(hit):
             self.store.link_key(
                 result_key(key, n),
@@ -558,13 +478,7 @@ class _Build:
                 json.dumps(explanation, sort_keys=True),
             )
 
-    def _save(
-        self,
-        vertex: Vertex,
-        keys: list[str],
-        results: list[tuple[str, Chain]],
-        explanation: dict[str, Any],
-    ) -> None:
+    def _save(self, keys: list[str], results: Outputs, explanation: dict[str, Any]) -> None:
         for n, (rkey, chain) in enumerate(results):
             self.store.save_result(rkey, chain)
             for key in keys:
@@ -575,36 +489,6 @@ class _Build:
                     json.dumps(explanation, sort_keys=True),
                 )
 
-    def _commit_image_layers(
-        self, items: list[dict[str, Any]], name: str, record_type: str = "regular"
-    ) -> Chain:
-        from llbkit.core.cache.blobs import LayerBlob, register_blob
-
-        chain: list[int] = []
-        for n, item in enumerate(items):
-            layer = self.store.commit_layer(
-                item["dir"],
-                parent=chain[-1] if chain else None,
-                description=f"{name} layer {n + 1}/{len(items)}",
-                record_type=record_type,
-            )
-            chain.append(layer)
-            media = str(item["media_type"])
-            compression = (
-                "gzip" if "gzip" in media else "zstd" if "zstd" in media else "uncompressed"
-            )
-            if item["diff_id"]:
-                blob = LayerBlob(item["digest"], item["diff_id"], int(item["size"]), compression)
-                register_blob(
-                    self.store,
-                    layer,
-                    item["blob"],
-                    blob,
-                    media_type=media,
-                    source=item.get("source"),
-                )
-        return self.store.compact(tuple(chain))
-
     async def _resolved_key(
         self, vertex: Vertex, chains: list[Chain]
     ) -> tuple[str, dict[str, Any]]:
@@ -614,7 +498,7 @@ class _Build:
         for n, inp in enumerate(vertex.op.inputs):
             outputs = await self.shared[inp.digest].result.run(self._never)
             inputs[n] = {"result": outputs[inp.index][0], "selector": inputs[n]["selector"]}
-        reads = content_inputs(vertex.op)
+        reads = self.shared[vertex.digest].op.content_inputs()
 
         def checksums() -> None:
             for index, copies in reads.items():
@@ -638,76 +522,6 @@ class _Build:
                 }
 
         if reads:
-            await anyio.to_thread.run_sync(checksums, limiter=self.solver._threads)
+            await anyio.to_thread.run_sync(checksums, limiter=self.solver.threads)
         record["inputs"] = inputs
         return key_digest(record), {"vertex": self.shared[vertex.digest].name, **record}
-
-    async def _execute(self, vertex: Vertex, chains: list[Chain]) -> list[Chain]:
-        shared = self.shared[vertex.digest]
-        kind = vertex.kind
-        threads = self.solver._threads
-        if kind == "source":
-            job = await self._source_job(vertex)
-            fetch_layers = getattr(job, "fetch_layers", None)
-            if fetch_layers is not None:
-                # An image: one store layer per image layer, its original blob kept for export.
-                items = await fetch_layers(
-                    self.client, self.store.stage(), _Sink(shared), self.store.format
-                )
-                return [
-                    await anyio.to_thread.run_sync(
-                        self._commit_image_layers,
-                        items,
-                        shared.name,
-                        getattr(job, "record_type", "regular"),
-                        limiter=threads,
-                    )
-                ]
-            stage = self.store.stage()
-            tree = stage / "tree"
-            tree.mkdir()
-            await job.fetch(self.client, tree, _Sink(shared))
-            record_type = getattr(job, "record_type", "regular")
-            ident = vertex.op.source.identifier
-            if ident.startswith("local://"):
-                record_type = "source.local"
-            elif ident.startswith("git://"):
-                record_type = "source.git.checkout"
-            layer = await anyio.to_thread.run_sync(
-                lambda: self.store.commit_layer(
-                    tree, description=shared.name, record_type=record_type
-                ),
-                limiter=threads,
-            )
-            return [(layer,)]
-        if kind == "file":
-            return await anyio.to_thread.run_sync(
-                run_file, self.store, vertex.op, chains, shared.name, limiter=threads
-            )
-        if kind == "merge":
-            return [await anyio.to_thread.run_sync(run_merge, self.store, chains, limiter=threads)]
-        if kind == "diff":
-            diff = vertex.op.diff
-            lower = chains[diff.lower.input] if diff.lower.input >= 0 else ()
-            upper = chains[diff.upper.input] if diff.upper.input >= 0 else ()
-            return [
-                await anyio.to_thread.run_sync(
-                    run_diff, self.store, lower, upper, shared.name, limiter=threads
-                )
-            ]
-        if kind == "exec":
-            if self.solver.executor is None:
-                raise UserError("running processes needs a worker; none is configured")
-            executor = await self.solver.executor()
-            return await run_exec(
-                self.store,
-                vertex.op,
-                chains,
-                name=shared.name,
-                executor=executor,
-                client=self.client,
-                progress=_Sink(shared),
-                cache_mounts=self.solver.cache_mounts,
-                allowed=self.allow,
-            )
-        raise UserError(f"{kind} ops are not supported by this release")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, PluginContext, ProgressSink
+    from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
+    from llbkit.core.plugins.progress import ProgressSink
 
 
 def image_key(digest: str, platform: Platform, limit: int | None) -> str:
@@ -79,6 +80,11 @@ class ParsedSource:
     """
 
     identifier: str
+    #: what ``du`` calls what this source makes
+    record_type: str = "regular"
+
+    def discard(self) -> None:
+        """Nothing fetched for the key is kept by default."""
 
     async def cache_key(self, client: ClientIO) -> str:
         raise UserError(
@@ -97,7 +103,7 @@ Parser = Callable[[str, Mapping[str, str], "Platform | None"], "ParsedSource"]
 class BuiltinSource:
     """The driver side shared by the built-ins: construct once, resolve per vertex."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
     _parsers: ClassVar[dict[type, Parser]] = {}
 
     def __init_subclass__(cls, *, parser: Parser) -> None:

@@ -18,7 +18,8 @@ from llbkit.core.errors import UserError
 from llbkit.core.sources._base import BuiltinSource, ParsedSource, check_attrs, strip_scheme
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
+    from llbkit.core.plugins.context import ClientIO, Platform
+    from llbkit.core.plugins.progress import ProgressSink
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
@@ -53,6 +54,8 @@ _KNOWN = (
 
 @dataclass(frozen=True)
 class GitJob(ParsedSource):
+    record_type = "source.git.checkout"
+
     identifier: str
     remote: str
     url: str

@@ -23,7 +23,8 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
+    from llbkit.core.plugins.context import ClientIO, Platform
+    from llbkit.core.plugins.progress import ProgressSink
 
 _KNOWN = (
     "http.checksum",

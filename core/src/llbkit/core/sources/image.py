@@ -26,7 +26,9 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
+    from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
+    from llbkit.core.plugins.progress import ProgressSink
+    from llbkit.core.plugins.source import FetchedLayer, ImageConfig, ResolveMode
     from llbkit.core.registry.client import RegistryClient, ResolvedImage
 
 _KNOWN = ("image.resolvemode", "image.recordtype", "image.layerlimit", "image.checksum")
@@ -84,14 +86,18 @@ class ImageJob(ParsedSource):
         return image, layers, paths
 
     async def fetch_layers(
-        self, client: ClientIO, stage: Path, progress: ProgressSink, fmt: str
-    ) -> list[dict[str, Any]]:
+        self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
+    ) -> list[FetchedLayer]:
         """Pull the layers (verified, concurrently) and unpack each into its own directory
-        under ``stage`` as a store layer, whiteouts kept in the store's format ``fmt``."""
+        under ``stage`` as a store layer, whiteouts kept in the store's ``layer_format``."""
+        from llbkit.core.plugins.context import BlobSource
+        from llbkit.core.plugins.source import FetchedLayer
+
         image, layers, paths = await self._pull(progress)
         diff_ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
+        source = BlobSource(self.reference.domain, self.reference.path)
 
-        def unpack() -> list[dict[str, Any]]:
+        def unpack() -> list[FetchedLayer]:
             from llbkit.core.snapshot.untar import unpack_layer
 
             found = []
@@ -102,19 +108,22 @@ class ImageJob(ParsedSource):
                 progress.status(f"extracting {desc.digest}")
                 with open(paths[desc.digest], "rb") as stream:
                     unpack_layer(
-                        stream, str(target), fmt, what=f"{self.reference} layer {desc.digest}"
+                        stream,
+                        str(target),
+                        layer_format,
+                        what=f"{self.reference} layer {desc.digest}",
                     )
                 progress.status(f"extracting {desc.digest}", done=True)
                 found.append(
-                    {
-                        "source": (self.reference.domain, self.reference.path),
-                        "dir": target,
-                        "blob": paths[desc.digest],
-                        "digest": desc.digest,
-                        "size": desc.size,
-                        "media_type": desc.media_type,
-                        "diff_id": diff_ids[n] if len(diff_ids) == len(image.layers) else "",
-                    }
+                    FetchedLayer(
+                        tree=target,
+                        blob=paths[desc.digest],
+                        digest=desc.digest,
+                        size=desc.size,
+                        media_type=desc.media_type,
+                        diff_id=diff_ids[n] if len(diff_ids) == len(image.layers) else "",
+                        source=source,
+                    )
                 )
             return found
 
@@ -158,10 +167,19 @@ def parse_image(identifier: str, attrs: Mapping[str, str], platform: Platform | 
 
 
 class ImageSource(BuiltinSource, parser=parse_image):
-    """Container images from registries; blobs are kept (verified) in the driver's state."""
+    """Container images from registries; blobs are kept (verified) in the driver's state. Also
+    the engine's :class:`~llbkit.core.plugins.source.ImageResolver` for frontends."""
 
-    _tokens: dict[tuple[str, str], str] | None = None
-    _ssl: Any = None
+    def __init__(self, ctx: PluginContext) -> None:
+        from llbkit.core.registry.access import EngineRegistries
+
+        super().__init__(ctx)
+        # The engine's registry settings and tokens; a driver made without them (a test's)
+        # gets defaults.
+        registries = ctx.registries
+        self.registries = (
+            registries if isinstance(registries, EngineRegistries) else EngineRegistries({})
+        )
 
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
@@ -172,21 +190,15 @@ class ImageSource(BuiltinSource, parser=parse_image):
 
     def client(self, ref: Reference) -> RegistryClient:
         """A client for the running event loop (use with ``async with``)."""
-        import ssl
+        return self.registries.client(ref)
 
-        from llbkit.core.registry.client import RegistryClient, RegistryConfig
+    async def resolve_image_config(
+        self, ref: str, platform: Platform, mode: ResolveMode = "default"
+    ) -> ImageConfig:
+        from llbkit.core.plugins.source import ImageConfig
 
-        if self._tokens is None:
-            self._tokens = {}
-        hosts = self.ctx.config.get("registry", {})
-        config = RegistryConfig(hosts if isinstance(hosts, dict) else {})
-        # Loading the CA bundle costs tens of milliseconds: once, and only for HTTPS.
-        verify: ssl.SSLContext | bool = False
-        if config.needs_tls(ref):
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            verify = self._ssl
-        return RegistryClient(config, self._tokens, verify)
+        image = await self.resolve_image(parse_reference(ref), platform, mode)
+        return ImageConfig(image.manifest_digest, image.config_bytes)
 
     def _state(self) -> Path:
         state = self.ctx.state_dir or Path(tempfile.gettempdir(), "llbkit-images")
@@ -230,10 +242,6 @@ class ImageSource(BuiltinSource, parser=parse_image):
             entry["config"].encode(),
             [Descriptor(m, d, s) for m, d, s in entry["layers"]],
         )
-
-    async def image_config(self, ref: Reference, platform: Platform) -> bytes:
-        """The image config (JSON) for frontends: ``ENV``, ``WORKDIR``, ``USER``..."""
-        return (await self.resolve_image(ref, platform, "default")).config_bytes
 
     async def blob(self, ref: Reference, desc: Any, progress: ProgressSink, http: Any) -> Path:
         """The blob's path in the driver's store, downloaded with the registry client ``http``

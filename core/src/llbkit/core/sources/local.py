@@ -22,7 +22,8 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
+    from llbkit.core.plugins.context import ClientIO, Platform
+    from llbkit.core.plugins.progress import ProgressSink
 
 _KNOWN = (
     "local.session",
@@ -39,6 +40,8 @@ _KNOWN = (
 
 @dataclass(frozen=True)
 class LocalJob(ParsedSource):
+    record_type = "source.local"
+
     identifier: str
     name: str
     include_patterns: tuple[str, ...] = ()

@@ -25,7 +25,8 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import ClientIO, Platform, ProgressSink
+    from llbkit.core.plugins.context import ClientIO, Platform
+    from llbkit.core.plugins.progress import ProgressSink
 
 _KNOWN = ("oci.session", "oci.store", "oci.layerlimit")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -13,7 +13,6 @@ version, refusing unknown options by name, the job lifecycle, round trips). Opt 
 """
 
 from llbkit.sdk.testing._doubles import (
-    DirResult,
     MemoryCacheStore,
     MemoryClientIO,
     RecordingProgress,
@@ -25,6 +24,7 @@ from llbkit.sdk.testing.doubles import (
     ScriptedWorker,
     StaticFrontend,
 )
+from llbkit.sdk.testing.frontend_client import kit_frontend_client
 from llbkit.sdk.testing.kits import (
     CacheBackendKit,
     ExporterKit,
@@ -32,10 +32,10 @@ from llbkit.sdk.testing.kits import (
     SourceKit,
     WorkerKit,
 )
+from llbkit.sdk.testing.results import StrictResult, layered_result
 
 __all__ = [
     "CacheBackendKit",
-    "DirResult",
     "ExporterKit",
     "FrontendKit",
     "MemoryCacheBackend",
@@ -46,6 +46,9 @@ __all__ = [
     "ScriptedWorker",
     "SourceKit",
     "StaticFrontend",
+    "StrictResult",
     "WorkerKit",
+    "kit_frontend_client",
+    "layered_result",
     "make_context",
 ]

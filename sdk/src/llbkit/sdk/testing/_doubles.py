@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,34 +22,6 @@ def make_context(
     return PluginContext(
         name=name, distribution="test 0", config=dict(config or {}), state_dir=state_dir
     )
-
-
-def _tree_key(root: Path) -> str:
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            digest.update(str(path.relative_to(root)).encode() + b"\0")
-            digest.update(
-                path.read_bytes() if not path.is_symlink() else os.readlink(path).encode()
-            )
-    return "sha256:" + digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class DirResult:
-    """A :class:`~llbkit.core.plugins.context.Result` over a local directory."""
-
-    path: Path
-
-    @property
-    def key(self) -> str:
-        return _tree_key(self.path)
-
-    @asynccontextmanager
-    async def mount(self) -> AsyncIterator[Path]:
-        yield self.path
 
 
 class _Sink:
@@ -128,7 +99,7 @@ class RecordingProgress:
     def log(self, data: bytes, *, stream: int = 1) -> None:
         self.logs.append((stream, data))
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
         self.warnings.append(message)
 
 

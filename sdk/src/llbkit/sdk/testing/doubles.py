@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import Direction
-from llbkit.core.plugins.context import Platform, PluginContext, ProgressSink
+from llbkit.core.plugins.context import Platform, PluginContext
 from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
+from llbkit.core.plugins.progress import ProgressSink
+from llbkit.core.plugins.stdio import ProcessIO
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.sdk.testing._doubles import MemoryCacheStore
 
@@ -24,7 +26,7 @@ __all__ = ["MemoryCacheBackend", "ScriptedExecutor", "ScriptedWorker", "StaticFr
 class MemoryCacheBackend:
     """A cache backend whose stores live in a class-level dict, keyed by the ``name`` option."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
     stores: ClassVar[dict[str, MemoryCacheStore]] = {}
 
     def __init__(self, ctx: PluginContext) -> None:
@@ -53,7 +55,7 @@ class StaticFrontend:
     """A frontend returning a fixed definition (set ``StaticFrontend.definition``); with
     ``filename=`` it first reads that file from the ``dockerfile`` context, as real ones do."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
     definition: ClassVar[bytes] = b""
 
     def __init__(self, ctx: PluginContext) -> None:
@@ -83,16 +85,28 @@ class ScriptedExecutor:
 
     async def run(
         self,
+        id: str,
         process: ProcessSpec,
         rootfs: Path,
         mounts: Sequence[MountSpec],
         progress: ProgressSink,
+        *,
+        io: ProcessIO | None = None,
+        started: Callable[[], None] | None = None,
     ) -> int:
         self.runs.append(process)
+        if started is not None:
+            started()
         code, output = self.script(process)
         if output:
-            progress.log(output)
+            if io is not None and io.stdout is not None:
+                await io.stdout.send(output)
+            else:
+                progress.log(output)
         return code
+
+    async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
+        raise UserError(f"no container {id!r} is running (the scripted worker keeps none)")
 
     async def aclose(self) -> None:
         return None
@@ -101,7 +115,7 @@ class ScriptedExecutor:
 class ScriptedWorker:
     """A worker whose executor is scripted by the ``exit_code`` and ``output`` config keys."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

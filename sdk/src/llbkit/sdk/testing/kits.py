@@ -7,46 +7,44 @@ plugin to is what core relies on when it calls the plugin.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import pytest
 
 from llbkit.core.errors import UnknownOptionError, UserError
-from llbkit.core.plugins import cache_backend, exporter, frontend, source, worker
+from llbkit.core.plugins import cache_backend, exporter, frontend, source
 from llbkit.core.plugins.context import BuildResult, Platform
+from llbkit.core.plugins.exporter import ExportInfo
 from llbkit.core.plugins.frontend import FrontendOutput
-from llbkit.sdk.testing._doubles import DirResult, MemoryClientIO, make_context
+from llbkit.core.plugins.source import LayeredSourceJob
+from llbkit.sdk.testing._doubles import MemoryClientIO, RecordingProgress, make_context
+from llbkit.sdk.testing._kit_helpers import BOGUS_KEY, run
+from llbkit.sdk.testing._kit_helpers import assert_names_key as _assert_names_key
+from llbkit.sdk.testing._kit_helpers import check_api_version as _check_api_version
+from llbkit.sdk.testing.frontend_client import kit_frontend_client
+from llbkit.sdk.testing.kit_worker import WorkerKit
+from llbkit.sdk.testing.results import layered_result
 
-T = TypeVar("T")
-
-BOGUS_KEY = "llbkit-conformance-no-such-option"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to completion, as the engine would await it."""
-    return asyncio.run(coro)
-
-
-def _check_api_version(factory: Any, version: int) -> None:
-    declared = getattr(factory, "api_version", None)
-    assert declared == version, (
-        f"{factory!r} declares api_version={declared!r}, contract is v{version}"
-    )
-
-
-def _assert_names_key(err: pytest.ExceptionInfo[UnknownOptionError]) -> None:
-    assert BOGUS_KEY in str(err.value), f"the message does not name the unknown key: {err.value}"
-    assert "\n" not in str(err.value), "a user error must be one line"
+__all__ = [
+    "BOGUS_KEY",
+    "CacheBackendKit",
+    "ExporterKit",
+    "FrontendKit",
+    "SourceKit",
+    "WorkerKit",
+    "run",
+]
 
 
 class ExporterKit:
     """Checks for an exporter. Set ``exporter_class`` and ``valid_attrs``.
 
-    Override :meth:`sample_tree` to export something other than a two-file tree.
+    The export receives what the engine gives: a result of real layers in a real store, seen
+    only through the ``Result`` contract, so a plugin that uses anything else fails. Override
+    :meth:`sample_tree` to export something other than a two-file tree.
     """
 
     exporter_class: ClassVar[type]
@@ -68,16 +66,20 @@ class ExporterKit:
             run(driver.resolve({**self.valid_attrs, BOGUS_KEY: "1"}))
         _assert_names_key(err)
 
-    def test_exports_and_closes(self, tmp_path: Path) -> None:
+    def test_exports_finalizes_and_closes(self, tmp_path: Path) -> None:
         driver = self.exporter_class(make_context("kit", state_dir=tmp_path))
         client = MemoryClientIO(tree_root=tmp_path / "client")
+        progress = RecordingProgress()
+        info = ExportInfo("kitref", client, progress)
 
         async def scenario() -> Mapping[str, str]:
             job = await driver.resolve(dict(self.valid_attrs))
             try:
-                result = BuildResult({"linux/amd64": DirResult(self.sample_tree(tmp_path))})
-                response: Mapping[str, str] = await job.export(result, client)
-                return response
+                with layered_result(tmp_path, self.sample_tree(tmp_path)) as ref:
+                    result = BuildResult({"linux/amd64": ref})
+                    response = dict(await job.export(result, info))
+                    response.update(await job.finalize(info))
+                    return response
             finally:
                 await job.aclose()
 
@@ -171,13 +173,16 @@ class SourceKit:
     def test_declares_contract_version(self) -> None:
         _check_api_version(self.source_class, source.API_VERSION)
 
-    def test_resolves_valid_identifiers(self, tmp_path: Path) -> None:
+    def test_resolves_valid_identifiers_into_complete_jobs(self, tmp_path: Path) -> None:
         driver = self._driver(tmp_path)
         for identifier, attrs in self.valid:
             job = run(driver.resolve(identifier, attrs, Platform()))
-            assert callable(getattr(job, "cache_key", None)) and callable(
-                getattr(job, "fetch", None)
-            )
+            # Everything the engine calls on a job, as the contract declares it.
+            assert isinstance(job.record_type, str) and job.record_type
+            for method in ("cache_key", "fetch", "discard"):
+                assert callable(getattr(job, method, None)), f"{identifier}: no {method}()"
+            if hasattr(job, "fetch_layers"):
+                assert isinstance(job, LayeredSourceJob)
 
     def test_refuses_invalid_identifiers_in_one_line(self, tmp_path: Path) -> None:
         driver = self._driver(tmp_path)
@@ -195,11 +200,17 @@ class SourceKit:
 
 
 class FrontendKit:
-    """Checks for a frontend. Set ``frontend_class`` and ``valid_attrs``; override
-    :meth:`client` to give the frontend the files it reads."""
+    """Checks for a frontend. Set ``frontend_class``, ``valid_attrs`` and ``files``: the local
+    directories (``{"dockerfile": {"Dockerfile": b"..."}}``) the frontend reads.
+
+    The frontend runs against the engine's own frontend client (a real store, solver and
+    image resolver), as in a build; set ``registry`` to a ``host:port`` the image references of
+    ``files`` name, if they name any.
+    """
 
     frontend_class: ClassVar[type]
     valid_attrs: ClassVar[Mapping[str, str]] = {}
+    files: ClassVar[Mapping[str, Mapping[str, bytes]]] = {}
 
     def test_declares_contract_version(self) -> None:
         _check_api_version(self.frontend_class, frontend.API_VERSION)
@@ -210,9 +221,6 @@ class FrontendKit:
             run(driver.resolve({**self.valid_attrs, BOGUS_KEY: "1"}))
         _assert_names_key(err)
 
-    def client(self) -> Any:
-        raise NotImplementedError("override client() to return a FrontendClient double")
-
     def test_solve_returns_loadable_definitions(self, tmp_path: Path) -> None:
         from llbkit.core.llb import load_definition
 
@@ -220,49 +228,11 @@ class FrontendKit:
 
         async def scenario() -> FrontendOutput:
             job = await driver.resolve(dict(self.valid_attrs))
-            output: FrontendOutput = await job.solve(self.client())
-            return output
+            async with kit_frontend_client(tmp_path, self.files) as client:
+                output: FrontendOutput = await job.solve(client)
+                return output
 
         output = run(scenario())
         assert output.definitions, "a frontend must return at least one definition"
         for platform, data in output.definitions.items():
             load_definition(data, source=f"frontend output for {platform}")
-
-
-class WorkerKit:
-    """Checks for a worker. Set ``worker_class`` and ``valid_config``; set ``rootfs`` (a
-    directory with ``/bin/sh``) to also run processes."""
-
-    worker_class: ClassVar[type]
-    valid_config: ClassVar[Mapping[str, object]] = {}
-    rootfs: ClassVar[Path | None] = None
-
-    def test_declares_contract_version(self) -> None:
-        _check_api_version(self.worker_class, worker.API_VERSION)
-
-    def test_rejects_unknown_config_key_by_name(self, tmp_path: Path) -> None:
-        driver = self.worker_class(make_context("kit", state_dir=tmp_path))
-        with pytest.raises(UnknownOptionError) as err:
-            run(driver.resolve({**self.valid_config, BOGUS_KEY: "1"}))
-        _assert_names_key(err)
-
-    def test_runs_a_process_and_reports_its_exit_code(self, tmp_path: Path) -> None:
-        if self.rootfs is None:
-            pytest.skip("no rootfs given to the kit")
-        from llbkit.core.plugins.worker import ProcessSpec
-        from llbkit.sdk.testing._doubles import RecordingProgress
-
-        driver = self.worker_class(make_context("kit", state_dir=tmp_path))
-        progress = RecordingProgress()
-
-        async def scenario() -> int:
-            executor = await driver.resolve(dict(self.valid_config))
-            try:
-                spec = ProcessSpec(args=["/bin/sh", "-c", "echo kit-out; exit 3"])
-                code: int = await executor.run(spec, self.rootfs, [], progress)
-                return code
-            finally:
-                await executor.aclose()
-
-        assert run(scenario()) == 3
-        assert b"kit-out" in b"".join(data for _, data in progress.logs)

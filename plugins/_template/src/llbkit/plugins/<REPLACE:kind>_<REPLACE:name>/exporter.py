@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from llbkit.core.errors import ConfigError, UnknownOptionError
-from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
+from llbkit.core.plugins import BuildResult, ExportInfo, PluginContext
 
 OPTIONS = ("dest",)
 
@@ -22,7 +22,7 @@ OPTIONS = ("dest",)
 class <REPLACE:Name>ExportJob:
     dest: str
 
-    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+    async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         listing = {}
         for platform, ref in sorted(result.refs.items()):
             async with ref.mount() as root:
@@ -31,16 +31,19 @@ class <REPLACE:Name>ExportJob:
                     for d, _, files in os.walk(root)
                     for f in files
                 )
-        async with client.open_output(self.dest) as out:
+        async with info.client.open_output(self.dest) as out:
             await out.write(json.dumps(listing, indent=2).encode() + b"\n")
         return {"<REPLACE:name>.files": str(sum(len(v) for v in listing.values()))}
+
+    async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
+        return {}
 
     async def aclose(self) -> None:
         return None
 
 
 class <REPLACE:Name>Exporter:
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

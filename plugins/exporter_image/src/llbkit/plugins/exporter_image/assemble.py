@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-import os
 import re
-import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llbkit.core.cache.blobs import compress_bytes
 from llbkit.core.errors import ConfigError
-from llbkit.core.plugins import BuildResult, Result
+from llbkit.core.plugins import BuildResult, Compression, LayerOptions, Result
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -61,7 +57,7 @@ class CommitOptions:
     """The image-commit keys shared by ``oci``, ``docker`` and ``image``."""
 
     names: list[str] = field(default_factory=list)
-    compression: str = "gzip"
+    compression: Compression = "gzip"
     level: int | None = None
     force_compression: bool = False
     oci_mediatypes: bool = True
@@ -74,11 +70,12 @@ class CommitOptions:
     def parse(cls, attrs: Mapping[str, str], *, oci_default: bool) -> CommitOptions:
         opts = cls(oci_mediatypes=_bool("oci-mediatypes", attrs, oci_default))
         opts.names = [n.strip() for n in attrs.get("name", "").split(",") if n.strip()]
-        opts.compression = attrs.get("compression", "gzip") or "gzip"
-        if opts.compression not in ("gzip", "zstd", "uncompressed"):
+        compression = attrs.get("compression", "gzip") or "gzip"
+        if compression not in ("gzip", "zstd", "uncompressed"):
             raise ConfigError(
-                f"exporter option compression={opts.compression!r}: gzip, zstd or uncompressed"
+                f"exporter option compression={compression!r}: gzip, zstd or uncompressed"
             )
+        opts.compression = compression  # type: ignore[assignment]  # checked just above
         if opts.compression == "zstd":
             opts.oci_mediatypes = True  # as BuildKit: zstd layers need OCI media types
         if attrs.get("compression-level"):
@@ -141,39 +138,18 @@ class Image:
         ]
 
 
-def _tar_tree(root: Path, epoch: int | None) -> bytes:
-    """A single layer from a plain tree (for results that are not layer chains)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for top, dirs, files in os.walk(root):
-            dirs.sort()
-            for name in sorted(dirs + files):
-                path = os.path.join(top, name)
-                info = tar.gettarinfo(path, os.path.relpath(path, root))
-                info.uname = info.gname = ""
-                if epoch is not None and info.mtime > epoch:
-                    info.mtime = epoch
-                if info.isreg():
-                    with open(path, "rb") as data:
-                        tar.addfile(info, data)
-                else:
-                    tar.addfile(info)
-    return buf.getvalue()
-
-
 async def _layers(
     ref: Result, opts: CommitOptions, epoch: int | None
 ) -> list[tuple[str, str, int, Path | bytes]]:
     """(digest, diff id, size, source) per layer, bottom first."""
-    epoch = epoch if opts.rewrite_timestamp else None
-    blobs = getattr(ref, "layer_blobs", None)
-    if blobs is not None:
-        made = await blobs(opts.compression, opts.level, epoch, force=opts.force_compression)
-        return [(b.digest, b.diff_id, b.size, ref.blob_path(b.digest)) for b in made]  # type: ignore[attr-defined]
-    async with ref.mount() as root:
-        raw = _tar_tree(root, epoch)
-    data = compress_bytes(raw, opts.compression, opts.level)
-    return [(_digest(data), _digest(raw), len(data), data)]
+    options = LayerOptions(
+        compression=opts.compression,
+        level=opts.level,
+        epoch=epoch if opts.rewrite_timestamp else None,
+        force=opts.force_compression,
+    )
+    layers = await ref.layers(options)
+    return [(d.digest, d.diff_id, d.size, await ref.blob_path(d.digest)) for d in layers]
 
 
 def _history(config: dict[str, Any], count: int, created: str) -> None:
@@ -374,16 +350,14 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
 
 
 def _sources(result: BuildResult, images: list[Image]) -> dict[str, list[tuple[str, str]]]:
+    """Where each pulled layer came from: pushes to the same registry mount it from there."""
     found: dict[str, list[tuple[str, str]]] = {}
     for ref in result.refs.values():
-        lookup = getattr(ref, "blob_sources", None)
-        if lookup is None:
-            continue
         for image in images:
             for digest, _, _ in image.layers:
                 if digest in found:
                     continue
-                pulled = lookup(digest)
+                pulled = ref.blob_sources(digest)
                 if pulled:
-                    found[digest] = pulled
+                    found[digest] = [(s.registry, s.repository) for s in pulled]
     return found

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError
-from llbkit.core.fs.copydata import copy_data
-from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
+from llbkit.core.plugins import (
+    BuildResult,
+    ExportInfo,
+    PluginContext,
+    Registries,
+    RegistrySession,
+)
 from llbkit.core.reference import Reference, parse_reference
 from llbkit.plugins.exporter_image.assemble import (
     ANNOTATION_KEY,
@@ -47,6 +53,15 @@ OPTIONS = (
     "unpack",
     "dangling-name-prefix",
     "name-canonical",
+)
+#: accepted so BuildKit scripts move over unchanged, but without effect here yet
+NO_EFFECT = (
+    "buildinfo",
+    "buildinfo-attrs",
+    "attestation-inline",
+    "prefer-nondist-layers",
+    "store",
+    "unpack",
 )
 PREFIXES = (
     "annotation.",
@@ -123,7 +138,8 @@ def _write_layout(files: list[tuple[str, bytes | Path]], root: Path) -> None:
         if isinstance(source, bytes):
             path.write_bytes(source)
         else:
-            copy_data(str(source), str(path), source.stat().st_size, 0o644)
+            shutil.copyfile(source, path)
+            path.chmod(0o644)
 
 
 def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -> None:
@@ -149,6 +165,10 @@ def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -
                     tar.addfile(info, data)
 
 
+def _warn_no_effect(attrs: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(k for k in NO_EFFECT if k in attrs)
+
+
 @dataclass
 class TarballJob:
     name: str
@@ -156,8 +176,12 @@ class TarballJob:
     tar: bool
     opts: CommitOptions
     docker: bool
+    no_effect: tuple[str, ...] = ()
 
-    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+    async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
+        for key in self.no_effect:
+            info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
+        client = info.client
         if self.docker and len(result.refs) > 1:
             raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
         published = await publish(result, self.opts)
@@ -182,12 +206,15 @@ class TarballJob:
                     await out.write(chunk)
         return response(published, self.opts.names)
 
+    async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
+        return {}
+
     async def aclose(self) -> None:
         return None
 
 
 class _TarballExporter:
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
     docker: ClassVar[bool] = False
 
     def __init__(self, ctx: PluginContext) -> None:
@@ -197,7 +224,9 @@ class _TarballExporter:
         _check(self.ctx, attrs)
         opts = CommitOptions.parse(attrs, oci_default=not self.docker)
         tar = _bool("tar", attrs, True)
-        return TarballJob(self.ctx.name, attrs["dest"], tar, opts, self.docker)
+        return TarballJob(
+            self.ctx.name, attrs["dest"], tar, opts, self.docker, _warn_no_effect(attrs)
+        )
 
 
 class OCIExporter(_TarballExporter):
@@ -225,74 +254,71 @@ class ImageJob:
     by_digest: bool
     insecure: bool
     canonical: bool
-    #: the engine's ``[registry."host"]`` settings
-    hosts: Mapping[str, Mapping[str, Any]]
+    registries: Registries | None
+    no_effect: tuple[str, ...] = ()
+    _published: Published | None = field(default=None, repr=False)
 
-    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
-        published = await publish(result, self.opts)
+    async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
+        for key in self.no_effect:
+            info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
+        published = self._published = await publish(result, self.opts)
         names = list(self.opts.names)
-        if self.push:
-            for name in names:
-                await _push(published, name, self._hosts(name), by_digest=self.by_digest)
         found = response(published, names)
         if self.canonical and names:
             # As BuildKit names images in its store: each name as given, then ``@digest``.
             found["image.name"] = ",".join([*names, *(f"{n}@{published.digest}" for n in names)])
         return found
 
-    def _hosts(self, name: str) -> dict[str, Mapping[str, Any]]:
-        """The engine's registry settings; ``registry.insecure=true`` adds plain HTTP for the
-        host ``name`` is pushed to."""
-        hosts = dict(self.hosts)
-        if self.insecure:
-            domain = parse_reference(name).domain
-            hosts[domain] = {**hosts.get(domain, {}), "http": True}
-        return hosts
+    async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
+        """Push, once every exporter and cache exporter has run (as BuildKit orders it)."""
+        if not self.push or self._published is None:
+            return {}
+        if self.registries is None:
+            raise ConfigError("exporter image: this engine gives no registry access to push")
+        for name in self.opts.names:
+            info.progress.status(f"pushing {name}")
+            async with self.registries.session(name, push=True, insecure=self.insecure) as repo:
+                await _push(repo, self._published, name, by_digest=self.by_digest)
+            info.progress.status(f"pushing {name}", done=True)
+        return {}
 
     async def aclose(self) -> None:
-        return None
+        self._published = None
 
 
-async def _push(
-    published: Published, name: str, hosts: Mapping[str, Mapping[str, Any]], *, by_digest: bool
-) -> None:
+async def _push(repo: RegistrySession, published: Published, name: str, *, by_digest: bool) -> None:
     """Upload the image's blobs the registry lacks, then its manifest (tag or digest)."""
-    from llbkit.core.registry.client import RegistryClient, RegistryConfig
-
     ref = parse_reference(name)
-    async with RegistryClient(RegistryConfig(hosts)) as registry:
-        blobs = [
-            (d, src)
-            for _, image in published.images
-            for d, src in [
-                (image.config_digest, image.config),
-                *((d, s) for d, _, s in image.layers),
-            ]
+    blobs = [
+        (d, src)
+        for _, image in published.images
+        for d, src in [
+            (image.config_digest, image.config),
+            *((d, s) for d, _, s in image.layers),
         ]
-        for digest, source in blobs:
-            if await registry.has_blob(ref, digest):
-                continue  # the registry has it (from an earlier push or another image)
-            if await _mounted(registry, ref, digest, published.sources.get(digest, [])):
-                continue  # linked from the repository it was pulled from
-            data = (
-                source
-                if isinstance(source, bytes)
-                else await anyio.to_thread.run_sync(source.read_bytes)
-            )
-            await registry.push_blob(ref, digest, data)
-        if len(published.images) > 1:
-            # Each platform's manifest by digest first, then the index under the tag.
-            for _, image in published.images:
-                await registry.push_manifest(
-                    ref, image.manifest_digest, image.manifest, image.media_type
-                )
-        reference = published.digest if by_digest else (ref.tag or "latest")
-        await registry.push_manifest(ref, reference, published.data, published.media_type)
+    ]
+    for digest, source in blobs:
+        if await repo.has_blob(digest):
+            continue  # the registry has it (from an earlier push or another image)
+        if await _mounted(repo, ref, digest, published.sources.get(digest, [])):
+            continue  # linked from the repository it was pulled from
+        if isinstance(source, bytes):
+            await repo.push_bytes(digest, source)
+        else:
+            await repo.push_blob(digest, source)
+    if len(published.images) > 1:
+        # Each platform's manifest by digest first, then the index under the tag.
+        for _, image in published.images:
+            await repo.push_manifest(image.manifest_digest, image.manifest, image.media_type)
+    reference = published.digest if by_digest else (ref.tag or "latest")
+    await repo.push_manifest(reference, published.data, published.media_type)
 
 
-async def _mounted(registry: Any, ref: Any, digest: str, sources: list[tuple[str, str]]) -> bool:
-    for host, repo in sources:
-        if host == ref.domain and repo != ref.path and await registry.mount_blob(ref, digest, repo):
+async def _mounted(
+    repo: RegistrySession, ref: Reference, digest: str, sources: list[tuple[str, str]]
+) -> bool:
+    for host, path in sources:
+        if host == ref.domain and path != ref.path and await repo.mount_blob(digest, path):
             return True
     return False
 
@@ -300,7 +326,7 @@ async def _mounted(registry: Any, ref: Any, digest: str, sources: list[tuple[str
 class ImageExporter:
     """``type=image``: the image, pushed to a registry with ``push=true``."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
@@ -323,5 +349,6 @@ class ImageExporter:
             _bool("push-by-digest", attrs, False),
             _bool("registry.insecure", attrs, False),
             _bool("name-canonical", attrs, False),
-            dict(self.ctx.config.get("registry") or {}),
+            self.ctx.registries,
+            _warn_no_effect(attrs),
         )

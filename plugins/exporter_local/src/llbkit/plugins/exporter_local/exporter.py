@@ -17,7 +17,7 @@ from typing import ClassVar
 import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError
-from llbkit.core.plugins import BuildResult, ClientIO, PluginContext
+from llbkit.core.plugins import BuildResult, ExportInfo, PluginContext
 
 OPTIONS = ("dest", "platform-split")
 
@@ -55,12 +55,15 @@ class LocalExportJob:
     dest: str
     platform_split: bool | None
 
-    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+    async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         split = _split(result, self.platform_split)
         for platform, ref in sorted(result.refs.items()):
             async with ref.mount() as tree:
                 dest = os.path.join(self.dest, _subdir(platform)) if split else self.dest
-                await client.write_tree(dest, tree)
+                await info.client.write_tree(dest, tree)
+        return {}
+
+    async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
         return {}
 
     async def aclose(self) -> None:
@@ -72,7 +75,7 @@ class TarExportJob:
     dest: str
     platform_split: bool | None
 
-    async def export(self, result: BuildResult, client: ClientIO) -> Mapping[str, str]:
+    async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         split = _split(result, self.platform_split)
         with tempfile.TemporaryFile() as spool:
             with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -81,9 +84,12 @@ class TarExportJob:
                         prefix = _subdir(platform) if split else ""
                         await anyio.to_thread.run_sync(_add_tree, tar, tree, prefix)
             spool.seek(0)
-            async with client.open_output(self.dest) as out:
+            async with info.client.open_output(self.dest) as out:
                 while chunk := spool.read(1 << 20):
                     await out.write(chunk)
+        return {}
+
+    async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
         return {}
 
     async def aclose(self) -> None:
@@ -116,7 +122,7 @@ def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> Non
 class LocalExporter:
     """``type=local``: the result's files in a directory on the client."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
@@ -128,7 +134,7 @@ class LocalExporter:
 class TarExporter:
     """``type=tar``: the result's files as one tarball, to a file or standard output."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

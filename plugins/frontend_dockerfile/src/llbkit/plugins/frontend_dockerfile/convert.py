@@ -574,7 +574,7 @@ class _Converter:
             try:
                 mode = int(chmod, 8)
             except ValueError:
-                from llbkit.core.ops.copier import parse_symbolic
+                from llbkit.core.llb.modes import parse_symbolic
 
                 try:
                     parse_symbolic(chmod)
@@ -957,7 +957,7 @@ def _size(text: str) -> int:
 
 
 def _duration_ns(text: str) -> int:
-    from llbkit.core.config import parse_duration
+    from llbkit.core.units import parse_duration
 
     return int(parse_duration(text, "HEALTHCHECK") * 1e9)
 

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
-from llbkit.core.fs.patterns import read_dockerignore
-from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
-from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert, platform_key
+from llbkit.core.patterns import read_dockerignore
+from llbkit.core.plugins import FrontendClient, FrontendOutput, Platform, PluginContext
+from llbkit.plugins.frontend_dockerfile.convert import (
+    BuildOptions,
+    ImageResolver,
+    convert,
+    platform_key,
+)
 from llbkit.plugins.frontend_dockerfile.parser import parse
 from llbkit.sdk import llb
 
@@ -81,7 +85,7 @@ class DockerfileJob:
         for platform in platforms:
             options = dataclasses.replace(self.options, platform=platform)
             # convert reads the parsed instructions without changing them: one parse serves all.
-            converted = await convert(parsed, options, client.resolve_image_config)
+            converted = await convert(parsed, options, _resolver(client))
             if platform == platforms[0]:
                 for warning in converted.warnings:
                     client.warn(warning)
@@ -114,6 +118,17 @@ class DockerfileJob:
         return FrontendOutput(definitions, metadata)
 
 
+def _resolver(client: FrontendClient) -> ImageResolver:
+    """``FROM`` images through the engine's image resolver, by the build's platform."""
+
+    async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+        wanted = Platform(platform.os, platform.architecture, platform.variant)
+        found = await client.images.resolve_image_config(ref, wanted)
+        return found.digest, found.config
+
+    return resolve
+
+
 def _platforms(text: str) -> list[llb.Platform]:
     return [_platform(item) for item in text.split(",") if item.strip()]
 
@@ -128,7 +143,7 @@ def _platform(text: str) -> llb.Platform:
 class DockerfileFrontend:
     """``llbkit.frontends: dockerfile.v0``."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

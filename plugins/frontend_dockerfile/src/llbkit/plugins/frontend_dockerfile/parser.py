@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from llbkit.core.errors import UserError
+from llbkit.core.errors import SourceError
 
 __all__ = ["INSTRUCTIONS", "DockerfileError", "Heredoc", "Instruction", "parse"]
 
@@ -37,15 +37,11 @@ _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _HEREDOC = re.compile(r"(\d?)<<(-?)(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\3")
 
 
-class DockerfileError(UserError):
+class DockerfileError(SourceError):
     """A Dockerfile that cannot be read or built; names the file and line.
 
     ``source`` holds the lines around the problem, as BuildKit prints them above its error.
     """
-
-    def __init__(self, message: str, source: str = "") -> None:
-        super().__init__(message)
-        self.source = source
 
 
 def snippet(text: str, filename: str, first: int, last: int) -> str:

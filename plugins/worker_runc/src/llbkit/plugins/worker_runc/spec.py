@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llbkit.core.ops.users import resolve_user
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 
 __all__ = ["DEFAULT_PATH", "build_spec"]
@@ -73,7 +72,7 @@ def build_spec(
     resolv: Path,
 ) -> dict[str, Any]:
     """The ``config.json`` for ``runc run``."""
-    uid, gid, extra = resolve_user(rootfs, process.user)
+    uid, gid, extra = process.uid, process.gid, list(process.additional_gids)
     env = list(process.env)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, DEFAULT_PATH)

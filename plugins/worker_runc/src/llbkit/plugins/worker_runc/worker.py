@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +22,9 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
-from llbkit.core.plugins.context import Platform, PluginContext, ProgressSink
+from llbkit.core.plugins.context import Platform, PluginContext
+from llbkit.core.plugins.progress import ProgressSink
+from llbkit.core.plugins.stdio import ProcessIO
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.plugins.worker_runc.spec import build_spec
 
@@ -98,10 +100,14 @@ class RuncExecutor:
 
     async def run(
         self,
+        id: str,
         process: ProcessSpec,
         rootfs: Path,
         mounts: Sequence[MountSpec],
         progress: ProgressSink,
+        *,
+        io: ProcessIO | None = None,
+        started: Callable[[], None] | None = None,
     ) -> int:
         bundle = Path(tempfile.mkdtemp(dir=self.state / "executor"))
         name = f"llbkit-{os.getpid()}-{next(_IDS)}"
@@ -148,6 +154,9 @@ class RuncExecutor:
                 )
             raise
 
+    async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
+        raise UserError(f"no container {id!r} is running")
+
     async def aclose(self) -> None:
         return None
 
@@ -165,7 +174,7 @@ async def _quiet(command: list[str]) -> None:
 class RuncWorker:
     """``llbkit.workers: oci``."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

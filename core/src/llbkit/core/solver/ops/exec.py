@@ -10,13 +10,13 @@ state root.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -24,12 +24,15 @@ from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
+from llbkit.core.llb.marshal import marshal
 from llbkit.core.ops.users import resolve_user
-from llbkit.core.plugins.context import ClientIO, ProgressSink
-from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+from llbkit.core.plugins.context import ClientIO
+from llbkit.core.plugins.worker import Executor, MountSpec, ProcessSpec
 from llbkit.core.snapshot.layers import apply_layer
+from llbkit.core.solver.keys import sha
+from llbkit.core.solver.ops.base import Op, OpContext
 
-__all__ = ["CacheMounts", "ExecFailed", "run_exec"]
+__all__ = ["CacheMounts", "ExecFailed", "ExecOp", "run_exec"]
 
 _NETWORK = {0: "sandbox", 1: "host", 2: "none"}
 #: what the runtime mounts in every container (their mount points are stubs if missing)
@@ -201,13 +204,24 @@ def _seed(store: Store, chain: Chain) -> Callable[[Path], None] | None:
     return seed
 
 
-def _process(exe: pb.ExecOp, network: str, secret_env: Sequence[str]) -> ProcessSpec:
+def _process(
+    exe: pb.ExecOp,
+    network: str,
+    secret_env: Sequence[str],
+    *,
+    uid: int,
+    gid: int,
+    groups: Sequence[int],
+) -> ProcessSpec:
     meta = exe.meta
     return ProcessSpec(
         args=list(meta.args),
         env=[*meta.env, *secret_env],
         cwd=meta.cwd or "/",
         user=meta.user,
+        uid=uid,
+        gid=gid,
+        additional_gids=tuple(groups),
         hostname=meta.hostname or "buildkitsandbox",
         network=network,  # type: ignore[arg-type]
         security="insecure" if exe.security == pb.SecurityMode.INSECURE else "sandbox",
@@ -218,26 +232,41 @@ def _process(exe: pb.ExecOp, network: str, secret_env: Sequence[str]) -> Process
     )
 
 
+class ExecOp(Op):
+    kind = "exec"
+
+    def default_name(self, names: Mapping[str, str]) -> str:
+        return " ".join(self.op.exec.meta.args)
+
+    def definition_digest(self) -> str:
+        """As BuildKit: without mount selectors, extra-host addresses and proxy variables."""
+        norm = pb.Op()
+        norm.CopyFrom(self.op)
+        del norm.inputs[:]
+        for mount in norm.exec.mounts:
+            mount.selector = ""
+        for host in norm.exec.meta.extraHosts:
+            host.IP = ""
+        norm.exec.meta.ClearField("proxy_env")
+        return sha(marshal(norm))
+
+    async def run(self, ctx: OpContext, inputs: Sequence[Chain]) -> list[Chain]:
+        executor = await ctx.drivers.executor()
+        return await run_exec(self.op, inputs, ctx, executor)
+
+
 async def run_exec(
-    store: Store,
-    op: pb.Op,
-    chains: Sequence[Chain],
-    *,
-    name: str,
-    executor: Any,
-    client: ClientIO,
-    progress: ProgressSink,
-    cache_mounts: CacheMounts,
-    allowed: Sequence[str],
+    op: pb.Op, chains: Sequence[Chain], ctx: OpContext, executor: Executor
 ) -> list[Chain]:
     """Run ``op.exec`` and return the chains of its outputs, in output order."""
     exe = op.exec
+    store, client, name = ctx.store, ctx.client, ctx.name
     network = _NETWORK.get(exe.network, "sandbox")
     for wanted, needed in (
         (network == "host", "network.host"),
         (exe.security == pb.SecurityMode.INSECURE, "security.insecure"),
     ):
-        if wanted and needed not in allowed:
+        if wanted and needed not in ctx.allow:
             raise UserError(
                 f"{needed} is not allowed (pass --allow {needed}, and list it in "
                 "insecure-entitlements in buildkitd.toml)"
@@ -249,7 +278,7 @@ async def run_exec(
             secret_env.append(f"{env.name}={value.decode('utf-8', 'replace')}")
     async with AsyncExitStack() as stack:
         mounts = await _prepare(
-            store, exe, chains, name, stack=stack, client=client, cache_mounts=cache_mounts
+            store, exe, chains, name, stack=stack, client=client, cache_mounts=ctx.cache_mounts
         )
         rootfs = mounts.rootfs
         if rootfs is None:
@@ -257,14 +286,16 @@ async def run_exec(
         stubs = _stubs(rootfs, [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)])
         shown = " ".join(exe.meta.args)
         try:
-            _make_cwd(rootfs, exe.meta.cwd or "/", exe.meta.user)
+            uid, gid, groups = resolve_user(rootfs, exe.meta.user)
+            _make_cwd(rootfs, exe.meta.cwd or "/", uid, gid)
         except UserError as err:
             # BuildKit finds out when starting the process, and says so in its terms.
             raise ExecFailed(
                 f"process {_go_quote(shown)} did not complete successfully: {err}"
             ) from None
+        process = _process(exe, network, secret_env, uid=uid, gid=gid, groups=groups)
         code = await executor.run(
-            _process(exe, network, secret_env), rootfs, mounts.specs, progress
+            secrets.token_hex(12), process, rootfs, mounts.specs, ctx.progress
         )
         await anyio.to_thread.run_sync(_remove_stubs, rootfs, stubs)
         if code != 0:
@@ -277,9 +308,8 @@ async def run_exec(
     raise AssertionError("unreachable")
 
 
-def _make_cwd(rootfs: Path, cwd: str, user: str) -> None:
+def _make_cwd(rootfs: Path, cwd: str, uid: int, gid: int) -> None:
     """Create the working directory if missing, owned by the process's user (as BuildKit)."""
-    uid, gid, _ = resolve_user(rootfs, user)
     path = resolve_in_root(rootfs, cwd)
     missing = []
     while not path.exists() and path != rootfs:
@@ -322,11 +352,8 @@ async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> P
 
 async def _ssh(client: ClientIO, mount: pb.Mount) -> Path | None:
     opt = mount.SSHOpt
-    agent = getattr(client, "ssh_agent", None)
     try:
-        if agent is None:
-            raise UserError("this client cannot forward SSH agents")
-        return Path(await agent(opt.ID or "default"))
+        return Path(await client.ssh_agent(opt.ID or "default"))
     except UserError:
         if opt.optional:
             return None

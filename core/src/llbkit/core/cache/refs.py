@@ -1,0 +1,80 @@
+"""Results as drivers see them: a leased chain of layers behind the ``Result`` contract."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import cast
+
+import anyio
+
+from llbkit.core.cache.blobs import MEDIA_TYPES, blob_sources, layer_blobs
+from llbkit.core.cache.store import Chain, Store
+from llbkit.core.plugins.context import BlobSource, Compression, LayerDescriptor, LayerOptions
+
+__all__ = ["ResultRef"]
+
+
+class ResultRef:
+    """A built result: a chain of layers in the store, named by a portable key.
+
+    Valid while the lease it was found under is held (the build's); core reads :attr:`chain`,
+    drivers only what the ``Result`` contract declares.
+    """
+
+    def __init__(self, store: Store, key: str, chain: Chain) -> None:
+        self._store = store
+        self._key = key
+        self.chain = chain
+        self._digests: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ResultRef({self._key[:19]}…, {len(self.chain)} layers)"
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @asynccontextmanager
+    async def mount(self) -> AsyncIterator[Path]:
+        view = self._store.view(self.chain)
+        path = await anyio.to_thread.run_sync(view.__enter__)
+        try:
+            yield path
+        finally:
+            await anyio.to_thread.run_sync(view.__exit__, None, None, None)
+
+    async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
+        made = await anyio.to_thread.run_sync(
+            functools.partial(
+                layer_blobs,
+                self._store,
+                self.chain,
+                compression=options.compression,
+                level=options.level,
+                epoch=options.epoch,
+                force=options.force,
+            )
+        )
+        found = [
+            LayerDescriptor(
+                b.digest,
+                b.diff_id,
+                b.size,
+                cast(Compression, b.compression),
+                MEDIA_TYPES["oci", b.compression],
+            )
+            for b in made
+        ]
+        self._digests.update(d.digest for d in found)
+        return found
+
+    async def blob_path(self, digest: str) -> Path:
+        if digest not in self._digests:
+            raise KeyError(f"{digest} is not a layer of this result (ask layers() first)")
+        return self._store.root.content.blob_path(digest)
+
+    def blob_sources(self, digest: str) -> Sequence[BlobSource]:
+        return [BlobSource(host, repo) for host, repo in blob_sources(self._store, digest)]

@@ -1,0 +1,45 @@
+"""The control layer: the Controller every client talks to, and the typed requests and answers
+it takes and gives (the Python shape of BuildKit's ``Control`` service). See
+``docs/python-api.md`` for building from Python with it."""
+
+from llbkit.core.cache.usage import UsageRecord
+from llbkit.core.control.build import BuildOutcome, FrontendFailed
+from llbkit.core.control.controller import BuildHistoryRecord, Controller, Info, WorkerRecord
+from llbkit.core.control.request import (
+    CacheOptionsEntry,
+    ExporterRequest,
+    PruneRequest,
+    SolveRequest,
+    SolveResponse,
+    new_ref,
+)
+from llbkit.core.plugins.progress import (
+    SolveStatus,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
+from llbkit.core.solver.solver import BuildFailed
+
+__all__ = [
+    "BuildFailed",
+    "BuildHistoryRecord",
+    "BuildOutcome",
+    "CacheOptionsEntry",
+    "Controller",
+    "ExporterRequest",
+    "FrontendFailed",
+    "Info",
+    "PruneRequest",
+    "SolveRequest",
+    "SolveResponse",
+    "SolveStatus",
+    "UsageRecord",
+    "Vertex",
+    "VertexLog",
+    "VertexStatus",
+    "VertexWarning",
+    "WorkerRecord",
+    "new_ref",
+]

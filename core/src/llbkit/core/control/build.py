@@ -1,0 +1,188 @@
+"""One build, from its request to its exports: the flow every client's build goes through.
+
+request → frontend (or the given definition) → solver → exporters → cache exporters →
+exporters' finalize. Everything the build holds is under one lease that ends with it; every
+progress record goes to the build's status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llbkit.core.errors import ConfigError, SourceError, UserError
+from llbkit.core.llb.definition import load_definition
+from llbkit.core.plugins.context import BuildResult, Platform, Result
+from llbkit.core.plugins.exporter import ExportInfo, ExportJob
+from llbkit.core.plugins.frontend import FrontendJob
+from llbkit.core.plugins.progress import (
+    ProgressEvent,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
+from llbkit.core.solver.solver import BuildFailed
+
+if TYPE_CHECKING:
+    from llbkit.core.cache.leases import Lease
+    from llbkit.core.control.controller import Controller
+    from llbkit.core.control.request import SolveRequest
+
+__all__ = ["BuildOutcome", "FrontendFailed", "run_build"]
+
+Emit = Callable[[ProgressEvent], None]
+
+
+class FrontendFailed(SourceError):
+    """The frontend refused the build (a Dockerfile error...); ``source`` shows where."""
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What a build produced, held until the ``Controller.build`` block ends.
+
+    :param result: the result by platform and the frontend's metadata (image config...).
+    :param exporter_response: what the exporters answered (``--metadata-file``).
+    """
+
+    ref: str
+    result: BuildResult
+    exporter_response: Mapping[str, str] = field(default_factory=dict)
+
+
+class _StepSink:
+    """Progress of a step that is not a vertex of the definition (an export)."""
+
+    def __init__(self, emit: Emit, digest: str) -> None:
+        self.emit = emit
+        self.digest = digest
+
+    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
+        now = time.time()
+        self.emit(
+            VertexStatus(
+                id, self.digest, now, current=current, total=total, completed=now if done else None
+            )
+        )
+
+    def log(self, data: bytes, *, stream: int = 1) -> None:
+        self.emit(VertexLog(self.digest, time.time(), stream, bytes(data)))
+
+    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
+        self.emit(VertexWarning(self.digest, time.time(), message, 1, tuple(detail), url))
+
+
+async def _resolve(
+    controller: Controller, request: SolveRequest
+) -> tuple[FrontendJob | None, list[tuple[str, ExportJob]]]:
+    """Every driver the request names, checked before any work: a bad key fails fast."""
+    if request.cache_exports or request.cache_imports:
+        raise UserError("exporting and importing the build cache is not in this release of llbkit")
+    frontend_job = None
+    if request.frontend:
+        frontend_job = await controller.drivers.frontend(request.frontend).resolve(
+            dict(request.frontend_attrs)
+        )
+    elif request.definition is None:
+        raise ConfigError("a build needs a definition or a frontend")
+    jobs = []
+    for exporter in request.exporters:
+        driver = controller.drivers.exporter(exporter.type)
+        jobs.append((exporter.type, await driver.resolve(dict(exporter.attrs))))
+    return frontend_job, jobs
+
+
+async def run_build(
+    controller: Controller, request: SolveRequest, lease: Lease, emit: Emit
+) -> tuple[BuildOutcome, list[ExportJob]]:
+    """Solve and export; the caller closes the returned jobs (``aclose``) and the lease."""
+    frontend_job, jobs = await _resolve(controller, request)
+    try:
+        # An entitlement needs both the build's --allow and the engine's config.
+        allow = [e for e in request.entitlements if e in controller.config.insecure_entitlements]
+        definitions, metadata, source = await _definitions(
+            controller, request, frontend_job, lease=lease, emit=emit, allow=allow
+        )
+        refs: dict[str, Result] = {}
+        for platform, data in definitions.items():
+            loaded = load_definition(data, source=source)
+            solved = await controller.solver.solve(
+                loaded, request.session, emit, lease, allow=allow
+            )
+            if solved is not None:
+                refs[platform] = solved
+        result = BuildResult(refs, metadata)
+        response: dict[str, str] = {}
+        infos = []
+        for n, (name, job) in enumerate(jobs):
+            digest = "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest()
+            info = ExportInfo(request.ref, request.session, _StepSink(emit, digest))
+            infos.append(info)
+            response.update(
+                await _export(job, result, info, emit, name=f"exporting to {name}", digest=digest)
+            )
+        for (_, job), info in zip(jobs, infos, strict=True):
+            response.update(await job.finalize(info))
+        single = result.single
+        if single is not None and single.key:
+            response.setdefault("llbkit.result.key", single.key)
+        return BuildOutcome(request.ref, result, response), [job for _, job in jobs]
+    except BaseException:
+        for _, job in jobs:
+            await job.aclose()
+        raise
+
+
+async def _export(
+    job: ExportJob, result: BuildResult, info: ExportInfo, emit: Emit, *, name: str, digest: str
+) -> Mapping[str, str]:
+    """Run one export as a step of its own in the build's progress."""
+    started = time.time()
+    emit(Vertex(digest, name, started=started))
+    try:
+        response = await job.export(result, info)
+    except UserError as err:
+        emit(Vertex(digest, name, started=started, completed=time.time(), error=str(err)))
+        raise
+    emit(Vertex(digest, name, started=started, completed=time.time()))
+    return response
+
+
+async def _definitions(
+    controller: Controller,
+    request: SolveRequest,
+    frontend_job: FrontendJob | None,
+    *,
+    lease: Lease,
+    emit: Emit,
+    allow: Sequence[str],
+) -> tuple[dict[str, bytes], Mapping[str, bytes], str]:
+    """The definitions to solve, by platform: the given one, or what the frontend made."""
+    if frontend_job is None:
+        assert request.definition is not None
+        return {str(Platform()): request.definition}, {}, request.source
+    from llbkit.core.control.frontend_client import EngineFrontendClient
+
+    client = EngineFrontendClient(
+        solver=controller.solver,
+        session=request.session,
+        lease=lease,
+        emit=emit,
+        images=controller.drivers.image_resolver(),
+        inputs=request.frontend_inputs,
+        allow=allow,
+        tmp=controller.store.tmp,
+    )
+    try:
+        output = await frontend_job.solve(client)
+    except BuildFailed:
+        raise
+    except SourceError as err:
+        raise FrontendFailed(f"failed to solve: {err}", err.source) from None
+    except UserError as err:
+        raise FrontendFailed(f"failed to solve: {err}") from None
+    return dict(output.definitions), output.metadata, f"frontend {request.frontend}"

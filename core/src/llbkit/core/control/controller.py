@@ -1,0 +1,307 @@
+"""The Controller: the one object every client talks to, the Python shape of BuildKit's
+``Control`` service.
+
+The embedded CLI calls it in its own process, a Python program calls it directly, and the
+daemon serves it over gRPC: ``solve`` a typed request, read a build's ``status`` as a bounded
+stream, ``disk_usage``, ``prune``, ``workers``, ``info``, ``history``. It is also the
+composition root of an engine: the plugin registry, the store, the drivers and the solver are
+built here once and handed down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pluggy
+
+from llbkit.core import __version__
+from llbkit.core.cache.store import Store
+from llbkit.core.cache.usage import UsageRecord, apply_gc, disk_usage, prune
+from llbkit.core.config import EngineConfig, GCRule, default_gc_rules
+from llbkit.core.control.build import BuildOutcome, run_build
+from llbkit.core.control.request import PruneRequest, SolveRequest, SolveResponse
+from llbkit.core.control.status import BuildStatus, StatusBoard
+from llbkit.core.drivers import Drivers
+from llbkit.core.errors import UserError, one_error
+from llbkit.core.plugins.context import Platform
+from llbkit.core.plugins.exporter import ExportJob
+from llbkit.core.plugins.hooks import HookCaller
+from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, VertexWarning
+from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.core.solver.cache_sources import CacheChain, LocalCache
+from llbkit.core.solver.solver import Solver
+
+__all__ = ["BuildHistoryRecord", "Controller", "Info", "WorkerRecord"]
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker as ``ListWorkers`` describes it."""
+
+    id: str
+    platforms: Sequence[Platform]
+    labels: dict[str, str]
+    gc_policy: Sequence[GCRule]
+
+
+@dataclass(frozen=True)
+class Info:
+    """``Info``: what answers."""
+
+    package: str = "llbkit"
+    version: str = __version__
+
+
+@dataclass
+class BuildHistoryRecord:
+    """A build as ``ListenBuildHistory`` describes it (times in seconds since the epoch)."""
+
+    ref: str
+    frontend: str
+    frontend_attrs: dict[str, str]
+    exporters: list[dict[str, Any]]
+    created_at: float
+    completed_at: float | None = None
+    error: str = ""
+    exporter_response: dict[str, str] = field(default_factory=dict)
+    num_total_steps: int = 0
+    num_cached_steps: int = 0
+    num_completed_steps: int = 0
+
+
+class Controller:
+    """An engine over one state root; close it (or ``with``) to release the root."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: EngineConfig | None = None,
+        registry: PluginRegistry | None = None,
+        hooks: pluggy.PluginManager | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self.registry = registry or PluginRegistry.from_env()
+        self.hooks = HookCaller(hooks or self.registry.hook_manager())
+        self.drivers = Drivers(self.registry, self.config, store.root.path)
+        parallelism = self.config.max_parallelism or max(os.cpu_count() or 1, 1) * 2
+        self.solver = Solver(store, self.drivers, CacheChain([LocalCache(store)]), parallelism)
+        self.history_dir = store.root.path / "history"
+        self.board = StatusBoard(self.history_dir)
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        config: EngineConfig | None = None,
+        registry: PluginRegistry | None = None,
+        hooks: pluggy.PluginManager | None = None,
+        *,
+        layer_format: str | None = None,
+    ) -> Controller:
+        """Lock and open the state root at ``root``."""
+        return cls(Store.open(root, layer_format=layer_format), config, registry, hooks)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def aclose(self) -> None:
+        """Stop the worker's processes, then release the root."""
+        await self.drivers.aclose()
+        self.close()
+
+    # -- builds -----------------------------------------------------------------------------
+
+    async def solve(self, request: SolveRequest) -> SolveResponse:
+        """Run one build to the end; its results are released when it returns."""
+        async with self.build(request) as outcome:
+            return SolveResponse(outcome.ref, outcome.exporter_response)
+
+    @asynccontextmanager
+    async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
+        """Run one build and hold its results for the block: read them with
+        ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
+        status = self.board.open(request.ref)
+        if status.started:
+            raise UserError(f"a build with ref {request.ref!r} is already running or done")
+        status.start()
+        lease = self.store.lease(request.ref)
+        record = _record(request)
+        counter = _StepCounter()
+
+        def emit(event: ProgressEvent) -> None:
+            counter(event)
+            status.emit(event)
+
+        jobs: list[ExportJob] = []
+        try:
+            with one_error():
+                async with anyio.create_task_group() as relay:
+                    if self.hooks.has("llbkit_on_progress"):
+                        relay.start_soon(self._relay, request.ref, status)
+                    try:
+                        with lease.bound():
+                            outcome, jobs = await run_build(self, request, lease, emit)
+                            record.exporter_response.update(outcome.exporter_response)
+                            yield outcome
+                    except BaseException as err:
+                        record.error = (
+                            str(err) if isinstance(err, UserError) else type(err).__name__
+                        )
+                        raise
+                    finally:
+                        for job in jobs:
+                            await job.aclose()
+                        lease.release()
+                        record.completed_at = time.time()
+                        counter.fill(record)
+                        status.finish()
+        finally:
+            self.board.forget(request.ref)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._keep_record, record)
+        await anyio.to_thread.run_sync(self.maybe_gc)
+
+    async def _relay(self, ref: str, status: BuildStatus) -> None:
+        """Deliver the build's records to ``llbkit_on_progress`` observers, in order."""
+        failed: set[str] = set()
+        async for batch in status.read():
+            for event in batch.events():
+                for plugin, line in self.hooks.on_progress(ref, event):
+                    if plugin not in failed:
+                        # Said once per observer and build: the warning reaches observers too.
+                        failed.add(plugin)
+                        if not status.done:
+                            status.emit(VertexWarning("", time.time(), line))
+
+    def status(self, ref: str) -> AsyncIterator[SolveStatus]:
+        """Every progress record of build ``ref``, in batches: a running build's as they come,
+        a future build's once it starts, a finished build's from its history."""
+        return self.board.stream(ref)
+
+    # -- history ----------------------------------------------------------------------------
+
+    def _keep_record(self, record: BuildHistoryRecord) -> None:
+        self.history_dir.mkdir(exist_ok=True)
+        path = self.history_dir / f"{record.ref}.json"
+        tmp = path.with_name(f".{path.name}")
+        tmp.write_text(json.dumps(record.__dict__, sort_keys=True))
+        tmp.rename(path)
+
+    def history(self, *, ref: str = "", active_only: bool = False) -> list[BuildHistoryRecord]:
+        """Finished builds (oldest first), or only ``ref``; ``active_only`` lists the refs of
+        running builds instead."""
+        if active_only:
+            return [BuildHistoryRecord(r, "", {}, [], time.time()) for r in self.board.active()]
+        found = []
+        paths = [self.history_dir / f"{ref}.json"] if ref else self.history_dir.glob("*.json")
+        for path in paths:
+            try:
+                found.append(BuildHistoryRecord(**json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError):
+                continue  # a record being written, or one from another version
+        return sorted(found, key=lambda r: r.created_at)
+
+    # -- the store --------------------------------------------------------------------------
+
+    async def disk_usage(self, filters: Sequence[str] = ()) -> list[UsageRecord]:
+        """Every record of the store with the disk it uses (``buildctl du``)."""
+        from llbkit.core.cache.usage import parse_filters
+
+        match = parse_filters(filters)
+        records = await anyio.to_thread.run_sync(disk_usage, self.store)
+        return [r for r in records if match(r)]
+
+    async def prune(self, request: PruneRequest) -> list[UsageRecord]:
+        """Delete unreferenced records as BuildKit's prune does; what a build holds stays."""
+        return await anyio.to_thread.run_sync(
+            lambda: prune(
+                self.store,
+                filters=request.filters,
+                all=request.all,
+                keep_duration=request.keep_duration,
+                keep_bytes=request.keep_bytes,
+            )
+        )
+
+    def gc_rules(self) -> list[GCRule]:
+        return self.config.gc_rules or default_gc_rules(
+            self.config.gc_keep_storage, self.store.root.path
+        )
+
+    def maybe_gc(self, *, force: bool = False) -> list[UsageRecord]:
+        """Apply the GC policy, at most once per ``gc_interval`` (as BuildKit throttles it)."""
+        if not self.config.gc and not force:
+            return []
+        last = self.store.last_gc()
+        if last is not None and time.time() - last < self.config.gc_interval and not force:
+            return []
+        removed = apply_gc(self.store, self.gc_rules())
+        self.store.set_last_gc(time.time())
+        return removed
+
+    # -- workers ----------------------------------------------------------------------------
+
+    async def workers(self) -> list[WorkerRecord]:
+        """The worker that runs processes (``buildctl debug workers``)."""
+        import secrets
+
+        executor = await self.drivers.executor()
+        state = self.store.root.path / "plugins" / "llbkit.workers" / "oci"
+        state.mkdir(parents=True, exist_ok=True)
+        id_file = state / "workerid"
+        if not id_file.exists():
+            id_file.write_text(secrets.token_hex(13)[:25])
+        return [
+            WorkerRecord(
+                id_file.read_text().strip(),
+                list(executor.platforms),
+                dict(executor.labels),
+                self.gc_rules(),
+            )
+        ]
+
+    def info(self) -> Info:
+        return Info()
+
+
+def _record(request: SolveRequest) -> BuildHistoryRecord:
+    return BuildHistoryRecord(
+        ref=request.ref,
+        frontend=request.frontend,
+        frontend_attrs=dict(request.frontend_attrs),
+        exporters=[{"type": e.type, "attrs": dict(e.attrs)} for e in request.exporters],
+        created_at=time.time(),
+    )
+
+
+class _StepCounter:
+    """Counts a build's steps from its progress, for its history record."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, tuple[bool, bool]] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from llbkit.core.plugins.progress import Vertex
+
+        if isinstance(event, Vertex):
+            self.steps[event.digest] = (event.cached, event.completed is not None)
+
+    def fill(self, record: BuildHistoryRecord) -> None:
+        record.num_total_steps = len(self.steps)
+        record.num_cached_steps = sum(c for c, _ in self.steps.values())
+        record.num_completed_steps = sum(d for _, d in self.steps.values())

@@ -1,0 +1,161 @@
+"""The engine as a frontend sees it: the client's files, solves, results' files, images."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import anyio
+
+from llbkit.core.cache.leases import Lease
+from llbkit.core.cache.refs import ResultRef
+from llbkit.core.errors import UserError
+from llbkit.core.fs.rootpath import resolve_in_root
+from llbkit.core.llb.definition import load_definition
+from llbkit.core.plugins.context import ClientIO, Result
+from llbkit.core.plugins.frontend import FileStat
+from llbkit.core.plugins.progress import ProgressEvent, VertexWarning
+from llbkit.core.plugins.source import ImageResolver
+from llbkit.core.solver.solver import Solver
+
+__all__ = ["EngineFrontendClient"]
+
+#: Go's os.FileMode type bits, as gateway's Stat carries them
+_GO_DIR = 1 << 31
+_GO_SYMLINK = 1 << 27
+_GO_NAMED_PIPE = 1 << 25
+_GO_SOCKET = 1 << 24
+_GO_DEVICE = 1 << 26
+_GO_CHAR = 1 << 21
+
+
+def _go_mode(st: os.stat_result) -> int:
+    mode = st.st_mode & 0o777
+    kind = stat.S_IFMT(st.st_mode)
+    if kind == stat.S_IFDIR:
+        mode |= _GO_DIR
+    elif kind == stat.S_IFLNK:
+        mode |= _GO_SYMLINK
+    elif kind == stat.S_IFIFO:
+        mode |= _GO_NAMED_PIPE
+    elif kind == stat.S_IFSOCK:
+        mode |= _GO_SOCKET
+    elif kind == stat.S_IFCHR:
+        mode |= _GO_DEVICE | _GO_CHAR
+    elif kind == stat.S_IFBLK:
+        mode |= _GO_DEVICE
+    return mode
+
+
+def _stat(path: Path, name: str) -> FileStat:
+    st = os.lstat(path)
+    link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+    return FileStat(name, _go_mode(st), st.st_size, st.st_mtime_ns, st.st_uid, st.st_gid, link)
+
+
+class EngineFrontendClient:
+    """One build's :class:`~llbkit.core.plugins.frontend.FrontendClient`."""
+
+    def __init__(
+        self,
+        *,
+        solver: Solver,
+        session: ClientIO,
+        lease: Lease,
+        emit: Callable[[ProgressEvent], None],
+        images: ImageResolver,
+        inputs: Mapping[str, bytes],
+        allow: Sequence[str],
+        tmp: Path,
+    ) -> None:
+        self._solver = solver
+        self._session = session
+        self._lease = lease
+        self._emit = emit
+        self._images = images
+        self._inputs = dict(inputs)
+        self._allow = list(allow)
+        self._tmp = tmp
+
+    async def read_file(self, context: str, path: str) -> bytes:
+        clean = path.strip("/")
+        with tempfile.TemporaryDirectory(dir=self._tmp) as tmp:
+            await self._session.sync_local(context, Path(tmp), include=[clean])
+            target = Path(tmp, clean)
+            if not target.is_file():
+                raise UserError(f"{path}: not found in local directory {context!r}")
+            return target.read_bytes()
+
+    async def solve(self, definition: bytes) -> Result:
+        loaded = load_definition(definition, source="frontend")
+        ref = await self._solver.solve(
+            loaded, self._session, self._emit, self._lease, allow=self._allow
+        )
+        return ref if ref is not None else ResultRef(self._solver.store, "", ())
+
+    async def read_ref_file(
+        self, ref: Result, path: str, *, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        async with ref.mount() as root:
+
+            def read() -> bytes:
+                target = resolve_in_root(root, path)
+                try:
+                    with open(target, "rb") as handle:
+                        handle.seek(offset)
+                        return handle.read(-1 if length is None else length)
+                except OSError as err:
+                    raise UserError(f"cannot read {path}: {err.strerror}") from None
+
+            return await anyio.to_thread.run_sync(read)
+
+    async def read_dir(self, ref: Result, path: str, include: str = "") -> Sequence[FileStat]:
+        async with ref.mount() as root:
+
+            def listing() -> list[FileStat]:
+                target = resolve_in_root(root, path)
+                try:
+                    names = sorted(os.listdir(target))
+                except OSError as err:
+                    raise UserError(f"cannot read directory {path}: {err.strerror}") from None
+                return [
+                    _stat(target / name, name)
+                    for name in names
+                    if not include or fnmatch.fnmatchcase(name, include)
+                ]
+
+            return await anyio.to_thread.run_sync(listing)
+
+    async def stat_file(self, ref: Result, path: str) -> FileStat:
+        async with ref.mount() as root:
+
+            def one() -> FileStat:
+                target = resolve_in_root(root, path, follow_last=False)
+                try:
+                    return _stat(target, path)
+                except OSError as err:
+                    raise UserError(f"cannot stat {path}: {err.strerror}") from None
+
+            return await anyio.to_thread.run_sync(one)
+
+    def inputs(self) -> Mapping[str, bytes]:
+        return dict(self._inputs)
+
+    @property
+    def images(self) -> ImageResolver:
+        return self._images
+
+    def warn(
+        self,
+        message: str,
+        *,
+        detail: Sequence[str] = (),
+        url: str = "",
+        source: str = "",
+    ) -> None:
+        self._emit(VertexWarning("", time.time(), message, 1, tuple(detail), url, source))

@@ -1,0 +1,100 @@
+"""What a client asks the Controller for: BuildKit's ``SolveRequest`` and friends, typed.
+
+Field for field the Python shape of ``control.proto`` (``moby.buildkit.v1``), so the daemon's
+gRPC service only translates. Where llbkit goes further (several exporters in one build), the
+request says so in its own fields.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.context import ClientIO
+
+__all__ = [
+    "CacheOptionsEntry",
+    "ExporterRequest",
+    "PruneRequest",
+    "SolveRequest",
+    "SolveResponse",
+    "new_ref",
+]
+
+
+def new_ref() -> str:
+    """A fresh build ref, as BuildKit's clients make them (25 random base-36-ish characters)."""
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return "".join(secrets.choice(alphabet) for _ in range(25))
+
+
+@dataclass(frozen=True)
+class ExporterRequest:
+    """One ``--output``: the exporter's name (``type=``) and its other attributes."""
+
+    type: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CacheOptionsEntry:
+    """One ``--export-cache`` or ``--import-cache``: a cache backend's name and attributes."""
+
+    type: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SolveRequest:
+    """One build.
+
+    :param ref: chosen by the caller, so it can attach to the build's status before it starts
+        (:func:`new_ref` makes one).
+    :param definition: a marshaled ``pb.Definition`` to build, when there is no frontend.
+    :param frontend: the frontend to run instead (``dockerfile.v0``), with its attributes
+        (``--opt``) and named input definitions.
+    :param exporters: where the result goes; several are allowed (BuildKit v0.11 takes one).
+    :param cache_exports: ``--export-cache``, in order; duplicates are refused.
+    :param cache_imports: ``--import-cache``, looked up in the order given.
+    :param entitlements: ``--allow`` (``network.host``, ``security.insecure``); the engine's
+        ``insecure-entitlements`` must list them too.
+    :param session: the client's side (its files, secrets, SSH agents, outputs).
+    :param source: how to name the definition in messages (a file name, ``<stdin>``).
+    """
+
+    ref: str
+    session: ClientIO
+    definition: bytes | None = None
+    frontend: str = ""
+    frontend_attrs: Mapping[str, str] = field(default_factory=dict)
+    frontend_inputs: Mapping[str, bytes] = field(default_factory=dict)
+    exporters: Sequence[ExporterRequest] = ()
+    cache_exports: Sequence[CacheOptionsEntry] = ()
+    cache_imports: Sequence[CacheOptionsEntry] = ()
+    entitlements: Sequence[str] = ()
+    source: str = "<stdin>"
+
+
+@dataclass(frozen=True)
+class SolveResponse:
+    """What a finished build answers: the exporters' response metadata (``--metadata-file``)."""
+
+    ref: str
+    exporter_response: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """BuildKit's ``PruneRequest``: which unreferenced records to delete.
+
+    :param keep_duration: seconds; records used more recently are kept.
+    :param keep_bytes: stop once what is left is at most this size.
+    """
+
+    filters: Sequence[str] = ()
+    all: bool = False
+    keep_duration: float = 0
+    keep_bytes: int = 0

@@ -1,0 +1,234 @@
+"""Build status: every progress record of a build, in order, to any number of readers.
+
+Each build has a :class:`BuildStatus`: records are numbered, written to the build's journal
+(``<root>/history/<ref>.jsonl``, kept afterwards: logs are never clipped) and kept in memory
+only for a bounded window. A reader that falls behind the window reads the journal instead, so
+a slow reader costs disk, never memory, and never holds the build up. Readers may attach
+before the build starts (its ref is chosen by the client), while it runs, or after it ended.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from llbkit.core.plugins.progress import (
+    ProgressEvent,
+    SolveStatus,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
+
+__all__ = ["BuildStatus", "StatusBoard", "decode_event", "encode_event"]
+
+#: records kept in memory per build; older ones are read back from the journal
+WINDOW = 4096
+#: records a reader is given per batch
+BATCH = 512
+
+_KINDS: dict[type, str] = {
+    Vertex: "vertex",
+    VertexStatus: "status",
+    VertexLog: "log",
+    VertexWarning: "warning",
+}
+
+
+def encode_event(event: ProgressEvent) -> dict[str, Any]:
+    """A JSON object for one record (``kind`` plus its fields; log data in base64)."""
+    fields = asdict(event)
+    if isinstance(event, VertexLog):
+        fields["data"] = base64.b64encode(event.data).decode()
+    return {"kind": _KINDS[type(event)], **fields}
+
+
+def decode_event(obj: dict[str, Any]) -> ProgressEvent:
+    """The record :func:`encode_event` wrote."""
+    kind = obj.pop("kind")
+    obj.pop("seq", None)
+    if kind == "vertex":
+        obj["inputs"] = tuple(obj.get("inputs") or ())
+        return Vertex(**obj)
+    if kind == "status":
+        return VertexStatus(**obj)
+    if kind == "log":
+        obj["data"] = base64.b64decode(obj["data"])
+        return VertexLog(**obj)
+    obj["detail"] = tuple(obj.get("detail") or ())
+    return VertexWarning(**obj)
+
+
+class _Signal:
+    """Wakes the readers of a build; may be fired from worker threads too."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._token = anyio.lowlevel.current_token()
+        self._thread = threading.get_ident()
+
+    def fire(self) -> None:
+        if threading.get_ident() == self._thread:
+            self._wake()
+        else:
+            anyio.from_thread.run_sync(self._wake, token=self._token)
+
+    def _wake(self) -> None:
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class BuildStatus:
+    """The records of one build: numbered, journaled, the latest :data:`WINDOW` in memory."""
+
+    def __init__(self, ref: str, journal: Path) -> None:
+        self.ref = ref
+        self.path = journal
+        self._tmp = journal.with_name(f".{journal.name}")
+        self._out: IO[str] | None = None
+        self._window: deque[tuple[int, int, ProgressEvent]] = deque(maxlen=WINDOW)
+        self._count = 0
+        self._lock = threading.Lock()
+        self._signal: _Signal | None = None
+        self.started = False
+        self.done = False
+
+    def start(self) -> None:
+        """The build began: open the journal (readers attached before now keep waiting)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 -- closed by finish
+        self._signal = self._signal or _Signal()
+        self.started = True
+        self._signal.fire()
+
+    def emit(self, event: ProgressEvent) -> None:
+        """Add a record; never blocks on readers."""
+        with self._lock:
+            assert self._out is not None, "emit before start"
+            line = json.dumps({"seq": self._count, **encode_event(event)}, default=str)
+            self._out.write(line + "\n")
+            self._window.append((self._count, self._out.tell(), event))
+            self._count += 1
+        if self._signal is not None:
+            self._signal.fire()
+
+    def finish(self) -> None:
+        """No more records: the journal is complete under its final name."""
+        with self._lock:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+                self._tmp.rename(self.path)
+            self.done = True
+        if self._signal is not None:
+            self._signal.fire()
+
+    async def read(self) -> AsyncIterator[SolveStatus]:
+        """Every record from the first, in batches, until the build is over."""
+        if self._signal is None:
+            self._signal = _Signal()
+        seq = 0
+        offset = 0
+        reader: IO[str] | None = None
+        try:
+            while True:
+                with self._lock:
+                    count, done = self._count, self.done
+                    window = [item for item in self._window if item[0] >= seq][:BATCH]
+                    lagging = bool(self._window) and self._window[0][0] > seq and seq < count
+                    if lagging and self._out is not None:
+                        self._out.flush()
+                if lagging:
+                    # Behind the window: the journal has what memory dropped.
+                    if reader is None:
+                        reader = self._open_journal()
+                        reader.seek(offset)
+                    events = []
+                    for _ in range(BATCH):
+                        line = reader.readline()
+                        if not line.endswith("\n"):
+                            break
+                        events.append(decode_event(json.loads(line)))
+                    offset = reader.tell()
+                    seq += len(events)
+                    if events:
+                        yield SolveStatus.of(events)
+                    continue
+                if reader is not None:
+                    reader.close()
+                    reader = None
+                if window:
+                    seq = window[-1][0] + 1
+                    offset = window[-1][1]
+                    yield SolveStatus.of([e for _, _, e in window])
+                    continue
+                if done:
+                    return
+                await self._signal.wait()
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _open_journal(self) -> IO[str]:
+        # The journal is renamed when the build ends; an open reader keeps reading it.
+        for path in (self._tmp, self.path, self._tmp):
+            try:
+                return open(path, encoding="utf-8")
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(self.path)
+
+
+def read_journal(path: Path) -> list[ProgressEvent]:
+    """Every record of a finished build's journal."""
+    with open(path, encoding="utf-8") as journal:
+        return [decode_event(json.loads(line)) for line in journal if line.strip()]
+
+
+class StatusBoard:
+    """The builds of one Controller by ref, so a reader can attach to any of them."""
+
+    def __init__(self, history: Path) -> None:
+        self.history = history
+        self._builds: dict[str, BuildStatus] = {}
+
+    def open(self, ref: str) -> BuildStatus:
+        """The status of build ``ref``, made now if nobody asked for it yet."""
+        status = self._builds.get(ref)
+        if status is None:
+            status = self._builds[ref] = BuildStatus(ref, self.history / f"{ref}.jsonl")
+        return status
+
+    def forget(self, ref: str) -> None:
+        """The build is over and its journal complete: later readers read the journal."""
+        self._builds.pop(ref, None)
+
+    def active(self) -> list[str]:
+        return [ref for ref, status in self._builds.items() if status.started and not status.done]
+
+    async def stream(self, ref: str) -> AsyncIterator[SolveStatus]:
+        """Every record of build ``ref``: a running or future build's as they come, a finished
+        one's from its journal."""
+        status = self._builds.get(ref)
+        if status is None and (self.history / f"{ref}.jsonl").exists():
+            events = await anyio.to_thread.run_sync(read_journal, self.history / f"{ref}.jsonl")
+            for start in range(0, len(events), BATCH):
+                yield SolveStatus.of(events[start : start + BATCH])
+            return
+        status = status or self.open(ref)
+        async for batch in status.read():
+            yield batch

@@ -1,0 +1,107 @@
+"""The plugin drivers one engine uses: each constructed once, on first use, with its context.
+
+Built by the composition root and handed to the controller and the solver alike, so the solver
+asks this (a lower layer) for sources and the worker, never the controller above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llbkit.core.config import EngineConfig
+from llbkit.core.errors import PluginError, UserError
+from llbkit.core.plugins import (
+    GROUP_CACHE_BACKENDS,
+    GROUP_EXPORTERS,
+    GROUP_FRONTENDS,
+    GROUP_SOURCES,
+    GROUP_WORKERS,
+)
+from llbkit.core.plugins.cache_backend import CacheBackend
+from llbkit.core.plugins.context import Platform
+from llbkit.core.plugins.exporter import Exporter
+from llbkit.core.plugins.frontend import Frontend
+from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.core.plugins.source import ImageResolver, Source, SourceJob
+from llbkit.core.plugins.worker import Executor, Worker
+from llbkit.core.registry.access import EngineRegistries
+
+__all__ = ["Drivers"]
+
+#: the worker ``[worker.oci]`` configures; the containerd worker will add its own section
+WORKER = "oci"
+
+
+class Drivers:
+    """Driver instances by group and name, for one engine and its state root."""
+
+    def __init__(self, registry: PluginRegistry, config: EngineConfig, root: Path) -> None:
+        self.registry = registry
+        self.config = config
+        self.root = root
+        self.registries = EngineRegistries(config.registry)
+        self._drivers: dict[tuple[str, str], Any] = {}
+        self._executor: Executor | None = None
+
+    def _driver(self, group: str, name: str) -> Any:
+        if (group, name) not in self._drivers:
+            state = self.root / "plugins" / group / name
+            state.mkdir(parents=True, exist_ok=True)
+            self._drivers[group, name] = self.registry.create_driver(
+                group, name, state_dir=state, registries=self.registries
+            )
+        return self._drivers[group, name]
+
+    def frontend(self, name: str) -> Frontend:
+        found: Frontend = self._driver(GROUP_FRONTENDS, name)
+        return found
+
+    def exporter(self, name: str) -> Exporter:
+        found: Exporter = self._driver(GROUP_EXPORTERS, name)
+        return found
+
+    def cache_backend(self, name: str) -> CacheBackend:
+        found: CacheBackend = self._driver(GROUP_CACHE_BACKENDS, name)
+        return found
+
+    def source(self, scheme: str) -> Source:
+        found: Source = self._driver(GROUP_SOURCES, scheme)
+        return found
+
+    async def source_job(
+        self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
+    ) -> SourceJob:
+        """Parse a SourceOp with the source its scheme names."""
+        scheme, sep, _ = identifier.partition("://")
+        if not sep:
+            raise UserError(f"invalid source identifier {identifier!r}: no scheme")
+        return await self.source(scheme).resolve(identifier, attrs, platform)
+
+    def image_resolver(self) -> ImageResolver:
+        """What looks images up for frontends: the ``docker-image`` source."""
+        driver = self.source("docker-image")
+        if not isinstance(driver, ImageResolver):
+            raise PluginError(
+                "the docker-image source installed does not resolve image configs "
+                "(it must implement ImageResolver)"
+            )
+        return driver
+
+    async def executor(self) -> Executor:
+        """The ``[worker.oci]`` executor, started on first use."""
+        if self._executor is None:
+            if self.config.worker.get("enabled", True) is False:
+                raise UserError(
+                    "[worker.oci] is disabled (enabled = false): nothing runs processes"
+                )
+            worker: Worker = self._driver(GROUP_WORKERS, WORKER)
+            self._executor = await worker.resolve(dict(self.config.worker))
+        return self._executor
+
+    async def aclose(self) -> None:
+        """Stop the worker's processes, if it was started."""
+        if self._executor is not None:
+            await self._executor.aclose()
+            self._executor = None

@@ -1,0 +1,82 @@
+"""The engine's registry access for drivers: the ``Registries`` contract over the client.
+
+One per engine; it keeps tokens across sessions and builds the TLS context once, only when a
+registry speaks HTTPS.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from llbkit.core.plugins.registries import Manifest
+from llbkit.core.reference import Reference, parse_reference
+from llbkit.core.registry.client import RegistryClient, RegistryConfig
+
+__all__ = ["EngineRegistries"]
+
+
+class _Session:
+    """One repository through one client."""
+
+    def __init__(self, client: RegistryClient, ref: Reference) -> None:
+        self.client = client
+        self.ref = ref
+
+    async def has_blob(self, digest: str) -> bool:
+        return await self.client.has_blob(self.ref, digest)
+
+    async def mount_blob(self, digest: str, from_repository: str) -> bool:
+        return await self.client.mount_blob(self.ref, digest, from_repository)
+
+    async def push_blob(self, digest: str, path: Path) -> None:
+        await self.client.push_blob(self.ref, digest, path)
+
+    async def push_bytes(self, digest: str, data: bytes) -> None:
+        await self.client.push_blob(self.ref, digest, data)
+
+    async def push_manifest(self, reference: str, data: bytes, media_type: str) -> None:
+        await self.client.push_manifest(self.ref, reference, data, media_type)
+
+    async def get_manifest(self, reference: str) -> Manifest | None:
+        found = await self.client.get_manifest(self.ref, reference)
+        return None if found is None else Manifest(*found)
+
+    @asynccontextmanager
+    async def read_blob(self, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with self.client.blob(self.ref, digest) as chunks:
+            yield chunks
+
+
+class EngineRegistries:
+    """``[registry."host"]`` settings, tokens and TLS, shared by every driver of an engine."""
+
+    def __init__(self, hosts: Mapping[str, Mapping[str, Any]]) -> None:
+        self.hosts = {h: dict(v) for h, v in hosts.items()}
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    def client(self, ref: Reference, *, insecure: bool = False) -> RegistryClient:
+        """A client for the running event loop (use with ``async with``)."""
+        hosts = self.hosts
+        if insecure:
+            hosts = {**hosts, ref.domain: {**hosts.get(ref.domain, {}), "http": True}}
+        config = RegistryConfig(hosts)
+        # Loading the CA bundle costs tens of milliseconds: once, and only for HTTPS.
+        verify: ssl.SSLContext | bool = False
+        if config.needs_tls(ref):
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            verify = self._ssl
+        return RegistryClient(config, self._tokens, verify)
+
+    @asynccontextmanager
+    async def session(
+        self, repository: str, *, push: bool = False, insecure: bool = False
+    ) -> AsyncIterator[_Session]:
+        ref = parse_reference(repository)
+        async with self.client(ref, insecure=insecure) as client:
+            yield _Session(client, ref)

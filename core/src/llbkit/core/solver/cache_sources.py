@@ -1,0 +1,65 @@
+"""Where the solver looks for results before running anything: the local store first, then
+caches imported for the build (``--import-cache``), in the order given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from llbkit.core.cache.store import Chain, Store
+
+__all__ = ["CacheChain", "CacheSource", "Hit", "LocalCache"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A cached result: its portable key, its chain in the local store, where it was found."""
+
+    key: str
+    chain: Chain
+    source: str
+
+
+class CacheSource(Protocol):
+    """One place results can be found by key. Lookups run in worker threads."""
+
+    @property
+    def name(self) -> str:
+        """For progress and explanations (``local``, ``registry:ref``)."""
+        ...
+
+    def lookup(self, key: str) -> Hit | None:
+        """The result ``key`` finds, held by the running build's lease; ``None`` on a miss."""
+        ...
+
+
+class LocalCache:
+    """The engine's own store."""
+
+    name = "local"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def lookup(self, key: str) -> Hit | None:
+        found = self.store.lookup(key)
+        return None if found is None else Hit(found[0], found[1], self.name)
+
+
+class CacheChain:
+    """Cache sources asked in order; the first hit wins."""
+
+    def __init__(self, sources: Sequence[CacheSource]) -> None:
+        self.sources = list(sources)
+
+    def with_imports(self, imported: Sequence[CacheSource]) -> CacheChain:
+        """This chain followed by a build's imported caches."""
+        return CacheChain([*self.sources, *imported])
+
+    def lookup(self, key: str) -> Hit | None:
+        for source in self.sources:
+            hit = source.lookup(key)
+            if hit is not None:
+                return hit
+        return None

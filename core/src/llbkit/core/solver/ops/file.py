@@ -1,0 +1,105 @@
+"""FileOps: mkdir, mkfile, rm and copy actions, each writing a new layer over its base."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import anyio
+
+from llbkit.core.cache.store import Chain, Store, WorkTree
+from llbkit.core.llb import pb
+from llbkit.core.ops.file import run_file_op
+from llbkit.core.snapshot.layers import apply_layer
+from llbkit.core.solver.ops.base import Op, OpContext
+
+__all__ = ["FileOp", "owner_inputs"]
+
+
+def owner_inputs(action: pb.FileAction) -> list[int]:
+    """Inputs whose ``/etc/passwd`` or ``/etc/group`` an action's owner names are looked up in."""
+    kind = action.WhichOneof("action")
+    if kind not in ("mkdir", "mkfile", "copy"):
+        return []
+    part = getattr(action, kind)
+    if not part.HasField("owner"):
+        return []
+    return [
+        user.byName.input
+        for user in (part.owner.user, part.owner.group)
+        if user.WhichOneof("user") == "byName"
+    ]
+
+
+class FileOp(Op):
+    kind = "file"
+
+    def default_name(self, names: Mapping[str, str]) -> str:
+        parts = []
+        for action in self.op.file.actions:
+            which = action.WhichOneof("action")
+            if which == "copy":
+                parts.append(f"copy {action.copy.src} {action.copy.dest}")
+            elif which in ("mkdir", "mkfile", "rm"):
+                parts.append(f"{which} {getattr(action, which).path}")
+        return ", ".join(parts)
+
+    def content_inputs(self) -> Mapping[int, Sequence[pb.FileActionCopy]]:
+        """Inputs only copied from (not a base, not read for owner names)."""
+        reads: dict[int, list[pb.FileActionCopy]] = {}
+        based: set[int] = set()
+        count = len(self.op.inputs)
+        for action in self.op.file.actions:
+            if 0 <= action.input < count:
+                based.add(action.input)
+            if action.WhichOneof("action") == "copy" and 0 <= action.secondaryInput < count:
+                reads.setdefault(action.secondaryInput, []).append(action.copy)
+            based.update(i for i in owner_inputs(action) if 0 <= i < count)
+        return {i: copies for i, copies in reads.items() if i not in based}
+
+    def _read_inputs(self) -> set[int]:
+        """Inputs a file op reads files from: copy sources and ``/etc/passwd`` for owners."""
+        read: set[int] = set()
+        for action in self.op.file.actions:
+            if action.WhichOneof("action") == "copy":
+                read.add(action.secondaryInput)
+            read.update(owner_inputs(action))
+        return read
+
+    async def run(self, ctx: OpContext, inputs: Sequence[Chain]) -> list[Chain]:
+        return await anyio.to_thread.run_sync(
+            self._run, ctx.store, inputs, ctx.name, limiter=ctx.threads
+        )
+
+    def _run(self, store: Store, inputs: Sequence[Chain], name: str) -> list[Chain]:
+        """Each action's base becomes a writable tree over its chain; read inputs are views."""
+        read = self._read_inputs()
+        with ExitStack() as stack:
+            paths: list[Path | None] = []
+            chain_of: dict[Path, Chain] = {}
+            for n, chain in enumerate(inputs):
+                # Only inputs whose files are read get mounted; a base only seeds a work tree.
+                if n in read:
+                    path = stack.enter_context(store.view(chain))
+                else:
+                    path = store.tmp / f"unread-input-{n}"
+                paths.append(path)
+                chain_of[path] = chain
+            trees: dict[Path, WorkTree] = {}
+
+            def workdir(base: Path | None) -> Path:
+                if base is None:
+                    tree = store.work_tree((), name)
+                elif base in chain_of:
+                    tree = store.work_tree(chain_of[base], name)
+                else:
+                    # An intermediate result read twice: the later action gets its own copy.
+                    tree = store.work_tree((), name)
+                    apply_layer(base, tree.path, "plain")
+                stack.callback(tree.close)
+                trees[tree.path] = tree
+                return tree.path
+
+            outputs = run_file_op(self.op, paths, workdir)
+            return [trees[path].commit() for path in outputs]

@@ -1,0 +1,119 @@
+"""SourceOps: what a source driver fetches, committed as layers (an image, one per layer)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from llbkit.core.cache.blobs import LayerBlob, register_blob
+from llbkit.core.cache.store import Chain, Store
+from llbkit.core.llb.definition import Vertex
+from llbkit.core.plugins.context import Platform
+from llbkit.core.plugins.source import FetchedLayer, LayeredSourceJob, SourceJob
+from llbkit.core.solver.keys import key_digest
+from llbkit.core.solver.ops.base import Op, OpContext
+
+if TYPE_CHECKING:
+    from llbkit.core.drivers import Drivers
+    from llbkit.core.plugins.context import ClientIO
+
+__all__ = ["SourceOp", "commit_image_layers"]
+
+
+class SourceOp(Op):
+    kind = "source"
+
+    def __init__(self, vertex: Vertex) -> None:
+        super().__init__(vertex)
+        self._job: SourceJob | None = None
+
+    @property
+    def identifier(self) -> str:
+        return self.op.source.identifier
+
+    @property
+    def is_local(self) -> bool:
+        """A client's directory: shown as transferred, never as cached, and never shared
+        between builds of different clients."""
+        return self.identifier.startswith("local://")
+
+    def default_name(self, names: Mapping[str, str]) -> str:
+        name = self.identifier
+        include = self.op.source.attrs.get("local.includepattern", "")
+        if self.is_local and include:
+            try:
+                patterns = json.loads(include)
+            except ValueError:
+                patterns = []
+            if isinstance(patterns, list) and len(patterns) == 1:
+                name += f" ({patterns[0]})"
+        return name
+
+    def platform(self) -> Platform | None:
+        if not self.op.HasField("platform"):
+            return None
+        p = self.op.platform
+        return Platform(p.OS, p.Architecture, p.Variant)
+
+    async def job(self, drivers: Drivers) -> SourceJob:
+        """The source driver's job for this op (parsed once)."""
+        if self._job is None:
+            self._job = await drivers.source_job(
+                self.identifier, dict(self.op.source.attrs), self.platform()
+            )
+        return self._job
+
+    async def cache_key(self, drivers: Drivers, client: ClientIO) -> str:
+        """BuildKit's source key: the driver's key under ``buildkit.source.v0:``."""
+        key = await (await self.job(drivers)).cache_key(client)
+        return key_digest({"source": f"buildkit.source.v0:{key}"})
+
+    def discard(self) -> None:
+        """Drop what the job fetched only for its key (no build uses the vertex any more)."""
+        if self._job is not None:
+            self._job.discard()
+
+    async def run(self, ctx: OpContext, inputs: Sequence[Chain]) -> list[Chain]:
+        """Fetch the job's content into new layers."""
+        job = await self.job(ctx.drivers)
+        store = ctx.store
+        if isinstance(job, LayeredSourceJob):
+            # An image: one store layer per image layer, its original blob kept for export.
+            layers = await job.fetch_layers(ctx.client, store.stage(), ctx.progress, store.format)
+            chain = await anyio.to_thread.run_sync(
+                commit_image_layers, store, layers, ctx.name, job.record_type, limiter=ctx.threads
+            )
+            return [chain]
+        tree = store.stage() / "tree"
+        tree.mkdir()
+        await job.fetch(ctx.client, tree, ctx.progress)
+        layer = await anyio.to_thread.run_sync(
+            lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
+            limiter=ctx.threads,
+        )
+        return [(layer,)]
+
+
+def commit_image_layers(
+    store: Store, layers: Sequence[FetchedLayer], name: str, record_type: str
+) -> Chain:
+    """Commit pulled layers bottom first, each with its original blob registered."""
+    chain: list[int] = []
+    for n, item in enumerate(layers):
+        layer = store.commit_layer(
+            item.tree,
+            parent=chain[-1] if chain else None,
+            description=f"{name} layer {n + 1}/{len(layers)}",
+            record_type=record_type,
+        )
+        chain.append(layer)
+        media = item.media_type
+        compression = "gzip" if "gzip" in media else "zstd" if "zstd" in media else "uncompressed"
+        if item.diff_id:
+            blob = LayerBlob(item.digest, item.diff_id, item.size, compression)
+            source = None if item.source is None else (item.source.registry, item.source.repository)
+            register_blob(store, layer, item.blob, blob, media_type=media, source=source)
+    return store.compact(tuple(chain))
