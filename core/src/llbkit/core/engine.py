@@ -309,17 +309,11 @@ class Engine:
         """Apply the GC policy, at most once a minute (as BuildKit throttles it)."""
         if not self.config.gc and not force:
             return
-        db = self.store.db
-        with self.store.lock:
-            row = db.execute("SELECT value FROM settings WHERE name='last_gc'").fetchone()
-        if row is not None and time.time() - float(row[0]) < _GC_INTERVAL and not force:
+        last = self.store.db.last_gc()
+        if last is not None and time.time() - last < _GC_INTERVAL and not force:
             return
         rules = self.config.gc_rules or default_gc_rules(
             self.config.gc_keep_storage, self.store.root.path
         )
         apply_gc(self.store, rules)
-        with self.store.lock:
-            db.execute(
-                "INSERT OR REPLACE INTO settings(name, value) VALUES ('last_gc', ?)",
-                (str(time.time()),),
-            )
+        self.store.db.set_last_gc(time.time())
