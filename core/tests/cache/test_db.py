@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import llbkit.core
-from llbkit.core.cache.db import SCHEMA_VERSION
-from llbkit.core.cache.root import StateRoot
+from llbkit.core.cache.db import SCHEMA_VERSION, StateDB
+from llbkit.core.cache.root import StateRoot, StateRootError
 from llbkit.core.cache.store import Store
+from llbkit.core.cache.usage import disk_usage
 from llbkit.core.config import EngineConfig, GCRule
 from llbkit.core.engine import Engine
 from llbkit.core.plugins.registry import PluginRegistry
@@ -61,6 +62,30 @@ def test_an_older_root_is_upgraded_in_place(tmp_path: Path) -> None:
         assert store.db.leased_layers() == {layer}
 
 
+def test_a_reader_of_an_older_root_sees_no_leases_and_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with Store.open(root, layer_format="oci") as store:
+        _commit(store, "kept")
+    _make_version_2(root)
+    with Store.open_readonly(root) as view:
+        assert [(r.description, r.in_use) for r in disk_usage(view)] == [("kept", False)]
+    db = sqlite3.connect(root / "state.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert not db.execute("SELECT 1 FROM sqlite_master WHERE name='lease_layers'").fetchall()
+    db.close()
+
+
+def test_a_reader_refuses_a_root_from_a_newer_llbkit(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with StateRoot.open(root):
+        pass
+    db = sqlite3.connect(root / "state.db")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(StateRootError, match=r"written by a newer llbkit \(schema 99, this"):
+        StateRoot.open_readonly(root)
+
+
 def test_a_failed_rename_leaves_no_row(tmp_path: Path) -> None:
     with Store.open(tmp_path / "root", layer_format="oci") as store:
         with pytest.raises(FileNotFoundError):
@@ -95,6 +120,13 @@ def test_leases_are_added_dropped_and_cleared(tmp_path: Path) -> None:
         assert db.leased_layers() == set()
 
 
+def test_leased_layers_are_in_use_for_the_owner_too(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        layer = _commit(store, "leased")
+        store.db.add_lease_layers("build", [layer])
+        assert [r.in_use for r in disk_usage(store)] == [True]
+
+
 def test_forgetting_a_layer_forgets_what_needs_it(tmp_path: Path) -> None:
     with Store.open(tmp_path / "root", layer_format="oci") as store:
         low, high = _commit(store, "low"), _commit(store, "high")
@@ -122,3 +154,12 @@ def test_gc_runs_at_most_once_a_minute(tmp_path: Path, monkeypatch: pytest.Monke
         engine.store.db.set_last_gc(time.time() - 61)
         engine.maybe_gc()
         assert len(runs) == 2
+
+
+def test_a_missing_database_reads_as_empty(tmp_path: Path) -> None:
+    db = StateDB.open_readonly(tmp_path / "state.db")
+    try:
+        assert (db.layer_rows(), db.leased_layers(), db.last_gc()) == ([], set(), None)
+    finally:
+        db.close()
+    assert list(tmp_path.iterdir()) == []

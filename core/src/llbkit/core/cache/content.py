@@ -54,7 +54,8 @@ class ContentStore:
         self.path = path
         self._tmp = tmp
         self._db = db
-        (path / "sha256").mkdir(parents=True, exist_ok=True)
+        if not db.readonly:
+            (path / "sha256").mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob lives (whether or not it exists)."""

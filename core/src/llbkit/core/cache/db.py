@@ -5,7 +5,10 @@ engine need live here, one method per query, so a change of schema touches one f
 the data it describes change together inside :meth:`StateDB.transaction` (rows after data on
 insert, rows before data on delete; see ``docs/engine.md``).
 
-The owner opens the file read-write and upgrades an older schema in place.
+The owner opens the file read-write and upgrades it in place. Readers that must never wait
+(``du`` beside a running build) open it with ``mode=ro`` and take no lock: in WAL mode they
+read the last committed state while the owner writes. Tables an older root lacks are stood in
+for by empty temporary ones, so a reader runs the same queries on any version it understands.
 """
 
 from __future__ import annotations
@@ -125,9 +128,10 @@ def _chain_text(chain: Sequence[int]) -> str:
 class StateDB:
     """The connection to ``state.db``; safe to use from threads (one lock serializes it)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, readonly: bool) -> None:
         #: The raw connection, for tests that inspect the file; code uses the methods.
         self.conn = conn
+        self.readonly = readonly
         self.lock = threading.RLock()
 
     @classmethod
@@ -148,7 +152,34 @@ class StateDB:
         except BaseException:
             conn.close()
             raise
-        return cls(conn)
+        return cls(conn, readonly=False)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> StateDB:
+        """Open ``path`` for reading only, never writing to it; a missing file reads as empty.
+
+        :raises NewerSchemaError: a newer llbkit wrote it.
+        """
+        if path.exists():
+            uri = path.absolute().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if found > SCHEMA_VERSION:
+                raise NewerSchemaError(found)
+            present = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            for name, columns in _TABLES.items():
+                if name not in present:  # an older (or not yet created) root: reads as empty
+                    conn.execute(f"CREATE TEMP TABLE {name} ({columns})")
+            conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, readonly=True)
 
     def close(self) -> None:
         with self.lock:

@@ -2,8 +2,9 @@
 
 Everything an engine keeps lives under one directory (``--root``, ``LLBKIT_ROOT``, by default
 ``/var/lib/llbkit`` as root and ``$XDG_DATA_HOME/llbkit`` otherwise). Opening it takes an
-exclusive lock, so a second process gets one clear line instead of a corrupted store, and
-removes what a killed process left half-written.
+exclusive lock, so a second process gets one clear line (or waits, if it asks to) instead of a
+corrupted store, and removes what a killed process left half-written. Readers that must not
+wait open a read-only view instead, which takes no lock.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -40,19 +46,30 @@ def default_root(environ: dict[str, str] | None = None) -> Path:
 
 @dataclass
 class StateRoot:
-    """An opened state root; close it (or use ``with``) to release the lock."""
+    """An opened state root; close it (or use ``with``) to release the lock.
+
+    A view from :meth:`open_readonly` holds no lock and never writes (``readonly`` is true).
+    """
 
     path: Path
     db: StateDB
     content: ContentStore
-    _lock: IO[str]
+    _lock: IO[str] | None
+
+    @property
+    def readonly(self) -> bool:
+        return self._lock is None
 
     @classmethod
-    def open(cls, path: Path) -> StateRoot:
+    def open(cls, path: Path, *, wait: Callable[[str], None] | None = None) -> StateRoot:
         """Lock ``path`` for this process, create or upgrade it, and clean up after crashes.
 
-        :raises StateRootError: another process holds it, it cannot be written, or it was
-            written by a newer llbkit.
+        :param wait: when another process holds the root, called once with a line saying so,
+            then the open blocks until the root is free. Ctrl-C interrupts the wait when it
+            runs on the main thread (inside an event loop too). Without ``wait`` the open
+            fails at once.
+        :raises StateRootError: another process holds it (and ``wait`` is not given), it
+            cannot be written, or it was written by a newer llbkit.
         """
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -60,16 +77,7 @@ class StateRoot:
         except OSError as err:
             raise StateRootError(f"cannot use state root {path}: {err.strerror}") from None
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
-            raise StateRootError(
-                f"state root {path} is in use by {holder}; wait for it to finish or use "
-                "another --root"
-            ) from None
-        try:
+            _acquire(lock, path, wait)
             lock.seek(0)
             lock.truncate()
             lock.write(f"pid {os.getpid()}")
@@ -78,6 +86,25 @@ class StateRoot:
         except BaseException:
             lock.close()
             raise
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> StateRoot:
+        """A view of ``path`` for readers that must not wait (``du`` beside a build).
+
+        It takes no lock and writes nothing: no recovery, no cleaning of ``tmp/``. It reads
+        the last committed records while an owner writes, so a layer may vanish or appear
+        between reading a record and reading its directory. A root that does not exist yet
+        reads as empty.
+
+        :raises StateRootError: it cannot be read, or it was written by a newer llbkit.
+        """
+        try:
+            db = StateDB.open_readonly(path / "state.db")
+        except NewerSchemaError as err:
+            raise _newer(path, err) from None
+        except sqlite3.Error as err:  # unreadable file or directory: the user's to fix
+            raise StateRootError(f"cannot read state root {path}: {err}") from None
+        return cls(path, db, ContentStore(path / "content", path / "tmp", db), None)
 
     @classmethod
     def _prepare(cls, path: Path, lock: IO[str]) -> StateRoot:
@@ -102,13 +129,52 @@ class StateRoot:
     def close(self) -> None:
         """Close the database and release the lock."""
         self.db.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self) -> StateRoot:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _acquire(lock: IO[str], path: Path, wait: Callable[[str], None] | None) -> None:
+    """Take the root's lock, or fail naming its holder, or (with ``wait``) wait for it."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+    if wait is None:
+        raise StateRootError(
+            f"state root {path} is in use by {holder}; wait for it to finish or use another --root"
+        )
+    wait(f"waiting for state root {path} (in use by {holder})...")
+    # Python runs signal handlers while flock(2) blocks and resumes it only if they return, so
+    # Ctrl-C's KeyboardInterrupt ends the wait at once; the kernel wakes us as the lock frees.
+    with _interruptible():
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Make Ctrl-C raise KeyboardInterrupt, even under an event loop: asyncio's own handler
+    only cancels its main task, which a blocked call never notices. Only the main thread
+    receives signals; elsewhere, and where SIGINT is ignored, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored, or a handler Python cannot restore
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _newer(path: Path, err: NewerSchemaError) -> StateRootError:

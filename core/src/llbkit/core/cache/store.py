@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,9 @@ class Store:
         room = MAX_OPTIONS - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))
         self.max_depth = max(2, min(128, room // per_layer))
         known = self.db.setting("layer_format")
+        if root.readonly:  # a view reads records and measures; it never makes layers
+            self.format = known or layer_format or "oci"
+            return
         self.layers_dir.mkdir(exist_ok=True)
         self.empty.mkdir(exist_ok=True)
         if known is not None:
@@ -95,9 +98,22 @@ class Store:
         self._recover()
 
     @classmethod
-    def open(cls, path: Path, *, layer_format: str | None = None) -> Store:
-        """Open (lock, create, recover) the store at ``path``."""
-        return cls(StateRoot.open(path), layer_format=layer_format)
+    def open(
+        cls,
+        path: Path,
+        *,
+        layer_format: str | None = None,
+        wait: Callable[[str], None] | None = None,
+    ) -> Store:
+        """Open (lock, create, recover) the store at ``path``; ``wait`` as for
+        :meth:`StateRoot.open`."""
+        return cls(StateRoot.open(path, wait=wait), layer_format=layer_format)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """A view of the store at ``path`` for :func:`~llbkit.core.cache.usage.disk_usage`
+        beside another process that owns it; see :meth:`StateRoot.open_readonly`."""
+        return cls(StateRoot.open_readonly(path))
 
     def close(self) -> None:
         self.root.close()
@@ -284,19 +300,26 @@ class Store:
     # -- disk usage and pruning ------------------------------------------------------------
 
     def layers(self) -> list[LayerInfo]:
-        """Every layer with the disk it really uses (shared inodes counted once, oldest first)."""
+        """Every layer with the disk it really uses (shared inodes counted once, oldest first).
+
+        A layer is in use while this process holds it or a lease holds it (leases are how a
+        read-only view in another process sees what the owner's builds hold). A layer deleted
+        while it is measured (by the owner, beside a read-only view) counts 0.
+        """
         rows = self.db.layer_rows()
+        in_use = self.db.leased_layers()
         with self.lock:
-            in_use = set(self._in_use)
+            in_use.update(self._in_use)
         seen: set[tuple[int, int]] = set()
         found = []
         for row in rows:
-            size = disk_blocks(self.layer_path(row.id), seen)
+            path = self.layer_path(row.id)
+            size = disk_blocks(path, seen)
             found.append(
                 LayerInfo(
                     id=row.id,
                     parent=row.parent,
-                    size=size,
+                    size=size if path.is_dir() else 0,
                     created=row.created,
                     last_used=row.last_used,
                     usage_count=row.usage_count,
