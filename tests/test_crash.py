@@ -93,9 +93,9 @@ def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> N
     with Store.open(root) as store:
         total = sum(r.size for r in disk_usage(store))
         layers = sorted(store.layers_dir.iterdir())
-        rows = {r[0] for r in store.db.execute("SELECT id FROM layers")}
+        rows = {r[0] for r in store.db.conn.execute("SELECT id FROM layers")}
         assert {int(p.name) for p in layers} == rows
-        for (chain_json,) in store.db.execute("SELECT chain FROM results"):
+        for (chain_json,) in store.db.conn.execute("SELECT chain FROM results"):
             assert all(store.layer_path(layer).is_dir() for layer in json.loads(chain_json))
         # Everything below layers/ (not that directory itself), hardlinks counted once.
         assert total == _disk(store.layers_dir)

@@ -12,7 +12,7 @@ from llbkit.core.cache.store import Store
 
 
 def _tables(store: Store) -> set[str]:
-    rows = store.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    rows = store.db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     return {row[0] for row in rows}
 
 
@@ -23,7 +23,7 @@ def test_blob_tables_come_with_the_root_and_no_call_creates_them(tmp_path: Path)
         (tmp_path / "layer/f").write_text("data\n")
         layer = store.commit_layer(tmp_path / "layer", description="one")
         statements: list[str] = []
-        store.db.set_trace_callback(statements.append)
+        store.db.conn.set_trace_callback(statements.append)
         try:
             blob = layer_blobs(store, (layer,), compression="uncompressed")[0]
             copy = tmp_path / "copy"
@@ -31,14 +31,14 @@ def test_blob_tables_come_with_the_root_and_no_call_creates_them(tmp_path: Path)
             register_blob(store, layer, copy, blob, source=("example.com", "repo"))
             assert blob_sources(store, blob.digest) == [("example.com", "repo")]
         finally:
-            store.db.set_trace_callback(None)
+            store.db.conn.set_trace_callback(None)
         assert not [s for s in statements if "CREATE TABLE" in s.upper()]
 
 
 def test_an_older_root_gets_the_blob_tables_when_opened(tmp_path: Path) -> None:
     with Store.open(tmp_path / "root", layer_format="oci") as store:
-        store.db.execute("DROP TABLE blob_sources")
-        store.db.execute("DROP TABLE layer_blobs")
+        store.db.conn.execute("DROP TABLE blob_sources")
+        store.db.conn.execute("DROP TABLE layer_blobs")
     with Store.open(tmp_path / "root") as store:
         assert {"blob_sources", "layer_blobs"} <= _tables(store)
         assert blob_sources(store, "sha256:" + "0" * 64) == []

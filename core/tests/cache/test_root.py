@@ -81,7 +81,7 @@ def test_kill_9_mid_write_leaves_a_consistent_root(tmp_path):
     assert list((path / "tmp").iterdir()), "the half-written blob is staged in tmp/"
     with StateRoot.open(path) as root:
         assert list((path / "tmp").iterdir()) == []
-        digests = [d for (d,) in root.db.execute("SELECT digest FROM blobs")]
+        digests = [d for (d,) in root.db.conn.execute("SELECT digest FROM blobs")]
         assert digests == ["sha256:" + hashlib.sha256(b"complete").hexdigest()]
         assert [p.name for p in (path / "content/sha256").iterdir()] == [digests[0].split(":")[1]]
 
@@ -92,7 +92,7 @@ def test_records_never_point_at_missing_files(tmp_path):
         digest = root.content.put(b"data")
     os.unlink(path / "content/sha256" / digest.split(":")[1])
     with StateRoot.open(path) as root:
-        assert root.db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 0
+        assert root.db.conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 0
 
 
 def test_a_root_from_a_newer_llbkit_is_refused(tmp_path):
@@ -110,7 +110,7 @@ def test_a_root_from_a_newer_llbkit_is_refused(tmp_path):
 
 def test_wal_mode(tmp_path):
     with StateRoot.open(tmp_path / "root") as root:
-        assert root.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert root.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_default_root(monkeypatch):

@@ -148,7 +148,7 @@ def test_keys_are_the_same_in_another_store(tmp_path: Path) -> None:
 def test_a_key_keeps_what_went_into_it(tmp_path: Path) -> None:
     with open_engine(tmp_path / "root") as engine:
         outcome = build(engine, llb.scratch().file(llb.mkfile("/a", 0o644, b"a")))
-        rows = engine.store.db.execute("SELECT explanation FROM keys").fetchall()
+        rows = engine.store.db.conn.execute("SELECT explanation FROM keys").fetchall()
         explained = [json.loads(r[0]) for r in rows]
         assert {"vertex": "mkfile /a"}.items() <= explained[0].items()
         assert "op" in explained[0] and "inputs" in explained[0]

@@ -71,7 +71,7 @@ def test_config_reads_buildkit_keys(tmp_path: Path) -> None:
 
 
 def _age(engine, description: str, seconds_ago: float) -> None:  # type: ignore[no-untyped-def]
-    engine.store.db.execute(
+    engine.store.db.conn.execute(
         "UPDATE layers SET last_used=? WHERE description=?",
         (time.time() - seconds_ago, description),
     )

@@ -246,28 +246,13 @@ def register_blob(
     """Record that ``layer`` is already available as ``blob`` (a pulled image layer), so an
     export or push reuses the original compressed bytes and digest."""
     store.root.content.link_in(path, blob.digest, media_type)
-    with store.lock:
-        store.db.execute(
-            "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (layer, f"{blob.compression}:None:None", blob.digest, blob.diff_id, blob.size),
-        )
-        if source is not None:
-            store.db.execute(
-                "INSERT OR IGNORE INTO blob_sources(digest, host, repo) VALUES (?, ?, ?)",
-                (blob.digest, *source),
-            )
+    variant = f"{blob.compression}:None:None"
+    store.db.save_layer_blob(layer, variant, blob.digest, blob.diff_id, blob.size, source=source)
 
 
 def blob_sources(store: Store, digest: str) -> list[tuple[str, str]]:
     """Registries and repositories a blob was pulled from (for cross-repository mounts)."""
-    with store.lock:
-        return [
-            (str(r[0]), str(r[1]))
-            for r in store.db.execute(
-                "SELECT host, repo FROM blob_sources WHERE digest=?", (digest,)
-            )
-        ]
+    return store.db.blob_sources(digest)
 
 
 def layer_blobs(
@@ -287,11 +272,7 @@ def layer_blobs(
     found: dict[int, LayerBlob] = {}
     missing: list[int] = []
     for layer in dict.fromkeys(chain):
-        with store.lock:
-            row = store.db.execute(
-                "SELECT digest, diff_id, size FROM layer_blobs WHERE layer=? AND variant=?",
-                (layer, variant),
-            ).fetchone()
+        row = store.db.layer_blob(layer, variant)
         if row is not None and not force and store.root.content.has(row[0]):
             found[layer] = LayerBlob(row[0], row[1], row[2], compression)
         else:
@@ -308,9 +289,5 @@ def layer_blobs(
                 store.root.content.adopt(path, blob.digest)
             if force:
                 continue
-            store.db.execute(
-                "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (layer, variant, blob.digest, blob.diff_id, blob.size),
-            )
+            store.db.save_layer_blob(layer, variant, blob.digest, blob.diff_id, blob.size)
     return [found[layer] for layer in dict.fromkeys(chain)]

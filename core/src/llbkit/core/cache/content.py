@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llbkit.core.cache.db import StateDB
 from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import is_digest
 
@@ -51,11 +50,12 @@ class BlobWriter:
 class ContentStore:
     """The ``content/`` directory of a state root and its ``blobs`` table."""
 
-    def __init__(self, path: Path, tmp: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, tmp: Path, db: StateDB) -> None:
         self.path = path
         self._tmp = tmp
         self._db = db
-        (path / "sha256").mkdir(parents=True, exist_ok=True)
+        if not db.readonly:
+            (path / "sha256").mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob lives (whether or not it exists)."""
@@ -79,7 +79,7 @@ class ContentStore:
 
     def touch(self, digest: str) -> None:
         """Record a use, for garbage collection's "least recently used"."""
-        self._db.execute("UPDATE blobs SET last_used=? WHERE digest=?", (time.time(), digest))
+        self._db.touch_blob(digest)
 
     @contextmanager
     def writer(self, expected: str | None = None, media_type: str = "") -> Iterator[BlobWriter]:
@@ -104,7 +104,7 @@ class ContentStore:
             target = self.blob_path(digest)
             os.rename(staging, target)
             _fsync_dir(target.parent)
-            self._record(digest, writer.size, media_type)
+            self._db.record_blob(digest, writer.size, media_type)
         finally:
             if os.path.exists(staging):
                 os.unlink(staging)
@@ -131,7 +131,7 @@ class ContentStore:
         target = self.blob_path(digest)
         os.rename(path, target)
         _fsync_dir(target.parent)
-        self._record(digest, size, media_type)
+        self._db.record_blob(digest, size, media_type)
 
     def put(self, data: bytes, media_type: str = "") -> str:
         """Store ``data``; returns its digest."""
@@ -141,33 +141,24 @@ class ContentStore:
 
     def delete(self, digest: str) -> None:
         """Forget the record first, then the file: a record never names a missing blob."""
-        self._db.execute("DELETE FROM blobs WHERE digest=?", (digest,))
+        self._db.forget_blob(digest)
         self.blob_path(digest).unlink(missing_ok=True)
-
-    def _record(self, digest: str, size: int, media_type: str) -> None:
-        now = time.time()
-        self._db.execute(
-            "INSERT INTO blobs(digest, size, media_type, created, last_used) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
-            (digest, size, media_type, now, now),
-        )
 
     def recover(self) -> None:
         """Reconcile records and files after a crash: drop records of missing files, record
         complete files that were renamed in but not yet recorded."""
         on_disk = {p.name: p for p in (self.path / "sha256").iterdir()}
-        for (digest,) in self._db.execute("SELECT digest FROM blobs").fetchall():
+        for digest in self._db.blob_digests():
             if digest.split(":", 1)[1] not in on_disk:
-                self._db.execute("DELETE FROM blobs WHERE digest=?", (digest,))
-        recorded = {d for (d,) in self._db.execute("SELECT digest FROM blobs")}
+                self._db.forget_blob(digest)
+        recorded = set(self._db.blob_digests())
         for name, path in on_disk.items():
             if f"sha256:{name}" not in recorded:
-                self._record(f"sha256:{name}", path.stat().st_size, "")
+                self._db.record_blob(f"sha256:{name}", path.stat().st_size, "")
 
     def total_size(self) -> int:
         """Bytes used by all blobs."""
-        row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()
-        return int(row[0])
+        return self._db.blobs_size()
 
 
 def _fsync_dir(path: Path) -> None:

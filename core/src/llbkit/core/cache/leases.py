@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -22,11 +22,24 @@ current_lease: ContextVar[Lease | None] = ContextVar("llbkit_lease", default=Non
 
 
 class LeaseTable:
-    """Hold counts per layer; a layer with a count is in use."""
+    """Hold counts per layer; a layer with a count is in use.
 
-    def __init__(self, lock: threading.RLock) -> None:
+    :param on_add: told the layers a named lease takes (the store writes them down, so that
+        ``du`` in another process sees what running builds hold).
+    :param on_release: told a named lease ended.
+    """
+
+    def __init__(
+        self,
+        lock: threading.RLock,
+        *,
+        on_add: Callable[[str, Iterable[int]], None] | None = None,
+        on_release: Callable[[str], None] | None = None,
+    ) -> None:
         self.lock = lock
         self._counts: Counter[int] = Counter()
+        self._on_add = on_add
+        self._on_release = on_release
 
     def acquire(self, layers: Iterable[int]) -> None:
         with self.lock:
@@ -68,8 +81,12 @@ class Lease:
             if self._released:
                 raise RuntimeError(f"lease {self.name} was released")
             new = set(layers) - self._layers
+            if not new:
+                return
             self._layers |= new
             self.table.acquire(new)
+            if self.table._on_add is not None:
+                self.table._on_add(self.name, new)
 
     @property
     def layers(self) -> frozenset[int]:
@@ -90,4 +107,6 @@ class Lease:
             if not self._released:
                 self._released = True
                 self.table.release(self._layers)
+                if self._layers and self.table._on_release is not None:
+                    self.table._on_release(self.name)
                 self._layers.clear()

@@ -2,8 +2,9 @@
 
 Everything an engine keeps lives under one directory (``--root``, ``LLBKIT_ROOT``, by default
 ``/var/lib/llbkit`` as root and ``$XDG_DATA_HOME/llbkit`` otherwise). Opening it takes an
-exclusive lock, so a second process gets one clear line instead of a corrupted store, and
-removes what a killed process left half-written.
+exclusive lock, so a second process gets one clear line (or waits, if it asks to) instead of a
+corrupted store, and removes what a killed process left half-written. Readers that must not
+wait open a read-only view instead, which takes no lock.
 """
 
 from __future__ import annotations
@@ -11,87 +12,21 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from llbkit.core.cache.content import ContentStore
+from llbkit.core.cache.db import SCHEMA_VERSION, NewerSchemaError, StateDB
 from llbkit.core.errors import UserError
 from llbkit.core.snapshot.mount import stale_mounts, unmount
 
 __all__ = ["SCHEMA_VERSION", "StateRoot", "StateRootError", "default_root"]
-
-SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (
-    digest TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    media_type TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    last_used REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS layers (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    parent INTEGER,
-    size INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    last_used REAL NOT NULL,
-    usage_count INTEGER NOT NULL DEFAULT 0,
-    record_type TEXT NOT NULL DEFAULT 'regular',
-    description TEXT NOT NULL DEFAULT '',
-    mutable INTEGER NOT NULL DEFAULT 0,
-    whiteouts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
-CREATE TABLE IF NOT EXISTS results (
-    key TEXT PRIMARY KEY,
-    chain TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS result_layers (
-    result TEXT NOT NULL REFERENCES results(key) ON DELETE CASCADE,
-    layer INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS result_layers_layer ON result_layers(layer);
-CREATE INDEX IF NOT EXISTS result_layers_result ON result_layers(result);
-CREATE TABLE IF NOT EXISTS keys (
-    key TEXT PRIMARY KEY,
-    result TEXT NOT NULL REFERENCES results(key) ON DELETE CASCADE,
-    vertex_name TEXT NOT NULL DEFAULT '',
-    explanation TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS keys_result ON keys(result);
-CREATE TABLE IF NOT EXISTS file_hashes (
-    dev INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    mtime INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (dev, ino, mtime, size)
-);
-CREATE TABLE IF NOT EXISTS flats (
-    chain TEXT PRIMARY KEY,
-    layer INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS flats_layer ON flats(layer);
-CREATE TABLE IF NOT EXISTS blob_sources (
-    digest TEXT NOT NULL,
-    host TEXT NOT NULL,
-    repo TEXT NOT NULL,
-    PRIMARY KEY (digest, host, repo)
-);
-CREATE TABLE IF NOT EXISTS layer_blobs (
-    layer INTEGER NOT NULL,
-    variant TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    diff_id TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (layer, variant)
-);
-"""
 
 
 class StateRootError(UserError):
@@ -111,19 +46,30 @@ def default_root(environ: dict[str, str] | None = None) -> Path:
 
 @dataclass
 class StateRoot:
-    """An opened state root; close it (or use ``with``) to release the lock."""
+    """An opened state root; close it (or use ``with``) to release the lock.
+
+    A view from :meth:`open_readonly` holds no lock and never writes (``readonly`` is true).
+    """
 
     path: Path
-    db: sqlite3.Connection
+    db: StateDB
     content: ContentStore
-    _lock: IO[str]
+    _lock: IO[str] | None
+
+    @property
+    def readonly(self) -> bool:
+        return self._lock is None
 
     @classmethod
-    def open(cls, path: Path) -> StateRoot:
+    def open(cls, path: Path, *, wait: Callable[[str], None] | None = None) -> StateRoot:
         """Lock ``path`` for this process, create or upgrade it, and clean up after crashes.
 
-        :raises StateRootError: another process holds it, it cannot be written, or it was
-            written by a newer llbkit.
+        :param wait: when another process holds the root, called once with a line saying so,
+            then the open blocks until the root is free. Ctrl-C interrupts the wait when it
+            runs on the main thread (inside an event loop too). Without ``wait`` the open
+            fails at once.
+        :raises StateRootError: another process holds it (and ``wait`` is not given), it
+            cannot be written, or it was written by a newer llbkit.
         """
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -131,24 +77,34 @@ class StateRoot:
         except OSError as err:
             raise StateRootError(f"cannot use state root {path}: {err.strerror}") from None
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            _acquire(lock, path, wait)
             lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
-            raise StateRootError(
-                f"state root {path} is in use by {holder}; wait for it to finish or use "
-                "another --root"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
-        try:
+            lock.truncate()
+            lock.write(f"pid {os.getpid()}")
+            lock.flush()
             return cls._prepare(path, lock)
         except BaseException:
             lock.close()
             raise
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> StateRoot:
+        """A view of ``path`` for readers that must not wait (``du`` beside a build).
+
+        It takes no lock and writes nothing: no recovery, no cleaning of ``tmp/``. It reads
+        the last committed records while an owner writes, so a layer may vanish or appear
+        between reading a record and reading its directory. A root that does not exist yet
+        reads as empty.
+
+        :raises StateRootError: it cannot be read, or it was written by a newer llbkit.
+        """
+        try:
+            db = StateDB.open_readonly(path / "state.db")
+        except NewerSchemaError as err:
+            raise _newer(path, err) from None
+        except sqlite3.Error as err:  # unreadable file or directory: the user's to fix
+            raise StateRootError(f"cannot read state root {path}: {err}") from None
+        return cls(path, db, ContentStore(path / "content", path / "tmp", db), None)
 
     @classmethod
     def _prepare(cls, path: Path, lock: IO[str]) -> StateRoot:
@@ -157,30 +113,72 @@ class StateRoot:
             unmount(point)
         shutil.rmtree(tmp, ignore_errors=True)  # staging of a process that died mid-write
         tmp.mkdir()
-        db = sqlite3.connect(path / "state.db", isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        try:
+            db = StateDB.open(path / "state.db")
+        except NewerSchemaError as err:
+            raise _newer(path, err) from None
+        try:
+            db.clear_leases()  # held by processes that have ended: this one owns the root now
+            content = ContentStore(path / "content", tmp, db)
+            content.recover()
+        except BaseException:
             db.close()
-            raise StateRootError(
-                f"state root {path} was written by a newer llbkit (schema {version}, this "
-                f"llbkit knows {SCHEMA_VERSION}); upgrade llbkit or use another --root"
-            )
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        content = ContentStore(path / "content", tmp, db)
-        content.recover()
+            raise
         return cls(path, db, content, lock)
 
     def close(self) -> None:
         """Close the database and release the lock."""
         self.db.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self) -> StateRoot:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _acquire(lock: IO[str], path: Path, wait: Callable[[str], None] | None) -> None:
+    """Take the root's lock, or fail naming its holder, or (with ``wait``) wait for it."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+    if wait is None:
+        raise StateRootError(
+            f"state root {path} is in use by {holder}; wait for it to finish or use another --root"
+        )
+    wait(f"waiting for state root {path} (in use by {holder})...")
+    # Python runs signal handlers while flock(2) blocks and resumes it only if they return, so
+    # Ctrl-C's KeyboardInterrupt ends the wait at once; the kernel wakes us as the lock frees.
+    with _interruptible():
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Make Ctrl-C raise KeyboardInterrupt, even under an event loop: asyncio's own handler
+    only cancels its main task, which a blocked call never notices. Only the main thread
+    receives signals; elsewhere, and where SIGINT is ignored, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored, or a handler Python cannot restore
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _newer(path: Path, err: NewerSchemaError) -> StateRootError:
+    return StateRootError(
+        f"state root {path} was written by a newer llbkit (schema {err.found}, this llbkit "
+        f"knows {SCHEMA_VERSION}); upgrade llbkit or use another --root"
+    )

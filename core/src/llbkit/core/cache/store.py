@@ -8,14 +8,10 @@ leaves a record pointing at missing data (see ``docs/engine.md``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sqlite3
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,32 +74,49 @@ class Store:
     def __init__(self, root: StateRoot, *, layer_format: str | None = None) -> None:
         self.root = root
         self.db = root.db
-        self.lock = threading.RLock()
+        # One lock for the database and the leases: holding and deleting never interleave.
+        self.lock = self.db.lock
         self.layers_dir = root.path / "layers"
         self.tmp = root.path / "tmp"
-        self.layers_dir.mkdir(exist_ok=True)
         self.empty = self.tmp / "empty"
-        self.empty.mkdir(exist_ok=True)
-        self.leases = LeaseTable(self.lock)
+        self.leases = LeaseTable(
+            self.lock, on_add=self.db.add_lease_layers, on_release=self.db.drop_lease
+        )
         self._spares: list[tuple[Path, Path]] = []
-        row = self.db.execute("SELECT value FROM settings WHERE name='layer_format'").fetchone()
-        if row is not None:
-            self.format = row[0]
-        else:
-            self.format = layer_format or ("overlay" if _probe_overlay(self.tmp) else "oci")
-            self.db.execute(
-                "INSERT INTO settings(name, value) VALUES ('layer_format', ?)", (self.format,)
-            )
         # The upper, work and target paths take part of the page mount(2) accepts.
         per_layer = len(str(self.layers_dir)) + 9
         room = MAX_OPTIONS - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))
         self.max_depth = max(2, min(128, room // per_layer))
+        known = self.db.setting("layer_format")
+        if root.readonly:  # a view reads records and measures; it never makes layers
+            self.format = known or layer_format or "oci"
+            return
+        self.layers_dir.mkdir(exist_ok=True)
+        self.empty.mkdir(exist_ok=True)
+        if known is not None:
+            self.format = known
+        else:
+            self.format = layer_format or ("overlay" if _probe_overlay(self.tmp) else "oci")
+            self.db.set_setting("layer_format", self.format)
         self._recover()
 
     @classmethod
-    def open(cls, path: Path, *, layer_format: str | None = None) -> Store:
-        """Open (lock, create, recover) the store at ``path``."""
-        return cls(StateRoot.open(path), layer_format=layer_format)
+    def open(
+        cls,
+        path: Path,
+        *,
+        layer_format: str | None = None,
+        wait: Callable[[str], None] | None = None,
+    ) -> Store:
+        """Open (lock, create, recover) the store at ``path``; ``wait`` as for
+        :meth:`StateRoot.open`."""
+        return cls(StateRoot.open(path, wait=wait), layer_format=layer_format)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """A view of the store at ``path`` for :func:`~llbkit.core.cache.usage.disk_usage`
+        beside another process that owns it; see :meth:`StateRoot.open_readonly`."""
+        return cls(StateRoot.open_readonly(path))
 
     def close(self) -> None:
         self.root.close()
@@ -118,43 +131,18 @@ class Store:
 
     def _recover(self) -> None:
         """Drop rows whose directory is gone, then directories that have no row."""
-        rows = {r[0] for r in self.db.execute("SELECT id FROM layers")}
+        rows = self.db.layer_ids()
         on_disk = {int(p.name) for p in self.layers_dir.iterdir() if p.name.isdigit()}
         missing = rows - on_disk
         if missing:
-            with self._tx():
+            with self.db.transaction():
                 for layer in missing:
-                    self._forget_layer(layer)
+                    self.db.forget_layer(layer)
         for extra in on_disk - rows:
             shutil.rmtree(self.layers_dir / str(extra), ignore_errors=True)
         for p in self.layers_dir.iterdir():
             if not p.name.isdigit():
                 shutil.rmtree(p, ignore_errors=True)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-
-    def _forget_layer(self, layer: int) -> None:
-        """Delete a layer's row and every result that needs it (inside a transaction)."""
-        results = [
-            r[0]
-            for r in self.db.execute("SELECT result FROM result_layers WHERE layer=?", (layer,))
-        ]
-        for key in results:
-            self.db.execute("DELETE FROM results WHERE key=?", (key,))
-        for chain, flat in self.db.execute("SELECT chain, layer FROM flats").fetchall():
-            if flat == layer or layer in json.loads(chain):
-                self.db.execute("DELETE FROM flats WHERE chain=?", (chain,))
-        self.db.execute("UPDATE layers SET parent=NULL WHERE parent=?", (layer,))
-        self.db.execute("DELETE FROM layers WHERE id=?", (layer,))
 
     def stage(self) -> Path:
         """A new private directory under ``tmp/`` (emptied if the process dies)."""
@@ -174,14 +162,15 @@ class Store:
     ) -> int:
         """Move the finished directory ``tree`` into the store as a new layer; return its id."""
         size, whiteouts = measure(tree, self.format)
-        now = time.time()
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO layers(parent, size, created, last_used, usage_count, record_type,"
-                " description, mutable, whiteouts) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                (parent, size, now, now, record_type, description, int(mutable), whiteouts),
+        with self.db.transaction():  # the row goes in only with the directory
+            layer = self.db.insert_layer(
+                parent=parent,
+                size=size,
+                record_type=record_type,
+                description=description,
+                mutable=mutable,
+                whiteouts=whiteouts,
             )
-            layer = int(cur.lastrowid or 0)
             os.rename(tree, self.layer_path(layer))
             _hold_for_build((layer,))
         return layer
@@ -190,54 +179,23 @@ class Store:
 
     def save_result(self, key: str, chain: Chain) -> None:
         """Record ``chain`` as the result named by the portable ``key``."""
-        now = time.time()
-        with self._tx() as db:
-            db.execute("DELETE FROM results WHERE key=?", (key,))
-            db.execute(
-                "INSERT INTO results(key, chain, created) VALUES (?, ?, ?)",
-                (key, json.dumps(list(chain)), now),
-            )
-            db.executemany(
-                "INSERT INTO result_layers(result, layer) VALUES (?, ?)",
-                [(key, layer) for layer in set(chain)],
-            )
+        self.db.save_result(key, chain)
 
     def link_key(self, key: str, result: str, vertex_name: str, explanation: str) -> None:
         """Make ``key`` (a definition key or a content key) find ``result``."""
-        with self.lock:
-            self.db.execute(
-                "INSERT OR REPLACE INTO keys(key, result, vertex_name, explanation, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, result, vertex_name, explanation, time.time()),
-            )
+        self.db.link_key(key, result, vertex_name, explanation)
 
     def lookup(self, key: str) -> tuple[str, Chain] | None:
         """The result a key finds (its portable key and chain), marking its layers used."""
         with self.lock:
-            row = self.db.execute(
-                "SELECT r.key, r.chain FROM keys k JOIN results r ON r.key = k.result"
-                " WHERE k.key=?",
-                (key,),
-            ).fetchone()
-            if row is None:
-                return None
-            chain: Chain = tuple(json.loads(row[1]))
-            self._touch(chain)
-            _hold_for_build(chain)
-            return row[0], chain
-
-    def _touch(self, chain: Chain) -> None:
-        if not chain:
-            return
-        marks = ",".join("?" * len(chain))
-        self.db.execute(
-            f"UPDATE layers SET last_used=?, usage_count=usage_count+1 WHERE id IN ({marks})",
-            (time.time(), *chain),
-        )
+            found = self.db.lookup(key)
+            if found is not None:
+                self.db.touch_layers(found[1])
+                _hold_for_build(found[1])
+            return found
 
     def explanation(self, key: str) -> str | None:
-        row = self.db.execute("SELECT explanation FROM keys WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return self.db.explanation(key)
 
     # -- views ----------------------------------------------------------------------------
 
@@ -282,9 +240,7 @@ class Store:
                     yield self.layer_path(flat)
 
     def _has_whiteouts(self, layer: int) -> bool:
-        with self.lock:
-            row = self.db.execute("SELECT whiteouts FROM layers WHERE id=?", (layer,)).fetchone()
-        return bool(row and row[0])
+        return self.db.has_whiteouts(layer)
 
     def stray_whiteouts(self, chain: Chain) -> bool:
         """Whether a layer with whiteouts sits on another base than the one it was made on.
@@ -292,37 +248,25 @@ class Store:
         Overlay lists such a layer's whiteouts in directories no lower layer has (they only
         hide entries at lookup), so that chain is shown flattened instead of mounted.
         """
-        marks = ",".join("?" * len(chain))
-        with self.lock:
-            rows = {
-                r[0]: (r[1], r[2])
-                for r in self.db.execute(
-                    f"SELECT id, parent, whiteouts FROM layers WHERE id IN ({marks})", chain
-                )
-            }
+        rows = self.db.parents_and_whiteouts(chain)
         for n, layer in enumerate(chain):
-            parent, whiteouts = rows.get(layer, (None, 0))
+            parent, whiteouts = rows.get(layer, (None, False))
             if whiteouts and (n == 0 or parent != chain[n - 1]):
                 return True
         return False
 
     def flatten(self, chain: Chain) -> int:
         """One layer holding ``chain``'s whole tree (files hardlinked), made once and kept."""
-        name = json.dumps(list(chain))
-        with self.lock:
-            row = self.db.execute("SELECT layer FROM flats WHERE chain=?", (name,)).fetchone()
-        if row is not None:
-            return int(row[0])
+        known = self.db.flat(chain)
+        if known is not None:
+            return known
         stage = self.stage()
         tree = stage / "flat"
         tree.mkdir()
         for layer in chain:
             apply_layer(self.layer_path(layer), tree, self.format, hardlink=True)
         layer = self.commit_layer(tree, description="flattened layers")
-        with self.lock:
-            self.db.execute(
-                "INSERT OR REPLACE INTO flats(chain, layer) VALUES (?, ?)", (name, layer)
-            )
+        self.db.save_flat(chain, layer)
         shutil.rmtree(stage, ignore_errors=True)
         return layer
 
@@ -360,50 +304,48 @@ class Store:
     # -- disk usage and pruning ------------------------------------------------------------
 
     def layers(self) -> list[LayerInfo]:
-        """Every layer with the disk it really uses (shared inodes counted once, oldest first)."""
+        """Every layer with the disk it really uses (shared inodes counted once, oldest first).
+
+        A layer is in use while this process holds it or a lease holds it (leases are how a
+        read-only view in another process sees what the owner's builds hold). A layer deleted
+        while it is measured (by the owner, beside a read-only view) counts 0.
+        """
+        rows = self.db.layer_rows()
+        in_use = self.db.leased_layers()
         with self.lock:
-            rows = self.db.execute(
-                "SELECT id, parent, created, last_used, usage_count, record_type, description,"
-                " mutable FROM layers ORDER BY id"
-            ).fetchall()
-            in_use = self.leases.held()
+            in_use.update(self.leases.held())
         seen: set[tuple[int, int]] = set()
         found = []
         for row in rows:
-            size = disk_blocks(self.layer_path(row[0]), seen)
+            path = self.layer_path(row.id)
+            size = disk_blocks(path, seen)
             found.append(
                 LayerInfo(
-                    id=row[0],
-                    parent=row[1],
-                    size=size,
-                    created=row[2],
-                    last_used=row[3],
-                    usage_count=row[4],
-                    record_type=row[5],
-                    description=row[6],
-                    mutable=bool(row[7]),
-                    in_use=row[0] in in_use,
+                    id=row.id,
+                    parent=row.parent,
+                    size=size if path.is_dir() else 0,
+                    created=row.created,
+                    last_used=row.last_used,
+                    usage_count=row.usage_count,
+                    record_type=row.record_type,
+                    description=row.description,
+                    mutable=row.mutable,
+                    in_use=row.id in in_use,
                 )
             )
         return found
 
     def children_of(self) -> set[int]:
         """Layers that another layer names as its parent."""
-        with self.lock:
-            return {
-                r[0]
-                for r in self.db.execute(
-                    "SELECT DISTINCT parent FROM layers WHERE parent IS NOT NULL"
-                )
-            }
+        return self.db.parents()
 
     def delete_layer(self, layer: int) -> bool:
         """Forget a layer (and the results needing it), then remove its directory; a layer
         that something holds now is kept (``False``)."""
-        with self._tx():
+        with self.db.transaction():
             if self.leases.is_held(layer):
                 return False
-            self._forget_layer(layer)
+            self.db.forget_layer(layer)  # rows first: a record never names a missing directory
         path = self.layer_path(layer)
         doomed = self.tmp / f"deleting-{layer}"
         if path.exists():
@@ -413,15 +355,10 @@ class Store:
 
     def last_gc(self) -> float | None:
         """When GC last ran on this root (seconds since the epoch), if ever."""
-        with self.lock:
-            row = self.db.execute("SELECT value FROM settings WHERE name='last_gc'").fetchone()
-        return None if row is None else float(row[0])
+        return self.db.last_gc()
 
     def set_last_gc(self, when: float) -> None:
-        with self.lock:
-            self.db.execute(
-                "INSERT OR REPLACE INTO settings(name, value) VALUES ('last_gc', ?)", (str(when),)
-            )
+        self.db.set_last_gc(when)
 
     def content_size(self) -> int:
         return self.root.content.total_size()
@@ -440,14 +377,10 @@ class _HashCache(MutableMapping[tuple[int, int, int, int], str]):
         self.store = store
 
     def __getitem__(self, key: tuple[int, int, int, int]) -> str:
-        with self.store.lock:
-            row = self.store.db.execute(
-                "SELECT digest FROM file_hashes WHERE dev=? AND ino=? AND mtime=? AND size=?",
-                key,
-            ).fetchone()
-        if row is None:
+        digest = self.store.db.file_hash(key)
+        if digest is None:
             raise KeyError(key)
-        return str(row[0])
+        return digest
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -457,18 +390,10 @@ class _HashCache(MutableMapping[tuple[int, int, int, int], str]):
         return True
 
     def __setitem__(self, key: tuple[int, int, int, int], value: str) -> None:
-        with self.store.lock:
-            self.store.db.execute(
-                "INSERT OR REPLACE INTO file_hashes(dev, ino, mtime, size, digest)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (*key, value),
-            )
+        self.store.db.save_file_hash(key, value)
 
     def __delitem__(self, key: tuple[int, int, int, int]) -> None:
-        with self.store.lock:
-            self.store.db.execute(
-                "DELETE FROM file_hashes WHERE dev=? AND ino=? AND mtime=? AND size=?", key
-            )
+        self.store.db.forget_file_hash(key)
 
     def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
         return iter(())

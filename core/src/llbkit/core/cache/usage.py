@@ -118,12 +118,20 @@ def _directories(store: Store) -> Iterable[tuple[str, Path]]:
         ("exec.cachemount", store.root.path / "cachemounts"),
         ("source.local", store.root.path / "plugins" / "llbkit.sources" / "local"),
     ):
-        if base.is_dir():
-            yield from ((kind, p) for p in sorted(base.iterdir()) if p.is_dir())
+        try:
+            entries = sorted(base.iterdir())
+        except FileNotFoundError:  # nothing of that kind yet (or no root at all)
+            continue
+        yield from ((kind, p) for p in entries if p.is_dir())
 
 
 def disk_usage(store: Store) -> list[UsageRecord]:
-    """Every layer and local-context mirror, with the disk each really uses."""
+    """Every layer and local-context mirror, with the disk each really uses.
+
+    On a read-only view (:meth:`Store.open_readonly`) the owner may add and delete records
+    during the walk: what is deleted while being measured counts 0 or is left out, never an
+    error.
+    """
     records = []
     for info in store.layers():
         records.append(
@@ -142,12 +150,12 @@ def disk_usage(store: Store) -> list[UsageRecord]:
         )
     seen: set[tuple[int, int]] = set()
     for kind, path in _directories(store):
-        st = path.stat()
-        label = path.with_suffix(".id")
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # pruned by the owner since it was listed
+            continue
         description = (
-            f"cached mount {label.read_text() if label.exists() else path.name}"
-            if kind == "exec.cachemount"
-            else "local source mirror"
+            f"cached mount {_label(path)}" if kind == "exec.cachemount" else "local source mirror"
         )
         records.append(
             UsageRecord(
@@ -164,6 +172,14 @@ def disk_usage(store: Store) -> list[UsageRecord]:
             )
         )
     return records
+
+
+def _label(path: Path) -> str:
+    """A cache mount's id as its mount gave it (the directory name is a digest of it)."""
+    try:
+        return path.with_suffix(".id").read_text()
+    except FileNotFoundError:  # an older mount without a label, or one being pruned
+        return path.name
 
 
 def prune(
