@@ -194,27 +194,81 @@ def test_gc_policy_from_config_runs_after_a_build(tmp_path: Path) -> None:
     assert llbkit(root, "du").stdout.decode().splitlines()[-1].split() == ["Total:", "0B"]
 
 
-def test_a_second_process_is_told_who_holds_the_root(tmp_path: Path) -> None:
+class _SlowServer:
+    """An HTTP server on loopback whose one file arrives only when the test says so."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.release = threading.Event()
+        self.asked = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.asked.set()
+                server.release.wait(30)
+                body = b"slow content\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/slow.txt"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+
+
+def test_a_busy_root_is_waited_for_and_du_reads_it_meanwhile(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\nfrom pathlib import Path\n"
-            "from llbkit.core.cache.root import StateRoot\n"
-            f"r = StateRoot.open(Path({str(root)!r}))\nprint('ready', flush=True)\n"
-            "time.sleep(30)\n",
-        ],
-        stdout=subprocess.PIPE,
-    )
+    server = _SlowServer()
+    slow = definition(llb.scratch().file(llb.copy(llb.http(server.url), "/slow.txt", "/got")))
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
-        done = llbkit(root, "du")
-        assert done.returncode == 1
-        assert f"is in use by pid {holder.pid}" in done.stderr.decode()
+        first = subprocess.Popen(
+            [*LLBKIT, "--root", str(root), "build", "--progress", "plain"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert first.stdin is not None
+        first.stdin.write(slow)
+        first.stdin.close()
+        assert server.asked.wait(30), "the first build never asked for its file"
+        # The owner is mid-build: du answers at once, from a read-only view.
+        du = llbkit(root, "du")
+        assert du.returncode == 0, du.stderr
+        assert b"Total:" in du.stdout
+        second = subprocess.Popen(
+            [*LLBKIT, "--root", str(root), "build", "--progress", "plain"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert second.stdin is not None and second.stderr is not None
+        second.stdin.write(simple())
+        second.stdin.close()
+        line = second.stderr.readline().decode()
+        assert line == f"waiting for state root {root} (in use by pid {first.pid})...\n"
+        assert second.poll() is None
+        server.release.set()
+        assert first.wait(30) == 0, first.stderr.read() if first.stderr else b""
+        rest = second.stderr.read().decode()
+        assert second.wait(30) == 0, rest
+        assert "#2 mkfile /hello" in rest
     finally:
-        holder.kill()
-        holder.wait()
+        server.close()
+        for proc in ("first", "second"):
+            found = locals().get(proc)
+            if found is not None and found.poll() is None:
+                found.kill()
 
 
 def test_tar_to_a_terminal_is_refused(tmp_path: Path) -> None:

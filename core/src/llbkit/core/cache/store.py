@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class Store:
             self.lock, on_add=self.db.add_lease_layers, on_release=self.db.drop_lease
         )
         self._spares: list[tuple[Path, Path]] = []
+        #: held by whoever prunes: two prunes never race for the same records
+        self.pruning = threading.Lock()
         # The upper, work and target paths take part of the page mount(2) accepts.
         per_layer = len(str(self.layers_dir)) + 9
         room = MAX_OPTIONS - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))

@@ -190,8 +190,16 @@ def prune(
     keep_duration: float = 0,
     keep_bytes: int = 0,
 ) -> list[UsageRecord]:
-    """Delete unreferenced records as BuildKit's prune does; return what went."""
+    """Delete unreferenced records as BuildKit's prune does; return what went. One prune (or
+    GC) runs at a time on a store; a second waits for it."""
     match = parse_filters(filters)
+    with store.pruning:
+        return _prune(store, match, all=all, keep_duration=keep_duration, keep_bytes=keep_bytes)
+
+
+def _prune(
+    store: Store, match: Predicate, *, all: bool, keep_duration: float, keep_bytes: int
+) -> list[UsageRecord]:
     removed: list[UsageRecord] = []
     # One walk of the store, then bookkeeping: a deleted record leaves the list. Sizes count a
     # shared inode once, on its first layer, so after deletions the total is confirmed by a

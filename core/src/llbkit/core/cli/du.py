@@ -108,7 +108,7 @@ def du(ctx: click.Context, filters: tuple[str, ...], verbose: bool) -> None:
     from llbkit.core.cache.usage import parse_filters
 
     parse_filters(filters)
-    with open_controller(ctx) as controller:
+    with open_controller(ctx, readonly=True) as controller:
         records = anyio.run(controller.disk_usage, filters)
     click.echo(_verbose(records) if verbose else _table(records), nl=False)
     if not filters:

@@ -18,17 +18,25 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def open_controller(ctx: click.Context, config_path: str | None = None) -> Iterator[Controller]:
+def open_controller(
+    ctx: click.Context, config_path: str | None = None, *, readonly: bool = False
+) -> Iterator[Controller]:
     """The embedded Controller over the chosen state root, released when the block ends.
 
-    A root another process is building on is waited for, with a line saying so.
+    A root another process is building on is waited for, with a line saying so; a
+    ``readonly`` one (for ``du``) is read beside it without waiting.
     """
     from llbkit.core.control import Controller
 
     config = load(ctx, config_path)
     root = root_path(ctx, config)
     registry, hooks = plugins(ctx)
-    controller = Controller.open(root, config, registry, hooks)
+    if readonly:
+        controller = Controller.open_readonly(root, config, registry, hooks)
+    else:
+        controller = Controller.open(
+            root, config, registry, hooks, wait=lambda line: click.echo(line, err=True)
+        )
     try:
         yield controller
     finally:

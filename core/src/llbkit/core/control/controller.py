@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,9 +106,31 @@ class Controller:
         hooks: pluggy.PluginManager | None = None,
         *,
         layer_format: str | None = None,
+        wait: Callable[[str], None] | None = None,
     ) -> Controller:
-        """Lock and open the state root at ``root``."""
-        return cls(Store.open(root, layer_format=layer_format), config, registry, hooks)
+        """Lock and open the state root at ``root``; with ``wait``, a root another process
+        owns is waited for (``wait`` is told so once) instead of refused."""
+        store = Store.open(root, layer_format=layer_format, wait=wait)
+        return cls(store, config, registry, hooks)
+
+    @classmethod
+    def open_readonly(
+        cls,
+        root: Path,
+        config: EngineConfig | None = None,
+        registry: PluginRegistry | None = None,
+        hooks: pluggy.PluginManager | None = None,
+    ) -> Controller:
+        """A Controller that reads ``root`` without owning it (never waits, never writes):
+        ``disk_usage`` and finished builds' ``history`` and ``status`` work, the rest is
+        refused."""
+        return cls(Store.open_readonly(root), config, registry, hooks)
+
+    def _owner(self, what: str) -> None:
+        if self.store.root.readonly:
+            raise UserError(
+                f"{what} needs the state root {self.store.root.path} itself; this view only reads"
+            )
 
     def close(self) -> None:
         self.store.close()
@@ -135,6 +157,7 @@ class Controller:
     async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
         """Run one build and hold its results for the block: read them with
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
+        self._owner("a build")
         status = self.board.open(request.ref)
         if status.started:
             raise UserError(f"a build with ref {request.ref!r} is already running or done")
@@ -228,6 +251,7 @@ class Controller:
 
     async def prune(self, request: PruneRequest) -> list[UsageRecord]:
         """Delete unreferenced records as BuildKit's prune does; what a build holds stays."""
+        self._owner("prune")
         return await anyio.to_thread.run_sync(
             lambda: prune(
                 self.store,
@@ -245,7 +269,7 @@ class Controller:
 
     def maybe_gc(self, *, force: bool = False) -> list[UsageRecord]:
         """Apply the GC policy, at most once per ``gc_interval`` (as BuildKit throttles it)."""
-        if not self.config.gc and not force:
+        if (not self.config.gc and not force) or self.store.root.readonly:
             return []
         last = self.store.last_gc()
         if last is not None and time.time() - last < self.config.gc_interval and not force:

@@ -55,7 +55,6 @@ class CacheMounts:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.base = store.root.path / "cachemounts"
-        self.base.mkdir(exist_ok=True)
         self._locks: dict[str, anyio.Lock] = {}
         self._busy: dict[Path, int] = {}
 
@@ -88,6 +87,7 @@ class CacheMounts:
 
     def _prepare(self, path: Path, cache_id: str, seed: Callable[[Path], None] | None) -> Path:
         if not path.exists():
+            self.base.mkdir(exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=self.store.tmp))
             staging.chmod(0o755)
             if seed is not None:
