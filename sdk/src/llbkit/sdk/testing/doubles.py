@@ -6,16 +6,20 @@ core's solver and CLI tests (and a third party's) can run without a registry or 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llbkit.core.errors import ConfigError, UnknownOptionError
+import anyio
+
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import Direction
-from llbkit.core.plugins.context import Platform, PluginContext, ProgressSink
+from llbkit.core.plugins.context import Platform, PluginContext
 from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
-from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+from llbkit.core.plugins.progress import ProgressSink
+from llbkit.core.plugins.worker import MountSpec, ProcessIO, ProcessSpec
 from llbkit.sdk.testing._doubles import MemoryCacheStore
 
 __all__ = ["MemoryCacheBackend", "ScriptedExecutor", "ScriptedWorker", "StaticFrontend"]
@@ -68,10 +72,18 @@ class StaticFrontend:
 
 @dataclass
 class ScriptedExecutor:
-    """Runs nothing: answers each process with ``script(spec)`` -> (exit code, output bytes)."""
+    """Runs nothing: answers each process with ``script(spec)`` -> (exit code, output bytes).
+
+    Output goes where a real worker's would: to ``io.stdout`` when given, else to the log. A
+    run given ``io.stdin`` reads it to its end first, so its container stays up while the caller
+    holds the input open; ``exec`` targets a container only then, and is answered by the same
+    script.
+    """
 
     script: Callable[[ProcessSpec], tuple[int, bytes]]
     runs: list[ProcessSpec] = field(default_factory=list)
+    execs: list[tuple[str, ProcessSpec]] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)
 
     @property
     def platforms(self) -> Sequence[Platform]:
@@ -83,15 +95,42 @@ class ScriptedExecutor:
 
     async def run(
         self,
+        id: str,
         process: ProcessSpec,
         rootfs: Path,
         mounts: Sequence[MountSpec],
         progress: ProgressSink,
+        *,
+        io: ProcessIO | None = None,
+        started: Callable[[], None] | None = None,
     ) -> int:
+        if id in self.running:
+            raise UserError(f"container {id} is already running in the scripted worker")
         self.runs.append(process)
+        self.running.add(id)
+        try:
+            if started is not None:
+                started()
+            if io is not None and io.stdin is not None:
+                with contextlib.suppress(anyio.EndOfStream):  # the input's end: go on
+                    while True:
+                        await io.stdin.receive()
+            code, output = self.script(process)
+            if output and io is not None and io.stdout is not None:
+                await io.stdout.send(output)
+            elif output:
+                progress.log(output)
+            return code
+        finally:
+            self.running.discard(id)
+
+    async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
+        if id not in self.running:
+            raise UserError(f"no container {id} is running in the scripted worker")
+        self.execs.append((id, process))
         code, output = self.script(process)
-        if output:
-            progress.log(output)
+        if output and io.stdout is not None:
+            await io.stdout.send(output)
         return code
 
     async def aclose(self) -> None:
@@ -101,7 +140,7 @@ class ScriptedExecutor:
 class ScriptedWorker:
     """A worker whose executor is scripted by the ``exit_code`` and ``output`` config keys."""
 
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
