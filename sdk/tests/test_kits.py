@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
+import anyio
 import pytest
 
-from llbkit.core.errors import UnknownOptionError
+from llbkit.core.errors import UnknownOptionError, UserError
+from llbkit.core.plugins.stdio import ProcessIO
+from llbkit.core.plugins.worker import ProcessSpec
 from llbkit.sdk import llb
 from llbkit.sdk.testing import (
     CacheBackendKit,
     ExporterKit,
     FrontendKit,
     MemoryCacheBackend,
+    RecordingProgress,
+    ScriptedExecutor,
     ScriptedWorker,
     StaticFrontend,
-    WorkerKit,
 )
+from llbkit.sdk.testing.kit_worker import WorkerKit
 from llbkit.sdk.testing.kits import run
 
 
@@ -62,6 +68,65 @@ def test_scripted_worker_runs_when_given_a_rootfs(tmp_path):
         rootfs = tmp_path
 
     WithRootfs().test_runs_a_process_and_reports_its_exit_code(tmp_path)
+    WithRootfs().test_exec_on_an_unknown_id_is_a_user_error(tmp_path)
+
+
+class _Careless(ScriptedWorker):
+    """A broken worker: exec on a container that does not exist answers 0."""
+
+    async def resolve(self, config):
+        executor = await super().resolve(config)
+        executor.running.add("kit-no-such-container")
+        return executor
+
+
+def test_worker_kit_catches_an_exec_that_ignores_unknown_ids(tmp_path):
+    class Broken(WorkerKit):
+        worker_class = _Careless
+        rootfs = tmp_path
+
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        Broken().test_exec_on_an_unknown_id_is_a_user_error(tmp_path)
+
+
+def test_scripted_exec_targets_a_run_in_progress():
+    executor = ScriptedExecutor(lambda spec: (0, spec.args[0].encode()))
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+    out: list[bytes] = []
+
+    class Out:
+        async def send(self, item: bytes) -> None:
+            out.append(item)
+
+    async def scenario() -> tuple[int, int]:
+        started = anyio.Event()
+        codes: list[int] = []
+
+        async def first() -> None:
+            io = ProcessIO(stdin=receive)
+            codes.append(
+                await executor.run(
+                    "c",
+                    ProcessSpec(["first"]),
+                    Path("/"),
+                    [],
+                    RecordingProgress(),
+                    io=io,
+                    started=started.set,
+                )
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await started.wait()
+            second = await executor.exec("c", ProcessSpec(["second"]), ProcessIO(stdout=Out()))
+            await send.aclose()
+        return codes[0], second
+
+    assert anyio.run(scenario) == (0, 0)
+    assert out == [b"second"]
+    with pytest.raises(UserError, match="no container c is running"):
+        anyio.run(executor.exec, "c", ProcessSpec(["late"]), ProcessIO())
 
 
 class _Lenient:

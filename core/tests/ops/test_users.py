@@ -44,3 +44,21 @@ def test_short_lines_are_tolerated(tmp_path: Path) -> None:
     assert resolve_user(rootfs, "short") == (1000, 0, [0, 10])
     assert resolve_user(rootfs, "1001") == (1001, 0, [0])
     assert resolve_user(rootfs, "short:staff") == (1000, 50, [50])
+
+
+def test_users_by_name_number_and_group(tmp_path: Path) -> None:
+    """As BuildKit resolves a process's user before running it (the engine does, for every
+    worker): supplementary groups include the primary one and every group naming the user."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\nbob:x:1000:\nwheel:x:10:bob\ndocker:x:999:alice,bob\n")
+    assert resolve_user(tmp_path, "") == (0, 0, [])
+    assert resolve_user(tmp_path, "bob") == (1000, 1000, [1000, 10, 999])
+    assert resolve_user(tmp_path, "1000") == (1000, 1000, [1000, 10, 999])
+    assert resolve_user(tmp_path, "bob:wheel") == (1000, 10, [10])
+    assert resolve_user(tmp_path, "4242:4343") == (4242, 4343, [4343])
+    with pytest.raises(UserError, match="unable to find user carol"):
+        resolve_user(tmp_path, "carol")
+    with pytest.raises(UserError, match="unable to find group nogroup"):
+        resolve_user(tmp_path, "bob:nogroup")

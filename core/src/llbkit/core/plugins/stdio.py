@@ -40,8 +40,8 @@ class WindowSizes(Protocol):
 class ProcessIO:
     """A process's standard streams, when the caller wants them instead of the step's log.
 
-    :param stdin: read until it ends, then the process's input is closed; ``None`` gives an
-        empty input.
+    :param stdin: read until it ends, then the process's input is closed (with ``tty``, the
+        terminal's end-of-file character is sent); ``None`` gives an empty input.
     :param stdout: the process's output (with ``tty``, all of it); ``None`` sends it to the
         progress log.
     :param stderr: the error stream (unused with ``tty``); ``None`` sends it to the log.

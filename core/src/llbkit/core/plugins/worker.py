@@ -5,10 +5,8 @@ Group ``llbkit.workers``; the entry-point name is the config section word (``oci
 tmpfs/secret/socket spec), resolves the user in the rootfs, and hands the worker a complete
 description; the worker only runs it.
 
-An ExecOp's process runs with its output going to the step's log. Gateway containers and
-``llbkit debug shell`` also need a process's standard streams (``ProcessIO``, in
-:mod:`.stdio`), a terminal (``ProcessSpec.tty``), and a second process started in a container
-that is still running (:meth:`Executor.exec`).
+Gateway containers and ``llbkit debug shell`` also use a process's streams (:mod:`.stdio`), a
+terminal (``ProcessSpec.tty``) and a second process in a running container (``exec``).
 """
 
 from __future__ import annotations
@@ -50,9 +48,8 @@ class MountSpec:
 class ProcessSpec:
     """A process, with BuildKit's defaults already applied by the engine.
 
-    :param user: the user as the definition names it (``app``, ``1000:1000``), for messages;
-        ``uid``, ``gid`` and ``additional_gids`` are what the engine resolved it to in the
-        rootfs's ``/etc/passwd`` and ``/etc/group``.
+    :param user: the user as the definition names it, for messages; ``uid``, ``gid`` and
+        ``additional_gids`` are what the engine resolved it to in the rootfs.
     :param tty: give the process a terminal: its output (both streams) arrives on
         ``ProcessIO.stdout``, its input is read from ``ProcessIO.stdin``.
     """
@@ -102,15 +99,17 @@ class Executor(Protocol):
         exits, then remove the container.
 
         Runs once per ExecOp that missed the cache, and for gateway containers. Output goes to
-        ``io`` where given, else to ``progress`` as it comes. ``started`` is called once the
-        container runs (from then on :meth:`exec` may target ``id``). Returns the exit code;
-        raising means the container could not be run at all. Cancellation must kill it.
+        ``io`` where given, else to ``progress`` as it comes. ``started`` is called exactly once
+        when the container runs, before this returns (from then on :meth:`exec` may target
+        ``id``). Returns the exit code; raising means the container could not be run at all;
+        an ``id`` already running is a UserError. Cancellation must kill and remove it.
         """
         ...
 
     async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
         """Run another process in the running container ``id`` (started by :meth:`run`) and
-        return its exit code; cancellation kills that process only.
+        return its exit code; cancellation kills that process only. Output ``io`` does not take
+        goes to the log of the :meth:`run` that started the container.
 
         Raises :class:`~llbkit.core.errors.UserError` when no container ``id`` is running.
         """

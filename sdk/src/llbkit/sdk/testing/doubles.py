@@ -6,10 +6,13 @@ core's solver and CLI tests (and a third party's) can run without a registry or 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
+
+import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import Direction
@@ -70,10 +73,18 @@ class StaticFrontend:
 
 @dataclass
 class ScriptedExecutor:
-    """Runs nothing: answers each process with ``script(spec)`` -> (exit code, output bytes)."""
+    """Runs nothing: answers each process with ``script(spec)`` -> (exit code, output bytes).
+
+    Output goes where a real worker's would: to ``io.stdout`` when given, else to the log. A
+    run given ``io.stdin`` reads it to its end first, so its container stays up while the caller
+    holds the input open; ``exec`` targets a container only then, and is answered by the same
+    script.
+    """
 
     script: Callable[[ProcessSpec], tuple[int, bytes]]
     runs: list[ProcessSpec] = field(default_factory=list)
+    execs: list[tuple[str, ProcessSpec]] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)
 
     @property
     def platforms(self) -> Sequence[Platform]:
@@ -94,19 +105,34 @@ class ScriptedExecutor:
         io: ProcessIO | None = None,
         started: Callable[[], None] | None = None,
     ) -> int:
+        if id in self.running:
+            raise UserError(f"container {id} is already running in the scripted worker")
         self.runs.append(process)
-        if started is not None:
-            started()
-        code, output = self.script(process)
-        if output:
-            if io is not None and io.stdout is not None:
+        self.running.add(id)
+        try:
+            if started is not None:
+                started()
+            if io is not None and io.stdin is not None:
+                with contextlib.suppress(anyio.EndOfStream):  # the input's end: go on
+                    while True:
+                        await io.stdin.receive()
+            code, output = self.script(process)
+            if output and io is not None and io.stdout is not None:
                 await io.stdout.send(output)
-            else:
+            elif output:
                 progress.log(output)
-        return code
+            return code
+        finally:
+            self.running.discard(id)
 
     async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
-        raise UserError(f"no container {id!r} is running (the scripted worker keeps none)")
+        if id not in self.running:
+            raise UserError(f"no container {id} is running in the scripted worker")
+        self.execs.append((id, process))
+        code, output = self.script(process)
+        if output and io.stdout is not None:
+            await io.stdout.send(output)
+        return code
 
     async def aclose(self) -> None:
         return None

@@ -1,4 +1,8 @@
-"""The OCI runtime spec of one exec step, as BuildKit's OCI worker writes it."""
+"""The OCI runtime spec of one exec step, as BuildKit's OCI worker writes it.
+
+The user arrives resolved (``uid``, ``gid``, ``additional_gids``): the engine reads the rootfs's
+``/etc/passwd`` and ``/etc/group``, so every worker runs a named user as the same ids.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 
-__all__ = ["DEFAULT_PATH", "build_spec"]
+__all__ = ["DEFAULT_PATH", "build_process", "build_spec"]
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -72,23 +76,10 @@ def build_spec(
     resolv: Path,
 ) -> dict[str, Any]:
     """The ``config.json`` for ``runc run``."""
-    uid, gid, extra = process.uid, process.gid, list(process.additional_gids)
-    env = list(process.env)
-    if not any(e.startswith("PATH=") for e in env):
-        env.insert(0, DEFAULT_PATH)
     insecure = process.security == "insecure"
-    caps = CAPABILITIES if not insecure else _all_caps()
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": {"uid": uid, "gid": gid, "additionalGids": extra or None},
-            "args": list(process.args),
-            "env": env,
-            "cwd": process.cwd or "/",
-            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
-            "noNewPrivileges": False,
-        },
+        "process": build_process(process),
         "root": {"path": str(rootfs), "readonly": process.readonly_rootfs},
         "hostname": process.hostname or "buildkitsandbox",
         "mounts": _mounts(process, mounts, hosts=hosts, resolv=resolv, insecure=insecure),
@@ -99,18 +90,38 @@ def build_spec(
             "readonlyPaths": [] if insecure else _READONLY,
         },
     }
-    if spec["process"]["user"]["additionalGids"] is None:
-        del spec["process"]["user"]["additionalGids"]
     if process.network == "none":
         spec["linux"]["namespaces"].append({"type": "network"})
-    if process.ulimits:
-        spec["process"]["rlimits"] = [
-            {"type": _RLIMITS.get(name, f"RLIMIT_{name.upper()}"), "soft": soft, "hard": hard}
-            for name, soft, hard in process.ulimits
-        ]
     if process.cgroup_parent:
         spec["linux"]["cgroupsPath"] = os.path.join(process.cgroup_parent, "buildkit")
     return spec
+
+
+def build_process(process: ProcessSpec) -> dict[str, Any]:
+    """The spec's ``process``; alone, the ``process.json`` of ``runc exec``, so a second
+    process of a container gets its user, environment and limits the same way."""
+    env = list(process.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    caps = _all_caps() if process.security == "insecure" else CAPABILITIES
+    user: dict[str, Any] = {"uid": process.uid, "gid": process.gid}
+    if process.additional_gids:
+        user["additionalGids"] = list(process.additional_gids)
+    found: dict[str, Any] = {
+        "terminal": process.tty,
+        "user": user,
+        "args": list(process.args),
+        "env": env,
+        "cwd": process.cwd or "/",
+        "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+        "noNewPrivileges": False,
+    }
+    if process.ulimits:
+        found["rlimits"] = [
+            {"type": _RLIMITS.get(name, f"RLIMIT_{name.upper()}"), "soft": soft, "hard": hard}
+            for name, soft, hard in process.ulimits
+        ]
+    return found
 
 
 _PRIVILEGED = [

@@ -1,32 +1,23 @@
 """``[worker.oci]``: each exec step is a ``runc run`` of a generated bundle.
 
-The engine hands over a mounted rootfs and materialised mounts; this worker writes the OCI spec,
-``/etc/hosts`` and ``/etc/resolv.conf``, runs the container with its output streamed into the
-build's progress, and kills it if the build is cancelled.
+The engine hands over a mounted rootfs and materialised mounts; the executor writes the OCI
+spec, ``/etc/hosts`` and ``/etc/resolv.conf``, runs the container with its output streamed into
+the build's progress (or the caller's streams), and kills it if the build is cancelled.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import json
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import anyio
-from anyio.abc import ByteReceiveStream
-
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.context import Platform, PluginContext
-from llbkit.core.plugins.progress import ProgressSink
-from llbkit.core.plugins.stdio import ProcessIO
-from llbkit.core.plugins.worker import MountSpec, ProcessSpec
-from llbkit.plugins.worker_runc.spec import build_spec
+from llbkit.plugins.worker_runc.executor import RuncExecutor
 
 __all__ = ["RuncExecutor", "RuncWorker"]
 
@@ -54,121 +45,6 @@ OPTIONS = (
     "gcmaxusedspace",
     "gcminfreespace",
 )
-_IDS = itertools.count()
-
-
-def _host_resolv(network: str) -> str:
-    """The host's resolv.conf, without loopback nameservers unless the host network is used."""
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        text = ""
-    if network == "host":
-        return text
-    kept = [
-        line
-        for line in text.splitlines()
-        if not (
-            line.startswith("nameserver")
-            and line.split()[1:2]
-            and line.split()[1].startswith(("127.", "::1"))
-        )
-    ]
-    if not any(line.startswith("nameserver") for line in kept):
-        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(kept) + "\n"
-
-
-class RuncExecutor:
-    """Runs processes with one runtime binary and a state directory of its own."""
-
-    def __init__(
-        self, binary: str, state: Path, platforms: Sequence[Platform], labels: Mapping[str, str]
-    ) -> None:
-        self.binary = binary
-        self.state = state
-        self._platforms = list(platforms)
-        self._labels = dict(labels)
-
-    @property
-    def platforms(self) -> Sequence[Platform]:
-        return self._platforms
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        return self._labels
-
-    async def run(
-        self,
-        id: str,
-        process: ProcessSpec,
-        rootfs: Path,
-        mounts: Sequence[MountSpec],
-        progress: ProgressSink,
-        *,
-        io: ProcessIO | None = None,
-        started: Callable[[], None] | None = None,
-    ) -> int:
-        bundle = Path(tempfile.mkdtemp(dir=self.state / "executor"))
-        name = f"llbkit-{os.getpid()}-{next(_IDS)}"
-        try:
-            hosts = bundle / "hosts"
-            hosts.write_text(
-                f"127.0.0.1\tlocalhost {process.hostname}\n::1\tlocalhost ip6-localhost "
-                "ip6-loopback\n" + "".join(f"{ip}\t{host}\n" for host, ip in process.extra_hosts)
-            )
-            resolv = bundle / "resolv.conf"
-            resolv.write_text(_host_resolv(process.network))
-            spec = build_spec(process, rootfs, mounts, hosts=hosts, resolv=resolv)
-            (bundle / "config.json").write_text(json.dumps(spec))
-            return await self._run(bundle, name, progress)
-        finally:
-            shutil.rmtree(bundle, ignore_errors=True)
-
-    async def _run(self, bundle: Path, name: str, progress: ProgressSink) -> int:
-        command = [
-            self.binary,
-            "--root",
-            str(self.state / "runtime"),
-            "run",
-            "--bundle",
-            str(bundle),
-            "--no-new-keyring",
-            name,
-        ]
-        proc = await anyio.open_process(command, stdin=None)
-        try:
-            async with anyio.create_task_group() as tg:
-                assert proc.stdout is not None and proc.stderr is not None
-                tg.start_soon(_pump, proc.stdout, progress, 1)
-                tg.start_soon(_pump, proc.stderr, progress, 2)
-            return await proc.wait()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await _quiet(
-                    [self.binary, "--root", str(self.state / "runtime"), "kill", name, "KILL"]
-                )
-                await proc.wait()
-                await _quiet(
-                    [self.binary, "--root", str(self.state / "runtime"), "delete", "-f", name]
-                )
-            raise
-
-    async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
-        raise UserError(f"no container {id!r} is running")
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def _pump(stream: ByteReceiveStream, progress: ProgressSink, number: int) -> None:
-    async for chunk in stream:
-        progress.log(chunk, stream=number)
-
-
-async def _quiet(command: list[str]) -> None:
-    with contextlib.suppress(OSError):
-        await anyio.run_process(command, check=False)
 
 
 class RuncWorker:

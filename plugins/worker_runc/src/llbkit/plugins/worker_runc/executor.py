@@ -1,0 +1,200 @@
+"""Containers run by one runtime binary with a state directory of its own.
+
+Each :meth:`RuncExecutor.run` is a foreground ``runc run`` of a generated bundle; the container
+is known by the caller's id for as long as it runs, so :meth:`RuncExecutor.exec` can add a
+process to it with ``runc exec``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from llbkit.core.errors import UserError
+from llbkit.plugins.worker_runc._call import call_runc, wait_for_file
+from llbkit.plugins.worker_runc.spec import build_process, build_spec
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.progress import ProgressSink
+    from llbkit.core.plugins.stdio import ProcessIO
+    from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+
+__all__ = ["RuncExecutor"]
+
+_IDS = itertools.count()
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def runc_name(id: str) -> str:
+    """A runc container name for ``id``: letters, digits, ``_``, ``.`` and ``-``, not starting
+    with a dot or a dash, as runc accepts; the suffix keeps it unique when ids sanitize alike or
+    a crashed engine left a container behind."""
+    safe = _UNSAFE.sub("_", id)[:64].lstrip(".-") or "llbkit"
+    return f"{safe}-{os.getpid()}-{next(_IDS)}"
+
+
+@dataclass
+class _Container:
+    name: str
+    log: ProgressSink
+    #: written by runc once the first process runs
+    pidfile: Path
+    ended: anyio.Event = field(default_factory=anyio.Event)
+
+
+def _host_resolv(network: str) -> str:
+    """The host's resolv.conf, without loopback nameservers unless the host network is used."""
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        text = ""
+    if network == "host":
+        return text
+    kept = [
+        line
+        for line in text.splitlines()
+        if not (
+            line.startswith("nameserver")
+            and line.split()[1:2]
+            and line.split()[1].startswith(("127.", "::1"))
+        )
+    ]
+    if not any(line.startswith("nameserver") for line in kept):
+        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(kept) + "\n"
+
+
+class RuncExecutor:
+    """Runs processes with one runtime binary and a state directory of its own."""
+
+    def __init__(
+        self, binary: str, state: Path, platforms: Sequence[Platform], labels: Mapping[str, str]
+    ) -> None:
+        self.binary = binary
+        self.state = state
+        self._platforms = list(platforms)
+        self._labels = dict(labels)
+        self._containers: dict[str, _Container] = {}
+
+    @property
+    def platforms(self) -> Sequence[Platform]:
+        return self._platforms
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self._labels
+
+    @property
+    def root(self) -> Path:
+        """runc's ``--root``: where it keeps the state of this executor's containers."""
+        return self.state / "runtime"
+
+    async def run(
+        self,
+        id: str,
+        process: ProcessSpec,
+        rootfs: Path,
+        mounts: Sequence[MountSpec],
+        progress: ProgressSink,
+        *,
+        io: ProcessIO | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> int:
+        if id in self._containers:
+            raise UserError(f"container {id} is already running in the OCI worker")
+        bundle = Path(tempfile.mkdtemp(dir=self.state / "executor"))
+        container = _Container(runc_name(id), progress, bundle / "pid")
+        self._containers[id] = container
+        try:
+            hosts = bundle / "hosts"
+            hosts.write_text(
+                f"127.0.0.1\tlocalhost {process.hostname}\n::1\tlocalhost ip6-localhost "
+                "ip6-loopback\n" + "".join(f"{ip}\t{host}\n" for host, ip in process.extra_hosts)
+            )
+            resolv = bundle / "resolv.conf"
+            resolv.write_text(_host_resolv(process.network))
+            spec = build_spec(process, rootfs, mounts, hosts=hosts, resolv=resolv)
+            (bundle / "config.json").write_text(json.dumps(spec))
+            command = [
+                *self._runc("run"),
+                "--bundle",
+                str(bundle),
+                "--pid-file",
+                str(container.pidfile),
+                "--no-new-keyring",
+                container.name,
+            ]
+            try:
+                return await call_runc(
+                    command,
+                    tty=process.tty,
+                    io=io,
+                    log=progress,
+                    pidfile=container.pidfile,
+                    on_start=started,
+                )
+            except BaseException:
+                # runc deletes what it ran; this is for a runc that died before it could.
+                with anyio.CancelScope(shield=True):
+                    await _quiet([*self._runc("delete"), "-f", container.name])
+                raise
+        finally:
+            del self._containers[id]
+            container.ended.set()  # an exec waiting for the start learns it will not come
+            shutil.rmtree(bundle, ignore_errors=True)
+
+    async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
+        container = self._containers.get(id)
+        if container is None:
+            raise UserError(
+                f"no container {id} is running in the OCI worker; exec needs one started by run"
+            )
+        if not await wait_for_file(container.pidfile, unless=container.ended):
+            raise UserError(f"container {id} ended before the exec could start")
+        work = Path(tempfile.mkdtemp(dir=self.state / "executor"))
+        try:
+            (work / "process.json").write_text(json.dumps(build_process(process)))
+            command = [
+                *self._runc("exec"),
+                "--process",
+                str(work / "process.json"),
+                "--pid-file",
+                str(work / "pid"),
+                container.name,
+            ]
+            return await call_runc(
+                command,
+                tty=process.tty,
+                io=io,
+                log=container.log,
+                pidfile=work / "pid",
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    async def aclose(self) -> None:
+        # Killing a container's first process ends it; its run() then returns and cleans up.
+        for container in self._containers.values():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # not running
+                os.kill(int(container.pidfile.read_text()), signal.SIGKILL)
+
+    def _runc(self, action: str) -> list[str]:
+        return [self.binary, "--root", str(self.root), action]
+
+
+async def _quiet(command: list[str]) -> None:
+    with contextlib.suppress(OSError):  # no runtime at all: nothing can be left to delete
+        await anyio.run_process(command, check=False)
