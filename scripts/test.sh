@@ -10,5 +10,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy (core, sdk)"
 .venv/bin/mypy core/src sdk/src
+echo "== import contracts (lint-imports)"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -186,3 +186,44 @@ def test_template_renders_into_a_working_plugin(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout
+
+
+def _linter_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+
+
+def test_every_plugin_is_held_to_the_import_contract():
+    config = _linter_config()
+    plugins = {f"llbkit.plugins.{p.name}" for p in DISTRIBUTIONS if p.parent.name == "plugins"}
+    (forbidden,) = [c for c in config["contracts"] if c["type"] == "forbidden"]
+    assert plugins <= set(config["root_packages"])
+    assert plugins == set(forbidden["source_modules"])
+
+
+def test_the_import_contract_fails_a_plugin_that_imports_a_core_internal(tmp_path):
+    """What CI's lint-imports would say of a plugin reaching into the store."""
+    package = tmp_path / "src" / "llbkit" / "plugins" / "exporter_sneaky"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "exporter.py").write_text(
+        "from llbkit.core.errors import UserError\nfrom llbkit.core.cache.store import Store\n"
+    )
+    (forbidden,) = [c for c in _linter_config()["contracts"] if c["type"] == "forbidden"]
+    config = tmp_path / ".importlinter"
+    config.write_text(
+        "[importlinter]\nroot_packages =\n    llbkit.core\n    llbkit.plugins.exporter_sneaky\n"
+        "[importlinter:contract:plugins]\nname = plugins use only public core\n"
+        "type = forbidden\nsource_modules = llbkit.plugins.exporter_sneaky\n"
+        "forbidden_modules =\n" + "".join(f"    {m}\n" for m in forbidden["forbidden_modules"])
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "src"), *sys.path])}
+    linter = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(linter), "--config", str(config), "--no-cache"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "llbkit.plugins.exporter_sneaky.exporter -> llbkit.core.cache.store" in result.stdout

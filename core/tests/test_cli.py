@@ -62,3 +62,38 @@ def test_unknown_command_is_one_clear_line():
     assert result.returncode == 2
     assert "No such command 'bulid'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_buildkits_root_key_never_puts_llbkit_state_in_a_buildkit_root(tmp_path):
+    """A buildkitd.toml shared with BuildKit names BuildKit's own state directory as ``root``;
+    llbkit says it does not use it and keeps its state where ``[llbkit] root`` says."""
+    buildkit_root = tmp_path / "buildkit"
+    ours = tmp_path / "ours"
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(f'root = "{buildkit_root}"\n[llbkit]\nroot = "{ours}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "llbkit.core", "--config", str(config), "du"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "LLBKIT_ROOT"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"root = '{buildkit_root}' is BuildKit's state directory" in done.stderr
+    assert not buildkit_root.exists()
+    built = subprocess.run(
+        [sys.executable, "-m", "llbkit.core", "--config", str(config), "prune"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "LLBKIT_ROOT"},
+    )
+    assert built.returncode == 0, built.stderr
+    assert (ours / "state.db").exists() and not buildkit_root.exists()
+
+
+def test_build_help_describes_every_output_type():
+    done = subprocess.run(
+        [sys.executable, "-m", "llbkit.core", "build", "--help"], capture_output=True, text=True
+    )
+    text = " ".join(done.stdout.split())
+    for kind in ("local", "tar", "oci", "docker", "image"):
+        assert f"type={kind}," in text, kind

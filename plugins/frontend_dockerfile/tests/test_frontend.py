@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import ClassVar
 
 import anyio
 import pytest
@@ -14,7 +16,7 @@ from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert
 from llbkit.plugins.frontend_dockerfile.frontend import DockerfileFrontend
 from llbkit.plugins.frontend_dockerfile.parser import Parsed, parse
 from llbkit.sdk import llb
-from llbkit.sdk.testing import make_context
+from llbkit.sdk.testing import FrontendKit, make_context
 
 #: many instruction kinds (flags, JSON and shell forms, a heredoc, ONBUILD, stages)
 DOCKERFILE = """\
@@ -58,10 +60,11 @@ class _Client:
     async def solve(self, definition: bytes) -> object:
         raise AssertionError("the dockerfile frontend does not solve")
 
-    async def resolve_image_config(self, ref: str, platform: llb.Platform) -> tuple[str, bytes]:
-        raise AssertionError(f"no image to resolve here: {ref}")
+    @property
+    def images(self) -> object:
+        raise AssertionError("no image to resolve here")
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, **fields: object) -> None:
         self.warnings.append(message)
 
 
@@ -148,3 +151,17 @@ def test_options_without_effect_are_said_to_have_none() -> None:
         "frontend option shm-size has no effect in this release of llbkit",
         "frontend option attest:sbom has no effect in this release of llbkit",
     ]
+
+
+class TestDockerfileFrontend(FrontendKit):
+    """The frontend kit: the engine's own frontend client, solves and image resolver."""
+
+    frontend_class = DockerfileFrontend
+    valid_attrs: ClassVar[dict[str, str]] = {"build-arg:GREETING": "hi", "target": "final"}
+    files: ClassVar[Mapping[str, Mapping[str, bytes]]] = {
+        "dockerfile": {
+            "Dockerfile": b"FROM scratch AS base\nARG GREETING\nCOPY greeting.txt /\n"
+            b"FROM base AS final\nLABEL kit=yes\n"
+        },
+        "context": {"greeting.txt": b"hello\n"},
+    }

@@ -16,11 +16,25 @@ from llbkit.core.plugins.context import PluginContext
 
 
 def make_context(
-    name: str, config: Mapping[str, Any] | None = None, state_dir: Path | None = None
+    name: str,
+    config: Mapping[str, Any] | None = None,
+    state_dir: Path | None = None,
+    *,
+    registries: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> PluginContext:
-    """The context the engine would construct a driver with."""
+    """The context the engine would construct a driver with; ``registries`` gives it the
+    engine's own registry access with those ``[registry."host"]`` settings."""
+    access = None
+    if registries is not None:
+        from llbkit.core.registry.access import EngineRegistries
+
+        access = EngineRegistries(registries)
     return PluginContext(
-        name=name, distribution="test 0", config=dict(config or {}), state_dir=state_dir
+        name=name,
+        distribution="test 0",
+        config=dict(config or {}),
+        state_dir=state_dir,
+        registries=access,
     )
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins import cache_backend, exporter, frontend, source
-from llbkit.core.plugins.context import BuildResult, Platform
+from llbkit.core.plugins.context import BuildResult, Platform, PluginContext
 from llbkit.core.plugins.exporter import ExportInfo
 from llbkit.core.plugins.frontend import FrontendOutput
 from llbkit.core.plugins.source import LayeredSourceJob
@@ -49,6 +49,12 @@ class ExporterKit:
 
     exporter_class: ClassVar[type]
     valid_attrs: ClassVar[Mapping[str, str]] = {}
+    #: ``[registry."host"]`` settings of the engine's registry access the exporter gets
+    registries: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def plugin_context(self, tmp_path: Path) -> PluginContext:
+        """What the engine constructs the exporter with."""
+        return make_context("kit", state_dir=tmp_path, registries=self.registries)
 
     def sample_tree(self, root: Path) -> Path:
         tree = root / "tree"
@@ -61,13 +67,13 @@ class ExporterKit:
         _check_api_version(self.exporter_class, exporter.API_VERSION)
 
     def test_rejects_unknown_option_by_name(self, tmp_path: Path) -> None:
-        driver = self.exporter_class(make_context("kit", state_dir=tmp_path))
+        driver = self.exporter_class(self.plugin_context(tmp_path))
         with pytest.raises(UnknownOptionError) as err:
             run(driver.resolve({**self.valid_attrs, BOGUS_KEY: "1"}))
         _assert_names_key(err)
 
     def test_exports_finalizes_and_closes(self, tmp_path: Path) -> None:
-        driver = self.exporter_class(make_context("kit", state_dir=tmp_path))
+        driver = self.exporter_class(self.plugin_context(tmp_path))
         client = MemoryClientIO(tree_root=tmp_path / "client")
         progress = RecordingProgress()
         info = ExportInfo("kitref", client, progress)
