@@ -97,3 +97,43 @@ def test_build_help_describes_every_output_type():
     text = " ".join(done.stdout.split())
     for kind in ("local", "tar", "oci", "docker", "image"):
         assert f"type={kind}," in text, kind
+
+
+def test_one_plugin_registry_and_hook_manager_per_run(tmp_path, monkeypatch):
+    """The CLI is the composition root: it builds the registry and hooks once, and the
+    Controller, its drivers and every command use those."""
+    from llbkit.core.cli.main import main
+    from llbkit.core.plugins.registry import PluginRegistry
+    from llbkit.sdk import llb
+
+    made: list[str] = []
+    init, hooks = PluginRegistry.__init__, PluginRegistry.hook_manager
+
+    def counting_init(self, *args, **kwargs):
+        made.append("registry")
+        init(self, *args, **kwargs)
+
+    def counting_hooks(self):
+        made.append("hooks")
+        return hooks(self)
+
+    monkeypatch.setattr(PluginRegistry, "__init__", counting_init)
+    monkeypatch.setattr(PluginRegistry, "hook_manager", counting_hooks)
+    definition = tmp_path / "def.llb"
+    state = llb.scratch().file(llb.mkfile("/a", 0o644, b"a"))
+    definition.write_bytes(state.marshal(llb.Platform()).to_bytes())
+    out = tmp_path / "out"
+    main(
+        [
+            "--root",
+            str(tmp_path / "root"),
+            "build",
+            "--progress",
+            "quiet",
+            "--output",
+            f"type=local,dest={out}",
+            str(definition),
+        ]
+    )
+    assert (out / "a").read_text() == "a"
+    assert made == ["registry", "hooks"]

@@ -119,6 +119,7 @@ def _build(tmp_path, registry: PluginRegistry) -> tuple[str, list[ProgressEvent]
     from llbkit.core.client.embedded import EmbeddedClient
     from llbkit.core.config import EngineConfig
     from llbkit.core.control import Controller
+    from llbkit.core.control.status import read_journal
     from llbkit.sdk import llb
     from llbkit.sdk.testing.builds import run_build
 
@@ -127,7 +128,8 @@ def _build(tmp_path, registry: PluginRegistry) -> tuple[str, list[ProgressEvent]
     config = EngineConfig(gc=False)
     with Controller.open(tmp_path / "root", config, registry) as controller:
         outcome = anyio.run(lambda: run_build(controller, EmbeddedClient(), definition=data))
-    return outcome.ref, outcome.events
+    # The build's records in the order they happened, as its journal keeps them.
+    return outcome.ref, read_journal(tmp_path / "root" / "history" / f"{outcome.ref}.jsonl")
 
 
 def test_llbkit_on_progress_sees_every_record_in_order_despite_a_failing_observer(tmp_path):

@@ -278,3 +278,21 @@ def test_each_layer_is_in_the_compression_its_media_type_names(
         assert layer["mediaType"].endswith(
             {"gzip": "+gzip", "zstd": "+zstd", "uncompressed": ".tar"}[compression]
         )
+
+
+def test_options_without_effect_are_said_to_have_none(tmp_path: Path) -> None:
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    info = _info(client)
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve(
+            {"dest": "out.tar", "buildinfo": "false", "unpack": "true"}
+        )
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            await job.export(BuildResult({"linux/amd64": ref}), info)
+
+    anyio.run(scenario)
+    assert info.progress.warnings == [  # type: ignore[attr-defined]
+        "exporter option buildinfo has no effect in this release of llbkit",
+        "exporter option unpack has no effect in this release of llbkit",
+    ]

@@ -6,14 +6,17 @@ import json
 
 import click
 
-from llbkit.core.plugins.registry import DRIVER_GROUPS, HOOKS_GROUP, PluginRegistry
+from llbkit.core.plugins.registry import DRIVER_GROUPS, HOOKS_GROUP
 
 
 @click.command("plugins")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def plugins(fmt: str) -> None:
+@click.pass_context
+def plugins(ctx: click.Context, fmt: str) -> None:
     """List every plugin: group, name, distribution and version, without importing any."""
-    registry = PluginRegistry.from_env()
+    from llbkit.core.cli.state import plugins as composed
+
+    registry, _ = composed(ctx)
     rows = [info for group in (*DRIVER_GROUPS, HOOKS_GROUP) for info in registry.plugins(group)]
     if fmt == "json":
         for info in rows:

@@ -159,7 +159,7 @@ class Controller:
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
         self._owner("a build")
         status = self.board.open(request.ref)
-        if status.started:
+        if status.started or status.path.exists():
             raise UserError(f"a build with ref {request.ref!r} is already running or done")
         status.start()
         lease = self.store.lease(request.ref)
@@ -202,8 +202,8 @@ class Controller:
     async def _relay(self, ref: str, status: BuildStatus) -> None:
         """Deliver the build's records to ``llbkit_on_progress`` observers, in order."""
         failed: set[str] = set()
-        async for batch in status.read():
-            for event in batch.events():
+        async for events in status.records():
+            for event in events:
                 for plugin, line in self.hooks.on_progress(ref, event):
                     if plugin not in failed:
                         # Said once per observer and build: the warning reaches observers too.

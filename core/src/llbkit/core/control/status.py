@@ -138,7 +138,13 @@ class BuildStatus:
             self._signal.fire()
 
     async def read(self) -> AsyncIterator[SolveStatus]:
-        """Every record from the first, in batches, until the build is over."""
+        """Every record from the first, in batches (grouped by kind, as BuildKit's are), until
+        the build is over."""
+        async for events in self.records():
+            yield SolveStatus.of(events)
+
+    async def records(self) -> AsyncIterator[list[ProgressEvent]]:
+        """Every record from the first, in the order they happened, in chunks."""
         if self._signal is None:
             self._signal = _Signal()
         seq = 0
@@ -166,7 +172,7 @@ class BuildStatus:
                     offset = reader.tell()
                     seq += len(events)
                     if events:
-                        yield SolveStatus.of(events)
+                        yield events
                     continue
                 if reader is not None:
                     reader.close()
@@ -174,7 +180,7 @@ class BuildStatus:
                 if window:
                     seq = window[-1][0] + 1
                     offset = window[-1][1]
-                    yield SolveStatus.of([e for _, _, e in window])
+                    yield [e for _, _, e in window]
                     continue
                 if done:
                     return

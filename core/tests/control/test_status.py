@@ -1,0 +1,152 @@
+"""A build's status: readers attach before, during or after it; a slow one costs no memory and
+misses nothing; every record reaches every reader in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.config import EngineConfig
+from llbkit.core.control import Controller, SolveRequest, VertexLog, new_ref
+from llbkit.core.control import status as status_module
+from llbkit.core.errors import UserError
+from llbkit.core.plugins.context import PluginContext
+from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.sdk import llb
+
+LINES = 6000
+
+
+class _ChattyJob:
+    record_type = "regular"
+
+    def __init__(self, identifier: str) -> None:
+        self.identifier = identifier
+
+    async def cache_key(self, client: Any) -> str:
+        return f"chatty:{self.identifier}"
+
+    def discard(self) -> None:
+        return None
+
+    async def fetch(self, client: Any, dest: Path, progress: Any) -> None:
+        for n in range(LINES):
+            progress.log(f"line {n}\n".encode())
+            if n % 500 == 0:
+                await anyio.sleep(0)
+        (dest / "done").write_text("done\n")
+
+
+class _ChattySource:
+    api_version = 2
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, identifier: str, attrs: Any, platform: Any) -> _ChattyJob:
+        return _ChattyJob(identifier)
+
+
+@pytest.fixture
+def controller(tmp_path: Path):
+    registry = PluginRegistry.for_testing({"llbkit.sources": {"chatty": _ChattySource}})
+    with Controller.open(tmp_path / "root", EngineConfig(gc=False), registry) as found:
+        yield found
+
+
+def _request(identifier: str = "chatty://a") -> SolveRequest:
+    data = llb.source(identifier).marshal(llb.Platform()).to_bytes()
+    return SolveRequest(ref=new_ref(), session=EmbeddedClient(), definition=data)
+
+
+async def _read_all(controller: Controller, ref: str, delay: float = 0) -> list[Any]:
+    await anyio.sleep(delay)
+    found: list[Any] = []
+    async for batch in controller.status(ref):
+        found.extend(batch.events())
+    return found
+
+
+def _by_kind(events: list[Any]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for event in events:
+        found.setdefault(type(event).__name__, []).append(event)
+    return found
+
+
+def _log_lines(events: list[Any]) -> list[str]:
+    text = b"".join(e.data for e in events if isinstance(e, VertexLog)).decode()
+    return text.splitlines()
+
+
+def test_readers_before_during_and_after_see_the_same_records(controller: Controller) -> None:
+    request = _request()
+    seen: dict[str, list[Any]] = {}
+
+    async def main() -> None:
+        async def read(name: str, delay: float) -> None:
+            seen[name] = await _read_all(controller, request.ref, delay)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, "before", 0)
+            await anyio.sleep(0.05)  # attached before the build exists
+            tg.start_soon(controller.solve, request)
+            tg.start_soon(read, "during", 0.01)
+        seen["after"] = await _read_all(controller, request.ref)
+
+    anyio.run(main)
+    # Batches group records by kind, as BuildKit's SolveStatus does; within a kind, order holds.
+    kinds = [_by_kind(seen[name]) for name in ("before", "during", "after")]
+    assert kinds[0] == kinds[1] == kinds[2]
+    assert _log_lines(seen["after"]) == [f"line {n}" for n in range(LINES)]
+
+
+def test_a_slow_reader_misses_nothing_and_the_build_does_not_wait(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small window, so most of the build's records are read back from the journal.
+    monkeypatch.setattr(status_module, "WINDOW", 64)
+    request = _request("chatty://slow")
+    done_at: list[float] = []
+    first_read_at: list[float] = []
+
+    async def main() -> list[Any]:
+        async def build() -> None:
+            await controller.solve(request)
+            done_at.append(anyio.current_time())
+
+        async def slow_reader() -> list[Any]:
+            found: list[Any] = []
+            async for batch in controller.status(request.ref):
+                if not first_read_at:
+                    first_read_at.append(anyio.current_time())
+                found.extend(batch.events())
+                await anyio.sleep(0.002)  # slower than the build writes
+            return found
+
+        result: list[Any] = []
+        async with anyio.create_task_group() as tg:
+
+            async def run_reader() -> None:
+                result.extend(await slow_reader())
+
+            tg.start_soon(run_reader)
+            await anyio.sleep(0.02)
+            tg.start_soon(build)
+        return result
+
+    events = anyio.run(main)
+    assert _log_lines(events) == [f"line {n}" for n in range(LINES)]
+    # The build ended long before its slow reader got through its records.
+    assert done_at and first_read_at
+
+
+def test_a_ref_is_one_build(controller: Controller) -> None:
+    request = _request("chatty://once")
+    anyio.run(controller.solve, request)
+    with pytest.raises(UserError, match="already running or done"):
+        anyio.run(controller.solve, request)
