@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -135,8 +136,11 @@ class Controller:
     async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
         """Run one build and hold its results for the block: read them with
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
-        status = self.board.open(request.ref)
-        if status.started:
+        _check_ref(request.ref)
+        # A finished build's journal is its history: never replaced.
+        journal = self.history_dir / f"{request.ref}.jsonl"
+        status = None if journal.exists() else self.board.open(request.ref)
+        if status is None or status.started:
             raise UserError(f"a build with ref {request.ref!r} is already running or done")
         status.start()
         lease = self.store.lease(request.ref)
@@ -191,6 +195,7 @@ class Controller:
     def status(self, ref: str) -> AsyncIterator[SolveStatus]:
         """Every progress record of build ``ref``, in batches: a running build's as they come,
         a future build's once it starts, a finished build's from its history."""
+        _check_ref(ref)
         return self.board.stream(ref)
 
     # -- history ----------------------------------------------------------------------------
@@ -207,6 +212,8 @@ class Controller:
         running builds instead."""
         if active_only:
             return [BuildHistoryRecord(r, "", {}, [], time.time()) for r in self.board.active()]
+        if ref:
+            _check_ref(ref)
         found = []
         paths = [self.history_dir / f"{ref}.json"] if ref else self.history_dir.glob("*.json")
         for path in paths:
@@ -277,6 +284,18 @@ class Controller:
 
     def info(self) -> Info:
         return Info()
+
+
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_ref(ref: str) -> None:
+    """A ref names files under ``<root>/history``, so it must be a plain name."""
+    if not _REF.fullmatch(ref):
+        raise UserError(
+            f"invalid build ref {ref!r}: use letters, digits, '_', '.' and '-' "
+            "(new_ref() makes one)"
+        )
 
 
 def _record(request: SolveRequest) -> BuildHistoryRecord:
