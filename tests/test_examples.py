@@ -123,3 +123,71 @@ def test_metadata_file_decodes_descriptors_as_buildctl(tmp_path):
     assert _decoded(encoded) == {"mediaType": "x", "size": 1}
     assert _decoded("sha256:abc") == "sha256:abc"
     assert _decoded(base64.b64encode(b"[1]").decode()) == base64.b64encode(b"[1]").decode()
+
+
+def _venv_python() -> str:
+    """The interpreter a user runs the examples with (the README's ``.venv/bin/python``)."""
+    python = ROOT / ".venv/bin/python"
+    return str(python) if python.exists() else sys.executable
+
+
+@pytest.mark.root
+def test_build_dockerfile_example_prints_steps_result_and_digest(tmp_path):
+    import re
+    import shutil
+
+    if shutil.which("runc") is None or shutil.which("busybox") is None:
+        pytest.skip("runc and busybox-static are needed")
+    command = [_venv_python(), str(ROOT / "examples/build_dockerfile.py")]
+    command += ["--root", str(tmp_path / "state")]
+    built = subprocess.run(command, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    out = built.stdout
+    assert re.search(r"^#(\d+) \[build 4/5\] COPY greeting.txt \.$", out, re.M), out
+    run = re.search(r"^#(\d+) \[build 5/5\] RUN echo", out, re.M)
+    assert run, out
+    step = run.group(1)
+    assert f"\n#{step} | greeting: hi\n" in out  # the RUN step's log, under its number
+    assert re.search(rf"^#{step} DONE \d+\.\ds$", out, re.M), out
+    assert "read from the result: /app/shout.txt = HELLO FROM PYTHON\n" in out
+    assert re.search(r"^image digest: sha256:[0-9a-f]{64}$", out, re.M), out
+
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"^#\d+ CACHED$", again.stdout, re.M), again.stdout
+    assert "HELLO FROM PYTHON" in again.stdout
+
+
+def _doc_snippets() -> list[object]:
+    import re
+
+    text = (ROOT / "docs/python-api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    # Only a snippet that builds examples/app runs a container.
+    return [
+        pytest.param(b, id=f"snippet{n}", marks=[pytest.mark.root] if "examples/app" in b else [])
+        for n, b in enumerate(blocks, 1)
+    ]
+
+
+@pytest.mark.parametrize("snippet", _doc_snippets())
+def test_python_api_doc_snippets_run_as_written(tmp_path, snippet):
+    import shutil
+
+    if "examples/app" in snippet and shutil.which("runc") is None:
+        pytest.skip("runc is needed")
+    # The snippets run from the repository root and write under out/.
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    if "out/busybox-layout" in snippet:
+        made = subprocess.run(
+            [_venv_python(), str(ROOT / "examples/busybox_layout.py"), "out/busybox-layout"],
+            cwd=tmp_path,
+            capture_output=True,
+        )
+        assert made.returncode == 0, made.stderr
+    (tmp_path / "snippet.py").write_text(snippet)
+    ran = subprocess.run(
+        [_venv_python(), "snippet.py"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip(), "every snippet prints what it shows"

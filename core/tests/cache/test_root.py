@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +107,12 @@ def test_a_root_from_a_newer_llbkit_is_refused(tmp_path):
         StateRoot.open(path)
     with StateRoot.open(tmp_path / "other"):  # and the failed open released its lock
         pass
+
+
+def test_a_relative_root_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with StateRoot.open(Path("state")) as root:
+        assert root.path == tmp_path / "state"
 
 
 def test_wal_mode(tmp_path):

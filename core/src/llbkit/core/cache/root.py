@@ -71,6 +71,9 @@ class StateRoot:
         :raises StateRootError: another process holds it (and ``wait`` is not given), it
             cannot be written, or it was written by a newer llbkit.
         """
+        # Paths under the root reach runc's bundles and mount options, which a relative root
+        # would resolve against another directory.
+        path = path.absolute()
         try:
             path.mkdir(parents=True, exist_ok=True)
             lock = open(path / "lock", "a+")  # noqa: SIM115 -- held for the root's lifetime

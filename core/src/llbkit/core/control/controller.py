@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -158,7 +159,9 @@ class Controller:
         """Run one build and hold its results for the block: read them with
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
         self._owner("a build")
+        _check_ref(request.ref)
         status = self.board.open(request.ref)
+        # A finished build's journal is its history: never replaced.
         if status.started or status.path.exists():
             raise UserError(f"a build with ref {request.ref!r} is already running or done")
         status.start()
@@ -214,6 +217,7 @@ class Controller:
     def status(self, ref: str) -> AsyncIterator[SolveStatus]:
         """Every progress record of build ``ref``, in batches: a running build's as they come,
         a future build's once it starts, a finished build's from its history."""
+        _check_ref(ref)
         return self.board.stream(ref)
 
     # -- history ----------------------------------------------------------------------------
@@ -230,6 +234,8 @@ class Controller:
         running builds instead."""
         if active_only:
             return [BuildHistoryRecord(r, "", {}, [], time.time()) for r in self.board.active()]
+        if ref:
+            _check_ref(ref)
         found = []
         paths = [self.history_dir / f"{ref}.json"] if ref else self.history_dir.glob("*.json")
         for path in paths:
@@ -301,6 +307,18 @@ class Controller:
 
     def info(self) -> Info:
         return Info()
+
+
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_ref(ref: str) -> None:
+    """A ref names files under ``<root>/history``, so it must be a plain name."""
+    if not _REF.fullmatch(ref):
+        raise UserError(
+            f"invalid build ref {ref!r}: use letters, digits, '_', '.' and '-' "
+            "(new_ref() makes one)"
+        )
 
 
 def _record(request: SolveRequest) -> BuildHistoryRecord:
