@@ -1,9 +1,10 @@
-"""The plugin templates: one per driver group, each a small plugin that lints and type-checks
-once its markers are filled."""
+"""The plugin templates: one per driver group, and each becomes, by the README's own commands, a
+plugin installed from a folder outside this repository that passes its conformance kit."""
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -125,3 +126,75 @@ def test_rendered_template_type_checks_strictly(template, tmp_path, tmp_path_fac
         env={**os.environ, "MYPYPATH": "src"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def readme_commands() -> list[str]:
+    """The first shell block of the README's "Writing a plugin" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Writing a plugin") :]
+    block = section[section.index("```sh\n") + len("```sh\n") :]
+    return block[: block.index("```")].splitlines()
+
+
+@pytest.mark.slow
+def test_readme_commands_make_an_installed_working_plugin_of_each_kind(tmp_path):
+    uv = ROOT / ".tools" / "bin" / "uv"
+    if not uv.exists():
+        pytest.skip("no .tools/bin/uv: run scripts/setup.sh")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert ROOT not in outside.parents
+    venv = outside / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    # setup.sh filled uv's cache with everything these installs need: no network, no waiting.
+    env.update(UV_OFFLINE="1", LLBKIT_ROOT=str(outside / "state"), UV_PROJECT_ENVIRONMENT=str(venv))
+
+    def run(args: list[str], **kwargs: object) -> str:
+        result = subprocess.run(args, capture_output=True, text=True, env=env, **kwargs)
+        assert result.returncode == 0, f"{args}\n{result.stdout[-4000:]}{result.stderr[-3000:]}"
+        return result.stdout
+
+    # A venv as a third party has it: llbkit-core and llbkit-sdk[testing], no other plugin.
+    sync = ["sync", "-q", "--frozen", "--no-dev", "--package", "llbkit-sdk", "--extra", "testing"]
+    run([str(uv), *sync, "--project", str(ROOT), "--python", sys.executable])
+    commands = readme_commands()
+    assert commands[0].startswith("template=")
+    body = "\n".join(commands[1:]).replace(".venv/bin/", f"{venv}/bin/")
+    for template, (kind, name, cap, _) in KINDS.items():
+        dest = outside / f"llbkit-{kind}-{name}"
+        script = f"template={template} kind={kind} name={name} Name={cap} dir={dest}\n{body}"
+        out = run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT)
+        assert re.search(r"\d+ passed", out) and " failed" not in out, out[-3000:]
+        assert "<REPLACE:" not in "".join(p.read_text() for p in dest.rglob("*.py"))
+
+    def listed() -> list[dict[str, object]]:
+        command = [f"{venv}/bin/llbkit", "debug", "plugins", "--format", "json"]
+        return [json.loads(line) for line in run(command).splitlines()]
+
+    probe = "from llbkit.core.plugins.registry import PluginRegistry\nregistry = PluginRegistry()\n"
+    plugins = listed()
+    for kind, name, _, group in KINDS.values():
+        found = [p for p in plugins if p["group"] == group and p["name"] == name]
+        assert [(p["distribution"], p["disabled"]) for p in found] == [
+            (f"llbkit-{kind}-{name}", False)
+        ]
+        probe += f"print(registry.load_driver({group!r}, {name!r}).__module__)\n"
+    # Loading checks the declared contract version too.
+    loaded = [
+        module.rsplit(".", 1)[0] for module in run([f"{venv}/bin/python", "-c", probe]).split()
+    ]
+    assert loaded == [f"llbkit.plugins.{kind}_{name}" for kind, name, _, _ in KINDS.values()]
+
+    # The three LLBKIT_DISABLE_PLUGINS tokens the README names.
+    env["LLBKIT_DISABLE_PLUGINS"] = "listing,llbkit.frontends:oneline,llbkit-cache-dir"
+    assert {(p["group"], p["name"]) for p in listed() if p["disabled"]} == {
+        ("llbkit.exporters", "listing"),
+        ("llbkit.frontends", "oneline"),
+        ("llbkit.cache_backends", "dir"),
+    }
+
+    # That venv is uv's, without pip: the install hint must name uv and this venv's python.
+    hint = "from llbkit.core.errors import install_command; print(install_command('llbkit-x'))"
+    assert run([f"{venv}/bin/python", "-c", hint]).strip() == (
+        f"uv pip install --python {venv}/bin/python llbkit-x"
+    )
