@@ -12,6 +12,7 @@ from llbkit.core.errors import (
     PluginLoadError,
     PluginVersionError,
     UnknownPluginError,
+    install_command,
 )
 from llbkit.core.plugins.registry import PluginRegistry
 
@@ -39,7 +40,58 @@ def test_unknown_name_lists_installed_and_names_distribution_to_install(make_dis
     message = str(err.value)
     assert message.startswith("unknown exporter 's3ish'; installed: ")
     assert "acme" in message
-    assert message.endswith("install it with: pip install llbkit-exporter-s3ish")
+    assert message.endswith(f"; install it with: {install_command('llbkit-exporter-s3ish')}")
+    assert "\n" not in message
+
+
+def _environment(monkeypatch, tmp_path, *, pip: bool, cfg: str | None):
+    """Pretend llbkit runs from a venv at ``tmp_path`` with or without pip, made by uv or not."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (object() if pip else None) if name == "pip" else real(name, *a),
+    )
+    if cfg is not None:
+        (tmp_path / "pyvenv.cfg").write_text(cfg)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "my env" / "bin" / "python"))
+
+
+def test_install_hint_is_pip_where_pip_is_importable(monkeypatch, tmp_path):
+    _environment(monkeypatch, tmp_path, pip=True, cfg="home = /usr/bin\nuv = 0.13.9\n")
+    assert install_command("llbkit-cache-s3") == "pip install llbkit-cache-s3"
+
+
+def test_install_hint_is_uv_with_this_python_in_a_uv_venv_without_pip(monkeypatch, tmp_path):
+    _environment(monkeypatch, tmp_path, pip=False, cfg="home = /usr/bin\nuv = 0.13.9\n")
+    python = tmp_path / "my env" / "bin" / "python"
+    assert install_command("llbkit-cache-s3") == (
+        f"uv pip install --python '{python}' llbkit-cache-s3"
+    )
+    err = UnknownPluginError("cache backend", "s3", ["local"], "llbkit-cache-s3")
+    assert str(err).endswith(f"install it with: uv pip install --python '{python}' llbkit-cache-s3")
+
+
+def test_install_hint_falls_back_to_pip_outside_a_uv_venv(monkeypatch, tmp_path):
+    _environment(monkeypatch, tmp_path, pip=False, cfg="home = /usr/bin\n")
+    assert install_command("llbkit-cache-s3") == "pip install llbkit-cache-s3"
+    _environment(monkeypatch, tmp_path / "nowhere", pip=False, cfg=None)
+    assert install_command("llbkit-cache-s3") == "pip install llbkit-cache-s3"
+
+
+def test_install_hint_runs_in_the_environment_it_is_printed_in():
+    """This test's own environment: whichever command the hint gives can install there."""
+    import importlib.util
+    from pathlib import Path
+
+    command = install_command("x")
+    if importlib.util.find_spec("pip") is not None:
+        assert command == "pip install x"
+    elif "uv =" in (Path(sys.prefix) / "pyvenv.cfg").read_text():
+        assert command.startswith("uv pip install --python ") and sys.executable in command
 
 
 def test_unknown_name_without_known_distribution_says_only_what_is_installed(make_dist):

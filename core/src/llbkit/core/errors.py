@@ -36,6 +36,7 @@ __all__ = [
     "UnknownPluginError",
     "UserError",
     "first_error",
+    "install_command",
     "one_error",
 ]
 
@@ -93,8 +94,27 @@ class UnknownPluginError(PluginError):
         listed = ", ".join(self.installed) if self.installed else "none"
         message = f"unknown {kind} {name!r}; installed: {listed}"
         if distribution:
-            message += f"; install it with: pip install {distribution}"
+            message += f"; install it with: {install_command(distribution)}"
         super().__init__(message)
+
+
+def install_command(distribution: str) -> str:
+    """The one-line command that installs ``distribution`` into the environment running llbkit,
+    as it can be typed there: a uv-made venv has no ``pip`` unless one was added to it."""
+    import importlib.util
+    import shlex
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("pip") is not None:
+        return f"pip install {distribution}"
+    try:
+        cfg = (Path(sys.prefix) / "pyvenv.cfg").read_text()
+    except OSError:  # not a venv: pip is the usual way in, once installed
+        cfg = ""
+    if any(line.split("=")[0].strip() == "uv" for line in cfg.splitlines()):
+        return f"uv pip install --python {shlex.quote(sys.executable)} {distribution}"
+    return f"pip install {distribution}"
 
 
 class PluginConflictError(PluginError):

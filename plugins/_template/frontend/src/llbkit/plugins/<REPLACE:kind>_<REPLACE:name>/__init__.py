@@ -1,0 +1,1 @@
+"""``--frontend <REPLACE:name>``: a one-line build file that makes a filesystem with one file."""

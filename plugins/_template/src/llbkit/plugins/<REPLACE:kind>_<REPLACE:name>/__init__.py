@@ -1,1 +1,0 @@
-"""<REPLACE:one line saying what the plugin does>."""
