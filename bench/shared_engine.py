@@ -21,10 +21,7 @@ from llbkit.core.control import Controller, SolveRequest, new_ref
 async def _build(controller: Controller, spec: str) -> None:
     context, _, args = spec.partition("|")
     opts = {f"build-arg:{k}": v for k, _, v in (a.partition("=") for a in args.split(",") if a)}
-    client = EmbeddedClient(
-        locals={"context": Path(context), "dockerfile": Path(context)},
-        private=(controller.store.root.path,),
-    )
+    client = EmbeddedClient(locals={"context": Path(context), "dockerfile": Path(context)})
     request = SolveRequest(
         ref=new_ref(), session=client, frontend="dockerfile.v0", frontend_attrs=opts
     )

@@ -21,17 +21,18 @@ from pathlib import Path
 
 import anyio
 
-from llbkit.core.client.embedded import EmbeddedClient
 from llbkit.core.control import (
     BuildFailed,
     Controller,
+    EmbeddedClient,
     ExporterRequest,
     FrontendFailed,
     SolveRequest,
+    UserError,
     Vertex,
     new_ref,
+    one_error,
 )
-from llbkit.core.errors import UserError, one_error
 
 DOCKERFILE = """\
 FROM busybox AS build

@@ -362,6 +362,14 @@ def test_exec_with_a_secret_and_host_network(tmp_path: Path) -> None:
         refused = subprocess.run(args, input=data, capture_output=True, env=env)
         assert refused.returncode == 1
         assert "network.host is not allowed" in refused.stderr.decode()
+        ungranted = subprocess.run(
+            [*args, "--allow", "network.host"], input=data, capture_output=True, env=env
+        )
+        assert ungranted.returncode == 1
+        assert ungranted.stderr.decode().endswith(
+            "error: granting entitlement network.host is not allowed by build daemon "
+            "configuration (list it in insecure-entitlements of the engine's config)\n"
+        )
         config = tmp_path / "buildkitd.toml"
         config.write_text('insecure-entitlements = ["network.host"]\n')
         done = subprocess.run(

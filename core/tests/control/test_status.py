@@ -150,3 +150,15 @@ def test_a_ref_is_one_build(controller: Controller) -> None:
     anyio.run(controller.solve, request)
     with pytest.raises(UserError, match="already running or done"):
         anyio.run(controller.solve, request)
+
+
+def test_a_reader_of_a_ref_that_never_builds_leaves_nothing_behind(
+    controller: Controller,
+) -> None:
+    async def main() -> None:
+        with anyio.move_on_after(0.1):
+            async for _ in controller.status("never-built"):
+                raise AssertionError("no build, no records")
+
+    anyio.run(main)
+    assert "never-built" not in controller.board._builds

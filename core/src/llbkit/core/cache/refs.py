@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ import anyio
 from llbkit.core.cache.blobs import MEDIA_TYPES, blob_sources, layer_blobs
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.plugins.context import BlobSource, Compression, LayerDescriptor, LayerOptions
+from llbkit.core.snapshot.mount import bind_readonly, unmount
 
 __all__ = ["ResultRef"]
 
@@ -39,12 +42,29 @@ class ResultRef:
 
     @asynccontextmanager
     async def mount(self) -> AsyncIterator[Path]:
+        """The tree, read-only: a view of the chain, behind a read-only bind mount where this
+        process may mount (a store layer is shared by every result that has it)."""
         view = self._store.view(self.chain)
         path = await anyio.to_thread.run_sync(view.__enter__)
         try:
-            yield path
+            async with self._readonly(path) as shown:
+                yield shown
         finally:
             await anyio.to_thread.run_sync(view.__exit__, None, None, None)
+
+    @asynccontextmanager
+    async def _readonly(self, path: Path) -> AsyncIterator[Path]:
+        if os.geteuid() != 0:
+            yield path  # without privileges, the contract's "do not write" has to do
+            return
+        target = self._store.stage() / "ro"
+        target.mkdir()
+        await anyio.to_thread.run_sync(bind_readonly, path, target)
+        try:
+            yield target
+        finally:
+            await anyio.to_thread.run_sync(unmount, target)
+            shutil.rmtree(target.parent, ignore_errors=True)
 
     async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
         made = await anyio.to_thread.run_sync(

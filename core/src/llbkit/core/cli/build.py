@@ -82,7 +82,6 @@ def _client(
     secret: tuple[str, ...],
     ssh: tuple[str, ...],
     oci_layout: tuple[str, ...],
-    private: tuple[Path, ...] = (),
 ) -> Any:
     """The embedded client: ``--local`` directories, ``--secret`` values, ``--ssh`` agents,
     ``--oci-layout`` stores."""
@@ -97,7 +96,6 @@ def _client(
         secrets=dict(parse_secret(s) for s in secret),
         ssh=dict(parse_ssh(s) for s in ssh),
         layouts={name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()},
-        private=private,
     )
 
 
@@ -284,9 +282,7 @@ def build(
     with open_controller(ctx, config_path) as controller:
         request = SolveRequest(
             ref=new_ref(),
-            session=_client(
-                locals_, secret, ssh, oci_layout, private=(controller.store.root.path,)
-            ),
+            session=_client(locals_, secret, ssh, oci_layout),
             definition=data,
             frontend=frontend,
             frontend_attrs=frontend_opts,

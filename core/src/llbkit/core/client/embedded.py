@@ -37,7 +37,7 @@ class EmbeddedClient:
     ssh: Mapping[str, Path] = field(default_factory=dict)
     layouts: Mapping[str, Path] = field(default_factory=dict)
     stdout: BinaryIO | None = None
-    #: directories never sent as part of a context (the engine's own state root)
+    #: directories never sent as part of a context (besides the state root mirrored into)
     private: tuple[Path, ...] = ()
 
     @asynccontextmanager
@@ -138,6 +138,9 @@ class EmbeddedClient:
         follow_paths: Sequence[str] = (),
     ) -> None:
         src = self._local(name)
+        # The state root the mirror lives in is never part of a context, even when the context
+        # holds it (``--root ./state``): it would copy itself into itself.
+        skip = (*self.private, *_state_root_of(dest))
         await anyio.to_thread.run_sync(
             lambda: sync_tree(
                 src,
@@ -145,6 +148,14 @@ class EmbeddedClient:
                 include=include,
                 exclude=exclude,
                 follow_paths=follow_paths,
-                skip_dirs=self.private,
+                skip_dirs=skip,
             )
         )
+
+
+def _state_root_of(path: Path) -> tuple[Path, ...]:
+    """The llbkit state root ``path`` is inside (it holds ``state.db`` and ``lock``), if any."""
+    for parent in path.absolute().parents:
+        if (parent / "state.db").is_file() and (parent / "lock").is_file():
+            return (parent,)
+    return ()

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["BuildOutcome", "FrontendFailed", "run_build"]
 
 Emit = Callable[[ProgressEvent], None]
+#: what a build may ask for beyond the sandbox (``--allow``)
+ENTITLEMENTS = ("network.host", "security.insecure")
 
 
 class FrontendFailed(SourceError):
@@ -46,12 +48,14 @@ class BuildOutcome:
     """What a build produced, held until the ``Controller.build`` block ends.
 
     :param result: the result by platform and the frontend's metadata (image config...).
-    :param exporter_response: what the exporters answered (``--metadata-file``).
+    :param exporter_response: what the exporters answered, merged (``--metadata-file``).
+    :param exporter_responses: each exporter's own answer, in the request's order.
     """
 
     ref: str
     result: BuildResult
     exporter_response: Mapping[str, str] = field(default_factory=dict)
+    exporter_responses: Sequence[Mapping[str, str]] = ()
 
 
 class _StepSink:
@@ -80,6 +84,17 @@ async def _resolve(
     controller: Controller, request: SolveRequest
 ) -> tuple[FrontendJob | None, list[tuple[str, ExportJob]]]:
     """Every driver the request names, checked before any work: a bad key fails fast."""
+    for entitlement in request.entitlements:
+        if entitlement not in ENTITLEMENTS:
+            raise ConfigError(
+                f"unknown entitlement {entitlement!r}; known: {', '.join(ENTITLEMENTS)}"
+            )
+        if entitlement not in controller.config.insecure_entitlements:
+            # As BuildKit's daemon says it; the engine's config must grant what a build asks.
+            raise UserError(
+                f"granting entitlement {entitlement} is not allowed by build daemon "
+                "configuration (list it in insecure-entitlements of the engine's config)"
+            )
     if request.cache_exports or request.cache_imports:
         raise UserError("exporting and importing the build cache is not in this release of llbkit")
     frontend_job = None
@@ -102,8 +117,7 @@ async def run_build(
     """Solve and export; the caller closes the returned jobs (``aclose``) and the lease."""
     frontend_job, jobs = await _resolve(controller, request)
     try:
-        # An entitlement needs both the build's --allow and the engine's config.
-        allow = [e for e in request.entitlements if e in controller.config.insecure_entitlements]
+        allow = list(request.entitlements)  # each granted by the engine's config (_resolve)
         definitions, metadata, source = await _definitions(
             controller, request, frontend_job, lease=lease, emit=emit, allow=allow
         )
@@ -116,21 +130,27 @@ async def run_build(
             if solved is not None:
                 refs[platform] = solved
         result = BuildResult(refs, metadata)
-        response: dict[str, str] = {}
+        responses: list[dict[str, str]] = []
         infos = []
         for n, (name, job) in enumerate(jobs):
             digest = "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest()
             info = ExportInfo(request.ref, request.session, _StepSink(emit, digest))
             infos.append(info)
-            response.update(
-                await _export(job, result, info, emit, name=f"exporting to {name}", digest=digest)
+            responses.append(
+                dict(
+                    await _export(
+                        job, result, info, emit, name=f"exporting to {name}", digest=digest
+                    )
+                )
             )
-        for (_, job), info in zip(jobs, infos, strict=True):
-            response.update(await job.finalize(info))
+        for (_, job), info, answer in zip(jobs, infos, responses, strict=True):
+            answer.update(await job.finalize(info))
+        merged = {k: v for answer in responses for k, v in answer.items()}
         single = result.single
         if single is not None and single.key:
-            response.setdefault("llbkit.result.key", single.key)
-        return BuildOutcome(request.ref, result, response), [job for _, job in jobs]
+            merged.setdefault("llbkit.result.key", single.key)
+        outcome = BuildOutcome(request.ref, result, merged, tuple(responses))
+        return outcome, [job for _, job in jobs]
     except BaseException:
         for _, job in jobs:
             await job.aclose()

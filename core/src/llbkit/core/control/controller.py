@@ -101,7 +101,7 @@ class Controller:
     @classmethod
     def open(
         cls,
-        root: Path,
+        root: Path | str,
         config: EngineConfig | None = None,
         registry: PluginRegistry | None = None,
         hooks: pluggy.PluginManager | None = None,
@@ -111,13 +111,13 @@ class Controller:
     ) -> Controller:
         """Lock and open the state root at ``root``; with ``wait``, a root another process
         owns is waited for (``wait`` is told so once) instead of refused."""
-        store = Store.open(root, layer_format=layer_format, wait=wait)
+        store = Store.open(Path(root), layer_format=layer_format, wait=wait)
         return cls(store, config, registry, hooks)
 
     @classmethod
     def open_readonly(
         cls,
-        root: Path,
+        root: Path | str,
         config: EngineConfig | None = None,
         registry: PluginRegistry | None = None,
         hooks: pluggy.PluginManager | None = None,
@@ -125,7 +125,7 @@ class Controller:
         """A Controller that reads ``root`` without owning it (never waits, never writes):
         ``disk_usage`` and finished builds' ``history`` and ``status`` work, the rest is
         refused."""
-        return cls(Store.open_readonly(root), config, registry, hooks)
+        return cls(Store.open_readonly(Path(root)), config, registry, hooks)
 
     def _owner(self, what: str) -> None:
         if self.store.root.readonly:
@@ -142,6 +142,12 @@ class Controller:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Controller:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Stop the worker's processes, then release the root."""
         await self.drivers.aclose()
@@ -152,7 +158,7 @@ class Controller:
     async def solve(self, request: SolveRequest) -> SolveResponse:
         """Run one build to the end; its results are released when it returns."""
         async with self.build(request) as outcome:
-            return SolveResponse(outcome.ref, outcome.exporter_response)
+            return SolveResponse(outcome.ref, outcome.exporter_response, outcome.exporter_responses)
 
     @asynccontextmanager
     async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
@@ -160,10 +166,10 @@ class Controller:
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
         self._owner("a build")
         _check_ref(request.ref)
-        status = self.board.open(request.ref)
         # A finished build's journal is its history: never replaced.
-        if status.started or status.path.exists():
+        if self.board.taken(request.ref):
             raise UserError(f"a build with ref {request.ref!r} is already running or done")
+        status = self.board.open(request.ref)
         status.start()
         lease = self.store.lease(request.ref)
         record = _record(request)
@@ -181,14 +187,16 @@ class Controller:
                         relay.start_soon(self._relay, request.ref, status)
                     try:
                         with lease.bound():
-                            outcome, jobs = await run_build(self, request, lease, emit)
+                            try:
+                                outcome, jobs = await run_build(self, request, lease, emit)
+                            except BaseException as err:
+                                # The build's own failure; the caller's block is its business.
+                                record.error = (
+                                    str(err) if isinstance(err, UserError) else type(err).__name__
+                                )
+                                raise
                             record.exporter_response.update(outcome.exporter_response)
                             yield outcome
-                    except BaseException as err:
-                        record.error = (
-                            str(err) if isinstance(err, UserError) else type(err).__name__
-                        )
-                        raise
                     finally:
                         for job in jobs:
                             await job.aclose()

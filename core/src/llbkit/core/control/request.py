@@ -80,10 +80,16 @@ class SolveRequest:
 
 @dataclass(frozen=True)
 class SolveResponse:
-    """What a finished build answers: the exporters' response metadata (``--metadata-file``)."""
+    """What a finished build answers.
+
+    :param exporter_response: every exporter's response merged, later ones over earlier ones
+        (BuildKit's one map: what ``--metadata-file`` writes).
+    :param exporter_responses: each exporter's own response, in the request's order.
+    """
 
     ref: str
     exporter_response: Mapping[str, str] = field(default_factory=dict)
+    exporter_responses: Sequence[Mapping[str, str]] = ()
 
 
 @dataclass(frozen=True)

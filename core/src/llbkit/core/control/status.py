@@ -106,6 +106,8 @@ class BuildStatus:
         self._signal: _Signal | None = None
         self.started = False
         self.done = False
+        #: readers attached now (a status nobody reads or builds is forgotten)
+        self.readers = 0
 
     def start(self) -> None:
         """The build began: open the journal (readers attached before now keep waiting)."""
@@ -219,6 +221,11 @@ class StatusBoard:
             status = self._builds[ref] = BuildStatus(ref, self.history / f"{ref}.jsonl")
         return status
 
+    def taken(self, ref: str) -> bool:
+        """Whether a build with ``ref`` runs or ran (its journal exists)."""
+        status = self._builds.get(ref)
+        return (status is not None and status.started) or (self.history / f"{ref}.jsonl").exists()
+
     def forget(self, ref: str) -> None:
         """The build is over and its journal complete: later readers read the journal."""
         self._builds.pop(ref, None)
@@ -236,5 +243,12 @@ class StatusBoard:
                 yield SolveStatus.of(events[start : start + BATCH])
             return
         status = status or self.open(ref)
-        async for batch in status.read():
-            yield batch
+        status.readers += 1
+        try:
+            async for batch in status.read():
+                yield batch
+        finally:
+            status.readers -= 1
+            if not status.readers and not status.started:
+                # Nobody waits for this ref any more, and no build took it.
+                self._builds.pop(ref, None)

@@ -8,11 +8,20 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MAX_OPTIONS", "MountError", "mount_overlay", "stale_mounts", "unmount"]
+__all__ = [
+    "MAX_OPTIONS",
+    "MountError",
+    "bind_readonly",
+    "mount_overlay",
+    "stale_mounts",
+    "unmount",
+]
 
 #: mount(2) copies at most one page of options.
 MAX_OPTIONS = 4000
 _MS_RDONLY = 1
+_MS_REMOUNT = 32
+_MS_BIND = 4096
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
@@ -48,6 +57,18 @@ def mount_overlay(
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, options.encode()) != 0:
         err = ctypes.get_errno()
         raise MountError(err, f"mount overlay on {target}: {os.strerror(err)}")
+
+
+def bind_readonly(source: Path, target: Path) -> None:
+    """Show ``source`` at ``target``, read-only (a bind mount, then a read-only remount)."""
+    if _libc.mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise MountError(err, f"bind {source} on {target}: {os.strerror(err)}")
+    flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY
+    if _libc.mount(None, os.fsencode(target), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        unmount(target)
+        raise MountError(err, f"remount {target} read-only: {os.strerror(err)}")
 
 
 def unmount(target: Path) -> None:
