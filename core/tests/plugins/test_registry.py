@@ -91,7 +91,13 @@ def test_install_hint_runs_in_the_environment_it_is_printed_in():
     if importlib.util.find_spec("pip") is not None:
         assert command == "pip install x"
     elif "uv =" in (Path(sys.prefix) / "pyvenv.cfg").read_text():
-        assert command.startswith("uv pip install --python ") and sys.executable in command
+        import shlex
+        import shutil
+
+        uv, *rest = shlex.split(command)
+        assert rest == ["pip", "install", "--python", sys.executable, "x"]
+        # Typed where it is printed, it runs: the checkout's uv, or one on PATH.
+        assert Path(uv).is_file() or shutil.which(uv), command
 
 
 def test_unknown_name_without_known_distribution_says_only_what_is_installed(make_dist):
@@ -172,6 +178,21 @@ def test_two_distributions_with_one_name_is_a_conflict_naming_both(make_dist):
     with pytest.raises(PluginConflictError) as err:
         PluginRegistry().load_driver(EXP, "dup")
     assert "dup (acme-a 1.0)" in str(err.value) and "dup (acme-b 2.0)" in str(err.value)
+
+
+def test_disabling_one_of_two_with_a_name_lets_the_other_be_used(make_dist):
+    """A plugin replaces a built-in by disabling it: the name is no longer a conflict."""
+    make_dist("acme-a", "1.0", {EXP: {"dup": "acme_a:GoodExporter"}}, {"acme_a": GOOD_EXPORTER})
+    make_dist(
+        "acme-b",
+        "2.0",
+        {EXP: {"dup": "acme_b:GoodExporter"}},
+        {"acme_b": GOOD_EXPORTER},
+    )
+    registry = PluginRegistry.from_env({"LLBKIT_DISABLE_PLUGINS": "acme-a"})
+    driver = registry.create_driver(EXP, "dup")
+    assert driver.ctx.distribution == "acme-b 2.0"
+    assert type(driver).__module__ == "acme_b"
 
 
 def test_contract_version_mismatch_is_refused(make_dist):

@@ -32,6 +32,19 @@ __all__ = ["Drivers"]
 
 #: the worker ``[worker.oci]`` configures; the containerd worker will add its own section
 WORKER = "oci"
+#: keys of a ``[worker.*]`` section the engine reads itself; the worker gets the rest
+ENGINE_KEYS = frozenset(
+    {
+        "enabled",
+        "gc",
+        "gckeepstorage",
+        "gcpolicy",
+        "gcreservedspace",
+        "gcmaxusedspace",
+        "gcminfreespace",
+        "max-parallelism",
+    }
+)
 
 
 class Drivers:
@@ -97,7 +110,8 @@ class Drivers:
                     "[worker.oci] is disabled (enabled = false): nothing runs processes"
                 )
             worker: Worker = self._driver(GROUP_WORKERS, WORKER)
-            self._executor = await worker.resolve(dict(self.config.worker))
+            own = {k: v for k, v in self.config.worker.items() if k not in ENGINE_KEYS}
+            self._executor = await worker.resolve(own)
         return self._executor
 
     async def aclose(self) -> None:

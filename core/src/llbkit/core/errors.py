@@ -113,7 +113,10 @@ def install_command(distribution: str) -> str:
     except OSError:  # not a venv: pip is the usual way in, once installed
         cfg = ""
     if any(line.split("=")[0].strip() == "uv" for line in cfg.splitlines()):
-        return f"uv pip install --python {shlex.quote(sys.executable)} {distribution}"
+        # A checkout of llbkit keeps its uv beside the venv (scripts/setup.sh).
+        beside = Path(sys.prefix).parent / ".tools" / "bin" / "uv"
+        uv = shlex.quote(str(beside)) if beside.is_file() else "uv"
+        return f"{uv} pip install --python {shlex.quote(sys.executable)} {distribution}"
     return f"pip install {distribution}"
 
 

@@ -9,7 +9,7 @@ One contract per module (:mod:`.exporter`, :mod:`.frontend`, :mod:`.worker`,
 
 from typing import TYPE_CHECKING
 
-from llbkit.core.plugins.cache_backend import CacheBackend, CacheStore
+from llbkit.core.plugins.cache_backend import CacheBackend, CacheStore, Direction
 from llbkit.core.plugins.context import (
     BlobSource,
     BuildResult,
@@ -50,7 +50,7 @@ from llbkit.core.plugins.source import (
     Source,
     SourceJob,
 )
-from llbkit.core.plugins.stdio import ProcessIO, WindowSize
+from llbkit.core.plugins.stdio import ByteReceiver, ByteSender, ProcessIO, WindowSize
 from llbkit.core.plugins.worker import Executor, MountSpec, ProcessSpec, Worker
 
 GROUP_CACHE_BACKENDS = "llbkit.cache_backends"
@@ -83,11 +83,14 @@ __all__ = [
     "GROUP_WORKERS",
     "BlobSource",
     "BuildResult",
+    "ByteReceiver",
+    "ByteSender",
     "ByteSink",
     "CacheBackend",
     "CacheStore",
     "ClientIO",
     "Compression",
+    "Direction",
     "Executor",
     "ExportInfo",
     "ExportJob",

@@ -208,6 +208,10 @@ class PluginRegistry:
                     f"{type(err).__name__}: {err}"
                 ) from err
 
+            if sum(i.name == name for i in self.plugins(group)) > 1:
+                # The others of this name are disabled: load exactly the one that is not.
+                manager = self._load_exact(info, failed)
+                return self._checked(kind, info, manager.driver, version)
             cached = DriverManager.ENTRY_POINT_CACHE.get(group)
             if cached is not None and not any(ep.name == name for ep in cached):
                 # stevedore memoizes a group per process; our fresh listing found the name, so
@@ -224,10 +228,30 @@ class PluginRegistry:
                 raise UnknownPluginError(kind, name, self.names(group)) from err
             except MultipleMatches as err:  # same: listing saw only one
                 raise PluginConflictError(f"{kind} {name!r} is provided twice: {err}") from err
-        factory = manager.driver
+        return self._checked(kind, info, manager.driver, version)
+
+    def _checked(self, kind: str, info: PluginInfo, factory: Any, version: int) -> Any:
         if version:
             self._check_version(kind, info, factory, version)
         return factory
+
+    @staticmethod
+    def _load_exact(info: PluginInfo, failed: Any) -> DriverManager[Any]:
+        """The one entry point ``info`` describes, among others of its name."""
+        (ep,) = [
+            e
+            for e in entry_points(group=info.group, name=info.name)
+            if e.value == info.value and _info(e).distribution == info.distribution
+        ]
+        try:
+            plugin = ep.load()
+        # A plugin's import may raise anything; it becomes one line naming the plugin.
+        except Exception as err:
+            failed(None, ep, err)
+            raise
+        return DriverManager.make_test_instance(
+            Extension(info.name, ep, plugin, None), namespace=info.group
+        )
 
     @staticmethod
     def _check_version(kind: str, info: PluginInfo, factory: Any, version: int) -> None:

@@ -21,14 +21,12 @@ from llbkit.plugins.worker_runc.executor import RuncExecutor
 
 __all__ = ["RuncExecutor", "RuncWorker"]
 
+#: ``[worker.oci]`` keys this worker takes (the engine keeps ``enabled``, ``gc*`` and
+#: ``max-parallelism`` for itself); BuildKit's others are accepted, and the engine's config says
+#: which have no effect yet
 OPTIONS = (
-    "enabled",
     "platforms",
     "binary",
-    "max-parallelism",
-    "gc",
-    "gckeepstorage",
-    "gcpolicy",
     "labels",
     "snapshotter",
     "rootless",
@@ -41,9 +39,6 @@ OPTIONS = (
     "selinux",
     "defaultCgroupParent",
     "userRemapUnsupported",
-    "gcreservedspace",
-    "gcmaxusedspace",
-    "gcminfreespace",
 )
 
 
