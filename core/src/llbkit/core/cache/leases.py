@@ -9,12 +9,16 @@ build. Short holds (a view, a work tree) use the same counts.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 __all__ = ["Lease", "LeaseTable", "current_lease"]
+
+#: seconds between writes of what leases took, for readers in other processes
+WRITE_EVERY = 0.5
 
 #: the lease of the build whose task (or worker thread) runs now; the store adds every layer it
 #: commits or finds to it, as BuildKit binds containerd leases to a context
@@ -24,40 +28,71 @@ current_lease: ContextVar[Lease | None] = ContextVar("llbkit_lease", default=Non
 class LeaseTable:
     """Hold counts per layer; a layer with a count is in use.
 
-    :param on_add: told the layers a named lease takes (the store writes them down, so that
-        ``du`` in another process sees what running builds hold).
+    Two locks, always taken in this order: ``outer`` (the store's) around what must be atomic
+    with the store's records (a lease taking what a commit or a lookup just made or found,
+    prune checking what is held before deleting), then the table's own for the counts, so that
+    short holds (a view, a work tree) never wait for a database transaction.
+
+    :param on_add: told the layers named leases took (the store writes them down, so that
+        ``du`` in another process sees what running builds hold); told in batches, at most
+        every :data:`WRITE_EVERY` seconds, so a build's thousand steps are not a thousand
+        extra writes.
     :param on_release: told a named lease ended.
     """
 
     def __init__(
         self,
-        lock: threading.RLock,
+        outer: threading.RLock,
         *,
         on_add: Callable[[str, Iterable[int]], None] | None = None,
         on_release: Callable[[str], None] | None = None,
     ) -> None:
-        self.lock = lock
+        self.outer = outer
+        self._lock = threading.Lock()
         self._counts: Counter[int] = Counter()
         self._on_add = on_add
         self._on_release = on_release
+        self._unwritten: dict[str, set[int]] = {}
+        self._written_at = 0.0
+
+    def _taken(self, lease: str, layers: set[int]) -> None:
+        """A named lease took ``layers`` (called with ``outer`` held)."""
+        if self._on_add is None:
+            return
+        self._unwritten.setdefault(lease, set()).update(layers)
+        if time.monotonic() - self._written_at >= WRITE_EVERY:
+            self._written_at = time.monotonic()
+            unwritten, self._unwritten = self._unwritten, {}
+            for name, taken in unwritten.items():
+                self._on_add(name, taken)
+
+    def _ended(self, lease: str) -> None:
+        """A named lease ended (called with ``outer`` held)."""
+        self._unwritten.pop(lease, None)
+        if self._on_release is not None:
+            self._on_release(lease)
 
     def acquire(self, layers: Iterable[int]) -> None:
-        with self.lock:
+        with self._lock:
             self._counts.update(layers)
 
     def release(self, layers: Iterable[int]) -> None:
-        with self.lock:
-            self._counts.subtract(layers)
-            for layer in [n for n, c in self._counts.items() if c <= 0]:
-                del self._counts[layer]
+        with self._lock:
+            for layer in layers:
+                left = self._counts[layer] - 1
+                if left > 0:
+                    self._counts[layer] = left
+                else:
+                    del self._counts[layer]
 
     def held(self) -> set[int]:
         """Layers something holds now."""
-        with self.lock:
+        with self._lock:
             return set(self._counts)
 
     def is_held(self, layer: int) -> bool:
-        with self.lock:
+        """Whether ``layer`` is held (call with ``outer`` held to act on the answer)."""
+        with self._lock:
             return self._counts.get(layer, 0) > 0
 
     def lease(self, name: str) -> Lease:
@@ -77,7 +112,10 @@ class Lease:
     def add(self, layers: Iterable[int]) -> None:
         """Hold ``layers`` (idempotent); call with the store's lock held to close the gap
         between finding a result and holding it."""
-        with self.table.lock:
+        layers = set(layers)
+        if not layers - self._layers:
+            return  # already held: no need to wait for the store's lock
+        with self.table.outer:
             if self._released:
                 raise RuntimeError(f"lease {self.name} was released")
             new = set(layers) - self._layers
@@ -85,8 +123,7 @@ class Lease:
                 return
             self._layers |= new
             self.table.acquire(new)
-            if self.table._on_add is not None:
-                self.table._on_add(self.name, new)
+            self.table._taken(self.name, new)
 
     @property
     def layers(self) -> frozenset[int]:
@@ -103,10 +140,10 @@ class Lease:
 
     def release(self) -> None:
         """Let go of everything (idempotent)."""
-        with self.table.lock:
+        with self.table.outer:
             if not self._released:
                 self._released = True
                 self.table.release(self._layers)
-                if self._layers and self.table._on_release is not None:
-                    self.table._on_release(self.name)
+                if self._layers:
+                    self.table._ended(self.name)
                 self._layers.clear()

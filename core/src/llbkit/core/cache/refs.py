@@ -12,7 +12,6 @@ from typing import cast
 
 import anyio
 
-from llbkit.core.cache.blobs import MEDIA_TYPES, blob_sources, layer_blobs
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.plugins.context import BlobSource, Compression, LayerDescriptor, LayerOptions
 from llbkit.core.snapshot.mount import bind_readonly, unmount
@@ -67,6 +66,8 @@ class ResultRef:
             shutil.rmtree(target.parent, ignore_errors=True)
 
     async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
+        from llbkit.core.cache.blobs import MEDIA_TYPES, layer_blobs  # only exports need tars
+
         made = await anyio.to_thread.run_sync(
             functools.partial(
                 layer_blobs,
@@ -97,4 +98,6 @@ class ResultRef:
         return self._store.root.content.blob_path(digest)
 
     def blob_sources(self, digest: str) -> Sequence[BlobSource]:
+        from llbkit.core.cache.blobs import blob_sources
+
         return [BlobSource(host, repo) for host, repo in blob_sources(self._store, digest)]

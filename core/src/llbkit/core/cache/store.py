@@ -180,6 +180,12 @@ class Store:
 
     # -- results and keys -----------------------------------------------------------------
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the records written in the block one transaction (one commit, not many)."""
+        with self.db.transaction():
+            yield
+
     def save_result(self, key: str, chain: Chain) -> None:
         """Record ``chain`` as the result named by the portable ``key``."""
         self.db.save_result(key, chain)

@@ -194,17 +194,31 @@ def prune(
     GC) runs at a time on a store; a second waits for it."""
     match = parse_filters(filters)
     with store.pruning:
-        return _prune(store, match, all=all, keep_duration=keep_duration, keep_bytes=keep_bytes)
+        removed, _ = _prune(
+            store,
+            match,
+            disk_usage(store),
+            all=all,
+            keep_duration=keep_duration,
+            keep_bytes=keep_bytes,
+        )
+        return removed
 
 
 def _prune(
-    store: Store, match: Predicate, *, all: bool, keep_duration: float, keep_bytes: int
-) -> list[UsageRecord]:
+    store: Store,
+    match: Predicate,
+    records: list[UsageRecord],
+    *,
+    all: bool,
+    keep_duration: float,
+    keep_bytes: int,
+) -> tuple[list[UsageRecord], list[UsageRecord]]:
+    """Prune starting from ``records`` (a fresh walk); return what went and what is left."""
     removed: list[UsageRecord] = []
     # One walk of the store, then bookkeeping: a deleted record leaves the list. Sizes count a
     # shared inode once, on its first layer, so after deletions the total is confirmed by a
     # fresh walk before stopping.
-    records = disk_usage(store)
     fresh = True
     while True:
         total = sum(r.size for r in records)
@@ -238,7 +252,7 @@ def _prune(
             gone.add(id(record))
         records = [r for r in records if id(r) not in gone]
         fresh = False
-    return removed
+    return removed, records
 
 
 def _delete(store: Store, record: UsageRecord) -> bool:
@@ -254,14 +268,19 @@ def _delete(store: Store, record: UsageRecord) -> bool:
 
 
 def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:
-    """Run each ``gcpolicy`` rule in order, as BuildKit does after builds."""
+    """Run each ``gcpolicy`` rule in order, as BuildKit does after builds: one walk of the
+    store serves them all (each rule carries on from what the one before left)."""
     removed: list[UsageRecord] = []
-    for rule in rules:
-        removed += prune(
-            store,
-            filters=rule.filters,
-            all=rule.all,
-            keep_duration=rule.keep_duration,
-            keep_bytes=rule.keep_bytes,
-        )
+    with store.pruning:
+        records = disk_usage(store)
+        for rule in rules:
+            gone, records = _prune(
+                store,
+                parse_filters(rule.filters),
+                records,
+                all=rule.all,
+                keep_duration=rule.keep_duration,
+                keep_bytes=rule.keep_bytes,
+            )
+            removed += gone
     return removed

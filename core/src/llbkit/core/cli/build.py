@@ -322,15 +322,24 @@ async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any
     Controller like any other."""
     from llbkit.core.cli.progress_ui import status_json
 
+    shown = anyio.Event()
+
     async def show() -> None:
         async for status in controller.status(request.ref):
             display(status)
             if trace is not None:
                 trace.write(json.dumps(status_json(status), separators=(",", ":")) + "\n")
+        shown.set()
 
     from llbkit.core.errors import one_error
 
     with one_error():
         async with anyio.create_task_group() as tg:
             tg.start_soon(show)
-            return await controller.solve(request)
+            try:
+                return await controller.solve(request)
+            except Exception:
+                # Show the failed build's last records (its error) before saying it failed.
+                with anyio.move_on_after(5, shield=True):
+                    await shown.wait()
+                raise

@@ -35,7 +35,7 @@ from llbkit.core.errors import UserError, one_error
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import ExportJob
 from llbkit.core.plugins.hooks import HookCaller
-from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, VertexWarning
+from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, Vertex, VertexWarning
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.solver.cache_sources import CacheChain, LocalCache
 from llbkit.core.solver.solver import Solver
@@ -346,9 +346,7 @@ class _StepCounter:
         self.steps: dict[str, tuple[bool, bool]] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
-        from llbkit.core.plugins.progress import Vertex
-
-        if isinstance(event, Vertex):
+        if type(event) is Vertex:
             self.steps[event.digest] = (event.cached, event.completed is not None)
 
     def fill(self, record: BuildHistoryRecord) -> None:

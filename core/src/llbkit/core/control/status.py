@@ -10,17 +10,16 @@ before the build starts (its ref is chosen by the client), while it runs, or aft
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Callable
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 
 from llbkit.core.plugins.progress import (
     ProgressEvent,
@@ -37,6 +36,8 @@ __all__ = ["BuildStatus", "StatusBoard", "decode_event", "encode_event"]
 WINDOW = 4096
 #: records a reader is given per batch
 BATCH = 512
+#: seconds a woken reader waits for more records before taking them
+GATHER = 0.005
 
 _KINDS: dict[type, str] = {
     Vertex: "vertex",
@@ -48,10 +49,16 @@ _KINDS: dict[type, str] = {
 
 def encode_event(event: ProgressEvent) -> dict[str, Any]:
     """A JSON object for one record (``kind`` plus its fields; log data in base64)."""
-    fields = asdict(event)
-    if isinstance(event, VertexLog):
+    # The records' fields are plain values (tuples of strings at most): no deep copy needed.
+    fields = dict(vars(event))
+    fields["kind"] = _KINDS[type(event)]
+    if type(event) is VertexLog:
         fields["data"] = base64.b64encode(event.data).decode()
-    return {"kind": _KINDS[type(event)], **fields}
+    return fields
+
+
+#: one encoder for every journal line (the records hold only JSON's own types)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def decode_event(obj: dict[str, Any]) -> ProgressEvent:
@@ -71,25 +78,39 @@ def decode_event(obj: dict[str, Any]) -> ProgressEvent:
 
 
 class _Signal:
-    """Wakes the readers of a build; may be fired from worker threads too."""
+    """Wakes the readers of a build; may be fired from worker threads too. Costs nothing
+    while no reader waits (a build emits thousands of records)."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        import anyio.lowlevel
+
+        self._event: anyio.Event | None = None
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
 
     def fire(self) -> None:
+        if self._event is None:
+            return
         if threading.get_ident() == self._thread:
             self._wake()
         else:
+            import anyio.from_thread  # rare: most records come from the event loop's thread
+
             anyio.from_thread.run_sync(self._wake, token=self._token)
 
     def _wake(self) -> None:
-        event, self._event = self._event, anyio.Event()
-        event.set()
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    async def wait(self, ready: Callable[[], bool]) -> None:
+        """Wait until fired, unless ``ready()`` already holds once this waiter is armed (a
+        record a worker thread added just before is not missed)."""
+        if self._event is None:
+            self._event = anyio.Event()
+        event = self._event
+        if not ready():
+            await event.wait()
 
 
 class BuildStatus:
@@ -99,7 +120,8 @@ class BuildStatus:
         self.ref = ref
         self.path = journal
         self._tmp = journal.with_name(f".{journal.name}")
-        self._out: IO[str] | None = None
+        self._out: IO[bytes] | None = None
+        self._written = 0
         self._window: deque[tuple[int, int, ProgressEvent]] = deque(maxlen=WINDOW)
         self._count = 0
         self._lock = threading.Lock()
@@ -112,7 +134,7 @@ class BuildStatus:
     def start(self) -> None:
         """The build began: open the journal (readers attached before now keep waiting)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 -- closed by finish
+        self._out = open(self._tmp, "wb")  # noqa: SIM115 -- closed by finish
         self._signal = self._signal or _Signal()
         self.started = True
         self._signal.fire()
@@ -121,9 +143,13 @@ class BuildStatus:
         """Add a record; never blocks on readers."""
         with self._lock:
             assert self._out is not None, "emit before start"
-            line = json.dumps({"seq": self._count, **encode_event(event)}, default=str)
-            self._out.write(line + "\n")
-            self._window.append((self._count, self._out.tell(), event))
+            fields = encode_event(event)
+            fields["seq"] = self._count
+            data = _encode(fields).encode() + b"\n"
+            self._out.write(data)
+            # Offsets counted, not asked for: a file's tell() costs more than the write.
+            self._written += len(data)
+            self._window.append((self._count, self._written, event))
             self._count += 1
         if self._signal is not None:
             self._signal.fire()
@@ -151,13 +177,15 @@ class BuildStatus:
             self._signal = _Signal()
         seq = 0
         offset = 0
-        reader: IO[str] | None = None
+        reader: IO[bytes] | None = None
         try:
             while True:
                 with self._lock:
                     count, done = self._count, self.done
-                    window = [item for item in self._window if item[0] >= seq][:BATCH]
                     lagging = bool(self._window) and self._window[0][0] > seq and seq < count
+                    # The newest records are at the window's end: take them from there.
+                    fresh = [] if lagging else list(islice(reversed(self._window), count - seq))
+                    window = fresh[::-1][:BATCH]
                     if lagging and self._out is not None:
                         self._out.flush()
                 if lagging:
@@ -168,7 +196,7 @@ class BuildStatus:
                     events = []
                     for _ in range(BATCH):
                         line = reader.readline()
-                        if not line.endswith("\n"):
+                        if not line.endswith(b"\n"):
                             break
                         events.append(decode_event(json.loads(line)))
                     offset = reader.tell()
@@ -186,16 +214,24 @@ class BuildStatus:
                     continue
                 if done:
                     return
-                await self._signal.wait()
+                await self._signal.wait(functools.partial(self._past, seq))
+                if not self.done:
+                    # Let records gather: one wake-up per few milliseconds, not per record
+                    # (a step makes several, and readers share the build's event loop).
+                    await anyio.sleep(GATHER)
         finally:
             if reader is not None:
                 reader.close()
 
-    def _open_journal(self) -> IO[str]:
+    def _past(self, seq: int) -> bool:
+        """Whether there are records from ``seq`` on, or the build is over."""
+        return self._count > seq or self.done
+
+    def _open_journal(self) -> IO[bytes]:
         # The journal is renamed when the build ends; an open reader keeps reading it.
         for path in (self._tmp, self.path, self._tmp):
             try:
-                return open(path, encoding="utf-8")
+                return open(path, "rb")
             except FileNotFoundError:
                 continue
         raise FileNotFoundError(self.path)

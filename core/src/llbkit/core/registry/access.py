@@ -6,15 +6,20 @@ registry speaks HTTPS.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llbkit.core.plugins.registries import Manifest
-from llbkit.core.reference import Reference, parse_reference
-from llbkit.core.registry.client import RegistryClient, RegistryConfig
+
+if TYPE_CHECKING:
+    import ssl
+
+    from llbkit.core.reference import Reference
+    from llbkit.core.registry.client import RegistryClient
+
+# The client (and TLS) load on the first registry a build talks to, not with every engine.
 
 __all__ = ["EngineRegistries"]
 
@@ -61,6 +66,10 @@ class EngineRegistries:
 
     def client(self, ref: Reference, *, insecure: bool = False) -> RegistryClient:
         """A client for the running event loop (use with ``async with``)."""
+        import ssl
+
+        from llbkit.core.registry.client import RegistryClient, RegistryConfig
+
         hosts = self.hosts
         if insecure:
             hosts = {**hosts, ref.domain: {**hosts.get(ref.domain, {}), "http": True}}
@@ -77,6 +86,8 @@ class EngineRegistries:
     async def session(
         self, repository: str, *, push: bool = False, insecure: bool = False
     ) -> AsyncIterator[_Session]:
+        from llbkit.core.reference import parse_reference
+
         ref = parse_reference(repository)
         async with self.client(ref, insecure=insecure) as client:
             yield _Session(client, ref)

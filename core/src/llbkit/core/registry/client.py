@@ -12,19 +12,21 @@ import base64
 import json
 import os
 import re
-import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import Reference
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = [
     "Descriptor",
@@ -143,6 +145,8 @@ class RegistryClient:
         tokens: dict[tuple[str, str], str] | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
+        import httpx  # tens of milliseconds: only builds that talk to registries pay them
+
         self.config = config or RegistryConfig()
         self._http = httpx.AsyncClient(follow_redirects=True, timeout=60, verify=verify)
         # Kept by the caller across clients: an event loop may end, a token stays good.
@@ -170,6 +174,8 @@ class RegistryClient:
         self, ref: Reference, kind: str, what: str, accept: str = ""
     ) -> AsyncIterator[httpx.Response]:
         """GET from the first host (mirror or the registry) that answers, authenticating."""
+        import httpx
+
         last: str = ""
         for host in self._hosts(ref):
             url = self._url(host, ref.path, kind, what)
@@ -208,6 +214,8 @@ class RegistryClient:
     async def _authenticate(
         self, host: str, ref: Reference, headers: httpx.Headers, *, push: bool = False
     ) -> str:
+        import httpx
+
         scheme, params = _challenge(headers.get("www-authenticate", ""))
         if push and not params.get("scope"):
             params["scope"] = f"repository:{ref.path}:pull,push"
@@ -253,6 +261,8 @@ class RegistryClient:
         replay: Any = None,
     ) -> httpx.Response:
         """One request to the registry, authenticating (for push) on a 401."""
+        import httpx
+
         host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
         sent = dict(headers or {})
         token = self._tokens.get((host, ref.path))

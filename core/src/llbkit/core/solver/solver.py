@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -42,7 +42,9 @@ from llbkit.core.solver.cache_sources import CacheChain, Hit
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
 from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for
-from llbkit.core.solver.ops.exec import CacheMounts
+
+if TYPE_CHECKING:
+    from llbkit.core.solver.ops.exec import CacheMounts
 
 __all__ = ["BuildFailed", "Solver"]
 
@@ -89,9 +91,10 @@ class _Shared:
             subscriber(event)
 
     def vertex_event(self, **state: Any) -> None:
-        group = self.vertex.metadata.progress_group.id
-        inputs = tuple(i.digest for i in self.vertex.op.inputs)
-        self.emit(VertexState(self.vertex.digest, self.name, inputs, progress_group=group, **state))
+        vertex = self.vertex
+        inputs = tuple(i.digest for i in vertex.op.inputs)
+        group = vertex.metadata.progress_group.id
+        self.emit(VertexState(vertex.digest, self.name, inputs, progress_group=group, **state))
 
     def start(self) -> None:
         if self.started is None:
@@ -147,10 +150,18 @@ class Solver:
         self.store = store
         self.drivers = drivers
         self.cache = cache
-        self.cache_mounts = CacheMounts(store)
+        self._cache_mounts: CacheMounts | None = None
         self.limiter = anyio.CapacityLimiter(max_parallelism)
         self.threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}
+
+    def mounts(self) -> CacheMounts:
+        """``--mount=type=cache`` directories; made when a step first mounts one."""
+        if self._cache_mounts is None:
+            from llbkit.core.solver.ops.exec import CacheMounts
+
+            self._cache_mounts = CacheMounts(self.store)
+        return self._cache_mounts
 
     async def solve(
         self,
@@ -448,7 +459,7 @@ class _Build:
                 drivers=self.solver.drivers,
                 client=self.client,
                 progress=_Sink(shared),
-                cache_mounts=self.solver.cache_mounts,
+                cache_mounts=self.solver.mounts,
                 name=shared.name,
                 allow=self.allow,
                 threads=threads,
@@ -479,15 +490,12 @@ class _Build:
             )
 
     def _save(self, keys: list[str], results: Outputs, explanation: dict[str, Any]) -> None:
-        for n, (rkey, chain) in enumerate(results):
-            self.store.save_result(rkey, chain)
-            for key in keys:
-                self.store.link_key(
-                    result_key(key, n),
-                    rkey,
-                    explanation["vertex"],
-                    json.dumps(explanation, sort_keys=True),
-                )
+        text = json.dumps(explanation, sort_keys=True)
+        with self.store.batch():
+            for n, (rkey, chain) in enumerate(results):
+                self.store.save_result(rkey, chain)
+                for key in keys:
+                    self.store.link_key(result_key(key, n), rkey, explanation["vertex"], text)
 
     async def _resolved_key(
         self, vertex: Vertex, chains: list[Chain]

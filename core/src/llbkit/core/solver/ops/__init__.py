@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from typing import TYPE_CHECKING
 
 from llbkit.core.llb.definition import Vertex
 from llbkit.core.solver.ops.base import Op, OpContext
-from llbkit.core.solver.ops.exec import ExecOp
-from llbkit.core.solver.ops.file import FileOp
-from llbkit.core.solver.ops.merge import DiffOp, MergeOp
 from llbkit.core.solver.ops.source import SourceOp
+
+if TYPE_CHECKING:
+    from llbkit.core.solver.ops.exec import ExecOp
+    from llbkit.core.solver.ops.file import FileOp
+    from llbkit.core.solver.ops.merge import DiffOp, MergeOp
 
 __all__ = ["DiffOp", "ExecOp", "FileOp", "MergeOp", "Op", "OpContext", "SourceOp", "op_for"]
 
@@ -24,11 +27,33 @@ class _BuildOp(_Unsupported):
     kind = "build"
 
 
-_KINDS: Mapping[str, type[Op]] = {
-    cls.kind: cls for cls in (SourceOp, ExecOp, FileOp, MergeOp, DiffOp, _BuildOp)
+#: kind -> (module, class); a module loads when a definition first has its kind, so a build of
+#: file ops never imports what runs containers
+_KINDS = {
+    "exec": ("exec", "ExecOp"),
+    "file": ("file", "FileOp"),
+    "merge": ("merge", "MergeOp"),
+    "diff": ("merge", "DiffOp"),
 }
 
 
 def op_for(vertex: Vertex) -> Op:
     """The op object for ``vertex``."""
-    return _KINDS.get(vertex.kind, _Unsupported)(vertex)
+    kind = vertex.kind
+    if kind == "source":
+        return SourceOp(vertex)
+    if kind == "build":
+        return _BuildOp(vertex)
+    found = _KINDS.get(kind)
+    if found is None:
+        return _Unsupported(vertex)
+    module = importlib.import_module(f"llbkit.core.solver.ops.{found[0]}")
+    cls: type[Op] = getattr(module, found[1])
+    return cls(vertex)
+
+
+def __getattr__(name: str) -> object:
+    for module, cls in _KINDS.values():
+        if cls == name:
+            return getattr(importlib.import_module(f"llbkit.core.solver.ops.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

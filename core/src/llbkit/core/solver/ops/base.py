@@ -7,7 +7,7 @@ inputs it reads content from, and how to run on its inputs' chains. The solver o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -42,7 +42,8 @@ class OpContext:
     drivers: Drivers
     client: ClientIO
     progress: ProgressSink
-    cache_mounts: CacheMounts
+    #: the engine's cache mount directories, made on first use
+    cache_mounts: Callable[[], CacheMounts]
     name: str
     allow: Sequence[str]
     threads: anyio.CapacityLimiter

@@ -278,7 +278,7 @@ async def run_exec(
             secret_env.append(f"{env.name}={value.decode('utf-8', 'replace')}")
     async with AsyncExitStack() as stack:
         mounts = await _prepare(
-            store, exe, chains, name, stack=stack, client=client, cache_mounts=ctx.cache_mounts
+            store, exe, chains, name, stack=stack, client=client, cache_mounts=ctx.cache_mounts()
         )
         rootfs = mounts.rootfs
         if rootfs is None:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from llbkit.core.cache.blobs import LayerBlob, register_blob
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.llb.definition import Vertex
 from llbkit.core.plugins.context import Platform
@@ -101,6 +100,8 @@ def commit_image_layers(
     store: Store, layers: Sequence[FetchedLayer], name: str, record_type: str
 ) -> Chain:
     """Commit pulled layers bottom first, each with its original blob registered."""
+    from llbkit.core.cache.blobs import LayerBlob, register_blob  # tar and gzip: images only
+
     chain: list[int] = []
     for n, item in enumerate(layers):
         layer = store.commit_layer(
