@@ -361,14 +361,18 @@ def test_exec_with_a_secret_and_host_network(tmp_path: Path) -> None:
         ]
         refused = subprocess.run(args, input=data, capture_output=True, env=env)
         assert refused.returncode == 1
-        assert "network.host is not allowed" in refused.stderr.decode()
+        # As BuildKit refuses it: while loading the LLB, before any step runs.
+        assert refused.stderr.decode().endswith(
+            "error: failed to solve: failed to load LLB: network.host is not allowed\n"
+        )
+        assert b"#1" not in refused.stderr
         ungranted = subprocess.run(
             [*args, "--allow", "network.host"], input=data, capture_output=True, env=env
         )
         assert ungranted.returncode == 1
         assert ungranted.stderr.decode().endswith(
-            "error: granting entitlement network.host is not allowed by build daemon "
-            "configuration (list it in insecure-entitlements of the engine's config)\n"
+            "error: failed to solve: granting entitlement network.host is not allowed by build "
+            "daemon configuration (list it in insecure-entitlements of the engine's config)\n"
         )
         config = tmp_path / "buildkitd.toml"
         config.write_text('insecure-entitlements = ["network.host"]\n')
@@ -398,3 +402,27 @@ def test_the_live_view_shows_a_failed_steps_log_once(tmp_path: Path, busybox_ima
     err = done.stderr.decode()
     assert "exit code: 3" in err
     assert err.count(" > ") == 1, err
+
+
+def test_exports_are_named_as_buildkit_names_them(tmp_path: Path) -> None:
+    done = llbkit(
+        tmp_path / "root",
+        "build",
+        "--progress",
+        "plain",
+        "--output",
+        f"type=local,dest={tmp_path / 'out'}",
+        "--output",
+        f"type=oci,dest={tmp_path / 'image.tar'}",
+        "--metadata-file",
+        str(tmp_path / "meta.json"),
+        stdin=simple(),
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stderr.decode()
+    assert re.search(r"^#(\d+) exporting to client directory\n#\1 copying files\n", text, re.M)
+    assert re.search(r"^#(\d+) exporting to oci image format\n#\1 exporting layers\n", text, re.M)
+    assert re.search(r"^#\d+ exporting manifest sha256:[0-9a-f]{64} done$", text, re.M)
+    assert re.search(r"^#\d+ sending tarball done$", text, re.M)
+    keys = list(json.loads((tmp_path / "meta.json").read_text()))
+    assert keys == sorted(keys)  # as buildctl writes Go maps: sorted

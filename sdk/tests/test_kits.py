@@ -177,6 +177,8 @@ class _ChainPeeker:
     async def export(self, result, info):
         return {"layers": str(len(result.single.chain))}
 
+    description = "exporting a peek at the chain"
+
     async def finalize(self, info):
         return {}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.errors import UserError
 from llbkit.core.solver.solver import BuildFailed
 from llbkit.sdk import llb
 
@@ -112,9 +113,9 @@ def test_secret_never_reaches_the_store(tmp_path: Path, busybox: llb.State) -> N
 
 def test_network_host_needs_the_entitlement(tmp_path: Path, busybox: llb.State) -> None:
     step = busybox.run(args=["true"], network="host").root()
-    with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
+    with open_engine(tmp_path / "root") as engine, pytest.raises(UserError) as err:
         build(engine, step)
-    assert "network.host is not allowed" in str(err.value)
+    assert str(err.value) == "failed to solve: failed to load LLB: network.host is not allowed"
 
 
 def test_missing_runtime_names_the_package(tmp_path: Path, busybox: llb.State) -> None:

@@ -227,8 +227,9 @@ def default_gc_rules(keep_storage: int, root: Path) -> list[GCRule]:
     if cap == 0:
         try:
             st = os.statvfs(root)
+            # As BuildKit: a tenth of the disk in whole GiB, plus one, counted in GB.
             tenth = st.f_blocks * st.f_frsize // 10
-            cap = -(-tenth // 10**9) * 10**9
+            cap = (tenth // 2**30 + 1) * 10**9
         except OSError:
             cap = 2 * 10**9
     return [

@@ -278,7 +278,7 @@ def build(
         from llbkit.core.llb.definition import ignore_cache
 
         data = ignore_cache(data, source)
-    trace_file = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
+    trace_file = _open_trace(trace) if trace else None
     with open_controller(ctx, config_path) as controller:
         request = SolveRequest(
             ref=new_ref(),
@@ -312,15 +312,24 @@ def build(
     if metadata_file:
         try:
             shown = {k: _decoded(v) for k, v in response.exporter_response.items()}
-            Path(metadata_file).write_text(json.dumps(shown, indent=2) + "\n")
+            Path(metadata_file).write_text(json.dumps(shown, indent=2, sort_keys=True) + "\n")
         except OSError as err:
             raise UserError(f"cannot write {metadata_file}: {err.strerror}") from None
+
+
+def _open_trace(path: str) -> Any:
+    """``--trace FILE``: appended to, created private (0600) as buildctl creates it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise UserError(f"--trace {path}: {err.strerror}") from None
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any:
     """The build, with its status shown (and traced) as it comes: the CLI is a client of the
     Controller like any other."""
-    from llbkit.core.cli.progress_ui import status_json
+    from llbkit.core.cli.progress_ui import trace_json
 
     shown = anyio.Event()
 
@@ -328,7 +337,7 @@ async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any
         async for status in controller.status(request.ref):
             display(status)
             if trace is not None:
-                trace.write(json.dumps(status_json(status), separators=(",", ":")) + "\n")
+                trace.write(trace_json(status) + "\n")
         shown.set()
 
     from llbkit.core.errors import one_error

@@ -110,6 +110,8 @@ def du(ctx: click.Context, filters: tuple[str, ...], verbose: bool) -> None:
     parse_filters(filters)
     with open_controller(ctx, readonly=True) as controller:
         records = anyio.run(controller.disk_usage, filters)
+    # As buildkitd answers: the largest first.
+    records.sort(key=lambda r: (r.size, r.id), reverse=True)
     click.echo(_verbose(records) if verbose else _table(records), nl=False)
     if not filters:
         click.echo(_summary(records), nl=False)
@@ -146,5 +148,6 @@ def prune(
     request = PruneRequest(filters, all_, duration, int(keep_storage * 1e6))
     with open_controller(ctx) as controller:
         removed = anyio.run(controller.prune, request)
-    click.echo(_verbose(removed) if verbose else _table(removed), nl=False)
+    if verbose or removed:  # buildctl prints the table's header with its first row only
+        click.echo(_verbose(removed) if verbose else _table(removed), nl=False)
     click.echo(_summary(removed, total_only=True), nl=False)

@@ -26,7 +26,7 @@ from llbkit.core.plugins.progress import (
     VertexWarning,
 )
 
-__all__ = ["Display", "make_display", "status_json", "units"]
+__all__ = ["Display", "make_display", "status_json", "trace_json", "units"]
 
 
 def units(size: float) -> str:
@@ -92,6 +92,7 @@ class Display:
         return v
 
     def __call__(self, status: SolveStatus) -> None:
+        # In the order they happened: a step's output and warnings before its end.
         for event in status.events():
             self.show(event)
 
@@ -218,6 +219,77 @@ def status_json(status: SolveStatus) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def _go_time(ts: float | None) -> str | None:
+    """Go's RFC 3339 with the fraction's trailing zeros dropped, as ``time.Time`` encodes."""
+    if ts is None:
+        return None
+    text = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
+    return text.rstrip(".") + "Z"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def trace_json(status: SolveStatus) -> str:
+    """A ``SolveStatus`` as buildctl v0.11's ``--trace`` writes it: Go's default encoding of
+    ``client.SolveStatus`` (field names as declared, every field, ``null`` for none)."""
+    vertexes = [
+        {
+            "Digest": v.digest,
+            "Inputs": list(v.inputs) or None,
+            "Name": v.name,
+            "Started": _go_time(v.started),
+            "Completed": _go_time(v.completed),
+            "Cached": v.cached,
+            "Error": v.error,
+            "ProgressGroup": {"id": v.progress_group} if v.progress_group else None,
+        }
+        for v in status.vertexes
+    ]
+    statuses = [
+        {
+            "ID": s.id,
+            "Vertex": s.vertex,
+            "Name": s.name,
+            "Total": s.total,
+            "Current": s.current,
+            "Timestamp": _go_time(s.timestamp),
+            "Started": _go_time(s.started),
+            "Completed": _go_time(s.completed),
+        }
+        for s in status.statuses
+    ]
+    logs = [
+        {
+            "Vertex": log.vertex,
+            "Stream": log.stream,
+            "Data": _b64(log.data),
+            "Timestamp": _go_time(log.timestamp),
+        }
+        for log in status.logs
+    ]
+    warnings = [
+        {
+            "Vertex": w.vertex,
+            "Level": w.level,
+            "Short": _b64(w.short.encode()),
+            "Detail": [_b64(d.encode()) for d in w.detail] or None,
+            "URL": w.url,
+            "SourceInfo": None,
+            "Range": None,
+        }
+        for w in status.warnings
+    ]
+    found = {
+        "Vertexes": vertexes or None,
+        "Statuses": statuses or None,
+        "Logs": logs or None,
+        "Warnings": warnings or None,
+    }
+    return json.dumps(found, separators=(",", ":"))
+
+
 def _vertex_json(v: Vertex) -> dict[str, Any]:
     vertex = {
         "digest": v.digest,
@@ -252,10 +324,11 @@ def _status_json(s: VertexStatus) -> dict[str, Any]:
 
 def _warning_json(w: VertexWarning) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "vertex": w.vertex,
         "level": w.level,
         "short": base64.b64encode(w.short.encode()).decode(),
     }
+    if w.vertex:  # a build's own warning (a frontend's) belongs to no step
+        item = {"vertex": w.vertex, **item}
     if w.detail:
         item["detail"] = [base64.b64encode(d.encode()).decode() for d in w.detail]
     if w.url:

@@ -6,7 +6,6 @@ import anyio
 import click
 
 from llbkit.core.cli.du import _tabulate
-from llbkit.core.cli.progress_ui import units
 from llbkit.core.cli.state import open_controller
 
 
@@ -33,7 +32,14 @@ def workers(ctx: click.Context, verbose: bool) -> None:
     if not verbose:
         click.echo(_tabulate([["ID", "PLATFORMS"], [worker_id, platforms]]), nl=False)
         return
-    lines = [f"ID:\t{worker_id}", f"Platforms:\t{platforms}", "Labels:"]
+    from llbkit.core import __version__
+
+    lines = [
+        f"ID:\t{worker_id}",
+        f"Platforms:\t{platforms}",
+        f"BuildKit:\tllbkit {__version__} ",
+        "Labels:",
+    ]
     lines += [f"\t{k}:\t{v}" for k, v in sorted(worker.labels.items())]
     for n, rule in enumerate(rules):
         lines.append(f"GC Policy rule#{n}:")
@@ -43,5 +49,14 @@ def workers(ctx: click.Context, verbose: bool) -> None:
         if rule.keep_duration:
             lines.append(f"\tKeep Duration:\t{_duration(rule.keep_duration)}")
         if rule.keep_bytes:
-            lines.append(f"\tKeep Bytes:\t{units(rule.keep_bytes)}")
-    click.echo("\n".join(lines))
+            lines.append(f"\tKeep Bytes:\t{_shortest(rule.keep_bytes)}")
+    click.echo("\n".join(lines) + "\n")
+
+
+def _shortest(size: float) -> str:
+    """``tonistiigi/units`` with Go's ``%g``: ``512MB``, ``26GB``, ``1.5GB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:g}{unit}"
+        size /= 1000
+    return f"{size:g}PB"

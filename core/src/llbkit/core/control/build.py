@@ -92,8 +92,8 @@ async def _resolve(
         if entitlement not in controller.config.insecure_entitlements:
             # As BuildKit's daemon says it; the engine's config must grant what a build asks.
             raise UserError(
-                f"granting entitlement {entitlement} is not allowed by build daemon "
-                "configuration (list it in insecure-entitlements of the engine's config)"
+                f"failed to solve: granting entitlement {entitlement} is not allowed by build "
+                "daemon configuration (list it in insecure-entitlements of the engine's config)"
             )
     if request.cache_exports or request.cache_imports:
         raise UserError("exporting and importing the build cache is not in this release of llbkit")
@@ -107,7 +107,8 @@ async def _resolve(
     jobs = []
     for exporter in request.exporters:
         driver = controller.drivers.exporter(exporter.type)
-        jobs.append((exporter.type, await driver.resolve(dict(exporter.attrs))))
+        job = await driver.resolve(dict(exporter.attrs))
+        jobs.append((job.description, job))
     return frontend_job, jobs
 
 
@@ -136,13 +137,7 @@ async def run_build(
             digest = "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest()
             info = ExportInfo(request.ref, request.session, _StepSink(emit, digest))
             infos.append(info)
-            responses.append(
-                dict(
-                    await _export(
-                        job, result, info, emit, name=f"exporting to {name}", digest=digest
-                    )
-                )
-            )
+            responses.append(dict(await _export(job, result, info, emit, name=name, digest=digest)))
         for (_, job), info, answer in zip(jobs, infos, responses, strict=True):
             answer.update(await job.finalize(info))
         merged = {k: v for answer in responses for k, v in answer.items()}

@@ -65,6 +65,11 @@ class Exporter(Protocol):
 class ExportJob(Protocol):
     """One export of one build, configured and ready to run."""
 
+    @property
+    def description(self) -> str:
+        """The export's step in the build's progress (``exporting to oci image format``)."""
+        ...
+
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         """Write ``result`` out; runs once after the build succeeds, while the result is held.
 

@@ -9,7 +9,7 @@ them and ``--progress rawjson`` prints them. Times are seconds since the epoch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
@@ -89,25 +89,31 @@ ProgressEvent = Vertex | VertexStatus | VertexLog | VertexWarning
 
 @dataclass(frozen=True)
 class SolveStatus:
-    """A batch of progress records, in the order they happened within each kind."""
+    """A batch of progress records, grouped by kind as BuildKit's are; :meth:`events` gives
+    them in the order they happened."""
 
     vertexes: tuple[Vertex, ...] = ()
     statuses: tuple[VertexStatus, ...] = ()
     logs: tuple[VertexLog, ...] = ()
     warnings: tuple[VertexWarning, ...] = ()
+    order: tuple[ProgressEvent, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, events: Sequence[ProgressEvent]) -> SolveStatus:
-        """Group events into one batch."""
+        """Group events into one batch, keeping their order."""
         return cls(
             tuple(e for e in events if isinstance(e, Vertex)),
             tuple(e for e in events if isinstance(e, VertexStatus)),
             tuple(e for e in events if isinstance(e, VertexLog)),
             tuple(e for e in events if isinstance(e, VertexWarning)),
+            tuple(events),
         )
 
     def events(self) -> list[ProgressEvent]:
-        """The records of the batch, vertexes first."""
+        """The records of the batch in the order they happened (vertexes first for a batch
+        made by hand)."""
+        if self.order:
+            return list(self.order)
         return [*self.vertexes, *self.statuses, *self.logs, *self.warnings]
 
 

@@ -181,6 +181,7 @@ class Solver:
         order = _order(definition)
         if not order:
             return None
+        _check_entitlements(order, allow)
         build = _Build(
             self,
             definition,
@@ -195,6 +196,23 @@ class Solver:
             return await build.run()
         finally:
             build.detach()
+
+
+def _check_entitlements(order: Sequence[Vertex], allow: Sequence[str]) -> None:
+    """Refuse a definition that asks for what the build was not granted, before anything
+    runs, as BuildKit refuses it while loading the LLB."""
+    from llbkit.core.llb import pb
+
+    for vertex in order:
+        if vertex.kind != "exec":
+            continue
+        exe = vertex.op.exec
+        for wanted, needed in (
+            (exe.network == pb.NetMode.HOST, "network.host"),
+            (exe.security == pb.SecurityMode.INSECURE, "security.insecure"),
+        ):
+            if wanted and needed not in allow:
+                raise UserError(f"failed to solve: failed to load LLB: {needed} is not allowed")
 
 
 def _order(definition: LoadedDefinition) -> list[Vertex]:

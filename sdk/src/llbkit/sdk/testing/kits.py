@@ -80,6 +80,9 @@ class ExporterKit:
 
         async def scenario() -> Mapping[str, str]:
             job = await driver.resolve(dict(self.valid_attrs))
+            assert isinstance(job.description, str) and job.description, (
+                "an export job names its step in the build's progress (description)"
+            )
             try:
                 with layered_result(tmp_path, self.sample_tree(tmp_path)) as ref:
                     result = BuildResult({"linux/amd64": ref})

@@ -165,6 +165,19 @@ def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -
                     tar.addfile(info, data)
 
 
+async def _published(result: BuildResult, opts: CommitOptions, info: ExportInfo) -> Published:
+    """The image, with the steps BuildKit's image exporters show while making it."""
+    info.progress.status("exporting layers")
+    published = await publish(result, opts)
+    info.progress.status("exporting layers", done=True)
+    for _, image in published.images:
+        for what, digest in (("manifest", image.manifest_digest), ("config", image.config_digest)):
+            info.progress.status(f"exporting {what} {digest}", done=True)
+    if len(published.images) > 1:
+        info.progress.status(f"exporting manifest list {published.digest}", done=True)
+    return published
+
+
 def _warn_no_effect(attrs: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(k for k in NO_EFFECT if k in attrs)
 
@@ -178,13 +191,17 @@ class TarballJob:
     docker: bool
     no_effect: tuple[str, ...] = ()
 
+    @property
+    def description(self) -> str:
+        return f"exporting to {'docker' if self.docker else 'oci'} image format"
+
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         for key in self.no_effect:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
         client = info.client
         if self.docker and len(result.refs) > 1:
             raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
-        published = await publish(result, self.opts)
+        published = await _published(result, self.opts, info)
         # The time the image configs hold, so index.json's created annotation agrees with them.
         moment = published.created
         files = _layout_files(published, self.opts, self.docker, created_text(moment))
@@ -201,9 +218,11 @@ class TarballJob:
         with tempfile.TemporaryFile() as spool:
             await anyio.to_thread.run_sync(_write_tar, files, spool, moment)
             spool.seek(0)
+            info.progress.status("sending tarball")
             async with client.open_output(self.dest) as out:
                 while chunk := spool.read(1 << 20):
                     await out.write(chunk)
+            info.progress.status("sending tarball", done=True)
         return response(published, self.opts.names)
 
     async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
@@ -257,11 +276,12 @@ class ImageJob:
     registries: Registries | None
     no_effect: tuple[str, ...] = ()
     _published: Published | None = field(default=None, repr=False)
+    description: str = "exporting to image"
 
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         for key in self.no_effect:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
-        published = self._published = await publish(result, self.opts)
+        published = self._published = await _published(result, self.opts, info)
         names = list(self.opts.names)
         found = response(published, names)
         if self.canonical and names:
@@ -276,10 +296,10 @@ class ImageJob:
         if self.registries is None:
             raise ConfigError("exporter image: this engine gives no registry access to push")
         for name in self.opts.names:
-            info.progress.status(f"pushing {name}")
+            info.progress.status("pushing layers")
             async with self.registries.session(name, push=True, insecure=self.insecure) as repo:
                 await _push(repo, self._published, name, by_digest=self.by_digest)
-            info.progress.status(f"pushing {name}", done=True)
+            info.progress.status("pushing layers", done=True)
         return {}
 
     async def aclose(self) -> None:

@@ -54,13 +54,16 @@ def _subdir(platform: str) -> str:
 class LocalExportJob:
     dest: str
     platform_split: bool | None
+    description: str = "exporting to client directory"
 
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         split = _split(result, self.platform_split)
         for platform, ref in sorted(result.refs.items()):
             async with ref.mount() as tree:
                 dest = os.path.join(self.dest, _subdir(platform)) if split else self.dest
+                info.progress.status("copying files")
                 await info.client.write_tree(dest, tree)
+                info.progress.status("copying files", done=True)
         return {}
 
     async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
@@ -74,6 +77,7 @@ class LocalExportJob:
 class TarExportJob:
     dest: str
     platform_split: bool | None
+    description: str = "exporting to client tarball"
 
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         split = _split(result, self.platform_split)
@@ -84,9 +88,11 @@ class TarExportJob:
                         prefix = _subdir(platform) if split else ""
                         await anyio.to_thread.run_sync(_add_tree, tar, tree, prefix)
             spool.seek(0)
+            info.progress.status("sending tarball")
             async with info.client.open_output(self.dest) as out:
                 while chunk := spool.read(1 << 20):
                     await out.write(chunk)
+            info.progress.status("sending tarball", done=True)
         return {}
 
     async def finalize(self, info: ExportInfo) -> Mapping[str, str]:

@@ -972,7 +972,9 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
         name for stage in converter.stages for name in stage.declared
     }
     unused = sorted(set(options.build_args) - declared)
-    warnings = [f"One or more build-args {unused} were not consumed"] if unused else []
+    # Docker's wording, a Go slice: [A B]
+    listed = "[" + " ".join(unused) + "]"
+    warnings = [f"One or more build-args {listed} were not consumed"] if unused else []
     assert target.state is not None
     config = dict(target.config)
     author = config.pop("__author", None)

@@ -41,6 +41,8 @@ class <REPLACE:Name>ExportJob:
 
     dest: str
     sizes: bool
+    #: this export's step in the build's progress
+    description: str = "exporting a listing of the files"
 
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         listing = {}

@@ -1,0 +1,62 @@
+"""The CLI's displays of a build's status batches, as BuildKit's printer shows them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from llbkit.core.cli.progress_ui import make_display, status_json, trace_json
+from llbkit.core.plugins.progress import SolveStatus, Vertex, VertexLog, VertexWarning
+
+T = 1_800_000_000.0
+
+
+def test_a_steps_output_is_shown_before_its_end_whatever_the_batch() -> None:
+    out = io.StringIO()
+    display = make_display("plain", out)
+    # One batch holds the step's start, output, warning and end, in the order they happened.
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:a", "fail step", started=T),
+                VertexLog("sha256:a", T + 0.05, 1, b"before-fail\n"),
+                VertexWarning("sha256:a", T + 0.06, "careful"),
+                Vertex("sha256:a", "fail step", started=T, completed=T + 0.1, error="boom"),
+            ]
+        )
+    )
+    assert out.getvalue().splitlines() == [
+        "#1 fail step",
+        "#1 0.050 before-fail",
+        "#1 WARN: careful",
+        "#1 ERROR: boom",
+    ]
+
+
+def test_trace_is_go_encoding_of_solve_status_as_buildctl_writes_it() -> None:
+    status = SolveStatus(
+        vertexes=(Vertex("sha256:a", "step", ("sha256:b",), started=T + 0.125),),
+        logs=(VertexLog("sha256:a", T, 2, b"hi\n"),),
+    )
+    got = json.loads(trace_json(status))
+    assert got == {
+        "Vertexes": [
+            {
+                "Digest": "sha256:a",
+                "Inputs": ["sha256:b"],
+                "Name": "step",
+                "Started": "2027-01-15T08:00:00.125Z",
+                "Completed": None,
+                "Cached": False,
+                "Error": "",
+                "ProgressGroup": None,
+            }
+        ],
+        "Statuses": None,
+        "Logs": [
+            {"Vertex": "sha256:a", "Stream": 2, "Data": "aGkK", "Timestamp": "2027-01-15T08:00:00Z"}
+        ],
+        "Warnings": None,
+    }
+    # rawjson stays the compact form with BuildKit's later lowercase names.
+    assert status_json(status)["logs"][0]["data"] == "aGkK"
