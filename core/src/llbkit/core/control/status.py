@@ -130,6 +130,7 @@ class BuildStatus:
         self.done = False
         #: readers attached now (a status nobody reads or builds is forgotten)
         self.readers = 0
+        self._ended: anyio.Event | None = None
 
     def start(self) -> None:
         """The build began: open the journal (readers attached before now keep waiting)."""
@@ -162,6 +163,8 @@ class BuildStatus:
                 self._out = None
                 self._tmp.rename(self.path)
             self.done = True
+        if self._ended is not None:
+            self._ended.set()
         if self._signal is not None:
             self._signal.fire()
 
@@ -217,8 +220,12 @@ class BuildStatus:
                 await self._signal.wait(functools.partial(self._past, seq))
                 if not self.done:
                     # Let records gather: one wake-up per few milliseconds, not per record
-                    # (a step makes several, and readers share the build's event loop).
-                    await anyio.sleep(GATHER)
+                    # (a step makes several, and readers share the build's event loop); the
+                    # build's end cuts the wait short.
+                    if self._ended is None:
+                        self._ended = anyio.Event()
+                    with anyio.move_on_after(GATHER):
+                        await self._ended.wait()
         finally:
             if reader is not None:
                 reader.close()

@@ -108,6 +108,8 @@ class PluginRegistry:
         self._trace = trace
         self._test_drivers: Mapping[str, Mapping[str, Any]] | None = None
         self._test_hooks: Sequence[object] = ()
+        #: (group, name) -> whether several entry points have the name (the others disabled)
+        self._shared_names: dict[tuple[str, str], bool] = {}
         self.warnings: list[str] = []
 
     @classmethod
@@ -163,6 +165,7 @@ class PluginRegistry:
     def _one(self, group: str, name: str) -> PluginInfo:
         kind = DRIVER_GROUPS.get(group, (group, 0))[0]
         matches = [i for i in self.plugins(group) if i.name == name]
+        self._shared_names[group, name] = len(matches) > 1
         enabled = [i for i in matches if not i.disabled]
         if len(enabled) > 1:
             both = " and ".join(i.label for i in enabled)
@@ -208,7 +211,7 @@ class PluginRegistry:
                     f"{type(err).__name__}: {err}"
                 ) from err
 
-            if sum(i.name == name for i in self.plugins(group)) > 1:
+            if self._shared_names.get((group, name)):
                 # The others of this name are disabled: load exactly the one that is not.
                 manager = self._load_exact(info, failed)
                 return self._checked(kind, info, manager.driver, version)
