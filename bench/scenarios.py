@@ -185,7 +185,7 @@ def export(tool: Tool, work: Work) -> dict[str, float]:
         raise Unsupported
     times = {}
     out = work.root / "exports"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for compression in ("gzip", "zstd"):
         dest = out / f"{tool.name}-{compression}.tar"
         spec = Build(_context(work), {"BASE": work.base}, target="export")
