@@ -102,3 +102,32 @@ def test_a_state_root_inside_a_local_context_is_never_sent(tmp_path: Path) -> No
                     return sorted(p.name for p in (root / "out").iterdir())
 
             assert anyio.run(main) == ["app.txt"]
+
+
+def test_a_definition_that_is_not_llb_is_named_as_the_request_field(tmp_path: Path) -> None:
+    from llbkit.core.control import UserError
+
+    request = SolveRequest(ref=new_ref(), session=EmbeddedClient(), definition=b"\x01\x02")
+    expected = r"^SolveRequest\.definition: not an LLB definition"
+    with (
+        Controller.open(tmp_path / "state", EngineConfig(gc=False)) as controller,
+        pytest.raises(UserError, match=expected),
+    ):
+        anyio.run(controller.solve, request)
+
+
+def test_a_local_directory_that_is_not_there_is_named(tmp_path: Path) -> None:
+    from llbkit.core.control import UserError
+
+    site = llb.scratch().file(llb.copy(llb.local("site"), "/", "/www"))
+    request = SolveRequest(
+        ref=new_ref(),
+        session=EmbeddedClient(locals={"site": tmp_path / "nope"}),
+        definition=site.marshal().to_bytes(),
+    )
+    expected = r"local directory 'site' \(.*/nope\) is not a directory"
+    with (
+        Controller.open(tmp_path / "state", EngineConfig(gc=False)) as controller,
+        pytest.raises(UserError, match=expected),
+    ):
+        anyio.run(controller.solve, request)

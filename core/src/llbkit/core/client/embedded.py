@@ -122,7 +122,7 @@ class EmbeddedClient:
                 f"(use --local {name}=<path>; given: {given})"
             ) from None
         if not path.is_dir():
-            raise UserError(f"--local {name}={path}: not a directory")
+            raise UserError(f"local directory {name!r} ({path}) is not a directory")
         return path
 
     def local_identity(self, name: str) -> str:

@@ -63,7 +63,8 @@ class SolveRequest:
     :param entitlements: ``--allow`` (``network.host``, ``security.insecure``); the engine's
         ``insecure-entitlements`` must list them too.
     :param session: the client's side (its files, secrets, SSH agents, outputs).
-    :param source: how to name the definition in messages (a file name, ``<stdin>``).
+    :param source: how to name the definition in messages (the CLI gives a file name or
+        ``<stdin>``).
     """
 
     ref: str
@@ -76,7 +77,7 @@ class SolveRequest:
     cache_exports: Sequence[CacheOptionsEntry] = ()
     cache_imports: Sequence[CacheOptionsEntry] = ()
     entitlements: Sequence[str] = ()
-    source: str = "<stdin>"
+    source: str = "SolveRequest.definition"
 
 
 @dataclass(frozen=True)
