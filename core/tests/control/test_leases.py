@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,58 @@ def test_four_builds_under_a_gc_that_fires_between_them_all_export_what_they_bui
             f"later{n}": f"later{n}\n",
             f"copy-{n}": f"{n}.0\n",
         }
+
+
+def test_what_a_burst_of_adds_took_is_written_once_the_burst_is_over() -> None:
+    """``du`` in another process reads the written rows: a build's last layers must get there
+    even when no later add comes to carry them."""
+    import threading
+    import time
+
+    from llbkit.core.cache.leases import WRITE_EVERY, LeaseTable
+
+    written: dict[str, set[int]] = {}
+
+    def on_add(name: str, layers: Iterable[int]) -> None:
+        written.setdefault(name, set()).update(layers)
+
+    table = LeaseTable(threading.RLock(), on_add=on_add)
+    lease = table.lease("build-1")
+    lease.add([1])
+    lease.add([2, 3])  # within WRITE_EVERY of the first: batched
+    time.sleep(WRITE_EVERY * 3)
+    assert written == {"build-1": {1, 2, 3}}
+    lease.add([4])  # the burst is over: written at once
+    lease.add([5])
+    table.close()
+    time.sleep(WRITE_EVERY * 2)
+    assert written == {"build-1": {1, 2, 3, 4}}  # nothing is written once the table is closed
+
+
+def test_a_flattening_the_store_already_has_joins_the_build_lease(tmp_path: Path) -> None:
+    from llbkit.core.cache.store import Store
+    from llbkit.core.cache.usage import prune
+
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+
+        def commit(name: str, parent: int | None = None) -> int:
+            tree = store.stage() / "t"
+            tree.mkdir()
+            (tree / name).write_text(name)
+            return store.commit_layer(tree, parent=parent, description=name)
+
+        a = commit("a")
+        b = commit("b", a)
+        store.flatten((a, b))  # made earlier, outside any build
+        with store.view((a, b)) as tree:  # a view shows that flattening, held while shown
+            prune(store, all=True)
+            assert sorted(p.name for p in tree.iterdir()) == ["a", "b"]
+        a = commit("a")
+        b = commit("b", a)
+        store.flatten((a, b))
+        lease = store.lease("build")
+        with lease.bound():
+            flat = store.flatten((a, b))  # a build finds it and mounts it
+            assert flat in lease.layers
+            prune(store, all=True)
+            assert store.layer_path(flat).is_dir()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llbkit.core.config import EngineConfig
+from llbkit.core.config import WORKER_ENGINE_KEYS, EngineConfig
 from llbkit.core.errors import PluginError, UserError
 from llbkit.core.plugins import (
     GROUP_CACHE_BACKENDS,
@@ -32,19 +32,6 @@ __all__ = ["Drivers"]
 
 #: the worker ``[worker.oci]`` configures; the containerd worker will add its own section
 WORKER = "oci"
-#: keys of a ``[worker.*]`` section the engine reads itself; the worker gets the rest
-ENGINE_KEYS = frozenset(
-    {
-        "enabled",
-        "gc",
-        "gckeepstorage",
-        "gcpolicy",
-        "gcreservedspace",
-        "gcmaxusedspace",
-        "gcminfreespace",
-        "max-parallelism",
-    }
-)
 
 
 class Drivers:
@@ -58,9 +45,13 @@ class Drivers:
         self._drivers: dict[tuple[str, str], Any] = {}
         self._executor: Executor | None = None
 
+    def state_dir(self, group: str, name: str) -> Path:
+        """The plugin's own folder in the state root (made when its driver is)."""
+        return self.root / "plugins" / group / name
+
     def _driver(self, group: str, name: str) -> Any:
         if (group, name) not in self._drivers:
-            state = self.root / "plugins" / group / name
+            state = self.state_dir(group, name)
             state.mkdir(parents=True, exist_ok=True)
             self._drivers[group, name] = self.registry.create_driver(
                 group, name, state_dir=state, registries=self.registries
@@ -110,7 +101,7 @@ class Drivers:
                     "[worker.oci] is disabled (enabled = false): nothing runs processes"
                 )
             worker: Worker = self._driver(GROUP_WORKERS, WORKER)
-            own = {k: v for k, v in self.config.worker.items() if k not in ENGINE_KEYS}
+            own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
             self._executor = await worker.resolve(own)
         return self._executor
 

@@ -54,23 +54,50 @@ class LeaseTable:
         self._on_release = on_release
         self._unwritten: dict[str, set[int]] = {}
         self._written_at = 0.0
+        #: writes what a burst left unwritten once the burst is over
+        self._timer: threading.Timer | None = None
+        self._closed = False
 
     def _taken(self, lease: str, layers: set[int]) -> None:
         """A named lease took ``layers`` (called with ``outer`` held)."""
-        if self._on_add is None:
+        if self._on_add is None or self._closed:
             return
         self._unwritten.setdefault(lease, set()).update(layers)
-        if time.monotonic() - self._written_at >= WRITE_EVERY:
-            self._written_at = time.monotonic()
-            unwritten, self._unwritten = self._unwritten, {}
-            for name, taken in unwritten.items():
-                self._on_add(name, taken)
+        wait = self._written_at + WRITE_EVERY - time.monotonic()
+        if wait <= 0:
+            self._write()
+        elif self._timer is None:
+            self._timer = threading.Timer(wait, self._flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _write(self) -> None:
+        assert self._on_add is not None
+        self._written_at = time.monotonic()
+        unwritten, self._unwritten = self._unwritten, {}
+        for name, taken in unwritten.items():
+            self._on_add(name, taken)
+
+    def _flush(self) -> None:
+        with self.outer:
+            self._timer = None
+            if self._unwritten and not self._closed:
+                self._write()
 
     def _ended(self, lease: str) -> None:
         """A named lease ended (called with ``outer`` held)."""
         self._unwritten.pop(lease, None)
-        if self._on_release is not None:
+        if self._on_release is not None and not self._closed:
             self._on_release(lease)
+
+    def close(self) -> None:
+        """Stop writing (the database is closing; its lease rows are cleared when it opens)."""
+        with self.outer:
+            self._closed = True
+            self._unwritten.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def acquire(self, layers: Iterable[int]) -> None:
         with self._lock:
@@ -110,8 +137,8 @@ class Lease:
         self._released = False
 
     def add(self, layers: Iterable[int]) -> None:
-        """Hold ``layers`` (idempotent); call with the store's lock held to close the gap
-        between finding a result and holding it."""
+        """Hold ``layers`` (idempotent). Takes the store's lock; call it inside the block
+        that found or made the layers, so that nothing can delete them in between."""
         layers = set(layers)
         if not layers - self._layers:
             return  # already held: no need to wait for the store's lock

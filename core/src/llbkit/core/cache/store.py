@@ -122,6 +122,7 @@ class Store:
         return cls(StateRoot.open_readonly(path))
 
     def close(self) -> None:
+        self.leases.close()
         self.root.close()
 
     def __enter__(self) -> Store:
@@ -162,8 +163,10 @@ class Store:
         description: str = "",
         record_type: str = "regular",
         mutable: bool = False,
+        hold: bool = False,
     ) -> int:
-        """Move the finished directory ``tree`` into the store as a new layer; return its id."""
+        """Move the finished directory ``tree`` into the store as a new layer; return its id
+        (with ``hold``, held from the instant it exists: the caller releases it)."""
         size, whiteouts = measure(tree, self.format)
         with self.db.transaction():  # the row goes in only with the directory
             layer = self.db.insert_layer(
@@ -176,6 +179,8 @@ class Store:
             )
             os.rename(tree, self.layer_path(layer))
             _hold_for_build((layer,))
+            if hold:
+                self.leases.acquire((layer,))
         return layer
 
     # -- results and keys -----------------------------------------------------------------
@@ -244,9 +249,11 @@ class Store:
                     unmount(target)
                     shutil.rmtree(stage, ignore_errors=True)
             else:
-                flat = self.flatten(chain)
-                with self.hold((flat,)):
+                flat = self.flatten(chain, hold=True)
+                try:
                     yield self.layer_path(flat)
+                finally:
+                    self.leases.release((flat,))
 
     def _has_whiteouts(self, layer: int) -> bool:
         return self.db.has_whiteouts(layer)
@@ -264,17 +271,25 @@ class Store:
                 return True
         return False
 
-    def flatten(self, chain: Chain) -> int:
-        """One layer holding ``chain``'s whole tree (files hardlinked), made once and kept."""
-        known = self.db.flat(chain)
-        if known is not None:
-            return known
+    def flatten(self, chain: Chain, *, hold: bool = False) -> int:
+        """One layer holding ``chain``'s whole tree (files hardlinked), made once and kept.
+
+        Like every layer found or made, it joins the running build's lease at once; with
+        ``hold``, it is also held (for the caller to release) from that same instant.
+        """
+        with self.lock:
+            known = self.db.flat(chain)
+            if known is not None:
+                _hold_for_build((known,))
+                if hold:
+                    self.leases.acquire((known,))
+                return known
         stage = self.stage()
         tree = stage / "flat"
         tree.mkdir()
         for layer in chain:
             apply_layer(self.layer_path(layer), tree, self.format, hardlink=True)
-        layer = self.commit_layer(tree, description="flattened layers")
+        layer = self.commit_layer(tree, description="flattened layers", hold=hold)
         self.db.save_flat(chain, layer)
         shutil.rmtree(stage, ignore_errors=True)
         return layer

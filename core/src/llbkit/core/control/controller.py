@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,12 +29,13 @@ from llbkit.core.cache.store import Store
 from llbkit.core.cache.usage import UsageRecord, apply_gc, disk_usage, prune
 from llbkit.core.config import EngineConfig, GCRule, default_gc_rules
 from llbkit.core.control.build import BuildOutcome, run_build
-from llbkit.core.control.request import PruneRequest, SolveRequest, SolveResponse
+from llbkit.core.control.request import PruneRequest, SolveRequest, SolveResponse, new_ref
 from llbkit.core.control.status import BuildStatus, StatusBoard
-from llbkit.core.drivers import Drivers
+from llbkit.core.drivers import WORKER, Drivers
 from llbkit.core.errors import UserError, one_error
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import ExportJob
+from llbkit.core.plugins import GROUP_WORKERS
 from llbkit.core.plugins.hooks import HookCaller
 from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, Vertex, VertexWarning
 from llbkit.core.plugins.registry import PluginRegistry
@@ -97,6 +99,7 @@ class Controller:
         self.solver = Solver(store, self.drivers, CacheChain([LocalCache(store)]), parallelism)
         self.history_dir = store.root.path / "history"
         self.board = StatusBoard(self.history_dir)
+        self._gc_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -198,12 +201,15 @@ class Controller:
                             record.exporter_response.update(outcome.exporter_response)
                             yield outcome
                     finally:
-                        for job in jobs:
-                            await job.aclose()
-                        lease.release()
-                        record.completed_at = time.time()
-                        counter.fill(record)
-                        status.finish()
+                        try:
+                            with anyio.CancelScope(shield=True):
+                                for job in jobs:
+                                    await job.aclose()
+                        finally:
+                            lease.release()
+                            record.completed_at = time.time()
+                            counter.fill(record)
+                            status.finish()
         finally:
             self.board.forget(request.ref)
             with anyio.CancelScope(shield=True):
@@ -285,25 +291,24 @@ class Controller:
         """Apply the GC policy, at most once per ``gc_interval`` (as BuildKit throttles it)."""
         if (not self.config.gc and not force) or self.store.root.readonly:
             return []
-        last = self.store.last_gc()
-        if last is not None and time.time() - last < self.config.gc_interval and not force:
-            return []
-        removed = apply_gc(self.store, self.gc_rules())
-        self.store.set_last_gc(time.time())
-        return removed
+        # Builds that end together: the first runs GC, the others then see it has run.
+        with self._gc_lock:
+            last = self.store.last_gc()
+            if last is not None and time.time() - last < self.config.gc_interval and not force:
+                return []
+            removed = apply_gc(self.store, self.gc_rules())
+            self.store.set_last_gc(time.time())
+            return removed
 
     # -- workers ----------------------------------------------------------------------------
 
     async def workers(self) -> list[WorkerRecord]:
         """The worker that runs processes (``buildctl debug workers``)."""
-        import secrets
-
+        self._owner("workers")  # starting the worker writes into the root
         executor = await self.drivers.executor()
-        state = self.store.root.path / "plugins" / "llbkit.workers" / "oci"
-        state.mkdir(parents=True, exist_ok=True)
-        id_file = state / "workerid"
+        id_file = self.drivers.state_dir(GROUP_WORKERS, WORKER) / "workerid"
         if not id_file.exists():
-            id_file.write_text(secrets.token_hex(13)[:25])
+            id_file.write_text(new_ref())  # BuildKit's worker IDs look like build refs
         return [
             WorkerRecord(
                 id_file.read_text().strip(),

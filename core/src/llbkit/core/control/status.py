@@ -245,9 +245,14 @@ class BuildStatus:
 
 
 def read_journal(path: Path) -> list[ProgressEvent]:
-    """Every record of a finished build's journal."""
-    with open(path, encoding="utf-8") as journal:
-        return [decode_event(json.loads(line)) for line in journal if line.strip()]
+    """Every record of a finished build's journal (readers take it batch by batch)."""
+    with open(path, "rb") as journal:
+        return [event for batch in iter(lambda: _next_batch(journal), []) for event in batch]
+
+
+def _next_batch(journal: IO[bytes]) -> list[ProgressEvent]:
+    """Up to :data:`BATCH` more records of a journal (none at its end)."""
+    return [decode_event(json.loads(line)) for line in islice(journal, BATCH) if line.strip()]
 
 
 class StatusBoard:
@@ -281,9 +286,10 @@ class StatusBoard:
         one's from its journal."""
         status = self._builds.get(ref)
         if status is None and (self.history / f"{ref}.jsonl").exists():
-            events = await anyio.to_thread.run_sync(read_journal, self.history / f"{ref}.jsonl")
-            for start in range(0, len(events), BATCH):
-                yield SolveStatus.of(events[start : start + BATCH])
+            # A finished build: its journal, a batch in memory at a time.
+            with open(self.history / f"{ref}.jsonl", "rb") as journal:
+                while events := await anyio.to_thread.run_sync(_next_batch, journal):
+                    yield SolveStatus.of(events)
             return
         status = status or self.open(ref)
         status.readers += 1

@@ -355,7 +355,9 @@ class _Build:
         shared = self.shared[vertex.digest]
         if shared.result.finished or self.ignore(vertex):
             return
-        hit = self._lookup(shared, self.keys[vertex.digest])
+        hit = await anyio.to_thread.run_sync(
+            self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
+        )
         if hit is not None:
             # Known content: a local context was transferred (shown as done), others cached.
             op = shared.op
@@ -484,8 +486,10 @@ class _Build:
             )
             outputs = await shared.op.run(ctx, chains)
         results = [(result_key(key, n), chain) for n, chain in enumerate(outputs)]
-        shared.found(results)
         await anyio.to_thread.run_sync(self._save, keys, results, explanation, limiter=threads)
+        # After the last await: a build that attached while the results were saved gets them
+        # in its lease too (this build's lease holds them meanwhile).
+        shared.found(results)
         shared.vertex_event(started=shared.started, completed=time.time())
         return results
 
@@ -499,13 +503,10 @@ class _Build:
         return found
 
     def _link(self, key: str, hit: Outputs, explanation: dict[str, Any]) -> None:
-        for n, (rkey, _) in enumerate(hit):
-            self.store.link_key(
-                result_key(key, n),
-                rkey,
-                explanation["vertex"],
-                json.dumps(explanation, sort_keys=True),
-            )
+        text = json.dumps(explanation, sort_keys=True)
+        with self.store.batch():
+            for n, (rkey, _) in enumerate(hit):
+                self.store.link_key(result_key(key, n), rkey, explanation["vertex"], text)
 
     def _save(self, keys: list[str], results: Outputs, explanation: dict[str, Any]) -> None:
         text = json.dumps(explanation, sort_keys=True)
