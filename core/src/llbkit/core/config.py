@@ -41,6 +41,21 @@ _TOP = {
     "system",
     "log",
 }
+#: what a build may ask for beyond the sandbox (``--allow``, ``insecure-entitlements``)
+ENTITLEMENTS = ("network.host", "security.insecure")
+#: keys of a ``[worker.*]`` section the engine reads itself; the worker plugin gets the rest
+WORKER_ENGINE_KEYS = frozenset(
+    {
+        "enabled",
+        "gc",
+        "gckeepstorage",
+        "gcpolicy",
+        "gcreservedspace",
+        "gcmaxusedspace",
+        "gcminfreespace",
+        "max-parallelism",
+    }
+)
 _WORKER = {
     "enabled",
     "platforms",
@@ -140,10 +155,7 @@ def load_config(path: Path | None) -> EngineConfig:
     config = EngineConfig(source=source)
     _read_root(data, config)
     entitlements = data.get("insecure-entitlements", [])
-    if not isinstance(entitlements, list) or not set(entitlements) <= {
-        "network.host",
-        "security.insecure",
-    }:
+    if not isinstance(entitlements, list) or not set(entitlements) <= set(ENTITLEMENTS):
         raise ConfigError(
             f"{source}: insecure-entitlements must list network.host and/or security.insecure"
         )

@@ -14,6 +14,7 @@ import click
 
 from llbkit.core.cli.progress_ui import make_display
 from llbkit.core.cli.state import open_controller
+from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.errors import ConfigError, UserError
 
 __all__ = ["build"]
@@ -218,7 +219,7 @@ _OUTPUT_HELP = (
 @click.option(
     "--allow",
     multiple=True,
-    type=click.Choice(["network.host", "security.insecure"]),
+    type=click.Choice(ENTITLEMENTS),
     help="Grant an entitlement.",
 )
 @click.option("--export-cache", multiple=True, metavar="type=…", help="Export the build cache.")
@@ -267,17 +268,10 @@ def build(
         if not key:
             raise UserError(f"--opt {value!r}: expected key=value")
         frontend_opts[key] = val if sep else ""
-    if no_cache and frontend:
-        # As buildctl: the frontend is told, and marks every step it makes.
-        frontend_opts.setdefault("no-cache", "")
     _later("--export-cache", export_cache, "exporting the build cache")
     _later("--import-cache", import_cache, "importing a build cache")
     exporters = [ExporterRequest(*parse_output(value)) for value in outputs]
     data, source = (None, "") if frontend else _read_definition(definition)
-    if data is not None and no_cache:
-        from llbkit.core.llb.definition import ignore_cache
-
-        data = ignore_cache(data, source)
     trace_file = _open_trace(trace) if trace else None
     with open_controller(ctx, config_path) as controller:
         request = SolveRequest(
@@ -290,6 +284,8 @@ def build(
             entitlements=allow,
             source=source,
         )
+        if no_cache:
+            request = request.without_cache()
         display = make_display(progress)
         failed = True
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.errors import ConfigError, SourceError, UserError
 from llbkit.core.llb.definition import load_definition
 from llbkit.core.plugins.context import BuildResult, Platform, Result
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["BuildOutcome", "FrontendFailed", "run_build"]
 
 Emit = Callable[[ProgressEvent], None]
-#: what a build may ask for beyond the sandbox (``--allow``)
-ENTITLEMENTS = ("network.host", "security.insecure")
 
 
 class FrontendFailed(SourceError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,6 +78,17 @@ class SolveRequest:
     cache_imports: Sequence[CacheOptionsEntry] = ()
     entitlements: Sequence[str] = ()
     source: str = "SolveRequest.definition"
+
+    def without_cache(self) -> SolveRequest:
+        """The same request with every step run anew (``--no-cache``), as buildctl asks it:
+        a frontend is told (``no-cache``), a definition has each vertex marked."""
+        if self.frontend:
+            return replace(self, frontend_attrs={"no-cache": "", **self.frontend_attrs})
+        if self.definition is None:
+            return self
+        from llbkit.core.llb.definition import ignore_cache
+
+        return replace(self, definition=ignore_cache(self.definition, self.source))
 
 
 @dataclass(frozen=True)

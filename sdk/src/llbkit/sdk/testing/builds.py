@@ -45,21 +45,17 @@ async def run_build(
     """One build on ``controller`` (a :class:`llbkit.core.control.Controller`)."""
     from llbkit.core.control import ExporterRequest, SolveRequest, new_ref
     from llbkit.core.errors import one_error
-    from llbkit.core.llb.definition import ignore_cache
 
-    opts = dict(frontend_opts or {})
-    if no_cache and frontend:
-        opts.setdefault("no-cache", "")
-    elif no_cache and definition is not None:
-        definition = ignore_cache(definition)
     request = SolveRequest(
         ref=new_ref(),
         session=client,
         definition=definition,
         frontend=frontend,
-        frontend_attrs=opts,
+        frontend_attrs=dict(frontend_opts or {}),
         exporters=[ExporterRequest(kind, dict(attrs)) for kind, attrs in exports],
     )
+    if no_cache:
+        request = request.without_cache()
     events: list[ProgressEvent] = []
 
     async def watch() -> None:
