@@ -144,6 +144,24 @@ def test_a_missing_local_directory_is_named(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr.decode()
 
 
+def test_an_archive_goes_to_a_file_or_standard_output_as_with_buildctl(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    into_dir = llbkit(
+        tmp_path / "root", "build", "-o", f"type=tar,dest={tmp_path}/adir", stdin=simple()
+    )
+    assert (into_dir.returncode, into_dir.stderr.decode()) == (
+        1,
+        f"error: --output 'type=tar,dest={tmp_path}/adir': {tmp_path}/adir is a directory; "
+        "dest= names a file\n",
+    )
+    piped = llbkit(
+        tmp_path / "root", "build", "--progress", "quiet", "-o", "type=tar", stdin=simple()
+    )
+    assert piped.returncode == 0
+    with tarfile.open(fileobj=io.BytesIO(piped.stdout)) as archive:
+        assert "hello" in archive.getnames()
+
+
 def test_failed_build_reports_the_vertex(tmp_path: Path) -> None:
     data = definition(llb.scratch().file(llb.mkfile("/missing/dir/f", 0o644, b"")))
     done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=data)

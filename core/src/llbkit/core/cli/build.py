@@ -34,12 +34,27 @@ def _csv(flag: str, value: str) -> dict[str, str]:
     return attrs
 
 
+#: the outputs that are one file (buildctl's list): standard output when no dest is given
+FILE_OUTPUTS = ("oci", "docker", "tar")
+
+
 def parse_output(value: str) -> tuple[str, dict[str, str]]:
     """``type=local,dest=out`` → (``local``, ``{"dest": "out"}``)."""
     attrs = _csv("--output", value)
     kind = attrs.pop("type", "")
     if not kind:
         raise ConfigError(f"--output {value!r}: type= is required (local, tar, image, oci…)")
+    if kind in FILE_OUTPUTS and attrs.get("tar", "true") != "false":
+        # Checked before the build, as buildctl opens the file before it builds.
+        dest = attrs.get("dest", "-") or "-"
+        if dest == "-" and sys.stdout.isatty():
+            raise ConfigError(
+                f"--output {value!r}: dest= is required: refusing to write an archive to a "
+                "terminal (or redirect standard output)"
+            )
+        if Path(dest).is_dir():
+            raise ConfigError(f"--output {value!r}: {dest} is a directory; dest= names a file")
+        attrs["dest"] = dest
     return kind, attrs
 
 
@@ -169,7 +184,8 @@ _OUTPUT_HELP = (
     "Where the result goes; repeatable. type=local,dest=DIR: the files in a directory. "
     "type=tar,dest=FILE|-: the files as a tarball. type=oci,dest=FILE|-: an OCI image "
     "layout tarball (tar=false: a directory). type=docker,dest=FILE|-: a tarball for "
-    "docker load (name=REF tags it). type=image,name=REF,push=true: the image pushed to a "
+    "docker load (name=REF tags it); without dest, archives go to standard output. "
+    "type=image,name=REF,push=true: the image pushed to a "
     "registry. Image types take compression=gzip|zstd|uncompressed, oci-mediatypes, "
     "annotation.KEY=VALUE and more; installed plugins add types (llbkit debug plugins)."
 )

@@ -62,7 +62,10 @@ class EmbeddedClient:
             with os.fdopen(fd, "wb") as stream:
                 yield _FileSink(stream)
             os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError as err:  # e.g. a directory was made there meanwhile
+                raise UserError(f"cannot write {dest}: {err.strerror}") from None
         except BaseException:
             os.unlink(tmp)
             raise
