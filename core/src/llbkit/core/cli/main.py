@@ -105,13 +105,24 @@ def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) 
     except click.exceptions.Abort:
         click.echo("error: canceled", err=True)
         sys.exit(130)
+    except click.UsageError as err:
+        # One line, as every other error: what was wrong, then where the usage is.
+        path = err.ctx.command_path if err.ctx is not None else "llbkit"
+        click.echo(f"error: {_sentence(err.format_message())} (see {path} --help)", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
-        err.show()
+        click.echo(f"error: {_sentence(err.format_message())}", err=True)
         sys.exit(err.exit_code)
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`); nothing left to tell it.
         sys.stderr.close()
         sys.exit(1)
+
+
+def _sentence(message: str) -> str:
+    """Click's message as the rest of llbkit's errors read: lower case, on one line."""
+    text = " ".join(message.split()).rstrip(".")
+    return text[:1].lower() + text[1:]
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ from llbkit.core.control.request import PruneRequest, SolveRequest, SolveRespons
 from llbkit.core.control.status import BuildStatus, StatusBoard
 from llbkit.core.drivers import WORKER, Drivers
 from llbkit.core.errors import UserError, one_error
+from llbkit.core.plugins import GROUP_WORKERS
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import ExportJob
-from llbkit.core.plugins import GROUP_WORKERS
 from llbkit.core.plugins.hooks import HookCaller
 from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, Vertex, VertexWarning
 from llbkit.core.plugins.registry import PluginRegistry
