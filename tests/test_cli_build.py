@@ -162,6 +162,29 @@ def test_an_archive_goes_to_a_file_or_standard_output_as_with_buildctl(tmp_path:
         assert "hello" in archive.getnames()
 
 
+def test_a_failed_push_fails_its_export_step_as_buildkit_shows_it(tmp_path: Path) -> None:
+    done = llbkit(
+        tmp_path / "root",
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        "type=image,name=127.0.0.1:1/x:y,push=true",
+        stdin=simple(),
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    step = err[err.index("exporting to image") :]
+    # The push shows inside the export's step, which ends with the push's failure.
+    assert "DONE" not in step
+    assert re.search(r"#\d+ pushing layers\n#\d+ ERROR: failed to push 127.0.0.1:1/x:y: ", step)
+    assert step.endswith(
+        "------\n > exporting to image:\n------\n"
+        "error: failed to solve: exporting to image: failed to push 127.0.0.1:1/x:y: "
+        "cannot reach 127.0.0.1:1: All connection attempts failed\n"
+    )
+
+
 def test_failed_build_reports_the_vertex(tmp_path: Path) -> None:
     data = definition(llb.scratch().file(llb.mkfile("/missing/dir/f", 0o644, b"")))
     done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=data)
@@ -444,3 +467,30 @@ def test_exports_are_named_as_buildkit_names_them(tmp_path: Path) -> None:
     assert re.search(r"^#\d+ sending tarball done$", text, re.M)
     keys = list(json.loads((tmp_path / "meta.json").read_text()))
     assert keys == sorted(keys)  # as buildctl writes Go maps: sorted
+
+
+def test_a_frontend_warning_shows_under_a_named_step(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    ctx = str(tmp_path / "ctx")
+    done = llbkit(
+        tmp_path / "root",
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={ctx}",
+        "--local",
+        f"dockerfile={ctx}",
+        "--opt",
+        "build-arg:UNUSED=1",
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert re.search(
+        r"^#(\d+) \[internal\] frontend dockerfile.v0\n"
+        r"#\1 WARN: One or more build-args \[UNUSED\] were not consumed\n#\1 DONE ",
+        done.stderr.decode(),
+        re.M,
+    )

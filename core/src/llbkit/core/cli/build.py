@@ -161,11 +161,7 @@ def _read_definition(definition: str) -> tuple[bytes, str]:
 
 
 def _print_log_tail(err: Any) -> None:
-    """As buildctl does: the failed step's last lines, before the error itself."""
-    if not err.log_tail:
-        if err.source:
-            click.echo(err.source, err=True)
-        return
+    """As buildctl does: the failed step's last lines (if any), before the error itself."""
     click.echo("------", err=True)
     click.echo(f" > {err.name}:", err=True)
     for line in err.log_tail:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.errors import ConfigError, SourceError, UserError
@@ -130,15 +130,27 @@ async def run_build(
             if solved is not None:
                 refs[platform] = solved
         result = BuildResult(refs, metadata)
+        steps = [
+            _ExportStep(
+                job,
+                name,
+                "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest(),
+                emit,
+            )
+            for n, (name, job) in enumerate(jobs)
+        ]
         responses: list[dict[str, str]] = []
-        infos = []
-        for n, (name, job) in enumerate(jobs):
-            digest = "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest()
-            info = ExportInfo(request.ref, request.session, _StepSink(emit, digest))
-            infos.append(info)
-            responses.append(dict(await _export(job, result, info, emit, name=name, digest=digest)))
-        for (_, job), info, answer in zip(jobs, infos, responses, strict=True):
-            answer.update(await job.finalize(info))
+        try:
+            for step in steps:
+                info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
+                responses.append(dict(await step.run(step.job.export, result, info)))
+            # Each export's step stays open through its finalize (a push shows under it).
+            for step, answer in zip(steps, responses, strict=True):
+                info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
+                answer.update(await step.run(step.job.finalize, info, last=True))
+        finally:
+            for step in steps:
+                step.cancel()
         merged = {k: v for answer in responses for k, v in answer.items()}
         single = result.single
         if single is not None and single.key:
@@ -151,19 +163,47 @@ async def run_build(
         raise
 
 
-async def _export(
-    job: ExportJob, result: BuildResult, info: ExportInfo, emit: Emit, *, name: str, digest: str
-) -> Mapping[str, str]:
-    """Run one export as a step of its own in the build's progress."""
-    started = time.time()
-    emit(Vertex(digest, name, started=started))
-    try:
-        response = await job.export(result, info)
-    except UserError as err:
-        emit(Vertex(digest, name, started=started, completed=time.time(), error=str(err)))
-        raise
-    emit(Vertex(digest, name, started=started, completed=time.time()))
-    return response
+@dataclass
+class _ExportStep:
+    """One exporter's step in the build's progress: its export, then its finalize."""
+
+    job: ExportJob
+    name: str
+    digest: str
+    emit: Emit
+    started: float | None = None
+    ended: bool = False
+
+    async def run(
+        self, call: Callable[..., Awaitable[Mapping[str, str]]], *args: Any, last: bool = False
+    ) -> Mapping[str, str]:
+        if self.started is None:
+            self.started = time.time()
+            self.emit(Vertex(self.digest, self.name, started=self.started))
+        try:
+            response = await call(*args)
+        except UserError as err:
+            # A failed export reads as a failed step: its name, why, and buildctl's box.
+            self._end(error=str(err))
+            raise BuildFailed(self.name, str(err)) from None
+        if last:
+            self._end()
+        return response
+
+    def cancel(self) -> None:
+        """Another step failed: a step begun and not ended ends canceled, as in BuildKit."""
+        if self.started is not None:
+            self._end(error="context canceled")
+
+    def _end(self, error: str = "") -> None:
+        if not self.ended:
+            self.ended = True
+            completed = time.time()
+            self.emit(
+                Vertex(
+                    self.digest, self.name, started=self.started, completed=completed, error=error
+                )
+            )
 
 
 async def _definitions(
@@ -190,6 +230,7 @@ async def _definitions(
         inputs=request.frontend_inputs,
         allow=allow,
         tmp=controller.store.tmp,
+        name=request.frontend,
     )
     try:
         output = await frontend_job.solve(client)
@@ -199,4 +240,6 @@ async def _definitions(
         raise FrontendFailed(f"failed to solve: {err}", err.source) from None
     except UserError as err:
         raise FrontendFailed(f"failed to solve: {err}") from None
+    finally:
+        client.close()
     return dict(output.definitions), output.metadata, f"frontend {request.frontend}"

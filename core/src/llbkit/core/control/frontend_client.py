@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import stat
 import tempfile
@@ -19,7 +20,7 @@ from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb.definition import load_definition
 from llbkit.core.plugins.context import ClientIO, Result
 from llbkit.core.plugins.frontend import FileStat
-from llbkit.core.plugins.progress import ProgressEvent, VertexWarning
+from llbkit.core.plugins.progress import ProgressEvent, Vertex, VertexWarning
 from llbkit.core.plugins.source import ImageResolver
 from llbkit.core.solver.solver import Solver
 
@@ -72,7 +73,9 @@ class EngineFrontendClient:
         inputs: Mapping[str, bytes],
         allow: Sequence[str],
         tmp: Path,
+        name: str = "frontend",
     ) -> None:
+        """:param name: the frontend's, for the step its warnings show under."""
         self._solver = solver
         self._session = session
         self._lease = lease
@@ -81,6 +84,9 @@ class EngineFrontendClient:
         self._inputs = dict(inputs)
         self._allow = list(allow)
         self._tmp = tmp
+        self._step_name = f"[internal] frontend {name}"
+        self._warnings_step = ""
+        self._warnings_started = 0.0
 
     async def read_file(self, context: str, path: str) -> bytes:
         clean = path.strip("/")
@@ -158,4 +164,24 @@ class EngineFrontendClient:
         url: str = "",
         source: str = "",
     ) -> None:
-        self._emit(VertexWarning("", time.time(), message, 1, tuple(detail), url, source))
+        if not self._warnings_step:
+            # A step of its own, named, that the warnings show under (BuildKit shows them
+            # under the step that loaded the build definition).
+            self._warnings_step = "sha256:" + hashlib.sha256(os.urandom(16)).hexdigest()
+            self._warnings_started = time.time()
+            self._emit(Vertex(self._warnings_step, self._step_name, started=time.time()))
+        self._emit(
+            VertexWarning(self._warnings_step, time.time(), message, 1, tuple(detail), url, source)
+        )
+
+    def close(self) -> None:
+        """The frontend is done: the step its warnings show under ends."""
+        if self._warnings_step:
+            self._emit(
+                Vertex(
+                    self._warnings_step,
+                    self._step_name,
+                    started=self._warnings_started,
+                    completed=time.time(),
+                )
+            )

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import (
     BuildResult,
     ExportInfo,
@@ -295,18 +295,28 @@ class ImageJob:
             return {}
         if self.registries is None:
             raise ConfigError("exporter image: this engine gives no registry access to push")
+        published = self._published
         for name in self.opts.names:
-            info.progress.status("pushing layers")
-            async with self.registries.session(name, push=True, insecure=self.insecure) as repo:
-                await _push(repo, self._published, name, by_digest=self.by_digest)
-            info.progress.status("pushing layers", done=True)
+            try:
+                async with self.registries.session(name, push=True, insecure=self.insecure) as repo:
+                    await _push(repo, published, name, info, by_digest=self.by_digest)
+            except UserError as err:
+                raise UserError(f"failed to push {name}: {_cause(err, name)}") from None
         return {}
 
     async def aclose(self) -> None:
         self._published = None
 
 
-async def _push(repo: RegistrySession, published: Published, name: str, *, by_digest: bool) -> None:
+def _cause(err: UserError, name: str) -> str:
+    """The registry's message without the image name it starts with (said once already)."""
+    text = str(err)
+    return text.removeprefix(f"{name}: ")
+
+
+async def _push(
+    repo: RegistrySession, published: Published, name: str, info: ExportInfo, *, by_digest: bool
+) -> None:
     """Upload the image's blobs the registry lacks, then its manifest (tag or digest)."""
     ref = parse_reference(name)
     blobs = [
@@ -317,6 +327,7 @@ async def _push(repo: RegistrySession, published: Published, name: str, *, by_di
             *((d, s) for d, _, s in image.layers),
         ]
     ]
+    info.progress.status("pushing layers")
     for digest, source in blobs:
         if await repo.has_blob(digest):
             continue  # the registry has it (from an earlier push or another image)
@@ -326,12 +337,16 @@ async def _push(repo: RegistrySession, published: Published, name: str, *, by_di
             await repo.push_bytes(digest, source)
         else:
             await repo.push_blob(digest, source)
+    info.progress.status("pushing layers", done=True)
+    pushing = f"pushing manifest for {name}@{published.digest}"
+    info.progress.status(pushing)
     if len(published.images) > 1:
         # Each platform's manifest by digest first, then the index under the tag.
         for _, image in published.images:
             await repo.push_manifest(image.manifest_digest, image.manifest, image.media_type)
     reference = published.digest if by_digest else (ref.tag or "latest")
     await repo.push_manifest(reference, published.data, published.media_type)
+    info.progress.status(pushing, done=True)
 
 
 async def _mounted(
