@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -298,6 +299,7 @@ def test_a_busy_root_is_waited_for_and_du_reads_it_meanwhile(tmp_path: Path) -> 
         second.stdin.close()
         line = second.stderr.readline().decode()
         assert line == f"waiting for state root {root} (in use by pid {first.pid})...\n"
+        time.sleep(1)  # a build of one mkfile ends well within this, unless it waits
         assert second.poll() is None
         server.release.set()
         assert first.wait(30) == 0, first.stderr.read() if first.stderr else b""

@@ -89,9 +89,13 @@ def test_four_builds_under_a_gc_that_fires_between_them_all_export_what_they_bui
                 exports=[("tar", {"dest": str(tmp_path / f"out-{n}.tar")})],
             )
 
+        pruned_while_building: list[str] = []
+
         async def pruner(stop: anyio.Event) -> None:
             while not stop.is_set():
-                await controller.prune(PruneRequest(all=True, keep_bytes=1))
+                removed = await controller.prune(PruneRequest(all=True, keep_bytes=1))
+                if not stop.is_set():
+                    pruned_while_building.extend(r.description for r in removed)
                 await anyio.sleep(0.01)
 
         async def main() -> None:
@@ -104,6 +108,8 @@ def test_four_builds_under_a_gc_that_fires_between_them_all_export_what_they_bui
                 stop.set()
 
         anyio.run(main)
+        # The pruner did take what finished builds let go, while others still ran.
+        assert pruned_while_building
         # GC and prune took everything nobody held any more: nothing is left once all ended.
         assert anyio.run(controller.disk_usage) == []
     for n in range(4):
@@ -169,3 +175,65 @@ def test_a_flattening_the_store_already_has_joins_the_build_lease(tmp_path: Path
             assert flat in lease.layers
             prune(store, all=True)
             assert store.layer_path(flat).is_dir()
+
+
+def test_a_cache_hit_is_held_from_the_instant_it_is_found(tmp_path: Path) -> None:
+    """GC measures the store, then deletes: a build that finds a result in between holds it,
+    and the deletion sees that (as BuildKit's lease binds the ref before anything can use it)."""
+    from llbkit.core.cache.store import Store
+    from llbkit.core.cache.usage import _prune, disk_usage
+
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        tree = store.stage() / "t"
+        tree.mkdir()
+        (tree / "f").write_text("f")
+        layer = store.commit_layer(tree, description="made earlier")
+        store.save_result("result", (layer,))
+        store.link_key("key", "result", "step", "{}")
+        measured = disk_usage(store)  # GC's view: nothing is in use
+        assert [r.in_use for r in measured] == [False]
+        lease = store.lease("build")
+        with lease.bound():
+            assert store.lookup("key") == ("result", (layer,))
+            removed, _ = _prune(
+                store, lambda r: True, measured, all=True, keep_duration=0, keep_bytes=0
+            )
+            assert removed == []
+            assert store.layer_path(layer).is_dir()
+        lease.release()
+        removed, _ = _prune(
+            store, lambda r: True, disk_usage(store), all=True, keep_duration=0, keep_bytes=0
+        )
+        assert [r.description for r in removed] == ["made earlier"]
+
+
+def test_a_step_two_builds_share_stays_held_for_the_one_that_ends_last(tmp_path: Path) -> None:
+    registry = PluginRegistry.for_testing(
+        {"llbkit.sources": {"slow": _SlowSource}, "llbkit.exporters": {"tar": TarExporter}}
+    )
+    config = EngineConfig(gc_rules=[GCRule(all=True, keep_bytes=1)], gc_interval=0)
+    shared = llb.source("slow://shared@0.2")
+    first = llb.merge([shared, llb.scratch().file(llb.mkfile("/a", 0o644, b"a\n"))])
+    second = llb.merge([shared, llb.source("slow://late@1.0")])
+    with Controller.open(tmp_path / "root", config, registry) as controller:
+
+        async def build(state: llb.State, name: str, delay: float) -> None:
+            await anyio.sleep(delay)
+            await run_build(
+                controller,
+                EmbeddedClient(),
+                definition=state.marshal(llb.Platform()).to_bytes(),
+                exports=[("tar", {"dest": str(tmp_path / f"{name}.tar")})],
+            )
+
+        async def main() -> None:
+            async with anyio.create_task_group() as builds:
+                builds.start_soon(build, first, "first", 0)
+                builds.start_soon(build, second, "second", 0.05)  # joins the shared step
+
+        anyio.run(main)
+    assert _names((tmp_path / "first.tar").read_bytes()) == {"shared": "shared\n", "a": "a\n"}
+    assert _names((tmp_path / "second.tar").read_bytes()) == {
+        "shared": "shared\n",
+        "late": "late\n",
+    }

@@ -113,6 +113,15 @@ def test_a_slow_reader_misses_nothing_and_the_build_does_not_wait(
     request = _request("chatty://slow")
     done_at: list[float] = []
     first_read_at: list[float] = []
+    last_read_at: list[float] = []
+    journal_reads: list[int] = []
+    opened = status_module.BuildStatus._open_journal
+
+    def counted(self: Any) -> Any:
+        journal_reads.append(1)
+        return opened(self)
+
+    monkeypatch.setattr(status_module.BuildStatus, "_open_journal", counted)
 
     async def main() -> list[Any]:
         async def build() -> None:
@@ -125,6 +134,7 @@ def test_a_slow_reader_misses_nothing_and_the_build_does_not_wait(
                 if not first_read_at:
                     first_read_at.append(anyio.current_time())
                 found.extend(batch.events())
+                last_read_at[:] = [anyio.current_time()]
                 await anyio.sleep(0.002)  # slower than the build writes
             return found
 
@@ -141,8 +151,11 @@ def test_a_slow_reader_misses_nothing_and_the_build_does_not_wait(
 
     events = anyio.run(main)
     assert _log_lines(events) == [f"line {n}" for n in range(LINES)]
-    # The build ended long before its slow reader got through its records.
+    # The build ended long before its slow reader got through its records, which came from
+    # the journal once the window had moved on (memory holds only the window).
     assert done_at and first_read_at
+    assert done_at[0] < last_read_at[0]
+    assert journal_reads
 
 
 def test_a_ref_is_one_build(controller: Controller) -> None:

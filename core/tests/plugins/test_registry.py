@@ -98,6 +98,8 @@ def test_install_hint_runs_in_the_environment_it_is_printed_in():
         assert rest == ["pip", "install", "--python", sys.executable, "x"]
         # Typed where it is printed, it runs: the checkout's uv, or one on PATH.
         assert Path(uv).is_file() or shutil.which(uv), command
+    else:
+        assert command == "pip install x"  # an environment neither pip nor uv made
 
 
 def test_unknown_name_without_known_distribution_says_only_what_is_installed(make_dist):
