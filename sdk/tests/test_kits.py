@@ -98,6 +98,8 @@ def test_scripted_exec_targets_a_run_in_progress():
         async def send(self, item: bytes) -> None:
             out.append(item)
 
+    log = RecordingProgress()
+
     async def scenario() -> tuple[int, int]:
         started = anyio.Event()
         codes: list[int] = []
@@ -106,13 +108,7 @@ def test_scripted_exec_targets_a_run_in_progress():
             io = ProcessIO(stdin=receive)
             codes.append(
                 await executor.run(
-                    "c",
-                    ProcessSpec(["first"]),
-                    Path("/"),
-                    [],
-                    RecordingProgress(),
-                    io=io,
-                    started=started.set,
+                    "c", ProcessSpec(["first"]), Path("/"), [], log, io=io, started=started.set
                 )
             )
 
@@ -120,11 +116,13 @@ def test_scripted_exec_targets_a_run_in_progress():
             tg.start_soon(first)
             await started.wait()
             second = await executor.exec("c", ProcessSpec(["second"]), ProcessIO(stdout=Out()))
+            await executor.exec("c", ProcessSpec(["third"]), ProcessIO())  # to the run's log
             await send.aclose()
         return codes[0], second
 
     assert anyio.run(scenario) == (0, 0)
     assert out == [b"second"]
+    assert [data for _, data in log.logs] == [b"third", b"first"]
     with pytest.raises(UserError, match="no container c is running"):
         anyio.run(executor.exec, "c", ProcessSpec(["late"]), ProcessIO())
 
@@ -193,6 +191,72 @@ def test_kit_catches_an_exporter_using_an_undeclared_result_attribute(tmp_path):
 
     with pytest.raises(AttributeError, match="'chain' is not part of the Result contract"):
         Broken().test_exports_finalizes_and_closes(tmp_path)
+
+
+class _PeekingFrontend:
+    """A broken frontend: it solves, then reads the engine's layer chain off the result."""
+
+    api_version = 2
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def resolve(self, attrs):
+        if attrs:
+            raise UnknownOptionError("frontend peek", sorted(attrs)[0], [])
+        return self
+
+    async def solve(self, client):
+        from llbkit.core.plugins.frontend import FrontendOutput
+
+        data = llb.scratch().file(llb.mkfile("/a", 0o644, b"a")).marshal().to_bytes()
+        result = await client.solve(data)
+        return FrontendOutput({"linux/amd64": data}, {"layers": str(len(result.chain)).encode()})
+
+
+def test_kit_catches_a_frontend_using_an_undeclared_result_attribute(tmp_path):
+    class Broken(FrontendKit):
+        frontend_class = _PeekingFrontend
+
+    with pytest.raises(AttributeError, match="'chain' is not part of the Result contract"):
+        Broken().test_solve_returns_loadable_definitions(tmp_path)
+
+
+def test_kit_catches_a_layered_source_job_whose_fetch_layers_is_not_the_contracts(tmp_path):
+    from llbkit.core.plugins.context import Platform
+    from llbkit.sdk.testing import SourceKit
+
+    class Job:
+        record_type = "regular"
+
+        async def cache_key(self, client):
+            return "k"
+
+        async def fetch(self, client, dest, progress):
+            return None
+
+        def discard(self):
+            return None
+
+        async def fetch_layers(self, client, stage):  # the contract's takes four
+            return []
+
+    class Layered:
+        api_version = 2
+
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        async def resolve(self, identifier, attrs, platform: Platform | None):
+            return Job()
+
+    class Broken(SourceKit):
+        source_class = Layered
+        scheme = "layered"
+        valid = (("layered://x", {}),)
+
+    with pytest.raises(AssertionError, match="fetch_layers"):
+        Broken().test_resolves_valid_identifiers_into_complete_jobs(tmp_path)
 
 
 def test_the_strict_result_has_exactly_the_contracts_members():

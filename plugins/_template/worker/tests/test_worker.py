@@ -1,14 +1,16 @@
-"""The worker conformance kit, run against this plugin, then a real container when possible.
+"""The worker conformance kit, run against this plugin, in real containers when it can.
 
-The kit's process test needs a rootfs with ``/bin/sh``; it is left at ``None`` here, so that
-test skips, and ``test_runs_processes_in_containers`` gives it one made from a static busybox
-when runc, busybox and root are all there.
+The kit's process checks need a rootfs with busybox; it is made from a static busybox when
+root, runc and busybox are all there (else those checks skip). This worker gives processes no
+terminal, standard input or exec, so it declares ``interactive = False`` and the kit skips the
+checks of those.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -18,14 +20,42 @@ import pytest
 
 from llbkit.core.errors import UserError
 from llbkit.core.plugins import MountSpec, ProcessSpec
-from llbkit.plugins.<REPLACE:kind>_<REPLACE:name>.worker import <REPLACE:Name>Worker
-from llbkit.sdk.testing import RecordingProgress, WorkerKit, make_context
+from llbkit.plugins.<REPLACE:kind>_<REPLACE:name>.worker import (
+    <REPLACE:Name>Executor,
+    <REPLACE:Name>Worker,
+)
+from llbkit.sdk.testing import RecordingProgress, WorkerKit, busybox_rootfs, make_context
+
+
+def _can_run_containers() -> bool:
+    busybox = shutil.which("busybox")
+    return (
+        os.geteuid() == 0
+        and shutil.which("runc") is not None
+        and busybox is not None
+        and b"ld-linux" not in Path(busybox).read_bytes()[:4096]  # static: runs in any rootfs
+    )
 
 
 class Test<REPLACE:Name>Worker(WorkerKit):
     worker_class = <REPLACE:Name>Worker
     valid_config: ClassVar[Mapping[str, object]] = {"binary": "runc", "gc": True}
-    rootfs: ClassVar[Path | None] = None  # the kit's process test skips; see below
+    interactive = False
+
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def _rootfs(cls, tmp_path_factory: pytest.TempPathFactory) -> None:
+        if _can_run_containers():
+            cls.rootfs = busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
+
+    def leftover_containers(self, executor: <REPLACE:Name>Executor) -> list[str]:
+        listed = subprocess.run(
+            [executor.binary, "--root", str(executor.state / "runtime"), "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return listed.stdout.split()
 
 
 def test_engine_keys_pass_and_a_missing_runtime_is_named(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ class MountSpec:
 class ProcessSpec:
     """A process, with BuildKit's defaults already applied by the engine.
 
+    :param env: the environment; without a ``PATH`` the worker adds BuildKit's default
+        (``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``), as BuildKit's
+        executors do.
     :param user: the user as the definition names it, for messages; ``uid``, ``gid`` and
         ``additional_gids`` are what the engine resolved it to in the rootfs.
     :param tty: give the process a terminal: its output (both streams) arrives on

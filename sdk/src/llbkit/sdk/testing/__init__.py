@@ -25,6 +25,7 @@ from llbkit.sdk.testing.doubles import (
     StaticFrontend,
 )
 from llbkit.sdk.testing.frontend_client import kit_frontend_client
+from llbkit.sdk.testing.kit_worker import busybox_rootfs
 from llbkit.sdk.testing.kits import (
     CacheBackendKit,
     ExporterKit,
@@ -48,6 +49,7 @@ __all__ = [
     "StaticFrontend",
     "StrictResult",
     "WorkerKit",
+    "busybox_rootfs",
     "kit_frontend_client",
     "layered_result",
     "make_context",

@@ -85,6 +85,8 @@ class ScriptedExecutor:
     runs: list[ProcessSpec] = field(default_factory=list)
     execs: list[tuple[str, ProcessSpec]] = field(default_factory=list)
     running: set[str] = field(default_factory=set)
+    #: each running container's log, where an exec without ``io.stdout`` writes
+    _logs: dict[str, ProgressSink] = field(default_factory=dict, repr=False)
 
     @property
     def platforms(self) -> Sequence[Platform]:
@@ -109,6 +111,7 @@ class ScriptedExecutor:
             raise UserError(f"container {id} is already running in the scripted worker")
         self.runs.append(process)
         self.running.add(id)
+        self._logs[id] = progress
         try:
             if started is not None:
                 started()
@@ -124,6 +127,7 @@ class ScriptedExecutor:
             return code
         finally:
             self.running.discard(id)
+            self._logs.pop(id, None)
 
     async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
         if id not in self.running:
@@ -132,6 +136,8 @@ class ScriptedExecutor:
         code, output = self.script(process)
         if output and io.stdout is not None:
             await io.stdout.send(output)
+        elif output:
+            self._logs[id].log(output)  # as the contract says: the run's log
         return code
 
     async def aclose(self) -> None:

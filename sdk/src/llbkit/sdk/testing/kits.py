@@ -8,6 +8,7 @@ plugin to is what core relies on when it calls the plugin.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -191,7 +192,13 @@ class SourceKit:
             for method in ("cache_key", "fetch", "discard"):
                 assert callable(getattr(job, method, None)), f"{identifier}: no {method}()"
             if hasattr(job, "fetch_layers"):
-                assert isinstance(job, LayeredSourceJob)
+                # A layered job: fetch_layers as LayeredSourceJob declares it.
+                assert callable(job.fetch_layers), f"{identifier}: fetch_layers is not callable"
+                declared = inspect.signature(LayeredSourceJob.fetch_layers).parameters
+                given = inspect.signature(job.fetch_layers).parameters
+                assert list(given) == list(declared)[1:], (
+                    f"{identifier}: fetch_layers{tuple(given)} does not take {tuple(declared)[1:]}"
+                )
 
     def test_refuses_invalid_identifiers_in_one_line(self, tmp_path: Path) -> None:
         driver = self._driver(tmp_path)

@@ -29,7 +29,7 @@ from llbkit.core.plugins.stdio import ProcessIO, WindowSize
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.progress import ProgressSink
-    from llbkit.core.plugins.worker import ByteReceiver, ByteSender, WindowSizes
+    from llbkit.core.plugins.stdio import ByteReceiver, ByteSender, WindowSizes
 
 __all__ = ["call_runc", "wait_for_file"]
 

@@ -31,6 +31,8 @@ OPTIONS = ("binary",)
 #: keys of the same config section that the engine reads itself
 ENGINE_KEYS = ("enabled", "gc", "gckeepstorage", "gcpolicy", "max-parallelism")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+#: BuildKit's PATH for a process whose environment has none
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _IDS = itertools.count()
 
 
@@ -49,7 +51,10 @@ def _configure(
     """Fill the runtime's default spec in with what the engine asks for."""
     spec["root"] = {"path": str(rootfs), "readonly": proc.readonly_rootfs}
     spec["hostname"] = proc.hostname
-    spec["process"].update(terminal=False, args=list(proc.args), env=list(proc.env), cwd=proc.cwd)
+    env = list(proc.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    spec["process"].update(terminal=False, args=list(proc.args), env=env, cwd=proc.cwd)
     groups = list(proc.additional_gids)
     spec["process"]["user"] = {"uid": proc.uid, "gid": proc.gid, "additionalGids": groups}
     spec["mounts"] += [_mount(m) for m in mounts]
@@ -112,10 +117,13 @@ class <REPLACE:Name>Executor:
                     tg.start_soon(_pump, proc.stderr, io.stderr if io else None, progress, 2)
                 return await proc.wait()
             except BaseException:
-                # Cancelled or failed: the container must not outlive the step.
+                # Cancelled or failed: the container must not outlive the step. It may not
+                # exist yet (runc is still making it), so kill until runc run has ended.
                 with anyio.CancelScope(shield=True):
-                    await anyio.run_process([*runtime, "kill", container, "KILL"], check=False)
-                    await proc.wait()
+                    while proc.returncode is None:
+                        await anyio.run_process([*runtime, "kill", container, "KILL"], check=False)
+                        with anyio.move_on_after(0.1):
+                            await proc.wait()
                     await anyio.run_process([*runtime, "delete", "-f", container], check=False)
                 raise
         finally:
