@@ -234,12 +234,16 @@ _OUTPUT_HELP = (
     type=click.Choice(ENTITLEMENTS),
     help="Grant an entitlement.",
 )
-@click.option("--export-cache", multiple=True, metavar="type=…", help="Export the build cache.")
-@click.option("--import-cache", multiple=True, metavar="type=…", help="Import a build cache.")
+@click.option(
+    "--export-cache", multiple=True, metavar="type=…", help="Export the build cache (not yet)."
+)
+@click.option(
+    "--import-cache", multiple=True, metavar="type=…", help="Import a build cache (not yet)."
+)
 @click.option(
     "--trace",
     type=click.Path(dir_okay=False),
-    help="Append every progress event as JSON to this file.",
+    help="Append every progress record to this file, as buildctl writes it.",
 )
 @click.option(
     "--config",

@@ -198,7 +198,7 @@ class RawJSONDisplay(Display):
 
 
 def status_json(status: SolveStatus) -> dict[str, list[dict[str, Any]]]:
-    """A ``SolveStatus`` as BuildKit's Go client encodes it (``rawjson``, ``--trace``)."""
+    """A ``SolveStatus`` as JSON objects (``rawjson``; ``--trace`` is :func:`trace_json`)."""
     found: dict[str, list[dict[str, Any]]] = {}
     if status.vertexes:
         found["vertexes"] = [_vertex_json(v) for v in status.vertexes]

@@ -58,8 +58,9 @@ class SolveRequest:
     :param frontend: the frontend to run instead (``dockerfile.v0``), with its attributes
         (``--opt``) and named input definitions.
     :param exporters: where the result goes; several are allowed (BuildKit v0.11 takes one).
-    :param cache_exports: ``--export-cache``, in order; duplicates are refused.
-    :param cache_imports: ``--import-cache``, looked up in the order given.
+    :param cache_exports: ``--export-cache``; not in this release (a request with any is
+        refused).
+    :param cache_imports: ``--import-cache``; not in this release (refused likewise).
     :param entitlements: ``--allow`` (``network.host``, ``security.insecure``); the engine's
         ``insecure-entitlements`` must list them too.
     :param session: the client's side (its files, secrets, SSH agents, outputs).

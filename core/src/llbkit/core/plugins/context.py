@@ -132,7 +132,8 @@ class Result(Protocol):
 
     async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
         """The result's layers as image blobs, bottom first; made once and kept, so a later
-        export with the same options costs nothing (a pulled layer is its original blob)."""
+        export with the same options costs nothing (a pulled layer is its original blob;
+        ``force`` recompresses every time)."""
         ...
 
     async def blob_path(self, digest: str) -> Path:

@@ -35,7 +35,8 @@ class ExportInfo:
     :param progress: this export's step in the build's progress: statuses, logs, warnings
         (an accepted option that has no effect says so here).
     :param inline_cache: with ``--export-cache type=inline``, the cache to embed in the image
-        config of each platform; ``None`` when no inline cache was asked for.
+        config of each platform; ``None`` when none was asked for (always, in this release:
+        cache export is not in it yet).
     """
 
     ref: str

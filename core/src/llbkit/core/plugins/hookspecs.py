@@ -46,8 +46,10 @@ def llbkit_on_progress(ref: str, event: ProgressEvent) -> None:
     """Observe one progress record of a build: a step's state (``Vertex``), a sub-task
     (``VertexStatus``), output (``VertexLog``) or a warning (``VertexWarning``).
 
-    Fires for every record of every build, in order, from one consumer task per build, so a
-    slow observer delays other observers but never the build. An exception is reported as a
+    Fires for every record of every build, in order, from one consumer task per build; that
+    task reads the build's status stream, so an observer that falls behind is fed from the
+    journal rather than holding records back. It is called on the build's event loop: keep it
+    quick and hand slow work (network, disk) to a thread or a queue. An exception is reported as a
     warning naming the plugin and otherwise ignored (the other observers still see the
     record): an observer cannot fail a build.
 

@@ -1,5 +1,6 @@
-"""A process's standard streams, for workers and whoever runs processes interactively (gateway
-containers, ``llbkit debug shell``): anyio's byte and memory streams fit these protocols."""
+"""A process's standard streams, for workers and whoever runs processes interactively (the
+Python API today; gateway containers and a ``debug shell`` to come): anyio's byte and memory
+streams fit these protocols."""
 
 from __future__ import annotations
 

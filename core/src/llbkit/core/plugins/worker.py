@@ -5,8 +5,10 @@ Group ``llbkit.workers``; the entry-point name is the config section word (``oci
 tmpfs/secret/socket spec), resolves the user in the rootfs, and hands the worker a complete
 description; the worker only runs it.
 
-Gateway containers and ``llbkit debug shell`` also use a process's streams (:mod:`.stdio`), a
-terminal (``ProcessSpec.tty``) and a second process in a running container (``exec``).
+Gateway containers and a ``debug shell`` (to come; the engine's builds need none of it) will
+also use a process's streams (:mod:`.stdio`), a terminal (``ProcessSpec.tty``) and a second
+process in a running container (``exec``); a worker without them says so in its kit
+(``interactive = False``) and refuses them with a ``UserError``.
 """
 
 from __future__ import annotations
@@ -101,11 +103,12 @@ class Executor(Protocol):
         """Start container ``id`` on ``rootfs`` with ``mounts``, run ``process`` in it until it
         exits, then remove the container.
 
-        Runs once per ExecOp that missed the cache, and for gateway containers. Output goes to
-        ``io`` where given, else to ``progress`` as it comes. ``started`` is called exactly once
-        when the container runs, before this returns (from then on :meth:`exec` may target
-        ``id``). Returns the exit code; raising means the container could not be run at all;
-        an ``id`` already running is a UserError. Cancellation must kill and remove it.
+        Runs once per ExecOp that missed the cache (and for gateway containers, to come).
+        Output goes to ``io`` where given, else to ``progress`` as it comes. ``started`` is
+        called exactly once when the container runs, before this returns (from then on
+        :meth:`exec` may target ``id``). Returns the exit code; raising means the container
+        could not be run at all; an ``id`` already running is a UserError. Cancellation must
+        kill and remove it.
         """
         ...
 

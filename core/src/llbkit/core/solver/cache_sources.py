@@ -1,5 +1,5 @@
-"""Where the solver looks for results before running anything: the local store first, then
-caches imported for the build (``--import-cache``), in the order given."""
+"""Where the solver looks for results before running anything: the local store. Caches imported
+for a build (``--import-cache``, not in this release) will follow it, in the order given."""
 
 from __future__ import annotations
 
