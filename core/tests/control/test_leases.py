@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,14 +89,24 @@ def test_four_builds_under_a_gc_that_fires_between_them_all_export_what_they_bui
                 definition=data,
                 exports=[("tar", {"dest": str(tmp_path / f"out-{n}.tar")})],
             )
+            ended_at.append(time.monotonic())
 
-        pruned_while_building: list[str] = []
+        # When layers went, and when builds ended: GC and prune must act while builds run.
+        deleted_at: list[float] = []
+        ended_at: list[float] = []
+        delete_layer = controller.store.delete_layer
+
+        def recorded(layer: int) -> bool:
+            gone = delete_layer(layer)
+            if gone:
+                deleted_at.append(time.monotonic())
+            return gone
+
+        controller.store.delete_layer = recorded  # type: ignore[method-assign]
 
         async def pruner(stop: anyio.Event) -> None:
             while not stop.is_set():
-                removed = await controller.prune(PruneRequest(all=True, keep_bytes=1))
-                if not stop.is_set():
-                    pruned_while_building.extend(r.description for r in removed)
+                await controller.prune(PruneRequest(all=True, keep_bytes=1))
                 await anyio.sleep(0.01)
 
         async def main() -> None:
@@ -108,8 +119,8 @@ def test_four_builds_under_a_gc_that_fires_between_them_all_export_what_they_bui
                 stop.set()
 
         anyio.run(main)
-        # The pruner did take what finished builds let go, while others still ran.
-        assert pruned_while_building
+        # GC and prune took what finished builds let go while others still ran.
+        assert deleted_at and min(deleted_at) < sorted(ended_at)[-2]
         # GC and prune took everything nobody held any more: nothing is left once all ended.
         assert anyio.run(controller.disk_usage) == []
     for n in range(4):

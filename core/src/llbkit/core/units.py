@@ -52,3 +52,14 @@ def parse_duration(value: Any, where: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ConfigError(f"{where}: {value!r} is not a duration (e.g. 48h, 30m, 3600)")
     return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+def format_bytes(size: float, spec: str = ".2f") -> str:
+    """Decimal bytes as BuildKit's tools print them (``tonistiigi/units``) with the Go verb
+    ``spec``: ``123B``, ``1.23kB``, ``4.56MB`` with ``.2f`` (progress, ``du``); ``512MB``,
+    ``1.5GB`` with ``g`` (GC rules in ``debug workers``)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(size) < 1000 or unit == "PB":
+            break
+        size /= 1000
+    return f"{int(size)}B" if unit == "B" else f"{size:{spec}}{unit}"

@@ -297,11 +297,6 @@ class StateDB:
         rows = self._all(f"SELECT id, parent, whiteouts FROM layers WHERE id IN ({marks})", layers)
         return {int(r[0]): (None if r[1] is None else int(r[1]), bool(r[2])) for r in rows}
 
-    def parents(self) -> set[int]:
-        """Layers that another layer names as its parent."""
-        rows = self._all("SELECT DISTINCT parent FROM layers WHERE parent IS NOT NULL")
-        return {int(r[0]) for r in rows}
-
     # -- results and keys -----------------------------------------------------------------
 
     def save_result(self, key: str, chain: Sequence[int]) -> None:
@@ -331,10 +326,6 @@ class StateDB:
             (key,),
         )
         return None if row is None else (str(row[0]), tuple(json.loads(row[1])))
-
-    def explanation(self, key: str) -> str | None:
-        row = self._one("SELECT explanation FROM keys WHERE key=?", (key,))
-        return None if row is None else str(row[0])
 
     # -- flattened chains and file digests ------------------------------------------------
 

@@ -208,9 +208,6 @@ class Store:
                 _hold_for_build(found[1])
             return found
 
-    def explanation(self, key: str) -> str | None:
-        return self.db.explanation(key)
-
     # -- views ----------------------------------------------------------------------------
 
     def lease(self, name: str) -> Lease:
@@ -359,10 +356,6 @@ class Store:
             )
         return found
 
-    def children_of(self) -> set[int]:
-        """Layers that another layer names as its parent."""
-        return self.db.parents()
-
     def delete_layer(self, layer: int) -> bool:
         """Forget a layer (and the results needing it), then remove its directory; a layer
         that something holds now is kept (``False``)."""
@@ -383,9 +376,6 @@ class Store:
 
     def set_last_gc(self, when: float) -> None:
         self.db.set_last_gc(when)
-
-    def content_size(self) -> int:
-        return self.root.content.total_size()
 
 
 def _hold_for_build(chain: Sequence[int]) -> None:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import click
 
-from llbkit.core.cli.progress_ui import units
 from llbkit.core.cli.state import open_controller
+from llbkit.core.units import format_bytes as units
 from llbkit.core.units import parse_duration
 
 __all__ = ["du", "prune"]

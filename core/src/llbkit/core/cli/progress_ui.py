@@ -25,17 +25,9 @@ from llbkit.core.plugins.progress import (
     VertexStatus,
     VertexWarning,
 )
+from llbkit.core.units import format_bytes
 
-__all__ = ["Display", "make_display", "status_json", "trace_json", "units"]
-
-
-def units(size: float) -> str:
-    """``tonistiigi/units`` ``%.2f`` of decimal bytes: ``123B``, ``1.23kB``, ``4.56MB``."""
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if abs(size) < 1000 or unit == "PB":
-            return f"{int(size)}{unit}" if unit == "B" else f"{size:.2f}{unit}"
-        size /= 1000
-    return f"{size:.2f}PB"
+__all__ = ["Display", "make_display", "status_json", "trace_json"]
 
 
 @dataclass
@@ -153,9 +145,9 @@ class PlainDisplay(Display):
             self._switch(v)
             size = ""
             if event.total:
-                size = f" {units(event.current)} / {units(event.total)}"
+                size = f" {format_bytes(event.current)} / {format_bytes(event.total)}"
             elif event.current:
-                size = f" {units(event.current)}"
+                size = f" {format_bytes(event.current)}"
             done = " done" if event.completed else ""
             self.out.write(f"#{v.index} {event.id}{size}{done}\n")
         else:

@@ -7,6 +7,7 @@ import click
 
 from llbkit.core.cli.du import _tabulate
 from llbkit.core.cli.state import open_controller
+from llbkit.core.units import format_bytes
 
 
 def _duration(seconds: float) -> str:
@@ -49,14 +50,5 @@ def workers(ctx: click.Context, verbose: bool) -> None:
         if rule.keep_duration:
             lines.append(f"\tKeep Duration:\t{_duration(rule.keep_duration)}")
         if rule.keep_bytes:
-            lines.append(f"\tKeep Bytes:\t{_shortest(rule.keep_bytes)}")
+            lines.append(f"\tKeep Bytes:\t{format_bytes(rule.keep_bytes, 'g')}")
     click.echo("\n".join(lines) + "\n")
-
-
-def _shortest(size: float) -> str:
-    """``tonistiigi/units`` with Go's ``%g``: ``512MB``, ``26GB``, ``1.5GB``."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:g}{unit}"
-        size /= 1000
-    return f"{size:g}PB"
