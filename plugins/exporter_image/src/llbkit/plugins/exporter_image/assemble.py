@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llbkit.core.errors import ConfigError
-from llbkit.core.plugins import BuildResult, Compression, LayerOptions, Result
+from llbkit.core.plugins import BuildResult, Compression, LayerDescriptor, LayerOptions, Result
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -140,8 +140,8 @@ class Image:
 
 async def _layers(
     ref: Result, opts: CommitOptions, epoch: int | None
-) -> list[tuple[str, str, int, Path | bytes]]:
-    """(digest, diff id, size, source) per layer, bottom first."""
+) -> list[tuple[LayerDescriptor, Path]]:
+    """Each layer's descriptor and blob, bottom first."""
     options = LayerOptions(
         compression=opts.compression,
         level=opts.level,
@@ -149,7 +149,7 @@ async def _layers(
         force=opts.force_compression,
     )
     layers = await ref.layers(options)
-    return [(d.digest, d.diff_id, d.size, await ref.blob_path(d.digest)) for d in layers]
+    return [(d, await ref.blob_path(d.digest)) for d in layers]
 
 
 def _history(config: dict[str, Any], count: int, created: str) -> None:
@@ -201,7 +201,7 @@ async def assemble(
         moment = epoch if epoch is not None else int(time.time())
     created = created_text(moment)
     layers = await _layers(ref, opts, epoch)
-    config["rootfs"] = {"type": "layers", "diff_ids": [diff for _, diff, _, _ in layers]}
+    config["rootfs"] = {"type": "layers", "diff_ids": [d.diff_id for d, _ in layers]}
     config["created"] = created
     _history(config, len(layers), created)
     if epoch is not None:
@@ -218,8 +218,9 @@ async def assemble(
             "size": len(config_bytes),
         },
         "layers": [
-            {"mediaType": LAYER_TYPES[oci, opts.compression], "digest": d, "size": size}
-            for d, _, size, _ in layers
+            # What each blob is (a layer says its own compression), in the manifest's flavour.
+            {"mediaType": LAYER_TYPES[oci, d.compression], "digest": d.digest, "size": d.size}
+            for d, _ in layers
         ],
     }
     platform = next(iter(result.refs))
@@ -231,7 +232,7 @@ async def assemble(
         _digest(manifest_bytes),
         config_bytes,
         _digest(config_bytes),
-        [(d, size, src) for d, _, size, src in layers],
+        [(d.digest, d.size, blob) for d, blob in layers],
         manifest["mediaType"],
     )
 
