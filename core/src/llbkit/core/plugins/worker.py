@@ -5,10 +5,9 @@ Group ``llbkit.workers``; the entry-point name is the config section word (``oci
 tmpfs/secret/socket spec), resolves the user in the rootfs, and hands the worker a complete
 description; the worker only runs it.
 
-Gateway containers and a ``debug shell`` (to come; the engine's builds need none of it) will
-also use a process's streams (:mod:`.stdio`), a terminal (``ProcessSpec.tty``) and a second
-process in a running container (``exec``); a worker without them says so in its kit
-(``interactive = False``) and refuses them with a ``UserError``.
+Gateway containers and a ``debug shell`` (to come) will also use a process's streams
+(:mod:`.stdio`), a terminal (``ProcessSpec.tty``) and ``exec``; a worker without them refuses
+them (``UserError``) and sets ``interactive = False`` in its kit.
 """
 
 from __future__ import annotations
@@ -50,9 +49,7 @@ class MountSpec:
 class ProcessSpec:
     """A process, with BuildKit's defaults already applied by the engine.
 
-    :param env: the environment; without a ``PATH`` the worker adds BuildKit's default
-        (``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``), as BuildKit's
-        executors do.
+    :param env: without a ``PATH``, the worker adds BuildKit's default one.
     :param user: the user as the definition names it, for messages; ``uid``, ``gid`` and
         ``additional_gids`` are what the engine resolved it to in the rootfs.
     :param tty: give the process a terminal: its output (both streams) arrives on
@@ -103,12 +100,11 @@ class Executor(Protocol):
         """Start container ``id`` on ``rootfs`` with ``mounts``, run ``process`` in it until it
         exits, then remove the container.
 
-        Runs once per ExecOp that missed the cache (and for gateway containers, to come).
-        Output goes to ``io`` where given, else to ``progress`` as it comes. ``started`` is
-        called exactly once when the container runs, before this returns (from then on
-        :meth:`exec` may target ``id``). Returns the exit code; raising means the container
-        could not be run at all; an ``id`` already running is a UserError. Cancellation must
-        kill and remove it.
+        Runs once per ExecOp that missed the cache. Output goes to ``io`` where given, else
+        to ``progress`` as it comes. ``started`` is called once when the container runs,
+        before this returns (then :meth:`exec` may target ``id``). Returns the exit code;
+        raising means it could not run; an ``id`` already running is a UserError. Cancelling
+        kills and removes it.
         """
         ...
 
