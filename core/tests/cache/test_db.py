@@ -134,9 +134,13 @@ def test_forgetting_a_layer_forgets_what_needs_it(tmp_path: Path) -> None:
         store.link_key("k", "both", "v", "{}")
         store.save_result("high", (high,))
         store.db.save_flat((low, high), high)
+        store.db.save_flat((high,), low)
+        store.db.save_layer_blob(low, "gzip", "sha256:" + "1" * 64, "sha256:" + "2" * 64, 3)
         store.delete_layer(low)
         assert store.lookup("k") is None and store.db.flat((low, high)) is None
+        assert store.db.flat((high,)) is None
         assert store.db.conn.execute("SELECT key FROM results").fetchall() == [("high",)]
+        assert store.db.layer_blob(low, "gzip") is None
 
 
 def test_gc_runs_at_most_once_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -256,13 +256,19 @@ class StateDB:
             return int(cur.lastrowid or 0)
 
     def forget_layer(self, layer: int) -> None:
-        """Delete a layer's row, every result that needs it and every flattening of it."""
+        """Delete a layer's row, every result that needs it, every flattening of it and its
+        blobs' records."""
         with self.transaction():
-            for (key,) in self._all("SELECT result FROM result_layers WHERE layer=?", (layer,)):
-                self._run("DELETE FROM results WHERE key=?", (key,))
-            for chain, flat in self._all("SELECT chain, layer FROM flats"):
-                if flat == layer or layer in json.loads(chain):
-                    self._run("DELETE FROM flats WHERE chain=?", (chain,))
+            self._run(
+                "DELETE FROM results WHERE key IN (SELECT result FROM result_layers WHERE layer=?)",
+                (layer,),
+            )
+            self._run(
+                "DELETE FROM flats WHERE layer=?1"
+                " OR EXISTS (SELECT 1 FROM json_each(flats.chain) WHERE value=?1)",
+                (layer,),
+            )
+            self._run("DELETE FROM layer_blobs WHERE layer=?", (layer,))
             self._run("UPDATE layers SET parent=NULL WHERE parent=?", (layer,))
             self._run("DELETE FROM layers WHERE id=?", (layer,))
 
