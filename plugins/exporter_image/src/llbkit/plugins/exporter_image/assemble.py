@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from llbkit.core.errors import ConfigError
-from llbkit.core.plugins import BuildResult, Compression, LayerDescriptor, LayerOptions, Result
+from llbkit.core.plugins import (
+    BuildResult,
+    Compression,
+    LayerDescriptor,
+    LayerOptions,
+    Platform,
+    Result,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -291,10 +298,10 @@ class Published:
 
 
 def _platform_of(key: str) -> dict[str, str]:
-    parts = key.split("/")
-    found = {"os": parts[0], "architecture": parts[1]}
-    if len(parts) > 2:
-        found["variant"] = parts[2]
+    platform = Platform.parse(key)
+    found = {"os": platform.os, "architecture": platform.architecture}
+    if platform.variant:
+        found["variant"] = platform.variant
     return found
 
 

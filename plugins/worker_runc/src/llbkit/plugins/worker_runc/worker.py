@@ -94,7 +94,7 @@ def _strings(config: Mapping[str, object], key: str) -> list[str]:
 
 
 def _platform(text: str) -> Platform:
-    parts = text.split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise ConfigError(f"[worker.oci] platforms: {text!r} is not os/arch[/variant]")
-    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+    try:
+        return Platform.parse(text)
+    except ValueError:
+        raise ConfigError(f"[worker.oci] platforms: {text!r} is not os/arch[/variant]") from None
