@@ -68,7 +68,8 @@ class Registries(Protocol):
         """Open ``repository`` (``registry.example/app``, normalized as Docker does: ``app``
         is ``docker.io/library/app``) for the block.
 
-        :param push: ask for push access when authenticating.
+        :param push: the session will write (the engine's implementation asks each request's
+            registry for the scope that request needs, so it may ignore this).
         :param insecure: use plain HTTP for this registry even if the engine's config does not
             say so (an exporter's ``registry.insecure=true``).
         """

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from llbkit.core.errors import first_error
+from llbkit.core.errors import PluginError, first_error
 from llbkit.core.reference import Reference, parse_reference
 from llbkit.core.sources._base import (
     BuiltinSource,
@@ -174,12 +174,16 @@ class ImageSource(BuiltinSource, parser=parse_image):
         from llbkit.core.registry.access import EngineRegistries
 
         super().__init__(ctx)
-        # The engine's registry settings and tokens; a driver made without them (a test's)
-        # gets defaults.
+        # The engine's registry settings and tokens (this source is part of the engine and
+        # uses its full registry client); a driver made without them (a test's) gets defaults.
         registries = ctx.registries
-        self.registries = (
-            registries if isinstance(registries, EngineRegistries) else EngineRegistries({})
-        )
+        if registries is None:
+            registries = EngineRegistries({})
+        elif not isinstance(registries, EngineRegistries):
+            raise PluginError(
+                "the docker-image source runs only on the engine's own registry access"
+            )
+        self.registries = registries
 
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
