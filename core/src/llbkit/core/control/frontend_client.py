@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import stat
@@ -18,6 +17,7 @@ from llbkit.core.cache.refs import ResultRef
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb.definition import load_definition
+from llbkit.core.patterns import PatternMatcher
 from llbkit.core.plugins.context import ClientIO, Result
 from llbkit.core.plugins.frontend import FileStat
 from llbkit.core.plugins.progress import ProgressEvent, Vertex, VertexWarning
@@ -129,10 +129,10 @@ class EngineFrontendClient:
                     names = sorted(os.listdir(target))
                 except OSError as err:
                     raise UserError(f"cannot read directory {path}: {err.strerror}") from None
+                # BuildKit matches the include pattern as fsutil does: Docker's patterns.
+                wanted = PatternMatcher([include]).matches if include else None
                 return [
-                    _stat(target / name, name)
-                    for name in names
-                    if not include or fnmatch.fnmatchcase(name, include)
+                    _stat(target / name, name) for name in names if wanted is None or wanted(name)
                 ]
 
             return await anyio.to_thread.run_sync(listing)
