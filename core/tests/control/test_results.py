@@ -131,3 +131,49 @@ def test_a_local_directory_that_is_not_there_is_named(tmp_path: Path) -> None:
         pytest.raises(UserError, match=expected),
     ):
         anyio.run(controller.solve, request)
+
+
+def test_every_export_job_made_is_closed_when_a_later_one_is_refused(tmp_path: Path) -> None:
+    from typing import Any
+
+    from llbkit.core.control import UnknownOptionError
+    from llbkit.core.plugins.registry import PluginRegistry
+
+    closed: list[str] = []
+
+    class Recording:
+        api_version = 2
+        description = "exporting nothing"
+
+        def __init__(self, ctx: Any) -> None:
+            self.name = ctx.name
+
+        async def resolve(self, attrs: Any) -> Any:
+            if attrs:
+                raise UnknownOptionError(f"exporter {self.name}", sorted(attrs)[0], ())
+            return self
+
+        async def export(self, result: Any, info: Any) -> dict[str, str]:
+            return {}
+
+        async def finalize(self, info: Any) -> dict[str, str]:
+            return {}
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    registry = PluginRegistry.for_testing(
+        {"llbkit.exporters": {"first": Recording, "second": Recording}}
+    )
+    request = SolveRequest(
+        ref=new_ref(),
+        session=EmbeddedClient(),
+        definition=DEFINITION,
+        exporters=[ExporterRequest("first", {}), ExporterRequest("second", {"bogus": "1"})],
+    )
+    with (
+        Controller.open(tmp_path / "state", EngineConfig(gc=False), registry) as controller,
+        pytest.raises(UnknownOptionError, match="bogus"),
+    ):
+        anyio.run(controller.solve, request)
+    assert closed == ["first"]

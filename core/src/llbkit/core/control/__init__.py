@@ -16,7 +16,13 @@ from llbkit.core.control.request import (
     SolveResponse,
     new_ref,
 )
-from llbkit.core.errors import UserError, one_error
+from llbkit.core.errors import (
+    ConfigError,
+    UnknownOptionError,
+    UnknownPluginError,
+    UserError,
+    one_error,
+)
 from llbkit.core.plugins.context import LayerOptions
 from llbkit.core.plugins.progress import (
     SolveStatus,
@@ -32,6 +38,7 @@ __all__ = [
     "BuildHistoryRecord",
     "BuildOutcome",
     "CacheOptionsEntry",
+    "ConfigError",
     "Controller",
     "EmbeddedClient",
     "EngineConfig",
@@ -43,6 +50,8 @@ __all__ = [
     "SolveRequest",
     "SolveResponse",
     "SolveStatus",
+    "UnknownOptionError",
+    "UnknownPluginError",
     "UsageRecord",
     "UserError",
     "Vertex",

@@ -80,9 +80,10 @@ class _StepSink:
 
 
 async def _resolve(
-    controller: Controller, request: SolveRequest
-) -> tuple[FrontendJob | None, list[tuple[str, ExportJob]]]:
-    """Every driver the request names, checked before any work: a bad key fails fast."""
+    controller: Controller, request: SolveRequest, jobs: list[ExportJob]
+) -> FrontendJob | None:
+    """Every driver the request names, checked before any work: a bad key fails fast. Each
+    export job joins ``jobs`` as soon as it exists, for the caller to close."""
     for entitlement in request.entitlements:
         if entitlement not in ENTITLEMENTS:
             raise ConfigError(
@@ -103,64 +104,56 @@ async def _resolve(
         )
     elif request.definition is None:
         raise ConfigError("a build needs a definition or a frontend")
-    jobs = []
     for exporter in request.exporters:
         driver = controller.drivers.exporter(exporter.type)
-        job = await driver.resolve(dict(exporter.attrs))
-        jobs.append((job.description, job))
-    return frontend_job, jobs
+        jobs.append(await driver.resolve(dict(exporter.attrs)))
+    return frontend_job
 
 
 async def run_build(
-    controller: Controller, request: SolveRequest, lease: Lease, emit: Emit
-) -> tuple[BuildOutcome, list[ExportJob]]:
-    """Solve and export; the caller closes the returned jobs (``aclose``) and the lease."""
-    frontend_job, jobs = await _resolve(controller, request)
-    try:
-        allow = list(request.entitlements)  # each granted by the engine's config (_resolve)
-        definitions, metadata, source = await _definitions(
-            controller, request, frontend_job, lease=lease, emit=emit, allow=allow
+    controller: Controller,
+    request: SolveRequest,
+    lease: Lease,
+    emit: Emit,
+    jobs: list[ExportJob],
+) -> BuildOutcome:
+    """Solve and export; the export jobs made join ``jobs``, which the caller closes
+    (``aclose``) whatever happens, as it releases the lease."""
+    frontend_job = await _resolve(controller, request, jobs)
+    allow = list(request.entitlements)  # each granted by the engine's config (_resolve)
+    definitions, metadata, source = await _definitions(
+        controller, request, frontend_job, lease=lease, emit=emit, allow=allow
+    )
+    refs: dict[str, Result] = {}
+    for platform, data in definitions.items():
+        loaded = load_definition(data, source=source)
+        solved = await controller.solver.solve(loaded, request.session, emit, lease, allow=allow)
+        if solved is not None:
+            refs[platform] = solved
+    result = BuildResult(refs, metadata)
+    steps = [
+        _ExportStep(
+            job, "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest(), emit
         )
-        refs: dict[str, Result] = {}
-        for platform, data in definitions.items():
-            loaded = load_definition(data, source=source)
-            solved = await controller.solver.solve(
-                loaded, request.session, emit, lease, allow=allow
-            )
-            if solved is not None:
-                refs[platform] = solved
-        result = BuildResult(refs, metadata)
-        steps = [
-            _ExportStep(
-                job,
-                name,
-                "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest(),
-                emit,
-            )
-            for n, (name, job) in enumerate(jobs)
-        ]
-        responses: list[dict[str, str]] = []
-        try:
-            for step in steps:
-                info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
-                responses.append(dict(await step.run(step.job.export, result, info)))
-            # Each export's step stays open through its finalize (a push shows under it).
-            for step, answer in zip(steps, responses, strict=True):
-                info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
-                answer.update(await step.run(step.job.finalize, info, last=True))
-        finally:
-            for step in steps:
-                step.cancel()
-        merged = {k: v for answer in responses for k, v in answer.items()}
-        single = result.single
-        if single is not None and single.key:
-            merged.setdefault("llbkit.result.key", single.key)
-        outcome = BuildOutcome(request.ref, result, merged, tuple(responses))
-        return outcome, [job for _, job in jobs]
-    except BaseException:
-        for _, job in jobs:
-            await job.aclose()
-        raise
+        for n, job in enumerate(jobs)
+    ]
+    responses: list[dict[str, str]] = []
+    try:
+        for step in steps:
+            info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
+            responses.append(dict(await step.run(step.job.export, result, info)))
+        # Each export's step stays open through its finalize (a push shows under it).
+        for step, answer in zip(steps, responses, strict=True):
+            info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
+            answer.update(await step.run(step.job.finalize, info, last=True))
+    finally:
+        for step in steps:
+            step.cancel()
+    merged = {k: v for answer in responses for k, v in answer.items()}
+    single = result.single
+    if single is not None and single.key:
+        merged.setdefault("llbkit.result.key", single.key)
+    return BuildOutcome(request.ref, result, merged, tuple(responses))
 
 
 @dataclass
@@ -168,7 +161,6 @@ class _ExportStep:
     """One exporter's step in the build's progress: its export, then its finalize."""
 
     job: ExportJob
-    name: str
     digest: str
     emit: Emit
     started: float | None = None
@@ -179,13 +171,13 @@ class _ExportStep:
     ) -> Mapping[str, str]:
         if self.started is None:
             self.started = time.time()
-            self.emit(Vertex(self.digest, self.name, started=self.started))
+            self.emit(Vertex(self.digest, self.job.description, started=self.started))
         try:
             response = await call(*args)
         except UserError as err:
             # A failed export reads as a failed step: its name, why, and buildctl's box.
             self._end(error=str(err))
-            raise BuildFailed(self.name, str(err)) from None
+            raise BuildFailed(self.job.description, str(err)) from None
         if last:
             self._end()
         return response
@@ -201,7 +193,11 @@ class _ExportStep:
             completed = time.time()
             self.emit(
                 Vertex(
-                    self.digest, self.name, started=self.started, completed=completed, error=error
+                    self.digest,
+                    self.job.description,
+                    started=self.started,
+                    completed=completed,
+                    error=error,
                 )
             )
 

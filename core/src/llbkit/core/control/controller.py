@@ -191,7 +191,7 @@ class Controller:
                     try:
                         with lease.bound():
                             try:
-                                outcome, jobs = await run_build(self, request, lease, emit)
+                                outcome = await run_build(self, request, lease, emit, jobs)
                             except BaseException as err:
                                 # The build's own failure; the caller's block is its business.
                                 record.error = (
