@@ -66,6 +66,7 @@ def test_oci_tarball_is_a_valid_layout(busybox_image: str, tmp_path: Path) -> No
     assert desc["annotations"]["io.containerd.image.name"] == "docker.io/example/app:v1"
     assert desc["annotations"]["org.opencontainers.image.ref.name"] == "v1"
     assert meta["containerimage.digest"] == desc["digest"]
+    assert meta["image.name"] == "docker.io/example/app:v1"  # normalized, as BuildKit's
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     for name, content in files.items():
         if name.startswith("blobs/"):

@@ -209,7 +209,7 @@ class TarballJob:
             with tempfile.TemporaryDirectory() as tmp:
                 await anyio.to_thread.run_sync(_write_layout, files, Path(tmp))
                 await client.write_tree(self.dest, Path(tmp))
-            return response(published, self.opts.names)
+            return response(published, self._names())
         if self.dest != "-" and os.path.isdir(self.dest):
             raise ConfigError(
                 f"exporter {self.name}: dest={self.dest} is a directory; "
@@ -223,7 +223,12 @@ class TarballJob:
                 while chunk := spool.read(1 << 20):
                     await out.write(chunk)
             info.progress.status("sending tarball", done=True)
-        return response(published, self.opts.names)
+        return response(published, self._names())
+
+    def _names(self) -> list[str]:
+        """The names as an archive's metadata gives them, as BuildKit's: normalized, tagged
+        (``app`` is ``docker.io/library/app:latest``)."""
+        return [str(parse_reference(name)) for name in self.opts.names]
 
     async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
         return {}
