@@ -165,3 +165,37 @@ class TestDockerfileFrontend(FrontendKit):
         },
         "context": {"greeting.txt": b"hello\n"},
     }
+
+
+async def _empty_image(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    return "sha256:" + "0" * 64, b'{"config": {}}'
+
+
+def _names(data: bytes) -> list[str]:
+    definition = pb.Definition.FromString(data)
+    return sorted(
+        meta.description["llb.customname"]
+        for meta in definition.metadata.values()
+        if "llb.customname" in meta.description
+    )
+
+
+def test_steps_are_numbered_as_buildkit_numbers_them() -> None:
+    """Only FROM an image, ADD, COPY, RUN and WORKDIR are steps; FROM a stage or scratch is
+    not; the index is padded to the total's width."""
+    dockerfile = (
+        "FROM busybox AS builder\nARG A=1\nENV B=2\nLABEL c=d\nWORKDIR /w\nRUN true\n"
+        "FROM builder AS tester\nCMD x\nRUN false\n"
+        "FROM scratch\nCOPY --from=builder /w /w\n"
+        + "".join(f"COPY --from=builder /w /w{n}\n" for n in range(9))
+    )
+    converted = anyio.run(convert, parse(dockerfile), BuildOptions(target=""), _empty_image)
+    names = _names(converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
+    assert f"[builder 1/3] FROM docker.io/library/busybox@sha256:{'0' * 64}" in names
+    assert "[builder 2/3] WORKDIR /w" in names
+    assert "[builder 3/3] RUN true" in names
+    assert "[stage-2  1/10] COPY --from=builder /w /w" in names
+    assert "[stage-2 10/10] COPY --from=builder /w /w8" in names
+    tester = anyio.run(convert, parse(dockerfile), BuildOptions(target="tester"), _empty_image)
+    names = _names(tester.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
+    assert "[tester 1/1] RUN false" in names

@@ -63,6 +63,10 @@ class Converted:
     warnings: list[str] = field(default_factory=list)
 
 
+#: the instructions BuildKit numbers as steps (with FROM an image)
+_STEPS = frozenset({"ADD", "COPY", "RUN", "WORKDIR"})
+
+
 @dataclass
 class _Stage:
     index: int
@@ -78,6 +82,10 @@ class _Stage:
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
     cmd_set: bool = False
     declared: list[str] = field(default_factory=list)
+    #: the stage's steps as BuildKit numbers them in progress (``[stage 2/4]``), and how many
+    #: have been named
+    steps: int = 0
+    stepped: int = 0
 
 
 def platform_key(platform: llb.Platform) -> str:
@@ -237,6 +245,25 @@ class _Converter:
     def label(self, stage: _Stage) -> str:
         return stage.name or (f"stage-{stage.index}" if len(self.stages) > 1 else "")
 
+    def from_is_a_step(self, stage: _Stage) -> bool:
+        """As BuildKit counts: ``FROM`` an image is a step; ``FROM`` scratch or a stage is not."""
+        if self.options.contexts.get(stage.base):
+            return True
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
+            return False
+        return stage.base.lower() != "scratch"
+
+    def step(self, stage: _Stage) -> str:
+        """The next step's prefix, ``[label n/total] `` as BuildKit pads it (none when the
+        stage has no steps)."""
+        if not stage.steps:
+            return ""
+        stage.stepped += 1
+        width = len(str(stage.steps))
+        label = self.label(stage)
+        return f"[{label + ' ' if label else ''}{stage.stepped:>{width}}/{stage.steps}] "
+
     async def build(self, stage: _Stage, visiting: tuple[str, ...] = ()) -> _Stage:
         if stage.state is not None:
             return stage
@@ -246,12 +273,15 @@ class _Converter:
                 f"circular dependency detected on stage: {key} ({' -> '.join((*visiting, key))})"
             )
         visiting = (*visiting, key)
+        # Only what makes a step is numbered: FROM an image, ADD, COPY, RUN, WORKDIR.
+        stage.steps = int(self.from_is_a_step(stage)) + sum(
+            inst.keyword in _STEPS for inst in stage.instructions[1:]
+        )
         await self.base(stage, visiting)
         await self.triggers(stage, visiting)
-        total = len(stage.instructions)
-        for n, inst in enumerate(stage.instructions[1:], start=2):
+        for inst in stage.instructions[1:]:
             handler = getattr(self, f"do_{inst.keyword.lower()}")
-            prefix = f"[{self.label(stage) + ' ' if self.label(stage) else ''}{n}/{total}] "
+            prefix = self.step(stage) if inst.keyword in _STEPS else ""
             await handler(stage, inst, prefix, visiting)
         return stage
 
@@ -294,7 +324,7 @@ class _Converter:
             return
         platform = self.options.platform
         try:
-            _, raw = await self.resolve(stage.base, platform)
+            digest, raw = await self.resolve(stage.base, platform)
         except Exception as err:  # the registry's message names the image
             raise self.fail(inst, str(err)) from None
         image = json.loads(raw)
@@ -305,10 +335,12 @@ class _Converter:
             key, _, value = item.partition("=")
             stage.env[key] = value
         stage.shell = list(config.get("Shell") or DEFAULT_SHELL)
-        total = len(stage.instructions)
-        name = (
-            f"[{self.label(stage) + ' ' if self.label(stage) else ''}1/{total}] FROM {stage.base}"
-        )
+        # As BuildKit names it: the normalized reference, pinned to what it resolved to.
+        from llbkit.core.reference import parse_reference
+
+        ref = parse_reference(stage.base, default_tag=False)
+        tag = f":{ref.tag}" if ref.tag else ""
+        name = f"{self.step(stage)}FROM {ref.name}{tag}@{digest}"
         state = llb.image(stage.base, custom_name=name)
         for key, value in stage.env.items():
             state = state.with_env(key, value)
