@@ -108,9 +108,12 @@ def test_a_state_root_inside_the_context_is_not_part_of_it(tmp_path: Path) -> No
     ("args", "message"),
     [
         (
-            ("--export-cache", "type=local,dest=x"),
-            "--export-cache: exporting the build cache is not in this release of llbkit",
+            ("--export-cache", "type=local,dest=x,colour=red"),
+            "cache backend local",
         ),
+        (("--export-cache", "type=registry,ref=x,mode=all"), "mode='all' is not min or max"),
+        (("--import-cache", "type=nosuch,src=x"), "unknown cache backend 'nosuch'"),
+        (("--import-cache", "type=inline"), "--import-cache type=registry,ref=<image>"),
         (
             ("--frontend", "dockerfile.v0"),
             "use --local dockerfile=<path>",

@@ -135,7 +135,7 @@ class _Lenient:
     def __init__(self, ctx):
         self.ctx = ctx
 
-    async def resolve(self, attrs, direction="export"):
+    async def resolve(self, attrs, direction, client):
         return MemoryCacheBackend(self.ctx).stores.setdefault("lenient", None)
 
 
@@ -145,6 +145,26 @@ def test_kit_catches_a_plugin_that_ignores_unknown_options(tmp_path):
 
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
         Broken().test_rejects_unknown_option_by_name(tmp_path)
+
+
+class _Nameless(MemoryCacheBackend):
+    """A broken plugin: its store has an empty name, so messages could not say which cache."""
+
+    async def resolve(self, attrs, direction, client):
+        store = await super().resolve(attrs, direction, client)
+        store.name = ""
+        return store
+
+
+def test_kit_catches_a_store_without_a_name(tmp_path):
+    class Broken(CacheBackendKit):
+        backend_class = _Nameless
+
+        def attrs(self, tmp_path):
+            return {"name": f"nameless {tmp_path}"}
+
+    with pytest.raises(AssertionError, match=r"names itself"):
+        Broken().test_names_itself_and_its_blob_source(tmp_path)
 
 
 def test_kit_catches_a_wrong_contract_version():

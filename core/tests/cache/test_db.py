@@ -40,9 +40,10 @@ def _commit(store: Store, name: str) -> int:
 
 
 def _make_version_2(path: Path) -> None:
-    """What llbkit wrote before leases: no lease_layers table, user_version 2."""
+    """What llbkit wrote before leases: no lease_layers (nor lazy_layers) table, version 2."""
     db = sqlite3.connect(path / "state.db")
     db.execute("DROP TABLE lease_layers")
+    db.execute("DROP TABLE lazy_layers")
     db.execute("PRAGMA user_version=2")
     db.commit()
     db.close()
@@ -56,10 +57,11 @@ def test_an_older_root_is_upgraded_in_place(tmp_path: Path) -> None:
         store.link_key("key", "key", "v", "{}")
     _make_version_2(root)
     with Store.open(root) as store:
-        assert store.db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert store.db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert store.lookup("key") == ("key", (layer,))
         store.db.add_lease_layers("l", [layer])
         assert store.db.leased_layers() == {layer}
+        assert store.lazy((layer,)) == {}  # the imported-layers table is there, empty
 
 
 def test_a_reader_of_an_older_root_sees_no_leases_and_changes_nothing(tmp_path: Path) -> None:

@@ -271,9 +271,10 @@ def layer_blobs(
     variant = f"{compression}:{level}:{epoch}"
     found: dict[int, LayerBlob] = {}
     missing: list[int] = []
+    lazy = store.lazy(chain)  # imported, not fetched: the blob is the layer's only form yet
     for layer in dict.fromkeys(chain):
         row = store.db.layer_blob(layer, variant)
-        if row is not None and not force and store.root.content.has(row[0]):
+        if row is not None and not force and (layer in lazy or store.root.content.has(row[0])):
             found[layer] = LayerBlob(row[0], row[1], row[2], compression)
         else:
             missing.append(layer)

@@ -26,8 +26,8 @@ from llbkit.core.errors import LlbkitError
 
 __all__ = ["SCHEMA_VERSION", "LayerRow", "NewerSchemaError", "StateDB"]
 
-#: 3: ``lease_layers``.
-SCHEMA_VERSION = 3
+#: 3: ``lease_layers``; 4: ``lazy_layers``.
+SCHEMA_VERSION = 4
 
 _TABLES = {
     "blobs": """
@@ -80,6 +80,12 @@ _TABLES = {
         PRIMARY KEY (layer, variant)""",
     # Layers a live process holds for a client; meaningless once that process is gone.
     "lease_layers": "lease TEXT NOT NULL, layer INTEGER NOT NULL",
+    # Layers imported from a remote cache and not fetched yet: a row, a blob, no directory.
+    "lazy_layers": """
+        layer INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL DEFAULT '',
+        origin TEXT NOT NULL DEFAULT ''""",
 }
 _INDEXES = {
     "layers_parent": "layers(parent)",
@@ -88,6 +94,7 @@ _INDEXES = {
     "keys_result": "keys(result)",
     "flats_layer": "flats(layer)",
     "lease_layers_layer": "lease_layers(layer)",
+    "layer_blobs_digest": "layer_blobs(digest)",
 }
 
 
@@ -119,6 +126,8 @@ class LayerRow(NamedTuple):
     record_type: str
     description: str
     mutable: bool
+    #: imported from a remote cache, not fetched: no directory yet
+    lazy: bool = False
 
 
 def _chain_text(chain: Sequence[int]) -> str:
@@ -269,6 +278,7 @@ class StateDB:
                 (layer,),
             )
             self._run("DELETE FROM layer_blobs WHERE layer=?", (layer,))
+            self._run("DELETE FROM lazy_layers WHERE layer=?", (layer,))
             self._run("UPDATE layers SET parent=NULL WHERE parent=?", (layer,))
             self._run("DELETE FROM layers WHERE id=?", (layer,))
 
@@ -279,9 +289,94 @@ class StateDB:
         """Every layer's record, oldest first, read at one instant."""
         rows = self._all(
             "SELECT id, parent, created, last_used, usage_count, record_type, description,"
-            " mutable FROM layers ORDER BY id"
+            " mutable, z.layer IS NOT NULL FROM layers"
+            " LEFT JOIN lazy_layers z ON z.layer = layers.id ORDER BY id"
         )
-        return [LayerRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
+        return [
+            LayerRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8])) for r in rows
+        ]
+
+    # -- lazy layers ----------------------------------------------------------------------
+
+    def insert_lazy_layer(
+        self,
+        *,
+        parent: int | None,
+        size: int,
+        description: str,
+        digest: str,
+        diff_id: str,
+        media_type: str,
+        variant: str,
+        origin: str,
+        created: float,
+    ) -> int:
+        """A layer known by its blob only (imported, not fetched); returns its id."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO layers(parent, size, created, last_used, usage_count, record_type,"
+                " description) VALUES (?, ?, ?, ?, 0, 'regular', ?)",
+                (parent, size, created, time.time(), description),
+            )
+            layer = int(cur.lastrowid or 0)
+            self._run(
+                "INSERT INTO lazy_layers(layer, digest, media_type, origin) VALUES (?, ?, ?, ?)",
+                (layer, digest, media_type, origin),
+            )
+            self._run(
+                "INSERT OR REPLACE INTO layer_blobs(layer, variant, digest, diff_id, size)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (layer, variant, digest, diff_id, size),
+            )
+        return layer
+
+    def layer_with_blob(self, digest: str, parent: int | None) -> int | None:
+        """A layer (fetched or not) whose blob is ``digest`` on top of ``parent``."""
+        row = self._one(
+            "SELECT b.layer FROM layer_blobs b JOIN layers l ON l.id = b.layer"
+            " WHERE b.digest=? AND l.parent IS ? ORDER BY b.layer LIMIT 1",
+            (digest, parent),
+        )
+        return None if row is None else int(row[0])
+
+    def lazy_layers(self, layers: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """Which of ``layers`` are not fetched: each one's blob digest and media type."""
+        if not layers:
+            return {}
+        marks = ",".join("?" * len(layers))
+        rows = self._all(
+            f"SELECT layer, digest, media_type FROM lazy_layers WHERE layer IN ({marks})",
+            tuple(layers),
+        )
+        return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+
+    def layers_created(self, layers: Sequence[int]) -> dict[int, float]:
+        """When each of ``layers`` was made (for a layer imported, when it was first made)."""
+        if not layers:
+            return {}
+        marks = ",".join("?" * len(layers))
+        rows = self._all(f"SELECT id, created FROM layers WHERE id IN ({marks})", tuple(layers))
+        return {int(r[0]): float(r[1]) for r in rows}
+
+    def lazy_layer_ids(self) -> set[int]:
+        return {int(r[0]) for r in self._all("SELECT layer FROM lazy_layers")}
+
+    def fetched_layer(self, layer: int, size: int, whiteouts: bool) -> None:
+        """A lazy layer's directory is in place now."""
+        with self.transaction():
+            self._run("DELETE FROM lazy_layers WHERE layer=?", (layer,))
+            self._run(
+                "UPDATE layers SET size=?, whiteouts=? WHERE id=?", (size, int(whiteouts), layer)
+            )
+
+    def result_aliases(self, result: str) -> list[str]:
+        """Every key that finds ``result`` (the result's own key among them)."""
+        rows = self._all("SELECT key FROM keys WHERE result=? ORDER BY key", (result,))
+        return [str(r[0]) for r in rows]
+
+    def result_chain(self, result: str) -> tuple[int, ...] | None:
+        row = self._one("SELECT chain FROM results WHERE key=?", (result,))
+        return None if row is None else tuple(json.loads(row[0]))
 
     def touch_layers(self, layers: Sequence[int]) -> None:
         """Count a use of each layer, now (for GC's "least recently used")."""
@@ -417,6 +512,13 @@ class StateDB:
                     "INSERT OR IGNORE INTO blob_sources(digest, host, repo) VALUES (?, ?, ?)",
                     (digest, *source),
                 )
+
+    def add_blob_source(self, digest: str, host: str, repo: str) -> None:
+        """Remember a registry repository that has the blob (a push there can mount it)."""
+        self._run(
+            "INSERT OR IGNORE INTO blob_sources(digest, host, repo) VALUES (?, ?, ?)",
+            (digest, host, repo),
+        )
 
     def blob_sources(self, digest: str) -> list[tuple[str, str]]:
         rows = self._all("SELECT host, repo FROM blob_sources WHERE digest=?", (digest,))

@@ -12,11 +12,15 @@ from typing import cast
 
 import anyio
 
+from llbkit.core.cache.lazy import fetch_blob, materialize
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.plugins.context import BlobSource, Compression, LayerDescriptor, LayerOptions
 from llbkit.core.snapshot.mount import bind_readonly, unmount
 
 __all__ = ["ResultRef"]
+
+#: threads for fetching and unpacking a result's imported layers: anyio's default
+_LIMIT = None
 
 
 class ResultRef:
@@ -43,6 +47,7 @@ class ResultRef:
     async def mount(self) -> AsyncIterator[Path]:
         """The tree, read-only: a view of the chain, behind a read-only bind mount where this
         process may mount (a store layer is shared by every result that has it)."""
+        await materialize(self._store, self.chain, _LIMIT)
         view = self._store.view(self.chain)
         path = await anyio.to_thread.run_sync(view.__enter__)
         try:
@@ -68,6 +73,15 @@ class ResultRef:
     async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
         from llbkit.core.cache.blobs import MEDIA_TYPES, layer_blobs  # only exports need tars
 
+        # An imported layer's blob serves as it is; other forms of it need its files.
+        variant = f"{options.compression}:{options.level}:{options.epoch}"
+        lazy = self._store.lazy(self.chain)
+        need = [
+            layer
+            for layer in lazy
+            if options.force or self._store.db.layer_blob(layer, variant) is None
+        ]
+        await materialize(self._store, need, _LIMIT)
         made = await anyio.to_thread.run_sync(
             functools.partial(
                 layer_blobs,
@@ -95,7 +109,7 @@ class ResultRef:
     async def blob_path(self, digest: str) -> Path:
         if digest not in self._digests:
             raise KeyError(f"{digest} is not a layer of this result (ask layers() first)")
-        return self._store.root.content.blob_path(digest)
+        return await fetch_blob(self._store, digest, _LIMIT)  # an imported one comes now
 
     def blob_sources(self, digest: str) -> Sequence[BlobSource]:
         from llbkit.core.cache.blobs import blob_sources

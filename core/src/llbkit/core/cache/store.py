@@ -12,10 +12,12 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+import anyio
 
 from llbkit.core.cache.leases import Lease, LeaseTable, current_lease
 from llbkit.core.cache.root import StateRoot
@@ -51,6 +53,8 @@ class LayerInfo:
     description: str
     mutable: bool
     in_use: bool
+    #: imported from a remote cache and not fetched (its size is the blob's)
+    lazy: bool = False
 
 
 def _probe_overlay(tmp: Path) -> bool:
@@ -86,6 +90,10 @@ class Store:
         self._spares: list[tuple[Path, Path]] = []
         #: held by whoever prunes: two prunes never race for the same records
         self.pruning = threading.Lock()
+        #: blob digest -> how to download it, for lazy layers this process imported
+        #: (:mod:`llbkit.core.cache.lazy`)
+        self.fetchers: dict[str, Callable[[str, Path], Awaitable[None]]] = {}
+        self._fetch_locks: dict[str, anyio.Lock] = {}
         # The upper, work and target paths take part of the page mount(2) accepts.
         per_layer = len(str(self.layers_dir)) + 9
         room = MAX_OPTIONS - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))
@@ -134,10 +142,11 @@ class Store:
     # -- layers ---------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Drop rows whose directory is gone, then directories that have no row."""
+        """Drop rows whose directory is gone (but for lazy layers, which have none yet), then
+        directories that have no row."""
         rows = self.db.layer_ids()
         on_disk = {int(p.name) for p in self.layers_dir.iterdir() if p.name.isdigit()}
-        missing = rows - on_disk
+        missing = rows - on_disk - self.db.lazy_layer_ids()
         if missing:
             with self.db.transaction():
                 for layer in missing:
@@ -182,6 +191,67 @@ class Store:
             if hold:
                 self.leases.acquire((layer,))
         return layer
+
+    def import_layer(
+        self,
+        *,
+        parent: int | None,
+        digest: str,
+        diff_id: str,
+        size: int,
+        media_type: str,
+        description: str,
+        origin: str,
+        created: float,
+    ) -> int:
+        """The layer whose blob is ``digest`` on top of ``parent``: one the store has, or a
+        new lazy one (a row and the blob's description; its files come when first needed)."""
+        compression = (
+            "gzip" if "gzip" in media_type else "zstd" if "zstd" in media_type else "uncompressed"
+        )
+        with self.lock:
+            known = self.db.layer_with_blob(digest, parent)
+            if known is not None:
+                _hold_for_build((known,))
+                return known
+            layer = self.db.insert_lazy_layer(
+                parent=parent,
+                size=size,
+                description=description,
+                digest=digest,
+                diff_id=diff_id,
+                media_type=media_type,
+                variant=f"{compression}:None:None",
+                origin=origin,
+                created=created,
+            )
+            _hold_for_build((layer,))
+            return layer
+
+    def fetch_lock(self, name: str) -> anyio.Lock:
+        """One fetch of a blob or layer at a time, however many builds need it."""
+        lock = self._fetch_locks.get(name)
+        if lock is None:
+            lock = self._fetch_locks[name] = anyio.Lock()
+        return lock
+
+    def lazy(self, chain: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """The layers of ``chain`` not fetched yet: each one's blob digest and media type."""
+        return self.db.lazy_layers(chain)
+
+    def fill_layer(self, layer: int, tree: Path) -> None:
+        """Move the unpacked files of lazy ``layer`` into place; it is an ordinary layer now."""
+        size, whiteouts = measure(tree, self.format)
+        with self.db.transaction():
+            if not self.db.lazy_layers((layer,)):
+                shutil.rmtree(tree, ignore_errors=True)  # fetched meanwhile
+                return
+            os.rename(tree, self.layer_path(layer))
+            self.db.fetched_layer(layer, size, whiteouts)
+
+    def aliases(self, result: str) -> list[str]:
+        """Every key that finds the result named ``result``."""
+        return self.db.result_aliases(result)
 
     # -- results and keys -----------------------------------------------------------------
 
@@ -352,6 +422,7 @@ class Store:
                     description=row.description,
                     mutable=row.mutable,
                     in_use=row.id in in_use,
+                    lazy=row.lazy,
                 )
             )
         return found

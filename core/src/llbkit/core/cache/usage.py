@@ -142,7 +142,10 @@ def disk_usage(store: Store) -> list[UsageRecord]:
                 created=info.created,
                 last_used=info.last_used,
                 usage_count=info.usage_count,
-                description=info.description,
+                # Imported from a remote cache: only the blob's description is here yet.
+                description=(
+                    f"{info.description} (imported, not fetched)" if info.lazy else info.description
+                ),
                 record_type=info.record_type,
                 mutable=info.mutable,
                 in_use=info.in_use,

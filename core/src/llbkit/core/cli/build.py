@@ -58,6 +58,18 @@ def parse_output(value: str) -> tuple[str, dict[str, str]]:
     return kind, attrs
 
 
+def parse_cache(flag: str, value: str) -> tuple[str, dict[str, str]]:
+    """``type=registry,ref=R`` → (``registry``, ``{"ref": R}``); as buildctl, a bare value is
+    a registry ref."""
+    if "=" not in value:
+        return "registry", {"ref": value}
+    attrs = _csv(flag, value)
+    kind = attrs.pop("type", "")
+    if not kind:
+        raise ConfigError(f"{flag} {value!r}: type= is required (registry, local, inline…)")
+    return kind, attrs
+
+
 def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, str]:
     found = {}
     for value in values:
@@ -171,11 +183,6 @@ def _print_log_tail(err: Any) -> None:
         click.echo(err.source, err=True)
 
 
-def _later(flag: str, given: Any, what: str) -> None:
-    if given:
-        raise UserError(f"{flag}: {what} is not in this release of llbkit")
-
-
 _OUTPUT_HELP = (
     "Where the result goes; repeatable. type=local,dest=DIR: the files in a directory. "
     "type=tar,dest=FILE|-: the files as a tarball. type=oci,dest=FILE|-: an OCI image "
@@ -235,10 +242,19 @@ _OUTPUT_HELP = (
     help="Grant an entitlement.",
 )
 @click.option(
-    "--export-cache", multiple=True, metavar="type=…", help="Export the build cache (not yet)."
+    "--export-cache",
+    multiple=True,
+    metavar="type=…",
+    help="Export the build cache; repeatable. type=registry,ref=REF | type=local,dest=DIR "
+    "| type=inline (in the exported image), with mode=min|max, compression=…, "
+    "oci-mediatypes, image-manifest, ignore-error.",
 )
 @click.option(
-    "--import-cache", multiple=True, metavar="type=…", help="Import a build cache (not yet)."
+    "--import-cache",
+    multiple=True,
+    metavar="type=…",
+    help="Import a build cache, asked in the order given. type=registry,ref=REF "
+    "(a cache or an image with inline cache) | type=local,src=DIR[,tag=T|digest=D].",
 )
 @click.option(
     "--trace",
@@ -274,7 +290,7 @@ def build(
 ) -> None:
     """Build an LLB definition read from standard input (or a file), as buildctl build does."""
     from llbkit.core.control import BuildFailed, ExporterRequest, FrontendFailed
-    from llbkit.core.control.request import SolveRequest, new_ref
+    from llbkit.core.control.request import CacheOptionsEntry, SolveRequest, new_ref
 
     if opt and not frontend:
         raise UserError("--opt is for a frontend; give --frontend (e.g. dockerfile.v0)")
@@ -284,8 +300,8 @@ def build(
         if not key:
             raise UserError(f"--opt {value!r}: expected key=value")
         frontend_opts[key] = val if sep else ""
-    _later("--export-cache", export_cache, "exporting the build cache")
-    _later("--import-cache", import_cache, "importing a build cache")
+    cache_exports = [CacheOptionsEntry(*parse_cache("--export-cache", v)) for v in export_cache]
+    cache_imports = [CacheOptionsEntry(*parse_cache("--import-cache", v)) for v in import_cache]
     exporters = [ExporterRequest(*parse_output(value)) for value in outputs]
     data, source = (None, "") if frontend else _read_definition(definition)
     trace_file = _open_trace(trace) if trace else None
@@ -299,6 +315,8 @@ def build(
             exporters=exporters,
             entitlements=allow,
             source=source,
+            cache_exports=cache_exports,
+            cache_imports=cache_imports,
         )
         if no_cache:
             request = request.without_cache()

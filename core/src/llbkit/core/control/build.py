@@ -11,11 +11,14 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llbkit.core.config import ENTITLEMENTS
+from llbkit.core.control.cache_export import CacheOptions, ExportPlan, descriptor_text, split_attrs
+from llbkit.core.control.cache_import import ImportedCache, open_import
 from llbkit.core.errors import ConfigError, SourceError, UserError
 from llbkit.core.llb.definition import load_definition
+from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
 from llbkit.core.plugins.context import BuildResult, Platform, Result
 from llbkit.core.plugins.exporter import ExportInfo, ExportJob
 from llbkit.core.plugins.frontend import FrontendJob
@@ -26,16 +29,56 @@ from llbkit.core.plugins.progress import (
     VertexStatus,
     VertexWarning,
 )
-from llbkit.core.solver.solver import BuildFailed
+from llbkit.core.solver.cache_sources import CacheChain, CacheSource
+from llbkit.core.solver.solver import BuildFailed, GraphNode
 
 if TYPE_CHECKING:
     from llbkit.core.cache.leases import Lease
+    from llbkit.core.cache.store import Store
     from llbkit.core.control.controller import Controller
-    from llbkit.core.control.request import SolveRequest
+    from llbkit.core.control.request import CacheOptionsEntry, SolveRequest
 
-__all__ = ["BuildOutcome", "FrontendFailed", "run_build"]
+__all__ = ["BuildOutcome", "Closable", "FrontendFailed", "run_build"]
 
 Emit = Callable[[ProgressEvent], None]
+
+
+class Closable(Protocol):
+    """What a build holds until its results are released (export jobs, opened caches)."""
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class _CacheEntry:
+    """One ``--export-cache`` or ``--import-cache``, opened."""
+
+    type: str
+    options: CacheOptions
+    #: ``None`` when it could not be opened and ``ignore-error`` said to go on
+    opened: CacheStore | EmbedInImage | None
+    failure: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.type if self.opened is None else self.opened.name
+
+
+class _ImportHold:
+    """Closes an import's cache once the build's results are released, and forgets how to
+    fetch its blobs (they stay known as lazy layers, to be imported again)."""
+
+    def __init__(self, store: Store, remote: CacheStore) -> None:
+        self.store = store
+        self.remote = remote
+        self.source: ImportedCache | None = None
+
+    async def aclose(self) -> None:
+        if self.source is not None:
+            for digest in self.source.blobs():
+                if self.store.fetchers.get(digest) == self.source.fetch:
+                    del self.store.fetchers[digest]
+        await self.remote.aclose()
 
 
 class FrontendFailed(SourceError):
@@ -80,10 +123,10 @@ class _StepSink:
 
 
 async def _resolve(
-    controller: Controller, request: SolveRequest, jobs: list[ExportJob]
-) -> FrontendJob | None:
+    controller: Controller, request: SolveRequest, jobs: list[Closable]
+) -> tuple[FrontendJob | None, list[ExportJob], list[_CacheEntry], list[_CacheEntry]]:
     """Every driver the request names, checked before any work: a bad key fails fast. Each
-    export job joins ``jobs`` as soon as it exists, for the caller to close."""
+    export job and opened cache joins ``jobs`` as soon as it exists, for the caller to close."""
     for entitlement in request.entitlements:
         if entitlement not in ENTITLEMENTS:
             raise ConfigError(
@@ -95,8 +138,6 @@ async def _resolve(
                 f"failed to solve: granting entitlement {entitlement} is not allowed by build "
                 "daemon configuration (list it in insecure-entitlements of the engine's config)"
             )
-    if request.cache_exports or request.cache_imports:
-        raise UserError("exporting and importing the build cache is not in this release of llbkit")
     frontend_job = None
     if request.frontend:
         frontend_job = await controller.drivers.frontend(request.frontend).resolve(
@@ -104,10 +145,72 @@ async def _resolve(
         )
     elif request.definition is None:
         raise ConfigError("a build needs a definition or a frontend")
+    exports: list[ExportJob] = []
     for exporter in request.exporters:
         driver = controller.drivers.exporter(exporter.type)
-        jobs.append(await driver.resolve(dict(exporter.attrs)))
-    return frontend_job
+        job = await driver.resolve(dict(exporter.attrs))
+        jobs.append(job)
+        exports.append(job)
+    caches: dict[str, list[_CacheEntry]] = {"export": [], "import": []}
+    directions: tuple[tuple[Direction, Sequence[CacheOptionsEntry]], ...] = (
+        ("export", request.cache_exports),
+        ("import", request.cache_imports),
+    )
+    for direction, entries in directions:
+        for entry in entries:
+            flag = f"--{direction}-cache type={entry.type}"
+            options, own = split_attrs(entry.attrs, flag)
+            backend = controller.drivers.cache_backend(entry.type)
+            what = "exporting cache to" if direction == "export" else "importing cache from"
+            try:
+                opened: CacheStore | EmbedInImage | None = await backend.resolve(
+                    own, direction, request.session
+                )
+            except ConfigError:
+                raise  # a bad attribute is the user's to fix, ignore-error or not
+            except (UserError, OSError) as err:  # the cache cannot be reached
+                if not options.ignore_error:
+                    raise UserError(f"failed to solve: {what} {entry.type}: {err}") from None
+                opened, failure = None, f"{what} {entry.type}: {err}"
+            else:
+                failure = ""
+            if opened is not None and not isinstance(opened, EmbedInImage):
+                jobs.append(opened)
+            caches[direction].append(_CacheEntry(entry.type, options, opened, failure))
+    return frontend_job, exports, caches["export"], caches["import"]
+
+
+async def _imports(
+    controller: Controller, entries: Sequence[_CacheEntry], emit: Emit, jobs: list[Closable]
+) -> list[CacheSource]:
+    """Read each imported cache's records (a step each, as BuildKit shows them)."""
+    found: list[CacheSource] = []
+    for n, entry in enumerate(entries):
+        step = _Step(emit, f"importing cache manifest from {entry.name}", f"import-{n}")
+        step.begin()
+        if entry.opened is None:
+            step.warn(entry.failure)
+            step.end()
+            continue
+        try:
+            remote, records = await open_import(entry.opened)
+        except UserError as err:
+            why = f"importing cache manifest from {entry.name}: {_cause(entry.name, err)}"
+            if not entry.options.ignore_error:
+                step.end(error=why)
+                raise UserError(f"failed to solve: {why}") from None
+            step.warn(why)
+            step.end()
+            continue
+        if not records:
+            step.log(f"no cache found at {entry.name}\n")
+        hold = _ImportHold(controller.store, remote)
+        source = ImportedCache(controller.store, remote, records, step.warn)
+        hold.source = source
+        jobs.append(hold)
+        found.append(source)
+        step.end()
+    return found
 
 
 async def run_build(
@@ -115,33 +218,47 @@ async def run_build(
     request: SolveRequest,
     lease: Lease,
     emit: Emit,
-    jobs: list[ExportJob],
+    jobs: list[Closable],
 ) -> BuildOutcome:
-    """Solve and export; the export jobs made join ``jobs``, which the caller closes
-    (``aclose``) whatever happens, as it releases the lease."""
-    frontend_job = await _resolve(controller, request, jobs)
+    """Solve and export; the export jobs and caches opened join ``jobs``, which the caller
+    closes (``aclose``) whatever happens, as it releases the lease."""
+    frontend_job, export_jobs, cache_exports, cache_imports = await _resolve(
+        controller, request, jobs
+    )
     allow = list(request.entitlements)  # each granted by the engine's config (_resolve)
+    imported = await _imports(controller, cache_imports, emit, jobs)
+    cache = controller.solver.cache.with_imports(imported) if imported else None
+    graph: dict[str, GraphNode] = {}
     definitions, metadata, source = await _definitions(
-        controller, request, frontend_job, lease=lease, emit=emit, allow=allow
+        controller, request, frontend_job, lease=lease, emit=emit, allow=allow, cache=cache
     )
     refs: dict[str, Result] = {}
+    finals: dict[str, tuple[int, ...]] = {}
     for platform, data in definitions.items():
         loaded = load_definition(data, source=source)
-        solved = await controller.solver.solve(loaded, request.session, emit, lease, allow=allow)
+        solved = await controller.solver.solve(
+            loaded, request.session, emit, lease, allow=allow, cache=cache, graph=graph
+        )
         if solved is not None:
             refs[platform] = solved
+            finals[platform] = solved.chain
     result = BuildResult(refs, metadata)
+    plan = ExportPlan(controller.store, graph, finals, controller.solver.threads)
+    inline = plan.inline if any(isinstance(c.opened, EmbedInImage) for c in cache_exports) else None
     steps = [
         _ExportStep(
             job, "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest(), emit
         )
-        for n, job in enumerate(jobs)
+        for n, job in enumerate(export_jobs)
     ]
     responses: list[dict[str, str]] = []
     try:
         for step in steps:
-            info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
+            info = ExportInfo(
+                request.ref, request.session, _StepSink(emit, step.digest), inline_cache=inline
+            )
             responses.append(dict(await step.run(step.job.export, result, info)))
+        cache_response = await _export_caches(plan, cache_exports, emit)
         # Each export's step stays open through its finalize (a push shows under it).
         for step, answer in zip(steps, responses, strict=True):
             info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
@@ -150,10 +267,71 @@ async def run_build(
         for step in steps:
             step.cancel()
     merged = {k: v for answer in responses for k, v in answer.items()}
+    merged.update(cache_response)
     single = result.single
     if single is not None and single.key:
         merged.setdefault("llbkit.result.key", single.key)
     return BuildOutcome(request.ref, result, merged, tuple(responses))
+
+
+async def _export_caches(
+    plan: ExportPlan, entries: Sequence[_CacheEntry], emit: Emit
+) -> dict[str, str]:
+    """Send the build cache to each ``--export-cache`` that has a store of its own."""
+    response: dict[str, str] = {}
+    stores = [e for e in entries if not isinstance(e.opened, EmbedInImage)]
+    for n, entry in enumerate(stores):
+        step = _Step(emit, "exporting cache", f"cache-export-{n}")
+        step.begin()
+        if entry.opened is None or isinstance(entry.opened, EmbedInImage):
+            step.warn(entry.failure)
+            step.end()
+            continue
+        try:
+            desc = await plan.push(entry.opened, entry.options, step.sink)
+        except (UserError, OSError, ValueError) as err:
+            why = f"exporting cache to {entry.name}: {_cause(entry.name, err)}"
+            if not entry.options.ignore_error:
+                step.end(error=why)
+                raise UserError(f"failed to solve: {why}") from None
+            step.warn(why)
+            step.end()
+            continue
+        response["cache.manifest"] = descriptor_text(desc)
+        step.end()
+    return response
+
+
+def _cause(name: str, err: BaseException) -> str:
+    """The error's words, without the cache's ref again when they begin with it."""
+    text = str(err)
+    ref = name.partition(" ")[2]
+    return text[len(ref) + 2 :] if ref and text.startswith(f"{ref}: ") else text
+
+
+class _Step:
+    """A step of the build that is not a vertex: importing or exporting a cache."""
+
+    def __init__(self, emit: Emit, name: str, tag: str) -> None:
+        self.emit = emit
+        self.name = name
+        self.digest = "sha256:" + hashlib.sha256(f"{name}-{tag}-{time.time()}".encode()).hexdigest()
+        self.sink = _StepSink(emit, self.digest)
+        self.started = time.time()
+
+    def begin(self) -> None:
+        self.emit(Vertex(self.digest, self.name, started=self.started))
+
+    def log(self, text: str) -> None:
+        self.sink.log(text.encode())
+
+    def warn(self, message: str) -> None:
+        self.sink.warn(message)
+
+    def end(self, error: str = "") -> None:
+        self.emit(
+            Vertex(self.digest, self.name, started=self.started, completed=time.time(), error=error)
+        )
 
 
 @dataclass
@@ -210,6 +388,7 @@ async def _definitions(
     lease: Lease,
     emit: Emit,
     allow: Sequence[str],
+    cache: CacheChain | None = None,
 ) -> tuple[dict[str, bytes], Mapping[str, bytes], str]:
     """The definitions to solve, by platform: the given one, or what the frontend made."""
     if frontend_job is None:
@@ -227,6 +406,7 @@ async def _definitions(
         allow=allow,
         tmp=controller.store.tmp,
         name=request.frontend,
+        cache=cache,
     )
     try:
         output = await frontend_job.solve(client)

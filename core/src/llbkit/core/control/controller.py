@@ -28,14 +28,13 @@ from llbkit.core import __version__
 from llbkit.core.cache.store import Store
 from llbkit.core.cache.usage import UsageRecord, apply_gc, disk_usage, prune
 from llbkit.core.config import EngineConfig, GCRule, default_gc_rules
-from llbkit.core.control.build import BuildOutcome, run_build
+from llbkit.core.control.build import BuildOutcome, Closable, run_build
 from llbkit.core.control.request import PruneRequest, SolveRequest, SolveResponse, new_ref
 from llbkit.core.control.status import BuildStatus, StatusBoard
 from llbkit.core.drivers import WORKER, Drivers
 from llbkit.core.errors import UserError, one_error
 from llbkit.core.plugins import GROUP_WORKERS
 from llbkit.core.plugins.context import Platform
-from llbkit.core.plugins.exporter import ExportJob
 from llbkit.core.plugins.hooks import HookCaller
 from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, Vertex, VertexWarning
 from llbkit.core.plugins.registry import PluginRegistry
@@ -182,7 +181,7 @@ class Controller:
             counter(event)
             status.emit(event)
 
-        jobs: list[ExportJob] = []
+        jobs: list[Closable] = []
         try:
             with one_error():
                 async with anyio.create_task_group() as relay:

@@ -22,6 +22,7 @@ from llbkit.core.plugins.context import ClientIO, Result
 from llbkit.core.plugins.frontend import FileStat
 from llbkit.core.plugins.progress import ProgressEvent, Vertex, VertexWarning
 from llbkit.core.plugins.source import ImageResolver
+from llbkit.core.solver.cache_sources import CacheChain
 from llbkit.core.solver.solver import Solver
 
 __all__ = ["EngineFrontendClient"]
@@ -74,8 +75,11 @@ class EngineFrontendClient:
         allow: Sequence[str],
         tmp: Path,
         name: str = "frontend",
+        cache: CacheChain | None = None,
     ) -> None:
-        """:param name: the frontend's, for the step its warnings show under."""
+        """:param name: the frontend's, for the step its warnings show under.
+        :param cache: where solves look for results (the engine's, and imported caches)."""
+        self._cache = cache
         self._solver = solver
         self._session = session
         self._lease = lease
@@ -100,7 +104,7 @@ class EngineFrontendClient:
     async def solve(self, definition: bytes) -> Result:
         loaded = load_definition(definition, source="frontend")
         ref = await self._solver.solve(
-            loaded, self._session, self._emit, self._lease, allow=self._allow
+            loaded, self._session, self._emit, self._lease, allow=self._allow, cache=self._cache
         )
         return ref if ref is not None else ResultRef(self._solver.store, "", ())
 

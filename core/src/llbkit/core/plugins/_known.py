@@ -2,6 +2,9 @@
 """Which distribution provides each plugin name llbkit's own repository ships."""
 
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
+    ('llbkit.cache_backends', 'inline'): 'llbkit-cache-inline',
+    ('llbkit.cache_backends', 'local'): 'llbkit-cache-local',
+    ('llbkit.cache_backends', 'registry'): 'llbkit-cache-registry',
     ('llbkit.exporters', 'docker'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'image'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'local'): 'llbkit-exporter-local',

@@ -10,7 +10,7 @@ exporter and cache exporter of the build has run (a push that must follow a cach
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -22,8 +22,10 @@ __all__ = ["API_VERSION", "ExportInfo", "ExportJob", "Exporter", "InlineCache"]
 
 API_VERSION = 2
 
-#: ``platform`` (``linux/amd64``) -> the cache config to embed in that image, or ``None``
-InlineCache = Callable[[str], Awaitable[bytes | None]]
+#: (``platform`` such as ``linux/amd64``, the image's layer diff ids bottom first) -> the
+#: records to embed in that image's config under ``moby.buildkit.cache.v0`` (JSON; the config
+#: holds it base64-encoded, as Go marshals bytes), or ``None`` when none match its layers
+InlineCache = Callable[[str, Sequence[str]], Awaitable[bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,8 @@ class ExportInfo:
     :param progress: this export's step in the build's progress: statuses, logs, warnings
         (an accepted option that has no effect says so here).
     :param inline_cache: with ``--export-cache type=inline``, the cache to embed in the image
-        config of each platform; ``None`` when none was asked for (always, in this release:
-        cache export is not in it yet).
+        config of each platform; ``None`` when none was asked for. An image exporter calls it
+        once per image, with the image's layers; others ignore it.
     """
 
     ref: str

@@ -1,5 +1,5 @@
-"""Where the solver looks for results before running anything: the local store. Caches imported
-for a build (``--import-cache``, not in this release) will follow it, in the order given."""
+"""Where the solver looks for results before running anything: the local store, then the caches
+imported for the build (``--import-cache``), in the order given."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from llbkit.core.cache.lazy import fetchable
 from llbkit.core.cache.store import Chain, Store
 
 __all__ = ["CacheChain", "CacheSource", "Hit", "LocalCache"]
@@ -44,7 +45,9 @@ class LocalCache:
 
     def lookup(self, key: str) -> Hit | None:
         found = self.store.lookup(key)
-        return None if found is None else Hit(found[0], found[1], self.name)
+        if found is None or not fetchable(self.store, found[1]):
+            return None  # imported earlier by a process whose cache this one cannot reach
+        return Hit(found[0], found[1], self.name)
 
 
 class CacheChain:

@@ -13,6 +13,7 @@ finds or makes is added to that build's lease as it is found.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from llbkit.core.cache.lazy import materialize
 from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
 from llbkit.core.cache.store import Chain, Store
@@ -46,10 +48,13 @@ from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for
 if TYPE_CHECKING:
     from llbkit.core.solver.ops.exec import CacheMounts
 
-__all__ = ["BuildFailed", "Solver"]
+__all__ = ["BuildFailed", "GraphNode", "Solver"]
 
 Emit = Callable[[ProgressEvent], None]
 Outputs = list[tuple[str, Chain]]
+
+#: how many combinations of its inputs' other names a resolved key is tried with
+_ALTERNATIVES = 32
 
 
 class BuildFailed(UserError):
@@ -66,6 +71,23 @@ class BuildFailed(UserError):
         # A process's own failure reads exactly as BuildKit's; others name the step.
         shown = reason if reason.startswith('process "') else f"{name}: {reason}"
         super().__init__(f"failed to solve: {shown}")
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A vertex of a finished solve as a cache export sees it.
+
+    :param inputs: each input's vertex digest, output index and selector.
+    :param key: the definition key (outputs are ``result_key(key, n)``).
+    :param outputs: each output's result key and chain, when the solve got them (a vertex
+        below a cache hit has none).
+    """
+
+    digest: str
+    kind: str
+    inputs: tuple[tuple[str, int, str], ...]
+    key: str
+    outputs: tuple[tuple[str, Chain], ...] | None
 
 
 @dataclass
@@ -172,11 +194,13 @@ class Solver:
         *,
         allow: Sequence[str] = (),
         cache: CacheChain | None = None,
+        graph: dict[str, GraphNode] | None = None,
     ) -> ResultRef | None:
         """Build the definition's result, held by ``lease``; ``None`` when it names scratch.
 
         :param allow: the entitlements granted (``network.host``, ``security.insecure``).
         :param cache: where to look for results (default: the engine's own store).
+        :param graph: filled with the solved vertices, by digest, for a cache export.
         """
         order = _order(definition)
         if not order:
@@ -193,7 +217,10 @@ class Solver:
             cache=cache or self.cache,
         )
         try:
-            return await build.run()
+            ref = await build.run()
+            if graph is not None:
+                build.describe(graph)
+            return ref
         finally:
             build.detach()
 
@@ -301,6 +328,20 @@ class _Build:
 
     def ignore(self, vertex: Vertex) -> bool:
         return vertex.digest in self.ignored
+
+    def describe(self, graph: dict[str, GraphNode]) -> None:
+        """Add this solve's vertices (keys, inputs, results) to ``graph``."""
+        for vertex in self.order:
+            shared = self.shared[vertex.digest]
+            sels = shared.op.selectors()
+            outputs = tuple(shared.result.value) if shared.result.ok else None
+            graph[vertex.digest] = GraphNode(
+                vertex.digest,
+                vertex.kind,
+                tuple((i.digest, i.index, sels.get(n, "")) for n, i in enumerate(vertex.op.inputs)),
+                self.keys[vertex.digest],
+                outputs,
+            )
 
     def _settle(self, shared: _Shared, outputs: Outputs, *, cached: bool) -> None:
         """Record a hit (or a transferred local context) unless another build was first."""
@@ -458,12 +499,14 @@ class _Build:
         if vertex.kind != "source":
             # Inputs named by their results (and copied paths by their content): an input
             # that was rebuilt into the same result, or content that did not change, still hits.
+            for index in shared.op.content_inputs():
+                await materialize(self.store, chains[index], threads)
             resolved, explanation = await self._resolved_key(vertex, chains)
             if resolved != key:
                 keys.append(resolved)
                 if not self.ignore(vertex):
                     hit = await anyio.to_thread.run_sync(
-                        self._lookup, shared, resolved, limiter=threads
+                        self._lookup_resolved, shared, explanation, limiter=threads
                     )
                     if hit is not None:
                         await anyio.to_thread.run_sync(
@@ -472,6 +515,9 @@ class _Build:
                         shared.found(hit)
                         shared.done(cached=True)
                         return hit
+        if vertex.kind != "merge":  # a merge only joins chains; others read the files
+            for chain in chains:
+                await materialize(self.store, chain, threads)
         async with self.solver.limiter:
             shared.start()
             ctx = OpContext(
@@ -501,6 +547,25 @@ class _Build:
                 return None
             found.append((hit.key, hit.chain))
         return found
+
+    def _lookup_resolved(self, shared: _Shared, explanation: dict[str, Any]) -> Outputs | None:
+        """Look the resolved key up; an input result known by other keys too (one imported
+        under the key another machine found it by) is tried by each of them."""
+        record = {k: v for k, v in explanation.items() if k != "vertex"}
+        choices: list[list[dict[str, Any]]] = []
+        for inp in record["inputs"]:
+            if "result" in inp:
+                names = [inp["result"], *(a for a in self.store.aliases(inp["result"]))]
+                choices.append([{**inp, "result": n} for n in dict.fromkeys(names)])
+            else:
+                choices.append([inp])
+        for n, inputs in enumerate(itertools.product(*choices)):
+            if n >= _ALTERNATIVES:
+                break
+            hit = self._lookup(shared, key_digest({**record, "inputs": list(inputs)}))
+            if hit is not None:
+                return hit
+        return None
 
     def _link(self, key: str, hit: Outputs, explanation: dict[str, Any]) -> None:
         text = json.dumps(explanation, sort_keys=True)

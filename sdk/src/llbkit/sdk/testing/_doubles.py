@@ -12,7 +12,7 @@ from typing import Any
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.sync import sync_tree
-from llbkit.core.plugins.context import PluginContext
+from llbkit.core.plugins.context import BlobSource, PluginContext
 
 
 def make_context(
@@ -121,6 +121,7 @@ class RecordingProgress:
 class MemoryCacheStore:
     """A :class:`~llbkit.core.plugins.cache_backend.CacheStore` in a dict, to compare against."""
 
+    name: str = "memory"
     blobs: dict[str, bytes] = field(default_factory=dict)
     index: bytes | None = None
 
@@ -146,6 +147,10 @@ class MemoryCacheStore:
                 f"blob {digest} ({size} bytes) received as {actual} ({len(data)} bytes)"
             )
         self.blobs[digest] = data
+
+    def blob_source(self) -> BlobSource | None:
+        # Not a registry: nothing to mount from.
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -16,7 +16,7 @@ import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import Direction
-from llbkit.core.plugins.context import Platform, PluginContext
+from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
 from llbkit.core.plugins.frontend import FrontendClient, FrontendOutput
 from llbkit.core.plugins.progress import ProgressSink
 from llbkit.core.plugins.stdio import ProcessIO
@@ -35,12 +35,15 @@ class MemoryCacheBackend:
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
 
-    async def resolve(self, attrs: Mapping[str, str], direction: Direction) -> MemoryCacheStore:
+    async def resolve(
+        self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
+    ) -> MemoryCacheStore:
+        # Core takes ``mode`` and the other attributes it reads out first: only ``name`` is ours.
         for key in attrs:
-            if key not in ("name", "mode"):
-                raise UnknownOptionError(f"cache backend {self.ctx.name}", key, ("mode", "name"))
+            if key != "name":
+                raise UnknownOptionError(f"cache backend {self.ctx.name}", key, ("name",))
         name = attrs.get("name", "default")
-        return self.stores.setdefault(name, MemoryCacheStore())
+        return self.stores.setdefault(name, MemoryCacheStore(name=f"memory {name}"))
 
 
 @dataclass(frozen=True)

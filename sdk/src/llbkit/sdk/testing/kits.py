@@ -17,7 +17,7 @@ import pytest
 
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins import cache_backend, exporter, frontend, source
-from llbkit.core.plugins.context import BuildResult, Platform, PluginContext
+from llbkit.core.plugins.context import BlobSource, BuildResult, Platform, PluginContext
 from llbkit.core.plugins.exporter import ExportInfo
 from llbkit.core.plugins.frontend import FrontendOutput
 from llbkit.core.plugins.source import LayeredSourceJob
@@ -106,22 +106,49 @@ class CacheBackendKit:
     override :meth:`attrs` to point at the server the test started."""
 
     backend_class: ClassVar[type]
+    #: what core writes as the index document: a JSON manifest carrying its own ``mediaType``
+    index_document: ClassVar[bytes] = (
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+    )
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
         return {}
 
-    def _open(self, tmp_path: Path, direction: cache_backend.Direction) -> Any:
+    def client(self, tmp_path: Path) -> MemoryClientIO:
+        """The client side ``resolve`` is handed."""
+        return MemoryClientIO(tree_root=tmp_path / "client")
+
+    async def _open(self, tmp_path: Path, direction: cache_backend.Direction) -> Any:
         driver = self.backend_class(make_context("kit", state_dir=tmp_path))
-        return driver.resolve(dict(self.attrs(tmp_path)), direction)
+        store = await driver.resolve(dict(self.attrs(tmp_path)), direction, self.client(tmp_path))
+        assert not isinstance(store, cache_backend.EmbedInImage), (
+            "this kit checks stores; an inline backend has none to check"
+        )
+        return store
 
     def test_declares_contract_version(self) -> None:
         _check_api_version(self.backend_class, cache_backend.API_VERSION)
 
     def test_rejects_unknown_option_by_name(self, tmp_path: Path) -> None:
         driver = self.backend_class(make_context("kit", state_dir=tmp_path))
+        attrs = {**self.attrs(tmp_path), BOGUS_KEY: "1"}
         with pytest.raises(UnknownOptionError) as err:
-            run(driver.resolve({**self.attrs(tmp_path), BOGUS_KEY: "1"}, "export"))
+            run(driver.resolve(attrs, "export", self.client(tmp_path)))
         _assert_names_key(err)
+
+    def test_names_itself_and_its_blob_source(self, tmp_path: Path) -> None:
+        async def scenario() -> tuple[object, object]:
+            store = await self._open(tmp_path, "export")
+            try:
+                return store.name, store.blob_source()
+            finally:
+                await store.aclose()
+
+        name, source = run(scenario())
+        assert isinstance(name, str) and name, "a store names itself for messages (name)"
+        assert source is None or isinstance(source, BlobSource), (
+            f"blob_source() returns None or a BlobSource, not {source!r}"
+        )
 
     def test_blobs_and_index_round_trip(self, tmp_path: Path) -> None:
         data = b"llbkit conformance blob\n" * 1000
@@ -136,7 +163,7 @@ class CacheBackendKit:
             try:
                 before = await store.has_blob(digest)
                 await store.write_blob(digest, len(data), produce())
-                await store.write_index(b'{"layers": []}')
+                await store.write_index(self.index_document)
             finally:
                 await store.aclose()
             store = await self._open(tmp_path, "import")
@@ -151,7 +178,7 @@ class CacheBackendKit:
         before, after, read, index = run(scenario())
         assert not before and after
         assert read == data
-        assert index == b'{"layers": []}'
+        assert index == self.index_document, "read_index returns what write_index was given"
 
     def test_missing_blob_is_key_error(self, tmp_path: Path) -> None:
         async def scenario() -> None:

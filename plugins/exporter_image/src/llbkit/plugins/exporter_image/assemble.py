@@ -21,6 +21,7 @@ from llbkit.core.plugins import (
     Platform,
     Result,
 )
+from llbkit.core.plugins.exporter import InlineCache
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -115,6 +116,26 @@ class CommitOptions:
         return found
 
 
+@dataclass(frozen=True)
+class LayerBlob:
+    """A layer's blob, asked of the result only when its bytes are needed: a layer imported
+    from a cache is downloaded then, and a push that mounts or skips it never needs them."""
+
+    ref: Result
+    digest: str
+
+    async def path(self) -> Path:
+        return await self.ref.blob_path(self.digest)
+
+
+BlobSource = Path | bytes | LayerBlob
+
+
+async def blob_file(source: BlobSource) -> Path | bytes:
+    """The bytes or file behind ``source``."""
+    return await source.path() if isinstance(source, LayerBlob) else source
+
+
 @dataclass
 class Image:
     """An assembled single-platform image."""
@@ -123,7 +144,7 @@ class Image:
     manifest_digest: str
     config: bytes
     config_digest: str
-    layers: list[tuple[str, int, Path | bytes]]
+    layers: list[tuple[str, int, BlobSource]]
     media_type: str
 
     def descriptor(self, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -136,7 +157,7 @@ class Image:
             found["annotations"] = dict(annotations)
         return found
 
-    def blobs(self) -> list[tuple[str, Path | bytes]]:
+    def blobs(self) -> list[tuple[str, BlobSource]]:
         """Every blob the image needs: config, manifest, layers."""
         return [
             (self.config_digest, self.config),
@@ -147,7 +168,7 @@ class Image:
 
 async def _layers(
     ref: Result, opts: CommitOptions, epoch: int | None
-) -> list[tuple[LayerDescriptor, Path]]:
+) -> list[tuple[LayerDescriptor, LayerBlob]]:
     """Each layer's descriptor and blob, bottom first."""
     options = LayerOptions(
         compression=opts.compression,
@@ -156,7 +177,7 @@ async def _layers(
         force=opts.force_compression,
     )
     layers = await ref.layers(options)
-    return [(d, await ref.blob_path(d.digest)) for d in layers]
+    return [(d, LayerBlob(ref, d.digest)) for d in layers]
 
 
 def _history(config: dict[str, Any], count: int, created: str) -> None:
@@ -180,7 +201,12 @@ def _epoch(result: BuildResult, opts: CommitOptions) -> int | None:
 
 
 async def assemble(
-    result: BuildResult, opts: CommitOptions, *, epoch: int | None = None, moment: int | None = None
+    result: BuildResult,
+    opts: CommitOptions,
+    *,
+    epoch: int | None = None,
+    moment: int | None = None,
+    inline_cache: InlineCache | None = None,
 ) -> Image:
     """The image for a single-platform result (``result.single``).
 
@@ -210,6 +236,11 @@ async def assemble(
     layers = await _layers(ref, opts, epoch)
     config["rootfs"] = {"type": "layers", "diff_ids": [d.diff_id for d, _ in layers]}
     config["created"] = created
+    if inline_cache is not None:
+        records = await inline_cache(next(iter(result.refs)), config["rootfs"]["diff_ids"])
+        if records is not None:
+            # Go marshals the records' bytes as base64, and BuildKit reads them back so.
+            config["moby.buildkit.cache.v0"] = base64.b64encode(records).decode()
     _history(config, len(layers), created)
     if epoch is not None:
         for entry in config["history"]:
@@ -288,8 +319,8 @@ class Published:
             found["annotations"] = dict(annotations)
         return found
 
-    def blobs(self) -> list[tuple[str, Path | bytes]]:
-        found: list[tuple[str, Path | bytes]] = []
+    def blobs(self) -> list[tuple[str, BlobSource]]:
+        found: list[tuple[str, BlobSource]] = []
         for _, image in self.images:
             found += image.blobs()
         if len(self.images) > 1:
@@ -305,13 +336,15 @@ def _platform_of(key: str) -> dict[str, str]:
     return found
 
 
-async def publish(result: BuildResult, opts: CommitOptions) -> Published:
+async def publish(
+    result: BuildResult, opts: CommitOptions, inline_cache: InlineCache | None = None
+) -> Published:
     """One image, or an index over one image per platform (``refs.platforms`` order)."""
     # One creation time for every platform's config and for the layout written around them.
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
     if len(result.refs) == 1:
-        image = await assemble(result, opts, epoch=epoch, moment=moment)
+        image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
         key = next(iter(result.refs))
         return Published(
             image.media_type,
@@ -332,7 +365,8 @@ async def publish(result: BuildResult, opts: CommitOptions) -> Published:
         if config is not None:
             metadata["containerimage.config"] = config
         single = BuildResult({key: result.refs[key]}, metadata)
-        images.append((key, await assemble(single, opts, epoch=epoch, moment=moment)))
+        image = await assemble(single, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
+        images.append((key, image))
     index: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,

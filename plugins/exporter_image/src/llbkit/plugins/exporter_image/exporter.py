@@ -27,9 +27,11 @@ from llbkit.core.reference import Reference, parse_reference
 from llbkit.plugins.exporter_image.assemble import (
     ANNOTATION_KEY,
     OCI_INDEX,
+    BlobSource,
     CommitOptions,
     Published,
     _bool,
+    blob_file,
     created_text,
     publish,
     response,
@@ -89,7 +91,7 @@ def _ref_names(names: list[str]) -> list[Reference]:
 
 def _layout_files(
     published: Published, opts: CommitOptions, docker: bool, created: str
-) -> list[tuple[str, bytes | Path]]:
+) -> list[tuple[str, BlobSource]]:
     names = opts.names
     annotations: dict[str, str] = {"org.opencontainers.image.created": created}
     refs = _ref_names(names)
@@ -108,7 +110,7 @@ def _layout_files(
         "mediaType": OCI_INDEX,
         "manifests": [published.descriptor(annotations)],
     }
-    files: list[tuple[str, bytes | Path]] = [
+    files: list[tuple[str, BlobSource]] = [
         ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
         ("index.json", json.dumps(index, separators=(",", ":")).encode()),
     ]
@@ -128,6 +130,11 @@ def _layout_files(
             seen.add(digest)
             files.append(("blobs/sha256/" + digest.split(":")[1], source))
     return files
+
+
+async def _fetched(files: list[tuple[str, BlobSource]]) -> list[tuple[str, bytes | Path]]:
+    """Every file of a layout, each layer blob asked of its result (all are written)."""
+    return [(name, await blob_file(source)) for name, source in files]
 
 
 def _write_layout(files: list[tuple[str, bytes | Path]], root: Path) -> None:
@@ -168,7 +175,7 @@ def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -
 async def _published(result: BuildResult, opts: CommitOptions, info: ExportInfo) -> Published:
     """The image, with the steps BuildKit's image exporters show while making it."""
     info.progress.status("exporting layers")
-    published = await publish(result, opts)
+    published = await publish(result, opts, info.inline_cache)
     info.progress.status("exporting layers", done=True)
     for _, image in published.images:
         for what, digest in (("manifest", image.manifest_digest), ("config", image.config_digest)):
@@ -204,7 +211,9 @@ class TarballJob:
         published = await _published(result, self.opts, info)
         # The time the image configs hold, so index.json's created annotation agrees with them.
         moment = published.created
-        files = _layout_files(published, self.opts, self.docker, created_text(moment))
+        files = await _fetched(
+            _layout_files(published, self.opts, self.docker, created_text(moment))
+        )
         if not self.tar:
             with tempfile.TemporaryDirectory() as tmp:
                 await anyio.to_thread.run_sync(_write_layout, files, Path(tmp))
@@ -338,10 +347,11 @@ async def _push(
             continue  # the registry has it (from an earlier push or another image)
         if await _mounted(repo, ref, digest, published.sources.get(digest, [])):
             continue  # linked from the repository it was pulled from
-        if isinstance(source, bytes):
-            await repo.push_bytes(digest, source)
+        data = await blob_file(source)  # only now: an imported layer downloads here
+        if isinstance(data, bytes):
+            await repo.push_bytes(digest, data)
         else:
-            await repo.push_blob(digest, source)
+            await repo.push_blob(digest, data)
     info.progress.status("pushing layers", done=True)
     pushing = f"pushing manifest for {name}@{published.digest}"
     info.progress.status(pushing)

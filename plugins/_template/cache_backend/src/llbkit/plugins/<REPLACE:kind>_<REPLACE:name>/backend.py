@@ -20,6 +20,7 @@ import anyio
 from llbkit.core.errors import ConfigError, UnknownOptionError
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.cache_backend import Direction
+from llbkit.core.plugins.context import BlobSource, ClientIO
 
 #: ``dest`` is read when exporting, ``src`` when importing (as BuildKit's ``type=local``)
 OPTIONS = ("dest", "src")
@@ -32,6 +33,10 @@ class <REPLACE:Name>CacheStore:
     def __init__(self, root: Path, writable: bool) -> None:
         self.root = root
         self.writable = writable
+
+    @property
+    def name(self) -> str:
+        return f"<REPLACE:name> {self.root}"
 
     def _blob(self, digest: str) -> Path:
         # The digest becomes a file name: refuse anything that could leave the directory.
@@ -88,6 +93,10 @@ class <REPLACE:Name>CacheStore:
             raise ValueError(f"blob {digest} ({size} bytes) arrived as {got} ({got_size} bytes)")
         os.replace(tmp, path)
 
+    def blob_source(self) -> BlobSource | None:
+        # A directory, not a registry: a push has nothing to mount from here.
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -100,7 +109,11 @@ class <REPLACE:Name>CacheBackend:
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
 
-    async def resolve(self, attrs: Mapping[str, str], direction: Direction) -> <REPLACE:Name>CacheStore:
+    async def resolve(
+        self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
+    ) -> <REPLACE:Name>CacheStore:
+        # The directory is used through this process's filesystem; with a daemon, a real
+        # plugin would reach the client's directory through ``client`` instead.
         for key in attrs:
             if key not in OPTIONS:
                 raise UnknownOptionError(f"cache backend {self.ctx.name}", key, OPTIONS)

@@ -1,0 +1,124 @@
+"""Lazy layers: imported from a remote cache as a blob's description, fetched when first needed.
+
+A cache hit on an imported record costs no download. The blob comes when a step needs the files
+(:func:`materialize`, before the step runs) or an exporter needs the bytes (:func:`fetch_blob`);
+a push to the registry the cache lives in mounts the blob instead. Where each blob can be
+fetched from is known only to the process that imported it (:attr:`Store.fetchers`); a lazy layer
+that no import of this process can fetch makes its results misses (:func:`fetchable`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+import anyio
+
+from llbkit.core.cache.store import Store
+from llbkit.core.errors import UserError, first_error
+
+__all__ = ["BlobFetcher", "MissingBlobError", "fetch_blob", "fetchable", "materialize"]
+
+#: writes the blob ``digest`` into the file ``path`` (its bytes are checked by the caller)
+BlobFetcher = Callable[[str, Path], Awaitable[None]]
+
+
+class MissingBlobError(UserError):
+    """A remote cache named a blob it does not have."""
+
+
+def fetchable(store: Store, chain: Sequence[int]) -> bool:
+    """Whether every layer of ``chain`` is here or can be fetched by this process."""
+    for digest, _ in store.lazy(chain).values():
+        if digest not in store.fetchers and not store.root.content.has(digest):
+            return False
+    return True
+
+
+async def fetch_blob(store: Store, digest: str, limiter: anyio.CapacityLimiter | None) -> Path:
+    """The blob in the content store, downloaded from its remote cache first if need be."""
+    content = store.root.content
+    if content.has(digest):
+        return content.blob_path(digest)
+    async with store.fetch_lock(digest):
+        if content.has(digest):
+            return content.blob_path(digest)
+        fetcher = store.fetchers.get(digest)
+        if fetcher is None:
+            raise MissingBlobError(
+                f"layer blob {digest} was imported from a remote cache this build does not "
+                "import; import it again (--import-cache) or prune the record"
+            )
+        stage = store.stage()
+        path = stage / "blob"
+        try:
+            await fetcher(digest, path)
+            got = await anyio.to_thread.run_sync(_sha256, path, limiter=limiter)
+            if got != digest:
+                raise MissingBlobError(f"remote cache sent {got} for blob {digest}; refused")
+
+            def adopt() -> None:
+                with store.lock:
+                    if not content.has(digest):
+                        content.adopt(path, digest)
+
+            await anyio.to_thread.run_sync(adopt, limiter=limiter)
+        finally:
+            await anyio.to_thread.run_sync(_remove, stage, limiter=limiter)
+    return content.blob_path(digest)
+
+
+async def materialize(
+    store: Store, chain: Sequence[int], limiter: anyio.CapacityLimiter | None
+) -> None:
+    """Fetch and unpack every lazy layer of ``chain`` (concurrently), so its files are there."""
+    lazy = store.lazy(chain)
+    if not lazy:
+        return
+
+    async def one(layer: int, digest: str, media_type: str) -> None:
+        async with store.fetch_lock(f"layer-{layer}"):
+            if not store.lazy((layer,)):
+                return
+            blob = await fetch_blob(store, digest, limiter)
+            await anyio.to_thread.run_sync(_unpack, store, layer, blob, media_type, limiter=limiter)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for layer, (digest, media_type) in lazy.items():
+                tg.start_soon(one, layer, digest, media_type)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+
+
+def _unpack(store: Store, layer: int, blob: Path, media_type: str) -> None:
+    from llbkit.core.snapshot.untar import unpack_layer
+
+    tree = store.stage() / "tree"
+    tree.mkdir()
+    tree.chmod(0o755)
+    with open(blob, "rb") as raw:
+        stream: IO[bytes] = raw
+        if "zstd" in media_type:
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        unpack_layer(stream, str(tree), store.format, what=f"imported layer {blob.name}")
+    store.fill_layer(layer, tree)
+    _remove(tree.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

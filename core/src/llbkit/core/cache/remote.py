@@ -1,0 +1,523 @@
+"""BuildKit's remote cache formats, as data: the cache config and the manifests that carry it.
+
+The cache config (``application/vnd.buildkit.cacheconfig.v0``) lists layers (a blob on top of a
+parent layer) and records (a key digest, the results it finds as layer chains, and links to the
+records of its inputs, with selectors). Registry and local caches carry it in an OCI index or a
+Docker manifest list beside the layers' descriptors (or in an OCI image manifest); inline caches
+store the records alone in an image config under ``moby.buildkit.cache.v0``, with layer indexes
+into the image's own layers. Everything is written sorted, so the same cache gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llbkit.core.errors import UserError
+
+__all__ = [
+    "CACHE_CONFIG",
+    "CacheManifest",
+    "ExportRecord",
+    "ImportedRecord",
+    "InvalidCacheError",
+    "RemoteLayer",
+    "decode_config",
+    "decode_inline",
+    "encode_config",
+    "encode_inline",
+    "encode_manifest",
+    "parse_manifest",
+]
+
+CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INLINE_KEY = "moby.buildkit.cache.v0"
+UNCOMPRESSED = "containerd.io/uncompressed"
+CREATED_AT = "buildkit/createdat"
+
+_OCI_LAYERS = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "uncompressed": "application/vnd.oci.image.layer.v1.tar",
+}
+_DOCKER_LAYERS = {
+    "gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "uncompressed": "application/vnd.docker.image.rootfs.diff.tar",
+}
+#: a manifest or config larger than this is refused, as BuildKit refuses it
+MAX_DOCUMENT = 1 << 20
+
+
+class InvalidCacheError(UserError):
+    """A cache's manifest or config is not what BuildKit writes."""
+
+
+@dataclass(frozen=True)
+class RemoteLayer:
+    """A layer blob as a remote cache describes it."""
+
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+    created: float = 0.0
+
+    @property
+    def compression(self) -> str:
+        media = self.media_type
+        return "gzip" if "gzip" in media else "zstd" if "zstd" in media else "uncompressed"
+
+
+@dataclass
+class ExportRecord:
+    """One record to export: a key, what it finds, and the records of its inputs.
+
+    :param inputs: per input of the op, the ``(selector, linked record digest)`` pairs.
+    :param chain: the result's layers bottom first; ``None`` for a record without a result.
+    """
+
+    digest: str
+    inputs: list[list[tuple[str, str]]] = field(default_factory=list)
+    chain: tuple[RemoteLayer, ...] | None = None
+    created: float = 0.0
+
+
+@dataclass
+class ImportedRecord:
+    """A record read from a cache: the results its key finds (each a chain of layers)."""
+
+    digest: str
+    chains: list[tuple[RemoteLayer, ...]] = field(default_factory=list)
+    inputs: list[list[tuple[str, str]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CacheManifest:
+    """A manifest as an importer reads it.
+
+    :param config: the cache config's digest (``None``: not a cache; an image, maybe with
+        inline cache, or an index of images).
+    :param layers: the layer descriptors it lists, by digest.
+    :param images: for an index of images, each image manifest's digest and platform.
+    :param image_config: for an image manifest, its config's digest.
+    """
+
+    media_type: str
+    config: str | None = None
+    layers: Mapping[str, RemoteLayer] = field(default_factory=dict)
+    ordered: Sequence[RemoteLayer] = ()
+    images: Sequence[tuple[str, str]] = ()
+    image_config: str | None = None
+
+
+def go_time(moment: float) -> str:
+    """A time as Go's ``time.Time`` marshals it (RFC 3339, nanoseconds, UTC)."""
+    whole = int(moment)
+    nanos = round((moment - whole) * 1e9)
+    if nanos >= 1_000_000_000:
+        whole, nanos = whole + 1, nanos - 1_000_000_000
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_go_time(text: str) -> float:
+    """The inverse of :func:`go_time` (and any RFC 3339 time with a ``Z`` or offset)."""
+    from datetime import datetime
+
+    if not text:
+        return 0.0
+    head, _, frac = text.partition(".")
+    zone = ""
+    if frac:
+        digits = frac.rstrip("Z")
+        for sign in "+-":
+            if sign in digits:
+                digits, zone = digits.split(sign, 1)[0], sign + digits.split(sign, 1)[1]
+        frac_value = float("0." + digits) if digits else 0.0
+    else:
+        frac_value = 0.0
+        if head.endswith("Z"):
+            head = head[:-1]
+        elif len(head) > 19:
+            head, zone = head[:19], head[19:]
+    try:
+        base = datetime.fromisoformat(head + (zone or "+00:00"))
+    except ValueError:
+        return 0.0
+    return base.timestamp() + frac_value
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON as Go's encoder writes it: no spaces, ``<``, ``>`` and ``&`` escaped."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return text.encode()
+
+
+def _layer_table(
+    records: Sequence[ExportRecord],
+) -> tuple[list[tuple[RemoteLayer, int]], dict[int, dict[int, int]]]:
+    """The distinct (blob, parent) layers of every record's chain, sorted as BuildKit sorts
+    them (by blob, then parent), and each record's result as an index into them."""
+    ids: dict[tuple[str, ...], int] = {}
+    entries: list[tuple[RemoteLayer, int]] = []
+    tops: dict[int, dict[int, int]] = {}
+    for n, record in enumerate(records):
+        if not record.chain:
+            continue
+        parent = -1
+        path: tuple[str, ...] = ()
+        for layer in record.chain:
+            path = (*path, layer.digest)
+            if path not in ids:
+                ids[path] = len(entries)
+                entries.append((layer, parent))
+            parent = ids[path]
+        tops[n] = {0: parent}
+    order = sorted(range(len(entries)), key=lambda i: (entries[i][0].digest, entries[i][1]))
+    # Parents are renumbered after sorting; BuildKit sorts by the old parent index.
+    new = {old: position for position, old in enumerate(order)}
+    table = [
+        (entries[old][0], new[entries[old][1]] if entries[old][1] != -1 else -1) for old in order
+    ]
+    remapped = {n: {0: new[top[0]]} for n, top in tops.items()}
+    return table, remapped
+
+
+def encode_config(
+    records: Sequence[ExportRecord], *, annotate: bool = False
+) -> tuple[bytes, list[RemoteLayer]]:
+    """The cache config for ``records``, and its layers in config order (each blob a
+    manifest lists, in that order). ``annotate`` puts each layer's descriptor in the config
+    (for caches without a manifest: s3, azblob, gha)."""
+    records = sorted(records, key=_record_sort_key(records))
+    table, tops = _layer_table(records)
+    position = {r.digest: n for n, r in enumerate(records)}
+    layers_json = []
+    for layer, parent in table:
+        entry: dict[str, Any] = {"blob": layer.digest}
+        if parent != 0:
+            entry["parent"] = parent  # Go's omitempty drops a parent index of 0
+        if annotate:
+            entry["annotations"] = {
+                "mediaType": layer.media_type,
+                "diffID": layer.diff_id,
+                "size": layer.size,
+                "createdAt": go_time(layer.created),
+            }
+        layers_json.append(entry)
+    records_json = []
+    for n, record in enumerate(records):
+        entry = {}
+        if n in tops:
+            entry["layers"] = [{"layer": tops[n][0], "createdAt": go_time(record.created)}]
+        entry["digest"] = record.digest
+        inputs = [
+            sorted(
+                ({"selector": sel, "link": position[link]} for sel, link in links),
+                key=lambda i: (i["link"], i["selector"]),
+            )
+            for links in record.inputs
+        ]
+        for links in inputs:
+            for link in links:
+                if not link["selector"]:
+                    del link["selector"]  # omitempty
+        if inputs:
+            entry["inputs"] = inputs
+        records_json.append(entry)
+    config: dict[str, Any] = {}
+    if layers_json:
+        config["layers"] = layers_json
+    if records_json:
+        config["records"] = records_json
+    return _dumps(config), [layer for layer, _ in table]
+
+
+def _record_sort_key(records: Sequence[ExportRecord]) -> Any:
+    """BuildKit's record order: by digest, then by inputs (their selectors and links)."""
+
+    def key(record: ExportRecord) -> tuple[Any, ...]:
+        inputs = tuple(
+            (len(links), tuple(sorted((sel, link) for sel, link in links)))
+            for links in record.inputs
+        )
+        return (record.digest, len(record.inputs), inputs)
+
+    return key
+
+
+def _descriptor(layer: RemoteLayer, oci: bool) -> dict[str, Any]:
+    media = (_OCI_LAYERS if oci else _DOCKER_LAYERS).get(layer.compression, layer.media_type)
+    return {
+        "mediaType": media,
+        "digest": layer.digest,
+        "size": layer.size,
+        "annotations": {CREATED_AT: go_time(layer.created), UNCOMPRESSED: layer.diff_id},
+    }
+
+
+def encode_manifest(
+    config: bytes, layers: Sequence[RemoteLayer], *, oci: bool = True, image_manifest: bool = False
+) -> tuple[bytes, str, str]:
+    """The manifest that names the cache config and its layer blobs: a manifest list (OCI
+    index with ``oci``) or, with ``image_manifest``, an OCI image manifest whose config is the
+    cache config. Returns its bytes, its media type and the config's digest."""
+    import hashlib
+
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    config_desc = {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)}
+    if image_manifest:
+        if not oci:
+            raise UserError("image-manifest=true needs oci-mediatypes=true")
+        doc: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config_desc,
+            "layers": [_descriptor(layer, True) for layer in layers],
+        }
+        return _dumps(doc), OCI_MANIFEST, config_digest
+    media_type = OCI_INDEX if oci else DOCKER_LIST
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": [*(_descriptor(layer, oci) for layer in layers), config_desc],
+    }
+    return _dumps(doc), media_type, config_digest
+
+
+def _remote_layer(desc: Mapping[str, Any], what: str) -> RemoteLayer:
+    annotations = desc.get("annotations") or {}
+    try:
+        return RemoteLayer(
+            digest=str(desc["digest"]),
+            diff_id=str(annotations.get(UNCOMPRESSED, "")),
+            size=int(desc.get("size", 0)),
+            media_type=str(desc.get("mediaType", "")),
+            created=parse_go_time(str(annotations.get(CREATED_AT, ""))),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise InvalidCacheError(f"{what}: a layer descriptor lacks its digest or size") from None
+
+
+def _load(data: bytes, what: str) -> dict[str, Any]:
+    if len(data) > MAX_DOCUMENT:
+        raise InvalidCacheError(f"{what}: {len(data)} bytes is larger than 1 MiB; refused")
+    try:
+        doc = json.loads(data)
+    except ValueError as err:
+        raise InvalidCacheError(f"{what}: not JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise InvalidCacheError(f"{what}: not a JSON object")
+    return doc
+
+
+def parse_manifest(data: bytes, what: str) -> CacheManifest:
+    """Read a cache's manifest: a cache (index or image manifest naming a cache config), an
+    image manifest, or an index of images."""
+    doc = _load(data, what)
+    media = str(doc.get("mediaType", ""))
+    if "manifests" in doc:
+        entries = doc.get("manifests") or []
+        config = next((m for m in entries if m.get("mediaType") == CACHE_CONFIG), None)
+        if config is not None:
+            layers = [_remote_layer(m, what) for m in entries if m is not config]
+            return CacheManifest(
+                media or OCI_INDEX,
+                str(config["digest"]),
+                {layer.digest: layer for layer in layers},
+                layers,
+            )
+        images = [
+            (str(m["digest"]), _platform_text(m.get("platform") or {}))
+            for m in entries
+            if "digest" in m
+        ]
+        return CacheManifest(media or OCI_INDEX, images=images)
+    cfg = doc.get("config") or {}
+    layers = [_remote_layer(m, what) for m in doc.get("layers") or []]
+    by_digest = {layer.digest: layer for layer in layers}
+    if cfg.get("mediaType") == CACHE_CONFIG:
+        return CacheManifest(media or OCI_MANIFEST, str(cfg["digest"]), by_digest, layers)
+    if "digest" not in cfg:
+        raise InvalidCacheError(f"{what}: neither a cache nor an image manifest")
+    return CacheManifest(
+        media or OCI_MANIFEST, layers=by_digest, ordered=layers, image_config=str(cfg["digest"])
+    )
+
+
+def _platform_text(platform: Mapping[str, Any]) -> str:
+    text = f"{platform.get('os', '')}/{platform.get('architecture', '')}"
+    return text + (f"/{platform['variant']}" if platform.get("variant") else "")
+
+
+def _records(raw: Any, layer_of: Any, chain_of: Any, what: str) -> dict[str, ImportedRecord]:
+    if not isinstance(raw, list):
+        raise InvalidCacheError(f"{what}: records is not a list")
+    records: list[ImportedRecord] = []
+    for n, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
+            raise InvalidCacheError(f"{what}: record {n} has no digest")
+        chains = [layer_of(int(r.get("layer", 0))) for r in item.get("layers") or []]
+        chains += [chain_of(list(c.get("layers") or [])) for c in item.get("chains") or []]
+        records.append(ImportedRecord(item["digest"], [c for c in chains if c]))
+    for record, item in zip(records, raw, strict=True):
+        for links in item.get("inputs") or []:
+            found = []
+            for link in links or []:
+                index = int(link.get("link", 0))
+                if not 0 <= index < len(records):
+                    raise InvalidCacheError(f"{what}: a record links to record {index}")
+                found.append((str(link.get("selector", "")), records[index].digest))
+            record.inputs.append(found)
+    by_digest: dict[str, ImportedRecord] = {}
+    for record in records:
+        known = by_digest.get(record.digest)
+        if known is None:
+            by_digest[record.digest] = record
+        else:
+            known.chains.extend(record.chains)
+    return by_digest
+
+
+def decode_config(
+    data: bytes, descriptors: Mapping[str, RemoteLayer], what: str
+) -> dict[str, ImportedRecord]:
+    """The records of a cache config, each result as a chain of described layers. A layer
+    the manifest does not describe makes the results on it unusable (left out)."""
+    doc = _load(data, what)
+    layers = doc.get("layers") or []
+    if not isinstance(layers, list):
+        raise InvalidCacheError(f"{what}: layers is not a list")
+
+    def described(entry: Mapping[str, Any]) -> RemoteLayer | None:
+        blob = str(entry.get("blob", ""))
+        if blob in descriptors:
+            return descriptors[blob]
+        note = entry.get("annotations")
+        if isinstance(note, dict) and note.get("mediaType"):
+            return RemoteLayer(
+                blob,
+                str(note.get("diffID", "")),
+                int(note.get("size", 0)),
+                str(note["mediaType"]),
+                parse_go_time(str(note.get("createdAt", ""))),
+            )
+        return None
+
+    def layer_of(index: int) -> tuple[RemoteLayer, ...]:
+        chain: list[RemoteLayer] = []
+        seen: set[int] = set()
+        while index != -1:
+            if not 0 <= index < len(layers) or index in seen:
+                raise InvalidCacheError(f"{what}: layer {index} is not in the config")
+            seen.add(index)
+            layer = described(layers[index])
+            if layer is None:
+                return ()
+            chain.append(layer)
+            index = int(layers[index].get("parent", 0))
+        return tuple(reversed(chain))
+
+    def chain_of(indexes: list[int]) -> tuple[RemoteLayer, ...]:
+        found = []
+        for index in indexes:
+            if not 0 <= index < len(layers):
+                raise InvalidCacheError(f"{what}: layer {index} is not in the config")
+            layer = described(layers[index])
+            if layer is None:
+                return ()
+            found.append(layer)
+        return tuple(found)
+
+    return _records(doc.get("records") or [], layer_of, chain_of, what)
+
+
+def encode_inline(records: Sequence[ExportRecord], image_layers: Sequence[str]) -> bytes | None:
+    """The ``moby.buildkit.cache.v0`` value for an image whose layer blobs are
+    ``image_layers``: records whose result is a prefix of the image name its top layer's
+    index; others list their layers' indexes (a chain); results with layers the image lacks
+    are dropped. ``None`` when no result matches the image's layers."""
+    index = {digest: n for n, digest in enumerate(image_layers)}
+    kept: list[dict[str, Any]] = []
+    records = sorted(records, key=_record_sort_key(records))
+    position = {r.digest: n for n, r in enumerate(records)}
+    matched = False
+    for record in records:
+        entry: dict[str, Any] = {}
+        if record.chain:
+            blobs = [layer.digest for layer in record.chain]
+            if blobs == list(image_layers[: len(blobs)]):
+                entry["layers"] = [{"layer": len(blobs) - 1, "createdAt": go_time(record.created)}]
+                matched = True
+            elif all(b in index for b in blobs):
+                entry["chains"] = [
+                    {"layers": [index[b] for b in blobs], "createdAt": go_time(record.created)}
+                ]
+                matched = True
+        entry["digest"] = record.digest
+        inputs = [
+            [
+                {"selector": sel, "link": position[link]} if sel else {"link": position[link]}
+                for sel, link in sorted(links, key=lambda x: (position[x[1]], x[0]))
+            ]
+            for links in record.inputs
+        ]
+        if inputs:
+            entry["inputs"] = inputs
+        kept.append(entry)
+    if not matched:
+        return None
+    return _dumps(kept)
+
+
+def inline_config_value(records_json: bytes) -> str:
+    """How the image config holds it: Go marshals the bytes as a base64 string."""
+    return base64.b64encode(records_json).decode()
+
+
+def decode_inline(
+    config: Mapping[str, Any], layers: Sequence[RemoteLayer], what: str
+) -> dict[str, ImportedRecord]:
+    """The records an image config carries (``moby.buildkit.cache.v0``), with the image's
+    layers (diff ids from its rootfs, creation times from its history) as their results."""
+    raw = config.get(INLINE_KEY)
+    if not raw:
+        return {}
+    try:
+        data = base64.b64decode(str(raw), validate=True)
+        items = json.loads(data)
+    except ValueError:
+        raise InvalidCacheError(f"{what}: {INLINE_KEY} is not base64 JSON") from None
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    if len(diff_ids) != len(layers):
+        return {}  # as BuildKit: an image whose config and manifest disagree has no cache
+    history = [h for h in config.get("history") or [] if not h.get("empty_layer")]
+    described = []
+    for n, layer in enumerate(layers):
+        created = parse_go_time(str(history[n].get("created", ""))) if n < len(history) else 0.0
+        described.append(
+            RemoteLayer(layer.digest, str(diff_ids[n]), layer.size, layer.media_type, created)
+        )
+
+    def layer_of(index: int) -> tuple[RemoteLayer, ...]:
+        if not 0 <= index < len(described):
+            raise InvalidCacheError(f"{what}: inline cache names layer {index}")
+        return tuple(described[: index + 1])
+
+    def chain_of(indexes: list[int]) -> tuple[RemoteLayer, ...]:
+        if not all(0 <= i < len(described) for i in indexes):
+            raise InvalidCacheError(f"{what}: inline cache names a layer the image lacks")
+        return tuple(described[i] for i in indexes)
+
+    return _records(items, layer_of, chain_of, what)

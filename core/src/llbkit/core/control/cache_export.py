@@ -1,0 +1,296 @@
+"""``--export-cache``: the records of what a build found and made, in BuildKit's cache format.
+
+Every vertex of the build gives a record per output key (its definition key; for a result, also
+every other key that finds it: a content key, a key another machine found it by), linked to its
+inputs' records with the selectors the op reads them with. ``mode=min`` gives results only to
+records whose layers are all in a final result (the final stage's steps, as BuildKit's min
+exports results whose blobs the final result made); ``mode=max`` to every record but sources'
+(BuildKit exports no source results: they are fetched again). Layer blobs are compressed as
+asked, sent only where the cache lacks them, several at once, and the manifest last.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from llbkit.core.cache.lazy import fetch_blob, materialize
+from llbkit.core.cache.remote import (
+    ExportRecord,
+    RemoteLayer,
+    encode_config,
+    encode_inline,
+    encode_manifest,
+)
+from llbkit.core.errors import ConfigError, first_error
+from llbkit.core.solver.keys import result_key
+
+if TYPE_CHECKING:
+    from llbkit.core.cache.store import Chain, Store
+    from llbkit.core.plugins.cache_backend import CacheStore
+    from llbkit.core.plugins.progress import ProgressSink
+    from llbkit.core.solver.solver import GraphNode
+
+__all__ = ["CORE_KEYS", "CacheOptions", "ExportPlan", "split_attrs"]
+
+#: attributes core reads from every ``--export-cache``/``--import-cache``
+CORE_KEYS = (
+    "mode",
+    "ignore-error",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "oci-mediatypes",
+    "image-manifest",
+)
+#: how many blobs are sent at once
+PARALLEL = 4
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """What core reads from a cache entry's attributes (BuildKit's defaults)."""
+
+    mode: str = "min"
+    ignore_error: bool = False
+    compression: str = "gzip"
+    level: int | None = None
+    force: bool = False
+    oci: bool = True
+    image_manifest: bool = False
+
+
+def _bool(what: str, key: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("", "true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ConfigError(f"{what}: {key}={value!r} is not a boolean (true or false)")
+
+
+def split_attrs(attrs: Mapping[str, str], what: str) -> tuple[CacheOptions, dict[str, str]]:
+    """Core's options and the backend's own attributes, each value checked by its key."""
+    own = {k: v for k, v in attrs.items() if k not in CORE_KEYS}
+    mode = attrs.get("mode", "min")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"{what}: mode={mode!r} is not min or max")
+    compression = attrs.get("compression", "gzip")
+    if compression not in ("gzip", "zstd", "uncompressed"):
+        raise ConfigError(
+            f"{what}: compression={compression!r} is not one of gzip, zstd, uncompressed"
+        )
+    level = None
+    if attrs.get("compression-level"):
+        try:
+            level = int(attrs["compression-level"])
+        except ValueError:
+            raise ConfigError(
+                f"{what}: compression-level={attrs['compression-level']!r} is not a number"
+            ) from None
+    options = CacheOptions(
+        mode=mode,
+        ignore_error=_bool(what, "ignore-error", attrs["ignore-error"])
+        if "ignore-error" in attrs
+        else False,
+        compression=compression,
+        level=level,
+        force=_bool(what, "force-compression", attrs["force-compression"])
+        if "force-compression" in attrs
+        else False,
+        oci=_bool(what, "oci-mediatypes", attrs["oci-mediatypes"])
+        if "oci-mediatypes" in attrs
+        else True,
+        image_manifest=_bool(what, "image-manifest", attrs["image-manifest"])
+        if "image-manifest" in attrs
+        else False,
+    )
+    if options.image_manifest and not options.oci:
+        raise ConfigError(f"{what}: image-manifest=true needs oci-mediatypes=true")
+    return options, own
+
+
+@dataclass
+class ExportPlan:
+    """The records of one build, ready to be exported any number of ways."""
+
+    store: Store
+    graph: Mapping[str, GraphNode]
+    #: each platform's final result chain
+    finals: Mapping[str, Chain]
+    threads: anyio.CapacityLimiter
+    _blobs: dict[tuple[str, int | None, bool], dict[int, RemoteLayer]] = field(default_factory=dict)
+
+    def _selected(self, mode: str, final: Sequence[Chain]) -> dict[str, Chain]:
+        """Result key -> chain, for the results the mode exports."""
+        allowed = {layer for chain in final for layer in chain}
+        chosen: dict[str, Chain] = {}
+        for node in self.graph.values():
+            if node.kind == "source" or node.outputs is None:
+                continue
+            for rkey, chain in node.outputs:
+                if not chain:
+                    continue
+                if mode == "max" or all(layer in allowed for layer in chain):
+                    chosen[rkey] = chain
+        return chosen
+
+    async def _layers(
+        self, chains: Sequence[Chain], options: CacheOptions
+    ) -> dict[int, RemoteLayer]:
+        """Each layer of ``chains`` as a blob compressed as asked (made once per layer)."""
+        from llbkit.core.cache.blobs import MEDIA_TYPES, layer_blobs
+
+        wanted = tuple(dict.fromkeys(layer for chain in chains for layer in chain))
+        variant = (options.compression, options.level, options.force)
+        known = self._blobs.setdefault(variant, {})
+        missing = tuple(layer for layer in wanted if layer not in known)
+        if missing:
+            store = self.store
+            flavour = f"{options.compression}:{options.level}:None"
+            need_files = [
+                layer
+                for layer in store.lazy(missing)
+                if options.force or store.db.layer_blob(layer, flavour) is None
+            ]
+            await materialize(store, need_files, self.threads)
+            made = await anyio.to_thread.run_sync(
+                functools.partial(
+                    layer_blobs,
+                    store,
+                    missing,
+                    compression=options.compression,
+                    level=options.level,
+                    force=options.force,
+                ),
+                limiter=self.threads,
+            )
+            created = store.db.layers_created(missing)
+            for layer, blob in zip(missing, made, strict=True):
+                known[layer] = RemoteLayer(
+                    blob.digest,
+                    blob.diff_id,
+                    blob.size,
+                    MEDIA_TYPES["oci", blob.compression],
+                    created.get(layer, 0.0),
+                )
+        return {layer: known[layer] for layer in wanted}
+
+    async def records(
+        self, options: CacheOptions, platforms: Sequence[str] | None = None
+    ) -> list[ExportRecord]:
+        """The records to export: every key of the build, results as the mode says."""
+        finals = [c for p, c in self.finals.items() if platforms is None or p in platforms]
+        chosen = self._selected(options.mode, finals)
+        layers = await self._layers(list(chosen.values()), options)
+        aliases = await anyio.to_thread.run_sync(
+            lambda: {rkey: self.store.aliases(rkey) for rkey in chosen}, limiter=self.threads
+        )
+        records: dict[str, ExportRecord] = {}
+        for node in self.graph.values():
+            outputs = node.outputs or ()
+            count = max(1, len(outputs))
+            for n in range(count):
+                digest = result_key(node.key, n)
+                inputs = [
+                    [(selector, result_key(self.graph[dep].key, index))]
+                    for dep, index, selector in node.inputs
+                ]
+                chain = None
+                created = 0.0
+                names = [digest]
+                if n < len(outputs) and outputs[n][0] in chosen:
+                    rkey, found = outputs[n]
+                    chain = tuple(layers[layer] for layer in found)
+                    created = chain[-1].created if chain else 0.0
+                    names = list(dict.fromkeys([digest, rkey, *aliases[rkey]]))
+                for name in names:
+                    if name not in records or (chain and records[name].chain is None):
+                        records[name] = ExportRecord(name, inputs, chain, created)
+        for record in list(records.values()):  # an output nothing solved still gets its record
+            for links in record.inputs:
+                for _, link in links:
+                    records.setdefault(link, ExportRecord(link))
+        return list(records.values())
+
+    async def inline(self, platform: str, diff_ids: Sequence[str]) -> bytes | None:
+        """The ``moby.buildkit.cache.v0`` records of the image of ``platform`` (min mode)."""
+        options = CacheOptions()
+        records = await self.records(options, [platform] if platform in self.finals else None)
+        # Inline records name layers by index into the image: match them by diff id.
+        by_diff = [
+            ExportRecord(
+                r.digest,
+                r.inputs,
+                None
+                if r.chain is None
+                else tuple(RemoteLayer(layer.diff_id, "", 0, "") for layer in r.chain),
+                r.created,
+            )
+            for r in records
+        ]
+        return encode_inline(by_diff, list(diff_ids))
+
+    async def push(
+        self, remote: CacheStore, options: CacheOptions, progress: ProgressSink
+    ) -> dict[str, Any]:
+        """Send the cache to ``remote``: missing blobs (several at once), then the config,
+        then the manifest. Returns the manifest's descriptor (``cache.manifest``)."""
+        import hashlib
+
+        progress.status("preparing build cache for export")
+        records = await self.records(options)
+        config, layers = encode_config(records)
+        manifest, media_type, config_digest = encode_manifest(
+            config, layers, oci=options.oci, image_manifest=options.image_manifest
+        )
+        progress.status("preparing build cache for export", done=True)
+        limit = anyio.Semaphore(PARALLEL)
+
+        async def send(layer: RemoteLayer) -> None:
+            async with limit:
+                if await remote.has_blob(layer.digest):
+                    return
+                name = f"writing layer {layer.digest}"
+                progress.status(name, total=layer.size)
+                path = await fetch_blob(self.store, layer.digest, self.threads)
+                await remote.write_blob(layer.digest, layer.size, _file_chunks(path))
+                progress.status(name, current=layer.size, total=layer.size, done=True)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for layer in {layer.digest: layer for layer in layers}.values():
+                    tg.start_soon(send, layer)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        name = f"writing config {config_digest}"
+        progress.status(name)
+        if not await remote.has_blob(config_digest):
+            await remote.write_blob(config_digest, len(config), _bytes_chunks(config))
+        progress.status(name, done=True)
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        name = f"writing manifest {digest}"
+        progress.status(name)
+        await remote.write_index(manifest)
+        progress.status(name, done=True)
+        return {"mediaType": media_type, "digest": digest, "size": len(manifest)}
+
+
+async def _bytes_chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _file_chunks(path: Any) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as handle:
+        while chunk := await handle.read(1 << 20):
+            yield chunk
+
+
+def descriptor_text(desc: Mapping[str, Any]) -> str:
+    """``cache.manifest`` as BuildKit answers it: the descriptor's JSON."""
+    return json.dumps(dict(desc), separators=(",", ":"))

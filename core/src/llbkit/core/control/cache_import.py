@@ -1,0 +1,195 @@
+"""``--import-cache``: a remote cache opened for a build and asked after the local store.
+
+The cache's manifest and config are read once, before the build. A hit on an imported record
+makes the result's layers lazy layers of the local store (a row and a blob description, no
+files) and records the keys locally, so the next build finds them without importing; the blobs
+come only when a step or an exporter needs them (:mod:`llbkit.core.cache.lazy`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.from_thread
+
+from llbkit.core.cache.remote import (
+    CacheManifest,
+    ImportedRecord,
+    InvalidCacheError,
+    RemoteLayer,
+    decode_config,
+    decode_inline,
+    parse_manifest,
+)
+from llbkit.core.errors import UserError
+from llbkit.core.plugins.cache_backend import CacheStore, EmbedInImage
+from llbkit.core.solver.cache_sources import Hit
+
+if TYPE_CHECKING:
+    from llbkit.core.cache.store import Store
+    from llbkit.core.plugins.context import Platform
+
+__all__ = ["ImportedCache", "open_import", "read_records"]
+
+WarnFn = Callable[[str], None]
+
+#: how many blobs of a cache are checked or fetched at once
+PARALLEL = 8
+
+
+class ImportedCache:
+    """One ``--import-cache`` as a cache source of the solver (lookups run in worker threads)."""
+
+    def __init__(
+        self,
+        store: Store,
+        remote: CacheStore,
+        records: Mapping[str, ImportedRecord],
+        warn: WarnFn,
+    ) -> None:
+        self.store = store
+        self.remote = remote
+        self.name = remote.name
+        self.records = records
+        self.warn = warn
+        self._present: dict[str, bool] = {}
+        # Records whose results are the same layers are other names of one result.
+        by_chain: dict[tuple[str, ...], list[str]] = {}
+        for record in records.values():
+            for chain in record.chains:
+                by_chain.setdefault(tuple(layer.digest for layer in chain), []).append(
+                    record.digest
+                )
+        self._aliases = by_chain
+        source = remote.blob_source()
+        self.source = None if source is None else (source.registry, source.repository)
+
+    def blobs(self) -> set[str]:
+        return {layer.digest for r in self.records.values() for c in r.chains for layer in c}
+
+    async def fetch(self, digest: str, path: Path) -> None:
+        """Download one blob into ``path`` (checked by the caller)."""
+        try:
+            async with await anyio.open_file(path, "wb") as out:
+                async for chunk in self.remote.read_blob(digest):
+                    await out.write(chunk)
+        except KeyError:
+            raise UserError(f"{self.name}: blob {digest} is missing from the cache") from None
+
+    def _has(self, digest: str) -> bool:
+        if digest not in self._present:
+            self._present[digest] = bool(anyio.from_thread.run(self.remote.has_blob, digest))
+        return self._present[digest]
+
+    def lookup(self, key: str) -> Hit | None:
+        record = self.records.get(key)
+        if record is None:
+            return None
+        for chain in record.chains:
+            missing = [
+                layer.digest
+                for layer in chain
+                if not self.store.root.content.has(layer.digest) and not self._has(layer.digest)
+            ]
+            if missing:
+                self.warn(f"{self.name} lacks blob {missing[0]}: the step it caches runs instead")
+                continue
+            return Hit(key, self._adopt(key, chain), self.name)
+        return None
+
+    def _adopt(self, key: str, chain: Sequence[RemoteLayer]) -> tuple[int, ...]:
+        """The chain as layers of the local store, the key and its other names recorded."""
+        store = self.store
+        layers: list[int] = []
+        explanation = json.dumps({"imported": self.name}, sort_keys=True)
+        with store.batch():
+            for n, layer in enumerate(chain):
+                layers.append(
+                    store.import_layer(
+                        parent=layers[-1] if layers else None,
+                        digest=layer.digest,
+                        diff_id=layer.diff_id,
+                        size=layer.size,
+                        media_type=layer.media_type,
+                        description=f"{self.name} layer {n + 1}/{len(chain)}",
+                        origin=self.name,
+                        created=layer.created,
+                    )
+                )
+                if self.source is not None:
+                    store.db.add_blob_source(layer.digest, *self.source)
+            found = tuple(layers)
+            store.save_result(key, found)
+            names = self._aliases.get(tuple(layer.digest for layer in chain), [key])
+            for name in dict.fromkeys([key, *names]):
+                store.link_key(name, key, self.name, explanation)
+        for layer in chain:
+            store.fetchers.setdefault(layer.digest, self.fetch)
+        return found
+
+
+async def read_records(
+    remote: CacheStore, platform: Platform | None = None
+) -> dict[str, ImportedRecord]:
+    """The records of the cache ``remote`` holds: a cache manifest's config, or the inline
+    cache of an image (of ``platform`` in an index). Empty when there is no cache there."""
+    what = remote.name
+    data = await remote.read_index()
+    if data is None:
+        return {}
+    manifest = parse_manifest(data, what)
+    if manifest.config is not None:
+        config = await _read_small(remote, manifest.config, what)
+        return decode_config(config, manifest.layers, what)
+    if manifest.images:
+        wanted = str(platform) if platform is not None else ""
+        chosen = next((d for d, p in manifest.images if p == wanted), manifest.images[0][0])
+        manifest = parse_manifest(await _read_small(remote, chosen, what), what)
+    return await _inline(remote, manifest, what)
+
+
+async def _inline(
+    remote: CacheStore, manifest: CacheManifest, what: str
+) -> dict[str, ImportedRecord]:
+    if manifest.image_config is None:
+        return {}
+    raw = await _read_small(remote, manifest.image_config, what)
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise InvalidCacheError(f"{what}: the image config is not JSON") from None
+    return decode_inline(config, list(manifest.ordered), what)
+
+
+async def _read_small(remote: CacheStore, digest: str, what: str) -> bytes:
+    import hashlib
+
+    chunks = []
+    size = 0
+    try:
+        async for chunk in remote.read_blob(digest):
+            size += len(chunk)
+            if size > 1 << 20:
+                raise InvalidCacheError(f"{what}: {digest} is larger than 1 MiB; refused")
+            chunks.append(chunk)
+    except KeyError:
+        raise InvalidCacheError(f"{what}: {digest} is missing") from None
+    data = b"".join(chunks)
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise InvalidCacheError(f"{what}: {digest} does not match its content")
+    return data
+
+
+async def open_import(
+    opened: CacheStore | EmbedInImage, platform: Platform | None = None
+) -> tuple[CacheStore, dict[str, ImportedRecord]]:
+    """Read an opened import; refuses ``type=inline``, which BuildKit imports as an image."""
+    if isinstance(opened, EmbedInImage):
+        raise UserError(
+            f"{opened.name} cache is embedded in images: import it with type=registry,ref=<image>"
+        )
+    return opened, await read_records(opened, platform)

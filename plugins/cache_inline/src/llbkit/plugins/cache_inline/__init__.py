@@ -1,0 +1,1 @@
+"""The inline cache backend (``--export-cache type=inline``)."""
