@@ -7,12 +7,14 @@ preparation, and returns the seconds of each timed phase, e.g. ``{"cold": 1.2, "
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from graphs import chain, wide
@@ -110,10 +112,13 @@ def parallel_stages(tool: Tool, work: Work) -> dict[str, float]:
 # -- exec chain -----------------------------------------------------------------------------
 
 
-def exec_chain(tool: Tool, work: Work) -> dict[str, float]:
+def _chain(work: Work) -> Path:
     steps = "".join(f"RUN echo step {n} >> /steps.log\n" for n in range(work.sizes.steps))
-    folder = _dockerfile(work.root / "exec", f"ARG BASE\nFROM $BASE\n{steps}")
-    spec = Build(folder, {"BASE": work.base})
+    return _dockerfile(work.root / "exec", f"ARG BASE\nFROM $BASE\n{steps}")
+
+
+def exec_chain(tool: Tool, work: Work) -> dict[str, float]:
+    spec = Build(_chain(work), {"BASE": work.base})
     tool.reset()
     cold = timed(lambda: tool.build(spec))
     return {"cold": cold, "cold, per step": cold / work.sizes.steps}
@@ -199,6 +204,65 @@ def export(tool: Tool, work: Work) -> dict[str, float]:
     return times
 
 
+# -- a CI job: a fresh root importing a registry cache ---------------------------------------
+
+#: a Dockerfile step that does work, as both tools name its vertex: ``[stage-1 2/3] COPY . /data/``
+_STEP = re.compile(r"^\[[^\]]+\] (RUN|COPY|ADD) ")
+
+
+def _missed(trace: Path) -> str:
+    """Why a build's ``--trace`` shows it did not come from the cache, or "" if it did.
+
+    A step is a hit if any of its records says cached: BuildKit reports a hit, then starts the
+    step again, uncached, while the exporter fetches its lazy layers (statuses only, no logs).
+    """
+    names: dict[str, str] = {}
+    cached: dict[str, bool] = {}
+    for line in trace.read_text().splitlines():
+        for vertex in json.loads(line)["Vertexes"] or []:
+            if _STEP.match(vertex["Name"]):
+                digest = vertex["Digest"]
+                names[digest] = vertex["Name"]
+                cached[digest] = cached.get(digest, False) or vertex["Cached"]
+    ran = [names[d] for d, hit in cached.items() if not hit]
+    if not names:
+        return "no Dockerfile step in the trace"
+    return f"cache missed: {len(ran)} of {len(names)} steps ran ({ran[0]})" if ran else ""
+
+
+def ci_cache(tool: Tool, work: Work) -> dict[str, float | str]:
+    """The exec chain and the context build, each exported to a registry cache (mode=max) and
+    then, on emptied state, built again importing it and exported as an oci tarball."""
+    if not tool.moves_cache:
+        raise Unsupported
+    builds = {
+        "chain": Build(_chain(work), {"BASE": work.base}),
+        "context": Build(_context(work), {"BASE": work.base}),
+    }
+    refs = {name: f"{tool.registry}/bench-cache/{tool.name}-{name}:latest" for name in builds}
+    tool.reset()
+    for name, spec in builds.items():
+        tool.build(replace(spec, export_cache=f"type=registry,ref={refs[name]},mode=max"))
+    tool.reset()
+    out = work.root / "exports"
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float | str] = {}
+    for name, spec in builds.items():
+        dest, trace = out / f"{tool.name}-{name}.tar", out / f"{tool.name}-{name}.trace"
+        importing = replace(
+            spec, oci=dest, import_cache=f"type=registry,ref={refs[name]}", trace=trace
+        )
+        try:
+            seconds = timed(lambda s=importing: tool.build(s))
+            missed = _missed(trace)
+        finally:
+            dest.unlink(missing_ok=True)
+            trace.unlink(missing_ok=True)
+        # A build that ran its steps measured something else: say so instead of a figure.
+        times[f"{name} import"] = f"{missed} in {seconds:.2f}s" if missed else seconds
+    return times
+
+
 # -- graph scale (LLB) ----------------------------------------------------------------------
 
 
@@ -247,6 +311,7 @@ SCENARIOS: dict[str, Measure] = {
     "export": export,
     "graph-scale": graph_scale,
     "concurrency": concurrency,
+    "ci-cache": ci_cache,
 }
 
 

@@ -28,13 +28,17 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class Build:
-    """One Dockerfile build: its context, build args, target and optional oci output."""
+    """One Dockerfile build: its context, build args, target and optional oci output; the
+    ``--export-cache``/``--import-cache`` values and ``--trace`` file, when given."""
 
     context: Path
     args: dict[str, str] = field(default_factory=dict)
     target: str = ""
     oci: Path | None = None
     compression: str = "gzip"
+    export_cache: str = ""
+    import_cache: str = ""
+    trace: Path | None = None
 
 
 def run(
@@ -63,6 +67,8 @@ class Tool:
     takes_llb = False
     #: writes oci tarballs
     writes_oci = True
+    #: takes ``--export-cache`` and ``--import-cache`` (BuildKit's cache format)
+    moves_cache = False
 
     def __init__(self, work: Path, registry: str) -> None:
         self.work = work / self.name
@@ -122,6 +128,12 @@ def _frontend_args(spec: Build) -> list[str]:
         out += ["--opt", f"target={spec.target}"]
     if spec.oci is not None:
         out += ["--output", f"type=oci,dest={spec.oci},compression={spec.compression}"]
+    if spec.export_cache:
+        out += ["--export-cache", spec.export_cache]
+    if spec.import_cache:
+        out += ["--import-cache", spec.import_cache]
+    if spec.trace is not None:
+        out += ["--trace", str(spec.trace)]
     return out
 
 
@@ -140,6 +152,7 @@ class Llbkit(Tool):
 
     name = "llbkit"
     takes_llb = True
+    moves_cache = True
 
     @property
     def root(self) -> Path:
@@ -182,6 +195,7 @@ class Buildctl(Tool):
 
     name = "buildkit"
     takes_llb = True
+    moves_cache = True
 
     @staticmethod
     def missing() -> str | None:

@@ -145,14 +145,14 @@ def test_registry_cache_max_gives_a_fresh_root_every_step(
         f"type=registry,ref={ref}",
         "--metadata-file",
         str(tmp_path / "B.json"),
-        image="app:b",
+        image="other:b",  # a repository without the blobs: they are mounted from the cache's
     )
     assert second.returncode == 0, second.stderr
     fates = steps(second.stderr)
     assert fates and set(fates.values()) == {"CACHED"}, second.stderr
     assert not ran(second.stderr)  # no RUN step ran
     assert digest_of(tmp_path / "B.json") == digest_of(tmp_path / "A.json")
-    # Nothing was downloaded: the layers are known by their blobs only.
+    # Nothing was downloaded, not even to push: the layers are known by their blobs only.
     du = subprocess.run(
         [*LLBKIT, "--root", str(tmp_path / "B"), "du", "-v"], capture_output=True, text=True
     )

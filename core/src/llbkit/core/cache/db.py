@@ -358,6 +358,11 @@ class StateDB:
         rows = self._all(f"SELECT id, created FROM layers WHERE id IN ({marks})", tuple(layers))
         return {int(r[0]): float(r[1]) for r in rows}
 
+    def lazy_origin(self, digest: str) -> str | None:
+        """The cache a lazy layer with blob ``digest`` was imported from."""
+        row = self._one("SELECT origin FROM lazy_layers WHERE digest=? LIMIT 1", (digest,))
+        return None if row is None else str(row[0])
+
     def lazy_layer_ids(self) -> set[int]:
         return {int(r[0]) for r in self._all("SELECT layer FROM lazy_layers")}
 
@@ -512,6 +517,21 @@ class StateDB:
                     "INSERT OR IGNORE INTO blob_sources(digest, host, repo) VALUES (?, ?, ?)",
                     (digest, *source),
                 )
+
+    def blob_variants(self, layers: Sequence[int]) -> dict[int, set[str]]:
+        """The compressions each of ``layers`` has a blob in (plain ones, not rewritten)."""
+        if not layers:
+            return {}
+        marks = ",".join("?" * len(layers))
+        rows = self._all(
+            f"SELECT layer, variant FROM layer_blobs WHERE layer IN ({marks})", tuple(layers)
+        )
+        found: dict[int, set[str]] = {layer: set() for layer in layers}
+        for layer, variant in rows:
+            compression, level, epoch = str(variant).split(":")
+            if level == "None" and epoch == "None":
+                found[int(layer)].add(compression)
+        return found
 
     def add_blob_source(self, digest: str, host: str, repo: str) -> None:
         """Remember a registry repository that has the blob (a push there can mount it)."""

@@ -10,7 +10,7 @@ that no import of this process can fetch makes its results misses (:func:`fetcha
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -19,10 +19,7 @@ import anyio
 from llbkit.core.cache.store import Store
 from llbkit.core.errors import UserError, first_error
 
-__all__ = ["BlobFetcher", "MissingBlobError", "fetch_blob", "fetchable", "materialize"]
-
-#: writes the blob ``digest`` into the file ``path`` (its bytes are checked by the caller)
-BlobFetcher = Callable[[str, Path], Awaitable[None]]
+__all__ = ["MissingBlobError", "fetch_blob", "fetchable", "materialize"]
 
 
 class MissingBlobError(UserError):
@@ -45,28 +42,29 @@ async def fetch_blob(store: Store, digest: str, limiter: anyio.CapacityLimiter |
     async with store.fetch_lock(digest):
         if content.has(digest):
             return content.blob_path(digest)
-        fetcher = store.fetchers.get(digest)
-        if fetcher is None:
+        fetchers = store.fetchers.get(digest)
+        if not fetchers:
             raise MissingBlobError(
-                f"layer blob {digest} was imported from a remote cache this build does not "
-                "import; import it again (--import-cache) or prune the record"
+                f"layer blob {digest} was imported from {_origin(store, digest)}, which this "
+                "build does not import; import it again (--import-cache) or prune the record"
             )
-        stage = store.stage()
-        path = stage / "blob"
-        try:
-            await fetcher(digest, path)
-            got = await anyio.to_thread.run_sync(_sha256, path, limiter=limiter)
-            if got != digest:
-                raise MissingBlobError(f"remote cache sent {got} for blob {digest}; refused")
-
-            def adopt() -> None:
-                with store.lock:
-                    if not content.has(digest):
-                        content.adopt(path, digest)
-
-            await anyio.to_thread.run_sync(adopt, limiter=limiter)
-        finally:
-            await anyio.to_thread.run_sync(_remove, stage, limiter=limiter)
+        failures = []
+        for fetcher in fetchers:  # every open import that has the blob, until one delivers
+            path = store.tmp / f"fetch-{digest.removeprefix('sha256:')}"
+            try:
+                got = await fetcher(digest, path)
+                if got is None:
+                    got = await anyio.to_thread.run_sync(_sha256, path, limiter=limiter)
+                if got != digest:
+                    raise MissingBlobError(f"remote cache sent {got} for blob {digest}; refused")
+                await anyio.to_thread.run_sync(_adopt, store, path, digest, limiter=limiter)
+                break
+            except UserError as err:
+                failures.append(str(err))
+            finally:
+                path.unlink(missing_ok=True)  # adopted (moved away), or refused
+        else:
+            raise MissingBlobError("; ".join(failures))
     return content.blob_path(digest)
 
 
@@ -91,6 +89,17 @@ async def materialize(
                 tg.start_soon(one, layer, digest, media_type)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+
+
+def _adopt(store: Store, path: Path, digest: str) -> None:
+    with store.lock:
+        if not store.root.content.has(digest):
+            store.root.content.adopt(path, digest)
+
+
+def _origin(store: Store, digest: str) -> str:
+    """The cache a lazy blob was imported from, as its layers remember it."""
+    return store.db.lazy_origin(digest) or "a remote cache"
 
 
 def _unpack(store: Store, layer: int, blob: Path, media_type: str) -> None:

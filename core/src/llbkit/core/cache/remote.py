@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ _DOCKER_LAYERS = {
 }
 #: a manifest or config larger than this is refused, as BuildKit refuses it
 MAX_DOCUMENT = 1 << 20
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class InvalidCacheError(UserError):
@@ -68,7 +70,8 @@ class RemoteLayer:
     diff_id: str
     size: int
     media_type: str
-    created: float = 0.0
+    #: nanoseconds since the epoch, as Go's time keeps them
+    created: int = 0
 
     @property
     def compression(self) -> str:
@@ -87,7 +90,8 @@ class ExportRecord:
     digest: str
     inputs: list[list[tuple[str, str]]] = field(default_factory=list)
     chain: tuple[RemoteLayer, ...] | None = None
-    created: float = 0.0
+    #: nanoseconds since the epoch
+    created: int = 0
 
 
 @dataclass
@@ -118,43 +122,33 @@ class CacheManifest:
     image_config: str | None = None
 
 
-def go_time(moment: float) -> str:
-    """A time as Go's ``time.Time`` marshals it (RFC 3339, nanoseconds, UTC)."""
-    whole = int(moment)
-    nanos = round((moment - whole) * 1e9)
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
+def go_time(nanos: int) -> str:
+    """A time (nanoseconds since the epoch) as Go's ``time.Time`` marshals it: RFC 3339 in
+    UTC, the fraction without trailing zeros."""
+    whole, frac = divmod(int(nanos), 1_000_000_000)
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
     return text + "Z"
 
 
-def parse_go_time(text: str) -> float:
-    """The inverse of :func:`go_time` (and any RFC 3339 time with a ``Z`` or offset)."""
+def parse_go_time(text: str) -> int:
+    """The inverse of :func:`go_time` (any RFC 3339 time, ``Z`` or an offset); 0 if unreadable."""
     from datetime import datetime
 
-    if not text:
-        return 0.0
-    head, _, frac = text.partition(".")
-    zone = ""
-    if frac:
-        digits = frac.rstrip("Z")
-        for sign in "+-":
-            if sign in digits:
-                digits, zone = digits.split(sign, 1)[0], sign + digits.split(sign, 1)[1]
-        frac_value = float("0." + digits) if digits else 0.0
-    else:
-        frac_value = 0.0
-        if head.endswith("Z"):
-            head = head[:-1]
-        elif len(head) > 19:
-            head, zone = head[:19], head[19:]
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        return 0
+    head, frac, zone = match.groups()
     try:
-        base = datetime.fromisoformat(head + (zone or "+00:00"))
+        base = datetime.fromisoformat(head + ("+00:00" if zone in ("Z", "z") else zone))
     except ValueError:
-        return 0.0
-    return base.timestamp() + frac_value
+        return 0
+    nanos = int((frac or "").ljust(9, "0")[:9] or 0)
+    return int(base.timestamp()) * 1_000_000_000 + nanos
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)")
 
 
 def _dumps(value: Any) -> bytes:
@@ -298,6 +292,8 @@ def encode_manifest(
 
 def _remote_layer(desc: Mapping[str, Any], what: str) -> RemoteLayer:
     annotations = desc.get("annotations") or {}
+    if not _DIGEST.fullmatch(str(desc.get("digest", ""))):
+        raise InvalidCacheError(f"{what}: {desc.get('digest')!r} is not a sha256 digest")
     try:
         return RemoteLayer(
             digest=str(desc["digest"]),
@@ -322,7 +318,7 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def parse_manifest(data: bytes, what: str) -> CacheManifest:
+def _parse_manifest(data: bytes, what: str) -> CacheManifest:
     """Read a cache's manifest: a cache (index or image manifest naming a cache config), an
     image manifest, or an index of images."""
     doc = _load(data, what)
@@ -354,6 +350,23 @@ def parse_manifest(data: bytes, what: str) -> CacheManifest:
     return CacheManifest(
         media or OCI_MANIFEST, layers=by_digest, ordered=layers, image_config=str(cfg["digest"])
     )
+
+
+def parse_manifest(data: bytes, what: str) -> CacheManifest:
+    """Read a cache's manifest: a cache (an index or image manifest naming a cache config), an
+    image manifest, or an index of images. Anything else is an :class:`InvalidCacheError`."""
+    found: CacheManifest = _checked(_parse_manifest, data, what)
+    return found
+
+
+def _checked(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, a document of the wrong shape named as the cache's fault."""
+    try:
+        return fn(*args)
+    except InvalidCacheError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:
+        raise InvalidCacheError(f"{args[-1]}: not a cache BuildKit writes ({err!r})") from None
 
 
 def _platform_text(platform: Mapping[str, Any]) -> str:
@@ -394,18 +407,33 @@ def decode_config(
     data: bytes, descriptors: Mapping[str, RemoteLayer], what: str
 ) -> dict[str, ImportedRecord]:
     """The records of a cache config, each result as a chain of described layers. A layer
+    the manifest does not describe (or without its diff id) leaves the results on it out."""
+    result: dict[str, ImportedRecord] = _checked(_decode_config, data, descriptors, what)
+    return result
+
+
+def _decode_config(
+    data: bytes, descriptors: Mapping[str, RemoteLayer], what: str
+) -> dict[str, ImportedRecord]:
+    """The records of a cache config, each result as a chain of described layers. A layer
     the manifest does not describe makes the results on it unusable (left out)."""
     doc = _load(data, what)
     layers = doc.get("layers") or []
     if not isinstance(layers, list):
         raise InvalidCacheError(f"{what}: layers is not a list")
+    for entry in layers:
+        if not _DIGEST.fullmatch(str(entry.get("blob", ""))):
+            raise InvalidCacheError(f"{what}: layer blob {entry.get('blob')!r} is not sha256")
 
     def described(entry: Mapping[str, Any]) -> RemoteLayer | None:
         blob = str(entry.get("blob", ""))
+        if not _DIGEST.fullmatch(blob):
+            raise InvalidCacheError(f"{what}: layer blob {blob!r} is not a sha256 digest")
         if blob in descriptors:
-            return descriptors[blob]
+            found = descriptors[blob]
+            return found if found.diff_id else None
         note = entry.get("annotations")
-        if isinstance(note, dict) and note.get("mediaType"):
+        if isinstance(note, dict) and note.get("mediaType") and note.get("diffID"):
             return RemoteLayer(
                 blob,
                 str(note.get("diffID", "")),
@@ -481,12 +509,16 @@ def encode_inline(records: Sequence[ExportRecord], image_layers: Sequence[str]) 
     return _dumps(kept)
 
 
-def inline_config_value(records_json: bytes) -> str:
-    """How the image config holds it: Go marshals the bytes as a base64 string."""
-    return base64.b64encode(records_json).decode()
-
-
 def decode_inline(
+    config: Mapping[str, Any], layers: Sequence[RemoteLayer], what: str
+) -> dict[str, ImportedRecord]:
+    """The records an image config carries (``moby.buildkit.cache.v0``), with the image's
+    layers (diff ids from its rootfs, creation times from its history) as their results."""
+    result: dict[str, ImportedRecord] = _checked(_decode_inline, config, layers, what)
+    return result
+
+
+def _decode_inline(
     config: Mapping[str, Any], layers: Sequence[RemoteLayer], what: str
 ) -> dict[str, ImportedRecord]:
     """The records an image config carries (``moby.buildkit.cache.v0``), with the image's
@@ -505,7 +537,7 @@ def decode_inline(
     history = [h for h in config.get("history") or [] if not h.get("empty_layer")]
     described = []
     for n, layer in enumerate(layers):
-        created = parse_go_time(str(history[n].get("created", ""))) if n < len(history) else 0.0
+        created = parse_go_time(str(history[n].get("created", ""))) if n < len(history) else 0
         described.append(
             RemoteLayer(layer.digest, str(diff_ids[n]), layer.size, layer.media_type, created)
         )

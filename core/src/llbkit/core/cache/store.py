@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ import anyio
 
 from llbkit.core.cache.leases import Lease, LeaseTable, current_lease
 from llbkit.core.cache.root import StateRoot
+from llbkit.core.errors import LlbkitError
 from llbkit.core.snapshot.layers import apply_layer, disk_blocks, measure
 from llbkit.core.snapshot.mount import (
     MAX_OPTIONS,
@@ -30,13 +31,46 @@ from llbkit.core.snapshot.mount import (
     unmount,
 )
 
-__all__ = ["Chain", "LayerInfo", "Store", "WorkTree"]
+__all__ = ["BlobFetcher", "BlobFetchers", "Chain", "LayerInfo", "Store", "WorkTree"]
 
 Chain = tuple[int, ...]
 
 #: Reading through an overlay costs a lookup per layer for every path, so a deeper chain is
 #: read from a flattened copy (hardlinks, made once and kept) rather than mounted.
 _VIEW_DEPTH = 16
+
+
+#: writes the blob ``digest`` into the file ``path``; returns its sha256 if it computed it
+BlobFetcher = Callable[[str, Path], Awaitable[str | None]]
+
+
+class BlobFetchers:
+    """Where this process can download each lazy blob from: every open import that has it.
+
+    Each import adds itself for its blobs and removes only itself when its build ends, so
+    two builds importing one cache never take each other's way to a blob.
+    """
+
+    def __init__(self) -> None:
+        self._by_digest: dict[str, list[BlobFetcher]] = {}
+
+    def add(self, digests: Iterable[str], fetcher: BlobFetcher) -> None:
+        for digest in digests:
+            self._by_digest.setdefault(digest, []).append(fetcher)
+
+    def remove(self, digests: Iterable[str], fetcher: BlobFetcher) -> None:
+        for digest in digests:
+            found = self._by_digest.get(digest, [])
+            if fetcher in found:
+                found.remove(fetcher)
+            if not found:
+                self._by_digest.pop(digest, None)
+
+    def get(self, digest: str) -> list[BlobFetcher]:
+        return list(self._by_digest.get(digest, ()))
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._by_digest
 
 
 @dataclass(frozen=True)
@@ -90,9 +124,9 @@ class Store:
         self._spares: list[tuple[Path, Path]] = []
         #: held by whoever prunes: two prunes never race for the same records
         self.pruning = threading.Lock()
-        #: blob digest -> how to download it, for lazy layers this process imported
+        #: how to download the blobs of lazy layers, from the imports this process holds open
         #: (:mod:`llbkit.core.cache.lazy`)
-        self.fetchers: dict[str, Callable[[str, Path], Awaitable[None]]] = {}
+        self.fetchers = BlobFetchers()
         self._fetch_locks: dict[str, anyio.Lock] = {}
         # The upper, work and target paths take part of the page mount(2) accepts.
         per_layer = len(str(self.layers_dir)) + 9
@@ -145,8 +179,11 @@ class Store:
         """Drop rows whose directory is gone (but for lazy layers, which have none yet), then
         directories that have no row."""
         rows = self.db.layer_ids()
+        lazy = self.db.lazy_layer_ids()
         on_disk = {int(p.name) for p in self.layers_dir.iterdir() if p.name.isdigit()}
-        missing = rows - on_disk - self.db.lazy_layer_ids()
+        missing = rows - on_disk - lazy
+        for layer in lazy & on_disk:  # filled when the process died: it is fetched again
+            shutil.rmtree(self.layer_path(layer), ignore_errors=True)
         if missing:
             with self.db.transaction():
                 for layer in missing:
@@ -344,6 +381,8 @@ class Store:
         Like every layer found or made, it joins the running build's lease at once; with
         ``hold``, it is also held (for the caller to release) from that same instant.
         """
+        if self.db.lazy_layers(chain):  # a caller forgot materialize(): say so, not ENOENT
+            raise LlbkitError(f"layers {sorted(self.db.lazy_layers(chain))} are not fetched yet")
         with self.lock:
             known = self.db.flat(chain)
             if known is not None:

@@ -59,11 +59,15 @@ def parse_output(value: str) -> tuple[str, dict[str, str]]:
 
 
 def parse_cache(flag: str, value: str) -> tuple[str, dict[str, str]]:
-    """``type=registry,ref=R`` → (``registry``, ``{"ref": R}``); as buildctl, a bare value is
-    a registry ref."""
-    if "=" not in value:
+    """``type=registry,ref=R`` → (``registry``, ``{"ref": R}``); as buildctl, keys are
+    case-insensitive and a value without ``type=`` is a registry ref (deprecated there too)."""
+    if "type=" not in value:
+        click.echo(
+            f"WARN: {flag} <ref> is deprecated; use {flag} type=registry,ref=<ref> instead",
+            err=True,
+        )
         return "registry", {"ref": value}
-    attrs = _csv(flag, value)
+    attrs = {k.lower(): v for k, v in _csv(flag, value).items()}
     kind = attrs.pop("type", "")
     if not kind:
         raise ConfigError(f"{flag} {value!r}: type= is required (registry, local, inline…)")

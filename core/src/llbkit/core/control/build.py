@@ -74,11 +74,11 @@ class _ImportHold:
         self.source: ImportedCache | None = None
 
     async def aclose(self) -> None:
-        if self.source is not None:
-            for digest in self.source.blobs():
-                if self.store.fetchers.get(digest) == self.source.fetch:
-                    del self.store.fetchers[digest]
-        await self.remote.aclose()
+        try:
+            if self.source is not None:
+                self.source.close()
+        finally:
+            await self.remote.aclose()
 
 
 class FrontendFailed(SourceError):

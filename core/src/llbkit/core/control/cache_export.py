@@ -66,10 +66,10 @@ class CacheOptions:
 
 
 def _bool(what: str, key: str, value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("", "true", "1"):
+    """Go's ``strconv.ParseBool`` words, and an empty value for true (``force-compression``)."""
+    if value in ("", "1", "t", "T", "true", "TRUE", "True"):
         return True
-    if text in ("false", "0"):
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
         return False
     raise ConfigError(f"{what}: {key}={value!r} is not a boolean (true or false)")
 
@@ -177,7 +177,7 @@ class ExportPlan:
                     blob.diff_id,
                     blob.size,
                     MEDIA_TYPES["oci", blob.compression],
-                    created.get(layer, 0.0),
+                    round(created.get(layer, 0.0) * 1e9),
                 )
         return {layer: known[layer] for layer in wanted}
 
@@ -202,12 +202,12 @@ class ExportPlan:
                     for dep, index, selector in node.inputs
                 ]
                 chain = None
-                created = 0.0
+                created = 0
                 names = [digest]
                 if n < len(outputs) and outputs[n][0] in chosen:
                     rkey, found = outputs[n]
                     chain = tuple(layers[layer] for layer in found)
-                    created = chain[-1].created if chain else 0.0
+                    created = chain[-1].created if chain else 0
                     names = list(dict.fromkeys([digest, rkey, *aliases[rkey]]))
                 for name in names:
                     if name not in records or (chain and records[name].chain is None):
@@ -219,8 +219,11 @@ class ExportPlan:
         return list(records.values())
 
     async def inline(self, platform: str, diff_ids: Sequence[str]) -> bytes | None:
-        """The ``moby.buildkit.cache.v0`` records of the image of ``platform`` (min mode)."""
-        options = CacheOptions()
+        """The ``moby.buildkit.cache.v0`` records of the image of ``platform`` (min mode).
+
+        Records name layers by their diff ids, which every compression of a layer shares: the
+        blobs the image exporter made serve, whatever compression it chose."""
+        options = CacheOptions(compression=self._compression_made())
         records = await self.records(options, [platform] if platform in self.finals else None)
         # Inline records name layers by index into the image: match them by diff id.
         by_diff = [
@@ -235,6 +238,15 @@ class ExportPlan:
             for r in records
         ]
         return encode_inline(by_diff, list(diff_ids))
+
+    def _compression_made(self) -> str:
+        """A compression the final layers already have blobs in (the image exporter's)."""
+        layers = [layer for chain in self.finals.values() for layer in chain]
+        found = self.store.db.blob_variants(layers)
+        for compression in ("gzip", "zstd", "uncompressed"):
+            if found and all(compression in v for v in found.values()):
+                return compression
+        return "gzip"
 
     async def push(
         self, remote: CacheStore, options: CacheOptions, progress: ProgressSink

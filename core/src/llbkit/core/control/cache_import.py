@@ -31,7 +31,6 @@ from llbkit.core.solver.cache_sources import Hit
 
 if TYPE_CHECKING:
     from llbkit.core.cache.store import Store
-    from llbkit.core.plugins.context import Platform
 
 __all__ = ["ImportedCache", "open_import", "read_records"]
 
@@ -39,6 +38,8 @@ WarnFn = Callable[[str], None]
 
 #: how many blobs of a cache are checked or fetched at once
 PARALLEL = 8
+#: bytes of a download held in memory before they are written
+_HOLD = 4 << 20
 
 
 class ImportedCache:
@@ -57,6 +58,7 @@ class ImportedCache:
         self.records = records
         self.warn = warn
         self._present: dict[str, bool] = {}
+        self._said: set[str] = set()
         # Records whose results are the same layers are other names of one result.
         by_chain: dict[tuple[str, ...], list[str]] = {}
         for record in records.values():
@@ -67,36 +69,90 @@ class ImportedCache:
         self._aliases = by_chain
         source = remote.blob_source()
         self.source = None if source is None else (source.registry, source.repository)
+        # Any lazy layer with one of these blobs (imported by this build or an earlier one)
+        # can be fetched while the import is open.
+        store.fetchers.add(self.blobs(), self.fetch)
+
+    def close(self) -> None:
+        """The build is over: this import no longer fetches (others may still)."""
+        self.store.fetchers.remove(self.blobs(), self.fetch)
 
     def blobs(self) -> set[str]:
         return {layer.digest for r in self.records.values() for c in r.chains for layer in c}
 
-    async def fetch(self, digest: str, path: Path) -> None:
-        """Download one blob into ``path`` (checked by the caller)."""
+    async def fetch(self, digest: str, path: Path) -> str:
+        """Download one blob into ``path``; returns what it hashes to (checked by the caller).
+        Bytes are held until 4 MiB gather, so a small blob costs one write."""
+        import hashlib
+
+        sha = hashlib.sha256()
+        pending: list[bytes] = []
+        held = 0
+        out = None
         try:
-            async with await anyio.open_file(path, "wb") as out:
-                async for chunk in self.remote.read_blob(digest):
-                    await out.write(chunk)
+            async for chunk in self.remote.read_blob(digest):
+                sha.update(chunk)
+                pending.append(chunk)
+                held += len(chunk)
+                if held >= _HOLD:
+                    out = out or await anyio.open_file(path, "wb")
+                    await out.write(b"".join(pending))
+                    pending, held = [], 0
+            if out is None:
+                await anyio.Path(path).write_bytes(b"".join(pending))
+            else:
+                await out.write(b"".join(pending))
         except KeyError:
             raise UserError(f"{self.name}: blob {digest} is missing from the cache") from None
+        except (OSError, ValueError) as err:
+            raise UserError(f"{self.name}: cannot fetch blob {digest}: {err}") from None
+        finally:
+            if out is not None:
+                await out.aclose()
+        return "sha256:" + sha.hexdigest()
 
-    def _has(self, digest: str) -> bool:
-        if digest not in self._present:
-            self._present[digest] = bool(anyio.from_thread.run(self.remote.has_blob, digest))
-        return self._present[digest]
+    def _present_all(self, digests: Sequence[str]) -> set[str]:
+        """Which of ``digests`` the cache still has, asked all at once (from a worker
+        thread); a cache that cannot say about one makes it a miss, with a warning."""
+        unknown = [d for d in dict.fromkeys(digests) if d not in self._present]
+        if unknown:
+            anyio.from_thread.run(self._check, unknown)
+        return {d for d in digests if self._present.get(d)}
+
+    async def _check(self, digests: Sequence[str]) -> None:
+        limit = anyio.Semaphore(PARALLEL)
+
+        async def one(digest: str) -> None:
+            async with limit:
+                try:
+                    self._present[digest] = await self.remote.has_blob(digest)
+                except (UserError, OSError, ValueError) as err:
+                    self._present[digest] = False
+                    self._say(f"{self.name}: cannot check blob {digest} ({err}); its steps run")
+
+        async with anyio.create_task_group() as tg:
+            for digest in digests:
+                tg.start_soon(one, digest)
+
+    def _say(self, message: str) -> None:
+        """A warning, once (said on the event loop's thread)."""
+        if message not in self._said:
+            self._said.add(message)
+            try:
+                anyio.from_thread.run_sync(self.warn, message)
+            except RuntimeError:  # already on the event loop's thread
+                self.warn(message)
 
     def lookup(self, key: str) -> Hit | None:
         record = self.records.get(key)
         if record is None:
             return None
         for chain in record.chains:
-            missing = [
-                layer.digest
-                for layer in chain
-                if not self.store.root.content.has(layer.digest) and not self._has(layer.digest)
-            ]
+            wanted = [d.digest for d in chain if not self.store.root.content.has(d.digest)]
+            present = self._present_all(wanted)
+            missing = [digest for digest in wanted if digest not in present]
             if missing:
-                self.warn(f"{self.name} lacks blob {missing[0]}: the step it caches runs instead")
+                self._say(f"{self.name} lacks blob {missing[0]}: the step it caches runs instead")
                 continue
             return Hit(key, self._adopt(key, chain), self.name)
         return None
@@ -117,7 +173,7 @@ class ImportedCache:
                         media_type=layer.media_type,
                         description=f"{self.name} layer {n + 1}/{len(chain)}",
                         origin=self.name,
-                        created=layer.created,
+                        created=layer.created / 1e9,
                     )
                 )
                 if self.source is not None:
@@ -127,16 +183,12 @@ class ImportedCache:
             names = self._aliases.get(tuple(layer.digest for layer in chain), [key])
             for name in dict.fromkeys([key, *names]):
                 store.link_key(name, key, self.name, explanation)
-        for layer in chain:
-            store.fetchers.setdefault(layer.digest, self.fetch)
         return found
 
 
-async def read_records(
-    remote: CacheStore, platform: Platform | None = None
-) -> dict[str, ImportedRecord]:
+async def read_records(remote: CacheStore) -> dict[str, ImportedRecord]:
     """The records of the cache ``remote`` holds: a cache manifest's config, or the inline
-    cache of an image (of ``platform`` in an index). Empty when there is no cache there."""
+    cache of an image (of every platform of an index). Empty when there is no cache there."""
     what = remote.name
     data = await remote.read_index()
     if data is None:
@@ -146,9 +198,15 @@ async def read_records(
         config = await _read_small(remote, manifest.config, what)
         return decode_config(config, manifest.layers, what)
     if manifest.images:
-        wanted = str(platform) if platform is not None else ""
-        chosen = next((d for d, p in manifest.images if p == wanted), manifest.images[0][0])
-        manifest = parse_manifest(await _read_small(remote, chosen, what), what)
+        # An index of images: each platform's inline cache, all of them, as BuildKit merges
+        # them (a build for another platform finds its own records).
+        merged: dict[str, ImportedRecord] = {}
+        for digest, _ in manifest.images:
+            image = parse_manifest(await _read_small(remote, digest, what), what)
+            for key, record in (await _inline(remote, image, what)).items():
+                known = merged.setdefault(key, ImportedRecord(key, [], record.inputs))
+                known.chains.extend(record.chains)
+        return merged
     return await _inline(remote, manifest, what)
 
 
@@ -185,11 +243,11 @@ async def _read_small(remote: CacheStore, digest: str, what: str) -> bytes:
 
 
 async def open_import(
-    opened: CacheStore | EmbedInImage, platform: Platform | None = None
+    opened: CacheStore | EmbedInImage,
 ) -> tuple[CacheStore, dict[str, ImportedRecord]]:
     """Read an opened import; refuses ``type=inline``, which BuildKit imports as an image."""
     if isinstance(opened, EmbedInImage):
         raise UserError(
             f"{opened.name} cache is embedded in images: import it with type=registry,ref=<image>"
         )
-    return opened, await read_records(opened, platform)
+    return opened, await read_records(opened)

@@ -202,8 +202,7 @@ class Controller:
                     finally:
                         try:
                             with anyio.CancelScope(shield=True):
-                                for job in jobs:
-                                    await job.aclose()
+                                await _close_all(jobs)
                         finally:
                             lease.release()
                             record.completed_at = time.time()
@@ -357,3 +356,16 @@ class _StepCounter:
         record.num_total_steps = len(self.steps)
         record.num_cached_steps = sum(c for c, _ in self.steps.values())
         record.num_completed_steps = sum(d for _, d in self.steps.values())
+
+
+async def _close_all(jobs: list[Closable]) -> None:
+    """Close every job and cache the build opened, each even if one before it fails; the
+    first failure is raised once all are closed."""
+    failure: BaseException | None = None
+    for job in jobs:
+        try:
+            await job.aclose()
+        except Exception as err:  # the others must close all the same
+            failure = failure or err
+    if failure is not None:
+        raise failure

@@ -58,9 +58,8 @@ class SolveRequest:
     :param frontend: the frontend to run instead (``dockerfile.v0``), with its attributes
         (``--opt``) and named input definitions.
     :param exporters: where the result goes; several are allowed (BuildKit v0.11 takes one).
-    :param cache_exports: ``--export-cache``; not in this release (a request with any is
-        refused).
-    :param cache_imports: ``--import-cache``; not in this release (refused likewise).
+    :param cache_exports: ``--export-cache``: where the build cache goes (``docs/cache.md``).
+    :param cache_imports: ``--import-cache``: caches asked after the local store, in order.
     :param entitlements: ``--allow`` (``network.host``, ``security.insecure``); the engine's
         ``insecure-entitlements`` must list them too.
     :param session: the client's side (its files, secrets, SSH agents, outputs).

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from llbkit.core.fs.copydata import copy_data
+from llbkit.core.fs.copydata import copy_data, mirror_file
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.patterns import PatternMatcher
 
@@ -206,6 +206,11 @@ def _sync_file(
         and (not stat.S_ISLNK(st.st_mode) or os.readlink(entry.path) == os.readlink(target))
     ):
         return 0
+    if stat.S_ISREG(st.st_mode) and old is None:
+        # Nothing to replace: written in place (an interrupted copy keeps the wrong time, so
+        # the next mirror copies it again).
+        mirror_file(entry.path, target, st)
+        return 1
     if stat.S_ISREG(st.st_mode):
         copy_data(entry.path, tmp, st.st_size)
     elif stat.S_ISLNK(st.st_mode):

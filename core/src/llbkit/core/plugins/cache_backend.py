@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["API_VERSION", "CacheBackend", "CacheStore", "Direction", "EmbedInImage"]
 
-API_VERSION = 2
+API_VERSION = 3
 
 Direction = Literal["import", "export"]
 

@@ -55,7 +55,8 @@ class RegistrySession(Protocol):
         ...
 
     def read_blob(self, digest: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Stream a blob's bytes (the caller verifies them against ``digest``)."""
+        """Stream a blob's bytes (the caller verifies them against ``digest``); raises
+        :class:`KeyError` when the repository has no such blob."""
         ...
 
 

@@ -52,8 +52,13 @@ class _Session:
 
     @asynccontextmanager
     async def read_blob(self, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with self.client.blob(self.ref, digest) as chunks:
-            yield chunks
+        from llbkit.core.registry.client import ManifestUnknownError
+
+        try:
+            async with self.client.blob(self.ref, digest) as chunks:
+                yield chunks
+        except ManifestUnknownError:  # the registry answered 404: the contract's KeyError
+            raise KeyError(digest) from None
 
 
 class EngineRegistries:

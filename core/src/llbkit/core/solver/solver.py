@@ -335,6 +335,9 @@ class _Build:
             shared = self.shared[vertex.digest]
             sels = shared.op.selectors()
             outputs = tuple(shared.result.value) if shared.result.ok else None
+            known = graph.get(vertex.digest)
+            if outputs is None and known is not None:
+                continue  # another platform's solve found its results: keep them
             graph[vertex.digest] = GraphNode(
                 vertex.digest,
                 vertex.kind,
@@ -515,8 +518,8 @@ class _Build:
                         shared.found(hit)
                         shared.done(cached=True)
                         return hit
-        if vertex.kind != "merge":  # a merge only joins chains; others read the files
-            for chain in chains:
+        if vertex.kind != "merge" or not self._joins_lazily(chains):
+            for chain in chains:  # the op reads the files: imported layers are fetched now
                 await materialize(self.store, chain, threads)
         async with self.solver.limiter:
             shared.start()
@@ -538,6 +541,12 @@ class _Build:
         shared.found(results)
         shared.vertex_event(started=shared.started, completed=time.time())
         return results
+
+    def _joins_lazily(self, chains: Sequence[Chain]) -> bool:
+        """Whether a merge of ``chains`` is only their layers stacked (overlay, shallow
+        enough), so imported layers in them stay unfetched; otherwise it flattens files."""
+        store = self.store
+        return store.format == "overlay" and sum(len(c) for c in chains) <= store.max_depth
 
     def _lookup(self, shared: _Shared, key: str) -> Outputs | None:
         found = []

@@ -29,7 +29,7 @@ __all__ = ["MemoryCacheBackend", "ScriptedExecutor", "ScriptedWorker", "StaticFr
 class MemoryCacheBackend:
     """A cache backend whose stores live in a class-level dict, keyed by the ``name`` option."""
 
-    api_version: ClassVar[int] = 2
+    api_version: ClassVar[int] = 3
     stores: ClassVar[dict[str, MemoryCacheStore]] = {}
 
     def __init__(self, ctx: PluginContext) -> None:

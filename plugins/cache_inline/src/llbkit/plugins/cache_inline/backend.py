@@ -17,7 +17,7 @@ OPTIONS: tuple[str, ...] = ()
 class InlineCacheBackend:
     """Answers every export with :class:`EmbedInImage`; refuses imports with the way to do one."""
 
-    api_version: ClassVar[int] = 2
+    api_version: ClassVar[int] = 3
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

@@ -152,7 +152,7 @@ def _media_type(data: bytes) -> str:
 class LocalCacheBackend:
     """Constructed once per engine; ``resolve`` runs once per ``--export/--import-cache``."""
 
-    api_version: ClassVar[int] = 2
+    api_version: ClassVar[int] = 3
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

@@ -93,17 +93,18 @@ class RegistryCacheStore:
         return await self._session.has_blob(_checked(digest))
 
     async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
-        # Asking first tells "absent" from every other failure without the client's error types.
-        if not await self._session.has_blob(_checked(digest)):
-            # An image index lists platform manifests, which a registry keeps as manifests.
-            manifest = await self._session.get_manifest(digest)
-            if manifest is None:
-                raise KeyError(digest)
-            yield manifest.data
-            return
-        async with self._session.read_blob(digest) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        try:
+            async with self._session.read_blob(_checked(digest)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+                return
+        except KeyError:
+            pass
+        # An image index lists platform manifests, which a registry keeps as manifests.
+        manifest = await self._session.get_manifest(digest)
+        if manifest is None:
+            raise KeyError(digest)
+        yield manifest.data
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
@@ -168,7 +169,7 @@ class RegistryCacheStore:
 class RegistryCacheBackend:
     """Constructed once per engine; ``resolve`` runs once per ``--export/--import-cache``."""
 
-    api_version: ClassVar[int] = 2
+    api_version: ClassVar[int] = 3
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

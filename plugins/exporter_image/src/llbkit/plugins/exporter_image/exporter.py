@@ -133,8 +133,22 @@ def _layout_files(
 
 
 async def _fetched(files: list[tuple[str, BlobSource]]) -> list[tuple[str, bytes | Path]]:
-    """Every file of a layout, each layer blob asked of its result (all are written)."""
-    return [(name, await blob_file(source)) for name, source in files]
+    """Every file of a layout, each layer blob asked of its result (all are written), several
+    at once: a layer imported from a cache is downloaded then."""
+    found: list[bytes | Path | None] = [None] * len(files)
+    limit = anyio.Semaphore(8)
+
+    async def one(n: int, source: BlobSource) -> None:
+        async with limit:
+            found[n] = await blob_file(source)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, (_, source) in enumerate(files):
+                tg.start_soon(one, n, source)
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+    return [(name, data) for (name, _), data in zip(files, found, strict=True) if data is not None]
 
 
 def _write_layout(files: list[tuple[str, bytes | Path]], root: Path) -> None:

@@ -104,7 +104,7 @@ class <REPLACE:Name>CacheStore:
 class <REPLACE:Name>CacheBackend:
     """Constructed once per engine; ``resolve`` runs once per ``--export/--import-cache``."""
 
-    api_version: ClassVar[int] = 2
+    api_version: ClassVar[int] = 3
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx

@@ -1,0 +1,139 @@
+"""Lazy layers: imported as a blob's description, fetched once when first needed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import anyio
+import pytest
+
+from llbkit.core.cache.blobs import compress_bytes, layer_blobs
+from llbkit.core.cache.lazy import MissingBlobError, fetch_blob, fetchable, materialize
+from llbkit.core.cache.store import Store
+from llbkit.core.cache.usage import disk_usage
+
+GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _layer_blob(files: dict[str, bytes]) -> tuple[bytes, str, str]:
+    """A gzipped layer tar: its bytes, digest and diff id."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = compress_bytes(raw.getvalue(), "gzip")
+    sha = "sha256:" + hashlib.sha256(blob).hexdigest()
+    return blob, sha, "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+
+
+def _import(store: Store, blob: bytes, digest: str, diff_id: str, parent: int | None = None) -> int:
+    return store.import_layer(
+        parent=parent,
+        digest=digest,
+        diff_id=diff_id,
+        size=len(blob),
+        media_type=GZIP,
+        description="cache x layer 1/1",
+        origin="cache x",
+        created=1_700_000_000.0,
+    )
+
+
+class _Remote:
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.fetched: list[str] = []
+
+    async def fetch(self, digest: str, path: Path) -> None:
+        self.fetched.append(digest)
+        path.write_bytes(self.blobs[digest])
+
+
+def test_an_imported_layer_is_a_row_until_its_files_are_needed(tmp_path: Path) -> None:
+    blob, digest, diff_id = _layer_blob({"etc/app.conf": b"x=1\n"})
+    remote = _Remote({digest: blob})
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        layer = _import(store, blob, digest, diff_id)
+        assert _import(store, blob, digest, diff_id) == layer  # known: reused, not a second row
+        assert store.lazy((layer,)) == {layer: (digest, GZIP)}
+        assert not fetchable(store, (layer,))  # no import of this process can fetch it
+        (record,) = disk_usage(store)
+        assert record.description.endswith("(imported, not fetched)") and record.size == 0
+        # Its blob serves an export as it is, without fetching anything.
+        (made,) = layer_blobs(store, (layer,))
+        assert (made.digest, made.diff_id) == (digest, diff_id)
+        store.fetchers.add([digest], remote.fetch)
+        assert fetchable(store, (layer,))
+
+        async def twice() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(materialize, store, (layer,), None)
+                tg.start_soon(materialize, store, (layer,), None)
+
+        anyio.run(twice)
+        assert remote.fetched == [digest]  # once, however many asked
+        assert store.lazy((layer,)) == {}
+        assert (store.layer_path(layer) / "etc/app.conf").read_bytes() == b"x=1\n"
+        with store.view((layer,)) as tree:
+            assert (tree / "etc/app.conf").exists()
+
+
+def test_lazy_layers_survive_a_restart_and_go_with_their_results(tmp_path: Path) -> None:
+    blob, digest, diff_id = _layer_blob({"a": b"a"})
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        layer = _import(store, blob, digest, diff_id)
+        store.save_result("key", (layer,))
+        store.link_key("key", "key", "v", "{}")
+    with Store.open(tmp_path / "root") as store:  # recovery keeps rows of layers without files
+        assert store.lookup("key") == ("key", (layer,))
+        assert store.lazy((layer,))
+        assert store.delete_layer(layer)
+        assert store.lookup("key") is None
+        assert store.lazy((layer,)) == {}
+
+
+def test_a_blob_that_does_not_match_is_refused(tmp_path: Path) -> None:
+    blob, digest, diff_id = _layer_blob({"a": b"a"})
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        _import(store, blob, digest, diff_id)
+        tampered = _Remote({digest: b"tampered"}).fetch
+        store.fetchers.add([digest], tampered)
+        with pytest.raises(
+            MissingBlobError, match=f"remote cache sent sha256:.* for blob {digest}"
+        ):
+            anyio.run(fetch_blob, store, digest, None)
+        assert not store.root.content.has(digest)
+        store.fetchers.remove([digest], tampered)
+        with pytest.raises(MissingBlobError, match="imported from cache x, which this build"):
+            anyio.run(fetch_blob, store, digest, None)
+
+
+def test_two_imports_of_one_blob_each_keep_their_own_way_to_it(tmp_path: Path) -> None:
+    blob, digest, diff_id = _layer_blob({"a": b"a"})
+    first, second = _Remote({digest: blob}), _Remote({digest: blob})
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        layer = _import(store, blob, digest, diff_id)
+        store.fetchers.add([digest], first.fetch)
+        store.fetchers.add([digest], second.fetch)
+        store.fetchers.remove([digest], first.fetch)  # the first build ended
+        assert fetchable(store, (layer,))
+        anyio.run(materialize, store, (layer,), None)
+        assert (first.fetched, second.fetched) == ([], [digest])
+
+
+def test_a_layer_filled_when_the_process_died_is_fetched_again(tmp_path: Path) -> None:
+    blob, digest, diff_id = _layer_blob({"a": b"a"})
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        layer = _import(store, blob, digest, diff_id)
+        # Killed between moving the files in and recording it: a directory, still lazy.
+        (store.layer_path(layer) / "half").mkdir(parents=True)
+    with Store.open(tmp_path / "root") as store:
+        assert store.lazy((layer,)) and not store.layer_path(layer).exists()
+        store.fetchers.add([digest], _Remote({digest: blob}).fetch)
+        anyio.run(materialize, store, (layer,), None)
+        assert sorted(p.name for p in store.layer_path(layer).iterdir()) == ["a"]
