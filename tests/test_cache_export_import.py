@@ -465,3 +465,32 @@ def _assert_whole(cache: Path) -> None:
         manifest = json.loads(blob.read_bytes())
         for desc in manifest.get("manifests", []):
             assert (cache / "blobs/sha256" / desc["digest"].split(":")[1]).exists(), desc
+
+
+def test_several_imports_are_all_asked(registry: str, context: Path, tmp_path: Path) -> None:
+    ref = f"{registry}/cache/first:latest"
+    cache = tmp_path / "second"
+    # The first cache holds the final stage only (min), the second everything (max).
+    for args in (
+        ("--export-cache", f"type=registry,ref={ref}"),
+        ("--export-cache", f"type=local,dest={cache},mode=max"),
+    ):
+        done = build(registry, tmp_path / f"A{len(args[1])}", context, *args)
+        assert done.returncode == 0, done.stderr
+    (context / "b.txt").write_text("changed\n")
+    both = build(
+        registry,
+        tmp_path / "B",
+        context,
+        "--import-cache",
+        f"type=registry,ref={ref}",
+        "--import-cache",
+        f"type=local,src={cache}",
+    )
+    assert both.returncode == 0, both.stderr
+    fates = steps(both.stderr)
+    assert fates["[build 4/4] RUN"] == "CACHED", both.stderr  # only the second has it
+    assert fates["[stage-1 3/5] COPY --from=build"] == "CACHED"
+    assert fates["[stage-1 4/5] COPY b.txt"] == "DONE"
+    assert "importing cache manifest from registry" in both.stderr
+    assert "importing cache manifest from local" in both.stderr

@@ -1,5 +1,9 @@
 """The cache-backend conformance kit against ``local``, then what a user of the directory
-relies on: BuildKit's layout, tags, concurrent exports and no half-written state."""
+relies on: BuildKit's layout, tags, concurrent exports and no half-written state.
+
+The store reaches the directory only through the client: ``MemoryClientIO(tree_root=tmp_path)``
+puts the client path ``cache`` at ``tmp_path / "cache"``, where these tests look at the files.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ import anyio
 import pytest
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
-from llbkit.plugins.cache_local import _layout
+from llbkit.core.plugins import ByteSink, ClientDirectory
 from llbkit.plugins.cache_local.backend import LocalCacheBackend, LocalCacheStore
 from llbkit.sdk.testing import CacheBackendKit, MemoryClientIO, make_context
 
@@ -31,7 +37,8 @@ class TestLocalCacheBackend(CacheBackendKit):
     backend_class = LocalCacheBackend
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
-        # The kit opens the same attributes for export and import: give both keys.
+        # The kit opens the same attributes for export and import: give both keys. The path
+        # is the client's, so it lands beneath the kit client's tree_root.
         return {"dest": str(tmp_path / "cache"), "src": str(tmp_path / "cache")}
 
 
@@ -49,16 +56,24 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def open_store(tmp_path: Path, direction: str = "export", **attrs: str) -> LocalCacheStore:
+async def open_store(
+    tmp_path: Path,
+    direction: str = "export",
+    *,
+    client: MemoryClientIO | None = None,
+    **attrs: str,
+) -> LocalCacheStore:
     backend = LocalCacheBackend(make_context("local"))
-    client = MemoryClientIO(tree_root=tmp_path / "client")
     key = "dest" if direction == "export" else "src"
-    attrs.setdefault(key, str(tmp_path / "cache"))
+    attrs.setdefault(key, "cache")
+    client = client or MemoryClientIO(tree_root=tmp_path)
     return await backend.resolve(attrs, direction, client)  # type: ignore[arg-type]
 
 
-async def export(tmp_path: Path, data: bytes, **attrs: str) -> None:
-    store = await open_store(tmp_path, "export", **attrs)
+async def export(
+    tmp_path: Path, data: bytes, *, client: MemoryClientIO | None = None, **attrs: str
+) -> None:
+    store = await open_store(tmp_path, "export", client=client, **attrs)
     try:
         await store.write_index(data)
     finally:
@@ -66,7 +81,7 @@ async def export(tmp_path: Path, data: bytes, **attrs: str) -> None:
 
 
 async def import_index(tmp_path: Path, **attrs: str) -> bytes | None:
-    store = await open_store(tmp_path, "import", **attrs)
+    store = await open_store(tmp_path, "import", client=None, **attrs)
     try:
         return await store.read_index()
     finally:
@@ -114,7 +129,7 @@ def test_digest_option_must_be_a_sha256_digest(tmp_path: Path) -> None:
 
 def test_the_store_names_its_directory_and_has_no_registry(tmp_path: Path) -> None:
     store = anyio.run(open_store, tmp_path)
-    assert store.name == f"local {tmp_path / 'cache'}"
+    assert store.name == "local cache", "named by the client's path, not where it lands here"
     assert store.blob_source() is None
 
 
@@ -140,7 +155,36 @@ def test_an_export_writes_an_oci_layout_buildkit_reads(tmp_path: Path) -> None:
     }
     assert (root / "blobs/sha256" / sha(data).removeprefix("sha256:")).read_bytes() == data
     assert files(root) == sorted(
-        ["oci-layout", "index.json", "index.json.lock", f"blobs/sha256/{sha(data)[7:]}"]
+        [
+            "oci-layout",
+            "index.json",
+            "index.json.lock",
+            f"blobs/sha256/{sha(data)[7:]}",
+        ]
+    )
+
+
+def test_an_oci_layout_already_there_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache/oci-layout").write_bytes(b'{"imageLayoutVersion": "1.0.0"}')
+    anyio.run(export, tmp_path, document(1))
+    assert (tmp_path / "cache/oci-layout").read_bytes() == b'{"imageLayoutVersion": "1.0.0"}'
+
+
+def test_the_directory_is_the_clients_not_this_process(tmp_path: Path) -> None:
+    """With a daemon, dest= is a path on the user's machine: only the client may open it."""
+    absolute = str(tmp_path / "elsewhere")
+    anyio.run(partial(export, tmp_path, document(1), dest=absolute))
+    assert anyio.run(partial(import_index, tmp_path, src=absolute)) == document(1)
+    assert not (tmp_path / "elsewhere").exists()
+    landed = tmp_path / absolute.lstrip("/")
+    assert files(landed) == sorted(
+        [
+            "oci-layout",
+            "index.json",
+            "index.json.lock",
+            f"blobs/sha256/{sha(document(1))[7:]}",
+        ]
     )
 
 
@@ -184,15 +228,15 @@ def test_exports_from_two_processes_at_once_both_land(tmp_path: Path) -> None:
             backend = LocalCacheBackend(make_context("local"))
             client = MemoryClientIO(tree_root=Path(dest))
             for n in range(15):
-                store = await backend.resolve({"dest": dest, "tag": f"{who}{n}"}, "export", client)
+                attrs = {"dest": "cache", "tag": f"{who}{n}"}
+                store = await backend.resolve(attrs, "export", client)
                 doc = {"mediaType": "application/vnd.oci.image.index.v1+json", "n": f"{who}{n}"}
                 await store.write_index(json.dumps(doc).encode())
 
         anyio.run(main, sys.argv[1], sys.argv[2])
         """
     )
-    dest = str(tmp_path / "cache")
-    procs = [subprocess.Popen([sys.executable, "-c", script, dest, who]) for who in "ab"]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), who]) for who in "ab"]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert set(tags(tmp_path)) == {f"{who}{n}" for who in "ab" for n in range(15)}
 
@@ -290,7 +334,7 @@ def test_an_import_of_a_missing_digest_names_src_and_digest(tmp_path: Path) -> N
     missing = sha(b"never exported")
     with pytest.raises(UserError) as err:
         anyio.run(partial(import_index, tmp_path, digest=missing))
-    assert f"src={tmp_path / 'cache'}" in str(err.value)
+    assert "src=cache" in str(err.value)
     assert missing in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -322,23 +366,54 @@ def test_an_index_document_without_media_type_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "cache" / "index.json").exists()
 
 
+@dataclass
+class FailingDirectory:
+    """A client directory whose disk fills up as ``name`` is written."""
+
+    real: ClientDirectory
+    name: str
+
+    async def exists(self, name: str) -> bool:
+        return await self.real.exists(name)
+
+    def read(self, name: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        return self.real.read(name)
+
+    @asynccontextmanager
+    async def write(self, name: str) -> AsyncIterator[ByteSink]:
+        async with self.real.write(name) as out:
+            yield out
+            if self._fails(name):
+                raise OSError(28, "No space left on device")
+
+    async def update(self, name: str, change: Callable[[bytes | None], bytes]) -> None:
+        def failing(current: bytes | None) -> bytes:
+            if self._fails(name):
+                raise OSError(28, "No space left on device")
+            return change(current)
+
+        await self.real.update(name, failing)
+
+    def _fails(self, name: str) -> bool:
+        return name.startswith("blobs/") if self.name == "blob" else name == self.name
+
+
+@dataclass
+class FullDiskClient(MemoryClientIO):
+    fails: str = ""
+
+    def directory(self, path: str) -> FailingDirectory:  # type: ignore[override]
+        return FailingDirectory(super().directory(path), self.fails)
+
+
 @pytest.mark.parametrize("fails", ["blob", "index.json"])
-def test_a_failed_export_leaves_index_json_as_it_was(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
-) -> None:
+def test_a_failed_export_leaves_index_json_as_it_was(tmp_path: Path, fails: str) -> None:
     """A crash or a full disk half way never leaves index.json naming a missing blob."""
     anyio.run(export, tmp_path, document(1))
     before = (tmp_path / "cache" / "index.json").read_bytes()
-    real = _layout.publish
-
-    def publish(out: Any, tmp: Path, path: Path) -> None:
-        if (path.name == "index.json") == (fails == "index.json"):
-            raise OSError(28, "No space left on device")
-        real(out, tmp, path)
-
-    monkeypatch.setattr(_layout, "publish", publish)
+    client = FullDiskClient(tree_root=tmp_path, fails=fails)
     with pytest.raises(OSError, match="No space left"):
-        anyio.run(export, tmp_path, document(2))
+        anyio.run(partial(export, tmp_path, document(2), client=client))
     assert (tmp_path / "cache" / "index.json").read_bytes() == before
     assert not [f for f in files(tmp_path / "cache") if f.endswith(".tmp")]
     for digest in tags(tmp_path).values():

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import anyio
 
+from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
 from llbkit.core.fs.sync import sync_tree
 from llbkit.core.snapshot.layers import apply_layer
@@ -77,6 +78,11 @@ class EmbeddedClient:
         except OSError as err:
             raise UserError(f"cannot write to {dest}: {err.strerror}") from None
         await anyio.to_thread.run_sync(apply_layer, tree, target, "plain")
+
+    def directory(self, path: str) -> FileDirectory:
+        # This process's filesystem is the client's; FileDirectory reports its errors as
+        # UserError naming the path, as open_output does.
+        return FileDirectory(Path(path))
 
     async def secret(self, id: str) -> bytes:
         try:

@@ -281,7 +281,7 @@ async def _export_caches(
     response: dict[str, str] = {}
     stores = [e for e in entries if not isinstance(e.opened, EmbedInImage)]
     for n, entry in enumerate(stores):
-        step = _Step(emit, "exporting cache", f"cache-export-{n}")
+        step = _Step(emit, "exporting content cache", f"cache-export-{n}")
         step.begin()
         if entry.opened is None or isinstance(entry.opened, EmbedInImage):
             step.warn(entry.failure)

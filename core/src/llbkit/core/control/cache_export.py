@@ -261,17 +261,16 @@ class ExportPlan:
         manifest, media_type, config_digest = encode_manifest(
             config, layers, oci=options.oci, image_manifest=options.image_manifest
         )
-        progress.status("preparing build cache for export", done=True)
         limit = anyio.Semaphore(PARALLEL)
 
         async def send(layer: RemoteLayer) -> None:
+            # As BuildKit shows it: a step per layer, done at once when the cache has it.
+            name = f"writing layer {layer.digest}"
             async with limit:
-                if await remote.has_blob(layer.digest):
-                    return
-                name = f"writing layer {layer.digest}"
                 progress.status(name, total=layer.size)
-                path = await fetch_blob(self.store, layer.digest, self.threads)
-                await remote.write_blob(layer.digest, layer.size, _file_chunks(path))
+                if not await remote.has_blob(layer.digest):
+                    path = await fetch_blob(self.store, layer.digest, self.threads)
+                    await remote.write_blob(layer.digest, layer.size, _file_chunks(path))
                 progress.status(name, current=layer.size, total=layer.size, done=True)
 
         try:
@@ -280,6 +279,7 @@ class ExportPlan:
                     tg.start_soon(send, layer)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+        progress.status("preparing build cache for export", done=True)
         name = f"writing config {config_digest}"
         progress.status(name)
         if not await remote.has_blob(config_digest):

@@ -7,7 +7,7 @@ from or goes to the client passes through :class:`ClientIO`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ __all__ = [
     "BlobSource",
     "BuildResult",
     "ByteSink",
+    "ClientDirectory",
     "ClientIO",
     "Compression",
     "LayerDescriptor",
@@ -170,6 +171,42 @@ class ByteSink(Protocol):
         """Send more bytes."""
 
 
+class ClientDirectory(Protocol):
+    """A directory on the client's machine that a driver keeps files in (``type=local``'s
+    cache), so a daemon's driver reaches the client's disk, not its own.
+
+    Names are relative paths inside it (``blobs/sha256/<hex>``, ``index.json``); a name that
+    would leave it (absolute, with ``..``, empty) raises :class:`ValueError`.
+    """
+
+    async def exists(self, name: str) -> bool:
+        """Whether ``name`` is a file in the directory (a missing directory has none)."""
+        ...
+
+    def read(self, name: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream file ``name`` in chunks for the duration of the block; raises
+        :class:`KeyError` (``name``) when there is none."""
+        ...
+
+    def write(self, name: str) -> AbstractAsyncContextManager[ByteSink]:
+        """Write file ``name``, creating its parent directories; it appears whole or not at all.
+
+        The bytes go to a temporary name, durably renamed over ``name`` when the block ends
+        normally; if the block raises, nothing of it is left behind.
+        """
+        ...
+
+    async def update(self, name: str, change: Callable[[bytes | None], bytes]) -> None:
+        """Replace file ``name`` with ``change(its bytes, or None when there is none)``,
+        written as :meth:`write` does.
+
+        Runs under an exclusive lock of ``<name>.lock`` (``flock``, as BuildKit locks
+        ``index.json.lock``) held across the read and the write, so concurrent updates, from
+        other processes too, never lose one another. ``change`` runs while the lock is held,
+        in a worker thread: keep it quick and free of I/O. If it raises, the file is kept.
+        """
+
+
 class ClientIO(Protocol):
     """The client's side of a build. Embedded, it is this process; with a daemon, a session.
 
@@ -183,6 +220,11 @@ class ClientIO(Protocol):
 
     async def write_tree(self, dest: str, tree: Path) -> None:
         """Copy a local tree into directory ``dest`` on the client."""
+
+    def directory(self, path: str) -> ClientDirectory:
+        """Directory ``path`` on the client, to keep files in (``--export-cache
+        type=local,dest=path``); it need not exist yet, and is created by the first write."""
+        ...
 
     async def secret(self, id: str) -> bytes:
         """Fetch a secret the client provides (``--secret id=…``); raises

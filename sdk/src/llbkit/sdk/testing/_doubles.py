@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
 from llbkit.core.fs.sync import sync_tree
 from llbkit.core.plugins.context import BlobSource, PluginContext
@@ -48,7 +49,8 @@ class _Sink:
 
 @dataclass
 class MemoryClientIO:
-    """A client that keeps what it is sent: bytes in ``outputs[dest]``, trees in ``tree_root``."""
+    """A client that keeps what it is sent: bytes in ``outputs[dest]``, trees in ``tree_root``,
+    and ``directory(path)`` beneath ``tree_root`` (an absolute ``path`` too)."""
 
     tree_root: Path
     secrets: Mapping[str, bytes] = field(default_factory=dict)
@@ -64,6 +66,10 @@ class MemoryClientIO:
 
     async def write_tree(self, dest: str, tree: Path) -> None:
         shutil.copytree(tree, self.tree_root / dest, symlinks=True, dirs_exist_ok=True)
+
+    def directory(self, path: str) -> FileDirectory:
+        # Created by the first write, so a test sees whether a driver wrote anything.
+        return FileDirectory(self.tree_root / path.lstrip("/"))
 
     async def secret(self, id: str) -> bytes:
         try:

@@ -2,8 +2,10 @@
 BuildKit's local cache writes it (``oci-layout``, ``blobs/sha256/<hex>``, ``index.json`` with
 one entry per ``tag``), so either tool reads what the other wrote.
 
-The directory is opened through this process's filesystem, which is the client's while the
-engine is embedded; with a daemon it will go through the client's session (``ClientIO``).
+The directory is the client's (``dest=``/``src=`` are paths on the user's machine), so it is
+reached only through ``ClientIO.directory``, never this process's filesystem: with a daemon the
+two differ. The directory makes each file appear whole or not at all, and its ``update`` holds
+``index.json.lock`` as BuildKit does, so concurrent exports never lose each other's tags.
 """
 
 from __future__ import annotations
@@ -11,16 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from pathlib import Path
 from typing import ClassVar
-
-import anyio
-import anyio.to_thread
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.cache_backend import Direction
-from llbkit.core.plugins.context import BlobSource, ClientIO
+from llbkit.core.plugins.context import BlobSource, ClientDirectory, ClientIO
 from llbkit.plugins.cache_local import _layout
 
 #: each direction reads its own keys and accepts the other's directory key, so one set of
@@ -29,34 +27,60 @@ OPTIONS: Mapping[Direction, tuple[str, ...]] = {
     "export": ("dest", "src", "tag"),
     "import": ("dest", "digest", "src", "tag"),
 }
-CHUNK = 1 << 20
 
 
 class LocalCacheStore:
     """One opened cache directory: ``tag`` names its index document, or ``digest`` pins it."""
 
     def __init__(
-        self, root: Path, *, label: str, tag: str, digest: str = "", writable: bool
+        self,
+        directory: ClientDirectory,
+        path: str,
+        *,
+        label: str,
+        tag: str,
+        digest: str = "",
+        writable: bool,
     ) -> None:
-        self.root = root
+        self.directory = directory
+        self.path = path
         self.label = label
         self.tag = tag
         self.digest = digest
         self.writable = writable
+        self._has_layout = False
 
     @property
     def name(self) -> str:
-        return f"{self.label} {self.root}"
+        return f"{self.label} {self.path}"
 
     def _check_writable(self) -> None:
         if not self.writable:
             raise PermissionError(f"cache {self.name} was opened for import only")
 
+    async def _read_all(self, name: str) -> bytes:
+        async with self.directory.read(name) as chunks:
+            return b"".join([chunk async for chunk in chunks])
+
+    async def _ensure_layout(self) -> None:
+        """Write the ``oci-layout`` marker once; a layout without it is not a layout."""
+        if not self._has_layout:
+            if not await self.directory.exists("oci-layout"):
+                # Two exports may both write it: the same bytes, each whole, no lock needed.
+                async with self.directory.write("oci-layout") as out:
+                    await out.write(_layout.LAYOUT)
+            self._has_layout = True
+
     async def read_index(self) -> bytes | None:
         if self.digest:
             digest, why = self.digest, "named by digest="
         else:
-            entry = await anyio.to_thread.run_sync(_layout.find_entry, self.root, self.tag)
+            try:
+                data = await self._read_all("index.json")
+            except KeyError:  # no index.json: an empty cache
+                return None
+            index = _layout.parse_index(data, f"cache {self.name}: index.json")
+            entry = _layout.find_entry(index, self.tag)
             if entry is None:
                 return None
             named = entry.get("digest")
@@ -67,10 +91,10 @@ class LocalCacheStore:
                 )
             digest, why = named, f"named by tag {self.tag!r} in index.json"
         try:
-            data = await anyio.Path(_layout.blob_path(self.root, digest)).read_bytes()
-        except FileNotFoundError:
+            data = await self._read_all(_layout.blob_name(digest))
+        except KeyError:  # the tag or digest= points at nothing: say which
             raise UserError(
-                f"cache backend {self.label}: src={self.root} has no blob {digest} ({why})"
+                f"cache backend {self.label}: src={self.path} has no blob {digest} ({why})"
             ) from None
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise UserError(f"cache {self.name}: blob {digest} is corrupt: its bytes differ")
@@ -80,55 +104,49 @@ class LocalCacheStore:
         self._check_writable()
         media_type = _media_type(data)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        await anyio.to_thread.run_sync(self._store_index, data, digest, media_type)
-
-    def _store_index(self, data: bytes, digest: str, media_type: str) -> None:
         # The document is a blob like any other, durable before index.json names it.
-        _layout.ensure_layout(self.root)
-        _layout.write_atomic(_layout.blob_path(self.root, digest), data)
+        await self._ensure_layout()
+        async with self.directory.write(_layout.blob_name(digest)) as out:
+            await out.write(data)
         entry = {
             "mediaType": media_type,
             "digest": digest,
             "size": len(data),
             "annotations": {_layout.REF_NAME: self.tag},
         }
-        _layout.put_entry(self.root, entry, self.tag)
+        where = f"cache {self.name}: index.json"
+        await self.directory.update(
+            "index.json", lambda current: _layout.put_entry(current, entry, self.tag, where)
+        )
 
     async def has_blob(self, digest: str) -> bool:
-        return await anyio.Path(_layout.blob_path(self.root, digest)).is_file()
+        return await self.directory.exists(_layout.blob_name(digest))
 
     async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
-        path = _layout.blob_path(self.root, digest)
+        name = _layout.blob_name(digest)
         try:
-            blob = await anyio.open_file(path, "rb")
-        except FileNotFoundError:
+            async with self.directory.read(name) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except KeyError:  # the contract names the missing digest, not our file name
             raise KeyError(digest) from None
-        async with blob:
-            while chunk := await blob.read(CHUNK):
-                yield chunk
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
-        path = _layout.blob_path(self.root, digest)
-        await anyio.to_thread.run_sync(_layout.ensure_layout, self.root)
-        out, tmp = await anyio.to_thread.run_sync(_layout.open_temp, path)
-        try:
+        name = _layout.blob_name(digest)
+        await self._ensure_layout()
+        # Raising inside the block is what keeps a bad blob out: the directory drops it.
+        async with self.directory.write(name) as out:
             hasher, got = hashlib.sha256(), 0
             async for chunk in chunks:
                 got += len(chunk)
                 if got > size:
                     raise ValueError(f"blob {digest} is larger than its {size} bytes")
                 hasher.update(chunk)
-                await anyio.to_thread.run_sync(out.write, chunk)
+                await out.write(chunk)
             actual = "sha256:" + hasher.hexdigest()
             if (actual, got) != (digest, size):
                 raise ValueError(f"blob {digest} ({size} bytes) arrived as {actual} ({got} bytes)")
-            await anyio.to_thread.run_sync(_layout.publish, out, tmp, path)
-        except BaseException:
-            # Shielded: a cancelled export must still remove its temporary file.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_layout.discard, out, tmp)
-            raise
 
     def blob_source(self) -> BlobSource | None:
         # A directory, not a registry: a push has nothing to mount from here.
@@ -170,8 +188,10 @@ class LocalCacheBackend:
         digest = attrs.get("digest", "") if direction == "import" else ""
         if digest and not _layout.DIGEST.fullmatch(digest):
             raise ConfigError(f"{what}: digest={digest!r} is not sha256:<64 hex digits>")
+        path = attrs[key]
         return LocalCacheStore(
-            Path(attrs[key]),
+            client.directory(path),
+            path,
             label=self.ctx.name,
             tag=attrs.get("tag") or "latest",
             digest=digest,

@@ -112,8 +112,9 @@ class <REPLACE:Name>CacheBackend:
     async def resolve(
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> <REPLACE:Name>CacheStore:
-        # The directory is used through this process's filesystem; with a daemon, a real
-        # plugin would reach the client's directory through ``client`` instead.
+        # The directory is used through this process's filesystem, so this example is a cache
+        # on the engine's machine; a cache on the client's machine goes through
+        # ``client.directory(path)`` instead, as llbkit-cache-local does.
         for key in attrs:
             if key not in OPTIONS:
                 raise UnknownOptionError(f"cache backend {self.ctx.name}", key, OPTIONS)
