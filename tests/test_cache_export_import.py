@@ -67,12 +67,9 @@ def context(tmp_path: Path) -> Path:
     return ctx
 
 
-def build(
-    registry: str, root: Path, ctx: Path, *args: str, image: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """One ``llbkit build`` of the Dockerfile; the same SOURCE_DATE_EPOCH every time, so the
-    same steps give the same image."""
-    command = [
+def command(registry: str, root: Path, ctx: Path, *args: str) -> list[str]:
+    """``llbkit build`` of the Dockerfile in ``ctx`` on state root ``root``."""
+    return [
         *LLBKIT,
         "--root",
         str(root),
@@ -87,13 +84,19 @@ def build(
         f"dockerfile={ctx}",
         "--opt",
         f"build-arg:BASE={registry}/library/busybox",
-        "--opt",
-        "build-arg:SOURCE_DATE_EPOCH=1700000000",
         *args,
     ]
+
+
+def build(
+    registry: str, root: Path, ctx: Path, *args: str, image: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """One build; the same SOURCE_DATE_EPOCH every time, so the same steps give the same
+    image."""
+    argv = command(registry, root, ctx, "--opt", "build-arg:SOURCE_DATE_EPOCH=1700000000", *args)
     if image:
-        command += ["--output", f"type=image,name={registry}/{image},push=true"]
-    return subprocess.run(command, capture_output=True, text=True)
+        argv += ["--output", f"type=image,name={registry}/{image},push=true"]
+    return subprocess.run(argv, capture_output=True, text=True)
 
 
 def steps(log: str) -> dict[str, str]:
@@ -420,24 +423,13 @@ def test_a_killed_export_leaves_no_index_naming_a_missing_blob(
     )
     cache = tmp_path / "cache"
     for delay in (0.0, 0.05, 0.3, 1.0):
-        args = [
-            *LLBKIT,
-            "--root",
-            str(tmp_path / f"root-{delay}"),
-            "build",
-            "--progress",
-            "plain",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            f"context={context}",
-            "--local",
-            f"dockerfile={context}",
-            "--opt",
-            f"build-arg:BASE={registry}/library/busybox",
+        args = command(
+            registry,
+            tmp_path / f"root-{delay}",
+            context,
             "--export-cache",
             f"type=local,dest={cache},mode=max,compression-level=9",
-        ]
+        )
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert proc.stderr is not None
         for line in proc.stderr:  # the export has begun: kill it part way through

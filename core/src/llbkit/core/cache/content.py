@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llbkit.core.cache.db import StateDB
 from llbkit.core.errors import UserError
+from llbkit.core.fs.durable import fsync_dir
 from llbkit.core.llb.digest import is_digest
 
 __all__ = ["BlobWriter", "ContentStore", "DigestMismatchError"]
@@ -103,7 +104,7 @@ class ContentStore:
                 )
             target = self.blob_path(digest)
             os.rename(staging, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             self._db.record_blob(digest, writer.size, media_type)
         finally:
             if os.path.exists(staging):
@@ -130,7 +131,7 @@ class ContentStore:
             os.fsync(handle.fileno())
         target = self.blob_path(digest)
         os.rename(path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self._db.record_blob(digest, size, media_type)
 
     def put(self, data: bytes, media_type: str = "") -> str:
@@ -159,11 +160,3 @@ class ContentStore:
     def total_size(self) -> int:
         """Bytes used by all blobs."""
         return self._db.blobs_size()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

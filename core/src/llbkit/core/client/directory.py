@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.durable import fsync_dir
 
 __all__ = ["FileDirectory"]
 
@@ -46,15 +47,6 @@ def _user_error(verb: str, path: Path) -> Iterator[None]:
         raise UserError(f"cannot {verb} {path}: {err.strerror or err}") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _open_temp(path: Path) -> tuple[IO[bytes], Path]:
     """A new temporary file beside ``path``, to :func:`_publish` or :func:`_discard`."""
     with _user_error("write", path):
@@ -70,7 +62,7 @@ def _publish(out: IO[bytes], tmp: Path, path: Path) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _discard(out: IO[bytes], tmp: Path) -> None:

@@ -195,12 +195,7 @@ async def _imports(
         try:
             remote, records = await open_import(entry.opened)
         except UserError as err:
-            why = f"importing cache manifest from {entry.name}: {_cause(entry.name, err)}"
-            if not entry.options.ignore_error:
-                step.end(error=why)
-                raise UserError(f"failed to solve: {why}") from None
-            step.warn(why)
-            step.end()
+            step.failed(f"importing cache manifest from {entry.name}", err, entry)
             continue
         if not records:
             step.log(f"no cache found at {entry.name}\n")
@@ -290,12 +285,7 @@ async def _export_caches(
         try:
             desc = await plan.push(entry.opened, entry.options, step.sink)
         except (UserError, OSError, ValueError) as err:
-            why = f"exporting cache to {entry.name}: {_cause(entry.name, err)}"
-            if not entry.options.ignore_error:
-                step.end(error=why)
-                raise UserError(f"failed to solve: {why}") from None
-            step.warn(why)
-            step.end()
+            step.failed(f"exporting cache to {entry.name}", err, entry)
             continue
         response["cache.manifest"] = descriptor_text(desc)
         step.end()
@@ -327,6 +317,15 @@ class _Step:
 
     def warn(self, message: str) -> None:
         self.sink.warn(message)
+
+    def failed(self, what: str, err: BaseException, entry: _CacheEntry) -> None:
+        """A cache that failed: the build's failure, or with ``ignore-error`` a warning."""
+        why = f"{what}: {_cause(entry.name, err)}"
+        if not entry.options.ignore_error:
+            self.end(error=why)
+            raise UserError(f"failed to solve: {why}") from None
+        self.warn(why)
+        self.end()
 
     def end(self, error: str = "") -> None:
         self.emit(
