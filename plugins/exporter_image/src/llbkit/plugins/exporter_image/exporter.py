@@ -18,6 +18,7 @@ import anyio
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import (
     BuildResult,
+    ByteSink,
     ExportInfo,
     PluginContext,
     Registries,
@@ -163,8 +164,35 @@ def _write_layout(files: list[tuple[str, bytes | Path]], root: Path) -> None:
             path.chmod(0o644)
 
 
+class _SinkWriter:
+    """A file-like writer, for a worker thread, onto the client's async sink: bytes go out in
+    pieces of 1 MiB, one hop to the event loop each."""
+
+    def __init__(self, sink: ByteSink) -> None:
+        self.sink = sink
+        self.buffer = bytearray()
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.written += len(data)
+        if len(self.buffer) >= 1 << 20:
+            self.flush()
+        return len(data)
+
+    def tell(self) -> int:
+        return self.written
+
+    def flush(self) -> None:
+        if self.buffer:
+            anyio.from_thread.run(self.sink.write, bytes(self.buffer))
+            self.buffer.clear()
+
+
 def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -> None:
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+    with tarfile.open(  # type: ignore[call-overload]
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
+    ) as tar:
         for directory in ("blobs", "blobs/sha256"):
             info = tarfile.TarInfo(directory)
             info.type = tarfile.DIRTYPE
@@ -238,14 +266,23 @@ class TarballJob:
                 f"exporter {self.name}: dest={self.dest} is a directory; "
                 "give a file name (or tar=false to write an OCI layout there)"
             )
-        with tempfile.TemporaryFile() as spool:
-            await anyio.to_thread.run_sync(_write_tar, files, spool, moment)
-            spool.seek(0)
+        if self.dest == "-":
+            # Standard output cannot take back half an archive: made whole first, then sent.
+            with tempfile.TemporaryFile() as spool:
+                await anyio.to_thread.run_sync(_write_tar, files, spool, moment)
+                spool.seek(0)
+                info.progress.status("sending tarball")
+                async with client.open_output(self.dest) as out:
+                    while chunk := spool.read(1 << 20):
+                        await out.write(chunk)
+        else:
+            # A file appears whole or not at all (the client's promise): written as it is made.
             info.progress.status("sending tarball")
             async with client.open_output(self.dest) as out:
-                while chunk := spool.read(1 << 20):
-                    await out.write(chunk)
-            info.progress.status("sending tarball", done=True)
+                writer = _SinkWriter(out)
+                await anyio.to_thread.run_sync(_write_tar, files, writer, moment)
+                await out.write(bytes(writer.buffer))  # what the last piece left
+        info.progress.status("sending tarball", done=True)
         return response(published, self._names())
 
     def _names(self) -> list[str]:
