@@ -486,3 +486,51 @@ def test_several_imports_are_all_asked(registry: str, context: Path, tmp_path: P
     assert fates["[stage-1 4/5] COPY b.txt"] == "DONE"
     assert "importing cache manifest from registry" in both.stderr
     assert "importing cache manifest from local" in both.stderr
+
+
+@pytest.mark.parametrize("fail_every", [0, 3])
+def test_http_cache_round_trip_even_on_a_flaky_server(
+    registry: str, context: Path, tmp_path: Path, fail_every: int
+) -> None:
+    """The config-kind index (BuildKit's s3/gha form) end to end; a server failing every third
+    request is tried again, and the build does not notice."""
+    from llbkit.sdk.testing import HttpStore
+
+    with HttpStore(tmp_path / "served", fail_every=fail_every) as server:
+        url = f"{server.url}/team/app"
+        first = build(
+            registry,
+            tmp_path / "A",
+            context,
+            "--export-cache",
+            f"type=http,url={url},mode=max",
+            "--metadata-file",
+            str(tmp_path / "A.json"),
+            image="http:a",
+        )
+        assert first.returncode == 0, first.stderr
+        config = json.loads((tmp_path / "served/team/app/manifests/buildkit").read_text())
+        jsonschema_validate(config)
+        assert all("annotations" in layer for layer in config["layers"])
+        second = build(
+            registry,
+            tmp_path / "B",
+            context,
+            "--import-cache",
+            f"type=http,url={url}",
+            "--metadata-file",
+            str(tmp_path / "B.json"),
+            image="http:b",
+        )
+        assert second.returncode == 0, second.stderr
+        assert set(steps(second.stderr).values()) == {"CACHED"}, second.stderr
+        assert not ran(second.stderr)
+        assert digest_of(tmp_path / "B.json") == digest_of(tmp_path / "A.json")
+        if fail_every:
+            assert any(code == 503 for _, _, code in server.requests)
+
+
+def jsonschema_validate(config: object) -> None:
+    import jsonschema
+
+    jsonschema.validate(config, json.loads(SCHEMA.read_text()))

@@ -21,12 +21,14 @@ import anyio
 
 from llbkit.core.cache.lazy import fetch_blob, materialize
 from llbkit.core.cache.remote import (
+    CACHE_CONFIG,
     ExportRecord,
     RemoteLayer,
     encode_config,
     encode_inline,
     encode_manifest,
 )
+from llbkit.core.control.cache_calls import retried
 from llbkit.core.errors import ConfigError, first_error
 from llbkit.core.solver.keys import result_key
 
@@ -257,7 +259,8 @@ class ExportPlan:
 
         progress.status("preparing build cache for export")
         records = await self.records(options)
-        config, layers = encode_config(records)
+        as_config = remote.index_format == "config"  # s3, azblob, gha: no manifest
+        config, layers = encode_config(records, annotate=as_config)
         manifest, media_type, config_digest = encode_manifest(
             config, layers, oci=options.oci, image_manifest=options.image_manifest
         )
@@ -268,9 +271,11 @@ class ExportPlan:
             name = f"writing layer {layer.digest}"
             async with limit:
                 progress.status(name, total=layer.size)
-                if not await remote.has_blob(layer.digest):
+                if not await retried(lambda: remote.has_blob(layer.digest)):
                     path = await fetch_blob(self.store, layer.digest, self.threads)
-                    await remote.write_blob(layer.digest, layer.size, _file_chunks(path))
+                    await retried(
+                        lambda: remote.write_blob(layer.digest, layer.size, _file_chunks(path))
+                    )
                 progress.status(name, current=layer.size, total=layer.size, done=True)
 
         try:
@@ -282,13 +287,19 @@ class ExportPlan:
         progress.status("preparing build cache for export", done=True)
         name = f"writing config {config_digest}"
         progress.status(name)
-        if not await remote.has_blob(config_digest):
-            await remote.write_blob(config_digest, len(config), _bytes_chunks(config))
+        if as_config:  # the config is the index: written last, like a manifest
+            await retried(lambda: remote.write_index(config))
+            progress.status(name, done=True)
+            return {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)}
+        if not await retried(lambda: remote.has_blob(config_digest)):
+            await retried(
+                lambda: remote.write_blob(config_digest, len(config), _bytes_chunks(config))
+            )
         progress.status(name, done=True)
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         name = f"writing manifest {digest}"
         progress.status(name)
-        await remote.write_index(manifest)
+        await retried(lambda: remote.write_index(manifest))
         progress.status(name, done=True)
         return {"mediaType": media_type, "digest": digest, "size": len(manifest)}
 

@@ -25,6 +25,7 @@ from llbkit.core.cache.remote import (
     decode_inline,
     parse_manifest,
 )
+from llbkit.core.control.cache_calls import retried
 from llbkit.core.errors import UserError
 from llbkit.core.plugins.cache_backend import CacheStore, EmbedInImage
 from llbkit.core.solver.cache_sources import Hit
@@ -81,8 +82,12 @@ class ImportedCache:
         return {layer.digest for r in self.records.values() for c in r.chains for layer in c}
 
     async def fetch(self, digest: str, path: Path) -> str:
-        """Download one blob into ``path``; returns what it hashes to (checked by the caller).
-        Bytes are held until 4 MiB gather, so a small blob costs one write."""
+        """Download one blob into ``path`` (from the start again after a transient failure);
+        returns what it hashes to (checked by the caller)."""
+        return await retried(lambda: self._download(digest, path))
+
+    async def _download(self, digest: str, path: Path) -> str:
+        """One download; bytes are held until 4 MiB gather, so a small blob is one write."""
         import hashlib
 
         sha = hashlib.sha256()
@@ -125,7 +130,7 @@ class ImportedCache:
         async def one(digest: str) -> None:
             async with limit:
                 try:
-                    self._present[digest] = await self.remote.has_blob(digest)
+                    self._present[digest] = await retried(lambda: self.remote.has_blob(digest))
                 except (UserError, OSError, ValueError) as err:
                     self._present[digest] = False
                     self._say(f"{self.name}: cannot check blob {digest} ({err}); its steps run")
@@ -190,9 +195,11 @@ async def read_records(remote: CacheStore) -> dict[str, ImportedRecord]:
     """The records of the cache ``remote`` holds: a cache manifest's config, or the inline
     cache of an image (of every platform of an index). Empty when there is no cache there."""
     what = remote.name
-    data = await remote.read_index()
+    data = await retried(remote.read_index)
     if data is None:
         return {}
+    if remote.index_format == "config":  # the config itself, its layers described inside
+        return decode_config(data, {}, what)
     manifest = parse_manifest(data, what)
     if manifest.config is not None:
         config = await _read_small(remote, manifest.config, what)
@@ -226,17 +233,20 @@ async def _inline(
 async def _read_small(remote: CacheStore, digest: str, what: str) -> bytes:
     import hashlib
 
-    chunks = []
-    size = 0
-    try:
+    async def read() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in remote.read_blob(digest):
             size += len(chunk)
             if size > 1 << 20:
                 raise InvalidCacheError(f"{what}: {digest} is larger than 1 MiB; refused")
             chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        data = await retried(read)
     except KeyError:
         raise InvalidCacheError(f"{what}: {digest} is missing") from None
-    data = b"".join(chunks)
     if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
         raise InvalidCacheError(f"{what}: {digest} does not match its content")
     return data

@@ -1,10 +1,12 @@
 """The cache-backend contract: blobs by digest plus one index, for ``--export/--import-cache``.
 
 Group ``llbkit.cache_backends``; the entry-point name is the ``type=`` word (``local``,
-``registry``, ``s3``...). Core decides what is stored, in BuildKit's formats: the layer blobs,
-the cache config (``application/vnd.buildkit.cacheconfig.v0``) as a blob, and the *index*
-document, a JSON manifest that names them (an OCI index, a Docker manifest list or an OCI image
-manifest; its ``mediaType`` field says which). A backend only moves bytes, so a new one is short.
+``registry``, ``s3``...). Core decides what is stored, in BuildKit's formats: the layer blobs and
+an *index* document, which is either a manifest naming the cache config blob and the layers (an
+OCI index, a Docker manifest list or an OCI image manifest, its ``mediaType`` saying which:
+``index_format = "manifest"``, as registry and local caches keep it) or the cache config itself
+with its layers described inside (``"config"``, as s3, azblob and gha caches keep it). A backend
+only moves bytes; core retries what it marks :class:`TransientCacheError`.
 
 A backend whose cache lives in the exported image rather than in a store of its own (BuildKit's
 ``type=inline``) answers :meth:`CacheBackend.resolve` with :class:`EmbedInImage`: the engine
@@ -17,14 +19,29 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
+from llbkit.core.errors import UserError
+
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import BlobSource, ClientIO, PluginContext
 
-__all__ = ["API_VERSION", "CacheBackend", "CacheStore", "Direction", "EmbedInImage"]
+__all__ = [
+    "API_VERSION",
+    "CacheBackend",
+    "CacheStore",
+    "Direction",
+    "EmbedInImage",
+    "IndexFormat",
+    "TransientCacheError",
+]
 
 API_VERSION = 3
 
 Direction = Literal["import", "export"]
+IndexFormat = Literal["manifest", "config"]
+
+
+class TransientCacheError(UserError):
+    """A failure worth trying again (a 5xx, a 429, a timeout); core retries, with backoff."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,11 @@ class CacheStore(Protocol):
     @property
     def name(self) -> str:
         """How messages and progress name this cache (``registry 127.0.0.1:5000/app:cache``)."""
+        ...
+
+    @property
+    def index_format(self) -> IndexFormat:
+        """What the index document is: a manifest, or the cache config itself."""
         ...
 
     async def read_index(self) -> bytes | None:

@@ -25,6 +25,7 @@ from llbkit.sdk.testing.doubles import (
     StaticFrontend,
 )
 from llbkit.sdk.testing.frontend_client import kit_frontend_client
+from llbkit.sdk.testing.http_store import HttpStore
 from llbkit.sdk.testing.kit_worker import busybox_rootfs
 from llbkit.sdk.testing.kits import (
     CacheBackendKit,
@@ -39,6 +40,7 @@ __all__ = [
     "CacheBackendKit",
     "ExporterKit",
     "FrontendKit",
+    "HttpStore",
     "MemoryCacheBackend",
     "MemoryCacheStore",
     "MemoryClientIO",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
@@ -130,6 +130,7 @@ class MemoryCacheStore:
     name: str = "memory"
     blobs: dict[str, bytes] = field(default_factory=dict)
     index: bytes | None = None
+    index_format: Literal["manifest", "config"] = "manifest"
 
     async def read_index(self) -> bytes | None:
         return self.index

@@ -140,6 +140,7 @@ class CacheBackendKit:
         async def scenario() -> tuple[object, object]:
             store = await self._open(tmp_path, "export")
             try:
+                assert store.index_format in ("manifest", "config"), store.index_format
                 return store.name, store.blob_source()
             finally:
                 await store.aclose()

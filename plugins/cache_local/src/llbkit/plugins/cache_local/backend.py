@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.cache_backend import Direction
+from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientDirectory, ClientIO
 from llbkit.plugins.cache_local import _layout
 
@@ -49,6 +49,11 @@ class LocalCacheStore:
         self.digest = digest
         self.writable = writable
         self._has_layout = False
+
+    @property
+    def index_format(self) -> IndexFormat:
+        # A manifest naming the config and layer blobs, as BuildKit keeps this kind of cache.
+        return "manifest"
 
     @property
     def name(self) -> str:

@@ -23,7 +23,7 @@ from anyio import AsyncFile
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.cache_backend import Direction
+from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.plugins.registries import RegistrySession
 from llbkit.core.reference import Reference, parse_reference
@@ -63,6 +63,11 @@ class RegistryCacheStore:
         self._session = session
         self._stack = stack
         self._spool_dir = spool_dir
+
+    @property
+    def index_format(self) -> IndexFormat:
+        # A manifest naming the config and layer blobs, as BuildKit keeps this kind of cache.
+        return "manifest"
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError
 from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.cache_backend import Direction
+from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientIO
 
 #: ``dest`` is read when exporting, ``src`` when importing (as BuildKit's ``type=local``)
@@ -33,6 +33,11 @@ class <REPLACE:Name>CacheStore:
     def __init__(self, root: Path, writable: bool) -> None:
         self.root = root
         self.writable = writable
+
+    @property
+    def index_format(self) -> IndexFormat:
+        # A manifest naming the config and layer blobs, as BuildKit keeps this kind of cache.
+        return "manifest"
 
     @property
     def name(self) -> str:

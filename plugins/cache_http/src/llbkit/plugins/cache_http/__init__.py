@@ -1,0 +1,1 @@
+"""The http cache backend (``--export-cache type=http,url=…``)."""
