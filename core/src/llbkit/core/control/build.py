@@ -58,6 +58,8 @@ class _CacheEntry:
     #: ``None`` when it could not be opened and ``ignore-error`` said to go on
     opened: CacheStore | EmbedInImage | None
     failure: str = ""
+    #: the backend's attributes, whose secrets no message may show
+    attrs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -166,17 +168,18 @@ async def _resolve(
                 opened: CacheStore | EmbedInImage | None = await backend.resolve(
                     own, direction, request.session
                 )
-            except ConfigError:
-                raise  # a bad attribute is the user's to fix, ignore-error or not
+            except ConfigError as err:  # the user's to fix, ignore-error or not
+                raise ConfigError(_scrubbed(str(err), own)) from None
             except (UserError, OSError) as err:  # the cache cannot be reached
+                failure = _scrubbed(f"{what} {entry.type}: {err}", own)
                 if not options.ignore_error:
-                    raise UserError(f"failed to solve: {what} {entry.type}: {err}") from None
-                opened, failure = None, f"{what} {entry.type}: {err}"
+                    raise UserError(f"failed to solve: {failure}") from None
+                opened = None
             else:
                 failure = ""
             if opened is not None and not isinstance(opened, EmbedInImage):
                 jobs.append(opened)
-            caches[direction].append(_CacheEntry(entry.type, options, opened, failure))
+            caches[direction].append(_CacheEntry(entry.type, options, opened, failure, own))
     return frontend_job, exports, caches["export"], caches["import"]
 
 
@@ -292,6 +295,19 @@ async def _export_caches(
     return response
 
 
+#: attribute names whose values are credentials (BuildKit's s3, azblob, gha and llbkit's http)
+SECRET_KEYS = ("token", "secret_access_key", "session_token", "access_key_id", "password")
+
+
+def _scrubbed(text: str, attrs: Mapping[str, str]) -> str:
+    """``text`` without any credential given in ``attrs``: whatever a backend's error quotes
+    (a URL, a server's reply), no message, warning or history shows a secret."""
+    for key, value in attrs.items():
+        if value and len(value) >= 4 and any(k in key.lower() for k in SECRET_KEYS):
+            text = text.replace(value, "***")
+    return text
+
+
 def _cause(name: str, err: BaseException) -> str:
     """The error's words, without the cache's ref again when they begin with it."""
     text = str(err)
@@ -320,7 +336,7 @@ class _Step:
 
     def failed(self, what: str, err: BaseException, entry: _CacheEntry) -> None:
         """A cache that failed: the build's failure, or with ``ignore-error`` a warning."""
-        why = f"{what}: {_cause(entry.name, err)}"
+        why = _scrubbed(f"{what}: {_cause(entry.name, err)}", entry.attrs)
         if not entry.options.ignore_error:
             self.end(error=why)
             raise UserError(f"failed to solve: {why}") from None
