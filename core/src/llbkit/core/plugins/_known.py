@@ -6,6 +6,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ('llbkit.cache_backends', 'inline'): 'llbkit-cache-inline',
     ('llbkit.cache_backends', 'local'): 'llbkit-cache-local',
     ('llbkit.cache_backends', 'registry'): 'llbkit-cache-registry',
+    ('llbkit.cache_backends', 's3'): 'llbkit-cache-s3',
     ('llbkit.exporters', 'docker'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'image'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'local'): 'llbkit-exporter-local',

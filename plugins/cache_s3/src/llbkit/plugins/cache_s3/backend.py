@@ -1,0 +1,393 @@
+"""``type=s3``: the build cache in an S3 bucket, laid out as BuildKit's s3 cache.
+
+The cache config (BuildKit's, its layers described inside) is the object
+``prefix + manifests_prefix + name``, each blob the object ``prefix + blobs_prefix + <digest>``,
+so BuildKit and llbkit read each other's buckets. Attributes are BuildKit v0.11's, plus
+``upload_parallelism``. boto3 is synchronous: every call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
+from llbkit.core.plugins.context import BlobSource, ClientIO
+from llbkit.core.units import parse_duration
+
+#: BuildKit v0.11's keys, and master's ``upload_parallelism``
+OPTIONS = (
+    "bucket",
+    "region",
+    "prefix",
+    "manifests_prefix",
+    "blobs_prefix",
+    "name",
+    "touch_refresh",
+    "endpoint_url",
+    "use_path_style",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "upload_parallelism",
+)
+#: read when ``bucket=`` or ``region=`` is not given, as buildctl fills them in
+ENV = {"bucket": "AWS_BUCKET", "region": "AWS_REGION"}
+CHUNK = 1 << 20
+#: blobs from this size up go in parts of this size, ``upload_parallelism`` at once
+MULTIPART = 8 << 20
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: what says "no such object": get_object's code, and head_object's bare status (no body)
+_ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
+#: S3's codes for a refused identity or signature, and head_object's bare statuses
+_DENIED = frozenset(
+    "AccessDenied AllAccessDisabled ExpiredToken InvalidAccessKeyId InvalidToken "  # noqa: SIM905 - words, not a column of quotes
+    "SignatureDoesNotMatch TokenRefreshRequired 401 403".split()
+)
+#: S3's codes for "not now": throttled, overloaded, timed out (besides any 5xx or 429)
+_THROTTLED = frozenset(
+    "BandwidthLimitExceeded InternalError RequestLimitExceeded RequestThrottled "  # noqa: SIM905 - as above
+    "RequestTimeout ServiceUnavailable SlowDown Throttling ThrottlingException "
+    "TooManyRequestsException".split()
+)
+T = TypeVar("T")
+
+
+def _public(url: str) -> str:
+    """An endpoint as messages may show it: no user, password or query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class S3CacheStore:
+    """One opened cache: a bucket, its key prefixes, its index names, one boto3 client."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        bucket: str,
+        region: str,
+        prefix: str,
+        manifests_prefix: str,
+        blobs_prefix: str,
+        names: list[str],
+        touch_refresh: float,
+        upload_parallelism: int,
+        endpoint: str,
+        writable: bool,
+    ) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        self._s3 = client
+        self.bucket = bucket
+        self.region = region
+        self.manifests = prefix + manifests_prefix
+        self.blobs = prefix + blobs_prefix
+        self.names = names
+        self.touch_refresh = touch_refresh
+        self.endpoint = endpoint
+        self.writable = writable
+        self._transfer = TransferConfig(
+            multipart_threshold=MULTIPART,
+            multipart_chunksize=MULTIPART,
+            max_concurrency=upload_parallelism,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"s3 s3://{self.bucket}/{self.manifests}{self.names[0]}"
+
+    @property
+    def index_format(self) -> IndexFormat:
+        return "config"  # BuildKit's s3 layout: the config is the index, no manifest
+
+    def _url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _blob_key(self, digest: str) -> str:
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return self.blobs + digest
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise PermissionError(f"cache {self.name} was opened for import only")
+
+    async def _run(self, doing: str, call: Callable[[], T]) -> T:
+        """``call()`` in a worker thread, its failures as llbkit's errors."""
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except Exception as err:  # boto3's errors become llbkit's; a bug keeps its traceback
+            self._fail(doing, err)
+
+    async def _find(self, doing: str, call: Callable[[], T]) -> T | None:
+        """As :meth:`_run`, ``None`` when the object is not there."""
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except Exception as err:  # as in _run; a missing object is an answer, not a failure
+            if _code(err)[0] in _ABSENT:
+                return None
+            self._fail(doing, err)
+
+    def _fail(self, doing: str, err: Exception) -> NoReturn:
+        """Raise ``err`` as the user should see it: transient (core tries again), refused, or
+        a bug with its traceback. No message carries a credential: none holds S3's own text
+        for a refusal, and the endpoint is shown without user, password or query."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore import exceptions as aws
+
+        cause: BaseException = err
+        if isinstance(err, S3UploadFailedError) and err.__context__ is not None:
+            cause = err.__context__  # upload_file wraps the ClientError it caught
+        code, status = _code(cause)
+        if isinstance(cause, aws.ClientError):
+            if code in _THROTTLED or status >= 500 or status == 429:
+                raise TransientCacheError(f"{doing}: {code} (HTTP {status})") from None
+            if code in _DENIED or status in (401, 403):
+                raise UserError(
+                    f"{doing}: access denied ({code}); check the credentials "
+                    "(access_key_id=, secret_access_key=, session_token= or the AWS "
+                    "environment) and the bucket's policy"
+                ) from None
+            if code == "NoSuchBucket":
+                raise UserError(
+                    f"{doing}: bucket {self.bucket!r} does not exist at {self.endpoint} "
+                    f"(region {self.region}); create it, or fix bucket="
+                ) from None
+            raise UserError(f"{doing}: {code} (HTTP {status})") from None
+        if isinstance(
+            cause, aws.ConnectionError | aws.HTTPClientError | aws.IncompleteReadError
+        ):  # refused, cut, timed out: worth another try
+            raise TransientCacheError(
+                f"{doing}: cannot reach {self.endpoint} ({type(cause).__name__})"
+            ) from None
+        if isinstance(cause, aws.NoCredentialsError | aws.PartialCredentialsError):
+            raise UserError(
+                f"{doing}: no AWS credentials; give access_key_id= and secret_access_key=, "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ) from None
+        raise err
+
+    async def read_index(self) -> bytes | None:
+        for name in self.names:
+            key = self.manifests + name
+            data = await self._find(f"GET {self._url(key)}", partial(self._get_whole, key))
+            if data is not None:
+                return data
+        return None
+
+    def _get_whole(self, key: str) -> bytes:
+        return bytes(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    async def write_index(self, data: bytes) -> None:
+        self._check_writable()
+        for name in self.names:
+            key = self.manifests + name
+            put = partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=data)
+            await self._run(f"PUT {self._url(key)}", put)
+
+    async def has_blob(self, digest: str) -> bool:
+        key = self._blob_key(digest)
+        head = await self._find(
+            f"HEAD {self._url(key)}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key)
+        )
+        if head is None:
+            return False
+        # As BuildKit's export: a blob kept but not written lately is copied onto itself, so a
+        # bucket lifecycle rule expiring old objects spares what builds still use.
+        age = datetime.now(UTC) - head["LastModified"]
+        if self.writable and age.total_seconds() > self.touch_refresh:
+            await self._run(f"COPY {self._url(key)} (touch)", lambda: self._touch(key))
+        return True
+
+    def _touch(self, key: str) -> None:
+        self._s3.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            Metadata={"updated-at": datetime.now(UTC).isoformat()},
+        )
+
+    async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
+        key = self._blob_key(digest)
+        doing = f"GET {self._url(key)}"
+        got = await self._find(doing, lambda: self._s3.get_object(Bucket=self.bucket, Key=key))
+        if got is None:
+            raise KeyError(digest)
+        body = got["Body"]
+        try:
+            while chunk := await self._run(doing, lambda: body.read(CHUNK)):
+                yield chunk
+        finally:
+            body.close()
+
+    async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
+        self._check_writable()
+        key = self._blob_key(digest)
+        # Checked before a byte is sent: a bucket never holds a blob under a wrong digest.
+        spool = await anyio.to_thread.run_sync(_spool_file)
+        try:
+            hasher, got = hashlib.sha256(), 0
+            async with await anyio.open_file(spool, "wb") as out:
+                async for chunk in chunks:
+                    hasher.update(chunk)
+                    got += len(chunk)
+                    await out.write(chunk)
+            arrived = "sha256:" + hasher.hexdigest()
+            if (arrived, got) != (digest, size):
+                raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
+            # One PUT, or a multipart upload (visible only once complete) for a large blob.
+            await self._run(
+                f"PUT {self._url(key)}",
+                lambda: self._s3.upload_file(str(spool), self.bucket, key, Config=self._transfer),
+            )
+        finally:
+            spool.unlink(missing_ok=True)
+
+    def blob_source(self) -> BlobSource | None:
+        return None  # not a registry: nothing for a push to mount
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._s3.close)
+
+
+def _code(err: BaseException) -> tuple[str, int]:
+    """A botocore ClientError's code and HTTP status; ``("", 0)`` for anything else."""
+    response = getattr(err, "response", None)
+    if not isinstance(response, dict):
+        return "", 0
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return code, status
+
+
+def _spool_file() -> Path:
+    fd, path = tempfile.mkstemp(prefix="llbkit-s3-cache-")
+    os.close(fd)
+    return Path(path)
+
+
+def _bool(what: str, key: str, value: str) -> bool:
+    """Go's ``strconv.ParseBool`` words, as BuildKit reads ``use_path_style``."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise ConfigError(f"{what}: {key}={value!r} is not a boolean (true or false)")
+
+
+def _make_client(
+    region: str, endpoint_url: str, path_style: bool, credentials: dict[str, str], pool: int
+) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(region_name=region, **credentials)
+    config = Config(
+        s3={"addressing_style": "path" if path_style else "auto"},
+        # Core tries a transient failure again, with backoff, for every backend alike.
+        retries={"mode": "standard", "total_max_attempts": 1},
+        max_pool_connections=pool,
+    )
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+class S3CacheBackend:
+    """Constructed once per engine; ``resolve`` runs once per ``--export/--import-cache``."""
+
+    api_version: ClassVar[int] = 3
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(
+        self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
+    ) -> S3CacheStore:
+        what = f"cache backend {self.ctx.name}"
+        for key in attrs:
+            if key not in OPTIONS:
+                raise UnknownOptionError(what, key, OPTIONS)
+        found = {}
+        for key, env in ENV.items():
+            found[key] = attrs.get(key) or os.environ.get(env, "")
+            if not found[key]:
+                raise ConfigError(f"{what}: {key}= is required (or set ${env})")
+        names = [n for n in (attrs.get("name") or "buildkit").split(";") if n]
+        if not names:
+            raise ConfigError(f"{what}: name={attrs['name']!r} names no index")
+        touch_refresh = parse_duration(
+            attrs.get("touch_refresh") or "24h", f"{what}: touch_refresh"
+        )
+        path_style = _bool(what, "use_path_style", attrs.get("use_path_style") or "false")
+        try:
+            parallelism = int(attrs.get("upload_parallelism") or 4)
+        except ValueError:
+            parallelism = 0
+        if parallelism < 1:
+            raise ConfigError(
+                f"{what}: upload_parallelism={attrs['upload_parallelism']!r} is not a "
+                "positive number"
+            )
+        endpoint_url = attrs.get("endpoint_url", "")
+        parts = urlsplit(endpoint_url)
+        if endpoint_url and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ConfigError(
+                f"{what}: endpoint_url= must be an http(s) URL (got {_public(endpoint_url)!r})"
+            )
+        if parts.username or parts.password or parts.query:  # botocore refuses them anyway
+            raise ConfigError(
+                f"{what}: endpoint_url= takes no user, password or query; give credentials "
+                f"with access_key_id= and secret_access_key= (got {_public(endpoint_url)!r})"
+            )
+        credentials = _credentials(what, attrs)
+        # Core writes a few blobs at once, each in upload_parallelism parts: room for all.
+        pool = max(10, 4 * parallelism + 4)
+        s3 = await anyio.to_thread.run_sync(
+            lambda: _make_client(found["region"], endpoint_url, path_style, credentials, pool)
+        )
+        return S3CacheStore(
+            s3,
+            bucket=found["bucket"],
+            region=found["region"],
+            prefix=attrs.get("prefix", ""),
+            manifests_prefix=attrs.get("manifests_prefix", "manifests/"),
+            blobs_prefix=attrs.get("blobs_prefix", "blobs/"),
+            names=names,
+            touch_refresh=touch_refresh,
+            upload_parallelism=parallelism,
+            endpoint=_public(endpoint_url) if endpoint_url else f"S3 ({found['region']})",
+            writable=direction == "export",
+        )
+
+
+def _credentials(what: str, attrs: Mapping[str, str]) -> dict[str, str]:
+    """Static credentials when given, else ``{}``: boto3's chain (environment, profile, role)."""
+    key_id, secret = attrs.get("access_key_id", ""), attrs.get("secret_access_key", "")
+    token = attrs.get("session_token", "")
+    if not key_id and not secret:
+        if token:
+            raise ConfigError(f"{what}: session_token= needs access_key_id= and secret_access_key=")
+        return {}
+    if not key_id or not secret:
+        raise ConfigError(f"{what}: access_key_id= and secret_access_key= go together")
+    given = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+    if token:
+        given["aws_session_token"] = token
+    return given
