@@ -45,4 +45,13 @@ if [ ! -x .tools/bin/uv ]; then
     .tools/bin/pip install -q --disable-pip-version-check 'uv==0.13.9'
 fi
 .tools/bin/uv sync --all-packages --frozen --python "$(command -v python3)" -q
+
+# Azurite, Azure Storage's emulator (a node package), for the azblob cache's tests; the version
+# is llbkit.sdk.testing.azurite.VERSION. Only as root with node and npm; otherwise they skip.
+if [ "$(id -u)" = 0 ] && command -v node >/dev/null && command -v npm >/dev/null &&
+    [ ! -e .tools/azurite/node_modules/.bin/azurite-blob ]; then
+    mkdir -p .tools/azurite
+    npm install --no-audit --no-fund --silent --prefix .tools/azurite azurite@3.37.0 \
+        >/dev/null 2>&1 || echo "setup: could not install Azurite; the azblob tests will skip" >&2
+fi
 echo "setup: ready (.venv/bin/llbkit $(.venv/bin/llbkit --version | cut -d' ' -f2))"

@@ -2,6 +2,7 @@
 """Which distribution provides each plugin name llbkit's own repository ships."""
 
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
+    ('llbkit.cache_backends', 'azblob'): 'llbkit-cache-azblob',
     ('llbkit.cache_backends', 'http'): 'llbkit-cache-http',
     ('llbkit.cache_backends', 'inline'): 'llbkit-cache-inline',
     ('llbkit.cache_backends', 'local'): 'llbkit-cache-local',

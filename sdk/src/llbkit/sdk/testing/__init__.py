@@ -18,6 +18,7 @@ from llbkit.sdk.testing._doubles import (
     RecordingProgress,
     make_context,
 )
+from llbkit.sdk.testing.azurite import Azurite
 from llbkit.sdk.testing.doubles import (
     MemoryCacheBackend,
     ScriptedExecutor,
@@ -37,6 +38,7 @@ from llbkit.sdk.testing.kits import (
 from llbkit.sdk.testing.results import StrictResult, layered_result
 
 __all__ = [
+    "Azurite",
     "CacheBackendKit",
     "ExporterKit",
     "FrontendKit",

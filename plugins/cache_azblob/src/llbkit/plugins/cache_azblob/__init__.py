@@ -1,0 +1,1 @@
+"""The azblob cache backend (``--export-cache type=azblob,account_url=…``)."""
