@@ -3,6 +3,7 @@
 
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ('llbkit.cache_backends', 'azblob'): 'llbkit-cache-azblob',
+    ('llbkit.cache_backends', 'gha'): 'llbkit-cache-gha',
     ('llbkit.cache_backends', 'http'): 'llbkit-cache-http',
     ('llbkit.cache_backends', 'inline'): 'llbkit-cache-inline',
     ('llbkit.cache_backends', 'local'): 'llbkit-cache-local',

@@ -26,6 +26,7 @@ from llbkit.sdk.testing.doubles import (
     StaticFrontend,
 )
 from llbkit.sdk.testing.frontend_client import kit_frontend_client
+from llbkit.sdk.testing.gha_cache import GhaCacheService, make_gha_token
 from llbkit.sdk.testing.http_store import HttpStore
 from llbkit.sdk.testing.kit_worker import busybox_rootfs
 from llbkit.sdk.testing.kits import (
@@ -42,6 +43,7 @@ __all__ = [
     "CacheBackendKit",
     "ExporterKit",
     "FrontendKit",
+    "GhaCacheService",
     "HttpStore",
     "MemoryCacheBackend",
     "MemoryCacheStore",
@@ -56,5 +58,6 @@ __all__ = [
     "busybox_rootfs",
     "kit_frontend_client",
     "layered_result",
+    "make_gha_token",
     "make_context",
 ]
