@@ -308,3 +308,46 @@ def test_bad_attributes_are_refused_by_name(
     full = {"url": "http://127.0.0.1:9/", "token": make_gha_token(), **attrs}
     with pytest.raises(error, match=message):
         anyio.run(lambda: _open(full))
+
+
+def test_a_commit_that_keeps_failing_is_never_reported_stored() -> None:
+    """Once reserved, a key is this export's: a commit failing past patience must fail the
+    blob, not let a second reservation find the key taken and call it present."""
+    import hashlib as _hashlib
+
+    from llbkit.core.control.cache_calls import retried
+    from llbkit.core.errors import UserError as _UserError
+    from llbkit.plugins.cache_gha.backend import GhaCacheBackend as _Backend
+    from llbkit.sdk.testing import GhaCacheService, make_gha_token
+    from llbkit.sdk.testing import MemoryClientIO as _Client
+    from llbkit.sdk.testing import make_context as _context
+
+    async def one(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    async def scenario(url: str) -> bool:
+        store = await _Backend(_context("gha")).resolve(
+            {"url": url, "token": make_gha_token()}, "export", _Client(Path("/nonexistent"))
+        )
+        real = store._send
+        failures = 0
+
+        async def flaky(method: str, target: str, client: Any = None, **kw: Any) -> Any:
+            nonlocal failures
+            if method == "POST" and "/caches/" in target and failures < 50:
+                failures += 1
+                raise TransientCacheError(f"{method} {target}: HTTP 503")
+            return await real(method, target, client, **kw)
+
+        store._send = flaky
+        data = b"hello blob"
+        digest = "sha256:" + _hashlib.sha256(data).hexdigest()
+        try:
+            with pytest.raises(_UserError):
+                await retried(lambda: store.write_blob(digest, len(data), one(data)))
+            return bool(await store.has_blob(digest))
+        finally:
+            await store.aclose()
+
+    with GhaCacheService() as service:
+        assert anyio.run(scenario, service.url) is False

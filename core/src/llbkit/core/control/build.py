@@ -7,7 +7,9 @@ progress record goes to the build's status.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,6 @@ from llbkit.core.solver.solver import BuildFailed, GraphNode
 
 if TYPE_CHECKING:
     from llbkit.core.cache.leases import Lease
-    from llbkit.core.cache.store import Store
     from llbkit.core.control.controller import Controller
     from llbkit.core.control.request import CacheOptionsEntry, SolveRequest
 
@@ -67,20 +68,14 @@ class _CacheEntry:
 
 
 class _ImportHold:
-    """Closes an import's cache once the build's results are released, and forgets how to
-    fetch its blobs (they stay known as lazy layers, to be imported again)."""
+    """Once the build's results are released, forgets how to fetch an import's blobs (they
+    stay known as lazy layers, to be imported again); its store is closed as a job of its own."""
 
-    def __init__(self, store: Store, remote: CacheStore) -> None:
-        self.store = store
-        self.remote = remote
-        self.source: ImportedCache | None = None
+    def __init__(self, source: ImportedCache) -> None:
+        self.source = source
 
     async def aclose(self) -> None:
-        try:
-            if self.source is not None:
-                self.source.close()
-        finally:
-            await self.remote.aclose()
+        self.source.close()
 
 
 class FrontendFailed(SourceError):
@@ -170,8 +165,8 @@ async def _resolve(
                 )
             except ConfigError as err:  # the user's to fix, ignore-error or not
                 raise ConfigError(_scrubbed(str(err), own)) from None
-            except (UserError, OSError) as err:  # the cache cannot be reached
-                failure = _scrubbed(f"{what} {entry.type}: {err}", own)
+            except Exception as err:  # the cache cannot be reached, or the plugin broke
+                failure = _scrubbed(f"{what} {entry.type}: {_said(err)}", own)
                 if not options.ignore_error:
                     raise UserError(f"failed to solve: {failure}") from None
                 opened = None
@@ -197,15 +192,18 @@ async def _imports(
             continue
         try:
             remote, records = await open_import(entry.opened)
-        except UserError as err:
+        except Exception as err:  # a plugin's own failure is one line too, never a traceback
             step.failed(f"importing cache manifest from {entry.name}", err, entry)
             continue
         if not records:
             step.log(f"no cache found at {entry.name}\n")
-        hold = _ImportHold(controller.store, remote)
-        source = ImportedCache(controller.store, remote, records, step.warn)
-        hold.source = source
-        jobs.append(hold)
+        source = ImportedCache(
+            controller.store,
+            remote,
+            records,
+            functools.partial(_warn_scrubbed, step, entry.attrs),
+        )
+        jobs.append(_ImportHold(source))
         found.append(source)
         step.end()
     return found
@@ -287,7 +285,7 @@ async def _export_caches(
             continue
         try:
             desc = await plan.push(entry.opened, entry.options, step.sink)
-        except (UserError, OSError, ValueError) as err:
+        except Exception as err:  # a plugin's own failure is one line too, never a traceback
             step.failed(f"exporting cache to {entry.name}", err, entry)
             continue
         response["cache.manifest"] = descriptor_text(desc)
@@ -299,18 +297,46 @@ async def _export_caches(
 SECRET_KEYS = ("token", "secret_access_key", "session_token", "access_key_id", "password")
 
 
+#: environment variables backends read credentials from (BuildKit's, and the http cache's)
+SECRET_ENV = (
+    "ACTIONS_RUNTIME_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "LLBKIT_CACHE_HTTP_TOKEN",
+)
+
+
 def _scrubbed(text: str, attrs: Mapping[str, str]) -> str:
-    """``text`` without any credential given in ``attrs``: whatever a backend's error quotes
-    (a URL, a server's reply), no message, warning or history shows a secret."""
+    """``text`` without any credential given in ``attrs`` or the environment, nor the user,
+    password or query (a signature) of a URL given: whatever a backend's error quotes, no
+    message, warning or history shows a secret."""
+    from urllib.parse import urlsplit
+
+    secrets = [os.environ.get(name, "") for name in SECRET_ENV]
     for key, value in attrs.items():
-        if value and len(value) >= 4 and any(k in key.lower() for k in SECRET_KEYS):
-            text = text.replace(value, "***")
+        if any(k in key.lower() for k in SECRET_KEYS):
+            secrets.append(value)
+        elif "url" in key.lower() and "://" in value:
+            parts = urlsplit(value)
+            secrets += [parts.query, parts.password or ""]
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
     return text
+
+
+def _warn_scrubbed(step: _Step, attrs: Mapping[str, str], message: str) -> None:
+    step.warn(_scrubbed(message, attrs))
+
+
+def _said(err: BaseException) -> str:
+    """An error as one line: its words, and its type when it is not one of ours."""
+    return str(err) if isinstance(err, UserError | OSError) else f"{type(err).__name__}: {err}"
 
 
 def _cause(name: str, err: BaseException) -> str:
     """The error's words, without the cache's ref again when they begin with it."""
-    text = str(err)
+    text = _said(err)
     ref = name.partition(" ")[2]
     return text[len(ref) + 2 :] if ref and text.startswith(f"{ref}: ") else text
 

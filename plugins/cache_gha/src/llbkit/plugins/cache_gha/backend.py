@@ -237,7 +237,13 @@ class GhaCacheStore:
             async def read(start: int, length: int) -> bytes:
                 return await anyio.to_thread.run_sync(_read_range, spool, start, length)
 
-            await self._save(key, size, read)  # False: already there (or being written)
+            if not await self._save(key, size, read) and not await self.has_blob(digest):
+                # Taken but not committed: an export still writing it, or one that died (ours,
+                # tried again). Naming it in the index would name a blob that is not there.
+                raise UserError(
+                    f"cache {self.name}: blob {digest} is reserved by an export that has not "
+                    "finished it; export again later"
+                )
         finally:
             spool.unlink(missing_ok=True)
 
@@ -258,6 +264,18 @@ class GhaCacheStore:
         if not cache_id:
             raise UserError(f"POST {_public(self.api)}caches: no cacheId for {key}")
         url = f"{self.api}caches/{cache_id}"
+        try:
+            await self._fill(url, size, read)
+        except TransientCacheError as err:
+            # Reserved now: trying the whole upload again would find the key taken by this
+            # very attempt. The uploads were already tried with patience; this is final.
+            raise UserError(str(err)) from None
+        return True
+
+    async def _fill(
+        self, url: str, size: int, read: Callable[[int, int], Awaitable[bytes]]
+    ) -> None:
+        """Upload a reserved entry's bytes in chunks, several at once, then commit it."""
         pending = list(range(0, size, CHUNK))
 
         async def uploader() -> None:
@@ -270,11 +288,13 @@ class GhaCacheStore:
                 }
                 await _patient(partial(self._ok, "PATCH", url, content=data, headers=headers))
 
-        async with anyio.create_task_group() as group:
-            for _ in range(min(UPLOADERS, len(pending))):
-                group.start_soon(uploader)
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(min(UPLOADERS, len(pending))):
+                    group.start_soon(uploader)
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
         await _patient(partial(self._ok, "POST", url, json={"size": size}))
-        return True
 
     async def _ok(self, method: str, url: str, **kwargs: Any) -> None:
         _expect(await self._send(method, url, **kwargs))

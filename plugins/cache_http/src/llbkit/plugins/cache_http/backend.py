@@ -69,7 +69,10 @@ class HttpCacheStore:
         return "config"  # BuildKit's config with its layers described: no manifest to keep
 
     def _url(self, kind: str, what: str) -> str:
-        return f"{self.base}/{kind}/{what}"
+        # A query (a signed URL's) stays after the path it signs.
+        parts = urlsplit(self.base)
+        path = f"{parts.path.rstrip('/')}/{kind}/{what}"
+        return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
     async def _send(self, method: str, url: str, **kwargs: object) -> httpx.Response:
         """One request; a 5xx, a 429 or a timeout is transient (core tries again)."""
