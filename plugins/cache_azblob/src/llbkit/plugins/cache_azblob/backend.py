@@ -12,14 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import os
 import posixpath
 import re
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -27,6 +24,7 @@ import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.context import BlobSource, ClientIO
 
@@ -61,7 +59,6 @@ CONCURRENCY = 4
 CHUNK = 4 << 20
 #: connections kept: core writes 4 blobs at once, each in CONCURRENCY blocks
 POOL = 4 * CONCURRENCY + 4
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: Azure's rule: 3-63 lowercase letters, digits and single hyphens, no hyphen at either end
 _CONTAINER = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*")
 _THROTTLED = frozenset({"ServerBusy", "OperationTimedOut", "InternalError"})
@@ -135,9 +132,7 @@ class AzblobCacheStore:
         return go_path_join(self.manifests, name)
 
     def blob_key(self, digest: str) -> str:
-        if not _DIGEST.fullmatch(digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
-        return go_path_join(self.blobs, digest)
+        return go_path_join(self.blobs, checked_digest(digest))
 
     def _where(self, key: str) -> str:
         return f"{self.endpoint}/{self.container}/{key}"
@@ -274,17 +269,7 @@ class AzblobCacheStore:
         self._check_writable()
         key = self.blob_key(digest)
         # Checked before a byte is sent: a container never holds a blob under a wrong digest.
-        spool = await anyio.to_thread.run_sync(_spool_file)
-        try:
-            hasher, got = hashlib.sha256(), 0
-            async with await anyio.open_file(spool, "wb") as out:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    got += len(chunk)
-                    await out.write(chunk)
-            arrived = "sha256:" + hasher.hexdigest()
-            if (arrived, got) != (digest, size):
-                raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
+        async with verified_spool(digest, size, chunks) as spool:
 
             def upload() -> None:
                 # One Put Blob up to BLOCK, else BLOCK-sized blocks CONCURRENCY at once, then
@@ -295,8 +280,6 @@ class AzblobCacheStore:
                     )
 
             await self._write(f"PUT {self._where(key)}", upload)
-        finally:
-            spool.unlink(missing_ok=True)
 
     def blob_source(self) -> BlobSource | None:
         return None  # not a registry: nothing for a push to mount
@@ -311,12 +294,6 @@ def _code(err: BaseException) -> str:
     """A storage error's code (``BlobNotFound``); ``""`` when it has none."""
     code = getattr(err, "error_code", None)
     return str(getattr(code, "value", code) or "")
-
-
-def _spool_file() -> Path:
-    fd, path = tempfile.mkstemp(prefix="llbkit-azblob-cache-")
-    os.close(fd)
-    return Path(path)
 
 
 def _setting(attrs: Mapping[str, str], key: str) -> str:

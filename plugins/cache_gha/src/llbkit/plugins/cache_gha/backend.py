@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -22,6 +20,7 @@ import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.units import parse_duration
@@ -37,7 +36,6 @@ TOKEN_ENV = "ACTIONS_RUNTIME_TOKEN"
 #: go-actions-cache sends one constant version with every key
 VERSION = hashlib.sha256(b"|go-actionscache-1.0").hexdigest()
 ACCEPT = "application/json;api-version=6.0-preview.1"
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 USER_AGENT = "go-actions-cache/1.0"  # the service knows BuildKit's client by it
 #: the "1" in BuildKit's key names: its cache layout version
 LAYOUT = "1"
@@ -188,12 +186,12 @@ class GhaCacheStore:
         raise TransientCacheError(f"cache {self.name}: {key}#… kept being taken by other exports")
 
     async def has_blob(self, digest: str) -> bool:
-        key = blob_key(_checked(digest))
+        key = blob_key(checked_digest(digest))
         entry = await self._lookup(key)
         return entry is not None and entry["cacheKey"] == key
 
     async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
-        key = blob_key(_checked(digest))
+        key = blob_key(checked_digest(digest))
         entry = await self._lookup(key)
         if entry is None or entry["cacheKey"] != key:
             raise KeyError(digest)
@@ -220,19 +218,9 @@ class GhaCacheStore:
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
-        key = blob_key(_checked(digest))
+        key = blob_key(checked_digest(digest))
         # Checked before a byte is sent: the service never holds a blob under a wrong digest.
-        spool = await anyio.to_thread.run_sync(_spool_file)
-        try:
-            hasher, got = hashlib.sha256(), 0
-            async with await anyio.open_file(spool, "wb") as out:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    got += len(chunk)
-                    await out.write(chunk)
-            arrived = "sha256:" + hasher.hexdigest()
-            if (arrived, got) != (digest, size):
-                raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
+        async with verified_spool(digest, size, chunks) as spool:
 
             async def read(start: int, length: int) -> bytes:
                 return await anyio.to_thread.run_sync(_read_range, spool, start, length)
@@ -244,8 +232,6 @@ class GhaCacheStore:
                     f"cache {self.name}: blob {digest} is reserved by an export that has not "
                     "finished it; export again later"
                 )
-        finally:
-            spool.unlink(missing_ok=True)
 
     async def _save(
         self, key: str, size: int, read: Callable[[int, int], Awaitable[bytes]]
@@ -355,18 +341,6 @@ def _expect(response: httpx.Response) -> None:
         f"{response.request.method} {_public(str(response.url))}: HTTP {response.status_code} "
         f"{response.reason_phrase}{detail}"
     )
-
-
-def _checked(digest: str) -> str:
-    if not _DIGEST.fullmatch(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
-    return digest
-
-
-def _spool_file() -> Path:
-    fd, path = tempfile.mkstemp(prefix="llbkit-gha-cache-")
-    os.close(fd)
-    return Path(path)
 
 
 def _read_range(path: Path, start: int, length: int) -> bytes:

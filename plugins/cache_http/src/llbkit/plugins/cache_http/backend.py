@@ -8,10 +8,8 @@ artifact server or a plain WebDAV share is a cache. It is also the smallest real
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -21,6 +19,7 @@ import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.context import BlobSource, ClientIO
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 OPTIONS = ("url", "name", "token", "timeout")
 #: read when ``token=`` is not given, so a CI secret stays out of the command line
 TOKEN_ENV = "LLBKIT_CACHE_HTTP_TOKEN"
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHUNK = 1 << 20
 
@@ -110,7 +108,7 @@ class HttpCacheStore:
             _expect(response, "PUT")
 
     async def has_blob(self, digest: str) -> bool:
-        response = await self._send("HEAD", self._url("blobs", _checked(digest)))
+        response = await self._send("HEAD", self._url("blobs", checked_digest(digest)))
         if response.status_code == 404:
             return False
         _expect(response, "HEAD")
@@ -119,7 +117,7 @@ class HttpCacheStore:
     async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
         import httpx
 
-        url = self._url("blobs", _checked(digest))
+        url = self._url("blobs", checked_digest(digest))
         try:
             async with self._http.stream("GET", url) as response:
                 if response.status_code == 404:
@@ -134,19 +132,9 @@ class HttpCacheStore:
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
-        url = self._url("blobs", _checked(digest))
+        url = self._url("blobs", checked_digest(digest))
         # Checked before a byte is sent: a server never holds a blob under a wrong digest.
-        spool = await anyio.to_thread.run_sync(_spool_file)
-        try:
-            hasher, got = hashlib.sha256(), 0
-            async with await anyio.open_file(spool, "wb") as out:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    got += len(chunk)
-                    await out.write(chunk)
-            arrived = "sha256:" + hasher.hexdigest()
-            if (arrived, got) != (digest, size):
-                raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
+        async with verified_spool(digest, size, chunks) as spool:
             response = await self._send(
                 "PUT",
                 url,
@@ -154,8 +142,6 @@ class HttpCacheStore:
                 headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
             )
             _expect(response, "PUT")
-        finally:
-            spool.unlink(missing_ok=True)
 
     def blob_source(self) -> BlobSource | None:
         return None  # not a registry: nothing for a push to mount
@@ -170,18 +156,6 @@ def _expect(response: httpx.Response, method: str) -> None:
             f"{method} {_public(str(response.url))}: HTTP {response.status_code} "
             f"{response.reason_phrase}"
         )
-
-
-def _checked(digest: str) -> str:
-    if not _DIGEST.fullmatch(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
-    return digest
-
-
-def _spool_file() -> Path:
-    fd, path = tempfile.mkstemp(prefix="llbkit-http-cache-")
-    os.close(fd)
-    return Path(path)
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:

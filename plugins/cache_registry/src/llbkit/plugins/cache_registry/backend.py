@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import AsyncExitStack
@@ -23,6 +22,7 @@ from anyio import AsyncFile
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.blobcheck import checked_digest
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.plugins.registries import RegistrySession
@@ -34,14 +34,6 @@ __all__ = ["OPTIONS", "SMALL_BLOB", "RegistryCacheBackend", "RegistryCacheStore"
 OPTIONS = ("ref",)
 #: blobs up to this size are pushed from memory; larger ones are spooled to a file first
 SMALL_BLOB = 4 << 20
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-def _checked(digest: str) -> str:
-    # The digest becomes part of a URL: refuse anything that could point elsewhere.
-    if not _DIGEST.fullmatch(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
-    return digest
 
 
 class RegistryCacheStore:
@@ -95,11 +87,11 @@ class RegistryCacheStore:
         await self._session.push_manifest(self.ref.tag, data, str(media_type))
 
     async def has_blob(self, digest: str) -> bool:
-        return await self._session.has_blob(_checked(digest))
+        return await self._session.has_blob(checked_digest(digest))
 
     async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
         try:
-            async with self._session.read_blob(_checked(digest)) as chunks:
+            async with self._session.read_blob(checked_digest(digest)) as chunks:
                 async for chunk in chunks:
                     yield chunk
                 return
@@ -113,7 +105,7 @@ class RegistryCacheStore:
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
-        _checked(digest)
+        checked_digest(digest)
         received, arrived, got = await self._receive(chunks)
         try:
             if (arrived, got) != (digest, size):

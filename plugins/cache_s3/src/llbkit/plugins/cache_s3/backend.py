@@ -8,14 +8,10 @@ so BuildKit and llbkit read each other's buckets. Attributes are BuildKit v0.11'
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +19,7 @@ import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.units import parse_duration
@@ -48,7 +45,6 @@ ENV = {"bucket": "AWS_BUCKET", "region": "AWS_REGION"}
 CHUNK = 1 << 20
 #: blobs from this size up go in parts of this size, ``upload_parallelism`` at once
 MULTIPART = 8 << 20
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: what says "no such object": get_object's code, and head_object's bare status (no body)
 _ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
 #: S3's codes for a refused identity or signature, and head_object's bare statuses
@@ -121,9 +117,7 @@ class S3CacheStore:
         return f"s3://{self.bucket}/{key}"
 
     def _blob_key(self, digest: str) -> str:
-        if not _DIGEST.fullmatch(digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
-        return self.blobs + digest
+        return self.blobs + checked_digest(digest)
 
     def _check_writable(self) -> None:
         if not self.writable:
@@ -242,24 +236,12 @@ class S3CacheStore:
         self._check_writable()
         key = self._blob_key(digest)
         # Checked before a byte is sent: a bucket never holds a blob under a wrong digest.
-        spool = await anyio.to_thread.run_sync(_spool_file)
-        try:
-            hasher, got = hashlib.sha256(), 0
-            async with await anyio.open_file(spool, "wb") as out:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    got += len(chunk)
-                    await out.write(chunk)
-            arrived = "sha256:" + hasher.hexdigest()
-            if (arrived, got) != (digest, size):
-                raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
+        async with verified_spool(digest, size, chunks) as spool:
             # One PUT, or a multipart upload (visible only once complete) for a large blob.
             await self._run(
                 f"PUT {self._url(key)}",
                 lambda: self._s3.upload_file(str(spool), self.bucket, key, Config=self._transfer),
             )
-        finally:
-            spool.unlink(missing_ok=True)
 
     def blob_source(self) -> BlobSource | None:
         return None  # not a registry: nothing for a push to mount
@@ -276,12 +258,6 @@ def _code(err: BaseException) -> tuple[str, int]:
     code = str(response.get("Error", {}).get("Code", ""))
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     return code, status
-
-
-def _spool_file() -> Path:
-    fd, path = tempfile.mkstemp(prefix="llbkit-s3-cache-")
-    os.close(fd)
-    return Path(path)
 
 
 def _bool(what: str, key: str, value: str) -> bool:
