@@ -41,7 +41,12 @@ IndexFormat = Literal["manifest", "config"]
 
 
 class TransientCacheError(UserError):
-    """A failure worth trying again (a 5xx, a 429, a timeout); core retries, with backoff."""
+    """A failure worth trying again (a 5xx, a timeout); core retries, with backoff. A service
+    that asks to slow down (429, SlowDown, ServerBusy) is ``throttled``: waited for longer."""
+
+    def __init__(self, message: str, *, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.throttled = throttled
 
 
 @dataclass(frozen=True)

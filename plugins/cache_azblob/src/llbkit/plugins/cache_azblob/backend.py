@@ -217,7 +217,9 @@ class AzblobCacheStore:
             code, status = _code(err), err.status_code or 0
             said = f"{code or 'error'} (HTTP {status})"
             if code in _THROTTLED or status >= 500 or status in (408, 429):
-                raise TransientCacheError(f"{doing}: {said}") from None
+                raise TransientCacheError(
+                    f"{doing}: {said}", throttled=code == "ServerBusy" or status == 429
+                ) from None
             if status in (401, 403) or isinstance(err, az.ClientAuthenticationError):
                 raise UserError(
                     f"{doing}: access denied ({code or status}); check secret_access_key= (the "

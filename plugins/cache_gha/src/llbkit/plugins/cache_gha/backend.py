@@ -307,7 +307,9 @@ async def _patient(call: Callable[[], Awaitable[None]]) -> None:
 
 def _check_transient(response: httpx.Response, what: str) -> None:
     if response.status_code >= 500 or response.status_code == 429:
-        raise TransientCacheError(f"{what}: HTTP {response.status_code}")
+        raise TransientCacheError(
+            f"{what}: HTTP {response.status_code}", throttled=response.status_code == 429
+        )
 
 
 def _already_exists(response: httpx.Response) -> bool:

@@ -83,7 +83,10 @@ class HttpCacheStore:
         except httpx.HTTPError as err:
             raise TransientCacheError(f"{method} {_public(url)}: {err}") from None
         if response.status_code >= 500 or response.status_code == 429:
-            raise TransientCacheError(f"{method} {_public(url)}: HTTP {response.status_code}")
+            raise TransientCacheError(
+                f"{method} {_public(url)}: HTTP {response.status_code}",
+                throttled=response.status_code == 429,
+            )
         if response.status_code in (401, 403):
             raise UserError(f"{method} {_public(url)}: access denied (HTTP {response.status_code})")
         return response
@@ -123,7 +126,10 @@ class HttpCacheStore:
                 if response.status_code == 404:
                     raise KeyError(digest)
                 if response.status_code >= 500 or response.status_code == 429:
-                    raise TransientCacheError(f"GET {_public(url)}: HTTP {response.status_code}")
+                    raise TransientCacheError(
+                        f"GET {_public(url)}: HTTP {response.status_code}",
+                        throttled=response.status_code == 429,
+                    )
                 _expect(response, "GET")
                 async for chunk in response.aiter_bytes(CHUNK):
                     yield chunk

@@ -53,6 +53,18 @@ _DENIED = frozenset(
     "SignatureDoesNotMatch TokenRefreshRequired 401 403".split()
 )
 #: S3's codes for "not now": throttled, overloaded, timed out (besides any 5xx or 429)
+#: what S3 answers when asked to slow down: waited out longer than a failure
+_SLOW_DOWN = frozenset(
+    {
+        "BandwidthLimitExceeded",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+    }
+)
 _THROTTLED = frozenset(
     "BandwidthLimitExceeded InternalError RequestLimitExceeded RequestThrottled "  # noqa: SIM905 - as above
     "RequestTimeout ServiceUnavailable SlowDown Throttling ThrottlingException "
@@ -152,7 +164,10 @@ class S3CacheStore:
         code, status = _code(cause)
         if isinstance(cause, aws.ClientError):
             if code in _THROTTLED or status >= 500 or status == 429:
-                raise TransientCacheError(f"{doing}: {code} (HTTP {status})") from None
+                raise TransientCacheError(
+                    f"{doing}: {code} (HTTP {status})",
+                    throttled=code in _SLOW_DOWN or status == 429,
+                ) from None
             if code in _DENIED or status in (401, 403):
                 raise UserError(
                     f"{doing}: access denied ({code}); check the credentials "
