@@ -534,3 +534,41 @@ def jsonschema_validate(config: object) -> None:
     import jsonschema
 
     jsonschema.validate(config, json.loads(SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize("fault", ["truncate", "stall"])
+def test_a_cache_that_breaks_its_blobs_fails_the_build_in_one_line(
+    registry: str, context: Path, tmp_path: Path, fault: str
+) -> None:
+    """Its records hit, but the blobs an OCI export needs arrive cut short or too late: the
+    build fails with one line naming the cache, and the store keeps no partial blob."""
+    from llbkit.sdk.testing import HttpStore
+
+    with HttpStore(tmp_path / "served") as server:
+        url = f"{server.url}/app"
+        first = build(registry, tmp_path / "A", context, "--export-cache", f"type=http,url={url}")
+        assert first.returncode == 0, first.stderr
+        if fault == "truncate":
+            server.truncate_blobs = True
+            args = f"type=http,url={url}"
+        else:
+            server.stall = 1.5
+            args = f"type=http,url={url},timeout=0.5"
+        broken = build(
+            registry,
+            tmp_path / "B",
+            context,
+            "--import-cache",
+            args,
+            "--output",
+            f"type=oci,dest={tmp_path / 'image.tar'}",
+        )
+    assert broken.returncode == 1, broken.stderr
+    last = broken.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "http http://127.0.0.1" in last, last
+    assert "Traceback" not in broken.stderr
+    assert not (tmp_path / "image.tar").exists()
+    for blob in (tmp_path / "B").rglob("blobs/sha256/*"):  # whatever is kept is whole
+        import hashlib
+
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name

@@ -27,7 +27,7 @@ from llbkit.core.cache.remote import (
 )
 from llbkit.core.control.cache_calls import retried
 from llbkit.core.errors import UserError
-from llbkit.core.plugins.cache_backend import CacheStore, EmbedInImage
+from llbkit.core.plugins.cache_backend import CacheStore, EmbedInImage, TransientCacheError
 from llbkit.core.solver.cache_sources import Hit
 
 if TYPE_CHECKING:
@@ -84,7 +84,10 @@ class ImportedCache:
     async def fetch(self, digest: str, path: Path) -> str:
         """Download one blob into ``path`` (from the start again after a transient failure);
         returns what it hashes to (checked by the caller)."""
-        return await retried(lambda: self._download(digest, path))
+        try:
+            return await retried(lambda: self._download(digest, path))
+        except TransientCacheError as err:  # tried with patience: now the cache is named
+            raise UserError(f"{self.name}: cannot fetch blob {digest}: {err}") from None
 
     async def _download(self, digest: str, path: Path) -> str:
         """One download; bytes are held until 4 MiB gather, so a small blob is one write."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,11 +19,15 @@ class HttpStore:
 
     :param token: when set, requests without ``Authorization: Bearer <token>`` get 401.
     :param fail_every: when set, every n-th request gets a 503 (a flaky server).
+    :param truncate_blobs: a blob's ``GET`` announces its whole length and sends half of it.
+    :param stall: seconds every ``GET`` of a blob waits before answering (past a timeout).
     """
 
     root: Path
     token: str = ""
     fail_every: int = 0
+    truncate_blobs: bool = False
+    stall: float = 0.0
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _count: int = 0
@@ -78,12 +83,20 @@ class HttpStore:
                     self._answer(404)
                     return
                 data = path.read_bytes()
+                blob = "/blobs/" in self.path and self.command == "GET"
+                if blob and store.stall:
+                    time.sleep(store.stall)
                 store.requests.append((self.command, self.path, 200))
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command == "GET":
-                    self.wfile.write(data)
+                    # A truncating server cuts the connection half way through a blob.
+                    self.wfile.write(
+                        data[: len(data) // 2] if blob and store.truncate_blobs else data
+                    )
+                    if blob and store.truncate_blobs:
+                        self.close_connection = True
 
             def do_PUT(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -81,7 +81,7 @@ class HttpCacheStore:
         except httpx.TimeoutException:
             raise TransientCacheError(f"{method} {_public(url)}: timed out") from None
         except httpx.HTTPError as err:
-            raise TransientCacheError(f"{method} {_public(url)}: {err}") from None
+            raise TransientCacheError(f"{method} {_public(url)}: {_what(err)}") from None
         if response.status_code >= 500 or response.status_code == 429:
             raise TransientCacheError(
                 f"{method} {_public(url)}: HTTP {response.status_code}",
@@ -133,8 +133,10 @@ class HttpCacheStore:
                 _expect(response, "GET")
                 async for chunk in response.aiter_bytes(CHUNK):
                     yield chunk
+        except httpx.TimeoutException:
+            raise TransientCacheError(f"GET {_public(url)}: timed out") from None
         except httpx.HTTPError as err:  # a cut connection: the whole blob again
-            raise TransientCacheError(f"GET {_public(url)}: {err}") from None
+            raise TransientCacheError(f"GET {_public(url)}: {_what(err)}") from None
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
@@ -154,6 +156,11 @@ class HttpCacheStore:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _what(err: BaseException) -> str:
+    """An error's words, or its kind when it has none (httpx's timeouts have none)."""
+    return str(err) or type(err).__name__
 
 
 def _expect(response: httpx.Response, method: str) -> None:
