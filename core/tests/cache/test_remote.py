@@ -12,7 +12,6 @@ import jsonschema
 import pytest
 
 from llbkit.core.cache.remote import (
-    CACHE_CONFIG,
     ExportRecord,
     InvalidCacheError,
     RemoteLayer,
@@ -227,10 +226,6 @@ def test_go_time_is_rfc3339_with_nanoseconds() -> None:
     assert parse_go_time("2023-11-14T22:13:20.25Z") == 1_700_000_000_250_000_000
     assert parse_go_time("2023-11-14T23:13:20+01:00") == 1_700_000_000_000_000_000
     assert parse_go_time("yesterday") == 0
-
-
-def test_config_media_type_is_buildkits() -> None:
-    assert CACHE_CONFIG == "application/vnd.buildkit.cacheconfig.v0"
 
 
 BUILDKIT = Path(__file__).with_name("buildkit")

@@ -19,7 +19,7 @@ import anyio
 from llbkit.core.cache.store import Store
 from llbkit.core.errors import UserError, first_error
 
-__all__ = ["MissingBlobError", "fetch_blob", "fetchable", "materialize"]
+__all__ = ["MissingBlobError", "fetch_blob", "fetchable", "materialize", "materialize_for_blobs"]
 
 
 class MissingBlobError(UserError):
@@ -102,6 +102,23 @@ def _origin(store: Store, digest: str) -> str:
     return store.db.lazy_origin(digest) or "a remote cache"
 
 
+async def materialize_for_blobs(
+    store: Store,
+    chain: Sequence[int],
+    variant: str,
+    *,
+    force: bool,
+    limiter: anyio.CapacityLimiter | None,
+) -> None:
+    """Before blobs of ``chain`` are made in ``variant`` (``compression:level:epoch``): fetch
+    the files of the lazy layers whose imported blob is not that one (all of them with
+    ``force``); the others serve their blob as it is."""
+    need = [
+        layer for layer in store.lazy(chain) if force or store.db.layer_blob(layer, variant) is None
+    ]
+    await materialize(store, need, limiter)
+
+
 def _unpack(store: Store, layer: int, blob: Path, media_type: str) -> None:
     from llbkit.core.snapshot.untar import unpack_layer
 
@@ -120,11 +137,8 @@ def _unpack(store: Store, layer: int, blob: Path, media_type: str) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _remove(path: Path) -> None:

@@ -12,15 +12,12 @@ from typing import cast
 
 import anyio
 
-from llbkit.core.cache.lazy import fetch_blob, materialize
+from llbkit.core.cache.lazy import fetch_blob, materialize, materialize_for_blobs
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.plugins.context import BlobSource, Compression, LayerDescriptor, LayerOptions
 from llbkit.core.snapshot.mount import bind_readonly, unmount
 
 __all__ = ["ResultRef"]
-
-#: threads for fetching and unpacking a result's imported layers: anyio's default
-_LIMIT = None
 
 
 class ResultRef:
@@ -47,7 +44,7 @@ class ResultRef:
     async def mount(self) -> AsyncIterator[Path]:
         """The tree, read-only: a view of the chain, behind a read-only bind mount where this
         process may mount (a store layer is shared by every result that has it)."""
-        await materialize(self._store, self.chain, _LIMIT)
+        await materialize(self._store, self.chain, None)
         view = self._store.view(self.chain)
         path = await anyio.to_thread.run_sync(view.__enter__)
         try:
@@ -73,15 +70,10 @@ class ResultRef:
     async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
         from llbkit.core.cache.blobs import MEDIA_TYPES, layer_blobs  # only exports need tars
 
-        # An imported layer's blob serves as it is; other forms of it need its files.
         variant = f"{options.compression}:{options.level}:{options.epoch}"
-        lazy = self._store.lazy(self.chain)
-        need = [
-            layer
-            for layer in lazy
-            if options.force or self._store.db.layer_blob(layer, variant) is None
-        ]
-        await materialize(self._store, need, _LIMIT)
+        await materialize_for_blobs(
+            self._store, self.chain, variant, force=options.force, limiter=None
+        )
         made = await anyio.to_thread.run_sync(
             functools.partial(
                 layer_blobs,
@@ -109,7 +101,7 @@ class ResultRef:
     async def blob_path(self, digest: str) -> Path:
         if digest not in self._digests:
             raise KeyError(f"{digest} is not a layer of this result (ask layers() first)")
-        return await fetch_blob(self._store, digest, _LIMIT)  # an imported one comes now
+        return await fetch_blob(self._store, digest, None)  # an imported one comes now
 
     def blob_sources(self, digest: str) -> Sequence[BlobSource]:
         from llbkit.core.cache.blobs import blob_sources

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llbkit.core.errors import UserError
+from llbkit.core.plugins.context import Platform
 
 __all__ = [
     "CACHE_CONFIG",
@@ -335,9 +336,7 @@ def _parse_manifest(data: bytes, what: str) -> CacheManifest:
                 layers,
             )
         images = [
-            (str(m["digest"]), _platform_text(m.get("platform") or {}))
-            for m in entries
-            if "digest" in m
+            (str(m["digest"]), _platform(m.get("platform") or {})) for m in entries if "digest" in m
         ]
         return CacheManifest(media or OCI_INDEX, images=images)
     cfg = doc.get("config") or {}
@@ -369,9 +368,14 @@ def _checked(fn: Any, *args: Any) -> Any:
         raise InvalidCacheError(f"{args[-1]}: not a cache BuildKit writes ({err!r})") from None
 
 
-def _platform_text(platform: Mapping[str, Any]) -> str:
-    text = f"{platform.get('os', '')}/{platform.get('architecture', '')}"
-    return text + (f"/{platform['variant']}" if platform.get("variant") else "")
+def _platform(platform: Mapping[str, Any]) -> str:
+    return str(
+        Platform(
+            str(platform.get("os", "")),
+            str(platform.get("architecture", "")),
+            str(platform.get("variant", "")),
+        )
+    )
 
 
 def _records(raw: Any, layer_of: Any, chain_of: Any, what: str) -> dict[str, ImportedRecord]:

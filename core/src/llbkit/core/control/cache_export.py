@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from llbkit.core.cache.lazy import fetch_blob, materialize
+from llbkit.core.cache.lazy import fetch_blob, materialize_for_blobs
 from llbkit.core.cache.remote import (
     CACHE_CONFIG,
     ExportRecord,
@@ -154,13 +154,13 @@ class ExportPlan:
         missing = tuple(layer for layer in wanted if layer not in known)
         if missing:
             store = self.store
-            flavour = f"{options.compression}:{options.level}:None"
-            need_files = [
-                layer
-                for layer in store.lazy(missing)
-                if options.force or store.db.layer_blob(layer, flavour) is None
-            ]
-            await materialize(store, need_files, self.threads)
+            await materialize_for_blobs(
+                store,
+                missing,
+                f"{options.compression}:{options.level}:None",
+                force=options.force,
+                limiter=self.threads,
+            )
             made = await anyio.to_thread.run_sync(
                 functools.partial(
                     layer_blobs,
