@@ -270,7 +270,7 @@ class ExportPlan:
             # As BuildKit shows it: a step per layer, done at once when the cache has it.
             name = f"writing layer {layer.digest}"
             async with limit:
-                progress.status(name, total=layer.size)
+                progress.status(name)
                 if not await retried(lambda: remote.has_blob(layer.digest)):
                     path = await fetch_blob(self.store, layer.digest, self.threads)
                     await retried(
