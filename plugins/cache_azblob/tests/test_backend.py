@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import itertools
+import json
 import re
 import sys
 import types
@@ -150,14 +151,32 @@ def test_layout_is_buildkits_with_prefix_and_several_names(azurite: Azurite) -> 
     assert {"idx/main", "idx/fallback", _digest(b"x")} <= set(blobs_of(azurite, container))
 
 
-def test_an_import_reads_the_first_name_there(azurite: Azurite) -> None:  # noqa: F811
+def test_an_import_reads_every_name_there_as_one_index(azurite: Azurite) -> None:  # noqa: F811
+    """BuildKit's azblob importer loads each name and combines them (not the first only)."""
     container = fresh_container()
-    _using(attrs_for(azurite, container=container, name="second"), lambda s: s.write_index(b"2"))
-    _using(attrs_for(azurite, container=container, name="third"), lambda s: s.write_index(b"3"))
+
+    def config(blob: str) -> bytes:
+        layer = {"blob": blob, "parent": -1}
+        record = {"digest": _digest(blob.encode()), "layers": [{"layer": 0}]}
+        return json.dumps({"layers": [layer], "records": [record]}).encode()
+
+    two, three = config(_digest(b"2")), config(_digest(b"3"))
+    _using(attrs_for(azurite, container=container, name="second"), lambda s: s.write_index(two))
+    _using(attrs_for(azurite, container=container, name="third"), lambda s: s.write_index(three))
     names = attrs_for(azurite, container=container, name="first;second;third")
-    assert _using(names, lambda store: store.read_index(), "import") == b"2"
+    merged = json.loads(_using(names, lambda store: store.read_index(), "import"))
+    assert [layer["blob"] for layer in merged["layers"]] == [_digest(b"2"), _digest(b"3")]
+    assert [r["layers"] for r in merged["records"]] == [[{"layer": 0}], [{"layer": 1}]]
+    only = attrs_for(azurite, container=container, name="first;third")
+    assert _using(only, lambda store: store.read_index(), "import") == three
     nothing = attrs_for(azurite, container=container, name="none")
     assert _using(nothing, lambda store: store.read_index(), "import") is None
+    broken = fresh_container()
+    _using(attrs_for(azurite, container=broken, name="a"), lambda s: s.write_index(b"not json"))
+    _using(attrs_for(azurite, container=broken, name="b"), lambda s: s.write_index(two))
+    both = attrs_for(azurite, container=broken, name="a;b")
+    with pytest.raises(UserError, match="an index is not a cache config"):
+        _using(both, lambda store: store.read_index(), "import")
 
 
 def test_an_export_creates_a_missing_container_and_an_import_does_not(

@@ -14,7 +14,7 @@ import pytest
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import TransientCacheError
-from llbkit.plugins.cache_gha._config import merge_configs
+from llbkit.core.plugins.cacheconfig import merge_configs
 from llbkit.plugins.cache_gha.backend import VERSION, GhaCacheBackend, blob_key, index_key
 from llbkit.sdk.testing import (
     CacheBackendKit,

@@ -26,6 +26,7 @@ from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
+from llbkit.core.plugins.cacheconfig import merge_configs
 from llbkit.core.plugins.context import BlobSource, ClientIO
 
 #: BuildKit v0.11's keys
@@ -235,12 +236,20 @@ class AzblobCacheStore:
         raise err
 
     async def read_index(self) -> bytes | None:
+        """Every name's index, as one: BuildKit's azblob importer loads each name that exists
+        and combines them (its s3 importer reads only the first)."""
+        configs = []
         for name in self.names:
             key = self.manifest_key(name)
             data = await self._find(f"GET {self._where(key)}", partial(self._whole, key))
             if data is not None:
-                return bytes(data)
-        return None
+                configs.append(bytes(data))
+        if not configs:
+            return None
+        try:
+            return merge_configs(configs)
+        except ValueError as err:  # not JSON, or not a cache config
+            raise UserError(f"cache {self.name}: an index is not a cache config ({err})") from None
 
     async def write_index(self, data: bytes) -> None:
         self._check_writable()

@@ -22,9 +22,9 @@ from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
+from llbkit.core.plugins.cacheconfig import merge_configs
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.units import parse_duration
-from llbkit.plugins.cache_gha._config import merge_configs
 from llbkit.plugins.cache_gha._token import Scope, parse_token
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
-"""Several scopes' cache configs as one: BuildKit's importer loads each and combines the chains;
-here their layers and records are concatenated, the indexes shifted (core merges records that
-share a digest)."""
+"""Several cache configs read as one, for a backend whose import reads several indexes (gha's
+scopes, azblob's names): BuildKit's importers load each and combine the chains; here their
+layers and records are concatenated, the indexes shifted (core merges records that share a
+digest)."""
 
 from __future__ import annotations
 
