@@ -1,11 +1,13 @@
-"""A GitHub Actions cache service on loopback (the v1 REST protocol, as BuildKit's client,
-go-actions-cache, speaks it), for the gha cache backend's tests.
+"""A GitHub Actions cache service on loopback for the gha cache backend's tests, in either protocol
+BuildKit's client, go-actions-cache, speaks: v1 REST, or v2 Twirp with the bytes in Azurite.
 
 What a client may rely on is kept: a bearer JWT whose ``ac``/``exp``/``nbf`` claims are checked
 (401 otherwise), entries per scope (written under the token's last writable scope, looked up in
 all its readable ones), prefix lookup filtered by version with the newest match winning,
-reserve/patch/commit with 409 on a taken key and 400 when the committed size is not what was
-uploaded, and downloads from an unauthenticated archive URL that honour ``Range``.
+reserve/upload/commit with 409 on a taken key and 400 when the committed size is not what was
+uploaded. v1 serves downloads from an unauthenticated archive URL that honours ``Range``; v2
+(``GhaCacheService(v2=azurite)``) hands out Azure SAS URLs of blobs in a container of a running
+:class:`~llbkit.sdk.testing.azurite.Azurite`, so the data path is Blob Storage's own.
 ``throttle_every`` answers every n-th request with 429, as the real service does under load.
 """
 
@@ -13,20 +15,44 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
+import hmac
 import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
-__all__ = ["GhaCacheService", "make_gha_token"]
+if TYPE_CHECKING:
+    from llbkit.sdk.testing.azurite import Azurite
+
+__all__ = ["GhaCacheService", "account_sas", "blob_sas", "make_gha_token"]
 
 API = "/_apis/artifactcache/"
 ARTIFACTS = "/_artifacts/"
+TWIRP = "/twirp/github.actions.results.api.v1.CacheService/"
+#: the ``sv`` of the SAS URLs handed out (any version from 2020-12-06 signs the same fields)
+SAS_VERSION = "2021-08-06"
+#: the HTTP status Twirp gives each error code it answers with here
+TWIRP_STATUS = {
+    "already_exists": 409,
+    "bad_route": 404,
+    "failed_precondition": 412,
+    "internal": 500,
+    "invalid_argument": 400,
+    "malformed": 400,
+    "not_found": 404,
+    "permission_denied": 403,
+    "resource_exhausted": 429,
+    "unauthenticated": 401,
+}
 
 
 def make_gha_token(
@@ -50,6 +76,49 @@ def make_gha_token(
 
     header = part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
     return f"{header}.{part(json.dumps(claims).encode())}.{part(b'unsigned')}"
+
+
+def _sas_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sign(key: str, text: str) -> str:
+    mac = hmac.new(base64.b64decode(key), text.encode(), hashlib.sha256)
+    return base64.b64encode(mac.digest()).decode()
+
+
+def blob_sas(
+    account: str,
+    key: str,
+    container: str,
+    blob: str,
+    *,
+    permissions: str,
+    expiry: datetime,
+    version: str = SAS_VERSION,
+) -> str:
+    """The query of a service SAS for one blob (``sr=b``), signed with the account key as
+    Azure Storage checks it (versions 2020-12-06 on): no SDK needed to hand out signed URLs."""
+    expires = _sas_time(expiry)
+    # sp, st, se, resource, si, sip, spr, sv, sr, snapshot time, ses, rscc, rscd, rsce, rscl, rsct
+    fields = [permissions, "", expires, f"/blob/{account}/{container}/{blob}", "", "", ""]
+    fields += [version, "b", "", "", "", "", "", "", ""]
+    signature = _sign(key, "\n".join(fields))
+    return urlencode({"sv": version, "sr": "b", "sp": permissions, "se": expires, "sig": signature})
+
+
+def account_sas(
+    account: str, key: str, permissions: str, expiry: datetime, *, version: str = SAS_VERSION
+) -> str:
+    """The query of an account SAS for containers of the blob service (``ss=b&srt=c``): what
+    creating and deleting a container takes, which a service SAS cannot do."""
+    expires = _sas_time(expiry)
+    # account, sp, ss, srt, st, se, sip, spr, sv, ses, and a last newline
+    fields = [account, permissions, "b", "c", "", expires, "", "", version, "", ""]
+    signature = _sign(key, "\n".join(fields))
+    return urlencode(
+        {"sv": version, "ss": "b", "srt": "c", "sp": permissions, "se": expires, "sig": signature}
+    )
 
 
 def _scopes(authorization: str | None) -> list[tuple[str, int]] | None:
@@ -83,17 +152,27 @@ class _Entry:
         return sum(self.spans.values())
 
     committed: int = 0  # the commit's sequence number: the newest wins a lookup
+    blob: str = ""  # v2: the entry's blob in the Azurite container
 
 
 @dataclass
 class GhaCacheService:
     """Serve on ``127.0.0.1``; use as a context manager. ``url`` ends in ``/`` as
-    ``ACTIONS_CACHE_URL`` does.
+    ``ACTIONS_CACHE_URL`` and ``ACTIONS_RESULTS_URL`` do.
 
     :param throttle_every: when set, every n-th request gets a 429.
+    :param v2: a running Azurite: serve the v2 (Twirp) protocol, the bytes in a container of
+        its own there, instead of v1.
+    :param sas_ttl: how long (seconds) a v2 signed URL is valid.
+    :param expire_downloads: the next this many v2 download URLs are handed out expired, as
+        an URL that outlived its SAS is (Azure then answers 403).
     """
 
     throttle_every: int = 0
+    v2: Azurite | None = None
+    sas_ttl: float = 600
+    expire_downloads: int = 0
+    container: str = ""
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     entries: dict[int, _Entry] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
@@ -117,12 +196,75 @@ class GhaCacheService:
 
     def content(self, key: str) -> bytes:
         """The committed bytes of ``key`` (the newest, when scopes share it)."""
+        entry = self._committed(key)
+        if self.v2 is None:
+            return bytes(entry.data)
+        import httpx
+
+        response = httpx.get(self.signed_url(entry.blob, "r"), timeout=60)
+        response.raise_for_status()
+        return response.content
+
+    def blob_url(self, key: str) -> str:
+        """v2: a read-signed URL of ``key``'s blob in Azurite, to look at it with Azure's SDK."""
+        return self.signed_url(self._committed(key).blob, "r")
+
+    def _committed(self, key: str) -> _Entry:
         found = [e for e in self.entries.values() if e.committed and e.key == key]
         if not found:
             raise KeyError(key)
-        return bytes(max(found, key=lambda e: e.committed).data)
+        return max(found, key=lambda e: e.committed)
+
+    def signed_url(self, blob: str, permissions: str, expires_in: float | None = None) -> str:
+        """v2: the SAS URL of ``blob`` in this service's container, as the real service hands
+        out (``cw`` to upload, ``r`` to download)."""
+        assert self.v2 is not None, "signed URLs are the v2 protocol's"
+        expiry = datetime.now(UTC) + timedelta(
+            seconds=self.sas_ttl if expires_in is None else expires_in
+        )
+        query = blob_sas(
+            self.v2.account,
+            self.v2.key,
+            self.container,
+            blob,
+            permissions=permissions,
+            expiry=expiry,
+        )
+        return f"{self.v2.url}/{self.container}/{blob}?{query}"
+
+    def _container(self, method: str) -> None:
+        """Create (``PUT``) or delete (``DELETE``) this service's Azurite container."""
+        import httpx
+
+        assert self.v2 is not None
+        expiry = datetime.now(UTC) + timedelta(minutes=10)
+        query = account_sas(self.v2.account, self.v2.key, "wdc", expiry)
+        response = httpx.request(
+            method,
+            f"{self.v2.url}/{self.container}?restype=container&{query}",
+            headers={"x-ms-version": SAS_VERSION},
+            timeout=30,
+        )
+        if method == "PUT":
+            response.raise_for_status()
+
+    def _stored_size(self, blob: str) -> int | None:
+        """The size of a committed blob in Azurite, ``None`` when there is none."""
+        import httpx
+
+        response = httpx.head(self.signed_url(blob, "r"), timeout=30)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return int(response.headers["Content-Length"])
 
     def _lookup(self, keys: list[str], version: str, readable: set[str]) -> _Entry | None:
+        """v1: the first key exactly, then every key as a prefix."""
+        return self._find(keys[0] if keys else None, keys, version, readable)
+
+    def _find(
+        self, exact: str | None, prefixes: list[str], version: str, readable: set[str]
+    ) -> _Entry | None:
         candidates = sorted(
             (
                 e
@@ -131,10 +273,10 @@ class GhaCacheService:
             ),
             key=lambda e: -e.committed,
         )
-        for entry in candidates:  # the first key exactly
-            if keys and entry.key == keys[0]:
+        for entry in candidates:  # the exact key first
+            if exact is not None and entry.key == exact:
                 return entry
-        for key in keys:  # then each key as a prefix, newest first
+        for key in prefixes:  # then each key as a prefix, newest first
             for entry in candidates:
                 if entry.key.startswith(key):
                     return entry
@@ -194,6 +336,9 @@ class GhaCacheService:
                 return scopes
 
             def do_GET(self) -> None:
+                if service.v2 is not None:
+                    self._twirp_error("bad_route", f"GET {self.path}: only POST is served")
+                    return
                 scopes = self._admitted()
                 if scopes is None:
                     return
@@ -252,6 +397,9 @@ class GhaCacheService:
 
             def do_POST(self) -> None:
                 body = self._body()
+                if service.v2 is not None:
+                    self._twirp(body)
+                    return
                 scopes = self._admitted()
                 if scopes is None:
                     return
@@ -321,6 +469,9 @@ class GhaCacheService:
 
             def do_PATCH(self) -> None:
                 body = self._body()
+                if service.v2 is not None:
+                    self._twirp_error("bad_route", f"PATCH {self.path}: only POST is served")
+                    return
                 scopes = self._admitted()
                 if scopes is None:
                     return
@@ -346,6 +497,165 @@ class GhaCacheService:
                     entry.spans[start] = len(body)
                 self._answer(204)
 
+            # The v2 protocol: Twirp calls with JSON bodies; the bytes go to Azurite.
+
+            def _twirp_error(self, code: str, message: str) -> None:
+                self._answer(TWIRP_STATUS[code], {"code": code, "msg": message})
+
+            def _twirp(self, body: bytes) -> None:
+                with service._lock:
+                    service._count += 1
+                    throttled = service.throttle_every and (
+                        service._count % service.throttle_every == 0
+                    )
+                if throttled:
+                    self._twirp_error("resource_exhausted", "Too Many Requests")
+                    return
+                path = urlsplit(self.path).path
+                calls: dict[str, Callable[[dict[str, Any], list[tuple[str, int]]], None]] = {
+                    "CreateCacheEntry": self._create,
+                    "FinalizeCacheEntryUpload": self._finalize,
+                    "GetCacheEntryDownloadURL": self._download_url,
+                }
+                call = calls.get(path.removeprefix(TWIRP)) if path.startswith(TWIRP) else None
+                if call is None:
+                    self._twirp_error("bad_route", f"no handler for path {path}")
+                    return
+                kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if kind != "application/json":
+                    self._twirp_error("bad_route", f"unexpected Content-Type: {kind!r}")
+                    return
+                scopes = _scopes(self.headers.get("Authorization"))
+                if scopes is None:
+                    self._twirp_error(
+                        "unauthenticated", "Bearer token missing, malformed or expired"
+                    )
+                    return
+                try:
+                    request = json.loads(body or b"{}")
+                except ValueError:
+                    request = None
+                if not isinstance(request, dict):
+                    self._twirp_error("malformed", "the body is not a JSON object")
+                    return
+                try:
+                    call(request, scopes)
+                except Exception as err:  # Azurite failing under the fake: the service's fault
+                    # Named by type only: httpx's messages carry the URL, signature and all.
+                    self._twirp_error("internal", f"the blob store failed ({type(err).__name__})")
+
+            def _key_version(self, request: dict[str, Any]) -> tuple[str, str] | None:
+                key, version = request.get("key"), request.get("version")
+                if (
+                    not key
+                    or not version
+                    or not isinstance(key, str)
+                    or not isinstance(version, str)
+                ):
+                    self._twirp_error("invalid_argument", "key and version are required")
+                    return None
+                return key, version
+
+            def _writable(self, scopes: list[tuple[str, int]]) -> str | None:
+                writable = [s for s, p in scopes if p & 2]
+                if not writable:
+                    self._twirp_error("permission_denied", "the token may not write any scope")
+                    return None
+                return writable[-1]
+
+            def _create(self, request: dict[str, Any], scopes: list[tuple[str, int]]) -> None:
+                scope = self._writable(scopes)
+                wanted = self._key_version(request) if scope is not None else None
+                if scope is None or wanted is None:
+                    return
+                key, version = wanted
+                with service._lock:
+                    taken = any(
+                        e.key == key and e.version == version and e.scope == scope
+                        for e in service.entries.values()
+                    )
+                    if not taken:
+                        entry_id = len(service.entries) + 1
+                        blob = f"entry-{entry_id}"
+                        service.entries[entry_id] = _Entry(entry_id, key, version, scope, blob=blob)
+                if taken:
+                    self._twirp_error(
+                        "already_exists",
+                        "cache entry with the same key, version, and scope already exists",
+                    )
+                    return
+                upload = service.signed_url(blob, "cw")
+                self._answer(200, {"ok": True, "signed_upload_url": upload})
+
+            def _finalize(self, request: dict[str, Any], scopes: list[tuple[str, int]]) -> None:
+                scope = self._writable(scopes)
+                wanted = self._key_version(request) if scope is not None else None
+                if scope is None or wanted is None:
+                    return
+                key, version = wanted
+                size = request.get("size_bytes")
+                if isinstance(size, str) and size.isdigit():
+                    size = int(size)  # protojson writes an int64 as a string
+                if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                    self._twirp_error("invalid_argument", "size_bytes must be a byte count")
+                    return
+                with service._lock:
+                    entry = next(
+                        (
+                            e
+                            for e in service.entries.values()
+                            if e.key == key and e.version == version and e.scope == scope
+                        ),
+                        None,
+                    )
+                if entry is None:
+                    self._twirp_error("not_found", f"no cache entry {key} was created")
+                    return
+                if entry.committed:
+                    self._twirp_error("failed_precondition", f"{key} is already finalized")
+                    return
+                stored = service._stored_size(entry.blob)
+                if stored is None:
+                    self._twirp_error("invalid_argument", f"nothing was uploaded for {key}")
+                    return
+                if stored != size:
+                    self._twirp_error(
+                        "invalid_argument",
+                        f"size_bytes {size} does not match the {stored} bytes uploaded",
+                    )
+                    return
+                with service._lock:
+                    if not entry.committed:
+                        service._sequence += 1
+                        entry.committed = service._sequence
+                self._answer(200, {"ok": True, "entry_id": str(entry.id)})
+
+            def _download_url(self, request: dict[str, Any], scopes: list[tuple[str, int]]) -> None:
+                wanted = self._key_version(request)
+                if wanted is None:
+                    return
+                key, version = wanted
+                restore = request.get("restore_keys") or []
+                if not isinstance(restore, list) or not all(isinstance(k, str) for k in restore):
+                    self._twirp_error("invalid_argument", "restore_keys must be strings")
+                    return
+                with service._lock:
+                    readable = {s for s, p in scopes if p & 1}
+                    entry = service._find(key, restore, version, readable)
+                    expired = entry is not None and service.expire_downloads > 0
+                    if expired:
+                        service.expire_downloads -= 1
+                if entry is None:
+                    self._answer(200, {"ok": False})
+                    return
+                url = service.signed_url(entry.blob, "r", -60 if expired else None)
+                self._answer(
+                    200, {"ok": True, "signed_download_url": url, "matched_key": entry.key}
+                )
+
+        if self.v2 is not None:
+            self.container = self.container or f"gha-cache-{uuid.uuid4().hex[:12]}"
+            self._container("PUT")
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(
@@ -358,3 +668,9 @@ class GhaCacheService:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self.v2 is not None and self.container:
+            import httpx
+
+            # Azurite keeps blobs in memory for its whole session; gone already is fine too.
+            with contextlib.suppress(httpx.HTTPError):
+                self._container("DELETE")
