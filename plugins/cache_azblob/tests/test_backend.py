@@ -25,7 +25,15 @@ from llbkit.plugins.cache_azblob.backend import (
     account_name,
     go_path_join,
 )
-from llbkit.sdk.testing import CacheBackendKit, HttpStore, MemoryClientIO, make_context
+from llbkit.sdk.testing import (
+    CacheBackendKit,
+    CacheFaultKit,
+    Fault,
+    FaultProxy,
+    HttpStore,
+    MemoryClientIO,
+    make_context,
+)
 from llbkit.sdk.testing.azurite import Azurite, azurite  # noqa: F401 - a fixture, used by name
 
 _containers = itertools.count()
@@ -68,6 +76,30 @@ class TestAzblobCacheBackend(CacheBackendKit):
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
         return attrs_for(self.server, container=self.container)
+
+
+class TestAzblobCacheBackendFaults(CacheFaultKit):
+    """Through a proxy that breaks requests; Azurite still checks every SharedKey signature
+    (the proxy forwards the path and the signed headers as they are)."""
+
+    backend_class = AzblobCacheBackend
+    flavor = "azure"
+    blob_size = BLOCK + (1 << 20)  # staged blocks, then a commit
+
+    @pytest.fixture(autouse=True)
+    def _serve(self, azurite: Azurite) -> None:  # noqa: F811 - the fixture imported above
+        self.server = azurite
+        self.upstream = f"http://127.0.0.1:{azurite.port}"
+        self.container = fresh_container()
+        self.secrets = (azurite.key,)
+
+    def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
+        return {
+            "account_url": f"{url}/{self.server.account}",
+            "secret_access_key": self.server.key,
+            "container": self.container,
+            "timeout": str(self.timeout),
+        }
 
 
 def _open(attrs: Mapping[str, str], direction: str = "export") -> Any:
@@ -300,6 +332,54 @@ def test_a_sas_in_the_url_is_used_and_never_shown(azurite: Azurite) -> None:  # 
     assert "sig=" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "fault", [Fault.stall(1.2), Fault.truncate(), Fault.reset(), Fault.fail(every=1)]
+)
+def test_a_failure_never_shows_the_sas(azurite: Azurite, fault: Fault) -> None:  # noqa: F811
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    sas = generate_account_sas(
+        azurite.account,
+        azurite.key,
+        ResourceTypes(service=True, container=True, object=True),
+        AccountSasPermissions(read=True, write=True, create=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    with FaultProxy(f"http://127.0.0.1:{azurite.port}", "azure") as proxy:
+        attrs = {
+            "account_url": f"{proxy.url}/{azurite.account}?{sas}",
+            "container": fresh_container(),
+            "timeout": "0.3",
+        }
+        _using(attrs, lambda store: store.write_index(b"{}"))
+        proxy.fault = fault
+        with pytest.raises(TransientCacheError) as err:
+            _using(attrs, lambda store: store.read_index(), "import")
+    assert "sig=" not in str(err.value) and "\n" not in str(err.value), err.value
+
+
+def test_a_cut_download_prints_nothing_of_its_own(
+    azurite: Azurite,  # noqa: F811
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK logs "Incomplete download." as a warning; with no logging set up, Python would
+    print it as a stray line of the build's output. The message says it, once, in one line."""
+    import logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])  # as llbkit runs: pytest's taken away
+    attrs = {**attrs_for(azurite, container=fresh_container()), "timeout": "0.3"}
+    _using(attrs, lambda store: store.write_index(b'{"cut": "short", "and": "more"}'))
+    with FaultProxy(f"http://127.0.0.1:{azurite.port}", "azure", Fault.truncate()) as proxy:
+        attrs["account_url"] = f"{proxy.url}/{azurite.account}"
+        with pytest.raises(TransientCacheError, match="was cut"):
+            _using(attrs, lambda store: store.read_index(), "import")
+    printed = capfd.readouterr()
+    assert printed.err == "" and printed.out == "", printed
+
+
 def test_a_busy_or_unreachable_service_is_transient(tmp_path: Path) -> None:
     with HttpStore(tmp_path / "busy", fail_every=1) as busy:  # every request a 503
         attrs = {"account_url": f"{busy.url}/acct", "secret_access_key": "a2V5"}
@@ -358,6 +438,8 @@ def test_without_a_key_default_azure_credential_is_asked(monkeypatch: pytest.Mon
         ({"account_url": "https://a.b", "container": "ab"}, "container='ab'"),
         ({"account_url": "https://a.b", "name": ";"}, "names no index"),
         ({"account_url": "https://a.b", "secret_access_key": "not base64!"}, "not a storage"),
+        ({"account_url": "https://a.b", "timeout": "soon"}, "timeout: 'soon' is not a duration"),
+        ({"account_url": "https://a.b", "timeout": "0"}, "timeout='0' is not a positive"),
     ],
 )
 def test_bad_attributes_are_refused_by_name(

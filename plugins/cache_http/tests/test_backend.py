@@ -13,7 +13,13 @@ import pytest
 from llbkit.core.errors import ConfigError, UserError
 from llbkit.core.plugins.cache_backend import TransientCacheError
 from llbkit.plugins.cache_http.backend import HttpCacheBackend
-from llbkit.sdk.testing import CacheBackendKit, HttpStore, MemoryClientIO, make_context
+from llbkit.sdk.testing import (
+    CacheBackendKit,
+    CacheFaultKit,
+    HttpStore,
+    MemoryClientIO,
+    make_context,
+)
 
 
 @pytest.fixture
@@ -33,6 +39,23 @@ class TestHttpCacheBackend(CacheBackendKit):
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
         return {"url": f"{self.url}/cache"}
+
+
+class TestHttpCacheBackendFaults(CacheFaultKit):
+    """Through a proxy that breaks requests, to a store that wants a token; the URL carries a
+    signed query that no message may show."""
+
+    backend_class = HttpCacheBackend
+    secrets = ("s3cret-token", "sig=abc")
+
+    @pytest.fixture(autouse=True)
+    def _serve(self, tmp_path: Path) -> Iterator[None]:
+        with HttpStore(tmp_path / "served", token="s3cret-token") as running:
+            self.upstream = running.url
+            yield
+
+    def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
+        return {"url": f"{url}/cache?sig=abc", "token": "s3cret-token", "timeout": "0.3s"}
 
 
 def _open(attrs: Mapping[str, str], direction: str = "export") -> Any:
@@ -142,6 +165,7 @@ def test_credentials_never_appear_in_messages(tmp_path: Path) -> None:
         ({"url": "ftp://x"}, "url= must be an http"),
         ({"url": "http://x", "name": "../up"}, "name='../up'"),
         ({"url": "http://x", "timeout": "soon"}, "timeout='soon'"),
+        ({"url": "http://x", "timeout": "0s"}, "timeout='0s' is not a duration"),
     ],
 )
 def test_bad_attributes_are_refused_by_name(attrs: dict[str, str], message: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import TransientCacheError
 from llbkit.plugins.cache_s3.backend import S3CacheBackend
-from llbkit.sdk.testing import CacheBackendKit, MemoryClientIO, make_context
+from llbkit.sdk.testing import CacheBackendKit, CacheFaultKit, MemoryClientIO, make_context
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed (uv sync installs it)")
 pytestmark = pytest.mark.services
@@ -76,6 +76,34 @@ class TestS3CacheBackend(CacheBackendKit):
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
         return _attrs(self.endpoint, self.bucket)
+
+
+class TestS3CacheBackendFaults(CacheFaultKit):
+    """Through a proxy that breaks requests; moto still checks every signature (the proxy
+    forwards Host and the signed headers as they are)."""
+
+    backend_class = S3CacheBackend
+    flavor = "s3"
+    secrets = (SECRET,)
+    blob_size = 9 << 20  # a multipart upload, in 8 MiB parts
+
+    @pytest.fixture(autouse=True)
+    def _bucket(self, endpoint: str, bucket: str) -> Iterator[None]:
+        from moto.core import enable_iam_authentication
+
+        self.upstream, self.bucket = endpoint, bucket
+        key = _iam_key(endpoint)
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        self.secrets = (SECRET, self.secret)
+        with enable_iam_authentication():
+            yield
+
+    def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
+        return {
+            **_attrs(url, self.bucket, timeout=str(self.timeout)),
+            "access_key_id": self.key_id,
+            "secret_access_key": self.secret,
+        }
 
 
 def _open(attrs: Mapping[str, str], direction: str = "export") -> Any:
@@ -229,15 +257,7 @@ def test_a_blob_that_is_not_its_digest_is_never_sent(endpoint: str, bucket: str)
 def test_credentials_never_appear_in_names_or_messages(endpoint: str, bucket: str) -> None:
     from moto.core import enable_iam_authentication
 
-    iam = _iam(endpoint)
-    iam.create_user(UserName="ci")
-    iam.put_user_policy(
-        UserName="ci",
-        PolicyName="s3",
-        PolicyDocument='{"Version":"2012-10-17","Statement":'
-        '[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}',
-    )
-    key = iam.create_access_key(UserName="ci")["AccessKey"]
+    key = _iam_key(endpoint)
     good = _attrs(endpoint, bucket, access_key_id=key["AccessKeyId"])
     good["secret_access_key"] = key["SecretAccessKey"]
     wrong = {**good, "secret_access_key": SECRET}
@@ -269,6 +289,23 @@ def _assert_secret_free(text: str) -> None:
         assert secret not in text, text
 
 
+_USERS = itertools.count()
+
+
+def _iam_key(endpoint: str) -> dict[str, str]:
+    """A new IAM user allowed all of S3, and its access key: what signatures are checked
+    against once moto's IAM authentication is on."""
+    iam, user = _iam(endpoint), f"ci-{next(_USERS)}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="s3",
+        PolicyDocument='{"Version":"2012-10-17","Statement":'
+        '[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}',
+    )
+    return iam.create_access_key(UserName=user)["AccessKey"]  # type: ignore[no-any-return]
+
+
 def _iam(endpoint: str) -> Any:
     import boto3
 
@@ -297,18 +334,19 @@ def test_a_missing_bucket_is_named(endpoint: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "status", "transient"),
+    ("code", "status", "outcome"),
     [
-        ("SlowDown", 503, True),
-        ("InternalError", 500, True),
-        ("ThrottlingException", 400, True),
-        ("RequestTimeout", 400, True),
-        ("AccessDenied", 403, False),
-        ("InvalidObjectState", 403, False),
+        ("SlowDown", 503, "throttled"),
+        ("ServiceUnavailable", 503, "throttled"),  # S3's words: "Reduce your request rate"
+        ("InternalError", 500, "transient"),
+        ("ThrottlingException", 400, "throttled"),
+        ("RequestTimeout", 400, "transient"),
+        ("AccessDenied", 403, "refused"),
+        ("InvalidObjectState", 403, "refused"),
     ],
 )
 def test_throttling_and_5xx_are_transient_and_refusals_are_not(
-    endpoint: str, bucket: str, code: str, status: int, transient: bool
+    endpoint: str, bucket: str, code: str, status: int, outcome: str
 ) -> None:
     from botocore.stub import Stubber
 
@@ -319,7 +357,8 @@ def test_throttling_and_5xx_are_transient_and_refusals_are_not(
 
     with pytest.raises(UserError, match=code) as err:
         _run(_attrs(endpoint, bucket), use)
-    assert isinstance(err.value, TransientCacheError) is transient
+    assert isinstance(err.value, TransientCacheError) is (outcome != "refused")
+    assert getattr(err.value, "throttled", False) is (outcome == "throttled")
 
 
 def test_a_missing_blob_is_a_key_error_and_absent(endpoint: str, bucket: str) -> None:
@@ -340,6 +379,8 @@ def test_a_missing_blob_is_a_key_error_and_absent(endpoint: str, bucket: str) ->
         ({"upload_parallelism": "0"}, "upload_parallelism='0' is not a positive number"),
         ({"upload_parallelism": "many"}, "upload_parallelism='many'"),
         ({"touch_refresh": "soon"}, "touch_refresh: 'soon' is not a duration"),
+        ({"timeout": "soon"}, "timeout: 'soon' is not a duration"),
+        ({"timeout": "0s"}, "timeout='0s' is not a positive duration"),
         ({"use_path_style": "maybe"}, "use_path_style='maybe' is not a boolean"),
         ({"endpoint_url": "ftp://x"}, "endpoint_url= must be an http"),
         ({"name": ";"}, "name=';' names no index"),

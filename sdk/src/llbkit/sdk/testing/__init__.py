@@ -25,6 +25,8 @@ from llbkit.sdk.testing.doubles import (
     ScriptedWorker,
     StaticFrontend,
 )
+from llbkit.sdk.testing.fault_kit import CacheFaultKit
+from llbkit.sdk.testing.faults import Fault, FaultProxy
 from llbkit.sdk.testing.frontend_client import kit_frontend_client
 from llbkit.sdk.testing.gha_cache import GhaCacheService, make_gha_token
 from llbkit.sdk.testing.http_store import HttpStore
@@ -41,7 +43,10 @@ from llbkit.sdk.testing.results import StrictResult, layered_result
 __all__ = [
     "Azurite",
     "CacheBackendKit",
+    "CacheFaultKit",
     "ExporterKit",
+    "Fault",
+    "FaultProxy",
     "FrontendKit",
     "GhaCacheService",
     "HttpStore",

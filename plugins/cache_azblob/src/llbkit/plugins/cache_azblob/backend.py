@@ -3,8 +3,8 @@
 The cache config (BuildKit's, its layers described inside) is the blob
 ``path.Join(prefix, manifests_prefix, name)`` of one container, each layer the blob
 ``path.Join(prefix, blobs_prefix, <digest>)``, so BuildKit and llbkit read each other's caches.
-Attributes are BuildKit v0.11's. The SDK's synchronous client runs in worker threads: its async
-one would need aiohttp as well.
+Attributes are BuildKit v0.11's, plus ``timeout``. The SDK's synchronous client runs in worker
+threads: its async one would need aiohttp as well.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import logging
 import os
 import posixpath
 import re
@@ -28,8 +29,9 @@ from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.cacheconfig import merge_configs
 from llbkit.core.plugins.context import BlobSource, ClientIO
+from llbkit.core.units import parse_duration
 
-#: BuildKit v0.11's keys
+#: BuildKit v0.11's keys, and llbkit's ``timeout``
 OPTIONS = (
     "account_url",
     "container",
@@ -38,6 +40,7 @@ OPTIONS = (
     "blobs_prefix",
     "name",
     "secret_access_key",
+    "timeout",
 )
 #: read when the key is not given, as BuildKit does
 ENV = {
@@ -51,6 +54,8 @@ DEFAULTS = {
     "manifests_prefix": "manifests",
     "blobs_prefix": "blobs",
     "name": "buildkit",
+    #: how long a connection or a read may wait (the SDK's own default is 5 minutes)
+    "timeout": "60s",
 }
 #: as BuildKit uploads: one request up to this size, else staged blocks of this size...
 BLOCK = 32 << 20
@@ -65,6 +70,9 @@ _CONTAINER = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*")
 _THROTTLED = frozenset({"ServerBusy", "OperationTimedOut", "InternalError"})
 #: what an upload with If-None-Match: * answers when the blob exists (409, or 412 on a commit)
 _THERE = frozenset({"BlobAlreadyExists", "ConditionNotMet"})
+#: the SDK logs a cut download as a warning of its own; with no logging set up, Python would
+#: print it as a stray line of the build's output, where llbkit's message already says it
+_QUIET = logging.NullHandler()
 T = TypeVar("T")
 
 
@@ -110,6 +118,7 @@ class AzblobCacheStore:
         endpoint: str,
         writable: bool,
         credential: Any = None,
+        timeout: float = 60.0,
     ) -> None:
         self._service = service
         self._container = service.get_container_client(container)
@@ -120,6 +129,7 @@ class AzblobCacheStore:
         self.names = names
         self.endpoint = endpoint
         self.writable = writable
+        self.timeout = timeout
 
     @property
     def name(self) -> str:
@@ -214,6 +224,11 @@ class AzblobCacheStore:
                 "secret_access_key= or a SAS in account_url=, or set up DefaultAzureCredential "
                 "(AZURE_CLIENT_ID..., a managed identity, az login)"
             ) from None
+        if isinstance(err, az.HttpResponseError) and not err.status_code:
+            # No answer to blame: the SDK's download gave up on a body cut short or stalled
+            # (it wraps what the transport raised). Worth another try.
+            failed = self._what_failed(err.inner_exception or err)
+            raise TransientCacheError(f"{doing}: {failed}") from None
         if isinstance(err, az.HttpResponseError):
             code, status = _code(err), err.status_code or 0
             said = f"{code or 'error'} (HTTP {status})"
@@ -230,10 +245,19 @@ class AzblobCacheStore:
             raise UserError(f"{doing}: {said}") from None
         if isinstance(err, az.ServiceRequestError | az.ServiceResponseError):
             # Refused, reset, timed out: worth another try.
-            raise TransientCacheError(
-                f"{doing}: cannot reach {self.endpoint} ({type(err).__name__})"
-            ) from None
+            raise TransientCacheError(f"{doing}: {self._what_failed(err)}") from None
         raise err
+
+    def _what_failed(self, err: BaseException | None) -> str:
+        """A connection's failure in words: timed out, cut short, or not reached at all."""
+        from azure.core import exceptions as az
+
+        kind = type(err).__name__
+        if isinstance(err, az.ServiceRequestTimeoutError | az.ServiceResponseTimeoutError):
+            return f"{self.endpoint} did not answer within {self.timeout:g}s (timeout=; {kind})"
+        if isinstance(err, az.ServiceResponseError | az.IncompleteReadError | az.DecodeError):
+            return f"the connection to {self.endpoint} was cut ({kind})"
+        return f"cannot reach {self.endpoint} ({kind})"
 
     async def read_index(self) -> bytes | None:
         """Every name's index, as one: BuildKit's azblob importer loads each name that exists
@@ -315,19 +339,27 @@ def _setting(attrs: Mapping[str, str], key: str) -> str:
     return os.environ.get(ENV.get(key, ""), "") or DEFAULTS.get(key, "")
 
 
-def _make_client(account_url: str, credential: Any) -> Any:
+def _make_client(account_url: str, credential: Any, timeout: float) -> Any:
     import requests
     from azure.core.pipeline.transport import RequestsTransport
     from azure.storage.blob import BlobServiceClient
 
+    logging.getLogger("azure").addHandler(_QUIET)  # once: the same handler is not added twice
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL)  # requests' own: no retries
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    transport = RequestsTransport(
+        session=session,
+        session_owner=True,
+        # A stalled service is given up on in bounded time (and tried again by core).
+        connection_timeout=timeout,
+        read_timeout=timeout,
+    )
     return BlobServiceClient(
         account_url,
         credential=credential,
-        transport=RequestsTransport(session=session, session_owner=True),
+        transport=transport,
         # Core tries a transient failure again, with backoff, for every backend alike.
         retry_total=0,
         max_single_put_size=BLOCK,
@@ -384,8 +416,14 @@ class AzblobCacheBackend:
         names = [n for n in _setting(attrs, "name").split(";") if n]
         if not names:
             raise ConfigError(f"{what}: name={attrs['name']!r} names no index")
+        given = _setting(attrs, "timeout") or DEFAULTS["timeout"]
+        timeout = parse_duration(given, f"{what}: timeout")
+        if timeout <= 0:
+            raise ConfigError(f"{what}: timeout={attrs['timeout']!r} is not a positive duration")
         credential, closable = _credential(what, attrs, account, parts)
-        service = await anyio.to_thread.run_sync(lambda: _make_client(account_url, credential))
+        service = await anyio.to_thread.run_sync(
+            lambda: _make_client(account_url, credential, timeout)
+        )
         return AzblobCacheStore(
             service,
             container=container,
@@ -396,6 +434,7 @@ class AzblobCacheBackend:
             endpoint=_public(account_url),
             writable=direction == "export",
             credential=closable,
+            timeout=timeout,
         )
 
 

@@ -22,12 +22,14 @@ from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.context import BlobSource, ClientIO
+from llbkit.core.units import parse_duration
 
 if TYPE_CHECKING:
     import httpx
 
 #: ``url`` is where the cache lives; ``name`` (``;`` between several: an export writes each,
-#: an import reads the first there) names its index; ``token`` a bearer token
+#: an import reads the first there) names its index; ``token`` a bearer token; ``timeout`` how
+#: long a connection or a read may wait
 OPTIONS = ("url", "name", "token", "timeout")
 #: read when ``token=`` is not given, so a CI secret stays out of the command line
 TOKEN_ENV = "LLBKIT_CACHE_HTTP_TOKEN"
@@ -55,6 +57,7 @@ class HttpCacheStore:
         self.base = base.rstrip("/")
         self.names = names
         self.writable = writable
+        self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(headers=headers, timeout=timeout)
 
@@ -79,7 +82,7 @@ class HttpCacheStore:
         try:
             response = await self._http.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TimeoutException:
-            raise TransientCacheError(f"{method} {_public(url)}: timed out") from None
+            raise TransientCacheError(f"{method} {_public(url)}: {self._late()}") from None
         except httpx.HTTPError as err:
             raise TransientCacheError(f"{method} {_public(url)}: {_what(err)}") from None
         if response.status_code >= 500 or response.status_code == 429:
@@ -90,6 +93,9 @@ class HttpCacheStore:
         if response.status_code in (401, 403):
             raise UserError(f"{method} {_public(url)}: access denied (HTTP {response.status_code})")
         return response
+
+    def _late(self) -> str:
+        return f"no answer within {self.timeout:g}s (timeout=)"
 
     def _check_writable(self) -> None:
         if not self.writable:
@@ -134,7 +140,7 @@ class HttpCacheStore:
                 async for chunk in response.aiter_bytes(CHUNK):
                     yield chunk
         except httpx.TimeoutException:
-            raise TransientCacheError(f"GET {_public(url)}: timed out") from None
+            raise TransientCacheError(f"GET {_public(url)}: {self._late()}") from None
         except httpx.HTTPError as err:  # a cut connection: the whole blob again
             raise TransientCacheError(f"GET {_public(url)}: {_what(err)}") from None
 
@@ -199,9 +205,13 @@ class HttpCacheBackend:
         for name in names:
             if not _NAME.fullmatch(name):
                 raise ConfigError(f"{what}: name={name!r} may hold letters, digits, . _ - only")
-        try:
-            timeout = float(attrs.get("timeout") or 60)
-        except ValueError:
-            raise ConfigError(f"{what}: timeout={attrs['timeout']!r} is not seconds") from None
+        try:  # seconds, or a duration as gha's timeout= takes it (30s, 5m)
+            timeout = parse_duration(attrs.get("timeout") or "60", what)
+        except ConfigError:
+            timeout = 0
+        if timeout <= 0:
+            raise ConfigError(
+                f"{what}: timeout={attrs['timeout']!r} is not a duration (such as 60, 30s or 5m)"
+            ) from None
         token = attrs.get("token") or os.environ.get(TOKEN_ENV, "")
         return HttpCacheStore(url, names, token, timeout, writable=direction == "export")

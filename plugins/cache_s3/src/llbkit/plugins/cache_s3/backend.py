@@ -3,7 +3,7 @@
 The cache config (BuildKit's, its layers described inside) is the object
 ``prefix + manifests_prefix + name``, each blob the object ``prefix + blobs_prefix + <digest>``,
 so BuildKit and llbkit read each other's buckets. Attributes are BuildKit v0.11's, plus
-``upload_parallelism``. boto3 is synchronous: every call runs in a worker thread.
+``upload_parallelism`` and ``timeout``. boto3 is synchronous: every call runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientC
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.units import parse_duration
 
-#: BuildKit v0.11's keys, and master's ``upload_parallelism``
+#: BuildKit v0.11's keys, master's ``upload_parallelism``, and llbkit's ``timeout``
 OPTIONS = (
     "bucket",
     "region",
@@ -39,10 +39,13 @@ OPTIONS = (
     "secret_access_key",
     "session_token",
     "upload_parallelism",
+    "timeout",
 )
 #: read when ``bucket=`` or ``region=`` is not given, as buildctl fills them in
 ENV = {"bucket": "AWS_BUCKET", "region": "AWS_REGION"}
 CHUNK = 1 << 20
+#: how long a connection or a read may wait (botocore's own default too)
+TIMEOUT = "60s"
 #: blobs from this size up go in parts of this size, ``upload_parallelism`` at once
 MULTIPART = 8 << 20
 #: what says "no such object": get_object's code, and head_object's bare status (no body)
@@ -59,6 +62,7 @@ _SLOW_DOWN = frozenset(
         "BandwidthLimitExceeded",
         "RequestLimitExceeded",
         "RequestThrottled",
+        "ServiceUnavailable",  # S3's 503: "Reduce your request rate"
         "SlowDown",
         "Throttling",
         "ThrottlingException",
@@ -99,6 +103,7 @@ class S3CacheStore:
         upload_parallelism: int,
         endpoint: str,
         writable: bool,
+        timeout: float = 60.0,
     ) -> None:
         from boto3.s3.transfer import TransferConfig
 
@@ -111,6 +116,7 @@ class S3CacheStore:
         self.touch_refresh = touch_refresh
         self.endpoint = endpoint
         self.writable = writable
+        self.timeout = timeout
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART,
             multipart_chunksize=MULTIPART,
@@ -183,9 +189,8 @@ class S3CacheStore:
         if isinstance(
             cause, aws.ConnectionError | aws.HTTPClientError | aws.IncompleteReadError
         ):  # refused, cut, timed out: worth another try
-            raise TransientCacheError(
-                f"{doing}: cannot reach {self.endpoint} ({type(cause).__name__})"
-            ) from None
+            failed = _what_failed(cause, self.endpoint, self.timeout)
+            raise TransientCacheError(f"{doing}: {failed}") from None
         if isinstance(cause, aws.NoCredentialsError | aws.PartialCredentialsError):
             raise UserError(
                 f"{doing}: no AWS credentials; give access_key_id= and secret_access_key=, "
@@ -265,6 +270,20 @@ class S3CacheStore:
         await anyio.to_thread.run_sync(self._s3.close)
 
 
+def _what_failed(err: BaseException, endpoint: str, timeout: float) -> str:
+    """A connection's failure in words: timed out, cut short, or not reached at all."""
+    from botocore import exceptions as aws
+
+    kind = type(err).__name__
+    if isinstance(err, aws.ConnectTimeoutError | aws.ReadTimeoutError):
+        return f"{endpoint} did not answer within {timeout:g}s (timeout=; {kind})"
+    if isinstance(
+        err, aws.IncompleteReadError | aws.ResponseStreamingError | aws.ConnectionClosedError
+    ):
+        return f"the connection to {endpoint} was cut ({kind})"
+    return f"cannot reach {endpoint} ({kind})"
+
+
 def _code(err: BaseException) -> tuple[str, int]:
     """A botocore ClientError's code and HTTP status; ``("", 0)`` for anything else."""
     response = getattr(err, "response", None)
@@ -285,7 +304,13 @@ def _bool(what: str, key: str, value: str) -> bool:
 
 
 def _make_client(
-    region: str, endpoint_url: str, path_style: bool, credentials: dict[str, str], pool: int
+    region: str,
+    endpoint_url: str,
+    path_style: bool,
+    credentials: dict[str, str],
+    *,
+    pool: int,
+    timeout: float,
 ) -> Any:
     import boto3
     from botocore.config import Config
@@ -296,6 +321,9 @@ def _make_client(
         # Core tries a transient failure again, with backoff, for every backend alike.
         retries={"mode": "standard", "total_max_attempts": 1},
         max_pool_connections=pool,
+        # A stalled service is given up on in bounded time (and tried again by core).
+        connect_timeout=timeout,
+        read_timeout=timeout,
     )
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
@@ -326,6 +354,9 @@ class S3CacheBackend:
         touch_refresh = parse_duration(
             attrs.get("touch_refresh") or "24h", f"{what}: touch_refresh"
         )
+        timeout = parse_duration(attrs.get("timeout") or TIMEOUT, f"{what}: timeout")
+        if timeout <= 0:
+            raise ConfigError(f"{what}: timeout={attrs['timeout']!r} is not a positive duration")
         path_style = _bool(what, "use_path_style", attrs.get("use_path_style") or "false")
         try:
             parallelism = int(attrs.get("upload_parallelism") or 4)
@@ -351,7 +382,9 @@ class S3CacheBackend:
         # Core writes a few blobs at once, each in upload_parallelism parts: room for all.
         pool = max(10, 4 * parallelism + 4)
         s3 = await anyio.to_thread.run_sync(
-            lambda: _make_client(found["region"], endpoint_url, path_style, credentials, pool)
+            lambda: _make_client(
+                found["region"], endpoint_url, path_style, credentials, pool=pool, timeout=timeout
+            )
         )
         return S3CacheStore(
             s3,
@@ -365,6 +398,7 @@ class S3CacheBackend:
             upload_parallelism=parallelism,
             endpoint=_public(endpoint_url) if endpoint_url else f"S3 ({found['region']})",
             writable=direction == "export",
+            timeout=timeout,
         )
 
 
