@@ -11,12 +11,16 @@ turn, several times (the order rotates from run to run), and prints and saves me
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,6 +62,49 @@ def _start_tools(names: list[str] | None, work: Path, registry: str) -> list[Too
     return started
 
 
+@contextlib.contextmanager
+def _moto() -> Iterator[str]:
+    """moto's S3 server in its own process with a ``bench`` bucket: its endpoint, or "" when
+    moto is not installed (the S3 cache scenario is then left out)."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        print("bench: moto_server is not installed; ci-cache left out", file=sys.stderr)
+        yield ""
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket="bench")
+                break
+            except Exception:  # not listening yet
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> int:
     args = _arguments()
     sizes = Sizes.quick() if args.quick else Sizes()
@@ -75,12 +122,12 @@ def main() -> int:
     )
     tools: list[Tool] = []
     try:
-        with LocalRegistry(scratch / "registry") as registry:
+        with LocalRegistry(scratch / "registry") as registry, _moto() as s3:
             host = f"localhost:{registry.port}"
             # A history entry per layer, as real images have (buildah counts them).
             history = {"history": [{"created_by": "busybox-static from the host"}]}
             push_image(registry.host, "library/busybox:latest", [busybox_layer()], history)
-            work = Work(scratch / "scenarios", f"{host}/library/busybox", sizes)
+            work = Work(scratch / "scenarios", f"{host}/library/busybox", sizes, s3)
             tools = _start_tools(args.tool, scratch / "tools", host)
             if not any(t.name == "llbkit" for t in tools):
                 print("bench: llbkit itself could not start", file=sys.stderr)
