@@ -11,9 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PB = ROOT / "core/src/llbkit/core/llb/_pb"
+API = ROOT / "core/src/llbkit/core/api/_pb"
+SOURCES = ROOT / "core/src"
 
 
-def test_protobuf_modules_match_ops_proto(tmp_path):
+def _generated() -> list[Path]:
+    return sorted([*PB.glob("*_pb2*.py*"), *API.glob("*_pb2*.py*")])
+
+
+def test_protobuf_modules_match_their_protos(tmp_path):
     pytest.importorskip("grpc_tools", reason="grpcio-tools (a dev dependency) regenerates _pb")
     result = subprocess.run(
         ["bash", str(ROOT / "scripts/gen_proto.sh"), str(tmp_path)],
@@ -22,16 +28,15 @@ def test_protobuf_modules_match_ops_proto(tmp_path):
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stderr
-    for name in ("ops_pb2.py", "ops_pb2.pyi"):
-        fresh = (tmp_path / "llbkit/core/llb/_pb" / name).read_text()
-        assert fresh == (PB / name).read_text(), f"{name} is stale: run scripts/gen_proto.sh"
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
+    assert fresh == [p.relative_to(SOURCES) for p in _generated()]
+    for name in fresh:
+        assert (tmp_path / name).read_text() == (SOURCES / name).read_text(), (
+            f"{name} is stale: run scripts/gen_proto.sh"
+        )
 
 
 def test_generated_files_say_how_to_regenerate():
-    for path in (
-        PB / "ops_pb2.py",
-        PB / "ops_pb2.pyi",
-        ROOT / "core/src/llbkit/core/plugins/_known.py",
-    ):
+    for path in (*_generated(), ROOT / "core/src/llbkit/core/plugins/_known.py"):
         first = path.read_text().splitlines()[0]
         assert first.startswith("# GENERATED FILE - DO NOT EDIT; regenerate with scripts/"), path

@@ -58,7 +58,9 @@ def test_sizes_and_durations() -> None:
 def test_config_reads_buildkit_keys(tmp_path: Path) -> None:
     path = tmp_path / "buildkitd.toml"
     path.write_text(
-        'root = "/tmp/x"\n[grpc]\naddress = ["unix:///run/x.sock"]\n'
+        'root = "/tmp/x"\n[grpc]\naddress = ["unix:///run/x.sock"]\ngid = 5\n'
+        '[grpc.tls]\ncert = "c.pem"\nkey = "k.pem"\nca = "ca.pem"\n'
+        '[otel]\nsocketPath = "/run/otel.sock"\n'
         "[worker.oci]\nmax-parallelism = 3\ngckeepstorage = 9000\n"
         '[[worker.oci.gcpolicy]]\nkeepDuration = "48h"\nkeepBytes = "1GB"\n'
         'filters = ["type==source.local"]\n'
@@ -67,7 +69,30 @@ def test_config_reads_buildkit_keys(tmp_path: Path) -> None:
     assert config.max_parallelism == 3 and config.gc_keep_storage == 9000
     assert config.gc_rules[0].keep_duration == 48 * 3600
     assert config.gc_rules[0].keep_bytes == 10**9
-    assert config.unused == ["grpc.address"]
+    assert config.unused == ["otel.socketPath"]  # llbkitd reads [grpc]
+    assert config.grpc.address == ["unix:///run/x.sock"] and config.grpc.gid == 5
+    assert (config.grpc.tls_cert, config.grpc.tls_key, config.grpc.tls_ca) == (
+        "c.pem",
+        "k.pem",
+        "ca.pem",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[grpc]\naddress = 5\n", "grpc.address must be a list"),
+        ("[grpc]\nuid = -1\n", "grpc.uid must be a number"),
+        ("[grpc]\nbogus = 1\n", "unknown key grpc.bogus"),
+        ("[grpc.tls]\ncert = 1\n", "grpc.tls.cert must be a file name"),
+        ("debug = 'yes'\n", "debug must be true or false"),
+    ],
+)
+def test_bad_grpc_keys_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "buildkitd.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
 
 
 def _age(engine, description: str, seconds_ago: float) -> None:  # type: ignore[no-untyped-def]

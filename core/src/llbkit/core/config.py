@@ -99,7 +99,16 @@ _USED = {
     "worker.oci.labels",
     "insecure-entitlements",
     "registry",
+    "debug",
+    "grpc.address",
+    "grpc.uid",
+    "grpc.gid",
+    "grpc.tls.cert",
+    "grpc.tls.key",
+    "grpc.tls.ca",
 }
+_GRPC = {"address", "debugAddress", "uid", "gid", "tls"}
+_TLS = {"cert", "key", "ca"}
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,22 @@ class EngineConfig:
     source: str = "<defaults>"
     #: seconds between GC runs after builds (BuildKit: at most once a minute)
     gc_interval: float = 60.0
+    #: ``debug``: llbkitd logs each request
+    debug: bool = False
+    #: ``[grpc]``: where llbkitd listens, who owns its unix sockets, its TLS files
+    grpc: GrpcConfig = field(default_factory=lambda: GrpcConfig())  # noqa: PLW0108 - defined below
+
+
+@dataclass
+class GrpcConfig:
+    """``[grpc]`` of ``buildkitd.toml``, for llbkitd."""
+
+    address: list[str] = field(default_factory=list)
+    uid: int | None = None
+    gid: int | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
 
 def _check(table: dict[str, Any], known: set[str], prefix: str, source: str) -> None:
@@ -154,6 +179,7 @@ def load_config(path: Path | None) -> EngineConfig:
     _check(data, _TOP, "", source)
     config = EngineConfig(source=source)
     _read_root(data, config)
+    _read_grpc(data, config)
     entitlements = data.get("insecure-entitlements", [])
     if not isinstance(entitlements, list) or not set(entitlements) <= set(ENTITLEMENTS):
         raise ConfigError(
@@ -218,6 +244,40 @@ def _read_root(data: dict[str, Any], config: EngineConfig) -> None:
     _check(own, {"root"}, "llbkit.", source)
     if "root" in own:
         config.root = Path(str(own["root"]))
+
+
+def _read_grpc(data: dict[str, Any], config: EngineConfig) -> None:
+    """``[grpc]`` and ``debug``: what llbkitd reads of the file."""
+    source = config.source
+    if "debug" in data:
+        if not isinstance(data["debug"], bool):
+            raise ConfigError(f"{source}: debug must be true or false")
+        config.debug = data["debug"]
+    table = data.get("grpc", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: grpc must be a table")
+    _check(table, _GRPC, "grpc.", source)
+    address = table.get("address", [])
+    if isinstance(address, str):
+        address = [address]
+    if not isinstance(address, list) or not all(isinstance(a, str) and a for a in address):
+        raise ConfigError(f'{source}: grpc.address must be a list of addresses ("unix://...")')
+    config.grpc.address = list(address)
+    for key in ("uid", "gid"):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{source}: grpc.{key} must be a number (a user or group id)")
+            setattr(config.grpc, key, value)
+    tls = table.get("tls", {})
+    if not isinstance(tls, dict):
+        raise ConfigError(f"{source}: grpc.tls must be a table")
+    _check(tls, _TLS, "grpc.tls.", source)
+    for key in _TLS:
+        value = tls.get(key, "")
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: grpc.tls.{key} must be a file name")
+        setattr(config.grpc, f"tls_{key}", value)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:

@@ -73,6 +73,21 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
         type=click.Path(dir_okay=False, exists=True),
         help="The engine's configuration (buildkitd.toml keys).",
     )(group)
+    click.option(
+        "--addr",
+        envvar="BUILDKIT_HOST",
+        default="",
+        help="A daemon to build on (unix://PATH, tcp://HOST:PORT); default: embedded.",
+    )(group)
+    click.option("--tlsservername", default="", help="The name the daemon's certificate has.")(
+        group
+    )
+    click.option("--tlscacert", default="", help="CA certificate to verify the daemon.")(group)
+    click.option("--tlscert", default="", help="Client certificate (mutual TLS).")(group)
+    click.option("--tlskey", default="", help="Client key (mutual TLS).")(group)
+    click.option("--tlsdir", default="", help="A directory with ca.pem, cert.pem and key.pem.")(
+        group
+    )
     group.add_command(debug)
     group.add_command(build)
     group.add_command(du)

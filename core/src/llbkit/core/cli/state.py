@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from llbkit.core.errors import UserError
+
 if TYPE_CHECKING:
     import pluggy
 
     from llbkit.core.config import EngineConfig
     from llbkit.core.control import Controller
     from llbkit.core.plugins.registry import PluginRegistry
+    from llbkit.core.remote.connect import Endpoint
 
 
 @contextmanager
@@ -28,6 +31,14 @@ def open_controller(
     """
     from llbkit.core.control import Controller
 
+    remote = endpoint(ctx)
+    if remote is not None:
+        if config_path:
+            raise UserError("--config configures the embedded engine; a daemon reads its own")
+        from llbkit.core.remote.controller import RemoteController
+
+        yield RemoteController(remote)  # type: ignore[misc]
+        return
     config = load(ctx, config_path)
     root = root_path(ctx, config)
     registry, hooks = plugins(ctx)
@@ -41,6 +52,24 @@ def open_controller(
         yield controller
     finally:
         controller.close()
+
+
+def endpoint(ctx: click.Context) -> Endpoint | None:
+    """The daemon ``--addr``/``BUILDKIT_HOST`` names, with its TLS flags; ``None``: embedded."""
+    options = ctx.find_root().params
+    address = options.get("addr") or ""
+    if not address:
+        return None
+    from llbkit.core.remote.connect import Endpoint
+
+    return Endpoint(
+        address,
+        ca=options.get("tlscacert") or "",
+        cert=options.get("tlscert") or "",
+        key=options.get("tlskey") or "",
+        server_name=options.get("tlsservername") or "",
+        tls_dir=options.get("tlsdir") or "",
+    )
 
 
 def load(ctx: click.Context, config_path: str | None = None) -> EngineConfig:

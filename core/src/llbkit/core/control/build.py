@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
+
 from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.control.cache_export import CacheOptions, ExportPlan, descriptor_text, split_attrs
 from llbkit.core.control.cache_import import ImportedCache, open_import
-from llbkit.core.errors import ConfigError, SourceError, UserError
+from llbkit.core.errors import ConfigError, SourceError, UserError, one_error
 from llbkit.core.llb.definition import load_definition
 from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
 from llbkit.core.plugins.context import BuildResult, Platform, Result
@@ -121,9 +123,9 @@ class _StepSink:
 
 async def _resolve(
     controller: Controller, request: SolveRequest, jobs: list[Closable]
-) -> tuple[FrontendJob | None, list[ExportJob], list[_CacheEntry], list[_CacheEntry]]:
-    """Every driver the request names, checked before any work: a bad key fails fast. Each
-    export job and opened cache joins ``jobs`` as soon as it exists, for the caller to close."""
+) -> tuple[FrontendJob | None, list[ExportJob]]:
+    """The frontend and exporters the request names, checked before any work: a bad key fails
+    fast. Each export job joins ``jobs`` as soon as it exists, for the caller to close."""
     for entitlement in request.entitlements:
         if entitlement not in ENTITLEMENTS:
             raise ConfigError(
@@ -135,8 +137,10 @@ async def _resolve(
                 f"failed to solve: granting entitlement {entitlement} is not allowed by build "
                 "daemon configuration (list it in insecure-entitlements of the engine's config)"
             )
-    frontend_job = None
-    if request.frontend:
+    frontend_job = request.frontend_job
+    if frontend_job is not None:
+        pass
+    elif request.frontend:
         frontend_job = await controller.drivers.frontend(request.frontend).resolve(
             dict(request.frontend_attrs)
         )
@@ -148,34 +152,77 @@ async def _resolve(
         job = await driver.resolve(dict(exporter.attrs))
         jobs.append(job)
         exports.append(job)
-    caches: dict[str, list[_CacheEntry]] = {"export": [], "import": []}
+    return frontend_job, exports
+
+
+async def _open_caches(
+    controller: Controller, request: SolveRequest, jobs: list[Closable]
+) -> tuple[list[_CacheEntry], list[_CacheEntry]]:
+    """Every ``--export-cache`` and ``--import-cache``, opened at once (a cloud SDK's client
+    takes a while to make); each opened store joins ``jobs``. A bad key fails the build."""
     directions: tuple[tuple[Direction, Sequence[CacheOptionsEntry]], ...] = (
         ("export", request.cache_exports),
         ("import", request.cache_imports),
     )
-    for direction, entries in directions:
-        for entry in entries:
-            flag = f"--{direction}-cache type={entry.type}"
-            options, own = split_attrs(entry.attrs, flag)
-            backend = controller.drivers.cache_backend(entry.type)
-            what = "exporting cache to" if direction == "export" else "importing cache from"
-            try:
-                opened: CacheStore | EmbedInImage | None = await backend.resolve(
-                    own, direction, request.session
-                )
-            except ConfigError as err:  # the user's to fix, ignore-error or not
-                raise ConfigError(_scrubbed(str(err), own)) from None
-            except Exception as err:  # the cache cannot be reached, or the plugin broke
-                failure = _scrubbed(f"{what} {entry.type}: {_said(err)}", own)
-                if not options.ignore_error:
-                    raise UserError(f"failed to solve: {failure}") from None
-                opened = None
-            else:
-                failure = ""
-            if opened is not None and not isinstance(opened, EmbedInImage):
-                jobs.append(opened)
-            caches[direction].append(_CacheEntry(entry.type, options, opened, failure, own))
-    return frontend_job, exports, caches["export"], caches["import"]
+    wanted = [(direction, entry) for direction, entries in directions for entry in entries]
+    opened: list[_CacheEntry | None] = [None] * len(wanted)
+
+    async def open_one(n: int, direction: Direction, entry: CacheOptionsEntry) -> None:
+        flag = f"--{direction}-cache type={entry.type}"
+        options, own = split_attrs(entry.attrs, flag)
+        backend = controller.drivers.cache_backend(entry.type)
+        what = "exporting cache to" if direction == "export" else "importing cache from"
+        try:
+            store: CacheStore | EmbedInImage | None = await backend.resolve(
+                own, direction, request.session
+            )
+        except ConfigError as err:  # the user's to fix, ignore-error or not
+            raise ConfigError(_scrubbed(str(err), own)) from None
+        except Exception as err:  # the cache cannot be reached, or the plugin broke
+            failure = _scrubbed(f"{what} {entry.type}: {_said(err)}", own)
+            if not options.ignore_error:
+                raise UserError(f"failed to solve: {failure}") from None
+            store = None
+        else:
+            failure = ""
+        if store is not None and not isinstance(store, EmbedInImage):
+            jobs.append(store)
+        opened[n] = _CacheEntry(entry.type, options, store, failure, own)
+
+    if len(wanted) == 1:  # the common case, without a task group around it
+        await open_one(0, *wanted[0])
+    elif wanted:
+        with one_error():
+            async with anyio.create_task_group() as group:
+                for n, (direction, entry) in enumerate(wanted):
+                    group.start_soon(open_one, n, direction, entry)
+    entries = [entry for entry in opened if entry is not None]
+    count = len(request.cache_exports)
+    return entries[:count], entries[count:]
+
+
+class _PendingCache:
+    """The build's imported caches, opened and read while the frontend works; a solve the
+    frontend asks for waits for them, so it sees what they hold."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.exports: list[_CacheEntry] = []
+        self.chain: CacheChain | None = None
+        self._ready = anyio.Event()
+
+    async def load(self, request: SolveRequest, emit: Emit, jobs: list[Closable]) -> None:
+        try:
+            self.exports, imports = await _open_caches(self.controller, request, jobs)
+            imported = await _imports(self.controller, imports, emit, jobs)
+            if imported:
+                self.chain = self.controller.solver.cache.with_imports(imported)
+        finally:
+            self._ready.set()
+
+    async def ready(self) -> CacheChain | None:
+        await self._ready.wait()
+        return self.chain
 
 
 async def _imports(
@@ -218,16 +265,35 @@ async def run_build(
 ) -> BuildOutcome:
     """Solve and export; the export jobs and caches opened join ``jobs``, which the caller
     closes (``aclose``) whatever happens, as it releases the lease."""
-    frontend_job, export_jobs, cache_exports, cache_imports = await _resolve(
-        controller, request, jobs
-    )
+    frontend_job, export_jobs = await _resolve(controller, request, jobs)
     allow = list(request.entitlements)  # each granted by the engine's config (_resolve)
-    imported = await _imports(controller, cache_imports, emit, jobs)
-    cache = controller.solver.cache.with_imports(imported) if imported else None
+    pending = _PendingCache(controller)
+    caches = bool(request.cache_exports or request.cache_imports)
+    made: list[tuple[dict[str, bytes], Mapping[str, bytes], str]] = []
+
+    async def define() -> None:
+        made.append(
+            await _definitions(
+                controller,
+                request,
+                frontend_job,
+                lease=lease,
+                emit=emit,
+                allow=allow,
+                cache=pending.ready if caches else None,
+            )
+        )
+
+    if caches:
+        with one_error():  # the caches are read while the frontend works
+            async with anyio.create_task_group() as group:
+                group.start_soon(pending.load, request, emit, jobs)
+                group.start_soon(define)
+    else:
+        await define()
+    ((definitions, metadata, source),) = made
+    cache, cache_exports = pending.chain, pending.exports
     graph: dict[str, GraphNode] = {}
-    definitions, metadata, source = await _definitions(
-        controller, request, frontend_job, lease=lease, emit=emit, allow=allow, cache=cache
-    )
     refs: dict[str, Result] = {}
     finals: dict[str, tuple[int, ...]] = {}
     for platform, data in definitions.items():
@@ -429,7 +495,7 @@ async def _definitions(
     lease: Lease,
     emit: Emit,
     allow: Sequence[str],
-    cache: CacheChain | None = None,
+    cache: Callable[[], Awaitable[CacheChain | None]] | None = None,
 ) -> tuple[dict[str, bytes], Mapping[str, bytes], str]:
     """The definitions to solve, by platform: the given one, or what the frontend made."""
     if frontend_job is None:

@@ -257,6 +257,17 @@ class Controller:
                 continue  # a record being written, or one from another version
         return sorted(found, key=lambda r: r.created_at)
 
+    def forget_history(self, ref: str) -> None:
+        """Delete finished build ``ref``'s record and journal (``UpdateBuildHistory``)."""
+        _check_ref(ref)
+        if self.board.taken(ref) and ref in self.board.active():
+            raise UserError(f"build {ref} is still running")
+        record = self.history_dir / f"{ref}.json"
+        if not record.exists():
+            raise UserError(f"no build history record for {ref}")
+        record.unlink()
+        (self.history_dir / f"{ref}.jsonl").unlink(missing_ok=True)
+
     # -- the store --------------------------------------------------------------------------
 
     async def disk_usage(self, filters: Sequence[str] = ()) -> list[UsageRecord]:

@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -75,10 +75,11 @@ class EngineFrontendClient:
         allow: Sequence[str],
         tmp: Path,
         name: str = "frontend",
-        cache: CacheChain | None = None,
+        cache: Callable[[], Awaitable[CacheChain | None]] | None = None,
     ) -> None:
         """:param name: the frontend's, for the step its warnings show under.
-        :param cache: where solves look for results (the engine's, and imported caches)."""
+        :param cache: where solves look for results (the engine's, and imported caches),
+            once the imported caches are read."""
         self._cache = cache
         self._solver = solver
         self._session = session
@@ -103,8 +104,9 @@ class EngineFrontendClient:
 
     async def solve(self, definition: bytes) -> Result:
         loaded = load_definition(definition, source="frontend")
+        cache = await self._cache() if self._cache is not None else None
         ref = await self._solver.solve(
-            loaded, self._session, self._emit, self._lease, allow=self._allow, cache=self._cache
+            loaded, self._session, self._emit, self._lease, allow=self._allow, cache=cache
         )
         return ref if ref is not None else ResultRef(self._solver.store, "", ())
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import ClientIO
+    from llbkit.core.plugins.frontend import FrontendJob
 
 __all__ = [
     "CacheOptionsEntry",
@@ -65,6 +66,8 @@ class SolveRequest:
     :param session: the client's side (its files, secrets, SSH agents, outputs).
     :param source: how to name the definition in messages (the CLI gives a file name or
         ``<stdin>``).
+    :param frontend_job: a frontend the caller runs itself, in place of a named one: the
+        daemon's gateway for a frontend outside it (buildctl's ``build`` is one).
     """
 
     ref: str
@@ -78,6 +81,7 @@ class SolveRequest:
     cache_imports: Sequence[CacheOptionsEntry] = ()
     entitlements: Sequence[str] = ()
     source: str = "SolveRequest.definition"
+    frontend_job: FrontendJob | None = None
 
     def without_cache(self) -> SolveRequest:
         """The same request with every step run anew (``--no-cache``), as buildctl asks it:

@@ -1,0 +1,124 @@
+"""The ``llbkitd`` command: buildkitd's flags and config, serving the Controller over gRPC
+until SIGTERM (running builds are cancelled, the store is left consistent)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from llbkit.core import __version__
+from llbkit.core.errors import ConfigError, UserError
+
+__all__ = ["main"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="llbkitd")
+@click.option(
+    "--addr",
+    "addresses",
+    multiple=True,
+    help="Listening address; repeatable (unix:///run/llbkit/llbkitd.sock, tcp://HOST:PORT).",
+)
+@click.option("--root", type=click.Path(file_okay=False), help="The state root.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The daemon's configuration (buildkitd.toml keys).",
+)
+@click.option("--group", default="", help="The group that owns the unix sockets.")
+@click.option("--debug", is_flag=True, help="Log every request.")
+@click.option("--tlscacert", default="", help="CA that client certificates must chain to.")
+@click.option("--tlscert", default="", help="The server's certificate.")
+@click.option("--tlskey", default="", help="The server's key.")
+@click.option(
+    "--insecure-tcp",
+    is_flag=True,
+    help="Allow tcp:// without mutual TLS (anyone who reaches the port can build as root).",
+)
+def llbkitd(  # noqa: PLR0917 - click passes every option
+    addresses: tuple[str, ...],
+    root: str | None,
+    config_path: str | None,
+    group: str,
+    debug: bool,
+    tlscacert: str,
+    tlscert: str,
+    tlskey: str,
+    insecure_tcp: bool,
+) -> None:
+    """llbkitd: BuildKit's Control API (what buildctl speaks), served by llbkit."""
+    from llbkit.core.cache.root import default_root
+    from llbkit.core.config import load_config
+    from llbkit.core.daemon.listen import TLSFiles, default_address, parse_address
+    from llbkit.core.daemon.server import Daemon
+
+    config = load_config(Path(config_path) if config_path else None)
+    for key in config.unused:
+        click.echo(f"warning: {config.source}: {key} has no effect in this release", err=True)
+    for line in config.warnings:
+        click.echo(f"warning: {line}", err=True)
+    wanted = list(addresses) or config.grpc.address or [default_address()]
+    parsed = [parse_address(a) for a in wanted]
+    tls = TLSFiles(
+        tlscert or config.grpc.tls_cert,
+        tlskey or config.grpc.tls_key,
+        tlscacert or config.grpc.tls_ca,
+    )
+    if any((tls.cert, tls.key, tls.ca)) and not tls.complete:
+        raise ConfigError(
+            "mutual TLS needs all three of --tlscert, --tlskey and --tlscacert "
+            "(or [grpc.tls] cert, key and ca)"
+        )
+    for address in parsed:
+        if address.scheme == "tcp" and not tls.complete and not insecure_tcp:
+            raise ConfigError(
+                f"--addr {address.text}: TCP needs mutual TLS (--tlscert, --tlskey, --tlscacert) "
+                "or, to let anyone who reaches the port build, --insecure-tcp"
+            )
+    daemon = Daemon(
+        root=Path(root or config.root or default_root()),
+        config=config,
+        addresses=parsed,
+        tls=tls if tls.complete else None,
+        group=group,
+        debug=debug or config.debug,
+    )
+    asyncio.run(_serve(daemon))
+
+
+async def _serve(daemon: object) -> None:
+    from llbkit.core.daemon.server import Daemon
+
+    assert isinstance(daemon, Daemon)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with daemon.running():
+        await stop.wait()
+        click.echo("llbkitd: stopping; running builds are cancelled", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run llbkitd; a bad flag or config is one line and exit status 1."""
+    try:
+        llbkitd.main(args=argv, prog_name="llbkitd", standalone_mode=False)
+    except UserError as err:
+        click.echo(f"llbkitd: error: {err}", err=True)
+        sys.exit(1)
+    except click.UsageError as err:
+        click.echo(f"llbkitd: error: {err.format_message()} (see llbkitd --help)", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        click.echo(f"llbkitd: error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

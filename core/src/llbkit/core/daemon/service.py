@@ -1,0 +1,216 @@
+"""``moby.buildkit.v1.Control`` served from a Controller: each method translates the request
+(:mod:`llbkit.core.control.wire`), calls the Controller, and translates back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from llbkit.core.api._pb import control_pb2, control_pb2_grpc
+from llbkit.core.control import wire
+from llbkit.core.control.build import FrontendFailed
+from llbkit.core.control.request import ExporterRequest, SolveRequest
+from llbkit.core.daemon.gateway import Forwarders
+from llbkit.core.daemon.sessions import SessionManager
+from llbkit.core.errors import UserError
+from llbkit.core.session.caller import SessionClientIO, output_marker
+from llbkit.core.solver.solver import BuildFailed
+
+if TYPE_CHECKING:
+    from llbkit.core.control import Controller
+
+__all__ = ["ERROR_DETAIL", "CLIENT_OUTPUTS", "ControlService"]
+
+#: exporters whose ``dest`` is the client's: buildctl keeps it and receives the output itself
+CLIENT_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
+#: trailing metadata with what llbkit's own client shows of a failure (log tail, source)
+ERROR_DETAIL = "llbkit-error-bin"
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _with_client_outputs(request: SolveRequest) -> SolveRequest:
+    """Exporters whose output the client receives get a ``dest`` naming that output."""
+    exporters = []
+    for index, asked in enumerate(request.exporters):
+        if asked.type in CLIENT_OUTPUTS and "dest" not in asked.attrs:
+            asked = ExporterRequest(  # noqa: PLW2901 - the same exporter, with its dest
+                asked.type, {**asked.attrs, "dest": output_marker(index)}
+            )
+        exporters.append(asked)
+    return replace(request, exporters=exporters)
+
+
+def _detail(err: UserError) -> bytes:
+    if isinstance(err, BuildFailed):
+        shown: dict[str, Any] = {
+            "kind": "build",
+            "name": err.name,
+            "reason": err.reason,
+            "log_tail": err.log_tail,
+            "source": err.source,
+        }
+    elif isinstance(err, FrontendFailed):
+        shown = {"kind": "frontend", "source": err.source}
+    else:
+        shown = {"kind": "user"}
+    return json.dumps(shown).encode()
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    """One per daemon; every client's requests go to the one Controller."""
+
+    def __init__(
+        self, controller: Controller, sessions: SessionManager, forwarders: Forwarders
+    ) -> None:
+        self.controller = controller
+        self.sessions = sessions
+        self.forwarders = forwarders
+        self.scratch = Path(controller.store.tmp)
+
+    async def Solve(
+        self, request: control_pb2.SolveRequest, context: Context
+    ) -> control_pb2.SolveResponse:
+        session = None
+        try:
+            if request.Session:
+                session = SessionClientIO(
+                    await self.sessions.get(request.Session), scratch=self.scratch
+                )
+            typed = wire.solve_request_from_pb(request, session or _NoSession())
+            if typed.definition is None and not typed.frontend:
+                # The client is the frontend (buildctl's build): it drives the gateway.
+                typed = replace(typed, frontend_job=self.forwarders.open(typed.ref))
+            response = await self.controller.solve(_with_client_outputs(typed))
+        except UserError as err:
+            context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)),))
+            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+        finally:
+            self.forwarders.close(request.Ref)
+            if session is not None:
+                await session.aclose()
+        return wire.solve_response_to_pb(response)
+
+    async def Status(
+        self, request: control_pb2.StatusRequest, context: Context
+    ) -> AsyncIterator[control_pb2.StatusResponse]:
+        try:
+            async for status in self.controller.status(request.Ref):
+                yield wire.status_to_pb(status)
+        except UserError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+    async def Session(
+        self, request_iterator: AsyncIterator[control_pb2.BytesMessage], context: Context
+    ) -> None:
+        await self.sessions.handle(context.invocation_metadata() or (), request_iterator, context)
+
+    async def DiskUsage(
+        self, request: control_pb2.DiskUsageRequest, context: Context
+    ) -> control_pb2.DiskUsageResponse:
+        try:
+            records = await self.controller.disk_usage(list(request.filter))
+        except UserError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return control_pb2.DiskUsageResponse(record=[wire.usage_to_pb(r) for r in records])
+
+    async def Prune(
+        self, request: control_pb2.PruneRequest, context: Context
+    ) -> AsyncIterator[control_pb2.UsageRecord]:
+        try:
+            removed = await self.controller.prune(wire.prune_from_pb(request))
+        except UserError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        for record in removed:
+            yield wire.usage_to_pb(record)
+
+    async def ListWorkers(
+        self, request: control_pb2.ListWorkersRequest, context: Context
+    ) -> control_pb2.ListWorkersResponse:
+        info = self.controller.info()
+        workers = await self.controller.workers()
+        return control_pb2.ListWorkersResponse(
+            record=[wire.worker_to_pb(worker, info) for worker in workers]
+        )
+
+    async def Info(
+        self, request: control_pb2.InfoRequest, context: Context
+    ) -> control_pb2.InfoResponse:
+        return wire.info_to_pb(self.controller.info())
+
+    async def ListenBuildHistory(
+        self, request: control_pb2.BuildHistoryRequest, context: Context
+    ) -> AsyncIterator[control_pb2.BuildHistoryEvent]:
+        """Finished builds (or running ones with ``ActiveOnly``), then, unless ``EarlyExit``,
+        each build that finishes from then on."""
+        seen: set[str] = set()
+        while True:
+            try:
+                records = await asyncio.to_thread(
+                    self.controller.history, ref=request.Ref, active_only=request.ActiveOnly
+                )
+            except UserError as err:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            kind = control_pb2.STARTED if request.ActiveOnly else control_pb2.COMPLETE
+            for record in records:
+                if record.ref not in seen:
+                    seen.add(record.ref)
+                    yield control_pb2.BuildHistoryEvent(
+                        type=kind, record=wire.history_to_pb(record)
+                    )
+            if request.EarlyExit:
+                return
+            await asyncio.sleep(1.0)
+
+    async def UpdateBuildHistory(
+        self, request: control_pb2.UpdateBuildHistoryRequest, context: Context
+    ) -> control_pb2.UpdateBuildHistoryResponse:
+        if request.Pinned:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "pinning build history records is not supported"
+            )
+        if request.Delete:
+            try:
+                await asyncio.to_thread(self.controller.forget_history, request.Ref)
+            except UserError as err:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        return control_pb2.UpdateBuildHistoryResponse()
+
+
+class _NoSession:
+    """The client of a request that names no session: it offers nothing."""
+
+    def _none(self) -> UserError:
+        return UserError(
+            "the build needs the client's files, secrets or outputs, but its request names "
+            "no session"
+        )
+
+    def open_output(self, dest: str) -> Any:
+        raise self._none()
+
+    async def write_tree(self, dest: str, tree: Path) -> None:
+        raise self._none()
+
+    def directory(self, path: str) -> Any:
+        raise self._none()
+
+    async def secret(self, id: str) -> bytes:
+        raise self._none()
+
+    def layout_blob(self, store: str, digest: str) -> Any:
+        raise self._none()
+
+    async def ssh_agent(self, id: str) -> Path:
+        raise self._none()
+
+    def local_identity(self, name: str) -> str:
+        raise self._none()
+
+    async def sync_local(self, name: str, dest: Path, **patterns: Any) -> None:
+        raise self._none()

@@ -1,0 +1,118 @@
+"""The daemon's sessions: each client's ``Control.Session`` stream becomes a gRPC channel to
+the services the client exposes, found by the session id a ``SolveRequest`` names."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import grpc
+
+from llbkit.core.api._pb import control_pb2
+from llbkit.core.errors import UserError
+from llbkit.core.session.caller import Session
+from llbkit.core.session.relay import private_socket, pump
+
+__all__ = ["SessionManager"]
+
+HEADER_ID = "x-docker-expose-session-uuid"
+HEADER_NAME = "x-docker-expose-session-name"
+HEADER_KEY = "x-docker-expose-session-sharedkey"
+HEADER_METHOD = "x-docker-expose-session-grpc-method"
+#: how long a Solve waits for the session it names to arrive (BuildKit: until it comes)
+ARRIVAL = 30.0
+#: as buildkitd's: a session may carry large messages (a definition, a file chunk)
+MESSAGE_BYTES = 16 << 20
+
+
+class SessionManager:
+    """Sessions by id, while their streams last."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._sessions: dict[str, Session] = {}
+        self._changed = asyncio.Condition()
+
+    async def handle(
+        self,
+        metadata: Iterable[tuple[str, str | bytes]],
+        incoming: AsyncIterator[control_pb2.BytesMessage],
+        context: grpc.aio.ServicerContext[control_pb2.BytesMessage, control_pb2.BytesMessage],
+    ) -> None:
+        """Serve one ``Control.Session`` stream until either side ends it."""
+        headers: dict[str, list[str]] = {}
+        for key, value in metadata:
+            text = value.decode() if isinstance(value, bytes) else value
+            headers.setdefault(key.lower(), []).append(text)
+        session_id = (headers.get(HEADER_ID) or [""])[0]
+        if not session_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {HEADER_ID} header")
+        finished = asyncio.Event()
+
+        async def data() -> AsyncIterator[bytes]:
+            async for message in incoming:
+                yield message.data
+
+        async def send(chunk: bytes) -> None:
+            await context.write(control_pb2.BytesMessage(data=chunk))
+
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await pump(data(), send, reader, writer)
+            finally:
+                finished.set()
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        async with private_socket(connected, self.run_dir) as path:
+            channel = grpc.aio.insecure_channel(
+                f"unix:{path}",
+                options=[
+                    ("grpc.max_receive_message_length", MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MESSAGE_BYTES),
+                ],
+            )
+            session = Session(
+                session_id,
+                (headers.get(HEADER_NAME) or [""])[0],
+                (headers.get(HEADER_KEY) or [""])[0],
+                frozenset(m.lower() for m in headers.get(HEADER_METHOD, [])),
+                channel,
+            )
+            async with self._changed:
+                previous = self._sessions.get(session_id)
+                if previous is not None and not previous.closed.is_set():
+                    await context.abort(
+                        grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} is already open"
+                    )
+                self._sessions[session_id] = session
+                self._changed.notify_all()
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    # Dial now: the stream starts carrying the connection at once.
+                    await asyncio.wait_for(channel.channel_ready(), timeout=ARRIVAL)
+                await finished.wait()
+            finally:
+                session.closed.set()
+                async with self._changed:
+                    if self._sessions.get(session_id) is session:
+                        del self._sessions[session_id]
+                await channel.close()
+
+    async def get(self, session_id: str, timeout: float = ARRIVAL) -> Session:
+        """The open session ``session_id``, waiting for it to arrive (a client opens it beside
+        its Solve, in any order)."""
+
+        async def arrived() -> Session:
+            async with self._changed:
+                while True:
+                    found = self._sessions.get(session_id)
+                    if found is not None and not found.closed.is_set():
+                        return found
+                    await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(arrived(), timeout)
+        except TimeoutError:
+            raise UserError(f"no active session for {session_id}: the client is gone") from None

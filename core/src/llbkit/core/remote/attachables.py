@@ -1,0 +1,231 @@
+"""The client's side of a session: the services the daemon calls back (BuildKit's
+"attachables"), answering from an :class:`~llbkit.core.client.embedded.EmbeddedClient` — the
+same object an embedded build reads from, so both ways see the same files and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from llbkit.core.api._pb import (
+    filesync_pb2,
+    filesync_pb2_grpc,
+    fsutil_pb2,
+    health_pb2,
+    health_pb2_grpc,
+    secrets_pb2,
+    secrets_pb2_grpc,
+    ssh_pb2,
+    ssh_pb2_grpc,
+)
+from llbkit.core.errors import UserError
+from llbkit.core.session.relay import pump
+
+if TYPE_CHECKING:
+    from llbkit.core.client.embedded import EmbeddedClient
+
+__all__ = ["Output", "exposed_methods", "serve_attachables"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+EXPORTER_ID = "buildkit-attachable-exporter-id"
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where exporter ``n``'s output lands on this machine: a file (``-``: stdout) or a
+    directory."""
+
+    dest: str
+    directory: bool
+
+
+def _metadata(context: Context) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, value in context.invocation_metadata() or ():
+        found.setdefault(key, []).append(value.decode() if isinstance(value, bytes) else value)
+    return found
+
+
+class _ServerPackets:
+    """A DiffCopy call on the serving side, as a packet stream."""
+
+    def __init__(self, requests: AsyncIterator[Any], context: Context) -> None:
+        self.requests = requests
+        self.context = context
+
+    async def send(self, packet: fsutil_pb2.Packet) -> None:
+        await self.context.write(packet)
+
+    async def recv(self) -> fsutil_pb2.Packet | None:
+        try:
+            message: fsutil_pb2.Packet = await anext(self.requests)
+        except StopAsyncIteration:
+            return None
+        return message
+
+
+class FileSync(filesync_pb2_grpc.FileSyncServicer):
+    """``--local`` directories, sent as the daemon asks (only what it lacks)."""
+
+    def __init__(self, client: EmbeddedClient) -> None:
+        self.client = client
+
+    async def DiffCopy(self, request_iterator: Any, context: Context) -> None:
+        from llbkit.core.session.diffcopy import send_tree
+
+        asked = _metadata(context)
+        name = (asked.get("dir-name") or [""])[0]
+        root = self.client.locals.get(name)
+        if root is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no access allowed to dir {name!r}")
+            return
+        try:
+            await send_tree(
+                _ServerPackets(request_iterator, context),
+                root,
+                include=asked.get("include-patterns", []),
+                exclude=asked.get("exclude-patterns", []),
+                follow_paths=asked.get("followpaths", []),
+            )
+        except UserError as err:
+            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+
+
+def _as_ours(path: str, stat: fsutil_pb2.Stat) -> bool:
+    """An output lands owned by whoever runs the client, as buildctl's does."""
+    stat.uid, stat.gid = os.getuid(), os.getgid()
+    return True
+
+
+def _file_send_handler(client: EmbeddedClient, outputs: Sequence[Output]) -> Any:
+    """FileSend.DiffCopy, by hand: its messages are BytesMessage for a file and fsutil
+    packets for a directory, so they arrive undecoded and the output decides."""
+
+    async def diff_copy(request_iterator: AsyncIterator[bytes], context: Context) -> None:
+        ids = _metadata(context).get(EXPORTER_ID) or ["0"]
+        try:
+            output = outputs[int(ids[0])]
+        except (ValueError, IndexError):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"exporter {ids[0]} not found")
+            return
+        try:
+            if output.directory:
+                from llbkit.core.session.diffcopy import receive_tree
+
+                class Packets:
+                    async def send(self, packet: fsutil_pb2.Packet) -> None:
+                        await context.write(packet.SerializeToString())
+
+                    async def recv(self) -> fsutil_pb2.Packet | None:
+                        try:
+                            data = await anext(request_iterator)
+                        except StopAsyncIteration:
+                            return None
+                        return fsutil_pb2.Packet.FromString(data)
+
+                target = Path(output.dest)
+                target.mkdir(parents=True, exist_ok=True)
+                await receive_tree(Packets(), target, merge=True, filter=_as_ours)
+                return
+            async with client.open_output(output.dest) as sink:
+                async for data in request_iterator:
+                    await sink.write(filesync_pb2.BytesMessage.FromString(data).data)
+        except UserError as err:
+            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+        except OSError as err:
+            await context.abort(grpc.StatusCode.UNKNOWN, f"{output.dest}: {err.strerror}")
+
+    handler: Any = grpc.stream_stream_rpc_method_handler(diff_copy)
+    return grpc.method_handlers_generic_handler("moby.filesync.v1.FileSend", {"DiffCopy": handler})
+
+
+class Secrets(secrets_pb2_grpc.SecretsServicer):
+    def __init__(self, client: EmbeddedClient) -> None:
+        self.client = client
+
+    async def GetSecret(self, request: Any, context: Context) -> Any:
+        if request.ID not in self.client.secrets:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"secret {request.ID} not found")
+        return secrets_pb2.GetSecretResponse(data=self.client.secrets[request.ID])
+
+
+class SSH(ssh_pb2_grpc.SSHServicer):
+    """``--ssh`` agents: each forwarded connection is a connection to the local agent."""
+
+    def __init__(self, client: EmbeddedClient) -> None:
+        self.client = client
+
+    async def CheckAgent(self, request: Any, context: Context) -> Any:
+        if request.ID not in self.client.ssh:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unset ssh forward key {request.ID}")
+        return ssh_pb2.CheckAgentResponse()
+
+    async def ForwardAgent(self, request_iterator: Any, context: Context) -> None:
+        ids = _metadata(context).get("buildkit.ssh.id") or ["default"]
+        path = self.client.ssh.get(ids[0])
+        if path is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unset ssh forward key {ids[0]}")
+            return
+        reader, writer = await asyncio.open_unix_connection(str(path))
+
+        async def incoming() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                yield message.data
+
+        async def send(data: bytes) -> None:
+            await context.write(ssh_pb2.BytesMessage(data=data))
+
+        await pump(incoming(), send, reader, writer)
+
+
+class Health(health_pb2_grpc.HealthServicer):
+    """BuildKit's daemon asks every few seconds whether the client is still there."""
+
+    async def Check(self, request: Any, context: Context) -> Any:
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
+def exposed_methods(client: EmbeddedClient, outputs: Sequence[Output]) -> list[str]:
+    """The methods the session offers, as its headers list them."""
+    methods = ["/grpc.health.v1.Health/Check", "/moby.buildkit.secrets.v1.Secrets/GetSecret"]
+    if client.locals:
+        methods += ["/moby.filesync.v1.FileSync/DiffCopy", "/moby.filesync.v1.FileSync/TarStream"]
+    if outputs:
+        methods.append("/moby.filesync.v1.FileSend/DiffCopy")
+    if client.ssh:
+        methods += ["/moby.sshforward.v1.SSH/CheckAgent", "/moby.sshforward.v1.SSH/ForwardAgent"]
+    return methods
+
+
+@contextlib.asynccontextmanager
+async def serve_attachables(
+    client: EmbeddedClient, outputs: Sequence[Output], socket_path: str
+) -> AsyncIterator[grpc.aio.Server]:
+    """The session's services, served on ``socket_path`` (a private socket)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", 16 << 20),
+            ("grpc.max_send_message_length", 16 << 20),
+        ]
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(Health(), server)  # type: ignore[no-untyped-call]
+    secrets_pb2_grpc.add_SecretsServicer_to_server(Secrets(client), server)  # type: ignore[no-untyped-call]
+    if client.locals:
+        filesync_pb2_grpc.add_FileSyncServicer_to_server(FileSync(client), server)  # type: ignore[no-untyped-call]
+    if client.ssh:
+        ssh_pb2_grpc.add_SSHServicer_to_server(SSH(client), server)  # type: ignore[no-untyped-call]
+    if outputs:
+        server.add_generic_rpc_handlers((_file_send_handler(client, outputs),))
+    server.add_insecure_port(f"unix:{socket_path}")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(None)

@@ -1,0 +1,210 @@
+"""The Controller's methods over a daemon: what the CLI's commands call when an address is
+given, so that every command reads the same embedded or remote."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from llbkit.core.api._pb import control_pb2
+from llbkit.core.control import wire
+from llbkit.core.control.request import ExporterRequest, PruneRequest, SolveRequest, SolveResponse
+from llbkit.core.errors import UserError
+from llbkit.core.remote.attachables import Output, exposed_methods, serve_attachables
+from llbkit.core.remote.connect import Endpoint, failure, open_channel
+from llbkit.core.session.relay import pump
+
+if TYPE_CHECKING:
+    from llbkit.core.cache.usage import UsageRecord
+    from llbkit.core.client.embedded import EmbeddedClient
+    from llbkit.core.control.controller import Info, WorkerRecord
+    from llbkit.core.plugins.progress import SolveStatus
+
+__all__ = ["RemoteController"]
+
+#: the exporters whose output this machine receives (their dest stays here, as buildctl's)
+CLIENT_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
+ERROR_DETAIL = "llbkit-error-bin"
+
+
+def _outputs(request: SolveRequest) -> tuple[SolveRequest, list[Output]]:
+    """The request without the dests this machine keeps, and what each exporter's output is."""
+    outputs: list[Output] = []
+    exporters = []
+    for exporter in request.exporters:
+        attrs = dict(exporter.attrs)
+        dest = attrs.pop("dest", None) if exporter.type in CLIENT_OUTPUTS else None
+        if dest is None and exporter.type in ("tar", "oci", "docker"):
+            dest = "-"
+        if dest is not None:
+            tar = attrs.get("tar", "true").lower() not in ("false", "0")
+            directory = exporter.type == "local" or not tar
+            outputs.append(Output(dest, directory))
+        else:
+            outputs.append(Output("", False))
+        exporters.append(ExporterRequest(exporter.type, attrs))
+    return replace(request, exporters=exporters), outputs
+
+
+def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
+    """A build's failure as the CLI shows an embedded one (the step's log tail, the source)."""
+    from llbkit.core.control.build import FrontendFailed
+    from llbkit.core.solver.solver import BuildFailed
+
+    for key, value in err.trailing_metadata() or ():
+        if key != ERROR_DETAIL:
+            continue
+        try:
+            detail = json.loads(value)
+        except ValueError:
+            break
+        if detail.get("kind") == "build":
+            raised = BuildFailed(
+                detail.get("name", ""),
+                detail.get("reason", ""),
+                detail.get("log_tail", []),
+                detail.get("source", ""),
+            )
+            if str(raised) != err.details():
+                raised.args = (err.details(),)
+            raise raised from None
+        if detail.get("kind") == "frontend":
+            raise FrontendFailed(err.details() or "", detail.get("source", "")) from None
+    raise failure(err, address) from None
+
+
+class RemoteController:
+    """A daemon, spoken to as the Controller is."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._channel: grpc.aio.Channel | None = None
+
+    # The channel belongs to the event loop that makes it: one per anyio.run.
+    @contextlib.asynccontextmanager
+    async def _control(self) -> AsyncIterator[Any]:
+        from llbkit.core.api._pb import control_pb2_grpc
+
+        channel = open_channel(self.endpoint)
+        try:
+            yield control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
+        finally:
+            await channel.close()
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> RemoteController:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def solve(self, request: SolveRequest) -> SolveResponse:
+        """One build on the daemon, this machine serving its session."""
+        from llbkit.core.client.embedded import EmbeddedClient
+
+        client = request.session
+        if not isinstance(client, EmbeddedClient):
+            raise UserError("a build through a daemon takes its client's files from the CLI")
+        sent, outputs = _outputs(request)
+        session_id = os.urandom(16).hex()
+        async with self._control() as control, self._session(control, client, outputs, session_id):
+            try:
+                answer = await control.Solve(wire.solve_request_to_pb(sent, session_id))
+            except grpc.aio.AioRpcError as err:
+                _raise_typed(err, self.endpoint.address)
+        return wire.solve_response_from_pb(request.ref, answer)
+
+    @contextlib.asynccontextmanager
+    async def _session(
+        self, control: Any, client: EmbeddedClient, outputs: Sequence[Output], session_id: str
+    ) -> AsyncIterator[None]:
+        """This machine's services, reachable by the daemon for the block."""
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="llbkit-client-")
+        os.chmod(directory, 0o700)
+        socket_path = os.path.join(directory, "attachables.sock")
+        metadata = [
+            ("x-docker-expose-session-uuid", session_id),
+            ("x-docker-expose-session-name", "llbkit"),
+            ("x-docker-expose-session-sharedkey", ""),
+        ]
+        metadata += [
+            ("x-docker-expose-session-grpc-method", m) for m in exposed_methods(client, outputs)
+        ]
+        try:
+            async with serve_attachables(client, outputs, socket_path):
+                call = control.Session(metadata=tuple(metadata))
+                reader, writer = await asyncio.open_unix_connection(socket_path)
+
+                async def incoming() -> AsyncIterator[bytes]:
+                    async for message in call:
+                        yield message.data
+
+                async def send(data: bytes) -> None:
+                    await call.write(control_pb2.BytesMessage(data=data))
+
+                relay = asyncio.ensure_future(pump(incoming(), send, reader, writer))
+                try:
+                    yield
+                finally:
+                    relay.cancel()
+                    call.cancel()
+                    with contextlib.suppress(BaseException):
+                        await relay
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+    async def status(self, ref: str) -> AsyncIterator[SolveStatus]:
+        async with self._control() as control:
+            try:
+                async for response in control.Status(control_pb2.StatusRequest(Ref=ref)):
+                    yield wire.status_from_pb(response)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.CANCELLED:
+                    raise failure(err, self.endpoint.address) from None
+
+    async def disk_usage(self, filters: Sequence[str] = ()) -> list[UsageRecord]:
+        async with self._control() as control:
+            try:
+                answer = await control.DiskUsage(control_pb2.DiskUsageRequest(filter=filters))
+            except grpc.aio.AioRpcError as err:
+                raise failure(err, self.endpoint.address) from None
+        return [wire.usage_from_pb(r) for r in answer.record]
+
+    async def prune(self, request: PruneRequest) -> list[UsageRecord]:
+        async with self._control() as control:
+            try:
+                return [
+                    wire.usage_from_pb(r) async for r in control.Prune(wire.prune_to_pb(request))
+                ]
+            except grpc.aio.AioRpcError as err:
+                raise failure(err, self.endpoint.address) from None
+
+    async def workers(self) -> list[WorkerRecord]:
+        async with self._control() as control:
+            try:
+                answer = await control.ListWorkers(control_pb2.ListWorkersRequest())
+            except grpc.aio.AioRpcError as err:
+                raise failure(err, self.endpoint.address) from None
+        return [wire.worker_from_pb(r) for r in answer.record]
+
+    async def info(self) -> Info:
+        async with self._control() as control:
+            try:
+                answer = await control.Info(control_pb2.InfoRequest())
+            except grpc.aio.AioRpcError as err:
+                raise failure(err, self.endpoint.address) from None
+        return wire.info_from_pb(answer)

@@ -1,0 +1,298 @@
+"""The daemon's side of a session: :class:`SessionClientIO` is the ``ClientIO`` of a build
+whose client is elsewhere. Every exporter, source and cache backend reaches the client's
+files, secrets and SSH agents through it exactly as through the embedded client, and the
+client's services answer (BuildKit's attachables, so buildctl's session works too)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from llbkit.core.api._pb import filesync_pb2, fsutil_pb2, secrets_pb2, ssh_pb2
+from llbkit.core.errors import UserError
+from llbkit.core.session.relay import pump
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.context import ByteSink, ClientDirectory
+
+__all__ = ["OUTPUT_PREFIX", "Session", "SessionClientIO", "output_marker"]
+
+#: what a ``dest`` the client kept for itself reads as on the daemon (one per exporter)
+OUTPUT_PREFIX = "client-output:"
+EXPORTER_ID = "buildkit-attachable-exporter-id"
+EXPORTER_METADATA = "exporter-md-"
+FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
+FILE_SEND = "/moby.filesync.v1.FileSend/DiffCopy"
+SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+SSH_CHECK = "/moby.sshforward.v1.SSH/CheckAgent"
+SSH_FORWARD = "/moby.sshforward.v1.SSH/ForwardAgent"
+
+
+def output_marker(index: int) -> str:
+    """The ``dest`` of exporter ``index`` whose output the client receives itself."""
+    return f"{OUTPUT_PREFIX}{index}"
+
+
+@dataclass
+class Session:
+    """One client's session: who it is and the channel on which its services answer."""
+
+    id: str
+    name: str
+    shared_key: str
+    methods: frozenset[str]
+    channel: grpc.aio.Channel
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def supports(self, method: str) -> bool:
+        return method.lower() in self.methods
+
+
+class _PacketCall:
+    """A DiffCopy call as :mod:`llbkit.core.session.diffcopy`'s packet stream."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def send(self, packet: fsutil_pb2.Packet) -> None:
+        await self.call.write(packet)
+
+    async def recv(self) -> fsutil_pb2.Packet | None:
+        message = await self.call.read()
+        return None if message is grpc.aio.EOF else message
+
+
+class _FileSink:
+    """``open_output``'s sink: data goes out as FileSend's BytesMessages."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), 1 << 20):
+            await self.call.write(
+                filesync_pb2.BytesMessage(data=bytes(view[start : start + (1 << 20)]))
+            )
+
+
+def _said(err: grpc.aio.AioRpcError) -> str:
+    return err.details() or err.code().name.lower()
+
+
+class SessionClientIO:
+    """``ClientIO`` over a session. ``exporters`` are the build's, for telling their outputs
+    apart on the client."""
+
+    def __init__(self, session: Session, *, scratch: Path) -> None:
+        self.session = session
+        self.scratch = scratch
+        self._agents: dict[str, Path] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    def _require(self, method: str, what: str) -> None:
+        if not self.session.supports(method):
+            raise UserError(
+                f"the client shares no {what} with this build (its session has no {method})"
+            )
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def _exporter_id(self, dest: str) -> str:
+        if not dest.startswith(OUTPUT_PREFIX):
+            raise UserError(
+                f"dest={dest!r} names a path on the daemon's machine; through llbkitd an "
+                "output goes to the client, which gives its own dest"
+            )
+        return dest.removeprefix(OUTPUT_PREFIX)
+
+    @contextlib.asynccontextmanager
+    async def open_output(self, dest: str) -> AsyncIterator[ByteSink]:
+        self._require(FILE_SEND, "output file")
+        metadata = ((EXPORTER_ID, self._exporter_id(dest)),)
+        call = self.session.channel.stream_stream(
+            FILE_SEND,
+            request_serializer=filesync_pb2.BytesMessage.SerializeToString,
+            response_deserializer=filesync_pb2.BytesMessage.FromString,
+        )(metadata=metadata)
+        try:
+            yield _FileSink(call)
+            await call.done_writing()
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        except grpc.aio.AioRpcError as err:
+            raise UserError(f"sending the output to the client: {_said(err)}") from None
+        except BaseException:
+            call.cancel()  # the client drops what it received: no half file appears
+            raise
+
+    async def write_tree(self, dest: str, tree: Path) -> None:
+        from llbkit.core.session.diffcopy import send_tree
+
+        self._require(FILE_SEND, "output directory")
+        metadata = ((EXPORTER_ID, self._exporter_id(dest)),)
+        # FileSend declares BytesMessage, but a directory travels as fsutil packets (BuildKit
+        # sends them on the same method): the bytes on the wire are a Packet each.
+        call = self.session.channel.stream_stream(
+            FILE_SEND,
+            request_serializer=fsutil_pb2.Packet.SerializeToString,
+            response_deserializer=fsutil_pb2.Packet.FromString,
+        )(metadata=metadata)
+        try:
+            await send_tree(_PacketCall(call), tree)
+            await call.done_writing()  # the client's receiver ends when our side closes
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        except grpc.aio.AioRpcError as err:
+            raise UserError(f"sending the output to the client: {_said(err)}") from None
+        except BaseException:
+            call.cancel()
+            raise
+
+    def directory(self, path: str) -> ClientDirectory:
+        raise UserError(
+            f"{path}: a cache on the client's disk (type=local) is not available through "
+            "llbkitd yet; use a registry, s3, azblob, gha or http cache"
+        )
+
+    @contextlib.asynccontextmanager
+    async def layout_blob(self, store: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        raise UserError(f"OCI layout {store!r} on the client is not available through llbkitd yet")
+        yield  # pragma: no cover - a generator for the context manager's sake
+
+    # -- secrets and SSH --------------------------------------------------------------------
+
+    async def secret(self, id: str) -> bytes:
+        stub = self.session.channel.unary_unary(
+            SECRETS,
+            request_serializer=secrets_pb2.GetSecretRequest.SerializeToString,
+            response_deserializer=secrets_pb2.GetSecretResponse.FromString,
+        )
+        try:
+            answer: secrets_pb2.GetSecretResponse = await stub(secrets_pb2.GetSecretRequest(ID=id))
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                raise UserError(
+                    f"secret {id!r} was not provided (use --secret id={id},src=…)"
+                ) from None
+            raise UserError(f"secret {id!r}: {_said(err)}") from None
+        return answer.data
+
+    async def ssh_agent(self, id: str) -> Path:
+        if id in self._agents:
+            return self._agents[id]
+        check = self.session.channel.unary_unary(
+            SSH_CHECK,
+            request_serializer=ssh_pb2.CheckAgentRequest.SerializeToString,
+            response_deserializer=ssh_pb2.CheckAgentResponse.FromString,
+        )
+        try:
+            await check(ssh_pb2.CheckAgentRequest(ID=id))
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                raise UserError(f"no SSH agent {id!r} was forwarded (use --ssh {id})") from None
+            raise UserError(f"SSH agent {id!r}: {_said(err)}") from None
+        path = await self._stack.enter_async_context(self._agent_socket(id))
+        self._agents[id] = path
+        return path
+
+    @contextlib.asynccontextmanager
+    async def _agent_socket(self, id: str) -> AsyncIterator[Path]:
+        """A local agent socket whose every connection is forwarded to the client's agent."""
+        forward = self.session.channel.stream_stream(
+            SSH_FORWARD,
+            request_serializer=ssh_pb2.BytesMessage.SerializeToString,
+            response_deserializer=ssh_pb2.BytesMessage.FromString,
+        )
+        directory = Path(tempfile.mkdtemp(prefix="llbkit-ssh-", dir=self.scratch))
+        directory.chmod(0o755)  # the step's user must reach the socket
+        path = directory / "agent.sock"
+
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            call = forward(metadata=(("buildkit.ssh.id", id),))
+
+            async def incoming() -> AsyncIterator[bytes]:
+                async for message in call:
+                    yield message.data
+
+            async def send(data: bytes) -> None:
+                await call.write(ssh_pb2.BytesMessage(data=data))
+
+            try:
+                await pump(incoming(), send, reader, writer)
+            except grpc.aio.AioRpcError:
+                pass  # the client's agent went away: this connection ends
+            finally:
+                call.cancel()
+
+        server = await asyncio.start_unix_server(connected, path=str(path))
+        path.chmod(0o777)
+        try:
+            yield path
+        finally:
+            server.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+    # -- local directories ------------------------------------------------------------------
+
+    def local_identity(self, name: str) -> str:
+        # As BuildKit keys its mirrors: the directory's name and the session's shared key.
+        return f"session:{self.session.shared_key}:{name}"
+
+    async def sync_local(
+        self,
+        name: str,
+        dest: Path,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        follow_paths: Sequence[str] = (),
+    ) -> None:
+        from llbkit.core.session.diffcopy import receive_tree
+
+        self._require(FILE_SYNC, "local directories")
+        metadata: list[tuple[str, str]] = [("dir-name", name)]
+        metadata += [("include-patterns", p) for p in include]
+        metadata += [("exclude-patterns", p) for p in exclude]
+        metadata += [("followpaths", p) for p in follow_paths]
+        call = self.session.channel.stream_stream(
+            FILE_SYNC,
+            request_serializer=fsutil_pb2.Packet.SerializeToString,
+            response_deserializer=fsutil_pb2.Packet.FromString,
+        )(metadata=tuple(metadata))
+        try:
+            await receive_tree(_PacketCall(call), dest)
+            await call.done_writing()
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise UserError(
+                    f"the build reads local directory {name!r}, which the client does not "
+                    f"share (use --local {name}=<path>)"
+                ) from None
+            raise UserError(f"local directory {name!r}: {_said(err)}") from None
+        except BaseException:
+            call.cancel()
+            raise
+
+
+def exporter_metadata(values: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """An exporter's response as FileSend metadata (``exporter-md-<key>``)."""
+    return tuple(
+        (EXPORTER_METADATA + key.lower(), value)
+        for key, value in values.items()
+        if re.fullmatch(r"[a-z0-9._-]+", key.lower())
+    )
