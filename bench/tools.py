@@ -190,6 +190,49 @@ class Llbkit(Tool):
         run([LLBKIT, "--root", str(self.root), "build", "--progress", "quiet"], data=data)
 
 
+class Llbkitd(Tool):
+    """``llbkit --addr`` against an llbkitd this harness starts: llbkit as BuildKit is used,
+    a client of a running daemon (a new client process per build)."""
+
+    name = "llbkitd"
+    takes_llb = True
+    moves_cache = True
+
+    def start(self) -> None:
+        super().start()
+        sock = self.work / "llbkitd.sock"
+        self.addr = f"unix://{sock}"
+        self.proc = subprocess.Popen(
+            [
+                str(Path(LLBKIT).with_name("llbkitd")),
+                "--root",
+                str(self.work / "root"),
+                "--addr",
+                self.addr,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=ENV,
+        )
+        _wait_for([LLBKIT, "--addr", self.addr, "debug", "workers"], self.proc, "llbkitd")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def reset(self) -> None:
+        run([LLBKIT, "--addr", self.addr, "prune", "--all"])
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        return [LLBKIT, "--addr", self.addr, "build", "--progress", "quiet", *_frontend_args(spec)]
+
+    def build(self, spec: Build) -> None:
+        run(self._command(spec))
+
+    def build_llb(self, data: bytes) -> None:
+        run([LLBKIT, "--addr", self.addr, "build", "--progress", "quiet"], data=data)
+
+
 class Buildctl(Tool):
     """buildctl against a buildkitd this harness starts (the one on PATH)."""
 
@@ -375,4 +418,4 @@ class Buildah(Tool):
             )
 
 
-TOOLS: list[type[Tool]] = [Llbkit, Buildctl, Docker, Buildah]
+TOOLS: list[type[Tool]] = [Llbkit, Llbkitd, Buildctl, Docker, Buildah]

@@ -363,3 +363,120 @@ def test_a_dockerfile_build_reads_the_clients_context_and_secrets(
     for path in (tmp_path / "root").rglob("*"):  # the daemon kept no copy of the secret
         if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20:
             assert b"twelve chars" not in path.read_bytes(), path
+
+
+def _sleepers(marker: str) -> int:
+    found = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
+    return len(found.stdout.split())
+
+
+def _dockerfile_args(ctx: Path, host: str, run: str) -> list[str]:
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(f"ARG BASE\nFROM ${{BASE}}\nRUN {run}\n")
+    return [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={ctx}",
+        "--local",
+        f"dockerfile={ctx}",
+        "--opt",
+        f"build-arg:BASE={host}/library/busybox",
+    ]
+
+
+def _until(check: object, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.services
+def test_a_client_that_goes_away_cancels_only_its_own_build(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    with daemon(tmp_path / "root") as (address, _):
+        doomed = subprocess.Popen(
+            [*LLBKIT, "--addr", address, *_dockerfile_args(tmp_path / "a", registry, "sleep 91")],
+            stderr=subprocess.DEVNULL,
+        )
+        other = subprocess.Popen(
+            [
+                *LLBKIT,
+                "--addr",
+                address,
+                *_dockerfile_args(tmp_path / "b", registry, "sleep 3 && echo other > /o"),
+            ],
+            stderr=subprocess.PIPE,
+        )
+        _until(lambda: _sleepers("91") == 1, "the doomed build runs its step")
+        doomed.kill()
+        doomed.wait()
+        _until(lambda: _sleepers("91") == 0, "the daemon stops the step of a client gone", 15)
+        _, err = other.communicate(timeout=120)
+        assert other.returncode == 0, err
+        after = client(address, "debug", "workers")
+        assert after.returncode == 0, after.stderr
+
+
+@pytest.mark.services
+def test_a_daemon_killed_mid_build_restarts_clean(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Its step's container is stopped when it starts again; the next build succeeds."""
+    root = tmp_path / "root"
+    with daemon(root) as (address, proc):
+        running = subprocess.Popen(
+            [*LLBKIT, "--addr", address, *_dockerfile_args(tmp_path / "a", registry, "sleep 92")],
+            stderr=subprocess.PIPE,
+        )
+        _until(lambda: _sleepers("92") == 1, "the build runs its step")
+        proc.kill()
+        proc.wait()
+        _, err = running.communicate(timeout=60)
+        assert running.returncode == 1
+        assert err.decode().strip().splitlines()[-1].startswith("error: "), err
+        assert _sleepers("92") == 1  # nobody stopped it yet
+    with daemon(root) as (address, _):
+        assert _sleepers("92") == 0
+        again = client(address, *_dockerfile_args(tmp_path / "b", registry, "echo fine > /f"))
+        assert again.returncode == 0, again.stderr
+        usage = client(address, "du")
+        assert usage.returncode == 0, usage.stderr
+
+
+@pytest.mark.services
+def test_ten_clients_at_once_share_the_steps_they_have_in_common(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """The shared step runs once (every image holds the same stamp it wrote); each client
+    gets its own last step."""
+    shared = "sleep 1 && cat /proc/sys/kernel/random/uuid > /stamp"
+    with daemon(tmp_path / "root") as (address, _):
+        clients = []
+        for n in range(10):
+            ctx = tmp_path / f"c{n}"
+            args = _dockerfile_args(ctx, registry, "true")  # then the Dockerfile is replaced
+            (ctx / "Dockerfile").write_text(
+                f"ARG BASE\nFROM ${{BASE}}\nRUN {shared}\nRUN echo {n} > /mine\n"
+            )
+            clients.append(
+                subprocess.Popen(
+                    [*LLBKIT, "--addr", address, *args, "--output", f"type=local,dest={ctx}/out"],
+                    stderr=subprocess.PIPE,
+                )
+            )
+        for proc in clients:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+    stamps = {(tmp_path / f"c{n}/out/stamp").read_text() for n in range(10)}
+    assert len(stamps) == 1, stamps
+    assert [(tmp_path / f"c{n}/out/mine").read_text() for n in range(10)] == [
+        f"{n}\n" for n in range(10)
+    ]

@@ -24,6 +24,12 @@ def test_version():
     assert (result.returncode, result.stdout) == (0, f"llbkit {__version__}\n")
 
 
+def test_the_version_in_code_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    assert __version__ == version("llbkit-core")
+
+
 def test_debug_plugins_lists_builtins_with_their_distribution():
     result = llbkit("debug", "plugins")
     assert result.returncode == 0, result.stderr

@@ -1,10 +1,7 @@
-"""llbkit core: the LLB model, plugin contracts and discovery, and (later) the engine."""
+"""llbkit core: the LLB model, plugin contracts and discovery, the engine, its CLI and daemon."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("llbkit-core")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+#: the distribution's version, kept here so that starting the CLI need not read metadata
+#: (core/tests/test_cli.py checks it against the installed distribution's)
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -20,12 +20,14 @@ A message names the thing, where it came from and, when there is one, the fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = [
+    "BuildFailed",
     "ConfigError",
     "DefinitionError",
+    "FrontendFailed",
     "LlbkitError",
     "PluginConflictError",
     "PluginError",
@@ -56,6 +58,26 @@ class SourceError(UserError):
     def __init__(self, message: str, source: str = "") -> None:
         super().__init__(message)
         self.source = source
+
+
+class BuildFailed(UserError):
+    """A vertex failed: names it, says why, and carries the tail of its log."""
+
+    def __init__(
+        self, name: str, reason: str, log_tail: Sequence[str] = (), source: str = ""
+    ) -> None:
+        self.name = name
+        self.reason = reason
+        self.log_tail = list(log_tail)
+        #: where the step came from (a frontend's ``llbkit.source`` description), if known
+        self.source = source
+        # A process's own failure reads exactly as BuildKit's; others name the step.
+        shown = reason if reason.startswith('process "') else f"{name}: {reason}"
+        super().__init__(f"failed to solve: {shown}")
+
+
+class FrontendFailed(SourceError):
+    """The frontend refused the build (a Dockerfile error...); ``source`` shows where."""
 
 
 class DefinitionError(UserError):

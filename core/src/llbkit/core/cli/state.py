@@ -29,8 +29,6 @@ def open_controller(
     A root another process is building on is waited for, with a line saying so; a
     ``readonly`` one (for ``du``) is read beside it without waiting.
     """
-    from llbkit.core.control import Controller
-
     remote = endpoint(ctx)
     if remote is not None:
         if config_path:
@@ -39,6 +37,8 @@ def open_controller(
 
         yield RemoteController(remote)  # type: ignore[misc]
         return
+    from llbkit.core.control import Controller
+
     config = load(ctx, config_path)
     root = root_path(ctx, config)
     registry, hooks = plugins(ctx)

@@ -20,7 +20,14 @@ import anyio
 from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.control.cache_export import CacheOptions, ExportPlan, descriptor_text, split_attrs
 from llbkit.core.control.cache_import import ImportedCache, open_import
-from llbkit.core.errors import ConfigError, SourceError, UserError, one_error
+from llbkit.core.errors import (
+    BuildFailed,
+    ConfigError,
+    FrontendFailed,
+    SourceError,
+    UserError,
+    one_error,
+)
 from llbkit.core.llb.definition import load_definition
 from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
 from llbkit.core.plugins.context import BuildResult, Platform, Result
@@ -34,7 +41,7 @@ from llbkit.core.plugins.progress import (
     VertexWarning,
 )
 from llbkit.core.solver.cache_sources import CacheChain, CacheSource
-from llbkit.core.solver.solver import BuildFailed, GraphNode
+from llbkit.core.solver.solver import GraphNode
 
 if TYPE_CHECKING:
     from llbkit.core.cache.leases import Lease
@@ -78,10 +85,6 @@ class _ImportHold:
 
     async def aclose(self) -> None:
         self.source.close()
-
-
-class FrontendFailed(SourceError):
-    """The frontend refused the build (a Dockerfile error...); ``source`` shows where."""
 
 
 @dataclass(frozen=True)

@@ -145,13 +145,22 @@ def solve_response_from_pb(ref: str, pb: control_pb2.SolveResponse) -> SolveResp
 # -- Status ---------------------------------------------------------------------------------
 
 
-def status_to_pb(status: SolveStatus) -> control_pb2.StatusResponse:
-    """One batch of records; their order within a kind is kept (BuildKit's clients read each
-    kind in order)."""
-    pb = control_pb2.StatusResponse()
+_KIND_ORDER = {Vertex: 0, VertexStatus: 1, VertexLog: 2, VertexWarning: 3}
+
+
+def status_to_pb(status: SolveStatus) -> list[control_pb2.StatusResponse]:
+    """One batch of records as messages a client reads in the order they happened: a client
+    reads a message's vertexes, then statuses, logs and warnings, so a record of an earlier
+    kind after a later one starts the next message."""
+    messages = [control_pb2.StatusResponse()]
+    last = 0
     for event in status.events():
-        _add_event(pb, event)
-    return pb
+        kind = _KIND_ORDER[type(event)]
+        if kind < last:
+            messages.append(control_pb2.StatusResponse())
+        last = kind
+        _add_event(messages[-1], event)
+    return messages
 
 
 def _add_event(pb: control_pb2.StatusResponse, event: ProgressEvent) -> None:

@@ -226,7 +226,11 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
         self, request: gateway_pb2.SolveRequest, client: FrontendClient
     ) -> FrontendOutput:
         frontend = self.controller.drivers.frontend(request.Frontend)
-        job = await frontend.resolve(dict(request.FrontendOpt))
+        options = dict(request.FrontendOpt)
+        # buildctl passes its --import-cache to the frontend too; the build already reads
+        # them (Control.Solve carries the same list), for every solve of the build.
+        options.pop("cache-imports", None)
+        job = await frontend.resolve(options)
         return await job.solve(client)
 
     async def Return(self, request: gateway_pb2.ReturnRequest, context: Context) -> Any:

@@ -63,6 +63,9 @@ class Daemon:
             click.echo(f"llbkitd: warning: {warning}", err=True)
         controller = Controller.open(self.root, self.config, registry, registry.hook_manager())
         try:
+            # The worker starts now: what a killed daemon left running is stopped before any
+            # client is served, and the first build does not wait for it.
+            await controller.drivers.executor()
             server = grpc.aio.server(
                 interceptors=[_Log()] if self.debug else [],
                 options=[

@@ -14,13 +14,11 @@ import grpc
 
 from llbkit.core.api._pb import control_pb2, control_pb2_grpc
 from llbkit.core.control import wire
-from llbkit.core.control.build import FrontendFailed
 from llbkit.core.control.request import ExporterRequest, SolveRequest
 from llbkit.core.daemon.gateway import Forwarders
 from llbkit.core.daemon.sessions import SessionManager
-from llbkit.core.errors import UserError
+from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
 from llbkit.core.session.caller import SessionClientIO, output_marker
-from llbkit.core.solver.solver import BuildFailed
 
 if TYPE_CHECKING:
     from llbkit.core.control import Controller
@@ -101,7 +99,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
     ) -> AsyncIterator[control_pb2.StatusResponse]:
         try:
             async for status in self.controller.status(request.Ref):
-                yield wire.status_to_pb(status)
+                for message in wire.status_to_pb(status):
+                    yield message
         except UserError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 

@@ -55,8 +55,7 @@ def _outputs(request: SolveRequest) -> tuple[SolveRequest, list[Output]]:
 
 def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
     """A build's failure as the CLI shows an embedded one (the step's log tail, the source)."""
-    from llbkit.core.control.build import FrontendFailed
-    from llbkit.core.solver.solver import BuildFailed
+    from llbkit.core.errors import BuildFailed, FrontendFailed
 
     for key, value in err.trailing_metadata() or ():
         if key != ERROR_DETAIL:

@@ -27,7 +27,7 @@ from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.drivers import Drivers
-from llbkit.core.errors import UserError, first_error
+from llbkit.core.errors import BuildFailed, UserError, first_error
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.llb.definition import LoadedDefinition, Vertex
 from llbkit.core.plugins.context import ClientIO
@@ -55,22 +55,6 @@ Outputs = list[tuple[str, Chain]]
 
 #: how many combinations of its inputs' other names a resolved key is tried with
 _ALTERNATIVES = 32
-
-
-class BuildFailed(UserError):
-    """A vertex failed: names it, says why, and carries the tail of its log."""
-
-    def __init__(
-        self, name: str, reason: str, log_tail: Sequence[str] = (), source: str = ""
-    ) -> None:
-        self.name = name
-        self.reason = reason
-        self.log_tail = list(log_tail)
-        #: where the step came from (a frontend's ``llbkit.source`` description), if known
-        self.source = source
-        # A process's own failure reads exactly as BuildKit's; others name the step.
-        shown = reason if reason.startswith('process "') else f"{name}: {reason}"
-        super().__init__(f"failed to solve: {shown}")
 
 
 @dataclass(frozen=True)

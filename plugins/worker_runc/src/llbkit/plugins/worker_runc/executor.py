@@ -191,6 +191,26 @@ class RuncExecutor:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # not running
                 os.kill(int(container.pidfile.read_text()), signal.SIGKILL)
 
+    async def reap_orphans(self) -> list[str]:
+        """Kill and delete the containers a previous owner of this state left running (a
+        process killed with SIGKILL cannot stop its steps): only one process owns a state root,
+        so every container of this runc root that this executor did not start is an orphan."""
+        try:
+            listed = await anyio.run_process([*self._runc("list"), "--quiet"], check=False)
+        except OSError:  # no runtime: nothing can have been started
+            return []
+        orphans = [
+            name
+            for name in listed.stdout.decode().split()
+            if name not in {c.name for c in self._containers.values()}
+        ]
+        for name in orphans:
+            await _quiet([*self._runc("kill"), name, "KILL"])
+            await _quiet([*self._runc("delete"), "--force", name])
+        for bundle in (self.state / "executor").iterdir():
+            shutil.rmtree(bundle, ignore_errors=True)
+        return orphans
+
     def _runc(self, action: str) -> list[str]:
         return [self.binary, "--root", str(self.root), action]
 

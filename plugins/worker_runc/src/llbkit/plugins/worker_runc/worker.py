@@ -83,7 +83,9 @@ class RuncWorker:
         if not isinstance(extra, dict):
             raise ConfigError("[worker.oci] labels must be a table")
         labels.update({str(k): str(v) for k, v in extra.items()})
-        return RuncExecutor(binary, state, platforms, labels)
+        executor = RuncExecutor(binary, state, platforms, labels)
+        await executor.reap_orphans()
+        return executor
 
 
 def _strings(config: Mapping[str, object], key: str) -> list[str]:
