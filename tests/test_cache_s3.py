@@ -3,6 +3,7 @@ real builds on fresh state roots, several engines sharing one cache as CI runner
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -65,7 +66,7 @@ def _cache(url: str, *more: str) -> str:
     )
 
 
-def _argv(host: str, root: Path, ctx: Path, image: str, *args: str) -> list[str]:
+def _engine_argv(host: str, root: Path, ctx: Path, image: str, *args: str) -> list[str]:
     """As ``build`` runs it (the same SOURCE_DATE_EPOCH), to start without waiting."""
     return [
         *command(host, root, ctx, "--opt", "build-arg:SOURCE_DATE_EPOCH=1700000000", *args),
@@ -74,18 +75,41 @@ def _argv(host: str, root: Path, ctx: Path, image: str, *args: str) -> list[str]
     ]
 
 
+@pytest.mark.parametrize("via", ["processes", "daemons"])
 def test_several_engines_share_one_s3_cache(
     registry: str,  # noqa: F811 - the fixture imported above
     context: Path,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
     s3: tuple[str, Any],
+    via: str,
 ) -> None:
+    """Three engines on three state roots — three processes, or three llbkitd daemons each
+    with its own client — on one bucket."""
     url, client = s3
+    with contextlib.ExitStack() as stack:
+        argv = _engine_argv
+        if via == "daemons":
+            from tests.test_daemon import daemon
+
+            addresses = {
+                name: stack.enter_context(daemon(tmp_path / f"daemon-{name}"))[0]
+                for name in ("A", "B", "C")
+            }
+
+            def argv(host: str, root: Path, ctx: Path, image: str, *args: str) -> list[str]:
+                embedded = _engine_argv(host, root, ctx, image, *args)
+                at = embedded.index("--root")
+                return [*embedded[:at], "--addr", addresses[root.name], *embedded[at + 2 :]]
+
+        _share(registry, context, tmp_path, url, client, argv)
+
+
+def _share(host: str, ctx: Path, tmp_path: Path, url: str, client: Any, _argv: Any) -> None:
     first = subprocess.run(
         _argv(
-            registry,
+            host,
             tmp_path / "A",
-            context,
+            ctx,
             "s3:a",
             "--export-cache",
             _cache(url, "mode=max"),
@@ -107,9 +131,9 @@ def test_several_engines_share_one_s3_cache(
     for name, extra in (("B", ()), ("C", ("touch_refresh=0s",))):
         runners[name] = subprocess.Popen(
             _argv(
-                registry,
+                host,
                 tmp_path / name,
-                context,
+                ctx,
                 f"s3:{name.lower()}",
                 "--import-cache",
                 _cache(url),

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from llbkit.core.config import WORKER_ENGINE_KEYS, EngineConfig
 from llbkit.core.errors import PluginError, UserError
 from llbkit.core.plugins import (
@@ -44,6 +46,7 @@ class Drivers:
         self.registries = EngineRegistries(config.registry)
         self._drivers: dict[tuple[str, str], Any] = {}
         self._executor: Executor | None = None
+        self._starting: anyio.Lock | None = None  # made in the event loop that needs it
 
     def state_dir(self, group: str, name: str) -> Path:
         """The plugin's own folder in the state root (made when its driver is)."""
@@ -94,15 +97,23 @@ class Drivers:
         return driver
 
     async def executor(self) -> Executor:
-        """The ``[worker.oci]`` executor, started on first use."""
-        if self._executor is None:
-            if self.config.worker.get("enabled", True) is False:
-                raise UserError(
-                    "[worker.oci] is disabled (enabled = false): nothing runs processes"
-                )
-            worker: Worker = self._driver(GROUP_WORKERS, WORKER)
-            own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
-            self._executor = await worker.resolve(own)
+        """The ``[worker.oci]`` executor, started on first use (once: steps that start
+        together wait for the one start, which may stop what a killed owner left running)."""
+        if self._executor is not None:
+            return self._executor
+        if self._starting is None:
+            self._starting = anyio.Lock()
+        async with self._starting:
+            if self._executor is None:
+                if self.config.worker.get("enabled", True) is False:
+                    raise UserError(
+                        "[worker.oci] is disabled (enabled = false): nothing runs processes"
+                    )
+                worker: Worker = self._driver(GROUP_WORKERS, WORKER)
+                own = {
+                    k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS
+                }
+                self._executor = await worker.resolve(own)
         return self._executor
 
     async def aclose(self) -> None:
