@@ -323,24 +323,12 @@ def test_a_dockerfile_build_reads_the_clients_context_and_secrets(
     """The context and the secret cross the session; the output lands in the client's
     directory; the result matches the embedded build's."""
     ctx = tmp_path / "ctx"
-    (ctx / "sub").mkdir(parents=True)
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    args = _dockerfile_args(ctx, registry, dockerfile=DOCKERFILE)
+    args += ["--secret", f"id=tok,src={tmp_path / 'tok'}"]
+    (ctx / "sub").mkdir()
     (ctx / "a.txt").write_text("aaa\n")
     (ctx / "sub" / "s.txt").write_text("sss\n")
     (tmp_path / "tok").write_text("twelve chars")
-    args = [
-        "build",
-        "--frontend",
-        "dockerfile.v0",
-        "--local",
-        f"context={ctx}",
-        "--local",
-        f"dockerfile={ctx}",
-        "--opt",
-        f"build-arg:BASE={registry}/library/busybox",
-        "--secret",
-        f"id=tok,src={tmp_path / 'tok'}",
-    ]
     with daemon(tmp_path / "root") as (address, _):
         done = client(address, *args, "--output", f"type=local,dest={tmp_path / 'remote'}")
         assert done.returncode == 0, done.stderr
@@ -370,9 +358,11 @@ def _sleepers(marker: str) -> int:
     return len(found.stdout.split())
 
 
-def _dockerfile_args(ctx: Path, host: str, run: str) -> list[str]:
+def _dockerfile_args(ctx: Path, host: str, run: str = "", dockerfile: str = "") -> list[str]:
+    """``build`` of a Dockerfile in ``ctx`` (``FROM`` the registry's busybox, then ``RUN run``
+    unless a whole ``dockerfile`` is given) with ``ctx`` as its context."""
     ctx.mkdir(parents=True, exist_ok=True)
-    (ctx / "Dockerfile").write_text(f"ARG BASE\nFROM ${{BASE}}\nRUN {run}\n")
+    (ctx / "Dockerfile").write_text(dockerfile or f"ARG BASE\nFROM ${{BASE}}\nRUN {run}\n")
     return [
         "build",
         "--frontend",
@@ -462,10 +452,8 @@ def test_ten_clients_at_once_share_the_steps_they_have_in_common(
         clients = []
         for n in range(10):
             ctx = tmp_path / f"c{n}"
-            args = _dockerfile_args(ctx, registry, "true")  # then the Dockerfile is replaced
-            (ctx / "Dockerfile").write_text(
-                f"ARG BASE\nFROM ${{BASE}}\nRUN {shared}\nRUN echo {n} > /mine\n"
-            )
+            text = f"ARG BASE\nFROM ${{BASE}}\nRUN {shared}\nRUN echo {n} > /mine\n"
+            args = _dockerfile_args(ctx, registry, dockerfile=text)
             clients.append(
                 subprocess.Popen(
                     [*LLBKIT, "--addr", address, *args, "--output", f"type=local,dest={ctx}/out"],
