@@ -1,5 +1,7 @@
 """Cache backends behind a server that breaks, end to end: real builds on fresh state roots
-through :class:`~llbkit.sdk.testing.FaultProxy` in front of moto's S3, Azurite and an HttpStore.
+through :class:`~llbkit.sdk.testing.FaultProxy` in front of moto's S3, Azurite, an HttpStore and
+the fake GitHub Actions cache service (v1; v2 with its signed URLs to Azurite through the same
+proxy).
 
 A service that fails half its requests or asks to slow down costs the build nothing; one that
 stalls past ``timeout`` or cuts blobs short fails it in one line naming the cache (a warning with
@@ -14,15 +16,15 @@ import json
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llbkit.sdk.testing import Fault, FaultProxy, HttpStore
+from llbkit.sdk.testing import Fault, FaultProxy, GhaCacheService, HttpStore, make_gha_token
 from llbkit.sdk.testing.azurite import Azurite, azurite  # noqa: F401 - a fixture, used by name
-from llbkit.sdk.testing.faults import Flavor, Match, requests_to
+from llbkit.sdk.testing.faults import Flavor, Match, Routes, requests_to
 from tests.test_cache_export_import import (  # the same Dockerfile, build and log readers
     DOCKERFILE,
     command,
@@ -40,8 +42,6 @@ SECRET = "fault-suite-secret"
 #: small, so a stalled server costs the suite little: five tries of TIMEOUT, with backoff
 TIMEOUT = "0.5"
 STALL = 1.5
-BLOB_GETS = requests_to("GET", "/blobs/")
-BLOB_PUTS = requests_to("PUT", "/blobs/")
 GETS = requests_to("GET")
 
 
@@ -59,6 +59,15 @@ class Remote:
     naming: Callable[[str, str], str]
     #: the credential the flag gives, which no output may show
     secret: str = SECRET
+    #: the requests that fetch a blob, and that send one: ``(method, part of the path)``
+    downloads: tuple[str, str] = ("GET", "/blobs/")
+    uploads: tuple[str, str] = ("PUT", "/blobs/")
+    #: paths the proxy sends to another server (a blob store the service's URLs name)
+    routes: Routes = field(default_factory=dict)
+
+    def proxy(self, fault: Fault | None = None) -> FaultProxy:
+        """A proxy (not entered yet) in front of the server, breaking what ``fault`` says."""
+        return FaultProxy(self.upstream, self.flavor, fault or Fault.none(), routes=self.routes)
 
     def named(self, proxy: FaultProxy, where: str) -> str:
         return self.naming(proxy.url, where)
@@ -171,7 +180,45 @@ def _http_remote(tmp: Path, stack: ExitStack) -> Remote:
     )
 
 
-@pytest.fixture(scope="module", params=["s3", "azblob", "http"])
+def _gha_remote(stack: ExitStack, v2: Azurite | None) -> Remote:
+    """The fake Actions cache service, handing out URLs on the host each proxy is at, so the
+    bytes go through it too (v2: the proxy routes the signed URLs to Azurite). Each place is
+    a branch of its own: a token whose one scope is ``refs/heads/<where>`` keeps its blobs and
+    index apart from the others'."""
+    service = stack.enter_context(GhaCacheService(v2=v2, behind_proxy=True))
+    tokens: dict[str, str] = {}
+
+    def flag(url: str, where: str) -> str:
+        token = tokens.setdefault(where, make_gha_token([(f"refs/heads/{where}", 3)]))
+        return f"type=gha,{'url_v2' if v2 else 'url'}={url}/,token={token}"
+
+    def stored(where: str) -> dict[str, bytes]:
+        keys = service.keys(f"refs/heads/{where}")  # committed only, oldest first
+        objects = {
+            f"blobs/{key.removeprefix('buildkit-blob-1-')}": service.content(key)
+            for key in keys
+            if key.startswith("buildkit-blob-1-")
+        }
+        if indexes := [key for key in keys if key.startswith("index-")]:
+            objects["manifests/buildkit"] = service.content(indexes[-1])  # what imports read
+        return objects
+
+    return Remote(
+        "gha-v2" if v2 else "gha",
+        service.url,
+        "generic",
+        flag,
+        stored,
+        lambda url, where: f"gha{' v2' if v2 else ''} {url}/ scope=buildkit",
+        # Every token the flag gives ends in the same signature part.
+        secret=make_gha_token().rsplit(".", 1)[1],
+        downloads=("GET", "buildkit-blob-"),  # v1 /_artifacts/<id>/<key>, v2 entry-<id>-<key>
+        uploads=("PUT", "buildkit-blob-") if v2 else ("PATCH", "/_apis/artifactcache/caches/"),
+        routes=service.proxy_routes,
+    )
+
+
+@pytest.fixture(scope="module", params=["s3", "azblob", "http", "gha", "gha-v2"])
 def remote(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Remote]:
@@ -183,6 +230,10 @@ def remote(
         elif request.param == "azblob":
             pytest.importorskip("azure.storage.blob", reason="azure-storage-blob is not installed")
             yield _azblob_remote(request.getfixturevalue("azurite"))
+        elif request.param == "gha":
+            yield _gha_remote(stack, None)
+        elif request.param == "gha-v2":
+            yield _gha_remote(stack, request.getfixturevalue("azurite"))
         else:
             yield _http_remote(tmp, stack)
 
@@ -214,7 +265,7 @@ def exported(
     """A build on a fresh root exported (mode=max) to ``shared``, through a proxy that breaks
     nothing; each backend's tests import it or export again from its root."""
     tmp = tmp_path_factory.mktemp(f"{remote.kind}-A")
-    with FaultProxy(remote.upstream, remote.flavor) as proxy:
+    with remote.proxy() as proxy:
         begun = start(
             registry,
             tmp / "root",
@@ -237,7 +288,7 @@ def proxies(remote: Remote) -> Iterator[Callable[[Fault], FaultProxy]]:
     with ExitStack() as stack:
 
         def proxy(fault: Fault) -> FaultProxy:
-            return stack.enter_context(FaultProxy(remote.upstream, remote.flavor, fault))
+            return stack.enter_context(remote.proxy(fault))
 
         yield proxy
 
@@ -353,10 +404,10 @@ IMPORT_FAULTS: dict[str, Callable[[Match], Fault]] = {
     "stall": lambda only: Fault.stall(STALL, only=only),
     "truncate": lambda only: Fault.truncate(only=only),
 }
-EXPORT_FAULTS: dict[str, Callable[[], Fault]] = {
+EXPORT_FAULTS: dict[str, Callable[[Match], Fault]] = {
     # The server has the blob; the client never hears so.
-    "stall": lambda: Fault.stall(STALL, only=BLOB_PUTS),
-    "fail": lambda: Fault.fail(every=1, statuses=(500,), only=BLOB_PUTS),
+    "stall": lambda only: Fault.stall(STALL, only=only),
+    "fail": lambda only: Fault.fail(every=1, statuses=(500,), only=only),
 }
 
 
@@ -399,7 +450,7 @@ def broken(
 
         def begin(key: tuple[str, str, bool], fault: Fault, where: str, flag: str) -> None:
             direction, name, ignoring = key
-            proxy = stack.enter_context(FaultProxy(remote.upstream, remote.flavor, fault))
+            proxy = stack.enter_context(remote.proxy(fault))
             more = [f"timeout={TIMEOUT}", *(["ignore-error=true"] if ignoring else [])]
             if direction == "export":
                 more.append("mode=max")
@@ -411,14 +462,15 @@ def broken(
             proc = start(registry, root, context, *args)
             runs[key] = Run(proxy, root, where, proc, dest, remote.secret)
 
+        blob_gets, blob_puts = requests_to(*remote.downloads), requests_to(*remote.uploads)
         for name, breaking in IMPORT_FAULTS.items():
             # Only the blobs broken: the build needs them. Its index too: nothing imports.
-            begin(("import", name, False), breaking(BLOB_GETS), "shared", "--import-cache")
+            begin(("import", name, False), breaking(blob_gets), "shared", "--import-cache")
             begin(("import", name, True), breaking(GETS), "shared", "--import-cache")
         for name, failing in EXPORT_FAULTS.items():
             for ignoring in (False, True):
                 where = f"export-{name}-{'ignored' if ignoring else 'failed'}"
-                begin(("export", name, ignoring), failing(), where, "--export-cache")
+                begin(("export", name, ignoring), failing(blob_puts), where, "--export-cache")
         try:
             yield runs
         finally:
@@ -438,7 +490,7 @@ def test_blobs_that_stall_or_arrive_cut_fail_the_build_in_one_line(
     failed = run.done()
     assert_one_line_failure(failed, remote.named(run.proxy, "shared"), "cannot fetch blob")
     assert set(steps(failed.stderr).values()) == {"CACHED"}, failed.stderr
-    assert run.proxy.count("GET", "/blobs/") >= 5, run.proxy.requests  # tried, and again
+    assert run.proxy.count(*remote.downloads) >= 5, run.proxy.requests  # tried, and again
     assert not run.dest.exists()
     assert_no_partial_blob(run.root)
 
@@ -467,15 +519,16 @@ def test_an_export_that_breaks_fails_in_one_line_and_names_no_missing_blob(
     """Every blob upload stalls past ``timeout`` or fails: the export fails after its tries,
     in one line, or with ``ignore-error=true`` is a warning. The index is written last, so
     none names a blob the cache lacks; what blobs landed are whole."""
+    method = remote.uploads[0]
     run = broken["export", fault, False]
     assert_one_line_failure(
-        run.done(), f"exporting cache to {remote.named(run.proxy, run.where)}: PUT "
+        run.done(), f"exporting cache to {remote.named(run.proxy, run.where)}: {method} "
     )
     ignored = broken["export", fault, True]
     warned = ignored.done()
     assert warned.returncode == 0, warned.stderr
-    said = f"WARN: exporting cache to {remote.named(ignored.proxy, ignored.where)}: PUT "
+    said = f"WARN: exporting cache to {remote.named(ignored.proxy, ignored.where)}: {method} "
     assert said in warned.stderr, warned.stderr
     for done in (run, ignored):
-        assert done.proxy.count("PUT", "/blobs/") >= 5, done.proxy.requests
+        assert done.proxy.count(*remote.uploads) >= 5, done.proxy.requests
         assert remote.assert_whole(done.where) is None  # no index: the blobs never all landed

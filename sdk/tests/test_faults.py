@@ -197,3 +197,41 @@ def test_a_new_fault_counts_from_the_start(proxy: FaultProxy) -> None:
         assert client.get(f"{proxy.url}/x").status_code == 500
         proxy.fault = Fault.none()
         assert client.get(f"{proxy.url}/x").status_code == 200
+
+
+class _Named(BaseHTTPRequestHandler):
+    """Answers with its server's name: which upstream a request went to."""
+
+    protocol_version = "HTTP/1.1"
+    name = b"other"
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.name)))
+        self.end_headers()
+        self.wfile.write(self.name)
+
+
+def test_routes_send_paths_elsewhere_and_fail_in_their_flavor(upstream: str) -> None:
+    """One proxy in front of a service and of the blob store its signed URLs name: a route's
+    requests go to its upstream, and its failures are that server's kind."""
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _Named)
+    other.daemon_threads = True
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    routes = {"/store/": (f"http://127.0.0.1:{other.server_address[1]}", "azure")}
+    try:
+        with FaultProxy(upstream, routes=routes) as proxy, httpx.Client(timeout=5) as client:
+            assert client.get(f"{proxy.url}/store/blob?sig=x").content == b"other"
+            assert client.get(f"{proxy.url}/api/call").json()["path"] == "/api/call"
+            proxy.fault = Fault.fail(every=1, statuses=(503,))
+            store = client.get(f"{proxy.url}/store/blob")
+            api = client.get(f"{proxy.url}/api/call")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert store.status_code == 503 and store.headers["x-ms-error-code"] == "ServerBusy"
+    assert api.status_code == 503 and "x-ms-error-code" not in api.headers
+    assert [status for _, _, status in proxy.requests] == [200, 200, 503, 503]

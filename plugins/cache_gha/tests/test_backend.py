@@ -15,14 +15,19 @@ import pytest
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.cache_backend import TransientCacheError
 from llbkit.core.plugins.cacheconfig import merge_configs
+from llbkit.plugins.cache_gha import backend as gha_backend
 from llbkit.plugins.cache_gha.backend import VERSION, GhaCacheBackend, blob_key, index_key
 from llbkit.sdk.testing import (
     CacheBackendKit,
+    CacheFaultKit,
+    Fault,
+    FaultProxy,
     GhaCacheService,
     MemoryClientIO,
     make_context,
     make_gha_token,
 )
+from llbkit.sdk.testing.faults import requests_to
 
 MAIN = "refs/heads/main"
 # BuildKit's index key for scope=buildkit written from main: sha256("refs/heads/main")[:8]
@@ -46,6 +51,29 @@ class TestGhaCacheBackend(CacheBackendKit):
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
         return {"url": self.url, "token": make_gha_token()}
+
+
+class TestGhaCacheBackendFaults(CacheFaultKit):
+    """Through a proxy that breaks requests: the API calls and the archive URLs the service
+    hands out (on the proxy's host) alike. A blob goes in chunks (``PATCH``) here."""
+
+    backend_class = GhaCacheBackend
+    uploads = ("PATCH", "/_apis/artifactcache/caches/")
+
+    @pytest.fixture(autouse=True)
+    def _serve(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+        monkeypatch.setattr(gha_backend, "CHUNK", 128 << 10)  # the kit's blobs in parts
+        self.token = make_gha_token()
+        self.secrets = (self.token, "sig=test")
+        with GhaCacheService(behind_proxy=True) as running:
+            self.upstream = running.url
+            yield
+
+    def proxy(self) -> FaultProxy:
+        return FaultProxy(self.upstream)
+
+    def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
+        return {"url": f"{url}/", "token": self.token, "timeout": str(self.timeout)}
 
 
 def _open(attrs: Mapping[str, str], direction: str = "export") -> Any:
@@ -261,16 +289,27 @@ def test_429_is_transient() -> None:
 
 
 def test_uploads_once_reserved_outlast_throttling() -> None:
+    from llbkit.core.control.cache_calls import retried
+
     data = b"x" * 1000
     with GhaCacheService(throttle_every=2) as throttled:
         attrs = {"url": throttled.url, "token": make_gha_token()}
 
         async def write(store: Any) -> None:
-            # request 1 (reserve) passes, 2 (patch) is throttled and tried again here, ...
-            await store.write_blob(_digest(data), len(data), _chunks(data))
+            # request 1 (reserve) passes, 2 (patch) is throttled: core waits, and the write
+            # tried again takes up its reservation (3: patch) where it stopped, 4 (commit) is
+            # throttled and made again at once, 5 passes
+            await retried(lambda: store.write_blob(_digest(data), len(data), _chunks(data)))
 
         _run(attrs, "export", write)
         assert throttled.content(f"buildkit-blob-1-{_digest(data)}") == data
+        assert [(m, code) for m, _, code in throttled.requests] == [
+            ("POST", 201),
+            ("PATCH", 429),
+            ("PATCH", 204),
+            ("POST", 429),
+            ("POST", 204),
+        ]
 
 
 def test_missing_url_or_token_names_the_key_and_variable(
@@ -299,6 +338,7 @@ def test_url_and_token_come_from_the_environment(
         ({"ref": "x"}, UnknownOptionError, "unknown option 'ref'; valid options: scope, timeout"),
         ({"url": "ftp://x/"}, ConfigError, "url= must be an http"),
         ({"timeout": "soon"}, ConfigError, "timeout=: 'soon' is not a duration"),
+        ({"timeout": "0"}, ConfigError, "timeout='0' is not a positive duration"),
         ({"scope": "a,b"}, ConfigError, "scope='a,b' may not hold a comma"),
     ],
 )
@@ -351,3 +391,49 @@ def test_a_commit_that_keeps_failing_is_never_reported_stored() -> None:
 
     with GhaCacheService() as service:
         assert anyio.run(scenario, service.url) is False
+
+
+def test_the_bytes_go_through_a_proxy_in_front_of_the_service() -> None:
+    """Behind a proxy, the archive URLs the service hands out are on the proxy's host, and end
+    in the entry's key (a proxy tells blobs from an index)."""
+    data = b"through the proxy"
+    with GhaCacheService(behind_proxy=True) as service, FaultProxy(service.url) as proxy:
+        attrs = {"url": f"{proxy.url}/", "token": make_gha_token()}
+
+        async def round_trip(store: Any) -> bytes:
+            await store.write_blob(_digest(data), len(data), _chunks(data))
+            await store.write_index(b"{}")
+            assert await store.read_index() == b"{}"
+            return b"".join([chunk async for chunk in store.read_blob(_digest(data))])
+
+        assert _run(attrs, "export", round_trip) == data
+    assert proxy.count("GET", f"/_artifacts/1/buildkit-blob-1-{_digest(data)}") == 1
+    assert proxy.count("GET", f"/_artifacts/2/{MAIN_INDEX}#1") == 1
+    assert proxy.count("GET") == len([r for r in service.requests if r[0] == "GET"])
+
+
+def test_a_commit_whose_answer_was_lost_is_found_done() -> None:
+    """The commit goes through but its answer never comes (a stall past timeout=): left to
+    core, not made again here; tried again, the write takes up its reservation, and the
+    commit refused as done already is looked up and found there."""
+    data = b"committed in the dark"
+    commits = requests_to("POST", "/_apis/artifactcache/caches/")
+    with GhaCacheService(behind_proxy=True) as service, FaultProxy(service.url) as proxy:
+        attrs = {"url": f"{proxy.url}/", "token": make_gha_token(), "timeout": "0.3"}
+
+        async def twice(store: Any) -> bool:
+            proxy.fault = Fault.stall(1.0, only=commits)
+            with pytest.raises(TransientCacheError, match=r"no answer within 0\.3s \(timeout=\)"):
+                await store.write_blob(_digest(data), len(data), _chunks(data))
+            proxy.fault = Fault.none()
+            await store.write_blob(_digest(data), len(data), _chunks(data))
+            return await store.has_blob(_digest(data))  # type: ignore[no-any-return]
+
+        assert _run(attrs, "export", twice) is True
+        done = [(m, p.rsplit("/", 1)[-1], code) for m, p, code in service.requests if m != "GET"]
+    assert done == [
+        ("POST", "caches", 201),  # reserved once
+        ("PATCH", "1", 204),
+        ("POST", "1", 204),  # committed; the answer stalled
+        ("POST", "1", 400),  # already committed
+    ]

@@ -19,6 +19,7 @@ import pytest
 
 from llbkit.core.errors import ConfigError, UserError
 from llbkit.core.plugins.cache_backend import TransientCacheError
+from llbkit.plugins.cache_gha import backend as gha_backend
 from llbkit.plugins.cache_gha.backend import (
     CHUNK,
     VERSION,
@@ -29,12 +30,16 @@ from llbkit.plugins.cache_gha.backend import (
 )
 from llbkit.sdk.testing import (
     CacheBackendKit,
+    CacheFaultKit,
+    Fault,
+    FaultProxy,
     GhaCacheService,
     MemoryClientIO,
     make_context,
     make_gha_token,
 )
 from llbkit.sdk.testing.azurite import Azurite, azurite  # noqa: F401 - a fixture, used by name
+from llbkit.sdk.testing.faults import requests_to
 from llbkit.sdk.testing.gha_cache import SAS_VERSION, TWIRP, blob_sas
 
 MAIN = "refs/heads/main"
@@ -60,6 +65,34 @@ class TestGhaCacheBackendV2(CacheBackendKit):
 
     def attrs(self, tmp_path: Path) -> Mapping[str, str]:
         return {"url_v2": self.url, "token": make_gha_token()}
+
+
+class TestGhaCacheBackendV2Faults(CacheFaultKit):
+    """Through one proxy that breaks requests: in front of the Twirp service, and of Azurite
+    for the signed URLs the service hands out on the proxy's host (Azurite still checks every
+    SAS). A blob goes in staged blocks and a block list here."""
+
+    backend_class = GhaCacheBackend
+
+    @pytest.fixture(autouse=True)
+    def _serve(
+        self,
+        azurite: Azurite,  # noqa: F811 - the fixture
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> Iterator[None]:
+        monkeypatch.setattr(gha_backend, "CHUNK", 128 << 10)  # the kit's blobs in blocks
+        self.token = make_gha_token()
+        self.secrets = (self.token, "se=", "sp=")  # no SAS query, its signature least of all
+        with GhaCacheService(v2=azurite, behind_proxy=True) as running:
+            self.service = running
+            self.upstream = running.url
+            yield
+
+    def proxy(self) -> FaultProxy:
+        return FaultProxy(self.upstream, routes=self.service.proxy_routes)
+
+    def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
+        return {"url_v2": url, "token": self.token, "timeout": str(self.timeout)}
 
 
 def _open(attrs: Mapping[str, str], direction: str = "export") -> Any:
@@ -415,16 +448,21 @@ def test_a_cut_connection_to_a_signed_url_names_no_signature(service: GhaCacheSe
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"cannot reach {request.url}")
 
-    async def export(store: Any) -> None:
-        await store._signed.aclose()
+    async def export(store: Any) -> bool:
+        signed = store._signed
         store._signed = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+        with pytest.raises(TransientCacheError, match=r"cannot reach http://127\.0\.0\.1") as err:
+            await store.write_blob(_digest(b"x"), 1, _chunks(b"x"))
+        assert "sig=" not in str(err.value) and "sp=" not in str(err.value)
+        await store._signed.aclose()
+        store._signed = signed
+        # Tried again, the write takes up its reservation: the key is not found "taken".
         await store.write_blob(_digest(b"x"), 1, _chunks(b"x"))
+        return await store.has_blob(_digest(b"x"))  # type: ignore[no-any-return]
 
-    with pytest.raises(UserError, match=r"cannot reach http://127\.0\.0\.1") as err:
-        _run(_v2(service), "export", export)
-    assert "sig=" not in str(err.value) and "sp=" not in str(err.value)
-    # Reserved, so final: the key is not retried into "taken" and reported there.
-    assert not isinstance(err.value, TransientCacheError)
+    assert _run(_v2(service), "export", export) is True
+    assert _calls(service, "CreateCacheEntry") == [200]
+    assert _calls(service, "FinalizeCacheEntryUpload") == [200]
 
 
 def test_the_fakes_signatures_are_azures() -> None:
@@ -521,7 +559,7 @@ def test_twirp_errors_map_as_buildkits_client_reads_them(
         async def read(start: int, length: int) -> bytes:
             return b""
 
-        return await store._save("k#1", 0, read)  # type: ignore[no-any-return]
+        return await store._save("k#1", 0, read, "0:")  # type: ignore[no-any-return]
 
     attrs = {"url_v2": "http://127.0.0.1:9/", "token": token}
     if outcome == "taken":
@@ -594,3 +632,44 @@ def test_a_finalize_that_keeps_failing_is_never_reported_stored(
         return bool(await store.has_blob(_digest(data)))
 
     assert _run(_v2(service), "export", scenario) is False
+
+
+def test_signed_urls_go_through_a_proxy_in_front_of_the_service(azurite: Azurite) -> None:  # noqa: F811
+    """Behind a proxy, the signed URLs are on the proxy's host, path-style: the proxy routes
+    them to Azurite, which still checks every SAS; the blob's name ends in its key."""
+    data = b"through the proxy"
+    with GhaCacheService(v2=azurite, behind_proxy=True) as service:
+        with FaultProxy(service.url, routes=service.proxy_routes) as proxy:
+            attrs = {"url_v2": proxy.url, "token": make_gha_token()}
+
+            async def round_trip(store: Any) -> bytes:
+                await store.write_blob(_digest(data), len(data), _chunks(data))
+                return b"".join([chunk async for chunk in store.read_blob(_digest(data))])
+
+            assert _run(attrs, "export", round_trip) == data
+        blob = f"/{azurite.account}/{service.container}/entry-1-buildkit-blob-1-{_digest(data)}"
+        assert proxy.count("PUT", blob, 201) == 1 and proxy.count("GET", blob, 200) == 1
+        assert proxy.count("POST", TWIRP) == len(service.requests)
+
+
+def test_a_finalize_whose_answer_was_lost_is_found_done(service: GhaCacheService) -> None:
+    """Finalize goes through but its answer never comes: tried again, the write takes up its
+    reservation (nothing uploaded again), and the finalize refused as done is found there."""
+    data = b"finalized in the dark"
+    service.behind_proxy = True
+    finalize = requests_to("POST", "FinalizeCacheEntryUpload")
+    with FaultProxy(service.url, routes=service.proxy_routes) as proxy:
+        attrs = {"url_v2": proxy.url, "token": make_gha_token(), "timeout": "0.3"}
+
+        async def twice(store: Any) -> bool:
+            proxy.fault = Fault.stall(1.0, only=finalize)
+            with pytest.raises(TransientCacheError, match=r"no answer within 0\.3s \(timeout=\)"):
+                await store.write_blob(_digest(data), len(data), _chunks(data))
+            proxy.fault = Fault.none()
+            await store.write_blob(_digest(data), len(data), _chunks(data))
+            return await store.has_blob(_digest(data))  # type: ignore[no-any-return]
+
+        assert _run(attrs, "export", twice) is True
+        assert proxy.count("PUT") == 1
+    assert _calls(service, "CreateCacheEntry") == [200]
+    assert _calls(service, "FinalizeCacheEntryUpload") == [200, 412]  # failed_precondition

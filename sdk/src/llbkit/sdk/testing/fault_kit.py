@@ -16,6 +16,10 @@ leaves no partial blob.
 
         def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
             return {"endpoint_url": url, ..., "timeout": str(self.timeout)}
+
+A service whose signed URLs name a blob store elsewhere overrides :meth:`proxy` to route those
+paths there through the same proxy (``FaultProxy(..., routes=...)``), and says with
+:attr:`~CacheFaultKit.uploads` which requests carry a blob's bytes when they are not ``PUT``.
 """
 
 from __future__ import annotations
@@ -67,10 +71,18 @@ class CacheFaultKit:
     #: the size of the blob a write that breaks must not leave behind: one that goes in parts
     #: when the backend uploads large blobs in parts
     blob_size: ClassVar[int] = 256 << 10
+    #: the requests that carry a blob's bytes, as ``(method, part of the path)``: a write that
+    #: breaks has them fail (the gha v1 service takes its chunks with ``PATCH``)
+    uploads: ClassVar[tuple[str, str]] = ("PUT", "")
     upstream: str
 
     def attrs(self, url: str, tmp_path: Path) -> Mapping[str, str]:
         raise NotImplementedError("point the backend at url, with timeout= set")
+
+    def proxy(self) -> FaultProxy:
+        """The proxy in front of :attr:`upstream` (not entered yet) that :meth:`attrs` points
+        the backend at."""
+        return FaultProxy(self.upstream, self.flavor)
 
     async def _open(self, url: str, tmp_path: Path) -> Any:
         driver = self.backend_class(make_context("fault-kit", state_dir=tmp_path))
@@ -128,7 +140,7 @@ class CacheFaultKit:
                 # Bounded by timeout= (a cut download may be tried by the service's SDK too).
                 assert took < 4 * self.timeout + 3, f"{name} took {took:.1f}s"
 
-        with FaultProxy(self.upstream, self.flavor) as proxy:
+        with self.proxy() as proxy:
             self._scenario(tmp_path, proxy, use)
         for name, err in failures.items():
             if throttled is not None:
@@ -157,7 +169,7 @@ class CacheFaultKit:
             back = await retried(lambda: _read(store, digest))
             return before, after, back, await retried(store.read_index)
 
-        with FaultProxy(self.upstream, self.flavor) as proxy:
+        with self.proxy() as proxy:
             before, after, back, index = self._scenario(tmp_path, proxy, use)
         assert not before and after
         assert back == blob
@@ -168,7 +180,7 @@ class CacheFaultKit:
     @pytest.mark.parametrize("fault", ["500", "stall", "reset", "every-other-put"])
     def test_a_write_that_breaks_leaves_no_partial_blob(self, tmp_path: Path, fault: str) -> None:
         """The upload fails; the blob is then either absent or whole, never part of itself."""
-        puts = requests_to("PUT")
+        puts = requests_to(*self.uploads)
         breaking = {
             "500": Fault.fail(every=1, statuses=(500,), only=puts),
             "stall": Fault.stall(4 * self.timeout, only=puts),  # the server finishes it
@@ -188,7 +200,7 @@ class CacheFaultKit:
             there = await store.has_blob(digest)
             return there, (await _read(store, digest) if there else b"")
 
-        with FaultProxy(self.upstream, self.flavor) as proxy:
+        with self.proxy() as proxy:
             there, back = self._scenario(tmp_path, proxy, use)
         assert not there or back == blob, f"a partial blob is visible: {len(back)} bytes"
 

@@ -5,6 +5,9 @@
 stalls a response past a client's timeout, truncates a body or resets the connection. The
 ``Host`` header, the path and every signed header go through unchanged, so S3's SigV4 and
 Azure's SharedKey signatures still verify at the upstream; bodies are streamed both ways.
+``routes`` sends some paths to another server: one proxy in front of a service and of the blob
+store its signed URLs name (``{"/devstoreaccount1/": ("http://127.0.0.1:10000", "azure")}``)
+breaks both alike.
 
     with FaultProxy("http://127.0.0.1:9000", flavor="s3") as proxy:
         proxy.fault = Fault.fail(every=2)  # then Fault.throttle(), Fault.stall(2.0, only=...)
@@ -20,18 +23,20 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["Fault", "FaultProxy", "Flavor", "Match", "requests_to"]
+__all__ = ["Fault", "FaultProxy", "Flavor", "Match", "Routes", "requests_to"]
 
 #: which requests a fault applies to: ``(method, path)``, the path unquoted, without its query
 Match = Callable[[str, str], bool]
 #: whose error bodies a failure carries: S3's XML, Azure's XML and error-code header, or text
 Flavor = Literal["s3", "azure", "generic"]
+#: requests whose path starts with a prefix go to another upstream, failing in its flavor
+Routes = Mapping[str, tuple[str, Flavor]]
 Kind = Literal["none", "fail", "throttle", "stall", "truncate", "reset"]
 
 #: headers that describe one connection, not the request: never forwarded as they are
@@ -133,12 +138,15 @@ class Fault:
 class FaultProxy:
     """Forward ``127.0.0.1:<port>`` to ``upstream``; use as a context manager, ``url`` is its
     base. Switch :attr:`fault` at any time; :attr:`requests` records ``(method, path, status)``
-    of each request answered (status 0: reset, no answer)."""
+    of each request answered (status 0: reset, no answer). A path that starts with a prefix of
+    ``routes`` goes to that route's upstream instead, and fails in its flavor; the fault and
+    its counts are the same for every route."""
 
     upstream: str
     flavor: Flavor = "generic"
     fault: Fault = field(default_factory=Fault)
     seed: int = 0
+    routes: Routes = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -192,15 +200,16 @@ class FaultProxy:
             self.requests.append((method, path, status))
 
     def __enter__(self) -> FaultProxy:
-        target = urlsplit(self.upstream)
-        assert target.hostname, f"not an upstream URL: {self.upstream!r}"
+        targets = [("", self.upstream, self.flavor)]
+        targets[:0] = [(prefix, url, flavor) for prefix, (url, flavor) in self.routes.items()]
+        # The longest prefix first: "" (the upstream) takes what no route does.
+        targets.sort(key=lambda target: -len(target[0]))
         self._closing.clear()
         proxy = self
 
         class Handler(_Forwarder):
             owner = proxy
-            host = target.hostname or ""
-            port = target.port or 80
+            upstreams = tuple((p, *_address(url), flavor) for p, url, flavor in targets)
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
@@ -222,8 +231,11 @@ class _Forwarder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the clients' connection pools expect
     disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms waits
     owner: FaultProxy
-    host: str
-    port: int
+    #: (path prefix, host, port, flavor), the longest prefix first
+    upstreams: tuple[tuple[str, str, int, Flavor], ...]
+    host: str = ""
+    port: int = 0
+    flavor: Flavor = "generic"
 
     def log_message(self, format: str, *args: object) -> None:
         return None
@@ -241,6 +253,11 @@ class _Forwarder(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         path = unquote(urlsplit(self.path).path)
+        self.host, self.port, self.flavor = next(
+            (host, port, flavor)
+            for prefix, host, port, flavor in self.upstreams
+            if path.startswith(prefix)
+        )
         fault, status = self.owner._decide(self.command, path)
         body = self._request_body()
         if fault.kind == "reset" and status == 0:
@@ -262,9 +279,9 @@ class _Forwarder(BaseHTTPRequestHandler):
         return _sized(self.rfile, int(self.headers.get("Content-Length") or 0))
 
     def _refuse(self, status: int, fault: Fault) -> None:
-        code = _CODES[self.owner.flavor].get(status, "")
+        code = _CODES[self.flavor].get(status, "")
         headers = {"Content-Type": "application/xml" if code else "text/plain"}
-        if self.owner.flavor == "azure" and code:
+        if self.flavor == "azure" and code:
             headers["x-ms-error-code"] = code
         if status == 429 and fault.retry_after is not None:
             headers["Retry-After"] = fault.retry_after
@@ -373,6 +390,12 @@ class _Forwarder(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):  # the client is already gone
             self.connection.shutdown(socket.SHUT_WR)
+
+
+def _address(url: str) -> tuple[str, int]:
+    target = urlsplit(url)
+    assert target.hostname, f"not an upstream URL: {url!r}"
+    return target.hostname, target.port or 80
 
 
 def _sized(stream: io.BufferedIOBase, length: int) -> Iterator[bytes]:

@@ -9,6 +9,11 @@ uploaded. v1 serves downloads from an unauthenticated archive URL that honours `
 (``GhaCacheService(v2=azurite)``) hands out Azure SAS URLs of blobs in a container of a running
 :class:`~llbkit.sdk.testing.azurite.Azurite`, so the data path is Blob Storage's own.
 ``throttle_every`` answers every n-th request with 429, as the real service does under load.
+
+Behind a :class:`~llbkit.sdk.testing.FaultProxy` (``behind_proxy=True``), the URLs it hands out
+name the host each request was sent to, so the bytes go through the proxy too: the proxy routes
+``/<account>/`` to Azurite (:attr:`GhaCacheService.proxy_routes`). A SAS signature does not
+cover the host, and a path-style URL keeps the account in its path.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
     from llbkit.sdk.testing.azurite import Azurite
+    from llbkit.sdk.testing.faults import Routes
 
 __all__ = ["GhaCacheService", "account_sas", "blob_sas", "make_gha_token"]
 
@@ -166,12 +172,19 @@ class GhaCacheService:
     :param sas_ttl: how long (seconds) a v2 signed URL is valid.
     :param expire_downloads: the next this many v2 download URLs are handed out expired, as
         an URL that outlived its SAS is (Azure then answers 403).
+    :param behind_proxy: hand out URLs (v1 archive URLs, v2 SAS URLs, path-style) on the host
+        each request was sent to rather than the service's and Azurite's own: several
+        :class:`~llbkit.sdk.testing.FaultProxy` in front of one service each get their own.
+
+    The URL of an entry's bytes ends in its key (v1 ``/_artifacts/<id>/<key>``, v2 a blob
+    ``entry-<id>-<key>``), so a proxy can tell blobs (``buildkit-blob-``) from an index.
     """
 
     throttle_every: int = 0
     v2: Azurite | None = None
     sas_ttl: float = 600
     expire_downloads: int = 0
+    behind_proxy: bool = False
     container: str = ""
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     entries: dict[int, _Entry] = field(default_factory=dict)
@@ -184,6 +197,14 @@ class GhaCacheService:
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    @property
+    def proxy_routes(self) -> Routes:
+        """What a :class:`~llbkit.sdk.testing.FaultProxy` in front of the service (with
+        ``behind_proxy``) routes elsewhere: v2's signed URLs to Azurite, as Azure answers."""
+        if self.v2 is None:
+            return {}
+        return {f"/{self.v2.account}/": (f"http://127.0.0.1:{self.v2.port}", "azure")}
 
     def keys(self, scope: str | None = None) -> list[str]:
         """Committed keys, oldest first (of one scope, or of all)."""
@@ -215,9 +236,11 @@ class GhaCacheService:
             raise KeyError(key)
         return max(found, key=lambda e: e.committed)
 
-    def signed_url(self, blob: str, permissions: str, expires_in: float | None = None) -> str:
+    def signed_url(
+        self, blob: str, permissions: str, expires_in: float | None = None, host: str = ""
+    ) -> str:
         """v2: the SAS URL of ``blob`` in this service's container, as the real service hands
-        out (``cw`` to upload, ``r`` to download)."""
+        out (``cw`` to upload, ``r`` to download); on ``host`` (path-style) when given."""
         assert self.v2 is not None, "signed URLs are the v2 protocol's"
         expiry = datetime.now(UTC) + timedelta(
             seconds=self.sas_ttl if expires_in is None else expires_in
@@ -230,7 +253,8 @@ class GhaCacheService:
             permissions=permissions,
             expiry=expiry,
         )
-        return f"{self.v2.url}/{self.container}/{blob}?{query}"
+        account = f"http://{host}/{self.v2.account}" if host else self.v2.url
+        return f"{account}/{self.container}/{blob}?{query}"
 
     def _container(self, method: str) -> None:
         """Create (``PUT``) or delete (``DELETE``) this service's Azurite container."""
@@ -307,6 +331,10 @@ class GhaCacheService:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _host(self) -> str:
+                """Where the URLs handed out point: the host asked, behind a proxy."""
+                return (self.headers.get("Host") or "") if service.behind_proxy else ""
+
             def _error(self, code: int, message: str, type_key: str = "") -> None:
                 self._answer(code, {"message": message, "typeKey": type_key, "errorCode": 0})
 
@@ -343,8 +371,8 @@ class GhaCacheService:
                 if scopes is None:
                     return
                 parts = urlsplit(self.path)
-                if parts.path.startswith(ARTIFACTS):
-                    self._download(parts.path.removeprefix(ARTIFACTS))
+                if parts.path.startswith(ARTIFACTS):  # /_artifacts/<id>/<key>
+                    self._download(parts.path.removeprefix(ARTIFACTS).split("/")[0])
                     return
                 if parts.path != API + "cache":
                     self._error(404, "no such endpoint")
@@ -361,12 +389,14 @@ class GhaCacheService:
                 if entry is None:
                     self._answer(204)
                     return
+                base = f"http://{self._host()}/" if self._host() else service.url
+                where = f"{base}_artifacts/{entry.id}/{quote(entry.key, safe=':')}"
                 self._answer(
                     200,
                     {
                         "cacheKey": entry.key,
                         "scope": entry.scope,
-                        "archiveLocation": f"{service.url}_artifacts/{entry.id}?sig=test",
+                        "archiveLocation": f"{where}?sig=test",
                     },
                 )
 
@@ -576,7 +606,8 @@ class GhaCacheService:
                     )
                     if not taken:
                         entry_id = len(service.entries) + 1
-                        blob = f"entry-{entry_id}"
+                        # The key, in characters a blob name takes as it is, for proxies.
+                        blob = f"entry-{entry_id}-{re.sub(r'[^A-Za-z0-9._:-]', '-', key)}"
                         service.entries[entry_id] = _Entry(entry_id, key, version, scope, blob=blob)
                 if taken:
                     self._twirp_error(
@@ -584,7 +615,7 @@ class GhaCacheService:
                         "cache entry with the same key, version, and scope already exists",
                     )
                     return
-                upload = service.signed_url(blob, "cw")
+                upload = service.signed_url(blob, "cw", host=self._host())
                 self._answer(200, {"ok": True, "signed_upload_url": upload})
 
             def _finalize(self, request: dict[str, Any], scopes: list[tuple[str, int]]) -> None:
@@ -648,7 +679,9 @@ class GhaCacheService:
                 if entry is None:
                     self._answer(200, {"ok": False})
                     return
-                url = service.signed_url(entry.blob, "r", -60 if expired else None)
+                url = service.signed_url(
+                    entry.blob, "r", -60 if expired else None, host=self._host()
+                )
                 self._answer(
                     200, {"ok": True, "signed_download_url": url, "matched_key": entry.key}
                 )

@@ -60,8 +60,11 @@ UPLOADERS = 4
 READ_CHUNK = 1 << 20
 #: ``<key>#<n>`` taken by others before this export gets one: give up after so many
 MAX_INDEX_TRIES = 50
-#: once a key is reserved only its reserver can finish it, so its uploads are tried again here
-UPLOAD_ATTEMPTS = 5
+#: a call to the service's API that failed without a stall (a 5xx, a 429, a cut connection) is
+#: made this many times in all before core hears of it: a write is several calls (reserve,
+#: upload, commit), every write's on the same few URLs, and core's tries are for a whole write
+API_ATTEMPTS = 3
+API_DELAY = 0.1
 #: strconv.ParseBool's spellings: ACTIONS_CACHE_SERVICE_V2 is read as Go reads it
 _GO_BOOLS = {
     **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
@@ -148,8 +151,29 @@ class _Found:
     url: str
 
 
+class _TimedOut(TransientCacheError):
+    """A request that waited ``timeout`` for its answer in vain: core's to try again, not
+    :meth:`GhaCacheStore._send`'s."""
+
+
 class _Taken(UserError):
     """The service's "already exists": the key is reserved or written (Go's ``os.ErrExist``)."""
+
+
+@dataclass
+class _Held:
+    """A key this store reserved and has not committed yet. Only its reserver can finish it (a
+    second reservation finds it taken), so a write tried again after a failure picks it up
+    here: the parts already sent are not sent again, the commit is asked for once more."""
+
+    #: what it holds: ``<size>:<sha256>`` of the bytes it was reserved for
+    content: str
+    #: v1: the entry's ``caches/<id>`` URL; v2: its signed upload URL
+    target: str
+    #: the offsets of the chunks (v1) or blocks (v2) the service or the blob store has
+    sent: set[int]
+    #: v2: the blob is whole in the blob store (put, or its block list committed)
+    uploaded: bool = False
 
 
 class GhaCacheStore:
@@ -171,6 +195,8 @@ class GhaCacheStore:
 
         self.protocol = protocol
         self.scope = scope
+        self.timeout = timeout
+        self._held: dict[str, _Held] = {}
         writable = [s.scope for s in scopes if s.writable]
         self.writable = export
         self.export_key = index_key(scope, writable[-1]) if export and writable else ""
@@ -201,20 +227,40 @@ class GhaCacheStore:
     async def _send(
         self, method: str, url: str, client: httpx.AsyncClient | None = None, **kwargs: Any
     ) -> httpx.Response:
-        """One request; a 5xx, a 429 or a timeout is transient (core tries again)."""
+        """A call to the service's API; a 5xx, a 429 or a timeout is transient (core tries
+        again). One that did not stall (waited ``timeout`` already) is made again here first."""
+        for attempt in range(1, API_ATTEMPTS + 1):
+            try:
+                return await self._request(method, url, client, **kwargs)
+            except TransientCacheError as err:
+                if attempt == API_ATTEMPTS or isinstance(err, _TimedOut):
+                    raise
+            await anyio.sleep(API_DELAY * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _request(
+        self, method: str, url: str, client: httpx.AsyncClient | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request; a 5xx, a 429, a cut connection or a timeout is transient."""
         import httpx
 
         what = f"{method} {_public(url)}"
         try:
             response = await (client or self._http).request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            raise TransientCacheError(f"{what}: timed out") from None
         except httpx.HTTPError as err:
-            raise TransientCacheError(f"{what}: {_scrubbed(err, url)}") from None
+            raise self._failed(what, err, url) from None
         _check_transient(response, what)
         if response.status_code in (401, 403):
             _denied(what, response.status_code)
         return response
+
+    def _failed(self, what: str, error: Exception, url: str) -> TransientCacheError:
+        """A request that got no (whole) answer, said without a signature."""
+        import httpx
+
+        if isinstance(error, httpx.TimeoutException):
+            return _TimedOut(f"{what}: no answer within {self.timeout:g}s (timeout=)")
+        return TransientCacheError(f"{what}: {_scrubbed(error, url)}")
 
     async def _twirp(self, method: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One v2 call: a JSON object back, or the Twirp error as a one-line error (``_Taken``
@@ -311,8 +357,11 @@ class GhaCacheStore:
         async def read(start: int, length: int) -> bytes:
             return data[start : start + length]
 
+        # Tried again after a failure, the newest is the same: the number this store reserved
+        # for the same bytes comes first, and is picked up where it was left.
+        content = f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
         for number in range(taken + 1, taken + 1 + MAX_INDEX_TRIES):
-            if await self._save(f"{key}#{number}", len(data), read):
+            if await self._save(f"{key}#{number}", len(data), read, content):
                 return
         raise TransientCacheError(f"cache {self.name}: {key}#… kept being taken by other exports")
 
@@ -354,7 +403,7 @@ class GhaCacheStore:
                         async for chunk in response.aiter_bytes(READ_CHUNK):
                             yield chunk
             except httpx.HTTPError as err:  # a cut connection or a timeout: the whole blob again
-                raise TransientCacheError(f"{what}: {_scrubbed(err, url)}") from None
+                raise self._failed(what, err, url) from None
             if not expired:
                 return
             renewed = await self._lookup(lookup)
@@ -371,25 +420,60 @@ class GhaCacheStore:
             async def read(start: int, length: int) -> bytes:
                 return await anyio.to_thread.run_sync(_read_range, spool, start, length)
 
-            if not await self._save(key, size, read) and not await self.has_blob(digest):
-                # Taken but not committed: an export still writing it, or one that died (ours,
-                # tried again). Naming it in the index would name a blob that is not there.
+            content = f"{size}:{digest.removeprefix('sha256:')}"
+            if not await self._save(key, size, read, content) and not await self.has_blob(digest):
+                # Taken but not committed: an export still writing it, or one that died (or
+                # this one, when the answer to its reservation was lost). Naming it in the
+                # index would name a blob that is not there.
                 raise UserError(
                     f"cache {self.name}: blob {digest} is reserved by an export that has not "
                     "finished it; export again later"
                 )
 
     async def _save(
-        self, key: str, size: int, read: Callable[[int, int], Awaitable[bytes]]
+        self, key: str, size: int, read: Callable[[int, int], Awaitable[bytes]], content: str
     ) -> bool:
-        """Reserve ``key``, upload, commit; ``False`` when the key is already taken."""
+        """Reserve ``key`` (or take up the reservation this store holds), upload, commit;
+        ``False`` when the key is already taken. A failure once reserved is transient like any
+        other: the write tried again picks up here where this one stopped."""
+        held = self._held.get(key)
+        if held is not None and held.content != content:  # held for other bytes: not these
+            del self._held[key]
+            held = None
+        if held is None:
+            target = await (self._reserve_v2(key) if self.protocol == 2 else self._reserve(key))
+            if target is None:
+                return False
+            held = self._held[key] = _Held(content, target, set())
         if self.protocol == 2:
-            return await self._save_v2(key, size, read)
+            await self._upload(held, size, read)
+            commit = partial(self._finalize, key, size)
+        else:
+            await self._fill(held, size, read)
+            commit = partial(self._ok, "POST", held.target, json={"size": size})
+        try:
+            await commit()
+        except TransientCacheError:
+            raise
+        except UserError:
+            # Refused: a commit that went through before its answer was lost (a timeout, a cut
+            # connection) is refused the second time. The reservation is this store's.
+            if not await self._committed(key):
+                raise
+        del self._held[key]
+        return True
+
+    async def _committed(self, key: str) -> bool:
+        found = await self._lookup(key)
+        return found is not None and found.key == key
+
+    async def _reserve(self, key: str) -> str | None:
+        """A v1 reservation: the entry's URL, ``None`` when the key is taken."""
         response = await self._send(
             "POST", self.api + "caches", json={"key": key, "version": VERSION}
         )
         if _already_exists(response):
-            return False
+            return None
         _expect(response)
         body = response.json() if response.content else {}
         # Go decodes JSON case-insensitively: the service may say cacheId or cacheID.
@@ -397,19 +481,12 @@ class GhaCacheStore:
         cache_id = int(found.get("cacheid") or 0)
         if not cache_id:
             raise UserError(f"POST {_public(self.api)}caches: no cacheId for {key}")
-        url = f"{self.api}caches/{cache_id}"
-        try:
-            await self._fill(url, size, read)
-        except TransientCacheError as err:
-            # Reserved now: trying the whole upload again would find the key taken by this
-            # very attempt. The uploads were already tried with patience; this is final.
-            raise UserError(str(err)) from None
-        return True
+        return f"{self.api}caches/{cache_id}"
 
     async def _fill(
-        self, url: str, size: int, read: Callable[[int, int], Awaitable[bytes]]
+        self, held: _Held, size: int, read: Callable[[int, int], Awaitable[bytes]]
     ) -> None:
-        """Upload a reserved v1 entry's bytes in chunks, several at once, then commit it."""
+        """Upload a reserved v1 entry's bytes in chunks, several at once: those it lacks."""
 
         async def upload(start: int) -> None:
             data = await read(start, min(CHUNK, size - start))
@@ -417,43 +494,42 @@ class GhaCacheStore:
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"bytes {start}-{start + len(data) - 1}/*",
             }
-            await _patient(partial(self._ok, "PATCH", url, content=data, headers=headers))
+            # The data path: one request, tried again by core with the whole write.
+            _expect(await self._request("PATCH", held.target, content=data, headers=headers))
+            held.sent.add(start)
 
-        await _in_parallel(list(range(0, size, CHUNK)), upload)
-        await _patient(partial(self._ok, "POST", url, json={"size": size}))
+        await _in_parallel([s for s in range(0, size, CHUNK) if s not in held.sent], upload)
 
     async def _ok(self, method: str, url: str, **kwargs: Any) -> None:
         _expect(await self._send(method, url, **kwargs))
 
-    async def _save_v2(
-        self, key: str, size: int, read: Callable[[int, int], Awaitable[bytes]]
-    ) -> bool:
+    async def _reserve_v2(self, key: str) -> str | None:
+        """A v2 reservation: the signed URL to upload to, ``None`` when the key is taken."""
         what = f"POST {_public(self.api)}CreateCacheEntry"
         try:
             reply = await self._twirp("CreateCacheEntry", {"key": key, "version": VERSION})
         except _Taken:
-            return False
+            return None
         url = reply.get("signed_upload_url")
         if not reply.get("ok") or not url or not isinstance(url, str):
             raise UserError(f"{what}: the service reserved {key} without an upload URL")
         if urlsplit(url).scheme not in ("http", "https"):
             raise UserError(f"{what}: the upload URL for {key} is not an http(s) URL")
-        try:
-            await self._upload(url, size, read)
-            await _patient(partial(self._finalize, key, size))
-        except TransientCacheError as err:  # reserved now: final, as in _save
-            raise UserError(str(err)) from None
-        return True
+        return url
 
     async def _upload(
-        self, url: str, size: int, read: Callable[[int, int], Awaitable[bytes]]
+        self, held: _Held, size: int, read: Callable[[int, int], Awaitable[bytes]]
     ) -> None:
         """The bytes to a signed Blob Storage URL as Azure takes them: one Put Blob when they
-        fit a chunk, else blocks (several at once) and the block list that commits them."""
+        fit a chunk, else blocks (several at once, those not staged yet) and the block list
+        that commits them."""
+        url = held.target
+        if held.uploaded:
+            return
         if size <= CHUNK:
             data = await read(0, size)
-            headers = {"x-ms-blob-type": "BlockBlob"}
-            await _patient(partial(self._put, url, data, headers))
+            await self._put(url, data, {"x-ms-blob-type": "BlockBlob"})
+            held.uploaded = True
             return
         starts = list(range(0, size, CHUNK))
         # Azure wants every block id of a blob the same length before base64.
@@ -463,14 +539,15 @@ class GhaCacheStore:
             start = starts[number]
             data = await read(start, min(CHUNK, size - start))
             block = _with_query(url, {"comp": "block", "blockid": ids[number]})
-            await _patient(partial(self._put, block, data, {}))
+            await self._put(block, data, {})
+            held.sent.add(start)
 
-        await _in_parallel(list(range(len(starts))), stage)
+        await _in_parallel([n for n, s in enumerate(starts) if s not in held.sent], stage)
         listing = "".join(f"<Latest>{block_id}</Latest>" for block_id in ids)
         body = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listing}</BlockList>'
         commit = _with_query(url, {"comp": "blocklist"})
-        headers = {"Content-Type": "application/xml"}
-        await _patient(partial(self._put, commit, body.encode(), headers))
+        await self._put(commit, body.encode(), {"Content-Type": "application/xml"})
+        held.uploaded = True
 
     async def _put(self, url: str, data: bytes, headers: Mapping[str, str]) -> None:
         """One write to a signed URL: never the token; a 5xx, 429 or timeout is transient."""
@@ -481,10 +558,8 @@ class GhaCacheStore:
             response = await self._signed.put(
                 url, content=data, headers={"x-ms-version": AZURE_VERSION, **headers}
             )
-        except httpx.TimeoutException:
-            raise TransientCacheError(f"{what}: timed out") from None
         except httpx.HTTPError as err:
-            raise TransientCacheError(f"{what}: {_scrubbed(err, url)}") from None
+            raise self._failed(what, err, url) from None
         _check_transient(response, what)
         status = response.status_code
         if status in (401, 403):
@@ -512,25 +587,19 @@ class GhaCacheStore:
         await self._signed.aclose()
 
 
-async def _patient(call: Callable[[], Awaitable[None]]) -> None:
-    delay = 0.2
-    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-        try:
-            return await call()
-        except TransientCacheError:
-            if attempt == UPLOAD_ATTEMPTS:
-                raise
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 3.0)
-
-
 async def _in_parallel(items: list[_T], work: Callable[[_T], Awaitable[None]]) -> None:
-    """``work`` on every item, ``UPLOADERS`` at a time; the first failure is raised alone."""
+    """``work`` on every item, ``UPLOADERS`` at a time. A transient failure of one leaves the
+    others going (what they send is kept for the write tried again); the first is raised
+    once all are done. Any other failure is raised at once, alone."""
     pending = list(items)
+    failed: list[TransientCacheError] = []
 
     async def worker() -> None:
         while pending:
-            await work(pending.pop(0))
+            try:
+                await work(pending.pop(0))
+            except TransientCacheError as err:
+                failed.append(err)
 
     try:
         async with anyio.create_task_group() as group:
@@ -538,6 +607,8 @@ async def _in_parallel(items: list[_T], work: Callable[[_T], Awaitable[None]]) -
                 group.start_soon(worker)
     except BaseExceptionGroup as group_error:
         raise group_error.exceptions[0] from None
+    if failed:
+        raise failed[0]
 
 
 def _with_query(url: str, params: Mapping[str, str]) -> str:
@@ -651,6 +722,8 @@ class GhaCacheBackend:
         if "," in scope:
             raise ConfigError(f"{what}: scope={scope!r} may not hold a comma")
         timeout = parse_duration(attrs.get("timeout") or "10m", f"{what}: timeout=")
+        if timeout <= 0:
+            raise ConfigError(f"{what}: timeout={attrs['timeout']!r} is not a positive duration")
         if direction == "export" and not any(s.writable for s in scopes):
             granted = ", ".join(f"{s.scope} ({s.permission})" for s in scopes) or "none"
             raise ConfigError(
