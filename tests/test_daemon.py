@@ -14,6 +14,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,11 +50,14 @@ def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def daemon(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def daemon(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     sock = root.parent / f"{root.name}.sock"
     proc = subprocess.Popen(
         [*LLBKITD, "--root", str(root), "--addr", f"unix://{sock}", *args],
         stderr=subprocess.PIPE,
+        env=env,
     )
     try:
         _wait_for_socket(sock, proc)
@@ -74,9 +78,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
 
 
-def client(address: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def client(
+    address: str, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [*LLBKIT, "--addr", address, *args], input=stdin, capture_output=True, timeout=300
+        [*LLBKIT, "--addr", address, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        env=env,
     )
 
 
@@ -468,3 +478,671 @@ def test_ten_clients_at_once_share_the_steps_they_have_in_common(
     assert [(tmp_path / f"c{n}/out/mine").read_text() for n in range(10)] == [
         f"{n}\n" for n in range(10)
     ]
+
+
+def test_registry_credentials_stay_with_the_client(tmp_path: Path) -> None:
+    """The daemon asks the client's session for a private registry's credentials; it never
+    lends its own, nor a token one client's credentials got, to another client."""
+    import shutil
+
+    from llbkit.sdk.testing.registry import LocalRegistry, layer_tar, push_image, registry_env
+
+    if shutil.which("htpasswd") is None or shutil.which("docker-registry") is None:
+        pytest.skip("htpasswd or docker-registry is not installed")
+    made = subprocess.run(["htpasswd", "-Bbn", "tester", "right"], capture_output=True, check=True)
+    (tmp_path / "htpasswd").write_bytes(made.stdout)
+    with LocalRegistry(tmp_path / "private", htpasswd=tmp_path / "htpasswd") as private:
+        push_image(
+            private.host,
+            "team/app:v1",
+            [layer_tar({"app": "private\n"})],
+            auth=("tester", "right"),
+        )
+        definition = _definition(llb.image(f"{private.host}/team/app:v1"))
+        # The daemon itself could log in: it must not do so for its clients.
+        daemon_env = registry_env(tmp_path / "daemon-home", private.host, "tester", "right")
+        stranger = registry_env(tmp_path / "stranger", private.host, "tester", "wrong")
+        nobody = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "empty")}
+        owner = registry_env(tmp_path / "owner", private.host, "tester", "right")
+        with daemon(tmp_path / "root", env=daemon_env) as (address, _):
+            refused = client(address, "build", "--output", "type=tar", stdin=definition, env=nobody)
+            assert refused.returncode == 1
+            assert "needs credentials" in refused.stderr.decode(), refused.stderr
+            pulled = client(address, "build", "--output", "type=tar", stdin=definition, env=owner)
+            assert pulled.returncode == 0, pulled.stderr
+            assert _members(pulled.stdout)["app"] == b"private\n"
+            # What the owner's credentials got is not anyone else's.
+            again = client(
+                address,
+                "build",
+                "--no-cache",
+                "--output",
+                "type=tar",
+                stdin=definition,
+                env=stranger,
+            )
+            assert again.returncode == 1
+            assert "access denied" in again.stderr.decode(), again.stderr
+            assert b"right" not in again.stderr
+
+
+def test_malformed_requests_get_errors_and_the_daemon_keeps_serving(served: str) -> None:
+    """Sent as raw gRPC (llbkit's client checks a definition before sending it): ops that are
+    not ops, inputs that name nothing, an exec with no mounts, a cycle, an unknown frontend."""
+    import asyncio
+
+    import grpc
+
+    from llbkit.core.api._pb import control_pb2, control_pb2_grpc
+    from llbkit.core.llb._pb import ops_pb2
+
+    def definition(*ops: ops_pb2.Op | bytes) -> ops_pb2.Definition:
+        """``ops`` and a terminal op naming the last of them, as a client marshals them."""
+        import hashlib
+
+        data = [o if isinstance(o, bytes) else o.SerializeToString() for o in ops]
+        last = "sha256:" + hashlib.sha256(data[-1]).hexdigest()
+        terminal = ops_pb2.Op(inputs=[ops_pb2.Input(digest=last, index=0)])
+        d = ops_pb2.Definition()
+        getattr(d, "def").extend([*data, terminal.SerializeToString()])
+        return d
+
+    missing = ops_pb2.Op(inputs=[ops_pb2.Input(digest="sha256:" + "0" * 64, index=0)])
+    no_mounts = ops_pb2.Op(exec=ops_pb2.ExecOp(meta=ops_pb2.Meta(args=["true"])))
+    bad_index = ops_pb2.Op(
+        inputs=[ops_pb2.Input(digest="sha256:" + "1" * 64, index=7)],
+        exec=ops_pb2.ExecOp(meta=ops_pb2.Meta(args=["true"]), mounts=[ops_pb2.Mount(dest="/")]),
+    )
+    requests = [
+        control_pb2.SolveRequest(
+            Ref="bad1" + os.urandom(4).hex(), Definition=definition(b"\xff\x00")
+        ),
+        control_pb2.SolveRequest(Ref="bad2" + os.urandom(4).hex(), Definition=definition(missing)),
+        control_pb2.SolveRequest(
+            Ref="bad3" + os.urandom(4).hex(), Definition=definition(no_mounts)
+        ),
+        control_pb2.SolveRequest(
+            Ref="bad4" + os.urandom(4).hex(), Definition=definition(bad_index)
+        ),
+        control_pb2.SolveRequest(Ref="bad5" + os.urandom(4).hex(), Frontend="no.such.frontend"),
+        control_pb2.SolveRequest(Ref="../../etc/passwd", Definition=definition(no_mounts)),
+    ]
+
+    async def run() -> list[str]:
+        async with grpc.aio.insecure_channel(f"unix:{served.removeprefix('unix://')}") as channel:
+            control = control_pb2_grpc.ControlStub(channel)
+            said = []
+            for request in requests:
+                try:
+                    await control.Solve(request, timeout=60)
+                except grpc.aio.AioRpcError as err:
+                    said.append(err.details() or "")
+                else:
+                    said.append("")
+            return said
+
+    answers = asyncio.run(run())
+    assert all(answers), answers  # every one refused
+    assert len(set(answers)) == len(answers), answers  # each for its own reason
+    assert all("\n" not in a.strip() and "Traceback" not in a for a in answers), answers
+    assert client(served, "debug", "workers").returncode == 0
+
+
+# Socket activation (fd://): systemd binds the socket and passes it as fd 3 with LISTEN_FDS and
+# LISTEN_PID (the pid of the process it execs); this wrapper does the same, then execs llbkitd.
+_ACTIVATE = (
+    "import os, sys\n"
+    "fd = int(sys.argv[1])\n"
+    "os.dup2(fd, 3)\n"
+    "fd == 3 or os.close(fd)\n"
+    "os.environ.update(LISTEN_PID=sys.argv[2] or str(os.getpid()), LISTEN_FDS='1',"
+    " LISTEN_FDNAMES='llbkitd.socket')\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])\n"
+)
+
+
+def _activated(
+    listening: socket.socket, *args: str, pid: str = "", env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """llbkitd started as systemd starts it for a .socket unit (``pid``: another LISTEN_PID)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _ACTIVATE, str(listening.fileno()), pid, *LLBKITD[1:], *args],
+        pass_fds=(listening.fileno(),),
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def test_socket_activation_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
+    sock_path = tmp_path / "activated.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(sock_path))
+    listening.listen()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(60)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    proc = _activated(listening, "--root", str(tmp_path / "root"), "--addr", "fd://", env=env)
+    address = f"unix://{sock_path}"
+    try:
+        # Asked at once: the connection waits in the socket's backlog until the daemon serves.
+        workers = client(address, "debug", "workers")
+        assert workers.returncode == 0, workers.stderr
+        assert "linux/amd64" in workers.stdout.decode()
+        ready = notify.recv(4096).decode()  # systemd's Type=notify
+        assert "READY=1" in ready.splitlines(), ready
+        assert f"MAINPID={proc.pid}" in ready.splitlines(), ready
+        # A build whose outputs come back through the session, both ways over the relay.
+        built = client(address, "build", "--output", "type=tar", stdin=_files())
+        assert built.returncode == 0, built.stderr
+        members = _members(built.stdout)
+        assert members["hello"] == b"hello\n"
+        assert members["etc/app.conf"] == b"x=1\n"
+        # Several clients at once, each on its own relayed connection.
+        many = [
+            subprocess.Popen(
+                [*LLBKIT, "--addr", address, "debug", "workers"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        assert [p.wait(120) for p in many] == [0] * 4
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert notify.recv(4096) == b"STOPPING=1"
+    log = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert f"on fd://3 (unix://{sock_path})" in log, log
+    # The socket is systemd's: left in place, still listening, for the next start.
+    assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(sock_path))
+    listening.close()
+    notify.close()
+
+
+def test_socket_activation_refuses_what_it_cannot_serve_in_one_line(tmp_path: Path) -> None:
+    root = str(tmp_path / "root")
+
+    def refused(proc: subprocess.Popen[bytes]) -> str:
+        assert proc.wait(60) == 1
+        lines = proc.stderr.read().decode().strip().splitlines()  # type: ignore[union-attr]
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    plain = subprocess.Popen([*LLBKITD, "--root", root, "--addr", "fd://"], stderr=subprocess.PIPE)
+    assert "--addr fd://: no sockets were passed by socket activation" in refused(plain)
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(tmp_path / "u.sock"))
+    unix.listen()
+    # Variables meant for another process pass nothing.
+    elsewhere = _activated(unix, "--root", root, "--addr", "fd://", pid="1")
+    assert "no sockets were passed" in refused(elsewhere)
+    other_fd = _activated(unix, "--root", root, "--addr", "fd://4")
+    assert "--addr fd://4: systemd passed fd 3 (named llbkitd.socket)" in refused(other_fd)
+    other_name = _activated(unix, "--root", root, "--addr", "fd://other.socket")
+    assert "--addr fd://other.socket: systemd passed fd 3" in refused(other_name)
+    stdio = subprocess.Popen([*LLBKITD, "--root", root, "--addr", "fd://1"], stderr=subprocess.PIPE)
+    assert "--addr fd://1: systemd passes sockets from fd 3 on" in refused(stdio)
+    not_listening = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    datagram = _activated(not_listening, "--root", root, "--addr", "fd://3")
+    assert "--addr fd://3: not a listening stream socket" in refused(datagram)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    open_tcp = _activated(tcp, "--root", root, "--addr", "fd://")
+    line = refused(open_tcp)
+    assert line.startswith("llbkitd: error: --addr fd://3 (tcp://127.0.0.1:"), line
+    assert "TCP needs mutual TLS" in line
+    for sock in (unix, not_listening, tcp):
+        sock.close()
+
+
+def test_socket_activation_of_a_tcp_socket_keeps_mutual_tls(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    for name, authority in (("good", ca), ("stranger", other)):
+        cert = authority.issue_cert(f"{name}@example.com")
+        (tmp_path / name).mkdir()
+        ca.cert_pem.write_to_path(str(tmp_path / name / "ca.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / name / "cert.pem"))
+        cert.private_key_pem.write_to_path(str(tmp_path / name / "key.pem"))
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    address = f"tcp://127.0.0.1:{listening.getsockname()[1]}"
+    tls = ["--tlscacert", str(tmp_path / "ca.pem"), "--tlscert", str(tmp_path / "server.pem")]
+    tls += ["--tlskey", str(tmp_path / "server.key")]
+    proc = _activated(listening, "--root", str(tmp_path / "root"), "--addr", "fd://", *tls)
+    try:
+        good = client(address, "--tlsdir", str(tmp_path / "good"), "debug", "workers")
+        assert good.returncode == 0, good.stderr
+        stranger = client(address, "--tlsdir", str(tmp_path / "stranger"), "debug", "workers")
+        assert stranger.returncode == 1
+        plain = client(address, "debug", "workers")
+        assert plain.returncode == 1
+        assert "Traceback" not in stranger.stderr.decode() + plain.stderr.decode()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        listening.close()
+
+
+def _history(address: str) -> list[dict[str, object]]:
+    """``history ls --format json``: the daemon's builds, newest first."""
+    import json
+
+    listed = client(address, "history", "ls", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.decode().splitlines()]
+
+
+def _one_line_error(done: subprocess.CompletedProcess[bytes]) -> str:
+    assert done.returncode == 1, done
+    err = done.stderr.decode()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("error: "), err
+    return err.strip()
+
+
+@contextlib.contextmanager
+def _following(address: str, **request: object) -> Iterator[list[tuple[str, str, str]]]:
+    """``ListenBuildHistory`` read in a thread: (event type, ref, frontend) as they come."""
+    import threading
+
+    import grpc
+
+    from llbkit.core.api._pb import control_pb2, control_pb2_grpc
+
+    events: list[tuple[str, str, str]] = []
+    channel = grpc.insecure_channel(f"unix:{address.removeprefix('unix://')}")
+    call = control_pb2_grpc.ControlStub(channel).ListenBuildHistory(
+        control_pb2.BuildHistoryRequest(**request)  # type: ignore[arg-type]
+    )
+
+    def follow() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for event in call:
+                kind = control_pb2.BuildHistoryEventType.Name(event.type)
+                events.append((kind, event.record.Ref, event.record.Frontend))
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield events
+    finally:
+        call.cancel()
+        thread.join(10)
+        channel.close()
+
+
+def test_history_logs_and_info_answer_through_the_daemon(served: str) -> None:
+    import json
+    import re
+
+    from llbkit.core import __version__
+
+    before = {r["ref"] for r in _history(served)}
+    with _following(served) as events:
+        built = client(served, "build", "--progress", "plain", "--no-cache", stdin=_files())
+        assert built.returncode == 0, built.stderr
+        (ref,) = {str(r["ref"]) for r in _history(served)} - before
+        # Told as it happened: the build's start, then its end (no polling in between).
+        _until(lambda: ("COMPLETE", ref, "") in events, "the build's end is told")
+        assert events.index(("STARTED", ref, "")) < events.index(("COMPLETE", ref, ""))
+
+        table = client(served, "history", "ls").stdout.decode().splitlines()
+        assert table[0].split()[:3] == ["BUILD", "ID", "FRONTEND"]
+        row = re.split(r"\s{2,}", next(line for line in table if line.startswith(ref)))
+        assert row[1:3] == ["llb", "Completed"] and row[5] == "0/2", row
+        logs = client(served, "debug", "logs", ref)
+        assert logs.returncode == 0, logs.stderr
+        assert logs.stdout.decode() == built.stderr.decode()
+        shown = client(served, "history", "inspect", ref).stdout.decode()
+        assert re.search(r"^Status:\t+Completed$", shown, re.M), shown
+        record = json.loads(client(served, "history", "inspect", "--format", "json", ref).stdout)
+        assert record["ref"] == ref and record["num_total_steps"] == 2
+        info = client(served, "debug", "info")
+        assert info.stdout.decode() == f"BuildKit: llbkit {__version__} \n", info.stderr
+
+        removed = client(served, "history", "rm", ref)
+        assert removed.returncode == 0, removed.stderr
+        _until(lambda: ("DELETED", ref, "") in events, "the deletion is told")
+    assert ref not in {r["ref"] for r in _history(served)}
+    gone = f"error: no build {ref} in the history"
+    assert _one_line_error(client(served, "debug", "logs", ref)) == gone
+    assert _one_line_error(client(served, "history", "rm", ref)) == gone
+    bad = _one_line_error(client(served, "history", "inspect", "../x"))
+    assert bad.startswith("error: invalid build ref '../x'"), bad
+
+
+@pytest.mark.services
+def test_a_running_build_is_listed_and_its_log_followed_through_the_daemon(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    import re
+
+    args = _dockerfile_args(tmp_path / "ctx", registry, "echo begin && sleep 4 && echo end")
+    with daemon(tmp_path / "root") as (address, _):
+        running = subprocess.Popen(
+            [*LLBKIT, "--addr", address, *args, "--progress", "plain"], stderr=subprocess.PIPE
+        )
+        try:
+            found: list[dict[str, object]] = []
+
+            def is_running() -> bool:
+                found[:] = _history(address)
+                return bool(found) and found[0]["status"] == "running"
+
+            _until(is_running, "the build is listed as running")
+            ref = str(found[0]["ref"])
+            assert found[0]["frontend"] == "dockerfile.v0" and "completed_at" not in found[0]
+            table = client(address, "history", "ls").stdout.decode().splitlines()
+            row = re.split(r"\s{2,}", table[1])
+            assert row[:3] == [ref, "dockerfile.v0", "Running"] and row[4].endswith("+"), row
+            # ActiveOnly with EarlyExit: the running builds, and the stream ends.
+            with _following(address, ActiveOnly=True, EarlyExit=True) as active:
+                _until(lambda: active, "the running build is told")
+            assert active == [("STARTED", ref, "dockerfile.v0")]
+            still = _one_line_error(client(address, "history", "rm", ref))
+            assert still == f"error: build {ref} is still running"
+            logs = client(address, "debug", "logs", ref)  # follows the build to its end
+        finally:
+            _, err = running.communicate(timeout=120)
+        assert running.returncode == 0, err
+        assert logs.returncode == 0, logs.stderr
+        text = logs.stdout.decode()
+        assert re.search(r"^#\d+ \d+\.\d+ begin$", text, re.M), text
+        assert re.search(r"^#\d+ \d+\.\d+ end$", text, re.M), text
+        assert text == err.decode()
+        assert [r["status"] for r in _history(address)] == ["completed"]
+
+
+def test_systemds_own_socket_activation_starts_the_daemon_on_the_first_client(
+    tmp_path: Path,
+) -> None:
+    """systemd-socket-activate (systemd's own implementation of the protocol, as a .socket unit
+    uses it) binds two sockets, names them, and execs llbkitd when a client connects."""
+    import shutil
+
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian's systemd)")
+    sock_path = tmp_path / "llbkitd.sock"
+    proc = subprocess.Popen(
+        [
+            activate,
+            "--listen",
+            str(sock_path),
+            "--listen",
+            str(tmp_path / "other.sock"),
+            "--fdname=llbkitd.socket:other",
+            *LLBKITD,
+            "--root",
+            str(tmp_path / "root"),
+            "--addr",
+            "fd://llbkitd.socket",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock_path.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "nothing listens"
+            time.sleep(0.05)
+        workers = client(f"unix://{sock_path}", "debug", "workers")
+        assert workers.returncode == 0, workers.stderr
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    log = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert f"serving {tmp_path / 'root'} on fd://3 (unix://{sock_path})" in log, log
+    assert "other.sock" not in log.split("Execing", 1)[1], log  # fd 4 was not asked for
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def _llbkitd_flags(args: list[str]) -> dict[str, Any]:
+    """What llbkitd's command line makes of ``args`` (its own parser: an unknown flag fails)."""
+    from llbkit.core.daemon.main import llbkitd
+
+    with llbkitd.make_context("llbkitd", list(args)) as context:
+        return dict(context.params)
+
+
+def test_the_deployment_files_describe_the_daemon_they_start() -> None:
+    yaml = pytest.importorskip("yaml")
+    import configparser
+    import shlex
+
+    from llbkit.core.daemon.listen import default_address, parse_address
+
+    # systemd: the service takes the socket's fds; the socket is the daemon's default address.
+    units = {}
+    for name in ("llbkitd.service", "llbkitd.socket"):
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(DEPLOY / "systemd" / name)
+        units[name] = unit
+    service, sock = units["llbkitd.service"], units["llbkitd.socket"]
+    command = shlex.split(service["Service"]["ExecStart"])
+    assert command[0] == "/usr/local/bin/llbkitd"
+    addresses = [parse_address(a) for a in _llbkitd_flags(command[1:])["addresses"]]
+    assert [a.scheme for a in addresses] == ["fd"]
+    assert service["Service"]["Type"] == "notify"
+    assert service["Service"]["KillMode"] == "mixed"
+    assert service["Service"]["Delegate"] == "yes"
+    assert "llbkitd.socket" in service["Unit"]["Requires"]
+    assert f"unix://{sock['Socket']['ListenStream']}" == "unix:///run/llbkit/llbkitd.sock"
+    assert sock["Socket"]["SocketMode"] == "0660"
+    if os.geteuid() == 0:
+        assert default_address() == f"unix://{sock['Socket']['ListenStream']}"
+    # The image runs llbkitd with its state on a volume.
+    dockerfile = (DEPLOY / "image" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["llbkitd"]' in dockerfile
+    assert "VOLUME /var/lib/llbkit" in dockerfile
+    # Kubernetes: the headless Service selects the StatefulSet's pods; its flags are llbkitd's.
+    docs = {}
+    for name in ("service.yaml", "statefulset.yaml"):
+        for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / name).read_text()):
+            docs[doc["kind"]] = doc
+    svc, sts = docs["Service"], docs["StatefulSet"]
+    pod = sts["spec"]["template"]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert sts["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert container["securityContext"]["privileged"] is True
+    flags = _llbkitd_flags(container["args"])
+    addresses = [parse_address(a) for a in flags["addresses"]]
+    tcp = next(a for a in addresses if a.scheme == "tcp")
+    unix = next(a for a in addresses if a.scheme == "unix")
+    port = next(p for p in container["ports"] if p["name"] == svc["spec"]["ports"][0]["targetPort"])
+    assert tcp.target.endswith(f":{port['containerPort']}")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    for flag, file in (("tlscert", "cert.pem"), ("tlskey", "key.pem"), ("tlscacert", "ca.pem")):
+        assert flags[flag] == f"{mounts['certs']}/{file}"  # as create-certs.sh names them
+    certs = next(v for v in pod["spec"]["volumes"] if v["name"] == "certs")
+    assert certs["secret"]["secretName"] == "llbkitd-daemon-certs"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == [
+            "llbkit",
+            "--addr",
+            unix.text,
+            "debug",
+            "workers",
+        ]
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/llbkit"
+
+
+def test_the_kubernetes_certificates_admit_their_client(tmp_path: Path) -> None:
+    """create-certs.sh's daemon and client certificates work together, and nothing else does."""
+    import base64
+    import shutil
+
+    yaml = pytest.importorskip("yaml")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certs = tmp_path / "certs"
+    made = subprocess.run(
+        ["bash", str(DEPLOY / "kubernetes" / "create-certs.sh"), "127.0.0.1", "localhost"],
+        env={**os.environ, "CERTS_DIR": str(certs)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    secret = yaml.safe_load((certs / "llbkitd-daemon-certs.yaml").read_text())
+    assert secret["metadata"]["name"] == "llbkitd-daemon-certs"
+    for file, data in secret["data"].items():
+        assert base64.b64decode(data) == (certs / "daemon" / file).read_bytes()
+    daemon_certs = certs / "daemon"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            *LLBKITD,
+            "--root",
+            str(tmp_path / "root"),
+            "--addr",
+            address,
+            "--tlscert",
+            str(daemon_certs / "cert.pem"),
+            "--tlskey",
+            str(daemon_certs / "key.pem"),
+            "--tlscacert",
+            str(daemon_certs / "ca.pem"),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "llbkitd did not start"
+            with socket.socket() as probe, contextlib.suppress(OSError):
+                probe.connect(("127.0.0.1", port))
+                break
+            time.sleep(0.05)
+        good = client(address, "--tlsdir", str(certs / "client"), "debug", "workers")
+        assert good.returncode == 0, good.stderr
+        anonymous = client(address, "--tlscacert", str(certs / "ca.pem"), "debug", "workers")
+        assert anonymous.returncode == 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_the_images_buildctl_carries_buildx_kubernetes_drivers_connection(
+    served: str, tmp_path: Path
+) -> None:
+    """buildx's kubernetes driver runs ``buildctl dial-stdio`` in the pod through ``kubectl
+    exec`` and speaks gRPC over its standard input and output; here a socket stands in for the
+    exec stream, each connection a new ``dial-stdio``."""
+    import threading
+
+    shim = [sys.executable, str(DEPLOY / "image" / "buildctl")]
+    env = {**os.environ, "BUILDKIT_HOST": served}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    bridge = tmp_path / "exec.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(bridge))
+    listener.listen()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def exec_stream() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            proc = subprocess.Popen(
+                [*shim, "dial-stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
+            procs.append(proc)
+
+            def down(conn: socket.socket = conn, proc: subprocess.Popen[bytes] = proc) -> None:
+                assert proc.stdout is not None
+                with contextlib.suppress(OSError):  # the client went away first
+                    while data := proc.stdout.read1(1 << 16):
+                        conn.sendall(data)
+                conn.close()
+
+            def up(conn: socket.socket = conn, proc: subprocess.Popen[bytes] = proc) -> None:
+                assert proc.stdin is not None
+                with contextlib.suppress(OSError):
+                    while data := conn.recv(1 << 16):
+                        proc.stdin.write(data)
+                        proc.stdin.flush()
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+            threading.Thread(target=down, daemon=True).start()
+            threading.Thread(target=up, daemon=True).start()
+
+    threading.Thread(target=exec_stream, daemon=True).start()
+    try:
+        workers = client(f"unix://{bridge}", "debug", "workers")
+        assert workers.returncode == 0, workers.stderr
+        built = client(f"unix://{bridge}", "build", "--output", "type=tar", stdin=_files())
+        assert built.returncode == 0, built.stderr
+        assert _members(built.stdout)["hello"] == b"hello\n"
+        # The readiness probe buildx gives its pods: buildctl debug workers.
+        probe = subprocess.run([*shim, "debug", "workers"], env=env, capture_output=True)
+        assert probe.returncode == 0, probe.stderr
+        assert "linux/amd64" in probe.stdout.decode()
+        # Without an address it is the daemon's socket, never an in-process build.
+        alone = {k: v for k, v in env.items() if k != "BUILDKIT_HOST"}
+        alone["LLBKIT_ROOT"] = str(tmp_path / "embedded")
+        subprocess.run([*shim, "debug", "workers"], env=alone, capture_output=True, timeout=120)
+        assert not (tmp_path / "embedded").exists()
+        nowhere = subprocess.run(
+            [*shim, "--addr", f"unix://{tmp_path}/none.sock", "dial-stdio"], capture_output=True
+        )
+        assert nowhere.returncode == 1
+        assert nowhere.stderr.decode().startswith("buildctl: error: cannot reach unix://")
+    finally:
+        listener.close()
+        for proc in procs:
+            proc.wait(30)
+
+
+def test_pick_daemon_keeps_keys_on_their_daemon_as_daemons_come_and_go() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pick", DEPLOY / "kubernetes" / "pick-daemon.py")
+    assert spec is not None and spec.loader is not None
+    pick = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pick)
+    daemons = [f"tcp://llbkitd-{n}.llbkitd.build.svc:1234" for n in range(5)]
+    keys = [f"team/app-{n}" for n in range(500)]
+    before = {key: pick.pick(key, daemons) for key in keys}
+    assert len(set(before.values())) == 5  # every daemon gets work
+    assert max(list(before.values()).count(d) for d in daemons) < 160  # and none most of it
+    grown = {
+        key: pick.pick(key, [*daemons, "tcp://llbkitd-5.llbkitd.build.svc:1234"]) for key in keys
+    }
+    moved = [key for key in keys if grown[key] != before[key]]
+    assert all(grown[key].startswith("tcp://llbkitd-5.") for key in moved)  # only to the new one
+    shrunk = {key: pick.pick(key, daemons[1:]) for key in keys}
+    assert all(shrunk[k] == before[k] for k in keys if before[k] != daemons[0])
+    listed = subprocess.run(
+        [
+            sys.executable,
+            str(DEPLOY / "kubernetes" / "pick-daemon.py"),
+            "--template",
+            "tcp://{}.llbkitd.build.svc:1234",
+            "team/app-7",
+        ],
+        input=b"".join(f"pod/llbkitd-{n}\n".encode() for n in range(5)),
+        capture_output=True,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.decode().strip() == before["team/app-7"]

@@ -31,8 +31,9 @@ def test_the_ref_of_a_finished_build_is_not_reused(tmp_path: Path) -> None:
 
     with Controller.open(tmp_path / "state", EngineConfig(gc=False)) as controller:
         assert sum(anyio.run(main, controller)) > 0  # the first build's journal is intact
-        assert [r.ref for r in controller.history()] == [ref]
-        assert controller.history()[0].error == ""
+        history = anyio.run(controller.history)
+        assert [r.ref for r in history] == [ref]
+        assert history[0].error == ""
 
 
 @pytest.mark.parametrize("ref", ["", "../escape", "a/b", ".hidden"])
@@ -44,5 +45,5 @@ def test_a_ref_must_be_a_plain_name(tmp_path: Path, ref: str) -> None:
             controller.status(ref)
         if ref:
             with pytest.raises(UserError, match="invalid build ref"):
-                controller.history(ref=ref)
+                anyio.run(lambda: controller.history(ref=ref))
     assert not list(tmp_path.rglob("escape*"))  # nothing written outside history/

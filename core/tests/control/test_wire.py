@@ -112,3 +112,37 @@ def test_usage_and_prune_cross_unchanged() -> None:
     assert wire.usage_from_pb(wire.usage_to_pb(record)) == record
     prune = PruneRequest(("type==regular",), all=True, keep_duration=3600.0, keep_bytes=9)
     assert wire.prune_from_pb(wire.prune_to_pb(prune)) == prune
+
+
+def test_history_records_and_events_cross_unchanged() -> None:
+    from llbkit.core.control.controller import BuildHistoryRecord, HistoryEvent, Info
+
+    finished = BuildHistoryRecord(
+        ref="r1",
+        frontend="dockerfile.v0",
+        frontend_attrs={"target": "app"},
+        exporters=[{"type": "local", "attrs": {"dest": "out"}}],
+        created_at=1700000000.25,
+        completed_at=1700000003.5,
+        error="failed to solve: boom",
+        exporter_response={"k": "v"},
+        num_total_steps=5,
+        num_cached_steps=2,
+        num_completed_steps=4,
+    )
+    running = BuildHistoryRecord("r2", "", {}, [], 1700000001.0)
+    assert wire.history_from_pb(wire.history_to_pb(finished)) == finished
+    assert wire.history_from_pb(wire.history_to_pb(running)) == running
+    for kind, number in (
+        ("started", control_pb2.STARTED),
+        ("complete", control_pb2.COMPLETE),
+        ("deleted", control_pb2.DELETED),
+    ):
+        event = HistoryEvent(kind, finished)  # type: ignore[arg-type]
+        pb = wire.history_event_to_pb(event)
+        assert pb.type == number
+        assert wire.history_event_from_pb(pb) == event
+    with pytest.raises(UserError, match="unknown type 7"):
+        wire.history_event_from_pb(control_pb2.BuildHistoryEvent(type=7))  # type: ignore[arg-type]
+    info = Info("llbkit", "1.2.3", "abc")
+    assert wire.info_from_pb(wire.info_to_pb(info)) == info

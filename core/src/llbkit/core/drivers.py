@@ -110,9 +110,7 @@ class Drivers:
                         "[worker.oci] is disabled (enabled = false): nothing runs processes"
                     )
                 worker: Worker = self._driver(GROUP_WORKERS, WORKER)
-                own = {
-                    k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS
-                }
+                own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
                 self._executor = await worker.resolve(own)
         return self._executor
 

@@ -50,6 +50,7 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     from llbkit.core.cli.build import build
     from llbkit.core.cli.debug import debug
     from llbkit.core.cli.du import du, prune
+    from llbkit.core.cli.history import history
     from llbkit.core.plugins.hooks import HookCaller
     from llbkit.core.plugins.registry import PluginRegistry
 
@@ -92,6 +93,7 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     group.add_command(build)
     group.add_command(du)
     group.add_command(prune)
+    group.add_command(history)
     registry = registry or PluginRegistry.from_env()
     pm = registry.hook_manager()
     for warning in registry.warnings:

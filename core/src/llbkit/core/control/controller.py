@@ -10,7 +10,9 @@ built here once and handed down.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import re
 import threading
@@ -19,10 +21,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pluggy
+from anyio.streams.memory import MemoryObjectSendStream
 
 from llbkit.core import __version__
 from llbkit.core.cache.store import Store
@@ -41,7 +44,7 @@ from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.solver.cache_sources import CacheChain, LocalCache
 from llbkit.core.solver.solver import Solver
 
-__all__ = ["BuildHistoryRecord", "Controller", "Info", "WorkerRecord"]
+__all__ = ["BuildHistoryRecord", "Controller", "HistoryEvent", "Info", "WorkerRecord"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Info:
 
     package: str = "llbkit"
     version: str = __version__
+    revision: str = ""
 
 
 @dataclass
@@ -77,6 +81,15 @@ class BuildHistoryRecord:
     num_total_steps: int = 0
     num_cached_steps: int = 0
     num_completed_steps: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One event of :meth:`Controller.listen_history` (BuildKit's ``BuildHistoryEvent``): a
+    build ``started``, is ``complete`` (its record kept), or its record was ``deleted``."""
+
+    type: Literal["started", "complete", "deleted"]
+    record: BuildHistoryRecord
 
 
 class Controller:
@@ -99,6 +112,10 @@ class Controller:
         self.history_dir = store.root.path / "history"
         self.board = StatusBoard(self.history_dir)
         self._gc_lock = threading.Lock()
+        #: the records of the builds running now, by ref
+        self._running: dict[str, BuildHistoryRecord] = {}
+        #: every ``listen_history`` reader's stream (events are published on the event loop)
+        self._listeners: set[MemoryObjectSendStream[HistoryEvent]] = set()
 
     @classmethod
     def open(
@@ -174,7 +191,7 @@ class Controller:
         status = self.board.open(request.ref)
         status.start()
         lease = self.store.lease(request.ref)
-        record = _record(request)
+        record = self._started(request)
         counter = _StepCounter()
 
         def emit(event: ProgressEvent) -> None:
@@ -211,7 +228,7 @@ class Controller:
         finally:
             self.board.forget(request.ref)
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._keep_record, record)
+                await self._ended(record)
         await anyio.to_thread.run_sync(self.maybe_gc)
 
     async def _relay(self, ref: str, status: BuildStatus) -> None:
@@ -234,6 +251,21 @@ class Controller:
 
     # -- history ----------------------------------------------------------------------------
 
+    def _started(self, request: SolveRequest) -> BuildHistoryRecord:
+        """Build ``request`` is running: its record, told to ``listen_history`` readers."""
+        record = _record(request)
+        self._running[request.ref] = record
+        self._publish("started", record)
+        return record
+
+    async def _ended(self, record: BuildHistoryRecord) -> None:
+        """Keep the build's record, then tell ``listen_history`` readers it is complete."""
+        try:
+            await anyio.to_thread.run_sync(self._keep_record, record)
+        finally:
+            self._running.pop(record.ref, None)
+            self._publish("complete", record)
+
     def _keep_record(self, record: BuildHistoryRecord) -> None:
         self.history_dir.mkdir(exist_ok=True)
         path = self.history_dir / f"{record.ref}.json"
@@ -241,13 +273,30 @@ class Controller:
         tmp.write_text(json.dumps(record.__dict__, sort_keys=True))
         tmp.rename(path)
 
-    def history(self, *, ref: str = "", active_only: bool = False) -> list[BuildHistoryRecord]:
-        """Finished builds (oldest first), or only ``ref``; ``active_only`` lists the refs of
-        running builds instead."""
-        if active_only:
-            return [BuildHistoryRecord(r, "", {}, [], time.time()) for r in self.board.active()]
+    def _publish(
+        self, kind: Literal["started", "complete", "deleted"], record: BuildHistoryRecord
+    ) -> None:
+        """Tell every ``listen_history`` reader (a copy: the build goes on changing its own)."""
+        if self._listeners:
+            event = HistoryEvent(kind, copy.deepcopy(record))
+            for listener in list(self._listeners):
+                try:
+                    listener.send_nowait(event)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._listeners.discard(listener)  # a reader that went away unclosed
+
+    async def history(
+        self, *, ref: str = "", active_only: bool = False
+    ) -> list[BuildHistoryRecord]:
+        """Finished builds (oldest first), or only ``ref``; ``active_only`` lists the builds
+        running now instead (their records have no ``completed_at`` yet)."""
         if ref:
             _check_ref(ref)
+        if active_only:
+            return [copy.deepcopy(r) for r in self._running.values() if not ref or r.ref == ref]
+        return await anyio.to_thread.run_sync(self._finished, ref)
+
+    def _finished(self, ref: str) -> list[BuildHistoryRecord]:
         found = []
         paths = [self.history_dir / f"{ref}.json"] if ref else self.history_dir.glob("*.json")
         for path in paths:
@@ -257,15 +306,59 @@ class Controller:
                 continue  # a record being written, or one from another version
         return sorted(found, key=lambda r: r.created_at)
 
-    def forget_history(self, ref: str) -> None:
+    async def listen_history(
+        self, *, ref: str = "", active_only: bool = False, early_exit: bool = False
+    ) -> AsyncIterator[HistoryEvent]:
+        """BuildKit's ``ListenBuildHistory``: a ``started`` event for each build running now,
+        then (unless ``active_only``) a ``complete`` event for each finished one, oldest first;
+        then, unless ``early_exit``, every event from then on as it happens (``started``,
+        ``complete``, ``deleted``). ``ref`` keeps only that build's events."""
+        if ref:
+            _check_ref(ref)
+        send, receive = anyio.create_memory_object_stream[HistoryEvent](math.inf)
+        # Subscribed and the running builds taken at once (no await between): no build is
+        # missed or told twice as started.
+        self._listeners.add(send)
+        running = [copy.deepcopy(r) for r in self._running.values() if not ref or r.ref == ref]
+        try:
+            for record in running:
+                yield HistoryEvent("started", record)
+            told: set[str] = set()
+            if not active_only:
+                for record in await self.history(ref=ref):
+                    told.add(record.ref)
+                    yield HistoryEvent("complete", record)
+            if early_exit:
+                return
+            async for event in receive:
+                if ref and event.record.ref != ref:
+                    continue
+                if event.type == "complete" and event.record.ref in told:
+                    # It ended while the finished ones were read: they had it already.
+                    told.discard(event.record.ref)
+                    continue
+                if event.type == "deleted":
+                    told.discard(event.record.ref)
+                yield event
+        finally:
+            self._listeners.discard(send)
+            send.close()
+            receive.close()
+
+    async def forget_history(self, ref: str) -> None:
         """Delete finished build ``ref``'s record and journal (``UpdateBuildHistory``)."""
         _check_ref(ref)
-        if self.board.taken(ref) and ref in self.board.active():
+        self._owner("deleting a build's record")
+        if ref in self._running:
             raise UserError(f"build {ref} is still running")
-        record = self.history_dir / f"{ref}.json"
-        if not record.exists():
-            raise UserError(f"no build history record for {ref}")
-        record.unlink()
+        found = await self.history(ref=ref)
+        if not found:
+            raise UserError(f"no build {ref} in the history")
+        await anyio.to_thread.run_sync(self._unlink_record, ref)
+        self._publish("deleted", found[0])
+
+    def _unlink_record(self, ref: str) -> None:
+        (self.history_dir / f"{ref}.json").unlink(missing_ok=True)
         (self.history_dir / f"{ref}.jsonl").unlink(missing_ok=True)
 
     # -- the store --------------------------------------------------------------------------
@@ -327,7 +420,8 @@ class Controller:
             )
         ]
 
-    def info(self) -> Info:
+    async def info(self) -> Info:
+        """What answers: ``llbkit``, its version (``buildctl debug info``)."""
         return Info()
 
 

@@ -4,7 +4,8 @@ daemon's service and the remote client only translate."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import math
+from typing import TYPE_CHECKING, Any, Literal
 
 from llbkit.core.api._pb import control_pb2, worker_pb2
 from llbkit.core.control.request import (
@@ -29,11 +30,20 @@ if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from llbkit.core.cache.usage import UsageRecord
-    from llbkit.core.control.controller import BuildHistoryRecord, Info, WorkerRecord
+    from llbkit.core.control.controller import (
+        BuildHistoryRecord,
+        HistoryEvent,
+        Info,
+        WorkerRecord,
+    )
     from llbkit.core.plugins.context import ClientIO
 
 __all__ = [
+    "history_event_from_pb",
+    "history_event_to_pb",
+    "history_from_pb",
     "history_to_pb",
+    "info_from_pb",
     "info_to_pb",
     "prune_from_pb",
     "prune_to_pb",
@@ -52,8 +62,9 @@ _REGISTRY = "registry"
 
 def _set_time(field: Timestamp, seconds: float | None) -> None:
     if seconds is not None:
-        nanos = round(seconds * 1e9)
-        field.seconds, field.nanos = divmod(nanos, 10**9)
+        # Whole seconds apart: a float of today's time in nanoseconds is off by up to 128.
+        whole = math.floor(seconds)
+        field.seconds, field.nanos = divmod(whole * 10**9 + round((seconds - whole) * 1e9), 10**9)
 
 
 def _time(message: Any, name: str) -> float | None:
@@ -325,7 +336,9 @@ def worker_to_pb(worker: WorkerRecord, info: Info) -> worker_pb2.WorkerRecord:
 
 
 def _version(info: Info) -> worker_pb2.BuildkitVersion:
-    return worker_pb2.BuildkitVersion(package=info.package, version=info.version)
+    return worker_pb2.BuildkitVersion(
+        package=info.package, version=info.version, revision=info.revision
+    )
 
 
 def worker_from_pb(pb: worker_pb2.WorkerRecord) -> WorkerRecord:
@@ -352,7 +365,8 @@ def worker_from_pb(pb: worker_pb2.WorkerRecord) -> WorkerRecord:
 def info_from_pb(pb: control_pb2.InfoResponse) -> Info:
     from llbkit.core.control.controller import Info
 
-    return Info(pb.buildkitVersion.package, pb.buildkitVersion.version)
+    version = pb.buildkitVersion
+    return Info(version.package, version.version, version.revision)
 
 
 def info_to_pb(info: Info) -> control_pb2.InfoResponse:
@@ -376,3 +390,45 @@ def history_to_pb(record: BuildHistoryRecord) -> control_pb2.BuildHistoryRecord:
     _set_time(pb.CreatedAt, record.created_at)
     _set_time(pb.CompletedAt, record.completed_at)
     return pb
+
+
+def history_from_pb(pb: control_pb2.BuildHistoryRecord) -> BuildHistoryRecord:
+    from llbkit.core.control.controller import BuildHistoryRecord
+
+    listed: list[control_pb2.Exporter] = list(pb.Exporters)
+    return BuildHistoryRecord(
+        ref=pb.Ref,
+        frontend=pb.Frontend,
+        frontend_attrs=dict(pb.FrontendAttrs),
+        exporters=[{"type": e.Type, "attrs": dict(e.Attrs)} for e in listed],
+        created_at=_time(pb, "CreatedAt") or 0.0,
+        completed_at=_time(pb, "CompletedAt"),
+        error=pb.error.message if pb.HasField("error") else "",
+        exporter_response=dict(pb.ExporterResponse),
+        num_total_steps=pb.numTotalSteps,
+        num_cached_steps=pb.numCachedSteps,
+        num_completed_steps=pb.numCompletedSteps,
+    )
+
+
+_EVENT_KINDS: dict[control_pb2.BuildHistoryEventType, Literal["started", "complete", "deleted"]] = {
+    control_pb2.STARTED: "started",
+    control_pb2.COMPLETE: "complete",
+    control_pb2.DELETED: "deleted",
+}
+_EVENT_TYPES = {kind: number for number, kind in _EVENT_KINDS.items()}
+
+
+def history_event_to_pb(event: HistoryEvent) -> control_pb2.BuildHistoryEvent:
+    return control_pb2.BuildHistoryEvent(
+        type=_EVENT_TYPES[event.type], record=history_to_pb(event.record)
+    )
+
+
+def history_event_from_pb(pb: control_pb2.BuildHistoryEvent) -> HistoryEvent:
+    from llbkit.core.control.controller import HistoryEvent
+
+    kind = _EVENT_KINDS.get(pb.type)
+    if kind is None:
+        raise UserError(f"a build history event of unknown type {pb.type}")
+    return HistoryEvent(kind, history_from_pb(pb.record))

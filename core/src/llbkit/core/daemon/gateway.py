@@ -180,7 +180,7 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
         from llbkit.core.control.wire import worker_to_pb
 
         await self._build(context)
-        info = self.controller.info()
+        info = await self.controller.info()
         workers = await self.controller.workers()
         return gateway_pb2.PongResponse(
             FrontendAPICaps=_caps(FRONTEND_CAPS),

@@ -22,7 +22,10 @@ __all__ = ["main"]
     "--addr",
     "addresses",
     multiple=True,
-    help="Listening address; repeatable (unix:///run/llbkit/llbkitd.sock, tcp://HOST:PORT).",
+    help=(
+        "Listening address; repeatable (unix:///run/llbkit/llbkitd.sock, tcp://HOST:PORT, "
+        "fd:// for the sockets systemd passes, fd://N or fd://NAME for one of them)."
+    ),
 )
 @click.option("--root", type=click.Path(file_okay=False), help="The state root.")
 @click.option(
@@ -37,6 +40,12 @@ __all__ = ["main"]
 @click.option("--tlscert", default="", help="The server's certificate.")
 @click.option("--tlskey", default="", help="The server's key.")
 @click.option(
+    "--allow-insecure-entitlement",
+    "entitlements",
+    multiple=True,
+    help="Let builds ask for network.host or security.insecure (as insecure-entitlements).",
+)
+@click.option(
     "--insecure-tcp",
     is_flag=True,
     help="Allow tcp:// without mutual TLS (anyone who reaches the port can build as root).",
@@ -50,12 +59,19 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
     tlscacert: str,
     tlscert: str,
     tlskey: str,
+    entitlements: tuple[str, ...],
     insecure_tcp: bool,
 ) -> None:
     """llbkitd: BuildKit's Control API (what buildctl speaks), served by llbkit."""
     from llbkit.core.cache.root import default_root
     from llbkit.core.config import load_config
-    from llbkit.core.daemon.listen import TLSFiles, default_address, parse_address
+    from llbkit.core.daemon.listen import (
+        TLSFiles,
+        activated_sockets,
+        default_address,
+        parse_address,
+        passed_fds,
+    )
     from llbkit.core.daemon.server import Daemon
 
     config = load_config(Path(config_path) if config_path else None)
@@ -63,6 +79,16 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
         click.echo(f"warning: {config.source}: {key} has no effect in this release", err=True)
     for line in config.warnings:
         click.echo(f"warning: {line}", err=True)
+    from llbkit.core.config import ENTITLEMENTS
+
+    for entitlement in entitlements:
+        if entitlement not in ENTITLEMENTS:
+            raise ConfigError(
+                f"--allow-insecure-entitlement {entitlement}: unknown; known: "
+                f"{', '.join(ENTITLEMENTS)}"
+            )
+        if entitlement not in config.insecure_entitlements:
+            config.insecure_entitlements.append(entitlement)
     wanted = list(addresses) or config.grpc.address or [default_address()]
     parsed = [parse_address(a) for a in wanted]
     tls = TLSFiles(
@@ -75,16 +101,23 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
             "mutual TLS needs all three of --tlscert, --tlskey and --tlscacert "
             "(or [grpc.tls] cert, key and ca)"
         )
-    for address in parsed:
-        if address.scheme == "tcp" and not tls.complete and not insecure_tcp:
+    # Socket activation: the descriptors are taken (and the variables cleared) before anything
+    # else can start a process.
+    activated = (
+        activated_sockets(parsed, passed_fds()) if any(a.scheme == "fd" for a in parsed) else []
+    )
+    tcp = [a.text for a in parsed if a.scheme == "tcp"] + [s.text for s in activated if s.tcp]
+    for text in tcp:
+        if not tls.complete and not insecure_tcp:
             raise ConfigError(
-                f"--addr {address.text}: TCP needs mutual TLS (--tlscert, --tlskey, --tlscacert) "
+                f"--addr {text}: TCP needs mutual TLS (--tlscert, --tlskey, --tlscacert) "
                 "or, to let anyone who reaches the port build, --insecure-tcp"
             )
     daemon = Daemon(
         root=Path(root or config.root or default_root()),
         config=config,
         addresses=parsed,
+        activated=activated,
         tls=tls if tls.complete else None,
         group=group,
         debug=debug or config.debug,

@@ -1,12 +1,16 @@
 """The daemon's life: open the engine on its root, listen, serve, and on the way out cancel
-what runs and release the root."""
+what runs and release the root. Started by systemd, it serves the sockets handed over
+(``fd://``) and says when it is ready (``Type=notify``)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -15,9 +19,10 @@ import grpc
 from llbkit.core.api._pb import control_pb2_grpc, gateway_pb2_grpc
 from llbkit.core.config import EngineConfig
 from llbkit.core.daemon.gateway import Forwarders, GatewayService
-from llbkit.core.daemon.listen import Address, TLSFiles, prepare_unix, secure_unix
+from llbkit.core.daemon.listen import Activated, Address, TLSFiles, prepare_unix, secure_unix
 from llbkit.core.daemon.service import ControlService
 from llbkit.core.daemon.sessions import MESSAGE_BYTES, SessionManager
+from llbkit.core.session.relay import relay_listener
 
 __all__ = ["Daemon"]
 
@@ -33,6 +38,54 @@ class _Log(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
+def _notify(where: str, state: str) -> None:
+    """sd_notify(3): one datagram to systemd's ``$NOTIFY_SOCKET`` (``@`` for the abstract
+    namespace); a systemd that is not listening is not an error."""
+    if not where:
+        return
+    target = "\0" + where[1:] if where.startswith("@") else where
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+        sock.connect(target)
+        sock.sendall(state.encode())
+
+
+@contextlib.contextmanager
+def _private_ports(
+    server: grpc.aio.Server, sockets: Sequence[Activated], tls: TLSFiles | None, tmp: Path
+) -> Iterator[list[str]]:
+    """grpcio cannot serve a socket it did not open: for each socket systemd passed, the gRPC
+    server listens on a private unix socket (in a fresh 0700 directory), to which the caller
+    splices every connection accepted on the passed socket once gRPC serves. TCP sockets get
+    mutual TLS there, as a ``tcp://`` address would. Yields the private sockets' paths."""
+    if not sockets:
+        yield []
+        return
+    # A unix socket's path is at most 107 bytes: a deep root falls back to the temp directory.
+    base = tmp if len(str(tmp)) < 64 else None
+    directory = Path(tempfile.mkdtemp(prefix="llbkitd-fd-", dir=base))
+    os.chmod(directory, 0o700)
+    paths = [directory / str(passed.fd) for passed in sockets]
+    try:
+        for passed, path in zip(sockets, paths, strict=True):
+            if passed.tcp and tls is not None:
+                server.add_secure_port(f"unix:{path}", tls.credentials())
+                continue
+            if passed.tcp:
+                click.echo(
+                    f"llbkitd: warning: {passed.text} is plain TCP without TLS: anyone who "
+                    "reaches it can run builds as this daemon's user",
+                    err=True,
+                )
+            server.add_insecure_port(f"unix:{path}")
+        yield [str(path) for path in paths]
+    finally:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 class Daemon:
     """llbkitd's parts, started by :meth:`running`."""
 
@@ -42,6 +95,7 @@ class Daemon:
         root: Path,
         config: EngineConfig,
         addresses: Sequence[Address],
+        activated: Sequence[Activated] = (),
         tls: TLSFiles | None = None,
         group: str = "",
         debug: bool = False,
@@ -49,6 +103,7 @@ class Daemon:
         self.root = root
         self.config = config
         self.addresses = list(addresses)
+        self.activated = list(activated)
         self.tls = tls
         self.group = group
         self.debug = debug
@@ -87,6 +142,8 @@ class Daemon:
                     prepare_unix(address.target)
                     server.add_insecure_port(f"unix:{address.target}")
                     unix.append(address.target)
+                elif address.scheme == "fd":
+                    continue  # below
                 elif self.tls is not None:
                     server.add_secure_port(address.target, self.tls.credentials())
                 else:
@@ -96,20 +153,39 @@ class Daemon:
                         err=True,
                     )
                     server.add_insecure_port(address.target)
-            await server.start()
-            for path in unix:
-                secure_unix(
-                    path, uid=self.config.grpc.uid, gid=self.config.grpc.gid, group=self.group
-                )
-            shown = ", ".join(a.text for a in self.addresses)
-            click.echo(f"llbkitd: serving {self.root} on {shown}", err=True)
-            sys.stderr.flush()
-            try:
-                yield
-            finally:
-                await server.stop(GRACE)
+            # systemd's, read once: builds must not see it (runc would take it for its own).
+            notify = os.environ.pop("NOTIFY_SOCKET", "")
+            tmp = Path(controller.store.tmp)
+            with _private_ports(server, self.activated, self.tls, tmp) as private:
+                await server.start()
+                # Only now: a connection that waited in a passed socket's backlog while the
+                # daemon started finds gRPC serving behind the relay.
+                relays = [
+                    await relay_listener(passed.sock, path)
+                    for passed, path in zip(self.activated, private, strict=True)
+                ]
                 for path in unix:
-                    with contextlib.suppress(OSError):
-                        Path(path).unlink()
+                    secure_unix(
+                        path, uid=self.config.grpc.uid, gid=self.config.grpc.gid, group=self.group
+                    )
+                shown = ", ".join(
+                    [a.text for a in self.addresses if a.scheme != "fd"]
+                    + [passed.text for passed in self.activated]
+                )
+                click.echo(f"llbkitd: serving {self.root} on {shown}", err=True)
+                sys.stderr.flush()
+                _notify(notify, f"READY=1\nMAINPID={os.getpid()}")
+                try:
+                    yield
+                finally:
+                    _notify(notify, "STOPPING=1")
+                    for relay in relays:
+                        relay.close()  # no new connections; systemd keeps the socket
+                    await server.stop(GRACE)
+                    for relay in relays:
+                        await relay.wait_closed()
+                    for path in unix:
+                        with contextlib.suppress(OSError):
+                            Path(path).unlink()
         finally:
             await controller.aclose()

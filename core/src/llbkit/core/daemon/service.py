@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -18,6 +18,7 @@ from llbkit.core.control.request import ExporterRequest, SolveRequest
 from llbkit.core.daemon.gateway import Forwarders
 from llbkit.core.daemon.sessions import SessionManager
 from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
+from llbkit.core.registry.credentials import credentials_from
 from llbkit.core.session.caller import SessionClientIO, output_marker
 
 if TYPE_CHECKING:
@@ -84,7 +85,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
             if typed.definition is None and not typed.frontend:
                 # The client is the frontend (buildctl's build): it drives the gateway.
                 typed = replace(typed, frontend_job=self.forwarders.open(typed.ref))
-            response = await self.controller.solve(_with_client_outputs(typed))
+            with contextlib.ExitStack() as scope:
+                if session is not None and session.shares_credentials:
+                    # The client's registry credentials, asked when a registry wants them.
+                    scope.enter_context(credentials_from(session.registry_credentials))
+                response = await self.controller.solve(_with_client_outputs(typed))
         except UserError as err:
             context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)),))
             await context.abort(grpc.StatusCode.UNKNOWN, str(err))
@@ -131,7 +136,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def ListWorkers(
         self, request: control_pb2.ListWorkersRequest, context: Context
     ) -> control_pb2.ListWorkersResponse:
-        info = self.controller.info()
+        info = await self.controller.info()
         workers = await self.controller.workers()
         return control_pb2.ListWorkersResponse(
             record=[wire.worker_to_pb(worker, info) for worker in workers]
@@ -140,31 +145,20 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def Info(
         self, request: control_pb2.InfoRequest, context: Context
     ) -> control_pb2.InfoResponse:
-        return wire.info_to_pb(self.controller.info())
+        return wire.info_to_pb(await self.controller.info())
 
     async def ListenBuildHistory(
         self, request: control_pb2.BuildHistoryRequest, context: Context
     ) -> AsyncIterator[control_pb2.BuildHistoryEvent]:
-        """Finished builds (or running ones with ``ActiveOnly``), then, unless ``EarlyExit``,
-        each build that finishes from then on."""
-        seen: set[str] = set()
-        while True:
-            try:
-                records = await asyncio.to_thread(
-                    self.controller.history, ref=request.Ref, active_only=request.ActiveOnly
-                )
-            except UserError as err:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-            kind = control_pb2.STARTED if request.ActiveOnly else control_pb2.COMPLETE
-            for record in records:
-                if record.ref not in seen:
-                    seen.add(record.ref)
-                    yield control_pb2.BuildHistoryEvent(
-                        type=kind, record=wire.history_to_pb(record)
-                    )
-            if request.EarlyExit:
-                return
-            await asyncio.sleep(1.0)
+        """Running builds, finished ones (unless ``ActiveOnly``), then, unless ``EarlyExit``,
+        each build that starts, ends or is deleted, as it happens."""
+        try:
+            async for event in self.controller.listen_history(
+                ref=request.Ref, active_only=request.ActiveOnly, early_exit=request.EarlyExit
+            ):
+                yield wire.history_event_to_pb(event)
+        except UserError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
     async def UpdateBuildHistory(
         self, request: control_pb2.UpdateBuildHistoryRequest, context: Context
@@ -175,7 +169,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             )
         if request.Delete:
             try:
-                await asyncio.to_thread(self.controller.forget_history, request.Ref)
+                await self.controller.forget_history(request.Ref)
             except UserError as err:
                 await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         return control_pb2.UpdateBuildHistoryResponse()

@@ -66,7 +66,7 @@ class EngineRegistries:
 
     def __init__(self, hosts: Mapping[str, Mapping[str, Any]]) -> None:
         self.hosts = {h: dict(v) for h, v in hosts.items()}
-        self._tokens: dict[tuple[str, str], str] = {}
+        self._tokens: dict[tuple[str, str, str], str] = {}  # host, repository, whose
         self._ssl: ssl.SSLContext | None = None
 
     def client(self, ref: Reference, *, insecure: bool = False) -> RegistryClient:

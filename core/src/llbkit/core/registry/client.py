@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import Reference
+from llbkit.core.registry.credentials import credentials, identity
 
 if TYPE_CHECKING:
     import ssl
@@ -50,6 +50,11 @@ _ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 
 class RegistryError(UserError):
     """A registry refused or could not serve what a build needs."""
+
+
+class RegistryAccessDenied(RegistryError):
+    """The registry (or its token server) refused these credentials, or wants some: never
+    answered from what another build resolved."""
 
 
 class ManifestUnknownError(RegistryError):
@@ -103,23 +108,6 @@ class RegistryConfig:
         return not all(self.plain_http(h) for h in [*self.mirrors(ref.domain), host])
 
 
-def _credentials(host: str) -> tuple[str, str] | None:
-    config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
-    try:
-        auths = json.loads(Path(config_dir, "config.json").read_text()).get("auths", {})
-    except (OSError, ValueError):
-        return None
-    keys = [host, f"https://{host}", f"http://{host}"]
-    if host == "registry-1.docker.io":
-        keys += ["https://index.docker.io/v1/", "docker.io"]
-    for key in keys:
-        entry = auths.get(key)
-        if isinstance(entry, dict) and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return user, password
-    return None
-
-
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.partition(" ")
     params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
@@ -142,7 +130,7 @@ class RegistryClient:
     def __init__(
         self,
         config: RegistryConfig | None = None,
-        tokens: dict[tuple[str, str], str] | None = None,
+        tokens: dict[tuple[str, str, str], str] | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         import httpx  # tens of milliseconds: only builds that talk to registries pay them
@@ -180,7 +168,7 @@ class RegistryClient:
         for host in self._hosts(ref):
             url = self._url(host, ref.path, kind, what)
             headers = {"Accept": accept} if accept else {}
-            token = self._tokens.get((host, ref.path))
+            token = self._tokens.get((host, ref.path, identity(await credentials(host))))
             if token:
                 headers["Authorization"] = token
             try:
@@ -200,7 +188,7 @@ class RegistryClient:
                 await response.aclose()
                 last = f"{url}: HTTP {response.status_code} {body.strip()}"
                 if response.status_code in (401, 403):
-                    raise RegistryError(f"{ref}: access denied by {host} ({last})")
+                    raise RegistryAccessDenied(f"{ref}: access denied by {host} ({last})")
                 if response.status_code == 404 and host == self._hosts(ref)[-1]:
                     raise ManifestUnknownError(f"{ref}: not found ({url})")
                 continue
@@ -219,10 +207,10 @@ class RegistryClient:
         scheme, params = _challenge(headers.get("www-authenticate", ""))
         if push and not params.get("scope"):
             params["scope"] = f"repository:{ref.path}:pull,push"
-        creds = _credentials(host)
+        creds = await credentials(host)
         if scheme == "basic":
             if creds is None:
-                raise RegistryError(f"{ref}: {host} needs credentials (docker login {host})")
+                raise RegistryAccessDenied(f"{ref}: {host} needs credentials (docker login {host})")
             auth = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
         elif scheme == "bearer" and params.get("realm"):
             query = {"scope": params.get("scope") or f"repository:{ref.path}:pull"}
@@ -232,7 +220,7 @@ class RegistryClient:
                 params["realm"], params=query, auth=httpx.BasicAuth(*creds) if creds else None
             )
             if response.status_code >= 400:
-                raise RegistryError(
+                raise RegistryAccessDenied(
                     f"{ref}: the token server of {host} refused "
                     f"(HTTP {response.status_code}); check the credentials for {host}"
                 )
@@ -240,7 +228,7 @@ class RegistryClient:
             auth = "Bearer " + str(data.get("token") or data.get("access_token") or "")
         else:
             raise RegistryError(f"{ref}: {host} asks for unsupported authentication {scheme!r}")
-        self._tokens[host, ref.path] = auth
+        self._tokens[host, ref.path, identity(creds)] = auth
         return auth
 
     # -- pushing ---------------------------------------------------------------------------
@@ -265,7 +253,7 @@ class RegistryClient:
 
         host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
         sent = dict(headers or {})
-        token = self._tokens.get((host, ref.path))
+        token = self._tokens.get((host, ref.path, identity(await credentials(host))))
         if token:
             sent["Authorization"] = token
         try:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from llbkit.core.api._pb import (
+    auth_pb2,
+    auth_pb2_grpc,
     filesync_pb2,
     filesync_pb2_grpc,
     fsutil_pb2,
@@ -185,6 +187,19 @@ class SSH(ssh_pb2_grpc.SSHServicer):
         await pump(incoming(), send, reader, writer)
 
 
+class Auth(auth_pb2_grpc.AuthServicer):
+    """Registry credentials stay here: the daemon asks for a host's when a registry wants
+    them, and this machine's Docker config answers."""
+
+    async def Credentials(self, request: Any, context: Context) -> Any:
+        from llbkit.core.registry.credentials import docker_config_credentials
+
+        found = docker_config_credentials(request.Host)
+        if found is None:
+            return auth_pb2.CredentialsResponse()
+        return auth_pb2.CredentialsResponse(Username=found[0], Secret=found[1])
+
+
 class Health(health_pb2_grpc.HealthServicer):
     """BuildKit's daemon asks every few seconds whether the client is still there."""
 
@@ -194,7 +209,11 @@ class Health(health_pb2_grpc.HealthServicer):
 
 def exposed_methods(client: EmbeddedClient, outputs: Sequence[Output]) -> list[str]:
     """The methods the session offers, as its headers list them."""
-    methods = ["/grpc.health.v1.Health/Check", "/moby.buildkit.secrets.v1.Secrets/GetSecret"]
+    methods = [
+        "/grpc.health.v1.Health/Check",
+        "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+        "/moby.filesync.v1.Auth/Credentials",
+    ]
     if client.locals:
         methods += ["/moby.filesync.v1.FileSync/DiffCopy", "/moby.filesync.v1.FileSync/TarStream"]
     if outputs:
@@ -216,6 +235,7 @@ async def serve_attachables(
         ]
     )
     health_pb2_grpc.add_HealthServicer_to_server(Health(), server)  # type: ignore[no-untyped-call]
+    auth_pb2_grpc.add_AuthServicer_to_server(Auth(), server)  # type: ignore[no-untyped-call]
     secrets_pb2_grpc.add_SecretsServicer_to_server(Secrets(client), server)  # type: ignore[no-untyped-call]
     if client.locals:
         filesync_pb2_grpc.add_FileSyncServicer_to_server(FileSync(client), server)  # type: ignore[no-untyped-call]

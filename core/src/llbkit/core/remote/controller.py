@@ -24,7 +24,12 @@ from llbkit.core.session.relay import pump
 if TYPE_CHECKING:
     from llbkit.core.cache.usage import UsageRecord
     from llbkit.core.client.embedded import EmbeddedClient
-    from llbkit.core.control.controller import Info, WorkerRecord
+    from llbkit.core.control.controller import (
+        BuildHistoryRecord,
+        HistoryEvent,
+        Info,
+        WorkerRecord,
+    )
     from llbkit.core.plugins.progress import SolveStatus
 
 __all__ = ["RemoteController"]
@@ -207,3 +212,43 @@ class RemoteController:
             except grpc.aio.AioRpcError as err:
                 raise failure(err, self.endpoint.address) from None
         return wire.info_from_pb(answer)
+
+    async def listen_history(
+        self, *, ref: str = "", active_only: bool = False, early_exit: bool = False
+    ) -> AsyncIterator[HistoryEvent]:
+        """``ListenBuildHistory``: the events :meth:`Controller.listen_history` gives."""
+        request = control_pb2.BuildHistoryRequest(
+            Ref=ref, ActiveOnly=active_only, EarlyExit=early_exit
+        )
+        async with self._control() as control:
+            try:
+                async for event in control.ListenBuildHistory(request):
+                    yield wire.history_event_from_pb(event)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.CANCELLED:
+                    raise failure(err, self.endpoint.address) from None
+
+    async def history(
+        self, *, ref: str = "", active_only: bool = False
+    ) -> list[BuildHistoryRecord]:
+        """Finished builds (oldest first), or only ``ref``; ``active_only``: the running ones,
+        as :meth:`Controller.history` lists them."""
+        wanted = "started" if active_only else "complete"
+        found = [
+            event.record
+            async for event in self.listen_history(
+                ref=ref, active_only=active_only, early_exit=True
+            )
+            if event.type == wanted
+        ]
+        return sorted(found, key=lambda r: r.created_at)
+
+    async def forget_history(self, ref: str) -> None:
+        """``UpdateBuildHistory`` with ``Delete``: build ``ref``'s record and log go."""
+        async with self._control() as control:
+            try:
+                await control.UpdateBuildHistory(
+                    control_pb2.UpdateBuildHistoryRequest(Ref=ref, Delete=True)
+                )
+            except grpc.aio.AioRpcError as err:
+                raise failure(err, self.endpoint.address) from None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from llbkit.core.api._pb import filesync_pb2, fsutil_pb2, secrets_pb2, ssh_pb2
+from llbkit.core.api._pb import auth_pb2, filesync_pb2, fsutil_pb2, secrets_pb2, ssh_pb2
 from llbkit.core.errors import UserError
 from llbkit.core.session.relay import pump
 
@@ -32,6 +32,7 @@ EXPORTER_METADATA = "exporter-md-"
 FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
 FILE_SEND = "/moby.filesync.v1.FileSend/DiffCopy"
 SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+AUTH = "/moby.filesync.v1.Auth/Credentials"
 SSH_CHECK = "/moby.sshforward.v1.SSH/CheckAgent"
 SSH_FORWARD = "/moby.sshforward.v1.SSH/ForwardAgent"
 
@@ -96,6 +97,7 @@ class SessionClientIO:
         self.session = session
         self.scratch = scratch
         self._agents: dict[str, Path] = {}
+        self._credentials: dict[str, tuple[str, str] | None] = {}
         self._stack = contextlib.AsyncExitStack()
 
     async def aclose(self) -> None:
@@ -246,6 +248,32 @@ class SessionClientIO:
                 path.unlink()
             with contextlib.suppress(OSError):
                 directory.rmdir()
+
+    # -- registry credentials ---------------------------------------------------------------
+
+    @property
+    def shares_credentials(self) -> bool:
+        """Whether the client answers for registry credentials (then only it does)."""
+        return self.session.supports(AUTH)
+
+    async def registry_credentials(self, host: str) -> tuple[str, str] | None:
+        """The client's credentials for ``host`` (asked once per session), or ``None``."""
+        if host in self._credentials:
+            return self._credentials[host]
+        ask = self.session.channel.unary_unary(
+            AUTH,
+            request_serializer=auth_pb2.CredentialsRequest.SerializeToString,
+            response_deserializer=auth_pb2.CredentialsResponse.FromString,
+        )
+        try:
+            answer: auth_pb2.CredentialsResponse = await ask(auth_pb2.CredentialsRequest(Host=host))
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                raise UserError(f"registry credentials for {host}: {_said(err)}") from None
+            answer = auth_pb2.CredentialsResponse()
+        found = (answer.Username, answer.Secret) if answer.Secret else None
+        self._credentials[host] = found
+        return found
 
     # -- local directories ------------------------------------------------------------------
 

@@ -1,18 +1,23 @@
 """A gRPC connection carried inside another one: the bytes of ``Control.Session``'s stream of
 ``BytesMessage`` joined to a local socket, so that grpcio (which has no custom transports)
 speaks HTTP/2 over it as if over a socket. Both ends use it: the daemon dials its client's
-services through it, the client serves them through it."""
+services through it, the client serves them through it.
+
+grpcio cannot adopt a listening socket either, so a socket handed over by systemd is served
+by :func:`relay_listener`: each connection it accepts is spliced to a private unix socket the
+gRPC server listens on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-__all__ = ["CHUNK", "pump", "private_socket"]
+__all__ = ["CHUNK", "private_socket", "pump", "relay_listener"]
 
 #: bytes per message, as BuildKit's stream conn reads them
 CHUNK = 32 * 1024
@@ -82,3 +87,109 @@ async def private_socket(
             path.unlink()
         with contextlib.suppress(OSError):
             directory.rmdir()
+
+
+class _Half(asyncio.Protocol):
+    """One end of a spliced connection. What it reads is written straight to its peer's
+    transport, no task or stream buffer between; a peer that cannot keep up pauses this end's
+    reading (so a relayed connection holds at most two transports' buffers), and end of file
+    and closing pass through."""
+
+    def __init__(self, peer: _Half | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer = peer
+        self.eof = False
+        self.closed = False
+        self.early: list[bytes] = []  # read before the peer was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def link(self, peer: _Half) -> None:
+        """The peer is connected: hand it what came early, let bytes flow."""
+        self.peer = peer
+        assert peer.transport is not None and self.transport is not None
+        for data in self.early:
+            peer.transport.write(data)
+        self.early.clear()
+        if self.eof:
+            peer.transport.write_eof()
+        if self.closed:
+            peer.transport.close()
+        else:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None or self.peer.transport is None:
+            self.early.append(data)
+        else:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return True  # passed on by link()
+        if peer.eof:  # both ways are done
+            peer.transport.close()
+            return False
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
+            return True
+        peer.transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            if exc is None:
+                peer.transport.close()  # after what is buffered for it
+            else:
+                peer.transport.abort()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            peer.transport.resume_reading()
+
+
+class _Accepted(_Half):
+    """A connection accepted on the relayed listener; dials the target when it arrives."""
+
+    def __init__(self, target: str, dialling: set[asyncio.Task[None]]) -> None:
+        super().__init__()
+        self.target = target
+        self.dialling = dialling
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self.dial())
+        self.dialling.add(task)
+        task.add_done_callback(self.dialling.discard)
+
+    async def dial(self) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            _, inner = await loop.create_unix_connection(lambda: _Half(self), self.target)
+        except OSError:
+            self.transport.abort()  # the server behind is gone (stopping)
+            return
+        self.link(inner)
+
+
+async def relay_listener(listening: socket.socket, target: str) -> asyncio.Server:
+    """Accept on ``listening`` (any stream socket: unix, TCP) and splice every connection to
+    the unix socket ``target``; returns the server (close it to stop accepting, which closes
+    ``listening``)."""
+    loop = asyncio.get_running_loop()
+    dialling: set[asyncio.Task[None]] = set()
+    return await loop.create_server(lambda: _Accepted(target, dialling), sock=listening)

@@ -211,7 +211,12 @@ class ImageSource(BuiltinSource, parser=parse_image):
 
     async def resolve_image(self, ref: Reference, platform: Platform, mode: str) -> ResolvedImage:
         """Ask the registry (``pull``/``default``), or only what was resolved before (``local``)."""
-        from llbkit.core.registry.client import Descriptor, RegistryError, ResolvedImage
+        from llbkit.core.registry.client import (
+            Descriptor,
+            RegistryAccessDenied,
+            RegistryError,
+            ResolvedImage,
+        )
 
         index = self._state() / "resolved.json"
         name = f"{ref}@{platform}"
@@ -223,6 +228,8 @@ class ImageSource(BuiltinSource, parser=parse_image):
             try:
                 async with self.client(ref) as client:
                     image = await client.resolve(ref, platform)
+            except RegistryAccessDenied:
+                raise  # what another build resolved is not for whoever was refused
             except RegistryError:
                 if mode == "pull" or name not in known:
                     raise
