@@ -119,15 +119,18 @@ class SessionClientIO:
             )
         return dest.removeprefix(OUTPUT_PREFIX)
 
+    def _file_send(self, dest: str, message: Any, what: str) -> Any:
+        """A FileSend.DiffCopy call to exporter ``dest``'s output, carrying ``message``s."""
+        self._require(FILE_SEND, what)
+        return self.session.channel.stream_stream(
+            FILE_SEND,
+            request_serializer=message.SerializeToString,
+            response_deserializer=message.FromString,
+        )(metadata=((EXPORTER_ID, self._exporter_id(dest)),))
+
     @contextlib.asynccontextmanager
     async def open_output(self, dest: str) -> AsyncIterator[ByteSink]:
-        self._require(FILE_SEND, "output file")
-        metadata = ((EXPORTER_ID, self._exporter_id(dest)),)
-        call = self.session.channel.stream_stream(
-            FILE_SEND,
-            request_serializer=filesync_pb2.BytesMessage.SerializeToString,
-            response_deserializer=filesync_pb2.BytesMessage.FromString,
-        )(metadata=metadata)
+        call = self._file_send(dest, filesync_pb2.BytesMessage, "output file")
         try:
             yield _FileSink(call)
             await call.done_writing()
@@ -142,15 +145,9 @@ class SessionClientIO:
     async def write_tree(self, dest: str, tree: Path) -> None:
         from llbkit.core.session.diffcopy import send_tree
 
-        self._require(FILE_SEND, "output directory")
-        metadata = ((EXPORTER_ID, self._exporter_id(dest)),)
         # FileSend declares BytesMessage, but a directory travels as fsutil packets (BuildKit
         # sends them on the same method): the bytes on the wire are a Packet each.
-        call = self.session.channel.stream_stream(
-            FILE_SEND,
-            request_serializer=fsutil_pb2.Packet.SerializeToString,
-            response_deserializer=fsutil_pb2.Packet.FromString,
-        )(metadata=metadata)
+        call = self._file_send(dest, fsutil_pb2.Packet, "output directory")
         try:
             await send_tree(_PacketCall(call), tree)
             await call.done_writing()  # the client's receiver ends when our side closes
