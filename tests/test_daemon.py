@@ -264,6 +264,13 @@ def test_a_frontend_outside_the_daemon_drives_the_build_through_the_gateway(
             await asyncio.sleep(0.3)
             solving = asyncio.ensure_future(control.Solve(control_pb2.SolveRequest(Ref=ref)))
             pong = await ping
+            # Another Solve naming the same ref takes nothing over: it is refused.
+            stolen = None
+            try:
+                await control.Solve(control_pb2.SolveRequest(Ref=ref), timeout=30)
+            except grpc.aio.AioRpcError as err:
+                stolen = err.details()
+            assert stolen is not None and "exists" in stolen, stolen
             assert {"solve.base", "return", "readfile"} <= {c.ID for c in pong.FrontendAPICaps}
             assert pong.Workers and pong.Workers[0].platforms
             solved = await gateway.Solve(
@@ -524,6 +531,16 @@ def test_registry_credentials_stay_with_the_client(tmp_path: Path) -> None:
             assert again.returncode == 1
             assert "access denied" in again.stderr.decode(), again.stderr
             assert b"right" not in again.stderr
+            # Nor what another client resolved, asked for as "local".
+            local = client(
+                address,
+                "build",
+                "--output",
+                "type=tar",
+                stdin=_definition(llb.image(f"{private.host}/team/app:v1", resolve_mode="local")),
+                env=nobody,
+            )
+            assert local.returncode == 1, local.stderr
 
 
 def test_malformed_requests_get_errors_and_the_daemon_keeps_serving(served: str) -> None:

@@ -158,3 +158,17 @@ def test_info_answers_the_same_shape_as_a_daemon() -> None:
     from llbkit.core.control.controller import Info
 
     assert Info() == Info("llbkit", __version__, "")
+
+
+def test_history_keeps_no_cache_credentials_a_frontend_was_handed() -> None:
+    """buildctl hands its --import-cache entries to the frontend as ``cache-imports``."""
+    import json
+
+    from llbkit.core.control.controller import _without_secrets
+
+    given = [{"Type": "s3", "Attrs": {"bucket": "b", "secret_access_key": "very-secret-key"}}]
+    kept = _without_secrets({"cache-imports": json.dumps(given), "build-arg:A": "1"})
+    assert "very-secret-key" not in json.dumps(kept)
+    assert json.loads(kept["cache-imports"])[0]["Attrs"]["bucket"] == "b"
+    assert kept["build-arg:A"] == "1"
+    assert _without_secrets({"cache-imports": "not json"})["cache-imports"] == "***"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llbkit.core.errors import ConfigError, UserError
@@ -151,3 +153,39 @@ def test_an_oci_layout_the_client_lacks_is_one_line():
     with pytest.raises(UserError) as err:
         asyncio.run(job.fetch(MemoryClientIO(Path(".")), Path("."), RecordingProgress()))
     assert str(err.value) == "no OCI layout 'content-store/busybox' in this test client"
+
+
+def test_a_mirror_synced_again_after_keying_is_never_built_from(tmp_path: Path) -> None:
+    """Two builds of one directory name (a daemon's clients with one shared key): the one
+    keyed first must not take the other's files under its own key."""
+    from dataclasses import replace
+
+    import anyio
+
+    from llbkit.core.client.embedded import EmbeddedClient
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, text in ((first, "one"), (second, "two, longer")):
+        folder.mkdir()
+        (folder / "f.txt").write_text(text)
+    state = tmp_path / "state"
+
+    class SameIdentity(EmbeddedClient):
+        def local_identity(self, name: str) -> str:
+            return "shared"
+
+    job = replace(parse_local("local://ctx", {}, None), state_dir=state)
+    other = replace(parse_local("local://ctx", {}, None), state_dir=state)
+    a, b = SameIdentity(locals={"ctx": first}), SameIdentity(locals={"ctx": second})
+
+    async def race() -> None:
+        await job.cache_key(a)
+        await other.cache_key(b)  # syncs the same mirror to other files
+        with pytest.raises(UserError, match="changed while the build ran"):
+            await job.fetch(a, tmp_path / "out-a", None)  # type: ignore[arg-type]
+        await other.fetch(b, tmp_path / "out-b", None)  # type: ignore[arg-type]
+
+    (tmp_path / "out-a").mkdir()
+    (tmp_path / "out-b").mkdir()
+    anyio.run(race)
+    assert (tmp_path / "out-b" / "f.txt").read_text() == "two, longer"

@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,10 +441,37 @@ def _record(request: SolveRequest) -> BuildHistoryRecord:
     return BuildHistoryRecord(
         ref=request.ref,
         frontend=request.frontend,
-        frontend_attrs=dict(request.frontend_attrs),
+        frontend_attrs=_without_secrets(request.frontend_attrs),
         exporters=[{"type": e.type, "attrs": dict(e.attrs)} for e in request.exporters],
         created_at=time.time(),
     )
+
+
+def _without_secrets(attrs: Mapping[str, str]) -> dict[str, str]:
+    """Frontend attributes as history keeps them: buildctl hands its ``--import-cache``
+    entries to the frontend (``cache-imports``, JSON), credentials and all; those are blanked."""
+    from llbkit.core.control.build import _scrubbed
+
+    kept = dict(attrs)
+    for key in ("cache-imports", "cache-from"):
+        if key not in kept:
+            continue
+        try:
+            entries = json.loads(kept[key])
+        except ValueError:
+            entries = None
+        if not isinstance(entries, list):
+            kept[key] = "***"
+            continue
+        for entry in entries:
+            own = entry.get("Attrs") if isinstance(entry, dict) else None
+            if isinstance(own, dict):
+                entry["Attrs"] = {
+                    k: _scrubbed(str(v), {k: str(v)}) if isinstance(v, str) else v
+                    for k, v in own.items()
+                }
+        kept[key] = json.dumps(entries)
+    return kept
 
 
 class _StepCounter:

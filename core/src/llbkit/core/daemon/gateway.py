@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["BUILD_ID", "Forwarder", "Forwarders", "GatewayService"]
 
 BUILD_ID = "buildkit-controlapi-buildid"
+#: the most a ReadFile answers (a message's limit less room for its framing)
+READ_LIMIT = (16 << 20) - (64 << 10)
 #: how long a gateway call waits for its build's Control.Solve to arrive
 ARRIVAL = 30.0
 #: what the gateway can do, as BuildKit v0.11 names it (``frontend/gateway/pb/caps.go``)
@@ -94,16 +96,23 @@ class Forwarders:
         self._waiting: dict[str, list[asyncio.Future[Forwarder]]] = {}
 
     def open(self, ref: str) -> Forwarder:
+        """The forwarder of build ``ref``; a ref already building is refused (as BuildKit's
+        "build ID exists"): one client cannot take over another's build by naming it."""
+        if ref in self._by_ref:
+            raise UserError(f"build {ref} exists: a ref names one build")
         forwarder = self._by_ref[ref] = Forwarder(ref)
         for waiter in self._waiting.pop(ref, []):
             if not waiter.done():
                 waiter.set_result(forwarder)
         return forwarder
 
-    def close(self, ref: str) -> None:
-        forwarder = self._by_ref.pop(ref, None)
-        if forwarder is not None and not forwarder.returned.done():
-            forwarder.returned.cancel()
+    def close(self, forwarder: Forwarder) -> None:
+        """End ``forwarder``'s build: gateway calls still waiting for it are told so."""
+        if self._by_ref.get(forwarder.ref) is forwarder:
+            del self._by_ref[forwarder.ref]
+        for future in (forwarder.returned, forwarder.client):
+            if not future.done():
+                future.cancel()
 
     async def get(self, ref: str, timeout: float = ARRIVAL) -> Forwarder | None:
         if ref in self._by_ref:
@@ -160,7 +169,14 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
                 "for its frontend",
             )
             raise AssertionError  # abort raises
-        return forwarder, await forwarder.client
+        try:
+            return forwarder, await forwarder.client
+        except asyncio.CancelledError:
+            if forwarder.client.cancelled():  # the build ended before its frontend started
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"build {forwarder.ref} has ended"
+                )
+            raise
 
     async def _solved(self, forwarder: Forwarder, client: FrontendClient, ref: str) -> Result:
         held = forwarder.refs.get(ref)
@@ -269,9 +285,11 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
         forwarder, client = await self._build(context)
         try:
             result = await self._solved(forwarder, client, request.Ref)
-            offset, length = 0, None
+            # One message at most, as BuildKit's gateway caps it: never a whole huge file.
+            offset, length = 0, READ_LIMIT
             if request.HasField("Range"):
-                offset, length = request.Range.Offset, request.Range.Length
+                offset = request.Range.Offset
+                length = min(request.Range.Length or READ_LIMIT, READ_LIMIT)
             data = await client.read_ref_file(
                 result, request.FilePath, offset=offset, length=length
             )

@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         click.echo(f"llbkitd: error: {err}", err=True)
         sys.exit(1)
+    except OSError as err:  # a socket's directory it may not create, a root it may not write
+        where = f" {err.filename}" if err.filename else ""
+        click.echo(f"llbkitd: error:{where} {err.strerror or err}", err=True)
+        sys.exit(1)
     except click.UsageError as err:
         click.echo(f"llbkitd: error: {err.format_message()} (see llbkitd --help)", err=True)
         sys.exit(err.exit_code)

@@ -22,6 +22,7 @@ from llbkit.core.daemon.gateway import Forwarders, GatewayService
 from llbkit.core.daemon.listen import Activated, Address, TLSFiles, prepare_unix, secure_unix
 from llbkit.core.daemon.service import ControlService
 from llbkit.core.daemon.sessions import MESSAGE_BYTES, SessionManager
+from llbkit.core.errors import ConfigError
 from llbkit.core.session.relay import relay_listener
 
 __all__ = ["Daemon"]
@@ -108,6 +109,27 @@ class Daemon:
         self.group = group
         self.debug = debug
 
+    def _listen(self, server: grpc.aio.Server) -> list[str]:
+        """Add the unix and TCP addresses to ``server``; the unix sockets' paths."""
+        unix = []
+        for address in self.addresses:
+            if address.scheme == "unix":
+                prepare_unix(address.target)
+                server.add_insecure_port(f"unix:{address.target}")
+                unix.append(address.target)
+            elif address.scheme == "fd":
+                continue  # served through relays, once the server runs
+            elif self.tls is not None:
+                server.add_secure_port(address.target, self.tls.credentials())
+            else:
+                click.echo(
+                    f"llbkitd: warning: {address.text} is plain TCP without TLS: anyone "
+                    "who reaches it can run builds as this daemon's user",
+                    err=True,
+                )
+                server.add_insecure_port(address.target)
+        return unix
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         from llbkit.core.control import Controller
@@ -126,6 +148,12 @@ class Daemon:
                 options=[
                     ("grpc.max_receive_message_length", MESSAGE_BYTES),
                     ("grpc.max_send_message_length", MESSAGE_BYTES),
+                    # A client whose machine vanished (no FIN) is found within a minute: its
+                    # calls are cancelled, so its build, lease and locks are let go.
+                    ("grpc.keepalive_time_ms", 30_000),
+                    ("grpc.keepalive_timeout_ms", 20_000),
+                    ("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ],
             )
             sessions = SessionManager(Path(controller.store.tmp))
@@ -136,28 +164,22 @@ class Daemon:
             gateway_pb2_grpc.add_LLBBridgeServicer_to_server(  # type: ignore[no-untyped-call]
                 GatewayService(controller, forwarders), server
             )
-            unix = []
-            for address in self.addresses:
-                if address.scheme == "unix":
-                    prepare_unix(address.target)
-                    server.add_insecure_port(f"unix:{address.target}")
-                    unix.append(address.target)
-                elif address.scheme == "fd":
-                    continue  # below
-                elif self.tls is not None:
-                    server.add_secure_port(address.target, self.tls.credentials())
-                else:
-                    click.echo(
-                        f"llbkitd: warning: {address.text} is plain TCP without TLS: anyone "
-                        "who reaches it can run builds as this daemon's user",
-                        err=True,
-                    )
-                    server.add_insecure_port(address.target)
+            unix = self._listen(server)
             # systemd's, read once: builds must not see it (runc would take it for its own).
             notify = os.environ.pop("NOTIFY_SOCKET", "")
             tmp = Path(controller.store.tmp)
             with _private_ports(server, self.activated, self.tls, tmp) as private:
-                await server.start()
+                # The sockets are born 0600 (then opened to the group): no moment when
+                # anyone could connect before their mode is set.
+                previous = os.umask(0o177)
+                try:
+                    await server.start()
+                except RuntimeError as err:  # grpcio's "cannot bind": an address in use
+                    raise ConfigError(
+                        f"cannot listen on {', '.join(a.text for a in self.addresses)}: {err}"
+                    ) from None
+                finally:
+                    os.umask(previous)
                 # Only now: a connection that waited in a passed socket's backlog while the
                 # daemon started finds gRPC serving behind the relay.
                 relays = [

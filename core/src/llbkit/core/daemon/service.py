@@ -76,6 +76,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self, request: control_pb2.SolveRequest, context: Context
     ) -> control_pb2.SolveResponse:
         session = None
+        forwarder = None
         try:
             if request.Session:
                 session = SessionClientIO(
@@ -84,17 +85,21 @@ class ControlService(control_pb2_grpc.ControlServicer):
             typed = wire.solve_request_from_pb(request, session or _NoSession())
             if typed.definition is None and not typed.frontend:
                 # The client is the frontend (buildctl's build): it drives the gateway.
-                typed = replace(typed, frontend_job=self.forwarders.open(typed.ref))
+                forwarder = self.forwarders.open(typed.ref)
+                typed = replace(typed, frontend_job=forwarder)
             with contextlib.ExitStack() as scope:
                 if session is not None and session.shares_credentials:
                     # The client's registry credentials, asked when a registry wants them.
                     scope.enter_context(credentials_from(session.registry_credentials))
+                else:  # never the daemon's own: a client without any is anonymous
+                    scope.enter_context(credentials_from(_anonymous))
                 response = await self.controller.solve(_with_client_outputs(typed))
         except UserError as err:
             context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)),))
             await context.abort(grpc.StatusCode.UNKNOWN, str(err))
         finally:
-            self.forwarders.close(request.Ref)
+            if forwarder is not None:
+                self.forwarders.close(forwarder)
             if session is not None:
                 await session.aclose()
         return wire.solve_response_to_pb(response)
@@ -173,6 +178,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
             except UserError as err:
                 await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         return control_pb2.UpdateBuildHistoryResponse()
+
+
+async def _anonymous(host: str) -> None:
+    return None
 
 
 class _NoSession:

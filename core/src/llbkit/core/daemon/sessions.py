@@ -49,6 +49,11 @@ class SessionManager:
         session_id = (headers.get(HEADER_ID) or [""])[0]
         if not session_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {HEADER_ID} header")
+        previous = self._sessions.get(session_id)
+        if previous is not None and not previous.closed.is_set():
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} is already open"
+            )
         finished = asyncio.Event()
 
         async def data() -> AsyncIterator[bytes]:

@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
-__all__ = ["Lookup", "credentials", "credentials_from", "docker_config_credentials", "identity"]
+__all__ = [
+    "Lookup",
+    "credentials",
+    "credentials_from",
+    "docker_config_credentials",
+    "identity",
+    "per_client",
+]
 
 #: ``host`` -> (user, secret), or ``None`` for anonymous access
 Lookup = Callable[[str], Awaitable[tuple[str, str] | None]]
@@ -30,6 +37,12 @@ def credentials_from(lookup: Lookup) -> Iterator[None]:
         yield
     finally:
         _SOURCE.reset(token)
+
+
+def per_client() -> bool:
+    """Whether the running build is a daemon's for one of its clients: then nothing that
+    another client's credentials fetched may stand in for asking the registry."""
+    return _SOURCE.get() is not None
 
 
 async def credentials(host: str) -> tuple[str, str] | None:

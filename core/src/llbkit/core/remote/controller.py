@@ -58,6 +58,17 @@ def _outputs(request: SolveRequest) -> tuple[SolveRequest, list[Output]]:
     return replace(request, exporters=exporters), outputs
 
 
+def _shared_key(client: EmbeddedClient) -> str:
+    """One key per machine, user and set of directories: the daemon keeps its mirror of
+    this client's directories under it, so the next build sends only what changed."""
+    import hashlib
+    import socket
+
+    dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in client.locals.items())
+    text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
     """A build's failure as the CLI shows an embedded one (the step's log tail, the source)."""
     from llbkit.core.errors import BuildFailed, FrontendFailed
@@ -140,7 +151,7 @@ class RemoteController:
         metadata = [
             ("x-docker-expose-session-uuid", session_id),
             ("x-docker-expose-session-name", "llbkit"),
-            ("x-docker-expose-session-sharedkey", ""),
+            ("x-docker-expose-session-sharedkey", _shared_key(client)),
         ]
         metadata += [
             ("x-docker-expose-session-grpc-method", m) for m in exposed_methods(client, outputs)

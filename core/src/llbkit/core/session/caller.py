@@ -215,7 +215,9 @@ class SessionClientIO:
             response_deserializer=ssh_pb2.BytesMessage.FromString,
         )
         directory = Path(tempfile.mkdtemp(prefix="llbkit-ssh-", dir=self.scratch))
-        directory.chmod(0o755)  # the step's user must reach the socket
+        # Only root passes the directory (runc binds the socket into the step, where its own
+        # mode lets the step's user in): no other user of the daemon's host reaches the agent.
+        directory.chmod(0o700)
         path = directory / "agent.sock"
 
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -275,8 +277,10 @@ class SessionClientIO:
     # -- local directories ------------------------------------------------------------------
 
     def local_identity(self, name: str) -> str:
-        # As BuildKit keys its mirrors: the directory's name and the session's shared key.
-        return f"session:{self.session.shared_key}:{name}"
+        # As BuildKit keys its mirrors, by the directory's name and the session's shared key;
+        # a session without one (buildctl's) gets its own: another client's mirror never is.
+        key = self.session.shared_key or f"session-{self.session.id}"
+        return f"session:{key}:{name}"
 
     async def sync_local(
         self,

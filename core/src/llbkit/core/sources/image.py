@@ -217,7 +217,11 @@ class ImageSource(BuiltinSource, parser=parse_image):
             RegistryError,
             ResolvedImage,
         )
+        from llbkit.core.registry.credentials import per_client
 
+        if mode == "local" and per_client():
+            # What another client resolved (with its credentials) is not this one's to use.
+            mode = "default"
         index = self._state() / "resolved.json"
         name = f"{ref}@{platform}"
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,8 @@ class LocalJob(ParsedSource):
     session: str = ""
     differ: str = "metadata"
     state_dir: Path | None = None
+    #: what this job keyed its mirror by, checked again before its files are used
+    _keys: dict[str, str] = field(default_factory=dict, compare=False)
 
     def _mirror(self, client: ClientIO) -> Path:
         if self.state_dir is None:
@@ -62,8 +64,6 @@ class LocalJob(ParsedSource):
 
     async def cache_key(self, client: ClientIO) -> str:
         """Mirror the client's directory, then key it by content (never by session)."""
-        from llbkit.core.fs.contenthash import ContentHasher
-
         mirror = self._mirror(client)
         async with _lock_for(mirror):
             tree = mirror / "tree"
@@ -74,27 +74,8 @@ class LocalJob(ParsedSource):
                 exclude=self.exclude_patterns,
                 follow_paths=self.follow_paths,
             )
-            cache_file = mirror / "stat-cache.json"
-
-            def digest() -> str:
-                stat_cache: dict[str, tuple[int, int, int, int, str]]
-                try:
-                    stat_cache = {
-                        k: (v[0], v[1], v[2], v[3], v[4])
-                        for k, v in json.loads(cache_file.read_text()).items()
-                    }
-                except (OSError, ValueError, IndexError, AttributeError):
-                    stat_cache = {}
-                hasher = ContentHasher(tree, stat_cache=stat_cache, replaced_only=True)
-                checksum = hasher.checksum("/")
-                # The whole tree was hashed: what it did not visit is gone.
-                live = {k: v for k, v in stat_cache.items() if k in hasher.visited}
-                tmp = cache_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(live))
-                tmp.replace(cache_file)
-                return checksum
-
-            checksum = await anyio.to_thread.run_sync(digest)
+            checksum = await anyio.to_thread.run_sync(_checksum, mirror)
+        self._keys["checksum"] = checksum
         return f"local:{checksum}"
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
@@ -102,9 +83,41 @@ class LocalJob(ParsedSource):
 
         mirror = self._mirror(client)
         async with _lock_for(mirror):
+            # The mirror may have been synced again since this build keyed it (another build
+            # of the same directory): a result is never made of files its key does not name.
+            if "checksum" in self._keys:
+                now = await anyio.to_thread.run_sync(_checksum, mirror)
+                if now != self._keys["checksum"]:
+                    raise UserError(
+                        f"local directory {self.name!r} changed while the build ran (another "
+                        "build synced it meanwhile); build again"
+                    )
             await anyio.to_thread.run_sync(
                 lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True)
             )
+
+
+def _checksum(mirror: Path) -> str:
+    """The content checksum of ``mirror``'s tree, files whose stat did not change not read
+    again (the stat cache beside it)."""
+    from llbkit.core.fs.contenthash import ContentHasher
+
+    cache_file = mirror / "stat-cache.json"
+    stat_cache: dict[str, tuple[int, int, int, int, str]]
+    try:
+        stat_cache = {
+            k: (v[0], v[1], v[2], v[3], v[4]) for k, v in json.loads(cache_file.read_text()).items()
+        }
+    except (OSError, ValueError, IndexError, AttributeError):
+        stat_cache = {}
+    hasher = ContentHasher(mirror / "tree", stat_cache=stat_cache, replaced_only=True)
+    checksum = hasher.checksum("/")
+    # The whole tree was hashed: what it did not visit is gone.
+    live = {k: v for k, v in stat_cache.items() if k in hasher.visited}
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(live))
+    tmp.replace(cache_file)
+    return str(checksum)
 
 
 _LOCKS: dict[Path, anyio.Lock] = {}
