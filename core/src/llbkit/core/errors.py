@@ -37,6 +37,7 @@ __all__ = [
     "UnknownOptionError",
     "UnknownPluginError",
     "UserError",
+    "check_options",
     "first_error",
     "install_command",
     "one_error",
@@ -97,6 +98,15 @@ class UnknownOptionError(ConfigError):
         self.valid = sorted(valid)
         listed = ", ".join(self.valid) if self.valid else "none"
         super().__init__(f"{what}: unknown option {key!r}; valid options: {listed}")
+
+
+def check_options(what: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    """Refuse the first of ``given`` keys that is not ``valid`` (:class:`UnknownOptionError`):
+    every driver's check of its attributes, in one place."""
+    known = set(valid)
+    for key in given:
+        if key not in known:
+            raise UnknownOptionError(what, key, known)
 
 
 class PluginError(UserError):

@@ -23,7 +23,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
@@ -381,9 +381,7 @@ class AzblobCacheBackend:
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> AzblobCacheStore:
         what = f"cache backend {self.ctx.name}"
-        for key in attrs:
-            if key not in OPTIONS:
-                raise UnknownOptionError(what, key, OPTIONS)
+        check_options(what, attrs, OPTIONS)
         account_url = _setting(attrs, "account_url")
         if not account_url:
             raise ConfigError(

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
@@ -702,9 +702,7 @@ class GhaCacheBackend:
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> GhaCacheStore:
         what = f"cache backend {self.ctx.name}"
-        for key in attrs:
-            if key not in OPTIONS:
-                raise UnknownOptionError(what, key, OPTIONS)
+        check_options(what, attrs, OPTIONS)
         endpoint = resolve_endpoint(attrs, os.environ, what)
         url = endpoint.url
         parts = urlsplit(url)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
@@ -195,9 +195,7 @@ class HttpCacheBackend:
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> HttpCacheStore:
         what = f"cache backend {self.ctx.name}"
-        for key in attrs:
-            if key not in OPTIONS:
-                raise UnknownOptionError(what, key, OPTIONS)
+        check_options(what, attrs, OPTIONS)
         url = attrs.get("url", "")
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise ConfigError(f"{what}: url= must be an http(s) URL (got {_public(url)!r})")

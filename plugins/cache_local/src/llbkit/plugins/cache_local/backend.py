@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import ClassVar
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientDirectory, ClientIO
@@ -184,9 +184,7 @@ class LocalCacheBackend:
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> LocalCacheStore:
         what = f"cache backend {self.ctx.name}"
-        for key in attrs:
-            if key not in OPTIONS[direction]:
-                raise UnknownOptionError(what, key, OPTIONS[direction])
+        check_options(what, attrs, OPTIONS[direction])
         key = "dest" if direction == "export" else "src"
         if not attrs.get(key):
             raise ConfigError(f"{what}: {key}= is required to {direction}")

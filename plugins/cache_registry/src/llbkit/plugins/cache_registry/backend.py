@@ -20,7 +20,7 @@ from typing import ClassVar
 import anyio
 from anyio import AsyncFile
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
@@ -175,9 +175,7 @@ class RegistryCacheBackend:
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> RegistryCacheStore:
         what = f"cache backend {self.ctx.name}"
-        for key in attrs:
-            if key not in OPTIONS:
-                raise UnknownOptionError(what, key, OPTIONS)
+        check_options(what, attrs, OPTIONS)
         text = attrs.get("ref", "")
         if not text:
             raise ConfigError(f"{what}: ref= is required")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
@@ -340,9 +340,7 @@ class S3CacheBackend:
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
     ) -> S3CacheStore:
         what = f"cache backend {self.ctx.name}"
-        for key in attrs:
-            if key not in OPTIONS:
-                raise UnknownOptionError(what, key, OPTIONS)
+        check_options(what, attrs, OPTIONS)
         found = {}
         for key, env in ENV.items():
             found[key] = attrs.get(key) or os.environ.get(env, "")
