@@ -146,3 +146,16 @@ def test_history_records_and_events_cross_unchanged() -> None:
         wire.history_event_from_pb(control_pb2.BuildHistoryEvent(type=7))  # type: ignore[arg-type]
     info = Info("llbkit", "1.2.3", "abc")
     assert wire.info_from_pb(wire.info_to_pb(info)) == info
+
+
+def test_an_exports_statuses_say_when_they_started() -> None:
+    """buildctl shows a status only once it has a start (BuildKit's progressui)."""
+    from llbkit.core.control.build import _StepSink
+
+    seen: list[VertexStatus] = []
+    sink = _StepSink(seen.append, "sha256:" + "e" * 64)  # type: ignore[arg-type]
+    sink.status("sending tarball")
+    sink.status("sending tarball", done=True)
+    assert seen[0].started is not None and seen[1].started == seen[0].started
+    pb = wire.status_to_pb(SolveStatus.of(seen))[0]
+    assert all(s.HasField("started") for s in pb.statuses)

@@ -108,12 +108,21 @@ class _StepSink:
     def __init__(self, emit: Emit, digest: str) -> None:
         self.emit = emit
         self.digest = digest
+        self._started: dict[str, float] = {}
 
     def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
         now = time.time()
+        # BuildKit's clients show a status only once it says when it started.
+        started = self._started.setdefault(id, now)
         self.emit(
             VertexStatus(
-                id, self.digest, now, current=current, total=total, completed=now if done else None
+                id,
+                self.digest,
+                now,
+                current=current,
+                total=total,
+                started=started,
+                completed=now if done else None,
             )
         )
 
