@@ -36,3 +36,9 @@ def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         push_image(registry.host, "library/busybox:latest", [busybox_layer()])
         push_rich_base(registry.host)
         yield f"{registry.host}/library/busybox"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plugin_index(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the entry-point index the tests' processes write out of the user's home."""
+    os.environ.setdefault("LLBKIT_PLUGIN_CACHE", str(tmp_path_factory.mktemp("plugin-index")))

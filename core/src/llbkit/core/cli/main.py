@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,20 +18,56 @@ if TYPE_CHECKING:
     from llbkit.core.plugins.registry import PluginRegistry
 
 
+#: llbkit's own commands, imported only when run (or listed by --help): a build must not pay
+#: for importing du, history and debug.
+BUILTIN_COMMANDS = {
+    "build": "llbkit.core.cli.build:build",
+    "debug": "llbkit.core.cli.debug:debug",
+    "du": "llbkit.core.cli.du:du",
+    "history": "llbkit.core.cli.history:history",
+    "prune": "llbkit.core.cli.du:prune",
+}
+
+
 class RootGroup(click.Group):
     """The ``llbkit`` group; refuses a second command under a name that is taken."""
 
     adding_for: str = "llbkit"
     plugins: Plugins
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, str] = dict(BUILTIN_COMMANDS)
+
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         name = name or cmd.name
-        if name in self.commands:
+        if name in self.commands or name in self._lazy:
             raise PluginError(
                 f"plugin {self.adding_for!r} adds command {name!r}, which llbkit already has; "
                 "rename it or disable the plugin with LLBKIT_DISABLE_PLUGINS"
             )
         super().add_command(cmd, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._lazy})
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as err:  # suggest from the lazy names too
+            raise click.exceptions.NoSuchCommand(
+                err.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self._lazy.pop(cmd_name, None)
+        if target is not None:
+            module, _, attr = target.partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            click.Group.add_command(self, command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 @dataclass(frozen=True)
@@ -47,10 +84,6 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     :param registry: the plugins to consult; by default what is installed, minus
         ``LLBKIT_DISABLE_PLUGINS``.
     """
-    from llbkit.core.cli.build import build
-    from llbkit.core.cli.debug import debug
-    from llbkit.core.cli.du import du, prune
-    from llbkit.core.cli.history import history
     from llbkit.core.plugins.hooks import HookCaller
     from llbkit.core.plugins.registry import PluginRegistry
 
@@ -89,11 +122,6 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     click.option("--tlsdir", default="", help="A directory with ca.pem, cert.pem and key.pem.")(
         group
     )
-    group.add_command(debug)
-    group.add_command(build)
-    group.add_command(du)
-    group.add_command(prune)
-    group.add_command(history)
     registry = registry or PluginRegistry.from_env()
     pm = registry.hook_manager()
     for warning in registry.warnings:

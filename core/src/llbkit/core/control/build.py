@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from llbkit.core.config import ENTITLEMENTS
-from llbkit.core.control.cache_export import CacheOptions, ExportPlan, descriptor_text, split_attrs
-from llbkit.core.control.cache_import import ImportedCache, open_import
 from llbkit.core.errors import (
     BuildFailed,
     ConfigError,
@@ -45,6 +43,8 @@ from llbkit.core.solver.solver import GraphNode
 
 if TYPE_CHECKING:
     from llbkit.core.cache.leases import Lease
+    from llbkit.core.control.cache_export import CacheOptions, ExportPlan
+    from llbkit.core.control.cache_import import ImportedCache
     from llbkit.core.control.controller import Controller
     from llbkit.core.control.request import CacheOptionsEntry, SolveRequest
 
@@ -178,6 +178,7 @@ async def _open_caches(
     )
     wanted = [(direction, entry) for direction, entries in directions for entry in entries]
     opened: list[_CacheEntry | None] = [None] * len(wanted)
+    from llbkit.core.control.cache_export import split_attrs  # a build without caches skips it
 
     async def open_one(n: int, direction: Direction, entry: CacheOptionsEntry) -> None:
         flag = f"--{direction}-cache type={entry.type}"
@@ -249,6 +250,8 @@ async def _imports(
             step.warn(entry.failure)
             step.end()
             continue
+        from llbkit.core.control.cache_import import ImportedCache, open_import
+
         try:
             remote, records = await open_import(entry.opened)
         except Exception as err:  # a plugin's own failure is one line too, never a traceback
@@ -317,8 +320,14 @@ async def run_build(
             refs[platform] = solved
             finals[platform] = solved.chain
     result = BuildResult(refs, metadata)
-    plan = ExportPlan(controller.store, graph, finals, controller.solver.threads)
-    inline = plan.inline if any(isinstance(c.opened, EmbedInImage) for c in cache_exports) else None
+    plan: ExportPlan | None = None
+    inline = None
+    if cache_exports:
+        from llbkit.core.control.cache_export import ExportPlan
+
+        plan = ExportPlan(controller.store, graph, finals, controller.solver.threads)
+        if any(isinstance(c.opened, EmbedInImage) for c in cache_exports):
+            inline = plan.inline
     steps = [
         _ExportStep(
             job, "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest(), emit
@@ -332,7 +341,7 @@ async def run_build(
                 request.ref, request.session, _StepSink(emit, step.digest), inline_cache=inline
             )
             responses.append(dict(await step.run(step.job.export, result, info)))
-        cache_response = await _export_caches(plan, cache_exports, emit)
+        cache_response = await _export_caches(plan, cache_exports, emit) if plan else {}
         # Each export's step stays open through its finalize (a push shows under it).
         for step, answer in zip(steps, responses, strict=True):
             info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
@@ -352,6 +361,8 @@ async def _export_caches(
     plan: ExportPlan, entries: Sequence[_CacheEntry], emit: Emit
 ) -> dict[str, str]:
     """Send the build cache to each ``--export-cache`` that has a store of its own."""
+    from llbkit.core.control.cache_export import descriptor_text
+
     response: dict[str, str] = {}
     stores = [e for e in entries if not isinstance(e.opened, EmbedInImage)]
     for n, entry in enumerate(stores):

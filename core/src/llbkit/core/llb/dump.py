@@ -10,7 +10,7 @@ zero values.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -80,11 +80,7 @@ def _field(msg: Message, field: _FieldDesc) -> str | None:
     name = msg.DESCRIPTOR.full_name
     keep = field.name in _ALWAYS.get(name, ())
     value = getattr(msg, field.name)
-    if (
-        field.is_repeated
-        and field.message_type is not None
-        and field.message_type.GetOptions().map_entry
-    ):
+    if isinstance(value, Mapping):
         if not value:
             return "null" if keep else None
         value_field = field.message_type.fields_by_number[2]

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
-    # The registry pulls in stevedore; load it only for the composition root that asks for it.
+    # The registry pulls in pluggy and the entry-point index; only the composition root asks.
     if name in ("DRIVER_GROUPS", "PluginInfo", "PluginRegistry"):
         from llbkit.core.plugins import registry
 

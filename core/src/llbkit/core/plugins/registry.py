@@ -1,8 +1,8 @@
-"""Finding plugins: named drivers through stevedore, observers through pluggy.
+"""Finding plugins: named drivers from entry points, observers through pluggy.
 
-The only module that imports stevedore. The composition root (the CLI, the engine) builds one
-:class:`PluginRegistry` and passes it down; nothing loads at import time. Listing reads entry-point
-metadata and never imports a plugin; loading imports exactly the plugin that was asked for.
+The composition root (the CLI, the engine) builds one :class:`PluginRegistry` and passes it down;
+nothing loads at import time. Listing reads the entry-point index (:mod:`.entrypoints`) and never
+imports a plugin; loading imports exactly the plugin that was asked for.
 """
 
 from __future__ import annotations
@@ -11,14 +11,10 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 import pluggy
-from stevedore import DriverManager
-from stevedore.exception import MultipleMatches, NoMatches
-from stevedore.extension import Extension
 
 from llbkit.core.errors import (
     PluginConflictError,
@@ -30,6 +26,7 @@ from llbkit.core.errors import (
 from llbkit.core.plugins import cache_backend, exporter, frontend, hookspecs, source, worker
 from llbkit.core.plugins._known import KNOWN_DISTRIBUTIONS
 from llbkit.core.plugins.context import PluginContext
+from llbkit.core.plugins.entrypoints import Entry, index, load_target
 from llbkit.core.plugins.registries import Registries
 
 __all__ = [
@@ -76,11 +73,8 @@ class PluginInfo:
         return f"{self.name} ({self.distribution} {self.version})"
 
 
-def _info(ep: EntryPoint, disabled: bool = False) -> PluginInfo:
-    dist = ep.dist
-    name = dist.metadata["Name"] if dist is not None else "unknown"
-    version = dist.version if dist is not None else "?"
-    return PluginInfo(ep.group, ep.name, name, version, ep.value, disabled)
+def _info(entry: Entry) -> PluginInfo:
+    return PluginInfo(entry.group, entry.name, entry.distribution, entry.version, entry.value)
 
 
 def _parse_disabled(raw: str) -> frozenset[str]:
@@ -108,8 +102,6 @@ class PluginRegistry:
         self._trace = trace
         self._test_drivers: Mapping[str, Mapping[str, Any]] | None = None
         self._test_hooks: Sequence[object] = ()
-        #: (group, name) -> whether several entry points have the name (the others disabled)
-        self._shared_names: dict[tuple[str, str], bool] = {}
         self.warnings: list[str] = []
 
     @classmethod
@@ -152,7 +144,7 @@ class PluginRegistry:
                 PluginInfo(group, name, "test", "0", repr(obj))
                 for name, obj in sorted(self._test_drivers.get(group, {}).items())
             ]
-        found = [_info(ep) for ep in entry_points(group=group)]
+        found = [_info(entry) for entry in index().get(group, ())]
         return sorted(
             PluginInfo(i.group, i.name, i.distribution, i.version, i.value, self._is_disabled(i))
             for i in found
@@ -165,7 +157,6 @@ class PluginRegistry:
     def _one(self, group: str, name: str) -> PluginInfo:
         kind = DRIVER_GROUPS.get(group, (group, 0))[0]
         matches = [i for i in self.plugins(group) if i.name == name]
-        self._shared_names[group, name] = len(matches) > 1
         enabled = [i for i in matches if not i.disabled]
         if len(enabled) > 1:
             both = " and ".join(i.label for i in enabled)
@@ -195,66 +186,25 @@ class PluginRegistry:
         return self._load(self._one(group, name))
 
     def _load(self, info: PluginInfo) -> Any:
-        group, name = info.group, info.name
-        kind, version = DRIVER_GROUPS.get(group, (group, 0))
+        kind, version = DRIVER_GROUPS.get(info.group, (info.group, 0))
         self._say(f"loading {kind} {info.label} from {info.value}")
         if self._test_drivers is not None:
-            manager: DriverManager[Any] = DriverManager.make_test_instance(
-                Extension(name, None, self._test_drivers[group][name], None),  # type: ignore[arg-type]
-                namespace=group,
-            )
+            factory = self._test_drivers[info.group][info.name]
         else:
-
-            def failed(_manager: object, _ep: EntryPoint, err: BaseException) -> None:
-                raise PluginLoadError(
-                    f"{kind} {info.label} failed to load from {info.value}: "
-                    f"{type(err).__name__}: {err}"
-                ) from err
-
-            if self._shared_names.get((group, name)):
-                # The others of this name are disabled: load exactly the one that is not.
-                manager = self._load_exact(info, failed)
-                return self._checked(kind, info, manager.driver, version)
-            cached = DriverManager.ENTRY_POINT_CACHE.get(group)
-            if cached is not None and not any(ep.name == name for ep in cached):
-                # stevedore memoizes a group per process; our fresh listing found the name, so
-                # what stevedore holds predates an install (a test's, or a long-lived daemon's).
-                del DriverManager.ENTRY_POINT_CACHE[group]
-            try:
-                manager = DriverManager(
-                    namespace=group,
-                    name=name,
-                    on_load_failure_callback=failed,
-                    on_missing_entrypoints_callback=None,
-                )
-            except NoMatches as err:  # metadata changed between listing and loading
-                raise UnknownPluginError(kind, name, self.names(group)) from err
-            except MultipleMatches as err:  # same: listing saw only one
-                raise PluginConflictError(f"{kind} {name!r} is provided twice: {err}") from err
-        return self._checked(kind, info, manager.driver, version)
-
-    def _checked(self, kind: str, info: PluginInfo, factory: Any, version: int) -> Any:
+            factory = self._import(kind, info)
         if version:
             self._check_version(kind, info, factory, version)
         return factory
 
     @staticmethod
-    def _load_exact(info: PluginInfo, failed: Any) -> DriverManager[Any]:
-        """The one entry point ``info`` describes, among others of its name."""
-        (ep,) = [
-            e
-            for e in entry_points(group=info.group, name=info.name)
-            if e.value == info.value and _info(e).distribution == info.distribution
-        ]
+    def _import(kind: str, info: PluginInfo) -> Any:
         try:
-            plugin = ep.load()
+            return load_target(info.value)
         # A plugin's import may raise anything; it becomes one line naming the plugin.
         except Exception as err:
-            failed(None, ep, err)
-            raise
-        return DriverManager.make_test_instance(
-            Extension(info.name, ep, plugin, None), namespace=info.group
-        )
+            raise PluginLoadError(
+                f"{kind} {info.label} failed to load from {info.value}: {type(err).__name__}: {err}"
+            ) from err
 
     @staticmethod
     def _check_version(kind: str, info: PluginInfo, factory: Any, version: int) -> None:
@@ -310,9 +260,8 @@ class PluginRegistry:
         for info in self.plugins(HOOKS_GROUP):
             if info.disabled:
                 continue
-            ep = next(iter(entry_points(group=HOOKS_GROUP, name=info.name, value=info.value)))
             try:
-                pm.register(ep.load(), name=info.name)
+                pm.register(load_target(info.value), name=info.name)
             # A broken observer must not stop the command; say which one and go on.
             except pluggy.PluginValidationError as err:
                 self.warnings.append(f"hook plugin {info.label} left out: {err}")

@@ -1,0 +1,166 @@
+"""The installed entry points of llbkit's groups, read once and kept in a small index file.
+
+Scanning every distribution's metadata (and importing ``importlib.metadata`` to do it) costs a
+tenth of a warm no-op build, and the answer changes only when something is installed or removed.
+The index is keyed by a fingerprint of what an install touches — each ``sys.path`` entry, the
+``*.dist-info`` / ``*.egg-info`` folders in it and their ``entry_points.txt`` — so an install,
+an uninstall, an editable reinstall or a new path entry makes the next process scan again.
+Loading imports exactly the target an entry point names, as ``EntryPoint.load`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CACHE_ENV", "Entry", "index", "load_target"]
+
+#: where the index lives (a directory); ``off`` scans every time and writes nothing
+CACHE_ENV = "LLBKIT_PLUGIN_CACHE"
+_PREFIX = "llbkit."
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry point, as much of it as listing and loading need."""
+
+    group: str
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+
+def _fingerprint(paths: list[str]) -> str:
+    digest = hashlib.sha256(f"{_FORMAT}\0{sys.version}\0".encode())
+    for entry in paths:
+        try:
+            st = os.stat(entry or ".")
+        except OSError:
+            digest.update(f"{entry}\0-\n".encode())
+            continue
+        digest.update(f"{entry}\0{st.st_mtime_ns}\n".encode())
+        if not os.path.isdir(entry or "."):
+            continue
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    mark = os.stat(os.path.join(entry or ".", name, "entry_points.txt"))
+                    stamp = f"{mark.st_mtime_ns}:{mark.st_size}:{mark.st_ino}"
+                except OSError:
+                    stamp = "-"
+                digest.update(f"{name}\0{stamp}\n".encode())
+    return digest.hexdigest()
+
+
+def _scan() -> dict[str, list[Entry]]:
+    from importlib.metadata import distributions
+
+    found: dict[str, list[Entry]] = {}
+    seen: set[str] = set()
+    for dist in distributions():
+        name = dist.metadata["Name"] or "unknown"
+        # As entry_points(): the first distribution of a name on sys.path hides later ones.
+        normalized = re.sub(r"[-_.]+", "-", name).lower()
+        if normalized in seen:
+            continue
+        seen.add(normalized)
+        for ep in dist.entry_points:
+            if ep.group.startswith(_PREFIX):
+                entry = Entry(ep.group, ep.name, ep.value, name, dist.version)
+                found.setdefault(ep.group, []).append(entry)
+    return found
+
+
+def _cache_dir() -> Path | None:
+    configured = os.environ.get(CACHE_ENV, "")
+    if configured == "off":
+        return None
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llbkit"
+
+
+def _read(path: Path, fingerprint: str) -> dict[str, list[Entry]] | None:
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("fingerprint") != fingerprint:
+            return None
+        return {
+            group: [Entry(group, *row) for row in rows] for group, rows in data["groups"].items()
+        }
+    # A damaged or foreign file is only a missed shortcut: scan again and rewrite it.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write(path: Path, fingerprint: str, groups: dict[str, list[Entry]]) -> None:
+    rows = {
+        group: [[e.name, e.value, e.distribution, e.version] for e in entries]
+        for group, entries in groups.items()
+    }
+    data = json.dumps({"fingerprint": fingerprint, "groups": rows}, sort_keys=True).encode()
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".entry-points-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    # An unwritable cache (read-only home, full disk) costs only speed.
+    except OSError:
+        pass
+
+
+#: fingerprint -> index, for this process (one entry: a later install replaces it)
+_MEMO: dict[str, dict[str, list[Entry]]] = {}
+
+
+def index() -> dict[str, list[Entry]]:
+    """``group -> entries`` for every ``llbkit.*`` group, in ``importlib.metadata``'s order."""
+    fingerprint = _fingerprint(list(sys.path))
+    known = _MEMO.get(fingerprint)
+    if known is not None:
+        return known
+    directory = _cache_dir()
+    # One file per interpreter and path, the first entry (the script's folder, or the working
+    # directory under -m) aside, so that commands run from different places share it.
+    where = "\0".join([sys.executable, sys.prefix, *sys.path[1:]])
+    key = hashlib.sha256(where.encode()).hexdigest()[:16]
+    path = directory / f"entry-points-{key}.json" if directory is not None else None
+    groups = _read(path, fingerprint) if path is not None else None
+    if groups is None:
+        groups = _scan()
+        if path is not None:
+            _write(path, fingerprint, groups)
+    _MEMO.clear()
+    _MEMO[fingerprint] = groups
+    return groups
+
+
+def load_target(value: str) -> Any:
+    """Import what an entry point's value (``module:attr.attr [extras]``) names."""
+    target = value.split("[", 1)[0].strip()
+    module, _, attrs = target.partition(":")
+    obj: Any = importlib.import_module(module.strip())
+    for attr in filter(None, attrs.strip().split(".")):
+        obj = getattr(obj, attr)
+    return obj
