@@ -44,7 +44,7 @@ def _names(groups: dict[str, list[entrypoints.Entry]]) -> dict[str, set[tuple[st
 def test_index_equals_a_metadata_scan_and_is_written(own_cache: Path) -> None:
     assert _names(index()) == _scanned()
     assert "dockerfile.v0" in {e.name for e in index()["llbkit.frontends"]}
-    (written,) = own_cache.glob("entry-points-*.json")
+    assert len(list(own_cache.glob("entry-points-*.json"))) == 1
     entrypoints._MEMO.clear()
     assert _names(index()) == _scanned()  # read back from the file
 

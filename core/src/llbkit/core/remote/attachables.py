@@ -22,12 +22,14 @@ from llbkit.core.api._pb import (
     fsutil_pb2,
     health_pb2,
     health_pb2_grpc,
+    packets_pb2,
     secrets_pb2,
     secrets_pb2_grpc,
     ssh_pb2,
     ssh_pb2_grpc,
 )
 from llbkit.core.errors import UserError
+from llbkit.core.session.batched import BATCHED_FILE_SYNC
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -80,6 +82,23 @@ class FileSync(filesync_pb2_grpc.FileSyncServicer):
         self.client = client
 
     async def DiffCopy(self, request_iterator: Any, context: Context) -> None:
+        await self._send(_ServerPackets(request_iterator, context), context)
+
+    async def DiffCopyBatched(self, request_iterator: Any, context: Context) -> None:
+        """The same, many packets to a message (llbkit's own method; see packets.proto)."""
+        from llbkit.core.session.batched import batched_packets
+
+        async def read() -> packets_pb2.Packets | None:
+            try:
+                message: packets_pb2.Packets = await anext(request_iterator)
+            except StopAsyncIteration:
+                return None
+            return message
+
+        async with batched_packets(context.write, read) as packets:
+            await self._send(packets, context)
+
+    async def _send(self, packets: Any, context: Context) -> None:
         from llbkit.core.session.diffcopy import send_tree
 
         asked = _metadata(context)
@@ -90,7 +109,7 @@ class FileSync(filesync_pb2_grpc.FileSyncServicer):
             return
         try:
             await send_tree(
-                _ServerPackets(request_iterator, context),
+                packets,
                 root,
                 include=asked.get("include-patterns", []),
                 exclude=asked.get("exclude-patterns", []),
@@ -98,6 +117,16 @@ class FileSync(filesync_pb2_grpc.FileSyncServicer):
             )
         except UserError as err:
             await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+
+
+def _batched_file_sync_handler(file_sync: FileSync) -> Any:
+    service, _, method = BATCHED_FILE_SYNC.strip("/").partition("/")
+    handler: Any = grpc.stream_stream_rpc_method_handler(
+        file_sync.DiffCopyBatched,
+        request_deserializer=packets_pb2.Packets.FromString,
+        response_serializer=None,  # the stream writes encoded Packets messages itself
+    )
+    return grpc.method_handlers_generic_handler(service, {method: handler})
 
 
 def _as_ours(path: str, stat: fsutil_pb2.Stat) -> bool:
@@ -216,6 +245,7 @@ def exposed_methods(client: EmbeddedClient, outputs: Sequence[Output]) -> list[s
     ]
     if client.locals:
         methods += ["/moby.filesync.v1.FileSync/DiffCopy", "/moby.filesync.v1.FileSync/TarStream"]
+        methods.append(BATCHED_FILE_SYNC)
     if outputs:
         methods.append("/moby.filesync.v1.FileSend/DiffCopy")
     if client.ssh:
@@ -238,7 +268,9 @@ async def serve_attachables(
     auth_pb2_grpc.add_AuthServicer_to_server(Auth(), server)  # type: ignore[no-untyped-call]
     secrets_pb2_grpc.add_SecretsServicer_to_server(Secrets(client), server)  # type: ignore[no-untyped-call]
     if client.locals:
-        filesync_pb2_grpc.add_FileSyncServicer_to_server(FileSync(client), server)  # type: ignore[no-untyped-call]
+        file_sync = FileSync(client)
+        filesync_pb2_grpc.add_FileSyncServicer_to_server(file_sync, server)  # type: ignore[no-untyped-call]
+        server.add_generic_rpc_handlers((_batched_file_sync_handler(file_sync),))
     if client.ssh:
         ssh_pb2_grpc.add_SSHServicer_to_server(SSH(client), server)  # type: ignore[no-untyped-call]
     if outputs:

@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from llbkit.core.api._pb import auth_pb2, filesync_pb2, fsutil_pb2, secrets_pb2, ssh_pb2
+from llbkit.core.api._pb import (
+    auth_pb2,
+    filesync_pb2,
+    fsutil_pb2,
+    packets_pb2,
+    secrets_pb2,
+    ssh_pb2,
+)
 from llbkit.core.errors import UserError
+from llbkit.core.session.batched import BATCHED_FILE_SYNC, batched_packets
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -298,13 +306,25 @@ class SessionClientIO:
         metadata += [("include-patterns", p) for p in include]
         metadata += [("exclude-patterns", p) for p in exclude]
         metadata += [("followpaths", p) for p in follow_paths]
-        call = self.session.channel.stream_stream(
-            FILE_SYNC,
-            request_serializer=fsutil_pb2.Packet.SerializeToString,
-            response_deserializer=fsutil_pb2.Packet.FromString,
+        batched = self.session.supports(BATCHED_FILE_SYNC)
+        call: Any = self.session.channel.stream_stream(
+            BATCHED_FILE_SYNC if batched else FILE_SYNC,
+            request_serializer=None if batched else fsutil_pb2.Packet.SerializeToString,
+            response_deserializer=(
+                packets_pb2.Packets.FromString if batched else fsutil_pb2.Packet.FromString
+            ),
         )(metadata=tuple(metadata))
         try:
-            await receive_tree(_PacketCall(call), dest)
+            if batched:
+
+                async def read() -> packets_pb2.Packets | None:
+                    message: Any = await call.read()
+                    return None if message is grpc.aio.EOF else message
+
+                async with batched_packets(call.write, read) as packets:
+                    await receive_tree(packets, dest)
+            else:
+                await receive_tree(_PacketCall(call), dest)
             await call.done_writing()
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:

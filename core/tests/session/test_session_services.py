@@ -1,0 +1,67 @@
+"""The client's file service and the daemon's caller over a real gRPC connection: BuildKit's
+FileSync (what buildctl serves) and llbkit's batched form give the same mirror."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import grpc
+import pytest
+
+from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.errors import UserError
+from llbkit.core.remote.attachables import exposed_methods, serve_attachables
+from llbkit.core.session.batched import BATCHED_FILE_SYNC
+from llbkit.core.session.caller import FILE_SYNC, Session, SessionClientIO
+
+from .helpers import snapshot
+
+
+def _sync(tmp_path: Path, src: Path, dest: Path, methods: set[str], name: str = "ctx") -> None:
+    client = EmbeddedClient(locals={"ctx": src})
+    sock = tmp_path / "s.sock"
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with serve_attachables(client, (), str(sock)):
+                channel = grpc.aio.insecure_channel(f"unix:{sock}")
+                try:
+                    offered = {m.lower() for m in methods}
+                    session = Session("id", "test", "key", frozenset(offered), channel)
+                    io = SessionClientIO(session, scratch=tmp_path)
+                    await io.sync_local(name, dest)
+                finally:
+                    await channel.close()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["buildkit-filesync", "batched"])
+def test_both_forms_mirror_the_same_tree_and_send_only_changes(
+    tmp_path: Path, batched: bool
+) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    for n in range(300):
+        (src / f"d{n % 7}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{n % 7}" / f"f{n}").write_bytes(os.urandom(n * 37))
+    os.symlink("d0/f0", src / "link")
+    methods = set(exposed_methods(EmbeddedClient(locals={"ctx": src}), ()))
+    assert {FILE_SYNC, BATCHED_FILE_SYNC} <= methods
+    if not batched:
+        methods.discard(BATCHED_FILE_SYNC)  # as buildctl offers it
+    _sync(tmp_path, src, dest, methods)
+    assert snapshot(dest) == snapshot(src)
+    (src / "d3" / "f3").write_text("changed")
+    (src / "d1" / "f1").unlink()
+    _sync(tmp_path, src, dest, methods)
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_a_directory_the_client_does_not_share_is_one_line(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    methods = set(exposed_methods(EmbeddedClient(locals={"ctx": src}), ()))
+    with pytest.raises(UserError, match="local directory 'other', which the client does not"):
+        _sync(tmp_path, src, tmp_path / "dest", methods, name="other")
