@@ -65,3 +65,39 @@ def test_a_directory_the_client_does_not_share_is_one_line(tmp_path: Path) -> No
     methods = set(exposed_methods(EmbeddedClient(locals={"ctx": src}), ()))
     with pytest.raises(UserError, match="local directory 'other', which the client does not"):
         _sync(tmp_path, src, tmp_path / "dest", methods, name="other")
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["buildkit-filesend", "batched"])
+def test_both_forms_send_a_directory_output_to_the_client(tmp_path: Path, batched: bool) -> None:
+    from llbkit.core.remote.attachables import Output
+    from llbkit.core.session.batched import BATCHED_FILE_SEND
+    from llbkit.core.session.caller import output_marker
+
+    tree, out = tmp_path / "tree", tmp_path / "out"
+    for n in range(200):
+        (tree / f"d{n % 5}").mkdir(parents=True, exist_ok=True)
+        (tree / f"d{n % 5}" / f"f{n}").write_bytes(os.urandom(n * 53))
+    outputs = [Output(str(tmp_path / "file.tar"), False), Output(str(out), True)]
+    client = EmbeddedClient()
+    methods = set(exposed_methods(client, outputs))
+    assert BATCHED_FILE_SEND in methods
+    if not batched:
+        methods.discard(BATCHED_FILE_SEND)
+    sock = tmp_path / "s.sock"
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with serve_attachables(client, outputs, str(sock)):
+                channel = grpc.aio.insecure_channel(f"unix:{sock}")
+                try:
+                    offered = frozenset(m.lower() for m in methods)
+                    session = Session("id", "test", "key", offered, channel)
+                    io = SessionClientIO(session, scratch=tmp_path)
+                    await io.write_tree(output_marker(1), tree)
+                finally:
+                    await channel.close()
+
+    anyio.run(main)
+    got = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    want = {p.relative_to(tree): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+    assert got == want

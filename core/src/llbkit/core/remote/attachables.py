@@ -29,7 +29,7 @@ from llbkit.core.api._pb import (
     ssh_pb2_grpc,
 )
 from llbkit.core.errors import UserError
-from llbkit.core.session.batched import BATCHED_FILE_SYNC
+from llbkit.core.session.batched import BATCHED_FILE_SEND, BATCHED_FILE_SYNC
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -177,6 +177,47 @@ def _file_send_handler(client: EmbeddedClient, outputs: Sequence[Output]) -> Any
     return grpc.method_handlers_generic_handler("moby.filesync.v1.FileSend", {"DiffCopy": handler})
 
 
+def _batched_file_send_handler(outputs: Sequence[Output]) -> Any:
+    """A directory output's packets, many to a message (llbkit's own; see packets.proto)."""
+
+    async def diff_copy(
+        request_iterator: AsyncIterator[packets_pb2.Packets], context: Context
+    ) -> None:
+        from llbkit.core.session.batched import batched_packets
+        from llbkit.core.session.diffcopy import receive_tree
+
+        ids = _metadata(context).get(EXPORTER_ID) or ["0"]
+        try:
+            output = outputs[int(ids[0])]
+        except (ValueError, IndexError):
+            output = None
+        if output is None or not output.directory:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no directory output {ids[0]}")
+            return
+
+        async def read() -> packets_pb2.Packets | None:
+            try:
+                return await anext(request_iterator)
+            except StopAsyncIteration:
+                return None
+
+        try:
+            target = Path(output.dest)
+            target.mkdir(parents=True, exist_ok=True)
+            async with batched_packets(context.write, read) as packets:
+                await receive_tree(packets, target, merge=True, filter=_as_ours)
+        except UserError as err:
+            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+        except OSError as err:
+            await context.abort(grpc.StatusCode.UNKNOWN, f"{output.dest}: {err.strerror}")
+
+    service, _, method = BATCHED_FILE_SEND.strip("/").partition("/")
+    handler: Any = grpc.stream_stream_rpc_method_handler(
+        diff_copy, request_deserializer=packets_pb2.Packets.FromString
+    )
+    return grpc.method_handlers_generic_handler(service, {method: handler})
+
+
 class Secrets(secrets_pb2_grpc.SecretsServicer):
     def __init__(self, client: EmbeddedClient) -> None:
         self.client = client
@@ -248,6 +289,8 @@ def exposed_methods(client: EmbeddedClient, outputs: Sequence[Output]) -> list[s
         methods.append(BATCHED_FILE_SYNC)
     if outputs:
         methods.append("/moby.filesync.v1.FileSend/DiffCopy")
+        if any(o.directory for o in outputs):
+            methods.append(BATCHED_FILE_SEND)
     if client.ssh:
         methods += ["/moby.sshforward.v1.SSH/CheckAgent", "/moby.sshforward.v1.SSH/ForwardAgent"]
     return methods
@@ -275,6 +318,7 @@ async def serve_attachables(
         ssh_pb2_grpc.add_SSHServicer_to_server(SSH(client), server)  # type: ignore[no-untyped-call]
     if outputs:
         server.add_generic_rpc_handlers((_file_send_handler(client, outputs),))
+        server.add_generic_rpc_handlers((_batched_file_send_handler(outputs),))
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
     try:

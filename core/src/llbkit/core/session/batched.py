@@ -19,10 +19,12 @@ import anyio
 
 from llbkit.core.api._pb import fsutil_pb2, packets_pb2
 
-__all__ = ["BATCHED_FILE_SYNC", "BatchedPackets", "batched_packets"]
+__all__ = ["BATCHED_FILE_SEND", "BATCHED_FILE_SYNC", "BatchedPackets", "batched_packets"]
 
 #: the method an llbkit client serves beside FileSync.DiffCopy
 BATCHED_FILE_SYNC = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
+#: and beside FileSend.DiffCopy, for outputs that are directories
+BATCHED_FILE_SEND = "/llbkit.filesync.v1.FileSendBatched/DiffCopy"
 #: a message is sent once this much is waiting (below every side's message size limit)
 FLUSH_AT = 256 * 1024
 

@@ -25,7 +25,7 @@ from llbkit.core.api._pb import (
     ssh_pb2,
 )
 from llbkit.core.errors import UserError
-from llbkit.core.session.batched import BATCHED_FILE_SYNC, batched_packets
+from llbkit.core.session.batched import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, batched_packets
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -153,11 +153,27 @@ class SessionClientIO:
     async def write_tree(self, dest: str, tree: Path) -> None:
         from llbkit.core.session.diffcopy import send_tree
 
-        # FileSend declares BytesMessage, but a directory travels as fsutil packets (BuildKit
-        # sends them on the same method): the bytes on the wire are a Packet each.
-        call = self._file_send(dest, fsutil_pb2.Packet, "output directory")
+        if self.session.supports(BATCHED_FILE_SEND):
+            call: Any = self.session.channel.stream_stream(
+                BATCHED_FILE_SEND,
+                request_serializer=None,
+                response_deserializer=packets_pb2.Packets.FromString,
+            )(metadata=((EXPORTER_ID, self._exporter_id(dest)),))
+        else:
+            # FileSend declares BytesMessage, but a directory travels as fsutil packets
+            # (BuildKit sends them on the same method): the bytes on the wire are a Packet each.
+            call = self._file_send(dest, fsutil_pb2.Packet, "output directory")
         try:
-            await send_tree(_PacketCall(call), tree)
+            if self.session.supports(BATCHED_FILE_SEND):
+
+                async def read() -> packets_pb2.Packets | None:
+                    message: Any = await call.read()
+                    return None if message is grpc.aio.EOF else message
+
+                async with batched_packets(call.write, read) as packets:
+                    await send_tree(packets, tree)
+            else:
+                await send_tree(_PacketCall(call), tree)
             await call.done_writing()  # the client's receiver ends when our side closes
             while await call.read() is not grpc.aio.EOF:
                 pass
