@@ -9,51 +9,6 @@ One contract per module (:mod:`.exporter`, :mod:`.frontend`, :mod:`.worker`,
 
 from typing import TYPE_CHECKING
 
-from llbkit.core.plugins.cache_backend import CacheBackend, CacheStore, Direction
-from llbkit.core.plugins.context import (
-    BlobSource,
-    BuildResult,
-    ByteSink,
-    ClientDirectory,
-    ClientIO,
-    Compression,
-    LayerDescriptor,
-    LayerOptions,
-    Platform,
-    PluginContext,
-    Result,
-)
-from llbkit.core.plugins.exporter import Exporter, ExportInfo, ExportJob, InlineCache
-from llbkit.core.plugins.frontend import (
-    FileStat,
-    Frontend,
-    FrontendClient,
-    FrontendJob,
-    FrontendOutput,
-)
-from llbkit.core.plugins.hookspecs import hookimpl
-from llbkit.core.plugins.progress import (
-    ProgressEvent,
-    ProgressSink,
-    SolveStatus,
-    Vertex,
-    VertexLog,
-    VertexStatus,
-    VertexWarning,
-)
-from llbkit.core.plugins.registries import Manifest, Registries, RegistrySession
-from llbkit.core.plugins.source import (
-    FetchedLayer,
-    ImageConfig,
-    ImageResolver,
-    LayeredSourceJob,
-    ResolveMode,
-    Source,
-    SourceJob,
-)
-from llbkit.core.plugins.stdio import ByteReceiver, ByteSender, ProcessIO, WindowSize
-from llbkit.core.plugins.worker import Executor, MountSpec, ProcessSpec, Worker
-
 GROUP_CACHE_BACKENDS = "llbkit.cache_backends"
 GROUP_EXPORTERS = "llbkit.exporters"
 GROUP_FRONTENDS = "llbkit.frontends"
@@ -61,17 +16,120 @@ GROUP_HOOKS = "llbkit.hooks"
 GROUP_SOURCES = "llbkit.sources"
 GROUP_WORKERS = "llbkit.workers"
 
+#: every name this package offers -> the module that defines it, imported on first use so that
+#: a process needing one contract (a daemon's client: progress records) does not load them all
+_WHERE = {
+    "BlobSource": "context",
+    "BuildResult": "context",
+    "ByteReceiver": "stdio",
+    "ByteSender": "stdio",
+    "ByteSink": "context",
+    "CacheBackend": "cache_backend",
+    "CacheStore": "cache_backend",
+    "ClientDirectory": "context",
+    "ClientIO": "context",
+    "Compression": "context",
+    "Direction": "cache_backend",
+    "Executor": "worker",
+    "ExportInfo": "exporter",
+    "ExportJob": "exporter",
+    "Exporter": "exporter",
+    "FetchedLayer": "source",
+    "FileStat": "frontend",
+    "Frontend": "frontend",
+    "FrontendClient": "frontend",
+    "FrontendJob": "frontend",
+    "FrontendOutput": "frontend",
+    "ImageConfig": "source",
+    "ImageResolver": "source",
+    "InlineCache": "exporter",
+    "LayerDescriptor": "context",
+    "LayerOptions": "context",
+    "LayeredSourceJob": "source",
+    "Manifest": "registries",
+    "MountSpec": "worker",
+    "Platform": "context",
+    "PluginContext": "context",
+    "ProcessIO": "stdio",
+    "ProcessSpec": "worker",
+    "ProgressEvent": "progress",
+    "ProgressSink": "progress",
+    "Registries": "registries",
+    "RegistrySession": "registries",
+    "ResolveMode": "source",
+    "Result": "context",
+    "SolveStatus": "progress",
+    "Source": "source",
+    "SourceJob": "source",
+    "Vertex": "progress",
+    "VertexLog": "progress",
+    "VertexStatus": "progress",
+    "VertexWarning": "progress",
+    "WindowSize": "stdio",
+    "Worker": "worker",
+    "hookimpl": "hookspecs",
+    "DRIVER_GROUPS": "registry",
+    "PluginInfo": "registry",
+    "PluginRegistry": "registry",
+}
+
 if TYPE_CHECKING:
+    from llbkit.core.plugins.cache_backend import CacheBackend, CacheStore, Direction
+    from llbkit.core.plugins.context import (
+        BlobSource,
+        BuildResult,
+        ByteSink,
+        ClientDirectory,
+        ClientIO,
+        Compression,
+        LayerDescriptor,
+        LayerOptions,
+        Platform,
+        PluginContext,
+        Result,
+    )
+    from llbkit.core.plugins.exporter import Exporter, ExportInfo, ExportJob, InlineCache
+    from llbkit.core.plugins.frontend import (
+        FileStat,
+        Frontend,
+        FrontendClient,
+        FrontendJob,
+        FrontendOutput,
+    )
+    from llbkit.core.plugins.hookspecs import hookimpl
+    from llbkit.core.plugins.progress import (
+        ProgressEvent,
+        ProgressSink,
+        SolveStatus,
+        Vertex,
+        VertexLog,
+        VertexStatus,
+        VertexWarning,
+    )
+    from llbkit.core.plugins.registries import Manifest, Registries, RegistrySession
     from llbkit.core.plugins.registry import DRIVER_GROUPS, PluginInfo, PluginRegistry
+    from llbkit.core.plugins.source import (
+        FetchedLayer,
+        ImageConfig,
+        ImageResolver,
+        LayeredSourceJob,
+        ResolveMode,
+        Source,
+        SourceJob,
+    )
+    from llbkit.core.plugins.stdio import ByteReceiver, ByteSender, ProcessIO, WindowSize
+    from llbkit.core.plugins.worker import Executor, MountSpec, ProcessSpec, Worker
 
 
 def __getattr__(name: str) -> object:
-    # The registry pulls in pluggy and the entry-point index; only the composition root asks.
-    if name in ("DRIVER_GROUPS", "PluginInfo", "PluginRegistry"):
-        from llbkit.core.plugins import registry
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

@@ -24,7 +24,6 @@ from llbkit.core.errors import (
     UnknownPluginError,
 )
 from llbkit.core.plugins import cache_backend, exporter, frontend, hookspecs, source, worker
-from llbkit.core.plugins._known import KNOWN_DISTRIBUTIONS
 from llbkit.core.plugins.context import PluginContext
 from llbkit.core.plugins.entrypoints import Entry, index, load_target
 from llbkit.core.plugins.registries import Registries
@@ -98,7 +97,7 @@ class PluginRegistry:
         trace: bool = False,
     ) -> None:
         self._disabled = frozenset(disabled)
-        self._known = KNOWN_DISTRIBUTIONS if known is None else known
+        self._known = known  # None: the table of llbkit's own distributions, read when needed
         self._trace = trace
         self._test_drivers: Mapping[str, Mapping[str, Any]] | None = None
         self._test_hooks: Sequence[object] = ()
@@ -173,7 +172,12 @@ class PluginRegistry:
                 f"{kind} {info.label} is disabled by {DISABLE_ENV}; "
                 f"remove {token!r} from it to use it"
             )
-        raise UnknownPluginError(kind, name, self.names(group), self._known.get((group, name)))
+        known = self._known
+        if known is None:
+            from llbkit.core.plugins._known import KNOWN_DISTRIBUTIONS
+
+            known = KNOWN_DISTRIBUTIONS
+        raise UnknownPluginError(kind, name, self.names(group), known.get((group, name)))
 
     # -- loading ----------------------------------------------------------------------------
 
