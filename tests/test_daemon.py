@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import stat
@@ -1163,3 +1164,71 @@ def test_pick_daemon_keeps_keys_on_their_daemon_as_daemons_come_and_go() -> None
     )
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.decode().strip() == before["team/app-7"]
+
+
+def test_local_caches_and_oci_layouts_stay_on_the_clients_disk(tmp_path: Path) -> None:
+    """``type=local`` caches and ``--oci-layout`` stores cross the session as BuildKit's content
+    stores: daemon A exports to the client's directory, a fresh daemon B imports it all CACHED,
+    and index.json names the manifest as the embedded export does."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\nCOPY b /b\n")
+    (ctx / "a").write_text("a\n")
+    (ctx / "b").write_text("b\n")
+    build = ["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"]
+    build += ["--local", f"dockerfile={ctx}", "--progress", "plain"]
+    cache = tmp_path / "cache"
+    with daemon(tmp_path / "a") as (address, _):
+        done = client(address, *build, "--export-cache", f"type=local,dest={cache},tag=v1")
+        assert done.returncode == 0, done.stderr
+    assert not list((tmp_path / "a").rglob(cache.name))  # nothing of it on the daemon's side
+    index = json.loads((cache / "index.json").read_text())
+    (entry,) = index["manifests"]
+    assert entry["annotations"] == {"org.opencontainers.image.ref.name": "v1"}
+    assert (cache / "oci-layout").read_bytes() == b'{"imageLayoutVersion":"1.0.0"}'
+    manifest = json.loads((cache / "blobs/sha256" / entry["digest"][7:]).read_bytes())
+    for desc in [manifest["config"], *manifest["layers"]] if "config" in manifest else []:
+        assert (cache / "blobs/sha256" / desc["digest"][7:]).stat().st_size == desc["size"]
+    assert not [p for p in cache.rglob(".*") if p.is_file()]
+
+    with daemon(tmp_path / "b") as (address, _):
+        hit = client(address, *build, "--import-cache", f"type=local,src={cache},tag=v1")
+        assert hit.returncode == 0, hit.stderr
+        log = hit.stderr.decode()
+        assert "[2/2] COPY b /b" in log and "CACHED" in log, log
+        missing = client(address, *build, "--import-cache", f"type=local,src={tmp_path / 'no'}")
+        assert missing.returncode == 0, missing.stderr
+        assert b"warning: local cache import at" in missing.stderr
+
+
+@pytest.mark.root
+def test_an_oci_layout_base_is_read_from_the_client(served: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    layout = tmp_path / "layout"
+    made = subprocess.run(
+        [sys.executable, str(root / "examples/busybox_layout.py"), str(layout)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM base\nRUN echo from-layout > /out\n")
+    out = tmp_path / "out"
+    done = client(
+        served,
+        *["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"],
+        *["--local", f"dockerfile={ctx}", "--oci-layout", f"bb={layout}"],
+        *["--opt", f"context:base=oci-layout://bb@{made.stdout.strip()}"],
+        *["--output", f"type=local,dest={out}"],
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "out").read_text() == "from-layout\n"
+    unshared = client(
+        served,
+        *["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"],
+        *["--local", f"dockerfile={ctx}"],
+        *["--opt", f"context:base=oci-layout://bb@{made.stdout.strip()}"],
+    )
+    assert unshared.returncode == 1
+    assert b"--oci-layout bb=<path>" in unshared.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,7 +277,9 @@ class Health(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
-def exposed_methods(client: EmbeddedClient, outputs: Sequence[Output]) -> list[str]:
+def exposed_methods(
+    client: EmbeddedClient, outputs: Sequence[Output], stores: Mapping[str, Path] | None = None
+) -> list[str]:
     """The methods the session offers, as its headers list them."""
     methods = [
         "/grpc.health.v1.Health/Check",
@@ -293,12 +295,19 @@ def exposed_methods(client: EmbeddedClient, outputs: Sequence[Output]) -> list[s
             methods.append(BATCHED_FILE_SEND)
     if client.ssh:
         methods += ["/moby.sshforward.v1.SSH/CheckAgent", "/moby.sshforward.v1.SSH/ForwardAgent"]
+    if stores:
+        from llbkit.core.remote.content import CONTENT_METHODS
+
+        methods += CONTENT_METHODS
     return methods
 
 
 @contextlib.asynccontextmanager
 async def serve_attachables(
-    client: EmbeddedClient, outputs: Sequence[Output], socket_path: str
+    client: EmbeddedClient,
+    outputs: Sequence[Output],
+    socket_path: str,
+    stores: Mapping[str, Path] | None = None,
 ) -> AsyncIterator[grpc.aio.Server]:
     """The session's services, served on ``socket_path`` (a private socket)."""
     server = grpc.aio.server(
@@ -319,6 +328,11 @@ async def serve_attachables(
     if outputs:
         server.add_generic_rpc_handlers((_file_send_handler(client, outputs),))
         server.add_generic_rpc_handlers((_batched_file_send_handler(outputs),))
+    if stores:
+        from llbkit.core.api._pb import content_pb2_grpc
+        from llbkit.core.remote.content import ContentStores
+
+        content_pb2_grpc.add_ContentServicer_to_server(ContentStores(stores), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
     try:

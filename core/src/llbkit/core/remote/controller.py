@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -129,18 +130,31 @@ class RemoteController:
         client = request.session
         if not isinstance(client, EmbeddedClient):
             raise UserError("a build through a daemon takes its client's files from the CLI")
+        from llbkit.core.remote.stores import local_stores, update_indexes
+
         sent, outputs = _outputs(request)
+        local = local_stores(sent, client.layouts)
         session_id = os.urandom(16).hex()
-        async with self._control() as control, self._session(control, client, outputs, session_id):
+        async with (
+            self._control() as control,
+            self._session(control, client, outputs, session_id, local.stores),
+        ):
             try:
-                answer = await control.Solve(wire.solve_request_to_pb(sent, session_id))
+                answer = await control.Solve(wire.solve_request_to_pb(local.request, session_id))
             except grpc.aio.AioRpcError as err:
                 _raise_typed(err, self.endpoint.address)
-        return wire.solve_response_from_pb(request.ref, answer)
+        response = wire.solve_response_from_pb(request.ref, answer)
+        await update_indexes(local, response)
+        return response
 
     @contextlib.asynccontextmanager
     async def _session(
-        self, control: Any, client: EmbeddedClient, outputs: Sequence[Output], session_id: str
+        self,
+        control: Any,
+        client: EmbeddedClient,
+        outputs: Sequence[Output],
+        session_id: str,
+        stores: Mapping[str, Path] | None = None,
     ) -> AsyncIterator[None]:
         """This machine's services, reachable by the daemon for the block."""
         import tempfile
@@ -154,10 +168,11 @@ class RemoteController:
             ("x-docker-expose-session-sharedkey", _shared_key(client)),
         ]
         metadata += [
-            ("x-docker-expose-session-grpc-method", m) for m in exposed_methods(client, outputs)
+            ("x-docker-expose-session-grpc-method", m)
+            for m in exposed_methods(client, outputs, stores)
         ]
         try:
-            async with serve_attachables(client, outputs, socket_path):
+            async with serve_attachables(client, outputs, socket_path, stores):
                 call = control.Session(metadata=tuple(metadata))
                 reader, writer = await asyncio.open_unix_connection(socket_path)
 

@@ -26,6 +26,7 @@ from llbkit.core.api._pb import (
 )
 from llbkit.core.errors import UserError
 from llbkit.core.session.batched import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, batched_packets
+from llbkit.core.session.content import CONTENT_INFO
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -184,15 +185,32 @@ class SessionClientIO:
             raise
 
     def directory(self, path: str) -> ClientDirectory:
-        raise UserError(
-            f"{path}: a cache on the client's disk (type=local) is not available through "
-            "llbkitd yet; use a registry, s3, azblob, gha or http cache"
-        )
+        from llbkit.core.session.content import SessionContentDirectory
+
+        self._require(CONTENT_INFO, f"directory {path} (type=local caches)")
+        return SessionContentDirectory(self.session.channel, f"local:{path}", path)
 
     @contextlib.asynccontextmanager
     async def layout_blob(self, store: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        raise UserError(f"OCI layout {store!r} on the client is not available through llbkitd yet")
-        yield  # pragma: no cover - a generator for the context manager's sake
+        from llbkit.core.session.content import read_blob
+
+        if not self.session.supports(CONTENT_INFO):
+            raise UserError(
+                f"the build reads OCI layout {store!r}, which the client does not share "
+                f"(use --oci-layout {store}=<path>)"
+            )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for data in read_blob(self.session.channel, f"oci:{store}", digest):
+                    yield data
+            except KeyError:
+                raise UserError(
+                    f"OCI layout {store}: blob {digest} is not there (or the client does not "
+                    f"share {store!r}: --oci-layout {store}=<path>)"
+                ) from None
+
+        yield chunks()
 
     # -- secrets and SSH --------------------------------------------------------------------
 

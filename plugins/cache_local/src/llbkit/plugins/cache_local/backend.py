@@ -15,11 +15,11 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import ClassVar
 
+from llbkit.core import ocilayout as _layout
 from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientDirectory, ClientIO
-from llbkit.plugins.cache_local import _layout
 
 #: each direction reads its own keys and accepts the other's directory key, so one set of
 #: attributes can serve both (``dest`` is read to export, ``src`` and ``digest`` to import)

@@ -1,7 +1,9 @@
 """The OCI image layout's names and its ``index.json``, as pure functions of bytes.
 
-The store hands :func:`put_entry` to ``ClientDirectory.update``, which runs it under the
-``index.json.lock`` BuildKit also takes, so it must not do I/O of its own.
+A public helper (``docs/plugins.md``): the ``type=local`` cache hands :func:`put_entry` to
+``ClientDirectory.update``, which runs it under the ``index.json.lock`` BuildKit also takes, so
+it must not do I/O of its own; a daemon's client applies the same entry to its own directory
+from the build's response, as buildctl does.
 """
 
 from __future__ import annotations
@@ -11,6 +13,17 @@ import re
 from typing import Any
 
 from llbkit.core.errors import UserError
+
+__all__ = [
+    "DIGEST",
+    "INDEX_MEDIA_TYPE",
+    "LAYOUT",
+    "REF_NAME",
+    "blob_name",
+    "find_entry",
+    "parse_index",
+    "put_entry",
+]
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
