@@ -135,7 +135,11 @@ class RegistryClient:
     ) -> None:
         import httpx  # tens of milliseconds: only builds that talk to registries pay them
 
+        from llbkit.core.registry.tls import default_context
+
         self.config = config or RegistryConfig()
+        if verify is True:
+            verify = default_context()
         self._http = httpx.AsyncClient(follow_redirects=True, timeout=60, verify=verify)
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens

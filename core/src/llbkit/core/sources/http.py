@@ -54,6 +54,8 @@ class HTTPJob(ParsedSource):
             return self._got["file"]
         import httpx
 
+        from llbkit.core.registry.tls import default_context
+
         where = self.state_dir or Path(tempfile.gettempdir())
         where.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=where, prefix="download-")
@@ -63,7 +65,9 @@ class HTTPJob(ParsedSource):
         out = os.fdopen(fd, "wb")
         try:
             async with (
-                httpx.AsyncClient(follow_redirects=True, timeout=60) as http,
+                httpx.AsyncClient(
+                    follow_redirects=True, timeout=60, verify=default_context()
+                ) as http,
                 http.stream("GET", self.identifier) as response,
             ):
                 if response.status_code >= 400:
