@@ -828,6 +828,22 @@ def test_history_logs_and_info_answer_through_the_daemon(served: str) -> None:
         info = client(served, "debug", "info")
         assert info.stdout.decode() == f"BuildKit: llbkit {__version__} \n", info.stderr
 
+        # Pinned as BuildKit's UpdateBuildHistory pins (no Delete): the record says so.
+        import grpc
+
+        from llbkit.core.api._pb import control_pb2, control_pb2_grpc
+
+        with grpc.insecure_channel(f"unix:{served.removeprefix('unix://')}") as channel:
+            control = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
+            control.UpdateBuildHistory(control_pb2.UpdateBuildHistoryRequest(Ref=ref, Pinned=True))
+            with pytest.raises(grpc.RpcError) as unknown:
+                control.UpdateBuildHistory(
+                    control_pb2.UpdateBuildHistoryRequest(Ref="nosuchbuild", Pinned=True)
+                )
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        pinned = json.loads(client(served, "history", "inspect", "--format", "json", ref).stdout)
+        assert pinned["pinned"] is True
+
         removed = client(served, "history", "rm", ref)
         assert removed.returncode == 0, removed.stderr
         _until(lambda: ("DELETED", ref, "") in events, "the deletion is told")

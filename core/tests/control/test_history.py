@@ -172,3 +172,80 @@ def test_history_keeps_no_cache_credentials_a_frontend_was_handed() -> None:
     assert json.loads(kept["cache-imports"])[0]["Attrs"]["bucket"] == "b"
     assert kept["build-arg:A"] == "1"
     assert _without_secrets({"cache-imports": "not json"})["cache-imports"] == "***"
+
+
+def test_history_keeps_max_entries_or_max_age_and_never_a_pinned_record(tmp_path: Path) -> None:
+    """As BuildKit's history GC: a record goes once it is beyond the newest ``maxEntries`` *and*
+    older than ``maxAge``; pinned records stay; each deletion is told to listeners."""
+    import json
+    import time
+
+    GATE.clear()
+    registry = PluginRegistry.for_testing({"llbkit.sources": {"gated": _GatedSource}})
+    config = EngineConfig(gc=False, history_max_entries=2, history_max_age=3600)
+    with Controller.open(tmp_path / "root", config, registry) as controller:
+        requests = [_request(f"h{n}") for n in range(5)]
+
+        async def build(n: int) -> None:
+            GATE[f"h{n}"] = anyio.Event()
+            GATE[f"h{n}"].set()
+            await controller.solve(requests[n])
+
+        for n in range(3):
+            anyio.run(build, n)
+        # Three records, all fresh: too few to be old, none goes.
+        assert len(anyio.run(_events, controller)) == 3
+        # Make the first two a day old; pin the first.
+        for request in requests[:2]:
+            path = controller.history_dir / f"{request.ref}.json"
+            data = json.loads(path.read_text())
+            data["completed_at"] = time.time() - 86400
+            data["created_at"] = data["completed_at"] - 1
+            path.write_text(json.dumps(data))
+        anyio.run(lambda: controller.pin_history(requests[0].ref, True))
+
+        async def build_and_listen() -> list[HistoryEvent]:
+            told: list[HistoryEvent] = []
+
+            async def listen() -> None:
+                async for event in controller.listen_history(active_only=True):
+                    told.append(event)
+                    if event.type == "deleted":
+                        return
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen)
+                await anyio.sleep(0.1)
+                await build(3)
+            return told
+
+        told = anyio.run(build_and_listen)
+        assert ("deleted", requests[1].ref) in [(e.type, e.record.ref) for e in told]
+        kept = [e.record.ref for e in anyio.run(_events, controller)]
+        assert kept == [requests[0].ref, requests[2].ref, requests[3].ref]
+        assert not (controller.history_dir / f"{requests[1].ref}.jsonl").exists()
+        (pinned,) = [e.record for e in anyio.run(_events, controller) if e.record.pinned]
+        assert pinned.ref == requests[0].ref
+        anyio.run(lambda: controller.pin_history(requests[0].ref, False))
+        anyio.run(build, 4)  # unpinned and old: now it goes too
+        kept = [e.record.ref for e in anyio.run(_events, controller)]
+        assert kept == [requests[2].ref, requests[3].ref, requests[4].ref]
+        with pytest.raises(UserError, match="no build"):
+            anyio.run(lambda: controller.pin_history(requests[1].ref, True))
+
+
+def test_history_config_is_read_and_checked(tmp_path: Path) -> None:
+    from llbkit.core.config import load_config
+    from llbkit.core.errors import ConfigError
+
+    path = tmp_path / "buildkitd.toml"
+    assert load_config(None).history_max_entries == 50
+    assert load_config(None).history_max_age == 48 * 3600
+    path.write_text("[history]\nmaxAge = 60\nmaxEntries = 3\n")
+    config = load_config(path)
+    assert (config.history_max_age, config.history_max_entries) == (60, 3)
+    assert "history.maxAge" not in config.unused
+    for bad in ('maxAge = "1h"', "maxEntries = -1", "maxEntries = true", "keep = 1"):
+        path.write_text(f"[history]\n{bad}\n")
+        with pytest.raises(ConfigError, match=r"history\."):
+            load_config(path)

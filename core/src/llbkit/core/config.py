@@ -88,6 +88,8 @@ _RULE_UNUSED = {"reservedSpace", "maxUsedSpace", "minFreeSpace"}
 _RULE = {"all", "keepBytes", "keepDuration", "filters"} | _RULE_UNUSED
 _USED = {
     "llbkit.root",
+    "history.maxAge",
+    "history.maxEntries",
     "worker.oci.gc",
     "worker.oci.gckeepstorage",
     "worker.oci.gcpolicy",
@@ -143,6 +145,10 @@ class EngineConfig:
     debug: bool = False
     #: ``[grpc]``: where llbkitd listens, who owns its unix sockets, its TLS files
     grpc: GrpcConfig = field(default_factory=lambda: GrpcConfig())  # noqa: PLW0108 - defined below
+    #: ``[history] maxAge`` (seconds) and ``maxEntries``: a finished build's record is deleted
+    #: once it is both older than this and beyond the newest this many (pinned ones stay)
+    history_max_age: int = 48 * 3600
+    history_max_entries: int = 50
 
 
 @dataclass
@@ -178,14 +184,8 @@ def load_config(path: Path | None) -> EngineConfig:
         raise ConfigError(f"{source}: {err}") from None
     _check(data, _TOP, "", source)
     config = EngineConfig(source=source)
-    _read_root(data, config)
-    _read_grpc(data, config)
-    entitlements = data.get("insecure-entitlements", [])
-    if not isinstance(entitlements, list) or not set(entitlements) <= set(ENTITLEMENTS):
-        raise ConfigError(
-            f"{source}: insecure-entitlements must list network.host and/or security.insecure"
-        )
-    config.insecure_entitlements = [str(e) for e in entitlements]
+    for read in (_read_root, _read_grpc, _read_history, _read_entitlements):
+        read(data, config)
     registry = data.get("registry", {})
     if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
         raise ConfigError(f'{source}: registry must be tables like [registry."host"]')
@@ -244,6 +244,30 @@ def _read_root(data: dict[str, Any], config: EngineConfig) -> None:
     _check(own, {"root"}, "llbkit.", source)
     if "root" in own:
         config.root = Path(str(own["root"]))
+
+
+def _read_entitlements(data: dict[str, Any], config: EngineConfig) -> None:
+    entitlements = data.get("insecure-entitlements", [])
+    if not isinstance(entitlements, list) or not set(entitlements) <= set(ENTITLEMENTS):
+        raise ConfigError(
+            f"{config.source}: insecure-entitlements must list network.host and/or "
+            "security.insecure"
+        )
+    config.insecure_entitlements = [str(e) for e in entitlements]
+
+
+def _read_history(data: dict[str, Any], config: EngineConfig) -> None:
+    """``[history]``: how long and how many finished builds' records are kept."""
+    table = data.get("history", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{config.source}: history must be a table")
+    _check(table, {"maxAge", "maxEntries"}, "history.", config.source)
+    for key, attr in (("maxAge", "history_max_age"), ("maxEntries", "history_max_entries")):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{config.source}: history.{key} must be a whole number >= 0")
+            setattr(config, attr, value)
 
 
 def _read_grpc(data: dict[str, Any], config: EngineConfig) -> None:

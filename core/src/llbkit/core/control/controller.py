@@ -81,6 +81,8 @@ class BuildHistoryRecord:
     num_total_steps: int = 0
     num_cached_steps: int = 0
     num_completed_steps: int = 0
+    #: kept whatever ``[history]`` says (``UpdateBuildHistory`` with ``Pinned``)
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,12 +261,40 @@ class Controller:
         return record
 
     async def _ended(self, record: BuildHistoryRecord) -> None:
-        """Keep the build's record, then tell ``listen_history`` readers it is complete."""
+        """Keep the build's record, then tell ``listen_history`` readers it is complete, then
+        let go of the records ``[history]`` no longer keeps."""
         try:
             await anyio.to_thread.run_sync(self._keep_record, record)
         finally:
             self._running.pop(record.ref, None)
             self._publish("complete", record)
+        for old in await anyio.to_thread.run_sync(self._expired_records):
+            await anyio.to_thread.run_sync(self._unlink_record, old.ref)
+            self._publish("deleted", old)
+
+    def _expired_records(self, now: float | None = None) -> list[BuildHistoryRecord]:
+        """As BuildKit's history GC: unpinned records beyond the newest ``maxEntries`` that
+        are also older than ``maxAge``."""
+        records = [r for r in self._finished("") if not r.pinned and r.completed_at is not None]
+        keep = self.config.history_max_entries
+        if len(records) < keep:
+            return []
+        records.sort(key=lambda r: r.completed_at or 0.0, reverse=True)
+        cutoff = (time.time() if now is None else now) - self.config.history_max_age
+        return [r for r in records[keep:] if (r.completed_at or 0.0) < cutoff]
+
+    async def pin_history(self, ref: str, pinned: bool) -> None:
+        """``UpdateBuildHistory`` without ``Delete``: keep (or stop keeping) ``ref``'s record
+        whatever ``[history]`` says."""
+        _check_ref(ref)
+        self._owner("pinning a build's record")
+        found = await self.history(ref=ref)
+        if not found:
+            raise UserError(f"no build {ref} in the history")
+        record = found[0]
+        if record.pinned != pinned:
+            record.pinned = pinned
+            await anyio.to_thread.run_sync(self._keep_record, record)
 
     def _keep_record(self, record: BuildHistoryRecord) -> None:
         self.history_dir.mkdir(exist_ok=True)

@@ -382,6 +382,7 @@ def history_to_pb(record: BuildHistoryRecord) -> control_pb2.BuildHistoryRecord:
         numCachedSteps=record.num_cached_steps,
         numTotalSteps=record.num_total_steps,
         numCompletedSteps=record.num_completed_steps,
+        pinned=record.pinned,
     )
     for exporter in record.exporters:
         pb.Exporters.add(Type=str(exporter.get("type", "")), Attrs=exporter.get("attrs") or {})
@@ -408,6 +409,7 @@ def history_from_pb(pb: control_pb2.BuildHistoryRecord) -> BuildHistoryRecord:
         num_total_steps=pb.numTotalSteps,
         num_cached_steps=pb.numCachedSteps,
         num_completed_steps=pb.numCompletedSteps,
+        pinned=pb.pinned,
     )
 
 

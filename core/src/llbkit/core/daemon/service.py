@@ -168,15 +168,14 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def UpdateBuildHistory(
         self, request: control_pb2.UpdateBuildHistoryRequest, context: Context
     ) -> control_pb2.UpdateBuildHistoryResponse:
-        if request.Pinned:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, "pinning build history records is not supported"
-            )
-        if request.Delete:
-            try:
+        # As BuildKit: Delete deletes; otherwise the record is pinned as Pinned says.
+        try:
+            if request.Delete:
                 await self.controller.forget_history(request.Ref)
-            except UserError as err:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+            else:
+                await self.controller.pin_history(request.Ref, request.Pinned)
+        except UserError as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         return control_pb2.UpdateBuildHistoryResponse()
 
 
