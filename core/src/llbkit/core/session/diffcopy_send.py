@@ -24,6 +24,7 @@ from llbkit.core.session.stream import (
     InvalidStreamError,
     LockedStream,
     PacketStream,
+    PeerClosedError,
     PeerError,
 )
 from llbkit.core.session.walker import walk
@@ -110,7 +111,10 @@ class _Sender:
         self.queue_tx, self.queue_rx = anyio.create_memory_object_stream[_Job](math.inf)
 
     async def send(self, packet: fsutil_pb2.Packet) -> None:
-        await self.stream.send(packet)
+        try:
+            await self.stream.send(packet)
+        except PeerClosedError:
+            raise DiffCopyError("the receiver closed the stream before finishing") from None
         if self.progress is not None:
             self.sent += packet.ByteSize()
             self.progress(self.sent, False)

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidStreamError",
     "MemoryPacketStream",
     "PacketStream",
+    "PeerClosedError",
     "PeerError",
     "Sent",
     "memory_pipe",
@@ -38,6 +39,10 @@ class PeerError(DiffCopyError):
     def __init__(self, role: str, message: str) -> None:
         self.message = message
         super().__init__(f"error from {role}: {message}")
+
+
+class PeerClosedError(DiffCopyError):
+    """A send found the other side gone."""
 
 
 class InvalidStreamError(DiffCopyError):
@@ -80,7 +85,7 @@ class MemoryPacketStream:
         try:
             await self._tx.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise DiffCopyError("the peer closed the stream") from None
+            raise PeerClosedError("the peer closed the stream") from None
         path = packet.stat.path if packet.HasField("stat") else None
         self.sent.append(Sent(packet.type, packet.ID, path, len(packet.data)))
 
@@ -113,8 +118,16 @@ class LockedStream:
         self._lock = anyio.Lock()
 
     async def send(self, packet: fsutil_pb2.Packet) -> None:
-        async with self._lock:
+        # Uncontended (most sends: a walk's stats), the lock is taken without a trip through
+        # the event loop, which costs more than a batched send itself.
+        try:
+            self._lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._lock.acquire()
+        try:
             await self.stream.send(packet)
+        finally:
+            self._lock.release()
 
     async def recv(self) -> fsutil_pb2.Packet | None:
         return await self.stream.recv()
