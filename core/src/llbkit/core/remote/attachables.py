@@ -329,10 +329,9 @@ async def serve_attachables(
         server.add_generic_rpc_handlers((_file_send_handler(client, outputs),))
         server.add_generic_rpc_handlers((_batched_file_send_handler(outputs),))
     if stores:
-        from llbkit.core.api._pb import content_pb2_grpc
-        from llbkit.core.remote.content import ContentStores
+        from llbkit.core.remote.content import ContentStores, content_handler
 
-        content_pb2_grpc.add_ContentServicer_to_server(ContentStores(stores), server)  # type: ignore[no-untyped-call]
+        server.add_generic_rpc_handlers((content_handler(ContentStores(stores)),))
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
     try:

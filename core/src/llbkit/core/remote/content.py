@@ -26,14 +26,27 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from llbkit.core.api._pb import content_pb2, content_pb2_grpc
+from llbkit.core.api._pb import content_pb2
 from llbkit.core.fs.durable import fsync_dir
 from llbkit.core.session.content import STORE_HEADER
 
-__all__ = ["CONTENT_METHODS", "STORE_HEADER", "ContentStores"]
+__all__ = ["CONTENT_METHODS", "STORE_HEADER", "ContentStores", "content_handler"]
 
-_METHODS = ("Abort", "Delete", "Info", "List", "ListStatuses", "Read", "Status", "Update", "Write")
-CONTENT_METHODS = tuple(f"/containerd.services.content.v1.Content/{m}" for m in _METHODS)
+_SERVICE = "containerd.services.content.v1.Content"
+_pb = content_pb2
+#: method -> (kind, request type, response type)
+_METHODS: dict[str, tuple[str, Any, Any]] = {
+    "Abort": ("unary_unary", _pb.AbortRequest, empty_pb2.Empty),
+    "Delete": ("unary_unary", _pb.DeleteContentRequest, empty_pb2.Empty),
+    "Info": ("unary_unary", _pb.InfoRequest, _pb.InfoResponse),
+    "List": ("unary_stream", _pb.ListContentRequest, _pb.ListContentResponse),
+    "ListStatuses": ("unary_unary", _pb.ListStatusesRequest, _pb.ListStatusesResponse),
+    "Read": ("unary_stream", _pb.ReadContentRequest, _pb.ReadContentResponse),
+    "Status": ("unary_unary", _pb.StatusRequest, _pb.StatusResponse),
+    "Update": ("unary_unary", _pb.UpdateRequest, _pb.UpdateResponse),
+    "Write": ("stream_stream", _pb.WriteContentRequest, _pb.WriteContentResponse),
+}
+CONTENT_METHODS = tuple(f"/{_SERVICE}/{m}" for m in sorted(_METHODS))
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _CHUNK = 1 << 20
 
@@ -60,7 +73,7 @@ def _info(digest: str, st: os.stat_result) -> content_pb2.Info:
     return info
 
 
-class ContentStores(content_pb2_grpc.ContentServicer):
+class ContentStores:
     """Directories by store id, each an OCI layout's ``blobs/sha256``."""
 
     def __init__(self, stores: Mapping[str, Path]) -> None:
@@ -240,3 +253,16 @@ class _Ingest:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
             self.tmp = None
+
+
+def content_handler(stores: ContentStores) -> grpc.GenericRpcHandler:
+    """``stores`` served under containerd's service name (our messages are our own package)."""
+    handlers = {}
+    for method, (kind, request, response) in _METHODS.items():
+        make = getattr(grpc, f"{kind}_rpc_method_handler")
+        handlers[method] = make(
+            getattr(stores, method),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(_SERVICE, handlers)

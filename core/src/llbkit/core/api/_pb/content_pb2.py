@@ -23,12 +23,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llbkit/core/api/_pb/content.proto\x12\x1e\x63ontainerd.services.content.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n\x04Info\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x06labels\x18\x05 \x03(\x0b\x32\x30.containerd.services.content.v1.Info.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"B\n\x0cInfoResponse\x12\x32\n\x04info\x18\x01 \x01(\x0b\x32$.containerd.services.content.v1.Info\"t\n\rUpdateRequest\x12\x32\n\x04info\x18\x01 \x01(\x0b\x32$.containerd.services.content.v1.Info\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"D\n\x0eUpdateResponse\x12\x32\n\x04info\x18\x01 \x01(\x0b\x32$.containerd.services.content.v1.Info\"%\n\x12ListContentRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"I\n\x13ListContentResponse\x12\x32\n\x04info\x18\x01 \x03(\x0b\x32$.containerd.services.content.v1.Info\"&\n\x14\x44\x65leteContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"B\n\x12ReadContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\"3\n\x13ReadContentResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa6\x01\n\x06Status\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x06 \x01(\t\"\x1c\n\rStatusRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"H\n\x0eStatusResponse\x12\x36\n\x06status\x18\x01 \x01(\x0b\x32&.containerd.services.content.v1.Status\"&\n\x13ListStatusesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x14ListStatusesResponse\x12\x38\n\x08statuses\x18\x01 \x03(\x0b\x32&.containerd.services.content.v1.Status\"\x9e\x02\n\x13WriteContentRequest\x12;\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32+.containerd.services.content.v1.WriteAction\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12O\n\x06labels\x18\x07 \x03(\x0b\x32?.containerd.services.content.v1.WriteContentRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\x14WriteContentResponse\x12;\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32+.containerd.services.content.v1.WriteAction\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\"\x1b\n\x0c\x41\x62ortRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t*.\n\x0bWriteAction\x12\x08\n\x04STAT\x10\x00\x12\t\n\x05WRITE\x10\x01\x12\n\n\x06\x43OMMIT\x10\x02\x32\xbe\x07\n\x07\x43ontent\x12\x61\n\x04Info\x12+.containerd.services.content.v1.InfoRequest\x1a,.containerd.services.content.v1.InfoResponse\x12g\n\x06Update\x12-.containerd.services.content.v1.UpdateRequest\x1a..containerd.services.content.v1.UpdateResponse\x12q\n\x04List\x12\x32.containerd.services.content.v1.ListContentRequest\x1a\x33.containerd.services.content.v1.ListContentResponse0\x01\x12V\n\x06\x44\x65lete\x12\x34.containerd.services.content.v1.DeleteContentRequest\x1a\x16.google.protobuf.Empty\x12q\n\x04Read\x12\x32.containerd.services.content.v1.ReadContentRequest\x1a\x33.containerd.services.content.v1.ReadContentResponse0\x01\x12g\n\x06Status\x12-.containerd.services.content.v1.StatusRequest\x1a..containerd.services.content.v1.StatusResponse\x12y\n\x0cListStatuses\x12\x33.containerd.services.content.v1.ListStatusesRequest\x1a\x34.containerd.services.content.v1.ListStatusesResponse\x12v\n\x05Write\x12\x33.containerd.services.content.v1.WriteContentRequest\x1a\x34.containerd.services.content.v1.WriteContentResponse(\x01\x30\x01\x12M\n\x05\x41\x62ort\x12,.containerd.services.content.v1.AbortRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llbkit/core/api/_pb/content.proto\x12\x19llbkit.session.content.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x01\n\x04Info\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06labels\x18\x05 \x03(\x0b\x32+.llbkit.session.content.v1.Info.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"=\n\x0cInfoResponse\x12-\n\x04info\x18\x01 \x01(\x0b\x32\x1f.llbkit.session.content.v1.Info\"o\n\rUpdateRequest\x12-\n\x04info\x18\x01 \x01(\x0b\x32\x1f.llbkit.session.content.v1.Info\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x0eUpdateResponse\x12-\n\x04info\x18\x01 \x01(\x0b\x32\x1f.llbkit.session.content.v1.Info\"%\n\x12ListContentRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"D\n\x13ListContentResponse\x12-\n\x04info\x18\x01 \x03(\x0b\x32\x1f.llbkit.session.content.v1.Info\"&\n\x14\x44\x65leteContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"B\n\x12ReadContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\"3\n\x13ReadContentResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa6\x01\n\x06Status\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x06 \x01(\t\"\x1c\n\rStatusRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"C\n\x0eStatusResponse\x12\x31\n\x06status\x18\x01 \x01(\x0b\x32!.llbkit.session.content.v1.Status\"&\n\x13ListStatusesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"K\n\x14ListStatusesResponse\x12\x33\n\x08statuses\x18\x01 \x03(\x0b\x32!.llbkit.session.content.v1.Status\"\x94\x02\n\x13WriteContentRequest\x12\x36\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32&.llbkit.session.content.v1.WriteAction\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12J\n\x06labels\x18\x07 \x03(\x0b\x32:.llbkit.session.content.v1.WriteContentRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdd\x01\n\x14WriteContentResponse\x12\x36\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32&.llbkit.session.content.v1.WriteAction\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\"\x1b\n\x0c\x41\x62ortRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t*.\n\x0bWriteAction\x12\x08\n\x04STAT\x10\x00\x12\t\n\x05WRITE\x10\x01\x12\n\n\x06\x43OMMIT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,48 +38,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WRITECONTENTREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_WRITECONTENTREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_WRITEACTION']._serialized_start=1917
-  _globals['_WRITEACTION']._serialized_end=1963
-  _globals['_INFO']._serialized_start=166
-  _globals['_INFO']._serialized_end=411
-  _globals['_INFO_LABELSENTRY']._serialized_start=366
-  _globals['_INFO_LABELSENTRY']._serialized_end=411
-  _globals['_INFOREQUEST']._serialized_start=413
-  _globals['_INFOREQUEST']._serialized_end=442
-  _globals['_INFORESPONSE']._serialized_start=444
-  _globals['_INFORESPONSE']._serialized_end=510
-  _globals['_UPDATEREQUEST']._serialized_start=512
-  _globals['_UPDATEREQUEST']._serialized_end=628
-  _globals['_UPDATERESPONSE']._serialized_start=630
-  _globals['_UPDATERESPONSE']._serialized_end=698
-  _globals['_LISTCONTENTREQUEST']._serialized_start=700
-  _globals['_LISTCONTENTREQUEST']._serialized_end=737
-  _globals['_LISTCONTENTRESPONSE']._serialized_start=739
-  _globals['_LISTCONTENTRESPONSE']._serialized_end=812
-  _globals['_DELETECONTENTREQUEST']._serialized_start=814
-  _globals['_DELETECONTENTREQUEST']._serialized_end=852
-  _globals['_READCONTENTREQUEST']._serialized_start=854
-  _globals['_READCONTENTREQUEST']._serialized_end=920
-  _globals['_READCONTENTRESPONSE']._serialized_start=922
-  _globals['_READCONTENTRESPONSE']._serialized_end=973
-  _globals['_STATUS']._serialized_start=976
-  _globals['_STATUS']._serialized_end=1142
-  _globals['_STATUSREQUEST']._serialized_start=1144
-  _globals['_STATUSREQUEST']._serialized_end=1172
-  _globals['_STATUSRESPONSE']._serialized_start=1174
-  _globals['_STATUSRESPONSE']._serialized_end=1246
-  _globals['_LISTSTATUSESREQUEST']._serialized_start=1248
-  _globals['_LISTSTATUSESREQUEST']._serialized_end=1286
-  _globals['_LISTSTATUSESRESPONSE']._serialized_start=1288
-  _globals['_LISTSTATUSESRESPONSE']._serialized_end=1368
-  _globals['_WRITECONTENTREQUEST']._serialized_start=1371
-  _globals['_WRITECONTENTREQUEST']._serialized_end=1657
-  _globals['_WRITECONTENTREQUEST_LABELSENTRY']._serialized_start=366
-  _globals['_WRITECONTENTREQUEST_LABELSENTRY']._serialized_end=411
-  _globals['_WRITECONTENTRESPONSE']._serialized_start=1660
-  _globals['_WRITECONTENTRESPONSE']._serialized_end=1886
-  _globals['_ABORTREQUEST']._serialized_start=1888
-  _globals['_ABORTREQUEST']._serialized_end=1915
-  _globals['_CONTENT']._serialized_start=1966
-  _globals['_CONTENT']._serialized_end=2924
+  _globals['_WRITEACTION']._serialized_start=1833
+  _globals['_WRITEACTION']._serialized_end=1879
+  _globals['_INFO']._serialized_start=132
+  _globals['_INFO']._serialized_end=372
+  _globals['_INFO_LABELSENTRY']._serialized_start=327
+  _globals['_INFO_LABELSENTRY']._serialized_end=372
+  _globals['_INFOREQUEST']._serialized_start=374
+  _globals['_INFOREQUEST']._serialized_end=403
+  _globals['_INFORESPONSE']._serialized_start=405
+  _globals['_INFORESPONSE']._serialized_end=466
+  _globals['_UPDATEREQUEST']._serialized_start=468
+  _globals['_UPDATEREQUEST']._serialized_end=579
+  _globals['_UPDATERESPONSE']._serialized_start=581
+  _globals['_UPDATERESPONSE']._serialized_end=644
+  _globals['_LISTCONTENTREQUEST']._serialized_start=646
+  _globals['_LISTCONTENTREQUEST']._serialized_end=683
+  _globals['_LISTCONTENTRESPONSE']._serialized_start=685
+  _globals['_LISTCONTENTRESPONSE']._serialized_end=753
+  _globals['_DELETECONTENTREQUEST']._serialized_start=755
+  _globals['_DELETECONTENTREQUEST']._serialized_end=793
+  _globals['_READCONTENTREQUEST']._serialized_start=795
+  _globals['_READCONTENTREQUEST']._serialized_end=861
+  _globals['_READCONTENTRESPONSE']._serialized_start=863
+  _globals['_READCONTENTRESPONSE']._serialized_end=914
+  _globals['_STATUS']._serialized_start=917
+  _globals['_STATUS']._serialized_end=1083
+  _globals['_STATUSREQUEST']._serialized_start=1085
+  _globals['_STATUSREQUEST']._serialized_end=1113
+  _globals['_STATUSRESPONSE']._serialized_start=1115
+  _globals['_STATUSRESPONSE']._serialized_end=1182
+  _globals['_LISTSTATUSESREQUEST']._serialized_start=1184
+  _globals['_LISTSTATUSESREQUEST']._serialized_end=1222
+  _globals['_LISTSTATUSESRESPONSE']._serialized_start=1224
+  _globals['_LISTSTATUSESRESPONSE']._serialized_end=1299
+  _globals['_WRITECONTENTREQUEST']._serialized_start=1302
+  _globals['_WRITECONTENTREQUEST']._serialized_end=1578
+  _globals['_WRITECONTENTREQUEST_LABELSENTRY']._serialized_start=327
+  _globals['_WRITECONTENTREQUEST_LABELSENTRY']._serialized_end=372
+  _globals['_WRITECONTENTRESPONSE']._serialized_start=1581
+  _globals['_WRITECONTENTRESPONSE']._serialized_end=1802
+  _globals['_ABORTREQUEST']._serialized_start=1804
+  _globals['_ABORTREQUEST']._serialized_end=1831
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,6 @@
 # GENERATED FILE - DO NOT EDIT; regenerate with scripts/gen_proto.sh
 import datetime
 
-from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
