@@ -16,8 +16,8 @@ from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins.stdio import ProcessIO
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.plugins.worker_runc.executor import RuncExecutor, runc_name
-from llbkit.plugins.worker_runc.spec import build_process, build_spec
 from llbkit.plugins.worker_runc.worker import RuncWorker
+from llbkit.sdk.ocispec import build_process, build_spec
 from llbkit.sdk.testing import RecordingProgress, make_context
 from llbkit.sdk.testing.kit_worker import WorkerKit, busybox_rootfs
 

@@ -24,7 +24,7 @@ import anyio
 
 from llbkit.core.errors import UserError
 from llbkit.plugins.worker_runc._call import call_runc, wait_for_file
-from llbkit.plugins.worker_runc.spec import build_process, build_spec
+from llbkit.sdk.ocispec import build_process, build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import Platform
@@ -53,28 +53,6 @@ class _Container:
     #: written by runc once the first process runs
     pidfile: Path
     ended: anyio.Event = field(default_factory=anyio.Event)
-
-
-def _host_resolv(network: str) -> str:
-    """The host's resolv.conf, without loopback nameservers unless the host network is used."""
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        text = ""
-    if network == "host":
-        return text
-    kept = [
-        line
-        for line in text.splitlines()
-        if not (
-            line.startswith("nameserver")
-            and line.split()[1:2]
-            and line.split()[1].startswith(("127.", "::1"))
-        )
-    ]
-    if not any(line.startswith("nameserver") for line in kept):
-        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(kept) + "\n"
 
 
 class RuncExecutor:
@@ -120,12 +98,9 @@ class RuncExecutor:
         self._containers[id] = container
         try:
             hosts = bundle / "hosts"
-            hosts.write_text(
-                f"127.0.0.1\tlocalhost {process.hostname}\n::1\tlocalhost ip6-localhost "
-                "ip6-loopback\n" + "".join(f"{ip}\t{host}\n" for host, ip in process.extra_hosts)
-            )
+            hosts.write_text(hosts_file(process))
             resolv = bundle / "resolv.conf"
-            resolv.write_text(_host_resolv(process.network))
+            resolv.write_text(resolv_conf(process.network))
             spec = build_spec(process, rootfs, mounts, hosts=hosts, resolv=resolv)
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [

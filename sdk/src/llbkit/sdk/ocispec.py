@@ -1,7 +1,10 @@
-"""The OCI runtime spec of one exec step, as BuildKit's OCI worker writes it.
+"""The OCI runtime spec of one exec step, as BuildKit's workers write it, for every worker.
 
-The user arrives resolved (``uid``, ``gid``, ``additional_gids``): the engine reads the rootfs's
-``/etc/passwd`` and ``/etc/group``, so every worker runs a named user as the same ids.
+The runc worker writes it as a bundle's ``config.json``, the containerd worker hands it to
+containerd; both run an exec step the same way. The user arrives resolved (``uid``, ``gid``,
+``additional_gids``): the engine reads the rootfs's ``/etc/passwd`` and ``/etc/group``, so every
+worker runs a named user as the same ids. Also ``/etc/hosts`` and ``/etc/resolv.conf`` as a step
+sees them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 
-__all__ = ["DEFAULT_PATH", "build_process", "build_spec"]
+__all__ = ["DEFAULT_PATH", "build_process", "build_spec", "hosts_file", "resolv_conf"]
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -238,3 +241,33 @@ def _mounts(
     # A later mount of the same destination wins; keep the last only.
     last = {m["destination"]: n for n, m in enumerate(found)}
     return [m for n, m in enumerate(found) if last[m["destination"]] == n]
+
+
+def hosts_file(process: ProcessSpec) -> str:
+    """``/etc/hosts`` of a step: localhost under its hostname, then ``--add-host`` entries."""
+    return (
+        f"127.0.0.1\tlocalhost {process.hostname}\n::1\tlocalhost ip6-localhost "
+        "ip6-loopback\n" + "".join(f"{ip}\t{host}\n" for host, ip in process.extra_hosts)
+    )
+
+
+def resolv_conf(network: str, host_file: Path = Path("/etc/resolv.conf")) -> str:
+    """The host's resolv.conf, without loopback nameservers unless the host network is used."""
+    try:
+        text = host_file.read_text()
+    except OSError:
+        text = ""
+    if network == "host":
+        return text
+    kept = [
+        line
+        for line in text.splitlines()
+        if not (
+            line.startswith("nameserver")
+            and line.split()[1:2]
+            and line.split()[1].startswith(("127.", "::1"))
+        )
+    ]
+    if not any(line.startswith("nameserver") for line in kept):
+        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(kept) + "\n"
