@@ -13,7 +13,8 @@ if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev
     missing+=(python3-venv)
 fi
 # The real parts the tests run: runc containers, a registry, a static busybox for base images,
-# htpasswd for a registry with credentials, skopeo and docker.io (dockerd for `docker load`).
+# htpasswd for a registry with credentials, skopeo and docker.io (dockerd for `docker load`),
+# containerd.
 # Only as root; otherwise those tests skip.
 if [ "$(id -u)" = 0 ]; then
     command -v runc >/dev/null || missing+=(runc)
@@ -22,6 +23,11 @@ if [ "$(id -u)" = 0 ]; then
     command -v htpasswd >/dev/null || missing+=(apache2-utils)
     command -v skopeo >/dev/null || missing+=(skopeo)
     command -v dockerd >/dev/null || missing+=(docker.io)
+    # containerd (the containerd worker's tests start their own) and the API .proto files its
+    # generated client is checked against
+    command -v containerd >/dev/null || missing+=(containerd)
+    [ -d /usr/share/gocode/src/github.com/containerd/containerd/api ] ||
+        missing+=(golang-github-containerd-containerd-dev)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

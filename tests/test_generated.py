@@ -40,3 +40,24 @@ def test_generated_files_say_how_to_regenerate():
     for path in (*_generated(), ROOT / "core/src/llbkit/core/plugins/_known.py"):
         first = path.read_text().splitlines()[0]
         assert first.startswith("# GENERATED FILE - DO NOT EDIT; regenerate with scripts/"), path
+
+
+def test_containerd_modules_match_debians_protos(tmp_path):
+    """The containerd worker's client, generated from the .proto files Debian ships."""
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (a dev dependency) regenerates _pb")
+    api = Path("/usr/share/gocode/src/github.com/containerd/containerd/api")
+    if not api.is_dir():
+        pytest.skip("apt-get install golang-github-containerd-containerd-dev (setup.sh does)")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gen_containerd_proto.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    committed = ROOT / "plugins/worker_containerd/src"
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
+    assert fresh == sorted(p.relative_to(committed) for p in committed.rglob("*_pb2*.py*"))
+    for name in fresh:
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), (
+            f"{name} is stale: run scripts/gen_containerd_proto.py"
+        )

@@ -9,9 +9,11 @@ import anyio
 import pytest
 
 from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.config import EngineConfig
 from llbkit.core.control import Controller
 from llbkit.core.errors import UserError
-from llbkit.sdk.testing.builds import build_in, run_build
+from llbkit.sdk.testing.builds import run_build
+from llbkit.sdk.testing.containerd import containerd  # noqa: F401 - a fixture, used by name
 from tests.trees.cases import CASES, definition
 from tests.trees.context import make_context
 from tests.trees.exec_cases import EXEC_CASES, exec_definition
@@ -51,14 +53,28 @@ def test_same_tree_as_buildkit(name: str, layer_format: str, context: Path, tmp_
 
 @pytest.mark.root
 @pytest.mark.services
+@pytest.mark.parametrize("worker", ["oci", "containerd"])
 @pytest.mark.parametrize("name", sorted(EXEC_CASES))
-def test_same_exec_tree_as_buildkit(name: str, busybox_image: str, tmp_path: Path) -> None:
+def test_same_exec_tree_as_buildkit(
+    name: str, worker: str, busybox_image: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Each exec case, run by each worker, leaves BuildKit's tree."""
     expected = json.loads((VECTORS / f"{name}.json").read_text())
     out = tmp_path / "out.tar"
-    build_in(
-        tmp_path / "root",
-        EmbeddedClient(),
-        definition=exec_definition(name, busybox_image),
-        exports=[("tar", {"dest": str(out)})],
-    )
+    config = EngineConfig()
+    if worker == "containerd":
+        server = request.getfixturevalue("containerd")
+        config = EngineConfig(
+            worker_name="containerd",
+            worker={"address": server.address, "namespace": server.namespace},
+        )
+    with Controller.open(tmp_path / "root", config) as engine:
+        anyio.run(
+            lambda: run_build(
+                engine,
+                EmbeddedClient(),
+                definition=exec_definition(name, busybox_image),
+                exports=[("tar", {"dest": str(out)})],
+            )
+        )
     assert tar_listing(out.read_bytes()) == expected["tree"]

@@ -83,6 +83,7 @@ _WORKER = {
     "gcmaxusedspace",
     "gcminfreespace",
 }
+_WORKER_KEYS = {"oci": _WORKER, "containerd": _WORKER}
 #: gcpolicy rule keys accepted but without effect yet (reported in ``unused``)
 _RULE_UNUSED = {"reservedSpace", "maxUsedSpace", "minFreeSpace"}
 _RULE = {"all", "keepBytes", "keepDuration", "filters"} | _RULE_UNUSED
@@ -96,6 +97,14 @@ _USED = {
     "worker.oci.max-parallelism",
     "worker.oci.enabled",
     "worker.containerd.enabled",
+    "worker.containerd.address",
+    "worker.containerd.namespace",
+    "worker.containerd.platforms",
+    "worker.containerd.labels",
+    "worker.containerd.gc",
+    "worker.containerd.gckeepstorage",
+    "worker.containerd.gcpolicy",
+    "worker.containerd.max-parallelism",
     "worker.oci.binary",
     "worker.oci.platforms",
     "worker.oci.labels",
@@ -149,6 +158,8 @@ class EngineConfig:
     #: once it is both older than this and beyond the newest this many (pinned ones stay)
     history_max_age: int = 48 * 3600
     history_max_entries: int = 50
+    #: the worker that runs steps: ``oci`` (``[worker.oci]``) or ``containerd``
+    worker_name: str = "oci"
 
 
 @dataclass
@@ -194,27 +205,36 @@ def load_config(path: Path | None) -> EngineConfig:
     if not isinstance(workers, dict):
         raise ConfigError(f"{source}: worker must be a table")
     _check(workers, {"oci", "containerd"}, "worker.", source)
-    oci = workers.get("oci", {})
-    config.worker = dict(oci)
     for name, table in workers.items():
-        _check(table, _WORKER, f"worker.{name}.", source)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: worker.{name} must be a table")
+        _check(table, _WORKER_KEYS[name], f"worker.{name}.", source)
+    config.worker_name = _chosen_worker(workers, source)
+    # The engine's own keys (gc, gcpolicy, max-parallelism) are read from the chosen worker's.
+    oci = workers.get(config.worker_name, {})
+    config.worker = dict(oci)
     try:
         config.gc = bool(oci.get("gc", True))
         if "gckeepstorage" in oci:
-            config.gc_keep_storage = parse_bytes(oci["gckeepstorage"], "worker.oci.gckeepstorage")
+            where = f"worker.{config.worker_name}.gckeepstorage"
+            config.gc_keep_storage = parse_bytes(oci["gckeepstorage"], where)
         if "max-parallelism" in oci:
             config.max_parallelism = int(oci["max-parallelism"])
             if config.max_parallelism < 0:
                 raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: worker.oci.max-parallelism must be a number") from None
+        raise ConfigError(
+            f"{source}: worker.{config.worker_name}.max-parallelism must be a number"
+        ) from None
     unused = _flatten(data) - _USED - {"root"}
     for n, rule in enumerate(oci.get("gcpolicy", [])):
-        where = f"{source}: worker.oci.gcpolicy[{n}]"
+        where = f"{source}: worker.{config.worker_name}.gcpolicy[{n}]"
         if not isinstance(rule, dict):
             raise ConfigError(f"{where} must be a table")
-        _check(rule, _RULE, f"worker.oci.gcpolicy[{n}].", source)
-        unused |= {f"worker.oci.gcpolicy.{key}" for key in _RULE_UNUSED & rule.keys()}
+        _check(rule, _RULE, f"worker.{config.worker_name}.gcpolicy[{n}].", source)
+        unused |= {
+            f"worker.{config.worker_name}.gcpolicy.{key}" for key in _RULE_UNUSED & rule.keys()
+        }
         filters = rule.get("filters", [])
         if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
             raise ConfigError(f"{where}.filters must be a list of strings")
@@ -244,6 +264,23 @@ def _read_root(data: dict[str, Any], config: EngineConfig) -> None:
     _check(own, {"root"}, "llbkit.", source)
     if "root" in own:
         config.root = Path(str(own["root"]))
+
+
+def _chosen_worker(workers: dict[str, Any], source: str) -> str:
+    """BuildKit's choice: the OCI worker unless it is disabled, then the containerd worker
+    unless that is disabled too."""
+    enabled = {
+        name: workers.get(name, {}).get("enabled", name == "oci" or name in workers)
+        for name in ("oci", "containerd")
+    }
+    for name, value in enabled.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: worker.{name}.enabled must be true or false")
+    if enabled["oci"]:
+        return "oci"
+    if enabled["containerd"]:
+        return "containerd"
+    return "oci"  # both disabled: the engine says so when a step needs a worker
 
 
 def _read_entitlements(data: dict[str, Any], config: EngineConfig) -> None:
@@ -310,8 +347,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
         name = prefix + key
         if isinstance(value, dict) and name.count(".") < 2 and name not in ("registry",):
             keys |= _flatten(value, name + ".")
-        elif name.startswith("worker.oci.gcpolicy"):
-            keys.add("worker.oci.gcpolicy")
+        elif name.startswith(("worker.oci.gcpolicy", "worker.containerd.gcpolicy")):
+            keys.add(name.rsplit(".gcpolicy", 1)[0] + ".gcpolicy")
         else:
             keys.add(name)
     return keys

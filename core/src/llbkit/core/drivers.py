@@ -32,9 +32,6 @@ from llbkit.core.registry.access import EngineRegistries
 
 __all__ = ["Drivers"]
 
-#: the worker ``[worker.oci]`` configures; the containerd worker will add its own section
-WORKER = "oci"
-
 
 class Drivers:
     """Driver instances by group and name, for one engine and its state root."""
@@ -97,7 +94,8 @@ class Drivers:
         return driver
 
     async def executor(self) -> Executor:
-        """The ``[worker.oci]`` executor, started on first use (once: steps that start
+        """The chosen worker's executor (``[worker.oci]`` unless disabled, then
+        ``[worker.containerd]``), started on first use (once: steps that start
         together wait for the one start, which may stop what a killed owner left running)."""
         if self._executor is not None:
             return self._executor
@@ -105,11 +103,13 @@ class Drivers:
             self._starting = anyio.Lock()
         async with self._starting:
             if self._executor is None:
+                name = self.config.worker_name
                 if self.config.worker.get("enabled", True) is False:
                     raise UserError(
-                        "[worker.oci] is disabled (enabled = false): nothing runs processes"
+                        f"[worker.{name}] is disabled (enabled = false) and no other worker is "
+                        "enabled: nothing runs processes"
                     )
-                worker: Worker = self._driver(GROUP_WORKERS, WORKER)
+                worker: Worker = self._driver(GROUP_WORKERS, name)
                 own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
                 self._executor = await worker.resolve(own)
         return self._executor

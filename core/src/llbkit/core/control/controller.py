@@ -34,7 +34,7 @@ from llbkit.core.config import EngineConfig, GCRule, default_gc_rules
 from llbkit.core.control.build import BuildOutcome, Closable, run_build
 from llbkit.core.control.request import PruneRequest, SolveRequest, SolveResponse, new_ref
 from llbkit.core.control.status import BuildStatus, StatusBoard
-from llbkit.core.drivers import WORKER, Drivers
+from llbkit.core.drivers import Drivers
 from llbkit.core.errors import UserError, one_error
 from llbkit.core.plugins import GROUP_WORKERS
 from llbkit.core.plugins.context import Platform
@@ -438,7 +438,7 @@ class Controller:
         """The worker that runs processes (``buildctl debug workers``)."""
         self._owner("workers")  # starting the worker writes into the root
         executor = await self.drivers.executor()
-        id_file = self.drivers.state_dir(GROUP_WORKERS, WORKER) / "workerid"
+        id_file = self.drivers.state_dir(GROUP_WORKERS, self.config.worker_name) / "workerid"
         if not id_file.exists():
             id_file.write_text(new_ref())  # BuildKit's worker IDs look like build refs
         return [

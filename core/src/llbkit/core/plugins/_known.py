@@ -15,5 +15,6 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ('llbkit.exporters', 'oci'): 'llbkit-exporter-image',
     ('llbkit.exporters', 'tar'): 'llbkit-exporter-local',
     ('llbkit.frontends', 'dockerfile.v0'): 'llbkit-frontend-dockerfile',
+    ('llbkit.workers', 'containerd'): 'llbkit-worker-containerd',
     ('llbkit.workers', 'oci'): 'llbkit-worker-runc',
 }

@@ -1,0 +1,1 @@
+"""llbkit's containerd worker."""

@@ -1,0 +1,128 @@
+"""``[worker.containerd]``: each exec step runs as a containerd container and task.
+
+llbkit keeps its own store and hands containerd mounted rootfs directories (``docs/workers.md``
+says why); containerd runs them with its runc v2 shim, under the worker's namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.plugins.context import Platform, PluginContext
+from llbkit.plugins.worker_containerd.executor import ContainerdExecutor
+
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_NAMESPACE", "ContainerdWorker"]
+
+DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+DEFAULT_NAMESPACE = "buildkit"
+#: ``[worker.containerd]`` keys this worker takes (the engine keeps ``enabled``, ``gc*`` and
+#: ``max-parallelism``); BuildKit's others are accepted and said to have no effect
+OPTIONS = (
+    "address",
+    "namespace",
+    "platforms",
+    "labels",
+    "snapshotter",
+    "runtime",
+    "rootless",
+    "noProcessSandbox",
+    "networkMode",
+    "cniConfigPath",
+    "cniBinaryPath",
+    "cniPoolSize",
+    "apparmor-profile",
+    "selinux",
+    "defaultCgroupParent",
+    "userRemapUnsupported",
+    "binary",
+)
+
+
+class ContainerdWorker:
+    """``llbkit.workers: containerd``."""
+
+    api_version: ClassVar[int] = 2
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def resolve(self, config: Mapping[str, object]) -> ContainerdExecutor:
+        import grpc
+
+        from llbkit.plugins.worker_containerd._pb.services.version.v1 import version_pb2_grpc
+
+        for key in config:
+            if key not in OPTIONS:
+                raise UnknownOptionError("[worker.containerd]", key, OPTIONS)
+        address = _string(config, "address") or DEFAULT_ADDRESS
+        address = address.removeprefix("unix://")
+        namespace = _string(config, "namespace") or DEFAULT_NAMESPACE
+        channel = grpc.aio.insecure_channel(f"unix://{address}")
+        try:
+            stub = version_pb2_grpc.VersionStub(channel)  # type: ignore[no-untyped-call]
+            from google.protobuf import empty_pb2
+
+            version = await stub.Version(empty_pb2.Empty(), timeout=10)
+        except grpc.aio.AioRpcError as err:
+            await channel.close()
+            raise UserError(
+                f"containerd at {address} is not reachable ({err.details() or err.code()}); "
+                "start containerd, or set [worker.containerd] address"
+            ) from None
+        state = Path(self.ctx.state_dir or tempfile.mkdtemp(prefix="llbkit-containerd-"))
+        state.mkdir(parents=True, exist_ok=True)
+        owner = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:16]
+        platforms = [_platform(p) for p in _strings(config, "platforms")] or [Platform()]
+        labels = {
+            "org.mobyproject.buildkit.worker.executor": "containerd",
+            "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
+            "org.mobyproject.buildkit.worker.hostname": socket.gethostname(),
+            "org.mobyproject.buildkit.worker.network": "host",
+            "org.mobyproject.buildkit.worker.containerd.namespace": namespace,
+            "org.mobyproject.buildkit.worker.containerd.uuid": version.revision,
+            "org.mobyproject.buildkit.worker.selinux.enabled": "false",
+        }
+        extra: Any = config.get("labels") or {}
+        if not isinstance(extra, dict):
+            raise ConfigError("[worker.containerd] labels must be a table")
+        labels.update({str(k): str(v) for k, v in extra.items()})
+        executor = ContainerdExecutor(
+            channel,
+            address=address,
+            namespace=namespace,
+            state=state,
+            owner=owner,
+            platforms=platforms,
+            labels=labels,
+        )
+        await executor.reap_orphans()
+        return executor
+
+
+def _string(config: Mapping[str, object], key: str) -> str:
+    value = config.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"[worker.containerd] {key} must be a string")
+    return value
+
+
+def _strings(config: Mapping[str, object], key: str) -> list[str]:
+    value: Any = config.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[worker.containerd] {key} must be a list of strings")
+    return list(value)
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except ValueError:
+        raise ConfigError(
+            f"[worker.containerd] platforms: {text!r} is not os/arch[/variant]"
+        ) from None

@@ -1,0 +1,84 @@
+"""The containerd worker chosen by buildkitd.toml runs a build as the OCI worker does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llbkit.sdk.testing.containerd import Containerd, containerd  # noqa: F401 - a fixture
+from tests.trees.listing import tar_listing
+
+pytestmark = [pytest.mark.root, pytest.mark.services]
+
+DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+ENV GREETING=hello
+WORKDIR /work
+COPY a.txt .
+RUN echo "$GREETING $(cat a.txt)" > greeting && mkdir -p /home/builder && chown 1000 /home/builder
+USER 1000
+RUN --mount=type=cache,target=/home/builder/cache,uid=1000 id -u > /home/builder/uid
+RUN --mount=type=secret,id=tok,uid=1000 wc -c < /run/secrets/tok > /home/builder/secret-size
+"""
+
+
+def _llbkit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llbkit.core", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_containerd_worker_picked_by_config_builds_what_the_oci_worker_builds(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "a.txt").write_text("world\n")
+    (tmp_path / "tok").write_text("twelve chars")
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        "[worker.oci]\n  enabled = false\n"
+        f'[worker.containerd]\n  enabled = true\n  address = "{containerd.address}"\n'
+        f'  namespace = "{containerd.namespace}"\n  labels = {{ team = "build" }}\n'
+    )
+    workers = _llbkit(tmp_path / "c", "--config", str(config), "debug", "workers", "-v")
+    assert workers.returncode == 0, workers.stderr
+    assert "org.mobyproject.buildkit.worker.executor:\tcontainerd" in workers.stdout
+    assert "team:\tbuild" in workers.stdout
+
+    build = ["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"]
+    build += ["--local", f"dockerfile={ctx}", "--opt", f"build-arg:BASE={busybox_image}"]
+    build += ["--secret", f"id=tok,src={tmp_path / 'tok'}"]
+    trees = {}
+    for name, extra in (("oci", []), ("containerd", ["--config", str(config)])):
+        out = tmp_path / f"{name}.tar"
+        done = _llbkit(tmp_path / name, *extra, *build, "--output", f"type=tar,dest={out}")
+        assert done.returncode == 0, done.stderr
+        trees[name] = tar_listing(out.read_bytes())
+    assert trees["containerd"] == trees["oci"]
+    tree = trees["oci"]
+    assert {"home/builder/secret-size", "home/builder/uid", "work/greeting"} <= tree.keys()
+    assert tree["home/builder/uid"]["uid"] == 1000
+    assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
+
+
+def test_an_unreachable_containerd_fails_the_build_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "buildkitd.toml"
+    sock = tmp_path / "no.sock"
+    config.write_text(
+        f'[worker.oci]\nenabled = false\n[worker.containerd]\naddress = "unix://{sock}"\n'
+    )
+    done = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: containerd at {sock} is not reachable")
+    assert done.stderr.count("\n") == 1
