@@ -82,3 +82,27 @@ def test_an_unreachable_containerd_fails_the_build_in_one_line(tmp_path: Path) -
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: containerd at {sock} is not reachable")
     assert done.stderr.count("\n") == 1
+
+
+def test_llbkitd_takes_buildkitds_worker_flags(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    from tests.test_daemon import _dockerfile_args, client, daemon
+
+    flags = ["--oci-worker", "false", "--containerd-worker", "true"]
+    flags += ["--containerd-worker-addr", f"unix://{containerd.address}"]
+    flags += ["--containerd-worker-namespace", containerd.namespace]
+    with daemon(tmp_path / "root", *flags) as (address, _):
+        workers = client(address, "debug", "workers", "-v")
+        assert workers.returncode == 0, workers.stderr
+        shown = workers.stdout.decode()
+        assert "org.mobyproject.buildkit.worker.executor:\tcontainerd" in shown
+        namespace = f"org.mobyproject.buildkit.worker.containerd.namespace:\t{containerd.namespace}"
+        assert namespace in shown
+        host = busybox_image.removesuffix("/library/busybox")
+        args = _dockerfile_args(tmp_path / "ctx", host, run="echo ran-in-containerd > /ran")
+        built = client(address, *args, "--output", f"type=local,dest={tmp_path / 'out'}")
+        assert built.returncode == 0, built.stderr
+        assert (tmp_path / "out" / "ran").read_text() == "ran-in-containerd\n"

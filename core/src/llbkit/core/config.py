@@ -160,6 +160,16 @@ class EngineConfig:
     history_max_entries: int = 50
     #: the worker that runs steps: ``oci`` (``[worker.oci]``) or ``containerd``
     worker_name: str = "oci"
+    #: every ``[worker.*]`` section as written (``worker`` is the chosen one's)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def use_worker(self, name: str, **settings: Any) -> None:
+        """Run steps with worker ``name`` (its section, with ``settings`` over it): what
+        llbkitd's ``--oci-worker``/``--containerd-worker`` flags choose over the file."""
+        section = {**self.workers.get(name, {}), **settings}
+        self.workers[name] = section
+        self.worker_name = name
+        self.worker = dict(section)
 
 
 @dataclass
@@ -209,6 +219,7 @@ def load_config(path: Path | None) -> EngineConfig:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: worker.{name} must be a table")
         _check(table, _WORKER_KEYS[name], f"worker.{name}.", source)
+    config.workers = {name: dict(table) for name, table in workers.items()}
     config.worker_name = _chosen_worker(workers, source)
     # The engine's own keys (gc, gcpolicy, max-parallelism) are read from the chosen worker's.
     oci = workers.get(config.worker_name, {})

@@ -7,11 +7,15 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from llbkit.core import __version__
 from llbkit.core.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from llbkit.core.config import EngineConfig
 
 __all__ = ["main"]
 
@@ -50,6 +54,20 @@ __all__ = ["main"]
     is_flag=True,
     help="Allow tcp:// without mutual TLS (anyone who reaches the port can build as root).",
 )
+@click.option(
+    "--oci-worker",
+    type=click.Choice(["true", "false", "auto"]),
+    default=None,
+    help="Enable the OCI (runc) worker (default: as [worker.oci] says, else true).",
+)
+@click.option(
+    "--containerd-worker",
+    type=click.Choice(["true", "false", "auto"]),
+    default=None,
+    help="Enable the containerd worker (auto: if containerd answers at its address).",
+)
+@click.option("--containerd-worker-addr", default="", help="containerd's socket.")
+@click.option("--containerd-worker-namespace", default="", help="containerd namespace to use.")
 def llbkitd(  # noqa: PLR0917 - click passes every option
     addresses: tuple[str, ...],
     root: str | None,
@@ -61,6 +79,10 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
     tlskey: str,
     entitlements: tuple[str, ...],
     insecure_tcp: bool,
+    oci_worker: str | None,
+    containerd_worker: str | None,
+    containerd_worker_addr: str,
+    containerd_worker_namespace: str,
 ) -> None:
     """llbkitd: BuildKit's Control API (what buildctl speaks), served by llbkit."""
     from llbkit.core.cache.root import default_root
@@ -89,6 +111,9 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
             )
         if entitlement not in config.insecure_entitlements:
             config.insecure_entitlements.append(entitlement)
+    _choose_worker(
+        config, oci_worker, containerd_worker, containerd_worker_addr, containerd_worker_namespace
+    )
     wanted = list(addresses) or config.grpc.address or [default_address()]
     parsed = [parse_address(a) for a in wanted]
     tls = TLSFiles(
@@ -123,6 +148,36 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
         debug=debug or config.debug,
     )
     asyncio.run(_serve(daemon))
+
+
+def _choose_worker(
+    config: EngineConfig, oci: str | None, containerd: str | None, address: str, namespace: str
+) -> None:
+    """buildkitd's worker flags over the file: the OCI worker when enabled, else containerd
+    (``auto``: when a containerd answers at its address)."""
+    settings = {k: v for k, v in (("address", address), ("namespace", namespace)) if v}
+    if oci is None and containerd is None and not settings:
+        return  # the file's choice stands
+    section = config.workers.get("containerd", {})
+    if oci is None:
+        oci_on = config.workers.get("oci", {}).get("enabled", True) is not False
+    else:
+        oci_on = oci != "false"  # auto: runc is checked when the worker starts
+    if containerd is None:
+        containerd_on = config.worker_name == "containerd" or section.get("enabled") is True
+    elif containerd == "auto":
+        where = str(settings.get("address") or section.get("address") or "")
+        containerd_on = Path(
+            (where or "/run/containerd/containerd.sock").removeprefix("unix://")
+        ).is_socket()
+    else:
+        containerd_on = containerd == "true"
+    if oci_on:
+        config.use_worker("oci", enabled=True)
+    elif containerd_on:
+        config.use_worker("containerd", enabled=True, **settings)
+    else:
+        config.use_worker(config.worker_name, enabled=False)
 
 
 async def _serve(daemon: object) -> None:
