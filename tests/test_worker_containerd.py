@@ -106,3 +106,44 @@ def test_llbkitd_takes_buildkitds_worker_flags(
         built = client(address, *args, "--output", f"type=local,dest={tmp_path / 'out'}")
         assert built.returncode == 0, built.stderr
         assert (tmp_path / "out" / "ran").read_text() == "ran-in-containerd\n"
+
+
+def test_an_image_built_with_the_containerd_worker_runs_with_ctr_without_a_push(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """``type=image`` stores into containerd (BuildKit's store=true); containerd's garbage
+    collection, once the export's lease is gone, keeps every blob the image needs."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        'ARG BASE\nFROM ${BASE}\nRUN echo built-by-llbkit > /hello\nCMD ["cat", "/hello"]\n'
+    )
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        f'[worker.oci]\nenabled = false\n[worker.containerd]\naddress = "{containerd.address}"\n'
+        f'namespace = "{containerd.namespace}"\n'
+    )
+    build = ["--config", str(config), "build", "--frontend", "dockerfile.v0"]
+    build += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    build += ["--opt", f"build-arg:BASE={busybox_image}", "--progress", "plain"]
+    done = _llbkit(tmp_path / "root", *build, "--output", "type=image,name=example/app:1")
+    assert done.returncode == 0, done.stderr
+    assert "naming to docker.io/example/app:1 done" in done.stderr
+    listed = containerd.ctr("images", "ls", "-q").stdout.split()
+    assert "docker.io/example/app:1" in listed
+    # The export's lease gone and the collector run: the image keeps what it needs.
+    for lease in containerd.ctr("leases", "ls", "-q").stdout.split():
+        containerd.ctr("leases", "rm", lease)
+    containerd.ctr("images", "tag", "docker.io/example/app:1", "docker.io/example/gone:1")
+    assert containerd.ctr("images", "rm", "--sync", "docker.io/example/gone:1").returncode == 0
+    ran = containerd.ctr("run", "--rm", "docker.io/example/app:1", f"t-{tmp_path.name}")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "built-by-llbkit\n"
+    # store=false leaves containerd alone.
+    again = _llbkit(
+        tmp_path / "root", *build, "--output", "type=image,name=example/other:1,store=false"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "docker.io/example/other:1" not in containerd.ctr("images", "ls", "-q").stdout

@@ -25,6 +25,7 @@ from llbkit.core.plugins.cache_backend import CacheBackend
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import Exporter
 from llbkit.core.plugins.frontend import Frontend
+from llbkit.core.plugins.imagestore import ImageStore, WithImageStore
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.plugins.source import ImageResolver, Source, SourceJob
 from llbkit.core.plugins.worker import Executor, Worker
@@ -113,6 +114,15 @@ class Drivers:
                 own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
                 self._executor = await worker.resolve(own)
         return self._executor
+
+    async def image_store(self) -> ImageStore | None:
+        """The worker's image store (containerd's), starting the worker if needed; ``None``
+        for a worker without one, or one that cannot start (an export does not need it)."""
+        try:
+            executor = await self.executor()
+        except UserError:
+            return None
+        return executor.image_store if isinstance(executor, WithImageStore) else None
 
     async def aclose(self) -> None:
         """Stop the worker's processes, if it was started."""

@@ -338,13 +338,22 @@ async def run_build(
     try:
         for step in steps:
             info = ExportInfo(
-                request.ref, request.session, _StepSink(emit, step.digest), inline_cache=inline
+                request.ref,
+                request.session,
+                _StepSink(emit, step.digest),
+                inline_cache=inline,
+                image_store=controller.drivers.image_store,
             )
             responses.append(dict(await step.run(step.job.export, result, info)))
         cache_response = await _export_caches(plan, cache_exports, emit) if plan else {}
         # Each export's step stays open through its finalize (a push shows under it).
         for step, answer in zip(steps, responses, strict=True):
-            info = ExportInfo(request.ref, request.session, _StepSink(emit, step.digest))
+            info = ExportInfo(
+                request.ref,
+                request.session,
+                _StepSink(emit, step.digest),
+                image_store=controller.drivers.image_store,
+            )
             answer.update(await step.run(step.job.finalize, info, last=True))
     finally:
         for step in steps:

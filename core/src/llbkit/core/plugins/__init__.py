@@ -42,6 +42,7 @@ _WHERE = {
     "FrontendOutput": "frontend",
     "ImageConfig": "source",
     "ImageResolver": "source",
+    "ImageStore": "imagestore",
     "InlineCache": "exporter",
     "LayerDescriptor": "context",
     "LayerOptions": "context",
@@ -65,6 +66,7 @@ _WHERE = {
     "VertexLog": "progress",
     "VertexStatus": "progress",
     "VertexWarning": "progress",
+    "WithImageStore": "imagestore",
     "WindowSize": "stdio",
     "Worker": "worker",
     "hookimpl": "hookspecs",
@@ -97,6 +99,7 @@ if TYPE_CHECKING:
         FrontendOutput,
     )
     from llbkit.core.plugins.hookspecs import hookimpl
+    from llbkit.core.plugins.imagestore import ImageStore, WithImageStore
     from llbkit.core.plugins.progress import (
         ProgressEvent,
         ProgressSink,
@@ -163,6 +166,7 @@ __all__ = [
     "FrontendOutput",
     "ImageConfig",
     "ImageResolver",
+    "ImageStore",
     "InlineCache",
     "LayerDescriptor",
     "LayerOptions",
@@ -189,6 +193,7 @@ __all__ = [
     "VertexStatus",
     "VertexWarning",
     "WindowSize",
+    "WithImageStore",
     "Worker",
     "hookimpl",
 ]

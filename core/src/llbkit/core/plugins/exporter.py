@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import BuildResult, ClientIO, PluginContext
+    from llbkit.core.plugins.imagestore import ImageStore
     from llbkit.core.plugins.progress import ProgressSink
 
 __all__ = ["API_VERSION", "ExportInfo", "ExportJob", "Exporter", "InlineCache"]
@@ -39,12 +40,15 @@ class ExportInfo:
     :param inline_cache: with ``--export-cache type=inline``, the cache to embed in the image
         config of each platform; ``None`` when none was asked for. An image exporter calls it
         once per image, with the image's layers; others ignore it.
+    :param image_store: the worker's image store (containerd's), or ``None`` when the worker
+        has none (the OCI worker) or cannot start; asking starts the worker if it is not.
     """
 
     ref: str
     client: ClientIO
     progress: ProgressSink
     inline_cache: InlineCache | None = None
+    image_store: Callable[[], Awaitable[ImageStore | None]] | None = None
 
 
 class Exporter(Protocol):

@@ -8,10 +8,10 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 
@@ -24,6 +24,7 @@ from llbkit.core.plugins import (
     Registries,
     RegistrySession,
 )
+from llbkit.core.plugins.imagestore import ImageStore
 from llbkit.core.reference import Reference, parse_reference
 from llbkit.plugins.exporter_image.assemble import (
     ANNOTATION_KEY,
@@ -340,6 +341,8 @@ class ImageJob:
     canonical: bool
     registries: Registries | None
     no_effect: tuple[str, ...] = ()
+    #: ``store``: also into the worker's image store, where the worker has one (containerd's)
+    store: bool = True
     _published: Published | None = field(default=None, repr=False)
     description: str = "exporting to image"
 
@@ -348,6 +351,10 @@ class ImageJob:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
         published = self._published = await _published(result, self.opts, info)
         names = list(self.opts.names)
+        if self.store and info.image_store is not None:
+            store = await info.image_store()
+            if store is not None:
+                await _store(store, published, names, info)
         found = response(published, names)
         if self.canonical and names:
             # As BuildKit names images in its store: each name as given, then ``@digest``.
@@ -371,6 +378,56 @@ class ImageJob:
 
     async def aclose(self) -> None:
         self._published = None
+
+
+async def _store(
+    store: ImageStore, published: Published, names: list[str], info: ExportInfo
+) -> None:
+    """Write the image into the worker's store (children before parents), then name it."""
+    progress = f"storing in {store.name}"
+    info.progress.status(progress)
+
+    async def put(desc: Mapping[str, Any], data: BlobSource, children: list[str]) -> None:
+        if not children and await store.has_blob(desc["digest"]):
+            return  # a layer or config there already (a manifest is written for its labels)
+        await store.write_blob(
+            desc["digest"],
+            _blob_chunks(data),
+            size=int(desc["size"]),
+            media_type=str(desc.get("mediaType", "")),
+            children=children,
+        )
+
+    for _, image in published.images:
+        manifest = json.loads(image.manifest)
+        sources = {d: src for d, _, src in image.layers}
+        for layer in manifest["layers"]:
+            await put(layer, sources[layer["digest"]], [])
+        await put(manifest["config"], image.config, [])
+        layers = [layer["digest"] for layer in manifest["layers"]]
+        children = [manifest["config"]["digest"], *layers]
+        await put(image.descriptor(), image.manifest, children)
+    if len(published.images) > 1:
+        children = [image.manifest_digest for _, image in published.images]
+        await put(published.descriptor(), published.data, children)
+    top = published.descriptor()
+    for name in names:
+        ref = parse_reference(name)
+        await store.name_image(
+            str(ref), digest=top["digest"], size=int(top["size"]), media_type=top["mediaType"]
+        )
+        info.progress.status(f"naming to {ref}", done=True)
+    info.progress.status(progress, done=True)
+
+
+async def _blob_chunks(source: BlobSource) -> AsyncIterator[bytes]:
+    data = await blob_file(source)
+    if isinstance(data, bytes):
+        yield data
+        return
+    async with await anyio.open_file(data, "rb") as handle:
+        while chunk := await handle.read(1 << 20):
+            yield chunk
 
 
 def _cause(err: UserError, name: str) -> str:
@@ -451,5 +508,6 @@ class ImageExporter:
             _bool("registry.insecure", attrs, False),
             _bool("name-canonical", attrs, False),
             self.ctx.registries,
-            _warn_no_effect(attrs),
+            tuple(k for k in _warn_no_effect(attrs) if k != "store"),
+            _bool("store", attrs, True),
         )

@@ -32,6 +32,7 @@ from llbkit.plugins.worker_containerd._pb.services.containers.v1 import (
     containers_pb2_grpc,
 )
 from llbkit.plugins.worker_containerd._pb.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from llbkit.plugins.worker_containerd.store import ContainerdImageStore
 from llbkit.sdk.ocispec import build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
@@ -83,6 +84,12 @@ class ContainerdExecutor:
         self._containers = containers_pb2_grpc.ContainersStub(channel)  # type: ignore[no-untyped-call]
         self._tasks = tasks_pb2_grpc.TasksStub(channel)  # type: ignore[no-untyped-call]
         self._running: set[str] = set()
+        self._store = ContainerdImageStore(channel, address, namespace)
+
+    @property
+    def image_store(self) -> ContainerdImageStore:
+        """containerd's own content and images, where ``store=true`` images go."""
+        return self._store
 
     @property
     def platforms(self) -> Sequence[Platform]:

@@ -1,0 +1,182 @@
+"""containerd's content and image store, as the image exporter's ``store=true`` writes to it.
+
+Blobs go in under a lease (containerd's garbage collector takes nothing a lease holds, so a
+blob written before its image is named stays), each with ``containerd.io/gc.ref.content.*``
+labels naming the blobs it references, so that once an image names its manifest the collector
+keeps the whole image for as long as the image exists. A lease serves the exports of an hour
+and expires a day after it was taken (containerd then deletes it): exports running at once
+share it, and one an engine's crash interrupted leaves nothing for longer than that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
+
+import grpc
+
+from llbkit.core.errors import UserError
+from llbkit.plugins.worker_containerd._pb.services.content.v1 import content_pb2, content_pb2_grpc
+from llbkit.plugins.worker_containerd._pb.services.images.v1 import images_pb2, images_pb2_grpc
+from llbkit.plugins.worker_containerd._pb.services.leases.v1 import leases_pb2, leases_pb2_grpc
+from llbkit.plugins.worker_containerd._pb.types import descriptor_pb2
+
+__all__ = ["ContainerdImageStore"]
+
+#: how long a lease lives (containerd deletes it then), and how long it is used for new blobs
+LEASE_EXPIRY = "24h"
+LEASE_USE = 3600.0
+_CHUNK = 1 << 20
+
+
+class ContainerdImageStore:
+    """The ``ImageStore`` of one containerd namespace."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str, namespace: str) -> None:
+        self.address = address
+        self.namespace = namespace
+        self._content = content_pb2_grpc.ContentStub(channel)  # type: ignore[no-untyped-call]
+        self._images = images_pb2_grpc.ImagesStub(channel)  # type: ignore[no-untyped-call]
+        self._leases = leases_pb2_grpc.LeasesStub(channel)  # type: ignore[no-untyped-call]
+        self._lease = ""
+        self._lease_taken = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"containerd at {self.address} (namespace {self.namespace})"
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        found = [("containerd-namespace", self.namespace)]
+        if self._lease:
+            found.append(("containerd-lease", self._lease))
+        return tuple(found)
+
+    def _failed(self, doing: str, err: grpc.aio.AioRpcError) -> UserError:
+        return UserError(f"{self.name}: {doing}: {err.details() or err.code()}")
+
+    async def _leased(self) -> None:
+        import secrets
+        import time
+
+        if self._lease and time.monotonic() - self._lease_taken < LEASE_USE:
+            return
+
+        lease = f"llbkit-export-{secrets.token_hex(8)}"
+        request = leases_pb2.CreateRequest(
+            id=lease, labels={"containerd.io/gc.expire": _expiry(LEASE_EXPIRY)}
+        )
+        try:
+            await self._leases.Create(request, metadata=self._metadata())
+        except grpc.aio.AioRpcError as err:
+            raise self._failed("taking a lease", err) from None
+        self._lease, self._lease_taken = lease, time.monotonic()
+
+    async def has_blob(self, digest: str) -> bool:
+        try:
+            await self._content.Info(
+                content_pb2.InfoRequest(digest=digest), metadata=self._metadata()
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise self._failed(f"looking up {digest}", err) from None
+        return True
+
+    async def write_blob(
+        self,
+        digest: str,
+        data: AsyncIterable[bytes],
+        *,
+        size: int,
+        media_type: str,
+        children: Sequence[str] = (),
+    ) -> None:
+        await self._leased()
+        labels = {f"containerd.io/gc.ref.content.{n}": child for n, child in enumerate(children)}
+        call: Any = self._content.Write(metadata=self._metadata())
+        try:
+            await call.write(
+                content_pb2.WriteContentRequest(
+                    action=content_pb2.STAT, ref=f"llbkit-{digest}", total=size, expected=digest
+                )
+            )
+            await call.read()
+            offset = 0
+            async for chunk in data:
+                for start in range(0, len(chunk), _CHUNK):
+                    piece = chunk[start : start + _CHUNK]
+                    await call.write(
+                        content_pb2.WriteContentRequest(
+                            action=content_pb2.WRITE,
+                            ref=f"llbkit-{digest}",
+                            offset=offset,
+                            data=piece,
+                        )
+                    )
+                    await call.read()
+                    offset += len(piece)
+            await call.write(
+                content_pb2.WriteContentRequest(
+                    action=content_pb2.COMMIT,
+                    ref=f"llbkit-{digest}",
+                    total=offset,
+                    offset=offset,
+                    expected=digest,
+                    labels=labels,
+                )
+            )
+            await call.read()
+            await call.done_writing()
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.ALREADY_EXISTS:
+                await self._label(digest, labels)  # there already: it must still keep its own
+                return
+            raise self._failed(f"writing {digest} ({media_type})", err) from None
+        finally:
+            call.cancel()
+
+    async def _label(self, digest: str, labels: dict[str, str]) -> None:
+        if not labels:
+            return
+        from google.protobuf import field_mask_pb2
+
+        request = content_pb2.UpdateRequest(
+            info=content_pb2.Info(digest=digest, labels=labels),
+            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
+        )
+        try:
+            await self._content.Update(request, metadata=self._metadata())
+        except grpc.aio.AioRpcError as err:
+            raise self._failed(f"labelling {digest}", err) from None
+
+    async def name_image(self, name: str, *, digest: str, size: int, media_type: str) -> None:
+        image = images_pb2.Image(
+            name=name,
+            target=descriptor_pb2.Descriptor(media_type=media_type, digest=digest, size=size),
+        )
+        md = self._metadata()
+        try:
+            try:
+                await self._images.Create(images_pb2.CreateImageRequest(image=image), metadata=md)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+                from google.protobuf import field_mask_pb2
+
+                await self._images.Update(
+                    images_pb2.UpdateImageRequest(
+                        image=image, update_mask=field_mask_pb2.FieldMask(paths=["target"])
+                    ),
+                    metadata=md,
+                )
+        except grpc.aio.AioRpcError as err:
+            raise self._failed(f"naming image {name}", err) from None
+
+
+def _expiry(duration: str) -> str:
+    """RFC 3339 time ``duration`` (``24h``) from now, as containerd's lease labels take it."""
+    import datetime
+
+    hours = int(duration.removesuffix("h"))
+    at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=hours)
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
