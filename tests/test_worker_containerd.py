@@ -147,3 +147,54 @@ def test_an_image_built_with_the_containerd_worker_runs_with_ctr_without_a_push(
     )
     assert again.returncode == 0, again.stderr
     assert "docker.io/example/other:1" not in containerd.ctr("images", "ls", "-q").stdout
+
+
+def test_a_killed_engine_leaves_no_container_task_lease_or_snapshot(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """kill -9 of llbkit during a RUN, then a rebuild: containerd holds nothing of it."""
+    import os
+    import signal
+    import time
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nRUN sleep 600\n")
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        f'[worker.oci]\nenabled = false\n[worker.containerd]\naddress = "{containerd.address}"\n'
+        f'namespace = "{containerd.namespace}"\n'
+    )
+    build = [sys.executable, "-m", "llbkit.core", "--root", str(tmp_path / "root")]
+    build += ["--config", str(config), "build", "--frontend", "dockerfile.v0"]
+    build += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    build += ["--opt", f"build-arg:BASE={busybox_image}"]
+
+    def held() -> tuple[list[str], ...]:
+        return tuple(
+            containerd.ctr(*what).stdout.strip().splitlines()
+            for what in (
+                ("leases", "ls", "-q"),
+                ("snapshots", "--snapshotter", "overlayfs", "ls"),
+                ("snapshots", "--snapshotter", "native", "ls"),
+            )
+        )
+
+    before = held()
+    proc = subprocess.Popen(build, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while "RUNNING" not in containerd.ctr("tasks", "ls").stdout:
+        assert time.monotonic() < deadline and proc.poll() is None, "the step never ran"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert containerd.ctr("containers", "ls", "-q").stdout.split()  # left behind, for now
+
+    (ctx / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nRUN true\n")
+    again = subprocess.run(build, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
+    assert "RUNNING" not in containerd.ctr("tasks", "ls").stdout
+    assert held() == before  # no lease or snapshot of its own, then or now
