@@ -212,6 +212,11 @@ class ContainerdExecutor:
         """Delete the task (killing what is left of it) and the container; absent is fine."""
         md = self._metadata
         await self._kill(name)
+        # A killed task is deleted only once it has stopped (containerd refuses before).
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self._tasks.Wait(
+                tasks_pb2.WaitRequest(container_id=name), metadata=md, timeout=30
+            )
         with contextlib.suppress(grpc.aio.AioRpcError):
             await self._tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=name), metadata=md)
         with contextlib.suppress(grpc.aio.AioRpcError):
