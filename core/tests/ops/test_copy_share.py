@@ -281,3 +281,91 @@ def test_work_trees_and_seeds_never_hold_a_layer_inode(harness: Harness) -> None
     cache.mkdir()
     seed(cache)  # a cache mount's first content
     assert (cache / "d/app/b.md").stat().st_ino != (layer / "d/app/b.md").stat().st_ino
+
+
+def _inodes(store: Store, layer: int) -> set[int]:
+    path = store.layer_path(layer)
+    return {p.lstat().st_ino for p in path.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def _each_inode_in_one_layer(store: Store, chain: Chain) -> None:
+    seen: set[int] = set()
+    for layer in chain:
+        mine = _inodes(store, layer)
+        assert not mine & seen, f"layer {layer} holds inodes of a lower layer"
+        seen |= mine
+
+
+def test_a_second_copy_never_links_what_its_base_holds(harness: Harness) -> None:
+    harness.chains["step1"] = harness.run(_copy("/tmp/", "/app/a.txt"))
+    chain = harness.run(_copy("/data/", base="step1"))
+    _each_inode_in_one_layer(harness.store, chain)
+    ctx = _ctx_file(harness, "app/b.md").stat().st_ino
+    assert ctx in _inodes(harness.store, chain[-1])  # the rest is still shared
+    ref = harness.run(_copy("/data/", base="step1"), reference=True)
+    assert harness.tar(chain) == harness.tar(ref)
+
+
+def test_context_layers_of_one_mirror_count_as_one(harness: Harness) -> None:
+    from llbkit.core.cache.shares import join_pool
+
+    mirror = harness.tmp / "mirror"
+    _fill_ctx(mirror)
+
+    def from_mirror(root: Path) -> None:
+        for path in sorted(mirror.rglob("*")):
+            rel = path.relative_to(mirror)
+            if path.is_dir() and not path.is_symlink():
+                (root / rel).mkdir()
+            else:
+                os.link(path, root / rel, follow_symlinks=False)
+
+    for name in ("ctx1", "ctx2"):
+        harness.layer(name, from_mirror)
+        join_pool(harness.store, harness.chains[name][-1], "local:mirror")
+    harness.chains["step1"] = harness.run(
+        llb.local("base").file(
+            llb.copy(llb.local("ctx1"), "/app/a.txt", "/tmp/", create_dest_path=True)
+        )
+    )
+    chain = harness.run(
+        llb.local("step1").file(
+            llb.copy(
+                llb.local("ctx2"), "/", "/data/", copy_dir_contents=True, create_dest_path=True
+            )
+        )
+    )
+    _each_inode_in_one_layer(harness.store, chain)
+
+
+def test_a_merge_copies_a_layer_holding_what_an_earlier_one_holds(harness: Harness) -> None:
+    from llbkit.core.solver.ops.merge import _merge
+
+    def linked(dest: str) -> Chain:
+        return harness.run(
+            llb.scratch().file(
+                llb.copy(_ctx(), "/app", dest, copy_dir_contents=True, create_dest_path=True)
+            )
+        )
+
+    one, two = linked("/one/"), linked("/two/")
+    assert _inodes(harness.store, one[-1]) & _inodes(harness.store, two[-1])
+    merged = _merge(harness.store, [harness.chains["base"], one, two])
+    with harness.store.view(merged) as view:
+        assert (view / "two/a.txt").stat().st_ino != (view / "one/a.txt").stat().st_ino
+    if harness.store.format == "overlay":
+        _each_inode_in_one_layer(harness.store, merged)
+        assert harness.tar(merged) == harness.tar(two)  # the copy is the same layer
+    else:
+        (flat,) = merged
+        assert all(m.type != tarfile.LNKTYPE or "hard" in m.name for m in _members(harness, flat))
+
+
+def _members(harness: Harness, layer: int) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(harness.tar((layer,)))) as tar:
+        return tar.getmembers()
+
+
+def test_copying_from_a_layer_of_the_base_links_nothing(harness: Harness) -> None:
+    chain = harness.run(_copy("/again/", base="ctx"))
+    _each_inode_in_one_layer(harness.store, chain)

@@ -396,6 +396,9 @@ class Store:
         for layer in chain:
             apply_layer(self.layer_path(layer), tree, self.format, hardlink=True)
         layer = self.commit_layer(tree, description="flattened layers", hold=hold)
+        from llbkit.core.cache.shares import record_flat
+
+        record_flat(self, layer, chain)
         self.db.save_flat(chain, layer)
         shutil.rmtree(stage, ignore_errors=True)
         return layer

@@ -55,16 +55,36 @@ class Borrowed:
         #: which copier linked each inode first: a second copy gets its own file, as it would
         #: without sharing (the layer's tar must not turn it into a hard link)
         self._owner: dict[int, object] = {}
+        #: the input the running copy reads, and the inodes the tree's base already holds
+        self._source = -1
+        self._blocked: frozenset[int] = frozenset()
+        self._from: dict[int, set[int]] = {}
+
+    def using(self, source: int, blocked: frozenset[int]) -> None:
+        """The next links come from input ``source``; ``blocked`` inodes must be copied."""
+        self._source = source
+        self._blocked = blocked
 
     def claim(self, ino: int, copier: object) -> bool:
         """Whether ``copier`` may link ``ino`` into this tree."""
+        if ino in self._blocked:
+            return False
         return self._owner.setdefault(ino, copier) is copier
+
+    def linked(self) -> dict[int, set[int]]:
+        """The inodes the tree still shares, by the input they came from."""
+        return {
+            source: live
+            for source, inodes in self._from.items()
+            if (live := {i for i in inodes if i in self._paths})
+        }
 
     def add(self, ino: int, path: str) -> None:
         """Record that ``path`` (in the tree) now names the borrowed ``ino``."""
         root = str(self.root)
         rel = path[len(root) + 1 :] if path.startswith(root + "/") else os.path.relpath(path, root)
         self._paths.setdefault(ino, []).append(rel)
+        self._from.setdefault(self._source, set()).add(ino)
 
     def privatize(self, path: str) -> None:
         """Before ``path`` is written in place: if it names a borrowed inode, give every path of

@@ -288,7 +288,8 @@ def run_file_op(
     workdir: Workdir,
     *,
     deferred: Callable[[Path], Deferred | None] | None = None,
-    share: bool = False,
+    share: Callable[[int, Path], frozenset[int] | None] | None = None,
+    borrowed: dict[Path, Borrowed] | None = None,
 ) -> list[Path]:
     """Run ``op.file``'s actions on ``inputs`` (``None`` for scratch); return its outputs.
 
@@ -296,7 +297,10 @@ def run_file_op(
     :param workdir: gives each action a writable directory seeded from its base.
     :param deferred: gives a copy onto the input ``base`` its work tree unmounted, when the
         store can (``None``: it cannot).
-    :param share: the inputs are immutable layers: files copied unchanged are linked.
+    :param share: the inputs are immutable layers: files copied unchanged from input ``n``
+        into the tree ``t`` (its final path) are linked, but for the inode numbers
+        ``share(n, t)`` gives (``None``: not from that input).
+    :param borrowed: receives, by output path, what each output tree linked.
     :raises NeedsMount: a copy an unmounted upper could not reproduce; the caller runs the op
         again without ``deferred``.
     """
@@ -343,6 +347,8 @@ def run_file_op(
         results.append(work)
         if action.output >= 0:
             outputs[action.output] = work
+    if borrowed is not None:
+        borrowed.update({work.final: work.borrowed for work in outputs.values()})
     return [outputs[i].final for i in sorted(outputs)]
 
 
@@ -353,7 +359,7 @@ def _run_action(
     root_of: Callable[[int], Path | None],
     *,
     workdir: Workdir,
-    share: bool,
+    share: Callable[[int, Path], frozenset[int] | None] | None,
 ) -> None:
     kind = action.WhichOneof("action")
     if kind == "mkdir":
@@ -370,7 +376,11 @@ def _run_action(
         if action.copy.attemptUnpackDockerCompatibility:
             work.borrowed.privatize_all()  # an archive unpacks over files in place
         source = root_of(action.secondaryInput) or workdir(None)
-        immutable = share and 0 <= action.secondaryInput < count
+        blocked = None
+        if share is not None and 0 <= action.secondaryInput < count:
+            blocked = share(action.secondaryInput, work.final)
+        if blocked is not None:
+            work.borrowed.using(action.secondaryInput, blocked)
         upper = Upper(work.path, work.pending.lower) if work.pending is not None else None
         try:
             _copy(
@@ -378,7 +388,7 @@ def _run_action(
                 work.path,
                 action.copy,
                 owner,
-                borrow=work.borrowed if immutable else None,
+                borrow=work.borrowed if blocked is not None else None,
                 upper=upper,
             )
         except (UserError, OSError) as err:

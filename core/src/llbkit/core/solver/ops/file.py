@@ -8,8 +8,10 @@ from pathlib import Path
 
 import anyio
 
+from llbkit.core.cache import shares
 from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.llb import pb
+from llbkit.core.ops.borrow import Borrowed
 from llbkit.core.ops.file import Deferred, NeedsMount, run_file_op
 from llbkit.core.snapshot.layers import apply_layer
 from llbkit.core.solver.ops.base import Op, OpContext
@@ -131,7 +133,31 @@ class FileOp(Op):
                 ready[base] = tree
                 return None
 
+            blocked: dict[tuple[int, Path], frozenset[int] | None] = {}
+
+            def may_share(source: int, tree: Path) -> frozenset[int] | None:
+                """Only a one-layer input is its layer's own files (more are a mount)."""
+                if (source, tree) not in blocked:
+                    chain = inputs[source]
+                    found = None
+                    if share and len(chain) == 1 and tree in trees:
+                        found = shares.blocked(store, chain[0], trees[tree].chain)
+                    blocked[source, tree] = found
+                return blocked[source, tree]
+
+            borrowed: dict[Path, Borrowed] = {}
             outputs = run_file_op(
-                self.op, paths, workdir, deferred=deferred if defer else None, share=share
+                self.op,
+                paths,
+                workdir,
+                deferred=deferred if defer else None,
+                share=may_share,
+                borrowed=borrowed,
             )
-            return [trees[path].commit() for path in outputs]
+            results = []
+            for path in outputs:
+                chain = trees[path].commit()
+                for source, inodes in borrowed[path].linked().items():
+                    shares.record_links(store, chain[-1], inputs[source][0], inodes)
+                results.append(chain)
+            return results
