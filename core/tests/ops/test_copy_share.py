@@ -179,6 +179,8 @@ SHAPES: dict[str, Callable[[], llb.State]] = {
         )
     ),
     "a dir over a base file fails alike": lambda: _copy("/data/old.txt", "/app"),
+    "a missing parent fails alike": lambda: _copy("/nope/x", "/top.txt", create_dest_path=False),
+    "an existing parent": lambda: _copy("/data/new.txt", "/app/b.md", create_dest_path=False),
     "on two base layers with a whiteout": lambda: _copy("/real/deep/", base="base2"),
     "into a directory of the upper base layer": lambda: _copy("/more/", base="base2"),
 }
@@ -369,3 +371,34 @@ def _members(harness: Harness, layer: int) -> list[tarfile.TarInfo]:
 def test_copying_from_a_layer_of_the_base_links_nothing(harness: Harness) -> None:
     chain = harness.run(_copy("/again/", base="ctx"))
     _each_inode_in_one_layer(harness.store, chain)
+
+
+@pytest.mark.parametrize("layer_format", ["overlay", "oci"])
+def test_a_cached_copy_and_a_new_context_never_meet_in_one_chain(
+    tmp_path: Path, layer_format: str
+) -> None:
+    """The first copy is cached from the first build (it keys by ``a`` only); the second
+    build's context layer links the same mirror files, ``a`` among them."""
+    from core.tests.engine.helpers import build, open_engine
+    from llbkit.core.cache.refs import ResultRef
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for name in "abc":
+        (ctx / name).write_text(f"{name}\n")
+    state = (
+        llb.scratch()
+        .file(llb.copy(llb.local("ctx"), "/a", "/tmp/", create_dest_path=True))
+        .file(llb.copy(llb.local("ctx"), "/", "/data/", copy_dir_contents=True))
+    )  # (no create_dest_path: the parent is checked in the unmounted upper)
+    with open_engine(tmp_path / "root", layer_format=layer_format) as engine:
+        build(engine, state, locals={"ctx": ctx})
+        (ctx / "b").write_text("changed\n")
+        outcome = build(engine, state, locals={"ctx": ctx})
+        assert isinstance(outcome.result, ResultRef)
+        _each_inode_in_one_layer(engine.store, outcome.result.chain)
+        with engine.store.view(outcome.result.chain) as view:
+            assert (view / "tmp/a").stat().st_ino != (view / "data/a").stat().st_ino
+        if layer_format == "overlay":  # the rest is linked
+            top = engine.store.layer_path(outcome.result.chain[-1])
+            assert (top / "data/c").stat().st_nlink > 1

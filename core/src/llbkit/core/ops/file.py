@@ -74,13 +74,9 @@ class _Work:
 
 
 def _early_copy(action: pb.FileAction) -> bool:
-    """A copy an unmounted upper can take: no archive to unpack, no parent to check first."""
+    """A copy an unmounted upper can take: no archive to unpack."""
     copy = action.copy
-    return (
-        action.WhichOneof("action") == "copy"
-        and copy.createDestPath
-        and not copy.attemptUnpackDockerCompatibility
-    )
+    return action.WhichOneof("action") == "copy" and not copy.attemptUnpackDockerCompatibility
 
 
 class FileOpError(UserError):
@@ -242,8 +238,11 @@ def _copy(
 ) -> None:
     src, dest = clean_path(action.src), clean_path(action.dest)
     if not action.createDestPath:
-        parent = resolve_in_root(dest_root, action.dest).parent
-        if not parent.exists():
+        if upper is not None:
+            found = upper.lstat(os.path.dirname(upper.resolve(action.dest)))
+        else:
+            found = resolve_in_root(dest_root, action.dest).parent.exists()
+        if not found:
             missing = posixpath.dirname(dest.rstrip("/")) or "/"
             raise FileOpError(f"copy to {action.dest}: {missing} does not exist")
     copier = Copier(
