@@ -239,7 +239,7 @@ def _copy(
     src, dest = clean_path(action.src), clean_path(action.dest)
     if not action.createDestPath:
         if upper is not None:
-            found = upper.lstat(os.path.dirname(upper.resolve(action.dest)))
+            found = upper.lstat(os.path.dirname(upper.resolve(action.dest))) is not None
         else:
             found = resolve_in_root(dest_root, action.dest).parent.exists()
         if not found:
