@@ -402,3 +402,14 @@ def test_a_cached_copy_and_a_new_context_never_meet_in_one_chain(
         if layer_format == "overlay":  # the rest is linked
             top = engine.store.layer_path(outcome.result.chain[-1])
             assert (top / "data/c").stat().st_nlink > 1
+
+
+def test_a_chain_deeper_than_views_mount_is_linked_into_too(harness: Harness) -> None:
+    if harness.store.format != "overlay":
+        pytest.skip("oci trees are copies")
+    below = "base"
+    for n in range(17):
+        harness.layer(f"deep{n}", lambda root, n=n: (root / f"l{n}").write_text(f"{n}\n"), on=below)
+        below = f"deep{n}"
+    layer = harness.same_both_ways(_copy("/data/", base=below))
+    assert (layer / "data/app/b.md").stat().st_nlink > 1

@@ -331,17 +331,16 @@ class Store:
             self.leases.release(chain)
 
     @contextmanager
-    def view(self, chain: Chain) -> Iterator[Path]:
-        """A read-only directory showing ``chain``'s tree for the duration of the block."""
+    def view(self, chain: Chain, *, depth: int = _VIEW_DEPTH) -> Iterator[Path]:
+        """A read-only directory showing ``chain``'s tree for the duration of the block
+        (``depth``: the most layers mounted rather than flattened)."""
         with self.hold(chain):
             if not chain:
                 yield self.empty
             elif len(chain) == 1 and not self._has_whiteouts(chain[0]):
                 yield self.layer_path(chain[0])
             elif (
-                self.format == "overlay"
-                and len(chain) <= _VIEW_DEPTH
-                and not self.stray_whiteouts(chain)
+                self.format == "overlay" and len(chain) <= depth and not self.stray_whiteouts(chain)
             ):
                 stage = self.stage()
                 target = stage / "m"
@@ -567,9 +566,10 @@ class WorkTree:
             self.chain = chain
             self._spare = store.spare_dirs()
             self.path = self._spare[1]
-            if defer and len(chain) <= _VIEW_DEPTH:
+            if defer:
+                # Mounted as the tree will be (a few lookups along the copy's paths).
                 self._lower = ExitStack()
-                self.lower = self._lower.enter_context(store.view(chain))
+                self.lower = self._lower.enter_context(store.view(chain, depth=store.max_depth))
                 self.upper = self._upper
             else:
                 self.mount()
