@@ -144,5 +144,9 @@ def _names(path: str, ino: int) -> bool:
 
 
 def _temporary(path: str) -> str:
+    """A free name beside ``path`` (short: ``path``'s own name may be as long as allowed)."""
     head, tail = os.path.split(path)
-    return os.path.join(head, f".llbkit-cow-{abs(hash(tail)):x}")
+    n = abs(hash(tail))
+    while os.path.lexists(candidate := os.path.join(head, f".llbkit-cow-{n:x}")):
+        n += 1
+    return candidate
