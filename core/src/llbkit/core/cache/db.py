@@ -80,6 +80,13 @@ _TABLES = {
         PRIMARY KEY (layer, variant)""",
     # Layers a live process holds for a client; meaningless once that process is gone.
     "lease_layers": "lease TEXT NOT NULL, layer INTEGER NOT NULL",
+    # Inodes a layer shares with other layers (llbkit.core.cache.shares): each row names a pool
+    # of inodes and the inode numbers of the layer in it (NULL: any of its files may be).
+    "layer_pools": """
+        layer INTEGER NOT NULL,
+        pool TEXT NOT NULL,
+        inodes BLOB,
+        PRIMARY KEY (layer, pool)""",
     # Layers imported from a remote cache and not fetched yet: a row, a blob, no directory.
     "lazy_layers": """
         layer INTEGER PRIMARY KEY,
@@ -279,6 +286,7 @@ class StateDB:
             )
             self._run("DELETE FROM layer_blobs WHERE layer=?", (layer,))
             self._run("DELETE FROM lazy_layers WHERE layer=?", (layer,))
+            self._run("DELETE FROM layer_pools WHERE layer=?", (layer,))
             self._run("UPDATE layers SET parent=NULL WHERE parent=?", (layer,))
             self._run("DELETE FROM layers WHERE id=?", (layer,))
 
@@ -434,6 +442,25 @@ class StateDB:
         return None if row is None else (str(row[0]), tuple(json.loads(row[1])))
 
     # -- flattened chains and file digests ------------------------------------------------
+
+    def layer_pools(self, layers: Sequence[int]) -> dict[int, dict[str, bytes | None]]:
+        """The inode pools each of ``layers`` shares (only layers that share any)."""
+        marks = ",".join("?" * len(layers))
+        rows = self._all(
+            f"SELECT layer, pool, inodes FROM layer_pools WHERE layer IN ({marks})", layers
+        )
+        found: dict[int, dict[str, bytes | None]] = {}
+        for layer, pool, inodes in rows:
+            found.setdefault(int(layer), {})[str(pool)] = inodes
+        return found
+
+    def add_layer_pools(self, layer: int, pools: dict[str, bytes | None]) -> None:
+        with self.transaction():
+            for pool, inodes in pools.items():
+                self._run(
+                    "INSERT OR REPLACE INTO layer_pools(layer, pool, inodes) VALUES (?, ?, ?)",
+                    (layer, pool, inodes),
+                )
 
     def flat(self, chain: Sequence[int]) -> int | None:
         """The layer holding ``chain`` flattened, if one was made."""

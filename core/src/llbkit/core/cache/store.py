@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,17 +331,16 @@ class Store:
             self.leases.release(chain)
 
     @contextmanager
-    def view(self, chain: Chain) -> Iterator[Path]:
-        """A read-only directory showing ``chain``'s tree for the duration of the block."""
+    def view(self, chain: Chain, *, depth: int = _VIEW_DEPTH) -> Iterator[Path]:
+        """A read-only directory showing ``chain``'s tree for the duration of the block
+        (``depth``: the most layers mounted rather than flattened)."""
         with self.hold(chain):
             if not chain:
                 yield self.empty
             elif len(chain) == 1 and not self._has_whiteouts(chain[0]):
                 yield self.layer_path(chain[0])
             elif (
-                self.format == "overlay"
-                and len(chain) <= _VIEW_DEPTH
-                and not self.stray_whiteouts(chain)
+                self.format == "overlay" and len(chain) <= depth and not self.stray_whiteouts(chain)
             ):
                 stage = self.stage()
                 target = stage / "m"
@@ -396,6 +395,9 @@ class Store:
         for layer in chain:
             apply_layer(self.layer_path(layer), tree, self.format, hardlink=True)
         layer = self.commit_layer(tree, description="flattened layers", hold=hold)
+        from llbkit.core.cache.shares import record_flat
+
+        record_flat(self, layer, chain)
         self.db.save_flat(chain, layer)
         shutil.rmtree(stage, ignore_errors=True)
         return layer
@@ -427,9 +429,13 @@ class Store:
         so a file's digest is computed once however many copies read it)."""
         return _HashCache(self)
 
-    def work_tree(self, chain: Chain, description: str = "") -> WorkTree:
-        """A writable tree seeded with ``chain``; commit it to get the new chain."""
-        return WorkTree(self, chain, description)
+    def work_tree(self, chain: Chain, description: str = "", *, defer: bool = False) -> WorkTree:
+        """A writable tree seeded with ``chain``; commit it to get the new chain.
+
+        ``defer``: leave an overlay unmounted (:attr:`WorkTree.deferred`) for its first writes
+        to go straight into the upper directory, where files can be hard-linked.
+        """
+        return WorkTree(self, chain, description, defer=defer)
 
     # -- disk usage and pruning ------------------------------------------------------------
 
@@ -527,9 +533,16 @@ class _HashCache(MutableMapping[tuple[int, int, int, int], str]):
 
 
 class WorkTree:
-    """A writable tree for one step: an overlay upper over the chain, or a plain copy of it."""
+    """A writable tree for one step: an overlay upper over the chain, or a plain copy of it.
 
-    def __init__(self, store: Store, chain: Chain, description: str) -> None:
+    A deferred overlay tree is not mounted until :meth:`mount`: until then :attr:`upper` may be
+    written directly, and :attr:`lower` shows the chain read-only (the upper starts empty, so
+    that is the tree).
+    """
+
+    def __init__(
+        self, store: Store, chain: Chain, description: str, *, defer: bool = False
+    ) -> None:
         self.store = store
         self.chain = chain
         self.description = description
@@ -537,6 +550,10 @@ class WorkTree:
         self._upper.chmod(0o755)  # a tree's root, as in every image
         self._mounted: Path | None = None
         self._spare: tuple[Path, Path] | None = None
+        self._lower: ExitStack | None = None
+        #: with :attr:`deferred`: the directory to write, and the chain's tree below it
+        self.upper = self._upper
+        self.lower = store.empty
         self._closed = False
         self._hold = store.hold(chain)
         self._hold.__enter__()
@@ -548,26 +565,51 @@ class WorkTree:
                 chain = (store.flatten(chain),)
             self.chain = chain
             self._spare = store.spare_dirs()
-            work, target = self._spare
-            try:
-                mount_overlay(
-                    target, [store.layer_path(i) for i in reversed(chain)], self._upper, work
-                )
-            except MountError:
-                self.close()
-                raise
-            self._mounted = self.path = target
+            self.path = self._spare[1]
+            if defer:
+                # Mounted as the tree will be (a few lookups along the copy's paths).
+                self._lower = ExitStack()
+                self.lower = self._lower.enter_context(store.view(chain, depth=store.max_depth))
+                self.upper = self._upper
+            else:
+                self.mount()
         else:
             for layer in chain:
                 apply_layer(store.layer_path(layer), self._upper, store.format)
             self.chain = ()
             self.path = self._upper
 
+    @property
+    def deferred(self) -> bool:
+        """Whether the overlay waits to be mounted (see :meth:`mount`)."""
+        return self._lower is not None
+
+    def mount(self) -> Path:
+        """Mount the overlay over what the upper holds so far; return :attr:`path`."""
+        if self._mounted is not None or not self.chain or self._spare is None:
+            return self.path
+        if self._lower is not None:
+            self._lower.close()
+            self._lower = None
+        work, target = self._spare
+        try:
+            mount_overlay(
+                target, [self.store.layer_path(i) for i in reversed(self.chain)], self._upper, work
+            )
+        except MountError:
+            self.close()
+            raise
+        self._mounted = target
+        return target
+
     def commit(self, record_type: str = "regular") -> Chain:
         """Turn what was written into a layer on top of the chain; return the new chain."""
         if self._mounted is not None:
             unmount(self._mounted)
             self._mounted = None
+        if self._lower is not None:
+            self._lower.close()
+            self._lower = None
         parent = self.chain[-1] if self.chain else None
         layer = self.store.commit_layer(
             self._upper, parent=parent, description=self.description, record_type=record_type
@@ -584,6 +626,10 @@ class WorkTree:
             with suppress(OSError):
                 unmount(self._mounted)
             self._mounted = None
+        if self._lower is not None:
+            with suppress(OSError):
+                self._lower.close()
+            self._lower = None
         if self._upper.exists():
             shutil.rmtree(self._upper, ignore_errors=True)
         if self._spare is not None:

@@ -4,6 +4,11 @@ Ownership is kept unless an owner is given, modes can be forced, times are kept 
 links inside the copied tree stay hard links, xattrs follow, include/exclude patterns filter
 what is copied while parent directories are created as needed. Every path is resolved inside
 its root.
+
+With ``borrow`` (the source is an immutable input), a regular file that would come out equal
+to its source is hard-linked instead of copied (:mod:`llbkit.core.ops.borrow`). With an
+``upper`` the destination is an overlay upper directory not mounted yet
+(:mod:`llbkit.core.ops.upper`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from llbkit.core.errors import UserError
 from llbkit.core.fs.copydata import copy_data
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb.modes import apply_symbolic
+from llbkit.core.ops.borrow import Borrowed, keeps_source
+from llbkit.core.ops.upper import NeedsMount, Upper
 from llbkit.core.patterns import PatternMatcher
 from llbkit.core.snapshot.layers import copy_xattrs
 
@@ -82,8 +89,14 @@ class Copier:
     time_ns: int | None = None
     include: PatternMatcher | None = None
     exclude: PatternMatcher | None = None
+    #: the destination tree's record of linked inodes, when the sources are immutable inputs
+    borrow: Borrowed | None = None
     _inodes: dict[tuple[int, int], str] = field(default_factory=dict)
     _pending_parents: list[tuple[str, str, bool]] = field(default_factory=list)
+    #: inodes this copier linked from its sources (their later paths link them too)
+    _linked: set[tuple[int, int]] = field(default_factory=set)
+    _no_links: bool = False
+    _upper: Upper | None = None
 
     def copy(
         self,
@@ -94,23 +107,25 @@ class Copier:
         *,
         follow_links: bool = False,
         dir_contents: bool = False,
+        upper: Upper | None = None,
     ) -> None:
         """Copy ``src`` (in ``src_root``) to ``dest`` (in ``dest_root``), as ``fsutil`` does.
 
         ``dest`` ending in ``/`` names a directory to copy into; a directory source is copied
-        as itself unless ``dir_contents``.
+        as itself unless ``dir_contents``. ``upper``: ``dest_root`` is that unmounted upper.
         """
+        self._upper = upper
         head, tail = os.path.split(dest)
         ensure = head if tail not in ("", ".") else dest
         if ensure:
-            mkdir_all(str(resolve_in_root(dest_root, ensure)), 0o755, self.owner, self.time_ns)
-        target = str(resolve_in_root(dest_root, os.path.normpath(dest)))
+            self._mkdir_all(self._resolve(dest_root, ensure))
+        target = self._resolve(dest_root, os.path.normpath(dest))
         source = str(resolve_in_root(src_root, src, follow_last=follow_links))
         try:
             src_st = os.lstat(source)
         except FileNotFoundError:
             raise CopyError(f'"{src}": not found') from None
-        dest_st = os.stat(target) if os.path.exists(target) else None
+        dest_st = self._stat(target)
         src_dir = stat.S_ISDIR(src_st.st_mode)
         if (not dir_contents and src_dir and dest_st is not None) or (
             not src_dir and dest_st is not None and stat.S_ISDIR(dest_st.st_mode)
@@ -119,8 +134,60 @@ class Copier:
         parent = (
             target if (dir_contents and src_dir and dest_st is None) else os.path.dirname(target)
         )
-        mkdir_all(parent, 0o755, self.owner, self.time_ns)
+        self._mkdir_all(parent)
         self._copy(source, "", target, top=True)
+
+    # -- the destination: a directory, or an upper not mounted yet --------------------------
+
+    def _resolve(self, root: Path, path: str) -> str:
+        if self._upper is not None:
+            return self._upper.resolve(path)
+        return str(resolve_in_root(root, path))
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        if self._upper is not None:
+            return self._upper.lstat(path)
+        try:
+            return os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _stat(self, path: str) -> os.stat_result | None:
+        """``os.stat`` of an existing path (``path`` is resolved: an upper never meets a
+        symlink here, and gives up if it does)."""
+        if self._upper is None:
+            return os.stat(path) if os.path.exists(path) else None
+        st = self._upper.lstat(path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise NeedsMount(path)
+        return st
+
+    def _writable(self, path: str) -> None:
+        """Before ``path`` (an existing directory) changes."""
+        if self._upper is not None:
+            self._upper.writable(path)
+
+    def _creating(self, path: str) -> None:
+        """Before an entry is created at ``path``."""
+        if self._upper is not None:
+            self._upper.parent_writable(path)
+
+    def _mkdir_all(self, path: str) -> None:
+        if self._upper is None:
+            mkdir_all(path, 0o755, self.owner, self.time_ns)
+            return
+        st = self._upper.lstat(path)
+        if st is not None:
+            if not stat.S_ISDIR(st.st_mode):
+                raise NeedsMount(path)
+            return
+        self._mkdir_all(os.path.dirname(path))
+        self._upper.parent_writable(path)
+        os.mkdir(path, 0o755)
+        self._upper.made(path)
+        os.chmod(path, 0o755)
+        set_owner(path, self.owner)
+        set_times(path, self.time_ns)
 
     def _selected(self, rel: str) -> bool:
         if not rel:
@@ -139,27 +206,61 @@ class Copier:
             return
         if not selected:
             return
-        if os.path.lexists(target):
-            if os.path.isdir(target) and not os.path.islink(target):
+        old = self._lstat(target)
+        if old is not None:
+            if stat.S_ISDIR(old.st_mode):
                 raise CopyError(f"cannot replace directory {target} with a file")
-            os.unlink(target)
+            if self._upper is not None:
+                self._upper.remove(target)
+            else:
+                os.unlink(target)
+        self._creating(target)
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            self._copy_file(src, target, st)
+            if self._copy_file(src, target, st):
+                return  # the source's own inode: already all a copy would make it
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(src), target)
         else:
             os.mknod(target, mode, st.st_rdev)
         self._finish(src, target, st)
 
-    def _copy_file(self, src: str, target: str, st: os.stat_result) -> None:
+    def _copy_file(self, src: str, target: str, st: os.stat_result) -> bool:
+        """Copy (or link) one regular file; whether ``target`` now shares the source's inode."""
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self._inodes:
             os.link(self._inodes[key], target)
-            return
+            if key in self._linked and self.borrow is not None:
+                self.borrow.add(st.st_ino, target)
+                return True
+            return False
+        if self._link(src, target, st):
+            self._linked.add(key)
+            self._inodes[key] = target
+            return True
         copy_data(src, target, st.st_size)
         if st.st_nlink > 1:
             self._inodes[key] = target
+        return False
+
+    def _link(self, src: str, target: str, st: os.stat_result) -> bool:
+        """Link ``src`` as ``target`` when the copy would equal it; whether it did."""
+        borrow = self.borrow
+        if borrow is None or self._no_links:
+            return False
+        owner = None if self.owner is None else (self.owner.uid, self.owner.gid)
+        if not keeps_source(src, st, self._mode(st), owner, self.time_ns):
+            return False
+        if not borrow.claim(st.st_ino, self):
+            return False
+        try:
+            os.link(src, target)
+        except OSError:
+            # Another filesystem, an overlay mount, too many links...: copy from now on.
+            self._no_links = True
+            return False
+        borrow.add(st.st_ino, target)
+        return True
 
     def _copy_dir(
         self, src: str, rel: str, target: str, st: os.stat_result, *, selected: bool, top: bool
@@ -179,17 +280,24 @@ class Copier:
         finally:
             self._pending_parents.pop()
         if selected and (created or not top):
+            self._writable(target)
             self._finish(src, target, st)
         elif selected and top:
+            self._writable(target)
             set_times(target, self.time_ns, st)
 
     def _make_dir(self, target: str, st: os.stat_result, *, overwrite: bool) -> bool:
-        if not os.path.lexists(target):
+        old = self._lstat(target)
+        if old is None:
+            self._creating(target)
             os.mkdir(target, stat.S_IMODE(st.st_mode) | 0o700)
+            if self._upper is not None:
+                self._upper.made(target)
             return True
-        if not os.path.isdir(target) or os.path.islink(target):
+        if not stat.S_ISDIR(old.st_mode):
             raise CopyError(f"cannot copy a directory over the non-directory {target}")
         if overwrite:
+            self._writable(target)
             os.chmod(target, stat.S_IMODE(st.st_mode))
         return False
 
@@ -202,14 +310,18 @@ class Copier:
                 self._finish(src, target, st)
             self._pending_parents[i] = (src, target, True)
 
+    def _mode(self, st: os.stat_result) -> int:
+        """The permission bits a copy of an entry with ``st`` ends with."""
+        mode = stat.S_IMODE(st.st_mode)
+        if self.mode is not None:
+            return (mode & ~0o777) | (self.mode & 0o777)
+        if self.mode_str:
+            return apply_symbolic(mode, self.mode_str, stat.S_ISDIR(st.st_mode))
+        return mode
+
     def _finish(self, src: str, target: str, st: os.stat_result) -> None:
         set_owner(target, self.owner, st)
         if not stat.S_ISLNK(st.st_mode):
-            mode = stat.S_IMODE(st.st_mode)
-            if self.mode is not None:
-                mode = (mode & ~0o777) | (self.mode & 0o777)
-            elif self.mode_str:
-                mode = apply_symbolic(mode, self.mode_str, stat.S_ISDIR(st.st_mode))
-            os.chmod(target, mode)
+            os.chmod(target, self._mode(st))
         copy_xattrs(src, target)
         set_times(target, self.time_ns, st)

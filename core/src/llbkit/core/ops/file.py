@@ -4,6 +4,11 @@ The caller supplies the inputs as read-only directories and a way to get a fresh
 directory seeded from one (how is the store's business: a copy, or an overlay upper layer).
 Actions run in order; an action's result feeds the later actions that name it, and the results
 with an output index are returned.
+
+When the inputs are immutable layers, files copied unchanged from them are hard-linked
+(:mod:`llbkit.core.ops.borrow`): before any later action writes such a file in place, it gets a
+private copy. A copy onto a fresh overlay work tree may run before the overlay is mounted
+(:mod:`llbkit.core.ops.upper`), since only the upper directory can take those links.
 """
 
 from __future__ import annotations
@@ -13,20 +18,65 @@ import posixpath
 import shutil
 import tarfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
+from llbkit.core.ops.borrow import Borrowed
 from llbkit.core.ops.copier import Copier, CopyError, Owner, mkdir_all, set_owner, set_times
+from llbkit.core.ops.upper import NeedsMount, Upper
 from llbkit.core.ops.users import read_entries
 from llbkit.core.patterns import PatternMatcher
 
-__all__ = ["FileOpError", "Workdir", "clean_path", "run_file_op"]
+__all__ = ["Deferred", "FileOpError", "NeedsMount", "Workdir", "clean_path", "run_file_op"]
 
 #: make a new writable directory, seeded with a copy of the given one (or empty for None)
 Workdir = Callable[[Path | None], Path]
+
+
+class Deferred(Protocol):
+    """A work tree over a base whose overlay is not mounted yet."""
+
+    #: where the tree is once mounted
+    path: Path
+    #: the empty upper directory, written directly until the mount
+    upper: Path
+    #: a read-only view of the base
+    lower: Path
+
+    def mount(self) -> Path:
+        """Mount the overlay (the upper as written so far); return :attr:`path`."""
+        ...
+
+
+@dataclass
+class _Work:
+    """One action's writable tree, and the inodes linked into it."""
+
+    path: Path
+    borrowed: Borrowed
+    pending: Deferred | None = None
+
+    def mounted(self) -> Path:
+        if self.pending is not None:
+            self.path = self.pending.mount()
+            self.borrowed.root = self.path
+            self.pending = None
+        return self.path
+
+    @property
+    def final(self) -> Path:
+        return self.pending.path if self.pending is not None else self.path
+
+
+def _early_copy(action: pb.FileAction) -> bool:
+    """A copy an unmounted upper can take: no archive to unpack."""
+    copy = action.copy
+    return action.WhichOneof("action") == "copy" and not copy.attemptUnpackDockerCompatibility
 
 
 class FileOpError(UserError):
@@ -111,11 +161,15 @@ def _mkdir(root: Path, action: pb.FileActionMkDir, owner: Owner | None) -> None:
     set_times(path, _time(action.timestamp))
 
 
-def _mkfile(root: Path, action: pb.FileActionMkFile, owner: Owner | None) -> None:
+def _mkfile(
+    root: Path, action: pb.FileActionMkFile, owner: Owner | None, borrowed: Borrowed
+) -> None:
     path = str(resolve_in_root(root, action.path))
     if os.path.isdir(path):
         raise FileOpError(f"mkfile {action.path}: is a directory")
     existed = os.path.lexists(path)
+    if existed:
+        borrowed.privatize(path)  # written in place below
     try:
         with open(path, "wb") as handle:
             handle.write(action.data)
@@ -173,11 +227,22 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
             )
 
 
-def _copy(src_root: Path, dest_root: Path, action: pb.FileActionCopy, owner: Owner | None) -> None:
+def _copy(
+    src_root: Path,
+    dest_root: Path,
+    action: pb.FileActionCopy,
+    owner: Owner | None,
+    *,
+    borrow: Borrowed | None,
+    upper: Upper | None,
+) -> None:
     src, dest = clean_path(action.src), clean_path(action.dest)
     if not action.createDestPath:
-        parent = resolve_in_root(dest_root, action.dest).parent
-        if not parent.exists():
+        if upper is not None:
+            found = upper.lstat(os.path.dirname(upper.resolve(action.dest))) is not None
+        else:
+            found = resolve_in_root(dest_root, action.dest).parent.exists()
+        if not found:
             missing = posixpath.dirname(dest.rstrip("/")) or "/"
             raise FileOpError(f"copy to {action.dest}: {missing} does not exist")
     copier = Copier(
@@ -187,6 +252,7 @@ def _copy(src_root: Path, dest_root: Path, action: pb.FileActionCopy, owner: Own
         time_ns=_time(action.timestamp),
         include=PatternMatcher(action.include_patterns) if action.include_patterns else None,
         exclude=PatternMatcher(action.exclude_patterns) if action.exclude_patterns else None,
+        borrow=borrow,
     )
     sources = [src]
     if action.allowWildcard and any(c in src for c in "*?["):
@@ -209,16 +275,33 @@ def _copy(src_root: Path, dest_root: Path, action: pb.FileActionCopy, owner: Own
                 dest,
                 follow_links=action.followSymlink,
                 dir_contents=action.dirCopyContents,
+                upper=upper,
             )
         except CopyError as err:
             raise FileOpError(f"copy {action.src} to {action.dest}: {err}") from None
 
 
-def run_file_op(op: pb.Op, inputs: Sequence[Path | None], workdir: Workdir) -> list[Path]:
+def run_file_op(
+    op: pb.Op,
+    inputs: Sequence[Path | None],
+    workdir: Workdir,
+    *,
+    deferred: Callable[[Path], Deferred | None] | None = None,
+    share: Callable[[int, Path], frozenset[int] | None] | None = None,
+    borrowed: dict[Path, Borrowed] | None = None,
+) -> list[Path]:
     """Run ``op.file``'s actions on ``inputs`` (``None`` for scratch); return its outputs.
 
     :param inputs: one read-only directory per ``op.inputs`` entry.
     :param workdir: gives each action a writable directory seeded from its base.
+    :param deferred: gives a copy onto the input ``base`` its work tree unmounted, when the
+        store can (``None``: it cannot).
+    :param share: the inputs are immutable layers: files copied unchanged from input ``n``
+        into the tree ``t`` (its final path) are linked, but for the inode numbers
+        ``share(n, t)`` gives (``None``: not from that input).
+    :param borrowed: receives, by output path, what each output tree linked.
+    :raises NeedsMount: a copy an unmounted upper could not reproduce; the caller runs the op
+        again without ``deferred``.
     """
     actions = list(op.file.actions)
     count = len(inputs)
@@ -226,38 +309,36 @@ def run_file_op(op: pb.Op, inputs: Sequence[Path | None], workdir: Workdir) -> l
     for action in actions:
         for ref in (action.input, action.secondaryInput):
             uses[ref] = uses.get(ref, 0) + 1
-    results: list[Path | None] = []
+    results: list[_Work] = []
 
     def root_of(index: int) -> Path | None:
         if index < 0:
             return None
-        return inputs[index] if index < count else results[index - count]
+        return inputs[index] if index < count else results[index - count].mounted()
 
-    outputs: dict[int, Path] = {}
+    outputs: dict[int, _Work] = {}
     for action in actions:
-        base = root_of(action.input)
+        kind = action.WhichOneof("action")
         # An intermediate result read by no one else is changed in place instead of copied.
         reuse = (
             action.input >= count
             and uses[action.input] == 1
             and actions[action.input - count].output < 0
-            and base is not None
         )
-        work = base if reuse else workdir(base)
-        assert work is not None
-        kind = action.WhichOneof("action")
-        try:
-            if kind == "mkdir":
-                _mkdir(work, action.mkdir, _owner_of(action.mkdir, root_of))
-            elif kind == "mkfile":
-                _mkfile(work, action.mkfile, _owner_of(action.mkfile, root_of))
-            elif kind == "rm":
-                _rm(work, action.rm)
-            elif kind == "copy":
-                source = root_of(action.secondaryInput) or workdir(None)
-                _copy(source, work, action.copy, _owner_of(action.copy, root_of))
+        if reuse:
+            work = results[action.input - count]
+        else:
+            base = root_of(action.input)
+            pending = None
+            if deferred is not None and base is not None and action.input < count:
+                pending = deferred(base) if _early_copy(action) else None
+            if pending is not None:
+                work = _Work(pending.upper, Borrowed(pending.upper), pending)
             else:
-                raise FileOpError(f"file action {kind!r} is not supported by this llbkit")
+                path = workdir(base)
+                work = _Work(path, Borrowed(path))
+        try:
+            _run_action(action, work, len(inputs), root_of, workdir=workdir, share=share)
         except OSError as err:
             raise FileOpError(
                 f"{kind} failed: {err.strerror or err}: {err.filename or ''}"
@@ -265,4 +346,53 @@ def run_file_op(op: pb.Op, inputs: Sequence[Path | None], workdir: Workdir) -> l
         results.append(work)
         if action.output >= 0:
             outputs[action.output] = work
-    return [outputs[i] for i in sorted(outputs)]
+    if borrowed is not None:
+        borrowed.update({work.final: work.borrowed for work in outputs.values()})
+    return [outputs[i].final for i in sorted(outputs)]
+
+
+def _run_action(
+    action: pb.FileAction,
+    work: _Work,
+    count: int,
+    root_of: Callable[[int], Path | None],
+    *,
+    workdir: Workdir,
+    share: Callable[[int, Path], frozenset[int] | None] | None,
+) -> None:
+    kind = action.WhichOneof("action")
+    if kind == "mkdir":
+        _mkdir(work.mounted(), action.mkdir, _owner_of(action.mkdir, root_of))
+    elif kind == "mkfile":
+        owner = _owner_of(action.mkfile, root_of)
+        _mkfile(work.mounted(), action.mkfile, owner, work.borrowed)
+    elif kind == "rm":
+        _rm(work.mounted(), action.rm)
+    elif kind == "copy":
+        owner = _owner_of(action.copy, root_of)
+        if not _early_copy(action):
+            work.mounted()
+        if action.copy.attemptUnpackDockerCompatibility:
+            work.borrowed.privatize_all()  # an archive unpacks over files in place
+        source = root_of(action.secondaryInput) or workdir(None)
+        blocked = None
+        if share is not None and 0 <= action.secondaryInput < count:
+            blocked = share(action.secondaryInput, work.final)
+        if blocked is not None:
+            work.borrowed.using(action.secondaryInput, blocked)
+        upper = Upper(work.path, work.pending.lower) if work.pending is not None else None
+        try:
+            _copy(
+                source,
+                work.path,
+                action.copy,
+                owner,
+                borrow=work.borrowed if blocked is not None else None,
+                upper=upper,
+            )
+        except (UserError, OSError) as err:
+            if upper is not None:  # the mounted tree fails in its own words
+                raise NeedsMount(str(err)) from err
+            raise
+    else:
+        raise FileOpError(f"file action {kind!r} is not supported by this llbkit")

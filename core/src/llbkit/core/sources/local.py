@@ -54,6 +54,10 @@ class LocalJob(ParsedSource):
     #: what this job keyed its mirror by, checked again before its files are used
     _keys: dict[str, str] = field(default_factory=dict, compare=False)
 
+    def inode_pool(self) -> str | None:
+        """Layers fetched from one mirror share its files' inodes (named once fetched)."""
+        return self._keys.get("pool")
+
     def _mirror(self, client: ClientIO) -> Path:
         if self.state_dir is None:
             raise UserError(f"{self.identifier}: local sources need a state directory")
@@ -95,6 +99,7 @@ class LocalJob(ParsedSource):
             await anyio.to_thread.run_sync(
                 lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True)
             )
+            self._keys["pool"] = f"local:{mirror.name}"
 
 
 def _checksum(mirror: Path) -> str:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import anyio
 
+from llbkit.core.cache import shares
 from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.llb import pb
-from llbkit.core.ops.file import run_file_op
+from llbkit.core.ops.borrow import Borrowed
+from llbkit.core.ops.file import Deferred, NeedsMount, run_file_op
 from llbkit.core.snapshot.layers import apply_layer
 from llbkit.core.solver.ops.base import Op, OpContext
 
@@ -73,7 +75,22 @@ class FileOp(Op):
         )
 
     def _run(self, store: Store, inputs: Sequence[Chain], name: str) -> list[Chain]:
-        """Each action's base becomes a writable tree over its chain; read inputs are views."""
+        """Each action's base becomes a writable tree over its chain; read inputs are views.
+
+        Files copied unchanged from an input are linked (inputs are immutable layers); a copy
+        onto an overlay tree runs before the overlay is mounted, for those links to be
+        possible, unless it meets something only the mounted tree does exactly (then the op
+        runs again, mounted).
+        """
+        try:
+            return self._attempt(store, inputs, name, defer=store.format == "overlay")
+        except NeedsMount:
+            return self._attempt(store, inputs, name, defer=False)
+
+    def _attempt(
+        self, store: Store, inputs: Sequence[Chain], name: str, *, defer: bool, share: bool = True
+    ) -> list[Chain]:
+        """One run; ``defer``: copies may write unmounted uppers; ``share``: may link files."""
         read = self._read_inputs()
         with ExitStack() as stack:
             paths: list[Path | None] = []
@@ -87,8 +104,12 @@ class FileOp(Op):
                 paths.append(path)
                 chain_of[path] = chain
             trees: dict[Path, WorkTree] = {}
+            #: a tree made for a deferred copy that the store mounted at once (a deep chain)
+            ready: dict[Path, WorkTree] = {}
 
             def workdir(base: Path | None) -> Path:
+                if base is not None and base in ready:
+                    return ready.pop(base).path
                 if base is None:
                     tree = store.work_tree((), name)
                 elif base in chain_of:
@@ -101,5 +122,42 @@ class FileOp(Op):
                 trees[tree.path] = tree
                 return tree.path
 
-            outputs = run_file_op(self.op, paths, workdir)
-            return [trees[path].commit() for path in outputs]
+            def deferred(base: Path) -> Deferred | None:
+                if base not in chain_of or not chain_of[base]:
+                    return None
+                tree = store.work_tree(chain_of[base], name, defer=True)
+                stack.callback(tree.close)
+                trees[tree.path] = tree
+                if tree.deferred:
+                    return tree
+                ready[base] = tree
+                return None
+
+            blocked: dict[tuple[int, Path], frozenset[int] | None] = {}
+
+            def may_share(source: int, tree: Path) -> frozenset[int] | None:
+                """Only a one-layer input is its layer's own files (more are a mount)."""
+                if (source, tree) not in blocked:
+                    chain = inputs[source]
+                    found = None
+                    if share and len(chain) == 1 and tree in trees:
+                        found = shares.blocked(store, chain[0], trees[tree].chain)
+                    blocked[source, tree] = found
+                return blocked[source, tree]
+
+            borrowed: dict[Path, Borrowed] = {}
+            outputs = run_file_op(
+                self.op,
+                paths,
+                workdir,
+                deferred=deferred if defer else None,
+                share=may_share,
+                borrowed=borrowed,
+            )
+            results = []
+            for path in outputs:
+                chain = trees[path].commit()
+                for source, inodes in borrowed[path].linked().items():
+                    shares.record_links(store, chain[-1], inputs[source][0], inodes)
+                results.append(chain)
+            return results

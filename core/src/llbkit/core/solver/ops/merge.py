@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import anyio
 
+from llbkit.core.cache import shares
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.snapshot.layers import diff_trees
 from llbkit.core.solver.ops.base import Op, OpContext
@@ -24,9 +25,10 @@ class MergeOp(Op):
 
 
 def _merge(store: Store, inputs: Sequence[Chain]) -> Chain:
-    """The concatenation of the inputs' layers (a layer shared by several appears once)."""
+    """The concatenation of the inputs' layers (a layer shared by several appears once; one
+    holding files linked from an earlier one is copied, see :mod:`llbkit.core.cache.shares`)."""
     merged = dict.fromkeys(layer for chain in inputs for layer in chain)
-    return store.compact(tuple(merged))
+    return store.compact(shares.separate(store, tuple(merged)))
 
 
 class DiffOp(Op):

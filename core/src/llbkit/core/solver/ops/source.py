@@ -93,6 +93,12 @@ class SourceOp(Op):
             lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
             limiter=ctx.threads,
         )
+        # Files hardlinked from a place other layers link too (a local context's mirror).
+        pool = getattr(job, "inode_pool", None)
+        if callable(pool) and (name := pool()) is not None:
+            from llbkit.core.cache.shares import join_pool
+
+            await anyio.to_thread.run_sync(join_pool, store, layer, name, limiter=ctx.threads)
         return [(layer,)]
 
 
