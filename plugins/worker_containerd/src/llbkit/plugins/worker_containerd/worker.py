@@ -11,14 +11,16 @@ import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
-from llbkit.core.plugins.context import Platform, PluginContext
+from llbkit.core.plugins.context import PluginContext
 from llbkit.plugins.worker_containerd.executor import ContainerdExecutor
+from llbkit.sdk import workerconfig
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_NAMESPACE", "ContainerdWorker"]
 
+SECTION = "[worker.containerd]"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_NAMESPACE = "buildkit"
 #: ``[worker.containerd]`` keys this worker takes (the engine keeps ``enabled``, ``gc*`` and
@@ -63,6 +65,8 @@ class ContainerdWorker:
         address = _string(config, "address") or DEFAULT_ADDRESS
         address = address.removeprefix("unix://")
         namespace = _string(config, "namespace") or DEFAULT_NAMESPACE
+        platforms = workerconfig.platforms(config, SECTION)
+        extra = workerconfig.labels(config, SECTION, {})  # checked before connecting
         channel = grpc.aio.insecure_channel(f"unix://{address}")
         try:
             stub = version_pb2_grpc.VersionStub(channel)  # type: ignore[no-untyped-call]
@@ -78,20 +82,18 @@ class ContainerdWorker:
         state = Path(self.ctx.state_dir or tempfile.mkdtemp(prefix="llbkit-containerd-"))
         state.mkdir(parents=True, exist_ok=True)
         owner = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:16]
-        platforms = [_platform(p) for p in _strings(config, "platforms")] or [Platform()]
         labels = {
-            "org.mobyproject.buildkit.worker.executor": "containerd",
-            "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
-            "org.mobyproject.buildkit.worker.hostname": socket.gethostname(),
-            "org.mobyproject.buildkit.worker.network": "host",
-            "org.mobyproject.buildkit.worker.containerd.namespace": namespace,
-            "org.mobyproject.buildkit.worker.containerd.uuid": version.revision,
-            "org.mobyproject.buildkit.worker.selinux.enabled": "false",
+            **{
+                "org.mobyproject.buildkit.worker.executor": "containerd",
+                "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
+                "org.mobyproject.buildkit.worker.hostname": socket.gethostname(),
+                "org.mobyproject.buildkit.worker.network": "host",
+                "org.mobyproject.buildkit.worker.containerd.namespace": namespace,
+                "org.mobyproject.buildkit.worker.containerd.uuid": version.revision,
+                "org.mobyproject.buildkit.worker.selinux.enabled": "false",
+            },
+            **extra,
         }
-        extra: Any = config.get("labels") or {}
-        if not isinstance(extra, dict):
-            raise ConfigError("[worker.containerd] labels must be a table")
-        labels.update({str(k): str(v) for k, v in extra.items()})
         executor = ContainerdExecutor(
             channel,
             address=address,
@@ -110,19 +112,3 @@ def _string(config: Mapping[str, object], key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"[worker.containerd] {key} must be a string")
     return value
-
-
-def _strings(config: Mapping[str, object], key: str) -> list[str]:
-    value: Any = config.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"[worker.containerd] {key} must be a list of strings")
-    return list(value)
-
-
-def _platform(text: str) -> Platform:
-    try:
-        return Platform.parse(text)
-    except ValueError:
-        raise ConfigError(
-            f"[worker.containerd] platforms: {text!r} is not os/arch[/variant]"
-        ) from None

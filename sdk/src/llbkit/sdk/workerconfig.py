@@ -1,0 +1,43 @@
+"""Reading a ``[worker.*]`` section of ``buildkitd.toml`` as every worker plugin reads it.
+
+The engine hands a worker its section (minus the keys it keeps: ``enabled``, ``gc*``,
+``max-parallelism``); these check the keys all of BuildKit's workers share, naming the section
+in every message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llbkit.core.errors import ConfigError
+from llbkit.core.plugins.context import Platform
+
+__all__ = ["labels", "platforms", "strings"]
+
+
+def strings(config: Mapping[str, object], key: str, section: str) -> list[str]:
+    """``key`` as a list of strings (empty when absent)."""
+    value: Any = config.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{section} {key} must be a list of strings")
+    return list(value)
+
+
+def platforms(config: Mapping[str, object], section: str) -> list[Platform]:
+    """``platforms``, parsed (``os/arch[/variant]``); the host's when absent."""
+    found = []
+    for text in strings(config, "platforms", section):
+        try:
+            found.append(Platform.parse(text))
+        except ValueError:
+            raise ConfigError(f"{section} platforms: {text!r} is not os/arch[/variant]") from None
+    return found or [Platform()]
+
+
+def labels(config: Mapping[str, object], section: str, own: Mapping[str, str]) -> dict[str, str]:
+    """The worker's ``own`` labels with the section's ``labels`` table over them."""
+    extra: Any = config.get("labels") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{section} labels must be a table")
+    return {**own, **{str(k): str(v) for k, v in extra.items()}}
