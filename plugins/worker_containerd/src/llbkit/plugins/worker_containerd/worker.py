@@ -83,15 +83,13 @@ class ContainerdWorker:
         state.mkdir(parents=True, exist_ok=True)
         owner = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:16]
         labels = {
-            **{
-                "org.mobyproject.buildkit.worker.executor": "containerd",
-                "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
-                "org.mobyproject.buildkit.worker.hostname": socket.gethostname(),
-                "org.mobyproject.buildkit.worker.network": "host",
-                "org.mobyproject.buildkit.worker.containerd.namespace": namespace,
-                "org.mobyproject.buildkit.worker.containerd.uuid": version.revision,
-                "org.mobyproject.buildkit.worker.selinux.enabled": "false",
-            },
+            "org.mobyproject.buildkit.worker.executor": "containerd",
+            "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
+            "org.mobyproject.buildkit.worker.hostname": socket.gethostname(),
+            "org.mobyproject.buildkit.worker.network": "host",
+            "org.mobyproject.buildkit.worker.containerd.namespace": namespace,
+            "org.mobyproject.buildkit.worker.containerd.uuid": version.revision,
+            "org.mobyproject.buildkit.worker.selinux.enabled": "false",
             **extra,
         }
         executor = ContainerdExecutor(
