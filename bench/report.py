@@ -297,14 +297,17 @@ def _bars(ax: Any, phases: list[str], tools: list[str], value: Any) -> None:
 
 
 def _lines(ax: Any, phases: list[str], tools: list[str], value: Any) -> None:
+    """A line per tool (its colour) and series (its dash) over the phases' sizes."""
     series: dict[str, list[tuple[int, str]]] = {}
     for phase in phases:
         name, size = scaled(phase) or ("", 0)
         series.setdefault(name, []).append((size, phase))
-    for tool in tools:
-        for name, points in series.items():
+    for colour, tool in enumerate(tools):
+        for dash, (name, points) in zip(("-", "--", ":", "-."), series.items(), strict=False):
             shown = [(n, value(p, tool)) for n, p in sorted(points)]
             shown = [(n, y) for n, y in shown if y is not None]
             if shown:
-                ax.plot(*zip(*shown, strict=True), marker="o", label=f"{tool} {name}")
-    ax.set_xlabel("size")
+                xs, ys = zip(*shown, strict=True)
+                ax.plot(xs, ys, f"C{colour}{dash}", marker="o", label=f"{tool} {name}")
+    found = _SIZE.search(phases[0])
+    ax.set_xlabel(found.group(2) if found else "size")

@@ -361,10 +361,12 @@ SCALE_FILE = 1024
 
 
 def _over_budget(work: Work, times: Mapping[str, Timed | str], phase: str) -> str:
-    """Why the next size of ``phase``'s series is not run, or "": a size that took longer than
-    ``scale_budget`` is the last of its series for that tool (the next, at least twice as big,
-    would take minutes more to show what this one shows)."""
+    """Why the next size of ``phase``'s series is not run, or "": a size that failed or took
+    longer than ``scale_budget`` is the last of its series for that tool (the next, at least
+    twice as big, would take minutes more to show what this one shows)."""
     took, budget = times.get(phase), work.sizes.scale_budget
+    if isinstance(took, str):  # failed, or itself not run
+        return took if took.startswith("not run") else "not run: the size before failed"
     if isinstance(took, Timed) and took.seconds > budget:
         return f"not run: the size before took {took.seconds:.0f}s (over {budget:.0f}s)"
     return ""
