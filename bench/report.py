@@ -237,11 +237,11 @@ def save(results: Results, out: Path) -> list[Path]:
 
 
 def scaled(phase: str) -> tuple[str, int] | None:
-    """A scaling phase's series and size: ``"wide, 2500 ops"`` is ``("wide, ops", 2500)``."""
+    """A scaling phase's series and size: ``"wide, 2500 ops"`` is ``("wide", 2500)``."""
     found = _SIZE.search(phase)
     if found is None:
         return None
-    return _SIZE.sub(found.group(2), phase, count=1), int(found.group(1))
+    return _SIZE.sub("", phase, count=1).strip(" ,"), int(found.group(1))
 
 
 _SIZE = re.compile(r"\b(\d+) (ops|files)\b")

@@ -47,16 +47,15 @@ class Sizes:
             files=500,
             context_bytes=16 * 10**6,
             graph=200,
-            scale_ops=(100, 200, 400),
-            scale_files=(500, 1000, 2000),
+            scale_ops=(50, 100, 200),
+            scale_files=(250, 500, 1000),
         )
 
     def full_scale(self) -> Sizes:
         """The scaling scenarios up to a 10,000-op graph and a 50,000-file context."""
-        return replace(self, scale_ops=(1000, 2500, 5000, 10000), scale_files=FULL_FILES)
-
-
-FULL_FILES = (5000, 10000, 25000, 50000)
+        return replace(
+            self, scale_ops=(1000, 2500, 5000, 10000), scale_files=(5000, 10000, 25000, 50000)
+        )
 
 
 @dataclass

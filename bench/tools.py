@@ -58,7 +58,8 @@ def run(
             out, err = proc.communicate(data, timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise
+            # A failure of this phase, as an exit status is, not of the whole scenario.
+            raise RuntimeError(f"{Path(command[0]).name} took over {TIMEOUT}s") from None
         finally:
             CLIENTS.discard(proc.pid)
     if proc.returncode != 0:
