@@ -63,8 +63,10 @@ def run(
         finally:
             CLIENTS.discard(proc.pid)
     if proc.returncode != 0:
-        tail = (err or out).decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"{Path(command[0]).name} exited {proc.returncode}: {' | '.join(tail)}")
+        # The last lines, each cut short: a vertex's name can list thousands of inputs.
+        lines = (err or out).decode(errors="replace").strip().splitlines()[-3:]
+        tail = " | ".join(line if len(line) <= 120 else line[:117] + "..." for line in lines)
+        raise RuntimeError(f"{Path(command[0]).name} exited {proc.returncode}: {tail}")
 
 
 def _wait_for(check: list[str], proc: subprocess.Popen[bytes], what: str) -> None:
