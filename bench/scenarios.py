@@ -359,7 +359,7 @@ def graph_scale(tool: Tool, work: Work) -> dict[str, Timed | str]:
 SCALE_FILE = 1024
 
 
-def _over_budget(work: Work, times: Mapping[str, Timed | str], phase: str) -> str:
+def over_budget(work: Work, times: Mapping[str, Timed | str], phase: str) -> str:
     """Why the next size of ``phase``'s series is not run, or "": a size that failed or took
     longer than ``scale_budget`` is the last of its series for that tool (the next, at least
     twice as big, would take minutes more to show what this one shows)."""
@@ -380,7 +380,7 @@ def scale_graph(tool: Tool, work: Work) -> dict[str, Timed | str]:
         before = ""
         for n in work.sizes.scale_ops:
             phase = f"{name}, {n} ops"
-            skipped = _over_budget(work, times, before)
+            skipped = over_budget(work, times, before)
             before = phase
             if skipped:
                 times[phase] = skipped
@@ -418,7 +418,7 @@ def scale_context(tool: Tool, work: Work) -> dict[str, Timed | str]:
     times: dict[str, Timed | str] = {}
     before = ""
     for n in work.sizes.scale_files:
-        skipped = _over_budget(work, times, before)
+        skipped = over_budget(work, times, before)
         before = f"cold, {n} files"
         if skipped:
             times[before] = skipped

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from memory import Peak
 from report import MB, Results, Timed, goals, markdown, rows, save, scaled, text
+from scenarios import Sizes, Work, over_budget
 
 
 def results() -> Results:
@@ -118,3 +119,18 @@ def test_peak_memory_counts_the_whole_tree() -> None:
         proc.wait()
     # The shell is small: the 200 MB are its child's, found through /proc.
     assert 200 * 2**20 < peak.bytes < 400 * 2**20
+
+
+def test_a_scaling_series_stops_after_a_failed_or_slow_size(tmp_path: Path) -> None:
+    work = Work(tmp_path, "base", Sizes(scale_budget=60.0))
+    times: dict[str, Timed | str] = {
+        "wide, 1000 ops": Timed(10.0),
+        "wide, 2500 ops": Timed(61.0),
+        "chain, 1000 ops": "buildctl exited 1: mount options is too long",
+        "chain, 2500 ops": "not run: the size before failed",
+    }
+    assert over_budget(work, times, "") == ""
+    assert over_budget(work, times, "wide, 1000 ops") == ""
+    assert "took 61s (over 60s)" in over_budget(work, times, "wide, 2500 ops")
+    assert over_budget(work, times, "chain, 1000 ops") == "not run: the size before failed"
+    assert over_budget(work, times, "chain, 2500 ops") == "not run: the size before failed"
