@@ -1,8 +1,10 @@
-"""Turning the measured seconds into tables (terminal and Markdown), JSON and a chart."""
+"""Turning the measured seconds and peak memory into tables (terminal and Markdown), JSON and
+a chart."""
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,22 +27,45 @@ GOALS = {
 BUILDKITS = ("buildkit", "docker")
 
 
+MB = 10**6
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One timed phase: its seconds and the peak resident bytes of the tool's processes
+    meanwhile (``bench/memory.py``; None when not measured)."""
+
+    seconds: float
+    peak: int | None = None
+
+
 @dataclass
 class Results:
-    """Seconds by scenario, phase and tool; what failed or could not run, and why."""
+    """Seconds and peak bytes by scenario, phase and tool; what failed or could not run, and
+    why."""
 
     meta: dict[str, Any]
     seconds: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     unsupported: dict[str, list[str]] = field(default_factory=dict)
+    peaks: dict[str, dict[str, dict[str, list[int]]]] = field(default_factory=dict)
 
-    def add(self, scenario: str, tool: str, times: Mapping[str, float | str]) -> None:
+    def add(self, scenario: str, tool: str, times: Mapping[str, Timed | float | str]) -> None:
         phases = self.seconds.setdefault(scenario, {})
         for phase, value in times.items():
             if isinstance(value, str):
                 self.errors.setdefault(scenario, {})[f"{tool} ({phase})"] = value[:300]
-            else:
-                phases.setdefault(phase, {}).setdefault(tool, []).append(value)
+                continue
+            timing = value if isinstance(value, Timed) else Timed(value)
+            phases.setdefault(phase, {}).setdefault(tool, []).append(timing.seconds)
+            if timing.peak is not None:
+                peaks = self.peaks.setdefault(scenario, {}).setdefault(phase, {})
+                peaks.setdefault(tool, []).append(timing.peak)
+
+    def peak(self, scenario: str, phase: str, tool: str) -> float | None:
+        """The median over runs of the tool's peak memory in this phase, in MB."""
+        values = self.peaks.get(scenario, {}).get(phase, {}).get(tool)
+        return statistics.median(values) / MB if values else None
 
     def failed(self, scenario: str, tool: str, phase: str) -> bool:
         errors = self.errors.get(scenario, {})
@@ -57,6 +82,8 @@ class Row:
     min: float
     max: float
     ratio: float | None  # this tool's median over llbkit's
+    peak_mb: float | None = None  # the median of the runs' peak resident memory
+    peak_ratio: float | None = None  # this tool's peak over llbkit's
 
 
 def rows(results: Results) -> list[Row]:
@@ -64,11 +91,25 @@ def rows(results: Results) -> list[Row]:
     for scenario, phases in results.seconds.items():
         for phase, tools in phases.items():
             ours = statistics.median(tools["llbkit"]) if tools.get("llbkit") else None
+            our_peak = results.peak(scenario, phase, "llbkit")
             for tool, values in tools.items():
                 median = statistics.median(values)
                 ratio = median / ours if ours else None
+                peak = results.peak(scenario, phase, tool)
+                peak_ratio = peak / our_peak if peak is not None and our_peak else None
                 out.append(
-                    Row(scenario, phase, tool, len(values), median, min(values), max(values), ratio)
+                    Row(
+                        scenario,
+                        phase,
+                        tool,
+                        len(values),
+                        median,
+                        min(values),
+                        max(values),
+                        ratio,
+                        peak,
+                        peak_ratio,
+                    )
                 )
     return out
 
@@ -102,20 +143,30 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}"
 
 
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def text(results: Results) -> str:
-    """A table per scenario: tool, median, min, max, ratio to llbkit."""
+    """A table per scenario: tool, median, min, max, ratio to llbkit, then the peak memory and
+    its ratio to llbkit's."""
     lines: list[str] = []
     by_scenario: dict[str, list[Row]] = {}
     for row in rows(results):
         by_scenario.setdefault(row.scenario, []).append(row)
     for scenario, scenario_rows in by_scenario.items():
         lines += ["", f"== {scenario}"]
-        lines.append(f"  {'phase':<26}{'tool':<10}{'median s':>10}{'min':>9}{'max':>9}{'ratio':>8}")
+        lines.append(
+            f"  {'phase':<30}{'tool':<10}{'median s':>10}{'min':>9}{'max':>9}{'ratio':>8}"
+            f"{'peak MB':>9}{'ratio':>8}"
+        )
         for row in scenario_rows:
             ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
+            peak_ratio = f"{row.peak_ratio:.2f}" if row.peak_ratio is not None else "-"
             lines.append(
-                f"  {row.phase:<26}{row.tool:<10}{_seconds(row.median):>10}"
+                f"  {row.phase:<30}{row.tool:<10}{_seconds(row.median):>10}"
                 f"{_seconds(row.min):>9}{_seconds(row.max):>9}{ratio:>8}"
+                f"{_mb(row.peak_mb):>9}{peak_ratio:>8}"
             )
         for tool, message in results.errors.get(scenario, {}).items():
             lines.append(f"  {tool}: failed: {message}")
@@ -134,7 +185,8 @@ def text(results: Results) -> str:
 
 
 def markdown(results: Results) -> str:
-    """One table, a column per tool: median seconds and, for peers, the ratio to llbkit."""
+    """One table, a column per tool: median seconds and peak memory and, for peers, their
+    ratios to llbkit's."""
     tools = list(dict.fromkeys(r.tool for r in rows(results)))
     head = "| scenario | phase | " + " | ".join(tools) + " |"
     lines = [head, "|" + "---|" * (len(tools) + 2)]
@@ -144,15 +196,25 @@ def markdown(results: Results) -> str:
     for (scenario, phase), cells in table.items():
         shown = []
         for tool in tools:
-            row = cells.get(tool)
-            if row is None:
+            cell = cells.get(tool)
+            if cell is None:
                 shown.append("failed" if results.failed(scenario, tool, phase) else "n/a")
-            elif tool == "llbkit" or row.ratio is None:
-                shown.append(_seconds(row.median))
             else:
-                shown.append(f"{_seconds(row.median)} ({row.ratio:.2f}x)")
+                shown.append(_cell(cell))
         lines.append(f"| {scenario} | {phase} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: Row) -> str:
+    """``4.00 (2.00x)``, and with memory ``4.00 (2.00x) · 300 MB (1.50x)``."""
+    cell = _seconds(row.median)
+    if row.tool != "llbkit" and row.ratio is not None:
+        cell += f" ({row.ratio:.2f}x)"
+    if row.peak_mb is not None:
+        cell += f" · {_mb(row.peak_mb)} MB"
+        if row.tool != "llbkit" and row.peak_ratio is not None:
+            cell += f" ({row.peak_ratio:.2f}x)"
+    return cell
 
 
 def save(results: Results, out: Path) -> list[Path]:
@@ -161,6 +223,7 @@ def save(results: Results, out: Path) -> list[Path]:
         "meta": results.meta,
         "rows": [asdict(r) for r in rows(results)],
         "seconds": results.seconds,
+        "peak_bytes": results.peaks,
         "errors": results.errors,
         "unsupported": results.unsupported,
         "goals": goals(results),
@@ -173,7 +236,20 @@ def save(results: Results, out: Path) -> list[Path]:
     return [*written, chart] if chart else written
 
 
+def scaled(phase: str) -> tuple[str, int] | None:
+    """A scaling phase's series and size: ``"wide, 2500 ops"`` is ``("wide", 2500)``."""
+    found = _SIZE.search(phase)
+    if found is None:
+        return None
+    return _SIZE.sub("", phase, count=1).strip(" ,"), int(found.group(1))
+
+
+_SIZE = re.compile(r"\b(\d+) (ops|files)\b")
+
+
 def _chart(results: Results, path: Path) -> Path | None:
+    """A row per scenario: seconds on the left, peak memory on the right; bars per phase, or
+    lines over size for a scaling scenario (every phase named with its size)."""
     try:
         import matplotlib
 
@@ -185,28 +261,53 @@ def _chart(results: Results, path: Path) -> Path | None:
     if not scenarios:
         return None
     tools = list(dict.fromkeys(r.tool for r in rows(results)))
-    columns = 2
-    height = (len(scenarios) + columns - 1) // columns
-    fig, axes = plt.subplots(height, columns, figsize=(12, 3.2 * height), squeeze=False)
-    width = 0.8 / max(len(tools), 1)
-    for ax, scenario in zip(axes.flat, scenarios, strict=False):
+    fig, axes = plt.subplots(len(scenarios), 2, figsize=(12, 3.2 * len(scenarios)), squeeze=False)
+    for (left, right), scenario in zip(axes, scenarios, strict=True):
         phases = list(results.seconds[scenario])
-        for n, tool in enumerate(tools):
-            xs, ys = [], []
-            for x, phase in enumerate(phases):
-                values = results.seconds[scenario][phase].get(tool)
-                if values:
-                    xs.append(x + n * width)
-                    ys.append(statistics.median(values))
-            ax.bar(xs, ys, width, label=tool)
-        ax.set_title(scenario)
-        ax.set_xticks([x + width * (len(tools) - 1) / 2 for x in range(len(phases))], phases)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.set_ylabel("seconds (median)")
-    for ax in list(axes.flat)[len(scenarios) :]:
-        ax.axis("off")
-    axes.flat[0].legend()
+
+        def seconds(phase: str, tool: str, s: str = scenario) -> float | None:
+            values = results.seconds[s][phase].get(tool)
+            return statistics.median(values) if values else None
+
+        def megabytes(phase: str, tool: str, s: str = scenario) -> float | None:
+            return results.peak(s, phase, tool)
+
+        for ax, value, label in ((left, seconds, "seconds"), (right, megabytes, "peak MB")):
+            if all(scaled(p) for p in phases):
+                _lines(ax, phases, tools, value)
+            else:
+                _bars(ax, phases, tools, value)
+            ax.set_title(f"{scenario}: {label}")
+            ax.tick_params(axis="x", labelsize=8)
+            ax.set_ylabel(f"{label} (median)")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _bars(ax: Any, phases: list[str], tools: list[str], value: Any) -> None:
+    width = 0.8 / max(len(tools), 1)
+    for n, tool in enumerate(tools):
+        points = [(x + n * width, value(p, tool)) for x, p in enumerate(phases)]
+        shown = [(x, y) for x, y in points if y is not None]
+        ax.bar([x for x, _ in shown], [y for _, y in shown], width, label=tool)
+    ax.set_xticks([x + width * (len(tools) - 1) / 2 for x in range(len(phases))], phases)
+
+
+def _lines(ax: Any, phases: list[str], tools: list[str], value: Any) -> None:
+    """A line per tool (its colour) and series (its dash) over the phases' sizes."""
+    series: dict[str, list[tuple[int, str]]] = {}
+    for phase in phases:
+        name, size = scaled(phase) or ("", 0)
+        series.setdefault(name, []).append((size, phase))
+    for colour, tool in enumerate(tools):
+        for dash, (name, points) in zip(("-", "--", ":", "-."), series.items(), strict=False):
+            shown = [(n, value(p, tool)) for n, p in sorted(points)]
+            shown = [(n, y) for n, y in shown if y is not None]
+            if shown:
+                xs, ys = zip(*shown, strict=True)
+                ax.plot(xs, ys, f"C{colour}{dash}", marker="o", label=f"{tool} {name}")
+    found = _SIZE.search(phases[0])
+    ax.set_xlabel(found.group(2) if found else "size")

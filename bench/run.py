@@ -1,6 +1,7 @@
 """llbkit beside BuildKit (buildctl, docker build) and buildah, on the same work, in one run.
 
-    scripts/bench.sh [--quick] [--runs N] [--out DIR] [--scenario NAME]... [--tool NAME]...
+    scripts/bench.sh [--quick] [--full-scale] [--runs N] [--out DIR]
+                     [--scenario NAME]... [--tool NAME]...
 
 Starts Debian's docker-registry on loopback with a busybox image made from the host's
 busybox-static, starts each installed peer on private state (buildkitd from PATH, dockerd on
@@ -21,12 +22,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Results, save, text
+from report import MB, Results, Timed, save, text
 from scenarios import SCENARIOS, Measure, Sizes, Work
 from tools import TOOLS, Tool, Unsupported
 
@@ -36,6 +37,17 @@ from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller work, one run each")
+    parser.add_argument(
+        "--full-scale",
+        action="store_true",
+        help="scaling scenarios up to a 10,000-op graph and a 50,000-file context",
+    )
+    parser.add_argument(
+        "--scale-budget",
+        type=float,
+        metavar="SECONDS",
+        help="a scaling series stops after a size that took longer (default 120)",
+    )
     parser.add_argument("--runs", type=int, help="runs per tool and scenario (default 3; quick 1)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where results go")
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS))
@@ -108,6 +120,10 @@ def _moto() -> Iterator[str]:
 def main() -> int:
     args = _arguments()
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.full_scale:
+        sizes = sizes.full_scale()
+    if args.scale_budget:
+        sizes = replace(sizes, scale_budget=args.scale_budget)
     runs = args.runs or (1 if args.quick else 3)
     scratch = Path(tempfile.mkdtemp(prefix="llbkit-bench-", dir=os.environ.get("BENCH_TMP")))
     results = Results(
@@ -172,14 +188,19 @@ def _scenario(
                 print(f"bench: {name} with {tool.name} failed: {err}", file=sys.stderr)
                 continue
             results.add(name, tool.name, times)
-            shown = ", ".join(
-                f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} failed" for k, v in times.items()
-            )
+            shown = ", ".join(_shown(k, v) for k, v in times.items())
             print(
                 f"bench: {name} run {n + 1}/{runs} {tool.name}: {shown} "
                 f"({time.monotonic() - start:.0f}s)",
                 file=sys.stderr,
             )
+
+
+def _shown(phase: str, value: Timed | str) -> str:
+    if isinstance(value, str):
+        return f"{phase} failed"
+    peak = f" {value.peak / MB:.0f}MB" if value.peak is not None else ""
+    return f"{phase} {value.seconds:.2f}s{peak}"
 
 
 def _only(results: Results, scenario: str) -> Results:
@@ -188,6 +209,7 @@ def _only(results: Results, scenario: str) -> Results:
         {scenario: results.seconds.get(scenario, {})},
         {scenario: results.errors.get(scenario, {})},
         {scenario: results.unsupported.get(scenario, [])},
+        {scenario: results.peaks.get(scenario, {})},
     )
 
 

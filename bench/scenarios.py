@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from graphs import chain, wide
+from memory import CLIENTS, Peak
+from report import Timed
 from tools import Build, Tool, Unsupported
 
 from llbkit.sdk import llb
@@ -32,10 +34,28 @@ class Sizes:
     context_bytes: int = 156 * 10**6
     graph: int = 1000
     builds: int = 4
+    #: the scaling scenarios' graphs (ops) and contexts (files of ``SCALE_FILE`` bytes)
+    scale_ops: tuple[int, ...] = (1000, 2500, 5000)
+    scale_files: tuple[int, ...] = (5000, 10000, 25000)
+    #: seconds after which a scaling series stops growing for a tool
+    scale_budget: float = 120.0
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(steps=10, files=500, context_bytes=16 * 10**6, graph=200)
+        return cls(
+            steps=10,
+            files=500,
+            context_bytes=16 * 10**6,
+            graph=200,
+            scale_ops=(50, 100, 200),
+            scale_files=(250, 500, 1000),
+        )
+
+    def full_scale(self) -> Sizes:
+        """The scaling scenarios up to a 10,000-op graph and a 50,000-file context."""
+        return replace(
+            self, scale_ops=(1000, 2500, 5000, 10000), scale_files=(5000, 10000, 25000, 50000)
+        )
 
 
 @dataclass
@@ -72,11 +92,14 @@ def settle(limit: float = 30.0) -> None:
         before = now
 
 
-def timed(action: Callable[[], object]) -> float:
+def timed(tool: Tool, action: Callable[[], object]) -> Timed:
+    """The seconds ``action`` takes, and the peak memory of the tool's processes meanwhile."""
     settle()
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+    with Peak(lambda: [*CLIENTS, *tool.daemons()]) as peak:
+        start = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - start
+    return Timed(seconds, peak.bytes)
 
 
 def _dockerfile(folder: Path, text: str, files: dict[str, str] | None = None) -> Path:
@@ -105,10 +128,11 @@ COPY --from=quick /three /three
 """
 
 
-def parallel_stages(tool: Tool, work: Work) -> dict[str, float]:
+def parallel_stages(tool: Tool, work: Work) -> dict[str, Timed]:
     spec = Build(_dockerfile(work.root / "parallel", PARALLEL), {"BASE": work.base})
     tool.reset()
-    return {"cold": timed(lambda: tool.build(spec)), "warm": timed(lambda: tool.build(spec))}
+    cold = timed(tool, lambda: tool.build(spec))
+    return {"cold": cold, "warm": timed(tool, lambda: tool.build(spec))}
 
 
 # -- exec chain -----------------------------------------------------------------------------
@@ -119,11 +143,11 @@ def _chain(work: Work) -> Path:
     return _dockerfile(work.root / "exec", f"ARG BASE\nFROM $BASE\n{steps}")
 
 
-def exec_chain(tool: Tool, work: Work) -> dict[str, float]:
+def exec_chain(tool: Tool, work: Work) -> dict[str, Timed]:
     spec = Build(_chain(work), {"BASE": work.base})
     tool.reset()
-    cold = timed(lambda: tool.build(spec))
-    return {"cold": cold, "cold, per step": cold / work.sizes.steps}
+    cold = timed(tool, lambda: tool.build(spec))
+    return {"cold": cold, "cold, per step": replace(cold, seconds=cold.seconds / work.sizes.steps)}
 
 
 # -- no-op rebuild --------------------------------------------------------------------------
@@ -142,12 +166,12 @@ CMD ["cat", "/built"]
 """
 
 
-def noop_rebuild(tool: Tool, work: Work) -> dict[str, float]:
+def noop_rebuild(tool: Tool, work: Work) -> dict[str, Timed]:
     folder = _dockerfile(work.root / "noop", MULTI_STAGE, {"app.txt": "hello\n"})
     spec = Build(folder, {"BASE": work.base})
     tool.reset()
     tool.build(spec)
-    return {"warm": timed(lambda: tool.build(spec))}
+    return {"warm": timed(tool, lambda: tool.build(spec))}
 
 
 # -- a large context, and exporting it ------------------------------------------------------
@@ -176,18 +200,18 @@ def _context(work: Work) -> Path:
     return folder
 
 
-def context(tool: Tool, work: Work) -> dict[str, float]:
+def context(tool: Tool, work: Work) -> dict[str, Timed]:
     spec = Build(_context(work), {"BASE": work.base})
     tool.reset()
-    times = {"cold": timed(lambda: tool.build(spec))}
-    times["warm, no change"] = timed(lambda: tool.build(spec))
+    times = {"cold": timed(tool, lambda: tool.build(spec))}
+    times["warm, no change"] = timed(tool, lambda: tool.build(spec))
     victim = spec.context / "d01" / f"f{random.randrange(100, 200):04d}.bin"
     victim.write_bytes(os.urandom(victim.stat().st_size))
-    times["warm, one file changed"] = timed(lambda: tool.build(spec))
+    times["warm, one file changed"] = timed(tool, lambda: tool.build(spec))
     return times
 
 
-def export(tool: Tool, work: Work) -> dict[str, float]:
+def export(tool: Tool, work: Work) -> dict[str, Timed]:
     if not tool.writes_oci:
         raise Unsupported
     times = {}
@@ -200,7 +224,7 @@ def export(tool: Tool, work: Work) -> dict[str, float]:
         tool.build(spec)
         exporting = Build(spec.context, spec.args, "export", dest, compression)
         try:
-            times[compression] = timed(lambda s=exporting: tool.build(s))
+            times[compression] = timed(tool, lambda s=exporting: tool.build(s))
         finally:
             dest.unlink(missing_ok=True)
     return times
@@ -234,23 +258,23 @@ def _missed(trace: Path) -> str:
 
 def _imported(
     tool: Tool, work: Work, builds: Mapping[str, Build], caches: Mapping[str, str]
-) -> dict[str, float | str]:
+) -> dict[str, Timed | str]:
     """Each build on emptied state, importing its cache, exported as an oci tarball."""
     tool.reset()
     out = work.root / "exports"
     out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float | str] = {}
+    times: dict[str, Timed | str] = {}
     for name, spec in builds.items():
         dest, trace = out / f"{tool.name}-{name}.tar", out / f"{tool.name}-{name}.trace"
         importing = replace(spec, oci=dest, import_cache=caches[name], trace=trace)
         try:
-            seconds = timed(lambda s=importing: tool.build(s))
+            took = timed(tool, lambda s=importing: tool.build(s))
             missed = _missed(trace)
         finally:
             dest.unlink(missing_ok=True)
             trace.unlink(missing_ok=True)
         # A build that ran its steps measured something else: say so instead of a figure.
-        times[f"{name} import"] = f"{missed} in {seconds:.2f}s" if missed else seconds
+        times[f"{name} import"] = f"{missed} in {took.seconds:.2f}s" if missed else took
     return times
 
 
@@ -261,7 +285,7 @@ def _cache_builds(work: Work) -> dict[str, Build]:
     }
 
 
-def ci_cache(tool: Tool, work: Work) -> dict[str, float | str]:
+def ci_cache(tool: Tool, work: Work) -> dict[str, Timed | str]:
     """A CI job on S3 (moto, one bucket, each tool under its own prefix): the exec chain and
     the context build, each built, then built again exporting its cache (mode=max) to S3 —
     timed: every step is cached, so this is compressing and uploading the layers — then, on
@@ -287,16 +311,16 @@ def ci_cache(tool: Tool, work: Work) -> dict[str, float | str]:
         for name in builds
     }
     tool.reset()
-    times: dict[str, float | str] = {}
+    times: dict[str, Timed | str] = {}
     for name, spec in builds.items():
         tool.build(spec)
         exporting = replace(spec, export_cache=f"{caches[name]},mode=max")
-        times[f"{name} export"] = timed(lambda s=exporting: tool.build(s))
+        times[f"{name} export"] = timed(tool, lambda s=exporting: tool.build(s))
     times.update(_imported(tool, work, builds, caches))
     return times
 
 
-def ci_cache_registry(tool: Tool, work: Work) -> dict[str, float | str]:
+def ci_cache_registry(tool: Tool, work: Work) -> dict[str, Timed | str]:
     """The exec chain and the context build, each exported to a registry cache (mode=max) and
     then, on emptied state, built again importing it and exported as an oci tarball."""
     if not tool.moves_cache:
@@ -314,18 +338,102 @@ def ci_cache_registry(tool: Tool, work: Work) -> dict[str, float | str]:
 # -- graph scale (LLB) ----------------------------------------------------------------------
 
 
-def graph_scale(tool: Tool, work: Work) -> dict[str, float | str]:
+def graph_scale(tool: Tool, work: Work) -> dict[str, Timed | str]:
     if not tool.takes_llb:
         raise Unsupported
-    times: dict[str, float | str] = {}
+    times: dict[str, Timed | str] = {}
     for name, make in (("wide", wide), ("chain", chain)):
         data = make(work.sizes.graph).marshal(llb.Platform("linux", "amd64")).to_bytes()
         tool.reset()
         phase = f"{name}-{work.sizes.graph} cold"
         try:
-            times[phase] = timed(lambda d=data: tool.build_llb(d))
+            times[phase] = timed(tool, lambda d=data: tool.build_llb(d))
         except RuntimeError as err:  # one graph failing says nothing about the other
             times[phase] = str(err)
+    return times
+
+
+# -- how time and memory grow with the graph's and the context's size -----------------------
+
+#: bytes in each file of a scaling context: small, so the figures are about the number of files
+SCALE_FILE = 1024
+
+
+def over_budget(work: Work, times: Mapping[str, Timed | str], phase: str) -> str:
+    """Why the next size of ``phase``'s series is not run, or "": a size that failed or took
+    longer than ``scale_budget`` is the last of its series for that tool (the next, at least
+    twice as big, would take minutes more to show what this one shows)."""
+    took, budget = times.get(phase), work.sizes.scale_budget
+    if isinstance(took, str):  # failed, or itself not run
+        return took if took.startswith("not run") else "not run: the size before failed"
+    if isinstance(took, Timed) and took.seconds > budget:
+        return f"not run: the size before took {took.seconds:.0f}s (over {budget:.0f}s)"
+    return ""
+
+
+def scale_graph(tool: Tool, work: Work) -> dict[str, Timed | str]:
+    """The wide and the chain graph at each of ``scale_ops``, each cold."""
+    if not tool.takes_llb:
+        raise Unsupported
+    times: dict[str, Timed | str] = {}
+    for name, make in (("wide", wide), ("chain", chain)):
+        before = ""
+        for n in work.sizes.scale_ops:
+            phase = f"{name}, {n} ops"
+            skipped = over_budget(work, times, before)
+            before = phase
+            if skipped:
+                times[phase] = skipped
+                continue
+            data = make(n).marshal(llb.Platform("linux", "amd64")).to_bytes()
+            tool.reset()
+            try:
+                times[phase] = timed(tool, lambda d=data: tool.build_llb(d))
+            except RuntimeError as err:  # a size failing says nothing about the others
+                times[phase] = str(err)
+    return times
+
+
+SCALE_CONTEXT = """\
+FROM scratch
+COPY . /data/
+"""
+
+
+def _files(work: Work, n: int) -> Path:
+    """A context of ``n`` files of ``SCALE_FILE`` random bytes, 100 to a folder, made once."""
+    folder = work.root / f"files-{n}"
+    if not (folder / "Dockerfile").exists():
+        for i in range(n):
+            sub = folder / f"d{i // 100:03d}"
+            if i % 100 == 0:
+                sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"f{i:05d}").write_bytes(os.urandom(SCALE_FILE))
+        _dockerfile(folder, SCALE_CONTEXT)
+    return folder
+
+
+def scale_context(tool: Tool, work: Work) -> dict[str, Timed | str]:
+    """``COPY . /data/`` of each of ``scale_files``: cold, then again after one file changed."""
+    times: dict[str, Timed | str] = {}
+    before = ""
+    for n in work.sizes.scale_files:
+        skipped = over_budget(work, times, before)
+        before = f"cold, {n} files"
+        if skipped:
+            times[before] = skipped
+            continue
+        spec = Build(_files(work, n))
+        tool.reset()
+        for phase in (f"cold, {n} files", f"one file changed, {n} files"):
+            if phase.startswith("one"):
+                victim = spec.context / "d000" / f"f{random.randrange(100):05d}"
+                victim.write_bytes(os.urandom(SCALE_FILE))
+            try:
+                times[phase] = timed(tool, lambda s=spec: tool.build(s))
+            except RuntimeError as err:  # a size failing says nothing about the others
+                times[phase] = str(err)
+                break
     return times
 
 
@@ -341,15 +449,15 @@ RUN echo "$N" > /n && cat /base
 """
 
 
-def concurrency(tool: Tool, work: Work) -> dict[str, float]:
+def concurrency(tool: Tool, work: Work) -> dict[str, Timed]:
     folder = _dockerfile(work.root / "concurrency", SHARED_BASE)
     specs = [Build(folder, {"BASE": work.base, "N": str(n)}) for n in range(work.sizes.builds)]
     tool.reset()
-    return {f"{len(specs)} builds, cold": timed(lambda: tool.build_many(specs))}
+    return {f"{len(specs)} builds, cold": timed(tool, lambda: tool.build_many(specs))}
 
 
-#: seconds by phase, or why a phase failed
-Measure = Callable[[Tool, Work], Mapping[str, float | str]]
+#: seconds and peak memory by phase, or why a phase failed
+Measure = Callable[[Tool, Work], Mapping[str, Timed | str]]
 
 SCENARIOS: dict[str, Measure] = {
     "parallel-stages": parallel_stages,
@@ -358,6 +466,8 @@ SCENARIOS: dict[str, Measure] = {
     "context": context,
     "export": export,
     "graph-scale": graph_scale,
+    "scale-graph": scale_graph,
+    "scale-context": scale_context,
     "concurrency": concurrency,
     "ci-cache": ci_cache,
     "ci-cache-registry": ci_cache_registry,

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memory import CLIENTS
+
 LLBKIT = str(Path(sys.executable).with_name("llbkit"))
 HERE = Path(__file__).resolve().parent
 #: As installed for users: compiled bytecode is cached, not rebuilt on every start.
@@ -44,12 +46,27 @@ class Build:
 def run(
     command: list[str], *, data: bytes | None = None, env: dict[str, str] | None = None
 ) -> None:
-    done = subprocess.run(
-        command, input=data, capture_output=True, env=env or ENV, timeout=TIMEOUT, check=False
-    )
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"{Path(command[0]).name} exited {done.returncode}: {' | '.join(tail)}")
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env or ENV,
+    ) as proc:
+        CLIENTS.add(proc.pid)  # its memory counts while a phase is timed
+        try:
+            out, err = proc.communicate(data, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            # A failure of this phase, as an exit status is, not of the whole scenario.
+            raise RuntimeError(f"{Path(command[0]).name} took over {TIMEOUT}s") from None
+        finally:
+            CLIENTS.discard(proc.pid)
+    if proc.returncode != 0:
+        # The last lines, each cut short: a vertex's name can list thousands of inputs.
+        lines = (err or out).decode(errors="replace").strip().splitlines()[-3:]
+        tail = " | ".join(line if len(line) <= 120 else line[:117] + "..." for line in lines)
+        raise RuntimeError(f"{Path(command[0]).name} exited {proc.returncode}: {tail}")
 
 
 def _wait_for(check: list[str], proc: subprocess.Popen[bytes], what: str) -> None:
@@ -69,6 +86,8 @@ class Tool:
     writes_oci = True
     #: takes ``--export-cache`` and ``--import-cache`` (BuildKit's cache format)
     moves_cache = False
+    #: the daemon this tool's commands talk to, if it has one
+    proc: subprocess.Popen[bytes] | None = None
 
     def __init__(self, work: Path, registry: str) -> None:
         self.work = work / self.name
@@ -83,8 +102,14 @@ class Tool:
     def start(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
 
+    def daemons(self) -> list[int]:
+        """The pids of the daemons this tool's commands talk to: their memory is the tool's."""
+        return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
+
     def stop(self) -> None:
-        pass
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(60)
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -100,7 +125,11 @@ class Tool:
             )
             for n, s in enumerate(specs)
         ]
-        errors = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
+        CLIENTS.update(p.pid for p in procs)
+        try:
+            errors = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
+        finally:
+            CLIENTS.difference_update(p.pid for p in procs)
         for proc, err in zip(procs, errors, strict=True):
             if proc.returncode != 0:
                 tail = err.decode(errors="replace").strip().splitlines()[-1:]
@@ -216,10 +245,6 @@ class Llbkitd(Tool):
         )
         _wait_for([LLBKIT, "--addr", self.addr, "debug", "workers"], self.proc, "llbkitd")
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-
     def reset(self) -> None:
         run([LLBKIT, "--addr", self.addr, "prune", "--all"])
 
@@ -267,10 +292,6 @@ class Buildctl(Tool):
             stderr=subprocess.DEVNULL,
         )
         _wait_for(["buildctl", "--addr", self.addr, "debug", "workers"], self.proc, "buildkitd")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
 
     def reset(self) -> None:
         run(["buildctl", "--addr", self.addr, "prune", "--all"])
@@ -339,10 +360,6 @@ class Docker(Tool):
         self.client = [str(self._client()), "-H", f"unix://{sock}"]
         _wait_for([*self.client, "version"], self.proc, "dockerd")
         self.env = {**ENV, "DOCKER_BUILDKIT": "1"}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
 
     def reset(self) -> None:
         run([*self.client, "builder", "prune", "--all", "--force"], env=self.env)
