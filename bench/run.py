@@ -58,7 +58,7 @@ def _arguments() -> argparse.Namespace:
 def _start_tools(names: list[str] | None, work: Path, registry: str) -> list[Tool]:
     started = []
     for kind in TOOLS:
-        if names and kind.name not in names:
+        if (names and kind.name not in names) or (not names and kind.opt_in):
             continue
         reason = kind.missing()
         if reason is None:

@@ -7,6 +7,7 @@ state so the next build is cold (the base image is pulled again from the loopbac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from memory import CLIENTS
 
@@ -88,6 +90,8 @@ class Tool:
     moves_cache = False
     #: the daemon this tool's commands talk to, if it has one
     proc: subprocess.Popen[bytes] | None = None
+    #: run only when named with --tool (the containerd workers: a worker comparison)
+    opt_in = False
 
     def __init__(self, work: Path, registry: str) -> None:
         self.work = work / self.name
@@ -314,6 +318,125 @@ class Buildctl(Tool):
         run(["buildctl", "--addr", self.addr, "build", "--progress", "plain"], data=data)
 
 
+class _WithContainerd:
+    """A containerd of the tool's own (its root, state and socket in the tool's folder)."""
+
+    _containerd: contextlib.ExitStack | None = None
+    containerd: Any = None
+
+    @staticmethod
+    def containerd_missing() -> str | None:
+        if os.geteuid() != 0:
+            return "containerd needs root here"
+        absent = [
+            b for b in ("containerd", "ctr", "containerd-shim-runc-v2") if not shutil.which(b)
+        ]
+        return f"not on PATH: {', '.join(absent)}" if absent else None
+
+    def start_containerd(self) -> None:
+        from llbkit.sdk.testing.containerd import running_containerd
+
+        self._containerd = contextlib.ExitStack()
+        self.containerd = self._containerd.enter_context(running_containerd())
+
+    def stop_containerd(self) -> None:
+        if self._containerd is not None:
+            self._containerd.close()
+            self._containerd = None
+
+    def containerd_pids(self) -> list[int]:
+        found = subprocess.run(
+            ["pgrep", "-f", f"containerd --config {Path(self.containerd.address).parent}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return [int(p) for p in found.stdout.split()]
+
+
+class LlbkitContainerd(_WithContainerd, Llbkit):
+    """``llbkit build`` embedded, its steps run by the containerd worker (buildkitd.toml)."""
+
+    name = "llbkit-containerd"
+    moves_cache = False
+    opt_in = True
+
+    @staticmethod
+    def missing() -> str | None:
+        return _WithContainerd.containerd_missing()
+
+    def start(self) -> None:
+        super().start()
+        self.start_containerd()
+        self.config = self.work / "buildkitd.toml"
+        self.config.write_text(
+            f"[worker.oci]\nenabled = false\n[worker.containerd]\nenabled = true\n"
+            f'address = "{self.containerd.address}"\nnamespace = "{self.containerd.namespace}"\n'
+        )
+
+    def daemons(self) -> list[int]:
+        return self.containerd_pids()
+
+    def stop(self) -> None:
+        self.stop_containerd()
+
+    def _command(self, spec: Build, n: int = 0) -> list[str]:
+        command = super()._command(spec, n)
+        return [command[0], "--config", str(self.config), *command[1:]]
+
+    def build_many(self, specs: list[Build]) -> None:
+        raise Unsupported
+
+    def build_llb(self, data: bytes) -> None:
+        command = [LLBKIT, "--config", str(self.config), "--root", str(self.root), "build"]
+        run([*command, "--progress", "quiet"], data=data)
+
+
+class BuildctlContainerd(_WithContainerd, Buildctl):
+    """buildctl against a buildkitd whose worker is containerd's (``--containerd-worker``)."""
+
+    name = "buildkit-containerd"
+    moves_cache = False
+    opt_in = True
+
+    @staticmethod
+    def missing() -> str | None:
+        return Buildctl.missing() or _WithContainerd.containerd_missing()
+
+    def start(self) -> None:
+        Tool.start(self)
+        self.start_containerd()
+        sock = self.work / "buildkitd.sock"
+        config = self.work / "buildkitd.toml"
+        config.write_text(f'[registry."{self.registry}"]\n  http = true\n  insecure = true\n')
+        self.addr = f"unix://{sock}"
+        self.proc = subprocess.Popen(
+            [
+                "buildkitd",
+                "--root",
+                str(self.work / "state"),
+                "--addr",
+                self.addr,
+                "--config",
+                str(config),
+                "--oci-worker=false",
+                "--containerd-worker=true",
+                f"--containerd-worker-addr={self.containerd.address}",
+                f"--containerd-worker-namespace={self.containerd.namespace}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for(["buildctl", "--addr", self.addr, "debug", "workers"], self.proc, "buildkitd")
+
+    def daemons(self) -> list[int]:
+        return [*super().daemons(), *self.containerd_pids()]
+
+    def stop(self) -> None:
+        super().stop()
+        self.stop_containerd()
+
+
 class Docker(Tool):
     """``docker build`` with the BuildKit inside Debian's dockerd, on a private socket."""
 
@@ -435,4 +558,12 @@ class Buildah(Tool):
             )
 
 
-TOOLS: list[type[Tool]] = [Llbkit, Llbkitd, Buildctl, Docker, Buildah]
+TOOLS: list[type[Tool]] = [
+    Llbkit,
+    Llbkitd,
+    Buildctl,
+    Docker,
+    Buildah,
+    LlbkitContainerd,
+    BuildctlContainerd,
+]

@@ -386,3 +386,7 @@ async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any
                 with anyio.move_on_after(5, shield=True):
                     await shown.wait()
                 raise
+            finally:
+                # This process builds no more: its worker ends in this loop, not with it.
+                with anyio.CancelScope(shield=True):
+                    await controller.stop_worker()

@@ -174,6 +174,11 @@ class Controller:
         await self.drivers.aclose()
         self.close()
 
+    async def stop_worker(self) -> None:
+        """Stop the worker (what it still runs or cleans up) within this event loop: a process
+        whose builds are over calls it before its loop ends; a later build starts it again."""
+        await self.drivers.aclose()
+
     # -- builds -----------------------------------------------------------------------------
 
     async def solve(self, request: SolveRequest) -> SolveResponse:

@@ -117,6 +117,10 @@ class RemoteController:
     def close(self) -> None:
         return None
 
+    async def stop_worker(self) -> None:
+        """The daemon's worker is the daemon's: nothing to stop here."""
+        return None
+
     def __enter__(self) -> RemoteController:
         return self
 
