@@ -167,7 +167,10 @@ def busybox_tree() -> dict[str, dict[str, Any]]:
 
 
 def changed(tree: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Entries that are not the base image's as they are, and base paths that are gone."""
+    """Entries that are not the base image's as they are, and base paths that are gone; the
+    whole tree when it is not built on the base (no base busybox binary in it)."""
+    if tree.get("bin/busybox") != base.get("bin/busybox"):
+        return dict(sorted(tree.items()))
     found: dict[str, Any] = {k: v for k, v in tree.items() if base.get(k) != v}
     for key in base:
         if key not in tree:
