@@ -214,7 +214,7 @@ async def assemble(
     time in seconds; :func:`publish` computes both once for every platform and the layout.
     """
     ref = result.single
-    if ref is None:
+    if ref is None and result.refs:
         raise ConfigError("this exporter writes single-platform results only")
     raw_config = result.metadata.get("containerimage.config")
     config: dict[str, Any] = (
@@ -233,10 +233,11 @@ async def assemble(
     if moment is None:
         moment = epoch if epoch is not None else int(time.time())
     created = created_text(moment)
-    layers = await _layers(ref, opts, epoch)
+    # No result is scratch: an image of its config and no layers.
+    layers = await _layers(ref, opts, epoch) if ref is not None else []
     config["rootfs"] = {"type": "layers", "diff_ids": [d.diff_id for d, _ in layers]}
     config["created"] = created
-    if inline_cache is not None:
+    if inline_cache is not None and ref is not None:
         records = await inline_cache(next(iter(result.refs)), config["rootfs"]["diff_ids"])
         if records is not None:
             # Go marshals the records' bytes as base64, and BuildKit reads them back so.
@@ -261,7 +262,7 @@ async def assemble(
             for d, _ in layers
         ],
     }
-    platform = next(iter(result.refs))
+    platform = next(iter(result.refs), _config_platform(config))
     if opts.annotations_for("manifest", platform):
         manifest["annotations"] = opts.annotations_for("manifest", platform)
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
@@ -273,6 +274,12 @@ async def assemble(
         [(d.digest, d.size, blob) for d, blob in layers],
         manifest["mediaType"],
     )
+
+
+def _config_platform(config: dict[str, Any]) -> str:
+    """``os/architecture[/variant]`` of an image config (for a result without a filesystem)."""
+    parts = [config.get("os", "linux"), config.get("architecture", "amd64")]
+    return "/".join(parts + ([config["variant"]] if config.get("variant") else []))
 
 
 def created_text(moment: int) -> str:
@@ -343,9 +350,9 @@ async def publish(
     # One creation time for every platform's config and for the layout written around them.
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
-    if len(result.refs) == 1:
+    if len(result.refs) <= 1:
         image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
-        key = next(iter(result.refs))
+        key = next(iter(result.refs), _config_platform(json.loads(image.config)))
         return Published(
             image.media_type,
             image.manifest_digest,
