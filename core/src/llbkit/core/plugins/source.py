@@ -90,6 +90,8 @@ class FetchedLayer:
     :param diff_id: the digest of the uncompressed tar, from the image config (empty when the
         config does not list one per layer).
     :param source: where the blob can be mounted from when pushing (its repository).
+    :param description: what the layer is, as BuildKit names a pulled layer (``pulled from
+        REF@DIGEST``); the store keeps it (``du``, an image's history).
     """
 
     tree: Path
@@ -99,6 +101,7 @@ class FetchedLayer:
     media_type: str
     diff_id: str = ""
     source: BlobSource | None = None
+    description: str = ""
 
 
 @runtime_checkable

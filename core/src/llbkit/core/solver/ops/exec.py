@@ -155,7 +155,9 @@ async def _prepare(
         chain = chains[mount.input] if mount.input >= 0 else ()
         kind = mount.mountType
         if kind == pb.MountType.BIND and (mount.dest == "/" or not mount.readonly):
-            tree = await threads(store.work_tree, chain, name)
+            # What the layer is, as BuildKit describes an exec's output (du, image history).
+            described = f"mount {mount.dest} from exec {' '.join(exe.meta.args)}"
+            tree = await threads(store.work_tree, chain, described)
             stack.callback(tree.close)
             if mount.output >= 0:
                 found.outputs[mount.output] = tree

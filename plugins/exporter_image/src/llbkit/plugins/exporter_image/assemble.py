@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,15 +180,20 @@ async def _layers(
     return [(d, LayerBlob(ref, d.digest)) for d in layers]
 
 
-def _history(config: dict[str, Any], count: int, created: str) -> None:
-    """Make the history describe exactly ``count`` layers, as BuildKit's exporter does."""
+def _history(config: dict[str, Any], descriptions: Sequence[str], created: str) -> None:
+    """Make the history describe exactly one entry per layer (``descriptions``, what made
+    each), as BuildKit's exporter does: a layer no entry accounts for gets one naming it."""
+    count = len(descriptions)
     history = list(config.get("history") or [])
     layered = [h for h in history if not h.get("empty_layer")]
     for entry in history[: max(0, len(layered) - count)]:
         entry["empty_layer"] = True
-    missing = count - len([h for h in history if not h.get("empty_layer")])
-    for _ in range(max(0, missing)):
-        history.append({"created": created, "comment": "buildkit.exporter.image.v0"})
+    recorded = len([h for h in history if not h.get("empty_layer")])
+    for n in range(recorded, count):
+        entry = {"created": created, "created_by": descriptions[n]}
+        if not entry["created_by"]:
+            del entry["created_by"]
+        history.append({**entry, "comment": "buildkit.exporter.image.v0"})
     config["history"] = history
 
 
@@ -242,7 +247,7 @@ async def assemble(
         if records is not None:
             # Go marshals the records' bytes as base64, and BuildKit reads them back so.
             config["moby.buildkit.cache.v0"] = base64.b64encode(records).decode()
-    _history(config, len(layers), created)
+    _history(config, [d.description for d, _ in layers], created)
     if epoch is not None:
         for entry in config["history"]:
             entry["created"] = created

@@ -654,12 +654,8 @@ class _Converter:
         words, heredocs = self.copy_words(inst, scope)
         dest = words[-1]
         sources = words[:-1]
-        if len([s for s in sources if s not in heredocs]) > 1 and not dest.endswith("/"):
-            raise self.fail(
-                inst,
-                "When using COPY with more than one source file, the destination must be "
-                "a directory and end with a /",
-            )
+        # BuildKit v0.11 leaves several sources into a non-directory to the copy itself
+        # ("cannot copy to non-directory"): the destination may be a directory already.
         workdir = stage.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
             dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") else "")
@@ -868,8 +864,10 @@ class _Converter:
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
         path = self.word(inst, inst.rest, self.scope(stage))
-        current = stage.config.get("WorkingDir") or "/"
-        path = posixpath.normpath(posixpath.join(current, path))
+        if not path.startswith("/"):
+            # Relative to the current one, cleaned; an absolute path is kept as written.
+            current = stage.config.get("WorkingDir") or "/"
+            path = posixpath.normpath(posixpath.join("/", current, path))
         stage.config["WorkingDir"] = path
         assert stage.state is not None
         stage.state = stage.state.with_dir(path)
