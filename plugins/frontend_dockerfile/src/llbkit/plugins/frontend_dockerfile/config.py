@@ -8,7 +8,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["exposed_ports", "go_value", "image_config", "parse_signal"]
+__all__ = [
+    "exposed_ports",
+    "go_duration",
+    "go_ports",
+    "go_quoted",
+    "go_value",
+    "image_config",
+    "parse_duration",
+    "parse_signal",
+]
 
 #: the config's keys in the order Go marshals BuildKit's ImageConfig struct
 _ORDER = (
@@ -147,3 +156,72 @@ def go_ports(ports: Sequence[str]) -> str:
 def go_quoted(items: Sequence[str]) -> str:
     """Go's ``%q`` of a string slice: ``["a" "b"]``."""
     return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
+
+
+_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def parse_duration(text: str) -> int:
+    """Nanoseconds of a Go duration (``1m30s``, ``1.5ms``); raise ``ValueError`` worded as
+    Go's ``time.ParseDuration`` (a bare number other than 0 has no unit)."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    rest = text.lstrip("+-")
+    sign = -1 if text.startswith("-") else 1
+    if rest == "0":
+        return 0
+    if not rest:
+        raise ValueError(f"time: invalid duration {quoted}")
+    total = 0.0
+    while rest:
+        number = re.match(r"[0-9]*(\.[0-9]*)?", rest)
+        digits = number.group(0) if number else ""
+        if digits in ("", "."):
+            raise ValueError(f"time: invalid duration {quoted}")
+        rest = rest[len(digits) :]
+        unit = re.match(r"[^0-9.]*", rest)
+        name = unit.group(0) if unit else ""
+        if not name:
+            raise ValueError(f"time: missing unit in duration {quoted}")
+        if name not in _UNITS:
+            raise ValueError(f"time: unknown unit {json.dumps(name)} in duration {quoted}")
+        total += float(digits) * _UNITS[name]
+        rest = rest[len(name) :]
+    return sign * round(total)
+
+
+def _fraction(value: int, unit: int) -> str:
+    whole, part = divmod(value, unit)
+    if not part:
+        return str(whole)
+    digits = str(part).rjust(len(str(unit)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}"
+
+
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration`` string: ``0s``, ``1ms``, ``1.5s``, ``1m30s``, ``1h0m0s``."""
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{_fraction(ns, 1_000)}\u00b5s"
+    if ns < 1_000_000_000:
+        return f"{sign}{_fraction(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = _fraction(rest, 1_000_000_000) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}"
+    return sign + seconds

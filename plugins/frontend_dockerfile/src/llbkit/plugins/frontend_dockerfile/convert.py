@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
+    go_duration,
     go_ports,
     go_quoted,
     go_value,
     image_config,
+    parse_duration,
     parse_signal,
 )
 from llbkit.plugins.frontend_dockerfile.parser import (
@@ -80,6 +82,14 @@ _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_\.]*$")
 _BOOL_FLAGS = frozenset({"link", "keep-git-dir", "parents"})
 #: flags that may be given more than once
 _MULTI_FLAGS = frozenset({"mount", "exclude"})
+#: the flags each instruction takes (BuildKit v0.11's, with llbkit's --exclude/--parents)
+_FLAGS: dict[str, set[str]] = {
+    "ADD": {"chown", "chmod", "link", "keep-git-dir", "checksum", "exclude", "parents"},
+    "COPY": {"from", "chown", "chmod", "link", "exclude", "parents"},
+    "RUN": {"mount", "network", "security"},
+    "FROM": {"platform"},
+    "HEALTHCHECK": {"interval", "timeout", "start-period", "retries"},
+}
 #: instructions whose one argument is required
 _ONE_ARGUMENT = ("MAINTAINER", "WORKDIR", "USER", "STOPSIGNAL")
 
@@ -216,12 +226,14 @@ class _Converter:
     def check(self, inst: Instruction) -> None:
         """What BuildKit refuses while reading an instruction, before building anything."""
         keyword = inst.keyword
+        # Flags are read (and refused) with the instruction, before any stage is built.
+        self.flags(inst, _FLAGS.get(keyword, set()))
         if keyword in _ONE_ARGUMENT and not inst.args:
             raise self.parse_fail(inst, f"{keyword} requires exactly one argument")
-        if keyword in ("ARG", "EXPOSE", "VOLUME", "SHELL", "ONBUILD", "HEALTHCHECK") and not (
-            inst.args or inst.child or inst.json is not None
-        ):
+        if keyword in ("ARG", "EXPOSE", "VOLUME", "SHELL", "HEALTHCHECK") and not inst.args:
             raise self.parse_fail(inst, f"{keyword} requires at least one argument")
+        if keyword == "ONBUILD" and inst.child is None:
+            raise self.parse_fail(inst, "ONBUILD requires at least one argument")
         if keyword in ("ENV", "LABEL"):
             if not inst.pairs:
                 raise self.parse_fail(inst, f"{keyword} requires at least one argument")
@@ -229,8 +241,6 @@ class _Converter:
                 raise self.parse_fail(inst, f"{keyword} names can not be blank")
         if keyword == "ARG" and any(not w.partition("=")[0] for w in inst.args):
             raise self.parse_fail(inst, "ARG names can not be blank")
-        if keyword in ("CMD", "ENTRYPOINT", "RUN") and not inst.args and inst.json is None:
-            raise self.parse_fail(inst, f"{keyword} requires at least one argument")
         if keyword == "VOLUME" and any(not v.strip() for v in inst.args):
             raise self.parse_fail(inst, "VOLUME specified can not be an empty string")
         if keyword == "ONBUILD" and inst.child is not None:
@@ -289,7 +299,7 @@ class _Converter:
         if found is None:
             names = ", ".join(s.name for s in self.stages if s.name) or "none named"
             raise DockerfileError(
-                f"target stage {self.options.target!r} could not be found (stages: {names})"
+                f"target stage {self.options.target} could not be found (stages: {names})"
             )
         return found
 
@@ -366,6 +376,8 @@ class _Converter:
             stage.config = json.loads(json.dumps(parent.config))
             stage.history = list(parent.history)
             stage.env = dict(parent.env)
+            # The parent's build args are in its state's environment, which the stage keeps.
+            stage.args = dict(parent.args)
             stage.shell = list(parent.shell)
             return
         if stage.base.lower() == "scratch":
@@ -376,8 +388,8 @@ class _Converter:
         platform = self.options.platform
         try:
             digest, raw = await self.resolve(stage.base, platform)
-        except Exception as err:  # the registry's message names the image
-            raise self.fail(inst, str(err)) from None
+        except Exception as err:  # the registry's message, after the name as written
+            raise self.fail(inst, f"{stage.base}: {err}") from None
         image = json.loads(raw)
         config = image.get("config") or {}
         stage.config = config
@@ -548,7 +560,9 @@ class _Converter:
         stage.state = replace(result, env=stage.state.env)
         # As BuildKit's history shows it: the build args the step saw, then the command.
         seen = [
-            f"{k}={stage.env.get(k, stage.args.get(k, ''))}" for k in dict.fromkeys(stage.declared)
+            # every declaration, a name declared twice twice, as BuildKit lists them
+            f"{k}={stage.env.get(k, stage.args.get(k, ''))}"
+            for k in stage.declared
         ]
         with_args = f"|{len(seen)} {' '.join(seen)} " if seen else ""
         self.record(stage, f"RUN {with_args}{shown} # buildkit", False)
@@ -581,10 +595,11 @@ class _Converter:
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
         if not target and kind == "secret":
             target = f"/run/secrets/{values.get('id', '')}"
-        if not target and kind != "ssh":
-            raise self.fail(inst, f"mount type={kind} needs a target")
-        if target and not target.startswith("/"):
+        if kind != "ssh" and not target.startswith("/"):
+            # Relative to the working directory, which a missing target is; never / itself.
             target = posixpath.join(stage.config.get("WorkingDir") or "/", target)
+            if target.rstrip("/") == "":
+                raise self.fail(inst, 'invalid mount target "/"')
         source = values.pop("source", values.pop("src", ""))
         rw = values.pop("readwrite", values.pop("rw", "false")) == "true"
         values.pop("readonly", values.pop("ro", ""))
@@ -629,7 +644,7 @@ class _Converter:
                 gid=int(values.get("gid", "0")),
                 optional=values.get("required", "false") != "true",
             )
-        raise self.fail(inst, f"unsupported mount type {kind!r}")
+        raise self.fail(inst, f'unsupported mount type "{kind}"')
 
     async def do_copy(
         self,
@@ -847,7 +862,8 @@ class _Converter:
     ) -> None:
         shown = []
         for word in inst.args:
-            key, sep, default = word.partition("=")
+            raw, sep, default = word.partition("=")
+            key = self.word(inst, raw, self.scope(stage))
             expanded = self.word(inst, default, self.scope(stage)) if sep else None
             value = self.options.build_args.get(key)
             if value is None:
@@ -997,7 +1013,7 @@ class _Converter:
             ("timeout", "Timeout"),
             ("start-period", "StartPeriod"),
         ):
-            if flags.get(flag):
+            if flag in flags:
                 check[key] = self.duration(inst, flag, flags[flag])
         if flags.get("retries"):
             try:
@@ -1013,13 +1029,9 @@ class _Converter:
 
     def duration(self, inst: Instruction, flag: str, text: str) -> int:
         try:
-            found = _duration_ns(text)
-        except Exception:
-            if re.fullmatch(r"[0-9.]+", text):
-                message = f'time: missing unit in duration "{text}"'
-            else:
-                message = f'time: invalid duration "{text}"'
-            raise self.parse_fail(inst, message) from None
+            found = parse_duration(text)
+        except ValueError as err:
+            raise self.parse_fail(inst, str(err)) from None
         if 0 < found < 1_000_000:
             raise self.parse_fail(inst, f'Interval "{flag}" cannot be less than 1ms')
         return found
@@ -1067,24 +1079,12 @@ def _go_list(items: list[str]) -> str:
     return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
 
 
-def _go_duration(ns: int) -> str:
-    """Go's ``time.Duration`` string (``30s``, ``1m30s``, ``0s``)."""
-    seconds = ns / 1e9
-    if seconds == 0:
-        return "0s"
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{hours}h" if hours else ""
-    text += f"{minutes}m" if hours or minutes else ""
-    return text + f"{secs + (seconds - int(seconds)):g}s"
-
-
 def _go_health(check: dict[str, Any]) -> str:
     """BuildKit records a HEALTHCHECK as Go's ``%q`` of its config struct."""
     retries = int(check.get("Retries", 0))
     quoted = f"'{chr(retries)}'" if 32 <= retries < 127 else f"'\\x{retries:02x}'"
     parts = [_go_list(check["Test"])] + [
-        json.dumps(_go_duration(int(check.get(k, 0))))
+        json.dumps(go_duration(int(check.get(k, 0))))
         for k in ("Interval", "Timeout", "StartPeriod")
     ]
     return "&{" + " ".join([*parts, quoted]) + "}"
@@ -1103,12 +1103,6 @@ def _size(text: str) -> int:
     }
     number = text.rstrip("bBkKmMgG")
     return int(float(number or 0) * units.get(text[len(number) :].lower(), 1))
-
-
-def _duration_ns(text: str) -> int:
-    from llbkit.core.units import parse_duration
-
-    return int(parse_duration(text, "HEALTHCHECK") * 1e9)
 
 
 async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> Converted:

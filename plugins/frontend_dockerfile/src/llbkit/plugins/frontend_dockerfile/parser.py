@@ -4,7 +4,6 @@ words, whitespace), heredocs found by shell-word lexing. Errors name ``Dockerfil
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -243,11 +242,11 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
                 holder.heredocs.append(Heredoc(doc.name, content, doc.expand, doc.chomp, doc.fd))
             inst.end_line = reader.n
         if inst.keyword not in INSTRUCTIONS:
-            close = difflib.get_close_matches(inst.keyword, INSTRUCTIONS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            written = inst.original.split()[0]
+            close = _suggest(written)
+            hint = f" (did you mean {close}?)" if close else ""
             raise DockerfileError(
-                f"dockerfile parse error on line {start}: unknown instruction: "
-                f"{inst.original.split()[0]}{hint}",
+                f"dockerfile parse error on line {start}: unknown instruction: {written}{hint}",
                 snippet(text, filename, start, reader.n),
             )
         instructions.append(inst)
@@ -260,6 +259,30 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
         text.replace("\r\n", "\n"),
         reader.warnings,
     )
+
+
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _suggest(written: str) -> str:
+    """The instruction closest to ``written`` (fewer than 3 edits), in its case, as BuildKit
+    suggests one."""
+    lowered = written.lower()
+    best, found = 3, ""
+    for name in INSTRUCTIONS:
+        distance = _distance(lowered, name.lower())
+        if distance < best:
+            best, found = distance, name
+    if not found or written == written.upper():
+        return found
+    return found.lower()
 
 
 def _heredoc_body(lines: list[str], n: int, doc: Heredoc) -> tuple[str | None, int]:
