@@ -443,6 +443,17 @@ class _Converter:
                 found[name] = value
         return found
 
+    def shown(self, inst: Instruction, stage: _Stage, *, run: bool = False) -> str:
+        """The step's name as BuildKit gives it: the line with its variables expanded (a
+        RUN keeps its quotes and unset variables), the keyword upper-case."""
+        try:
+            text = expand(
+                inst.original, self.scope(stage), self.escape, raw_quotes=run, skip_unset=run
+            )
+        except ExpansionError:
+            text = inst.original
+        return _shown(text)
+
     def scope(self, stage: _Stage) -> dict[str, str]:
         """What expansion sees in a stage: its ARGs, then its ENV over them."""
         return {**stage.args, **stage.env}
@@ -546,7 +557,7 @@ class _Converter:
         if self.options.network and network == "sandbox":
             network = self.options.network
         options: dict[str, Any] = {
-            "custom_name": f"{prefix}{_shown(inst)}",
+            "custom_name": f"{prefix}{self.shown(inst, stage, run=True)}",
             "description": {"llbkit.source": self.snippet(inst)},
         }
         if network != "sandbox":
@@ -709,7 +720,7 @@ class _Converter:
             from_stage=bool(origin),
         )
         assert stage.state is not None
-        name = f"{prefix}{_shown(inst)}"
+        name = f"{prefix}{self.shown(inst, stage)}"
         source = {"llbkit.source": self.snippet(inst)}
         if flags.get("link") == "true":
             stage.state = llb.merge(
@@ -894,7 +905,7 @@ class _Converter:
         user = stage.config.get("User") or None
         stage.state = stage.state.file(
             llb.mkdir(path, 0o755, make_parents=True, owner=user),
-            custom_name=f"{prefix}WORKDIR {inst.rest}",
+            custom_name=f"{prefix}{self.shown(inst, stage)}",
         )
         self.record(stage, f"WORKDIR {path}", False)
 
@@ -1060,9 +1071,11 @@ def _is_git_ref(src: str) -> bool:
     return src.startswith(("http://", "https://")) and bool(re.search(r"\.git(?:#.+)?$", src))
 
 
-def _shown(inst: Instruction) -> str:
-    """The instruction as progress names it: keyword, flags and arguments as written."""
-    return inst.keyword + inst.original[len(inst.original.split(None, 1)[0]) :]
+def _shown(text: str) -> str:
+    """An instruction's text with its keyword upper-case."""
+    text = text.strip()
+    keyword = text.split(None, 1)[0] if text else ""
+    return keyword.upper() + text[len(keyword) :]
 
 
 def _copy(
