@@ -178,6 +178,9 @@ async def _prepare(
                     mount.cacheOpt.ID or mount.dest, mount.cacheOpt.sharing, _seed(store, chain)
                 )
             )
+            # A selector mounts a subdirectory of the cache (one its source made, e.g. with
+            # the mode and owner a Dockerfile's cache mount asks for).
+            path = _selected(path, mount.selector)
             found.specs.append(MountSpec(mount.dest, "bind", path, readonly=mount.readonly))
         elif kind == pb.MountType.TMPFS:
             size = mount.TmpfsOpt.size if mount.HasField("TmpfsOpt") else 0

@@ -628,11 +628,24 @@ class _Converter:
             sharing = values.get("sharing", "shared")
             if sharing not in ("shared", "private", "locked"):
                 raise self.fail(inst, f"invalid cache sharing {sharing!r}")
+            selector = posixpath.join("/", source) if source else ""
+            if selector == "/":
+                selector = ""
+            if not selector and any(k in values for k in ("mode", "uid", "gid")):
+                # The cache starts as a directory with the mode and owner asked for.
+                mode = int(values.get("mode", "0755"), 8)
+                owner = f"{int(values.get('uid', '0'))}:{int(values.get('gid', '0'))}"
+                base = (base or llb.scratch()).file(
+                    llb.mkdir("/cache", mode, owner=owner),
+                    custom_name="[internal] settings cache mount permissions",
+                )
+                selector = "/cache"
             return llb.Cache(
                 target,
                 id=values.get("id") or target,
                 sharing=sharing,  # type: ignore[arg-type]
                 source=base,
+                selector=selector,
             )
         if kind == "tmpfs":
             return llb.Tmpfs(target, size=_size(values.get("size", "0")))
