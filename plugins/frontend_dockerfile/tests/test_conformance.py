@@ -13,7 +13,12 @@ from llbkit.plugins.frontend_dockerfile.config import (
     parse_duration,
     parse_signal,
 )
-from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, parse, parse_heredoc
+from llbkit.plugins.frontend_dockerfile.parser import (
+    DockerfileError,
+    detect_syntax,
+    parse,
+    parse_heredoc,
+)
 from llbkit.plugins.frontend_dockerfile.shell import ExpansionError, expand, expand_words
 
 ENV = {"A": "x", "E": "", "P": "81 82", "é": "accent"}
@@ -211,6 +216,22 @@ def test_parse_errors(text: str, message: str) -> None:
     with pytest.raises(DockerfileError) as err:
         parse(text)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "syntax"),
+    [
+        ("# syntax=docker/dockerfile:1\nFROM scratch\n", "docker/dockerfile:1"),
+        ("#!/usr/bin/env buildctl\n# syntax=a/b:1 --x\nFROM scratch\n", "a/b:1"),
+        ("// syntax=a/b\nFROM scratch\n", "a/b"),
+        ('{"syntax": "a/b", "other": 1}', "a/b"),
+        ("# escape=`\n# syntax=a/b\nFROM scratch\n", "a/b"),
+        ("FROM scratch\n# syntax=a/b\n", ""),
+        ("# foo=bar\n# syntax=a/b\n", ""),
+    ],
+)
+def test_syntax_detection(text: str, syntax: str) -> None:
+    assert detect_syntax(text) == syntax
 
 
 # -- the image config and its values -----------------------------------------------------------

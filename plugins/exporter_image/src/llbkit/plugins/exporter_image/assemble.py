@@ -228,8 +228,11 @@ async def assemble(
         else {
             "architecture": "amd64",
             "os": "linux",
+            # BuildKit's config for a result without one: a default PATH, the root as the
+            # working directory
             "config": {
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "WorkingDir": "/",
             },
         }
     )

@@ -18,7 +18,7 @@ from llbkit.plugins.frontend_dockerfile.convert import (
     convert,
     platform_key,
 )
-from llbkit.plugins.frontend_dockerfile.parser import parse
+from llbkit.plugins.frontend_dockerfile.parser import detect_syntax, parse
 from llbkit.sdk import llb
 
 OPTIONS = (
@@ -74,9 +74,10 @@ class DockerfileJob:
         if not text:
             raise UserError("the Dockerfile cannot be empty")
         parsed = parse(text, name.rsplit("/", 1)[-1])
-        if "syntax" in parsed.directives:
+        syntax = detect_syntax(text)
+        if syntax:
             client.warn(
-                f"# syntax={parsed.directives['syntax']} is not followed: the built-in "
+                f"# syntax={syntax} is not followed: the built-in "
                 "dockerfile.v0 frontend builds this Dockerfile"
             )
         platforms = self.options.platforms or [self.options.platform]

@@ -16,6 +16,7 @@ __all__ = [
     "Heredoc",
     "Instruction",
     "chomp",
+    "detect_syntax",
     "parse",
     "parse_heredoc",
 ]
@@ -514,3 +515,24 @@ def parse_heredoc(word: str) -> Heredoc | None:
 def chomp(content: str) -> str:
     """A ``<<-`` heredoc's content: leading tabs removed from every line."""
     return re.sub(r"(?m)^\t+", "", content)
+
+
+def detect_syntax(text: str) -> str:
+    """The frontend image a Dockerfile names, as BuildKit finds it: a ``# syntax=`` or
+    ``// syntax=`` directive (after a ``#!`` line, if any), or a JSON ``{"syntax": …}``."""
+    first, _, rest = text.partition("\n")
+    body = rest if first.startswith("#!") else text
+    for comment in ("#", "//"):
+        pattern = re.compile(rf"^{comment}\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+        for line in body.split("\n"):
+            match = pattern.match(line.rstrip("\r"))
+            if match is None or match.group(1).lower() not in _DIRECTIVE_KEYS:
+                break
+            if match.group(1).lower() == "syntax":
+                return match.group(2).split(" ", 1)[0]
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return ""
+    syntax = found.get("syntax") if isinstance(found, dict) else None
+    return syntax if isinstance(syntax, str) else ""
