@@ -57,8 +57,9 @@ KNOWN: dict[str, str] = {
     ),
     **dict.fromkeys(["gen-061", "gen-062", "gen-063", "gen-064"], _COPY_ERROR),
     "hand-run-security-bad": (
-        "RUN --security is accepted (BuildKit's labs syntax; v0.11's built-in frontend says "
-        "'unknown flag: security'); see docs/compatibility.md"
+        "RUN --security is read (BuildKit's labs syntax; v0.11's built-in frontend says "
+        "'unknown flag: security'), so a bad mode is worded otherwise; see "
+        "docs/compatibility.md"
     ),
     "hand-copy-chmod-bad": (
         "an invalid COPY --chmod is refused; BuildKit v0.11 ignores it silently (see "

@@ -562,6 +562,8 @@ class _Converter:
         }
         if network != "sandbox":
             options["network"] = network
+        if flags.get("security", "sandbox") not in ("sandbox", "insecure"):
+            raise self.parse_fail(inst, f"unsupported security mode {flags['security']}")
         if flags.get("security") == "insecure":
             options["security"] = "insecure"
         if self.options.no_cache:
