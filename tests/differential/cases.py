@@ -404,3 +404,25 @@ case("flag-twice", "errors", "FROM scratch\nCOPY --chmod=600 --chmod=644 a.txt /
 case("flag-bool-value", "errors", "FROM scratch\nCOPY --link=maybe a.txt /\n")
 case("run-no-command", "errors", "FROM @BASE@\nRUN\n")
 case("entrypoint-json-nested", "errors", 'FROM scratch\nENTRYPOINT ["a", ["b"]]\n')
+# --- build context and precedence ----------------------------------------------------------
+#: a context path of about 3,800 characters: within PATH_MAX, but not once under a state root
+_DEEP = "/".join(["d" * 190] * 20)
+case("context-deep", "copy", "FROM scratch\nCOPY deep /deep\n", files={f"deep/{_DEEP}/f": "x\n"})
+case(
+    "stages-arg-cli-precedence",
+    "stages",
+    "ARG V=global\nFROM scratch AS a\nARG V\nENV A=$V\nFROM a\nARG V=local\nENV B=$V\n",
+    args={"V": "cli"},
+)
+case(
+    "stages-env-over-cli-arg",
+    "stages",
+    "FROM scratch AS a\nENV V=env\nFROM a\nARG V=default\nENV B=$V\n",
+    args={"V": "cli"},
+)
+case(
+    "stages-run-sees-inherited",
+    "stages",
+    "FROM @BASE@ AS a\nARG X=x\nENV Y=y\nWORKDIR /w\nUSER builder\nFROM a\n"
+    'RUN echo "$X $Y $(pwd) $(id -u)" > /tmp/out\n',
+)

@@ -109,6 +109,9 @@ class _Stage:
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
     cmd_set: bool = False
     declared: list[str] = field(default_factory=list)
+    #: build args set after an ENV of the same name: BuildKit puts both in the state's
+    #: environment, so the later one is what expansion and RUN see (not the image config)
+    args_over_env: dict[str, str] = field(default_factory=dict)
     #: the stage's steps as BuildKit numbers them in progress (``[stage 2/4]``), and how many
     #: have been named
     steps: int = 0
@@ -378,6 +381,7 @@ class _Converter:
             stage.env = dict(parent.env)
             # The parent's build args are in its state's environment, which the stage keeps.
             stage.args = dict(parent.args)
+            stage.args_over_env = dict(parent.args_over_env)
             stage.shell = list(parent.shell)
             return
         if stage.base.lower() == "scratch":
@@ -456,7 +460,7 @@ class _Converter:
 
     def scope(self, stage: _Stage) -> dict[str, str]:
         """What expansion sees in a stage: its ARGs, then its ENV over them."""
-        return {**stage.args, **stage.env}
+        return {**stage.args, **stage.env, **stage.args_over_env}
 
     def record(self, stage: _Stage, created_by: str, empty: bool) -> None:
         entry: dict[str, Any] = {
@@ -469,7 +473,7 @@ class _Converter:
         stage.history.append(entry)
 
     def run_env(self, stage: _Stage) -> dict[str, str]:
-        return {**{k: v for k, v in stage.args.items() if k not in stage.env}, **stage.env}
+        return self.scope(stage)
 
     def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
         if ref in self.options.contexts:
@@ -870,6 +874,7 @@ class _Converter:
         pairs = self.pairs(stage, inst)
         for key, value in pairs:
             stage.env[key] = value
+            stage.args_over_env.pop(key, None)
             assert stage.state is not None
             stage.state = stage.state.with_env(key, value)
         stage.config["Env"] = [f"{k}={v}" for k, v in stage.env.items()]
@@ -898,6 +903,8 @@ class _Converter:
                 value = self.meta_args[key]
             if value is not None:
                 stage.args[key] = value
+                if key in stage.env:
+                    stage.args_over_env[key] = value
             stage.declared.append(key)
             shown.append(key if expanded is None else f"{key}={expanded}")
         self.record(stage, "ARG " + " ".join(shown), True)
