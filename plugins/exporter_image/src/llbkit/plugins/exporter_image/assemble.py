@@ -254,7 +254,7 @@ async def assemble(
     if epoch is not None:
         for entry in config["history"]:
             entry["created"] = created
-    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    config_bytes = config_json(config)
     oci = opts.oci_mediatypes
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
@@ -282,6 +282,30 @@ async def assemble(
         [(d.digest, d.size, blob) for d, blob in layers],
         manifest["mediaType"],
     )
+
+
+def config_json(config: dict[str, Any]) -> bytes:
+    """The config's bytes as BuildKit's exporter writes them (so digests agree): top-level keys
+    sorted (it patches the config as a map), no layers as ``null``, and Go's string escapes
+    (UTF-8 kept, ``<``, ``>`` and ``&`` as ``\\u003c``…)."""
+    found = dict(sorted(config.items()))
+    rootfs = found.get("rootfs")
+    if isinstance(rootfs, dict) and not rootfs.get("diff_ids"):
+        found["rootfs"] = {**rootfs, "diff_ids": None}
+    text = json.dumps(found, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in _GO_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return text.encode()
+
+
+#: what Go's encoding/json escapes in strings besides JSON's own (these appear only in strings)
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
 
 
 def _config_platform(config: dict[str, Any]) -> str:
