@@ -1,5 +1,6 @@
-"""An image config's bytes are BuildKit v0.11.6's, so its digest is too: recorded from buildctl
-(``--opt build-arg:SOURCE_DATE_EPOCH=0``, ``--output type=oci,buildinfo=false``)."""
+"""An image config's and manifest's bytes are BuildKit v0.11.6's, so their digests are too:
+recorded from buildctl (``--opt build-arg:SOURCE_DATE_EPOCH=0``,
+``--output type=oci,buildinfo=false``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ BUILDKIT_CONFIG = (
     'tfs":{"type":"layers","diff_ids":null}}'
 )
 BUILDKIT_DIGEST = "sha256:096c0d4124f4734a614f8bcae1a0b66d14a67f7c2993ee50cd73d46e7deb832b"
+#: and the manifest's (indented as Go's MarshalIndent, mediaType first, no layers as null)
+BUILDKIT_MANIFEST = "sha256:23ab9f81bd7797bef8f1756597b5b632e78e3daa7a13814aee1f20010d389e2d"
 
 
 def test_config_bytes_are_buildkits(tmp_path: Path) -> None:
@@ -57,3 +60,4 @@ def test_config_bytes_are_buildkits(tmp_path: Path) -> None:
     assert raw.decode() == BUILDKIT_CONFIG
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == BUILDKIT_DIGEST
     assert read_oci(data)[0]["config"]["OnBuild"] is None
+    assert index["manifests"][0]["digest"] == BUILDKIT_MANIFEST

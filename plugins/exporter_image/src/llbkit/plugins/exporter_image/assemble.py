@@ -257,8 +257,8 @@ async def assemble(
     config_bytes = config_json(config)
     oci = opts.oci_mediatypes
     manifest: dict[str, Any] = {
-        "schemaVersion": 2,
         "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
+        "schemaVersion": 2,
         "config": {
             "mediaType": OCI_CONFIG if oci else DOCKER_CONFIG,
             "digest": _digest(config_bytes),
@@ -268,12 +268,13 @@ async def assemble(
             # What each blob is (a layer says its own compression), in the manifest's flavour.
             {"mediaType": LAYER_TYPES[oci, d.compression], "digest": d.digest, "size": d.size}
             for d, _ in layers
-        ],
+        ]
+        or None,
     }
     platform = next(iter(result.refs), _config_platform(config))
     if opts.annotations_for("manifest", platform):
         manifest["annotations"] = opts.annotations_for("manifest", platform)
-    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    manifest_bytes = go_indented(manifest)
     return Image(
         manifest_bytes,
         _digest(manifest_bytes),
@@ -292,7 +293,16 @@ def config_json(config: dict[str, Any]) -> bytes:
     rootfs = found.get("rootfs")
     if isinstance(rootfs, dict) and not rootfs.get("diff_ids"):
         found["rootfs"] = {**rootfs, "diff_ids": None}
-    text = json.dumps(found, separators=(",", ":"), ensure_ascii=False)
+    return _go_escaped(json.dumps(found, separators=(",", ":"), ensure_ascii=False))
+
+
+def go_indented(document: dict[str, Any]) -> bytes:
+    """A manifest or index as BuildKit writes it: Go's ``json.MarshalIndent`` with two spaces
+    (keys in the order given: mediaType first, as its struct has it)."""
+    return _go_escaped(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _go_escaped(text: str) -> bytes:
     for char, escaped in _GO_ESCAPES.items():
         text = text.replace(char, escaped)
     return text.encode()
@@ -407,8 +417,8 @@ async def publish(
         image = await assemble(single, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
         images.append((key, image))
     index: dict[str, Any] = {
-        "schemaVersion": 2,
         "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,
+        "schemaVersion": 2,
         "manifests": [
             {
                 **image.descriptor(opts.annotations_for("manifest-descriptor", key) or None),
@@ -419,7 +429,7 @@ async def publish(
     }
     if opts.annotations_for("index"):
         index["annotations"] = opts.annotations_for("index")
-    data = json.dumps(index, separators=(",", ":")).encode()
+    data = go_indented(index)
     return Published(
         index["mediaType"],
         _digest(data),
