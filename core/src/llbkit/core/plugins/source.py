@@ -90,8 +90,7 @@ class FetchedLayer:
     :param diff_id: the digest of the uncompressed tar, from the image config (empty when the
         config does not list one per layer).
     :param source: where the blob can be mounted from when pushing (its repository).
-    :param description: what the layer is, as BuildKit names a pulled layer (``pulled from
-        REF@DIGEST``); the store keeps it (``du``, an image's history).
+    :param description: as BuildKit names it (``pulled from REF@DIGEST``).
     """
 
     tree: Path
