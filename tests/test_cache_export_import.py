@@ -53,7 +53,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
 
     with LocalRegistry(tmp_path_factory.mktemp("cache-registry")) as served:
-        push_image(served.host, "library/busybox:latest", [busybox_layer()])
+        # With a history entry, as real images have: a layer without one is named in the image's
+        # history by what made it, which is not the same for a build from cache ("imported
+        # sha256:…", as BuildKit says) as for the build that made it, so the digests would differ.
+        history = {"history": [{"created_by": "busybox"}]}
+        push_image(served.host, "library/busybox:latest", [busybox_layer()], history)
         yield served.host
 
 

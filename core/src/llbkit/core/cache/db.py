@@ -358,6 +358,14 @@ class StateDB:
         )
         return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
 
+    def layer_descriptions(self, layers: Sequence[int]) -> dict[int, str]:
+        """What made each of ``layers`` (an image exporter's history names bare layers so)."""
+        if not layers:
+            return {}
+        marks = ",".join("?" * len(layers))
+        rows = self._all(f"SELECT id, description FROM layers WHERE id IN ({marks})", tuple(layers))
+        return {int(r[0]): str(r[1]) for r in rows}
+
     def layers_created(self, layers: Sequence[int]) -> dict[int, float]:
         """When each of ``layers`` was made (for a layer imported, when it was first made)."""
         if not layers:

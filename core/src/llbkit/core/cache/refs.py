@@ -85,6 +85,8 @@ class ResultRef:
                 force=options.force,
             )
         )
+        layers = list(dict.fromkeys(self.chain))
+        described = self._store.db.layer_descriptions(layers)
         found = [
             LayerDescriptor(
                 b.digest,
@@ -92,8 +94,9 @@ class ResultRef:
                 b.size,
                 cast(Compression, b.compression),
                 MEDIA_TYPES["oci", b.compression],
+                described.get(layer, ""),
             )
-            for b in made
+            for layer, b in zip(layers, made, strict=True)
         ]
         self._digests.update(d.digest for d in found)
         return found

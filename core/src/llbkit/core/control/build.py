@@ -312,6 +312,10 @@ async def run_build(
     refs: dict[str, Result] = {}
     finals: dict[str, tuple[int, ...]] = {}
     for platform, data in definitions.items():
+        if not data and frontend_job is not None:
+            # A frontend's empty definition is scratch (BuildKit's nil ref): no filesystem,
+            # and the image is its config alone.
+            continue
         loaded = load_definition(data, source=source)
         solved = await controller.solver.solve(
             loaded, request.session, emit, lease, allow=allow, cache=cache, graph=graph

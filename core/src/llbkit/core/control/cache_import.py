@@ -171,7 +171,7 @@ class ImportedCache:
         layers: list[int] = []
         explanation = json.dumps({"imported": self.name}, sort_keys=True)
         with store.batch():
-            for n, layer in enumerate(chain):
+            for layer in chain:
                 layers.append(
                     store.import_layer(
                         parent=layers[-1] if layers else None,
@@ -179,7 +179,8 @@ class ImportedCache:
                         diff_id=layer.diff_id,
                         size=layer.size,
                         media_type=layer.media_type,
-                        description=f"{self.name} layer {n + 1}/{len(chain)}",
+                        # BuildKit's words for a layer from a remote cache (du, image history)
+                        description=f"imported {layer.digest}",
                         origin=self.name,
                         created=layer.created / 1e9,
                     )

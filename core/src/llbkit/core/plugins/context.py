@@ -96,6 +96,9 @@ class LayerDescriptor:
     :param media_type: the OCI media type of the blob (``…layer.v1.tar+gzip``); exporters
         writing Docker media types map it.
     :param diff_id: the digest of the uncompressed tar.
+    :param description: what made the layer, as BuildKit describes it (``pulled from
+        REF@DIGEST``, ``mount / from exec …``, a file step's name); an image's history names a
+        layer no Dockerfile step recorded with it.
     """
 
     digest: str
@@ -103,6 +106,7 @@ class LayerDescriptor:
     size: int
     compression: Compression
     media_type: str
+    description: str = ""
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class FetchedLayer:
     :param diff_id: the digest of the uncompressed tar, from the image config (empty when the
         config does not list one per layer).
     :param source: where the blob can be mounted from when pushing (its repository).
+    :param description: as BuildKit names it (``pulled from REF@DIGEST``).
     """
 
     tree: Path
@@ -99,6 +100,7 @@ class FetchedLayer:
     media_type: str
     diff_id: str = ""
     source: BlobSource | None = None
+    description: str = ""
 
 
 @runtime_checkable

@@ -123,6 +123,7 @@ class ImageJob(ParsedSource):
                         media_type=desc.media_type,
                         diff_id=diff_ids[n] if len(diff_ids) == len(image.layers) else "",
                         source=source,
+                        description=f"pulled from {self.reference.name}@{image.manifest_digest}",
                     )
                 )
             return found

@@ -35,12 +35,14 @@ class Bind:
 
 @dataclass(frozen=True)
 class Cache:
-    """A persistent cache directory kept across builds under ``id``."""
+    """A persistent cache directory kept across builds under ``id``; a new one starts as
+    ``source`` (its ``selector`` subdirectory, which is what is mounted)."""
 
     dest: str
     id: str = ""
     sharing: Literal["shared", "private", "locked"] = "shared"
     source: State | None = None
+    selector: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class ExecOp(Vertex):
             caps.append("exec.meta.proxyenv")
         caps.append("exec.meta.base")
         for mount in self.mounts:
-            if isinstance(mount, Bind) and mount.selector:
+            if isinstance(mount, Bind | Cache) and mount.selector:
                 caps.append("exec.mount.selector")
             if isinstance(mount, Cache):
                 caps += ["exec.mount.cache", "exec.mount.cache.sharing"]
@@ -188,6 +190,7 @@ class ExecOp(Vertex):
                 out.readonly = mount.readonly
             elif isinstance(mount, Cache):
                 out.mountType = pb.CACHE
+                out.selector = mount.selector
                 out.cacheOpt.ID = mount.id or mount.dest
                 out.cacheOpt.sharing = _SHARING[mount.sharing]
             else:

@@ -155,7 +155,9 @@ async def _prepare(
         chain = chains[mount.input] if mount.input >= 0 else ()
         kind = mount.mountType
         if kind == pb.MountType.BIND and (mount.dest == "/" or not mount.readonly):
-            tree = await threads(store.work_tree, chain, name)
+            # What the layer is, as BuildKit describes an exec's output (du, image history).
+            described = f"mount {mount.dest} from exec {' '.join(exe.meta.args)}"
+            tree = await threads(store.work_tree, chain, described)
             stack.callback(tree.close)
             if mount.output >= 0:
                 found.outputs[mount.output] = tree
@@ -176,6 +178,9 @@ async def _prepare(
                     mount.cacheOpt.ID or mount.dest, mount.cacheOpt.sharing, _seed(store, chain)
                 )
             )
+            # A selector mounts a subdirectory of the cache (one its source made, e.g. with
+            # the mode and owner a Dockerfile's cache mount asks for).
+            path = _selected(path, mount.selector)
             found.specs.append(MountSpec(mount.dest, "bind", path, readonly=mount.readonly))
         elif kind == pb.MountType.TMPFS:
             size = mount.TmpfsOpt.size if mount.HasField("TmpfsOpt") else 0

@@ -113,7 +113,7 @@ def commit_image_layers(
         layer = store.commit_layer(
             item.tree,
             parent=chain[-1] if chain else None,
-            description=f"{name} layer {n + 1}/{len(layers)}",
+            description=item.description or f"{name} layer {n + 1}/{len(layers)}",
             record_type=record_type,
         )
         chain.append(layer)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,15 +180,20 @@ async def _layers(
     return [(d, LayerBlob(ref, d.digest)) for d in layers]
 
 
-def _history(config: dict[str, Any], count: int, created: str) -> None:
-    """Make the history describe exactly ``count`` layers, as BuildKit's exporter does."""
+def _history(config: dict[str, Any], descriptions: Sequence[str], created: str) -> None:
+    """Make the history describe exactly one entry per layer (``descriptions``, what made
+    each), as BuildKit's exporter does: a layer no entry accounts for gets one naming it."""
+    count = len(descriptions)
     history = list(config.get("history") or [])
     layered = [h for h in history if not h.get("empty_layer")]
     for entry in history[: max(0, len(layered) - count)]:
         entry["empty_layer"] = True
-    missing = count - len([h for h in history if not h.get("empty_layer")])
-    for _ in range(max(0, missing)):
-        history.append({"created": created, "comment": "buildkit.exporter.image.v0"})
+    recorded = len([h for h in history if not h.get("empty_layer")])
+    for n in range(recorded, count):
+        entry = {"created": created, "created_by": descriptions[n]}
+        if not entry["created_by"]:
+            del entry["created_by"]
+        history.append({**entry, "comment": "buildkit.exporter.image.v0"})
     config["history"] = history
 
 
@@ -214,7 +219,7 @@ async def assemble(
     time in seconds; :func:`publish` computes both once for every platform and the layout.
     """
     ref = result.single
-    if ref is None:
+    if ref is None and result.refs:
         raise ConfigError("this exporter writes single-platform results only")
     raw_config = result.metadata.get("containerimage.config")
     config: dict[str, Any] = (
@@ -223,8 +228,11 @@ async def assemble(
         else {
             "architecture": "amd64",
             "os": "linux",
+            # BuildKit's config for a result without one: a default PATH, the root as the
+            # working directory
             "config": {
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "WorkingDir": "/",
             },
         }
     )
@@ -233,23 +241,24 @@ async def assemble(
     if moment is None:
         moment = epoch if epoch is not None else int(time.time())
     created = created_text(moment)
-    layers = await _layers(ref, opts, epoch)
+    # No result is scratch: an image of its config and no layers.
+    layers = await _layers(ref, opts, epoch) if ref is not None else []
     config["rootfs"] = {"type": "layers", "diff_ids": [d.diff_id for d, _ in layers]}
     config["created"] = created
-    if inline_cache is not None:
+    if inline_cache is not None and ref is not None:
         records = await inline_cache(next(iter(result.refs)), config["rootfs"]["diff_ids"])
         if records is not None:
             # Go marshals the records' bytes as base64, and BuildKit reads them back so.
             config["moby.buildkit.cache.v0"] = base64.b64encode(records).decode()
-    _history(config, len(layers), created)
+    _history(config, [d.description for d, _ in layers], created)
     if epoch is not None:
         for entry in config["history"]:
             entry["created"] = created
-    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    config_bytes = config_json(config)
     oci = opts.oci_mediatypes
     manifest: dict[str, Any] = {
-        "schemaVersion": 2,
         "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
+        "schemaVersion": 2,
         "config": {
             "mediaType": OCI_CONFIG if oci else DOCKER_CONFIG,
             "digest": _digest(config_bytes),
@@ -259,12 +268,13 @@ async def assemble(
             # What each blob is (a layer says its own compression), in the manifest's flavour.
             {"mediaType": LAYER_TYPES[oci, d.compression], "digest": d.digest, "size": d.size}
             for d, _ in layers
-        ],
+        ]
+        or None,
     }
-    platform = next(iter(result.refs))
+    platform = next(iter(result.refs), _config_platform(config))
     if opts.annotations_for("manifest", platform):
         manifest["annotations"] = opts.annotations_for("manifest", platform)
-    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    manifest_bytes = go_indented(manifest)
     return Image(
         manifest_bytes,
         _digest(manifest_bytes),
@@ -273,6 +283,45 @@ async def assemble(
         [(d.digest, d.size, blob) for d, blob in layers],
         manifest["mediaType"],
     )
+
+
+def config_json(config: dict[str, Any]) -> bytes:
+    """The config's bytes as BuildKit's exporter writes them (so digests agree): top-level keys
+    sorted (it patches the config as a map), no layers as ``null``, and Go's string escapes
+    (UTF-8 kept, ``<``, ``>`` and ``&`` as ``\\u003c``…)."""
+    found = dict(sorted(config.items()))
+    rootfs = found.get("rootfs")
+    if isinstance(rootfs, dict) and not rootfs.get("diff_ids"):
+        found["rootfs"] = {**rootfs, "diff_ids": None}
+    return _go_escaped(json.dumps(found, separators=(",", ":"), ensure_ascii=False))
+
+
+def go_indented(document: dict[str, Any]) -> bytes:
+    """A manifest or index as BuildKit writes it: Go's ``json.MarshalIndent`` with two spaces
+    (keys in the order given: mediaType first, as its struct has it)."""
+    return _go_escaped(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _go_escaped(text: str) -> bytes:
+    for char, escaped in _GO_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return text.encode()
+
+
+#: what Go's encoding/json escapes in strings besides JSON's own (these appear only in strings)
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _config_platform(config: dict[str, Any]) -> str:
+    """``os/architecture[/variant]`` of an image config (for a result without a filesystem)."""
+    parts = [config.get("os", "linux"), config.get("architecture", "amd64")]
+    return "/".join(parts + ([config["variant"]] if config.get("variant") else []))
 
 
 def created_text(moment: int) -> str:
@@ -343,9 +392,9 @@ async def publish(
     # One creation time for every platform's config and for the layout written around them.
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
-    if len(result.refs) == 1:
+    if len(result.refs) <= 1:
         image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
-        key = next(iter(result.refs))
+        key = next(iter(result.refs), _config_platform(json.loads(image.config)))
         return Published(
             image.media_type,
             image.manifest_digest,
@@ -368,8 +417,8 @@ async def publish(
         image = await assemble(single, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
         images.append((key, image))
     index: dict[str, Any] = {
-        "schemaVersion": 2,
         "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,
+        "schemaVersion": 2,
         "manifests": [
             {
                 **image.descriptor(opts.annotations_for("manifest-descriptor", key) or None),
@@ -380,7 +429,7 @@ async def publish(
     }
     if opts.annotations_for("index"):
         index["annotations"] = opts.annotations_for("index")
-    data = json.dumps(index, separators=(",", ":")).encode()
+    data = go_indented(index)
     return Published(
         index["mediaType"],
         _digest(data),

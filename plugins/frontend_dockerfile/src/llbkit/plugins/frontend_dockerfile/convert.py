@@ -11,17 +11,29 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from llbkit.plugins.frontend_dockerfile.config import (
+    exposed_ports,
+    go_duration,
+    go_ports,
+    go_quoted,
+    go_value,
+    image_config,
+    parse_duration,
+    parse_signal,
+)
 from llbkit.plugins.frontend_dockerfile.parser import (
     DockerfileError,
     Instruction,
     Parsed,
+    chomp,
+    parse_heredoc,
     snippet,
 )
 from llbkit.plugins.frontend_dockerfile.shell import (
     ExpansionError,
     expand,
     expand_heredoc,
-    split_words,
+    expand_words,
 )
 from llbkit.sdk import llb
 
@@ -65,6 +77,21 @@ class Converted:
 
 #: the instructions BuildKit numbers as steps (with FROM an image)
 _STEPS = frozenset({"ADD", "COPY", "RUN", "WORKDIR"})
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_\.]*$")
+#: flags that take no value (``--link`` is ``--link=true``)
+_BOOL_FLAGS = frozenset({"link", "keep-git-dir", "parents"})
+#: flags that may be given more than once
+_MULTI_FLAGS = frozenset({"mount", "exclude"})
+#: the flags each instruction takes (BuildKit v0.11's, with llbkit's --exclude/--parents)
+_FLAGS: dict[str, set[str]] = {
+    "ADD": {"chown", "chmod", "link", "keep-git-dir", "checksum", "exclude", "parents"},
+    "COPY": {"from", "chown", "chmod", "link", "exclude", "parents"},
+    "RUN": {"mount", "network", "security"},
+    "FROM": {"platform"},
+    "HEALTHCHECK": {"interval", "timeout", "start-period", "retries"},
+}
+#: instructions whose one argument is required
+_ONE_ARGUMENT = ("MAINTAINER", "WORKDIR", "USER", "STOPSIGNAL")
 
 
 @dataclass
@@ -82,6 +109,9 @@ class _Stage:
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
     cmd_set: bool = False
     declared: list[str] = field(default_factory=list)
+    #: build args set after an ENV of the same name: BuildKit puts both in the state's
+    #: environment, so the later one is what expansion and RUN see (not the image config)
+    args_over_env: dict[str, str] = field(default_factory=dict)
     #: the stage's steps as BuildKit numbers them in progress (``[stage 2/4]``), and how many
     #: have been named
     steps: int = 0
@@ -154,28 +184,34 @@ class _Converter:
     def split(self) -> None:
         current: _Stage | None = None
         for inst in self.parsed.instructions:
+            self.check(inst)
             if inst.keyword == "FROM":
                 flags = self.flags(inst, {"platform"})
-                words = [
-                    self.word(inst, w, self.meta_args) for w in split_words(inst.rest, self.escape)
-                ]
+                words = inst.args
                 if len(words) not in (1, 3) or (len(words) == 3 and words[1].upper() != "AS"):
-                    raise self.fail(inst, "FROM requires either one or three arguments")
+                    raise self.parse_fail(inst, "FROM requires either one or three arguments")
                 name = words[2].lower() if len(words) == 3 else ""
-                if name and any(s.name == name for s in self.stages):
-                    raise self.fail(inst, f"duplicate stage name {name!r}")
+                if name and not _STAGE_NAME.match(name):
+                    raise self.parse_fail(
+                        inst,
+                        f'invalid name for build stage: "{words[2]}", name can\'t start with a '
+                        "number or contain symbols",
+                    )
+                base = self.word(inst, words[0], self.meta_args)
+                if not base:
+                    raise self.fail(inst, f"base name ({words[0]}) should not be blank")
                 current = _Stage(
                     len(self.stages),
                     name,
-                    words[0],
+                    base,
                     self.word(inst, flags.get("platform", ""), self.meta_args),
                     [inst],
                 )
                 self.stages.append(current)
             elif current is None:
                 if inst.keyword != "ARG":
-                    raise self.fail(inst, "no build stage in current context (expected FROM)")
-                for word in split_words(inst.rest, self.escape):
+                    raise self.fail(inst, "no build stage in current context")
+                for word in inst.args:
                     key, sep, default = word.partition("=")
                     value = self.options.build_args.get(key)
                     if value is None:
@@ -187,7 +223,35 @@ class _Converter:
             else:
                 current.instructions.append(inst)
         if not self.stages:
+            # BuildKit v0.11 crashes on a Dockerfile of only ARGs; this is its wording otherwise.
             raise DockerfileError(f"{self.filename}: no build stage in current context")
+
+    def check(self, inst: Instruction) -> None:
+        """What BuildKit refuses while reading an instruction, before building anything."""
+        keyword = inst.keyword
+        # Flags are read (and refused) with the instruction, before any stage is built.
+        self.flags(inst, _FLAGS.get(keyword, set()))
+        if keyword in _ONE_ARGUMENT and not inst.args:
+            raise self.parse_fail(inst, f"{keyword} requires exactly one argument")
+        if keyword in ("ARG", "EXPOSE", "VOLUME", "SHELL", "HEALTHCHECK") and not inst.args:
+            raise self.parse_fail(inst, f"{keyword} requires at least one argument")
+        if keyword == "ONBUILD" and inst.child is None:
+            raise self.parse_fail(inst, "ONBUILD requires at least one argument")
+        if keyword in ("ENV", "LABEL"):
+            if not inst.pairs:
+                raise self.parse_fail(inst, f"{keyword} requires at least one argument")
+            if any(not key for key, _ in inst.pairs):
+                raise self.parse_fail(inst, f"{keyword} names can not be blank")
+        if keyword == "ARG" and any(not w.partition("=")[0] for w in inst.args):
+            raise self.parse_fail(inst, "ARG names can not be blank")
+        if keyword == "VOLUME" and any(not v.strip() for v in inst.args):
+            raise self.parse_fail(inst, "VOLUME specified can not be an empty string")
+        if keyword == "ONBUILD" and inst.child is not None:
+            trigger = inst.child.keyword
+            if trigger == "ONBUILD":
+                raise self.parse_fail(inst, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+            if trigger in ("FROM", "MAINTAINER"):
+                raise self.parse_fail(inst, f"{trigger} isn't allowed as an ONBUILD trigger")
 
     def check_cycles(self) -> None:
         """Stages that depend on each other (``FROM``, ``--from``) are refused, as BuildKit does."""
@@ -238,7 +302,7 @@ class _Converter:
         if found is None:
             names = ", ".join(s.name for s in self.stages if s.name) or "none named"
             raise DockerfileError(
-                f"target stage {self.options.target!r} could not be found (stages: {names})"
+                f"target stage {self.options.target} could not be found (stages: {names})"
             )
         return found
 
@@ -315,6 +379,9 @@ class _Converter:
             stage.config = json.loads(json.dumps(parent.config))
             stage.history = list(parent.history)
             stage.env = dict(parent.env)
+            # The parent's build args are in its state's environment, which the stage keeps.
+            stage.args = dict(parent.args)
+            stage.args_over_env = dict(parent.args_over_env)
             stage.shell = list(parent.shell)
             return
         if stage.base.lower() == "scratch":
@@ -325,8 +392,8 @@ class _Converter:
         platform = self.options.platform
         try:
             digest, raw = await self.resolve(stage.base, platform)
-        except Exception as err:  # the registry's message names the image
-            raise self.fail(inst, str(err)) from None
+        except Exception as err:  # the registry's message, after the name as written
+            raise self.fail(inst, f"{stage.base}: {err}") from None
         image = json.loads(raw)
         config = image.get("config") or {}
         stage.config = config
@@ -334,6 +401,10 @@ class _Converter:
         for item in config.get("Env") or []:
             key, _, value = item.partition("=")
             stage.env[key] = value
+        if "PATH" not in stage.env:
+            # Every stage has a PATH: BuildKit adds the default where the image has none.
+            stage.env["PATH"] = DEFAULT_PATH
+            config["Env"] = [*(config.get("Env") or []), f"PATH={DEFAULT_PATH}"]
         stage.shell = list(config.get("Shell") or DEFAULT_SHELL)
         # As BuildKit names it: the normalized reference, pinned to what it resolved to.
         from llbkit.core.reference import parse_reference
@@ -353,20 +424,43 @@ class _Converter:
     # -- helpers -------------------------------------------------------------------------
 
     def flags(self, inst: Instruction, allowed: set[str]) -> dict[str, str]:
+        """The instruction's flags, checked as BuildKit checks them: known, once each (but
+        ``--mount``), a value for those that take one, true or false for the others."""
         found: dict[str, str] = {}
         for flag in inst.flags:
-            name, sep, value = flag[2:].partition("=")
+            name, sep, value = flag.removeprefix("--").partition("=")
             if name not in allowed:
                 raise self.parse_fail(inst, f"unknown flag: {name}")
-            if name in ("mount", "exclude"):
+            if name in found and name not in _MULTI_FLAGS:
+                raise self.parse_fail(inst, f"duplicate flag specified: {name}")
+            if name in _BOOL_FLAGS:
+                if sep and value.lower() not in ("true", "false"):
+                    raise self.parse_fail(
+                        inst, f"expecting boolean value for flag {name}, not: {value}"
+                    )
+                found[name] = value.lower() if sep else "true"
+            elif not sep:
+                raise self.parse_fail(inst, f"missing a value on flag: {name}")
+            elif name in _MULTI_FLAGS:
                 found[name] = found[name] + "\n" + value if name in found else value
             else:
-                found[name] = value if sep else "true"
+                found[name] = value
         return found
+
+    def shown(self, inst: Instruction, stage: _Stage, *, run: bool = False) -> str:
+        """The step's name as BuildKit gives it: the line with its variables expanded (a
+        RUN keeps its quotes and unset variables), the keyword upper-case."""
+        try:
+            text = expand(
+                inst.original, self.scope(stage), self.escape, raw_quotes=run, skip_unset=run
+            )
+        except ExpansionError:
+            text = inst.original
+        return _shown(text)
 
     def scope(self, stage: _Stage) -> dict[str, str]:
         """What expansion sees in a stage: its ARGs, then its ENV over them."""
-        return {**stage.args, **stage.env}
+        return {**stage.args, **stage.env, **stage.args_over_env}
 
     def record(self, stage: _Stage, created_by: str, empty: bool) -> None:
         entry: dict[str, Any] = {
@@ -379,7 +473,7 @@ class _Converter:
         stage.history.append(entry)
 
     def run_env(self, stage: _Stage) -> dict[str, str]:
-        return {**{k: v for k, v in stage.args.items() if k not in stage.env}, **stage.env}
+        return self.scope(stage)
 
     def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
         if ref in self.options.contexts:
@@ -428,24 +522,31 @@ class _Converter:
     ) -> None:
         flags = self.flags(inst, {"mount", "network", "security"})
         assert stage.state is not None
+        mounts = []
         if inst.json is not None:
             args = inst.json
             shown = " ".join(inst.json)
         else:
             command = inst.rest
-            if len(inst.heredocs) == 1 and command.strip().lstrip("0123456789") in (
-                f"<<{inst.heredocs[0].name}",
-                f"<<-{inst.heredocs[0].name}",
-                f'<<"{inst.heredocs[0].name}"',
-                f"<<'{inst.heredocs[0].name}'",
-            ):
-                command = inst.heredocs[0].content
+            single = parse_heredoc(command) if inst.heredocs else None
+            if single is not None:
+                doc = inst.heredocs[0]
+                content = chomp(doc.content) if doc.chomp else doc.content
+                if content.startswith("#!"):
+                    # A script with its own interpreter runs as a file, as BuildKit runs it.
+                    script = llb.scratch().file(
+                        llb.mkfile("/" + doc.name, 0o755, content.encode()),
+                        custom_name="preparing inline document",
+                    )
+                    mounts.append(llb.Bind("/dev/pipes", script, readonly=True, output=False))
+                    command = posixpath.join("/dev/pipes", doc.name)
+                else:
+                    command = content
             elif inst.heredocs:
                 # The heredocs stay part of the script, for the shell to read.
-                command += "\n" + "\n".join(f"{h.content}{h.name}" for h in inst.heredocs)
+                command += "".join(f"\n{h.content}{h.name}" for h in inst.heredocs)
             args = [*stage.shell, command]
             shown = " ".join([*stage.shell, command])
-        mounts = []
         for spec in filter(None, flags.get("mount", "").split("\n")):
             mounts.append(await self.mount(stage, inst, spec, visiting))
         network = {"": "sandbox", "default": "sandbox", "none": "none", "host": "host"}.get(
@@ -460,11 +561,13 @@ class _Converter:
         if self.options.network and network == "sandbox":
             network = self.options.network
         options: dict[str, Any] = {
-            "custom_name": f"{prefix}{_shown(inst)}",
+            "custom_name": f"{prefix}{self.shown(inst, stage, run=True)}",
             "description": {"llbkit.source": self.snippet(inst)},
         }
         if network != "sandbox":
             options["network"] = network
+        if flags.get("security", "sandbox") not in ("sandbox", "insecure"):
+            raise self.parse_fail(inst, f"unsupported security mode {flags['security']}")
         if flags.get("security") == "insecure":
             options["security"] = "insecure"
         if self.options.no_cache:
@@ -474,7 +577,9 @@ class _Converter:
         stage.state = replace(result, env=stage.state.env)
         # As BuildKit's history shows it: the build args the step saw, then the command.
         seen = [
-            f"{k}={stage.env.get(k, stage.args.get(k, ''))}" for k in dict.fromkeys(stage.declared)
+            # every declaration, a name declared twice twice, as BuildKit lists them
+            f"{k}={stage.env.get(k, stage.args.get(k, ''))}"
+            for k in stage.declared
         ]
         with_args = f"|{len(seen)} {' '.join(seen)} " if seen else ""
         self.record(stage, f"RUN {with_args}{shown} # buildkit", False)
@@ -507,10 +612,11 @@ class _Converter:
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
         if not target and kind == "secret":
             target = f"/run/secrets/{values.get('id', '')}"
-        if not target and kind != "ssh":
-            raise self.fail(inst, f"mount type={kind} needs a target")
-        if target and not target.startswith("/"):
+        if kind != "ssh" and not target.startswith("/"):
+            # Relative to the working directory, which a missing target is; never / itself.
             target = posixpath.join(stage.config.get("WorkingDir") or "/", target)
+            if target.rstrip("/") == "":
+                raise self.fail(inst, 'invalid mount target "/"')
         source = values.pop("source", values.pop("src", ""))
         rw = values.pop("readwrite", values.pop("rw", "false")) == "true"
         values.pop("readonly", values.pop("ro", ""))
@@ -528,11 +634,24 @@ class _Converter:
             sharing = values.get("sharing", "shared")
             if sharing not in ("shared", "private", "locked"):
                 raise self.fail(inst, f"invalid cache sharing {sharing!r}")
+            selector = posixpath.join("/", source) if source else ""
+            if selector == "/":
+                selector = ""
+            if not selector and any(k in values for k in ("mode", "uid", "gid")):
+                # The cache starts as a directory with the mode and owner asked for.
+                mode = int(values.get("mode", "0755"), 8)
+                owner = f"{int(values.get('uid', '0'))}:{int(values.get('gid', '0'))}"
+                base = (base or llb.scratch()).file(
+                    llb.mkdir("/cache", mode, owner=owner),
+                    custom_name="[internal] settings cache mount permissions",
+                )
+                selector = "/cache"
             return llb.Cache(
                 target,
                 id=values.get("id") or target,
                 sharing=sharing,  # type: ignore[arg-type]
                 source=base,
+                selector=selector,
             )
         if kind == "tmpfs":
             return llb.Tmpfs(target, size=_size(values.get("size", "0")))
@@ -555,7 +674,7 @@ class _Converter:
                 gid=int(values.get("gid", "0")),
                 optional=values.get("required", "false") != "true",
             )
-        raise self.fail(inst, f"unsupported mount type {kind!r}")
+        raise self.fail(inst, f'unsupported mount type "{kind}"')
 
     async def do_copy(
         self,
@@ -571,25 +690,17 @@ class _Converter:
             allowed |= {"checksum", "keep-git-dir"}
         flags = self.flags(inst, allowed)
         scope = self.scope(stage)
-        words = inst.json if inst.json is not None else split_words(inst.rest, self.escape)
-        words = [self.word(inst, w, scope) for w in words] if inst.json is None else list(words)
-        if len(words) < 2 and not inst.heredocs:
+        if len(inst.args) < 2:
             raise self.parse_fail(
                 inst,
                 f"{inst.keyword} requires at least two arguments, but only one was provided. "
                 "Destination could not be determined",
             )
+        words, heredocs = self.copy_words(inst, scope)
         dest = words[-1]
         sources = words[:-1]
-        heredocs = {f"<<{h.name}": h for h in inst.heredocs} | {
-            f"<<-{h.name}": h for h in inst.heredocs
-        }
-        if len([s for s in sources if s not in heredocs]) > 1 and not dest.endswith("/"):
-            raise self.fail(
-                inst,
-                "When using COPY with more than one source file, the destination must be "
-                "a directory and end with a /",
-            )
+        # BuildKit v0.11 leaves several sources into a non-directory to the copy itself
+        # ("cannot copy to non-directory"): the destination may be a directory already.
         workdir = stage.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
             dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") else "")
@@ -628,7 +739,7 @@ class _Converter:
             from_stage=bool(origin),
         )
         assert stage.state is not None
-        name = f"{prefix}{_shown(inst)}"
+        name = f"{prefix}{self.shown(inst, stage)}"
         source = {"llbkit.source": self.snippet(inst)}
         if flags.get("link") == "true":
             stage.state = llb.merge(
@@ -636,8 +747,29 @@ class _Converter:
             )
         else:
             stage.state = stage.state.file(action, custom_name=name, description=source)
-        # History shows the expanded arguments, without the flags.
-        self.record(stage, f"{inst.keyword} {' '.join(words)} # buildkit", False)
+        # History shows the expanded paths, then the heredocs by name, without the flags.
+        shown = [w for w in sources if w not in heredocs]
+        shown += [f"<<{heredocs[w].name}" for w in sources if w in heredocs]
+        self.record(stage, f"{inst.keyword} {' '.join([*shown, words[-1]])} # buildkit", False)
+
+    def copy_words(
+        self, inst: Instruction, scope: dict[str, str]
+    ) -> tuple[list[str], dict[str, Any]]:
+        """COPY's sources and destination, expanded (JSON form too), and its heredoc sources
+        by their marker."""
+        docs = {h.name: h for h in inst.heredocs}
+        heredocs: dict[str, Any] = {}
+        words = []
+        for n, raw in enumerate(inst.args):
+            marker = parse_heredoc(raw) if n < len(inst.args) - 1 else None
+            if marker is not None and marker.name in docs:
+                doc = docs[marker.name]
+                content = chomp(doc.content) if marker.chomp else doc.content
+                heredocs[raw] = replace(doc, content=content, expand=marker.expand)
+                words.append(raw)
+            else:
+                words.append(self.word(inst, raw, scope))
+        return words, heredocs
 
     def copy_actions(
         self,
@@ -739,55 +871,52 @@ class _Converter:
     async def do_env(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        pairs = self.pairs(stage, inst, legacy=True)
+        pairs = self.pairs(stage, inst)
         for key, value in pairs:
             stage.env[key] = value
+            stage.args_over_env.pop(key, None)
             assert stage.state is not None
             stage.state = stage.state.with_env(key, value)
         stage.config["Env"] = [f"{k}={v}" for k, v in stage.env.items()]
         self.record(stage, "ENV " + " ".join(f"{k}={v}" for k, v in pairs), True)
 
-    def pairs(self, stage: _Stage, inst: Instruction, *, legacy: bool) -> list[tuple[str, str]]:
-        words = split_words(inst.rest, self.escape)
+    def pairs(self, stage: _Stage, inst: Instruction) -> list[tuple[str, str]]:
+        """ENV's or LABEL's pairs as the parser split them, key and value expanded."""
         scope = self.scope(stage)
-        if legacy and words and "=" not in words[0]:
-            key, _, value = inst.rest.strip().partition(" ")
-            if not value.strip():
-                raise self.fail(inst, f"{inst.keyword} must have two arguments")
-            return [(key, self.word(inst, value.strip(), scope))]
-        for word in words:
-            if "=" not in word:
-                raise self.fail(
-                    inst,
-                    f'Syntax error - can\'t find = in "{word}". Must be of the form: name=value',
-                )
-        found = []
-        for word in words:
-            key, _, value = word.partition("=")
-            found.append((self.word(inst, key, scope), self.word(inst, value, scope)))
-        return found
+        return [
+            (self.word(inst, key, scope), self.word(inst, value, scope))
+            for key, value in inst.pairs or []
+        ]
 
     async def do_arg(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        for word in split_words(inst.rest, self.escape):
-            key, sep, default = word.partition("=")
+        shown = []
+        for word in inst.args:
+            raw, sep, default = word.partition("=")
+            key = self.word(inst, raw, self.scope(stage))
+            expanded = self.word(inst, default, self.scope(stage)) if sep else None
             value = self.options.build_args.get(key)
-            if value is None and sep:
-                value = self.word(inst, default, self.scope(stage))
+            if value is None:
+                value = expanded
             if value is None and key in self.meta_args:
                 value = self.meta_args[key]
             if value is not None:
                 stage.args[key] = value
+                if key in stage.env:
+                    stage.args_over_env[key] = value
             stage.declared.append(key)
-            self.record(stage, f"ARG {word}", True)
+            shown.append(key if expanded is None else f"{key}={expanded}")
+        self.record(stage, "ARG " + " ".join(shown), True)
 
     async def do_workdir(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        path = self.word(inst, inst.rest.strip(), self.scope(stage))
-        current = stage.config.get("WorkingDir") or "/"
-        path = posixpath.normpath(posixpath.join(current, path))
+        path = self.word(inst, inst.rest, self.scope(stage))
+        if not path.startswith("/"):
+            # Relative to the current one, cleaned; an absolute path is kept as written.
+            current = stage.config.get("WorkingDir") or "/"
+            path = posixpath.normpath(posixpath.join("/", current, path))
         stage.config["WorkingDir"] = path
         assert stage.state is not None
         stage.state = stage.state.with_dir(path)
@@ -798,14 +927,14 @@ class _Converter:
         user = stage.config.get("User") or None
         stage.state = stage.state.file(
             llb.mkdir(path, 0o755, make_parents=True, owner=user),
-            custom_name=f"{prefix}WORKDIR {inst.rest.strip()}",
+            custom_name=f"{prefix}{self.shown(inst, stage)}",
         )
         self.record(stage, f"WORKDIR {path}", False)
 
     async def do_user(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        user = self.word(inst, inst.rest.strip(), self.scope(stage))
+        user = self.word(inst, inst.rest, self.scope(stage))
         stage.config["User"] = user
         assert stage.state is not None
         stage.state = stage.state.with_user(user)
@@ -814,32 +943,41 @@ class _Converter:
     async def do_label(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        pairs = self.pairs(stage, inst, legacy=True)
-        labels = stage.config.setdefault("Labels", {}) or {}
-        stage.config["Labels"] = labels
+        pairs = self.pairs(stage, inst)
+        labels = dict(stage.config.get("Labels") or {})
         labels.update(dict(pairs))
+        stage.config["Labels"] = labels
         self.record(stage, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs), True)
 
     async def do_expose(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        ports = stage.config.get("ExposedPorts") or {}
-        for word in split_words(inst.rest, self.escape):
-            port = self.word(inst, word, self.scope(stage))
-            ports[port if "/" in port else f"{port}/tcp"] = {}
-        stage.config["ExposedPorts"] = ports
-        shown = " ".join(f"{p}:{{}}" for p in sorted(ports))
-        self.record(stage, f"EXPOSE map[{shown}]", True)
+        words: list[str] = []
+        for raw in inst.args:
+            try:
+                words += expand_words(raw, self.scope(stage), self.escape)
+            except ExpansionError as err:
+                raise self.fail(inst, str(err)) from None
+        try:
+            ports = exposed_ports(words)
+        except ValueError as err:
+            raise self.fail(inst, str(err)) from None
+        found = dict(stage.config.get("ExposedPorts") or {})
+        found.update({p: {} for p in ports})
+        stage.config["ExposedPorts"] = found
+        # The history lists this instruction's ports, sorted, as Go prints a map.
+        self.record(stage, f"EXPOSE {go_ports(ports)}", True)
 
     async def do_volume(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        words = inst.json if inst.json is not None else split_words(inst.rest, self.escape)
-        volumes = stage.config.get("Volumes") or {}
-        for word in words:
-            volumes[self.word(inst, word, self.scope(stage))] = {}
+        paths = [self.word(inst, w, self.scope(stage)) for w in inst.args]
+        if any(not p for p in paths):
+            raise self.fail(inst, "VOLUME specified can not be an empty string")
+        volumes = dict(stage.config.get("Volumes") or {})
+        volumes.update({p: {} for p in paths})
         stage.config["Volumes"] = volumes
-        self.record(stage, f"VOLUME [{' '.join(volumes)}]", True)
+        self.record(stage, f"VOLUME {go_value(paths)}", True)
 
     def command(self, stage: _Stage, inst: Instruction) -> list[str]:
         if inst.json is not None:
@@ -850,8 +988,9 @@ class _Converter:
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
         stage.config["Cmd"] = self.command(stage, inst)
+        stage.config["ArgsEscaped"] = True
         stage.cmd_set = True
-        self.record(stage, f"CMD {_go_list(stage.config['Cmd'])}", True)
+        self.record(stage, f"CMD {go_quoted(stage.config['Cmd'])}", True)
 
     async def do_entrypoint(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -859,7 +998,7 @@ class _Converter:
         stage.config["Entrypoint"] = self.command(stage, inst)
         if not stage.cmd_set:
             stage.config["Cmd"] = None  # an inherited CMD does not survive a new ENTRYPOINT
-        self.record(stage, f"ENTRYPOINT {_go_list(stage.config['Entrypoint'])}", True)
+        self.record(stage, f"ENTRYPOINT {go_quoted(stage.config['Entrypoint'])}", True)
 
     async def do_shell(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
@@ -868,57 +1007,80 @@ class _Converter:
             raise self.parse_fail(inst, "SHELL requires the arguments to be in JSON form")
         stage.shell = list(inst.json)
         stage.config["Shell"] = list(inst.json)
-        self.record(stage, f"SHELL [{' '.join(inst.json)}]", True)
+        self.record(stage, f"SHELL {go_value(inst.json)}", True)
 
     async def do_stopsignal(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        stage.config["StopSignal"] = self.word(inst, inst.rest.strip(), self.scope(stage))
-        self.record(stage, f"STOPSIGNAL {stage.config['StopSignal']}", True)
+        signal = self.word(inst, inst.rest, self.scope(stage))
+        try:
+            parse_signal(signal)
+        except ValueError as err:
+            raise self.fail(inst, str(err)) from None
+        stage.config["StopSignal"] = signal
+        self.record(stage, f"STOPSIGNAL {signal}", True)
 
     async def do_healthcheck(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        flags = self.flags(
-            inst, {"interval", "timeout", "start-period", "retries", "start-interval"}
-        )
-        keyword, _, rest = inst.rest.strip().partition(" ")
-        if keyword.upper() == "NONE":
-            stage.config["Healthcheck"] = {"Test": ["NONE"]}
-        elif keyword.upper() == "CMD":
-            try:
-                decoded = json.loads(rest)
-            except ValueError:
-                decoded = None
-            test = ["CMD", *decoded] if isinstance(decoded, list) else ["CMD-SHELL", rest.strip()]
-            check: dict[str, Any] = {"Test": test}
-            for flag, key in (
-                ("interval", "Interval"),
-                ("timeout", "Timeout"),
-                ("start-period", "StartPeriod"),
-                ("start-interval", "StartInterval"),
-            ):
-                if flag in flags:
-                    check[key] = _duration_ns(flags[flag])
-            if "retries" in flags:
-                check["Retries"] = int(flags["retries"])
-            stage.config["Healthcheck"] = check
-        else:
-            raise self.fail(inst, "HEALTHCHECK needs CMD or NONE")
+        stage.config["Healthcheck"] = self.healthcheck(inst)
         self.record(stage, f"HEALTHCHECK {_go_health(stage.config['Healthcheck'])}", True)
+
+    def healthcheck(self, inst: Instruction) -> dict[str, Any]:
+        """HEALTHCHECK's config, checked as BuildKit checks it."""
+        kind = inst.args[0].upper()
+        command = inst.args[1:]
+        if kind == "NONE":
+            if command:
+                raise self.parse_fail(inst, "HEALTHCHECK NONE takes no arguments")
+            return {"Test": ["NONE"]}
+        if kind != "CMD":
+            raise self.parse_fail(inst, f'Unknown type "{kind}" in HEALTHCHECK (try CMD)')
+        if not command or not command[0]:
+            raise self.parse_fail(inst, "Missing command after HEALTHCHECK CMD")
+        flags = self.flags(inst, {"interval", "timeout", "start-period", "retries"})
+        test = ["CMD", *command] if inst.json is not None else ["CMD-SHELL", command[0]]
+        check: dict[str, Any] = {"Test": test}
+        for flag, key in (
+            ("interval", "Interval"),
+            ("timeout", "Timeout"),
+            ("start-period", "StartPeriod"),
+        ):
+            if flag in flags:
+                check[key] = self.duration(inst, flag, flags[flag])
+        if flags.get("retries"):
+            try:
+                retries = int(flags["retries"])
+            except ValueError:
+                raise self.parse_fail(
+                    inst, f'strconv.ParseInt: parsing "{flags["retries"]}": invalid syntax'
+                ) from None
+            if retries < 0:
+                raise self.parse_fail(inst, f"--retries cannot be negative ({retries})")
+            check["Retries"] = retries
+        return check
+
+    def duration(self, inst: Instruction, flag: str, text: str) -> int:
+        try:
+            found = parse_duration(text)
+        except ValueError as err:
+            raise self.parse_fail(inst, str(err)) from None
+        if 0 < found < 1_000_000:
+            raise self.parse_fail(inst, f'Interval "{flag}" cannot be less than 1ms')
+        return found
 
     async def do_onbuild(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        triggers = stage.config.get("OnBuild") or []
-        triggers.append(inst.rest.strip())
+        triggers = list(stage.config.get("OnBuild") or [])
+        triggers.append(re.sub(r"(?i)^\s*ONBUILD\s*", "", inst.original, count=1))
         stage.config["OnBuild"] = triggers
 
     async def do_maintainer(
         self, stage: _Stage, inst: Instruction, prefix: str, visiting: tuple[str, ...]
     ) -> None:
-        stage.config["__author"] = inst.rest.strip()
-        self.record(stage, f"MAINTAINER {inst.rest.strip()}", True)
+        stage.config["__author"] = inst.rest
+        self.record(stage, f"MAINTAINER {inst.rest}", True)
 
     async def do_from(self, *args: Any) -> None:
         raise AssertionError("FROM starts a stage")
@@ -931,9 +1093,11 @@ def _is_git_ref(src: str) -> bool:
     return src.startswith(("http://", "https://")) and bool(re.search(r"\.git(?:#.+)?$", src))
 
 
-def _shown(inst: Instruction) -> str:
-    """The instruction as progress names it: keyword, flags and arguments as written."""
-    return inst.keyword + inst.original[len(inst.original.split(None, 1)[0]) :]
+def _shown(text: str) -> str:
+    """An instruction's text with its keyword upper-case."""
+    text = text.strip()
+    keyword = text.split(None, 1)[0] if text else ""
+    return keyword.upper() + text[len(keyword) :]
 
 
 def _copy(
@@ -950,24 +1114,12 @@ def _go_list(items: list[str]) -> str:
     return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
 
 
-def _go_duration(ns: int) -> str:
-    """Go's ``time.Duration`` string (``30s``, ``1m30s``, ``0s``)."""
-    seconds = ns / 1e9
-    if seconds == 0:
-        return "0s"
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{hours}h" if hours else ""
-    text += f"{minutes}m" if hours or minutes else ""
-    return text + f"{secs + (seconds - int(seconds)):g}s"
-
-
 def _go_health(check: dict[str, Any]) -> str:
     """BuildKit records a HEALTHCHECK as Go's ``%q`` of its config struct."""
     retries = int(check.get("Retries", 0))
     quoted = f"'{chr(retries)}'" if 32 <= retries < 127 else f"'\\x{retries:02x}'"
     parts = [_go_list(check["Test"])] + [
-        json.dumps(_go_duration(int(check.get(k, 0))))
+        json.dumps(go_duration(int(check.get(k, 0))))
         for k in ("Interval", "Timeout", "StartPeriod")
     ]
     return "&{" + " ".join([*parts, quoted]) + "}"
@@ -986,12 +1138,6 @@ def _size(text: str) -> int:
     }
     number = text.rstrip("bBkKmMgG")
     return int(float(number or 0) * units.get(text[len(number) :].lower(), 1))
-
-
-def _duration_ns(text: str) -> int:
-    from llbkit.core.units import parse_duration
-
-    return int(parse_duration(text, "HEALTHCHECK") * 1e9)
 
 
 async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> Converted:
@@ -1017,7 +1163,7 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     image: dict[str, Any] = {
         "architecture": platform.architecture,
         "os": platform.os,
-        "config": {k: v for k, v in config.items() if v is not None},
+        "config": image_config(config),
         "rootfs": {"type": "layers", "diff_ids": []},
         "history": target.history,
     }

@@ -18,7 +18,7 @@ from llbkit.plugins.frontend_dockerfile.convert import (
     convert,
     platform_key,
 )
-from llbkit.plugins.frontend_dockerfile.parser import parse
+from llbkit.plugins.frontend_dockerfile.parser import detect_syntax, parse
 from llbkit.sdk import llb
 
 OPTIONS = (
@@ -71,12 +71,13 @@ class DockerfileJob:
                 continue
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
         self.options.context_key = self.context_key
-        parsed = parse(text, name.rsplit("/", 1)[-1])
-        if not parsed.instructions:
+        if not text:
             raise UserError("the Dockerfile cannot be empty")
-        if "syntax" in parsed.directives:
+        parsed = parse(text, name.rsplit("/", 1)[-1])
+        syntax = detect_syntax(text)
+        if syntax:
             client.warn(
-                f"# syntax={parsed.directives['syntax']} is not followed: the built-in "
+                f"# syntax={syntax} is not followed: the built-in "
                 "dockerfile.v0 frontend builds this Dockerfile"
             )
         platforms = self.options.platforms or [self.options.platform]
@@ -90,7 +91,9 @@ class DockerfileJob:
                 for warning in converted.warnings:
                     client.warn(warning)
             key = platform_key(platform)
-            definitions[key] = converted.state.marshal(platform).to_bytes()
+            # scratch has no definition: the result is its config alone, as BuildKit's nil ref
+            state = converted.state
+            definitions[key] = b"" if state.output is None else state.marshal(platform).to_bytes()
             config = json.dumps(converted.config).encode()
             if len(platforms) == 1:
                 metadata["containerimage.config"] = config

@@ -1,159 +1,268 @@
-"""Shell-word expansion as BuildKit's Dockerfile lexer does it: quotes, escapes, ``$VAR``,
-``${VAR}`` and the ``:-``, ``-``, ``:+``, ``+``, ``:?``, ``?`` modifiers."""
+"""Shell-word expansion as BuildKit v0.11's Dockerfile lexer does it: quotes, escapes, ``$VAR``,
+``${VAR}``, the ``:-``, ``:+``, ``:?`` and ``?`` modifiers, and the special parameters.
+
+What v0.11 does differently from a POSIX shell is kept, because images must match: ``${A-x}``
+and ``${A+x}`` (no colon) are errors, ``$1x`` names ``1``, ``$@``/``$#``/… are looked up as
+names (and so are empty), and an escape character ending a word is dropped.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from llbkit.core.errors import UserError
 
-__all__ = ["ExpansionError", "expand", "expand_heredoc", "split_words"]
+__all__ = ["ExpansionError", "expand", "expand_heredoc", "expand_words"]
+
+#: the parameters a ``$`` names with one character, as the lexer reads them
+SPECIAL = frozenset("@*#?-$!0")
 
 
 class ExpansionError(UserError):
     """A ``${VAR?msg}`` on an unset variable, or a malformed expansion."""
 
 
-def _name_end(text: str, i: int) -> int:
-    while i < len(text) and (text[i].isalnum() or text[i] == "_"):
-        i += 1
-    return i
+def go_quote(text: str) -> str:
+    """Go's ``%q`` of ``text`` (close enough for the messages that quote a word)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
-def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
+class _Words:
+    """The words an expansion yields: unquoted expansions split at whitespace."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.word = ""
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if ch.isspace():
+            if self.in_word and self.word:
+                self.words.append(self.word)
+                self.word = ""
+                self.in_word = False
+        else:
+            self.add_raw(ch)
+
+    def add_raw(self, text: str) -> None:
+        self.word += text
+        self.in_word = True
+
+    def add_string(self, text: str) -> None:
+        for ch in text:
+            self.add_char(ch)
+
+    def done(self) -> list[str]:
+        if self.word:
+            self.words.append(self.word)
+            self.word = ""
+        return self.words
+
+
+class _Lexer:
+    def __init__(
+        self,
+        text: str,
+        env: Mapping[str, str],
+        escape: str,
+        *,
+        raw_quotes: bool = False,
+        raw_escapes: bool = False,
+        skip_unset: bool = False,
+        skip_quotes: bool = False,
+    ) -> None:
+        self.text = text
+        self.pos = 0
+        self.env = env
+        self.escape = escape
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+        self.skip_unset = skip_unset
+        self.skip_quotes = skip_quotes
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def next(self) -> str:
+        ch = self.peek()
+        if ch:
+            self.pos += 1
+        return ch
+
+    def until(self, stop: str = "") -> tuple[str, list[str]]:
+        """Process up to ``stop`` (consumed) or the end; the text and its words."""
+        out: list[str] = []
+        words = _Words()
+        while self.peek():
+            ch = self.peek()
+            if stop and ch == stop:
+                self.next()
+                return "".join(out), words.done()
+            if ch == "$":
+                value = self.dollar()
+                out.append(value)
+                words.add_string(value)
+            elif ch in "'\"" and not self.skip_quotes:
+                value = self.single() if ch == "'" else self.double()
+                out.append(value)
+                words.add_raw(value)
+            else:
+                ch = self.next()
+                if ch == self.escape:
+                    if self.raw_escapes:
+                        words.add_raw(ch)
+                        out.append(ch)
+                    ch = self.next()
+                    if not ch:  # an escape ending the word is dropped
+                        break
+                    words.add_raw(ch)
+                else:
+                    words.add_char(ch)
+                out.append(ch)
+        if stop:
+            raise ExpansionError(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(out), words.done()
+
+    def single(self) -> str:
+        quote = self.next()
+        out = [quote] if self.raw_quotes else []
+        while True:
+            ch = self.next()
+            if not ch:
+                raise ExpansionError(
+                    "unexpected end of statement while looking for matching single-quote"
+                )
+            if ch == "'":
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            out.append(ch)
+
+    def double(self) -> str:
+        quote = self.next()
+        out = [quote] if self.raw_quotes else []
+        while True:
+            ch = self.peek()
+            if not ch:
+                raise ExpansionError(
+                    "unexpected end of statement while looking for matching double-quote"
+                )
+            if ch == '"':
+                self.next()
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+                continue
+            ch = self.next()
+            if ch == self.escape:
+                if self.raw_escapes:
+                    out.append(ch)
+                after = self.peek()
+                if not after:
+                    continue
+                if after in ('"', "$", self.escape):
+                    ch = self.next()
+            out.append(ch)
+
+    def name(self) -> str:
+        first = self.peek()
+        if first.isdigit():
+            digits = []
+            while self.peek().isdigit():
+                digits.append(self.next())
+            return "".join(digits)
+        if first and first in SPECIAL:
+            return self.next()
+        found = []
+        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
+            found.append(self.next())
+        return "".join(found)
+
+    def lookup(self, name: str) -> tuple[str, bool]:
+        if name in self.env:
+            return self.env[name], True
+        return "", False
+
+    def dollar(self) -> str:
+        self.next()
+        if self.peek() != "{":
+            name = self.name()
+            if not name:
+                return "$"
+            value, found = self.lookup(name)
+            return "$" + name if not found and self.skip_unset else value
+        self.next()
+        if not self.peek():
+            raise ExpansionError("syntax error: missing '}'")
+        if self.peek() in "{}:":
+            raise ExpansionError("syntax error: bad substitution")
+        name = self.name()
+        ch = self.next()
+        if ch == "}":
+            value, found = self.lookup(name)
+            return f"${{{name}}}" if not found and self.skip_unset else value
+        if ch == "?":
+            word = self.modifier_word()
+            value, found = self.lookup(name)
+            if found:
+                return value
+            if self.skip_unset:
+                return f"${{{name}?{word}}}"
+            raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
+        if ch == ":":
+            return self.colon(name)
+        raise ExpansionError("missing ':' in substitution")
+
+    def modifier_word(self) -> str:
+        try:
+            word, _ = self.until("}")
+        except ExpansionError:
+            if not self.peek():
+                raise ExpansionError("syntax error: missing '}'") from None
+            raise
+        return word
+
+    def colon(self, name: str) -> str:
+        modifier = self.next()
+        word = self.modifier_word()
+        value, found = self.lookup(name)
+        if not found and self.skip_unset and modifier in "+-?":
+            return f"${{{name}:{modifier}{word}}}"
+        if modifier == "+":
+            return word if value else value
+        if modifier == "-":
+            return value or word
+        if modifier == "?":
+            if not found:
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
+            if not value:
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
+            return value
+        raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
+
+
+def _run(word: str, env: Mapping[str, str], escape: str, **flags: bool) -> tuple[str, list[str]]:
+    try:
+        return _Lexer(word, env, escape, **flags).until()
+    except ExpansionError as err:
+        raise ExpansionError(f"failed to process {go_quote(word)}: {err}") from None
+
+
+def expand(word: str, env: Mapping[str, str], escape: str = "\\", **flags: bool) -> str:
     """Process one word: remove quotes, apply escapes, substitute variables."""
-    out, _ = _process(word, 0, env, escape, stop="")
-    return out
+    return _run(word, env, escape, **flags)[0]
+
+
+def expand_words(word: str, env: Mapping[str, str], escape: str = "\\", **flags: bool) -> list[str]:
+    """Process ``word`` into words: unquoted whitespace, and whitespace that unquoted
+    expansions bring, separate them."""
+    return _run(word, env, escape, **flags)[1]
 
 
 def expand_heredoc(text: str, env: Mapping[str, str]) -> str:
-    """A heredoc's content: variables substituted, quotes and escapes left alone."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "$":
-            value, i = _variable(text, i, env, "\\")
-            out.append(value)
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _process(text: str, i: int, env: Mapping[str, str], escape: str, stop: str) -> tuple[str, int]:
-    out: list[str] = []
-    while i < len(text):
-        c = text[i]
-        if stop and c == stop:
-            return "".join(out), i
-        if c == "'":
-            end = text.find("'", i + 1)
-            if end < 0:
-                raise ExpansionError(
-                    f"unexpected end of statement while looking for matching ' in {text!r}"
-                )
-            out.append(text[i + 1 : end])
-            i = end + 1
-        elif c == '"':
-            i += 1
-            while True:
-                if i >= len(text):
-                    raise ExpansionError(
-                        f'unexpected end of statement while looking for matching " in {text!r}'
-                    )
-                c = text[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == escape and i + 1 < len(text) and text[i + 1] in ('"', "$", escape, "`"):
-                    out.append(text[i + 1])
-                    i += 2
-                elif c == "$":
-                    value, i = _variable(text, i, env, escape)
-                    out.append(value)
-                else:
-                    out.append(c)
-                    i += 1
-        elif c == escape:
-            if i + 1 < len(text):
-                out.append(text[i + 1])
-                i += 2
-            else:
-                out.append(c)
-                i += 1
-        elif c == "$":
-            value, i = _variable(text, i, env, escape)
-            out.append(value)
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out), i
-
-
-def _variable(text: str, i: int, env: Mapping[str, str], escape: str) -> tuple[str, int]:
-    """Expand the ``$`` at ``i``; return the value and the index after it."""
-    i += 1
-    if i >= len(text):
-        return "$", i
-    if text[i] == "{":
-        end = _name_end(text, i + 1)
-        name = text[i + 1 : end]
-        if not name:
-            raise ExpansionError(f"bad substitution in {text!r}")
-        if end < len(text) and text[end] == "}":
-            return env.get(name, ""), end + 1
-        modifier = text[end : end + 2] if text[end : end + 1] == ":" else text[end : end + 1]
-        if modifier not in (":-", "-", ":+", "+", ":?", "?"):
-            raise ExpansionError(f"unsupported modifier ({text[end : end + 1]}) in substitution")
-        word, j = _process(text, end + len(modifier), env, escape, stop="}")
-        if j >= len(text):
-            raise ExpansionError(f"missing '}}' in {text!r}")
-        is_set = name in env
-        empty_ok = not modifier.startswith(":")
-        present = is_set and (empty_ok or env[name] != "")
-        if modifier.endswith("-"):
-            value = env[name] if present else word
-        elif modifier.endswith("+"):
-            value = word if present else ""
-        else:
-            if not present:
-                raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
-            value = env[name]
-        return value, j + 1
-    end = _name_end(text, i)
-    if end == i:
-        return "$", i
-    return env.get(text[i:end], ""), end
-
-
-def split_words(text: str, escape: str = "\\") -> list[str]:
-    """Split on whitespace outside quotes; quotes and escapes are kept for :func:`expand`."""
-    words: list[str] = []
-    current: list[str] = []
-    quote = ""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            current.append(c)
-            if c == escape and quote == '"' and i + 1 < len(text):
-                current.append(text[i + 1])
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in ("'", '"'):
-            quote = c
-            current.append(c)
-        elif c == escape and i + 1 < len(text):
-            current.append(c + text[i + 1])
-            i += 1
-        elif c.isspace():
-            if current:
-                words.append("".join(current))
-                current = []
-        else:
-            current.append(c)
-        i += 1
-    if current:
-        words.append("".join(current))
-    return words
+    """A heredoc's content: variables substituted, quotes left alone (the lexer with quotes
+    not processed, as BuildKit expands a heredoc)."""
+    return expand(text, env, "\\", skip_quotes=True)

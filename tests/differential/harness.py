@@ -1,0 +1,280 @@
+"""What a differential case is and how its result is compared: the same code reads BuildKit's
+output when recording and llbkit's when replaying, so both sides are measured alike."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CONTEXT = HERE / "context"
+VECTORS = HERE / "vectors"
+BUILDKIT_VERSION = "v0.11.6"
+#: the image references a case names, replaced by the registry's when built
+IMAGES = {
+    "@BASE@": "library/busybox",
+    "@RICH@": "library/rich",
+    "@NOPATH@": "library/nopath",
+}
+CATEGORIES = (
+    "parser",
+    "expansion",
+    "instructions",
+    "config",
+    "history",
+    "copy",
+    "stages",
+    "heredoc",
+    "errors",
+)
+
+
+@dataclass
+class Case:
+    """A Dockerfile, the files it adds to the shared context, its build args and target."""
+
+    name: str
+    category: str
+    dockerfile: str
+    files: dict[str, str] = field(default_factory=dict)
+    args: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+
+    def record(self) -> dict[str, Any]:
+        found = asdict(self)
+        return {k: v for k, v in found.items() if v not in ({}, "")}
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> Case:
+        keys = ("name", "category", "dockerfile", "files", "args", "target")
+        return cls(**{k: data[k] for k in keys if k in data})
+
+
+def materialize(case: Case, where: Path, registry: str) -> tuple[Path, Path]:
+    """The case's context and Dockerfile directories under ``where``, with fixed modes (a
+    checkout's follow its umask)."""
+    ctx, dfdir = where / "context", where / "dockerfile"
+    shutil.copytree(CONTEXT, ctx, symlinks=True)
+    for name, body in case.files.items():
+        path = ctx / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+    for top, _dirs, files in os.walk(ctx):
+        os.chmod(top, 0o755)
+        for name in files:
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, 0o755 if executable else 0o644)
+    dfdir.mkdir()
+    (dfdir / "Dockerfile").write_text(substitute(case.dockerfile, registry))
+    return ctx, dfdir
+
+
+def substitute(text: str, registry: str) -> str:
+    for mark, repo in IMAGES.items():
+        text = text.replace(mark, f"{registry}/{repo}")
+    return text
+
+
+def opts(case: Case, registry: str) -> dict[str, str]:
+    """The frontend options (buildctl's ``--opt``) of a case."""
+    found = {f"build-arg:{k}": substitute(v, registry) for k, v in case.args.items()}
+    if case.target:
+        found["target"] = case.target
+    return found
+
+
+def _layer_entries(tar: tarfile.TarFile) -> list[tuple[str, dict[str, Any] | None]]:
+    """(path, entry) per member of a layer, entry ``None`` for a whiteout of path."""
+    found: list[tuple[str, dict[str, Any] | None]] = []
+    sizes: dict[str, tuple[int, str]] = {}
+    for member in tar:
+        name = member.name.lstrip("./").rstrip("/") if member.name not in (".", "./") else ""
+        if not name:
+            continue
+        base = name.rsplit("/", 1)[-1]
+        parent = name.rsplit("/", 1)[0] if "/" in name else ""
+        if base == ".wh..wh..opq":
+            found.append((parent + "/*", None))
+            continue
+        if base.startswith(".wh."):
+            found.append(((parent + "/" if parent else "") + base[4:], None))
+            continue
+        entry: dict[str, Any] = {
+            "mode": oct(member.mode & 0o7777),
+            "uid": member.uid,
+            "gid": member.gid,
+        }
+        if member.isdir():
+            entry["type"] = "dir"
+        elif member.issym():
+            entry["type"] = "symlink"
+            entry["target"] = member.linkname
+        elif member.islnk():
+            link = member.linkname.lstrip("./").rstrip("/")
+            entry["type"] = "file"
+            entry["hardlink"] = True
+            entry["size"], entry["sha256"] = sizes.get(link, (0, ""))
+        elif member.isreg():
+            body = tar.extractfile(member)
+            data = body.read() if body else b""
+            entry["type"] = "file"
+            entry["size"] = len(data)
+            entry["sha256"] = hashlib.sha256(data).hexdigest()
+            sizes[name] = (entry["size"], entry["sha256"])
+        else:
+            entry["type"] = "other"
+        if member.mtime < 1_609_459_200 and not member.isdir():
+            entry["mtime"] = int(member.mtime)
+        found.append((name, entry))
+    return found
+
+
+def apply_layers(layers: list[bytes]) -> dict[str, dict[str, Any]]:
+    """The tree the layers make, bottom first, whiteouts applied."""
+    tree: dict[str, dict[str, Any]] = {}
+    for data in layers:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            entries = _layer_entries(tar)
+        for name, entry in entries:
+            if entry is None:
+                prefix = name[:-1] if name.endswith("/*") else name + "/"
+                for key in [k for k in tree if k.startswith(prefix)]:
+                    del tree[key]
+                if not name.endswith("/*"):
+                    tree.pop(name, None)
+                continue
+            if entry["type"] != "dir" or tree.get(name, {}).get("type") != "dir":
+                for key in [k for k in tree if k.startswith(name + "/")]:
+                    del tree[key]
+            tree[name] = entry
+    return tree
+
+
+def busybox_tree() -> dict[str, dict[str, Any]]:
+    from llbkit.sdk.testing.registry import busybox_layer
+
+    return apply_layers([busybox_layer()])
+
+
+def changed(tree: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Entries that are not the base image's as they are, and base paths that are gone; the
+    whole tree when it is not built on the base (no base busybox binary in it)."""
+    if tree.get("bin/busybox") != base.get("bin/busybox"):
+        return dict(sorted(tree.items()))
+    found: dict[str, Any] = {k: v for k, v in tree.items() if base.get(k) != v}
+    for key in base:
+        if key not in tree:
+            found[key] = {"type": "removed"}
+    return dict(sorted(found.items()))
+
+
+def read_oci(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """The config and layers (bottom first) of a single-image OCI tarball."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+
+        def blob(digest: str) -> bytes:
+            member = tar.extractfile("blobs/sha256/" + digest.split(":")[1])
+            assert member is not None
+            return member.read()
+
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        layers = [blob(layer["digest"]) for layer in manifest.get("layers") or []]
+    return config, layers
+
+
+def result_of(oci: bytes, base: dict[str, dict[str, Any]], registry: str) -> dict[str, Any]:
+    """What a successful build is compared on: changed tree, whole config, history."""
+    config, layers = read_oci(oci)
+    tree = changed(apply_layers(layers), base)
+    history = [
+        {k: v for k, v in h.items() if k != "created"} for h in config.pop("history", None) or []
+    ]
+    # BuildKit v0.11's build info (deprecated there, gone later): llbkit writes none.
+    for key in ("created", "rootfs", "moby.buildkit.buildinfo.v1"):
+        config.pop(key, None)
+    found = {"tree": tree, "image": config, "history": history}
+    return json.loads(json.dumps(found).replace(registry, "REGISTRY"))
+
+
+def error_cause(text: str, registry: str) -> str:
+    """The part of an error that names its cause, without BuildKit's wrapping and ref ids."""
+    text = text.replace(registry, "REGISTRY").strip()
+    text = re.sub(r"^(error: )?failed to solve: ", "", text)
+    text = re.sub(
+        r"failed to compute cache key: failed to calculate checksum of ref \S+ ", "", text
+    )
+    text = re.sub(
+        r"lstat /tmp/buildkit-mount\d+(/\S*): no such file or directory",
+        r'"\1": not found',
+        text,
+    )
+    # A path in a snapshot: BuildKit names its snapshotter's directory.
+    return re.sub(r"/\S*/snapshots/snapshots/\d+(/\S*)", r"\1", text)
+
+
+def compare(expected: dict[str, Any], got: dict[str, Any] | str) -> list[str]:
+    """What differs, one line per aspect (empty when the same)."""
+    if "error" in expected:
+        if not isinstance(got, str):
+            return [f"BuildKit failed ({expected['error']}); llbkit built it"]
+        if expected["error"] not in got:
+            return [f"error text: BuildKit {expected['error']!r}, llbkit {got!r}"]
+        return []
+    if isinstance(got, str):
+        return [f"llbkit failed: {got}"]
+    problems = []
+    for key in ("tree", "image", "history"):
+        if expected[key] == got[key]:
+            continue
+        name = key
+        if key == "history" and _undescribed(expected[key]) == _undescribed(got[key]):
+            name = "exporter history"  # only the entries the exporter adds for bare layers
+        problems.append(f"{name}: BuildKit {_short(expected[key], got[key])}")
+    return problems
+
+
+def _undescribed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in h.items() if k != "created_by"}
+        if h.get("comment") == "buildkit.exporter.image.v0"
+        else h
+        for h in history
+    ]
+
+
+def _short(want: Any, have: Any) -> str:
+    if isinstance(want, dict) and isinstance(have, dict):
+        keys = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        return "; ".join(
+            f"{k}: {json.dumps(want.get(k))} vs llbkit {json.dumps(have.get(k))}" for k in keys
+        )[:1500]
+    return f"{json.dumps(want)[:700]} vs llbkit {json.dumps(have)[:700]}"
+
+
+def load_vectors() -> list[tuple[Case, dict[str, Any]]]:
+    found = []
+    for path in sorted(VECTORS.glob("*.json")):
+        for item in json.loads(path.read_text())["cases"]:
+            found.append((Case.load(item), item["result"]))
+    return found
+
+
+def push_images(registry: str) -> None:
+    """The images the cases name: busybox, the rich base, busybox whose config has no PATH."""
+    from llbkit.sdk.testing.registry import busybox_layer, push_image, push_rich_base
+
+    push_image(registry, "library/busybox:latest", [busybox_layer()])
+    push_rich_base(registry)
+    push_image(registry, "library/nopath:latest", [busybox_layer()], {"config": {"Cmd": ["sh"]}})
