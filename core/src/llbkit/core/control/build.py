@@ -332,6 +332,37 @@ async def run_build(
         plan = ExportPlan(controller.store, graph, finals, controller.solver.threads)
         if any(isinstance(c.opened, EmbedInImage) for c in cache_exports):
             inline = plan.inline
+    responses, cache_response = await _run_exports(
+        controller,
+        request,
+        result,
+        export_jobs,
+        emit,
+        plan=plan,
+        caches=cache_exports,
+        inline=inline,
+    )
+    merged = {k: v for answer in responses for k, v in answer.items()}
+    merged.update(cache_response)
+    single = result.single
+    if single is not None and single.key:
+        merged.setdefault("llbkit.result.key", single.key)
+    return BuildOutcome(request.ref, result, merged, tuple(responses))
+
+
+async def _run_exports(
+    controller: Controller,
+    request: SolveRequest,
+    result: BuildResult,
+    export_jobs: Sequence[ExportJob],
+    emit: Emit,
+    *,
+    plan: ExportPlan | None,
+    caches: Sequence[_CacheEntry],
+    inline: Any,
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """Each export, then the cache exports, then each export's finalize (a push), in
+    BuildKit's order; each export's answer, and the caches'."""
     steps = [
         _ExportStep(
             job, "sha256:" + hashlib.sha256(f"{request.ref}-export-{n}".encode()).hexdigest(), emit
@@ -349,7 +380,7 @@ async def run_build(
                 image_store=controller.drivers.image_store,
             )
             responses.append(dict(await step.run(step.job.export, result, info)))
-        cache_response = await _export_caches(plan, cache_exports, emit) if plan else {}
+        cache_response = await _export_caches(plan, caches, emit) if plan else {}
         # Each export's step stays open through its finalize (a push shows under it).
         for step, answer in zip(steps, responses, strict=True):
             info = ExportInfo(
@@ -362,12 +393,7 @@ async def run_build(
     finally:
         for step in steps:
             step.cancel()
-    merged = {k: v for answer in responses for k, v in answer.items()}
-    merged.update(cache_response)
-    single = result.single
-    if single is not None and single.key:
-        merged.setdefault("llbkit.result.key", single.key)
-    return BuildOutcome(request.ref, result, merged, tuple(responses))
+    return responses, cache_response
 
 
 async def _export_caches(
