@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from llbkit.plugins.frontend_dockerfile.mountflags import mount_key_error
 from llbkit.plugins.frontend_dockerfile.parser import (
     DockerfileError,
     Instruction,
@@ -495,6 +496,9 @@ class _Converter:
     async def mount(
         self, stage: _Stage, inst: Instruction, spec: str, visiting: tuple[str, ...]
     ) -> Any:
+        problem = mount_key_error(spec)
+        if problem:
+            raise self.fail(inst, problem)
         values: dict[str, str] = {}
         for item in spec.split(","):
             key, sep, value = item.partition("=")
