@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from llbkit.core.cache.refs import ResultRef
 from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.control.cache_export import CacheOptions, ExportPlan, descriptor_text, split_attrs
 from llbkit.core.control.cache_import import ImportedCache, open_import
@@ -28,7 +29,7 @@ from llbkit.core.errors import (
     UserError,
     one_error,
 )
-from llbkit.core.llb.definition import load_definition
+from llbkit.core.llb.definition import is_empty_definition, load_definition
 from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
 from llbkit.core.plugins.context import BuildResult, Platform, Result
 from llbkit.core.plugins.exporter import ExportInfo, ExportJob
@@ -309,6 +310,9 @@ async def run_build(
     refs: dict[str, Result] = {}
     finals: dict[str, tuple[int, ...]] = {}
     for platform, data in definitions.items():
+        if is_empty_definition(data):  # a scratch result: no layers, as BuildKit exports it
+            refs[platform], finals[platform] = ResultRef(controller.store, "", ()), ()
+            continue
         loaded = load_definition(data, source=source)
         solved = await controller.solver.solve(
             loaded, request.session, emit, lease, allow=allow, cache=cache, graph=graph

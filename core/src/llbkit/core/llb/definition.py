@@ -16,7 +16,7 @@ from llbkit.core.errors import DefinitionError
 from llbkit.core.llb._pb import ops_pb2 as pb
 from llbkit.core.llb.digest import digest_of, short
 
-__all__ = ["LoadedDefinition", "Vertex", "load_definition", "output_count"]
+__all__ = ["LoadedDefinition", "Vertex", "is_empty_definition", "load_definition", "output_count"]
 
 _SINGLE_OUTPUT = frozenset({"source", "merge", "diff", "build"})
 
@@ -264,6 +264,18 @@ def _check_graph(vertices: list[Vertex], source: str) -> None:
                 f"{source}: op {vertex.position + 1} of {total} ({short(vertex.digest)}) is not "
                 "used by the result (a dangling op)"
             )
+
+
+def is_empty_definition(data: bytes) -> bool:
+    """Whether ``data`` is a definition without ops: what ``scratch`` marshals to, which a
+    frontend returns for a stage that adds no filesystem change (``FROM scratch`` with only
+    LABELs). BuildKit solves it to an empty result; :func:`load_definition` refuses it."""
+    definition = pb.Definition()
+    try:
+        definition.ParseFromString(data)
+    except DecodeError:  # not a definition at all: load_definition says why
+        return False
+    return bool(data) and not getattr(definition, "def")
 
 
 def load_definition(data: bytes, *, source: str = "<stdin>") -> LoadedDefinition:
