@@ -20,6 +20,7 @@ from llbkit.plugins.frontend_dockerfile.parser import (
 )
 from llbkit.plugins.frontend_dockerfile.shell import (
     ExpansionError,
+    ExpansionLimitError,
     expand,
     expand_heredoc,
     split_words,
@@ -30,6 +31,8 @@ __all__ = ["BuildOptions", "Converted", "convert"]
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What variable expansion may make in one Dockerfile, all words and RUN environments together.
+MAX_EXPANDED = 32 << 20
 ImageResolver = Callable[[str, llb.Platform], Awaitable[tuple[str, bytes]]]
 
 
@@ -125,6 +128,7 @@ class _Converter:
             shared_key_hint=options.context_key,
             custom_name="[internal] load build context",
         )
+        self.expanded = 0
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
 
     def parse_fail(self, inst: Instruction, message: str) -> DockerfileError:
@@ -146,9 +150,34 @@ class _Converter:
 
     def word(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
         try:
-            return expand(text, env, self.escape)
+            out = expand(text, env, self.escape)
         except ExpansionError as err:
-            raise self.fail(inst, str(err)) from None
+            raise self.expansion_fail(inst, err) from None
+        self.spend(inst, len(out))
+        return out
+
+    def heredoc(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
+        try:
+            out = expand_heredoc(text, env)
+        except ExpansionError as err:
+            raise self.expansion_fail(inst, err) from None
+        self.spend(inst, len(out))
+        return out
+
+    def expansion_fail(self, inst: Instruction, err: ExpansionError) -> DockerfileError:
+        limit = isinstance(err, ExpansionLimitError)
+        return self.fail(inst, f"{inst.keyword}: {err}" if limit else str(err))
+
+    def spend(self, inst: Instruction, size: int) -> None:
+        """Count what expansion made (words, and the environment each RUN carries), so that
+        variables reused over and over cannot grow the build past :data:`MAX_EXPANDED`."""
+        self.expanded += size
+        if self.expanded > MAX_EXPANDED:
+            raise self.fail(
+                inst,
+                f"{inst.keyword}: variable expansion made more than {MAX_EXPANDED >> 20} MiB "
+                "of words and environments in this Dockerfile",
+            )
 
     # -- stages -------------------------------------------------------------------------
 
@@ -456,6 +485,7 @@ class _Converter:
             raise self.fail(inst, f"invalid network mode {flags['network']!r}")
         state = stage.state
         for key, value in self.run_env(stage).items():
+            self.spend(inst, len(key) + len(value))
             state = state.with_env(key, value)
         state = self.sandbox(state, stage)
         if self.options.network and network == "sandbox":
@@ -666,7 +696,7 @@ class _Converter:
         for src in sources:
             if src in heredocs:
                 doc = heredocs[src]
-                content = expand_heredoc(doc.content, scope) if doc.expand else doc.content
+                content = self.heredoc(inst, doc.content, scope) if doc.expand else doc.content
                 name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
                 # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
                 here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))

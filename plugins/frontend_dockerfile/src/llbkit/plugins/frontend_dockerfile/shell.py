@@ -7,11 +7,29 @@ from collections.abc import Mapping
 
 from llbkit.core.errors import UserError
 
-__all__ = ["ExpansionError", "expand", "expand_heredoc", "split_words"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_WORD",
+    "ExpansionError",
+    "ExpansionLimitError",
+    "expand",
+    "expand_heredoc",
+    "split_words",
+]
+
+# A small Dockerfile must not take the machine: ARGs that double each other reach terabytes in
+# forty lines, and ``${a:-${a:-…}}`` thousands deep exhausts the stack. No word a real build
+# uses comes near either (Linux refuses a single argument or variable over 128 KiB anyway).
+MAX_WORD = 1 << 20
+MAX_DEPTH = 64
 
 
 class ExpansionError(UserError):
     """A ``${VAR?msg}`` on an unset variable, or a malformed expansion."""
+
+
+class ExpansionLimitError(ExpansionError):
+    """A word that would expand past :data:`MAX_WORD` or nest past :data:`MAX_DEPTH`."""
 
 
 def _name_end(text: str, i: int) -> int:
@@ -22,17 +40,42 @@ def _name_end(text: str, i: int) -> int:
 
 def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
     """Process one word: remove quotes, apply escapes, substitute variables."""
+    _check_depth(word)
     out, _ = _process(word, 0, env, escape, stop="")
     return out
 
 
+def _check_depth(text: str) -> None:
+    depth = deepest = 0
+    for i, c in enumerate(text):
+        if c == "{" and i and text[i - 1] == "$":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c == "}" and depth:
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise ExpansionLimitError(
+            f"variable substitutions nested {deepest} deep (at most {MAX_DEPTH})"
+        )
+
+
+def _grown(size: int, value: str) -> int:
+    size += len(value)
+    if size > MAX_WORD:
+        raise ExpansionLimitError(f"a word expands to more than {MAX_WORD >> 20} MiB")
+    return size
+
+
 def expand_heredoc(text: str, env: Mapping[str, str]) -> str:
     """A heredoc's content: variables substituted, quotes and escapes left alone."""
+    _check_depth(text)
     out: list[str] = []
+    size = len(text)
     i = 0
     while i < len(text):
         if text[i] == "$":
             value, i = _variable(text, i, env, "\\")
+            size = _grown(size, value)
             out.append(value)
         else:
             out.append(text[i])
@@ -42,6 +85,7 @@ def expand_heredoc(text: str, env: Mapping[str, str]) -> str:
 
 def _process(text: str, i: int, env: Mapping[str, str], escape: str, stop: str) -> tuple[str, int]:
     out: list[str] = []
+    size = len(text)
     while i < len(text):
         c = text[i]
         if stop and c == stop:
@@ -70,6 +114,7 @@ def _process(text: str, i: int, env: Mapping[str, str], escape: str, stop: str) 
                     i += 2
                 elif c == "$":
                     value, i = _variable(text, i, env, escape)
+                    size = _grown(size, value)
                     out.append(value)
                 else:
                     out.append(c)
@@ -83,6 +128,7 @@ def _process(text: str, i: int, env: Mapping[str, str], escape: str, stop: str) 
                 i += 1
         elif c == "$":
             value, i = _variable(text, i, env, escape)
+            size = _grown(size, value)
             out.append(value)
         else:
             out.append(c)
