@@ -79,3 +79,24 @@ def test_a_cache_export_level_is_checked_too(tmp_path: Path) -> None:
     cache = f"type=local,dest={tmp_path / 'cache'},compression-level=10"
     line = error_line(dockerfile_build(tmp_path / "root", ctx, "--export-cache", cache))
     assert line.endswith("compression-level=10: gzip levels are -1 (its default) to 9")
+
+
+@pytest.mark.parametrize("length", [243, 255])
+def test_names_up_to_name_max_are_synced_again_when_they_change(
+    tmp_path: Path, length: int
+) -> None:
+    ctx = context(tmp_path, "FROM scratch\nCOPY . /\n")
+    name, link, hard = "f" * length, "l" * length, "h" * length
+    (ctx / name).write_text("first")
+    os.link(ctx / name, ctx / hard)
+    out = tmp_path / "out"
+    args = ("--output", f"type=local,dest={out}")
+    assert dockerfile_build(tmp_path / "root", ctx, *args).returncode == 0
+    (ctx / name).unlink()
+    (ctx / name).write_text("second")  # the mirror replaces its copy: a temporary beside it
+    (ctx / link).symlink_to(name)
+    done = dockerfile_build(tmp_path / "root", ctx, *args)
+    assert done.returncode == 0, done.stderr
+    assert (out / name).read_text() == "second"
+    assert os.readlink(out / link) == name
+    assert (out / hard).read_text() == "first"
