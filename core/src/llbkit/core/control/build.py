@@ -28,6 +28,7 @@ from llbkit.core.errors import (
     SourceError,
     UserError,
     one_error,
+    refused_by_machine,
 )
 from llbkit.core.llb.definition import is_empty_definition, load_definition
 from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
@@ -479,6 +480,12 @@ class _ExportStep:
             # A failed export reads as a failed step: its name, why, and buildctl's box.
             self._end(error=str(err))
             raise BuildFailed(self.job.description, str(err)) from None
+        except (OSError, BaseExceptionGroup) as err:
+            reason = refused_by_machine(err)
+            if reason is None:
+                raise  # not the machine's refusal: a bug, with its traceback
+            self._end(error=reason)
+            raise BuildFailed(self.job.description, reason) from None
         if last:
             self._end()
         return response
