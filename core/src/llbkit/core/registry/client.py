@@ -33,6 +33,8 @@ __all__ = [
     "ManifestUnknownError",
     "RegistryClient",
     "RegistryConfig",
+    "MAX_MANIFEST",
+    "READ_TIMEOUT",
     "RegistryError",
     "ResolvedImage",
 ]
@@ -124,6 +126,13 @@ def platform_matches(entry: Mapping[str, Any], want: Platform) -> bool:
     return not want.variant or variant == want.variant
 
 
+#: containerd's bound on a manifest from a registry (its MaxManifestSize, "4 * 1048 * 1048"
+#: as written there), applied here to configs too, which containerd reads in full
+MAX_MANIFEST = 4 * 1048 * 1048
+#: seconds without a byte from a registry before a request is given up, naming the host
+READ_TIMEOUT = 60.0
+
+
 class RegistryClient:
     """One client per event loop (``async with``); tokens are kept per host and repository."""
 
@@ -132,11 +141,13 @@ class RegistryClient:
         config: RegistryConfig | None = None,
         tokens: dict[tuple[str, str, str], str] | None = None,
         verify: ssl.SSLContext | bool = True,
+        timeout: float = READ_TIMEOUT,
     ) -> None:
         import httpx  # tens of milliseconds: only builds that talk to registries pay them
 
         self.config = config or RegistryConfig()
-        self._http = httpx.AsyncClient(follow_redirects=True, timeout=60, verify=verify)
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify)
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
 
@@ -181,10 +192,10 @@ class RegistryClient:
                     request = self._http.build_request("GET", url, headers=headers)
                     response = await self._http.send(request, stream=True)
             except httpx.HTTPError as err:
-                last = f"{host}: {err}"
+                last = f"{host}: {self._reason(err)}"
                 continue
             if response.status_code >= 400:
-                body = (await response.aread()).decode("utf-8", "replace")[:200]
+                body = (await self._error_body(response)).decode("utf-8", "replace")[:200]
                 await response.aclose()
                 last = f"{url}: HTTP {response.status_code} {body.strip()}"
                 if response.status_code in (401, 403):
@@ -194,10 +205,50 @@ class RegistryClient:
                 continue
             try:
                 yield response
+            except httpx.HTTPError as err:  # the body, read by the caller, stopped short
+                raise RegistryError(
+                    f"{ref}: {host} stopped sending {kind[:-1]} {what}: {self._reason(err)}"
+                ) from None
             finally:
                 await response.aclose()
             return
         raise RegistryError(f"{ref}: cannot reach the registry ({last})")
+
+    def _reason(self, err: Exception) -> str:
+        """Why a request failed, never empty (httpx's timeouts carry no message)."""
+        import httpx
+
+        if isinstance(err, httpx.TimeoutException):
+            return f"no answer for {self.timeout:g}s ({type(err).__name__})"
+        return str(err) or type(err).__name__
+
+    async def _error_body(self, response: httpx.Response) -> bytes:
+        """The start of an error's body, for the message: never more than 64 kB (containerd's
+        bound), and nothing when it stops short."""
+        import httpx
+
+        data = bytearray()
+        try:
+            async for chunk in response.aiter_bytes(16 << 10):
+                data += chunk
+                if len(data) >= 64000:
+                    break
+        except httpx.HTTPError:  # an unreadable error body: the status says enough
+            pass
+        return bytes(data[:64000])
+
+    async def _read_small(self, response: httpx.Response, what: str) -> bytes:
+        """A manifest's or config's bytes, refused past :data:`MAX_MANIFEST` however the
+        registry sends them: a hostile one cannot make us hold gigabytes."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_MANIFEST:
+            raise RegistryError(f"rejecting {declared} byte {what}: more than {MAX_MANIFEST}")
+        data = bytearray()
+        async for chunk in response.aiter_bytes(64 << 10):
+            data += chunk
+            if len(data) > MAX_MANIFEST:
+                raise RegistryError(f"rejecting {what}: more than {MAX_MANIFEST} bytes")
+        return bytes(data)
 
     async def _authenticate(
         self, host: str, ref: Reference, headers: httpx.Headers, *, push: bool = False
@@ -323,7 +374,7 @@ class RegistryClient:
         """(digest, media type, bytes) of a manifest or index, or ``None`` when it is missing."""
         try:
             async with self._request(ref, "manifests", reference, _ACCEPT) as response:
-                data = await response.aread()
+                data = await self._read_small(response, f"manifest for {ref}")
                 media = response.headers.get("content-type", "").split(";")[0]
         except RegistryError as err:
             if isinstance(err, ManifestUnknownError):
@@ -333,13 +384,13 @@ class RegistryClient:
 
     async def _get_bytes(self, ref: Reference, kind: str, what: str, accept: str = "") -> bytes:
         async with self._request(ref, kind, what, accept) as response:
-            return await response.aread()
+            return await self._read_small(response, f"{kind[:-1]} {what} of {ref}")
 
     async def resolve(self, ref: Reference, platform: Platform) -> ResolvedImage:
         """The manifest for ``platform`` (through an index if there is one), and its config."""
         what = ref.digest or ref.tag or "latest"
         async with self._request(ref, "manifests", what, _ACCEPT) as response:
-            data = await response.aread()
+            data = await self._read_small(response, f"manifest for {ref}")
             media = response.headers.get("content-type", "").split(";")[0]
         digest = digest_of(data)
         if ref.digest and digest != ref.digest:
