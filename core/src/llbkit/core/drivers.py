@@ -114,6 +114,21 @@ class Drivers:
                 self._executor = await worker.resolve(own)
         return self._executor
 
+    async def reap_orphans(self) -> list[str]:
+        """The containers a killed owner of this state root left running, now stopped: the
+        worker's ``reap`` (see :class:`~llbkit.core.plugins.worker.Worker`), if it has one."""
+        if self._executor is not None or self.config.worker.get("enabled", True) is False:
+            return []  # a started executor stopped them as it started
+        try:
+            worker: Worker = self._driver(GROUP_WORKERS, WORKER)
+        except PluginError:  # no usable worker: a build that runs a process says why
+            return []
+        reap = getattr(worker, "reap", None)
+        if reap is None:
+            return []
+        own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
+        return list(await reap(own))
+
     async def aclose(self) -> None:
         """Stop the worker's processes, if it was started."""
         if self._executor is not None:

@@ -122,7 +122,7 @@ class Executor(Protocol):
 
 
 class Worker(Protocol):
-    """A named worker backend; one instance per engine."""
+    """A worker backend, one per engine; may add ``reap`` (docs/plugins.md)."""
 
     api_version: ClassVar[int]
 
