@@ -100,3 +100,9 @@ def test_names_up_to_name_max_are_synced_again_when_they_change(
     assert (out / name).read_text() == "second"
     assert os.readlink(out / link) == name
     assert (out / hard).read_text() == "first"
+
+
+def test_a_frontend_option_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    ctx = context(tmp_path, "FROM scratch\nARG A\nRUN echo $A\n")
+    line = error_line(dockerfile_build(tmp_path / "root", ctx, "--opt", "build-arg:A=\udcff"))
+    assert line == "error: --opt 'build-arg:A=\ufffd': not UTF-8 (a frontend's options are text)"

@@ -303,6 +303,9 @@ def build(
         key, sep, val = value.partition("=")
         if not key:
             raise UserError(f"--opt {value!r}: expected key=value")
+        if not value.isascii() and _undecodable(value):
+            shown = value.encode(errors="surrogateescape").decode(errors="replace")
+            raise UserError(f"--opt {shown!r}: not UTF-8 (a frontend's options are text)")
         frontend_opts[key] = val if sep else ""
     cache_exports = [CacheOptionsEntry(*parse_cache("--export-cache", v)) for v in export_cache]
     cache_imports = [CacheOptionsEntry(*parse_cache("--import-cache", v)) for v in import_cache]
@@ -386,3 +389,12 @@ async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any
                 with anyio.move_on_after(5, shield=True):
                     await shown.wait()
                 raise
+
+
+def _undecodable(text: str) -> bool:
+    """Whether ``text`` (from the command line) holds bytes that are not UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False

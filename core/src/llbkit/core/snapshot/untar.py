@@ -59,7 +59,9 @@ def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     except (LayerError, tarfile.TarError, EOFError, OSError) as err:
         raise LayerError(f"{failure}: {err}") from None
     for path, mtime in reversed(applier.dir_times):
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
+        # A later entry of the layer may have replaced the directory (or one above it).
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
 class _Applier:

@@ -180,9 +180,9 @@ def _heredocs(inst: Instruction, lines: list[str], n: int, filename: str) -> int
         while True:
             n += 1
             if n >= len(lines):
-                raise DockerfileError(
-                    f"{filename}:{inst.line}: unterminated heredoc {name!r}\n"
-                    f"  {inst.line} | {inst.original}"
+                raise DockerfileError(  # one line; the instruction is shown above it
+                    f"{filename}:{inst.line}: unterminated heredoc {name!r}",
+                    f"  {inst.line} | {inst.original}",
                 )
             line = lines[n]
             check = line.lstrip("\t") if chomp else line
