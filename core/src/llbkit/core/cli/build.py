@@ -304,8 +304,8 @@ def build(
         if not key:
             raise UserError(f"--opt {value!r}: expected key=value")
         if not value.isascii() and _undecodable(value):
-            shown = value.encode(errors="surrogateescape").decode(errors="replace")
-            raise UserError(f"--opt {shown!r}: not UTF-8 (a frontend's options are text)")
+            readable = value.encode(errors="surrogateescape").decode(errors="replace")
+            raise UserError(f"--opt {readable!r}: not UTF-8 (a frontend's options are text)")
         frontend_opts[key] = val if sep else ""
     cache_exports = [CacheOptionsEntry(*parse_cache("--export-cache", v)) for v in export_cache]
     cache_imports = [CacheOptionsEntry(*parse_cache("--import-cache", v)) for v in import_cache]
