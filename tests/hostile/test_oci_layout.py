@@ -82,3 +82,57 @@ def test_a_whiteout_naming_its_own_directory_is_refused(tmp_path: Path, whiteout
     )
     assert f"invalid whiteout name: {whiteout}: invalid archive" in error_line(done)
     assert (root / "tmp").is_dir() and (root / "content").is_dir()  # nothing above was deleted
+
+
+def _build(tmp_path: Path, store: Path, digest: str) -> str:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM base\n")
+    return error_line(
+        dockerfile_build(
+            tmp_path / "root",
+            ctx,
+            "--oci-layout",
+            f"store={store}",
+            "--opt",
+            f"context:base=oci-layout://store@{digest}",
+        )
+    )
+
+
+def _manifest(store: Path, manifest: object) -> str:
+    (store / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    return str(_blob(store, json.dumps(manifest).encode())["digest"])
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        # A layer "digest" that is a path: /dev/zero would be read for ever.
+        ({"layers": [{"digest": "sha256:../../../../../dev/zero"}]}, "is not a sha256 digest"),
+        ({"manifests": [{"digest": "sha256:../../x", "platform": {}}]}, "no image for"),
+        ({"manifests": "x"}, "manifests is not a list of objects"),
+        ({"layers": {"a": 1}}, "layers is not a list of objects"),
+        ([1, 2], "is not a JSON object"),
+    ],
+)
+def test_a_hostile_layout_manifest_is_one_line(
+    tmp_path: Path, manifest: object, message: str
+) -> None:
+    store = tmp_path / "store"
+    assert message in _build(tmp_path, store, _manifest(store, manifest))
+
+
+def test_an_index_naming_a_path_is_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    index = {
+        "manifests": [
+            {
+                "digest": "sha256:../../../../../dev/zero",
+                "platform": {"os": "linux", "architecture": "amd64"},
+            }
+        ]
+    }
+    assert "'sha256:../../../../../dev/zero' is not a sha256 digest" in _build(
+        tmp_path, store, _manifest(store, index)
+    )
