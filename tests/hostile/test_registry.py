@@ -4,6 +4,7 @@ that sends too much): every failure is one line naming the host and what it was 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -137,6 +138,70 @@ def test_a_huge_manifest_is_refused_without_reading_it_all(repo: str) -> None:
 
         with pytest.raises(RegistryError, match=r"rejecting .*manifest for .*more than 4393216"):
             anyio.run(resolve)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_CONFIG = b'{"architecture": "amd64", "os": "linux", "config": {}}'
+_CONFIG_DESC = {
+    "mediaType": "application/vnd.oci.image.config.v1+json",
+    "digest": "sha256:" + hashlib.sha256(_CONFIG).hexdigest(),
+    "size": len(_CONFIG),
+}
+_CRAFTED: dict[str, object] = {
+    "pathdigest": {"config": _CONFIG_DESC, "layers": [{**_CONFIG_DESC, "digest": "sha256:../x"}]},
+    "layersint": {"config": _CONFIG_DESC, "layers": 5},
+    "configstr": {"config": "x", "layers": []},
+    "indexints": {"manifests": [1, 2]},
+    "indexpath": {
+        "manifests": [{"digest": "../../x", "platform": {"os": "linux", "architecture": "amd64"}}]
+    },
+    "negative": {"config": {**_CONFIG_DESC, "size": -1}, "layers": []},
+}
+
+
+class _Crafted(BaseHTTPRequestHandler):
+    """A registry whose manifests are :data:`_CRAFTED`, and its one config."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        repo = self.path.split("/")[2]
+        body = _CONFIG if "/blobs/" in self.path else json.dumps(_CRAFTED[repo]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("repo", "message"),
+    [
+        ("pathdigest", "layer: malformed descriptor"),
+        ("layersint", "layers is not a list"),
+        ("configstr", "config: malformed descriptor 'x'"),
+        ("indexints", "index: manifests is not a list of objects"),
+        ("indexpath", "index names '../../x', not a digest"),
+        ("negative", "config: malformed descriptor"),
+    ],
+)
+def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Crafted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ref = parse_reference(f"127.0.0.1:{server.server_address[1]}/{repo}")
+
+        async def resolve() -> None:
+            async with _client() as client:
+                await client.resolve(ref, Platform("linux", "amd64"))
+
+        with pytest.raises(RegistryError) as err:
+            anyio.run(resolve)
+        assert message in str(err.value)
+        assert "\n" not in str(err.value)
     finally:
         server.shutdown()
         server.server_close()

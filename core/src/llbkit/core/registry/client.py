@@ -70,11 +70,19 @@ class Descriptor:
     size: int
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any], where: str) -> Descriptor:
+    def parse(cls, data: object, where: str) -> Descriptor:
+        """A descriptor from a registry's manifest, checked: its digest names a blob in a URL
+        and in the store, so it is ``algorithm:hex`` and nothing else."""
+        shown = repr(data)[:200]
+        if not isinstance(data, Mapping):
+            raise RegistryError(f"{where}: malformed descriptor {shown}")
         try:
-            return cls(str(data["mediaType"]), str(data["digest"]), int(data["size"]))
+            found = cls(str(data["mediaType"]), str(data["digest"]), int(data["size"]))
         except (KeyError, TypeError, ValueError):
-            raise RegistryError(f"{where}: malformed descriptor {dict(data)!r}") from None
+            raise RegistryError(f"{where}: malformed descriptor {shown}") from None
+        if not _BLOB_DIGEST.fullmatch(found.digest) or found.size < 0:
+            raise RegistryError(f"{where}: malformed descriptor {shown}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ def platform_matches(entry: Mapping[str, Any], want: Platform) -> bool:
     return not want.variant or variant == want.variant
 
 
+_BLOB_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 #: containerd's bound on a manifest from a registry (its MaxManifestSize, "4 * 1048 * 1048"
 #: as written there), applied here to configs too, which containerd reads in full
 MAX_MANIFEST = 4 * 1048 * 1048
@@ -398,20 +407,28 @@ class RegistryClient:
         manifest = _json(data, f"{ref}: manifest")
         media = manifest.get("mediaType") or media
         if media in INDEX_TYPES or "manifests" in manifest:
-            chosen = [m for m in manifest.get("manifests", []) if platform_matches(m, platform)]
+            listed = manifest.get("manifests", [])
+            if not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed):
+                raise RegistryError(f"{ref}: index: manifests is not a list of objects")
+            chosen = [m for m in listed if platform_matches(m, platform)]
             if not chosen:
                 have = ", ".join(
                     "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
                     for p in (m.get("platform") or {} for m in manifest.get("manifests", []))
                 )
                 raise RegistryError(f"{ref}: no image for {platform} (the index has: {have})")
-            digest = str(chosen[0]["digest"])
+            digest = str(chosen[0].get("digest"))
+            if not _BLOB_DIGEST.fullmatch(digest):
+                raise RegistryError(f"{ref}: index names {digest[:100]!r}, not a digest")
             data = await self._get_bytes(ref, "manifests", digest, _ACCEPT)
             if digest_of(data) != digest:
                 raise RegistryError(f"{ref}: manifest {digest} does not match its digest")
             manifest = _json(data, f"{ref}: manifest {digest}")
         config_desc = Descriptor.parse(manifest.get("config") or {}, f"{ref}: config")
-        layers = [Descriptor.parse(d, f"{ref}: layer") for d in manifest.get("layers", [])]
+        listed_layers = manifest.get("layers", [])
+        if not isinstance(listed_layers, list):
+            raise RegistryError(f"{ref}: manifest {digest}: layers is not a list")
+        layers = [Descriptor.parse(d, f"{ref}: layer") for d in listed_layers]
         config_bytes = await self._get_bytes(ref, "blobs", config_desc.digest)
         if digest_of(config_bytes) != config_desc.digest:
             raise RegistryError(f"{ref}: config blob does not match {config_desc.digest}")
