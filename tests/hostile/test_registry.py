@@ -205,3 +205,59 @@ def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (Fault.fail(every=1), "HTTP 500"),
+        (Fault.throttle(every=1, retry_after="1"), "HTTP 429"),
+        (Fault.reset(), "cannot reach the registry"),
+    ],
+    ids=["5xx", "429", "reset"],
+)
+def test_a_failing_registry_is_one_line(proxy: FaultProxy, fault: Fault, said: str) -> None:
+    proxy.fault = fault
+    host = proxy.url.removeprefix("http://")
+    ref = parse_reference(f"{host}/img")
+
+    async def resolve() -> None:
+        async with _client() as client:
+            await client.resolve(ref, Platform("linux", "amd64"))
+
+    with pytest.raises(RegistryError) as err:
+        anyio.run(resolve)
+    assert said in str(err.value) and host in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+class _Loop(BaseHTTPRequestHandler):
+    """Redirects every request to itself."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(307)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_redirect_loop_is_one_line() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Loop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        ref = parse_reference(f"{host}/loop")
+
+        async def resolve() -> None:
+            async with _client() as client:
+                await client.resolve(ref, Platform("linux", "amd64"))
+
+        with pytest.raises(RegistryError, match="Exceeded maximum allowed redirects") as err:
+            anyio.run(resolve)
+        assert "\n" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
