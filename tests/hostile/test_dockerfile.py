@@ -50,8 +50,35 @@ def test_mount_keys_are_checked_as_buildkit_checks_them(mount: str, message: str
 
 
 @pytest.mark.parametrize(
+    ("mount", "message"),
+    [
+        # BuildKit v0.11.6's words for each (checked with its buildctl); each was a traceback.
+        ("type=tmpfs,target=/t,size=abc", "invalid value for size: abc"),
+        ("type=ssh,target=/s,mode=abc", "invalid value abc for mode"),
+        ("type=secret,id=s,gid=x", "invalid value x for gid"),
+        ("type=cache,target=/c,uid=-1", "invalid value -1 for uid"),
+        ("type=cache,target=/c,mode=0999", "invalid value 0999 for mode"),
+        ("type=cache,target=/c,sharing=bogus", 'unsupported sharing value "bogus"'),
+        ("type=bind,target=/x,ro=maybe", "invalid value for ro: maybe"),
+    ],
+)
+def test_mount_values_are_checked_as_buildkit_checks_them(mount: str, message: str) -> None:
+    text = converted_error(f"FROM scratch\nRUN --mount={mount} true\n")
+    assert text == f"Dockerfile:2: {message}"
+
+
+def test_a_heredoc_alone_names_no_destination() -> None:
+    assert converted_error("FROM scratch\nCOPY <<EOF\nEOF\n").endswith(
+        "COPY requires at least two arguments, but only one was provided. "
+        "Destination could not be determined"
+    )
+
+
+@pytest.mark.parametrize(
     "mount",
     [
+        "type=tmpfs,target=/t,size=1.5GiB",
+        "type=cache,target=/c,sharing=LOCKED,ro=True",
         "type=cache,target=/x,sharing=locked,id=c,uid=1,gid=2,mode=0700,ro",
         "type=tmpfs,target=/t,size=1m",
         "type=secret,id=s,required=true,mode=0400,dst=/run/s",

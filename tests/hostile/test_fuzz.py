@@ -57,6 +57,8 @@ _PIECES = [
     "$A", "${A}", "${A:-x}", "${A:+y}", "${A?err}", "${", "}", "$", "'", '"', "\\", "\\\n",
     "\\\\", "=", "A=1", "B=$A$A", "--mount=type=cache,target=/c", "--mount=type=secret,id=s",
     "--mount=type=bind,from=s0,target=/b", "--mount=sharng=1", "--from=s0", "--chown=1:1",
+    "--mount=type=tmpfs,target=/t,size=$A", "--mount=type=cache,target=/c,uid=$A,mode=$B,ro=$A",
+    "--mount=type=ssh,required=$B,gid=", "--mount=type=$A,target=$B", "--chmod=$A",
     "--chmod=755", "--link", "--platform=linux/arm64", "--network=none", "AS s0", "scratch",
     "busybox", "[", "]", '["a", "b"]', "<<EOF", "EOF", "\n", " ", "\t", "# comment",
     "# syntax=x", "# escape=`", "`", "/x", ".", "..", "*", "a b", "\x00", "é",

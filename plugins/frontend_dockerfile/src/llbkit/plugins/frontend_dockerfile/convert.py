@@ -11,7 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from llbkit.plugins.frontend_dockerfile.mountflags import mount_key_error
+from llbkit.plugins.frontend_dockerfile.mountflags import (
+    mount_key_error,
+    mount_value_error,
+    parse_bool,
+    ram_in_bytes,
+)
 from llbkit.plugins.frontend_dockerfile.parser import (
     DockerfileError,
     Instruction,
@@ -537,6 +542,9 @@ class _Converter:
                 values[key] = value
             else:
                 values[key] = self.word(inst, value, self.scope(stage)) if sep else "true"
+        problem = mount_value_error(values)
+        if problem:
+            raise self.fail(inst, problem)
         kind = values.pop("type", "bind")
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
         if not target and kind == "secret":
@@ -546,7 +554,7 @@ class _Converter:
         if target and not target.startswith("/"):
             target = posixpath.join(stage.config.get("WorkingDir") or "/", target)
         source = values.pop("source", values.pop("src", ""))
-        rw = values.pop("readwrite", values.pop("rw", "false")) == "true"
+        rw = bool(parse_bool(values.pop("readwrite", values.pop("rw", "false"))))
         values.pop("readonly", values.pop("ro", ""))
         origin = values.pop("from", "")
         if origin:
@@ -559,9 +567,7 @@ class _Converter:
                 target, base or self.context, selector=source, readonly=not rw, output=False
             )
         if kind == "cache":
-            sharing = values.get("sharing", "shared")
-            if sharing not in ("shared", "private", "locked"):
-                raise self.fail(inst, f"invalid cache sharing {sharing!r}")
+            sharing = values.get("sharing", "shared").lower()  # checked: mount_value_error
             return llb.Cache(
                 target,
                 id=values.get("id") or target,
@@ -569,7 +575,7 @@ class _Converter:
                 source=base,
             )
         if kind == "tmpfs":
-            return llb.Tmpfs(target, size=_size(values.get("size", "0")))
+            return llb.Tmpfs(target, size=ram_in_bytes(values.get("size", "0")) or 0)
         if kind == "secret":
             sid = values.get("id") or posixpath.basename(target)
             return llb.Secret(
@@ -578,7 +584,7 @@ class _Converter:
                 mode=int(values.get("mode", "0400"), 8),
                 uid=int(values.get("uid", "0")),
                 gid=int(values.get("gid", "0")),
-                optional=values.get("required", "false") != "true",
+                optional=not parse_bool(values.get("required", "false")),
             )
         if kind == "ssh":
             return llb.SSH(
@@ -587,7 +593,7 @@ class _Converter:
                 mode=int(values.get("mode", "0600"), 8),
                 uid=int(values.get("uid", "0")),
                 gid=int(values.get("gid", "0")),
-                optional=values.get("required", "false") != "true",
+                optional=not parse_bool(values.get("required", "false")),
             )
         raise self.fail(inst, f"unsupported mount type {kind!r}")
 
@@ -607,7 +613,7 @@ class _Converter:
         scope = self.scope(stage)
         words = inst.json if inst.json is not None else split_words(inst.rest, self.escape)
         words = [self.word(inst, w, scope) for w in words] if inst.json is None else list(words)
-        if len(words) < 2 and not inst.heredocs:
+        if len(words) < 2:  # a heredoc is one of the two: `COPY <<EOF` names no destination
             raise self.parse_fail(
                 inst,
                 f"{inst.keyword} requires at least two arguments, but only one was provided. "
@@ -1005,21 +1011,6 @@ def _go_health(check: dict[str, Any]) -> str:
         for k in ("Interval", "Timeout", "StartPeriod")
     ]
     return "&{" + " ".join([*parts, quoted]) + "}"
-
-
-def _size(text: str) -> int:
-    units = {
-        "": 1,
-        "b": 1,
-        "k": 1024,
-        "kb": 1024,
-        "m": 1 << 20,
-        "mb": 1 << 20,
-        "g": 1 << 30,
-        "gb": 1 << 30,
-    }
-    number = text.rstrip("bBkKmMgG")
-    return int(float(number or 0) * units.get(text[len(number) :].lower(), 1))
 
 
 def _duration_ns(text: str) -> int:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-__all__ = ["mount_key_error"]
+import re
+from collections.abc import Mapping
+
+__all__ = ["mount_key_error", "mount_value_error", "parse_bool", "ram_in_bytes"]
 
 _KEYS = (
     "type",
@@ -76,4 +79,48 @@ def mount_key_error(spec: str) -> str | None:
             return f'{key} not allowed for "{kind}" type mounts'
     if "sharing" in seen and kind != "cache":
         return f"invalid cache sharing set for {kind} mount"
+    return None
+
+
+# Go's strconv.ParseBool, and docker's units.RAMInBytes, as BuildKit reads these values.
+_BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+_RAM = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_UINT32 = 1 << 32
+
+
+def parse_bool(text: str) -> bool | None:
+    """``strconv.ParseBool``: 1, t, T, TRUE, true, True and their false forms; else ``None``."""
+    if text in ("T", "TRUE", "True", "F", "FALSE", "False"):
+        text = text.lower()
+    return _BOOLS.get(text)
+
+
+def ram_in_bytes(text: str) -> int | None:
+    """A size as ``units.RAMInBytes`` reads it (``64m``, ``1.5GiB``, binary units); or ``None``."""
+    found = _RAM.match(text)
+    if found is None:
+        return None
+    unit = (found.group(2) or "").lower()
+    try:
+        number = float(found.group(1))
+    except ValueError:  # 1.2.3 passes the pattern, as in docker's, and fails here as there
+        return None
+    return int(number * (1024 ** " kmgtp".index(unit or " ")))
+
+
+def mount_value_error(values: Mapping[str, str]) -> str | None:
+    """Why an (expanded) ``--mount`` value is refused, or ``None``; in BuildKit's words."""
+    for key, value in values.items():
+        if key in ("readonly", "ro", "readwrite", "rw", "required") and parse_bool(value) is None:
+            return f"invalid value for {key}: {value}"
+        if key == "size" and ram_in_bytes(value) is None:
+            return f"invalid value for {key}: {value}"
+        if key == "sharing" and value.lower() not in ("shared", "private", "locked"):
+            return f'unsupported sharing value "{value}"'
+        base = 8 if key == "mode" else 10
+        digits = "01234567" if base == 8 else "0123456789"
+        if key in ("mode", "uid", "gid") and (
+            not value or set(value) - set(digits) or int(value, base) >= _UINT32
+        ):
+            return f"invalid value {value} for {key}"
     return None
