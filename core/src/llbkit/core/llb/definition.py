@@ -7,6 +7,7 @@ source, the op and the field. BuildKit v0.11.6's daemon panics on some of these;
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -166,6 +167,13 @@ class _Checker:
             )
 
 
+def _named(digest: str) -> str:
+    """A digest read from the input, as a message can show it: on one line, never long."""
+    if not digest:
+        return "<empty>"
+    return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else repr(digest[:80])
+
+
 def _parse_definition(data: bytes, source: str) -> pb.Definition:
     if not data:
         raise DefinitionError(f"{source}: not an LLB definition: the input is empty")
@@ -227,8 +235,7 @@ def _check_graph(vertices: list[Vertex], source: str) -> None:
             target = by_digest.get(item.digest)
             if target is None:
                 raise checker.fail(
-                    f"inputs[{i}] refers to {item.digest or '<empty>'}, "
-                    "which is not in the definition"
+                    f"inputs[{i}] refers to {_named(item.digest)}, which is not in the definition"
                 )
             if target is terminal:
                 raise checker.fail(f"inputs[{i}] refers to the terminal op")
@@ -243,7 +250,7 @@ def _check_graph(vertices: list[Vertex], source: str) -> None:
     target = by_digest.get(result.digest)
     if target is None or target is terminal:
         raise DefinitionError(
-            f"{source}: the terminal op refers to {result.digest or '<empty>'}, which is not in "
+            f"{source}: the terminal op refers to {_named(result.digest)}, which is not in "
             "the definition"
         )
     if not 0 <= result.index < output_count(target.op):
