@@ -78,6 +78,7 @@ def test_a_heredoc_alone_names_no_destination() -> None:
     "mount",
     [
         "type=tmpfs,target=/t,size=1.5GiB",
+        "type=$KIND,target=/t,size=1m",  # the type as expanded: ARG KIND=tmpfs
         "type=cache,target=/c,sharing=LOCKED,ro=True",
         "type=cache,target=/x,sharing=locked,id=c,uid=1,gid=2,mode=0700,ro",
         "type=tmpfs,target=/t,size=1m",
@@ -87,9 +88,8 @@ def test_a_heredoc_alone_names_no_destination() -> None:
     ],
 )
 def test_valid_mount_keys_still_convert(mount: str) -> None:
-    anyio.run(
-        convert, parse(f"FROM scratch\nRUN --mount={mount} true\n"), BuildOptions(), _no_images
-    )
+    text = f"FROM scratch\nARG KIND=tmpfs\nRUN --mount={mount} true\n"
+    anyio.run(convert, parse(text), BuildOptions(), _no_images)
 
 
 def test_a_scratch_stage_of_labels_builds_an_image_without_layers(tmp_path: Path) -> None:

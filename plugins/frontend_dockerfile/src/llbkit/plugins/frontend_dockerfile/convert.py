@@ -531,7 +531,7 @@ class _Converter:
     async def mount(
         self, stage: _Stage, inst: Instruction, spec: str, visiting: tuple[str, ...]
     ) -> Any:
-        problem = mount_key_error(spec)
+        problem = mount_key_error(spec, lambda v: self.word(inst, v, self.scope(stage)))
         if problem:
             raise self.fail(inst, problem)
         values: dict[str, str] = {}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 __all__ = ["mount_key_error", "mount_value_error", "parse_bool", "ram_in_bytes"]
 
@@ -56,8 +56,9 @@ def _for_other_type(key: str, kind: str) -> bool:
     )
 
 
-def mount_key_error(spec: str) -> str | None:
-    """Why ``spec`` (one ``--mount`` value) is refused, or ``None``; in BuildKit's words."""
+def mount_key_error(spec: str, expand: Callable[[str], str] = str) -> str | None:
+    """Why ``spec`` (one ``--mount`` value) is refused, or ``None``; in BuildKit's words.
+    ``expand`` gives a value's expansion: ``type=$KIND`` is the type KIND names."""
     kind = "bind"
     seen: set[str] = set()
     for field in spec.split(","):
@@ -70,7 +71,7 @@ def mount_key_error(spec: str) -> str | None:
                 return f"invalid field '{field}' must be a key=value pair"
             continue
         if key == "type":
-            kind = value.strip().lower()
+            kind = expand(value).strip().lower()
         elif key not in _KEYS and key not in _ALIASES and key != "size":
             return f"unexpected key '{key}' in '{field}'{_suggest(key)}"
         seen.add(key)
