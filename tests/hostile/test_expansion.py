@@ -80,3 +80,15 @@ def test_reusing_large_values_is_bounded_by_the_whole_dockerfile() -> None:
 def test_each_run_counts_its_environment() -> None:
     text = doubling(10, "x" * 1000) + "RUN true\n" * 40
     assert "RUN: variable expansion made more than 32 MiB" in refusal(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("${0\n", "unsupported modifier (\\n) in substitution"),
+        ("${A?two\nlines}", "A: two\\nlines"),
+    ],
+)
+def test_a_heredoc_expansion_error_is_one_line(body: str, message: str) -> None:
+    """Found by the fuzzer: a heredoc's line breaks reached the message."""
+    assert refusal(f"FROM scratch\nCOPY <<EOF /f\n{body}\nEOF\n").endswith(message)

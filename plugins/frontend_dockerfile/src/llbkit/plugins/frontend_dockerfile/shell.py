@@ -25,7 +25,11 @@ MAX_DEPTH = 64
 
 
 class ExpansionError(UserError):
-    """A ``${VAR?msg}`` on an unset variable, or a malformed expansion."""
+    """A ``${VAR?msg}`` on an unset variable, or a malformed expansion; on one line, whatever
+    line breaks the word (a heredoc's) holds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\n", "\\n"))
 
 
 class ExpansionLimitError(ExpansionError):
