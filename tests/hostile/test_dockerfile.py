@@ -118,3 +118,22 @@ def test_a_secret_mount_in_a_scratch_stage_is_no_traceback(tmp_path: Path) -> No
     (tmp_path / "s").write_text("x")
     done = dockerfile_build(tmp_path / "root", context, "--secret", f"id=s,src={tmp_path / 's'}")
     assert "did not complete successfully" in error_line(done)  # no /bin/sh in scratch
+
+
+def test_a_digit_that_is_not_ascii_is_a_name_not_a_stage_number() -> None:
+    """Found by the fuzzer: ``FROM ²`` passed ``str.isdigit`` and failed ``int``."""
+    assert converted_error("FROM scratch\nCOPY --from=² a /\n").startswith(
+        'Dockerfile:2: failed to parse stage name "²"'
+    )
+
+
+def test_a_user_that_is_not_ascii_digits_is_a_name(tmp_path: Path) -> None:
+    from llbkit.core.errors import UserError
+    from llbkit.core.ops.users import resolve_user
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (tmp_path / "etc" / "group").write_text("root:x:0:\n")
+    for user in ("²", "root:²"):
+        with pytest.raises(UserError, match="unable to find"):
+            resolve_user(tmp_path, user)

@@ -262,7 +262,7 @@ class _Converter:
         for stage in self.stages:
             if stage.name == lowered:
                 return stage
-        if ref.isdigit() and int(ref) < len(self.stages):
+        if ref.isascii() and ref.isdigit() and int(ref) < len(self.stages):
             return self.stages[int(ref)]
         return None
 
