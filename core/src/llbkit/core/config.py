@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llbkit.core.errors import ConfigError
+from llbkit.core.known_platforms import platform_problem
 from llbkit.core.units import parse_bytes, parse_duration
 
 __all__ = [
@@ -192,25 +193,73 @@ def _check(table: dict[str, Any], known: set[str], prefix: str, source: str) -> 
             )
 
 
+# What BuildKit v0.11.6 reads from a [registry."host"] table, and the TOML type of each.
+_REGISTRY_LISTS = {"mirrors", "ca", "tlsconfigdir"}
+_REGISTRY_BOOLS = {"http", "insecure"}
+
+
+def _read_registry(data: dict[str, Any], source: str) -> dict[str, Any]:
+    registry = data.get("registry", {})
+    if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
+        raise ConfigError(f'{source}: registry must be tables like [registry."host"]')
+    for host, table in registry.items():
+        _check_registry(table, f'{source}: registry."{host}"')
+    return registry
+
+
+def _check_registry(table: dict[str, Any], where: str) -> None:
+    _check(table, _REGISTRY_LISTS | _REGISTRY_BOOLS | {"keypair"}, "", where)
+    for key in _REGISTRY_LISTS & table.keys():
+        value = table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}: {key} must be a list of strings, e.g. {key} = ["…"]')
+    for key in _REGISTRY_BOOLS & table.keys():
+        if not isinstance(table[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false")
+    pairs = table.get("keypair", [])
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, dict)
+        and set(p) <= {"key", "cert"}
+        and all(isinstance(v, str) for v in p.values())
+        for p in pairs
+    ):
+        raise ConfigError(
+            f'{where}: keypair must be tables like [[registry."host".keypair]] with key and cert'
+        )
+
+
+def _check_platforms(oci: dict[str, Any], source: str, worker: str = "oci") -> None:
+    platforms = oci.get("platforms", [])
+    if not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms):
+        raise ConfigError(f"{source}: worker.{worker}.platforms must be a list of strings")
+    for text in platforms:
+        problem = platform_problem(text)
+        if problem:
+            raise ConfigError(f"{source}: worker.{worker}.platforms: {problem}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not TOML: byte {err.start} is not UTF-8") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 def load_config(path: Path | None) -> EngineConfig:
     """Read a ``buildkitd.toml``; ``None`` gives the defaults."""
     if path is None:
         return EngineConfig()
     source = str(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read config {source}: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: {err}") from None
+    data = _read_toml(path)
     _check(data, _TOP, "", source)
     config = EngineConfig(source=source)
     for read in (_read_root, _read_grpc, _read_history, _read_entitlements):
         read(data, config)
-    registry = data.get("registry", {})
-    if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
-        raise ConfigError(f'{source}: registry must be tables like [registry."host"]')
-    config.registry = registry
+    config.registry = _read_registry(data, source)
     workers = data.get("worker", {})
     if not isinstance(workers, dict):
         raise ConfigError(f"{source}: worker must be a table")
@@ -230,14 +279,22 @@ def load_config(path: Path | None) -> EngineConfig:
             where = f"worker.{config.worker_name}.gckeepstorage"
             config.gc_keep_storage = parse_bytes(oci["gckeepstorage"], where)
         if "max-parallelism" in oci:
-            config.max_parallelism = int(oci["max-parallelism"])
-            if config.max_parallelism < 0:
+            value = oci["max-parallelism"]
+            # 0 is BuildKit's "no limit"; a string, a fraction or a bool is a mistake.
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError
+            config.max_parallelism = value
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{source}: worker.{config.worker_name}.max-parallelism must be a number"
+            f"{source}: worker.{config.worker_name}.max-parallelism must be a whole number "
+            "(0: no limit)"
         ) from None
+    _check_platforms(oci, source, config.worker_name)
     unused = _flatten(data) - _USED - {"root"}
+    if not isinstance(oci.get("gcpolicy", []), list):
+        raise ConfigError(
+            f"{source}: worker.oci.gcpolicy must be tables like [[worker.oci.gcpolicy]]"
+        )
     for n, rule in enumerate(oci.get("gcpolicy", [])):
         where = f"{source}: worker.{config.worker_name}.gcpolicy[{n}]"
         if not isinstance(rule, dict):

@@ -26,6 +26,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import Exporter
 from llbkit.core.plugins.frontend import Frontend
 from llbkit.core.plugins.imagestore import ImageStore, WithImageStore
+from llbkit.core.plugins.reaping import Reaping
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.plugins.source import ImageResolver, Source, SourceJob
 from llbkit.core.plugins.worker import Executor, Worker
@@ -123,6 +124,20 @@ class Drivers:
         except UserError:
             return None
         return executor.image_store if isinstance(executor, WithImageStore) else None
+
+    async def reap_orphans(self) -> list[str]:
+        """The containers a killed owner of this state root left running, now stopped: the
+        worker's ``reap`` (:class:`~llbkit.core.plugins.reaping.Reaping`), if it has one."""
+        if self._executor is not None or self.config.worker.get("enabled", True) is False:
+            return []  # a started executor stopped them as it started
+        try:
+            worker: Worker = self._driver(GROUP_WORKERS, self.config.worker_name)
+        except PluginError:  # no usable worker: a build that runs a process says why
+            return []
+        if not isinstance(worker, Reaping):
+            return []
+        own = {k: v for k, v in self.config.worker.items() if k not in WORKER_ENGINE_KEYS}
+        return list(await worker.reap(own))
 
     async def aclose(self) -> None:
         """Stop the worker's processes, if it was started."""

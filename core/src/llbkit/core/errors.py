@@ -13,13 +13,16 @@
     │       ├── PluginConflictError  two distributions register one name
     │       ├── PluginLoadError      the plugin's module failed to import or is not a driver
     │       └── PluginVersionError   the plugin targets another contract version
-    └── (everything else is a bug in llbkit or a plugin, and keeps its traceback)
+    └── (everything else is a bug in llbkit or a plugin, and keeps its traceback, except an
+         OSError the machine raised (a full disk, a quota, a read-only or forbidden path):
+         refused_by_machine() words it in one line)
 
 A message names the thing, where it came from and, when there is one, the fix.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -41,6 +44,7 @@ __all__ = [
     "first_error",
     "install_command",
     "one_error",
+    "refused_by_machine",
 ]
 
 
@@ -182,3 +186,30 @@ def first_error(err: BaseException) -> BaseException:
         inner = [e for e in err.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
         err = (inner or list(err.exceptions))[0]
     return err
+
+
+# What the machine, not llbkit, refuses: the user frees space or fixes the path.
+_MACHINE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EFBIG,
+        errno.EIO,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+    }
+)
+
+
+def refused_by_machine(err: BaseException) -> str | None:
+    """``path: reason`` when ``err`` (or the first failure inside a group) is an OSError the
+    machine raised, such as a disk filling up mid-export; ``None`` for anything else."""
+    err = first_error(err)
+    if not isinstance(err, OSError) or err.errno not in _MACHINE_ERRNOS:
+        return None
+    reason = (err.strerror or str(err)).lower()
+    return f"{err.filename}: {reason}" if err.filename else reason

@@ -303,6 +303,9 @@ def build(
         key, sep, val = value.partition("=")
         if not key:
             raise UserError(f"--opt {value!r}: expected key=value")
+        if not value.isascii() and _undecodable(value):
+            readable = value.encode(errors="surrogateescape").decode(errors="replace")
+            raise UserError(f"--opt {readable!r}: not UTF-8 (a frontend's options are text)")
         frontend_opts[key] = val if sep else ""
     cache_exports = [CacheOptionsEntry(*parse_cache("--export-cache", v)) for v in export_cache]
     cache_imports = [CacheOptionsEntry(*parse_cache("--import-cache", v)) for v in import_cache]
@@ -390,3 +393,12 @@ async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any
                 # This process builds no more: its worker ends in this loop, not with it.
                 with anyio.CancelScope(shield=True):
                     await controller.stop_worker()
+
+
+def _undecodable(text: str) -> bool:
+    """Whether ``text`` (from the command line) holds bytes that are not UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from llbkit.core import __version__
-from llbkit.core.errors import PluginError, UserError
+from llbkit.core.errors import PluginError, UserError, refused_by_machine
 
 if TYPE_CHECKING:
     import pluggy
@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) 
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`); nothing left to tell it.
         sys.stderr.close()
+        sys.exit(1)
+    except OSError as err:
+        reason = refused_by_machine(err)
+        if reason is None:
+            raise  # not the machine's refusal: a bug, with its traceback
+        click.echo(f"error: {reason}", err=True)
         sys.exit(1)
 
 

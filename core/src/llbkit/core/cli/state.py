@@ -49,9 +49,30 @@ def open_controller(
             root, config, registry, hooks, wait=lambda line: click.echo(line, err=True)
         )
     try:
+        if not readonly:
+            _reap(controller)
         yield controller
     finally:
         controller.close()
+
+
+def _reap(controller: Controller) -> None:
+    """This process owns the root now: stop what a killed owner left running, and say so."""
+    import anyio
+
+    try:
+        reaped = anyio.run(controller.drivers.reap_orphans)
+    except UserError as err:  # e.g. runc gone since: a build that runs a process says so too
+        click.echo(
+            f"llbkit: warning: cannot stop what a killed build left running: {err}", err=True
+        )
+        return
+    if reaped:
+        click.echo(
+            f"llbkit: stopped {len(reaped)} container(s) a killed build left running: "
+            + ", ".join(reaped),
+            err=True,
+        )
 
 
 def endpoint(ctx: click.Context) -> Endpoint | None:

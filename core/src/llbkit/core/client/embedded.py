@@ -16,6 +16,7 @@ import anyio
 from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
 from llbkit.core.fs.sync import sync_tree
+from llbkit.core.plugins.blobcheck import DIGEST
 from llbkit.core.snapshot.layers import apply_layer
 
 __all__ = ["EmbeddedClient"]
@@ -99,6 +100,8 @@ class EmbeddedClient:
                 f"the build reads OCI layout {store!r}, which was not given "
                 f"(use --oci-layout {store}=<path>)"
             )
+        if not DIGEST.fullmatch(digest):  # it becomes a path: never ``sha256:../../dev/zero``
+            raise UserError(f"OCI layout {store}: {digest!r} is not a sha256 digest")
         algo, _, hexdigest = digest.partition(":")
         path = self.layouts[store] / "blobs" / algo / hexdigest
         try:

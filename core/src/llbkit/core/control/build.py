@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from llbkit.core.cache.refs import ResultRef
 from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.errors import (
     BuildFailed,
@@ -25,8 +26,9 @@ from llbkit.core.errors import (
     SourceError,
     UserError,
     one_error,
+    refused_by_machine,
 )
-from llbkit.core.llb.definition import load_definition
+from llbkit.core.llb.definition import is_empty_definition, load_definition
 from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
 from llbkit.core.plugins.context import BuildResult, Platform, Result
 from llbkit.core.plugins.exporter import ExportInfo, ExportJob
@@ -316,6 +318,9 @@ async def run_build(
             # A frontend's empty definition is scratch (BuildKit's nil ref): no filesystem,
             # and the image is its config alone.
             continue
+        if is_empty_definition(data):  # a scratch result: no layers, as BuildKit exports it
+            refs[platform], finals[platform] = ResultRef(controller.store, "", ()), ()
+            continue
         loaded = load_definition(data, source=source)
         solved = await controller.solver.solve(
             loaded, request.session, emit, lease, allow=allow, cache=cache, graph=graph
@@ -525,6 +530,12 @@ class _ExportStep:
             # A failed export reads as a failed step: its name, why, and buildctl's box.
             self._end(error=str(err))
             raise BuildFailed(self.job.description, str(err)) from None
+        except (OSError, BaseExceptionGroup) as err:
+            reason = refused_by_machine(err)
+            if reason is None:
+                raise  # not the machine's refusal: a bug, with its traceback
+            self._end(error=reason)
+            raise BuildFailed(self.job.description, reason) from None
         if last:
             self._end()
         return response

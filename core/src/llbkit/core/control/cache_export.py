@@ -30,6 +30,7 @@ from llbkit.core.cache.remote import (
 )
 from llbkit.core.control.cache_calls import retried
 from llbkit.core.errors import ConfigError, first_error
+from llbkit.core.plugins.compression import compression_level
 from llbkit.core.solver.keys import result_key
 
 if TYPE_CHECKING:
@@ -87,14 +88,7 @@ def split_attrs(attrs: Mapping[str, str], what: str) -> tuple[CacheOptions, dict
         raise ConfigError(
             f"{what}: compression={compression!r} is not one of gzip, zstd, uncompressed"
         )
-    level = None
-    if attrs.get("compression-level"):
-        try:
-            level = int(attrs["compression-level"])
-        except ValueError:
-            raise ConfigError(
-                f"{what}: compression-level={attrs['compression-level']!r} is not a number"
-            ) from None
+    level = compression_level(compression, attrs.get("compression-level", ""), what)
     options = CacheOptions(
         mode=mode,
         ignore_error=_bool(what, "ignore-error", attrs["ignore-error"])

@@ -16,7 +16,7 @@ from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
-from llbkit.core.llb.definition import load_definition
+from llbkit.core.llb.definition import is_empty_definition, load_definition
 from llbkit.core.patterns import PatternMatcher
 from llbkit.core.plugins.context import ClientIO, Result
 from llbkit.core.plugins.frontend import FileStat
@@ -103,6 +103,8 @@ class EngineFrontendClient:
             return target.read_bytes()
 
     async def solve(self, definition: bytes) -> Result:
+        if is_empty_definition(definition):
+            return ResultRef(self._solver.store, "", ())
         loaded = load_definition(definition, source="frontend")
         cache = await self._cache() if self._cache is not None else None
         ref = await self._solver.solve(

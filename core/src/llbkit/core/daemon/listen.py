@@ -94,7 +94,7 @@ def parse_address(text: str) -> Address:
         target = parts.netloc + parts.path
         if target == "*":
             target = ""
-        if target.isdigit() and int(target) < FIRST_FD:
+        if target.isascii() and target.isdigit() and int(target) < FIRST_FD:
             raise ConfigError(f"--addr {text}: systemd passes sockets from fd {FIRST_FD} on")
         if "/" in target or ":" in target:
             raise ConfigError(f"--addr {text}: use fd://, fd://N (a descriptor) or fd://NAME")
@@ -137,7 +137,7 @@ def passed_fds(environ: MutableMapping[str, str] | None = None) -> list[tuple[in
     pid, count, names = (env.pop(key, "") for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"))
     if not pid or not count or pid.strip() != str(os.getpid()):
         return []
-    if not count.strip().isdigit():
+    if not (count.strip().isascii() and count.strip().isdigit()):
         raise ConfigError(f"LISTEN_FDS={count}: not a number of descriptors")
     labels = names.split(":") if names else []
     passed = []
@@ -168,7 +168,7 @@ def activated_sockets(addresses: list[Address], passed: list[tuple[int, str]]) -
         span = f"fds {FIRST_FD}-{passed[-1][0]}" if len(passed) > 1 else f"fd {FIRST_FD}"
         if not address.target:
             picked = passed
-        elif address.target.isdigit():
+        elif address.target.isascii() and address.target.isdigit():
             picked = [p for p in passed if p[0] == int(address.target)]
         else:
             picked = [p for p in passed if p[1] == address.target]
@@ -215,7 +215,7 @@ def secure_unix(path: str, *, uid: int | None, gid: int | None, group: str) -> N
     """0660, owned by ``uid`` (default: us) and the daemon's group."""
     if group:
         try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            gid = int(group) if group.isascii() and group.isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
             raise ConfigError(f"--group {group}: no such group") from None
     with contextlib.suppress(PermissionError):

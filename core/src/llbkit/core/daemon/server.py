@@ -142,7 +142,14 @@ class Daemon:
         try:
             # The worker starts now: what a killed daemon left running is stopped before any
             # client is served, and the first build does not wait for it.
+            reaped = await controller.drivers.reap_orphans()
             await controller.drivers.executor()
+            if reaped:
+                click.echo(
+                    f"llbkitd: stopped {len(reaped)} container(s) a killed daemon left running: "
+                    + ", ".join(reaped),
+                    err=True,
+                )
             server = grpc.aio.server(
                 interceptors=[_Log()] if self.debug else [],
                 options=[

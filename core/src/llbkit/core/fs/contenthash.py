@@ -44,7 +44,7 @@ def _xattrs(path: str) -> bytes:
             value = os.getxattr(path, name, follow_symlinks=False)
         except OSError:  # removed while we looked, or unreadable: leave it out
             continue
-        out += name.encode() + b"=" + value.hex().encode() + b"\0"
+        out += os.fsencode(name) + b"=" + value.hex().encode() + b"\0"
     return bytes(out)
 
 
@@ -57,7 +57,7 @@ def _header(st: os.stat_result, kind: bytes, link: str, xattrs: bytes) -> bytes:
         b"%d" % st.st_uid,
         b"%d" % st.st_gid,
         b"%d" % size,
-        link.encode(),
+        os.fsencode(link),
         b"%d:%d" % dev,
         xattrs,
     ]
@@ -112,7 +112,7 @@ class ContentHasher:
             digest = hashlib.sha256(b"wildcard\0")
             for rel in matches:
                 digest.update(
-                    rel.encode() + b"\0" + self._entry(rel, follow_links).encode() + b"\0"
+                    os.fsencode(rel) + b"\0" + self._entry(rel, follow_links).encode() + b"\0"
                 )
             return "sha256:" + digest.hexdigest()
         host = resolve_in_root(self.root, path, follow_last=follow_links)
@@ -160,7 +160,9 @@ class ContentHasher:
                 child = os.path.join(rel, name) if rel else name
                 if self.keep is not None and not self.keep(child):
                     continue
-                digest.update(name.encode() + b"\0" + self._entry(child, False).encode() + b"\0")
+                digest.update(
+                    os.fsencode(name) + b"\0" + self._entry(child, False).encode() + b"\0"
+                )
         result = "sha256:" + digest.hexdigest()
         self._memo[key] = result
         return result

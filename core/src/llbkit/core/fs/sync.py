@@ -9,6 +9,7 @@ keeps it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import stat
@@ -180,6 +181,13 @@ def _sync_dir(
     return changed
 
 
+def _temporary(name: str) -> str:
+    """A sibling name to write ``name`` under before it replaces it: short whatever the
+    name's length (a prefix would take a name of 243 bytes or more past NAME_MAX), and the
+    same for the same name, so a retry after a crash takes the leftover's place."""
+    return ".llbkit-sync-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+
+
 def _sync_file(
     entry: os.DirEntry[str],
     st: os.stat_result,
@@ -190,7 +198,7 @@ def _sync_file(
     links: dict[tuple[int, int], str],
 ) -> int:
     """Mirror one non-directory; 1 if it changed."""
-    tmp = os.path.join(dest, f".llbkit-sync-{entry.name}")
+    tmp = os.path.join(dest, _temporary(entry.name))
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         first = links.setdefault((st.st_dev, st.st_ino), target)
         if first != target:

@@ -7,6 +7,7 @@ source, the op and the field. BuildKit v0.11.6's daemon panics on some of these;
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from llbkit.core.errors import DefinitionError
 from llbkit.core.llb._pb import ops_pb2 as pb
 from llbkit.core.llb.digest import digest_of, short
 
-__all__ = ["LoadedDefinition", "Vertex", "load_definition", "output_count"]
+__all__ = ["LoadedDefinition", "Vertex", "is_empty_definition", "load_definition", "output_count"]
 
 _SINGLE_OUTPUT = frozenset({"source", "merge", "diff", "build"})
 
@@ -166,6 +167,13 @@ class _Checker:
             )
 
 
+def _named(digest: str) -> str:
+    """A digest read from the input, as a message can show it: on one line, never long."""
+    if not digest:
+        return "<empty>"
+    return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else repr(digest[:80])
+
+
 def _parse_definition(data: bytes, source: str) -> pb.Definition:
     if not data:
         raise DefinitionError(f"{source}: not an LLB definition: the input is empty")
@@ -227,8 +235,7 @@ def _check_graph(vertices: list[Vertex], source: str) -> None:
             target = by_digest.get(item.digest)
             if target is None:
                 raise checker.fail(
-                    f"inputs[{i}] refers to {item.digest or '<empty>'}, "
-                    "which is not in the definition"
+                    f"inputs[{i}] refers to {_named(item.digest)}, which is not in the definition"
                 )
             if target is terminal:
                 raise checker.fail(f"inputs[{i}] refers to the terminal op")
@@ -243,7 +250,7 @@ def _check_graph(vertices: list[Vertex], source: str) -> None:
     target = by_digest.get(result.digest)
     if target is None or target is terminal:
         raise DefinitionError(
-            f"{source}: the terminal op refers to {result.digest or '<empty>'}, which is not in "
+            f"{source}: the terminal op refers to {_named(result.digest)}, which is not in "
             "the definition"
         )
     if not 0 <= result.index < output_count(target.op):
@@ -264,6 +271,18 @@ def _check_graph(vertices: list[Vertex], source: str) -> None:
                 f"{source}: op {vertex.position + 1} of {total} ({short(vertex.digest)}) is not "
                 "used by the result (a dangling op)"
             )
+
+
+def is_empty_definition(data: bytes) -> bool:
+    """Whether ``data`` is a definition without ops: what ``scratch`` marshals to, which a
+    frontend returns for a stage that adds no filesystem change (``FROM scratch`` with only
+    LABELs). BuildKit solves it to an empty result; :func:`load_definition` refuses it."""
+    definition = pb.Definition()
+    try:
+        definition.ParseFromString(data)
+    except DecodeError:  # not a definition at all: load_definition says why
+        return False
+    return bool(data) and not getattr(definition, "def")
 
 
 def load_definition(data: bytes, *, source: str = "<stdin>") -> LoadedDefinition:

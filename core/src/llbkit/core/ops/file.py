@@ -215,6 +215,15 @@ _TRUSTED: dict[str, str] = {"filter": "fully_trusted"} if hasattr(tarfile, "data
 def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int | None) -> None:
     target = resolve_in_root(dest_root, dest)
     mkdir_all(str(target), 0o755, owner, ns)
+    try:
+        _extract(src, target)
+    except (tarfile.TarError, KeyError, OSError, EOFError) as err:
+        # KeyError: a hard link naming no member, which BuildKit's untar reports as a failed link.
+        reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise FileOpError(f"unpack {src.name} to {dest}: {reason}") from None
+
+
+def _extract(src: Path, target: Path) -> None:
     with tarfile.open(src, "r:*") as archive:
         for member in archive:
             inside = resolve_in_root(target, member.name, follow_last=False)

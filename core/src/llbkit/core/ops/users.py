@@ -46,15 +46,15 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
     uid = gid = -1
     login = ""
     for entry in passwd:
-        if entry[0] == name or (name.isdigit() and entry[2] == name):
+        if entry[0] == name or (_number(name) and entry[2] == name):
             uid, gid, login = _id(entry[2]), _id(entry[3]), entry[0]
             break
     if uid < 0:
-        if not name.isdigit():
+        if not _number(name):
             raise UserError(f"unable to find user {name}: no matching entries in passwd file")
         uid, gid = int(name), 0 if not group else -1
     if group:
-        if group.isdigit():
+        if _number(group):
             gid = int(group)
         else:
             found = [g for g in groups if g[0] == group]
@@ -70,3 +70,8 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
             if login in members and _id(g[2]) != gid:
                 extra.append(_id(g[2]))
     return uid, max(gid, 0), extra
+
+
+def _number(text: str) -> bool:
+    """An id written as ASCII digits, as Go reads one (``²`` and ``٣`` are names, not ids)."""
+    return text.isascii() and text.isdigit()

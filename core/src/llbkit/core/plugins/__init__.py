@@ -55,6 +55,7 @@ _WHERE = {
     "ProcessSpec": "worker",
     "ProgressEvent": "progress",
     "ProgressSink": "progress",
+    "Reaping": "reaping",
     "Registries": "registries",
     "RegistrySession": "registries",
     "ResolveMode": "source",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:
         VertexStatus,
         VertexWarning,
     )
+    from llbkit.core.plugins.reaping import Reaping
     from llbkit.core.plugins.registries import Manifest, Registries, RegistrySession
     from llbkit.core.plugins.registry import DRIVER_GROUPS, PluginInfo, PluginRegistry
     from llbkit.core.plugins.source import (
@@ -181,6 +183,7 @@ __all__ = [
     "ProcessSpec",
     "ProgressEvent",
     "ProgressSink",
+    "Reaping",
     "Registries",
     "RegistrySession",
     "ResolveMode",

@@ -122,7 +122,7 @@ class Executor(Protocol):
 
 
 class Worker(Protocol):
-    """A named worker backend; one instance per engine."""
+    """A worker backend, one per engine; may also be :class:`.reaping.Reaping`."""
 
     api_version: ClassVar[int]
 

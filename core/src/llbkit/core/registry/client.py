@@ -33,6 +33,8 @@ __all__ = [
     "ManifestUnknownError",
     "RegistryClient",
     "RegistryConfig",
+    "MAX_MANIFEST",
+    "READ_TIMEOUT",
     "RegistryError",
     "ResolvedImage",
 ]
@@ -68,11 +70,19 @@ class Descriptor:
     size: int
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any], where: str) -> Descriptor:
+    def parse(cls, data: object, where: str) -> Descriptor:
+        """A descriptor from a registry's manifest, checked: its digest names a blob in a URL
+        and in the store, so it is ``algorithm:hex`` and nothing else."""
+        shown = repr(data)[:200]
+        if not isinstance(data, Mapping):
+            raise RegistryError(f"{where}: malformed descriptor {shown}")
         try:
-            return cls(str(data["mediaType"]), str(data["digest"]), int(data["size"]))
+            found = cls(str(data["mediaType"]), str(data["digest"]), int(data["size"]))
         except (KeyError, TypeError, ValueError):
-            raise RegistryError(f"{where}: malformed descriptor {dict(data)!r}") from None
+            raise RegistryError(f"{where}: malformed descriptor {shown}") from None
+        if not _BLOB_DIGEST.fullmatch(found.digest) or found.size < 0:
+            raise RegistryError(f"{where}: malformed descriptor {shown}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,14 @@ def platform_matches(entry: Mapping[str, Any], want: Platform) -> bool:
     return not want.variant or variant == want.variant
 
 
+_BLOB_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+#: containerd's bound on a manifest from a registry (its MaxManifestSize, "4 * 1048 * 1048"
+#: as written there), applied here to configs too, which containerd reads in full
+MAX_MANIFEST = 4 * 1048 * 1048
+#: seconds without a byte from a registry before a request is given up, naming the host
+READ_TIMEOUT = 60.0
+
+
 class RegistryClient:
     """One client per event loop (``async with``); tokens are kept per host and repository."""
 
@@ -132,6 +150,7 @@ class RegistryClient:
         config: RegistryConfig | None = None,
         tokens: dict[tuple[str, str, str], str] | None = None,
         verify: ssl.SSLContext | bool = True,
+        timeout: float = READ_TIMEOUT,
     ) -> None:
         import httpx  # tens of milliseconds: only builds that talk to registries pay them
 
@@ -140,7 +159,8 @@ class RegistryClient:
         self.config = config or RegistryConfig()
         if verify is True:
             verify = default_context()
-        self._http = httpx.AsyncClient(follow_redirects=True, timeout=60, verify=verify)
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify)
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
 
@@ -185,10 +205,10 @@ class RegistryClient:
                     request = self._http.build_request("GET", url, headers=headers)
                     response = await self._http.send(request, stream=True)
             except httpx.HTTPError as err:
-                last = f"{host}: {err}"
+                last = f"{host}: {self._reason(err)}"
                 continue
             if response.status_code >= 400:
-                body = (await response.aread()).decode("utf-8", "replace")[:200]
+                body = (await self._error_body(response)).decode("utf-8", "replace")[:200]
                 await response.aclose()
                 last = f"{url}: HTTP {response.status_code} {body.strip()}"
                 if response.status_code in (401, 403):
@@ -198,10 +218,50 @@ class RegistryClient:
                 continue
             try:
                 yield response
+            except httpx.HTTPError as err:  # the body, read by the caller, stopped short
+                raise RegistryError(
+                    f"{ref}: {host} stopped sending {kind[:-1]} {what}: {self._reason(err)}"
+                ) from None
             finally:
                 await response.aclose()
             return
         raise RegistryError(f"{ref}: cannot reach the registry ({last})")
+
+    def _reason(self, err: Exception) -> str:
+        """Why a request failed, never empty (httpx's timeouts carry no message)."""
+        import httpx
+
+        if isinstance(err, httpx.TimeoutException):
+            return f"no answer for {self.timeout:g}s ({type(err).__name__})"
+        return str(err) or type(err).__name__
+
+    async def _error_body(self, response: httpx.Response) -> bytes:
+        """The start of an error's body, for the message: never more than 64 kB (containerd's
+        bound), and nothing when it stops short."""
+        import httpx
+
+        data = bytearray()
+        try:
+            async for chunk in response.aiter_bytes(16 << 10):
+                data += chunk
+                if len(data) >= 64000:
+                    break
+        except httpx.HTTPError:  # an unreadable error body: the status says enough
+            pass
+        return bytes(data[:64000])
+
+    async def _read_small(self, response: httpx.Response, what: str) -> bytes:
+        """A manifest's or config's bytes, refused past :data:`MAX_MANIFEST` however the
+        registry sends them: a hostile one cannot make us hold gigabytes."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_MANIFEST:
+            raise RegistryError(f"rejecting {declared} byte {what}: more than {MAX_MANIFEST}")
+        data = bytearray()
+        async for chunk in response.aiter_bytes(64 << 10):
+            data += chunk
+            if len(data) > MAX_MANIFEST:
+                raise RegistryError(f"rejecting {what}: more than {MAX_MANIFEST} bytes")
+        return bytes(data)
 
     async def _authenticate(
         self, host: str, ref: Reference, headers: httpx.Headers, *, push: bool = False
@@ -327,7 +387,7 @@ class RegistryClient:
         """(digest, media type, bytes) of a manifest or index, or ``None`` when it is missing."""
         try:
             async with self._request(ref, "manifests", reference, _ACCEPT) as response:
-                data = await response.aread()
+                data = await self._read_small(response, f"manifest for {ref}")
                 media = response.headers.get("content-type", "").split(";")[0]
         except RegistryError as err:
             if isinstance(err, ManifestUnknownError):
@@ -337,13 +397,13 @@ class RegistryClient:
 
     async def _get_bytes(self, ref: Reference, kind: str, what: str, accept: str = "") -> bytes:
         async with self._request(ref, kind, what, accept) as response:
-            return await response.aread()
+            return await self._read_small(response, f"{kind[:-1]} {what} of {ref}")
 
     async def resolve(self, ref: Reference, platform: Platform) -> ResolvedImage:
         """The manifest for ``platform`` (through an index if there is one), and its config."""
         what = ref.digest or ref.tag or "latest"
         async with self._request(ref, "manifests", what, _ACCEPT) as response:
-            data = await response.aread()
+            data = await self._read_small(response, f"manifest for {ref}")
             media = response.headers.get("content-type", "").split(";")[0]
         digest = digest_of(data)
         if ref.digest and digest != ref.digest:
@@ -351,20 +411,28 @@ class RegistryClient:
         manifest = _json(data, f"{ref}: manifest")
         media = manifest.get("mediaType") or media
         if media in INDEX_TYPES or "manifests" in manifest:
-            chosen = [m for m in manifest.get("manifests", []) if platform_matches(m, platform)]
+            listed = manifest.get("manifests", [])
+            if not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed):
+                raise RegistryError(f"{ref}: index: manifests is not a list of objects")
+            chosen = [m for m in listed if platform_matches(m, platform)]
             if not chosen:
                 have = ", ".join(
                     "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
                     for p in (m.get("platform") or {} for m in manifest.get("manifests", []))
                 )
                 raise RegistryError(f"{ref}: no image for {platform} (the index has: {have})")
-            digest = str(chosen[0]["digest"])
+            digest = str(chosen[0].get("digest"))
+            if not _BLOB_DIGEST.fullmatch(digest):
+                raise RegistryError(f"{ref}: index names {digest[:100]!r}, not a digest")
             data = await self._get_bytes(ref, "manifests", digest, _ACCEPT)
             if digest_of(data) != digest:
                 raise RegistryError(f"{ref}: manifest {digest} does not match its digest")
             manifest = _json(data, f"{ref}: manifest {digest}")
         config_desc = Descriptor.parse(manifest.get("config") or {}, f"{ref}: config")
-        layers = [Descriptor.parse(d, f"{ref}: layer") for d in manifest.get("layers", [])]
+        listed_layers = manifest.get("layers", [])
+        if not isinstance(listed_layers, list):
+            raise RegistryError(f"{ref}: manifest {digest}: layers is not a list")
+        layers = [Descriptor.parse(d, f"{ref}: layer") for d in listed_layers]
         config_bytes = await self._get_bytes(ref, "blobs", config_desc.digest)
         if digest_of(config_bytes) != config_desc.digest:
             raise RegistryError(f"{ref}: config blob does not match {config_desc.digest}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -23,8 +24,20 @@ class LayerError(UserError):
 
 
 def _clean(name: str) -> str:
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    return "/".join(parts)
+    """The member's path relative to the tree; ``..`` stops at its top, as containerd's
+    ``filepath.Clean`` of a rooted name does (``..data`` and ``...`` are plain names)."""
+    return posixpath.normpath("/" + name.replace("\\", "/")).lstrip("/")
+
+
+def _check(member: tarfile.TarInfo, base: str) -> None:
+    """Refuse what BuildKit's applier refuses: header types it does not handle (sparse files,
+    which would be written out in full) and whiteouts naming no entry of their directory."""
+    if member.type == tarfile.GNUTYPE_SPARSE:
+        raise LayerError(f"{member.name}: unhandled tar header type {member.type[0]}")
+    if member.sparse is not None:
+        raise LayerError(f"{member.name}: sparse files are not supported (PAX sparse headers)")
+    if base.startswith(_WH) and base != _OPQ and base[len(_WH) :] in ("", ".", ".."):
+        raise LayerError(f"{member.name}: invalid whiteout name: {base}: invalid archive")
 
 
 def apply_tar(stream: IO[bytes], dest: str, *, what: str = "layer") -> None:
@@ -43,10 +56,12 @@ def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 applier.member(tar, member)
-    except (tarfile.TarError, EOFError, OSError) as err:
+    except (LayerError, tarfile.TarError, EOFError, OSError) as err:
         raise LayerError(f"{failure}: {err}") from None
     for path, mtime in reversed(applier.dir_times):
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
+        # A later entry of the layer may have replaced the directory (or one above it).
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
 class _Applier:
@@ -59,9 +74,10 @@ class _Applier:
 
     def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         name = _clean(member.name)
-        if not name or name.startswith(".."):
+        if not name:
             return
         parent_rel, base = os.path.split(name)
+        _check(member, base)
         # The parent is resolved inside the tree: ``..`` and symlinks cannot lead out of it.
         parent = str(resolve_in_root(Path(self.dest), parent_rel)) if parent_rel else self.dest
         os.makedirs(parent, exist_ok=True)

@@ -34,6 +34,8 @@ _KNOWN = (
     "http.gid",
     "http.authheadersecret",
 )
+#: seconds without a byte from the server before a download is given up
+READ_TIMEOUT = 60.0
 _DIGEST = re.compile(r"^sha(256:[0-9a-f]{64}|384:[0-9a-f]{96}|512:[0-9a-f]{128})$")
 
 
@@ -66,7 +68,7 @@ class HTTPJob(ParsedSource):
         try:
             async with (
                 httpx.AsyncClient(
-                    follow_redirects=True, timeout=60, verify=default_context()
+                    follow_redirects=True, timeout=READ_TIMEOUT, verify=default_context()
                 ) as http,
                 http.stream("GET", self.identifier) as response,
             ):
@@ -87,7 +89,13 @@ class HTTPJob(ParsedSource):
         except httpx.HTTPError as err:
             out.close()
             os.unlink(tmp)
-            raise UserError(f"{self.identifier}: download failed: {err}") from None
+            # httpx's timeouts carry no message: say what happened instead of nothing
+            reason = (
+                f"no answer for {READ_TIMEOUT:g}s ({type(err).__name__})"
+                if isinstance(err, httpx.TimeoutException)
+                else str(err) or type(err).__name__
+            )
+            raise UserError(f"{self.identifier}: download failed: {reason}") from None
         except BaseException:
             out.close()
             os.unlink(tmp)

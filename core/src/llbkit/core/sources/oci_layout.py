@@ -42,14 +42,23 @@ class OCILayoutJob(ParsedSource):
     layer_limit: int | None = None
     _manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    async def _read(self, client: ClientIO, digest: str) -> bytes:
-        data = b""
-        async with client.layout_blob(self.store, digest) as chunks:
+    async def _read(self, client: ClientIO, digest: str) -> dict[str, Any]:
+        """An index or manifest, read to BuildKit's bound for them (4 MiB) and checked."""
+        data = bytearray()
+        async with client.layout_blob(self.store, _digest(self.identifier, digest)) as chunks:
             async for chunk in chunks:
                 data += chunk
+                if len(data) > MAX_READ:
+                    raise UserError(f"{self.identifier}: {digest} is more than {MAX_READ} bytes")
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise UserError(f"{self.identifier}: blob {digest} does not match its digest")
-        return data
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise UserError(f"{self.identifier}: {digest} is not a JSON object")
+        return decoded
 
     async def _resolve(self, client: ClientIO) -> dict[str, Any]:
         """The manifest for the build's platform (through an index if the digest names one)."""
@@ -59,14 +68,20 @@ class OCILayoutJob(ParsedSource):
         from llbkit.core.registry.client import platform_matches
 
         digest = self.digest
-        manifest = json.loads(await self._read(client, digest))
+        manifest = await self._read(client, digest)
         if "manifests" in manifest:
             platform = self.platform or Platform()
-            chosen = [m for m in manifest["manifests"] if platform_matches(m, platform)]
+            listed = manifest["manifests"]
+            if not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed):
+                raise UserError(f"{self.identifier}: {digest}: manifests is not a list of objects")
+            chosen = [m for m in listed if platform_matches(m, platform)]
             if not chosen:
                 raise UserError(f"{self.identifier}: no image for {platform} in the index")
-            digest = chosen[0]["digest"]
-            manifest = json.loads(await self._read(client, digest))
+            digest = _digest(self.identifier, chosen[0].get("digest"))
+            manifest = await self._read(client, digest)
+        layers = manifest.get("layers", [])
+        if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+            raise UserError(f"{self.identifier}: {digest}: layers is not a list of objects")
         self._manifest.update(manifest=manifest, digest=digest)
         return self._manifest
 
@@ -83,7 +98,7 @@ class OCILayoutJob(ParsedSource):
 
         resolved = await self._resolve(client)
         for layer in resolved["manifest"].get("layers", [])[: self.layer_limit]:
-            digest = str(layer["digest"])
+            digest = _digest(self.identifier, layer.get("digest"))
             with tempfile.TemporaryFile() as spool:
                 check = hashlib.sha256()
                 async with client.layout_blob(self.store, digest) as chunks:
@@ -98,6 +113,16 @@ class OCILayoutJob(ParsedSource):
                     functools.partial(apply_tar, spool, str(dest), what=f"layer {digest}")
                 )
                 progress.status(f"extracting {digest}", done=True)
+
+
+#: BuildKit's bound on an OCI layout's index or manifest (maxReadSize)
+MAX_READ = 4 << 20
+
+
+def _digest(identifier: str, value: object) -> str:
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise UserError(f"{identifier}: {value!r} is not a sha256 digest")
+    return value
 
 
 def parse_oci_layout(

@@ -152,8 +152,11 @@ async def _prepare(
     found = _Mounts()
     threads = anyio.to_thread.run_sync
     for mount in exe.mounts:
-        chain = chains[mount.input] if mount.input >= 0 else ()
         kind = mount.mountType
+        # Only bind and cache mounts read an input; BuildKit's client leaves a secret's or an
+        # SSH socket's at 0, which names no input when the step has none (FROM scratch).
+        reads = kind in (pb.MountType.BIND, pb.MountType.CACHE) and mount.input >= 0
+        chain = chains[mount.input] if reads else ()
         if kind == pb.MountType.BIND and (mount.dest == "/" or not mount.readonly):
             # What the layer is, as BuildKit describes an exec's output (du, image history).
             described = f"mount {mount.dest} from exec {' '.join(exe.meta.args)}"

@@ -21,6 +21,7 @@ from llbkit.core.plugins import (
     Platform,
     Result,
 )
+from llbkit.core.plugins.compression import compression_level
 from llbkit.core.plugins.exporter import InlineCache
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -86,11 +87,7 @@ class CommitOptions:
         opts.compression = compression  # type: ignore[assignment]  # checked just above
         if opts.compression == "zstd":
             opts.oci_mediatypes = True  # as BuildKit: zstd layers need OCI media types
-        if attrs.get("compression-level"):
-            try:
-                opts.level = int(attrs["compression-level"])
-            except ValueError:
-                raise ConfigError("exporter option compression-level must be a number") from None
+        opts.level = compression_level(compression, attrs.get("compression-level", ""), "exporter")
         opts.force_compression = _bool("force-compression", attrs, False)
         opts.rewrite_timestamp = _bool("rewrite-timestamp", attrs, False)
         if attrs.get("source-date-epoch"):

@@ -21,6 +21,12 @@ from llbkit.plugins.frontend_dockerfile.config import (
     parse_duration,
     parse_signal,
 )
+from llbkit.plugins.frontend_dockerfile.mountflags import (
+    mount_key_error,
+    mount_value_error,
+    parse_bool,
+    ram_in_bytes,
+)
 from llbkit.plugins.frontend_dockerfile.parser import (
     DockerfileError,
     Instruction,
@@ -31,6 +37,7 @@ from llbkit.plugins.frontend_dockerfile.parser import (
 )
 from llbkit.plugins.frontend_dockerfile.shell import (
     ExpansionError,
+    ExpansionLimitError,
     expand,
     expand_heredoc,
     expand_words,
@@ -41,6 +48,8 @@ __all__ = ["BuildOptions", "Converted", "convert"]
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What variable expansion may make in one Dockerfile, all words and RUN environments together.
+MAX_EXPANDED = 32 << 20
 ImageResolver = Callable[[str, llb.Platform], Awaitable[tuple[str, bytes]]]
 
 
@@ -154,6 +163,7 @@ class _Converter:
             shared_key_hint=options.context_key,
             custom_name="[internal] load build context",
         )
+        self.expanded = 0
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
 
     def parse_fail(self, inst: Instruction, message: str) -> DockerfileError:
@@ -175,9 +185,34 @@ class _Converter:
 
     def word(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
         try:
-            return expand(text, env, self.escape)
+            out = expand(text, env, self.escape)
         except ExpansionError as err:
-            raise self.fail(inst, str(err)) from None
+            raise self.expansion_fail(inst, err) from None
+        self.spend(inst, len(out))
+        return out
+
+    def heredoc(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
+        try:
+            out = expand_heredoc(text, env)
+        except ExpansionError as err:
+            raise self.expansion_fail(inst, err) from None
+        self.spend(inst, len(out))
+        return out
+
+    def expansion_fail(self, inst: Instruction, err: ExpansionError) -> DockerfileError:
+        limit = isinstance(err, ExpansionLimitError)
+        return self.fail(inst, f"{inst.keyword}: {err}" if limit else str(err))
+
+    def spend(self, inst: Instruction, size: int) -> None:
+        """Count what expansion made (words, and the environment each RUN carries), so that
+        variables reused over and over cannot grow the build past :data:`MAX_EXPANDED`."""
+        self.expanded += size
+        if self.expanded > MAX_EXPANDED:
+            raise self.fail(
+                inst,
+                f"{inst.keyword}: variable expansion made more than {MAX_EXPANDED >> 20} MiB "
+                "of words and environments in this Dockerfile",
+            )
 
     # -- stages -------------------------------------------------------------------------
 
@@ -291,7 +326,7 @@ class _Converter:
         for stage in self.stages:
             if stage.name == lowered:
                 return stage
-        if ref.isdigit() and int(ref) < len(self.stages):
+        if ref.isascii() and ref.isdigit() and int(ref) < len(self.stages):
             return self.stages[int(ref)]
         return None
 
@@ -556,6 +591,7 @@ class _Converter:
             raise self.fail(inst, f"invalid network mode {flags['network']!r}")
         state = stage.state
         for key, value in self.run_env(stage).items():
+            self.spend(inst, len(key) + len(value))
             state = state.with_env(key, value)
         state = self.sandbox(state, stage)
         if self.options.network and network == "sandbox":
@@ -600,6 +636,9 @@ class _Converter:
     async def mount(
         self, stage: _Stage, inst: Instruction, spec: str, visiting: tuple[str, ...]
     ) -> Any:
+        problem = mount_key_error(spec, lambda v: self.word(inst, v, self.scope(stage)))
+        if problem:
+            raise self.fail(inst, problem)
         values: dict[str, str] = {}
         for item in spec.split(","):
             key, sep, value = item.partition("=")
@@ -608,6 +647,9 @@ class _Converter:
                 values[key] = value
             else:
                 values[key] = self.word(inst, value, self.scope(stage)) if sep else "true"
+        problem = mount_value_error(values)
+        if problem:
+            raise self.fail(inst, problem)
         kind = values.pop("type", "bind")
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
         if not target and kind == "secret":
@@ -618,7 +660,7 @@ class _Converter:
             if target.rstrip("/") == "":
                 raise self.fail(inst, 'invalid mount target "/"')
         source = values.pop("source", values.pop("src", ""))
-        rw = values.pop("readwrite", values.pop("rw", "false")) == "true"
+        rw = bool(parse_bool(values.pop("readwrite", values.pop("rw", "false"))))
         values.pop("readonly", values.pop("ro", ""))
         origin = values.pop("from", "")
         if origin:
@@ -631,7 +673,7 @@ class _Converter:
                 target, base or self.context, selector=source, readonly=not rw, output=False
             )
         if kind == "cache":
-            sharing = values.get("sharing", "shared")
+            sharing = values.get("sharing", "shared").lower()
             if sharing not in ("shared", "private", "locked"):
                 raise self.fail(inst, f"invalid cache sharing {sharing!r}")
             selector = posixpath.join("/", source) if source else ""
@@ -654,7 +696,7 @@ class _Converter:
                 selector=selector,
             )
         if kind == "tmpfs":
-            return llb.Tmpfs(target, size=_size(values.get("size", "0")))
+            return llb.Tmpfs(target, size=ram_in_bytes(values.get("size", "0")) or 0)
         if kind == "secret":
             sid = values.get("id") or posixpath.basename(target)
             return llb.Secret(
@@ -663,7 +705,7 @@ class _Converter:
                 mode=int(values.get("mode", "0400"), 8),
                 uid=int(values.get("uid", "0")),
                 gid=int(values.get("gid", "0")),
-                optional=values.get("required", "false") != "true",
+                optional=not parse_bool(values.get("required", "false")),
             )
         if kind == "ssh":
             return llb.SSH(
@@ -672,7 +714,7 @@ class _Converter:
                 mode=int(values.get("mode", "0600"), 8),
                 uid=int(values.get("uid", "0")),
                 gid=int(values.get("gid", "0")),
-                optional=values.get("required", "false") != "true",
+                optional=not parse_bool(values.get("required", "false")),
             )
         raise self.fail(inst, f'unsupported mount type "{kind}"')
 
@@ -794,7 +836,7 @@ class _Converter:
         for src in sources:
             if src in heredocs:
                 doc = heredocs[src]
-                content = expand_heredoc(doc.content, scope) if doc.expand else doc.content
+                content = self.heredoc(inst, doc.content, scope) if doc.expand else doc.content
                 name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
                 # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
                 here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))
@@ -1123,21 +1165,6 @@ def _go_health(check: dict[str, Any]) -> str:
         for k in ("Interval", "Timeout", "StartPeriod")
     ]
     return "&{" + " ".join([*parts, quoted]) + "}"
-
-
-def _size(text: str) -> int:
-    units = {
-        "": 1,
-        "b": 1,
-        "k": 1024,
-        "kb": 1024,
-        "m": 1 << 20,
-        "mb": 1 << 20,
-        "g": 1 << 30,
-        "gb": 1 << 30,
-    }
-    number = text.rstrip("bBkKmMgG")
-    return int(float(number or 0) * units.get(text[len(number) :].lower(), 1))
 
 
 async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> Converted:

@@ -13,14 +13,57 @@ from collections.abc import Mapping
 
 from llbkit.core.errors import UserError
 
-__all__ = ["ExpansionError", "expand", "expand_heredoc", "expand_words"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_WORD",
+    "ExpansionError",
+    "ExpansionLimitError",
+    "expand",
+    "expand_heredoc",
+    "expand_words",
+]
+
+# A small Dockerfile must not take the machine: ARGs that double each other reach terabytes in
+# forty lines, and ``${a:-${a:-…}}`` thousands deep exhausts the stack. No word a real build
+# uses comes near either (Linux refuses a single argument or variable over 128 KiB anyway).
+MAX_WORD = 1 << 20
+MAX_DEPTH = 64
 
 #: the parameters a ``$`` names with one character, as the lexer reads them
 SPECIAL = frozenset("@*#?-$!0")
 
 
 class ExpansionError(UserError):
-    """A ``${VAR?msg}`` on an unset variable, or a malformed expansion."""
+    """A ``${VAR?msg}`` on an unset variable, or a malformed expansion; on one line, whatever
+    line breaks the word (a heredoc's) holds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\n", "\\n"))
+
+
+class ExpansionLimitError(ExpansionError):
+    """A word that would expand past :data:`MAX_WORD` or nest past :data:`MAX_DEPTH`."""
+
+
+def _check_depth(text: str) -> None:
+    depth = deepest = 0
+    for i, c in enumerate(text):
+        if c == "{" and i and text[i - 1] == "$":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c == "}" and depth:
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise ExpansionLimitError(
+            f"variable substitutions nested {deepest} deep (at most {MAX_DEPTH})"
+        )
+
+
+def _grown(size: int, value: str) -> int:
+    size += len(value)
+    if size > MAX_WORD:
+        raise ExpansionLimitError(f"a word expands to more than {MAX_WORD >> 20} MiB")
+    return size
 
 
 def go_quote(text: str) -> str:
@@ -94,6 +137,7 @@ class _Lexer:
         """Process up to ``stop`` (consumed) or the end; the text and its words."""
         out: list[str] = []
         words = _Words()
+        size = 0
         while self.peek():
             ch = self.peek()
             if stop and ch == stop:
@@ -101,10 +145,12 @@ class _Lexer:
                 return "".join(out), words.done()
             if ch == "$":
                 value = self.dollar()
+                size = _grown(size, value)
                 out.append(value)
                 words.add_string(value)
             elif ch in "'\"" and not self.skip_quotes:
                 value = self.single() if ch == "'" else self.double()
+                size = _grown(size, value)
                 out.append(value)
                 words.add_raw(value)
             else:
@@ -142,6 +188,7 @@ class _Lexer:
     def double(self) -> str:
         quote = self.next()
         out = [quote] if self.raw_quotes else []
+        size = 0
         while True:
             ch = self.peek()
             if not ch:
@@ -154,7 +201,9 @@ class _Lexer:
                     out.append(ch)
                 return "".join(out)
             if ch == "$":
-                out.append(self.dollar())
+                value = self.dollar()
+                size = _grown(size, value)
+                out.append(value)
                 continue
             ch = self.next()
             if ch == self.escape:
@@ -245,8 +294,11 @@ class _Lexer:
 
 
 def _run(word: str, env: Mapping[str, str], escape: str, **flags: bool) -> tuple[str, list[str]]:
+    _check_depth(word)
     try:
         return _Lexer(word, env, escape, **flags).until()
+    except ExpansionLimitError:
+        raise  # said of the instruction by the caller; the word may be what exploded
     except ExpansionError as err:
         raise ExpansionError(f"failed to process {go_quote(word)}: {err}") from None
 

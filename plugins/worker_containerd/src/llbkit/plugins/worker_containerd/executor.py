@@ -86,6 +86,8 @@ class ContainerdExecutor:
         self._tasks = tasks_pb2_grpc.TasksStub(channel)  # type: ignore[no-untyped-call]
         self._running: set[str] = set()
         self._cleanups: set[asyncio.Future[None]] = set()
+        #: what :meth:`reap_orphans` removed as this executor started
+        self.reaped: list[str] = []
         self._store = ContainerdImageStore(channel, address, namespace)
 
     @property

@@ -101,8 +101,18 @@ class ContainerdWorker:
             platforms=platforms,
             labels=labels,
         )
-        await executor.reap_orphans()
+        executor.reaped = await executor.reap_orphans()
         return executor
+
+    async def reap(self, config: Mapping[str, object]) -> list[str]:
+        """Remove what a killed owner of this state left in containerd: only when the state
+        says a step ran (so builds that run no process never connect)."""
+        state = Path(self.ctx.state_dir) if self.ctx.state_dir else None
+        if state is None or not any(state.glob("step-*")):
+            return []
+        executor = await self.resolve(config)
+        await executor.aclose()
+        return executor.reaped
 
 
 def _string(config: Mapping[str, object], key: str) -> str:

@@ -66,6 +66,8 @@ class RuncExecutor:
         self._platforms = list(platforms)
         self._labels = dict(labels)
         self._containers: dict[str, _Container] = {}
+        #: the containers a killed owner of this state left running, stopped at the start
+        self.reaped: list[str] = []
 
     @property
     def platforms(self) -> Sequence[Platform]:

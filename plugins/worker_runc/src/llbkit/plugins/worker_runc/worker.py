@@ -84,8 +84,20 @@ class RuncWorker:
             raise ConfigError("[worker.oci] labels must be a table")
         labels.update({str(k): str(v) for k, v in extra.items()})
         executor = RuncExecutor(binary, state, platforms, labels)
-        await executor.reap_orphans()
+        executor.reaped = await executor.reap_orphans()
         return executor
+
+    async def reap(self, config: Mapping[str, object]) -> list[str]:
+        """Stop what a killed owner of this state left running; without a container in
+        runc's state, nothing is started (so builds that run no process stay cheap)."""
+        if self.ctx.state_dir is None:
+            return []
+        runtime = Path(self.ctx.state_dir) / "runtime"
+        if not runtime.is_dir() or not any(p.is_dir() for p in runtime.iterdir()):
+            return []
+        executor = await self.resolve(config)
+        await executor.aclose()
+        return executor.reaped
 
 
 def _strings(config: Mapping[str, object], key: str) -> list[str]:

@@ -1,0 +1,84 @@
+"""``kill -9`` of the engine during a ``RUN``: the next engine to take the state root (an
+embedded build of any kind, or ``prune``) stops the container it left, says so, and no mount
+of the build is left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.cli import LLBKIT
+
+pytestmark = [pytest.mark.root, pytest.mark.services, pytest.mark.slow]
+
+MARK = "987654"  # the sleep's length: how its process is told from any other
+
+
+def _sleepers() -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\0" + MARK.encode() + b"\0":
+                found.append(int(pid))
+    return found
+
+
+def _mounts(root: Path) -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if str(root) in line]
+
+
+def _build(root: Path, ctx: Path) -> subprocess.Popen[bytes]:
+    local = ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    return subprocess.Popen(
+        [*LLBKIT, "--root", str(root), "build", "--frontend", "dockerfile.v0", *local],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("then", ["prune", "build"])
+def test_the_next_engine_stops_what_a_killed_one_left(
+    tmp_path: Path, busybox_image: str, then: str
+) -> None:
+    root, ctx = tmp_path / "root", tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN sleep {MARK}\n")
+    engine = _build(root, ctx)
+    left: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (left := _sleepers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left, "the RUN never started"
+        engine.send_signal(signal.SIGKILL)
+        engine.wait()
+        time.sleep(0.5)
+        assert _sleepers() == left  # what a SIGKILL cannot stop: the container runs on
+        if then == "prune":
+            args = ["prune"]
+        else:  # a build that runs no process: the worker is not otherwise started
+            (ctx / "Dockerfile").write_text("FROM scratch\nLABEL a=b\n")
+            args = ["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"]
+            args += ["--local", f"dockerfile={ctx}"]
+        done = subprocess.run(
+            [*LLBKIT, "--root", str(root), *args], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "llbkit: stopped 1 container(s) a killed build left running: " in done.stderr
+        deadline = time.monotonic() + 10
+        while _sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sleepers() == []
+        assert _mounts(root) == []
+    finally:
+        for pid in left:  # only the processes this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if engine.poll() is None:
+            engine.kill()

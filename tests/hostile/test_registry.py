@@ -1,0 +1,263 @@
+"""A hostile registry (a real docker-registry behind a proxy that breaks answers, or a server
+that sends too much): every failure is one line naming the host and what it was sending."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import anyio
+import pytest
+
+from llbkit.core.plugins.context import Platform
+from llbkit.core.reference import parse_reference
+from llbkit.core.registry.client import MAX_MANIFEST, RegistryClient, RegistryError
+from llbkit.sdk.testing.faults import Fault, FaultProxy, requests_to
+from llbkit.sdk.testing.registry import LocalRegistry, layer_tar, push_image
+from tests.hostile.cli import dockerfile_build, error_line
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``(registry host, layer digest)`` of ``img:latest``, one 2 MB random layer."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (scripts/setup.sh installs it)")
+    layer = layer_tar({"big": os.urandom(2_000_000)})
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
+        push_image(registry.host, "img:latest", [layer])
+        yield registry.host, "sha256:" + hashlib.sha256(layer).hexdigest()
+
+
+@pytest.fixture
+def proxy(image: tuple[str, str]) -> Iterator[FaultProxy]:
+    with FaultProxy(f"http://{image[0]}") as proxy:
+        yield proxy
+
+
+def build_from(tmp_path: Path, host: str) -> str:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {host}/img\n")
+    return error_line(
+        dockerfile_build(tmp_path / "root", ctx, "--output", f"type=oci,dest={tmp_path}/o.tar")
+    )
+
+
+def test_a_truncated_layer_is_one_line(
+    tmp_path: Path, image: tuple[str, str], proxy: FaultProxy
+) -> None:
+    proxy.fault = Fault.truncate(only=requests_to("GET", image[1]))
+    host = proxy.url.removeprefix("http://")
+    line = build_from(tmp_path, host)
+    assert f"{host} stopped sending blob {image[1]}: peer closed connection" in line
+
+
+def test_a_truncated_config_is_one_line(tmp_path: Path, proxy: FaultProxy) -> None:
+    proxy.fault = Fault.truncate(only=requests_to("GET", "/blobs/"))
+    host = proxy.url.removeprefix("http://")
+    assert f"{host} stopped sending blob sha256:" in build_from(tmp_path, host)
+
+
+def _client() -> RegistryClient:
+    return RegistryClient(timeout=1.0)
+
+
+def test_a_layer_that_stalls_midway_names_the_host_and_the_wait(
+    image: tuple[str, str], proxy: FaultProxy
+) -> None:
+    proxy.fault = Fault.stall(30, midway=True, only=requests_to("GET", image[1]))
+    host = proxy.url.removeprefix("http://")
+    ref = parse_reference(f"{host}/img")
+
+    async def fetch() -> None:
+        async with _client() as client, client.blob(ref, image[1]) as chunks:
+            async for _ in chunks:
+                pass
+
+    with pytest.raises(RegistryError) as err:
+        anyio.run(fetch)
+    assert str(err.value) == (
+        f"{ref}: {host} stopped sending blob {image[1]}: no answer for 1s (ReadTimeout)"
+    )
+
+
+def test_a_stalled_manifest_gives_a_reason(proxy: FaultProxy) -> None:
+    proxy.fault = Fault.stall(30, only=requests_to("GET", "/manifests/"))
+    host = proxy.url.removeprefix("http://")
+    ref = parse_reference(f"{host}/img")
+
+    async def resolve() -> None:
+        async with _client() as client:
+            await client.resolve(ref, Platform("linux", "amd64"))
+
+    with pytest.raises(RegistryError) as err:
+        anyio.run(resolve)
+    assert str(err.value).endswith(f"({host}: no answer for 1s (ReadTimeout))")
+
+
+class _Huge(BaseHTTPRequestHandler):
+    """Answers every manifest with more than containerd accepts, announced or not."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        declared = "/declared/" in self.path
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        if declared:
+            self.send_header("Content-Length", str(MAX_MANIFEST + 1))
+        self.end_headers()
+        try:
+            piece = b" " * (1 << 20)
+            for _ in range(MAX_MANIFEST // len(piece) + 2):
+                self.wfile.write(piece)
+        except OSError:  # the client gave up, as it should
+            pass
+
+
+@pytest.mark.parametrize("repo", ["declared", "streamed"])
+def test_a_huge_manifest_is_refused_without_reading_it_all(repo: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Huge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        ref = parse_reference(f"{host}/{repo}")
+
+        async def resolve() -> None:
+            async with _client() as client:
+                await client.resolve(ref, Platform("linux", "amd64"))
+
+        with pytest.raises(RegistryError, match=r"rejecting .*manifest for .*more than 4393216"):
+            anyio.run(resolve)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_CONFIG = b'{"architecture": "amd64", "os": "linux", "config": {}}'
+_CONFIG_DESC = {
+    "mediaType": "application/vnd.oci.image.config.v1+json",
+    "digest": "sha256:" + hashlib.sha256(_CONFIG).hexdigest(),
+    "size": len(_CONFIG),
+}
+_CRAFTED: dict[str, object] = {
+    "pathdigest": {"config": _CONFIG_DESC, "layers": [{**_CONFIG_DESC, "digest": "sha256:../x"}]},
+    "layersint": {"config": _CONFIG_DESC, "layers": 5},
+    "configstr": {"config": "x", "layers": []},
+    "indexints": {"manifests": [1, 2]},
+    "indexpath": {
+        "manifests": [{"digest": "../../x", "platform": {"os": "linux", "architecture": "amd64"}}]
+    },
+    "negative": {"config": {**_CONFIG_DESC, "size": -1}, "layers": []},
+}
+
+
+class _Crafted(BaseHTTPRequestHandler):
+    """A registry whose manifests are :data:`_CRAFTED`, and its one config."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        repo = self.path.split("/")[2]
+        body = _CONFIG if "/blobs/" in self.path else json.dumps(_CRAFTED[repo]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("repo", "message"),
+    [
+        ("pathdigest", "layer: malformed descriptor"),
+        ("layersint", "layers is not a list"),
+        ("configstr", "config: malformed descriptor 'x'"),
+        ("indexints", "index: manifests is not a list of objects"),
+        ("indexpath", "index names '../../x', not a digest"),
+        ("negative", "config: malformed descriptor"),
+    ],
+)
+def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Crafted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ref = parse_reference(f"127.0.0.1:{server.server_address[1]}/{repo}")
+
+        async def resolve() -> None:
+            async with _client() as client:
+                await client.resolve(ref, Platform("linux", "amd64"))
+
+        with pytest.raises(RegistryError) as err:
+            anyio.run(resolve)
+        assert message in str(err.value)
+        assert "\n" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (Fault.fail(every=1), "HTTP 500"),
+        (Fault.throttle(every=1, retry_after="1"), "HTTP 429"),
+        (Fault.reset(), "cannot reach the registry"),
+    ],
+    ids=["5xx", "429", "reset"],
+)
+def test_a_failing_registry_is_one_line(proxy: FaultProxy, fault: Fault, said: str) -> None:
+    proxy.fault = fault
+    host = proxy.url.removeprefix("http://")
+    ref = parse_reference(f"{host}/img")
+
+    async def resolve() -> None:
+        async with _client() as client:
+            await client.resolve(ref, Platform("linux", "amd64"))
+
+    with pytest.raises(RegistryError) as err:
+        anyio.run(resolve)
+    assert said in str(err.value) and host in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+class _Loop(BaseHTTPRequestHandler):
+    """Redirects every request to itself."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(307)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_redirect_loop_is_one_line() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Loop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        ref = parse_reference(f"{host}/loop")
+
+        async def resolve() -> None:
+            async with _client() as client:
+                await client.resolve(ref, Platform("linux", "amd64"))
+
+        with pytest.raises(RegistryError, match="Exceeded maximum allowed redirects") as err:
+            anyio.run(resolve)
+        assert "\n" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
