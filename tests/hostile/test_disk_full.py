@@ -17,10 +17,11 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs: room for a 3 MB context's mirror and snapshot, not for its layer too."""
+    """A 5 MiB tmpfs: room for a 3 MB context's mirror (its snapshot and the COPY's layer link
+    to it), not for the layer's compressed blob too."""
     where = tmp_path / "small"
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
@@ -45,7 +46,7 @@ def big_context(tmp_path: Path) -> Path:
     ],
 )
 def test_a_full_destination_is_one_line(tmp_path: Path, small: Path, kind: str, step: str) -> None:
-    (small / "filler").write_bytes(b"\0" * (6 << 20))
+    (small / "filler").write_bytes(b"\0" * (3 << 20))
     ctx = big_context(tmp_path)
     done = dockerfile_build(tmp_path / "root", ctx, "--output", f"type={kind},dest={small / 'out'}")
     assert error_line(done) == f"error: failed to solve: {step}: no space left on device"
