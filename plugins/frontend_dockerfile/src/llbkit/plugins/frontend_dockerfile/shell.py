@@ -137,7 +137,7 @@ class _Lexer:
         """Process up to ``stop`` (consumed) or the end; the text and its words."""
         out: list[str] = []
         words = _Words()
-        size = 0
+        size = len(self.text)  # what the word holds besides its expansions, counted once up front
         while self.peek():
             ch = self.peek()
             if stop and ch == stop:
