@@ -13,17 +13,19 @@ import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
-from llbkit.core.plugins.context import Platform, PluginContext
+from llbkit.core.errors import UnknownOptionError, UserError
+from llbkit.core.plugins.context import PluginContext
 from llbkit.plugins.worker_runc.executor import RuncExecutor
+from llbkit.sdk import workerconfig
 
 __all__ = ["RuncExecutor", "RuncWorker"]
 
 #: ``[worker.oci]`` keys this worker takes (the engine keeps ``enabled``, ``gc*`` and
 #: ``max-parallelism`` for itself); BuildKit's others are accepted, and the engine's config says
 #: which have no effect yet
+SECTION = "[worker.oci]"
 OPTIONS = (
     "platforms",
     "binary",
@@ -70,7 +72,7 @@ class RuncWorker:
         state = Path(self.ctx.state_dir or tempfile.mkdtemp(prefix="llbkit-runc-"))
         (state / "executor").mkdir(parents=True, exist_ok=True)
         (state / "runtime").mkdir(parents=True, exist_ok=True)
-        platforms = [_platform(p) for p in _strings(config, "platforms")] or [Platform()]
+        platforms = workerconfig.platforms(config, SECTION)
         labels = {
             "org.mobyproject.buildkit.worker.executor": "oci",
             "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
@@ -78,11 +80,8 @@ class RuncWorker:
             "org.mobyproject.buildkit.worker.network": "host",
             "org.mobyproject.buildkit.worker.oci.process-mode": "sandbox",
             "org.mobyproject.buildkit.worker.selinux.enabled": "false",
+            **workerconfig.labels(config, SECTION, {}),
         }
-        extra = config.get("labels") or {}
-        if not isinstance(extra, dict):
-            raise ConfigError("[worker.oci] labels must be a table")
-        labels.update({str(k): str(v) for k, v in extra.items()})
         executor = RuncExecutor(binary, state, platforms, labels)
         executor.reaped = await executor.reap_orphans()
         return executor
@@ -98,17 +97,3 @@ class RuncWorker:
         executor = await self.resolve(config)
         await executor.aclose()
         return executor.reaped
-
-
-def _strings(config: Mapping[str, object], key: str) -> list[str]:
-    value: Any = config.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"[worker.oci] {key} must be a list of strings")
-    return list(value)
-
-
-def _platform(text: str) -> Platform:
-    try:
-        return Platform.parse(text)
-    except ValueError:
-        raise ConfigError(f"[worker.oci] platforms: {text!r} is not os/arch[/variant]") from None
