@@ -9,6 +9,7 @@ names (and so are empty), and an escape character ending a word is dropped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 from llbkit.core.errors import UserError
@@ -71,35 +72,47 @@ def go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+_SPACE = re.compile(r"\s+")
+
+
 class _Words:
-    """The words an expansion yields: unquoted expansions split at whitespace."""
+    """The words an expansion yields: unquoted expansions split at whitespace.
+
+    Built from parts, and a value split at its whitespace runs at once: a megabyte variable
+    must not cost a megabyte of one-character steps (or a quadratic string)."""
 
     def __init__(self) -> None:
         self.words: list[str] = []
-        self.word = ""
+        self.parts: list[str] = []
         self.in_word = False
+
+    def _end(self) -> None:
+        if self.in_word and any(self.parts):
+            self.words.append("".join(self.parts))
+            self.parts = []
+            self.in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch.isspace():
-            if self.in_word and self.word:
-                self.words.append(self.word)
-                self.word = ""
-                self.in_word = False
+            self._end()
         else:
             self.add_raw(ch)
 
     def add_raw(self, text: str) -> None:
-        self.word += text
+        self.parts.append(text)
         self.in_word = True
 
     def add_string(self, text: str) -> None:
-        for ch in text:
-            self.add_char(ch)
+        for n, piece in enumerate(_SPACE.split(text)):
+            if n:  # a run of whitespace came before this piece
+                self._end()
+            if piece:
+                self.add_raw(piece)
 
     def done(self) -> list[str]:
-        if self.word:
-            self.words.append(self.word)
-            self.word = ""
+        if any(self.parts):
+            self.words.append("".join(self.parts))
+            self.parts = []
         return self.words
 
 
