@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,9 +63,9 @@ class RootGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = self._lazy.pop(cmd_name, None)
         if target is not None:
-            module, _, attr = target.partition(":")
-            command = getattr(importlib.import_module(module), attr)
-            click.Group.add_command(self, command, cmd_name)
+            from llbkit.core.plugins.entrypoints import load_target
+
+            click.Group.add_command(self, load_target(target), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 

@@ -174,9 +174,12 @@ class ContainerdImageStore:
 
 
 def _expiry(duration: str) -> str:
-    """RFC 3339 time ``duration`` (``24h``) from now, as containerd's lease labels take it."""
+    """RFC 3339 time ``duration`` (a Go duration, ``24h``) from now, as containerd's lease
+    labels take it."""
     import datetime
 
-    hours = int(duration.removesuffix("h"))
-    at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=hours)
+    from llbkit.core.units import parse_duration
+
+    seconds = parse_duration(duration, "lease expiry")
+    at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
