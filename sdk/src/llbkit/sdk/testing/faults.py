@@ -292,6 +292,8 @@ class _Forwarder(BaseHTTPRequestHandler):
             if code
             else f"{words} (a fault of the test proxy)\n"
         ).encode()
+        # Recorded before the answer leaves: a client that has read it finds it counted.
+        self.owner._record(self.command, self.path, status)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -299,13 +301,12 @@ class _Forwarder(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(text)
-        self.owner._record(self.command, self.path, status)
 
     def _reset(self) -> None:
         """Close with a TCP RST: the client sees "connection reset", not a clean end."""
+        self.owner._record(self.command, self.path, 0)
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
-        self.owner._record(self.command, self.path, 0)
 
     def _forward(self, body: Iterator[bytes], fault: Fault) -> None:
         upstream = http.client.HTTPConnection(self.host, self.port, timeout=60)
