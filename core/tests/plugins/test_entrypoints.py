@@ -101,6 +101,18 @@ def test_install_change_and_uninstall_are_seen_by_the_next_process(
     assert "acme.v0" not in _index_in_child(own_cache, site)["frontends"]
 
 
+def test_files_written_beside_a_path_entry_do_not_force_a_scan(
+    own_cache: Path, tmp_path: Path
+) -> None:
+    # Under ``python -m`` the working directory is on the path, and builds write into it.
+    site = tmp_path / "site"
+    site.mkdir()
+    assert _index_in_child(own_cache, site)["scanned"] is True
+    (site / "out.tar").write_bytes(b"an output")
+    (site / "dest").mkdir()
+    assert _index_in_child(own_cache, site)["scanned"] is False
+
+
 def test_a_new_path_entry_in_this_process_is_seen(tmp_path: Path, monkeypatch) -> None:
     before = {e.name for e in index().get("llbkit.frontends", [])}
     site = tmp_path / "site"

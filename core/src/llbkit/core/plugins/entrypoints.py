@@ -42,18 +42,21 @@ class Entry:
 def _fingerprint(paths: list[str]) -> str:
     digest = hashlib.sha256(f"{_FORMAT}\0{sys.version}\0".encode())
     for entry in paths:
+        # The folder's own mtime is left out: its listing below already shows a distribution
+        # coming or going, and a working directory (sys.path[0] under -m) changes all the time.
         try:
-            st = os.stat(entry or ".")
+            names = sorted(os.listdir(entry or "."))
+        except NotADirectoryError:  # a zip or egg file on the path
+            try:
+                st = os.stat(entry)
+            except OSError:
+                st = None
+            digest.update(f"{entry}\0{st.st_mtime_ns if st else '-'}\n".encode())
+            continue
         except OSError:
             digest.update(f"{entry}\0-\n".encode())
             continue
-        digest.update(f"{entry}\0{st.st_mtime_ns}\n".encode())
-        if not os.path.isdir(entry or "."):
-            continue
-        try:
-            names = sorted(os.listdir(entry or "."))
-        except OSError:
-            continue
+        digest.update(f"{entry}\0d\n".encode())
         for name in names:
             if name.endswith((".dist-info", ".egg-info")):
                 try:
