@@ -137,3 +137,37 @@ def test_a_layer_filled_when_the_process_died_is_fetched_again(tmp_path: Path) -
         store.fetchers.add([digest], _Remote({digest: blob}).fetch)
         anyio.run(materialize, store, (layer,), None)
         assert sorted(p.name for p in store.layer_path(layer).iterdir()) == ["a"]
+
+
+def test_a_zstd_layer_of_several_frames_is_unpacked_whole(tmp_path: Path) -> None:
+    # Larger than one frame: llbkit, zstd -T and pzstd write such a layer as several frames.
+    import os as _os
+
+    files = {f"data/{n}.bin": _os.urandom(3 << 20) for n in range(3)}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = compress_bytes(raw.getvalue(), "zstd")
+    assert blob.count(b"\x28\xb5\x2f\xfd") >= 3  # a frame's magic number, once per frame
+    assert blob == compress_bytes(raw.getvalue(), "zstd")  # the same bytes every time
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        layer = store.import_layer(
+            parent=None,
+            digest=digest,
+            diff_id=diff_id,
+            size=len(blob),
+            media_type="application/vnd.oci.image.layer.v1.tar+zstd",
+            description="cache x layer 1/1",
+            origin="cache x",
+            created=1_700_000_000.0,
+        )
+        store.fetchers.add([digest], _Remote({digest: blob}).fetch)
+        anyio.run(materialize, store, (layer,), None)
+        tree = store.layer_path(layer)
+        for name, data in files.items():
+            assert (tree / name).read_bytes() == data

@@ -112,9 +112,10 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
 class _Compressor:
     """A file-like sink: what the tar writer gives is compressed into ``out`` as it comes.
 
-    gzip is made of members of ``_CHUNK`` bytes compressed on every core (as pigz does);
-    concatenated members are one valid gzip stream, and the bytes do not depend on timing.
-    zstd is one stream compressed on a worker thread, in order, while the tar is being read.
+    Both are made of pieces of ``_CHUNK`` bytes compressed on every core (as pigz and
+    ``zstd -T`` do): gzip members, or zstd frames, which concatenated are one valid stream of
+    either. Where a piece ends depends only on the data, so the bytes do not depend on timing
+    or on the number of cores.
     """
 
     def __init__(self, out: _Hashing, compression: str, level: int | None) -> None:
@@ -128,18 +129,14 @@ class _Compressor:
         self._work: Any = None
         self._workers = 1
         if compression == "gzip":
-            self._workers = max(1, os.cpu_count() or 1)
             self._work = partial(_gzip_member, level=level)
         elif compression == "zstd":
-            import zstandard
-
-            stream = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
-            self._work = stream.compress
-            self._end = stream.flush
+            self._work = partial(_zstd_frame, level=3 if level is None else level)
         elif compression != "uncompressed":
             raise ConfigError(f"compression={compression!r}: gzip, zstd or uncompressed")
         if self._work is not None:
-            # One worker keeps zstd's chunks in order; gzip's members are independent.
+            # Members and frames are independent: every core compresses one at a time.
+            self._workers = max(1, os.cpu_count() or 1)
             self._pool = ThreadPoolExecutor(self._workers)
 
     def write(self, data: bytes) -> int:
@@ -176,16 +173,21 @@ class _Compressor:
         if self._buffer or not self._pending:
             self._submit(bytes(self._buffer))
             self._buffer.clear()
-        if self.compression == "zstd":
-            self._pending.append(self._pool.submit(self._end))
         for future in self._pending:
             self.out.write(future.result())
         self._pool.shutdown()
 
 
-#: bytes per gzip member, and per piece of zstd's stream handed to its worker
+#: bytes per gzip member or zstd frame
 _CHUNK = 4 << 20
 _PROBE = 64 << 10
+
+
+def _zstd_frame(chunk: bytes, *, level: int) -> bytes:
+    """One zstd frame, with its content size (a reader can size its buffer from it)."""
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(chunk)
 
 
 def _gzip_member(chunk: bytes, *, level: int | None) -> bytes:

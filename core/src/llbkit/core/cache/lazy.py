@@ -130,7 +130,8 @@ def _unpack(store: Store, layer: int, blob: Path, media_type: str) -> None:
         if "zstd" in media_type:
             import zstandard
 
-            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+            # Several frames are one stream (zstd -T, pzstd and llbkit write such layers).
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         unpack_layer(stream, str(tree), store.format, what=f"imported layer {blob.name}")
     store.fill_layer(layer, tree)
     _remove(tree.parent)
