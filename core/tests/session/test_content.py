@@ -125,3 +125,42 @@ def test_a_session_without_content_stores_says_what_is_missing(tmp_path: Path) -
     io = SessionClientIO(session, scratch=tmp_path)
     with pytest.raises(UserError, match="shares no directory /x"):
         io.directory("/x")
+
+
+def test_an_oci_layout_output_goes_into_the_clients_export_store(tmp_path: Path) -> None:
+    # buildctl's ``--output type=oci,tar=false,dest=DIR`` offers DIR as content store
+    # "export" (no FileSend) and writes index.json itself from the build's response.
+    import json
+
+    out = tmp_path / "out"
+    layer, config = os.urandom(2 << 20), b'{"config":{}}'
+    manifest = json.dumps({"layers": [_name(layer)], "config": _name(config)}).encode()
+    tree = tmp_path / "layout"
+    for data in (layer, config, manifest):
+        (tree / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (tree / _name(data)).write_bytes(data)
+    (tree / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    top = {"digest": "sha256:" + hashlib.sha256(manifest).hexdigest(), "size": len(manifest)}
+    (tree / "index.json").write_text(json.dumps({"manifests": [top]}))
+    stores = {"export": out}
+    client = EmbeddedClient()
+    sock = tmp_path / "s.sock"
+    methods = frozenset(m.lower() for m in exposed_methods(client, (), stores))
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with serve_attachables(client, (), str(sock), stores):
+                channel = grpc.aio.insecure_channel(f"unix:{sock}")
+                try:
+                    session = Session("id", "test", "", methods, channel)
+                    await SessionClientIO(session, scratch=tmp_path).write_tree(
+                        "client-output:0", tree
+                    )
+                finally:
+                    await channel.close()
+
+    anyio.run(main)
+    for data in (layer, config, manifest):
+        assert (out / _name(data)).read_bytes() == data
+    assert not (out / "index.json").exists()  # the client's to write, from the response
+    assert _leftovers(out) == []

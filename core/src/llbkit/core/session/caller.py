@@ -98,6 +98,26 @@ def _said(err: grpc.aio.AioRpcError) -> str:
     return err.details() or err.code().name.lower()
 
 
+async def _layout_into_store(channel: grpc.aio.Channel, tree: Path) -> None:
+    """The blobs of OCI layout ``tree`` written into the client's ``export`` content store,
+    what index.json names last (a reader never finds a manifest before its blobs)."""
+    import json
+
+    from llbkit.core.session.content import SessionContentDirectory
+
+    store = SessionContentDirectory(channel, "export", "the output directory")
+    tops = {
+        "blobs/" + entry["digest"].replace(":", "/", 1)
+        for entry in json.loads((tree / "index.json").read_bytes()).get("manifests", [])
+    }
+    names = sorted(p.relative_to(tree).as_posix() for p in (tree / "blobs").glob("*/*"))
+    for name in sorted(names, key=lambda name: name in tops):
+        async with store.write(name) as sink:
+            with open(tree / name, "rb") as data:
+                while chunk := data.read(1 << 20):
+                    await sink.write(chunk)
+
+
 class SessionClientIO:
     """``ClientIO`` over a session. ``exporters`` are the build's, for telling their outputs
     apart on the client."""
@@ -154,6 +174,15 @@ class SessionClientIO:
     async def write_tree(self, dest: str, tree: Path) -> None:
         from llbkit.core.session.diffcopy import send_tree
 
+        if (
+            not self.session.supports(FILE_SEND)
+            and self.session.supports(CONTENT_INFO)
+            and (tree / "oci-layout").is_file()
+        ):
+            # buildctl takes ``type=oci|docker,tar=false`` into its own content store
+            # ("export") and names the image in index.json itself from the response.
+            await _layout_into_store(self.session.channel, tree)
+            return
         if self.session.supports(BATCHED_FILE_SEND):
             call: Any = self.session.channel.stream_stream(
                 BATCHED_FILE_SEND,
