@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +49,18 @@ class Tally:
 
 def _round(name: str, seed: int, examples: int, env: dict[str, str]) -> tuple[bool, int, str]:
     """One round: whether it passed, how many examples Hypothesis ran, and its output's tail."""
+    # A private temporary root per round: pytest's clean-up of older ones never meets what
+    # another suite left there.
+    base = Path(tempfile.mkdtemp(prefix=f"fuzz-{seed}-"))
+    try:
+        return _run(name, seed, examples, env, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(
+    name: str, seed: int, examples: int, env: dict[str, str], base: Path
+) -> tuple[bool, int, str]:
     run = subprocess.run(
         [
             sys.executable,
@@ -58,6 +72,7 @@ def _round(name: str, seed: int, examples: int, env: dict[str, str]) -> tuple[bo
             f"{SUITE}::{name}",
             f"--hypothesis-seed={seed}",
             "--hypothesis-show-statistics",
+            f"--basetemp={base / 'tmp'}",
         ],
         cwd=ROOT,
         env=env | {"LLBKIT_FUZZ_EXAMPLES": str(examples)},

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
+from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert
 from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, parse
 from llbkit.plugins.frontend_dockerfile.parser import parse_words as split_words
 from llbkit.plugins.frontend_dockerfile.shell import ExpansionError, expand
+from llbkit.sdk import llb
 
 
 def test_directives_continuations_comments_and_forms() -> None:
@@ -32,14 +35,48 @@ def test_flags_and_heredocs() -> None:
     ]
 
 
-def test_unknown_instruction_names_the_line_and_a_suggestion() -> None:
+async def _image(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    return "sha256:" + "0" * 64, b'{"config": {}}'
+
+
+def _refused(text: str) -> DockerfileError:
     with pytest.raises(DockerfileError) as err:
-        parse("FROM x\nRUN true\nCOPPY a b\n")
-    assert str(err.value) == (
+        anyio.run(convert, parse(text), BuildOptions(), _image)
+    return err.value
+
+
+def test_unknown_instruction_names_the_line_and_a_suggestion() -> None:
+    err = _refused("FROM x\nRUN true\nCOPPY a b\n")
+    assert str(err) == (
         "dockerfile parse error on line 3: unknown instruction: COPPY (did you mean COPY?)"
     )
-    assert err.value.source.startswith("Dockerfile:3\n")
-    assert "   3 | >>> COPPY a b" in err.value.source
+    assert err.source.startswith("Dockerfile:3\n")
+    assert "   3 | >>> COPPY a b" in err.source
+    assert str(_refused("FROM scratch\ncoppy a b\n")).endswith(
+        "unknown instruction: coppy (did you mean copy?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Instructions are refused in order, as BuildKit reads them once the file is split:
+        # an earlier one's missing arguments come before a later unknown instruction.
+        ("FROM\nFOO bar\n", "line 1: FROM requires either one or three arguments"),
+        ("FROM scratch\nEXPOSE\nFOO bar\n", "line 2: EXPOSE requires at least one argument"),
+        (
+            "FROM scratch\nCOPY\nFOO bar\n",
+            "line 2: COPY requires at least two arguments, but only one was provided. "
+            "Destination could not be determined",
+        ),
+        ("FROM scratch\nFROM \n\\", "line 2: FROM requires either one or three arguments"),
+        # A line that is only a continuation is an instruction with no name.
+        ("FROM scratch\n\\", "line 2: unknown instruction: "),
+        ("FROM scratch\n \\\n", "line 2: unknown instruction: "),
+    ],
+)
+def test_instructions_are_refused_in_their_order(text: str, message: str) -> None:
+    assert str(_refused(text)) == f"dockerfile parse error on {message}"
 
 
 def test_unterminated_heredoc() -> None:

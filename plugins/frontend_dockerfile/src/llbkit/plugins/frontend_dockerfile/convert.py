@@ -34,6 +34,7 @@ from llbkit.plugins.frontend_dockerfile.parser import (
     chomp,
     parse_heredoc,
     snippet,
+    unknown_instruction,
 )
 from llbkit.plugins.frontend_dockerfile.shell import (
     ExpansionError,
@@ -264,6 +265,15 @@ class _Converter:
     def check(self, inst: Instruction) -> None:
         """What BuildKit refuses while reading an instruction, before building anything."""
         keyword = inst.keyword
+        unknown = unknown_instruction(inst)
+        if unknown is not None:
+            raise self.parse_fail(inst, unknown)
+        if keyword in ("ADD", "COPY") and len(inst.args) < 2:
+            raise self.parse_fail(
+                inst,
+                f"{keyword} requires at least two arguments, but only one was provided. "
+                "Destination could not be determined",
+            )
         # Flags are read (and refused) with the instruction, before any stage is built.
         self.flags(inst, _FLAGS.get(keyword, set()))
         if keyword in _ONE_ARGUMENT and not inst.args:
@@ -391,6 +401,9 @@ class _Converter:
         triggers = stage.config.pop("OnBuild", None) or []
         for text in triggers:
             for inst in parse(text, self.filename).instructions:
+                unknown = unknown_instruction(inst)
+                if unknown is not None:
+                    raise self.fail(inst, f"ONBUILD trigger {text!r}: {unknown}")
                 if inst.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
                     raise self.fail(inst, f"{inst.keyword} isn't allowed as an ONBUILD trigger")
                 handler = getattr(self, f"do_{inst.keyword.lower()}")

@@ -242,14 +242,8 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
                     )
                 holder.heredocs.append(Heredoc(doc.name, content, doc.expand, doc.chomp, doc.fd))
             inst.end_line = reader.n
-        if inst.keyword not in INSTRUCTIONS:
-            written = inst.original.split()[0]
-            close = _suggest(written)
-            hint = f" (did you mean {close}?)" if close else ""
-            raise DockerfileError(
-                f"dockerfile parse error on line {start}: unknown instruction: {written}{hint}",
-                snippet(text, filename, start, reader.n),
-            )
+        # An unknown instruction is refused in its turn, with the others' arguments
+        # (``unknown_instruction``), as BuildKit reads them: after the whole file is split.
         instructions.append(inst)
     if not instructions:
         raise DockerfileError(f"{filename}:{max(reader.n, 1)}: file with no instructions")
@@ -270,6 +264,17 @@ def _distance(a: str, b: str) -> int:
         for j, cb in enumerate(b, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
     return row[-1]
+
+
+def unknown_instruction(inst: Instruction) -> str | None:
+    """Why ``inst`` is no instruction (BuildKit's words, with a suggestion), or ``None``."""
+    if inst.keyword in INSTRUCTIONS:
+        return None
+    words = inst.original.split()
+    written = words[0] if words else ""  # a line that is only a continuation
+    close = _suggest(written) if written else None
+    hint = f" (did you mean {close}?)" if close else ""
+    return f"unknown instruction: {written}{hint}"
 
 
 def _suggest(written: str) -> str:
