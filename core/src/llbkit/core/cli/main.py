@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -29,7 +28,12 @@ BUILTIN_COMMANDS = {
 
 
 class RootGroup(click.Group):
-    """The ``llbkit`` group; refuses a second command under a name that is taken."""
+    """The ``llbkit`` group; refuses a second command under a name that is taken.
+
+    Plugins' commands (``llbkit_add_commands``) are asked for only when a name is not one of
+    llbkit's own, or when commands are listed: a build does not import the hook plugins to
+    find out what else the CLI could do.
+    """
 
     adding_for: str = "llbkit"
     plugins: Plugins
@@ -37,6 +41,7 @@ class RootGroup(click.Group):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lazy: dict[str, str] = dict(BUILTIN_COMMANDS)
+        self._plugin_commands_added = False
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         name = name or cmd.name
@@ -47,7 +52,22 @@ class RootGroup(click.Group):
             )
         super().add_command(cmd, name)
 
+    def _add_plugin_commands(self) -> None:
+        if self._plugin_commands_added:
+            return
+        self._plugin_commands_added = True
+        from llbkit.core.plugins.hooks import HookCaller
+
+        def announce(plugin: str) -> None:
+            self.adding_for = plugin
+
+        try:
+            HookCaller(self.plugins.hooks).add_commands(self, announce)
+        finally:
+            self.adding_for = "llbkit"
+
     def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
         return sorted({*self.commands, *self._lazy})
 
     def resolve_command(
@@ -66,26 +86,45 @@ class RootGroup(click.Group):
             from llbkit.core.plugins.entrypoints import load_target
 
             click.Group.add_command(self, load_target(target), cmd_name)
+        elif cmd_name not in self.commands:
+            self._add_plugin_commands()
         return super().get_command(ctx, cmd_name)
 
 
-@dataclass(frozen=True)
 class Plugins:
-    """What the composition root builds once per process and every command uses."""
+    """What the composition root builds once per process and every command uses: the
+    installed plugins and the hook manager, made when a command first needs them (a command
+    that only talks to a daemon never does)."""
 
-    registry: PluginRegistry
-    hooks: pluggy.PluginManager
+    def __init__(self, registry: PluginRegistry | None = None) -> None:
+        self._registry = registry
+        self._hooks: pluggy.PluginManager | None = None
+
+    @property
+    def registry(self) -> PluginRegistry:
+        if self._registry is None:
+            from llbkit.core.plugins.registry import PluginRegistry
+
+            self._registry = PluginRegistry.from_env()
+        return self._registry
+
+    @property
+    def hooks(self) -> pluggy.PluginManager:
+        if self._hooks is None:
+            registry = self.registry
+            self._hooks = registry.hook_manager()
+            for warning in registry.warnings:
+                click.echo(f"warning: {warning}", err=True)
+        return self._hooks
 
 
 def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
-    """Return a fresh CLI: built-in commands, then those plugins add (``llbkit_add_commands``).
+    """Return a fresh CLI: built-in commands, and those plugins add (``llbkit_add_commands``)
+    when they are asked for.
 
     :param registry: the plugins to consult; by default what is installed, minus
         ``LLBKIT_DISABLE_PLUGINS``.
     """
-    from llbkit.core.plugins.hooks import HookCaller
-    from llbkit.core.plugins.registry import PluginRegistry
-
     group = RootGroup(
         name="llbkit",
         help="llbkit: BuildKit's builds, run from Python.",
@@ -121,17 +160,7 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     click.option("--tlsdir", default="", help="A directory with ca.pem, cert.pem and key.pem.")(
         group
     )
-    registry = registry or PluginRegistry.from_env()
-    pm = registry.hook_manager()
-    for warning in registry.warnings:
-        click.echo(f"warning: {warning}", err=True)
-
-    def announce(plugin: str) -> None:
-        group.adding_for = plugin
-
-    HookCaller(pm).add_commands(group, announce)
-    group.adding_for = "llbkit"
-    group.plugins = Plugins(registry, pm)
+    group.plugins = Plugins(registry)
     return group
 
 
