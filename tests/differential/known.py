@@ -65,8 +65,4 @@ KNOWN: dict[str, str] = {
         "an invalid COPY --chmod is refused; BuildKit v0.11 ignores it silently (see "
         "docs/compatibility.md)"
     ),
-    "hand-heredoc-shebang": (
-        "a RUN with a mount under /dev (the heredoc script at /dev/pipes) leaves /dev in the "
-        "layer; BuildKit's layer has none"
-    ),
 }
