@@ -1,7 +1,11 @@
-"""Cases where llbkit still differs from BuildKit v0.11.6, each with the difference named. The
-replay marks them xfail (strict: a case that starts passing must leave this list)."""
+"""Cases where llbkit differs from BuildKit v0.11.6. KNOWN: not fixed yet, each with the
+difference named; the replay marks them xfail (strict: a case that starts passing must leave
+the list). DELIBERATE: differences on purpose (docs/compatibility.md says why); the replay
+checks that llbkit gives what it says instead, so a deliberate difference cannot drift."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 #: BuildKit's client (fsutil's walker, with moby/patternmatcher) reads the context's follow
 #: paths before the daemon sees a wildcard: a malformed one fails there, in its words.
@@ -22,13 +26,25 @@ KNOWN: dict[str, str] = {
         ],
         _SENDER,
     ),
-    "hand-run-security-bad": (
+}
+
+
+@dataclass(frozen=True)
+class Deliberate:
+    """llbkit's own answer to a case: the error it reports (a part of its text)."""
+
+    why: str
+    error: str
+
+
+DELIBERATE: dict[str, Deliberate] = {
+    "hand-run-security-bad": Deliberate(
         "RUN --security is read (BuildKit's labs syntax; v0.11's built-in frontend says "
-        "'unknown flag: security'), so a bad mode is worded otherwise; see "
-        "docs/compatibility.md"
+        "'unknown flag: security'), so a bad mode is refused as a bad mode",
+        "dockerfile parse error on line 2: unsupported security mode bogus",
     ),
-    "hand-copy-chmod-bad": (
-        "an invalid COPY --chmod is refused; BuildKit v0.11 ignores it silently (see "
-        "docs/compatibility.md)"
+    "hand-copy-chmod-bad": Deliberate(
+        "an invalid COPY --chmod is refused; BuildKit v0.11 ignores it silently",
+        "Dockerfile:2: invalid chmod parameter 'abc'",
     ),
 }
