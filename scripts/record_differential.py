@@ -53,11 +53,6 @@ PORT = 5155
 ISOLATED = ("@RICH@", "@NOPATH@")
 
 
-def isolated(case: Case) -> bool:
-    text = case.dockerfile + "".join(case.args.values())
-    return any(mark in text for mark in ISOLATED)
-
-
 def fresh(buildctl: str, registry: str, base: str) -> None:
     """An empty cache but for ``base``'s layers, fetched as ``base`` (a mark of IMAGES)."""
     subprocess.run([buildctl, "prune", "--all"], capture_output=True, check=True)
@@ -67,9 +62,10 @@ def fresh(buildctl: str, registry: str, base: str) -> None:
         raise SystemExit(f"cannot pull {base}: {found}")
 
 
-def isolated_base(case: Case) -> str:
+def isolated_base(case: Case) -> str | None:
+    """The base other than busybox that ``case`` names, if any: it is recorded alone."""
     text = case.dockerfile + "".join(case.args.values())
-    return next(mark for mark in ISOLATED if mark in text)
+    return next((mark for mark in ISOLATED if mark in text), None)
 
 
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +115,8 @@ def main() -> int:
         raise SystemExit(f"duplicate case names: {sorted(dupes)}")
     chosen = [c for c in everything if not args.names or c.name in args.names]
     base = busybox_tree()
-    shared = [c for c in chosen if not isolated(c)]
-    alone = [c for c in chosen if isolated(c)]
+    shared = [c for c in chosen if isolated_base(c) is None]
+    alone = [(c, isolated_base(c)) for c in chosen if isolated_base(c) is not None]
     results: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -131,8 +127,8 @@ def main() -> int:
         with ThreadPoolExecutor(3) as pool:
             found = pool.map(lambda c: record(c, buildctl, reg.host, base), shared)
             results.update(zip((c.name for c in shared), found, strict=True))
-        for case in alone:
-            fresh(buildctl, reg.host, isolated_base(case))
+        for case, mark in alone:
+            fresh(buildctl, reg.host, str(mark))
             results[case.name] = record(case, buildctl, reg.host, base)
     recorded = {c.name: {**c.record(), "result": results[c.name]} for c in chosen}
     if args.names:
