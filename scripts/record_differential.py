@@ -6,9 +6,18 @@ with the generator's seed and BuildKit's version.
     BUILDCTL=/path/to/buildctl BUILDKIT_HOST=unix:///run/buildkit.sock \\
         .venv/bin/python scripts/record_differential.py [--seed N] [--count N] [name...]
 
-Needs buildkitd v0.11.6 reaching 127.0.0.1:5155 over plain HTTP (``[registry."127.0.0.1:5155"]
-http = true``), docker-registry and busybox-static. Names, when given, re-record only those cases
-(in place, keeping the others).
+Needs buildkitd v0.11.6 reaching 127.0.0.1:5155 (or ``--port``) over plain HTTP
+(``[registry."127.0.0.1:5155"] http = true``), docker-registry and busybox-static, and nothing
+else building on that buildkitd: its cache is pruned (``buildctl prune --all``) as it records.
+Names, when given, re-record only those cases (in place, keeping the others).
+
+BuildKit describes a base layer that its image has no history for (``pulled from REF@DIGEST``)
+by the image whose pull first fetched the layer's blob; a layer not fetched yet (a build that
+needs only the image's config) is ``created by buildkit``. The busybox, rich and no-PATH images
+share busybox's layer. So each case is recorded on a warm cache of its own base: after a prune,
+a ``RUN`` on the base fetches its layers, then the cases naming only busybox are recorded
+together and each naming another base alone, after its own prune and warm-up. Every image's
+layers are then described by that image, as on a daemon that has built from it before.
 """
 
 from __future__ import annotations
@@ -40,6 +49,23 @@ from tests.differential.harness import (  # noqa: E402
 )
 
 PORT = 5155
+#: the bases that share busybox's layer (see the module's docstring)
+ISOLATED = ("@RICH@", "@NOPATH@")
+
+
+def fresh(buildctl: str, registry: str, base: str) -> None:
+    """An empty cache but for ``base``'s layers, fetched as ``base`` (a mark of IMAGES)."""
+    subprocess.run([buildctl, "prune", "--all"], capture_output=True, check=True)
+    warm = Case("warm", "config", f"FROM {base}\nRUN true\n")
+    found = record(warm, buildctl, registry, {})
+    if "error" in found or "unreadable" in found:
+        raise SystemExit(f"cannot pull {base}: {found}")
+
+
+def isolated_base(case: Case) -> str | None:
+    """The base other than busybox that ``case`` names, if any: it is recorded alone."""
+    text = case.dockerfile + "".join(case.args.values())
+    return next((mark for mark in ISOLATED if mark in text), None)
 
 
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +104,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--count", type=int, default=220)
+    parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     buildctl = os.environ.get("BUILDCTL", "buildctl")
@@ -88,11 +115,22 @@ def main() -> int:
         raise SystemExit(f"duplicate case names: {sorted(dupes)}")
     chosen = [c for c in everything if not args.names or c.name in args.names]
     base = busybox_tree()
-    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=PORT) as reg:
+    shared = [c for c in chosen if isolated_base(c) is None]
+    alone = [(c, isolated_base(c)) for c in chosen if isolated_base(c) is not None]
+    results: dict[str, dict[str, Any]] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalRegistry(Path(tmp) / "r", port=args.port) as reg,
+    ):
         push_images(reg.host)
+        fresh(buildctl, reg.host, "@BASE@")
         with ThreadPoolExecutor(3) as pool:
-            results = list(pool.map(lambda c: record(c, buildctl, reg.host, base), chosen))
-    recorded = {c.name: {**c.record(), "result": r} for c, r in zip(chosen, results, strict=True)}
+            found = pool.map(lambda c: record(c, buildctl, reg.host, base), shared)
+            results.update(zip((c.name for c in shared), found, strict=True))
+        for case, mark in alone:
+            fresh(buildctl, reg.host, str(mark))
+            results[case.name] = record(case, buildctl, reg.host, base)
+    recorded = {c.name: {**c.record(), "result": results[c.name]} for c in chosen}
     if args.names:
         for path in VECTORS.glob("*.json"):
             for item in json.loads(path.read_text())["cases"]:

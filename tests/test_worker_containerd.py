@@ -20,6 +20,8 @@ ENV GREETING=hello
 WORKDIR /work
 COPY a.txt .
 RUN echo "$GREETING $(cat a.txt)" > greeting && mkdir -p /home/builder && chown 1000 /home/builder
+RUN mkdir /kept
+RUN --mount=type=tmpfs,target=/made/for/mount --mount=type=tmpfs,target=/kept/m true
 USER 1000
 RUN --mount=type=cache,target=/home/builder/cache,uid=1000 id -u > /home/builder/uid
 RUN --mount=type=secret,id=tok,uid=1000 wc -c < /run/secrets/tok > /home/builder/secret-size
@@ -69,6 +71,8 @@ def test_a_containerd_worker_picked_by_config_builds_what_the_oci_worker_builds(
     tree = trees["oci"]
     assert {"home/builder/secret-size", "home/builder/uid", "work/greeting"} <= tree.keys()
     assert tree["home/builder/uid"]["uid"] == 1000
+    # a mount point's missing parents go with it; a directory that was there stays
+    assert not any(path.startswith("made") for path in tree) and "kept" in tree
     assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
 
 

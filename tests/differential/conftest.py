@@ -15,7 +15,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             if "category" in props and getattr(report, "when", "call") in ("call", "setup"):
                 if outcome == "skipped" and report.when != "setup":
                     continue
-                counts.setdefault(props["category"], Counter())[outcome] += 1
+                found = counts.setdefault(props["category"], Counter())
+                found[outcome] += 1
+                if props.get("deliberate") and outcome == "passed":
+                    found["deliberate"] += 1
     if not counts:
         return
     terminalreporter.section("differential cases per category")
@@ -28,8 +31,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def _line(found: Counter[str]) -> str:
-    cases = sum(found.values())
+    cases = sum(v for k, v in found.items() if k != "deliberate")
     rest = ", ".join(
-        f"{found[k]} {k}" for k in ("failed", "xfailed", "xpassed", "skipped") if found[k]
+        f"{found[k]} {k}"
+        for k in ("deliberate", "failed", "xfailed", "xpassed", "skipped")
+        if found[k]
     )
     return f"{found['passed']}/{cases} passed" + (f" ({rest})" if rest else "")

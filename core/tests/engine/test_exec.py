@@ -93,6 +93,21 @@ def test_mounts_bind_cache_tmpfs_readonly_root(tmp_path: Path, busybox: llb.Stat
         assert len(records) == 1
 
 
+def test_mount_stubs_go_with_the_parents_made_for_them(tmp_path: Path, busybox: llb.State) -> None:
+    """As BuildKit's recursive stub cleaner: the missing parents of a mount point go when
+    left empty (a heredoc script at /dev/pipes leaves no /dev), one that was there stays."""
+    base = busybox.file(llb.mkdir("/kept", 0o755))
+    step = base.run(
+        shell="echo ran > /out",
+        mounts=[llb.Tmpfs("/dev/pipes/x"), llb.Tmpfs("/new/a/b"), llb.Tmpfs("/kept/m")],
+    )
+    with open_engine(tmp_path / "root") as engine:
+        got = files(engine, build(engine, step.root()))
+    assert got["out"] == "ran\n" and got["kept"] == "<dir>"
+    assert not any(name.split("/")[0] in ("dev", "new") for name in got)
+    assert "kept/m" not in got
+
+
 def test_secret_never_reaches_the_store(tmp_path: Path, busybox: llb.State) -> None:
     secret = b"s3cr3t-value-4242"
     step = busybox.run(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from llbkit.core.errors import UserError
 from llbkit.core.llb import load_definition
 from llbkit.core.ops.file import FileOpError, clean_path, run_file_op
 from llbkit.sdk import llb
@@ -125,6 +126,58 @@ def test_directory_copied_as_itself_or_its_contents(src, tmp_path):
         tmp_path,
     )
     assert "d/sub/c.txt" in tree(contents) and "d/app" not in tree(contents)
+
+
+@pytest.mark.parametrize(
+    ("actions", "expected"),
+    [
+        # a directory over a file: BuildKit's words, the path in the image
+        (
+            lambda: llb.mkfile("/d", 0o644, b"f").copy(
+                image(), "/app", "/d", copy_dir_contents=True
+            ),
+            "cannot copy to non-directory: /d",
+        ),
+        # a file over a directory
+        (
+            lambda: llb.mkdir("/d/a.txt", make_parents=True).copy(
+                image(), "/app", "/d", copy_dir_contents=True
+            ),
+            "cannot replace to directory /d/a.txt with file",
+        ),
+        # a file where a parent directory should be
+        (
+            lambda: llb.mkfile("/f", 0o644, b"f").copy(
+                image(), "/app/a.txt", "/f/x/y", create_dest_path=True
+            ),
+            "mkdir /f: not a directory",
+        ),
+    ],
+)
+def test_copy_errors_name_the_path_in_the_image(src, tmp_path, actions, expected):
+    with pytest.raises(FileOpError) as err:
+        run(llb.scratch().file(actions()), {IMG: src}, tmp_path)
+    assert str(err.value).endswith(expected) and str(tmp_path) not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "found"),
+    [("/app/[^a]*", ["b.md", "hard.txt", "passwd-link", "sub"]), ("/app/[!a]*", ["a.txt"])],
+)
+def test_wildcard_classes_as_go_reads_them(src, tmp_path, pattern, found):
+    state = llb.scratch().file(
+        llb.copy(image(), pattern, "/out/", allow_wildcard=True, create_dest_path=True)
+    )
+    (out,) = run(state, {IMG: src}, tmp_path)
+    assert sorted(os.listdir(out / "out")) == found
+
+
+def test_malformed_wildcard_is_one_clear_error(src, tmp_path):
+    state = llb.scratch().file(
+        llb.copy(image(), "/app/[a", "/out/", allow_wildcard=True, create_dest_path=True)
+    )
+    with pytest.raises(UserError, match="syntax error in pattern"):
+        run(state, {IMG: src}, tmp_path)
 
 
 def test_wildcards_mode_and_hardlinks(src, tmp_path):

@@ -8,7 +8,6 @@ never timestamps or inode numbers. Directories combine their children's checksum
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import stat
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.gomatch import BAD_PATTERN, BadPattern, has_wildcards, match
 from llbkit.core.fs.rootpath import resolve_in_root
 
 __all__ = ["ContentHasher", "PathNotFoundError", "StatCache"]
@@ -29,6 +29,10 @@ _SKIPPED_XATTR_PREFIXES = ("security.", "system.")
 
 class PathNotFoundError(UserError):
     """A selected path that does not exist in the snapshot."""
+
+
+class BadPatternError(UserError):
+    """A wildcard Go's ``path.Match`` (so BuildKit) refuses: ``[`` never closed, ``[]``."""
 
 
 def _xattrs(path: str) -> bytes:
@@ -107,7 +111,7 @@ class ContentHasher:
         A wildcard's checksum covers every match (their paths and checksums); no match at all
         gives the checksum of the empty set, which the caller may refuse.
         """
-        if wildcard and any(c in path for c in "*?["):
+        if wildcard and has_wildcards(path):
             matches = self.glob(path)
             digest = hashlib.sha256(b"wildcard\0")
             for rel in matches:
@@ -122,20 +126,30 @@ class ContentHasher:
         return self._entry("" if rel == "." else rel, follow_links=False)
 
     def glob(self, pattern: str) -> list[str]:
-        """Paths (relative to the root) matching ``pattern``, one component at a time, sorted."""
+        """Paths (relative to the root) matching ``pattern``, one component at a time, sorted.
+
+        Components are matched as Go's ``path.Match`` matches them (BuildKit's matcher); those
+        before the first wildcard are taken as written. A malformed pattern is
+        :class:`BadPatternError`.
+        """
+        parts = [p for p in pattern.split("/") if p not in ("", ".")]
+        first = next((n for n, part in enumerate(parts) if has_wildcards(part)), len(parts))
+        try:  # malformed is an error even where nothing is there to match
+            for part in parts[first:]:
+                match(part, "")
+        except BadPattern:
+            raise BadPatternError(BAD_PATTERN) from None
         found = [""]
-        for part in [p for p in pattern.split("/") if p not in ("", ".")]:
+        for n, part in enumerate(parts):
             following: list[str] = []
             for base in found:
                 host = resolve_in_root(self.root, base)
-                if any(c in part for c in "*?["):
+                if n >= first:
                     try:
                         names = sorted(os.listdir(host))
                     except (NotADirectoryError, FileNotFoundError):
                         continue
-                    following += [
-                        os.path.join(base, n) for n in names if fnmatch.fnmatchcase(n, part)
-                    ]
+                    following += [os.path.join(base, x) for x in names if match(part, x)]
                 elif os.path.lexists(os.path.join(host, part)):
                     following.append(os.path.join(base, part))
             found = following

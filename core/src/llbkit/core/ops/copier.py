@@ -58,15 +58,26 @@ def set_times(path: str, ns: int | None, keep: os.stat_result | None = None) -> 
         os.utime(path, ns=(keep.st_atime_ns, keep.st_mtime_ns), follow_symlinks=False)
 
 
-def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None) -> None:
-    """``mkdir -p``; only the directories it creates get ``mode``, ``owner`` and times."""
+def inside(root: str, path: str) -> str:
+    """``path`` (on the host, under ``root``) as the build sees it: an error never names the
+    host's directories."""
+    rel = os.path.relpath(path, root)
+    if rel == ".":
+        return "/"
+    return path if rel.startswith("..") else "/" + rel
+
+
+def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None, *, root: str = "") -> None:
+    """``mkdir -p``; only the directories it creates get ``mode``, ``owner`` and times.
+    ``root``: the tree ``path`` is in, named in errors."""
     if os.path.isdir(path):
         return
     if os.path.lexists(path) and not os.path.isdir(path):
-        raise CopyError(f"{path}: not a directory")
+        shown = inside(root, path) if root else path
+        raise CopyError(f"mkdir {shown}: not a directory")
     parent = os.path.dirname(path.rstrip("/"))
     if parent and parent != path:
-        mkdir_all(parent, mode, owner, ns)
+        mkdir_all(parent, mode, owner, ns, root=root)
     try:
         os.mkdir(path, mode)
     except FileExistsError:
@@ -115,6 +126,7 @@ class Copier:
         as itself unless ``dir_contents``. ``upper``: ``dest_root`` is that unmounted upper.
         """
         self._upper = upper
+        self._root = str(dest_root)
         head, tail = os.path.split(dest)
         ensure = head if tail not in ("", ".") else dest
         if ensure:
@@ -172,9 +184,13 @@ class Copier:
         if self._upper is not None:
             self._upper.parent_writable(path)
 
+    def _shown(self, path: str) -> str:
+        """A destination path as the build sees it."""
+        return inside(self._upper.upper if self._upper is not None else self._root, path)
+
     def _mkdir_all(self, path: str) -> None:
         if self._upper is None:
-            mkdir_all(path, 0o755, self.owner, self.time_ns)
+            mkdir_all(path, 0o755, self.owner, self.time_ns, root=self._root)
             return
         st = self._upper.lstat(path)
         if st is not None:
@@ -209,7 +225,7 @@ class Copier:
         old = self._lstat(target)
         if old is not None:
             if stat.S_ISDIR(old.st_mode):
-                raise CopyError(f"cannot replace directory {target} with a file")
+                raise CopyError(f"cannot replace to directory {self._shown(target)} with file")
             if self._upper is not None:
                 self._upper.remove(target)
             else:
@@ -295,7 +311,7 @@ class Copier:
                 self._upper.made(target)
             return True
         if not stat.S_ISDIR(old.st_mode):
-            raise CopyError(f"cannot copy a directory over the non-directory {target}")
+            raise CopyError(f"cannot copy to non-directory: {self._shown(target)}")
         if overwrite:
             self._writable(target)
             os.chmod(target, stat.S_IMODE(st.st_mode))

@@ -24,10 +24,19 @@ from typing import Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
+from llbkit.core.fs.gomatch import has_wildcards
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.ops.borrow import Borrowed
-from llbkit.core.ops.copier import Copier, CopyError, Owner, mkdir_all, set_owner, set_times
+from llbkit.core.ops.copier import (
+    Copier,
+    CopyError,
+    Owner,
+    inside,
+    mkdir_all,
+    set_owner,
+    set_times,
+)
 from llbkit.core.ops.upper import NeedsMount, Upper
 from llbkit.core.ops.users import read_entries
 from llbkit.core.patterns import PatternMatcher
@@ -148,7 +157,7 @@ def _mkdir(root: Path, action: pb.FileActionMkDir, owner: Owner | None) -> None:
     path = str(resolve_in_root(root, action.path))
     mode = action.mode & 0o777
     if action.makeParents:
-        mkdir_all(path, mode, owner, _time(action.timestamp))
+        mkdir_all(path, mode, owner, _time(action.timestamp), root=str(root))
         return
     try:
         os.mkdir(path, mode)
@@ -214,12 +223,14 @@ _TRUSTED: dict[str, str] = {"filter": "fully_trusted"} if hasattr(tarfile, "data
 
 def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int | None) -> None:
     target = resolve_in_root(dest_root, dest)
-    mkdir_all(str(target), 0o755, owner, ns)
+    mkdir_all(str(target), 0o755, owner, ns, root=str(dest_root))
     try:
         _extract(src, target)
     except (tarfile.TarError, KeyError, OSError, EOFError) as err:
         # KeyError: a hard link naming no member, which BuildKit's untar reports as a failed link.
-        reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+        reason: object = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, OSError) and err.filename:  # the path in the image, not the host's
+            reason = f"{err.strerror}: {inside(str(dest_root), os.fsdecode(err.filename))}"
         raise FileOpError(f"unpack {src.name} to {dest}: {reason}") from None
 
 
@@ -264,7 +275,7 @@ def _copy(
         borrow=borrow,
     )
     sources = [src]
-    if action.allowWildcard and any(c in src for c in "*?["):
+    if action.allowWildcard and has_wildcards(src):
         sources = ["/" + m for m in ContentHasher(src_root).glob(src)]
         if not sources:
             if action.allowEmptyWildcard:

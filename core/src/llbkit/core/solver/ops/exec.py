@@ -102,33 +102,32 @@ def _selected(path: Path, selector: str) -> Path:
     return resolve_in_root(path, selector) if selector else path
 
 
-def _stubs(rootfs: Path, dests: Sequence[str]) -> list[Path]:
-    """Mount points missing from the rootfs (the runtime will create them)."""
-    missing = []
+def _stubs(rootfs: Path, dests: Sequence[str], recursive: bool) -> list[Path]:
+    """Mount points missing from the rootfs (the runtime will create them), each followed by
+    its missing parents when ``recursive`` (the LLB's ``removeMountStubsRecursive``, which
+    BuildKit's LLB client always sets): the order they are removed in, innermost first."""
+    missing: list[Path] = []
     for dest in dests:
         path = resolve_in_root(rootfs, dest, follow_last=False)
-        if not os.path.lexists(path):
+        while path != rootfs and path.is_relative_to(rootfs) and not os.path.lexists(path):
             missing.append(path)
+            if not recursive:
+                break
+            path = path.parent
     return missing
 
 
-def _remove_stubs(rootfs: Path, stubs: Sequence[Path]) -> None:
-    """Remove the empty mount points the runtime created, and emptied parents it made."""
-    for stub in sorted(stubs, key=lambda p: len(p.parts), reverse=True):
-        path = stub
-        while path != rootfs and path.is_relative_to(rootfs):
-            try:
-                if path.is_dir() and not path.is_symlink():
-                    path.rmdir()
-                elif path.exists() and path.stat().st_size == 0:
-                    path.unlink()
-                else:
-                    break
-            except OSError:
-                break
-            path = path.parent
-            if any(path == s.parent for s in stubs) and path.exists() and any(path.iterdir()):
-                break
+def _remove_stubs(stubs: Sequence[Path]) -> None:
+    """Remove what the runtime created for a mount point and left empty: an empty directory
+    or an empty file the rootfs did not have before the run (none of what was there)."""
+    for path in stubs:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            elif os.path.lexists(path) and path.lstat().st_size == 0:
+                path.unlink()
+        except OSError:
+            continue
 
 
 @dataclass
@@ -282,7 +281,8 @@ async def run_exec(
         rootfs = mounts.rootfs
         if rootfs is None:
             raise UserError("exec op has no root mount")
-        stubs = _stubs(rootfs, [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)])
+        dests = [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)]
+        stubs = _stubs(rootfs, dests, exe.meta.removeMountStubsRecursive)
         shown = " ".join(exe.meta.args)
         try:
             uid, gid, groups = resolve_user(rootfs, exe.meta.user)
@@ -296,7 +296,7 @@ async def run_exec(
         code = await executor.run(
             secrets.token_hex(12), process, rootfs, mounts.specs, ctx.progress
         )
-        await anyio.to_thread.run_sync(_remove_stubs, rootfs, stubs)
+        await anyio.to_thread.run_sync(_remove_stubs, stubs)
         if code != 0:
             raise ExecFailed(
                 f"process {_go_quote(shown)} did not complete successfully: exit code: {code}"
