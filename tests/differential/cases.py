@@ -440,3 +440,23 @@ case(
     "FROM @BASE@ AS a\nARG X=x\nENV Y=y\nWORKDIR /w\nUSER builder\nFROM a\n"
     'RUN echo "$X $Y $(pwd) $(id -u)" > /tmp/out\n',
 )
+# --- the order instructions are refused in ----------------------------------------------------
+# BuildKit splits the whole file first, then reads instructions one by one: an instruction's
+# missing arguments are told before a later instruction's unknown name, and the reverse.
+case("order-from-args-then-unknown", "errors", "FROM\nFOO bar\n")
+case("order-expose-then-unknown", "errors", "FROM scratch\nEXPOSE\nFOO bar\n")
+case("order-copy-then-unknown", "errors", "FROM scratch\nCOPY a.txt\nFOO bar\n")
+case("order-add-then-unknown", "errors", "FROM scratch\nADD a.txt\nFOO bar\n")
+case("order-unknown-then-expose", "errors", "FROM scratch\nFOO bar\nEXPOSE\n")
+case("order-label-then-unknown", "errors", "FROM scratch\nLABEL\nFOO bar\n")
+case("order-onbuild-then-unknown", "errors", "FROM scratch\nONBUILD\nFOO bar\n")
+case("order-workdir-then-unknown", "errors", "FROM scratch\nWORKDIR\nFOO bar\n")
+case("order-healthcheck-then-unknown", "errors", "FROM scratch\nHEALTHCHECK\nFOO bar\n")
+case("order-flag-then-unknown", "errors", "FROM scratch\nCOPY --nope a.txt /\nFOO bar\n")
+case("order-unknown-before-from", "errors", "ARG A\nFOO bar\nFROM scratch\n")
+case("order-no-stage-then-unknown", "errors", "RUN true\nFOO bar\nFROM scratch\n")
+case("order-cmd-empty-then-unknown", "errors", "FROM scratch\nCMD\nFOO bar\n")
+case("continuation-only-at-end", "errors", "FROM scratch\n\\")
+case("continuation-only-line", "errors", "FROM scratch\n \\\n")
+case("continuation-after-empty-from", "errors", "FROM scratch\nFROM \n\\")
+case("continuation-only-joins-next", "config", "FROM scratch\n \\\nLABEL a=b\n")
