@@ -166,6 +166,7 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
 
 def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) -> None:
     """Run the CLI; a ``UserError`` prints ``error: <message>`` and exits 1 without a traceback."""
+    _without_httpx_cli()
     try:
         cli = build_cli(registry)
         cli.main(args=argv, prog_name="llbkit", standalone_mode=False, obj=cli.plugins)
@@ -196,6 +197,14 @@ def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) 
             raise  # not the machine's refusal: a bug, with its traceback
         click.echo(f"error: {reason}", err=True)
         sys.exit(1)
+
+
+def _without_httpx_cli() -> None:
+    """httpx imports its own command line (``httpx._main``: rich and pygments, a third of its
+    import time) whenever they are installed; this process never runs it. Marked absent, httpx
+    keeps a stub in its place."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _sentence(message: str) -> str:

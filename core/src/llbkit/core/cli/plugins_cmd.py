@@ -6,8 +6,6 @@ import json
 
 import click
 
-from llbkit.core.plugins.registry import DRIVER_GROUPS, HOOKS_GROUP
-
 
 @click.command("plugins")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
@@ -15,6 +13,7 @@ from llbkit.core.plugins.registry import DRIVER_GROUPS, HOOKS_GROUP
 def plugins(ctx: click.Context, fmt: str) -> None:
     """List every plugin: group, name, distribution and version, without importing any."""
     from llbkit.core.cli.state import plugins as composed
+    from llbkit.core.plugins.registry import DRIVER_GROUPS, HOOKS_GROUP
 
     registry, _ = composed(ctx)
     rows = [info for group in (*DRIVER_GROUPS, HOOKS_GROUP) for info in registry.plugins(group)]
