@@ -25,7 +25,7 @@ from llbkit.core.plugins.cache_backend import CacheBackend
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import Exporter
 from llbkit.core.plugins.frontend import Frontend
-from llbkit.core.plugins.imagestore import ImageStore, WithImageStore
+from llbkit.core.plugins.imagestore import ImageStore, UsesImageStore, WithImageStore
 from llbkit.core.plugins.reaping import Reaping
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.plugins.source import ImageResolver, Source, SourceJob
@@ -74,7 +74,23 @@ class Drivers:
 
     def source(self, scheme: str) -> Source:
         found: Source = self._driver(GROUP_SOURCES, scheme)
+        if isinstance(found, UsesImageStore):
+            found.use_image_store(self._sources_image_store)
         return found
+
+    async def _sources_image_store(self) -> ImageStore | None:
+        """The image store for sources: only a worker that says it keeps images
+        (``keeps_images = True``, containerd's) is started for it."""
+        if self._executor is None:
+            if self.config.worker.get("enabled", True) is False:
+                return None
+            try:
+                worker = self._driver(GROUP_WORKERS, self.config.worker_name)
+            except PluginError:
+                return None
+            if not getattr(worker, "keeps_images", False):
+                return None
+        return await self.image_store()
 
     async def source_job(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None

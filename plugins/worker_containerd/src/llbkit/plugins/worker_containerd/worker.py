@@ -50,6 +50,8 @@ class ContainerdWorker:
     """``llbkit.workers: containerd``."""
 
     api_version: ClassVar[int] = 2
+    #: its runtime has an image store, which the docker-image source uses
+    keeps_images: ClassVar[bool] = True
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
