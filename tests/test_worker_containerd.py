@@ -198,3 +198,63 @@ def test_a_killed_engine_leaves_no_container_task_lease_or_snapshot(
     assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
     assert "RUNNING" not in containerd.ctr("tasks", "ls").stdout
     assert held() == before  # no lease or snapshot of its own, then or now
+
+
+def test_with_both_workers_enabled_both_are_listed_and_the_oci_worker_builds(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """As buildkitd with both workers: the OCI worker first (the default, which runs
+    builds), then the containerd worker, each with its labels; through llbkitd too."""
+    import hashlib
+
+    from llbkit.sdk.testing.registry import busybox_layer, layer_tar, push_image
+    from tests.test_daemon import client, daemon
+
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        '[worker.oci]\n  enabled = true\n  labels = { who = "oci" }\n'
+        f'[worker.containerd]\n  enabled = true\n  address = "{containerd.address}"\n'
+        f'  namespace = "{containerd.namespace}"\n  labels = {{ who = "containerd" }}\n'
+    )
+    listed = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 3  # the header and both workers
+    verbose = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers", "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    blocks = verbose.stdout.split("\n\n")
+    assert len(blocks) == 2
+    assert "executor:\toci" in blocks[0] and "who:\toci" in blocks[0]
+    assert "executor:\tcontainerd" in blocks[1] and "who:\tcontainerd" in blocks[1]
+    ids = [line.split("\t")[1] for line in verbose.stdout.splitlines() if line.startswith("ID:")]
+    assert ids == [row.split()[0] for row in listed.stdout.splitlines()[1:]]
+
+    # The build runs on the default: containerd gets none of the base image it pulls.
+    host = busybox_image.split("/", 1)[0]
+    own = layer_tar({"own": tmp_path.name.encode()})
+    push_image(host, "library/busybox-both:latest", [busybox_layer(), own])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {host}/library/busybox-both\nRUN echo ran > /ran\n")
+    out = tmp_path / "out"
+    build = ["--config", str(config), "build", "--frontend", "dockerfile.v0"]
+    build += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    done = _llbkit(tmp_path / "root", *build, "--output", f"type=local,dest={out}")
+    assert done.returncode == 0, done.stderr
+    assert (out / "ran").read_text() == "ran\n"
+    blobs = containerd.ctr("content", "ls", "-q").stdout.split()
+    assert "sha256:" + hashlib.sha256(own).hexdigest() not in blobs
+
+    flags = ["--oci-worker", "true", "--containerd-worker", "true"]
+    flags += ["--containerd-worker-addr", f"unix://{containerd.address}"]
+    flags += ["--containerd-worker-namespace", containerd.namespace]
+    with daemon(tmp_path / "daemon-root", *flags) as (address, _):
+        shown = client(address, "debug", "workers", "-v")
+        assert shown.returncode == 0, shown.stderr
+        executors = [
+            line.split("\t")[-1]
+            for line in shown.stdout.decode().splitlines()
+            if "worker.executor:" in line
+        ]
+        assert executors == ["oci", "containerd"]

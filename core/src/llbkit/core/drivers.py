@@ -45,6 +45,7 @@ class Drivers:
         self.registries = EngineRegistries(config.registry)
         self._drivers: dict[tuple[str, str], Any] = {}
         self._executor: Executor | None = None
+        self._others: dict[str, Executor] = {}  # the enabled workers besides the default
         self._starting: anyio.Lock | None = None  # made in the event loop that needs it
 
     def state_dir(self, group: str, name: str) -> Path:
@@ -132,6 +133,27 @@ class Drivers:
                 self._executor = await worker.resolve(own)
         return self._executor
 
+    async def executors(self) -> list[tuple[str, Executor]]:
+        """Every enabled worker's executor, the default first (``ListWorkers``); builds run
+        on the default. Another worker left at BuildKit's ``auto`` (no ``enabled``) that
+        cannot start is left out, as buildkitd leaves it out; one enabled outright says why."""
+        found = [(self.config.worker_name, await self.executor())]
+        assert self._starting is not None
+        for name in self.config.enabled_workers()[1:]:
+            async with self._starting:
+                if name not in self._others:
+                    section = self.config.workers.get(name, {})
+                    own = {k: v for k, v in section.items() if k not in WORKER_ENGINE_KEYS}
+                    try:
+                        worker: Worker = self._driver(GROUP_WORKERS, name)
+                        self._others[name] = await worker.resolve(own)
+                    except (UserError, PluginError):
+                        if section.get("enabled") is True:
+                            raise
+                        continue
+            found.append((name, self._others[name]))
+        return found
+
     async def image_store(self) -> ImageStore | None:
         """The worker's image store (containerd's), starting the worker if needed; ``None``
         for a worker without one, or one that cannot start (an export does not need it)."""
@@ -156,7 +178,10 @@ class Drivers:
         return list(await worker.reap(own))
 
     async def aclose(self) -> None:
-        """Stop the worker's processes, if it was started."""
+        """Stop the workers' processes, if they were started."""
+        others, self._others = list(self._others.values()), {}
+        for other in others:
+            await other.aclose()
         if self._executor is not None:
             await self._executor.aclose()
             self._executor = None
