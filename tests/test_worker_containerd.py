@@ -258,3 +258,59 @@ def test_with_both_workers_enabled_both_are_listed_and_the_oci_worker_builds(
             if "worker.executor:" in line
         ]
         assert executors == ["oci", "containerd"]
+
+
+def test_unpack_true_leaves_the_image_unpacked_in_containerds_snapshotter(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """``unpack=true``: every layer is a committed snapshot named by its chain ID and the
+    config holds the top one for containerd's collector; ``ctr run`` runs it."""
+    import json
+
+    from llbkit.plugins.worker_containerd.unpack import chain_ids
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        'ARG BASE\nFROM ${BASE}\nRUN echo unpacked-by-llbkit > /hello\nCMD ["cat", "/hello"]\n'
+    )
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        f'[worker.oci]\nenabled = false\n[worker.containerd]\naddress = "{containerd.address}"\n'
+        f'namespace = "{containerd.namespace}"\nsnapshotter = "overlayfs"\n'
+    )
+    build = ["--config", str(config), "build", "--frontend", "dockerfile.v0"]
+    build += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    build += ["--opt", f"build-arg:BASE={busybox_image}", "--progress", "plain"]
+    name = "docker.io/example/unpacked:1"
+    done = _llbkit(tmp_path / "root", *build, "--output", f"type=image,name={name},unpack=true")
+    assert done.returncode == 0, done.stderr
+    assert "has no effect" not in done.stderr
+
+    manifest = json.loads(containerd.ctr("content", "get", _target(containerd, name)).stdout)
+    image_config = json.loads(containerd.ctr("content", "get", manifest["config"]["digest"]).stdout)
+    chains = chain_ids(image_config["rootfs"]["diff_ids"])
+    snapshots = containerd.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert all(chain in snapshots for chain in chains)
+    labels = containerd.ctr("content", "ls").stdout
+    assert f"containerd.io/gc.ref.snapshot.overlayfs={chains[-1]}" in labels
+    # No lease left; the collector keeps the snapshots the image's config names.
+    assert containerd.ctr("leases", "ls", "-q").stdout.split() == []
+    containerd.ctr("images", "tag", name, "docker.io/example/gone:2")
+    containerd.ctr("images", "rm", "--sync", "docker.io/example/gone:2")
+    snapshots = containerd.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert all(chain in snapshots for chain in chains)
+    ran = containerd.ctr("run", "--rm", name, f"u-{tmp_path.name}")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "unpacked-by-llbkit\n"
+
+
+def _target(server: Containerd, name: str) -> str:
+    """The manifest digest image ``name`` names (``ctr images ls``: REF TYPE DIGEST ...)."""
+    for line in server.ctr("images", "ls").stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields[0] == name:
+            return fields[2]
+    raise AssertionError(f"no image {name}")

@@ -100,6 +100,7 @@ _USED = {
     "worker.containerd.enabled",
     "worker.containerd.address",
     "worker.containerd.namespace",
+    "worker.containerd.snapshotter",
     "worker.containerd.platforms",
     "worker.containerd.labels",
     "worker.containerd.gc",

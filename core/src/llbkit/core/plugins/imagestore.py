@@ -70,6 +70,11 @@ class ImageStore(Protocol):
         """Blob ``digest``'s bytes, as stored (the caller verifies them)."""
         ...
 
+    async def unpack(self, manifest: str) -> None:
+        """Unpack the stored image manifest ``manifest`` for the runtime (containerd: into its
+        snapshotter), so the image runs without unpacking first (``unpack=true``)."""
+        ...
+
 
 @runtime_checkable
 class WithImageStore(Protocol):

@@ -33,7 +33,11 @@ from llbkit.plugins.worker_containerd._pb.services.containers.v1 import (
     containers_pb2_grpc,
 )
 from llbkit.plugins.worker_containerd._pb.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from llbkit.plugins.worker_containerd.store import OWNER_LABEL, ContainerdImageStore
+from llbkit.plugins.worker_containerd.store import (
+    DEFAULT_SNAPSHOTTER,
+    OWNER_LABEL,
+    ContainerdImageStore,
+)
 from llbkit.sdk.ocispec import build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
@@ -72,6 +76,7 @@ class ContainerdExecutor:
         owner: str,
         platforms: Sequence[Platform],
         labels: Mapping[str, str],
+        snapshotter: str = DEFAULT_SNAPSHOTTER,
     ) -> None:
         self.channel = channel
         self.address = address
@@ -87,7 +92,7 @@ class ContainerdExecutor:
         self._cleanups: set[asyncio.Future[None]] = set()
         #: what :meth:`reap_orphans` removed as this executor started
         self.reaped: list[str] = []
-        self._store = ContainerdImageStore(channel, address, namespace, owner)
+        self._store = ContainerdImageStore(channel, address, namespace, owner, snapshotter)
 
     @property
     def image_store(self) -> ContainerdImageStore:

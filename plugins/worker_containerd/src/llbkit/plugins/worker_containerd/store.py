@@ -28,6 +28,8 @@ __all__ = ["ContainerdImageStore"]
 
 #: the label naming the state root (hashed) whose engine took a lease
 OWNER_LABEL = "llbkit.worker.owner"
+#: containerd's default snapshotter, which ``ctr run`` uses
+DEFAULT_SNAPSHOTTER = "overlayfs"
 #: how long a lease lives (containerd deletes it then), and how long it is used for new blobs
 LEASE_EXPIRY = "24h"
 LEASE_USE = 3600.0
@@ -38,11 +40,18 @@ class ContainerdImageStore:
     """The ``ImageStore`` of one containerd namespace."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, address: str, namespace: str, owner: str = ""
+        self,
+        channel: grpc.aio.Channel,
+        address: str,
+        namespace: str,
+        owner: str = "",
+        snapshotter: str = DEFAULT_SNAPSHOTTER,
     ) -> None:
         self.address = address
         self.namespace = namespace
         self.owner = owner
+        self.snapshotter = snapshotter
+        self._channel = channel
         self._taken: list[str] = []
         self._content = content_pb2_grpc.ContentStub(channel)  # type: ignore[no-untyped-call]
         self._images = images_pb2_grpc.ImagesStub(channel)  # type: ignore[no-untyped-call]
@@ -251,6 +260,35 @@ class ContainerdImageStore:
             raise self._failed(f"reading {digest}", err) from None
         finally:
             call.cancel()
+
+    async def unpack(self, manifest: str) -> None:
+        from llbkit.plugins.worker_containerd.unpack import unpack
+
+        await self._leased()
+        await unpack(self, self._channel, manifest)
+
+    async def read_json(self, digest: str) -> dict[str, Any]:
+        """A stored manifest or config, verified."""
+        import hashlib
+        import json
+
+        data = bytearray()
+        async for chunk in self.read_blob(digest):
+            data += chunk
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise UserError(f"{self.name}: {digest} does not match its digest")
+        found = json.loads(data)
+        if not isinstance(found, dict):
+            raise UserError(f"{self.name}: {digest} is not a JSON object")
+        return found
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata for a call in this store's namespace, under its lease."""
+        return self._metadata()
+
+    async def label(self, digest: str, labels: dict[str, str]) -> None:
+        """Add ``labels`` to a stored blob."""
+        await self._label(digest, labels)
 
 
 def _expiry(duration: str) -> str:

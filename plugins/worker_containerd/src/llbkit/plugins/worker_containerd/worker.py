@@ -16,6 +16,7 @@ from typing import ClassVar
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.context import PluginContext
 from llbkit.plugins.worker_containerd.executor import ContainerdExecutor
+from llbkit.plugins.worker_containerd.store import DEFAULT_SNAPSHOTTER
 from llbkit.sdk import workerconfig
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_NAMESPACE", "ContainerdWorker"]
@@ -102,6 +103,7 @@ class ContainerdWorker:
             owner=owner,
             platforms=platforms,
             labels=labels,
+            snapshotter=_string(config, "snapshotter") or DEFAULT_SNAPSHOTTER,
         )
         executor.reaped = await executor.reap_orphans()
         return executor
