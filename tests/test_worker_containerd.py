@@ -188,9 +188,11 @@ def test_a_killed_engine_leaves_no_container_task_lease_or_snapshot(
     while "RUNNING" not in containerd.ctr("tasks", "ls").stdout:
         assert time.monotonic() < deadline and proc.poll() is None, "the step never ran"
         time.sleep(0.1)
+    assert held()[0] != before[0]  # the base image it uses is held under its lease
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert containerd.ctr("containers", "ls", "-q").stdout.split()  # left behind, for now
+    assert held()[0] != before[0]  # and its lease
 
     (ctx / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nRUN true\n")
     again = subprocess.run(build, capture_output=True, text=True, timeout=300)
