@@ -304,9 +304,17 @@ def test_unpack_true_leaves_the_image_unpacked_in_containerds_snapshotter(
     containerd.ctr("images", "rm", "--sync", "docker.io/example/gone:2")
     snapshots = containerd.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout
     assert all(chain in snapshots for chain in chains)
+    committed = _committed(containerd)
     ran = containerd.ctr("run", "--rm", name, f"u-{tmp_path.name}")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "unpacked-by-llbkit\n"
+    assert _committed(containerd) == committed  # ctr found it unpacked: it unpacked nothing
+
+
+def _committed(server: Containerd) -> set[str]:
+    """The committed overlayfs snapshots (``ctr snapshots ls``: KEY PARENT KIND)."""
+    listed = server.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout.splitlines()
+    return {line.split()[0] for line in listed[1:] if line.split()[-1] == "Committed"}
 
 
 def _target(server: Containerd, name: str) -> str:
