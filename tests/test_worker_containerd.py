@@ -324,3 +324,22 @@ def _target(server: Containerd, name: str) -> str:
         if fields[0] == name:
             return fields[2]
     raise AssertionError(f"no image {name}")
+
+
+def test_a_second_worker_that_cannot_start_is_left_out_unless_enabled_outright(
+    tmp_path: Path,
+) -> None:
+    """buildkitd's ``auto``: a containerd section without ``enabled`` beside the OCI worker is
+    listed only when containerd answers; ``enabled = true`` makes its absence the error."""
+    sock = tmp_path / "no.sock"
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(f'[worker.containerd]\naddress = "unix://{sock}"\n')
+    listed = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers", "-v")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("ID:") == 1
+    assert "executor:\toci" in listed.stdout
+    config.write_text(f'[worker.containerd]\nenabled = true\naddress = "unix://{sock}"\n')
+    refused = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: containerd at {sock} is not reachable")
+    assert refused.stderr.count("\n") == 1

@@ -46,6 +46,7 @@ class Drivers:
         self._drivers: dict[tuple[str, str], Any] = {}
         self._executor: Executor | None = None
         self._others: dict[str, Executor] = {}  # the enabled workers besides the default
+        self._left_out: set[str] = set()  # ``auto`` ones that could not start (not retried)
         self._starting: anyio.Lock | None = None  # made in the event loop that needs it
 
     def state_dir(self, group: str, name: str) -> Path:
@@ -140,6 +141,8 @@ class Drivers:
         found = [(self.config.worker_name, await self.executor())]
         assert self._starting is not None
         for name in self.config.enabled_workers()[1:]:
+            if name in self._left_out:
+                continue
             async with self._starting:
                 if name not in self._others:
                     section = self.config.workers.get(name, {})
@@ -150,6 +153,7 @@ class Drivers:
                     except (UserError, PluginError):
                         if section.get("enabled") is True:
                             raise
+                        self._left_out.add(name)
                         continue
             found.append((name, self._others[name]))
         return found
