@@ -226,7 +226,7 @@ def test_with_both_workers_enabled_both_are_listed_and_the_oci_worker_builds(
     verbose = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers", "-v")
     assert verbose.returncode == 0, verbose.stderr
     blocks = verbose.stdout.split("\n\n")
-    assert len(blocks) == 2
+    assert len(blocks) == 3 and blocks[2] == ""  # each block ends with a blank line
     assert "executor:\toci" in blocks[0] and "who:\toci" in blocks[0]
     assert "executor:\tcontainerd" in blocks[1] and "who:\tcontainerd" in blocks[1]
     ids = [line.split("\t")[1] for line in verbose.stdout.splitlines() if line.startswith("ID:")]

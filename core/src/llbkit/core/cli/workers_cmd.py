@@ -37,7 +37,8 @@ def workers(ctx: click.Context, verbose: bool) -> None:
         rows += [[w.id, ",".join(str(p) for p in w.platforms)] for w in found]
         click.echo(_tabulate(rows), nl=False)
         return
-    click.echo("\n".join(_verbose(worker) for worker in found), nl=False)
+    # buildctl ends each worker's block with a blank line.
+    click.echo("".join(_verbose(worker) + "\n" for worker in found), nl=False)
 
 
 def _verbose(worker: WorkerRecord) -> str:
