@@ -55,6 +55,10 @@ def test_a_containerd_worker_picked_by_config_builds_what_the_oci_worker_builds(
     assert workers.returncode == 0, workers.stderr
     assert "org.mobyproject.buildkit.worker.executor:\tcontainerd" in workers.stdout
     assert "team:\tbuild" in workers.stdout
+    # As BuildKit: the containerd server's UUID (what its introspection service keeps).
+    uuid_file = Path(containerd.address).parent / "root/io.containerd.grpc.v1.introspection/uuid"
+    uuid = f"org.mobyproject.buildkit.worker.containerd.uuid:\t{uuid_file.read_text().strip()}"
+    assert uuid in workers.stdout
 
     build = ["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"]
     build += ["--local", f"dockerfile={ctx}", "--opt", f"build-arg:BASE={busybox_image}"]
