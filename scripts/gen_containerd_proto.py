@@ -32,6 +32,7 @@ PROTOS = [
     "types/task/task.proto",
     "services/containers/v1/containers.proto",
     "services/content/v1/content.proto",
+    "services/diff/v1/diff.proto",
     "services/images/v1/images.proto",
     "services/leases/v1/leases.proto",
     "services/namespaces/v1/namespace.proto",

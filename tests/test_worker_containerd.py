@@ -57,6 +57,10 @@ def test_a_containerd_worker_picked_by_config_builds_what_the_oci_worker_builds(
     assert workers.returncode == 0, workers.stderr
     assert "org.mobyproject.buildkit.worker.executor:\tcontainerd" in workers.stdout
     assert "team:\tbuild" in workers.stdout
+    # As BuildKit: the containerd server's UUID (what its introspection service keeps).
+    uuid_file = Path(containerd.address).parent / "root/io.containerd.grpc.v1.introspection/uuid"
+    uuid = f"org.mobyproject.buildkit.worker.containerd.uuid:\t{uuid_file.read_text().strip()}"
+    assert uuid in workers.stdout
 
     build = ["build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}"]
     build += ["--local", f"dockerfile={ctx}", "--opt", f"build-arg:BASE={busybox_image}"]
@@ -192,9 +196,11 @@ def test_a_killed_engine_leaves_no_container_task_lease_or_snapshot(
     while "RUNNING" not in containerd.ctr("tasks", "ls").stdout:
         assert time.monotonic() < deadline and proc.poll() is None, "the step never ran"
         time.sleep(0.1)
+    assert held()[0] != before[0]  # the base image it uses is held under its lease
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert containerd.ctr("containers", "ls", "-q").stdout.split()  # left behind, for now
+    assert held()[0] != before[0]  # and its lease
 
     (ctx / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nRUN true\n")
     again = subprocess.run(build, capture_output=True, text=True, timeout=300)
@@ -202,3 +208,146 @@ def test_a_killed_engine_leaves_no_container_task_lease_or_snapshot(
     assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
     assert "RUNNING" not in containerd.ctr("tasks", "ls").stdout
     assert held() == before  # no lease or snapshot of its own, then or now
+
+
+def test_with_both_workers_enabled_both_are_listed_and_the_oci_worker_builds(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """As buildkitd with both workers: the OCI worker first (the default, which runs
+    builds), then the containerd worker, each with its labels; through llbkitd too."""
+    import hashlib
+
+    from llbkit.sdk.testing.registry import busybox_layer, layer_tar, push_image
+    from tests.test_daemon import client, daemon
+
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        '[worker.oci]\n  enabled = true\n  labels = { who = "oci" }\n'
+        f'[worker.containerd]\n  enabled = true\n  address = "{containerd.address}"\n'
+        f'  namespace = "{containerd.namespace}"\n  labels = {{ who = "containerd" }}\n'
+    )
+    listed = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 3  # the header and both workers
+    verbose = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers", "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    blocks = verbose.stdout.split("\n\n")
+    assert len(blocks) == 3 and blocks[2] == ""  # each block ends with a blank line
+    assert "executor:\toci" in blocks[0] and "who:\toci" in blocks[0]
+    assert "executor:\tcontainerd" in blocks[1] and "who:\tcontainerd" in blocks[1]
+    ids = [line.split("\t")[1] for line in verbose.stdout.splitlines() if line.startswith("ID:")]
+    assert ids == [row.split()[0] for row in listed.stdout.splitlines()[1:]]
+
+    # The build runs on the default: containerd gets none of the base image it pulls.
+    host = busybox_image.split("/", 1)[0]
+    own = layer_tar({"own": tmp_path.name.encode()})
+    push_image(host, "library/busybox-both:latest", [busybox_layer(), own])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {host}/library/busybox-both\nRUN echo ran > /ran\n")
+    out = tmp_path / "out"
+    build = ["--config", str(config), "build", "--frontend", "dockerfile.v0"]
+    build += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    done = _llbkit(tmp_path / "root", *build, "--output", f"type=local,dest={out}")
+    assert done.returncode == 0, done.stderr
+    assert (out / "ran").read_text() == "ran\n"
+    blobs = containerd.ctr("content", "ls", "-q").stdout.split()
+    assert "sha256:" + hashlib.sha256(own).hexdigest() not in blobs
+
+    flags = ["--oci-worker", "true", "--containerd-worker", "true"]
+    flags += ["--containerd-worker-addr", f"unix://{containerd.address}"]
+    flags += ["--containerd-worker-namespace", containerd.namespace]
+    with daemon(tmp_path / "daemon-root", *flags) as (address, _):
+        shown = client(address, "debug", "workers", "-v")
+        assert shown.returncode == 0, shown.stderr
+        executors = [
+            line.split("\t")[-1]
+            for line in shown.stdout.decode().splitlines()
+            if "worker.executor:" in line
+        ]
+        assert executors == ["oci", "containerd"]
+
+
+def test_unpack_true_leaves_the_image_unpacked_in_containerds_snapshotter(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """``unpack=true``: every layer is a committed snapshot named by its chain ID and the
+    config holds the top one for containerd's collector; ``ctr run`` runs it."""
+    import json
+
+    from llbkit.plugins.worker_containerd.unpack import chain_ids
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        'ARG BASE\nFROM ${BASE}\nRUN echo unpacked-by-llbkit > /hello\nCMD ["cat", "/hello"]\n'
+    )
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(
+        f'[worker.oci]\nenabled = false\n[worker.containerd]\naddress = "{containerd.address}"\n'
+        f'namespace = "{containerd.namespace}"\nsnapshotter = "overlayfs"\n'
+    )
+    build = ["--config", str(config), "build", "--frontend", "dockerfile.v0"]
+    build += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    build += ["--opt", f"build-arg:BASE={busybox_image}", "--progress", "plain"]
+    name = "docker.io/example/unpacked:1"
+    done = _llbkit(tmp_path / "root", *build, "--output", f"type=image,name={name},unpack=true")
+    assert done.returncode == 0, done.stderr
+    assert "has no effect" not in done.stderr
+
+    manifest = json.loads(containerd.ctr("content", "get", _target(containerd, name)).stdout)
+    image_config = json.loads(containerd.ctr("content", "get", manifest["config"]["digest"]).stdout)
+    chains = chain_ids(image_config["rootfs"]["diff_ids"])
+    snapshots = containerd.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert all(chain in snapshots for chain in chains)
+    labels = containerd.ctr("content", "ls").stdout
+    assert f"containerd.io/gc.ref.snapshot.overlayfs={chains[-1]}" in labels
+    # No lease left; the collector keeps the snapshots the image's config names.
+    assert containerd.ctr("leases", "ls", "-q").stdout.split() == []
+    containerd.ctr("images", "tag", name, "docker.io/example/gone:2")
+    containerd.ctr("images", "rm", "--sync", "docker.io/example/gone:2")
+    snapshots = containerd.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert all(chain in snapshots for chain in chains)
+    committed = _committed(containerd)
+    ran = containerd.ctr("run", "--rm", name, f"u-{tmp_path.name}")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "unpacked-by-llbkit\n"
+    assert _committed(containerd) == committed  # ctr found it unpacked: it unpacked nothing
+
+
+def _committed(server: Containerd) -> set[str]:
+    """The committed overlayfs snapshots (``ctr snapshots ls``: KEY PARENT KIND)."""
+    listed = server.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout.splitlines()
+    return {line.split()[0] for line in listed[1:] if line.split()[-1] == "Committed"}
+
+
+def _target(server: Containerd, name: str) -> str:
+    """The manifest digest image ``name`` names (``ctr images ls``: REF TYPE DIGEST ...)."""
+    for line in server.ctr("images", "ls").stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields[0] == name:
+            return fields[2]
+    raise AssertionError(f"no image {name}")
+
+
+def test_a_second_worker_that_cannot_start_is_left_out_unless_enabled_outright(
+    tmp_path: Path,
+) -> None:
+    """buildkitd's ``auto``: a containerd section without ``enabled`` beside the OCI worker is
+    listed only when containerd answers; ``enabled = true`` makes its absence the error."""
+    sock = tmp_path / "no.sock"
+    config = tmp_path / "buildkitd.toml"
+    config.write_text(f'[worker.containerd]\naddress = "unix://{sock}"\n')
+    listed = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers", "-v")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("ID:") == 1
+    assert "executor:\toci" in listed.stdout
+    config.write_text(f'[worker.containerd]\nenabled = true\naddress = "unix://{sock}"\n')
+    refused = _llbkit(tmp_path / "root", "--config", str(config), "debug", "workers")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: containerd at {sock} is not reachable")
+    assert refused.stderr.count("\n") == 1

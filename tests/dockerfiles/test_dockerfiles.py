@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 
 from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.config import EngineConfig
 from llbkit.core.errors import UserError
 from llbkit.sdk.testing.builds import build_in
+from llbkit.sdk.testing.containerd import Containerd, containerd  # noqa: F401 - a fixture
 from tests.dockerfiles.compare import BUILD_ARGS, SECRETS, URL_PORT, normalize_config, serve
 from tests.trees.listing import tar_listing
 
 CASES = Path(__file__).resolve().parent
 VECTORS = CASES.parent / "vectors" / "dockerfiles"
 NAMES = sorted(p.name for p in CASES.iterdir() if (p / "Dockerfile").exists())
+#: the cases with a RUN step, which the containerd worker runs too
+RUNS = [n for n in NAMES if re.search(r"^\s*RUN\b", (CASES / n / "Dockerfile").read_text(), re.M)]
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
@@ -28,16 +32,20 @@ def base_image(busybox_image: str) -> str:
     return busybox_image
 
 
-def build(name: str, base: str, root: Path) -> tuple[dict, dict] | str:
-    """The tree and normalized config llbkit builds, or its error."""
+def build(
+    name: str, base: str, root: Path, config: EngineConfig | None = None
+) -> tuple[dict, dict] | str:
+    """The tree and normalized config llbkit builds (with ``config``'s worker), or its error."""
     rich = base.replace("/library/busybox", "/library/rich")
     opts = {f"build-arg:{k}": v for k, v in {"BASE": base, "RICH": rich, **BUILD_ARGS}.items()}
     with serve(CASES) as url_base:
         opts["build-arg:URL_BASE"] = f"{url_base}/{name}/served"
-        return _build(name, root, opts, url_base)
+        return _build(name, root, opts, url_base, config)
 
 
-def _build(name: str, root: Path, opts: dict[str, str], url_base: str) -> tuple[dict, dict] | str:
+def _build(
+    name: str, root: Path, opts: dict[str, str], url_base: str, config: EngineConfig | None
+) -> tuple[dict, dict] | str:
     ctx = CASES / name
     out = root.parent / "out.tar"
     client = EmbeddedClient(
@@ -48,6 +56,7 @@ def _build(name: str, root: Path, opts: dict[str, str], url_base: str) -> tuple[
         outcome = build_in(
             root,
             client,
+            config,
             frontend="dockerfile.v0",
             frontend_opts=opts,
             exports=[("tar", {"dest": str(out)})],
@@ -62,8 +71,26 @@ def _build(name: str, root: Path, opts: dict[str, str], url_base: str) -> tuple[
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_as_buildkit(name: str, base_image: str, tmp_path: Path) -> None:
+    _same_as_buildkit(name, build(name, base_image, tmp_path / "root"))
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_same_as_buildkit_with_the_containerd_worker(
+    name: str,
+    base_image: str,
+    containerd: Containerd,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Every case that runs a step gives BuildKit's tree when containerd runs its steps."""
+    config = EngineConfig(
+        worker_name="containerd",
+        worker={"address": containerd.address, "namespace": containerd.namespace},
+    )
+    _same_as_buildkit(name, build(name, base_image, tmp_path / "root", config))
+
+
+def _same_as_buildkit(name: str, got: tuple[dict, dict] | str) -> None:
     expected = json.loads((VECTORS / f"{name}.json").read_text())
-    got = build(name, base_image, tmp_path / "root")
     if "error" in expected:
         assert isinstance(got, str), f"BuildKit failed ({expected['error']}), llbkit built it"
         # The part of BuildKit's message that names the cause, without its internal ref ids.

@@ -1,4 +1,5 @@
-"""The containerd worker against a real containerd: the worker kit, its config, leftovers."""
+"""The containerd worker against a real containerd: the worker kit (which holds both workers to
+the same checks), its config, leftovers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from llbkit.core.errors import UnknownOptionError, UserError
+from llbkit.core.errors import UserError
 from llbkit.core.plugins.worker import ProcessSpec
 from llbkit.plugins.worker_containerd.executor import OWNER_LABEL
 from llbkit.plugins.worker_containerd.worker import ContainerdWorker
@@ -54,40 +55,6 @@ def test_an_unreachable_containerd_is_one_line_naming_it(tmp_path: Path) -> None
     text = str(err.value)
     assert text.startswith(f"containerd at {tmp_path / 'nothing.sock'} is not reachable")
     assert "start containerd" in text and "\n" not in text
-    with pytest.raises(UnknownOptionError, match="adress"):
-        _resolve(tmp_path, {"adress": "x"})
-
-
-def test_steps_run_as_the_oci_worker_runs_them(
-    containerd: Containerd,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    rootfs = busybox_rootfs(tmp_path / "rootfs")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "in").write_text("from a mount\n")
-    from llbkit.core.plugins.worker import MountSpec
-
-    mounts = [MountSpec("/data", source=tmp_path / "data", readonly=True)]
-    config = {"address": containerd.address, "namespace": containerd.namespace}
-
-    async def main() -> tuple[int, RecordingProgress]:
-        worker = ContainerdWorker(make_context("t", state_dir=tmp_path / "state"))
-        executor = await worker.resolve(config)
-        log = RecordingProgress()
-        try:
-            script = "cat /data/in; id -u; hostname; cat /etc/hosts | head -1; touch /data/x"
-            spec = ProcessSpec(["sh", "-c", script], uid=1000, gid=1000, cwd="/tmp")
-            return await executor.run("step", spec, rootfs, mounts, log), log
-        finally:
-            await executor.aclose()
-
-    code, log = anyio.run(main)
-    out = b"".join(data for stream, data in log.logs if stream == 1).decode()
-    err = b"".join(data for stream, data in log.logs if stream == 2).decode()
-    assert out.splitlines()[:3] == ["from a mount", "1000", "buildkitsandbox"]
-    assert "localhost buildkitsandbox" in out
-    assert code == 1 and "Read-only file system" in err  # the read-only mount held
-    assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
 
 
 def test_containers_a_killed_engine_left_are_removed_at_the_next_start(

@@ -100,6 +100,7 @@ _USED = {
     "worker.containerd.enabled",
     "worker.containerd.address",
     "worker.containerd.namespace",
+    "worker.containerd.snapshotter",
     "worker.containerd.platforms",
     "worker.containerd.labels",
     "worker.containerd.gc",
@@ -163,6 +164,19 @@ class EngineConfig:
     worker_name: str = "oci"
     #: every ``[worker.*]`` section as written (``worker`` is the chosen one's)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def enabled_workers(self) -> list[str]:
+        """The enabled workers, as ``ListWorkers`` gives them: the chosen one (the default,
+        which runs builds) first, then the others in BuildKit's order (OCI, containerd). A
+        section without ``enabled`` counts as BuildKit's ``auto``."""
+        names = [self.worker_name] if self.worker.get("enabled", True) is not False else []
+        for name in ("oci", "containerd"):
+            section = self.workers.get(name)
+            if name == self.worker_name or section is None:
+                continue
+            if section.get("enabled", True) is not False:
+                names.append(name)
+        return names
 
     def use_worker(self, name: str, **settings: Any) -> None:
         """Run steps with worker ``name`` (its section, with ``settings`` over it): what

@@ -25,7 +25,7 @@ from llbkit.core.plugins.cache_backend import CacheBackend
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.exporter import Exporter
 from llbkit.core.plugins.frontend import Frontend
-from llbkit.core.plugins.imagestore import ImageStore, WithImageStore
+from llbkit.core.plugins.imagestore import ImageStore, UsesImageStore, WithImageStore
 from llbkit.core.plugins.reaping import Reaping
 from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.plugins.source import ImageResolver, Source, SourceJob
@@ -45,6 +45,8 @@ class Drivers:
         self.registries = EngineRegistries(config.registry)
         self._drivers: dict[tuple[str, str], Any] = {}
         self._executor: Executor | None = None
+        self._others: dict[str, Executor] = {}  # the enabled workers besides the default
+        self._left_out: set[str] = set()  # ``auto`` ones that could not start (not retried)
         self._starting: anyio.Lock | None = None  # made in the event loop that needs it
 
     def state_dir(self, group: str, name: str) -> Path:
@@ -74,7 +76,23 @@ class Drivers:
 
     def source(self, scheme: str) -> Source:
         found: Source = self._driver(GROUP_SOURCES, scheme)
+        if isinstance(found, UsesImageStore):
+            found.use_image_store(self._sources_image_store)
         return found
+
+    async def _sources_image_store(self) -> ImageStore | None:
+        """The image store for sources: only a worker that says it keeps images
+        (``keeps_images = True``, containerd's) is started for it."""
+        if self._executor is None:
+            if self.config.worker.get("enabled", True) is False:
+                return None
+            try:
+                worker = self._driver(GROUP_WORKERS, self.config.worker_name)
+            except PluginError:
+                return None
+            if not getattr(worker, "keeps_images", False):
+                return None
+        return await self.image_store()
 
     async def source_job(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
@@ -116,6 +134,30 @@ class Drivers:
                 self._executor = await worker.resolve(own)
         return self._executor
 
+    async def executors(self) -> list[tuple[str, Executor]]:
+        """Every enabled worker's executor, the default first (``ListWorkers``); builds run
+        on the default. Another worker left at BuildKit's ``auto`` (no ``enabled``) that
+        cannot start is left out, as buildkitd leaves it out; one enabled outright says why."""
+        found = [(self.config.worker_name, await self.executor())]
+        assert self._starting is not None
+        for name in self.config.enabled_workers()[1:]:
+            if name in self._left_out:
+                continue
+            async with self._starting:
+                if name not in self._others:
+                    section = self.config.workers.get(name, {})
+                    own = {k: v for k, v in section.items() if k not in WORKER_ENGINE_KEYS}
+                    try:
+                        worker: Worker = self._driver(GROUP_WORKERS, name)
+                        self._others[name] = await worker.resolve(own)
+                    except (UserError, PluginError):
+                        if section.get("enabled") is True:
+                            raise
+                        self._left_out.add(name)
+                        continue
+            found.append((name, self._others[name]))
+        return found
+
     async def image_store(self) -> ImageStore | None:
         """The worker's image store (containerd's), starting the worker if needed; ``None``
         for a worker without one, or one that cannot start (an export does not need it)."""
@@ -140,7 +182,10 @@ class Drivers:
         return list(await worker.reap(own))
 
     async def aclose(self) -> None:
-        """Stop the worker's processes, if it was started."""
+        """Stop the workers' processes, if they were started."""
+        others, self._others = list(self._others.values()), {}
+        for other in others:
+            await other.aclose()
         if self._executor is not None:
             await self._executor.aclose()
             self._executor = None

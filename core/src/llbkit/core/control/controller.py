@@ -440,20 +440,23 @@ class Controller:
     # -- workers ----------------------------------------------------------------------------
 
     async def workers(self) -> list[WorkerRecord]:
-        """The worker that runs processes (``buildctl debug workers``)."""
-        self._owner("workers")  # starting the worker writes into the root
-        executor = await self.drivers.executor()
-        id_file = self.drivers.state_dir(GROUP_WORKERS, self.config.worker_name) / "workerid"
-        if not id_file.exists():
-            id_file.write_text(new_ref())  # BuildKit's worker IDs look like build refs
-        return [
-            WorkerRecord(
-                id_file.read_text().strip(),
-                list(executor.platforms),
-                dict(executor.labels),
-                self.gc_rules(),
+        """The enabled workers, the default (which runs builds) first (``buildctl debug
+        workers``); one store, so one GC policy for all."""
+        self._owner("workers")  # starting a worker writes into the root
+        records = []
+        for name, executor in await self.drivers.executors():
+            id_file = self.drivers.state_dir(GROUP_WORKERS, name) / "workerid"
+            if not id_file.exists():
+                id_file.write_text(new_ref())  # BuildKit's worker IDs look like build refs
+            records.append(
+                WorkerRecord(
+                    id_file.read_text().strip(),
+                    list(executor.platforms),
+                    dict(executor.labels),
+                    self.gc_rules(),
+                )
             )
-        ]
+        return records
 
     async def info(self) -> Info:
         """What answers: ``llbkit``, its version (``buildctl debug info``)."""

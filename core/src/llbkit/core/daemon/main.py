@@ -172,6 +172,9 @@ def _choose_worker(
         ).is_socket()
     else:
         containerd_on = containerd == "true"
+    # Both on: the OCI worker is the default (it runs builds); both are listed.
+    config.workers["containerd"] = {**section, **settings, "enabled": containerd_on}
+    config.workers["oci"] = {**config.workers.get("oci", {}), "enabled": oci_on}
     if oci_on:
         config.use_worker("oci", enabled=True)
     elif containerd_on:

@@ -63,6 +63,8 @@ _WHERE = {
     "SolveStatus": "progress",
     "Source": "source",
     "SourceJob": "source",
+    "StoredTarget": "imagestore",
+    "UsesImageStore": "imagestore",
     "Vertex": "progress",
     "VertexLog": "progress",
     "VertexStatus": "progress",
@@ -100,7 +102,12 @@ if TYPE_CHECKING:
         FrontendOutput,
     )
     from llbkit.core.plugins.hookspecs import hookimpl
-    from llbkit.core.plugins.imagestore import ImageStore, WithImageStore
+    from llbkit.core.plugins.imagestore import (
+        ImageStore,
+        StoredTarget,
+        UsesImageStore,
+        WithImageStore,
+    )
     from llbkit.core.plugins.progress import (
         ProgressEvent,
         ProgressSink,
@@ -191,6 +198,8 @@ __all__ = [
     "SolveStatus",
     "Source",
     "SourceJob",
+    "StoredTarget",
+    "UsesImageStore",
     "Vertex",
     "VertexLog",
     "VertexStatus",

@@ -7,10 +7,18 @@ implements :class:`WithImageStore`; an exporter reaches it through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["ImageStore", "WithImageStore"]
+__all__ = ["ImageStore", "StoredTarget", "UsesImageStore", "WithImageStore"]
+
+
+class StoredTarget(NamedTuple):
+    """What a stored image names: its manifest or index."""
+
+    digest: str
+    size: int
+    media_type: str
 
 
 @runtime_checkable
@@ -49,6 +57,24 @@ class ImageStore(Protocol):
         """Point image ``name`` (a normalized reference) at the stored manifest or index."""
         ...
 
+    async def hold_blob(self, digest: str) -> bool:
+        """Keep blob ``digest`` from the runtime's garbage collector while this engine runs
+        (what a build uses); ``False`` when the store does not have it."""
+        ...
+
+    async def find_image(self, name: str) -> StoredTarget | None:
+        """What image ``name`` (a normalized reference) names, or ``None`` if there is none."""
+        ...
+
+    def read_blob(self, digest: str) -> AsyncIterator[bytes]:
+        """Blob ``digest``'s bytes, as stored (the caller verifies them)."""
+        ...
+
+    async def unpack(self, manifest: str) -> None:
+        """Unpack the stored image manifest ``manifest`` for the runtime (containerd: into its
+        snapshotter), so the image runs without unpacking first (``unpack=true``)."""
+        ...
+
 
 @runtime_checkable
 class WithImageStore(Protocol):
@@ -57,4 +83,14 @@ class WithImageStore(Protocol):
     @property
     def image_store(self) -> ImageStore:
         """The runtime's image store."""
+        ...
+
+
+@runtime_checkable
+class UsesImageStore(Protocol):
+    """A source that looks images up in, and pulls them into, the worker's image store: the
+    engine hands it a getter (``None`` when the chosen worker has no store)."""
+
+    def use_image_store(self, getter: Callable[[], Awaitable[ImageStore | None]]) -> None:
+        """Keep ``getter`` for the source's jobs."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +27,10 @@ from llbkit.core.sources._base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
+    from llbkit.core.plugins.imagestore import ImageStore
     from llbkit.core.plugins.progress import ProgressSink
     from llbkit.core.plugins.source import FetchedLayer, ImageConfig, ResolveMode
     from llbkit.core.registry.client import RegistryClient, ResolvedImage
@@ -169,7 +173,13 @@ def parse_image(identifier: str, attrs: Mapping[str, str], platform: Platform | 
 
 class ImageSource(BuiltinSource, parser=parse_image):
     """Container images from registries; blobs are kept (verified) in the driver's state. Also
-    the engine's :class:`~llbkit.core.plugins.source.ImageResolver` for frontends."""
+    the engine's :class:`~llbkit.core.plugins.source.ImageResolver` for frontends.
+
+    With a worker that has an image store (containerd's), images are looked up there before
+    the registry (except ``image.resolvemode=pull``), blobs it has are read from it, and blobs
+    pulled from a registry are written into it; a build's blobs are held there under the
+    store's lease (:mod:`llbkit.core.sources.stored_image`).
+    """
 
     def __init__(self, ctx: PluginContext) -> None:
         from llbkit.core.registry.access import EngineRegistries
@@ -185,6 +195,15 @@ class ImageSource(BuiltinSource, parser=parse_image):
                 "the docker-image source runs only on the engine's own registry access"
             )
         self.registries = registries
+        self._image_store: Callable[[], Awaitable[ImageStore | None]] | None = None
+
+    def use_image_store(self, getter: Callable[[], Awaitable[ImageStore | None]]) -> None:
+        """The worker's image store, as the engine hands it over
+        (:class:`~llbkit.core.plugins.imagestore.UsesImageStore`)."""
+        self._image_store = getter
+
+    async def _store(self) -> ImageStore | None:
+        return None if self._image_store is None else await self._image_store()
 
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
@@ -223,6 +242,13 @@ class ImageSource(BuiltinSource, parser=parse_image):
         if mode == "local" and per_client():
             # What another client resolved (with its credentials) is not this one's to use.
             mode = "default"
+        store = None if per_client() else await self._store()
+        if store is not None and mode != "pull":
+            from llbkit.core.sources.stored_image import resolve_stored
+
+            stored = await resolve_stored(store, ref, platform)
+            if stored is not None:
+                return stored
         index = self._state() / "resolved.json"
         name = f"{ref}@{platform}"
         try:
@@ -263,6 +289,8 @@ class ImageSource(BuiltinSource, parser=parse_image):
         """The blob's path in the driver's store, downloaded with the registry client ``http``
         and verified, if missing."""
         from llbkit.core.registry.client import RegistryError
+        from llbkit.core.registry.credentials import per_client
+        from llbkit.core.sources.stored_image import keep_blob
 
         digest_text: str = desc.digest
         algo, _, hexdigest = digest_text.partition(":")
@@ -271,14 +299,25 @@ class ImageSource(BuiltinSource, parser=parse_image):
         blobs = self._state() / "blobs" / "sha256"
         blobs.mkdir(parents=True, exist_ok=True)
         path = blobs / hexdigest
+        store = None if per_client() else await self._store()
         if path.exists():
+            if store is not None:
+                await keep_blob(
+                    store, path, digest=digest_text, size=desc.size, media=desc.media_type
+                )
             return path
+        stored = store is not None and await store.hold_blob(digest_text)
         fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".pull-")
         digest = hashlib.sha256()
         done = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                async with http.blob(ref, desc.digest) as chunks:
+                reading: Any = (
+                    contextlib.nullcontext(store.read_blob(digest_text))
+                    if stored and store is not None
+                    else http.blob(ref, desc.digest)
+                )
+                async with reading as chunks:
                     async for chunk in chunks:
                         out.write(chunk)
                         digest.update(chunk)
@@ -293,5 +332,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        if store is not None and not stored:
+            await keep_blob(store, path, digest=digest_text, size=desc.size, media=desc.media_type)
         progress.status(desc.digest, current=done, total=desc.size, done=True)
         return path

@@ -77,10 +77,10 @@ async def run_build(
     return found
 
 
-def build_in(root: Path, client: ClientIO, **kw: Any) -> Outcome:
-    """Open a Controller on ``root`` (default config, installed plugins), run one build
-    (:func:`run_build`'s keywords), close it."""
+def build_in(root: Path, client: ClientIO, config: Any = None, **kw: Any) -> Outcome:
+    """Open a Controller on ``root`` (``config``, an ``EngineConfig``, or the defaults;
+    installed plugins), run one build (:func:`run_build`'s keywords), close it."""
     from llbkit.core.control import Controller
 
-    with Controller.open(root) as controller:
+    with Controller.open(root, config) as controller:
         return anyio.run(lambda: run_build(controller, client, **kw))

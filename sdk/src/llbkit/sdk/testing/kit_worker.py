@@ -34,7 +34,7 @@ import pytest
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins import worker
 from llbkit.core.plugins.stdio import ProcessIO, WindowSize
-from llbkit.core.plugins.worker import ProcessSpec
+from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.sdk.testing._doubles import RecordingProgress, make_context
 from llbkit.sdk.testing._kit_helpers import BOGUS_KEY, assert_names_key, check_api_version
 
@@ -195,6 +195,84 @@ class WorkerKit:
 
         assert self._run(tmp_path, body) == 0
         assert out.data == b"1000\n1000\n1000 2000\n"
+
+    def test_mounts_hostname_hosts_and_cwd_are_as_the_engine_gives_them(
+        self, tmp_path: Path
+    ) -> None:
+        """What a step sees whichever worker runs it: read-only and writable binds (a write
+        lands in the source), a tmpfs, the hostname and ``/etc/hosts`` with its extra hosts,
+        the working directory."""
+        data, out_dir = tmp_path / "data", tmp_path / "out"
+        for folder in (data, out_dir):
+            folder.mkdir()
+            folder.chmod(0o777)
+        (data / "in").write_text("from a mount\n")
+        mounts = [
+            MountSpec("/data", source=data, readonly=True),
+            MountSpec("/out", source=out_dir),
+            MountSpec("/scratch", "tmpfs"),
+        ]
+        script = (
+            "cat /data/in; hostname; grep -c 'localhost kit-host' /etc/hosts; "
+            "grep -c 'kit-extra' /etc/hosts; pwd; grep -c ' /scratch tmpfs ' /proc/mounts; "
+            "echo written > /out/new; touch /data/x 2>/dev/null && echo wrote-read-only; true"
+        )
+        spec = ProcessSpec(
+            ["sh", "-c", script],
+            uid=1000,
+            gid=1000,
+            cwd="/tmp",
+            hostname="kit-host",
+            extra_hosts=[("kit-extra", "10.1.2.3")],
+        )
+        out = _Collected()
+
+        async def body(executor: Any, rootfs: Path) -> int:
+            io = ProcessIO(stdout=out)
+            code: int = await executor.run("kit-mounts", spec, rootfs, mounts, _log(), io=io)
+            return code
+
+        assert self._run(tmp_path, body) == 0
+        lines = out.data.decode().splitlines()
+        assert lines == ["from a mount", "kit-host", "1", "1", "/tmp", "1"], out.data
+        assert (out_dir / "new").read_text() == "written\n"
+        assert not (data / "x").exists()
+
+    def test_an_id_runs_once_at_a_time(self, tmp_path: Path) -> None:
+        async def body(executor: Any, rootfs: Path) -> str:
+            running = anyio.Event()
+            run = functools.partial(executor.run, started=running.set)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, "kit-once", ProcessSpec(["sleep", "60"]), rootfs, [], _log())
+                await running.wait()
+                try:
+                    await executor.run("kit-once", ProcessSpec(["true"]), rootfs, [], _log())
+                except UserError as err:
+                    return str(err)
+                finally:
+                    tg.cancel_scope.cancel()
+            return "the second run of a running id was not refused"
+
+        assert "kit-once is already running" in self._run(tmp_path, body)
+
+    def test_exec_output_without_streams_goes_to_the_steps_log(self, tmp_path: Path) -> None:
+        """An exec started before its container is up waits for it; without ``io.stdout``
+        its output goes to the log of the container's step."""
+        progress = RecordingProgress()
+
+        async def body(executor: Any, rootfs: Path) -> int:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    executor.run, "kit-log", ProcessSpec(["sleep", "60"]), rootfs, [], progress
+                )
+                await anyio.sleep(0)  # the run has begun; its container may not be up yet
+                echo = ProcessSpec(["echo", "in-log"])
+                code: int = await executor.exec("kit-log", echo, ProcessIO())
+                tg.cancel_scope.cancel()
+            return code
+
+        assert self._run(tmp_path, body, interactive=True) == 0
+        assert progress.logs == [(1, b"in-log\n")]
 
     def test_tty_gives_the_process_a_terminal(self, tmp_path: Path) -> None:
         out = _Collected()

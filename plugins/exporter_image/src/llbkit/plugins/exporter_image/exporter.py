@@ -343,6 +343,8 @@ class ImageJob:
     no_effect: tuple[str, ...] = ()
     #: ``store``: also into the worker's image store, where the worker has one (containerd's)
     store: bool = True
+    #: ``unpack``: and unpack it there with the worker's snapshotter (so it runs at once)
+    unpack: bool = False
     _published: Published | None = field(default=None, repr=False)
     description: str = "exporting to image"
 
@@ -355,6 +357,8 @@ class ImageJob:
             store = await info.image_store()
             if store is not None:
                 await _store(store, published, names, info)
+                if self.unpack:
+                    await _unpack(store, published, info)
         found = response(published, names)
         if self.canonical and names:
             # As BuildKit names images in its store: each name as given, then ``@digest``.
@@ -417,6 +421,19 @@ async def _store(
             str(ref), digest=top["digest"], size=int(top["size"]), media_type=top["mediaType"]
         )
         info.progress.status(f"naming to {ref}", done=True)
+    info.progress.status(progress, done=True)
+
+
+async def _unpack(store: ImageStore, published: Published, info: ExportInfo) -> None:
+    """Unpack the image for this machine's platform (or the only one) into the store's
+    snapshotter, as BuildKit's ``unpack=true`` does."""
+    from llbkit.core.plugins.context import Platform
+
+    here = str(Platform())
+    chosen = next((img for p, img in published.images if p == here), published.images[0][1])
+    progress = f"unpacking to {store.name}"
+    info.progress.status(progress)
+    await store.unpack(chosen.manifest_digest)
     info.progress.status(progress, done=True)
 
 
@@ -508,6 +525,7 @@ class ImageExporter:
             _bool("registry.insecure", attrs, False),
             _bool("name-canonical", attrs, False),
             self.ctx.registries,
-            tuple(k for k in _warn_no_effect(attrs) if k != "store"),
+            tuple(k for k in _warn_no_effect(attrs) if k not in ("store", "unpack")),
             _bool("store", attrs, True),
+            _bool("unpack", attrs, False),
         )

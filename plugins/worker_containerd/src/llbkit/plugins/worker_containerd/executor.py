@@ -33,7 +33,11 @@ from llbkit.plugins.worker_containerd._pb.services.containers.v1 import (
     containers_pb2_grpc,
 )
 from llbkit.plugins.worker_containerd._pb.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from llbkit.plugins.worker_containerd.store import ContainerdImageStore
+from llbkit.plugins.worker_containerd.store import (
+    DEFAULT_SNAPSHOTTER,
+    OWNER_LABEL,
+    ContainerdImageStore,
+)
 from llbkit.sdk.ocispec import build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
@@ -47,7 +51,6 @@ __all__ = ["OWNER_LABEL", "RUNTIME", "ContainerdExecutor"]
 RUNTIME = "io.containerd.runc.v2"
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 #: which state root's engine made a container: its leftovers are that engine's to remove
-OWNER_LABEL = "llbkit.worker.owner"
 _IDS = itertools.count()
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -73,6 +76,7 @@ class ContainerdExecutor:
         owner: str,
         platforms: Sequence[Platform],
         labels: Mapping[str, str],
+        snapshotter: str = DEFAULT_SNAPSHOTTER,
     ) -> None:
         self.channel = channel
         self.address = address
@@ -88,7 +92,7 @@ class ContainerdExecutor:
         self._cleanups: set[asyncio.Future[None]] = set()
         #: what :meth:`reap_orphans` removed as this executor started
         self.reaped: list[str] = []
-        self._store = ContainerdImageStore(channel, address, namespace)
+        self._store = ContainerdImageStore(channel, address, namespace, owner, snapshotter)
 
     @property
     def image_store(self) -> ContainerdImageStore:
@@ -264,18 +268,20 @@ class ContainerdExecutor:
         return [c.id for c in listed.containers]
 
     async def reap_orphans(self) -> list[str]:
-        """Remove the containers (and tasks) a killed engine of this state root left."""
+        """Remove the containers (and tasks) and leases a killed engine of this state root left."""
         found = [c for c in await self.containers() if c not in self._running]
         for name in found:
             await self._remove(name)
         for leftover in self.state.glob("step-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        await self._store.reap()  # and the leases it held
         return found
 
     async def aclose(self) -> None:
         await asyncio.gather(*self._cleanups, return_exceptions=True)
         for name in await self.containers():
             await self._remove(name)
+        await self._store.release()
         await self.channel.close()
 
 

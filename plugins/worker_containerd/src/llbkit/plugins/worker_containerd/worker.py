@@ -11,11 +11,12 @@ import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 from llbkit.core.plugins.context import PluginContext
 from llbkit.plugins.worker_containerd.executor import ContainerdExecutor
+from llbkit.plugins.worker_containerd.store import DEFAULT_SNAPSHOTTER
 from llbkit.sdk import workerconfig
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_NAMESPACE", "ContainerdWorker"]
@@ -50,6 +51,8 @@ class ContainerdWorker:
     """``llbkit.workers: containerd``."""
 
     api_version: ClassVar[int] = 2
+    #: its runtime has an image store, which the docker-image source uses
+    keeps_images: ClassVar[bool] = True
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
@@ -73,6 +76,7 @@ class ContainerdWorker:
             from google.protobuf import empty_pb2
 
             version = await stub.Version(empty_pb2.Empty(), timeout=10)
+            uuid = await _server_uuid(channel) or version.revision
         except grpc.aio.AioRpcError as err:
             await channel.close()
             raise UserError(
@@ -88,7 +92,7 @@ class ContainerdWorker:
             "org.mobyproject.buildkit.worker.hostname": socket.gethostname(),
             "org.mobyproject.buildkit.worker.network": "host",
             "org.mobyproject.buildkit.worker.containerd.namespace": namespace,
-            "org.mobyproject.buildkit.worker.containerd.uuid": version.revision,
+            "org.mobyproject.buildkit.worker.containerd.uuid": uuid,
             "org.mobyproject.buildkit.worker.selinux.enabled": "false",
             **extra,
         }
@@ -100,6 +104,7 @@ class ContainerdWorker:
             owner=owner,
             platforms=platforms,
             labels=labels,
+            snapshotter=_string(config, "snapshotter") or DEFAULT_SNAPSHOTTER,
         )
         executor.reaped = await executor.reap_orphans()
         return executor
@@ -113,6 +118,28 @@ class ContainerdWorker:
         executor = await self.resolve(config)
         await executor.aclose()
         return executor.reaped
+
+
+async def _server_uuid(channel: Any) -> str:
+    """containerd's server UUID (its introspection service's ``Server``), which BuildKit
+    labels the worker with. Its response is one string field, read here as a
+    ``StringValue`` (the same wire form), as the introspection ``.proto`` needs
+    ``google.rpc`` protos Debian does not ship; ``""`` from a containerd without it."""
+    import grpc
+    from google.protobuf import empty_pb2, wrappers_pb2
+
+    call = channel.unary_unary(
+        "/containerd.services.introspection.v1.Introspection/Server",
+        request_serializer=empty_pb2.Empty.SerializeToString,
+        response_deserializer=wrappers_pb2.StringValue.FromString,
+    )
+    try:
+        found = await call(empty_pb2.Empty(), timeout=10)
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return ""
+        raise
+    return str(found.value)
 
 
 def _string(config: Mapping[str, object], key: str) -> str:

@@ -1,0 +1,98 @@
+"""The OCI runtime spec both workers run a step from (llbkit.sdk.ocispec): the ids, the
+defaults BuildKit gives a step, network and security modes, terminal and exec processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+from llbkit.sdk.ocispec import build_process, build_spec
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    etc = tmp_path / "rootfs" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\nbob:x:1000:\nwheel:x:10:bob\ndocker:x:999:alice,bob\n")
+    return tmp_path / "rootfs"
+
+
+def test_spec_runs_as_the_ids_the_engine_resolved(rootfs: Path, tmp_path: Path) -> None:
+    # The user's name is for messages: the ids are used as given, whatever /etc/passwd says.
+    process = ProcessSpec(["true"], user="bob", uid=4242, gid=4343, additional_gids=(4343, 10))
+    spec = build_spec(process, rootfs, [], hosts=tmp_path / "h", resolv=tmp_path / "r")
+    assert spec["process"]["user"] == {"uid": 4242, "gid": 4343, "additionalGids": [4343, 10]}
+    root = build_spec(
+        ProcessSpec(["true"]), rootfs, [], hosts=tmp_path / "h", resolv=tmp_path / "r"
+    )
+    assert root["process"]["user"] == {"uid": 0, "gid": 0}
+
+
+def test_spec_defaults(rootfs: Path, tmp_path: Path) -> None:
+    spec = build_spec(
+        ProcessSpec(
+            args=["/bin/sh", "-c", "true"],
+            user="bob",
+            uid=1000,
+            gid=1000,
+            additional_gids=(1000, 10, 999),
+            cwd="/work",
+        ),
+        rootfs,
+        [MountSpec("/cache", "bind", tmp_path), MountSpec("/t", "tmpfs", options={"size": "1024"})],
+        hosts=tmp_path / "hosts",
+        resolv=tmp_path / "resolv.conf",
+    )
+    process = spec["process"]
+    assert process["env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 10, 999]}
+    assert process["capabilities"]["bounding"] == [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ]
+    assert spec["hostname"] == "buildkitsandbox"
+    kinds = {m["destination"]: m["type"] for m in spec["mounts"]}
+    assert kinds["/proc"] == "proc" and kinds["/sys"] == "sysfs" and kinds["/t"] == "tmpfs"
+    assert kinds["/etc/hosts"] == "bind" and kinds["/cache"] == "bind"
+    namespaces = {n["type"] for n in spec["linux"]["namespaces"]}
+    assert namespaces == {"pid", "ipc", "uts", "mount"}  # host network without CNI
+
+
+def test_network_none_and_insecure(rootfs: Path, tmp_path: Path) -> None:
+    spec = build_spec(
+        ProcessSpec(args=["true"], network="none", security="insecure"),
+        rootfs,
+        [],
+        hosts=tmp_path / "h",
+        resolv=tmp_path / "r",
+    )
+    assert {"type": "network"} in spec["linux"]["namespaces"]
+    assert "CAP_SYS_ADMIN" in spec["process"]["capabilities"]["bounding"]
+    assert "ro" not in next(m for m in spec["mounts"] if m["destination"] == "/sys")["options"]
+
+
+def test_tty_and_exec_processes(rootfs: Path, tmp_path: Path) -> None:
+    process = ProcessSpec(
+        ["sh"], env=["A=1"], cwd="/tmp", uid=7, gid=8, tty=True, ulimits=[("nofile", 10, 20)]
+    )
+    spec = build_spec(process, rootfs, [], hosts=tmp_path / "h", resolv=tmp_path / "r")
+    assert spec["process"]["terminal"] is True
+    assert spec["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}]
+    # runc exec's process.json is the spec's process, so both processes are set up alike.
+    assert build_process(process) == spec["process"]
+    assert build_process(ProcessSpec(["true"]))["terminal"] is False
