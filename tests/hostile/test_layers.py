@@ -133,3 +133,26 @@ def test_a_hardlink_to_a_missing_member_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(LayerError, match="cannot apply") as err:
         apply_tar(layer((info, b"")), str(tmp_path / "t"))
     assert "\n" not in str(err.value)
+
+
+def test_a_zstd_layer_is_unpacked_in_one_frame_or_several(tmp_path: Path) -> None:
+    import zstandard
+
+    big = os.urandom(5 << 20)
+    raw = layer(entry("etc", b"", tarfile.DIRTYPE), entry("etc/big", big)).getvalue()
+    one = zstandard.ZstdCompressor().compress(raw)
+    halves = [raw[: len(raw) // 2], raw[len(raw) // 2 :]]
+    several = b"".join(zstandard.ZstdCompressor().compress(h) for h in halves)
+    for n, blob in enumerate((one, several)):
+        dest = tmp_path / f"tree{n}"
+        dest.mkdir()
+        with open(tmp_path / f"blob{n}", "wb") as f:
+            f.write(blob)
+        with open(tmp_path / f"blob{n}", "rb") as stream:
+            unpack_layer(stream, str(dest), "oci", what="layer x")
+        assert (dest / "etc" / "big").read_bytes() == big
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    with pytest.raises(LayerError, match=r"^layer x: cannot unpack: zstd: ") as err:
+        unpack_layer(io.BytesIO(one[:4] + b"\xff" * 64), str(broken), "oci", what="layer x")
+    assert "\n" not in str(err.value)

@@ -51,13 +51,48 @@ def unpack_layer(stream: IO[bytes], dest: str, fmt: str, *, what: str = "layer")
     _run(_Applier(dest, keep_whiteouts=fmt), stream, f"{what}: cannot unpack")
 
 
+#: the first bytes of a zstd frame (tarfile reads gzip, bzip2 and xz itself, not zstd)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _peek(stream: IO[bytes], size: int) -> bytes:
+    """The stream's first ``size`` bytes, left unread (empty when it cannot say)."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return bytes(peek(size)[:size])
+    if stream.seekable():
+        where = stream.tell()
+        head = stream.read(size)
+        stream.seek(where)
+        return head
+    return b""
+
+
+def _decompressed(stream: IO[bytes]) -> IO[bytes]:
+    """``stream`` itself, or its zstd content: a layer or an ADDed archive may be zstd (as
+    BuildKit reads them), in one frame or several."""
+    if _peek(stream, 4) != _ZSTD_MAGIC:
+        return stream
+    import zstandard
+
+    reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
+        stream, read_across_frames=True
+    )
+    return reader
+
+
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     try:
+        stream = _decompressed(stream)
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 applier.member(tar, member)
     except (LayerError, tarfile.TarError, EOFError, OSError) as err:
         raise LayerError(f"{failure}: {err}") from None
+    except Exception as err:
+        if not type(err).__module__.startswith("zstandard"):
+            raise
+        raise LayerError(f"{failure}: zstd: {err}") from None
     for path, mtime in reversed(applier.dir_times):
         # A later entry of the layer may have replaced the directory (or one above it).
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
