@@ -166,3 +166,40 @@ def test_a_pulled_base_image_is_held_in_containerd_while_the_build_runs(
     assert own_digest in seen["during"], "the pulled layer is not in containerd, or not held"
     assert seen["leases"], "the build held no lease"
     assert containerd.ctr("leases", "ls", "-q").stdout.split() == []
+
+
+def test_one_blob_written_twice_at_once_lands_once_and_held(containerd: Containerd) -> None:  # noqa: F811
+    import hashlib
+
+    import grpc
+
+    from llbkit.plugins.worker_containerd.store import ContainerdImageStore
+
+    data = b"a blob two builds write at once\n" * 50_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    absent = "sha256:" + "1" * 64
+
+    async def chunks() -> object:
+        for start in range(0, len(data), 100_000):
+            yield data[start : start + 100_000]
+            await anyio.sleep(0)
+
+    async def scenario() -> tuple[bool, bool]:
+        channel = grpc.aio.insecure_channel(f"unix://{containerd.address}")
+        store = ContainerdImageStore(channel, containerd.address, containerd.namespace)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(
+                        lambda: store.write_blob(
+                            digest, chunks(), size=len(data), media_type="application/octet-stream"
+                        )
+                    )
+            _collect(containerd)  # what the lease holds stays
+            there = digest in _blobs(containerd)
+            return there, await store.hold_blob(absent)
+        finally:
+            await store.release()
+            await channel.close()
+
+    assert anyio.run(scenario) == (True, False)

@@ -351,3 +351,41 @@ def test_a_second_worker_that_cannot_start_is_left_out_unless_enabled_outright(
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: containerd at {sock} is not reachable")
     assert refused.stderr.count("\n") == 1
+
+
+def test_two_unpacks_of_images_sharing_layers_at_once_both_succeed(
+    containerd: Containerd,  # noqa: F811
+    busybox_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both find a layer's snapshot missing and unpack it; the second commit finds it made
+    (made certain here: every unpack is told the snapshot is missing)."""
+    import anyio
+    import grpc
+
+    from llbkit.plugins.worker_containerd import unpack
+    from llbkit.plugins.worker_containerd.store import ContainerdImageStore
+
+    pulled = containerd.ctr(
+        "images", "pull", "--plain-http", "--snapshotter", "native", f"{busybox_image}:latest"
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    manifest = _target(containerd, f"{busybox_image}:latest")
+
+    async def missing(self: object, name: str) -> bool:
+        return False
+
+    monkeypatch.setattr(unpack._Snapshots, "exists", missing)
+
+    async def scenario() -> None:
+        channel = grpc.aio.insecure_channel(f"unix://{containerd.address}")
+        store = ContainerdImageStore(channel, containerd.address, containerd.namespace)
+        try:
+            await store.unpack(manifest)
+            await store.unpack(manifest)
+        finally:
+            await store.release()
+            await channel.close()
+
+    anyio.run(scenario)
+    assert "Active" not in containerd.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout

@@ -392,8 +392,10 @@ async def _store(
     info.progress.status(progress)
 
     async def put(desc: Mapping[str, Any], data: BlobSource, children: list[str]) -> None:
-        if not children and await store.has_blob(desc["digest"]):
-            return  # a layer or config there already (a manifest is written for its labels)
+        if not children and await store.hold_blob(desc["digest"]):
+            # A layer or config there already, now held until the image names it (a
+            # manifest is written for its labels).
+            return
         await store.write_blob(
             desc["digest"],
             _blob_chunks(data),

@@ -12,6 +12,9 @@ state root's owner) at its next start.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
@@ -73,8 +76,6 @@ class ContainerdImageStore:
         return UserError(f"{self.name}: {doing}: {err.details() or err.code()}")
 
     async def _leased(self) -> None:
-        import secrets
-        import time
 
         if self._lease and time.monotonic() - self._lease_taken < LEASE_USE:
             return
@@ -92,8 +93,15 @@ class ContainerdImageStore:
         self._taken.append(lease)
 
     async def hold_blob(self, digest: str) -> bool:
-        if not await self.has_blob(digest):
-            return False
+        # Held first, then looked up: containerd adds a resource to a lease whether or not the
+        # content exists, and a blob found first could be collected before the lease has it.
+        await self._hold(digest)
+        if await self.has_blob(digest):
+            return True
+        await self._unhold(digest)
+        return False
+
+    async def _hold(self, digest: str) -> None:
         await self._leased()
         resource = leases_pb2.Resource(id=digest, type="content")
         try:
@@ -102,10 +110,15 @@ class ContainerdImageStore:
                 metadata=self._metadata(),
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:  # collected in between
-                return False
             raise self._failed(f"holding {digest}", err) from None
-        return True
+
+    async def _unhold(self, digest: str) -> None:
+        resource = leases_pb2.Resource(id=digest, type="content")
+        with contextlib.suppress(grpc.aio.AioRpcError):  # only tidiness: the lease ends anyway
+            await self._leases.DeleteResource(
+                leases_pb2.DeleteResourceRequest(id=self._lease, resource=resource),
+                metadata=self._metadata(),
+            )
 
     async def release(self) -> None:
         """Delete the leases this store took (named images keep what they need)."""
@@ -158,11 +171,14 @@ class ContainerdImageStore:
     ) -> None:
         await self._leased()
         labels = {f"containerd.io/gc.ref.content.{n}": child for n, child in enumerate(children)}
+        # A ref of this writer's own: containerd locks a ref while it is written, and two
+        # builds may write the same blob at once (the second commit finds it there).
+        ref = f"llbkit-{digest}-{secrets.token_hex(4)}"
         call: Any = self._content.Write(metadata=self._metadata())
         try:
             await call.write(
                 content_pb2.WriteContentRequest(
-                    action=content_pb2.STAT, ref=f"llbkit-{digest}", total=size, expected=digest
+                    action=content_pb2.STAT, ref=ref, total=size, expected=digest
                 )
             )
             await call.read()
@@ -173,7 +189,7 @@ class ContainerdImageStore:
                     await call.write(
                         content_pb2.WriteContentRequest(
                             action=content_pb2.WRITE,
-                            ref=f"llbkit-{digest}",
+                            ref=ref,
                             offset=offset,
                             data=piece,
                         )
@@ -183,7 +199,7 @@ class ContainerdImageStore:
             await call.write(
                 content_pb2.WriteContentRequest(
                     action=content_pb2.COMMIT,
-                    ref=f"llbkit-{digest}",
+                    ref=ref,
                     total=offset,
                     offset=offset,
                     expected=digest,
@@ -194,7 +210,10 @@ class ContainerdImageStore:
             await call.done_writing()
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-                await self._label(digest, labels)  # there already: it must still keep its own
+                # There already (another writer won): held by this lease too, and labelled
+                # with what it must keep.
+                await self._hold(digest)
+                await self._label(digest, labels)
                 return
             raise self._failed(f"writing {digest} ({media_type})", err) from None
         finally:

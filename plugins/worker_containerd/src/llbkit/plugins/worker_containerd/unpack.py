@@ -115,16 +115,26 @@ class _Snapshots:
                 raise UserError(
                     f"layer {desc.digest} unpacks to {applied.applied.digest}, not {diff_id}"
                 )
-            await self.snapshots.Commit(
-                snapshots_pb2.CommitSnapshotRequest(
-                    snapshotter=self.snapshotter, name=chain, key=key
-                ),
-                metadata=self.md,
-            )
-        except BaseException:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.snapshots.Remove(
-                    snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key),
+            try:
+                await self.snapshots.Commit(
+                    snapshots_pb2.CommitSnapshotRequest(
+                        snapshotter=self.snapshotter, name=chain, key=key
+                    ),
                     metadata=self.md,
                 )
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+                # Another unpack of an image sharing this layer committed it first: the
+                # same content under the same chain ID; this one's work is dropped.
+                await self._remove(key)
+        except BaseException:
+            await self._remove(key)
             raise
+
+    async def _remove(self, key: str) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self.snapshots.Remove(
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key),
+                metadata=self.md,
+            )
