@@ -182,10 +182,17 @@ class Drivers:
         return list(await worker.reap(own))
 
     async def aclose(self) -> None:
-        """Stop the workers' processes, if they were started."""
-        others, self._others = list(self._others.values()), {}
-        for other in others:
-            await other.aclose()
+        """Stop the workers' processes, if they were started: every one of them, even when
+        another fails to stop (the first failure is raised once all were tried)."""
+        executors = [*self._others.values()]
         if self._executor is not None:
-            await self._executor.aclose()
-            self._executor = None
+            executors.append(self._executor)
+        self._others, self._executor = {}, None
+        failure: BaseException | None = None
+        for executor in executors:
+            try:
+                await executor.aclose()
+            except Exception as err:  # the others are stopped all the same
+                failure = failure or err
+        if failure is not None:
+            raise failure

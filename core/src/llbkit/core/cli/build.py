@@ -392,7 +392,11 @@ async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any
             finally:
                 # This process builds no more: its worker ends in this loop, not with it.
                 with anyio.CancelScope(shield=True):
-                    await controller.stop_worker()
+                    try:
+                        await controller.stop_worker()
+                    except UserError as err:
+                        # What was built stands; what was left is reaped at the next start.
+                        click.echo(f"llbkit: warning: stopping the worker: {err}", err=True)
 
 
 def _undecodable(text: str) -> bool:

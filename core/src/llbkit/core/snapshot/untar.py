@@ -75,9 +75,7 @@ def _decompressed(stream: IO[bytes]) -> IO[bytes]:
         return stream
     import zstandard
 
-    reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
-        stream, read_across_frames=True
-    )
+    reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     return reader
 
 

@@ -278,11 +278,17 @@ class ContainerdExecutor:
         return found
 
     async def aclose(self) -> None:
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
-        for name in await self.containers():
-            await self._remove(name)
-        await self._store.release()
-        await self.channel.close()
+        # Each part is tried whatever the others do (containerd may have gone away); the
+        # channel is closed last, always.
+        try:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+            try:
+                for name in await self.containers():
+                    await self._remove(name)
+            finally:
+                await self._store.release()
+        finally:
+            await self.channel.close()
 
 
 class _Output:

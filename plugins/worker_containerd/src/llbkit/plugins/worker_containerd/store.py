@@ -121,10 +121,18 @@ class ContainerdImageStore:
             )
 
     async def release(self) -> None:
-        """Delete the leases this store took (named images keep what they need)."""
+        """Delete the leases this store took (named images keep what they need); every one
+        is tried, the first failure raised after (a lease left expires, or is reaped at the
+        next start)."""
         taken, self._taken, self._lease = self._taken, [], ""
+        failure: UserError | None = None
         for lease in taken:
-            await self._delete_lease(lease)
+            try:
+                await self._delete_lease(lease)
+            except UserError as err:
+                failure = failure or err
+        if failure is not None:
+            raise failure
 
     async def reap(self) -> list[str]:
         """Delete the leases a killed engine of the same owner left."""
