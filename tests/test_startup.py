@@ -33,6 +33,8 @@ def _imported(watched: list[str], argv: list[str], env: dict[str, str]) -> list[
         check=False,
     )
     assert done.stdout, done.stderr
+    if argv[0] == "build":
+        assert done.returncode == 0, done.stderr
     found: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
 

@@ -320,3 +320,11 @@ def test_clean_path_keeps_directory_markers():
     assert clean_path("/a/./b/..") == "/a"
     assert clean_path("a/.") == "/a/."
     assert clean_path("/") == "/"
+
+
+def test_a_path_named_like_dot_dot_is_shown_inside_the_image() -> None:
+    from llbkit.core.ops.copier import inside
+
+    assert inside("/state/tree", "/state/tree/..data/x") == "/..data/x"
+    assert inside("/state/tree", "/state/tree/...") == "/..."
+    assert inside("/state/tree", "/state/tree") == "/"

@@ -64,7 +64,7 @@ def inside(root: str, path: str) -> str:
     rel = os.path.relpath(path, root)
     if rel == ".":
         return "/"
-    return path if rel.startswith("..") else "/" + rel
+    return path if rel == ".." or rel.startswith("../") else "/" + rel
 
 
 def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None, *, root: str = "") -> None:

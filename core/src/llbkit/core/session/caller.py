@@ -100,22 +100,41 @@ def _said(err: grpc.aio.AioRpcError) -> str:
 
 async def _layout_into_store(channel: grpc.aio.Channel, tree: Path) -> None:
     """The blobs of OCI layout ``tree`` written into the client's ``export`` content store,
-    what index.json names last (a reader never finds a manifest before its blobs)."""
-    import json
+    children first (layers and configs, then manifests, then indexes): a reader never finds
+    a manifest before its blobs."""
+    import anyio
 
     from llbkit.core.session.content import SessionContentDirectory
 
     store = SessionContentDirectory(channel, "export", "the output directory")
-    tops = {
-        "blobs/" + entry["digest"].replace(":", "/", 1)
-        for entry in json.loads((tree / "index.json").read_bytes()).get("manifests", [])
-    }
-    names = sorted(p.relative_to(tree).as_posix() for p in (tree / "blobs").glob("*/*"))
-    for name in sorted(names, key=lambda name: name in tops):
+    levels = await anyio.to_thread.run_sync(_levels, tree)
+    for name in sorted(levels, key=lambda name: (levels[name], name)):
         async with store.write(name) as sink:
             with open(tree / name, "rb") as data:
-                while chunk := data.read(1 << 20):
+                while chunk := await anyio.to_thread.run_sync(data.read, 1 << 20):
                     await sink.write(chunk)
+
+
+def _levels(tree: Path) -> dict[str, int]:
+    """Each blob of layout ``tree``: 2 for an index index.json names, 1 for a manifest, 0 for
+    the rest."""
+    import json
+
+    def name(digest: str) -> str:
+        return "blobs/" + digest.replace(":", "/", 1)
+
+    levels = {p.relative_to(tree).as_posix(): 0 for p in (tree / "blobs").glob("*/*")}
+    for top in json.loads((tree / "index.json").read_bytes()).get("manifests", []):
+        top_name = name(top["digest"])
+        document = json.loads((tree / top_name).read_bytes())
+        listed = document.get("manifests") if isinstance(document, dict) else None
+        if isinstance(listed, list):
+            levels[top_name] = 2
+            for entry in listed:
+                levels[name(entry["digest"])] = 1
+        else:
+            levels[top_name] = 1
+    return levels
 
 
 class SessionClientIO:

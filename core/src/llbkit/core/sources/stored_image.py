@@ -62,7 +62,10 @@ async def resolve_stored(
     config_bytes = await _read_small(store, config_desc.digest, where)
     if config_bytes is None:
         return None
-    config = json.loads(config_bytes)
+    try:
+        config = json.loads(config_bytes)
+    except (ValueError, RecursionError):
+        raise RegistryError(f"{where}: config {config_desc.digest} is not JSON") from None
     if not isinstance(config, dict):
         raise RegistryError(f"{where}: config {config_desc.digest} is not a JSON object")
     return ResolvedImage(ref, digest, config, config_bytes, layers)

@@ -304,7 +304,10 @@ class ContainerdImageStore:
             data += chunk
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise UserError(f"{self.name}: {digest} does not match its digest")
-        found = json.loads(data)
+        try:
+            found = json.loads(data)
+        except (ValueError, RecursionError):
+            raise UserError(f"{self.name}: {digest} is not JSON") from None
         if not isinstance(found, dict):
             raise UserError(f"{self.name}: {digest} is not a JSON object")
         return found
