@@ -218,21 +218,22 @@ class _Converter:
     # -- stages -------------------------------------------------------------------------
 
     def split(self) -> None:
-        current: _Stage | None = None
+        # As BuildKit: every instruction is read (and refused) first, in order; only then are
+        # words expanded, meta ARGs first, as the stages are built.
+        staged = False
         for inst in self.parsed.instructions:
             self.check(inst)
             if inst.keyword == "FROM":
+                self.check_from(inst)
+                staged = True
+            elif not staged and inst.keyword != "ARG":
+                raise self.fail(inst, "no build stage in current context")
+        current: _Stage | None = None
+        for inst in self.parsed.instructions:
+            if inst.keyword == "FROM":
                 flags = self.flags(inst, {"platform"})
                 words = inst.args
-                if len(words) not in (1, 3) or (len(words) == 3 and words[1].upper() != "AS"):
-                    raise self.parse_fail(inst, "FROM requires either one or three arguments")
                 name = words[2].lower() if len(words) == 3 else ""
-                if name and not _STAGE_NAME.match(name):
-                    raise self.parse_fail(
-                        inst,
-                        f'invalid name for build stage: "{words[2]}", name can\'t start with a '
-                        "number or contain symbols",
-                    )
                 base = self.word(inst, words[0], self.meta_args)
                 if not base:
                     raise self.fail(inst, f"base name ({words[0]}) should not be blank")
@@ -261,6 +262,19 @@ class _Converter:
         if not self.stages:
             # BuildKit v0.11 crashes on a Dockerfile of only ARGs; this is its wording otherwise.
             raise DockerfileError(f"{self.filename}: no build stage in current context")
+
+    def check_from(self, inst: Instruction) -> None:
+        """What BuildKit refuses while reading a FROM: its arguments and its stage's name."""
+        words = inst.args
+        if len(words) not in (1, 3) or (len(words) == 3 and words[1].upper() != "AS"):
+            raise self.parse_fail(inst, "FROM requires either one or three arguments")
+        name = words[2].lower() if len(words) == 3 else ""
+        if name and not _STAGE_NAME.match(name):
+            raise self.parse_fail(
+                inst,
+                f'invalid name for build stage: "{words[2]}", name can\'t start with a '
+                "number or contain symbols",
+            )
 
     def check(self, inst: Instruction) -> None:
         """What BuildKit refuses while reading an instruction, before building anything."""
