@@ -357,8 +357,8 @@ class ImageJob:
             store = await info.image_store()
             if store is not None:
                 await _store(store, published, names, info)
-                if self.unpack:
-                    await _unpack(store, published, info)
+                for name in names if self.unpack else ():  # as BuildKit: per name it stored
+                    await _unpack(store, published, str(parse_reference(name)), info)
         found = response(published, names)
         if self.canonical and names:
             # As BuildKit names images in its store: each name as given, then ``@digest``.
@@ -426,14 +426,18 @@ async def _store(
     info.progress.status(progress, done=True)
 
 
-async def _unpack(store: ImageStore, published: Published, info: ExportInfo) -> None:
-    """Unpack the image for this machine's platform (or the only one) into the store's
-    snapshotter, as BuildKit's ``unpack=true`` does."""
+async def _unpack(store: ImageStore, published: Published, name: str, info: ExportInfo) -> None:
+    """Unpack the image for this machine's platform into the store's snapshotter, as
+    BuildKit's ``unpack=true`` does; an image of several platforms must have this one."""
     from llbkit.core.plugins.context import Platform
 
     here = str(Platform())
-    chosen = next((img for p, img in published.images if p == here), published.images[0][1])
-    progress = f"unpacking to {store.name}"
+    chosen = next((img for p, img in published.images if p == here), None)
+    if chosen is None:
+        if len(published.images) > 1:
+            raise ConfigError(f"exporter image: unpack: no reference for default platform {here}")
+        chosen = published.images[0][1]
+    progress = f"unpacking to {name}"
     info.progress.status(progress)
     await store.unpack(chosen.manifest_digest)
     info.progress.status(progress, done=True)
