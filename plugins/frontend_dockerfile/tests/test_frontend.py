@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import ClassVar
 
 import anyio
@@ -50,6 +51,7 @@ class _Client:
     def __init__(self, files: dict[tuple[str, str], bytes]) -> None:
         self.files = files
         self.warnings: list[str] = []
+        self.steps: list[str] = []
 
     async def read_file(self, context: str, path: str) -> bytes:
         try:
@@ -66,6 +68,16 @@ class _Client:
 
     def warn(self, message: str, **fields: object) -> None:
         self.warnings.append(message)
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[object]:
+        self.steps.append(name)
+        yield _NoSink()
+
+
+class _NoSink:
+    def status(self, id: str, **fields: object) -> None:
+        pass
 
 
 async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
