@@ -394,7 +394,8 @@ class _Converter:
                 if inst.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
                     raise self.fail(inst, f"{inst.keyword} isn't allowed as an ONBUILD trigger")
                 handler = getattr(self, f"do_{inst.keyword.lower()}")
-                await handler(stage, inst, f"[{self.label(stage) or 'stage'} onbuild] ", visiting)
+                # BuildKit v0.11 names a trigger's step by its instruction alone, unnumbered.
+                await handler(stage, inst, "", visiting)
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
