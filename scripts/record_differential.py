@@ -6,6 +6,10 @@ with the generator's seed and BuildKit's version.
     BUILDCTL=/path/to/buildctl BUILDKIT_HOST=unix:///run/buildkit.sock \\
         .venv/bin/python scripts/record_differential.py [--seed N] [--count N] [name...]
 
+With --progress, records instead buildctl's plain progress of a warm rebuild (each case built
+twice, the second build's steps kept: names and markers, see harness.progress_steps) for every
+recorded multi-stage case BuildKit builds, into tests/differential/vectors/progress/warm.json.
+
 Needs buildkitd v0.11.6 reaching 127.0.0.1:5155 over plain HTTP (``[registry."127.0.0.1:5155"]
 http = true``), docker-registry and busybox-static. Names, when given, re-record only those cases
 (in place, keeping the others).
@@ -29,17 +33,21 @@ sys.path.insert(0, str(ROOT))
 from tests.differential import cases as handwritten  # noqa: E402
 from tests.differential.harness import (  # noqa: E402
     BUILDKIT_VERSION,
+    PROGRESS,
     VECTORS,
     Case,
     busybox_tree,
     error_cause,
+    is_multi_stage,
+    load_vectors,
     materialize,
     opts,
+    progress_steps,
     push_images,
     result_of,
 )
 
-PORT = 5155
+PORT = int(os.environ.get("REGISTRY_PORT", "5155"))  # one the buildkitd config says is HTTP
 
 
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +79,58 @@ def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> di
         return {"unreadable": repr(err)}
 
 
+def record_progress(case: Case, buildctl: str, registry: str) -> list[list[str]]:
+    """The steps buildctl shows when it builds ``case`` a second time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx, dfdir = materialize(case, Path(tmp), registry)
+        command = [
+            buildctl,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={ctx}",
+            "--local",
+            f"dockerfile={dfdir}",
+            "--progress",
+            "plain",
+            *(f"--opt={k}={v}" for k, v in opts(case, registry).items()),
+            "--output",
+            f"type=oci,dest={tmp}/out.tar",
+        ]
+        for _ in range(2):
+            done = subprocess.run(command, capture_output=True, check=False, text=True)
+    return progress_steps(done.stderr, registry)
+
+
+def main_progress(buildctl: str, names: list[str]) -> int:
+    from llbkit.sdk.testing.registry import LocalRegistry
+
+    chosen = [
+        c
+        for c, result in load_vectors()
+        if is_multi_stage(c) and "error" not in result and (not names or c.name in names)
+    ]
+    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=PORT) as reg:
+        push_images(reg.host)
+        # One at a time: BuildKit shows a step that concurrent builds share under the name
+        # the first build gave it, and as it ended there.
+        steps = [record_progress(c, buildctl, reg.host) for c in chosen]
+    recorded = {c.name: s for c, s in zip(chosen, steps, strict=True)}
+    if names and PROGRESS.exists():
+        for item in json.loads(PROGRESS.read_text())["cases"]:
+            recorded.setdefault(item["name"], item["steps"])
+    document = {
+        "buildkit": BUILDKIT_VERSION,
+        "progress": "plain, warm rebuild",
+        "cases": [{"name": n, "steps": recorded[n]} for n in sorted(recorded)],
+    }
+    PROGRESS.parent.mkdir(exist_ok=True)
+    PROGRESS.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"progress: {len(recorded)} multi-stage cases")
+    return 0
+
+
 def main() -> int:
     from llbkit.sdk.testing.registry import LocalRegistry
     from tests.differential.generate import generated
@@ -78,9 +138,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--count", type=int, default=220)
+    parser.add_argument("--progress", action="store_true")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     buildctl = os.environ.get("BUILDCTL", "buildctl")
+    if args.progress:
+        return main_progress(buildctl, args.names)
     everything = handwritten.CASES + generated(args.seed, args.count)
     names = [c.name for c in everything]
     dupes = {n for n in names if names.count(n) > 1}
