@@ -784,12 +784,14 @@ class _Converter:
         assert stage.state is not None
         name = f"{prefix}{self.shown(inst, stage)}"
         source = {"llbkit.source": self.snippet(inst)}
+        # As BuildKit's: --no-cache runs a COPY or ADD anew too, not only RUN.
+        opts: dict[str, Any] = {"custom_name": name, "description": source}
+        if self.options.no_cache:
+            opts["ignore_cache"] = True
         if flags.get("link") == "true":
-            stage.state = llb.merge(
-                [stage.state, llb.scratch().file(action, custom_name=name, description=source)]
-            )
+            stage.state = llb.merge([stage.state, llb.scratch().file(action, **opts)])
         else:
-            stage.state = stage.state.file(action, custom_name=name, description=source)
+            stage.state = stage.state.file(action, **opts)
         # History shows the expanded paths, then the heredocs by name, without the flags.
         shown = [w for w in sources if w not in heredocs]
         shown += [f"<<{heredocs[w].name}" for w in sources if w in heredocs]
