@@ -492,7 +492,9 @@ class _Build:
                 self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
             )
             if hit is not None:
-                self._settle(shared, hit, cached=True)
+                # Shown, not taken: the build needs nothing below a hit (nor does a cache
+                # export of it, nor its lease).
+                shared.done(cached=True)
 
     async def _never(self) -> Outputs:
         raise AssertionError("the terminal's input was not solved")
