@@ -18,6 +18,10 @@ share busybox's layer. So each case is recorded on a warm cache of its own base:
 a ``RUN`` on the base fetches its layers, then the cases naming only busybox are recorded
 together and each naming another base alone, after its own prune and warm-up. Every image's
 layers are then described by that image, as on a daemon that has built from it before.
+
+With --progress, records instead buildctl's plain progress of a warm rebuild (each case built
+twice, the second build's steps kept: names and markers, see harness.progress_steps) for every
+recorded multi-stage case BuildKit builds, into tests/differential/vectors/progress/warm.json.
 """
 
 from __future__ import annotations
@@ -38,17 +42,22 @@ sys.path.insert(0, str(ROOT))
 from tests.differential import cases as handwritten  # noqa: E402
 from tests.differential.harness import (  # noqa: E402
     BUILDKIT_VERSION,
+    PROGRESS,
     VECTORS,
     Case,
     busybox_tree,
     error_cause,
+    is_multi_stage,
+    load_vectors,
     materialize,
     opts,
+    progress_steps,
     push_images,
     result_of,
 )
 
-PORT = 5155
+#: the registry's port: one the buildkitd config says is plain HTTP (or --port)
+PORT = int(os.environ.get("REGISTRY_PORT", "5155"))
 #: the bases that share busybox's layer (see the module's docstring)
 ISOLATED = ("@RICH@", "@NOPATH@")
 
@@ -97,6 +106,58 @@ def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> di
         return {"unreadable": repr(err)}
 
 
+def record_progress(case: Case, buildctl: str, registry: str) -> list[list[str]]:
+    """The steps buildctl shows when it builds ``case`` a second time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx, dfdir = materialize(case, Path(tmp), registry)
+        command = [
+            buildctl,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={ctx}",
+            "--local",
+            f"dockerfile={dfdir}",
+            "--progress",
+            "plain",
+            *(f"--opt={k}={v}" for k, v in opts(case, registry).items()),
+            "--output",
+            f"type=oci,dest={tmp}/out.tar",
+        ]
+        for _ in range(2):
+            done = subprocess.run(command, capture_output=True, check=False, text=True)
+    return progress_steps(done.stderr, registry)
+
+
+def main_progress(buildctl: str, names: list[str], port: int) -> int:
+    from llbkit.sdk.testing.registry import LocalRegistry
+
+    chosen = [
+        c
+        for c, result in load_vectors()
+        if is_multi_stage(c) and "error" not in result and (not names or c.name in names)
+    ]
+    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=port) as reg:
+        push_images(reg.host)
+        # One at a time: BuildKit shows a step that concurrent builds share under the name
+        # the first build gave it, and as it ended there.
+        steps = [record_progress(c, buildctl, reg.host) for c in chosen]
+    recorded = {c.name: s for c, s in zip(chosen, steps, strict=True)}
+    if names and PROGRESS.exists():
+        for item in json.loads(PROGRESS.read_text())["cases"]:
+            recorded.setdefault(item["name"], item["steps"])
+    document = {
+        "buildkit": BUILDKIT_VERSION,
+        "progress": "plain, warm rebuild",
+        "cases": [{"name": n, "steps": recorded[n]} for n in sorted(recorded)],
+    }
+    PROGRESS.parent.mkdir(exist_ok=True)
+    PROGRESS.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"progress: {len(recorded)} multi-stage cases")
+    return 0
+
+
 def main() -> int:
     from llbkit.sdk.testing.registry import LocalRegistry
     from tests.differential.generate import generated
@@ -105,9 +166,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--count", type=int, default=220)
     parser.add_argument("--port", type=int, default=PORT)
+    parser.add_argument("--progress", action="store_true")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     buildctl = os.environ.get("BUILDCTL", "buildctl")
+    if args.progress:
+        return main_progress(buildctl, args.names, args.port)
     everything = handwritten.CASES + generated(args.seed, args.count)
     names = [c.name for c in everything]
     dupes = {n for n in names if names.count(n) > 1}

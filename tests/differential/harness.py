@@ -278,3 +278,125 @@ def push_images(registry: str) -> None:
     push_image(registry, "library/busybox:latest", [busybox_layer()])
     push_rich_base(registry)
     push_image(registry, "library/nopath:latest", [busybox_layer()], {"config": {"Cmd": ["sh"]}})
+
+
+#: how a step of plain progress ends
+_MARKERS = ("CACHED", "DONE", "ERROR", "CANCELED")
+_HEADER = re.compile(r"^#(\d+) (.*)$")
+_STAGE = re.compile(r"^\[(\S+) (\d+)/\d+\] ")
+
+
+def progress_steps(text: str, registry: str) -> list[list[str]]:
+    """The steps of ``--progress=plain`` output in the order first shown, each with how it
+    ended (``CACHED``, ``DONE``, ``ERROR``, ``CANCELED``; empty if it never did): names and
+    markers only, no times, ids, sub-task or log lines."""
+    names: dict[str, str] = {}
+    ends: dict[str, str] = {}
+    for line in text.replace(registry, "REGISTRY").splitlines():
+        found = _HEADER.match(line)
+        if found is None:
+            continue
+        number, rest = found.groups()
+        if number not in names:
+            names[number] = rest
+            continue
+        if rest == names[number]:
+            continue  # shown again after another step's lines
+        word = rest.split(":", 1)[0].split(" ", 1)[0]
+        if word in _MARKERS:
+            ends[number] = word
+    return [[name, ends.get(number, "")] for number, name in names.items()]
+
+
+def progress_chains(steps: list[list[str]]) -> dict[str, list[list[str]]]:
+    """Steps grouped so that what BuildKit's own order leaves open is not compared: each
+    stage's steps (``[name k/M]``) by ``k`` (BuildKit shows a rebuild's cached steps as their
+    cache loads finish, nearly always in that order but not always); ``[internal]`` steps,
+    ``FROM`` steps and other steps without a stage (exports) as sorted sets, since BuildKit
+    runs them in parallel. :func:`compare_progress` checks the order llbkit shows."""
+    chains: dict[str, list[list[str]]] = {}
+    for name, marker in steps:
+        found = _STAGE.match(name)
+        if found and name[found.end() :].startswith("FROM "):
+            # Stages on the same image share its step, and BuildKit names it after either
+            # stage (which one varies from build to build): compared by image alone.
+            chains.setdefault("FROM", []).append([name[found.end() :], marker])
+            continue
+        key = f"stage {found.group(1)}" if found else "internal" if name.startswith("[") else ""
+        chains.setdefault(key, []).append([name, marker])
+    for key, chain in chains.items():
+        chain.sort(key=_position if key.startswith("stage ") else None)
+    return chains
+
+
+def _position(step: list[str]) -> int:
+    found = _STAGE.match(step[0])
+    return int(found.group(2)) if found else 0
+
+
+def _out_of_order(steps: list[list[str]]) -> list[str]:
+    """Steps shown before an earlier step of their stage."""
+    last: dict[str, int] = {}
+    found = []
+    for name, _ in steps:
+        stage = _STAGE.match(name)
+        if stage is None or name[stage.end() :].startswith("FROM "):
+            continue
+        if int(stage.group(2)) < last.get(stage.group(1), 0):
+            found.append(name)
+        last[stage.group(1)] = max(last.get(stage.group(1), 0), int(stage.group(2)))
+    return found
+
+
+def compare_progress(expected: list[list[str]], got: list[list[str]]) -> list[str]:
+    """What differs between two step lists (empty when the same after
+    :func:`progress_chains`): a step missing or extra, a marker, an order within a stage."""
+    want, have = progress_chains(expected), progress_chains(got)
+    problems = []
+    if _phases(expected) == sorted(_phases(expected)) and _phases(got) != sorted(_phases(got)):
+        problems.append(f"order: BuildKit {_names(expected)} vs llbkit {_names(got)}")
+    if _out_of_order(got):
+        problems.append(f"llbkit shows {_out_of_order(got)} before earlier steps of its stage")
+    for key in sorted(set(want) | set(have)):
+        if want.get(key) != have.get(key):
+            problems.append(
+                f"{key or 'other steps'}: BuildKit {json.dumps(want.get(key))} "
+                f"vs llbkit {json.dumps(have.get(key))}"
+            )
+    return problems
+
+
+def _phases(steps: list[list[str]]) -> list[int]:
+    """Where each step belongs in a build: the definition read, image metadata, the build's
+    own steps, the export."""
+    found = []
+    for name, _ in steps:
+        if name.startswith(("[internal] load build definition", "[internal] load .dockerignore")):
+            found.append(0)
+        elif name.startswith("[internal] load metadata for "):
+            found.append(1)
+        elif name.startswith("exporting "):
+            found.append(3)
+        else:
+            found.append(2)
+    return found
+
+
+def _names(steps: list[list[str]]) -> str:
+    return json.dumps([name for name, _ in steps])
+
+
+def is_multi_stage(case: Case) -> bool:
+    """A Dockerfile of more than one ``FROM``: the cases whose progress is compared."""
+    return len(re.findall(r"(?im)^\s*from\s", case.dockerfile)) > 1
+
+
+PROGRESS = VECTORS / "progress" / "warm.json"
+
+
+def load_progress() -> dict[str, list[list[str]]]:
+    """BuildKit's warm-rebuild steps by case name (scripts/record_differential.py
+    --progress)."""
+    if not PROGRESS.exists():
+        return {}
+    return {item["name"]: item["steps"] for item in json.loads(PROGRESS.read_text())["cases"]}

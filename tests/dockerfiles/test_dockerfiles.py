@@ -144,6 +144,14 @@ def _cli(base: str, root: Path, case: str, *extra: str) -> subprocess.CompletedP
     )
 
 
+def test_the_live_view_shows_the_failing_line_too(base_image: str, tmp_path: Path) -> None:
+    done = _cli(base_image, tmp_path / "root", "fail_run", "--progress", "tty")
+    assert done.returncode == 1
+    assert "Dockerfile:4\n" in done.stderr
+    assert "   4 | >>> RUN echo failing output && exit 7\n" in done.stderr
+    assert done.stderr.count(" > [3/3] RUN echo failing output && exit 7:") == 1
+
+
 def test_cli_shows_instructions_and_the_failing_line(base_image: str, tmp_path: Path) -> None:
     done = _cli(base_image, tmp_path / "root", "fail_run")
     assert done.returncode == 1

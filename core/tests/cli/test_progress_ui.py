@@ -6,7 +6,13 @@ import io
 import json
 
 from llbkit.core.cli.progress_ui import make_display, status_json, trace_json
-from llbkit.core.plugins.progress import SolveStatus, Vertex, VertexLog, VertexWarning
+from llbkit.core.plugins.progress import (
+    SolveStatus,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
 
 T = 1_800_000_000.0
 
@@ -60,3 +66,42 @@ def test_trace_is_go_encoding_of_solve_status_as_buildctl_writes_it() -> None:
     }
     # rawjson stays the compact form with BuildKit's later lowercase names.
     assert status_json(status)["logs"][0]["data"] == "aGkK"
+
+
+def test_a_sub_task_shows_as_buildkits_printer_shows_it() -> None:
+    """BuildKit prints at most every 100 ms: a sub-task that ends sooner shows only as done
+    (with its time when over 10 ms); one still running 100 ms later shows as begun too."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:e", "exporting to image", started=T),
+                VertexStatus("exporting layers", "sha256:e", T, started=T),
+                VertexStatus(
+                    "exporting layers", "sha256:e", T + 0.07, started=T, completed=T + 0.07
+                ),
+                VertexStatus("sending tarball", "sha256:e", T + 0.06, started=T + 0.06),
+            ]
+        )
+    )
+    display(
+        SolveStatus.of(
+            [
+                VertexStatus("pushing", "sha256:e", T + 0.2, started=T + 0.2),
+                VertexStatus(
+                    "sending tarball", "sha256:e", T + 0.4, started=T + 0.06, completed=T + 0.4
+                ),
+                Vertex("sha256:e", "exporting to image", started=T, completed=T + 0.5),
+            ]
+        )
+    )
+    display.close()
+    assert out.getvalue().splitlines() == [
+        "#1 exporting to image",
+        "#1 exporting layers 0.1s done",
+        "#1 sending tarball",
+        "#1 pushing",
+        "#1 sending tarball 0.3s done",
+        "#1 DONE 0.5s",
+    ]

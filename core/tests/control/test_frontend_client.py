@@ -55,3 +55,41 @@ def test_a_solved_result_is_read_listed_and_stated(tmp_path: Path) -> None:
     ]
     assert texts == ["a.txt"]
     assert one == (0o600, 5)
+
+
+def test_a_frontends_own_step_shows_once_per_name_and_not_when_it_fails(tmp_path: Path) -> None:
+    """``[internal] load .dockerignore`` read twice (two candidate files) is one step; a step
+    whose work fails is not shown, so a missing file stays one clear error line."""
+    from typing import Any
+
+    from llbkit.core.control.frontend_client import EngineFrontendClient
+    from llbkit.core.plugins.progress import Vertex, VertexStatus
+
+    events: list[Any] = []
+    client = EngineFrontendClient(
+        solver=None,  # type: ignore[arg-type]
+        session=None,  # type: ignore[arg-type]
+        lease=None,  # type: ignore[arg-type]
+        emit=events.append,
+        images=None,  # type: ignore[arg-type]
+        inputs={},
+        allow=(),
+        tmp=tmp_path,
+    )
+
+    async def main() -> None:
+        for _ in range(2):
+            async with client.step("[internal] load .dockerignore") as step:
+                step.status("transferring context:", current=2, done=True)
+        with pytest.raises(UserError):
+            async with client.step("[internal] load metadata for x"):
+                raise UserError("x: not found")
+
+    anyio.run(main)
+    vertices = [e for e in events if isinstance(e, Vertex)]
+    assert {v.name for v in vertices} == {"[internal] load .dockerignore"}
+    assert len({v.digest for v in vertices}) == 1
+    assert len({v.started for v in vertices}) == 1  # the first read's start
+    assert vertices[-1].completed
+    statuses = [e for e in events if isinstance(e, VertexStatus)]
+    assert statuses[0].vertex == vertices[0].digest and statuses[0].current == 2

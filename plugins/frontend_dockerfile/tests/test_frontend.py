@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import ClassVar
 
 import anyio
@@ -50,6 +51,7 @@ class _Client:
     def __init__(self, files: dict[tuple[str, str], bytes]) -> None:
         self.files = files
         self.warnings: list[str] = []
+        self.steps: list[str] = []
 
     async def read_file(self, context: str, path: str) -> bytes:
         try:
@@ -66,6 +68,16 @@ class _Client:
 
     def warn(self, message: str, **fields: object) -> None:
         self.warnings.append(message)
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[object]:
+        self.steps.append(name)
+        yield _NoSink()
+
+
+class _NoSink:
+    def status(self, id: str, **fields: object) -> None:
+        pass
 
 
 async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
@@ -199,3 +211,35 @@ def test_steps_are_numbered_as_buildkit_numbers_them() -> None:
     tester = anyio.run(convert, parse(dockerfile), BuildOptions(target="tester"), _empty_image)
     names = _names(tester.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
     assert "[tester 1/1] RUN false" in names
+
+
+def _ignored(data: bytes) -> list[str]:
+    definition = pb.Definition.FromString(data)
+    return sorted(
+        meta.description.get("llb.customname", "")
+        for meta in definition.metadata.values()
+        if meta.ignore_cache
+    )
+
+
+@pytest.mark.parametrize(
+    ("attrs", "ignored"),
+    [
+        ({}, []),
+        (
+            {"no-cache": ""},
+            [
+                "[stage-0 1/2] COPY a.txt /",
+                "[stage-0 2/2] ADD a.txt /b",
+                "[stage-1 1/1] COPY --from=0 /x /y",
+            ],
+        ),
+    ],
+)
+def test_no_cache_runs_copy_and_add_anew_too(attrs: dict[str, str], ignored: list[str]) -> None:
+    """As BuildKit's --no-cache: COPY and ADD are run again, not only RUN (a COPY found in the
+    cache would otherwise leave the steps below it cached)."""
+    dockerfile = b"FROM scratch\nCOPY a.txt /\nADD a.txt /b\nFROM scratch\nCOPY --from=0 /x /y\n"
+    files = {("dockerfile", "Dockerfile"): dockerfile, ("context", "a.txt"): b"a"}
+    found = _solve(attrs, files)
+    assert _ignored(next(iter(found.values()))) == ignored

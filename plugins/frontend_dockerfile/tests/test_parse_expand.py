@@ -112,3 +112,21 @@ def test_required_variable_message() -> None:
 
 def test_split_keeps_quotes_for_expansion() -> None:
     assert split_words('a "b c" d\\ e') == ["a", '"b c"', "d\\ e"]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "shown"),
+    [
+        (4, 4, [2, 3, 4, 5, 6]),  # as buildctl showed a failing RUN on line 4 of 7
+        (1, 1, [1, 2, 3]),  # no line before: fewer in all
+        (7, 7, [5, 6, 7, 8]),  # the empty "line" after the final newline counts
+        (3, 4, [2, 3, 4, 5]),
+    ],
+)
+def test_snippet_context_is_buildkits(first: int, last: int, shown: list[int]) -> None:
+    from llbkit.plugins.frontend_dockerfile.parser import snippet
+
+    text = "".join(f"L{n}\n" for n in range(1, 8))
+    lines = snippet(text, "Dockerfile", first, last).splitlines()
+    assert lines[0] == f"Dockerfile:{first}"
+    assert [int(line.split("|")[0]) for line in lines[2:-1]] == shown

@@ -176,13 +176,15 @@ def _read_definition(definition: str) -> tuple[bytes, str]:
         raise UserError(f"cannot read {definition}: {err.strerror}") from None
 
 
-def _print_log_tail(err: Any) -> None:
-    """As buildctl does: the failed step's last lines (if any), before the error itself."""
-    click.echo("------", err=True)
-    click.echo(f" > {err.name}:", err=True)
-    for line in err.log_tail:
-        click.echo(line, err=True)
-    click.echo("------", err=True)
+def _print_log_tail(err: Any, *, log: bool = True) -> None:
+    """As buildctl does: the failed step's last lines (if any; not ``log`` when the live
+    view showed them), then its source lines, before the error itself."""
+    if log:
+        click.echo("------", err=True)
+        click.echo(f" > {err.name}:", err=True)
+        for line in err.log_tail:
+            click.echo(line, err=True)
+        click.echo("------", err=True)
     if err.source:
         click.echo(err.source, err=True)
 
@@ -334,8 +336,7 @@ def build(
             failed = False
         except BuildFailed as err:
             display.close(failed=True)
-            if not display.shows_failed_logs:
-                _print_log_tail(err)
+            _print_log_tail(err, log=not display.shows_failed_logs)
             raise
         except FrontendFailed as err:
             display.close(failed=True)

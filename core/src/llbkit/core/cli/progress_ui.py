@@ -103,6 +103,9 @@ class PlainDisplay(Display):
         self.current: str | None = None
         self.first = True
         self.count = 0
+        #: sub-tasks just begun, by (vertex, id): BuildKit prints at most every 100 ms, so
+        #: one that ends sooner shows only as ``done``
+        self.begun: dict[tuple[str, str], VertexStatus] = {}
 
     def _switch(self, v: _Vertex) -> None:
         """Make ``v`` the vertex being printed: ``#N ...`` for the one left open, a header."""
@@ -122,10 +125,15 @@ class PlainDisplay(Display):
         self.current = v.digest
 
     def show(self, event: ProgressEvent) -> None:
+        # By the records' own times: a replayed journal shows as the build did.
+        when = event.completed or event.started if isinstance(event, Vertex) else event.timestamp
+        self._flush_begun(when or time.time())
         v = self._update(event)
         if isinstance(event, Vertex):
             if v.started is None and not v.cached and not v.completed:
                 return
+            if v.completed:
+                self._flush_begun(None, event.digest)
             self._switch(v)
             if v.completed and not v.done_printed:
                 self._finish(v)
@@ -142,17 +150,44 @@ class PlainDisplay(Display):
                 v.logs.append(line)
                 self.out.write(f"#{v.index} {stamp} {line}\n")
         elif isinstance(event, VertexStatus):
-            self._switch(v)
-            size = ""
-            if event.total:
-                size = f" {format_bytes(event.current)} / {format_bytes(event.total)}"
-            elif event.current:
-                size = f" {format_bytes(event.current)}"
-            done = " done" if event.completed else ""
-            self.out.write(f"#{v.index} {event.id}{size}{done}\n")
+            key = (event.vertex, event.id)
+            self.begun.pop(key, None)
+            if not (event.completed or event.current or event.total):
+                self.begun[key] = event
+                return
+            self._status(v, event)
         else:
             self._switch(v)
             self.out.write(f"#{v.index} WARN: {event.short}\n")
+        self.out.flush()
+
+    def _status(self, v: _Vertex, event: VertexStatus) -> None:
+        self._switch(v)
+        size = ""
+        if event.total:
+            size = f" {format_bytes(event.current)} / {format_bytes(event.total)}"
+        elif event.current:
+            size = f" {format_bytes(event.current)}"
+        took = ""
+        if event.started:
+            # As BuildKit's printer: the time so far (or taken), when over 10 ms.
+            spent = (event.completed or event.timestamp) - event.started
+            took = f" {spent:.1f}s" if spent > 0.01 else ""
+        done = " done" if event.completed else ""
+        self.out.write(f"#{v.index} {event.id}{size}{took}{done}\n")
+
+    def _flush_begun(self, now: float | None, vertex: str = "") -> None:
+        """Print the sub-tasks begun over 100 ms before ``now`` (all when ``None``), or only
+        those of ``vertex``."""
+        for key, event in list(self.begun.items()):
+            if vertex and key[0] != vertex:
+                continue
+            if now is None or now - event.timestamp >= 0.1:
+                del self.begun[key]
+                self._status(self._vertex(event.vertex), event)
+
+    def close(self, failed: bool = False) -> None:
+        self._flush_begun(None)
         self.out.flush()
 
     def _finish(self, v: _Vertex) -> None:

@@ -7,7 +7,8 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -20,7 +21,14 @@ from llbkit.core.llb.definition import is_empty_definition, load_definition
 from llbkit.core.patterns import PatternMatcher
 from llbkit.core.plugins.context import ClientIO, Result
 from llbkit.core.plugins.frontend import FileStat
-from llbkit.core.plugins.progress import ProgressEvent, Vertex, VertexWarning
+from llbkit.core.plugins.progress import (
+    ProgressEvent,
+    ProgressSink,
+    Vertex,
+    VertexLog,
+    VertexStatus,
+    VertexWarning,
+)
 from llbkit.core.plugins.source import ImageResolver
 from llbkit.core.solver.cache_sources import CacheChain
 from llbkit.core.solver.solver import Solver
@@ -52,6 +60,52 @@ def _go_mode(st: os.stat_result) -> int:
     elif kind == stat.S_IFBLK:
         mode |= _GO_DEVICE
     return mode
+
+
+def _step_digest(salt: bytes, name: str) -> str:
+    return "sha256:" + hashlib.sha256(salt + name.encode()).hexdigest()
+
+
+class _StepSink:
+    """A frontend step's sub-tasks (``transferring dockerfile: 305B done``)."""
+
+    def __init__(
+        self, digest: str, emit: Callable[[ProgressEvent], None], start: Callable[[], None]
+    ) -> None:
+        self._digest = digest
+        self._emit = emit
+        self._start: Callable[[], None] | None = start
+        self._started: dict[str, float] = {}
+
+    def begin(self) -> None:
+        """Show the step (once), before anything reported under it."""
+        if self._start is not None:
+            self._start()
+            self._start = None
+
+    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
+        self.begin()
+        now = time.time()
+        started = self._started.setdefault(id, now)
+        self._emit(
+            VertexStatus(
+                id,
+                self._digest,
+                now,
+                current=current,
+                total=total,
+                started=started,
+                completed=now if done else None,
+            )
+        )
+
+    def log(self, data: bytes, *, stream: int = 1) -> None:
+        self.begin()
+        self._emit(VertexLog(self._digest, time.time(), stream, data))
+
+    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
+        self.begin()
+        self._emit(VertexWarning(self._digest, time.time(), message, 1, tuple(detail), url))
 
 
 def _stat(path: Path, name: str) -> FileStat:
@@ -92,6 +146,10 @@ class EngineFrontendClient:
         self._step_name = f"[internal] frontend {name}"
         self._warnings_step = ""
         self._warnings_started = 0.0
+        #: the frontend's own steps, by name: one digest per name within this build
+        self._salt = os.urandom(16)
+        self._steps: dict[str, str] = {}
+        self._started: dict[str, float] = {}
 
     async def read_file(self, context: str, path: str) -> bytes:
         clean = path.strip("/")
@@ -181,6 +239,24 @@ class EngineFrontendClient:
         self._emit(
             VertexWarning(self._warnings_step, time.time(), message, 1, tuple(detail), url, source)
         )
+
+    def step(self, name: str) -> AbstractAsyncContextManager[ProgressSink]:
+        return self._step(name)
+
+    @asynccontextmanager
+    async def _step(self, name: str) -> AsyncIterator[ProgressSink]:
+        digest = self._steps.get(name)
+        if digest is None:
+            digest = self._steps[name] = _step_digest(self._salt, name)
+        started = self._started.setdefault(digest, time.time())
+        # Shown once it has something to show: a read of a missing file or directory stays
+        # one clear error line, not a step and then the error.
+        sink = _StepSink(
+            digest, self._emit, lambda: self._emit(Vertex(digest, name, started=started))
+        )
+        yield sink
+        sink.begin()
+        self._emit(Vertex(digest, name, started=started, completed=time.time()))
 
     def close(self) -> None:
         """The frontend is done: the step its warnings show under ends."""

@@ -9,11 +9,13 @@ embedded or behind a daemon (and, for ``gateway.v0``, over its gRPC API).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import PluginContext, Result
+    from llbkit.core.plugins.progress import ProgressSink
     from llbkit.core.plugins.source import ImageResolver
 
 __all__ = [
@@ -106,6 +108,12 @@ class FrontendClient(Protocol):
     ) -> None:
         """Show a warning in the build's progress; ``source`` says where it comes from
         (``Dockerfile:12``)."""
+
+    def step(self, name: str) -> AbstractAsyncContextManager[ProgressSink]:
+        """Show a step of the frontend's own work while the block runs, as BuildKit shows
+        ``[internal] load build definition from Dockerfile``; the sink reports its sub-tasks.
+        Steps given the same name are one step (a second read of it adds to the first)."""
+        ...
 
 
 class Frontend(Protocol):

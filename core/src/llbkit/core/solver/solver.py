@@ -277,6 +277,8 @@ class _Build:
         self.keys: dict[str, str] = {}
         self.records: dict[str, dict[str, Any]] = {}
         self.ignored: set[str] = set()
+        #: sources found in the cache while their keys were computed, not yet shown as done
+        self.pending: list[_Shared] = []
         names: dict[str, str] = {}
         for vertex in order:
             ignore = vertex.metadata.ignore_cache
@@ -386,10 +388,12 @@ class _Build:
         hit = await anyio.to_thread.run_sync(
             self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
         )
-        if hit is not None:
-            # Known content: a local context was transferred (shown as done), others cached.
-            op = shared.op
-            self._settle(shared, hit, cached=not (isinstance(op, SourceOp) and op.is_local))
+        if hit is not None and not shared.result.finished:
+            # Known content. How it shows waits for :meth:`run`: as BuildKit shows it, a
+            # source is cached when a step built now reads it, done when only its key was.
+            shared.result.set(hit)
+            shared.found(hit)
+            self.pending.append(shared)
 
     async def _guard(self, vertex: Vertex, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn``, turning any failure into a :class:`BuildFailed` naming the vertex."""
@@ -420,14 +424,19 @@ class _Build:
     # -- results ----------------------------------------------------------------------------
 
     async def run(self) -> ResultRef:
-        await self._compute_keys()
+        try:
+            await self._compute_keys()
+        except BaseException:
+            for shared in self.pending:  # found in the cache before another step failed
+                shared.done(cached=True)
+            raise
         # Walk down from the terminal: a hit needs nothing below it; a miss needs its inputs.
         need: set[str] = set()
-        shown: set[str] = set()
+        hits: dict[str, Outputs] = {}
         stack = [self.definition.by_digest[self.definition.result.digest]]
         while stack:
             vertex = stack.pop()
-            if vertex.digest in need or vertex.digest in shown:
+            if vertex.digest in need or vertex.digest in hits:
                 continue
             shared = self.shared[vertex.digest]
             if not shared.result.finished and not self.ignore(vertex):
@@ -435,19 +444,13 @@ class _Build:
                     self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
                 )
                 if hit is not None:
-                    self._settle(shared, hit, cached=True)
-            if shared.result.finished:
-                shown.add(vertex.digest)
+                    hits[vertex.digest] = hit
+            if shared.result.finished or vertex.digest in hits:
+                hits.setdefault(vertex.digest, [])
                 continue
             need.add(vertex.digest)
             stack.extend(self.definition.by_digest[i.digest] for i in vertex.op.inputs)
-        for vertex in self.order:
-            shared = self.shared[vertex.digest]
-            if vertex.digest not in need and shared.started and not shared.result.finished:
-                # A source read only for its key: local contexts were transferred, others
-                # were cached.
-                op = shared.op
-                shared.done(cached=not (isinstance(op, SourceOp) and op.is_local))
+        await self._show_unneeded(need, hits)
         try:
             async with anyio.create_task_group() as tg:
                 for vertex in self.order:
@@ -459,6 +462,39 @@ class _Build:
         outputs = await self.shared[target.digest].result.run(self._never)
         key, chain = outputs[target.index]
         return ResultRef(self.store, key, chain)
+
+    async def _show_unneeded(self, need: set[str], hits: dict[str, Outputs]) -> None:
+        """Show every step that does not run, inputs first, as BuildKit does on a rebuild: a
+        step whose result is in the cache (below a hit too) as cached, a source read for its
+        key alone (a local context transferred, an image resolved) as done."""
+        read = {i.digest for v in self.order if v.digest in need for i in v.op.inputs}
+        read.add(self.definition.result.digest)
+        pending = {shared.vertex.digest: shared for shared in self.pending}
+        self.pending.clear()
+        for vertex in self.order:
+            shared = self.shared[vertex.digest]
+            if vertex.digest in pending:
+                local = isinstance(shared.op, SourceOp) and shared.op.is_local
+                shared.done(cached=not local and vertex.digest in read)
+                continue
+            if hits.get(vertex.digest):
+                self._settle(shared, hits[vertex.digest], cached=True)
+                continue
+            if vertex.digest in need or shared.result.finished:
+                continue
+            if vertex.kind == "source":
+                if shared.started:
+                    shared.done(cached=False)
+                continue
+            if self.ignore(vertex):
+                continue
+            hit = await anyio.to_thread.run_sync(
+                self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
+            )
+            if hit is not None:
+                # Shown, not taken: the build needs nothing below a hit (nor does a cache
+                # export of it, nor its lease).
+                shared.done(cached=True)
 
     async def _never(self) -> Outputs:
         raise AssertionError("the terminal's input was not solved")

@@ -421,7 +421,8 @@ class _Converter:
                 if inst.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
                     raise self.fail(inst, f"{inst.keyword} isn't allowed as an ONBUILD trigger")
                 handler = getattr(self, f"do_{inst.keyword.lower()}")
-                await handler(stage, inst, f"[{self.label(stage) or 'stage'} onbuild] ", visiting)
+                # BuildKit v0.11 names a trigger's step by its instruction alone, unnumbered.
+                await handler(stage, inst, "", visiting)
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
@@ -810,12 +811,14 @@ class _Converter:
         assert stage.state is not None
         name = f"{prefix}{self.shown(inst, stage)}"
         source = {"llbkit.source": self.snippet(inst)}
+        # As BuildKit's: --no-cache runs a COPY or ADD anew too, not only RUN.
+        opts: dict[str, Any] = {"custom_name": name, "description": source}
+        if self.options.no_cache:
+            opts["ignore_cache"] = True
         if flags.get("link") == "true":
-            stage.state = llb.merge(
-                [stage.state, llb.scratch().file(action, custom_name=name, description=source)]
-            )
+            stage.state = llb.merge([stage.state, llb.scratch().file(action, **opts)])
         else:
-            stage.state = stage.state.file(action, custom_name=name, description=source)
+            stage.state = stage.state.file(action, **opts)
         # History shows the expanded paths, then the heredocs by name, without the flags.
         shown = [w for w in sources if w not in heredocs]
         shown += [f"<<{heredocs[w].name}" for w in sources if w in heredocs]

@@ -55,20 +55,27 @@ class DockerfileJob:
         for key in self.no_effect:
             client.warn(f"frontend option {key} has no effect in this release of llbkit")
         name = self.options.filename
-        try:
-            text = (await client.read_file(self.dockerfile_key, name)).decode("utf-8", "replace")
-        except UserError as err:
-            raise UserError(f"failed to read dockerfile {name}: {err}") from None
-        ignore = b""
-        for context, path in (
-            (self.dockerfile_key, f"{name}.dockerignore"),
-            (self.context_key, ".dockerignore"),
-        ):
+        # The steps BuildKit shows for these reads, named as it names them.
+        base = name.rsplit("/", 1)[-1]
+        async with client.step(f"[internal] load build definition from {base}") as step:
             try:
-                ignore = await client.read_file(context, path)
-                break
-            except UserError:
-                continue
+                data = await client.read_file(self.dockerfile_key, name)
+            except UserError as err:
+                raise UserError(f"failed to read dockerfile {name}: {err}") from None
+            step.status(f"transferring {self.dockerfile_key}:", current=len(data), done=True)
+        text = data.decode("utf-8", "replace")
+        ignore = b""
+        async with client.step("[internal] load .dockerignore") as step:
+            for context, path in (
+                (self.dockerfile_key, f"{name}.dockerignore"),
+                (self.context_key, ".dockerignore"),
+            ):
+                try:
+                    ignore = await client.read_file(context, path)
+                    break
+                except UserError:
+                    continue
+            step.status(f"transferring {self.context_key}:", current=len(ignore), done=True)
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
         self.options.context_key = self.context_key
         if not text:
@@ -124,12 +131,29 @@ class DockerfileJob:
 def _resolver(client: FrontendClient) -> ImageResolver:
     """``FROM`` images through the engine's image resolver, by the build's platform."""
 
+    known: dict[tuple[str, llb.Platform], tuple[str, bytes]] = {}
+
     async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+        # Each image once, as BuildKit's frontend asks (and shows it) once per build.
+        if (ref, platform) in known:
+            return known[ref, platform]
         wanted = Platform(platform.os, platform.architecture, platform.variant)
-        found = await client.images.resolve_image_config(ref, wanted)
-        return found.digest, found.config
+        async with client.step(f"[internal] load metadata for {_full_name(ref)}"):
+            found = await client.images.resolve_image_config(ref, wanted)
+        known[ref, platform] = found.digest, found.config
+        return known[ref, platform]
 
     return resolve
+
+
+def _full_name(ref: str) -> str:
+    """A reference as BuildKit names it in ``load metadata for``: normalized, tagged."""
+    from llbkit.core.reference import ReferenceError, parse_reference
+
+    try:
+        return str(parse_reference(ref))
+    except ReferenceError:
+        return ref
 
 
 def _platforms(text: str) -> list[llb.Platform]:

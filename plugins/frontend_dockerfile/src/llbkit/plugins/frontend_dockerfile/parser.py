@@ -66,9 +66,22 @@ class _ArgsError(ValueError):
 
 
 def snippet(text: str, filename: str, first: int, last: int) -> str:
-    """Lines ``first``..``last`` of the Dockerfile marked ``>>>``, with a line of context."""
+    """Lines ``first``..``last`` of the Dockerfile marked ``>>>``, with context lines as
+    BuildKit adds them: one before and one after in turn, four in all for one line, two for
+    more (fewer at the file's ends)."""
     lines = text.split("\n")
-    start, end = max(first - 2, 1), min(last + 1, len(lines))
+    start, end = first, min(last, len(lines))
+    pad = 4 if start == end else 2
+    added = 0
+    while added < pad:
+        # As BuildKit counts: each turn counts one more, so a line's context is 2+2, not 4+0.
+        if start > 1:
+            start -= 1
+            added += 1
+        if end != len(lines):
+            end += 1
+            added += 1
+        added += 1
     shown = []
     for n in range(start, end + 1):
         mark = ">>>" if first <= n <= last else "   "
