@@ -156,3 +156,25 @@ def test_a_zstd_layer_is_unpacked_in_one_frame_or_several(tmp_path: Path) -> Non
     with pytest.raises(LayerError, match=r"^layer x: cannot unpack: zstd: ") as err:
         unpack_layer(io.BytesIO(one[:4] + b"\xff" * 64), str(broken), "oci", what="layer x")
     assert "\n" not in str(err.value)
+
+
+def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info, b""
+
+
+def test_a_directory_replaced_by_a_symlink_gets_no_time_through_it(tmp_path: Path) -> None:
+    """Directory times are set once all entries are in; by then a later entry may have made a
+    parent a symlink (looping, or leading out of the tree): nothing is reached through it."""
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    os.utime(outside / "sub", (1000, 1000))
+    old = (entry("a", b"", tarfile.DIRTYPE), entry("a/sub", b"", tarfile.DIRTYPE))
+    for n, target in enumerate(("a", str(outside))):
+        dest = tmp_path / f"tree{n}"
+        dest.mkdir()
+        apply_tar(layer(*old, _symlink("a", target)), str(dest))  # found by fuzzing: ELOOP
+        assert os.readlink(dest / "a") == target
+    assert (outside / "sub").stat().st_mtime == 1000

@@ -91,9 +91,14 @@ def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
         if not type(err).__module__.startswith("zstandard"):
             raise
         raise LayerError(f"{failure}: zstd: {err}") from None
-    for path, mtime in reversed(applier.dir_times):
-        # A later entry of the layer may have replaced the directory (or one above it).
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+    for path, identity, mtime in reversed(applier.dir_times):
+        # A later entry of the layer may have replaced the directory, or one above it with a
+        # symlink (that may lead anywhere, or loop): only the directory made here is touched.
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == identity:
             os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
@@ -102,7 +107,8 @@ class _Applier:
         self.dest = dest
         self.keep_whiteouts = keep_whiteouts
         self.created: set[str] = set()
-        self.dir_times: list[tuple[str, float]] = []
+        #: each directory made, its (device, inode) and the time it is given once all is in
+        self.dir_times: list[tuple[str, tuple[int, int], float]] = []
         self.root = os.geteuid() == 0
 
     def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -125,7 +131,8 @@ class _Applier:
                 _remove(target)
             if not os.path.lexists(target):
                 os.mkdir(target)
-            self.dir_times.append((target, member.mtime))
+            made = os.lstat(target)
+            self.dir_times.append((target, (made.st_dev, made.st_ino), member.mtime))
         elif not self.entry(tar, member, target):
             return
         self.created.add(target)
