@@ -3,7 +3,8 @@ commands, such as crun) makes from its own default spec: namespaces, a read-only
 capabilities.
 
 Deliberately small: no terminal, no standard input, no ``exec`` into a running container, no
-``/etc/hosts`` or ``resolv.conf``; extra hosts, ulimits and cgroup parents are not applied.
+``resolv.conf``; ulimits and cgroup parents are not applied. ``/etc/hosts`` names the step's
+hostname and its extra hosts, as the engine asks.
 """
 
 from __future__ import annotations
@@ -45,8 +46,14 @@ def _mount(m: MountSpec) -> dict[str, Any]:
     return {"destination": m.dest, "type": "bind", "source": str(m.source), "options": options}
 
 
+def _hosts(proc: ProcessSpec) -> str:
+    """The step's ``/etc/hosts``: localhost under its hostname, then its extra hosts."""
+    extra = "".join(f"{ip}\t{host}\n" for host, ip in proc.extra_hosts)
+    return f"127.0.0.1\tlocalhost {proc.hostname}\n::1\tlocalhost\n{extra}"
+
+
 def _configure(
-    spec: dict[str, Any], proc: ProcessSpec, rootfs: Path, mounts: Sequence[MountSpec]
+    spec: dict[str, Any], proc: ProcessSpec, rootfs: Path, mounts: Sequence[MountSpec], hosts: Path
 ) -> None:
     """Fill the runtime's default spec in with what the engine asks for."""
     spec["root"] = {"path": str(rootfs), "readonly": proc.readonly_rootfs}
@@ -57,6 +64,7 @@ def _configure(
     spec["process"].update(terminal=False, args=list(proc.args), env=env, cwd=proc.cwd)
     groups = list(proc.additional_gids)
     spec["process"]["user"] = {"uid": proc.uid, "gid": proc.gid, "additionalGids": groups}
+    spec["mounts"] += [_mount(MountSpec("/etc/hosts", source=hosts, readonly=True))]
     spec["mounts"] += [_mount(m) for m in mounts]
     if proc.network != "none":  # without CNI, BuildKit's sandbox network is the host's
         namespaces = spec["linux"]["namespaces"]
@@ -76,6 +84,7 @@ class <REPLACE:Name>Executor:
 
     def __init__(self, name: str, binary: str, state: Path) -> None:
         self.name, self.binary, self.state = name, binary, state
+        self._running: set[str] = set()
 
     @property
     def platforms(self) -> Sequence[Platform]:
@@ -98,13 +107,17 @@ class <REPLACE:Name>Executor:
     ) -> int:
         if process.tty or (io is not None and io.stdin is not None):
             raise UserError(f"worker {self.name} gives processes no terminal or standard input")
+        if id in self._running:
+            raise UserError(f"container {id} is already running in worker {self.name}")
         runtime = [self.binary, "--root", str(self.state / "runtime")]
         container = f"llbkit-{os.getpid()}-{next(_IDS)}"
         bundle = Path(tempfile.mkdtemp(dir=self.state, prefix="bundle-"))
+        self._running.add(id)
         try:
             await anyio.run_process([self.binary, "spec", "--bundle", str(bundle)])
             spec = json.loads((bundle / "config.json").read_text())
-            _configure(spec, process, rootfs, mounts)
+            (bundle / "hosts").write_text(_hosts(process))
+            _configure(spec, process, rootfs, mounts, bundle / "hosts")
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [*runtime, "run", "--bundle", str(bundle), container]
             proc = await anyio.open_process(command, stdin=subprocess.DEVNULL)
@@ -127,6 +140,7 @@ class <REPLACE:Name>Executor:
                     await anyio.run_process([*runtime, "delete", "-f", container], check=False)
                 raise
         finally:
+            self._running.discard(id)
             shutil.rmtree(bundle, ignore_errors=True)
 
     async def exec(self, id: str, process: ProcessSpec, io: ProcessIO) -> int:
