@@ -77,24 +77,33 @@ def isolated_base(case: Case) -> str | None:
     return next((mark for mark in ISOLATED if mark in text), None)
 
 
+def _buildctl(
+    buildctl: str, case: Case, registry: str, dirs: tuple[Path, Path], out: str
+) -> list[str]:
+    """buildctl's command line building ``case`` (its context and Dockerfile folders) with
+    plain progress into OCI output ``out``."""
+    ctx, dfdir = dirs
+    return [
+        buildctl,
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={ctx}",
+        "--local",
+        f"dockerfile={dfdir}",
+        "--progress",
+        "plain",
+        *(f"--opt={k}={v}" for k, v in opts(case, registry).items()),
+        "--output",
+        f"type=oci,dest={out}",
+    ]
+
+
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        ctx, dfdir = materialize(case, Path(tmp), registry)
-        command = [
-            buildctl,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            f"context={ctx}",
-            "--local",
-            f"dockerfile={dfdir}",
-            "--progress",
-            "plain",
-            *(f"--opt={k}={v}" for k, v in opts(case, registry).items()),
-            "--output",
-            "type=oci,dest=-",
-        ]
+        dirs = materialize(case, Path(tmp), registry)
+        command = _buildctl(buildctl, case, registry, dirs, "-")
         done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.decode().strip().splitlines()
@@ -109,22 +118,8 @@ def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> di
 def record_progress(case: Case, buildctl: str, registry: str) -> list[list[str]]:
     """The steps buildctl shows when it builds ``case`` a second time."""
     with tempfile.TemporaryDirectory() as tmp:
-        ctx, dfdir = materialize(case, Path(tmp), registry)
-        command = [
-            buildctl,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            f"context={ctx}",
-            "--local",
-            f"dockerfile={dfdir}",
-            "--progress",
-            "plain",
-            *(f"--opt={k}={v}" for k, v in opts(case, registry).items()),
-            "--output",
-            f"type=oci,dest={tmp}/out.tar",
-        ]
+        dirs = materialize(case, Path(tmp), registry)
+        command = _buildctl(buildctl, case, registry, dirs, f"{tmp}/out.tar")
         for _ in range(2):
             done = subprocess.run(command, capture_output=True, check=False, text=True)
     return progress_steps(done.stderr, registry)
