@@ -150,10 +150,10 @@ def test_history_records_and_events_cross_unchanged() -> None:
 
 def test_an_exports_statuses_say_when_they_started() -> None:
     """buildctl shows a status only once it has a start (BuildKit's progressui)."""
-    from llbkit.core.control.build import _StepSink
+    from llbkit.core.control.stepsink import StepSink
 
     seen: list[VertexStatus] = []
-    sink = _StepSink(seen.append, "sha256:" + "e" * 64)  # type: ignore[arg-type]
+    sink = StepSink(seen.append, "sha256:" + "e" * 64)  # type: ignore[arg-type]
     sink.status("sending tarball")
     sink.status("sending tarball", done=True)
     assert seen[0].started is not None and seen[1].started == seen[0].started

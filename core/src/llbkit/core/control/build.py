@@ -19,6 +19,7 @@ import anyio
 
 from llbkit.core.cache.refs import ResultRef
 from llbkit.core.config import ENTITLEMENTS
+from llbkit.core.control.stepsink import StepSink
 from llbkit.core.errors import (
     BuildFailed,
     ConfigError,
@@ -36,9 +37,6 @@ from llbkit.core.plugins.frontend import FrontendJob
 from llbkit.core.plugins.progress import (
     ProgressEvent,
     Vertex,
-    VertexLog,
-    VertexStatus,
-    VertexWarning,
 )
 from llbkit.core.solver.cache_sources import CacheChain, CacheSource
 from llbkit.core.solver.solver import GraphNode
@@ -102,37 +100,6 @@ class BuildOutcome:
     result: BuildResult
     exporter_response: Mapping[str, str] = field(default_factory=dict)
     exporter_responses: Sequence[Mapping[str, str]] = ()
-
-
-class _StepSink:
-    """Progress of a step that is not a vertex of the definition (an export)."""
-
-    def __init__(self, emit: Emit, digest: str) -> None:
-        self.emit = emit
-        self.digest = digest
-        self._started: dict[str, float] = {}
-
-    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
-        now = time.time()
-        # BuildKit's clients show a status only once it says when it started.
-        started = self._started.setdefault(id, now)
-        self.emit(
-            VertexStatus(
-                id,
-                self.digest,
-                now,
-                current=current,
-                total=total,
-                started=started,
-                completed=now if done else None,
-            )
-        )
-
-    def log(self, data: bytes, *, stream: int = 1) -> None:
-        self.emit(VertexLog(self.digest, time.time(), stream, bytes(data)))
-
-    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
-        self.emit(VertexWarning(self.digest, time.time(), message, 1, tuple(detail), url))
 
 
 async def _resolve(
@@ -380,7 +347,7 @@ async def _run_exports(
             info = ExportInfo(
                 request.ref,
                 request.session,
-                _StepSink(emit, step.digest),
+                StepSink(emit, step.digest),
                 inline_cache=inline,
                 image_store=controller.drivers.image_store,
             )
@@ -391,7 +358,7 @@ async def _run_exports(
             info = ExportInfo(
                 request.ref,
                 request.session,
-                _StepSink(emit, step.digest),
+                StepSink(emit, step.digest),
                 image_store=controller.drivers.image_store,
             )
             answer.update(await step.run(step.job.finalize, info, last=True))
@@ -481,7 +448,7 @@ class _Step:
         self.emit = emit
         self.name = name
         self.digest = "sha256:" + hashlib.sha256(f"{name}-{tag}-{time.time()}".encode()).hexdigest()
-        self.sink = _StepSink(emit, self.digest)
+        self.sink = StepSink(emit, self.digest)
         self.started = time.time()
 
     def begin(self) -> None:

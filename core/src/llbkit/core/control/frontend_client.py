@@ -15,6 +15,7 @@ import anyio
 
 from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
+from llbkit.core.control.stepsink import StepSink
 from llbkit.core.errors import UserError
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb.definition import is_empty_definition, load_definition
@@ -25,8 +26,6 @@ from llbkit.core.plugins.progress import (
     ProgressEvent,
     ProgressSink,
     Vertex,
-    VertexLog,
-    VertexStatus,
     VertexWarning,
 )
 from llbkit.core.plugins.source import ImageResolver
@@ -64,48 +63,6 @@ def _go_mode(st: os.stat_result) -> int:
 
 def _step_digest(salt: bytes, name: str) -> str:
     return "sha256:" + hashlib.sha256(salt + name.encode()).hexdigest()
-
-
-class _StepSink:
-    """A frontend step's sub-tasks (``transferring dockerfile: 305B done``)."""
-
-    def __init__(
-        self, digest: str, emit: Callable[[ProgressEvent], None], start: Callable[[], None]
-    ) -> None:
-        self._digest = digest
-        self._emit = emit
-        self._start: Callable[[], None] | None = start
-        self._started: dict[str, float] = {}
-
-    def begin(self) -> None:
-        """Show the step (once), before anything reported under it."""
-        if self._start is not None:
-            self._start()
-            self._start = None
-
-    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
-        self.begin()
-        now = time.time()
-        started = self._started.setdefault(id, now)
-        self._emit(
-            VertexStatus(
-                id,
-                self._digest,
-                now,
-                current=current,
-                total=total,
-                started=started,
-                completed=now if done else None,
-            )
-        )
-
-    def log(self, data: bytes, *, stream: int = 1) -> None:
-        self.begin()
-        self._emit(VertexLog(self._digest, time.time(), stream, data))
-
-    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
-        self.begin()
-        self._emit(VertexWarning(self._digest, time.time(), message, 1, tuple(detail), url))
 
 
 def _stat(path: Path, name: str) -> FileStat:
@@ -251,8 +208,8 @@ class EngineFrontendClient:
         started = self._started.setdefault(digest, time.time())
         # Shown once it has something to show: a read of a missing file or directory stays
         # one clear error line, not a step and then the error.
-        sink = _StepSink(
-            digest, self._emit, lambda: self._emit(Vertex(digest, name, started=started))
+        sink = StepSink(
+            self._emit, digest, lambda: self._emit(Vertex(digest, name, started=started))
         )
         yield sink
         sink.begin()
