@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ from typing import IO
 from llbkit.core.cache.content import ContentStore
 from llbkit.core.cache.db import SCHEMA_VERSION, NewerSchemaError, StateDB
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.mount import stale_mounts, unmount
 
 __all__ = ["SCHEMA_VERSION", "StateRoot", "StateRootError", "default_root"]
@@ -114,7 +114,7 @@ class StateRoot:
         tmp = path / "tmp"
         for point in stale_mounts(tmp):  # a killed process's overlay mounts
             unmount(point)
-        shutil.rmtree(tmp, ignore_errors=True)  # staging of a process that died mid-write
+        rmtree(tmp, ignore_errors=True)  # staging of a process that died mid-write
         tmp.mkdir()
         try:
             db = StateDB.open(path / "state.db")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.ops.borrow import Borrowed
@@ -191,7 +191,7 @@ def _rm(root: Path, action: pb.FileActionRm) -> None:
             raise FileOpError(f"rm {action.path}: refusing to remove the root")
         target = resolve_in_root(root, parent) / base
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            rmtree(target)
         elif os.path.lexists(target):
             target.unlink()
         elif not action.allowNotFound:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from llbkit.core.fs.copydata import copy_data
+from llbkit.core.fs.iterative import Steps, rmtree, run
 
 __all__ = [
     "OPAQUE_XATTR",
@@ -93,7 +93,7 @@ def _set_meta(path: str, st: os.stat_result, *, times: bool = True) -> None:
 
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
+        rmtree(path)
     elif os.path.lexists(path):
         os.unlink(path)
 
@@ -137,7 +137,7 @@ def apply_layer(layer: Path, dest: Path, fmt: str, *, hardlink: bool = False) ->
     :param hardlink: link files instead of copying them (for immutable results only).
     """
     applier = _Applier(fmt, hardlink)
-    applier.apply_dir(str(layer), str(dest))
+    run(applier.apply_dir(str(layer), str(dest)))
     for path, st in reversed(applier.dir_times):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -149,7 +149,8 @@ class _Applier:
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
 
-    def apply_dir(self, src: str, dst: str) -> None:
+    def apply_dir(self, src: str, dst: str) -> Steps[None]:
+        """Apply one directory; its subdirectories through ``run``, so any depth."""
         fmt = self.fmt
         with os.scandir(src) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -172,7 +173,7 @@ class _Applier:
                         _remove(os.path.join(target, child))
                 copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st, times=False)
-                self.apply_dir(entry.path, target)
+                yield self.apply_dir(entry.path, target)
                 self.dir_times.append((target, st))
             else:
                 if os.path.lexists(target):
@@ -259,13 +260,14 @@ def diff_trees(lower: Path | None, upper: Path, out: Path, fmt: str) -> None:
     Changed and new entries are copied (with their parent directories), entries only in
     ``lower`` become whiteouts. Entries compare as BuildKit's differ compares them.
     """
-    _diff_dir(str(lower) if lower is not None else None, str(upper), str(out), fmt, {})
+    run(_diff_dir(str(lower) if lower is not None else None, str(upper), str(out), fmt, {}))
 
 
 def _diff_dir(
     lower: str | None, upper: str, out: str, fmt: str, links: dict[tuple[int, int], str]
-) -> bool:
-    """Fill ``out`` for one directory; return whether anything below it changed."""
+) -> Steps[bool]:
+    """Fill ``out`` for one directory; return whether anything below it changed (its
+    subdirectories through ``run``, so any depth)."""
     changed = False
     lower_names = set(os.listdir(lower)) if lower is not None else set()
     with os.scandir(upper) as it:
@@ -278,7 +280,7 @@ def _diff_dir(
         if stat.S_ISDIR(st.st_mode):
             same_dir = lst is not None and stat.S_ISDIR(lst.st_mode)
             os.mkdir(target)
-            below = _diff_dir(lpath if same_dir else None, entry.path, target, fmt, links)
+            below = yield _diff_dir(lpath if same_dir else None, entry.path, target, fmt, links)
             if below or lst is None or not _same(st, lst, entry.path, lpath or ""):
                 copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st)

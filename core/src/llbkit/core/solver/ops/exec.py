@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +21,7 @@ import anyio
 
 from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.llb.marshal import marshal
@@ -338,7 +338,7 @@ async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> P
     # A private directory on tmpfs: the value never touches the disk or the state root.
     base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
     holder = Path(tempfile.mkdtemp(dir=base, prefix="llbkit-secret-"))
-    stack.callback(shutil.rmtree, holder, True)
+    stack.callback(rmtree, holder, True)
     path = holder / "secret"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:

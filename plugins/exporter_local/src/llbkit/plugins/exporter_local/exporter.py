@@ -111,10 +111,20 @@ def _add_tree(tar: tarfile.TarFile, tree: Path, prefix: str) -> None:
 
 
 def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> None:
-    top = os.path.join(tree, rel)
-    for name in sorted(os.listdir(top)):
-        path = os.path.join(top, name)
-        info = tar.gettarinfo(path, os.path.join(prefix, rel, name))
+    # A stack of the directories entered, each with the names still to add: a tree may nest
+    # thousands of directories deep, past Python's recursion limit.
+    pending = [(rel, sorted(os.listdir(os.path.join(tree, rel)), reverse=True))]
+    while pending:
+        base, names = pending[-1]
+        if not names:
+            pending.pop()
+            continue
+        name = names.pop()
+        sub = os.path.join(base, name)
+        path = os.path.join(tree, sub)
+        info = tar.gettarinfo(path, os.path.join(prefix, sub))
+        if info is None:
+            continue  # a socket: a tarball cannot hold one
         info.uname = info.gname = ""
         if info.isreg():
             with open(path, "rb") as data:
@@ -122,7 +132,7 @@ def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> Non
         else:
             tar.addfile(info)
         if info.isdir():
-            _add_subtree(tar, tree, os.path.join(rel, name), prefix)
+            pending.append((sub, sorted(os.listdir(path), reverse=True)))
 
 
 class LocalExporter:
