@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 
+from llbkit.core.cache.root import record_outside
 from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.errors import UserError
 from llbkit.core.fs.iterative import rmtree
@@ -190,7 +191,7 @@ async def _prepare(
             options = {"size": str(size)} if size > 0 else {}
             found.specs.append(MountSpec(mount.dest, "tmpfs", options=options))
         elif kind == pb.MountType.SECRET:
-            secret = await _secret(client, mount, stack)
+            secret = await _secret(client, mount, stack, store.tmp)
             if secret is not None:
                 found.specs.append(MountSpec(mount.dest, "secret", secret, readonly=True))
         elif kind == pb.MountType.SSH:
@@ -330,7 +331,9 @@ async def _secret_value(client: ClientIO, secret_id: str, optional: bool) -> byt
         ) from None
 
 
-async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> Path | None:
+async def _secret(
+    client: ClientIO, mount: pb.Mount, stack: AsyncExitStack, tmp: Path
+) -> Path | None:
     opt = mount.secretOpt
     data = await _secret_value(client, opt.ID, opt.optional)
     if data is None:
@@ -338,6 +341,9 @@ async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> P
     # A private directory on tmpfs: the value never touches the disk or the state root.
     base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
     holder = Path(tempfile.mkdtemp(dir=base, prefix="llbkit-secret-"))
+    # Recorded in the state root before the value is written: a killed build's is removed.
+    record = record_outside(tmp, holder)
+    stack.callback(record.unlink, missing_ok=True)
     stack.callback(rmtree, holder, True)
     path = holder / "secret"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
