@@ -106,3 +106,28 @@ def test_the_next_engine_stops_what_a_killed_one_left(
                 os.kill(pid, signal.SIGKILL)
         if engine.poll() is None:
             engine.kill()
+
+
+def test_a_mount_made_before_its_container_started_is_reaped(tmp_path: Path) -> None:
+    """A kill between mounting a step's rootfs and starting its container: no container to
+    stop, the mount alone is found (every mount is made under the root's ``tmp/``)."""
+    from llbkit.core.cache.root import StateRoot, record_outside
+    from llbkit.core.snapshot.mount import mount_overlay
+
+    root = tmp_path / "root"
+    StateRoot.open(root).close()
+    stage = root / "tmp" / "stage"
+    for name in ("l1", "l2", "m"):
+        (stage / name).mkdir(parents=True)
+    mount_overlay(stage / "m", [stage / "l2", stage / "l1"])
+    holder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="llbkit-secret-"))
+    record_outside(root / "tmp", holder)
+    try:
+        assert _mounts(root)
+        with StateRoot.open(root) as opened:
+            assert opened.recovered == [f"unmounted {stage / 'm'}", f"removed {holder}"]
+        assert _mounts(root) == [] and not holder.exists()
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+        if _mounts(root):
+            subprocess.run(["umount", "-l", str(stage / "m")], check=False)
