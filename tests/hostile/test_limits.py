@@ -122,3 +122,40 @@ def test_the_limits_default_to_generous_values(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.max_layer_size == 2 << 30
     assert config.max_layer_entries == 10_000_000
+
+
+def test_a_manifest_listing_thousands_of_layers_is_pulled_a_few_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """What a manifest lists never sizes the work started at once: four layers of one image
+    are fetched at a time (BuildKit's resolver limits fetches per repository to four)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import anyio
+
+    from llbkit.core.reference import parse_reference
+    from llbkit.core.sources.image import ImageJob
+
+    layers = [SimpleNamespace(digest=f"sha256:{n:064x}") for n in range(2000)]
+    running, most = 0, 0
+
+    class Driver:
+        async def resolve_image(self, *_: object) -> object:
+            return SimpleNamespace(layers=layers)
+
+        def client(self, _: object) -> contextlib.AbstractAsyncContextManager[None]:
+            return contextlib.nullcontext()  # type: ignore[return-value]
+
+        async def blob(self, _ref: object, desc: SimpleNamespace, *_: object) -> Path:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await anyio.sleep(0)
+            running -= 1
+            return tmp_path / desc.digest
+
+    job = ImageJob("x", parse_reference("example.com/x"), None, driver=Driver())  # type: ignore[arg-type]
+    _, pulled, paths = anyio.run(job._pull, None)
+    assert len(pulled) == len(paths) == 2000
+    assert most == 4
