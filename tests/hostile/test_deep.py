@@ -130,3 +130,35 @@ def test_layers_a_thousand_deep_are_applied_and_diffed(tmp_path: Path) -> None:
     for tree in (upper, diff, merged):
         rmtree(tree)
         assert not tree.exists()
+
+
+def test_a_socket_a_step_left_is_not_in_its_layer_and_exported_as_a_file(
+    tmp_path: Path,
+) -> None:
+    """A socket a RUN leaves in its tree: containerd's layer writer ignores it, and so does
+    llbkit's (both were a traceback)."""
+    from llbkit.core.cache.blobs import _tar_layer
+
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "kept").write_text("x")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(layer / "sock"))
+    os.mkfifo(layer / "fifo")
+    out = io.BytesIO()
+    _tar_layer(layer, out, "oci", None)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        assert sorted(tar.getnames()) == ["fifo", "kept"]
+        assert tar.getmember("fifo").isfifo()
+    # The tar exporter gives it as BuildKit's walker does: an empty file, its permissions kept.
+    from llbkit.plugins.exporter_local.exporter import _add_tree
+
+    os.chmod(layer / "sock", 0o751)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_tree(tar, layer, "")
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        sock = tar.getmember("sock")
+        assert sock.isfile() and sock.size == 0 and sock.mode == 0o751

@@ -7,6 +7,7 @@ client's machine, not the daemon's.
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -124,9 +125,14 @@ def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> Non
         path = os.path.join(tree, sub)
         info = tar.gettarinfo(path, os.path.join(prefix, sub))
         if info is None:
-            continue  # a socket: a tarball cannot hold one
+            # A socket (a RUN's): BuildKit's walker clears the socket bit, making it an empty
+            # file with the socket's permissions.
+            st = os.lstat(path)
+            info = tarfile.TarInfo(os.path.join(prefix, sub))
+            info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            info.uid, info.gid = st.st_uid, st.st_gid
         info.uname = info.gname = ""
-        if info.isreg():
+        if info.isreg() and info.size:
             with open(path, "rb") as data:
                 tar.addfile(info, data)
         else:
