@@ -253,6 +253,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not TOML: byte {err.start} is not UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(f"{path}: not TOML that can be read: values nested too deeply") from None
 
 
 def load_config(path: Path | None) -> EngineConfig:

@@ -339,7 +339,7 @@ class Controller:
         for path in paths:
             try:
                 found.append(BuildHistoryRecord(**json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, RecursionError, TypeError):
                 continue  # a record being written, or one from another version
         return sorted(found, key=lambda r: r.created_at)
 
@@ -495,7 +495,7 @@ def _without_secrets(attrs: Mapping[str, str]) -> dict[str, str]:
             continue
         try:
             entries = json.loads(kept[key])
-        except ValueError:
+        except (ValueError, RecursionError):
             entries = None
         if not isinstance(entries, list):
             kept[key] = "***"

@@ -234,7 +234,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         name = f"{ref}@{platform}"
         try:
             known = json.loads(index.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             known = {}
         if mode != "local":
             try:
