@@ -162,3 +162,19 @@ def test_a_socket_a_step_left_is_not_in_its_layer_and_exported_as_a_file(
     with tarfile.open(fileobj=out) as tar:
         sock = tar.getmember("sock")
         assert sock.isfile() and sock.size == 0 and sock.mode == 0o751
+
+
+def test_a_local_export_gives_a_socket_as_an_empty_file(tmp_path: Path) -> None:
+    """The embedded client writes a local export as BuildKit's file transfer does."""
+    import anyio
+
+    from llbkit.core.client.embedded import EmbeddedClient
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tree / "sock"))
+    os.chmod(tree / "sock", 0o751)
+    out = tmp_path / "out"
+    anyio.run(EmbeddedClient().write_tree, str(out), tree)
+    assert (out / "sock").is_file() and (out / "sock").stat().st_mode & 0o777 == 0o751

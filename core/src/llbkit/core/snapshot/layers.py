@@ -131,12 +131,17 @@ def copy_entry(
         links[ino] = dst
 
 
-def apply_layer(layer: Path, dest: Path, fmt: str, *, hardlink: bool = False) -> None:
+def apply_layer(
+    layer: Path, dest: Path, fmt: str, *, hardlink: bool = False, sockets_as_files: bool = False
+) -> None:
     """Apply ``layer`` on top of the tree ``dest``: its whiteouts delete, its entries replace.
 
     :param hardlink: link files instead of copying them (for immutable results only).
+    :param sockets_as_files: a socket becomes an empty file with its permissions, as
+        BuildKit's file transfer (a local export) gives it.
     """
     applier = _Applier(fmt, hardlink)
+    applier.sockets_as_files = sockets_as_files
     run(applier.apply_dir(str(layer), str(dest)))
     for path, st in reversed(applier.dir_times):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -148,6 +153,7 @@ class _Applier:
         self.hardlink = hardlink
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
+        self.sockets_as_files = False
 
     def apply_dir(self, src: str, dst: str) -> Steps[None]:
         """Apply one directory; its subdirectories through ``run``, so any depth."""
@@ -178,6 +184,10 @@ class _Applier:
             else:
                 if os.path.lexists(target):
                     _remove(target)
+                if self.sockets_as_files and stat.S_ISSOCK(st.st_mode):
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    _set_meta(target, st)
+                    continue
                 copy_entry(entry.path, target, st, self.links, hardlink=self.hardlink)
 
 
