@@ -108,13 +108,12 @@ def test_the_next_engine_stops_what_a_killed_one_left(
             engine.kill()
 
 
-def test_a_mount_made_before_its_container_started_is_reaped(tmp_path: Path) -> None:
-    """A kill between mounting a step's rootfs and starting its container: no container to
-    stop, the mount alone is found (every mount is made under the root's ``tmp/``)."""
+def _left_behind(root: Path) -> tuple[Path, Path]:
+    """What a build killed between mounting a step's rootfs and starting its container
+    leaves: the mount under the root's ``tmp/``, and a recorded secret directory."""
     from llbkit.core.cache.root import StateRoot, record_outside
     from llbkit.core.snapshot.mount import mount_overlay
 
-    root = tmp_path / "root"
     StateRoot.open(root).close()
     stage = root / "tmp" / "stage"
     for name in ("l1", "l2", "m"):
@@ -122,12 +121,41 @@ def test_a_mount_made_before_its_container_started_is_reaped(tmp_path: Path) -> 
     mount_overlay(stage / "m", [stage / "l2", stage / "l1"])
     holder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="llbkit-secret-"))
     record_outside(root / "tmp", holder)
+    return stage / "m", holder
+
+
+def _clean(point: Path, holder: Path) -> None:
+    shutil.rmtree(holder, ignore_errors=True)
+    if any(str(point) in line for line in Path("/proc/mounts").read_text().splitlines()):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_a_mount_made_before_its_container_started_is_reaped(tmp_path: Path) -> None:
+    """A kill between mounting a step's rootfs and starting its container: no container to
+    stop, the mount alone is found (every mount is made under the root's ``tmp/``)."""
+    from llbkit.core.cache.root import StateRoot
+
+    root = tmp_path / "root"
+    point, holder = _left_behind(root)
     try:
         assert _mounts(root)
         with StateRoot.open(root) as opened:
-            assert opened.recovered == [f"unmounted {stage / 'm'}", f"removed {holder}"]
+            assert opened.recovered == [f"unmounted {point}", f"removed {holder}"]
         assert _mounts(root) == [] and not holder.exists()
     finally:
-        shutil.rmtree(holder, ignore_errors=True)
-        if _mounts(root):
-            subprocess.run(["umount", "-l", str(stage / "m")], check=False)
+        _clean(point, holder)
+
+
+def test_the_daemon_reaps_at_start_and_says_so(tmp_path: Path) -> None:
+    from tests.test_daemon import daemon
+
+    root = tmp_path / "root"
+    point, holder = _left_behind(root)
+    try:
+        with daemon(root) as (_, proc):
+            assert _mounts(root) == [] and not holder.exists()
+        said = proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert f"llbkitd: cleaned up what a killed daemon left: unmounted {point}" in said
+        assert f"removed {holder}" in said
+    finally:
+        _clean(point, holder)
