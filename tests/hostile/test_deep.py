@@ -178,3 +178,28 @@ def test_a_local_export_gives_a_socket_as_an_empty_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     anyio.run(EmbeddedClient().write_tree, str(out), tree)
     assert (out / "sock").is_file() and (out / "sock").stat().st_mode & 0o777 == 0o751
+
+
+@pytest.mark.root
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_tree_a_thousand_deep_made_by_a_run_is_committed_and_exported(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The step's upper is measured, diffed and written as a layer at any depth."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    deep = "/deep/" + "a/" * DEPTH
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN mkdir -p {deep} && echo bottom > {deep}leaf\n"
+        "FROM scratch\nCOPY --from=0 /deep /deep\n"
+    )
+    root = tmp_path / "root"
+    out = tmp_path / "out"
+    done = dockerfile_build(root, ctx, "--output", f"type=local,dest={out}")
+    assert done.returncode == 0, done.stderr
+    assert (out / "deep" / ("a/" * DEPTH) / "leaf").read_text() == "bottom\n"
+    done = dockerfile_build(root, ctx, "--output", f"type=oci,dest={tmp_path / 'oci.tar'}")
+    assert done.returncode == 0, done.stderr
+    done = llbkit(root, "prune", "--all")
+    assert done.returncode == 0, done.stderr
