@@ -203,3 +203,18 @@ def test_a_tree_a_thousand_deep_made_by_a_run_is_committed_and_exported(
     assert done.returncode == 0, done.stderr
     done = llbkit(root, "prune", "--all")
     assert done.returncode == 0, done.stderr
+
+
+def test_an_added_archive_a_thousand_deep_is_unpacked(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nADD a.tar /x/\n")
+    with tarfile.open(ctx / "a.tar", "w") as tar:
+        info = tarfile.TarInfo("a/" * DEPTH + "leaf")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    out = tmp_path / "out"
+    done = dockerfile_build(tmp_path / "root", ctx, "--output", f"type=tar,dest={out}")
+    assert done.returncode == 0, done.stderr[-1500:]
+    with tarfile.open(out) as tar:
+        assert tar.extractfile("x/" + "a/" * DEPTH + "leaf").read() == b"hi"  # type: ignore[union-attr]

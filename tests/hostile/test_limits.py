@@ -159,3 +159,18 @@ def test_a_manifest_listing_thousands_of_layers_is_pulled_a_few_at_a_time(
     _, pulled, paths = anyio.run(job._pull, None)
     assert len(pulled) == len(paths) == 2000
     assert most == 4
+
+
+def test_an_added_archive_is_bounded_as_a_layer_is(tmp_path: Path) -> None:
+    """``ADD a.tar`` unpacks with the engine's limits too, in one line naming the archive."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nADD a.tar.gz /x/\n")
+    (ctx / "a.tar.gz").write_bytes(files(5))
+    config = tmp_path / "buildkitd.toml"
+    config.write_text("[llbkit]\nmax-layer-entries = 3\n")
+    line = error_line(dockerfile_build(tmp_path / "root", ctx, config=config))
+    assert line.endswith(
+        "ADD a.tar.gz /x/: unpack a.tar.gz to /x/: more than 3 entries "
+        "([llbkit] max-layer-entries = 3)"
+    )

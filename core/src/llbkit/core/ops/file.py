@@ -23,7 +23,7 @@ from typing import Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
-from llbkit.core.fs.iterative import rmtree
+from llbkit.core.fs.iterative import makedirs, rmtree
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.ops.borrow import Borrowed
@@ -31,6 +31,7 @@ from llbkit.core.ops.copier import Copier, CopyError, Owner, mkdir_all, set_owne
 from llbkit.core.ops.upper import NeedsMount, Upper
 from llbkit.core.ops.users import read_entries
 from llbkit.core.patterns import PatternMatcher
+from llbkit.core.snapshot.untar import BoundedTarInfo, LayerError, check_member
 
 __all__ = ["Deferred", "FileOpError", "NeedsMount", "Workdir", "clean_path", "run_file_op"]
 
@@ -202,9 +203,9 @@ def _is_archive(path: Path) -> bool:
     if not path.is_file() or path.is_symlink():
         return False
     try:
-        with tarfile.open(path, "r:*") as archive:
+        with tarfile.open(path, "r:*", tarinfo=BoundedTarInfo) as archive:
             return archive.next() is not None
-    except (tarfile.TarError, OSError, EOFError):
+    except (tarfile.TarError, OSError, EOFError, LayerError):
         return False
 
 
@@ -217,17 +218,20 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
     mkdir_all(str(target), 0o755, owner, ns)
     try:
         _extract(src, target)
-    except (tarfile.TarError, KeyError, OSError, EOFError) as err:
+    except (tarfile.TarError, KeyError, OSError, EOFError, LayerError) as err:
         # KeyError: a hard link naming no member, which BuildKit's untar reports as a failed link.
         reason = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise FileOpError(f"unpack {src.name} to {dest}: {reason}") from None
 
 
 def _extract(src: Path, target: Path) -> None:
-    with tarfile.open(src, "r:*") as archive:
-        for member in archive:
+    # The engine's layer limits and header bound hold for an ADDed archive too.
+    with tarfile.open(src, "r:*", tarinfo=BoundedTarInfo) as archive:
+        for count, member in enumerate(archive, 1):
+            check_member(member, count)
             inside = resolve_in_root(target, member.name, follow_last=False)
             member.name = os.path.relpath(inside, target)
+            makedirs(os.path.dirname(inside))  # tarfile's own os.makedirs recurses per level
             if member.islnk():
                 linked = resolve_in_root(target, member.linkname, follow_last=False)
                 member.linkname = os.path.relpath(linked, target)

@@ -18,7 +18,15 @@ from llbkit.core.fs.iterative import makedirs
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.snapshot.layers import _OPQ, _WH, OPAQUE_XATTR, _remove, make_whiteout
 
-__all__ = ["LayerError", "LayerLimits", "apply_tar", "set_limits", "unpack_layer"]
+__all__ = [
+    "BoundedTarInfo",
+    "LayerError",
+    "LayerLimits",
+    "apply_tar",
+    "check_member",
+    "set_limits",
+    "unpack_layer",
+]
 
 #: Go's archive/tar bound on a PAX or GNU long-name header's body, which is read whole.
 MAX_SPECIAL_HEADER = 1 << 20
@@ -74,7 +82,7 @@ def unpack_layer(stream: IO[bytes], dest: str, fmt: str, *, what: str = "layer")
     _run(_Applier(dest, keep_whiteouts=fmt), stream, f"{what}: cannot unpack")
 
 
-class _BoundedInfo(tarfile.TarInfo):
+class BoundedTarInfo(tarfile.TarInfo):
     """A member whose extended header (read into memory whole) is refused past Go's bound,
     as BuildKit's tar reader refuses it: a header's claim never sizes an allocation."""
 
@@ -93,8 +101,10 @@ _SPECIAL = {
 }
 
 
-def _within(member: tarfile.TarInfo, count: int, limits: LayerLimits) -> None:
-    """Refuse a layer past its limits before the member that would pass them is written."""
+def check_member(member: tarfile.TarInfo, count: int, limits: LayerLimits | None = None) -> None:
+    """Refuse an archive past its limits (the engine's, by default) before its ``count``-th
+    member, ``member``, is written."""
+    limits = limits or _limits
     if count > limits.entries:
         raise LayerError(
             f"more than {limits.entries} entries ([llbkit] max-layer-entries = {limits.entries})"
@@ -109,9 +119,9 @@ def _within(member: tarfile.TarInfo, count: int, limits: LayerLimits) -> None:
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     limits = _limits
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_BoundedInfo) as tar:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=BoundedTarInfo) as tar:
             for count, member in enumerate(tar, 1):
-                _within(member, count, limits)
+                check_member(member, count, limits)
                 applier.member(tar, member)
     except (LayerError, tarfile.TarError, EOFError, OSError) as err:
         raise LayerError(f"{failure}: {err}") from None
