@@ -75,3 +75,11 @@ def test_what_buildkit_reads_is_still_read(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.registry["docker.io"]["mirrors"] == ["m.example"]
     assert config.max_parallelism == 0
+
+
+def test_values_nested_thousands_deep_are_one_line(tmp_path: Path) -> None:
+    """tomllib reads nested arrays by recursion: 3,000 deep was a RecursionError."""
+    path = tmp_path / "buildkitd.toml"
+    path.write_text("x = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match=r"buildkitd.toml: .*nested too deeply"):
+        load_config(path)

@@ -137,3 +137,41 @@ def test_a_user_that_is_not_ascii_digits_is_a_name(tmp_path: Path) -> None:
     for user in ("²", "root:²"):
         with pytest.raises(UserError, match="unable to find"):
             resolve_user(tmp_path, user)
+
+
+def _chain(kind: str, count: int) -> str:
+    if kind == "from":  # each stage FROM the one before
+        lines = ["FROM scratch AS s0"] + [f"FROM s{n - 1} AS s{n}" for n in range(1, count)]
+        return "\n".join(lines) + "\nLABEL last=yes\n"
+    lines = ["FROM scratch AS s0", "COPY Dockerfile /"]  # each stage copies the one before
+    for n in range(1, count):
+        lines += [f"FROM scratch AS s{n}", f"COPY --from=s{n - 1} / /"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["from", "copy"])
+def test_a_chain_of_fifteen_hundred_stages_builds(tmp_path: Path, kind: str) -> None:
+    """Stages needing each other 1,500 deep: BuildKit builds them; the frontend's recursion
+    through the chain (and its cycle check's) was a RecursionError past a few hundred."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(_chain(kind, 1500))
+    out = tmp_path / "out"
+    done = dockerfile_build(tmp_path / "root", ctx, "--output", f"type=local,dest={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    if kind == "copy":
+        assert (out / "Dockerfile").read_text() == (ctx / "Dockerfile").read_text()
+
+
+def test_a_cycle_deep_in_a_chain_is_still_named() -> None:
+    """As BuildKit names a cycle through three stages: the first stage of it."""
+    lines = ["FROM scratch AS s0", "COPY --from=s1499 / /"]
+    for n in range(1, 1500):
+        lines += [f"FROM scratch AS s{n}", f"COPY --from=s{n - 1} / /"]
+    dockerfile = "\n".join(lines) + "\n"
+
+    async def run() -> None:
+        await convert(parse(dockerfile), BuildOptions(), _no_images)
+
+    with pytest.raises(DockerfileError, match=r"^circular dependency detected on stage: s0$"):
+        anyio.run(run)

@@ -106,3 +106,23 @@ def test_a_frontend_option_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     ctx = context(tmp_path, "FROM scratch\nARG A\nRUN echo $A\n")
     line = error_line(dockerfile_build(tmp_path / "root", ctx, "--opt", "build-arg:A=\udcff"))
     assert line == "error: --opt 'build-arg:A=\ufffd': not UTF-8 (a frontend's options are text)"
+
+
+def test_a_dockerignore_pattern_with_many_wildcards_takes_linear_time(tmp_path: Path) -> None:
+    """Python's re backtracks where Go's regexp does not: ``*a*a*a*a*a*a*a*a*c`` against a
+    name of 200 ``a`` never finished (a build that hangs from one line of a cloned repo's
+    .dockerignore); BuildKit matches it at once."""
+    ctx = context(tmp_path, "FROM scratch\nCOPY . /\n")
+    (ctx / ".dockerignore").write_text("*a*a*a*a*a*a*a*a*c\n**/x/**/y/**/*.tmp\n")
+    (ctx / ("a" * 200)).write_text("kept")
+    (ctx / ("a" * 199 + "c")).write_text("ignored")
+    nested = ctx / "x" / "1" / "y" / "2"
+    nested.mkdir(parents=True)
+    (nested / "f.tmp").write_text("ignored")
+    (nested / "f.txt").write_text("kept")
+    out = tmp_path / "out"
+    done = dockerfile_build(tmp_path / "root", ctx, "--output", f"type=local,dest={out}")
+    assert done.returncode == 0, done.stderr
+    assert (out / ("a" * 200)).read_text() == "kept"
+    assert not (out / ("a" * 199 + "c")).exists()
+    assert (out / "x/1/y/2/f.txt").exists() and not (out / "x/1/y/2/f.tmp").exists()

@@ -136,3 +136,15 @@ def test_an_index_naming_a_path_is_one_line(tmp_path: Path) -> None:
     assert "'sha256:../../../../../dev/zero' is not a sha256 digest" in _build(
         tmp_path, store, _manifest(store, index)
     )
+
+
+def test_a_manifest_nested_thousands_deep_is_one_line(tmp_path: Path) -> None:
+    """200 kB of arrays 100,000 deep: Python's json reads them by recursion (a traceback)."""
+    store = tmp_path / "store"
+    (store / "blobs" / "sha256").mkdir(parents=True)
+    (store / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    found = _blob(store, b"[" * 100_000 + b"]" * 100_000)
+    kind = "application/vnd.oci.image.manifest.v1+json"
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": kind, **found}]}
+    (store / "index.json").write_text(json.dumps(index))
+    assert _build(tmp_path, store, str(found["digest"])).endswith(" is not a JSON object")

@@ -169,7 +169,12 @@ class _Crafted(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         repo = self.path.split("/")[2]
-        body = _CONFIG if "/blobs/" in self.path else json.dumps(_CRAFTED[repo]).encode()
+        if "/blobs/" in self.path:
+            body = _CONFIG
+        elif repo == "nested":  # 200 kB: arrays 100,000 deep (a RecursionError in json)
+            body = b"[" * 100_000 + b"]" * 100_000
+        else:
+            body = json.dumps(_CRAFTED[repo]).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
         self.send_header("Content-Length", str(len(body)))
@@ -186,6 +191,7 @@ class _Crafted(BaseHTTPRequestHandler):
         ("indexints", "index: manifests is not a list of objects"),
         ("indexpath", "index names '../../x', not a digest"),
         ("negative", "config: malformed descriptor"),
+        ("nested", "is not JSON"),
     ],
 )
 def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:

@@ -90,6 +90,8 @@ _RULE_UNUSED = {"reservedSpace", "maxUsedSpace", "minFreeSpace"}
 _RULE = {"all", "keepBytes", "keepDuration", "filters"} | _RULE_UNUSED
 _USED = {
     "llbkit.root",
+    "llbkit.max-layer-entries",
+    "llbkit.max-layer-size",
     "history.maxAge",
     "history.maxEntries",
     "worker.oci.gc",
@@ -139,6 +141,10 @@ class EngineConfig:
     """What the engine reads from its config file."""
 
     root: Path | None = None
+    #: ``[llbkit] max-layer-entries``: the entries one image layer may hold
+    max_layer_entries: int = 10_000_000
+    #: ``[llbkit] max-layer-size``: the bytes one layer's tar stream may expand to (1 TiB)
+    max_layer_size: int = 1 << 40
     gc: bool = True
     gc_keep_storage: int = 0
     gc_rules: list[GCRule] = field(default_factory=list)
@@ -261,6 +267,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not TOML: byte {err.start} is not UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(f"{path}: not TOML that can be read: values nested too deeply") from None
 
 
 def load_config(path: Path | None) -> EngineConfig:
@@ -343,9 +351,21 @@ def _read_root(data: dict[str, Any], config: EngineConfig) -> None:
     own = data.get("llbkit", {})
     if not isinstance(own, dict):
         raise ConfigError(f"{source}: llbkit must be a table")
-    _check(own, {"root"}, "llbkit.", source)
+    _check(own, {"root", "max-layer-entries", "max-layer-size"}, "llbkit.", source)
     if "root" in own:
         config.root = Path(str(own["root"]))
+    if "max-layer-entries" in own:
+        entries = own["max-layer-entries"]
+        if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
+            raise ConfigError(
+                f"{source}: llbkit.max-layer-entries = {entries!r} is not a positive whole number"
+            )
+        config.max_layer_entries = entries
+    if "max-layer-size" in own:
+        size = parse_bytes(own["max-layer-size"], f"{source}: llbkit.max-layer-size")
+        if size < 1:
+            raise ConfigError(f"{source}: llbkit.max-layer-size must be more than 0 bytes")
+        config.max_layer_size = size
 
 
 def _chosen_worker(workers: dict[str, Any], source: str) -> str:

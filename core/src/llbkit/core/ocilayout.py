@@ -42,7 +42,7 @@ def parse_index(data: bytes, where: str) -> dict[str, Any]:
     """``index.json`` as a dict; a broken one is the user's, named by ``where``."""
     try:
         index = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError, UnicodeDecodeError) as err:
         raise UserError(f"{where} is not JSON: {err}") from None
     if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
         raise UserError(f"{where} is not an OCI image index")

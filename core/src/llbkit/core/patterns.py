@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from llbkit.core.errors import UserError
 __all__ = ["Pattern", "PatternError", "PatternMatcher", "clean", "read_dockerignore"]
 
 _ESCAPED = frozenset(".+()|{}$")
+#: patterns with this many unbounded wildcards are matched by simulation, not by re
+_SIMULATED_FROM = 3
 
 
 class PatternError(UserError):
@@ -70,6 +73,106 @@ def _translate(text: str, i: int) -> tuple[str, int, bool]:
     return char, 1, char in "[]"
 
 
+#: one element of a pattern for :func:`_simulate`: ``lit`` (a character), ``one`` (``?``),
+#: ``char`` (a class, as a one-character regex), ``star`` (``*``), ``any`` (a final ``**``),
+#: ``dirs`` (``**/``: nothing, or anything ending in ``/``)
+_Step = tuple[str, "str | re.Pattern[str] | None"]
+
+
+def _class_end(text: str, i: int) -> int:
+    """The index after the ``]`` closing the class that opens at ``text[i]``."""
+    i += 1
+    if i < len(text) and text[i] == "^":
+        i += 1
+    start = i
+    while i < len(text) and (text[i] != "]" or i == start):
+        if text[i] == "\\":
+            i += 1
+        i += 1
+    return min(i + 1, len(text))
+
+
+def _step(text: str, i: int) -> _Step:
+    char = text[i]
+    if char == "*":
+        return ("star", None)
+    if char == "?":
+        return ("one", None)
+    if char == "\\" and i + 1 < len(text):
+        return ("lit", text[i + 1])
+    return ("lit", char)
+
+
+def _compiled_classes(steps: list[_Step]) -> list[_Step] | None:
+    """``steps`` with each class compiled; ``None`` (match with re) where re reads one
+    differently on its own than inside the whole pattern."""
+    done: list[_Step] = []
+    for kind, value in steps:
+        if kind == "char" and isinstance(value, str):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # "[[]": as in the whole
+                    done.append((kind, re.compile(value, re.DOTALL)))
+            except re.error:
+                return None
+        else:
+            done.append((kind, value))
+    return done
+
+
+def _simulate(steps: list[_Step], path: str) -> bool:
+    """Whether ``path`` matches ``steps`` whole: every position of the pattern the path may
+    have reached is kept at once (a state is a step's index, and whether a ``dirs`` step has
+    been entered), so the time is linear in the path for any pattern."""
+    end = len(steps)
+
+    def closure(states: set[tuple[int, bool]]) -> set[tuple[int, bool]]:
+        pending, found = list(states), set(states)
+        while pending:
+            at, inside = pending.pop()
+            if at == end:
+                continue
+            kind = steps[at][0]
+            # A wildcard may match nothing; "**/" is left only after a "/" once entered.
+            if kind in ("star", "any") or (kind == "dirs" and not inside):
+                for state in ((at + 1, False), (at, True)):
+                    if state not in found:
+                        found.add(state)
+                        pending.append(state)
+        return found
+
+    states = closure({(0, False)})
+    for char in path:
+        following: set[tuple[int, bool]] = set()
+        for at, inside in states:
+            if at == end:
+                continue
+            kind, value = steps[at]
+            if kind == "lit":
+                if char == value:
+                    following.add((at + 1, False))
+            elif kind == "one":
+                if char != "/":
+                    following.add((at + 1, False))
+            elif kind == "char":
+                assert isinstance(value, re.Pattern)
+                if value.fullmatch(char):
+                    following.add((at + 1, False))
+            elif inside and kind == "star":
+                if char != "/":
+                    following.add((at, True))
+            elif inside and kind == "any":
+                following.add((at, True))
+            elif inside:  # dirs: anything, left after a "/"
+                following.add((at, True))
+                if char == "/":
+                    following.add((at + 1, False))
+        if not following:
+            return False
+        states = closure(following)
+    return (end, False) in states
+
+
 @dataclass
 class Pattern:
     """One cleaned pattern; ``exclusion`` for a ``!`` pattern that re-includes."""
@@ -80,6 +183,7 @@ class Pattern:
     _kind: str = ""
     _value: str = ""
     _regex: re.Pattern[str] | None = field(default=None, repr=False)
+    _steps: list[_Step] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.parts = len(self.text.split("/"))
@@ -87,26 +191,46 @@ class Pattern:
 
     def _compile(self) -> None:
         text, out, kind, i = self.text, ["^"], "exact", 0
+        steps: list[_Step] = []
         while i < len(text):
             if text.startswith("**", i):
                 at_start = i == 0
                 i += 3 if text[i + 2 : i + 3] == "/" else 2
                 if i < len(text):
                     out.append("(.*/)?")
+                    steps.append(("dirs", None))
                     kind = "regex"
                 elif kind == "exact":
                     kind = "prefix"
                 else:
                     out.append(".*")
+                    steps.append(("any", None))
                     kind = "regex"
                 if at_start:
                     kind = "suffix"  # a leading "**": Docker matches the rest as a suffix
                 continue
+            if text[i] == "[":
+                end = _class_end(text, i)
+                pieces = []
+                while i < end:
+                    piece, used, _ = _translate(text, i)
+                    pieces.append(piece)
+                    i += used
+                out.extend(pieces)
+                steps.append(("char", "".join(pieces)))  # compiled only if simulated
+                kind = "regex"
+                continue
             piece, used, wild = _translate(text, i)
             out.append(piece)
+            steps.append(_step(text, i))
             i += used
             if wild:
                 kind = "regex"
+        # Python's re backtracks: several unbounded wildcards (``*a*a*a*c``) take exponential
+        # time on a long name, where Go's regexp is linear. Those are matched by simulating
+        # all positions at once (linear) instead.
+        if sum(kind_ in ("star", "any", "dirs") for kind_, _ in steps) >= _SIMULATED_FROM:
+            self._steps = _compiled_classes(steps)
         self._kind = kind
         if kind == "prefix":
             self._value = text[:-2]
@@ -127,6 +251,8 @@ class Pattern:
         if self._kind == "suffix":
             suffix = self._value
             return path.endswith(suffix) or (suffix[:1] == "/" and path == suffix[1:])
+        if self._steps is not None:
+            return _simulate(self._steps, path)
         assert self._regex is not None
         return self._regex.match(path) is not None
 

@@ -90,6 +90,8 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
                     tar.addfile(info)
                     continue
                 info = tar.gettarinfo(str(path), arc)
+                if info is None:
+                    continue  # a socket (a RUN's): containerd's layer writer leaves it out
                 info.uname = info.gname = ""
                 if epoch is not None and info.mtime > epoch:
                     info.mtime = epoch

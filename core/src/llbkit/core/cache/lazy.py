@@ -143,6 +143,6 @@ def _sha256(path: Path) -> str:
 
 
 def _remove(path: Path) -> None:
-    import shutil
+    from llbkit.core.fs.iterative import rmtree
 
-    shutil.rmtree(path, ignore_errors=True)
+    rmtree(path, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ import anyio
 
 from llbkit.core.cache.lazy import fetch_blob, materialize, materialize_for_blobs
 from llbkit.core.cache.store import Chain, Store
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.plugins.context import BlobSource, Compression, LayerDescriptor, LayerOptions
 from llbkit.core.snapshot.mount import bind_readonly, unmount
 
@@ -65,7 +65,7 @@ class ResultRef:
             yield target
         finally:
             await anyio.to_thread.run_sync(unmount, target)
-            shutil.rmtree(target.parent, ignore_errors=True)
+            rmtree(target.parent, ignore_errors=True)
 
     async def layers(self, options: LayerOptions) -> Sequence[LayerDescriptor]:
         from llbkit.core.cache.blobs import MEDIA_TYPES, layer_blobs  # only exports need tars

@@ -312,7 +312,7 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
         raise InvalidCacheError(f"{what}: {len(data)} bytes is larger than 1 MiB; refused")
     try:
         doc = json.loads(data)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise InvalidCacheError(f"{what}: not JSON ({err})") from None
     if not isinstance(doc, dict):
         raise InvalidCacheError(f"{what}: not a JSON object")
@@ -533,7 +533,7 @@ def _decode_inline(
     try:
         data = base64.b64decode(str(raw), validate=True)
         items = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidCacheError(f"{what}: {INLINE_KEY} is not base64 JSON") from None
     diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
     if len(diff_ids) != len(layers):

@@ -9,21 +9,23 @@ wait open a read-only view instead, which takes no lock.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
-import shutil
 import signal
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from llbkit.core.cache.content import ContentStore
 from llbkit.core.cache.db import SCHEMA_VERSION, NewerSchemaError, StateDB
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.mount import stale_mounts, unmount
 
 __all__ = ["SCHEMA_VERSION", "StateRoot", "StateRootError", "default_root"]
@@ -55,6 +57,8 @@ class StateRoot:
     db: StateDB
     content: ContentStore
     _lock: IO[str] | None
+    #: what opening the root cleaned up after a killed owner (``unmounted …``, ``removed …``)
+    recovered: list[str] = field(default_factory=list)
 
     @property
     def readonly(self) -> bool:
@@ -112,9 +116,12 @@ class StateRoot:
     @classmethod
     def _prepare(cls, path: Path, lock: IO[str]) -> StateRoot:
         tmp = path / "tmp"
+        recovered = []
         for point in stale_mounts(tmp):  # a killed process's overlay mounts
             unmount(point)
-        shutil.rmtree(tmp, ignore_errors=True)  # staging of a process that died mid-write
+            recovered.append(f"unmounted {point}")
+        recovered += _remove_outside(tmp / _OUTSIDE)
+        rmtree(tmp, ignore_errors=True)  # staging of a process that died mid-write
         tmp.mkdir()
         try:
             db = StateDB.open(path / "state.db")
@@ -127,7 +134,7 @@ class StateRoot:
         except BaseException:
             db.close()
             raise
-        return cls(path, db, content, lock)
+        return cls(path, db, content, lock, recovered)
 
     def close(self) -> None:
         """Close the database and release the lock."""
@@ -140,6 +147,40 @@ class StateRoot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: under ``tmp/``: symlinks to private directories a build keeps outside the root
+_OUTSIDE = "outside"
+
+
+def record_outside(tmp: Path, path: Path) -> Path:
+    """Record ``path``, a private ``llbkit-*`` directory outside the root (a secret's, on
+    tmpfs), before anything is put in it: if this process is killed, the next owner of the
+    root removes it. Returns the record, to unlink once ``path`` is gone."""
+    held = tmp / _OUTSIDE
+    held.mkdir(exist_ok=True)
+    record = held / path.name
+    os.symlink(path, record)
+    return record
+
+
+def _remove_outside(held: Path) -> list[str]:
+    """Remove what a killed owner recorded with :func:`record_outside`; what was removed."""
+    removed = []
+    try:
+        records = list(held.iterdir())
+    except OSError:
+        return []
+    places = {os.path.realpath("/dev/shm"), os.path.realpath(tempfile.gettempdir())}
+    for record in records:
+        with contextlib.suppress(OSError):
+            target = Path(os.readlink(record))
+            # Only what record_outside records: never a path a damaged record could name.
+            mine = target.name.startswith("llbkit-")
+            if mine and os.path.realpath(target.parent) in places and target.exists():
+                rmtree(target, ignore_errors=True)
+                removed.append(f"removed {target}")
+    return removed
 
 
 def _acquire(lock: IO[str], path: Path, wait: Callable[[str], None] | None) -> None:

@@ -9,7 +9,6 @@ leaves a record pointing at missing data (see ``docs/engine.md``).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
@@ -22,6 +21,7 @@ import anyio
 from llbkit.core.cache.leases import Lease, LeaseTable, current_lease
 from llbkit.core.cache.root import StateRoot
 from llbkit.core.errors import LlbkitError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.layers import apply_layer, disk_blocks, measure
 from llbkit.core.snapshot.mount import (
     MAX_OPTIONS,
@@ -104,7 +104,7 @@ def _probe_overlay(tmp: Path) -> bool:
     except OSError:
         return False
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        rmtree(base, ignore_errors=True)
 
 
 class Store:
@@ -183,16 +183,16 @@ class Store:
         on_disk = {int(p.name) for p in self.layers_dir.iterdir() if p.name.isdigit()}
         missing = rows - on_disk - lazy
         for layer in lazy & on_disk:  # filled when the process died: it is fetched again
-            shutil.rmtree(self.layer_path(layer), ignore_errors=True)
+            rmtree(self.layer_path(layer), ignore_errors=True)
         if missing:
             with self.db.transaction():
                 for layer in missing:
                     self.db.forget_layer(layer)
         for extra in on_disk - rows:
-            shutil.rmtree(self.layers_dir / str(extra), ignore_errors=True)
+            rmtree(self.layers_dir / str(extra), ignore_errors=True)
         for p in self.layers_dir.iterdir():
             if not p.name.isdigit():
-                shutil.rmtree(p, ignore_errors=True)
+                rmtree(p, ignore_errors=True)
 
     def stage(self) -> Path:
         """A new private directory under ``tmp/`` (emptied if the process dies)."""
@@ -281,7 +281,7 @@ class Store:
         size, whiteouts = measure(tree, self.format)
         with self.db.transaction():
             if not self.db.lazy_layers((layer,)):
-                shutil.rmtree(tree, ignore_errors=True)  # fetched meanwhile
+                rmtree(tree, ignore_errors=True)  # fetched meanwhile
                 return
             os.rename(tree, self.layer_path(layer))
             self.db.fetched_layer(layer, size, whiteouts)
@@ -350,7 +350,7 @@ class Store:
                     yield target
                 finally:
                     unmount(target)
-                    shutil.rmtree(stage, ignore_errors=True)
+                    rmtree(stage, ignore_errors=True)
             else:
                 flat = self.flatten(chain, hold=True)
                 try:
@@ -399,7 +399,7 @@ class Store:
 
         record_flat(self, layer, chain)
         self.db.save_flat(chain, layer)
-        shutil.rmtree(stage, ignore_errors=True)
+        rmtree(stage, ignore_errors=True)
         return layer
 
     def compact(self, chain: Chain) -> Chain:
@@ -483,7 +483,7 @@ class Store:
         doomed = self.tmp / f"deleting-{layer}"
         if path.exists():
             os.rename(path, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            rmtree(doomed, ignore_errors=True)
         return True
 
     def last_gc(self) -> float | None:
@@ -631,7 +631,7 @@ class WorkTree:
                 self._lower.close()
             self._lower = None
         if self._upper.exists():
-            shutil.rmtree(self._upper, ignore_errors=True)
+            rmtree(self._upper, ignore_errors=True)
         if self._spare is not None:
             self.store.return_spare(self._spare)
             self._spare = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from llbkit.core.cache.store import Store
 from llbkit.core.config import GCRule
 from llbkit.core.errors import ConfigError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.layers import disk_blocks
 
 __all__ = ["UsageRecord", "apply_gc", "disk_usage", "parse_filters", "prune"]
@@ -266,7 +266,7 @@ def _delete(store: Store, record: UsageRecord) -> bool:
             doomed = store.tmp / f"deleting-{path.name}"
             os.rename(path, doomed)
             path.with_suffix(".id").unlink(missing_ok=True)
-            shutil.rmtree(doomed, ignore_errors=True)
+            rmtree(doomed, ignore_errors=True)
     return True
 
 

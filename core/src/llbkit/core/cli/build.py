@@ -159,7 +159,7 @@ def _decoded(value: Any) -> Any:
         return value
     try:
         decoded = json.loads(base64.b64decode(value, validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return value
     return decoded if isinstance(decoded, dict) else value
 

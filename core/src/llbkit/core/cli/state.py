@@ -60,6 +60,13 @@ def _reap(controller: Controller) -> None:
     """This process owns the root now: stop what a killed owner left running, and say so."""
     import anyio
 
+    if controller.store.root.recovered:
+        click.echo(
+            "llbkit: cleaned up what a killed build left: "
+            + ", ".join(controller.store.root.recovered),
+            err=True,
+        )
+
     try:
         reaped = anyio.run(controller.drivers.reap_orphans)
     except UserError as err:  # e.g. runc gone since: a build that runs a process says so too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -78,7 +79,9 @@ class EmbeddedClient:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot write to {dest}: {err.strerror}") from None
-        await anyio.to_thread.run_sync(apply_layer, tree, target, "plain")
+        await anyio.to_thread.run_sync(
+            functools.partial(apply_layer, tree, target, "plain", sockets_as_files=True)
+        )
 
     def directory(self, path: str) -> FileDirectory:
         # This process's filesystem is the client's; FileDirectory reports its errors as

@@ -229,7 +229,7 @@ async def _inline(
     raw = await _read_small(remote, manifest.image_config, what)
     try:
         config = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidCacheError(f"{what}: the image config is not JSON") from None
     return decode_inline(config, list(manifest.ordered), what)
 

@@ -41,6 +41,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.hooks import HookCaller
 from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, Vertex, VertexWarning
 from llbkit.core.plugins.registry import PluginRegistry
+from llbkit.core.snapshot.untar import LayerLimits, set_limits
 from llbkit.core.solver.cache_sources import CacheChain, LocalCache
 from llbkit.core.solver.solver import Solver
 
@@ -106,6 +107,7 @@ class Controller:
     ) -> None:
         self.store = store
         self.config = config or EngineConfig()
+        set_limits(LayerLimits(self.config.max_layer_entries, self.config.max_layer_size))
         self.registry = registry or PluginRegistry.from_env()
         self.hooks = HookCaller(hooks or self.registry.hook_manager())
         self.drivers = Drivers(self.registry, self.config, store.root.path)
@@ -337,7 +339,7 @@ class Controller:
         for path in paths:
             try:
                 found.append(BuildHistoryRecord(**json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, RecursionError, TypeError):
                 continue  # a record being written, or one from another version
         return sorted(found, key=lambda r: r.created_at)
 
@@ -496,7 +498,7 @@ def _without_secrets(attrs: Mapping[str, str]) -> dict[str, str]:
             continue
         try:
             entries = json.loads(kept[key])
-        except ValueError:
+        except (ValueError, RecursionError):
             entries = None
         if not isinstance(entries, list):
             kept[key] = "***"

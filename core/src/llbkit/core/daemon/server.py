@@ -150,6 +150,12 @@ class Daemon:
                     + ", ".join(reaped),
                     err=True,
                 )
+            if controller.store.root.recovered:
+                click.echo(
+                    "llbkitd: cleaned up what a killed daemon left: "
+                    + ", ".join(controller.store.root.recovered),
+                    err=True,
+                )
             server = grpc.aio.server(
                 interceptors=[_Log()] if self.debug else [],
                 options=[

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.gomatch import BAD_PATTERN, BadPattern, has_wildcards, match
+from llbkit.core.fs.iterative import Steps, run
 from llbkit.core.fs.rootpath import resolve_in_root
 
 __all__ = ["ContentHasher", "PathNotFoundError", "StatCache"]
@@ -156,6 +157,10 @@ class ContentHasher:
         return sorted(p for p in found if p)
 
     def _entry(self, rel: str, follow_links: bool) -> str:
+        return run(self._entry_steps(rel, follow_links))
+
+    def _entry_steps(self, rel: str, follow_links: bool) -> Steps[str]:
+        """One entry's checksum; a directory's children through ``run``, so any depth."""
         key = f"{rel}\0{follow_links}"
         known = self._memo.get(key)
         if known is not None:
@@ -163,7 +168,9 @@ class ContentHasher:
         host = os.path.join(self.root, rel) if rel else str(self.root)
         st = os.lstat(host)
         if follow_links and stat.S_ISLNK(st.st_mode):
-            return self._entry(os.path.relpath(resolve_in_root(self.root, rel), self.root), False)
+            target = os.path.relpath(resolve_in_root(self.root, rel), self.root)
+            followed: str = yield self._entry_steps(target, False)
+            return followed
         kind = _kind(st.st_mode)
         link = os.readlink(host) if kind == b"link" else ""
         digest = hashlib.sha256(_header(st, kind, link, _xattrs(host)))
@@ -174,9 +181,8 @@ class ContentHasher:
                 child = os.path.join(rel, name) if rel else name
                 if self.keep is not None and not self.keep(child):
                     continue
-                digest.update(
-                    os.fsencode(name) + b"\0" + self._entry(child, False).encode() + b"\0"
-                )
+                below: str = yield self._entry_steps(child, False)
+                digest.update(os.fsencode(name) + b"\0" + below.encode() + b"\0")
         result = "sha256:" + digest.hexdigest()
         self._memo[key] = result
         return result

@@ -12,12 +12,15 @@ import os
 
 __all__ = ["copy_data", "mirror_file"]
 
+#: O_NONBLOCK: a FIFO put where a regular file was never blocks the open (no effect on files).
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
 _FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 def copy_data(src: str, dst: str, size: int, mode: int = 0o600) -> None:
     """Make ``dst`` hold ``src``'s bytes, never writing through a symlink at ``dst``."""
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fin = os.open(src, _READ)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fout = os.open(dst, flags, mode)
@@ -52,7 +55,7 @@ def mirror_file(src: str, dst: str, st: os.stat_result) -> None:
     The times are set last: a copy cut short by a crash keeps the time of the crash, so a later
     mirror (which compares size and modification time) copies it again.
     """
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fin = os.open(src, _READ)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fout = os.open(dst, flags, 0o600)

@@ -8,15 +8,16 @@ keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from llbkit.core.fs.copydata import copy_data, mirror_file
+from llbkit.core.fs.iterative import Steps, rmtree, run
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.patterns import PatternMatcher
 
@@ -95,7 +96,7 @@ def sync_tree(
         except OSError:
             continue
         skip.add((st.st_dev, st.st_ino))
-    return _sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc, skip), {})
+    return run(_sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc, skip), {}))
 
 
 class _Filter:
@@ -119,7 +120,8 @@ class _Filter:
 
 def _sync_dir(
     src: str, dest: str, rel: str, patterns: _Filter, links: dict[tuple[int, int], str]
-) -> int:
+) -> Steps[int]:
+    """Mirror one directory; its children through ``run``, so any depth is walked."""
     inc, includes, exc = patterns.inc, patterns.includes, patterns.exc
     changed = 0
     keep: set[str] = set()
@@ -148,7 +150,7 @@ def _sync_dir(
                 os.mkdir(target)
                 changed += 1
             # An included directory brings everything below it.
-            below = _sync_dir(
+            below = yield _sync_dir(
                 entry.path,
                 target,
                 path,
@@ -174,11 +176,20 @@ def _sync_dir(
         if name not in keep:
             gone = os.path.join(dest, name)
             if os.path.isdir(gone) and not os.path.islink(gone):
-                shutil.rmtree(gone)
+                rmtree(gone)
             else:
                 os.unlink(gone)
             changed += 1
     return changed
+
+
+def _as_file(st: os.stat_result) -> os.stat_result:
+    """A socket's stat as the empty regular file it is mirrored as."""
+    fields = list(st)
+    fields[stat.ST_MODE] = stat.S_IFREG | stat.S_IMODE(st.st_mode)
+    fields[stat.ST_SIZE] = 0
+    times = {n: getattr(st, n) for n in ("st_atime_ns", "st_mtime_ns", "st_ctime_ns")}
+    return os.stat_result(fields, times)
 
 
 def _temporary(name: str) -> str:
@@ -199,7 +210,10 @@ def _sync_file(
 ) -> int:
     """Mirror one non-directory; 1 if it changed."""
     tmp = os.path.join(dest, _temporary(entry.name))
-    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+    socket = stat.S_ISSOCK(st.st_mode)
+    if socket:
+        st = _as_file(st)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not socket:
         first = links.setdefault((st.st_dev, st.st_ino), target)
         if first != target:
             # A hardlink of a file already mirrored: link to the mirrored copy.
@@ -214,17 +228,24 @@ def _sync_file(
         and (not stat.S_ISLNK(st.st_mode) or os.readlink(entry.path) == os.readlink(target))
     ):
         return 0
-    if stat.S_ISREG(st.st_mode) and old is None:
+    if stat.S_ISREG(st.st_mode) and old is None and not socket:
         # Nothing to replace: written in place (an interrupted copy keeps the wrong time, so
         # the next mirror copies it again).
         mirror_file(entry.path, target, st)
         return 1
-    if stat.S_ISREG(st.st_mode):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a mirror that was killed
+    if socket:
+        # BuildKit's context transfer turns a socket into an empty file with its permissions.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    elif stat.S_ISREG(st.st_mode):
         copy_data(entry.path, tmp, st.st_size)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(entry.path), tmp)
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(tmp, 0o600)  # as BuildKit copies it: a FIFO, never opened
     else:
-        return 0  # devices, sockets and fifos are not part of a build context
+        return 0  # devices are not part of a build context
     _meta(tmp, st)
     _replace(tmp, target, old)
     return 1
@@ -232,5 +253,5 @@ def _sync_file(
 
 def _replace(tmp: str, target: str, old: os.stat_result | None) -> None:
     if old is not None and stat.S_ISDIR(old.st_mode):
-        shutil.rmtree(target)
+        rmtree(target)
     os.replace(tmp, target)

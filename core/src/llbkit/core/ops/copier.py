@@ -20,6 +20,7 @@ from pathlib import Path
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.copydata import copy_data
+from llbkit.core.fs.iterative import Steps, run
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb.modes import apply_symbolic
 from llbkit.core.ops.borrow import Borrowed, keeps_source
@@ -68,25 +69,28 @@ def inside(root: str, path: str) -> str:
 
 
 def mkdir_all(path: str, mode: int, owner: Owner | None, ns: int | None, *, root: str = "") -> None:
-    """``mkdir -p``; only the directories it creates get ``mode``, ``owner`` and times.
-    ``root``: the tree ``path`` is in, named in errors."""
-    if os.path.isdir(path):
-        return
-    if os.path.lexists(path) and not os.path.isdir(path):
-        shown = inside(root, path) if root else path
-        raise CopyError(f"mkdir {shown}: not a directory")
-    parent = os.path.dirname(path.rstrip("/"))
-    if parent and parent != path:
-        mkdir_all(parent, mode, owner, ns, root=root)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        if os.path.isdir(path):
-            return
-        raise
-    os.chmod(path, mode)
-    set_owner(path, owner)
-    set_times(path, ns)
+    """``mkdir -p``, at any depth; only the directories it creates get ``mode``, ``owner`` and
+    times. ``root``: the tree ``path`` is in, named in errors."""
+    missing: list[str] = []
+    while not os.path.isdir(path):
+        if os.path.lexists(path):
+            shown = inside(root, path) if root else path
+            raise CopyError(f"mkdir {shown}: not a directory")
+        missing.append(path)
+        parent = os.path.dirname(path.rstrip("/"))
+        if not parent or parent == path:
+            break
+        path = parent
+    for one in reversed(missing):
+        try:
+            os.mkdir(one, mode)
+        except FileExistsError:
+            if os.path.isdir(one):
+                continue
+            raise
+        os.chmod(one, mode)
+        set_owner(one, owner)
+        set_times(one, ns)
 
 
 @dataclass
@@ -147,7 +151,7 @@ class Copier:
             target if (dir_contents and src_dir and dest_st is None) else os.path.dirname(target)
         )
         self._mkdir_all(parent)
-        self._copy(source, "", target, top=True)
+        run(self._copy(source, "", target, top=True))
 
     # -- the destination: a directory, or an upper not mounted yet --------------------------
 
@@ -192,18 +196,20 @@ class Copier:
         if self._upper is None:
             mkdir_all(path, 0o755, self.owner, self.time_ns, root=self._root)
             return
-        st = self._upper.lstat(path)
-        if st is not None:
-            if not stat.S_ISDIR(st.st_mode):
-                raise NeedsMount(path)
-            return
-        self._mkdir_all(os.path.dirname(path))
-        self._upper.parent_writable(path)
-        os.mkdir(path, 0o755)
-        self._upper.made(path)
-        os.chmod(path, 0o755)
-        set_owner(path, self.owner)
-        set_times(path, self.time_ns)
+        upper = self._upper
+        missing: list[str] = []
+        while (st := upper.lstat(path)) is None:
+            missing.append(path)
+            path = os.path.dirname(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise NeedsMount(path)
+        for one in reversed(missing):
+            upper.parent_writable(one)
+            os.mkdir(one, 0o755)
+            upper.made(one)
+            os.chmod(one, 0o755)
+            set_owner(one, self.owner)
+            set_times(one, self.time_ns)
 
     def _selected(self, rel: str) -> bool:
         if not rel:
@@ -212,13 +218,14 @@ class Copier:
             return False
         return not (self.exclude is not None and self.exclude.matches(rel))
 
-    def _copy(self, src: str, rel: str, target: str, *, top: bool) -> None:
+    def _copy(self, src: str, rel: str, target: str, *, top: bool) -> Steps[None]:
+        """Copy one entry; a directory's entries through ``run``, so any depth."""
         st = os.lstat(src)
         selected = self._selected(rel)
         if selected:
             self._create_parents()
         if stat.S_ISDIR(st.st_mode):
-            self._copy_dir(src, rel, target, st, selected=selected, top=top)
+            yield self._copy_dir(src, rel, target, st, selected=selected, top=top)
             return
         if not selected:
             return
@@ -280,14 +287,14 @@ class Copier:
 
     def _copy_dir(
         self, src: str, rel: str, target: str, st: os.stat_result, *, selected: bool, top: bool
-    ) -> None:
+    ) -> Steps[None]:
         created = False
         if selected:
             created = self._make_dir(target, st, overwrite=not top)
         self._pending_parents.append((src, target, selected))
         try:
             for name in sorted(os.listdir(src)):
-                self._copy(
+                yield self._copy(
                     os.path.join(src, name),
                     os.path.join(rel, name) if rel else name,
                     os.path.join(target, name),

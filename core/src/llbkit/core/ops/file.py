@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Protocol
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.fs.gomatch import has_wildcards
+from llbkit.core.fs.iterative import makedirs, rmtree
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.ops.borrow import Borrowed
@@ -40,6 +40,7 @@ from llbkit.core.ops.copier import (
 from llbkit.core.ops.upper import NeedsMount, Upper
 from llbkit.core.ops.users import read_entries
 from llbkit.core.patterns import PatternMatcher
+from llbkit.core.snapshot.untar import BoundedTarInfo, LayerError, check_member
 
 __all__ = ["Deferred", "FileOpError", "NeedsMount", "Workdir", "clean_path", "run_file_op"]
 
@@ -200,7 +201,7 @@ def _rm(root: Path, action: pb.FileActionRm) -> None:
             raise FileOpError(f"rm {action.path}: refusing to remove the root")
         target = resolve_in_root(root, parent) / base
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            rmtree(target)
         elif os.path.lexists(target):
             target.unlink()
         elif not action.allowNotFound:
@@ -211,9 +212,9 @@ def _is_archive(path: Path) -> bool:
     if not path.is_file() or path.is_symlink():
         return False
     try:
-        with tarfile.open(path, "r:*") as archive:
+        with tarfile.open(path, "r:*", tarinfo=BoundedTarInfo) as archive:
             return archive.next() is not None
-    except (tarfile.TarError, OSError, EOFError):
+    except (tarfile.TarError, OSError, EOFError, LayerError):
         return False
 
 
@@ -226,7 +227,7 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
     mkdir_all(str(target), 0o755, owner, ns, root=str(dest_root))
     try:
         _extract(src, target)
-    except (tarfile.TarError, KeyError, OSError, EOFError) as err:
+    except (tarfile.TarError, KeyError, OSError, EOFError, LayerError) as err:
         # KeyError: a hard link naming no member, which BuildKit's untar reports as a failed link.
         reason: object = err.args[0] if isinstance(err, KeyError) and err.args else err
         if isinstance(err, OSError) and err.filename:  # the path in the image, not the host's
@@ -235,10 +236,13 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
 
 
 def _extract(src: Path, target: Path) -> None:
-    with tarfile.open(src, "r:*") as archive:
-        for member in archive:
+    # The engine's layer limits and header bound hold for an ADDed archive too.
+    with tarfile.open(src, "r:*", tarinfo=BoundedTarInfo) as archive:
+        for count, member in enumerate(archive, 1):
+            check_member(member, count)
             inside = resolve_in_root(target, member.name, follow_last=False)
             member.name = os.path.relpath(inside, target)
+            makedirs(os.path.dirname(inside))  # tarfile's own os.makedirs recurses per level
             if member.islnk():
                 linked = resolve_in_root(target, member.linkname, follow_last=False)
                 member.linkname = os.path.relpath(linked, target)

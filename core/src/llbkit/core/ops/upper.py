@@ -100,16 +100,22 @@ class Upper:
         return os.path.join(self.upper, *resolved)
 
     def writable(self, path: str) -> None:
-        """Make the directory ``path`` exist in the upper (copied up from the lower)."""
-        if path in self._ready:
-            return
-        if os.path.lexists(path):
-            if not os.path.isdir(path) or os.path.islink(path):
-                raise NeedsMount(path)
-            self._ready.add(path)
-            return
+        """Make the directory ``path`` exist in the upper (copied up from the lower), with
+        each of its parents, outermost first (a loop: a path may be thousands deep)."""
+        missing: list[str] = []
+        while path not in self._ready:
+            if os.path.lexists(path):
+                if not os.path.isdir(path) or os.path.islink(path):
+                    raise NeedsMount(path)
+                self._ready.add(path)
+                break
+            missing.append(path)
+            path = os.path.dirname(path)
+        for one in reversed(missing):
+            self._copy_up(one)
+
+    def _copy_up(self, path: str) -> None:
         parent = os.path.dirname(path)
-        self.writable(parent)
         lower = os.path.join(self.lower, self._rel(path))
         try:
             st = os.lstat(lower)

@@ -18,7 +18,10 @@ def merge_configs(configs: Sequence[bytes]) -> bytes:
     layers: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     for data in configs:
-        doc = json.loads(data)
+        try:
+            doc = json.loads(data)
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise ValueError("a cache config is nested too deeply") from None
         if not isinstance(doc, dict):
             raise ValueError("a cache config is not a JSON object")
         lo, ro = len(layers), len(records)

@@ -457,7 +457,7 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 def _json(data: bytes, what: str) -> dict[str, Any]:
     try:
         decoded = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(f"{what} is not JSON") from None
     if not isinstance(decoded, dict):
         raise RegistryError(f"{what} is not a JSON object")

@@ -66,7 +66,7 @@ def docker_config_credentials(host: str) -> tuple[str, str] | None:
     config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
     try:
         auths = json.loads(Path(config_dir, "config.json").read_text()).get("auths", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):
         return None
     keys = [host, f"https://{host}", f"http://{host}"]
     if host == "registry-1.docker.io":

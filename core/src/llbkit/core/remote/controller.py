@@ -79,7 +79,7 @@ def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
             continue
         try:
             detail = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             break
         if detail.get("kind") == "build":
             raised = BuildFailed(

@@ -13,12 +13,12 @@ import contextlib
 import errno
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from llbkit.core.api._pb import fsutil_pb2
+from llbkit.core.fs.iterative import rmtree, walk
 from llbkit.core.session import gomode
 from llbkit.core.session.stream import DiffCopyError, InvalidStreamError
 
@@ -74,16 +74,16 @@ def _remove_all(path: str) -> None:
         os.unlink(path)
         return
     try:
-        shutil.rmtree(path)
+        rmtree(path)
     except PermissionError:
         # A directory without write permission keeps its entries from a non-root user.
-        for dirpath, dirnames, _ in os.walk(path):
+        for dirpath, dirnames, _ in walk(path):
             os.chmod(dirpath, 0o700)
             for name in dirnames:
                 sub = os.path.join(dirpath, name)
                 if not os.path.islink(sub):
                     os.chmod(sub, 0o700)
-        shutil.rmtree(path)
+        rmtree(path)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from llbkit.core.fs.copydata import copy_data
+from llbkit.core.fs.iterative import Steps, rmtree, run
 
 __all__ = [
     "OPAQUE_XATTR",
@@ -93,7 +93,7 @@ def _set_meta(path: str, st: os.stat_result, *, times: bool = True) -> None:
 
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
+        rmtree(path)
     elif os.path.lexists(path):
         os.unlink(path)
 
@@ -131,13 +131,18 @@ def copy_entry(
         links[ino] = dst
 
 
-def apply_layer(layer: Path, dest: Path, fmt: str, *, hardlink: bool = False) -> None:
+def apply_layer(
+    layer: Path, dest: Path, fmt: str, *, hardlink: bool = False, sockets_as_files: bool = False
+) -> None:
     """Apply ``layer`` on top of the tree ``dest``: its whiteouts delete, its entries replace.
 
     :param hardlink: link files instead of copying them (for immutable results only).
+    :param sockets_as_files: a socket becomes an empty file with its permissions, as
+        BuildKit's file transfer (a local export) gives it.
     """
     applier = _Applier(fmt, hardlink)
-    applier.apply_dir(str(layer), str(dest))
+    applier.sockets_as_files = sockets_as_files
+    run(applier.apply_dir(str(layer), str(dest)))
     for path, st in reversed(applier.dir_times):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -148,8 +153,10 @@ class _Applier:
         self.hardlink = hardlink
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
+        self.sockets_as_files = False
 
-    def apply_dir(self, src: str, dst: str) -> None:
+    def apply_dir(self, src: str, dst: str) -> Steps[None]:
+        """Apply one directory; its subdirectories through ``run``, so any depth."""
         fmt = self.fmt
         with os.scandir(src) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -172,11 +179,15 @@ class _Applier:
                         _remove(os.path.join(target, child))
                 copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st, times=False)
-                self.apply_dir(entry.path, target)
+                yield self.apply_dir(entry.path, target)
                 self.dir_times.append((target, st))
             else:
                 if os.path.lexists(target):
                     _remove(target)
+                if self.sockets_as_files and stat.S_ISSOCK(st.st_mode):
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    _set_meta(target, st)
+                    continue
                 copy_entry(entry.path, target, st, self.links, hardlink=self.hardlink)
 
 
@@ -259,13 +270,14 @@ def diff_trees(lower: Path | None, upper: Path, out: Path, fmt: str) -> None:
     Changed and new entries are copied (with their parent directories), entries only in
     ``lower`` become whiteouts. Entries compare as BuildKit's differ compares them.
     """
-    _diff_dir(str(lower) if lower is not None else None, str(upper), str(out), fmt, {})
+    run(_diff_dir(str(lower) if lower is not None else None, str(upper), str(out), fmt, {}))
 
 
 def _diff_dir(
     lower: str | None, upper: str, out: str, fmt: str, links: dict[tuple[int, int], str]
-) -> bool:
-    """Fill ``out`` for one directory; return whether anything below it changed."""
+) -> Steps[bool]:
+    """Fill ``out`` for one directory; return whether anything below it changed (its
+    subdirectories through ``run``, so any depth)."""
     changed = False
     lower_names = set(os.listdir(lower)) if lower is not None else set()
     with os.scandir(upper) as it:
@@ -278,7 +290,7 @@ def _diff_dir(
         if stat.S_ISDIR(st.st_mode):
             same_dir = lst is not None and stat.S_ISDIR(lst.st_mode)
             os.mkdir(target)
-            below = _diff_dir(lpath if same_dir else None, entry.path, target, fmt, links)
+            below = yield _diff_dir(lpath if same_dir else None, entry.path, target, fmt, links)
             if below or lst is None or not _same(st, lst, entry.path, lpath or ""):
                 copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st)

@@ -9,14 +9,45 @@ import posixpath
 import shutil
 import stat
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import makedirs
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.snapshot.layers import _OPQ, _WH, OPAQUE_XATTR, _remove, make_whiteout
 
-__all__ = ["LayerError", "apply_tar", "unpack_layer"]
+__all__ = [
+    "BoundedTarInfo",
+    "LayerError",
+    "LayerLimits",
+    "apply_tar",
+    "check_member",
+    "set_limits",
+    "unpack_layer",
+]
+
+#: Go's archive/tar bound on a PAX or GNU long-name header's body, which is read whole.
+MAX_SPECIAL_HEADER = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerLimits:
+    """What one layer may hold: ``[llbkit] max-layer-entries`` and ``max-layer-size`` (the
+    bytes its tar stream expands to), so a small compressed layer cannot fill the machine."""
+
+    entries: int = 10_000_000
+    size: int = 1 << 40
+
+
+_limits = LayerLimits()
+
+
+def set_limits(limits: LayerLimits) -> None:
+    """The engine's limits, from its configuration, for every layer applied from now on."""
+    global _limits  # noqa: PLW0603 - one engine per process reads its configuration once
+    _limits = limits
 
 
 class LayerError(UserError):
@@ -79,11 +110,47 @@ def _decompressed(stream: IO[bytes]) -> IO[bytes]:
     return reader
 
 
+class BoundedTarInfo(tarfile.TarInfo):
+    """A member whose extended header (read into memory whole) is refused past Go's bound,
+    as BuildKit's tar reader refuses it: a header's claim never sizes an allocation."""
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _SPECIAL and self.size > MAX_SPECIAL_HEADER:
+            raise LayerError(f"{self.name}: archive/tar: header field too long")
+        return super()._proc_member(tarfile)  # type: ignore[misc,no-any-return]
+
+
+_SPECIAL = {
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+}
+
+
+def check_member(member: tarfile.TarInfo, count: int, limits: LayerLimits | None = None) -> None:
+    """Refuse an archive past its limits (the engine's, by default) before its ``count``-th
+    member, ``member``, is written."""
+    limits = limits or _limits
+    if count > limits.entries:
+        raise LayerError(
+            f"more than {limits.entries} entries ([llbkit] max-layer-entries = {limits.entries})"
+        )
+    if member.offset_data + member.size > limits.size:
+        raise LayerError(
+            f"{member.name}: the layer expands past {limits.size} bytes "
+            f"([llbkit] max-layer-size = {limits.size})"
+        )
+
+
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
+    limits = _limits
     try:
         stream = _decompressed(stream)
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=BoundedTarInfo) as tar:
+            for count, member in enumerate(tar, 1):
+                check_member(member, count, limits)
                 applier.member(tar, member)
     except (LayerError, tarfile.TarError, EOFError, OSError) as err:
         raise LayerError(f"{failure}: {err}") from None
@@ -119,7 +186,7 @@ class _Applier:
         _check(member, base)
         # The parent is resolved inside the tree: ``..`` and symlinks cannot lead out of it.
         parent = str(resolve_in_root(Path(self.dest), parent_rel)) if parent_rel else self.dest
-        os.makedirs(parent, exist_ok=True)
+        makedirs(parent)
         if base == _OPQ or base.startswith(_WH):
             self.whiteout(parent, base)
             return

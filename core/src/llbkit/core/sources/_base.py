@@ -45,7 +45,7 @@ def json_list(what: str, key: str, value: str | None) -> tuple[str, ...]:
         return ()
     try:
         decoded = json.loads(value)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise ConfigError(f"{what}: attribute {key} is not a JSON array: {err}") from None
     if not isinstance(decoded, list) or not all(isinstance(v, str) for v in decoded):
         raise ConfigError(f"{what}: attribute {key} must be a JSON array of strings")

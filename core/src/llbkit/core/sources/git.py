@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.sources._base import BuiltinSource, ParsedSource, check_attrs, strip_scheme
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class GitJob(ParsedSource):
                     continue
                 os.rename(top / entry, dest / entry)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            rmtree(work, ignore_errors=True)
 
 
 def parse_git(identifier: str, attrs: Mapping[str, str], platform: Platform | None) -> GitJob:

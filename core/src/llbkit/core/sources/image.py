@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from llbkit.core.plugins.source import FetchedLayer, ImageConfig, ResolveMode
     from llbkit.core.registry.client import RegistryClient, ResolvedImage
 
+#: layers of one image pulled at a time, as BuildKit's resolver limits fetches per repository
+PULLS = 4
+
 _KNOWN = ("image.resolvemode", "image.recordtype", "image.layerlimit", "image.checksum")
 
 
@@ -76,15 +79,19 @@ class ImageJob(ParsedSource):
         layers = list(image.layers)[: self.layer_limit]
         paths: dict[str, Path] = {}
 
-        async def pull(desc: Any, http: Any) -> None:
+        pending = iter(layers)
+
+        async def puller(http: Any) -> None:
             assert self.driver is not None
-            paths[desc.digest] = await self.driver.blob(self.reference, desc, progress, http)
+            for desc in pending:  # shared: each layer goes to the first puller free
+                paths[desc.digest] = await self.driver.blob(self.reference, desc, progress, http)
 
         try:
-            # One registry client (connections, tokens) for every layer of the image.
+            # One registry client (connections, tokens) for every layer of the image, and a
+            # few pullers, however many layers a manifest lists.
             async with self.driver.client(self.reference) as http, anyio.create_task_group() as tg:
-                for desc in layers:
-                    tg.start_soon(pull, desc, http)
+                for _ in range(min(PULLS, len(layers))):
+                    tg.start_soon(puller, http)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         return image, layers, paths
@@ -253,7 +260,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         name = f"{ref}@{platform}"
         try:
             known = json.loads(index.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             known = {}
         if mode != "local":
             try:

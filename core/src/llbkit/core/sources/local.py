@@ -113,7 +113,7 @@ def _checksum(mirror: Path) -> str:
         stat_cache = {
             k: (v[0], v[1], v[2], v[3], v[4]) for k, v in json.loads(cache_file.read_text()).items()
         }
-    except (OSError, ValueError, IndexError, AttributeError):
+    except (OSError, ValueError, RecursionError, IndexError, AttributeError):
         stat_cache = {}
     hasher = ContentHasher(mirror / "tree", stat_cache=stat_cache, replaced_only=True)
     checksum = hasher.checksum("/")

@@ -54,7 +54,7 @@ class OCILayoutJob(ParsedSource):
             raise UserError(f"{self.identifier}: blob {digest} does not match its digest")
         try:
             decoded = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             decoded = None
         if not isinstance(decoded, dict):
             raise UserError(f"{self.identifier}: {digest} is not a JSON object")

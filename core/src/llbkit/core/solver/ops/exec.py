@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,8 +19,10 @@ from pathlib import Path
 
 import anyio
 
+from llbkit.core.cache.root import record_outside
 from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.llb.marshal import marshal
@@ -189,7 +190,7 @@ async def _prepare(
             options = {"size": str(size)} if size > 0 else {}
             found.specs.append(MountSpec(mount.dest, "tmpfs", options=options))
         elif kind == pb.MountType.SECRET:
-            secret = await _secret(client, mount, stack)
+            secret = await _secret(client, mount, stack, store.tmp)
             if secret is not None:
                 found.specs.append(MountSpec(mount.dest, "secret", secret, readonly=True))
         elif kind == pb.MountType.SSH:
@@ -330,7 +331,9 @@ async def _secret_value(client: ClientIO, secret_id: str, optional: bool) -> byt
         ) from None
 
 
-async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> Path | None:
+async def _secret(
+    client: ClientIO, mount: pb.Mount, stack: AsyncExitStack, tmp: Path
+) -> Path | None:
     opt = mount.secretOpt
     data = await _secret_value(client, opt.ID, opt.optional)
     if data is None:
@@ -338,7 +341,10 @@ async def _secret(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack) -> P
     # A private directory on tmpfs: the value never touches the disk or the state root.
     base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
     holder = Path(tempfile.mkdtemp(dir=base, prefix="llbkit-secret-"))
-    stack.callback(shutil.rmtree, holder, True)
+    # Recorded in the state root before the value is written: a killed build's is removed.
+    record = record_outside(tmp, holder)
+    stack.callback(record.unlink, missing_ok=True)
+    stack.callback(rmtree, holder, True)
     path = holder / "secret"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:

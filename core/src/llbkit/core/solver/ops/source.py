@@ -45,7 +45,7 @@ class SourceOp(Op):
         if self.is_local and include:
             try:
                 patterns = json.loads(include)
-            except ValueError:
+            except (ValueError, RecursionError):
                 patterns = []
             if isinstance(patterns, list) and len(patterns) == 1:
                 name += f" ({patterns[0]})"

@@ -44,7 +44,7 @@ def _payload(token: str, what: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
         payload = json.loads(raw)
-    except (binascii.Error, ValueError):  # not base64url, not UTF-8, or not JSON
+    except (binascii.Error, ValueError, RecursionError):  # not base64url, not UTF-8, or not JSON
         raise ConfigError(f"{what}: token= has no readable JWT payload") from None
     if not isinstance(payload, dict):
         raise ConfigError(f"{what}: token= payload is not a JSON object")
@@ -73,7 +73,7 @@ def parse_token(token: str, what: str, now: float | None = None) -> list[Scope]:
         raise ConfigError(f"{what}: token= is not valid before {_when(nbf)}")
     try:
         entries = json.loads(claims["ac"]) if isinstance(claims["ac"], str) else None
-    except ValueError:  # the claim holds a string that is not JSON
+    except (ValueError, RecursionError):  # the claim holds a string that is not JSON
         entries = None
     if not isinstance(entries, list):
         raise ConfigError(f"{what}: token= claim 'ac' is not a JSON string holding a list")

@@ -165,7 +165,7 @@ def _media_type(data: bytes) -> str:
     """The index document's own ``mediaType``, which its entry in ``index.json`` repeats."""
     try:
         media_type = json.loads(data).get("mediaType")
-    except (ValueError, AttributeError):
+    except (ValueError, RecursionError, AttributeError):
         media_type = None
     if not isinstance(media_type, str) or not media_type:
         raise ValueError("the cache index document is not a JSON manifest with a mediaType")

@@ -81,7 +81,7 @@ class RegistryCacheStore:
         self._check_writable()
         try:
             media_type = json.loads(data)["mediaType"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, RecursionError, TypeError, KeyError):
             # Core writes a manifest that says what it is; anything else is a caller's bug.
             raise ValueError(f"cache {self.name}: the index document has no mediaType") from None
         await self._session.push_manifest(self.ref.tag, data, str(media_type))

@@ -7,6 +7,7 @@ client's machine, not the daemon's.
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -111,18 +112,33 @@ def _add_tree(tar: tarfile.TarFile, tree: Path, prefix: str) -> None:
 
 
 def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> None:
-    top = os.path.join(tree, rel)
-    for name in sorted(os.listdir(top)):
-        path = os.path.join(top, name)
-        info = tar.gettarinfo(path, os.path.join(prefix, rel, name))
+    # A stack of the directories entered, each with the names still to add: a tree may nest
+    # thousands of directories deep, past Python's recursion limit.
+    pending = [(rel, sorted(os.listdir(os.path.join(tree, rel)), reverse=True))]
+    while pending:
+        base, names = pending[-1]
+        if not names:
+            pending.pop()
+            continue
+        name = names.pop()
+        sub = os.path.join(base, name)
+        path = os.path.join(tree, sub)
+        info = tar.gettarinfo(path, os.path.join(prefix, sub))
+        if info is None:
+            # A socket (a RUN's): BuildKit's walker clears the socket bit, making it an empty
+            # file with the socket's permissions.
+            st = os.lstat(path)
+            info = tarfile.TarInfo(os.path.join(prefix, sub))
+            info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            info.uid, info.gid = st.st_uid, st.st_gid
         info.uname = info.gname = ""
-        if info.isreg():
+        if info.isreg() and info.size:
             with open(path, "rb") as data:
                 tar.addfile(info, data)
         else:
             tar.addfile(info)
         if info.isdir():
-            _add_subtree(tar, tree, os.path.join(rel, name), prefix)
+            pending.append((sub, sorted(os.listdir(path), reverse=True)))
 
 
 class LocalExporter:

@@ -152,6 +152,8 @@ class _Converter:
         self.parsed = parsed
         self.options = options
         self.resolve = resolve
+        #: each stage's index to the indexes of the stages it needs (set by check_cycles)
+        self.deps: dict[int, set[int]] = {}
         self.escape = parsed.escape
         self.filename = options.filename
         self.stages: list[_Stage] = []
@@ -327,23 +329,46 @@ class _Converter:
                         if ref is not None:
                             found.add(ref.index)
             deps[stage.index] = found
+        self.deps = deps
+        # Depth first with a stack of its own (a chain of stages may be thousands long).
         state: dict[int, int] = {}
-
-        def visit(n: int) -> None:
-            state[n] = 1
-            for m in deps[n]:
-                if state.get(m) == 1:
-                    stage = self.stages[m]
-                    raise DockerfileError(
-                        f"circular dependency detected on stage: {self.label(stage) or m}"
-                    )
-                if m not in state:
-                    visit(m)
-            state[n] = 2
-
         for stage in self.stages:
-            if stage.index not in state:
-                visit(stage.index)
+            if stage.index in state:
+                continue
+            state[stage.index] = 1
+            stack = [(stage.index, iter(deps[stage.index]))]
+            while stack:
+                n, pending = stack[-1]
+                m = next(pending, None)
+                if m is None:
+                    state[n] = 2
+                    stack.pop()
+                elif state.get(m) == 1:
+                    raise DockerfileError(
+                        f"circular dependency detected on stage: {self.label(self.stages[m]) or m}"
+                    )
+                elif m not in state:
+                    state[m] = 1
+                    stack.append((m, iter(deps[m])))
+
+    def dependencies(self, target: _Stage) -> tuple[list[_Stage], int]:
+        """The stages ``target`` needs (``FROM``, ``--from``), each after those it needs, and
+        how deep they nest (after :meth:`check_cycles`, which finds no cycle)."""
+        order: list[_Stage] = []
+        seen = {target.index}
+        stack = [(target.index, iter(sorted(self.deps[target.index])))]
+        deepest = 1
+        while stack:
+            deepest = max(deepest, len(stack))
+            n, pending = stack[-1]
+            m = next(pending, None)
+            if m is None:
+                order.append(self.stages[n])
+                stack.pop()
+            elif m not in seen:
+                seen.add(m)
+                stack.append((m, iter(sorted(self.deps[m]))))
+        return order, deepest
 
     def stage_named(self, ref: str) -> _Stage | None:
         lowered = ref.lower()
@@ -1197,12 +1222,24 @@ def _go_health(check: dict[str, Any]) -> str:
     return "&{" + " ".join([*parts, quoted]) + "}"
 
 
+#: stages needing each other deeper than this are built in order rather than by recursion
+_NESTED = 32
+
+
 async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> Converted:
     """The target stage's LLB state and the image config (with history) the exporters write."""
     converter = _Converter(parsed, options, resolve)
     converter.split()
     converter.check_cycles()
-    target = await converter.build(converter.target())
+    wanted = converter.target()
+    needed, depth = converter.dependencies(wanted)
+    if depth > _NESTED:
+        # Stages that need each other thousands deep: built in order, each finding those it
+        # needs built, so build()'s recursion never nests (a shallow Dockerfile's order,
+        # as the recursion takes it, is kept).
+        for stage in needed[:-1]:
+            await converter.build(stage)
+    target = await converter.build(wanted)
     declared = set(converter.meta_args) | {
         name for stage in converter.stages for name in stage.declared
     }

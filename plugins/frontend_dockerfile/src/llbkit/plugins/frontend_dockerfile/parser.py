@@ -550,7 +550,7 @@ def detect_syntax(text: str) -> str:
                 return match.group(2).split(" ", 1)[0]
     try:
         found = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     syntax = found.get("syntax") if isinstance(found, dict) else None
     return syntax if isinstance(syntax, str) else ""
