@@ -6,9 +6,9 @@ asks this (a lower layer) for sources and the worker, never the controller above
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -188,11 +188,21 @@ class Drivers:
         if self._executor is not None:
             executors.append(self._executor)
         self._others, self._executor = {}, None
-        failure: BaseException | None = None
-        for executor in executors:
-            try:
-                await executor.aclose()
-            except Exception as err:  # the others are stopped all the same
-                failure = failure or err
-        if failure is not None:
-            raise failure
+        await close_all(executors)
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def close_all(closables: Iterable[_Closable]) -> None:
+    """Close each of ``closables``, every one even if one before it fails; the first failure
+    is raised once all were tried."""
+    failure: BaseException | None = None
+    for closable in closables:
+        try:
+            await closable.aclose()
+        except Exception as err:  # the others are closed all the same
+            failure = failure or err
+    if failure is not None:
+        raise failure

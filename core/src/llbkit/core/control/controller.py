@@ -34,7 +34,7 @@ from llbkit.core.config import EngineConfig, GCRule, default_gc_rules
 from llbkit.core.control.build import BuildOutcome, Closable, run_build
 from llbkit.core.control.request import PruneRequest, SolveRequest, SolveResponse, new_ref
 from llbkit.core.control.status import BuildStatus, StatusBoard
-from llbkit.core.drivers import Drivers
+from llbkit.core.drivers import Drivers, close_all
 from llbkit.core.errors import UserError, one_error
 from llbkit.core.plugins import GROUP_WORKERS
 from llbkit.core.plugins.context import Platform
@@ -228,7 +228,7 @@ class Controller:
                     finally:
                         try:
                             with anyio.CancelScope(shield=True):
-                                await _close_all(jobs)
+                                await close_all(jobs)
                         finally:
                             lease.release()
                             record.completed_at = time.time()
@@ -528,16 +528,3 @@ class _StepCounter:
         record.num_total_steps = len(self.steps)
         record.num_cached_steps = sum(c for c, _ in self.steps.values())
         record.num_completed_steps = sum(d for _, d in self.steps.values())
-
-
-async def _close_all(jobs: list[Closable]) -> None:
-    """Close every job and cache the build opened, each even if one before it fails; the
-    first failure is raised once all are closed."""
-    failure: BaseException | None = None
-    for job in jobs:
-        try:
-            await job.aclose()
-        except Exception as err:  # the others must close all the same
-            failure = failure or err
-    if failure is not None:
-        raise failure
