@@ -11,11 +11,12 @@ import errno
 import os
 import stat
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from llbkit.core.errors import UserError
 
-__all__ = ["MAX_SYMLINKS", "SymlinkLoopError", "resolve_in_root"]
+__all__ = ["MAX_SYMLINKS", "SymlinkLoopError", "resolve_in_root", "resolve_parts"]
 
 #: as Linux's limit on symlinks followed in one lookup (MAXSYMLINKS is 40; Go's is 255)
 MAX_SYMLINKS = 255
@@ -37,6 +38,28 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
 
     :raises SymlinkLoopError: when resolving needs more than :data:`MAX_SYMLINKS` links.
     """
+    return Path(root, *resolve_parts(str(root), path, _is_link, os.readlink, follow_last))
+
+
+def _is_link(host: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(host).st_mode)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False  # not there (yet): kept as it is
+        raise
+
+
+def resolve_parts(
+    root: str,
+    path: str,
+    is_link: Callable[[str], bool],
+    readlink: Callable[[str], str],
+    follow_last: bool = True,
+) -> list[str]:
+    """The components ``path`` resolves to under ``root``, for a tree that is not only what is
+    on disk under ``root`` (an overlay's upper over its lower): ``is_link`` and ``readlink``
+    are asked of each host path on the way."""
     pending = deque(_parts(path))
     resolved: list[str] = []
     followed = 0
@@ -50,21 +73,14 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
             resolved.append(part)
             break
         host = os.path.join(root, *resolved, part)
-        try:
-            mode = os.lstat(host).st_mode
-        except OSError as err:
-            if err.errno in (errno.ENOENT, errno.ENOTDIR):
-                resolved.append(part)
-                continue
-            raise
-        if not stat.S_ISLNK(mode):
+        if not is_link(host):
             resolved.append(part)
             continue
         followed += 1
         if followed > MAX_SYMLINKS:
             raise SymlinkLoopError(f"too many levels of symbolic links resolving {path!r}")
-        target = os.readlink(host)
+        target = readlink(host)
         if target.startswith("/"):
             resolved = []
         pending.extendleft(reversed(_parts(target)))
-    return Path(root, *resolved)
+    return resolved

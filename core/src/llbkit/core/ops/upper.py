@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import deque
 from pathlib import Path
 
-from llbkit.core.fs.rootpath import MAX_SYMLINKS
+from llbkit.core.fs.rootpath import SymlinkLoopError, resolve_parts
 from llbkit.core.snapshot.layers import copy_xattrs
 
 __all__ = ["NeedsMount", "Upper"]
@@ -26,10 +25,6 @@ __all__ = ["NeedsMount", "Upper"]
 
 class NeedsMount(Exception):
     """An unmounted upper cannot reproduce what the mounted tree would do here."""
-
-
-def _parts(path: str) -> list[str]:
-    return [p for p in path.split("/") if p not in ("", ".")]
 
 
 class Upper:
@@ -73,31 +68,16 @@ class Upper:
     def resolve(self, path: str, *, follow_last: bool = True) -> str:
         """:func:`~llbkit.core.fs.rootpath.resolve_in_root` in the tree the mount would show:
         ``path`` is a path in the tree; the result, the upper's path for it."""
-        pending = deque(_parts(path))
-        resolved: list[str] = []
-        followed = 0
-        while pending:
-            part = pending.popleft()
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            if not pending and not follow_last:
-                resolved.append(part)
-                break
-            host = os.path.join(self.upper, *resolved, part)
+
+        def is_link(host: str) -> bool:
             st = self.lstat(host)
-            if st is None or not stat.S_ISLNK(st.st_mode):
-                resolved.append(part)
-                continue
-            followed += 1
-            if followed > MAX_SYMLINKS:
-                raise NeedsMount(path)  # the mounted tree says why, in its own words
-            target = self.readlink(host)
-            if target.startswith("/"):
-                resolved = []
-            pending.extendleft(reversed(_parts(target)))
-        return os.path.join(self.upper, *resolved)
+            return st is not None and stat.S_ISLNK(st.st_mode)
+
+        try:
+            parts = resolve_parts(self.upper, path, is_link, self.readlink, follow_last)
+        except SymlinkLoopError:
+            raise NeedsMount(path) from None  # the mounted tree says why, in its own words
+        return os.path.join(self.upper, *parts)
 
     def writable(self, path: str) -> None:
         """Make the directory ``path`` exist in the upper (copied up from the lower), with
