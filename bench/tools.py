@@ -278,6 +278,10 @@ class Buildctl(Tool):
 
     def start(self) -> None:
         super().start()
+        self.start_buildkitd()
+
+    def start_buildkitd(self, *flags: str) -> None:
+        """buildkitd on this tool's socket and state, with ``flags`` (its worker's)."""
         sock = self.work / "buildkitd.sock"
         config = self.work / "buildkitd.toml"
         config.write_text(f'[registry."{self.registry}"]\n  http = true\n  insecure = true\n')
@@ -291,6 +295,7 @@ class Buildctl(Tool):
                 self.addr,
                 "--config",
                 str(config),
+                *flags,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -406,28 +411,12 @@ class BuildctlContainerd(_WithContainerd, Buildctl):
     def start(self) -> None:
         Tool.start(self)
         self.start_containerd()
-        sock = self.work / "buildkitd.sock"
-        config = self.work / "buildkitd.toml"
-        config.write_text(f'[registry."{self.registry}"]\n  http = true\n  insecure = true\n')
-        self.addr = f"unix://{sock}"
-        self.proc = subprocess.Popen(
-            [
-                "buildkitd",
-                "--root",
-                str(self.work / "state"),
-                "--addr",
-                self.addr,
-                "--config",
-                str(config),
-                "--oci-worker=false",
-                "--containerd-worker=true",
-                f"--containerd-worker-addr={self.containerd.address}",
-                f"--containerd-worker-namespace={self.containerd.namespace}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.start_buildkitd(
+            "--oci-worker=false",
+            "--containerd-worker=true",
+            f"--containerd-worker-addr={self.containerd.address}",
+            f"--containerd-worker-namespace={self.containerd.namespace}",
         )
-        _wait_for(["buildctl", "--addr", self.addr, "debug", "workers"], self.proc, "buildkitd")
 
     def daemons(self) -> list[int]:
         return [*super().daemons(), *self.containerd_pids()]
