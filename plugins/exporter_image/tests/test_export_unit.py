@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
 import pathlib
 import tarfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -296,3 +297,23 @@ def test_options_without_effect_are_said_to_have_none(tmp_path: Path) -> None:
         "exporter option buildinfo has no effect in this release of llbkit",
         "exporter option unpack has no effect in this release of llbkit",
     ]
+
+
+def test_an_oci_exports_descriptor_carries_its_creation_time(tmp_path: Path) -> None:
+    """As BuildKit's oci exporter answers (buildctl names a ``tar=false`` output in its
+    index.json with this descriptor, annotations and all)."""
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    answers: list[Mapping[str, str]] = []
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            answers.append(await job.export(BuildResult({"linux/amd64": ref}), _info(client)))
+
+    anyio.run(scenario)
+    files = _files(client.outputs["out.tar"])
+    written = json.loads(files["index.json"])["manifests"][0]
+    described = json.loads(base64.b64decode(answers[0]["containerimage.descriptor"]))
+    created = "org.opencontainers.image.created"
+    assert described["digest"] == written["digest"]
+    assert described["annotations"] == {created: written["annotations"][created]}

@@ -326,15 +326,17 @@ def created_text(moment: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
-def response(published: Any, names: list[str]) -> dict[str, str]:
-    """The exporter response (``--metadata-file``) as BuildKit writes it."""
+def response(published: Any, names: list[str], *, dated: bool = False) -> dict[str, str]:
+    """The exporter response (``--metadata-file``) as BuildKit writes it; ``dated``: its
+    descriptor carries the image's creation time, as BuildKit's oci and docker exporters give
+    it (buildctl copies it into the index.json of a ``tar=false`` output)."""
     first = published.images[0][1]
+    annotations = {"org.opencontainers.image.created": created_text(published.created)}
+    descriptor = published.descriptor(annotations if dated else None)
     found = {
         "containerimage.digest": published.digest,
         "containerimage.config.digest": first.config_digest,
-        "containerimage.descriptor": base64.b64encode(
-            json.dumps(published.descriptor()).encode()
-        ).decode(),
+        "containerimage.descriptor": base64.b64encode(json.dumps(descriptor).encode()).decode(),
     }
     if names:
         found["image.name"] = ",".join(names)

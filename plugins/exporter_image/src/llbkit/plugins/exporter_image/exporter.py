@@ -261,7 +261,7 @@ class TarballJob:
             with tempfile.TemporaryDirectory() as tmp:
                 await anyio.to_thread.run_sync(_write_layout, files, Path(tmp))
                 await client.write_tree(self.dest, Path(tmp))
-            return response(published, self._names())
+            return response(published, self._names(), dated=True)
         if self.dest != "-" and os.path.isdir(self.dest):
             raise ConfigError(
                 f"exporter {self.name}: dest={self.dest} is a directory; "
@@ -284,7 +284,7 @@ class TarballJob:
                 await anyio.to_thread.run_sync(_write_tar, files, writer, moment)
                 await out.write(bytes(writer.buffer))  # what the last piece left
         info.progress.status("sending tarball", done=True)
-        return response(published, self._names())
+        return response(published, self._names(), dated=True)
 
     def _names(self) -> list[str]:
         """The names as an archive's metadata gives them, as BuildKit's: normalized, tagged
