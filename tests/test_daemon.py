@@ -584,6 +584,17 @@ def test_malformed_requests_get_errors_and_the_daemon_keeps_serving(served: str)
         ),
         control_pb2.SolveRequest(Ref="bad5" + os.urandom(4).hex(), Frontend="no.such.frontend"),
         control_pb2.SolveRequest(Ref="../../etc/passwd", Definition=definition(no_mounts)),
+        # Well formed, and failing as it runs: a build's failure, answered as BuildKit answers.
+        control_pb2.SolveRequest(
+            Ref="bad6" + os.urandom(4).hex(),
+            Definition=ops_pb2.Definition.FromString(
+                llb.scratch()
+                .run(args=["/no/such/binary"])
+                .root()
+                .marshal(llb.Platform("linux", "amd64"))
+                .to_bytes()
+            ),
+        ),
     ]
 
     async def run() -> list[str]:
@@ -603,6 +614,8 @@ def test_malformed_requests_get_errors_and_the_daemon_keeps_serving(served: str)
     assert all(answers), answers  # every one refused
     assert len(set(answers)) == len(answers), answers  # each for its own reason
     assert all("\n" not in a.strip() and "Traceback" not in a for a in answers), answers
+    # buildctl says "failed to solve: " before the answer itself, as BuildKit answers.
+    assert not any(a.startswith("failed to solve:") for a in answers), answers
     assert client(served, "debug", "workers").returncode == 0
 
 

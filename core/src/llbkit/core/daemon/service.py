@@ -24,12 +24,14 @@ from llbkit.core.session.caller import SessionClientIO, output_marker
 if TYPE_CHECKING:
     from llbkit.core.control import Controller
 
-__all__ = ["ERROR_DETAIL", "CLIENT_OUTPUTS", "ControlService"]
+__all__ = ["CLIENT_OUTPUTS", "ERROR_DETAIL", "SOLVE_FAILED", "ControlService"]
 
 #: exporters whose ``dest`` is the client's: buildctl keeps it and receives the output itself
 CLIENT_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
 #: trailing metadata with what llbkit's own client shows of a failure (log tail, source)
 ERROR_DETAIL = "llbkit-error-bin"
+#: what a client says before a failed Solve's answer (buildctl, and llbkit's)
+SOLVE_FAILED = "failed to solve: "
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -96,7 +98,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 response = await self.controller.solve(_with_client_outputs(typed))
         except UserError as err:
             context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)),))
-            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+            # buildctl says "failed to solve: " before what a Solve answers, as llbkit's
+            # client does: the answer itself does not.
+            await context.abort(grpc.StatusCode.UNKNOWN, str(err).removeprefix(SOLVE_FAILED))
         finally:
             if forwarder is not None:
                 self.forwarders.close(forwarder)

@@ -74,6 +74,8 @@ def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
     """A build's failure as the CLI shows an embedded one (the step's log tail, the source)."""
     from llbkit.core.errors import BuildFailed, FrontendFailed
 
+    # As buildctl shows a failed Solve: its answer after "failed to solve: ".
+    said = "failed to solve: " + (err.details() or "")
     for key, value in err.trailing_metadata() or ():
         if key != ERROR_DETAIL:
             continue
@@ -88,11 +90,12 @@ def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
                 detail.get("log_tail", []),
                 detail.get("source", ""),
             )
-            if str(raised) != err.details():
-                raised.args = (err.details(),)
+            if str(raised) != said:
+                raised.args = (said,)
             raise raised from None
         if detail.get("kind") == "frontend":
-            raise FrontendFailed(err.details() or "", detail.get("source", "")) from None
+            raise FrontendFailed(said, detail.get("source", "")) from None
+        raise UserError(said) from None
     raise failure(err, address) from None
 
 
