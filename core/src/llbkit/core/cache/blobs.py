@@ -68,6 +68,54 @@ class _Hashing:
         return self.size
 
 
+_TYPES = {
+    stat.S_IFDIR: tarfile.DIRTYPE,
+    stat.S_IFIFO: tarfile.FIFOTYPE,
+    stat.S_IFLNK: tarfile.SYMTYPE,
+    stat.S_IFCHR: tarfile.CHRTYPE,
+    stat.S_IFBLK: tarfile.BLKTYPE,
+}
+
+
+def _tarinfo(
+    tar: tarfile.TarFile, path: str, arc: str, st: os.stat_result
+) -> tarfile.TarInfo | None:
+    """What ``tar.gettarinfo(path, arc)`` makes of ``st``, without owner names: gettarinfo
+    looks each one up in the passwd and group databases (files opened and read, per entry),
+    and a layer leaves them empty."""
+    mode = st.st_mode
+    linkname = ""
+    if stat.S_ISREG(mode):
+        inode = (st.st_ino, st.st_dev)
+        known = tar.inodes.get(inode)
+        if st.st_nlink > 1 and known is not None and known != arc:
+            kind, linkname = tarfile.LNKTYPE, known
+        else:
+            kind = tarfile.REGTYPE
+            if st.st_ino:
+                tar.inodes[inode] = arc
+    else:
+        found = _TYPES.get(stat.S_IFMT(mode))
+        if found is None:
+            return None  # a socket
+        kind = found
+        if kind == tarfile.SYMTYPE:
+            linkname = os.readlink(path)
+    info = tarfile.TarInfo(arc)
+    info.mode = mode
+    info.uid = st.st_uid
+    info.gid = st.st_gid
+    info.size = st.st_size if kind == tarfile.REGTYPE else 0
+    info.mtime = st.st_mtime
+    info.type = kind
+    info.linkname = linkname
+    info.uname = info.gname = ""
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor = os.major(st.st_rdev)
+        info.devminor = os.minor(st.st_rdev)
+    return info
+
+
 def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None:
     """Write ``layer`` as an image layer tar: sorted, PAX, whiteouts in OCI form."""
     # Large copy buffers: fewer, larger writes into the compressor.
@@ -89,10 +137,9 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
                     info.mtime = epoch if epoch is not None else int(st.st_mtime)
                     tar.addfile(info)
                     continue
-                info = tar.gettarinfo(str(path), arc)
+                info = _tarinfo(tar, str(path), arc, st)
                 if info is None:
                     continue  # a socket (a RUN's): containerd's layer writer leaves it out
-                info.uname = info.gname = ""
                 if epoch is not None and info.mtime > epoch:
                     info.mtime = epoch
                 # gettarinfo already makes later paths to an archived inode hardlinks.
@@ -117,7 +164,9 @@ class _Compressor:
     Both are made of pieces of ``_CHUNK`` bytes compressed on every core (as pigz and
     ``zstd -T`` do): gzip members, or zstd frames, which concatenated are one valid stream of
     either. Where a piece ends depends only on the data, so the bytes do not depend on timing
-    or on the number of cores.
+    or on the number of cores. The tar writer's thread only cuts pieces: hashing them (the
+    diff id), and hashing and writing what they compress to, is one more thread's work, in
+    order.
     """
 
     def __init__(self, out: _Hashing, compression: str, level: int | None) -> None:
@@ -127,6 +176,7 @@ class _Compressor:
         self.hash = hashlib.sha256()
         self._buffer = bytearray()
         self._pool: ThreadPoolExecutor | None = None
+        self._serial: ThreadPoolExecutor | None = None
         self._pending: list[Any] = []
         self._work: Any = None
         self._workers = 1
@@ -140,11 +190,12 @@ class _Compressor:
             # Members and frames are independent: every core compresses one at a time.
             self._workers = max(1, os.cpu_count() or 1)
             self._pool = ThreadPoolExecutor(self._workers)
+            self._serial = ThreadPoolExecutor(1)
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
         self.size += len(data)
         if self._pool is None:
+            self.hash.update(data)
             self.out.write(data)
             return len(data)
         self._buffer += data
@@ -158,10 +209,17 @@ class _Compressor:
         return len(data)
 
     def _submit(self, chunk: bytes) -> None:
-        assert self._pool is not None
-        self._pending.append(self._pool.submit(self._work, chunk))
-        if len(self._pending) >= 2 * self._workers:
-            self.out.write(self._pending.pop(0).result())
+        assert self._pool is not None and self._serial is not None
+        compressed = self._pool.submit(self._work, chunk)
+        self._pending.append(self._serial.submit(self._settle, chunk, compressed))
+        # A bounded number of pieces in flight: memory stays a few pieces per core.
+        if len(self._pending) >= 2 * self._workers + 2:
+            self._pending.pop(0).result()
+
+    def _settle(self, chunk: bytes, compressed: Any) -> None:
+        """One piece, in order: its bytes into the diff id, what it became into ``out``."""
+        self.hash.update(chunk)
+        self.out.write(compressed.result())
 
     def tell(self) -> int:
         return self.size
@@ -170,14 +228,17 @@ class _Compressor:
         return None
 
     def close(self) -> None:
-        if self._pool is None:
+        if self._pool is None or self._serial is None:
             return
-        if self._buffer or not self._pending:
-            self._submit(bytes(self._buffer))
-            self._buffer.clear()
-        for future in self._pending:
-            self.out.write(future.result())
-        self._pool.shutdown()
+        try:
+            if self._buffer or not self._pending:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            for future in self._pending:
+                future.result()
+        finally:
+            self._serial.shutdown(cancel_futures=True)
+            self._pool.shutdown(cancel_futures=True)
 
 
 #: bytes per gzip member or zstd frame
