@@ -267,3 +267,29 @@ def test_a_redirect_loop_is_one_line() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_second_resolution_asks_only_for_the_tag(
+    tmp_path: Path, image: tuple[str, str], proxy: FaultProxy
+) -> None:
+    """What a manifest names by digest is kept; a tag can move, so it is asked for each time,
+    and a memo whose content does not match its digest is fetched again."""
+    from llbkit.core.registry.client import DirectoryMemo
+
+    ref = parse_reference(f"{proxy.url.removeprefix('http://')}/img")
+    memo = DirectoryMemo(tmp_path / "memo")
+
+    async def resolve() -> str:
+        async with _client() as client:
+            return (await client.resolve(ref, Platform(), memo)).manifest_digest
+
+    first = anyio.run(resolve)
+    assert proxy.count("GET", "/manifests/latest") == 1
+    assert proxy.count("GET", "/blobs/") == 1
+    assert anyio.run(resolve) == first
+    assert proxy.count("GET", "/manifests/latest") == 2
+    assert proxy.count("GET", "/blobs/") == 1
+    for kept in (tmp_path / "memo").iterdir():
+        kept.write_bytes(b"{}")
+    assert anyio.run(resolve) == first
+    assert proxy.count("GET", "/blobs/") == 2

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Descriptor",
+    "ContentMemo",
+    "DirectoryMemo",
     "ManifestUnknownError",
     "RegistryClient",
     "RegistryConfig",
@@ -140,6 +143,45 @@ _BLOB_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 MAX_MANIFEST = 4 * 1048 * 1048
 #: seconds without a byte from a registry before a request is given up, naming the host
 READ_TIMEOUT = 60.0
+
+
+class ContentMemo(Protocol):
+    """Small content (manifests, configs) kept by digest between resolutions."""
+
+    def get(self, digest: str) -> bytes | None: ...
+
+    def put(self, digest: str, data: bytes) -> None: ...
+
+
+class DirectoryMemo:
+    """A :class:`ContentMemo` of one file per digest; what is read is verified by the caller,
+    so a damaged file only costs a fetch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _file(self, digest: str) -> Path | None:
+        algorithm, _, hexa = digest.partition(":")
+        return self.path / f"{algorithm}-{hexa}" if _BLOB_DIGEST.fullmatch(digest) else None
+
+    def get(self, digest: str) -> bytes | None:
+        where = self._file(digest)
+        try:
+            return where.read_bytes() if where is not None else None
+        except OSError:
+            return None
+
+    def put(self, digest: str, data: bytes) -> None:
+        where = self._file(digest)
+        if where is None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp = where.with_name(f".{where.name}.{os.getpid()}.{id(data)}")
+            tmp.write_bytes(data)
+            tmp.replace(where)
+        except OSError:  # a full or read-only disk costs only a later fetch
+            pass
 
 
 class RegistryClient:
@@ -399,8 +441,27 @@ class RegistryClient:
         async with self._request(ref, kind, what, accept) as response:
             return await self._read_small(response, f"{kind[:-1]} {what} of {ref}")
 
-    async def resolve(self, ref: Reference, platform: Platform) -> ResolvedImage:
-        """The manifest for ``platform`` (through an index if there is one), and its config."""
+    async def _by_digest(
+        self, ref: Reference, kind: str, digest: str, accept: str, memo: ContentMemo | None
+    ) -> bytes:
+        """What a digest names, from ``memo`` when it holds it, else fetched and verified."""
+        data = memo.get(digest) if memo is not None else None
+        if data is None or digest_of(data) != digest:
+            data = await self._get_bytes(ref, kind, digest, accept)
+            if digest_of(data) != digest:
+                raise RegistryError(f"{ref}: {kind[:-1]} {digest} does not match its digest")
+            if memo is not None:
+                memo.put(digest, data)
+        return data
+
+    async def resolve(
+        self, ref: Reference, platform: Platform, memo: ContentMemo | None = None
+    ) -> ResolvedImage:
+        """The manifest for ``platform`` (through an index if there is one), and its config.
+
+        The reference itself is always asked for (a tag moves; credentials are checked);
+        what it names by digest comes from ``memo`` when it was fetched before.
+        """
         what = ref.digest or ref.tag or "latest"
         async with self._request(ref, "manifests", what, _ACCEPT) as response:
             data = await self._read_small(response, f"manifest for {ref}")
@@ -424,18 +485,14 @@ class RegistryClient:
             digest = str(chosen[0].get("digest"))
             if not _BLOB_DIGEST.fullmatch(digest):
                 raise RegistryError(f"{ref}: index names {digest[:100]!r}, not a digest")
-            data = await self._get_bytes(ref, "manifests", digest, _ACCEPT)
-            if digest_of(data) != digest:
-                raise RegistryError(f"{ref}: manifest {digest} does not match its digest")
+            data = await self._by_digest(ref, "manifests", digest, _ACCEPT, memo)
             manifest = _json(data, f"{ref}: manifest {digest}")
         config_desc = Descriptor.parse(manifest.get("config") or {}, f"{ref}: config")
         listed_layers = manifest.get("layers", [])
         if not isinstance(listed_layers, list):
             raise RegistryError(f"{ref}: manifest {digest}: layers is not a list")
         layers = [Descriptor.parse(d, f"{ref}: layer") for d in listed_layers]
-        config_bytes = await self._get_bytes(ref, "blobs", config_desc.digest)
-        if digest_of(config_bytes) != config_desc.digest:
-            raise RegistryError(f"{ref}: config blob does not match {config_desc.digest}")
+        config_bytes = await self._by_digest(ref, "blobs", config_desc.digest, "", memo)
         config = _json(config_bytes, f"{ref}: config")
         return ResolvedImage(ref, digest, config, config_bytes, layers)
 

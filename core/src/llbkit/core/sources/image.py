@@ -240,6 +240,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         """Ask the registry (``pull``/``default``), or only what was resolved before (``local``)."""
         from llbkit.core.registry.client import (
             Descriptor,
+            DirectoryMemo,
             RegistryAccessDenied,
             RegistryError,
             ResolvedImage,
@@ -265,7 +266,9 @@ class ImageSource(BuiltinSource, parser=parse_image):
         if mode != "local":
             try:
                 async with self.client(ref) as client:
-                    image = await client.resolve(ref, platform)
+                    image = await client.resolve(
+                        ref, platform, DirectoryMemo(self._state() / "content")
+                    )
             except RegistryAccessDenied:
                 raise  # what another build resolved is not for whoever was refused
             except RegistryError:
