@@ -78,7 +78,7 @@ _TYPES = {
 
 
 def _tarinfo(
-    tar: tarfile.TarFile, path: str, arc: str, st: os.stat_result
+    inodes: dict[tuple[int, int], str], path: str, arc: str, st: os.stat_result
 ) -> tarfile.TarInfo | None:
     """What ``tar.gettarinfo(path, arc)`` makes of ``st``, without owner names: gettarinfo
     looks each one up in the passwd and group databases (files opened and read, per entry),
@@ -87,13 +87,13 @@ def _tarinfo(
     linkname = ""
     if stat.S_ISREG(mode):
         inode = (st.st_ino, st.st_dev)
-        known = tar.inodes.get(inode)
+        known = inodes.get(inode)
         if st.st_nlink > 1 and known is not None and known != arc:
             kind, linkname = tarfile.LNKTYPE, known
         else:
             kind = tarfile.REGTYPE
             if st.st_ino:
-                tar.inodes[inode] = arc
+                inodes[inode] = arc
     else:
         found = _TYPES.get(stat.S_IFMT(mode))
         if found is None:
@@ -122,6 +122,7 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
     with tarfile.TarFile(
         fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
     ) as tar:
+        inodes: dict[tuple[int, int], str] = {}  # the first path of each archived inode
         stack = [""]
         while stack:
             rel = stack.pop()
@@ -133,16 +134,15 @@ def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None
                 arc = f"{rel}/{name}" if rel else name
                 st = os.lstat(path)
                 if fmt == "overlay" and is_whiteout(str(path), st, fmt):
-                    info = tarfile.TarInfo(f"{rel}/.wh.{name}" if rel else f".wh.{name}")
-                    info.mtime = epoch if epoch is not None else int(st.st_mtime)
-                    tar.addfile(info)
+                    whiteout = tarfile.TarInfo(f"{rel}/.wh.{name}" if rel else f".wh.{name}")
+                    whiteout.mtime = epoch if epoch is not None else int(st.st_mtime)
+                    tar.addfile(whiteout)
                     continue
-                info = _tarinfo(tar, str(path), arc, st)
+                info = _tarinfo(inodes, str(path), arc, st)
                 if info is None:
                     continue  # a socket (a RUN's): containerd's layer writer leaves it out
                 if epoch is not None and info.mtime > epoch:
                     info.mtime = epoch
-                # gettarinfo already makes later paths to an archived inode hardlinks.
                 if info.isreg():
                     with open(path, "rb") as data:
                         tar.addfile(info, data)
