@@ -65,3 +65,51 @@ def test_a_command_for_a_daemon_loads_no_plugins(tmp_path: Path) -> None:
     argv = ["--addr", f"unix://{tmp_path}/none.sock", "debug", "workers"]
     watched = ["pluggy", "llbkit.core.plugins.registry", "llbkit.core.solver.solver"]
     assert _imported(watched, argv, {}) == []
+
+
+_LEAVE = """
+import sys, threading, time
+from llbkit.core.cli.main import leave
+leaked = open(sys.argv[1], "w")
+leaked.write("kept\\n")  # never closed: freeing it would have flushed it
+def late():
+    time.sleep(0.2)
+    with open(sys.argv[1] + ".thread", "w") as out:
+        out.write("done\\n")
+threading.Thread(target=late).start()
+print("out", end="")
+leave(eval(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(("code", "status", "stderr"), [(0, 0, ""), (3, 3, ""), ("bad", 1, "bad")])
+def test_leaving_fast_still_does_what_an_exit_does(
+    tmp_path: Path, code: object, status: int, stderr: str
+) -> None:
+    """The command ends without the interpreter's teardown, and without what that would
+    have done: buffered writes flushed, running threads waited for, sys.exit's status."""
+    target = tmp_path / "leaked"
+    done = subprocess.run(
+        [sys.executable, "-c", _LEAVE, str(target), repr(code)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr.strip()) == (status, "out", stderr)
+    assert target.read_text() == "kept\n"
+    assert (tmp_path / "leaked.thread").read_text() == "done\n"
+
+
+def test_the_command_exits_with_its_status(tmp_path: Path) -> None:
+    llbkit = [sys.executable, "-m", "llbkit.core"]
+    version = subprocess.run([*llbkit, "--version"], capture_output=True, text=True, check=False)
+    assert (version.returncode, version.stdout.startswith("llbkit ")) == (0, True)
+    unknown = subprocess.run([*llbkit, "nosuch"], capture_output=True, text=True, check=False)
+    assert unknown.returncode == 2 and "no such command 'nosuch'" in unknown.stderr
+    refused = subprocess.run(
+        [*llbkit, "--root", str(tmp_path / "root"), "build", "--frontend", "nosuch"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1 and "unknown frontend 'nosuch'" in refused.stderr

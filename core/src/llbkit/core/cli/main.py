@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -197,6 +197,61 @@ def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) 
             raise  # not the machine's refusal: a bug, with its traceback
         click.echo(f"error: {reason}", err=True)
         sys.exit(1)
+
+
+def run() -> None:
+    """The ``llbkit`` command: :func:`main`, then out of the process without tearing the
+    interpreter down. Freeing every module and object costs about 50 ms, a tenth of a warm
+    build, and changes nothing outside: exit handlers and finalizers still run, threads are
+    waited for and the standard streams flushed, as a normal exit does."""
+    try:
+        main()
+        code: object = 0
+    except SystemExit as done:
+        code = done.code
+    leave(code)
+
+
+def leave(code: object) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, minus the interpreter's teardown."""
+    import atexit
+    import os
+    import threading
+
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    _flush_leaked_writers()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF
+    else:  # what sys.exit does with a message
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone, or a stream already closed
+            status = status or 120  # as the interpreter reports a failed flush at exit
+    os._exit(status)
+
+
+def _flush_leaked_writers() -> None:
+    """A file written and never closed is flushed when the interpreter frees it; nothing
+    frees it now, so do what freeing would have done (a few milliseconds)."""
+    import gc
+    import io
+
+    for obj in gc.get_objects():
+        if isinstance(obj, io.BufferedWriter | io.BufferedRandom | io.TextIOWrapper):
+            try:
+                if not obj.closed and obj.writable():
+                    obj.flush()
+            except (OSError, ValueError):
+                pass
 
 
 def _without_httpx_cli() -> None:
