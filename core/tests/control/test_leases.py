@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -248,3 +249,40 @@ def test_a_step_two_builds_share_stays_held_for_the_one_that_ends_last(tmp_path:
         "shared": "shared\n",
         "late": "late\n",
     }
+
+
+def test_a_daemon_answers_before_it_collects_garbage_and_is_told_when_that_fails(
+    tmp_path: Path,
+) -> None:
+    """With ``gc_after_answer`` set (llbkitd), a build returns while its collection still
+    runs; a failed collection is told, not raised into anyone's build; closing waits."""
+    registry = PluginRegistry.for_testing({"llbkit.exporters": {"tar": TarExporter}})
+    config = EngineConfig(gc_rules=[GCRule(all=True, keep_bytes=1)], gc_interval=0)
+    told: list[BaseException] = []
+    release = anyio.Event()
+    with Controller.open(tmp_path / "root", config, registry) as controller:
+        controller.gc_after_answer = told.append
+        collecting = threading.Event()
+        finished = threading.Event()
+
+        def slow_gc(*, force: bool = False) -> list[Any]:
+            collecting.set()
+            assert finished.wait(10)
+            raise OSError("disk gone")
+
+        controller.maybe_gc = slow_gc  # type: ignore[method-assign]
+
+        async def main() -> None:
+            data = llb.scratch().file(llb.mkfile("/f", 0o644, b"f\n")).marshal(llb.Platform())
+            await run_build(
+                controller,
+                EmbeddedClient(),
+                definition=data.to_bytes(),
+                exports=[("tar", {"dest": str(tmp_path / "out.tar")})],
+            )
+            release.set()
+
+        anyio.run(main)
+        assert release.is_set() and collecting.wait(10) and not told
+        finished.set()
+    assert [str(err) for err in told] == ["disk gone"]

@@ -116,6 +116,13 @@ class Controller:
         self.history_dir = store.root.path / "history"
         self.board = StatusBoard(self.history_dir)
         self._gc_lock = threading.Lock()
+        #: set by a daemon: garbage is collected after a build has answered (as BuildKit
+        #: collects it), on a thread of its own, and what goes wrong is told here. Unset (an
+        #: embedded engine, whose process may end with the build), a build collects before
+        #: it returns.
+        self.gc_after_answer: Callable[[BaseException], None] | None = None
+        self._gc_thread: threading.Thread | None = None
+        self._gc_thread_lock = threading.Lock()
         #: the records of the builds running now, by ref
         self._running: dict[str, BuildHistoryRecord] = {}
         #: every ``listen_history`` reader's stream (events are published on the event loop)
@@ -157,6 +164,8 @@ class Controller:
             )
 
     def close(self) -> None:
+        if self._gc_thread is not None:
+            self._gc_thread.join()  # a collection under way ends before the store closes
         self.store.close()
 
     def __enter__(self) -> Controller:
@@ -238,7 +247,26 @@ class Controller:
             self.board.forget(request.ref)
             with anyio.CancelScope(shield=True):
                 await self._ended(record)
-        await anyio.to_thread.run_sync(self.maybe_gc)
+        if self.gc_after_answer is None:
+            await anyio.to_thread.run_sync(self.maybe_gc)
+        else:
+            self._collect_later(self.gc_after_answer)
+
+    def _collect_later(self, failed: Callable[[BaseException], None]) -> None:
+        """Start a collection on its own thread, unless one is under way (it is throttled to
+        one per ``gc_interval`` anyway)."""
+
+        def collect() -> None:
+            try:
+                self.maybe_gc()
+            except Exception as err:  # the build it followed has answered: tell, carry on
+                failed(err)
+
+        with self._gc_thread_lock:  # not _gc_lock: a collection holds that while it runs
+            if self._gc_thread is not None and self._gc_thread.is_alive():
+                return
+            self._gc_thread = threading.Thread(target=collect, name="llbkit-gc", daemon=True)
+            self._gc_thread.start()
 
     async def _relay(self, ref: str, status: BuildStatus) -> None:
         """Deliver the build's records to ``llbkit_on_progress`` observers, in order."""

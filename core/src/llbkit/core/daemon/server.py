@@ -139,6 +139,10 @@ class Daemon:
         for warning in registry.warnings:
             click.echo(f"llbkitd: warning: {warning}", err=True)
         controller = Controller.open(self.root, self.config, registry, registry.hook_manager())
+        # Clients get their answer first; garbage is collected after it, as buildkitd does.
+        controller.gc_after_answer = lambda err: click.echo(
+            f"llbkitd: warning: garbage collection failed: {err}", err=True
+        )
         try:
             # The worker starts now: what a killed daemon left running is stopped before any
             # client is served, and the first build does not wait for it.
