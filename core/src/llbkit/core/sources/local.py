@@ -57,6 +57,7 @@ class LocalJob(ParsedSource):
     state_dir: Path | None = None
     #: what this job keyed its mirror by, checked again before its files are used
     _keys: dict[str, str] = field(default_factory=dict, compare=False)
+    _digests: dict[str, str] = field(default_factory=dict, compare=False)
 
     def inode_pool(self) -> str | None:
         """Layers fetched from one mirror share its files' inodes (named once fetched)."""
@@ -106,6 +107,19 @@ class LocalJob(ParsedSource):
                 lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True)
             )
             self._keys["pool"] = f"local:{mirror.name}"
+            if "checksum" in self._keys:
+                self._digests.update(await anyio.to_thread.run_sync(_entry_digests, mirror))
+
+    def tree_digests(self) -> Mapping[str, str] | None:
+        """The fetched tree's entries' checksums, as the mirror's sum found them (the tree's
+        root left out: the fetched root is not the mirror's)."""
+        return self._digests or None
+
+
+def _entry_digests(mirror: Path) -> dict[str, str]:
+    digests: dict[str, str] = _load(mirror / "summed").get("digests", {})
+    digests.pop("", None)
+    return digests
 
 
 def _unsum(mirror: Path) -> str | None:

@@ -93,6 +93,9 @@ class SourceOp(Op):
             lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
             limiter=ctx.threads,
         )
+        digests = getattr(job, "tree_digests", None)
+        if callable(digests) and (known := digests()) is not None:
+            store.remember_digests(layer, known)
         # Files hardlinked from a place other layers link too (a local context's mirror).
         pool = getattr(job, "inode_pool", None)
         if callable(pool) and (name := pool()) is not None:
