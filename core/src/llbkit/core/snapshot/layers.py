@@ -142,7 +142,9 @@ def apply_layer(
     """
     applier = _Applier(fmt, hardlink)
     applier.sockets_as_files = sockets_as_files
-    run(applier.apply_dir(str(layer), str(dest)))
+    with os.scandir(dest) as it:
+        empty = next(it, None) is None
+    run(applier.apply_dir(str(layer), str(dest), empty=empty))
     for path, st in reversed(applier.dir_times):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -155,8 +157,9 @@ class _Applier:
         self.dir_times: list[tuple[str, os.stat_result]] = []
         self.sockets_as_files = False
 
-    def apply_dir(self, src: str, dst: str) -> Steps[None]:
-        """Apply one directory; its subdirectories through ``run``, so any depth."""
+    def apply_dir(self, src: str, dst: str, *, empty: bool = False) -> Steps[None]:
+        """Apply one directory; its subdirectories through ``run``, so any depth. Into an
+        ``empty`` one (a new layer's tree), nothing is there to replace."""
         fmt = self.fmt
         with os.scandir(src) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -170,8 +173,10 @@ class _Applier:
                 _remove(os.path.join(dst, name))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                exists = os.path.isdir(target) and not os.path.islink(target)
-                if not exists:
+                exists = not empty and os.path.isdir(target) and not os.path.islink(target)
+                if empty:
+                    os.mkdir(target)
+                elif not exists:
                     _remove(target)
                     os.mkdir(target)
                 elif is_opaque(entry.path, fmt):
@@ -179,10 +184,10 @@ class _Applier:
                         _remove(os.path.join(target, child))
                 copy_xattrs(entry.path, target, skip_overlay=True)
                 _set_meta(target, st, times=False)
-                yield self.apply_dir(entry.path, target)
+                yield self.apply_dir(entry.path, target, empty=not exists)
                 self.dir_times.append((target, st))
             else:
-                if os.path.lexists(target):
+                if not empty and os.path.lexists(target):
                     _remove(target)
                 if self.sockets_as_files and stat.S_ISSOCK(st.st_mode):
                     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
