@@ -154,7 +154,7 @@ def _sync_dir(
         selected = inc is None or inc.matches(path)
         if not selected and not (is_dir and _could_include(path, includes)):
             continue
-        target = os.path.join(dest, entry.name)
+        target = f"{dest}/{entry.name}"
         try:
             old = os.lstat(target)
         except FileNotFoundError:
@@ -233,7 +233,6 @@ def _sync_file(
     links: dict[tuple[int, int], str],
 ) -> int:
     """Mirror one non-directory; 1 if it changed."""
-    tmp = os.path.join(dest, _temporary(entry.name))
     socket = stat.S_ISSOCK(st.st_mode)
     if socket:
         st = _as_file(st)
@@ -243,6 +242,7 @@ def _sync_file(
             # A hardlink of a file already mirrored: link to the mirrored copy.
             if old is not None and os.path.samestat(old, os.lstat(first)):
                 return 0
+            tmp = f"{dest}/{_temporary(entry.name)}"
             os.link(first, tmp)
             _replace(tmp, target, old)
             return 1
@@ -257,6 +257,7 @@ def _sync_file(
         # the next mirror copies it again).
         mirror_file(entry.path, target, st)
         return 1
+    tmp = f"{dest}/{_temporary(entry.name)}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # left by a mirror that was killed
     if socket:
