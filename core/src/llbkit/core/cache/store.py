@@ -219,10 +219,12 @@ class Store:
         record_type: str = "regular",
         mutable: bool = False,
         hold: bool = False,
+        measured: tuple[int, bool] | None = None,
     ) -> int:
         """Move the finished directory ``tree`` into the store as a new layer; return its id
-        (with ``hold``, held from the instant it exists: the caller releases it)."""
-        size, whiteouts = measure(tree, self.format)
+        (with ``hold``, held from the instant it exists: the caller releases it). ``measured``:
+        its size and whether it holds whiteouts, if its maker knows them without a walk."""
+        size, whiteouts = measured if measured is not None else measure(tree, self.format)
         with self.db.transaction():  # the row goes in only with the directory
             layer = self.db.insert_layer(
                 parent=parent,

@@ -89,8 +89,12 @@ class SourceOp(Op):
         tree = store.stage() / "tree"
         tree.mkdir()
         await job.fetch(ctx.client, tree, ctx.progress)
+        known = getattr(job, "measured", None)
+        measured = known(store.format) if callable(known) else None
         layer = await anyio.to_thread.run_sync(
-            lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
+            lambda: store.commit_layer(
+                tree, description=ctx.name, record_type=job.record_type, measured=measured
+            ),
             limiter=ctx.threads,
         )
         digests = getattr(job, "tree_digests", None)
