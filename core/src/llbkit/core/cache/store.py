@@ -11,7 +11,15 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +132,7 @@ class Store:
         self._spares: list[tuple[Path, Path]] = []
         #: held by whoever prunes: two prunes never race for the same records
         self.pruning = threading.Lock()
+        self._digests: dict[int, Mapping[str, str]] = {}
         #: how to download the blobs of lazy layers, from the imports this process holds open
         #: (:mod:`llbkit.core.cache.lazy`)
         self.fetchers = BlobFetchers()
@@ -210,10 +219,12 @@ class Store:
         record_type: str = "regular",
         mutable: bool = False,
         hold: bool = False,
+        measured: tuple[int, bool] | None = None,
     ) -> int:
         """Move the finished directory ``tree`` into the store as a new layer; return its id
-        (with ``hold``, held from the instant it exists: the caller releases it)."""
-        size, whiteouts = measure(tree, self.format)
+        (with ``hold``, held from the instant it exists: the caller releases it). ``measured``:
+        its size and whether it holds whiteouts, if its maker knows them without a walk."""
+        size, whiteouts = measured if measured is not None else measure(tree, self.format)
         with self.db.transaction():  # the row goes in only with the directory
             layer = self.db.insert_layer(
                 parent=parent,
@@ -423,6 +434,20 @@ class Store:
     def return_spare(self, dirs: tuple[Path, Path]) -> None:
         with self.lock:
             self._spares.append(dirs)
+
+    def remember_digests(self, layer: int, digests: Mapping[str, str]) -> None:
+        """Content checksums of a new layer's entries that its maker knew (a local context's
+        mirror summed them): a copy's key reads them instead of walking the layer again.
+        Kept for the last few layers only (what the builds under way copy from)."""
+        with self.lock:
+            self._digests[layer] = digests
+            while len(self._digests) > 8:
+                self._digests.pop(next(iter(self._digests)))
+
+    def known_digests(self, chain: Chain) -> Mapping[str, str] | None:
+        """What :meth:`remember_digests` holds for a chain of one such layer."""
+        with self.lock:
+            return self._digests.get(chain[0]) if len(chain) == 1 else None
 
     def hash_cache(self) -> MutableMapping[tuple[int, int, int, int], str]:
         """Content digests of layer files by inode, kept across builds (layers never change,

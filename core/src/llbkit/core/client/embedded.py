@@ -151,12 +151,12 @@ class EmbeddedClient:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
-    ) -> None:
+    ) -> set[str]:
         src = self._local(name)
         # The state root the mirror lives in is never part of a context, even when the context
         # holds it (``--root ./state``): it would copy itself into itself.
         skip = (*self.private, *_state_root_of(dest))
-        await anyio.to_thread.run_sync(
+        return await anyio.to_thread.run_sync(
             lambda: sync_tree(
                 src,
                 dest,

@@ -217,5 +217,5 @@ class _NoSession:
     def local_identity(self, name: str) -> str:
         raise self._none()
 
-    async def sync_local(self, name: str, dest: Path, **patterns: Any) -> None:
+    async def sync_local(self, name: str, dest: Path, **patterns: Any) -> set[str]:
         raise self._none()

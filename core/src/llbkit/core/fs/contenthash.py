@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +104,18 @@ class ContentHasher:
     inode_cache: MutableMapping[tuple[int, int, int, int], str] | None = None
     #: files whose content was asked for (what a stat cache needs to keep)
     visited: set[str] = field(default_factory=set)
+    #: checksums of entries (relative path, links not followed) known to be unchanged since
+    #: an earlier pass: neither they nor anything below them is looked at again
+    known: Mapping[str, str] | None = None
     _memo: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.known:
+            self._memo.update((f"{rel}\0False", digest) for rel, digest in self.known.items())
+
+    def digests(self) -> dict[str, str]:
+        """Every entry's checksum this hasher knows (links not followed), for ``known``."""
+        return {k[:-6]: v for k, v in self._memo.items() if k.endswith("\0False")}
 
     def checksum(self, path: str, *, follow_links: bool = True, wildcard: bool = False) -> str:
         """The checksum of ``path`` (a wildcard pattern with ``wildcard``) in the snapshot.

@@ -9,6 +9,7 @@ keeps it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -72,8 +73,9 @@ def sync_tree(
     exclude: Sequence[str] = (),
     follow_paths: Sequence[str] = (),
     skip_dirs: Sequence[Path] = (),
-) -> int:
-    """Make ``dest`` mirror ``src`` (filtered by patterns); return how many entries changed.
+) -> set[str]:
+    """Make ``dest`` mirror ``src`` (filtered by patterns); return the paths (relative to
+    ``dest``) made, replaced, removed or given new metadata: what a checksum must look at again.
 
     ``follow_paths`` name symlinks whose targets (resolved inside ``src``) are included too,
     as fsutil resolves them into include patterns before walking. ``skip_dirs`` are never
@@ -96,7 +98,18 @@ def sync_tree(
         except OSError:
             continue
         skip.add((st.st_dev, st.st_ino))
-    return run(_sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc, skip), {}))
+    seen = _Seen()
+    run(_sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc, skip), seen))
+    return seen.changes
+
+
+@dataclasses.dataclass
+class _Seen:
+    """What a sync learns on its way: the first mirrored path of each hardlinked inode, and
+    the paths it changed."""
+
+    links: dict[tuple[int, int], str] = dataclasses.field(default_factory=dict)
+    changes: set[str] = dataclasses.field(default_factory=set)
 
 
 class _Filter:
@@ -119,7 +132,11 @@ class _Filter:
 
 
 def _sync_dir(
-    src: str, dest: str, rel: str, patterns: _Filter, links: dict[tuple[int, int], str]
+    src: str,
+    dest: str,
+    rel: str,
+    patterns: _Filter,
+    seen: _Seen,
 ) -> Steps[int]:
     """Mirror one directory; its children through ``run``, so any depth is walked."""
     inc, includes, exc = patterns.inc, patterns.includes, patterns.exc
@@ -137,7 +154,7 @@ def _sync_dir(
         selected = inc is None or inc.matches(path)
         if not selected and not (is_dir and _could_include(path, includes)):
             continue
-        target = os.path.join(dest, entry.name)
+        target = f"{dest}/{entry.name}"
         try:
             old = os.lstat(target)
         except FileNotFoundError:
@@ -145,6 +162,7 @@ def _sync_dir(
         if is_dir:
             if old is not None and not stat.S_ISDIR(old.st_mode):
                 os.unlink(target)
+                seen.changes.add(path)
                 old = None
             if old is None:
                 os.mkdir(target)
@@ -155,32 +173,38 @@ def _sync_dir(
                 target,
                 path,
                 _Filter(None if selected else inc, includes, exc, patterns.skip),
-                links,
+                seen,
             )
-            if below == 0 and not selected and not excluded and not os.listdir(target):
-                os.rmdir(target)
-                continue
-            if excluded and not os.listdir(target):
-                os.rmdir(target)
+            if ((below == 0 and not selected) or excluded) and not os.listdir(target):
+                os.rmdir(target)  # nothing below it was selected
+                seen.changes.update([path] if old is not None else [])
                 continue
             changed += below
             keep.add(entry.name)
             if old is None or not _same(st, old) or below:
                 _meta(target, st)
+                seen.changes.add(path)
             continue
         if excluded:
             continue
         keep.add(entry.name)
-        changed += _sync_file(entry, st, old=old, target=target, dest=dest, links=links)
-    for name in os.listdir(dest):
-        if name not in keep:
-            gone = os.path.join(dest, name)
-            if os.path.isdir(gone) and not os.path.islink(gone):
-                rmtree(gone)
-            else:
-                os.unlink(gone)
+        if _sync_file(entry, st, old=old, target=target, dest=dest, links=seen.links):
             changed += 1
-    return changed
+            seen.changes.add(path)
+    return changed + _remove_others(dest, rel, keep, seen)
+
+
+def _remove_others(dest: str, rel: str, keep: set[str], seen: _Seen) -> int:
+    """Remove what ``dest`` holds beyond ``keep``; how many entries went."""
+    gone = [name for name in os.listdir(dest) if name not in keep]
+    for name in gone:
+        path = os.path.join(dest, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            rmtree(path)
+        else:
+            os.unlink(path)
+        seen.changes.add(f"{rel}/{name}" if rel else name)
+    return len(gone)
 
 
 def _as_file(st: os.stat_result) -> os.stat_result:
@@ -209,7 +233,6 @@ def _sync_file(
     links: dict[tuple[int, int], str],
 ) -> int:
     """Mirror one non-directory; 1 if it changed."""
-    tmp = os.path.join(dest, _temporary(entry.name))
     socket = stat.S_ISSOCK(st.st_mode)
     if socket:
         st = _as_file(st)
@@ -219,6 +242,7 @@ def _sync_file(
             # A hardlink of a file already mirrored: link to the mirrored copy.
             if old is not None and os.path.samestat(old, os.lstat(first)):
                 return 0
+            tmp = f"{dest}/{_temporary(entry.name)}"
             os.link(first, tmp)
             _replace(tmp, target, old)
             return 1
@@ -233,6 +257,7 @@ def _sync_file(
         # the next mirror copies it again).
         mirror_file(entry.path, target, st)
         return 1
+    tmp = f"{dest}/{_temporary(entry.name)}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # left by a mirror that was killed
     if socket:

@@ -218,18 +218,21 @@ class Copier:
             return False
         return not (self.exclude is not None and self.exclude.matches(rel))
 
-    def _copy(self, src: str, rel: str, target: str, *, top: bool) -> Steps[None]:
-        """Copy one entry; a directory's entries through ``run``, so any depth."""
+    def _copy(
+        self, src: str, rel: str, target: str, *, top: bool, fresh: bool = False
+    ) -> Steps[None]:
+        """Copy one entry; a directory's entries through ``run``, so any depth. In a ``fresh``
+        directory (made by this copy just now) nothing is there to replace."""
         st = os.lstat(src)
         selected = self._selected(rel)
         if selected:
             self._create_parents()
         if stat.S_ISDIR(st.st_mode):
-            yield self._copy_dir(src, rel, target, st, selected=selected, top=top)
+            yield self._copy_dir(src, rel, target, st, selected=selected, top=top, fresh=fresh)
             return
         if not selected:
             return
-        old = self._lstat(target)
+        old = None if fresh else self._lstat(target)
         if old is not None:
             if stat.S_ISDIR(old.st_mode):
                 raise CopyError(f"cannot replace to directory {self._shown(target)} with file")
@@ -286,11 +289,19 @@ class Copier:
         return True
 
     def _copy_dir(
-        self, src: str, rel: str, target: str, st: os.stat_result, *, selected: bool, top: bool
+        self,
+        src: str,
+        rel: str,
+        target: str,
+        st: os.stat_result,
+        *,
+        selected: bool,
+        top: bool,
+        fresh: bool,
     ) -> Steps[None]:
         created = False
         if selected:
-            created = self._make_dir(target, st, overwrite=not top)
+            created = self._make_dir(target, st, overwrite=not top, fresh=fresh)
         self._pending_parents.append((src, target, selected))
         try:
             for name in sorted(os.listdir(src)):
@@ -299,6 +310,7 @@ class Copier:
                     os.path.join(rel, name) if rel else name,
                     os.path.join(target, name),
                     top=False,
+                    fresh=created,
                 )
         finally:
             self._pending_parents.pop()
@@ -309,8 +321,10 @@ class Copier:
             self._writable(target)
             set_times(target, self.time_ns, st)
 
-    def _make_dir(self, target: str, st: os.stat_result, *, overwrite: bool) -> bool:
-        old = self._lstat(target)
+    def _make_dir(
+        self, target: str, st: os.stat_result, *, overwrite: bool, fresh: bool = False
+    ) -> bool:
+        old = None if fresh else self._lstat(target)
         if old is None:
             self._creating(target)
             os.mkdir(target, stat.S_IMODE(st.st_mode) | 0o700)

@@ -7,7 +7,7 @@ from or goes to the client passes through :class:`ClientIO`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,9 +262,10 @@ class ClientIO(Protocol):
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
-    ) -> None:
+    ) -> Collection[str] | None:
         """Make ``dest`` (which holds the previous sync, or nothing) mirror directory ``name``.
 
         Only changed files travel; a changed file is replaced, never modified in place.
-        ``follow_paths`` are symlinks whose targets are included too.
+        ``follow_paths`` are symlinks whose targets are included too. Returns the paths
+        (relative to ``dest``) it made, replaced or removed, or None if it cannot say.
         """

@@ -380,7 +380,7 @@ class SessionClientIO:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
-    ) -> None:
+    ) -> set[str]:
         from llbkit.core.session.diffcopy import receive_tree
 
         self._require(FILE_SYNC, "local directories")
@@ -404,10 +404,11 @@ class SessionClientIO:
                     return None if message is grpc.aio.EOF else message
 
                 async with batched_packets(call.write, read) as packets:
-                    await receive_tree(packets, dest)
+                    changed = await receive_tree(packets, dest)
             else:
-                await receive_tree(_PacketCall(call), dest)
+                changed = await receive_tree(_PacketCall(call), dest)
             await call.done_writing()
+            return changed
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 raise UserError(

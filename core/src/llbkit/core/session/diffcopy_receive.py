@@ -196,8 +196,9 @@ async def receive_tree(
     filter: Filter | None = None,
     progress: Progress | None = None,
     merge: bool = False,
-) -> None:
-    """Make ``dest`` hold the tree a sender streams, as fsutil's ``Receive`` does.
+) -> set[str]:
+    """Make ``dest`` hold the tree a sender streams, as fsutil's ``Receive`` does; return the
+    paths it made, replaced or removed.
 
     ``differ="metadata"`` transfers only files whose size, mtime, mode, owner or link differ
     from what ``dest`` holds; ``"none"`` transfers everything. ``filter(path, stat)`` may change
@@ -213,6 +214,7 @@ async def receive_tree(
     receiver = _Receiver(stream, writer, progress)
     try:
         await run_together(receiver.read, receiver.apply, receiver.write)
+        return writer.changed
     except Exception as err:
         with anyio.move_on_after(10, shield=True):
             await anyio.to_thread.run_sync(writer.cleanup)

@@ -115,6 +115,8 @@ class DiskWriter:
         self.dirs: list[tuple[str, fsutil_pb2.Stat, bool]] = []  # (path, stat, widened)
         self.links: list[fsutil_pb2.Stat] = []
         self.pending: dict[int, _Pending] = {}
+        #: paths made, replaced or removed: what a checksum of ``dest`` must look at again
+        self.changed: set[str] = set()
 
     # ---- the tree dest holds --------------------------------------------------------------
 
@@ -205,6 +207,7 @@ class DiskWriter:
                     self.real_dirs.add(new.path)
                     self._keep_dir(new)
                 continue
+            self.changed.add(new.path)
             try:
                 if self._apply(file_id, new):
                     request.append(file_id)
@@ -233,6 +236,7 @@ class DiskWriter:
         self._gone = old.path + "/" if old.is_dir else ""
         if self.filter is not None and not self.filter(old.path, Stat()):
             return
+        self.changed.add(old.path)
         _remove_all(self._abs(old.path))
 
     def _abs(self, path: str) -> str:

@@ -624,7 +624,11 @@ class _Build:
         def checksums() -> None:
             for index, copies in reads.items():
                 with self.store.view(chains[index]) as tree:
-                    hasher = ContentHasher(tree, inode_cache=self.store.hash_cache())
+                    hasher = ContentHasher(
+                        tree,
+                        inode_cache=self.store.hash_cache(),
+                        known=self.store.known_digests(chains[index]),
+                    )
                     sums = []
                     for copy in copies:
                         try:

@@ -98,9 +98,9 @@ class MemoryClientIO:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
-    ) -> None:
+    ) -> set[str]:
         self.local_identity(name)
-        sync_tree(
+        return sync_tree(
             self.locals[name], dest, include=include, exclude=exclude, follow_paths=follow_paths
         )
 

@@ -89,10 +89,17 @@ class SourceOp(Op):
         tree = store.stage() / "tree"
         tree.mkdir()
         await job.fetch(ctx.client, tree, ctx.progress)
+        known = getattr(job, "measured", None)
+        measured = known(store.format) if callable(known) else None
         layer = await anyio.to_thread.run_sync(
-            lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
+            lambda: store.commit_layer(
+                tree, description=ctx.name, record_type=job.record_type, measured=measured
+            ),
             limiter=ctx.threads,
         )
+        digests = getattr(job, "tree_digests", None)
+        if callable(digests) and (known := digests()) is not None:
+            store.remember_digests(layer, known)
         # Files hardlinked from a place other layers link too (a local context's mirror).
         pool = getattr(job, "inode_pool", None)
         if callable(pool) and (name := pool()) is not None:

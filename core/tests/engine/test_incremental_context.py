@@ -1,0 +1,124 @@
+"""A context changed after a cached build: keyed and copied from what the sync changed, and
+the same layers as a cold build of the same tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tarfile
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+
+from llbkit.core.control import Controller, EmbeddedClient, ExporterRequest, SolveRequest, new_ref
+from llbkit.core.fs.contenthash import ContentHasher
+from llbkit.core.snapshot.layers import measure
+from llbkit.sdk import llb
+
+from .helpers import PLATFORM, open_engine
+
+DEFINITION = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/")).marshal(PLATFORM).to_bytes()
+
+
+_ROWS = "SELECT id, size, whiteouts FROM layers"
+
+
+def _layers(engine: Controller, ctx: Path, out: Path) -> list[str]:
+    """The layer digests of the build's image, exported as an OCI tarball."""
+    request = SolveRequest(
+        ref=new_ref(),
+        session=EmbeddedClient(locals={"ctx": ctx}),
+        definition=DEFINITION,
+        exporters=[ExporterRequest("oci", {"dest": str(out)})],
+    )
+    anyio.run(engine.solve, request)
+    with tarfile.open(out) as tar:
+
+        def read(name: str) -> dict[str, object]:
+            member = tar.extractfile(name)
+            assert member is not None
+            loaded: dict[str, object] = json.load(member)
+            return loaded
+
+        index = read("index.json")
+        manifest = read(f"blobs/sha256/{index['manifests'][0]['digest'][7:]}")  # type: ignore[index]
+    return [layer["digest"] for layer in manifest["layers"]]  # type: ignore[attr-defined]
+
+
+def _fill(ctx: Path) -> None:
+    for n in range(40):
+        (ctx / f"d{n % 4}" / "sub").mkdir(parents=True, exist_ok=True)
+        (ctx / f"d{n % 4}" / ("sub" if n % 3 else "") / f"f{n}").write_bytes(os.urandom(n * 7))
+    (ctx / "d1" / "sub" / "f1").chmod(0o600)
+    os.symlink("d0/f0", ctx / "link")
+
+
+def test_changes_after_a_cached_build_give_a_cold_builds_layers(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    _fill(ctx)
+
+    def grow() -> None:
+        (ctx / "d2" / "new").mkdir()
+        (ctx / "d2" / "new" / "x").write_text("x")
+
+    def replace_dir() -> None:
+        shutil.rmtree(ctx / "d3")
+        (ctx / "d3").write_text("a file now")
+
+    edits = [
+        lambda: (ctx / "d0" / "sub" / "f4").write_bytes(os.urandom(28)),
+        lambda: (ctx / "d2" / "sub").chmod(0o700),
+        grow,
+        replace_dir,
+        (ctx / "link").unlink,
+    ]
+    with open_engine(tmp_path / "warm") as engine:
+        before = _layers(engine, ctx, tmp_path / "first.tar")
+        for n, edit in enumerate(edits):
+            edit()
+            warm = _layers(engine, ctx, tmp_path / f"warm{n}.tar")
+            with open_engine(tmp_path / f"cold{n}") as cold:
+                assert warm == _layers(cold, ctx, tmp_path / f"cold{n}.tar"), n
+            shutil.rmtree(tmp_path / f"cold{n}")
+            assert warm != before, n
+            before = warm
+            # What the copy's key read instead of walking the context layer is what a walk finds,
+            # and the size the layer was committed with is what a walk measures.
+            with closing(sqlite3.connect(tmp_path / "warm" / "state.db")) as db:
+                rows = {r[0]: (r[1], bool(r[2])) for r in db.execute(_ROWS)}
+            for layer, known in engine.store._digests.items():
+                assert rows[layer] == measure(engine.store.layer_path(layer), engine.store.format)
+                walked = ContentHasher(engine.store.layer_path(layer))
+                walked.checksum("/")
+                assert {k: v for k, v in walked.digests().items() if k} == dict(known)
+
+
+def test_a_context_layer_measured_as_made_is_measured_as_walked(tmp_path: Path) -> None:
+    from llbkit.core.snapshot.layers import apply_layer, measure_made
+
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    for n in range(150):  # a directory that outgrows one block
+        (src / "a" / f"file-with-a-long-name-{n:04d}").write_bytes(os.urandom(n * 100))
+    os.link(src / "a" / "file-with-a-long-name-0007", src / "a" / "b" / "same")
+    os.symlink("short", src / "a" / "link")
+    os.symlink("x" * 200, src / "a" / "b" / "long-link")
+    os.mkfifo(src / "a" / "fifo")
+    (src / "a" / "b" / ".wh..wh..opq").write_text("")
+    (src / ".wh.gone").write_text("")
+    for fmt in ("oci", "overlay"):
+        dest = tmp_path / f"dest-{fmt}"
+        dest.mkdir()
+        made: list[tuple[str, os.stat_result]] = []
+        apply_layer(src, dest, "plain", hardlink=True, made=made)
+        assert measure_made(made, fmt) == measure(dest, fmt), fmt
+    (src / ".wh.gone").unlink()
+    (src / "a" / "b" / ".wh..wh..opq").unlink()
+    (tmp_path / "plain").mkdir()
+    made = []
+    apply_layer(src, tmp_path / "plain", "plain", hardlink=True, made=made)
+    assert measure_made(made, "oci") == measure(tmp_path / "plain", "oci")
+    assert not measure_made(made, "oci")[1]
