@@ -13,10 +13,10 @@ import pytest
 
 from llbkit.core.fs.sendpatterns import SenderError
 from llbkit.core.fs.sync import sync_tree
-from llbkit.core.session.diffcopy import DiffCopyError
+from llbkit.core.session.diffcopy import DiffCopyError, receive_tree, send_tree
 from llbkit.core.session.walker import follow_links, walk
 
-from .helpers import sync
+from .helpers import run_pair, sync
 
 ALL = [
     "README.md",
@@ -212,3 +212,14 @@ def test_a_malformed_pattern_is_refused_in_fsutils_words(
 def test_a_pattern_refused_only_when_matched_passes_an_empty_directory(tmp_path: Path) -> None:
     # patternmatcher compiles a pattern on its first match: nothing to match, nothing refused.
     assert listing(tmp_path, follow_paths=["[z-a]*"]) == []
+
+
+def test_the_receiver_reports_a_refused_pattern_as_the_senders(tree: Path, tmp_path: Path) -> None:
+    # What a daemon says when a client's walker refuses a follow path: BuildKit's words.
+    sent, received = run_pair(
+        lambda s: send_tree(s, tree, follow_paths=["a*", "x["]),
+        lambda s: receive_tree(s, tmp_path / "dest"),
+    )
+    assert isinstance(sent, SenderError)
+    refused = "invalid includepatterns: []: syntax error in pattern"
+    assert str(received) == f"error from sender: {refused}"
