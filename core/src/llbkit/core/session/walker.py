@@ -31,6 +31,7 @@ __all__ = ["follow_links", "mkstat", "walk"]
 
 Stat = fsutil_pb2.Stat
 
+
 def _utf8(name: str, what: str) -> str:
     try:
         name.encode()
