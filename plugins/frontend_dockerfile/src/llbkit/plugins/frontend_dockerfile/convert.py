@@ -514,8 +514,10 @@ class _Converter:
 
         ref = parse_reference(stage.base, default_tag=False)
         tag = f":{ref.tag}" if ref.tag else ""
-        name = f"{self.step(stage)}FROM {ref.name}{tag}@{digest}"
-        state = llb.image(stage.base, custom_name=name)
+        pinned = f"{ref.name}{tag}@{digest}"
+        name = f"{self.step(stage)}FROM {pinned}"
+        # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
+        state = llb.image(pinned, custom_name=name)
         for key, value in stage.env.items():
             state = state.with_env(key, value)
         if config.get("WorkingDir"):
