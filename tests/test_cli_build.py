@@ -453,6 +453,19 @@ def test_the_live_view_shows_a_failed_steps_log_once(tmp_path: Path, busybox_ima
     assert err.count(" > ") == 1, err
 
 
+def test_an_image_shows_its_resolve_on_every_build(tmp_path: Path, busybox_image: str) -> None:
+    # buildctl v0.11.6 shows "#4 resolve REF done" under a FROM step, rebuilt or not.
+    data = definition(llb.image(busybox_image))
+    ref = re.escape(f"{busybox_image}:latest")
+    for _ in range(2):
+        done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=data)
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.decode().splitlines()
+        assert lines[0] == f"#1 docker-image://{busybox_image}:latest"
+        assert lines[1].startswith(f"#1 resolve {busybox_image}:latest")
+        assert any(re.fullmatch(rf"#1 resolve {ref}( \d+\.\ds)? done", line) for line in lines)
+
+
 def test_exports_are_named_as_buildkit_names_them(tmp_path: Path) -> None:
     done = llbkit(
         tmp_path / "root",

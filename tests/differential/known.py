@@ -7,26 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: BuildKit's client (fsutil's walker, with moby/patternmatcher) reads the context's follow
-#: paths before the daemon sees a wildcard: a malformed one fails there, in its words.
-_SENDER = (
-    "a malformed COPY wildcard: BuildKit's client refuses it while sending the context "
-    "('error from sender: … includepatterns …'); llbkit's copy says 'syntax error in pattern'"
-)
-
-KNOWN: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "hand-copy-glob-reversed-range",
-            "hand-copy-glob-unterminated",
-            "hand-copy-glob-unterminated-later",
-            "hand-copy-glob-dash-first",
-            "hand-copy-glob-bad-under-dir",
-            "hand-add-glob-unterminated",
-        ],
-        _SENDER,
-    ),
-}
+KNOWN: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from llbkit.core.patterns import PatternError, PatternMatcher, clean, read_dockerignore
+from llbkit.core.patterns import (
+    PatternError,
+    PatternMatcher,
+    clean,
+    filepath_match,
+    read_dockerignore,
+)
 
 CASES = [
     # (patterns, path, matched)
@@ -80,3 +86,47 @@ def test_many_paths_are_cheap():
     matcher = PatternMatcher(["**/*.tmp", "node_modules", "!node_modules/keep", "build/**"])
     paths = [f"src/pkg{i % 50}/file{i}.{'tmp' if i % 7 == 0 else 'go'}" for i in range(5000)]
     assert sum(matcher.matches(p) for p in paths) == len([i for i in range(5000) if i % 7 == 0])
+
+
+#: Go 1.19's filepath.Match (BuildKit v0.11.6's client is built with it): (pattern, name,
+#: answer), "bad" for ErrBadPattern. A malformed part after the first mismatching chunk goes
+#: unnoticed, so "dir/*/[" passes where "x[" does not.
+GO_FILEPATH_MATCH = [
+    ("a*", "abc", True),
+    ("a*", "a/b", False),
+    ("*", ".", True),
+    ("[z-a]*", ".", False),  # a reversed range is no error here (the regexp refuses it)
+    ("[^a]", "b", True),
+    ("[!a]", "!", True),
+    ("a\\*", "a*", True),
+    ("dir/*/[", ".", False),
+    ("a*[", ".", False),
+    ("[a", ".", "bad"),
+    ("x[", ".", "bad"),
+    ("[-a]*", ".", "bad"),
+    ("[a-]", "a", "bad"),
+    ("[]a]", "a", "bad"),
+    ("[^", ".", "bad"),
+    ("a\\", "a", "bad"),
+    ("*x[", ".", "bad"),
+    ("dir/x/[", ".", "bad"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "name", "answer"), GO_FILEPATH_MATCH)
+def test_filepath_match_is_go_1_19s(pattern: str, name: str, answer: bool | str) -> None:
+    if answer == "bad":
+        with pytest.raises(PatternError, match="syntax error in pattern"):
+            filepath_match(pattern, name)
+    else:
+        assert filepath_match(pattern, name) is answer
+
+
+def test_go_syntax_checks_as_patternmatcher_new_and_defers_what_it_cannot_compile() -> None:
+    with pytest.raises(PatternError, match=r"^syntax error in pattern$"):
+        PatternMatcher(["ok", "x["], go_syntax=True)
+    matcher = PatternMatcher(["[z-a]*"], go_syntax=True)  # New lets it through
+    with pytest.raises(PatternError, match=r"^syntax error in pattern$"):
+        matcher.matches("a")
+    with pytest.raises(PatternError, match="never closed"):
+        PatternMatcher(["dir/*/["])  # without go_syntax: refused at once, as before

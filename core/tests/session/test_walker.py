@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from llbkit.core.session.diffcopy import DiffCopyError
+from llbkit.core.fs.sendpatterns import SenderError
+from llbkit.core.fs.sync import sync_tree
+from llbkit.core.session.diffcopy import DiffCopyError, receive_tree, send_tree
 from llbkit.core.session.walker import follow_links, walk
 
-from .helpers import sync
+from .helpers import run_pair, sync
 
 ALL = [
     "README.md",
@@ -164,3 +166,60 @@ def test_an_unreadable_excluded_directory_is_skipped(tree: Path) -> None:
             listing(tree)
     finally:
         (tree / "node_modules").chmod(0o755)
+
+
+def mirrored(root: Path, dest: Path, **opts: list[str]) -> list[str]:
+    sync_tree(root, dest, **opts)  # type: ignore[arg-type]
+    return sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+
+
+@pytest.mark.parametrize(("opts", "expected"), CASES, ids=[str(c[0]) for c in CASES])
+def test_the_embedded_mirror_selects_what_fsutil_selects(
+    tree: Path, tmp_path: Path, opts: dict[str, list[str]], expected: list[str]
+) -> None:
+    # The embedded client mirrors the context instead of streaming it: the same entries.
+    assert mirrored(tree, tmp_path / "dest", **opts) == sorted(expected)
+
+
+#: malformed patterns, refused as BuildKit v0.11.6's client refuses them: by patternmatcher's
+#: New (Go 1.19's filepath.Match against "."), or, for what that lets through but its regexp
+#: cannot compile, on the first path matched
+REFUSED = [
+    ({"follow_paths": ["[a"]}, "invalid includepatterns: []: syntax error in pattern"),
+    ({"follow_paths": ["a*", "x["]}, "invalid includepatterns: []: syntax error in pattern"),
+    ({"follow_paths": ["[-a]*"]}, "invalid includepatterns: []: syntax error in pattern"),
+    ({"include": ["src", "[^"]}, "invalid includepatterns: [src [^]: syntax error in pattern"),
+    ({"include": ["!"]}, 'invalid includepatterns: [!]: illegal exclusion pattern: "!"'),
+    ({"exclude": ["a\\"]}, "invalid excludepatterns: [a\\]: syntax error in pattern"),
+    ({"follow_paths": ["[z-a]*"]}, "failed to match includepatterns: syntax error in pattern"),
+    ({"follow_paths": ["dir/*/["]}, "failed to match includepatterns: syntax error in pattern"),
+    ({"exclude": ["[z-a]"]}, "failed to match excludepatterns: syntax error in pattern"),
+]
+
+
+@pytest.mark.parametrize(("opts", "message"), REFUSED, ids=[r[1][:20] for r in REFUSED])
+def test_a_malformed_pattern_is_refused_in_fsutils_words(
+    tree: Path, tmp_path: Path, opts: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(SenderError) as walked:
+        listing(tree, **opts)
+    assert str(walked.value) == message
+    with pytest.raises(SenderError) as synced:
+        sync_tree(tree, tmp_path / "dest", **opts)  # type: ignore[arg-type]
+    assert str(synced.value) == message
+
+
+def test_a_pattern_refused_only_when_matched_passes_an_empty_directory(tmp_path: Path) -> None:
+    # patternmatcher compiles a pattern on its first match: nothing to match, nothing refused.
+    assert listing(tmp_path, follow_paths=["[z-a]*"]) == []
+
+
+def test_the_receiver_reports_a_refused_pattern_as_the_senders(tree: Path, tmp_path: Path) -> None:
+    # What a daemon says when a client's walker refuses a follow path: BuildKit's words.
+    sent, received = run_pair(
+        lambda s: send_tree(s, tree, follow_paths=["a*", "x["]),
+        lambda s: receive_tree(s, tmp_path / "dest"),
+    )
+    assert isinstance(sent, SenderError)
+    refused = "invalid includepatterns: []: syntax error in pattern"
+    assert str(received) == f"error from sender: {refused}"

@@ -109,6 +109,40 @@ def test_convert_reads_the_context_from_the_context_key() -> None:
     assert [s.identifier for s in _local_sources(data)] == ["local://foo"]
 
 
+#: what the context's ``local.followpaths`` says (None: no attribute), as BuildKit v0.11.6's
+#: frontend sets it: the context paths COPY, ADD and RUN mounts of built stages read, cleaned and
+#: sorted; none at all when one of them is the whole context
+FOLLOW_PATHS = [
+    ("FROM scratch\nCOPY b.txt a.txt dir/ /d/\n", '["a.txt","b.txt","dir"]'),
+    ("FROM scratch\nCOPY ./x/../y /d/\nADD /z* /d/\n", '["y","z*"]'),
+    ("FROM scratch\nCOPY a.txt /d/\nCOPY . /d/\n", None),
+    ("FROM scratch\nARG F=a.txt\nCOPY ${F} /d/\n", '["a.txt"]'),
+    ("FROM scratch\nCOPY a<b&c /d/\n", '["a\\u003cb\\u0026c"]'),
+    ("FROM scratch\nADD https://example.com/x f /d/\n", '["f"]'),
+    ("FROM scratch\nCOPY <<EOF a /d/\nhi\nEOF\n", '["a"]'),
+    ("FROM scratch AS b\nCOPY a /a\nFROM scratch\nCOPY --from=b /a /b\n", '["a"]'),
+    ("FROM scratch AS unused\nCOPY x /x\nFROM scratch\nCOPY a /a\n", '["a"]'),
+    ("FROM scratch\nRUN --mount=type=bind,source=src,target=/s true\n", '["src"]'),
+    ("FROM scratch\nRUN --mount=type=bind,target=/s true\nCOPY a /a\n", None),
+    ("FROM scratch\nRUN --mount=type=tmpfs,target=/t true\nCOPY a /a\n", None),
+    ("FROM scratch\nRUN --mount=type=cache,target=/c true\nCOPY a /a\n", '["a"]'),
+    ("FROM scratch\nRUN --mount=type=secret,id=s true\nCOPY a /a\n", '["a"]'),
+]
+
+
+@pytest.mark.parametrize(("dockerfile", "expected"), FOLLOW_PATHS)
+def test_the_context_follows_the_paths_the_build_reads(
+    dockerfile: str, expected: str | None
+) -> None:
+    converted = anyio.run(convert, parse(dockerfile), BuildOptions(), _no_images)
+    data = converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes()
+    definition = pb.Definition.FromString(data)
+    (local,) = _local_sources(data)
+    assert local.attrs.get("local.followpaths") == expected
+    caps = {cap for meta in definition.metadata.values() for cap in meta.caps}
+    assert ("source.local.followpaths" in caps) == (expected is not None)
+
+
 @pytest.mark.parametrize(("attrs", "expected"), [({}, "context"), ({"contextkey": "foo"}, "foo")])
 def test_contextkey_names_the_local_source(attrs: dict[str, str], expected: str) -> None:
     files = {

@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 
 from llbkit.core.errors import UserError
 
-__all__ = ["Pattern", "PatternError", "PatternMatcher", "clean", "read_dockerignore"]
+__all__ = [
+    "BAD_PATTERN",
+    "Pattern",
+    "PatternError",
+    "PatternMatcher",
+    "clean",
+    "filepath_match",
+    "read_dockerignore",
+]
+
+#: Go's ``filepath.ErrBadPattern`` text, the words fsutil's sender refuses a pattern with
+BAD_PATTERN = "syntax error in pattern"
 
 _ESCAPED = frozenset(".+()|{}$")
 #: patterns with this many unbounded wildcards are matched by simulation, not by re
@@ -55,6 +66,108 @@ def _check_syntax(pattern: str) -> None:
             if i >= n:
                 raise PatternError(f"invalid pattern {pattern!r}: '[' is never closed")
         i += 1
+
+
+def _scan_chunk(pattern: str) -> tuple[bool, str, str]:
+    """Go's ``scanChunk``: leading stars, then the literal run up to the next star outside a
+    class."""
+    rest = pattern.lstrip("*")
+    star = len(rest) != len(pattern)
+    i, in_class = 0, False
+    while i < len(rest):
+        char = rest[i]
+        if char == "\\":
+            i += 1 if i + 1 < len(rest) else 0
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "*" and not in_class:
+            break
+        i += 1
+    return star, rest[:i], rest[i:]
+
+
+def _class_char(chunk: str, i: int) -> tuple[str, int]:
+    """One (maybe escaped) character of a class; Go refuses a class that ends after it."""
+    if i >= len(chunk) or chunk[i] in "-]":
+        raise PatternError(BAD_PATTERN)
+    if chunk[i] == "\\":
+        i += 1
+        if i >= len(chunk):
+            raise PatternError(BAD_PATTERN)
+    if i + 1 >= len(chunk):
+        raise PatternError(BAD_PATTERN)
+    return chunk[i], i + 1
+
+
+def _match_chunk(chunk: str, name: str) -> str | None:
+    """Go's ``matchChunk``: what is left of ``name`` after ``chunk`` matched its start (None
+    if it did not). The whole chunk is read even after a mismatch, so its syntax is checked."""
+    failed, i = False, 0
+    while i < len(chunk):
+        failed = failed or not name
+        char = chunk[i]
+        if char == "[":
+            got = ""
+            if not failed:
+                got, name = name[0], name[1:]
+            i += 1
+            negated = i < len(chunk) and chunk[i] == "^"
+            i += negated
+            inside, ranges = False, 0
+            while not (i < len(chunk) and chunk[i] == "]" and ranges):
+                lo, i = _class_char(chunk, i)
+                hi = lo
+                if chunk[i] == "-":
+                    hi, i = _class_char(chunk, i + 1)
+                inside = inside or (got != "" and lo <= got <= hi)
+                ranges += 1
+            i += 1
+            failed = failed or inside == negated
+            continue
+        if char == "\\":
+            i += 1
+            if i >= len(chunk):
+                raise PatternError(BAD_PATTERN)
+        if not failed:
+            failed = name[0] == "/" if char == "?" else chunk[i] != name[0]
+            name = name[1:]
+        i += 1
+    return None if failed else name
+
+
+def _after_star(chunk: str, name: str, *, last: bool) -> str | None:
+    """Where ``chunk`` matches after a star skipped some of ``name`` (never a ``/``); the last
+    chunk must end the name."""
+    for i, char in enumerate(name):
+        if char == "/":
+            return None
+        rest = _match_chunk(chunk, name[i + 1 :])
+        if rest is not None and not (last and rest):
+            return rest
+    return None
+
+
+def filepath_match(pattern: str, name: str) -> bool:
+    """Go 1.19's ``filepath.Match`` (what BuildKit v0.11.6's client is built with): unlike
+    ``path.Match``, a malformed part after the first mismatch goes unnoticed, so
+    ``dir/*/[`` passes where ``x[`` does not. :class:`PatternError` for a malformed pattern."""
+    while pattern:
+        star, chunk, pattern = _scan_chunk(pattern)
+        if star and not chunk:
+            return "/" not in name  # a trailing star takes the rest of one element
+        rest = _match_chunk(chunk, name)
+        if rest is not None and (not rest or pattern):
+            name = rest
+            continue
+        if star:
+            rest = _after_star(chunk, name, last=not pattern)
+            if rest is not None:
+                name = rest
+                continue
+        return False
+    return not name
 
 
 def _translate(text: str, i: int) -> tuple[str, int, bool]:
@@ -184,10 +297,19 @@ class Pattern:
     _value: str = ""
     _regex: re.Pattern[str] | None = field(default=None, repr=False)
     _steps: list[_Step] | None = field(default=None, repr=False)
+    #: refuse a pattern that cannot be compiled on its first match, not when made
+    deferred: bool = field(default=False, kw_only=True)
+    _error: PatternError | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.parts = len(self.text.split("/"))
-        self._compile()
+        try:
+            self._compile()
+        except PatternError:
+            if not self.deferred:
+                raise
+            # patternmatcher compiles on first use and then says only this.
+            self._error = PatternError(BAD_PATTERN)
 
     def _compile(self) -> None:
         text, out, kind, i = self.text, ["^"], "exact", 0
@@ -244,6 +366,8 @@ class Pattern:
 
     def match(self, path: str) -> bool:
         """Whether ``path`` (clean, slash-separated, relative) matches this pattern itself."""
+        if self._error is not None:
+            raise self._error
         if self._kind == "exact":
             return path == self.text
         if self._kind == "prefix":
@@ -260,7 +384,10 @@ class Pattern:
 class PatternMatcher:
     """An ordered list of patterns, applied as Docker applies them."""
 
-    def __init__(self, patterns: Sequence[str]) -> None:
+    def __init__(self, patterns: Sequence[str], *, go_syntax: bool = False) -> None:
+        """``go_syntax``: check each pattern as patternmatcher's ``New`` does (Go's
+        ``filepath.Match`` against ``.``) and leave what it lets through but cannot compile to
+        the first match, both in Go's words: what fsutil's sender reports."""
         self.patterns: list[Pattern] = []
         for raw in patterns:
             text = raw.strip()
@@ -272,8 +399,11 @@ class PatternMatcher:
                 if len(text) == 1:
                     raise PatternError('illegal exclusion pattern: "!"')
                 text = text[1:]
-            _check_syntax(text)
-            self.patterns.append(Pattern(text, exclusion))
+            if go_syntax:
+                filepath_match(text, ".")
+            else:
+                _check_syntax(text)
+            self.patterns.append(Pattern(text, exclusion, deferred=go_syntax))
 
     @property
     def exclusions(self) -> bool:

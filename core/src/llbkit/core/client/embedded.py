@@ -16,6 +16,7 @@ import anyio
 
 from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
+from llbkit.core.fs.sendpatterns import SenderError
 from llbkit.core.fs.sync import sync_tree
 from llbkit.core.plugins.blobcheck import DIGEST
 from llbkit.core.snapshot.layers import apply_layer
@@ -156,16 +157,20 @@ class EmbeddedClient:
         # The state root the mirror lives in is never part of a context, even when the context
         # holds it (``--root ./state``): it would copy itself into itself.
         skip = (*self.private, *_state_root_of(dest))
-        return await anyio.to_thread.run_sync(
-            lambda: sync_tree(
-                src,
-                dest,
-                include=include,
-                exclude=exclude,
-                follow_paths=follow_paths,
-                skip_dirs=skip,
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: sync_tree(
+                    src,
+                    dest,
+                    include=include,
+                    exclude=exclude,
+                    follow_paths=follow_paths,
+                    skip_dirs=skip,
+                )
             )
-        )
+        except SenderError as err:
+            # This client is the sender: its refusal reads as a daemon reports a session's.
+            raise UserError(f"error from sender: {err}") from None
 
 
 def _state_root_of(path: Path) -> tuple[Path, ...]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import os
 import stat
@@ -19,8 +18,7 @@ from pathlib import Path
 
 from llbkit.core.fs.copydata import copy_data, mirror_file
 from llbkit.core.fs.iterative import Steps, rmtree, run
-from llbkit.core.fs.rootpath import resolve_in_root
-from llbkit.core.patterns import PatternMatcher
+from llbkit.core.fs.sendpatterns import SenderPatterns, selected
 
 __all__ = ["sync_tree"]
 
@@ -42,29 +40,6 @@ def _meta(path: str, st: os.stat_result) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-@functools.lru_cache(maxsize=256)
-def _segment(pattern: str) -> PatternMatcher:
-    """One path component of an include pattern, compiled once per process."""
-    return PatternMatcher([pattern])
-
-
-def _could_include(rel: str, includes: Sequence[str]) -> bool:
-    """Whether a directory may hold something an include pattern selects."""
-    parts = rel.split("/")
-    for pattern in includes:
-        pparts = pattern.strip("/").split("/")
-        ok = True
-        for a, b in zip(parts, pparts, strict=False):
-            if "**" in b:
-                return True
-            if not _segment(b).matches(a):
-                ok = False
-                break
-        if ok:
-            return True
-    return False
-
-
 def sync_tree(
     src: Path,
     dest: Path,
@@ -77,19 +52,15 @@ def sync_tree(
     """Make ``dest`` mirror ``src`` (filtered by patterns); return the paths (relative to
     ``dest``) made, replaced, removed or given new metadata: what a checksum must look at again.
 
-    ``follow_paths`` name symlinks whose targets (resolved inside ``src``) are included too,
-    as fsutil resolves them into include patterns before walking. ``skip_dirs`` are never
+    ``follow_paths`` are what is sent (with the targets of symlinks on them, resolved inside
+    ``src``), as fsutil resolves them into include patterns before walking; a malformed
+    pattern raises :class:`SenderError` in fsutil's words. ``skip_dirs`` are never
     mirrored: an engine's own state root inside a context would otherwise copy itself into
     itself, deeper on every build.
     """
-    includes = [p.strip("/") for p in include]
-    if includes:
-        for path in follow_paths:
-            target = os.path.relpath(resolve_in_root(src, path), src)
-            if target != "." and target not in includes:
-                includes.append(target)
-    inc = PatternMatcher(includes) if includes else None
-    exc = PatternMatcher(list(exclude)) if exclude else None
+    # What fsutil's sender would send, chosen first by its own rules; the mirror then takes
+    # exactly those entries (a directory is in the selection when anything below it is).
+    chosen = selected(str(src), SenderPatterns(str(src), include, exclude, follow_paths))
     dest.mkdir(parents=True, exist_ok=True)
     skip = set()
     for private in skip_dirs:
@@ -99,7 +70,7 @@ def sync_tree(
             continue
         skip.add((st.st_dev, st.st_ino))
     seen = _Seen()
-    run(_sync_dir(str(src), str(dest), "", _Filter(inc, includes, exc, skip), seen))
+    run(_sync_dir(str(src), str(dest), "", _Filter(chosen, skip), seen))
     return seen.changes
 
 
@@ -113,16 +84,8 @@ class _Seen:
 
 
 class _Filter:
-    def __init__(
-        self,
-        inc: PatternMatcher | None,
-        includes: list[str],
-        exc: PatternMatcher | None,
-        skip: set[tuple[int, int]],
-    ) -> None:
-        self.inc = inc
-        self.includes = includes
-        self.exc = exc
+    def __init__(self, chosen: set[str] | None, skip: set[tuple[int, int]]) -> None:
+        self.chosen = chosen
         self.skip = skip
 
     def skipped(self, entry: os.DirEntry[str]) -> bool:
@@ -139,21 +102,17 @@ def _sync_dir(
     seen: _Seen,
 ) -> Steps[int]:
     """Mirror one directory; its children through ``run``, so any depth is walked."""
-    inc, includes, exc = patterns.inc, patterns.includes, patterns.exc
+    chosen = patterns.chosen
     changed = 0
     keep: set[str] = set()
     with os.scandir(src) as it:
         entries = sorted((e for e in it if not patterns.skipped(e)), key=lambda e: e.name)
     for entry in entries:
         path = f"{rel}/{entry.name}" if rel else entry.name
+        if chosen is not None and path not in chosen:
+            continue
         st = entry.stat(follow_symlinks=False)
         is_dir = stat.S_ISDIR(st.st_mode)
-        excluded = exc is not None and exc.matches(path)
-        if excluded and not (is_dir and exc is not None and exc.exclusions):
-            continue
-        selected = inc is None or inc.matches(path)
-        if not selected and not (is_dir and _could_include(path, includes)):
-            continue
         target = f"{dest}/{entry.name}"
         try:
             old = os.lstat(target)
@@ -167,25 +126,12 @@ def _sync_dir(
             if old is None:
                 os.mkdir(target)
                 changed += 1
-            # An included directory brings everything below it.
-            below = yield _sync_dir(
-                entry.path,
-                target,
-                path,
-                _Filter(None if selected else inc, includes, exc, patterns.skip),
-                seen,
-            )
-            if ((below == 0 and not selected) or excluded) and not os.listdir(target):
-                os.rmdir(target)  # nothing below it was selected
-                seen.changes.update([path] if old is not None else [])
-                continue
+            below = yield _sync_dir(entry.path, target, path, patterns, seen)
             changed += below
             keep.add(entry.name)
             if old is None or not _same(st, old) or below:
                 _meta(target, st)
                 seen.changes.add(path)
-            continue
-        if excluded:
             continue
         keep.add(entry.name)
         if _sync_file(entry, st, old=old, target=target, dest=dest, links=seen.links):

@@ -69,7 +69,9 @@ class SourceJob(Protocol):
     async def cache_key(self, client: ClientIO) -> str:
         """Return a key that is the same on every machine for the same content.
 
-        Runs before :meth:`fetch`; a key that is already cached means no fetch at all.
+        Runs before :meth:`fetch`; a key that is already cached means no fetch at all. A job
+        with a ``key_status`` string attribute has it shown as a sub-task of its vertex while
+        the key is computed (an image's ``resolve REF``, as BuildKit shows it).
         """
         ...
 

@@ -347,9 +347,21 @@ class _Build:
         assert isinstance(op, SourceOp)
 
         async def compute() -> str:
-            await op.job(self.solver.drivers)
+            job = await op.job(self.solver.drivers)
             shared.start()
-            return await op.cache_key(self.solver.drivers, self.client)
+            # A job may name what computing its key does (an image: "resolve REF"), which
+            # BuildKit shows as a sub-task of the vertex, on every build, cached or not.
+            status = getattr(job, "key_status", None)
+            if not isinstance(status, str) or not status:
+                return await op.cache_key(self.solver.drivers, self.client)
+            began = time.time()
+            digest = shared.vertex.digest
+            shared.emit(VertexStatus(status, digest, began, started=began))
+            try:
+                return await op.cache_key(self.solver.drivers, self.client)
+            finally:
+                now = time.time()
+                shared.emit(VertexStatus(status, digest, now, started=began, completed=now))
 
         return await shared.key.run(compute)
 

@@ -66,6 +66,11 @@ class ImageJob(ParsedSource):
             )
         return self._resolved["image"]
 
+    @property
+    def key_status(self) -> str:
+        """The sub-task BuildKit shows while it resolves the manifest for the key."""
+        return f"resolve {self.reference}"
+
     async def cache_key(self, client: ClientIO) -> str:
         """BuildKit's image key: the manifest digest and the platform."""
         image = await self.resolve_image()

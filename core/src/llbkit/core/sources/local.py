@@ -68,7 +68,12 @@ class LocalJob(ParsedSource):
         if self.state_dir is None:
             raise UserError(f"{self.identifier}: local sources need a state directory")
         ident = json.dumps(
-            [client.local_identity(self.name), self.include_patterns, self.exclude_patterns],
+            [
+                client.local_identity(self.name),
+                self.include_patterns,
+                self.exclude_patterns,
+                *([self.follow_paths] if self.follow_paths else []),
+            ],
         )
         return self.state_dir / hashlib.sha256(ident.encode()).hexdigest()[:32]
 

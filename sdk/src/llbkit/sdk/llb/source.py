@@ -34,6 +34,17 @@ class SourceOp(Vertex):
     caps: tuple[str, ...]
     options: Options = field(default_factory=Options)
 
+    def set_follow_paths(self, paths: Sequence[str]) -> None:
+        """Give a local source its follow paths after the states reading it were made, as
+        BuildKit's Dockerfile frontend does once it knows every path the build reads (its
+        ``mutableOutput``); before marshalling only."""
+        if not self.identifier.startswith("local://"):
+            raise ValueError(f"{self.identifier}: only a local source has follow paths")
+        if paths:
+            self.attrs["local.followpaths"] = go_json_list(paths)
+            if "source.local.followpaths" not in self.caps:
+                self.caps = (*self.caps, "source.local.followpaths")
+
     def to_op(self, m: Marshaler) -> tuple[pb.Op, pb.OpMetadata]:
         op, meta = m.op_base(self.options, None)
         op.source.identifier = self.identifier
@@ -43,6 +54,15 @@ class SourceOp(Vertex):
             op.ClearField("platform")
         add_caps(meta, *self.caps)
         return op, meta
+
+
+def go_json_list(items: Sequence[str]) -> str:
+    """A list of strings as Go's ``json.Marshal`` writes it (what BuildKit's client puts in
+    attributes): compact, UTF-8 kept, ``<``, ``>``, ``&``, U+2028 and U+2029 escaped."""
+    text = json.dumps(list(items), ensure_ascii=False, separators=(",", ":"))
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
 
 
 def _state(op: SourceOp, platform: Platform | None = None) -> State:
@@ -113,13 +133,13 @@ def local(
         attrs["local.session"] = session_id
         caps.append("source.local.sessionid")
     if include_patterns:
-        attrs["local.includepattern"] = json.dumps(list(include_patterns), separators=(",", ":"))
+        attrs["local.includepattern"] = go_json_list(include_patterns)
         caps.append("source.local.includepatterns")
     if follow_paths:
-        attrs["local.followpaths"] = json.dumps(list(follow_paths), separators=(",", ":"))
+        attrs["local.followpaths"] = go_json_list(follow_paths)
         caps.append("source.local.followpaths")
     if exclude_patterns:
-        attrs["local.excludepatterns"] = json.dumps(list(exclude_patterns), separators=(",", ":"))
+        attrs["local.excludepatterns"] = go_json_list(exclude_patterns)
         caps.append("source.local.excludepatterns")
     if shared_key_hint:
         attrs["local.sharedkeyhint"] = shared_key_hint

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from llbkit.core.patterns import clean
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
     go_duration,
@@ -44,6 +45,7 @@ from llbkit.plugins.frontend_dockerfile.shell import (
     expand_words,
 )
 from llbkit.sdk import llb
+from llbkit.sdk.llb.source import SourceOp
 
 __all__ = ["BuildOptions", "Converted", "convert"]
 
@@ -166,8 +168,21 @@ class _Converter:
             shared_key_hint=options.context_key,
             custom_name="[internal] load build context",
         )
+        #: context paths COPY, ADD and RUN bind mounts read (BuildKit's ``ctxPaths``): the
+        #: context's follow paths, so the client sends only those
+        self.ctx_paths: set[str] = set()
         self.expanded = 0
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+    def follow_context_paths(self) -> None:
+        """Name what the build reads of the context as its follow paths, as BuildKit does once
+        every stage is converted: none when one of them is the whole context."""
+        if not self.ctx_paths or "/" in self.ctx_paths:
+            return
+        assert self.context.output is not None
+        op = self.context.output.vertex
+        assert isinstance(op, SourceOp)
+        op.set_follow_paths(sorted(p.lstrip("/") for p in self.ctx_paths))
 
     def parse_fail(self, inst: Instruction, message: str) -> DockerfileError:
         """An error BuildKit reports while parsing instructions, worded as it does."""
@@ -499,8 +514,10 @@ class _Converter:
 
         ref = parse_reference(stage.base, default_tag=False)
         tag = f":{ref.tag}" if ref.tag else ""
-        name = f"{self.step(stage)}FROM {ref.name}{tag}@{digest}"
-        state = llb.image(stage.base, custom_name=name)
+        pinned = f"{ref.name}{tag}@{digest}"
+        name = f"{self.step(stage)}FROM {pinned}"
+        # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
+        state = llb.image(pinned, custom_name=name)
         for key, value in stage.env.items():
             state = state.with_env(key, value)
         if config.get("WorkingDir"):
@@ -721,6 +738,9 @@ class _Converter:
             if found is not None and found.index < stage.index:
                 await self.build(found, visiting)
         base = self.source_state(stage, origin, inst) if origin else None
+        if not origin and kind in ("bind", "tmpfs"):
+            # BuildKit counts any mount of the context, a tmpfs's (always "/") too.
+            self.ctx_paths.add(clean("/" + source))
         if kind == "bind":
             return llb.Bind(
                 target, base or self.context, selector=source, readonly=not rw, output=False
@@ -844,6 +864,10 @@ class _Converter:
             stage.state = llb.merge([stage.state, llb.scratch().file(action, **opts)])
         else:
             stage.state = stage.state.file(action, **opts)
+        if not origin:
+            for src in sources:
+                if src not in heredocs and not (add and src.startswith(("http://", "https://"))):
+                    self.ctx_paths.add(clean("/" + src))
         # History shows the expanded paths, then the heredocs by name, without the flags.
         shown = [w for w in sources if w not in heredocs]
         shown += [f"<<{heredocs[w].name}" for w in sources if w in heredocs]
@@ -1240,6 +1264,7 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
         for stage in needed[:-1]:
             await converter.build(stage)
     target = await converter.build(wanted)
+    converter.follow_context_paths()
     declared = set(converter.meta_args) | {
         name for stage in converter.stages for name in stage.declared
     }
