@@ -256,8 +256,13 @@ class S3CacheStore:
         self._check_writable()
         key = self._blob_key(digest)
         # Checked before a byte is sent: a bucket never holds a blob under a wrong digest.
+        if size < MULTIPART:  # one PUT from memory: no spool file, no transfer manager
+            data = await _verified_bytes(digest, size, chunks)
+            put = partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=data)
+            await self._run(f"PUT {self._url(key)}", put)
+            return
         async with verified_spool(digest, size, chunks) as spool:
-            # One PUT, or a multipart upload (visible only once complete) for a large blob.
+            # A multipart upload, visible only once complete.
             await self._run(
                 f"PUT {self._url(key)}",
                 lambda: self._s3.upload_file(str(spool), self.bucket, key, Config=self._transfer),
@@ -268,6 +273,24 @@ class S3CacheStore:
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._s3.close)
+
+
+async def _verified_bytes(digest: str, size: int, chunks: AsyncIterable[bytes]) -> bytes:
+    """A small blob's bytes, once they are ``size`` bytes hashing to ``digest``."""
+    import hashlib
+
+    checked_digest(digest)
+    parts, got = [], 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        got += len(chunk)
+        if got > size:  # never held beyond what was announced
+            break
+    data = b"".join(parts)
+    arrived = "sha256:" + hashlib.sha256(data).hexdigest()
+    if (arrived, len(data)) != (digest, size):
+        raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({len(data)} bytes)")
+    return data
 
 
 def _what_failed(err: BaseException, endpoint: str, timeout: float) -> str:
