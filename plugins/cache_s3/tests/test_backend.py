@@ -397,3 +397,32 @@ def test_an_unknown_key_is_refused_by_name() -> None:
     with pytest.raises(UnknownOptionError, match="unknown option 'bucket_name'") as err:
         anyio.run(lambda: _open({**_attrs("http://127.0.0.1:9", "b"), "bucket_name": "x"}))
     assert "upload_parallelism" in str(err.value) and SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize("listed", [1000, 2])
+def test_existence_is_answered_from_one_listing_unless_it_is_long(
+    endpoint: str, bucket: str, listed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ListObjectsV2 answers every check of an export; past one page of the limit (here
+    shrunk to 2), a HEAD per blob does. Either way: the same answers."""
+    from llbkit.plugins.cache_s3 import backend
+
+    monkeypatch.setattr(backend, "LISTED", listed)
+    kept = [b"one", b"two", b"three"]
+    for data in kept:
+        _run(_attrs(endpoint, bucket), _write(data))
+    calls: list[str] = []
+
+    async def use(store: Any) -> list[bool]:
+        store._s3.meta.events.register(
+            "before-call.s3", lambda model, **_: calls.append(model.name)
+        )
+        found = [await store.has_blob(_digest(d)) for d in [*kept, b"absent"]]
+        await _write(b"absent")(store)
+        return [*found, await store.has_blob(_digest(b"absent"))]
+
+    assert _run(_attrs(endpoint, bucket), use) == [True, True, True, False, True]
+    if listed > len(kept):
+        assert calls == ["ListObjectsV2", "PutObject"]
+    else:
+        assert calls.count("ListObjectsV2") == 1 and calls.count("HeadObject") == 5

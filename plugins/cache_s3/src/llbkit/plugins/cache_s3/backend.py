@@ -48,6 +48,8 @@ CHUNK = 1 << 20
 TIMEOUT = "60s"
 #: blobs from this size up go in parts of this size, ``upload_parallelism`` at once
 MULTIPART = 8 << 20
+#: most blobs listed at once (one page) to answer existence checks; past that, a HEAD each
+LISTED = 1000
 #: what says "no such object": get_object's code, and head_object's bare status (no body)
 _ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
 #: S3's codes for a refused identity or signature, and head_object's bare statuses
@@ -117,6 +119,11 @@ class S3CacheStore:
         self.endpoint = endpoint
         self.writable = writable
         self.timeout = timeout
+        #: the blobs under the prefix when it was listed (key -> last written); None when the
+        #: listing was too long or refused, and each blob is then asked about on its own
+        self._listing: dict[str, datetime] | None = None
+        self._listed = False
+        self._list_lock = anyio.Lock()
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART,
             multipart_chunksize=MULTIPART,
@@ -218,17 +225,44 @@ class S3CacheStore:
 
     async def has_blob(self, digest: str) -> bool:
         key = self._blob_key(digest)
-        head = await self._find(
-            f"HEAD {self._url(key)}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key)
-        )
-        if head is None:
-            return False
+        listing = await self._blob_listing()
+        if listing is not None:  # a blob written since is sent again: the same bytes
+            if key not in listing:
+                return False
+            modified = listing[key]
+        else:
+            head = await self._find(
+                f"HEAD {self._url(key)}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key)
+            )
+            if head is None:
+                return False
+            modified = head["LastModified"]
         # As BuildKit's export: a blob kept but not written lately is copied onto itself, so a
         # bucket lifecycle rule expiring old objects spares what builds still use.
-        age = datetime.now(UTC) - head["LastModified"]
+        age = datetime.now(UTC) - modified
         if self.writable and age.total_seconds() > self.touch_refresh:
             await self._run(f"COPY {self._url(key)} (touch)", lambda: self._touch(key))
+            if listing is not None:
+                listing[key] = datetime.now(UTC)
         return True
+
+    async def _blob_listing(self) -> dict[str, datetime] | None:
+        """The blobs under the prefix, listed once: one request answers the many "is it
+        there?" of an export or import, where a HEAD each costs a round trip each."""
+        async with self._list_lock:
+            if not self._listed:
+                self._listed = True
+                try:
+                    self._listing = await anyio.to_thread.run_sync(self._list_blobs)
+                except Exception:  # e.g. no s3:ListBucket in the policy: HEAD each blob
+                    self._listing = None
+        return self._listing
+
+    def _list_blobs(self) -> dict[str, datetime] | None:
+        got = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self.blobs, MaxKeys=LISTED)
+        if got.get("IsTruncated"):
+            return None  # a large shared cache: a HEAD per blob costs less than its listing
+        return {item["Key"]: item["LastModified"] for item in got.get("Contents", [])}
 
     def _touch(self, key: str) -> None:
         self._s3.copy_object(
@@ -260,13 +294,17 @@ class S3CacheStore:
             data = await _verified_bytes(digest, size, chunks)
             put = partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=data)
             await self._run(f"PUT {self._url(key)}", put)
-            return
-        async with verified_spool(digest, size, chunks) as spool:
-            # A multipart upload, visible only once complete.
-            await self._run(
-                f"PUT {self._url(key)}",
-                lambda: self._s3.upload_file(str(spool), self.bucket, key, Config=self._transfer),
-            )
+        else:
+            async with verified_spool(digest, size, chunks) as spool:
+                # A multipart upload, visible only once complete.
+                await self._run(
+                    f"PUT {self._url(key)}",
+                    lambda: self._s3.upload_file(
+                        str(spool), self.bucket, key, Config=self._transfer
+                    ),
+                )
+        if self._listing is not None:
+            self._listing[key] = datetime.now(UTC)
 
     def blob_source(self) -> BlobSource | None:
         return None  # not a registry: nothing for a push to mount
