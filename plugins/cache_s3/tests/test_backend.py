@@ -426,3 +426,23 @@ def test_existence_is_answered_from_one_listing_unless_it_is_long(
         assert calls == ["ListObjectsV2", "PutObject"]
     else:
         assert calls.count("ListObjectsV2") == 1 and calls.count("HeadObject") == 5
+
+
+def test_the_clients_of_one_engine_share_s3s_model_but_not_credentials(endpoint: str) -> None:
+    """botocore's data (S3's model and endpoint rules) is read once per engine; each store's
+    client has its own session and credentials."""
+    backend = S3CacheBackend(make_context("s3"))
+
+    async def two() -> list[Any]:
+        stores = []
+        for key_id in ("first", "second"):
+            attrs = {**_attrs(endpoint, "b"), "access_key_id": key_id}
+            stores.append(await backend.resolve(attrs, "export", MemoryClientIO(Path("/"))))
+        for store in stores:
+            await store.aclose()
+        return [store._s3 for store in stores]
+
+    first, second = anyio.run(two)
+    assert first._loader is second._loader
+    keys = [c._request_signer._credentials.access_key for c in (first, second)]
+    assert keys == ["first", "second"]

@@ -9,6 +9,7 @@ so BuildKit and llbkit read each other's buckets. Attributes are BuildKit v0.11'
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
@@ -375,13 +376,13 @@ def _make_client(
     *,
     pool: int,
     timeout: float,
+    models: _Models,
 ) -> Any:
     # botocore's own session: boto3's without its resource layer, a tenth of a second less
     # to start, which a build exporting a few small layers notices
-    import botocore.session
     from botocore.config import Config
 
-    session = botocore.session.get_session()
+    session = models.session()
     config = Config(
         s3={"addressing_style": "path" if path_style else "auto"},
         # Core tries a transient failure again, with backoff, for every backend alike.
@@ -396,6 +397,27 @@ def _make_client(
     )
 
 
+class _Models:
+    """botocore's data loader (S3's service model, endpoint rules), shared by the clients of
+    one engine: read once, a client takes 4 ms instead of 90. Each client still has a session
+    of its own, so credentials are looked up afresh every time."""
+
+    def __init__(self) -> None:
+        self._loader: Any = None
+        self._lock = threading.Lock()
+
+    def session(self) -> Any:
+        import botocore.session
+
+        session = botocore.session.Session()
+        with self._lock:
+            if self._loader is None:
+                self._loader = session.get_component("data_loader")
+            else:
+                session.register_component("data_loader", self._loader)
+        return session
+
+
 class S3CacheBackend:
     """Constructed once per engine; ``resolve`` runs once per ``--export/--import-cache``."""
 
@@ -403,6 +425,7 @@ class S3CacheBackend:
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
+        self._models = _Models()
 
     async def resolve(
         self, attrs: Mapping[str, str], direction: Direction, client: ClientIO
@@ -449,7 +472,13 @@ class S3CacheBackend:
         pool = max(10, 4 * parallelism + 4)
         s3 = await anyio.to_thread.run_sync(
             lambda: _make_client(
-                found["region"], endpoint_url, path_style, credentials, pool=pool, timeout=timeout
+                found["region"],
+                endpoint_url,
+                path_style,
+                credentials,
+                pool=pool,
+                timeout=timeout,
+                models=self._models,
             )
         )
         return S3CacheStore(
