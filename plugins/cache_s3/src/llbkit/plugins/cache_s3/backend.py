@@ -49,8 +49,10 @@ CHUNK = 1 << 20
 TIMEOUT = "60s"
 #: blobs from this size up go in parts of this size, ``upload_parallelism`` at once
 MULTIPART = 8 << 20
-#: most blobs listed at once (one page) to answer existence checks; past that, a HEAD each
-LISTED = 1000
+#: most blobs listed (one page) to answer existence checks; past that, a HEAD each. A page of
+#: 100 costs about what 3 to 6 HEADs do (moto here: 0.24 s for 1,000, 0.07 s for 250), so a
+#: large shared prefix loses little and a fresh or small one saves a round trip per blob
+LISTED = 100
 #: what says "no such object": get_object's code, and head_object's bare status (no body)
 _ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
 #: S3's codes for a refused identity or signature, and head_object's bare statuses
