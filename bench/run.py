@@ -210,6 +210,7 @@ def _only(results: Results, scenario: str) -> Results:
         {scenario: results.errors.get(scenario, {})},
         {scenario: results.unsupported.get(scenario, [])},
         {scenario: results.peaks.get(scenario, {})},
+        {scenario: results.rates.get(scenario, {})},
     )
 
 

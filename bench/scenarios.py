@@ -315,9 +315,27 @@ def ci_cache(tool: Tool, work: Work) -> dict[str, Timed | str]:
     for name, spec in builds.items():
         tool.build(spec)
         exporting = replace(spec, export_cache=f"{caches[name]},mode=max")
-        times[f"{name} export"] = timed(tool, lambda s=exporting: tool.build(s))
+        before = _stored(work.s3, f"{run_id}/")
+        took = timed(tool, lambda s=exporting: tool.build(s))
+        # The upload throughput: what the phase added to the bucket over the phase's time.
+        times[f"{name} export"] = replace(took, sent=_stored(work.s3, f"{run_id}/") - before)
     times.update(_imported(tool, work, builds, caches))
     return times
+
+
+def _stored(endpoint: str, prefix: str) -> int:
+    """Bytes of the objects under ``prefix`` in the ``bench`` bucket (read untimed)."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix=prefix)
+    return sum(item["Size"] for page in pages for item in page.get("Contents", []))
 
 
 def ci_cache_registry(tool: Tool, work: Work) -> dict[str, Timed | str]:

@@ -40,6 +40,27 @@ def test_medians_ratios_and_goals() -> None:
     assert ("graph-scale", "chain-10 cold") not in checked  # BuildKit has no figure to compare
 
 
+def test_upload_throughput_beside_the_time_and_its_goal(tmp_path: Path) -> None:
+    out = Results(meta={})
+    for llbkit, buildkit in ((0.5, 2.0), (1.0, 3.0), (2.0, 4.0)):  # 10 MB each time
+        out.add("ci-cache", "llbkit", {"chain export": Timed(llbkit, None, 10 * MB)})
+        out.add("ci-cache", "buildkit", {"chain export": Timed(buildkit, None, 10 * MB)})
+    assert out.rate("ci-cache", "chain export", "llbkit") == 10.0
+    assert out.rate("ci-cache", "chain export", "buildkit") == pytest.approx(10 / 3)
+    checked = {g["phase"]: g for g in goals(out)}
+    rate = checked["chain export, upload MB/s"]
+    assert rate["ratio"] == pytest.approx(3.0) and rate["met"]  # higher is better: >= 2
+    assert (
+        checked["chain export"]["ratio"] == pytest.approx(1 / 3) and checked["chain export"]["met"]
+    )
+    shown = text(out)
+    assert "chain export, upload MB/s (median): llbkit 10.0, buildkit 3.3" in shown
+    assert "(goal >= 2.00, vs buildkit)  met" in shown
+    save(out, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["upload_bytes_per_second"]["ci-cache"]["chain export"]["llbkit"][0] == 20 * MB
+
+
 def test_a_failed_phase_is_reported_not_dropped(tmp_path: Path) -> None:
     table = markdown(results())
     assert "| graph-scale | chain-10 cold | 2.00 | failed |" in table

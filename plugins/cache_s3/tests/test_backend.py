@@ -397,3 +397,52 @@ def test_an_unknown_key_is_refused_by_name() -> None:
     with pytest.raises(UnknownOptionError, match="unknown option 'bucket_name'") as err:
         anyio.run(lambda: _open({**_attrs("http://127.0.0.1:9", "b"), "bucket_name": "x"}))
     assert "upload_parallelism" in str(err.value) and SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize("listed", [100, 2])
+def test_existence_is_answered_from_one_listing_unless_it_is_long(
+    endpoint: str, bucket: str, listed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ListObjectsV2 answers every check of an export; past one page of the limit (here
+    shrunk to 2), a HEAD per blob does. Either way: the same answers."""
+    from llbkit.plugins.cache_s3 import backend
+
+    monkeypatch.setattr(backend, "LISTED", listed)
+    kept = [b"one", b"two", b"three"]
+    for data in kept:
+        _run(_attrs(endpoint, bucket), _write(data))
+    calls: list[str] = []
+
+    async def use(store: Any) -> list[bool]:
+        store._s3.meta.events.register(
+            "before-call.s3", lambda model, **_: calls.append(model.name)
+        )
+        found = [await store.has_blob(_digest(d)) for d in [*kept, b"absent"]]
+        await _write(b"absent")(store)
+        return [*found, await store.has_blob(_digest(b"absent"))]
+
+    assert _run(_attrs(endpoint, bucket), use) == [True, True, True, False, True]
+    if listed > len(kept):
+        assert calls == ["ListObjectsV2", "PutObject"]
+    else:
+        assert calls.count("ListObjectsV2") == 1 and calls.count("HeadObject") == 5
+
+
+def test_the_clients_of_one_engine_share_s3s_model_but_not_credentials(endpoint: str) -> None:
+    """botocore's data (S3's model and endpoint rules) is read once per engine; each store's
+    client has its own session and credentials."""
+    backend = S3CacheBackend(make_context("s3"))
+
+    async def two() -> list[Any]:
+        stores = []
+        for key_id in ("first", "second"):
+            attrs = {**_attrs(endpoint, "b"), "access_key_id": key_id}
+            stores.append(await backend.resolve(attrs, "export", MemoryClientIO(Path("/"))))
+        for store in stores:
+            await store.aclose()
+        return [store._s3 for store in stores]
+
+    first, second = anyio.run(two)
+    assert first._loader is second._loader
+    keys = [c._request_signer._credentials.access_key for c in (first, second)]
+    assert keys == ["first", "second"]
