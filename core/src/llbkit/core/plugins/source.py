@@ -5,9 +5,9 @@ Group ``llbkit.sources``; the entry-point name is the identifier's scheme (``doc
 and attributes; the job then computes a portable cache key and, on a miss, fetches.
 
 A job that brings an image's layers (``docker-image``, ``oci-layout``) is a
-:class:`LayeredSourceJob`: the engine keeps one store layer per image layer, with its original
-blob, so exports and pushes reuse the exact bytes. A driver that can look images up for
-frontends is also an :class:`ImageResolver`.
+:class:`LayeredSourceJob`: one store layer per image layer, with its original blob, so exports
+and pushes reuse the exact bytes. A driver that looks images up for frontends is also an
+:class:`ImageResolver`.
 """
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ __all__ = [
     "ImageResolver",
     "LayeredSourceJob",
     "ResolveMode",
+    "ShowsKeyWork",
     "Source",
     "SourceJob",
 ]
 
 API_VERSION = 2
 
-#: ``image.resolvemode``: ask the registry and fall back to what is known (``default``), always
-#: ask (``pull``), or only use what was resolved before (``local``)
+#: ``image.resolvemode``: ask the registry, else use what is known (``default``); always ask
+#: (``pull``); only what was resolved before (``local``)
 ResolveMode = Literal["default", "pull", "local"]
 
 
 class Source(Protocol):
-    """A named source kind; one instance per engine."""
+    """A source kind; one instance per engine."""
 
     api_version: ClassVar[int]
 
@@ -49,11 +50,9 @@ class Source(Protocol):
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
     ) -> SourceJob:
-        """Parse a SourceOp (``identifier`` includes the scheme) and check its attributes.
-
-        Runs when the solver loads the vertex, before any fetching. Unknown attribute keys of
-        this source's own namespace (``git.*`` for git) are rejected by name.
-        """
+        """Parse a SourceOp (``identifier`` includes the scheme) and check its attributes,
+        when the solver loads the vertex; unknown keys of the source's own namespace (``git.*``
+        for git) are rejected by name."""
         ...
 
 
@@ -69,18 +68,26 @@ class SourceJob(Protocol):
     async def cache_key(self, client: ClientIO) -> str:
         """Return a key that is the same on every machine for the same content.
 
-        Runs before :meth:`fetch`; a key that is already cached means no fetch at all. A job
-        with a ``key_status`` string attribute has it shown as a sub-task of its vertex while
-        the key is computed (an image's ``resolve REF``, as BuildKit shows it).
+        Runs before :meth:`fetch`; a key that is already cached means no fetch at all.
         """
         ...
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
-        """Write the content into the empty directory ``dest``; runs only on a cache miss."""
+        """Write the content into the empty directory ``dest``; only on a cache miss."""
 
     def discard(self) -> None:
-        """Drop whatever the job fetched to compute its key and no longer needs (a download
-        whose result turned out to be cached); runs when no build uses the vertex any more."""
+        """Drop what the job fetched for its key and no longer needs (a download whose result
+        was cached); runs when no build uses the vertex any more."""
+
+
+@runtime_checkable
+class ShowsKeyWork(Protocol):
+    """A job whose key takes work shown as a sub-task (``resolve REF``, as in BuildKit)."""
+
+    @property
+    def key_status(self) -> str:
+        """Its name."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -88,9 +95,8 @@ class FetchedLayer:
     """One image layer, unpacked by a :class:`LayeredSourceJob`.
 
     :param tree: the layer's files in the store's layer format, whiteouts included.
-    :param blob: the verified compressed blob it was unpacked from.
-    :param diff_id: the digest of the uncompressed tar, from the image config (empty when the
-        config does not list one per layer).
+    :param blob: the verified blob it was unpacked from.
+    :param diff_id: the uncompressed tar's digest from the config ("" if it lists none).
     :param source: where the blob can be mounted from when pushing (its repository).
     :param description: as BuildKit names it (``pulled from REF@DIGEST``).
     """
@@ -112,16 +118,16 @@ class LayeredSourceJob(SourceJob, Protocol):
     async def fetch_layers(
         self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
     ) -> Sequence[FetchedLayer]:
-        """Pull the layers (verified) and unpack each into its own new directory under
-        ``stage``, bottom first. ``layer_format`` is the store's (``overlay``: whiteouts as
-        0/0 character devices and ``trusted.overlay.opaque``; ``oci``: ``.wh.`` files).
-        Runs instead of :meth:`fetch` on a cache miss."""
+        """On a miss, instead of :meth:`fetch`: pull the layers (verified), unpack each into
+        a new directory under ``stage``, bottom first, in the store's ``layer_format``
+        (``overlay``: whiteouts as 0/0 devices and ``trusted.overlay.opaque``; ``oci``:
+        ``.wh.`` files)."""
         ...
 
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """An image as a frontend needs it: its manifest digest and config JSON."""
+    """An image as a frontend needs it: manifest digest and config JSON."""
 
     digest: str
     config: bytes
@@ -134,9 +140,6 @@ class ImageResolver(Protocol):
     async def resolve_image_config(
         self, ref: str, platform: Platform, mode: ResolveMode = "default"
     ) -> ImageConfig:
-        """The image ``ref`` (``alpine:3``, ``reg.example/app@sha256:…``) for ``platform``.
-
-        Raises :class:`~llbkit.core.errors.UserError` naming the reference when it cannot be
-        found or reached.
-        """
+        """The image ``ref`` (``alpine:3``, ``reg.example/app@sha256:…``) for ``platform``;
+        a :class:`~llbkit.core.errors.UserError` names a ``ref`` not found or not reached."""
         ...

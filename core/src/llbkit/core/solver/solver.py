@@ -40,6 +40,7 @@ from llbkit.core.plugins.progress import (
 from llbkit.core.plugins.progress import (
     Vertex as VertexState,
 )
+from llbkit.core.plugins.source import ShowsKeyWork
 from llbkit.core.solver.cache_sources import CacheChain, Hit
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
@@ -351,8 +352,8 @@ class _Build:
             shared.start()
             # A job may name what computing its key does (an image: "resolve REF"), which
             # BuildKit shows as a sub-task of the vertex, on every build, cached or not.
-            status = getattr(job, "key_status", None)
-            if not isinstance(status, str) or not status:
+            status = job.key_status if isinstance(job, ShowsKeyWork) else ""
+            if not status:
                 return await op.cache_key(self.solver.drivers, self.client)
             began = time.time()
             digest = shared.vertex.digest
