@@ -131,47 +131,41 @@ def rows(results: Results) -> list[Row]:
 
 def goals(results: Results) -> list[dict[str, Any]]:
     """llbkit's median over BuildKit's for each phase the issue sets a goal for."""
+    return [
+        *_goals(results.seconds, GOALS, "", higher_is_better=False),
+        *_goals(results.rates, RATE_GOALS, ", upload MB/s", higher_is_better=True),
+    ]
+
+
+def _goals(
+    figures: dict[str, dict[str, dict[str, list[float]]]],
+    targets: dict[tuple[str, str], float],
+    suffix: str,
+    *,
+    higher_is_better: bool,
+) -> list[dict[str, Any]]:
     out = []
-    for scenario, phases in results.seconds.items():
+    for scenario, phases in figures.items():
         for phase, tools in phases.items():
             goal = next(
-                (g for (s, p), g in GOALS.items() if s == scenario and phase.startswith(p)), None
-            )
-            peer = next((t for t in BUILDKITS if tools.get(t)), None)
-            if goal is None or peer is None or not tools.get("llbkit"):
-                continue
-            ratio = statistics.median(tools["llbkit"]) / statistics.median(tools[peer])
-            out.append(
-                {
-                    "scenario": scenario,
-                    "phase": phase,
-                    "against": peer,
-                    "ratio": ratio,
-                    "goal": goal,
-                    "met": ratio <= goal,
-                }
-            )
-    for scenario, phases in results.rates.items():
-        for phase, tools in phases.items():
-            goal = next(
-                (g for (s, p), g in RATE_GOALS.items() if s == scenario and phase.startswith(p)),
+                (g for (s, p), g in targets.items() if s == scenario and phase.startswith(p)),
                 None,
             )
             peer = next((t for t in BUILDKITS if tools.get(t)), None)
             if goal is None or peer is None or not tools.get("llbkit"):
                 continue
             ratio = statistics.median(tools["llbkit"]) / statistics.median(tools[peer])
-            out.append(
-                {
-                    "scenario": scenario,
-                    "phase": f"{phase}, upload MB/s",
-                    "against": peer,
-                    "ratio": ratio,
-                    "goal": goal,
-                    "met": ratio >= goal,
-                    "higher_is_better": True,
-                }
-            )
+            row: dict[str, Any] = {
+                "scenario": scenario,
+                "phase": f"{phase}{suffix}",
+                "against": peer,
+                "ratio": ratio,
+                "goal": goal,
+                "met": ratio >= goal if higher_is_better else ratio <= goal,
+            }
+            if higher_is_better:
+                row["higher_is_better"] = True
+            out.append(row)
     return out
 
 

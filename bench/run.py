@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import MB, Results, Timed, save, text
 from scenarios import SCENARIOS, Measure, Sizes, Work
-from tools import TOOLS, Tool, Unsupported
+from tools import TOOLS, Tool, Unsupported, s3_client
 
 from llbkit.sdk.testing.registry import LocalRegistry, busybox_layer, push_image
 
@@ -93,15 +93,7 @@ def _moto() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
+        client = s3_client(url)
         deadline = time.monotonic() + 30
         while True:
             try:

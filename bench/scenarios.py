@@ -20,7 +20,7 @@ from pathlib import Path
 from graphs import chain, wide
 from memory import CLIENTS, Peak
 from report import Timed
-from tools import Build, Tool, Unsupported
+from tools import Build, Tool, Unsupported, s3_client
 
 from llbkit.sdk import llb
 
@@ -325,16 +325,8 @@ def ci_cache(tool: Tool, work: Work) -> dict[str, Timed | str]:
 
 def _stored(endpoint: str, prefix: str) -> int:
     """Bytes of the objects under ``prefix`` in the ``bench`` bucket (read untimed)."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
-    )
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix=prefix)
+    listing = s3_client(endpoint).get_paginator("list_objects_v2")
+    pages = listing.paginate(Bucket="bench", Prefix=prefix)
     return sum(item["Size"] for page in pages for item in page.get("Contents", []))
 
 

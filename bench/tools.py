@@ -45,6 +45,19 @@ class Build:
     trace: Path | None = None
 
 
+def s3_client(endpoint: str) -> Any:
+    """A boto3 client of the harness's moto server (its bucket is ``bench``)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+
+
 def run(
     command: list[str], *, data: bytes | None = None, env: dict[str, str] | None = None
 ) -> None:
