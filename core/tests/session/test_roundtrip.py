@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -341,3 +342,34 @@ def test_a_big_tree_is_few_thread_hops(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(run.requests()) == 5000
     assert hops < 500, hops
     assert snapshot(dest) == snapshot(src)
+
+
+def test_what_was_received_is_summed_without_reading_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver hashes each file as its data arrives; the checksum that follows takes
+    those digests and reads nothing back (but the second name of a hardlinked file: a digest
+    is taken once), and comes out as a checksum that reads every file."""
+    import hashlib
+
+    from llbkit.core.fs.contenthash import ContentHasher
+    from llbkit.core.fs.received import ReceivedDigests
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    _every_kind(src)
+    (src / "big.bin").write_bytes(os.urandom(3 * CHUNK_SIZE + 5))
+    sync(src, dest)
+    expected = ContentHasher(dest).checksum("/")  # reads every file (no inode cache)
+    sync(src, tmp_path / "again")
+    reads: list[tuple[Any, ...]] = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda *a, **k: reads.append(a) or real(*a, **k))
+    hasher = ContentHasher(tmp_path / "again", inode_cache=ReceivedDigests())
+    assert hasher.checksum("/") == expected
+    assert reads and all(os.stat(handle.name).st_nlink > 1 for handle, *_ in reads)
+    # each digest is taken once: a second checksum reads the files
+    assert (
+        ContentHasher(tmp_path / "again", inode_cache=ReceivedDigests()).checksum("/") == expected
+    )
+    assert len(reads) >= 5

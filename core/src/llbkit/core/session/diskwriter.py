@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from llbkit.core.api._pb import fsutil_pb2
 from llbkit.core.fs.iterative import rmtree, walk
+from llbkit.core.fs.received import remember
 from llbkit.core.session import gomode
 from llbkit.core.session.stream import DiffCopyError, InvalidStreamError
 
@@ -57,6 +60,8 @@ class _Pending:
     stat: fsutil_pb2.Stat
     target: str
     tmp: str | None = None
+    #: the content's sha256 so far, for the checksum that follows (``fs.received``)
+    digest: Any = None
 
 
 def _key(path: str) -> str:
@@ -342,10 +347,18 @@ class DiskWriter:
                 fd = fds.get(file_id)
                 if fd is None:
                     fd = fds[file_id] = self._open(pending)
+                if pending.digest is None:
+                    pending.digest = hashlib.sha256()
                 if data:
                     _write_all(fd, data)
+                    pending.digest.update(data)
                     continue
                 self._set_metadata(fd, pending.stat)
+                st = os.fstat(fd)
+                remember(
+                    (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size),
+                    pending.digest.hexdigest(),
+                )
                 os.close(fds.pop(file_id))
                 assert pending.tmp is not None
                 _remove_if_dir(pending.target)

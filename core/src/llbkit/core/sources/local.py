@@ -162,6 +162,7 @@ def _checksum(mirror: Path, summed: str | None, changed: Collection[str] | None)
     whose stat did not change not read again (the stat cache).
     """
     from llbkit.core.fs.contenthash import ContentHasher
+    from llbkit.core.fs.received import ReceivedDigests
 
     if summed is not None and changed is not None and not changed:
         _write(mirror / "checksum", summed.encode())
@@ -171,7 +172,14 @@ def _checksum(mirror: Path, summed: str | None, changed: Collection[str] | None)
     known: dict[str, str] | None = None
     if summed is not None and changed is not None:
         known = _still_valid(mirror / "tree", saved.get("digests", {}), changed)
-    hasher = ContentHasher(mirror / "tree", stat_cache=stat_cache, replaced_only=True, known=known)
+    hasher = ContentHasher(
+        mirror / "tree",
+        stat_cache=stat_cache,
+        replaced_only=True,
+        known=known,
+        # what a session's receiver just wrote (llbkitd) is not read back to be hashed
+        inode_cache=ReceivedDigests(),
+    )
     checksum = str(hasher.checksum("/"))
     if known is None:  # the whole tree was hashed: what it did not visit is gone
         live = {k: v for k, v in stat_cache.items() if k in hasher.visited}
