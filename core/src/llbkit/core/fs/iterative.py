@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Steps", "makedirs", "rmtree", "run", "walk"]
+__all__ = ["SortedWalk", "Steps", "makedirs", "rmtree", "run", "walk"]
 
 T = TypeVar("T")
 
@@ -69,6 +69,34 @@ def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         files = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
         yield path, dirs, files
         pending.extend(os.path.join(path, d) for d in reversed(dirs))
+
+
+class SortedWalk:
+    """A tree depth first, each directory's names in the order given, without recursion:
+    iterating yields each entry once as ``(absolute path, path relative to the root)``; the
+    caller enters the directories it wants (:meth:`enter`, with their names) and may leave the
+    rest of the current one (:meth:`leave`), as fsutil's walker decides entry by entry."""
+
+    def __init__(self, root: str, names: list[str]) -> None:
+        self._stack: list[tuple[str, str, Iterator[str]]] = [(root, "", iter(names))]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        stack = self._stack
+        while stack:
+            dir_abs, dir_rel, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                continue
+            yield os.path.join(dir_abs, name), f"{dir_rel}/{name}" if dir_rel else name
+
+    def enter(self, abspath: str, path: str, names: list[str]) -> None:
+        """Walk the directory just yielded next, its entries ``names`` in that order."""
+        self._stack.append((abspath, path, iter(names)))
+
+    def leave(self) -> None:
+        """Yield nothing more of the directory the entry just yielded is in."""
+        self._stack.pop()
 
 
 def makedirs(path: str, mode: int = 0o777) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.iterative import SortedWalk
 from llbkit.core.patterns import Pattern, PatternError, PatternMatcher, clean, filepath_match
 
 __all__ = [
@@ -341,15 +342,8 @@ def selected(root: str, patterns: SenderPatterns) -> set[str] | None:
         return None
     out: set[str] = set()
     choose = SenderFilter(patterns)
-    stack: list[tuple[str, str, Iterator[str]]] = [(root, "", iter(sorted(os.listdir(root))))]
-    while stack:
-        dir_abs, dir_rel, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            continue
-        abspath = os.path.join(dir_abs, name)
-        path = f"{dir_rel}/{name}" if dir_rel else name
+    tree = SortedWalk(root, sorted(os.listdir(root)))
+    for abspath, path in tree:
         err: OSError | None = None
         is_dir = False
         children: list[str] = []
@@ -368,5 +362,5 @@ def selected(root: str, patterns: SenderPatterns) -> set[str] | None:
             out.update(p for p, _ in choose.send())
             out.add(path)
         if is_dir:
-            stack.append((abspath, path, iter(children)))
+            tree.enter(abspath, path, children)
     return out

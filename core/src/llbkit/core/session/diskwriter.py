@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llbkit.core.api._pb import fsutil_pb2
-from llbkit.core.fs.iterative import rmtree, walk
+from llbkit.core.fs.iterative import SortedWalk, rmtree, walk
 from llbkit.core.fs.received import remember
 from llbkit.core.session import gomode
 from llbkit.core.session.stream import DiffCopyError, InvalidStreamError
@@ -130,15 +130,8 @@ class DiskWriter:
         if self.merge:
             return
         seen: dict[tuple[int, int], str] = {}
-        stack = [(self.dest, "", iter(sorted(os.listdir(self.dest))))]
-        while stack:
-            dir_abs, dir_rel, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                stack.pop()
-                continue
-            abspath = os.path.join(dir_abs, name)
-            path = f"{dir_rel}/{name}" if dir_rel else name
+        tree = SortedWalk(self.dest, sorted(os.listdir(self.dest)))
+        for abspath, path in tree:
             try:
                 st = os.lstat(abspath)
             except FileNotFoundError:
@@ -171,7 +164,7 @@ class DiskWriter:
                 )
             )
             if is_dir:
-                stack.append((abspath, path, iter(sorted(os.listdir(abspath)))))
+                tree.enter(abspath, path, sorted(os.listdir(abspath)))
 
     def _same(self, old: _Old, new: fsutil_pb2.Stat) -> bool:
         """fsutil's metadata differ. Owners we cannot set (not root) are not compared, or every

@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import cast
 
 from llbkit.core.api._pb import fsutil_pb2
+from llbkit.core.fs.iterative import SortedWalk
 from llbkit.core.fs.sendpatterns import (
     DESCEND,
     SEND,
@@ -159,15 +160,8 @@ def walk(
     real = _resolve_root(root)
     walker = _Walker(SenderPatterns(root, include, exclude, follow_paths), xattrs=xattrs)
 
-    stack: list[tuple[str, str, Iterator[str]]] = [(real, "", iter(_names(real)))]
-    while stack:
-        dir_abs, dir_rel, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            continue
-        abspath = os.path.join(dir_abs, name)
-        path = f"{dir_rel}/{name}" if dir_rel else name
+    tree = SortedWalk(real, _names(real))
+    for abspath, path in tree:
         err: OSError | None = None
         st: os.stat_result | None = None
         try:
@@ -186,9 +180,9 @@ def walk(
                 err = read_err
         action = walker.visit(path, abspath, st, err)
         if action == SKIP_REST:
-            stack.pop()
+            tree.leave()
         elif action == DESCEND and st is not None and stat.S_ISDIR(st.st_mode):
-            stack.append((abspath, path, iter(children)))
+            tree.enter(abspath, path, children)
         if len(walker.out) >= batch:
             yield walker.out
             walker.out = []
