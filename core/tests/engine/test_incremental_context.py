@@ -122,3 +122,14 @@ def test_a_context_layer_measured_as_made_is_measured_as_walked(tmp_path: Path) 
     apply_layer(src, tmp_path / "plain", "plain", hardlink=True, made=made)
     assert measure_made(made, "oci") == measure(tmp_path / "plain", "oci")
     assert not measure_made(made, "oci")[1]
+
+
+def test_the_local_source_hands_the_store_what_its_fetch_learned() -> None:
+    """The solver gives the store a local job's measurements through ``MirroredJob``; a job
+    that stopped matching it would be walked again, silently slower."""
+    from llbkit.core.sources._base import MirroredJob
+    from llbkit.core.sources.image import ImageJob
+    from llbkit.core.sources.local import LocalJob
+
+    assert issubclass(LocalJob, MirroredJob)
+    assert not issubclass(ImageJob, MirroredJob)

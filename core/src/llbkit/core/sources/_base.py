@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
 
@@ -70,6 +70,24 @@ def choice(what: str, key: str, value: str, allowed: Collection[str]) -> str:
             f"{what}: attribute {key}={value!r} is not one of {', '.join(sorted(allowed))}"
         )
     return value
+
+
+@runtime_checkable
+class MirroredJob(Protocol):
+    """A source job whose tree is linked from a mirror the engine keeps (a local context):
+    what the fetch learned, handed to the store so it is not walked again."""
+
+    def inode_pool(self) -> str | None:
+        """The mirror whose files' inodes the fetched layer shares (named once fetched)."""
+        ...
+
+    def measured(self, fmt: str) -> tuple[int, bool] | None:
+        """The fetched tree's size, and whether it holds whiteouts in a store of ``fmt``."""
+        ...
+
+    def tree_digests(self) -> Mapping[str, str] | None:
+        """The fetched tree's entries' checksums, as the mirror's sum found them."""
+        ...
 
 
 class ParsedSource:

@@ -14,6 +14,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.source import FetchedLayer, LayeredSourceJob, SourceJob
 from llbkit.core.solver.keys import key_digest
 from llbkit.core.solver.ops.base import Op, OpContext
+from llbkit.core.sources._base import MirroredJob
 
 if TYPE_CHECKING:
     from llbkit.core.drivers import Drivers
@@ -89,20 +90,20 @@ class SourceOp(Op):
         tree = store.stage() / "tree"
         tree.mkdir()
         await job.fetch(ctx.client, tree, ctx.progress)
-        known = getattr(job, "measured", None)
-        measured = known(store.format) if callable(known) else None
+        mirrored = job if isinstance(job, MirroredJob) else None
+        measured = mirrored.measured(store.format) if mirrored is not None else None
         layer = await anyio.to_thread.run_sync(
             lambda: store.commit_layer(
                 tree, description=ctx.name, record_type=job.record_type, measured=measured
             ),
             limiter=ctx.threads,
         )
-        digests = getattr(job, "tree_digests", None)
-        if callable(digests) and (known := digests()) is not None:
+        if mirrored is None:
+            return [(layer,)]
+        if (known := mirrored.tree_digests()) is not None:
             store.remember_digests(layer, known)
         # Files hardlinked from a place other layers link too (a local context's mirror).
-        pool = getattr(job, "inode_pool", None)
-        if callable(pool) and (name := pool()) is not None:
+        if (name := mirrored.inode_pool()) is not None:
             from llbkit.core.cache.shares import join_pool
 
             await anyio.to_thread.run_sync(join_pool, store, layer, name, limiter=ctx.threads)
