@@ -1261,3 +1261,24 @@ def test_an_oci_layout_base_is_read_from_the_client(served: str, tmp_path: Path)
     )
     assert unshared.returncode == 1
     assert b"--oci-layout bb=<path>" in unshared.stderr
+
+
+def test_a_context_the_client_refuses_to_send_reads_as_buildkit_says_it(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """A malformed COPY wildcard: the client's sender refuses it; through the daemon the error
+    is the embedded engine's, fsutil's words after ``error from sender: ``."""
+    ctx = tmp_path / "ctx"
+    args = _dockerfile_args(ctx, registry, dockerfile="ARG BASE\nFROM ${BASE}\nCOPY [a /d/\n")
+    args += ["--progress", "quiet"]
+    expected = "error from sender: invalid includepatterns: []: syntax error in pattern"
+    with daemon(tmp_path / "root") as (address, _):
+        remote = client(address, *args)
+    embedded = subprocess.run(
+        [*LLBKIT, "--root", str(tmp_path / "embedded"), *args], input=b"", capture_output=True
+    )
+    for done in (remote, embedded):
+        assert done.returncode == 1 and b"Traceback" not in done.stderr, done.stderr
+    last = [done.stderr.decode().splitlines()[-1] for done in (remote, embedded)]
+    assert last[0] == last[1] and last[0].endswith(expected), last

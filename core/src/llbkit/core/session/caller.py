@@ -415,6 +415,11 @@ class SessionClientIO:
                     f"the build reads local directory {name!r}, which the client does not "
                     f"share (use --local {name}=<path>)"
                 ) from None
+            if err.code() == grpc.StatusCode.UNKNOWN:
+                # The client's sender failed (a pattern it refuses, a file it cannot read):
+                # said as fsutil's receiver says it, whether its ERR packet or its ending
+                # status arrived first.
+                raise UserError(f"error from sender: {_said(err)}") from None
             raise UserError(f"local directory {name!r}: {_said(err)}") from None
         except BaseException:
             call.cancel()
