@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -293,3 +294,64 @@ def test_a_second_resolution_asks_only_for_the_tag(
         kept.write_bytes(b"{}")
     assert anyio.run(resolve) == first
     assert proxy.count("GET", "/blobs/") == 2
+
+
+def test_a_digest_resolved_before_is_not_asked_again(
+    tmp_path: Path, image: tuple[str, str], proxy: FaultProxy
+) -> None:
+    """As BuildKit's local resolution: a reference pinned to a digest the memo holds is read
+    from it (``any``); a daemon's client only when the registry gave that digest to the same
+    credentials (``proven``); ``pull`` (``none``) always asks."""
+    from llbkit.core.registry.client import DirectoryMemo
+    from llbkit.core.registry.credentials import credentials_from
+
+    host = proxy.url.removeprefix("http://")
+    memo = DirectoryMemo(tmp_path / "memo")
+    proven: set[tuple[str, str, str, str]] = set()
+
+    def resolve(ref: str, reuse: Any, who: tuple[str, str] | None = None) -> str:
+        async def lookup(_host: str) -> tuple[str, str] | None:
+            return who
+
+        async def run() -> str:
+            async with RegistryClient(timeout=5.0, proven=proven) as client:
+                return (
+                    await client.resolve(parse_reference(ref), Platform(), memo, reuse=reuse)
+                ).manifest_digest
+
+        if who is None:
+            return anyio.run(run)
+        with credentials_from(lookup):
+            return anyio.run(run)
+
+    pinned = f"{host}/img@" + resolve(f"{host}/img", "any")
+    by_digest = "/manifests/sha256:"
+    assert resolve(pinned, "any") == pinned.rsplit("@", 1)[1]
+    assert proxy.count("GET", by_digest) == 0
+    resolve(pinned, "none")
+    assert proxy.count("GET", by_digest) == 1
+
+    alice, bob = ("alice", "secret-a"), ("bob", "secret-b")
+    resolve(f"{host}/img", "proven", alice)
+    resolve(pinned, "proven", alice)
+    assert proxy.count("GET", by_digest) == 1  # alice was given it
+    resolve(pinned, "proven", bob)
+    assert proxy.count("GET", by_digest) == 2  # bob must show his own
+    resolve(pinned, "proven", bob)
+    assert proxy.count("GET", by_digest) == 2
+
+
+def test_a_warm_build_asks_the_registry_once(
+    tmp_path: Path, image: tuple[str, str], proxy: FaultProxy
+) -> None:
+    """The frontend asks for the tag; the step pinned to the digest it found asks nothing."""
+    host = proxy.url.removeprefix("http://")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {host}/img\nENV A=1\n")
+    for _ in range(2):
+        done = dockerfile_build(tmp_path / "root", ctx)
+        assert done.returncode == 0, done.stderr
+    assert proxy.count("GET", "/manifests/latest") == 2
+    assert proxy.count("GET", "/manifests/sha256:") == 0
+    assert proxy.count("GET", image[1]) == 1

@@ -67,6 +67,8 @@ class EngineRegistries:
     def __init__(self, hosts: Mapping[str, Mapping[str, Any]]) -> None:
         self.hosts = {h: dict(v) for h, v in hosts.items()}
         self._tokens: dict[tuple[str, str, str], str] = {}  # host, repository, whose
+        # host, repository, whose, digest: what the registry has given whom
+        self._proven: set[tuple[str, str, str, str]] = set()
         self._ssl: ssl.SSLContext | None = None
 
     def client(self, ref: Reference, *, insecure: bool = False) -> RegistryClient:
@@ -85,7 +87,7 @@ class EngineRegistries:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             verify = self._ssl
-        return RegistryClient(config, self._tokens, verify)
+        return RegistryClient(config, self._tokens, verify, proven=self._proven)
 
     @asynccontextmanager
     async def session(

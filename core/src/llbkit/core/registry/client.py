@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
@@ -141,6 +141,9 @@ _BLOB_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 #: containerd's bound on a manifest from a registry (its MaxManifestSize, "4 * 1048 * 1048"
 #: as written there), applied here to configs too, which containerd reads in full
 MAX_MANIFEST = 4 * 1048 * 1048
+#: how many (repository, credentials, digest) answers a client set remembers before it
+#: starts again: a bound for a long-running daemon, which costs only a request
+_PROVEN_LIMIT = 10000
 #: seconds without a byte from a registry before a request is given up, naming the host
 READ_TIMEOUT = 60.0
 
@@ -173,7 +176,7 @@ class DirectoryMemo:
 
     def put(self, digest: str, data: bytes) -> None:
         where = self._file(digest)
-        if where is None:
+        if where is None or self.get(digest) == data:  # kept already (a tag asked again)
             return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -193,6 +196,7 @@ class RegistryClient:
         tokens: dict[tuple[str, str, str], str] | None = None,
         verify: ssl.SSLContext | bool = True,
         timeout: float = READ_TIMEOUT,
+        proven: set[tuple[str, str, str, str]] | None = None,
     ) -> None:
         import httpx  # tens of milliseconds: only builds that talk to registries pay them
 
@@ -205,6 +209,7 @@ class RegistryClient:
         self._http = httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify)
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
+        self._proven = set() if proven is None else proven
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -214,6 +219,12 @@ class RegistryClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def _proof(self, ref: Reference, digest: str) -> tuple[str, str, str, str]:
+        """What records that the registry gave ``digest`` of ``ref``'s repository to whoever
+        the running build belongs to (their credentials' identity, never the credentials)."""
+        host = self._hosts(ref)[-1]
+        return (host, ref.path, identity(await credentials(host)), digest)
 
     def _hosts(self, ref: Reference) -> list[str]:
         host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
@@ -455,20 +466,44 @@ class RegistryClient:
         return data
 
     async def resolve(
-        self, ref: Reference, platform: Platform, memo: ContentMemo | None = None
+        self,
+        ref: Reference,
+        platform: Platform,
+        memo: ContentMemo | None = None,
+        *,
+        reuse: Literal["none", "proven", "any"] = "none",
     ) -> ResolvedImage:
         """The manifest for ``platform`` (through an index if there is one), and its config.
 
-        The reference itself is always asked for (a tag moves; credentials are checked);
-        what it names by digest comes from ``memo`` when it was fetched before.
+        The reference itself is asked for (a tag moves; credentials are checked); what it
+        names by digest comes from ``memo`` when it was fetched before. A reference pinned to
+        a digest that ``memo`` holds is not asked for either when ``reuse`` allows it, as
+        BuildKit resolves a digest it has locally (what a digest names cannot change):
+        ``any`` digest kept, or one the registry gave these same credentials (``proven``).
         """
-        what = ref.digest or ref.tag or "latest"
-        async with self._request(ref, "manifests", what, _ACCEPT) as response:
-            data = await self._read_small(response, f"manifest for {ref}")
-            media = response.headers.get("content-type", "").split(";")[0]
+        data = None
+        media = ""
+        if ref.digest and memo is not None and reuse != "none":
+            kept = memo.get(ref.digest)
+            if (
+                kept is not None
+                and digest_of(kept) == ref.digest
+                and (reuse == "any" or await self._proof(ref, ref.digest) in self._proven)
+            ):
+                data = kept
+        if data is None:
+            what = ref.digest or ref.tag or "latest"
+            async with self._request(ref, "manifests", what, _ACCEPT) as response:
+                data = await self._read_small(response, f"manifest for {ref}")
+                media = response.headers.get("content-type", "").split(";")[0]
+            if len(self._proven) >= _PROVEN_LIMIT:
+                self._proven.clear()
+            self._proven.add(await self._proof(ref, digest_of(data)))
         digest = digest_of(data)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"{ref}: manifest digest is {digest}, not {ref.digest}")
+        if memo is not None:
+            memo.put(digest, data)
         manifest = _json(data, f"{ref}: manifest")
         media = manifest.get("mediaType") or media
         if media in INDEX_TYPES or "manifests" in manifest:

@@ -272,7 +272,12 @@ class ImageSource(BuiltinSource, parser=parse_image):
             try:
                 async with self.client(ref) as client:
                     image = await client.resolve(
-                        ref, platform, DirectoryMemo(self._state() / "content")
+                        ref,
+                        platform,
+                        DirectoryMemo(self._state() / "content"),
+                        # A digest resolved before is not asked again, unless the mode says
+                        # to; a daemon's client must have been given it with its credentials.
+                        reuse="none" if mode == "pull" else "proven" if per_client() else "any",
                     )
             except RegistryAccessDenied:
                 raise  # what another build resolved is not for whoever was refused
@@ -280,14 +285,16 @@ class ImageSource(BuiltinSource, parser=parse_image):
                 if mode == "pull" or name not in known:
                     raise
             else:
-                known[name] = {
+                fresh = {
                     "manifest": image.manifest_digest,
                     "config": image.config_bytes.decode(),
                     "layers": [[d.media_type, d.digest, d.size] for d in image.layers],
                 }
-                tmp = index.with_suffix(".tmp")
-                tmp.write_text(json.dumps(known))
-                tmp.replace(index)
+                if known.get(name) != fresh:  # a warm build usually finds it unchanged
+                    known[name] = fresh
+                    tmp = index.with_name(f".{index.name}.{os.getpid()}.{id(fresh)}")
+                    tmp.write_text(json.dumps(known))
+                    tmp.replace(index)
                 return image
         if name not in known:
             raise RegistryError(f"{ref}: not resolved before, and image.resolvemode is local")
