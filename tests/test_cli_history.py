@@ -4,6 +4,7 @@ embedded: a subprocess over a real state root, after real builds."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -130,3 +131,30 @@ def test_debug_logs_keeps_every_line_of_a_long_log(tmp_path: Path, busybox_image
     assert logs == built.stderr.decode()
     numbers = [line.split()[-1] for line in logs.splitlines() if re.match(r"#\d+ \d+\.\d+ ", line)]
     assert numbers == [str(n) for n in range(1, 30001)]
+
+
+def test_records_past_max_entries_and_age_go_at_most_every_two_minutes(tmp_path: Path) -> None:
+    """BuildKit's history GC: unpinned records beyond ``maxEntries`` and older than ``maxAge``
+    are deleted, looked for on a 120 s timer (here: once per 120 s for the state root), not
+    by reading every record after every build."""
+    root = tmp_path / "root"
+    config = tmp_path / "buildkitd.toml"
+    config.write_text("[history]\nmaxAge = 0\nmaxEntries = 2\n")
+
+    def build() -> None:
+        done = llbkit(root, "--config", str(config), "build", stdin=simple())
+        assert done.returncode == 0, done.stderr
+
+    for _ in range(4):
+        build()
+    assert len(_refs(root)) == 4  # the first build looked; the others came within 120 s
+    stamp = root / "history" / ".gc"
+    long_ago = stamp.stat().st_mtime - 121
+    os.utime(stamp, (long_ago, long_ago))
+    newest = _refs(root)[0]
+    build()
+    refs = _refs(root)
+    assert len(refs) == 2 and refs[1] == newest, refs
+    assert sorted(p.stem for p in (root / "history").glob("*.jsonl")) == sorted(refs)  # logs too
+    build()
+    assert len(_refs(root)) == 3

@@ -10,6 +10,7 @@ built here once and handed down.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -46,6 +47,10 @@ from llbkit.core.solver.cache_sources import CacheChain, LocalCache
 from llbkit.core.solver.solver import Solver
 
 __all__ = ["BuildHistoryRecord", "Controller", "HistoryEvent", "Info", "WorkerRecord"]
+
+#: seconds between two looks at which finished builds' records ``[history]`` lets go (BuildKit's
+#: daemon looks every 120 s)
+HISTORY_GC_INTERVAL = 120.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class Controller:
         parallelism = self.config.max_parallelism or max(os.cpu_count() or 1, 1) * 2
         self.solver = Solver(store, self.drivers, CacheChain([LocalCache(store)]), parallelism)
         self.history_dir = store.root.path / "history"
+        self._history_gc_at = 0.0
         self.board = StatusBoard(self.history_dir)
         self._gc_lock = threading.Lock()
         #: set by a daemon: garbage is collected after a build has answered (as BuildKit
@@ -303,15 +309,39 @@ class Controller:
         finally:
             self._running.pop(record.ref, None)
             self._publish("complete", record)
+        if not self._history_gc_due():
+            return
         for old in await anyio.to_thread.run_sync(self._expired_records):
             await anyio.to_thread.run_sync(self._unlink_record, old.ref)
             self._publish("deleted", old)
 
+    def _history_gc_due(self) -> bool:
+        """Whether the records are looked over now: at most once per
+        :data:`HISTORY_GC_INTERVAL` for the state root (every process that builds in it), as
+        BuildKit's daemon does on a timer, and never by reading every record per build."""
+        now = time.time()
+        if now - self._history_gc_at < HISTORY_GC_INTERVAL:
+            return False
+        stamp = self.history_dir / ".gc"
+        with contextlib.suppress(FileNotFoundError):
+            self._history_gc_at = stamp.stat().st_mtime
+            if now - self._history_gc_at < HISTORY_GC_INTERVAL:
+                return False
+        self._history_gc_at = now
+        with contextlib.suppress(OSError):  # unwritable: only looked over again next time
+            stamp.touch()
+        return True
+
     def _expired_records(self, now: float | None = None) -> list[BuildHistoryRecord]:
         """As BuildKit's history GC: unpinned records beyond the newest ``maxEntries`` that
         are also older than ``maxAge``."""
-        records = [r for r in self._finished("") if not r.pinned and r.completed_at is not None]
         keep = self.config.history_max_entries
+        try:
+            if sum(1 for p in os.scandir(self.history_dir) if p.name.endswith(".json")) < keep:
+                return []  # too few to read them all
+        except FileNotFoundError:
+            return []
+        records = [r for r in self._finished("") if not r.pinned and r.completed_at is not None]
         if len(records) < keep:
             return []
         records.sort(key=lambda r: r.completed_at or 0.0, reverse=True)
