@@ -158,6 +158,38 @@ def test_a_zstd_layer_is_unpacked_in_one_frame_or_several(tmp_path: Path) -> Non
     assert "\n" not in str(err.value)
 
 
+def test_a_gzip_layer_in_one_member_or_several_and_its_damage(tmp_path: Path) -> None:
+    """gzip is inflated beside the unpacking; several members are one stream (as Go's reader
+    reads them); a cut stream, bad deflate data and a wrong checksum are each one line, and
+    no reading thread is left behind."""
+    import gzip
+    import threading
+
+    big = os.urandom(3 << 20)
+    raw = layer(entry("etc", b"", tarfile.DIRTYPE), entry("etc/big", big)).getvalue()
+    one = gzip.compress(raw, mtime=0)
+    several = gzip.compress(raw[:1000], mtime=0) + gzip.compress(raw[1000:], mtime=0)
+    threads = threading.active_count()
+    for n, blob in enumerate((one, several)):
+        dest = tmp_path / f"tree{n}"
+        dest.mkdir()
+        unpack_layer(io.BytesIO(blob), str(dest), "oci", what="layer x")
+        assert (dest / "etc" / "big").read_bytes() == big
+    checksum = bytearray(one)
+    checksum[-8] ^= 0xFF
+    for blob, said in (
+        (one[: len(one) // 2], "unexpected end of data"),
+        (one[:10] + b"\xff" * 4096, "invalid compressed data"),
+        (bytes(checksum), "invalid compressed data"),
+    ):
+        broken = tmp_path / f"broken{len(blob)}"
+        broken.mkdir()
+        with pytest.raises(LayerError) as err:
+            unpack_layer(io.BytesIO(blob), str(broken), "oci", what="layer x")
+        assert str(err.value) == f"layer x: cannot unpack: {said}"
+    assert threading.active_count() == threads
+
+
 def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type = tarfile.SYMTYPE

@@ -198,21 +198,32 @@ class RegistryClient:
         timeout: float = READ_TIMEOUT,
         proven: set[tuple[str, str, str, str]] | None = None,
     ) -> None:
-        import httpx  # tens of milliseconds: only builds that talk to registries pay them
-
-        from llbkit.core.registry.tls import default_context
-
         self.config = config or RegistryConfig()
-        if verify is True:
-            verify = default_context()
         self.timeout = timeout
-        self._http = httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify)
+        self._verify = verify
+        self._client: httpx.AsyncClient | None = None  # made on the first request
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
         self._proven = set() if proven is None else proven
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made when first needed: a resolution answered from what was kept
+        (a pinned digest) does not pay for one (its TLS context and pool)."""
+        if self._client is None:
+            import httpx  # tens of milliseconds: only builds that talk to registries pay them
+
+            from llbkit.core.registry.tls import default_context
+
+            verify = default_context() if self._verify is True else self._verify
+            self._client = httpx.AsyncClient(
+                follow_redirects=True, timeout=self.timeout, verify=verify
+            )
+        return self._client
 
     async def __aenter__(self) -> RegistryClient:
         return self

@@ -11,7 +11,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.iterative import makedirs
@@ -99,15 +99,46 @@ def _peek(stream: IO[bytes], size: int) -> bytes:
     return b""
 
 
+#: the first bytes of a gzip member
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _decompressed(stream: IO[bytes]) -> IO[bytes]:
-    """``stream`` itself, or its zstd content: a layer or an ADDed archive may be zstd (as
-    BuildKit reads them), in one frame or several."""
-    if _peek(stream, 4) != _ZSTD_MAGIC:
+    """``stream`` itself, or its content: zstd (a layer or an ADDed archive may be zstd, as
+    BuildKit reads them, in one frame or several), or gzip, inflated by ISA-L on a thread of
+    its own (several times zlib's speed, and beside the unpacking rather than before it)."""
+    head = _peek(stream, 4)
+    if head.startswith(_GZIP_MAGIC):
+        from isal import igzip_threaded
+
+        inflated = igzip_threaded.open(stream, "rb", threads=1)  # type: ignore[no-untyped-call]
+        return cast("IO[bytes]", _Inflated(inflated))
+    if head != _ZSTD_MAGIC:
         return stream
     import zstandard
 
     reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     return reader
+
+
+class _Inflated:
+    """A gzip stream's content, its failures in the words tarfile gives them."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except EOFError:
+            raise tarfile.ReadError("unexpected end of data") from None
+        except Exception as err:  # ISA-L's error, or gzip.BadGzipFile
+            if isinstance(err, OSError) and not type(err).__name__.startswith("BadGzip"):
+                raise  # the stream under it failed
+            raise tarfile.ReadError("invalid compressed data") from None
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 class BoundedTarInfo(tarfile.TarInfo):
@@ -146,9 +177,10 @@ def check_member(member: tarfile.TarInfo, count: int, limits: LayerLimits | None
 
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     limits = _limits
+    content: IO[bytes] | None = None
     try:
-        stream = _decompressed(stream)
-        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=BoundedTarInfo) as tar:
+        content = _decompressed(stream)
+        with tarfile.open(fileobj=content, mode="r|*", tarinfo=BoundedTarInfo) as tar:
             for count, member in enumerate(tar, 1):
                 check_member(member, count, limits)
                 applier.member(tar, member)
@@ -158,6 +190,9 @@ def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
         if not type(err).__module__.startswith("zstandard"):
             raise
         raise LayerError(f"{failure}: zstd: {err}") from None
+    finally:
+        if isinstance(content, _Inflated):
+            content.close()  # its thread stops, whatever the tar left unread
     for path, identity, mtime in reversed(applier.dir_times):
         # A later entry of the layer may have replaced the directory, or one above it with a
         # symlink (that may lead anywhere, or loop): only the directory made here is touched.
