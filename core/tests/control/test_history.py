@@ -178,13 +178,14 @@ def test_history_keeps_max_entries_or_max_age_and_never_a_pinned_record(tmp_path
     """As BuildKit's history GC: a record goes once it is beyond the newest ``maxEntries`` *and*
     older than ``maxAge``; pinned records stay; each deletion is told to listeners."""
     import json
+    import os
     import time
 
     GATE.clear()
     registry = PluginRegistry.for_testing({"llbkit.sources": {"gated": _GatedSource}})
     config = EngineConfig(gc=False, history_max_entries=2, history_max_age=3600)
     with Controller.open(tmp_path / "root", config, registry) as controller:
-        requests = [_request(f"h{n}") for n in range(5)]
+        requests = [_request(f"h{n}") for n in range(6)]
 
         async def build(n: int) -> None:
             GATE[f"h{n}"] = anyio.Event()
@@ -203,6 +204,10 @@ def test_history_keeps_max_entries_or_max_age_and_never_a_pinned_record(tmp_path
             data["created_at"] = data["completed_at"] - 1
             path.write_text(json.dumps(data))
         anyio.run(lambda: controller.pin_history(requests[0].ref, True))
+        # The records were last looked over (after the first build) more than 120 s ago.
+        stamp = controller.history_dir / ".gc"
+        assert stamp.exists()
+        os.utime(stamp, (time.time() - 121, time.time() - 121))
 
         async def build_and_listen() -> list[HistoryEvent]:
             told: list[HistoryEvent] = []
@@ -227,9 +232,12 @@ def test_history_keeps_max_entries_or_max_age_and_never_a_pinned_record(tmp_path
         (pinned,) = [e.record for e in anyio.run(_events, controller) if e.record.pinned]
         assert pinned.ref == requests[0].ref
         anyio.run(lambda: controller.pin_history(requests[0].ref, False))
-        anyio.run(build, 4)  # unpinned and old: now it goes too
+        anyio.run(build, 4)  # unpinned and old, but looked over less than 120 s ago: stays
+        assert len(anyio.run(_events, controller)) == 4
+        os.utime(stamp, (time.time() - 121, time.time() - 121))
+        anyio.run(build, 5)  # now it goes too
         kept = [e.record.ref for e in anyio.run(_events, controller)]
-        assert kept == [requests[2].ref, requests[3].ref, requests[4].ref]
+        assert kept == [requests[2].ref, requests[3].ref, requests[4].ref, requests[5].ref]
         with pytest.raises(UserError, match="no build"):
             anyio.run(lambda: controller.pin_history(requests[1].ref, True))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llbkit.core.entitlements import ENTITLEMENTS
 from llbkit.core.errors import ConfigError
 from llbkit.core.known_platforms import platform_problem
 from llbkit.core.units import parse_bytes, parse_duration
@@ -42,8 +43,6 @@ _TOP = {
     "system",
     "log",
 }
-#: what a build may ask for beyond the sandbox (``--allow``, ``insecure-entitlements``)
-ENTITLEMENTS = ("network.host", "security.insecure")
 #: keys of a ``[worker.*]`` section the engine reads itself; the worker plugin gets the rest
 WORKER_ENGINE_KEYS = frozenset(
     {

@@ -14,7 +14,7 @@ import click
 
 from llbkit.core.cli.progress_ui import make_display
 from llbkit.core.cli.state import open_controller
-from llbkit.core.config import ENTITLEMENTS
+from llbkit.core.entitlements import ENTITLEMENTS
 from llbkit.core.errors import ConfigError, UserError
 
 __all__ = ["build"]

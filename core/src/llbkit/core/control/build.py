@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from llbkit.core.cache.refs import ResultRef
-from llbkit.core.config import ENTITLEMENTS
 from llbkit.core.control.stepsink import StepSink
+from llbkit.core.entitlements import ENTITLEMENTS
 from llbkit.core.errors import (
     BuildFailed,
     ConfigError,

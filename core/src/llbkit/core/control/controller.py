@@ -119,7 +119,6 @@ class Controller:
         parallelism = self.config.max_parallelism or max(os.cpu_count() or 1, 1) * 2
         self.solver = Solver(store, self.drivers, CacheChain([LocalCache(store)]), parallelism)
         self.history_dir = store.root.path / "history"
-        self._history_gc_at = 0.0
         self.board = StatusBoard(self.history_dir)
         self._gc_lock = threading.Lock()
         #: set by a daemon: garbage is collected after a build has answered (as BuildKit
@@ -319,15 +318,10 @@ class Controller:
         """Whether the records are looked over now: at most once per
         :data:`HISTORY_GC_INTERVAL` for the state root (every process that builds in it), as
         BuildKit's daemon does on a timer, and never by reading every record per build."""
-        now = time.time()
-        if now - self._history_gc_at < HISTORY_GC_INTERVAL:
-            return False
         stamp = self.history_dir / ".gc"
         with contextlib.suppress(FileNotFoundError):
-            self._history_gc_at = stamp.stat().st_mtime
-            if now - self._history_gc_at < HISTORY_GC_INTERVAL:
+            if time.time() - stamp.stat().st_mtime < HISTORY_GC_INTERVAL:
                 return False
-        self._history_gc_at = now
         with contextlib.suppress(OSError):  # unwritable: only looked over again next time
             stamp.touch()
         return True

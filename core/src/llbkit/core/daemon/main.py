@@ -101,7 +101,7 @@ def llbkitd(  # noqa: PLR0917 - click passes every option
         click.echo(f"warning: {config.source}: {key} has no effect in this release", err=True)
     for line in config.warnings:
         click.echo(f"warning: {line}", err=True)
-    from llbkit.core.config import ENTITLEMENTS
+    from llbkit.core.entitlements import ENTITLEMENTS
 
     for entitlement in entitlements:
         if entitlement not in ENTITLEMENTS:

@@ -10,7 +10,6 @@ Loading imports exactly the target an entry point names, as ``EntryPoint.load`` 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -40,6 +39,8 @@ class Entry:
 
 
 def _fingerprint(paths: list[str]) -> str:
+    import hashlib
+
     digest = hashlib.sha256(f"{_FORMAT}\0{sys.version}\0".encode())
     for entry in paths:
         # The folder's own mtime is left out: its listing below already shows a distribution
@@ -147,6 +148,8 @@ def index() -> dict[str, list[Entry]]:
     # One file per interpreter and path, the first entry (the script's folder, or the working
     # directory under -m) aside, so that commands run from different places share it.
     where = "\0".join([sys.executable, sys.prefix, *sys.path[1:]])
+    import hashlib
+
     key = hashlib.sha256(where.encode()).hexdigest()[:16]
     path = directory / f"entry-points-{key}.json" if directory is not None else None
     groups = _read(path, fingerprint) if path is not None else None

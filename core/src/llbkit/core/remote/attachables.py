@@ -99,7 +99,7 @@ class FileSync(filesync_pb2_grpc.FileSyncServicer):
             await self._send(packets, context)
 
     async def _send(self, packets: Any, context: Context) -> None:
-        from llbkit.core.session.diffcopy import send_tree
+        from llbkit.core.session.diffcopy_send import send_tree
 
         asked = _metadata(context)
         name = (asked.get("dir-name") or [""])[0]
@@ -148,7 +148,7 @@ def _file_send_handler(client: EmbeddedClient, outputs: Sequence[Output]) -> Any
             return
         try:
             if output.directory:
-                from llbkit.core.session.diffcopy import receive_tree
+                from llbkit.core.session.diffcopy_receive import receive_tree
 
                 class Packets:
                     async def send(self, packet: fsutil_pb2.Packet) -> None:
@@ -184,7 +184,7 @@ def _batched_file_send_handler(outputs: Sequence[Output]) -> Any:
         request_iterator: AsyncIterator[packets_pb2.Packets], context: Context
     ) -> None:
         from llbkit.core.session.batched import batched_packets
-        from llbkit.core.session.diffcopy import receive_tree
+        from llbkit.core.session.diffcopy_receive import receive_tree
 
         ids = _metadata(context).get(EXPORTER_ID) or ["0"]
         try:
