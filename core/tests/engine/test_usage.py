@@ -144,3 +144,42 @@ def test_gcpolicy_space_keys_are_reported_without_effect(tmp_path: Path) -> None
         "worker.oci.gcpolicy.minFreeSpace",
         "worker.oci.gcpolicy.reservedSpace",
     ]
+
+
+def test_a_context_mirror_is_measured_again_only_when_a_sync_changed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``du`` and GC walk a local context's mirror once per change, not every time: a
+    rebuild that changed nothing keeps the measurement, an edit makes a new one."""
+    from llbkit.core.cache import usage
+
+    walked: list[Path] = []
+    measure = usage.disk_blocks
+
+    def counting(path: Path, seen: set[tuple[int, int]]) -> int:
+        walked.append(path)
+        return measure(path, seen)
+
+    monkeypatch.setattr(usage, "disk_blocks", counting)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_bytes(b"a" * 100_000)
+    copy = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/out/"))
+
+    def mirror_size() -> int:
+        records = disk_usage(engine.store)
+        (found,) = [r for r in records if r.description == "local source mirror"]
+        return found.size
+
+    with open_engine(tmp_path / "root") as engine:
+        build(engine, copy, locals={"ctx": ctx})
+        first = mirror_size()
+        assert len(walked) == 1 and first >= 100_000
+        assert mirror_size() == first and len(walked) == 1  # du again: not walked
+        build(engine, copy, locals={"ctx": ctx})  # nothing changed
+        assert mirror_size() == first and len(walked) == 1
+        (ctx / "b").write_bytes(b"b" * 200_000)
+        build(engine, copy, locals={"ctx": ctx})
+        second = mirror_size()
+        assert len(walked) == 2 and second >= first + 200_000
+        assert second == measure(walked[-1], set())  # the measurement is the disk's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -15,7 +16,13 @@ from llbkit.core.errors import ConfigError
 from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.layers import disk_blocks
 
-__all__ = ["UsageRecord", "apply_gc", "disk_usage", "parse_filters", "prune"]
+__all__ = ["GENERATION", "UsageRecord", "apply_gc", "disk_usage", "parse_filters", "prune"]
+
+#: A directory record may keep a file of this name whose content its writer changes whenever
+#: the directory's content changes (and removes while changing it): the directory is then
+#: measured once per generation (in ``measured`` beside it), not walked by every ``du`` and GC.
+GENERATION = "generation"
+_MEASURED = "measured"
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,7 @@ def disk_usage(store: Store) -> list[UsageRecord]:
             UsageRecord(
                 id=path.name[:25],
                 parents=(),
-                size=disk_blocks(path, seen),
+                size=_measured(path, seen, keep=not store.root.readonly),
                 created=st.st_ctime,
                 last_used=st.st_mtime,
                 usage_count=1,
@@ -175,6 +182,34 @@ def disk_usage(store: Store) -> list[UsageRecord]:
             )
         )
     return records
+
+
+def _measured(path: Path, seen: set[tuple[int, int]], *, keep: bool) -> int:
+    """The disk a directory record uses, from its last measurement when its
+    :data:`GENERATION` has not changed since (a record without one is walked every time)."""
+    try:
+        generation = (path / GENERATION).read_text()
+    except OSError:
+        return disk_blocks(path, seen)
+    try:
+        kept = json.loads((path / _MEASURED).read_text())
+        if kept["generation"] == generation:
+            return int(kept["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not keep:
+        return disk_blocks(path, seen)
+    # The file is there (one block, as its final content) before the walk that counts it.
+    record = path / _MEASURED
+    try:
+        record.write_text(json.dumps({"generation": "", "size": 0}))
+        size = disk_blocks(path, seen)
+        tmp = path / f".{_MEASURED}"
+        tmp.write_text(json.dumps({"generation": generation, "size": size}))
+        tmp.replace(record)
+    except FileNotFoundError:  # pruned, or the writer is replacing it: measure it later
+        return disk_blocks(path, seen)
+    return size
 
 
 def _label(path: Path) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from llbkit.core.cache.usage import GENERATION
 from llbkit.core.errors import UserError
 from llbkit.core.sources._base import (
     BuiltinSource,
@@ -82,7 +83,7 @@ class LocalJob(ParsedSource):
         mirror = self._mirror(client)
         async with _lock_for(mirror):
             tree = mirror / "tree"
-            summed = await anyio.to_thread.run_sync(_unsum, mirror)
+            summed, generation = await anyio.to_thread.run_sync(_unsum, mirror)
             changed = await client.sync_local(
                 self.name,
                 tree,
@@ -91,7 +92,7 @@ class LocalJob(ParsedSource):
                 follow_paths=self.follow_paths,
             )
             known = summed if changed is not None else None
-            checksum = await anyio.to_thread.run_sync(_checksum, mirror, known, changed)
+            checksum = await anyio.to_thread.run_sync(_checksum, mirror, known, changed, generation)
         self._keys["checksum"] = checksum
         return f"local:{checksum}"
 
@@ -136,15 +137,19 @@ def _entry_digests(mirror: Path) -> dict[str, str]:
     return digests
 
 
-def _unsum(mirror: Path) -> str | None:
-    """The checksum of the tree as last summed, forgotten before a sync changes the tree: a
-    sync that stops halfway leaves no checksum, so the next one sums the whole tree."""
-    try:
-        summed = (mirror / "checksum").read_text()
-    except OSError:
-        return None
-    (mirror / "checksum").unlink()
-    return summed
+def _unsum(mirror: Path) -> tuple[str | None, str | None]:
+    """The checksum of the tree as last summed and its ``generation``, both forgotten before
+    a sync changes the tree: a sync that stops halfway leaves neither, so the next one sums
+    the whole tree, and ``du`` measures it again."""
+    found: list[str | None] = []
+    for name in ("checksum", GENERATION):
+        try:
+            found.append((mirror / name).read_text())
+        except OSError:
+            found.append(None)
+        else:
+            (mirror / name).unlink()
+    return found[0], found[1]
 
 
 def _current(mirror: Path) -> str:
@@ -154,18 +159,25 @@ def _current(mirror: Path) -> str:
         return _checksum(mirror, None, None)
 
 
-def _checksum(mirror: Path, summed: str | None, changed: Collection[str] | None) -> str:
+def _checksum(
+    mirror: Path,
+    summed: str | None,
+    changed: Collection[str] | None,
+    generation: str | None = None,
+) -> str:
     """The content checksum of ``mirror``'s tree.
 
     With the checksum of the tree before a sync and what the sync changed, only the changed
     entries and their directories are summed again; otherwise the whole tree is walked, files
-    whose stat did not change not read again (the stat cache).
+    whose stat did not change not read again (the stat cache). A tree that changed gets a new
+    ``generation`` (what ``du`` keys its measurement by); one that did not keeps its own.
     """
     from llbkit.core.fs.contenthash import ContentHasher
     from llbkit.core.fs.received import ReceivedDigests
 
-    if summed is not None and changed is not None and not changed:
+    if summed is not None and changed is not None and not changed and generation is not None:
         _write(mirror / "checksum", summed.encode())
+        _write(mirror / GENERATION, generation.encode())
         return summed
     saved = _load(mirror / "summed")
     stat_cache = {k: v for k, v in saved.get("stat", {}).items() if len(v) == 5}
@@ -188,6 +200,7 @@ def _checksum(mirror: Path, summed: str | None, changed: Collection[str] | None)
         live.update((k, stat_cache[k]) for k in hasher.visited if k in stat_cache)
     _write(mirror / "summed", marshal.dumps({"stat": live, "digests": hasher.digests()}))
     _write(mirror / "checksum", checksum.encode())
+    _write(mirror / GENERATION, os.urandom(16).hex().encode())
     return checksum
 
 
