@@ -446,3 +446,22 @@ def test_the_clients_of_one_engine_share_s3s_model_but_not_credentials(endpoint:
     assert first._loader is second._loader
     keys = [c._request_signer._credentials.access_key for c in (first, second)]
     assert keys == ["first", "second"]
+
+
+def test_requests_carry_no_checksum_trailers(endpoint: str, bucket: str) -> None:
+    """As BuildKit's SDK: no CRC32 headers or aws-chunked bodies (S3-compatible stores that
+    predate them refuse them); a blob is checked against its digest instead."""
+    sent: list[dict[str, str]] = []
+
+    async def use(store: Any) -> None:
+        store._s3.meta.events.register(
+            "before-send.s3", lambda request, **_: sent.append(dict(request.headers))
+        )
+        await _write(b"checked by its digest")(store)
+
+    _run(_attrs(endpoint, bucket), use)
+    assert sent
+    for headers in sent:
+        names = {name.lower() for name in headers}
+        assert not any(name.startswith("x-amz-checksum") for name in names), headers
+        assert "x-amz-sdk-checksum-algorithm" not in names and "x-amz-trailer" not in names

@@ -393,6 +393,11 @@ def _make_client(
         # A stalled service is given up on in bounded time (and tried again by core).
         connect_timeout=timeout,
         read_timeout=timeout,
+        # No CRC32 trailers on every request and answer (botocore's default since 1.36), as
+        # BuildKit's SDK sends none: S3-compatible stores that refuse them keep working, and
+        # a blob is checked against its digest anyway.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     return session.create_client(
         "s3", region_name=region, endpoint_url=endpoint_url or None, config=config, **credentials
