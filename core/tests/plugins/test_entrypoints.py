@@ -49,7 +49,9 @@ def test_index_equals_a_metadata_scan_and_is_written(own_cache: Path) -> None:
     assert _names(index()) == _scanned()  # read back from the file
 
 
-def _index_in_child(cache: Path, extra_path: Path | None = None) -> dict[str, object]:
+def _index_in_child(
+    cache: Path, extra_path: Path | None = None, cwd: Path | None = None
+) -> dict[str, object]:
     code = (
         "import json, sys\n"
         + (f"sys.path.insert(1, {str(extra_path)!r})\n" if extra_path else "")
@@ -59,8 +61,17 @@ def _index_in_child(cache: Path, extra_path: Path | None = None) -> dict[str, ob
         "  'frontends': sorted(e.name for e in groups.get('llbkit.frontends', []))}))\n"
     )
     env = {**os.environ, CACHE_ENV: str(cache)}
+    command = [sys.executable, "-c", code]
+    if cwd is not None:  # as ``-m`` does: the folder itself first on the path
+        (cwd / "probe.py").write_text(code)
+        command = [sys.executable, str(cwd / "probe.py")]
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        command,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
     )
     return json.loads(out.stdout)
 
@@ -71,6 +82,21 @@ def test_a_second_process_reads_the_index_without_scanning_metadata(own_cache: P
     assert first["scanned"] is True
     assert second["scanned"] is False
     assert second["frontends"] == first["frontends"]
+
+
+def test_commands_run_from_another_directory_share_the_index(
+    own_cache: Path, tmp_path: Path
+) -> None:
+    """``python -m llbkit.core`` puts the working directory first on the path: where that is
+    does not matter, only a distribution in it would."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = _index_in_child(own_cache, cwd=tmp_path / "one")
+    second = _index_in_child(own_cache, cwd=tmp_path / "two")
+    assert first["scanned"] is True and second["scanned"] is False
+    _dist(tmp_path / "two", "llbkit-from-here", {"here.v0": "os:getcwd"})
+    third = _index_in_child(own_cache, cwd=tmp_path / "two")
+    assert third["scanned"] is True and "here.v0" in third["frontends"]  # type: ignore[operator]
 
 
 def _dist(site: Path, name: str, frontends: dict[str, str]) -> Path:

@@ -42,7 +42,7 @@ def _fingerprint(paths: list[str]) -> str:
     import hashlib
 
     digest = hashlib.sha256(f"{_FORMAT}\0{sys.version}\0".encode())
-    for entry in paths:
+    for n, entry in enumerate(paths):
         # The folder's own mtime is left out: its listing below already shows a distribution
         # coming or going, and a working directory (sys.path[0] under -m) changes all the time.
         try:
@@ -57,7 +57,9 @@ def _fingerprint(paths: list[str]) -> str:
         except OSError:
             digest.update(f"{entry}\0-\n".encode())
             continue
-        digest.update(f"{entry}\0d\n".encode())
+        # The first entry is the script's folder or the working directory: where it is does
+        # not matter, only the distributions in it (commands run from anywhere share a scan).
+        digest.update(f"{entry if n else ''}\0d\n".encode())
         for name in names:
             if name.endswith((".dist-info", ".egg-info")):
                 try:
