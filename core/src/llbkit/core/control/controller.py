@@ -42,7 +42,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.hooks import HookCaller
 from llbkit.core.plugins.progress import ProgressEvent, SolveStatus, Vertex, VertexWarning
 from llbkit.core.plugins.registry import PluginRegistry
-from llbkit.core.snapshot.untar import LayerLimits, set_limits
+from llbkit.core.snapshot.limits import LayerLimits, set_limits
 from llbkit.core.solver.cache_sources import CacheChain, LocalCache
 from llbkit.core.solver.solver import Solver
 

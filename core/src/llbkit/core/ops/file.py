@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,6 @@ from llbkit.core.ops.copier import (
 from llbkit.core.ops.upper import NeedsMount, Upper
 from llbkit.core.ops.users import read_entries
 from llbkit.core.patterns import PatternMatcher
-from llbkit.core.snapshot.untar import BoundedTarInfo, LayerError, check_member
 
 __all__ = ["Deferred", "FileOpError", "NeedsMount", "Workdir", "clean_path", "run_file_op"]
 
@@ -209,6 +207,11 @@ def _rm(root: Path, action: pb.FileActionRm) -> None:
 
 
 def _is_archive(path: Path) -> bool:
+    # The tar reader loads only for an ADD that may unpack: most builds have none.
+    import tarfile
+
+    from llbkit.core.snapshot.untar import BoundedTarInfo, LayerError
+
     if not path.is_file() or path.is_symlink():
         return False
     try:
@@ -218,11 +221,11 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
-# Paths were made safe above; Python >= 3.11.4 would otherwise warn about the default filter.
-_TRUSTED: dict[str, str] = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
-
-
 def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int | None) -> None:
+    import tarfile
+
+    from llbkit.core.snapshot.untar import LayerError
+
     target = resolve_in_root(dest_root, dest)
     mkdir_all(str(target), 0o755, owner, ns, root=str(dest_root))
     try:
@@ -236,6 +239,10 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
 
 
 def _extract(src: Path, target: Path) -> None:
+    import tarfile
+
+    from llbkit.core.snapshot.untar import BoundedTarInfo, check_member
+
     # The engine's layer limits and header bound hold for an ADDed archive too.
     with tarfile.open(src, "r:*", tarinfo=BoundedTarInfo) as archive:
         for count, member in enumerate(archive, 1):

@@ -9,7 +9,6 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
@@ -17,6 +16,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.fs.iterative import makedirs
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.snapshot.layers import _OPQ, _WH, OPAQUE_XATTR, _remove, make_whiteout
+from llbkit.core.snapshot.limits import LayerLimits, current_limits, set_limits
 
 __all__ = [
     "BoundedTarInfo",
@@ -30,24 +30,6 @@ __all__ = [
 
 #: Go's archive/tar bound on a PAX or GNU long-name header's body, which is read whole.
 MAX_SPECIAL_HEADER = 1 << 20
-
-
-@dataclass(frozen=True)
-class LayerLimits:
-    """What one layer may hold: ``[llbkit] max-layer-entries`` and ``max-layer-size`` (the
-    bytes its tar stream expands to), so a small compressed layer cannot fill the machine."""
-
-    entries: int = 10_000_000
-    size: int = 1 << 40
-
-
-_limits = LayerLimits()
-
-
-def set_limits(limits: LayerLimits) -> None:
-    """The engine's limits, from its configuration, for every layer applied from now on."""
-    global _limits  # noqa: PLW0603 - one engine per process reads its configuration once
-    _limits = limits
 
 
 class LayerError(UserError):
@@ -163,7 +145,7 @@ _SPECIAL = {
 def check_member(member: tarfile.TarInfo, count: int, limits: LayerLimits | None = None) -> None:
     """Refuse an archive past its limits (the engine's, by default) before its ``count``-th
     member, ``member``, is written."""
-    limits = limits or _limits
+    limits = limits or current_limits()
     if count > limits.entries:
         raise LayerError(
             f"more than {limits.entries} entries ([llbkit] max-layer-entries = {limits.entries})"
@@ -176,7 +158,7 @@ def check_member(member: tarfile.TarInfo, count: int, limits: LayerLimits | None
 
 
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
-    limits = _limits
+    limits = current_limits()
     content: IO[bytes] | None = None
     try:
         content = _decompressed(stream)
