@@ -20,7 +20,8 @@ __all__ = ["GENERATION", "UsageRecord", "apply_gc", "disk_usage", "parse_filters
 
 #: A directory record may keep a file of this name whose content its writer changes whenever
 #: the directory's content changes (and removes while changing it): the directory is then
-#: measured once per generation (in ``measured`` beside it), not walked by every ``du`` and GC.
+#: measured once per generation (kept in its ``measured`` file), not walked by every ``du`` and
+#: GC.
 GENERATION = "generation"
 _MEASURED = "measured"
 
