@@ -3,6 +3,7 @@ that sends too much): every failure is one line naming the host and what it was 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -355,3 +356,61 @@ def test_a_warm_build_asks_the_registry_once(
     assert proxy.count("GET", "/manifests/latest") == 2
     assert proxy.count("GET", "/manifests/sha256:") == 0
     assert proxy.count("GET", image[1]) == 1
+
+
+class _Counting:
+    """A TCP relay to ``upstream`` that counts the connections made through it."""
+
+    def __init__(self, upstream: str) -> None:
+        import socket
+
+        self.upstream = upstream.rsplit(":", 1)
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            server = socket.create_connection((self.upstream[0], int(self.upstream[1])))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(2)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_build_opens_one_connection_to_a_registry(tmp_path: Path, image: tuple[str, str]) -> None:
+    """The resolution, the pinned step and the pull of a cold build share one connection (one
+    TLS handshake on a real registry), as Go's transport does for BuildKit."""
+    relay = _Counting(image[0])
+    try:
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM {relay.host}/img\nENV A=1\n")
+        done = dockerfile_build(
+            tmp_path / "root", ctx, "--output", f"type=oci,dest={tmp_path}/o.tar"
+        )
+        assert done.returncode == 0, done.stderr
+        assert relay.connections == 1
+    finally:
+        relay.close()

@@ -206,6 +206,8 @@ class Controller:
     async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
         """Run one build and hold its results for the block: read them with
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
+        from llbkit.core.registry.client import shared_connections
+
         self._owner("a build")
         _check_ref(request.ref)
         # A finished build's journal is its history: never replaced.
@@ -230,7 +232,8 @@ class Controller:
                     try:
                         with lease.bound():
                             try:
-                                outcome = await run_build(self, request, lease, emit, jobs)
+                                async with shared_connections():
+                                    outcome = await run_build(self, request, lease, emit, jobs)
                             except BaseException as err:
                                 # The build's own failure; the caller's block is its business.
                                 record.error = (

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -40,6 +41,7 @@ __all__ = [
     "READ_TIMEOUT",
     "RegistryError",
     "ResolvedImage",
+    "shared_connections",
 ]
 
 INDEX_TYPES = (
@@ -187,6 +189,30 @@ class DirectoryMemo:
             pass
 
 
+#: the HTTP clients of a :func:`shared_connections` block, by event loop, TLS and timeout
+_SHARED: ContextVar[dict[tuple[int, object, float], httpx.AsyncClient] | None] = ContextVar(
+    "llbkit_registry_connections", default=None
+)
+
+
+@asynccontextmanager
+async def shared_connections() -> AsyncIterator[None]:
+    """Within the block, registry clients share their HTTP connections: a build's resolution,
+    pulls and pushes open one connection (one TLS handshake) per registry, not one per client,
+    as Go's transport does for BuildKit. They are closed when the block ends."""
+    import anyio
+
+    pool: dict[tuple[int, object, float], httpx.AsyncClient] = {}
+    token = _SHARED.set(pool)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+        with anyio.CancelScope(shield=True):
+            for client in pool.values():
+                await client.aclose()
+
+
 class RegistryClient:
     """One client per event loop (``async with``); tokens are kept per host and repository."""
 
@@ -201,28 +227,44 @@ class RegistryClient:
         self.config = config or RegistryConfig()
         self.timeout = timeout
         self._verify = verify
-        self._client: httpx.AsyncClient | None = None  # made on the first request
+        self._client: httpx.AsyncClient | None = None  # made (or shared) on the first request
+        self._owned = False
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
         self._proven = set() if proven is None else proven
 
     async def aclose(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self._owned:
             await self._client.aclose()
 
     @property
     def _http(self) -> httpx.AsyncClient:
         """The HTTP client, made when first needed: a resolution answered from what was kept
-        (a pinned digest) does not pay for one (its TLS context and pool)."""
+        (a pinned digest) does not pay for one (its TLS context and pool). Within
+        :func:`shared_connections` it is the block's, so a build's clients share connections."""
         if self._client is None:
+            import asyncio
+
             import httpx  # tens of milliseconds: only builds that talk to registries pay them
 
             from llbkit.core.registry.tls import default_context
 
-            verify = default_context() if self._verify is True else self._verify
-            self._client = httpx.AsyncClient(
-                follow_redirects=True, timeout=self.timeout, verify=verify
+            shared = _SHARED.get()
+            key = (
+                id(asyncio.get_running_loop()),
+                self._verify if isinstance(self._verify, bool) else id(self._verify),
+                self.timeout,
             )
+            found = shared.get(key) if shared is not None else None
+            if found is None or found.is_closed:
+                verify = default_context() if self._verify is True else self._verify
+                found = httpx.AsyncClient(
+                    follow_redirects=True, timeout=self.timeout, verify=verify
+                )
+                if shared is not None:
+                    shared[key] = found
+            self._client = found
+            self._owned = shared is None
         return self._client
 
     async def __aenter__(self) -> RegistryClient:
