@@ -52,19 +52,23 @@ def test_an_embedded_build_imports_no_display_or_descriptor_modules(tmp_path: Pa
     # A base from a registry: the build imports the registry client (httpx), and so its
     # command line (rich, pygments) unless kept out.
     watched = ["httpx", "rich", "pygments", "google.protobuf.descriptor_pb2", "click.testing"]
+    watched.append("tarfile")  # the pull unpacks a layer; a cached build reads no tar
     env = {"LLBKIT_ROOT": str(tmp_path / "root")}
     with LocalRegistry(tmp_path / "registry") as registry:
         push_image(registry.host, "library/busybox:latest", [busybox_layer()])
         dockerfile = f"FROM {registry.host}/library/busybox\nCOPY a /a\n"
         (context / "Dockerfile").write_text(dockerfile)
-        assert _imported(watched, argv, env) == ["httpx"]
-        assert _imported(watched, argv, env) == ["httpx"]  # warm, too
+        assert _imported(watched, argv, env) == ["httpx", "tarfile"]
+        assert _imported(watched, argv, env) == ["httpx"]  # warm
 
 
 def test_a_command_for_a_daemon_loads_no_plugins(tmp_path: Path) -> None:
     argv = ["--addr", f"unix://{tmp_path}/none.sock", "debug", "workers"]
-    watched = ["pluggy", "llbkit.core.plugins.registry", "llbkit.core.solver.solver"]
+    watched = ["pluggy", "llbkit.core.plugins.registry", "llbkit.core.solver.solver", "tomllib"]
     assert _imported(watched, argv, {}) == []
+    # A build for a daemon reads no configuration (no TOML reader) and loads no plugins.
+    build = ["--addr", f"unix://{tmp_path}/none.sock", "build", "--local", f"context={tmp_path}"]
+    assert _imported(watched, build, {}) == []
 
 
 _LEAVE = """
