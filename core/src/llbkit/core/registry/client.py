@@ -23,7 +23,7 @@ from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import Reference
-from llbkit.core.registry.credentials import credentials, identity
+from llbkit.core.registry.credentials import credentials, identity, per_client
 
 if TYPE_CHECKING:
     import ssl
@@ -549,9 +549,10 @@ class RegistryClient:
             async with self._request(ref, "manifests", what, _ACCEPT) as response:
                 data = await self._read_small(response, f"manifest for {ref}")
                 media = response.headers.get("content-type", "").split(";")[0]
-            if len(self._proven) >= _PROVEN_LIMIT:
-                self._proven.clear()
-            self._proven.add(await self._proof(ref, digest_of(data)))
+            if per_client():  # only a daemon's clients are told apart by what they were given
+                if len(self._proven) >= _PROVEN_LIMIT:
+                    self._proven.clear()
+                self._proven.add(await self._proof(ref, digest_of(data)))
         digest = digest_of(data)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"{ref}: manifest digest is {digest}, not {ref.digest}")
