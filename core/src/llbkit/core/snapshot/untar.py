@@ -117,6 +117,8 @@ class _Inflated:
         except Exception as err:  # ISA-L's error, or gzip.BadGzipFile
             if isinstance(err, OSError) and not type(err).__name__.startswith("BadGzip"):
                 raise  # the stream under it failed
+            if "CRC" in str(err):  # in BuildKit's (Go's) words
+                raise tarfile.ReadError("gzip: invalid checksum") from None
             raise tarfile.ReadError("invalid compressed data") from None
 
     def close(self) -> None:
