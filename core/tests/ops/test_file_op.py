@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -277,19 +278,31 @@ def test_owner_by_id_and_by_name_from_the_target_passwd(src, tmp_path):
     assert owner("copied") == (1000, 1000)
 
 
-@pytest.mark.parametrize("mode", ["gz", "bz2", "xz", ""])
-def test_attempt_unpack_extracts_archives(tmp_path, mode):
-    root = tmp_path / "ctx"
-    root.mkdir()
+def _archive(mode: str) -> bytes:
+    """A tar of two members, compressed as BuildKit's ADD recognizes: gz, bz2, xz, zst."""
     data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode=f"w:{mode}") as archive:
+    with tarfile.open(fileobj=data, mode="w" if mode == "zst" else f"w:{mode}") as archive:
         info = tarfile.TarInfo("pkg/file.txt")
         info.size = 5
         archive.addfile(info, io.BytesIO(b"hello"))
         evil = tarfile.TarInfo("../../evil.txt")
         evil.size = 4
         archive.addfile(evil, io.BytesIO(b"evil"))
-    (root / "a.tar").write_bytes(data.getvalue())
+        link = tarfile.TarInfo("pkg/link")
+        link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "file.txt", 1_600_000_000
+        archive.addfile(link)
+    if mode == "zst":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(data.getvalue())
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["gz", "bz2", "xz", "zst", ""])
+def test_attempt_unpack_extracts_archives(tmp_path, mode):
+    root = tmp_path / "ctx"
+    root.mkdir()
+    (root / "a.tar").write_bytes(_archive(mode))
     (root / "plain.txt").write_text("not an archive")
     ctx = llb.local("ctx", unique="u")
     state = llb.scratch().file(
@@ -300,7 +313,40 @@ def test_attempt_unpack_extracts_archives(tmp_path, mode):
     (out,) = run(state, {"local://ctx": root}, tmp_path)
     assert (out / "x/pkg/file.txt").read_text() == "hello"
     assert (out / "x/evil.txt").read_text() == "evil"  # contained inside the destination
+    assert os.readlink(out / "x/pkg/link") == "file.txt"
+    assert os.lstat(out / "x/pkg/link").st_mtime == 1_600_000_000  # the link's own time
     assert (out / "x/plain.txt").read_text() == "not an archive"
+
+
+@pytest.mark.parametrize("mode", ["gz", "zst"])
+def test_attempt_unpack_of_a_broken_archive(tmp_path, mode):
+    """Compressed data that is no tar is copied as it is (BuildKit's archive test reads a tar
+    header); an archive cut short fails its step in one line naming the file."""
+    root = tmp_path / "ctx"
+    root.mkdir()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as archive:
+        info = tarfile.TarInfo("big.bin")
+        info.size = 1 << 19  # zstd blocks are 128 KiB: a cut at half leaves whole ones
+        archive.addfile(info, io.BytesIO(os.urandom(info.size)))
+    whole = gzip.compress(data.getvalue())
+    if mode == "gz":
+        (root / "notar").write_bytes(gzip.compress(b"just text, no tar header" * 40))
+    else:
+        import zstandard
+
+        (root / "notar").write_bytes(zstandard.ZstdCompressor().compress(b"no tar" * 200))
+        whole = zstandard.ZstdCompressor().compress(data.getvalue())
+    (root / "cut").write_bytes(whole[: len(whole) // 2])
+    ctx = llb.local("ctx", unique="u")
+    copied = llb.scratch().file(llb.copy(ctx, "/notar", "/x/", attempt_unpack=True))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (out,) = run(copied, {"local://ctx": root}, tmp_path / "a")
+    assert (out / "x/notar").read_bytes() == (root / "notar").read_bytes()
+    cut = llb.scratch().file(llb.copy(ctx, "/cut", "/y/", attempt_unpack=True))
+    with pytest.raises(FileOpError, match=r"^unpack cut to /y/: "):
+        run(cut, {"local://ctx": root}, tmp_path / "b")
 
 
 def test_chained_results_and_outputs(src, tmp_path):

@@ -210,12 +210,12 @@ def _is_archive(path: Path) -> bool:
     # The tar reader loads only for an ADD that may unpack: most builds have none.
     import tarfile
 
-    from llbkit.core.snapshot.untar import BoundedTarInfo, LayerError
+    from llbkit.core.snapshot.untar import LayerError, open_archive
 
     if not path.is_file() or path.is_symlink():
         return False
     try:
-        with tarfile.open(path, "r:*", tarinfo=BoundedTarInfo) as archive:
+        with open_archive(path, threaded=False) as archive:
             return archive.next() is not None
     except (tarfile.TarError, OSError, EOFError, LayerError):
         return False
@@ -239,12 +239,10 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
 
 
 def _extract(src: Path, target: Path) -> None:
-    import tarfile
-
-    from llbkit.core.snapshot.untar import BoundedTarInfo, check_member
+    from llbkit.core.snapshot.untar import check_member, open_archive
 
     # The engine's layer limits and header bound hold for an ADDed archive too.
-    with tarfile.open(src, "r:*", tarinfo=BoundedTarInfo) as archive:
+    with open_archive(src) as archive:
         for count, member in enumerate(archive, 1):
             check_member(member, count)
             inside = resolve_in_root(target, member.name, follow_last=False)
@@ -256,6 +254,9 @@ def _extract(src: Path, target: Path) -> None:
             archive.extract(
                 member, target, set_attrs=True, numeric_owner=True, filter="fully_trusted"
             )
+            if member.issym():  # tarfile leaves a link's own time; Go's untar sets it
+                when = int(member.mtime * 10**9)
+                os.utime(inside, ns=(when, when), follow_symlinks=False)
 
 
 def _copy(

@@ -9,6 +9,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -24,6 +25,7 @@ __all__ = [
     "LayerLimits",
     "apply_tar",
     "check_member",
+    "open_archive",
     "set_limits",
     "unpack_layer",
 ]
@@ -85,15 +87,22 @@ def _peek(stream: IO[bytes], size: int) -> bytes:
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _decompressed(stream: IO[bytes]) -> IO[bytes]:
+def _decompressed(stream: IO[bytes], *, threaded: bool = True) -> IO[bytes]:
     """``stream`` itself, or its content: zstd (a layer or an ADDed archive may be zstd, as
     BuildKit reads them, in one frame or several), or gzip, inflated by ISA-L on a thread of
-    its own (several times zlib's speed, and beside the unpacking rather than before it)."""
+    its own (several times zlib's speed, and beside the unpacking rather than before it).
+    Not ``threaded``, a stream cut short still gives what precedes the cut, as Go's reader
+    does (the thread inflates whole blocks: a cut anywhere in one fails its first read)."""
     head = _peek(stream, 4)
     if head.startswith(_GZIP_MAGIC):
-        from isal import igzip_threaded
+        from isal import igzip, igzip_threaded
 
-        inflated = igzip_threaded.open(stream, "rb", threads=1)  # type: ignore[no-untyped-call]
+        inflated: IO[bytes]
+        if threaded:
+            inflated = igzip_threaded.open(stream, "rb", threads=1)  # type: ignore[no-untyped-call]
+        else:
+            gz = igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[no-untyped-call]
+            inflated = cast("IO[bytes]", gz)
         return cast("IO[bytes]", _Inflated(inflated))
     if head != _ZSTD_MAGIC:
         return stream
@@ -101,6 +110,29 @@ def _decompressed(stream: IO[bytes]) -> IO[bytes]:
 
     reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     return reader
+
+
+@contextlib.contextmanager
+def open_archive(
+    path: str | os.PathLike[str], *, threaded: bool = True
+) -> Iterator[tarfile.TarFile]:
+    """A file ADD may unpack, read as BuildKit's ``DecompressStream`` reads it: a tar plain,
+    gzip (inflated by ISA-L), zstd, bzip2 or xz. Read in order, once (a stream). A zstd
+    failure is a :class:`tarfile.ReadError`, as the others' are. ``threaded=False`` to read
+    only its start (whether it is an archive: a cut stream still is one)."""
+    with open(path, "rb") as raw:
+        content: IO[bytes] | None = None
+        try:
+            content = _decompressed(raw, threaded=threaded)
+            with tarfile.open(fileobj=content, mode="r|*", tarinfo=BoundedTarInfo) as archive:
+                yield archive
+        except Exception as err:
+            if not type(err).__module__.startswith("zstandard"):
+                raise
+            raise tarfile.ReadError(f"zstd: {err}") from None
+        finally:
+            if isinstance(content, _Inflated):
+                content.close()  # its thread stops, whatever the tar left unread
 
 
 class _Inflated:

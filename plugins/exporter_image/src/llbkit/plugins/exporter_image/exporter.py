@@ -92,8 +92,11 @@ def _ref_names(names: list[str]) -> list[Reference]:
 
 
 def _layout_files(
-    published: Published, opts: CommitOptions, docker: bool, created: str
+    published: Published, opts: CommitOptions, docker: bool, created: str, *, tarball: bool
 ) -> list[tuple[str, BlobSource]]:
+    """The layout's files. A tarball's are what BuildKit's archive exporter (containerd's)
+    writes: ``index.json`` without a media type, its one manifest's platform named, and a
+    ``manifest.json`` for ``docker load`` in both formats (tags only in docker's)."""
     names = opts.names
     annotations: dict[str, str] = {"org.opencontainers.image.created": created}
     refs = _ref_names(names)
@@ -107,21 +110,22 @@ def _layout_files(
         annotations.update(opts.annotations_for("index-descriptor"))
     else:
         annotations.update(opts.annotations_for("manifest-descriptor", published.images[0][0]))
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [published.descriptor(annotations)],
-    }
+    top = published.descriptor(dict(sorted(annotations.items())))  # as Go writes a map
+    if tarball and len(published.images) == 1:
+        top["platform"] = _platform(published.images[0][1].config)
+    index: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [top]}
+    if tarball:
+        del index["mediaType"]
     files: list[tuple[str, BlobSource]] = [
         ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
         ("index.json", json.dumps(index, separators=(",", ":")).encode()),
     ]
-    if docker:
+    if docker or (tarball and len(published.images) == 1):
         image = published.images[0][1]
         manifest = [
             {
                 "Config": "blobs/sha256/" + image.config_digest.split(":")[1],
-                "RepoTags": [ref.familiar() for ref in refs],
+                "RepoTags": [ref.familiar() for ref in refs] if docker and refs else None,
                 "Layers": ["blobs/sha256/" + d.split(":")[1] for d, _, _ in image.layers],
             }
         ]
@@ -190,7 +194,18 @@ class _SinkWriter:
             self.buffer.clear()
 
 
-def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -> None:
+def _platform(config: bytes) -> dict[str, str]:
+    """An image's platform as an OCI descriptor's JSON holds it (Go's field order)."""
+    found = json.loads(config)
+    platform = {"architecture": found.get("architecture", ""), "os": found.get("os", "")}
+    if found.get("variant"):
+        platform["variant"] = found["variant"]
+    return platform
+
+
+def _write_tar(files: list[tuple[str, bytes | Path]], out: object) -> None:
+    """The layout as BuildKit's archive exporter writes it: entries in name order, dated
+    1970 (the same image, the same tarball), blobs and ``oci-layout`` read-only."""
     with tarfile.open(  # type: ignore[call-overload]
         fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
     ) as tar:
@@ -198,12 +213,10 @@ def _write_tar(files: list[tuple[str, bytes | Path]], out: object, mtime: int) -
             info = tarfile.TarInfo(directory)
             info.type = tarfile.DIRTYPE
             info.mode = 0o755
-            info.mtime = mtime
             tar.addfile(info)
-        for name, source in files:
+        for name, source in sorted(files, key=lambda file: file[0]):
             info = tarfile.TarInfo(name)
-            info.mode = 0o644
-            info.mtime = mtime
+            info.mode = 0o644 if name.endswith(".json") else 0o444
             if isinstance(source, bytes):
                 import io
 
@@ -255,7 +268,7 @@ class TarballJob:
         # The time the image configs hold, so index.json's created annotation agrees with them.
         moment = published.created
         files = await _fetched(
-            _layout_files(published, self.opts, self.docker, created_text(moment))
+            _layout_files(published, self.opts, self.docker, created_text(moment), tarball=self.tar)
         )
         if not self.tar:
             with tempfile.TemporaryDirectory() as tmp:
@@ -270,7 +283,7 @@ class TarballJob:
         if self.dest == "-":
             # Standard output cannot take back half an archive: made whole first, then sent.
             with tempfile.TemporaryFile() as spool:
-                await anyio.to_thread.run_sync(_write_tar, files, spool, moment)
+                await anyio.to_thread.run_sync(_write_tar, files, spool)
                 spool.seek(0)
                 info.progress.status("sending tarball")
                 async with client.open_output(self.dest) as out:
@@ -281,7 +294,7 @@ class TarballJob:
             info.progress.status("sending tarball")
             async with client.open_output(self.dest) as out:
                 writer = _SinkWriter(out)
-                await anyio.to_thread.run_sync(_write_tar, files, writer, moment)
+                await anyio.to_thread.run_sync(_write_tar, files, writer)
                 await out.write(bytes(writer.buffer))  # what the last piece left
         info.progress.status("sending tarball", done=True)
         return response(published, self._names(), dated=True)
