@@ -86,7 +86,7 @@ def _dir_times_blanked(tarball: bytes) -> bytes:
 
 
 def test_whole_seconds_round_as_go() -> None:
-    from llbkit.plugins.exporter_local.exporter import whole_seconds
+    from llbkit.core.gotar import whole_seconds
 
     assert whole_seconds(1_600_000_000 * SECOND + 499_999_999) == 1_600_000_000
     assert whole_seconds(1_600_000_000 * SECOND + 500_000_000) == 1_600_000_001

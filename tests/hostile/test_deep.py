@@ -141,7 +141,7 @@ def test_a_socket_a_step_left_is_not_in_its_layer_and_exported_as_a_file(
 ) -> None:
     """A socket a RUN leaves in its tree: containerd's layer writer ignores it, and so does
     llbkit's (both were a traceback)."""
-    from llbkit.core.cache.blobs import _tar_layer
+    from llbkit.core.cache.layertar import tar_layer
 
     layer = tmp_path / "layer"
     layer.mkdir()
@@ -150,7 +150,7 @@ def test_a_socket_a_step_left_is_not_in_its_layer_and_exported_as_a_file(
         sock.bind(str(layer / "sock"))
     os.mkfifo(layer / "fifo")
     out = io.BytesIO()
-    _tar_layer(layer, out, "oci", None)
+    tar_layer(layer, out, "oci", None, [])
     out.seek(0)
     with tarfile.open(fileobj=out) as tar:
         assert sorted(tar.getnames()) == ["fifo", "kept"]

@@ -1,14 +1,15 @@
-"""Layer blobs: their tables come with the state root, and layer tars keep hard links."""
+"""Layer blobs: their tables come with the state root, layer tars keep hard links, and a
+layer that has a blob keeps it."""
 
 from __future__ import annotations
 
 import io
 import os
-import stat
 import tarfile
 from pathlib import Path
 
-from llbkit.core.cache.blobs import LayerBlob, _tar_layer, blob_sources, layer_blobs, register_blob
+from llbkit.core.cache.blobs import LayerBlob, blob_sources, layer_blobs, register_blob
+from llbkit.core.cache.layertar import tar_layer
 from llbkit.core.cache.store import Store
 
 
@@ -51,61 +52,28 @@ def test_layer_tars_keep_hard_links(tmp_path: Path) -> None:
     (layer / "a/f").write_text("data\n")
     os.link(layer / "a/f", layer / "g")
     out = io.BytesIO()
-    _tar_layer(layer, out, "oci", 0)
+    tar_layer(layer, out, "oci", 0, [])
     out.seek(0)
     with tarfile.open(fileobj=out) as tar:
         members = {m.name: m for m in tar.getmembers()}
-    # A directory's files come after its siblings: g is archived first, a/f links to it.
-    assert members["g"].isreg() and members["g"].size == 5
-    assert members["a/f"].islnk() and members["a/f"].linkname == "g" and members["a/f"].size == 0
+    # Depth first: a/f is archived first, g links to it.
+    assert members["a/f"].isreg() and members["a/f"].size == 5
+    assert members["g"].islnk() and members["g"].linkname == "a/f" and members["g"].size == 0
     assert LayerBlob("d", "i", 1, "gzip").media_type("oci").endswith("tar+gzip")
 
 
-def _reference_tar(layer: Path) -> bytes:
-    """The layer tar as tarfile's own ``gettarinfo`` describes each entry (names cleared)."""
-    out = io.BytesIO()
-    with tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            dirs = []
-            for name in sorted(os.listdir(layer / rel if rel else layer)):
-                arc = f"{rel}/{name}" if rel else name
-                info = tar.gettarinfo(str(layer / arc), arc)
-                if info is None:
-                    continue
-                info.uname = info.gname = ""
-                if info.isreg():
-                    with open(layer / arc, "rb") as data:
-                        tar.addfile(info, data)
-                else:
-                    tar.addfile(info)
-                if info.isdir():
-                    dirs.append(arc)
-            stack.extend(reversed(dirs))
-    return out.getvalue()
-
-
-def test_layer_entries_are_what_tarfile_would_write_for_every_kind_of_file(
-    tmp_path: Path,
-) -> None:
-    import socket
-
-    layer = tmp_path / "layer"
-    (layer / "a/b").mkdir(parents=True)
-    (layer / "a/f").write_text("x\n")
-    os.link(layer / "a/f", layer / "a/b/hard")
-    os.symlink("../f", layer / "a/b/sym")
-    os.mkfifo(layer / "a/fifo")
-    os.utime(layer / "a/b", ns=(1, 1_577_836_800_123_456_789))  # a fractional mtime: PAX
-    if os.geteuid() == 0:
-        os.mknod(layer / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
-        os.chown(layer / "a/f", 1234, 5678)
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(layer / "sock"))
-    out = io.BytesIO()
-    _tar_layer(layer, out, "oci", None)
-    assert out.getvalue() == _reference_tar(layer)
-    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as written:
-        names = written.getnames()
-    assert "sock" not in names and "a/b/hard" in names
+def test_a_layer_with_a_blob_keeps_it_and_force_recompresses_it(tmp_path: Path) -> None:
+    """As BuildKit's: the compression asked applies to layers without a blob; with
+    force-compression a layer's blob is recompressed, so its diff id stays."""
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        (tmp_path / "layer").mkdir()
+        (tmp_path / "layer/f").write_text("data\n" * 1000)
+        layer = store.commit_layer(tmp_path / "layer", description="one")
+        gzip = layer_blobs(store, (layer,), compression="gzip")[0]
+        kept = layer_blobs(store, (layer,), compression="zstd")[0]
+        assert kept == gzip
+        forced = layer_blobs(store, (layer,), compression="zstd", force=True)[0]
+        assert forced.compression == "zstd" and forced.digest != gzip.digest
+        assert forced.diff_id == gzip.diff_id
+        raw = layer_blobs(store, (layer,), compression="uncompressed", force=True)[0]
+        assert raw.diff_id == gzip.diff_id == raw.digest

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from llbkit.core.cache.blobs import _tar_layer
+from llbkit.core.cache.layertar import tar_layer
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.llb import load_definition
 from llbkit.core.snapshot.layers import make_whiteout
@@ -71,7 +71,8 @@ class Harness:
 
     def tar(self, chain: Chain) -> bytes:
         out = io.BytesIO()
-        _tar_layer(self.store.layer_path(chain[-1]), out, self.store.format, EPOCH)
+        lowers = [self.store.layer_path(n) for n in reversed(chain[:-1])]
+        tar_layer(self.store.layer_path(chain[-1]), out, self.store.format, EPOCH, lowers)
         return out.getvalue()
 
     def same_both_ways(self, state: llb.State) -> Path:

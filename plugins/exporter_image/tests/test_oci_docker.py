@@ -191,12 +191,17 @@ def test_push_needs_a_name() -> None:
 
 @pytest.mark.root
 @pytest.mark.services
-def test_force_compression_compresses_pulled_layers_again(
+def test_force_compression_converts_pulled_layers_keeping_their_diff_ids(
     busybox_image: str, tmp_path: Path
 ) -> None:
+    """As BuildKit's: a pulled layer keeps its blob whatever compression is asked, unless
+    forced; forced, it is recompressed, not rebuilt, so its diff id stays the pulled one."""
+    import zstandard
+
     from llbkit.sdk.testing.registry import busybox_layer
 
     pulled = "sha256:" + hashlib.sha256(busybox_layer()).hexdigest()
+    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(busybox_layer())).hexdigest()
 
     def base_layer(attrs: dict[str, str]) -> tuple[str, str, bytes]:
         out = tmp_path / "image.tar"
@@ -206,8 +211,11 @@ def test_force_compression_compresses_pulled_layers_again(
         digest = manifest["layers"][0]["digest"]
         return digest, config["rootfs"]["diff_ids"][0], files["blobs/sha256/" + digest[7:]]
 
-    assert base_layer({})[0] == pulled
-    forced, diff_id, blob = base_layer({"force-compression": "true"})
-    assert forced != pulled  # made again from the layer's files, in our own tar and gzip
-    assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
+    assert base_layer({})[:2] == (pulled, diff_id)
+    assert base_layer({"compression": "zstd"})[:2] == (pulled, diff_id)
+    assert base_layer({"force-compression": "true"})[:2] == (pulled, diff_id)  # gzip already
+    forced, forced_diff_id, blob = base_layer({"compression": "zstd", "force-compression": "true"})
+    assert forced != pulled and forced_diff_id == diff_id
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob), read_across_frames=True)
+    assert "sha256:" + hashlib.sha256(raw.read()).hexdigest() == diff_id
     assert base_layer({})[0] == pulled  # later exports still reuse the pulled blob

@@ -1,9 +1,9 @@
 """Layers as image blobs: each store layer written once as a deterministic tar, compressed, and
 kept in the content store under its digest, so every later export or push reuses it.
 
-Entries are sorted, in PAX format, with numeric owners and no user or group names; overlay
-whiteouts become OCI ``.wh.`` entries. Layers compress in parallel (zlib and zstd release the
-GIL), so an image with many layers uses every core.
+The tar of a layer is what BuildKit's differ writes for the same change (``layertar``), so
+its diff id is BuildKit's. Layers compress in parallel (zlib and zstd release the GIL), so an
+image with many layers uses every core; a layer that already has a blob keeps it.
 """
 
 from __future__ import annotations
@@ -11,18 +11,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import stat
-import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
+from llbkit.core.cache.layertar import tar_layer
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.errors import ConfigError
-from llbkit.core.snapshot.layers import is_opaque, is_whiteout
 
 __all__ = ["LayerBlob", "compress_bytes", "layer_blobs"]
 
@@ -66,96 +64,6 @@ class _Hashing:
 
     def tell(self) -> int:
         return self.size
-
-
-_TYPES = {
-    stat.S_IFDIR: tarfile.DIRTYPE,
-    stat.S_IFIFO: tarfile.FIFOTYPE,
-    stat.S_IFLNK: tarfile.SYMTYPE,
-    stat.S_IFCHR: tarfile.CHRTYPE,
-    stat.S_IFBLK: tarfile.BLKTYPE,
-}
-
-
-def _tarinfo(
-    inodes: dict[tuple[int, int], str], path: str, arc: str, st: os.stat_result
-) -> tarfile.TarInfo | None:
-    """What ``tar.gettarinfo(path, arc)`` makes of ``st``, without owner names: gettarinfo
-    looks each one up in the passwd and group databases (files opened and read, per entry),
-    and a layer leaves them empty."""
-    mode = st.st_mode
-    linkname = ""
-    if stat.S_ISREG(mode):
-        inode = (st.st_ino, st.st_dev)
-        known = inodes.get(inode)
-        if st.st_nlink > 1 and known is not None and known != arc:
-            kind, linkname = tarfile.LNKTYPE, known
-        else:
-            kind = tarfile.REGTYPE
-            if st.st_ino:
-                inodes[inode] = arc
-    else:
-        found = _TYPES.get(stat.S_IFMT(mode))
-        if found is None:
-            return None  # a socket
-        kind = found
-        if kind == tarfile.SYMTYPE:
-            linkname = os.readlink(path)
-    info = tarfile.TarInfo(arc)
-    info.mode = mode
-    info.uid = st.st_uid
-    info.gid = st.st_gid
-    info.size = st.st_size if kind == tarfile.REGTYPE else 0
-    info.mtime = st.st_mtime
-    info.type = kind
-    info.linkname = linkname
-    info.uname = info.gname = ""
-    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-        info.devmajor = os.major(st.st_rdev)
-        info.devminor = os.minor(st.st_rdev)
-    return info
-
-
-def _tar_layer(layer: Path, out: IO[bytes], fmt: str, epoch: int | None) -> None:
-    """Write ``layer`` as an image layer tar: sorted, PAX, whiteouts in OCI form."""
-    # Large copy buffers: fewer, larger writes into the compressor.
-    with tarfile.TarFile(
-        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
-    ) as tar:
-        inodes: dict[tuple[int, int], str] = {}  # the first path of each archived inode
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            base = layer / rel if rel else layer
-            names = sorted(os.listdir(base))
-            dirs = []
-            for name in names:
-                path = base / name
-                arc = f"{rel}/{name}" if rel else name
-                st = os.lstat(path)
-                if fmt == "overlay" and is_whiteout(str(path), st, fmt):
-                    whiteout = tarfile.TarInfo(f"{rel}/.wh.{name}" if rel else f".wh.{name}")
-                    whiteout.mtime = epoch if epoch is not None else int(st.st_mtime)
-                    tar.addfile(whiteout)
-                    continue
-                info = _tarinfo(inodes, str(path), arc, st)
-                if info is None:
-                    continue  # a socket (a RUN's): containerd's layer writer leaves it out
-                if epoch is not None and info.mtime > epoch:
-                    info.mtime = epoch
-                if info.isreg():
-                    with open(path, "rb") as data:
-                        tar.addfile(info, data)
-                else:
-                    tar.addfile(info)
-                if stat.S_ISDIR(st.st_mode):
-                    # An oci layer keeps its own .wh..wh..opq entry; only overlay needs one.
-                    if fmt == "overlay" and is_opaque(str(path), fmt):
-                        marker = tarfile.TarInfo(f"{arc}/.wh..wh..opq")
-                        marker.mtime = info.mtime
-                        tar.addfile(marker)
-                    dirs.append(arc)
-            stack.extend(reversed(dirs))
 
 
 class _Compressor:
@@ -281,15 +189,27 @@ def compress_bytes(raw: bytes, compression: str, level: int | None = None) -> by
 
 
 def _compress(
-    store: Store, layer: int, compression: str, level: int | None, epoch: int | None
+    store: Store,
+    layer: int,
+    *,
+    lowers: list[Path] | None,
+    compression: str,
+    level: int | None,
+    epoch: int | None,
+    source: tuple[str, str] | None = None,
 ) -> tuple[Path, LayerBlob]:
-    """Tar and compress one layer into a file under ``tmp/`` (runs in a worker thread)."""
+    """Tar and compress one layer into a file under ``tmp/`` (runs in a worker thread); or,
+    given a ``source`` blob of it (digest, compression), recompress that one, so the layer
+    keeps its diff id (``force-compression`` converts a pulled layer; it does not rebuild it)."""
     out_fd, out_path = tempfile.mkstemp(dir=store.tmp, prefix="blob-")
     try:
         with os.fdopen(out_fd, "wb") as out:
             sink = _Hashing(out)
             compressor = _Compressor(sink, compression, level)
-            _tar_layer(store.layer_path(layer), compressor, store.format, epoch)  # type: ignore[arg-type]
+            if source is not None:
+                _decompress_into(store.root.content.blob_path(source[0]), source[1], compressor)
+            else:
+                tar_layer(store.layer_path(layer), compressor, store.format, epoch, lowers)  # type: ignore[arg-type]
             compressor.close()
         diff_id = "sha256:" + compressor.hash.hexdigest()
         digest = "sha256:" + sink.hash.hexdigest()
@@ -297,6 +217,21 @@ def _compress(
     except BaseException:
         os.unlink(out_path)
         raise
+
+
+def _decompress_into(blob: Path, compression: str, out: _Compressor) -> None:
+    with open(blob, "rb") as raw:
+        stream: IO[bytes] = raw
+        if compression == "gzip":
+            from isal import igzip
+
+            stream = cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
+        elif compression == "zstd":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        while chunk := stream.read(1 << 20):
+            out.write(chunk)
 
 
 def register_blob(
@@ -331,21 +266,56 @@ def layer_blobs(
 ) -> list[LayerBlob]:
     """The image layers of ``chain``, bottom first; made once per layer and compression.
 
-    ``force`` compresses every layer again, pulled ones included, without replacing what
-    later exports reuse (a pulled layer stays its original blob for them)."""
+    As BuildKit's, the compression asked applies to layers that have no blob yet: one that
+    has (pulled, imported, or exported before) keeps it. ``force`` makes every layer in the
+    compression asked, a layer that has a blob by recompressing it (same diff id), without
+    replacing what later exports reuse."""
     variant = f"{compression}:{level}:{epoch}"
     found: dict[int, LayerBlob] = {}
     missing: list[int] = []
+    sources: dict[int, tuple[str, str]] = {}
     lazy = store.lazy(chain)  # imported, not fetched: the blob is the layer's only form yet
-    for layer in dict.fromkeys(chain):
+    layers = list(dict.fromkeys(chain))
+    variants = store.db.blob_variants(layers) if epoch is None else {}
+    for layer in layers:
         row = store.db.layer_blob(layer, variant)
         if row is not None and not force and (layer in lazy or store.root.content.has(row[0])):
             found[layer] = LayerBlob(row[0], row[1], row[2], compression)
-        else:
+            continue
+        for other in sorted(variants.get(layer, ()), key=lambda c: c != compression):
+            kept = store.db.layer_blob(layer, f"{other}:None:None")
+            if kept is None or not store.root.content.has(kept[0]):
+                continue
+            if other == compression or not force:
+                found[layer] = LayerBlob(kept[0], kept[1], kept[2], other)
+            else:
+                sources[layer] = (kept[0], other)
+            break
+        if layer not in found:
             missing.append(layer)
+
+    def below(layer: int) -> list[Path] | None:
+        lowers = chain[: chain.index(layer)]
+        if any(n in lazy for n in lowers):
+            return None  # files not here to compare with: the layer is written whole
+        return [store.layer_path(n) for n in reversed(lowers)]
+
+    def make(layer: int) -> tuple[Path, LayerBlob]:
+        source = sources.get(layer)
+        lowers = below(layer) if source is None else None
+        return _compress(
+            store,
+            layer,
+            lowers=lowers,
+            compression=compression,
+            level=level,
+            epoch=epoch,
+            source=source,
+        )
+
     workers = max(1, min(len(missing), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        made = list(pool.map(lambda n: _compress(store, n, compression, level, epoch), missing))
+        made = list(pool.map(make, missing))
     for layer, (path, blob) in zip(missing, made, strict=True):
         found[layer] = blob
         with store.lock:
@@ -353,7 +323,7 @@ def layer_blobs(
                 path.unlink()
             else:
                 store.root.content.adopt(path, blob.digest)
-            if force:
-                continue
+            if force and layer not in sources and variants.get(layer):
+                continue  # rebuilt from its files: its own blob stays the one later exports use
             store.db.save_layer_blob(layer, variant, blob.digest, blob.diff_id, blob.size)
-    return [found[layer] for layer in dict.fromkeys(chain)]
+    return [found[layer] for layer in layers]

@@ -7,7 +7,6 @@ client's machine, not the daemon's.
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
 import tarfile
 import tempfile
@@ -19,6 +18,7 @@ from typing import ClassVar
 import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError
+from llbkit.core.gotar import GoTarInfo, whole_seconds
 from llbkit.core.plugins import BuildResult, ExportInfo, PluginContext
 
 OPTIONS = ("dest", "platform-split")
@@ -108,59 +108,6 @@ class TarExportJob:
         return None
 
 
-class GoTarInfo(tarfile.TarInfo):
-    """Headers as Go's ``archive/tar`` writes them (BuildKit's tarball): device numbers
-    written, as zeros, for every entry; an extended (PAX) header named
-    ``<dir>/PaxHeaders.0/<name>``; and, beside one, the classic fields holding the name's
-    ASCII characters only."""
-
-    def tobuf(
-        self,
-        format: int | None = tarfile.DEFAULT_FORMAT,
-        encoding: str = tarfile.ENCODING,
-        errors: str = "surrogateescape",
-    ) -> bytes:
-        buf = bytearray(super().tobuf(format, encoding, errors))
-        size = tarfile.BLOCKSIZE
-        own = buf[-size:]  # the entry's header is the last block; a PAX header may precede it
-        if own[329:345] == bytes(16):  # not a device's own numbers
-            own[329:345] = b"0000000\x000000000\x00"
-        if len(buf) > size and buf[156:157] == tarfile.XHDTYPE:
-            name = self.get_info()["name"]
-            head, tail = posixpath.split(name)
-            extended = buf[:size]
-            _field(extended, 0, 100, _ascii(posixpath.join(head, "PaxHeaders.0", tail)).rstrip("/"))
-            _checksum(extended)
-            buf[:size] = extended
-            _field(own, 0, 100, _ascii(name))
-            _field(own, 157, 100, _ascii(self.linkname))
-        _checksum(own)
-        buf[-size:] = own
-        return bytes(buf)
-
-
-def _ascii(text: str) -> str:
-    """Go's best effort for a classic field: the name without its non-ASCII characters."""
-    return "".join(c for c in text if c < "\x80" and c != "\x00")
-
-
-def _field(block: bytearray, at: int, size: int, text: str) -> None:
-    data = text.encode()[:size]
-    block[at : at + size] = data + bytes(size - len(data))
-
-
-def _checksum(block: bytearray) -> None:
-    block[148:156] = b"        "
-    block[148:156] = b"%06o\x00 " % sum(block)
-
-
-def whole_seconds(ns: int) -> int:
-    """A modification time as BuildKit's tarball holds it: Go's tar writer rounds it to the
-    nearest second (halves away from zero), so no entry needs a PAX ``mtime`` record."""
-    half = 500_000_000
-    return (ns + half) // 10**9 if ns >= 0 else -((-ns + half) // 10**9)
-
-
 def _add_tree(tar: tarfile.TarFile, tree: Path, prefix: str) -> None:
     """Add every entry below ``tree`` (not the root itself), depth first in name order, as
     BuildKit's walker does."""
@@ -189,7 +136,7 @@ def _add_subtree(tar: tarfile.TarFile, tree: Path, rel: str, prefix: str) -> Non
         if info is None:
             # A socket (a RUN's): BuildKit's walker clears the socket bit, making it an empty
             # file with the socket's permissions.
-            info = tarfile.TarInfo(os.path.join(prefix, sub))
+            info = GoTarInfo(os.path.join(prefix, sub))
             info.mode = stat.S_IMODE(st.st_mode)
             info.uid, info.gid = st.st_uid, st.st_gid
         info.mtime = whole_seconds(st.st_mtime_ns)
