@@ -77,3 +77,26 @@ def test_a_layer_with_a_blob_keeps_it_and_force_recompresses_it(tmp_path: Path) 
         assert forced.diff_id == gzip.diff_id
         raw = layer_blobs(store, (layer,), compression="uncompressed", force=True)[0]
         assert raw.diff_id == gzip.diff_id == raw.digest
+
+
+def test_a_layer_is_compared_only_with_the_base_it_was_made_on(tmp_path: Path) -> None:
+    """A layer on its own base leaves out what is unchanged from it; the same files merged
+    onto another base (its blob serves every chain it is in) are written whole."""
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+
+        def layer(name: str, parent: int | None) -> int:
+            tree = tmp_path / name
+            (tree / "etc").mkdir(parents=True)
+            (tree / "etc/passwd").write_text("root\n")
+            os.utime(tree / "etc/passwd", ns=(10**18, 10**18))
+            (tree / name).write_text(name)
+            return store.commit_layer(tree, parent=parent, description=name)
+
+        def names(chain: tuple[int, ...]) -> list[str]:
+            blob = layer_blobs(store, chain, compression="uncompressed")[-1]
+            with tarfile.open(fileobj=io.BytesIO(store.root.content.read(blob.digest))) as tar:
+                return tar.getnames()
+
+        base = layer("base", None)
+        assert names((base, layer("child", base))) == ["child"]
+        assert names((base, layer("linked", None))) == ["etc", "etc/passwd", "linked"]

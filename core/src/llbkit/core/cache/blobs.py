@@ -294,10 +294,18 @@ def layer_blobs(
         if layer not in found:
             missing.append(layer)
 
+    parents = store.db.parents_and_whiteouts(layers)
+
     def below(layer: int) -> list[Path] | None:
+        """The layers to compare ``layer`` with: those below it here, if it was made on them
+        (a layer made elsewhere, merged or linked onto this base, or whose base is gone, is
+        written whole: its blob serves every chain it is in)."""
         lowers = chain[: chain.index(layer)]
+        for n, known in enumerate((*lowers, layer)):
+            if parents.get(known, (None, False))[0] != (lowers[n - 1] if n else None):
+                return None
         if any(n in lazy for n in lowers):
-            return None  # files not here to compare with: the layer is written whole
+            return None  # files not here to compare with
         return [store.layer_path(n) for n in reversed(lowers)]
 
     def make(layer: int) -> tuple[Path, LayerBlob]:
