@@ -99,7 +99,7 @@ def test_an_image_tarball_is_laid_out_as_buildkits(tmp_path: Path, kind: str) ->
     """As BuildKit v0.11.6's archive exporter writes one (checked side by side with it):
     entries in name order, dated 1970, blobs read-only; ``index.json`` without a media type,
     with the manifest's platform and its annotations in key order; ``manifest.json`` in both
-    formats, tags only in docker's."""
+    formats, tags only in docker's; Go's tar headers."""
     import json
     import tarfile
 
@@ -129,3 +129,14 @@ def test_an_image_tarball_is_laid_out_as_buildkits(tmp_path: Path, kind: str) ->
     assert entry["RepoTags"] == (["foo/bar:v1"] if kind == "docker" else None)
     manifest = json.loads(files["blobs/sha256/" + top["digest"].split(":")[1]])
     assert entry["Config"] == "blobs/sha256/" + manifest["config"]["digest"].split(":")[1]
+    # Go's headers: device fields of zeros, and nothing after the two end blocks.
+    raw = out.read_bytes()
+    assert raw.endswith(bytes(1024)) and not raw.endswith(bytes(1536))
+    assert raw[329:345] == b"0000000\x000000000\x00"
+    # Its layer tar is Go's as well: whole-second times, so no PAX record before an entry.
+    layer = files["blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1]]
+    import gzip
+
+    plain = gzip.decompress(layer)
+    assert plain[156:157] == b"0" and plain[:2] == b"a\x00"
+    assert plain.endswith(bytes(1024)) and len(plain) == 2 * 512 + 1024  # a, its data, the end

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from typing import IO
+from typing import IO, Protocol
 
-__all__ = ["GoTarInfo", "GoTarWriter", "go_header", "whole_seconds"]
+__all__ = ["GoTarInfo", "GoTarWriter", "Sink", "go_header", "whole_seconds"]
 
 BLOCK = 512
 _NAME, _PREFIX = 100, 155
@@ -179,11 +179,17 @@ class GoTarInfo(tarfile.TarInfo):
         return go_header(self)
 
 
+class Sink(Protocol):
+    """Where a tar stream goes: anything with ``write``."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class GoTarWriter:
     """A tar stream as Go's writer makes it: headers by :func:`go_header`, each file's data
     padded to its block, two zero blocks at the end and nothing after them."""
 
-    def __init__(self, out: IO[bytes], *, copy_size: int = 1 << 20) -> None:
+    def __init__(self, out: Sink, *, copy_size: int = 1 << 20) -> None:
         self.out = out
         self.copy_size = copy_size
 

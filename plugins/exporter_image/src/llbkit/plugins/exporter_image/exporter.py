@@ -3,6 +3,7 @@ directory with ``tar=false``), written through the client."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 import anyio
 
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+from llbkit.core.gotar import GoTarWriter, Sink
 from llbkit.core.plugins import (
     BuildResult,
     ByteSink,
@@ -203,29 +205,27 @@ def _platform(config: bytes) -> dict[str, str]:
     return platform
 
 
-def _write_tar(files: list[tuple[str, bytes | Path]], out: object) -> None:
+def _write_tar(files: list[tuple[str, bytes | Path]], out: Sink) -> None:
     """The layout as BuildKit's archive exporter writes it: entries in name order, dated
-    1970 (the same image, the same tarball), blobs and ``oci-layout`` read-only."""
-    with tarfile.open(  # type: ignore[call-overload]
-        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
-    ) as tar:
-        for directory in ("blobs", "blobs/sha256"):
-            info = tarfile.TarInfo(directory)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        for name, source in sorted(files, key=lambda file: file[0]):
-            info = tarfile.TarInfo(name)
-            info.mode = 0o644 if name.endswith(".json") else 0o444
-            if isinstance(source, bytes):
-                import io
-
-                info.size = len(source)
-                tar.addfile(info, io.BytesIO(source))
-            else:
-                info.size = source.stat().st_size
-                with open(source, "rb") as data:
-                    tar.addfile(info, data)
+    1970 (the same image, the same tarball), blobs and ``oci-layout`` read-only, in the
+    headers of Go's tar writer."""
+    tar = GoTarWriter(out)
+    for directory in ("blobs", "blobs/sha256"):
+        info = tarfile.TarInfo(directory)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        tar.add(info)
+    for name, source in sorted(files, key=lambda file: file[0]):
+        info = tarfile.TarInfo(name)
+        info.mode = 0o644 if name.endswith(".json") else 0o444
+        if isinstance(source, bytes):
+            info.size = len(source)
+            tar.add(info, io.BytesIO(source))
+        else:
+            info.size = source.stat().st_size
+            with open(source, "rb") as data:
+                tar.add(info, data)
+    tar.close()
 
 
 async def _published(result: BuildResult, opts: CommitOptions, info: ExportInfo) -> Published:
