@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from llbkit.core.cache.layertar import tar_layer
 from llbkit.core.cache.store import Chain, Store
@@ -196,10 +196,10 @@ def _compress(
     compression: str,
     level: int | None,
     epoch: int | None,
-    source: tuple[str, str] | None = None,
+    source: str | None = None,
 ) -> tuple[Path, LayerBlob]:
     """Tar and compress one layer into a file under ``tmp/`` (runs in a worker thread); or,
-    given a ``source`` blob of it (digest, compression), recompress that one, so the layer
+    given a ``source`` blob of it (its digest), recompress that one, so the layer
     keeps its diff id (``force-compression`` converts a pulled layer; it does not rebuild it)."""
     out_fd, out_path = tempfile.mkstemp(dir=store.tmp, prefix="blob-")
     try:
@@ -207,9 +207,9 @@ def _compress(
             sink = _Hashing(out)
             compressor = _Compressor(sink, compression, level)
             if source is not None:
-                _decompress_into(store.root.content.blob_path(source[0]), source[1], compressor)
+                _decompress_into(store.root.content.blob_path(source), compressor)
             else:
-                tar_layer(store.layer_path(layer), compressor, store.format, epoch, lowers)  # type: ignore[arg-type]
+                tar_layer(store.layer_path(layer), compressor, store.format, epoch, lowers)
             compressor.close()
         diff_id = "sha256:" + compressor.hash.hexdigest()
         digest = "sha256:" + sink.hash.hexdigest()
@@ -219,19 +219,16 @@ def _compress(
         raise
 
 
-def _decompress_into(blob: Path, compression: str, out: _Compressor) -> None:
+def _decompress_into(blob: Path, out: _Compressor) -> None:
+    from llbkit.core.snapshot.untar import decompressed
+
     with open(blob, "rb") as raw:
-        stream: IO[bytes] = raw
-        if compression == "gzip":
-            from isal import igzip
-
-            stream = cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
-        elif compression == "zstd":
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        while chunk := stream.read(1 << 20):
-            out.write(chunk)
+        stream = decompressed(raw)
+        try:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+        finally:
+            stream.close()
 
 
 def register_blob(
@@ -273,7 +270,7 @@ def layer_blobs(
     variant = f"{compression}:{level}:{epoch}"
     found: dict[int, LayerBlob] = {}
     missing: list[int] = []
-    sources: dict[int, tuple[str, str]] = {}
+    sources: dict[int, str] = {}  # layers recompressed from a blob they have: its digest
     lazy = store.lazy(chain)  # imported, not fetched: the blob is the layer's only form yet
     layers = list(dict.fromkeys(chain))
     variants = store.db.blob_variants(layers) if epoch is None else {}
@@ -289,7 +286,7 @@ def layer_blobs(
             if other == compression or not force:
                 found[layer] = LayerBlob(kept[0], kept[1], kept[2], other)
             else:
-                sources[layer] = (kept[0], other)
+                sources[layer] = kept[0]
             break
         if layer not in found:
             missing.append(layer)

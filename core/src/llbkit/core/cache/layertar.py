@@ -19,10 +19,9 @@ import stat
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
-from llbkit.core.gotar import GoTarWriter, whole_seconds
-from llbkit.core.snapshot.layers import is_opaque
+from llbkit.core.gotar import GoTarWriter, Sink, whole_seconds
+from llbkit.core.snapshot.layers import is_opaque, is_whiteout
 
 __all__ = ["tar_layer"]
 
@@ -47,10 +46,6 @@ def _capability(path: str) -> bytes:
         return b""  # none, or a filesystem without extended attributes
 
 
-def _whiteout(st: os.stat_result, fmt: str) -> bool:
-    return fmt == "overlay" and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
 def _lower_names(dirs: Sequence[str], fmt: str, wanted: set[str] | None) -> dict[str, Below]:
     """What the lower layers show in one directory (``dirs``, its paths in them, nearest
     first): each visible name with its paths, several for a directory merged from several
@@ -72,7 +67,7 @@ def _lower_names(dirs: Sequence[str], fmt: str, wanted: set[str] | None) -> dict
                 continue
             path = os.path.join(folder, name)
             st = os.lstat(path)
-            if _whiteout(st, fmt):
+            if is_whiteout(path, st, fmt):  # an oci one was taken by its name above
                 hidden.add(name)
                 continue
             found.setdefault(name, []).append((path, st))
@@ -127,7 +122,7 @@ class _Writer:
     """Entries in order; directories unchanged from below are held back until something is
     written inside them (containerd's writer adds the parents of each entry)."""
 
-    def __init__(self, out: IO[bytes], epoch: int | None) -> None:
+    def __init__(self, out: Sink, epoch: int | None) -> None:
         self.tar = GoTarWriter(out)
         self.epoch = epoch
         self.held: list[tarfile.TarInfo | None] = []  # per open directory: its unwritten header
@@ -190,7 +185,7 @@ class _Writer:
 
 
 def tar_layer(
-    layer: Path, out: IO[bytes], fmt: str, epoch: int | None, lowers: Sequence[Path] | None
+    layer: Path, out: Sink, fmt: str, epoch: int | None, lowers: Sequence[Path] | None
 ) -> None:
     """Write ``layer`` as an image layer tar. ``lowers`` are the layers below it, nearest
     first; None when one of them has no files here (imported, not fetched): then every entry
@@ -265,7 +260,7 @@ class _Walk:
         except FileNotFoundError:  # a lower name an opaque directory no longer has
             self._gone(arc, os.lstat(folder))
             return
-        if _whiteout(st, self.fmt):
+        if is_whiteout(path, st, self.fmt):
             if deleted:
                 self._gone(arc, st)
             return

@@ -25,6 +25,7 @@ __all__ = [
     "LayerLimits",
     "apply_tar",
     "check_member",
+    "decompressed",
     "open_archive",
     "set_limits",
     "unpack_layer",
@@ -87,7 +88,7 @@ def _peek(stream: IO[bytes], size: int) -> bytes:
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _decompressed(stream: IO[bytes], *, threaded: bool = True) -> IO[bytes]:
+def decompressed(stream: IO[bytes], *, threaded: bool = True) -> IO[bytes]:
     """``stream`` itself, or its content: zstd (a layer or an ADDed archive may be zstd, as
     BuildKit reads them, in one frame or several), or gzip, inflated by ISA-L on a thread of
     its own (several times zlib's speed, and beside the unpacking rather than before it).
@@ -123,7 +124,7 @@ def open_archive(
     with open(path, "rb") as raw:
         content: IO[bytes] | None = None
         try:
-            content = _decompressed(raw, threaded=threaded)
+            content = decompressed(raw, threaded=threaded)
             with tarfile.open(fileobj=content, mode="r|*", tarinfo=BoundedTarInfo) as archive:
                 yield archive
         except Exception as err:
@@ -195,7 +196,7 @@ def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     limits = current_limits()
     content: IO[bytes] | None = None
     try:
-        content = _decompressed(stream)
+        content = decompressed(stream)
         with tarfile.open(fileobj=content, mode="r|*", tarinfo=BoundedTarInfo) as tar:
             for count, member in enumerate(tar, 1):
                 check_member(member, count, limits)
