@@ -77,6 +77,9 @@ def test_a_layer_with_a_blob_keeps_it_and_force_recompresses_it(tmp_path: Path) 
         assert forced.diff_id == gzip.diff_id
         raw = layer_blobs(store, (layer,), compression="uncompressed", force=True)[0]
         assert raw.diff_id == gzip.diff_id == raw.digest
+        # Converted blobs do not replace the layer's own one: unforced, gzip it stays.
+        assert layer_blobs(store, (layer,), compression="uncompressed")[0] == gzip
+        assert layer_blobs(store, (layer,), compression="zstd")[0] == gzip
 
 
 def test_a_layer_is_compared_only_with_the_base_it_was_made_on(tmp_path: Path) -> None:

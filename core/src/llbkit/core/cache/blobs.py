@@ -275,19 +275,25 @@ def layer_blobs(
     layers = list(dict.fromkeys(chain))
     variants = store.db.blob_variants(layers) if epoch is None else {}
     for layer in layers:
-        row = store.db.layer_blob(layer, variant)
-        if row is not None and not force and (layer in lazy or store.root.content.has(row[0])):
-            found[layer] = LayerBlob(row[0], row[1], row[2], compression)
-            continue
-        for other in sorted(variants.get(layer, ()), key=lambda c: c != compression):
+        own: list[LayerBlob] = []  # the blobs it has, its own first
+        for other in variants.get(layer, ()):
             kept = store.db.layer_blob(layer, f"{other}:None:None")
-            if kept is None or not store.root.content.has(kept[0]):
-                continue
-            if other == compression or not force:
-                found[layer] = LayerBlob(kept[0], kept[1], kept[2], other)
-            else:
-                sources[layer] = kept[0]
-            break
+            if kept is not None and (layer in lazy or store.root.content.has(kept[0])):
+                own.append(LayerBlob(kept[0], kept[1], kept[2], other))
+        if not force:
+            if own:
+                found[layer] = own[0]
+            elif (row := store.db.layer_blob(layer, variant)) is not None and (
+                layer in lazy or store.root.content.has(row[0])
+            ):
+                found[layer] = LayerBlob(row[0], row[1], row[2], compression)
+        else:
+            same = [blob for blob in own if blob.compression == compression]
+            here = [blob for blob in own if store.root.content.has(blob.digest)]
+            if same:
+                found[layer] = same[0]  # already in the compression asked: nothing to convert
+            elif here:
+                sources[layer] = here[0].digest
         if layer not in found:
             missing.append(layer)
 

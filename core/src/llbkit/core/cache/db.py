@@ -553,19 +553,22 @@ class StateDB:
                     (digest, *source),
                 )
 
-    def blob_variants(self, layers: Sequence[int]) -> dict[int, set[str]]:
-        """The compressions each of ``layers`` has a blob in (plain ones, not rewritten)."""
+    def blob_variants(self, layers: Sequence[int]) -> dict[int, list[str]]:
+        """The compressions each of ``layers`` has a blob in (plain ones, not rewritten),
+        the first made first: a layer's own blob (pulled, imported or first exported) before
+        those converted from it."""
         if not layers:
             return {}
         marks = ",".join("?" * len(layers))
         rows = self._all(
-            f"SELECT layer, variant FROM layer_blobs WHERE layer IN ({marks})", tuple(layers)
+            f"SELECT layer, variant FROM layer_blobs WHERE layer IN ({marks}) ORDER BY rowid",
+            tuple(layers),
         )
-        found: dict[int, set[str]] = {layer: set() for layer in layers}
+        found: dict[int, list[str]] = {layer: [] for layer in layers}
         for layer, variant in rows:
             compression, level, epoch = str(variant).split(":")
             if level == "None" and epoch == "None":
-                found[int(layer)].add(compression)
+                found[int(layer)].append(compression)
         return found
 
     def add_blob_source(self, digest: str, host: str, repo: str) -> None:

@@ -111,10 +111,16 @@ async def materialize_for_blobs(
     limiter: anyio.CapacityLimiter | None,
 ) -> None:
     """Before blobs of ``chain`` are made in ``variant`` (``compression:level:epoch``): fetch
-    the files of the lazy layers whose imported blob is not that one (all of them with
-    ``force``); the others serve their blob as it is."""
+    the files of the lazy layers that have no blob to serve as it is (all of them with
+    ``force``). A layer keeps the blob it has whatever compression is asked, as BuildKit's;
+    a variant with a time rewritten (``epoch``) is made anew."""
+    lazy = store.lazy(chain)
+    rewritten = not variant.endswith(":None")
+    kept = {} if rewritten else store.db.blob_variants(list(lazy))
     need = [
-        layer for layer in store.lazy(chain) if force or store.db.layer_blob(layer, variant) is None
+        layer
+        for layer in lazy
+        if force or (not kept.get(layer) and store.db.layer_blob(layer, variant) is None)
     ]
     await materialize(store, need, limiter)
 
