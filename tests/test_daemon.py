@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from llbkit.sdk import llb
+from tests.hostile.relay import CountingRelay
 from tests.test_cache_export_import import registry  # noqa: F401 - a fixture, used by name
 
 pytestmark = [pytest.mark.root]
@@ -456,6 +457,26 @@ def test_a_daemon_killed_mid_build_restarts_clean(
         assert again.returncode == 0, again.stderr
         usage = client(address, "du")
         assert usage.returncode == 0, usage.stderr
+
+
+@pytest.mark.services
+def test_registry_connections_are_kept_between_builds(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """As buildkitd's transport keeps them: a warm build through the daemon asks the registry
+    for the tag again, on the connection the first build opened (no new TCP or TLS handshake)."""
+    relay = CountingRelay(registry)
+    try:
+        with daemon(tmp_path / "root") as (address, _):
+            for _ in range(3):
+                args = _dockerfile_args(tmp_path / "ctx", relay.host, "echo hi > /f")
+                done = client(address, *args, "--progress", "plain")
+                assert done.returncode == 0, done.stderr
+                assert b"load metadata for " + relay.host.encode() in done.stderr
+        assert relay.connections == 1
+    finally:
+        relay.close()
 
 
 @pytest.mark.services

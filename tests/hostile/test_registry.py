@@ -3,7 +3,6 @@ that sends too much): every failure is one line naming the host and what it was 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from llbkit.core.registry.client import MAX_MANIFEST, RegistryClient, RegistryEr
 from llbkit.sdk.testing.faults import Fault, FaultProxy, requests_to
 from llbkit.sdk.testing.registry import LocalRegistry, layer_tar, push_image
 from tests.hostile.cli import dockerfile_build, error_line
+from tests.hostile.relay import CountingRelay
 
 pytestmark = pytest.mark.services
 
@@ -239,6 +239,54 @@ def test_a_failing_registry_is_one_line(proxy: FaultProxy, fault: Fault, said: s
     assert "\n" not in str(err.value)
 
 
+class _Forgetful(BaseHTTPRequestHandler):
+    """A registry of one image that keeps connections open, then drops each one when it is
+    used again without answering: a server that closed a kept connection as it was reused."""
+
+    protocol_version = "HTTP/1.1"
+    dropped = 0
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        served = getattr(self, "served", 0)
+        self.served = served + 1
+        if served:
+            type(self).dropped += 1
+            self.close_connection = True
+            return
+        if "/blobs/" in self.path:
+            body = _CONFIG
+        else:
+            body = json.dumps({"schemaVersion": 2, "config": _CONFIG_DESC, "layers": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_kept_connection_the_server_dropped_is_asked_again() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forgetful)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ref = parse_reference(f"127.0.0.1:{server.server_address[1]}/img")
+
+        async def resolve() -> str:
+            async with _client() as client:
+                first = await client.resolve(ref, Platform("linux", "amd64"))
+                again = await client.resolve(ref, Platform("linux", "amd64"))
+                assert again.manifest_digest == first.manifest_digest
+                return first.manifest_digest
+
+        assert anyio.run(resolve).startswith("sha256:")
+        assert _Forgetful.dropped >= 2  # the config, then the second manifest
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _Loop(BaseHTTPRequestHandler):
     """Redirects every request to itself."""
 
@@ -358,51 +406,10 @@ def test_a_warm_build_asks_the_registry_once(
     assert proxy.count("GET", image[1]) == 1
 
 
-class _Counting:
-    """A TCP relay to ``upstream`` that counts the connections made through it."""
-
-    def __init__(self, upstream: str) -> None:
-        import socket
-
-        self.upstream = upstream.rsplit(":", 1)
-        self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            server = socket.create_connection((self.upstream[0], int(self.upstream[1])))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: Any, sink: Any) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(2)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 def test_a_build_opens_one_connection_to_a_registry(tmp_path: Path, image: tuple[str, str]) -> None:
     """The resolution, the pinned step and the pull of a cold build share one connection (one
     TLS handshake on a real registry), as Go's transport does for BuildKit."""
-    relay = _Counting(image[0])
+    relay = CountingRelay(image[0])
     try:
         ctx = tmp_path / "ctx"
         ctx.mkdir()

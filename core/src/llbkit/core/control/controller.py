@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import pluggy
@@ -45,6 +45,9 @@ from llbkit.core.plugins.registry import PluginRegistry
 from llbkit.core.snapshot.limits import LayerLimits, set_limits
 from llbkit.core.solver.cache_sources import CacheChain, LocalCache
 from llbkit.core.solver.solver import Solver
+
+if TYPE_CHECKING:
+    from llbkit.core.registry.connections import ConnectionPool
 
 __all__ = ["BuildHistoryRecord", "Controller", "HistoryEvent", "Info", "WorkerRecord"]
 
@@ -126,6 +129,9 @@ class Controller:
         #: embedded engine, whose process may end with the build), a build collects before
         #: it returns.
         self.gc_after_answer: Callable[[BaseException], None] | None = None
+        #: set by a daemon: registry connections kept between builds (closed by its owner);
+        #: unset, each build's connections close when it ends
+        self.connections: ConnectionPool | None = None
         self._gc_thread: threading.Thread | None = None
         self._gc_thread_lock = threading.Lock()
         #: the records of the builds running now, by ref
@@ -206,7 +212,7 @@ class Controller:
     async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
         """Run one build and hold its results for the block: read them with
         ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
-        from llbkit.core.registry.client import shared_connections
+        from llbkit.core.registry.connections import shared_connections
 
         self._owner("a build")
         _check_ref(request.ref)
@@ -232,7 +238,7 @@ class Controller:
                     try:
                         with lease.bound():
                             try:
-                                async with shared_connections():
+                                async with shared_connections(self.connections):
                                     outcome = await run_build(self, request, lease, emit, jobs)
                             except BaseException as err:
                                 # The build's own failure; the caller's block is its business.

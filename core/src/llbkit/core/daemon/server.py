@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import grpc
@@ -24,6 +25,9 @@ from llbkit.core.daemon.service import ControlService
 from llbkit.core.daemon.sessions import MESSAGE_BYTES, SessionManager
 from llbkit.core.errors import ConfigError
 from llbkit.core.session.relay import relay_listener
+
+if TYPE_CHECKING:
+    from llbkit.core.control import Controller
 
 __all__ = ["Daemon"]
 
@@ -130,10 +134,11 @@ class Daemon:
                 server.add_insecure_port(address.target)
         return unix
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    def _controller(self) -> Controller:
+        """The engine this daemon serves, set up as a daemon's (see the comments)."""
         from llbkit.core.control import Controller
         from llbkit.core.plugins.registry import PluginRegistry
+        from llbkit.core.registry.connections import ConnectionPool
 
         registry = PluginRegistry.from_env()
         for warning in registry.warnings:
@@ -143,6 +148,14 @@ class Daemon:
         controller.gc_after_answer = lambda err: click.echo(
             f"llbkitd: warning: garbage collection failed: {err}", err=True
         )
+        # Registry connections stay open between builds: a warm build does no new handshake.
+        controller.connections = ConnectionPool()
+        return controller
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        controller = self._controller()
+        connections = controller.connections
         try:
             # The worker starts now: what a killed daemon left running is stopped before any
             # client is served, and the first build does not wait for it.
@@ -227,4 +240,8 @@ class Daemon:
                         with contextlib.suppress(OSError):
                             Path(path).unlink()
         finally:
-            await controller.aclose()
+            try:
+                if connections is not None:
+                    await connections.aclose()
+            finally:
+                await controller.aclose()

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 from llbkit.core.plugins.registries import Manifest
 
 if TYPE_CHECKING:
-    import ssl
-
     from llbkit.core.reference import Reference
     from llbkit.core.registry.client import RegistryClient
 
@@ -69,25 +67,18 @@ class EngineRegistries:
         self._tokens: dict[tuple[str, str, str], str] = {}  # host, repository, whose
         # host, repository, whose, digest: what the registry has given whom
         self._proven: set[tuple[str, str, str, str]] = set()
-        self._ssl: ssl.SSLContext | None = None
 
     def client(self, ref: Reference, *, insecure: bool = False) -> RegistryClient:
-        """A client for the running event loop (use with ``async with``)."""
-        import ssl
-
+        """A client for the running event loop (use with ``async with``); ``insecure`` (an
+        image export's ``registry.insecure``) reaches ``ref``'s registry over plain HTTP, then
+        HTTPS without verification, as BuildKit's push does."""
         from llbkit.core.registry.client import RegistryClient, RegistryConfig
 
         hosts = self.hosts
         if insecure:
-            hosts = {**hosts, ref.domain: {**hosts.get(ref.domain, {}), "http": True}}
-        config = RegistryConfig(hosts)
-        # Loading the CA bundle costs tens of milliseconds: once, and only for HTTPS.
-        verify: ssl.SSLContext | bool = False
-        if config.needs_tls(ref):
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            verify = self._ssl
-        return RegistryClient(config, self._tokens, verify, proven=self._proven)
+            settings = {**hosts.get(ref.domain, {}), "http": True, "insecure": True}
+            hosts = {**hosts, ref.domain: settings}
+        return RegistryClient(RegistryConfig(hosts), self._tokens, True, proven=self._proven)
 
     @asynccontextmanager
     async def session(

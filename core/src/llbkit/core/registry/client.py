@@ -12,22 +12,21 @@ import base64
 import json
 import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import Reference
+from llbkit.core.registry.connections import build_client, shared_connections
 from llbkit.core.registry.credentials import credentials, identity, per_client
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
 
 __all__ = [
@@ -101,26 +100,61 @@ class ResolvedImage:
     layers: Sequence[Descriptor]
 
 
+class Endpoint(NamedTuple):
+    """One way to a registry: ``scheme://host``, set up by ``[registry."name"]``."""
+
+    scheme: str
+    host: str
+    name: str
+
+
 @dataclass
 class RegistryConfig:
-    """``[registry."host"]`` settings: ``mirrors``, ``http``, ``insecure``."""
+    """``[registry."host"]`` settings: ``mirrors``, ``http``, ``insecure``, and the TLS ones
+    (``ca``, ``keypair``, ``tlsconfigdir``)."""
 
     hosts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def plain_http(self, host: str) -> bool:
-        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].partition("]")[0]
-        if name in ("localhost", "127.0.0.1", "::1") or name.startswith("127."):
-            return True
-        settings = self.hosts.get(host, {})
-        return bool(settings.get("http") or settings.get("insecure"))
+    def endpoints(self, name: str) -> list[Endpoint]:
+        """Where the registry (or mirror) ``name`` is reached, in the order BuildKit tries:
+        plain HTTP with ``http = true`` (or, unless ``http = false``, on loopback), then HTTPS
+        without verification with ``insecure = true``; HTTPS alone when neither is set. A
+        registry without settings is HTTPS, or plain HTTP on loopback (as docker allows)."""
+        host = "registry-1.docker.io" if name == "docker.io" else name
+        settings = self.hosts.get(name)
+        if settings is None:
+            return [Endpoint("http" if _loopback(name) else "https", host, name)]
+        found = []
+        if settings.get("http", _loopback(name)) is True:
+            found.append(Endpoint("http", host, name))
+        if settings.get("insecure") is True:
+            found.append(Endpoint("https", host, name))
+        return found or [Endpoint("https", host, name)]
 
     def mirrors(self, host: str) -> list[str]:
         return [str(m) for m in self.hosts.get(host, {}).get("mirrors", [])]
 
-    def needs_tls(self, ref: Reference) -> bool:
-        """Whether any host tried for ``ref`` (mirrors, then the registry) speaks HTTPS."""
-        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
-        return not all(self.plain_http(h) for h in [*self.mirrors(ref.domain), host])
+
+def _loopback(host: str) -> bool:
+    """containerd's ``MatchLocalhost``: ``localhost`` or a loopback address, any port."""
+    import ipaddress
+
+    if host.startswith("["):  # [::1] or [::1]:5000
+        name = host[1:].partition("]")[0]
+    elif host.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
+        name = host.partition(":")[0]
+    else:
+        name = host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _registry_host(ref: Reference) -> str:
+    return "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
 
 
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -189,30 +223,6 @@ class DirectoryMemo:
             pass
 
 
-#: the HTTP clients of a :func:`shared_connections` block, by event loop, TLS and timeout
-_SHARED: ContextVar[dict[tuple[int, object, float], httpx.AsyncClient] | None] = ContextVar(
-    "llbkit_registry_connections", default=None
-)
-
-
-@asynccontextmanager
-async def shared_connections() -> AsyncIterator[None]:
-    """Within the block, registry clients share their HTTP connections: a build's resolution,
-    pulls and pushes open one connection (one TLS handshake) per registry, not one per client,
-    as Go's transport does for BuildKit. They are closed when the block ends."""
-    import anyio
-
-    pool: dict[tuple[int, object, float], httpx.AsyncClient] = {}
-    token = _SHARED.set(pool)
-    try:
-        yield
-    finally:
-        _SHARED.reset(token)
-        with anyio.CancelScope(shield=True):
-            for client in pool.values():
-                await client.aclose()
-
-
 class RegistryClient:
     """One client per event loop (``async with``); tokens are kept per host and repository."""
 
@@ -227,45 +237,39 @@ class RegistryClient:
         self.config = config or RegistryConfig()
         self.timeout = timeout
         self._verify = verify
-        self._client: httpx.AsyncClient | None = None  # made (or shared) on the first request
-        self._owned = False
+        # made (or shared) on the first request, one per TLS context; closed if owned
+        self._clients: dict[object, httpx.AsyncClient] = {}
+        self._owned: list[httpx.AsyncClient] = []
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
         self._proven = set() if proven is None else proven
 
     async def aclose(self) -> None:
-        if self._client is not None and self._owned:
-            await self._client.aclose()
+        owned, self._owned, self._clients = self._owned, [], {}
+        for client in owned:
+            await client.aclose()
 
-    @property
-    def _http(self) -> httpx.AsyncClient:
-        """The HTTP client, made when first needed: a resolution answered from what was kept
-        (a pinned digest) does not pay for one (its TLS context and pool). Within
-        :func:`shared_connections` it is the block's, so a build's clients share connections."""
-        if self._client is None:
-            import asyncio
+    def _http(self, endpoint: Endpoint) -> httpx.AsyncClient:
+        """The HTTP client for ``endpoint``, made when first needed: a resolution answered
+        from what was kept (a pinned digest) does not pay for one (its TLS context and pool).
+        Within :func:`shared_connections` it is the block's, so a build's clients share
+        connections. HTTPS uses the registry's ``[registry]`` TLS settings, if any."""
+        from llbkit.core.registry.tls import host_context
 
-            import httpx  # tens of milliseconds: only builds that talk to registries pay them
-
-            from llbkit.core.registry.tls import default_context
-
-            shared = _SHARED.get()
-            key = (
-                id(asyncio.get_running_loop()),
-                self._verify if isinstance(self._verify, bool) else id(self._verify),
-                self.timeout,
-            )
-            found = shared.get(key) if shared is not None else None
-            if found is None or found.is_closed:
-                verify = default_context() if self._verify is True else self._verify
-                found = httpx.AsyncClient(
-                    follow_redirects=True, timeout=self.timeout, verify=verify
-                )
-                if shared is not None:
-                    shared[key] = found
-            self._client = found
-            self._owned = shared is None
-        return self._client
+        verify: ssl.SSLContext | bool = False
+        if endpoint.scheme == "https":
+            settings = self.config.hosts.get(endpoint.name)
+            verify = host_context(endpoint.name, settings) if settings else True
+            if verify is True:
+                verify = self._verify
+        key = verify if isinstance(verify, bool) else id(verify)
+        client = self._clients.get(key)
+        if client is None:
+            client, owned = build_client(verify, self.timeout)
+            self._clients[key] = client
+            if owned:
+                self._owned.append(client)
+        return client
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -276,16 +280,13 @@ class RegistryClient:
     async def _proof(self, ref: Reference, digest: str) -> tuple[str, str, str, str]:
         """What records that the registry gave ``digest`` of ``ref``'s repository to whoever
         the running build belongs to (their credentials' identity, never the credentials)."""
-        host = self._hosts(ref)[-1]
+        host = _registry_host(ref)
         return (host, ref.path, identity(await credentials(host)), digest)
 
-    def _hosts(self, ref: Reference) -> list[str]:
-        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
-        return [*self.config.mirrors(ref.domain), host]
-
-    def _url(self, host: str, repo: str, kind: str, what: str) -> str:
-        scheme = "http" if self.config.plain_http(host) else "https"
-        return f"{scheme}://{host}/v2/{repo}/{kind}/{what}"
+    def _endpoints(self, ref: Reference) -> list[Endpoint]:
+        """Where ``ref`` is read from, in order: its mirrors', then its registry's endpoints."""
+        names = [*self.config.mirrors(ref.domain), ref.domain]
+        return [e for name in names for e in self.config.endpoints(name)]
 
     @asynccontextmanager
     async def _request(
@@ -295,22 +296,23 @@ class RegistryClient:
         import httpx
 
         last: str = ""
-        for host in self._hosts(ref):
-            url = self._url(host, ref.path, kind, what)
+        endpoints = self._endpoints(ref)
+        for endpoint in endpoints:
+            scheme, host, _ = endpoint
+            url = f"{scheme}://{host}/v2/{ref.path}/{kind}/{what}"
+            http = self._http(endpoint)
             headers = {"Accept": accept} if accept else {}
             token = self._tokens.get((host, ref.path, identity(await credentials(host))))
             if token:
                 headers["Authorization"] = token
             try:
-                request = self._http.build_request("GET", url, headers=headers)
-                response = await self._http.send(request, stream=True)
+                response = await self._get(http, url, headers)
                 if response.status_code == 401:
                     await response.aclose()
-                    auth = await self._authenticate(host, ref, response.headers)
+                    auth = await self._authenticate(http, host, ref, response.headers)
                     headers["Authorization"] = auth
-                    request = self._http.build_request("GET", url, headers=headers)
-                    response = await self._http.send(request, stream=True)
-            except httpx.HTTPError as err:
+                    response = await self._get(http, url, headers)
+            except (httpx.HTTPError, ssl.SSLError) as err:
                 last = f"{host}: {self._reason(err)}"
                 continue
             if response.status_code >= 400:
@@ -319,12 +321,12 @@ class RegistryClient:
                 last = f"{url}: HTTP {response.status_code} {body.strip()}"
                 if response.status_code in (401, 403):
                     raise RegistryAccessDenied(f"{ref}: access denied by {host} ({last})")
-                if response.status_code == 404 and host == self._hosts(ref)[-1]:
+                if response.status_code == 404 and endpoint == endpoints[-1]:
                     raise ManifestUnknownError(f"{ref}: not found ({url})")
                 continue
             try:
                 yield response
-            except httpx.HTTPError as err:  # the body, read by the caller, stopped short
+            except (httpx.HTTPError, ssl.SSLError) as err:  # the body stopped short
                 raise RegistryError(
                     f"{ref}: {host} stopped sending {kind[:-1]} {what}: {self._reason(err)}"
                 ) from None
@@ -332,6 +334,21 @@ class RegistryClient:
                 await response.aclose()
             return
         raise RegistryError(f"{ref}: cannot reach the registry ({last})")
+
+    async def _get(
+        self, http: httpx.AsyncClient, url: str, headers: dict[str, str]
+    ) -> httpx.Response:
+        """A GET, sent once more if the connection broke before any answer: a kept connection
+        (a daemon keeps them between builds) the server closed as it was reused, for which Go's
+        transport retries too."""
+        import httpx
+
+        request = http.build_request("GET", url, headers=headers)
+        try:
+            return await http.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            request = http.build_request("GET", url, headers=headers)
+            return await http.send(request, stream=True)
 
     def _reason(self, err: Exception) -> str:
         """Why a request failed, never empty (httpx's timeouts carry no message)."""
@@ -352,7 +369,7 @@ class RegistryClient:
                 data += chunk
                 if len(data) >= 64000:
                     break
-        except httpx.HTTPError:  # an unreadable error body: the status says enough
+        except (httpx.HTTPError, ssl.SSLError):  # an unreadable error body: the status says enough
             pass
         return bytes(data[:64000])
 
@@ -370,8 +387,16 @@ class RegistryClient:
         return bytes(data)
 
     async def _authenticate(
-        self, host: str, ref: Reference, headers: httpx.Headers, *, push: bool = False
+        self,
+        http: httpx.AsyncClient,
+        host: str,
+        ref: Reference,
+        headers: httpx.Headers,
+        *,
+        push: bool = False,
     ) -> str:
+        """The ``Authorization`` for ``host``'s challenge in ``headers``; a token is asked for
+        with the host's client (its TLS settings), as BuildKit's resolver asks."""
         import httpx
 
         scheme, params = _challenge(headers.get("www-authenticate", ""))
@@ -386,7 +411,7 @@ class RegistryClient:
             query = {"scope": params.get("scope") or f"repository:{ref.path}:pull"}
             if params.get("service"):
                 query["service"] = params["service"]
-            response = await self._http.get(
+            response = await http.get(
                 params["realm"], params=query, auth=httpx.BasicAuth(*creds) if creds else None
             )
             if response.status_code >= 400:
@@ -403,9 +428,12 @@ class RegistryClient:
 
     # -- pushing ---------------------------------------------------------------------------
 
+    def _push_endpoint(self, ref: Reference) -> Endpoint:
+        """Pushes go to the registry's first endpoint only, as containerd's pusher does."""
+        return self.config.endpoints(ref.domain)[0]
+
     def _push_base(self, ref: Reference) -> str:
-        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
-        scheme = "http" if self.config.plain_http(host) else "https"
+        scheme, host, _ = self._push_endpoint(ref)
         return f"{scheme}://{host}"
 
     async def _send(
@@ -421,20 +449,22 @@ class RegistryClient:
         """One request to the registry, authenticating (for push) on a 401."""
         import httpx
 
-        host = "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
+        endpoint = self._push_endpoint(ref)
+        host = endpoint.host
+        http = self._http(endpoint)
         sent = dict(headers or {})
         token = self._tokens.get((host, ref.path, identity(await credentials(host))))
         if token:
             sent["Authorization"] = token
         try:
-            response = await self._http.request(method, url, headers=sent, content=content)
+            response = await http.request(method, url, headers=sent, content=content)
             if response.status_code == 401:
                 sent["Authorization"] = await self._authenticate(
-                    host, ref, response.headers, push=True
+                    http, host, ref, response.headers, push=True
                 )
                 body = replay() if replay is not None else content
-                response = await self._http.request(method, url, headers=sent, content=body)
-        except httpx.HTTPError as err:
+                response = await http.request(method, url, headers=sent, content=body)
+        except (httpx.HTTPError, ssl.SSLError) as err:
             raise RegistryError(f"{ref}: cannot reach {host}: {err}") from None
         if response.status_code in (401, 403):
             raise RegistryError(f"{ref}: {host} refused the push (HTTP {response.status_code})")

@@ -1,16 +1,20 @@
-"""One verifying TLS context per process, shared by every HTTP client core makes.
+"""TLS contexts for registries: one verifying context per process, and one per set of
+``[registry."host"]`` TLS settings (``ca``, ``keypair``, ``tlsconfigdir``, ``insecure``).
 
-Building one loads the whole CA bundle (about 40 ms); httpx builds one per client, and a cold
-build makes a client per image it resolves and pulls. An ``SSLContext`` may serve many
-connections at once, so one is enough.
+Building a context loads the whole CA bundle (about 40 ms); httpx builds one per client, and a
+cold build makes a client per image it resolves and pulls. An ``SSLContext`` may serve many
+connections at once, so each is made once and kept while its files do not change.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import ssl
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["default_context"]
+__all__ = ["default_context", "host_context"]
 
 
 @functools.cache
@@ -19,3 +23,85 @@ def default_context() -> ssl.SSLContext:
     import httpx
 
     return httpx.create_ssl_context()
+
+
+def host_context(host: str, settings: Mapping[str, Any]) -> ssl.SSLContext | bool:
+    """The TLS context for HTTPS to ``host``, as BuildKit's resolver makes it: the CAs of
+    ``ca`` and of ``tlsconfigdir``'s ``*.crt`` files added to the usual ones, the client
+    certificate of ``keypair`` (or of a ``tlsconfigdir`` ``NAME.cert`` with ``NAME.key``), no
+    verification with ``insecure``. ``True`` (the default context) when none is set."""
+    cas = [str(p) for p in settings.get("ca", [])]
+    pairs = [(str(p.get("cert", "")), str(p.get("key", ""))) for p in settings.get("keypair", [])]
+    for folder in settings.get("tlsconfigdir", []):
+        try:
+            names = sorted(os.listdir(folder))
+        except (FileNotFoundError, PermissionError):  # BuildKit skips these too
+            continue
+        except OSError as err:
+            raise _error(
+                f'registry."{host}": tlsconfigdir {folder}: {err.strerror or err}'
+            ) from None
+        cas += [os.path.join(folder, n) for n in names if n.endswith(".crt")]
+        pairs += [
+            (os.path.join(folder, n), os.path.join(folder, n.removesuffix(".cert") + ".key"))
+            for n in names
+            if n.endswith(".cert")
+        ]
+    insecure = bool(settings.get("insecure"))
+    if not cas and not pairs and not insecure:
+        return True
+    stamps = tuple(_stamp(host, "ca", path) for path in cas)
+    keys = tuple((_stamp(host, "keypair", c), _stamp(host, "keypair", k)) for c, k in pairs)
+    return _context(host, stamps, keys, insecure)
+
+
+def _stamp(host: str, key: str, path: str) -> tuple[str, int]:
+    """A file and its modification time: a context is made again when a file changes."""
+    try:
+        return path, os.stat(path).st_mtime_ns
+    except OSError as err:
+        raise _error(f'registry."{host}": {key} {path}: {err.strerror or err}') from None
+
+
+@functools.lru_cache(maxsize=64)
+def _context(
+    host: str,
+    cas: tuple[tuple[str, int], ...],
+    pairs: tuple[tuple[tuple[str, int], tuple[str, int]], ...],
+    insecure: bool,
+) -> ssl.SSLContext:
+    if insecure:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        import httpx
+
+        context = httpx.create_ssl_context()
+        for path, _ in cas:
+            try:
+                context.load_verify_locations(cafile=path)
+            except (OSError, ssl.SSLError) as err:
+                raise _error(
+                    f'registry."{host}": ca {path}: not a PEM certificate ({_reason(err)})'
+                ) from None
+    # An SSLContext holds one client certificate: the first pair, as Go sends the first
+    # certificate that suits a server asking for one.
+    for (cert, _), (key, _) in pairs[:1]:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as err:
+            raise _error(
+                f'registry."{host}": keypair {cert} with {key}: cannot load ({_reason(err)})'
+            ) from None
+    return context
+
+
+def _error(message: str) -> Exception:
+    from llbkit.core.registry.client import RegistryError  # which imports this module
+
+    return RegistryError(message)
+
+
+def _reason(err: Exception) -> str:
+    return str(getattr(err, "reason", None) or getattr(err, "strerror", None) or err)

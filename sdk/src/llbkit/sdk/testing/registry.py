@@ -79,6 +79,12 @@ class LocalRegistry:
     root: Path
     port: int = 0
     htpasswd: Path | None = None
+    #: serve HTTPS with this certificate and key (PEM files), requiring client certificates
+    #: signed by ``client_cas`` if any are given
+    tls: tuple[Path, Path] | None = None
+    client_cas: Sequence[Path] = ()
+    #: where the images are kept (default ``root/data``): another registry's, to serve them too
+    data: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -98,11 +104,15 @@ class LocalRegistry:
         if self.htpasswd is not None:
             auth = f"auth: {{htpasswd: {{realm: test-registry, path: {self.htpasswd}}}}}\n"
         config = self.root / "config.yml"
+        tls = ""
+        if self.tls is not None:
+            cas = ", ".join(str(p) for p in self.client_cas)
+            tls = f", tls: {{certificate: {self.tls[0]}, key: {self.tls[1]}, clientcas: [{cas}]}}"
         config.write_text(
             "version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\n"
-            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, "
+            f"storage: {{filesystem: {{rootdirectory: {self.data or self.root / 'data'}}}, "
             "delete: {enabled: true}}\n"
-            f"http: {{addr: {self.host}}}\n{auth}"
+            f"http: {{addr: {self.host}{tls}}}\n{auth}"
         )
         self._proc = subprocess.Popen(
             [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -110,12 +120,18 @@ class LocalRegistry:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://{self.host}/v2/").status_code in (200, 401):
+                if self._answers():
                     return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OSError):
                 time.sleep(0.02)
         self.__exit__()
         raise RuntimeError("docker-registry did not start")
+
+    def _answers(self) -> bool:
+        if self.tls is None:
+            return httpx.get(f"http://{self.host}/v2/").status_code in (200, 401)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True  # listening: a TLS probe would need a client certificate
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
