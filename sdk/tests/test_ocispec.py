@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from llbkit.core.plugins.context import DNSConfig
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
-from llbkit.sdk.ocispec import build_process, build_spec
+from llbkit.sdk.ocispec import build_process, build_spec, resolv_conf
 
 
 @pytest.fixture
@@ -96,3 +97,56 @@ def test_tty_and_exec_processes(rootfs: Path, tmp_path: Path) -> None:
     # runc exec's process.json is the spec's process, so both processes are set up alike.
     assert build_process(process) == spec["process"]
     assert build_process(ProcessSpec(["true"]))["terminal"] is False
+
+
+HOST = "nameserver 10.255.255.53\n"
+FALLBACK = (
+    "\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    "nameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844"
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "dns", "expected"),
+    [
+        # What BuildKit v0.11.6 wrote for a RUN with each [dns] beside this host file.
+        (HOST, None, HOST),
+        (
+            HOST,
+            DNSConfig(("1.1.1.1", "9.9.9.9"), ("ndots:2", "edns0"), ("example.test",)),
+            "search example.test\nnameserver 1.1.1.1\nnameserver 9.9.9.9\noptions ndots:2 edns0\n",
+        ),
+        (HOST, DNSConfig(options=("ndots:3",)), HOST + "options ndots:3\n"),
+        (HOST, DNSConfig(search_domains=(".",)), HOST),
+        (HOST, DNSConfig(), HOST),
+        (HOST, DNSConfig(("127.0.0.53",)), FALLBACK),
+        (
+            HOST,
+            DNSConfig(("::1", "127.0.0.1", "10.0.0.2"), search_domains=("a.test", "b.test")),
+            "search a.test b.test\nnameserver 10.0.0.2\n",
+        ),
+        # systemd-resolved's stub on the host: unreachable from a container's network
+        (
+            "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n",
+            None,
+            "options edns0 trust-ad\nsearch .\n" + FALLBACK,
+        ),
+        (
+            "# none\nsearch x.test\nnameserver 192.0.2.1 # a comment\n",
+            DNSConfig(),
+            ("search x.test\nnameserver 192.0.2.1\n"),
+        ),
+    ],
+)
+def test_resolv_conf_as_buildkit_writes_it(
+    tmp_path: Path, host: str, dns: DNSConfig | None, expected: str
+) -> None:
+    (tmp_path / "resolv.conf").write_text(host)
+    assert resolv_conf("sandbox", tmp_path / "resolv.conf", dns) == expected
+
+
+def test_resolv_conf_of_the_host_network_keeps_loopback_nameservers(tmp_path: Path) -> None:
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.53\n")
+    assert resolv_conf("host", tmp_path / "resolv.conf") == "nameserver 127.0.0.53\n"
+    with_dns = resolv_conf("host", tmp_path / "resolv.conf", DNSConfig(("127.0.0.1",)))
+    assert with_dns == "nameserver 127.0.0.1\n"

@@ -57,6 +57,10 @@ def test_random_bytes_are_one_line_from_the_cli(tmp_path: Path) -> None:
         ),
         ('[worker.oci]\nplatforms = "linux/amd64"\n', "worker.oci.platforms must be a list"),
         ("[worker.oci]\ngcpolicy = 5\n", "worker.oci.gcpolicy must be tables"),
+        ("dns = 1\n", "dns must be a table"),
+        ('[dns]\nnameservers = "1.1.1.1"\n', "dns.nameservers must be a list of strings"),
+        ("[dns]\noptions = [1]\n", "dns.options must be a list of strings"),
+        ('[dns]\nsearch = ["a.test"]\n', "unknown key dns.search"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -75,6 +79,14 @@ def test_what_buildkit_reads_is_still_read(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.registry["docker.io"]["mirrors"] == ["m.example"]
     assert config.max_parallelism == 0
+
+
+def test_dns_is_read_and_used(tmp_path: Path) -> None:
+    path = tmp_path / "buildkitd.toml"
+    path.write_text('[dns]\nnameservers = ["1.1.1.1"]\nsearchDomains = ["a.test"]\n')
+    config = load_config(path)
+    assert config.dns == {"nameservers": ["1.1.1.1"], "searchDomains": ["a.test"]}
+    assert not [key for key in config.unused if key.startswith("dns")]
 
 
 def test_values_nested_thousands_deep_are_one_line(tmp_path: Path) -> None:

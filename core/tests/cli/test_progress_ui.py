@@ -39,6 +39,31 @@ def test_a_steps_output_is_shown_before_its_end_whatever_the_batch() -> None:
     ]
 
 
+def test_a_line_is_stamped_when_it_began_and_an_unfinished_one_is_shown_at_the_end() -> None:
+    """As BuildKit's printer: a line split over chunks keeps the time of its first bytes, and
+    output that does not end in a newline is shown, stamped, when the step ends."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:a", "step", started=T),
+                VertexLog("sha256:a", T + 0.01, 1, b"one\ntw"),
+                VertexLog("sha256:a", T + 0.02, 1, b"o\nthr"),
+                VertexLog("sha256:a", T + 0.03, 1, b"ee"),
+                Vertex("sha256:a", "step", started=T, completed=T + 0.5),
+            ]
+        )
+    )
+    assert out.getvalue().splitlines() == [
+        "#1 step",
+        "#1 0.010 one",
+        "#1 0.010 two",
+        "#1 0.020 three",
+        "#1 DONE 0.5s",
+    ]
+
+
 def test_trace_is_go_encoding_of_solve_status_as_buildctl_writes_it() -> None:
     status = SolveStatus(
         vertexes=(Vertex("sha256:a", "step", ("sha256:b",), started=T + 0.125),),

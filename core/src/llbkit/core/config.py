@@ -93,6 +93,9 @@ _USED = {
     "llbkit.max-layer-size",
     "history.maxAge",
     "history.maxEntries",
+    "dns.nameservers",
+    "dns.options",
+    "dns.searchDomains",
     "worker.oci.gc",
     "worker.oci.gckeepstorage",
     "worker.oci.gcpolicy",
@@ -165,6 +168,9 @@ class EngineConfig:
     #: once it is both older than this and beyond the newest this many (pinned ones stay)
     history_max_age: int = 48 * 3600
     history_max_entries: int = 50
+    #: ``[dns]``: ``nameservers``, ``options``, ``searchDomains`` for containers' resolv.conf
+    #: (each replaces the host's when set); None without a ``[dns]`` table
+    dns: dict[str, list[str]] | None = None
     #: the worker that runs steps: ``oci`` (``[worker.oci]``) or ``containerd``
     worker_name: str = "oci"
     #: every ``[worker.*]`` section as written (``worker`` is the chosen one's)
@@ -278,7 +284,7 @@ def load_config(path: Path | None) -> EngineConfig:
     data = _read_toml(path)
     _check(data, _TOP, "", source)
     config = EngineConfig(source=source)
-    for read in (_read_root, _read_grpc, _read_history, _read_entitlements):
+    for read in (_read_root, _read_grpc, _read_history, _read_entitlements, _read_dns):
         read(data, config)
     config.registry = _read_registry(data, source)
     workers = data.get("worker", {})
@@ -406,6 +412,20 @@ def _read_history(data: dict[str, Any], config: EngineConfig) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{config.source}: history.{key} must be a whole number >= 0")
             setattr(config, attr, value)
+
+
+def _read_dns(data: dict[str, Any], config: EngineConfig) -> None:
+    """``[dns]``: what containers' ``/etc/resolv.conf`` says instead of the host's."""
+    if "dns" not in data:
+        return
+    table = data["dns"]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{config.source}: dns must be a table")
+    _check(table, {"nameservers", "options", "searchDomains"}, "dns.", config.source)
+    for key, value in table.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{config.source}: dns.{key} must be a list of strings, e.g. ["…"]')
+    config.dns = {key: list(value) for key, value in table.items()}
 
 
 def _read_grpc(data: dict[str, Any], config: EngineConfig) -> None:

@@ -22,7 +22,7 @@ from llbkit.core.plugins import (
     GROUP_WORKERS,
 )
 from llbkit.core.plugins.cache_backend import CacheBackend
-from llbkit.core.plugins.context import Platform
+from llbkit.core.plugins.context import DNSConfig, Platform
 from llbkit.core.plugins.exporter import Exporter
 from llbkit.core.plugins.frontend import Frontend
 from llbkit.core.plugins.imagestore import ImageStore, UsesImageStore, WithImageStore
@@ -58,9 +58,19 @@ class Drivers:
             state = self.state_dir(group, name)
             state.mkdir(parents=True, exist_ok=True)
             self._drivers[group, name] = self.registry.create_driver(
-                group, name, state_dir=state, registries=self.registries
+                group, name, state_dir=state, registries=self.registries, dns=self._dns()
             )
         return self._drivers[group, name]
+
+    def _dns(self) -> DNSConfig | None:
+        dns = self.config.dns
+        if dns is None:
+            return None
+        return DNSConfig(
+            tuple(dns.get("nameservers", ())),
+            tuple(dns.get("options", ())),
+            tuple(dns.get("searchDomains", ())),
+        )
 
     def frontend(self, name: str) -> Frontend:
         found: Frontend = self._driver(GROUP_FRONTENDS, name)

@@ -10,11 +10,15 @@ sees them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.context import DNSConfig
 
 __all__ = ["DEFAULT_PATH", "build_process", "build_spec", "hosts_file", "resolv_conf"]
 
@@ -251,23 +255,70 @@ def hosts_file(process: ProcessSpec) -> str:
     )
 
 
-def resolv_conf(network: str, host_file: Path = Path("/etc/resolv.conf")) -> str:
-    """The host's resolv.conf, without loopback nameservers unless the host network is used."""
+def resolv_conf(
+    network: str, host_file: Path = Path("/etc/resolv.conf"), dns: DNSConfig | None = None
+) -> str:
+    """``/etc/resolv.conf`` of a step: the host's, without loopback nameservers unless the
+    host network is used. With ``dns`` (the engine's ``[dns]``), written anew as BuildKit
+    writes it: its nameservers, search domains and options, each list that is empty taken
+    from the host's file."""
     try:
         text = host_file.read_text()
     except OSError:
         text = ""
+    if dns is not None:
+        nameservers = list(dns.nameservers) or _host_nameservers(text)
+        search = list(dns.search_domains) or _last_fields(text, "search")
+        options = list(dns.options) or _last_fields(text, "options")
+        text = ""
+        if search and " ".join(search).strip(" ") != ".":
+            text += "search " + " ".join(search) + "\n"
+        text += "".join(f"nameserver {n}\n" for n in nameservers)
+        if options and " ".join(options).strip(" "):
+            text += "options " + " ".join(options) + "\n"
     if network == "host":
         return text
-    kept = [
-        line
-        for line in text.splitlines()
-        if not (
-            line.startswith("nameserver")
-            and line.split()[1:2]
-            and line.split()[1].startswith(("127.", "::1"))
-        )
-    ]
-    if not any(line.startswith("nameserver") for line in kept):
-        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(kept) + "\n"
+    # libnetwork's FilterResolvDNS, as BuildKit v0.11 applies it (IPv6 on): loopback
+    # nameservers out, Google's four in when no nameserver is left.
+    text = _LOOPBACK_NAMESERVER.sub("", text)
+    if not _host_nameservers(text):
+        text += "\n" + "\n".join(f"nameserver {n}" for n in _FALLBACK_NAMESERVERS)
+    return text
+
+
+#: a loopback ``nameserver`` line and the blank space after it (libnetwork's pattern)
+_LOOPBACK_NAMESERVER = re.compile(
+    r"(?m)^nameserver[ \t\r\n\f]+((127\.([0-9]{1,3}\.){2}[0-9]{1,3})|(::1)$)[ \t\r\n\f]*\n*"
+)
+_FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844")
+
+
+def _uncommented(text: str) -> list[str]:
+    return [line.partition("#")[0] for line in text.split("\n")]
+
+
+def _host_nameservers(text: str) -> list[str]:
+    """The IP addresses of the file's ``nameserver`` lines (a line with anything else is not
+    one, as libnetwork reads them)."""
+    import ipaddress
+
+    found = []
+    for line in _uncommented(text):
+        words = line.split()
+        if len(words) == 2 and words[0] == "nameserver":
+            try:
+                ipaddress.ip_address(words[1].partition("%")[0])
+            except ValueError:
+                continue
+            found.append(words[1])
+    return found
+
+
+def _last_fields(text: str, keyword: str) -> list[str]:
+    """The words after the last ``keyword`` line (``search``, ``options``)."""
+    found: list[str] = []
+    for line in _uncommented(text):
+        words = line.split()
+        if words and words[0] == keyword:
+            found = words[1:]
+    return found

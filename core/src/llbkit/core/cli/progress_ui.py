@@ -44,6 +44,8 @@ class _Vertex:
     done_printed: bool = False
     logs: list[str] = field(default_factory=list)
     partial: str = ""
+    #: when the unfinished line began (its stamp, as plain progress prints it), or None
+    partial_stamp: str | None = None
     #: output arrives in chunks that may split a character
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
@@ -139,16 +141,23 @@ class PlainDisplay(Display):
                 self._finish(v)
         elif isinstance(event, VertexLog):
             self._switch(v)
-            text = v.partial + v.decoder.decode(event.data)
-            lines = text.split("\n")
-            v.partial = lines.pop()
             since = event.timestamp - (v.started or event.timestamp)
             stamp = (
                 f"{since:.3f}" if since < 10 else f"{since:.2f}" if since < 100 else f"{since:.1f}"
             )
-            for line in lines:
-                v.logs.append(line)
-                self.out.write(f"#{v.index} {stamp} {line}\n")
+            # As BuildKit's printer: a line is stamped when its first bytes arrive.
+            pieces = v.decoder.decode(event.data).split("\n")
+            for n, piece in enumerate(pieces):
+                if n == 0 and v.partial_stamp is not None:
+                    line, line_stamp = v.partial + piece, v.partial_stamp
+                else:
+                    line, line_stamp = piece, stamp
+                if n < len(pieces) - 1:
+                    v.logs.append(line)
+                    self.out.write(f"#{v.index} {line_stamp} {line}\n")
+                    v.partial, v.partial_stamp = "", None
+                elif line:
+                    v.partial, v.partial_stamp = line, line_stamp
         elif isinstance(event, VertexStatus):
             key = (event.vertex, event.id)
             self.begun.pop(key, None)
@@ -192,9 +201,9 @@ class PlainDisplay(Display):
 
     def _finish(self, v: _Vertex) -> None:
         if v.partial:
-            self.out.write(f"#{v.index} {v.partial}\n")
+            self.out.write(f"#{v.index} {v.partial_stamp} {v.partial}\n")
             v.logs.append(v.partial)
-            v.partial = ""
+            v.partial, v.partial_stamp = "", None
         if v.canceled:
             self.out.write(f"#{v.index} CANCELED\n")
         elif v.error:

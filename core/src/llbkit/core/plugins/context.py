@@ -23,6 +23,7 @@ __all__ = [
     "ClientDirectory",
     "ClientIO",
     "Compression",
+    "DNSConfig",
     "LayerDescriptor",
     "LayerOptions",
     "Platform",
@@ -65,6 +66,8 @@ class PluginContext:
     :param state_dir: a directory under the engine's root that belongs to this driver alone.
     :param registries: the engine's access to image registries (pull, push, mount), configured
         from ``[registry."host"]`` (mirrors, plain HTTP, insecure) and the user's credentials.
+    :param dns: the engine's ``[dns]``, for a worker's containers' ``/etc/resolv.conf``;
+        ``None`` when the config has none (the host's resolv.conf is used).
     """
 
     name: str
@@ -72,6 +75,17 @@ class PluginContext:
     config: Mapping[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
     registries: Registries | None = None
+    dns: DNSConfig | None = None
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    """``[dns]`` of the engine's config; each list, when not empty, replaces what the host's
+    ``/etc/resolv.conf`` says (BuildKit's ``nameservers``, ``options``, ``searchDomains``)."""
+
+    nameservers: Sequence[str] = ()
+    options: Sequence[str] = ()
+    search_domains: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from llbkit.core.errors import (
     UnknownPluginError,
 )
 from llbkit.core.plugins import cache_backend, exporter, frontend, hookspecs, source, worker
-from llbkit.core.plugins.context import PluginContext
+from llbkit.core.plugins.context import DNSConfig, PluginContext
 from llbkit.core.plugins.entrypoints import Entry, index, load_target
 from llbkit.core.plugins.registries import Registries
 
@@ -231,6 +231,8 @@ class PluginRegistry:
         config: Mapping[str, Any] | None = None,
         state_dir: Path | None = None,
         registries: Registries | None = None,
+        *,
+        dns: DNSConfig | None = None,
     ) -> Any:
         """Load ``name`` and construct it with its :class:`PluginContext`."""
         info = self._one(group, name)
@@ -241,6 +243,7 @@ class PluginRegistry:
             config=dict(config or {}),
             state_dir=state_dir,
             registries=registries,
+            dns=dns,
         )
         return factory(ctx)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
 from llbkit.core.fs.sync import sync_tree
-from llbkit.core.plugins.context import BlobSource, PluginContext
+from llbkit.core.plugins.context import BlobSource, DNSConfig, PluginContext
 
 
 def make_context(
@@ -22,9 +22,11 @@ def make_context(
     state_dir: Path | None = None,
     *,
     registries: Mapping[str, Mapping[str, Any]] | None = None,
+    dns: DNSConfig | None = None,
 ) -> PluginContext:
     """The context the engine would construct a driver with; ``registries`` gives it the
-    engine's own registry access with those ``[registry."host"]`` settings."""
+    engine's own registry access with those ``[registry."host"]`` settings, ``dns`` the
+    engine's ``[dns]``."""
     access = None
     if registries is not None:
         from llbkit.core.registry.access import EngineRegistries
@@ -36,6 +38,7 @@ def make_context(
         config=dict(config or {}),
         state_dir=state_dir,
         registries=access,
+        dns=dns,
     )
 
 

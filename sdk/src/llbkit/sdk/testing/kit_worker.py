@@ -33,6 +33,7 @@ import pytest
 
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins import worker
+from llbkit.core.plugins.context import DNSConfig
 from llbkit.core.plugins.stdio import ProcessIO, WindowSize
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.sdk.testing._doubles import RecordingProgress, make_context
@@ -112,6 +113,7 @@ class WorkerKit:
         body: Callable[[Any, Path], Awaitable[T]],
         *,
         interactive: bool = False,
+        dns: DNSConfig | None = None,
     ) -> T:
         """Resolve an executor and await ``body(executor, rootfs)`` within the timeout."""
         if self.rootfs is None:
@@ -119,7 +121,7 @@ class WorkerKit:
         if interactive and not self.interactive:
             pytest.skip("the worker declares no terminal, standard input or exec")
         rootfs = self.rootfs
-        driver = self.worker_class(make_context("kit", state_dir=tmp_path))
+        driver = self.worker_class(make_context("kit", state_dir=tmp_path, dns=dns))
 
         async def main() -> T:
             executor = await driver.resolve(dict(self.valid_config))
@@ -181,6 +183,21 @@ class WorkerKit:
 
         assert self._run(tmp_path, body, interactive=True) == (0, 0)
         assert out.data == b"hello\nworld\n"
+
+    def test_resolv_conf_says_what_the_engines_dns_says(self, tmp_path: Path) -> None:
+        """``PluginContext.dns`` (the engine's ``[dns]``) is what a step's
+        ``/etc/resolv.conf`` says, written as BuildKit writes it."""
+        out = _Collected()
+        spec = ProcessSpec(["cat", "/etc/resolv.conf"])
+
+        async def body(executor: Any, rootfs: Path) -> int:
+            io = ProcessIO(stdout=out)
+            code: int = await executor.run("kit-dns", spec, rootfs, [], _log(), io=io)
+            return code
+
+        dns = DNSConfig(("192.0.2.53",), ("ndots:3",), ("kit.test",))
+        assert self._run(tmp_path, body, dns=dns) == 0
+        assert out.data == b"search kit.test\nnameserver 192.0.2.53\noptions ndots:3\n"
 
     def test_runs_as_the_given_ids(self, tmp_path: Path) -> None:
         out = _Collected()

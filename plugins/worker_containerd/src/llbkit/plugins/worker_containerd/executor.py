@@ -41,7 +41,7 @@ from llbkit.plugins.worker_containerd.store import (
 from llbkit.sdk.ocispec import build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.context import DNSConfig, Platform
     from llbkit.core.plugins.progress import ProgressSink
     from llbkit.core.plugins.stdio import ByteSender, ProcessIO
     from llbkit.core.plugins.worker import MountSpec, ProcessSpec
@@ -77,8 +77,10 @@ class ContainerdExecutor:
         platforms: Sequence[Platform],
         labels: Mapping[str, str],
         snapshotter: str = DEFAULT_SNAPSHOTTER,
+        dns: DNSConfig | None = None,
     ) -> None:
         self.channel = channel
+        self.dns = dns
         self.address = address
         self.namespace = namespace
         self.state = state
@@ -133,7 +135,7 @@ class ContainerdExecutor:
         work = Path(tempfile.mkdtemp(dir=self.state, prefix="step-"))
         try:
             (work / "hosts").write_text(hosts_file(process))
-            (work / "resolv.conf").write_text(resolv_conf(process.network))
+            (work / "resolv.conf").write_text(resolv_conf(process.network, dns=self.dns))
             spec = build_spec(
                 process, rootfs, mounts, hosts=work / "hosts", resolv=work / "resolv.conf"
             )

@@ -105,6 +105,7 @@ class ContainerdWorker:
             platforms=platforms,
             labels=labels,
             snapshotter=_string(config, "snapshotter") or DEFAULT_SNAPSHOTTER,
+            dns=self.ctx.dns,
         )
         executor.reaped = await executor.reap_orphans()
         return executor

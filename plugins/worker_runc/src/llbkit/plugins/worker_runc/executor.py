@@ -27,7 +27,7 @@ from llbkit.plugins.worker_runc._call import call_runc, wait_for_file
 from llbkit.sdk.ocispec import build_process, build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
-    from llbkit.core.plugins.context import Platform
+    from llbkit.core.plugins.context import DNSConfig, Platform
     from llbkit.core.plugins.progress import ProgressSink
     from llbkit.core.plugins.stdio import ProcessIO
     from llbkit.core.plugins.worker import MountSpec, ProcessSpec
@@ -59,9 +59,15 @@ class RuncExecutor:
     """Runs processes with one runtime binary and a state directory of its own."""
 
     def __init__(
-        self, binary: str, state: Path, platforms: Sequence[Platform], labels: Mapping[str, str]
+        self,
+        binary: str,
+        state: Path,
+        platforms: Sequence[Platform],
+        labels: Mapping[str, str],
+        dns: DNSConfig | None = None,
     ) -> None:
         self.binary = binary
+        self.dns = dns
         self.state = state
         self._platforms = list(platforms)
         self._labels = dict(labels)
@@ -102,7 +108,7 @@ class RuncExecutor:
             hosts = bundle / "hosts"
             hosts.write_text(hosts_file(process))
             resolv = bundle / "resolv.conf"
-            resolv.write_text(resolv_conf(process.network))
+            resolv.write_text(resolv_conf(process.network, dns=self.dns))
             spec = build_spec(process, rootfs, mounts, hosts=hosts, resolv=resolv)
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [

@@ -82,7 +82,7 @@ class RuncWorker:
             "org.mobyproject.buildkit.worker.selinux.enabled": "false",
             **workerconfig.labels(config, SECTION, {}),
         }
-        executor = RuncExecutor(binary, state, platforms, labels)
+        executor = RuncExecutor(binary, state, platforms, labels, self.ctx.dns)
         executor.reaped = await executor.reap_orphans()
         return executor
 

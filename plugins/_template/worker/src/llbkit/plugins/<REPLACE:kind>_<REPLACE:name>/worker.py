@@ -2,9 +2,9 @@
 commands, such as crun) makes from its own default spec: namespaces, a read-only ``/sys``, few
 capabilities.
 
-Deliberately small: no terminal, no standard input, no ``exec`` into a running container, no
-``resolv.conf``; ulimits and cgroup parents are not applied. ``/etc/hosts`` names the step's
-hostname and its extra hosts, as the engine asks.
+Deliberately small: no terminal, no standard input, no ``exec`` into a running container;
+ulimits and cgroup parents are not applied. ``/etc/hosts`` names the step's hostname and its
+extra hosts, and ``/etc/resolv.conf`` says what the engine's ``[dns]`` says, as the engine asks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from llbkit.core.errors import UnknownOptionError, UserError
-from llbkit.core.plugins import MountSpec, Platform, PluginContext, ProcessIO, ProcessSpec
+from llbkit.core.plugins import (
+    DNSConfig,
+    MountSpec,
+    Platform,
+    PluginContext,
+    ProcessIO,
+    ProcessSpec,
+)
 from llbkit.core.plugins.progress import ProgressSink
 from llbkit.core.plugins.stdio import ByteSender
 
@@ -52,8 +59,20 @@ def _hosts(proc: ProcessSpec) -> str:
     return f"127.0.0.1\tlocalhost {proc.hostname}\n::1\tlocalhost\n{extra}"
 
 
+def _resolv(dns: DNSConfig | None) -> str:
+    """The step's ``/etc/resolv.conf``: the engine's ``[dns]`` if it has one, else the host's
+    (llbkit's own workers also fill lists ``[dns]`` leaves empty from the host's file and drop
+    loopback nameservers, with the sdk's ``ocispec.resolv_conf``)."""
+    if dns is None:
+        host = Path("/etc/resolv.conf")
+        return host.read_text() if host.is_file() else ""
+    search = f"search {' '.join(dns.search_domains)}\n" if dns.search_domains else ""
+    options = f"options {' '.join(dns.options)}\n" if dns.options else ""
+    return search + "".join(f"nameserver {n}\n" for n in dns.nameservers) + options
+
+
 def _configure(
-    spec: dict[str, Any], proc: ProcessSpec, rootfs: Path, mounts: Sequence[MountSpec], hosts: Path
+    spec: dict[str, Any], proc: ProcessSpec, rootfs: Path, mounts: Sequence[MountSpec], etc: Path
 ) -> None:
     """Fill the runtime's default spec in with what the engine asks for."""
     spec["root"] = {"path": str(rootfs), "readonly": proc.readonly_rootfs}
@@ -64,7 +83,8 @@ def _configure(
     spec["process"].update(terminal=False, args=list(proc.args), env=env, cwd=proc.cwd)
     groups = list(proc.additional_gids)
     spec["process"]["user"] = {"uid": proc.uid, "gid": proc.gid, "additionalGids": groups}
-    spec["mounts"] += [_mount(MountSpec("/etc/hosts", source=hosts, readonly=True))]
+    for name in ("hosts", "resolv.conf"):
+        spec["mounts"] += [_mount(MountSpec(f"/etc/{name}", source=etc / name, readonly=True))]
     spec["mounts"] += [_mount(m) for m in mounts]
     if proc.network != "none":  # without CNI, BuildKit's sandbox network is the host's
         namespaces = spec["linux"]["namespaces"]
@@ -82,8 +102,8 @@ async def _pump(out: ByteReceiveStream, to: ByteSender | None, log: ProgressSink
 class <REPLACE:Name>Executor:
     """Runs processes with one runtime binary; its containers' state lives under ``state``."""
 
-    def __init__(self, name: str, binary: str, state: Path) -> None:
-        self.name, self.binary, self.state = name, binary, state
+    def __init__(self, name: str, binary: str, state: Path, dns: DNSConfig | None) -> None:
+        self.name, self.binary, self.state, self.dns = name, binary, state, dns
         self._running: set[str] = set()
 
     @property
@@ -117,7 +137,8 @@ class <REPLACE:Name>Executor:
             await anyio.run_process([self.binary, "spec", "--bundle", str(bundle)])
             spec = json.loads((bundle / "config.json").read_text())
             (bundle / "hosts").write_text(_hosts(process))
-            _configure(spec, process, rootfs, mounts, bundle / "hosts")
+            (bundle / "resolv.conf").write_text(_resolv(self.dns))
+            _configure(spec, process, rootfs, mounts, bundle)
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [*runtime, "run", "--bundle", str(bundle), container]
             proc = await anyio.open_process(command, stdin=subprocess.DEVNULL)
@@ -171,4 +192,4 @@ class <REPLACE:Name>Worker:
             raise UserError(f"worker {self.ctx.name} needs root: it runs {wanted} as root")
         state = Path(self.ctx.state_dir or tempfile.mkdtemp(prefix="llbkit-worker-"))
         (state / "runtime").mkdir(parents=True, exist_ok=True)
-        return <REPLACE:Name>Executor(self.ctx.name, binary, state)
+        return <REPLACE:Name>Executor(self.ctx.name, binary, state, self.ctx.dns)
