@@ -118,10 +118,6 @@ def test_a_state_root_inside_the_context_is_not_part_of_it(tmp_path: Path) -> No
         (("--import-cache", "type=nosuch,src=x"), "unknown cache backend 'nosuch'"),
         (("--import-cache", "type=inline"), "--import-cache type=registry,ref=<image>"),
         (
-            ("--frontend", "dockerfile.v0"),
-            "use --local dockerfile=<path>",
-        ),
-        (
             ("--frontend", "nosuch.v0"),
             "unknown frontend 'nosuch.v0'",
         ),
@@ -141,6 +137,22 @@ def test_bad_flags_are_one_clear_line(tmp_path: Path, args: tuple[str, ...], mes
     err = done.stderr.decode()
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+
+
+def test_a_dockerfile_build_without_its_directory_names_the_flag(tmp_path: Path) -> None:
+    """As buildctl shows it: the step that reads the Dockerfile fails (its block follows),
+    then one error line saying which flag is missing."""
+    done = llbkit(tmp_path / "root", "build", "--frontend", "dockerfile.v0", stdin=simple())
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert lines[:2] == ["#1 [internal] load build definition from Dockerfile", lines[1]]
+    assert lines[1].startswith("#1 ERROR: ")
+    assert lines[2:5] == [
+        "------",
+        " > [internal] load build definition from Dockerfile:",
+        "------",
+    ]
+    assert lines[-1].startswith("error: ") and "use --local dockerfile=<path>" in lines[-1]
 
 
 def test_a_missing_local_directory_is_named(tmp_path: Path) -> None:

@@ -53,6 +53,30 @@ def build_from(tmp_path: Path, host: str) -> str:
     )
 
 
+def test_an_image_that_cannot_be_resolved_shows_its_step_failed(
+    tmp_path: Path, image: tuple[str, str]
+) -> None:
+    """As buildctl shows it: ``load metadata for`` fails with the registry's answer, its
+    block and the Dockerfile's lines follow, and the error names the image as written."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {image[0]}/nosuch\nRUN true\n")
+    done = dockerfile_build(tmp_path / "root", ctx)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    step = f"[internal] load metadata for {image[0]}/nosuch:latest"
+    start = lines.index(f"#3 {step}")
+    assert lines[start + 1 : start + 5] == [
+        f"#3 ERROR: {image[0]}/nosuch:latest: not found",
+        "------",
+        f" > {step}:",
+        "------",
+    ]
+    assert lines[start + 5] == "Dockerfile:1"
+    message = f"error: failed to solve: {image[0]}/nosuch: {image[0]}/nosuch:latest: not found"
+    assert lines[-1] == message
+
+
 def test_a_truncated_layer_is_one_line(
     tmp_path: Path, image: tuple[str, str], proxy: FaultProxy
 ) -> None:

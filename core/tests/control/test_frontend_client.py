@@ -57,9 +57,12 @@ def test_a_solved_result_is_read_listed_and_stated(tmp_path: Path) -> None:
     assert one == (0o600, 5)
 
 
-def test_a_frontends_own_step_shows_once_per_name_and_not_when_it_fails(tmp_path: Path) -> None:
+def test_a_frontends_own_step_shows_once_per_name_and_failed_when_it_fails(
+    tmp_path: Path,
+) -> None:
     """``[internal] load .dockerignore`` read twice (two candidate files) is one step; a step
-    whose work fails is not shown, so a missing file stays one clear error line."""
+    whose work fails is shown failed, as BuildKit shows a ``load metadata for`` whose image
+    cannot be resolved."""
     from typing import Any
 
     from llbkit.core.control.frontend_client import EngineFrontendClient
@@ -86,7 +89,10 @@ def test_a_frontends_own_step_shows_once_per_name_and_not_when_it_fails(tmp_path
                 raise UserError("x: not found")
 
     anyio.run(main)
-    vertices = [e for e in events if isinstance(e, Vertex)]
+    failed = [e for e in events if isinstance(e, Vertex) and e.name.endswith("metadata for x")]
+    assert [v.error for v in failed] == ["", "x: not found"]  # shown, then failed
+    assert failed[-1].completed
+    vertices = [e for e in events if isinstance(e, Vertex) and e not in failed]
     assert {v.name for v in vertices} == {"[internal] load .dockerignore"}
     assert len({v.digest for v in vertices}) == 1
     assert len({v.started for v in vertices}) == 1  # the first read's start

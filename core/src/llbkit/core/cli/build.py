@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +181,17 @@ def _print_log_tail(err: Any, *, log: bool = True) -> None:
     """As buildctl does: the failed step's last lines (if any; not ``log`` when the live
     view showed them), then its source lines, before the error itself."""
     if log:
-        click.echo("------", err=True)
-        click.echo(f" > {err.name}:", err=True)
-        for line in err.log_tail:
-            click.echo(line, err=True)
-        click.echo("------", err=True)
+        _print_failed_step(err.name, err.log_tail)
     if err.source:
         click.echo(err.source, err=True)
+
+
+def _print_failed_step(name: str, lines: Sequence[str]) -> None:
+    click.echo("------", err=True)
+    click.echo(f" > {name}:", err=True)
+    for line in lines:
+        click.echo(line, err=True)
+    click.echo("------", err=True)
 
 
 _OUTPUT_HELP = (
@@ -340,6 +345,9 @@ def build(
             raise
         except FrontendFailed as err:
             display.close(failed=True)
+            if not display.shows_failed_logs:  # a step of the frontend's own that failed
+                for name, lines in display.failed_steps():
+                    _print_failed_step(name, lines)
             if err.source:
                 click.echo(err.source, err=True)
             raise

@@ -93,6 +93,14 @@ class Display:
     def show(self, event: ProgressEvent) -> None:
         raise NotImplementedError
 
+    def failed_steps(self) -> list[tuple[str, list[str]]]:
+        """The steps that failed (not those cancelled), with their output."""
+        return [
+            (v.name, v.logs + ([v.partial] if v.partial else []))
+            for v in self.vertices.values()
+            if v.error and not v.canceled
+        ]
+
     def close(self, failed: bool = False) -> None:
         """Finish the display once the build is over (may be called twice)."""
 

@@ -206,12 +206,17 @@ class EngineFrontendClient:
         if digest is None:
             digest = self._steps[name] = _step_digest(self._salt, name)
         started = self._started.setdefault(digest, time.time())
-        # Shown once it has something to show: a read of a missing file or directory stays
-        # one clear error line, not a step and then the error.
+        # Shown once it has something to show, or ends; a step that fails is shown failed,
+        # as BuildKit shows a ``load metadata for`` whose image cannot be resolved.
         sink = StepSink(
             self._emit, digest, lambda: self._emit(Vertex(digest, name, started=started))
         )
-        yield sink
+        try:
+            yield sink
+        except Exception as err:
+            sink.begin()
+            self._emit(Vertex(digest, name, started=started, completed=time.time(), error=str(err)))
+            raise
         sink.begin()
         self._emit(Vertex(digest, name, started=started, completed=time.time()))
 

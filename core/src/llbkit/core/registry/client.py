@@ -322,7 +322,7 @@ class RegistryClient:
                 if response.status_code in (401, 403):
                     raise RegistryAccessDenied(f"{ref}: access denied by {host} ({last})")
                 if response.status_code == 404 and endpoint == endpoints[-1]:
-                    raise ManifestUnknownError(f"{ref}: not found ({url})")
+                    raise ManifestUnknownError(f"{ref}: not found")  # as containerd says it
                 continue
             try:
                 yield response

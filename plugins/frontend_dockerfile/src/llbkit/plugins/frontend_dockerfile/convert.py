@@ -495,8 +495,10 @@ class _Converter:
         platform = self.options.platform
         try:
             digest, raw = await self.resolve(stage.base, platform)
-        except Exception as err:  # the registry's message, after the name as written
-            raise self.fail(inst, f"{stage.base}: {err}") from None
+        except Exception as err:
+            # The registry's message after the name as written, as BuildKit words it (the
+            # lines of the Dockerfile show where; the message names no line).
+            raise DockerfileError(f"{stage.base}: {err}", self.snippet(inst)) from None
         image = json.loads(raw)
         config = image.get("config") or {}
         stage.config = config
