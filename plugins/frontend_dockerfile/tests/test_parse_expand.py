@@ -130,3 +130,39 @@ def test_snippet_context_is_buildkits(first: int, last: int, shown: list[int]) -
     lines = snippet(text, "Dockerfile", first, last).splitlines()
     assert lines[0] == f"Dockerfile:{first}"
     assert [int(line.split("|")[0]) for line in lines[2:-1]] == shown
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "said"),
+    [
+        # BuildKit v0.11's hints: the stage names and common images within two edits, the
+        # name as written; none for an exact match or a name far from all of them.
+        ("FROM alpin\n", "alpin: manifest unknown (did you mean alpine?)"),
+        ("FROM busybox:lates\n", "busybox:lates: manifest unknown (did you mean busybox:latest?)"),
+        ("FROM x AS tools\nFROM tool\n", "tool: manifest unknown (did you mean tools?)"),
+        ("FROM debian\n", "debian: manifest unknown"),
+        ("FROM registry.test/team/app\n", "registry.test/team/app: manifest unknown"),
+    ],
+)
+def test_a_base_that_cannot_be_resolved_gets_buildkits_hint(dockerfile: str, said: str) -> None:
+    async def unknown(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+        if ref == "x":
+            return await _image(ref, platform)
+        raise RuntimeError("manifest unknown")
+
+    with pytest.raises(DockerfileError) as err:
+        anyio.run(convert, parse(dockerfile), BuildOptions(), unknown)
+    assert str(err.value) == said
+    assert err.value.source.startswith("Dockerfile:")
+
+
+def test_suggestions_are_buildkits() -> None:
+    from llbkit.plugins.frontend_dockerfile.suggest import distance, hint, nearest
+
+    assert distance("kitten", "sitting") == 3
+    assert nearest("RUNN", ["ADD", "RUN"], case_sensitive=False) == "RUN"
+    assert nearest("runn", ["ADD", "RUN"], case_sensitive=False) == "run"
+    assert nearest("Runn", ["ADD", "RUN"], case_sensitive=False) == "run"
+    assert nearest("RUN", ["ADD", "RUN", "RUNS"]) == ""  # it is one of them
+    assert hint("tpye", ["type", "typo"]) == " (did you mean type?)"  # the first of the closest
+    assert hint("far", ["type"]) == ""

@@ -44,6 +44,7 @@ from llbkit.plugins.frontend_dockerfile.shell import (
     expand_heredoc,
     expand_words,
 )
+from llbkit.plugins.frontend_dockerfile.suggest import COMMON_IMAGES, hint
 from llbkit.sdk import llb
 from llbkit.sdk.llb.source import SourceOp
 
@@ -464,6 +465,17 @@ class _Converter:
                 # BuildKit v0.11 names a trigger's step by its instruction alone, unnumbered.
                 await handler(stage, inst, "", visiting)
 
+    async def _resolve_base(self, stage: _Stage, inst: Instruction) -> tuple[str, bytes]:
+        try:
+            return await self.resolve(stage.base, self.options.platform)
+        except Exception as err:
+            # The registry's message after the name as written, as BuildKit words it (the
+            # lines of the Dockerfile show where; the message names no line), and its hint
+            # of a stage or common image the name is a typo of.
+            names = [s.name for s in self.stages if s.name]
+            said = hint(stage.base, [*names, *COMMON_IMAGES])
+            raise DockerfileError(f"{stage.base}: {err}{said}", self.snippet(inst)) from None
+
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
         named = self.options.contexts.get(stage.base, "")
@@ -492,13 +504,7 @@ class _Converter:
             stage.config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
             stage.env = {"PATH": DEFAULT_PATH}
             return
-        platform = self.options.platform
-        try:
-            digest, raw = await self.resolve(stage.base, platform)
-        except Exception as err:
-            # The registry's message after the name as written, as BuildKit words it (the
-            # lines of the Dockerfile show where; the message names no line).
-            raise DockerfileError(f"{stage.base}: {err}", self.snippet(inst)) from None
+        digest, raw = await self._resolve_base(stage, inst)
         image = json.loads(raw)
         config = image.get("config") or {}
         stage.config = config

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from llbkit.plugins.frontend_dockerfile.suggest import hint
+
 __all__ = ["mount_key_error", "mount_value_error", "parse_bool", "ram_in_bytes"]
 
 _KEYS = (
@@ -31,23 +33,9 @@ _BARE = {"readonly", "ro", "readwrite", "rw"}
 _FILE_INFO = {"secret", "ssh", "cache"}
 
 
-def _distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
 def _suggest(key: str) -> str:
     """`` (did you mean KEY?)`` for the nearest key under three edits, as BuildKit's hint."""
-    best, least = "", 3
-    for known in _KEYS:
-        dist = _distance(key, known)
-        if dist < least:
-            best, least = known, dist
-    return f" (did you mean {best}?)" if best else ""
+    return hint(key, _KEYS)
 
 
 def _for_other_type(key: str, kind: str) -> bool:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from llbkit.core.errors import SourceError
+from llbkit.plugins.frontend_dockerfile.suggest import hint
 
 __all__ = [
     "INSTRUCTIONS",
@@ -269,39 +270,14 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
     )
 
 
-def _distance(a: str, b: str) -> int:
-    """Levenshtein distance."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
 def unknown_instruction(inst: Instruction) -> str | None:
     """Why ``inst`` is no instruction (BuildKit's words, with a suggestion), or ``None``."""
     if inst.keyword in INSTRUCTIONS:
         return None
     words = inst.original.split()
     written = words[0] if words else ""  # a line that is only a continuation
-    close = _suggest(written) if written else None
-    hint = f" (did you mean {close}?)" if close else ""
-    return f"unknown instruction: {written}{hint}"
-
-
-def _suggest(written: str) -> str:
-    """The instruction closest to ``written`` (fewer than 3 edits), in its case, as BuildKit
-    suggests one."""
-    lowered = written.lower()
-    best, found = 3, ""
-    for name in INSTRUCTIONS:
-        distance = _distance(lowered, name.lower())
-        if distance < best:
-            best, found = distance, name
-    if not found or written == written.upper():
-        return found
-    return found.lower()
+    said = hint(written, INSTRUCTIONS, case_sensitive=False) if written else ""
+    return f"unknown instruction: {written}{said}"
 
 
 def _heredoc_body(lines: list[str], n: int, doc: Heredoc) -> tuple[str | None, int]:
