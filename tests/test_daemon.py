@@ -162,6 +162,25 @@ def test_a_failing_step_fails_in_one_line_and_the_daemon_keeps_serving(served: s
     assert healthy.returncode == 0, healthy.stderr
 
 
+def test_a_failures_dockerfile_lines_come_as_buildkits_typed_detail(
+    served: str, tmp_path: Path
+) -> None:
+    """The lines above the error travel as buildkitd sends them (``errdefs.Source`` in the
+    ``grpc-status-details-bin`` trailer), which buildctl prints; llbkit's client reads them
+    from there too."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nFOO bar\n")
+    args = ["--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local"]
+    done = client(served, "build", *args, f"dockerfile={ctx}", "--progress", "quiet")
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        "Dockerfile:2\n--------------------\n   1 |     FROM scratch\n   2 | >>> FOO bar\n"
+        "   3 |     \n--------------------\nerror: failed to solve: dockerfile parse error on "
+        "line 2: unknown instruction: FOO (did you mean FROM?)\n"
+    )
+
+
 def test_no_daemon_there_is_one_line(tmp_path: Path) -> None:
     done = client(f"unix://{tmp_path}/nothing.sock", "debug", "workers")
     assert done.returncode == 1

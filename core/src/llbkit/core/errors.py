@@ -28,6 +28,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "BuildFailed",
+    "source_block",
     "ConfigError",
     "DefinitionError",
     "FrontendFailed",
@@ -63,6 +64,32 @@ class SourceError(UserError):
     def __init__(self, message: str, source: str = "") -> None:
         super().__init__(message)
         self.source = source
+
+
+def source_block(text: str, filename: str, first: int, last: int) -> str:
+    """The block a :class:`SourceError` shows: lines ``first``..``last`` of ``text`` marked
+    ``>>>`` under ``filename:first``, with context lines as BuildKit adds them (one before
+    and one after in turn, four in all for one line, two for more; fewer at the file's ends).
+    """
+    lines = text.split("\n")
+    start, end = first, min(last, len(lines))
+    pad = 4 if start == end else 2
+    added = 0
+    while added < pad:
+        # As BuildKit counts: each turn counts one more, so a line's context is 2+2, not 4+0.
+        if start > 1:
+            start -= 1
+            added += 1
+        if end != len(lines):
+            end += 1
+            added += 1
+        added += 1
+    shown = []
+    for n in range(start, end + 1):
+        mark = ">>>" if first <= n <= last else "   "
+        shown.append(f" {n:>3} | {mark} {lines[n - 1]}")
+    rule = "-" * 20
+    return "\n".join([f"{filename}:{first}", rule, *shown, rule])
 
 
 class BuildFailed(UserError):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from llbkit.core.api._pb import caps_pb2, fsutil_pb2, gateway_pb2, gateway_pb2_grpc
-from llbkit.core.errors import UserError
+from llbkit.core.control.errdetails import shown_source, trailer
+from llbkit.core.errors import SourceError, UserError
 from llbkit.core.llb._pb import ops_pb2  # noqa: F401 - registers pb.* for gateway_pb2
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.frontend import FileStat, FrontendClient, FrontendOutput
@@ -222,6 +223,9 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
                 for ref in refs.values():
                     await self._solved(forwarder, client, ref)
         except UserError as err:
+            # With the Dockerfile's lines as a typed detail: buildctl's build function hands
+            # the error back (Return) with them, and prints them as buildkitd's.
+            context.set_trailing_metadata((trailer(err, str(err)),))
             await context.abort(grpc.StatusCode.UNKNOWN, str(err))
         if (len(refs) == 1 and not request.Frontend) or (
             len(refs) == 1 and "refs.platforms" not in output.metadata
@@ -254,9 +258,10 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
         if forwarder.returned.done():
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the result was returned")
         if request.HasField("error") and request.error.code != 0:
-            forwarder.returned.set_exception(
-                UserError(request.error.message or "the frontend failed")
-            )
+            message = request.error.message or "the frontend failed"
+            source = shown_source(request.error.details)
+            failed = SourceError(message, source) if source else UserError(message)
+            forwarder.returned.set_exception(failed)
             return gateway_pb2.ReturnResponse()
         result = request.result
         kind = result.WhichOneof("result")

@@ -14,6 +14,7 @@ import grpc
 
 from llbkit.core.api._pb import control_pb2, control_pb2_grpc
 from llbkit.core.control import wire
+from llbkit.core.control.errdetails import trailer
 from llbkit.core.control.request import ExporterRequest, SolveRequest
 from llbkit.core.daemon.gateway import Forwarders
 from llbkit.core.daemon.sessions import SessionManager
@@ -28,7 +29,7 @@ __all__ = ["CLIENT_OUTPUTS", "ERROR_DETAIL", "SOLVE_FAILED", "ControlService"]
 
 #: exporters whose ``dest`` is the client's: buildctl keeps it and receives the output itself
 CLIENT_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
-#: trailing metadata with what llbkit's own client shows of a failure (log tail, source)
+#: trailing metadata with what llbkit's own client shows of a failure (the log's tail)
 ERROR_DETAIL = "llbkit-error-bin"
 #: what a client says before a failed Solve's answer (buildctl, and llbkit's)
 SOLVE_FAILED = "failed to solve: "
@@ -48,16 +49,17 @@ def _with_client_outputs(request: SolveRequest) -> SolveRequest:
 
 
 def _detail(err: UserError) -> bytes:
+    """What llbkit's client shows of a failure besides the source lines (those travel in
+    the typed detail buildctl reads too)."""
     if isinstance(err, BuildFailed):
         shown: dict[str, Any] = {
             "kind": "build",
             "name": err.name,
             "reason": err.reason,
             "log_tail": err.log_tail,
-            "source": err.source,
         }
     elif isinstance(err, FrontendFailed):
-        shown = {"kind": "frontend", "source": err.source}
+        shown = {"kind": "frontend"}
     else:
         shown = {"kind": "user"}
     return json.dumps(shown).encode()
@@ -97,10 +99,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
                     scope.enter_context(credentials_from(_anonymous))
                 response = await self.controller.solve(_with_client_outputs(typed))
         except UserError as err:
-            context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)),))
             # buildctl says "failed to solve: " before what a Solve answers, as llbkit's
             # client does: the answer itself does not.
-            await context.abort(grpc.StatusCode.UNKNOWN, str(err).removeprefix(SOLVE_FAILED))
+            message = str(err).removeprefix(SOLVE_FAILED)
+            # For buildctl, the Dockerfile's lines as buildkitd sends them (a typed detail).
+            context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)), trailer(err, message)))
+            await context.abort(grpc.StatusCode.UNKNOWN, message)
         finally:
             if forwarder is not None:
                 self.forwarders.close(forwarder)

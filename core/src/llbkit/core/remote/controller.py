@@ -16,6 +16,7 @@ import grpc
 
 from llbkit.core.api._pb import control_pb2
 from llbkit.core.control import wire
+from llbkit.core.control.errdetails import STATUS_DETAILS, status_source
 from llbkit.core.control.request import ExporterRequest, PruneRequest, SolveRequest, SolveResponse
 from llbkit.core.errors import UserError
 from llbkit.core.remote.attachables import Output, exposed_methods, serve_attachables
@@ -74,27 +75,26 @@ def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
     """A build's failure as the CLI shows an embedded one (the step's log tail, the source)."""
     from llbkit.core.errors import BuildFailed, FrontendFailed
 
-    # As buildctl shows a failed Solve: its answer after "failed to solve: ".
+    # As buildctl shows a failed Solve: its answer after "failed to solve: ", and the source
+    # lines from the typed detail buildctl reads them from.
     said = "failed to solve: " + (err.details() or "")
-    for key, value in err.trailing_metadata() or ():
-        if key != ERROR_DETAIL:
-            continue
+    trailer = dict(err.trailing_metadata() or ())
+    found = trailer.get(STATUS_DETAILS)
+    source = status_source(found) if isinstance(found, bytes) else ""
+    if ERROR_DETAIL in trailer:
         try:
-            detail = json.loads(value)
+            detail = json.loads(trailer[ERROR_DETAIL])
         except (ValueError, RecursionError):
-            break
+            detail = {}
         if detail.get("kind") == "build":
             raised = BuildFailed(
-                detail.get("name", ""),
-                detail.get("reason", ""),
-                detail.get("log_tail", []),
-                detail.get("source", ""),
+                detail.get("name", ""), detail.get("reason", ""), detail.get("log_tail", []), source
             )
             if str(raised) != said:
                 raised.args = (said,)
             raise raised from None
         if detail.get("kind") == "frontend":
-            raise FrontendFailed(said, detail.get("source", "")) from None
+            raise FrontendFailed(said, source) from None
         raise UserError(said) from None
     raise failure(err, address) from None
 

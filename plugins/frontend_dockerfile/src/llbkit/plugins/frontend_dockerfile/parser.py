@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from llbkit.core.errors import SourceError
+from llbkit.core.errors import SourceError, source_block
 from llbkit.plugins.frontend_dockerfile.suggest import hint
 
 __all__ = [
@@ -66,29 +66,8 @@ class _ArgsError(ValueError):
     """An instruction's arguments that do not parse (worded as BuildKit words it)."""
 
 
-def snippet(text: str, filename: str, first: int, last: int) -> str:
-    """Lines ``first``..``last`` of the Dockerfile marked ``>>>``, with context lines as
-    BuildKit adds them: one before and one after in turn, four in all for one line, two for
-    more (fewer at the file's ends)."""
-    lines = text.split("\n")
-    start, end = first, min(last, len(lines))
-    pad = 4 if start == end else 2
-    added = 0
-    while added < pad:
-        # As BuildKit counts: each turn counts one more, so a line's context is 2+2, not 4+0.
-        if start > 1:
-            start -= 1
-            added += 1
-        if end != len(lines):
-            end += 1
-            added += 1
-        added += 1
-    shown = []
-    for n in range(start, end + 1):
-        mark = ">>>" if first <= n <= last else "   "
-        shown.append(f" {n:>3} | {mark} {lines[n - 1]}")
-    rule = "-" * 20
-    return "\n".join([f"{filename}:{first}", rule, *shown, rule])
+#: lines of the Dockerfile around a problem, as BuildKit prints them above its error
+snippet = source_block
 
 
 @dataclass(frozen=True)
