@@ -125,12 +125,11 @@ FALLBACK = (
             DNSConfig(("::1", "127.0.0.1", "10.0.0.2"), search_domains=("a.test", "b.test")),
             "search a.test b.test\nnameserver 10.0.0.2\n",
         ),
-        # systemd-resolved's stub on the host: unreachable from a container's network
-        (
-            "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n",
-            None,
-            "options edns0 trust-ad\nsearch .\n" + FALLBACK,
-        ),
+        # systemd-resolved's stub: the servers it forwards to are read instead (none here)
+        ("search corp.example\nnameserver 127.0.0.53  # c", None, FALLBACK),
+        ("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n", None, FALLBACK),
+        # a loopback nameserver beside another is only left out
+        ("nameserver 127.0.0.53\nnameserver 10.1.1.1\n", None, "nameserver 10.1.1.1\n"),
         (
             "# none\nsearch x.test\nnameserver 192.0.2.1 # a comment\n",
             DNSConfig(),
@@ -142,11 +141,27 @@ def test_resolv_conf_as_buildkit_writes_it(
     tmp_path: Path, host: str, dns: DNSConfig | None, expected: str
 ) -> None:
     (tmp_path / "resolv.conf").write_text(host)
-    assert resolv_conf("sandbox", tmp_path / "resolv.conf", dns) == expected
+    missing = tmp_path / "run-systemd-resolve.conf"
+    assert resolv_conf("sandbox", tmp_path / "resolv.conf", dns, resolved_file=missing) == expected
+
+
+def test_behind_systemd_resolved_the_servers_it_forwards_to_are_used(tmp_path: Path) -> None:
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.53\noptions edns0\n")
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("nameserver 10.2.3.4\nsearch corp.test\n")
+    for network in ("sandbox", "host"):
+        got = resolv_conf(network, tmp_path / "resolv.conf", resolved_file=upstream)
+        assert got == "nameserver 10.2.3.4\nsearch corp.test\n"
+    dns = DNSConfig(options=("ndots:1",))
+    with_dns = resolv_conf("sandbox", tmp_path / "resolv.conf", dns, resolved_file=upstream)
+    assert with_dns == "search corp.test\nnameserver 10.2.3.4\noptions ndots:1\n"
 
 
 def test_resolv_conf_of_the_host_network_keeps_loopback_nameservers(tmp_path: Path) -> None:
-    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.53\n")
-    assert resolv_conf("host", tmp_path / "resolv.conf") == "nameserver 127.0.0.53\n"
-    with_dns = resolv_conf("host", tmp_path / "resolv.conf", DNSConfig(("127.0.0.1",)))
+    missing = tmp_path / "run-systemd-resolve.conf"
+    for host in ("nameserver 127.0.0.1\n", "nameserver 127.0.0.53\n"):  # the stub, reachable
+        (tmp_path / "resolv.conf").write_text(host)
+        assert resolv_conf("host", tmp_path / "resolv.conf", resolved_file=missing) == host
+    dns = DNSConfig(("127.0.0.1",))
+    with_dns = resolv_conf("host", tmp_path / "resolv.conf", dns, resolved_file=missing)
     assert with_dns == "nameserver 127.0.0.1\n"

@@ -256,16 +256,23 @@ def hosts_file(process: ProcessSpec) -> str:
 
 
 def resolv_conf(
-    network: str, host_file: Path = Path("/etc/resolv.conf"), dns: DNSConfig | None = None
+    network: str,
+    host_file: Path = Path("/etc/resolv.conf"),
+    dns: DNSConfig | None = None,
+    *,
+    resolved_file: Path = Path("/run/systemd/resolve/resolv.conf"),
 ) -> str:
     """``/etc/resolv.conf`` of a step: the host's, without loopback nameservers unless the
-    host network is used. With ``dns`` (the engine's ``[dns]``), written anew as BuildKit
-    writes it: its nameservers, search domains and options, each list that is empty taken
-    from the host's file."""
-    try:
-        text = host_file.read_text()
-    except OSError:
-        text = ""
+    host network is used. When the host's only nameserver is systemd-resolved's stub
+    (127.0.0.53), the servers it forwards to are read instead (``resolved_file``), as
+    libnetwork does for BuildKit. With ``dns`` (the engine's ``[dns]``), written anew as
+    BuildKit writes it: its nameservers, search domains and options, each list that is
+    empty taken from the host's file."""
+    text = _read(host_file)
+    if _host_nameservers(text) == ["127.0.0.53"]:
+        upstream = _read(resolved_file)
+        if upstream or network != "host":  # the host's network reaches the stub itself
+            text = upstream
     if dns is not None:
         nameservers = list(dns.nameservers) or _host_nameservers(text)
         search = list(dns.search_domains) or _last_fields(text, "search")
@@ -291,6 +298,13 @@ _LOOPBACK_NAMESERVER = re.compile(
     r"(?m)^nameserver[ \t\r\n\f]+((127\.([0-9]{1,3}\.){2}[0-9]{1,3})|(::1)$)[ \t\r\n\f]*\n*"
 )
 _FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _uncommented(text: str) -> list[str]:
