@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -14,36 +15,42 @@ from llbkit.core.control.errdetails import (
     shown_source,
     source_detail,
     status_details,
+    status_source,
 )
 from llbkit.core.errors import source_block
 
 TEXT = "".join(f"RUN step {n}\n" for n in range(1, 1203))
 
 
-def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
-    """A protobuf message's fields in order: (number, varint or bytes)."""
+def _status(data: bytes) -> Any:
+    """``data`` read as a ``google.rpc.Status`` by protobuf itself (a class made from the
+    message's definition, as googleapis defines it)."""
+    from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 
-    def varint(at: int) -> tuple[int, int]:
-        value, shift = 0, 0
-        while True:
-            byte = data[at]
-            value |= (byte & 0x7F) << shift
-            at, shift = at + 1, shift + 7
-            if not byte & 0x80:
-                return value, at
-
-    found: list[tuple[int, int | bytes]] = []
-    at = 0
-    while at < len(data):
-        key, at = varint(at)
-        if key & 7 == 0:
-            value, at = varint(at)
-            found.append((key >> 3, value))
-        else:
-            size, at = varint(at)
-            found.append((key >> 3, data[at : at + size]))
-            at += size
-    return found
+    pool = descriptor_pool.DescriptorPool()
+    any_file = descriptor_pb2.FileDescriptorProto()
+    any_pb2.DESCRIPTOR.CopyToProto(any_file)
+    pool.Add(any_file)
+    status = descriptor_pb2.FileDescriptorProto(
+        name="google/rpc/status.proto",
+        package="google.rpc",
+        syntax="proto3",
+        dependency=["google/protobuf/any.proto"],
+    )
+    message = status.message_type.add(name="Status")
+    kinds = descriptor_pb2.FieldDescriptorProto
+    message.field.add(name="code", number=1, type=kinds.TYPE_INT32, label=kinds.LABEL_OPTIONAL)
+    message.field.add(name="message", number=2, type=kinds.TYPE_STRING, label=kinds.LABEL_OPTIONAL)
+    message.field.add(
+        name="details",
+        number=3,
+        type=kinds.TYPE_MESSAGE,
+        label=kinds.LABEL_REPEATED,
+        type_name=".google.protobuf.Any",
+    )
+    pool.Add(status)
+    made = message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
+    return made.FromString(data)
 
 
 @pytest.mark.parametrize(
@@ -54,12 +61,12 @@ def test_the_lines_come_back_as_they_were_shown(first: int, last: int) -> None:
     detail = source_detail(block)
     assert detail is not None
     assert detail["ranges"] == [{"start": {"line": first}, "end": {"line": last}}]
-    status = _fields(status_details(2, "process failed", detail))
-    assert status[:2] == [(1, 2), (2, b"process failed")]
-    ((number, packed),) = status[2:]
-    assert number == 3 and isinstance(packed, bytes)
-    ((_, url), (_, value)) = _fields(packed)
-    assert url == SOURCE_TYPE.encode()
+    sent_bytes = status_details(2, "process failed", detail)
+    status = _status(sent_bytes)
+    assert (status.code, status.message) == (2, "process failed")
+    (any_message,) = status.details
+    assert any_message.type_url == SOURCE_TYPE
+    value = any_message.value
     sent = json.loads(value)  # as Go's encoding/json reads it into errdefs.Source
     assert sent["info"]["filename"] == "Dockerfile"
     data = base64.b64decode(sent["info"]["data"]).decode().split("\n")
@@ -68,13 +75,16 @@ def test_the_lines_come_back_as_they_were_shown(first: int, last: int) -> None:
     assert all(data[n - 1] == TEXT.split("\n")[n - 1] for n in shown)
     # BuildKit prints the same block from it (its printer's rules are source_block's).
     assert shown_source([AnyMessage(type_url=SOURCE_TYPE, value=value)]) == block
+    assert status_source(sent_bytes) == block  # as llbkit's client reads the trailer
 
 
 def test_without_such_lines_only_the_message_is_sent() -> None:
     assert source_detail("") is None
     assert source_detail("frontend dockerfile.v0") is None
     assert source_detail("Dockerfile:2\n---\n not a line\n---") is None
-    assert _fields(status_details(2, "boom", None)) == [(1, 2), (2, b"boom")]
+    status = _status(status_details(2, "boom", None))
+    assert (status.code, status.message, len(status.details)) == (2, "boom", 0)
+    assert status_source(b"\xff\xff") == status_source(b"\x1a\x05ab") == ""  # cut short
 
 
 @pytest.mark.parametrize(
