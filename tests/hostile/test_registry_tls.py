@@ -4,6 +4,7 @@ certificate from a private CA (and, for ``keypair``, requiring client certificat
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,27 @@ def test_a_loopback_registry_is_plain_http_unless_http_is_false(served: Served) 
     # the HTTPS registry over plain HTTP answers 400, and its certificate is not trusted
     assert "HTTP 400" in refused(served.https, None)
     assert "CERTIFICATE_VERIFY_FAILED" in refused(served.https, {"http": False})
+
+
+def test_the_machines_cas_are_trusted(served: Served) -> None:
+    """Without ``ca``, a certificate is checked against the machine's CAs (the system's
+    bundle, here replaced by the private CA in a mount namespace), as buildkitd's Go clients
+    check it: not against certifi's bundle alone."""
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    if os.geteuid() != 0 or shutil.which("unshare") is None or not system.is_file():
+        pytest.skip("needs root, unshare and the system's CA bundle")
+    code = (
+        "from tests.hostile.test_registry_tls import resolve; "
+        f"print(resolve({served.https!r}, {{'http': False}}))"
+    )
+    script = f'mount --bind "$1" {system} && exec "$2" -c "$3"'
+    command = ["unshare", "-m", "sh", "-c", script, "-", str(served.ca), sys.executable, code]
+    root = Path(__file__).resolve().parents[2]
+    # OpenSSL's own defaults, not a bundle named in the environment
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == resolve(served.plain, None)
 
 
 def test_ca_adds_a_registrys_private_ca(served: Served) -> None:

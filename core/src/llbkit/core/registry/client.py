@@ -1,9 +1,11 @@
 """A client for the OCI distribution API: resolve a reference for a platform, fetch blobs.
 
 Auth as docker does it: anonymous first, then the challenge's scheme (a bearer token from the
-realm, or basic) with credentials from ``$DOCKER_CONFIG/config.json``. Plain HTTP is used for
-loopback registries (docker allows them by default) and for hosts marked ``http`` or
-``insecure`` in ``[registry."host"]``; ``mirrors`` are tried first.
+realm, or basic) with credentials from ``$DOCKER_CONFIG/config.json``. A registry is reached
+as buildkitd reaches it (:meth:`RegistryConfig.endpoints`): plain HTTP for loopback registries
+(docker allows them by default) and hosts marked ``http``, HTTPS without verification for
+``insecure``, HTTPS with the ``ca``, ``keypair`` and ``tlsconfigdir`` of ``[registry."host"]``
+otherwise; ``mirrors`` are tried first.
 """
 
 from __future__ import annotations

@@ -103,10 +103,11 @@ async def shared_connections(pool: ConnectionPool | None = None) -> AsyncIterato
 
 def build_client(verify: ssl.SSLContext | bool, timeout: float) -> tuple[httpx.AsyncClient, bool]:
     """The HTTP client a registry client uses, and whether it owns it (must close it): the
-    block's when within :func:`shared_connections`, else a new one of its own."""
+    block's when within :func:`shared_connections`, else a new one of its own. ``verify``
+    ``True`` trusts the machine's CAs, as buildkitd does."""
     import httpx
 
-    from llbkit.core.registry.tls import default_context
+    from llbkit.core.registry.tls import system_context
 
     block = _BLOCK.get()
     key = (
@@ -116,7 +117,7 @@ def build_client(verify: ssl.SSLContext | bool, timeout: float) -> tuple[httpx.A
     )
     found = block.clients.get(key) if block is not None else None
     if found is None or found.is_closed:
-        context = default_context() if verify is True else verify
+        context = system_context() if verify is True else verify
         lent = block.pool.transport(context) if block is not None and block.pool else None
         found = httpx.AsyncClient(
             follow_redirects=True, timeout=timeout, verify=context, transport=lent

@@ -1,5 +1,6 @@
-"""TLS contexts for registries: one verifying context per process, and one per set of
-``[registry."host"]`` TLS settings (``ca``, ``keypair``, ``tlsconfigdir``, ``insecure``).
+"""TLS contexts: one verifying context per process with the machine's CAs (as buildkitd's Go
+clients verify registries and downloads), and one per set of ``[registry."host"]`` TLS settings
+(``ca``, ``keypair``, ``tlsconfigdir``, ``insecure``).
 
 Building a context loads the whole CA bundle (about 40 ms); httpx builds one per client, and a
 cold build makes a client per image it resolves and pulls. An ``SSLContext`` may serve many
@@ -14,22 +15,21 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["default_context", "host_context"]
+__all__ = ["host_context", "system_context"]
 
 
 @functools.cache
-def default_context() -> ssl.SSLContext:
-    """What ``verify=True`` means to httpx (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi)."""
-    import httpx
-
-    return httpx.create_ssl_context()
+def system_context() -> ssl.SSLContext:
+    """The machine's CAs (``/etc/ssl/certs``, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``): what a
+    registry or a download is verified with, as Go's system pool verifies it for buildkitd."""
+    return ssl.create_default_context()
 
 
 def host_context(host: str, settings: Mapping[str, Any]) -> ssl.SSLContext | bool:
     """The TLS context for HTTPS to ``host``, as BuildKit's resolver makes it: the CAs of
-    ``ca`` and of ``tlsconfigdir``'s ``*.crt`` files added to the usual ones, the client
+    ``ca`` and of ``tlsconfigdir``'s ``*.crt`` files added to the machine's, the client
     certificate of ``keypair`` (or of a ``tlsconfigdir`` ``NAME.cert`` with ``NAME.key``), no
-    verification with ``insecure``. ``True`` (the default context) when none is set."""
+    verification with ``insecure``. ``True`` (the machine's CAs alone) when none is set."""
     cas = [str(p) for p in settings.get("ca", [])]
     pairs = [(str(p.get("cert", "")), str(p.get("key", ""))) for p in settings.get("keypair", [])]
     for folder in settings.get("tlsconfigdir", []):
@@ -75,9 +75,7 @@ def _context(
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     else:
-        import httpx
-
-        context = httpx.create_ssl_context()
+        context = ssl.create_default_context()  # the machine's CAs, then the registry's
         for path, _ in cas:
             try:
                 context.load_verify_locations(cafile=path)
