@@ -49,11 +49,11 @@ class ConnectionPool:
             self._loop = loop
         elif loop is not self._loop:
             return None
-        key = verify if isinstance(verify, bool) else id(verify)
-        found = self._transports.get(key)
+        found = self._transports.get(verify)  # a context is its own key (by identity)
         if found is None:
             limits = httpx.Limits(keepalive_expiry=self.keepalive)
-            found = self._transports[key] = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+            found = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+            self._transports[verify] = found
         return _lent(found)
 
     async def aclose(self) -> None:
