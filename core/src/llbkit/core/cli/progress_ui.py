@@ -454,13 +454,12 @@ class TTYDisplay(Display):
         self._closed = True
         self.live.update(self._render(), refresh=True)
         self.live.stop()
-        for v in self.vertices.values():
-            if v.error and not v.canceled:
-                self.console.print("------", highlight=False)
-                self.console.print(f" > {v.name}:", highlight=False)
-                for line in v.logs + ([v.partial] if v.partial else []):
-                    self.console.print(line, highlight=False, markup=False)
-                self.console.print("------", highlight=False)
+        for name, lines in self.failed_steps():
+            self.console.print("------", highlight=False)
+            self.console.print(f" > {name}:", highlight=False)
+            for line in lines:
+                self.console.print(line, highlight=False, markup=False)
+            self.console.print("------", highlight=False)
 
 
 class QuietDisplay(Display):
