@@ -122,7 +122,7 @@ class RegistryConfig:
         plain HTTP with ``http = true`` (or, unless ``http = false``, on loopback), then HTTPS
         without verification with ``insecure = true``; HTTPS alone when neither is set. A
         registry without settings is HTTPS, or plain HTTP on loopback (as docker allows)."""
-        host = "registry-1.docker.io" if name == "docker.io" else name
+        host = _host_of(name)
         settings = self.hosts.get(name)
         if settings is None:
             return [Endpoint("http" if _loopback(name) else "https", host, name)]
@@ -155,8 +155,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _registry_host(ref: Reference) -> str:
-    return "registry-1.docker.io" if ref.domain == "docker.io" else ref.domain
+def _host_of(name: str) -> str:
+    """The host a registry name is reached at (Docker Hub's is not ``docker.io``)."""
+    return "registry-1.docker.io" if name == "docker.io" else name
 
 
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -282,7 +283,7 @@ class RegistryClient:
     async def _proof(self, ref: Reference, digest: str) -> tuple[str, str, str, str]:
         """What records that the registry gave ``digest`` of ``ref``'s repository to whoever
         the running build belongs to (their credentials' identity, never the credentials)."""
-        host = _registry_host(ref)
+        host = _host_of(ref.domain)
         return (host, ref.path, identity(await credentials(host)), digest)
 
     def _endpoints(self, ref: Reference) -> list[Endpoint]:
