@@ -3,6 +3,7 @@ that sends too much): every failure is one line naming the host and what it was 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -96,6 +97,29 @@ def _client() -> RegistryClient:
     return RegistryClient(timeout=1.0)
 
 
+def _resolve(ref: str, times: int = 1) -> list[str]:
+    """The manifest digest ``ref`` resolves to, ``times`` over with one client."""
+
+    async def run() -> list[str]:
+        async with _client() as client:
+            wanted, platform = parse_reference(ref), Platform("linux", "amd64")
+            return [(await client.resolve(wanted, platform)).manifest_digest for _ in range(times)]
+
+    return anyio.run(run)
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` answering on loopback while the block runs; its host."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_layer_that_stalls_midway_names_the_host_and_the_wait(
     image: tuple[str, str], proxy: FaultProxy
 ) -> None:
@@ -118,14 +142,8 @@ def test_a_layer_that_stalls_midway_names_the_host_and_the_wait(
 def test_a_stalled_manifest_gives_a_reason(proxy: FaultProxy) -> None:
     proxy.fault = Fault.stall(30, only=requests_to("GET", "/manifests/"))
     host = proxy.url.removeprefix("http://")
-    ref = parse_reference(f"{host}/img")
-
-    async def resolve() -> None:
-        async with _client() as client:
-            await client.resolve(ref, Platform("linux", "amd64"))
-
     with pytest.raises(RegistryError) as err:
-        anyio.run(resolve)
+        _resolve(f"{host}/img")
     assert str(err.value).endswith(f"({host}: no answer for 1s (ReadTimeout))")
 
 
@@ -152,21 +170,11 @@ class _Huge(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("repo", ["declared", "streamed"])
 def test_a_huge_manifest_is_refused_without_reading_it_all(repo: str) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Huge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host = f"127.0.0.1:{server.server_address[1]}"
-        ref = parse_reference(f"{host}/{repo}")
-
-        async def resolve() -> None:
-            async with _client() as client:
-                await client.resolve(ref, Platform("linux", "amd64"))
-
-        with pytest.raises(RegistryError, match=r"rejecting .*manifest for .*more than 4393216"):
-            anyio.run(resolve)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with (
+        _serving(_Huge) as host,
+        pytest.raises(RegistryError, match=r"rejecting .*manifest for .*more than 4393216"),
+    ):
+        _resolve(f"{host}/{repo}")
 
 
 _CONFIG = b'{"architecture": "amd64", "os": "linux", "config": {}}'
@@ -221,22 +229,10 @@ class _Crafted(BaseHTTPRequestHandler):
     ],
 )
 def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Crafted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        ref = parse_reference(f"127.0.0.1:{server.server_address[1]}/{repo}")
-
-        async def resolve() -> None:
-            async with _client() as client:
-                await client.resolve(ref, Platform("linux", "amd64"))
-
-        with pytest.raises(RegistryError) as err:
-            anyio.run(resolve)
-        assert message in str(err.value)
-        assert "\n" not in str(err.value)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(_Crafted) as host, pytest.raises(RegistryError) as err:
+        _resolve(f"{host}/{repo}")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -251,14 +247,8 @@ def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:
 def test_a_failing_registry_is_one_line(proxy: FaultProxy, fault: Fault, said: str) -> None:
     proxy.fault = fault
     host = proxy.url.removeprefix("http://")
-    ref = parse_reference(f"{host}/img")
-
-    async def resolve() -> None:
-        async with _client() as client:
-            await client.resolve(ref, Platform("linux", "amd64"))
-
     with pytest.raises(RegistryError) as err:
-        anyio.run(resolve)
+        _resolve(f"{host}/img")
     assert said in str(err.value) and host in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -292,23 +282,10 @@ class _Forgetful(BaseHTTPRequestHandler):
 
 
 def test_a_kept_connection_the_server_dropped_is_asked_again() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forgetful)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        ref = parse_reference(f"127.0.0.1:{server.server_address[1]}/img")
-
-        async def resolve() -> str:
-            async with _client() as client:
-                first = await client.resolve(ref, Platform("linux", "amd64"))
-                again = await client.resolve(ref, Platform("linux", "amd64"))
-                assert again.manifest_digest == first.manifest_digest
-                return first.manifest_digest
-
-        assert anyio.run(resolve).startswith("sha256:")
-        assert _Forgetful.dropped >= 2  # the config, then the second manifest
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(_Forgetful) as host:
+        first, again = _resolve(f"{host}/img", times=2)
+    assert first == again and first.startswith("sha256:")
+    assert _Forgetful.dropped >= 2  # the config, then the second manifest
 
 
 class _Loop(BaseHTTPRequestHandler):
@@ -325,22 +302,12 @@ class _Loop(BaseHTTPRequestHandler):
 
 
 def test_a_redirect_loop_is_one_line() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Loop)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host = f"127.0.0.1:{server.server_address[1]}"
-        ref = parse_reference(f"{host}/loop")
-
-        async def resolve() -> None:
-            async with _client() as client:
-                await client.resolve(ref, Platform("linux", "amd64"))
-
-        with pytest.raises(RegistryError, match="Exceeded maximum allowed redirects") as err:
-            anyio.run(resolve)
-        assert "\n" not in str(err.value)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with (
+        _serving(_Loop) as host,
+        pytest.raises(RegistryError, match="Exceeded maximum allowed redirects") as err,
+    ):
+        _resolve(f"{host}/loop")
+    assert "\n" not in str(err.value)
 
 
 def test_a_second_resolution_asks_only_for_the_tag(
