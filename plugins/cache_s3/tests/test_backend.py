@@ -254,6 +254,47 @@ def test_a_blob_that_is_not_its_digest_is_never_sent(endpoint: str, bucket: str)
     assert _keys(endpoint, bucket) == []
 
 
+def _pending_uploads(endpoint: str, bucket: str) -> list[str]:
+    listed = _s3(endpoint).list_multipart_uploads(Bucket=bucket)
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def test_a_large_blob_streams_in_parts_in_order(endpoint: str, bucket: str) -> None:
+    # 4 parts, 2 in flight: parts finish out of order and are listed in order
+    data = b"".join(hashlib.sha256(b"%d" % n).digest() for n in range((25 << 20) // 32))
+    _run(_attrs(endpoint, bucket, upload_parallelism="2"), _write(data))
+    key = f"blobs/{_digest(data)}"
+    assert _s3(endpoint).head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-4")
+    assert _s3(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert _pending_uploads(endpoint, bucket) == []
+
+
+def test_a_large_blob_that_is_not_its_digest_leaves_nothing(endpoint: str, bucket: str) -> None:
+    data = b"x" * (17 << 20)  # three parts, all sent before the last byte is hashed
+    wrong = _digest(b"something else")
+    with pytest.raises(ValueError, match="arrived as sha256:"):
+        _run(_attrs(endpoint, bucket), lambda s: s.write_blob(wrong, len(data), _chunks(data)))
+    longer = _digest(data[: 9 << 20])  # more bytes than announced: refused, not held
+    with pytest.raises(ValueError, match="arrived as sha256:"):
+        _run(_attrs(endpoint, bucket), lambda s: s.write_blob(longer, 9 << 20, _chunks(data)))
+    assert _keys(endpoint, bucket) == []
+    assert _pending_uploads(endpoint, bucket) == []  # aborted: no parts kept, none billed
+
+
+def test_a_stream_that_fails_midway_aborts_the_upload(endpoint: str, bucket: str) -> None:
+    data = b"y" * (20 << 20)
+
+    async def failing() -> AsyncIterator[bytes]:
+        async for chunk in _chunks(data[: 12 << 20]):
+            yield chunk
+        raise OSError("the layer could not be read")
+
+    with pytest.raises(OSError, match="could not be read"):
+        _run(_attrs(endpoint, bucket), lambda s: s.write_blob(_digest(data), len(data), failing()))
+    assert _keys(endpoint, bucket) == []
+    assert _pending_uploads(endpoint, bucket) == []
+
+
 def test_credentials_never_appear_in_names_or_messages(endpoint: str, bucket: str) -> None:
     from moto.core import enable_iam_authentication
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, NoReturn, TypeVar
@@ -18,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UserError, check_options
+from llbkit.core.errors import ConfigError, UserError, check_options, first_error
 from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
+from llbkit.core.plugins.blobcheck import checked_digest
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.units import parse_duration
@@ -165,12 +166,9 @@ class S3CacheStore:
         """Raise ``err`` as the user should see it: transient (core tries again), refused, or
         a bug with its traceback. No message carries a credential: none holds S3's own text
         for a refusal, and the endpoint is shown without user, password or query."""
-        from boto3.exceptions import S3UploadFailedError
         from botocore import exceptions as aws
 
         cause: BaseException = err
-        if isinstance(err, S3UploadFailedError) and err.__context__ is not None:
-            cause = err.__context__  # upload_file wraps the ClientError it caught
         code, status = _code(cause)
         if isinstance(cause, aws.ClientError):
             if code in _THROTTLED or status >= 500 or status == 429:
@@ -287,30 +285,72 @@ class S3CacheStore:
         self._check_writable()
         key = self._blob_key(digest)
         # Checked before a byte is sent: a bucket never holds a blob under a wrong digest.
-        if size < MULTIPART:  # one PUT from memory: no spool file, no transfer manager
+        if size < MULTIPART:  # one PUT from memory
             data = await _verified_bytes(digest, size, chunks)
             put = partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=data)
             await self._run(f"PUT {self._url(key)}", put)
         else:
-            async with verified_spool(digest, size, chunks) as spool:
-                # A multipart upload, visible only once complete.
-                await self._run(
-                    f"PUT {self._url(key)}",
-                    lambda: self._upload_parts(str(spool), key),
-                )
+            await self._write_parts(key, digest, size, chunks)
         if self._listing is not None:
             self._listing[key] = datetime.now(UTC)
 
-    def _upload_parts(self, path: str, key: str) -> None:
-        # boto3's transfer manager over this botocore client, imported only for a large blob
-        from boto3.s3.transfer import S3Transfer, TransferConfig
+    async def _write_parts(
+        self, key: str, digest: str, size: int, chunks: AsyncIterable[bytes]
+    ) -> None:
+        """A multipart upload fed as the blob streams in: each full part is sent while the
+        next fills (at most ``upload_parallelism`` in flight, so that many held in memory),
+        and the upload is completed, which makes the object visible, only once the whole
+        blob hashed to ``digest``. A failure or a mismatch aborts it: no part is kept."""
+        import hashlib
 
-        config = TransferConfig(
-            multipart_threshold=MULTIPART,
-            multipart_chunksize=MULTIPART,
-            max_concurrency=self.upload_parallelism,
-        )
-        S3Transfer(self._s3, config).upload_file(path, self.bucket, key)
+        checked_digest(digest)
+        doing = f"PUT {self._url(key)}"
+        target = {"Bucket": self.bucket, "Key": key}
+        started = await self._run(doing, lambda: self._s3.create_multipart_upload(**target))
+        upload = {**target, "UploadId": started["UploadId"]}
+        etags: dict[int, str] = {}
+        slots = anyio.Semaphore(self.upload_parallelism)
+
+        async def send(number: int, body: bytes) -> None:
+            try:
+                part = partial(self._s3.upload_part, PartNumber=number, Body=body, **upload)
+                etags[number] = (await self._run(doing, part))["ETag"]
+            finally:
+                slots.release()
+
+        hasher, got, number = hashlib.sha256(), 0, 0
+        try:
+            async with anyio.create_task_group() as sending:
+                pending = bytearray()
+                async for chunk in chunks:
+                    hasher.update(chunk)
+                    got += len(chunk)
+                    if got > size:  # never held beyond what was announced
+                        break
+                    pending += chunk
+                    while len(pending) >= MULTIPART or (got == size and pending):
+                        body = bytes(pending[:MULTIPART])
+                        del pending[:MULTIPART]
+                        await slots.acquire()
+                        number += 1
+                        sending.start_soon(send, number, body)
+            arrived = "sha256:" + hasher.hexdigest()
+            if (arrived, got) != (digest, size):
+                raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
+            listed = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+            await self._run(
+                doing,
+                lambda: self._s3.complete_multipart_upload(
+                    MultipartUpload={"Parts": listed}, **upload
+                ),
+            )
+        except BaseException as err:
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                # best effort: the failure that got here is the one to report
+                await anyio.to_thread.run_sync(lambda: self._s3.abort_multipart_upload(**upload))
+            if isinstance(err, BaseExceptionGroup):
+                raise first_error(err) from None
+            raise
 
     def blob_source(self) -> BlobSource | None:
         return None  # not a registry: nothing for a push to mount
