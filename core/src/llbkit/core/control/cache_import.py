@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 import anyio.from_thread
@@ -26,7 +26,7 @@ from llbkit.core.cache.remote import (
     parse_manifest,
 )
 from llbkit.core.control.cache_calls import retried
-from llbkit.core.errors import UserError
+from llbkit.core.errors import UserError, one_error
 from llbkit.core.plugins.cache_backend import CacheStore, EmbedInImage, TransientCacheError
 from llbkit.core.solver.cache_sources import Hit
 
@@ -39,7 +39,7 @@ WarnFn = Callable[[str], None]
 
 #: how many blobs of a cache are checked or fetched at once
 PARALLEL = 8
-#: bytes of a download held in memory before they are written
+#: bytes of a download gathered before they are hashed and written (at most three such held)
 _HOLD = 4 << 20
 
 
@@ -90,33 +90,48 @@ class ImportedCache:
             raise UserError(f"{self.name}: cannot fetch blob {digest}: {err}") from None
 
     async def _download(self, digest: str, path: Path) -> str:
-        """One download; bytes are held until 4 MiB gather, so a small blob is one write."""
+        """One download into ``path``; returns what it hashes to. Bytes gather into pieces of
+        4 MiB (a small blob is one write), each hashed and written on a worker thread while
+        the next piece downloads."""
         import hashlib
 
         sha = hashlib.sha256()
-        pending: list[bytes] = []
-        held = 0
-        out = None
+        pieces, arriving = anyio.create_memory_object_stream[bytes](2)
+
+        def absorb(piece: bytes, out: BinaryIO) -> None:
+            sha.update(piece)  # hashlib lets go of the GIL: the download goes on meanwhile
+            out.write(piece)
+
+        async def write(out: BinaryIO) -> None:
+            async with arriving:
+                async for piece in arriving:
+                    await anyio.to_thread.run_sync(absorb, piece, out)
+
+        async def receive() -> None:
+            async with pieces:
+                pending: list[bytes] = []
+                held = 0
+                async for chunk in self.remote.read_blob(digest):
+                    pending.append(chunk)
+                    held += len(chunk)
+                    if held >= _HOLD:
+                        await pieces.send(b"".join(pending))
+                        pending, held = [], 0
+                await pieces.send(b"".join(pending))
+
         try:
-            async for chunk in self.remote.read_blob(digest):
-                sha.update(chunk)
-                pending.append(chunk)
-                held += len(chunk)
-                if held >= _HOLD:
-                    out = out or await anyio.open_file(path, "wb")
-                    await out.write(b"".join(pending))
-                    pending, held = [], 0
-            if out is None:
-                await anyio.Path(path).write_bytes(b"".join(pending))
-            else:
-                await out.write(b"".join(pending))
+            out = await anyio.to_thread.run_sync(path.open, "wb")
+            try:
+                with one_error():
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(write, out)
+                        await receive()
+            finally:
+                await anyio.to_thread.run_sync(out.close)
         except KeyError:
             raise UserError(f"{self.name}: blob {digest} is missing from the cache") from None
         except (OSError, ValueError) as err:
             raise UserError(f"{self.name}: cannot fetch blob {digest}: {err}") from None
-        finally:
-            if out is not None:
-                await out.aclose()
         return "sha256:" + sha.hexdigest()
 
     def _present_all(self, digests: Sequence[str]) -> set[str]:
