@@ -204,6 +204,10 @@ def run() -> None:
     interpreter down. Freeing every module and object costs about 50 ms, a tenth of a warm
     build, and changes nothing outside: exit handlers and finalizers still run, threads are
     waited for and the standard streams flushed, as a normal exit does."""
+    from llbkit.core.cachedir import cache_dir
+    from llbkit.core.cli.codecache import install
+
+    install(cache_dir())  # before the classes of the command are made
     try:
         main()
         code: object = 0

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llbkit.core.cachedir import CACHE_ENV, cache_dir
+
 __all__ = ["CACHE_ENV", "Entry", "index", "load_target"]
 
-#: where the index lives (a directory); ``off`` scans every time and writes nothing
-CACHE_ENV = "LLBKIT_PLUGIN_CACHE"
 _PREFIX = "llbkit."
 _FORMAT = 1
 
@@ -90,16 +90,6 @@ def _scan() -> dict[str, list[Entry]]:
     return found
 
 
-def _cache_dir() -> Path | None:
-    configured = os.environ.get(CACHE_ENV, "")
-    if configured == "off":
-        return None
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "llbkit"
-
-
 def _read(path: Path, fingerprint: str) -> dict[str, list[Entry]] | None:
     try:
         data = json.loads(path.read_bytes())
@@ -146,7 +136,7 @@ def index() -> dict[str, list[Entry]]:
     known = _MEMO.get(fingerprint)
     if known is not None:
         return known
-    directory = _cache_dir()
+    directory = cache_dir()
     # One file per interpreter and path, the first entry (the script's folder, or the working
     # directory under -m) aside, so that commands run from different places share it.
     where = "\0".join([sys.executable, sys.prefix, *sys.path[1:]])

@@ -1,0 +1,23 @@
+"""Where llbkit keeps what only saves time (the entry-point index, compiled generated code):
+``$LLBKIT_PLUGIN_CACHE``, else ``$XDG_CACHE_HOME/llbkit``, else ``~/.cache/llbkit``; ``off``
+keeps nothing. Losing any of it costs speed, never a result."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CACHE_ENV", "cache_dir"]
+
+#: where the caches live (a directory); ``off`` recomputes everything and writes nothing
+CACHE_ENV = "LLBKIT_PLUGIN_CACHE"
+
+
+def cache_dir() -> Path | None:
+    configured = os.environ.get(CACHE_ENV, "")
+    if configured == "off":
+        return None
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llbkit"
