@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from llbkit.core.plugins.blobcheck import checked_digest, verified_spool
+from llbkit.core.plugins.blobcheck import BlobFile, checked_digest, verified_spool
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -48,3 +48,24 @@ def test_a_spool_is_yielded_only_for_the_right_bytes_and_always_removed() -> Non
     with pytest.raises(ValueError, match="arrived as"):
         anyio.run(bad, len(data) + 1, data)
     assert len(seen) == 1  # neither bad blob reached the block
+
+
+def test_a_blob_already_in_a_file_is_used_in_place(tmp_path: Path) -> None:
+    data = b"stored layer" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    layer = tmp_path / "blob"
+    layer.write_bytes(data)
+
+    async def spooled(size: int) -> Path:
+        async with verified_spool(digest, size, BlobFile(layer)) as spool:
+            return spool
+
+    assert anyio.run(spooled, len(data)) == layer  # no copy of the store's file
+    assert layer.read_bytes() == data  # and left where it was
+    with pytest.raises(ValueError, match=f"is {len(data)} bytes"):
+        anyio.run(spooled, len(data) - 1)
+
+    async def streamed() -> bytes:
+        return b"".join([chunk async for chunk in BlobFile(layer)])
+
+    assert anyio.run(streamed) == data  # a backend that streams reads it as it is

@@ -212,6 +212,49 @@ def test_a_blob_above_the_memory_limit_round_trips(tmp_path: Path, registry: Loc
 
 
 @pytest.mark.services
+def test_a_layer_in_a_file_is_pushed_from_it_not_spooled(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    from llbkit.core.plugins.blobcheck import BlobFile
+
+    data = hashlib.sha256(b"layer").digest() * ((SMALL_BLOB * 2) // 32)
+    layer = tmp_path / "layer"
+    layer.write_bytes(data)
+    digest = _digest(data)
+    ref = f"{registry.host}/cache/file:latest"
+    spool = tmp_path / "state" / "spool"
+    made: list[Path] = []
+
+    async def scenario() -> tuple[bool, bytes]:
+        store = await _open(tmp_path, ref)
+        original = store._spool_path
+        store._spool_path = lambda: made.append(original()) or made[-1]  # type: ignore[method-assign]
+        try:
+            with pytest.raises(ValueError, match="bytes"):  # a size the file does not have
+                await store.write_blob(digest, len(data) + 1, BlobFile(layer))
+            await store.write_blob(digest, len(data), BlobFile(layer))
+            # bytes that are not the digest: the registry refuses them, nothing is kept
+            wrong = _digest(b"other")
+            with pytest.raises(UserError):
+                await store.write_blob(wrong, len(data), BlobFile(layer))
+            assert not await store.has_blob(wrong)
+        finally:
+            await store.aclose()
+        store = await _open(tmp_path, ref, "import")
+        try:
+            has = await store.has_blob(digest)
+            return has, b"".join([chunk async for chunk in store.read_blob(digest)])
+        finally:
+            await store.aclose()
+
+    has, read = anyio.run(scenario)
+    assert has and read == data
+    assert made == []  # never spooled
+    assert layer.read_bytes() == data  # the store's file is left as it was
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+
+@pytest.mark.services
 @pytest.mark.parametrize("size", [100, SMALL_BLOB + 1], ids=["small", "large"])
 def test_a_blob_that_does_not_match_its_digest_is_not_pushed(
     tmp_path: Path, registry: LocalRegistry, size: int

@@ -30,6 +30,7 @@ from llbkit.core.cache.remote import (
 )
 from llbkit.core.control.cache_calls import retried
 from llbkit.core.errors import ConfigError, first_error
+from llbkit.core.plugins.blobcheck import BlobFile
 from llbkit.core.plugins.compression import compression_level
 from llbkit.core.solver.keys import result_key
 
@@ -268,7 +269,7 @@ class ExportPlan:
                 if not await retried(lambda: remote.has_blob(layer.digest)):
                     path = await fetch_blob(self.store, layer.digest, self.threads)
                     await retried(
-                        lambda: remote.write_blob(layer.digest, layer.size, _file_chunks(path))
+                        lambda: remote.write_blob(layer.digest, layer.size, BlobFile(path))
                     )
                 progress.status(name, current=layer.size, total=layer.size, done=True)
 
@@ -300,12 +301,6 @@ class ExportPlan:
 
 async def _bytes_chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _file_chunks(path: Any) -> AsyncIterator[bytes]:
-    async with await anyio.open_file(path, "rb") as handle:
-        while chunk := await handle.read(1 << 20):
-            yield chunk
 
 
 def descriptor_text(desc: Mapping[str, Any]) -> str:

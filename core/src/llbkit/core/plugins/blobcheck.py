@@ -17,9 +17,24 @@ from pathlib import Path
 
 import anyio
 
-__all__ = ["DIGEST", "checked_digest", "verified_spool"]
+__all__ = ["DIGEST", "BlobFile", "checked_digest", "verified_spool"]
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class BlobFile:
+    """A blob's bytes streamed from a local file holding exactly that blob, verified when it
+    entered the engine's content store: what core hands ``CacheStore.write_blob`` for a layer.
+    A backend that uploads files may send ``path`` itself instead of iterating (no second copy
+    on disk); it must not change, move or delete the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async with await anyio.open_file(self.path, "rb") as handle:
+            while chunk := await handle.read(1 << 20):
+                yield chunk
 
 
 def checked_digest(digest: str) -> str:
@@ -36,6 +51,12 @@ async def verified_spool(
     """A temporary file holding ``chunks``, yielded only if they are ``size`` bytes hashing to
     ``digest`` (:class:`ValueError` otherwise); removed when the block ends."""
     checked_digest(digest)
+    if isinstance(chunks, BlobFile):  # already in a file, checked by the store: not copied
+        found = (await anyio.Path(chunks.path).stat()).st_size
+        if found != size:
+            raise ValueError(f"blob {digest} ({size} bytes) is {found} bytes in {chunks.path}")
+        yield chunks.path
+        return
     fd, name = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(prefix=prefix))
     os.close(fd)
     spool = Path(name)

@@ -89,7 +89,7 @@ class CacheStore(Protocol):
 
     @property
     def name(self) -> str:
-        """How messages and progress name this cache (``registry 127.0.0.1:5000/app:cache``)."""
+        """How messages and progress name this cache (``registry host:5000/app:cache``)."""
         ...
 
     @property
@@ -98,7 +98,7 @@ class CacheStore(Protocol):
         ...
 
     async def read_index(self) -> bytes | None:
-        """Return the index document, or ``None`` when the cache has none yet."""
+        """The index document, or ``None`` when the cache has none yet."""
         ...
 
     async def write_index(self, data: bytes) -> None:
@@ -106,7 +106,7 @@ class CacheStore(Protocol):
         names is stored, so a reader never finds an index naming a missing blob."""
 
     async def has_blob(self, digest: str) -> bool:
-        """Tell whether a blob exists, so an export can skip it."""
+        """Whether a blob exists, so an export can skip it."""
         ...
 
     def read_blob(self, digest: str) -> AsyncIterator[bytes]:
@@ -115,7 +115,8 @@ class CacheStore(Protocol):
         ...
 
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
-        """Store a blob whose content hashes to ``digest``; visible only once complete."""
+        """Store a blob whose content hashes to ``digest``; visible only once complete.
+        ``chunks`` may be a file: :class:`~llbkit.core.plugins.blobcheck.BlobFile`."""
 
     def blob_source(self) -> BlobSource | None:
         """The registry repository holding the blobs, if the cache is one: an image pushed

@@ -22,7 +22,7 @@ from anyio import AsyncFile
 
 from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.blobcheck import checked_digest
+from llbkit.core.plugins.blobcheck import BlobFile, checked_digest
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.plugins.registries import RegistrySession
@@ -106,6 +106,14 @@ class RegistryCacheStore:
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
         checked_digest(digest)
+        if isinstance(chunks, BlobFile) and size > SMALL_BLOB:
+            # A layer in the engine's store: streamed from there (the registry checks the
+            # digest too), not copied to a spool file first.
+            found = (await anyio.Path(chunks.path).stat()).st_size
+            if found != size:
+                raise ValueError(f"blob {digest} ({size} bytes) is {found} bytes")
+            await self._session.push_blob(digest, chunks.path)
+            return
         received, arrived, got = await self._receive(chunks)
         try:
             if (arrived, got) != (digest, size):
