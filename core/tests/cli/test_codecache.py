@@ -4,6 +4,7 @@ a second process compiles nothing, and a file that cannot be trusted or read is 
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -93,6 +94,12 @@ def test_a_damaged_file_is_compiled_over(tmp_path: Path) -> None:
     kept.chmod(0o600)
     assert _run(tmp_path)["compiled"] != 0
     assert _run(tmp_path)["compiled"] == 0  # written again, whole
+    # entries that do not unmarshal to code (damaged, or not code at all) are compiled again
+    entries = marshal.loads(kept.read_bytes())
+    bad = [b"\x00 damaged", marshal.dumps("print('not code')"), marshal.dumps(42)]
+    kept.write_bytes(marshal.dumps({k: bad[n % 3] for n, k in enumerate(entries)}))
+    assert _run(tmp_path)["compiled"] == len(entries)
+    assert _without_count(_run(tmp_path)) == _without_count(_run("-"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user needs root")

@@ -19,7 +19,9 @@ import dataclasses
 import marshal
 import os
 import sys
+from contextlib import suppress
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 __all__ = ["install"]
@@ -40,10 +42,8 @@ class _Kept:
 
     def exec(self, source: Any, globals: Any = None, locals: Any = None) -> None:
         if isinstance(source, str):
-            kept = self.codes.get(source)
-            if kept is not None:
-                code = marshal.loads(kept)
-            else:
+            code = _code(self.codes.get(source))
+            if code is None:
                 # dont_inherit: compiled as dataclasses' own exec compiles it, without this
                 # module's __future__ flags (annotations would become strings)
                 code = compile(source, "<string>", "exec", dont_inherit=True)
@@ -56,14 +56,26 @@ class _Kept:
         if not self.added:
             return
         codes = self.codes if len(self.codes) <= LIMIT else {}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
                 marshal.dump(codes, out)
             os.replace(tmp, self.path)
         except (OSError, ValueError):  # unwritable or full: only the shortcut is lost
-            pass
+            with suppress(OSError):
+                tmp.unlink()
+
+
+def _code(kept: bytes | None) -> CodeType | None:
+    """A kept entry as code, or ``None`` (absent, or not code: compiled again)."""
+    if kept is None:
+        return None
+    try:
+        code = marshal.loads(kept)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return code if isinstance(code, CodeType) else None
 
 
 def _read(path: Path) -> dict[str, bytes]:

@@ -50,6 +50,8 @@ CHUNK = 1 << 20
 TIMEOUT = "60s"
 #: blobs from this size up go in parts of this size, ``upload_parallelism`` at once
 MULTIPART = 8 << 20
+#: S3's limit on the parts of one upload
+PARTS_MAX = 10_000
 #: most blobs listed (one page) to answer existence checks; past that, a HEAD each. A page of
 #: 100 costs about what 3 to 6 HEADs do (moto here: 0.24 s for 1,000, 0.07 s for 250), so a
 #: large shared prefix loses little and a fresh or small one saves a round trip per blob
@@ -318,6 +320,8 @@ class S3CacheStore:
             finally:
                 slots.release()
 
+        # S3 takes at most 10,000 parts: a blob beyond 80 GB goes in larger ones (whole MiB)
+        part_size = max(MULTIPART, -(-size // (PARTS_MAX << 20)) << 20)
         hasher, got, number = hashlib.sha256(), 0, 0
         try:
             async with anyio.create_task_group() as sending:
@@ -328,9 +332,9 @@ class S3CacheStore:
                     if got > size:  # never held beyond what was announced
                         break
                     pending += chunk
-                    while len(pending) >= MULTIPART or (got == size and pending):
-                        body = bytes(pending[:MULTIPART])
-                        del pending[:MULTIPART]
+                    while len(pending) >= part_size or (got == size and pending):
+                        body = bytes(pending[:part_size])
+                        del pending[:part_size]
                         await slots.acquire()
                         number += 1
                         sending.start_soon(send, number, body)
