@@ -263,6 +263,23 @@ def test_a_blob_that_does_not_match_its_digest_or_size_is_not_stored(tmp_path: P
     )
 
 
+def test_a_layer_from_the_store_is_copied_and_only_its_size_checked(tmp_path: Path) -> None:
+    from llbkit.core.plugins.blobcheck import BlobFile
+
+    layer = tmp_path / "layer"
+    layer.write_bytes(b"stored layer")
+
+    async def scenario() -> bytes:
+        store = await open_store(tmp_path)
+        with pytest.raises(ValueError, match=r"\(13 bytes\) arrived as .* \(12 bytes\)"):
+            await store.write_blob(sha(b"stored layer"), 13, BlobFile(layer))
+        await store.write_blob(sha(b"stored layer"), 12, BlobFile(layer))
+        return b"".join([c async for c in store.read_blob(sha(b"stored layer"))])
+
+    assert anyio.run(scenario) == b"stored layer"
+    assert layer.read_bytes() == b"stored layer"
+
+
 def test_a_blob_whose_stream_fails_leaves_nothing_behind(tmp_path: Path) -> None:
     async def broken() -> AsyncIterator[bytes]:
         yield b"half"

@@ -18,6 +18,7 @@ from typing import ClassVar
 from llbkit.core import ocilayout as _layout
 from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
+from llbkit.core.plugins.blobcheck import BlobFile
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientDirectory, ClientIO
 
@@ -141,15 +142,18 @@ class LocalCacheStore:
         name = _layout.blob_name(digest)
         await self._ensure_layout()
         # Raising inside the block is what keeps a bad blob out: the directory drops it.
+        # A layer from the engine's store was checked when stored: only its size is.
+        stored = isinstance(chunks, BlobFile)
         async with self.directory.write(name) as out:
             hasher, got = hashlib.sha256(), 0
             async for chunk in chunks:
                 got += len(chunk)
                 if got > size:
                     raise ValueError(f"blob {digest} is larger than its {size} bytes")
-                hasher.update(chunk)
+                if not stored:
+                    hasher.update(chunk)
                 await out.write(chunk)
-            actual = "sha256:" + hasher.hexdigest()
+            actual = digest if stored else "sha256:" + hasher.hexdigest()
             if (actual, got) != (digest, size):
                 raise ValueError(f"blob {digest} ({size} bytes) arrived as {actual} ({got} bytes)")
 
