@@ -1322,3 +1322,114 @@ def test_a_context_the_client_refuses_to_send_reads_as_buildkit_says_it(
         assert done.returncode == 1 and b"Traceback" not in done.stderr, done.stderr
     last = [done.stderr.decode().splitlines()[-1] for done in (remote, embedded)]
     assert last[0] == last[1] and last[0].endswith(expected), last
+
+
+# A client as buildctl is one: its session carries no shared key.
+_KEYLESS = """
+import sys
+import llbkit.core.remote.controller as remote
+remote._shared_key = lambda client: ""
+sys.argv = ["llbkit", "--addr", *sys.argv[1:]]
+from llbkit.core.cli.main import run
+run()
+"""
+
+
+def _keyless(address: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-c", _KEYLESS, address, *args], capture_output=True, timeout=300
+    )
+
+
+def _context_build(folder: Path) -> list[str]:
+    (folder / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (folder / "big.bin").write_bytes(os.urandom(1 << 20))
+    return [
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={folder}",
+        "--local",
+        f"dockerfile={folder}",
+    ]
+
+
+def _mirrors(root: Path) -> set[str]:
+    return {p.name for p in (root / "plugins/llbkit.sources/local").iterdir()}
+
+
+def test_clients_without_a_shared_key_resync_one_mirror_as_buildkit(tmp_path: Path) -> None:
+    """buildctl's builds share a mirror per directory name on the socket, as buildkitd's do:
+    a rebuild sends only what changed, and no build leaves a mirror of its own."""
+    folder = tmp_path / "ctx"
+    folder.mkdir()
+    build = _context_build(folder)
+    with daemon(tmp_path / "root") as (address, _):
+        first = _keyless(address, *build)
+        assert first.returncode == 0, first.stderr
+        mirrors = _mirrors(tmp_path / "root")
+        (copy,) = (tmp_path / "root/plugins/llbkit.sources/local").glob("*/tree/big.bin")
+        before = copy.stat().st_ino
+        again = _keyless(address, *build, "--no-cache")
+        assert again.returncode == 0, again.stderr
+        assert _mirrors(tmp_path / "root") == mirrors  # the same ones, synced again
+        assert copy.stat().st_ino == before  # unchanged, so not sent again
+
+
+def test_mutual_tls_clients_never_share_a_mirror(tmp_path: Path) -> None:
+    """Over mutual TLS a client's mirrors are its certificate's: another client that sends
+    the same (or no) shared key never syncs into them, nor builds from them."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    for name in ("alice", "bob"):
+        cert = ca.issue_cert(f"{name}@example.com")
+        (tmp_path / name).mkdir()
+        ca.cert_pem.write_to_path(str(tmp_path / name / "ca.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / name / "cert.pem"))
+        cert.private_key_pem.write_to_path(str(tmp_path / name / "key.pem"))
+    folder = tmp_path / "ctx"
+    folder.mkdir()
+    build = _context_build(folder)
+    port = _free_port()
+    root = tmp_path / "root"
+    proc = subprocess.Popen(
+        [
+            *LLBKITD,
+            "--root",
+            str(root),
+            "--addr",
+            f"tcp://127.0.0.1:{port}",
+            "--tlscacert",
+            str(tmp_path / "ca.pem"),
+            "--tlscert",
+            str(tmp_path / "server.pem"),
+            "--tlskey",
+            str(tmp_path / "server.key"),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe, contextlib.suppress(OSError):
+                probe.connect(("127.0.0.1", port))
+                break
+            time.sleep(0.05)
+        address = f"tcp://127.0.0.1:{port}"
+        seen: list[set[str]] = []
+        for name in ("alice", "alice", "bob"):
+            done = _keyless(address, "--tlsdir", str(tmp_path / name), *build)
+            assert done.returncode == 0, done.stderr
+            seen.append(_mirrors(root))
+        assert seen[0] == seen[1]  # alice again: her mirrors, resynced
+        assert len(seen[2]) == 2 * len(seen[0])  # bob: mirrors of his own
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 import grpc
@@ -84,6 +85,7 @@ class SessionManager:
                 (headers.get(HEADER_KEY) or [""])[0],
                 frozenset(m.lower() for m in headers.get(HEADER_METHOD, [])),
                 channel,
+                peer=peer_identity(context.auth_context()),
             )
             async with self._changed:
                 previous = self._sessions.get(session_id)
@@ -121,3 +123,12 @@ class SessionManager:
             return await asyncio.wait_for(arrived(), timeout)
         except TimeoutError:
             raise UserError(f"no active session for {session_id}: the client is gone") from None
+
+
+def peer_identity(auth: Mapping[str, Iterable[bytes]]) -> str:
+    """Who is at the other end, as far as the transport proves it: the client certificate
+    of a mutual-TLS connection (its SHA-256), or "" on the unix socket, whose users the
+    daemon trusts as buildkitd trusts its socket's (root and the socket's group)."""
+    for certificate in auth.get("x509_pem_cert") or ():
+        return "tls-" + hashlib.sha256(certificate).hexdigest()[:32]
+    return ""

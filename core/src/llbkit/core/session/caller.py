@@ -61,6 +61,8 @@ class Session:
     methods: frozenset[str]
     channel: grpc.aio.Channel
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the client as its connection proves it (a TLS certificate's digest), "" on the socket
+    peer: str = ""
 
     def supports(self, method: str) -> bool:
         return method.lower() in self.methods
@@ -367,10 +369,12 @@ class SessionClientIO:
     # -- local directories ------------------------------------------------------------------
 
     def local_identity(self, name: str) -> str:
-        # As BuildKit keys its mirrors, by the directory's name and the session's shared key;
-        # a session without one (buildctl's) gets its own: another client's mirror never is.
-        key = self.session.shared_key or f"session-{self.session.id}"
-        return f"session:{key}:{name}"
+        # As BuildKit keys its mirrors: by the directory's name and the session's shared key
+        # (buildctl sends none, so its builds share one mirror per name and resync only what
+        # changed). A mutual-TLS client's mirrors are its own: one certificate never syncs
+        # into, or builds from, the files another certificate's client sent.
+        peer = f"{self.session.peer}/" if self.session.peer else ""
+        return f"session:{peer}{self.session.shared_key}:{name}"
 
     async def sync_local(
         self,

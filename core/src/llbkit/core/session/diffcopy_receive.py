@@ -128,10 +128,12 @@ class _Receiver:
                         raise InvalidStreamError("a stat after the end of the file list")
                     if not packet.HasField("stat"):
                         listed = True
-                        await self.stats_tx.send(None)
+                        self.stats_tx.send_nowait(None)
                         continue
                     self.validator.check(packet.stat)
-                    await self.stats_tx.send((file_id, packet.stat))
+                    # The listing's queue is unbounded: no wait, and no checkpoint per stat
+                    # (a listing of 5,000 files spent a tenth of a second on them).
+                    self.stats_tx.send_nowait((file_id, packet.stat))
                     file_id += 1
                 elif kind == Packet.PACKET_DATA:
                     if packet.ID not in self.open_ids:
