@@ -133,3 +133,33 @@ def test_the_local_source_hands_the_store_what_its_fetch_learned() -> None:
 
     assert issubclass(LocalJob, MirroredJob)
     assert not issubclass(ImageJob, MirroredJob)
+
+
+def test_the_context_step_shows_what_its_sync_transferred(tmp_path: Path) -> None:
+    """As BuildKit's ``transferring context: 1.05MB``: a sub-task of the local source's step,
+    counting the bytes of the files the sync wrote (none when nothing changed)."""
+    ctx = tmp_path / "ctx"
+    _fill(ctx)
+    total = sum(p.stat().st_size for p in ctx.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def transferred(engine: Controller) -> list[tuple[int, bool]]:
+        request = SolveRequest(
+            ref=new_ref(), session=EmbeddedClient(locals={"ctx": ctx}), definition=DEFINITION
+        )
+
+        async def run() -> list[tuple[int, bool]]:
+            await engine.solve(request)
+            found = []
+            async for batch in engine.status(request.ref):
+                for status in batch.statuses:
+                    if status.id == "transferring ctx:" and status.completed is not None:
+                        found.append((status.current, status.started is not None))
+            return found
+
+        return anyio.run(run)
+
+    with open_engine(tmp_path / "root") as engine:
+        assert transferred(engine) == [(total, True)]
+        assert transferred(engine) == [(0, True)]
+        (ctx / "d2" / "sub" / "f2").write_bytes(b"x" * 1234)
+        assert transferred(engine) == [(1234, True)]

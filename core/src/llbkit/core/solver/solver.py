@@ -45,6 +45,7 @@ from llbkit.core.solver.cache_sources import CacheChain, Hit
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
 from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for
+from llbkit.core.sources._base import MirroredJob
 
 if TYPE_CHECKING:
     from llbkit.core.solver.ops.exec import CacheMounts
@@ -358,11 +359,17 @@ class _Build:
             began = time.time()
             digest = shared.vertex.digest
             shared.emit(VertexStatus(status, digest, began, started=began))
+            moved = 0
             try:
-                return await op.cache_key(self.solver.drivers, self.client)
+                key = await op.cache_key(self.solver.drivers, self.client)
+                if isinstance(job, MirroredJob):  # a local context: what crossed, as BuildKit
+                    moved = job.transferred() or 0
+                return key
             finally:
                 now = time.time()
-                shared.emit(VertexStatus(status, digest, now, started=began, completed=now))
+                shared.emit(
+                    VertexStatus(status, digest, now, current=moved, started=began, completed=now)
+                )
 
         return await shared.key.run(compute)
 

@@ -89,6 +89,10 @@ class MirroredJob(Protocol):
         """The fetched tree's entries' checksums, as the mirror's sum found them."""
         ...
 
+    def transferred(self) -> int | None:
+        """Bytes of files the key's sync of the mirror wrote (``None`` before it ran)."""
+        ...
+
 
 class ParsedSource:
     """A source vertex whose identifier and attributes have been checked.

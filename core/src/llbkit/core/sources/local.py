@@ -6,7 +6,7 @@ import hashlib
 import json
 import marshal
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,6 +60,15 @@ class LocalJob(ParsedSource):
     _keys: dict[str, str] = field(default_factory=dict, compare=False)
     _digests: dict[str, str] = field(default_factory=dict, compare=False)
     _made: list[tuple[str, os.stat_result]] = field(default_factory=list, compare=False)
+    _moved: list[int] = field(default_factory=list, compare=False)
+
+    @property
+    def key_status(self) -> str:
+        """Keying a local source syncs its mirror: shown as BuildKit shows the transfer."""
+        return f"transferring {self.name}:"
+
+    def transferred(self) -> int | None:
+        return self._moved[-1] if self._moved else None
 
     def inode_pool(self) -> str | None:
         """Layers fetched from one mirror share its files' inodes (named once fetched)."""
@@ -93,6 +102,7 @@ class LocalJob(ParsedSource):
             )
             known = summed if changed is not None else None
             checksum = await anyio.to_thread.run_sync(_checksum, mirror, known, changed, generation)
+            self._moved.append(await anyio.to_thread.run_sync(_file_bytes, tree, changed))
         self._keys["checksum"] = checksum
         return f"local:{checksum}"
 
@@ -129,6 +139,26 @@ class LocalJob(ParsedSource):
         """The fetched tree's entries' checksums, as the mirror's sum found them (the tree's
         root left out: the fetched root is not the mirror's)."""
         return self._digests or None
+
+
+def _file_bytes(tree: Path, changed: Collection[str] | None) -> int:
+    """The bytes of the files a sync wrote (all of them, when it cannot say which)."""
+    import stat
+
+    paths: Iterable[Path]
+    if changed is None:
+        paths = (Path(top) / name for top, _, names in os.walk(tree) for name in names)
+    else:
+        paths = (tree / path for path in changed)
+    total = 0
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:  # removed by the sync
+            continue
+        if stat.S_ISREG(st.st_mode):
+            total += st.st_size
+    return total
 
 
 def _entry_digests(mirror: Path) -> dict[str, str]:
