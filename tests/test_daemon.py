@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -205,18 +205,23 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_mutual_tls_admits_only_clients_of_its_ca(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
-    ca, other = trustme.CA(), trustme.CA()
+@contextlib.contextmanager
+def tls_daemon(tmp_path: Path, clients: Mapping[str, Any]) -> Iterator[str]:
+    """llbkitd on loopback TCP with mutual TLS, its CA a new ``trustme`` CA; each of
+    ``clients`` (name -> the CA that signs it, ``None`` for the daemon's) gets a ``--tlsdir``
+    folder ``tmp_path / name`` that trusts the daemon. Yields the address."""
+    import trustme
+
+    ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
     server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
-    for name, authority in (("good", ca), ("stranger", other)):
-        cert = authority.issue_cert(f"{name}@example.com")
+    for name, authority in clients.items():
+        cert = (authority or ca).issue_cert(f"{name}@example.com")
         folder = tmp_path / name
         folder.mkdir()
-        ca.cert_pem.write_to_path(str(folder / "ca.pem"))  # both trust the daemon
+        ca.cert_pem.write_to_path(str(folder / "ca.pem"))  # all trust the daemon
         cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
         cert.private_key_pem.write_to_path(str(folder / "key.pem"))
     port = _free_port()
@@ -243,7 +248,15 @@ def test_mutual_tls_admits_only_clients_of_its_ca(tmp_path: Path) -> None:
                 probe.connect(("127.0.0.1", port))
                 break
             time.sleep(0.05)
-        address = f"tcp://127.0.0.1:{port}"
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_mutual_tls_admits_only_clients_of_its_ca(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    with tls_daemon(tmp_path, {"good": None, "stranger": trustme.CA()}) as address:
         good = client(address, "--tlsdir", str(tmp_path / "good"), "debug", "workers")
         assert good.returncode == 0, good.stderr
         stranger = client(address, "--tlsdir", str(tmp_path / "stranger"), "debug", "workers")
@@ -255,9 +268,6 @@ def test_mutual_tls_admits_only_clients_of_its_ca(tmp_path: Path) -> None:
         for refused in (stranger, anonymous, plain):
             assert refused.stderr.decode().startswith("error: "), refused.stderr
             assert "Traceback" not in refused.stderr.decode()
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_a_frontend_outside_the_daemon_drives_the_build_through_the_gateway(
@@ -1382,54 +1392,15 @@ def test_clients_without_a_shared_key_resync_one_mirror_as_buildkit(tmp_path: Pa
 def test_mutual_tls_clients_never_share_a_mirror(tmp_path: Path) -> None:
     """Over mutual TLS a client's mirrors are its certificate's: another client that sends
     the same (or no) shared key never syncs into them, nor builds from them."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
-    for name in ("alice", "bob"):
-        cert = ca.issue_cert(f"{name}@example.com")
-        (tmp_path / name).mkdir()
-        ca.cert_pem.write_to_path(str(tmp_path / name / "ca.pem"))
-        cert.cert_chain_pems[0].write_to_path(str(tmp_path / name / "cert.pem"))
-        cert.private_key_pem.write_to_path(str(tmp_path / name / "key.pem"))
+    pytest.importorskip("trustme")
     folder = tmp_path / "ctx"
     folder.mkdir()
     build = _context_build(folder)
-    port = _free_port()
-    root = tmp_path / "root"
-    proc = subprocess.Popen(
-        [
-            *LLBKITD,
-            "--root",
-            str(root),
-            "--addr",
-            f"tcp://127.0.0.1:{port}",
-            "--tlscacert",
-            str(tmp_path / "ca.pem"),
-            "--tlscert",
-            str(tmp_path / "server.pem"),
-            "--tlskey",
-            str(tmp_path / "server.key"),
-        ],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe, contextlib.suppress(OSError):
-                probe.connect(("127.0.0.1", port))
-                break
-            time.sleep(0.05)
-        address = f"tcp://127.0.0.1:{port}"
+    with tls_daemon(tmp_path, {"alice": None, "bob": None}) as address:
         seen: list[set[str]] = []
         for name in ("alice", "alice", "bob"):
             done = _keyless(address, "--tlsdir", str(tmp_path / name), *build)
             assert done.returncode == 0, done.stderr
-            seen.append(_mirrors(root))
-        assert seen[0] == seen[1]  # alice again: her mirrors, resynced
-        assert len(seen[2]) == 2 * len(seen[0])  # bob: mirrors of his own
-    finally:
-        proc.terminate()
-        proc.wait(30)
+            seen.append(_mirrors(tmp_path / "root"))
+    assert seen[0] == seen[1]  # alice again: her mirrors, resynced
+    assert len(seen[2]) == 2 * len(seen[0])  # bob: mirrors of his own
