@@ -125,3 +125,17 @@ def test_the_cli_keeps_its_classes_code_unless_caches_are_off(tmp_path: Path) ->
         )
     assert list((tmp_path / "on").glob("dataclass-code-*.marshal"))
     assert not (tmp_path / "llbkit").exists()  # off: not in the default place either
+
+
+def test_a_link_left_where_the_file_is_written_is_not_followed(tmp_path: Path) -> None:
+    from llbkit.core.cli.codecache import _Kept
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"someone's file")
+    kept = _Kept(tmp_path / "cache" / "dataclass-code-test.marshal")
+    kept.exec("def f(): pass", {}, {})  # one entry to save
+    kept.path.parent.mkdir()
+    (kept.path.parent / f".{kept.path.name}.{os.getpid()}").symlink_to(victim)
+    kept.save()
+    assert victim.read_bytes() == b"someone's file"
+    assert not kept.path.exists()  # not saved this time; nothing else touched

@@ -59,9 +59,13 @@ class _Kept:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            # A new file of its own: never through a link someone left in its place.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with open(os.open(tmp, flags, 0o600), "wb") as out:
                 marshal.dump(codes, out)
             os.replace(tmp, self.path)
+        except FileExistsError:  # another's file, or one a crash left: not ours to remove
+            return
         except (OSError, ValueError):  # unwritable or full: only the shortcut is lost
             with suppress(OSError):
                 tmp.unlink()
