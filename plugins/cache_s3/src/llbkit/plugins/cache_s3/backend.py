@@ -170,9 +170,8 @@ class S3CacheStore:
         for a refusal, and the endpoint is shown without user, password or query."""
         from botocore import exceptions as aws
 
-        cause: BaseException = err
-        code, status = _code(cause)
-        if isinstance(cause, aws.ClientError):
+        code, status = _code(err)
+        if isinstance(err, aws.ClientError):
             if code in _THROTTLED or status >= 500 or status == 429:
                 raise TransientCacheError(
                     f"{doing}: {code} (HTTP {status})",
@@ -191,11 +190,11 @@ class S3CacheStore:
                 ) from None
             raise UserError(f"{doing}: {code} (HTTP {status})") from None
         if isinstance(
-            cause, aws.ConnectionError | aws.HTTPClientError | aws.IncompleteReadError
+            err, aws.ConnectionError | aws.HTTPClientError | aws.IncompleteReadError
         ):  # refused, cut, timed out: worth another try
-            failed = _what_failed(cause, self.endpoint, self.timeout)
+            failed = _what_failed(err, self.endpoint, self.timeout)
             raise TransientCacheError(f"{doing}: {failed}") from None
-        if isinstance(cause, aws.NoCredentialsError | aws.PartialCredentialsError):
+        if isinstance(err, aws.NoCredentialsError | aws.PartialCredentialsError):
             raise UserError(
                 f"{doing}: no AWS credentials; give access_key_id= and secret_access_key=, "
                 "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -286,7 +285,8 @@ class S3CacheStore:
     async def write_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         self._check_writable()
         key = self._blob_key(digest)
-        # Checked before a byte is sent: a bucket never holds a blob under a wrong digest.
+        # A bucket never holds a blob under a wrong digest: a small one is checked before it
+        # is sent, a large one before its upload is completed.
         if size < MULTIPART:  # one PUT from memory
             data = await _verified_bytes(digest, size, chunks)
             put = partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=data)
