@@ -3,7 +3,7 @@
 The cache config (BuildKit's, its layers described inside) is the object
 ``prefix + manifests_prefix + name``, each blob the object ``prefix + blobs_prefix + <digest>``,
 so BuildKit and llbkit read each other's buckets. Attributes are BuildKit v0.11's, plus
-``upload_parallelism`` and ``timeout``. boto3 is synchronous: every call runs in a worker thread.
+``upload_parallelism`` and ``timeout``. botocore is synchronous: every call runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _public(url: str) -> str:
 
 
 class S3CacheStore:
-    """One opened cache: a bucket, its key prefixes, its index names, one boto3 client."""
+    """One opened cache: a bucket, its key prefixes, its index names, one botocore client."""
 
     def __init__(
         self,
@@ -152,7 +152,7 @@ class S3CacheStore:
         """``call()`` in a worker thread, its failures as llbkit's errors."""
         try:
             return await anyio.to_thread.run_sync(call)
-        except Exception as err:  # boto3's errors become llbkit's; a bug keeps its traceback
+        except Exception as err:  # botocore's errors become llbkit's; a bug keeps its traceback
             self._fail(doing, err)
 
     async def _find(self, doing: str, call: Callable[[], T]) -> T | None:
@@ -549,7 +549,7 @@ class S3CacheBackend:
 
 
 def _credentials(what: str, attrs: Mapping[str, str]) -> dict[str, str]:
-    """Static credentials when given, else ``{}``: boto3's chain (environment, profile, role)."""
+    """Static credentials when given, else ``{}``: botocore's chain (environment, profile, role)."""
     key_id, secret = attrs.get("access_key_id", ""), attrs.get("secret_access_key", "")
     token = attrs.get("session_token", "")
     if not key_id and not secret:
