@@ -534,6 +534,49 @@ def test_http_cache_round_trip_even_on_a_flaky_server(
             assert any(code == 503 for _, _, code in server.requests)
 
 
+def _export_lines(stderr: str) -> set[str]:
+    """The cache export step's finished sub-tasks as the plain display prints them."""
+    return {
+        line.split(" ", 1)[1]
+        for line in stderr.splitlines()
+        if " writing " in line and line.endswith(" done")
+    }
+
+
+def test_a_cache_export_is_shown_as_buildkit_shows_it(
+    registry: str, context: Path, tmp_path: Path
+) -> None:
+    """A manifest cache (local, registry) lists every layer, then its config and manifest; a
+    config cache (s3, azblob, gha, http) only the layers it uploads. No byte counts."""
+    from llbkit.sdk.testing import HttpStore
+
+    def export(target: str) -> set[str]:
+        done = build(registry, tmp_path / "A", context, "--export-cache", f"{target},mode=max")
+        assert done.returncode == 0, done.stderr
+        assert "exporting content cache\n" in done.stderr
+        return _export_lines(done.stderr)
+
+    def digests(shown: set[str]) -> set[str]:
+        return {x.split(" ")[2] for x in shown if x.startswith("writing layer")}
+
+    local = f"type=local,dest={tmp_path / 'cache'}"
+    first = export(local)
+    layers = digests(first)
+    assert layers
+    for line in first:  # no byte counts, only a time
+        assert re.fullmatch(
+            r"writing (layer|config|manifest) sha256:[0-9a-f]{64}( \S+s)? done", line
+        )
+    assert len(first) == len(layers) + 2  # its config, then its manifest
+    again = export(local)  # every layer is there now: listed all the same
+    assert digests(again) and len(again) == len(digests(again)) + 2
+    with HttpStore(tmp_path / "served") as server:
+        http = f"type=http,url={server.url}/a"
+        uploaded = export(http)
+        assert digests(uploaded) and len(uploaded) == len(digests(uploaded))  # no config line
+        assert export(http) == set()  # every blob there: nothing to show
+
+
 def jsonschema_validate(config: object) -> None:
     import jsonschema
 

@@ -121,6 +121,10 @@ def _share(host: str, ctx: Path, tmp_path: Path, url: str, client: Any, _argv: A
     )
     assert first.returncode == 0, first.stderr
     assert SECRET not in first.stderr
+    # As buildkitd shows its s3 export: its own step name, a line per uploaded layer, no config
+    assert "] exporting cache to s3\n" in first.stderr or " exporting cache to s3\n" in first.stderr
+    assert " writing layer sha256:" in first.stderr
+    assert " writing config " not in first.stderr
     config = _index(client)
     assert all("annotations" in layer for layer in config["layers"])
 

@@ -368,6 +368,14 @@ async def _run_exports(
     return responses, cache_response
 
 
+#: the step BuildKit names each of its cache exporters by; any other's is its content cache's
+_EXPORT_STEPS = {
+    "s3": "exporting cache to s3",
+    "azblob": "exporting cache to azure blob store",
+    "gha": "exporting to GitHub cache",
+}
+
+
 async def _export_caches(
     plan: ExportPlan, entries: Sequence[_CacheEntry], emit: Emit
 ) -> dict[str, str]:
@@ -377,7 +385,8 @@ async def _export_caches(
     response: dict[str, str] = {}
     stores = [e for e in entries if not isinstance(e.opened, EmbedInImage)]
     for n, entry in enumerate(stores):
-        step = _Step(emit, "exporting content cache", f"cache-export-{n}")
+        shown = _EXPORT_STEPS.get(entry.type, "exporting content cache")
+        step = _Step(emit, shown, f"cache-export-{n}")
         step.begin()
         if entry.opened is None or isinstance(entry.opened, EmbedInImage):
             step.warn(entry.failure)

@@ -262,16 +262,23 @@ class ExportPlan:
         limit = anyio.Semaphore(PARALLEL)
 
         async def send(layer: RemoteLayer) -> None:
-            # As BuildKit shows it: a step per layer, done at once when the cache has it.
+            # As BuildKit shows it: a manifest cache (registry, local) shows every layer, done
+            # at once when the cache has it; a config cache (s3, azblob, gha) only the ones it
+            # uploads. Neither counts bytes.
             name = f"writing layer {layer.digest}"
             async with limit:
-                progress.status(name)
+                if not as_config:
+                    progress.status(name)
                 if not await retried(lambda: remote.has_blob(layer.digest)):
+                    if as_config:
+                        progress.status(name)
                     path = await fetch_blob(self.store, layer.digest, self.threads)
                     await retried(
                         lambda: remote.write_blob(layer.digest, layer.size, BlobFile(path))
                     )
-                progress.status(name, current=layer.size, total=layer.size, done=True)
+                elif as_config:
+                    return
+                progress.status(name, done=True)
 
         try:
             async with anyio.create_task_group() as tg:
@@ -280,12 +287,11 @@ class ExportPlan:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         progress.status("preparing build cache for export", done=True)
+        if as_config:  # the config is the index: written last, like a manifest (unshown)
+            await retried(lambda: remote.write_index(config))
+            return {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)}
         name = f"writing config {config_digest}"
         progress.status(name)
-        if as_config:  # the config is the index: written last, like a manifest
-            await retried(lambda: remote.write_index(config))
-            progress.status(name, done=True)
-            return {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)}
         if not await retried(lambda: remote.has_blob(config_digest)):
             await retried(
                 lambda: remote.write_blob(config_digest, len(config), _bytes_chunks(config))
