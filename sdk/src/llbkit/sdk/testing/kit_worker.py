@@ -198,6 +198,14 @@ class WorkerKit:
         dns = DNSConfig(("192.0.2.53",), ("ndots:3",), ("kit.test",))
         assert self._run(tmp_path, body, dns=dns) == 0
         assert out.data == b"search kit.test\nnameserver 192.0.2.53\noptions ndots:3\n"
+        # A [dns] that names only options: nameservers and search domains are the host's
+        from llbkit.sdk.ocispec import resolv_conf
+
+        out.data = b""
+        partial = DNSConfig((), ("ndots:3",), ())
+        assert self._run(tmp_path / "partial", body, dns=partial) == 0
+        assert out.data == resolv_conf(spec.network, dns=partial).encode()
+        assert b"nameserver " in out.data
 
     def test_runs_as_the_given_ids(self, tmp_path: Path) -> None:
         out = _Collected()

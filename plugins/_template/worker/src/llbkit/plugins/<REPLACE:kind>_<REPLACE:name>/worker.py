@@ -34,6 +34,7 @@ from llbkit.core.plugins import (
 )
 from llbkit.core.plugins.progress import ProgressSink
 from llbkit.core.plugins.stdio import ByteSender
+from llbkit.sdk.ocispec import resolv_conf
 
 OPTIONS = ("binary",)
 #: keys of the same config section that the engine reads itself
@@ -57,18 +58,6 @@ def _hosts(proc: ProcessSpec) -> str:
     """The step's ``/etc/hosts``: localhost under its hostname, then its extra hosts."""
     extra = "".join(f"{ip}\t{host}\n" for host, ip in proc.extra_hosts)
     return f"127.0.0.1\tlocalhost {proc.hostname}\n::1\tlocalhost\n{extra}"
-
-
-def _resolv(dns: DNSConfig | None) -> str:
-    """The step's ``/etc/resolv.conf``: the engine's ``[dns]`` if it has one, else the host's
-    (llbkit's own workers also fill lists ``[dns]`` leaves empty from the host's file and drop
-    loopback nameservers, with the sdk's ``ocispec.resolv_conf``)."""
-    if dns is None:
-        host = Path("/etc/resolv.conf")
-        return host.read_text() if host.is_file() else ""
-    search = f"search {' '.join(dns.search_domains)}\n" if dns.search_domains else ""
-    options = f"options {' '.join(dns.options)}\n" if dns.options else ""
-    return search + "".join(f"nameserver {n}\n" for n in dns.nameservers) + options
 
 
 def _configure(
@@ -137,7 +126,7 @@ class <REPLACE:Name>Executor:
             await anyio.run_process([self.binary, "spec", "--bundle", str(bundle)])
             spec = json.loads((bundle / "config.json").read_text())
             (bundle / "hosts").write_text(_hosts(process))
-            (bundle / "resolv.conf").write_text(_resolv(self.dns))
+            (bundle / "resolv.conf").write_text(resolv_conf(process.network, dns=self.dns))
             _configure(spec, process, rootfs, mounts, bundle)
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [*runtime, "run", "--bundle", str(bundle), container]
