@@ -14,6 +14,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, NoReturn
 
 from google.protobuf.any_pb2 import Any
 from google.protobuf.message import DecodeError
@@ -21,8 +22,12 @@ from google.protobuf.message import DecodeError
 from llbkit.core.api._pb.control_pb2 import Status
 from llbkit.core.errors import BuildFailed, SourceError, UserError, source_block
 
+if TYPE_CHECKING:
+    import grpc.aio
+
 __all__ = [
     "STATUS_DETAILS",
+    "abort_failed",
     "shown_source",
     "source_detail",
     "status_details",
@@ -33,6 +38,8 @@ __all__ = [
 STATUS_DETAILS = "grpc-status-details-bin"
 #: the type URL BuildKit registers ``errdefs.Source`` under (its value is Go's JSON of it)
 SOURCE_TYPE = "github.com/moby/buildkit/errdefs.Source+json"
+#: gRPC's UNKNOWN, what buildkitd answers a failed build with
+_UNKNOWN = 2
 _HEAD = re.compile(r"(.+):(\d+)")
 _LINE = re.compile(r" *(\d+) \| (>>>|   ) (.*)")
 
@@ -40,7 +47,22 @@ _LINE = re.compile(r" *(\d+) \| (>>>|   ) (.*)")
 def trailer(err: UserError, message: str) -> tuple[str, bytes]:
     """The ``grpc-status-details-bin`` trailer of ``err`` answered as UNKNOWN ``message``."""
     where = err.source if isinstance(err, BuildFailed | SourceError) else ""
-    return STATUS_DETAILS, status_details(2, message, source_detail(where))
+    return STATUS_DETAILS, status_details(_UNKNOWN, message, source_detail(where))
+
+
+async def abort_failed(
+    context: grpc.aio.ServicerContext[object, object],
+    err: UserError,
+    message: str,
+    extra: Iterable[tuple[str, bytes]] = (),
+) -> NoReturn:
+    """End a call as buildkitd ends a failed one: UNKNOWN ``message``, and the same code and
+    message in the typed details of the trailer (gRPC's clients refuse them differing),
+    after any ``extra`` trailers."""
+    import grpc
+
+    context.set_trailing_metadata((*extra, trailer(err, message)))
+    await context.abort(grpc.StatusCode.UNKNOWN, message)
 
 
 def status_source(data: bytes) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from llbkit.core.api._pb import caps_pb2, fsutil_pb2, gateway_pb2, gateway_pb2_grpc
-from llbkit.core.control.errdetails import shown_source, trailer
+from llbkit.core.control.errdetails import abort_failed, shown_source
 from llbkit.core.errors import SourceError, UserError
 from llbkit.core.llb._pb import ops_pb2  # noqa: F401 - registers pb.* for gateway_pb2
 from llbkit.core.plugins.context import Platform
@@ -225,8 +225,7 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
         except UserError as err:
             # With the Dockerfile's lines as a typed detail: buildctl's build function hands
             # the error back (Return) with them, and prints them as buildkitd's.
-            context.set_trailing_metadata((trailer(err, str(err)),))
-            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
+            await abort_failed(context, err, str(err))
         if (len(refs) == 1 and not request.Frontend) or (
             len(refs) == 1 and "refs.platforms" not in output.metadata
         ):

@@ -14,7 +14,7 @@ import grpc
 
 from llbkit.core.api._pb import control_pb2, control_pb2_grpc
 from llbkit.core.control import wire
-from llbkit.core.control.errdetails import trailer
+from llbkit.core.control.errdetails import abort_failed
 from llbkit.core.control.request import ExporterRequest, SolveRequest
 from llbkit.core.daemon.gateway import Forwarders
 from llbkit.core.daemon.sessions import SessionManager
@@ -103,8 +103,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             # client does: the answer itself does not.
             message = str(err).removeprefix(SOLVE_FAILED)
             # For buildctl, the Dockerfile's lines as buildkitd sends them (a typed detail).
-            context.set_trailing_metadata(((ERROR_DETAIL, _detail(err)), trailer(err, message)))
-            await context.abort(grpc.StatusCode.UNKNOWN, message)
+            await abort_failed(context, err, message, ((ERROR_DETAIL, _detail(err)),))
         finally:
             if forwarder is not None:
                 self.forwarders.close(forwarder)

@@ -110,11 +110,8 @@ def build_client(verify: ssl.SSLContext | bool, timeout: float) -> tuple[httpx.A
     from llbkit.core.registry.tls import system_context
 
     block = _BLOCK.get()
-    key = (
-        id(asyncio.get_running_loop()),
-        verify if isinstance(verify, bool) else id(verify),
-        timeout,
-    )
+    # A context is its own key (by identity), as in the pool: held, so its id is never reused.
+    key = (id(asyncio.get_running_loop()), verify, timeout)
     found = block.clients.get(key) if block is not None else None
     if found is None or found.is_closed:
         context = system_context() if verify is True else verify
