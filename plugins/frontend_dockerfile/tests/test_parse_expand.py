@@ -124,10 +124,10 @@ def test_split_keeps_quotes_for_expansion() -> None:
     ],
 )
 def test_snippet_context_is_buildkits(first: int, last: int, shown: list[int]) -> None:
-    from llbkit.plugins.frontend_dockerfile.parser import snippet
+    from llbkit.core.errors import source_block
 
     text = "".join(f"L{n}\n" for n in range(1, 8))
-    lines = snippet(text, "Dockerfile", first, last).splitlines()
+    lines = source_block(text, "Dockerfile", first, last).splitlines()
     assert lines[0] == f"Dockerfile:{first}"
     assert [int(line.split("|")[0]) for line in lines[2:-1]] == shown
 

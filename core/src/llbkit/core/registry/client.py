@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 from llbkit.core.errors import UserError
 from llbkit.core.llb.digest import digest_of
 from llbkit.core.plugins.context import Platform
-from llbkit.core.reference import Reference
+from llbkit.core.reference import DEFAULT_DOMAIN, Reference
 from llbkit.core.registry.connections import build_client, shared_connections
-from llbkit.core.registry.credentials import credentials, identity, per_client
+from llbkit.core.registry.credentials import DOCKER_HUB_HOST, credentials, identity, per_client
 
 if TYPE_CHECKING:
     import httpx
@@ -157,7 +157,7 @@ def _loopback(host: str) -> bool:
 
 def _host_of(name: str) -> str:
     """The host a registry name is reached at (Docker Hub's is not ``docker.io``)."""
-    return "registry-1.docker.io" if name == "docker.io" else name
+    return DOCKER_HUB_HOST if name == DEFAULT_DOMAIN else name
 
 
 def _challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 __all__ = [
+    "DOCKER_HUB_HOST",
     "Lookup",
     "credentials",
     "credentials_from",
@@ -22,6 +23,9 @@ __all__ = [
     "identity",
     "per_client",
 ]
+
+#: where Docker Hub's registry (``docker.io`` in a reference) is reached
+DOCKER_HUB_HOST = "registry-1.docker.io"
 
 #: ``host`` -> (user, secret), or ``None`` for anonymous access
 Lookup = Callable[[str], Awaitable[tuple[str, str] | None]]
@@ -69,7 +73,7 @@ def docker_config_credentials(host: str) -> tuple[str, str] | None:
     except (OSError, ValueError, RecursionError, AttributeError):
         return None
     keys = [host, f"https://{host}", f"http://{host}"]
-    if host == "registry-1.docker.io":
+    if host == DOCKER_HUB_HOST:
         keys += ["https://index.docker.io/v1/", "docker.io"]
     for key in keys:
         entry = auths.get(key) if isinstance(auths, dict) else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from llbkit.core.errors import source_block
 from llbkit.core.patterns import clean
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
@@ -34,7 +35,6 @@ from llbkit.plugins.frontend_dockerfile.parser import (
     Parsed,
     chomp,
     parse_heredoc,
-    snippet,
     unknown_instruction,
 )
 from llbkit.plugins.frontend_dockerfile.shell import (
@@ -200,7 +200,7 @@ class _Converter:
 
     def snippet(self, inst: Instruction) -> str:
         """The Dockerfile lines around ``inst``, as BuildKit shows them when a step fails."""
-        return snippet(self.parsed.text, self.filename, inst.line, inst.end_line)
+        return source_block(self.parsed.text, self.filename, inst.line, inst.end_line)
 
     def word(self, inst: Instruction, text: str, env: Mapping[str, str]) -> str:
         try:

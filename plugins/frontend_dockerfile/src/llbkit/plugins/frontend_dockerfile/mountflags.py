@@ -33,11 +33,6 @@ _BARE = {"readonly", "ro", "readwrite", "rw"}
 _FILE_INFO = {"secret", "ssh", "cache"}
 
 
-def _suggest(key: str) -> str:
-    """`` (did you mean KEY?)`` for the nearest key under three edits, as BuildKit's hint."""
-    return hint(key, _KEYS)
-
-
 def _for_other_type(key: str, kind: str) -> bool:
     return (key == "required" and kind not in ("secret", "ssh")) or (
         key == "size" and kind != "tmpfs"
@@ -61,7 +56,7 @@ def mount_key_error(spec: str, expand: Callable[[str], str] = str) -> str | None
         if key == "type":
             kind = expand(value).strip().lower()
         elif key not in _KEYS and key not in _ALIASES and key != "size":
-            return f"unexpected key '{key}' in '{field}'{_suggest(key)}"
+            return f"unexpected key '{key}' in '{field}'{hint(key, _KEYS)}"
         seen.add(key)
     for key in ("mode", "uid", "gid"):
         if key in seen and kind not in _FILE_INFO:

@@ -66,10 +66,6 @@ class _ArgsError(ValueError):
     """An instruction's arguments that do not parse (worded as BuildKit words it)."""
 
 
-#: lines of the Dockerfile around a problem, as BuildKit prints them above its error
-snippet = source_block
-
-
 @dataclass(frozen=True)
 class Heredoc:
     name: str
@@ -222,7 +218,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
         if inst.error:
             raise DockerfileError(
                 f"dockerfile parse error on line {start}: {inst.error}",
-                snippet(text, filename, start, reader.n),
+                source_block(text, filename, start, reader.n),
             )
         holder = inst.child if inst.keyword == "ONBUILD" and inst.child else inst
         if holder.keyword in _HEREDOC_INSTRUCTIONS and holder.json is None:
@@ -231,7 +227,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
                 if content is None:
                     raise DockerfileError(
                         f"{filename}:{start}: unterminated heredoc",
-                        snippet(text, filename, start, reader.n),
+                        source_block(text, filename, start, reader.n),
                     )
                 holder.heredocs.append(Heredoc(doc.name, content, doc.expand, doc.chomp, doc.fd))
             inst.end_line = reader.n
