@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,12 +82,28 @@ def test_what_buildkit_reads_is_still_read(tmp_path: Path) -> None:
     assert config.max_parallelism == 0
 
 
-def test_dns_is_read_and_used(tmp_path: Path) -> None:
+def test_dns_is_read_and_given_to_every_driver(tmp_path: Path) -> None:
     path = tmp_path / "buildkitd.toml"
     path.write_text('[dns]\nnameservers = ["1.1.1.1"]\nsearchDomains = ["a.test"]\n')
     config = load_config(path)
     assert config.dns == {"nameservers": ["1.1.1.1"], "searchDomains": ["a.test"]}
     assert not [key for key in config.unused if key.startswith("dns")]
+    # ... and handed to every driver the engine makes, as PluginContext.dns
+    from llbkit.core.drivers import Drivers
+    from llbkit.core.plugins.context import DNSConfig
+    from llbkit.core.plugins.registry import PluginRegistry
+
+    seen = []
+
+    class Recording:
+        api_version = 2
+
+        def __init__(self, ctx: Any) -> None:
+            seen.append(ctx.dns)
+
+    registry = PluginRegistry.for_testing({"llbkit.exporters": {"rec": Recording}})
+    Drivers(registry, config, tmp_path / "root").exporter("rec")
+    assert seen == [DNSConfig(("1.1.1.1",), (), ("a.test",))]
 
 
 def test_values_nested_thousands_deep_are_one_line(tmp_path: Path) -> None:

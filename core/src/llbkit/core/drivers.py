@@ -43,6 +43,7 @@ class Drivers:
         self.config = config
         self.root = root
         self.registries = EngineRegistries(config.registry)
+        self.dns = _dns_config(config.dns)
         self._drivers: dict[tuple[str, str], Any] = {}
         self._executor: Executor | None = None
         self._others: dict[str, Executor] = {}  # the enabled workers besides the default
@@ -58,19 +59,9 @@ class Drivers:
             state = self.state_dir(group, name)
             state.mkdir(parents=True, exist_ok=True)
             self._drivers[group, name] = self.registry.create_driver(
-                group, name, state_dir=state, registries=self.registries, dns=self._dns()
+                group, name, state_dir=state, registries=self.registries, dns=self.dns
             )
         return self._drivers[group, name]
-
-    def _dns(self) -> DNSConfig | None:
-        dns = self.config.dns
-        if dns is None:
-            return None
-        return DNSConfig(
-            tuple(dns.get("nameservers", ())),
-            tuple(dns.get("options", ())),
-            tuple(dns.get("searchDomains", ())),
-        )
 
     def frontend(self, name: str) -> Frontend:
         found: Frontend = self._driver(GROUP_FRONTENDS, name)
@@ -216,3 +207,14 @@ async def close_all(closables: Iterable[_Closable]) -> None:
             failure = failure or err
     if failure is not None:
         raise failure
+
+
+def _dns_config(dns: dict[str, list[str]] | None) -> DNSConfig | None:
+    """``buildkitd.toml``'s ``[dns]`` as every driver is given it (``None`` without one)."""
+    if dns is None:
+        return None
+    return DNSConfig(
+        tuple(dns.get("nameservers", ())),
+        tuple(dns.get("options", ())),
+        tuple(dns.get("searchDomains", ())),
+    )
