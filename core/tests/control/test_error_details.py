@@ -100,3 +100,26 @@ def test_without_such_lines_only_the_message_is_sent() -> None:
 def test_a_clients_malformed_source_is_left_out(value: bytes) -> None:
     assert shown_source([AnyMessage(type_url=SOURCE_TYPE, value=value)]) == ""
     assert shown_source([AnyMessage(type_url="other", value=b"{}")]) == ""
+
+
+def test_a_daemon_sending_only_buildkits_detail_still_shows_the_lines() -> None:
+    """buildkitd sends the Dockerfile's lines only as BuildKit's typed detail (no llbkit
+    trailer): llbkit's client shows them as buildctl does."""
+    import grpc
+
+    from llbkit.core.control.errdetails import STATUS_DETAILS
+    from llbkit.core.errors import FrontendFailed
+    from llbkit.core.remote.controller import _raise_typed
+
+    block = source_block(TEXT, "Dockerfile", 3, 3)
+    details = status_details(2, "not found", source_detail(block))
+    err = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNKNOWN,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((STATUS_DETAILS, details)),
+        details="not found",
+    )
+    with pytest.raises(FrontendFailed) as raised:
+        _raise_typed(err, "unix:///run/buildkit/buildkitd.sock")
+    assert str(raised.value) == "failed to solve: not found"
+    assert raised.value.source == block

@@ -96,6 +96,8 @@ def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
         if detail.get("kind") == "frontend":
             raise FrontendFailed(said, source) from None
         raise UserError(said) from None
+    if source:  # a daemon that sends only BuildKit's typed detail (buildkitd itself)
+        raise FrontendFailed(said, source) from None
     raise failure(err, address) from None
 
 
