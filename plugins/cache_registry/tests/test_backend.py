@@ -185,6 +185,16 @@ def test_an_import_by_digest_reads_that_index(tmp_path: Path, registry: LocalReg
     assert unknown is None
 
 
+async def _read_back(tmp_path: Path, ref: str, digest: str) -> tuple[bool, bytes]:
+    """Whether an import of ``ref`` has the blob, and its bytes."""
+    store = await _open(tmp_path, ref, "import")
+    try:
+        has = await store.has_blob(digest)
+        return has, b"".join([chunk async for chunk in store.read_blob(digest)])
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.services
 def test_a_blob_above_the_memory_limit_round_trips(tmp_path: Path, registry: LocalRegistry) -> None:
     data = bytes(range(256)) * ((SMALL_BLOB + (1 << 20)) // 256) + b"tail"
@@ -197,12 +207,7 @@ def test_a_blob_above_the_memory_limit_round_trips(tmp_path: Path, registry: Loc
             await store.write_blob(digest, len(data), _chunks(data, 1 << 20))
         finally:
             await store.aclose()
-        store = await _open(tmp_path, ref, "import")
-        try:
-            has = await store.has_blob(digest)
-            return has, b"".join([chunk async for chunk in store.read_blob(digest)])
-        finally:
-            await store.aclose()
+        return await _read_back(tmp_path, ref, digest)
 
     has, read = anyio.run(scenario)
     assert len(data) > SMALL_BLOB
@@ -240,12 +245,7 @@ def test_a_layer_in_a_file_is_pushed_from_it_not_spooled(
             assert not await store.has_blob(wrong)
         finally:
             await store.aclose()
-        store = await _open(tmp_path, ref, "import")
-        try:
-            has = await store.has_blob(digest)
-            return has, b"".join([chunk async for chunk in store.read_blob(digest)])
-        finally:
-            await store.aclose()
+        return await _read_back(tmp_path, ref, digest)
 
     has, read = anyio.run(scenario)
     assert has and read == data
