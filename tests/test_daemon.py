@@ -1351,9 +1351,21 @@ def _keyless(address: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+def _keyless_start(address: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _KEYLESS, address, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def _context_build(folder: Path) -> list[str]:
     (folder / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
     (folder / "big.bin").write_bytes(os.urandom(1 << 20))
+    return _context_build_args(folder)
+
+
+def _context_build_args(folder: Path) -> list[str]:
     return [
         "build",
         "--progress",
@@ -1404,3 +1416,34 @@ def test_mutual_tls_clients_never_share_a_mirror(tmp_path: Path) -> None:
             seen.append(_mirrors(tmp_path / "root"))
     assert seen[0] == seen[1]  # alice again: her mirrors, resynced
     assert len(seen[2]) == 2 * len(seen[0])  # bob: mirrors of his own
+
+
+def test_keyless_builds_at_once_each_build_their_own_files(tmp_path: Path) -> None:
+    """Two of buildctl's builds at once, of different folders both named ``context``: they
+    share an identity, so the second takes a spare mirror instead of resyncing the first's
+    under it (BuildKit takes another mutable ref), and each image holds its own files."""
+    folders = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for n in range(300):
+            (folder / f"{name}{n}.bin").write_bytes(os.urandom(4096))
+        folders.append(folder)
+    with daemon(tmp_path / "root") as (address, _):
+        for round_ in range(3):
+            runs = []
+            for folder in folders:
+                (folder / "Dockerfile").write_text(f"FROM scratch\nCOPY . /{round_}/\n")
+                out = tmp_path / f"out-{folder.name}-{round_}"
+                argv = [
+                    *_context_build_args(folder),
+                    "--output",
+                    f"type=local,dest={out}",
+                ]
+                runs.append((folder, out, _keyless_start(address, *argv)))
+            for folder, out, proc in runs:
+                _, stderr = proc.communicate(timeout=300)
+                assert proc.returncode == 0, stderr.decode()
+                assert sorted(p.name for p in (out / str(round_)).iterdir()) == sorted(
+                    p.name for p in folder.iterdir()
+                )

@@ -43,7 +43,10 @@ def _key(kind: str, src: Path, state: Path, scratch: Path) -> str:
 
     async def main() -> str:
         async with _client(kind, src, scratch) as client:
-            return await job.cache_key(client)
+            try:
+                return await job.cache_key(client)
+            finally:
+                job.discard()  # as the solver lets go of the vertex when the build ends
 
     return anyio.run(main)
 

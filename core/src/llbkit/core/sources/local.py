@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import marshal
 import os
@@ -74,7 +75,7 @@ class LocalJob(ParsedSource):
         """Layers fetched from one mirror share its files' inodes (named once fetched)."""
         return self._keys.get("pool")
 
-    def _mirror(self, client: ClientIO) -> Path:
+    def _mirror(self, client: ClientIO, spare: int = 0) -> Path:
         if self.state_dir is None:
             raise UserError(f"{self.identifier}: local sources need a state directory")
         ident = json.dumps(
@@ -83,13 +84,32 @@ class LocalJob(ParsedSource):
                 self.include_patterns,
                 self.exclude_patterns,
                 *([self.follow_paths] if self.follow_paths else []),
+                *([spare] if spare else []),
             ],
         )
         return self.state_dir / hashlib.sha256(ident.encode()).hexdigest()[:32]
 
+    def _held_mirror(self, client: ClientIO) -> Path:
+        """The mirror this job keys and fetches from, held until it is done with it: the
+        identity's own, or, while another build holds that one (two of buildctl's builds
+        at once, which share an identity), the first spare nobody holds, as BuildKit takes
+        another of its shared key's mutable refs when one is in use."""
+        if "mirror" not in self._keys:
+            mirror = next(
+                m for n in itertools.count() if (m := self._mirror(client, n)) not in _HELD
+            )
+            _HELD.add(mirror)
+            self._keys["mirror"] = str(mirror)
+        return Path(self._keys["mirror"])
+
+    def discard(self) -> None:
+        """The build is done with the vertex: its mirror may be another build's."""
+        if (mirror := self._keys.pop("mirror", None)) is not None:
+            _HELD.discard(Path(mirror))
+
     async def cache_key(self, client: ClientIO) -> str:
         """Mirror the client's directory, then key it by content (never by session)."""
-        mirror = self._mirror(client)
+        mirror = self._held_mirror(client)
         async with _lock_for(mirror):
             tree = mirror / "tree"
             summed, generation = await anyio.to_thread.run_sync(_unsum, mirror)
@@ -109,7 +129,7 @@ class LocalJob(ParsedSource):
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         from llbkit.core.snapshot.layers import apply_layer
 
-        mirror = self._mirror(client)
+        mirror = self._held_mirror(client)
         async with _lock_for(mirror):
             # The mirror may have been synced again since this build keyed it (another build
             # of the same directory): a result is never made of files its key does not name.
@@ -268,6 +288,8 @@ def _write(path: Path, data: bytes) -> None:
 
 
 _LOCKS: dict[Path, anyio.Lock] = {}
+#: mirrors a build has keyed and not yet fetched from or let go of
+_HELD: set[Path] = set()
 
 
 def _lock_for(path: Path) -> anyio.Lock:
