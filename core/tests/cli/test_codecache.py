@@ -102,14 +102,18 @@ def test_a_damaged_file_is_compiled_over(tmp_path: Path) -> None:
     assert _without_count(_run(tmp_path)) == _without_count(_run("-"))
 
 
+def test_a_file_others_could_write_is_not_run(tmp_path: Path) -> None:
+    _run(tmp_path)
+    (kept,) = tmp_path.glob("dataclass-code-*.marshal")
+    kept.chmod(0o666)
+    assert _run(tmp_path)["compiled"] != 0
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user needs root")
-def test_a_file_another_user_could_write_is_not_run(tmp_path: Path) -> None:
+def test_a_file_another_user_owns_is_not_run(tmp_path: Path) -> None:
     _run(tmp_path)
     (kept,) = tmp_path.glob("dataclass-code-*.marshal")
     os.chown(kept, 65534, 65534)
-    assert _run(tmp_path)["compiled"] != 0
-    os.chown(kept, 0, 0)
-    kept.chmod(0o666)
     assert _run(tmp_path)["compiled"] != 0
 
 
@@ -122,20 +126,19 @@ def test_the_cli_keeps_its_classes_code_unless_caches_are_off(tmp_path: Path) ->
             env=env,
             check=True,
             capture_output=True,
+            cwd=tmp_path,
         )
-    assert list((tmp_path / "on").glob("dataclass-code-*.marshal"))
-    assert not (tmp_path / "llbkit").exists()  # off: not in the default place either
+    found = list(tmp_path.rglob("dataclass-code-*.marshal"))
+    assert [p.parent for p in found] == [tmp_path / "on"]  # off: nowhere, not in ./off either
 
 
-def test_a_link_left_where_the_file_is_written_is_not_followed(tmp_path: Path) -> None:
+def test_what_a_killed_save_left_does_not_stop_the_next(tmp_path: Path) -> None:
     from llbkit.core.cli.codecache import _Kept
 
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"someone's file")
     kept = _Kept(tmp_path / "cache" / "dataclass-code-test.marshal")
     kept.exec("def f(): pass", {}, {})  # one entry to save
     kept.path.parent.mkdir()
-    (kept.path.parent / f".{kept.path.name}.{os.getpid()}").symlink_to(victim)
+    for pid in (os.getpid(), 1):  # what a save killed midway left, under any process id
+        (kept.path.parent / f".{kept.path.name}.{pid}").write_bytes(b"half")
     kept.save()
-    assert victim.read_bytes() == b"someone's file"
-    assert not kept.path.exists()  # not saved this time; nothing else touched
+    assert _Kept(kept.path).codes == kept.codes

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "cache_dir"]
+__all__ = ["CACHE_ENV", "cache_dir", "write_cache_file"]
 
 #: where the caches live (a directory); ``off`` recomputes everything and writes nothing
 CACHE_ENV = "LLBKIT_PLUGIN_CACHE"
@@ -21,3 +21,23 @@ def cache_dir() -> Path | None:
         return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "llbkit"
+
+
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole, readable by this user alone (a new file of a
+    random name, renamed over it). An unwritable cache (read-only home, full disk) costs only
+    speed: nothing is raised."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass

@@ -19,10 +19,11 @@ import dataclasses
 import marshal
 import os
 import sys
-from contextlib import suppress
 from pathlib import Path
 from types import CodeType
 from typing import Any
+
+from llbkit.core.cachedir import write_cache_file
 
 __all__ = ["install"]
 
@@ -38,6 +39,7 @@ class _Kept:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.codes: dict[str, bytes] = _read(path)
+        self.used: dict[str, bytes] = {}
         self.added = 0
 
     def exec(self, source: Any, globals: Any = None, locals: Any = None) -> None:
@@ -49,26 +51,16 @@ class _Kept:
                 code = compile(source, "<string>", "exec", dont_inherit=True)
                 self.codes[source] = marshal.dumps(code)
                 self.added += 1
+            self.used[source] = self.codes[source]
             source = code
         builtins.exec(source, globals, locals)
 
     def save(self) -> None:
         if not self.added:
             return
-        codes = self.codes if len(self.codes) <= LIMIT else {}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A new file of its own: never through a link someone left in its place.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            with open(os.open(tmp, flags, 0o600), "wb") as out:
-                marshal.dump(codes, out)
-            os.replace(tmp, self.path)
-        except FileExistsError:  # another's file, or one a crash left: not ours to remove
-            return
-        except (OSError, ValueError):  # unwritable or full: only the shortcut is lost
-            with suppress(OSError):
-                tmp.unlink()
+        # Past the limit, only what this process used is kept (a stale checkout's go).
+        codes = self.codes if len(self.codes) <= LIMIT else self.used
+        write_cache_file(self.path, marshal.dumps(codes))
 
 
 def _code(kept: bytes | None) -> CodeType | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llbkit.core.cachedir import CACHE_ENV, cache_dir
+from llbkit.core.cachedir import CACHE_ENV, cache_dir, write_cache_file
 
 __all__ = ["CACHE_ENV", "Entry", "index", "load_target"]
 
@@ -109,21 +109,7 @@ def _write(path: Path, fingerprint: str, groups: dict[str, list[Entry]]) -> None
         for group, entries in groups.items()
     }
     data = json.dumps({"fingerprint": fingerprint, "groups": rows}, sort_keys=True).encode()
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".entry-points-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    # An unwritable cache (read-only home, full disk) costs only speed.
-    except OSError:
-        pass
+    write_cache_file(path, data)
 
 
 #: fingerprint -> index, for this process (one entry: a later install replaces it)
