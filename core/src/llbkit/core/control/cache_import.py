@@ -39,7 +39,8 @@ WarnFn = Callable[[str], None]
 
 #: how many blobs of a cache are checked or fetched at once
 PARALLEL = 8
-#: bytes of a download gathered before they are hashed and written (at most three such held)
+#: bytes of a download gathered before they are hashed and written (at most four such held:
+#: two queued, one being written, one filling)
 _HOLD = 4 << 20
 
 
@@ -127,7 +128,7 @@ class ImportedCache:
                         tg.start_soon(write, out)
                         await receive()
             finally:
-                await anyio.to_thread.run_sync(out.close)
+                out.close()  # at once, cancelled or not
         except KeyError:
             raise UserError(f"{self.name}: blob {digest} is missing from the cache") from None
         except (OSError, ValueError) as err:

@@ -22,7 +22,7 @@ from anyio import AsyncFile
 
 from llbkit.core.errors import ConfigError, UserError, check_options
 from llbkit.core.plugins import PluginContext
-from llbkit.core.plugins.blobcheck import BlobFile, checked_digest
+from llbkit.core.plugins.blobcheck import BlobFile, checked_digest, verified_spool
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat
 from llbkit.core.plugins.context import BlobSource, ClientIO
 from llbkit.core.plugins.registries import RegistrySession
@@ -109,10 +109,8 @@ class RegistryCacheStore:
         if isinstance(chunks, BlobFile) and size > SMALL_BLOB:
             # A layer in the engine's store: streamed from there (the registry checks the
             # digest too), not copied to a spool file first.
-            found = (await anyio.Path(chunks.path).stat()).st_size
-            if found != size:
-                raise ValueError(f"blob {digest} ({size} bytes) is {found} bytes")
-            await self._session.push_blob(digest, chunks.path)
+            async with verified_spool(digest, size, chunks) as stored:
+                await self._session.push_blob(digest, stored)
             return
         received, arrived, got = await self._receive(chunks)
         try:

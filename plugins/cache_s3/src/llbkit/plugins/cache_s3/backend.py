@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from llbkit.core.errors import ConfigError, UserError, check_options, first_error
+from llbkit.core.errors import ConfigError, UserError, check_options, one_error
 from llbkit.core.plugins import PluginContext
 from llbkit.core.plugins.blobcheck import checked_digest
 from llbkit.core.plugins.cache_backend import Direction, IndexFormat, TransientCacheError
@@ -324,20 +324,21 @@ class S3CacheStore:
         part_size = max(MULTIPART, -(-size // (PARTS_MAX << 20)) << 20)
         hasher, got, number = hashlib.sha256(), 0, 0
         try:
-            async with anyio.create_task_group() as sending:
-                pending = bytearray()
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    got += len(chunk)
-                    if got > size:  # never held beyond what was announced
-                        break
-                    pending += chunk
-                    while len(pending) >= part_size or (got == size and pending):
-                        body = bytes(pending[:part_size])
-                        del pending[:part_size]
-                        await slots.acquire()
-                        number += 1
-                        sending.start_soon(send, number, body)
+            with one_error():
+                async with anyio.create_task_group() as sending:
+                    pending = bytearray()
+                    async for chunk in chunks:
+                        hasher.update(chunk)
+                        got += len(chunk)
+                        if got > size:  # never held beyond what was announced
+                            break
+                        pending += chunk
+                        while len(pending) >= part_size or (got == size and pending):
+                            body = bytes(pending[:part_size])
+                            del pending[:part_size]
+                            await slots.acquire()
+                            number += 1
+                            sending.start_soon(send, number, body)
             arrived = "sha256:" + hasher.hexdigest()
             if (arrived, got) != (digest, size):
                 raise ValueError(f"blob {digest} ({size} bytes) arrived as {arrived} ({got} bytes)")
@@ -348,12 +349,10 @@ class S3CacheStore:
                     MultipartUpload={"Parts": listed}, **upload
                 ),
             )
-        except BaseException as err:
+        except BaseException:
             with anyio.CancelScope(shield=True), suppress(Exception):
                 # best effort: the failure that got here is the one to report
                 await anyio.to_thread.run_sync(lambda: self._s3.abort_multipart_upload(**upload))
-            if isinstance(err, BaseExceptionGroup):
-                raise first_error(err) from None
             raise
 
     def blob_source(self) -> BlobSource | None:
