@@ -206,11 +206,13 @@ class EngineFrontendClient:
         if digest is None:
             digest = self._steps[name] = _step_digest(self._salt, name)
         started = self._started.setdefault(digest, time.time())
-        # Shown once it has something to show, or ends; a step that fails is shown failed,
-        # as BuildKit shows a ``load metadata for`` whose image cannot be resolved.
+        # Shown as it starts, as BuildKit shows its vertexes (steps read at once are numbered
+        # in the order they began); a step that fails is shown failed, as BuildKit shows a
+        # ``load metadata for`` whose image cannot be resolved.
         sink = StepSink(
             self._emit, digest, lambda: self._emit(Vertex(digest, name, started=started))
         )
+        sink.begin()
         try:
             yield sink
         except Exception as err:

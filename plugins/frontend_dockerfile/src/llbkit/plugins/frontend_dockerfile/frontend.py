@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from llbkit.core.errors import ConfigError, UnknownOptionError, UserError
+import anyio
+
+from llbkit.core.errors import ConfigError, UnknownOptionError, UserError, one_error
 from llbkit.core.patterns import read_dockerignore
 from llbkit.core.plugins import FrontendClient, FrontendOutput, Platform, PluginContext
 from llbkit.plugins.frontend_dockerfile.convert import (
@@ -51,31 +53,47 @@ class DockerfileJob:
     #: options given that have no effect in this release (said as a warning, not ignored)
     no_effect: tuple[str, ...] = ()
 
+    async def _read_sources(self, client: FrontendClient) -> tuple[bytes, bytes]:
+        """The Dockerfile and its ignore file, read at once as BuildKit reads them: through a
+        daemon each read is a round trip to the client."""
+        ignore = b""
+        name = self.options.filename
+
+        async def dockerignore() -> None:
+            nonlocal ignore
+            async with client.step("[internal] load .dockerignore") as step:
+                for context, path in (
+                    (self.dockerfile_key, f"{name}.dockerignore"),
+                    (self.context_key, ".dockerignore"),
+                ):
+                    try:
+                        ignore = await client.read_file(context, path)
+                        break
+                    except UserError:
+                        continue
+                step.status(f"transferring {self.context_key}:", current=len(ignore), done=True)
+
+        # The steps BuildKit shows for these reads, named and numbered as it names them.
+        base = name.rsplit("/", 1)[-1]
+        with one_error():
+            async with (
+                anyio.create_task_group() as reads,
+                client.step(f"[internal] load build definition from {base}") as step,
+            ):
+                reads.start_soon(dockerignore)
+                try:
+                    data = await client.read_file(self.dockerfile_key, name)
+                except UserError as err:
+                    raise UserError(f"failed to read dockerfile {name}: {err}") from None
+                step.status(f"transferring {self.dockerfile_key}:", current=len(data), done=True)
+        return data, ignore
+
     async def solve(self, client: FrontendClient) -> FrontendOutput:
         for key in self.no_effect:
             client.warn(f"frontend option {key} has no effect in this release of llbkit")
         name = self.options.filename
-        # The steps BuildKit shows for these reads, named as it names them.
-        base = name.rsplit("/", 1)[-1]
-        async with client.step(f"[internal] load build definition from {base}") as step:
-            try:
-                data = await client.read_file(self.dockerfile_key, name)
-            except UserError as err:
-                raise UserError(f"failed to read dockerfile {name}: {err}") from None
-            step.status(f"transferring {self.dockerfile_key}:", current=len(data), done=True)
+        data, ignore = await self._read_sources(client)
         text = data.decode("utf-8", "replace")
-        ignore = b""
-        async with client.step("[internal] load .dockerignore") as step:
-            for context, path in (
-                (self.dockerfile_key, f"{name}.dockerignore"),
-                (self.context_key, ".dockerignore"),
-            ):
-                try:
-                    ignore = await client.read_file(context, path)
-                    break
-                except UserError:
-                    continue
-            step.status(f"transferring {self.context_key}:", current=len(ignore), done=True)
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
         self.options.context_key = self.context_key
         if not text:
