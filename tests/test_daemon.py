@@ -1447,3 +1447,63 @@ def test_keyless_builds_at_once_each_build_their_own_files(tmp_path: Path) -> No
                 assert sorted(p.name for p in (out / str(round_)).iterdir()) == sorted(
                     p.name for p in folder.iterdir()
                 )
+
+
+# The light client's start: which heavy modules a build through the daemon imported.
+_WATCHED_RUN = """
+import atexit, json, sys
+heavy = ("grpc", "asyncio", "click", "google.protobuf", "anyio")
+atexit.register(lambda: print(json.dumps([m for m in heavy if m in sys.modules]), file=sys.stderr))
+sys.argv = ["llbkit", *sys.argv[1:]]
+from llbkit.core.cli.entry import run
+run()
+"""
+# The same command line through the full client (grpcio), for comparison.
+_FULL_RUN = """
+import sys
+sys.argv = ["llbkit", *sys.argv[1:]]
+from llbkit.core.cli.main import run
+run()
+"""
+
+
+def _light_and_full(address: str, *args: str) -> tuple[Any, Any]:
+    light = subprocess.run(
+        [sys.executable, "-c", _WATCHED_RUN, "--addr", address, *args], capture_output=True
+    )
+    full = subprocess.run(
+        [sys.executable, "-c", _FULL_RUN, "--addr", address, *args], capture_output=True
+    )
+    return light, full
+
+
+def test_a_build_through_the_daemon_needs_no_grpcio_and_says_what_the_full_client_says(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``--addr unix://… build`` with a frontend, ``--local``, ``--opt`` and quiet or plain
+    progress runs without grpcio, asyncio or click: the context crosses the session (and a
+    changed file crosses again), a step's output shows, credentials are asked of it, and a
+    failure prints exactly what the full client prints."""
+    ctx = tmp_path / "ctx"
+    dockerfile = "ARG BASE\nFROM ${BASE}\nCOPY a.txt /a.txt\nRUN cat /a.txt\n"
+    args = _dockerfile_args(ctx, registry, dockerfile=dockerfile)
+    (ctx / "a.txt").write_text("first-content\n")
+    with daemon(tmp_path / "root") as (address, _):
+        light, _full = _light_and_full(address, *args, "--progress", "plain")
+        assert light.returncode == 0, light.stderr
+        said = light.stderr.decode()
+        assert "first-content" in said and said.rstrip().endswith("[]"), said
+        (ctx / "a.txt").write_text("second-content\n")
+        again = subprocess.run(
+            [sys.executable, "-c", _WATCHED_RUN, "--addr", address, *args, "--progress=plain"],
+            capture_output=True,
+        )
+        assert again.returncode == 0 and b"second-content" in again.stderr, again.stderr
+        # A failing step: the same lines, in the same order, from both clients.
+        (ctx / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nRUN echo out-put && exit 3\n")
+        light, full = _light_and_full(address, *args, "--progress", "quiet")
+    assert light.returncode == full.returncode == 1, (light.stderr, full.stderr)
+    shown = light.stderr.decode().splitlines()
+    assert shown[:-1] == full.stderr.decode().splitlines(), (light.stderr, full.stderr)
+    assert any("out-put" in line for line in shown) and "exit code: 3" in shown[-2], shown

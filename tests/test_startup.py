@@ -73,7 +73,7 @@ def test_a_command_for_a_daemon_loads_no_plugins(tmp_path: Path) -> None:
 
 _LEAVE = """
 import sys, threading, time
-from llbkit.core.cli.main import leave
+from llbkit.core.cli.exiting import leave
 leaked = open(sys.argv[1], "w")
 leaked.write("kept\\n")  # never closed: freeing it would have flushed it
 def late():

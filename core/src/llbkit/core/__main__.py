@@ -1,5 +1,5 @@
 """``python -m llbkit.core`` runs the ``llbkit`` command."""
 
-from llbkit.core.cli.main import run
+from llbkit.core.cli.entry import run
 
 run()

@@ -186,6 +186,22 @@ def _print_log_tail(err: Any, *, log: bool = True) -> None:
         click.echo(err.source, err=True)
 
 
+def report_failure(err: Exception, display: Any) -> None:
+    """What comes before a failed build's error: for a step, its last lines (unless the live
+    view showed them) and its source lines; for the frontend, its own failed steps."""
+    from llbkit.core.control import BuildFailed, FrontendFailed
+
+    display.close(failed=True)
+    if isinstance(err, BuildFailed):
+        _print_log_tail(err, log=not display.shows_failed_logs)
+    elif isinstance(err, FrontendFailed):
+        if not display.shows_failed_logs:  # a step of the frontend's own that failed
+            for name, lines in display.failed_steps():
+                _print_failed_step(name, lines)
+        if err.source:
+            click.echo(err.source, err=True)
+
+
 def _print_failed_step(name: str, lines: Sequence[str]) -> None:
     click.echo("------", err=True)
     click.echo(f" > {name}:", err=True)
@@ -339,17 +355,8 @@ def build(
         try:
             response = anyio.run(_solve, controller, request, display, trace_file)
             failed = False
-        except BuildFailed as err:
-            display.close(failed=True)
-            _print_log_tail(err, log=not display.shows_failed_logs)
-            raise
-        except FrontendFailed as err:
-            display.close(failed=True)
-            if not display.shows_failed_logs:  # a step of the frontend's own that failed
-                for name, lines in display.failed_steps():
-                    _print_failed_step(name, lines)
-            if err.source:
-                click.echo(err.source, err=True)
+        except (BuildFailed, FrontendFailed) as err:
+            report_failure(err, display)
             raise
         finally:
             display.close(failed=failed)

@@ -208,61 +208,19 @@ def run() -> None:
     from llbkit.core.cli.codecache import install
 
     install(cache_dir())  # before the classes of the command are made
+    full()
+
+
+def full() -> NoReturn:
+    """:func:`main`, then out of the process (the codecache installed)."""
+    from llbkit.core.cli.exiting import leave
+
     try:
         main()
         code: object = 0
     except SystemExit as done:
         code = done.code
     leave(code)
-
-
-def leave(code: object) -> NoReturn:
-    """End the process as ``sys.exit(code)`` would, minus the interpreter's teardown."""
-    import atexit
-    import os
-    import threading
-
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    _flush_leaked_writers()
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code & 0xFF
-    else:  # what sys.exit does with a message
-        print(code, file=sys.stderr)
-        status = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader gone, or a stream already closed
-            status = status or 120  # as the interpreter reports a failed flush at exit
-    os._exit(status)
-
-
-def _flush_leaked_writers() -> None:
-    """A file written and never closed is flushed when the interpreter frees it; nothing
-    frees it now, so do what freeing would have done (2 to 5 ms: an exact type test per
-    object, subclasses included, is five times cheaper than ``isinstance``)."""
-    import gc
-    import io
-
-    writers: set[type] = set()
-    pending: list[type] = [io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper]
-    while pending:
-        kind = pending.pop()
-        writers.add(kind)
-        pending += kind.__subclasses__()
-    for obj in gc.get_objects():
-        if type(obj) in writers:
-            try:
-                if not obj.closed and obj.writable():
-                    obj.flush()
-            except (OSError, ValueError):
-                pass
 
 
 def _without_httpx_cli() -> None:

@@ -219,6 +219,14 @@ class EngineFrontendClient:
             sink.begin()
             self._emit(Vertex(digest, name, started=started, completed=time.time(), error=str(err)))
             raise
+        except BaseException:
+            # Stopped by a sibling's failure: shown as BuildKit shows it, canceled.
+            self._emit(
+                Vertex(
+                    digest, name, started=started, completed=time.time(), error="context canceled"
+                )
+            )
+            raise
         sink.begin()
         self._emit(Vertex(digest, name, started=started, completed=time.time()))
 

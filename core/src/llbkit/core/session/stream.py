@@ -13,7 +13,12 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from llbkit.core.api._pb import fsutil_pb2
-from llbkit.core.errors import UserError
+from llbkit.core.session.errors import (
+    DiffCopyError,
+    InvalidStreamError,
+    PeerClosedError,
+    PeerError,
+)
 
 __all__ = [
     "DiffCopyError",
@@ -27,26 +32,6 @@ __all__ = [
 ]
 
 Packet = fsutil_pb2.Packet
-
-
-class DiffCopyError(UserError):
-    """A file transfer between client and daemon that could not complete."""
-
-
-class PeerError(DiffCopyError):
-    """The other side reported a failure (a ``PACKET_ERR``); ``message`` is what it said."""
-
-    def __init__(self, role: str, message: str) -> None:
-        self.message = message
-        super().__init__(f"error from {role}: {message}")
-
-
-class PeerClosedError(DiffCopyError):
-    """A send found the other side gone."""
-
-
-class InvalidStreamError(DiffCopyError):
-    """The peer broke the protocol: a bad path, an order fsutil forbids, an unknown file id."""
 
 
 class PacketStream(Protocol):

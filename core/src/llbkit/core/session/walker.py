@@ -11,10 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Generator, Sequence
-from typing import cast
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from llbkit.core.api._pb import fsutil_pb2
 from llbkit.core.fs.iterative import SortedWalk
 from llbkit.core.fs.sendpatterns import (
     DESCEND,
@@ -26,11 +25,22 @@ from llbkit.core.fs.sendpatterns import (
     follow_links,
 )
 from llbkit.core.session import gomode
-from llbkit.core.session.stream import DiffCopyError
+from llbkit.core.session.errors import DiffCopyError
 
 __all__ = ["follow_links", "mkstat", "walk"]
 
-Stat = fsutil_pb2.Stat
+if TYPE_CHECKING:
+    from llbkit.core.api._pb import fsutil_pb2
+
+#: makes a stat from its fields (``path=``, ``mode=``...); fsutil's protobuf ``Stat`` unless a
+#: caller that cannot afford the protobuf runtime passes a class of the same shape
+StatMaker = Callable[..., Any]
+
+
+def _protobuf_stat() -> StatMaker:
+    from llbkit.core.api._pb import fsutil_pb2
+
+    return fsutil_pb2.Stat
 
 
 def _utf8(name: str, what: str) -> str:
@@ -51,10 +61,11 @@ def mkstat(
     seen: dict[tuple[int, int], str] | None,
     *,
     xattrs: bool = True,
+    make: StatMaker | None = None,
 ) -> fsutil_pb2.Stat:
     """The ``Stat`` fsutil sends for an entry; ``seen`` maps inodes to their first path, so
     later links to one name it in ``linkname``."""
-    out = Stat(
+    out: fsutil_pb2.Stat = (make or _protobuf_stat())(
         path=_utf8(rel, "path"),
         # Go clears the socket bit: a socket travels (and is recreated) as an empty file.
         mode=gomode.from_posix(st.st_mode) & ~gomode.MODE_SOCKET,
@@ -100,14 +111,15 @@ def _load_xattrs(abspath: str, out: fsutil_pb2.Stat) -> None:
 
 
 class _Walker:
-    def __init__(self, patterns: SenderPatterns, *, xattrs: bool) -> None:
+    def __init__(self, patterns: SenderPatterns, *, xattrs: bool, make: StatMaker) -> None:
         self.filter = SenderFilter(patterns)
         self.xattrs = xattrs
+        self.make = make
         self.seen: dict[tuple[int, int], str] = {}
         self.out: list[fsutil_pb2.Stat] = []
 
     def _stat(self, path: str, abspath: str, st: os.stat_result) -> fsutil_pb2.Stat:
-        return mkstat(abspath, path, st, self.seen, xattrs=self.xattrs)
+        return mkstat(abspath, path, st, self.seen, xattrs=self.xattrs, make=self.make)
 
     def visit(self, path: str, abspath: str, st: os.stat_result | None, err: OSError | None) -> int:
         """One entry, as fsutil's walk callback treats it; appends what to send to ``out``."""
@@ -151,6 +163,7 @@ def walk(
     follow_paths: Sequence[str] = (),
     xattrs: bool = True,
     batch: int = 256,
+    make: StatMaker | None = None,
 ) -> Generator[list[fsutil_pb2.Stat], None, None]:
     """The stats fsutil's ``Walk`` yields for ``root``, in lists of up to ``batch``.
 
@@ -158,7 +171,11 @@ def walk(
     """
     root = os.fspath(root)
     real = _resolve_root(root)
-    walker = _Walker(SenderPatterns(root, include, exclude, follow_paths), xattrs=xattrs)
+    walker = _Walker(
+        SenderPatterns(root, include, exclude, follow_paths),
+        xattrs=xattrs,
+        make=make or _protobuf_stat(),
+    )
 
     tree = SortedWalk(real, _names(real))
     for abspath, path in tree:

@@ -1,0 +1,1 @@
+"""A gRPC client without grpcio: for commands that must start fast."""

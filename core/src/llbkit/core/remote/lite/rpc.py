@@ -1,0 +1,167 @@
+"""gRPC's framing over :mod:`.h2`: length-prefixed messages, and the status a call ends with."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+from llbkit.core.remote.lite.h2 import Connection, H2Error, Stream
+
+__all__ = ["Call", "RpcError", "serve"]
+
+OK, CANCELLED, UNKNOWN, NOT_FOUND, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 5, 12, 14
+#: as buildctl's limit: a definition or a file chunk may be large
+MESSAGE_BYTES = 16 << 20
+
+
+class RpcError(Exception):
+    """A call that ended with a status other than OK."""
+
+    def __init__(self, code: int, message: str, metadata: dict[str, str]) -> None:
+        super().__init__(message or f"gRPC status {code}")
+        self.code = code
+        self.message = message
+        self.metadata = metadata
+
+
+class Call:
+    """One call on a stream: messages each way, and its final status."""
+
+    def __init__(self, stream: Stream, *, serving: bool = False) -> None:
+        self.stream = stream
+        self.serving = serving  # the peer's requests end without a status
+        self._buffer = bytearray()
+
+    @classmethod
+    def start(cls, conn: Connection, path: str, metadata: Sequence[tuple[str, str]] = ()) -> Call:
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            *metadata,
+        ]
+        return cls(conn.open(headers))
+
+    def send(self, message: bytes, *, end: bool = False) -> None:
+        self.stream.send_data(b"\0" + len(message).to_bytes(4, "big") + message, end=end)
+
+    def done_writing(self) -> None:
+        self.stream.send_data(b"", end=True)
+
+    def messages(self) -> Iterator[bytes]:
+        """Each message the peer sends; a status other than OK is raised at the end."""
+        while True:
+            while len(self._buffer) < 5 or len(self._buffer) < 5 + _size(self._buffer):
+                more = self.stream.read()
+                if not more:
+                    if self._buffer:
+                        raise RpcError(UNKNOWN, "the stream ended inside a message", {})
+                    if not self.serving:
+                        self._check()
+                    elif self.stream.reset is not None:
+                        raise RpcError(CANCELLED, "the caller canceled", {})
+                    return
+                self._buffer += more
+            size = _size(self._buffer)
+            if self._buffer[0]:
+                raise RpcError(UNIMPLEMENTED, "a compressed message, which was not asked for", {})
+            message = bytes(self._buffer[5 : 5 + size])
+            del self._buffer[: 5 + size]
+            yield message
+
+    def unary(self) -> bytes:
+        """The one answer of a unary call."""
+        answers = list(self.messages())
+        if len(answers) != 1:
+            raise RpcError(UNKNOWN, f"{len(answers)} answers to a unary call", {})
+        return answers[0]
+
+    def _check(self) -> None:
+        stream = self.stream
+        if stream.reset is not None:
+            raise RpcError(CANCELLED, f"the call was reset ({stream.reset})", {})
+        fields = dict(stream.trailers or stream.headers or [])
+        if "grpc-status" not in fields:
+            closed = stream.conn.closed
+            raise RpcError(UNAVAILABLE, closed or "the call ended without a status", {})
+        code = int(fields["grpc-status"]) if fields["grpc-status"].isdigit() else UNKNOWN
+        if code != OK:
+            raise RpcError(code, _unquote(fields.get("grpc-message", "")), fields)
+
+
+def _size(buffer: bytearray) -> int:
+    size = int.from_bytes(buffer[1:5], "big")
+    if size > MESSAGE_BYTES:
+        raise RpcError(UNKNOWN, f"a message of {size} bytes is beyond the limit", {})
+    return size
+
+
+Handler = Callable[[Call, dict[str, list[str]]], None]
+
+
+def serve(handlers: dict[str, Handler]) -> Callable[[Stream], None]:
+    """An ``on_stream`` for a server connection: each call runs its handler on a thread of
+    its own, which sends the answers; the status follows (an error as ``RpcError``)."""
+
+    def on_stream(stream: Stream) -> None:
+        threading.Thread(target=_answer, args=(stream, handlers), daemon=True).start()
+
+    return on_stream
+
+
+def _answer(stream: Stream, handlers: dict[str, Handler]) -> None:
+    metadata: dict[str, list[str]] = {}
+    for key, value in stream.headers or []:
+        metadata.setdefault(key, []).append(value)
+    path = metadata.get(":path", [""])[0]
+    handler = handlers.get(path)
+    try:
+        if handler is None:
+            status = [("grpc-status", str(UNIMPLEMENTED)), ("grpc-message", f"unknown {path}")]
+            stream.send_headers(
+                [(":status", "200"), ("content-type", "application/grpc"), *status], end=True
+            )
+            return
+        stream.send_headers([(":status", "200"), ("content-type", "application/grpc")])
+        try:
+            handler(Call(stream, serving=True), metadata)
+            status = [("grpc-status", "0")]
+        except RpcError as err:
+            status = [("grpc-status", str(err.code)), ("grpc-message", _quote(err.message))]
+        except Exception as err:  # a bug here: the daemon hears it instead of waiting forever
+            said = f"{type(err).__name__}: {err}"
+            status = [("grpc-status", str(UNKNOWN)), ("grpc-message", _quote(said))]
+        stream.send_headers(status, end=True)
+    except H2Error:
+        return  # the daemon went away: nobody is left to answer
+
+
+def _quote(text: str) -> str:
+    """grpc-message's percent-encoding of what is not printable ASCII."""
+    return "".join(
+        c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode())
+        for c in text
+    )
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text:
+        return text
+    raw = text.encode("latin-1", "replace")
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x25 and _hex(raw[i + 1 : i + 3]):
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def _hex(pair: bytes) -> bool:
+    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)

@@ -1,0 +1,236 @@
+"""The services a build's session offers the daemon, served on threads: health, registry
+credentials from this machine's Docker config, secrets (none: a build that names one hears
+"not found", as from the full client) and the ``--local`` directories by fsutil's DiffCopy."""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+import threading
+from collections.abc import Iterator, Mapping
+from typing import cast
+
+from llbkit.core.remote.lite import messages
+from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
+
+__all__ = ["FILE_SYNC", "FILE_SYNC_BATCHED", "handlers", "methods"]
+
+HEALTH = "/grpc.health.v1.Health/Check"
+AUTH = "/moby.filesync.v1.Auth/Credentials"
+SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
+FILE_SYNC_BATCHED = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
+STAT, REQ, DATA, FIN, ERR = range(5)
+#: fsutil reads a file through a buffer of this size: one DATA packet per read
+CHUNK = 32 * 1024
+#: packets are sent once this much waits
+FLUSH_AT = 256 * 1024
+#: Go's os.ModeType bits: an entry whose data can be asked for has none of them
+_GO_TYPE = 0x8F280000
+
+
+def methods(locals_: Mapping[str, str]) -> list[str]:
+    found = [HEALTH, SECRETS, AUTH]
+    if locals_:
+        found += [FILE_SYNC, FILE_SYNC_BATCHED]
+    return found
+
+
+def handlers(locals_: Mapping[str, str]) -> dict[str, Handler]:
+    return {
+        HEALTH: lambda call, _: call.send(messages.health_serving()),
+        AUTH: _credentials,
+        SECRETS: _secret,
+        FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=False),
+        FILE_SYNC_BATCHED: lambda call, md: _diff_copy(call, md, locals_, batched=True),
+    }
+
+
+def _credentials(call: Call, metadata: dict[str, list[str]]) -> None:
+    from llbkit.core.registry.credentials import docker_config_credentials
+
+    host = messages.credentials_host(call.unary())
+    found = docker_config_credentials(host)
+    call.send(messages.credentials_response(*(found or ("", ""))))
+
+
+def _secret(call: Call, metadata: dict[str, list[str]]) -> None:
+    from llbkit.core.remote.lite.proto import fields, text
+
+    asked = next((v for n, _, v in fields(call.unary()) if n == 1 and isinstance(v, bytes)), b"")
+    raise RpcError(NOT_FOUND, f"secret {text(asked)} not found", {})
+
+
+class _Stat:
+    """A stat of fsutil's shape, made by the walker and encoded here (no protobuf runtime)."""
+
+    __slots__ = (
+        "devmajor",
+        "devminor",
+        "gid",
+        "linkname",
+        "modTime",
+        "mode",
+        "path",
+        "size",
+        "uid",
+        "xattrs",
+    )
+
+    def __init__(
+        self, path: str = "", mode: int = 0, uid: int = 0, gid: int = 0, modTime: int = 0
+    ) -> None:
+        self.path, self.mode, self.uid, self.gid, self.modTime = path, mode, uid, gid, modTime
+        self.size = self.devmajor = self.devminor = 0
+        self.linkname = ""
+        self.xattrs: dict[str, bytes] = {}
+
+    def encode(self) -> bytes:
+        return messages.stat(
+            self.path,
+            self.mode,
+            uid=self.uid,
+            gid=self.gid,
+            size=self.size,
+            mod_time=self.modTime,
+            linkname=self.linkname,
+            devmajor=self.devmajor,
+            devminor=self.devminor,
+            xattrs=self.xattrs,
+        )
+
+
+class _Packets:
+    """Packets out on a call: each its own message, or (batched) many to a ``Packets``."""
+
+    def __init__(self, call: Call, batched: bool) -> None:
+        self.call = call
+        self.batched = batched
+        self._lock = threading.Lock()
+        self._waiting: list[bytes] = []
+        self._size = 0
+
+    def add(self, packet: bytes) -> None:
+        with self._lock:
+            self._waiting.append(packet)
+            self._size += len(packet)
+            full = self._size >= FLUSH_AT
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            waiting, self._waiting, self._size = self._waiting, [], 0
+            if not waiting:
+                return
+            if self.batched:
+                message = messages.packets(waiting)
+                blob = b"\0" + len(message).to_bytes(4, "big") + message
+            else:
+                blob = b"".join(b"\0" + len(p).to_bytes(4, "big") + p for p in waiting)
+            self.call.stream.send_data(blob)
+
+    def received(self) -> Iterator[list[bytes]]:
+        """The packets of each message the receiver sends."""
+        for message in self.call.messages():
+            yield messages.decode_packets(message) if self.batched else [message]
+
+
+def _diff_copy(
+    call: Call, metadata: dict[str, list[str]], locals_: Mapping[str, str], *, batched: bool
+) -> None:
+    name = (metadata.get("dir-name") or [""])[0]
+    root = locals_.get(name)
+    if root is None:
+        raise RpcError(NOT_FOUND, f"no access allowed to dir {name!r}", {})
+    out = _Packets(call, batched)
+    files: dict[int, str] = {}
+    failed: list[str] = []
+    lister = threading.Thread(
+        target=_list,
+        args=(out, root, metadata, files, failed),
+        name="diffcopy-list",
+        daemon=True,
+    )
+    lister.start()
+    real = os.path.realpath(root)
+    try:
+        for batch in out.received():
+            for data in batch:
+                kind, file_id, payload, _ = messages.decode_packet(data)
+                if kind == ERR:
+                    raise RpcError(
+                        UNKNOWN, f"error from receiver: {payload.decode(errors='replace')}", {}
+                    )
+                if kind == REQ:
+                    path = files.pop(file_id, None)
+                    if path is None:
+                        raise RpcError(UNKNOWN, f"invalid file id {file_id}", {})
+                    _send_file(out, file_id, os.path.join(real, path))
+                elif kind == FIN:
+                    out.add(messages.packet(FIN))
+                    out.flush()
+                    return
+            out.flush()
+    finally:
+        lister.join()
+    if failed:
+        raise RpcError(UNKNOWN, failed[0], {})
+    raise RpcError(UNKNOWN, "the receiver closed the stream before finishing", {})
+
+
+def _list(
+    out: _Packets,
+    root: str,
+    metadata: dict[str, list[str]],
+    files: dict[int, str],
+    failed: list[str],
+) -> None:
+    """Every stat, then an empty one, as fsutil's walk lists them."""
+    from llbkit.core.errors import UserError
+    from llbkit.core.session.walker import walk
+
+    file_id = 0
+    try:
+        batches = walk(
+            root,
+            include=metadata.get("include-patterns", []),
+            exclude=metadata.get("exclude-patterns", []),
+            follow_paths=metadata.get("followpaths", []),
+            make=_Stat,
+        )
+        for batch in batches:
+            for entry in cast("list[_Stat]", batch):
+                if entry.mode & _GO_TYPE == 0:
+                    files[file_id] = entry.path
+                file_id += 1
+                out.add(messages.packet(STAT, entry.encode()))
+        out.add(messages.packet(STAT))
+        out.flush()
+    except (UserError, OSError) as err:
+        said = str(err) if isinstance(err, UserError) else _describe(err)
+        failed.append(said)
+        out.add(messages.packet(ERR, data=said.encode()))
+        out.flush()
+
+
+def _send_file(out: _Packets, file_id: int, path: str) -> None:
+    """Its data in 32 KiB packets, then an empty one (just that, for a file gone or no longer
+    a regular file, as fsutil does)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            if statmod.S_ISREG(os.fstat(fd).st_mode):
+                while chunk := os.read(fd, CHUNK):
+                    out.add(messages.packet(DATA, id=file_id, data=chunk))
+        finally:
+            os.close(fd)
+    out.add(messages.packet(DATA, id=file_id))
+
+
+def _describe(err: OSError) -> str:
+    where = f" {err.filename}" if err.filename else ""
+    return f"{err.strerror or err}:{where}" if where else str(err.strerror or err)
