@@ -119,12 +119,11 @@ class Connection:
         )
         if not server:
             settings += struct.pack(">HI", ENABLE_PUSH, 0)
+        opening = (b"" if server else PREFACE) + _frame(SETTINGS, 0, 0, settings)
+        if WINDOW > 65535:
+            opening += _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - 65535))
         with self._wlock:
-            self._write(
-                (b"" if server else PREFACE)
-                + _frame(SETTINGS, 0, 0, settings)
-                + _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - 65535))
-            )
+            self._write(opening)
         self._thread = threading.Thread(target=self._run, name="h2-reader", daemon=True)
         self._thread.start()
 
@@ -225,16 +224,17 @@ class Connection:
         block_stream = 0
         block_flags = 0
         while True:
-            while len(buffer) >= 9:
-                length = int.from_bytes(buffer[:3], "big")
+            at = 0  # frames are taken from here; the buffer is compacted once per read
+            while len(buffer) - at >= 9:
+                length = int.from_bytes(buffer[at : at + 3], "big")
                 if length > FRAME:
                     raise H2Error(f"a frame of {length} bytes is beyond the agreed size")
-                if len(buffer) < 9 + length:
+                if len(buffer) - at < 9 + length:
                     break
-                kind, flags = buffer[3], buffer[4]
-                stream_id = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
-                payload = bytes(buffer[9 : 9 + length])
-                del buffer[: 9 + length]
+                kind, flags = buffer[at + 3], buffer[at + 4]
+                stream_id = int.from_bytes(buffer[at + 5 : at + 9], "big") & 0x7FFFFFFF
+                payload = bytes(buffer[at + 9 : at + 9 + length])
+                at += 9 + length
                 if block_stream and kind != CONTINUATION:
                     raise H2Error("a header block was interrupted")
                 if kind in (HEADERS, CONTINUATION):
@@ -252,6 +252,7 @@ class Connection:
                         block_stream = 0
                 else:
                     self._frame(kind, flags, stream_id, payload)
+            del buffer[:at]
             more = self._read()
             if not more:
                 return

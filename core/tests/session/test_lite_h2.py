@@ -1,0 +1,100 @@
+"""The light client's HTTP/2 and gRPC framing, both ends ours, over a socket pair: calls keep
+their bytes and order through flow control, and every way a call ends reaches the caller."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from llbkit.core.remote.lite import h2
+from llbkit.core.remote.lite.rpc import NOT_FOUND, UNIMPLEMENTED, UNKNOWN, Call, RpcError, serve
+
+
+def _echo(call: Call, metadata: dict[str, list[str]]) -> None:
+    for message in call.messages():
+        call.send(message[::-1])
+
+
+def _refuse(call: Call, metadata: dict[str, list[str]]) -> None:
+    raise RpcError(NOT_FOUND, "no access allowed to dir 'ctx' — 100%", {})
+
+
+def _broken(call: Call, metadata: dict[str, list[str]]) -> None:
+    raise KeyError("a bug")
+
+
+@pytest.fixture(params=[h2.WINDOW, 1 << 16], ids=["large-windows", "small-windows"])
+def conn(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[h2.Connection]:
+    # Small windows: every few frames a side waits for the other's credit.
+    monkeypatch.setattr(h2, "WINDOW", request.param)
+    ours, theirs = socket.socketpair()
+    handlers = {"/t.T/Echo": _echo, "/t.T/Refuse": _refuse, "/t.T/Broken": _broken}
+    server = h2.Connection(
+        lambda: theirs.recv(1 << 16), theirs.sendall, server=True, on_stream=serve(handlers)
+    )
+    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
+    yield client
+    client.close()
+    server.close()
+    ours.close()
+    theirs.close()
+
+
+def test_large_messages_cross_both_ways_in_order_beyond_the_default_windows(
+    conn: h2.Connection,
+) -> None:
+    call = Call.start(conn, "/t.T/Echo")
+    sent = [os.urandom(size) for size in (0, 1, 70_000, 3 << 20, 5)]
+
+    def send() -> None:
+        for message in sent:
+            call.send(message)
+        call.done_writing()
+
+    writer = threading.Thread(target=send, daemon=True)
+    writer.start()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(call.messages()), daemon=True)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive(), "the call stalled: a window was never given back"
+    assert got == [m[::-1] for m in sent]
+
+
+def test_an_error_status_reaches_the_caller_with_its_message(conn: h2.Connection) -> None:
+    call = Call.start(conn, "/t.T/Refuse")
+    call.send(b"", end=True)
+    with pytest.raises(RpcError) as raised:
+        call.unary()
+    assert raised.value.code == NOT_FOUND
+    assert raised.value.message == "no access allowed to dir 'ctx' — 100%"
+
+
+def test_an_unknown_method_and_a_failing_handler_end_their_calls(conn: h2.Connection) -> None:
+    unknown = Call.start(conn, "/t.T/Nothing")
+    unknown.send(b"", end=True)
+    with pytest.raises(RpcError) as raised:
+        unknown.unary()
+    assert raised.value.code == UNIMPLEMENTED
+    broken = Call.start(conn, "/t.T/Broken")
+    broken.send(b"", end=True)
+    with pytest.raises(RpcError) as raised:
+        broken.unary()
+    assert raised.value.code == UNKNOWN and "a bug" in raised.value.message
+
+
+def test_a_peer_that_goes_away_ends_a_waiting_call() -> None:
+    ours, theirs = socket.socketpair()
+    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
+    call = Call.start(client, "/t.T/Echo")
+    theirs.close()
+    with pytest.raises(RpcError):
+        list(call.messages())
+    assert client.closed is not None
+    ours.close()
