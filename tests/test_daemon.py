@@ -1469,10 +1469,14 @@ run()
 
 def _light_and_full(address: str, *args: str) -> tuple[Any, Any]:
     light = subprocess.run(
-        [sys.executable, "-c", _WATCHED_RUN, "--addr", address, *args], capture_output=True
+        [sys.executable, "-c", _WATCHED_RUN, "--addr", address, *args],
+        capture_output=True,
+        timeout=120,  # a hang is a failure
     )
     full = subprocess.run(
-        [sys.executable, "-c", _FULL_RUN, "--addr", address, *args], capture_output=True
+        [sys.executable, "-c", _FULL_RUN, "--addr", address, *args],
+        capture_output=True,
+        timeout=120,
     )
     return light, full
 
@@ -1507,3 +1511,23 @@ def test_a_build_through_the_daemon_needs_no_grpcio_and_says_what_the_full_clien
     shown = light.stderr.decode().splitlines()
     assert shown[:-1] == full.stderr.decode().splitlines(), (light.stderr, full.stderr)
     assert any("out-put" in line for line in shown) and "exit code: 3" in shown[-2], shown
+
+
+def test_a_context_the_light_client_cannot_send_fails_as_with_the_full_client(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """An entry the sender cannot describe (an extended attribute whose name is not UTF-8)
+    ends the build with the full client's words, not a hang."""
+    ctx = tmp_path / "ctx"
+    args = _dockerfile_args(ctx, registry, dockerfile="ARG BASE\nFROM ${BASE}\nCOPY . /c/\n")
+    (ctx / "odd").write_text("x\n")
+    try:
+        os.setxattr(ctx / "odd", b"user.\xff\xfe", b"v")
+    except OSError:
+        pytest.skip("this filesystem keeps no user extended attributes")
+    with daemon(tmp_path / "root") as (address, _):
+        light, full = _light_and_full(address, *args, "--progress", "quiet")
+    assert light.returncode == full.returncode == 1, (light.stderr, full.stderr)
+    assert light.stderr.decode().splitlines()[:-1] == full.stderr.decode().splitlines()
+    assert "error from sender: " in full.stderr.decode()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +27,23 @@ def _refuse(call: Call, metadata: dict[str, list[str]]) -> None:
 
 def _broken(call: Call, metadata: dict[str, list[str]]) -> None:
     raise KeyError("a bug")
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[h2.Connection, h2.Connection]]:
+    ours, theirs = socket.socketpair()
+    server = h2.Connection(
+        lambda: theirs.recv(1 << 16),
+        theirs.sendall,
+        server=True,
+        on_stream=serve({"/t.T/Echo": _echo}),
+    )
+    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
+    yield client, server
+    client.close()
+    server.close()
+    ours.close()
+    theirs.close()
 
 
 @pytest.fixture(params=[h2.WINDOW, 1 << 16], ids=["large-windows", "small-windows"])
@@ -98,3 +117,19 @@ def test_a_peer_that_goes_away_ends_a_waiting_call() -> None:
         list(call.messages())
     assert client.closed is not None
     ours.close()
+
+
+def test_calls_the_peer_still_serves_after_goaway_finish_and_no_new_one_starts(
+    pair: tuple[h2.Connection, h2.Connection],
+) -> None:
+    """As a daemon stopping gracefully says GOAWAY: the running build goes on."""
+    client, server = pair
+    running = Call.start(client, "/t.T/Echo")
+    server.write_frame(h2.GOAWAY, 0, 0, struct.pack(">II", running.stream.id, 0))
+    deadline = time.monotonic() + 10
+    while client.going_away is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    running.send(b"still", end=True)
+    assert list(running.messages()) == [b"llits"]
+    with pytest.raises(h2.H2Error):
+        Call.start(client, "/t.T/Echo")

@@ -12,7 +12,6 @@ import posixpath
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from llbkit.core.errors import UserError
 
@@ -286,23 +285,36 @@ def _simulate(steps: list[_Step], path: str) -> bool:
     return (end, False) in states
 
 
-@dataclass
 class Pattern:
-    """One cleaned pattern; ``exclusion`` for a ``!`` pattern that re-includes."""
+    """One cleaned pattern; ``exclusion`` for a ``!`` pattern that re-includes.
 
-    text: str
-    exclusion: bool = False
-    parts: int = 0
-    _kind: str = ""
-    _value: str = ""
-    _regex: re.Pattern[str] | None = field(default=None, repr=False)
-    _steps: list[_Step] | None = field(default=None, repr=False)
-    #: refuse a pattern that cannot be compiled on its first match, not when made
-    deferred: bool = field(default=False, kw_only=True)
-    _error: PatternError | None = field(default=None, repr=False)
+    A plain class, not a dataclass: the patterns module is on a daemon client's start path,
+    where importing ``dataclasses`` (and ``inspect`` with it) costs more than the build's
+    own work."""
 
-    def __post_init__(self) -> None:
-        self.parts = len(self.text.split("/"))
+    __slots__ = (
+        "_error",
+        "_kind",
+        "_regex",
+        "_steps",
+        "_value",
+        "deferred",
+        "exclusion",
+        "parts",
+        "text",
+    )
+
+    def __init__(self, text: str, exclusion: bool = False, *, deferred: bool = False) -> None:
+        self.text = text
+        self.exclusion = exclusion
+        #: refuse a pattern that cannot be compiled on its first match, not when made
+        self.deferred = deferred
+        self.parts = len(text.split("/"))
+        self._kind = ""
+        self._value = ""
+        self._regex: re.Pattern[str] | None = None
+        self._steps: list[_Step] | None = None
+        self._error: PatternError | None = None
         try:
             self._compile()
         except PatternError:
@@ -310,6 +322,20 @@ class Pattern:
                 raise
             # patternmatcher compiles on first use and then says only this.
             self._error = PatternError(BAD_PATTERN)
+
+    def __repr__(self) -> str:
+        return f"Pattern(text={self.text!r}, exclusion={self.exclusion!r}, kind={self._kind!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pattern):
+            return NotImplemented
+        return (self.text, self.exclusion, self.deferred) == (
+            other.text,
+            other.exclusion,
+            other.deferred,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value, as before
 
     def _compile(self) -> None:
         text, out, kind, i = self.text, ["^"], "exact", 0

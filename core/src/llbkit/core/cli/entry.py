@@ -7,8 +7,10 @@ says what is wrong with it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Any
 
 __all__ = ["run"]
 
@@ -16,14 +18,13 @@ ADDRESS_ENV = "BUILDKIT_HOST"
 
 
 def run() -> None:
-    from llbkit.core.cachedir import cache_dir
-    from llbkit.core.cli.codecache import install
-
-    install(cache_dir())  # before the classes of the command are made
     plan = _parse(sys.argv[1:])
     if plan is None:
+        from llbkit.core.cachedir import cache_dir
+        from llbkit.core.cli.codecache import install
         from llbkit.core.cli.main import full
 
+        install(cache_dir())  # before the classes of the command are made
         full()
     from llbkit.core.cli.exiting import leave
 
@@ -41,9 +42,9 @@ def _parse(argv: list[str]) -> tuple[str, str, str, dict[str, str], dict[str, st
     while i < len(args) and args[i][0] == "--addr":
         address = args[i][1] or ""
         i += 1
-    if i >= len(args) or args[i] != ("build", None) or not address.startswith("unix://"):
+    if i >= len(args) or args[i] != ("build", None) or not _plain_unix(address):
         return None
-    progress, frontend = "", ""
+    progress, frontend = "auto", ""
     opts: dict[str, str] = {}
     locals_: dict[str, str] = {}
     for flag, value in args[i + 1 :]:
@@ -65,13 +66,19 @@ def _parse(argv: list[str]) -> tuple[str, str, str, dict[str, str], dict[str, st
             locals_[name] = path
         else:
             return None
-    if progress in ("", "auto"):
+    if progress == "auto":
         progress = os.environ.get("BUILDKIT_PROGRESS", "") or (
             "tty" if sys.stderr.isatty() else "plain"
         )
     if progress not in ("quiet", "plain") or not frontend:
         return None
     return address, progress, frontend, opts, locals_
+
+
+def _plain_unix(address: str) -> bool:
+    """A ``unix://`` address the light client reads exactly as the full one does."""
+    path = address.removeprefix("unix://")
+    return path != address and path.startswith("/") and not any(c in path for c in "?#%")
 
 
 def _split(argv: list[str]) -> list[tuple[str, str | None]] | None:
@@ -102,45 +109,80 @@ def _split(argv: list[str]) -> list[tuple[str, str | None]] | None:
 def _build(
     address: str, progress: str, frontend: str, opts: dict[str, str], locals_: dict[str, str]
 ) -> int:
-    from llbkit.core.errors import UserError
-    from llbkit.core.remote.lite.build import Failed, solve
+    from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
+    from llbkit.core.remote.lite.build import solve
 
-    display = None
-    if progress == "plain":
-        from llbkit.core.cli.progress_ui import make_display
-
-        display = make_display("plain")
-    path = address.removeprefix("unix://")
+    records = _Records(progress)
     try:
-        solve(address, path, frontend=frontend, attrs=opts, locals_=locals_, show=display)
-    except Failed as failed:
-        _report(failed, display)
-        print(f"error: {failed.error}", file=sys.stderr)
+        solve(
+            address,
+            address.removeprefix("unix://"),
+            frontend=frontend,
+            attrs=opts,
+            locals_=locals_,
+            on_status=records.add,
+        )
+    except (BuildFailed, FrontendFailed) as err:
+        from llbkit.core.cli.build import report_failure
+
+        report_failure(err, records.display())
+        print(f"error: {err}", file=sys.stderr)
         return 1
     except UserError as err:
-        if display is not None:
-            display.close(failed=True)
+        records.close(failed=True)
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: canceled", file=sys.stderr)
         return 130
-    if display is not None:
-        display.close()
+    records.close()
     return 0
 
 
-def _report(failed: object, display: object) -> None:
-    """What the full CLI prints before a failed build's error: the failed step's log (unless
-    the display showed it) and the Dockerfile lines."""
-    from llbkit.core.cli.build import report_failure
-    from llbkit.core.cli.progress_ui import make_display
-    from llbkit.core.remote.lite.build import Failed
-    from llbkit.core.remote.lite.messages import status
+class _Records:
+    """The build's status records: shown as they come (plain), or (quiet) kept undecoded, so
+    that a build that succeeds never pays for decoding them, until they pass a size; then,
+    and for a failure's report, they go to the quiet display, which keeps what it needs."""
 
-    assert isinstance(failed, Failed)
-    if display is None:
-        display = make_display("quiet")
-        for message in failed.raw:
-            display(status(message))
-    report_failure(failed.error, display)
+    KEEP = 4 << 20
+
+    def __init__(self, progress: str) -> None:
+        self._shown: Any = None
+        self._raw: list[bytes] | None = None
+        self._size = 0
+        if progress == "plain":
+            self._open("plain")
+        else:
+            self._raw = []
+
+    def _open(self, mode: str) -> Any:
+        from llbkit.core.cli.progress_ui import make_display
+        from llbkit.core.remote.lite.messages import status
+
+        self._shown = make_display(mode)
+        self._decode = status
+        return self._shown
+
+    def add(self, message: bytes) -> None:
+        if self._raw is not None:
+            self._raw.append(message)
+            self._size += len(message)
+            if self._size <= self.KEEP:
+                return
+            self.display()
+        else:
+            self._shown(self._decode(message))
+
+    def display(self) -> Any:
+        """The display, with every record kept so far given to it."""
+        if self._raw is not None:
+            kept, self._raw = self._raw, None
+            self._open("quiet")
+            for message in kept:
+                with contextlib.suppress(Exception):  # an unreadable record is skipped
+                    self._shown(self._decode(message))
+        return self._shown
+
+    def close(self, *, failed: bool = False) -> None:
+        if self._shown is not None:
+            self._shown.close(failed=failed)

@@ -7,10 +7,11 @@ request says so in its own fields.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
+
+from llbkit.core.control.buildref import new_ref
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import ClientIO
@@ -24,13 +25,6 @@ __all__ = [
     "SolveResponse",
     "new_ref",
 ]
-
-
-def new_ref() -> str:
-    """A fresh build ref, as BuildKit's clients make them (25 random base-36-ish characters)."""
-    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-    # Not the secrets module: its import (random, hmac) costs more than a build's start should.
-    return "".join(alphabet[byte % 36] for byte in os.urandom(25))
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,9 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from pathlib import Path
 
 __all__ = [
     "DOCKER_HUB_HOST",
@@ -69,8 +67,15 @@ def docker_config_credentials(host: str) -> tuple[str, str] | None:
     """``auths`` of ``$DOCKER_CONFIG/config.json`` (``~/.docker``), as ``docker login`` wrote."""
     config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
     try:
-        auths = json.loads(Path(config_dir, "config.json").read_text()).get("auths", {})
-    except (OSError, ValueError, RecursionError, AttributeError):
+        with open(os.path.join(config_dir, "config.json"), encoding="utf-8") as config:
+            text = config.read()
+    except (OSError, ValueError):
+        return None
+    import json  # only once there is a config (a client's start pays for what it uses)
+
+    try:
+        auths = json.loads(text).get("auths", {})
+    except (ValueError, RecursionError, AttributeError):
         return None
     keys = [host, f"https://{host}", f"http://{host}"]
     if host == DOCKER_HUB_HOST:

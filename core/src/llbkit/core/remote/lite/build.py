@@ -4,19 +4,16 @@ calls them, for the build that is asked most and whose start-up is most of its t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import Connection, H2Error
-from llbkit.core.remote.lite.rpc import Call, RpcError, serve
+from llbkit.core.remote.lite.rpc import CODE_NAMES, UNAVAILABLE, Call, RpcError, serve
 from llbkit.core.remote.lite.session import handlers, methods
-
-if TYPE_CHECKING:
-    from llbkit.core.plugins.progress import SolveStatus
 
 __all__ = ["solve"]
 
@@ -30,39 +27,42 @@ def solve(
     frontend: str,
     attrs: Mapping[str, str],
     locals_: Mapping[str, str],
-    show: Callable[[SolveStatus], None] | None,
-) -> list[bytes]:
-    """Build; returns the raw status messages when ``show`` is None (decoded only if the
-    build fails). Raises what the full client raises for a failed build."""
+    on_status: Callable[[bytes], None],
+) -> None:
+    """Build; each ``StatusResponse`` goes to ``on_status`` undecoded (a record it cannot
+    take is skipped). Raises what the full client raises for a failed build."""
     from llbkit.core.errors import UserError
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(socket_path)
-    except OSError as err:
-        sock.close()
+        conn = Connection(lambda: sock.recv(1 << 20), sock.sendall)
+        try:
+            _solve(conn, frontend=frontend, attrs=attrs, locals_=locals_, on_status=on_status)
+        finally:
+            conn.close()
+    except RpcError as err:
+        raise _failure(err, address) from None
+    except (H2Error, OSError) as err:
+        reason = err.strerror or str(err) if isinstance(err, OSError) else str(err)
         raise UserError(
-            f"cannot reach the daemon at {address}: {err.strerror} (is llbkitd running there?)"
+            f"cannot reach the daemon at {address}: {reason} (is llbkitd running there?)"
         ) from None
-    conn = Connection(lambda: sock.recv(1 << 20), sock.sendall)
-    try:
-        return _solve(conn, address, frontend=frontend, attrs=attrs, locals_=locals_, show=show)
     finally:
-        conn.close()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # the reader thread's recv ends with it
         sock.close()
 
 
 def _solve(
     conn: Connection,
-    address: str,
     *,
     frontend: str,
     attrs: Mapping[str, str],
     locals_: Mapping[str, str],
-    show: Callable[[SolveStatus], None] | None,
-) -> list[bytes]:
-    from llbkit.core.control.request import new_ref
-    from llbkit.core.errors import UserError
+    on_status: Callable[[bytes], None],
+) -> None:
+    from llbkit.core.control.buildref import new_ref
 
     ref = new_ref()
     session_id = os.urandom(16).hex()
@@ -78,7 +78,7 @@ def _solve(
     def inner_read() -> bytes:
         try:
             return messages.bytes_message_data(next(incoming))
-        except (StopIteration, RpcError, H2Error):
+        except (StopIteration, RpcError, H2Error, ValueError):
             return b""
 
     inner = Connection(
@@ -89,15 +89,12 @@ def _solve(
     )
     status = Call.start(conn, CONTROL + "Status")
     status.send(messages.status_request(ref), end=True)
-    raw: list[bytes] = []
 
     def follow() -> None:
         try:
             for message in status.messages():
-                if show is None:
-                    raw.append(message)
-                else:
-                    show(messages.status(message))
+                with contextlib.suppress(Exception):  # one unreadable record: the rest still show
+                    on_status(message)
         except (RpcError, H2Error):
             return  # the build's own answer says what went wrong
 
@@ -108,16 +105,13 @@ def _solve(
     try:
         call.send(request, end=True)
         call.unary()
-    except RpcError as err:
+    except RpcError:
         follower.join(5)  # the failed build's last records (its error) first
-        raise _failure(err, address, raw, show) from None
-    except H2Error as err:
-        raise UserError(f"the daemon at {address}: {err}") from None
+        raise
     finally:
         inner.close()
     follower.join()
     session.stream.cancel()
-    return raw
 
 
 def _shared_key(locals_: Mapping[str, str]) -> str:
@@ -129,20 +123,9 @@ def _shared_key(locals_: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class Failed(Exception):
-    """A failed build, with what the display needs to say it as the full client does."""
-
-    def __init__(self, error: Exception, raw: list[bytes]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.raw = raw
-
-
-def _failure(
-    err: RpcError, address: str, raw: list[bytes], show: Callable[[SolveStatus], None] | None
-) -> Exception:
+def _failure(err: RpcError, address: str) -> Exception:
     """The failure as the full client raises it (``remote.controller``'s reading of the
-    daemon's trailers), carried with the records not shown yet."""
+    daemon's trailers)."""
     import json
 
     from llbkit.core.control.errdetails import STATUS_DETAILS, status_source
@@ -171,12 +154,15 @@ def _failure(
             error = UserError(said)
     elif source:
         error = FrontendFailed(said, source)
-    elif err.code == 14:
+    elif err.code == UNAVAILABLE:
         reason = err.message.rsplit(": ", 1)[-1].strip() or "unavailable"
-        error = UserError(f"cannot reach the daemon at {address}: {reason}")
+        error = UserError(
+            f"cannot reach the daemon at {address}: {reason} (is llbkitd running there?)"
+        )
     else:
-        error = UserError(err.message or "the build failed")
-    return Failed(error, raw if show is None else [])
+        named = CODE_NAMES[err.code] if 0 <= err.code < len(CODE_NAMES) else str(err.code)
+        error = UserError(err.message or named)
+    return error
 
 
 def _unbase64(text: str) -> bytes:

@@ -108,6 +108,8 @@ class Connection:
         self._wlock = threading.Lock()
         self.streams: dict[int, Stream] = {}
         self.closed: str | None = None
+        #: the last stream a peer that said GOAWAY still serves
+        self.going_away: int | None = None
         self._next_id = 2 if server else 1
         self._peer_window = 65535  # the connection's send window
         self._peer_initial = 65535
@@ -122,8 +124,10 @@ class Connection:
         opening = (b"" if server else PREFACE) + _frame(SETTINGS, 0, 0, settings)
         if WINDOW > 65535:
             opening += _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - 65535))
-        with self._wlock:
+        try:
             self._write(opening)
+        except OSError as err:
+            raise H2Error(f"the connection failed: {err.strerror or err}") from None
         self._thread = threading.Thread(target=self._run, name="h2-reader", daemon=True)
         self._thread.start()
 
@@ -131,37 +135,45 @@ class Connection:
 
     def write_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         with self._wlock:
-            if self.closed is not None:
-                raise H2Error(self.closed)
-            try:
-                self._write(_frame(kind, flags, stream_id, payload))
-            except OSError as err:
-                self._close(f"the connection failed: {err.strerror or err}")
-                raise H2Error(self.closed or "") from None
+            self._send(_frame(kind, flags, stream_id, payload))
+
+    def _send(self, data: bytes) -> None:
+        """Write whole frames; the caller holds the write lock."""
+        if self.closed is not None:
+            raise H2Error(self.closed)
+        try:
+            self._write(data)
+        except OSError as err:
+            self._close(f"the connection failed: {err.strerror or err}")
+            raise H2Error(self.closed or "") from None
 
     def open(self, headers: list[tuple[str, str]], *, end: bool = False) -> Stream:
         """A new stream with these request headers."""
-        with self.cond:
-            stream = Stream(self, self._next_id, self._peer_initial)
-            self._next_id += 2
-            self.streams[stream.id] = stream
         # Stream ids must reach the peer in order: taken and sent under the write lock.
-        self.send_headers(stream.id, headers, end=end)
+        with self._wlock:
+            with self.cond:
+                if self.going_away is not None:
+                    raise H2Error("the peer is shutting down and takes no new calls")
+                stream = Stream(self, self._next_id, self._peer_initial)
+                self._next_id += 2
+                self.streams[stream.id] = stream
+            self._send(self._header_frames(stream.id, headers, end))
         return stream
 
     def send_headers(self, stream_id: int, headers: list[tuple[str, str]], *, end: bool) -> None:
-        block = hpack.encode(headers)
-        flags = END_HEADERS | (END_STREAM if end else 0)
-        if len(block) <= self._peer_frame:
-            self.write_frame(HEADERS, flags, stream_id, block)
-            return
-        size = self._peer_frame
-        parts = [block[i : i + size] for i in range(0, len(block), size)]
         with self._wlock:  # a header block is never interleaved with other frames
-            frames = [_frame(HEADERS, END_STREAM if end else 0, stream_id, parts[0])]
-            frames += [_frame(CONTINUATION, 0, stream_id, p) for p in parts[1:-1]]
-            frames.append(_frame(CONTINUATION, END_HEADERS, stream_id, parts[-1]))
-            self._write(b"".join(frames))
+            self._send(self._header_frames(stream_id, headers, end))
+
+    def _header_frames(self, stream_id: int, headers: list[tuple[str, str]], end: bool) -> bytes:
+        block = hpack.encode(headers)
+        size = self._peer_frame
+        if len(block) <= size:
+            return _frame(HEADERS, END_HEADERS | (END_STREAM if end else 0), stream_id, block)
+        parts = [block[i : i + size] for i in range(0, len(block), size)]
+        frames = [_frame(HEADERS, END_STREAM if end else 0, stream_id, parts[0])]
+        frames += [_frame(CONTINUATION, 0, stream_id, p) for p in parts[1:-1]]
+        frames.append(_frame(CONTINUATION, END_HEADERS, stream_id, parts[-1]))
+        return b"".join(frames)
 
     def send_data(self, stream: Stream, data: bytes, *, end: bool = False) -> None:
         """Send ``data`` as the windows allow, blocking while they are spent."""
@@ -174,7 +186,8 @@ class Connection:
                     self.cond.wait()
                 if stream.reset is not None:
                     raise H2Error(f"the peer reset stream {stream.id} ({stream.reset})")
-                size = min(len(view), self._peer_window, stream.send_window, self._peer_frame)
+                size = max(0, min(len(view), self._peer_window, stream.send_window))
+                size = min(size, self._peer_frame)
                 self._peer_window -= size
                 stream.send_window -= size
             last = size == len(view)
@@ -301,7 +314,15 @@ class Connection:
                     stream.reset = int.from_bytes(payload[:4], "big")
                 self.cond.notify_all()
         elif kind == GOAWAY:
-            self._close("the peer ended the connection")
+            # Calls up to the last stream the peer names go on (a daemon stopping gracefully
+            # lets running builds finish); later ones were never taken, and no new one starts.
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            with self.cond:
+                self.going_away = last
+                for stream in self.streams.values():
+                    if stream.id > last and (stream.id % 2 == 1) != self.server:
+                        stream.reset = 0x7  # REFUSED_STREAM
+                self.cond.notify_all()
         elif kind == PUSH_PROMISE:
             raise H2Error("the peer pushed a stream, which was not allowed")
 

@@ -14,6 +14,28 @@ OK, CANCELLED, UNKNOWN, NOT_FOUND, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 5, 12, 
 MESSAGE_BYTES = 16 << 20
 
 
+#: gRPC's status codes by number, as the full client names one without a message
+CODE_NAMES = [
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+]
+
+
 class RpcError(Exception):
     """A call that ended with a status other than OK."""
 
@@ -81,10 +103,10 @@ class Call:
 
     def _check(self) -> None:
         stream = self.stream
-        if stream.reset is not None:
-            raise RpcError(CANCELLED, f"the call was reset ({stream.reset})", {})
         fields = dict(stream.trailers or stream.headers or [])
-        if "grpc-status" not in fields:
+        if "grpc-status" not in fields:  # a status said before a reset still counts
+            if stream.reset is not None:
+                raise RpcError(CANCELLED, f"the call was reset ({stream.reset})", {})
             closed = stream.conn.closed
             raise RpcError(UNAVAILABLE, closed or "the call ended without a status", {})
         code = int(fields["grpc-status"]) if fields["grpc-status"].isdigit() else UNKNOWN
@@ -148,9 +170,10 @@ def _quote(text: str) -> str:
 
 
 def _unquote(text: str) -> str:
-    if "%" not in text:
-        return text
+    """grpc-message's text: percent-decoded, then UTF-8 (header values arrive as latin-1)."""
     raw = text.encode("latin-1", "replace")
+    if b"%" not in raw:
+        return raw.decode("utf-8", "replace")
     out = bytearray()
     i = 0
     while i < len(raw):

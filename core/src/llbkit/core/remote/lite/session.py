@@ -4,6 +4,7 @@ credentials from this machine's Docker config, secrets (none: a build that names
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as statmod
 import threading
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import cast
 
 from llbkit.core.remote.lite import messages
+from llbkit.core.remote.lite.h2 import H2Error
 from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
 
 __all__ = ["FILE_SYNC", "FILE_SYNC_BATCHED", "handlers", "methods"]
@@ -153,29 +155,43 @@ def _diff_copy(
         daemon=True,
     )
     lister.start()
-    real = os.path.realpath(root)
     try:
-        for batch in out.received():
-            for data in batch:
-                kind, file_id, payload, _ = messages.decode_packet(data)
-                if kind == ERR:
-                    raise RpcError(
-                        UNKNOWN, f"error from receiver: {payload.decode(errors='replace')}", {}
-                    )
-                if kind == REQ:
-                    path = files.pop(file_id, None)
-                    if path is None:
-                        raise RpcError(UNKNOWN, f"invalid file id {file_id}", {})
-                    _send_file(out, file_id, os.path.join(real, path))
-                elif kind == FIN:
-                    out.add(messages.packet(FIN))
-                    out.flush()
-                    return
+        _answer(out, os.path.realpath(root), files)
+    except (OSError, _Refused) as err:
+        # Said to the receiver first, as fsutil's sender says it (a PACKET_ERR).
+        said = _describe(err) if isinstance(err, OSError) else str(err)
+        with contextlib.suppress(H2Error):
+            out.add(messages.packet(ERR, data=said.encode()))
             out.flush()
+        raise RpcError(UNKNOWN, said, {}) from None
     finally:
         lister.join()
     if failed:
         raise RpcError(UNKNOWN, failed[0], {})
+
+
+class _Refused(Exception):
+    """The receiver broke the protocol (an unknown file id)."""
+
+
+def _answer(out: _Packets, real: str, files: dict[int, str]) -> None:
+    """Each request with its file, until the receiver's FIN."""
+    for batch in out.received():
+        for data in batch:
+            kind, file_id, payload, _ = messages.decode_packet(data)
+            if kind == ERR:
+                said = payload.decode(errors="replace")
+                raise RpcError(UNKNOWN, f"error from receiver: {said}", {})
+            if kind == REQ:
+                path = files.pop(file_id, None)
+                if path is None:
+                    raise _Refused(f"invalid file id {file_id}")
+                _send_file(out, file_id, os.path.join(real, path))
+            elif kind == FIN:
+                out.add(messages.packet(FIN))
+                out.flush()
+                return
+        out.flush()
     raise RpcError(UNKNOWN, "the receiver closed the stream before finishing", {})
 
 
@@ -186,7 +202,8 @@ def _list(
     files: dict[int, str],
     failed: list[str],
 ) -> None:
-    """Every stat, then an empty one, as fsutil's walk lists them."""
+    """Every stat, then an empty one, as fsutil's walk lists them; a failure is said to the
+    receiver (a PACKET_ERR) and kept for the call's status."""
     from llbkit.core.errors import UserError
     from llbkit.core.session.walker import walk
 
@@ -207,11 +224,14 @@ def _list(
                 out.add(messages.packet(STAT, entry.encode()))
         out.add(messages.packet(STAT))
         out.flush()
-    except (UserError, OSError) as err:
-        said = str(err) if isinstance(err, UserError) else _describe(err)
-        failed.append(said)
-        out.add(messages.packet(ERR, data=said.encode()))
-        out.flush()
+    except H2Error:
+        return  # the receiver or the session went away: nobody is left to tell
+    except Exception as err:  # what the full client's sender reports the same way
+        said = str(err) if isinstance(err, UserError) or not isinstance(err, OSError) else ""
+        failed.append(said or _describe(err) or type(err).__name__)
+        with contextlib.suppress(H2Error):
+            out.add(messages.packet(ERR, data=failed[-1].encode()))
+            out.flush()
 
 
 def _send_file(out: _Packets, file_id: int, path: str) -> None:
@@ -231,6 +251,8 @@ def _send_file(out: _Packets, file_id: int, path: str) -> None:
     out.add(messages.packet(DATA, id=file_id))
 
 
-def _describe(err: OSError) -> str:
-    where = f" {err.filename}" if err.filename else ""
-    return f"{err.strerror or err}:{where}" if where else str(err.strerror or err)
+def _describe(err: BaseException) -> str:
+    """One line for an error, as the full client's sender tells the receiver."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
+    return str(err) or type(err).__name__
