@@ -1531,3 +1531,40 @@ def test_a_context_the_light_client_cannot_send_fails_as_with_the_full_client(
     assert light.returncode == full.returncode == 1, (light.stderr, full.stderr)
     assert light.stderr.decode().splitlines()[:-1] == full.stderr.decode().splitlines()
     assert "error from sender: " in full.stderr.decode()
+
+
+def test_the_light_client_pushes_exports_caches_and_writes_metadata_as_the_full_one(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``--output type=image,push=true``, ``--export-cache``/``--import-cache`` (daemon-side
+    types), ``--no-cache`` and ``--metadata-file`` through the light client: the same image
+    (digest) and the same metadata as the full client's."""
+    ctx = tmp_path / "ctx"
+    args = _dockerfile_args(ctx, registry, dockerfile="ARG BASE\nFROM ${BASE}\nRUN echo x > /x\n")
+    args += ["--opt", "build-arg:SOURCE_DATE_EPOCH=0", "--progress", "quiet", "--no-cache"]
+    made = {}
+    with daemon(tmp_path / "root") as (address, _):
+        for who, script in (("light", _WATCHED_RUN), ("full", _FULL_RUN)):
+            out = [
+                "--output",
+                f"type=image,name={registry}/light/{who}:1,push=true,rewrite-timestamp=true",
+                "--export-cache",
+                f"type=registry,ref={registry}/light/cache-{who}:1",
+                "--import-cache",
+                f"type=registry,ref={registry}/light/cache-{who}:1",
+                "--metadata-file",
+                str(tmp_path / f"{who}.json"),
+            ]
+            done = subprocess.run(
+                [sys.executable, "-c", script, "--addr", address, *args, *out],
+                capture_output=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr
+            made[who] = json.loads((tmp_path / f"{who}.json").read_text())
+            if who == "light":
+                assert done.stderr.decode().splitlines()[-1] == "[]", done.stderr
+    light, full = made["light"], made["full"]
+    assert light["containerimage.digest"] == full["containerimage.digest"]
+    assert sorted(light) == sorted(full) and "cache.manifest" in light

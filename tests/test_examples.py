@@ -117,7 +117,7 @@ def test_app_example_from_an_oci_layout_base(tmp_path):
 def test_metadata_file_decodes_descriptors_as_buildctl(tmp_path):
     import base64
 
-    from llbkit.core.cli.build import _decoded
+    from llbkit.core.cli.buildflags import decoded_metadata as _decoded
 
     encoded = base64.b64encode(json.dumps({"mediaType": "x", "size": 1}).encode()).decode()
     assert _decoded(encoded) == {"mediaType": "x", "size": 1}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -13,101 +12,19 @@ from typing import Any
 import anyio
 import click
 
+from llbkit.core.cli.buildflags import (
+    decoded_metadata,
+    pairs,
+    parse_cache,
+    parse_output,
+    parse_secret,
+)
 from llbkit.core.cli.progress_ui import make_display
 from llbkit.core.cli.state import open_controller
 from llbkit.core.entitlements import ENTITLEMENTS
-from llbkit.core.errors import ConfigError, UserError
+from llbkit.core.errors import UserError
 
 __all__ = ["build"]
-
-
-def _csv(flag: str, value: str) -> dict[str, str]:
-    try:
-        fields = next(csv.reader([value]))
-    except (csv.Error, StopIteration):
-        raise ConfigError(f"{flag} {value!r}: not a comma-separated list of key=value") from None
-    attrs: dict[str, str] = {}
-    for item in fields:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{flag} {value!r}: {item!r} is not key=value")
-        attrs[key.strip()] = val
-    return attrs
-
-
-#: the outputs that are one file (buildctl's list): standard output when no dest is given
-FILE_OUTPUTS = ("oci", "docker", "tar")
-
-
-def parse_output(value: str) -> tuple[str, dict[str, str]]:
-    """``type=local,dest=out`` → (``local``, ``{"dest": "out"}``)."""
-    attrs = _csv("--output", value)
-    kind = attrs.pop("type", "")
-    if not kind:
-        raise ConfigError(f"--output {value!r}: type= is required (local, tar, image, oci…)")
-    if kind in FILE_OUTPUTS and attrs.get("tar", "true") != "false":
-        # Checked before the build, as buildctl opens the file before it builds.
-        dest = attrs.get("dest", "-") or "-"
-        if dest == "-" and sys.stdout.isatty():
-            raise ConfigError(
-                f"--output {value!r}: dest= is required: refusing to write an archive to a "
-                "terminal (or redirect standard output)"
-            )
-        if Path(dest).is_dir():
-            raise ConfigError(f"--output {value!r}: {dest} is a directory; dest= names a file")
-        attrs["dest"] = dest
-    return kind, attrs
-
-
-def parse_cache(flag: str, value: str) -> tuple[str, dict[str, str]]:
-    """``type=registry,ref=R`` → (``registry``, ``{"ref": R}``); as buildctl, keys are
-    case-insensitive and a value without ``type=`` is a registry ref (deprecated there too)."""
-    if "type=" not in value:
-        click.echo(
-            f"WARN: {flag} <ref> is deprecated; use {flag} type=registry,ref=<ref> instead",
-            err=True,
-        )
-        return "registry", {"ref": value}
-    attrs = {k.lower(): v for k, v in _csv(flag, value).items()}
-    kind = attrs.pop("type", "")
-    if not kind:
-        raise ConfigError(f"{flag} {value!r}: type= is required (registry, local, inline…)")
-    return kind, attrs
-
-
-def _pairs(flag: str, values: tuple[str, ...]) -> dict[str, str]:
-    found = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"{flag} {value!r}: expected name=path")
-        found[name] = path
-    return found
-
-
-def parse_secret(value: str) -> tuple[str, bytes]:
-    """``id=x,src=file`` / ``id=x,env=VAR`` / ``type=env,id=VAR`` → (id, bytes)."""
-    attrs = _csv("--secret", value)
-    kind = attrs.pop("type", "file")
-    sid = attrs.pop("id", "")
-    src = attrs.pop("src", "") or attrs.pop("source", "")
-    env = attrs.pop("env", "")
-    if attrs:
-        raise ConfigError(f"--secret {value!r}: unknown key {sorted(attrs)[0]!r}")
-    if kind == "env" or env:
-        env = env or src or sid
-        if env not in os.environ:
-            raise ConfigError(f"--secret {value!r}: environment variable {env} is not set")
-        return sid or env, os.environ[env].encode()
-    if kind != "file":
-        raise ConfigError(f"--secret {value!r}: type must be file or env")
-    if not sid:
-        raise ConfigError(f"--secret {value!r}: id= is required")
-    path = Path(src or sid)
-    try:
-        return sid, path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"--secret {value!r}: cannot read {path}: {err.strerror}") from None
 
 
 def _client(
@@ -120,7 +37,7 @@ def _client(
     ``--oci-layout`` stores."""
     from llbkit.core.client.embedded import EmbeddedClient
 
-    locals_map = {name: Path(path) for name, path in _pairs("--local", locals_).items()}
+    locals_map = {name: Path(path) for name, path in pairs("--local", locals_).items()}
     for name, path in locals_map.items():
         if not path.is_dir():
             raise UserError(f"--local {name}={path}: not a directory")
@@ -128,7 +45,7 @@ def _client(
         locals=locals_map,
         secrets=dict(parse_secret(s) for s in secret),
         ssh=dict(parse_ssh(s) for s in ssh),
-        layouts={name: Path(path) for name, path in _pairs("--oci-layout", oci_layout).items()},
+        layouts={name: Path(path) for name, path in pairs("--oci-layout", oci_layout).items()},
     )
 
 
@@ -149,20 +66,6 @@ def parse_ssh(value: str) -> tuple[str, Path]:
     if not is_socket:
         raise UserError(f"--ssh {value!r}: {path} is not an agent socket")
     return sid or "default", Path(path)
-
-
-def _decoded(value: Any) -> Any:
-    """As buildctl writes metadata: a value that is base64 of a JSON object becomes the object."""
-    import base64
-    import binascii
-
-    if not isinstance(value, str):
-        return value
-    try:
-        decoded = json.loads(base64.b64decode(value, validate=True))
-    except (binascii.Error, ValueError, RecursionError):
-        return value
-    return decoded if isinstance(decoded, dict) else value
 
 
 def _read_definition(definition: str) -> tuple[bytes, str]:
@@ -364,7 +267,7 @@ def build(
                 trace_file.close()
     if metadata_file:
         try:
-            shown = {k: _decoded(v) for k, v in response.exporter_response.items()}
+            shown = {k: decoded_metadata(v) for k, v in response.exporter_response.items()}
             Path(metadata_file).write_text(json.dumps(shown, indent=2, sort_keys=True) + "\n")
         except OSError as err:
             raise UserError(f"cannot write {metadata_file}: {err.strerror}") from None

@@ -28,51 +28,122 @@ def run() -> None:
         full()
     from llbkit.core.cli.exiting import leave
 
-    leave(_build(*plan))
+    leave(_build(plan))
 
 
-def _parse(argv: list[str]) -> tuple[str, str, str, dict[str, str], dict[str, str]] | None:
-    """(address, progress, frontend, frontend options, locals) of a build the light client
-    takes, or None."""
-    address = os.environ.get(ADDRESS_ENV, "")
+class _Plan:
+    """A build the light client takes: what the full CLI would have asked the daemon."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.progress = "auto"
+        self.frontend = ""
+        self.opts: dict[str, str] = {}
+        self.locals: dict[str, str] = {}
+        self.exporters: list[tuple[str, dict[str, str]]] = []
+        self.cache_exports: list[tuple[str, dict[str, str]]] = []
+        self.cache_imports: list[tuple[str, dict[str, str]]] = []
+        self.entitlements: list[str] = []
+        self.no_cache = False
+        self.metadata_file = ""
+
+
+#: flags with a value, and flags without
+_VALUED = {
+    "--addr",
+    "--progress",
+    "--frontend",
+    "--opt",
+    "--local",
+    "--output",
+    "-o",
+    "--export-cache",
+    "--import-cache",
+    "--allow",
+    "--metadata-file",
+}
+_SWITCHES = {"--no-cache"}
+#: outputs that land on this machine: the full client's session serves them
+_CLIENT_OUTPUTS = ("local", "tar", "oci", "docker")
+
+
+def _parse(argv: list[str]) -> _Plan | None:
+    """The build the light client takes, or None (then the full CLI reads the line)."""
     args = _split(argv)
     if args is None:
         return None
+    address = os.environ.get(ADDRESS_ENV, "")
     i = 0
     while i < len(args) and args[i][0] == "--addr":
         address = args[i][1] or ""
         i += 1
     if i >= len(args) or args[i] != ("build", None) or not _plain_unix(address):
         return None
-    progress, frontend = "auto", ""
-    opts: dict[str, str] = {}
-    locals_: dict[str, str] = {}
-    for flag, value in args[i + 1 :]:
-        if value is None or not value.isprintable() or not value.isascii():
-            return None  # a positional argument, or text the full CLI must judge
-        if flag == "--progress":
-            progress = value
-        elif flag == "--frontend":
-            frontend = value
-        elif flag == "--opt":
-            key, sep, val = value.partition("=")
-            if not key:
+    plan = _Plan(address)
+    try:
+        for flag, value in args[i + 1 :]:
+            if not _take(plan, flag, value):
                 return None
-            opts[key] = val if sep else ""
-        elif flag == "--local":
-            name, sep, path = value.partition("=")
-            if not name or not sep or not path or name in locals_ or not os.path.isdir(path):
-                return None
-            locals_[name] = path
-        else:
-            return None
-    if progress == "auto":
-        progress = os.environ.get("BUILDKIT_PROGRESS", "") or (
+    except Exception:  # a value the full CLI refuses: it says so, in its words
+        return None
+    if plan.progress == "auto":
+        plan.progress = os.environ.get("BUILDKIT_PROGRESS", "") or (
             "tty" if sys.stderr.isatty() else "plain"
         )
-    if progress not in ("quiet", "plain") or not frontend:
+    if plan.progress not in ("quiet", "plain") or not plan.frontend:
         return None
-    return address, progress, frontend, opts, locals_
+    return plan
+
+
+def _take(plan: _Plan, flag: str, value: str | None) -> bool:
+    """Whether one flag is understood (and taken into ``plan``)."""
+    from llbkit.core.cli import buildflags
+
+    if flag in _SWITCHES:
+        plan.no_cache = True
+        return value == ""
+    if value is None or not value.isprintable() or not value.isascii():
+        return False  # a positional argument, or text the full CLI must judge
+    if flag == "--progress":
+        plan.progress = value
+    elif flag == "--frontend":
+        plan.frontend = value
+    elif flag == "--opt":
+        key, sep, val = value.partition("=")
+        if not key:
+            return False
+        plan.opts[key] = val if sep else ""
+    elif flag == "--local":
+        name, sep, path = value.partition("=")
+        if not name or not sep or not path or name in plan.locals or not os.path.isdir(path):
+            return False
+        plan.locals[name] = path
+    elif flag in ("--output", "-o"):
+        kind, attrs = buildflags.parse_output(value)
+        if kind in _CLIENT_OUTPUTS:
+            return False
+        plan.exporters.append((kind, attrs))
+    elif flag in ("--export-cache", "--import-cache"):
+        if "type=" not in value:  # the deprecated form: the full CLI warns about it
+            return False
+        kind, attrs = buildflags.parse_cache(flag, value)
+        if kind == "local":  # a store on this machine, served through the session
+            return False
+        taken = plan.cache_exports if flag == "--export-cache" else plan.cache_imports
+        taken.append((kind, attrs))
+    elif flag == "--allow":
+        from llbkit.core.entitlements import ENTITLEMENTS
+
+        if value not in ENTITLEMENTS:
+            return False
+        plan.entitlements.append(value)
+    elif flag == "--metadata-file":
+        if not value or os.path.isdir(value):
+            return False
+        plan.metadata_file = value
+    else:
+        return False
+    return True
 
 
 def _plain_unix(address: str) -> bool:
@@ -82,22 +153,24 @@ def _plain_unix(address: str) -> bool:
 
 
 def _split(argv: list[str]) -> list[tuple[str, str | None]] | None:
-    """``--flag value`` and ``--flag=value`` as pairs; a word as (word, None)."""
-    takes_value = {"--addr", "--progress", "--frontend", "--opt", "--local"}
+    """``--flag value`` and ``--flag=value`` as pairs (a switch's value ""); a word as
+    (word, None)."""
     out: list[tuple[str, str | None]] = []
     i = 0
     while i < len(argv):
         word = argv[i]
         flag, eq, value = word.partition("=")
         if word.startswith("--") and eq:
-            if flag not in takes_value:
+            if flag not in _VALUED:
                 return None
             out.append((flag, value))
-        elif word in takes_value:
+        elif word in _VALUED:
             if i + 1 >= len(argv):
                 return None
             out.append((word, argv[i + 1]))
             i += 1
+        elif word in _SWITCHES:
+            out.append((word, ""))
         elif word.startswith("-"):
             return None
         else:
@@ -106,20 +179,23 @@ def _split(argv: list[str]) -> list[tuple[str, str | None]] | None:
     return out
 
 
-def _build(
-    address: str, progress: str, frontend: str, opts: dict[str, str], locals_: dict[str, str]
-) -> int:
+def _build(plan: _Plan) -> int:
     from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
     from llbkit.core.remote.lite.build import solve
 
-    records = _Records(progress)
+    records = _Records(plan.progress)
+    opts = {"no-cache": "", **plan.opts} if plan.no_cache else plan.opts
     try:
-        solve(
-            address,
-            address.removeprefix("unix://"),
-            frontend=frontend,
+        response = solve(
+            plan.address,
+            plan.address.removeprefix("unix://"),
+            frontend=plan.frontend,
             attrs=opts,
-            locals_=locals_,
+            locals_=plan.locals,
+            exporters=plan.exporters,
+            cache_exports=plan.cache_exports,
+            cache_imports=plan.cache_imports,
+            entitlements=plan.entitlements,
             on_status=records.add,
         )
     except (BuildFailed, FrontendFailed) as err:
@@ -136,6 +212,24 @@ def _build(
         print("error: canceled", file=sys.stderr)
         return 130
     records.close()
+    if plan.metadata_file:
+        return _write_metadata(plan.metadata_file, response)
+    return 0
+
+
+def _write_metadata(path: str, response: dict[str, str]) -> int:
+    """``--metadata-file``: the exporters' answer as the full CLI writes it."""
+    import json
+
+    from llbkit.core.cli.buildflags import decoded_metadata
+
+    shown = {k: decoded_metadata(v) for k, v in response.items()}
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(json.dumps(shown, indent=2, sort_keys=True) + "\n")
+    except OSError as err:
+        print(f"error: cannot write {path}: {err.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

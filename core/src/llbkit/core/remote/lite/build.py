@@ -8,7 +8,8 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import Connection, H2Error
@@ -27,10 +28,23 @@ def solve(
     frontend: str,
     attrs: Mapping[str, str],
     locals_: Mapping[str, str],
+    exporters: Sequence[tuple[str, Mapping[str, str]]] = (),
+    cache_exports: Sequence[tuple[str, Mapping[str, str]]] = (),
+    cache_imports: Sequence[tuple[str, Mapping[str, str]]] = (),
+    entitlements: Sequence[str] = (),
     on_status: Callable[[bytes], None],
-) -> None:
+) -> dict[str, str]:
     """Build; each ``StatusResponse`` goes to ``on_status`` undecoded (a record it cannot
-    take is skipped). Raises what the full client raises for a failed build."""
+    take is skipped). Returns the exporters' response; raises what the full client raises
+    for a failed build."""
+    request = {
+        "frontend": frontend,
+        "frontend_attrs": attrs,
+        "exporters": exporters,
+        "cache_exports": cache_exports,
+        "cache_imports": cache_imports,
+        "entitlements": entitlements,
+    }
     from llbkit.core.errors import UserError
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -38,7 +52,7 @@ def solve(
         sock.connect(socket_path)
         conn = Connection(lambda: sock.recv(1 << 20), sock.sendall)
         try:
-            _solve(conn, frontend=frontend, attrs=attrs, locals_=locals_, on_status=on_status)
+            return _solve(conn, request, locals_=locals_, on_status=on_status)
         finally:
             conn.close()
     except RpcError as err:
@@ -56,12 +70,11 @@ def solve(
 
 def _solve(
     conn: Connection,
+    request: dict[str, Any],
     *,
-    frontend: str,
-    attrs: Mapping[str, str],
     locals_: Mapping[str, str],
     on_status: Callable[[bytes], None],
-) -> None:
+) -> dict[str, str]:
     from llbkit.core.control.buildref import new_ref
 
     ref = new_ref()
@@ -101,10 +114,9 @@ def _solve(
     follower = threading.Thread(target=follow, name="status", daemon=True)
     follower.start()
     call = Call.start(conn, CONTROL + "Solve")
-    request = messages.solve_request(ref, session_id, frontend=frontend, frontend_attrs=attrs)
     try:
-        call.send(request, end=True)
-        call.unary()
+        call.send(messages.solve_request(ref, session_id, **request), end=True)
+        answer = call.unary()
     except RpcError:
         follower.join(5)  # the failed build's last records (its error) first
         raise
@@ -112,6 +124,7 @@ def _solve(
         inner.close()
     follower.join()
     session.stream.cancel()
+    return messages.solve_response(answer)
 
 
 def _shared_key(locals_: Mapping[str, str]) -> str:
