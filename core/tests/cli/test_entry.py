@@ -97,3 +97,17 @@ def test_without_a_frontend_or_a_command_it_is_the_full_cli(base: list[str]) -> 
     assert _parse([a for a in base if a not in ("--frontend", "dockerfile.v0")]) is None
     assert _parse(["--addr", "unix:///s", "du"]) is None
     assert _parse(["--root", "/tmp/r", *base[2:]]) is None
+
+
+def test_both_clients_key_the_daemons_mirrors_alike(tmp_path: Path) -> None:
+    """The daemon keeps a client's directories under its shared key: a build through either
+    client reuses what the other sent."""
+    from llbkit.core.client.embedded import EmbeddedClient
+    from llbkit.core.remote import controller
+    from llbkit.core.remote.lite import build
+
+    (tmp_path / "b").mkdir()
+    dirs = {"context": str(tmp_path), "dockerfile": str(tmp_path / "b")}
+    full = controller._shared_key(EmbeddedClient(locals={k: Path(v) for k, v in dirs.items()}))
+    assert build._shared_key(dirs) == full
+    assert build._shared_key({"context": str(tmp_path)}) != full

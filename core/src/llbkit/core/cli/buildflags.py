@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from llbkit.core.errors import ConfigError
+
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "FILE_OUTPUTS",

@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing's import is a tenth of this command's start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["run"]
 

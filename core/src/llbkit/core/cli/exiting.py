@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["leave"]
 

@@ -10,9 +10,11 @@ the engine behind them.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
+    from typing import Any
+
     from llbkit.core.cache.usage import UsageRecord
     from llbkit.core.client.embedded import EmbeddedClient
     from llbkit.core.config import EngineConfig, load_config

@@ -10,15 +10,20 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, TypeVar
+
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
 __all__ = ["SortedWalk", "Steps", "makedirs", "rmtree", "run", "walk"]
 
-T = TypeVar("T")
-
 #: A recursive walker written as a generator: it yields a child's ``Steps`` where it would
 #: call itself and receives the child's result back.
-Steps = Generator["Steps[Any]", Any, T]
+if TYPE_CHECKING:
+    T = TypeVar("T")
+    Steps = Generator["Steps[Any]", Any, T]
+else:
+    Steps = Generator  # its parameters matter to the type checker alone
 
 
 def run(top: Steps[T]) -> T:

@@ -12,7 +12,6 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.iterative import SortedWalk
@@ -31,7 +30,11 @@ __all__ = [
     "selected",
 ]
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class SenderError(UserError):

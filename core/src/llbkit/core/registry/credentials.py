@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -60,6 +59,8 @@ def identity(found: tuple[str, str] | None) -> str:
     client's credentials are never used for another's requests."""
     if found is None:
         return ""
+    import hashlib
+
     return hashlib.sha256(f"{found[0]}\0{found[1]}".encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any, cast
 
 from llbkit.core.fs.iterative import SortedWalk
 from llbkit.core.fs.sendpatterns import (
@@ -29,12 +28,15 @@ from llbkit.core.session.errors import DiffCopyError
 
 __all__ = ["follow_links", "mkstat", "walk"]
 
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
+    from typing import Any
+
     from llbkit.core.api._pb import fsutil_pb2
 
-#: makes a stat from its fields (``path=``, ``mode=``...); fsutil's protobuf ``Stat`` unless a
-#: caller that cannot afford the protobuf runtime passes a class of the same shape
-StatMaker = Callable[..., Any]
+    #: makes a stat from its fields (``path=``, ``mode=``...); fsutil's protobuf ``Stat``
+    #: unless a caller that cannot afford the protobuf runtime passes one of the same shape
+    StatMaker = Callable[..., Any]
 
 
 def _protobuf_stat() -> StatMaker:
@@ -134,7 +136,8 @@ class _Walker:
             # Vanished while walking: fsutil turns this into SkipDir.
             return SKIP_DIR if is_dir else SKIP_REST
         for parent, data in self.filter.send():
-            parent_abs, parent_st = cast("tuple[str, os.stat_result]", data)
+            given: tuple[str, os.stat_result] = data  # type: ignore[assignment]  # as visited
+            parent_abs, parent_st = given
             self.out.append(self._stat(parent, parent_abs, parent_st))
         self.out.append(entry)
         return DESCEND

@@ -9,12 +9,15 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import Connection, H2Error
 from llbkit.core.remote.lite.rpc import CODE_NAMES, UNAVAILABLE, Call, RpcError, serve
 from llbkit.core.remote.lite.session import handlers, methods
+
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["solve"]
 
@@ -129,11 +132,14 @@ def _solve(
 
 def _shared_key(locals_: Mapping[str, str]) -> str:
     """As the full client's: one key per machine, user and set of directories."""
-    import hashlib
+    try:  # CPython's own SHA-256: hashlib's import loads OpenSSL's, a few ms of a start
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from hashlib import sha256
 
     dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in locals_.items())
     text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return str(sha256(text.encode()).hexdigest()[:32])
 
 
 def _failure(err: RpcError, address: str) -> Exception:

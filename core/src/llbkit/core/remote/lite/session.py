@@ -9,7 +9,6 @@ import os
 import stat as statmod
 import threading
 from collections.abc import Iterator, Mapping
-from typing import cast
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
@@ -217,7 +216,8 @@ def _list(
             make=_Stat,
         )
         for batch in batches:
-            for entry in cast("list[_Stat]", batch):
+            entry: _Stat
+            for entry in batch:  # type: ignore[assignment]  # made by _Stat
                 if entry.mode & _GO_TYPE == 0:
                     files[file_id] = entry.path
                 file_id += 1
