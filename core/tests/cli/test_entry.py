@@ -59,9 +59,8 @@ def test_a_daemon_build_with_daemon_side_outputs_and_caches_is_taken(base: list[
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--progress", "tty"],
         ["--progress", ""],
-        ["--progress", "rawjson"],
+        ["--progress", "fancy"],
         ["--output", "type=local,dest=out"],
         ["--output", "type=docker"],
         ["--output", "type=image,name=x,bad"],  # not key=value: the full CLI says so

@@ -1,9 +1,9 @@
-"""The ``llbkit`` command's first step: ``llbkit --addr unix://… build --frontend …`` with only
-``--local``, ``--opt`` and ``--progress quiet|plain`` goes to the daemon through the light client
-(:mod:`llbkit.core.remote.lite`), without importing click, grpcio or asyncio: through a daemon
-a warm build takes less time than those imports. Every other command line, including any flag
-this parser does not know and any value it would have to judge, goes to the full CLI, which
-says what is wrong with it."""
+"""The ``llbkit`` command's first step: ``llbkit --addr unix://… build --frontend …`` with
+``--local``, ``--opt``, outputs and caches the daemon keeps, and any ``--progress``, goes to the
+daemon through the light client (:mod:`llbkit.core.remote.lite`), without importing click,
+grpcio or asyncio: through a daemon a warm build takes less time than those imports. Every
+other command line, including any flag this parser does not know and any value it would have
+to judge, goes to the full CLI, which says what is wrong with it."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def _parse(argv: list[str]) -> _Plan | None:
         plan.progress = os.environ.get("BUILDKIT_PROGRESS", "") or (
             "tty" if sys.stderr.isatty() else "plain"
         )
-    if plan.progress not in ("quiet", "plain") or not plan.frontend:
+    if plan.progress not in ("quiet", "plain", "tty", "rawjson") or not plan.frontend:
         return None
     return plan
 
@@ -212,6 +212,7 @@ def _build(plan: _Plan) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        records.close(failed=True)  # a live view gives the terminal back first
         print("error: canceled", file=sys.stderr)
         return 130
     records.close()
@@ -247,10 +248,10 @@ class _Records:
         self._shown: Any = None
         self._raw: list[bytes] | None = None
         self._size = 0
-        if progress == "plain":
-            self._open("plain")
-        else:
+        if progress == "quiet":
             self._raw = []
+        else:
+            self._open(progress)
 
     def _open(self, mode: str) -> Any:
         from llbkit.core.cli.progress_ui import make_display
