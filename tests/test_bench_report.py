@@ -40,6 +40,19 @@ def test_medians_ratios_and_goals() -> None:
     assert ("graph-scale", "chain-10 cold") not in checked  # BuildKit has no figure to compare
 
 
+def test_the_daemons_goals_compare_llbkitd_with_buildkit() -> None:
+    out = Results(meta={"runs": 3})
+    for llbkit, llbkitd, buildkit in ((0.2, 0.05, 0.06), (0.2, 0.07, 0.06), (0.2, 0.06, 0.05)):
+        out.add("noop-rebuild", "llbkit", {"warm": llbkit})
+        out.add("noop-rebuild", "llbkitd", {"warm": llbkitd})
+        out.add("noop-rebuild", "buildkit", {"warm": buildkit})
+    checked = {(g["tool"], g["phase"]): g for g in goals(out)}
+    assert not checked["llbkit", "warm"]["met"]
+    daemon = checked["llbkitd", "warm"]
+    assert daemon["ratio"] == pytest.approx(1.0) and daemon["met"]
+    assert "noop-rebuild warm (llbkitd)" in text(out)
+
+
 def test_upload_throughput_beside_the_time_and_its_goal(tmp_path: Path) -> None:
     out = Results(meta={})
     for llbkit, buildkit in ((0.5, 2.0), (1.0, 3.0), (2.0, 4.0)):  # 10 MB each time
