@@ -1570,3 +1570,40 @@ def test_the_light_client_pushes_exports_caches_and_writes_metadata_as_the_full_
     light, full = made["light"], made["full"]
     assert light["containerimage.digest"] == full["containerimage.digest"]
     assert sorted(light) == sorted(full) and "cache.manifest" in light
+
+
+def test_the_light_client_serves_secrets_and_receives_archives_as_the_full_one(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``--secret`` and ``--output type=oci,dest=FILE`` / ``type=tar`` (standard output)
+    through the light client: the same archive as the full client's, the secret read by the
+    step; without the secret the step fails as it does through the full client."""
+    ctx = tmp_path / "ctx"
+    dockerfile = (
+        "ARG BASE\nFROM ${BASE}\nRUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /size\n"
+    )
+    args = [*_dockerfile_args(ctx, registry, dockerfile=dockerfile), "--progress", "quiet"]
+    args += ["--opt", "build-arg:SOURCE_DATE_EPOCH=0"]  # one archive, whenever it is made
+    (tmp_path / "tok").write_text("twelve chars")
+    secret = ["--secret", f"id=tok,src={tmp_path / 'tok'}"]
+
+    def run(script: str, *more: str) -> subprocess.CompletedProcess[bytes]:
+        line = [sys.executable, "-c", script, "--addr", address, *args, *more]
+        return subprocess.run(line, capture_output=True, timeout=120)
+
+    with daemon(tmp_path / "root") as (address, _):
+        light = run(_WATCHED_RUN, *secret, "--output", f"type=oci,dest={tmp_path / 'l.tar'}")
+        full = run(_FULL_RUN, *secret, "--output", f"type=oci,dest={tmp_path / 'f.tar'}")
+        streamed = run(_WATCHED_RUN, *secret, "--output", "type=tar")
+        # Without the secret (an optional mount, as BuildKit's): the step fails alike.
+        missing = run(_WATCHED_RUN, "--no-cache")
+        missing_full = run(_FULL_RUN, "--no-cache")
+    assert light.returncode == full.returncode == 0, (light.stderr, full.stderr)
+    assert light.stderr.decode().splitlines()[-1] == "[]", light.stderr
+    assert (tmp_path / "l.tar").read_bytes() == (tmp_path / "f.tar").read_bytes()
+    assert streamed.returncode == 0, streamed.stderr
+    assert _members(streamed.stdout)["size"].strip() == b"12"
+    assert missing.returncode == missing_full.returncode == 1, missing.stderr
+    said = missing.stderr.decode().splitlines()[:-1]
+    assert said == missing_full.stderr.decode().splitlines() and "exit code: 1" in said[-1]

@@ -62,11 +62,11 @@ def test_a_daemon_build_with_daemon_side_outputs_and_caches_is_taken(base: list[
         ["--progress", ""],
         ["--progress", "fancy"],
         ["--output", "type=local,dest=out"],
-        ["--output", "type=docker"],
+        ["--output", "type=oci,tar=false,dest=out"],
         ["--output", "type=image,name=x,bad"],  # not key=value: the full CLI says so
         ["--export-cache", "type=local,dest=d"],
         ["--import-cache", "r/cache:1"],  # deprecated form: the full CLI warns
-        ["--secret", "id=a,src=f"],
+        ["--secret", "id=a,src=/nonexistent"],
         ["--ssh", "default"],
         ["--allow", "everything"],
         ["--trace", "t.json"],

@@ -49,6 +49,9 @@ class _Plan:
         self.entitlements: list[str] = []
         self.no_cache = False
         self.metadata_file = ""
+        self.secrets: dict[str, bytes] = {}
+        #: where each exporter's archive lands here; None: it stays with the daemon
+        self.outputs: list[str | None] = []
 
 
 #: flags with a value, and flags without
@@ -64,6 +67,7 @@ _VALUED = {
     "--import-cache",
     "--allow",
     "--metadata-file",
+    "--secret",
 }
 _SWITCHES = {"--no-cache"}
 #: outputs that land on this machine: the full client's session serves them
@@ -123,9 +127,16 @@ def _take(plan: _Plan, flag: str, value: str | None) -> bool:
         plan.locals[name] = path
     elif flag in ("--output", "-o"):
         kind, attrs = buildflags.parse_output(value)
+        dest = None
         if kind in _CLIENT_OUTPUTS:
-            return False
+            if kind == "local" or attrs.get("tar", "true").lower() in ("false", "0"):
+                return False  # a directory: the full client's session receives trees
+            dest = attrs.pop("dest")
         plan.exporters.append((kind, attrs))
+        plan.outputs.append(dest)
+    elif flag == "--secret":
+        name, data = buildflags.parse_secret(value)
+        plan.secrets[name] = data
     elif flag in ("--export-cache", "--import-cache"):
         if "type=" not in value:  # the deprecated form: the full CLI warns about it
             return False
@@ -199,6 +210,8 @@ def _build(plan: _Plan) -> int:
             cache_exports=plan.cache_exports,
             cache_imports=plan.cache_imports,
             entitlements=plan.entitlements,
+            secrets=plan.secrets,
+            outputs=plan.outputs,
             on_status=records.add,
         )
     except (BuildFailed, FrontendFailed) as err:

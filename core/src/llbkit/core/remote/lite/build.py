@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import Connection, H2Error
-from llbkit.core.remote.lite.rpc import CODE_NAMES, UNAVAILABLE, Call, RpcError, serve
+from llbkit.core.remote.lite.rpc import (
+    CODE_NAMES,
+    UNAVAILABLE,
+    Call,
+    Handler,
+    RpcError,
+    serve,
+)
 from llbkit.core.remote.lite.session import handlers, methods
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
@@ -35,6 +42,8 @@ def solve(
     cache_exports: Sequence[tuple[str, Mapping[str, str]]] = (),
     cache_imports: Sequence[tuple[str, Mapping[str, str]]] = (),
     entitlements: Sequence[str] = (),
+    secrets: Mapping[str, bytes] | None = None,
+    outputs: Sequence[str | None] = (),
     on_status: Callable[[bytes], None],
 ) -> dict[str, str]:
     """Build; each ``StatusResponse`` goes to ``on_status`` undecoded (a record it cannot
@@ -55,7 +64,11 @@ def solve(
         sock.connect(socket_path)
         conn = Connection(lambda: sock.recv(1 << 20), sock.sendall)
         try:
-            return _solve(conn, request, locals_=locals_, on_status=on_status)
+            served = handlers(locals_, secrets, outputs)
+            offered = methods(locals_, outputs)
+            return _solve(
+                conn, request, locals_, served=served, offered=offered, on_status=on_status
+            )
         finally:
             conn.close()
     except RpcError as err:
@@ -74,8 +87,10 @@ def solve(
 def _solve(
     conn: Connection,
     request: dict[str, Any],
-    *,
     locals_: Mapping[str, str],
+    *,
+    served: dict[str, Handler],
+    offered: list[str],
     on_status: Callable[[bytes], None],
 ) -> dict[str, str]:
     from llbkit.core.control.buildref import new_ref
@@ -87,7 +102,7 @@ def _solve(
         ("x-docker-expose-session-name", "llbkit"),
         ("x-docker-expose-session-sharedkey", _shared_key(locals_)),
     ]
-    metadata += [("x-docker-expose-session-grpc-method", m) for m in methods(locals_)]
+    metadata += [("x-docker-expose-session-grpc-method", m) for m in offered]
     session = Call.start(conn, CONTROL + "Session", metadata)
     incoming = session.messages()
 
@@ -101,7 +116,7 @@ def _solve(
         inner_read,
         lambda data: session.send(messages.bytes_message(data)),
         server=True,
-        on_stream=serve(handlers(locals_)),
+        on_stream=serve(served),
     )
     status = Call.start(conn, CONTROL + "Status")
     status.send(messages.status_request(ref), end=True)

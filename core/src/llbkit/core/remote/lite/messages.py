@@ -410,3 +410,8 @@ def health_serving() -> bytes:
     """A ``HealthCheckResponse`` saying SERVING: the daemon keeps a session open only while
     its client answers so."""
     return field_varint(1, 1)
+
+
+def secret_response(data: bytes) -> bytes:
+    """A ``GetSecretResponse``: the secret's bytes."""
+    return field_bytes(1, data)

@@ -1,14 +1,16 @@
 """The services a build's session offers the daemon, served on threads: health, registry
-credentials from this machine's Docker config, secrets (none: a build that names one hears
-"not found", as from the full client) and the ``--local`` directories by fsutil's DiffCopy."""
+credentials from this machine's Docker config, ``--secret`` values, the ``--local``
+directories by fsutil's DiffCopy, and archives (``tar``, ``oci``, ``docker``) sent back."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import stat as statmod
+import sys
+import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
@@ -21,6 +23,8 @@ AUTH = "/moby.filesync.v1.Auth/Credentials"
 SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
 FILE_SYNC_BATCHED = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
+FILE_SEND = "/moby.filesync.v1.FileSend/DiffCopy"
+EXPORTER_ID = "buildkit-attachable-exporter-id"
 STAT, REQ, DATA, FIN, ERR = range(5)
 #: fsutil reads a file through a buffer of this size: one DATA packet per read
 CHUNK = 32 * 1024
@@ -30,20 +34,30 @@ FLUSH_AT = 256 * 1024
 _GO_TYPE = 0x8F280000
 
 
-def methods(locals_: Mapping[str, str]) -> list[str]:
+def methods(locals_: Mapping[str, str], outputs: Sequence[str | None] = ()) -> list[str]:
     found = [HEALTH, SECRETS, AUTH]
     if locals_:
         found += [FILE_SYNC, FILE_SYNC_BATCHED]
+    if any(dest is not None for dest in outputs):
+        found.append(FILE_SEND)
     return found
 
 
-def handlers(locals_: Mapping[str, str]) -> dict[str, Handler]:
+def handlers(
+    locals_: Mapping[str, str],
+    secrets: Mapping[str, bytes] | None = None,
+    outputs: Sequence[str | None] = (),
+) -> dict[str, Handler]:
+    """The services; ``outputs[i]`` is where exporter ``i``'s archive lands here (a file, or
+    ``-`` for standard output), None for an exporter whose result stays with the daemon."""
+    known = dict(secrets or {})
     return {
         HEALTH: lambda call, _: call.send(messages.health_serving()),
         AUTH: _credentials,
-        SECRETS: _secret,
+        SECRETS: lambda call, _: _secret(call, known),
         FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=False),
         FILE_SYNC_BATCHED: lambda call, md: _diff_copy(call, md, locals_, batched=True),
+        FILE_SEND: lambda call, md: _file_send(call, md, outputs),
     }
 
 
@@ -55,11 +69,59 @@ def _credentials(call: Call, metadata: dict[str, list[str]]) -> None:
     call.send(messages.credentials_response(*(found or ("", ""))))
 
 
-def _secret(call: Call, metadata: dict[str, list[str]]) -> None:
+def _secret(call: Call, known: Mapping[str, bytes]) -> None:
+    """A ``--secret``'s bytes, from this process's memory only."""
     from llbkit.core.remote.lite.proto import fields, text
 
     asked = next((v for n, _, v in fields(call.unary()) if n == 1 and isinstance(v, bytes)), b"")
-    raise RpcError(NOT_FOUND, f"secret {text(asked)} not found", {})
+    name = text(asked)
+    if name not in known:
+        raise RpcError(NOT_FOUND, f"secret {name} not found", {})
+    call.send(messages.secret_response(known[name]))
+
+
+def _file_send(call: Call, metadata: dict[str, list[str]], outputs: Sequence[str | None]) -> None:
+    """An exporter's archive, written as it arrives: into a new file renamed over ``dest``
+    once whole (a failed build leaves no half file), or to standard output."""
+    asked = (metadata.get(EXPORTER_ID) or ["0"])[0]
+    dest = outputs[int(asked)] if asked.isdigit() and int(asked) < len(outputs) else None
+    if dest is None:
+        raise RpcError(NOT_FOUND, f"exporter {asked} not found", {})
+    if dest == "-":
+        out = sys.stdout.buffer
+        if out.isatty():
+            raise RpcError(UNKNOWN, _TERMINAL, {})
+        for message in call.messages():
+            out.write(messages.bytes_message_data(message))
+        out.flush()
+        return
+    target = os.path.abspath(dest)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}."
+        )
+    except OSError as err:
+        raise RpcError(UNKNOWN, f"cannot write {dest}: {err.strerror}", {}) from None
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            for message in call.messages():
+                stream.write(messages.bytes_message_data(message))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise RpcError(UNKNOWN, f"cannot write {dest}: {err.strerror}", {}) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_TERMINAL = (
+    "refusing to write an archive to a terminal; set dest=<file> or redirect standard output"
+)
 
 
 class _Stat:
