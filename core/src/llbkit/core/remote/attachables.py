@@ -29,7 +29,7 @@ from llbkit.core.api._pb import (
     ssh_pb2_grpc,
 )
 from llbkit.core.errors import UserError
-from llbkit.core.session.batched import BATCHED_FILE_SEND, BATCHED_FILE_SYNC
+from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, EXPORTER_ID
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["Output", "exposed_methods", "serve_attachables"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-EXPORTER_ID = "buildkit-attachable-exporter-id"
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 
 from llbkit.core.api._pb import fsutil_pb2, packets_pb2
+from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC
 
 __all__ = ["BATCHED_FILE_SEND", "BATCHED_FILE_SYNC", "BatchedPackets", "batched_packets"]
 
-#: the method an llbkit client serves beside FileSync.DiffCopy
-BATCHED_FILE_SYNC = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
-#: and beside FileSend.DiffCopy, for outputs that are directories
-BATCHED_FILE_SEND = "/llbkit.filesync.v1.FileSendBatched/DiffCopy"
 #: a message is sent once this much is waiting (below every side's message size limit)
 FLUSH_AT = 256 * 1024
 

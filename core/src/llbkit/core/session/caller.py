@@ -25,8 +25,19 @@ from llbkit.core.api._pb import (
     ssh_pb2,
 )
 from llbkit.core.errors import UserError
-from llbkit.core.session.batched import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, batched_packets
+from llbkit.core.session.batched import batched_packets
 from llbkit.core.session.content import CONTENT_INFO
+from llbkit.core.session.methods import (
+    AUTH,
+    BATCHED_FILE_SEND,
+    BATCHED_FILE_SYNC,
+    EXPORTER_ID,
+    FILE_SEND,
+    FILE_SYNC,
+    SECRETS,
+    SSH_CHECK,
+    SSH_FORWARD,
+)
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -36,14 +47,7 @@ __all__ = ["OUTPUT_PREFIX", "Session", "SessionClientIO", "output_marker"]
 
 #: what a ``dest`` the client kept for itself reads as on the daemon (one per exporter)
 OUTPUT_PREFIX = "client-output:"
-EXPORTER_ID = "buildkit-attachable-exporter-id"
 EXPORTER_METADATA = "exporter-md-"
-FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
-FILE_SEND = "/moby.filesync.v1.FileSend/DiffCopy"
-SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
-AUTH = "/moby.filesync.v1.Auth/Credentials"
-SSH_CHECK = "/moby.sshforward.v1.SSH/CheckAgent"
-SSH_FORWARD = "/moby.sshforward.v1.SSH/ForwardAgent"
 
 
 def output_marker(index: int) -> str:

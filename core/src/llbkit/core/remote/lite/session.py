@@ -15,16 +15,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
 from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
+from llbkit.core.session.methods import (
+    AUTH,
+    BATCHED_FILE_SYNC,
+    EXPORTER_ID,
+    FILE_SEND,
+    FILE_SYNC,
+    HEALTH,
+    SECRETS,
+)
 
-__all__ = ["FILE_SYNC", "FILE_SYNC_BATCHED", "handlers", "methods"]
+__all__ = ["handlers", "methods"]
 
-HEALTH = "/grpc.health.v1.Health/Check"
-AUTH = "/moby.filesync.v1.Auth/Credentials"
-SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
-FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
-FILE_SYNC_BATCHED = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
-FILE_SEND = "/moby.filesync.v1.FileSend/DiffCopy"
-EXPORTER_ID = "buildkit-attachable-exporter-id"
 STAT, REQ, DATA, FIN, ERR = range(5)
 #: fsutil reads a file through a buffer of this size: one DATA packet per read
 CHUNK = 32 * 1024
@@ -37,7 +39,7 @@ _GO_TYPE = 0x8F280000
 def methods(locals_: Mapping[str, str], outputs: Sequence[str | None] = ()) -> list[str]:
     found = [HEALTH, SECRETS, AUTH]
     if locals_:
-        found += [FILE_SYNC, FILE_SYNC_BATCHED]
+        found += [FILE_SYNC, BATCHED_FILE_SYNC]
     if any(dest is not None for dest in outputs):
         found.append(FILE_SEND)
     return found
@@ -56,7 +58,7 @@ def handlers(
         AUTH: _credentials,
         SECRETS: lambda call, _: _secret(call, known),
         FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=False),
-        FILE_SYNC_BATCHED: lambda call, md: _diff_copy(call, md, locals_, batched=True),
+        BATCHED_FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=True),
         FILE_SEND: lambda call, md: _file_send(call, md, outputs),
     }
 

@@ -1,0 +1,32 @@
+"""The session's methods and headers, by the names BuildKit gives them (and llbkit's batched
+DiffCopy beside them): one list for the daemon that calls them and for both clients that
+serve them, in a module light enough for a client that must start fast."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AUTH",
+    "BATCHED_FILE_SEND",
+    "BATCHED_FILE_SYNC",
+    "EXPORTER_ID",
+    "FILE_SEND",
+    "FILE_SYNC",
+    "HEALTH",
+    "SECRETS",
+    "SSH_CHECK",
+    "SSH_FORWARD",
+]
+
+HEALTH = "/grpc.health.v1.Health/Check"
+FILE_SYNC = "/moby.filesync.v1.FileSync/DiffCopy"
+FILE_SEND = "/moby.filesync.v1.FileSend/DiffCopy"
+SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+AUTH = "/moby.filesync.v1.Auth/Credentials"
+SSH_CHECK = "/moby.sshforward.v1.SSH/CheckAgent"
+SSH_FORWARD = "/moby.sshforward.v1.SSH/ForwardAgent"
+#: the method an llbkit client serves beside FileSync.DiffCopy
+BATCHED_FILE_SYNC = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
+#: and beside FileSend.DiffCopy, for outputs that are directories
+BATCHED_FILE_SEND = "/llbkit.filesync.v1.FileSendBatched/DiffCopy"
+#: the header that tells a FileSend call which exporter's output it carries
+EXPORTER_ID = "buildkit-attachable-exporter-id"
