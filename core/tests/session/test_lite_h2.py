@@ -29,14 +29,15 @@ def _broken(call: Call, metadata: dict[str, list[str]]) -> None:
     raise KeyError("a bug")
 
 
+HANDLERS = {"/t.T/Echo": _echo, "/t.T/Refuse": _refuse, "/t.T/Broken": _broken}
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[h2.Connection, h2.Connection]]:
+    """A client and a server connection over a socket pair."""
     ours, theirs = socket.socketpair()
     server = h2.Connection(
-        lambda: theirs.recv(1 << 16),
-        theirs.sendall,
-        server=True,
-        on_stream=serve({"/t.T/Echo": _echo}),
+        lambda: theirs.recv(1 << 16), theirs.sendall, server=True, on_stream=serve(HANDLERS)
     )
     client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
     yield client, server
@@ -47,22 +48,14 @@ def pair() -> Iterator[tuple[h2.Connection, h2.Connection]]:
 
 
 @pytest.fixture(params=[h2.WINDOW, 1 << 16], ids=["large-windows", "small-windows"])
-def conn(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[h2.Connection]:
+def window(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small windows: every few frames a side waits for the other's credit.
     monkeypatch.setattr(h2, "WINDOW", request.param)
-    ours, theirs = socket.socketpair()
-    handlers = {"/t.T/Echo": _echo, "/t.T/Refuse": _refuse, "/t.T/Broken": _broken}
-    server = h2.Connection(
-        lambda: theirs.recv(1 << 16), theirs.sendall, server=True, on_stream=serve(handlers)
-    )
-    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
-    yield client
-    client.close()
-    server.close()
-    ours.close()
-    theirs.close()
+
+
+@pytest.fixture
+def conn(window: None, pair: tuple[h2.Connection, h2.Connection]) -> h2.Connection:
+    return pair[0]
 
 
 def test_large_messages_cross_both_ways_in_order_beyond_the_default_windows(
