@@ -1607,3 +1607,39 @@ def test_the_light_client_serves_secrets_and_receives_archives_as_the_full_one(
     assert missing.returncode == missing_full.returncode == 1, missing.stderr
     said = missing.stderr.decode().splitlines()[:-1]
     assert said == missing_full.stderr.decode().splitlines() and "exit code: 1" in said[-1]
+
+
+def test_the_light_client_receives_directories_as_the_full_one(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``type=local`` and an ``oci`` layout with ``tar=false`` through the light client: the
+    same trees (files, a link, modes) as the full client's, owned by whoever ran the client."""
+    ctx = tmp_path / "ctx"
+    dockerfile = (
+        "ARG BASE\nFROM ${BASE} AS b\n"
+        "RUN mkdir -p /o/sub && echo hi > /o/sub/f && chmod 600 /o/sub/f && ln -s sub/f /o/l\n"
+        "FROM scratch\nCOPY --from=b /o /\n"
+    )
+    args = [*_dockerfile_args(ctx, registry, dockerfile=dockerfile), "--progress", "quiet"]
+    args += ["--opt", "build-arg:SOURCE_DATE_EPOCH=0"]
+    made = {}
+    with daemon(tmp_path / "root") as (address, _):
+        for who, script in (("light", _WATCHED_RUN), ("full", _FULL_RUN)):
+            out = tmp_path / who
+            line = [sys.executable, "-c", script, "--addr", address, *args]
+            line += ["--output", f"type=local,dest={out / 'local'}"]
+            line += ["--output", f"type=oci,tar=false,dest={out / 'layout'}"]
+            done = subprocess.run(line, capture_output=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            made[who] = {
+                str(p.relative_to(out)): (
+                    p.lstat().st_mode,
+                    os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else b"",
+                )
+                for p in sorted(out.rglob("*"))
+            }
+    assert made["light"] == made["full"]
+    assert made["light"]["local/sub/f"] == (0o100600, b"hi\n")
+    assert made["light"]["local/l"][1] == "sub/f"
+    assert "layout/index.json" in made["light"]

@@ -61,8 +61,7 @@ def test_a_daemon_build_with_daemon_side_outputs_and_caches_is_taken(base: list[
     [
         ["--progress", ""],
         ["--progress", "fancy"],
-        ["--output", "type=local,dest=out"],
-        ["--output", "type=oci,tar=false,dest=out"],
+        ["--output", "type=local"],
         ["--output", "type=image,name=x,bad"],  # not key=value: the full CLI says so
         ["--export-cache", "type=local,dest=d"],
         ["--import-cache", "r/cache:1"],  # deprecated form: the full CLI warns

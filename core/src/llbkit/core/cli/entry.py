@@ -50,8 +50,8 @@ class _Plan:
         self.no_cache = False
         self.metadata_file = ""
         self.secrets: dict[str, bytes] = {}
-        #: where each exporter's archive lands here; None: it stays with the daemon
-        self.outputs: list[str | None] = []
+        #: where each exporter's output lands here (dest, a directory?); None: with the daemon
+        self.outputs: list[tuple[str, bool] | None] = []
 
 
 #: flags with a value, and flags without
@@ -127,13 +127,15 @@ def _take(plan: _Plan, flag: str, value: str | None) -> bool:
         plan.locals[name] = path
     elif flag in ("--output", "-o"):
         kind, attrs = buildflags.parse_output(value)
-        dest = None
+        output = None
         if kind in _CLIENT_OUTPUTS:
-            if kind == "local" or attrs.get("tar", "true").lower() in ("false", "0"):
-                return False  # a directory: the full client's session receives trees
-            dest = attrs.pop("dest")
+            directory = kind == "local" or attrs.get("tar", "true").lower() in ("false", "0")
+            dest = attrs.pop("dest", "")
+            if not dest:  # a directory must be named: the full client says so
+                return False
+            output = (dest, directory)
         plan.exporters.append((kind, attrs))
-        plan.outputs.append(dest)
+        plan.outputs.append(output)
     elif flag == "--secret":
         name, data = buildflags.parse_secret(value)
         plan.secrets[name] = data

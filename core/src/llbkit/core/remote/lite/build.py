@@ -43,7 +43,7 @@ def solve(
     cache_imports: Sequence[tuple[str, Mapping[str, str]]] = (),
     entitlements: Sequence[str] = (),
     secrets: Mapping[str, bytes] | None = None,
-    outputs: Sequence[str | None] = (),
+    outputs: Sequence[tuple[str, bool] | None] = (),
     on_status: Callable[[bytes], None],
 ) -> dict[str, str]:
     """Build; each ``StatusResponse`` goes to ``on_status`` undecoded (a record it cannot

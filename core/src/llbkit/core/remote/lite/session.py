@@ -11,12 +11,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
 from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
 from llbkit.core.session.methods import (
     AUTH,
+    BATCHED_FILE_SEND,
     BATCHED_FILE_SYNC,
     EXPORTER_ID,
     FILE_SEND,
@@ -36,22 +38,27 @@ FLUSH_AT = 256 * 1024
 _GO_TYPE = 0x8F280000
 
 
-def methods(locals_: Mapping[str, str], outputs: Sequence[str | None] = ()) -> list[str]:
+def methods(
+    locals_: Mapping[str, str], outputs: Sequence[tuple[str, bool] | None] = ()
+) -> list[str]:
     found = [HEALTH, SECRETS, AUTH]
     if locals_:
         found += [FILE_SYNC, BATCHED_FILE_SYNC]
-    if any(dest is not None for dest in outputs):
+    if any(output is not None for output in outputs):
         found.append(FILE_SEND)
+    if any(output is not None and output[1] for output in outputs):
+        found.append(BATCHED_FILE_SEND)
     return found
 
 
 def handlers(
     locals_: Mapping[str, str],
     secrets: Mapping[str, bytes] | None = None,
-    outputs: Sequence[str | None] = (),
+    outputs: Sequence[tuple[str, bool] | None] = (),
 ) -> dict[str, Handler]:
-    """The services; ``outputs[i]`` is where exporter ``i``'s archive lands here (a file, or
-    ``-`` for standard output), None for an exporter whose result stays with the daemon."""
+    """The services; ``outputs[i]`` is where exporter ``i``'s output lands here: (a file, or
+    ``-`` for standard output, or a directory; whether it is one), None for an exporter whose
+    result stays with the daemon."""
     known = dict(secrets or {})
     return {
         HEALTH: lambda call, _: call.send(messages.health_serving()),
@@ -59,7 +66,8 @@ def handlers(
         SECRETS: lambda call, _: _secret(call, known),
         FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=False),
         BATCHED_FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=True),
-        FILE_SEND: lambda call, md: _file_send(call, md, outputs),
+        FILE_SEND: lambda call, md: _file_send(call, md, outputs, batched=False),
+        BATCHED_FILE_SEND: lambda call, md: _file_send(call, md, outputs, batched=True),
     }
 
 
@@ -82,13 +90,24 @@ def _secret(call: Call, known: Mapping[str, bytes]) -> None:
     call.send(messages.secret_response(known[name]))
 
 
-def _file_send(call: Call, metadata: dict[str, list[str]], outputs: Sequence[str | None]) -> None:
-    """An exporter's archive, written as it arrives: into a new file renamed over ``dest``
-    once whole (a failed build leaves no half file), or to standard output."""
+def _file_send(
+    call: Call,
+    metadata: dict[str, list[str]],
+    outputs: Sequence[tuple[str, bool] | None],
+    *,
+    batched: bool,
+) -> None:
+    """An exporter's output: an archive written as it arrives, into a new file renamed over
+    ``dest`` once whole (a failed build leaves no half file) or to standard output; or a tree,
+    received by fsutil's protocol into a directory."""
     asked = (metadata.get(EXPORTER_ID) or ["0"])[0]
-    dest = outputs[int(asked)] if asked.isdigit() and int(asked) < len(outputs) else None
-    if dest is None:
+    output = outputs[int(asked)] if asked.isdigit() and int(asked) < len(outputs) else None
+    if output is None or (batched and not output[1]):
         raise RpcError(NOT_FOUND, f"exporter {asked} not found", {})
+    dest, directory = output
+    if directory:
+        _receive_tree(call, dest, batched=batched)
+        return
     if dest == "-":
         out = sys.stdout.buffer
         if out.isatty():
@@ -119,6 +138,66 @@ def _file_send(call: Call, metadata: dict[str, list[str]], outputs: Sequence[str
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
+    """A directory output, as the full client receives it (its receiver, on an event loop of
+    this call's own: only a build that asks for a tree pays for importing it), owned by whoever
+    runs the client as buildctl's is."""
+    import anyio
+
+    from llbkit.core.api._pb import fsutil_pb2
+    from llbkit.core.errors import UserError
+    from llbkit.core.session.batched import batched_packets
+    from llbkit.core.session.diffcopy_receive import receive_tree
+
+    incoming = call.messages()
+
+    def next_message() -> bytes | None:
+        return next(incoming, None)
+
+    async def read() -> bytes | None:
+        return await anyio.to_thread.run_sync(next_message)
+
+    async def write(data: bytes) -> None:
+        await anyio.to_thread.run_sync(call.send, data)
+
+    class Packets:
+        """One fsutil packet per message (BuildKit's FileSend)."""
+
+        async def send(self, packet: fsutil_pb2.Packet) -> None:
+            await write(packet.SerializeToString())
+
+        async def recv(self) -> fsutil_pb2.Packet | None:
+            data = await read()
+            return None if data is None else fsutil_pb2.Packet.FromString(data)
+
+    def ours(path: str, stat: fsutil_pb2.Stat) -> bool:
+        stat.uid, stat.gid = os.getuid(), os.getgid()
+        return True
+
+    async def receive() -> None:
+        from llbkit.core.api._pb import packets_pb2
+
+        target = os.path.abspath(dest)
+        os.makedirs(target, exist_ok=True)
+        if not batched:
+            await receive_tree(Packets(), Path(target), merge=True, filter=ours)
+            return
+
+        async def read_batch() -> packets_pb2.Packets | None:
+            data = await read()
+            return None if data is None else packets_pb2.Packets.FromString(data)
+
+        async with batched_packets(write, read_batch) as packets:
+            await receive_tree(packets, Path(target), merge=True, filter=ours)
+
+    try:
+        anyio.run(receive)
+    except UserError as err:
+        raise RpcError(UNKNOWN, str(err), {}) from None
+    except OSError as err:
+        raise RpcError(UNKNOWN, f"{dest}: {err.strerror}", {}) from None
 
 
 _TERMINAL = (
