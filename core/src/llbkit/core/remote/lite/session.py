@@ -8,10 +8,8 @@ import contextlib
 import os
 import stat as statmod
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
@@ -116,6 +114,8 @@ def _file_send(
             out.write(messages.bytes_message_data(message))
         out.flush()
         return
+    import tempfile  # only for a build that sends an archive here: a start pays for its use
+
     target = os.path.abspath(dest)
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -144,6 +144,8 @@ def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
     """A directory output, as the full client receives it (its receiver, on an event loop of
     this call's own: only a build that asks for a tree pays for importing it), owned by whoever
     runs the client as buildctl's is."""
+    from pathlib import Path
+
     import anyio
 
     from llbkit.core.api._pb import fsutil_pb2
