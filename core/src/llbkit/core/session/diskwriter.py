@@ -123,6 +123,19 @@ class DiskWriter:
         #: paths made, replaced or removed: what a checksum of ``dest`` must look at again
         self.changed: set[str] = set()
 
+    @property
+    def empty(self) -> bool:
+        """Whether :meth:`scan` has nothing to list (a merge, or an empty ``dest``)."""
+        if self.merge:
+            return True
+        with os.scandir(self.dest) as entries:
+            return next(entries, None) is None
+
+    @property
+    def little_to_finish(self) -> bool:
+        """Whether :meth:`finish` is a few system calls."""
+        return len(self.links) + len(self.dirs) <= 32
+
     # ---- the tree dest holds --------------------------------------------------------------
 
     def scan(self) -> None:
