@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FILE_OUTPUTS",
+    "is_archive",
     "decoded_metadata",
     "pairs",
     "parse_cache",
@@ -43,13 +44,19 @@ def _csv(flag: str, value: str) -> dict[str, str]:
 FILE_OUTPUTS = ("oci", "docker", "tar")
 
 
+def is_archive(attrs: dict[str, str]) -> bool:
+    """Whether an ``oci``/``docker``/``tar`` output is one file (``tar=false``: a directory),
+    read as the exporters read the option."""
+    return attrs.get("tar", "true").lower() not in ("false", "0")
+
+
 def parse_output(value: str) -> tuple[str, dict[str, str]]:
     """``type=local,dest=out`` → (``local``, ``{"dest": "out"}``)."""
     attrs = _csv("--output", value)
     kind = attrs.pop("type", "")
     if not kind:
         raise ConfigError(f"--output {value!r}: type= is required (local, tar, image, oci…)")
-    if kind in FILE_OUTPUTS and attrs.get("tar", "true") != "false":
+    if kind in FILE_OUTPUTS and is_archive(attrs):
         # Checked before the build, as buildctl opens the file before it builds.
         dest = attrs.get("dest", "-") or "-"
         if dest == "-" and sys.stdout.isatty():

@@ -129,7 +129,7 @@ def _take(plan: _Plan, flag: str, value: str | None) -> bool:
         kind, attrs = buildflags.parse_output(value)
         output = None
         if kind in _CLIENT_OUTPUTS:
-            directory = kind == "local" or attrs.get("tar", "true").lower() in ("false", "0")
+            directory = kind == "local" or not buildflags.is_archive(attrs)
             dest = attrs.pop("dest", "")
             if not dest:  # a directory must be named: the full client says so
                 return False
@@ -227,6 +227,9 @@ def _build(plan: _Plan) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        from llbkit.core.remote.lite.session import discard_partial
+
+        discard_partial()  # this process leaves before the threads writing them finish
         records.close(failed=True)  # a live view gives the terminal back first
         print("error: canceled", file=sys.stderr)
         return 130

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from llbkit.core.api._pb import fsutil_pb2
 from llbkit.core.patterns import clean
@@ -167,7 +168,8 @@ class _Receiver:
                 batch = [item for item in items if item is not None]
                 ids = await _off_loop(
                     functools.partial(self.writer.apply, batch, last=last),
-                    small=len(batch) <= _INLINE_ENTRIES,
+                    # Nothing of an old tree to remove (that may be a whole directory).
+                    small=len(batch) <= _INLINE_ENTRIES and self.writer.nothing_to_remove,
                 )
                 self.open_ids.update(ids)
                 self.requested += len(ids)
@@ -247,7 +249,7 @@ _INLINE_BYTES = 64 * 1024
 async def _off_loop(work: Callable[[], T], small: bool) -> T:
     """``work`` in a worker thread, or right here when it is small."""
     if small:
-        await anyio.lowlevel.checkpoint()
+        await checkpoint()
         return work()
     return await anyio.to_thread.run_sync(work)
 

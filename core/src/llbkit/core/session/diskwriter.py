@@ -132,6 +132,12 @@ class DiskWriter:
             return next(entries, None) is None
 
     @property
+    def nothing_to_remove(self) -> bool:
+        """Whether applying can remove nothing: ``dest`` held nothing, and this is no merge
+        into a directory that may hold anything."""
+        return not self.old and not self.merge
+
+    @property
     def little_to_finish(self) -> bool:
         """Whether :meth:`finish` is a few system calls."""
         return len(self.links) + len(self.dirs) <= 32

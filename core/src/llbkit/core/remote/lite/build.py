@@ -150,7 +150,10 @@ def _shared_key(locals_: Mapping[str, str]) -> str:
     try:  # CPython's own SHA-256: hashlib's import loads OpenSSL's, a few ms of a start
         from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        from hashlib import sha256
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
 
     dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in locals_.items())
     text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])

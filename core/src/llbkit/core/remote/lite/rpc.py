@@ -83,7 +83,8 @@ class Call:
                         raise RpcError(UNKNOWN, "the stream ended inside a message", {})
                     if not self.serving:
                         self._check()
-                    elif self.stream.reset is not None:
+                    elif self.stream.reset is not None or not self.stream.ended:
+                        # Reset, or cut with the connection: the caller never finished.
                         raise RpcError(CANCELLED, "the caller canceled", {})
                     return
                 self._buffer += more

@@ -25,7 +25,7 @@ from llbkit.core.session.methods import (
     SECRETS,
 )
 
-__all__ = ["handlers", "methods"]
+__all__ = ["PARTIAL", "discard_partial", "handlers", "methods"]
 
 STAT, REQ, DATA, FIN, ERR = range(5)
 #: fsutil reads a file through a buffer of this size: one DATA packet per read
@@ -110,9 +110,12 @@ def _file_send(
         out = sys.stdout.buffer
         if out.isatty():
             raise RpcError(UNKNOWN, _TERMINAL, {})
-        for message in call.messages():
-            out.write(messages.bytes_message_data(message))
-        out.flush()
+        try:
+            for message in call.messages():
+                out.write(messages.bytes_message_data(message))
+            out.flush()
+        except OSError as err:  # the reader of our output went away
+            raise RpcError(UNKNOWN, f"-: {err.strerror}", {}) from None
         return
     import tempfile  # only for a build that sends an archive here: a start pays for its use
 
@@ -124,6 +127,7 @@ def _file_send(
         )
     except OSError as err:
         raise RpcError(UNKNOWN, f"cannot write {dest}: {err.strerror}", {}) from None
+    PARTIAL.add(tmp)
     try:
         with os.fdopen(fd, "wb") as stream:
             for message in call.messages():
@@ -138,6 +142,19 @@ def _file_send(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        PARTIAL.discard(tmp)
+
+
+#: archives being written: a process that leaves before they are whole (Ctrl-C) removes them
+PARTIAL: set[str] = set()
+
+
+def discard_partial() -> None:
+    """Remove the archives not yet whole (their threads never get to)."""
+    for path in list(PARTIAL):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
@@ -159,7 +176,8 @@ def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
         return next(incoming, None)
 
     async def read() -> bytes | None:
-        return await anyio.to_thread.run_sync(next_message)
+        # Abandoned when the receiver fails: the sender, waiting for our word, sends nothing.
+        return await anyio.to_thread.run_sync(next_message, abandon_on_cancel=True)
 
     async def write(data: bytes) -> None:
         await anyio.to_thread.run_sync(call.send, data)

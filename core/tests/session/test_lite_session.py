@@ -1,0 +1,100 @@
+"""The light client's session services over a socket pair: an output is whole or absent, and
+a receiver that fails answers instead of waiting for a sender that waits for it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llbkit.core.remote.lite import h2, messages
+from llbkit.core.remote.lite.rpc import Call, RpcError, serve
+from llbkit.core.remote.lite.session import handlers
+from llbkit.core.session.methods import EXPORTER_ID, FILE_SEND
+
+#: Go's os.ModeDir
+GO_DIR = 0x80000000
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> list[tuple[str, bool] | None]:
+    return [(str(tmp_path / "out" / "a.tar"), False), (str(tmp_path / "tree"), True)]
+
+
+@pytest.fixture
+def pair(
+    outputs: list[tuple[str, bool] | None],
+) -> Iterator[tuple[h2.Connection, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    served = handlers({}, {}, outputs)
+    server = h2.Connection(
+        lambda: theirs.recv(1 << 16), theirs.sendall, server=True, on_stream=serve(served)
+    )
+    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
+    yield client, ours
+    client.close()
+    server.close()
+    ours.close()
+    theirs.close()
+
+
+def _until(check: object, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_an_archive_lands_whole(pair: tuple[h2.Connection, socket.socket], tmp_path: Path) -> None:
+    client, _ = pair
+    call = Call.start(client, FILE_SEND, [(EXPORTER_ID, "0")])
+    for chunk in (b"a" * 1000, b"b" * 1000):
+        call.send(messages.bytes_message(chunk))
+    call.done_writing()
+    assert list(call.messages()) == []
+    assert (tmp_path / "out" / "a.tar").read_bytes() == b"a" * 1000 + b"b" * 1000
+    assert os.listdir(tmp_path / "out") == ["a.tar"]
+
+
+def test_an_archive_cut_with_the_connection_leaves_nothing(
+    pair: tuple[h2.Connection, socket.socket], tmp_path: Path
+) -> None:
+    """A daemon killed mid-export: neither a short ``dest`` nor its temporary file stays."""
+    client, ours = pair
+    call = Call.start(client, FILE_SEND, [(EXPORTER_ID, "0")])
+    call.send(messages.bytes_message(b"a" * 5000))
+    out = tmp_path / "out"
+    _until(lambda: out.is_dir() and os.listdir(out))  # the handler is writing
+    ours.shutdown(socket.SHUT_RDWR)
+    _until(lambda: not os.listdir(out))
+    time.sleep(0.2)
+    assert not os.listdir(out)
+
+
+def test_a_receiver_that_cannot_apply_an_entry_answers_with_an_error(
+    pair: tuple[h2.Connection, socket.socket],
+) -> None:
+    """The sender waits for the receiver's word; a failing receiver must say it, not wait."""
+    client, _ = pair
+    call = Call.start(client, FILE_SEND, [(EXPORTER_ID, "1")])
+    too_long = "x" * 300  # no file system takes a name this long
+    call.send(messages.packet(messages.PACKET_STAT, messages.stat(too_long, GO_DIR | 0o755)))
+    call.send(messages.packet(messages.PACKET_STAT))
+    said: list[object] = []
+
+    def listen() -> None:
+        try:
+            said.extend(call.messages())
+        except RpcError as err:
+            said.append(err)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    listener.join(15)
+    assert not listener.is_alive(), "the receiver never answered"
+    assert isinstance(said[-1], RpcError) and "name too long" in said[-1].message.lower()
