@@ -147,13 +147,10 @@ def _solve(
 
 def _shared_key(locals_: Mapping[str, str]) -> str:
     """As the full client's: one key per machine, user and set of directories."""
-    try:  # CPython's own SHA-256: hashlib's import loads OpenSSL's, a few ms of a start
+    try:  # CPython 3.11's own SHA-256: hashlib's import loads OpenSSL's, a few ms of a start
         from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
-        except ImportError:
-            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+    except ImportError:  # later versions name it otherwise: hashlib, a little slower
+        from hashlib import sha256
 
     dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in locals_.items())
     text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
