@@ -520,6 +520,12 @@ class S3CacheBackend:
         credentials = _credentials(what, attrs)
         # Core writes a few blobs at once, each in upload_parallelism parts: room for all.
         pool = max(10, 4 * parallelism + 4)
+        # botocore's modules are imported here, on the event loop's thread, not by the worker:
+        # imported by a worker while this thread imports others (httpx, for a registry), two
+        # imports can take each other's module locks ("deadlock detected by _ModuleLock").
+        import botocore.config
+        import botocore.session  # noqa: F401
+
         s3 = await anyio.to_thread.run_sync(
             lambda: _make_client(
                 found["region"],
