@@ -1338,7 +1338,7 @@ def test_a_context_the_client_refuses_to_send_reads_as_buildkit_says_it(
 _KEYLESS = """
 import sys
 import llbkit.core.remote.controller as remote
-remote._shared_key = lambda client: ""
+remote.shared_key = lambda locals_: ""
 sys.argv = ["llbkit", "--addr", *sys.argv[1:]]
 from llbkit.core.cli.main import run
 run()

@@ -98,14 +98,13 @@ def test_without_a_frontend_or_a_command_it_is_the_full_cli(base: list[str]) -> 
 
 
 def test_both_clients_key_the_daemons_mirrors_alike(tmp_path: Path) -> None:
-    """The daemon keeps a client's directories under its shared key: a build through either
-    client reuses what the other sent."""
-    from llbkit.core.client.embedded import EmbeddedClient
-    from llbkit.core.remote import controller
-    from llbkit.core.remote.lite import build
+    """The daemon keeps a client's directories under its shared key: the full client (paths)
+    and the light one (strings) give the same key for the same directories, however named."""
+    from llbkit.core.session.methods import shared_key
 
     (tmp_path / "b").mkdir()
     dirs = {"context": str(tmp_path), "dockerfile": str(tmp_path / "b")}
-    full = controller._shared_key(EmbeddedClient(locals={k: Path(v) for k, v in dirs.items()}))
-    assert build._shared_key(dirs) == full
-    assert build._shared_key({"context": str(tmp_path)}) != full
+    key = shared_key({k: Path(v) for k, v in dirs.items()})
+    assert shared_key(dirs) == key == shared_key({**dirs, "context": f"{tmp_path}/b/.."})
+    assert shared_key({"context": str(tmp_path)}) != key
+    assert len(key) == 32

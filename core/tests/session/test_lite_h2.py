@@ -9,11 +9,12 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from llbkit.core.remote.lite import h2
-from llbkit.core.remote.lite.rpc import NOT_FOUND, UNIMPLEMENTED, UNKNOWN, Call, RpcError, serve
+from llbkit.core.remote.lite.rpc import NOT_FOUND, UNIMPLEMENTED, UNKNOWN, Call, RpcError
 
 
 def _echo(call: Call, metadata: dict[str, list[str]]) -> None:
@@ -33,18 +34,10 @@ HANDLERS = {"/t.T/Echo": _echo, "/t.T/Refuse": _refuse, "/t.T/Broken": _broken}
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[h2.Connection, h2.Connection]]:
-    """A client and a server connection over a socket pair."""
-    ours, theirs = socket.socketpair()
-    server = h2.Connection(
-        lambda: theirs.recv(1 << 16), theirs.sendall, server=True, on_stream=serve(HANDLERS)
-    )
-    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
-    yield client, server
-    client.close()
-    server.close()
-    ours.close()
-    theirs.close()
+def pair(lite_connected: Any) -> Iterator[tuple[h2.Connection, h2.Connection]]:
+    """A client connection to a server of :data:`HANDLERS` over a socket pair."""
+    with lite_connected(HANDLERS) as (client, server, _):
+        yield client, server
 
 
 @pytest.fixture(params=[h2.WINDOW, 1 << 16], ids=["large-windows", "small-windows"])

@@ -108,7 +108,6 @@ def test_fields_reads_every_wire_type() -> None:
 def test_malformed_input_is_a_proto_error(data: bytes) -> None:
     with pytest.raises(ProtoError):
         list(proto.fields(data))
-    assert issubclass(ProtoError, ValueError)
 
 
 def test_strings_must_be_utf8() -> None:

@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from llbkit.core.remote.lite import h2, messages
-from llbkit.core.remote.lite.rpc import Call, RpcError, serve
+from llbkit.core.remote.lite.rpc import Call, RpcError
 from llbkit.core.remote.lite.session import handlers
 from llbkit.core.session.methods import EXPORTER_ID, FILE_SEND
 
@@ -28,19 +29,10 @@ def outputs(tmp_path: Path) -> list[tuple[str, bool] | None]:
 
 @pytest.fixture
 def pair(
-    outputs: list[tuple[str, bool] | None],
+    outputs: list[tuple[str, bool] | None], lite_connected: Any
 ) -> Iterator[tuple[h2.Connection, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    served = handlers({}, {}, outputs)
-    server = h2.Connection(
-        lambda: theirs.recv(1 << 16), theirs.sendall, server=True, on_stream=serve(served)
-    )
-    client = h2.Connection(lambda: ours.recv(1 << 16), ours.sendall)
-    yield client, ours
-    client.close()
-    server.close()
-    ours.close()
-    theirs.close()
+    with lite_connected(handlers({}, {}, outputs)) as (client, _, ours):
+        yield client, ours
 
 
 def _until(check: object, seconds: float = 10) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -13,11 +12,11 @@ import anyio
 import click
 
 from llbkit.core.cli.buildflags import (
-    decoded_metadata,
     pairs,
     parse_cache,
     parse_output,
     parse_secret,
+    write_metadata,
 )
 from llbkit.core.cli.progress_ui import make_display
 from llbkit.core.cli.state import open_controller
@@ -266,11 +265,7 @@ def build(
             if trace_file is not None:
                 trace_file.close()
     if metadata_file:
-        try:
-            shown = {k: decoded_metadata(v) for k, v in response.exporter_response.items()}
-            Path(metadata_file).write_text(json.dumps(shown, indent=2, sort_keys=True) + "\n")
-        except OSError as err:
-            raise UserError(f"cannot write {metadata_file}: {err.strerror}") from None
+        write_metadata(metadata_file, dict(response.exporter_response))
 
 
 def _open_trace(path: str) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from llbkit.core.errors import ConfigError
+from llbkit.core.errors import ConfigError, UserError
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ __all__ = [
     "FILE_OUTPUTS",
     "is_archive",
     "decoded_metadata",
+    "write_metadata",
     "pairs",
     "parse_cache",
     "parse_output",
@@ -135,3 +136,15 @@ def decoded_metadata(value: Any) -> Any:
     except (binascii.Error, ValueError, RecursionError):
         return value
     return decoded if isinstance(decoded, dict) else value
+
+
+def write_metadata(path: str, response: dict[str, str]) -> None:
+    """``--metadata-file``: the exporters' answer as buildctl writes it."""
+    import json
+
+    shown = {k: decoded_metadata(v) for k, v in response.items()}
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(json.dumps(shown, indent=2, sort_keys=True) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None

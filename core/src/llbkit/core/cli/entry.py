@@ -23,11 +23,8 @@ ADDRESS_ENV = "BUILDKIT_HOST"
 def run() -> None:
     plan = _parse(sys.argv[1:])
     if plan is None:
-        from llbkit.core.cachedir import cache_dir
-        from llbkit.core.cli.codecache import install
-        from llbkit.core.cli.main import full
+        from llbkit.core.cli.main import run as full
 
-        install(cache_dir())  # before the classes of the command are made
         full()
     from llbkit.core.cli.exiting import leave
 
@@ -235,23 +232,13 @@ def _build(plan: _Plan) -> int:
         return 130
     records.close()
     if plan.metadata_file:
-        return _write_metadata(plan.metadata_file, response)
-    return 0
+        from llbkit.core.cli.buildflags import write_metadata
 
-
-def _write_metadata(path: str, response: dict[str, str]) -> int:
-    """``--metadata-file``: the exporters' answer as the full CLI writes it."""
-    import json
-
-    from llbkit.core.cli.buildflags import decoded_metadata
-
-    shown = {k: decoded_metadata(v) for k, v in response.items()}
-    try:
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(json.dumps(shown, indent=2, sort_keys=True) + "\n")
-    except OSError as err:
-        print(f"error: cannot write {path}: {err.strerror}", file=sys.stderr)
-        return 1
+        try:
+            write_metadata(plan.metadata_file, response)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

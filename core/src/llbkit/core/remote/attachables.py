@@ -29,7 +29,18 @@ from llbkit.core.api._pb import (
     ssh_pb2_grpc,
 )
 from llbkit.core.errors import UserError
-from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, EXPORTER_ID
+from llbkit.core.session.methods import (
+    AUTH,
+    BATCHED_FILE_SEND,
+    BATCHED_FILE_SYNC,
+    EXPORTER_ID,
+    FILE_SEND,
+    FILE_SYNC,
+    HEALTH,
+    SECRETS,
+    SSH_CHECK,
+    SSH_FORWARD,
+)
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -280,20 +291,15 @@ def exposed_methods(
     client: EmbeddedClient, outputs: Sequence[Output], stores: Mapping[str, Path] | None = None
 ) -> list[str]:
     """The methods the session offers, as its headers list them."""
-    methods = [
-        "/grpc.health.v1.Health/Check",
-        "/moby.buildkit.secrets.v1.Secrets/GetSecret",
-        "/moby.filesync.v1.Auth/Credentials",
-    ]
+    methods = [HEALTH, SECRETS, AUTH]
     if client.locals:
-        methods += ["/moby.filesync.v1.FileSync/DiffCopy", "/moby.filesync.v1.FileSync/TarStream"]
-        methods.append(BATCHED_FILE_SYNC)
+        methods += [FILE_SYNC, "/moby.filesync.v1.FileSync/TarStream", BATCHED_FILE_SYNC]
     if outputs:
-        methods.append("/moby.filesync.v1.FileSend/DiffCopy")
+        methods.append(FILE_SEND)
         if any(o.directory for o in outputs):
             methods.append(BATCHED_FILE_SEND)
     if client.ssh:
-        methods += ["/moby.sshforward.v1.SSH/CheckAgent", "/moby.sshforward.v1.SSH/ForwardAgent"]
+        methods += [SSH_CHECK, SSH_FORWARD]
     if stores:
         from llbkit.core.remote.content import CONTENT_METHODS
 

@@ -86,12 +86,9 @@ def open_channel(endpoint: Endpoint) -> grpc.aio.Channel:
 def failure(err: grpc.aio.AioRpcError, address: str) -> UserError:
     """A call's failure as one line; an unreachable daemon says where it was looked for."""
     if err.code() == grpc.StatusCode.UNAVAILABLE:
-        # gRPC's text names every attempt; what the user needs is its last words
-        # ("No such file or directory", "Connection refused").
-        reason = (err.details() or "unavailable").rsplit(": ", 1)[-1].strip()
-        return UserError(
-            f"cannot reach the daemon at {address}: {reason} (is llbkitd running there?)"
-        )
+        from llbkit.core.remote.failures import unreachable
+
+        return unreachable(address, err.details() or "")
     return UserError(err.details() or err.code().name.lower())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
@@ -16,11 +15,13 @@ import grpc
 
 from llbkit.core.api._pb import control_pb2
 from llbkit.core.control import wire
-from llbkit.core.control.errdetails import STATUS_DETAILS, status_source
+from llbkit.core.control.errdetails import STATUS_DETAILS
 from llbkit.core.control.request import ExporterRequest, PruneRequest, SolveRequest, SolveResponse
 from llbkit.core.errors import UserError
 from llbkit.core.remote.attachables import Output, exposed_methods, serve_attachables
 from llbkit.core.remote.connect import Endpoint, failure, open_channel
+from llbkit.core.remote.failures import ERROR_DETAIL, failed_solve
+from llbkit.core.session.methods import shared_key
 from llbkit.core.session.relay import pump
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = ["RemoteController"]
 
 #: the exporters whose output this machine receives (their dest stays here, as buildctl's)
 CLIENT_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
-ERROR_DETAIL = "llbkit-error-bin"
 
 
 def _outputs(request: SolveRequest) -> tuple[SolveRequest, list[Output]]:
@@ -60,45 +60,17 @@ def _outputs(request: SolveRequest) -> tuple[SolveRequest, list[Output]]:
     return replace(request, exporters=exporters), outputs
 
 
-def _shared_key(client: EmbeddedClient) -> str:
-    """One key per machine, user and set of directories: the daemon keeps its mirror of
-    this client's directories under it, so the next build sends only what changed."""
-    import hashlib
-    import socket
-
-    dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in client.locals.items())
-    text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def _raise_typed(err: grpc.aio.AioRpcError, address: str) -> None:
     """A build's failure as the CLI shows an embedded one (the step's log tail, the source)."""
-    from llbkit.core.errors import BuildFailed, FrontendFailed
-
-    # As buildctl shows a failed Solve: its answer after "failed to solve: ", and the source
-    # lines from the typed detail buildctl reads them from.
-    said = "failed to solve: " + (err.details() or "")
     trailer = dict(err.trailing_metadata() or ())
-    found = trailer.get(STATUS_DETAILS)
-    source = status_source(found) if isinstance(found, bytes) else ""
-    if ERROR_DETAIL in trailer:
-        try:
-            detail = json.loads(trailer[ERROR_DETAIL])
-        except (ValueError, RecursionError):
-            detail = {}
-        if detail.get("kind") == "build":
-            raised = BuildFailed(
-                detail.get("name", ""), detail.get("reason", ""), detail.get("log_tail", []), source
-            )
-            if str(raised) != said:
-                raised.args = (said,)
-            raise raised from None
-        if detail.get("kind") == "frontend":
-            raise FrontendFailed(said, source) from None
-        raise UserError(said) from None
-    if source:  # a daemon that sends only BuildKit's typed detail (buildkitd itself)
-        raise FrontendFailed(said, source) from None
-    raise failure(err, address) from None
+    details, detail = trailer.get(STATUS_DETAILS), trailer.get(ERROR_DETAIL)
+    raise failed_solve(
+        err.details() or "",
+        address,
+        code_name=err.code().name.lower(),
+        status_details=details if isinstance(details, bytes) else None,
+        error_detail=detail if isinstance(detail, bytes) else None,
+    ) from None
 
 
 class RemoteController:
@@ -174,7 +146,7 @@ class RemoteController:
         metadata = [
             ("x-docker-expose-session-uuid", session_id),
             ("x-docker-expose-session-name", "llbkit"),
-            ("x-docker-expose-session-sharedkey", _shared_key(client)),
+            ("x-docker-expose-session-sharedkey", shared_key(client.locals)),
         ]
         metadata += [
             ("x-docker-expose-session-grpc-method", m)

@@ -8,6 +8,8 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from llbkit.core.session.errors import describe
+
 __all__ = ["describe", "run_together", "take_batch"]
 
 T = TypeVar("T")
@@ -34,14 +36,6 @@ async def run_together(*tasks: Callable[[], Awaitable[None]]) -> None:
             group.start_soon(guard, task, group.cancel_scope)
     if failures:
         raise failures[0]
-
-
-def describe(err: BaseException) -> str:
-    """One line for an error, as the peer is told it: an OSError names its file."""
-    if isinstance(err, OSError) and err.strerror:
-        where = err.filename if err.filename is not None else ""
-        return f"{where}: {err.strerror}" if where else err.strerror
-    return str(err) or type(err).__name__
 
 
 async def take_batch(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from llbkit.core.errors import UserError
 
-__all__ = ["DiffCopyError", "InvalidStreamError", "PeerClosedError", "PeerError"]
+__all__ = ["DiffCopyError", "InvalidStreamError", "PeerClosedError", "PeerError", "describe"]
 
 
 class DiffCopyError(UserError):
@@ -26,3 +26,11 @@ class PeerClosedError(DiffCopyError):
 
 class InvalidStreamError(DiffCopyError):
     """The peer broke the protocol: a bad path, an order fsutil forbids, an unknown file id."""
+
+
+def describe(err: BaseException) -> str:
+    """One line for an error, as the peer is told it: an OSError names its file."""
+    if isinstance(err, OSError) and err.strerror:
+        where = err.filename if err.filename is not None else ""
+        return f"{where}: {err.strerror}" if where else err.strerror
+    return str(err) or type(err).__name__

@@ -4,6 +4,13 @@ serve them, in a module light enough for a client that must start fast."""
 
 from __future__ import annotations
 
+import os
+import socket
+
+TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = [
     "AUTH",
     "BATCHED_FILE_SEND",
@@ -15,6 +22,7 @@ __all__ = [
     "SECRETS",
     "SSH_CHECK",
     "SSH_FORWARD",
+    "shared_key",
 ]
 
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -30,3 +38,17 @@ BATCHED_FILE_SYNC = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
 BATCHED_FILE_SEND = "/llbkit.filesync.v1.FileSendBatched/DiffCopy"
 #: the header that tells a FileSend call which exporter's output it carries
 EXPORTER_ID = "buildkit-attachable-exporter-id"
+
+
+def shared_key(locals_: Mapping[str, str | os.PathLike[str]]) -> str:
+    """The session's shared key: one per machine, user and set of directories. The daemon
+    keeps its mirror of the client's directories under it, so the next build (through either
+    client) sends only what changed."""
+    try:  # CPython 3.11's own SHA-256: hashlib's import loads OpenSSL's, a few ms of a start
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # later versions name it otherwise: hashlib, a little slower
+        from hashlib import sha256
+
+    dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in locals_.items())
+    text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
+    return str(sha256(text.encode()).hexdigest()[:32])

@@ -14,13 +14,13 @@ from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import Connection, H2Error
 from llbkit.core.remote.lite.rpc import (
     CODE_NAMES,
-    UNAVAILABLE,
     Call,
     Handler,
     RpcError,
     serve,
 )
 from llbkit.core.remote.lite.session import handlers, methods
+from llbkit.core.session.methods import shared_key
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _solve(
     metadata = [
         ("x-docker-expose-session-uuid", session_id),
         ("x-docker-expose-session-name", "llbkit"),
-        ("x-docker-expose-session-sharedkey", _shared_key(locals_)),
+        ("x-docker-expose-session-sharedkey", shared_key(locals_)),
     ]
     metadata += [("x-docker-expose-session-grpc-method", m) for m in offered]
     session = Call.start(conn, CONTROL + "Session", metadata)
@@ -145,58 +145,20 @@ def _solve(
     return messages.solve_response(answer)
 
 
-def _shared_key(locals_: Mapping[str, str]) -> str:
-    """As the full client's: one key per machine, user and set of directories."""
-    try:  # CPython 3.11's own SHA-256: hashlib's import loads OpenSSL's, a few ms of a start
-        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # later versions name it otherwise: hashlib, a little slower
-        from hashlib import sha256
-
-    dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in locals_.items())
-    text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
-    return str(sha256(text.encode()).hexdigest()[:32])
-
-
 def _failure(err: RpcError, address: str) -> Exception:
-    """The failure as the full client raises it (``remote.controller``'s reading of the
-    daemon's trailers)."""
-    import json
+    """The failure as the full client raises it, from the same trailers."""
+    from llbkit.core.control.errdetails import STATUS_DETAILS
+    from llbkit.core.remote.failures import ERROR_DETAIL, failed_solve
 
-    from llbkit.core.control.errdetails import STATUS_DETAILS, status_source
-    from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
-
-    error: Exception
-    said = "failed to solve: " + err.message
-    found = err.metadata.get(STATUS_DETAILS, "")
-    source = status_source(_unbase64(found)) if found else ""
-    detail_text = err.metadata.get("llbkit-error-bin")
-    if detail_text is not None:
-        try:
-            detail = json.loads(_unbase64(detail_text))
-        except (ValueError, RecursionError):
-            detail = {}
-        kind = detail.get("kind") if isinstance(detail, dict) else None
-        if kind == "build":
-            error = BuildFailed(
-                detail.get("name", ""), detail.get("reason", ""), detail.get("log_tail", []), source
-            )
-            if str(error) != said:
-                error.args = (said,)
-        elif kind == "frontend":
-            error = FrontendFailed(said, source)
-        else:
-            error = UserError(said)
-    elif source:
-        error = FrontendFailed(said, source)
-    elif err.code == UNAVAILABLE:
-        reason = err.message.rsplit(": ", 1)[-1].strip() or "unavailable"
-        error = UserError(
-            f"cannot reach the daemon at {address}: {reason} (is llbkitd running there?)"
-        )
-    else:
-        named = CODE_NAMES[err.code] if 0 <= err.code < len(CODE_NAMES) else str(err.code)
-        error = UserError(err.message or named)
-    return error
+    details, detail = err.metadata.get(STATUS_DETAILS), err.metadata.get(ERROR_DETAIL)
+    named = CODE_NAMES[err.code] if 0 <= err.code < len(CODE_NAMES) else str(err.code)
+    return failed_solve(
+        err.message,
+        address,
+        code_name=named,
+        status_details=_unbase64(details) if details else None,
+        error_detail=_unbase64(detail) if detail is not None else None,
+    )
 
 
 def _unbase64(text: str) -> bytes:

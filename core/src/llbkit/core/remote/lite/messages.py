@@ -45,6 +45,7 @@ __all__ = [
     "PACKET_DATA",
     "PACKET_FIN",
     "PACKET_ERR",
+    "secret_response",
     "stat",
     "packet",
     "decode_packet",

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
 from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
+from llbkit.core.session import gomode
+from llbkit.core.session.errors import describe
 from llbkit.core.session.methods import (
     AUTH,
     BATCHED_FILE_SEND,
@@ -27,13 +29,10 @@ from llbkit.core.session.methods import (
 
 __all__ = ["PARTIAL", "discard_partial", "handlers", "methods"]
 
-STAT, REQ, DATA, FIN, ERR = range(5)
 #: fsutil reads a file through a buffer of this size: one DATA packet per read
 CHUNK = 32 * 1024
 #: packets are sent once this much waits
 FLUSH_AT = 256 * 1024
-#: Go's os.ModeType bits: an entry whose data can be asked for has none of them
-_GO_TYPE = 0x8F280000
 
 
 def methods(
@@ -321,9 +320,9 @@ def _diff_copy(
         _answer(out, os.path.realpath(root), files)
     except (OSError, _Refused) as err:
         # Said to the receiver first, as fsutil's sender says it (a PACKET_ERR).
-        said = _describe(err) if isinstance(err, OSError) else str(err)
+        said = describe(err)
         with contextlib.suppress(H2Error):
-            out.add(messages.packet(ERR, data=said.encode()))
+            out.add(messages.packet(messages.PACKET_ERR, data=said.encode()))
             out.flush()
         raise RpcError(UNKNOWN, said, {}) from None
     finally:
@@ -341,16 +340,16 @@ def _answer(out: _Packets, real: str, files: dict[int, str]) -> None:
     for batch in out.received():
         for data in batch:
             kind, file_id, payload, _ = messages.decode_packet(data)
-            if kind == ERR:
+            if kind == messages.PACKET_ERR:
                 said = payload.decode(errors="replace")
                 raise RpcError(UNKNOWN, f"error from receiver: {said}", {})
-            if kind == REQ:
+            if kind == messages.PACKET_REQ:
                 path = files.pop(file_id, None)
                 if path is None:
                     raise _Refused(f"invalid file id {file_id}")
                 _send_file(out, file_id, os.path.join(real, path))
-            elif kind == FIN:
-                out.add(messages.packet(FIN))
+            elif kind == messages.PACKET_FIN:
+                out.add(messages.packet(messages.PACKET_FIN))
                 out.flush()
                 return
         out.flush()
@@ -366,7 +365,6 @@ def _list(
 ) -> None:
     """Every stat, then an empty one, as fsutil's walk lists them; a failure is said to the
     receiver (a PACKET_ERR) and kept for the call's status."""
-    from llbkit.core.errors import UserError
     from llbkit.core.session.walker import walk
 
     file_id = 0
@@ -381,19 +379,18 @@ def _list(
         for batch in batches:
             entry: _Stat
             for entry in batch:  # type: ignore[assignment]  # made by _Stat
-                if entry.mode & _GO_TYPE == 0:
+                if gomode.can_request_data(entry.mode):
                     files[file_id] = entry.path
                 file_id += 1
-                out.add(messages.packet(STAT, entry.encode()))
-        out.add(messages.packet(STAT))
+                out.add(messages.packet(messages.PACKET_STAT, entry.encode()))
+        out.add(messages.packet(messages.PACKET_STAT))
         out.flush()
     except H2Error:
         return  # the receiver or the session went away: nobody is left to tell
     except Exception as err:  # what the full client's sender reports the same way
-        said = str(err) if isinstance(err, UserError) or not isinstance(err, OSError) else ""
-        failed.append(said or _describe(err) or type(err).__name__)
+        failed.append(describe(err))
         with contextlib.suppress(H2Error):
-            out.add(messages.packet(ERR, data=failed[-1].encode()))
+            out.add(messages.packet(messages.PACKET_ERR, data=failed[-1].encode()))
             out.flush()
 
 
@@ -408,14 +405,7 @@ def _send_file(out: _Packets, file_id: int, path: str) -> None:
         try:
             if statmod.S_ISREG(os.fstat(fd).st_mode):
                 while chunk := os.read(fd, CHUNK):
-                    out.add(messages.packet(DATA, id=file_id, data=chunk))
+                    out.add(messages.packet(messages.PACKET_DATA, id=file_id, data=chunk))
         finally:
             os.close(fd)
-    out.add(messages.packet(DATA, id=file_id))
-
-
-def _describe(err: BaseException) -> str:
-    """One line for an error, as the full client's sender tells the receiver."""
-    if isinstance(err, OSError) and err.strerror:
-        return f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
-    return str(err) or type(err).__name__
+    out.add(messages.packet(messages.PACKET_DATA, id=file_id))
