@@ -9,8 +9,6 @@ the engine behind them.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
     from typing import Any
@@ -81,6 +79,8 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # here: a client that only makes a ref (buildref) need not load it
+
     value = getattr(importlib.import_module(_WHERE[name]), name)
     globals()[name] = value
     return value

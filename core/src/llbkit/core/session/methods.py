@@ -5,7 +5,6 @@ serve them, in a module light enough for a client that must start fast."""
 from __future__ import annotations
 
 import os
-import socket
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
@@ -50,5 +49,5 @@ def shared_key(locals_: Mapping[str, str | os.PathLike[str]]) -> str:
         from hashlib import sha256
 
     dirs = sorted(f"{name}={os.path.realpath(path)}" for name, path in locals_.items())
-    text = "\0".join([socket.gethostname(), str(os.getuid()), *dirs])
+    text = "\0".join([os.uname().nodename, str(os.getuid()), *dirs])
     return str(sha256(text.encode()).hexdigest()[:32])

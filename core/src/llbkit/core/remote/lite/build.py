@@ -4,9 +4,9 @@ calls them, for the build that is asked most and whose start-up is most of its t
 
 from __future__ import annotations
 
+import _socket  # not socket: its enums' import is a tenth of a build through a warm daemon
 import contextlib
 import os
-import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
@@ -19,7 +19,7 @@ from llbkit.core.remote.lite.rpc import (
     RpcError,
     serve,
 )
-from llbkit.core.remote.lite.session import handlers, methods
+from llbkit.core.remote.lite.session import handlers, methods, warm_up
 from llbkit.core.session.methods import shared_key
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
@@ -59,7 +59,7 @@ def solve(
     }
     from llbkit.core.errors import UserError
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(socket_path)
         conn = Connection(lambda: sock.recv(1 << 20), sock.sendall)
@@ -80,7 +80,7 @@ def solve(
         ) from None
     finally:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # the reader thread's recv ends with it
+            sock.shutdown(_socket.SHUT_RDWR)  # the reader thread's recv ends with it
         sock.close()
 
 
@@ -134,6 +134,7 @@ def _solve(
     call = Call.start(conn, CONTROL + "Solve")
     try:
         call.send(messages.solve_request(ref, session_id, **request), end=True)
+        warm_up(locals_)
         answer = call.unary()
     except RpcError:
         follower.join(5)  # the failed build's last records (its error) first
