@@ -22,7 +22,7 @@ from llbkit.core.remote.attachables import Output, exposed_methods, serve_attach
 from llbkit.core.remote.connect import Endpoint, failure, open_channel
 from llbkit.core.remote.failures import ERROR_DETAIL, failed_solve
 from llbkit.core.session.methods import shared_key
-from llbkit.core.session.relay import pump
+from llbkit.core.session.relay import BUFFER, pump
 
 if TYPE_CHECKING:
     from llbkit.core.cache.usage import UsageRecord
@@ -155,7 +155,7 @@ class RemoteController:
         try:
             async with serve_attachables(client, outputs, socket_path, stores):
                 call = control.Session(metadata=tuple(metadata))
-                reader, writer = await asyncio.open_unix_connection(socket_path)
+                reader, writer = await asyncio.open_unix_connection(socket_path, limit=BUFFER)
 
                 async def incoming() -> AsyncIterator[bytes]:
                     async for message in call:
