@@ -74,6 +74,24 @@ def test_upload_throughput_beside_the_time_and_its_goal(tmp_path: Path) -> None:
     assert saved["upload_bytes_per_second"]["ci-cache"]["chain export"]["llbkit"][0] == 20 * MB
 
 
+def test_the_cache_goals_through_the_daemon_too() -> None:
+    """ci-cache's time and throughput goals are checked for llbkitd as for embedded llbkit:
+    BuildKit's figure is a daemon's."""
+    out = Results(meta={})
+    for llbkit, llbkitd, buildkit in ((1.0, 0.3, 0.6), (1.2, 0.5, 0.5)):
+        out.add("ci-cache", "llbkit", {"chain export": Timed(llbkit, None, 10 * MB)})
+        out.add("ci-cache", "llbkitd", {"chain export": Timed(llbkitd, None, 10 * MB)})
+        out.add("ci-cache", "buildkit", {"chain export": Timed(buildkit, None, 10 * MB)})
+    checked = {(g["tool"], g["phase"]): g for g in goals(out)}
+    assert not checked["llbkit", "chain export"]["met"]
+    assert checked["llbkitd", "chain export"]["ratio"] == pytest.approx(0.4 / 0.55)
+    assert not checked["llbkitd", "chain export"]["met"]  # 0.73 > 0.7
+    rate = checked["llbkitd", "chain export, upload MB/s"]
+    # the median of each run's rate: (10/0.3 + 10/0.5) / 2 over (10/0.6 + 10/0.5) / 2
+    assert rate["ratio"] == pytest.approx(80 / 55) and not rate["met"]
+    assert "ci-cache chain export, upload MB/s (llbkitd)" in text(out)
+
+
 def test_a_failed_phase_is_reported_not_dropped(tmp_path: Path) -> None:
     table = markdown(results())
     assert "| graph-scale | chain-10 cold | 2.00 | failed |" in table
