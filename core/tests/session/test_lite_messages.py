@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from llbkit.core.api import protowire as proto
 from llbkit.core.api._pb import (
     auth_pb2,
     control_pb2,
@@ -20,6 +21,7 @@ from llbkit.core.api._pb import (
     health_pb2,
     packets_pb2,
 )
+from llbkit.core.api.protowire import ProtoError
 from llbkit.core.control import wire
 from llbkit.core.control.request import CacheOptionsEntry, ExporterRequest, SolveRequest
 from llbkit.core.llb._pb import ops_pb2
@@ -30,8 +32,7 @@ from llbkit.core.plugins.progress import (
     VertexStatus,
     VertexWarning,
 )
-from llbkit.core.remote.lite import messages, proto
-from llbkit.core.remote.lite.proto import ProtoError
+from llbkit.core.remote.lite import messages
 
 # -- the wire format ------------------------------------------------------------------------
 

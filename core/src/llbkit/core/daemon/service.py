@@ -121,9 +121,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except UserError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
-    async def Session(
-        self, request_iterator: AsyncIterator[control_pb2.BytesMessage], context: Context
-    ) -> None:
+    async def Session(self, request_iterator: AsyncIterator[bytes], context: Context) -> None:
+        """The client's byte stream, each message as its bytes (see ``server._add_control``)."""
         await self.sessions.handle(context.invocation_metadata() or (), request_iterator, context)
 
     async def DiskUsage(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 
-from llbkit.core.api._pb import control_pb2
 from llbkit.core.errors import UserError
 from llbkit.core.session.caller import Session
 from llbkit.core.session.relay import private_socket, pump
@@ -39,8 +38,8 @@ class SessionManager:
     async def handle(
         self,
         metadata: Iterable[tuple[str, str | bytes]],
-        incoming: AsyncIterator[control_pb2.BytesMessage],
-        context: grpc.aio.ServicerContext[control_pb2.BytesMessage, control_pb2.BytesMessage],
+        incoming: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[bytes, bytes],
     ) -> None:
         """Serve one ``Control.Session`` stream until either side ends it."""
         headers: dict[str, list[str]] = {}
@@ -57,16 +56,12 @@ class SessionManager:
             )
         finished = asyncio.Event()
 
-        async def data() -> AsyncIterator[bytes]:
-            async for message in incoming:
-                yield message.data
-
         async def send(chunk: bytes) -> None:
-            await context.write(control_pb2.BytesMessage(data=chunk))
+            await context.write(chunk)
 
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                await pump(data(), send, reader, writer)
+                await pump(incoming, send, reader, writer)
             finally:
                 finished.set()
 

@@ -18,12 +18,12 @@ import grpc
 
 from llbkit.core.api._pb import (
     auth_pb2,
-    filesync_pb2,
     fsutil_pb2,
     packets_pb2,
     secrets_pb2,
     ssh_pb2,
 )
+from llbkit.core.api.protowire import bytes_message, bytes_message_data
 from llbkit.core.errors import UserError
 from llbkit.core.session.batched import batched_packets
 from llbkit.core.session.content import CONTENT_INFO
@@ -87,20 +87,18 @@ class _PacketCall:
 
 
 class _FileSink:
-    """``open_output``'s sink: data goes out as FileSend's BytesMessages."""
+    """``open_output``'s sink: data goes out as FileSend's BytesMessages, at most a MiB each."""
 
     def __init__(self, call: Any) -> None:
         self.call = call
 
     async def write(self, data: bytes) -> None:
         if len(data) <= 1 << 20:  # the usual case: no slice, no copy
-            await self.call.write(filesync_pb2.BytesMessage(data=bytes(data)))
+            await self.call.write(bytes(data))
             return
         view = memoryview(data)
         for start in range(0, len(view), 1 << 20):
-            await self.call.write(
-                filesync_pb2.BytesMessage(data=bytes(view[start : start + (1 << 20)]))
-            )
+            await self.call.write(bytes(view[start : start + (1 << 20)]))
 
 
 def _said(err: grpc.aio.AioRpcError) -> str:
@@ -176,18 +174,19 @@ class SessionClientIO:
             )
         return dest.removeprefix(OUTPUT_PREFIX)
 
-    def _file_send(self, dest: str, message: Any, what: str) -> Any:
-        """A FileSend.DiffCopy call to exporter ``dest``'s output, carrying ``message``s."""
+    def _file_send(self, dest: str, what: str, message: Any = None) -> Any:
+        """A FileSend.DiffCopy call to exporter ``dest``'s output, carrying ``message``s, or
+        (by default) ``BytesMessage``s given and read as their bytes."""
         self._require(FILE_SEND, what)
         return self.session.channel.stream_stream(
             FILE_SEND,
-            request_serializer=message.SerializeToString,
-            response_deserializer=message.FromString,
+            request_serializer=message.SerializeToString if message else bytes_message,
+            response_deserializer=message.FromString if message else bytes_message_data,
         )(metadata=((EXPORTER_ID, self._exporter_id(dest)),))
 
     @contextlib.asynccontextmanager
     async def open_output(self, dest: str) -> AsyncIterator[ByteSink]:
-        call = self._file_send(dest, filesync_pb2.BytesMessage, "output file")
+        call = self._file_send(dest, "output file")
         try:
             yield _FileSink(call)
             await call.done_writing()
@@ -220,7 +219,7 @@ class SessionClientIO:
         else:
             # FileSend declares BytesMessage, but a directory travels as fsutil packets
             # (BuildKit sends them on the same method): the bytes on the wire are a Packet each.
-            call = self._file_send(dest, fsutil_pb2.Packet, "output directory")
+            call = self._file_send(dest, "output directory", fsutil_pb2.Packet)
         try:
             if self.session.supports(BATCHED_FILE_SEND):
 

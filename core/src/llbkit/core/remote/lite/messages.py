@@ -7,8 +7,10 @@ look the same to a daemon (``core/tests/session/test_lite_messages.py`` holds th
 
 from __future__ import annotations
 
-from llbkit.core.remote.lite.proto import (
+from llbkit.core.api.protowire import (
     VARINT,
+    bytes_message,
+    bytes_message_data,
     decode_map_entry,
     field_bytes,
     field_map,
@@ -110,20 +112,6 @@ def solve_response(data: bytes) -> dict[str, str]:
 def status_request(ref: str) -> bytes:
     """A ``StatusRequest``: the progress of build ``ref``."""
     return field_str(1, ref)
-
-
-def bytes_message(data: bytes) -> bytes:
-    """A ``BytesMessage``: one chunk of the session's byte stream."""
-    return field_bytes(1, data)
-
-
-def bytes_message_data(msg: bytes) -> bytes:
-    """A ``BytesMessage``'s chunk."""
-    data = b""
-    for number, _, value in fields(msg):
-        if number == 1 and isinstance(value, bytes):
-            data = value
-    return data
 
 
 # -- StatusResponse: SolveStatus, as wire.status_from_pb reads it ------------------------------
