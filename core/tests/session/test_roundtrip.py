@@ -373,3 +373,38 @@ def test_what_was_received_is_summed_without_reading_it_back(
         ContentHasher(tmp_path / "again", inode_cache=ReceivedDigests()).checksum("/") == expected
     )
     assert len(reads) >= 5
+
+
+def test_a_cancelled_receive_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Cancelled (a client's Ctrl-C) while a file's data is arriving: its temporary file is
+    removed, and while it existed it was listed in ``temporaries`` (which a process that
+    leaves without unwinding removes)."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    temporaries: set[str] = set()
+    seen: list[set[str]] = []
+
+    async def main() -> None:
+        ours, theirs = memory_pipe()
+        big = fsutil_pb2.Stat(path="big", mode=0o644, size=1 << 20, modTime=T0)
+
+        async def sender() -> None:
+            await ours.send(Packet(type=Packet.PACKET_STAT, stat=big))
+            await ours.send(Packet(type=Packet.PACKET_STAT))
+            asked = await ours.recv()
+            assert asked is not None and asked.type == Packet.PACKET_REQ
+            await ours.send(Packet(type=Packet.PACKET_DATA, ID=asked.ID, data=b"x" * CHUNK_SIZE))
+            while not list(dest.glob(".llbkit-diffcopy-*")):  # the data is being written
+                await anyio.sleep(0.01)
+            seen.append(set(temporaries))
+            tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            tg.start_soon(
+                lambda: diffcopy_receive.receive_tree(theirs, dest, temporaries=temporaries)
+            )
+
+    anyio.run(main)
+    assert seen and len(seen[0]) == 1 and next(iter(seen[0])).startswith(str(dest))
+    assert os.listdir(dest) == [] and temporaries == set()

@@ -10,11 +10,13 @@ import anyio
 import grpc
 import pytest
 
+from llbkit.core.api.protowire import bytes_message
 from llbkit.core.client.embedded import EmbeddedClient
 from llbkit.core.errors import UserError
-from llbkit.core.remote.attachables import exposed_methods, serve_attachables
+from llbkit.core.remote.attachables import Output, exposed_methods, serve_attachables
 from llbkit.core.session.batched import BATCHED_FILE_SYNC
 from llbkit.core.session.caller import FILE_SYNC, Session, SessionClientIO
+from llbkit.core.session.methods import EXPORTER_ID, FILE_SEND
 
 from .helpers import snapshot
 
@@ -101,3 +103,33 @@ def test_both_forms_send_a_directory_output_to_the_client(tmp_path: Path, batche
     got = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     want = {p.relative_to(tree): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
     assert got == want
+
+
+@pytest.mark.parametrize("how", ["cancel", "close"])
+def test_an_archive_cut_short_leaves_nothing(tmp_path: Path, how: str) -> None:
+    """The daemon's FileSend ends without finishing (its call cancelled, its connection gone,
+    as when either side is interrupted): the full client neither renames a short archive into
+    ``dest`` nor leaves its temporary file."""
+    out = tmp_path / "out"
+    outputs = [Output(str(out / "a.tar"), False)]
+    client = EmbeddedClient()
+    sock = tmp_path / "s.sock"
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with serve_attachables(client, outputs, str(sock)):
+                channel = grpc.aio.insecure_channel(f"unix:{sock}")
+                call = channel.stream_stream(FILE_SEND)(metadata=((EXPORTER_ID, "0"),))
+                await call.write(bytes_message(b"a" * 5000))
+                while not (out.is_dir() and os.listdir(out)):  # the handler is writing
+                    await anyio.sleep(0.02)
+                if how == "cancel":
+                    call.cancel()
+                await channel.close()
+                for _ in range(100):
+                    if not os.listdir(out):
+                        break
+                    await anyio.sleep(0.02)
+
+    anyio.run(main)
+    assert not os.listdir(out)

@@ -17,7 +17,6 @@ import grpc
 from llbkit.core.api._pb import (
     auth_pb2,
     auth_pb2_grpc,
-    filesync_pb2,
     filesync_pb2_grpc,
     fsutil_pb2,
     health_pb2,
@@ -28,6 +27,7 @@ from llbkit.core.api._pb import (
     ssh_pb2,
     ssh_pb2_grpc,
 )
+from llbkit.core.api.protowire import bytes_message_data
 from llbkit.core.errors import UserError
 from llbkit.core.session.methods import (
     AUTH,
@@ -177,7 +177,11 @@ def _file_send_handler(client: EmbeddedClient, outputs: Sequence[Output]) -> Any
                 return
             async with client.open_output(output.dest) as sink:
                 async for data in request_iterator:
-                    await sink.write(filesync_pb2.BytesMessage.FromString(data).data)
+                    await sink.write(bytes_message_data(data))
+                # The messages end the same way whether the daemon finished or the call was
+                # cut (grpcio tells the handler of a cancel a moment later): answering tells
+                # them apart, as a cut call refuses it (CancelledError, so no file from it).
+                await context.send_initial_metadata(())
         except UserError as err:
             await context.abort(grpc.StatusCode.UNKNOWN, str(err))
         except OSError as err:

@@ -203,6 +203,7 @@ async def receive_tree(
     filter: Filter | None = None,
     progress: Progress | None = None,
     merge: bool = False,
+    temporaries: set[str] | None = None,
 ) -> set[str]:
     """Make ``dest`` hold the tree a sender streams, as fsutil's ``Receive`` does; return the
     paths it made, replaced or removed.
@@ -211,13 +212,16 @@ async def receive_tree(
     from what ``dest`` holds; ``"none"`` transfers everything. ``filter(path, stat)`` may change
     a stat first, or return False to leave the path alone. ``merge`` keeps what ``dest`` holds
     beyond the listing (fsutil's ``Merge``, used when exporting into a client directory).
+    ``temporaries``, when given, lists the temporary files in ``dest`` while they exist.
     ``progress(bytes_received, last)`` is called as packets come. A failure is reported to the
     sender as a PACKET_ERR and raised; nothing is ever written outside ``dest``.
     """
     if differ not in ("metadata", "none"):
         raise ValueError(f"unknown differ {differ!r}: expected 'metadata' or 'none'")
     dest_dir = _prepare(Path(dest))  # a directory made, a path resolved: no thread for that
-    writer = DiskWriter(dest_dir, differ=differ, filter=filter, merge=merge)
+    writer = DiskWriter(
+        dest_dir, differ=differ, filter=filter, merge=merge, temporaries=temporaries
+    )
     receiver = _Receiver(stream, writer, progress)
     try:
         await run_together(receiver.read, receiver.apply, receiver.write)
@@ -233,6 +237,9 @@ async def receive_tree(
                     )
         if isinstance(err, OSError):
             raise DiffCopyError(describe(err)) from err
+        raise
+    except BaseException:  # cancelled: no thread writes now (none was abandoned); no leftovers
+        writer.cleanup()
         raise
     finally:
         if progress is not None:

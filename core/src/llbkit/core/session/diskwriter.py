@@ -107,8 +107,12 @@ class DiskWriter:
         differ: str = "metadata",
         filter: Filter | None = None,
         merge: bool = False,
+        temporaries: set[str] | None = None,
     ) -> None:
         self.dest = dest
+        #: where the temporary files being written are also listed, for a process that may
+        #: end without unwinding (the light client's Ctrl-C) to remove them
+        self.temporaries = temporaries if temporaries is not None else set()
         self.differ = differ
         self.filter = filter
         self.merge = merge
@@ -261,7 +265,9 @@ class DiskWriter:
 
     def _tmp(self, path: str) -> str:
         head = os.path.dirname(self._abs(path))
-        return os.path.join(head, f".llbkit-diffcopy-{secrets.token_hex(8)}")
+        tmp = os.path.join(head, f".llbkit-diffcopy-{secrets.token_hex(8)}")
+        self.temporaries.add(tmp)
+        return tmp
 
     def _apply(self, file_id: int, new: fsutil_pb2.Stat) -> bool:
         """Make one entry; True when its data is to be requested."""
@@ -315,6 +321,8 @@ class DiskWriter:
         except BaseException:
             _remove_all(tmp)
             raise
+        finally:
+            self.temporaries.discard(tmp)
 
     def _set_metadata(self, path: str | int, new: fsutil_pb2.Stat, *, is_dir: bool = False) -> bool:
         """fsutil's order: xattrs, owner, mode, times (chown would clear setuid set before it).
@@ -375,6 +383,7 @@ class DiskWriter:
                 assert pending.tmp is not None
                 _remove_if_dir(pending.target)
                 os.rename(pending.tmp, pending.target)
+                self.temporaries.discard(pending.tmp)
                 del self.pending[file_id]
                 finished += 1
         finally:
@@ -410,11 +419,13 @@ class DiskWriter:
             os.utime(target, ns=(new.modTime, new.modTime), follow_symlinks=False)
 
     def cleanup(self) -> None:
-        """After a failure: remove the temporary files of transfers that did not complete."""
+        """After a failure or a cancel: remove the temporary files of transfers that did not
+        complete."""
         for pending in self.pending.values():
             if pending.tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(pending.tmp)
+                self.temporaries.discard(pending.tmp)
         self.pending.clear()
 
 

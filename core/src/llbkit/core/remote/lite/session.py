@@ -170,12 +170,13 @@ def _file_send(
         PARTIAL.discard(tmp)
 
 
-#: archives being written: a process that leaves before they are whole (Ctrl-C) removes them
+#: archives being written, and a directory output's temporary files: a process that leaves
+#: before they are whole (Ctrl-C) removes them
 PARTIAL: set[str] = set()
 
 
 def discard_partial() -> None:
-    """Remove the archives not yet whole (their threads never get to)."""
+    """Remove the outputs' files not yet whole (their threads never get to)."""
     for path in list(PARTIAL):
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -226,7 +227,9 @@ def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
         target = os.path.abspath(dest)
         os.makedirs(target, exist_ok=True)
         if not batched:
-            await receive_tree(Packets(), Path(target), merge=True, filter=ours)
+            await receive_tree(
+                Packets(), Path(target), merge=True, filter=ours, temporaries=PARTIAL
+            )
             return
 
         async def read_batch() -> packets_pb2.Packets | None:
@@ -234,7 +237,7 @@ def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
             return None if data is None else packets_pb2.Packets.FromString(data)
 
         async with batched_packets(write, read_batch) as packets:
-            await receive_tree(packets, Path(target), merge=True, filter=ours)
+            await receive_tree(packets, Path(target), merge=True, filter=ours, temporaries=PARTIAL)
 
     try:
         anyio.run(receive)
