@@ -119,3 +119,35 @@ def test_calls_the_peer_still_serves_after_goaway_finish_and_no_new_one_starts(
     assert list(running.messages()) == [b"llits"]
     with pytest.raises(h2.H2Error):
         Call.start(client, "/t.T/Echo")
+
+
+def test_data_goes_out_in_frames_of_the_peers_size_but_in_one_write() -> None:
+    """Through a session every write is a message of the stream carrying the connection: what
+    the windows allow leaves in one write, cut in frames no larger than the peer takes."""
+    writes: list[bytes] = []
+    quiet = threading.Event()
+
+    def nothing() -> bytes:  # a peer that says nothing until the test is done
+        quiet.wait()
+        return b""
+
+    conn = h2.Connection(nothing, writes.append)
+    writes.clear()  # the connection's preface
+    conn._peer_frame = 16_384
+    conn._peer_window = 1 << 20
+    stream = h2.Stream(conn, 1, 1 << 20)
+    conn.streams[1] = stream
+    data = os.urandom(100_000)
+    conn.send_data(stream, data, end=True)
+    quiet.set()
+    assert len(writes) == 1
+    frames, pos, got = [], 0, b""
+    while pos < len(writes[0]):
+        length = int.from_bytes(writes[0][pos : pos + 3], "big")
+        kind, flags = writes[0][pos + 3], writes[0][pos + 4]
+        frames.append((length, kind, flags))
+        got += writes[0][pos + 9 : pos + 9 + length]
+        pos += 9 + length
+    assert got == data and all(kind == h2.DATA for _, kind, _ in frames)
+    assert max(length for length, _, _ in frames) == 16_384 and len(frames) == 7
+    assert [flags & h2.END_STREAM for _, _, flags in frames] == [0] * 6 + [h2.END_STREAM]

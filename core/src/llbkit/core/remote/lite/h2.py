@@ -187,11 +187,22 @@ class Connection:
                 if stream.reset is not None:
                     raise H2Error(f"the peer reset stream {stream.id} ({stream.reset})")
                 size = max(0, min(len(view), self._peer_window, stream.send_window))
-                size = min(size, self._peer_frame)
                 self._peer_window -= size
                 stream.send_window -= size
+                most = self._peer_frame
             last = size == len(view)
-            self.write_frame(DATA, END_STREAM if end and last else 0, stream.id, bytes(view[:size]))
+            # All the windows allow in one write, cut in frames: through a session each write
+            # is a message of the stream that carries the connection, and a message costs
+            # the same whatever its size (16 KiB frames made ten thousand of them a 156 MB
+            # context).
+            parts: list[bytes | memoryview] = []
+            for start in range(0, size, most) if size else (0,):
+                piece = view[start : min(start + most, size)]
+                final = last and start + most >= size
+                flags = END_STREAM if end and final else 0
+                parts += (_header(len(piece), DATA, flags, stream.id), piece)
+            with self._wlock:
+                self._send(b"".join(parts))
             view = view[size:]
             if last:
                 return
@@ -364,12 +375,11 @@ class Connection:
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return (
-        len(payload).to_bytes(3, "big")
-        + bytes((kind, flags))
-        + stream_id.to_bytes(4, "big")
-        + payload
-    )
+    return _header(len(payload), kind, flags, stream_id) + payload
+
+
+def _header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big")
 
 
 def _unpad(flags: int, payload: bytes) -> bytes:
