@@ -18,22 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 
 from llbkit.core.api._pb import fsutil_pb2, packets_pb2
+from llbkit.core.api.protowire import LEN, key, varint
 from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC
 
 __all__ = ["BATCHED_FILE_SEND", "BATCHED_FILE_SYNC", "BatchedPackets", "batched_packets"]
 
 #: a message is sent once this much is waiting (below every side's message size limit)
 FLUSH_AT = 256 * 1024
-
-
-def _field_one(size: int) -> bytes:
-    """The key and length of one ``packets`` element (field 1, length-delimited)."""
-    out = bytearray(b"\x0a")
-    while size > 0x7F:
-        out.append((size & 0x7F) | 0x80)
-        size >>= 7
-    out.append(size)
-    return bytes(out)
+_FIELD_ONE = key(1, LEN)
 
 
 class BatchedPackets:
@@ -57,7 +49,7 @@ class BatchedPackets:
 
     async def send(self, packet: fsutil_pb2.Packet) -> None:
         data = packet.SerializeToString()
-        self._buffer += _field_one(len(data))
+        self._buffer += _FIELD_ONE + varint(len(data))  # one element of field 1, ``packets``
         self._buffer += data
         if len(self._buffer) >= FLUSH_AT:
             await self.flush()
