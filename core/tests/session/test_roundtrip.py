@@ -399,11 +399,12 @@ def test_a_cancelled_receive_leaves_no_temporary_file(tmp_path: Path) -> None:
             seen.append(set(temporaries))
             tg.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(sender)
-            tg.start_soon(
-                lambda: diffcopy_receive.receive_tree(theirs, dest, temporaries=temporaries)
-            )
+        with anyio.fail_after(30):  # a regression must fail, not hang
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sender)
+                tg.start_soon(
+                    lambda: diffcopy_receive.receive_tree(theirs, dest, temporaries=temporaries)
+                )
 
     anyio.run(main)
     assert seen and len(seen[0]) == 1 and next(iter(seen[0])).startswith(str(dest))

@@ -105,8 +105,9 @@ def test_both_forms_send_a_directory_output_to_the_client(tmp_path: Path, batche
     assert got == want
 
 
+@pytest.mark.parametrize("attempt", range(3))  # the race it closes was lost 1 time in 8
 @pytest.mark.parametrize("how", ["cancel", "close"])
-def test_an_archive_cut_short_leaves_nothing(tmp_path: Path, how: str) -> None:
+def test_an_archive_cut_short_leaves_nothing(tmp_path: Path, how: str, attempt: int) -> None:
     """The daemon's FileSend ends without finishing (its call cancelled, its connection gone,
     as when either side is interrupted): the full client neither renames a short archive into
     ``dest`` nor leaves its temporary file."""

@@ -238,7 +238,9 @@ async def receive_tree(
         if isinstance(err, OSError):
             raise DiffCopyError(describe(err)) from err
         raise
-    except BaseException:  # cancelled: no thread writes now (none was abandoned); no leftovers
+    except anyio.get_cancelled_exc_class():
+        # No thread writes now (anyio waits for the ones it runs): nothing is left behind.
+        # (A KeyboardInterrupt raised in this thread gives no such promise: left alone.)
         writer.cleanup()
         raise
     finally:

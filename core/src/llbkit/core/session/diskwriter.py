@@ -110,8 +110,8 @@ class DiskWriter:
         temporaries: set[str] | None = None,
     ) -> None:
         self.dest = dest
-        #: where the temporary files being written are also listed, for a process that may
-        #: end without unwinding (the light client's Ctrl-C) to remove them
+        #: the temporary files that exist, also listed there for a process that may end
+        #: without unwinding (the light client's Ctrl-C) to remove them
         self.temporaries = temporaries if temporaries is not None else set()
         self.differ = differ
         self.filter = filter
@@ -265,9 +265,7 @@ class DiskWriter:
 
     def _tmp(self, path: str) -> str:
         head = os.path.dirname(self._abs(path))
-        tmp = os.path.join(head, f".llbkit-diffcopy-{secrets.token_hex(8)}")
-        self.temporaries.add(tmp)
-        return tmp
+        return os.path.join(head, f".llbkit-diffcopy-{secrets.token_hex(8)}")
 
     def _apply(self, file_id: int, new: fsutil_pb2.Stat) -> bool:
         """Make one entry; True when its data is to be requested."""
@@ -296,11 +294,13 @@ class DiskWriter:
                 os.mknod(tmp, kind | (mode & 0o777), os.makedev(new.devmajor, new.devminor))
             except PermissionError as err:
                 raise DiffCopyError(f"cannot create device {new.path}: {err.strerror}") from None
+            self.temporaries.add(tmp)
             self._place(tmp, target, new)
             return False
         if gomode.is_symlink(mode):
             tmp = self._tmp(new.path)
             os.symlink(new.linkname, tmp)
+            self.temporaries.add(tmp)
             self._place(tmp, target, new)
             return False
         if new.linkname:
@@ -396,6 +396,7 @@ class DiskWriter:
             return os.open(pending.tmp, _OPEN_MORE)
         tmp = self._tmp(pending.stat.path)
         fd = os.open(tmp, _OPEN_NEW, 0o600)
+        self.temporaries.add(tmp)
         pending.tmp = tmp
         return fd
 
@@ -411,6 +412,7 @@ class DiskWriter:
                 raise InvalidStreamError(
                     f"invalid link {new.path} to {new.linkname!r}: it was not received"
                 ) from None
+            self.temporaries.add(tmp)
             self._place(tmp, self._abs(new.path), new)
         for path, new, widen in reversed(self.dirs):
             target = self._abs(path)

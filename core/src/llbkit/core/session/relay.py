@@ -22,9 +22,9 @@ __all__ = ["BUFFER", "CHUNK", "private_socket", "pump", "relay_listener"]
 #: the most bytes one message carries: what is waiting, up to this (a message costs the same
 #: whatever its size, and an output of 160 MB in 32 KiB messages took 0.3 s more to arrive)
 CHUNK = 1 << 20
-#: what the socket's reader may hold before it stops reading (asyncio's default is 64 KiB,
-#: which would cut every read there)
-BUFFER = 4 << 20
+#: a socket reader's limit: it stops reading past twice this, so a read can take a whole
+#: ``CHUNK`` (asyncio's default, 64 KiB, cut reads at a few hundred KiB)
+BUFFER = CHUNK
 
 
 async def pump(

@@ -29,6 +29,8 @@ HEADER_TABLE_SIZE, ENABLE_PUSH, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x2, 
 WINDOW = 1 << 30
 #: the largest frame we accept
 FRAME = 1 << 20
+#: the most data one write sends (through a session, one message carries a write)
+WRITE = 1 << 20
 
 
 class H2Error(Exception):
@@ -186,7 +188,7 @@ class Connection:
                     self.cond.wait()
                 if stream.reset is not None:
                     raise H2Error(f"the peer reset stream {stream.id} ({stream.reset})")
-                size = max(0, min(len(view), self._peer_window, stream.send_window))
+                size = max(0, min(len(view), self._peer_window, stream.send_window, WRITE))
                 self._peer_window -= size
                 stream.send_window -= size
                 most = self._peer_frame
@@ -201,8 +203,9 @@ class Connection:
                 final = last and start + most >= size
                 flags = END_STREAM if end and final else 0
                 parts += (_header(len(piece), DATA, flags, stream.id), piece)
+            frames = b"".join(parts)
             with self._wlock:
-                self._send(b"".join(parts))
+                self._send(frames)
             view = view[size:]
             if last:
                 return

@@ -54,16 +54,18 @@ def warm_up(locals_: Mapping[str, str]) -> None:
     when each call comes: through a warm daemon that is a twentieth of a build."""
     thread = threading.Thread(target=_imports, args=(bool(locals_),), daemon=True)
     thread.start()
-    _warming.append(thread)
+    _warming[:] = [*(t for t in _warming if t.is_alive()), thread]
 
 
 _warming: list[threading.Thread] = []
 
 
 def _imports(walking: bool) -> None:
-    if walking:
-        import llbkit.core.session.walker
-    import llbkit.core.registry.credentials  # noqa: F401
+    # A failure here is the call's own to report, when it imports the module itself.
+    with contextlib.suppress(Exception):
+        if walking:
+            import llbkit.core.session.walker
+        import llbkit.core.registry.credentials  # noqa: F401
 
 
 def _warmed() -> None:
