@@ -177,6 +177,20 @@ def test_an_archive_goes_to_a_file_or_standard_output_as_with_buildctl(tmp_path:
         f"error: --output 'type=tar,dest={tmp_path}/adir': {tmp_path}/adir is a directory; "
         "dest= names a file\n",
     )
+    # A path that cannot be written fails before the build, as buildctl's does.
+    (tmp_path / "afile").write_text("")
+    under_a_file = llbkit(
+        tmp_path / "root", "build", "-o", f"type=tar,dest={tmp_path}/afile/x.tar", stdin=simple()
+    )
+    assert (under_a_file.returncode, under_a_file.stderr.decode()) == (
+        1,
+        f"error: --output 'type=tar,dest={tmp_path}/afile/x.tar': cannot write "
+        f"{tmp_path}/afile/x.tar: Not a directory\n",
+    )
+    nested = llbkit(
+        tmp_path / "root", "build", "-o", f"type=tar,dest={tmp_path}/new/dir/x.tar", stdin=simple()
+    )
+    assert nested.returncode == 0 and (tmp_path / "new/dir/x.tar").is_file()
     piped = llbkit(
         tmp_path / "root", "build", "--progress", "quiet", "-o", "type=tar", stdin=simple()
     )

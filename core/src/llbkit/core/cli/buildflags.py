@@ -67,8 +67,23 @@ def parse_output(value: str) -> tuple[str, dict[str, str]]:
             )
         if os.path.isdir(dest):
             raise ConfigError(f"--output {value!r}: {dest} is a directory; dest= names a file")
+        if dest != "-":
+            _can_write(value, dest)
         attrs["dest"] = dest
     return kind, attrs
+
+
+def _can_write(value: str, dest: str) -> None:
+    """The folder the archive lands in, made now and writable: a mistyped path fails before
+    the build, as buildctl's does (it opens the file first), not after it."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:  # a file where a folder must be is "exists" to makedirs
+        reason = "Not a directory" if isinstance(err, FileExistsError) else err.strerror
+        raise ConfigError(f"--output {value!r}: cannot write {dest}: {reason}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {value!r}: cannot write {dest}: {folder} is not writable")
 
 
 def parse_cache(flag: str, value: str) -> tuple[str, dict[str, str]]:
