@@ -277,3 +277,23 @@ def test_no_cache_runs_copy_and_add_anew_too(attrs: dict[str, str], ignored: lis
     files = {("dockerfile", "Dockerfile"): dockerfile, ("context", "a.txt"): b"a"}
     found = _solve(attrs, files)
     assert _ignored(next(iter(found.values()))) == ignored
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "prefix"),
+    [
+        ("FROM busybox\nRUN true\n", "[1/2]"),
+        # A mount's source (scratch without from=) is a build state of its own to BuildKit
+        # v0.11: with it there are two, and the one stage is named.
+        ("FROM busybox\nRUN --mount=type=cache,target=/c true\n", "[stage-0 1/2]"),
+        ("FROM busybox\nRUN --mount=type=secret,id=s true\n", "[stage-0 1/2]"),
+        ("FROM busybox AS b\nRUN --mount=type=tmpfs,target=/t true\n", "[b 1/2]"),
+        ("FROM busybox\nCOPY --from=alpine /x /y\n", "[stage-0 1/2]"),
+        ("FROM busybox AS b\nFROM b\nRUN --mount=from=b,target=/m true\n", "[stage-1 1/1]"),
+    ],
+)
+def test_a_stage_is_named_as_buildkit_counts_build_states(dockerfile: str, prefix: str) -> None:
+    """Checked beside BuildKit v0.11.6's progress for the same Dockerfiles."""
+    converted = anyio.run(convert, parse(dockerfile), BuildOptions(target=""), _empty_image)
+    names = _names(converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
+    assert any(name.startswith(prefix + " ") for name in names), names

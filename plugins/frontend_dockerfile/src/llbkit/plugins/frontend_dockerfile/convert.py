@@ -280,6 +280,7 @@ class _Converter:
         if not self.stages:
             # BuildKit v0.11 crashes on a Dockerfile of only ARGs; this is its wording otherwise.
             raise DockerfileError(f"{self.filename}: no build stage in current context")
+        self.states = self.dispatch_states()
 
     def check_from(self, inst: Instruction) -> None:
         """What BuildKit refuses while reading a FROM: its arguments and its stage's name."""
@@ -407,7 +408,33 @@ class _Converter:
         return found
 
     def label(self, stage: _Stage) -> str:
-        return stage.name or (f"stage-{stage.index}" if len(self.stages) > 1 else "")
+        return stage.name or (f"stage-{stage.index}" if self.states > 1 else "")
+
+    def dispatch_states(self) -> int:
+        """How many build states BuildKit v0.11 counts: the stages, and one more for each
+        ``COPY --from`` and each ``RUN --mount`` whose source is not a stage named in the
+        Dockerfile (an image, a named context, or scratch for a mount without ``from=``).
+        Only when there is one is its unnamed stage left out of step names (``[1/2]``, not
+        ``[stage-0 1/2]``)."""
+        names = {stage.name for stage in self.stages if stage.name}
+        count = len(self.stages)
+        for stage in self.stages:
+            for inst in stage.instructions:
+                if inst.keyword == "COPY":
+                    origin = self.flags(inst, _FLAGS["COPY"]).get("from", "")
+                    if origin and not origin.isdigit() and origin.lower() not in names:
+                        count += 1
+                elif inst.keyword == "RUN":
+                    for spec in filter(
+                        None, self.flags(inst, _FLAGS["RUN"]).get("mount", "").split("\n")
+                    ):
+                        keys = dict(item.partition("=")[::2] for item in spec.split(","))
+                        origin = next(
+                            (v for k, v in keys.items() if k.strip().lower() == "from"), ""
+                        )
+                        if (origin or "scratch").lower() not in names:
+                            count += 1
+        return count
 
     def from_is_a_step(self, stage: _Stage) -> bool:
         """As BuildKit counts: ``FROM`` an image is a step; ``FROM`` scratch or a stage is not."""
