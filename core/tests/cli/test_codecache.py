@@ -132,14 +132,18 @@ def test_the_cli_keeps_its_classes_code_unless_caches_are_off(tmp_path: Path) ->
     assert [p.parent for p in found] == [tmp_path / "on"]  # off: nowhere, not in ./off either
 
 
-def test_a_save_beside_what_a_killed_one_left_reads_back(tmp_path: Path) -> None:
-    """A save killed midway leaves a half-written new file (named as the shared writer names
-    them); the next save still lands whole, and is what the next process reads."""
+def test_a_damaged_cache_file_is_ignored_then_replaced(tmp_path: Path) -> None:
+    """A cache file cut short (a disk full, a crash of an older writer) is read as empty,
+    not as an error, and the next save replaces it whole, which the next process reads."""
     from llbkit.core.cli.codecache import _Kept
 
-    kept = _Kept(tmp_path / "cache" / "dataclass-code-test.marshal")
+    path = tmp_path / "cache" / "dataclass-code-test.marshal"
+    path.parent.mkdir()
+    whole = marshal.dumps({"def f(): pass": marshal.dumps(compile("pass", "<s>", "exec"))})
+    path.write_bytes(whole[: len(whole) // 2])
+    path.chmod(0o600)
+    kept = _Kept(path)
+    assert kept.codes == {}
     kept.exec("def f(): pass", {}, {})  # one entry to save
-    kept.path.parent.mkdir()
-    (kept.path.parent / f".{kept.path.name}-half").write_bytes(b"half")
     kept.save()
-    assert _Kept(kept.path).codes == kept.codes
+    assert list(_Kept(path).codes) == ["def f(): pass"]

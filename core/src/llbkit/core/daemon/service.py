@@ -20,7 +20,7 @@ from llbkit.core.daemon.gateway import Forwarders
 from llbkit.core.daemon.sessions import SessionManager
 from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
 from llbkit.core.registry.credentials import credentials_from
-from llbkit.core.remote.failures import ERROR_DETAIL
+from llbkit.core.remote.failures import ERROR_DETAIL, SOLVE_FAILED
 from llbkit.core.session.caller import SessionClientIO, output_marker
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ __all__ = ["CLIENT_OUTPUTS", "ERROR_DETAIL", "SOLVE_FAILED", "ControlService"]
 
 #: exporters whose ``dest`` is the client's: buildctl keeps it and receives the output itself
 CLIENT_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
-#: trailing metadata with what llbkit's own client shows of a failure (the log's tail)
-#: what a client says before a failed Solve's answer (buildctl, and llbkit's)
-SOLVE_FAILED = "failed to solve: "
 Context = grpc.aio.ServicerContext[Any, Any]
 
 

@@ -8,10 +8,12 @@ TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
     from llbkit.core.errors import UserError
 
-__all__ = ["ERROR_DETAIL", "failed_solve", "unreachable"]
+__all__ = ["ERROR_DETAIL", "SOLVE_FAILED", "failed_solve", "unreachable"]
 
 #: the trailer with llbkit's own detail of a failure (JSON)
 ERROR_DETAIL = "llbkit-error-bin"
+#: what a client says before a failed Solve's answer (buildctl, and llbkit's)
+SOLVE_FAILED = "failed to solve: "
 
 
 def failed_solve(
@@ -28,9 +30,9 @@ def failed_solve(
     from llbkit.core.control.errdetails import status_source
     from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
 
-    # As buildctl shows a failed Solve: its answer after "failed to solve: ", and the source
-    # lines from the typed detail buildctl reads them from.
-    said = "failed to solve: " + message
+    # As buildctl shows a failed Solve: its answer after SOLVE_FAILED, and the source lines
+    # from the typed detail buildctl reads them from.
+    said = SOLVE_FAILED + message
     source = status_source(status_details) if status_details else ""
     if error_detail is not None:
         try:
