@@ -7,7 +7,6 @@ to judge, goes to the full CLI, which says what is wrong with it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -211,7 +210,7 @@ def _build(plan: _Plan) -> int:
             entitlements=plan.entitlements,
             secrets=plan.secrets,
             outputs=plan.outputs,
-            on_status=records.add,
+            on_status=None if plan.progress == "quiet" else records.add,
         )
     except (BuildFailed, FrontendFailed) as err:
         from llbkit.core.cli.build import report_failure
@@ -243,19 +242,13 @@ def _build(plan: _Plan) -> int:
 
 
 class _Records:
-    """The build's status records: shown as they come (plain), or (quiet) kept undecoded, so
-    that a build that succeeds never pays for decoding them, until they pass a size; then,
-    and for a failure's report, they go to the quiet display, which keeps what it needs."""
-
-    KEEP = 4 << 20
+    """The build's status records, shown as they come; with quiet progress there are none
+    (none is asked for: a quiet display shows nothing, and a failure's report comes from the
+    error itself), and the quiet display is made only for a failure's report."""
 
     def __init__(self, progress: str) -> None:
         self._shown: Any = None
-        self._raw: list[bytes] | None = None
-        self._size = 0
-        if progress == "quiet":
-            self._raw = []
-        else:
+        if progress != "quiet":
             self._open(progress)
 
     def _open(self, mode: str) -> Any:
@@ -267,24 +260,11 @@ class _Records:
         return self._shown
 
     def add(self, message: bytes) -> None:
-        if self._raw is not None:
-            self._raw.append(message)
-            self._size += len(message)
-            if self._size <= self.KEEP:
-                return
-            self.display()
-        else:
-            self._shown(self._decode(message))
+        self._shown(self._decode(message))
 
     def display(self) -> Any:
-        """The display, with every record kept so far given to it."""
-        if self._raw is not None:
-            kept, self._raw = self._raw, None
-            self._open("quiet")
-            for message in kept:
-                with contextlib.suppress(Exception):  # an unreadable record is skipped
-                    self._shown(self._decode(message))
-        return self._shown
+        """The display, made now for quiet progress."""
+        return self._shown if self._shown is not None else self._open("quiet")
 
     def close(self, *, failed: bool = False) -> None:
         if self._shown is not None:

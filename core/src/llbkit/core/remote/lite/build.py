@@ -44,11 +44,11 @@ def solve(
     entitlements: Sequence[str] = (),
     secrets: Mapping[str, bytes] | None = None,
     outputs: Sequence[tuple[str, bool] | None] = (),
-    on_status: Callable[[bytes], None],
+    on_status: Callable[[bytes], None] | None,
 ) -> dict[str, str]:
     """Build; each ``StatusResponse`` goes to ``on_status`` undecoded (a record it cannot
-    take is skipped). Returns the exporters' response; raises what the full client raises
-    for a failed build."""
+    take is skipped); without ``on_status`` (quiet progress) none is asked for. Returns the
+    exporters' response; raises what the full client raises for a failed build."""
     request = {
         "frontend": frontend,
         "frontend_attrs": attrs,
@@ -91,7 +91,7 @@ def _solve(
     *,
     served: dict[str, Handler],
     offered: list[str],
-    on_status: Callable[[bytes], None],
+    on_status: Callable[[bytes], None] | None,
 ) -> dict[str, str]:
     from llbkit.core.control.buildref import new_ref
 
@@ -118,6 +118,26 @@ def _solve(
         server=True,
         on_stream=serve(served),
     )
+    follower = None if on_status is None else _follow(conn, ref, on_status)
+    call = Call.start(conn, CONTROL + "Solve")
+    try:
+        call.send(messages.solve_request(ref, session_id, **request), end=True)
+        warm_up(locals_)
+        answer = call.unary()
+    except RpcError:
+        if follower is not None:
+            follower.join(5)  # the failed build's last records (its error) first
+        raise
+    finally:
+        inner.close()
+    if follower is not None:
+        follower.join()
+    session.stream.cancel()
+    return messages.solve_response(answer)
+
+
+def _follow(conn: Connection, ref: str, on_status: Callable[[bytes], None]) -> threading.Thread:
+    """The build's ``Status`` stream, each record to ``on_status`` on a thread of its own."""
     status = Call.start(conn, CONTROL + "Status")
     status.send(messages.status_request(ref), end=True)
 
@@ -131,19 +151,7 @@ def _solve(
 
     follower = threading.Thread(target=follow, name="status", daemon=True)
     follower.start()
-    call = Call.start(conn, CONTROL + "Solve")
-    try:
-        call.send(messages.solve_request(ref, session_id, **request), end=True)
-        warm_up(locals_)
-        answer = call.unary()
-    except RpcError:
-        follower.join(5)  # the failed build's last records (its error) first
-        raise
-    finally:
-        inner.close()
-    follower.join()
-    session.stream.cancel()
-    return messages.solve_response(answer)
+    return follower
 
 
 def _failure(err: RpcError, address: str) -> Exception:
