@@ -19,12 +19,10 @@ import anyio
 
 from llbkit.core.api._pb import fsutil_pb2, packets_pb2
 from llbkit.core.api.protowire import LEN, key, varint
-from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC
+from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, FLUSH_AT
 
 __all__ = ["BATCHED_FILE_SEND", "BATCHED_FILE_SYNC", "BatchedPackets", "batched_packets"]
 
-#: a message is sent once this much is waiting (below every side's message size limit)
-FLUSH_AT = 256 * 1024
 _FIELD_ONE = key(1, LEN)
 
 

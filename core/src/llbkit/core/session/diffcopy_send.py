@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from llbkit.core.api._pb import fsutil_pb2
 from llbkit.core.session import gomode
 from llbkit.core.session._tasks import describe, run_together, take_batch
+from llbkit.core.session.methods import CHUNK_SIZE
 from llbkit.core.session.stream import (
     DiffCopyError,
     InvalidStreamError,
@@ -33,8 +34,6 @@ __all__ = ["CHUNK_SIZE", "send_tree"]
 
 Packet = fsutil_pb2.Packet
 
-#: fsutil copies a file through a buffer of this size: one DATA packet per read
-CHUNK_SIZE = 32 * 1024
 #: data read in one worker-thread call, across the files a worker has taken
 _READ_BUDGET = 1 << 20
 #: files one worker takes at once (small files: many in one thread call)

@@ -1,4 +1,4 @@
-"""The session's methods and headers, by the names BuildKit gives them (and llbkit's batched
+"""The session's methods, headers and sizes, by the names BuildKit gives them (and llbkit's batched
 DiffCopy beside them): one list for the daemon that calls them and for both clients that
 serve them, in a module light enough for a client that must start fast."""
 
@@ -14,9 +14,11 @@ __all__ = [
     "AUTH",
     "BATCHED_FILE_SEND",
     "BATCHED_FILE_SYNC",
+    "CHUNK_SIZE",
     "EXPORTER_ID",
     "FILE_SEND",
     "FILE_SYNC",
+    "FLUSH_AT",
     "HEALTH",
     "SECRETS",
     "SSH_CHECK",
@@ -37,6 +39,11 @@ BATCHED_FILE_SYNC = "/llbkit.filesync.v1.FileSyncBatched/DiffCopy"
 BATCHED_FILE_SEND = "/llbkit.filesync.v1.FileSendBatched/DiffCopy"
 #: the header that tells a FileSend call which exporter's output it carries
 EXPORTER_ID = "buildkit-attachable-exporter-id"
+#: a DiffCopy sender reads a file through a buffer of this size, as fsutil does: one DATA
+#: packet per read
+CHUNK_SIZE = 32 * 1024
+#: a batched sender's packets go out once this much waits (below every side's message limit)
+FLUSH_AT = 256 * 1024
 
 
 def shared_key(locals_: Mapping[str, str | os.PathLike[str]]) -> str:

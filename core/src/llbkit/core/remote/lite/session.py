@@ -20,19 +20,16 @@ from llbkit.core.session.methods import (
     AUTH,
     BATCHED_FILE_SEND,
     BATCHED_FILE_SYNC,
+    CHUNK_SIZE,
     EXPORTER_ID,
     FILE_SEND,
     FILE_SYNC,
+    FLUSH_AT,
     HEALTH,
     SECRETS,
 )
 
 __all__ = ["PARTIAL", "discard_partial", "handlers", "methods", "warm_up"]
-
-#: fsutil reads a file through a buffer of this size: one DATA packet per read
-CHUNK = 32 * 1024
-#: packets are sent once this much waits
-FLUSH_AT = 256 * 1024
 
 
 def methods(
@@ -435,7 +432,7 @@ def _send_file(out: _Packets, file_id: int, path: str) -> None:
     if fd >= 0:
         try:
             if statmod.S_ISREG(os.fstat(fd).st_mode):
-                while chunk := os.read(fd, CHUNK):
+                while chunk := os.read(fd, CHUNK_SIZE):
                     out.add(messages.packet(messages.PACKET_DATA, id=file_id, data=chunk))
         finally:
             os.close(fd)
