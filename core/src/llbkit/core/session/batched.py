@@ -21,7 +21,13 @@ from llbkit.core.api._pb import fsutil_pb2, packets_pb2
 from llbkit.core.api.protowire import LEN, key, varint
 from llbkit.core.session.methods import BATCHED_FILE_SEND, BATCHED_FILE_SYNC, FLUSH_AT
 
-__all__ = ["BATCHED_FILE_SEND", "BATCHED_FILE_SYNC", "BatchedPackets", "batched_packets"]
+__all__ = [
+    "BATCHED_FILE_SEND",
+    "BATCHED_FILE_SYNC",
+    "FLUSH_AT",
+    "BatchedPackets",
+    "batched_packets",
+]
 
 _FIELD_ONE = key(1, LEN)
 
