@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import anyio
 
 from llbkit.core.client.directory import FileDirectory
 from llbkit.core.errors import UserError
+from llbkit.core.fs.archivefile import TERMINAL, archive_file
 from llbkit.core.fs.sendpatterns import SenderError
 from llbkit.core.fs.sync import sync_tree
 from llbkit.core.plugins.blobcheck import DIGEST
@@ -49,30 +49,12 @@ class EmbeddedClient:
         if dest == "-":
             out = self.stdout or sys.stdout.buffer
             if out.isatty():
-                raise UserError(
-                    "refusing to write an archive to a terminal; set dest=<file> or redirect "
-                    "standard output"
-                )
+                raise UserError(TERMINAL)
             yield _FileSink(out)
             out.flush()
             return
-        target = Path(dest).absolute()
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        except OSError as err:
-            raise UserError(f"cannot write {dest}: {err.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                yield _FileSink(stream)
-            os.chmod(tmp, 0o644)
-            try:
-                os.replace(tmp, target)
-            except OSError as err:  # e.g. a directory was made there meanwhile
-                raise UserError(f"cannot write {dest}: {err.strerror}") from None
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with archive_file(dest, UserError) as stream:
+            yield _FileSink(stream)
 
     async def write_tree(self, dest: str, tree: Path) -> None:
         target = Path(dest)

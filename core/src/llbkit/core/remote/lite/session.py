@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
+from llbkit.core.fs.archivefile import TERMINAL, archive_file
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
 from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
@@ -132,7 +133,7 @@ def _file_send(
     if dest == "-":
         out = sys.stdout.buffer
         if out.isatty():
-            raise RpcError(UNKNOWN, _TERMINAL, {})
+            raise RpcError(UNKNOWN, TERMINAL, {})
         try:
             for message in call.messages():
                 out.write(messages.bytes_message_data(message))
@@ -140,33 +141,12 @@ def _file_send(
         except OSError as err:  # the reader of our output went away
             raise RpcError(UNKNOWN, f"-: {err.strerror}", {}) from None
         return
-    import tempfile  # only for a build that sends an archive here: a start pays for its use
-
-    target = os.path.abspath(dest)
     try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}."
-        )
-    except OSError as err:
-        raise RpcError(UNKNOWN, f"cannot write {dest}: {err.strerror}", {}) from None
-    PARTIAL.add(tmp)
-    try:
-        with os.fdopen(fd, "wb") as stream:
+        with archive_file(dest, lambda said: RpcError(UNKNOWN, said, {}), PARTIAL) as stream:
             for message in call.messages():
                 stream.write(messages.bytes_message_data(message))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except OSError as err:  # writing the file
         raise RpcError(UNKNOWN, f"cannot write {dest}: {err.strerror}", {}) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        PARTIAL.discard(tmp)
 
 
 #: archives being written, and a directory output's temporary files: a process that leaves
@@ -244,11 +224,6 @@ def _receive_tree(call: Call, dest: str, *, batched: bool) -> None:
         raise RpcError(UNKNOWN, str(err), {}) from None
     except OSError as err:
         raise RpcError(UNKNOWN, f"{dest}: {err.strerror}", {}) from None
-
-
-_TERMINAL = (
-    "refusing to write an archive to a terminal; set dest=<file> or redirect standard output"
-)
 
 
 class _Stat:
