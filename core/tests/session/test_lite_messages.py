@@ -20,6 +20,7 @@ from llbkit.core.api._pb import (
     fsutil_pb2,
     health_pb2,
     packets_pb2,
+    secrets_pb2,
 )
 from llbkit.core.api.protowire import ProtoError
 from llbkit.core.control import wire
@@ -625,7 +626,13 @@ def test_packets_are_what_the_runtime_writes(count: int) -> None:
     assert messages.decode_packets(encoded + proto.field_varint(2, 1)) == listed
 
 
-# -- Auth, Health ---------------------------------------------------------------------------
+# -- Auth, Health, Secrets ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "tok", "ü-secret"])
+def test_secret_request(name: str) -> None:
+    request = secrets_pb2.GetSecretRequest(ID=name, annotations={"a": "b"}).SerializeToString()
+    assert messages.secret_id(request) == name
 
 
 @pytest.mark.parametrize("host", ["", "registry-1.docker.io", "ü.example:5000"])

@@ -34,6 +34,7 @@ __all__ = [
     "int32",
     "bytes_message",
     "bytes_message_data",
+    "last_bytes",
 ]
 
 #: wire types (groups, 3 and 4, are not proto3's)
@@ -217,9 +218,15 @@ def bytes_message(data: bytes) -> bytes:
 
 
 def bytes_message_data(msg: bytes) -> bytes:
-    """A ``BytesMessage``'s chunk (its last ``data``, as protobuf reads a repeated scalar)."""
-    data = b""
-    for number, _, value in fields(msg):
-        if number == 1 and isinstance(value, bytes):
-            data = value
-    return data
+    """A ``BytesMessage``'s chunk."""
+    return last_bytes(msg, 1)
+
+
+def last_bytes(msg: bytes, number: int) -> bytes:
+    """Field ``number``'s bytes (or string's), ``b""`` when absent; the last occurrence, as
+    protobuf reads a repeated scalar."""
+    found = b""
+    for field, _, value in fields(msg):
+        if field == number and isinstance(value, bytes):
+            found = value
+    return found

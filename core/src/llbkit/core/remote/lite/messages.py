@@ -20,6 +20,7 @@ from llbkit.core.api.protowire import (
     fields,
     int32,
     int64,
+    last_bytes,
     text,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "packets",
     "decode_packets",
     "credentials_host",
+    "secret_id",
     "credentials_response",
     "health_serving",
 ]
@@ -383,11 +385,12 @@ def decode_packets(data: bytes) -> list[bytes]:
 
 def credentials_host(data: bytes) -> str:
     """A ``CredentialsRequest``'s ``Host``: the registry the daemon asks credentials for."""
-    host = b""
-    for number, _, value in fields(data):
-        if number == 1 and isinstance(value, bytes):
-            host = value
-    return text(host)
+    return text(last_bytes(data, 1))
+
+
+def secret_id(data: bytes) -> str:
+    """A ``GetSecretRequest``'s ``ID``: the secret the daemon asks for."""
+    return text(last_bytes(data, 1))
 
 
 def credentials_response(username: str, secret: str) -> bytes:

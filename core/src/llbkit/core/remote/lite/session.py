@@ -103,10 +103,7 @@ def _credentials(call: Call, metadata: dict[str, list[str]]) -> None:
 
 def _secret(call: Call, known: Mapping[str, bytes]) -> None:
     """A ``--secret``'s bytes, from this process's memory only."""
-    from llbkit.core.api.protowire import fields, text
-
-    asked = next((v for n, _, v in fields(call.unary()) if n == 1 and isinstance(v, bytes)), b"")
-    name = text(asked)
+    name = messages.secret_id(call.unary())
     if name not in known:
         raise RpcError(NOT_FOUND, f"secret {name} not found", {})
     call.send(messages.secret_response(known[name]))
