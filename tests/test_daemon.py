@@ -7,6 +7,8 @@ import contextlib
 import io
 import json
 import os
+import re
+import signal
 import socket
 import stat
 import subprocess
@@ -457,6 +459,37 @@ def test_a_client_that_goes_away_cancels_only_its_own_build(
         _until(lambda: _sleepers("91") == 0, "the daemon stops the step of a client gone", 15)
         _, err = other.communicate(timeout=120)
         assert other.returncode == 0, err
+        after = client(address, "debug", "workers")
+        assert after.returncode == 0, after.stderr
+
+
+def test_sigusr1_shows_what_every_task_and_thread_is_doing(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """A build that seems stuck is looked into without stopping the daemon: SIGUSR1 writes
+    each task's await chain and each thread's stack to its stderr, and it goes on serving."""
+    with daemon(tmp_path / "root") as (address, proc):
+        running = subprocess.Popen(
+            [*LLBKIT, "--addr", address, *_dockerfile_args(tmp_path / "a", registry, "sleep 92")],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _until(lambda: _sleepers("92") == 1, "the build runs its step")
+            proc.send_signal(signal.SIGUSR1)
+            said: list[str] = []
+            assert proc.stderr is not None
+            while not said or not said[-1].startswith("Thread 0x"):
+                line = proc.stderr.readline().decode()
+                assert line, "".join(said)
+                said.append(line)
+            text = "".join(said)
+            assert re.search(r"llbkitd: \d+ tasks", text), text
+            assert "in run_exec" in text, text  # the step's task, awaiting its process
+            assert "llbkitd: threads" in text, text
+        finally:
+            running.kill()
+            running.wait()
         after = client(address, "debug", "workers")
         assert after.returncode == 0, after.stderr
 

@@ -191,6 +191,9 @@ async def _serve(daemon: object) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from llbkit.core.daemon.stacks import dump_stacks
+
+    loop.add_signal_handler(signal.SIGUSR1, dump_stacks)
     async with daemon.running():
         await stop.wait()
         click.echo("llbkitd: stopping; running builds are cancelled", err=True)
