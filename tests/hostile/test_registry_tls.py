@@ -4,11 +4,14 @@ certificate from a private CA (and, for ``keypair``, requiring client certificat
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,3 +214,61 @@ def test_a_build_reads_the_tls_settings_of_its_config(served: Served, tmp_path: 
     without = subprocess.run([*command, *other, *no_ca, *args], capture_output=True)
     assert without.returncode == 1
     assert b"CERTIFICATE_VERIFY_FAILED" in without.stderr.splitlines()[-1]
+
+
+@contextmanager
+def redirecting_to(target: str) -> Iterator[str]:
+    """A plain-HTTP host (``127.0.0.1:PORT``) that answers every request with a redirect to
+    the same path on ``https://target`` (as a registry sends blobs to HTTPS storage)."""
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def _go(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"https://{target}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _go
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_plain_http_registrys_redirect_to_https_is_verified(served: Served) -> None:
+    """As buildkitd's resolver: the HTTPS a plain-HTTP registry redirects to is checked
+    against the CAs (the machine's, and the registry's ``ca``); ``insecure`` skips it."""
+    digest = resolve(served.plain, None)
+    with redirecting_to(served.https) as host:
+        assert "CERTIFICATE_VERIFY_FAILED" in refused(host, {"http": True})
+        assert resolve(host, {"http": True, "ca": [str(served.ca)]}) == digest
+        assert resolve(host, {"http": True, "insecure": True}) == digest
+
+
+def test_plain_http_never_reads_the_machines_cas(served: Served) -> None:
+    """The machine's CA bundle (a fifth of a warm build's start) is read at the first TLS
+    handshake, never for a registry spoken to in plain HTTP."""
+    code = (
+        "from tests.hostile.test_registry_tls import resolve\n"
+        "from llbkit.core.registry.tls import system_context\n"
+        f"resolve({served.plain!r}, None)\n"
+        "print(system_context().cert_store_stats()['x509_ca'])\n"
+        "try:\n"
+        f"    resolve({served.https!r}, {{'http': False}})\n"
+        "except Exception as err:\n"
+        "    print(type(err).__name__, 'CERTIFICATE_VERIFY_FAILED' in str(err))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["0", "RegistryError True"]

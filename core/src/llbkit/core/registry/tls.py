@@ -2,9 +2,11 @@
 clients verify registries and downloads), and one per set of ``[registry."host"]`` TLS settings
 (``ca``, ``keypair``, ``tlsconfigdir``, ``insecure``).
 
-Building a context loads the whole CA bundle (about 40 ms); httpx builds one per client, and a
+Building a context loads the whole CA bundle (about 20 ms); httpx builds one per client, and a
 cold build makes a client per image it resolves and pulls. An ``SSLContext`` may serve many
-connections at once, so each is made once and kept while its files do not change.
+connections at once, so each is made once and kept while its files do not change. The machine's
+bundle is read at the first handshake that needs it: a build that only speaks plain HTTP (a
+local registry or mirror) never pays for it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +26,35 @@ __all__ = ["host_context", "system_context"]
 def system_context() -> ssl.SSLContext:
     """The machine's CAs (``/etc/ssl/certs``, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``): what a
     registry or a download is verified with, as Go's system pool verifies it for buildkitd."""
-    return ssl.create_default_context()
+    context = _MachineTrust(ssl.PROTOCOL_TLS_CLIENT)  # verifies names and chains, as default
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog and not sys.flags.ignore_environment:
+        context.keylog_filename = keylog  # as create_default_context honours it
+    return context
+
+
+class _MachineTrust(ssl.SSLContext):
+    """``ssl.create_default_context()``'s context, its CA bundle loaded before the first
+    handshake instead of when it is made (every TLS connection starts with ``wrap_bio``, as
+    asyncio and anyio use it, or ``wrap_socket``)."""
+
+    _loaded = False
+    _loading = threading.Lock()
+
+    def _trust(self) -> None:
+        if not self._loaded:
+            with self._loading:
+                if not self._loaded:
+                    self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                    self._loaded = True
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._trust()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._trust()
+        return super().wrap_socket(*args, **kwargs)
 
 
 def host_context(host: str, settings: Mapping[str, Any]) -> ssl.SSLContext | bool:
