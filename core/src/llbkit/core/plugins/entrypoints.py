@@ -4,7 +4,8 @@ Scanning every distribution's metadata (and importing ``importlib.metadata`` to 
 tenth of a warm no-op build, and the answer changes only when something is installed or removed.
 The index is keyed by a fingerprint of what an install touches — each ``sys.path`` entry, the
 ``*.dist-info`` / ``*.egg-info`` folders in it and their ``entry_points.txt`` — so an install,
-an uninstall, an editable reinstall or a new path entry makes the next process scan again.
+an uninstall or an editable reinstall makes the next process scan again, and a new path entry
+this one.
 Loading imports exactly the target an entry point names, as ``EntryPoint.load`` does.
 """
 
@@ -112,16 +113,19 @@ def _write(path: Path, fingerprint: str, groups: dict[str, list[Entry]]) -> None
     write_cache_file(path, data)
 
 
-#: fingerprint -> index, for this process (one entry: a later install replaces it)
-_MEMO: dict[str, dict[str, list[Entry]]] = {}
+#: ``sys.path`` -> index, for this process (one entry: a new path entry replaces it). What is
+#: installed is read once per process, as ``importlib.metadata`` users see it: fingerprinting
+#: the path again at each lookup cost a millisecond, five times a build.
+_MEMO: dict[tuple[str, ...], dict[str, list[Entry]]] = {}
 
 
 def index() -> dict[str, list[Entry]]:
     """``group -> entries`` for every ``llbkit.*`` group, in ``importlib.metadata``'s order."""
-    fingerprint = _fingerprint(list(sys.path))
-    known = _MEMO.get(fingerprint)
+    paths = tuple(sys.path)
+    known = _MEMO.get(paths)
     if known is not None:
         return known
+    fingerprint = _fingerprint(list(paths))
     directory = cache_dir()
     # One file per interpreter and path, the first entry (the script's folder, or the working
     # directory under -m) aside, so that commands run from different places share it.
@@ -136,7 +140,7 @@ def index() -> dict[str, list[Entry]]:
         if path is not None:
             _write(path, fingerprint, groups)
     _MEMO.clear()
-    _MEMO[fingerprint] = groups
+    _MEMO[paths] = groups
     return groups
 
 
