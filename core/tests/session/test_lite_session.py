@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from llbkit.core.errors import UserError
 from llbkit.core.remote.lite import h2, messages
 from llbkit.core.remote.lite.rpc import Call, RpcError
-from llbkit.core.remote.lite.session import handlers
+from llbkit.core.remote.lite.session import HELD, PARTIAL, handlers
 from llbkit.core.session.methods import EXPORTER_ID, FILE_SEND
 
 #: Go's os.ModeDir
@@ -42,15 +43,30 @@ def _until(check: object, seconds: float = 10) -> None:
         time.sleep(0.02)
 
 
-def test_an_archive_lands_whole(pair: tuple[h2.Connection, socket.socket], tmp_path: Path) -> None:
+@pytest.mark.parametrize("built", [True, False])
+def test_an_archive_lands_whole_once_its_build_succeeds(
+    pair: tuple[h2.Connection, socket.socket], tmp_path: Path, built: bool
+) -> None:
+    """BuildKit's daemon ends an output's stream as if complete when its exporter fails
+    midway: the archive is placed only once the Solve succeeds, and dropped if it fails."""
     client, _ = pair
+    dest = tmp_path / "out" / "a.tar"
+    dest.parent.mkdir()
+    dest.write_bytes(b"the last build's")
     call = Call.start(client, FILE_SEND, [(EXPORTER_ID, "0")])
     for chunk in (b"a" * 1000, b"b" * 1000):
         call.send(messages.bytes_message(chunk))
     call.done_writing()
     assert list(call.messages()) == []
-    assert (tmp_path / "out" / "a.tar").read_bytes() == b"a" * 1000 + b"b" * 1000
+    assert dest.read_bytes() == b"the last build's"  # held until the build's answer
+    if built:
+        HELD.place(UserError)
+        assert dest.read_bytes() == b"a" * 1000 + b"b" * 1000
+    else:
+        HELD.discard()
+        assert dest.read_bytes() == b"the last build's"
     assert os.listdir(tmp_path / "out") == ["a.tar"]
+    assert not PARTIAL
 
 
 def test_an_archive_cut_with_the_connection_leaves_nothing(

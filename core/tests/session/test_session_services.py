@@ -134,3 +134,41 @@ def test_an_archive_cut_short_leaves_nothing(tmp_path: Path, how: str, attempt: 
 
     anyio.run(main)
     assert not os.listdir(out)
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_an_archive_sent_whole_waits_for_its_build(tmp_path: Path, built: bool) -> None:
+    """BuildKit's daemon ends FileSend as if complete when its exporter fails midway: the
+    full client places an archive only once its Solve succeeds (``Held``)."""
+    from llbkit.core.fs.archivefile import Held
+
+    dest = tmp_path / "out" / "a.tar"
+    dest.parent.mkdir()
+    dest.write_bytes(b"the last build's")
+    outputs = [Output(str(dest), False)]
+    client = EmbeddedClient()
+    sock = tmp_path / "s.sock"
+    held = Held()
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with serve_attachables(client, outputs, str(sock), held=held):
+                channel = grpc.aio.insecure_channel(f"unix:{sock}")
+                try:
+                    call = channel.stream_stream(FILE_SEND)(metadata=((EXPORTER_ID, "0"),))
+                    await call.write(bytes_message(b"a" * 5000))
+                    await call.done_writing()
+                    async for _ in call:
+                        pass
+                finally:
+                    await channel.close()
+
+    anyio.run(main)
+    assert dest.read_bytes() == b"the last build's"
+    if built:
+        held.place(UserError)
+        assert dest.read_bytes() == b"a" * 5000
+    else:
+        held.discard()
+        assert dest.read_bytes() == b"the last build's"
+    assert os.listdir(dest.parent) == ["a.tar"]

@@ -21,10 +21,12 @@ from llbkit.core.fs.sync import sync_tree
 from llbkit.core.plugins.blobcheck import DIGEST
 from llbkit.core.snapshot.layers import apply_layer
 
-__all__ = ["EmbeddedClient"]
+__all__ = ["EmbeddedClient", "FileSink"]
 
 
-class _FileSink:
+class FileSink:
+    """An output's file, written off the event loop."""
+
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
 
@@ -45,16 +47,16 @@ class EmbeddedClient:
     private: tuple[Path, ...] = ()
 
     @asynccontextmanager
-    async def open_output(self, dest: str) -> AsyncIterator[_FileSink]:
+    async def open_output(self, dest: str) -> AsyncIterator[FileSink]:
         if dest == "-":
             out = self.stdout or sys.stdout.buffer
             if out.isatty():
                 raise UserError(TERMINAL)
-            yield _FileSink(out)
+            yield FileSink(out)
             out.flush()
             return
         with archive_file(dest, UserError) as stream:
-            yield _FileSink(stream)
+            yield FileSink(stream)
 
     async def write_tree(self, dest: str, tree: Path) -> None:
         target = Path(dest)

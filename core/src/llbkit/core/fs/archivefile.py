@@ -12,20 +12,63 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import BinaryIO
 
-__all__ = ["TERMINAL", "archive_file"]
+__all__ = ["TERMINAL", "Held", "archive_file"]
 
 #: why an archive is not written to standard output that is a terminal
 TERMINAL = "refusing to write an archive to a terminal; set dest=<file> or redirect standard output"
 
 
+class Held:
+    """Archives received whole, placed only once their build succeeds: BuildKit's daemon ends
+    an output's stream as if complete when its exporter fails midway, so a client that
+    renamed at the stream's end would leave a cut archive in place of the old one."""
+
+    def __init__(self, partial: set[str] | None = None) -> None:
+        self.partial = partial
+        self.files: list[tuple[str, str, str]] = []  # (temporary, target, dest as given)
+
+    def place(self, error: Callable[[str], Exception]) -> None:
+        """Rename each over its destination (the build succeeded)."""
+        files, self.files = self.files, []
+        try:
+            while files:
+                tmp, target, dest = files[0]
+                try:
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, target)
+                except OSError as err:  # e.g. a directory was made there meanwhile
+                    raise error(f"cannot write {dest}: {err.strerror}") from None
+                self._forget(tmp)
+                files.pop(0)
+        finally:
+            self.files = files
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove what is held (the build failed)."""
+        files, self.files = self.files, []
+        for tmp, _, _ in files:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self._forget(tmp)
+
+    def _forget(self, tmp: str) -> None:
+        if self.partial is not None:
+            self.partial.discard(tmp)
+
+
 @contextlib.contextmanager
 def archive_file(
-    dest: str, error: Callable[[str], Exception], partial: set[str] | None = None
+    dest: str,
+    error: Callable[[str], Exception],
+    partial: set[str] | None = None,
+    held: Held | None = None,
 ) -> Iterator[BinaryIO]:
     """A new file beside ``dest`` to write the archive into, renamed over ``dest`` when the
-    block ends and removed if it fails. Making or placing the file fails as ``error(said)``;
-    what the block raises passes unchanged. ``partial`` lists the file while it is not whole
-    (for a process that may leave without unwinding)."""
+    block ends (or, given ``held``, when it is placed) and removed if it fails. Making or
+    placing the file fails as ``error(said)``; what the block raises passes unchanged.
+    ``partial`` lists the file while it is not in place (for a process that may leave
+    without unwinding)."""
     import tempfile  # only for a build that sends an archive: a start pays for its use
 
     target = os.path.abspath(dest)
@@ -37,9 +80,14 @@ def archive_file(
         raise error(f"cannot write {dest}: {err.strerror}") from None
     if partial is not None:
         partial.add(tmp)
+    kept = False
     try:
         with os.fdopen(fd, "wb") as stream:
             yield stream
+        if held is not None:
+            held.files.append((tmp, target, dest))
+            kept = True
+            return
         try:
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
@@ -50,5 +98,5 @@ def archive_file(
             os.unlink(tmp)
         raise
     finally:
-        if partial is not None:
+        if partial is not None and not kept:
             partial.discard(tmp)

@@ -29,6 +29,7 @@ from llbkit.core.api._pb import (
 )
 from llbkit.core.api.protowire import bytes_message_data
 from llbkit.core.errors import UserError
+from llbkit.core.fs.archivefile import Held, archive_file
 from llbkit.core.session.methods import (
     AUTH,
     BATCHED_FILE_SEND,
@@ -145,9 +146,22 @@ def _as_ours(path: str, stat: fsutil_pb2.Stat) -> bool:
     return True
 
 
-def _file_send_handler(client: EmbeddedClient, outputs: Sequence[Output]) -> Any:
+def _file_send_handler(
+    client: EmbeddedClient, outputs: Sequence[Output], held: Held | None = None
+) -> Any:
     """FileSend.DiffCopy, by hand: its messages are BytesMessage for a file and fsutil
     packets for a directory, so they arrive undecoded and the output decides."""
+
+    @contextlib.asynccontextmanager
+    async def archive(dest: str) -> AsyncIterator[Any]:
+        if dest == "-" or held is None:
+            async with client.open_output(dest) as sink:
+                yield sink
+            return
+        from llbkit.core.client.embedded import FileSink
+
+        with archive_file(dest, UserError, held=held) as stream:
+            yield FileSink(stream)
 
     async def diff_copy(request_iterator: AsyncIterator[bytes], context: Context) -> None:
         ids = _metadata(context).get(EXPORTER_ID) or ["0"]
@@ -175,7 +189,7 @@ def _file_send_handler(client: EmbeddedClient, outputs: Sequence[Output]) -> Any
                 target.mkdir(parents=True, exist_ok=True)
                 await receive_tree(Packets(), target, merge=True, filter=_as_ours)
                 return
-            async with client.open_output(output.dest) as sink:
+            async with archive(output.dest) as sink:
                 async for data in request_iterator:
                     await sink.write(bytes_message_data(data))
                 # The messages end the same way whether the daemon finished or the call was
@@ -317,8 +331,10 @@ async def serve_attachables(
     outputs: Sequence[Output],
     socket_path: str,
     stores: Mapping[str, Path] | None = None,
+    held: Held | None = None,
 ) -> AsyncIterator[grpc.aio.Server]:
-    """The session's services, served on ``socket_path`` (a private socket)."""
+    """The session's services, served on ``socket_path`` (a private socket); archives
+    received whole wait in ``held`` for the build to succeed, if given."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 16 << 20),
@@ -335,7 +351,7 @@ async def serve_attachables(
     if client.ssh:
         ssh_pb2_grpc.add_SSHServicer_to_server(SSH(client), server)  # type: ignore[no-untyped-call]
     if outputs:
-        server.add_generic_rpc_handlers((_file_send_handler(client, outputs),))
+        server.add_generic_rpc_handlers((_file_send_handler(client, outputs, held),))
         server.add_generic_rpc_handlers((_batched_file_send_handler(outputs),))
     if stores:
         from llbkit.core.remote.content import ContentStores, content_handler

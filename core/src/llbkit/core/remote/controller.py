@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         Info,
         WorkerRecord,
     )
+    from llbkit.core.fs.archivefile import Held
     from llbkit.core.plugins.progress import SolveStatus
 
 __all__ = ["RemoteController"]
@@ -111,19 +112,27 @@ class RemoteController:
         client = request.session
         if not isinstance(client, EmbeddedClient):
             raise UserError("a build through a daemon takes its client's files from the CLI")
+        from llbkit.core.fs.archivefile import Held
         from llbkit.core.remote.stores import local_stores, update_indexes
 
         sent, outputs = _outputs(request)
         local = local_stores(sent, client.layouts)
         session_id = os.urandom(16).hex()
-        async with (
-            self._control() as control,
-            self._session(control, client, outputs, session_id, local.stores),
-        ):
-            try:
-                answer = await control.Solve(wire.solve_request_to_pb(local.request, session_id))
-            except grpc.aio.AioRpcError as err:
-                _raise_typed(err, self.endpoint.address)
+        held = Held()  # archives received whole, placed if the build succeeds
+        try:
+            async with (
+                self._control() as control,
+                self._session(control, client, outputs, session_id, local.stores, held=held),
+            ):
+                try:
+                    answer = await control.Solve(
+                        wire.solve_request_to_pb(local.request, session_id)
+                    )
+                except grpc.aio.AioRpcError as err:
+                    _raise_typed(err, self.endpoint.address)
+            held.place(UserError)
+        finally:
+            held.discard()
         response = wire.solve_response_from_pb(request.ref, answer)
         await update_indexes(local, response)
         return response
@@ -136,6 +145,8 @@ class RemoteController:
         outputs: Sequence[Output],
         session_id: str,
         stores: Mapping[str, Path] | None = None,
+        *,
+        held: Held | None = None,
     ) -> AsyncIterator[None]:
         """This machine's services, reachable by the daemon for the block."""
         import tempfile
@@ -153,7 +164,7 @@ class RemoteController:
             for m in exposed_methods(client, outputs, stores)
         ]
         try:
-            async with serve_attachables(client, outputs, socket_path, stores):
+            async with serve_attachables(client, outputs, socket_path, stores, held):
                 call = control.Session(metadata=tuple(metadata))
                 reader, writer = await asyncio.open_unix_connection(socket_path, limit=BUFFER)
 

@@ -19,7 +19,7 @@ from llbkit.core.remote.lite.rpc import (
     RpcError,
     serve,
 )
-from llbkit.core.remote.lite.session import handlers, methods, warm_up
+from llbkit.core.remote.lite.session import HELD, handlers, methods, warm_up
 from llbkit.core.session.methods import shared_key
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
@@ -66,10 +66,13 @@ def solve(
         try:
             served = handlers(locals_, secrets, outputs)
             offered = methods(locals_, outputs)
-            return _solve(
+            answer = _solve(
                 conn, request, locals_, served=served, offered=offered, on_status=on_status
             )
+            HELD.place(UserError)  # the archives, now that the build succeeded
+            return answer
         finally:
+            HELD.discard()  # a failed build's (none is left once placed)
             conn.close()
     except RpcError as err:
         raise _failure(err, address) from None

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
-from llbkit.core.fs.archivefile import TERMINAL, archive_file
+from llbkit.core.fs.archivefile import TERMINAL, Held, archive_file
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
 from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
@@ -30,7 +30,7 @@ from llbkit.core.session.methods import (
     SECRETS,
 )
 
-__all__ = ["PARTIAL", "discard_partial", "handlers", "methods", "warm_up"]
+__all__ = ["HELD", "PARTIAL", "discard_partial", "handlers", "methods", "warm_up"]
 
 
 def methods(
@@ -117,7 +117,8 @@ def _file_send(
     batched: bool,
 ) -> None:
     """An exporter's output: an archive written as it arrives, into a new file renamed over
-    ``dest`` once whole (a failed build leaves no half file) or to standard output; or a tree,
+    ``dest`` once the build succeeds (a failed build leaves no half file: :data:`HELD`) or to
+    standard output; or a tree,
     received by fsutil's protocol into a directory."""
     asked = (metadata.get(EXPORTER_ID) or ["0"])[0]
     output = outputs[int(asked)] if asked.isdigit() and int(asked) < len(outputs) else None
@@ -139,16 +140,22 @@ def _file_send(
             raise RpcError(UNKNOWN, f"-: {err.strerror}", {}) from None
         return
     try:
-        with archive_file(dest, lambda said: RpcError(UNKNOWN, said, {}), PARTIAL) as stream:
+        with archive_file(dest, _unknown, PARTIAL, HELD) as stream:
             for message in call.messages():
                 stream.write(messages.bytes_message_data(message))
     except OSError as err:  # writing the file
         raise RpcError(UNKNOWN, f"cannot write {dest}: {err.strerror}", {}) from None
 
 
+def _unknown(said: str) -> RpcError:
+    return RpcError(UNKNOWN, said, {})
+
+
 #: archives being written, and a directory output's temporary files: a process that leaves
 #: before they are whole (Ctrl-C) removes them
 PARTIAL: set[str] = set()
+#: archives received whole, renamed into place once the build succeeds
+HELD = Held(PARTIAL)
 
 
 def discard_partial() -> None:
