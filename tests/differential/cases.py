@@ -306,6 +306,19 @@ case("copy-overwrite-dir-file", "copy", "FROM scratch\nCOPY a.txt /x\nCOPY b.txt
 case("copy-to-file-name", "copy", "FROM scratch\nCOPY a.txt /new-name\n")
 case("copy-exec-bit", "copy", "FROM scratch\nCOPY run.sh /\n")
 case("copy-from-image", "copy", "FROM scratch\nCOPY --from=@BASE@ /etc/passwd /p\n")
+case(
+    "stages-image-read-by-from",
+    "stages",
+    "FROM @BASE@\nCOPY --from=@BASE@ /etc/passwd /p\n"
+    "RUN --mount=from=@BASE@:latest,target=/m cat /m/etc/group > /g\n"
+    "COPY --from=@BASE@:latest /bin/true /t\n",
+)
+case(
+    "stages-image-read-by-from-and-stage",
+    "stages",
+    "FROM @BASE@ AS a\nRUN echo a > /a\nFROM scratch\nCOPY --from=a /a /a\n"
+    "COPY --from=@BASE@ /etc/passwd /p\n",
+)
 case("copy-missing", "errors", "FROM scratch\nCOPY nope.txt /\n")
 case("copy-glob-none", "errors", "FROM scratch\nCOPY *.none /\n")
 case("copy-many-not-dir", "errors", "FROM scratch\nCOPY a.txt b.txt /notdir\n")

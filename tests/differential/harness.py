@@ -312,15 +312,17 @@ def progress_chains(steps: list[list[str]]) -> dict[str, list[list[str]]]:
     """Steps grouped so that what BuildKit's own order leaves open is not compared: each
     stage's steps (``[name k/M]``) by ``k`` (BuildKit shows a rebuild's cached steps as their
     cache loads finish, nearly always in that order but not always); ``[internal]`` steps,
-    ``FROM`` steps and other steps without a stage (exports) as sorted sets, since BuildKit
-    runs them in parallel. :func:`compare_progress` checks the order llbkit shows."""
+    ``FROM`` steps (by image) and other steps without a stage (exports) as sorted sets, since
+    BuildKit runs them in parallel. :func:`compare_progress` checks the order llbkit shows."""
     chains: dict[str, list[list[str]]] = {}
     for name, marker in steps:
         found = _STAGE.match(name)
-        if found and name[found.end() :].startswith("FROM "):
+        rest = name[found.end() :] if found else name
+        if rest.startswith("FROM "):
             # Stages on the same image share its step, and BuildKit names it after either
-            # stage (which one varies from build to build): compared by image alone.
-            chains.setdefault("FROM", []).append([name[found.end() :], marker])
+            # stage (which one varies from build to build), an image a --from reads being a
+            # stage without a number: compared by image alone.
+            chains.setdefault("FROM", []).append([rest, marker])
             continue
         key = f"stage {found.group(1)}" if found else "internal" if name.startswith("[") else ""
         chains.setdefault(key, []).append([name, marker])
@@ -387,7 +389,11 @@ def _names(steps: list[list[str]]) -> str:
 
 
 def is_multi_stage(case: Case) -> bool:
-    """A Dockerfile of more than one ``FROM``: the cases whose progress is compared."""
+    """A Dockerfile of more than one stage (more than one ``FROM``, or an image that a
+    ``--from`` reads, which BuildKit makes a stage of): the cases whose progress is
+    compared."""
+    if re.search(r"(?i)\bfrom=@", case.dockerfile):
+        return True
     return len(re.findall(r"(?im)^\s*from\s", case.dockerfile)) > 1
 
 

@@ -544,12 +544,7 @@ class _Converter:
             stage.env["PATH"] = DEFAULT_PATH
             config["Env"] = [*(config.get("Env") or []), f"PATH={DEFAULT_PATH}"]
         stage.shell = list(config.get("Shell") or DEFAULT_SHELL)
-        # As BuildKit names it: the normalized reference, pinned to what it resolved to.
-        from llbkit.core.reference import parse_reference
-
-        ref = parse_reference(stage.base, default_tag=False)
-        tag = f":{ref.tag}" if ref.tag else ""
-        pinned = f"{ref.name}{tag}@{digest}"
+        pinned = _pinned(stage.base, digest)
         name = f"{self.step(stage)}FROM {pinned}"
         # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
         state = llb.image(pinned, custom_name=name)
@@ -615,7 +610,7 @@ class _Converter:
     def run_env(self, stage: _Stage) -> dict[str, str]:
         return self.scope(stage)
 
-    def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
+    async def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
         if ref in self.options.contexts:
             return self.named_context(ref, inst)
         found = self.stage_named(ref)
@@ -638,7 +633,20 @@ class _Converter:
             raise self.fail(
                 inst, f'failed to parse stage name "{ref}": invalid reference format: {reason}'
             ) from None
-        return llb.image(ref)
+        return await self.image_stage(ref, inst)
+
+    async def image_stage(self, ref: str, inst: Instruction) -> llb.State:
+        """An image read by ``--from`` as BuildKit v0.11 reads it: a stage of its own made
+        of the FROM alone (unnumbered), its metadata resolved and the source pinned to the
+        digest, so that it is the same source as a FROM of the same name."""
+        try:
+            digest, _ = await self.resolve(ref, self.options.platform)
+        except Exception as err:
+            names = [s.name for s in self.stages if s.name]
+            said = hint(ref, [*names, *COMMON_IMAGES])
+            raise DockerfileError(f"{ref}: {err}{said}", self.snippet(inst)) from None
+        pinned = _pinned(ref, digest)
+        return llb.image(pinned, custom_name=f"FROM {pinned}")
 
     def named_context(self, name: str, inst: Instruction) -> llb.State:
         """``--opt context:NAME=…``: an image, an OCI layout, or another local directory."""
@@ -772,7 +780,7 @@ class _Converter:
             found = self.stage_named(origin)
             if found is not None and found.index < stage.index:
                 await self.build(found, visiting)
-        base = self.source_state(stage, origin, inst) if origin else None
+        base = await self.source_state(stage, origin, inst) if origin else None
         if not origin and kind in ("bind", "tmpfs"):
             # BuildKit counts any mount of the context, a tmpfs's (always "/") too.
             self.ctx_paths.add(clean("/" + source))
@@ -859,7 +867,7 @@ class _Converter:
             found = self.stage_named(origin)
             if found is not None and found.index < stage.index:
                 await self.build(found, visiting)
-        src_state = self.source_state(stage, origin, inst) if origin else self.context
+        src_state = await self.source_state(stage, origin, inst) if origin else self.context
         chmod = flags.get("chmod")
         mode: int | None = None
         mode_str = ""
@@ -1254,6 +1262,16 @@ def _shown(text: str) -> str:
     text = text.strip()
     keyword = text.split(None, 1)[0] if text else ""
     return keyword.upper() + text[len(keyword) :]
+
+
+def _pinned(written: str, digest: str) -> str:
+    """As BuildKit names an image it resolved: the normalized reference as written (its tag
+    only if one was written), pinned to the digest it resolved to."""
+    from llbkit.core.reference import parse_reference
+
+    ref = parse_reference(written, default_tag=False)
+    tag = f":{ref.tag}" if ref.tag else ""
+    return f"{ref.name}{tag}@{digest}"
 
 
 def _copy(

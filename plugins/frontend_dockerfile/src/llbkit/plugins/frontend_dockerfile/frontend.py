@@ -152,14 +152,16 @@ def _resolver(client: FrontendClient) -> ImageResolver:
     known: dict[tuple[str, llb.Platform], tuple[str, bytes]] = {}
 
     async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
-        # Each image once, as BuildKit's frontend asks (and shows it) once per build.
-        if (ref, platform) in known:
-            return known[ref, platform]
+        # Each image once, as BuildKit's frontend asks (and shows it) once per build: by its
+        # normalized name, so "busybox" and "busybox:latest" are one.
+        name = _full_name(ref)
+        if (name, platform) in known:
+            return known[name, platform]
         wanted = Platform(platform.os, platform.architecture, platform.variant)
-        async with client.step(f"[internal] load metadata for {_full_name(ref)}"):
+        async with client.step(f"[internal] load metadata for {name}"):
             found = await client.images.resolve_image_config(ref, wanted)
-        known[ref, platform] = found.digest, found.config
-        return known[ref, platform]
+        known[name, platform] = found.digest, found.config
+        return known[name, platform]
 
     return resolve
 
