@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -463,6 +464,7 @@ def test_a_client_that_goes_away_cancels_only_its_own_build(
         assert after.returncode == 0, after.stderr
 
 
+@pytest.mark.services
 def test_sigusr1_shows_what_every_task_and_thread_is_doing(
     registry: str,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
@@ -470,20 +472,25 @@ def test_sigusr1_shows_what_every_task_and_thread_is_doing(
     """A build that seems stuck is looked into without stopping the daemon: SIGUSR1 writes
     each task's await chain and each thread's stack to its stderr, and it goes on serving."""
     with daemon(tmp_path / "root") as (address, proc):
+        lines: list[str] = []
+        assert proc.stderr is not None
+        stderr = proc.stderr
+
+        def drain() -> None:  # all of it, so that the daemon never waits on a full pipe
+            for line in iter(stderr.readline, b""):
+                lines.append(line.decode(errors="replace"))
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
         running = subprocess.Popen(
-            [*LLBKIT, "--addr", address, *_dockerfile_args(tmp_path / "a", registry, "sleep 92")],
+            [*LLBKIT, "--addr", address, *_dockerfile_args(tmp_path / "a", registry, "sleep 94")],
             stderr=subprocess.DEVNULL,
         )
         try:
-            _until(lambda: _sleepers("92") == 1, "the build runs its step")
+            _until(lambda: _sleepers("94") == 1, "the build runs its step")
             proc.send_signal(signal.SIGUSR1)
-            said: list[str] = []
-            assert proc.stderr is not None
-            while not said or not said[-1].startswith("Thread 0x"):
-                line = proc.stderr.readline().decode()
-                assert line, "".join(said)
-                said.append(line)
-            text = "".join(said)
+            _until(lambda: any("most recent call first" in x for x in lines), "the dump", 30)
+            text = "".join(lines)
             assert re.search(r"llbkitd: \d+ tasks", text), text
             assert "in run_exec" in text, text  # the step's task, awaiting its process
             assert "llbkitd: threads" in text, text

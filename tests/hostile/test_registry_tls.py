@@ -245,12 +245,11 @@ def redirecting_to(target: str) -> Iterator[str]:
 
 def test_a_plain_http_registrys_redirect_to_https_is_verified(served: Served) -> None:
     """As buildkitd's resolver: the HTTPS a plain-HTTP registry redirects to is checked
-    against the CAs (the machine's, and the registry's ``ca``); ``insecure`` skips it."""
-    digest = resolve(served.plain, None)
+    against the machine's CAs (the endpoint's default client: not the registry's ``ca``,
+    and ``insecure`` makes another, HTTPS, endpoint)."""
     with redirecting_to(served.https) as host:
         assert "CERTIFICATE_VERIFY_FAILED" in refused(host, {"http": True})
-        assert resolve(host, {"http": True, "ca": [str(served.ca)]}) == digest
-        assert resolve(host, {"http": True, "insecure": True}) == digest
+        assert "CERTIFICATE_VERIFY_FAILED" in refused(host, {"http": True, "ca": [str(served.ca)]})
 
 
 def test_plain_http_never_reads_the_machines_cas(served: Served) -> None:
@@ -258,9 +257,9 @@ def test_plain_http_never_reads_the_machines_cas(served: Served) -> None:
     handshake, never for a registry spoken to in plain HTTP."""
     code = (
         "from tests.hostile.test_registry_tls import resolve\n"
-        "from llbkit.core.registry.tls import system_context\n"
+        "from llbkit.core.registry import tls\n"
         f"resolve({served.plain!r}, None)\n"
-        "print(system_context().cert_store_stats()['x509_ca'])\n"
+        "print(int(id(tls.system_context()) in tls._loaded))\n"
         "try:\n"
         f"    resolve({served.https!r}, {{'http': False}})\n"
         "except Exception as err:\n"
@@ -271,4 +270,4 @@ def test_plain_http_never_reads_the_machines_cas(served: Served) -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["0", "RegistryError True"]
+    assert done.stdout.split("\n")[:2] == ["0", "RegistryError True"], done.stdout

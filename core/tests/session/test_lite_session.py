@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from llbkit.core.errors import UserError
+from llbkit.core.fs.archivefile import Held
 from llbkit.core.remote.lite import h2, messages
 from llbkit.core.remote.lite.rpc import Call, RpcError
-from llbkit.core.remote.lite.session import HELD, PARTIAL, handlers
+from llbkit.core.remote.lite.session import handlers
 from llbkit.core.session.methods import EXPORTER_ID, FILE_SEND
 
 #: Go's os.ModeDir
@@ -29,10 +30,15 @@ def outputs(tmp_path: Path) -> list[tuple[str, bool] | None]:
 
 
 @pytest.fixture
+def held() -> Held:
+    return Held(set())
+
+
+@pytest.fixture
 def pair(
-    outputs: list[tuple[str, bool] | None], lite_connected: Any
+    outputs: list[tuple[str, bool] | None], lite_connected: Any, held: Held
 ) -> Iterator[tuple[h2.Connection, socket.socket]]:
-    with lite_connected(handlers({}, {}, outputs)) as (client, _, ours):
+    with lite_connected(handlers({}, {}, outputs, held)) as (client, _, ours):
         yield client, ours
 
 
@@ -45,7 +51,7 @@ def _until(check: object, seconds: float = 10) -> None:
 
 @pytest.mark.parametrize("built", [True, False])
 def test_an_archive_lands_whole_once_its_build_succeeds(
-    pair: tuple[h2.Connection, socket.socket], tmp_path: Path, built: bool
+    pair: tuple[h2.Connection, socket.socket], tmp_path: Path, held: Held, built: bool
 ) -> None:
     """BuildKit's daemon ends an output's stream as if complete when its exporter fails
     midway: the archive is placed only once the Solve succeeds, and dropped if it fails."""
@@ -60,13 +66,28 @@ def test_an_archive_lands_whole_once_its_build_succeeds(
     assert list(call.messages()) == []
     assert dest.read_bytes() == b"the last build's"  # held until the build's answer
     if built:
-        HELD.place(UserError)
+        held.place(UserError)
         assert dest.read_bytes() == b"a" * 1000 + b"b" * 1000
     else:
-        HELD.discard()
+        held.discard()
         assert dest.read_bytes() == b"the last build's"
     assert os.listdir(tmp_path / "out") == ["a.tar"]
-    assert not PARTIAL
+    assert held.partial == set()
+
+
+def test_an_archive_that_ends_after_its_build_is_removed(
+    pair: tuple[h2.Connection, socket.socket], tmp_path: Path, held: Held
+) -> None:
+    """A daemon that answers Solve before an output's stream ends: the build is over (here
+    failed), so the archive that comes whole after it is not kept for a later build."""
+    client, _ = pair
+    held.discard()
+    call = Call.start(client, FILE_SEND, [(EXPORTER_ID, "0")])
+    call.send(messages.bytes_message(b"a" * 1000))
+    call.done_writing()
+    assert list(call.messages()) == []
+    assert os.listdir(tmp_path / "out") == []
+    assert held.files == [] and held.partial == set()
 
 
 def test_an_archive_cut_with_the_connection_leaves_nothing(

@@ -8,7 +8,6 @@ refused with the key's dotted name.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +263,8 @@ def _check_platforms(oci: dict[str, Any], source: str, worker: str = "oci") -> N
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read
+
     try:
         return tomllib.loads(path.read_text())
     except OSError as err:

@@ -9,13 +9,16 @@ import contextlib
 import faulthandler
 import io
 import sys
+import threading
 from typing import TextIO
 
 __all__ = ["dump_stacks"]
 
 
 def dump_stacks(out: TextIO | None = None) -> None:
-    """Write the threads' and the running loop's tasks' stacks to ``out`` (stderr)."""
+    """Write the threads' and the running loop's tasks' stacks to ``out`` (stderr). The
+    tasks are read on the loop; the writing is a thread's, so that a stderr nobody reads
+    (a full pipe) holds up that thread, never the loop."""
     out = out if out is not None else sys.stderr
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
     text = io.StringIO()
@@ -24,13 +27,19 @@ def dump_stacks(out: TextIO | None = None) -> None:
         text.write(f"--- task {task.get_name()}\n")
         for where in _awaiting(task.get_coro()):
             text.write(f"  {where}\n")
-    out.write(text.getvalue())
-    out.write("llbkitd: threads\n")
-    out.flush()
-    # a stream without a file descriptor (a test's) has no threads' stacks written to it
-    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
-        faulthandler.dump_traceback(out, all_threads=True)
-    out.flush()
+    text.write("llbkitd: threads\n")
+    said = text.getvalue()
+
+    def write() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            out.write(said)
+            out.flush()
+            # a stream without a file descriptor (a test's) gets no threads' stacks
+            with contextlib.suppress(AttributeError, io.UnsupportedOperation):
+                faulthandler.dump_traceback(out, all_threads=True)
+            out.flush()
+
+    threading.Thread(target=write, name="llbkitd-stacks", daemon=True).start()
 
 
 def _awaiting(coro: object, limit: int = 60) -> list[str]:

@@ -21,15 +21,29 @@ TERMINAL = "refusing to write an archive to a terminal; set dest=<file> or redir
 class Held:
     """Archives received whole, placed only once their build succeeds: BuildKit's daemon ends
     an output's stream as if complete when its exporter fails midway, so a client that
-    renamed at the stream's end would leave a cut archive in place of the old one."""
+    renamed at the stream's end would leave a cut archive in place of the old one. One per
+    build; once placed or discarded it takes no more (a late one is removed)."""
 
     def __init__(self, partial: set[str] | None = None) -> None:
+        import threading  # the light client's handlers hand files in from their threads
+
         self.partial = partial
         self.files: list[tuple[str, str, str]] = []  # (temporary, target, dest as given)
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def keep(self, tmp: str, target: str, dest: str) -> bool:
+        """Hold ``tmp`` for ``target``; False once the build is over (the caller removes it)."""
+        with self._lock:
+            if self.closed:
+                return False
+            self.files.append((tmp, target, dest))
+            return True
 
     def place(self, error: Callable[[str], Exception]) -> None:
-        """Rename each over its destination (the build succeeded)."""
-        files, self.files = self.files, []
+        """Rename each over its destination (the build succeeded); if one cannot be, the
+        rest are removed and ``error(said)`` raised."""
+        files = self._take()
         try:
             while files:
                 tmp, target, dest = files[0]
@@ -41,12 +55,18 @@ class Held:
                 self._forget(tmp)
                 files.pop(0)
         finally:
-            self.files = files
-            self.discard()
+            self._remove(files)
 
     def discard(self) -> None:
         """Remove what is held (the build failed)."""
-        files, self.files = self.files, []
+        self._remove(self._take())
+
+    def _take(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            files, self.files, self.closed = self.files, [], True
+        return files
+
+    def _remove(self, files: list[tuple[str, str, str]]) -> None:
         for tmp, _, _ in files:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -85,8 +105,10 @@ def archive_file(
         with os.fdopen(fd, "wb") as stream:
             yield stream
         if held is not None:
-            held.files.append((tmp, target, dest))
-            kept = True
+            kept = held.keep(tmp, target, dest)
+            if not kept:  # its build is over already
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             return
         try:
             os.chmod(tmp, 0o644)

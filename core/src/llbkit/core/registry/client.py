@@ -256,13 +256,16 @@ class RegistryClient:
         """The HTTP client for ``endpoint``, made when first needed: a resolution answered
         from what was kept (a pinned digest) does not pay for one (its TLS context and pool).
         Within :func:`shared_connections` it is the block's, so a build's clients share
-        connections. TLS uses the registry's ``[registry]`` settings, if any: a plain-HTTP
-        registry's redirect to HTTPS storage is verified too, as buildkitd's resolver verifies
-        it (the machine's CAs are read only if such a redirect comes)."""
+        connections. HTTPS uses the registry's ``[registry]`` TLS settings, if any; a
+        plain-HTTP endpoint's redirect to HTTPS storage is verified with the machine's CAs
+        alone, as buildkitd's resolver gives such an endpoint its default client (the bundle is
+        read only if such a redirect comes)."""
         from llbkit.core.registry.tls import host_context
 
-        settings = self.config.hosts.get(endpoint.name)
-        verify = host_context(endpoint.name, settings) if settings else True
+        verify: ssl.SSLContext | bool = True
+        if endpoint.scheme == "https":
+            settings = self.config.hosts.get(endpoint.name)
+            verify = host_context(endpoint.name, settings) if settings else True
         if verify is True:
             verify = self._verify
         key = verify if isinstance(verify, bool) else id(verify)

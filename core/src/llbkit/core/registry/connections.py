@@ -107,7 +107,7 @@ def build_client(verify: ssl.SSLContext | bool, timeout: float) -> tuple[httpx.A
     ``True`` trusts the machine's CAs, as buildkitd does."""
     import httpx
 
-    from llbkit.core.registry.tls import system_context
+    from llbkit.core.registry.tls import system_context, trusting_hooks
 
     block = _BLOCK.get()
     # A context is its own key (by identity), as in the pool: held, so its id is never reused.
@@ -117,7 +117,11 @@ def build_client(verify: ssl.SSLContext | bool, timeout: float) -> tuple[httpx.A
         context = system_context() if verify is True else verify
         lent = block.pool.transport(context) if block is not None and block.pool else None
         found = httpx.AsyncClient(
-            follow_redirects=True, timeout=timeout, verify=context, transport=lent
+            follow_redirects=True,
+            timeout=timeout,
+            verify=context,
+            transport=lent,
+            event_hooks=trusting_hooks(context),
         )
         if block is not None:
             block.clients[key] = found

@@ -5,8 +5,8 @@ clients verify registries and downloads), and one per set of ``[registry."host"]
 Building a context loads the whole CA bundle (about 20 ms); httpx builds one per client, and a
 cold build makes a client per image it resolves and pulls. An ``SSLContext`` may serve many
 connections at once, so each is made once and kept while its files do not change. The machine's
-bundle is read at the first handshake that needs it: a build that only speaks plain HTTP (a
-local registry or mirror) never pays for it.
+bundle is read before the first HTTPS request that needs it: a build that only speaks plain
+HTTP (a local registry or mirror) never pays for it.
 """
 
 from __future__ import annotations
@@ -19,42 +19,50 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["host_context", "system_context"]
+__all__ = ["host_context", "system_context", "trusting_hooks"]
 
 
 @functools.cache
 def system_context() -> ssl.SSLContext:
     """The machine's CAs (``/etc/ssl/certs``, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``): what a
-    registry or a download is verified with, as Go's system pool verifies it for buildkitd."""
-    context = _MachineTrust(ssl.PROTOCOL_TLS_CLIENT)  # verifies names and chains, as default
+    registry or a download is verified with, as Go's system pool verifies it for buildkitd.
+    :func:`ssl.create_default_context`'s context, its bundle not read yet: a client using it
+    carries :func:`trusting_hooks`, which read it before the first HTTPS request."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies names and chains
+    if sys.version_info >= (3, 13):  # as create_default_context sets them there
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
     keylog = os.environ.get("SSLKEYLOGFILE")
     if keylog and not sys.flags.ignore_environment:
         context.keylog_filename = keylog  # as create_default_context honours it
     return context
 
 
-class _MachineTrust(ssl.SSLContext):
-    """``ssl.create_default_context()``'s context, its CA bundle loaded before the first
-    handshake instead of when it is made (every TLS connection starts with ``wrap_bio``, as
-    asyncio and anyio use it, or ``wrap_socket``)."""
+_loaded: set[int] = set()
+_loading = threading.Lock()
 
-    _loaded = False
-    _loading = threading.Lock()
 
-    def _trust(self) -> None:
-        if not self._loaded:
-            with self._loading:
-                if not self._loaded:
-                    self.load_default_certs(ssl.Purpose.SERVER_AUTH)
-                    self._loaded = True
+def _trust(context: ssl.SSLContext) -> None:
+    """Read the machine's bundle into ``context``, once (a plain ``SSLContext``: anyio hands
+    a subclass's handshakes to a worker thread, each one)."""
+    if id(context) not in _loaded:
+        with _loading:
+            if id(context) not in _loaded:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                _loaded.add(id(context))
 
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        self._trust()
-        return super().wrap_bio(*args, **kwargs)
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        self._trust()
-        return super().wrap_socket(*args, **kwargs)
+def trusting_hooks(context: ssl.SSLContext | bool) -> dict[str, list[Any]]:
+    """httpx ``event_hooks`` for a client verifying with ``context``: with the machine's
+    (:func:`system_context`), its bundle is read before the first HTTPS request, a
+    redirect's included (httpx runs request hooks for every hop)."""
+    if context is not system_context():
+        return {}
+
+    async def before(request: Any) -> None:
+        if request.url.scheme == "https":
+            _trust(context)
+
+    return {"request": [before]}
 
 
 def host_context(host: str, settings: Mapping[str, Any]) -> ssl.SSLContext | bool:

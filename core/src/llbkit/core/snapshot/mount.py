@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "MAX_OPTIONS",
@@ -23,9 +24,24 @@ _MS_RDONLY = 1
 _MS_REMOUNT = 32
 _MS_BIND = 4096
 _MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+@functools.cache
+def _libc() -> Any:
+    """libc's mount(2) and umount2(2), made callable when first needed (ctypes is a
+    millisecond of the start of every command, and most mount nothing)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return libc
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 class MountError(OSError):
@@ -54,29 +70,29 @@ def mount_overlay(
     if len(options) > MAX_OPTIONS:
         raise MountError(f"overlay options too long ({len(options)} bytes)")
     flags = 0 if upper is not None else _MS_RDONLY
-    if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, options.encode()) != 0:
-        err = ctypes.get_errno()
+    if _libc().mount(b"overlay", os.fsencode(target), b"overlay", flags, options.encode()) != 0:
+        err = _errno()
         raise MountError(err, f"mount overlay on {target}: {os.strerror(err)}")
 
 
 def bind_readonly(source: Path, target: Path) -> None:
     """Show ``source`` at ``target``, read-only (a bind mount, then a read-only remount)."""
-    if _libc.mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None) != 0:
-        err = ctypes.get_errno()
+    if _libc().mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None) != 0:
+        err = _errno()
         raise MountError(err, f"bind {source} on {target}: {os.strerror(err)}")
     flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY
-    if _libc.mount(None, os.fsencode(target), None, flags, None) != 0:
-        err = ctypes.get_errno()
+    if _libc().mount(None, os.fsencode(target), None, flags, None) != 0:
+        err = _errno()
         unmount(target)
         raise MountError(err, f"remount {target} read-only: {os.strerror(err)}")
 
 
 def unmount(target: Path) -> None:
     """Unmount ``target``, detaching it if something still holds it open."""
-    if _libc.umount2(os.fsencode(target), 0) == 0:
+    if _libc().umount2(os.fsencode(target), 0) == 0:
         return
-    err = ctypes.get_errno()
-    if _libc.umount2(os.fsencode(target), _MNT_DETACH) != 0:
+    err = _errno()
+    if _libc().umount2(os.fsencode(target), _MNT_DETACH) != 0:
         raise MountError(err, f"unmount {target}: {os.strerror(err)}")
 
 

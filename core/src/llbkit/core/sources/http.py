@@ -56,7 +56,7 @@ class HTTPJob(ParsedSource):
             return self._got["file"]
         import httpx
 
-        from llbkit.core.registry.tls import system_context
+        from llbkit.core.registry.tls import system_context, trusting_hooks
 
         where = self.state_dir or Path(tempfile.gettempdir())
         where.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,10 @@ class HTTPJob(ParsedSource):
         try:
             async with (
                 httpx.AsyncClient(
-                    follow_redirects=True, timeout=READ_TIMEOUT, verify=system_context()
+                    follow_redirects=True,
+                    timeout=READ_TIMEOUT,
+                    verify=system_context(),
+                    event_hooks=trusting_hooks(system_context()),
                 ) as http,
                 http.stream("GET", self.identifier) as response,
             ):

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+from llbkit.core.fs.archivefile import Held
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import Connection, H2Error
 from llbkit.core.remote.lite.rpc import (
@@ -19,7 +20,7 @@ from llbkit.core.remote.lite.rpc import (
     RpcError,
     serve,
 )
-from llbkit.core.remote.lite.session import HELD, handlers, methods, warm_up
+from llbkit.core.remote.lite.session import PARTIAL, handlers, methods, warm_up
 from llbkit.core.session.methods import shared_key
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
@@ -64,15 +65,18 @@ def solve(
         sock.connect(socket_path)
         conn = Connection(lambda: sock.recv(1 << 20), sock.sendall)
         try:
-            served = handlers(locals_, secrets, outputs)
+            held = Held(PARTIAL)  # archives received whole, placed if the build succeeds
+            served = handlers(locals_, secrets, outputs, held)
             offered = methods(locals_, outputs)
-            answer = _solve(
-                conn, request, locals_, served=served, offered=offered, on_status=on_status
-            )
-            HELD.place(UserError)  # the archives, now that the build succeeded
+            try:
+                answer = _solve(
+                    conn, request, locals_, served=served, offered=offered, on_status=on_status
+                )
+                held.place(UserError)
+            finally:
+                held.discard()  # a failed build's (nothing once placed; none comes after)
             return answer
         finally:
-            HELD.discard()  # a failed build's (none is left once placed)
             conn.close()
     except RpcError as err:
         raise _failure(err, address) from None

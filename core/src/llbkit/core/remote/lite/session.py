@@ -30,7 +30,7 @@ from llbkit.core.session.methods import (
     SECRETS,
 )
 
-__all__ = ["HELD", "PARTIAL", "discard_partial", "handlers", "methods", "warm_up"]
+__all__ = ["PARTIAL", "discard_partial", "handlers", "methods", "warm_up"]
 
 
 def methods(
@@ -76,10 +76,12 @@ def handlers(
     locals_: Mapping[str, str],
     secrets: Mapping[str, bytes] | None = None,
     outputs: Sequence[tuple[str, bool] | None] = (),
+    held: Held | None = None,
 ) -> dict[str, Handler]:
     """The services; ``outputs[i]`` is where exporter ``i``'s output lands here: (a file, or
     ``-`` for standard output, or a directory; whether it is one), None for an exporter whose
-    result stays with the daemon."""
+    result stays with the daemon. Archives received whole wait in ``held`` (the build's) for
+    it to succeed; without one they are placed as they end."""
     known = dict(secrets or {})
     return {
         HEALTH: lambda call, _: call.send(messages.health_serving()),
@@ -87,8 +89,8 @@ def handlers(
         SECRETS: lambda call, _: _secret(call, known),
         FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=False),
         BATCHED_FILE_SYNC: lambda call, md: _diff_copy(call, md, locals_, batched=True),
-        FILE_SEND: lambda call, md: _file_send(call, md, outputs, batched=False),
-        BATCHED_FILE_SEND: lambda call, md: _file_send(call, md, outputs, batched=True),
+        FILE_SEND: lambda call, md: _file_send(call, md, outputs, held, batched=False),
+        BATCHED_FILE_SEND: lambda call, md: _file_send(call, md, outputs, held, batched=True),
     }
 
 
@@ -113,11 +115,12 @@ def _file_send(
     call: Call,
     metadata: dict[str, list[str]],
     outputs: Sequence[tuple[str, bool] | None],
+    held: Held | None,
     *,
     batched: bool,
 ) -> None:
     """An exporter's output: an archive written as it arrives, into a new file renamed over
-    ``dest`` once the build succeeds (a failed build leaves no half file: :data:`HELD`) or to
+    ``dest`` once the build succeeds (a failed build leaves no half file: ``held``) or to
     standard output; or a tree,
     received by fsutil's protocol into a directory."""
     asked = (metadata.get(EXPORTER_ID) or ["0"])[0]
@@ -140,7 +143,7 @@ def _file_send(
             raise RpcError(UNKNOWN, f"-: {err.strerror}", {}) from None
         return
     try:
-        with archive_file(dest, _unknown, PARTIAL, HELD) as stream:
+        with archive_file(dest, _unknown, PARTIAL, held) as stream:
             for message in call.messages():
                 stream.write(messages.bytes_message_data(message))
     except OSError as err:  # writing the file
@@ -154,8 +157,6 @@ def _unknown(said: str) -> RpcError:
 #: archives being written, and a directory output's temporary files: a process that leaves
 #: before they are whole (Ctrl-C) removes them
 PARTIAL: set[str] = set()
-#: archives received whole, renamed into place once the build succeeds
-HELD = Held(PARTIAL)
 
 
 def discard_partial() -> None:
