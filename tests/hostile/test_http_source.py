@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import anyio
@@ -15,6 +14,7 @@ import pytest
 from llbkit.core.errors import UserError
 from llbkit.core.sources import http
 from llbkit.core.sources.http import parse_http
+from tests.hostile.serving import serving
 
 
 class _Bad(BaseHTTPRequestHandler):
@@ -34,13 +34,8 @@ class _Bad(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Bad)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Bad) as host:
+        yield f"http://{host}"
 
 
 @pytest.mark.parametrize(

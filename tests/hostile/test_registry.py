@@ -3,14 +3,12 @@ that sends too much): every failure is one line naming the host and what it was 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from llbkit.sdk.testing.faults import Fault, FaultProxy, requests_to
 from llbkit.sdk.testing.registry import LocalRegistry, layer_tar, push_image
 from tests.hostile.cli import dockerfile_build, error_line
 from tests.hostile.relay import CountingRelay
+from tests.hostile.serving import serving
 
 pytestmark = pytest.mark.services
 
@@ -108,18 +107,6 @@ def _resolve(ref: str, times: int = 1) -> list[str]:
     return anyio.run(run)
 
 
-@contextlib.contextmanager
-def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """``handler`` answering on loopback while the block runs; its host."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_layer_that_stalls_midway_names_the_host_and_the_wait(
     image: tuple[str, str], proxy: FaultProxy
 ) -> None:
@@ -171,7 +158,7 @@ class _Huge(BaseHTTPRequestHandler):
 @pytest.mark.parametrize("repo", ["declared", "streamed"])
 def test_a_huge_manifest_is_refused_without_reading_it_all(repo: str) -> None:
     with (
-        _serving(_Huge) as host,
+        serving(_Huge) as host,
         pytest.raises(RegistryError, match=r"rejecting .*manifest for .*more than 4393216"),
     ):
         _resolve(f"{host}/{repo}")
@@ -229,7 +216,7 @@ class _Crafted(BaseHTTPRequestHandler):
     ],
 )
 def test_a_malformed_manifest_is_one_line(repo: str, message: str) -> None:
-    with _serving(_Crafted) as host, pytest.raises(RegistryError) as err:
+    with serving(_Crafted) as host, pytest.raises(RegistryError) as err:
         _resolve(f"{host}/{repo}")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
@@ -282,7 +269,7 @@ class _Forgetful(BaseHTTPRequestHandler):
 
 
 def test_a_kept_connection_the_server_dropped_is_asked_again() -> None:
-    with _serving(_Forgetful) as host:
+    with serving(_Forgetful) as host:
         first, again = _resolve(f"{host}/img", times=2)
     assert first == again and first.startswith("sha256:")
     assert _Forgetful.dropped >= 2  # the config, then the second manifest
@@ -303,7 +290,7 @@ class _Loop(BaseHTTPRequestHandler):
 
 def test_a_redirect_loop_is_one_line() -> None:
     with (
-        _serving(_Loop) as host,
+        serving(_Loop) as host,
         pytest.raises(RegistryError, match="Exceeded maximum allowed redirects") as err,
     ):
         _resolve(f"{host}/loop")

@@ -9,9 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import parse_reference
 from llbkit.core.registry.client import RegistryClient, RegistryConfig, RegistryError
 from llbkit.sdk.testing.registry import LocalRegistry, layer_tar, push_image
+from tests.hostile.serving import serving
 
 pytestmark = pytest.mark.services
 
@@ -216,10 +215,9 @@ def test_a_build_reads_the_tls_settings_of_its_config(served: Served, tmp_path: 
     assert b"CERTIFICATE_VERIFY_FAILED" in without.stderr.splitlines()[-1]
 
 
-@contextmanager
-def redirecting_to(target: str) -> Iterator[str]:
-    """A plain-HTTP host (``127.0.0.1:PORT``) that answers every request with a redirect to
-    the same path on ``https://target`` (as a registry sends blobs to HTTPS storage)."""
+def redirecting_to(target: str) -> Any:
+    """A plain-HTTP host that answers every request with a redirect to the same path on
+    ``https://target`` (as a registry sends blobs to HTTPS storage)."""
 
     class Redirect(http.server.BaseHTTPRequestHandler):
         def _go(self) -> None:
@@ -233,14 +231,7 @@ def redirecting_to(target: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serving(Redirect)
 
 
 def test_a_plain_http_registrys_redirect_to_https_is_verified(served: Served) -> None:
