@@ -127,3 +127,31 @@ def test_a_receiver_that_cannot_apply_an_entry_answers_with_an_error(
     listener.join(15)
     assert not listener.is_alive(), "the receiver never answered"
     assert isinstance(said[-1], RpcError) and "name too long" in said[-1].message.lower()
+
+
+def test_a_call_that_cannot_be_answered_is_reset_not_left_waiting(
+    lite_connected: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A handler whose stream fails midway (its status cannot be sent) resets the call: the
+    daemon's receive ends with an error instead of waiting for packets forever."""
+    from llbkit.core.remote.lite.rpc import abandon
+
+    streams: list[h2.Stream] = []
+    release = threading.Event()
+
+    def stuck(call: Call, _: dict[str, list[str]]) -> None:
+        streams.append(call.stream)
+        release.wait(10)
+
+    with lite_connected({"/x.X/Y": stuck}) as (client, _, _):
+        call = Call.start(client, "/x.X/Y")
+        call.send(b"hello")
+        _until(lambda: streams)
+        abandon(streams[0], "/x.X/Y", h2.H2Error("a write failed"))
+        with pytest.raises(RpcError) as err:
+            list(call.messages())
+        assert err.value.code == 1  # CANCELLED: the call ends for the caller
+        assert "the daemon's call /x.X/Y failed: a write failed" in capsys.readouterr().err
+        abandon(streams[0], "/x.X/Y", h2.H2Error("again"))  # reset already: said once
+        assert capsys.readouterr().err == ""
+        release.set()

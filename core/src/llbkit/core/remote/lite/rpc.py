@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from llbkit.core.remote.lite.h2 import Connection, H2Error, Stream
 
-__all__ = ["Call", "RpcError", "serve"]
+__all__ = ["Call", "RpcError", "abandon", "serve"]
 
 OK, CANCELLED, UNKNOWN, NOT_FOUND, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 5, 12, 14
 #: as buildctl's limit: a definition or a file chunk may be large
@@ -158,8 +159,21 @@ def _answer(stream: Stream, handlers: dict[str, Handler]) -> None:
             said = f"{type(err).__name__}: {err}"
             status = [("grpc-status", str(UNKNOWN)), ("grpc-message", _quote(said))]
         stream.send_headers(status, end=True)
-    except H2Error:
-        return  # the daemon went away: nobody is left to answer
+    except H2Error as err:
+        abandon(stream, path, err)
+
+
+def abandon(stream: Stream, path: str, err: H2Error) -> None:
+    """A call that cannot be answered is reset, so that the caller is not left waiting for an
+    answer that never comes; unless the caller reset it or the connection is gone (nobody
+    is left to tell), what went wrong is said on stderr, the call named."""
+    if stream.reset is not None or stream.conn.closed is not None:
+        return
+    import sys
+
+    print(f"llbkit: warning: the daemon's call {path} failed: {err}", file=sys.stderr)
+    with contextlib.suppress(H2Error):
+        stream.cancel()
 
 
 def _quote(text: str) -> str:

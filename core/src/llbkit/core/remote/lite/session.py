@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from llbkit.core.fs.archivefile import TERMINAL, Held, archive_file
 from llbkit.core.remote.lite import messages
 from llbkit.core.remote.lite.h2 import H2Error
-from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError
+from llbkit.core.remote.lite.rpc import NOT_FOUND, UNKNOWN, Call, Handler, RpcError, abandon
 from llbkit.core.session import gomode
 from llbkit.core.session.errors import describe
 from llbkit.core.session.methods import (
@@ -393,8 +393,10 @@ def _list(
                 out.add(messages.packet(messages.PACKET_STAT, entry.encode()))
         out.add(messages.packet(messages.PACKET_STAT))
         out.flush()
-    except H2Error:
-        return  # the receiver or the session went away: nobody is left to tell
+    except H2Error as err:
+        # The listing cannot go on: the call is reset rather than left without its end (the
+        # receiver would wait for the rest of the listing forever).
+        abandon(out.call.stream, "DiffCopy", err)
     except Exception as err:  # what the full client's sender reports the same way
         failed.append(describe(err))
         with contextlib.suppress(H2Error):
