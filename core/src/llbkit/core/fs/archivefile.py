@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
@@ -25,12 +26,10 @@ class Held:
     build; once placed or discarded it takes no more (a late one is removed)."""
 
     def __init__(self, partial: set[str] | None = None) -> None:
-        import threading  # the light client's handlers hand files in from their threads
-
         self.partial = partial
         self.files: list[tuple[str, str, str]] = []  # (temporary, target, dest as given)
         self.closed = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the light client's handlers hand files in from threads
 
     def keep(self, tmp: str, target: str, dest: str) -> bool:
         """Hold ``tmp`` for ``target``; False once the build is over (the caller removes it)."""
@@ -40,6 +39,16 @@ class Held:
             self.files.append((tmp, target, dest))
             return True
 
+    @contextlib.contextmanager
+    def settled(self, error: Callable[[str], Exception]) -> Iterator[None]:
+        """Around a build: what it sent is placed if the block ends normally, removed if not
+        (and a file that comes after is refused either way)."""
+        try:
+            yield
+            self.place(error)
+        finally:
+            self.discard()
+
     def place(self, error: Callable[[str], Exception]) -> None:
         """Rename each over its destination (the build succeeded); if one cannot be, the
         rest are removed and ``error(said)`` raised."""
@@ -47,11 +56,7 @@ class Held:
         try:
             while files:
                 tmp, target, dest = files[0]
-                try:
-                    os.chmod(tmp, 0o644)
-                    os.replace(tmp, target)
-                except OSError as err:  # e.g. a directory was made there meanwhile
-                    raise error(f"cannot write {dest}: {err.strerror}") from None
+                _place(tmp, target, dest, error)
                 self._forget(tmp)
                 files.pop(0)
         finally:
@@ -110,11 +115,7 @@ def archive_file(
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             return
-        try:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except OSError as err:  # e.g. a directory was made there meanwhile
-            raise error(f"cannot write {dest}: {err.strerror}") from None
+        _place(tmp, target, dest, error)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -122,3 +123,12 @@ def archive_file(
     finally:
         if partial is not None and not kept:
             partial.discard(tmp)
+
+
+def _place(tmp: str, target: str, dest: str, error: Callable[[str], Exception]) -> None:
+    """The whole file over ``target``, readable as a file made by hand is."""
+    try:
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except OSError as err:  # e.g. a directory was made there meanwhile
+        raise error(f"cannot write {dest}: {err.strerror}") from None

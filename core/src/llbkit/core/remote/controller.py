@@ -119,7 +119,7 @@ class RemoteController:
         local = local_stores(sent, client.layouts)
         session_id = os.urandom(16).hex()
         held = Held()  # archives received whole, placed if the build succeeds
-        try:
+        with held.settled(UserError):
             async with (
                 self._control() as control,
                 self._session(control, client, outputs, session_id, local.stores, held=held),
@@ -130,9 +130,6 @@ class RemoteController:
                     )
                 except grpc.aio.AioRpcError as err:
                     _raise_typed(err, self.endpoint.address)
-            held.place(UserError)
-        finally:
-            held.discard()
         response = wire.solve_response_from_pb(request.ref, answer)
         await update_indexes(local, response)
         return response

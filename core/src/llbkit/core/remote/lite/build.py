@@ -68,14 +68,10 @@ def solve(
             held = Held(PARTIAL)  # archives received whole, placed if the build succeeds
             served = handlers(locals_, secrets, outputs, held)
             offered = methods(locals_, outputs)
-            try:
-                answer = _solve(
+            with held.settled(UserError):
+                return _solve(
                     conn, request, locals_, served=served, offered=offered, on_status=on_status
                 )
-                held.place(UserError)
-            finally:
-                held.discard()  # a failed build's (nothing once placed; none comes after)
-            return answer
         finally:
             conn.close()
     except RpcError as err:
