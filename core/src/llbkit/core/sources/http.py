@@ -65,13 +65,14 @@ class HTTPJob(ParsedSource):
         name = ""
         modified = ""
         out = os.fdopen(fd, "wb")
+        trust = system_context()
         try:
             async with (
                 httpx.AsyncClient(
                     follow_redirects=True,
                     timeout=READ_TIMEOUT,
-                    verify=system_context(),
-                    event_hooks=trusting_hooks(system_context()),
+                    verify=trust,
+                    event_hooks=trusting_hooks(trust),
                 ) as http,
                 http.stream("GET", self.identifier) as response,
             ):

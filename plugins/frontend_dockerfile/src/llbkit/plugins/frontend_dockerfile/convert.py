@@ -492,16 +492,17 @@ class _Converter:
                 # BuildKit v0.11 names a trigger's step by its instruction alone, unnumbered.
                 await handler(stage, inst, "", visiting)
 
-    async def _resolve_base(self, stage: _Stage, inst: Instruction) -> tuple[str, bytes]:
+    async def _resolve(self, ref: str, inst: Instruction) -> tuple[str, bytes]:
+        """The digest and config of image ``ref``, for ``inst`` (a FROM, or a --from)."""
         try:
-            return await self.resolve(stage.base, self.options.platform)
+            return await self.resolve(ref, self.options.platform)
         except Exception as err:
             # The registry's message after the name as written, as BuildKit words it (the
             # lines of the Dockerfile show where; the message names no line), and its hint
             # of a stage or common image the name is a typo of.
             names = [s.name for s in self.stages if s.name]
-            said = hint(stage.base, [*names, *COMMON_IMAGES])
-            raise DockerfileError(f"{stage.base}: {err}{said}", self.snippet(inst)) from None
+            said = hint(ref, [*names, *COMMON_IMAGES])
+            raise DockerfileError(f"{ref}: {err}{said}", self.snippet(inst)) from None
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
@@ -531,7 +532,7 @@ class _Converter:
             stage.config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
             stage.env = {"PATH": DEFAULT_PATH}
             return
-        digest, raw = await self._resolve_base(stage, inst)
+        digest, raw = await self._resolve(stage.base, inst)
         image = json.loads(raw)
         config = image.get("config") or {}
         stage.config = config
@@ -639,12 +640,7 @@ class _Converter:
         """An image read by ``--from`` as BuildKit v0.11 reads it: a stage of its own made
         of the FROM alone (unnumbered), its metadata resolved and the source pinned to the
         digest, so that it is the same source as a FROM of the same name."""
-        try:
-            digest, _ = await self.resolve(ref, self.options.platform)
-        except Exception as err:
-            names = [s.name for s in self.stages if s.name]
-            said = hint(ref, [*names, *COMMON_IMAGES])
-            raise DockerfileError(f"{ref}: {err}{said}", self.snippet(inst)) from None
+        digest, _ = await self._resolve(ref, inst)
         pinned = _pinned(ref, digest)
         return llb.image(pinned, custom_name=f"FROM {pinned}")
 
