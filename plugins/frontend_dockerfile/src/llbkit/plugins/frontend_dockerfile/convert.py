@@ -6,7 +6,7 @@ import json
 import posixpath
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -428,11 +428,8 @@ class _Converter:
                     for spec in filter(
                         None, self.flags(inst, _FLAGS["RUN"]).get("mount", "").split("\n")
                     ):
-                        keys = dict(item.partition("=")[::2] for item in spec.split(","))
-                        origin = next(
-                            (v for k, v in keys.items() if k.strip().lower() == "from"), ""
-                        )
-                        if (origin or "scratch").lower() not in names:
+                        origin = dict(_mount_items(spec)).get("from") or "scratch"
+                        if origin.lower() not in names:
                             count += 1
         return count
 
@@ -749,13 +746,11 @@ class _Converter:
         if problem:
             raise self.fail(inst, problem)
         values: dict[str, str] = {}
-        for item in spec.split(","):
-            key, sep, value = item.partition("=")
-            key = key.strip().lower()
+        for key, value in _mount_items(spec):
             if key == "from":
-                values[key] = value
+                values[key] = value or ""
             else:
-                values[key] = self.word(inst, value, self.scope(stage)) if sep else "true"
+                values[key] = "true" if value is None else self.word(inst, value, self.scope(stage))
         problem = mount_value_error(values)
         if problem:
             raise self.fail(inst, problem)
@@ -1258,6 +1253,14 @@ def _shown(text: str) -> str:
     text = text.strip()
     keyword = text.split(None, 1)[0] if text else ""
     return keyword.upper() + text[len(keyword) :]
+
+
+def _mount_items(spec: str) -> Iterator[tuple[str, str | None]]:
+    """A ``--mount`` spec's ``key=value`` items as written: keys lower-cased, the value of a
+    bare key None (``ro``)."""
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        yield key.strip().lower(), value if sep else None
 
 
 def _pinned(written: str, digest: str) -> str:
