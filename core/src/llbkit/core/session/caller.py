@@ -34,6 +34,7 @@ from llbkit.core.session.methods import (
     EXPORTER_ID,
     FILE_SEND,
     FILE_SYNC,
+    MESSAGE_MAX,
     SECRETS,
     SSH_CHECK,
     SSH_FORWARD,
@@ -93,12 +94,12 @@ class _FileSink:
         self.call = call
 
     async def write(self, data: bytes) -> None:
-        if len(data) <= 1 << 20:  # the usual case: no slice, no copy
+        if len(data) <= MESSAGE_MAX:  # the usual case: no slice, no copy
             await self.call.write(bytes(data))
             return
         view = memoryview(data)
-        for start in range(0, len(view), 1 << 20):
-            await self.call.write(bytes(view[start : start + (1 << 20)]))
+        for start in range(0, len(view), MESSAGE_MAX):
+            await self.call.write(bytes(view[start : start + MESSAGE_MAX]))
 
 
 def _said(err: grpc.aio.AioRpcError) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "FILE_SYNC",
     "FLUSH_AT",
     "HEALTH",
+    "MESSAGE_MAX",
     "SECRETS",
     "SSH_CHECK",
     "SSH_FORWARD",
@@ -44,6 +45,9 @@ EXPORTER_ID = "buildkit-attachable-exporter-id"
 CHUNK_SIZE = 32 * 1024
 #: a batched sender's packets go out once this much waits (below every side's message limit)
 FLUSH_AT = 256 * 1024
+#: the most bytes one message of the session's own stream, or of an output's FileSend,
+#: carries: what is waiting, up to this (a message costs about the same whatever its size)
+MESSAGE_MAX = 1 << 20
 
 
 def shared_key(locals_: Mapping[str, str | os.PathLike[str]]) -> str:

@@ -17,11 +17,13 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from llbkit.core.session.methods import MESSAGE_MAX
+
 __all__ = ["BUFFER", "CHUNK", "private_socket", "pump", "relay_listener"]
 
-#: the most bytes one message carries: what is waiting, up to this (a message costs the same
-#: whatever its size, and an output of 160 MB in 32 KiB messages took 0.3 s more to arrive)
-CHUNK = 1 << 20
+#: the most bytes one message carries (an output of 160 MB in 32 KiB messages took 0.3 s more
+#: to arrive)
+CHUNK = MESSAGE_MAX
 #: a socket reader's limit: it stops reading past twice this, so a read can take a whole
 #: ``CHUNK`` (asyncio's default, 64 KiB, cut reads at a few hundred KiB)
 BUFFER = CHUNK

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 from llbkit.core.remote.lite import hpack
+from llbkit.core.session.methods import MESSAGE_MAX
 
 __all__ = ["Connection", "H2Error", "Stream"]
 
@@ -30,7 +31,7 @@ WINDOW = 1 << 30
 #: the largest frame we accept
 FRAME = 1 << 20
 #: the most data one write sends (through a session, one message carries a write)
-WRITE = 1 << 20
+WRITE = MESSAGE_MAX
 
 
 class H2Error(Exception):
