@@ -209,7 +209,7 @@ def int32(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
-# -- BytesMessage: one chunk of a byte stream (Control.Session, FileSend, SSH) --------------
+# -- BytesMessage: one chunk of a byte stream (Control.Session, FileSend) -------------------
 
 
 def bytes_message(data: bytes) -> bytes:

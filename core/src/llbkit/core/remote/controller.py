@@ -85,10 +85,19 @@ class RemoteController:
     @contextlib.asynccontextmanager
     async def _control(self) -> AsyncIterator[Any]:
         from llbkit.core.api._pb import control_pb2_grpc
+        from llbkit.core.api.protowire import bytes_message, bytes_message_data
 
         channel = open_channel(self.endpoint)
         try:
-            yield control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
+            stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
+            # Session's messages as their bytes, as the daemon takes them (api/protowire): one
+            # copy of a MiB where the protobuf runtime made two, each way.
+            stub.Session = channel.stream_stream(
+                "/moby.buildkit.v1.Control/Session",
+                request_serializer=bytes_message,
+                response_deserializer=bytes_message_data,
+            )
+            yield stub
         finally:
             await channel.close()
 
@@ -164,15 +173,7 @@ class RemoteController:
             async with serve_attachables(client, outputs, socket_path, stores, held):
                 call = control.Session(metadata=tuple(metadata))
                 reader, writer = await asyncio.open_unix_connection(socket_path, limit=BUFFER)
-
-                async def incoming() -> AsyncIterator[bytes]:
-                    async for message in call:
-                        yield message.data
-
-                async def send(data: bytes) -> None:
-                    await call.write(control_pb2.BytesMessage(data=data))
-
-                relay = asyncio.ensure_future(pump(incoming(), send, reader, writer))
+                relay = asyncio.ensure_future(pump(call, call.write, reader, writer))
                 try:
                     yield
                 finally:
