@@ -1558,6 +1558,68 @@ def test_a_build_through_the_daemon_needs_no_grpcio_and_says_what_the_full_clien
     assert any("out-put" in line for line in shown) and "exit code: 3" in shown[-2], shown
 
 
+def test_the_light_client_writes_the_trace_the_full_client_writes(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``--trace FILE`` with quiet progress stays on the light client (no grpcio), and the file
+    holds buildctl's records as the full client writes them: the same vertexes, each completed,
+    in Go's field names."""
+    ctx = tmp_path / "ctx"
+    args = _dockerfile_args(ctx, registry, dockerfile="ARG BASE\nFROM ${BASE}\nRUN echo x\n")
+    traced: dict[str, list[dict[str, Any]]] = {}
+    with daemon(tmp_path / "root") as (address, _):
+        for who, script in (("light", _WATCHED_RUN), ("full", _FULL_RUN)):
+            trace = tmp_path / f"{who}.json"
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    script,
+                    "--addr",
+                    address,
+                    *args,
+                    "--progress=quiet",
+                    "--no-cache",
+                    "--trace",
+                    str(trace),
+                ],
+                capture_output=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            if who == "light":  # the records' decoding needs dataclasses, as a display does
+                imported = json.loads(done.stderr.decode().splitlines()[-1])
+                assert set(imported) <= {"typing", "dataclasses", "importlib"}, done.stderr
+            assert oct(trace.stat().st_mode & 0o777) == "0o600"
+            traced[who] = [json.loads(line) for line in trace.read_text().splitlines()]
+        unwritable = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _WATCHED_RUN,
+                "--addr",
+                address,
+                *args,
+                "--progress=quiet",
+                "--trace",
+                str(tmp_path / "no" / "t.json"),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+    assert unwritable.returncode == 1
+    assert unwritable.stderr.decode().splitlines()[0].startswith("error: --trace "), unwritable
+
+    def completed(records: list[dict[str, Any]]) -> list[str]:
+        assert all(list(r) == ["Vertexes", "Statuses", "Logs", "Warnings"] for r in records)
+        done = {v["Name"] for r in records for v in r["Vertexes"] or [] if v["Completed"]}
+        return sorted(done)
+
+    assert completed(traced["light"]) == completed(traced["full"])
+    assert any(name.endswith("RUN echo x") for name in completed(traced["light"]))
+
+
 def test_a_context_the_light_client_cannot_send_fails_as_with_the_full_client(
     registry: str,  # noqa: F811 - the fixture imported above
     tmp_path: Path,

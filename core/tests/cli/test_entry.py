@@ -45,6 +45,8 @@ def test_a_daemon_build_with_daemon_side_outputs_and_caches_is_taken(base: list[
             "--no-cache",
             "--metadata-file",
             "md.json",
+            "--trace",
+            "t.json",
         ]
     )
     assert plan is not None
@@ -54,6 +56,7 @@ def test_a_daemon_build_with_daemon_side_outputs_and_caches_is_taken(base: list[
     assert plan.cache_imports == [("s3", {"bucket": "b", "name": "n"})]  # keys as buildctl's
     assert plan.entitlements == ["network.host"] and plan.no_cache
     assert plan.metadata_file == "md.json" and plan.progress == "quiet"
+    assert plan.trace == "t.json"
 
 
 @pytest.mark.parametrize(
@@ -68,7 +71,7 @@ def test_a_daemon_build_with_daemon_side_outputs_and_caches_is_taken(base: list[
         ["--secret", "id=a,src=/nonexistent"],
         ["--ssh", "default"],
         ["--allow", "everything"],
-        ["--trace", "t.json"],
+        ["--trace", "/"],  # a directory: the full CLI says so
         ["--oci-layout", "a=b"],
         ["--local", "other=/nonexistent"],
         ["--opt", "=v"],

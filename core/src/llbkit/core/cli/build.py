@@ -18,7 +18,7 @@ from llbkit.core.cli.buildflags import (
     parse_secret,
     write_metadata,
 )
-from llbkit.core.cli.progress_ui import make_display
+from llbkit.core.cli.progress_ui import make_display, open_trace
 from llbkit.core.cli.state import open_controller
 from llbkit.core.entitlements import ENTITLEMENTS
 from llbkit.core.errors import UserError
@@ -236,7 +236,7 @@ def build(
     cache_imports = [CacheOptionsEntry(*parse_cache("--import-cache", v)) for v in import_cache]
     exporters = [ExporterRequest(*parse_output(value)) for value in outputs]
     data, source = (None, "") if frontend else _read_definition(definition)
-    trace_file = _open_trace(trace) if trace else None
+    trace_file = open_trace(trace) if trace else None
     with open_controller(ctx, config_path) as controller:
         request = SolveRequest(
             ref=new_ref(),
@@ -266,15 +266,6 @@ def build(
                 trace_file.close()
     if metadata_file:
         write_metadata(metadata_file, dict(response.exporter_response))
-
-
-def _open_trace(path: str) -> Any:
-    """``--trace FILE``: appended to, created private (0600) as buildctl creates it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    except OSError as err:
-        raise UserError(f"--trace {path}: {err.strerror}") from None
-    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any:

@@ -45,6 +45,7 @@ class _Plan:
         self.entitlements: list[str] = []
         self.no_cache = False
         self.metadata_file = ""
+        self.trace = ""
         self.secrets: dict[str, bytes] = {}
         #: where each exporter's output lands here (dest, a directory?); None: with the daemon
         self.outputs: list[tuple[str, bool] | None] = []
@@ -64,6 +65,7 @@ _VALUED = {
     "--allow",
     "--metadata-file",
     "--secret",
+    "--trace",
 }
 _SWITCHES = {"--no-cache"}
 #: outputs that land on this machine: the full client's session serves them
@@ -153,6 +155,10 @@ def _take(plan: _Plan, flag: str, value: str | None) -> bool:
         if not value or os.path.isdir(value):
             return False
         plan.metadata_file = value
+    elif flag == "--trace":
+        if not value or os.path.isdir(value):
+            return False
+        plan.trace = value
     else:
         return False
     return True
@@ -195,7 +201,11 @@ def _build(plan: _Plan) -> int:
     from llbkit.core.errors import BuildFailed, FrontendFailed, UserError
     from llbkit.core.remote.lite.build import solve
 
-    records = _Records(plan.progress)
+    try:
+        records = _Records(plan.progress, plan.trace)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     opts = {"no-cache": "", **plan.opts} if plan.no_cache else plan.opts
     try:
         response = solve(
@@ -210,7 +220,7 @@ def _build(plan: _Plan) -> int:
             entitlements=plan.entitlements,
             secrets=plan.secrets,
             outputs=plan.outputs,
-            on_status=None if plan.progress == "quiet" else records.add,
+            on_status=records.add if records.wanted else None,
         )
     except (BuildFailed, FrontendFailed) as err:
         from llbkit.core.cli.build import report_failure
@@ -242,14 +252,25 @@ def _build(plan: _Plan) -> int:
 
 
 class _Records:
-    """The build's status records, shown as they come; with quiet progress there are none
-    (none is asked for: a quiet display shows nothing, and a failure's report comes from the
-    error itself), and the quiet display is made only for a failure's report."""
+    """The build's status records, shown as they come and appended to ``--trace``. With quiet
+    progress and no trace none is asked for (a quiet display shows nothing, and a failure's
+    report comes from the error itself); the quiet display is then made only for a failure's
+    report."""
 
-    def __init__(self, progress: str) -> None:
+    def __init__(self, progress: str, trace: str = "") -> None:
         self._shown: Any = None
+        self._trace: Any = None
+        if trace:
+            from llbkit.core.cli.progress_ui import open_trace, trace_json
+
+            self._trace = open_trace(trace)
+            self._trace_json = trace_json
         if progress != "quiet":
             self._open(progress)
+        elif self._trace is not None:
+            self._open("quiet")
+        #: whether the build's records are asked for at all
+        self.wanted = self._shown is not None
 
     def _open(self, mode: str) -> Any:
         from llbkit.core.cli.progress_ui import make_display
@@ -260,7 +281,10 @@ class _Records:
         return self._shown
 
     def add(self, message: bytes) -> None:
-        self._shown(self._decode(message))
+        decoded = self._decode(message)
+        self._shown(decoded)
+        if self._trace is not None:
+            self._trace.write(self._trace_json(decoded) + "\n")
 
     def display(self) -> Any:
         """The display, made now for quiet progress."""
@@ -269,3 +293,5 @@ class _Records:
     def close(self, *, failed: bool = False) -> None:
         if self._shown is not None:
             self._shown.close(failed=failed)
+        if self._trace is not None:
+            self._trace.close()

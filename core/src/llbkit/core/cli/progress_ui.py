@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from llbkit.core.errors import UserError
 from llbkit.core.plugins.progress import (
     ProgressEvent,
     SolveStatus,
@@ -27,7 +28,7 @@ from llbkit.core.plugins.progress import (
 )
 from llbkit.core.units import format_bytes
 
-__all__ = ["Display", "make_display", "status_json", "trace_json"]
+__all__ = ["Display", "make_display", "open_trace", "status_json", "trace_json"]
 
 
 @dataclass
@@ -273,6 +274,15 @@ def _go_time(ts: float | None) -> str | None:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def open_trace(path: str) -> IO[str]:
+    """``--trace FILE``: appended to, created private (0600) as buildctl creates it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise UserError(f"--trace {path}: {err.strerror}") from None
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def trace_json(status: SolveStatus) -> str:
