@@ -102,10 +102,12 @@ def test_kill_9_mid_build_then_build_again(tmp_path: Path, kill_after: int) -> N
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_build_and_leaves_the_store_usable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_build_and_leaves_the_store_usable(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C, or SIGTERM (``kill``, a CI runner's stop), cancels the build."""
     root = tmp_path / "root"
     data = chain(300)
-    code, rest = interrupt(root, data, signal.SIGINT, 30)
+    code, rest = interrupt(root, data, sig, 30)
     assert code == 130
     assert rest.rstrip().endswith("error: canceled")
     mounts = Path("/proc/self/mountinfo").read_text()

@@ -465,6 +465,30 @@ def test_a_client_that_goes_away_cancels_only_its_own_build(
 
 
 @pytest.mark.services
+def test_sigterm_to_a_client_cancels_its_build_as_ctrl_c_does(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """``kill`` (or a CI runner's stop) of ``llbkit --addr …``: one line, the step stopped by
+    the daemon, nothing of the archive output left beside its destination."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with daemon(tmp_path / "root") as (address, _):
+        argv = [*_dockerfile_args(tmp_path / "a", registry, "sleep 95"), "--progress=quiet"]
+        running = subprocess.Popen(
+            [*LLBKIT, "--addr", address, *argv, "--output", f"type=tar,dest={out / 'x.tar'}"],
+            stderr=subprocess.PIPE,
+        )
+        _until(lambda: _sleepers("95") == 1, "the build runs its step")
+        running.terminate()
+        _, err = running.communicate(timeout=60)
+        _until(lambda: _sleepers("95") == 0, "the daemon stops the step of a client gone", 15)
+    assert running.returncode == 130, err
+    assert err.decode().splitlines() == ["error: canceled"], err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.services
 def test_sigusr1_shows_what_every_task_and_thread_is_doing(
     registry: str,  # noqa: F811 - the fixture imported above
     tmp_path: Path,

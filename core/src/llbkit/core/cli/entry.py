@@ -20,6 +20,7 @@ ADDRESS_ENV = "BUILDKIT_HOST"
 
 
 def run() -> None:
+    _interrupt_on_terminate()
     plan = _parse(sys.argv[1:])
     if plan is None:
         from llbkit.core.cli.main import run as full
@@ -28,6 +29,23 @@ def run() -> None:
     from llbkit.core.cli.exiting import leave
 
     leave(_build(plan))
+
+
+def _interrupt_on_terminate() -> None:
+    """SIGTERM (``kill``, ``timeout``, a CI runner's stop) ends a build as Ctrl-C does: the
+    build canceled, its temporary files removed, the embedded engine's containers stopped,
+    ``error: canceled``. Whoever handles SIGINT then (asyncio's runner, or Python's default)
+    is handed the signal; a process started with SIGINT ignored (``cmd &`` in a script) is
+    interrupted all the same."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 class _Plan:
