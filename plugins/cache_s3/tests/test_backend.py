@@ -489,6 +489,51 @@ def test_the_clients_of_one_engine_share_s3s_model_but_not_credentials(endpoint:
     assert keys == ["first", "second"]
 
 
+def test_botocores_data_is_kept_for_the_next_process(
+    endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    """What botocore read to make the first client (S3's model, endpoint rules, the services)
+    is kept in the plugin's state directory, without credentials; the next engine's client is
+    made from it, reading no model file, and works. A damaged file is read past."""
+    data = b"kept-model-blob"
+
+    def store_of(backend: S3CacheBackend) -> Any:
+        async def use() -> Any:
+            store = await backend.resolve(
+                _attrs(endpoint, bucket), "export", MemoryClientIO(Path("/nonexistent"))
+            )
+            await store.write_blob(_digest(data), len(data), _chunks(data))
+            got = b"".join([chunk async for chunk in store.read_blob(_digest(data))])
+            await store.aclose()
+            return store, got
+
+        return anyio.run(use)
+
+    first, got = store_of(S3CacheBackend(make_context("s3", state_dir=tmp_path)))
+    (kept,) = tmp_path.glob("botocore-*.marshal")
+    assert got == data
+    assert SECRET.encode() not in kept.read_bytes() and b"PutObject" in kept.read_bytes()
+    written = kept.stat().st_ino
+    second, got = store_of(S3CacheBackend(make_context("s3", state_dir=tmp_path)))
+    assert got == data and second._s3._loader is not first._s3._loader
+    assert kept.stat().st_ino == written  # nothing read that was not kept: nothing written
+    kept.write_bytes(b"\x00 not marshal")
+    store_of(S3CacheBackend(make_context("s3", state_dir=tmp_path)))
+    assert b"PutObject" in kept.read_bytes()  # read past, and kept again
+
+
+def test_a_kept_data_file_that_changed_is_read_again(tmp_path: Path) -> None:
+    from llbkit.plugins.cache_s3.models import KeptFiles
+
+    model = tmp_path / "service-2"
+    model.with_suffix(".json").write_text('{"version": 1}')
+    files = KeptFiles({})
+    assert files.load_file(str(model)) == {"version": 1} and files.added
+    model.with_suffix(".json").write_text('{"version": 22}')
+    assert KeptFiles(files.kept).load_file(str(model)) == {"version": 22}
+    assert files.load_file(str(tmp_path / "absent")) is None
+
+
 def test_requests_carry_no_checksum_trailers(endpoint: str, bucket: str) -> None:
     """As BuildKit's SDK: no CRC32 headers or aws-chunked bodies (S3-compatible stores that
     predate them refuse them); a blob is checked against its digest instead."""
