@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,6 +132,22 @@ def test_loads_only_the_plugin_asked_for(make_dist):
     assert driver.ctx.name == "acme"
     assert driver.ctx.distribution == "acme-exporters 1.2"
     assert driver.ctx.config == {"k": "v"}
+
+
+def test_a_driver_has_a_cache_directory_of_its_own_unless_caching_is_off(
+    make_dist: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    make_dist(
+        "acme-exporters",
+        "1.2",
+        {EXP: {"acme": "acme_good:GoodExporter"}},
+        {"acme_good": GOOD_EXPORTER},
+    )
+    monkeypatch.setenv("LLBKIT_PLUGIN_CACHE", str(tmp_path))
+    driver = PluginRegistry().create_driver(EXP, "acme")
+    assert driver.ctx.cache_dir == tmp_path / "drivers" / EXP / "acme"
+    monkeypatch.setenv("LLBKIT_PLUGIN_CACHE", "off")
+    assert PluginRegistry().create_driver(EXP, "acme").ctx.cache_dir is None
 
 
 def test_listing_imports_nothing(make_dist):

@@ -493,7 +493,7 @@ def test_botocores_data_is_kept_for_the_next_process(
     endpoint: str, bucket: str, tmp_path: Path
 ) -> None:
     """What botocore read to make the first client (S3's model, endpoint rules, the services)
-    is kept in the plugin's state directory, without credentials; the next engine's client is
+    is kept in the driver's cache directory, without credentials; the next engine's client is
     made from it, reading no model file, and works. A damaged file is read past."""
     data = b"kept-model-blob"
 
@@ -509,16 +509,16 @@ def test_botocores_data_is_kept_for_the_next_process(
 
         return anyio.run(use)
 
-    first, got = store_of(S3CacheBackend(make_context("s3", state_dir=tmp_path)))
-    (kept,) = tmp_path.glob("botocore-*.marshal")
+    first, got = store_of(S3CacheBackend(make_context("s3", cache_dir=tmp_path / "c")))
+    (kept,) = (tmp_path / "c").glob("botocore-*.marshal")
     assert got == data
     assert SECRET.encode() not in kept.read_bytes() and b"PutObject" in kept.read_bytes()
     written = kept.stat().st_ino
-    second, got = store_of(S3CacheBackend(make_context("s3", state_dir=tmp_path)))
+    second, got = store_of(S3CacheBackend(make_context("s3", cache_dir=tmp_path / "c")))
     assert got == data and second._s3._loader is not first._s3._loader
     assert kept.stat().st_ino == written  # nothing read that was not kept: nothing written
     kept.write_bytes(b"\x00 not marshal")
-    store_of(S3CacheBackend(make_context("s3", state_dir=tmp_path)))
+    store_of(S3CacheBackend(make_context("s3", cache_dir=tmp_path / "c")))
     assert b"PutObject" in kept.read_bytes()  # read past, and kept again
 
 

@@ -64,6 +64,9 @@ class PluginContext:
     :param distribution: ``"<dist> <version>"`` that provides it, for messages.
     :param config: the driver's own section of the engine config (e.g. ``[worker.oci]``).
     :param state_dir: a directory under the engine's root that belongs to this driver alone.
+    :param cache_dir: a directory of this driver's for what only saves time and outlives any
+        one root (what it read from a library's own files, say): every engine of the user
+        shares it, and losing it costs time, never a result. ``None``: keep nothing.
     :param registries: the engine's access to image registries (pull, push, mount), configured
         from ``[registry."host"]`` (mirrors, plain HTTP, insecure) and the user's credentials.
     :param dns: the engine's ``[dns]``, for a worker's containers' ``/etc/resolv.conf``;
@@ -76,6 +79,7 @@ class PluginContext:
     state_dir: Path | None = None
     registries: Registries | None = None
     dns: DNSConfig | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)

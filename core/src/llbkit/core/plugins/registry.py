@@ -237,6 +237,9 @@ class PluginRegistry:
         """Load ``name`` and construct it with its :class:`PluginContext`."""
         info = self._one(group, name)
         factory = self._load(info)
+        from llbkit.core.cachedir import cache_dir
+
+        shared = cache_dir()
         ctx = PluginContext(
             name=name,
             distribution=f"{info.distribution} {info.version}",
@@ -244,6 +247,7 @@ class PluginRegistry:
             state_dir=state_dir,
             registries=registries,
             dns=dns,
+            cache_dir=shared / "drivers" / group / name if shared is not None else None,
         )
         return factory(ctx)
 

@@ -23,10 +23,11 @@ def make_context(
     *,
     registries: Mapping[str, Mapping[str, Any]] | None = None,
     dns: DNSConfig | None = None,
+    cache_dir: Path | None = None,
 ) -> PluginContext:
     """The context the engine would construct a driver with; ``registries`` gives it the
     engine's own registry access with those ``[registry."host"]`` settings, ``dns`` the
-    engine's ``[dns]``."""
+    engine's ``[dns]``, ``cache_dir`` a directory for what only saves time."""
     access = None
     if registries is not None:
         from llbkit.core.registry.access import EngineRegistries
@@ -39,6 +40,7 @@ def make_context(
         state_dir=state_dir,
         registries=access,
         dns=dns,
+        cache_dir=cache_dir,
     )
 
 

@@ -3,10 +3,11 @@ between processes.
 
 A process's first S3 client reads botocore's JSON models (some gzipped, every object made an
 ``OrderedDict``) and lists every service's directory to check that ``s3`` is one: about 60 ms,
-a tenth of an embedded build that exports a small cache. What was read is kept in the plugin's
-state directory, marshalled (data only: reading it runs no code), each file under its path,
-size and time, the services under their directories' times; a later process reads that
-instead. Whatever is missing or stale is read from botocore as before.
+a tenth of an embedded build that exports a small cache. What was read is kept in the driver's
+cache directory (every engine of the user shares it, so a fresh root gains too), marshalled
+(data only: reading it runs no code), each file under its path, size and time, the services
+under their directories' times; a later process reads that instead. Whatever is missing or
+stale is read from botocore as before.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class KeptLoader(Loader):  # type: ignore[misc]
         self.files.added = False
         tmp = self.where.with_name(f".{self.where.name}.{secrets.token_hex(4)}")
         try:
+            self.where.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(marshal.dumps(self.files.kept))
             os.replace(tmp, self.where)
         except (OSError, ValueError):
@@ -95,16 +97,16 @@ class KeptLoader(Loader):  # type: ignore[misc]
                 tmp.unlink()
 
 
-def kept_loader(session: Any, state_dir: Path | None) -> KeptLoader:
+def kept_loader(session: Any, cache_dir: Path | None) -> KeptLoader:
     """The data loader for ``session`` as botocore would make it (``AWS_DATA_PATH`` read as
-    ``create_loader`` reads it), reading from and keeping to ``state_dir``."""
+    ``create_loader`` reads it), reading from and keeping to ``cache_dir``."""
     import botocore
 
     search = session.get_config_variable("data_path")
     paths = None
     if search is not None:
         paths = [os.path.expanduser(os.path.expandvars(p)) for p in search.split(os.pathsep)]
-    where = state_dir / f"botocore-{botocore.__version__}.marshal" if state_dir else None
+    where = cache_dir / f"botocore-{botocore.__version__}.marshal" if cache_dir else None
     kept: dict[str, Any] = {}
     if where is not None:
         with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
