@@ -530,8 +530,14 @@ def test_a_kept_data_file_that_changed_is_read_again(tmp_path: Path) -> None:
     files = KeptFiles({})
     assert files.load_file(str(model)) == {"version": 1} and files.added
     model.with_suffix(".json").write_text('{"version": 22}')
-    assert KeptFiles(files.kept).load_file(str(model)) == {"version": 22}
+    again = KeptFiles(files.kept)
+    first = again.load_file(str(model))
+    assert first == {"version": 22}
+    first["merged"] = "in place, as botocore merges its extras"
+    assert again.load_file(str(model)) == {"version": 22}  # each answer a copy of its own
     assert files.load_file(str(tmp_path / "absent")) is None
+    damaged = KeptFiles({str(model.with_suffix(".json")): ("not", "a stamp", "or data")})
+    assert damaged.load_file(str(model)) == {"version": 22}
 
 
 def test_requests_carry_no_checksum_trailers(endpoint: str, bucket: str) -> None:

@@ -37,9 +37,23 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def _fresh(entry: Any, stamp: object) -> Any:
+    """What ``entry`` (stamp, data) holds if it was kept under ``stamp``, else None (a file
+    another version wrote, or damaged, is a miss)."""
+    try:
+        kept_stamp, data = entry
+        if kept_stamp == stamp:  # marshal keeps tuples tuples
+            return data
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
 class KeptFiles(JSONFileLoader):  # type: ignore[misc]
     """botocore's file loader, answering from what an earlier process kept when the file is
-    unchanged. Objects are plain dicts (ordered as read) either way."""
+    unchanged. Each file is kept marshalled as it was read, and every answer is a fresh copy
+    of it (botocore merges its extras into a model in place). Objects are plain dicts,
+    ordered as read, either way."""
 
     def __init__(self, kept: dict[str, Any]) -> None:
         self.kept = kept
@@ -51,14 +65,15 @@ class KeptFiles(JSONFileLoader):  # type: ignore[misc]
             stamp = _stamp(full)
             if stamp is None:
                 continue
-            found = self.kept.get(full)
-            if found is not None and tuple(found[0]) == stamp:
-                return found[1]
+            kept = _fresh(self.kept.get(full), stamp)
+            if kept is not None:
+                with contextlib.suppress(ValueError, EOFError, TypeError):
+                    return marshal.loads(kept)
             with opener(full, "rb") as f:
-                data = json.loads(f.read().decode())
-            self.kept[full] = (stamp, data)
+                kept = marshal.dumps(json.loads(f.read().decode()))
+            self.kept[full] = (stamp, kept)
             self.added = True
-            return data
+            return marshal.loads(kept)
         return None
 
 
@@ -72,10 +87,10 @@ class KeptLoader(Loader):  # type: ignore[misc]
 
     def list_available_services(self, type_name: str) -> list[str]:
         key = f"services:{type_name}"
-        stamp = [(path, _stamp(path)) for path in self.search_paths]
-        found = self.files.kept.get(key)
-        if found is not None and [tuple(x) for x in found[0]] == stamp:
-            return list(found[1])
+        stamp = tuple((path, _stamp(path)) for path in self.search_paths)
+        found = _fresh(self.files.kept.get(key), stamp)
+        if isinstance(found, list):
+            return list(found)
         services: list[str] = super().list_available_services(type_name)
         self.files.kept[key] = (stamp, services)
         self.files.added = True
