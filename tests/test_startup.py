@@ -22,11 +22,17 @@ sys.argv = ["llbkit", *sys.argv[2:]]
 from llbkit.core.cli.main import main
 main()
 """
+#: the same, through the ``llbkit`` command's first step (which takes plain builds itself)
+_ENTRY = _RUN.replace(
+    "from llbkit.core.cli.main import main\nmain()", "from llbkit.core.cli.entry import run\nrun()"
+)
 
 
-def _imported(watched: list[str], argv: list[str], env: dict[str, str]) -> list[str]:
+def _imported(
+    watched: list[str], argv: list[str], env: dict[str, str], *, entry: bool = False
+) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", _RUN, json.dumps(watched), *argv],
+        [sys.executable, "-c", _ENTRY if entry else _RUN, json.dumps(watched), *argv],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -60,6 +66,8 @@ def test_an_embedded_build_imports_no_display_or_descriptor_modules(tmp_path: Pa
         (context / "Dockerfile").write_text(dockerfile)
         assert _imported(watched, argv, env) == ["httpx", "tarfile"]
         assert _imported(watched, argv, env) == ["httpx"]  # warm
+        # The ``llbkit`` command takes such a build without click.
+        assert _imported([*watched, "click"], argv, env, entry=True) == ["httpx"]
 
 
 def test_a_command_for_a_daemon_loads_no_plugins(tmp_path: Path) -> None:

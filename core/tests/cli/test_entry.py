@@ -3,6 +3,9 @@ would; everything else (and anything the full CLI would judge) goes to the full 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,16 +91,47 @@ def test_anything_else_goes_to_the_full_cli(base: list[str], extra: list[str]) -
 
 @pytest.mark.parametrize(
     "address",
-    ["tcp://127.0.0.1:1234", "unix://", "unix://relative/sock", "unix:///s?x=1", "fd://3", ""],
+    ["tcp://127.0.0.1:1234", "unix://", "unix://relative/sock", "unix:///s?x=1", "fd://3"],
 )
 def test_only_a_plain_unix_socket_is_taken(base: list[str], address: str) -> None:
     assert _parse(["--addr", address, *base[2:]]) is None
 
 
+def test_without_a_daemon_the_embedded_engine_takes_the_build(
+    base: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No address (nor ``$BUILDKIT_HOST``): the same build, on the engine in this process,
+    with ``--root`` and ``--config`` as click would take them."""
+    monkeypatch.delenv("BUILDKIT_HOST", raising=False)
+    config = tmp_path / "llbkit.toml"
+    config.write_text("")
+    plan = _parse(
+        [
+            "--root",
+            str(tmp_path / "r"),
+            "--config",
+            str(config),
+            *base[2:],
+            "-o",
+            "type=tar,dest=o.tar",
+        ]
+    )
+    assert plan is not None and plan.address == ""
+    assert plan.root == str(tmp_path / "r") and plan.config == str(config)
+    assert plan.given["--output"] == ["type=tar,dest=o.tar"]
+    assert _parse(["--addr", "", *base[2:]]) is not None  # an empty address is no daemon
+    # What click refuses, or reads its own way, goes to it.
+    assert _parse(["--root", str(config), *base[2:]]) is None  # a file as the root
+    assert _parse(["--config", str(tmp_path / "none.toml"), *base[2:]]) is None
+    assert _parse(["--config", str(tmp_path), *base[2:]]) is None  # a directory
+    assert _parse(["--root", str(tmp_path), *base]) is None  # with a daemon address
+    assert _parse([*base[2:], "--config", str(config)]) is None  # build's own --config
+
+
 def test_without_a_frontend_or_a_command_it_is_the_full_cli(base: list[str]) -> None:
     assert _parse([a for a in base if a not in ("--frontend", "dockerfile.v0")]) is None
     assert _parse(["--addr", "unix:///s", "du"]) is None
-    assert _parse(["--root", "/tmp/r", *base[2:]]) is None
+    assert _parse(["--root", "/tmp/r", "du"]) is None
 
 
 def test_a_shared_key_names_the_directories_not_how_they_are_written(tmp_path: Path) -> None:
@@ -111,3 +145,46 @@ def test_a_shared_key_names_the_directories_not_how_they_are_written(tmp_path: P
     assert shared_key({**dirs, "context": f"{tmp_path}/b/.."}) == key
     assert shared_key({"context": str(tmp_path)}) != key
     assert len(key) == 32
+
+
+#: a command line through the ``llbkit`` command's first step, or straight to the full CLI
+_THROUGH = {
+    "entry": "from llbkit.core.cli.entry import run; run()",
+    "click": "from llbkit.core.cli.main import run; run()",
+}
+
+
+def _llbkit(how: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys; sys.argv = ['llbkit', *sys.argv[1:]]; {_THROUGH[how]}"
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_an_embedded_build_taken_without_click_does_what_the_full_cli_does(
+    tmp_path: Path,
+) -> None:
+    """The same files, the same metadata, and for a failure the same lines, whichever way
+    the command line went."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /a.txt\n")
+    common = ["--frontend", "dockerfile.v0", "--local", f"context={ctx}"]
+    common += ["--local", f"dockerfile={ctx}", "--progress", "quiet"]
+    done = {}
+    for how in _THROUGH:
+        out, meta = tmp_path / f"out-{how}", tmp_path / f"{how}.json"
+        argv = ["--root", str(tmp_path / "root"), "build", *common]
+        argv += ["-o", f"type=local,dest={out}", "--metadata-file", str(meta)]
+        ran = _llbkit(how, *argv)
+        assert ran.returncode == 0, ran.stderr
+        done[how] = ((out / "a.txt").read_text(), json.loads(meta.read_text()))
+    assert done["entry"] == done["click"]
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY missing.txt /m\n")
+    failed = {
+        how: _llbkit(how, "--root", str(tmp_path / "root"), "build", *common) for how in _THROUGH
+    }
+    assert failed["entry"].returncode == failed["click"].returncode == 1
+    assert failed["entry"].stderr == failed["click"].stderr
+    assert failed["entry"].stderr.splitlines()[-1].startswith("error: "), failed["entry"].stderr

@@ -2,69 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import anyio
 import click
 
 from llbkit.core.cli.buildflags import (
-    pairs,
-    parse_cache,
-    parse_output,
-    parse_secret,
     write_metadata,
 )
-from llbkit.core.cli.progress_ui import make_display, open_trace
+from llbkit.core.cli.progress_ui import open_trace
 from llbkit.core.cli.state import open_controller
 from llbkit.core.entitlements import ENTITLEMENTS
 from llbkit.core.errors import UserError
 
 __all__ = ["build"]
-
-
-def _client(
-    locals_: tuple[str, ...],
-    secret: tuple[str, ...],
-    ssh: tuple[str, ...],
-    oci_layout: tuple[str, ...],
-) -> Any:
-    """The embedded client: ``--local`` directories, ``--secret`` values, ``--ssh`` agents,
-    ``--oci-layout`` stores."""
-    from llbkit.core.client.embedded import EmbeddedClient
-
-    locals_map = {name: Path(path) for name, path in pairs("--local", locals_).items()}
-    for name, path in locals_map.items():
-        if not path.is_dir():
-            raise UserError(f"--local {name}={path}: not a directory")
-    return EmbeddedClient(
-        locals=locals_map,
-        secrets=dict(parse_secret(s) for s in secret),
-        ssh=dict(parse_ssh(s) for s in ssh),
-        layouts={name: Path(path) for name, path in pairs("--oci-layout", oci_layout).items()},
-    )
-
-
-def parse_ssh(value: str) -> tuple[str, Path]:
-    """``default`` (``$SSH_AUTH_SOCK``), ``id`` or ``id=/path/to/agent.sock``."""
-    import stat
-
-    sid, _, given = value.partition("=")
-    if "," in given:
-        raise UserError(f"--ssh {value!r}: key files are not supported; forward an agent socket")
-    path = given or os.environ.get("SSH_AUTH_SOCK", "")
-    if not path:
-        raise UserError(f"--ssh {value!r}: SSH_AUTH_SOCK is not set; give id=<agent socket>")
-    try:
-        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError as err:
-        raise UserError(f"--ssh {value!r}: {path}: {err.strerror}") from None
-    if not is_socket:
-        raise UserError(f"--ssh {value!r}: {path} is not an agent socket")
-    return sid or "default", Path(path)
 
 
 def _read_definition(definition: str) -> tuple[bytes, str]:
@@ -77,39 +28,6 @@ def _read_definition(definition: str) -> tuple[bytes, str]:
         return Path(definition).read_bytes(), definition
     except OSError as err:
         raise UserError(f"cannot read {definition}: {err.strerror}") from None
-
-
-def _print_log_tail(err: Any, *, log: bool = True) -> None:
-    """As buildctl does: the failed step's last lines (if any; not ``log`` when the live
-    view showed them), then its source lines, before the error itself."""
-    if log:
-        _print_failed_step(err.name, err.log_tail)
-    if err.source:
-        click.echo(err.source, err=True)
-
-
-def report_failure(err: Exception, display: Any) -> None:
-    """What comes before a failed build's error: for a step, its last lines (unless the live
-    view showed them) and its source lines; for the frontend, its own failed steps."""
-    from llbkit.core.control import BuildFailed, FrontendFailed
-
-    display.close(failed=True)
-    if isinstance(err, BuildFailed):
-        _print_log_tail(err, log=not display.shows_failed_logs)
-    elif isinstance(err, FrontendFailed):
-        if not display.shows_failed_logs:  # a step of the frontend's own that failed
-            for name, lines in display.failed_steps():
-                _print_failed_step(name, lines)
-        if err.source:
-            click.echo(err.source, err=True)
-
-
-def _print_failed_step(name: str, lines: Sequence[str]) -> None:
-    click.echo("------", err=True)
-    click.echo(f" > {name}:", err=True)
-    for line in lines:
-        click.echo(line, err=True)
-    click.echo("------", err=True)
 
 
 _OUTPUT_HELP = (
@@ -218,8 +136,8 @@ def build(
     definition: str,
 ) -> None:
     """Build an LLB definition read from standard input (or a file), as buildctl build does."""
-    from llbkit.core.control import BuildFailed, ExporterRequest, FrontendFailed
-    from llbkit.core.control.request import CacheOptionsEntry, SolveRequest, new_ref
+    from llbkit.core.cli.engine import make_request, run_solve
+    from llbkit.core.cli.state import endpoint
 
     if opt and not frontend:
         raise UserError("--opt is for a frontend; give --frontend (e.g. dockerfile.v0)")
@@ -232,76 +150,32 @@ def build(
             readable = value.encode(errors="surrogateescape").decode(errors="replace")
             raise UserError(f"--opt {readable!r}: not UTF-8 (a frontend's options are text)")
         frontend_opts[key] = val if sep else ""
-    cache_exports = [CacheOptionsEntry(*parse_cache("--export-cache", v)) for v in export_cache]
-    cache_imports = [CacheOptionsEntry(*parse_cache("--import-cache", v)) for v in import_cache]
-    exporters = [ExporterRequest(*parse_output(value)) for value in outputs]
     data, source = (None, "") if frontend else _read_definition(definition)
+    request = make_request(
+        frontend=frontend,
+        frontend_opts=frontend_opts,
+        definition=data,
+        source=source,
+        locals_=locals_,
+        secrets=secret,
+        ssh=ssh,
+        layouts=oci_layout,
+        outputs=outputs,
+        entitlements=allow,
+        export_cache=export_cache,
+        import_cache=import_cache,
+        no_cache=no_cache,
+    )
     trace_file = open_trace(trace) if trace else None
-    with open_controller(ctx, config_path) as controller:
-        request = SolveRequest(
-            ref=new_ref(),
-            session=_client(locals_, secret, ssh, oci_layout),
-            definition=data,
-            frontend=frontend,
-            frontend_attrs=frontend_opts,
-            exporters=exporters,
-            entitlements=allow,
-            source=source,
-            cache_exports=cache_exports,
-            cache_imports=cache_imports,
-        )
-        if no_cache:
-            request = request.without_cache()
-        display = make_display(progress)
-        failed = True
-        try:
-            response = anyio.run(_solve, controller, request, display, trace_file)
-            failed = False
-        except (BuildFailed, FrontendFailed) as err:
-            report_failure(err, display)
-            raise
-        finally:
-            display.close(failed=failed)
-            if trace_file is not None:
-                trace_file.close()
+    try:
+        with open_controller(ctx, config_path, reap=False) as controller:
+            embedded = endpoint(ctx) is None
+            response = run_solve(controller, request, progress, trace_file, reap_first=embedded)
+    finally:
+        if trace_file is not None:
+            trace_file.close()
     if metadata_file:
         write_metadata(metadata_file, dict(response.exporter_response))
-
-
-async def _solve(controller: Any, request: Any, display: Any, trace: Any) -> Any:
-    """The build, with its status shown (and traced) as it comes: the CLI is a client of the
-    Controller like any other."""
-    from llbkit.core.cli.progress_ui import trace_json
-
-    shown = anyio.Event()
-
-    async def show() -> None:
-        async for status in controller.status(request.ref):
-            display(status)
-            if trace is not None:
-                trace.write(trace_json(status) + "\n")
-        shown.set()
-
-    from llbkit.core.errors import one_error
-
-    with one_error():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(show)
-            try:
-                return await controller.solve(request)
-            except Exception:
-                # Show the failed build's last records (its error) before saying it failed.
-                with anyio.move_on_after(5, shield=True):
-                    await shown.wait()
-                raise
-            finally:
-                # This process builds no more: its worker ends in this loop, not with it.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await controller.stop_worker()
-                    except UserError as err:
-                        # What was built stands; what was left is reaped at the next start.
-                        click.echo(f"llbkit: warning: stopping the worker: {err}", err=True)
 
 
 def _undecodable(text: str) -> bool:

@@ -28,7 +28,7 @@ def run() -> None:
         full()
     from llbkit.core.cli.exiting import leave
 
-    leave(_build(plan))
+    leave(_build(plan) if plan.address else _build_embedded(plan))
 
 
 def _interrupt_on_terminate() -> None:
@@ -67,6 +67,11 @@ class _Plan:
         self.secrets: dict[str, bytes] = {}
         #: where each exporter's output lands here (dest, a directory?); None: with the daemon
         self.outputs: list[tuple[str, bool] | None] = []
+        #: no daemon: the embedded engine's state root and config (empty: the defaults)
+        self.root = ""
+        self.config = ""
+        #: each flag's values as given (the embedded engine reads them as the full CLI does)
+        self.given: dict[str, list[str]] = {}
 
 
 #: flags with a value, and flags without
@@ -84,6 +89,8 @@ _VALUED = {
     "--metadata-file",
     "--secret",
     "--trace",
+    "--root",
+    "--config",
 }
 _SWITCHES = {"--no-cache"}
 #: outputs that land on this machine: the full client's session serves them
@@ -96,17 +103,28 @@ def _parse(argv: list[str]) -> _Plan | None:
     if args is None:
         return None
     address = os.environ.get(ADDRESS_ENV, "")
+    engine: dict[str, str] = {}  # --root and --config, for the embedded engine
     i = 0
-    while i < len(args) and args[i][0] == "--addr":
-        address = args[i][1] or ""
+    while i < len(args) and args[i][0] in ("--addr", "--root", "--config"):
+        flag, value = args[i]
+        if flag == "--addr":
+            address = value or ""
+        elif not value or os.path.isfile(value) != (flag == "--config"):
+            return None  # a file as the root, or no file as the config: the full CLI says so
+        else:
+            engine[flag] = value
         i += 1
-    if i >= len(args) or args[i] != ("build", None) or not _plain_unix(address):
+    if i >= len(args) or args[i] != ("build", None):
+        return None
+    if address and (engine or not _plain_unix(address)):
         return None
     plan = _Plan(address)
+    plan.root, plan.config = engine.get("--root", ""), engine.get("--config", "")
     try:
         for flag, value in args[i + 1 :]:
             if not _take(plan, flag, value):
                 return None
+            plan.given.setdefault("--output" if flag == "-o" else flag, []).append(value or "")
     except Exception:  # a value the full CLI refuses: it says so, in its words
         return None
     if plan.progress == "auto":
@@ -241,7 +259,7 @@ def _build(plan: _Plan) -> int:
             on_status=records.add if records.wanted else None,
         )
     except (BuildFailed, FrontendFailed) as err:
-        from llbkit.core.cli.build import report_failure
+        from llbkit.core.cli.engine import report_failure
 
         report_failure(err, records.display())
         print(f"error: {err}", file=sys.stderr)
@@ -266,6 +284,56 @@ def _build(plan: _Plan) -> int:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+    return 0
+
+
+def _build_embedded(plan: _Plan) -> int:
+    """The build on the engine embedded in this process, as the full CLI's ``build`` runs it
+    (its functions, :mod:`llbkit.core.cli.engine`), without click."""
+    from llbkit.core.cachedir import cache_dir
+    from llbkit.core.cli.codecache import install
+
+    install(cache_dir())  # before the classes of the engine are made
+    from llbkit.core.cli.buildflags import write_metadata
+    from llbkit.core.cli.engine import (
+        Plugins,
+        exit_code,
+        make_request,
+        open_engine,
+        run_solve,
+        without_httpx_cli,
+    )
+    from llbkit.core.cli.progress_ui import open_trace
+    from llbkit.core.errors import UserError
+
+    without_httpx_cli()
+    given = plan.given
+    try:
+        request = make_request(
+            frontend=plan.frontend,
+            frontend_opts=plan.opts,
+            locals_=given.get("--local", ()),
+            secrets=given.get("--secret", ()),
+            outputs=given.get("--output", ()),
+            entitlements=plan.entitlements,
+            export_cache=given.get("--export-cache", ()),
+            import_cache=given.get("--import-cache", ()),
+            no_cache=plan.no_cache,
+        )
+        trace = open_trace(plan.trace) if plan.trace else None
+        try:
+            with open_engine(plan.root, plan.config, Plugins(), reap=False) as controller:
+                response = run_solve(controller, request, plan.progress, trace, reap_first=True)
+        finally:
+            if trace is not None:
+                trace.close()
+        if plan.metadata_file:
+            write_metadata(plan.metadata_file, dict(response.exporter_response))
+    except (UserError, KeyboardInterrupt, OSError) as err:
+        code = exit_code(err)
+        if code is None:
+            raise
+        return code
     return 0
 
 

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from llbkit.core import __version__
-from llbkit.core.errors import PluginError, UserError, refused_by_machine
+from llbkit.core.cli.engine import Plugins, exit_code, without_httpx_cli
+from llbkit.core.errors import PluginError, UserError
 
 if TYPE_CHECKING:
-    import pluggy
-
     from llbkit.core.plugins.registry import PluginRegistry
 
 
@@ -91,33 +90,6 @@ class RootGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-class Plugins:
-    """What the composition root builds once per process and every command uses: the
-    installed plugins and the hook manager, made when a command first needs them (a command
-    that only talks to a daemon never does)."""
-
-    def __init__(self, registry: PluginRegistry | None = None) -> None:
-        self._registry = registry
-        self._hooks: pluggy.PluginManager | None = None
-
-    @property
-    def registry(self) -> PluginRegistry:
-        if self._registry is None:
-            from llbkit.core.plugins.registry import PluginRegistry
-
-            self._registry = PluginRegistry.from_env()
-        return self._registry
-
-    @property
-    def hooks(self) -> pluggy.PluginManager:
-        if self._hooks is None:
-            registry = self.registry
-            self._hooks = registry.hook_manager()
-            for warning in registry.warnings:
-                click.echo(f"warning: {warning}", err=True)
-        return self._hooks
-
-
 def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
     """Return a fresh CLI: built-in commands, and those plugins add (``llbkit_add_commands``)
     when they are asked for.
@@ -166,16 +138,10 @@ def build_cli(registry: PluginRegistry | None = None) -> RootGroup:
 
 def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) -> None:
     """Run the CLI; a ``UserError`` prints ``error: <message>`` and exits 1 without a traceback."""
-    _without_httpx_cli()
+    without_httpx_cli()
     try:
         cli = build_cli(registry)
         cli.main(args=argv, prog_name="llbkit", standalone_mode=False, obj=cli.plugins)
-    except UserError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("error: canceled", err=True)
-        sys.exit(130)
     except click.exceptions.Abort:
         click.echo("error: canceled", err=True)
         sys.exit(130)
@@ -187,16 +153,11 @@ def main(argv: list[str] | None = None, registry: PluginRegistry | None = None) 
     except click.ClickException as err:
         click.echo(f"error: {_sentence(err.format_message())}", err=True)
         sys.exit(err.exit_code)
-    except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`); nothing left to tell it.
-        sys.stderr.close()
-        sys.exit(1)
-    except OSError as err:
-        reason = refused_by_machine(err)
-        if reason is None:
-            raise  # not the machine's refusal: a bug, with its traceback
-        click.echo(f"error: {reason}", err=True)
-        sys.exit(1)
+    except (UserError, KeyboardInterrupt, OSError) as err:
+        code = exit_code(err)
+        if code is None:
+            raise
+        sys.exit(code)
 
 
 def run() -> NoReturn:
@@ -221,14 +182,6 @@ def full() -> NoReturn:
     except SystemExit as done:
         code = done.code
     leave(code)
-
-
-def _without_httpx_cli() -> None:
-    """httpx imports its own command line (``httpx._main``: rich and pygments, a third of its
-    import time) whenever they are installed; this process never runs it. Marked absent, httpx
-    keeps a stub in its place."""
-    if "httpx" not in sys.modules:
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _sentence(message: str) -> str:

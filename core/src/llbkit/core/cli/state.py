@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -14,7 +13,6 @@ from llbkit.core.errors import UserError
 if TYPE_CHECKING:
     import pluggy
 
-    from llbkit.core.config import EngineConfig
     from llbkit.core.control import Controller
     from llbkit.core.plugins.registry import PluginRegistry
     from llbkit.core.remote.connect import Endpoint
@@ -22,13 +20,15 @@ if TYPE_CHECKING:
 
 @contextmanager
 def open_controller(
-    ctx: click.Context, config_path: str | None = None, *, readonly: bool = False
+    ctx: click.Context,
+    config_path: str | None = None,
+    *,
+    readonly: bool = False,
+    reap: bool = True,
 ) -> Iterator[Controller]:
-    """The embedded Controller over the chosen state root, released when the block ends.
-
-    A root another process is building on is waited for, with a line saying so; a
-    ``readonly`` one (for ``du``) is read beside it without waiting.
-    """
+    """The Controller the command works on: a daemon's (``--addr``), else the embedded one
+    over the chosen state root (:func:`~llbkit.core.cli.engine.open_engine`), released when
+    the block ends."""
     remote = endpoint(ctx)
     if remote is not None:
         if config_path:
@@ -37,49 +37,17 @@ def open_controller(
 
         yield RemoteController(remote)  # type: ignore[misc]
         return
-    from llbkit.core.control import Controller
+    from llbkit.core.cli.engine import open_engine
 
-    config = load(ctx, config_path)
-    root = root_path(ctx, config)
-    registry, hooks = plugins(ctx)
-    if readonly:
-        controller = Controller.open_readonly(root, config, registry, hooks)
-    else:
-        controller = Controller.open(
-            root, config, registry, hooks, wait=lambda line: click.echo(line, err=True)
-        )
-    try:
-        if not readonly:
-            _reap(controller)
+    options = ctx.find_root().params
+    with open_engine(
+        options.get("root"),
+        config_path or options.get("config_path"),
+        ctx.find_root().obj,
+        readonly=readonly,
+        reap=reap,
+    ) as controller:
         yield controller
-    finally:
-        controller.close()
-
-
-def _reap(controller: Controller) -> None:
-    """This process owns the root now: stop what a killed owner left running, and say so."""
-    import anyio
-
-    if controller.store.root.recovered:
-        click.echo(
-            "llbkit: cleaned up what a killed build left: "
-            + ", ".join(controller.store.root.recovered),
-            err=True,
-        )
-
-    try:
-        reaped = anyio.run(controller.drivers.reap_orphans)
-    except UserError as err:  # e.g. runc gone since: a build that runs a process says so too
-        click.echo(
-            f"llbkit: warning: cannot stop what a killed build left running: {err}", err=True
-        )
-        return
-    if reaped:
-        click.echo(
-            f"llbkit: stopped {len(reaped)} container(s) a killed build left running: "
-            + ", ".join(reaped),
-            err=True,
-        )
 
 
 def endpoint(ctx: click.Context) -> Endpoint | None:
@@ -98,27 +66,6 @@ def endpoint(ctx: click.Context) -> Endpoint | None:
         server_name=options.get("tlsservername") or "",
         tls_dir=options.get("tlsdir") or "",
     )
-
-
-def load(ctx: click.Context, config_path: str | None = None) -> EngineConfig:
-    """The config file (``--config`` of the command or of ``llbkit``), warnings printed once."""
-    from llbkit.core.config import load_config
-
-    options = ctx.find_root().params
-    path = config_path or options.get("config_path")
-    config = load_config(Path(path) if path else None)
-    for key in config.unused:
-        click.echo(f"warning: {config.source}: {key} has no effect in this release", err=True)
-    for line in config.warnings:
-        click.echo(f"warning: {line}", err=True)
-    return config
-
-
-def root_path(ctx: click.Context, config: EngineConfig) -> Path:
-    from llbkit.core.cache.root import default_root
-
-    options = ctx.find_root().params
-    return Path(options.get("root") or config.root or default_root())
 
 
 def plugins(ctx: click.Context) -> tuple[PluginRegistry, pluggy.PluginManager]:
