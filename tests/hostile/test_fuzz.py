@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import anyio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llbkit.core.config import load_config
@@ -77,6 +77,10 @@ async def _image(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
 
 @FUZZ
 @given(_dockerfiles, st.dictionaries(st.sampled_from(["A", "B", "s"]), _words, max_size=3))
+# Found by this test: an empty exec form (BuildKit: "arguments are required"), and its kin.
+@example("FROM scratch\nRUN []", {})
+@example("FROM scratch\nRUN --network=none [ ]\nCMD []\nENTRYPOINT []\nONBUILD RUN []", {})
+@example("FROM scratch\nHEALTHCHECK CMD []\nSHELL []", {})
 def test_dockerfiles_convert_or_are_refused_in_one_line(text: str, args: dict[str, str]) -> None:
     try:
         converted = anyio.run(convert, parse(text), BuildOptions(build_args=args), _image)

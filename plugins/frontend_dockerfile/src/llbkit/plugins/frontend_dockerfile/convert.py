@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from llbkit.core.errors import source_block
+from llbkit.core.errors import UserError, source_block
 from llbkit.core.patterns import clean
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
@@ -665,6 +665,9 @@ class _Converter:
         assert stage.state is not None
         mounts = []
         if inst.json is not None:
+            if not inst.json:
+                # BuildKit finds out only as it marshals the definition, and says so.
+                raise UserError("failed to marshal LLB definition: arguments are required")
             args = inst.json
             shown = " ".join(inst.json)
         else:
