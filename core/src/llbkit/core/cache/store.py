@@ -30,7 +30,7 @@ from llbkit.core.cache.leases import Lease, LeaseTable, current_lease
 from llbkit.core.cache.root import StateRoot
 from llbkit.core.errors import LlbkitError
 from llbkit.core.fs.iterative import rmtree
-from llbkit.core.snapshot.layers import apply_layer, disk_blocks, measure
+from llbkit.core.snapshot.layers import apply_layer, disk_blocks, has_whiteouts
 from llbkit.core.snapshot.mount import (
     MAX_OPTIONS,
     MountError,
@@ -223,8 +223,13 @@ class Store:
     ) -> int:
         """Move the finished directory ``tree`` into the store as a new layer; return its id
         (with ``hold``, held from the instant it exists: the caller releases it). ``measured``:
-        its size and whether it holds whiteouts, if its maker knows them without a walk."""
-        size, whiteouts = measured if measured is not None else measure(tree, self.format)
+        its size and whether it holds whiteouts, if its maker knows them without a walk.
+
+        Otherwise only whether it holds whiteouts is looked for, from the entries' types: the
+        recorded size is then 0, as the size is for the record only (``du`` and GC measure
+        every layer on disk, shared inodes once), and a stat of every entry of a large copy
+        cost more than the rest of its commit."""
+        size, whiteouts = measured if measured is not None else (0, self._whiteouts(tree))
         with self.db.transaction():  # the row goes in only with the directory
             layer = self.db.insert_layer(
                 parent=parent,
@@ -239,6 +244,9 @@ class Store:
             if hold:
                 self.leases.acquire((layer,))
         return layer
+
+    def _whiteouts(self, tree: Path) -> bool:
+        return has_whiteouts(tree, self.format)
 
     def import_layer(
         self,
@@ -289,7 +297,7 @@ class Store:
 
     def fill_layer(self, layer: int, tree: Path) -> None:
         """Move the unpacked files of lazy ``layer`` into place; it is an ordinary layer now."""
-        size, whiteouts = measure(tree, self.format)
+        size, whiteouts = 0, self._whiteouts(tree)  # the size as commit_layer records it
         with self.db.transaction():
             if not self.db.lazy_layers((layer,)):
                 rmtree(tree, ignore_errors=True)  # fetched meanwhile

@@ -24,6 +24,7 @@ __all__ = [
     "copy_xattrs",
     "diff_trees",
     "disk_blocks",
+    "has_whiteouts",
     "is_opaque",
     "is_whiteout",
     "make_whiteout",
@@ -259,6 +260,29 @@ def measure(path: Path, fmt: str) -> tuple[int, bool]:
             found.append(True)
 
     return disk_blocks(path, visit=visit), bool(found)
+
+
+def has_whiteouts(path: Path, fmt: str) -> bool:
+    """Whether the new layer ``path`` holds whiteouts or opaque directories below its root:
+    :func:`measure`'s second answer from the directory entries' types alone (a stat only for
+    a character device, an xattr read per directory), without counting the layer's blocks."""
+    if fmt == "plain":
+        return False
+    stack = [str(path)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if fmt == "oci" and entry.name.startswith(_WH):  # the opaque mark too
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    if fmt == "overlay" and is_opaque(entry.path, fmt):
+                        return True
+                    stack.append(entry.path)
+                elif fmt == "overlay" and not entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    if is_whiteout(entry, st, fmt):
+                        return True
+    return False
 
 
 def measure_made(made: Iterable[tuple[str, os.stat_result]], fmt: str) -> tuple[int, bool]:

@@ -121,9 +121,15 @@ class LocalJob(ParsedSource):
                 follow_paths=self.follow_paths,
             )
             known = summed if changed is not None else None
-            checksum = await anyio.to_thread.run_sync(_checksum, mirror, known, changed, generation)
+            summed_now: dict[str, str] = {}
+            checksum = await anyio.to_thread.run_sync(
+                _checksum, mirror, known, changed, generation, summed_now
+            )
             self._moved.append(await anyio.to_thread.run_sync(_file_bytes, tree, changed))
         self._keys["checksum"] = checksum
+        # what the sum just found: the fetch need not read it back from the mirror's file
+        self._digests.clear()
+        self._digests.update(summed_now)
         return f"local:{checksum}"
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
@@ -145,7 +151,7 @@ class LocalJob(ParsedSource):
                 lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True, made=self._made)
             )
             self._keys["pool"] = f"local:{mirror.name}"
-            if "checksum" in self._keys:
+            if "checksum" in self._keys and not self._digests:
                 self._digests.update(await anyio.to_thread.run_sync(_entry_digests, mirror))
 
     def measured(self, fmt: str) -> tuple[int, bool] | None:
@@ -214,6 +220,7 @@ def _checksum(
     summed: str | None,
     changed: Collection[str] | None,
     generation: str | None = None,
+    digests: dict[str, str] | None = None,
 ) -> str:
     """The content checksum of ``mirror``'s tree.
 
@@ -221,6 +228,8 @@ def _checksum(
     entries and their directories are summed again; otherwise the whole tree is walked, files
     whose stat did not change not read again (the stat cache). A tree that changed gets a new
     ``generation`` (what ``du`` keys its measurement by); one that did not keeps its own.
+    ``digests``, if given, receives the entries' checksums when they were summed (the tree's
+    root left out), as :func:`_entry_digests` would read them back.
     """
     from llbkit.core.fs.contenthash import ContentHasher
     from llbkit.core.fs.received import ReceivedDigests
@@ -248,7 +257,11 @@ def _checksum(
     else:
         live = _still_valid(mirror / "tree", stat_cache, changed or ())
         live.update((k, stat_cache[k]) for k in hasher.visited if k in stat_cache)
-    _write(mirror / "summed", marshal.dumps({"stat": live, "digests": hasher.digests()}))
+    summed_digests = hasher.digests()
+    _write(mirror / "summed", marshal.dumps({"stat": live, "digests": summed_digests}))
+    if digests is not None:
+        digests.update(summed_digests)
+        digests.pop("", None)
     _write(mirror / "checksum", checksum.encode())
     _write(mirror / GENERATION, os.urandom(16).hex().encode())
     return checksum
