@@ -79,10 +79,20 @@ class Borrowed:
             if (live := {i for i in inodes if i in self._paths})
         }
 
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @root.setter
+    def root(self, root: Path) -> None:
+        self._root = root
+        self._prefix = f"{root}/"  # what add() strips, made once (a copy adds thousands)
+
     def add(self, ino: int, path: str) -> None:
         """Record that ``path`` (in the tree) now names the borrowed ``ino``."""
-        root = str(self.root)
-        rel = path[len(root) + 1 :] if path.startswith(root + "/") else os.path.relpath(path, root)
+        prefix = self._prefix
+        inside = path.startswith(prefix)
+        rel = path[len(prefix) :] if inside else os.path.relpath(path, self._root)
         self._paths.setdefault(ino, []).append(rel)
         self._from.setdefault(self._source, set()).add(ino)
 
