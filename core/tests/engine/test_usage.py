@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,81 @@ def test_a_context_mirror_is_measured_again_only_when_a_sync_changed_it(
         second = mirror_size()
         assert len(walked) == 2 and second >= first + 200_000
         assert second == measure(walked[-1], set())  # the measurement is the disk's
+
+
+def _counting_layer_walks(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    from llbkit.core.cache import store as store_module
+
+    walked: list[Path] = []
+    measure = store_module.disk_blocks
+
+    def counting(path: Path, seen: set[tuple[int, int]] | None = None, visit: Any = None) -> int:
+        walked.append(path)
+        return measure(path, seen, visit)
+
+    monkeypatch.setattr(store_module, "disk_blocks", counting)
+    return walked
+
+
+def test_gc_walks_a_layer_once_in_its_life_while_nothing_must_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GC after a build used to walk every layer of the root (a second and more in a large
+    one, at the end of a build once a minute); each layer's size is now measured once and
+    kept, and the store is walked whole only when a rule's keepBytes may be passed."""
+    from llbkit.core.cache.usage import apply_gc
+    from llbkit.core.config import GCRule
+
+    walked = _counting_layer_walks(monkeypatch)
+    roomy = [GCRule(keep_duration=3600, keep_bytes=10**12), GCRule(keep_bytes=10**12)]
+    with open_engine(tmp_path / "root") as engine:
+        for name in ("a", "b"):
+            build(engine, llb.scratch().file(llb.mkfile(f"/{name}", 0o644, b"x" * 5000)))
+        assert apply_gc(engine.store, roomy) == []
+        first = sorted(walked)
+        assert len(first) == 2  # each layer, once
+        assert apply_gc(engine.store, roomy) == []
+        assert sorted(walked) == first  # kept: not walked again
+        build(engine, llb.scratch().file(llb.mkfile("/c", 0o644, b"x" * 5000)))
+        assert apply_gc(engine.store, roomy) == []
+        assert len(walked) == 3  # only the new one
+        # A rule the kept sizes pass: the disk's figures decide, as before.
+        walked.clear()
+        removed = apply_gc(engine.store, [GCRule(keep_bytes=1)])
+        assert len(walked) >= 3
+        assert sorted(r.description for r in removed) == ["mkfile /a", "mkfile /b", "mkfile /c"]
+        assert disk_usage(engine.store) == []
+
+
+def test_the_counted_total_is_the_walks_total(tmp_path: Path) -> None:
+    """What GC reads instead of walking is the sum du's walk finds, every inode once: with
+    layers sharing inodes (a context and its copy), after a prune, and after a layer went
+    without GC being told (an older llbkit deleted it)."""
+    import shutil
+
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    for n in range(20):
+        (ctx / "sub" / f"f{n}").write_bytes(bytes([n]) * 40_000)
+    copy = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/out/"))
+
+    def walked() -> int:
+        return sum(r.size for r in disk_usage(engine.store) if not r.mutable)
+
+    with open_engine(tmp_path / "root") as engine:
+        build(engine, copy, locals={"ctx": ctx})
+        (ctx / "sub" / "f0").write_bytes(b"changed" * 10_000)
+        build(engine, copy, locals={"ctx": ctx})
+        build(engine, llb.scratch().file(llb.mkfile("/x", 0o644, b"x" * 30_000)))
+        assert len(disk_usage(engine.store)) >= 5
+        total = walked()
+        # four layers of 800 kB, their files shared: counted once, not four times
+        assert 800_000 < total < 1_500_000
+        assert engine.store.accounted_bytes() == total
+        removed = prune(engine.store, filters=["description~=mkfile"])
+        assert [r.description for r in removed] == ["mkfile /x"]
+        assert engine.store.accounted_bytes() == walked() < total
+        gone = max(int(r.id) for r in disk_usage(engine.store) if not r.mutable)
+        engine.store.db.forget_layer(gone)
+        shutil.rmtree(engine.store.layer_path(gone))
+        assert engine.store.accounted_bytes() == walked()

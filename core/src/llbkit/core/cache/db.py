@@ -17,7 +17,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -87,6 +88,11 @@ _TABLES = {
         pool TEXT NOT NULL,
         inodes BLOB,
         PRIMARY KEY (layer, pool)""",
+    # The disk the layers use, each inode once (what du's walk counts), kept up to date by GC:
+    # each layer's inode numbers once it was measured, and each inode's bytes and how many of
+    # those layers hold it (llbkit.core.cache.store.Store.accounted_bytes).
+    "layer_inodes": "layer INTEGER PRIMARY KEY, inodes BLOB NOT NULL",
+    "inode_bytes": "ino INTEGER PRIMARY KEY, bytes INTEGER NOT NULL, refs INTEGER NOT NULL",
     # Layers imported from a remote cache and not fetched yet: a row, a blob, no directory.
     "lazy_layers": """
         layer INTEGER PRIMARY KEY,
@@ -378,6 +384,42 @@ class StateDB:
         """The cache a lazy layer with blob ``digest`` was imported from."""
         row = self._one("SELECT origin FROM lazy_layers WHERE digest=? LIMIT 1", (digest,))
         return None if row is None else str(row[0])
+
+    # -- the layers' disk, each inode once ----------------------------------------------------
+
+    def accounted_layers(self) -> set[int]:
+        return {int(r[0]) for r in self._all("SELECT layer FROM layer_inodes")}
+
+    def account_layer(self, layer: int, inodes: Mapping[int, int]) -> None:
+        """Count the measured ``layer`` in: its inodes and each one's bytes."""
+        packed = array("Q", sorted(inodes)).tobytes()
+        with self.transaction():
+            self._run("INSERT INTO layer_inodes(layer, inodes) VALUES(?, ?)", (layer, packed))
+            self.conn.executemany(
+                "INSERT INTO inode_bytes(ino, bytes, refs) VALUES(?, ?, 1)"
+                " ON CONFLICT(ino) DO UPDATE SET refs = refs + 1",
+                inodes.items(),
+            )
+
+    def unaccount_layer(self, layer: int) -> None:
+        """Count a layer that is gone out again."""
+        with self.transaction():
+            row = self._one("SELECT inodes FROM layer_inodes WHERE layer=?", (layer,))
+            if row is None:
+                return
+            inodes = array("Q")
+            inodes.frombytes(row[0])
+            self.conn.executemany(
+                "UPDATE inode_bytes SET refs = refs - 1 WHERE ino=?", ((i,) for i in inodes)
+            )
+            self.conn.executemany(
+                "DELETE FROM inode_bytes WHERE ino=? AND refs <= 0", ((i,) for i in inodes)
+            )
+            self._run("DELETE FROM layer_inodes WHERE layer=?", (layer,))
+
+    def accounted_bytes(self) -> int:
+        row = self._one("SELECT COALESCE(SUM(bytes), 0) FROM inode_bytes")
+        return 0 if row is None else int(row[0])
 
     def lazy_layer_ids(self) -> set[int]:
         return {int(r[0]) for r in self._all("SELECT layer FROM lazy_layers")}

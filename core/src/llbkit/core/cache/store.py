@@ -226,9 +226,9 @@ class Store:
         its size and whether it holds whiteouts, if its maker knows them without a walk.
 
         Otherwise only whether it holds whiteouts is looked for, from the entries' types: the
-        recorded size is then 0, as the size is for the record only (``du`` and GC measure
-        every layer on disk, shared inodes once), and a stat of every entry of a large copy
-        cost more than the rest of its commit."""
+        recorded size is then 0, as the size is for the record only (``du`` measures every
+        layer on disk, GC each new one once: :meth:`accounted_bytes`), and a stat of every
+        entry of a large copy cost more than the rest of its commit."""
         size, whiteouts = measured if measured is not None else (0, self._whiteouts(tree))
         with self.db.transaction():  # the row goes in only with the directory
             layer = self.db.insert_layer(
@@ -472,8 +472,9 @@ class Store:
 
     # -- disk usage and pruning ------------------------------------------------------------
 
-    def layers(self) -> list[LayerInfo]:
-        """Every layer with the disk it really uses (shared inodes counted once, oldest first).
+    def layers(self, *, walk: bool = True) -> list[LayerInfo]:
+        """Every layer with the disk it really uses (shared inodes counted once, oldest first;
+        without ``walk``, sizes 0: :meth:`accounted_bytes` has their sum).
 
         A layer is in use while this process holds it or a lease holds it (leases are how a
         read-only view in another process sees what the owner's builds hold). A layer deleted
@@ -487,7 +488,7 @@ class Store:
         found = []
         for row in rows:
             path = self.layer_path(row.id)
-            size = disk_blocks(path, seen)
+            size = disk_blocks(path, seen) if walk else 0
             found.append(
                 LayerInfo(
                     id=row.id,
@@ -504,6 +505,22 @@ class Store:
                 )
             )
         return found
+
+    def accounted_bytes(self) -> int:
+        """What :meth:`layers` sums to (every inode once, however many layers share it),
+        without walking them all: each layer is measured once in its life, the first time
+        this is asked after it was made, and counted out once it is gone. The owner's GC asks
+        it before deciding whether it must walk the store."""
+        rows = self.db.layer_rows()
+        present = {row.id for row in rows if not row.lazy}  # a lazy layer has no files yet
+        accounted = self.db.accounted_layers()
+        for layer in accounted - present:
+            self.db.unaccount_layer(layer)
+        for layer in sorted(present - accounted):
+            path = self.layer_path(layer)
+            if path.is_dir():
+                self.db.account_layer(layer, _inode_bytes(path))
+        return self.db.accounted_bytes()
 
     def delete_layer(self, layer: int) -> bool:
         """Forget a layer (and the results needing it), then remove its directory; a layer
@@ -525,6 +542,18 @@ class Store:
 
     def set_last_gc(self, when: float) -> None:
         self.db.set_last_gc(when)
+
+
+def _inode_bytes(path: Path) -> dict[int, int]:
+    """The bytes each inode of the tree ``path`` occupies, as :func:`disk_blocks` counts them
+    (every layer is on the store's one filesystem: the inode number is enough)."""
+    found: dict[int, int] = {}
+
+    def visit(_: str, st: os.stat_result) -> None:
+        found[st.st_ino] = st.st_blocks * 512
+
+    disk_blocks(path, set(), visit)
+    return found
 
 
 def _hold_for_build(chain: Sequence[int]) -> None:

@@ -133,15 +133,16 @@ def _directories(store: Store) -> Iterable[tuple[str, Path]]:
         yield from ((kind, p) for p in entries if p.is_dir())
 
 
-def disk_usage(store: Store) -> list[UsageRecord]:
-    """Every layer and local-context mirror, with the disk each really uses.
+def disk_usage(store: Store, *, walk: bool = True) -> list[UsageRecord]:
+    """Every layer and local-context mirror, with the disk each really uses (without
+    ``walk``, the layers' sizes are 0: :meth:`Store.accounted_bytes` has their sum).
 
     On a read-only view (:meth:`Store.open_readonly`) the owner may add and delete records
     during the walk: what is deleted while being measured counts 0 or is left out, never an
     error.
     """
     records = []
-    for info in store.layers():
+    for info in store.layers(walk=walk):
         records.append(
             UsageRecord(
                 id=f"{info.id:025d}",
@@ -307,12 +308,26 @@ def _delete(store: Store, record: UsageRecord) -> bool:
 
 
 def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:
-    """Run each ``gcpolicy`` rule in order, as BuildKit does after builds: one walk of the
-    store serves them all (each rule carries on from what the one before left)."""
+    """Run each ``gcpolicy`` rule in order, as BuildKit does after builds (each rule carries
+    on from what the one before left).
+
+    The disk the store uses is first taken from what it keeps counted
+    (:meth:`Store.accounted_bytes`: the layers made since the last GC are walked, no other):
+    a rule whose ``keepBytes`` that total does not pass has nothing to free, and a rule
+    without one looks at no size. The first rule with something to free has the store walked
+    once, and that rule and the ones after it decide on the walk's figures, as before. Until
+    then GC costs the new layers, not a walk of every layer: that was a second and more at the
+    end of a build, once a minute, in a root of a few hundred layers.
+    """
     removed: list[UsageRecord] = []
     with store.pruning:
-        records = disk_usage(store)
+        records, exact = disk_usage(store, walk=False), False
         for rule in rules:
+            if rule.keep_bytes and not exact:
+                directories = sum(r.size for r in records if r.mutable)  # mirrors, cache mounts
+                if store.accounted_bytes() + directories <= rule.keep_bytes:
+                    continue  # what _prune finds at once from the walk's figures
+                records, exact = disk_usage(store), True
             gone, records = _prune(
                 store,
                 parse_filters(rule.filters),
