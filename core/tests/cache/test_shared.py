@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -256,8 +256,10 @@ def test_a_layer_deleted_while_a_reader_measures_it_counts_zero(
             owner.commit_layer(tree, description=name)
         measure = store_module.disk_blocks
 
-        def measure_then_delete(path: Path, seen: set[tuple[int, int]]) -> int:
-            size = measure(path, seen)
+        def measure_then_delete(
+            path: Path, seen: set[tuple[int, int]], visit: Callable[..., None] | None = None
+        ) -> int:
+            size = measure(path, seen, visit)
             if path.name == "1":  # the owner deletes it just after the reader walked it
                 owner.delete_layer(1)
             return size

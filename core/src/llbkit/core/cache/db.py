@@ -417,6 +417,13 @@ class StateDB:
             )
             self._run("DELETE FROM layer_inodes WHERE layer=?", (layer,))
 
+    def counted_inodes(self) -> tuple[dict[int, bytes], dict[int, int]]:
+        """Each counted layer's packed inode numbers, and each counted inode's bytes."""
+        with self.lock:  # one instant for both
+            lists = {int(r[0]): r[1] for r in self._all("SELECT layer, inodes FROM layer_inodes")}
+            sizes = dict(self._all("SELECT ino, bytes FROM inode_bytes")) if lists else {}
+        return lists, sizes
+
     def accounted_bytes(self) -> int:
         row = self._one("SELECT COALESCE(SUM(bytes), 0) FROM inode_bytes")
         return 0 if row is None else int(row[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from array import array
 from collections.abc import (
     Awaitable,
     Callable,
@@ -473,8 +474,12 @@ class Store:
     # -- disk usage and pruning ------------------------------------------------------------
 
     def layers(self, *, walk: bool = True) -> list[LayerInfo]:
-        """Every layer with the disk it really uses (shared inodes counted once, oldest first;
-        without ``walk``, sizes 0: :meth:`accounted_bytes` has their sum).
+        """Every layer with the disk it really uses (shared inodes counted once, in the oldest
+        layer holding them; oldest first). Without ``walk``, sizes 0: :meth:`accounted_bytes`
+        has their sum.
+
+        A layer GC has counted (:meth:`accounted_bytes`) is sized from its counted inodes,
+        others by a walk: the same figures as walking every layer, without the walk.
 
         A layer is in use while this process holds it or a lease holds it (leases are how a
         read-only view in another process sees what the owner's builds hold). A layer deleted
@@ -484,11 +489,12 @@ class Store:
         in_use = self.db.leased_layers()
         with self.lock:
             in_use.update(self.leases.held())
-        seen: set[tuple[int, int]] = set()
+        counted, inode_sizes = self.db.counted_inodes() if walk else ({}, {})
+        seen: set[int] = set()
         found = []
         for row in rows:
             path = self.layer_path(row.id)
-            size = disk_blocks(path, seen) if walk else 0
+            size = _first_held(path, counted.get(row.id), inode_sizes, seen) if walk else 0
             found.append(
                 LayerInfo(
                     id=row.id,
@@ -542,6 +548,24 @@ class Store:
 
     def set_last_gc(self, when: float) -> None:
         self.db.set_last_gc(when)
+
+
+def _first_held(
+    path: Path, counted: bytes | None, inode_sizes: Mapping[int, int], seen: set[int]
+) -> int:
+    """The bytes of the layer's inodes that no layer before it (``seen``) holds, from its
+    counted inodes if it has them (and every one's size is known), else by walking it."""
+    if counted is not None:
+        inodes = array("Q")
+        inodes.frombytes(counted)
+        fresh = set(inodes).difference(seen)
+        if fresh.issubset(inode_sizes.keys()):
+            seen.update(fresh)
+            return sum(inode_sizes[i] for i in fresh)
+    walked = _inode_bytes(path)
+    size = sum(b for i, b in walked.items() if i not in seen)
+    seen.update(walked)
+    return size
 
 
 def _inode_bytes(path: Path) -> dict[int, int]:
