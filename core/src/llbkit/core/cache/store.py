@@ -483,7 +483,7 @@ class Store:
 
         A layer is in use while this process holds it or a lease holds it (leases are how a
         read-only view in another process sees what the owner's builds hold). A layer deleted
-        while it is measured (by the owner, beside a read-only view) counts 0.
+        while it is walked (by the owner, beside a read-only view) counts 0.
         """
         rows = self.db.layer_rows()
         in_use = self.db.leased_layers()
