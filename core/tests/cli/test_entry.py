@@ -188,3 +188,40 @@ def test_an_embedded_build_taken_without_click_does_what_the_full_cli_does(
     assert failed["entry"].returncode == failed["click"].returncode == 1
     assert failed["entry"].stderr == failed["click"].stderr
     assert failed["entry"].stderr.splitlines()[-1].startswith("error: "), failed["entry"].stderr
+
+
+def test_the_collector_is_off_for_the_start_and_back_for_the_build(tmp_path: Path) -> None:
+    """Start-up's objects live as long as the process: the command starts with the cyclic
+    collector off, then freezes them and turns it back on when the build runs (a long
+    build's garbage is collected); a program importing llbkit keeps its collector as it is."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /d\n")
+    spy = (
+        "import gc, sys\n"
+        "from llbkit.core.cli import engine, entry\n"
+        "parse, solve = entry._parse, engine._solve\n"
+        "def parsing(argv):\n"
+        "    print('start', gc.isenabled(), file=sys.stderr)\n"
+        "    return parse(argv)\n"
+        "async def solving(*args):\n"
+        "    print('build', gc.isenabled(), gc.get_freeze_count() > 1000, file=sys.stderr)\n"
+        "    return await solve(*args)\n"
+        "entry._parse, engine._solve = parsing, solving\n"
+        "sys.argv = ['llbkit', *sys.argv[1:]]\n"
+        "entry.run()\n"
+    )
+    argv = ["--root", str(tmp_path / "root"), "build", "--frontend", "dockerfile.v0"]
+    argv += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}", "--progress", "quiet"]
+    ran = subprocess.run(
+        [sys.executable, "-c", spy, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.splitlines()[:2] == ["start False", "build True True"]
+    imported = subprocess.run(
+        [sys.executable, "-c", "import gc, llbkit.core.cli.engine; print(gc.isenabled())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.stdout.strip() == "True"

@@ -254,11 +254,13 @@ def run_solve(
     loop first (a loop of its own costs a warm build 5 ms)."""
     import anyio
 
+    from llbkit.core.cli import collector
     from llbkit.core.cli.progress_ui import make_display
     from llbkit.core.control import BuildFailed, FrontendFailed
 
     shown = _Shown()
     failed = True
+    collector.resume()  # the engine is open: what the build makes is collected
     try:
         response = anyio.run(_solve, controller, request, progress, trace, shown, reap_first)
         failed = False

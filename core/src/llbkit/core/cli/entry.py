@@ -20,11 +20,15 @@ ADDRESS_ENV = "BUILDKIT_HOST"
 
 
 def run() -> None:
+    from llbkit.core.cli import collector
+
+    collector.pause()  # until the build runs (a command the full CLI takes: until it starts)
     _interrupt_on_terminate()
     plan = _parse(sys.argv[1:])
     if plan is None:
         from llbkit.core.cli.main import run as full
 
+        collector.resume()
         full()
     from llbkit.core.cli.exiting import leave
 
@@ -243,6 +247,9 @@ def _build(plan: _Plan) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     opts = {"no-cache": "", **plan.opts} if plan.no_cache else plan.opts
+    from llbkit.core.cli import collector
+
+    collector.resume()
     try:
         response = solve(
             plan.address,
