@@ -86,47 +86,67 @@ def test_changes_after_a_cached_build_give_a_cold_builds_layers(tmp_path: Path) 
             assert warm != before, n
             before = warm
             # What the copy's key read instead of walking the context layer is what a walk finds,
-            # and the size the layer was committed with is what a walk measures.
+            # and whether the layer holds whiteouts was recorded as a walk finds it.
             with closing(sqlite3.connect(tmp_path / "warm" / "state.db")) as db:
-                rows = {r[0]: (r[1], bool(r[2])) for r in db.execute(_ROWS)}
+                rows = {r[0]: bool(r[2]) for r in db.execute(_ROWS)}
             for layer, known in engine.store._digests.items():
-                assert rows[layer] == measure(engine.store.layer_path(layer), engine.store.format)
+                path = engine.store.layer_path(layer)
+                assert rows[layer] == measure(path, engine.store.format)[1]
                 walked = ContentHasher(engine.store.layer_path(layer))
                 walked.checksum("/")
                 assert {k: v for k, v in walked.digests().items() if k} == dict(known)
 
 
-def test_a_context_layer_measured_as_made_is_measured_as_walked(tmp_path: Path) -> None:
-    from llbkit.core.snapshot.layers import apply_layer, measure_made
+def test_a_linked_tree_is_the_tree_the_stat_of_each_entry_made(tmp_path: Path) -> None:
+    """A context layer links the mirror's regular files without a stat each (their type from
+    the listing): the same tree as the path that stats every entry (an oci store's, which
+    must read names for whiteouts), into an empty directory or over one; and a context's
+    ``.wh.`` names are whiteouts to an oci store, as a walk finds them."""
+    from llbkit.core.snapshot.layers import apply_layer, has_whiteouts
 
     src = tmp_path / "src"
     (src / "a" / "b").mkdir(parents=True)
-    for n in range(150):  # a directory that outgrows one block
-        (src / "a" / f"file-with-a-long-name-{n:04d}").write_bytes(os.urandom(n * 100))
-    os.link(src / "a" / "file-with-a-long-name-0007", src / "a" / "b" / "same")
+    for n in range(30):
+        (src / "a" / f"file-{n:04d}").write_bytes(os.urandom(n * 100))
+    os.link(src / "a" / "file-0007", src / "a" / "b" / "same")
     os.symlink("short", src / "a" / "link")
-    os.symlink("x" * 200, src / "a" / "b" / "long-link")
     os.mkfifo(src / "a" / "fifo")
+    os.chmod(src / "a" / "b", 0o750)
+
+    def listing(root: Path) -> list[tuple[object, ...]]:
+        found = []
+        for path in sorted(root.rglob("*")):
+            st = path.lstat()
+            linked = st.st_ino if path.is_file() and not path.is_symlink() else None
+            found.append((str(path.relative_to(root)), st.st_mode, st.st_mtime_ns, linked))
+        return found
+
+    for over in (False, True):
+        trees = {}
+        for fmt in ("plain", "oci"):  # oci: each entry stat-ed (no .wh. name in this tree)
+            dest = tmp_path / f"dest-{fmt}-{over}"
+            dest.mkdir()
+            if over:
+                (dest / "a" / "file-0003").mkdir(parents=True)  # a directory a file replaces
+                (dest / "a" / "file-0004").write_text("old")
+            apply_layer(src, dest, fmt, hardlink=True)
+            trees[fmt] = listing(dest)
+        assert trees["plain"] == trees["oci"], over
+        source = {e[0]: e[3] for e in listing(src)}
+        assert all(e[3] == source[e[0]] for e in trees["plain"] if e[3] is not None)
     (src / "a" / "b" / ".wh..wh..opq").write_text("")
     (src / ".wh.gone").write_text("")
     for fmt in ("oci", "overlay"):
-        dest = tmp_path / f"dest-{fmt}"
+        dest = tmp_path / f"store-{fmt}"
         dest.mkdir()
-        made: list[tuple[str, os.stat_result]] = []
-        apply_layer(src, dest, "plain", hardlink=True, made=made)
-        assert measure_made(made, fmt) == measure(dest, fmt), fmt
-    (src / ".wh.gone").unlink()
-    (src / "a" / "b" / ".wh..wh..opq").unlink()
-    (tmp_path / "plain").mkdir()
-    made = []
-    apply_layer(src, tmp_path / "plain", "plain", hardlink=True, made=made)
-    assert measure_made(made, "oci") == measure(tmp_path / "plain", "oci")
-    assert not measure_made(made, "oci")[1]
+        apply_layer(src, dest, "plain", hardlink=True)
+        assert has_whiteouts(dest, fmt) == measure(dest, fmt)[1] == (fmt == "oci")
 
 
 def test_the_local_source_hands_the_store_what_its_fetch_learned() -> None:
-    """The solver gives the store a local job's measurements through ``MirroredJob``; a job
-    that stopped matching it would be walked again, silently slower."""
+    """The solver gives the store what a local job's fetch learned through ``MirroredJob``
+    (the mirror its files' inodes come from, their checksums); a job that stopped matching it
+    would be summed again, silently slower."""
     from llbkit.core.sources._base import MirroredJob
     from llbkit.core.sources.image import ImageJob
     from llbkit.core.sources.local import LocalJob

@@ -220,17 +220,15 @@ class Store:
         record_type: str = "regular",
         mutable: bool = False,
         hold: bool = False,
-        measured: tuple[int, bool] | None = None,
     ) -> int:
         """Move the finished directory ``tree`` into the store as a new layer; return its id
-        (with ``hold``, held from the instant it exists: the caller releases it). ``measured``:
-        its size and whether it holds whiteouts, if its maker knows them without a walk.
+        (with ``hold``, held from the instant it exists: the caller releases it).
 
-        Otherwise only whether it holds whiteouts is looked for, from the entries' types: the
-        recorded size is then 0, as the size is for the record only (``du`` measures every
-        layer on disk, GC each new one once: :meth:`accounted_bytes`), and a stat of every
-        entry of a large copy cost more than the rest of its commit."""
-        size, whiteouts = measured if measured is not None else (0, self._whiteouts(tree))
+        Whether it holds whiteouts is looked for from the entries' types; its size is not
+        counted (recorded as 0): ``du`` sizes every layer on disk and GC each new one once
+        (:meth:`accounted_bytes`), and a stat of every entry of a large copy cost more than
+        the rest of its commit."""
+        size, whiteouts = 0, self._whiteouts(tree)
         with self.db.transaction():  # the row goes in only with the directory
             layer = self.db.insert_layer(
                 parent=parent,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from llbkit.core.fs.copydata import copy_data
@@ -139,27 +139,20 @@ def apply_layer(
     *,
     hardlink: bool = False,
     sockets_as_files: bool = False,
-    made: list[tuple[str, os.stat_result]] | None = None,
 ) -> None:
     """Apply ``layer`` on top of the tree ``dest``: its whiteouts delete, its entries replace.
 
     :param hardlink: link files instead of copying them (for immutable results only).
     :param sockets_as_files: a socket becomes an empty file with its permissions, as
         BuildKit's file transfer (a local export) gives it.
-    :param made: given into an empty ``dest``, filled with every entry made there and its
-        stat (``dest`` too), for :func:`measure_made` to measure the tree without walking it.
     """
     applier = _Applier(fmt, hardlink)
     applier.sockets_as_files = sockets_as_files
     with os.scandir(dest) as it:
         empty = next(it, None) is None
-    applier.made = made if empty else None
     run(applier.apply_dir(str(layer), str(dest), empty=empty))
     for path, st in reversed(applier.dir_times):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    if applier.made is not None:
-        applier.made += ((path, os.lstat(path)) for path, _ in applier.dir_times)
-        applier.made.append((str(dest), os.lstat(dest)))
 
 
 class _Applier:
@@ -169,8 +162,6 @@ class _Applier:
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
         self.sockets_as_files = False
-        #: the non-directories made, with their stats (directories are added at the end)
-        self.made: list[tuple[str, os.stat_result]] | None = None
 
     def apply_dir(self, src: str, dst: str, *, empty: bool = False) -> Steps[None]:
         """Apply one directory; its subdirectories through ``run``, so any depth. Into an
@@ -178,9 +169,18 @@ class _Applier:
         fmt = self.fmt
         with os.scandir(src) as it:
             entries = sorted(it, key=lambda e: e.name)
+        into = dst if dst.endswith("/") else f"{dst}/"  # joined by hand: thousands of names
+        # A regular file linked, with no stat to record: its type from the listing (a file is
+        # never a whiteout where whiteouts are devices), and the link keeps hard links as such.
+        bare = self.hardlink and fmt != "oci"
         for entry in entries:
+            target = f"{into}{entry.name}"
+            if bare and entry.is_file(follow_symlinks=False):
+                if not empty and os.path.lexists(target):
+                    _remove(target)
+                os.link(entry.path, target)
+                continue
             st = entry.stat(follow_symlinks=False)
-            target = os.path.join(dst, entry.name)
             if fmt == "oci" and entry.name == _OPQ:
                 continue
             if is_whiteout(entry, st, fmt):
@@ -207,13 +207,8 @@ class _Applier:
                 if self.sockets_as_files and stat.S_ISSOCK(st.st_mode):
                     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                     _set_meta(target, st)
-                    if self.made is not None:
-                        self.made.append((target, os.lstat(target)))
                     continue
                 copy_entry(entry.path, target, st, self.links, hardlink=self.hardlink)
-                if self.made is not None:
-                    linked = self.hardlink and not stat.S_ISLNK(st.st_mode)
-                    self.made.append((target, st if linked else os.lstat(target)))
 
 
 def disk_blocks(
@@ -283,24 +278,6 @@ def has_whiteouts(path: Path, fmt: str) -> bool:
                     if is_whiteout(entry, st, fmt):
                         return True
     return False
-
-
-def measure_made(made: Iterable[tuple[str, os.stat_result]], fmt: str) -> tuple[int, bool]:
-    """:func:`measure` of a tree from what :func:`apply_layer` recorded making it (its root
-    last), each entry's stat as it was made: the same figures, without a walk."""
-    listed = list(made)
-    root = listed[-1][0] if listed else ""
-    seen: set[tuple[int, int]] = set()
-    total, found = 0, False
-    for path, st in listed:
-        found = found or is_whiteout(path, st, fmt)
-        if not found and stat.S_ISDIR(st.st_mode) and path != root:
-            found = is_opaque(path, fmt)
-        ino = (st.st_dev, st.st_ino)
-        if ino not in seen:
-            seen.add(ino)
-            total += st.st_blocks * 512
-    return total, found
 
 
 def _same(a: os.stat_result, b: os.stat_result, pa: str, pb: str) -> bool:

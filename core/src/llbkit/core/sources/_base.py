@@ -81,10 +81,6 @@ class MirroredJob(Protocol):
         """The mirror whose files' inodes the fetched layer shares (named once fetched)."""
         ...
 
-    def measured(self, fmt: str) -> tuple[int, bool] | None:
-        """The fetched tree's size, and whether it holds whiteouts in a store of ``fmt``."""
-        ...
-
     def tree_digests(self) -> Mapping[str, str] | None:
         """The fetched tree's entries' checksums, as the mirror's sum found them."""
         ...

@@ -60,7 +60,6 @@ class LocalJob(ParsedSource):
     #: what this job keyed its mirror by, checked again before its files are used
     _keys: dict[str, str] = field(default_factory=dict, compare=False)
     _digests: dict[str, str] = field(default_factory=dict, compare=False)
-    _made: list[tuple[str, os.stat_result]] = field(default_factory=list, compare=False)
     _moved: list[int] = field(default_factory=list, compare=False)
 
     @property
@@ -146,20 +145,13 @@ class LocalJob(ParsedSource):
                         f"local directory {self.name!r} changed while the build ran (another "
                         "build synced it meanwhile); build again"
                     )
-            self._made.clear()
+            # Links, no stat each: the store looks for whiteouts by the entries' types.
             await anyio.to_thread.run_sync(
-                lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True, made=self._made)
+                lambda: apply_layer(mirror / "tree", dest, "plain", hardlink=True)
             )
             self._keys["pool"] = f"local:{mirror.name}"
             if "checksum" in self._keys and not self._digests:
                 self._digests.update(await anyio.to_thread.run_sync(_entry_digests, mirror))
-
-    def measured(self, fmt: str) -> tuple[int, bool] | None:
-        """The fetched tree's size and whether it holds whiteouts in a store of ``fmt``, from
-        what the fetch made (the store need not walk it again)."""
-        from llbkit.core.snapshot.layers import measure_made
-
-        return measure_made(self._made, fmt) if self._made else None
 
     def tree_digests(self) -> Mapping[str, str] | None:
         """The fetched tree's entries' checksums, as the mirror's sum found them (the tree's

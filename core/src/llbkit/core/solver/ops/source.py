@@ -91,11 +91,8 @@ class SourceOp(Op):
         tree.mkdir()
         await job.fetch(ctx.client, tree, ctx.progress)
         mirrored = job if isinstance(job, MirroredJob) else None
-        measured = mirrored.measured(store.format) if mirrored is not None else None
         layer = await anyio.to_thread.run_sync(
-            lambda: store.commit_layer(
-                tree, description=ctx.name, record_type=job.record_type, measured=measured
-            ),
+            lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
             limiter=ctx.threads,
         )
         if mirrored is None:
