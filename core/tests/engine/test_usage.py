@@ -97,6 +97,28 @@ def test_bad_grpc_keys_are_named(tmp_path: Path, text: str, message: str) -> Non
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[worker.oci]\ngc = 'maybe'\n", "worker.oci.gc must be true or false"),
+        ("[worker.oci]\ngc = 1\n", "worker.oci.gc must be true or false"),
+        ("[worker.oci]\ngckeepstorage = 'lots'\n", "worker.oci.gckeepstorage: 'lots' is not a"),
+        ("[llbkit]\nroot = 5\n", "llbkit.root must be a directory's path"),
+        ("[llbkit]\nroot = ''\n", "llbkit.root must be a directory's path"),
+    ],
+)
+def test_a_bad_gc_or_root_key_names_the_file_and_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Each in one line that starts with the file, as BuildKit's TOML reader refuses it."""
+    path = tmp_path / "buildkitd.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value).startswith(f"{path}: ")
+    assert message in str(refused.value)
+
+
 def _age(engine, description: str, seconds_ago: float) -> None:  # type: ignore[no-untyped-def]
     engine.store.db.conn.execute(
         "UPDATE layers SET last_used=? WHERE description=?",

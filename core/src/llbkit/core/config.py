@@ -301,10 +301,13 @@ def load_config(path: Path | None) -> EngineConfig:
     # The engine's own keys (gc, gcpolicy, max-parallelism) are read from the chosen worker's.
     oci = workers.get(config.worker_name, {})
     config.worker = dict(oci)
+    gc = oci.get("gc", True)
+    if not isinstance(gc, bool):  # BuildKit's TOML reads a bool or refuses the file
+        raise ConfigError(f"{source}: worker.{config.worker_name}.gc must be true or false")
+    config.gc = gc
     try:
-        config.gc = bool(oci.get("gc", True))
         if "gckeepstorage" in oci:
-            where = f"worker.{config.worker_name}.gckeepstorage"
+            where = f"{source}: worker.{config.worker_name}.gckeepstorage"
             config.gc_keep_storage = parse_bytes(oci["gckeepstorage"], where)
         if "max-parallelism" in oci:
             value = oci["max-parallelism"]
@@ -359,7 +362,9 @@ def _read_root(data: dict[str, Any], config: EngineConfig) -> None:
         raise ConfigError(f"{source}: llbkit must be a table")
     _check(own, {"root", "max-layer-entries", "max-layer-size"}, "llbkit.", source)
     if "root" in own:
-        config.root = Path(str(own["root"]))
+        if not isinstance(own["root"], str) or not own["root"]:
+            raise ConfigError(f"{source}: llbkit.root must be a directory's path (a string)")
+        config.root = Path(own["root"])
     if "max-layer-entries" in own:
         entries = own["max-layer-entries"]
         if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
