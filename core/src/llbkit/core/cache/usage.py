@@ -314,18 +314,22 @@ def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:
     The disk the store uses is first taken from what it keeps counted
     (:meth:`Store.accounted_bytes`: the layers made since the last GC are walked, no other):
     a rule whose ``keepBytes`` that total does not pass has nothing to free, and a rule
-    without one looks at no size. The first rule with something to free has the store walked
-    once, and that rule and the ones after it decide on the walk's figures, as before. Until
-    then GC costs the new layers, not a walk of every layer: that was a second and more at the
-    end of a build, once a minute, in a root of a few hundred layers.
+    without one looks at no size. The first rule with something to free has every record
+    sized (:func:`disk_usage`, each inode in the oldest layer holding it), and that rule and
+    the ones after it decide on those figures, as before. GC so costs the layers made since it
+    last ran, not a walk of every layer: that was a second and more at the end of a build,
+    once a minute, in a root of a few hundred layers.
     """
     removed: list[UsageRecord] = []
     with store.pruning:
         records, exact = disk_usage(store, walk=False), False
+        total: int | None = None  # counted again only once a rule has deleted something
         for rule in rules:
             if rule.keep_bytes and not exact:
-                directories = sum(r.size for r in records if r.mutable)  # mirrors, cache mounts
-                if store.accounted_bytes() + directories <= rule.keep_bytes:
+                if total is None:
+                    directories = sum(r.size for r in records if r.mutable)  # mirrors, mounts
+                    total = store.accounted_bytes() + directories
+                if total <= rule.keep_bytes:
                     continue  # what _prune finds at once from the walk's figures
                 records, exact = disk_usage(store), True
             gone, records = _prune(
@@ -336,5 +340,7 @@ def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:
                 keep_duration=rule.keep_duration,
                 keep_bytes=rule.keep_bytes,
             )
+            if gone:
+                total = None
             removed += gone
     return removed

@@ -28,7 +28,6 @@ __all__ = [
     "is_opaque",
     "is_whiteout",
     "make_whiteout",
-    "measure",
 ]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -243,24 +242,10 @@ def disk_blocks(
     return total
 
 
-def measure(path: Path, fmt: str) -> tuple[int, bool]:
-    """A new layer's size, and whether it holds whiteouts (then it cannot be shown as a tree
-    on its own)."""
-    found: list[bool] = []
-
-    def visit(top: str, st: os.stat_result) -> None:
-        if is_whiteout(top, st, fmt) or (
-            stat.S_ISDIR(st.st_mode) and top != str(path) and is_opaque(top, fmt)
-        ):
-            found.append(True)
-
-    return disk_blocks(path, visit=visit), bool(found)
-
-
 def has_whiteouts(path: Path, fmt: str) -> bool:
-    """Whether the new layer ``path`` holds whiteouts or opaque directories below its root:
-    :func:`measure`'s second answer from the directory entries' types alone (a stat only for
-    a character device, an xattr read per directory), without counting the layer's blocks."""
+    """Whether the new layer ``path`` holds whiteouts or opaque directories below its root
+    (then it cannot be shown as a tree on its own), from the directory entries' types alone:
+    a stat only for a character device, an xattr read per directory."""
     if fmt == "plain":
         return False
     stack = [str(path)]

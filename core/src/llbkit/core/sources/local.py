@@ -180,7 +180,11 @@ def _file_bytes(tree: Path, changed: Collection[str] | None) -> int:
 
 
 def _entry_digests(mirror: Path) -> dict[str, str]:
-    digests: dict[str, str] = _load(mirror / "summed").get("digests", {})
+    return _entries(_load(mirror / "summed").get("digests", {}))
+
+
+def _entries(digests: dict[str, str]) -> dict[str, str]:
+    """A sum's checksums without the tree's root (the fetched root is not the mirror's)."""
     digests.pop("", None)
     return digests
 
@@ -252,8 +256,7 @@ def _checksum(
     summed_digests = hasher.digests()
     _write(mirror / "summed", marshal.dumps({"stat": live, "digests": summed_digests}))
     if digests is not None:
-        digests.update(summed_digests)
-        digests.pop("", None)
+        digests.update(_entries(dict(summed_digests)))
     _write(mirror / "checksum", checksum.encode())
     _write(mirror / GENERATION, os.urandom(16).hex().encode())
     return checksum
