@@ -218,7 +218,7 @@ def test_a_failed_push_fails_its_export_step_as_buildkit_shows_it(tmp_path: Path
     assert step.endswith(
         "------\n > exporting to image:\n------\n"
         "error: failed to solve: exporting to image: failed to push 127.0.0.1:1/x:y: "
-        "cannot reach 127.0.0.1:1: All connection attempts failed\n"
+        "cannot reach 127.0.0.1:1: connection refused\n"
     )
 
 

@@ -29,7 +29,7 @@ from llbkit.core.registry.connections import build_client, shared_connections
 from llbkit.core.registry.credentials import DOCKER_HUB_HOST, credentials, identity, per_client
 
 if TYPE_CHECKING:
-    import httpx
+    from llbkit.core.registry.http import Client, Headers, Response
 
 __all__ = [
     "Descriptor",
@@ -241,8 +241,8 @@ class RegistryClient:
         self.timeout = timeout
         self._verify = verify
         # made (or shared) on the first request, one per TLS context; closed if owned
-        self._clients: dict[object, httpx.AsyncClient] = {}
-        self._owned: list[httpx.AsyncClient] = []
+        self._clients: dict[object, Client] = {}
+        self._owned: list[Client] = []
         # Kept by the caller across clients: an event loop may end, a token stays good.
         self._tokens = {} if tokens is None else tokens
         self._proven = set() if proven is None else proven
@@ -252,7 +252,7 @@ class RegistryClient:
         for client in owned:
             await client.aclose()
 
-    def _http(self, endpoint: Endpoint) -> httpx.AsyncClient:
+    def _http(self, endpoint: Endpoint) -> Client:
         """The HTTP client for ``endpoint``, made when first needed: a resolution answered
         from what was kept (a pinned digest) does not pay for one (its TLS context and pool).
         Within :func:`shared_connections` it is the block's, so a build's clients share
@@ -297,9 +297,9 @@ class RegistryClient:
     @asynccontextmanager
     async def _request(
         self, ref: Reference, kind: str, what: str, accept: str = ""
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[Response]:
         """GET from the first host (mirror or the registry) that answers, authenticating."""
-        import httpx
+        from llbkit.core.registry.http import HTTPError
 
         last: str = ""
         endpoints = self._endpoints(ref)
@@ -312,13 +312,13 @@ class RegistryClient:
             if token:
                 headers["Authorization"] = token
             try:
-                response = await self._get(http, url, headers)
+                response = await http.send("GET", url, headers=headers)
                 if response.status_code == 401:
                     await response.aclose()
                     auth = await self._authenticate(http, host, ref, response.headers)
                     headers["Authorization"] = auth
-                    response = await self._get(http, url, headers)
-            except (httpx.HTTPError, ssl.SSLError) as err:
+                    response = await http.send("GET", url, headers=headers)
+            except HTTPError as err:
                 last = f"{host}: {self._reason(err)}"
                 continue
             if response.status_code >= 400:
@@ -332,7 +332,7 @@ class RegistryClient:
                 continue
             try:
                 yield response
-            except (httpx.HTTPError, ssl.SSLError) as err:  # the body stopped short
+            except HTTPError as err:  # the body stopped short
                 raise RegistryError(
                     f"{ref}: {host} stopped sending {kind[:-1]} {what}: {self._reason(err)}"
                 ) from None
@@ -341,33 +341,18 @@ class RegistryClient:
             return
         raise RegistryError(f"{ref}: cannot reach the registry ({last})")
 
-    async def _get(
-        self, http: httpx.AsyncClient, url: str, headers: dict[str, str]
-    ) -> httpx.Response:
-        """A GET, sent once more if the connection broke before any answer: a kept connection
-        (a daemon keeps them between builds) the server closed as it was reused, for which Go's
-        transport retries too."""
-        import httpx
-
-        request = http.build_request("GET", url, headers=headers)
-        try:
-            return await http.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            request = http.build_request("GET", url, headers=headers)
-            return await http.send(request, stream=True)
-
     def _reason(self, err: Exception) -> str:
-        """Why a request failed, never empty (httpx's timeouts carry no message)."""
-        import httpx
+        """Why a request failed, never empty."""
+        from llbkit.core.registry.http import Timeout
 
-        if isinstance(err, httpx.TimeoutException):
+        if isinstance(err, Timeout):
             return f"no answer for {self.timeout:g}s ({type(err).__name__})"
         return str(err) or type(err).__name__
 
-    async def _error_body(self, response: httpx.Response) -> bytes:
+    async def _error_body(self, response: Response) -> bytes:
         """The start of an error's body, for the message: never more than 64 kB (containerd's
         bound), and nothing when it stops short."""
-        import httpx
+        from llbkit.core.registry.http import HTTPError
 
         data = bytearray()
         try:
@@ -375,11 +360,11 @@ class RegistryClient:
                 data += chunk
                 if len(data) >= 64000:
                     break
-        except (httpx.HTTPError, ssl.SSLError):  # an unreadable error body: the status says enough
+        except HTTPError:  # an unreadable error body: the status says enough
             pass
         return bytes(data[:64000])
 
-    async def _read_small(self, response: httpx.Response, what: str) -> bytes:
+    async def _read_small(self, response: Response, what: str) -> bytes:
         """A manifest's or config's bytes, refused past :data:`MAX_MANIFEST` however the
         registry sends them: a hostile one cannot make us hold gigabytes."""
         declared = response.headers.get("content-length", "")
@@ -394,17 +379,15 @@ class RegistryClient:
 
     async def _authenticate(
         self,
-        http: httpx.AsyncClient,
+        http: Client,
         host: str,
         ref: Reference,
-        headers: httpx.Headers,
+        headers: Headers,
         *,
         push: bool = False,
     ) -> str:
         """The ``Authorization`` for ``host``'s challenge in ``headers``; a token is asked for
         with the host's client (its TLS settings), as BuildKit's resolver asks."""
-        import httpx
-
         scheme, params = _challenge(headers.get("www-authenticate", ""))
         if push and not params.get("scope"):
             params["scope"] = f"repository:{ref.path}:pull,push"
@@ -417,15 +400,13 @@ class RegistryClient:
             query = {"scope": params.get("scope") or f"repository:{ref.path}:pull"}
             if params.get("service"):
                 query["service"] = params["service"]
-            response = await http.get(
-                params["realm"], params=query, auth=httpx.BasicAuth(*creds) if creds else None
-            )
+            response = await http.get(params["realm"], params=query, auth=creds)
             if response.status_code >= 400:
                 raise RegistryAccessDenied(
                     f"{ref}: the token server of {host} refused "
                     f"(HTTP {response.status_code}); check the credentials for {host}"
                 )
-            data = response.json()
+            data = _json(await response.aread(), f"{ref}: the token server of {host}'s answer")
             auth = "Bearer " + str(data.get("token") or data.get("access_token") or "")
         else:
             raise RegistryError(f"{ref}: {host} asks for unsupported authentication {scheme!r}")
@@ -451,9 +432,9 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         content: bytes | AsyncIterator[bytes] | None = None,
         replay: Any = None,
-    ) -> httpx.Response:
+    ) -> Response:
         """One request to the registry, authenticating (for push) on a 401."""
-        import httpx
+        from llbkit.core.registry.http import HTTPError
 
         endpoint = self._push_endpoint(ref)
         host = endpoint.host
@@ -470,8 +451,8 @@ class RegistryClient:
                 )
                 body = replay() if replay is not None else content
                 response = await http.request(method, url, headers=sent, content=body)
-        except (httpx.HTTPError, ssl.SSLError) as err:
-            raise RegistryError(f"{ref}: cannot reach {host}: {err}") from None
+        except HTTPError as err:
+            raise RegistryError(f"{ref}: cannot reach {host}: {self._reason(err)}") from None
         if response.status_code in (401, 403):
             raise RegistryError(f"{ref}: {host} refused the push (HTTP {response.status_code})")
         return response

@@ -2,9 +2,9 @@
 clients verify registries and downloads), and one per set of ``[registry."host"]`` TLS settings
 (``ca``, ``keypair``, ``tlsconfigdir``, ``insecure``).
 
-Building a context loads the whole CA bundle (about 20 ms); httpx builds one per client, and a
-cold build makes a client per image it resolves and pulls. An ``SSLContext`` may serve many
-connections at once, so each is made once and kept while its files do not change. The machine's
+Building a context loads the whole CA bundle (about 20 ms), and a cold build makes a client per
+image it resolves and pulls. An ``SSLContext`` may serve many connections at once, so each is
+made once and kept while its files do not change. The machine's
 bundle is read before the first HTTPS request that needs it: a build that only speaks plain
 HTTP (a local registry or mirror) never pays for it.
 """
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["host_context", "system_context", "trusting_hooks"]
+__all__ = ["host_context", "system_context", "trust", "trusting_hooks"]
 
 
 @functools.cache
@@ -27,7 +27,7 @@ def system_context() -> ssl.SSLContext:
     """The machine's CAs (``/etc/ssl/certs``, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``): what a
     registry or a download is verified with, as Go's system pool verifies it for buildkitd.
     :func:`ssl.create_default_context`'s context, its bundle not read yet: a client using it
-    carries :func:`trusting_hooks`, which read it before the first HTTPS request."""
+    reads it (:func:`trust`) before its first HTTPS request."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies names and chains
     if sys.version_info >= (3, 13):  # as create_default_context sets them there
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
@@ -41,7 +41,7 @@ _loaded: set[int] = set()
 _loading = threading.Lock()
 
 
-def _trust(context: ssl.SSLContext) -> None:
+def trust(context: ssl.SSLContext) -> None:
     """Read the machine's bundle into ``context``, once (a plain ``SSLContext``: anyio hands
     a subclass's handshakes to a worker thread, each one)."""
     if id(context) not in _loaded:
@@ -60,7 +60,7 @@ def trusting_hooks(context: ssl.SSLContext | bool) -> dict[str, list[Any]]:
 
     async def before(request: Any) -> None:
         if request.url.scheme == "https":
-            _trust(context)
+            trust(context)
 
     return {"request": [before]}
 

@@ -177,16 +177,15 @@ class RuncExecutor:
     async def reap_orphans(self) -> list[str]:
         """Kill and delete the containers a previous owner of this state left running (a
         process killed with SIGKILL cannot stop its steps): only one process owns a state root,
-        so every container of this runc root that this executor did not start is an orphan."""
+        so every container of this runc root that this executor did not start is an orphan.
+        runc keeps each container's state in a folder of its root named after it: read here,
+        as ``runc list`` reads it, without starting runc when nothing is left."""
         try:
-            listed = await anyio.run_process([*self._runc("list"), "--quiet"], check=False)
-        except OSError:  # no runtime: nothing can have been started
-            return []
-        orphans = [
-            name
-            for name in listed.stdout.decode().split()
-            if name not in {c.name for c in self._containers.values()}
-        ]
+            listed = [p.name for p in self.root.iterdir() if (p / "state.json").is_file()]
+        except FileNotFoundError:  # runc never ran here
+            listed = []
+        ours = {c.name for c in self._containers.values()}
+        orphans = [name for name in sorted(listed) if name not in ours]
         for name in orphans:
             await _quiet([*self._runc("kill"), name, "KILL"])
             await _quiet([*self._runc("delete"), "--force", name])

@@ -1,0 +1,302 @@
+"""The registry's HTTP client against a server that records what it was sent, byte for byte:
+framing both ways, kept connections, redirects, encodings, proxies."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+
+from llbkit.core.registry import http
+from llbkit.core.registry.http import Broken, Client, HTTPError, ReadTimeout, proxy_for
+
+
+@dataclass
+class Seen:
+    """A request as the server read it."""
+
+    line: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Server:
+    """Answers each request with ``answer(seen)``'s bytes (closing the connection after one
+    that says ``Connection: close``); keeps what it was sent."""
+
+    answer: Callable[[Seen], bytes]
+    seen: list[Seen] = field(default_factory=list)
+    connections: int = 0
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                line, *fields = head.decode("latin-1").split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (f.partition(":") for f in fields)
+                    if k
+                }
+                body = b""
+                if headers.get("transfer-encoding") == "chunked":
+                    while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+                        body += (await reader.readexactly(size + 2))[:-2]
+                    await reader.readuntil(b"\r\n")
+                elif "content-length" in headers:
+                    body = await reader.readexactly(int(headers["content-length"]))
+                seen = Seen(line, headers, body)
+                self.seen.append(seen)
+                answer = self.answer(seen)
+                writer.write(answer)
+                await writer.drain()
+                if b"\r\nConnection: close\r\n" in answer:
+                    return
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def server(answer: Callable[[Seen], bytes]) -> AsyncIterator[Server]:
+    running = Server(answer)
+    listening = await asyncio.start_server(running.serve, "127.0.0.1", 0)
+    running.port = listening.sockets[0].getsockname()[1]
+    async with listening:
+        yield running
+
+
+def ok(body: bytes = b"hello", *extra: str) -> bytes:
+    fields = "".join(f"{e}\r\n" for e in extra)
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{fields}\r\n".encode() + body
+
+
+def test_kept_connections_carry_requests_framed_every_way() -> None:
+    """Sized, chunked and empty answers read whole; one connection for all of them."""
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    answers = {
+        "/sized": ok(b"sized body"),
+        "/chunked": chunked,
+        "/none": b"HTTP/1.1 204 No Content\r\n\r\n",
+    }
+
+    async def run() -> tuple[list[bytes], int]:
+        async with server(lambda s: answers[s.line.split()[1]]) as srv:
+            client = Client(timeout=5)
+            got = []
+            for path in ("/sized", "/chunked", "/none", "/sized"):
+                response = await client.request("GET", srv.url + path)
+                got.append(await response.aread())
+            head = await client.request("HEAD", srv.url + "/none")
+            assert head.status_code == 204
+            await client.aclose()
+            return got, srv.connections
+
+    got, connections = anyio.run(run)
+    assert got == [b"sized body", b"abcde", b"", b"sized body"]
+    assert connections == 1
+
+
+def test_an_unread_body_closes_its_connection_and_the_next_request_opens_one() -> None:
+    async def run() -> int:
+        async with server(lambda s: ok(b"x" * 100_000)) as srv:
+            client = Client(timeout=5)
+            response = await client.send("GET", srv.url + "/big")
+            await response.aclose()  # not read
+            assert (await client.request("GET", srv.url + "/big")).status_code == 200
+            await client.aclose()
+            return srv.connections
+
+    assert anyio.run(run) == 2
+
+
+def test_bodies_are_sent_sized_or_chunked() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b"one ", b"", b"two"):
+            yield piece
+
+    async def run() -> list[Seen]:
+        async with server(lambda s: ok(b"")) as srv:
+            client = Client(timeout=5)
+            await client.request("PUT", srv.url + "/a", content=b"bytes body")
+            await client.request("PATCH", srv.url + "/b", content=pieces())
+            await client.request(
+                "PUT", srv.url + "/c", content=pieces(), headers={"Content-Length": "7"}
+            )
+            await client.request("POST", srv.url + "/d")
+            await client.aclose()
+            return srv.seen
+
+    a, b, c, d = anyio.run(run)
+    assert (a.body, a.headers["content-length"]) == (b"bytes body", "10")
+    assert (b.body, b.headers["transfer-encoding"]) == (b"one two", "chunked")
+    assert (c.body, "transfer-encoding" in c.headers) == (b"one two", False)
+    assert (d.line, d.headers["content-length"], d.body) == ("POST /d HTTP/1.1", "0", b"")
+
+
+def test_a_gzipped_answer_is_decoded() -> None:
+    packed = gzip.compress(b'{"token": "t"}')
+
+    async def run() -> bytes:
+        async with server(lambda s: ok(packed, "Content-Encoding: gzip")) as srv:
+            client = Client(timeout=5)
+            response = await client.request("GET", srv.url + "/token")
+            await client.aclose()
+            assert srv.seen[0].headers["accept-encoding"] == "gzip"
+            return await response.aread()
+
+    assert anyio.run(run) == b'{"token": "t"}'
+
+
+def test_redirects_keep_authorization_on_their_host_only() -> None:
+    """As Go: a 307 keeps the method and body; a 303 becomes a GET; Authorization goes to the
+    same host, never to another."""
+
+    async def run() -> tuple[list[Seen], list[Seen]]:
+        async with server(lambda s: ok(b"stored")) as other:
+
+            def answer(seen: Seen) -> bytes:
+                path = seen.line.split()[1]
+                where = {
+                    "/put": "/put2",
+                    "/post": f"{other.url.replace('127.0.0.1', 'localhost')}/there",
+                }.get(path)
+                if where is None:
+                    return ok(b"done")
+                status = "307 Temporary Redirect" if path == "/put" else "303 See Other"
+                return (
+                    f"HTTP/1.1 {status}\r\nLocation: {where}\r\nContent-Length: 0\r\n\r\n".encode()
+                )
+
+            async with server(answer) as here:
+                client = Client(timeout=5)
+                auth = {"Authorization": "Bearer secret"}
+                put = await client.request("PUT", here.url + "/put", content=b"data", headers=auth)
+                assert await put.aread() == b"done"
+                post = await client.request("POST", here.url + "/post", content=b"x", headers=auth)
+                assert await post.aread() == b"stored"
+                await client.aclose()
+                return here.seen, other.seen
+
+    here, other = anyio.run(run)
+    assert [(s.line, s.body, s.headers.get("authorization")) for s in here] == [
+        ("PUT /put HTTP/1.1", b"data", "Bearer secret"),
+        ("PUT /put2 HTTP/1.1", b"data", "Bearer secret"),
+        ("POST /post HTTP/1.1", b"x", "Bearer secret"),
+    ]
+    assert [(s.line, s.body, s.headers.get("authorization")) for s in other] == [
+        ("GET /there HTTP/1.1", b"", None)
+    ]
+
+
+def test_a_body_cut_short_and_a_stalled_answer_are_errors_that_say_so() -> None:
+    async def run() -> tuple[str, str]:
+        short = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc"
+        async with server(lambda s: short) as srv:
+            client = Client(timeout=5)
+            response = await client.send("GET", srv.url + "/")
+            with pytest.raises(Broken) as cut:
+                await response.aread()
+            await client.aclose()
+        async with server(lambda s: b"") as silent:
+            client = Client(timeout=0.2)
+            with pytest.raises(ReadTimeout) as stalled:
+                await client.request("GET", silent.url + "/")
+            await client.aclose()
+        return str(cut.value), str(stalled.value)
+
+    cut, stalled = anyio.run(run)
+    assert cut == (
+        "peer closed connection without sending complete message body "
+        "(received 3 bytes, expected 10)"
+    )
+    assert stalled == "no answer"
+
+
+def test_an_answer_that_is_not_http_is_refused() -> None:
+    async def run() -> None:
+        async with server(lambda s: b"SSH-2.0-OpenSSH\r\n\r\n") as srv:
+            client = Client(timeout=5)
+            try:
+                await client.request("GET", srv.url + "/")
+            finally:
+                await client.aclose()
+
+    with pytest.raises(HTTPError, match="the answer is not HTTP"):
+        anyio.run(run)
+
+
+def test_a_proxy_gets_the_whole_url_and_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback is never proxied (Go's rule), so the registry here has a name the proxy alone
+    knows; an HTTPS one is asked for with CONNECT, and the proxy's refusal is an error."""
+
+    def proxy_answer(seen: Seen) -> bytes:
+        if seen.line.startswith("CONNECT"):
+            return b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+        return ok(b"via proxy")
+
+    async def run() -> list[Seen]:
+        async with server(proxy_answer) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", f"http://me:p%40ss@127.0.0.1:{proxy.port}")
+            monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy.port}")
+            client = Client(timeout=5)
+            got = await client.request("GET", "http://registry.test:5000/v2/?x=1")
+            assert await got.aread() == b"via proxy"
+            with pytest.raises(HTTPError, match=r"the proxy 127\.0\.0\.1:\d+ refused"):
+                await client.request("GET", "https://registry.test/v2/")
+            await client.aclose()
+            return proxy.seen
+
+    plain, tunnel = anyio.run(run)
+    assert plain.line == "GET http://registry.test:5000/v2/?x=1 HTTP/1.1"
+    assert plain.headers["host"] == "registry.test:5000"
+    assert plain.headers["proxy-authorization"] == http.basic("me", "p@ss")
+    assert tunnel.line == "CONNECT registry.test:443 HTTP/1.1"
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "proxied"),
+    [
+        ("", "registry.test", 443, True),
+        ("*", "registry.test", 443, False),
+        ("registry.test", "registry.test", 443, False),
+        ("test", "registry.test", 443, False),  # a domain and its subdomains
+        (".registry.test", "registry.test", 443, True),  # subdomains only
+        (".test", "registry.test", 443, False),
+        ("other.test, registry.test:5000", "registry.test", 443, True),
+        ("other.test, registry.test:5000", "registry.test", 5000, False),
+        ("10.0.0.0/8", "10.1.2.3", 443, False),
+        ("10.0.0.0/8", "11.1.2.3", 443, True),
+        ("", "localhost", 443, False),
+        ("", "127.0.0.5", 443, False),
+        ("", "::1", 443, False),
+    ],
+)
+def test_no_proxy_is_read_as_go_reads_it(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str, port: int, proxied: bool
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert (proxy_for("https", host, port) is not None) == proxied
+
+
+def test_a_proxy_we_cannot_speak_to_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.test:1080")
+    with pytest.raises(HTTPError, match=r"HTTPS_PROXY=socks5://proxy.test:1080: only http://"):
+        proxy_for("https", "registry.test", 443)
