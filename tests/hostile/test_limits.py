@@ -147,7 +147,7 @@ def test_a_manifest_listing_thousands_of_layers_is_pulled_a_few_at_a_time(
         def client(self, _: object) -> contextlib.AbstractAsyncContextManager[None]:
             return contextlib.nullcontext()  # type: ignore[return-value]
 
-        async def blob(self, _ref: object, desc: SimpleNamespace, *_: object) -> Path:
+        async def blob(self, _ref: object, desc: SimpleNamespace, *_: object, **__: object) -> Path:
             nonlocal running, most
             running += 1
             most = max(most, running)

@@ -106,6 +106,24 @@ def test_a_corrupt_blob_is_refused_and_not_kept(tmp_path: Path, registry: LocalR
         assert blobs == []
 
 
+def test_a_corrupt_blob_that_is_not_a_layer_is_refused_for_its_digest(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    """Unpacked as it downloads, garbage fails the unpacking first: the refusal still names
+    the digest, as when the blob was checked before it was read."""
+    layer = layer_tar({"data": "original\n"})
+    push_image(registry.host, "test/garbage:v1", [layer])
+    import hashlib
+
+    digest = hashlib.sha256(layer).hexdigest()
+    blob = registry.root / "data" / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    blob.write_bytes(b"\x1f\x8b" + os.urandom(32 << 20))  # long enough to fail unpacking first
+    with open_engine(tmp_path / "root") as engine:
+        with pytest.raises(BuildFailed) as err:
+            build(engine, llb.image(f"{registry.host}/test/garbage:v1"))
+        assert "does not match its digest" in str(err.value)
+
+
 @pytest.fixture
 def private_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
     import subprocess

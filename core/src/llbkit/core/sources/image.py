@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -10,7 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
@@ -25,6 +26,7 @@ from llbkit.core.sources._base import (
     parse_int,
     strip_scheme,
 )
+from llbkit.core.sources.growing import DownloadFailed, GrowingFile
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 #: layers of one image pulled at a time, as BuildKit's resolver limits fetches per repository
 PULLS = 4
+#: the size from which a layer is unpacked while it downloads: below it, unpacking after the
+#: download is sooner (the two threads would take turns on the interpreter for little overlap)
+STREAMED_FROM = 8 << 20
 
 _KNOWN = ("image.resolvemode", "image.recordtype", "image.layerlimit", "image.checksum")
 
@@ -76,20 +81,28 @@ class ImageJob(ParsedSource):
         image = await self.resolve_image()
         return image_key(image.manifest_digest, self._platform(), self.layer_limit)
 
-    async def _pull(self, progress: ProgressSink) -> tuple[Any, list[Any], dict[str, Path]]:
+    async def _pull(
+        self,
+        progress: ProgressSink,
+        streamed: Callable[[int, Any, GrowingFile], None] | None = None,
+    ) -> tuple[Any, list[Any], dict[str, Path]]:
         """The image, its layers (up to the limit) and each pulled blob's path: all pulled at
-        once, each verified by the driver."""
+        once, each verified by the driver; each download handed to ``streamed`` (with the
+        layer's index and descriptor) as it starts."""
         assert self.driver is not None
         image = await self.resolve_image()
         layers = list(image.layers)[: self.layer_limit]
         paths: dict[str, Path] = {}
 
-        pending = iter(layers)
+        pending = iter(enumerate(layers))
 
         async def puller(http: Any) -> None:
             assert self.driver is not None
-            for desc in pending:  # shared: each layer goes to the first puller free
-                paths[desc.digest] = await self.driver.blob(self.reference, desc, progress, http)
+            for n, desc in pending:  # shared: each layer goes to the first puller free
+                handed = None if streamed is None else functools.partial(streamed, n, desc)
+                paths[desc.digest] = await self.driver.blob(
+                    self.reference, desc, progress, http, streamed=handed
+                )
 
         try:
             # One registry client (connections, tokens) for every layer of the image, and a
@@ -105,46 +118,68 @@ class ImageJob(ParsedSource):
         self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
     ) -> list[FetchedLayer]:
         """Pull the layers (verified, concurrently) and unpack each into its own directory
-        under ``stage`` as a store layer, whiteouts kept in the store's ``layer_format``."""
+        under ``stage`` as a store layer, whiteouts kept in the store's ``layer_format``: a
+        layer being downloaded is unpacked as it comes."""
         from llbkit.core.plugins.context import BlobSource
         from llbkit.core.plugins.source import FetchedLayer
+        from llbkit.core.snapshot.untar import unpack_layer
 
-        image, layers, paths = await self._pull(progress)
+        unpacking = anyio.CapacityLimiter(PULLS)
+        started: set[int] = set()
+
+        def unpack(n: int, desc: Any, opener: Callable[[], IO[bytes]]) -> None:
+            target = stage / f"layer-{n}"
+            target.mkdir()
+            target.chmod(0o755)
+            progress.status(f"extracting {desc.digest}")
+            with opener() as stream:
+                what = f"{self.reference} layer {desc.digest}"
+                unpack_layer(stream, str(target), layer_format, what=what)
+            progress.status(f"extracting {desc.digest}", done=True)
+
+        async def unpack_growing(n: int, desc: Any, growing: GrowingFile) -> None:
+            try:
+                await anyio.to_thread.run_sync(unpack, n, desc, growing.reader, limiter=unpacking)
+            except DownloadFailed:
+                pass  # the download raises why
+            except Exception:
+                # What cannot be unpacked may be what the registry should not have sent: a
+                # blob that does not match its digest is refused as that, as before.
+                if not await anyio.to_thread.run_sync(growing.failed):
+                    raise
+            finally:
+                growing.close()
+
+        try:
+            async with anyio.create_task_group() as tg:
+
+                def streamed(n: int, desc: Any, growing: GrowingFile) -> None:
+                    started.add(n)
+                    tg.start_soon(unpack_growing, n, desc, growing)
+
+                image, layers, paths = await self._pull(progress, streamed)
+                for n, desc in enumerate(layers):
+                    if n not in started:  # kept from an earlier pull: read from its file
+                        opener = functools.partial(open, paths[desc.digest], "rb")
+                        run = functools.partial(anyio.to_thread.run_sync, limiter=unpacking)
+                        tg.start_soon(run, unpack, n, desc, opener)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
         diff_ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
         source = BlobSource(self.reference.domain, self.reference.path)
-
-        def unpack() -> list[FetchedLayer]:
-            from llbkit.core.snapshot.untar import unpack_layer
-
-            found = []
-            for n, desc in enumerate(layers):
-                target = stage / f"layer-{n}"
-                target.mkdir()
-                target.chmod(0o755)
-                progress.status(f"extracting {desc.digest}")
-                with open(paths[desc.digest], "rb") as stream:
-                    unpack_layer(
-                        stream,
-                        str(target),
-                        layer_format,
-                        what=f"{self.reference} layer {desc.digest}",
-                    )
-                progress.status(f"extracting {desc.digest}", done=True)
-                found.append(
-                    FetchedLayer(
-                        tree=target,
-                        blob=paths[desc.digest],
-                        digest=desc.digest,
-                        size=desc.size,
-                        media_type=desc.media_type,
-                        diff_id=diff_ids[n] if len(diff_ids) == len(image.layers) else "",
-                        source=source,
-                        description=f"pulled from {self.reference.name}@{image.manifest_digest}",
-                    )
-                )
-            return found
-
-        return await anyio.to_thread.run_sync(unpack)
+        return [
+            FetchedLayer(
+                tree=stage / f"layer-{n}",
+                blob=paths[desc.digest],
+                digest=desc.digest,
+                size=desc.size,
+                media_type=desc.media_type,
+                diff_id=diff_ids[n] if len(diff_ids) == len(image.layers) else "",
+                source=source,
+                description=f"pulled from {self.reference.name}@{image.manifest_digest}",
+            )
+            for n, desc in enumerate(layers)
+        ]
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Pull the layers concurrently (each verified), then apply them in order."""
@@ -307,9 +342,18 @@ class ImageSource(BuiltinSource, parser=parse_image):
             [Descriptor(m, d, s) for m, d, s in entry["layers"]],
         )
 
-    async def blob(self, ref: Reference, desc: Any, progress: ProgressSink, http: Any) -> Path:
+    async def blob(
+        self,
+        ref: Reference,
+        desc: Any,
+        progress: ProgressSink,
+        http: Any,
+        *,
+        streamed: Callable[[GrowingFile], None] | None = None,
+    ) -> Path:
         """The blob's path in the driver's store, downloaded with the registry client ``http``
-        and verified, if missing."""
+        and verified, if missing. A download is handed to ``streamed`` as it starts, to be
+        read while it comes (:mod:`llbkit.core.sources.growing`)."""
         from llbkit.core.registry.client import RegistryError
         from llbkit.core.registry.credentials import per_client
         from llbkit.core.sources.stored_image import keep_blob
@@ -332,6 +376,10 @@ class ImageSource(BuiltinSource, parser=parse_image):
         fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".pull-")
         digest = hashlib.sha256()
         done = 0
+        growing = None
+        if streamed is not None and (desc.size or 0) >= STREAMED_FROM:
+            growing = GrowingFile(tmp)
+            streamed(growing)
         try:
             with os.fdopen(fd, "wb") as out:
                 reading: Any = (
@@ -344,6 +392,9 @@ class ImageSource(BuiltinSource, parser=parse_image):
                         out.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
+                        if growing is not None:
+                            out.flush()
+                            growing.grew(done)
                         progress.status(desc.digest, current=done, total=desc.size)
             if digest.hexdigest() != hexdigest:
                 raise RegistryError(
@@ -351,9 +402,15 @@ class ImageSource(BuiltinSource, parser=parse_image):
                     f"(got sha256:{digest.hexdigest()}); refused"
                 )
             os.replace(tmp, path)
+        except BaseException:
+            if growing is not None:
+                growing.end(failed=True)
+            raise
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        if growing is not None:
+            growing.end()
         if store is not None and not stored:
             await keep_blob(store, path, digest=digest_text, size=desc.size, media=desc.media_type)
         progress.status(desc.digest, current=done, total=desc.size, done=True)
