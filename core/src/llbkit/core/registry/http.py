@@ -4,8 +4,9 @@ environment names.
 
 httpx and httpcore took a cold build 35 ms to import and set up before its first request;
 this needs only asyncio, which the engine already runs on. Its rules are Go's, which buildkitd's
-resolver uses: at most 10 redirects, ``Authorization`` never sent to another host, bodies asked
-for with ``gzip`` and decoded, ``HTTP(S)_PROXY`` and ``NO_PROXY`` as Go reads them.
+resolver uses: at most 10 redirects, ``Authorization`` sent on a redirect only to the same host
+or its subdomains, bodies asked for with ``gzip`` and decoded, ``HTTP(S)_PROXY`` and
+``NO_PROXY`` as Go reads them.
 """
 
 from __future__ import annotations
@@ -265,10 +266,8 @@ class Client:
         self._verify = verify
         self._pool = pool or Pool()
         self._owns_pool = pool is None
-        self.is_closed = False
 
     async def aclose(self) -> None:
-        self.is_closed = True
         if self._owns_pool:
             await self._pool.aclose()
 

@@ -4,9 +4,9 @@ clients verify registries and downloads), and one per set of ``[registry."host"]
 
 Building a context loads the whole CA bundle (about 20 ms), and a cold build makes a client per
 image it resolves and pulls. An ``SSLContext`` may serve many connections at once, so each is
-made once and kept while its files do not change. The machine's
-bundle is read before the first HTTPS request that needs it: a build that only speaks plain
-HTTP (a local registry or mirror) never pays for it.
+made once and kept while its files do not change. The machine's bundle is read before the
+first HTTPS request that needs it: a build that only speaks plain HTTP (a local registry or
+mirror) never pays for it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["host_context", "system_context", "trust", "trusting_hooks"]
+__all__ = ["host_context", "system_context", "trust"]
 
 
 @functools.cache
@@ -49,20 +49,6 @@ def trust(context: ssl.SSLContext) -> None:
             if id(context) not in _loaded:
                 context.load_default_certs(ssl.Purpose.SERVER_AUTH)
                 _loaded.add(id(context))
-
-
-def trusting_hooks(context: ssl.SSLContext | bool) -> dict[str, list[Any]]:
-    """httpx ``event_hooks`` for a client verifying with ``context``: with the machine's
-    (:func:`system_context`), its bundle is read before the first HTTPS request, a
-    redirect's included (httpx runs request hooks for every hop)."""
-    if context is not system_context():
-        return {}
-
-    async def before(request: Any) -> None:
-        if request.url.scheme == "https":
-            trust(context)
-
-    return {"request": [before]}
 
 
 def host_context(host: str, settings: Mapping[str, Any]) -> ssl.SSLContext | bool:

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from llbkit.core.errors import ConfigError, UserError
@@ -54,57 +54,16 @@ class HTTPJob(ParsedSource):
         """Fetch the URL once per job into the state directory: (file, sha256 digest, name)."""
         if "file" in self._got:
             return self._got["file"]
-        import httpx
-
-        from llbkit.core.registry.tls import system_context, trusting_hooks
-
         where = self.state_dir or Path(tempfile.gettempdir())
         where.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=where, prefix="download-")
         digest = hashlib.new(self.checksum.split(":")[0] if self.checksum else "sha256")
-        name = ""
-        modified = ""
-        out = os.fdopen(fd, "wb")
-        trust = system_context()
         try:
-            async with (
-                httpx.AsyncClient(
-                    follow_redirects=True,
-                    timeout=READ_TIMEOUT,
-                    verify=trust,
-                    event_hooks=trusting_hooks(trust),
-                ) as http,
-                http.stream("GET", self.identifier) as response,
-            ):
-                if response.status_code >= 400:
-                    raise UserError(
-                        f"{self.identifier}: download failed: HTTP {response.status_code}"
-                    )
-                total = int(response.headers.get("content-length") or 0)
-                done = 0
-                async for chunk in response.aiter_bytes(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress.status(self.identifier, current=done, total=total)
-                name = _disposition_name(response.headers.get("content-disposition", ""))
-                modified = response.headers.get("last-modified", "")
-        except httpx.HTTPError as err:
-            out.close()
-            os.unlink(tmp)
-            # httpx's timeouts carry no message: say what happened instead of nothing
-            reason = (
-                f"no answer for {READ_TIMEOUT:g}s ({type(err).__name__})"
-                if isinstance(err, httpx.TimeoutException)
-                else str(err) or type(err).__name__
-            )
-            raise UserError(f"{self.identifier}: download failed: {reason}") from None
+            with os.fdopen(fd, "wb") as out:
+                name, modified = await self._fetch(out, digest, progress)
         except BaseException:
-            out.close()
             os.unlink(tmp)
             raise
-        out.close()
         got = f"{digest.name}:{digest.hexdigest()}"
         if self.checksum and got != self.checksum:
             os.unlink(tmp)
@@ -117,6 +76,43 @@ class HTTPJob(ParsedSource):
         filename = self.filename or name or unquote(path.rsplit("/", 1)[-1]) or "index"
         self._got["file"] = (Path(tmp), got, filename)
         return self._got["file"]
+
+    async def _fetch(
+        self, out: IO[bytes], digest: Any, progress: ProgressSink | None
+    ) -> tuple[str, str]:
+        """The URL's body into ``out`` and ``digest``; its name (``Content-Disposition``)
+        and ``Last-Modified``."""
+        from llbkit.core.registry.http import Client, HTTPError, Timeout
+
+        http = Client(verify=True, timeout=READ_TIMEOUT)  # the machine's CAs, as buildkitd's
+        try:
+            response = await http.send("GET", self.identifier)
+            try:
+                if response.status_code >= 400:
+                    raise UserError(
+                        f"{self.identifier}: download failed: HTTP {response.status_code}"
+                    )
+                total = int(response.headers.get("content-length") or 0)
+                done = 0
+                async for chunk in response.aiter_bytes(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress.status(self.identifier, current=done, total=total)
+                disposition = response.headers.get("content-disposition", "")
+                return _disposition_name(disposition), response.headers.get("last-modified", "")
+            finally:
+                await response.aclose()
+        except HTTPError as err:
+            reason = (
+                f"no answer for {READ_TIMEOUT:g}s ({type(err).__name__})"
+                if isinstance(err, Timeout)
+                else str(err) or type(err).__name__
+            )
+            raise UserError(f"{self.identifier}: download failed: {reason}") from None
+        finally:
+            await http.aclose()
 
     def discard(self) -> None:
         """Remove a download that no fetch used."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _host
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ _ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "ar
 
 def default_platform() -> Platform:
     """The platform of this machine, as BuildKit's client defaults to its own."""
-    machine = _host.machine().lower()
+    machine = os.uname().machine.lower()
     return Platform("linux", _ARCHES.get(machine, machine))
 
 
