@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from llbkit.core.registry import http
-from llbkit.core.registry.http import Broken, Client, HTTPError, ReadTimeout, proxy_for
+from llbkit.core.registry.http import Broken, Client, HTTPError, Pool, ReadTimeout, proxy_for
 
 
 @dataclass
@@ -111,6 +111,38 @@ def test_kept_connections_carry_requests_framed_every_way() -> None:
     got, connections = anyio.run(run)
     assert got == [b"sized body", b"abcde", b"", b"sized body"]
     assert connections == 1
+
+
+def test_a_head_answer_has_no_body_whatever_its_length_says() -> None:
+    """A HEAD's ``Content-Length`` is the GET's: nothing follows, and the connection is kept."""
+
+    def answer(seen: Seen) -> bytes:
+        if seen.line.startswith("HEAD"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+        return ok(b"0123456789")
+
+    async def run() -> tuple[str, bytes, int]:
+        async with server(answer) as srv:
+            client = Client(timeout=5)
+            head = await client.request("HEAD", srv.url + "/blob")
+            got = await client.request("GET", srv.url + "/blob")
+            await client.aclose()
+            return head.headers.get("content-length"), await got.aread(), srv.connections
+
+    assert anyio.run(run) == ("10", b"0123456789", 1)
+
+
+def test_an_idle_connection_past_its_keepalive_is_not_reused() -> None:
+    async def run() -> int:
+        async with server(lambda s: ok()) as srv:
+            pool = Pool(keepalive=0)
+            client = Client(timeout=5, pool=pool)
+            for _ in range(2):
+                await client.request("GET", srv.url + "/")
+            await pool.aclose()
+            return srv.connections
+
+    assert anyio.run(run) == 2
 
 
 def test_an_unread_body_closes_its_connection_and_the_next_request_opens_one() -> None:
