@@ -13,14 +13,16 @@ import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins.context import PluginContext
-from llbkit.plugins.worker_runc.executor import RuncExecutor
 from llbkit.sdk import workerconfig
 
-__all__ = ["RuncExecutor", "RuncWorker"]
+if TYPE_CHECKING:
+    from llbkit.plugins.worker_runc.executor import RuncExecutor
+
+__all__ = ["RuncWorker"]
 
 #: ``[worker.oci]`` keys this worker takes (the engine keeps ``enabled``, ``gc*`` and
 #: ``max-parallelism`` for itself); BuildKit's others are accepted, and the engine's config says
@@ -82,6 +84,9 @@ class RuncWorker:
             "org.mobyproject.buildkit.worker.selinux.enabled": "false",
             **workerconfig.labels(config, SECTION, {}),
         }
+        # Imported when a step runs a process: a build whose steps are all cached never does.
+        from llbkit.plugins.worker_runc.executor import RuncExecutor
+
         executor = RuncExecutor(binary, state, platforms, labels, self.ctx.dns)
         executor.reaped = await executor.reap_orphans()
         return executor
