@@ -332,3 +332,27 @@ def test_a_proxy_we_cannot_speak_to_is_named(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.test:1080")
     with pytest.raises(HTTPError, match=r"HTTPS_PROXY=socks5://proxy.test:1080: only http://"):
         proxy_for("https", "registry.test", 443)
+
+
+def test_a_host_that_does_not_resolve_is_named_as_go_names_it() -> None:
+    async def run() -> None:
+        client = Client(timeout=5)
+        try:
+            await client.request("GET", "http://nosuch.invalid/v2/")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(HTTPError, match=r"^lookup nosuch\.invalid: "):
+        anyio.run(run)
+
+
+def test_a_refused_connection_says_so() -> None:
+    async def run() -> None:
+        client = Client(timeout=5)
+        try:
+            await client.request("GET", "http://127.0.0.1:1/v2/")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(HTTPError, match=r"^connection refused$"):
+        anyio.run(run)

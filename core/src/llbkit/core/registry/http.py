@@ -17,6 +17,7 @@ import contextlib
 import functools
 import ipaddress
 import os
+import socket
 import ssl
 import time
 import zlib
@@ -452,7 +453,7 @@ class Client:
         except TimeoutError:
             raise ConnectTimeout(f"{via}no answer to connect") from None
         except OSError as err:  # refused, unreachable, or TLS (ssl.SSLError is an OSError)
-            raise HTTPError(via + _why(err)) from None
+            raise HTTPError(via + _why(err, proxy.host if proxy else host)) from None
 
     async def _tunnel(
         self, conn: _Connection, host: str, port: int, proxy: _Proxy, context: ssl.SSLContext
@@ -560,8 +561,12 @@ class Client:
             yield piece
 
 
-def _why(err: OSError) -> str:
-    """Why a connection could not be made, as Go says it (``connection refused``)."""
+def _why(err: OSError, host: str) -> str:
+    """Why a connection to ``host`` could not be made, as Go says it (``connection refused``,
+    ``lookup HOST: no such host``)."""
+    if isinstance(err, socket.gaierror):
+        unknown = err.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
+        return f"lookup {host}: " + ("no such host" if unknown else str(err.strerror).lower())
     if isinstance(err, ssl.SSLError) or not err.errno:
         return str(err.strerror or err)
     return os.strerror(err.errno).lower()
