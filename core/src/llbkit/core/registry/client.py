@@ -27,6 +27,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import DEFAULT_DOMAIN, Reference
 from llbkit.core.registry.connections import build_client, shared_connections
 from llbkit.core.registry.credentials import DOCKER_HUB_HOST, credentials, identity, per_client
+from llbkit.core.registry.http import is_loopback
 
 if TYPE_CHECKING:
     from llbkit.core.registry.http import Client, Headers, Response
@@ -139,20 +140,11 @@ class RegistryConfig:
 
 def _loopback(host: str) -> bool:
     """containerd's ``MatchLocalhost``: ``localhost`` or a loopback address, any port."""
-    import ipaddress
-
     if host.startswith("["):  # [::1] or [::1]:5000
-        name = host[1:].partition("]")[0]
-    elif host.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
-        name = host.partition(":")[0]
-    else:
-        name = host
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+        return is_loopback(host[1:].partition("]")[0])
+    if host.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
+        return is_loopback(host.partition(":")[0])
+    return is_loopback(host)
 
 
 def _host_of(name: str) -> str:

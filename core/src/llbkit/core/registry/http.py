@@ -646,7 +646,7 @@ def proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
     their lower-case names), unless ``host`` is loopback or ``NO_PROXY`` names it."""
     names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
     url = next((os.environ[n] for n in names if os.environ.get(n)), "")
-    if not url or _loopback(host) or _no_proxy(host, port):
+    if not url or is_loopback(host) or _no_proxy(host, port):
         return None
     return _parse_proxy(names[0], url)
 
@@ -666,7 +666,8 @@ def _parse_proxy(name: str, url: str) -> _Proxy:
     return _Proxy(parts.hostname, port, authorization)
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (a host name, without its port)."""
     if host == "localhost":
         return True
     try:
