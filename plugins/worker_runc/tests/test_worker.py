@@ -54,3 +54,36 @@ class TestRuncWorker(WorkerKit):
             text=True,
         )
         return listed.stdout.split()
+
+
+#: a step's clean-up of runc, cancelled again as it starts (as a stopping daemon cancels what
+#: its builds still clean up): it must end, not hang the event loop's shutdown
+_CANCELLED_TWICE = """
+import asyncio, sys, anyio
+from llbkit.plugins.worker_runc.executor import _quiet
+
+async def step():
+    try:
+        await anyio.sleep(10)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _quiet(["sleep", "0.3"])
+        raise
+
+async def main():
+    task = asyncio.get_running_loop().create_task(step())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0)  # the clean-up starts; returning cancels it once more
+
+asyncio.run(main())
+"""
+
+
+def test_a_cleanup_cancelled_again_as_it_starts_ends() -> None:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _CANCELLED_TWICE], capture_output=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,5 +199,14 @@ class RuncExecutor:
 
 
 async def _quiet(command: list[str]) -> None:
-    with contextlib.suppress(OSError):  # no runtime at all: nothing can be left to delete
-        await anyio.run_process(command, check=False)
+    """A runc clean-up, its output dropped. Run from a thread: these run as a step is being
+    cancelled, and a second cancellation (a daemon stopping) reaching asyncio's creation of a
+    subprocess leaves it waiting forever for the child it killed; a thread finishes its runc
+    however the task ends."""
+
+    def run() -> None:
+        with contextlib.suppress(OSError):  # no runtime at all: nothing can be left to delete
+            dropped = subprocess.DEVNULL
+            subprocess.run(command, stdout=dropped, stderr=dropped, check=False)
+
+    await anyio.to_thread.run_sync(run)
