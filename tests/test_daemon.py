@@ -489,6 +489,32 @@ def test_sigterm_to_a_client_cancels_its_build_as_ctrl_c_does(
 
 
 @pytest.mark.services
+def test_a_daemon_stopped_mid_build_lets_the_build_end_before_it_closes(
+    registry: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while a step runs: the build is cancelled and ends (its step stopped, its
+    mounts undone, its record kept as failed) before the daemon closes the root and exits."""
+    root = tmp_path / "root"
+    with daemon(root) as (address, proc):
+        argv = [*_dockerfile_args(tmp_path / "a", registry, "sleep 93"), "--progress=quiet"]
+        running = subprocess.Popen([*LLBKIT, "--addr", address, *argv], stderr=subprocess.PIPE)
+        try:
+            _until(lambda: _sleepers("93") == 1, "the build runs its step")
+            proc.terminate()
+            proc.wait(20)  # on its own: not the helper's kill after 30 s
+        finally:
+            running.kill()
+            running.communicate()
+    assert proc.returncode == 0
+    assert _sleepers("93") == 0
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(root) not in mounts
+    records = [json.loads(p.read_text()) for p in (root / "history").glob("*.json")]
+    assert [bool(r.get("error")) for r in records] == [True], records
+
+
+@pytest.mark.services
 def test_sigusr1_shows_what_every_task_and_thread_is_doing(
     registry: str,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
