@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from llbkit.core.registry import http
-from llbkit.core.registry.http import Broken, Client, HTTPError, Pool, ReadTimeout, proxy_for
+from llbkit.core.registry.http import Broken, Client, HTTPError, Pool, ReadTimeout
 
 
 @dataclass
@@ -300,38 +300,6 @@ def test_a_proxy_gets_the_whole_url_and_its_credentials(monkeypatch: pytest.Monk
     assert plain.headers["host"] == "registry.test:5000"
     assert plain.headers["proxy-authorization"] == http.basic("me", "p@ss")
     assert tunnel.line == "CONNECT registry.test:443 HTTP/1.1"
-
-
-@pytest.mark.parametrize(
-    ("no_proxy", "host", "port", "proxied"),
-    [
-        ("", "registry.test", 443, True),
-        ("*", "registry.test", 443, False),
-        ("registry.test", "registry.test", 443, False),
-        ("test", "registry.test", 443, False),  # a domain and its subdomains
-        (".registry.test", "registry.test", 443, True),  # subdomains only
-        (".test", "registry.test", 443, False),
-        ("other.test, registry.test:5000", "registry.test", 443, True),
-        ("other.test, registry.test:5000", "registry.test", 5000, False),
-        ("10.0.0.0/8", "10.1.2.3", 443, False),
-        ("10.0.0.0/8", "11.1.2.3", 443, True),
-        ("", "localhost", 443, False),
-        ("", "127.0.0.5", 443, False),
-        ("", "::1", 443, False),
-    ],
-)
-def test_no_proxy_is_read_as_go_reads_it(
-    monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str, port: int, proxied: bool
-) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
-    monkeypatch.setenv("NO_PROXY", no_proxy)
-    assert (proxy_for("https", host, port) is not None) == proxied
-
-
-def test_a_proxy_we_cannot_speak_to_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.test:1080")
-    with pytest.raises(HTTPError, match=r"HTTPS_PROXY=socks5://proxy.test:1080: only http://"):
-        proxy_for("https", "registry.test", 443)
 
 
 def test_a_host_that_does_not_resolve_is_named_as_go_names_it() -> None:

@@ -27,7 +27,7 @@ from llbkit.core.plugins.context import Platform
 from llbkit.core.reference import DEFAULT_DOMAIN, Reference
 from llbkit.core.registry.connections import build_client, shared_connections
 from llbkit.core.registry.credentials import DOCKER_HUB_HOST, credentials, identity, per_client
-from llbkit.core.registry.http import is_loopback
+from llbkit.core.registry.proxies import is_loopback
 
 if TYPE_CHECKING:
     from llbkit.core.registry.http import Client, Headers, Response

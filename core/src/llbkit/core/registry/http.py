@@ -5,8 +5,8 @@ environment names.
 httpx and httpcore took a cold build 35 ms to import and set up before its first request;
 this needs only asyncio, which the engine already runs on. Its rules are Go's, which buildkitd's
 resolver uses: at most 10 redirects, ``Authorization`` sent on a redirect only to the same host
-or its subdomains, bodies asked for with ``gzip`` and decoded, ``HTTP(S)_PROXY`` and
-``NO_PROXY`` as Go reads them.
+or its subdomains, bodies asked for with ``gzip`` and decoded, the proxy the environment names
+(:mod:`llbkit.core.registry.proxies`).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import asyncio
 import base64
 import contextlib
 import functools
-import ipaddress
 import os
 import socket
 import ssl
 import time
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from llbkit.core.registry.proxies import Proxy, ProxyError, proxy_for
 
 __all__ = [
     "Broken",
@@ -94,13 +94,6 @@ class Headers:
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
-
-
-@dataclass(frozen=True)
-class _Proxy:
-    host: str
-    port: int
-    authorization: str
 
 
 class _Connection:
@@ -361,7 +354,10 @@ class Client:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError:
             raise HTTPError(f"{url}: not a valid port") from None
-        proxy = proxy_for(scheme, host, port)
+        try:
+            proxy = proxy_for(scheme, host, port)
+        except ProxyError as err:
+            raise HTTPError(str(err)) from None
         request = _Request(method, url, headers, content)
         if proxy is not None and scheme == "http":  # sent whole to the proxy, which forwards it
             request.target = url.partition("#")[0]
@@ -435,7 +431,7 @@ class Client:
         host: str,
         port: int,
         context: ssl.SSLContext | None,
-        proxy: _Proxy | None,
+        proxy: Proxy | None,
     ) -> _Connection:
         via = "" if proxy is None else f"the proxy {proxy.host}:{proxy.port}: "
         try:
@@ -456,7 +452,7 @@ class Client:
             raise HTTPError(via + _why(err, proxy.host if proxy else host)) from None
 
     async def _tunnel(
-        self, conn: _Connection, host: str, port: int, proxy: _Proxy, context: ssl.SSLContext
+        self, conn: _Connection, host: str, port: int, proxy: Proxy, context: ssl.SSLContext
     ) -> None:
         lines = [f"CONNECT {host}:{port} HTTP/1.1", f"Host: {host}:{port}"]
         if proxy.authorization:
@@ -636,80 +632,3 @@ def _unverified() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-# -- proxies, as Go reads them from the environment ------------------------------------------
-
-
-def proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
-    """The proxy a request to ``host`` goes through: ``HTTPS_PROXY`` or ``HTTP_PROXY`` (or
-    their lower-case names), unless ``host`` is loopback or ``NO_PROXY`` names it."""
-    names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
-    url = next((os.environ[n] for n in names if os.environ.get(n)), "")
-    if not url or is_loopback(host) or _no_proxy(host, port):
-        return None
-    return _parse_proxy(names[0], url)
-
-
-@functools.lru_cache(maxsize=8)
-def _parse_proxy(name: str, url: str) -> _Proxy:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme != "http" or not parts.hostname:
-        raise HTTPError(f"{name}={url}: only http:// proxies are supported")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise HTTPError(f"{name}={url}: not a valid port") from None
-    authorization = ""
-    if parts.username is not None:
-        authorization = basic(unquote(parts.username), unquote(parts.password or ""))
-    return _Proxy(parts.hostname, port, authorization)
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (a host name, without its port)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _no_proxy(host: str, port: int) -> bool:
-    """Whether ``NO_PROXY`` names ``host``: ``*``; an address or a CIDR block holding it; a
-    domain and its subdomains (``.domain``: its subdomains only); any of them with a port."""
-    listed = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
-    host = host.lower()
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in (e.strip().lower() for e in listed.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        if "/" in entry:
-            try:
-                if address is not None and address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        name, want = entry, 0
-        if entry.startswith("["):
-            name, _, tail = entry[1:].partition("]")
-            want = int(tail[1:]) if tail[1:].isdigit() else 0
-        elif entry.count(":") == 1:
-            name, _, tail = entry.partition(":")
-            want = int(tail) if tail.isdigit() else 0
-        if want and want != port:
-            continue
-        name = name.removeprefix("*")
-        if name.startswith("."):
-            if host.endswith(name):
-                return True
-        elif host == name or host.endswith("." + name):
-            return True
-    return False
