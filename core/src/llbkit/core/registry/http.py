@@ -43,6 +43,8 @@ MAX_REDIRECTS = 10
 KEEPALIVE = 30.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 16
+#: the most one read of a body asks for (asyncio's transport reads 256 kB at a time)
+_READ = 1 << 18
 
 
 class HTTPError(Exception):
@@ -82,18 +84,9 @@ class Headers:
         self._items = list(items)
 
     def get(self, name: str, default: str = "") -> str:
+        """The first field named ``name``."""
         wanted = name.lower()
         return next((v for k, v in self._items if k.lower() == wanted), default)
-
-    def get_list(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [v for k, v in self._items if k.lower() == wanted]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.get_list(name))
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
 
 
 class _Connection:
@@ -179,10 +172,9 @@ class Response:
     """An answer whose body is read as it comes (:meth:`aiter_bytes`), or whole (:meth:`aread`);
     the connection goes back to the pool once the body is read to its end."""
 
-    def __init__(self, status_code: int, headers: Headers, url: str, body: _Body) -> None:
+    def __init__(self, status_code: int, headers: Headers, body: _Body) -> None:
         self.status_code = status_code
         self.headers = headers
-        self.url = url
         self._body = body
         self._content: bytes | None = None
 
@@ -214,7 +206,8 @@ _UNTIL_CLOSED = object()
 
 
 class _Request:
-    """What is sent: its head is made once, so a request asked again sends the same bytes."""
+    """What is sent, the same bytes each time (a request is asked again on a new connection
+    when a kept one turns out closed)."""
 
     def __init__(
         self,
@@ -393,17 +386,18 @@ class Client:
             status, version, headers = await self._read_head(conn)
             keep = version == "HTTP/1.1" and "close" not in headers.get("connection").lower()
             body = self._body(conn, request, status, headers)
+            if body is _UNTIL_CLOSED:
+                body, keep = self._to_close(conn), False
+            if body is not None:
+                body = _decoded(body, headers.get("content-encoding"))
         except BaseException:
             conn.close()
             raise
         if body is None:
             self._release(conn, keep)
-            return Response(status, headers, request.url, _Body(None, None, None))
-        if body is _UNTIL_CLOSED:
-            body, keep = self._to_close(conn), False
-        pieces = _decoded(body, headers.get("content-encoding"))
+            return Response(status, headers, _Body(None, None, None))
         kept = functools.partial(self._release, conn, keep)
-        return Response(status, headers, request.url, _Body(pieces, conn, kept))
+        return Response(status, headers, _Body(body, conn, kept))
 
     def _body(self, conn: _Connection, request: _Request, status: int, headers: Headers) -> Any:
         """How the answer's body is read: ``None`` when it has none."""
@@ -444,7 +438,11 @@ class Client:
                 reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
                 conn = _Connection(key, reader, writer)
                 if context is not None:
-                    await self._tunnel(conn, host, port, proxy, context)
+                    try:
+                        await self._tunnel(conn, host, port, proxy, context)
+                    except BaseException:
+                        conn.close()
+                        raise
                 return conn
         except TimeoutError:
             raise ConnectTimeout(f"{via}no answer to connect") from None
@@ -460,7 +458,6 @@ class Client:
         conn.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         status, _, _ = await self._read_head(conn)
         if not 200 <= status < 300:
-            conn.close()
             raise HTTPError(f"the proxy {proxy.host}:{proxy.port} refused {host}:{port} ({status})")
         await conn.writer.start_tls(context, server_hostname=host)
 
@@ -509,7 +506,7 @@ class Client:
     async def _sized(self, conn: _Connection, length: int) -> AsyncIterator[bytes]:
         left = length
         while left:
-            piece = await self._read(conn, min(left, _CHUNK * 4))
+            piece = await self._read(conn, min(left, _READ))
             if not piece:
                 raise Broken(
                     "peer closed connection without sending complete message body "
@@ -531,7 +528,7 @@ class Client:
                 return
             left = size
             while left:
-                piece = await self._read(conn, min(left, _CHUNK * 4))
+                piece = await self._read(conn, min(left, _READ))
                 if not piece:
                     raise Broken("peer closed connection in the middle of a chunk")
                 left -= len(piece)
@@ -553,7 +550,7 @@ class Client:
             raise Broken(f"the connection broke ({err.strerror or err})") from None
 
     async def _to_close(self, conn: _Connection) -> AsyncIterator[bytes]:
-        while piece := await self._read(conn, _CHUNK * 4):
+        while piece := await self._read(conn, _READ):
             yield piece
 
 
