@@ -324,3 +324,20 @@ def test_a_refused_connection_says_so() -> None:
 
     with pytest.raises(HTTPError, match=r"^connection refused$"):
         anyio.run(run)
+
+
+def test_a_body_comes_in_the_pieces_asked_for() -> None:
+    """A pull reports its progress per piece: pieces of the size it asks for, however the
+    reads come (not a line per 64 kB read)."""
+    body = bytes(range(256)) * 400
+
+    async def run() -> list[int]:
+        async with server(lambda s: ok(body)) as srv:
+            client = Client(timeout=5)
+            response = await client.send("GET", srv.url + "/blob")
+            sizes = [len(piece) async for piece in response.aiter_bytes(30_000)]
+            await response.aclose()
+            await client.aclose()
+            return sizes
+
+    assert anyio.run(run) == [30_000, 30_000, 30_000, 12_400]

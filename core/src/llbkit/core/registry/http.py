@@ -179,13 +179,20 @@ class Response:
         self._content: bytes | None = None
 
     async def aiter_bytes(self, chunk_size: int = _CHUNK) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, in pieces of at most about ``chunk_size``."""
+        """The body's bytes in pieces of ``chunk_size`` (the last one shorter): a caller that
+        reports each piece (a pull's progress) does so per piece it asked for, not per read."""
         if self._content is not None:
             for start in range(0, len(self._content), chunk_size):
                 yield self._content[start : start + chunk_size]
             return
-        async for chunk in self._body.chunks():
-            yield chunk
+        held = bytearray()
+        async for piece in self._body.chunks():
+            held += piece
+            while len(held) >= chunk_size:
+                yield bytes(held[:chunk_size])
+                del held[:chunk_size]
+        if held:
+            yield bytes(held)
 
     async def aread(self) -> bytes:
         if self._content is None:
