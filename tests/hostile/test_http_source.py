@@ -55,3 +55,30 @@ def test_a_bad_download_is_one_line_with_a_reason(
     assert str(err.value).startswith(f"{server}/{path}: {reason}")
     assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []  # the partial download is gone
+
+
+class _Dated(BaseHTTPRequestHandler):
+    """Answers with a ``Last-Modified`` under ``/dated``, and without one elsewhere."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if self.path.startswith("/dated"):
+            self.send_header("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+@pytest.mark.parametrize(("path", "mtime"), [("dated", 784111777), ("undated", 0)])
+def test_a_download_has_the_servers_time_or_the_epoch(
+    tmp_path: Path, path: str, mtime: int
+) -> None:
+    """As BuildKit: ``Last-Modified`` when the server says it, else 1970 (never the time of
+    the download, which would make every ``ADD`` of it a new layer)."""
+    with serving(_Dated) as host:
+        job = dataclasses.replace(parse_http(f"http://{host}/{path}", {}, None), state_dir=tmp_path)
+        got, _, _ = anyio.run(job._download, None)
+    assert got.stat().st_mtime == mtime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -70,8 +71,7 @@ class HTTPJob(ParsedSource):
             raise UserError(
                 f"{self.identifier}: digest mismatch: expected {self.checksum}, got {got}"
             )
-        if modified:
-            _set_mtime(tmp, modified)
+        _set_mtime(tmp, modified)
         path = urlsplit(self.identifier).path
         filename = self.filename or name or unquote(path.rsplit("/", 1)[-1]) or "index"
         self._got["file"] = (Path(tmp), got, filename)
@@ -144,13 +144,14 @@ class HTTPJob(ParsedSource):
 
 
 def _set_mtime(path: str, header: str) -> None:
-    """As BuildKit: a downloaded file keeps the server's Last-Modified time."""
-    from email.utils import parsedate_to_datetime
+    """As BuildKit: a downloaded file has the server's ``Last-Modified`` time, or the epoch
+    when there is none (or it cannot be read)."""
+    stamp = 0.0
+    if header:
+        from email.utils import parsedate_to_datetime
 
-    try:
-        stamp = parsedate_to_datetime(header).timestamp()
-    except (TypeError, ValueError):
-        return
+        with contextlib.suppress(TypeError, ValueError):  # unreadable: the epoch
+            stamp = parsedate_to_datetime(header).timestamp()
     os.utime(path, (stamp, stamp))
 
 
