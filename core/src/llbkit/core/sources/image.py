@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from llbkit.core.sources._base import (
 from llbkit.core.sources.growing import DownloadFailed, GrowingFile
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
     from llbkit.core.plugins.imagestore import ImageStore
@@ -42,6 +43,8 @@ PULLS = 4
 #: the size from which a layer is unpacked while it downloads: below it, unpacking after the
 #: download is sooner (the two threads would take turns on the interpreter for little overlap)
 STREAMED_FROM = 8 << 20
+#: how often a download says how far it got (BuildKit's pull progress ticks every 150 ms)
+PROGRESS_EVERY = 0.15
 
 _KNOWN = ("image.resolvemode", "image.recordtype", "image.layerlimit", "image.checksum")
 
@@ -195,6 +198,30 @@ class ImageJob(ParsedSource):
                 progress.status(f"extracting {desc.digest}", done=True)
 
         await anyio.to_thread.run_sync(unpack)
+
+
+async def _write_blob(
+    chunks: AsyncIterator[bytes],
+    out: IO[bytes],
+    digest: Any,
+    growing: GrowingFile | None,
+    report: Callable[..., None],
+) -> int:
+    """A download's bytes into ``out`` and ``digest``, each flushed for ``growing``'s reader;
+    how far it got is reported every :data:`PROGRESS_EVERY` (the first after one)."""
+    done = 0
+    shown = time.monotonic()
+    async for chunk in chunks:
+        out.write(chunk)
+        digest.update(chunk)
+        done += len(chunk)
+        if growing is not None:
+            out.flush()
+            growing.grew(done)
+        if time.monotonic() >= shown + PROGRESS_EVERY:
+            shown = time.monotonic()
+            report(current=done)
+    return done
 
 
 def parse_image(identifier: str, attrs: Mapping[str, str], platform: Platform | None) -> ImageJob:
@@ -388,14 +415,8 @@ class ImageSource(BuiltinSource, parser=parse_image):
                     else http.blob(ref, desc.digest)
                 )
                 async with reading as chunks:
-                    async for chunk in chunks:
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if growing is not None:
-                            out.flush()
-                            growing.grew(done)
-                        progress.status(desc.digest, current=done, total=desc.size)
+                    report = functools.partial(progress.status, desc.digest, total=desc.size)
+                    done = await _write_blob(chunks, out, digest, growing, report)
             if digest.hexdigest() != hexdigest:
                 raise RegistryError(
                     f"{ref}: blob {desc.digest} does not match its digest "
