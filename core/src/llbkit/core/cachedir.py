@@ -5,22 +5,33 @@ keeps nothing. Losing any of it costs speed, never a result."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-__all__ = ["CACHE_ENV", "cache_dir", "write_cache_file"]
+TYPE_CHECKING = False  # pathlib's import is more than the daemon's light client needs
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["CACHE_ENV", "cache_dir", "cache_folder", "write_cache_file"]
 
 #: where the caches live (a directory); ``off`` recomputes everything and writes nothing
 CACHE_ENV = "LLBKIT_PLUGIN_CACHE"
 
 
 def cache_dir() -> Path | None:
+    from pathlib import Path
+
+    folder = cache_folder()
+    return None if folder is None else Path(folder)
+
+
+def cache_folder() -> str | None:
+    """:func:`cache_dir`, as a string."""
     configured = os.environ.get(CACHE_ENV, "")
     if configured == "off":
         return None
     if configured:
-        return Path(configured)
+        return configured
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "llbkit"
+    return os.path.join(base, "llbkit")
 
 
 def write_cache_file(path: Path, data: bytes) -> None:

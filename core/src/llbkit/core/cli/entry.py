@@ -20,8 +20,10 @@ ADDRESS_ENV = "BUILDKIT_HOST"
 
 
 def run() -> None:
-    from llbkit.core.cli import collector
+    from llbkit.core.cachedir import cache_folder
+    from llbkit.core.cli import collector, modulecache
 
+    modulecache.install(cache_folder())  # before the modules it holds are imported
     collector.pause()  # until the build runs (a command the full CLI takes: until it starts)
     _interrupt_on_terminate()
     plan = _parse(sys.argv[1:])
