@@ -4,6 +4,7 @@ path kept inside the tree, however its entries or symlinks point."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import shutil
@@ -192,11 +193,25 @@ def check_member(member: tarfile.TarInfo, count: int, limits: LayerLimits | None
         )
 
 
+#: below this size a compressed file is inflated in the thread that reads the tar: a thread of
+#: its own costs more in handing blocks over (the two take turns on the interpreter) than it wins
+THREAD_FROM = 4 << 20
+
+
+def _size(stream: IO[bytes]) -> int | None:
+    """How big a file ``stream`` is, if it is one (a download still growing is not)."""
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
     limits = current_limits()
     content: IO[bytes] | None = None
     try:
-        content = decompressed(stream)
+        size = _size(stream)
+        content = decompressed(stream, threaded=size is None or size >= THREAD_FROM)
         with tarfile.open(fileobj=content, mode="r|*", tarinfo=BoundedTarInfo) as tar:
             for count, member in enumerate(tar, 1):
                 check_member(member, count, limits)
