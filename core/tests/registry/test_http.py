@@ -8,11 +8,14 @@ import gzip
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import pytest
 
+from llbkit.core.registry import hosts as hostsfile
 from llbkit.core.registry import http
+from llbkit.core.registry.hosts import listed
 from llbkit.core.registry.http import Broken, Client, HTTPError, Pool, ReadTimeout
 
 
@@ -341,3 +344,53 @@ def test_a_body_comes_in_the_pieces_asked_for() -> None:
             return sizes
 
     assert anyio.run(run) == [30_000, 30_000, 30_000, 12_400]
+
+
+def test_hosts_file_names_are_read_as_go_reads_them(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(
+        "# a comment\n"
+        "127.0.0.1 localhost   # the loopback\n"
+        "::1 localhost ip6-localhost\n"
+        "127.0.0.1 LocalHost\n"  # the same address twice: listed once
+        "10.0.0.7 Registry.Test mirror.test\n"
+        "fe80::1%eth0 linklocal.test\n"
+        "not-enough-fields\n"
+    )
+    assert listed("localhost", str(hosts)) == ["127.0.0.1", "::1"]
+    assert listed("REGISTRY.test.", str(hosts)) == ["10.0.0.7"]
+    assert listed("mirror.test", str(hosts)) == ["10.0.0.7"]
+    assert listed("linklocal.test", str(hosts)) == ["fe80::1"]
+    assert listed("other.test", str(hosts)) == []
+    assert listed("::1", str(hosts)) == []
+    assert listed("localhost", str(tmp_path / "missing")) == []
+
+
+def test_a_name_the_hosts_file_lists_is_reached_at_each_address_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address that refuses (the first: nothing listens on it) gives way to the next, and
+    no resolver is asked: the name exists nowhere else."""
+    hosts = tmp_path / "hosts"
+    monkeypatch.setattr(hostsfile, "HOSTS", str(hosts))
+
+    async def run() -> tuple[bytes, list[str], int]:
+        async with server(lambda s: ok(b"through the hosts file")) as srv:
+            hosts.write_text("127.0.0.3 registry.test\n127.0.0.1 registry.test\n")
+            client = Client(timeout=5)
+            try:
+                response = await client.request("GET", f"http://registry.test:{srv.port}/v2/")
+                return await response.aread(), [s.headers["host"] for s in srv.seen], srv.port
+            finally:
+                await client.aclose()
+
+    async def refusing(address: str, port: int, **options: object) -> object:
+        if address != "127.0.0.1":
+            raise ConnectionRefusedError(111, "Connection refused")
+        return await opened(address, port, **options)
+
+    opened = asyncio.open_connection
+    monkeypatch.setattr(asyncio, "open_connection", refusing)
+    body, seen_hosts, port = anyio.run(run)
+    assert body == b"through the hosts file"
+    assert seen_hosts == [f"registry.test:{port}"]

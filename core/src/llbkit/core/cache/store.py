@@ -116,6 +116,22 @@ def _probe_overlay(tmp: Path) -> bool:
         rmtree(base, ignore_errors=True)
 
 
+class _Probe:
+    """:func:`_probe_overlay` on a thread of its own."""
+
+    def __init__(self, tmp: Path) -> None:
+        self._works = False
+        self._thread = threading.Thread(target=self._run, args=(tmp,), name="overlay probe")
+        self._thread.start()
+
+    def _run(self, tmp: Path) -> None:
+        self._works = _probe_overlay(tmp)
+
+    def result(self) -> bool:
+        self._thread.join()
+        return self._works
+
+
 class Store:
     """Layers, results and keys under one opened state root; safe to use from threads."""
 
@@ -143,17 +159,35 @@ class Store:
         room = MAX_OPTIONS - 3 * (len(str(self.tmp)) + 40) - len(overlay_options([]))
         self.max_depth = max(2, min(128, room // per_layer))
         known = self.db.setting("layer_format")
+        self._format: str | None = known
+        self._probe: _Probe | None = None
         if root.readonly:  # a view reads records and measures; it never makes layers
-            self.format = known or layer_format or "oci"
+            self._format = known or layer_format or "oci"
             return
         self.layers_dir.mkdir(exist_ok=True)
         self.empty.mkdir(exist_ok=True)
-        if known is not None:
-            self.format = known
-        else:
-            self.format = layer_format or ("overlay" if _probe_overlay(self.tmp) else "oci")
-            self.db.set_setting("layer_format", self.format)
+        if known is None and layer_format is not None:
+            self._chose(layer_format)
+        elif known is None:
+            # Mounting and unmounting take a few ms: on a new root the probe runs beside the
+            # rest of the start, and what first needs the format waits for it.
+            self._probe = _Probe(self.tmp)
         self._recover()
+
+    @property
+    def format(self) -> str:
+        """How layers are kept: ``overlay`` (whiteouts as overlayfs reads them), or ``oci``."""
+        if self._format is None:
+            assert self._probe is not None
+            self._chose("overlay" if self._probe.result() else "oci")
+        assert self._format is not None
+        return self._format
+
+    def _chose(self, layer_format: str) -> None:
+        with self.lock:
+            if self._format is None:
+                self.db.set_setting("layer_format", layer_format)
+                self._format = layer_format
 
     @classmethod
     def open(
@@ -174,6 +208,8 @@ class Store:
         return cls(StateRoot.open_readonly(path))
 
     def close(self) -> None:
+        if self._format is None and not self.root.readonly:
+            self.format  # noqa: B018 - kept for the next open, and the probe's mount undone
         self.leases.close()
         self.root.close()
 

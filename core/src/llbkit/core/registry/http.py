@@ -24,6 +24,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from llbkit.core.registry.hosts import listed
 from llbkit.core.registry.proxies import Proxy, ProxyError, proxy_for
 
 __all__ = [
@@ -438,11 +439,11 @@ class Client:
         try:
             async with asyncio.timeout(self.timeout):
                 if proxy is None:
-                    reader, writer = await asyncio.open_connection(
+                    reader, writer = await _connect(
                         host, port, ssl=context, server_hostname=host if context else None
                     )
                     return _Connection(key, reader, writer)
-                reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+                reader, writer = await _connect(proxy.host, proxy.port)
                 conn = _Connection(key, reader, writer)
                 if context is not None:
                     try:
@@ -559,6 +560,20 @@ class Client:
     async def _to_close(self, conn: _Connection) -> AsyncIterator[bytes]:
         while piece := await self._read(conn, _READ):
             yield piece
+
+
+async def _connect(
+    host: str, port: int, **options: Any
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to ``host``: each address ``/etc/hosts`` lists for it in turn, else the
+    resolver's."""
+    *others, last = listed(host) or [host]
+    for address in others:
+        try:
+            return await asyncio.open_connection(address, port, **options)
+        except OSError:
+            continue  # the next address, as Go's dialer goes on
+    return await asyncio.open_connection(last, port, **options)
 
 
 def _why(err: OSError, host: str) -> str:

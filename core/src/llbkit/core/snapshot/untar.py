@@ -202,7 +202,7 @@ def _size(stream: IO[bytes]) -> int | None:
     """How big a file ``stream`` is, if it is one (a download still growing is not)."""
     try:
         return os.fstat(stream.fileno()).st_size
-    except (OSError, ValueError, io.UnsupportedOperation):
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return None
 
 
