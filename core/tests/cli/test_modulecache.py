@@ -50,14 +50,18 @@ def _tree(root: Path, value: str = "one") -> Path:
     return root
 
 
-def _run(tmp: Path, *paths: Path) -> dict[str, object]:
-    cwd = tmp / "cwd"
-    cwd.mkdir(exist_ok=True)
+def _run(tmp: Path, *paths: Path, command: str = "script") -> dict[str, object]:
+    """PROGRAM as a script (as the ``llbkit`` command runs: its folder first on sys.path), or
+    with ``-c`` (the working directory first)."""
+    script = tmp / "program" / "run.py"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(PROGRAM)
+    program = [str(script)] if command == "script" else ["-c", PROGRAM]
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, str(tmp / "cache"), *map(str, paths)],
+        [sys.executable, *program, str(tmp / "cache"), *map(str, paths)],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=tmp,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout)
@@ -128,3 +132,25 @@ def test_a_file_that_cannot_be_trusted_or_read_is_not_used(tmp_path: Path, damag
         assert after["loaders"] == ["SourceFileLoader"] * 3
     if damage != "group-writable":  # written again, and used
         assert _run(tmp_path, pkgs)["loaders"] == ["_Loader"] * 3
+
+
+def test_nothing_is_kept_with_the_working_directory_on_the_path(tmp_path: Path) -> None:
+    """``python -c`` puts the working directory first on the path: a folder whose content
+    changes with every command (a build's output) would set the file aside each time."""
+    pkgs = _tree(tmp_path / "pkgs")
+    _run(tmp_path, pkgs, command="-c")
+    assert _run(tmp_path, pkgs, command="-c")["loaders"] == ["SourceFileLoader"] * 3
+    assert _kept(tmp_path) == []
+
+
+def test_the_files_of_paths_unused_for_a_month_are_removed(tmp_path: Path) -> None:
+    pkgs = _tree(tmp_path / "pkgs")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, recent = cache / "modules-cpython-0-old.bin", cache / "modules-cpython-0-recent.bin"
+    for kept in (old, recent):
+        kept.write_bytes(b"another environment's modules")
+    os.utime(old, (0, 0))
+    _run(tmp_path, pkgs)
+    assert not old.exists() and recent.exists()
+    assert len(_kept(tmp_path)) == 2

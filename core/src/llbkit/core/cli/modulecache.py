@@ -234,8 +234,26 @@ def _write(path: str, index: dict[str, _Entry], blobs: list[bytes]) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
+        _forget_others(path)
     except OSError:
         pass
+
+
+#: a kept file of another interpreter or path not written for this long is removed
+STALE = 30 * 86400
+
+
+def _forget_others(path: str) -> None:
+    """The files of environments gone or unused (each is a few MB) do not pile up."""
+    folder, own = os.path.split(path)
+    for name in os.listdir(folder):
+        if name.startswith("modules-") and name != own:
+            other = os.path.join(folder, name)
+            try:
+                if os.stat(other).st_mtime < os.stat(path).st_mtime - STALE:
+                    os.unlink(other)
+            except OSError:
+                continue
 
 
 def _open(path: str) -> tuple[int, dict[str, _Entry]]:
@@ -269,6 +287,8 @@ def install(directory: str | None) -> None:
     (nothing is kept when it is ``None``)."""
     if directory is None or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
+    if not all(os.path.isabs(entry) for entry in sys.path):
+        return  # the working directory is on the path (``python -c``): it changes too often
     import atexit
 
     path = os.path.join(directory, f"modules-{_key()}.bin")
