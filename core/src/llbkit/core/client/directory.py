@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -51,7 +50,7 @@ def _open_temp(path: Path) -> tuple[IO[bytes], Path]:
     """A new temporary file beside ``path``, to :func:`_publish` or :func:`_discard`."""
     with _user_error("write", path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
         return tmp.open("xb"), tmp
 
 

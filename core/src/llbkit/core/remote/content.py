@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import re
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -212,7 +211,7 @@ class _Ingest:
         if self.fd < 0:
             self.folder.mkdir(parents=True, exist_ok=True)
             # As any file this user writes (the umask applies), like the embedded cache's.
-            self.tmp = str(self.folder / f".ingest-{secrets.token_hex(8)}.tmp")
+            self.tmp = str(self.folder / f".ingest-{os.urandom(8).hex()}.tmp")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             self.fd = os.open(self.tmp, flags, 0o666)
         return self.fd

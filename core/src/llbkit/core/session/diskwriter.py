@@ -13,7 +13,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -265,7 +264,7 @@ class DiskWriter:
 
     def _tmp(self, path: str) -> str:
         head = os.path.dirname(self._abs(path))
-        return os.path.join(head, f".llbkit-diffcopy-{secrets.token_hex(8)}")
+        return os.path.join(head, f".llbkit-diffcopy-{os.urandom(8).hex()}")
 
     def _apply(self, file_id: int, new: fsutil_pb2.Stat) -> bool:
         """Make one entry; True when its data is to be requested."""

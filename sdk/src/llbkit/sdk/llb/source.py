@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -154,8 +154,14 @@ def local(
 
 
 def _unique_id() -> str:
+    """128 random bits in 25 base-36 digits, as BuildKit's ``identity.NewID`` writes them."""
     alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-    return "".join(secrets.choice(alphabet) for _ in range(25))
+    value = int.from_bytes(os.urandom(16), "big")
+    digits = []
+    while value:
+        value, digit = divmod(value, 36)
+        digits.append(alphabet[digit])
+    return "".join(reversed(digits)).rjust(25, "0")
 
 
 def git(

@@ -10,7 +10,6 @@ state root.
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -294,9 +293,7 @@ async def run_exec(
                 f"process {_go_quote(shown)} did not complete successfully: {err}"
             ) from None
         process = _process(exe, network, secret_env, uid=uid, gid=gid, groups=groups)
-        code = await executor.run(
-            secrets.token_hex(12), process, rootfs, mounts.specs, ctx.progress
-        )
+        code = await executor.run(os.urandom(12).hex(), process, rootfs, mounts.specs, ctx.progress)
         await anyio.to_thread.run_sync(_remove_stubs, stubs)
         if code != 0:
             raise ExecFailed(
