@@ -450,26 +450,7 @@ class _Build:
             for shared in self.pending:  # found in the cache before another step failed
                 shared.done(cached=True)
             raise
-        # Walk down from the terminal: a hit needs nothing below it; a miss needs its inputs.
-        need: set[str] = set()
-        hits: dict[str, Outputs] = {}
-        stack = [self.definition.by_digest[self.definition.result.digest]]
-        while stack:
-            vertex = stack.pop()
-            if vertex.digest in need or vertex.digest in hits:
-                continue
-            shared = self.shared[vertex.digest]
-            if not shared.result.finished and not self.ignore(vertex):
-                hit = await anyio.to_thread.run_sync(
-                    self._lookup, shared, self.keys[vertex.digest], limiter=self.solver.threads
-                )
-                if hit is not None:
-                    hits[vertex.digest] = hit
-            if shared.result.finished or vertex.digest in hits:
-                hits.setdefault(vertex.digest, [])
-                continue
-            need.add(vertex.digest)
-            stack.extend(self.definition.by_digest[i.digest] for i in vertex.op.inputs)
+        need, hits = await anyio.to_thread.run_sync(self._walk, limiter=self.solver.threads)
         await self._show_unneeded(need, hits)
         try:
             async with anyio.create_task_group() as tg:
@@ -482,6 +463,29 @@ class _Build:
         outputs = await self.shared[target.digest].result.run(self._never)
         key, chain = outputs[target.index]
         return ResultRef(self.store, key, chain)
+
+    def _walk(self) -> tuple[set[str], dict[str, Outputs]]:
+        """Down from the terminal: a hit needs nothing below it; a miss needs its inputs. On
+        a thread, whole: a hop to a thread per lookup cost a cold build more than the lookups
+        (results another build finishes meanwhile are found by the steps themselves)."""
+        need: set[str] = set()
+        hits: dict[str, Outputs] = {}
+        stack = [self.definition.by_digest[self.definition.result.digest]]
+        while stack:
+            vertex = stack.pop()
+            if vertex.digest in need or vertex.digest in hits:
+                continue
+            shared = self.shared[vertex.digest]
+            if not shared.result.finished and not self.ignore(vertex):
+                hit = self._lookup(shared, self.keys[vertex.digest])
+                if hit is not None:
+                    hits[vertex.digest] = hit
+            if shared.result.finished or vertex.digest in hits:
+                hits.setdefault(vertex.digest, [])
+                continue
+            need.add(vertex.digest)
+            stack.extend(self.definition.by_digest[i.digest] for i in vertex.op.inputs)
+        return need, hits
 
     async def _show_unneeded(self, need: set[str], hits: dict[str, Outputs]) -> None:
         """Show every step that does not run, inputs first, as BuildKit does on a rebuild: a
