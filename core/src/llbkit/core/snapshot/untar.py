@@ -199,11 +199,13 @@ THREAD_FROM = 4 << 20
 
 
 def _size(stream: IO[bytes]) -> int | None:
-    """How big a file ``stream`` is, if it is one (a download still growing is not)."""
+    """How big a file ``stream`` is, if it is one (a pipe, or a download still growing, is
+    not)."""
     try:
-        return os.fstat(stream.fileno()).st_size
+        found = os.fstat(stream.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return None
+    return found.st_size if stat.S_ISREG(found.st_mode) else None
 
 
 def _run(applier: _Applier, stream: IO[bytes], failure: str) -> None:
