@@ -394,3 +394,42 @@ def test_a_name_the_hosts_file_lists_is_reached_at_each_address_in_turn(
     body, seen_hosts, port = anyio.run(run)
     assert body == b"through the hosts file"
     assert seen_hosts == [f"registry.test:{port}"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_answer_given_before_the_body_was_read_is_the_answer(streamed: bool) -> None:
+    """A server (a proxy's size limit, an expired token) that answers at once and closes
+    without reading a large body resets the connection under the upload: the client returns
+    what it answered, as Go's transport does, not the broken connection."""
+    refusal = (
+        b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 14\r\n"
+        b"Connection: close\r\n\r\nbody too large"
+    )
+
+    async def answer_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(refusal)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # unread body in the kernel's buffer: a reset, not a FIN
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"x" * (1 << 20)
+            await asyncio.sleep(0.005)
+
+    async def run() -> tuple[int, bytes]:
+        listening = await asyncio.start_server(answer_early, "127.0.0.1", 0)
+        port = listening.sockets[0].getsockname()[1]
+        async with listening:
+            client = Client(timeout=5)
+            try:
+                body: bytes | AsyncIterator[bytes] = pieces() if streamed else b"x" * (64 << 20)
+                response = await client.request(
+                    "PUT", f"http://127.0.0.1:{port}/v2/upload", content=body
+                )
+                return response.status_code, await response.aread()
+            finally:
+                await client.aclose()
+
+    assert anyio.run(run) == (413, b"body too large")

@@ -380,19 +380,31 @@ class Client:
     async def _over(self, conn: _Connection, request: _Request) -> Response:
         """``request`` sent on ``conn``, and its answer (the body still to read)."""
         content = request.content
+        salvaged = False
         try:
-            await self._write(conn, request.head())
-            if isinstance(content, AsyncIterable):
-                chunked = request.chunked
-                async for piece in content:
-                    if piece:
-                        await self._write(
-                            conn, b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
-                        )
-                if chunked:
-                    await self._write(conn, b"0\r\n\r\n")
-            status, version, headers = await self._read_head(conn)
+            try:
+                await self._write(conn, request.head())
+                if isinstance(content, AsyncIterable):
+                    chunked = request.chunked
+                    async for piece in content:
+                        if piece:
+                            await self._write(
+                                conn, b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+                            )
+                    if chunked:
+                        await self._write(conn, b"0\r\n\r\n")
+                status, version, headers = await self._read_head(conn)
+            except Broken:
+                # The server may have answered, then reset the connection under the rest of
+                # the request (a size limit, a refused token): that answer is the answer.
+                answered = _answered_before(conn)
+                if answered is None:
+                    raise
+                conn.close()
+                conn, salvaged = answered, True
+                status, version, headers = await self._read_head(conn)
             keep = version == "HTTP/1.1" and "close" not in headers.get("connection").lower()
+            keep = keep and not salvaged
             body = self._body(conn, request, status, headers)
             if body is _UNTIL_CLOSED:
                 body, keep = self._to_close(conn), False
@@ -574,6 +586,19 @@ async def _connect(
         except OSError:
             continue  # the next address, as Go's dialer goes on
     return await asyncio.open_connection(last, port, **options)
+
+
+def _answered_before(conn: _Connection) -> _Connection | None:
+    """What the server answered before the connection broke, as a connection that reads it
+    (and then ends), or ``None``. asyncio's reader raises the reset before it hands over the
+    bytes it holds, so they are taken from its buffer."""
+    held = bytes(getattr(conn.reader, "_buffer", b""))
+    if not held.startswith(b"HTTP/"):
+        return None
+    reader = asyncio.StreamReader()
+    reader.feed_data(held)
+    reader.feed_eof()
+    return _Connection(conn.key, reader, conn.writer)
 
 
 def _why(err: OSError, host: str) -> str:
