@@ -109,7 +109,23 @@ class _Finder:
         entry = self.index.get(name)
         if entry is None:
             return None
-        origin, package, mtime, size, folder_mtime, offset, length = entry
+        try:
+            return self._kept(name, path, *entry)
+        except (TypeError, ValueError):  # an entry of a damaged file: imported as always
+            return None
+
+    def _kept(
+        self,
+        name: str,
+        path: Any,
+        origin: str,
+        package: bool,
+        mtime: int,
+        size: int,
+        folder_mtime: int,
+        offset: int,
+        length: int,
+    ) -> Any:
         folder = os.path.dirname(origin)
         if path is not None and folder not in path and os.path.dirname(folder) not in path:
             return None  # a parent whose __path__ is not where the kept code was found
@@ -215,7 +231,7 @@ def _read(fd: int, entry: _Entry) -> bytes | None:
 
 
 def _folders() -> list[tuple[str, int]]:
-    return [(entry, _mtime(entry or ".")) for entry in sys.path]
+    return [(entry, _mtime(entry)) for entry in sys.path]
 
 
 def _write(path: str, index: dict[str, _Entry], blobs: list[bytes]) -> None:

@@ -154,14 +154,16 @@ def local(
 
 
 def _unique_id() -> str:
-    """128 random bits in 25 base-36 digits, as BuildKit's ``identity.NewID`` writes them."""
+    """An ID as BuildKit's ``identity.NewID`` makes one: 17 random bytes, the top bit set (so
+    the number always has the same count of digits), in base 36, the first digit dropped and
+    the next 25 kept."""
     alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-    value = int.from_bytes(os.urandom(16), "big")
+    value = int.from_bytes(os.urandom(17), "big") | 1 << 135
     digits = []
     while value:
         value, digit = divmod(value, 36)
         digits.append(alphabet[digit])
-    return "".join(reversed(digits)).rjust(25, "0")
+    return "".join(reversed(digits))[1:26]
 
 
 def git(
