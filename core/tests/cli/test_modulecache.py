@@ -115,7 +115,7 @@ def test_a_module_shadowing_a_kept_one_from_an_earlier_folder_is_the_one_importe
     assert shadowed["files"][0].startswith(str(first))  # type: ignore[index]
 
 
-@pytest.mark.parametrize("damage", ["group-writable", "garbage", "cut"])
+@pytest.mark.parametrize("damage", ["group-writable", "garbage", "cut", "garbled code"])
 def test_a_file_that_cannot_be_trusted_or_read_is_not_used(tmp_path: Path, damage: str) -> None:
     pkgs = _tree(tmp_path / "pkgs")
     expected = _run(tmp_path, pkgs)
@@ -124,11 +124,14 @@ def test_a_file_that_cannot_be_trusted_or_read_is_not_used(tmp_path: Path, damag
         os.chmod(kept, 0o664)
     elif damage == "garbage":
         kept.write_bytes(b"\x00not a module file" * 100)
-    else:
+    elif damage == "cut":
         kept.write_bytes(kept.read_bytes()[:-1000])
+    else:  # the index intact, the code after it not: each module is as if not kept
+        data = kept.read_bytes()
+        kept.write_bytes(data[: len(data) // 2] + b"\xff" * (len(data) - len(data) // 2))
     after = _run(tmp_path, pkgs)
     _same(expected, after)
-    if damage != "cut":  # a cut file keeps its index: only the modules it still holds come
+    if damage in ("group-writable", "garbage"):  # the index cannot be read
         assert after["loaders"] == ["SourceFileLoader"] * 3
     if damage != "group-writable":  # written again, and used
         assert _run(tmp_path, pkgs)["loaders"] == ["_Loader"] * 3

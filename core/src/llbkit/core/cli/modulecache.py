@@ -55,13 +55,18 @@ def _mtime(path: str) -> int:
         return -1
 
 
+#: the type of compiled code (``types`` is not imported for it)
+_CODE = type(_mtime.__code__)
+
+
 class _Loader:
     """Runs one module's kept code; otherwise answers as the file loader would."""
 
-    def __init__(self, name: str, origin: str, code: bytes) -> None:
+    def __init__(self, name: str, origin: str, code: bytes, finder: _Finder) -> None:
         self.name = name
         self.path = origin
         self._code: bytes | None = code
+        self._finder = finder
 
     def create_module(self, spec: Any) -> None:
         return None  # the default module object
@@ -70,11 +75,16 @@ class _Loader:
         exec(self.get_code(self.name), module.__dict__)
 
     def get_code(self, name: str) -> CodeType:
-        if self._code is None:
-            return _external.SourceFileLoader(name, self.path).get_code(name)  # type: ignore[no-any-return]
-        code = marshal.loads(self._code)
-        self._code = None  # held once: a second ask reads the file as the file loader does
-        return code  # type: ignore[no-any-return]
+        kept, self._code = self._code, None  # held once: a second ask reads the source's
+        try:
+            code = marshal.loads(kept) if kept is not None else None
+        except (ValueError, EOFError, TypeError):
+            code = None
+        if isinstance(code, _CODE):
+            return code
+        if kept is not None:  # damaged: imported as always, and the file written again
+            self._finder.taken.discard(name)
+        return _external.SourceFileLoader(name, self.path).get_code(name)  # type: ignore[no-any-return]
 
     def get_filename(self, name: str | None = None) -> str:
         return self.path
@@ -141,7 +151,7 @@ class _Finder:
         if len(code) != length:
             return None
         spec = _bootstrap.ModuleSpec(
-            name, _Loader(name, origin, code), origin=origin, is_package=package
+            name, _Loader(name, origin, code, self), origin=origin, is_package=package
         )
         if package:
             spec.submodule_search_locations = [folder]
