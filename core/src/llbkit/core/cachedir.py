@@ -34,15 +34,16 @@ def cache_folder() -> str | None:
     return os.path.join(base, "llbkit")
 
 
-def write_cache_file(path: Path, data: bytes) -> None:
+def write_cache_file(path: str | os.PathLike[str], data: bytes) -> bool:
     """Replace ``path`` with ``data`` whole, readable by this user alone (a new file of a
-    random name, renamed over it). An unwritable cache (read-only home, full disk) costs only
-    speed: nothing is raised."""
-    import tempfile
-
+    random name, renamed over it); whether it was written. An unwritable cache (read-only
+    home, full disk) costs only speed: nothing is raised. Only ``os``: the daemon's light
+    client writes its module file with it at exit."""
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}-{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
@@ -51,4 +52,5 @@ def write_cache_file(path: Path, data: bytes) -> None:
             os.unlink(tmp)
             raise
     except OSError:
-        pass
+        return False
+    return True

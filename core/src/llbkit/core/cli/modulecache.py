@@ -246,23 +246,13 @@ def _folders() -> list[tuple[str, int]]:
 
 def _write(path: str, index: dict[str, _Entry], blobs: list[bytes]) -> None:
     """The file: a mark, the index's length, the index (offsets from the end of the index),
-    then the code of each module; replaced whole, readable by this user alone. Only ``os``:
-    the daemon's light client writes it at its exit too. An unwritable cache costs speed."""
+    then the code of each module."""
+    from llbkit.core.cachedir import write_cache_file
+
     head = marshal.dumps((_folders(), index))
-    tmp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(b"".join([_MAGIC, len(head).to_bytes(8, "little"), head, *blobs]))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+    data = b"".join([_MAGIC, len(head).to_bytes(8, "little"), head, *blobs])
+    if write_cache_file(path, data):
         _forget_others(path)
-    except OSError:
-        pass
 
 
 #: a kept file of another interpreter or path not written for this long is removed
@@ -272,7 +262,11 @@ STALE = 30 * 86400
 def _forget_others(path: str) -> None:
     """The files of environments gone or unused (each is a few MB) do not pile up."""
     folder, own = os.path.split(path)
-    for name in os.listdir(folder):
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
         if name.startswith("modules-") and name != own:
             other = os.path.join(folder, name)
             try:
