@@ -305,27 +305,23 @@ def test_a_proxy_gets_the_whole_url_and_its_credentials(monkeypatch: pytest.Monk
     assert tunnel.line == "CONNECT registry.test:443 HTTP/1.1"
 
 
-def test_a_host_that_does_not_resolve_is_named_as_go_names_it() -> None:
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # a host that does not resolve, named as Go names it
+        ("http://nosuch.invalid/v2/", r"^lookup nosuch\.invalid: "),
+        ("http://127.0.0.1:1/v2/", r"^connection refused$"),
+    ],
+)
+def test_a_connection_that_cannot_be_made_says_why(url: str, said: str) -> None:
     async def run() -> None:
         client = Client(timeout=5)
         try:
-            await client.request("GET", "http://nosuch.invalid/v2/")
+            await client.request("GET", url)
         finally:
             await client.aclose()
 
-    with pytest.raises(HTTPError, match=r"^lookup nosuch\.invalid: "):
-        anyio.run(run)
-
-
-def test_a_refused_connection_says_so() -> None:
-    async def run() -> None:
-        client = Client(timeout=5)
-        try:
-            await client.request("GET", "http://127.0.0.1:1/v2/")
-        finally:
-            await client.aclose()
-
-    with pytest.raises(HTTPError, match=r"^connection refused$"):
+    with pytest.raises(HTTPError, match=said):
         anyio.run(run)
 
 
