@@ -51,6 +51,22 @@ def test_a_changed_file_brings_its_unchanged_parents(tmp_path: Path) -> None:
     assert _entries(layer, [lower]) == [("a", 0o700)]
 
 
+def test_an_epoch_caps_the_times_of_the_parents_a_change_brings(tmp_path: Path) -> None:
+    """With a timestamp to rewrite to (``rewrite-timestamp``), every entry later than it gets
+    it: the unchanged parents written for a change too, not only the change."""
+    lower, layer = tmp_path / "lower", tmp_path / "layer"
+    _file(lower / "a/b/c", "one\n")
+    _file(layer / "a/b/c", "two\n", NS + 1)
+    for folder in (layer / "a/b", layer / "a"):
+        os.utime(folder, ns=(NS + 10**12, NS + 10**12))
+    out = io.BytesIO()
+    epoch = NS // 10**9 + 100
+    tar_layer(layer, out, "oci", epoch, [lower])
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        times = {m.name: m.mtime for m in tar.getmembers()}
+    assert times == {"a": epoch, "a/b": epoch, "a/b/c": NS // 10**9}
+
+
 def test_same_time_and_size_whole_seconds_compare_content(tmp_path: Path) -> None:
     lower, layer = tmp_path / "lower", tmp_path / "layer"
     whole = 1_600_000_000 * 10**9

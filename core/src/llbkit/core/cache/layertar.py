@@ -135,6 +135,7 @@ class _Writer:
     def add(self, info: tarfile.TarInfo, path: str | None = None) -> None:
         for n, parent in enumerate(self.held):
             if parent is not None:
+                self._time(parent)
                 self.tar.add(parent)
                 self.held[n] = None
         self._time(info)
