@@ -20,6 +20,9 @@ ADDRESS_ENV = "BUILDKIT_HOST"
 
 
 def run() -> None:
+    from llbkit.core.cli.heap import restart_on_huge_pages
+
+    restart_on_huge_pages(sys.argv[1:], ADDRESS_ENV)  # before the heap has grown
     from llbkit.core.cachedir import cache_folder
     from llbkit.core.cli import collector, modulecache
 
