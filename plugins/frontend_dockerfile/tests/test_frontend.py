@@ -15,7 +15,7 @@ from llbkit.core.llb import pb
 from llbkit.plugins.frontend_dockerfile import frontend
 from llbkit.plugins.frontend_dockerfile.convert import BuildOptions, convert
 from llbkit.plugins.frontend_dockerfile.frontend import DockerfileFrontend
-from llbkit.plugins.frontend_dockerfile.parser import Parsed, parse
+from llbkit.plugins.frontend_dockerfile.parser import DockerfileError, Parsed, parse
 from llbkit.sdk import llb
 from llbkit.sdk.testing import FrontendKit, make_context
 
@@ -297,3 +297,46 @@ def test_a_stage_is_named_as_buildkit_counts_build_states(dockerfile: str, prefi
     converted = anyio.run(convert, parse(dockerfile), BuildOptions(target=""), _empty_image)
     names = _names(converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
     assert any(name.startswith(prefix + " ") for name in names), names
+
+
+_THREE_BASES = (
+    "FROM alpha AS a\nRUN echo a\n"
+    "FROM beta AS b\nRUN echo b\n"
+    "FROM gamma AS unused\n"
+    "FROM a\nCOPY --from=b / /b\n"
+)
+
+
+def test_the_needed_stages_images_are_resolved_at_once() -> None:
+    """As BuildKit resolves every reachable stage's image before it converts one: the
+    resolutions overlap (each here waits until both have started), and an image no needed
+    stage names is not asked for."""
+    asked: list[str] = []
+    both = anyio.Event()
+
+    async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+        asked.append(ref)
+        if len(asked) == 2:
+            both.set()
+        with anyio.fail_after(5):  # one at a time never gets here twice
+            await both.wait()
+        return "sha256:" + "0" * 64, b'{"config": {}}'
+
+    anyio.run(convert, parse(_THREE_BASES), BuildOptions(), resolve)
+    assert sorted(asked) == ["alpha", "beta"]
+
+
+def test_an_image_resolved_ahead_fails_with_its_own_from_line() -> None:
+    """Resolved at once, each failure is still said with the FROM line of its stage, the
+    first stage built first."""
+
+    async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+        if "alpha" in ref or "beta" in ref:
+            await anyio.sleep(0.05 if "alpha" in ref else 0)  # beta fails first
+            raise UserError(f"{ref}: not found")
+        return "sha256:" + "0" * 64, b'{"config": {}}'
+
+    with pytest.raises(DockerfileError) as failed:
+        anyio.run(convert, parse(_THREE_BASES), BuildOptions(), resolve)
+    assert str(failed.value).startswith("alpha: alpha: not found")
+    assert ">>> FROM alpha AS a" in failed.value.source

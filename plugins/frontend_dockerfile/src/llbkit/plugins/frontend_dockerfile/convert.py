@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
+
 from llbkit.core.errors import UserError, source_block
 from llbkit.core.patterns import clean
 from llbkit.plugins.frontend_dockerfile.config import (
@@ -174,6 +176,9 @@ class _Converter:
         self.ctx_paths: set[str] = set()
         self.expanded = 0
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+        #: what :meth:`resolve_ahead` found for each base image: its digest and config, or
+        #: why it could not be resolved (raised where the stage is built)
+        self.ahead: dict[str, tuple[str, bytes] | Exception] = {}
 
     def follow_context_paths(self) -> None:
         """Name what the build reads of the context as its follow paths, as BuildKit does once
@@ -489,10 +494,43 @@ class _Converter:
                 # BuildKit v0.11 names a trigger's step by its instruction alone, unnumbered.
                 await handler(stage, inst, "", visiting)
 
+    async def resolve_ahead(self, needed: list[_Stage]) -> None:
+        """Resolve the base images of the ``needed`` stages at once, as BuildKit resolves
+        every reachable stage's image before it converts one: a Dockerfile ``FROM`` two
+        images waits for the slower registry answer, not for both in turn."""
+        refs = dict.fromkeys(ref for stage in needed if (ref := self.image_base(stage)))
+        if len(refs) < 2:
+            return  # nothing to overlap: the stage asks for its own when it is built
+
+        async def one(ref: str) -> None:
+            try:
+                self.ahead[ref] = await self.resolve(ref, self.options.platform)
+            except Exception as err:  # said with its stage's FROM line when that is built
+                self.ahead[ref] = err
+
+        async with anyio.create_task_group() as resolving:
+            for ref in refs:
+                resolving.start_soon(one, ref)
+
+    def image_base(self, stage: _Stage) -> str:
+        """The image a stage's ``FROM`` names (after any named context), or "" for a stage,
+        ``scratch`` or a context that is no image."""
+        named = self.options.contexts.get(stage.base, "")
+        if named:
+            prefix = "docker-image://"
+            return named.removeprefix(prefix) if named.startswith(prefix) else ""
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
+            return ""
+        return "" if stage.base.lower() == "scratch" else stage.base
+
     async def _resolve(self, ref: str, inst: Instruction) -> tuple[str, bytes]:
         """The digest and config of image ``ref``, for ``inst`` (a FROM, or a --from)."""
         try:
-            return await self.resolve(ref, self.options.platform)
+            found = self.ahead.get(ref)
+            if isinstance(found, Exception):
+                raise found
+            return found or await self.resolve(ref, self.options.platform)
         except Exception as err:
             # The registry's message after the name as written, as BuildKit words it (the
             # lines of the Dockerfile show where; the message names no line), and its hint
@@ -1312,6 +1350,7 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     converter.check_cycles()
     wanted = converter.target()
     needed, depth = converter.dependencies(wanted)
+    await converter.resolve_ahead(needed)
     if depth > _NESTED:
         # Stages that need each other thousands deep: built in order, each finding those it
         # needs built, so build()'s recursion never nests (a shallow Dockerfile's order,
