@@ -571,6 +571,18 @@ class StateDB:
         row = self._one("SELECT COALESCE(SUM(size), 0) FROM blobs")
         return int(row[0]) if row else 0
 
+    def layer_with(self, parent: int | None, diff_id: str) -> int | None:
+        """A fetched, immutable layer on ``parent`` (None: at the bottom) whose own tar is
+        ``diff_id``: a blob made of its tree as it is (no timestamp rewritten) says so."""
+        row = self._one(
+            "SELECT l.id FROM layers l JOIN layer_blobs b ON b.layer = l.id"
+            " WHERE l.parent IS ? AND b.diff_id = ? AND b.variant LIKE '%:None'"
+            " AND l.mutable = 0 AND l.id NOT IN (SELECT layer FROM lazy_layers)"
+            " ORDER BY l.id LIMIT 1",
+            (parent, diff_id),
+        )
+        return None if row is None else int(row[0])
+
     def layer_blob(self, layer: int, variant: str) -> tuple[str, str, int] | None:
         """The blob made of ``layer`` for ``variant``: its digest, diff id and size."""
         row = self._one(

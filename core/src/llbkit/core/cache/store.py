@@ -360,6 +360,22 @@ class Store:
         """Make ``key`` (a definition key or a content key) find ``result``."""
         self.db.link_key(key, result, vertex_name, explanation)
 
+    def find_stack(self, diff_ids: Sequence[str]) -> Chain:
+        """The layers this store has for the bottom of an image made of ``diff_ids`` (bottom
+        first), each on the one before: as many as it has, marked used and held for the
+        running build (BuildKit finds a snapshot by the chain id these make)."""
+        found: list[int] = []
+        with self.lock:
+            for diff_id in diff_ids:
+                layer = self.db.layer_with(found[-1] if found else None, diff_id)
+                if layer is None:
+                    break
+                found.append(layer)
+            if found:
+                self.db.touch_layers(found)
+                _hold_for_build(found)
+        return tuple(found)
+
     def lookup(self, key: str) -> tuple[str, Chain] | None:
         """The result a key finds (its portable key and chain), marking its layers used."""
         with self.lock:

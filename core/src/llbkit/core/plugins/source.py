@@ -1,12 +1,9 @@
-"""The source contract: bring outside content (images, git, http, local dirs) into a build.
+"""The source contract: outside content (images, git, http, local dirs) in a build.
 
 Group ``llbkit.sources``; the entry-point name is the identifier's scheme (``docker-image``,
-``git``, ``local``, ``http``, ``https``, ``oci-layout``). Resolving parses a SourceOp's identifier
-and attributes; the job then computes a portable cache key and, on a miss, fetches.
-
-A job that brings an image's layers (``docker-image``, ``oci-layout``) is a
-:class:`LayeredSourceJob`: one store layer per image layer, with its original blob, so exports
-and pushes reuse the exact bytes. A driver that looks images up for frontends is also an
+``git``, ``local``...). Resolving parses a SourceOp; the job computes a portable cache key and,
+on a miss, fetches. An image's layers come from a :class:`LayeredSourceJob` (a store layer each,
+its blob kept for exports); a driver resolving images for frontends is an
 :class:`ImageResolver`.
 """
 
@@ -31,12 +28,12 @@ __all__ = [
     "ShowsKeyWork",
     "Source",
     "SourceJob",
+    "StackedSourceJob",
 ]
 
 API_VERSION = 2
 
-#: ``image.resolvemode``: ask the registry, else use what is known (``default``); always ask
-#: (``pull``); only what was resolved before (``local``)
+#: ``image.resolvemode``: ``default`` (the registry, else what is known), ``pull``, ``local``
 ResolveMode = Literal["default", "pull", "local"]
 
 
@@ -50,9 +47,8 @@ class Source(Protocol):
     async def resolve(
         self, identifier: str, attrs: Mapping[str, str], platform: Platform | None
     ) -> SourceJob:
-        """Parse a SourceOp (``identifier`` includes the scheme) and check its attributes,
-        when the solver loads the vertex; unknown keys of the source's own namespace (``git.*``
-        for git) are rejected by name."""
+        """Parse a SourceOp (``identifier`` with its scheme) when the solver loads it;
+        unknown keys of the source's namespace (``git.*``) are rejected by name."""
         ...
 
 
@@ -61,28 +57,26 @@ class SourceJob(Protocol):
 
     @property
     def record_type(self) -> str:
-        """What ``du`` calls the records this source makes: ``regular``, ``source.local``,
-        ``source.git.checkout``, ``internal`` or ``frontend``."""
+        """``du``'s name for its records: ``regular``, ``source.local``,
+        ``source.git.checkout``, ``internal``, ``frontend``."""
         ...
 
     async def cache_key(self, client: ClientIO) -> str:
-        """Return a key that is the same on every machine for the same content.
-
-        Runs before :meth:`fetch`; a key that is already cached means no fetch at all.
-        """
+        """A key the same on every machine for the same content; runs before :meth:`fetch`
+        (a cached key means no fetch)."""
         ...
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
-        """Write the content into the empty directory ``dest``; only on a cache miss."""
+        """Write the content into the empty ``dest``; only on a cache miss."""
 
     def discard(self) -> None:
-        """Drop what the job fetched for its key and no longer needs (a download whose result
-        was cached); runs when no build uses the vertex any more."""
+        """Drop what was fetched only for the key (a cached download); no build uses the
+        vertex now."""
 
 
 @runtime_checkable
 class ShowsKeyWork(Protocol):
-    """A job whose key takes work shown as a sub-task (``resolve REF``, as in BuildKit)."""
+    """A job whose key's work shows as a sub-task (``resolve REF``, as BuildKit's)."""
 
     @property
     def key_status(self) -> str:
@@ -92,14 +86,9 @@ class ShowsKeyWork(Protocol):
 
 @dataclass(frozen=True)
 class FetchedLayer:
-    """One image layer, unpacked by a :class:`LayeredSourceJob`.
-
-    :param tree: the layer's files in the store's layer format, whiteouts included.
-    :param blob: the verified blob it was unpacked from.
-    :param diff_id: the uncompressed tar's digest from the config ("" if it lists none).
-    :param source: where the blob can be mounted from when pushing (its repository).
-    :param description: as BuildKit names it (``pulled from REF@DIGEST``).
-    """
+    """One image layer, unpacked: ``tree`` (in the store's layer format) from the verified
+    ``blob``; ``diff_id`` from the config ("" if none); ``source``: the repository a push can
+    mount it from; ``description`` as BuildKit's (``pulled from REF@DIGEST``)."""
 
     tree: Path
     blob: Path
@@ -118,16 +107,36 @@ class LayeredSourceJob(SourceJob, Protocol):
     async def fetch_layers(
         self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
     ) -> Sequence[FetchedLayer]:
-        """On a miss, instead of :meth:`fetch`: pull the layers (verified), unpack each into
-        a new directory under ``stage``, bottom first, in the store's ``layer_format``
-        (``overlay``: whiteouts as 0/0 devices and ``trusted.overlay.opaque``; ``oci``:
-        ``.wh.`` files)."""
+        """On a miss, instead of :meth:`fetch`: pull the layers (verified) and unpack each
+        into a new directory under ``stage``, bottom first, in ``layer_format`` (``overlay``:
+        0/0 devices and ``trusted.overlay.opaque``; ``oci``: ``.wh.`` files)."""
+        ...
+
+
+@runtime_checkable
+class StackedSourceJob(LayeredSourceJob, Protocol):
+    """A layered job naming its layers first: the store reuses the bottom ones it has (same
+    diff ids on the same layers), as BuildKit's snapshots by chain id."""
+
+    async def diff_ids(self) -> Sequence[str]:
+        """The layers' diff ids, bottom first; empty if unknown."""
+        ...
+
+    async def fetch_layers(
+        self,
+        client: ClientIO,
+        stage: Path,
+        progress: ProgressSink,
+        layer_format: str,
+        skip: int = 0,
+    ) -> Sequence[FetchedLayer]:
+        """:meth:`LayeredSourceJob.fetch_layers`, less the ``skip`` bottom layers."""
         ...
 
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """An image as a frontend needs it: manifest digest and config JSON."""
+    """What a frontend needs of an image: manifest digest, config JSON."""
 
     digest: str
     config: bytes
@@ -135,11 +144,11 @@ class ImageConfig:
 
 @runtime_checkable
 class ImageResolver(Protocol):
-    """Looks up image configs by reference, without pulling layers."""
+    """Looks image configs up by reference, pulling no layers."""
 
     async def resolve_image_config(
         self, ref: str, platform: Platform, mode: ResolveMode = "default"
     ) -> ImageConfig:
         """The image ``ref`` (``alpine:3``, ``reg.example/app@sha256:…``) for ``platform``;
-        a :class:`~llbkit.core.errors.UserError` names a ``ref`` not found or not reached."""
+        a ``UserError`` names a ``ref`` not found or not reached."""
         ...

@@ -84,20 +84,31 @@ class ImageJob(ParsedSource):
         image = await self.resolve_image()
         return image_key(image.manifest_digest, self._platform(), self.layer_limit)
 
+    async def diff_ids(self) -> list[str]:
+        """The diff ids of the layers :meth:`fetch_layers` brings, from the image's config
+        (none when it does not list one per layer)."""
+        image = await self.resolve_image()
+        ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(ids) != len(image.layers) or not all(isinstance(i, str) for i in ids):
+            return []
+        return ids[: self.layer_limit]
+
     async def _pull(
         self,
         progress: ProgressSink,
         streamed: Callable[[int, Any, GrowingFile], None] | None = None,
+        skip: int = 0,
     ) -> tuple[Any, list[Any], dict[str, Path]]:
         """The image, its layers (up to the limit) and each pulled blob's path: all pulled at
         once, each verified by the driver; each download handed to ``streamed`` (with the
-        layer's index and descriptor) as it starts."""
+        layer's index and descriptor) as it starts. The ``skip`` bottom layers are left out
+        (the store has them)."""
         assert self.driver is not None
         image = await self.resolve_image()
         layers = list(image.layers)[: self.layer_limit]
         paths: dict[str, Path] = {}
 
-        pending = iter(enumerate(layers))
+        pending = iter(enumerate(layers[skip:], skip))
 
         async def puller(http: Any) -> None:
             assert self.driver is not None
@@ -118,11 +129,17 @@ class ImageJob(ParsedSource):
         return image, layers, paths
 
     async def fetch_layers(
-        self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
+        self,
+        client: ClientIO,
+        stage: Path,
+        progress: ProgressSink,
+        layer_format: str,
+        skip: int = 0,
     ) -> list[FetchedLayer]:
         """Pull the layers (verified, concurrently) and unpack each into its own directory
         under ``stage`` as a store layer, whiteouts kept in the store's ``layer_format``: a
-        layer being downloaded is unpacked as it comes."""
+        layer being downloaded is unpacked as it comes. The ``skip`` bottom layers are not
+        pulled (the store has them)."""
         from llbkit.core.plugins.context import BlobSource
         from llbkit.core.plugins.source import FetchedLayer
         from llbkit.core.snapshot.untar import unpack_layer
@@ -160,8 +177,8 @@ class ImageJob(ParsedSource):
                     started.add(n)
                     tg.start_soon(unpack_growing, n, desc, growing)
 
-                image, layers, paths = await self._pull(progress, streamed)
-                for n, desc in enumerate(layers):
+                image, layers, paths = await self._pull(progress, streamed, skip)
+                for n, desc in enumerate(layers[skip:], skip):
                     if n not in started:  # kept from an earlier pull: read from its file
                         opener = functools.partial(open, paths[desc.digest], "rb")
                         run = functools.partial(anyio.to_thread.run_sync, limiter=unpacking)
@@ -181,7 +198,7 @@ class ImageJob(ParsedSource):
                 source=source,
                 description=f"pulled from {self.reference.name}@{image.manifest_digest}",
             )
-            for n, desc in enumerate(layers)
+            for n, desc in enumerate(layers[skip:], skip)
         ]
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:

@@ -20,7 +20,7 @@ from llbkit.core.plugins import cache_backend, exporter, frontend, source
 from llbkit.core.plugins.context import BlobSource, BuildResult, Platform, PluginContext
 from llbkit.core.plugins.exporter import ExportInfo
 from llbkit.core.plugins.frontend import FrontendOutput
-from llbkit.core.plugins.source import LayeredSourceJob
+from llbkit.core.plugins.source import LayeredSourceJob, StackedSourceJob
 from llbkit.sdk.testing._doubles import MemoryClientIO, RecordingProgress, make_context
 from llbkit.sdk.testing._kit_helpers import BOGUS_KEY, run
 from llbkit.sdk.testing._kit_helpers import assert_names_key as _assert_names_key
@@ -220,9 +220,14 @@ class SourceKit:
             for method in ("cache_key", "fetch", "discard"):
                 assert callable(getattr(job, method, None)), f"{identifier}: no {method}()"
             if hasattr(job, "fetch_layers"):
-                # A layered job: fetch_layers as LayeredSourceJob declares it.
+                # A layered job: fetch_layers as LayeredSourceJob declares it (or, for one
+                # that names its layers first, StackedSourceJob).
                 assert callable(job.fetch_layers), f"{identifier}: fetch_layers is not callable"
-                declared = inspect.signature(LayeredSourceJob.fetch_layers).parameters
+                contract = LayeredSourceJob
+                if hasattr(job, "diff_ids"):
+                    assert callable(job.diff_ids), f"{identifier}: diff_ids is not callable"
+                    contract = StackedSourceJob
+                declared = inspect.signature(contract.fetch_layers).parameters
                 given = inspect.signature(job.fetch_layers).parameters
                 assert list(given) == list(declared)[1:], (
                     f"{identifier}: fetch_layers{tuple(given)} does not take {tuple(declared)[1:]}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,12 @@ import anyio
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.llb.definition import Vertex
 from llbkit.core.plugins.context import Platform
-from llbkit.core.plugins.source import FetchedLayer, LayeredSourceJob, SourceJob
+from llbkit.core.plugins.source import (
+    FetchedLayer,
+    LayeredSourceJob,
+    SourceJob,
+    StackedSourceJob,
+)
 from llbkit.core.solver.keys import key_digest
 from llbkit.core.solver.ops.base import Op, OpContext
 from llbkit.core.sources._base import MirroredJob
@@ -80,6 +87,8 @@ class SourceOp(Op):
         """Fetch the job's content into new layers."""
         job = await self.job(ctx.drivers)
         store = ctx.store
+        if isinstance(job, StackedSourceJob):
+            return [await _stacked(job, ctx)]
         if isinstance(job, LayeredSourceJob):
             # An image: one store layer per image layer, its original blob kept for export.
             layers = await job.fetch_layers(ctx.client, store.stage(), ctx.progress, store.format)
@@ -107,18 +116,68 @@ class SourceOp(Op):
         return [(layer,)]
 
 
+#: by store: the stacks of layers (their diff ids, bottom first) a pull of this process is
+#: making, each set when that pull has ended (a pull of an image sharing them waits for it)
+_MAKING: weakref.WeakKeyDictionary[Store, dict[tuple[str, ...], anyio.Event]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _stacked(job: StackedSourceJob, ctx: OpContext) -> Chain:
+    """An image's layers, the bottom ones the store has reused, the rest pulled: a layer is
+    pulled once however many images of a build (or of builds since) stand on it."""
+    store = ctx.store
+    ids = tuple(await job.diff_ids())
+    making = _MAKING.setdefault(store, {})
+    while True:
+        have = await anyio.to_thread.run_sync(store.find_stack, ids, limiter=ctx.threads)
+        if ids and len(have) == len(ids):
+            return store.compact(have)
+        # The longest stack another pull is making that this image stands on: wait for it.
+        others = [making[ids[:n]] for n in range(len(ids), len(have), -1) if ids[:n] in making]
+        if not others:
+            break
+        await others[0].wait()
+    mine = [ids[:n] for n in range(len(have) + 1, len(ids) + 1)]
+    done = anyio.Event()
+    making.update(dict.fromkeys(mine, done))
+    try:
+        layers = await job.fetch_layers(
+            ctx.client, store.stage(), ctx.progress, store.format, skip=len(have)
+        )
+        return await anyio.to_thread.run_sync(
+            functools.partial(commit_image_layers, below=have),
+            store,
+            layers,
+            ctx.name,
+            job.record_type,
+            limiter=ctx.threads,
+        )
+    finally:
+        for stack in mine:
+            if making.get(stack) is done:
+                del making[stack]
+        done.set()
+
+
 def commit_image_layers(
-    store: Store, layers: Sequence[FetchedLayer], name: str, record_type: str
+    store: Store,
+    layers: Sequence[FetchedLayer],
+    name: str,
+    record_type: str,
+    *,
+    below: Chain = (),
 ) -> Chain:
-    """Commit pulled layers bottom first, each with its original blob registered."""
+    """Commit pulled layers bottom first on the store's ``below``, each with its original
+    blob registered."""
     from llbkit.core.cache.blobs import LayerBlob, register_blob  # tar and gzip: images only
 
-    chain: list[int] = []
-    for n, item in enumerate(layers):
+    chain: list[int] = list(below)
+    for n, item in enumerate(layers, len(below)):
         layer = store.commit_layer(
             item.tree,
             parent=chain[-1] if chain else None,
-            description=item.description or f"{name} layer {n + 1}/{len(layers)}",
+            description=item.description or f"{name} layer {n + 1}/{len(below) + len(layers)}",
             record_type=record_type,
         )
         chain.append(layer)

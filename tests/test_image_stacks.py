@@ -1,0 +1,115 @@
+"""Images that stand on the same layers: a layer the store has (same diff id on the same
+layers below) is not pulled again, in one build or a later one, as BuildKit reuses a
+snapshot by its chain id; what is built and exported is the same as from a fresh store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llbkit.sdk.testing.registry import LocalRegistry, layer_tar, push_image
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker-registry") is None, reason="docker-registry is not installed"
+)
+
+BASE = [layer_tar({"etc/": None, "etc/base": "b\n"}), layer_tar({"etc/mid": "m\n"})]
+TOP = layer_tar({"etc/top": "t\n"})
+
+
+def _digest(blob: bytes) -> str:
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _build(root: Path, work: Path, dockerfile: str, *out: str) -> str:
+    """Build ``dockerfile`` with a fresh context; the plain progress."""
+    ctx = work / "ctx"
+    shutil.rmtree(ctx, ignore_errors=True)
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    argv = [sys.executable, "-m", "llbkit.core", "--root", str(root), "build"]
+    argv += ["--progress", "plain", "--frontend", "dockerfile.v0"]
+    argv += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}", *out]
+    ran = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    return ran.stderr
+
+
+def _extracted(progress: str) -> list[str]:
+    return re.findall(r"extracting (sha256:[0-9a-f]{64})", progress)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as running:
+        push_image(running.host, "lib/base:1", BASE)
+        push_image(running.host, "lib/app:1", [*BASE, TOP])
+        push_image(running.host, "lib/other:1", [BASE[0], TOP])
+        yield running.host
+
+
+def test_a_later_image_on_the_same_layers_pulls_only_its_own(tmp_path: Path, registry: str) -> None:
+    root = tmp_path / "root"
+    first = _build(root, tmp_path, f"FROM {registry}/lib/base:1\n")
+    assert sorted(_extracted(first)) == sorted(_digest(b) for b in BASE)
+    later = _build(
+        root, tmp_path, f"FROM {registry}/lib/app:1\n", "-o", f"type=local,dest={tmp_path}/out"
+    )
+    assert _extracted(later) == [_digest(TOP)]
+    assert {p.name: p.read_text() for p in (tmp_path / "out" / "etc").iterdir()} == {
+        "base": "b\n",
+        "mid": "m\n",
+        "top": "t\n",
+    }
+    # The same diff id on other layers below is another layer: pulled.
+    other = _build(root, tmp_path, f"FROM {registry}/lib/other:1\n")
+    assert _extracted(other) == [_digest(TOP)]
+
+
+def test_images_of_one_build_sharing_layers_pull_them_once(tmp_path: Path, registry: str) -> None:
+    dockerfile = (
+        f"FROM {registry}/lib/base:1 AS base\n"
+        f"FROM {registry}/lib/app:1\n"
+        "COPY --from=base /etc/base /copied\n"
+    )
+    progress = _build(tmp_path / "root", tmp_path, dockerfile)
+    assert sorted(_extracted(progress)) == sorted(_digest(b) for b in [*BASE, TOP])
+
+
+def _layers(archive: Path) -> tuple[list[str], list[str]]:
+    """An OCI archive's image: its layers' digests, and its config's diff ids."""
+    with tarfile.open(archive) as tar:
+
+        def blob(digest: str) -> dict[str, Any]:
+            read = tar.extractfile(f"blobs/{digest.replace(':', '/')}")
+            assert read is not None
+            return dict(json.load(read))
+
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = blob(index["manifests"][0]["digest"])
+        config = blob(manifest["config"]["digest"])
+    return [layer["digest"] for layer in manifest["layers"]], config["rootfs"]["diff_ids"]
+
+
+def test_an_image_on_reused_layers_exports_as_from_a_fresh_store(
+    tmp_path: Path, registry: str
+) -> None:
+    """The reused layers keep the blobs they were pulled as."""
+    dockerfile = f"FROM {registry}/lib/app:1\nENV A=1\n"
+    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
+    _build(reused, tmp_path, f"FROM {registry}/lib/base:1\n")
+    _build(reused, tmp_path, dockerfile, "-o", f"type=oci,dest={tmp_path}/reused.tar")
+    _build(fresh, tmp_path, dockerfile, "-o", f"type=oci,dest={tmp_path}/fresh.tar")
+    layers = _layers(tmp_path / "reused.tar")
+    assert layers == _layers(tmp_path / "fresh.tar")
+    assert layers[0] == [_digest(b) for b in [*BASE, TOP]]
