@@ -497,20 +497,30 @@ class _Converter:
     async def resolve_ahead(self, needed: list[_Stage]) -> None:
         """Resolve the base images of the ``needed`` stages at once, as BuildKit resolves
         every reachable stage's image before it converts one: a Dockerfile ``FROM`` two
-        images waits for the slower registry answer, not for both in turn."""
-        refs = dict.fromkeys(ref for stage in needed if (ref := self.image_base(stage)))
+        images waits for the slower registry answer, not for both in turn. The first that
+        fails is the build's error (said with its ``FROM`` line); the others are cancelled."""
+        refs: dict[str, Instruction] = {}
+        for stage in needed:
+            if ref := self.image_base(stage):
+                refs.setdefault(ref, stage.instructions[0])
         if len(refs) < 2:
             return  # nothing to overlap: the stage asks for its own when it is built
+        failed: list[str] = []
 
         async def one(ref: str) -> None:
             try:
                 self.ahead[ref] = await self.resolve(ref, self.options.platform)
-            except Exception as err:  # said with its stage's FROM line when that is built
+            except Exception as err:
                 self.ahead[ref] = err
+                if not failed:
+                    failed.append(ref)
+                    resolving.cancel_scope.cancel()
 
         async with anyio.create_task_group() as resolving:
             for ref in refs:
                 resolving.start_soon(one, ref)
+        if failed:
+            await self._resolve(failed[0], refs[failed[0]])  # raises, as the stage would
 
     def image_base(self, stage: _Stage) -> str:
         """The image a stage's ``FROM`` names (after any named context), or "" for a stage,
