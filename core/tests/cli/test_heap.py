@@ -104,3 +104,16 @@ def test_which_commands_restart(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert heap._wanted(argv, "BUILDKIT_HOST") is wanted
+
+
+def test_a_bundled_interpreter_is_not_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enabled = tmp_path / "enabled"
+    enabled.write_bytes(b"always [madvise] never\n")
+    monkeypatch.setattr(heap, "_THP", str(enabled))
+    for name in ("PYTHONMALLOC", "GLIBC_TUNABLES", "BUILDKIT_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert heap._wanted(["build"], "BUILDKIT_HOST")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert not heap._wanted(["build"], "BUILDKIT_HOST")

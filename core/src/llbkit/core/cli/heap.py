@@ -51,6 +51,8 @@ def _wanted(argv: list[str], address_env: str) -> bool:
     env = os.environ
     if sys.platform != "linux" or sys.flags.ignore_environment or not sys.executable:
         return False
+    if getattr(sys, "frozen", False):  # a bundled interpreter: its own way of starting
+        return False
     if any(name in env for name in _SET) or env.get(address_env):
         return False
     if any(word == "--addr" or word.startswith("--addr=") for word in argv):
