@@ -28,7 +28,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -127,11 +127,13 @@ class CacheFaultKit:
             calls = {name: calls[name] for name in ("read_index", "read_blob")}
         failures: dict[str, BaseException] = {}
 
+        from llbkit.core.control.cache_calls import retried  # the engine's: not imported early
+
         async def use(store: Any) -> None:
             # Before the fault, through the engine's retries: a busy machine may take longer
             # than timeout= to answer while nothing is broken.
-            await _healthy(lambda: store.write_blob(_digest(blob), len(blob), _once(blob)))
-            await _healthy(lambda: store.write_index(_INDEX))
+            await retried(lambda: store.write_blob(_digest(blob), len(blob), _once(blob)))
+            await retried(lambda: store.write_index(_INDEX))
             proxy.fault = make(self.timeout)
             for name, call in calls.items():
                 began = time.monotonic()
@@ -162,7 +164,7 @@ class CacheFaultKit:
         async def use(store: Any) -> tuple[bool, bool, bytes, bytes | None]:
             # A call that is several requests (a missing container made first) could meet a
             # failure at each try: the cache exists before the service turns flaky.
-            await _healthy(lambda: store.write_index(b"{}"))
+            await retried(lambda: store.write_index(b"{}"))
             proxy.fault = breaking
             before = await retried(lambda: store.has_blob(digest))
             await retried(lambda: store.write_blob(digest, len(blob), _once(blob)))
@@ -182,6 +184,8 @@ class CacheFaultKit:
     @pytest.mark.parametrize("fault", ["500", "stall", "reset", "every-other-put"])
     def test_a_write_that_breaks_leaves_no_partial_blob(self, tmp_path: Path, fault: str) -> None:
         """The upload fails; the blob is then either absent or whole, never part of itself."""
+        from llbkit.core.control.cache_calls import retried  # the engine's: not imported early
+
         puts = requests_to(*self.uploads)
         breaking = {
             "500": Fault.fail(every=1, statuses=(500,), only=puts),
@@ -198,24 +202,13 @@ class CacheFaultKit:
             with pytest.raises(TransientCacheError) as err:
                 await store.write_blob(digest, len(blob), _once(blob))
             self._assert_said_well(err.value)
-            proxy.fault = Fault.none()
-            there = await _healthy(lambda: store.has_blob(digest))
-            return there, (await _healthy(lambda: _read(store, digest)) if there else b"")
+            proxy.fault = Fault.none()  # what follows retries as the engine does
+            there = await retried(lambda: store.has_blob(digest))
+            return there, (await retried(lambda: _read(store, digest)) if there else b"")
 
         with self.proxy() as proxy:
             there, back = self._scenario(tmp_path, proxy, use)
         assert not there or back == blob, f"a partial blob is visible: {len(back)} bytes"
-
-
-_T = TypeVar("_T")
-
-
-async def _healthy(call: Callable[[], Awaitable[_T]]) -> _T:
-    """A call while the proxy breaks nothing, retried as the engine retries (a transient
-    failure then is the machine's load, not the fault under test)."""
-    from llbkit.core.control.cache_calls import retried  # the engine's: not imported early
-
-    return await retried(call)
 
 
 def _blob(seed: bytes, size: int) -> bytes:

@@ -439,13 +439,9 @@ class _Converter:
         return count
 
     def from_is_a_step(self, stage: _Stage) -> bool:
-        """As BuildKit counts: ``FROM`` an image is a step; ``FROM`` scratch or a stage is not."""
-        if self.options.contexts.get(stage.base):
-            return True
-        parent = self.stage_named(stage.base)
-        if parent is not None and parent.index < stage.index:
-            return False
-        return stage.base.lower() != "scratch"
+        """As BuildKit counts: ``FROM`` an image (or a named context) is a step; ``FROM``
+        scratch or a stage is not."""
+        return bool(self.options.contexts.get(stage.base) or self.image_base(stage))
 
     def step(self, stage: _Stage) -> str:
         """The next step's prefix, ``[label n/total] `` as BuildKit pads it (none when the
