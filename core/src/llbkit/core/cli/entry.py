@@ -24,9 +24,10 @@ def run() -> None:
 
     restart_on_huge_pages(sys.argv[1:], ADDRESS_ENV)  # before the heap has grown
     from llbkit.core.cachedir import cache_folder
-    from llbkit.core.cli import collector, modulecache
+    from llbkit.core.cli import collector, deferred, modulecache
 
     modulecache.install(cache_folder())  # before the modules it holds are imported
+    deferred.install()  # ahead of it: a deferred module's code is the one it keeps
     collector.pause()  # until the build runs (a command the full CLI takes: until it starts)
     _interrupt_on_terminate()
     plan = _parse(sys.argv[1:])
