@@ -46,6 +46,14 @@ STREAMED_FROM = 8 << 20
 #: how often a download says how far it got (BuildKit's pull progress ticks every 150 ms)
 PROGRESS_EVERY = 0.15
 
+#: what pulling and unpacking a layer imports: imported while the registry is asked
+PULL_MODULES = (
+    "llbkit.core.snapshot.untar",
+    "llbkit.core.sources.stored_image",
+    "llbkit.core.cache.layertar",
+    "isal.igzip_threaded",
+)
+
 _KNOWN = ("image.resolvemode", "image.recordtype", "image.layerlimit", "image.checksum")
 
 
@@ -348,15 +356,22 @@ class ImageSource(BuiltinSource, parser=parse_image):
         except (OSError, ValueError, RecursionError):
             known = {}
         if mode != "local":
+            from llbkit.core.ahead import meanwhile
+
             try:
                 async with self.client(ref) as client:
-                    image = await client.resolve(
-                        ref,
-                        platform,
-                        DirectoryMemo(self._state() / "content"),
-                        # A digest resolved before is not asked again, unless the mode says
-                        # to; a daemon's client must have been given it with its credentials.
-                        reuse="none" if mode == "pull" else "proven" if per_client() else "any",
+                    image = await meanwhile(
+                        functools.partial(
+                            client.resolve,
+                            ref,
+                            platform,
+                            DirectoryMemo(self._state() / "content"),
+                            # A digest resolved before is not asked again, unless the mode
+                            # says to; a daemon's client must have been given it with its
+                            # credentials.
+                            reuse="none" if mode == "pull" else "proven" if per_client() else "any",
+                        ),
+                        PULL_MODULES,
                     )
             except RegistryAccessDenied:
                 raise  # what another build resolved is not for whoever was refused
