@@ -10,9 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from llbkit.core.ahead import meanwhile
+from llbkit.core import ahead
+from llbkit.core.ahead import meanwhile, want
 
-_NAMES = ("ahead_next", "ahead_broken", "ahead_log")
+_NAMES = ("ahead_next", "ahead_broken", "ahead_log", "ahead_wanted")
 
 
 @pytest.fixture
@@ -20,13 +21,17 @@ def modules(tmp_path: Path) -> Iterator[list[str]]:
     """Modules that say, in ``ahead_log.LOG``, when they were imported."""
     (tmp_path / "ahead_log.py").write_text("LOG = []\n")
     (tmp_path / "ahead_next.py").write_text("import ahead_log\nahead_log.LOG.append('next')\n")
+    (tmp_path / "ahead_wanted.py").write_text("import ahead_log\nahead_log.LOG.append('wanted')\n")
     (tmp_path / "ahead_broken.py").write_text("raise RuntimeError('not this one')\n")
     sys.path.insert(0, str(tmp_path))
+    wanted = dict(ahead._WANTED)
     import ahead_log
 
     try:
         yield ahead_log.LOG
     finally:
+        ahead._WANTED.clear()
+        ahead._WANTED.update(wanted)
         sys.path.remove(str(tmp_path))
         for name in _NAMES:
             sys.modules.pop(name, None)
@@ -86,3 +91,18 @@ def test_a_cancelled_build_cancels_the_wait(modules: list[str]) -> None:
 
     anyio.run(main)
     assert ended == ["cancelled"]
+
+
+def test_what_a_component_wants_is_imported_at_the_next_wait_after_its_own(
+    modules: list[str],
+) -> None:
+    want("ahead_wanted")
+
+    async def ask() -> str:
+        await anyio.sleep(0.05)
+        modules.append("answer")
+        return "manifest"
+
+    assert "ahead_wanted" not in sys.modules  # asking is not importing
+    assert anyio.run(meanwhile, ask, ["ahead_next"]) == "manifest"
+    assert modules == ["next", "wanted", "answer"]

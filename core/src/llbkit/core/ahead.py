@@ -18,15 +18,27 @@ import anyio.lowlevel
 
 from llbkit.core.errors import first_error
 
-__all__ = ["meanwhile"]
+__all__ = ["meanwhile", "want"]
 
 T = TypeVar("T")
 
+#: what a build will very likely need, but imports only when a step first runs (in order)
+_WANTED: dict[str, None] = {}
+
+
+def want(*modules: str) -> None:
+    """Have ``modules`` imported at the next wait :func:`meanwhile` covers, after its own: for
+    what is imported lazily (a build whose steps are all cached never runs the executor) but
+    is most often needed soon. Without a wait, they are imported where they are needed."""
+    for name in modules:
+        _WANTED.setdefault(name)
+
 
 async def meanwhile(work: Callable[[], Awaitable[T]], modules: Sequence[str]) -> T:
-    """``work()``'s result (or error), the ``modules`` not imported yet imported while it
-    has not come. A module that cannot be imported is left to fail where it is needed."""
-    missing = [name for name in modules if name not in sys.modules]
+    """``work()``'s result (or error), the ``modules`` (then the ones :func:`want` asked for)
+    not imported yet imported while it has not come. A module that cannot be imported is left
+    to fail where it is needed."""
+    missing = [name for name in dict.fromkeys([*modules, *_WANTED]) if name not in sys.modules]
     if not missing:
         return await work()
     result: list[T] = []

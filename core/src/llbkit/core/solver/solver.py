@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from llbkit.core.ahead import want
 from llbkit.core.cache.lazy import materialize
 from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
@@ -44,7 +45,7 @@ from llbkit.core.plugins.source import ShowsKeyWork
 from llbkit.core.solver.cache_sources import CacheChain, Hit
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
-from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for
+from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for, ops_most_used
 from llbkit.core.sources._base import MirroredJob
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class Solver:
         self.drivers = drivers
         self.cache = cache
         self._cache_mounts: CacheMounts | None = None
+        want(*ops_most_used())  # at a wait on the network, rather than at the first step
         self.limiter = anyio.CapacityLimiter(max_parallelism)
         self.threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}

@@ -14,7 +14,17 @@ if TYPE_CHECKING:
     from llbkit.core.solver.ops.file import FileOp
     from llbkit.core.solver.ops.merge import DiffOp, MergeOp
 
-__all__ = ["DiffOp", "ExecOp", "FileOp", "MergeOp", "Op", "OpContext", "SourceOp", "op_for"]
+__all__ = [
+    "DiffOp",
+    "ExecOp",
+    "FileOp",
+    "MergeOp",
+    "Op",
+    "OpContext",
+    "SourceOp",
+    "op_for",
+    "ops_most_used",
+]
 
 
 class _Unsupported(Op):
@@ -35,6 +45,11 @@ _KINDS = {
     "merge": ("merge", "MergeOp"),
     "diff": ("merge", "DiffOp"),
 }
+
+
+def ops_most_used() -> tuple[str, ...]:
+    """The modules of the kinds almost every build has (a Dockerfile's ``RUN`` and ``COPY``)."""
+    return tuple(f"{__name__}.{_KINDS[kind][0]}" for kind in ("exec", "file"))
 
 
 def op_for(vertex: Vertex) -> Op:

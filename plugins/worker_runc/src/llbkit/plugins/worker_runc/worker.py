@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from llbkit.core.ahead import want
 from llbkit.core.errors import UnknownOptionError, UserError
 from llbkit.core.plugins.context import PluginContext
 from llbkit.sdk import workerconfig
@@ -53,6 +54,9 @@ class RuncWorker:
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
+        # the executor is imported when a step first runs a process: at a wait on the
+        # network before, if the build has one
+        want("llbkit.plugins.worker_runc.executor")
 
     async def resolve(self, config: Mapping[str, object]) -> RuncExecutor:
         for key in config:
