@@ -4,7 +4,8 @@ A process per build imports what each step needs when the step first runs: the u
 its inflater after the image's manifest has come back, on the build's critical path. Asking
 a registry leaves the interpreter idle for tens of milliseconds; :func:`meanwhile` spends that
 time importing the modules the next steps will need, one at a time, looking for the answer
-between two (a module's import is a millisecond or two: that is the most the answer waits).
+between two (a module's import takes a few milliseconds at most: that is the longest the
+answer waits).
 """
 
 from __future__ import annotations
