@@ -360,19 +360,19 @@ class ImageSource(BuiltinSource, parser=parse_image):
 
             try:
                 async with self.client(ref) as client:
-                    image = await meanwhile(
-                        functools.partial(
-                            client.resolve,
-                            ref,
-                            platform,
-                            DirectoryMemo(self._state() / "content"),
-                            # A digest resolved before is not asked again, unless the mode
-                            # says to; a daemon's client must have been given it with its
-                            # credentials.
-                            reuse="none" if mode == "pull" else "proven" if per_client() else "any",
-                        ),
-                        PULL_MODULES,
+                    ask = functools.partial(
+                        client.resolve,
+                        ref,
+                        platform,
+                        DirectoryMemo(self._state() / "content"),
+                        # A digest resolved before is not asked again, unless the mode says
+                        # to; a daemon's client must have been given it with its credentials.
+                        reuse="none" if mode == "pull" else "proven" if per_client() else "any",
                     )
+                    # A reference new here is pulled next: what that needs is imported while
+                    # the registry answers. One resolved before is most often a warm build,
+                    # which pulls nothing and imports no more than it did.
+                    image = await (ask() if name in known else meanwhile(ask, PULL_MODULES))
             except RegistryAccessDenied:
                 raise  # what another build resolved is not for whoever was refused
             except RegistryError:
