@@ -249,3 +249,19 @@ def test_a_disabled_worker_is_said_clearly(tmp_path: Path) -> None:
     with open_engine(tmp_path / "root", config=config) as engine, pytest.raises(BuildFailed) as err:
         build(engine, llb.scratch().run(args=["true"]).root())
     assert "[worker.oci] is disabled" in str(err.value)
+
+
+def test_a_source_nearer_the_result_starts_first(tmp_path: Path, registry: PluginRegistry) -> None:
+    """As BuildKit numbers them: the context a step copies from before the image two steps
+    below it, whatever the order the definition lists them in."""
+    deep = slow("deep", 0).file(llb.mkdir("/d")).file(llb.mkdir("/e"))
+    result = deep.file(llb.copy(slow("near", 0), "/near", "/near"))
+    with open_engine(tmp_path / "root", registry=registry) as engine:
+        outcome = build(engine, result)
+    first_started = []
+    for event in outcome.events:
+        name = getattr(event, "name", "")
+        started = getattr(event, "started", None) and name.startswith("slow://")
+        if started and name not in first_started:
+            first_started.append(name)
+    assert first_started == ["slow://near", "slow://deep"]

@@ -16,6 +16,7 @@ import functools
 import itertools
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -390,7 +391,7 @@ class _Build:
         return key_digest(record)
 
     async def _compute_keys(self) -> None:
-        sources = [v for v in self.order if v.kind == "source"]
+        sources = self._nearest_first([v for v in self.order if v.kind == "source"])
         try:
             async with anyio.create_task_group() as tg:
                 for vertex in sources:
@@ -400,6 +401,21 @@ class _Build:
         for vertex in self.order:
             if vertex.kind != "source":
                 self.keys[vertex.digest] = self._key(vertex)
+
+    def _nearest_first(self, sources: list[Vertex]) -> list[Vertex]:
+        """The sources by their distance from the result, then in the order their steps name
+        them: BuildKit asks its edges for keys from the result down, so a context a step reads
+        starts (and is numbered) before the image under the step below it."""
+        by_digest = self.definition.by_digest
+        seen = {self.definition.result.digest: 0}
+        queue = deque([self.definition.result.digest])
+        while queue:
+            vertex = by_digest.get(queue.popleft())
+            for put in vertex.op.inputs if vertex is not None else ():
+                if put.digest not in seen:
+                    seen[put.digest] = len(seen)
+                    queue.append(put.digest)
+        return sorted(sources, key=lambda v: seen.get(v.digest, len(seen)))
 
     async def _set_source_key(self, vertex: Vertex) -> None:
         self.keys[vertex.digest] = await self._source_key(vertex)
