@@ -13,9 +13,12 @@ import pytest
 from llbkit.core.cli import heap
 
 #: the command through its entry point; prints the two variables as the interpreter started
-#: with them, and, at exit, as a child process started by the build would get them
+#: with them, and, at exit, as a child process started by the build would get them; a fault
+#: costs what the test says (``DEAR``), not what it costs on this machine
 _SPY = (
     "import atexit, os, sys\n"
+    "from llbkit.core.cli import heap\n"
+    "heap._faults_dear = lambda: os.environ.get('DEAR') == '1'\n"
     "seen = lambda: [os.environ.get(v) for v in ('PYTHONMALLOC', 'GLIBC_TUNABLES')]\n"
     "print('start', *seen(), file=sys.stderr)\n"
     "atexit.register(lambda: print('end', *seen(), file=sys.stderr))\n"
@@ -27,7 +30,7 @@ _SPY = (
 _HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def _build(tmp_path: Path, env: dict[str, str], *extra: str) -> list[str]:
+def _build(tmp_path: Path, env: dict[str, str], *extra: str, dear: bool = True) -> list[str]:
     ctx = tmp_path / "ctx"
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /d\n")
@@ -37,7 +40,7 @@ def _build(tmp_path: Path, env: dict[str, str], *extra: str) -> list[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES")}
     ran = subprocess.run(
         [sys.executable, "-c", _SPY, *argv],
-        env={**clean, **env},
+        env={**clean, **env, "DEAR": "1" if dear else "0"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -59,6 +62,18 @@ def test_an_embedded_build_restarts_on_huge_pages_and_its_children_get_the_users
         "start malloc glibc.malloc.hugetlb=1",  # started again, once
         "end None None",  # what the build runs sees the user's environment
     ]
+
+
+def test_where_a_fault_is_cheap_the_command_is_not_started_again(tmp_path: Path) -> None:
+    assert _build(tmp_path, {}, dear=False) == ["start None None", "end None None"]
+
+
+@pytest.mark.parametrize(("threshold", "dear"), [(0.0, True), (1e9, False)])
+def test_the_probe_times_fresh_pages_against_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, *, threshold: float, dear: bool
+) -> None:
+    monkeypatch.setattr(heap, "DEAR_FAULT_US", threshold)
+    assert heap._faults_dear() is dear
 
 
 def test_an_allocator_the_user_chose_is_kept(tmp_path: Path) -> None:
@@ -99,6 +114,7 @@ def test_which_commands_restart(
     if modes is not None:
         enabled.write_bytes(modes)
     monkeypatch.setattr(heap, "_THP", str(enabled))
+    monkeypatch.setattr(heap, "_faults_dear", lambda: True)
     for name in ("PYTHONMALLOC", "GLIBC_TUNABLES", "BUILDKIT_HOST"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -112,6 +128,7 @@ def test_a_bundled_interpreter_is_not_started_again(
     enabled = tmp_path / "enabled"
     enabled.write_bytes(b"always [madvise] never\n")
     monkeypatch.setattr(heap, "_THP", str(enabled))
+    monkeypatch.setattr(heap, "_faults_dear", lambda: True)
     for name in ("PYTHONMALLOC", "GLIBC_TUNABLES", "BUILDKIT_HOST"):
         monkeypatch.delenv(name, raising=False)
     assert heap._wanted(["build"], "BUILDKIT_HOST")

@@ -10,9 +10,12 @@ starts, so the command starts itself again with them, once (its cost and what it
 ``docs/bench.md``).
 
 It does so only when the user chose neither the allocator nor glibc's tunables, the kernel
-offers huge pages, and the command is not a build through a daemon (whose light client starts
-in a few milliseconds). The restarted process takes the variables out of its environment
-again: what it runs (runc, credential helpers, another llbkit) gets the user's environment.
+offers huge pages, the command is not a build through a daemon (whose light client starts
+in a few milliseconds), and a fault costs enough here to pay for the second start: where the
+kernel clears a fresh page in a few microseconds, the faults saved are worth less than the
+start, and glibc's malloc is no faster than Python's for the rest. The restarted process
+takes the variables out of its environment again: what it runs (runc, credential helpers,
+another llbkit) gets the user's environment.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ __all__ = ["restart_on_huge_pages"]
 _MARK = "LLBKIT_HEAP_RESTARTED"
 _SET = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+#: microseconds per first touch of a fresh page above which the restart pays (about 3,000
+#: faults saved against an interpreter's second start and glibc's slower small allocations)
+DEAR_FAULT_US = 12.0
+#: the probe's size: above glibc's mmap threshold (fresh pages), 64 faults (well under a
+#: millisecond where they are cheap)
+_PROBE_PAGES = 64
 
 
 def restart_on_huge_pages(argv: list[str], address_env: str) -> None:
@@ -59,6 +68,20 @@ def _wanted(argv: list[str], address_env: str) -> bool:
         return False
     try:
         with open(_THP, "rb") as modes:
-            return b"[never]" not in modes.read()
+            if b"[never]" in modes.read():
+                return False
     except OSError:  # no transparent huge pages in this kernel
         return False
+    return _faults_dear()
+
+
+def _faults_dear() -> bool:
+    """Whether a fresh page's first touch costs more than :data:`DEAR_FAULT_US` here, timed
+    on a buffer of new pages (what the kernel does for each page a heap grows by)."""
+    from time import perf_counter
+
+    start = perf_counter()
+    probe = bytearray(_PROBE_PAGES << 12)  # zeroed as it is made: each page touched once
+    spent = perf_counter() - start
+    del probe
+    return spent * 1e6 / _PROBE_PAGES > DEAR_FAULT_US
