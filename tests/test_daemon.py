@@ -1690,6 +1690,59 @@ def test_a_context_the_light_client_cannot_send_fails_as_with_the_full_client(
     assert "error from sender: " in full.stderr.decode()
 
 
+#: the light client whose session reader fails (a defect standing for any the reader might
+#: meet: it must end the build, not leave both ends waiting): at the daemon's third message
+#: (``LOSE=early``: the files are asked for), or at the first once an output arrives
+_BROKEN_SESSION_RUN = """
+import os, sys
+from llbkit.core.remote.lite import messages, session
+real, seen, receiving = messages.bytes_message_data, [], []
+def failing(data):
+    seen.append(data)
+    if len(seen) == 3 if os.environ["LOSE"] == "early" else receiving:
+        raise RuntimeError("injected")
+    return real(data)
+messages.bytes_message_data = failing
+receive = session._receive_tree
+session._receive_tree = lambda *a, **k: receiving.append(1) or receive(*a, **k)
+sys.argv = ["llbkit", *sys.argv[1:]]
+from llbkit.core.cli.entry import run
+run()
+"""
+
+
+@pytest.mark.parametrize("lose", ["early", "exporting"])
+def test_a_session_the_light_client_loses_ends_the_build_with_why(
+    tmp_path: Path, lose: str
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /c/\n")
+    for n in range(50):
+        (ctx / f"f{n}").write_bytes(os.urandom(20_000))
+    args = ["build", "--progress", "plain", "--frontend", "dockerfile.v0"]
+    args += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}"]
+    args += ["--output", f"type=local,dest={tmp_path / 'out'}"]
+    with daemon(tmp_path / "root") as (address, proc):
+        lost = subprocess.run(
+            [sys.executable, "-c", _BROKEN_SESSION_RUN, "--addr", address, *args],
+            capture_output=True,
+            timeout=120,  # a hang is the failure this test is for
+            env={**os.environ, "LOSE": lose},
+        )
+        again = client(address, *args)  # the daemon serves the next build as ever
+    assert lost.returncode == 1, lost.stderr
+    last = lost.stderr.decode().splitlines()[-1]
+    assert last.startswith("error: the build's session with the daemon ended: "), last
+    assert "RuntimeError: injected" in last
+    # What the daemon says names the step that lost it, in its own words.
+    step = "exporting to client directory" if lose == "exporting" else "local directory"
+    assert step in last and "Unexpected" not in last, last
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "out" / "c").iterdir())) == 51
+    assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
 def test_the_light_client_pushes_exports_caches_and_writes_metadata_as_the_full_one(
     registry: str,  # noqa: F811 - the fixture imported above
     tmp_path: Path,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -95,6 +96,16 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 else:  # never the daemon's own: a client without any is anonymous
                     scope.enter_context(credentials_from(_anonymous))
                 response = await self.controller.solve(_with_client_outputs(typed))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this call was canceled: the client went, or the daemon stops
+            # No one canceled this call: a call to the client's session did, as grpc cancels
+            # the calls of a channel that closes. Unanswered, the client would wait forever.
+            gone = UserError(
+                f"session {request.Session}: the client ended it before the build finished"
+            )
+            await abort_failed(context, gone, str(gone))
         except UserError as err:
             # buildctl says "failed to solve: " before what a Solve answers, as llbkit's
             # client does: the answer itself does not.

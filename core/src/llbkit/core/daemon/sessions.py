@@ -23,6 +23,9 @@ HEADER_KEY = "x-docker-expose-session-sharedkey"
 HEADER_METHOD = "x-docker-expose-session-grpc-method"
 #: how long a Solve waits for the session it names to arrive (BuildKit: until it comes)
 ARRIVAL = 30.0
+#: how long calls on a session whose client went have to fail on their own before the
+#: channel cancels them
+CLOSING = 5.0
 #: as buildkitd's: a session may carry large messages (a definition, a file chunk)
 MESSAGE_BYTES = 16 << 20
 
@@ -55,11 +58,16 @@ class SessionManager:
                 grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} is already open"
             )
         finished = asyncio.Event()
+        private: list[asyncio.StreamWriter] = []
 
         async def send(chunk: bytes) -> None:
-            await context.write(chunk)
+            try:
+                await context.write(chunk)
+            except Exception as err:  # grpc's own types say the client ended the stream
+                raise ConnectionResetError(f"the client ended the session: {err}") from None
 
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            private.append(writer)
             try:
                 await pump(incoming, send, reader, writer)
             finally:
@@ -100,7 +108,12 @@ class SessionManager:
                 async with self._changed:
                     if self._sessions.get(session_id) is session:
                         del self._sessions[session_id]
-                await channel.close()
+                # The connection goes first: the calls on it fail as calls whose peer went
+                # (what their callers report), not canceled (which a task group would take
+                # for its own cancellation, and a build's answer would never be sent).
+                for writer in private:
+                    writer.close()
+                await channel.close(grace=CLOSING)
 
     async def get(self, session_id: str, timeout: float = ARRIVAL) -> Session:
         """The open session ``session_id``, waiting for it to arrive (a client opens it beside

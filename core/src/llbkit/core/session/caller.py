@@ -106,6 +106,11 @@ def _said(err: grpc.aio.AioRpcError) -> str:
     return err.details() or err.code().name.lower()
 
 
+async def _ended(call: Any) -> str:
+    """What ended ``call``, as its status says (the peer's, or the transport's)."""
+    return str(await call.details() or (await call.code()).name.lower())
+
+
 async def _layout_into_store(channel: grpc.aio.Channel, tree: Path) -> None:
     """The blobs of OCI layout ``tree`` written into the client's ``export`` content store,
     children first (layers and configs, then manifests, then indexes): a reader never finds
@@ -160,6 +165,8 @@ class SessionClientIO:
         await self._stack.aclose()
 
     def _require(self, method: str, what: str) -> None:
+        if self.session.closed.is_set():
+            raise UserError(f"the client's session ended: it no longer shares its {what}")
         if not self.session.supports(method):
             raise UserError(
                 f"the client shares no {what} with this build (its session has no {method})"
@@ -195,6 +202,8 @@ class SessionClientIO:
                 pass
         except grpc.aio.AioRpcError as err:
             raise UserError(f"sending the output to the client: {_said(err)}") from None
+        except asyncio.InvalidStateError:  # a write after the call ended: why it ended
+            raise UserError(f"sending the output to the client: {await _ended(call)}") from None
         except BaseException:
             call.cancel()  # the client drops what it received: no half file appears
             raise
@@ -237,6 +246,8 @@ class SessionClientIO:
                 pass
         except grpc.aio.AioRpcError as err:
             raise UserError(f"sending the output to the client: {_said(err)}") from None
+        except asyncio.InvalidStateError:  # a write after the call ended: why it ended
+            raise UserError(f"sending the output to the client: {await _ended(call)}") from None
         except BaseException:
             call.cancel()
             raise
@@ -432,6 +443,8 @@ class SessionClientIO:
                 # status arrived first.
                 raise UserError(f"error from sender: {_said(err)}") from None
             raise UserError(f"local directory {name!r}: {_said(err)}") from None
+        except asyncio.InvalidStateError:  # a write after the call ended: why it ended
+            raise UserError(f"local directory {name!r}: {await _ended(call)}") from None
         except BaseException:
             call.cancel()
             raise

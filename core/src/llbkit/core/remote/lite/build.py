@@ -115,11 +115,21 @@ def _solve(
         except (StopIteration, RpcError, H2Error, ValueError):
             return b""
 
+    lost: list[str] = []
+
+    def on_lost(why: str) -> None:
+        # The daemon serves this build's files through the session: ended here, it must end
+        # there too, or the build waits for files that never come.
+        lost.append(why)
+        with contextlib.suppress(H2Error):
+            session.stream.cancel()
+
     inner = Connection(
         inner_read,
         lambda data: session.send(messages.bytes_message(data)),
         server=True,
         on_stream=serve(served),
+        on_lost=on_lost,
     )
     follower = None if on_status is None else _follow(conn, ref, on_status)
     call = Call.start(conn, CONTROL + "Solve")
@@ -127,9 +137,16 @@ def _solve(
         call.send(messages.solve_request(ref, session_id, **request), end=True)
         warm_up(locals_)
         answer = call.unary()
-    except RpcError:
+    except RpcError as err:
         if follower is not None:
             follower.join(5)  # the failed build's last records (its error) first
+        if lost:
+            from llbkit.core.errors import UserError
+
+            raise UserError(
+                f"the build's session with the daemon ended: {lost[0]} (the daemon said: "
+                f"{err.message})"
+            ) from None
         raise
     finally:
         inner.close()

@@ -93,6 +93,9 @@ class Connection:
     :param read: the next bytes from the peer, ``b""`` at the end.
     :param write: sends bytes (whole frames; called under the write lock).
     :param on_stream: called, on the reader thread, with each stream the peer opens (servers).
+    :param on_lost: called, on the reader thread, with the reason when the connection ends
+        without :meth:`close` (the peer went, broke the protocol, or the reader failed):
+        whoever carries the connection can tell the peer, which would otherwise wait.
     """
 
     def __init__(
@@ -102,11 +105,13 @@ class Connection:
         *,
         server: bool = False,
         on_stream: Callable[[Stream], None] | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._read = read
         self._write = write
         self.server = server
         self.on_stream = on_stream
+        self.on_lost = on_lost
         self.cond = threading.Condition()
         self._wlock = threading.Lock()
         self.streams: dict[int, Stream] = {}
@@ -227,15 +232,20 @@ class Connection:
             self.cond.notify_all()
 
     def _run(self) -> None:
+        why = "the peer closed the connection"
         try:
             self._receive()
         except (H2Error, hpack.HpackError) as err:
-            self._close(str(err))
-            return
+            why = str(err)
         except OSError as err:
-            self._close(f"the connection failed: {err.strerror or err}")
-            return
-        self._close("the peer closed the connection")
+            why = f"the connection failed: {err.strerror or err}"
+        except BaseException as err:  # a defect here must not leave every caller waiting
+            why = f"its reader failed: {type(err).__name__}: {err}"
+        with self.cond:
+            lost = self.closed is None
+        self._close(why)
+        if lost and self.on_lost is not None:
+            self.on_lost(why)
 
     def _receive(self) -> None:
         buffer = bytearray()
