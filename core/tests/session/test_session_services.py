@@ -69,6 +69,50 @@ def test_a_directory_the_client_does_not_share_is_one_line(tmp_path: Path) -> No
         _sync(tmp_path, src, tmp_path / "dest", methods, name="other")
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["buildkit-filesync", "batched"])
+def test_a_transfer_whose_channel_closes_fails_and_is_not_taken_for_whole(
+    tmp_path: Path, batched: bool
+) -> None:
+    """grpc cancels the calls of a channel that closes (the client's session ended): the
+    transfer fails as that, not as a cancellation a task group would take for its own and
+    end the transfer as if the tree were complete."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    for n in range(3000):
+        (src / f"f{n:04}").write_bytes(os.urandom(10_000))
+    methods = set(exposed_methods(EmbeddedClient(locals={"ctx": src}), ()))
+    if not batched:
+        methods.discard(BATCHED_FILE_SYNC)
+    client = EmbeddedClient(locals={"ctx": src})
+    sock = tmp_path / "s.sock"
+    outcome: list[object] = []
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with serve_attachables(client, (), str(sock)):
+                channel = grpc.aio.insecure_channel(f"unix:{sock}")
+                offered = frozenset(m.lower() for m in methods)
+                session = Session("id", "test", "key", offered, channel)
+                io = SessionClientIO(session, scratch=tmp_path)
+
+                async def sync() -> None:
+                    try:
+                        await io.sync_local("ctx", dest)
+                        outcome.append("complete")
+                    except UserError as err:
+                        outcome.append(err)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sync)
+                    while not outcome and not (dest.exists() and any(dest.iterdir())):
+                        await anyio.sleep(0.005)  # the first files are arriving
+                    await channel.close()
+
+    anyio.run(main)
+    assert len(outcome) == 1 and isinstance(outcome[0], UserError), outcome
+    assert len(list(dest.iterdir())) < 3000
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["buildkit-filesend", "batched"])
 def test_both_forms_send_a_directory_output_to_the_client(tmp_path: Path, batched: bool) -> None:
     from llbkit.core.remote.attachables import Output

@@ -83,7 +83,7 @@ class _PacketCall:
         await self.call.write(packet)
 
     async def recv(self) -> fsutil_pb2.Packet | None:
-        message = await self.call.read()
+        message = await _read(self.call)
         return None if message is grpc.aio.EOF else message
 
 
@@ -100,6 +100,19 @@ class _FileSink:
         view = memoryview(data)
         for start in range(0, len(view), MESSAGE_MAX):
             await self.call.write(bytes(view[start : start + MESSAGE_MAX]))
+
+
+async def _read(call: Any) -> Any:
+    """The call's next message (``grpc.aio.EOF`` at its end). A cancellation no one asked of
+    this task is the channel's, closed with the client's session: raised as that, which a
+    task group does not take for its own cancellation (and end a transfer as if complete)."""
+    try:
+        return await call.read()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise UserError("the client's session ended") from None
 
 
 def _said(err: grpc.aio.AioRpcError) -> str:
@@ -198,7 +211,7 @@ class SessionClientIO:
         try:
             yield _FileSink(call)
             await call.done_writing()
-            while await call.read() is not grpc.aio.EOF:
+            while await _read(call) is not grpc.aio.EOF:
                 pass
         except grpc.aio.AioRpcError as err:
             raise UserError(f"sending the output to the client: {_said(err)}") from None
@@ -234,7 +247,7 @@ class SessionClientIO:
             if self.session.supports(BATCHED_FILE_SEND):
 
                 async def read() -> packets_pb2.Packets | None:
-                    message: Any = await call.read()
+                    message: Any = await _read(call)
                     return None if message is grpc.aio.EOF else message
 
                 async with batched_packets(call.write, read) as packets:
@@ -242,7 +255,7 @@ class SessionClientIO:
             else:
                 await send_tree(_PacketCall(call), tree)
             await call.done_writing()  # the client's receiver ends when our side closes
-            while await call.read() is not grpc.aio.EOF:
+            while await _read(call) is not grpc.aio.EOF:
                 pass
         except grpc.aio.AioRpcError as err:
             raise UserError(f"sending the output to the client: {_said(err)}") from None
@@ -422,7 +435,7 @@ class SessionClientIO:
             if batched:
 
                 async def read() -> packets_pb2.Packets | None:
-                    message: Any = await call.read()
+                    message: Any = await _read(call)
                     return None if message is grpc.aio.EOF else message
 
                 async with batched_packets(call.write, read) as packets:
