@@ -26,6 +26,7 @@ from llbkit.core.api._pb import (
 from llbkit.core.api.protowire import bytes_message, bytes_message_data
 from llbkit.core.errors import UserError
 from llbkit.core.session.batched import batched_packets
+from llbkit.core.session.calls import read_message
 from llbkit.core.session.content import CONTENT_INFO
 from llbkit.core.session.methods import (
     AUTH,
@@ -83,7 +84,7 @@ class _PacketCall:
         await self.call.write(packet)
 
     async def recv(self) -> fsutil_pb2.Packet | None:
-        message = await _read(self.call)
+        message = await read_message(self.call)
         return None if message is grpc.aio.EOF else message
 
 
@@ -100,19 +101,6 @@ class _FileSink:
         view = memoryview(data)
         for start in range(0, len(view), MESSAGE_MAX):
             await self.call.write(bytes(view[start : start + MESSAGE_MAX]))
-
-
-async def _read(call: Any) -> Any:
-    """The call's next message (``grpc.aio.EOF`` at its end). A cancellation no one asked of
-    this task is the channel's, closed with the client's session: raised as that, which a
-    task group does not take for its own cancellation (and end a transfer as if complete)."""
-    try:
-        return await call.read()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
-        raise UserError("the client's session ended") from None
 
 
 def _said(err: grpc.aio.AioRpcError) -> str:
@@ -211,7 +199,7 @@ class SessionClientIO:
         try:
             yield _FileSink(call)
             await call.done_writing()
-            while await _read(call) is not grpc.aio.EOF:
+            while await read_message(call) is not grpc.aio.EOF:
                 pass
         except grpc.aio.AioRpcError as err:
             raise UserError(f"sending the output to the client: {_said(err)}") from None
@@ -247,7 +235,7 @@ class SessionClientIO:
             if self.session.supports(BATCHED_FILE_SEND):
 
                 async def read() -> packets_pb2.Packets | None:
-                    message: Any = await _read(call)
+                    message: Any = await read_message(call)
                     return None if message is grpc.aio.EOF else message
 
                 async with batched_packets(call.write, read) as packets:
@@ -255,7 +243,7 @@ class SessionClientIO:
             else:
                 await send_tree(_PacketCall(call), tree)
             await call.done_writing()  # the client's receiver ends when our side closes
-            while await _read(call) is not grpc.aio.EOF:
+            while await read_message(call) is not grpc.aio.EOF:
                 pass
         except grpc.aio.AioRpcError as err:
             raise UserError(f"sending the output to the client: {_said(err)}") from None
@@ -435,7 +423,7 @@ class SessionClientIO:
             if batched:
 
                 async def read() -> packets_pb2.Packets | None:
-                    message: Any = await _read(call)
+                    message: Any = await read_message(call)
                     return None if message is grpc.aio.EOF else message
 
                 async with batched_packets(call.write, read) as packets:

@@ -19,6 +19,7 @@ import grpc
 
 from llbkit.core.api._pb import content_pb2
 from llbkit.core.errors import UserError
+from llbkit.core.session.calls import read_message
 
 __all__ = ["CONTENT_INFO", "STORE_HEADER", "SessionContentDirectory", "read_blob"]
 
@@ -53,7 +54,7 @@ class _Sink:
                 )
             )
             self.offset += len(piece)
-            await self.call.read()
+            await read_message(self.call)
 
 
 class _Discard:
@@ -138,7 +139,7 @@ class SessionContentDirectory:
             )
             await call.write(stat)
             try:
-                await call.read()
+                await read_message(call)
                 sink = _Sink(call, skip=False)
             except grpc.aio.AioRpcError as err:
                 if err.code() != grpc.StatusCode.ALREADY_EXISTS:
@@ -156,7 +157,7 @@ class SessionContentDirectory:
                     )
                 )
                 try:
-                    await call.read()
+                    await read_message(call)
                 except grpc.aio.AioRpcError as err:
                     if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # another export won
                         raise
