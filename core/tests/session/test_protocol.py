@@ -171,6 +171,28 @@ def test_an_error_from_the_sender_is_raised_with_its_message(tmp_path: Path) -> 
     assert info.value.got == []  # type: ignore[attr-defined]  # not echoed back
 
 
+def test_a_sender_failing_after_the_requests_leaves_no_file_behind(tmp_path: Path) -> None:
+    """The receiver makes each requested file's temporary as it asks for it: a sender that
+    fails before any data comes leaves neither those nor a half of the tree in ``dest``."""
+    names = [f"d/f{n:02d}" for n in range(40)]
+    dest = tmp_path / "dest"
+    asked: list[int] = []
+
+    async def sender(stream: MemoryPacketStream) -> None:
+        for packet in [stat_packet("d", DIR), *map(stat_packet, names), END]:
+            await stream.send(packet)
+        while len(asked) < len(names):
+            packet = await stream.recv()
+            assert packet is not None and packet.type == Packet.PACKET_REQ
+            asked.append(packet.ID)
+        await stream.send(Packet(type=Packet.PACKET_ERR, data=b"disk on fire"))
+
+    fake_error, error = run_pair(sender, lambda s: receive_tree(s, dest))  # type: ignore[arg-type]
+    assert fake_error is None and isinstance(error, PeerError), (fake_error, error)
+    assert sorted(asked) == list(range(1, len(names) + 1))
+    assert [p.relative_to(dest).as_posix() for p in dest.rglob("*")] == ["d"]
+
+
 def send_to(packets: Sequence[fsutil_pb2.Packet], root: Path) -> list[fsutil_pb2.Packet]:
     """Run a sender against a fake receiver that sends ``packets`` up front."""
     got: list[fsutil_pb2.Packet] = []

@@ -58,7 +58,10 @@ class _Pending:
 
     stat: fsutil_pb2.Stat
     target: str
-    tmp: str | None = None
+    #: the file its data goes to, made when it was requested
+    tmp: str
+    #: nothing was at ``target`` (no lookup needed before the rename)
+    fresh: bool
     #: the content's sha256 so far, for the checksum that follows (``fs.received``)
     digest: Any = None
 
@@ -229,7 +232,8 @@ class DiskWriter:
                 continue
             self.changed.add(new.path)
             try:
-                if self._apply(file_id, new):
+                # Nothing is at a path the scan did not find (dest is ours while we apply).
+                if self._apply(file_id, new, fresh=old is None and not self.merge):
                     request.append(file_id)
             except (ValueError, OverflowError) as err:  # numbers or names the OS refuses
                 raise InvalidStreamError(f"invalid stat for {new.path!r}: {err}") from None
@@ -266,7 +270,7 @@ class DiskWriter:
         head = os.path.dirname(self._abs(path))
         return os.path.join(head, f".llbkit-diffcopy-{os.urandom(8).hex()}")
 
-    def _apply(self, file_id: int, new: fsutil_pb2.Stat) -> bool:
+    def _apply(self, file_id: int, new: fsutil_pb2.Stat, *, fresh: bool) -> bool:
         """Make one entry; True when its data is to be requested."""
         mode = new.mode
         target = self._abs(new.path)
@@ -308,8 +312,15 @@ class DiskWriter:
             return False
         if not gomode.can_request_data(mode):
             raise InvalidStreamError(f"{new.path}: unsupported file mode {mode:#o}")
-        _remove_if_dir(target)
-        self.pending[file_id] = _Pending(new, target)
+        if not fresh:
+            _remove_if_dir(target)
+        # Made now, as fsutil makes its files while the listing comes: a file's creation is
+        # what its directory's lock serializes, and here it overlaps the writing of the files
+        # requested before (the data then only opens and appends).
+        tmp = self._tmp(new.path)
+        os.close(os.open(tmp, _OPEN_NEW, 0o600))
+        self.temporaries.add(tmp)
+        self.pending[file_id] = _Pending(new, target, tmp, fresh)
         return True
 
     def _place(self, tmp: str, target: str, new: fsutil_pb2.Stat) -> None:
@@ -365,7 +376,7 @@ class DiskWriter:
                 pending = self.pending[file_id]
                 fd = fds.get(file_id)
                 if fd is None:
-                    fd = fds[file_id] = self._open(pending)
+                    fd = fds[file_id] = os.open(pending.tmp, _OPEN_MORE)
                 if pending.digest is None:
                     pending.digest = hashlib.sha256()
                 if data:
@@ -379,8 +390,8 @@ class DiskWriter:
                     pending.digest.hexdigest(),
                 )
                 os.close(fds.pop(file_id))
-                assert pending.tmp is not None
-                _remove_if_dir(pending.target)
+                if not pending.fresh:
+                    _remove_if_dir(pending.target)
                 os.rename(pending.tmp, pending.target)
                 self.temporaries.discard(pending.tmp)
                 del self.pending[file_id]
@@ -389,15 +400,6 @@ class DiskWriter:
             for fd in fds.values():
                 os.close(fd)
         return finished
-
-    def _open(self, pending: _Pending) -> int:
-        if pending.tmp is not None:
-            return os.open(pending.tmp, _OPEN_MORE)
-        tmp = self._tmp(pending.stat.path)
-        fd = os.open(tmp, _OPEN_NEW, 0o600)
-        self.temporaries.add(tmp)
-        pending.tmp = tmp
-        return fd
 
     # ---- the end ----------------------------------------------------------------------------
 
@@ -423,10 +425,9 @@ class DiskWriter:
         """After a failure or a cancel: remove the temporary files of transfers that did not
         complete."""
         for pending in self.pending.values():
-            if pending.tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(pending.tmp)
-                self.temporaries.discard(pending.tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(pending.tmp)
+            self.temporaries.discard(pending.tmp)
         self.pending.clear()
 
 
