@@ -404,6 +404,56 @@ def test_a_dockerfile_build_reads_the_clients_context_and_secrets(
             assert b"twelve chars" not in path.read_bytes(), path
 
 
+def _crossed(root: Path, names: list[str]) -> int:
+    """The bytes of the fsutil packets a receiver gets for ``names`` (files of ``root``, each
+    requested): each one's stat, its data and the empty packet that ends it, the listing's
+    end, and FIN. BuildKit shows this count, not the files' sizes."""
+    from llbkit.core.api._pb import fsutil_pb2
+
+    packet = fsutil_pb2.Packet
+    total = packet(type=packet.PACKET_STAT).ByteSize() + packet(type=packet.PACKET_FIN).ByteSize()
+    for n, name in enumerate(names):
+        st = (root / name).stat()
+        entry = fsutil_pb2.Stat(
+            path=name,
+            mode=st.st_mode & 0o7777,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            size=st.st_size,
+            modTime=st.st_mtime_ns,
+        )
+        total += packet(type=packet.PACKET_STAT, stat=entry).ByteSize()
+        data = (root / name).read_bytes()
+        for at in range(0, len(data), 32 << 10):  # fsutil's chunks
+            total += packet(
+                type=packet.PACKET_DATA, ID=n, data=data[at : at + (32 << 10)]
+            ).ByteSize()
+        total += packet(type=packet.PACKET_DATA, ID=n).ByteSize()
+    return total
+
+
+def test_a_transfer_shows_what_crossed_as_buildkit_counts_it(served: str, tmp_path: Path) -> None:
+    """``transferring context: 2B`` for a missing ``.dockerignore`` (the listing's end and
+    FIN), and for the Dockerfile and the context the bytes of fsutil's packets, as buildctl
+    shows them from BuildKit (a 25-byte Dockerfile is no "25B" there)."""
+    ctx, dockerfile_dir = tmp_path / "ctx", tmp_path / "dockerfile"
+    ctx.mkdir()
+    dockerfile_dir.mkdir()
+    (dockerfile_dir / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (ctx / "a").write_bytes(os.urandom(50_000))  # two of fsutil's 32 KiB chunks
+    (ctx / "b").write_text("bee")  # no COPY names it: as with BuildKit, it stays
+    args = _context_build_args(ctx)
+    args[args.index(f"dockerfile={ctx}")] = f"dockerfile={dockerfile_dir}"
+    done = client(served, *args)
+    assert done.returncode == 0, done.stderr
+    shown = re.findall(r"transferring (\w+): (\S+) ", done.stderr.decode())
+    dockerfile = _crossed(dockerfile_dir, ["Dockerfile"])
+    context = _crossed(ctx, ["a"])
+    assert sorted(shown) == sorted(
+        [("context", "2B"), ("dockerfile", f"{dockerfile}B"), ("context", f"{context / 1e3:.2f}kB")]
+    ), done.stderr
+
+
 def _sleepers(marker: str) -> int:
     found = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
     return len(found.stdout.split())

@@ -39,7 +39,7 @@ class _Client:
         self.files = files
         self.read: list[str] = []
 
-    async def read_file(self, context: str, path: str) -> bytes:
+    async def read_file(self, context: str, path: str, **_: object) -> bytes:
         self.read.append(f"{context}:{path}")
         return self.files[path]
 

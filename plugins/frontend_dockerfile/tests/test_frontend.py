@@ -53,7 +53,7 @@ class _Client:
         self.warnings: list[str] = []
         self.steps: list[str] = []
 
-    async def read_file(self, context: str, path: str) -> bytes:
+    async def read_file(self, context: str, path: str, **_: object) -> bytes:
         try:
             return self.files[context, path]
         except KeyError:

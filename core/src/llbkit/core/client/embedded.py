@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +136,9 @@ class EmbeddedClient:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
+        progress: Callable[[int], None] | None = None,
     ) -> set[str]:
-        src = self._local(name)
+        src = self._local(name)  # copied here, not sent: nothing crosses to count
         # The state root the mirror lives in is never part of a context, even when the context
         # holds it (``--root ./state``): it would copy itself into itself.
         skip = (*self.private, *_state_root_of(dest))

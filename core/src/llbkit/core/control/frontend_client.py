@@ -108,10 +108,12 @@ class EngineFrontendClient:
         self._steps: dict[str, str] = {}
         self._started: dict[str, float] = {}
 
-    async def read_file(self, context: str, path: str) -> bytes:
+    async def read_file(
+        self, context: str, path: str, *, progress: Callable[[int], None] | None = None
+    ) -> bytes:
         clean = path.strip("/")
         with tempfile.TemporaryDirectory(dir=self._tmp) as tmp:
-            await self._session.sync_local(context, Path(tmp), include=[clean])
+            await self._session.sync_local(context, Path(tmp), include=[clean], progress=progress)
             target = Path(tmp, clean)
             if not target.is_file():
                 raise UserError(f"{path}: not found in local directory {context!r}")

@@ -280,10 +280,14 @@ class ClientIO(Protocol):
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
+        progress: Callable[[int], None] | None = None,
     ) -> Collection[str] | None:
         """Make ``dest`` (which holds the previous sync, or nothing) mirror directory ``name``.
 
         Only changed files travel; a changed file is replaced, never modified in place.
         ``follow_paths`` are symlinks whose targets are included too. Returns the paths
         (relative to ``dest``) it made, replaced or removed, or None if it cannot say.
+        ``progress(n)``, as the files cross a connection, says ``n`` bytes have so far (of
+        fsutil's packets, as BuildKit counts what it shows); a client whose files cross none
+        (this process's) need not call it.
         """

@@ -8,7 +8,7 @@ embedded or behind a daemon (and, for ``gateway.v0``, over its gRPC API).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -62,10 +62,15 @@ class FileStat:
 class FrontendClient(Protocol):
     """The engine as a frontend sees it."""
 
-    async def read_file(self, context: str, path: str) -> bytes:
+    async def read_file(
+        self, context: str, path: str, *, progress: Callable[[int], None] | None = None
+    ) -> bytes:
         """Read ``path`` from the client's local directory ``context`` (``dockerfile``...).
 
-        Raises :class:`~llbkit.core.errors.UserError` when it is missing.
+        Raises :class:`~llbkit.core.errors.UserError` when it is missing. ``progress(n)``, if
+        the file crosses a connection to come here (a daemon's session), says how many bytes
+        crossed, as :meth:`ClientIO.sync_local` counts them, the last time once all did (a
+        missing file too); it is not called when nothing crossed one.
         """
         ...
 

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import re
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -403,8 +403,11 @@ class SessionClientIO:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_paths: Sequence[str] = (),
+        progress: Callable[[int], None] | None = None,
     ) -> set[str]:
         from llbkit.core.session.diffcopy import receive_tree
+
+        counted = None if progress is None else (lambda n, last: progress(n))
 
         self._require(FILE_SYNC, "local directories")
         metadata: list[tuple[str, str]] = [("dir-name", name)]
@@ -427,9 +430,9 @@ class SessionClientIO:
                     return None if message is grpc.aio.EOF else message
 
                 async with batched_packets(call.write, read) as packets:
-                    changed = await receive_tree(packets, dest)
+                    changed = await receive_tree(packets, dest, progress=counted)
             else:
-                changed = await receive_tree(_PacketCall(call), dest)
+                changed = await receive_tree(_PacketCall(call), dest, progress=counted)
             await call.done_writing()
             return changed
         except grpc.aio.AioRpcError as err:

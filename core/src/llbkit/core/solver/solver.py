@@ -363,13 +363,24 @@ class _Build:
             digest = shared.vertex.digest
             shared.emit(VertexStatus(status, digest, began, started=began))
             moved = 0
+            shown = began
+            ended: float | None = None  # a local context's transfer: its last count's time
+
+            def show(n: int) -> None:
+                # a local context: what crossed so far, at most each tenth of a second (as
+                # BuildKit's limiter lets a transfer's progress through)
+                nonlocal moved, shown, ended
+                moved, ended = n, time.time()
+                if ended - shown >= 0.1:
+                    shown = ended
+                    shared.emit(VertexStatus(status, digest, ended, current=n, started=began))
+
+            if isinstance(job, MirroredJob):
+                job.show_moved(show)
             try:
-                key = await op.cache_key(self.solver.drivers, self.client)
-                if isinstance(job, MirroredJob):  # a local context: what crossed, as BuildKit
-                    moved = job.transferred() or 0
-                return key
+                return await op.cache_key(self.solver.drivers, self.client)
             finally:
-                now = time.time()
+                now = ended or time.time()
                 shared.emit(
                     VertexStatus(status, digest, now, current=moved, started=began, completed=now)
                 )

@@ -85,8 +85,10 @@ class MirroredJob(Protocol):
         """The fetched tree's entries' checksums, as the mirror's sum found them."""
         ...
 
-    def transferred(self) -> int | None:
-        """Bytes of files the key's sync of the mirror wrote (``None`` before it ran)."""
+    def show_moved(self, show: Callable[[int], None]) -> None:
+        """Have ``show(n)`` called as the key's sync of the mirror moves bytes, and once more
+        at its end with all it moved: what crossed from the client, counted as BuildKit
+        counts it, or, when nothing crossed a connection, the bytes of the files written."""
         ...
 
 

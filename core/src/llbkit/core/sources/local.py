@@ -7,7 +7,7 @@ import itertools
 import json
 import marshal
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,15 +60,16 @@ class LocalJob(ParsedSource):
     #: what this job keyed its mirror by, checked again before its files are used
     _keys: dict[str, str] = field(default_factory=dict, compare=False)
     _digests: dict[str, str] = field(default_factory=dict, compare=False)
-    _moved: list[int] = field(default_factory=list, compare=False)
+    #: whom the key's sync tells what it moved (one at most)
+    _shows: list[Callable[[int], None]] = field(default_factory=list, compare=False)
 
     @property
     def key_status(self) -> str:
         """Keying a local source syncs its mirror: shown as BuildKit shows the transfer."""
         return f"transferring {self.name}:"
 
-    def transferred(self) -> int | None:
-        return self._moved[-1] if self._moved else None
+    def show_moved(self, show: Callable[[int], None]) -> None:
+        self._shows[:] = [show]
 
     def inode_pool(self) -> str | None:
         """Layers fetched from one mirror share its files' inodes (named once fetched)."""
@@ -112,19 +113,32 @@ class LocalJob(ParsedSource):
         async with _lock_for(mirror):
             tree = mirror / "tree"
             summed, generation = await anyio.to_thread.run_sync(_unsum, mirror)
+            crossed: list[int] = []  # the client's count of what crossed, if it counts
+
+            def moving(n: int) -> None:
+                crossed[:] = [n]
+                for show in self._shows:
+                    show(n)
+
             changed = await client.sync_local(
                 self.name,
                 tree,
                 include=self.include_patterns,
                 exclude=self.exclude_patterns,
                 follow_paths=self.follow_paths,
+                progress=moving,
             )
+            if self._shows:  # the transfer's end, before the sum (as BuildKit ends it)
+                moved = crossed[0] if crossed else None
+                if moved is None:
+                    moved = await anyio.to_thread.run_sync(_file_bytes, tree, changed)
+                for show in self._shows:
+                    show(moved)
             known = summed if changed is not None else None
             summed_now: dict[str, str] = {}
             checksum = await anyio.to_thread.run_sync(
                 _checksum, mirror, known, changed, generation, summed_now
             )
-            self._moved.append(await anyio.to_thread.run_sync(_file_bytes, tree, changed))
         self._keys["checksum"] = checksum
         # what the sum just found: the fetch need not read it back from the mirror's file
         self._digests.clear()

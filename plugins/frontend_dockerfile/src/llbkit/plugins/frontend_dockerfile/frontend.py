@@ -62,16 +62,20 @@ class DockerfileJob:
         async def dockerignore() -> None:
             nonlocal ignore
             async with client.step("[internal] load .dockerignore") as step:
+                crossed: list[int] = []
                 for context, path in (
                     (self.dockerfile_key, f"{name}.dockerignore"),
                     (self.context_key, ".dockerignore"),
                 ):
                     try:
-                        ignore = await client.read_file(context, path)
+                        ignore = await client.read_file(context, path, progress=crossed.append)
                         break
                     except UserError:
                         continue
-                step.status(f"transferring {self.context_key}:", current=len(ignore), done=True)
+                # What crossed from the client, as BuildKit shows it (its last read's);
+                # the file's size when nothing crossed (an embedded build).
+                moved = crossed[-1] if crossed else len(ignore)
+                step.status(f"transferring {self.context_key}:", current=moved, done=True)
 
         # The steps BuildKit shows for these reads, named and numbered as it names them.
         base = name.rsplit("/", 1)[-1]
@@ -81,11 +85,15 @@ class DockerfileJob:
                 client.step(f"[internal] load build definition from {base}") as step,
             ):
                 reads.start_soon(dockerignore)
+                crossed: list[int] = []
                 try:
-                    data = await client.read_file(self.dockerfile_key, name)
+                    data = await client.read_file(
+                        self.dockerfile_key, name, progress=crossed.append
+                    )
                 except UserError as err:
                     raise UserError(f"failed to read dockerfile {name}: {err}") from None
-                step.status(f"transferring {self.dockerfile_key}:", current=len(data), done=True)
+                moved = crossed[-1] if crossed else len(data)
+                step.status(f"transferring {self.dockerfile_key}:", current=moved, done=True)
         return data, ignore
 
     async def solve(self, client: FrontendClient) -> FrontendOutput:
