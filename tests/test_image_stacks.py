@@ -113,3 +113,37 @@ def test_an_image_on_reused_layers_exports_as_from_a_fresh_store(
     layers = _layers(tmp_path / "reused.tar")
     assert layers == _layers(tmp_path / "fresh.tar")
     assert layers[0] == [_digest(b) for b in [*BASE, TOP]]
+
+
+def _blob_files(root: Path) -> dict[str, int]:
+    """Every blob file the root holds: the store's and any plugin's, by path."""
+    found = {}
+    for folder in [root / "content", *root.glob("plugins/*/*/blobs")]:
+        found.update({str(p): p.stat().st_size for p in folder.rglob("*") if p.is_file()})
+    return found
+
+
+def _du_total(root: Path) -> float:
+    argv = [sys.executable, "-m", "llbkit.core", "--root", str(root), "du"]
+    last = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+    number, unit = re.fullmatch(r"Total:\s+([\d.]+)(\w+)", last).groups()  # type: ignore[union-attr]
+    return float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+
+
+def test_prune_all_frees_the_blobs_pulled_and_exported_and_du_counts_them(
+    tmp_path: Path, registry: str
+) -> None:
+    """As BuildKit sizes a record with its blobs and frees them with it: ``du`` counts the
+    pulled layers' blobs and an export's, and ``prune --all`` leaves none in the root (none
+    kept beside the store either); the next build pulls the image again."""
+    root = tmp_path / "root"
+    dockerfile = f"FROM {registry}/lib/app:1\nCOPY Dockerfile /d\n"
+    _build(root, tmp_path, dockerfile, "--output", f"type=oci,dest={tmp_path}/out.tar")
+    blobs = _blob_files(root)
+    assert len(blobs) >= 4, blobs  # three pulled, one exported (kept beside its layer)
+    assert _du_total(root) >= sum(blobs.values())
+    argv = [sys.executable, "-m", "llbkit.core", "--root", str(root), "prune", "--all"]
+    subprocess.run(argv, capture_output=True, check=True)
+    assert _blob_files(root) == {}
+    again = _build(root, tmp_path, dockerfile)
+    assert sorted(_extracted(again)) == sorted(_digest(b) for b in [*BASE, TOP])

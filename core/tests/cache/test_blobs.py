@@ -103,3 +103,27 @@ def test_a_layer_is_compared_only_with_the_base_it_was_made_on(tmp_path: Path) -
         base = layer("base", None)
         assert names((base, layer("child", base))) == ["child"]
         assert names((base, layer("linked", None))) == ["etc", "etc/passwd", "linked"]
+
+
+def test_a_layers_blobs_count_in_its_size_and_go_with_it(tmp_path: Path) -> None:
+    """As BuildKit sizes a record (its files and each compression of it kept) and frees its
+    blobs with it; a blob no layer has goes once nothing is held (a running export may be
+    reading one)."""
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        (tmp_path / "layer").mkdir()
+        (tmp_path / "layer/f").write_bytes(os.urandom(50_000))
+        layer = store.commit_layer(tmp_path / "layer", description="one")
+        alone = {info.id: info.size for info in store.layers()}[layer]
+        gzip = layer_blobs(store, (layer,), compression="gzip")[0]
+        zstd = layer_blobs(store, (layer,), compression="zstd", force=True)[0]
+        sized = {info.id: info.size for info in store.layers()}[layer]
+        assert sized == alone + gzip.size + zstd.size
+        assert store.accounted_bytes() == sized
+        unnamed = store.root.content.put(b"no layer's")
+        with store.hold([layer]):
+            assert store.drop_unnamed_blobs() == []
+        assert store.drop_unnamed_blobs() == [unnamed]
+        assert store.delete_layer(layer)
+        assert not store.root.content.has(gzip.digest)
+        assert [p for p in (tmp_path / "root/content").rglob("*") if p.is_file()] == []
+        assert store.db.blob_digests() == []

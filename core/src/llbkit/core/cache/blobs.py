@@ -242,9 +242,12 @@ def register_blob(
 ) -> None:
     """Record that ``layer`` is already available as ``blob`` (a pulled image layer), so an
     export or push reuses the original compressed bytes and digest."""
-    store.root.content.link_in(path, blob.digest, media_type)
     variant = f"{blob.compression}:None:None"
-    store.db.save_layer_blob(layer, variant, blob.digest, blob.diff_id, blob.size, source=source)
+    with store.lock:  # adopted and named at once: a prune never takes it between the two
+        store.root.content.link_in(path, blob.digest, media_type)
+        store.db.save_layer_blob(
+            layer, variant, blob.digest, blob.diff_id, blob.size, source=source
+        )
 
 
 def blob_sources(store: Store, digest: str) -> list[tuple[str, str]]:

@@ -558,7 +558,46 @@ class StateDB:
         )
 
     def forget_blob(self, digest: str) -> None:
-        self._run("DELETE FROM blobs WHERE digest=?", (digest,))
+        with self.transaction():
+            self._run("DELETE FROM blobs WHERE digest=?", (digest,))
+            self._run("DELETE FROM blob_sources WHERE digest=?", (digest,))
+
+    def layer_blob_digests(self, layer: int) -> set[str]:
+        """The blobs ``layer`` has (every compression of it)."""
+        rows = self._all("SELECT digest FROM layer_blobs WHERE layer=?", (layer,))
+        return {str(r[0]) for r in rows}
+
+    def unnamed_blobs(self, digests: Iterable[str] | None = None) -> list[str]:
+        """Of ``digests`` (of every recorded blob, when None), those no layer has."""
+        if digests is None:
+            rows = self._all(
+                "SELECT digest FROM blobs WHERE digest NOT IN (SELECT digest FROM layer_blobs)"
+            )
+            return [str(r[0]) for r in rows]
+        return [
+            d
+            for d in digests
+            if self._one("SELECT 1 FROM layer_blobs WHERE digest=? LIMIT 1", (d,)) is None
+        ]
+
+    def layer_blob_sizes(self) -> dict[int, list[tuple[str, int]]]:
+        """Each layer's blobs that are on disk, with their sizes."""
+        found: dict[int, list[tuple[str, int]]] = {}
+        rows = self._all(
+            "SELECT DISTINCT l.layer, b.digest, b.size FROM layer_blobs l"
+            " JOIN blobs b ON b.digest = l.digest ORDER BY l.layer"
+        )
+        for layer, digest, size in rows:
+            found.setdefault(int(layer), []).append((str(digest), int(size)))
+        return found
+
+    def named_blobs_size(self) -> int:
+        """Bytes of the blobs on disk that a layer has, each once."""
+        row = self._one(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs"
+            " WHERE digest IN (SELECT digest FROM layer_blobs)"
+        )
+        return int(row[0]) if row else 0
 
     def touch_blob(self, digest: str) -> None:
         self._run("UPDATE blobs SET last_used=? WHERE digest=?", (time.time(), digest))

@@ -540,16 +540,26 @@ class Store:
         with self.lock:
             in_use.update(self.leases.held())
         counted, inode_sizes = self.db.counted_inodes() if walk else ({}, {})
+        blobs = self.db.layer_blob_sizes() if walk else {}
         seen: set[int] = set()
+        seen_blobs: set[str] = set()
         found = []
         for row in rows:
             path = self.layer_path(row.id)
             size = _first_held(path, counted.get(row.id), inode_sizes, seen) if walk else 0
+            if not path.is_dir():
+                size = 0
+            # As BuildKit sizes a record: its files and its blobs (each compression of it
+            # kept), a blob two layers have counted in the first.
+            for digest, blob_size in blobs.get(row.id, ()):
+                if digest not in seen_blobs:
+                    seen_blobs.add(digest)
+                    size += blob_size
             found.append(
                 LayerInfo(
                     id=row.id,
                     parent=row.parent,
-                    size=size if path.is_dir() else 0,
+                    size=size,
                     created=row.created,
                     last_used=row.last_used,
                     usage_count=row.usage_count,
@@ -576,21 +586,40 @@ class Store:
             path = self.layer_path(layer)
             if path.is_dir():
                 self.db.account_layer(layer, _inode_bytes(path))
-        return self.db.accounted_bytes()
+        return self.db.accounted_bytes() + self.db.named_blobs_size()
 
     def delete_layer(self, layer: int) -> bool:
         """Forget a layer (and the results needing it), then remove its directory; a layer
         that something holds now is kept (``False``)."""
-        with self.db.transaction():
-            if self.leases.is_held(layer):
-                return False
-            self.db.forget_layer(layer)  # rows first: a record never names a missing directory
+        # Under the lock a blob is adopted and named under: no layer takes one being deleted.
+        with self.lock:
+            with self.db.transaction():
+                if self.leases.is_held(layer):
+                    return False
+                blobs = self.db.layer_blob_digests(layer)
+                self.db.forget_layer(layer)  # rows first: a record never names a missing file
+            # Its blobs no other layer has go with it, as BuildKit's content goes with the
+            # last record that leases it.
+            for digest in self.db.unnamed_blobs(blobs):
+                self.root.content.delete(digest)
         path = self.layer_path(layer)
         doomed = self.tmp / f"deleting-{layer}"
         if path.exists():
             os.rename(path, doomed)
             rmtree(doomed, ignore_errors=True)
         return True
+
+    def drop_unnamed_blobs(self) -> list[str]:
+        """Delete the blobs no layer has (a compression a layer's row was replaced for, an
+        export's blob made only for it), while no build holds anything: a running export may
+        be reading one. Returns their digests."""
+        with self.lock:
+            if self.leases.held() or self.db.leased_layers():
+                return []
+            gone = self.db.unnamed_blobs()
+            for digest in gone:
+                self.root.content.delete(digest)
+        return gone
 
     def last_gc(self) -> float | None:
         """When GC last ran on this root (seconds since the epoch), if ever."""

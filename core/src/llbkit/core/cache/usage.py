@@ -242,6 +242,7 @@ def prune(
             keep_duration=keep_duration,
             keep_bytes=keep_bytes,
         )
+        store.drop_unnamed_blobs()
         return removed
 
 
@@ -343,4 +344,6 @@ def apply_gc(store: Store, rules: Sequence[GCRule]) -> list[UsageRecord]:
             if gone:
                 total = None
             removed += gone
+        if removed:
+            store.drop_unnamed_blobs()
     return removed

@@ -67,6 +67,8 @@ class ImageJob(ParsedSource):
     layer_limit: int | None = None
     driver: ImageSource | None = field(default=None, compare=False)
     _resolved: dict[str, ResolvedImage] = field(default_factory=dict, compare=False)
+    #: the blobs of the driver's this job holds (see :meth:`ImageSource.blob`)
+    _holding: list[str] = field(default_factory=list, compare=False)
 
     def _platform(self) -> Platform:
         from llbkit.core.plugins.context import Platform
@@ -123,7 +125,7 @@ class ImageJob(ParsedSource):
             for n, desc in pending:  # shared: each layer goes to the first puller free
                 handed = None if streamed is None else functools.partial(streamed, n, desc)
                 paths[desc.digest] = await self.driver.blob(
-                    self.reference, desc, progress, http, streamed=handed
+                    self.reference, desc, progress, http, streamed=handed, holder=self._holding
                 )
 
         try:
@@ -208,6 +210,15 @@ class ImageJob(ParsedSource):
             )
             for n, desc in enumerate(layers[skip:], skip)
         ]
+
+    def discard(self) -> None:
+        """The build is done with the vertex: the store has the blobs it pulled (each linked
+        in as its layer was committed), so the driver's copies go once no job holds them."""
+        assert self.driver is not None or not self._holding
+        for digest in self._holding:
+            assert self.driver is not None
+            self.driver.release(digest)
+        self._holding.clear()
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Pull the layers concurrently (each verified), then apply them in order."""
@@ -295,6 +306,8 @@ class ImageSource(BuiltinSource, parser=parse_image):
             )
         self.registries = registries
         self._image_store: Callable[[], Awaitable[ImageStore | None]] | None = None
+        #: how many jobs hold each blob in ``blobs/`` (this process owns the root)
+        self._holds: dict[str, int] = {}
 
     def use_image_store(self, getter: Callable[[], Awaitable[ImageStore | None]]) -> None:
         """The worker's image store, as the engine hands it over
@@ -409,10 +422,46 @@ class ImageSource(BuiltinSource, parser=parse_image):
         http: Any,
         *,
         streamed: Callable[[GrowingFile], None] | None = None,
+        holder: list[str],
     ) -> Path:
         """The blob's path in the driver's store, downloaded with the registry client ``http``
         and verified, if missing. A download is handed to ``streamed`` as it starts, to be
-        read while it comes (:mod:`llbkit.core.sources.growing`)."""
+        read while it comes (:mod:`llbkit.core.sources.growing`).
+
+        The file is held for the ``holder`` (a job's list: its digest is added) until
+        :meth:`release`: then, when no job holds it, it is deleted. These files are the pull's,
+        not a cache beside the store's: the store links each in as its layer is committed,
+        and a prune of the layer frees it (BuildKit re-pulls a pruned image too)."""
+        digest_text: str = desc.digest
+        self._holds[digest_text] = self._holds.get(digest_text, 0) + 1
+        try:
+            path = await self._blob(ref, desc, progress, http, streamed)
+        except BaseException:
+            self.release(digest_text)
+            raise
+        holder.append(digest_text)
+        return path
+
+    def release(self, digest: str) -> None:
+        """One holder of the blob is done; the last one deletes the driver's file."""
+        left = self._holds.get(digest, 0) - 1
+        if left > 0:
+            self._holds[digest] = left
+            return
+        self._holds.pop(digest, None)
+        _, _, hexdigest = digest.partition(":")
+        if hexdigest:
+            with contextlib.suppress(OSError):
+                (self._state() / "blobs" / "sha256" / hexdigest).unlink()
+
+    async def _blob(
+        self,
+        ref: Reference,
+        desc: Any,
+        progress: ProgressSink,
+        http: Any,
+        streamed: Callable[[GrowingFile], None] | None,
+    ) -> Path:
         from llbkit.core.registry.client import RegistryError
         from llbkit.core.registry.credentials import per_client
         from llbkit.core.sources.stored_image import keep_blob
