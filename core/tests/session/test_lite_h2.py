@@ -151,3 +151,46 @@ def test_data_goes_out_in_frames_of_the_peers_size_but_in_one_write() -> None:
     assert got == data and all(kind == h2.DATA for _, kind, _ in frames)
     assert max(length for length, _, _ in frames) == 16_384 and len(frames) == 7
     assert [flags & h2.END_STREAM for _, _, flags in frames] == [0] * 6 + [h2.END_STREAM]
+
+
+def test_a_writer_held_up_on_the_socket_never_holds_up_the_reader() -> None:
+    """A writer stuck on a full socket holds the write lock while the reader owes the peer a
+    PING's ACK: the reader goes on reading (a call's data still arrives), and the ACK leaves
+    as the writer lets go. A reader that waited for the lock could wedge both ends, with a peer
+    that reads again only once it has its ACK or its window credit."""
+    frames: list[bytes] = []
+    arrived = threading.Condition()
+    in_write, let_go = threading.Event(), threading.Event()
+    writes: list[bytes] = []
+
+    def read() -> bytes:
+        with arrived:
+            arrived.wait_for(lambda: frames, timeout=30)
+            return frames.pop(0) if frames else b""
+
+    def write(data: bytes) -> None:
+        if in_write.is_set() is False and b"held" in data:
+            in_write.set()
+            let_go.wait(30)
+        writes.append(data)
+
+    conn = h2.Connection(read, write)
+    conn._peer_window = 1 << 20
+    stream = h2.Stream(conn, 1, 1 << 20)
+    conn.streams[1] = stream
+    writer = threading.Thread(target=conn.send_data, args=(stream, b"held"), daemon=True)
+    writer.start()
+    assert in_write.wait(10)
+    with arrived:
+        frames.append(h2._frame(h2.PING, 0, 0, b"12345678"))
+        frames.append(h2._frame(h2.DATA, h2.END_STREAM, 1, b"meanwhile"))
+        arrived.notify_all()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(stream.read()), daemon=True)
+    reader.start()
+    reader.join(10)
+    held = writer.is_alive()
+    let_go.set()
+    writer.join(10)
+    assert got == [b"meanwhile"] and held, "the reader waited for the writer"
+    assert h2._frame(h2.PING, h2.ACK, 0, b"12345678") in b"".join(writes[-2:])

@@ -13,7 +13,7 @@ import collections
 import contextlib
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from llbkit.core.remote.lite import hpack
 from llbkit.core.session.methods import MESSAGE_MAX
@@ -114,6 +114,8 @@ class Connection:
         self.on_lost = on_lost
         self.cond = threading.Condition()
         self._wlock = threading.Lock()
+        #: frames the reader owes the peer (ACKs, window credit), sent by whoever writes next
+        self._owed: list[bytes] = []
         self.streams: dict[int, Stream] = {}
         self.closed: str | None = None
         #: the last stream a peer that said GOAWAY still serves
@@ -142,8 +144,35 @@ class Connection:
     # -- sending --------------------------------------------------------------------------
 
     def write_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        with self._wlock:
+        with self._writing():
             self._send(_frame(kind, flags, stream_id, payload))
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The write lock; on letting go, what the reader owes is sent."""
+        with self._wlock:
+            yield
+        self._pay()
+
+    def _owe(self, frame: bytes) -> None:
+        """A frame the reader must send. It never waits for the write lock: a writer may hold
+        it while the socket is full, and the peer may be waiting for this very credit before
+        it reads; the writer sends it as it lets go."""
+        with self.cond:
+            self._owed.append(frame)
+        self._pay()
+
+    def _pay(self) -> None:
+        while self._owed:
+            if not self._wlock.acquire(blocking=False):
+                return  # its holder pays as it lets go
+            try:
+                with self.cond:
+                    owed, self._owed = b"".join(self._owed), []
+                with contextlib.suppress(H2Error):  # a failed connection says so to everyone
+                    self._send(owed)
+            finally:
+                self._wlock.release()
 
     def _send(self, data: bytes) -> None:
         """Write whole frames; the caller holds the write lock."""
@@ -158,7 +187,7 @@ class Connection:
     def open(self, headers: list[tuple[str, str]], *, end: bool = False) -> Stream:
         """A new stream with these request headers."""
         # Stream ids must reach the peer in order: taken and sent under the write lock.
-        with self._wlock:
+        with self._writing():
             with self.cond:
                 if self.going_away is not None:
                     raise H2Error("the peer is shutting down and takes no new calls")
@@ -169,7 +198,7 @@ class Connection:
         return stream
 
     def send_headers(self, stream_id: int, headers: list[tuple[str, str]], *, end: bool) -> None:
-        with self._wlock:  # a header block is never interleaved with other frames
+        with self._writing():  # a header block is never interleaved with other frames
             self._send(self._header_frames(stream_id, headers, end))
 
     def _header_frames(self, stream_id: int, headers: list[tuple[str, str]], end: bool) -> bytes:
@@ -210,7 +239,7 @@ class Connection:
                 flags = END_STREAM if end and final else 0
                 parts += (_header(len(piece), DATA, flags, stream.id), piece)
             frames = b"".join(parts)
-            with self._wlock:
+            with self._writing():
                 self._send(frames)
             view = view[size:]
             if last:
@@ -321,10 +350,10 @@ class Connection:
         elif kind == SETTINGS:
             if not flags & ACK:
                 self._settings(payload)
-                self.write_frame(SETTINGS, ACK, 0, b"")
+                self._owe(_frame(SETTINGS, ACK, 0, b""))
         elif kind == PING:
             if not flags & ACK:
-                self.write_frame(PING, ACK, 0, payload)
+                self._owe(_frame(PING, ACK, 0, payload))
         elif kind == WINDOW_UPDATE:
             increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             with self.cond:
@@ -385,7 +414,7 @@ class Connection:
                     stream.ended = True
                 self.cond.notify_all()
         for target, amount in credit:
-            self.write_frame(WINDOW_UPDATE, 0, target, struct.pack(">I", amount))
+            self._owe(_frame(WINDOW_UPDATE, 0, target, struct.pack(">I", amount)))
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
