@@ -550,3 +550,17 @@ def test_a_frontend_warning_shows_under_a_named_step(tmp_path: Path) -> None:
         done.stderr.decode(),
         re.M,
     )
+
+
+@pytest.mark.root
+def test_a_process_runc_cannot_start_shows_runcs_error_as_buildkit_does(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """runc's own log goes to a file, as BuildKit runs it: the step's log holds runc's error
+    as buildctl shows it from BuildKit, not a ``time=… level=error msg=…`` record."""
+    state = llb.image(busybox_image).run(args=["/nonexistent"]).root()
+    done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=definition(state))
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    said = 'runc run failed: unable to start container process: exec: "/nonexistent": stat'
+    assert said in err and "level=error" not in err, err

@@ -519,7 +519,8 @@ class _Build:
     async def _show_unneeded(self, need: set[str], hits: dict[str, Outputs]) -> None:
         """Show every step that does not run, inputs first, as BuildKit does on a rebuild: a
         step whose result is in the cache (below a hit too) as cached, a source read for its
-        key alone (a local context transferred, an image resolved) as done."""
+        key alone (a local context transferred, an image resolved), and a step without inputs
+        below a hit, as done."""
         read = {i.digest for v in self.order if v.digest in need for i in v.op.inputs}
         read.add(self.definition.result.digest)
         pending = {shared.vertex.digest: shared for shared in self.pending}
@@ -546,8 +547,9 @@ class _Build:
             )
             if hit is not None:
                 # Shown, not taken: the build needs nothing below a hit (nor does a cache
-                # export of it, nor its lease).
-                shared.done(cached=True)
+                # export of it, nor its lease). A step without inputs (a WORKDIR on scratch)
+                # is done, as BuildKit shows one: working out its key was its work.
+                shared.done(cached=bool(vertex.op.inputs))
 
     async def _never(self) -> Outputs:
         raise AssertionError("the terminal's input was not solved")

@@ -113,7 +113,7 @@ class RuncExecutor:
             spec = build_spec(process, rootfs, mounts, hosts=hosts, resolv=resolv)
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [
-                *self._runc("run"),
+                *self._runc("run", log=bundle / "runc-log.json"),
                 "--bundle",
                 str(bundle),
                 "--pid-file",
@@ -152,7 +152,7 @@ class RuncExecutor:
         try:
             (work / "process.json").write_text(json.dumps(build_process(process)))
             command = [
-                *self._runc("exec"),
+                *self._runc("exec", log=work / "runc-log.json"),
                 "--process",
                 str(work / "process.json"),
                 "--pid-file",
@@ -194,8 +194,12 @@ class RuncExecutor:
             shutil.rmtree(bundle, ignore_errors=True)
         return orphans
 
-    def _runc(self, action: str) -> list[str]:
-        return [self.binary, "--root", str(self.root), action]
+    def _runc(self, action: str, *, log: Path | None = None) -> list[str]:
+        """runc's command line. With ``log``, runc's own log goes to that file, as BuildKit
+        runs it: its standard error then carries the process's output and, if runc fails,
+        its error alone (``runc run failed: …``), not a log record around it."""
+        logging = ["--log", str(log), "--log-format", "json"] if log is not None else []
+        return [self.binary, "--root", str(self.root), *logging, action]
 
 
 async def _quiet(command: list[str]) -> None:
