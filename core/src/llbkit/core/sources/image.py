@@ -308,6 +308,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         self._image_store: Callable[[], Awaitable[ImageStore | None]] | None = None
         #: how many jobs hold each blob in ``blobs/`` (this process owns the root)
         self._holds: dict[str, int] = {}
+        self._swept = False
 
     def use_image_store(self, getter: Callable[[], Awaitable[ImageStore | None]]) -> None:
         """The worker's image store, as the engine hands it over
@@ -433,6 +434,10 @@ class ImageSource(BuiltinSource, parser=parse_image):
         not a cache beside the store's: the store links each in as its layer is committed,
         and a prune of the layer frees it (BuildKit re-pulls a pruned image too)."""
         digest_text: str = desc.digest
+        if not self._swept:
+            self._swept = True
+            if self.ctx.state_dir is not None:  # a root's, which this process owns
+                self._sweep()
         self._holds[digest_text] = self._holds.get(digest_text, 0) + 1
         try:
             path = await self._blob(ref, desc, progress, http, streamed)
@@ -441,6 +446,16 @@ class ImageSource(BuiltinSource, parser=parse_image):
             raise
         holder.append(digest_text)
         return path
+
+    def _sweep(self) -> None:
+        """Before this process's first pull, no file here is held: what is here was left by
+        an earlier release, which kept every pulled blob for good (the store has its own link
+        to each), or by a pull that crashed. Runs synchronously, so no pull starts meanwhile."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self._state() / "blobs" / "sha256"):
+                if entry.is_file(follow_symlinks=False):  # a crashed pull's part file too
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def release(self, digest: str) -> None:
         """One holder of the blob is done; the last one deletes the driver's file."""
