@@ -247,6 +247,30 @@ def test_steps_are_numbered_as_buildkit_numbers_them() -> None:
     assert "[tester 1/1] RUN false" in names
 
 
+def test_heredoc_steps_are_named_as_buildkit_names_them() -> None:
+    """A RUN of one heredoc carries the script's first line (``...`` when more follow), and
+    the file a heredoc is written to comes from ``[internal] preparing inline document``."""
+    dockerfile = (
+        "FROM scratch\n"
+        "RUN <<EOF\necho a > /a\necho b\nEOF\n"
+        "RUN <<-EOF\n\t\nEOF\n"
+        "RUN <<EOF\n#!/bin/sh\necho c\nEOF\n"
+        "COPY <<EOF /f\nx\nEOF\n"
+        "RUN <<A cat && <<B cat\na\nA\nb\nB\n"
+    )
+    converted = anyio.run(convert, parse(dockerfile), BuildOptions(target=""), _empty_image)
+    names = _names(converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
+    assert names == [
+        "[1/5] RUN <<EOF (echo a > /a...)",
+        "[2/5] RUN <<-EOF ()",
+        "[3/5] RUN <<EOF (#!/bin/sh...)",
+        "[4/5] COPY <<EOF /f",
+        "[5/5] RUN <<A cat && <<B cat",  # two heredocs: the shell reads them, as written
+        "[internal] preparing inline document",
+        "[internal] preparing inline document",
+    ]
+
+
 def _ignored(data: bytes) -> list[str]:
     definition = pb.Definition.FromString(data)
     return sorted(

@@ -56,6 +56,8 @@ DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What variable expansion may make in one Dockerfile, all words and RUN environments together.
 MAX_EXPANDED = 32 << 20
+#: the step that writes a heredoc's file, named as BuildKit names it
+INLINE_DOCUMENT = "[internal] preparing inline document"
 ImageResolver = Callable[[str, llb.Platform], Awaitable[tuple[str, bytes]]]
 
 
@@ -708,6 +710,7 @@ class _Converter:
         flags = self.flags(inst, {"mount", "network", "security"})
         assert stage.state is not None
         mounts = []
+        summary = ""
         if inst.json is not None:
             if not inst.json:
                 # BuildKit finds out only as it marshals the definition, and says so.
@@ -720,11 +723,13 @@ class _Converter:
             if single is not None:
                 doc = inst.heredocs[0]
                 content = chomp(doc.content) if doc.chomp else doc.content
+                # BuildKit names such a step by the script's first line too.
+                summary = f" ({_summary(doc.content)})"
                 if content.startswith("#!"):
                     # A script with its own interpreter runs as a file, as BuildKit runs it.
                     script = llb.scratch().file(
                         llb.mkfile("/" + doc.name, 0o755, content.encode()),
-                        custom_name="preparing inline document",
+                        custom_name=INLINE_DOCUMENT,
                     )
                     mounts.append(llb.Bind("/dev/pipes", script, readonly=True, output=False))
                     command = posixpath.join("/dev/pipes", doc.name)
@@ -750,7 +755,7 @@ class _Converter:
         if self.options.network and network == "sandbox":
             network = self.options.network
         options: dict[str, Any] = {
-            "custom_name": f"{prefix}{self.shown(inst, stage, run=True)}",
+            "custom_name": f"{prefix}{self.shown(inst, stage, run=True)}{summary}",
             "description": {"llbkit.source": self.snippet(inst)},
         }
         if network != "sandbox":
@@ -999,7 +1004,10 @@ class _Converter:
                 content = self.heredoc(inst, doc.content, scope) if doc.expand else doc.content
                 name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
                 # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
-                here = llb.scratch().file(llb.mkfile("/" + name, mode or 0o664, content.encode()))
+                here = llb.scratch().file(
+                    llb.mkfile("/" + name, mode or 0o664, content.encode()),
+                    custom_name=INLINE_DOCUMENT,
+                )
                 action = _copy(action, here, "/" + name, dest, owner=chown, create_dest_path=True)
             elif _is_git_ref(src):
                 if not add:
@@ -1391,3 +1399,9 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     if author:
         image["author"] = author
     return Converted(target.state, image, warnings)
+
+
+def _summary(doc: str) -> str:
+    """A heredoc as BuildKit sums it up in a step's name: its first line, ``...`` if more."""
+    lines = doc.strip().replace("\r\n", "\n").split("\n")
+    return lines[0] + ("..." if len(lines) > 1 else "")
