@@ -52,6 +52,7 @@ class _Client:
         self.files = files
         self.warnings: list[str] = []
         self.steps: list[str] = []
+        self.step_warnings: list[tuple[str, str, object]] = []
 
     async def read_file(self, context: str, path: str, **_: object) -> bytes:
         try:
@@ -72,12 +73,19 @@ class _Client:
     @contextlib.asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[object]:
         self.steps.append(name)
-        yield _NoSink()
+        yield _StepSink(name, self.step_warnings)
 
 
-class _NoSink:
+class _StepSink:
+    def __init__(self, name: str, warnings: list[tuple[str, str, object]]) -> None:
+        self.name = name
+        self.warnings = warnings
+
     def status(self, id: str, **fields: object) -> None:
         pass
+
+    def warn(self, message: str, **fields: object) -> None:
+        self.warnings.append((self.name, message, fields.get("url")))
 
 
 async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
@@ -367,3 +375,26 @@ def test_the_first_image_that_fails_is_the_error_and_the_others_are_cancelled() 
     assert str(failed.value).startswith("beta: beta: not found")
     assert ">>> FROM beta AS b" in failed.value.source
     assert finished == []
+
+
+def test_the_parsers_warnings_show_under_the_step_that_read_the_dockerfile() -> None:
+    """As BuildKit shows them: ``Empty continuation line found in: …`` under ``[internal]
+    load build definition``, with the pull request that explains it."""
+    client = _Client({("dockerfile", "Dockerfile"): b"FROM scratch\nENV A=1 \\\n\n  B=2\n"})
+    job = anyio.run(DockerfileFrontend(make_context("dockerfile.v0")).resolve, {})
+    anyio.run(job.solve, client)
+    assert client.step_warnings == [
+        (
+            "[internal] load build definition from Dockerfile",
+            "Empty continuation line found in: ENV A=1   B=2",
+            "https://github.com/moby/moby/pull/33719",
+        )
+    ]
+
+
+def test_a_dockerfile_without_instructions_shows_its_lines() -> None:
+    client = _Client({("dockerfile", "Dockerfile"): b"# only a comment\n"})
+    job = anyio.run(DockerfileFrontend(make_context("dockerfile.v0")).resolve, {})
+    with pytest.raises(DockerfileError, match="Dockerfile:1: file with no instructions") as info:
+        anyio.run(job.solve, client)
+    assert ">>> # only a comment" in info.value.source

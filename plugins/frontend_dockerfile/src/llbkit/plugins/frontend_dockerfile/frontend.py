@@ -7,7 +7,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 
@@ -20,7 +20,7 @@ from llbkit.plugins.frontend_dockerfile.convert import (
     convert,
     platform_key,
 )
-from llbkit.plugins.frontend_dockerfile.parser import detect_syntax, parse
+from llbkit.plugins.frontend_dockerfile.parser import Parsed, detect_syntax, parse
 from llbkit.sdk import llb
 
 OPTIONS = (
@@ -43,6 +43,13 @@ OPTIONS = (
 PREFIXES = ("build-arg:", "label:", "context:", "attest:")
 #: BuildKit options accepted so builds move over unchanged, but without effect here yet
 NO_EFFECT = ("image-resolve-mode", "shm-size", "contextsubdir")
+#: what BuildKit adds to a parser warning of this kind
+_WARNED: dict[str, dict[str, Any]] = {
+    "Empty continuation line found in": {
+        "detail": ["Empty continuation lines will become errors in a future release"],
+        "url": "https://github.com/moby/moby/pull/33719",
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,10 @@ class DockerfileJob:
     #: options given that have no effect in this release (said as a warning, not ignored)
     no_effect: tuple[str, ...] = ()
 
-    async def _read_sources(self, client: FrontendClient) -> tuple[bytes, bytes]:
-        """The Dockerfile and its ignore file, read at once as BuildKit reads them: through a
-        daemon each read is a round trip to the client."""
+    async def _read_sources(self, client: FrontendClient) -> tuple[bytes, bytes, Parsed]:
+        """The Dockerfile and its ignore file, read at once as BuildKit reads them (through a
+        daemon each read is a round trip to the client), and the Dockerfile parsed: what the
+        parser warns of shows under the step that read it, as BuildKit shows it."""
         ignore = b""
         name = self.options.filename
 
@@ -94,19 +102,28 @@ class DockerfileJob:
                     raise UserError(f"failed to read dockerfile {name}: {err}") from None
                 moved = crossed[-1] if crossed else len(data)
                 step.status(f"transferring {self.dockerfile_key}:", current=moved, done=True)
-        return data, ignore
+                text = data.decode("utf-8", "replace")
+                try:
+                    parsed = parse(text, base) if text else None
+                except UserError as err:
+                    failed = err  # the Dockerfile's fault, not the read's: the step is done
+                else:
+                    failed = None
+                    for warning in parsed.warnings if parsed is not None else ():
+                        step.warn(warning, **_WARNED.get(warning.split(":")[0], {}))
+        if failed is not None:
+            raise failed
+        if parsed is None:
+            raise UserError("the Dockerfile cannot be empty")
+        return data, ignore, parsed
 
     async def solve(self, client: FrontendClient) -> FrontendOutput:
         for key in self.no_effect:
             client.warn(f"frontend option {key} has no effect in this release of llbkit")
-        name = self.options.filename
-        data, ignore = await self._read_sources(client)
+        data, ignore, parsed = await self._read_sources(client)
         text = data.decode("utf-8", "replace")
         self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
         self.options.context_key = self.context_key
-        if not text:
-            raise UserError("the Dockerfile cannot be empty")
-        parsed = parse(text, name.rsplit("/", 1)[-1])
         syntax = detect_syntax(text)
         if syntax:
             client.warn(

@@ -235,7 +235,11 @@ def parse(text: str, filename: str = "Dockerfile") -> Parsed:
         # (``unknown_instruction``), as BuildKit reads them: after the whole file is split.
         instructions.append(inst)
     if not instructions:
-        raise DockerfileError(f"{filename}:{max(reader.n, 1)}: file with no instructions")
+        last = max(reader.n, 1)  # where BuildKit places it: the last line read
+        raise DockerfileError(
+            f"{filename}:{last}: file with no instructions",
+            source_block(text, filename, last, last),
+        )
     return Parsed(
         instructions,
         dict(reader.directives.found),
