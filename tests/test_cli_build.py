@@ -41,9 +41,11 @@ def test_plain_progress_in_buildkits_format(tmp_path: Path) -> None:
     assert re.search(r"^#1 DONE \d+\.\ds$", text, re.M)
     assert re.search(r"^#2 mkfile /hello\n#2 DONE \d+\.\ds$", text, re.M)
     again = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=simple())
-    # As buildctl shows a rebuild: every step, inputs first, each cached.
-    assert again.stderr.decode() == (
-        "#1 mkdir /etc, mkfile /etc/app.conf\n#1 CACHED\n\n#2 mkfile /hello\n#2 CACHED\n"
+    # As buildctl v0.11.6 shows this rebuild from BuildKit: every step, inputs first, each
+    # cached but the one without inputs, which is done (working out its key was its work).
+    shown = re.sub(r"DONE \d+\.\ds", "DONE", again.stderr.decode())
+    assert shown == (
+        "#1 mkdir /etc, mkfile /etc/app.conf\n#1 DONE\n\n#2 mkfile /hello\n#2 CACHED\n"
     )
 
 
