@@ -224,6 +224,17 @@ def test_a_failed_push_fails_its_export_step_as_buildkit_shows_it(tmp_path: Path
     )
 
 
+def test_a_step_whose_input_failed_is_not_shown_failed(tmp_path: Path) -> None:
+    """As BuildKit shows it: the step that failed, not the steps waiting on it."""
+    failing = llb.scratch().file(llb.mkfile("/missing/dir/f", 0o644, b""))
+    data = definition(failing.file(llb.mkfile("/after", 0o644, b"")))
+    done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=data)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "ERROR: mkfile /missing/dir/f: parent directory does not exist" in err
+    assert "mkfile /after" not in err, err
+
+
 def test_failed_build_reports_the_vertex(tmp_path: Path) -> None:
     data = definition(llb.scratch().file(llb.mkfile("/missing/dir/f", 0o644, b"")))
     done = llbkit(tmp_path / "root", "build", "--progress", "plain", stdin=data)

@@ -265,15 +265,17 @@ def test_heredoc_steps_are_named_as_buildkit_names_them() -> None:
         "RUN <<EOF\n#!/bin/sh\necho c\nEOF\n"
         "COPY <<EOF /f\nx\nEOF\n"
         "RUN <<A cat && <<B cat\na\nA\nb\nB\n"
+        "ARG V=v\nRUN <<'EOF'\necho $V\nEOF\n"
     )
     converted = anyio.run(convert, parse(dockerfile), BuildOptions(target=""), _empty_image)
     names = _names(converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes())
     assert names == [
-        "[1/5] RUN <<EOF (echo a > /a...)",
-        "[2/5] RUN <<-EOF ()",
-        "[3/5] RUN <<EOF (#!/bin/sh...)",
-        "[4/5] COPY <<EOF /f",
-        "[5/5] RUN <<A cat && <<B cat",  # two heredocs: the shell reads them, as written
+        "[1/6] RUN <<EOF (echo a > /a...)",
+        "[2/6] RUN <<-EOF ()",
+        "[3/6] RUN <<EOF (#!/bin/sh...)",
+        "[4/6] COPY <<EOF /f",
+        "[5/6] RUN <<A cat && <<B cat",  # two heredocs: the shell reads them, as written
+        "[6/6] RUN <<'EOF' (echo v)",  # the name's variables expanded, as the line's are
         "[internal] preparing inline document",
         "[internal] preparing inline document",
     ]

@@ -457,15 +457,16 @@ class _Build:
             raise
         except BuildFailed:
             raise
-        except UserError as err:
-            raise self._failed(shared, str(err)) from None
-        except OSError as err:
-            raise self._failed(shared, f"{err.strerror or err}: {err.filename or ''}") from None
+        except (UserError, OSError) as err:
+            raise self._failed(shared, _reason(err)) from None
 
     def _failed(self, shared: _Shared, reason: str) -> BuildFailed:
         shared.vertex_event(
             started=shared.started or time.time(), completed=time.time(), error=reason
         )
+        return self._failure(shared, reason)
+
+    def _failure(self, shared: _Shared, reason: str) -> BuildFailed:
         tail = b"".join(shared.logs).decode("utf-8", "replace").splitlines()[-10:]
         source = shared.vertex.metadata.description.get("llbkit.source", "")
         return BuildFailed(shared.name, reason, tail, source)
@@ -561,9 +562,14 @@ class _Build:
     async def _input_chains(self, vertex: Vertex) -> list[Chain]:
         chains = []
         for inp in vertex.op.inputs:
-            outputs = await self.shared[inp.digest].result.run(
-                functools.partial(self._make, self.definition.by_digest[inp.digest])
-            )
+            try:
+                outputs = await self.shared[inp.digest].result.run(
+                    functools.partial(self._make, self.definition.by_digest[inp.digest])
+                )
+            except (UserError, OSError) as err:
+                # The input's failure, which its own step shows: this step, which never
+                # started, shows none (as BuildKit never shows a step whose input failed).
+                raise self._failure(self.shared[inp.digest], _reason(err)) from None
             chains.append(outputs[inp.index][1])
         return chains
 
@@ -705,3 +711,10 @@ class _Build:
             await anyio.to_thread.run_sync(checksums, limiter=self.solver.threads)
         record["inputs"] = inputs
         return key_digest(record), {"vertex": self.shared[vertex.digest].name, **record}
+
+
+def _reason(err: UserError | OSError) -> str:
+    """What a step's failure says."""
+    if isinstance(err, OSError) and not isinstance(err, UserError):
+        return f"{err.strerror or err}: {err.filename or ''}"
+    return str(err)

@@ -626,15 +626,17 @@ class _Converter:
                 found[name] = value
         return found
 
-    def shown(self, inst: Instruction, stage: _Stage, *, run: bool = False) -> str:
-        """The step's name as BuildKit gives it: the line with its variables expanded (a
-        RUN keeps its quotes and unset variables), the keyword upper-case."""
+    def shown(
+        self, inst: Instruction, stage: _Stage, *, run: bool = False, summary: str = ""
+    ) -> str:
+        """The step's name as BuildKit gives it: the line (and a heredoc's ``summary`` after
+        it) with its variables expanded (a RUN keeps its quotes and unset variables), the
+        keyword upper-case."""
+        written = inst.original + summary
         try:
-            text = expand(
-                inst.original, self.scope(stage), self.escape, raw_quotes=run, skip_unset=run
-            )
+            text = expand(written, self.scope(stage), self.escape, raw_quotes=run, skip_unset=run)
         except ExpansionError:
-            text = inst.original
+            text = written
         return _shown(text)
 
     def scope(self, stage: _Stage) -> dict[str, str]:
@@ -755,7 +757,7 @@ class _Converter:
         if self.options.network and network == "sandbox":
             network = self.options.network
         options: dict[str, Any] = {
-            "custom_name": f"{prefix}{self.shown(inst, stage, run=True)}{summary}",
+            "custom_name": f"{prefix}{self.shown(inst, stage, run=True, summary=summary)}",
             "description": {"llbkit.source": self.snippet(inst)},
         }
         if network != "sandbox":
