@@ -214,10 +214,9 @@ class ImageJob(ParsedSource):
     def discard(self) -> None:
         """The build is done with the vertex: the store has the blobs it pulled (each linked
         in as its layer was committed), so the driver's copies go once no job holds them."""
-        assert self.driver is not None or not self._holding
-        for digest in self._holding:
-            assert self.driver is not None
-            self.driver.release(digest)
+        if self.driver is not None:
+            for digest in self._holding:
+                self.driver.release(digest)
         self._holding.clear()
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:

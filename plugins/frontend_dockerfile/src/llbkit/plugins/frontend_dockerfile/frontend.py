@@ -7,7 +7,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anyio
 
@@ -43,13 +43,6 @@ OPTIONS = (
 PREFIXES = ("build-arg:", "label:", "context:", "attest:")
 #: BuildKit options accepted so builds move over unchanged, but without effect here yet
 NO_EFFECT = ("image-resolve-mode", "shm-size", "contextsubdir")
-#: what BuildKit adds to a parser warning of this kind
-_WARNED: dict[str, dict[str, Any]] = {
-    "Empty continuation line found in": {
-        "detail": ["Empty continuation lines will become errors in a future release"],
-        "url": "https://github.com/moby/moby/pull/33719",
-    }
-}
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ class DockerfileJob:
                 else:
                     failed = None
                     for warning in parsed.warnings if parsed is not None else ():
-                        step.warn(warning, **_WARNED.get(warning.split(":")[0], {}))
+                        step.warn(warning.message, detail=warning.detail, url=warning.url)
         if failed is not None:
             raise failed
         if parsed is None:

@@ -104,13 +104,22 @@ class Instruction:
         return f"{filename}:{self.line}"
 
 
+@dataclass(frozen=True)
+class ParseWarning:
+    """What the parser warns of, with what BuildKit shows beside it."""
+
+    message: str
+    detail: tuple[str, ...] = ()
+    url: str = ""
+
+
 @dataclass
 class Parsed:
     instructions: list[Instruction]
     directives: dict[str, str]
     escape: str
     text: str = ""
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[ParseWarning] = field(default_factory=list)
 
 
 class _Directives:
@@ -169,7 +178,7 @@ class _Lines:
         self.directives = _Directives()
         self.escape = "\\"
         self.n = 0
-        self.warnings: list[str] = []
+        self.warnings: list[ParseWarning] = []
 
     def _next(self, strip_left: bool) -> tuple[str, str]:
         """The next line raw, and as the parser reads it (a comment reads as empty)."""
@@ -203,7 +212,13 @@ class _Lines:
             part, more = _continues(token, self.escape)
             line += part
         if empty:
-            self.warnings.append(f"Empty continuation line found in: {line}")
+            self.warnings.append(
+                ParseWarning(
+                    f"Empty continuation line found in: {line}",
+                    ("Empty continuation lines will become errors in a future release",),
+                    "https://github.com/moby/moby/pull/33719",
+                )
+            )
         return line, start
 
 
