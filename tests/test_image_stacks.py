@@ -46,7 +46,8 @@ def _build(root: Path, work: Path, dockerfile: str, *out: str) -> str:
 
 
 def _extracted(progress: str) -> list[str]:
-    return re.findall(r"extracting (sha256:[0-9a-f]{64})", progress)
+    """The layers shown unpacked (each one once, when done)."""
+    return re.findall(r"extracting (sha256:[0-9a-f]{64}).* done$", progress, re.M)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_a_later_image_on_the_same_layers_pulls_only_its_own(tmp_path: Path, registry: str) -> None:
     root = tmp_path / "root"
-    first = _build(root, tmp_path, f"FROM {registry}/lib/base:1\n")
+    first = _build(
+        root, tmp_path, f"FROM {registry}/lib/base:1\n", "-o", f"type=local,dest={tmp_path}/b"
+    )
     assert sorted(_extracted(first)) == sorted(_digest(b) for b in BASE)
     later = _build(
         root, tmp_path, f"FROM {registry}/lib/app:1\n", "-o", f"type=local,dest={tmp_path}/out"
@@ -72,7 +75,9 @@ def test_a_later_image_on_the_same_layers_pulls_only_its_own(tmp_path: Path, reg
         "top": "t\n",
     }
     # The same diff id on other layers below is another layer: pulled.
-    other = _build(root, tmp_path, f"FROM {registry}/lib/other:1\n")
+    other = _build(
+        root, tmp_path, f"FROM {registry}/lib/other:1\n", "-o", f"type=local,dest={tmp_path}/o"
+    )
     assert _extracted(other) == [_digest(TOP)]
 
 
@@ -113,6 +118,34 @@ def test_an_image_on_reused_layers_exports_as_from_a_fresh_store(
     layers = _layers(tmp_path / "reused.tar")
     assert layers == _layers(tmp_path / "fresh.tar")
     assert layers[0] == [_digest(b) for b in [*BASE, TOP]]
+
+
+def test_an_image_only_exported_is_not_unpacked_until_a_step_reads_it(
+    tmp_path: Path, registry: str
+) -> None:
+    """As BuildKit pulls lazily: a build that reads none of an image's files (``FROM`` and
+    metadata) exports the registry's blobs, each download shown under the ``FROM`` step, and
+    unpacks nothing; a later build whose step reads the files unpacks them then."""
+    root = tmp_path / "root"
+    pulled = [_digest(b) for b in [*BASE, TOP]]
+    out = tmp_path / "out.tar"
+    progress = _build(
+        root, tmp_path, f"FROM {registry}/lib/app:1\nLABEL a=b\n", "-o", f"type=oci,dest={out}"
+    )
+    assert _extracted(progress) == []
+    for digest in pulled:
+        assert re.search(rf"^#\d+ {digest} \S+ / \S+ .*done$", progress, re.M), progress
+    assert _layers(out)[0] == pulled
+    assert list((root / "layers").iterdir()) == []
+    later = _build(
+        root,
+        tmp_path,
+        f"FROM {registry}/lib/app:1\nCOPY Dockerfile /d\n",
+        "-o",
+        f"type=local,dest={tmp_path}/files",
+    )
+    assert sorted(_extracted(later)) == sorted(pulled)
+    assert sorted(p.name for p in (tmp_path / "files" / "etc").iterdir()) == ["base", "mid", "top"]
 
 
 def _blob_files(root: Path) -> dict[str, int]:

@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
 import anyio
 
-from llbkit.core.cache.store import Store
+from llbkit.core.cache.store import ShownWork, Store
 from llbkit.core.errors import UserError, first_error
 
-__all__ = ["MissingBlobError", "fetch_blob", "fetchable", "materialize", "materialize_for_blobs"]
+__all__ = [
+    "IMAGE_ORIGIN",
+    "MissingBlobError",
+    "fetch_blob",
+    "fetchable",
+    "materialize",
+    "materialize_for_blobs",
+]
+
+#: the origin of a lazy layer an image left unpulled (not a remote cache's)
+IMAGE_ORIGIN = "image"
 
 
 class MissingBlobError(UserError):
@@ -34,6 +45,11 @@ def fetchable(store: Store, chain: Sequence[int]) -> bool:
     return True
 
 
+#: where the fetch of a blob under way is shown, when the one who asked shows it (a fetcher
+#: that shows its work shows it there, rather than on its own)
+showing: ContextVar[ShownWork | None] = ContextVar("showing", default=None)
+
+
 async def fetch_blob(store: Store, digest: str, limiter: anyio.CapacityLimiter | None) -> Path:
     """The blob in the content store, downloaded from its remote cache first if need be."""
     content = store.root.content
@@ -43,6 +59,11 @@ async def fetch_blob(store: Store, digest: str, limiter: anyio.CapacityLimiter |
         if content.has(digest):
             return content.blob_path(digest)
         fetchers = store.fetchers.get(digest)
+        if not fetchers and _origin(store, digest) == IMAGE_ORIGIN:
+            raise MissingBlobError(
+                f"layer blob {digest} of an image was not pulled, and no image of this build "
+                "has it; build from that image again, or prune the record"
+            )
         if not fetchers:
             raise MissingBlobError(
                 f"layer blob {digest} was imported from {_origin(store, digest)}, which this "
@@ -80,8 +101,21 @@ async def materialize(
         async with store.fetch_lock(f"layer-{layer}"):
             if not store.lazy((layer,)):
                 return
-            blob = await fetch_blob(store, digest, limiter)
-            await anyio.to_thread.run_sync(_unpack, store, layer, blob, media_type, limiter=limiter)
+            shown = store.fetchers.shown(digest)
+            token = showing.set(shown)
+            try:
+                blob = await fetch_blob(store, digest, limiter)
+                if shown is not None:
+                    shown.status(f"extracting {digest}")
+                await anyio.to_thread.run_sync(
+                    _unpack, store, layer, blob, media_type, limiter=limiter
+                )
+                if shown is not None:
+                    shown.status(f"extracting {digest}", done=True)
+            finally:
+                showing.reset(token)
+                if shown is not None:
+                    shown.close()
 
     try:
         async with anyio.create_task_group() as tg:

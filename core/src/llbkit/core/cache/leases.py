@@ -135,6 +135,7 @@ class Lease:
         self.name = name
         self._layers: set[int] = set()
         self._released = False
+        self._then: list[Callable[[], None]] = []
 
     def add(self, layers: Iterable[int]) -> None:
         """Hold ``layers`` (idempotent). Takes the store's lock; call it inside the block
@@ -165,6 +166,14 @@ class Lease:
         finally:
             current_lease.reset(token)
 
+    def when_released(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once this lease is released (at once if it is): what a build offers
+        only while it holds its results (how to fetch an image's blobs) goes with them."""
+        if self._released:
+            then()
+        else:
+            self._then.append(then)
+
     def release(self) -> None:
         """Let go of everything (idempotent)."""
         with self.table.outer:
@@ -174,3 +183,6 @@ class Lease:
                 if self._layers:
                     self.table._ended(self.name)
                 self._layers.clear()
+        then, self._then = self._then, []
+        for call in then:
+            call()

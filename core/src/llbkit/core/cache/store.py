@@ -24,6 +24,7 @@ from collections.abc import (
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 
@@ -31,6 +32,7 @@ from llbkit.core.cache.leases import Lease, LeaseTable, current_lease
 from llbkit.core.cache.root import StateRoot
 from llbkit.core.errors import LlbkitError
 from llbkit.core.fs.iterative import rmtree
+from llbkit.core.plugins.progress import ProgressSink
 from llbkit.core.snapshot.layers import apply_layer, disk_blocks, has_whiteouts
 from llbkit.core.snapshot.mount import (
     MAX_OPTIONS,
@@ -40,7 +42,15 @@ from llbkit.core.snapshot.mount import (
     unmount,
 )
 
-__all__ = ["BlobFetcher", "BlobFetchers", "Chain", "LayerInfo", "Store", "WorkTree"]
+__all__ = [
+    "BlobFetcher",
+    "BlobFetchers",
+    "Chain",
+    "LayerInfo",
+    "ShownWork",
+    "Store",
+    "WorkTree",
+]
 
 Chain = tuple[int, ...]
 
@@ -53,6 +63,13 @@ _VIEW_DEPTH = 16
 BlobFetcher = Callable[[str, Path], Awaitable[str | None]]
 
 
+class ShownWork(ProgressSink, Protocol):
+    """A :class:`~llbkit.core.plugins.progress.ProgressSink` for one piece of work, closed
+    when it is over."""
+
+    def close(self) -> None: ...
+
+
 class BlobFetchers:
     """Where this process can download each lazy blob from: every open import that has it.
 
@@ -62,10 +79,20 @@ class BlobFetchers:
 
     def __init__(self) -> None:
         self._by_digest: dict[str, list[BlobFetcher]] = {}
+        self._shown: dict[BlobFetcher, Callable[[], ShownWork]] = {}
 
-    def add(self, digests: Iterable[str], fetcher: BlobFetcher) -> None:
+    def add(
+        self,
+        digests: Iterable[str],
+        fetcher: BlobFetcher,
+        shown: Callable[[], ShownWork] | None = None,
+    ) -> None:
+        """``fetcher`` can download ``digests``; ``shown`` makes where the work of fetching
+        and unpacking one is shown (the step of the image it came from)."""
         for digest in digests:
             self._by_digest.setdefault(digest, []).append(fetcher)
+        if shown is not None:
+            self._shown[fetcher] = shown
 
     def remove(self, digests: Iterable[str], fetcher: BlobFetcher) -> None:
         for digest in digests:
@@ -74,6 +101,14 @@ class BlobFetchers:
                 found.remove(fetcher)
             if not found:
                 self._by_digest.pop(digest, None)
+        self._shown.pop(fetcher, None)
+
+    def shown(self, digest: str) -> ShownWork | None:
+        """Where fetching ``digest`` and unpacking it are shown, if anywhere."""
+        for fetcher in self._by_digest.get(digest, ()):
+            if fetcher in self._shown:
+                return self._shown[fetcher]()
+        return None
 
     def get(self, digest: str) -> list[BlobFetcher]:
         return list(self._by_digest.get(digest, ()))

@@ -172,7 +172,8 @@ class BuildStatus:
         """Every record from the first, in batches (grouped by kind, as BuildKit's are), until
         the build is over."""
         async for events in self.records():
-            yield SolveStatus.of(events)
+            for part in _reopenings(events):
+                yield SolveStatus.of(part)
 
     async def records(self) -> AsyncIterator[list[ProgressEvent]]:
         """Every record from the first, in the order they happened, in chunks."""
@@ -248,6 +249,21 @@ def read_journal(path: Path) -> list[ProgressEvent]:
     """Every record of a finished build's journal (readers take it batch by batch)."""
     with open(path, "rb") as journal:
         return [event for batch in iter(lambda: _next_batch(journal), []) for event in batch]
+
+
+def _reopenings(events: list[ProgressEvent]) -> list[list[ProgressEvent]]:
+    """``events`` cut before each step started again (a finished step's later work): a
+    client keeps a batch's last record of a step, which would hide when it first started."""
+    parts: list[list[ProgressEvent]] = [[]]
+    started: dict[str, float | None] = {}
+    for event in events:
+        if isinstance(event, Vertex) and event.started is not None:
+            if started.get(event.digest, event.started) != event.started:
+                parts.append([])
+                started.clear()
+            started[event.digest] = event.started
+        parts[-1].append(event)
+    return parts
 
 
 def _next_batch(journal: IO[bytes]) -> list[ProgressEvent]:

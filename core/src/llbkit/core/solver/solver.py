@@ -19,12 +19,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from llbkit.core.ahead import want
-from llbkit.core.cache.lazy import materialize
+from llbkit.core.cache.lazy import materialize, showing
 from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
 from llbkit.core.cache.store import Chain, Store
@@ -42,7 +43,7 @@ from llbkit.core.plugins.progress import (
 from llbkit.core.plugins.progress import (
     Vertex as VertexState,
 )
-from llbkit.core.plugins.source import ShowsKeyWork
+from llbkit.core.plugins.source import LazySourceJob, ShowsKeyWork
 from llbkit.core.solver.cache_sources import CacheChain, Hit
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
@@ -101,10 +102,13 @@ class _Shared:
             subscriber(event)
 
     def vertex_event(self, **state: Any) -> None:
+        self.emit(self.vertex_state(**state))
+
+    def vertex_state(self, **state: Any) -> VertexState:
         vertex = self.vertex
         inputs = tuple(i.digest for i in vertex.op.inputs)
         group = vertex.metadata.progress_group.id
-        self.emit(VertexState(vertex.digest, self.name, inputs, progress_group=group, **state))
+        return VertexState(vertex.digest, self.name, inputs, progress_group=group, **state)
 
     def start(self) -> None:
         if self.started is None:
@@ -149,6 +153,48 @@ class _Sink:
         self.shared.emit(
             VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
         )
+
+
+class _Reopened:
+    """The :class:`~llbkit.core.plugins.progress.ProgressSink` of work a finished step does
+    later for one build (an unpulled image's blob its export needs): the step shown running
+    again, then done, as BuildKit reopens it."""
+
+    def __init__(self, shared: _Shared, emit: Emit) -> None:
+        self.shared = shared
+        self.emit = emit
+        self.began: float | None = None
+        self._started: dict[str, float] = {}
+
+    def _open(self) -> None:
+        if self.began is None:
+            self.began = time.time()
+            self.emit(self.shared.vertex_state(started=self.began))
+
+    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
+        self._open()
+        now = time.time()
+        started = self._started.setdefault(id, now)
+        digest = self.shared.vertex.digest
+        completed = now if done else None
+        self.emit(
+            VertexStatus(
+                id, digest, now, current=current, total=total, started=started, completed=completed
+            )
+        )
+
+    def log(self, data: bytes, *, stream: int = 1) -> None:
+        self._open()
+        self.emit(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
+
+    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
+        self.emit(
+            VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
+        )
+
+    def close(self) -> None:
+        if self.began is not None:
+            self.emit(self.shared.vertex_state(started=self.began, completed=time.time()))
 
 
 class Solver:
@@ -284,6 +330,8 @@ class _Build:
         self.ignored: set[str] = set()
         #: sources found in the cache while their keys were computed, not yet shown as done
         self.pending: list[_Shared] = []
+        #: the vertices some step of this build reads the output of
+        self.read = {inp.digest for vertex in order for inp in vertex.op.inputs}
         names: dict[str, str] = {}
         for vertex in order:
             ignore = vertex.metadata.ignore_cache
@@ -387,6 +435,38 @@ class _Build:
 
         return await shared.key.run(compute)
 
+    async def _offer_blobs(self, shared: _Shared) -> None:
+        """An image's layers may be left unpulled (by this build or an earlier one): while
+        this build holds its results, their blobs can be fetched through its job, the fetch
+        shown under the image's step."""
+        op = shared.op
+        assert isinstance(op, SourceOp)
+        job = await op.job(self.solver.drivers)
+        if not isinstance(job, LazySourceJob):
+            return
+        remote = await job.remote_layers()
+        if not remote:
+            return
+        digests = [layer.digest for layer in remote]
+        emit = self.emit
+
+        def shown() -> _Reopened:
+            return _Reopened(shared, emit)
+
+        async def fetch(digest: str, path: Path) -> str:
+            asked = showing.get()  # unpacked next, and shown with it
+            sink = asked or shown()
+            try:
+                await job.fetch_blob(digest, path, sink)
+            finally:
+                if asked is None:
+                    sink.close()
+            return digest  # verified as it came
+
+        fetchers = self.store.fetchers
+        fetchers.add(digests, fetch, shown)
+        self.lease.when_released(lambda: fetchers.remove(digests, fetch))
+
     def _key(self, vertex: Vertex) -> str:
         op = self.shared[vertex.digest].op
         sels = op.selectors()
@@ -432,6 +512,7 @@ class _Build:
         self.keys[vertex.digest] = await self._source_key(vertex)
         self.records[vertex.digest] = {"source": vertex.op.source.identifier}
         shared = self.shared[vertex.digest]
+        await self._offer_blobs(shared)
         if shared.result.finished or self.ignore(vertex):
             return
         hit = await anyio.to_thread.run_sync(
@@ -613,6 +694,7 @@ class _Build:
                 name=shared.name,
                 allow=self.allow,
                 threads=threads,
+                blobs_only=vertex.kind == "source" and vertex.digest not in self.read,
             )
             outputs = await shared.op.run(ctx, chains)
         results = [(result_key(key, n), chain) for n, chain in enumerate(outputs)]

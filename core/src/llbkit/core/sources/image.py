@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
     from llbkit.core.plugins.imagestore import ImageStore
     from llbkit.core.plugins.progress import ProgressSink
-    from llbkit.core.plugins.source import FetchedLayer, ImageConfig, ResolveMode
+    from llbkit.core.plugins.source import FetchedLayer, ImageConfig, RemoteLayer, ResolveMode
     from llbkit.core.registry.client import RegistryClient, ResolvedImage
 
 #: layers of one image pulled at a time, as BuildKit's resolver limits fetches per repository
@@ -211,6 +211,49 @@ class ImageJob(ParsedSource):
             for n, desc in enumerate(layers[skip:], skip)
         ]
 
+    async def remote_layers(self) -> list[RemoteLayer] | None:
+        """The layers as blobs, for the store to record without pulling them; ``None`` with a
+        worker's image store (it keeps what a pull brings) or a config that does not give
+        each layer's diff id."""
+        from llbkit.core.plugins.context import BlobSource
+        from llbkit.core.plugins.source import RemoteLayer
+
+        assert self.driver is not None
+        if await self.driver.keeps_images():
+            return None
+        image = await self.resolve_image()
+        layers = list(image.layers)[: self.layer_limit]
+        ids = await self.diff_ids()
+        if not layers or len(ids) != len(layers):
+            return None
+        source = BlobSource(self.reference.domain, self.reference.path)
+        pulled = f"pulled from {self.reference.name}@{image.manifest_digest}"
+        return [
+            RemoteLayer(d.digest, d.size, d.media_type, ids[n], source, pulled)
+            for n, d in enumerate(layers)
+        ]
+
+    async def fetch_blob(self, digest: str, dest: Path, progress: ProgressSink) -> None:
+        """One layer's blob, pulled (and verified) as :meth:`fetch_layers` pulls it, linked
+        to ``dest``; the driver's own file goes at once (the store adopts ``dest``)."""
+        from llbkit.core.registry.client import RegistryError
+
+        assert self.driver is not None
+        image = await self.resolve_image()
+        found = [d for d in list(image.layers)[: self.layer_limit] if d.digest == digest]
+        if not found:
+            raise RegistryError(f"{self.reference}: {digest} is not a layer of the image")
+        holder: list[str] = []
+        try:
+            async with self.driver.client(self.reference) as http:
+                path = await self.driver.blob(
+                    self.reference, found[0], progress, http, holder=holder
+                )
+            await anyio.to_thread.run_sync(_link_or_copy, path, dest)
+        finally:
+            for held in holder:
+                self.driver.release(held)
+
     def discard(self) -> None:
         """The build is done with the vertex: the store has the blobs it pulled (each linked
         in as its layer was committed), so the driver's copies go once no job holds them."""
@@ -233,6 +276,15 @@ class ImageJob(ParsedSource):
                 progress.status(f"extracting {desc.digest}", done=True)
 
         await anyio.to_thread.run_sync(unpack)
+
+
+def _link_or_copy(path: Path, dest: Path) -> None:
+    try:
+        os.link(path, dest)
+    except OSError:  # another filesystem
+        import shutil
+
+        shutil.copyfile(path, dest)
 
 
 async def _write_blob(
@@ -313,6 +365,11 @@ class ImageSource(BuiltinSource, parser=parse_image):
         """The worker's image store, as the engine hands it over
         (:class:`~llbkit.core.plugins.imagestore.UsesImageStore`)."""
         self._image_store = getter
+
+    async def keeps_images(self) -> bool:
+        """Whether a worker's image store holds what this source pulls (then every pull
+        goes through it, and none is lazy)."""
+        return await self._store() is not None
 
     async def _store(self) -> ImageStore | None:
         return None if self._image_store is None else await self._image_store()

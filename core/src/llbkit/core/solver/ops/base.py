@@ -47,6 +47,9 @@ class OpContext:
     name: str
     allow: Sequence[str]
     threads: anyio.CapacityLimiter
+    #: no step of the build reads the op's files (only an export, as blobs): an image may
+    #: then stay unpulled until something does (:class:`~llbkit.core.plugins.source.LazySourceJob`)
+    blobs_only: bool = False
 
 
 class Op:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
 
+from llbkit.core.cache.lazy import IMAGE_ORIGIN, fetchable
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.llb.definition import Vertex
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.source import (
     FetchedLayer,
     LayeredSourceJob,
+    LazySourceJob,
+    RemoteLayer,
     SourceJob,
     StackedSourceJob,
 )
@@ -138,6 +142,17 @@ async def _stacked(job: StackedSourceJob, ctx: OpContext) -> Chain:
         if not others:
             break
         await others[0].wait()
+    have = _fetchable_part(store, have)
+    if ctx.blobs_only and isinstance(job, LazySourceJob):
+        remote = await job.remote_layers()
+        # (A chain too deep to mount is flattened, which needs the files.)
+        deepest = store.max_depth if store.format == "overlay" else 1
+        if remote is not None and tuple(r.diff_id for r in remote) == ids and len(ids) <= deepest:
+            # Nothing reads the files: the layers stay blobs until something does (an export
+            # moves the blobs, a later step fetches and unpacks them), as BuildKit's pull.
+            return await anyio.to_thread.run_sync(
+                _record_remote, store, remote, have, limiter=ctx.threads
+            )
     mine = [ids[:n] for n in range(len(have) + 1, len(ids) + 1)]
     done = anyio.Event()
     making.update(dict.fromkeys(mine, done))
@@ -158,6 +173,39 @@ async def _stacked(job: StackedSourceJob, ctx: OpContext) -> Chain:
             if making.get(stack) is done:
                 del making[stack]
         done.set()
+
+
+def _fetchable_part(store: Store, have: Chain) -> Chain:
+    """The bottom of ``have`` up to its first layer left unpulled whose blob this process has
+    no way to fetch (another image's, which shares its diff id): that one is pulled again."""
+    lazy = store.lazy(have)
+    for n, layer in enumerate(have):
+        if layer in lazy and not fetchable(store, (layer,)):
+            return have[:n]
+    return have
+
+
+def _record_remote(store: Store, layers: Sequence[RemoteLayer], below: Chain) -> Chain:
+    """Record the layers above ``below`` unpulled (a row and the blob's description each),
+    with the repository a push can mount each blob from."""
+    chain: list[int] = list(below)
+    now = time.time()
+    for item in layers[len(below) :]:
+        layer = store.import_layer(
+            parent=chain[-1] if chain else None,
+            digest=item.digest,
+            diff_id=item.diff_id,
+            size=item.size,
+            media_type=item.media_type,
+            description=item.description,
+            origin=IMAGE_ORIGIN,
+            created=now,
+        )
+        chain.append(layer)
+        if item.source is not None:
+            with store.lock:
+                store.db.add_blob_source(item.digest, item.source.registry, item.source.repository)
+    return tuple(chain)
 
 
 def commit_image_layers(
