@@ -163,7 +163,7 @@ def test_registry_cache_max_gives_a_fresh_root_every_step(
     du = subprocess.run(
         [*LLBKIT, "--root", str(tmp_path / "B"), "du", "-v"], capture_output=True, text=True
     )
-    assert "(imported, not fetched)" in du.stdout, du.stdout
+    assert "(not fetched)" in du.stdout, du.stdout
     assert not list((tmp_path / "B").rglob("blobs/sha256/*"))
 
     # One context file changed: only the steps that read it, and those after them, run.

@@ -63,7 +63,7 @@ def test_an_imported_layer_is_a_row_until_its_files_are_needed(tmp_path: Path) -
         assert store.lazy((layer,)) == {layer: (digest, GZIP)}
         assert not fetchable(store, (layer,))  # no import of this process can fetch it
         (record,) = disk_usage(store)
-        assert record.description.endswith("(imported, not fetched)") and record.size == 0
+        assert record.description.endswith("(not fetched)") and record.size == 0
         # Its blob serves an export as it is, without fetching anything.
         (made,) = layer_blobs(store, (layer,))
         assert (made.digest, made.diff_id) == (digest, diff_id)

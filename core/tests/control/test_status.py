@@ -175,3 +175,37 @@ def test_a_reader_of_a_ref_that_never_builds_leaves_nothing_behind(
 
     anyio.run(main)
     assert "never-built" not in controller.board._builds
+
+
+def test_a_step_started_again_starts_a_new_batch_so_its_first_start_is_seen(
+    tmp_path: Path,
+) -> None:
+    """A client keeps a batch's last record of a step: a finished step shown running again
+    (an unpulled image's blob an export downloads) must not hide when it first ran."""
+    from llbkit.core.plugins.progress import Vertex, VertexStatus
+
+    events = [
+        Vertex("sha256:a", "FROM", started=1.0),
+        Vertex("sha256:a", "FROM", started=1.0, completed=2.0),
+        Vertex("sha256:b", "exporting", started=3.0),
+        Vertex("sha256:a", "FROM", started=4.0),
+        VertexStatus("sha256:blob", "sha256:a", 4.5, current=3, total=3, completed=4.5),
+        Vertex("sha256:a", "FROM", started=4.0, completed=5.0),
+        Vertex("sha256:b", "exporting", started=3.0, completed=6.0),
+    ]
+
+    async def batches() -> list[list[Any]]:
+        status = status_module.BuildStatus("ref", tmp_path / "journal")
+        status.start()
+        for event in events:
+            status.emit(event)
+        status.finish()
+        return [list(batch.events()) async for batch in status.read()]
+
+    got = anyio.run(batches)
+    assert [e for batch in got for e in batch] == events
+    firsts = [
+        [e.started for e in batch if isinstance(e, Vertex) and e.digest == "sha256:a"]
+        for batch in got
+    ]
+    assert [1.0, 1.0] in firsts and [4.0, 4.0] in firsts

@@ -153,7 +153,7 @@ def disk_usage(store: Store, *, walk: bool = True) -> list[UsageRecord]:
                 usage_count=info.usage_count,
                 # Imported from a remote cache: only the blob's description is here yet.
                 description=(
-                    f"{info.description} (imported, not fetched)" if info.lazy else info.description
+                    f"{info.description} (not fetched)" if info.lazy else info.description
                 ),
                 record_type=info.record_type,
                 mutable=info.mutable,
