@@ -32,7 +32,7 @@ from llbkit.core.errors import (
 from llbkit.core.llb.definition import is_empty_definition, load_definition
 from llbkit.core.plugins.cache_backend import CacheStore, Direction, EmbedInImage
 from llbkit.core.plugins.context import BuildResult, Platform, Result
-from llbkit.core.plugins.exporter import ExportInfo, ExportJob
+from llbkit.core.plugins.exporter import ExportInfo, ExportJob, ExportsBlobs
 from llbkit.core.plugins.frontend import FrontendJob
 from llbkit.core.plugins.progress import (
     ProgressEvent,
@@ -100,6 +100,12 @@ class BuildOutcome:
     result: BuildResult
     exporter_response: Mapping[str, str] = field(default_factory=dict)
     exporter_responses: Sequence[Mapping[str, str]] = ()
+
+
+def _blobs_only(jobs: Sequence[ExportJob]) -> bool:
+    """Whether the build's result goes only to exporters that take blobs (none: the result
+    is read after the build, as an embedded program may)."""
+    return bool(jobs) and all(isinstance(job, ExportsBlobs) and job.blobs_only for job in jobs)
 
 
 async def _resolve(
@@ -290,7 +296,14 @@ async def run_build(
             continue
         loaded = load_definition(data, source=source)
         solved = await controller.solver.solve(
-            loaded, request.session, emit, lease, allow=allow, cache=cache, graph=graph
+            loaded,
+            request.session,
+            emit,
+            lease,
+            allow=allow,
+            cache=cache,
+            graph=graph,
+            lazy_images=_blobs_only(export_jobs),
         )
         if solved is not None:
             refs[platform] = solved

@@ -34,6 +34,7 @@ _WHERE = {
     "Executor": "worker",
     "ExportInfo": "exporter",
     "ExportJob": "exporter",
+    "ExportsBlobs": "exporter",
     "Exporter": "exporter",
     "FetchedLayer": "source",
     "FileStat": "frontend",
@@ -48,7 +49,7 @@ _WHERE = {
     "LayerDescriptor": "context",
     "LayerOptions": "context",
     "LayeredSourceJob": "source",
-    "LazySourceJob": "source",
+    "LazySourceJob": "lazysource",
     "Manifest": "registries",
     "MountSpec": "worker",
     "Platform": "context",
@@ -58,7 +59,7 @@ _WHERE = {
     "ProgressEvent": "progress",
     "ProgressSink": "progress",
     "Reaping": "reaping",
-    "RemoteLayer": "source",
+    "RemoteLayer": "lazysource",
     "Registries": "registries",
     "RegistrySession": "registries",
     "ResolveMode": "source",
@@ -97,7 +98,13 @@ if TYPE_CHECKING:
         PluginContext,
         Result,
     )
-    from llbkit.core.plugins.exporter import Exporter, ExportInfo, ExportJob, InlineCache
+    from llbkit.core.plugins.exporter import (
+        Exporter,
+        ExportInfo,
+        ExportJob,
+        ExportsBlobs,
+        InlineCache,
+    )
     from llbkit.core.plugins.frontend import (
         FileStat,
         Frontend,
@@ -112,6 +119,7 @@ if TYPE_CHECKING:
         UsesImageStore,
         WithImageStore,
     )
+    from llbkit.core.plugins.lazysource import LazySourceJob, RemoteLayer
     from llbkit.core.plugins.progress import (
         ProgressEvent,
         ProgressSink,
@@ -129,8 +137,6 @@ if TYPE_CHECKING:
         ImageConfig,
         ImageResolver,
         LayeredSourceJob,
-        LazySourceJob,
-        RemoteLayer,
         ResolveMode,
         Source,
         SourceJob,
@@ -173,6 +179,7 @@ __all__ = [
     "Executor",
     "ExportInfo",
     "ExportJob",
+    "ExportsBlobs",
     "Exporter",
     "FetchedLayer",
     "FileStat",

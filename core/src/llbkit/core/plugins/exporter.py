@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import BuildResult, ClientIO, PluginContext
     from llbkit.core.plugins.imagestore import ImageStore
     from llbkit.core.plugins.progress import ProgressSink
 
-__all__ = ["API_VERSION", "ExportInfo", "ExportJob", "Exporter", "InlineCache"]
+__all__ = ["API_VERSION", "ExportInfo", "ExportJob", "Exporter", "ExportsBlobs", "InlineCache"]
 
 API_VERSION = 2
 
@@ -92,3 +92,15 @@ class ExportJob(Protocol):
 
     async def aclose(self) -> None:
         """Release what the job holds; runs last, also when the build failed."""
+
+
+@runtime_checkable
+class ExportsBlobs(Protocol):
+    """An export job that may read its result's layers only as blobs (``layers``,
+    ``blob_path``), never its files: when every exporter of a build does, an image the build
+    only exports may stay unpulled (:mod:`llbkit.core.plugins.lazysource`)."""
+
+    @property
+    def blobs_only(self) -> bool:
+        """Whether this export reads blobs only."""
+        ...

@@ -24,8 +24,6 @@ __all__ = [
     "ImageConfig",
     "ImageResolver",
     "LayeredSourceJob",
-    "LazySourceJob",
-    "RemoteLayer",
     "ResolveMode",
     "ShowsKeyWork",
     "Source",
@@ -134,36 +132,6 @@ class StackedSourceJob(LayeredSourceJob, Protocol):
     ) -> Sequence[FetchedLayer]:
         """:meth:`LayeredSourceJob.fetch_layers`, less the ``skip`` bottom layers."""
         ...
-
-
-@dataclass(frozen=True)
-class RemoteLayer:
-    """One image layer as its blob: what the store records of a layer not pulled yet, with
-    its ``diff_id`` (from the config), the repository a push can mount it from (``source``)
-    and its description (BuildKit's ``pulled from REF@DIGEST``)."""
-
-    digest: str
-    size: int
-    media_type: str
-    diff_id: str
-    source: BlobSource | None = None
-    description: str = ""
-
-
-@runtime_checkable
-class LazySourceJob(StackedSourceJob, Protocol):
-    """A stacked job whose layers may stay blobs until a step reads their files, as BuildKit
-    pulls an image lazily: a build that only exports the image (``FROM`` and metadata) moves
-    its blobs and unpacks nothing. The engine decides when; the job names and fetches."""
-
-    async def remote_layers(self) -> Sequence[RemoteLayer] | None:
-        """The layers as blobs, bottom first, pulling nothing (the key's resolve has the
-        manifest); ``None`` when they must be pulled now (no diff id for each layer, say)."""
-        ...
-
-    async def fetch_blob(self, digest: str, dest: Path, progress: ProgressSink) -> None:
-        """Download the blob ``digest`` (one of :meth:`remote_layers`), verified, into the
-        new file ``dest``; its progress as :meth:`fetch_layers` shows a layer's download."""
 
 
 @dataclass(frozen=True)

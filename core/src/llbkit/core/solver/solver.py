@@ -34,6 +34,7 @@ from llbkit.core.errors import BuildFailed, UserError, first_error
 from llbkit.core.fs.contenthash import ContentHasher
 from llbkit.core.llb.definition import LoadedDefinition, Vertex
 from llbkit.core.plugins.context import ClientIO
+from llbkit.core.plugins.lazysource import LazySourceJob
 from llbkit.core.plugins.progress import (
     ProgressEvent,
     VertexLog,
@@ -43,7 +44,7 @@ from llbkit.core.plugins.progress import (
 from llbkit.core.plugins.progress import (
     Vertex as VertexState,
 )
-from llbkit.core.plugins.source import LazySourceJob, ShowsKeyWork
+from llbkit.core.plugins.source import ShowsKeyWork
 from llbkit.core.solver.cache_sources import CacheChain, Hit
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
@@ -230,12 +231,16 @@ class Solver:
         allow: Sequence[str] = (),
         cache: CacheChain | None = None,
         graph: dict[str, GraphNode] | None = None,
+        lazy_images: bool = False,
     ) -> ResultRef | None:
         """Build the definition's result, held by ``lease``; ``None`` when it names scratch.
 
         :param allow: the entitlements granted (``network.host``, ``security.insecure``).
         :param cache: where to look for results (default: the engine's own store).
         :param graph: filled with the solved vertices, by digest, for a cache export.
+        :param lazy_images: the result is read only as blobs (each exporter's
+            :class:`~llbkit.core.plugins.exporter.ExportsBlobs`): an image no step reads
+            stays unpulled (:mod:`llbkit.core.plugins.lazysource`).
         """
         order = _order(definition)
         if not order:
@@ -250,6 +255,7 @@ class Solver:
             order=order,
             allow=allow,
             cache=cache or self.cache,
+            lazy_images=lazy_images,
         )
         try:
             ref = await build.run()
@@ -314,6 +320,7 @@ class _Build:
         order: list[Vertex],
         allow: Sequence[str],
         cache: CacheChain,
+        lazy_images: bool = False,
     ) -> None:
         self.solver = solver
         self.store = solver.store
@@ -330,8 +337,10 @@ class _Build:
         self.ignored: set[str] = set()
         #: sources found in the cache while their keys were computed, not yet shown as done
         self.pending: list[_Shared] = []
-        #: the vertices some step of this build reads the output of
+        #: the vertices whose output is read as files: a step's input, or any with no lazy images
         self.read = {inp.digest for vertex in order for inp in vertex.op.inputs}
+        if not lazy_images:
+            self.read.update(vertex.digest for vertex in order)
         names: dict[str, str] = {}
         for vertex in order:
             ignore = vertex.metadata.ignore_cache

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
     from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
     from llbkit.core.plugins.imagestore import ImageStore
+    from llbkit.core.plugins.lazysource import RemoteLayer
     from llbkit.core.plugins.progress import ProgressSink
-    from llbkit.core.plugins.source import FetchedLayer, ImageConfig, RemoteLayer, ResolveMode
+    from llbkit.core.plugins.source import FetchedLayer, ImageConfig, ResolveMode
     from llbkit.core.registry.client import RegistryClient, ResolvedImage
 
 #: layers of one image pulled at a time, as BuildKit's resolver limits fetches per repository
@@ -216,7 +217,7 @@ class ImageJob(ParsedSource):
         worker's image store (it keeps what a pull brings) or a config that does not give
         each layer's diff id."""
         from llbkit.core.plugins.context import BlobSource
-        from llbkit.core.plugins.source import RemoteLayer
+        from llbkit.core.plugins.lazysource import RemoteLayer
 
         assert self.driver is not None
         if await self.driver.keeps_images():

@@ -15,11 +15,10 @@ from llbkit.core.cache.lazy import IMAGE_ORIGIN, fetchable
 from llbkit.core.cache.store import Chain, Store
 from llbkit.core.llb.definition import Vertex
 from llbkit.core.plugins.context import Platform
+from llbkit.core.plugins.lazysource import LazySourceJob, RemoteLayer
 from llbkit.core.plugins.source import (
     FetchedLayer,
     LayeredSourceJob,
-    LazySourceJob,
-    RemoteLayer,
     SourceJob,
     StackedSourceJob,
 )

@@ -258,6 +258,11 @@ class TarballJob:
     def description(self) -> str:
         return f"exporting to {'docker' if self.docker else 'oci'} image format"
 
+    @property
+    def blobs_only(self) -> bool:
+        """An archive of the layers' blobs: an image only exported need not be unpacked."""
+        return True
+
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         for key in self.no_effect:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
@@ -360,6 +365,11 @@ class ImageJob:
     unpack: bool = False
     _published: Published | None = field(default=None, repr=False)
     description: str = "exporting to image"
+
+    @property
+    def blobs_only(self) -> bool:
+        """Pushed or stored as the layers' blobs (a worker's image store unpacks its own)."""
+        return True
 
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         for key in self.no_effect:
