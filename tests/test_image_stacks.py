@@ -137,6 +137,16 @@ def test_an_image_only_exported_is_not_unpacked_until_a_step_reads_it(
         assert re.search(rf"^#\d+ {digest} \S+ / \S+ .*done$", progress, re.M), progress
     assert _layers(out)[0] == pulled
     assert list((root / "layers").iterdir()) == []
+    # COPY --link stacks its layer on the image's without reading them: still nothing unpacked.
+    linked = _build(
+        root,
+        tmp_path,
+        f"FROM {registry}/lib/app:1\nCOPY --link Dockerfile /d\n",
+        "-o",
+        f"type=oci,dest={out}",
+    )
+    assert _extracted(linked) == []
+    assert _layers(out)[0][:3] == pulled and len(_layers(out)[0]) == 4
     later = _build(
         root,
         tmp_path,

@@ -337,8 +337,9 @@ class _Build:
         self.ignored: set[str] = set()
         #: sources found in the cache while their keys were computed, not yet shown as done
         self.pending: list[_Shared] = []
-        #: the vertices whose output is read as files: a step's input, or any with no lazy images
-        self.read = {inp.digest for vertex in order for inp in vertex.op.inputs}
+        #: the vertices whose output is read as files: a step's input (a merge stacks its
+        #: inputs' layers, fetching what it must flatten), or any without lazy images
+        self.read = {i.digest for v in order if v.kind != "merge" for i in v.op.inputs}
         if not lazy_images:
             self.read.update(vertex.digest for vertex in order)
         names: dict[str, str] = {}
