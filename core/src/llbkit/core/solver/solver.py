@@ -132,56 +132,66 @@ class _Sink:
     def __init__(self, shared: _Shared) -> None:
         self.shared = shared
 
-    def _send(self, event: ProgressEvent) -> None:
-        self.shared.emit(event)
-
-    def _since(self, id: str) -> float | None:
-        """When the sub-task ``id`` started, as its records say."""
-        return self.shared.started
-
     def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
         now = time.time()
-        self._send(
+        self.shared.emit(
             VertexStatus(
                 id,
                 self.shared.vertex.digest,
                 now,
                 current=current,
                 total=total,
-                started=self._since(id),
+                started=self.shared.started,
                 completed=now if done else None,
             )
         )
 
     def log(self, data: bytes, *, stream: int = 1) -> None:
         self.shared.logs.append(data)
-        self._send(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
+        self.shared.emit(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
 
     def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
-        self._send(
+        self.shared.emit(
             VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
         )
 
 
-class _Reopened(_Sink):
-    """The sink of work a finished step does later for one build (an unpulled image's blob
-    its export needs): the step shown running again, then done (:meth:`close`), as BuildKit
-    reopens it."""
+class _Reopened:
+    """The :class:`~llbkit.core.plugins.progress.ProgressSink` of work a finished step does
+    later for one build (an unpulled image's blob its export needs): the step shown running
+    again, then done, as BuildKit reopens it."""
 
     def __init__(self, shared: _Shared, emit: Emit) -> None:
-        super().__init__(shared)
+        self.shared = shared
         self.emit = emit
         self.began: float | None = None
-        self._first: dict[str, float] = {}
+        self._started: dict[str, float] = {}
 
-    def _send(self, event: ProgressEvent) -> None:
+    def _open(self) -> None:
         if self.began is None:
             self.began = time.time()
             self.emit(self.shared.vertex_state(started=self.began))
-        self.emit(event)
 
-    def _since(self, id: str) -> float | None:
-        return self._first.setdefault(id, time.time())
+    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
+        self._open()
+        now = time.time()
+        started = self._started.setdefault(id, now)
+        digest = self.shared.vertex.digest
+        completed = now if done else None
+        self.emit(
+            VertexStatus(
+                id, digest, now, current=current, total=total, started=started, completed=completed
+            )
+        )
+
+    def log(self, data: bytes, *, stream: int = 1) -> None:
+        self._open()
+        self.emit(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
+
+    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
+        self.emit(
+            VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
+        )
 
     def close(self) -> None:
         if self.began is not None:
