@@ -31,14 +31,14 @@ def _digest(blob: bytes) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
-def _build(root: Path, work: Path, dockerfile: str, *out: str) -> str:
-    """Build ``dockerfile`` with a fresh context; the plain progress."""
+def _build(root: Path, work: Path, dockerfile: str, *out: str, progress: str = "plain") -> str:
+    """Build ``dockerfile`` with a fresh context; the progress (plain unless asked)."""
     ctx = work / "ctx"
     shutil.rmtree(ctx, ignore_errors=True)
     ctx.mkdir(parents=True)
     (ctx / "Dockerfile").write_text(dockerfile)
     argv = [sys.executable, "-m", "llbkit.core", "--root", str(root), "build"]
-    argv += ["--progress", "plain", "--frontend", "dockerfile.v0"]
+    argv += ["--progress", progress, "--frontend", "dockerfile.v0"]
     argv += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}", *out]
     ran = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
@@ -137,6 +137,23 @@ def test_an_image_only_exported_is_not_unpacked_until_a_step_reads_it(
         assert re.search(rf"^#\d+ {digest} \S+ / \S+ .*done$", progress, re.M), progress
     assert _layers(out)[0] == pulled
     assert list((root / "layers").iterdir()) == []
+    # The downloads of one export reopen the FROM step once, not once each, as BuildKit's.
+    events = _build(
+        tmp_path / "fresh",
+        tmp_path,
+        f"FROM {registry}/lib/app:1\nLABEL a=b\n",
+        "-o",
+        f"type=oci,dest={tmp_path}/again.tar",
+        progress="rawjson",
+    )
+    opened = {
+        vertex["started"]
+        for line in events.splitlines()
+        if line.startswith("{")
+        for vertex in json.loads(line).get("vertexes") or []
+        if " FROM " in vertex["name"]
+    }
+    assert len(opened) == 2, events  # resolved, then reopened for the three downloads
     # COPY --link stacks its layer on the image's without reading them: still nothing unpacked.
     linked = _build(
         root,

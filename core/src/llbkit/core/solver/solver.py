@@ -132,70 +132,71 @@ class _Sink:
     def __init__(self, shared: _Shared) -> None:
         self.shared = shared
 
+    def _send(self, event: ProgressEvent) -> None:
+        self.shared.emit(event)
+
+    def _since(self, id: str) -> float | None:
+        """When the sub-task ``id`` started, as its records say."""
+        return self.shared.started
+
     def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
         now = time.time()
-        self.shared.emit(
+        self._send(
             VertexStatus(
                 id,
                 self.shared.vertex.digest,
                 now,
                 current=current,
                 total=total,
-                started=self.shared.started,
+                started=self._since(id),
                 completed=now if done else None,
             )
         )
 
     def log(self, data: bytes, *, stream: int = 1) -> None:
         self.shared.logs.append(data)
-        self.shared.emit(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
+        self._send(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
 
     def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
-        self.shared.emit(
+        self._send(
             VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
         )
 
 
-class _Reopened:
-    """The :class:`~llbkit.core.plugins.progress.ProgressSink` of work a finished step does
-    later for one build (an unpulled image's blob its export needs): the step shown running
-    again, then done, as BuildKit reopens it."""
+class _Reopened(_Sink):
+    """The sink of work a finished step does later for one build (an unpulled image's blobs
+    its export needs): the step shown running again, then done, as BuildKit reopens it.
+
+    Each piece of work holds it (:meth:`hold`) until it is done (:meth:`close`): the step opens
+    with the first and closes with the last, so the downloads an export runs together show as
+    one reopening of the step, not one each."""
 
     def __init__(self, shared: _Shared, emit: Emit) -> None:
-        self.shared = shared
+        super().__init__(shared)
         self.emit = emit
         self.began: float | None = None
-        self._started: dict[str, float] = {}
+        self.holders = 0
+        self._first: dict[str, float] = {}
 
-    def _open(self) -> None:
+    def hold(self) -> _Reopened:
+        self.holders += 1
+        return self
+
+    def _send(self, event: ProgressEvent) -> None:
         if self.began is None:
             self.began = time.time()
             self.emit(self.shared.vertex_state(started=self.began))
+        self.emit(event)
 
-    def status(self, id: str, *, current: int = 0, total: int = 0, done: bool = False) -> None:
-        self._open()
-        now = time.time()
-        started = self._started.setdefault(id, now)
-        digest = self.shared.vertex.digest
-        completed = now if done else None
-        self.emit(
-            VertexStatus(
-                id, digest, now, current=current, total=total, started=started, completed=completed
-            )
-        )
-
-    def log(self, data: bytes, *, stream: int = 1) -> None:
-        self._open()
-        self.emit(VertexLog(self.shared.vertex.digest, time.time(), stream, bytes(data)))
-
-    def warn(self, message: str, *, detail: Sequence[str] = (), url: str = "") -> None:
-        self.emit(
-            VertexWarning(self.shared.vertex.digest, time.time(), message, 1, tuple(detail), url)
-        )
+    def _since(self, id: str) -> float | None:
+        return self._first.setdefault(id, time.time())
 
     def close(self) -> None:
-        if self.began is not None:
+        self.holders -= 1
+        if self.holders == 0 and self.began is not None:
             self.emit(self.shared.vertex_state(started=self.began, completed=time.time()))
+            self.began = None
+            self._first.clear()
 
 
 class Solver:
@@ -458,10 +459,11 @@ class _Build:
         if not remote:
             return
         digests = [layer.digest for layer in remote]
-        emit = self.emit
+
+        reopened = _Reopened(shared, self.emit)
 
         def shown() -> _Reopened:
-            return _Reopened(shared, emit)
+            return reopened.hold()
 
         async def fetch(digest: str, path: Path) -> str:
             asked = showing.get()  # unpacked next, and shown with it
