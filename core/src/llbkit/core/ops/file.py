@@ -18,7 +18,7 @@ import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from llbkit.core.errors import UserError
 from llbkit.core.fs.contenthash import ContentHasher
@@ -239,7 +239,14 @@ def _unpack(src: Path, dest_root: Path, dest: str, owner: Owner | None, ns: int 
 
 
 def _extract(src: Path, target: Path) -> None:
+    import tarfile
+
     from llbkit.core.snapshot.untar import check_member, open_archive
+
+    # The members are checked and placed here; tarfile's own filters (3.11.4 on) are told so.
+    trusted: dict[str, Any] = (
+        {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    )
 
     # The engine's layer limits and header bound hold for an ADDed archive too.
     with open_archive(src) as archive:
@@ -251,9 +258,7 @@ def _extract(src: Path, target: Path) -> None:
             if member.islnk():
                 linked = resolve_in_root(target, member.linkname, follow_last=False)
                 member.linkname = os.path.relpath(linked, target)
-            archive.extract(
-                member, target, set_attrs=True, numeric_owner=True, filter="fully_trusted"
-            )
+            archive.extract(member, target, set_attrs=True, numeric_owner=True, **trusted)
             if member.issym():  # tarfile leaves a link's own time; Go's untar sets it
                 when = int(member.mtime * 10**9)
                 os.utime(inside, ns=(when, when), follow_symlinks=False)
