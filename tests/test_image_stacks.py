@@ -175,6 +175,23 @@ def test_an_image_only_exported_is_not_unpacked_until_a_step_reads_it(
     assert sorted(p.name for p in (tmp_path / "files" / "etc").iterdir()) == ["base", "mid", "top"]
 
 
+def test_a_build_without_an_exporter_pulls_no_image_no_step_reads(
+    tmp_path: Path, registry: str
+) -> None:
+    """As BuildKit: with nothing exported and no step reading the image's files, ``FROM`` only
+    resolves; no layer is downloaded or unpacked. A step that reads them pulls them then."""
+    root = tmp_path / "root"
+    progress = _build(root, tmp_path, f"FROM {registry}/lib/app:1\nLABEL a=b\n")
+    assert "resolve " in progress
+    assert not re.search(r"^#\d+ sha256:", progress, re.M), progress  # no download shown
+    assert _extracted(progress) == []
+    layer_blobs = {_digest(b).split(":")[1] for b in [*BASE, TOP]}
+    assert not layer_blobs & {Path(p).name for p in _blob_files(root)}
+    assert list((root / "layers").iterdir()) == []
+    reads = _build(root, tmp_path, f"FROM {registry}/lib/app:1\nCOPY Dockerfile /d\n")
+    assert sorted(_extracted(reads)) == sorted(_digest(b) for b in [*BASE, TOP])
+
+
 def _blob_files(root: Path) -> dict[str, int]:
     """Every blob file the root holds: the store's and any plugin's, by path."""
     found = {}

@@ -102,10 +102,12 @@ class BuildOutcome:
     exporter_responses: Sequence[Mapping[str, str]] = ()
 
 
-def _blobs_only(jobs: Sequence[ExportJob]) -> bool:
-    """Whether the build's result goes only to exporters that take blobs (none: the result
-    is read after the build, as an embedded program may)."""
-    return bool(jobs) and all(isinstance(job, ExportsBlobs) and job.blobs_only for job in jobs)
+def _blobs_only(jobs: Sequence[ExportJob], *, read_after: bool) -> bool:
+    """Whether the build's result goes only to exporters that take blobs: to none at all
+    when nothing reads it after the build (an embedded program may)."""
+    if not jobs:
+        return not read_after
+    return all(isinstance(job, ExportsBlobs) and job.blobs_only for job in jobs)
 
 
 async def _resolve(
@@ -252,9 +254,12 @@ async def run_build(
     lease: Lease,
     emit: Emit,
     jobs: list[Closable],
+    *,
+    read_after: bool = True,
 ) -> BuildOutcome:
     """Solve and export; the export jobs and caches opened join ``jobs``, which the caller
-    closes (``aclose``) whatever happens, as it releases the lease."""
+    closes (``aclose``) whatever happens, as it releases the lease. ``read_after``: the
+    caller may read the result's files once this returns."""
     frontend_job, export_jobs = await _resolve(controller, request, jobs)
     allow = list(request.entitlements)  # each granted by the engine's config (_resolve)
     pending = _PendingCache(controller)
@@ -303,7 +308,7 @@ async def run_build(
             allow=allow,
             cache=cache,
             graph=graph,
-            lazy_images=_blobs_only(export_jobs),
+            lazy_images=_blobs_only(export_jobs, read_after=read_after),
         )
         if solved is not None:
             refs[platform] = solved

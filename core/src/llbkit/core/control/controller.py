@@ -205,13 +205,19 @@ class Controller:
 
     async def solve(self, request: SolveRequest) -> SolveResponse:
         """Run one build to the end; its results are released when it returns."""
-        async with self.build(request) as outcome:
+        async with self.build(request, read_after=False) as outcome:
             return SolveResponse(outcome.ref, outcome.exporter_response, outcome.exporter_responses)
 
     @asynccontextmanager
-    async def build(self, request: SolveRequest) -> AsyncIterator[BuildOutcome]:
+    async def build(
+        self, request: SolveRequest, *, read_after: bool = True
+    ) -> AsyncIterator[BuildOutcome]:
         """Run one build and hold its results for the block: read them with
-        ``outcome.result.refs[platform].mount()`` (the Python API's way to a result)."""
+        ``outcome.result.refs[platform].mount()`` (the Python API's way to a result).
+
+        :param read_after: whether the block may read the result's files. When it does not,
+            and the build's exporters (if any) take blobs, an image no step reads is left
+            unpulled, as BuildKit leaves it."""
         from llbkit.core.registry.connections import shared_connections
 
         self._owner("a build")
@@ -239,7 +245,9 @@ class Controller:
                         with lease.bound():
                             try:
                                 async with shared_connections(self.connections):
-                                    outcome = await run_build(self, request, lease, emit, jobs)
+                                    outcome = await run_build(
+                                        self, request, lease, emit, jobs, read_after=read_after
+                                    )
                             except BaseException as err:
                                 # The build's own failure; the caller's block is its business.
                                 record.error = (
