@@ -371,11 +371,12 @@ def test_a_digest_resolved_before_is_not_asked_again(
 def test_a_warm_build_asks_the_registry_once(
     tmp_path: Path, image: tuple[str, str], proxy: FaultProxy
 ) -> None:
-    """The frontend asks for the tag; the step pinned to the digest it found asks nothing."""
+    """The frontend asks for the tag; the step pinned to the digest it found asks nothing,
+    and the layer a step reads is pulled by the first build only."""
     host = proxy.url.removeprefix("http://")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {host}/img\nENV A=1\n")
+    (ctx / "Dockerfile").write_text(f"FROM {host}/img\nCOPY Dockerfile /d\n")
     for _ in range(2):
         done = dockerfile_build(tmp_path / "root", ctx)
         assert done.returncode == 0, done.stderr
