@@ -188,6 +188,13 @@ def test_a_build_without_an_exporter_pulls_no_image_no_step_reads(
     layer_blobs = {_digest(b).split(":")[1] for b in [*BASE, TOP]}
     assert not layer_blobs & {Path(p).name for p in _blob_files(root)}
     assert list((root / "layers").iterdir()) == []
+    # Built again, the FROM step is resolved, not loaded: done, as BuildKit shows it; with an
+    # exporter taking the result, cached.
+    again = _build(root, tmp_path, f"FROM {registry}/lib/app:1\nLABEL a=b\n")
+    assert re.search(r"^#\d+ DONE", again, re.M) and "CACHED" not in again, again
+    out = f"type=oci,dest={tmp_path}/o.tar"
+    exported = _build(root, tmp_path, f"FROM {registry}/lib/app:1\nLABEL a=b\n", "-o", out)
+    assert re.search(r"^#\d+ CACHED$", exported, re.M), exported
     reads = _build(root, tmp_path, f"FROM {registry}/lib/app:1\nCOPY Dockerfile /d\n")
     assert sorted(_extracted(reads)) == sorted(_digest(b) for b in [*BASE, TOP])
 

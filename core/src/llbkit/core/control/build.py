@@ -309,6 +309,7 @@ async def run_build(
             cache=cache,
             graph=graph,
             lazy_images=_blobs_only(export_jobs, read_after=read_after),
+            result_read=bool(export_jobs or request.cache_exports) or read_after,
         )
         if solved is not None:
             refs[platform] = solved

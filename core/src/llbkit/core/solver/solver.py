@@ -233,6 +233,7 @@ class Solver:
         cache: CacheChain | None = None,
         graph: dict[str, GraphNode] | None = None,
         lazy_images: bool = False,
+        result_read: bool = True,
     ) -> ResultRef | None:
         """Build the definition's result, held by ``lease``; ``None`` when it names scratch.
 
@@ -242,6 +243,9 @@ class Solver:
         :param lazy_images: the result is read only as blobs (each exporter's
             :class:`~llbkit.core.plugins.exporter.ExportsBlobs`): an image no step reads
             stays unpulled (:mod:`llbkit.core.plugins.lazysource`).
+        :param result_read: something takes the result (an exporter, a cache export, the
+            caller): a source that is the result and was found in the cache then shows as
+            cached, else as done (resolved only), as BuildKit shows it.
         """
         order = _order(definition)
         if not order:
@@ -257,6 +261,7 @@ class Solver:
             allow=allow,
             cache=cache or self.cache,
             lazy_images=lazy_images,
+            result_read=result_read,
         )
         try:
             ref = await build.run()
@@ -322,8 +327,10 @@ class _Build:
         allow: Sequence[str],
         cache: CacheChain,
         lazy_images: bool = False,
+        result_read: bool = True,
     ) -> None:
         self.solver = solver
+        self.result_read = result_read
         self.store = solver.store
         self.definition = definition
         self.client = client
@@ -616,7 +623,8 @@ class _Build:
         key alone (a local context transferred, an image resolved), and a step without inputs
         below a hit, as done."""
         read = {i.digest for v in self.order if v.digest in need for i in v.op.inputs}
-        read.add(self.definition.result.digest)
+        if self.result_read:
+            read.add(self.definition.result.digest)
         pending = {shared.vertex.digest: shared for shared in self.pending}
         self.pending.clear()
         for vertex in self.order:
