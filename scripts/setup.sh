@@ -40,8 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The interpreter: $LLBKIT_PYTHON if set; else the system's own /usr/bin/python3 when it is 3.11
-# or newer (Debian builds it with PGO and LTO: a warm build starts about a fifth sooner than on an
-# unoptimized build of the same version, such as one a version manager compiled); else python3.
+# or newer (Debian builds it with PGO and LTO: a warm build takes about a sixth less time than
+# on an unoptimized build of the same version, as a version manager compiles it); else python3.
 python=${LLBKIT_PYTHON:-}
 if [ -z "$python" ]; then
     python=$(command -v python3)
