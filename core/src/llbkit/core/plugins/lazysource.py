@@ -1,10 +1,11 @@
 """Images pulled lazily: a source job whose layers may stay blobs until a step reads them.
 
-As BuildKit pulls an image, a build that only exports it (``FROM`` and metadata instructions,
-an image or OCI export) moves its blobs and unpacks nothing; a step that reads the files has
-them fetched and unpacked first. The engine decides when (no step of the build reads the
-source's output, and every exporter of the build takes blobs only:
-:class:`~llbkit.core.plugins.exporter.ExportsBlobs`); the job names its blobs and fetches one.
+As BuildKit pulls an image, a build that reads none of its files (``FROM`` and metadata
+instructions) moves its blobs for an image or OCI export, or nothing without an exporter, and
+unpacks nothing; a step that reads the files has them fetched and unpacked first. The engine
+decides when (no step of the build reads the source's output, and every exporter of the build
+takes blobs only, :class:`~llbkit.core.plugins.exporter.ExportsBlobs`, or there is none and
+nothing reads the result after the build); the job names its blobs and fetches one.
 """
 
 from __future__ import annotations
