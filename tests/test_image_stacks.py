@@ -4,8 +4,10 @@ snapshot by its chain id; what is built and exported is the same as from a fresh
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,8 +33,10 @@ def _digest(blob: bytes) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
-def _build(root: Path, work: Path, dockerfile: str, *out: str, progress: str = "plain") -> str:
-    """Build ``dockerfile`` with a fresh context; the progress (plain unless asked)."""
+def _attempt(
+    root: Path, work: Path, dockerfile: str, *out: str, progress: str = "plain"
+) -> subprocess.CompletedProcess[str]:
+    """Build ``dockerfile`` with a fresh context, however it ends."""
     ctx = work / "ctx"
     shutil.rmtree(ctx, ignore_errors=True)
     ctx.mkdir(parents=True)
@@ -40,7 +44,12 @@ def _build(root: Path, work: Path, dockerfile: str, *out: str, progress: str = "
     argv = [sys.executable, "-m", "llbkit.core", "--root", str(root), "build"]
     argv += ["--progress", progress, "--frontend", "dockerfile.v0"]
     argv += ["--local", f"context={ctx}", "--local", f"dockerfile={ctx}", *out]
-    ran = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+def _build(root: Path, work: Path, dockerfile: str, *out: str, progress: str = "plain") -> str:
+    """Build ``dockerfile`` with a fresh context; the progress (plain unless asked)."""
+    ran = _attempt(root, work, dockerfile, *out, progress=progress)
     assert ran.returncode == 0, ran.stderr
     return ran.stderr
 
@@ -197,6 +206,83 @@ def test_a_build_without_an_exporter_pulls_no_image_no_step_reads(
     assert re.search(r"^#\d+ CACHED$", exported, re.M), exported
     reads = _build(root, tmp_path, f"FROM {registry}/lib/app:1\nCOPY Dockerfile /d\n")
     assert sorted(_extracted(reads)) == sorted(_digest(b) for b in [*BASE, TOP])
+
+
+#: a layer large enough to be unpacked while it downloads (the pull's ``STREAMED_FROM``)
+LARGE = 10 << 20
+
+
+def _status_times(rawjson: str) -> dict[str, tuple[str, str]]:
+    """Each status of a ``rawjson`` progress: its first start and last completion."""
+    found: dict[str, tuple[str, str]] = {}
+    for line in rawjson.splitlines():
+        if not line.startswith("{"):
+            continue
+        for status in json.loads(line).get("statuses") or []:
+            began, ended = found.get(status["id"], ("~", ""))
+            found[status["id"]] = (
+                min(began, status.get("started") or "~"),
+                max(ended, status.get("completed") or ""),
+            )
+    return found
+
+
+def test_a_layer_left_unpulled_is_unpacked_while_it_downloads(tmp_path: Path) -> None:
+    """A large layer of an image no step read until now is unpacked as its blob comes, as
+    the eager pull does, not after the download: the extraction starts before the download
+    is over, and the files are the layer's."""
+    large = os.urandom(LARGE)
+    layer = layer_tar({"data/": None, "data/large.bin": large})
+    with LocalRegistry(tmp_path / "registry") as running:
+        push_image(running.host, "lib/large:1", [BASE[0], layer])
+        root, image = tmp_path / "root", f"{running.host}/lib/large:1"
+        _build(root, tmp_path, f"FROM {image}\nLABEL a=b\n")  # resolved, not pulled
+        assert list((root / "layers").iterdir()) == []
+        progress = _build(
+            root,
+            tmp_path,
+            f"FROM {image}\nCOPY Dockerfile /d\n",
+            "-o",
+            f"type=local,dest={tmp_path}/out",
+            progress="rawjson",
+        )
+    times = _status_times(progress)
+    download, extraction = times[_digest(layer)], times[f"extracting {_digest(layer)}"]
+    assert extraction[0] < download[1], (extraction, download)
+    assert (tmp_path / "out" / "data/large.bin").read_bytes() == large
+
+
+def test_a_layer_unpacked_while_it_downloads_counts_only_once_its_blob_is_verified(
+    tmp_path: Path,
+) -> None:
+    """A blob the registry alters (a valid layer, with other files) is unpacked as it comes
+    and then refused for its digest: the files unpacked are not the layer's, nothing is left
+    of them, and the next build, with the right blob served, has the layer's own files."""
+    large = os.urandom(LARGE)
+
+    def stored(data: bytes) -> bytes:  # gzip's stored blocks: the same size for the same tar
+        return gzip.compress(layer_tar({"data/": None, "data/large.bin": data}, gzipped=False), 0)
+
+    layer, altered = stored(large), stored(os.urandom(LARGE))
+    assert len(altered) == len(layer)  # refused for its digest, not its size
+    hexdigest = _digest(layer).split(":")[1]
+    with LocalRegistry(tmp_path / "registry") as running:
+        push_image(running.host, "lib/large:1", [BASE[0], layer])
+        served = running.root / "data/docker/registry/v2/blobs/sha256" / hexdigest[:2]
+        served = served / hexdigest / "data"
+        root, image = tmp_path / "root", f"{running.host}/lib/large:1"
+        _build(root, tmp_path, f"FROM {image}\nLABEL a=b\n")  # resolved, not pulled
+        served.write_bytes(altered)
+        reads = f"FROM {image}\nCOPY Dockerfile /d\n"
+        failed = _attempt(root, tmp_path, reads, "-o", f"type=local,dest={tmp_path}/bad")
+        assert failed.returncode == 1, failed.stderr
+        assert "does not match its digest" in failed.stderr.splitlines()[-1], failed.stderr
+        assert not (tmp_path / "bad").exists()
+        assert list(root.glob("tmp/**/large.bin")) == []  # the unpacked files are gone
+        assert list(root.glob("layers/*/data/large.bin")) == []
+        served.write_bytes(layer)
+        _build(root, tmp_path, reads, "-o", f"type=local,dest={tmp_path}/out")
+    assert (tmp_path / "out" / "data/large.bin").read_bytes() == large
 
 
 def _blob_files(root: Path) -> dict[str, int]:

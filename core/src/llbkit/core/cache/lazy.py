@@ -9,16 +9,20 @@ that no import of this process can fetch makes its results misses (:func:`fetcha
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import anyio
 
 from llbkit.core.cache.store import ShownWork, Store
 from llbkit.core.errors import UserError, first_error
+
+if TYPE_CHECKING:
+    from llbkit.core.plugins.lazysource import GrowingBlob
 
 __all__ = [
     "IMAGE_ORIGIN",
@@ -48,6 +52,10 @@ def fetchable(store: Store, chain: Sequence[int]) -> bool:
 #: where the fetch of a blob under way is shown, when the one who asked shows it (a fetcher
 #: that shows its work shows it there, rather than on its own)
 showing: ContextVar[ShownWork | None] = ContextVar("showing", default=None)
+
+#: who unpacks a blob while it downloads: a fetcher that can hand its download over as it
+#: starts hands it here (:class:`~llbkit.core.plugins.lazysource.GrowingBlob`)
+streaming: ContextVar[Callable[[GrowingBlob], None] | None] = ContextVar("streaming", default=None)
 
 
 async def fetch_blob(store: Store, digest: str, limiter: anyio.CapacityLimiter | None) -> Path:
@@ -104,14 +112,11 @@ async def materialize(
             shown = store.fetchers.shown(digest)
             token = showing.set(shown)
             try:
-                blob = await fetch_blob(store, digest, limiter)
-                if shown is not None:
-                    shown.status(f"extracting {digest}")
-                await anyio.to_thread.run_sync(
-                    _unpack, store, layer, blob, media_type, limiter=limiter
-                )
-                if shown is not None:
-                    shown.status(f"extracting {digest}", done=True)
+                tree = await _unpacked(store, digest, media_type, shown, limiter)
+                try:
+                    await anyio.to_thread.run_sync(store.fill_layer, layer, tree, limiter=limiter)
+                finally:
+                    _remove(tree.parent)
             finally:
                 showing.reset(token)
                 if shown is not None:
@@ -123,6 +128,81 @@ async def materialize(
                 tg.start_soon(one, layer, digest, media_type)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+
+
+class _Streamed:
+    """One download handed over as it started, and the tree it is unpacked into."""
+
+    def __init__(self, blob: GrowingBlob, tree: Path) -> None:
+        self.blob = blob
+        self.tree = tree
+        self.error: BaseException | None = None
+        self.download_failed = False
+
+
+async def _unpacked(
+    store: Store,
+    digest: str,
+    media_type: str,
+    shown: ShownWork | None,
+    limiter: anyio.CapacityLimiter | None,
+) -> Path:
+    """The blob's files, in a new tree of their own stage: unpacked while the blob downloads
+    when its fetcher hands the download over (as an eager pull unpacks), else from the blob
+    once it is here. Nothing unpacked counts before the blob is verified: a download that
+    fails takes its tree with it, and its fetch says why."""
+    what = f"imported layer {digest.removeprefix('sha256:')}"
+    unpack = functools.partial(
+        _unpack_into, digest=digest, media_type=media_type, fmt=store.format, what=what
+    )
+    streams: list[_Streamed] = []
+
+    def unpack_streamed(stream: _Streamed) -> None:
+        try:
+            with stream.blob.reader() as reader:
+                unpack(reader, stream.tree, shown)
+        except Exception as err:  # a failed download's reader raises too: the fetch says why
+            if stream.blob.failed():
+                stream.download_failed = True
+            else:
+                stream.error = err
+        finally:
+            stream.blob.close()
+
+    try:
+        async with anyio.create_task_group() as tg:
+
+            def streamed(blob: GrowingBlob) -> None:
+                stream = _Streamed(blob, _new_tree(store))
+                streams.append(stream)
+                run = functools.partial(anyio.to_thread.run_sync, limiter=limiter)
+                tg.start_soon(run, unpack_streamed, stream)
+
+            token = streaming.set(streamed)
+            try:
+                blob = await fetch_blob(store, digest, limiter)
+            finally:
+                streaming.reset(token)
+    except BaseException:
+        for stream in streams:
+            _remove(stream.tree.parent)
+        raise
+    # The blob is here, verified: the download handed over that did not fail brought it.
+    whole = next((s for s in reversed(streams) if not s.download_failed), None)
+    for stream in streams:
+        if stream is not whole or stream.error is not None:
+            _remove(stream.tree.parent)
+    if whole is not None:
+        if whole.error is not None:
+            raise whole.error
+        return whole.tree
+    tree = _new_tree(store)
+    try:
+        await anyio.to_thread.run_sync(_unpack_file, unpack, blob, tree, shown, limiter=limiter)
+    except BaseException:
+        _remove(tree.parent)
+        raise
+    return tree
 
 
 def _adopt(store: Store, path: Path, digest: str) -> None:
@@ -159,22 +239,46 @@ async def materialize_for_blobs(
     await materialize(store, need, limiter)
 
 
-def _unpack(store: Store, layer: int, blob: Path, media_type: str) -> None:
-    from llbkit.core.snapshot.untar import unpack_layer
-
+def _new_tree(store: Store) -> Path:
     tree = store.stage() / "tree"
     tree.mkdir()
     tree.chmod(0o755)
-    with open(blob, "rb") as raw:
-        stream: IO[bytes] = raw
-        if "zstd" in media_type:
-            import zstandard
+    return tree
 
-            # Several frames are one stream (zstd -T, pzstd and llbkit write such layers).
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        unpack_layer(stream, str(tree), store.format, what=f"imported layer {blob.name}")
-    store.fill_layer(layer, tree)
-    _remove(tree.parent)
+
+def _unpack_file(
+    unpack: Callable[[IO[bytes], Path, ShownWork | None], None],
+    blob: Path,
+    tree: Path,
+    shown: ShownWork | None,
+) -> None:
+    with open(blob, "rb") as raw:
+        unpack(raw, tree, shown)
+
+
+def _unpack_into(
+    raw: IO[bytes],
+    tree: Path,
+    shown: ShownWork | None,
+    *,
+    digest: str,
+    media_type: str,
+    fmt: str,
+    what: str,
+) -> None:
+    from llbkit.core.snapshot.untar import unpack_layer
+
+    if shown is not None:
+        shown.status(f"extracting {digest}")
+    stream = raw
+    if "zstd" in media_type:
+        import zstandard
+
+        # Several frames are one stream (zstd -T, pzstd and llbkit write such layers).
+        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    unpack_layer(stream, str(tree), fmt, what=what)
+    if shown is not None:
+        shown.status(f"extracting {digest}", done=True)
 
 
 def _sha256(path: Path) -> str:

@@ -5,14 +5,15 @@ instructions) moves its blobs for an image or OCI export, or nothing without an 
 unpacks nothing; a step that reads the files has them fetched and unpacked first. The engine
 decides when (no step of the build reads the source's output, and every exporter of the build
 takes blobs only, :class:`~llbkit.core.plugins.exporter.ExportsBlobs`, or there is none and
-nothing reads the result after the build); the job names its blobs and fetches one.
+nothing reads the result after the build); the job names its blobs and fetches one, and may
+hand the download over as it starts, so the layer is unpacked while it comes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from llbkit.core.plugins.source import StackedSourceJob
 
@@ -22,7 +23,24 @@ if TYPE_CHECKING:
     from llbkit.core.plugins.context import BlobSource
     from llbkit.core.plugins.progress import ProgressSink
 
-__all__ = ["LazySourceJob", "RemoteLayer"]
+__all__ = ["GrowingBlob", "LazySourceJob", "RemoteLayer"]
+
+
+class GrowingBlob(Protocol):
+    """A blob being downloaded, read by another thread as it grows."""
+
+    def reader(self) -> IO[bytes]:
+        """The blob from its start, each read waiting for bytes not written yet; a read
+        raises once the download has failed."""
+        ...
+
+    def failed(self) -> bool:
+        """Whether the download failed, once it is over (waiting for it)."""
+        ...
+
+    def close(self) -> None:
+        """The reading is done (called once, by whoever was handed the blob)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,15 @@ class LazySourceJob(StackedSourceJob, Protocol):
         manifest); ``None`` when they must be pulled now (no diff id for each layer, say)."""
         ...
 
-    async def fetch_blob(self, digest: str, dest: Path, progress: ProgressSink) -> None:
+    async def fetch_blob(
+        self,
+        digest: str,
+        dest: Path,
+        progress: ProgressSink,
+        *,
+        streamed: Callable[[GrowingBlob], None] | None = None,
+    ) -> None:
         """Download the blob ``digest`` (one of :meth:`remote_layers`), verified, into the
-        new file ``dest``, its progress shown as a layer's download is."""
+        new file ``dest``, its progress shown as a layer's download is. A download may be
+        handed to ``streamed`` as it starts (at most once), to be read while it comes; the
+        blob counts only once this returns (it is verified then)."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from llbkit.core.ahead import want
-from llbkit.core.cache.lazy import materialize, showing
+from llbkit.core.cache.lazy import materialize, showing, streaming
 from llbkit.core.cache.leases import Lease
 from llbkit.core.cache.refs import ResultRef
 from llbkit.core.cache.store import Chain, Store
@@ -476,7 +476,7 @@ class _Build:
             asked = showing.get()  # unpacked next, and shown with it
             sink = asked or shown()
             try:
-                await job.fetch_blob(digest, path, sink)
+                await job.fetch_blob(digest, path, sink, streamed=streaming.get())
             finally:
                 if asked is None:
                     sink.close()

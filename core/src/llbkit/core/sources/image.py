@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from llbkit.core.plugins.context import ClientIO, Platform, PluginContext
     from llbkit.core.plugins.imagestore import ImageStore
-    from llbkit.core.plugins.lazysource import RemoteLayer
+    from llbkit.core.plugins.lazysource import GrowingBlob, RemoteLayer
     from llbkit.core.plugins.progress import ProgressSink
     from llbkit.core.plugins.source import FetchedLayer, ImageConfig, ResolveMode
     from llbkit.core.registry.client import RegistryClient, ResolvedImage
@@ -234,9 +234,17 @@ class ImageJob(ParsedSource):
             for n, d in enumerate(layers)
         ]
 
-    async def fetch_blob(self, digest: str, dest: Path, progress: ProgressSink) -> None:
+    async def fetch_blob(
+        self,
+        digest: str,
+        dest: Path,
+        progress: ProgressSink,
+        *,
+        streamed: Callable[[GrowingBlob], None] | None = None,
+    ) -> None:
         """One layer's blob, pulled (and verified) as :meth:`fetch_layers` pulls it, linked
-        to ``dest``; the driver's own file goes at once (the store adopts ``dest``)."""
+        to ``dest``; the driver's own file goes at once (the store adopts ``dest``). A large
+        download is handed to ``streamed`` as it starts, as the eager pull hands it."""
         from llbkit.core.registry.client import RegistryError
 
         assert self.driver is not None
@@ -248,7 +256,7 @@ class ImageJob(ParsedSource):
         try:
             async with self.driver.client(self.reference) as http:
                 path = await self.driver.blob(
-                    self.reference, found[0], progress, http, holder=holder
+                    self.reference, found[0], progress, http, streamed=streamed, holder=holder
                 )
             await anyio.to_thread.run_sync(_link_or_copy, path, dest)
         finally:
