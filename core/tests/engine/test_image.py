@@ -284,3 +284,32 @@ def test_every_driver_gets_the_registry_settings(tmp_path: Path) -> None:
             registries = driver.ctx.registries  # type: ignore[attr-defined]
             assert registries is engine.drivers.registries
         assert registries.hosts == hosts
+
+
+def _left_in_tmp(root: Path) -> list[str]:
+    """What the root's ``tmp/`` holds besides its empty directory and the overlay's spare
+    work and mount directories (a pool the engine reuses between mounts)."""
+    return sorted(
+        p.name
+        for p in (root / "tmp").iterdir()
+        if p.name != "empty" and sorted(c.name for c in p.iterdir()) != ["m", "w"]
+    )
+
+
+def test_one_engine_leaves_no_stage_behind(tmp_path: Path, registry: LocalRegistry) -> None:
+    """A daemon's ``tmp/`` does not grow with its builds: the stage a pull, a local source or
+    a diff was made in goes when the step ends, as does one of a pull that failed."""
+    push_image(registry.host, "test/staged:v1", [layer_tar({"a": "a\n"}), layer_tar({"b": "b\n"})])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    root = tmp_path / "root"
+    with open_engine(root) as engine:
+        image = llb.image(f"{registry.host}/test/staged:v1")
+        for n in range(2):
+            (ctx / "f").write_text(f"{n}\n")
+            upper = image.file(llb.copy(llb.local("ctx"), "/f", "/f"))
+            outcome = build(engine, llb.diff(image, upper), locals={"ctx": ctx})
+            assert files(engine, outcome) == {"f": f"{n}\n"}
+        with pytest.raises(BuildFailed):
+            build(engine, llb.image(f"{registry.host}/test/missing:v1"))
+        assert _left_in_tmp(root) == []

@@ -22,6 +22,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.layers import copy_entry, copy_xattrs
 
 if TYPE_CHECKING:
@@ -118,10 +119,13 @@ def separate(store: Store, chain: Chain) -> Chain:
 def _private_copy(store: Store, layer: int) -> int:
     """A new layer with ``layer``'s entries (whiteouts and marks included), its own inodes."""
     stage = store.stage()
-    tree = stage / "copy"
-    _copy_tree(str(store.layer_path(layer)), str(tree))
-    parent = store.db.parents_and_whiteouts((layer,)).get(layer, (None, False))[0]
-    return store.commit_layer(tree, parent=parent, description=f"copy of layer {layer}")
+    try:
+        tree = stage / "copy"
+        _copy_tree(str(store.layer_path(layer)), str(tree))
+        parent = store.db.parents_and_whiteouts((layer,)).get(layer, (None, False))[0]
+        return store.commit_layer(tree, parent=parent, description=f"copy of layer {layer}")
+    finally:
+        rmtree(stage, ignore_errors=True)
 
 
 def _copy_tree(src: str, dst: str) -> None:

@@ -8,11 +8,13 @@ leaves a record pointing at missing data (see ``docs/engine.md``).
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
 from array import array
 from collections.abc import (
+    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -21,7 +23,7 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -276,8 +278,20 @@ class Store:
                 rmtree(p, ignore_errors=True)
 
     def stage(self) -> Path:
-        """A new private directory under ``tmp/`` (emptied if the process dies)."""
+        """A new private directory under ``tmp/`` (emptied if the process dies); whoever makes
+        one removes it (:meth:`staged` does)."""
         return Path(tempfile.mkdtemp(dir=self.tmp))
+
+    @asynccontextmanager
+    async def staged(self) -> AsyncIterator[Path]:
+        """A new stage (:meth:`stage`) for the block, removed with whatever is left in it when
+        the block ends, however it ends: a daemon's ``tmp/`` does not grow with its builds."""
+        path = self.stage()
+        try:
+            yield path
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(functools.partial(rmtree, path, ignore_errors=True))
 
     def layer_path(self, layer: int) -> Path:
         return self.layers_dir / str(layer)

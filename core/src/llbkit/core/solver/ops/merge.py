@@ -8,6 +8,7 @@ import anyio
 
 from llbkit.core.cache import shares
 from llbkit.core.cache.store import Chain, Store
+from llbkit.core.fs.iterative import rmtree
 from llbkit.core.snapshot.layers import diff_trees
 from llbkit.core.solver.ops.base import Op, OpContext
 
@@ -56,8 +57,12 @@ def _diff(store: Store, lower: Chain, upper: Chain, name: str) -> Chain:
     """What turns ``lower`` into ``upper``: a suffix of layers when ``lower`` is their base."""
     if upper[: len(lower)] == lower:
         return upper[len(lower) :]
-    out = store.stage() / "diff"
-    out.mkdir()
-    with store.view(lower) as low, store.view(upper) as up:
-        diff_trees(low if lower else None, up, out, store.format)
-    return (store.commit_layer(out, description=name),)
+    stage = store.stage()
+    try:
+        out = stage / "diff"
+        out.mkdir()
+        with store.view(lower) as low, store.view(upper) as up:
+            diff_trees(low if lower else None, up, out, store.format)
+        return (store.commit_layer(out, description=name),)
+    finally:
+        rmtree(stage, ignore_errors=True)

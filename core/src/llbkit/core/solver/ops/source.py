@@ -94,19 +94,26 @@ class SourceOp(Op):
             return [await _stacked(job, ctx)]
         if isinstance(job, LayeredSourceJob):
             # An image: one store layer per image layer, its original blob kept for export.
-            layers = await job.fetch_layers(ctx.client, store.stage(), ctx.progress, store.format)
-            chain = await anyio.to_thread.run_sync(
-                commit_image_layers, store, layers, ctx.name, job.record_type, limiter=ctx.threads
-            )
+            async with store.staged() as stage:
+                layers = await job.fetch_layers(ctx.client, stage, ctx.progress, store.format)
+                chain = await anyio.to_thread.run_sync(
+                    commit_image_layers,
+                    store,
+                    layers,
+                    ctx.name,
+                    job.record_type,
+                    limiter=ctx.threads,
+                )
             return [chain]
-        tree = store.stage() / "tree"
-        tree.mkdir()
-        await job.fetch(ctx.client, tree, ctx.progress)
+        async with store.staged() as stage:
+            tree = stage / "tree"
+            tree.mkdir()
+            await job.fetch(ctx.client, tree, ctx.progress)
+            layer = await anyio.to_thread.run_sync(
+                lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
+                limiter=ctx.threads,
+            )
         mirrored = job if isinstance(job, MirroredJob) else None
-        layer = await anyio.to_thread.run_sync(
-            lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
-            limiter=ctx.threads,
-        )
         if mirrored is None:
             return [(layer,)]
         if (known := mirrored.tree_digests()) is not None:
@@ -156,17 +163,18 @@ async def _stacked(job: StackedSourceJob, ctx: OpContext) -> Chain:
     done = anyio.Event()
     making.update(dict.fromkeys(mine, done))
     try:
-        layers = await job.fetch_layers(
-            ctx.client, store.stage(), ctx.progress, store.format, skip=len(have)
-        )
-        return await anyio.to_thread.run_sync(
-            functools.partial(commit_image_layers, below=have),
-            store,
-            layers,
-            ctx.name,
-            job.record_type,
-            limiter=ctx.threads,
-        )
+        async with store.staged() as stage:
+            layers = await job.fetch_layers(
+                ctx.client, stage, ctx.progress, store.format, skip=len(have)
+            )
+            return await anyio.to_thread.run_sync(
+                functools.partial(commit_image_layers, below=have),
+                store,
+                layers,
+                ctx.name,
+                job.record_type,
+                limiter=ctx.threads,
+            )
     finally:
         for stack in mine:
             if making.get(stack) is done:
