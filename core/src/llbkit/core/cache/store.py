@@ -290,8 +290,12 @@ class Store:
         try:
             yield path
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(functools.partial(rmtree, path, ignore_errors=True))
+            try:
+                path.rmdir()  # what was made in it was committed (moved out): the usual end
+            except OSError:
+                left = functools.partial(rmtree, path, ignore_errors=True)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(left)
 
     def layer_path(self, layer: int) -> Path:
         return self.layers_dir / str(layer)
