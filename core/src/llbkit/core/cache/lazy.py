@@ -115,8 +115,10 @@ async def materialize(
                 tree = await _unpacked(store, digest, media_type, shown, limiter)
                 try:
                     await anyio.to_thread.run_sync(store.fill_layer, layer, tree, limiter=limiter)
-                finally:
-                    _remove(tree.parent)
+                except BaseException:
+                    await _discard([tree.parent])
+                    raise
+                _remove(tree.parent)  # emptied: the tree was moved into place
             finally:
                 showing.reset(token)
                 if shown is not None:
@@ -152,15 +154,42 @@ async def _unpacked(
     once it is here. Nothing unpacked counts before the blob is verified: a download that
     fails takes its tree with it, and its fetch says why."""
     what = f"imported layer {digest.removeprefix('sha256:')}"
-    unpack = functools.partial(
-        _unpack_into, digest=digest, media_type=media_type, fmt=store.format, what=what
-    )
+    unpack = functools.partial(_unpack_into, media_type=media_type, fmt=store.format, what=what)
+    extracting = f"extracting {digest}"
+
+    def started() -> None:  # shown from the event loop, not the thread: one opening of it
+        if shown is not None:
+            shown.status(extracting)
+
+    blob, tree = await _fetched(store, digest, unpack, started, limiter)
+    if tree is None:
+        tree = _new_tree(store)
+        started()
+        try:
+            await anyio.to_thread.run_sync(_unpack_file, unpack, blob, tree, limiter=limiter)
+        except BaseException:
+            await _discard([tree.parent])
+            raise
+    if shown is not None:
+        shown.status(extracting, done=True)
+    return tree
+
+
+async def _fetched(
+    store: Store,
+    digest: str,
+    unpack: Callable[[IO[bytes], Path], None],
+    started: Callable[[], None],
+    limiter: anyio.CapacityLimiter | None,
+) -> tuple[Path, Path | None]:
+    """The blob (:func:`fetch_blob`), and the tree it was unpacked into as it came, if its
+    fetcher handed the download over."""
     streams: list[_Streamed] = []
 
     def unpack_streamed(stream: _Streamed) -> None:
         try:
             with stream.blob.reader() as reader:
-                unpack(reader, stream.tree, shown)
+                unpack(reader, stream.tree)
         except Exception as err:  # a failed download's reader raises too: the fetch says why
             if stream.blob.failed():
                 stream.download_failed = True
@@ -175,6 +204,7 @@ async def _unpacked(
             def streamed(blob: GrowingBlob) -> None:
                 stream = _Streamed(blob, _new_tree(store))
                 streams.append(stream)
+                started()
                 run = functools.partial(anyio.to_thread.run_sync, limiter=limiter)
                 tg.start_soon(run, unpack_streamed, stream)
 
@@ -184,25 +214,23 @@ async def _unpacked(
             finally:
                 streaming.reset(token)
     except BaseException:
-        for stream in streams:
-            _remove(stream.tree.parent)
+        await _discard([stream.tree.parent for stream in streams])
         raise
     # The blob is here, verified: the download handed over that did not fail brought it.
     whole = next((s for s in reversed(streams) if not s.download_failed), None)
-    for stream in streams:
-        if stream is not whole or stream.error is not None:
-            _remove(stream.tree.parent)
-    if whole is not None:
-        if whole.error is not None:
-            raise whole.error
-        return whole.tree
-    tree = _new_tree(store)
-    try:
-        await anyio.to_thread.run_sync(_unpack_file, unpack, blob, tree, shown, limiter=limiter)
-    except BaseException:
-        _remove(tree.parent)
-        raise
-    return tree
+    await _discard([s.tree.parent for s in streams if s is not whole or s.error is not None])
+    if whole is None:
+        return blob, None
+    if whole.error is not None:
+        raise whole.error
+    return blob, whole.tree
+
+
+async def _discard(stages: list[Path]) -> None:
+    """Remove what was unpacked in vain, however the task that unpacked it ends."""
+    if stages:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_remove_all, stages)
 
 
 def _adopt(store: Store, path: Path, digest: str) -> None:
@@ -246,30 +274,14 @@ def _new_tree(store: Store) -> Path:
     return tree
 
 
-def _unpack_file(
-    unpack: Callable[[IO[bytes], Path, ShownWork | None], None],
-    blob: Path,
-    tree: Path,
-    shown: ShownWork | None,
-) -> None:
+def _unpack_file(unpack: Callable[[IO[bytes], Path], None], blob: Path, tree: Path) -> None:
     with open(blob, "rb") as raw:
-        unpack(raw, tree, shown)
+        unpack(raw, tree)
 
 
-def _unpack_into(
-    raw: IO[bytes],
-    tree: Path,
-    shown: ShownWork | None,
-    *,
-    digest: str,
-    media_type: str,
-    fmt: str,
-    what: str,
-) -> None:
+def _unpack_into(raw: IO[bytes], tree: Path, *, media_type: str, fmt: str, what: str) -> None:
     from llbkit.core.snapshot.untar import unpack_layer
 
-    if shown is not None:
-        shown.status(f"extracting {digest}")
     stream = raw
     if "zstd" in media_type:
         import zstandard
@@ -277,13 +289,16 @@ def _unpack_into(
         # Several frames are one stream (zstd -T, pzstd and llbkit write such layers).
         stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     unpack_layer(stream, str(tree), fmt, what=what)
-    if shown is not None:
-        shown.status(f"extracting {digest}", done=True)
 
 
 def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _remove_all(paths: list[Path]) -> None:
+    for path in paths:
+        _remove(path)
 
 
 def _remove(path: Path) -> None:
