@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import tempfile
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -112,13 +113,10 @@ async def materialize(
             shown = store.fetchers.shown(digest)
             token = showing.set(shown)
             try:
-                tree = await _unpacked(store, digest, media_type, shown, limiter)
-                try:
+                # What is unpacked in vain goes with the stage (the tree that counts is moved).
+                async with store.staged() as stage:
+                    tree = await _unpacked(store, stage, digest, media_type, shown, limiter=limiter)
                     await anyio.to_thread.run_sync(store.fill_layer, layer, tree, limiter=limiter)
-                except BaseException:
-                    await _discard([tree.parent])
-                    raise
-                _remove(tree.parent)  # emptied: the tree was moved into place
             finally:
                 showing.reset(token)
                 if shown is not None:
@@ -144,15 +142,17 @@ class _Streamed:
 
 async def _unpacked(
     store: Store,
+    stage: Path,
     digest: str,
     media_type: str,
     shown: ShownWork | None,
+    *,
     limiter: anyio.CapacityLimiter | None,
 ) -> Path:
-    """The blob's files, in a new tree of their own stage: unpacked while the blob downloads
+    """The blob's files, in a new tree under ``stage``: unpacked while the blob downloads
     when its fetcher hands the download over (as an eager pull unpacks), else from the blob
-    once it is here. Nothing unpacked counts before the blob is verified: a download that
-    fails takes its tree with it, and its fetch says why."""
+    once it is here. Nothing unpacked counts before the blob is verified: the tree of a
+    download that fails is left to the stage, and its fetch says why."""
     what = f"imported layer {digest.removeprefix('sha256:')}"
     unpack = functools.partial(_unpack_into, media_type=media_type, fmt=store.format, what=what)
     extracting = f"extracting {digest}"
@@ -161,15 +161,11 @@ async def _unpacked(
         if shown is not None:
             shown.status(extracting)
 
-    blob, tree = await _fetched(store, digest, unpack, started, limiter)
+    blob, tree = await _fetched(store, stage, digest, unpack, started, limiter=limiter)
     if tree is None:
-        tree = _new_tree(store)
+        tree = _new_tree(stage)
         started()
-        try:
-            await anyio.to_thread.run_sync(_unpack_file, unpack, blob, tree, limiter=limiter)
-        except BaseException:
-            await _discard([tree.parent])
-            raise
+        await anyio.to_thread.run_sync(_unpack_file, unpack, blob, tree, limiter=limiter)
     if shown is not None:
         shown.status(extracting, done=True)
     return tree
@@ -177,13 +173,15 @@ async def _unpacked(
 
 async def _fetched(
     store: Store,
+    stage: Path,
     digest: str,
     unpack: Callable[[IO[bytes], Path], None],
     started: Callable[[], None],
+    *,
     limiter: anyio.CapacityLimiter | None,
 ) -> tuple[Path, Path | None]:
-    """The blob (:func:`fetch_blob`), and the tree it was unpacked into as it came, if its
-    fetcher handed the download over."""
+    """The blob (:func:`fetch_blob`), and the tree under ``stage`` it was unpacked into as it
+    came, if its fetcher handed the download over."""
     streams: list[_Streamed] = []
 
     def unpack_streamed(stream: _Streamed) -> None:
@@ -198,39 +196,27 @@ async def _fetched(
         finally:
             stream.blob.close()
 
-    try:
-        async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
 
-            def streamed(blob: GrowingBlob) -> None:
-                stream = _Streamed(blob, _new_tree(store))
-                streams.append(stream)
-                started()
-                run = functools.partial(anyio.to_thread.run_sync, limiter=limiter)
-                tg.start_soon(run, unpack_streamed, stream)
+        def streamed(blob: GrowingBlob) -> None:
+            stream = _Streamed(blob, _new_tree(stage))
+            streams.append(stream)
+            started()
+            run = functools.partial(anyio.to_thread.run_sync, limiter=limiter)
+            tg.start_soon(run, unpack_streamed, stream)
 
-            token = streaming.set(streamed)
-            try:
-                blob = await fetch_blob(store, digest, limiter)
-            finally:
-                streaming.reset(token)
-    except BaseException:
-        await _discard([stream.tree.parent for stream in streams])
-        raise
+        token = streaming.set(streamed)
+        try:
+            blob = await fetch_blob(store, digest, limiter)
+        finally:
+            streaming.reset(token)
     # The blob is here, verified: the download handed over that did not fail brought it.
     whole = next((s for s in reversed(streams) if not s.download_failed), None)
-    await _discard([s.tree.parent for s in streams if s is not whole or s.error is not None])
     if whole is None:
         return blob, None
     if whole.error is not None:
         raise whole.error
     return blob, whole.tree
-
-
-async def _discard(stages: list[Path]) -> None:
-    """Remove what was unpacked in vain, however the task that unpacked it ends."""
-    if stages:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_remove_all, stages)
 
 
 def _adopt(store: Store, path: Path, digest: str) -> None:
@@ -267,9 +253,8 @@ async def materialize_for_blobs(
     await materialize(store, need, limiter)
 
 
-def _new_tree(store: Store) -> Path:
-    tree = store.stage() / "tree"
-    tree.mkdir()
+def _new_tree(stage: Path) -> Path:
+    tree = Path(tempfile.mkdtemp(dir=stage, prefix="tree-"))
     tree.chmod(0o755)
     return tree
 
@@ -294,14 +279,3 @@ def _unpack_into(raw: IO[bytes], tree: Path, *, media_type: str, fmt: str, what:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _remove_all(paths: list[Path]) -> None:
-    for path in paths:
-        _remove(path)
-
-
-def _remove(path: Path) -> None:
-    from llbkit.core.fs.iterative import rmtree
-
-    rmtree(path, ignore_errors=True)
