@@ -130,3 +130,50 @@ def test_a_sub_task_shows_as_buildkits_printer_shows_it() -> None:
         "#1 sending tarball 0.3s done",
         "#1 DONE 0.5s",
     ]
+
+
+def test_a_step_reopened_after_it_ended_shows_again_and_ends_again_with_both_times() -> None:
+    """A source found cached and then fetched for a later step is reopened: BuildKit's printer
+    (when the two do not fall in one of its 100 ms batches) shows it ``CACHED``, then again
+    with its downloads and a ``DONE`` that adds both times, not the wait between them."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(SolveStatus.of([Vertex("sha256:f", "FROM img", started=T)]))
+    display(SolveStatus.of([Vertex("sha256:f", "FROM img", started=T, completed=T, cached=True)]))
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:c", "load build context", started=T + 0.01),
+                Vertex("sha256:c", "load build context", started=T + 0.01, completed=T + 0.02),
+            ]
+        )
+    )
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:f", "FROM img", started=T + 1.0),
+                VertexStatus(
+                    "sha256:b",
+                    "sha256:f",
+                    T + 1.2,
+                    current=5,
+                    total=5,
+                    started=T + 1.0,
+                    completed=T + 1.2,
+                ),
+                Vertex("sha256:f", "FROM img", started=T + 1.0, completed=T + 1.25),
+            ]
+        )
+    )
+    display.close()
+    assert out.getvalue().splitlines() == [
+        "#1 FROM img",
+        "#1 CACHED",
+        "",
+        "#2 load build context",
+        "#2 DONE 0.0s",
+        "",
+        "#1 FROM img",
+        "#1 sha256:b 5B / 5B 0.2s done",
+        "#1 DONE 0.2s",
+    ]

@@ -52,6 +52,22 @@ class _Vertex:
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: each time it ran, by its start: a step reopened after it ended (a source found cached,
+    #: then fetched for a later step) counts the time of both, not the wait between
+    intervals: dict[float, float | None] = field(default_factory=dict)
+
+    def took(self) -> float:
+        """The time it ran: its intervals merged, as BuildKit's printer adds them up."""
+        total, reach = 0.0, None
+        for start, stop in sorted(self.intervals.items()):
+            stop = stop if stop is not None else self.completed or start
+            if reach is None or start > reach:
+                total += stop - start
+                reach = stop
+            elif stop > reach:
+                total += stop - reach
+                reach = stop
+        return total
 
 
 class Display:
@@ -76,8 +92,14 @@ class Display:
         v = self._vertex(event.digest if isinstance(event, Vertex) else event.vertex)
         if isinstance(event, Vertex):
             v.name = event.name or v.name
+            if event.started and v.completed and not event.completed:
+                # Reopened: running again, as BuildKit's display takes the step anew, until
+                # it ends again (its end then shown once more, with both times added).
+                v.started, v.completed, v.cached, v.done_printed = event.started, None, False, False
             if event.started and v.started is None:
                 v.started = event.started
+            if event.started:
+                v.intervals[event.started] = event.completed
             if event.completed:
                 v.completed = event.completed
             v.cached = v.cached or event.cached
@@ -220,8 +242,7 @@ class PlainDisplay(Display):
         elif v.cached:
             self.out.write(f"#{v.index} CACHED\n")
         else:
-            took = (v.completed or 0) - (v.started or v.completed or 0)
-            self.out.write(f"#{v.index} DONE {took:.1f}s\n")
+            self.out.write(f"#{v.index} DONE {v.took():.1f}s\n")
         v.done_printed = True
         self.current = None
 
