@@ -83,6 +83,22 @@ def test_an_imported_layer_is_a_row_until_its_files_are_needed(tmp_path: Path) -
             assert (tree / "etc/app.conf").exists()
 
 
+def test_du_shows_a_lazy_layer_as_buildkit_once_its_blob_is_fetched(tmp_path: Path) -> None:
+    """Recorded by a build, it counts one use (BuildKit's record of an unread image: usage 1).
+    Until its blob comes it is 0 B and says why; with its blob (an export fetched it) it is the
+    blob's size and its own description, as BuildKit's record once its blob is in the store."""
+    blob, digest, diff_id = _layer_blob({"a": b"a"})
+    with Store.open(tmp_path / "root", layer_format="oci") as store:
+        _import(store, blob, digest, diff_id)
+        (record,) = disk_usage(store)
+        assert (record.description, record.size) == ("cache x layer 1/1 (not fetched)", 0)
+        assert record.usage_count == 1
+        store.fetchers.add([digest], _Remote({digest: blob}).fetch)
+        anyio.run(fetch_blob, store, digest, None)
+        (record,) = disk_usage(store)
+        assert (record.description, record.size) == ("cache x layer 1/1", len(blob))
+
+
 def test_lazy_layers_survive_a_restart_and_go_with_their_results(tmp_path: Path) -> None:
     blob, digest, diff_id = _layer_blob({"a": b"a"})
     with Store.open(tmp_path / "root", layer_format="oci") as store:

@@ -325,11 +325,12 @@ class StateDB:
         origin: str,
         created: float,
     ) -> int:
-        """A layer known by its blob only (imported, not fetched); returns its id."""
+        """A layer known by its blob only (imported, not fetched), counted as used once, as
+        a build records it; returns its id."""
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO layers(parent, size, created, last_used, usage_count, record_type,"
-                " description) VALUES (?, ?, ?, ?, 0, 'regular', ?)",
+                " description) VALUES (?, ?, ?, ?, 1, 'regular', ?)",
                 (parent, size, created, time.time(), description),
             )
             layer = int(cur.lastrowid or 0)

@@ -133,7 +133,8 @@ class LayerInfo:
     description: str
     mutable: bool
     in_use: bool
-    #: imported from a remote cache and not fetched (its size is the blob's)
+    #: known by its blob only (imported from a remote cache, or an image no step read), and
+    #: that blob not fetched yet either: nothing of it is here
     lazy: bool = False
 
 
@@ -593,7 +594,7 @@ class Store:
         with self.lock:
             in_use.update(self.leases.held())
         counted, inode_sizes = self.db.counted_inodes() if walk else ({}, {})
-        blobs = self.db.layer_blob_sizes() if walk else {}
+        blobs = self.db.layer_blob_sizes()
         seen: set[int] = set()
         seen_blobs: set[str] = set()
         found = []
@@ -604,7 +605,7 @@ class Store:
                 size = 0
             # As BuildKit sizes a record: its files and its blobs (each compression of it
             # kept), a blob two layers have counted in the first.
-            for digest, blob_size in blobs.get(row.id, ()):
+            for digest, blob_size in blobs.get(row.id, ()) if walk else ():
                 if digest not in seen_blobs:
                     seen_blobs.add(digest)
                     size += blob_size
@@ -620,7 +621,7 @@ class Store:
                     description=row.description,
                     mutable=row.mutable,
                     in_use=row.id in in_use,
-                    lazy=row.lazy,
+                    lazy=row.lazy and row.id not in blobs,
                 )
             )
         return found

@@ -59,8 +59,8 @@ class _Vertex:
     def took(self) -> float:
         """The time it ran: its intervals merged, as BuildKit's printer adds them up."""
         total, reach = 0.0, None
-        for start, stop in sorted(self.intervals.items()):
-            stop = stop if stop is not None else self.completed or start
+        for start, ended in sorted(self.intervals.items()):
+            stop = ended if ended is not None else self.completed or start
             if reach is None or start > reach:
                 total += stop - start
                 reach = stop
