@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
+
+import pytest
 
 from llbkit.core.cli.progress_ui import make_display, status_json, trace_json
 from llbkit.core.plugins.progress import (
@@ -177,3 +180,78 @@ def test_a_step_reopened_after_it_ended_shows_again_and_ends_again_with_both_tim
         "#1 sha256:b 5B / 5B 0.2s done",
         "#1 DONE 0.2s",
     ]
+
+
+def test_steps_that_overlap_show_as_blocks_not_interleaved() -> None:
+    """As buildctl: a step begun while another's block is open waits for that block to end,
+    and a step that ends meanwhile is shown at once, whole."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:a", "load definition", started=T),
+                Vertex("sha256:b", "load ignore", started=T + 0.001),
+                VertexStatus(
+                    "transferring context:", "sha256:b", T + 0.002, current=2, completed=T + 0.002
+                ),
+                VertexStatus(
+                    "transferring dockerfile:",
+                    "sha256:a",
+                    T + 0.003,
+                    current=58,
+                    completed=T + 0.003,
+                ),
+                Vertex("sha256:a", "load definition", started=T, completed=T + 0.004),
+                Vertex("sha256:c", "RUN long", started=T + 0.01),
+                Vertex("sha256:d", "RUN short", started=T + 0.011),
+                VertexLog("sha256:d", T + 0.02, 1, b"short says\n"),
+                Vertex("sha256:b", "load ignore", started=T + 0.001, completed=T + 0.005),
+            ]
+        )
+    )
+    display(
+        SolveStatus.of([Vertex("sha256:d", "RUN short", started=T + 0.011, completed=T + 0.05)])
+    )
+    display(SolveStatus.of([Vertex("sha256:c", "RUN long", started=T + 0.01, completed=T + 1)]))
+    display.close()
+    assert out.getvalue().split("\n\n") == [
+        "#1 load definition\n#1 transferring dockerfile: 58B done\n#1 DONE 0.0s",
+        "#2 load ignore\n#2 transferring context: 2B done\n#2 DONE 0.0s",
+        "#3 RUN long\n#3 ...",
+        "#4 RUN short\n#4 0.009 short says\n#4 DONE 0.0s",
+        "#3 RUN long\n#3 DONE 1.0s\n",
+    ]
+
+
+def test_a_step_that_waits_is_shown_after_a_while_even_if_nothing_else_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a step printed while another's block was open waits at most about
+    SWITCH_AFTER, then shows, whether or not another record comes (a timer)."""
+    from llbkit.core.cli import progress_ui
+
+    monkeypatch.setattr(progress_ui, "SWITCH_AFTER", 0.2)
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:a", "RUN silent", started=T),
+                Vertex("sha256:b", "RUN chatty", started=T),
+                VertexLog("sha256:b", T + 0.01, 1, b"hello\n"),
+            ]
+        )
+    )
+    assert "hello" not in out.getvalue()  # waits behind the open block
+    deadline = time.monotonic() + 5
+    while "hello" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.getvalue().splitlines() == [
+        "#1 RUN silent",
+        "#1 ...",
+        "",
+        "#2 RUN chatty",
+        "#2 0.010 hello",
+    ]
+    display.close()

@@ -12,6 +12,7 @@ import codecs
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -128,8 +129,21 @@ class Display:
         """Finish the display once the build is over (may be called twice)."""
 
 
+#: how long a step's news waits while another step's block is open, at most (by the records'
+#: times): BuildKit's printer turns to another step after about that long (its anti-flicker)
+SWITCH_AFTER = 5.0
+
+
 class PlainDisplay(Display):
-    """BuildKit's ``--progress=plain``."""
+    """BuildKit's ``--progress=plain``.
+
+    As buildctl's printer, a step's block stays open while the step runs: what other running
+    steps show meanwhile waits (about :data:`SWITCH_AFTER` at most, a timer seeing to it when
+    no record comes) and is shown as one block of theirs, when the open one ends or when one
+    of them ends (a step that ended is shown at once, whole). Printing each record as it came
+    instead interleaves steps that overlap by a few milliseconds (``#1 ...``, ``#2 ...``,
+    ``#1`` again) where buildctl shows two blocks.
+    """
 
     def __init__(self, out: IO[str]) -> None:
         super().__init__(out)
@@ -139,6 +153,15 @@ class PlainDisplay(Display):
         #: sub-tasks just begun, by (vertex, id): BuildKit prints at most every 100 ms, so
         #: one that ends sooner shows only as ``done``
         self.begun: dict[tuple[str, str], VertexStatus] = {}
+        #: what other steps sent while one's block was open, by step, and since when
+        self.held: dict[str, list[ProgressEvent]] = {}
+        self.held_since: dict[str, float] = {}
+        #: the latest record's time, and when it came (by this process's clock)
+        self.last_time = 0.0
+        self.came = time.monotonic()
+        self.lock = threading.Lock()  # the timer shows what waited too long
+        self.timer: threading.Timer | None = None
+        self.closed = False
 
     def _switch(self, v: _Vertex) -> None:
         """Make ``v`` the vertex being printed: ``#N ...`` for the one left open, a header."""
@@ -157,7 +180,70 @@ class PlainDisplay(Display):
         self.out.write(f"#{v.index} {v.name}\n")
         self.current = v.digest
 
+    def _open(self) -> bool:
+        """Whether a step's block is open (shown, not ended)."""
+        v = self.vertices.get(self.current) if self.current else None
+        return v is not None and not v.done_printed
+
     def show(self, event: ProgressEvent) -> None:
+        with self.lock:
+            digest = event.digest if isinstance(event, Vertex) else event.vertex
+            when = (
+                event.completed or event.started if isinstance(event, Vertex) else event.timestamp
+            )
+            self.last_time, self.came = max(self.last_time, when or 0.0), time.monotonic()
+            if digest != self.current and self._open():
+                self.held.setdefault(digest, []).append(event)
+                self.held_since.setdefault(digest, self.last_time)
+                if isinstance(event, Vertex) and event.completed:
+                    self._release(digest)
+            else:
+                self._print(event)
+            self._release_overdue(self.last_time)
+            self._release_waiting()
+            self._arm()
+
+    def _release_overdue(self, now: float) -> None:
+        """Turn to the steps that have waited :data:`SWITCH_AFTER` (``now`` by the records')."""
+        for digest, since in list(self.held_since.items()):
+            if now - since >= SWITCH_AFTER:
+                self._release(digest)
+
+    def _arm(self) -> None:
+        if self.held and self.timer is None and not self.closed:
+            self.timer = threading.Timer(SWITCH_AFTER, self._expire)
+            self.timer.daemon = True  # never keeps the process (its exit joins the others)
+            self.timer.start()
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.timer = None
+            if self.closed:
+                return
+            # The records' time now: the latest one's, and what has passed since it came.
+            self._release_overdue(self.last_time + time.monotonic() - self.came)
+            self._release_waiting()
+            self.out.flush()
+            self._arm()
+
+    def _release(self, digest: str) -> None:
+        """Show what ``digest`` sent while it waited (its block opens, the open one left)."""
+        self.held_since.pop(digest, None)
+        for event in self.held.pop(digest, ()):
+            self._print(event)
+
+    def _release_waiting(self) -> None:
+        """No block open: the steps that waited are shown, those that ended first (in the
+        order they ended), then the first that waited, whose block stays open."""
+        while self.held and not self._open():
+            ended = {
+                digest: min(e.completed for e in events if isinstance(e, Vertex) and e.completed)
+                for digest, events in self.held.items()
+                if any(isinstance(e, Vertex) and e.completed for e in events)
+            }
+            self._release(min(ended, key=ended.__getitem__) if ended else next(iter(self.held)))
+
+    def _print(self, event: ProgressEvent) -> None:
         # By the records' own times: a replayed journal shows as the build did.
         when = event.completed or event.started if isinstance(event, Vertex) else event.timestamp
         self._flush_begun(when or time.time())
@@ -227,8 +313,16 @@ class PlainDisplay(Display):
                 self._status(self._vertex(event.vertex), event)
 
     def close(self, failed: bool = False) -> None:
-        self._flush_begun(None)
-        self.out.flush()
+        with self.lock:
+            self.closed = True
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            while self.held:
+                self.current = None  # the build is over: whatever waited is shown
+                self._release_waiting()
+            self._flush_begun(None)
+            self.out.flush()
 
     def _finish(self, v: _Vertex) -> None:
         if v.partial:
