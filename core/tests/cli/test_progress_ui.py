@@ -255,3 +255,13 @@ def test_a_step_that_waits_is_shown_after_a_while_even_if_nothing_else_comes(
         "#2 0.010 hello",
     ]
     display.close()
+
+
+def test_a_start_sent_again_after_the_end_does_not_reopen_the_step() -> None:
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(SolveStatus.of([Vertex("sha256:a", "step", started=T)]))
+    display(SolveStatus.of([Vertex("sha256:a", "step", started=T, completed=T + 0.3)]))
+    display(SolveStatus.of([Vertex("sha256:a", "step", started=T)]))  # a replay's copy
+    display.close()
+    assert out.getvalue().splitlines() == ["#1 step", "#1 DONE 0.3s"]

@@ -93,7 +93,12 @@ class Display:
         v = self._vertex(event.digest if isinstance(event, Vertex) else event.vertex)
         if isinstance(event, Vertex):
             v.name = event.name or v.name
-            if event.started and v.completed and not event.completed:
+            if (
+                event.started
+                and v.completed
+                and not event.completed
+                and event.started not in v.intervals  # not a start seen before, sent again
+            ):
                 # Reopened: running again, as BuildKit's display takes the step anew, until
                 # it ends again (its end then shown once more, with both times added).
                 v.started, v.completed, v.cached, v.done_printed = event.started, None, False, False
@@ -251,6 +256,8 @@ class PlainDisplay(Display):
         if isinstance(event, Vertex):
             if v.started is None and not v.cached and not v.completed:
                 return
+            if v.done_printed:
+                return  # ended and shown: a copy of a record changes nothing
             if v.completed:
                 self._flush_begun(None, event.digest)
             self._switch(v)
