@@ -69,6 +69,7 @@ def rebuild_steps(controller: Any, case: Case, registry: str, tmp: Path) -> list
     display = PlainDisplay(text)
     for event in outcome.events:
         display.show(event)
+    display.close()
     return progress_steps(text.getvalue(), registry)
 
 

@@ -34,6 +34,7 @@ def test_a_steps_output_is_shown_before_its_end_whatever_the_batch() -> None:
             ]
         )
     )
+    display.close()
     assert out.getvalue().splitlines() == [
         "#1 fail step",
         "#1 0.050 before-fail",
@@ -182,9 +183,9 @@ def test_a_step_reopened_after_it_ended_shows_again_and_ends_again_with_both_tim
     ]
 
 
-def test_steps_that_overlap_show_as_blocks_not_interleaved() -> None:
-    """As buildctl: a step begun while another's block is open waits for that block to end,
-    and a step that ends meanwhile is shown at once, whole."""
+def test_what_comes_within_100_ms_is_printed_as_buildctl_prints_a_batch() -> None:
+    """buildctl prints what came at most every 100 ms: the steps that ended in a batch come
+    first, in the order they ended, each as one block; a step still running after them."""
     out = io.StringIO()
     display = make_display("plain", out)
     display(
@@ -202,25 +203,48 @@ def test_steps_that_overlap_show_as_blocks_not_interleaved() -> None:
                     current=58,
                     completed=T + 0.003,
                 ),
-                Vertex("sha256:a", "load definition", started=T, completed=T + 0.004),
                 Vertex("sha256:c", "RUN long", started=T + 0.01),
+                Vertex("sha256:b", "load ignore", started=T + 0.001, completed=T + 0.004),
+                Vertex("sha256:a", "load definition", started=T, completed=T + 0.005),
                 Vertex("sha256:d", "RUN short", started=T + 0.011),
                 VertexLog("sha256:d", T + 0.02, 1, b"short says\n"),
-                Vertex("sha256:b", "load ignore", started=T + 0.001, completed=T + 0.005),
+                Vertex("sha256:d", "RUN short", started=T + 0.011, completed=T + 0.05),
             ]
         )
-    )
-    display(
-        SolveStatus.of([Vertex("sha256:d", "RUN short", started=T + 0.011, completed=T + 0.05)])
     )
     display(SolveStatus.of([Vertex("sha256:c", "RUN long", started=T + 0.01, completed=T + 1)]))
     display.close()
     assert out.getvalue().split("\n\n") == [
-        "#1 load definition\n#1 transferring dockerfile: 58B done\n#1 DONE 0.0s",
-        "#2 load ignore\n#2 transferring context: 2B done\n#2 DONE 0.0s",
-        "#3 RUN long\n#3 ...",
-        "#4 RUN short\n#4 0.009 short says\n#4 DONE 0.0s",
-        "#3 RUN long\n#3 DONE 1.0s\n",
+        "#1 load ignore\n#1 transferring context: 2B done\n#1 DONE 0.0s",
+        "#2 load definition\n#2 transferring dockerfile: 58B done\n#2 DONE 0.0s",
+        "#3 RUN short\n#3 0.009 short says\n#3 DONE 0.0s",
+        "#4 RUN long\n#4 DONE 1.0s\n",
+    ]
+
+
+def test_a_running_steps_block_stays_open_and_others_wait_for_it() -> None:
+    """A step's news while another's block is open waits for that block to end; a step that
+    ends meanwhile is shown at once, whole, and the open block is taken up again after it."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    for batch in (
+        [Vertex("sha256:c", "RUN long", started=T), VertexLog("sha256:c", T, 1, b"one\n")],
+        [Vertex("sha256:d", "RUN other", started=T + 0.2)],
+        [VertexLog("sha256:d", T + 0.4, 1, b"other says\n")],
+        [VertexLog("sha256:c", T + 0.6, 1, b"two\n")],
+        [Vertex("sha256:e", "RUN short", started=T + 0.8)],
+        [Vertex("sha256:e", "RUN short", started=T + 0.8, completed=T + 1.0)],
+        [VertexLog("sha256:c", T + 1.2, 1, b"three\n")],
+        [Vertex("sha256:c", "RUN long", started=T, completed=T + 1.4)],
+        [Vertex("sha256:d", "RUN other", started=T + 0.2, completed=T + 1.6)],
+    ):
+        display(SolveStatus.of(batch))
+    display.close()
+    assert out.getvalue().split("\n\n") == [
+        "#1 RUN long\n#1 0.000 one\n#1 0.600 two\n#1 ...",
+        "#2 RUN short\n#2 DONE 0.2s",
+        "#1 RUN long\n#1 1.200 three\n#1 DONE 1.4s",
+        "#3 RUN other\n#3 0.200 other says\n#3 DONE 1.4s\n",
     ]
 
 

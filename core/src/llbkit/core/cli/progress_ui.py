@@ -137,17 +137,25 @@ class Display:
 #: how long a step's news waits while another step's block is open, at most (by the records'
 #: times): BuildKit's printer turns to another step after about that long (its anti-flicker)
 SWITCH_AFTER = 5.0
+#: buildctl prints what came at most every 100 ms, and 150 ms after its last print at the latest
+BATCH = 0.1
+TICK = 0.15
+
+
+def _digest(event: ProgressEvent) -> str:
+    return event.digest if isinstance(event, Vertex) else event.vertex
 
 
 class PlainDisplay(Display):
     """BuildKit's ``--progress=plain``.
 
-    As buildctl's printer, a step's block stays open while the step runs: what other running
-    steps show meanwhile waits (about :data:`SWITCH_AFTER` at most, a timer seeing to it when
-    no record comes) and is shown as one block of theirs, when the open one ends or when one
-    of them ends (a step that ended is shown at once, whole). Printing each record as it came
-    instead interleaves steps that overlap by a few milliseconds (``#1 ...``, ``#2 ...``,
-    ``#1`` again) where buildctl shows two blocks.
+    As buildctl's printer: what comes is printed in batches, at most every :data:`BATCH` (by
+    the records' own times, a timer printing what waits when no record comes), the steps that
+    ended in a batch first, in the order they ended, each whole. A step's block stays open
+    while the step runs: what other running steps show meanwhile waits (about
+    :data:`SWITCH_AFTER` at most) and is shown as one block of theirs, when the open one ends.
+    Printing each record as it came instead interleaves steps that overlap by a few
+    milliseconds (``#1 ...``, ``#2 ...``, ``#1`` again) where buildctl shows two blocks.
     """
 
     def __init__(self, out: IO[str]) -> None:
@@ -158,14 +166,20 @@ class PlainDisplay(Display):
         #: sub-tasks just begun, by (vertex, id): BuildKit prints at most every 100 ms, so
         #: one that ends sooner shows only as ``done``
         self.begun: dict[tuple[str, str], VertexStatus] = {}
+        #: what came since the last batch was printed, and that batch's time (the records')
+        self.pending: list[ProgressEvent] = []
+        self.printed_at: float | None = None
+        #: the step whose block is open (its turn), though a step that ended may show between
+        self.keeper: str | None = None
         #: what other steps sent while one's block was open, by step, and since when
         self.held: dict[str, list[ProgressEvent]] = {}
         self.held_since: dict[str, float] = {}
         #: the latest record's time, and when it came (by this process's clock)
         self.last_time = 0.0
         self.came = time.monotonic()
-        self.lock = threading.Lock()  # the timer shows what waited too long
+        self.lock = threading.Lock()  # the timer prints what waits
         self.timer: threading.Timer | None = None
+        self.timer_due = 0.0
         self.closed = False
 
     def _switch(self, v: _Vertex) -> None:
@@ -185,28 +199,73 @@ class PlainDisplay(Display):
         self.out.write(f"#{v.index} {v.name}\n")
         self.current = v.digest
 
-    def _open(self) -> bool:
-        """Whether a step's block is open (shown, not ended)."""
-        v = self.vertices.get(self.current) if self.current else None
-        return v is not None and not v.done_printed
+    def _turn(self) -> bool:
+        """Whether a step's block is open (shown, not ended): others wait for it."""
+        v = self.vertices.get(self.keeper) if self.keeper else None
+        return v is not None and v.shown and not v.done_printed
 
     def show(self, event: ProgressEvent) -> None:
         with self.lock:
-            digest = event.digest if isinstance(event, Vertex) else event.vertex
             when = (
                 event.completed or event.started if isinstance(event, Vertex) else event.timestamp
             )
             self.last_time, self.came = max(self.last_time, when or 0.0), time.monotonic()
-            if digest != self.current and self._open():
-                self.held.setdefault(digest, []).append(event)
-                self.held_since.setdefault(digest, self.last_time)
-                if isinstance(event, Vertex) and event.completed:
-                    self._release(digest)
-            else:
-                self._print(event)
-            self._release_overdue(self.last_time)
-            self._release_waiting()
+            ticked = self.printed_at is not None and self.last_time >= self.printed_at + TICK
+            if self.pending and ticked:
+                # buildctl's ticker printed what waited before this record came
+                self.printed_at = (self.printed_at or 0.0) + TICK
+                self._print_batch()
+            self.pending.append(event)
+            if self.printed_at is None:
+                # The first batch starts with the first record (buildctl prints its first
+                # message at once, and the daemon's first holds the steps begun together).
+                self.printed_at = self.last_time
+            elif self.last_time - self.printed_at >= BATCH:
+                self.printed_at = self.last_time
+                self._print_batch()
             self._arm()
+
+    def _print_batch(self) -> None:
+        """Print what came since the last batch as buildctl does: the steps that ended first
+        (the open one before the others, then in the order they ended), then the open step's
+        news, then the rest in the order it came (waiting behind an open block)."""
+        events, self.pending = self.pending, []
+        last: dict[str, Vertex] = {}
+        for event in events:
+            if isinstance(event, Vertex):
+                last[event.digest] = event
+        ended = sorted((e.completed, d) for d, e in last.items() if e.completed)
+        order = [d for _, d in ended]
+        if self.keeper in order:
+            order.remove(self.keeper)
+            order.insert(0, self.keeper)
+        if self.keeper is not None and self.keeper not in order:
+            order.append(self.keeper)
+        by_step: dict[str, list[ProgressEvent]] = {}
+        for event in events:
+            by_step.setdefault(_digest(event), []).append(event)
+        for digest in order:
+            for event in by_step.pop(digest, ()):
+                self._route(event)
+        for event in events:
+            if _digest(event) in by_step:
+                self._route(event)
+        self._release_overdue(self.last_time)
+        self._release_waiting()
+        self.out.flush()
+
+    def _route(self, event: ProgressEvent) -> None:
+        """Print ``event``, or keep it while another step's block is open (a step that ended
+        is shown at once, whole, and the open block keeps its turn)."""
+        digest = _digest(event)
+        if digest != self.keeper and self._turn():
+            self.held.setdefault(digest, []).append(event)
+            self.held_since.setdefault(digest, self.last_time)
+            if isinstance(event, Vertex) and event.completed:
+                self._release(digest, turn=False)
+        else:
+            self._print(event)
+            self.keeper = digest
 
     def _release_overdue(self, now: float) -> None:
         """Turn to the steps that have waited :data:`SWITCH_AFTER` (``now`` by the records')."""
@@ -214,11 +273,38 @@ class PlainDisplay(Display):
             if now - since >= SWITCH_AFTER:
                 self._release(digest)
 
+    def _release(self, digest: str, *, turn: bool = True) -> None:
+        """Show what ``digest`` sent while it waited (its block opens; with ``turn``, the
+        others wait for it)."""
+        self.held_since.pop(digest, None)
+        for event in self.held.pop(digest, ()):
+            self._print(event)
+        if turn:
+            self.keeper = digest
+
+    def _release_waiting(self) -> None:
+        """No block open: the steps that waited are shown, those that ended first (in the
+        order they ended), then the first that waited, whose block stays open."""
+        while self.held and not self._turn():
+            ended = {
+                digest: min(e.completed for e in events if isinstance(e, Vertex) and e.completed)
+                for digest, events in self.held.items()
+                if any(isinstance(e, Vertex) and e.completed for e in events)
+            }
+            self._release(min(ended, key=ended.__getitem__) if ended else next(iter(self.held)))
+
     def _arm(self) -> None:
-        if self.held and self.timer is None and not self.closed:
-            self.timer = threading.Timer(SWITCH_AFTER, self._expire)
-            self.timer.daemon = True  # never keeps the process (its exit joins the others)
-            self.timer.start()
+        """A timer for what waits: the next batch's print, or a step waiting its turn."""
+        if self.closed or not (self.pending or self.held):
+            return
+        due = time.monotonic() + (TICK if self.pending else SWITCH_AFTER)
+        if self.timer is not None:
+            if self.timer_due <= due:
+                return
+            self.timer.cancel()
+        self.timer, self.timer_due = threading.Timer(due - time.monotonic(), self._expire), due
+        self.timer.daemon = True  # never keeps the process (its exit joins the others)
+        self.timer.start()
 
     def _expire(self) -> None:
         with self.lock:
@@ -226,27 +312,14 @@ class PlainDisplay(Display):
             if self.closed:
                 return
             # The records' time now: the latest one's, and what has passed since it came.
-            self._release_overdue(self.last_time + time.monotonic() - self.came)
+            now = self.last_time + time.monotonic() - self.came
+            if self.pending and now - (self.printed_at or 0.0) >= BATCH:
+                self.printed_at = now
+                self._print_batch()
+            self._release_overdue(now)
             self._release_waiting()
             self.out.flush()
             self._arm()
-
-    def _release(self, digest: str) -> None:
-        """Show what ``digest`` sent while it waited (its block opens, the open one left)."""
-        self.held_since.pop(digest, None)
-        for event in self.held.pop(digest, ()):
-            self._print(event)
-
-    def _release_waiting(self) -> None:
-        """No block open: the steps that waited are shown, those that ended first (in the
-        order they ended), then the first that waited, whose block stays open."""
-        while self.held and not self._open():
-            ended = {
-                digest: min(e.completed for e in events if isinstance(e, Vertex) and e.completed)
-                for digest, events in self.held.items()
-                if any(isinstance(e, Vertex) and e.completed for e in events)
-            }
-            self._release(min(ended, key=ended.__getitem__) if ended else next(iter(self.held)))
 
     def _print(self, event: ProgressEvent) -> None:
         # By the records' own times: a replayed journal shows as the build did.
@@ -325,8 +398,10 @@ class PlainDisplay(Display):
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
+            if self.pending:
+                self._print_batch()
             while self.held:
-                self.current = None  # the build is over: whatever waited is shown
+                self.keeper = None  # the build is over: whatever waited is shown
                 self._release_waiting()
             self._flush_begun(None)
             self.out.flush()
