@@ -289,3 +289,71 @@ def test_a_start_sent_again_after_the_end_does_not_reopen_the_step() -> None:
     display(SolveStatus.of([Vertex("sha256:a", "step", started=T)]))  # a replay's copy
     display.close()
     assert out.getvalue().splitlines() == ["#1 step", "#1 DONE 0.3s"]
+
+
+def test_a_step_found_cached_and_reopened_at_once_shows_as_one_block() -> None:
+    """Both in one of buildctl's batches: it sees the step running, then done, never cached
+    (a source found cached and reopened at once to fetch what a later step reads)."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    display(
+        SolveStatus.of(
+            [
+                Vertex("sha256:f", "FROM img", started=T),
+                Vertex("sha256:f", "FROM img", started=T, completed=T + 0.001, cached=True),
+                Vertex("sha256:f", "FROM img", started=T + 0.002),
+                VertexStatus("sha256:b", "sha256:f", T + 0.06, current=1, total=5, started=T),
+            ]
+        )
+    )
+    display(
+        SolveStatus.of(
+            [
+                VertexStatus(
+                    "sha256:b",
+                    "sha256:f",
+                    T + 0.4,
+                    current=5,
+                    total=5,
+                    started=T,
+                    completed=T + 0.4,
+                ),
+                Vertex("sha256:f", "FROM img", started=T + 0.002, completed=T + 0.5),
+            ]
+        )
+    )
+    display.close()
+    assert out.getvalue().splitlines() == [
+        "#1 FROM img",
+        "#1 sha256:b 1B / 5B 0.1s",
+        "#1 sha256:b 5B / 5B 0.4s done",
+        "#1 DONE 0.5s",
+    ]
+
+
+def test_a_sub_tasks_progress_shows_as_buildctl_throttles_it() -> None:
+    """One line per batch (its latest state), and only for 5 % more or 5 s later, or done."""
+    out = io.StringIO()
+    display = make_display("plain", out)
+    total = 1000
+    records = [Vertex("sha256:f", "FROM img", started=T)]
+    for n, done in enumerate((10, 20, 30, 200, 210, 220, 230, 240, 250, 260)):
+        when = T + 0.2 * (n + 1)
+        records.append(VertexStatus("blob", "sha256:f", when, current=done, total=total, started=T))
+    records.append(VertexStatus("blob", "sha256:f", T + 8, current=270, total=total, started=T))
+    records.append(
+        VertexStatus(
+            "blob", "sha256:f", T + 8.1, current=total, total=total, started=T, completed=T + 8.1
+        )
+    )
+    for record in records:
+        display(SolveStatus.of([record]))
+    display.close()
+    assert out.getvalue().splitlines() == [
+        "#1 FROM img",
+        "#1 blob 10B / 1.00kB 0.2s",
+        "#1 blob 200B / 1.00kB 0.8s",  # 20 and 30 were too little news
+        "#1 blob 250B / 1.00kB 1.8s",
+        "#1 blob 270B / 1.00kB 8.0s",  # 1 % more, but 5 s after the line before
+        "#1 blob 1.00kB / 1.00kB 8.1s done",
+    ]

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -146,6 +146,31 @@ def _digest(event: ProgressEvent) -> str:
     return event.digest if isinstance(event, Vertex) else event.vertex
 
 
+def _as_buildctl_sees(batch: list[ProgressEvent]) -> list[ProgressEvent]:
+    """A batch's records as buildctl's printer finds them, the latest state of each: a
+    sub-task's last record only, and a step that ended and began again in the batch (a source
+    found cached, reopened at once to fetch it) not ended in between."""
+    last_status: dict[tuple[str, str], int] = {}
+    for n, event in enumerate(batch):
+        if isinstance(event, VertexStatus):
+            last_status[event.vertex, event.id] = n
+    later_start: dict[str, float] = {}
+    seen: list[ProgressEvent] = []
+    for n in range(len(batch) - 1, -1, -1):
+        event = batch[n]
+        if isinstance(event, VertexStatus) and last_status[event.vertex, event.id] != n:
+            continue
+        if isinstance(event, Vertex):
+            again = later_start.get(event.digest)
+            if event.completed and again is not None and again != event.started:
+                event = replace(event, completed=None, cached=False)
+            elif event.started and not event.completed:
+                later_start[event.digest] = event.started
+        seen.append(event)
+    seen.reverse()
+    return seen
+
+
 class PlainDisplay(Display):
     """BuildKit's ``--progress=plain``.
 
@@ -166,6 +191,8 @@ class PlainDisplay(Display):
         #: sub-tasks just begun, by (vertex, id): BuildKit prints at most every 100 ms, so
         #: one that ends sooner shows only as ``done``
         self.begun: dict[tuple[str, str], VertexStatus] = {}
+        #: each sub-task's last progress shown, and when (buildctl shows 5 % or 5 s more)
+        self.shown_status: dict[tuple[str, str], tuple[int, float]] = {}
         #: what came since the last batch was printed, and that batch's time (the records')
         self.pending: list[ProgressEvent] = []
         self.printed_at: float | None = None
@@ -229,7 +256,7 @@ class PlainDisplay(Display):
         """Print what came since the last batch as buildctl does: the steps that ended first
         (the open one before the others, then in the order they ended), then the open step's
         news, then the rest in the order it came (waiting behind an open block)."""
-        events, self.pending = self.pending, []
+        events, self.pending = _as_buildctl_sees(self.pending), []
         last: dict[str, Vertex] = {}
         for event in events:
             if isinstance(event, Vertex):
@@ -361,6 +388,11 @@ class PlainDisplay(Display):
             if not (event.completed or event.current or event.total):
                 self.begun[key] = event
                 return
+            shown = self.shown_status.get(key)
+            if shown is not None and not event.completed:
+                progress = (event.current - shown[0]) / event.total if event.total > 0 else 0.0
+                if progress < 0.05 and event.timestamp - shown[1] < 5:
+                    return  # as buildctl: too little news since the line before
             self._status(v, event)
         else:
             self._switch(v)
@@ -381,6 +413,7 @@ class PlainDisplay(Display):
             took = f" {spent:.1f}s" if spent > 0.01 else ""
         done = " done" if event.completed else ""
         self.out.write(f"#{v.index} {event.id}{size}{took}{done}\n")
+        self.shown_status[event.vertex, event.id] = (event.current, event.timestamp)
 
     def _flush_begun(self, now: float | None, vertex: str = "") -> None:
         """Print the sub-tasks begun over 100 ms before ``now`` (all when ``None``), or only
