@@ -295,10 +295,11 @@ class PlainDisplay(Display):
             self.keeper = digest
 
     def _release_overdue(self, now: float) -> None:
-        """Turn to the steps that have waited :data:`SWITCH_AFTER` (``now`` by the records')."""
-        for digest, since in list(self.held_since.items()):
-            if now - since >= SWITCH_AFTER:
-                self._release(digest)
+        """Turn to the step that has waited longest, once it has waited :data:`SWITCH_AFTER`
+        (``now`` by the records'): one at a time, as buildctl turns to one per print."""
+        oldest = next(iter(self.held_since.items()), None)  # in the order they began to wait
+        if oldest is not None and now - oldest[1] >= SWITCH_AFTER:
+            self._release(oldest[0])
 
     def _release(self, digest: str, *, turn: bool = True) -> None:
         """Show what ``digest`` sent while it waited (its block opens; with ``turn``, the
@@ -310,15 +311,10 @@ class PlainDisplay(Display):
             self.keeper = digest
 
     def _release_waiting(self) -> None:
-        """No block open: the steps that waited are shown, those that ended first (in the
-        order they ended), then the first that waited, whose block stays open."""
+        """No block open: the steps that waited are shown in the order they began to wait
+        until one's block stays open (one that ended never waits: it is shown at once)."""
         while self.held and not self._turn():
-            ended = {
-                digest: min(e.completed for e in events if isinstance(e, Vertex) and e.completed)
-                for digest, events in self.held.items()
-                if any(isinstance(e, Vertex) and e.completed for e in events)
-            }
-            self._release(min(ended, key=ended.__getitem__) if ended else next(iter(self.held)))
+            self._release(next(iter(self.held)))
 
     def _arm(self) -> None:
         """A timer for what waits: the next batch's print, or a step waiting its turn."""
