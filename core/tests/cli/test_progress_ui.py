@@ -357,3 +357,29 @@ def test_a_sub_tasks_progress_shows_as_buildctl_throttles_it() -> None:
         "#1 blob 270B / 1.00kB 8.0s",  # 1 % more, but 5 s after the line before
         "#1 blob 1.00kB / 1.00kB 8.1s done",
     ]
+
+
+def test_what_a_step_sent_while_it_waited_comes_before_its_later_news() -> None:
+    out = io.StringIO()
+    display = make_display("plain", out)
+    for batch in (
+        [Vertex("sha256:a", "RUN a", started=T), VertexLog("sha256:a", T, 1, b"a1\n")],
+        [Vertex("sha256:b", "RUN b", started=T + 0.2), VertexLog("sha256:b", T + 0.2, 1, b"b1\n")],
+        [
+            Vertex("sha256:a", "RUN a", started=T, completed=T + 0.4),
+            VertexLog("sha256:b", T + 0.41, 1, b"b2\n"),
+        ],
+        [Vertex("sha256:b", "RUN b", started=T + 0.2, completed=T + 0.6)],
+    ):
+        display(SolveStatus.of(batch))
+    display.close()
+    assert out.getvalue().splitlines() == [
+        "#1 RUN a",
+        "#1 0.000 a1",
+        "#1 DONE 0.4s",
+        "",
+        "#2 RUN b",
+        "#2 0.000 b1",
+        "#2 0.210 b2",
+        "#2 DONE 0.4s",
+    ]

@@ -285,10 +285,13 @@ class PlainDisplay(Display):
         """Print ``event``, or keep it while another step's block is open (a step that ended
         is shown at once, whole, and the open block keeps its turn)."""
         digest = _digest(event)
-        if digest != self.keeper and self._turn():
+        if digest in self.held or (digest != self.keeper and self._turn()):
+            # After what it sent before, if that waits too.
             self.held.setdefault(digest, []).append(event)
             self.held_since.setdefault(digest, self.last_time)
-            if isinstance(event, Vertex) and event.completed:
+            if not self._turn():
+                self._release(digest)
+            elif isinstance(event, Vertex) and event.completed:
                 self._release(digest, turn=False)
         else:
             self._print(event)
