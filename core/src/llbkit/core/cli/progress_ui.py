@@ -188,9 +188,6 @@ class PlainDisplay(Display):
         self.current: str | None = None
         self.first = True
         self.count = 0
-        #: sub-tasks just begun, by (vertex, id): BuildKit prints at most every 100 ms, so
-        #: one that ends sooner shows only as ``done``
-        self.begun: dict[tuple[str, str], VertexStatus] = {}
         #: each sub-task's last progress shown, and when (buildctl shows 5 % or 5 s more)
         self.shown_status: dict[tuple[str, str], tuple[int, float]] = {}
         #: what came since the last batch was printed, and that batch's time (the records')
@@ -348,17 +345,12 @@ class PlainDisplay(Display):
             self._arm()
 
     def _print(self, event: ProgressEvent) -> None:
-        # By the records' own times: a replayed journal shows as the build did.
-        when = event.completed or event.started if isinstance(event, Vertex) else event.timestamp
-        self._flush_begun(when or time.time())
         v = self._update(event)
         if isinstance(event, Vertex):
             if v.started is None and not v.cached and not v.completed:
                 return
             if v.done_printed:
                 return  # ended and shown: a copy of a record changes nothing
-            if v.completed:
-                self._flush_begun(None, event.digest)
             self._switch(v)
             if v.completed and not v.done_printed:
                 self._finish(v)
@@ -382,12 +374,9 @@ class PlainDisplay(Display):
                 elif line:
                     v.partial, v.partial_stamp = line, line_stamp
         elif isinstance(event, VertexStatus):
-            key = (event.vertex, event.id)
-            self.begun.pop(key, None)
-            if not (event.completed or event.current or event.total):
-                self.begun[key] = event
-                return
-            shown = self.shown_status.get(key)
+            # A sub-task begun and ended within a batch shows only as done (the batch holds
+            # its last record); one still running when its batch is printed shows as begun.
+            shown = self.shown_status.get((event.vertex, event.id))
             if shown is not None and not event.completed:
                 progress = (event.current - shown[0]) / event.total if event.total > 0 else 0.0
                 if progress < 0.05 and event.timestamp - shown[1] < 5:
@@ -396,7 +385,6 @@ class PlainDisplay(Display):
         else:
             self._switch(v)
             self.out.write(f"#{v.index} WARN: {event.short}\n")
-        self.out.flush()
 
     def _status(self, v: _Vertex, event: VertexStatus) -> None:
         self._switch(v)
@@ -414,16 +402,6 @@ class PlainDisplay(Display):
         self.out.write(f"#{v.index} {event.id}{size}{took}{done}\n")
         self.shown_status[event.vertex, event.id] = (event.current, event.timestamp)
 
-    def _flush_begun(self, now: float | None, vertex: str = "") -> None:
-        """Print the sub-tasks begun over 100 ms before ``now`` (all when ``None``), or only
-        those of ``vertex``."""
-        for key, event in list(self.begun.items()):
-            if vertex and key[0] != vertex:
-                continue
-            if now is None or now - event.timestamp >= 0.1:
-                del self.begun[key]
-                self._status(self._vertex(event.vertex), event)
-
     def close(self, failed: bool = False) -> None:
         with self.lock:
             self.closed = True
@@ -435,7 +413,6 @@ class PlainDisplay(Display):
             while self.held:
                 self.keeper = None  # the build is over: whatever waited is shown
                 self._release_waiting()
-            self._flush_begun(None)
             self.out.flush()
 
     def _finish(self, v: _Vertex) -> None:
