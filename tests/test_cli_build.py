@@ -142,23 +142,33 @@ def test_bad_flags_are_one_clear_line(tmp_path: Path, args: tuple[str, ...], mes
 
 
 def test_a_dockerfile_build_without_its_directory_names_the_flag(tmp_path: Path) -> None:
-    """As buildctl shows it: the step that reads the Dockerfile fails, the .dockerignore read
-    beside it is canceled (the failed step's block follows), then one error line saying which
-    flag is missing."""
+    """As buildctl shows it: the .dockerignore read, begun first, and the read of the
+    Dockerfile fail (the failed steps' blocks follow), then one error line saying which flag
+    is missing."""
     done = llbkit(tmp_path / "root", "build", "--frontend", "dockerfile.v0", stdin=simple())
     assert done.returncode == 1
     lines = done.stderr.decode().splitlines()
-    assert lines[:2] == ["#1 [internal] load build definition from Dockerfile", lines[1]]
-    assert lines[1].startswith("#1 ERROR: ")
-    assert lines[2:4] == ["", "#2 [internal] load .dockerignore"]
+    assert lines[0] == "#1 [internal] load .dockerignore"
+    assert lines[1].startswith("#1 ERROR: ") and "use --local context=<path>" in lines[1]
+    assert lines[2:4] == ["", "#2 [internal] load build definition from Dockerfile"]
+    assert lines[4].startswith(("#2 ERROR: ", "#2 CANCELED")), lines
     block = lines.index("------")
-    assert lines[block - 1] in ("#2 CANCELED", "#2 DONE 0.0s"), lines  # it may be done first
-    assert lines[block : block + 3] == [
-        "------",
-        " > [internal] load build definition from Dockerfile:",
-        "------",
-    ]
-    assert lines[-1].startswith("error: ") and "use --local dockerfile=<path>" in lines[-1]
+    assert lines[block : block + 3] == ["------", " > [internal] load .dockerignore:", "------"]
+    assert lines[-1].startswith("error: ") and "use --local " in lines[-1]
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_a_dockerfile_build_that_never_reads_its_context_needs_none(tmp_path: Path) -> None:
+    """As with BuildKit: without ``--local context``, the .dockerignore read fails its own step
+    and the build goes on, since nothing else reads the context."""
+    (tmp_path / "df").mkdir()
+    (tmp_path / "df" / "Dockerfile").write_text("FROM scratch\nLABEL a=b\n")
+    args = ("build", "--frontend", "dockerfile.v0", "--local", f"dockerfile={tmp_path}/df")
+    done = llbkit(tmp_path / "root", *args)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert lines[:2] == ["#1 [internal] load .dockerignore", lines[1]]
+    assert lines[1].startswith("#1 ERROR: ") and "use --local context=<path>" in lines[1]
 
 
 def test_a_missing_local_directory_is_named(tmp_path: Path) -> None:

@@ -454,6 +454,35 @@ def test_a_transfer_shows_what_crossed_as_buildkit_counts_it(served: str, tmp_pa
     ), done.stderr
 
 
+def test_the_dockerfile_is_found_as_buildkit_finds_it(served: str, tmp_path: Path) -> None:
+    """Through the daemon, as BuildKit: a ``dockerfile`` when ``Dockerfile`` is missing, a
+    Dockerfile that is a symlink followed inside the folder that was sent, and a symlink that
+    leaves it resolved there too: never on the daemon's own disk (a client cannot have the
+    daemon read its files)."""
+    folder = tmp_path / "ctx"
+    (folder / "real").mkdir(parents=True)
+    (folder / "dockerfile").write_text("FROM scratch\nLABEL spelled=lower\n")
+    done = client(served, *_context_build_args(folder))
+    assert done.returncode == 0, done.stderr
+    assert b"load build definition from Dockerfile" in done.stderr
+    (folder / "dockerfile").unlink()
+    (folder / "real" / "Df").write_text("FROM scratch\nLABEL linked=yes\n")
+    (folder / "Dockerfile").symlink_to("real/Df")
+    done = client(served, *_context_build_args(folder))
+    assert done.returncode == 0, done.stderr
+    daemons_own = tmp_path / "daemon-side" / "Df"
+    daemons_own.parent.mkdir()
+    daemons_own.write_text("FROM scratch\nLABEL read=daemon-side\n")
+    (folder / "Dockerfile").unlink()
+    (folder / "Dockerfile").symlink_to(daemons_own)
+    done = client(served, *_context_build_args(folder))
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1] == (
+        "error: failed to solve: failed to read dockerfile: open Dockerfile: "
+        "no such file or directory"
+    )
+
+
 def _sleepers(marker: str) -> int:
     found = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
     return len(found.stdout.split())

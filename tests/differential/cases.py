@@ -477,3 +477,57 @@ case("order-unknown-before-base-expansion", "errors", "FROM ${X}\nFOO bar\n")
 case("order-unknown-before-meta-arg-expansion", "errors", "ARG A=${B\nFROM scratch\nFOO bar\n")
 case("order-stage-name-before-unknown", "errors", "FROM scratch AS 1x\nFOO bar\n")
 case("order-blank-base-after-parse", "errors", "FROM ${X}\nRUN true\n")
+# --- how the frontend finds its inputs ---------------------------------------------------------
+# Every combination of the layout (context and Dockerfile apart, or in one folder), the name the
+# build asks for (the ``filename`` option), where the Dockerfile really is, and which ignore
+# files exist: the context's ``.dockerignore`` and one beside the Dockerfile. ``COPY .`` shows
+# which ignore file applied (each excludes different files) and which files were read.
+_ASKED = ("", "Dockerfile", "dockerfile", "./Dockerfile", "sub/Dockerfile", "app.df")
+_AT = ("Dockerfile", "dockerfile", "sub/Dockerfile", "sub/dockerfile", "app.df")
+_IGNORES = ("none", "context", "beside", "both")
+
+
+def _slug(path: str) -> str:
+    return path.replace("./", "dot-").replace("/", "-").replace(".", "-") or "default"
+
+
+for _one in (False, True):
+    for _asked in _ASKED:
+        for _at in _AT:
+            for _ignore in _IGNORES:
+                case(
+                    f"inputs-{'one' if _one else 'two'}-{_slug(_asked)}-at-{_slug(_at)}-{_ignore}",
+                    "inputs",
+                    "FROM scratch\nCOPY . /out/\n",
+                    filename=_asked,
+                    dockerfile_at=_at,
+                    files={".dockerignore": "a.txt\n"} if _ignore in ("context", "both") else {},
+                    dockerfile_files=(
+                        {f"{_at}.dockerignore": "b.txt\ndir\n"}
+                        if _ignore in ("beside", "both")
+                        else {}
+                    ),
+                    one_folder=_one,
+                )
+# A Dockerfile or its ignore file that is a symlink: BuildKit follows the link inside the folder.
+_LINKED = {
+    "relative": {"Dockerfile": "real/Df"},
+    "dotdot": {"Dockerfile": "../../real/Df"},
+    "absolute": {"Dockerfile": "/real/Df"},
+    "chain": {"Dockerfile": "l2", "l2": "real/Df"},
+    "lower": {"dockerfile": "real/Df"},
+    "ignore-beside": {"Dockerfile": "real/Df", "Dockerfile.dockerignore": "ign"},
+    "dangling": {"Dockerfile": "nope"},
+    "directory": {"Dockerfile": "real"},
+}
+for _one in (False, True):
+    for _kind, _links in _LINKED.items():
+        case(
+            f"inputs-{'one' if _one else 'two'}-link-{_kind}",
+            "inputs",
+            "FROM scratch\nCOPY . /out/\n",
+            dockerfile_at="real/Df",
+            dockerfile_files={"ign": "b.txt\ndir\n"},
+            dockerfile_links=_links,
+            one_folder=_one,
+        )

@@ -34,6 +34,7 @@ CATEGORIES = (
     "stages",
     "heredoc",
     "errors",
+    "inputs",
 )
 
 
@@ -47,35 +48,62 @@ class Case:
     files: dict[str, str] = field(default_factory=dict)
     args: dict[str, str] = field(default_factory=dict)
     target: str = ""
+    #: the frontend's ``filename`` option (unset: BuildKit's default, ``Dockerfile``)
+    filename: str = ""
+    #: where the Dockerfile is written in its folder (unset: ``Dockerfile``)
+    dockerfile_at: str = ""
+    #: more files in the Dockerfile's folder, such as an ignore file beside it
+    dockerfile_files: dict[str, str] = field(default_factory=dict)
+    #: symlinks in the Dockerfile's folder: path -> target
+    dockerfile_links: dict[str, str] = field(default_factory=dict)
+    #: the context and the Dockerfile in one folder (``--local context=. --local dockerfile=.``)
+    one_folder: bool = False
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
-        return {k: v for k, v in found.items() if v not in ({}, "")}
+        return {k: v for k, v in found.items() if v not in ({}, "", False)}
 
     @classmethod
     def load(cls, data: dict[str, Any]) -> Case:
-        keys = ("name", "category", "dockerfile", "files", "args", "target")
+        keys = (
+            "name",
+            "category",
+            "dockerfile",
+            "files",
+            "args",
+            "target",
+            "filename",
+            "dockerfile_at",
+            "dockerfile_files",
+            "dockerfile_links",
+            "one_folder",
+        )
         return cls(**{k: data[k] for k in keys if k in data})
 
 
 def materialize(case: Case, where: Path, registry: str) -> tuple[Path, Path]:
     """The case's context and Dockerfile directories under ``where``, with fixed modes (a
     checkout's follow its umask)."""
-    ctx, dfdir = where / "context", where / "dockerfile"
+    ctx = where / "context"
+    dfdir = ctx if case.one_folder else where / "dockerfile"
     shutil.copytree(CONTEXT, ctx, symlinks=True)
-    for name, body in case.files.items():
-        path = ctx / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body)
-    for top, _dirs, files in os.walk(ctx):
+    dfdir.mkdir(exist_ok=True)
+    written = {case.dockerfile_at or "Dockerfile": substitute(case.dockerfile, registry)}
+    for folder, files in ((ctx, case.files), (dfdir, {**written, **case.dockerfile_files})):
+        for name, body in files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+    for name, target in case.dockerfile_links.items():
+        (dfdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (dfdir / name).symlink_to(target)
+    for top, _dirs, files in [*os.walk(ctx), *([] if case.one_folder else os.walk(dfdir))]:
         os.chmod(top, 0o755)
         for name in files:
             path = os.path.join(top, name)
             if not os.path.islink(path):
                 executable = os.stat(path).st_mode & 0o100
                 os.chmod(path, 0o755 if executable else 0o644)
-    dfdir.mkdir()
-    (dfdir / "Dockerfile").write_text(substitute(case.dockerfile, registry))
     return ctx, dfdir
 
 
@@ -90,6 +118,8 @@ def opts(case: Case, registry: str) -> dict[str, str]:
     found = {f"build-arg:{k}": substitute(v, registry) for k, v in case.args.items()}
     if case.target:
         found["target"] = case.target
+    if case.filename:
+        found["filename"] = case.filename
     return found
 
 
@@ -215,6 +245,8 @@ def error_cause(text: str, registry: str) -> str:
     text = re.sub(
         r"failed to compute cache key: failed to calculate checksum of ref \S+ ", "", text
     )
+    # The Dockerfile a build could not read, named as asked for, not in BuildKit's mount.
+    text = re.sub(r"(open|read) /tmp/buildkit-mount\d+/", r"\1 ", text)
     text = re.sub(
         r"lstat /tmp/buildkit-mount\d+(/\S*): no such file or directory",
         r'"\1": not found',

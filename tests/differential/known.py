@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KNOWN: dict[str, str] = {}
+_LINK_ERROR = (
+    "a Dockerfile that is a symlink to nothing or to a folder: llbkit says `open Dockerfile: "
+    "no such file or directory`; BuildKit names the link's target (`open nope: ...`) or says "
+    "`read real: is a directory`"
+)
+KNOWN: dict[str, str] = {
+    f"hand-inputs-{layout}-link-{kind}": _LINK_ERROR
+    for layout in ("one", "two")
+    for kind in ("dangling", "directory")
+}
 
 
 @dataclass(frozen=True)

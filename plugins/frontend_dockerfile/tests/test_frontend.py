@@ -60,6 +60,9 @@ class _Client:
         except KeyError:
             raise UserError(f"{context}: no file {path}") from None
 
+    async def read_files(self, context: str, paths: list[str], **_: object) -> dict[str, bytes]:
+        return {p: self.files[context, p] for p in paths if (context, p) in self.files}
+
     async def solve(self, definition: bytes) -> object:
         raise AssertionError("the dockerfile frontend does not solve")
 

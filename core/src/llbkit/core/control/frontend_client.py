@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import stat
 import tempfile
 import time
@@ -111,13 +112,33 @@ class EngineFrontendClient:
     async def read_file(
         self, context: str, path: str, *, progress: Callable[[int], None] | None = None
     ) -> bytes:
-        clean = path.strip("/")
+        found = await self.read_files(context, [path], progress=progress)
+        if path not in found:
+            raise UserError(f"{path}: not found in local directory {context!r}")
+        return found[path]
+
+    async def read_files(
+        self,
+        context: str,
+        paths: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, bytes]:
+        # Each path as BuildKit's local source follows it (a symlink's target comes too):
+        # relative to the directory, cleaned; a link resolved inside what came, never on the
+        # host that reads it.
+        clean = {path: posixpath.normpath("/" + path).lstrip("/") for path in paths}
         with tempfile.TemporaryDirectory(dir=self._tmp) as tmp:
-            await self._session.sync_local(context, Path(tmp), include=[clean], progress=progress)
-            target = Path(tmp, clean)
-            if not target.is_file():
-                raise UserError(f"{path}: not found in local directory {context!r}")
-            return target.read_bytes()
+            follow = sorted({name for name in clean.values() if name})
+            await self._session.sync_local(
+                context, Path(tmp), follow_paths=follow, progress=progress
+            )
+            found = {}
+            for path, name in clean.items():
+                target = resolve_in_root(Path(tmp), name) if name else None
+                if target is not None and target.is_file():
+                    found[path] = target.read_bytes()
+            return found
 
     async def solve(self, definition: bytes) -> Result:
         if is_empty_definition(definition):

@@ -74,6 +74,24 @@ class FrontendClient(Protocol):
         """
         ...
 
+    async def read_files(
+        self,
+        context: str,
+        paths: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, bytes]:
+        """Read those of ``paths`` that are files in the client's local directory ``context``,
+        in one transfer (BuildKit's local source following several paths: a Dockerfile, the
+        ignore file beside it and its other spelling), keyed by the path as given; a path
+        that is not there is left out.
+
+        Raises :class:`~llbkit.core.errors.UserError` when the directory cannot be read (the
+        client shares none of that name...). ``progress`` as for :meth:`read_file`, for the
+        one transfer.
+        """
+        ...
+
     async def solve(self, definition: bytes) -> Result:
         """Build a marshaled definition now; the result is held until the build ends."""
         ...

@@ -3,8 +3,10 @@ LLB and the image config."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -56,59 +58,70 @@ class DockerfileJob:
     async def _read_sources(self, client: FrontendClient) -> tuple[bytes, bytes, Parsed]:
         """The Dockerfile and its ignore file, read at once as BuildKit reads them (through a
         daemon each read is a round trip to the client), and the Dockerfile parsed: what the
-        parser warns of shows under the step that read it, as BuildKit shows it."""
-        ignore = b""
+        parser warns of shows under the step that read it, as BuildKit shows it.
+
+        As BuildKit's, the build definition is the Dockerfile (``dockerfile`` when a
+        ``Dockerfile`` is asked for and missing) and the ignore file beside it
+        (``<filename>.dockerignore``), which wins over the context's ``.dockerignore``; that
+        one is read in a step of its own, begun first."""
+        in_context: bytes | None = None
         name = self.options.filename
 
-        async def dockerignore() -> None:
-            nonlocal ignore
-            async with client.step("[internal] load .dockerignore") as step:
-                crossed: list[int] = []
-                for context, path in (
-                    (self.dockerfile_key, f"{name}.dockerignore"),
-                    (self.context_key, ".dockerignore"),
-                ):
-                    try:
-                        ignore = await client.read_file(context, path, progress=crossed.append)
-                        break
-                    except UserError:
-                        continue
-                # What crossed from the client, as BuildKit shows it (its last read's);
-                # the file's size when nothing crossed (an embedded build).
-                moved = crossed[-1] if crossed else len(ignore)
-                step.status(f"transferring {self.context_key}:", current=moved, done=True)
-
-        # The steps BuildKit shows for these reads, named and numbered as it names them.
-        base = name.rsplit("/", 1)[-1]
-        with one_error():
-            async with (
-                anyio.create_task_group() as reads,
-                client.step(f"[internal] load build definition from {base}") as step,
-            ):
-                reads.start_soon(dockerignore)
-                crossed: list[int] = []
-                try:
-                    data = await client.read_file(
-                        self.dockerfile_key, name, progress=crossed.append
+        async def context_ignore() -> None:
+            nonlocal in_context
+            # A context the client does not share fails this step, not the build (a build
+            # may never read its context), as BuildKit's frontend ignores that failure.
+            with contextlib.suppress(UserError):
+                async with client.step("[internal] load .dockerignore") as step:
+                    crossed: list[int] = []
+                    got = await client.read_files(
+                        self.context_key, [".dockerignore"], progress=crossed.append
                     )
-                except UserError as err:
-                    raise UserError(f"failed to read dockerfile {name}: {err}") from None
-                moved = crossed[-1] if crossed else len(data)
-                step.status(f"transferring {self.dockerfile_key}:", current=moved, done=True)
-                text = data.decode("utf-8", "replace")
-                try:
-                    parsed = parse(text, base) if text else None
-                except UserError as err:
-                    failed = err  # the Dockerfile's fault, not the read's: the step is done
-                else:
-                    failed = None
-                    for warning in parsed.warnings if parsed is not None else ():
-                        step.warn(warning.message, detail=warning.detail, url=warning.url)
+                    in_context = got.get(".dockerignore")
+                    # What crossed from the client, as BuildKit shows it; the file's size
+                    # when nothing crossed (an embedded build).
+                    moved = crossed[-1] if crossed else len(in_context or b"")
+                    step.status(f"transferring {self.context_key}:", current=moved, done=True)
+
+        with one_error():
+            async with anyio.create_task_group() as reads:
+                reads.start_soon(context_ignore)
+                await anyio.lowlevel.checkpoint()
+                async with client.step(f"[internal] load build definition from {name}") as step:
+                    folder, _, base = name.rpartition("/")
+                    # The other spelling Docker has always accepted (moby/moby#10858).
+                    lower = f"{folder}/dockerfile" if folder else "dockerfile"
+                    wanted = [name, f"{name}.dockerignore"]
+                    wanted += [lower] if base == "Dockerfile" else []
+                    crossed: list[int] = []
+                    try:
+                        got = await client.read_files(
+                            self.dockerfile_key, wanted, progress=crossed.append
+                        )
+                    except UserError as err:
+                        raise UserError(f"failed to read dockerfile: {err}") from None
+                    data = got.get(name, got.get(lower) if base == "Dockerfile" else None)
+                    beside = got.get(f"{name}.dockerignore")
+                    moved = crossed[-1] if crossed else len(data or b"") + len(beside or b"")
+                    step.status(f"transferring {self.dockerfile_key}:", current=moved, done=True)
+                    # A Dockerfile that is not there fails the build after this step, which
+                    # read the folder and is done, as BuildKit's is.
+                    failed: UserError | None = _missing(name) if data is None else None
+                    parsed: Parsed | None = None
+                    text = (data or b"").decode("utf-8", "replace")
+                    try:
+                        parsed = parse(text, name) if failed is None and text else None
+                    except UserError as err:
+                        failed = err  # the Dockerfile's fault, not the read's: the step is done
+                    else:
+                        for warning in parsed.warnings if parsed is not None else ():
+                            step.warn(warning.message, detail=warning.detail, url=warning.url)
         if failed is not None:
             raise failed
-        if parsed is None:
+        if parsed is None or data is None:
             raise UserError("the Dockerfile cannot be empty")
-        return data, ignore, parsed
+        ignore = beside if beside is not None else in_context
+        return data, ignore or b"", parsed
 
     async def solve(self, client: FrontendClient) -> FrontendOutput:
         for key in self.no_effect:
@@ -162,6 +175,12 @@ class DockerfileJob:
         if epoch:
             metadata["llbkit.source-date-epoch"] = epoch.encode()
         return FrontendOutput(definitions, metadata)
+
+
+def _missing(name: str) -> UserError:
+    """BuildKit's words for a Dockerfile that is not there, the path cleaned as it cleans it."""
+    where = posixpath.normpath("/" + name).lstrip("/")
+    return UserError(f"failed to read dockerfile: open {where}: no such file or directory")
 
 
 def _resolver(client: FrontendClient) -> ImageResolver:
