@@ -65,31 +65,15 @@ class FrontendClient(Protocol):
     async def read_file(
         self, context: str, path: str, *, progress: Callable[[int], None] | None = None
     ) -> bytes:
-        """Read ``path`` from the client's local directory ``context`` (``dockerfile``...).
-
-        Raises :class:`~llbkit.core.errors.UserError` when it is missing. ``progress(n)``, if
-        the file crosses a connection to come here (a daemon's session), says how many bytes
-        crossed, as :meth:`ClientIO.sync_local` counts them, the last time once all did (a
-        missing file too); it is not called when nothing crossed one.
-        """
+        """``path`` from the client's local directory ``context``; UserError if missing."""
         ...
 
     async def read_files(
-        self,
-        context: str,
-        paths: Sequence[str],
-        *,
-        progress: Callable[[int], None] | None = None,
+        self, context: str, paths: Sequence[str], *, progress: Callable[[int], None] | None = None
     ) -> dict[str, bytes]:
-        """Read those of ``paths`` that are files in the client's local directory ``context``,
-        in one transfer (BuildKit's local source following several paths: a Dockerfile, the
-        ignore file beside it and its other spelling), keyed by the path as given; a path
-        that is not there is left out.
-
-        Raises :class:`~llbkit.core.errors.UserError` when the directory cannot be read (the
-        client shares none of that name...). ``progress`` as for :meth:`read_file`, for the
-        one transfer.
-        """
+        """The files among ``paths`` in local directory ``context`` (links followed in it), in
+        one transfer; UserError if it cannot be read. ``progress(n)``: bytes crossed from a
+        daemon's client, as ``ClientIO.sync_local`` counts them."""
         ...
 
     async def solve(self, definition: bytes) -> Result:
@@ -133,9 +117,9 @@ class FrontendClient(Protocol):
         (``Dockerfile:12``)."""
 
     def step(self, name: str) -> AbstractAsyncContextManager[ProgressSink]:
-        """Show a step of the frontend's own work while the block runs, as BuildKit shows
-        ``[internal] load build definition from Dockerfile``; the sink reports its sub-tasks.
-        Steps given the same name are one step (a second read of it adds to the first)."""
+        """Show a step of the frontend's own work while the block runs (``[internal] load
+        build definition from Dockerfile``); the sink reports its sub-tasks. Steps given the
+        same name are one step."""
         ...
 
 
