@@ -531,3 +531,90 @@ for _one in (False, True):
             dockerfile_links=_links,
             one_folder=_one,
         )
+# --- the frontend's options (--opt) --------------------------------------------------------------
+# Each option BuildKit's dockerfile.v0 reads, one at a time, with values it takes and values it
+# refuses; a RUN shows what the container got (hostname, hosts, limits, /dev/shm, network).
+_PROBE = (
+    "FROM @BASE@\n"
+    "RUN mkdir /out && hostname > /out/hostname && cat /etc/hosts > /out/hosts"
+    " && ulimit -Sn > /out/nofile && ulimit -Hn > /out/nofile-hard"
+    " && ulimit -Su > /out/nproc && ulimit -Hu > /out/nproc-hard"
+    " && df -k /dev/shm | awk 'NR==2 {print $2}' > /out/shm"
+    " && (ls /sys/class/net | grep -qv '^lo$' && echo more || echo lo-only) > /out/net\n"
+)
+_OPTION_VALUES = {
+    "hostname": ["myhost", "UPPER.example", "a" * 63, ""],
+    "build-arg:BUILDKIT_SANDBOX_HOSTNAME": ["fromarg"],
+    "add-hosts": [
+        "a=1.2.3.4",
+        "a=1.2.3.4,B=::1",
+        "Host=10.0.0.1",
+        # (not a=…,b=… again: BuildKit's cache key leaves the addresses out)
+        '"c=1.2.3.4",d=5.6.7.8',
+        "a=1.2.3.4,a=5.6.7.8",
+        "a=notanip",
+        "justahost",
+        "a=1.2.3.4,",
+        "a = 1.2.3.4",
+        "",
+    ],
+    "ulimit": [
+        "nofile=1024:2048",
+        "nofile=512",
+        "nproc=100:200",
+        "nofile=1024:2048,nproc=50:60",
+        "nofile=2048:1024",
+        "bogus=1",
+        "nofile=abc",
+        "nofile",
+        "NOFILE=100",
+        "",
+    ],
+    "shm-size": ["134217728", "1048576", "0", "abc", "-1", "1m", ""],
+    "force-network-mode": ["none", "host", "sandbox", "bogus", ""],
+    "image-resolve-mode": ["pull", "local", "default", "bogus", ""],
+    "no-cache": ["", "true"],
+    "cgroup-parent": ["", "llbkit-test"],
+}
+for _key, _values in _OPTION_VALUES.items():
+    for _n, _value in enumerate(_values):
+        case(
+            f"options-{_key.replace(':', '-').replace('_', '-').lower()}-{_n}",
+            "options",
+            _PROBE,
+            options={_key: _value},
+        )
+case(
+    "options-hostname-and-arg",
+    "options",
+    _PROBE,
+    options={"hostname": "fromopt", "build-arg:BUILDKIT_SANDBOX_HOSTNAME": "fromarg"},
+)
+# What the image config shows: labels, the platform.
+_LABELLED = "FROM scratch\nLABEL a=dockerfile c=kept\n"
+for _n, _labels in enumerate(
+    [{"label:a": "opt"}, {"label:b": "x y"}, {"label:": "empty"}, {"label:e": ""}]
+):
+    case(f"options-label-{_n}", "options", _LABELLED, options=_labels)
+for _n, _platform in enumerate(
+    [
+        "linux/arm64",
+        "linux/arm/v7",
+        "linux/amd64/v2",
+        "windows/amd64",
+        "LINUX/AMD64",
+        "bogus",
+        "linux",
+        "darwin/arm64",
+        "linux/arm64/v8",
+        "",
+    ]
+):
+    case(f"options-platform-{_n}", "options", _LABELLED, options={"platform": _platform})
+case(
+    "options-disable-fileop",
+    "options",
+    _LABELLED,
+    options={"build-arg:BUILDKIT_DISABLE_FILEOP": "true"},
+)
+case("options-unknown-key", "options", _LABELLED, options={"nosuchoption": "1"})

@@ -35,6 +35,7 @@ CATEGORIES = (
     "heredoc",
     "errors",
     "inputs",
+    "options",
 )
 
 
@@ -50,6 +51,8 @@ class Case:
     target: str = ""
     #: the frontend's ``filename`` option (unset: BuildKit's default, ``Dockerfile``)
     filename: str = ""
+    #: other frontend options (``--opt key=value``)
+    options: dict[str, str] = field(default_factory=dict)
     #: where the Dockerfile is written in its folder (unset: ``Dockerfile``)
     dockerfile_at: str = ""
     #: more files in the Dockerfile's folder, such as an ignore file beside it
@@ -73,6 +76,7 @@ class Case:
             "args",
             "target",
             "filename",
+            "options",
             "dockerfile_at",
             "dockerfile_files",
             "dockerfile_links",
@@ -120,6 +124,7 @@ def opts(case: Case, registry: str) -> dict[str, str]:
         found["target"] = case.target
     if case.filename:
         found["filename"] = case.filename
+    found.update({k: substitute(v, registry) for k, v in case.options.items()})
     return found
 
 

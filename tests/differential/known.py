@@ -33,6 +33,12 @@ DELIBERATE: dict[str, Deliberate] = {
         "'unknown flag: security'), so a bad mode is refused as a bad mode",
         "dockerfile parse error on line 2: unsupported security mode bogus",
     ),
+    "hand-options-unknown-key": Deliberate(
+        "a frontend option dockerfile.v0 does not know is refused by name (a typo in --opt is "
+        "caught); BuildKit ignores it. What clients send for other parts of BuildKit (buildx's "
+        "vcs:source, buildctl's cache-imports, requestid) is taken",
+        "frontend dockerfile.v0: unknown option 'nosuchoption'",
+    ),
     "hand-copy-chmod-bad": Deliberate(
         "an invalid COPY --chmod is refused; BuildKit v0.11 ignores it silently",
         "Dockerfile:2: invalid chmod parameter 'abc'",

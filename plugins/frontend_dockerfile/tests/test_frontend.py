@@ -199,13 +199,13 @@ def test_options_without_effect_are_said_to_have_none() -> None:
     client = _Client({("dockerfile", "Dockerfile"): b"FROM scratch\n"})
 
     async def scenario() -> None:
-        attrs = {"shm-size": "1g", "attest:sbom": "", "target": ""}
+        attrs = {"contextsubdir": "x", "attest:sbom": "", "target": "", "vcs:source": "y"}
         job = await DockerfileFrontend(make_context("dockerfile.v0")).resolve(attrs)
         await job.solve(client)
 
     anyio.run(scenario)
     assert client.warnings == [
-        "frontend option shm-size has no effect in this release of llbkit",
+        "frontend option contextsubdir has no effect in this release of llbkit",
         "frontend option attest:sbom has no effect in this release of llbkit",
     ]
 

@@ -54,6 +54,7 @@ __all__ = ["BuildOptions", "Converted", "convert"]
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WINDOWS_PATH = "c:\\Windows\\System32;c:\\Windows"
 # What variable expansion may make in one Dockerfile, all words and RUN environments together.
 MAX_EXPANDED = 32 << 20
 #: the step that writes a heredoc's file, named as BuildKit names it
@@ -81,6 +82,8 @@ class BuildOptions:
     hostname: str = ""
     ulimits: list[tuple[str, int, int]] = field(default_factory=list)
     cgroup_parent: str = ""
+    #: the size of every RUN's ``/dev/shm`` (``shm-size``), in bytes; 0: the worker's own
+    shm_size: int = 0
     #: the client directory the build context is read from (``--opt contextkey=``)
     context_key: str = "context"
 
@@ -547,6 +550,12 @@ class _Converter:
             said = hint(ref, [*names, *COMMON_IMAGES])
             raise DockerfileError(f"{ref}: {err}{said}", self.snippet(inst)) from None
 
+    def empty_image(self, stage: _Stage) -> None:
+        """The config of a stage with no image: the target's default PATH (Windows' own)."""
+        path = WINDOWS_PATH if self.options.platform.os == "windows" else DEFAULT_PATH
+        stage.config = {"Env": [f"PATH={path}"], "WorkingDir": "/"}
+        stage.env = {"PATH": path}
+
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
         named = self.options.contexts.get(stage.base, "")
@@ -554,8 +563,7 @@ class _Converter:
             stage.base = named.removeprefix("docker-image://")
         elif named:
             stage.state = self.named_context(stage.base, inst)
-            stage.config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
-            stage.env = {"PATH": DEFAULT_PATH}
+            self.empty_image(stage)
             return
         parent = self.stage_named(stage.base)
         if parent is not None and parent.index < stage.index:
@@ -572,8 +580,7 @@ class _Converter:
             return
         if stage.base.lower() == "scratch":
             stage.state = llb.scratch()
-            stage.config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
-            stage.env = {"PATH": DEFAULT_PATH}
+            self.empty_image(stage)
             return
         digest, raw = await self._resolve(stage.base, inst)
         image = json.loads(raw)
@@ -742,8 +749,7 @@ class _Converter:
                 command += "".join(f"\n{h.content}{h.name}" for h in inst.heredocs)
             args = [*stage.shell, command]
             shown = " ".join([*stage.shell, command])
-        for spec in filter(None, flags.get("mount", "").split("\n")):
-            mounts.append(await self.mount(stage, inst, spec, visiting))
+        mounts += await self.run_mounts(stage, inst, flags.get("mount", ""), visiting)
         network = {"": "sandbox", "default": "sandbox", "none": "none", "host": "host"}.get(
             flags.get("network", "")
         )
@@ -780,13 +786,21 @@ class _Converter:
         with_args = f"|{len(seen)} {' '.join(seen)} " if seen else ""
         self.record(stage, f"RUN {with_args}{shown} # buildkit", False)
 
+    async def run_mounts(
+        self, stage: _Stage, inst: Instruction, specs: str, visiting: tuple[str, ...]
+    ) -> list[Any]:
+        """A RUN's ``--mount``s, then the ``/dev/shm`` of ``shm-size``, in BuildKit's order."""
+        found = [await self.mount(stage, inst, s, visiting) for s in specs.split("\n") if s]
+        if self.options.shm_size > 0:
+            found.append(llb.Tmpfs("/dev/shm", size=self.options.shm_size))
+        return found
+
     def sandbox(self, state: llb.State, stage: _Stage) -> llb.State:
         """The frontend options every RUN gets: hosts, hostname, ulimits, cgroup parent."""
         for host, ip in self.options.extra_hosts:
             state = state.with_extra_host(host, ip)
-        hostname = stage.args.get("BUILDKIT_SANDBOX_HOSTNAME") or self.options.hostname
-        if hostname:
-            state = state.with_hostname(hostname)
+        if self.options.hostname:
+            state = state.with_hostname(self.options.hostname)
         for name, soft, hard in self.options.ulimits:
             state = state.with_ulimit(name, soft, hard)
         if self.options.cgroup_parent:

@@ -22,6 +22,13 @@ from llbkit.plugins.frontend_dockerfile.convert import (
     convert,
     platform_key,
 )
+from llbkit.plugins.frontend_dockerfile.options import (
+    go_int64,
+    parse_extra_hosts,
+    parse_platforms,
+    parse_resolve_mode,
+    parse_ulimits,
+)
 from llbkit.plugins.frontend_dockerfile.parser import Parsed, detect_syntax, parse
 from llbkit.sdk import llb
 
@@ -43,8 +50,13 @@ OPTIONS = (
     "contextsubdir",
 )
 PREFIXES = ("build-arg:", "label:", "context:", "attest:")
+#: what clients send that BuildKit's frontend reads elsewhere or not at all: taken, unsaid
+#: (buildx's ``vcs:source``... for provenance, buildctl's ``cache-imports``); any other key
+#: is refused by name, where BuildKit ignores it
+PASSED = ("vcs:", "input-metadata:", "attest:", "cache-from", "cache-imports", "requestid")
+PASSED += ("frontend.caps", "cmdline")
 #: BuildKit options accepted so builds move over unchanged, but without effect here yet
-NO_EFFECT = ("image-resolve-mode", "shm-size", "contextsubdir")
+NO_EFFECT = ("image-resolve-mode", "contextsubdir")
 
 
 @dataclass(frozen=True)
@@ -213,15 +225,9 @@ def _full_name(ref: str) -> str:
         return ref
 
 
-def _platforms(text: str) -> list[llb.Platform]:
-    return [_platform(item) for item in text.split(",") if item.strip()]
-
-
-def _platform(text: str) -> llb.Platform:
-    parts = text.strip().split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise ConfigError(f"frontend option platform={text!r} is not os/arch[/variant]")
-    return llb.Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+def _go_bool(text: str) -> bool:
+    """``strconv.ParseBool``'s true (anything else, an error there, is false here too)."""
+    return text in ("1", "t", "T", "TRUE", "true", "True")
 
 
 class DockerfileFrontend:
@@ -241,41 +247,45 @@ class DockerfileFrontend:
                 options.labels[key[len("label:") :]] = value
             elif key.startswith("context:"):
                 options.contexts[key[len("context:") :]] = value
-            elif key.startswith("attest:"):
+            elif key.startswith(PASSED) or key in PASSED:
                 continue
             elif key not in OPTIONS:
                 raise UnknownOptionError(
                     "frontend dockerfile.v0", key, (*OPTIONS, *(p + "<name>" for p in PREFIXES))
                 )
+        if attrs.get("context"):
+            # BuildKit builds from that Git repository or URL: never the local context instead.
+            raise ConfigError(
+                f"frontend option context={attrs['context']}: a Git or HTTP build context is "
+                "not supported yet (use --local context=<path>)"
+            )
         options.filename = attrs.get("filename") or "Dockerfile"
         options.target = attrs.get("target", "")
+        # In BuildKit's order, so that the first bad value is the one refused.
+        if _go_bool(options.build_args.get("BUILDKIT_DISABLE_FILEOP", "")):
+            raise ConfigError(
+                'support for "build-arg:BUILDKIT_DISABLE_FILEOP" was removed in BuildKit 0.11'
+            )
         if attrs.get("platform"):
-            options.platforms = _platforms(attrs["platform"])
-            if options.platforms:
-                options.platform = options.platforms[0]
-        options.no_cache = "no-cache" in attrs
-        for item in filter(None, attrs.get("add-hosts", "").split(",")):
-            host, sep, ip = item.partition("=")
-            if not sep:
-                raise ConfigError(f"frontend option add-hosts: {item!r} is not host=ip")
-            options.extra_hosts.append((host.strip(), ip.strip()))
+            options.platforms = parse_platforms(attrs["platform"])
+            options.platform = options.platforms[0]
+        parse_resolve_mode(attrs.get("image-resolve-mode", ""))
+        options.extra_hosts = parse_extra_hosts(attrs.get("add-hosts", ""))
+        try:
+            options.shm_size = go_int64(attrs["shm-size"]) if attrs.get("shm-size") else 0
+        except ValueError as err:
+            raise ConfigError(f"failed to parse shm size: {err}") from None
+        options.ulimits = parse_ulimits(attrs.get("ulimit", ""))
         network = attrs.get("force-network-mode", "")
         if network not in ("", "none", "host", "sandbox"):
-            raise ConfigError(
-                f"frontend option force-network-mode={network!r}: none, host or sandbox"
-            )
+            raise ConfigError(f"invalid netmode {network}")
         options.network = "" if network == "sandbox" else network
-        options.hostname = attrs.get("hostname", "")
+        options.no_cache = "no-cache" in attrs
+        # BuildKit's build arg for the containers' host name wins over the option.
+        options.hostname = options.build_args.get("BUILDKIT_SANDBOX_HOSTNAME") or attrs.get(
+            "hostname", ""
+        )
         options.cgroup_parent = attrs.get("cgroup-parent", "")
-        for item in filter(None, attrs.get("ulimit", "").split(",")):
-            name, _, limits = item.partition("=")
-            soft, _, hard = limits.partition(":")
-            try:
-                options.ulimits.append((name, int(soft), int(hard or soft)))
-            except ValueError:
-                raise ConfigError(
-                    f"frontend option ulimit: {item!r} is not name=soft:hard"
-                ) from None
         return DockerfileJob(
             options,
             attrs.get("dockerfilekey") or "dockerfile",
