@@ -19,6 +19,9 @@ a ``RUN`` on the base fetches its layers, then the cases naming only busybox are
 together and each naming another base alone, after its own prune and warm-up. Every image's
 layers are then described by that image, as on a daemon that has built from it before.
 
+With --exports, records instead each export case (tests/differential/exports.py): the shared
+build exported with each exporter option, into tests/differential/vectors/exports/exports.json.
+
 With --progress, records instead buildctl's plain progress of a warm rebuild (each case built
 twice, the second build's steps kept: names and markers, see harness.progress_steps) for every
 recorded multi-stage case BuildKit builds, into tests/differential/vectors/progress/warm.json.
@@ -40,6 +43,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.differential import cases as handwritten  # noqa: E402
+from tests.differential.exports import (  # noqa: E402
+    CASES as EXPORT_CASES,
+)
+from tests.differential.exports import (  # noqa: E402
+    DOCKERFILE as EXPORT_DOCKERFILE,
+)
+from tests.differential.exports import (  # noqa: E402
+    EXPORTS,
+    WARM_OUTPUT,
+    ExportCase,
+    export_error,
+    export_result,
+    load_exports,
+    output_flag,
+)
 from tests.differential.harness import (  # noqa: E402
     BUILDKIT_VERSION,
     PROGRESS,
@@ -54,6 +72,7 @@ from tests.differential.harness import (  # noqa: E402
     progress_steps,
     push_images,
     result_of,
+    substitute,
 )
 
 #: the registry's port: one the buildkitd config says is plain HTTP (or --port)
@@ -153,6 +172,60 @@ def main_progress(buildctl: str, names: list[str], port: int) -> int:
     return 0
 
 
+def record_export(case: ExportCase, buildctl: str, registry: str) -> dict[str, Any]:
+    """What buildctl answers when it exports the shared build with ``case``'s output."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "build"
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(substitute(EXPORT_DOCKERFILE, registry))
+        dest, answer = Path(tmp) / "out", Path(tmp) / "metadata.json"
+        command = [
+            buildctl,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={folder}",
+            "--local",
+            f"dockerfile={folder}",
+            "--output",
+            output_flag(case, dest, registry),
+            "--metadata-file",
+            str(answer),
+        ]
+        done = subprocess.run(command, capture_output=True, check=False)
+        if done.returncode != 0:
+            lines = done.stderr.decode().strip().splitlines()
+            return {"error": export_error(lines[-1] if lines else "failed", registry)}
+        metadata = json.loads(answer.read_text()) if answer.exists() else {}
+        return export_result(metadata, dest, case, registry)
+
+
+def main_exports(buildctl: str, names: list[str], port: int) -> int:
+    from llbkit.sdk.testing.registry import LocalRegistry
+
+    chosen = [c for c in EXPORT_CASES if not names or c.name in names]
+    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=port) as reg:
+        push_images(reg.host)
+        record_export(ExportCase("warm", WARM_OUTPUT), buildctl, reg.host)
+        # One at a time, on a warm cache: each case is the export alone.
+        recorded = {
+            c.name: {**c.record(), "result": record_export(c, buildctl, reg.host)} for c in chosen
+        }
+    if names:
+        for case, result in load_exports():
+            recorded.setdefault(case.name, {**case.record(), "result": result})
+    document = {
+        "buildkit": BUILDKIT_VERSION,
+        "cases": [recorded[c.name] for c in EXPORT_CASES if c.name in recorded],
+    }
+    EXPORTS.parent.mkdir(exist_ok=True)
+    EXPORTS.write_text(json.dumps(document, indent=1) + "\n")
+    failing = sum("error" in item["result"] for item in document["cases"])
+    print(f"exports: {len(document['cases'])} cases, {failing} failing in BuildKit")
+    return 0
+
+
 def main() -> int:
     from llbkit.sdk.testing.registry import LocalRegistry
     from tests.differential.generate import generated
@@ -162,11 +235,14 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=220)
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--exports", action="store_true")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     buildctl = os.environ.get("BUILDCTL", "buildctl")
     if args.progress:
         return main_progress(buildctl, args.names, args.port)
+    if args.exports:
+        return main_exports(buildctl, args.names, args.port)
     everything = handwritten.CASES + generated(args.seed, args.count)
     names = [c.name for c in everything]
     dupes = {n for n in names if names.count(n) > 1}

@@ -181,12 +181,12 @@ def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
         assert json.loads(inspected.stdout)["Digest"] == meta["containerimage.digest"]
 
 
-def test_push_needs_a_name() -> None:
-    from llbkit.core.errors import ConfigError
+def test_push_without_a_name_pushes_nothing() -> None:
+    """As BuildKit: ``push=true`` with no ``name=`` is no error; there is nothing to push."""
     from llbkit.plugins.exporter_image.exporter import ImageExporter
 
-    with pytest.raises(ConfigError, match="push=true needs name="):
-        anyio.run(ImageExporter(make_context("image")).resolve, {"push": "true"})
+    job = anyio.run(ImageExporter(make_context("image")).resolve, {"push": "true"})
+    assert job.push and not job.opts.names
 
 
 @pytest.mark.root

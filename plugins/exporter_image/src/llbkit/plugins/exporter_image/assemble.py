@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llbkit.core.errors import ConfigError
+from llbkit.core.known_platforms import parse_platform
 from llbkit.core.plugins import (
     BuildResult,
     Compression,
@@ -39,6 +40,8 @@ LAYER_TYPES = {
 }
 
 
+#: the annotations that make BuildKit turn OCI media types on
+ANNOTATED_DESCRIPTORS = ("index", "index-descriptor", "manifest-descriptor")
 #: ``annotation[-index|-manifest|-index-descriptor|-manifest-descriptor][[platform]].key``
 ANNOTATION_KEY = re.compile(
     r"^annotation(?:-(index|manifest|index-descriptor|manifest-descriptor))?"
@@ -51,14 +54,18 @@ def _digest(data: bytes) -> str:
 
 
 def _bool(name: str, attrs: Mapping[str, str], default: bool) -> bool:
+    """Go's ``strconv.ParseBool``, an empty value true (BuildKit's ``parseBoolWithDefault``)."""
     if name not in attrs:
         return default
-    value = attrs[name].lower()
-    if value in ("", "true", "1"):
+    value = attrs[name]
+    if value in ("", "1", "t", "T", "TRUE", "true", "True"):
         return True
-    if value in ("false", "0"):
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
         return False
-    raise ConfigError(f"exporter option {name}={attrs[name]!r} is not true or false")
+    quoted = json.dumps(value, ensure_ascii=False)
+    raise ConfigError(
+        f"non-bool value specified for {name}: strconv.ParseBool: parsing {quoted}: invalid syntax"
+    )
 
 
 @dataclass
@@ -73,7 +80,6 @@ class CommitOptions:
     epoch: int | None = None
     rewrite_timestamp: bool = False
     annotations: dict[str, dict[str, str]] = field(default_factory=dict)
-    dangling_prefix: str = ""
 
     @classmethod
     def parse(cls, attrs: Mapping[str, str], *, oci_default: bool) -> CommitOptions:
@@ -82,11 +88,10 @@ class CommitOptions:
         compression = attrs.get("compression", "gzip") or "gzip"
         if compression not in ("gzip", "zstd", "uncompressed"):
             raise ConfigError(
-                f"exporter option compression={compression!r}: gzip, zstd or uncompressed"
+                f"unsupported compression type {compression} (exporter option compression: "
+                "gzip, zstd or uncompressed)"
             )
         opts.compression = compression  # type: ignore[assignment]  # checked just above
-        if opts.compression == "zstd":
-            opts.oci_mediatypes = True  # as BuildKit: zstd layers need OCI media types
         opts.level = compression_level(compression, attrs.get("compression-level", ""), "exporter")
         opts.force_compression = _bool("force-compression", attrs, False)
         opts.rewrite_timestamp = _bool("rewrite-timestamp", attrs, False)
@@ -100,9 +105,17 @@ class CommitOptions:
             if match is None:
                 continue
             kind, platform, name = match.groups()
+            if platform:
+                # Read as BuildKit reads it, so linux/x86_64 names the linux/amd64 image.
+                try:
+                    parsed = parse_platform(platform)
+                except ValueError as err:
+                    raise ConfigError(f"{err}: invalid argument") from None
+                platform = "/".join(part for part in parsed if part)
             where = f"{kind or 'manifest'}[{platform}]" if platform else kind or "manifest"
             opts.annotations.setdefault(where, {})[name] = value
-        opts.dangling_prefix = attrs.get("dangling-name-prefix", "")
+        if any(k.split("[")[0] in opts.annotations for k in ANNOTATED_DESCRIPTORS):
+            opts.oci_mediatypes = True  # as BuildKit: docker's types carry no such annotations
         return opts
 
     def annotations_for(self, kind: str, platform: str | None = None) -> dict[str, str]:
@@ -252,7 +265,9 @@ async def assemble(
         for entry in config["history"]:
             entry["created"] = created
     config_bytes = config_json(config)
-    oci = opts.oci_mediatypes
+    # zstd layers under OCI media types (BuildKit v0.11 names them with a type docker's
+    # manifest schema does not have); layers reused as gzip keep docker's when asked for.
+    oci = opts.oci_mediatypes or any(d.compression == "zstd" for d, _ in layers)
     manifest: dict[str, Any] = {
         "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
         "schemaVersion": 2,
@@ -268,7 +283,8 @@ async def assemble(
         ]
         or None,
     }
-    platform = next(iter(result.refs), _config_platform(config))
+    # Annotations for a platform apply to a multi-platform export's images only, as BuildKit's.
+    platform = next(iter(result.refs), None) if len(result.refs) > 1 else None
     if opts.annotations_for("manifest", platform):
         manifest["annotations"] = opts.annotations_for("manifest", platform)
     manifest_bytes = go_indented(manifest)
@@ -326,13 +342,21 @@ def created_text(moment: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
-def response(published: Any, names: list[str], *, dated: bool = False) -> dict[str, str]:
+def response(
+    published: Any, names: list[str], opts: CommitOptions, *, dated: bool = False
+) -> dict[str, str]:
     """The exporter response (``--metadata-file``) as BuildKit writes it; ``dated``: its
     descriptor carries the image's creation time, as BuildKit's oci and docker exporters give
     it (buildctl copies it into the index.json of a ``tar=false`` output)."""
     first = published.images[0][1]
     annotations = {"org.opencontainers.image.created": created_text(published.created)}
-    descriptor = published.descriptor(annotations if dated else None)
+    annotations = annotations if dated else {}
+    single = len(published.images) == 1
+    annotations |= opts.annotations_for("manifest-descriptor" if single else "index-descriptor")
+    descriptor = published.descriptor(dict(sorted(annotations.items())) or None)
+    if single:
+        # One image: its manifest's descriptor names its platform, as BuildKit's does.
+        descriptor["platform"] = _platform_of(published.images[0][0])
     found = {
         "containerimage.digest": published.digest,
         "containerimage.config.digest": first.config_digest,
@@ -392,6 +416,8 @@ async def publish(
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
     if len(result.refs) <= 1:
+        if opts.annotations_for("index") or opts.annotations_for("index-descriptor"):
+            raise ConfigError("index annotations not supported for single platform export")
         image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
         key = next(iter(result.refs), _config_platform(json.loads(image.config)))
         return Published(

@@ -30,7 +30,6 @@ from llbkit.core.plugins.imagestore import ImageStore
 from llbkit.core.reference import Reference, parse_reference
 from llbkit.plugins.exporter_image.assemble import (
     ANNOTATION_KEY,
-    OCI_INDEX,
     BlobSource,
     CommitOptions,
     Published,
@@ -62,6 +61,8 @@ OPTIONS = (
 )
 #: accepted so BuildKit scripts move over unchanged, but without effect here yet
 NO_EFFECT = (
+    # names an image kept in an image store with no name of its own (not an archive's)
+    "dangling-name-prefix",
     "buildinfo",
     "buildinfo-attrs",
     "attestation-inline",
@@ -100,24 +101,33 @@ def _layout_files(
     writes: ``index.json`` without a media type, its one manifest's platform named, and a
     ``manifest.json`` for ``docker load`` in both formats (tags only in docker's)."""
     names = opts.names
-    annotations: dict[str, str] = {"org.opencontainers.image.created": created}
     refs = _ref_names(names)
-    if refs:
-        annotations["io.containerd.image.name"] = str(refs[0])
-        annotations["org.opencontainers.image.ref.name"] = refs[0].tag or "latest"
-    elif opts.dangling_prefix:
-        annotations["io.containerd.image.name"] = f"{opts.dangling_prefix}@{published.digest}"
+    base: dict[str, str] = {"org.opencontainers.image.created": created}
     # The descriptor index.json holds: of the index, or of the single platform's manifest.
-    if len(published.images) > 1:
-        annotations.update(opts.annotations_for("index-descriptor"))
+    single = len(published.images) == 1
+    base.update(opts.annotations_for("manifest-descriptor" if single else "index-descriptor"))
+    if not tarball:
+        # A folder's index.json is written as buildctl writes it from the exporter's answer:
+        # the image named by its whole first name, "latest" when it has none.
+        named = [{**base, "org.opencontainers.image.ref.name": str(refs[0]) if refs else "latest"}]
     else:
-        annotations.update(opts.annotations_for("manifest-descriptor", published.images[0][0]))
-    top = published.descriptor(dict(sorted(annotations.items())))  # as Go writes a map
-    if tarball and len(published.images) == 1:
-        top["platform"] = _platform(published.images[0][1].config)
-    index: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [top]}
-    if tarball:
-        del index["mediaType"]
+        # An archive lists the image once per name, as containerd's archive writer does.
+        named = [
+            {
+                **base,
+                "io.containerd.image.name": str(ref),
+                "org.opencontainers.image.ref.name": ref.tag or "latest",
+            }
+            for ref in refs
+        ] or [base]
+    manifests = []
+    for entry in named:
+        top = published.descriptor(dict(sorted(entry.items())))  # as Go writes a map
+        if single:
+            top["platform"] = _platform(published.images[0][1].config)
+        manifests.append(top)
+    # Neither BuildKit's archive writer nor buildctl's folder writer names the index's type.
+    index: dict[str, object] = {"schemaVersion": 2, "manifests": manifests}
     files: list[tuple[str, BlobSource]] = [
         ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
         ("index.json", json.dumps(index, separators=(",", ":")).encode()),
@@ -279,7 +289,7 @@ class TarballJob:
             with tempfile.TemporaryDirectory() as tmp:
                 await anyio.to_thread.run_sync(_write_layout, files, Path(tmp))
                 await client.write_tree(self.dest, Path(tmp))
-            return response(published, self._names(), dated=True)
+            return response(published, self._names(), self.opts, dated=True)
         if self.dest != "-" and os.path.isdir(self.dest):
             raise ConfigError(
                 f"exporter {self.name}: dest={self.dest} is a directory; "
@@ -302,7 +312,7 @@ class TarballJob:
                 await anyio.to_thread.run_sync(_write_tar, files, writer)
                 await out.write(bytes(writer.buffer))  # what the last piece left
         info.progress.status("sending tarball", done=True)
-        return response(published, self._names(), dated=True)
+        return response(published, self._names(), self.opts, dated=True)
 
     def _names(self) -> list[str]:
         """The names as an archive's metadata gives them, as BuildKit's: normalized, tagged
@@ -376,14 +386,16 @@ class ImageJob:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
         published = self._published = await _published(result, self.opts, info)
         names = list(self.opts.names)
+        stored = False
         if self.store and info.image_store is not None:
             store = await info.image_store()
             if store is not None:
                 await _store(store, published, names, info)
+                stored = True
                 for name in names if self.unpack else ():  # as BuildKit: per name it stored
                     await _unpack(store, published, str(parse_reference(name)), info)
-        found = response(published, names)
-        if self.canonical and names:
+        found = response(published, names, self.opts)
+        if self.canonical and names and stored:
             # As BuildKit names images in its store: each name as given, then ``@digest``.
             found["image.name"] = ",".join([*names, *(f"{n}@{published.digest}" for n in names)])
         return found
@@ -395,7 +407,12 @@ class ImageJob:
         if self.registries is None:
             raise ConfigError("exporter image: this engine gives no registry access to push")
         published = self._published
+        if not self.opts.names:
+            # As BuildKit: nothing is named, so nothing is pushed (and the build succeeds).
+            info.progress.warn("exporter image: push=true without name= pushes nothing")
         for name in self.opts.names:
+            if self.by_digest and ":" in name.rsplit("/", 1)[-1].split("@", 1)[0]:  # a tag
+                raise UserError(f"failed to push {name}: can't push tagged ref {name} by digest")
             try:
                 async with self.registries.session(name, push=True, insecure=self.insecure) as repo:
                     await _push(repo, published, name, info, by_digest=self.by_digest)
@@ -545,8 +562,6 @@ class ImageExporter:
                 )
         opts = CommitOptions.parse(attrs, oci_default=False)
         push = _bool("push", attrs, False)
-        if push and not opts.names:
-            raise ConfigError(f"exporter {self.ctx.name}: push=true needs name=<registry/repo:tag>")
         return ImageJob(
             opts,
             push,
