@@ -323,3 +323,32 @@ def test_an_oci_exports_descriptor_carries_its_creation_time(tmp_path: Path) -> 
     created = "org.opencontainers.image.created"
     assert described["digest"] == written["digest"]
     assert described["annotations"] == {created: written["annotations"][created]}
+
+
+def test_annotations_for_a_platform_reach_that_platforms_manifest_only(tmp_path: Path) -> None:
+    """``annotation[linux/arm64].k``: the arm64 image of a multi-platform export (its platform
+    read as containerd reads it, so ``aarch64`` is arm64); a single-platform export takes
+    none of them, as BuildKit's."""
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    attrs = {"dest": "multi.tar", "annotation.a": "b", "annotation[linux/aarch64].k": "v"}
+
+    async def scenario() -> None:
+        job = await OCIExporter(make_context("oci")).resolve(attrs)
+        single = await OCIExporter(make_context("oci")).resolve({**attrs, "dest": "one.tar"})
+        with layered_result(tmp_path / "a", _tree(tmp_path)) as ref:
+            await job.export(BuildResult({"linux/amd64": ref, "linux/arm64": ref}), _info(client))
+            await single.export(BuildResult({"linux/amd64": ref}), _info(client))
+
+    anyio.run(scenario)
+    files = _files(client.outputs["multi.tar"])
+    (top,) = json.loads(files["index.json"])["manifests"]
+    index = json.loads(files["blobs/sha256/" + top["digest"].split(":")[1]])
+    found = {}
+    for entry in index["manifests"]:
+        manifest = json.loads(files["blobs/sha256/" + entry["digest"].split(":")[1]])
+        found[entry["platform"]["architecture"]] = manifest.get("annotations")
+    assert found == {"amd64": {"a": "b"}, "arm64": {"a": "b", "k": "v"}}
+    files = _files(client.outputs["one.tar"])
+    (top,) = json.loads(files["index.json"])["manifests"]
+    manifest = json.loads(files["blobs/sha256/" + top["digest"].split(":")[1]])
+    assert manifest["annotations"] == {"a": "b"}

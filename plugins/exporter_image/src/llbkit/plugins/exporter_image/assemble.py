@@ -222,11 +222,14 @@ async def assemble(
     epoch: int | None = None,
     moment: int | None = None,
     inline_cache: InlineCache | None = None,
+    platform: str | None = None,
 ) -> Image:
     """The image for a single-platform result (``result.single``).
 
     ``epoch`` is the source date epoch (see :func:`_epoch`), ``moment`` the image's creation
     time in seconds; :func:`publish` computes both once for every platform and the layout.
+    ``platform``: the image's platform within a multi-platform export, whose annotations for
+    that platform it takes (a single-platform export's are left out, as BuildKit's).
     """
     ref = result.single
     if ref is None and result.refs:
@@ -283,8 +286,6 @@ async def assemble(
         ]
         or None,
     }
-    # Annotations for a platform apply to a multi-platform export's images only, as BuildKit's.
-    platform = next(iter(result.refs), None) if len(result.refs) > 1 else None
     if opts.annotations_for("manifest", platform):
         manifest["annotations"] = opts.annotations_for("manifest", platform)
     manifest_bytes = go_indented(manifest)
@@ -439,7 +440,9 @@ async def publish(
         if config is not None:
             metadata["containerimage.config"] = config
         single = BuildResult({key: result.refs[key]}, metadata)
-        image = await assemble(single, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
+        image = await assemble(
+            single, opts, epoch=epoch, moment=moment, inline_cache=inline_cache, platform=key
+        )
         images.append((key, image))
     index: dict[str, Any] = {
         "mediaType": OCI_INDEX if opts.oci_mediatypes else DOCKER_LIST,
