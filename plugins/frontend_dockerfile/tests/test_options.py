@@ -77,3 +77,18 @@ def test_platforms_normalized_as_containerd() -> None:
     ]
     with pytest.raises(ConfigError, match='"a b" is an invalid component of "a b/x"'):
         parse_platforms("a b/x")
+
+
+def test_a_remote_context_is_refused_not_replaced_by_the_local_one() -> None:
+    """``--opt context=<git or https URL>``: BuildKit builds from there; llbkit says it cannot
+    yet, rather than building the local context in its place."""
+    import anyio
+
+    from llbkit.plugins.frontend_dockerfile.frontend import DockerfileFrontend
+    from llbkit.sdk.testing import make_context
+
+    frontend = DockerfileFrontend(make_context("dockerfile.v0"))
+    with pytest.raises(ConfigError, match="a Git or HTTP build context is not supported yet"):
+        anyio.run(frontend.resolve, {"context": "https://github.com/moby/buildkit.git"})
+    job = anyio.run(frontend.resolve, {"vcs:source": "x", "requestid": "r", "context": ""})
+    assert job.options.filename == "Dockerfile"

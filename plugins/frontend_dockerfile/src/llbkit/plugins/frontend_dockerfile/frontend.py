@@ -239,6 +239,12 @@ class DockerfileFrontend:
         self.ctx = ctx
 
     async def resolve(self, attrs: Mapping[str, str]) -> DockerfileJob:
+        if attrs.get("context"):
+            # BuildKit builds from that Git repository or URL: never the local context instead.
+            raise ConfigError(
+                f"frontend option context={attrs['context']}: a Git or HTTP build context is "
+                "not supported yet (use --local context=<path>)"
+            )
         options = BuildOptions()
         for key, value in attrs.items():
             if key.startswith("build-arg:"):
@@ -247,18 +253,12 @@ class DockerfileFrontend:
                 options.labels[key[len("label:") :]] = value
             elif key.startswith("context:"):
                 options.contexts[key[len("context:") :]] = value
-            elif key.startswith(PASSED) or key in PASSED:
+            elif key.startswith(PASSED) or key in (*PASSED, "context"):
                 continue
             elif key not in OPTIONS:
                 raise UnknownOptionError(
                     "frontend dockerfile.v0", key, (*OPTIONS, *(p + "<name>" for p in PREFIXES))
                 )
-        if attrs.get("context"):
-            # BuildKit builds from that Git repository or URL: never the local context instead.
-            raise ConfigError(
-                f"frontend option context={attrs['context']}: a Git or HTTP build context is "
-                "not supported yet (use --local context=<path>)"
-            )
         options.filename = attrs.get("filename") or "Dockerfile"
         options.target = attrs.get("target", "")
         # In BuildKit's order, so that the first bad value is the one refused.
