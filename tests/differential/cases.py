@@ -618,3 +618,20 @@ case(
     options={"build-arg:BUILDKIT_DISABLE_FILEOP": "true"},
 )
 case("options-unknown-key", "options", _LABELLED, options={"nosuchoption": "1"})
+# Docker's predefined proxy build args reach every RUN without an ARG (not the image's env).
+# Each RUN differs (its number): BuildKit's cache key leaves the proxies out, so one recorded
+# after another would be found cached.
+_PROXY_PROBE = "FROM @BASE@\nRUN mkdir /out && (env | grep -i _proxy= | sort || true) > /out/p{}\n"
+for _n, _proxies in enumerate(
+    [
+        {},
+        {"build-arg:HTTP_PROXY": "http://p:3128"},
+        {"build-arg:http_proxy": "http://lower:1", "build-arg:NO_PROXY": "a,b"},
+        {
+            "build-arg:Https_Proxy": "http://mixed:2",
+            "build-arg:ALL_PROXY": "socks5://s:1",
+            "build-arg:ftp_proxy": "ftp://f",
+        },
+    ]
+):
+    case(f"options-proxy-{_n}", "options", _PROXY_PROBE.format(_n), options=_proxies)

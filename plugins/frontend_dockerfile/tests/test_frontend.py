@@ -403,3 +403,18 @@ def test_a_dockerfile_without_instructions_shows_its_lines() -> None:
     with pytest.raises(DockerfileError, match="Dockerfile:1: file with no instructions") as info:
         anyio.run(job.solve, client)
     assert ">>> # only a comment" in info.value.source
+
+
+def test_build_args_the_frontend_reads_itself_are_not_unconsumed() -> None:
+    """BuildKit's own build args (BUILDKIT_*, SOURCE_DATE_EPOCH) and Docker's predefined
+    proxies need no ARG: only the others are said to be unused."""
+    client = _Client({("dockerfile", "Dockerfile"): b"FROM scratch\n"})
+    own = ("BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_CACHE_MOUNT_NS", "SOURCE_DATE_EPOCH")
+    attrs = {f"build-arg:{k}": "1" for k in (*own, "HTTP_PROXY", "no_proxy", "FOO")}
+
+    async def scenario() -> None:
+        job = await DockerfileFrontend(make_context("dockerfile.v0")).resolve(attrs)
+        await job.solve(client)
+
+    anyio.run(scenario)
+    assert client.warnings == ["One or more build-args [FOO] were not consumed"]

@@ -223,7 +223,7 @@ def _process(
     meta = exe.meta
     return ProcessSpec(
         args=list(meta.args),
-        env=[*meta.env, *secret_env],
+        env=[*meta.env, *_proxy_list(meta.proxy_env), *secret_env],
         cwd=meta.cwd or "/",
         user=meta.user,
         uid=uid,
@@ -367,3 +367,18 @@ def _go_quote(text: str) -> str:
     import json
 
     return json.dumps(text, ensure_ascii=False)
+
+
+def _proxy_list(proxies: pb.ProxyEnv) -> list[str]:
+    """An op's proxies as the process's environment, each in both cases, as BuildKit sets them."""
+    found = []
+    for name, value in (
+        ("http_proxy", proxies.http_proxy),
+        ("https_proxy", proxies.https_proxy),
+        ("ftp_proxy", proxies.ftp_proxy),
+        ("no_proxy", proxies.no_proxy),
+        ("all_proxy", proxies.all_proxy),
+    ):
+        if value:
+            found += [f"{name.upper()}={value}", f"{name}={value}"]
+    return found

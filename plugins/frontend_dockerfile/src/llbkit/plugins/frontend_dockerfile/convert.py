@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from llbkit.core.errors import UserError, source_block
+from llbkit.core.llb import pb
 from llbkit.core.patterns import clean
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
@@ -55,6 +56,12 @@ __all__ = ["BuildOptions", "Converted", "convert"]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WINDOWS_PATH = "c:\\Windows\\System32;c:\\Windows"
+#: build args Docker predefines (the proxies), which need no ARG
+PROXY_ARGS = frozenset(
+    f"{name}_PROXY" if upper else f"{name.lower()}_proxy"
+    for name in ("HTTP", "HTTPS", "FTP", "NO", "ALL")
+    for upper in (True, False)
+)
 # What variable expansion may make in one Dockerfile, all words and RUN environments together.
 MAX_EXPANDED = 32 << 20
 #: the step that writes a heredoc's file, named as BuildKit names it
@@ -136,6 +143,25 @@ class _Stage:
     #: have been named
     steps: int = 0
     stepped: int = 0
+
+
+def _proxy_env(build_args: Mapping[str, str]) -> pb.ProxyEnv | None:
+    """Docker's predefined proxy build args, any case, for every RUN: BuildKit hands them to the
+    process (not to the image, its history or the step's cache key)."""
+    found = {}
+    for key, value in build_args.items():
+        name = key.lower()
+        if name in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"):
+            found[name] = value
+    if not found:
+        return None
+    return pb.ProxyEnv(
+        http_proxy=found.get("http_proxy", ""),
+        https_proxy=found.get("https_proxy", ""),
+        ftp_proxy=found.get("ftp_proxy", ""),
+        no_proxy=found.get("no_proxy", ""),
+        all_proxy=found.get("all_proxy", ""),
+    )
 
 
 def platform_key(platform: llb.Platform) -> str:
@@ -765,6 +791,7 @@ class _Converter:
         options: dict[str, Any] = {
             "custom_name": f"{prefix}{self.shown(inst, stage, run=True, summary=summary)}",
             "description": {"llbkit.source": self.snippet(inst)},
+            "proxy_env": _proxy_env(self.options.build_args),
         }
         if network != "sandbox":
             options["network"] = network
@@ -1392,7 +1419,13 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     declared = set(converter.meta_args) | {
         name for stage in converter.stages for name in stage.declared
     }
-    unused = sorted(set(options.build_args) - declared)
+    # The frontend's own (BUILDKIT_*, SOURCE_DATE_EPOCH) and the proxies every RUN gets are
+    # read without an ARG: never unconsumed.
+    unused = sorted(
+        k
+        for k in set(options.build_args) - declared
+        if not k.startswith("BUILDKIT_") and k != "SOURCE_DATE_EPOCH" and k not in PROXY_ARGS
+    )
     # Docker's wording, a Go slice: [A B]
     listed = "[" + " ".join(unused) + "]"
     warnings = [f"One or more build-args {listed} were not consumed"] if unused else []
