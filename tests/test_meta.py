@@ -189,6 +189,7 @@ PUBLIC_CORE = {
     "units",
     "ocilayout",
     "gotar",
+    "known_platforms",
     "ahead",
 }
 
