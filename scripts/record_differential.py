@@ -96,11 +96,9 @@ def isolated_base(case: Case) -> str | None:
     return next((mark for mark in ISOLATED if mark in text), None)
 
 
-def _buildctl(
-    buildctl: str, case: Case, registry: str, dirs: tuple[Path, Path], out: str
-) -> list[str]:
-    """buildctl's command line building ``case`` (its context and Dockerfile folders) with
-    plain progress into OCI output ``out``."""
+def _buildctl(buildctl: str, dirs: tuple[Path, Path], *rest: str) -> list[str]:
+    """buildctl's command line building the Dockerfile of ``dirs`` (its context and Dockerfile
+    folders) with plain progress, then ``rest``."""
     ctx, dfdir = dirs
     return [
         buildctl,
@@ -113,16 +111,22 @@ def _buildctl(
         f"dockerfile={dfdir}",
         "--progress",
         "plain",
-        *(f"--opt={k}={v}" for k, v in opts(case, registry).items()),
-        "--output",
-        f"type=oci,dest={out}",
+        *rest,
     ]
+
+
+def _case_command(
+    buildctl: str, case: Case, registry: str, dirs: tuple[Path, Path], out: str
+) -> list[str]:
+    """buildctl building ``case`` into OCI output ``out``."""
+    options = (f"--opt={k}={v}" for k, v in opts(case, registry).items())
+    return _buildctl(buildctl, dirs, *options, "--output", f"type=oci,dest={out}")
 
 
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         dirs = materialize(case, Path(tmp), registry)
-        command = _buildctl(buildctl, case, registry, dirs, "-")
+        command = _case_command(buildctl, case, registry, dirs, "-")
         done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.decode().strip().splitlines()
@@ -138,7 +142,7 @@ def record_progress(case: Case, buildctl: str, registry: str) -> list[list[str]]
     """The steps buildctl shows when it builds ``case`` a second time."""
     with tempfile.TemporaryDirectory() as tmp:
         dirs = materialize(case, Path(tmp), registry)
-        command = _buildctl(buildctl, case, registry, dirs, f"{tmp}/out.tar")
+        command = _case_command(buildctl, case, registry, dirs, f"{tmp}/out.tar")
         for _ in range(2):
             done = subprocess.run(command, capture_output=True, check=False, text=True)
     return progress_steps(done.stderr, registry)
@@ -179,20 +183,10 @@ def record_export(case: ExportCase, buildctl: str, registry: str) -> dict[str, A
         folder.mkdir()
         (folder / "Dockerfile").write_text(substitute(EXPORT_DOCKERFILE, registry))
         dest, answer = Path(tmp) / "out", Path(tmp) / "metadata.json"
-        command = [
-            buildctl,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            f"context={folder}",
-            "--local",
-            f"dockerfile={folder}",
-            "--output",
-            output_flag(case, dest, registry),
-            "--metadata-file",
-            str(answer),
-        ]
+        flag = output_flag(case, dest, registry)
+        command = _buildctl(
+            buildctl, (folder, folder), "--output", flag, "--metadata-file", str(answer)
+        )
         done = subprocess.run(command, capture_output=True, check=False)
         if done.returncode != 0:
             lines = done.stderr.decode().strip().splitlines()

@@ -5,7 +5,7 @@ later pull."""
 from __future__ import annotations
 
 import json
-import platform as host
+import os
 import re
 
 __all__ = ["host_arch", "parse_platform", "platform_problem"]
@@ -65,7 +65,7 @@ def _quote(text: str) -> str:
 
 def host_arch() -> str:
     """The machine's architecture as Go names it (``GOARCH``)."""
-    return _normalize_arch(host.machine() or "amd64", "")[0]
+    return _normalize_arch(os.uname().machine or "amd64", "")[0]
 
 
 def parse_platform(text: str) -> tuple[str, str, str]:
