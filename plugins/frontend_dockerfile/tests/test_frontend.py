@@ -410,7 +410,7 @@ def test_build_args_the_frontend_reads_itself_are_not_unconsumed() -> None:
     proxies need no ARG: only the others are said to be unused."""
     client = _Client({("dockerfile", "Dockerfile"): b"FROM scratch\n"})
     own = ("BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_CACHE_MOUNT_NS", "SOURCE_DATE_EPOCH")
-    attrs = {f"build-arg:{k}": "1" for k in (*own, "HTTP_PROXY", "no_proxy", "FOO")}
+    attrs = {f"build-arg:{k}": "1" for k in (*own, "HTTP_PROXY", "no_proxy", "Ftp_Proxy", "FOO")}
 
     async def scenario() -> None:
         job = await DockerfileFrontend(make_context("dockerfile.v0")).resolve(attrs)

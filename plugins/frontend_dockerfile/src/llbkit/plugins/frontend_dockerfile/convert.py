@@ -56,12 +56,8 @@ __all__ = ["BuildOptions", "Converted", "convert"]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WINDOWS_PATH = "c:\\Windows\\System32;c:\\Windows"
-#: build args Docker predefines (the proxies), which need no ARG
-PROXY_ARGS = frozenset(
-    f"{name}_PROXY" if upper else f"{name.lower()}_proxy"
-    for name in ("HTTP", "HTTPS", "FTP", "NO", "ALL")
-    for upper in (True, False)
-)
+#: build args Docker predefines (the proxies, in any case), which need no ARG
+PROXIES = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 # What variable expansion may make in one Dockerfile, all words and RUN environments together.
 MAX_EXPANDED = 32 << 20
 #: the step that writes a heredoc's file, named as BuildKit names it
@@ -151,7 +147,7 @@ def _proxy_env(build_args: Mapping[str, str]) -> pb.ProxyEnv | None:
     found = {}
     for key, value in build_args.items():
         name = key.lower()
-        if name in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"):
+        if name in PROXIES:
             found[name] = value
     if not found:
         return None
@@ -1424,7 +1420,7 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     unused = sorted(
         k
         for k in set(options.build_args) - declared
-        if not k.startswith("BUILDKIT_") and k != "SOURCE_DATE_EPOCH" and k not in PROXY_ARGS
+        if not k.startswith("BUILDKIT_") and k != "SOURCE_DATE_EPOCH" and k.lower() not in PROXIES
     )
     # Docker's wording, a Go slice: [A B]
     listed = "[" + " ".join(unused) + "]"
