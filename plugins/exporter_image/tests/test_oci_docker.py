@@ -181,12 +181,28 @@ def test_push_then_pull_back(busybox_image: str, tmp_path: Path) -> None:
         assert json.loads(inspected.stdout)["Digest"] == meta["containerimage.digest"]
 
 
-def test_push_without_a_name_pushes_nothing() -> None:
-    """As BuildKit: ``push=true`` with no ``name=`` is no error; there is nothing to push."""
+def test_push_without_a_name_pushes_nothing(tmp_path: Path) -> None:
+    """As BuildKit: ``push=true`` with no ``name=`` is no error; there is nothing to push (this
+    engine has no registry access at all: asking for it would fail), and the build says so."""
+    from llbkit.core.plugins import BuildResult, ExportInfo
     from llbkit.plugins.exporter_image.exporter import ImageExporter
+    from llbkit.sdk.testing import MemoryClientIO, RecordingProgress, layered_result
 
-    job = anyio.run(ImageExporter(make_context("image")).resolve, {"push": "true"})
-    assert job.push and not job.opts.names
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    progress = RecordingProgress()
+    info = ExportInfo("ref", MemoryClientIO(tree_root=tmp_path / "client"), progress)
+
+    async def scenario() -> object:
+        job = await ImageExporter(make_context("image")).resolve({"push": "true"})
+        with layered_result(tmp_path / "layers", tree) as ref:
+            found = await job.export(BuildResult({"linux/amd64": ref}), info)
+            assert "image.name" not in found
+            return await job.finalize(info)
+
+    assert anyio.run(scenario) == {}
+    assert progress.warnings == ["exporter image: push=true without name= pushes nothing"]
 
 
 @pytest.mark.root

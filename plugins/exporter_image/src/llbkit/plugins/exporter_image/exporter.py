@@ -404,12 +404,13 @@ class ImageJob:
         """Push, once every exporter and cache exporter has run (as BuildKit orders it)."""
         if not self.push or self._published is None:
             return {}
-        if self.registries is None:
-            raise ConfigError("exporter image: this engine gives no registry access to push")
-        published = self._published
         if not self.opts.names:
             # As BuildKit: nothing is named, so nothing is pushed (and the build succeeds).
             info.progress.warn("exporter image: push=true without name= pushes nothing")
+            return {}
+        if self.registries is None:
+            raise ConfigError("exporter image: this engine gives no registry access to push")
+        published = self._published
         for name in self.opts.names:
             if self.by_digest and ":" in name.rsplit("/", 1)[-1].split("@", 1)[0]:  # a tag
                 raise UserError(f"failed to push {name}: can't push tagged ref {name} by digest")
