@@ -14,6 +14,7 @@ from typing import Any
 
 from llbkit.core.errors import ConfigError
 from llbkit.core.known_platforms import parse_platform
+from llbkit.core.llb.dot import go_quote
 from llbkit.core.plugins import (
     BuildResult,
     Compression,
@@ -62,9 +63,9 @@ def _bool(name: str, attrs: Mapping[str, str], default: bool) -> bool:
         return True
     if value in ("0", "f", "F", "FALSE", "false", "False"):
         return False
-    quoted = json.dumps(value, ensure_ascii=False)
     raise ConfigError(
-        f"non-bool value specified for {name}: strconv.ParseBool: parsing {quoted}: invalid syntax"
+        f"non-bool value specified for {name}: strconv.ParseBool: parsing {go_quote(value)}: "
+        "invalid syntax"
     )
 
 

@@ -5,11 +5,11 @@ platform parser, go-units' ulimits)."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
 from llbkit.core.errors import ConfigError
 from llbkit.core.known_platforms import parse_platform
+from llbkit.core.llb.dot import go_quote
 from llbkit.sdk import llb
 
 __all__ = [
@@ -31,18 +31,13 @@ _DECIMAL = re.compile(r"[+-]?[0-9]+")
 _EXTRANEOUS = 'parse error on line 1, column {}: extraneous or missing " in quoted-field'
 
 
-def _quote(text: str) -> str:
-    """Go's ``%q`` for the text these messages quote."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 def go_int64(text: str) -> int:
     """``strconv.ParseInt(text, 10, 64)``; its error as the message."""
     if not _DECIMAL.fullmatch(text):
-        raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: invalid syntax")
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(text)}: invalid syntax")
     value = int(text)
     if not -(1 << 63) <= value < 1 << 63:
-        raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: value out of range")
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(text)}: value out of range")
     return value
 
 
