@@ -7,6 +7,7 @@ from __future__ import annotations
 from textwrap import dedent
 
 from tests.differential.harness import Case
+from tests.differential.platforms import CASES as _platform_cases
 
 CASES: list[Case] = []
 
@@ -635,3 +636,6 @@ for _n, _proxies in enumerate(
     ]
 ):
     case(f"options-proxy-{_n}", "options", _PROXY_PROBE.format(_n), options=_proxies)
+
+# The platform a stage is built for (tests/differential/platforms.py).
+CASES += _platform_cases

@@ -23,6 +23,9 @@ IMAGES = {
     "@BASE@": "library/busybox",
     "@RICH@": "library/rich",
     "@NOPATH@": "library/nopath",
+    "@MULTI@": "library/multi",
+    "@NOAMD@": "library/noamd",
+    "@ARMONLY@": "library/armonly",
 }
 CATEGORIES = (
     "parser",
@@ -36,6 +39,7 @@ CATEGORIES = (
     "errors",
     "inputs",
     "options",
+    "platforms",
 )
 
 
@@ -309,12 +313,62 @@ def load_vectors() -> list[tuple[Case, dict[str, Any]]]:
 
 
 def push_images(registry: str) -> None:
-    """The images the cases name: busybox, the rich base, busybox whose config has no PATH."""
+    """The images the cases name: busybox, the rich base, busybox whose config has no PATH,
+    and the images of several platforms (:func:`push_platform_images`)."""
     from llbkit.sdk.testing.registry import busybox_layer, push_image, push_rich_base
 
     push_image(registry, "library/busybox:latest", [busybox_layer()])
     push_rich_base(registry)
     push_image(registry, "library/nopath:latest", [busybox_layer()], {"config": {"Cmd": ["sh"]}})
+    push_platform_images(registry)
+
+
+#: the platforms of ``library/multi`` (``library/noamd``: all but the first)
+PLATFORMS = (
+    {"os": "linux", "architecture": "amd64"},
+    {"os": "linux", "architecture": "arm64", "variant": "v8"},
+    {"os": "linux", "architecture": "arm", "variant": "v7"},
+)
+
+
+def push_platform_images(registry: str) -> None:
+    """Images whose platform a build shows: each platform's image is busybox (this machine's
+    binary, so that a RUN works whatever the platform says, as it does where no emulator is
+    installed) and a layer with ``/arch``, the platform's name; its config names it in
+    ``IMAGE_PLATFORM``, and a history entry describes each layer. ``library/multi`` is an
+    index of :data:`PLATFORMS`, ``library/noamd`` the same without amd64, and
+    ``library/armonly`` the arm64 image alone (a manifest, no index)."""
+    from llbkit.sdk.testing.registry import busybox_layer, layer_tar, push_image, push_index
+
+    base = busybox_layer()
+
+    def image(platform: dict[str, str]) -> tuple[list[bytes], dict[str, Any]]:
+        key = "/".join(platform.values())
+        layers = [base, layer_tar({"arch": f"{key}\n"})]
+        config = {
+            "config": {
+                "Env": [
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    f"IMAGE_PLATFORM={key}",
+                ],
+                "Cmd": ["/bin/sh"],
+            },
+            "history": [{"created_by": "busybox"}, {"created_by": f"arch {key}"}],
+        }
+        return layers, config
+
+    every = [(p, *image(p)) for p in PLATFORMS]
+    push_index(registry, "library/multi:latest", every)
+    push_index(registry, "library/noamd:latest", every[1:])
+    arm = PLATFORMS[1]
+    layers, config = image(arm)
+    push_image(
+        registry,
+        "library/armonly:latest",
+        layers,
+        {**config, "variant": arm["variant"]},
+        platform=(arm["os"], arm["architecture"]),
+    )
 
 
 #: how a step of plain progress ends

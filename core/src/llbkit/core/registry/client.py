@@ -579,7 +579,10 @@ class RegistryClient:
                     "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
                     for p in (m.get("platform") or {} for m in manifest.get("manifests", []))
                 )
-                raise RegistryError(f"{ref}: no image for {platform} (the index has: {have})")
+                raise RegistryError(
+                    f"no match for platform in manifest {digest}: not found (no image for "
+                    f"{platform} in {ref}; the index has: {have})"
+                )
             digest = str(chosen[0].get("digest"))
             if not _BLOB_DIGEST.fullmatch(digest):
                 raise RegistryError(f"{ref}: index names {digest[:100]!r}, not a digest")

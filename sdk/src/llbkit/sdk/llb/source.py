@@ -65,8 +65,9 @@ def go_json_list(items: Sequence[str]) -> str:
     return text
 
 
-def _state(op: SourceOp, platform: Platform | None = None) -> State:
-    return State(output=Output(op, 0), platform=platform)
+def _state(op: SourceOp) -> State:
+    # As Go's client: a source made for a platform makes the state's ops for it too.
+    return State(output=Output(op, 0), platform=op.options.platform)
 
 
 def source(identifier: str, attrs: dict[str, str] | None = None, **options: object) -> State:

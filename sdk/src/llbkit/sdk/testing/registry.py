@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["LocalRegistry", "busybox_layer", "layer_tar", "push_image"]
+__all__ = ["LocalRegistry", "busybox_layer", "layer_tar", "push_image", "push_index"]
 
 BUSYBOX_APPLETS = (
     "sh",
@@ -239,7 +239,78 @@ def push_image(
 ) -> str:
     """Push an image made of gzipped ``layers`` as ``registry/name``; return its manifest digest."""
     repo, _, tag = name.partition(":")
+    with httpx.Client(auth=auth, timeout=30) as client:
+        digest, _ = _push_manifest(
+            client,
+            f"http://{registry}",
+            repo,
+            tag or "latest",
+            layers=layers,
+            config=config,
+            platform=platform,
+        )
+    return digest
+
+
+def push_index(
+    registry: str,
+    name: str,
+    images: Sequence[tuple[Mapping[str, str], Sequence[bytes], Mapping[str, Any] | None]],
+) -> str:
+    """Push a multi-platform image as ``registry/name``: an OCI index of one manifest per
+    ``(platform, layers, config)`` (``platform`` as an index names it: ``os``,
+    ``architecture``, optional ``variant``); return the index's digest."""
+    repo, _, tag = name.partition(":")
     base = f"http://{registry}"
+    entries = []
+    with httpx.Client(timeout=30) as client:
+        for platform, layers, config in images:
+            pair = (platform["os"], platform["architecture"])
+            variant = {"variant": platform["variant"]} if platform.get("variant") else {}
+            digest, size = _push_manifest(
+                client,
+                base,
+                repo,
+                None,
+                layers=layers,
+                config={**variant, **(config or {})},
+                platform=pair,
+            )
+            entries.append(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest,
+                    "size": size,
+                    "platform": dict(platform),
+                }
+            )
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": entries,
+            }
+        ).encode()
+        put = client.put(
+            f"{base}/v2/{repo}/manifests/{tag or 'latest'}",
+            content=body,
+            headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+        )
+        put.raise_for_status()
+    return _digest(body)
+
+
+def _push_manifest(
+    client: httpx.Client,
+    base: str,
+    repo: str,
+    tag: str | None,
+    *,
+    layers: Sequence[bytes],
+    config: Mapping[str, Any] | None,
+    platform: tuple[str, str],
+) -> tuple[str, int]:
+    """Push an image's blobs and manifest (under ``tag``, else by digest): its digest, size."""
     diff_ids = [_digest(gzip.decompress(layer)) for layer in layers]
     image_config = {
         "architecture": platform[1],
@@ -252,32 +323,31 @@ def push_image(
         **(config or {}),
     }
     config_bytes = json.dumps(image_config).encode()
-    with httpx.Client(auth=auth, timeout=30) as client:
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _upload(client, base, repo, config_bytes),
-                "size": len(config_bytes),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _upload(client, base, repo, layer),
-                    "size": len(layer),
-                }
-                for layer in layers
-            ],
-        }
-        body = json.dumps(manifest).encode()
-        put = client.put(
-            f"{base}/v2/{repo}/manifests/{tag or 'latest'}",
-            content=body,
-            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-        )
-        put.raise_for_status()
-    return _digest(body)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _upload(client, base, repo, config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": _upload(client, base, repo, layer),
+                "size": len(layer),
+            }
+            for layer in layers
+        ],
+    }
+    body = json.dumps(manifest).encode()
+    put = client.put(
+        f"{base}/v2/{repo}/manifests/{tag or _digest(body)}",
+        content=body,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    put.raise_for_status()
+    return _digest(body), len(body)
 
 
 def registry_env(home: Path, registry: str, user: str, password: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from llbkit.core.errors import UserError, source_block
+from llbkit.core.known_platforms import parse_platform
 from llbkit.core.llb import pb
 from llbkit.core.patterns import clean
 from llbkit.plugins.frontend_dockerfile.config import (
@@ -122,9 +123,12 @@ class _Stage:
     index: int
     name: str
     base: str
-    platform: str
+    #: the platform ``FROM --platform`` names (None: the target's)
+    platform: llb.Platform | None
     instructions: list[Instruction]
     state: llb.State | None = None
+    #: the platform fields of the stage's image config (its base image's, or the target's)
+    image_platform: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -205,7 +209,7 @@ class _Converter:
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
         #: what :meth:`resolve_ahead` found for each base image: its digest and config, or
         #: why it could not be resolved (raised where the stage is built)
-        self.ahead: dict[str, tuple[str, bytes] | Exception] = {}
+        self.ahead: dict[tuple[str, llb.Platform], tuple[str, bytes] | Exception] = {}
 
     def follow_context_paths(self) -> None:
         """Name what the build reads of the context as its follow paths, as BuildKit does once
@@ -287,13 +291,8 @@ class _Converter:
                 base = self.word(inst, words[0], self.meta_args)
                 if not base:
                     raise self.fail(inst, f"base name ({words[0]}) should not be blank")
-                current = _Stage(
-                    len(self.stages),
-                    name,
-                    base,
-                    self.word(inst, flags.get("platform", ""), self.meta_args),
-                    [inst],
-                )
+                platform = self.stage_platform(inst, flags.get("platform", ""))
+                current = _Stage(len(self.stages), name, base, platform, [inst])
                 self.stages.append(current)
             elif current is None:
                 if inst.keyword != "ARG":
@@ -313,6 +312,24 @@ class _Converter:
             # BuildKit v0.11 crashes on a Dockerfile of only ARGs; this is its wording otherwise.
             raise DockerfileError(f"{self.filename}: no build stage in current context")
         self.states = self.dispatch_states()
+
+    def stage_platform(self, inst: Instruction, given: str) -> llb.Platform | None:
+        """``FROM --platform``'s value, expanded with the meta ARGs (the automatic platform
+        ARGs among them) and normalized as containerd does; None when not given (an empty
+        expansion is an error, as in BuildKit)."""
+        if not given:
+            return None
+        text = self.word(inst, given, self.meta_args)
+        try:
+            return llb.Platform(*parse_platform(text))
+        except ValueError as err:
+            raise self.fail(
+                inst, f"failed to parse platform {text}: {err}: invalid argument"
+            ) from None
+
+    def platform_of(self, stage: _Stage) -> llb.Platform:
+        """The platform a stage's image is resolved and its steps are built for."""
+        return stage.platform or self.options.platform
 
     def check_from(self, inst: Instruction) -> None:
         """What BuildKit refuses while reading a FROM: its arguments and its stage's name."""
@@ -522,28 +539,29 @@ class _Converter:
         every reachable stage's image before it converts one: a Dockerfile ``FROM`` two
         images waits for the slower registry answer, not for both in turn. The first that
         fails is the build's error (said with its ``FROM`` line); the others are cancelled."""
-        refs: dict[str, Instruction] = {}
+        refs: dict[tuple[str, llb.Platform], Instruction] = {}
         for stage in needed:
             if ref := self.image_base(stage):
-                refs.setdefault(ref, stage.instructions[0])
+                refs.setdefault((ref, self.platform_of(stage)), stage.instructions[0])
         if len(refs) < 2:
             return  # nothing to overlap: the stage asks for its own when it is built
-        failed: list[str] = []
+        failed: list[tuple[str, llb.Platform]] = []
 
-        async def one(ref: str) -> None:
+        async def one(key: tuple[str, llb.Platform]) -> None:
             try:
-                self.ahead[ref] = await self.resolve(ref, self.options.platform)
+                self.ahead[key] = await self.resolve(*key)
             except Exception as err:
-                self.ahead[ref] = err
+                self.ahead[key] = err
                 if not failed:
-                    failed.append(ref)
+                    failed.append(key)
                     resolving.cancel_scope.cancel()
 
         async with anyio.create_task_group() as resolving:
-            for ref in refs:
-                resolving.start_soon(one, ref)
+            for key in refs:
+                resolving.start_soon(one, key)
         if failed:
-            await self._resolve(failed[0], refs[failed[0]])  # raises, as the stage would
+            ref, platform = failed[0]
+            await self._resolve(ref, refs[failed[0]], platform)  # raises, as the stage would
 
     def image_base(self, stage: _Stage) -> str:
         """The image a stage's ``FROM`` names (after any named context), or "" for a stage,
@@ -557,13 +575,17 @@ class _Converter:
             return ""
         return "" if stage.base.lower() == "scratch" else stage.base
 
-    async def _resolve(self, ref: str, inst: Instruction) -> tuple[str, bytes]:
-        """The digest and config of image ``ref``, for ``inst`` (a FROM, or a --from)."""
+    async def _resolve(
+        self, ref: str, inst: Instruction, platform: llb.Platform | None = None
+    ) -> tuple[str, bytes]:
+        """The digest and config of image ``ref`` for ``platform`` (else the target's), for
+        ``inst`` (a FROM, or a --from)."""
+        platform = platform or self.options.platform
         try:
-            found = self.ahead.get(ref)
+            found = self.ahead.get((ref, platform))
             if isinstance(found, Exception):
                 raise found
-            return found or await self.resolve(ref, self.options.platform)
+            return found or await self.resolve(ref, platform)
         except Exception as err:
             # The registry's message after the name as written, as BuildKit words it (the
             # lines of the Dockerfile show where; the message names no line), and its hint
@@ -574,9 +596,11 @@ class _Converter:
 
     def empty_image(self, stage: _Stage) -> None:
         """The config of a stage with no image: the target's default PATH (Windows' own)."""
-        path = WINDOWS_PATH if self.options.platform.os == "windows" else DEFAULT_PATH
+        target = self.options.platform
+        path = WINDOWS_PATH if target.os == "windows" else DEFAULT_PATH
         stage.config = {"Env": [f"PATH={path}"], "WorkingDir": "/"}
         stage.env = {"PATH": path}
+        stage.image_platform = _platform_fields(target)
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
@@ -592,6 +616,7 @@ class _Converter:
             await self.build(parent, visiting)
             assert parent.state is not None
             stage.state = parent.state
+            stage.image_platform = dict(parent.image_platform)
             stage.config = json.loads(json.dumps(parent.config))
             stage.history = list(parent.history)
             stage.env = dict(parent.env)
@@ -604,8 +629,12 @@ class _Converter:
             stage.state = llb.scratch()
             self.empty_image(stage)
             return
-        digest, raw = await self._resolve(stage.base, inst)
+        platform = self.platform_of(stage)
+        digest, raw = await self._resolve(stage.base, inst, platform)
         image = json.loads(raw)
+        # What the image says it is for, as BuildKit keeps it in the stage's config (an
+        # image of a single manifest is taken whatever its platform).
+        stage.image_platform = {k: image[k] for k in _PLATFORM_FIELDS if image.get(k)}
         config = image.get("config") or {}
         stage.config = config
         stage.history = list(image.get("history") or [])
@@ -620,7 +649,7 @@ class _Converter:
         pinned = _pinned(stage.base, digest)
         name = f"{self.step(stage)}FROM {pinned}"
         # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
-        state = llb.image(pinned, custom_name=name)
+        state = llb.image(pinned, platform=platform, custom_name=name)
         for key, value in stage.env.items():
             state = state.with_env(key, value)
         if config.get("WorkingDir"):
@@ -1431,19 +1460,37 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     config.setdefault("Env", [f"PATH={DEFAULT_PATH}"])
     if options.labels:
         config["Labels"] = {**(config.get("Labels") or {}), **options.labels}
-    platform = options.platform
+    # A target platform asked for is the image's; else the target stage's image says (an
+    # image FROM --platform=linux/arm64 is arm64's), as BuildKit v0.11 writes it.
+    platform = target.image_platform
+    if options.platforms or not platform:
+        kept = {k: v for k, v in platform.items() if k not in _PLATFORM_FIELDS[:3]}
+        platform = {**kept, **_platform_fields(options.platform)}
     image: dict[str, Any] = {
-        "architecture": platform.architecture,
-        "os": platform.os,
+        "architecture": platform.get("architecture", ""),
+        "os": platform.get("os", ""),
         "config": image_config(config),
         "rootfs": {"type": "layers", "diff_ids": []},
         "history": target.history,
     }
-    if platform.variant:
-        image["variant"] = platform.variant
+    for key in _PLATFORM_FIELDS[2:]:
+        if platform.get(key):
+            image[key] = platform[key]
     if author:
         image["author"] = author
     return Converted(target.state, image, warnings)
+
+
+#: an image config's platform fields, as OCI names them
+_PLATFORM_FIELDS = ("architecture", "os", "variant", "os.version", "os.features")
+
+
+def _platform_fields(platform: llb.Platform) -> dict[str, Any]:
+    """A platform as an image config's fields (the variant only when there is one)."""
+    found = {"architecture": platform.architecture, "os": platform.os}
+    if platform.variant:
+        found["variant"] = platform.variant
+    return found
 
 
 def _summary(doc: str) -> str:
