@@ -74,7 +74,7 @@ class _Client:
         self.warnings.append(message)
 
     @contextlib.asynccontextmanager
-    async def step(self, name: str) -> AsyncIterator[object]:
+    async def step(self, name: str, key: str = "") -> AsyncIterator[object]:
         self.steps.append(name)
         yield _StepSink(name, self.step_warnings)
 

@@ -62,8 +62,9 @@ def _go_mode(st: os.stat_result) -> int:
     return mode
 
 
-def _step_digest(salt: bytes, name: str) -> str:
-    return "sha256:" + hashlib.sha256(salt + name.encode()).hexdigest()
+def _step_digest(salt: bytes, name: str, key: str) -> str:
+    keyed = f"{name}\0{key}" if key else name
+    return "sha256:" + hashlib.sha256(salt + keyed.encode()).hexdigest()
 
 
 def _stat(path: Path, name: str) -> FileStat:
@@ -106,7 +107,7 @@ class EngineFrontendClient:
         self._warnings_started = 0.0
         #: the frontend's own steps, by name: one digest per name within this build
         self._salt = os.urandom(16)
-        self._steps: dict[str, str] = {}
+        self._steps: dict[tuple[str, str], str] = {}
         self._started: dict[str, float] = {}
 
     async def read_file(
@@ -220,14 +221,14 @@ class EngineFrontendClient:
             VertexWarning(self._warnings_step, time.time(), message, 1, tuple(detail), url, source)
         )
 
-    def step(self, name: str) -> AbstractAsyncContextManager[ProgressSink]:
-        return self._step(name)
+    def step(self, name: str, key: str = "") -> AbstractAsyncContextManager[ProgressSink]:
+        return self._step(name, key)
 
     @asynccontextmanager
-    async def _step(self, name: str) -> AsyncIterator[ProgressSink]:
-        digest = self._steps.get(name)
+    async def _step(self, name: str, key: str) -> AsyncIterator[ProgressSink]:
+        digest = self._steps.get((name, key))
         if digest is None:
-            digest = self._steps[name] = _step_digest(self._salt, name)
+            digest = self._steps[name, key] = _step_digest(self._salt, name, key)
         started = self._started.setdefault(digest, time.time())
         # Shown as it starts, as BuildKit shows its vertexes (steps read at once are numbered
         # in the order they began); a step that fails is shown failed, as BuildKit shows a

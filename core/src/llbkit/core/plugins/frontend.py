@@ -35,7 +35,7 @@ class FrontendOutput:
     """What a frontend returns: a marshaled ``pb.Definition`` per platform, plus metadata.
 
     :param definitions: by platform string (``linux/amd64``); one entry for a single platform.
-    :param metadata: e.g. ``containerimage.config`` (image config JSON) for the exporters.
+    :param metadata: e.g. ``containerimage.config`` (image config) for the exporters.
     """
 
     definitions: Mapping[str, bytes]
@@ -116,10 +116,10 @@ class FrontendClient(Protocol):
         """Show a warning in the build's progress; ``source`` says where it comes from
         (``Dockerfile:12``)."""
 
-    def step(self, name: str) -> AbstractAsyncContextManager[ProgressSink]:
+    def step(self, name: str, key: str = "") -> AbstractAsyncContextManager[ProgressSink]:
         """Show a step of the frontend's own work while the block runs (``[internal] load
-        build definition from Dockerfile``); the sink reports its sub-tasks. Steps given the
-        same name are one step."""
+        metadata for …``); the sink reports its sub-tasks. Steps of one name and ``key`` (a
+        platform...) are one step."""
         ...
 
 

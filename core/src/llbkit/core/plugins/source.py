@@ -136,7 +136,8 @@ class StackedSourceJob(LayeredSourceJob, Protocol):
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """What a frontend needs of an image: manifest digest, config JSON."""
+    """What a frontend needs of an image: the digest it resolved to (an index's too), the
+    platform's config."""
 
     digest: str
     config: bytes

@@ -101,6 +101,14 @@ class ResolvedImage:
     config: Mapping[str, Any]
     config_bytes: bytes
     layers: Sequence[Descriptor]
+    #: the index the manifest was chosen from, when the reference names one
+    index_digest: str = ""
+
+    @property
+    def digest(self) -> str:
+        """What the reference resolved to (an index, or the manifest), as BuildKit's
+        resolver answers a frontend: a ``FROM`` is pinned to it."""
+        return self.index_digest or self.manifest_digest
 
 
 class Endpoint(NamedTuple):
@@ -569,7 +577,9 @@ class RegistryClient:
             memo.put(digest, data)
         manifest = _json(data, f"{ref}: manifest")
         media = manifest.get("mediaType") or media
+        index_digest = ""
         if media in INDEX_TYPES or "manifests" in manifest:
+            index_digest = digest
             listed = manifest.get("manifests", [])
             if not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed):
                 raise RegistryError(f"{ref}: index: manifests is not a list of objects")
@@ -595,7 +605,7 @@ class RegistryClient:
         layers = [Descriptor.parse(d, f"{ref}: layer") for d in listed_layers]
         config_bytes = await self._by_digest(ref, "blobs", config_desc.digest, "", memo)
         config = _json(config_bytes, f"{ref}: config")
-        return ResolvedImage(ref, digest, config, config_bytes, layers)
+        return ResolvedImage(ref, digest, config, config_bytes, layers, index_digest)
 
     @asynccontextmanager
     async def blob(self, ref: Reference, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:

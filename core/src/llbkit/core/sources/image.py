@@ -400,7 +400,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
         from llbkit.core.plugins.source import ImageConfig
 
         image = await self.resolve_image(parse_reference(ref), platform, mode)
-        return ImageConfig(image.manifest_digest, image.config_bytes)
+        return ImageConfig(image.digest, image.config_bytes)
 
     def _state(self) -> Path:
         state = self.ctx.state_dir or Path(tempfile.gettempdir(), "llbkit-images")
@@ -460,6 +460,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
             else:
                 fresh = {
                     "manifest": image.manifest_digest,
+                    "index": image.index_digest,
                     "config": image.config_bytes.decode(),
                     "layers": [[d.media_type, d.digest, d.size] for d in image.layers],
                 }
@@ -478,6 +479,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
             json.loads(entry["config"]),
             entry["config"].encode(),
             [Descriptor(m, d, s) for m, d, s in entry["layers"]],
+            entry.get("index", ""),
         )
 
     async def blob(

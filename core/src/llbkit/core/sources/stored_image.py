@@ -43,7 +43,9 @@ async def resolve_stored(
     manifest = await _read_json(store, digest, where)
     if manifest is None:
         return None
+    index_digest = ""
     if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
+        index_digest = digest
         listed = manifest.get("manifests")
         if not isinstance(listed, list):
             raise RegistryError(f"{where}: index {digest}: manifests is not a list")
@@ -68,7 +70,7 @@ async def resolve_stored(
         raise RegistryError(f"{where}: config {config_desc.digest} is not JSON") from None
     if not isinstance(config, dict):
         raise RegistryError(f"{where}: config {config_desc.digest} is not a JSON object")
-    return ResolvedImage(ref, digest, config, config_bytes, layers)
+    return ResolvedImage(ref, digest, config, config_bytes, layers, index_digest)
 
 
 async def _read_json(store: ImageStore, digest: str, where: str) -> dict[str, Any] | None:

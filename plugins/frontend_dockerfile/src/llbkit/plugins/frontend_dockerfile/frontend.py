@@ -207,7 +207,8 @@ def _resolver(client: FrontendClient) -> ImageResolver:
         if (name, platform) in known:
             return known[name, platform]
         wanted = Platform(platform.os, platform.architecture, platform.variant)
-        async with client.step(f"[internal] load metadata for {name}"):
+        # One step per platform, as BuildKit shows an image resolved for two (the same name).
+        async with client.step(f"[internal] load metadata for {name}", platform_key(platform)):
             found = await client.images.resolve_image_config(ref, wanted)
         known[name, platform] = found.digest, found.config
         return known[name, platform]
