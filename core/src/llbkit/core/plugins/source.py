@@ -3,8 +3,7 @@
 Group ``llbkit.sources``; the entry-point name is the identifier's scheme (``docker-image``,
 ``git``, ``local``...). Resolving parses a SourceOp; the job computes a portable cache key and,
 on a miss, fetches. An image's layers come from a :class:`LayeredSourceJob` (a store layer each,
-its blob kept for exports); a driver resolving images for frontends is an
-:class:`ImageResolver`.
+its blob kept for exports); a driver resolving images for frontends: :class:`ImageResolver`.
 """
 
 from __future__ import annotations
@@ -136,8 +135,7 @@ class StackedSourceJob(LayeredSourceJob, Protocol):
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """What a frontend needs of an image: the digest it resolved to (an index's too), the
-    platform's config."""
+    """An image for a frontend: its index's or manifest's digest, its config."""
 
     digest: str
     config: bytes
