@@ -1,9 +1,10 @@
 """Differential cases of the platform a stage is built for: ``FROM --platform`` (plain, from
 the automatic platform ARGs, from a meta ARG given or defaulted, invalid, empty, one the image
 lacks) against each target platform (``--opt platform``, or none), on an index of three
-platforms, an index without this machine's, an image of one other platform, ``scratch`` and a
-stage made from another stage. A case shows which platform's image a stage got (its
-``/arch`` and config), what ``TARGETPLATFORM`` said in it, and the config's platform."""
+platforms, an index without this machine's, an image of one other platform, ``scratch``, a
+named context that is an image, and a stage made from another stage. A case shows which
+platform's image a stage got (its ``/arch`` and config), what ``TARGETPLATFORM`` said in it,
+and the config's platform."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ SHAPES = {
     "scratch": "ARG PLAT=linux/arm/v7\nFROM {flag}scratch\nENV A=1\n",
     "armonly": "FROM {flag}@ARMONLY@\nRUN cat /arch > /seen\n",
     "noamd": "FROM {flag}@NOAMD@\nRUN cat /arch > /seen\n",
+    # a named context that is an image (--opt context:base=docker-image://…)
+    "context": "FROM {flag}base\nRUN cat /arch > /seen\n",
     # a stage on a stage: its own --platform is not the parent's
     "child": (
         "ARG PLAT=linux/arm/v7\nFROM {flag}@MULTI@ AS parent\n"
@@ -70,7 +73,14 @@ def _cases() -> list[Case]:
                         category="platforms",
                         dockerfile=text.format(flag=flag),
                         args={"PLAT": "linux/arm64"} if stage == "metaarg-cli" else {},
-                        options={"platform": platform} if platform else {},
+                        options={
+                            **({"platform": platform} if platform else {}),
+                            **(
+                                {"context:base": "docker-image://@MULTI@"}
+                                if shape == "context"
+                                else {}
+                            ),
+                        },
                     )
                 )
     return found
