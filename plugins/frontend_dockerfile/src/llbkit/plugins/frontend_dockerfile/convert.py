@@ -129,6 +129,9 @@ class _Stage:
     state: llb.State | None = None
     #: the platform fields of the stage's image config (its base image's, or the target's)
     image_platform: dict[str, Any] = field(default_factory=dict)
+    #: the platform BuildKit keeps for the stage once its base is known (an image's is the one
+    #: it was resolved for, a stage's its parent's; None: the target's)
+    effective: llb.Platform | None = None
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -487,15 +490,36 @@ class _Converter:
         scratch or a stage is not."""
         return bool(self.options.contexts.get(stage.base) or self.image_base(stage))
 
-    def step(self, stage: _Stage) -> str:
+    def step(self, stage: _Stage, keyword: str = "FROM") -> str:
         """The next step's prefix, ``[label n/total] `` as BuildKit pads it (none when the
-        stage has no steps)."""
+        stage has no steps); in a build for several platforms, the step's platform first."""
         if not stage.steps:
             return ""
         stage.stepped += 1
         width = len(str(stage.steps))
         label = self.label(stage)
-        return f"[{label + ' ' if label else ''}{stage.stepped:>{width}}/{stage.steps}] "
+        shown = self.shown_platform(stage, keyword)
+        return (
+            f"[{shown + ' ' if shown else ''}{label + ' ' if label else ''}"
+            f"{stage.stepped:>{width}}/{stage.steps}] "
+        )
+
+    def shown_platform(self, stage: _Stage, keyword: str) -> str:
+        """The platform a step's name begins with in a build for several platforms, as
+        BuildKit shows it: a ``RUN``'s is its state's (none on ``scratch``), another step's
+        the stage's, else the target's; after ``->``, the target (``TARGETPLATFORM`` or
+        ``TARGETARCH``... of the step's environment) when the stage is for another."""
+        if len(self.options.platforms) < 2:
+            return ""
+        if keyword == "FROM":
+            return platform_key(self.platform_of(stage))
+        if keyword == "RUN":
+            found = stage.state.platform if stage.state is not None else None
+            if found is None:
+                return ""
+        else:
+            found = stage.effective or self.options.platform
+        return platform_key(found) + _cross(found, self.run_env(stage))
 
     async def build(self, stage: _Stage, visiting: tuple[str, ...] = ()) -> _Stage:
         if stage.state is not None:
@@ -514,7 +538,7 @@ class _Converter:
         await self.triggers(stage, visiting)
         for inst in stage.instructions[1:]:
             handler = getattr(self, f"do_{inst.keyword.lower()}")
-            prefix = self.step(stage) if inst.keyword in _STEPS else ""
+            prefix = self.step(stage, inst.keyword) if inst.keyword in _STEPS else ""
             await handler(stage, inst, prefix, visiting)
         return stage
 
@@ -610,6 +634,7 @@ class _Converter:
         elif named:
             stage.state = self.named_context(stage.base, inst)
             self.empty_image(stage)
+            stage.effective = stage.platform
             return
         parent = self.stage_named(stage.base)
         if parent is not None and parent.index < stage.index:
@@ -617,6 +642,7 @@ class _Converter:
             assert parent.state is not None
             stage.state = parent.state
             stage.image_platform = dict(parent.image_platform)
+            stage.effective = parent.effective
             stage.config = json.loads(json.dumps(parent.config))
             stage.history = list(parent.history)
             stage.env = dict(parent.env)
@@ -628,8 +654,9 @@ class _Converter:
         if stage.base.lower() == "scratch":
             stage.state = llb.scratch()
             self.empty_image(stage)
+            stage.effective = stage.platform
             return
-        platform = self.platform_of(stage)
+        platform = stage.effective = self.platform_of(stage)
         digest, raw = await self._resolve(stage.base, inst, platform)
         image = json.loads(raw)
         # What the image says it is for, as BuildKit keeps it in the stage's config (an
@@ -1483,6 +1510,29 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
 
 #: an image config's platform fields, as OCI names them
 _PLATFORM_FIELDS = ("architecture", "os", "variant", "os.version", "os.features")
+
+
+def _cross(base: llb.Platform, env: Mapping[str, str]) -> str:
+    """``->`` and the target a step of a stage for ``base`` builds for, as BuildKit reads it
+    from the step's environment (``TARGETPLATFORM``, else ``TARGETOS``, ``TARGETARCH``,
+    ``TARGETVARIANT``, each missing part the stage's); empty when it is the stage's."""
+    texts = [env["TARGETPLATFORM"]] if "TARGETPLATFORM" in env else []
+    if any(k in env for k in ("TARGETOS", "TARGETARCH", "TARGETVARIANT")):
+        parts = [env.get("TARGETOS") or base.os, env.get("TARGETARCH") or base.architecture]
+        texts.append(
+            "/".join([*parts, env["TARGETVARIANT"]] if env.get("TARGETVARIANT") else parts)
+        )
+    for text in texts:
+        try:
+            os_name, arch, variant = parse_platform(text)
+        except ValueError:
+            continue
+        if os_name != base.os:
+            return "->" + "/".join(p for p in (os_name, arch, variant) if p)
+        if arch != base.architecture:
+            return f"->{arch}/{variant}" if variant else f"->{arch}"
+        return ""
+    return ""
 
 
 def _platform_fields(platform: llb.Platform) -> dict[str, Any]:

@@ -154,7 +154,7 @@ class DockerfileJob:
         for platform in platforms:
             options = dataclasses.replace(self.options, platform=platform)
             # convert reads the parsed instructions without changing them: one parse serves all.
-            converted = await convert(parsed, options, _resolver(client))
+            converted = await convert(parsed, options, _resolver(client, len(platforms) > 1))
             if platform == platforms[0]:
                 for warning in converted.warnings:
                     client.warn(warning)
@@ -195,8 +195,9 @@ def _missing(name: str) -> UserError:
     return UserError(f"failed to read dockerfile: open {where}: no such file or directory")
 
 
-def _resolver(client: FrontendClient) -> ImageResolver:
-    """``FROM`` images through the engine's image resolver, by the build's platform."""
+def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
+    """``FROM`` images through the engine's image resolver, by the build's platform (named
+    in the step, as BuildKit names it, when the build is for ``several``)."""
 
     known: dict[tuple[str, llb.Platform], tuple[str, bytes]] = {}
 
@@ -208,7 +209,9 @@ def _resolver(client: FrontendClient) -> ImageResolver:
             return known[name, platform]
         wanted = Platform(platform.os, platform.architecture, platform.variant)
         # One step per platform, as BuildKit shows an image resolved for two (the same name).
-        async with client.step(f"[internal] load metadata for {name}", platform_key(platform)):
+        key = platform_key(platform)
+        label = f"[{key} internal]" if several else "[internal]"
+        async with client.step(f"{label} load metadata for {name}", key):
             found = await client.images.resolve_image_config(ref, wanted)
         known[name, platform] = found.digest, found.config
         return known[name, platform]
