@@ -219,6 +219,12 @@ def changed(tree: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) ->
 
 def read_oci(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     """The config and layers (bottom first) of a single-image OCI tarball."""
+    return read_oci_images(data)[""]
+
+
+def read_oci_images(data: bytes) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
+    """The config and layers (bottom first) of each image of an OCI tarball: ``""``'s for a
+    single image, else by platform (``linux/arm64``) for an index of several."""
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
 
         def blob(digest: str) -> bytes:
@@ -226,16 +232,37 @@ def read_oci(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
             assert member is not None
             return member.read()
 
+        def image(digest: str) -> tuple[dict[str, Any], list[bytes]]:
+            manifest = json.loads(blob(digest))
+            config = json.loads(blob(manifest["config"]["digest"]))
+            return config, [blob(layer["digest"]) for layer in manifest.get("layers") or []]
+
         index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
-        manifest = json.loads(blob(index["manifests"][0]["digest"]))
-        config = json.loads(blob(manifest["config"]["digest"]))
-        layers = [blob(layer["digest"]) for layer in manifest.get("layers") or []]
-    return config, layers
+        top = index["manifests"][0]
+        if "index" not in top.get("mediaType", ""):
+            return {"": image(top["digest"])}
+        found = {}
+        for entry in json.loads(blob(top["digest"]))["manifests"]:
+            platform = entry.get("platform") or {}
+            key = "/".join(
+                platform[k] for k in ("os", "architecture", "variant") if platform.get(k)
+            )
+            found[key] = image(entry["digest"])
+        return found
 
 
 def result_of(oci: bytes, base: dict[str, dict[str, Any]], registry: str) -> dict[str, Any]:
-    """What a successful build is compared on: changed tree, whole config, history."""
-    config, layers = read_oci(oci)
+    """What a successful build is compared on: changed tree, whole config, history (of each
+    platform's image, for a build of several)."""
+    images = read_oci_images(oci)
+    if list(images) != [""]:
+        return {"platforms": {k: _image_result(*v, base, registry) for k, v in images.items()}}
+    return _image_result(*images[""], base, registry)
+
+
+def _image_result(
+    config: dict[str, Any], layers: list[bytes], base: dict[str, dict[str, Any]], registry: str
+) -> dict[str, Any]:
     tree = changed(apply_layers(layers), base)
     history = [
         {k: v for k, v in h.items() if k != "created"} for h in config.pop("history", None) or []
@@ -275,6 +302,11 @@ def compare(expected: dict[str, Any], got: dict[str, Any] | str) -> list[str]:
         return []
     if isinstance(got, str):
         return [f"llbkit failed: {got}"]
+    if "platforms" in expected or "platforms" in got:
+        want, have = expected.get("platforms", {}), got.get("platforms", {})
+        if sorted(want) != sorted(have):
+            return [f"platforms: BuildKit {sorted(want)} vs llbkit {sorted(have)}"]
+        return [f"{key}: {line}" for key in want for line in compare(want[key], have[key])]
     problems = []
     for key in ("tree", "image", "history"):
         if expected[key] == got[key]:
@@ -374,7 +406,9 @@ def push_platform_images(registry: str) -> None:
 #: how a step of plain progress ends
 _MARKERS = ("CACHED", "DONE", "ERROR", "CANCELED")
 _HEADER = re.compile(r"^#(\d+) (.*)$")
-_STAGE = re.compile(r"^\[(\S+) (\d+)/\d+\] ")
+#: a stage's step, its platform first in a build for several (``[linux/amd64 build 1/2]``)
+_STAGE = re.compile(r"^\[((?:\S+/\S+ )?\S+) (\d+)/\d+\] ")
+_METADATA = re.compile(r"^\[(\S+ )?internal\] load metadata for ")
 
 
 def progress_steps(text: str, registry: str) -> list[list[str]]:
@@ -466,7 +500,7 @@ def _phases(steps: list[list[str]]) -> list[int]:
     for name, _ in steps:
         if name.startswith(("[internal] load build definition", "[internal] load .dockerignore")):
             found.append(0)
-        elif name.startswith("[internal] load metadata for "):
+        elif _METADATA.match(name):
             found.append(1)
         elif name.startswith("exporting "):
             found.append(3)

@@ -21,13 +21,24 @@ KNOWN: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Deliberate:
-    """llbkit's own answer to a case: the error it reports (a part of its text)."""
+    """llbkit's own answer to a case: the error it reports (a part of its text), or ``""``
+    when llbkit builds what BuildKit refuses."""
 
     why: str
     error: str
 
 
+_EMPTY_PLATFORMS = Deliberate(
+    "a build for several platforms whose every result is empty (FROM scratch with config "
+    "alone) is an index of empty images; BuildKit v0.11 refuses to export it ('cannot export "
+    "multiple platforms without multi-platform enabled'), later BuildKit writes the index",
+    "",
+)
 DELIBERATE: dict[str, Deliberate] = {
+    **{
+        f"platforms-scratch-{stage}-multi": _EMPTY_PLATFORMS
+        for stage in ("none", "buildplatform", "targetplatform", "arm64", "armv7")
+    },
     "hand-run-security-bad": Deliberate(
         "RUN --security is read (BuildKit's labs syntax; v0.11's built-in frontend says "
         "'unknown flag: security'), so a bad mode is refused as a bad mode",

@@ -1,6 +1,6 @@
 """Differential cases of the platform a stage is built for: ``FROM --platform`` (plain, from
 the automatic platform ARGs, from a meta ARG given or defaulted, invalid, empty, one the image
-lacks) against each target platform (``--opt platform``, or none), on an index of three
+lacks) against each target platform (``--opt platform``: one, two, or none), on an index of three
 platforms, an index without this machine's, an image of one other platform, ``scratch``, a
 named context that is an image, and a stage made from another stage. A case shows which
 platform's image a stage got (its ``/arch`` and config), what ``TARGETPLATFORM`` said in it,
@@ -26,10 +26,16 @@ STAGE_PLATFORMS = {
     "windows": "windows/amd64",
 }
 #: --opt platform by case name ("" for none)
-TARGETS = {"default": "", "amd64": "linux/amd64", "arm64": "linux/arm64", "armv7": "linux/arm/v7"}
+TARGETS = {
+    "default": "",
+    "amd64": "linux/amd64",
+    "arm64": "linux/arm64",
+    "armv7": "linux/arm/v7",
+    "multi": "linux/amd64,linux/arm64",
+}
 #: the stage platforms and targets of the smaller shapes
 FEW_STAGE_PLATFORMS = ("none", "buildplatform", "targetplatform", "arm64", "armv7", "bogus")
-FEW_TARGETS = ("default", "arm64")
+FEW_TARGETS = ("default", "arm64", "multi")
 
 SHAPES = {
     # the target stage itself

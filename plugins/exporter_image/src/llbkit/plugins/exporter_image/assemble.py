@@ -417,7 +417,10 @@ async def publish(
     # One creation time for every platform's config and for the layout written around them.
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
-    if len(result.refs) <= 1:
+    listed = []
+    if result.metadata.get("refs.platforms"):
+        listed = [p["ID"] for p in json.loads(result.metadata["refs.platforms"])["Platforms"]]
+    if len(result.refs) <= 1 and len(listed) <= 1:
         if opts.annotations_for("index") or opts.annotations_for("index-descriptor"):
             raise ConfigError("index annotations not supported for single platform export")
         image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
@@ -430,17 +433,16 @@ async def publish(
             _sources(result, [image]),
             moment,
         )
-    order = list(result.refs)
-    if result.metadata.get("refs.platforms"):
-        listed = [p["ID"] for p in json.loads(result.metadata["refs.platforms"])["Platforms"]]
-        order = [k for k in listed if k in result.refs]
+    # Every platform the frontend lists, one with no result (scratch) an image of no layers.
+    order = listed or list(result.refs)
     images = []
     for key in order:
         metadata = {k: v for k, v in result.metadata.items() if "/" not in k}
         config = result.metadata.get(f"containerimage.config/{key}")
         if config is not None:
             metadata["containerimage.config"] = config
-        single = BuildResult({key: result.refs[key]}, metadata)
+        ref = result.refs.get(key)
+        single = BuildResult({key: ref} if ref is not None else {}, metadata)
         image = await assemble(
             single, opts, epoch=epoch, moment=moment, inline_cache=inline_cache, platform=key
         )
