@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from typing import ClassVar
 
@@ -45,3 +46,31 @@ def test_platform_split_must_be_boolean():
     driver = LocalExporter(make_context("local"))
     with pytest.raises(ConfigError, match="platform-split='maybe'"):
         anyio.run(driver.resolve, {"dest": "d", "platform-split": "maybe"})
+
+
+def _export_nothing(tmp_path, metadata):
+    """``type=local`` of a result with no filesystem (``FROM scratch``), as a frontend gives it."""
+    from llbkit.core.plugins import BuildResult, ExportInfo
+    from llbkit.sdk.testing import MemoryClientIO, RecordingProgress
+
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+    driver = LocalExporter(make_context("local"))
+
+    async def scenario():
+        job = await driver.resolve({"dest": "out"})
+        await job.export(BuildResult({}, metadata), ExportInfo("r", client, RecordingProgress()))
+
+    anyio.run(scenario)
+    return client.tree_root / "out"
+
+
+def test_a_result_of_nothing_is_an_empty_directory(tmp_path):
+    out = _export_nothing(tmp_path, {})
+    assert out.is_dir() and not list(out.iterdir())
+
+
+def test_platforms_of_nothing_are_an_empty_directory_each(tmp_path):
+    listed = {"Platforms": [{"ID": "linux/amd64"}, {"ID": "linux/arm64"}]}
+    out = _export_nothing(tmp_path, {"refs.platforms": json.dumps(listed).encode()})
+    assert sorted(p.name for p in out.iterdir()) == ["linux_amd64", "linux_arm64"]
+    assert not list((out / "linux_arm64").iterdir())

@@ -6,6 +6,7 @@ client's machine, not the daemon's.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tarfile
@@ -45,7 +46,16 @@ def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> tuple[str, bool | No
 
 
 def _split(result: BuildResult, platform_split: bool | None) -> bool:
-    return len(result.refs) > 1 if platform_split is None else platform_split
+    return len(_platforms(result)) > 1 if platform_split is None else platform_split
+
+
+def _platforms(result: BuildResult) -> list[str]:
+    """The result's platforms: those the frontend lists (one with no result, ``scratch``,
+    among them), else those with a result."""
+    listed = result.metadata.get("refs.platforms")
+    if listed:
+        return sorted(p["ID"] for p in json.loads(listed)["Platforms"])
+    return sorted(result.refs)
 
 
 def _subdir(platform: str) -> str:
@@ -60,12 +70,18 @@ class LocalExportJob:
 
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         split = _split(result, self.platform_split)
-        for platform, ref in sorted(result.refs.items()):
-            async with ref.mount() as tree:
-                dest = os.path.join(self.dest, _subdir(platform)) if split else self.dest
-                info.progress.status("copying files")
-                await info.client.write_tree(dest, tree)
-                info.progress.status("copying files", done=True)
+        # A result of nothing (scratch) is an empty directory, as BuildKit leaves one.
+        for platform in _platforms(result) or [""]:
+            dest = os.path.join(self.dest, _subdir(platform)) if split else self.dest
+            info.progress.status("copying files")
+            ref = result.refs.get(platform)
+            if ref is None:
+                with tempfile.TemporaryDirectory() as empty:
+                    await info.client.write_tree(dest, Path(empty))
+            else:
+                async with ref.mount() as tree:
+                    await info.client.write_tree(dest, tree)
+            info.progress.status("copying files", done=True)
         return {}
 
     async def finalize(self, info: ExportInfo) -> Mapping[str, str]:
