@@ -515,9 +515,9 @@ def _names(steps: list[list[str]]) -> str:
 
 def is_multi_stage(case: Case) -> bool:
     """A Dockerfile of more than one stage (more than one ``FROM``, or an image that a
-    ``--from`` reads, which BuildKit makes a stage of): the cases whose progress is
-    compared."""
-    if re.search(r"(?i)\bfrom=@", case.dockerfile):
+    ``--from`` reads, which BuildKit makes a stage of), or a build for several platforms
+    (each stage once per platform): the cases whose progress is compared."""
+    if re.search(r"(?i)\bfrom=@", case.dockerfile) or "," in case.options.get("platform", ""):
         return True
     return len(re.findall(r"(?im)^\s*from\s", case.dockerfile)) > 1
 

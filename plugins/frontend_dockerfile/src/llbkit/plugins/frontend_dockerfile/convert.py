@@ -63,7 +63,8 @@ PROXIES = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 MAX_EXPANDED = 32 << 20
 #: the step that writes a heredoc's file, named as BuildKit names it
 INLINE_DOCUMENT = "[internal] preparing inline document"
-ImageResolver = Callable[[str, llb.Platform], Awaitable[tuple[str, bytes]]]
+#: ``(ref, platform[, step])``: an image's digest and config; ``step`` names the step shown
+ImageResolver = Callable[..., Awaitable[tuple[str, bytes]]]
 
 
 @dataclass
@@ -212,7 +213,7 @@ class _Converter:
         self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
         #: what :meth:`resolve_ahead` found for each base image: its digest and config, or
         #: why it could not be resolved (raised where the stage is built)
-        self.ahead: dict[tuple[str, llb.Platform], tuple[str, bytes] | Exception] = {}
+        self.ahead: dict[tuple[str, llb.Platform, str], tuple[str, bytes] | Exception] = {}
 
     def follow_context_paths(self) -> None:
         """Name what the build reads of the context as its follow paths, as BuildKit does once
@@ -563,17 +564,18 @@ class _Converter:
         every reachable stage's image before it converts one: a Dockerfile ``FROM`` two
         images waits for the slower registry answer, not for both in turn. The first that
         fails is the build's error (said with its ``FROM`` line); the others are cancelled."""
-        refs: dict[tuple[str, llb.Platform], Instruction] = {}
+        refs: dict[tuple[str, llb.Platform, str], Instruction] = {}
         for stage in needed:
             if ref := self.image_base(stage):
-                refs.setdefault((ref, self.platform_of(stage)), stage.instructions[0])
+                step = self.context_step(stage.base, ref)
+                refs.setdefault((ref, self.platform_of(stage), step), stage.instructions[0])
         if len(refs) < 2:
             return  # nothing to overlap: the stage asks for its own when it is built
-        failed: list[tuple[str, llb.Platform]] = []
+        failed: list[tuple[str, llb.Platform, str]] = []
 
-        async def one(key: tuple[str, llb.Platform]) -> None:
+        async def one(key: tuple[str, llb.Platform, str]) -> None:
             try:
-                self.ahead[key] = await self.resolve(*key)
+                self.ahead[key] = await self._ask(*key)
             except Exception as err:
                 self.ahead[key] = err
                 if not failed:
@@ -584,8 +586,8 @@ class _Converter:
             for key in refs:
                 resolving.start_soon(one, key)
         if failed:
-            ref, platform = failed[0]
-            await self._resolve(ref, refs[failed[0]], platform)  # raises, as the stage would
+            ref, platform, step = failed[0]
+            await self._resolve(ref, refs[failed[0]], platform, step)  # raises, as the stage would
 
     def image_base(self, stage: _Stage) -> str:
         """The image a stage's ``FROM`` names (after any named context), or "" for a stage,
@@ -600,16 +602,16 @@ class _Converter:
         return "" if stage.base.lower() == "scratch" else stage.base
 
     async def _resolve(
-        self, ref: str, inst: Instruction, platform: llb.Platform | None = None
+        self, ref: str, inst: Instruction, platform: llb.Platform | None = None, step: str = ""
     ) -> tuple[str, bytes]:
         """The digest and config of image ``ref`` for ``platform`` (else the target's), for
-        ``inst`` (a FROM, or a --from)."""
+        ``inst`` (a FROM, or a --from); ``step``: a named context's step."""
         platform = platform or self.options.platform
         try:
-            found = self.ahead.get((ref, platform))
+            found = self.ahead.get((ref, platform, step))
             if isinstance(found, Exception):
                 raise found
-            return found or await self.resolve(ref, platform)
+            return found or await self._ask(ref, platform, step)
         except Exception as err:
             # The registry's message after the name as written, as BuildKit words it (the
             # lines of the Dockerfile show where; the message names no line), and its hint
@@ -630,8 +632,11 @@ class _Converter:
         inst = stage.instructions[0]
         named = self.options.contexts.get(stage.base, "")
         if named.startswith("docker-image://"):
-            stage.base = named.removeprefix("docker-image://")
-        elif named:
+            platform = stage.effective = self.platform_of(stage)
+            stage.state, image = await self.context_image(stage.base, inst, platform)
+            self.from_image(stage, image, stage.state)
+            return
+        if named:
             stage.state = self.named_context(stage.base, inst)
             self.empty_image(stage)
             stage.effective = stage.platform
@@ -658,7 +663,34 @@ class _Converter:
             return
         platform = stage.effective = self.platform_of(stage)
         digest, raw = await self._resolve(stage.base, inst, platform)
-        image = json.loads(raw)
+        pinned = _pinned(stage.base, digest)
+        name = f"{self.step(stage)}FROM {pinned}"
+        # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
+        self.from_image(
+            stage, json.loads(raw), llb.image(pinned, platform=platform, custom_name=name)
+        )
+
+    async def context_image(
+        self, name: str, inst: Instruction, platform: llb.Platform
+    ) -> tuple[llb.State, dict[str, Any]]:
+        """The image a named context ``docker-image://REF`` gives, as BuildKit makes it: its
+        steps named ``[context NAME] …`` and never numbered, the source not pinned."""
+        ref = self.options.contexts[name].removeprefix("docker-image://")
+        _, raw = await self._resolve(ref, inst, platform, self.context_step(name, ref))
+        state = llb.image(ref, platform=platform, custom_name=f"[context {name}] {ref}")
+        return state, json.loads(raw)
+
+    def _ask(self, ref: str, platform: llb.Platform, step: str) -> Awaitable[tuple[str, bytes]]:
+        """The resolver's answer; a named context's step given only when there is one."""
+        return self.resolve(ref, platform, step) if step else self.resolve(ref, platform)
+
+    def context_step(self, name: str, ref: str) -> str:
+        """The metadata step of named context ``name`` (an image ``ref``), as BuildKit names
+        it; "" when ``name`` is no named context."""
+        return f"[context {name}] load metadata for {ref}" if name in self.options.contexts else ""
+
+    def from_image(self, stage: _Stage, image: dict[str, Any], state: llb.State) -> None:
+        """The stage on ``image`` (its config), whose source is ``state``."""
         # What the image says it is for, as BuildKit keeps it in the stage's config (an
         # image of a single manifest is taken whatever its platform).
         stage.image_platform = {k: image[k] for k in _PLATFORM_FIELDS if image.get(k)}
@@ -673,10 +705,6 @@ class _Converter:
             stage.env["PATH"] = DEFAULT_PATH
             config["Env"] = [*(config.get("Env") or []), f"PATH={DEFAULT_PATH}"]
         stage.shell = list(config.get("Shell") or DEFAULT_SHELL)
-        pinned = _pinned(stage.base, digest)
-        name = f"{self.step(stage)}FROM {pinned}"
-        # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
-        state = llb.image(pinned, platform=platform, custom_name=name)
         for key, value in stage.env.items():
             state = state.with_env(key, value)
         if config.get("WorkingDir"):
@@ -742,6 +770,8 @@ class _Converter:
         return self.scope(stage)
 
     async def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
+        if self.options.contexts.get(ref, "").startswith("docker-image://"):
+            return (await self.context_image(ref, inst, self.options.platform))[0]
         if ref in self.options.contexts:
             return self.named_context(ref, inst)
         found = self.stage_named(ref)

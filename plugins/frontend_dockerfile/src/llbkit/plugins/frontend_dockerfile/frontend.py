@@ -197,24 +197,25 @@ def _missing(name: str) -> UserError:
 
 def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
     """``FROM`` images through the engine's image resolver, by the build's platform (named
-    in the step, as BuildKit names it, when the build is for ``several``)."""
+    in the step, as BuildKit names it, when the build is for ``several``); ``step``: the
+    step's own name (a named context's)."""
 
-    known: dict[tuple[str, llb.Platform], tuple[str, bytes]] = {}
+    known: dict[tuple[str, llb.Platform, str], tuple[str, bytes]] = {}
 
-    async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    async def resolve(ref: str, platform: llb.Platform, step: str = "") -> tuple[str, bytes]:
         # Each image once, as BuildKit's frontend asks (and shows it) once per build: by its
         # normalized name, so "busybox" and "busybox:latest" are one.
         name = _full_name(ref)
-        if (name, platform) in known:
-            return known[name, platform]
+        if (name, platform, step) in known:
+            return known[name, platform, step]
         wanted = Platform(platform.os, platform.architecture, platform.variant)
         # One step per platform, as BuildKit shows an image resolved for two (the same name).
         key = platform_key(platform)
         label = f"[{key} internal]" if several else "[internal]"
-        async with client.step(f"{label} load metadata for {name}", key):
+        async with client.step(step or f"{label} load metadata for {name}", key):
             found = await client.images.resolve_image_config(ref, wanted)
-        known[name, platform] = found.digest, found.config
-        return known[name, platform]
+        known[name, platform, step] = found.digest, found.config
+        return known[name, platform, step]
 
     return resolve
 
