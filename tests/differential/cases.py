@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from textwrap import dedent
 
+from tests.differential.contexts import CASES as _context_cases
 from tests.differential.harness import Case
 from tests.differential.platforms import CASES as _platform_cases
 
@@ -639,3 +640,5 @@ for _n, _proxies in enumerate(
 
 # The platform a stage is built for (tests/differential/platforms.py).
 CASES += _platform_cases
+# Named contexts (tests/differential/contexts.py).
+CASES += _context_cases

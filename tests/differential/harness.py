@@ -40,6 +40,7 @@ CATEGORIES = (
     "inputs",
     "options",
     "platforms",
+    "contexts",
 )
 
 
@@ -128,7 +129,9 @@ def opts(case: Case, registry: str) -> dict[str, str]:
         found["target"] = case.target
     if case.filename:
         found["filename"] = case.filename
-    found.update({k: substitute(v, registry) for k, v in case.options.items()})
+    found.update(
+        {substitute(k, registry): substitute(v, registry) for k, v in case.options.items()}
+    )
     return found
 
 

@@ -489,7 +489,10 @@ class _Converter:
     def from_is_a_step(self, stage: _Stage) -> bool:
         """As BuildKit counts: ``FROM`` an image (or a named context) is a step; ``FROM``
         scratch or a stage is not."""
-        return bool(self.options.contexts.get(stage.base) or self.image_base(stage))
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
+            return False
+        return bool(self.named(stage.base, self.platform_of(stage)) or self.image_base(stage))
 
     def step(self, stage: _Stage, keyword: str = "FROM") -> str:
         """The next step's prefix, ``[label n/total] `` as BuildKit pads it (none when the
@@ -531,6 +534,10 @@ class _Converter:
                 f"circular dependency detected on stage: {key} ({' -> '.join((*visiting, key))})"
             )
         visiting = (*visiting, key)
+        found = self.named(stage.name, self.platform_of(stage)) if stage.name else None
+        if found:  # a named context replaces the stage of its name, whose lines go unused
+            await self.from_context(stage, *found, stage.instructions[0])
+            return stage
         # Only what makes a step is numbered: FROM an image, ADD, COPY, RUN, WORKDIR.
         stage.steps = int(self.from_is_a_step(stage)) + sum(
             inst.keyword in _STEPS for inst in stage.instructions[1:]
@@ -567,8 +574,10 @@ class _Converter:
         refs: dict[tuple[str, llb.Platform, str], Instruction] = {}
         for stage in needed:
             if ref := self.image_base(stage):
-                step = self.context_step(stage.base, ref)
-                refs.setdefault((ref, self.platform_of(stage), step), stage.instructions[0])
+                platform = self.platform_of(stage)
+                found = self.named(stage.base, platform)
+                step = f"[context {found[0]}] load metadata for {ref}" if found else ""
+                refs.setdefault((ref, platform, step), stage.instructions[0])
         if len(refs) < 2:
             return  # nothing to overlap: the stage asks for its own when it is built
         failed: list[tuple[str, llb.Platform, str]] = []
@@ -592,13 +601,16 @@ class _Converter:
     def image_base(self, stage: _Stage) -> str:
         """The image a stage's ``FROM`` names (after any named context), or "" for a stage,
         ``scratch`` or a context that is no image."""
-        named = self.options.contexts.get(stage.base, "")
-        if named:
-            prefix = "docker-image://"
-            return named.removeprefix(prefix) if named.startswith(prefix) else ""
         parent = self.stage_named(stage.base)
         if parent is not None and parent.index < stage.index:
             return ""
+        found = (self.named(stage.name, self.platform_of(stage)) if stage.name else None) or (
+            self.named(stage.base, self.platform_of(stage))
+        )
+        if found:
+            prefix = "docker-image://"
+            ref = found[1].removeprefix(prefix) if found[1].startswith(prefix) else ""
+            return "" if ref == "scratch" else ref
         return "" if stage.base.lower() == "scratch" else stage.base
 
     async def _resolve(
@@ -630,19 +642,15 @@ class _Converter:
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
-        named = self.options.contexts.get(stage.base, "")
-        if named.startswith("docker-image://"):
-            platform = stage.effective = self.platform_of(stage)
-            stage.state, image = await self.context_image(stage.base, inst, platform)
-            self.from_image(stage, image, stage.state)
-            return
-        if named:
-            stage.state = self.named_context(stage.base, inst)
-            self.empty_image(stage)
-            stage.effective = stage.platform
-            return
+        # An earlier stage of the name first, then a named context, as BuildKit looks them up.
         parent = self.stage_named(stage.base)
-        if parent is not None and parent.index < stage.index:
+        earlier = parent is not None and parent.index < stage.index
+        found = None if earlier else self.named(stage.base, self.platform_of(stage))
+        if found:
+            await self.from_context(stage, *found, inst)
+            return
+        if earlier:
+            assert parent is not None
             await self.build(parent, visiting)
             assert parent.state is not None
             stage.state = parent.state
@@ -661,6 +669,7 @@ class _Converter:
             self.empty_image(stage)
             stage.effective = stage.platform
             return
+        self.check_stage_name(stage.base, inst)
         platform = stage.effective = self.platform_of(stage)
         digest, raw = await self._resolve(stage.base, inst, platform)
         pinned = _pinned(stage.base, digest)
@@ -670,24 +679,66 @@ class _Converter:
             stage, json.loads(raw), llb.image(pinned, platform=platform, custom_name=name)
         )
 
-    async def context_image(
-        self, name: str, inst: Instruction, platform: llb.Platform
-    ) -> tuple[llb.State, dict[str, Any]]:
-        """The image a named context ``docker-image://REF`` gives, as BuildKit makes it: its
-        steps named ``[context NAME] …`` and never numbered, the source not pinned."""
-        ref = self.options.contexts[name].removeprefix("docker-image://")
-        _, raw = await self._resolve(ref, inst, platform, self.context_step(name, ref))
-        state = llb.image(ref, platform=platform, custom_name=f"[context {name}] {ref}")
-        return state, json.loads(raw)
+    def named(self, name: str, platform: llb.Platform | None = None) -> tuple[str, str] | None:
+        """The named context (``--opt context:NAME=VALUE``) a ``FROM`` or ``--from`` name
+        takes, as BuildKit looks it up: by the image's familiar name (``alpine`` for
+        ``docker.io/library/alpine:latest``), for the platform first (``NAME::linux/amd64``);
+        ``(NAME as found, VALUE)``."""
+        if not self.options.contexts or name.lower() in ("scratch", "context"):
+            return None
+        from llbkit.core.reference import ReferenceError, parse_reference
+
+        try:
+            key = parse_reference(name).familiar().removesuffix(":latest")
+        except ReferenceError:
+            return None
+        for found in (f"{key}::{platform_key(platform or self.options.platform)}", key):
+            if found in self.options.contexts:
+                return found, self.options.contexts[found]
+        return None
+
+    async def from_context(self, stage: _Stage, name: str, value: str, inst: Instruction) -> None:
+        """The stage on what named context ``name`` gives: an image's config, else none."""
+        platform = self.platform_of(stage)
+        state, image = await self.context_state(name, value, inst, platform)
+        if image is not None:
+            stage.effective = platform
+            self.from_image(stage, image, state)
+        else:
+            stage.state = state
+            self.empty_image(stage)
+            stage.effective = stage.platform
+
+    async def context_state(
+        self, name: str, value: str, inst: Instruction, platform: llb.Platform
+    ) -> tuple[llb.State, dict[str, Any] | None]:
+        """What named context ``name`` gives, and its image's config if it is an image. An
+        image is made as BuildKit makes it: its steps named ``[context NAME] …`` and never
+        numbered, the source not pinned."""
+        kind, sep, rest = value.partition(":")
+        if not sep:
+            raise self.fail(inst, f"invalid context specifier {value} for {name}")
+        if kind == "docker-image":
+            ref = rest.removeprefix("//")
+            if ref == "scratch":
+                return llb.scratch(), None
+            step = f"[context {name}] load metadata for {ref}"
+            _, raw = await self._resolve(ref, inst, platform, step)
+            state = llb.image(ref, platform=platform, custom_name=f"[context {name}] {ref}")
+            return state, json.loads(raw)
+        if kind == "oci-layout":
+            return llb.oci_layout(rest.removeprefix("//")), None
+        if kind == "local":
+            return llb.local(rest), None
+        if kind in ("git", "http", "https", "input") or kind.startswith("git@"):
+            raise self.fail(
+                inst, f"named context {name}={value!r}: llbkit does not take {kind} contexts yet"
+            )
+        raise self.fail(inst, f"unsupported context source {kind} for {name}")
 
     def _ask(self, ref: str, platform: llb.Platform, step: str) -> Awaitable[tuple[str, bytes]]:
         """The resolver's answer; a named context's step given only when there is one."""
         return self.resolve(ref, platform, step) if step else self.resolve(ref, platform)
-
-    def context_step(self, name: str, ref: str) -> str:
-        """The metadata step of named context ``name`` (an image ``ref``), as BuildKit names
-        it; "" when ``name`` is no named context."""
-        return f"[context {name}] load metadata for {ref}" if name in self.options.contexts else ""
 
     def from_image(self, stage: _Stage, image: dict[str, Any], state: llb.State) -> None:
         """The stage on ``image`` (its config), whose source is ``state``."""
@@ -770,10 +821,9 @@ class _Converter:
         return self.scope(stage)
 
     async def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
-        if self.options.contexts.get(ref, "").startswith("docker-image://"):
-            return (await self.context_image(ref, inst, self.options.platform))[0]
-        if ref in self.options.contexts:
-            return self.named_context(ref, inst)
+        found = self.named(ref)
+        if found:
+            return (await self.context_state(*found, inst, self.options.platform))[0]
         found = self.stage_named(ref)
         if found is not None:
             if found.index > stage.index:
@@ -781,20 +831,20 @@ class _Converter:
                 return llb.scratch()
             assert found.state is not None, "stages are built before they are read"
             return found.state
+        self.check_stage_name(ref, inst)
+        return await self.image_stage(ref, inst)
+
+    def check_stage_name(self, ref: str, inst: Instruction) -> None:
+        """An image name a ``FROM`` or ``--from`` gives, refused in BuildKit's words."""
         from llbkit.core.reference import parse_reference
 
         try:
             parse_reference(ref)
         except Exception:
-            reason = (
-                "repository name must be lowercase"
-                if ref.lower() != ref
-                else "invalid reference format"
-            )
+            reason = ": repository name must be lowercase" if ref.lower() != ref else ""
             raise self.fail(
-                inst, f'failed to parse stage name "{ref}": invalid reference format: {reason}'
+                inst, f'failed to parse stage name "{ref}": invalid reference format{reason}'
             ) from None
-        return await self.image_stage(ref, inst)
 
     async def image_stage(self, ref: str, inst: Instruction) -> llb.State:
         """An image read by ``--from`` as BuildKit v0.11 reads it: a stage of its own made
@@ -803,21 +853,6 @@ class _Converter:
         digest, _ = await self._resolve(ref, inst)
         pinned = _pinned(ref, digest)
         return llb.image(pinned, custom_name=f"FROM {pinned}")
-
-    def named_context(self, name: str, inst: Instruction) -> llb.State:
-        """``--opt context:NAME=…``: an image, an OCI layout, or another local directory."""
-        value = self.options.contexts[name]
-        if value.startswith("docker-image://"):
-            return llb.image(value.removeprefix("docker-image://"))
-        if value.startswith("oci-layout://"):
-            return llb.oci_layout(value.removeprefix("oci-layout://"))
-        if value.startswith("local:"):
-            return llb.local(value.removeprefix("local:"))
-        raise self.fail(
-            inst,
-            f"unsupported named context {name}={value!r} (docker-image://, oci-layout:// "
-            "or local:)",
-        )
 
     # -- instructions --------------------------------------------------------------------
 
