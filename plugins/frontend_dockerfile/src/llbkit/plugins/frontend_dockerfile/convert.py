@@ -489,10 +489,7 @@ class _Converter:
     def from_is_a_step(self, stage: _Stage) -> bool:
         """As BuildKit counts: ``FROM`` an image (or a named context) is a step; ``FROM``
         scratch or a stage is not."""
-        parent = self.stage_named(stage.base)
-        if parent is not None and parent.index < stage.index:
-            return False
-        return bool(self.named(stage.base, self.platform_of(stage)) or self.image_base(stage))
+        return bool(self.stage_context(stage) or self.image_base(stage))
 
     def step(self, stage: _Stage, keyword: str = "FROM") -> str:
         """The next step's prefix, ``[label n/total] `` as BuildKit pads it (none when the
@@ -574,10 +571,9 @@ class _Converter:
         refs: dict[tuple[str, llb.Platform, str], Instruction] = {}
         for stage in needed:
             if ref := self.image_base(stage):
-                platform = self.platform_of(stage)
-                found = self.named(stage.base, platform)
+                found = self.stage_context(stage)
                 step = f"[context {found[0]}] load metadata for {ref}" if found else ""
-                refs.setdefault((ref, platform, step), stage.instructions[0])
+                refs.setdefault((ref, self.platform_of(stage), step), stage.instructions[0])
         if len(refs) < 2:
             return  # nothing to overlap: the stage asks for its own when it is built
         failed: list[tuple[str, llb.Platform, str]] = []
@@ -601,17 +597,27 @@ class _Converter:
     def image_base(self, stage: _Stage) -> str:
         """The image a stage's ``FROM`` names (after any named context), or "" for a stage,
         ``scratch`` or a context that is no image."""
-        parent = self.stage_named(stage.base)
-        if parent is not None and parent.index < stage.index:
-            return ""
-        found = (self.named(stage.name, self.platform_of(stage)) if stage.name else None) or (
-            self.named(stage.base, self.platform_of(stage))
-        )
+        found = self.stage_context(stage)
         if found:
             prefix = "docker-image://"
             ref = found[1].removeprefix(prefix) if found[1].startswith(prefix) else ""
             return "" if ref == "scratch" else ref
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
+            return ""
         return "" if stage.base.lower() == "scratch" else stage.base
+
+    def stage_context(self, stage: _Stage) -> tuple[str, str] | None:
+        """The named context a stage is made of, as BuildKit looks it up: one of the stage's
+        own name (which replaces the stage), else one of its base's name, unless that names
+        an earlier stage."""
+        platform = self.platform_of(stage)
+        if stage.name and (found := self.named(stage.name, platform)):
+            return found
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
+            return None
+        return self.named(stage.base, platform)
 
     async def _resolve(
         self, ref: str, inst: Instruction, platform: llb.Platform | None = None, step: str = ""
@@ -643,14 +649,12 @@ class _Converter:
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
         # An earlier stage of the name first, then a named context, as BuildKit looks them up.
-        parent = self.stage_named(stage.base)
-        earlier = parent is not None and parent.index < stage.index
-        found = None if earlier else self.named(stage.base, self.platform_of(stage))
+        found = self.stage_context(stage)
         if found:
             await self.from_context(stage, *found, inst)
             return
-        if earlier:
-            assert parent is not None
+        parent = self.stage_named(stage.base)
+        if parent is not None and parent.index < stage.index:
             await self.build(parent, visiting)
             assert parent.state is not None
             stage.state = parent.state
