@@ -16,7 +16,7 @@ from llbkit.sdk import llb
 from tests.hostile.cli import dockerfile_build, error_line
 
 
-async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+async def _no_images(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
     raise AssertionError(f"no image to resolve here: {ref}")
 
 

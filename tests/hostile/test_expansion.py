@@ -19,7 +19,7 @@ from tests.hostile.cli import LLBKIT, error_line
 MEMORY = 1536 << 20  # the CLI's address space: a bomb fails inside it instead of on the host
 
 
-async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+async def _no_images(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
     raise AssertionError(f"no image to resolve here: {ref}")
 
 

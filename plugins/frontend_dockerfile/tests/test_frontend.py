@@ -91,7 +91,7 @@ class _StepSink:
         self.warnings.append((self.name, message, fields.get("url")))
 
 
-async def _no_images(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+async def _no_images(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
     raise AssertionError(f"no image to resolve here: {ref}")
 
 
@@ -224,7 +224,7 @@ class TestDockerfileFrontend(FrontendKit):
     }
 
 
-async def _empty_image(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+async def _empty_image(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
     return "sha256:" + "0" * 64, b'{"config": {}}'
 
 
@@ -351,7 +351,7 @@ def test_the_needed_stages_images_are_resolved_at_once() -> None:
     asked: list[str] = []
     both = anyio.Event()
 
-    async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    async def resolve(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
         asked.append(ref)
         if len(asked) == 2:
             both.set()
@@ -368,7 +368,7 @@ def test_the_first_image_that_fails_is_the_error_and_the_others_are_cancelled() 
     others still under way are cancelled."""
     finished: list[str] = []
 
-    async def resolve(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    async def resolve(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
         if "beta" in ref:
             raise UserError(f"{ref}: not found")
         await anyio.sleep(0.5)

@@ -35,7 +35,7 @@ def test_flags_and_heredocs() -> None:
     ]
 
 
-async def _image(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+async def _image(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
     return "sha256:" + "0" * 64, b'{"config": {}}'
 
 
@@ -145,7 +145,7 @@ def test_snippet_context_is_buildkits(first: int, last: int, shown: list[int]) -
     ],
 )
 def test_a_base_that_cannot_be_resolved_gets_buildkits_hint(dockerfile: str, said: str) -> None:
-    async def unknown(ref: str, platform: llb.Platform) -> tuple[str, bytes]:
+    async def unknown(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
         if ref == "x":
             return await _image(ref, platform)
         raise RuntimeError("manifest unknown")

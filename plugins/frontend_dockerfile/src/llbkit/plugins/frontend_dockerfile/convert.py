@@ -63,8 +63,9 @@ PROXIES = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 MAX_EXPANDED = 32 << 20
 #: the step that writes a heredoc's file, named as BuildKit names it
 INLINE_DOCUMENT = "[internal] preparing inline document"
-#: ``(ref, platform[, step])``: an image's digest and config; ``step`` names the step shown
-ImageResolver = Callable[..., Awaitable[tuple[str, bytes]]]
+#: ``(ref, platform, step)``: an image's digest and config; ``step`` names the step shown
+#: (a named context's), "" for the frontend's own ``load metadata for``
+ImageResolver = Callable[[str, llb.Platform, str], Awaitable[tuple[str, bytes]]]
 
 
 @dataclass
@@ -580,7 +581,7 @@ class _Converter:
 
         async def one(key: tuple[str, llb.Platform, str]) -> None:
             try:
-                self.ahead[key] = await self._ask(*key)
+                self.ahead[key] = await self.resolve(*key)
             except Exception as err:
                 self.ahead[key] = err
                 if not failed:
@@ -629,7 +630,7 @@ class _Converter:
             found = self.ahead.get((ref, platform, step))
             if isinstance(found, Exception):
                 raise found
-            return found or await self._ask(ref, platform, step)
+            return found or await self.resolve(ref, platform, step)
         except Exception as err:
             # The registry's message after the name as written, as BuildKit words it (the
             # lines of the Dockerfile show where; the message names no line), and its hint
@@ -739,10 +740,6 @@ class _Converter:
                 inst, f"named context {name}={value!r}: llbkit does not take {kind} contexts yet"
             )
         raise self.fail(inst, f"unsupported context source {kind} for {name}")
-
-    def _ask(self, ref: str, platform: llb.Platform, step: str) -> Awaitable[tuple[str, bytes]]:
-        """The resolver's answer; a named context's step given only when there is one."""
-        return self.resolve(ref, platform, step) if step else self.resolve(ref, platform)
 
     def from_image(self, stage: _Stage, image: dict[str, Any], state: llb.State) -> None:
         """The stage on ``image`` (its config), whose source is ``state``."""

@@ -202,7 +202,7 @@ def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
 
     known: dict[tuple[str, llb.Platform, str], tuple[str, bytes]] = {}
 
-    async def resolve(ref: str, platform: llb.Platform, step: str = "") -> tuple[str, bytes]:
+    async def resolve(ref: str, platform: llb.Platform, step: str) -> tuple[str, bytes]:
         # Each image once, as BuildKit's frontend asks (and shows it) once per build: by its
         # normalized name, so "busybox" and "busybox:latest" are one.
         name = _full_name(ref)
