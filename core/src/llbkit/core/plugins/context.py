@@ -7,6 +7,7 @@ from or goes to the client passes through :class:`ClientIO`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -184,6 +185,15 @@ class BuildResult:
     def single(self) -> Result | None:
         """The only result, or ``None`` when the build is multi-platform or empty."""
         return next(iter(self.refs.values())) if len(self.refs) == 1 else None
+
+    @property
+    def platforms(self) -> list[str]:
+        """Every platform of the build, in the frontend's order (``refs.platforms``): one
+        whose result is empty (``scratch``, absent from ``refs``) too; else ``refs``'."""
+        listed = self.metadata.get("refs.platforms")
+        if not listed:
+            return list(self.refs)
+        return [str(p["ID"]) for p in json.loads(listed)["Platforms"]]
 
 
 class ByteSink(Protocol):

@@ -417,10 +417,8 @@ async def publish(
     # One creation time for every platform's config and for the layout written around them.
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
-    listed = []
-    if result.metadata.get("refs.platforms"):
-        listed = [p["ID"] for p in json.loads(result.metadata["refs.platforms"])["Platforms"]]
-    if len(result.refs) <= 1 and len(listed) <= 1:
+    order = result.platforms
+    if len(order) <= 1:
         if opts.annotations_for("index") or opts.annotations_for("index-descriptor"):
             raise ConfigError("index annotations not supported for single platform export")
         image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)
@@ -433,8 +431,7 @@ async def publish(
             _sources(result, [image]),
             moment,
         )
-    # Every platform the frontend lists, one with no result (scratch) an image of no layers.
-    order = listed or list(result.refs)
+    # Every platform, one with no result (scratch) an image of no layers.
     images = []
     for key in order:
         metadata = {k: v for k, v in result.metadata.items() if "/" not in k}

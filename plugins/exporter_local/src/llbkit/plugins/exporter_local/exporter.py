@@ -6,7 +6,6 @@ client's machine, not the daemon's.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import tarfile
@@ -46,16 +45,7 @@ def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> tuple[str, bool | No
 
 
 def _split(result: BuildResult, platform_split: bool | None) -> bool:
-    return len(_platforms(result)) > 1 if platform_split is None else platform_split
-
-
-def _platforms(result: BuildResult) -> list[str]:
-    """The result's platforms: those the frontend lists (one with no result, ``scratch``,
-    among them), else those with a result."""
-    listed = result.metadata.get("refs.platforms")
-    if listed:
-        return sorted(p["ID"] for p in json.loads(listed)["Platforms"])
-    return sorted(result.refs)
+    return len(result.platforms) > 1 if platform_split is None else platform_split
 
 
 def _subdir(platform: str) -> str:
@@ -71,7 +61,7 @@ class LocalExportJob:
     async def export(self, result: BuildResult, info: ExportInfo) -> Mapping[str, str]:
         split = _split(result, self.platform_split)
         # A result of nothing (scratch) is an empty directory, as BuildKit leaves one.
-        for platform in _platforms(result) or [""]:
+        for platform in sorted(result.platforms) or [""]:
             dest = os.path.join(self.dest, _subdir(platform)) if split else self.dest
             info.progress.status("copying files")
             ref = result.refs.get(platform)
