@@ -645,7 +645,7 @@ class _Converter:
         path = WINDOWS_PATH if target.os == "windows" else DEFAULT_PATH
         stage.config = {"Env": [f"PATH={path}"], "WorkingDir": "/"}
         stage.env = {"PATH": path}
-        stage.image_platform = _platform_fields(target)
+        stage.image_platform = platform_fields(target)
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
@@ -1558,7 +1558,7 @@ async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver)
     platform = target.image_platform
     if options.platforms or not platform:
         kept = {k: v for k, v in platform.items() if k not in _PLATFORM_FIELDS[:3]}
-        platform = {**kept, **_platform_fields(options.platform)}
+        platform = {**kept, **platform_fields(options.platform)}
     image: dict[str, Any] = {
         "architecture": platform.get("architecture", ""),
         "os": platform.get("os", ""),
@@ -1601,8 +1601,9 @@ def _cross(base: llb.Platform, env: Mapping[str, str]) -> str:
     return ""
 
 
-def _platform_fields(platform: llb.Platform) -> dict[str, Any]:
-    """A platform as an image config's fields (the variant only when there is one)."""
+def platform_fields(platform: llb.Platform) -> dict[str, Any]:
+    """A platform as an image config (or an index) names it: the variant only when there
+    is one."""
     found = {"architecture": platform.architecture, "os": platform.os}
     if platform.variant:
         found["variant"] = platform.variant

@@ -20,6 +20,7 @@ from llbkit.plugins.frontend_dockerfile.convert import (
     BuildOptions,
     ImageResolver,
     convert,
+    platform_fields,
     platform_key,
 )
 from llbkit.plugins.frontend_dockerfile.options import (
@@ -171,15 +172,7 @@ class DockerfileJob:
             metadata["refs.platforms"] = json.dumps(
                 {
                     "Platforms": [
-                        {
-                            "ID": platform_key(p),
-                            "Platform": {
-                                "os": p.os,
-                                "architecture": p.architecture,
-                                **({"variant": p.variant} if p.variant else {}),
-                            },
-                        }
-                        for p in platforms
+                        {"ID": platform_key(p), "Platform": platform_fields(p)} for p in platforms
                     ]
                 }
             ).encode()
