@@ -72,6 +72,7 @@ from tests.differential.harness import (  # noqa: E402
     progress_steps,
     push_images,
     result_of,
+    shared_dirs,
     substitute,
 )
 
@@ -91,9 +92,20 @@ def fresh(buildctl: str, registry: str, base: str) -> None:
 
 
 def isolated_base(case: Case) -> str | None:
-    """The base other than busybox that ``case`` names, if any: it is recorded alone."""
+    """The base other than busybox that ``case`` names, if any: it is recorded alone. So is
+    a case sharing other directories or OCI layouts (busybox its base): BuildKit's answer
+    would depend on what other cases left in its cache. Their files' times differ, but not
+    their content keys: a step another case ran on the same content is a hit, described as
+    that case described it; and an image read from a layout another case shared is found
+    even where this case shares none."""
     text = case.dockerfile + "".join(case.args.values())
-    return next((mark for mark in ISOLATED if mark in text), None)
+    found = next((mark for mark in ISOLATED if mark in text), None)
+    shares = (
+        case.locals
+        or case.layouts
+        or any(v.startswith(("oci-layout:", "local:")) for v in case.options.values())
+    )
+    return found or ("@BASE@" if shares else None)
 
 
 def _buildctl(buildctl: str, dirs: tuple[Path, Path], *rest: str) -> list[str]:
@@ -115,18 +127,20 @@ def _buildctl(buildctl: str, dirs: tuple[Path, Path], *rest: str) -> list[str]:
     ]
 
 
-def _case_command(
-    buildctl: str, case: Case, registry: str, dirs: tuple[Path, Path], out: str
-) -> list[str]:
-    """buildctl building ``case`` into OCI output ``out``."""
-    options = (f"--opt={k}={v}" for k, v in opts(case, registry).items())
+def _case_command(buildctl: str, case: Case, registry: str, where: Path, out: str) -> list[str]:
+    """buildctl building ``case``, its folders written under ``where``, into OCI output
+    ``out``."""
+    dirs = materialize(case, where, registry)
+    options = [f"--opt={k}={v}" for k, v in opts(case, registry).items()]
+    locals_, layouts = shared_dirs(case, where, registry)
+    options += [f"--local={name}={path}" for name, path in locals_.items()]
+    options += [f"--oci-layout={name}={path}" for name, path in layouts.items()]
     return _buildctl(buildctl, dirs, *options, "--output", f"type=oci,dest={out}")
 
 
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        dirs = materialize(case, Path(tmp), registry)
-        command = _case_command(buildctl, case, registry, dirs, "-")
+        command = _case_command(buildctl, case, registry, Path(tmp), "-")
         done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.decode().strip().splitlines()
@@ -141,8 +155,7 @@ def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> di
 def record_progress(case: Case, buildctl: str, registry: str) -> list[list[str]]:
     """The steps buildctl shows when it builds ``case`` a second time."""
     with tempfile.TemporaryDirectory() as tmp:
-        dirs = materialize(case, Path(tmp), registry)
-        command = _case_command(buildctl, case, registry, dirs, f"{tmp}/out.tar")
+        command = _case_command(buildctl, case, registry, Path(tmp), f"{tmp}/out.tar")
         for _ in range(2):
             done = subprocess.run(command, capture_output=True, check=False, text=True)
     return progress_steps(done.stderr, registry)

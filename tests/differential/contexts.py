@@ -2,7 +2,10 @@
 ``contexts`` send): each kind of value (an image by tag, by digest, of several platforms,
 ``scratch``, malformed ones) against each use of the name
 (``FROM``, ``FROM … AS`` with steps, ``COPY --from``, ``RUN --mount from=``, a stage of that
-name, the image's other spellings) and a key for one platform (``NAME::linux/amd64``)."""
+name, the image's other spellings) and a key for one platform (``NAME::linux/amd64``); and
+contexts the client shares: a local directory (``local:NAME``, its own ``.dockerignore``
+applied) and an OCI layout (``oci-layout://STORE@DIGEST``, an image or an index), well formed
+or not, shared or not, against the same uses."""
 
 from __future__ import annotations
 
@@ -62,4 +65,87 @@ def _cases() -> list[Case]:
     return found
 
 
-CASES = _cases()
+#: busybox's manifest and library/multi's index, as the harness pushes them
+BUSYBOX = "sha256:860d981939085ccf65f71d6dcd144085166671f362c0f7d47bbc31a2420e0683"
+MULTI = "sha256:3705cf0857f546f4f839cb575a75be396ac91a3956fd970b11ef347a26c25ffe"
+ABSENT = "sha256:" + "0" * 64
+
+#: a local directory's files by case name (what ``--local dir=…`` shares)
+DIRS = {
+    "plain": {"a.txt": "a\n", "sub/b.txt": "b\n"},
+    "ignoring": {
+        "a.txt": "a\n",
+        "sub/b.txt": "b\n",
+        "secret.txt": "s\n",
+        ".dockerignore": "secret.txt\nsub\n",
+    },
+    "only-a": {"a.txt": "a\n", "sub/b.txt": "b\n", ".dockerignore": "*\n!a.txt\n"},
+    "ignore-ignore": {"a.txt": "a\n", ".dockerignore": ".dockerignore\n"},
+}
+#: uses of a context that is a directory, not an image
+DIR_USES = {
+    "from": "FROM base\n",
+    "copy-from": "FROM @BASE@\nCOPY --from=base / /got/\n",
+    "mount-from": "FROM @BASE@\nRUN --mount=from=base,target=/m find /m | sort > /listed\n",
+    "stage-named": "FROM @BASE@ AS base\nRUN echo stage > /stage\nFROM @BASE@\n"
+    "COPY --from=base / /got/\n",
+    "from-as": "FROM base AS b\nFROM @BASE@\nCOPY --from=b / /got/\n",
+}
+#: an OCI layout context's value by case name (the layout is shared as ``store``)
+LAYOUTS = {
+    "image": f"oci-layout://store@{BUSYBOX}",
+    "index": f"oci-layout://store@{MULTI}",
+    "no-digest": "oci-layout://store",
+    "tag": "oci-layout://store:latest",
+    "bad-name": f"oci-layout://Store@{BUSYBOX}",
+    "absent": f"oci-layout://store@{ABSENT}",
+    "unshared": f"oci-layout://other@{BUSYBOX}",
+}
+
+
+def _shared_cases() -> list[Case]:
+    found = []
+    for dir_name, files in DIRS.items():
+        for use, dockerfile in DIR_USES.items():
+            found.append(
+                Case(
+                    name=f"contexts-local-{dir_name}-{use}",
+                    category="contexts",
+                    dockerfile=dockerfile,
+                    options={"context:base": "local:dir"},
+                    locals={"dir": files},
+                )
+            )
+    # A directory the client does not share, and one given for one platform.
+    found.append(
+        Case(
+            name="contexts-local-unshared",
+            category="contexts",
+            dockerfile=DIR_USES["copy-from"],
+            options={"context:base": "local:nodir"},
+        )
+    )
+    found.append(
+        Case(
+            name="contexts-local-platform-key",
+            category="contexts",
+            dockerfile=DIR_USES["copy-from"],
+            options={"context:base::linux/amd64": "local:dir"},
+            locals={"dir": DIRS["ignoring"]},
+        )
+    )
+    for layout_name, value in LAYOUTS.items():
+        for use, dockerfile in USES.items():
+            found.append(
+                Case(
+                    name=f"contexts-layout-{layout_name}-{use}",
+                    category="contexts",
+                    dockerfile=dockerfile,
+                    options={"context:base": value},
+                    layouts={"store": "@MULTI@" if layout_name == "index" else "@BASE@"},
+                )
+            )
+    return found
+
+
+CASES = _cases() + _shared_cases()

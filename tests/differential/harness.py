@@ -66,6 +66,11 @@ class Case:
     dockerfile_links: dict[str, str] = field(default_factory=dict)
     #: the context and the Dockerfile in one folder (``--local context=. --local dockerfile=.``)
     one_folder: bool = False
+    #: more local directories the client shares (``--local NAME=…``): their files by name
+    locals: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: OCI layouts the client shares (``--oci-layout NAME=…``): the image (a mark of IMAGES)
+    #: each holds, copied from the registry
+    layouts: dict[str, str] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
@@ -86,6 +91,8 @@ class Case:
             "dockerfile_files",
             "dockerfile_links",
             "one_folder",
+            "locals",
+            "layouts",
         )
         return cls(**{k: data[k] for k in keys if k in data})
 
@@ -114,6 +121,74 @@ def materialize(case: Case, where: Path, registry: str) -> tuple[Path, Path]:
                 executable = os.stat(path).st_mode & 0o100
                 os.chmod(path, 0o755 if executable else 0o644)
     return ctx, dfdir
+
+
+def shared_dirs(case: Case, where: Path, registry: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The case's other local directories and OCI layouts, written under ``where``: what the
+    client shares besides the context and the Dockerfile, by name."""
+    found: dict[str, Path] = {}
+    for name, files in case.locals.items():
+        folder = where / "locals" / name
+        folder.mkdir(parents=True)
+        os.chmod(folder, 0o755)
+        for path, body in files.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(body)
+            os.chmod(folder / path, 0o644)
+        for top, dirs, _files in os.walk(folder):
+            for sub in dirs:
+                os.chmod(os.path.join(top, sub), 0o755)
+        found[name] = folder
+    layouts = {}
+    for name, mark in case.layouts.items():
+        layouts[name] = where / "layouts" / name
+        write_layout(registry, IMAGES[mark], layouts[name])
+    return found, layouts
+
+
+#: what a registry may answer for a manifest
+_MANIFESTS = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+
+def write_layout(registry: str, repo: str, dest: Path) -> str:
+    """An OCI layout at ``dest`` holding ``repo:latest`` as the registry has it (the same
+    digests), every platform's image; the digest ``index.json`` names."""
+    import httpx
+
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    base = f"http://{registry}/v2/{repo}"
+    with httpx.Client(timeout=30) as client:
+
+        def fetch(kind: str, ref: str) -> bytes:
+            answer = client.get(f"{base}/{kind}/{ref}", headers={"Accept": ",".join(_MANIFESTS)})
+            answer.raise_for_status()
+            data = answer.content
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            (blobs / digest.removeprefix("sha256:")).write_bytes(data)
+            return data
+
+        top = fetch("manifests", "latest")
+        document = json.loads(top)
+        manifests = [m["digest"] for m in document.get("manifests", [])]
+        for digest in manifests:
+            document_of = json.loads(fetch("manifests", digest))
+            for blob in [document_of["config"], *document_of["layers"]]:
+                fetch("blobs", blob["digest"])
+        if not manifests:
+            for blob in [document["config"], *document["layers"]]:
+                fetch("blobs", blob["digest"])
+    digest = "sha256:" + hashlib.sha256(top).hexdigest()
+    media = document.get("mediaType", _MANIFESTS[1])
+    entry = {"mediaType": media, "digest": digest, "size": len(top)}
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    return digest
 
 
 def substitute(text: str, registry: str) -> str:

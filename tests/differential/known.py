@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tests.differential.contexts import USES
+
+_CONTEXT_USES = tuple(USES)
+
 _LINK_ERROR = (
     "a Dockerfile that is a symlink to nothing or to a folder: llbkit says `open Dockerfile: "
     "no such file or directory`; BuildKit names the link's target (`open nope: ...`) or says "
@@ -34,7 +38,35 @@ _EMPTY_PLATFORMS = Deliberate(
     "multiple platforms without multi-platform enabled'), later BuildKit writes the index",
     "",
 )
+_ABSENT = "0" * 64
+#: what the client does not share, or has not, named in llbkit's words with the flag to give;
+#: BuildKit passes on its session's gRPC errors ("no access allowed to dir", "unknown store")
+_UNSHARED = {
+    "contexts-local-unshared": (
+        "the build reads local directory 'nodir', which was not given (use --local nodir=<path>"
+    ),
+    **{
+        f"contexts-layout-unshared-{use}": (
+            "the build reads OCI layout 'other', which was not given (use --oci-layout "
+            "other=<path>)"
+        )
+        for use in _CONTEXT_USES
+    },
+    **{
+        f"contexts-layout-absent-{use}": f"OCI layout store: blob sha256:{_ABSENT} is not there"
+        for use in _CONTEXT_USES
+    },
+}
 DELIBERATE: dict[str, Deliberate] = {
+    **{
+        name: Deliberate(
+            "a named context the client does not share, or a blob its OCI layout lacks, is "
+            "said in llbkit's words, naming the flag that shares it; BuildKit passes on its "
+            "session's gRPC error",
+            error,
+        )
+        for name, error in _UNSHARED.items()
+    },
     **{
         f"platforms-scratch-{stage}-multi": _EMPTY_PLATFORMS
         for stage in ("none", "buildplatform", "targetplatform", "arm64", "armv7")

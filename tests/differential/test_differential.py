@@ -22,6 +22,7 @@ from tests.differential.harness import (
     opts,
     push_images,
     result_of,
+    shared_dirs,
 )
 from tests.differential.known import DELIBERATE, KNOWN
 
@@ -50,8 +51,11 @@ def base_tree() -> dict[str, Any]:
 def build(case: Case, registry: str, base: dict[str, Any], tmp: Path) -> dict[str, Any] | str:
     """What llbkit builds from ``case``: its result as recorded, or its error's cause."""
     ctx, dfdir = materialize(case, tmp, registry)
+    locals_, layouts = shared_dirs(case, tmp, registry)
     out = tmp / "out.tar"
-    client = EmbeddedClient(locals={"context": ctx, "dockerfile": dfdir})
+    client = EmbeddedClient(
+        locals={"context": ctx, "dockerfile": dfdir, **locals_}, layouts=layouts
+    )
     try:
         build_in(
             tmp / "root",

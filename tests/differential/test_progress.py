@@ -25,6 +25,7 @@ from tests.differential.harness import (
     opts,
     progress_steps,
     push_images,
+    shared_dirs,
 )
 
 RECORDED = load_progress()
@@ -52,7 +53,10 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def rebuild_steps(controller: Any, case: Case, registry: str, tmp: Path) -> list[list[str]]:
     """The steps llbkit's plain progress shows when it builds ``case`` a second time."""
     ctx, dfdir = materialize(case, tmp, registry)
-    client = EmbeddedClient(locals={"context": ctx, "dockerfile": dfdir})
+    locals_, layouts = shared_dirs(case, tmp, registry)
+    client = EmbeddedClient(
+        locals={"context": ctx, "dockerfile": dfdir, **locals_}, layouts=layouts
+    )
     text = io.StringIO()
 
     async def build() -> Any:

@@ -94,6 +94,8 @@ class EmbeddedClient:
         path = self.layouts[store] / "blobs" / algo / hexdigest
         try:
             handle = open(path, "rb")  # noqa: SIM115 -- closed below, after streaming
+        except FileNotFoundError:
+            raise UserError(f"OCI layout {store}: blob {digest} is not there") from None
         except OSError as err:
             raise UserError(f"OCI layout {store}: blob {digest}: {err.strerror}") from None
 

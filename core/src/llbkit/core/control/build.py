@@ -570,13 +570,14 @@ async def _definitions(
         assert request.definition is not None
         return {str(Platform()): request.definition}, {}, request.source
     from llbkit.core.control.frontend_client import EngineFrontendClient
+    from llbkit.core.control.layout_images import WithLayouts
 
     client = EngineFrontendClient(
         solver=controller.solver,
         session=request.session,
         lease=lease,
         emit=emit,
-        images=controller.drivers.image_resolver(),
+        images=WithLayouts(controller.drivers.image_resolver(), request.session),
         inputs=request.frontend_inputs,
         allow=allow,
         tmp=controller.store.tmp,

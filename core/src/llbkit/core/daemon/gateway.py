@@ -19,6 +19,7 @@ import grpc
 
 from llbkit.core.api._pb import caps_pb2, fsutil_pb2, gateway_pb2, gateway_pb2_grpc
 from llbkit.core.control.errdetails import abort_failed, shown_source
+from llbkit.core.control.layout_images import LAYOUT_SCHEME
 from llbkit.core.errors import SourceError, UserError
 from llbkit.core.llb._pb import ops_pb2  # noqa: F401 - registers pb.* for gateway_pb2
 from llbkit.core.plugins.context import Platform
@@ -35,6 +36,8 @@ BUILD_ID = "buildkit-controlapi-buildid"
 READ_LIMIT = (16 << 20) - (64 << 10)
 #: how long a gateway call waits for its build's Control.Solve to arrive
 ARRIVAL = 30.0
+#: ResolveImageConfigRequest.ResolverType of the client's OCI layouts (0: the registries)
+_OCI_LAYOUT_RESOLVER = 1
 #: what the gateway can do, as BuildKit v0.11 names it (``frontend/gateway/pb/caps.go``)
 FRONTEND_CAPS = (
     "solve.base", "solve.inlinereturn", "resolveimage", "resolveimage.resolvemode",
@@ -348,9 +351,13 @@ class GatewayService(gateway_pb2_grpc.LLBBridgeServicer):
         mode = request.ResolveMode or "default"
         if mode not in ("default", "pull", "local"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"resolve mode {mode!r}")
+        ref = request.Ref
+        if request.ResolverType == _OCI_LAYOUT_RESOLVER:
+            # From the client's OCI layout StoreID: the reference gives only the digest.
+            ref = f"{LAYOUT_SCHEME}{request.StoreID}@{ref.rpartition('@')[2]}"
         try:
             image = await client.images.resolve_image_config(
-                request.Ref,
+                ref,
                 platform,
                 mode,  # type: ignore[arg-type]
             )

@@ -1,9 +1,9 @@
 """The source contract: outside content (images, git, http, local dirs) in a build.
 
-Group ``llbkit.sources``; the entry-point name is the identifier's scheme (``docker-image``,
-``git``, ``local``...). Resolving parses a SourceOp; the job computes a portable cache key and,
-on a miss, fetches. An image's layers come from a :class:`LayeredSourceJob` (a store layer each,
-its blob kept for exports); a driver resolving images for frontends: :class:`ImageResolver`.
+Group ``llbkit.sources``, named by the identifier's scheme (``docker-image``, ``git``...).
+Resolving parses a SourceOp; the job computes a portable cache key and, on a miss, fetches.
+An image's layers come from a :class:`LayeredSourceJob` (a store layer each, its blob kept);
+a driver resolving images for frontends: :class:`ImageResolver`.
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ class SourceJob(Protocol):
 
     @property
     def record_type(self) -> str:
-        """``du``'s name for its records: ``regular``, ``source.local``,
-        ``source.git.checkout``, ``internal``, ``frontend``."""
+        """``du``'s record type: ``regular``, ``source.local``, ``source.git.checkout``..."""
         ...
 
     async def cache_key(self, client: ClientIO) -> str:
@@ -148,6 +147,7 @@ class ImageResolver(Protocol):
     async def resolve_image_config(
         self, ref: str, platform: Platform, mode: ResolveMode = "default"
     ) -> ImageConfig:
-        """The image ``ref`` (``alpine:3``, ``reg.example/app@sha256:…``) for ``platform``;
-        a ``UserError`` names a ``ref`` not found or not reached."""
+        """The image ``ref`` (``alpine:3``, ``r.io/a@sha256:…``; for a frontend also
+        ``oci-layout://STORE@sha256:…``, the client's) for ``platform``; a ``UserError``
+        names a ``ref`` not found or not reached."""
         ...

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
@@ -27,6 +27,7 @@ from llbkit.core.sources._base import (
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import ClientIO, Platform
     from llbkit.core.plugins.progress import ProgressSink
+    from llbkit.core.plugins.source import FetchedLayer
 
 _KNOWN = ("oci.session", "oci.store", "oci.layerlimit")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -42,8 +43,9 @@ class OCILayoutJob(ParsedSource):
     layer_limit: int | None = None
     _manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    async def _read(self, client: ClientIO, digest: str) -> dict[str, Any]:
-        """An index or manifest, read to BuildKit's bound for them (4 MiB) and checked."""
+    async def _read_bytes(self, client: ClientIO, digest: str) -> bytes:
+        """A small blob (an index, a manifest, a config), read to BuildKit's bound for them
+        (4 MiB) and checked against its digest."""
         data = bytearray()
         async with client.layout_blob(self.store, _digest(self.identifier, digest)) as chunks:
             async for chunk in chunks:
@@ -52,6 +54,11 @@ class OCILayoutJob(ParsedSource):
                     raise UserError(f"{self.identifier}: {digest} is more than {MAX_READ} bytes")
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise UserError(f"{self.identifier}: blob {digest} does not match its digest")
+        return bytes(data)
+
+    async def _read(self, client: ClientIO, digest: str) -> dict[str, Any]:
+        """An index or manifest, read and checked (:meth:`_read_bytes`), as a JSON object."""
+        data = await self._read_bytes(client, digest)
         try:
             decoded = json.loads(data)
         except (ValueError, RecursionError):
@@ -85,12 +92,31 @@ class OCILayoutJob(ParsedSource):
         self._manifest.update(manifest=manifest, digest=digest)
         return self._manifest
 
+    async def image_config(self, client: ClientIO) -> bytes:
+        """The config of the image for the build's platform, as its manifest names it."""
+        resolved = await self._resolve(client)
+        config = resolved["manifest"].get("config")
+        if not isinstance(config, dict):
+            raise UserError(f"{self.identifier}: {resolved['digest']}: the manifest has no config")
+        return await self._read_bytes(client, _digest(self.identifier, config.get("digest")))
+
     async def cache_key(self, client: ClientIO) -> str:
         """As for registry images: the manifest digest, the platform, the layer limit."""
         from llbkit.core.plugins.context import Platform
 
         resolved = await self._resolve(client)
         return image_key(resolved["digest"], self.platform or Platform(), self.layer_limit)
+
+    async def _layer(self, client: ClientIO, digest: str, spool: IO[bytes]) -> None:
+        """Layer ``digest`` from the client into ``spool`` (verified), rewound."""
+        check = hashlib.sha256()
+        async with client.layout_blob(self.store, digest) as chunks:
+            async for chunk in chunks:
+                spool.write(chunk)
+                check.update(chunk)
+        if "sha256:" + check.hexdigest() != digest:
+            raise UserError(f"{self.identifier}: layer {digest} does not match its digest")
+        spool.seek(0)
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         """Read each layer from the client (verified), then apply them in order."""
@@ -100,19 +126,54 @@ class OCILayoutJob(ParsedSource):
         for layer in resolved["manifest"].get("layers", [])[: self.layer_limit]:
             digest = _digest(self.identifier, layer.get("digest"))
             with tempfile.TemporaryFile() as spool:
-                check = hashlib.sha256()
-                async with client.layout_blob(self.store, digest) as chunks:
-                    async for chunk in chunks:
-                        spool.write(chunk)
-                        check.update(chunk)
-                if "sha256:" + check.hexdigest() != digest:
-                    raise UserError(f"{self.identifier}: layer {digest} does not match its digest")
-                spool.seek(0)
+                await self._layer(client, digest, spool)
                 progress.status(f"extracting {digest}")
                 await anyio.to_thread.run_sync(
                     functools.partial(apply_tar, spool, str(dest), what=f"layer {digest}")
                 )
                 progress.status(f"extracting {digest}", done=True)
+
+    async def fetch_layers(
+        self, client: ClientIO, stage: Path, progress: ProgressSink, layer_format: str
+    ) -> list[FetchedLayer]:
+        """Each layer (verified) into a directory of its own under ``stage``, its blob kept:
+        an image built on it exports the layout's own layers, as BuildKit's does."""
+        from llbkit.core.plugins.source import FetchedLayer
+        from llbkit.core.snapshot.untar import unpack_layer
+
+        resolved = await self._resolve(client)
+        config = json.loads(await self.image_config(client))
+        rootfs = config.get("rootfs") if isinstance(config, dict) else None
+        diff_ids = (rootfs.get("diff_ids") if isinstance(rootfs, dict) else None) or []
+        every = resolved["manifest"].get("layers", [])
+        fetched = []
+        for n, layer in enumerate(every[: self.layer_limit]):
+            digest = _digest(self.identifier, layer.get("digest"))
+            blob, tree = stage / f"blob-{n}", stage / f"layer-{n}"
+            tree.mkdir()
+            tree.chmod(0o755)
+            with open(blob, "w+b") as spool:
+                await self._layer(client, digest, spool)
+                progress.status(f"extracting {digest}")
+                await anyio.to_thread.run_sync(
+                    functools.partial(
+                        unpack_layer, spool, str(tree), layer_format, what=f"layer {digest}"
+                    )
+                )
+                progress.status(f"extracting {digest}", done=True)
+            diff_id = diff_ids[n] if len(diff_ids) == len(every) else ""
+            fetched.append(
+                FetchedLayer(
+                    tree=tree,
+                    blob=blob,
+                    digest=digest,
+                    size=blob.stat().st_size,
+                    media_type=str(layer.get("mediaType") or ""),
+                    diff_id=diff_id if isinstance(diff_id, str) else "",
+                    description=f"pulled from {self.identifier.removeprefix('oci-layout://')}",
+                )
+            )
+        return fetched
 
 
 #: BuildKit's bound on an OCI layout's index or manifest (maxReadSize)

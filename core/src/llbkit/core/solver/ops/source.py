@@ -62,6 +62,16 @@ class SourceOp(Op):
                 name += f" ({patterns[0]})"
         return name
 
+    def description(self, name: str) -> str:
+        """The layer's description (an image's bare layer in history, ``du``'s), as BuildKit
+        describes what its own sources make: ``local source for NAME``, ``http url URL``;
+        any other source's is its step's ``name``."""
+        if self.is_local:
+            return f"local source for {self.identifier.removeprefix('local://')}"
+        if self.identifier.startswith(("http://", "https://")):
+            return f"http url {self.identifier}"
+        return name
+
     def platform(self) -> Platform | None:
         if not self.op.HasField("platform"):
             return None
@@ -109,8 +119,11 @@ class SourceOp(Op):
             tree = stage / "tree"
             tree.mkdir()
             await job.fetch(ctx.client, tree, ctx.progress)
+            described = self.description(ctx.name)
             layer = await anyio.to_thread.run_sync(
-                lambda: store.commit_layer(tree, description=ctx.name, record_type=job.record_type),
+                lambda: store.commit_layer(
+                    tree, description=described, record_type=job.record_type
+                ),
                 limiter=ctx.threads,
             )
         mirrored = job if isinstance(job, MirroredJob) else None

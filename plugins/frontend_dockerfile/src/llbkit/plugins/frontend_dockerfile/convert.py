@@ -16,7 +16,7 @@ import anyio
 from llbkit.core.errors import UserError, source_block
 from llbkit.core.known_platforms import parse_platform
 from llbkit.core.llb import pb
-from llbkit.core.patterns import clean
+from llbkit.core.patterns import clean, read_dockerignore
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
     go_duration,
@@ -66,6 +66,13 @@ INLINE_DOCUMENT = "[internal] preparing inline document"
 #: ``(ref, platform, step)``: an image's digest and config; ``step`` names the step shown
 #: (a named context's), "" for the frontend's own ``load metadata for``
 ImageResolver = Callable[[str, llb.Platform, str], Awaitable[tuple[str, bytes]]]
+#: ``(directory, step)``: the ``.dockerignore`` of a local directory the client shares (b""
+#: when it has none), read in a step of that name
+IgnoreReader = Callable[[str, str], Awaitable[bytes]]
+
+
+async def _no_ignore_files(directory: str, step: str) -> bytes:
+    return b""
 
 
 @dataclass
@@ -189,10 +196,19 @@ def _platform_args(platform: llb.Platform, build: llb.Platform) -> dict[str, str
 
 
 class _Converter:
-    def __init__(self, parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> None:
+    def __init__(
+        self,
+        parsed: Parsed,
+        options: BuildOptions,
+        resolve: ImageResolver,
+        read_ignore: IgnoreReader = _no_ignore_files,
+    ) -> None:
         self.parsed = parsed
         self.options = options
         self.resolve = resolve
+        self.read_ignore = read_ignore
+        #: the exclude patterns of each local named context, by directory and context name
+        self.local_ignores: dict[tuple[str, str], list[str]] = {}
         #: each stage's index to the indexes of the stages it needs (set by check_cycles)
         self.deps: dict[int, set[int]] = {}
         self.escape = parsed.escape
@@ -732,14 +748,54 @@ class _Converter:
             state = llb.image(ref, platform=platform, custom_name=f"[context {name}] {ref}")
             return state, json.loads(raw)
         if kind == "oci-layout":
-            return llb.oci_layout(rest.removeprefix("//")), None
+            return await self.layout_state(name, rest.removeprefix("//"), inst, platform)
         if kind == "local":
-            return llb.local(rest), None
+            # Its own .dockerignore applies, read in a step of its own, as BuildKit reads it.
+            if (rest, name) not in self.local_ignores:
+                text = await self.read_ignore(rest, f"[context {name}] load .dockerignore")
+                self.local_ignores[rest, name] = read_dockerignore(text.decode("utf-8", "replace"))
+            state = llb.local(
+                rest,
+                exclude_patterns=self.local_ignores[rest, name],
+                shared_key_hint=f"context:{name}",
+                custom_name=f"[context {name}] load from client",
+            )
+            return state, None
         if kind in ("git", "http", "https", "input") or kind.startswith("git@"):
             raise self.fail(
                 inst, f"named context {name}={value!r}: llbkit does not take {kind} contexts yet"
             )
         raise self.fail(inst, f"unsupported context source {kind} for {name}")
+
+    async def layout_state(
+        self, name: str, spec: str, inst: Instruction, platform: llb.Platform
+    ) -> tuple[llb.State, dict[str, Any]]:
+        """An OCI layout context, ``oci-layout://STORE@DIGEST``: the image DIGEST of the
+        layout the client shares as STORE, named after the context as BuildKit names it
+        (``docker.io/library/NAME@DIGEST``)."""
+        from llbkit.core.reference import ReferenceError, parse_reference
+
+        try:
+            ref = parse_reference(spec, default_tag=False)
+        except ReferenceError:
+            reason = "repository name must be lowercase" if spec.lower() != spec else ""
+            said = reason or "invalid reference format"
+            raise self.fail(
+                inst, f'could not parse oci-layout reference "{spec}": {said}'
+            ) from None
+        if not ref.digest:
+            raise self.fail(inst, f'oci-layout reference "{spec}" has no digest')
+        store = spec.partition("@")[0].removesuffix(f":{ref.tag}" if ref.tag else "")
+        shown = f"{parse_reference(name.partition('::')[0]).name}@{ref.digest}"
+        step = f"[context {name}] load metadata for {shown}"
+        _, raw = await self._resolve(f"oci-layout://{store}@{ref.digest}", inst, platform, step)
+        state = llb.oci_layout(
+            shown,
+            store_id=store,
+            platform=platform,
+            custom_name=f"[context {name}] OCI load from client",
+        )
+        return state, json.loads(raw)
 
     def from_image(self, stage: _Stage, image: dict[str, Any], state: llb.State) -> None:
         """The stage on ``image`` (its config), whose source is ``state``."""
@@ -1518,9 +1574,15 @@ def _go_health(check: dict[str, Any]) -> str:
 _NESTED = 32
 
 
-async def convert(parsed: Parsed, options: BuildOptions, resolve: ImageResolver) -> Converted:
-    """The target stage's LLB state and the image config (with history) the exporters write."""
-    converter = _Converter(parsed, options, resolve)
+async def convert(
+    parsed: Parsed,
+    options: BuildOptions,
+    resolve: ImageResolver,
+    read_ignore: IgnoreReader = _no_ignore_files,
+) -> Converted:
+    """The target stage's LLB state and the image config (with history) the exporters write;
+    ``read_ignore`` reads a local named context's ignore file (none by default)."""
+    converter = _Converter(parsed, options, resolve, read_ignore)
     converter.split()
     converter.check_cycles()
     wanted = converter.target()

@@ -18,6 +18,7 @@ from llbkit.core.patterns import read_dockerignore
 from llbkit.core.plugins import FrontendClient, FrontendOutput, Platform, PluginContext
 from llbkit.plugins.frontend_dockerfile.convert import (
     BuildOptions,
+    IgnoreReader,
     ImageResolver,
     convert,
     platform_fields,
@@ -155,7 +156,9 @@ class DockerfileJob:
         for platform in platforms:
             options = dataclasses.replace(self.options, platform=platform)
             # convert reads the parsed instructions without changing them: one parse serves all.
-            converted = await convert(parsed, options, _resolver(client, len(platforms) > 1))
+            converted = await convert(
+                parsed, options, _resolver(client, len(platforms) > 1), _ignore_reader(client)
+            )
             if platform == platforms[0]:
                 for warning in converted.warnings:
                     client.warn(warning)
@@ -211,6 +214,25 @@ def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
         return known[name, platform, step]
 
     return resolve
+
+
+def _ignore_reader(client: FrontendClient) -> IgnoreReader:
+    """A local named context's ``.dockerignore`` (b"" when it has none), read in a step of its
+    own as BuildKit reads it; a directory the client does not share fails the build."""
+
+    async def read(directory: str, step: str) -> bytes:
+        async with client.step(step) as shown:
+            crossed: list[int] = []
+            got = await client.read_files(directory, [".dockerignore"], progress=crossed.append)
+            found = got.get(".dockerignore", b"")
+            shown.status(
+                f"transferring {directory}:",
+                current=crossed[-1] if crossed else len(found),
+                done=True,
+            )
+        return found
+
+    return read
 
 
 def _full_name(ref: str) -> str:
