@@ -95,7 +95,7 @@ def test_the_limits_are_read_from_the_config_and_name_the_layer(tmp_path: Path) 
         config=config,
     )
     line = error_line(done)
-    assert f"layer sha256:{layer}: cannot apply: more than 3 entries" in line, line
+    assert f"layer sha256:{layer}: cannot unpack: more than 3 entries" in line, line
     assert line.endswith("([llbkit] max-layer-entries = 3)")
 
 
