@@ -24,7 +24,8 @@ build exported with each exporter option, into tests/differential/vectors/export
 
 With --progress, records instead buildctl's plain progress of a warm rebuild (each case built
 twice, the second build's steps kept: names and markers, see harness.progress_steps) for every
-recorded multi-stage case BuildKit builds, into tests/differential/vectors/progress/warm.json.
+recorded multi-stage or remote-context case BuildKit builds, into
+tests/differential/vectors/progress/warm.json.
 """
 
 from __future__ import annotations
@@ -61,17 +62,19 @@ from tests.differential.exports import (  # noqa: E402
 from tests.differential.harness import (  # noqa: E402
     BUILDKIT_VERSION,
     PROGRESS,
+    REMOTE_MARK,
     VECTORS,
     Case,
     busybox_tree,
     error_cause,
-    is_multi_stage,
     load_vectors,
     materialize,
     opts,
+    progress_recorded,
     progress_steps,
     push_images,
     result_of,
+    serve_remote,
     shared_dirs,
     substitute,
 )
@@ -104,6 +107,7 @@ def isolated_base(case: Case) -> str | None:
         case.locals
         or case.layouts
         or any(v.startswith(("oci-layout:", "local:")) for v in case.options.values())
+        or any(REMOTE_MARK in v for v in case.options.values())
     )
     return found or ("@BASE@" if shares else None)
 
@@ -167,9 +171,13 @@ def main_progress(buildctl: str, names: list[str], port: int) -> int:
     chosen = [
         c
         for c, result in load_vectors()
-        if is_multi_stage(c) and "error" not in result and (not names or c.name in names)
+        if progress_recorded(c) and "error" not in result and (not names or c.name in names)
     ]
-    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=port) as reg:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalRegistry(Path(tmp) / "r", port=port) as reg,
+        serve_remote(Path(tmp) / "remote"),
+    ):
         push_images(reg.host)
         # One at a time: BuildKit shows a step that concurrent builds share under the name
         # the first build gave it, and as it ended there.
@@ -185,7 +193,7 @@ def main_progress(buildctl: str, names: list[str], port: int) -> int:
     }
     PROGRESS.parent.mkdir(exist_ok=True)
     PROGRESS.write_text(json.dumps(document, indent=1) + "\n")
-    print(f"progress: {len(recorded)} multi-stage cases")
+    print(f"progress: {len(recorded)} cases (multi-stage, several platforms, remote contexts)")
     return 0
 
 
@@ -263,6 +271,7 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalRegistry(Path(tmp) / "r", port=args.port) as reg,
+        serve_remote(Path(tmp) / "remote"),
     ):
         push_images(reg.host)
         fresh(buildctl, reg.host, "@BASE@")

@@ -9,6 +9,7 @@ from textwrap import dedent
 from tests.differential.contexts import CASES as _context_cases
 from tests.differential.harness import Case
 from tests.differential.platforms import CASES as _platform_cases
+from tests.differential.remote import CASES as _remote_cases
 
 CASES: list[Case] = []
 
@@ -642,3 +643,5 @@ for _n, _proxies in enumerate(
 CASES += _platform_cases
 # Named contexts (tests/differential/contexts.py).
 CASES += _context_cases
+# Remote build contexts (tests/differential/remote.py).
+CASES += _remote_cases

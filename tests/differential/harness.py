@@ -3,6 +3,7 @@ output when recording and llbkit's when replaying, so both sides are measured al
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ import os
 import re
 import shutil
 import tarfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ CATEGORIES = (
     "options",
     "platforms",
     "contexts",
+    "remote",
 )
 
 
@@ -194,7 +197,94 @@ def write_layout(registry: str, repo: str, dest: Path) -> str:
 def substitute(text: str, registry: str) -> str:
     for mark, repo in IMAGES.items():
         text = text.replace(mark, f"{registry}/{repo}")
-    return text
+    return text.replace(REMOTE_MARK, REMOTE["host"]) if REMOTE["host"] else text
+
+
+#: what the remote-context cases name as ``@REMOTE@``: the loopback server of
+#: :func:`serve_remote` while one runs
+REMOTE_MARK = "@REMOTE@"
+REMOTE = {"host": ""}
+#: the repository's files (``remote/`` is the tree :func:`serve_remote` serves as a Git
+#: repository and as archives): a Dockerfile at the top and one in ``sub``, files the top
+#: one's ``.dockerignore`` names, another Dockerfile by another name, and one spelled
+#: ``dockerfile`` alone in its folder
+REMOTE_FILES = {
+    "Dockerfile": "ARG BASE\nFROM $BASE\nCOPY . /src/\n"
+    "RUN find /src -path /src/.git -prune -o -print | sort > /listed\n",
+    ".dockerignore": "ignored.txt\n",
+    "ignored.txt": "ignored\n",
+    "a.txt": "a\n",
+    "Other.Dockerfile": "ARG BASE\nFROM $BASE\nCOPY a.txt /other/\n",
+    "sub/Dockerfile": "ARG BASE\nFROM $BASE\nCOPY . /sub/\n",
+    "sub/b.txt": "b\n",
+    "lower/dockerfile": "ARG BASE\nFROM $BASE\nCOPY . /lower/\n",
+}
+
+
+@contextlib.contextmanager
+def serve_remote(where: Path) -> Iterator[str]:
+    """A loopback HTTP server of what remote contexts fetch, its address as ``@REMOTE@``:
+    ``repo.git`` (a bare repository over Git's dumb HTTP protocol: ``main``, tagged ``v1``
+    one commit before, a ``.git``-less ``repo`` the same), ``ctx.tar.gz`` and ``ctx.tar``
+    (the tree), ``Dockerfile`` (the top Dockerfile alone); anything else is a 404."""
+    import http.server
+    import subprocess
+    import threading
+
+    work, served = where / "work", where / "served"
+    work.mkdir(parents=True)
+    served.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(where),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "GIT_AUTHOR_DATE": "2020-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z",
+    }
+
+    def git(*args: str, cwd: Path = work) -> None:
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    for name, body in REMOTE_FILES.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(body)
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    git("tag", "v1")
+    (work / "a.txt").write_text("a, second\n")
+    git("commit", "-qam", "two")
+    git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=where)
+    git("update-server-info", cwd=served / "repo.git")
+    for name, mode in (("ctx.tar.gz", "w:gz"), ("ctx.tar", "w")):
+        with tarfile.open(served / name, mode) as tar:
+            for path in sorted(REMOTE_FILES):
+                data = (work / path).read_bytes()
+                info = tarfile.TarInfo(path)
+                info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
+                tar.addfile(info, io.BytesIO(data))
+    (served / "Dockerfile").write_text(REMOTE_FILES["Dockerfile"])
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    REMOTE["host"] = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        yield REMOTE["host"]
+    finally:
+        REMOTE["host"] = ""
+        server.shutdown()
+        server.server_close()
 
 
 def opts(case: Case, registry: str) -> dict[str, str]:
@@ -355,6 +445,8 @@ def _image_result(
 def error_cause(text: str, registry: str) -> str:
     """The part of an error that names its cause, without BuildKit's wrapping and ref ids."""
     text = text.replace(registry, "REGISTRY").strip()
+    if REMOTE["host"]:
+        text = text.replace(REMOTE["host"], "REMOTE")
     text = re.sub(r"^(error: )?failed to solve: ", "", text)
     text = re.sub(
         r"failed to compute cache key: failed to calculate checksum of ref \S+ ", "", text
@@ -495,11 +587,16 @@ def progress_steps(text: str, registry: str) -> list[list[str]]:
     markers only, no times, ids, sub-task or log lines."""
     names: dict[str, str] = {}
     ends: dict[str, str] = {}
-    for line in text.replace(registry, "REGISTRY").splitlines():
+    text = text.replace(registry, "REGISTRY")
+    if REMOTE["host"]:
+        text = text.replace(REMOTE["host"], "REMOTE")
+    for line in text.splitlines():
         found = _HEADER.match(line)
         if found is None:
             continue
         number, rest = found.groups()
+        if number == "0":
+            continue  # no step's: BuildKit's git source logs its ls-remote so on a rebuild
         if number not in names:
             names[number] = rest
             continue
@@ -591,11 +688,14 @@ def _names(steps: list[list[str]]) -> str:
     return json.dumps([name for name, _ in steps])
 
 
-def is_multi_stage(case: Case) -> bool:
-    """A Dockerfile of more than one stage (more than one ``FROM``, or an image that a
-    ``--from`` reads, which BuildKit makes a stage of), or a build for several platforms
-    (each stage once per platform): the cases whose progress is compared."""
+def progress_recorded(case: Case) -> bool:
+    """The cases whose progress is compared: a Dockerfile of more than one stage (more than
+    one ``FROM``, or an image that a ``--from`` reads, which BuildKit makes a stage of), a
+    build for several platforms (each stage once per platform), or a remote context (its
+    own steps)."""
     if re.search(r"(?i)\bfrom=@", case.dockerfile) or "," in case.options.get("platform", ""):
+        return True
+    if case.category == "remote":
         return True
     return len(re.findall(r"(?im)^\s*from\s", case.dockerfile)) > 1
 

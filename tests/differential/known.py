@@ -57,7 +57,30 @@ _UNSHARED = {
         for use in _CONTEXT_USES
     },
 }
+_GIT_SOURCE = "failed to read dockerfile: [internal] load git source http://REMOTE/"
+#: a remote context that cannot be fetched, said as llbkit's git and http sources say it (the
+#: step, the reference, what is missing), after BuildKit's "failed to read …" prefix
+_REMOTE_FAILURES = {
+    "remote-git-no-ref": f"{_GIT_SOURCE}repo.git#nope: git://REMOTE/repo.git#nope: ref 'nope' "
+    "not found in http://REMOTE/repo.git",
+    "remote-git-no-subdir": f"{_GIT_SOURCE}repo.git#main:nope: git://REMOTE/repo.git#main:nope: "
+    "subdirectory 'nope' not found",
+    "remote-git-no-repo": f"{_GIT_SOURCE}nope.git: git://REMOTE/nope.git: git ls-remote: fatal: "
+    "repository 'http://REMOTE/nope.git/' not found",
+    "remote-http-404": "failed to read downloaded context: [internal] load remote build context: "
+    "http://REMOTE/nope.tar.gz: download failed: HTTP 404",
+}
 DELIBERATE: dict[str, Deliberate] = {
+    **{
+        name: Deliberate(
+            "a remote context that cannot be fetched is said in the words of llbkit's git and "
+            "http sources, naming the step, the reference and what is missing; BuildKit says "
+            "'failed to load cache key: repository does not contain ref nope', 'invalid "
+            "response status 404'",
+            error,
+        )
+        for name, error in _REMOTE_FAILURES.items()
+    },
     **{
         name: Deliberate(
             "a named context the client does not share, or a blob its OCI layout lacks, is "

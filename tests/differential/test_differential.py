@@ -4,6 +4,7 @@ image config and history, or the same error."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.differential.harness import (
     opts,
     push_images,
     result_of,
+    serve_remote,
     shared_dirs,
 )
 from tests.differential.known import DELIBERATE, KNOWN
@@ -37,10 +39,11 @@ def _param(case: Case, result: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def registry(busybox_image: str) -> str:
+def registry(busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     host = busybox_image.split("/", 1)[0]
     push_images(host)
-    return host
+    with serve_remote(tmp_path_factory.mktemp("remote")):
+        yield host
 
 
 @pytest.fixture(scope="session")

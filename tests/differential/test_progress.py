@@ -25,6 +25,7 @@ from tests.differential.harness import (
     opts,
     progress_steps,
     push_images,
+    serve_remote,
     shared_dirs,
 )
 
@@ -35,10 +36,11 @@ pytestmark = [pytest.mark.root, pytest.mark.services]
 
 
 @pytest.fixture(scope="module")
-def registry(busybox_image: str) -> str:
+def registry(busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     host = busybox_image.split("/", 1)[0]
     push_images(host)
-    return host
+    with serve_remote(tmp_path_factory.mktemp("remote")):
+        yield host
 
 
 @pytest.fixture(scope="module")

@@ -79,16 +79,33 @@ def test_platforms_normalized_as_containerd() -> None:
         parse_platforms("a b/x")
 
 
-def test_a_remote_context_is_refused_not_replaced_by_the_local_one() -> None:
-    """``--opt context=<git or https URL>``: BuildKit builds from there; llbkit says it cannot
-    yet, rather than building the local context in its place."""
+def test_a_remote_context_is_taken_by_what_it_names() -> None:
+    """``--opt context=``: a Git repository (by BuildKit's rules for one) or an HTTP URL is
+    the context; anything else leaves the client's directory the context, as in BuildKit."""
     import anyio
 
     from llbkit.plugins.frontend_dockerfile.frontend import DockerfileFrontend
+    from llbkit.plugins.frontend_dockerfile.remote import parse_git_ref
     from llbkit.sdk.testing import make_context
 
     frontend = DockerfileFrontend(make_context("dockerfile.v0"))
-    with pytest.raises(ConfigError, match="a Git or HTTP build context is not supported yet"):
-        anyio.run(frontend.resolve, {"context": "https://github.com/moby/buildkit.git"})
-    job = anyio.run(frontend.resolve, {"vcs:source": "x", "requestid": "r", "context": ""})
-    assert job.options.filename == "Dockerfile"
+    for url in (
+        "https://github.com/moby/buildkit.git#v0.11.6:frontend",
+        "git@github.com:moby/buildkit.git",
+        "github.com/moby/buildkit",
+        "https://example.com/context.tar.gz",
+    ):
+        job = anyio.run(frontend.resolve, {"context": url, "contextsubdir": "d"})
+        assert job.remote == url and job.subdir == "d" and not job.no_effect
+    job = anyio.run(frontend.resolve, {"vcs:source": "x", "requestid": "r", "context": "dir"})
+    assert job.options.filename == "Dockerfile" and not job.remote
+    local = anyio.run(frontend.resolve, {"contextsubdir": "d"})
+    assert local.no_effect == ("contextsubdir",) and not local.subdir
+    found = parse_git_ref("https://h.example/r.git#v1:sub/dir")
+    assert found is not None and (found.remote, found.commit, found.subdir) == (
+        "https://h.example/r.git",
+        "v1",
+        "sub/dir",
+    )
+    assert parse_git_ref("https://h.example/r.git/") is None
+    assert parse_git_ref("https://h.example/archive.tar.gz") is None

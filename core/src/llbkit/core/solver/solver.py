@@ -213,6 +213,22 @@ class Solver:
         self.limiter = anyio.CapacityLimiter(max_parallelism)
         self.threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}
+        #: by build (its lease): the vertices its solves attached to, kept until it ends
+        self._held: dict[int, set[str]] = {}
+
+    def _drop(self, shared: _Shared) -> None:
+        shared.users -= 1
+        if shared.users == 0:
+            self._active.pop(shared.sid, None)
+            if isinstance(shared.op, SourceOp):
+                shared.op.discard()  # e.g. a download made for a key that was cached
+
+    def _let_go(self, lease: Lease) -> None:
+        """The build of ``lease`` ended: the vertices it kept go unless others use them."""
+        for sid in self._held.pop(id(lease), ()):
+            shared = self._active.get(sid)
+            if shared is not None:
+                self._drop(shared)
 
     def mounts(self) -> CacheMounts:
         """``--mount=type=cache`` directories; made when a step first mounts one."""
@@ -365,6 +381,7 @@ class _Build:
             if shared is None:
                 shared = solver._active[sid] = _Shared(sid, vertex, op, names[vertex.digest])
             shared.users += 1
+            self._hold(shared)
             shared.subscribers.append(emit)
             shared.leases.append(lease)
             if shared.result.ok:
@@ -373,15 +390,26 @@ class _Build:
                 emit(event)
             self.shared[vertex.digest] = shared
 
+    def _hold(self, shared: _Shared) -> None:
+        """Keep ``shared`` for the rest of the build (until its lease is released), as
+        BuildKit keeps a job's vertices: a later solve of the same build (the final one after
+        a frontend's own, another platform's) takes its key and result as they are, neither
+        working them out again (a download, a repository's refs) nor showing the step again."""
+        solver = self.solver
+        held = solver._held.get(id(self.lease))
+        if held is None:
+            held = solver._held[id(self.lease)] = set()
+            lease = self.lease
+            lease.when_released(lambda: solver._let_go(lease))
+        if shared.sid not in held:
+            held.add(shared.sid)
+            shared.users += 1
+
     def detach(self) -> None:
         for shared in self.shared.values():
             shared.subscribers.remove(self.emit)
             shared.leases.remove(self.lease)
-            shared.users -= 1
-            if shared.users == 0:
-                self.solver._active.pop(shared.sid, None)
-                if isinstance(shared.op, SourceOp):
-                    shared.op.discard()  # e.g. a download made for a key that was cached
+            self.solver._drop(shared)
 
     def ignore(self, vertex: Vertex) -> bool:
         return vertex.digest in self.ignored

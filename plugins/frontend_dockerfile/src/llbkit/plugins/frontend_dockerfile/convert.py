@@ -99,6 +99,8 @@ class BuildOptions:
     shm_size: int = 0
     #: the client directory the build context is read from (``--opt contextkey=``)
     context_key: str = "context"
+    #: the build context when it is not the client's directory (a Git checkout, a download)
+    context_state: llb.State | None = None
 
 
 @dataclass
@@ -217,7 +219,7 @@ class _Converter:
         self.meta_args: dict[str, str] = dict(
             _platform_args(options.platform, options.build_platform)
         )
-        self.context = llb.local(
+        self.context = options.context_state or llb.local(
             options.context_key,
             exclude_patterns=options.dockerignore,
             shared_key_hint=options.context_key,
@@ -235,7 +237,7 @@ class _Converter:
     def follow_context_paths(self) -> None:
         """Name what the build reads of the context as its follow paths, as BuildKit does once
         every stage is converted: none when one of them is the whole context."""
-        if not self.ctx_paths or "/" in self.ctx_paths:
+        if not self.ctx_paths or "/" in self.ctx_paths or self.options.context_state:
             return
         assert self.context.output is not None
         op = self.context.output.vertex

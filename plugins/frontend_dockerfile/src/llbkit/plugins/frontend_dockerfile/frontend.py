@@ -32,6 +32,14 @@ from llbkit.plugins.frontend_dockerfile.options import (
     parse_ulimits,
 )
 from llbkit.plugins.frontend_dockerfile.parser import Parsed, detect_syntax, parse
+from llbkit.plugins.frontend_dockerfile.remote import (
+    git_context,
+    http_download,
+    is_archive,
+    parse_git_ref,
+    remote_context,
+    unpacked,
+)
 from llbkit.sdk import llb
 
 OPTIONS = (
@@ -68,8 +76,99 @@ class DockerfileJob:
     context_key: str = "context"
     #: options given that have no effect in this release (said as a warning, not ignored)
     no_effect: tuple[str, ...] = ()
+    #: a Git repository or HTTP URL the context is (``--opt context=``), else ""
+    remote: str = ""
+    #: the Dockerfile from the client's directory even with a remote context (``dockerfilekey``
+    #: given)
+    local_dockerfile: bool = False
+    #: a remote context's ``.git`` kept (``BUILDKIT_CONTEXT_KEEP_GIT_DIR``)
+    keep_git_dir: bool = False
+    #: the folder of a remote context that is the context (``contextsubdir``)
+    subdir: str = ""
 
-    async def _read_sources(self, client: FrontendClient) -> tuple[bytes, bytes, Parsed]:
+    async def _read_remote(self, client: FrontendClient) -> tuple[bytes, bytes | None, Parsed]:
+        """A remote context, made as BuildKit makes it: a repository's checkout, or an
+        archive downloaded and unpacked, holds the Dockerfile and its ignore files (unless
+        the Dockerfile is the client's); a download that is no archive is the Dockerfile
+        itself (``context``), and no ignore file is read."""
+        name = self.options.filename
+        tree = True
+        if remote_context(self.remote) == "git":
+            ref = parse_git_ref(self.remote)
+            assert ref is not None
+            context = git_context(ref, self.remote, self.keep_git_dir)
+        else:
+            download = http_download(self.remote)
+            try:
+                fetched = await client.solve(download.marshal().to_bytes())
+                head = await client.read_ref_file(fetched, "context", length=1024)
+            except UserError as err:
+                raise UserError(f"failed to read downloaded context: {_cause(err)}") from None
+            tree = is_archive(head)
+            context = unpacked(download) if tree else download
+            name = name if tree else "context"
+        # The Dockerfile is read from the whole tree; contextsubdir scopes the context alone.
+        source = context
+        if self.subdir:
+            context = llb.scratch().file(
+                llb.copy(context, self.subdir, "/", copy_dir_contents=True)
+            )
+        self.options.context_state = context
+        # A download that is no archive is read as the Dockerfile ``context``, even from the
+        # client's directory when the Dockerfile is the client's (where it is not), as BuildKit
+        # reads it.
+        self.options.filename = name
+        if self.local_dockerfile:
+            data, beside, parsed = await self._read_sources(client, read_context_ignore=False)
+        else:
+            data, beside, parsed = await self._read_tree(client, source, name)
+        if not tree:
+            return data, beside, parsed
+        # The context's own ignore file is read whatever is beside the Dockerfile (which wins),
+        # as BuildKit reads both at once.
+        in_context: bytes | None = None
+        with contextlib.suppress(UserError):
+            found = await client.solve(context.marshal().to_bytes())
+            in_context = await client.read_ref_file(found, ".dockerignore")
+        return data, beside if beside is not None else in_context, parsed
+
+    async def _read_tree(
+        self, client: FrontendClient, tree: llb.State, name: str
+    ) -> tuple[bytes, bytes | None, Parsed]:
+        """The Dockerfile ``name`` of a solved ``tree`` (``dockerfile`` for a ``Dockerfile``
+        that is not there) parsed, and the ignore file beside it (None when there is none)."""
+        try:
+            found = await client.solve(tree.marshal().to_bytes())
+        except UserError as err:
+            raise UserError(f"failed to read dockerfile: {_cause(err)}") from None
+        folder, _, base = name.rpartition("/")
+        data: bytes | None = None
+        for wanted in [name] + (
+            [f"{folder}/dockerfile" if folder else "dockerfile"] if base == "Dockerfile" else []
+        ):
+            try:
+                data = await client.read_ref_file(found, wanted)
+                break
+            except UserError:
+                continue
+        if data is None:
+            raise _missing(name)
+        try:
+            beside: bytes | None = await client.read_ref_file(found, f"{name}.dockerignore")
+        except UserError:
+            beside = None
+        text = data.decode("utf-8", "replace")
+        if not text:
+            raise UserError("the Dockerfile cannot be empty")
+        parsed = parse(text, name)
+        for warning in parsed.warnings:
+            client.warn(warning.message, detail=warning.detail, url=warning.url)
+        self.options.filename = name
+        return data, beside, parsed
+
+    async def _read_sources(
+        self, client: FrontendClient, *, read_context_ignore: bool = True
+    ) -> tuple[bytes, bytes | None, Parsed]:
         """The Dockerfile and its ignore file, read at once as BuildKit reads them (through a
         daemon each read is a round trip to the client), and the Dockerfile parsed: what the
         parser warns of shows under the step that read it, as BuildKit shows it.
@@ -99,7 +198,8 @@ class DockerfileJob:
 
         with one_error():
             async with anyio.create_task_group() as reads:
-                reads.start_soon(context_ignore)
+                if read_context_ignore:
+                    reads.start_soon(context_ignore)
                 await anyio.lowlevel.checkpoint()
                 async with client.step(f"[internal] load build definition from {name}") as step:
                     folder, _, base = name.rpartition("/")
@@ -134,15 +234,17 @@ class DockerfileJob:
             raise failed
         if parsed is None or data is None:
             raise UserError("the Dockerfile cannot be empty")
-        ignore = beside if beside is not None else in_context
-        return data, ignore or b"", parsed
+        return data, beside if beside is not None else in_context, parsed
 
     async def solve(self, client: FrontendClient) -> FrontendOutput:
         for key in self.no_effect:
             client.warn(f"frontend option {key} has no effect in this release of llbkit")
-        data, ignore, parsed = await self._read_sources(client)
+        if self.remote:
+            data, ignore, parsed = await self._read_remote(client)
+        else:
+            data, ignore, parsed = await self._read_sources(client)
         text = data.decode("utf-8", "replace")
-        self.options.dockerignore = read_dockerignore(ignore.decode("utf-8", "replace"))
+        self.options.dockerignore = read_dockerignore((ignore or b"").decode("utf-8", "replace"))
         self.options.context_key = self.context_key
         syntax = detect_syntax(text)
         if syntax:
@@ -183,6 +285,11 @@ class DockerfileJob:
         if epoch:
             metadata["llbkit.source-date-epoch"] = epoch.encode()
         return FrontendOutput(definitions, metadata)
+
+
+def _cause(err: UserError) -> str:
+    """Why a solve of the frontend's own failed, without the build's ``failed to solve: ``."""
+    return str(err).removeprefix("failed to solve: ")
 
 
 def _missing(name: str) -> UserError:
@@ -259,12 +366,6 @@ class DockerfileFrontend:
         self.ctx = ctx
 
     async def resolve(self, attrs: Mapping[str, str]) -> DockerfileJob:
-        if attrs.get("context"):
-            # BuildKit builds from that Git repository or URL: never the local context instead.
-            raise ConfigError(
-                f"frontend option context={attrs['context']}: a Git or HTTP build context is "
-                "not supported yet (use --local context=<path>)"
-            )
         options = BuildOptions()
         for key, value in attrs.items():
             if key.startswith("build-arg:"):
@@ -306,9 +407,19 @@ class DockerfileFrontend:
             "hostname", ""
         )
         options.cgroup_parent = attrs.get("cgroup-parent", "")
+        context_key = attrs.get("contextkey") or "context"
+        # The option the context key names (``context``) may name a remote context instead.
+        remote = attrs.get(context_key, "")
+        remote = remote if remote_context(remote) else ""
+        # contextsubdir scopes a remote context only, as BuildKit's does.
+        no_effect = NO_EFFECT if not remote else tuple(k for k in NO_EFFECT if k != "contextsubdir")
         return DockerfileJob(
             options,
             attrs.get("dockerfilekey") or "dockerfile",
-            attrs.get("contextkey") or "context",
-            tuple(k for k in attrs if k in NO_EFFECT or k.startswith("attest:")),
+            context_key,
+            tuple(k for k in attrs if k in no_effect or k.startswith("attest:")),
+            remote=remote,
+            local_dockerfile="dockerfilekey" in attrs,
+            keep_git_dir=_go_bool(options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "")),
+            subdir=attrs.get("contextsubdir", "") if remote else "",
         )
