@@ -5,7 +5,8 @@
 name, the image's other spellings) and a key for one platform (``NAME::linux/amd64``); and
 contexts the client shares: a local directory (``local:NAME``, its own ``.dockerignore``
 applied) and an OCI layout (``oci-layout://STORE@DIGEST``, an image or an index), well formed
-or not, shared or not, against the same uses."""
+or not, shared or not, against the same uses; and remote ones: a Git repository (its
+``.git`` kept), at a tag and in a folder, malformed, and a file downloaded over HTTP."""
 
 from __future__ import annotations
 
@@ -148,4 +149,34 @@ def _shared_cases() -> list[Case]:
     return found
 
 
-CASES = _cases() + _shared_cases()
+#: a remote named context's value by case name (the harness's loopback server), and the
+#: uses tried on it: what a checkout holds but its ``.git`` (whose files Git writes its own way)
+REMOTES = {
+    "git": "http://@REMOTE@/repo.git",
+    "git-tag-subdir": "http://@REMOTE@/repo.git#v1:sub",
+    "git-bad": "git:nothing",
+    "https-file": "http://@REMOTE@/ctx.tar",
+}
+REMOTE_USES = {
+    "copy-from": "FROM @BASE@\nCOPY --from=base / /got/\nRUN rm -rf /got/.git\n",
+    "mount-from": "FROM @BASE@\nRUN --mount=from=base,target=/m ls -a /m | sort > /listed\n",
+    "from-as": "FROM base AS b\nFROM @BASE@\nCOPY --from=b / /got/\nRUN rm -rf /got/.git\n",
+    "stage-named": "FROM @BASE@ AS base\nRUN echo stage > /stage\nFROM @BASE@\n"
+    "RUN --mount=from=base,target=/m ls -a /m | sort > /listed\n",
+}
+
+
+def _remote_cases() -> list[Case]:
+    return [
+        Case(
+            name=f"contexts-remote-{value_name}-{use}",
+            category="contexts",
+            dockerfile=dockerfile,
+            options={"context:base": value},
+        )
+        for value_name, value in REMOTES.items()
+        for use, dockerfile in REMOTE_USES.items()
+    ]
+
+
+CASES = _cases() + _shared_cases() + _remote_cases()

@@ -41,6 +41,7 @@ from llbkit.plugins.frontend_dockerfile.parser import (
     parse_heredoc,
     unknown_instruction,
 )
+from llbkit.plugins.frontend_dockerfile.remote import git_context, parse_git_ref
 from llbkit.plugins.frontend_dockerfile.shell import (
     ExpansionError,
     ExpansionLimitError,
@@ -763,9 +764,17 @@ class _Converter:
                 custom_name=f"[context {name}] load from client",
             )
             return state, None
-        if kind in ("git", "http", "https", "input") or kind.startswith("git@"):
+        if kind in ("git", "http", "https") or kind.startswith("git@"):
+            # A repository's checkout (its .git kept), else a file downloaded, as BuildKit's.
+            ref = parse_git_ref(value)
+            if ref is not None:
+                return git_context(ref, value, keep_git_dir=True), None
+            if kind == "git" or kind.startswith("git@"):
+                raise self.fail(inst, f"invalid git context {value}")
+            return llb.http(value, custom_name=f"[context {name}] {value}"), None
+        if kind == "input":
             raise self.fail(
-                inst, f"named context {name}={value!r}: llbkit does not take {kind} contexts yet"
+                inst, f"named context {name}={value!r}: llbkit does not take input contexts yet"
             )
         raise self.fail(inst, f"unsupported context source {kind} for {name}")
 
