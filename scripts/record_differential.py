@@ -9,7 +9,9 @@ with the generator's seed and BuildKit's version.
 Needs buildkitd v0.11.6 reaching 127.0.0.1:5155 (or ``--port``) over plain HTTP
 (``[registry."127.0.0.1:5155"] http = true``), docker-registry and busybox-static, and nothing
 else building on that buildkitd: its cache is pruned (``buildctl prune --all``) as it records.
-Names, when given, re-record only those cases (in place, keeping the others).
+Names, when given, re-record only those cases (in place, keeping the others). Cases with
+frontend inputs are recorded with ``BUILDKIT_INPUTS``, a client that passes them
+(scripts/bkinputs.go), since buildctl cannot.
 
 BuildKit describes a base layer that its image has no history for (``pulled from REF@DIGEST``)
 by the image whose pull first fetched the layer's blob; a layer not fetched yet (a build that
@@ -67,6 +69,7 @@ from tests.differential.harness import (  # noqa: E402
     Case,
     busybox_tree,
     error_cause,
+    input_definitions,
     load_vectors,
     materialize,
     opts,
@@ -106,6 +109,7 @@ def isolated_base(case: Case) -> str | None:
     shares = (
         case.locals
         or case.layouts
+        or case.inputs
         or any(v.startswith(("oci-layout:", "local:")) for v in case.options.values())
         or any(REMOTE_MARK in v for v in case.options.values())
     )
@@ -139,6 +143,19 @@ def _case_command(buildctl: str, case: Case, registry: str, where: Path, out: st
     locals_, layouts = shared_dirs(case, where, registry)
     options += [f"--local={name}={path}" for name, path in locals_.items()]
     options += [f"--oci-layout={name}={path}" for name, path in layouts.items()]
+    if case.inputs:
+        # buildctl passes no frontend inputs: BUILDKIT_INPUTS names a client of BuildKit's
+        # own Go client library that does (scripts/bkinputs.go), and takes the rest alike.
+        inputs = []
+        for name, data in input_definitions(case, registry).items():
+            (where / f"{name}.def").write_bytes(data)
+            inputs += ["--input", f"{name}={where / name}.def"]
+        command = [os.environ["BUILDKIT_INPUTS"], *inputs, "--out", out]
+        command += ["--local", f"context={dirs[0]}", "--local", f"dockerfile={dirs[1]}"]
+        for flag in options:
+            key, _, value = flag.partition("=")
+            command += [key, value]
+        return command
     return _buildctl(buildctl, dirs, *options, "--output", f"type=oci,dest={out}")
 
 

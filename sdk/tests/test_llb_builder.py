@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llbkit.core.errors import UserError
 from llbkit.core.llb import load_definition, pb
 from llbkit.sdk import llb
 
@@ -174,3 +175,21 @@ def test_platform_defaults_to_the_host_and_follows_the_state():
     arm = BASE.with_platform(llb.Platform("linux", "arm64", "v8")).run(["true"]).root()
     op, _ = last(arm)
     assert (op.platform.Architecture, op.platform.Variant) == ("arm64", "v8")
+
+
+def test_a_definition_read_back_marshals_as_it_was() -> None:
+    """``llb.from_definition``, Go's ``NewDefinitionOp``: the ops come back byte for byte (with
+    their metadata), so a graph built on them names the digests the original graph would."""
+    from llbkit.sdk import llb
+
+    built = llb.image("busybox").run(shell="echo hi > /x", custom_name="made").root()
+    built = built.file(llb.mkdir("/d", 0o755))
+    data = built.marshal().to_bytes()
+    back = llb.from_definition(data)
+    assert back.marshal().to_bytes() == data
+    on_top = back.run(shell="cat /x").root().marshal()
+    assert on_top.to_bytes() == built.run(shell="cat /x").root().marshal().to_bytes()
+    assert any(m.description.get("llb.customname") == "made" for m in on_top.metadata.values())
+    assert llb.from_definition(llb.scratch().marshal().to_bytes()).output is None
+    with pytest.raises(UserError, match="invalid definition"):
+        llb.from_definition(b"\xff\xff")

@@ -6,9 +6,15 @@ name, the image's other spellings) and a key for one platform (``NAME::linux/amd
 contexts the client shares: a local directory (``local:NAME``, its own ``.dockerignore``
 applied) and an OCI layout (``oci-layout://STORE@DIGEST``, an image or an index), well formed
 or not, shared or not, against the same uses; and remote ones: a Git repository (its
-``.git`` kept), at a tag and in a folder, malformed, and a file downloaded over HTTP."""
+``.git`` kept), at a tag and in a folder, malformed, and a file downloaded over HTTP; and
+definitions the client passes (``input:KEY``, what buildx bake sends for a ``target:``
+context), with an image config in ``input-metadata:KEY`` or not, and as the build's own
+context or Dockerfile."""
 
 from __future__ import annotations
+
+import base64
+import json
 
 from tests.differential.harness import Case
 
@@ -179,4 +185,73 @@ def _remote_cases() -> list[Case]:
     ]
 
 
-CASES = _cases() + _shared_cases() + _remote_cases()
+def _metadata(config: dict[str, object]) -> str:
+    """``input-metadata:KEY`` naming an image config, as buildx sends it (Go's JSON of a map
+    of bytes: base64 values)."""
+    encoded = base64.b64encode(json.dumps(config).encode()).decode()
+    return json.dumps({"containerimage.config": encoded})
+
+
+#: an input's image config: its own environment, working directory and command
+INPUT_CONFIG = {
+    "architecture": "amd64",
+    "os": "linux",
+    "config": {"Env": ["PATH=/usr/bin:/bin", "FROM_INPUT=1"], "WorkingDir": "/w", "Cmd": ["sh"]},
+    "rootfs": {"type": "layers", "diff_ids": []},
+}
+#: a frontend input's options and inputs by case name (``context:base=input:KEY``)
+INPUTS = {
+    "run": ({}, {"in": "busybox-run"}),
+    "run-image": ({"input-metadata:in": _metadata(INPUT_CONFIG)}, {"in": "busybox-run"}),
+    "files": ({}, {"in": "files"}),
+    "missing": ({}, {"other": "files"}),
+    "bad-metadata": ({"input-metadata:in": "{nope"}, {"in": "files"}),
+    "metadata-without-config": ({"input-metadata:in": json.dumps({"x": "eA=="})}, {"in": "files"}),
+}
+#: the uses of an input that is an image
+IMAGE_USES = {
+    **DIR_USES,
+    # What the input's image config gives a RUN (the whole environment would include what
+    # BuildKit's Go client adds for tracing, which buildctl does not).
+    "run-on": 'FROM base\nRUN echo "$FROM_INPUT:$PATH:$HOME" > /env && pwd > /pwd\n',
+}
+#: the Dockerfile the client shares when inputs are the build's context or Dockerfile
+LISTING = "ARG BASE\nFROM $BASE\nCOPY . /ctx/\nRUN ls -a /ctx | sort > /listed\n"
+#: the build's own context and Dockerfile passed as inputs (``context``, ``dockerfile``)
+BUILD_INPUTS = {
+    "context": ({}, {"context": "files"}),
+    "dockerfile": ({}, {"dockerfile": "dockerfile"}),
+    "both": ({}, {"context": "files", "dockerfile": "dockerfile"}),
+    "dockerfilekey": ({"dockerfilekey": "dockerfile"}, {"dockerfile": "dockerfile"}),
+}
+
+
+def _input_cases() -> list[Case]:
+    found = []
+    for input_name, (options, inputs) in INPUTS.items():
+        uses = IMAGE_USES if input_name.startswith("run") else DIR_USES
+        for use, dockerfile in uses.items():
+            found.append(
+                Case(
+                    name=f"contexts-input-{input_name}-{use}",
+                    category="contexts",
+                    dockerfile=dockerfile,
+                    options={"context:base": "input:in", **options},
+                    inputs=inputs,
+                )
+            )
+    for name, (options, inputs) in BUILD_INPUTS.items():
+        found.append(
+            Case(
+                name=f"contexts-build-input-{name}",
+                category="contexts",
+                dockerfile=LISTING,
+                args={"BASE": "@BASE@"},
+                options=options,
+                inputs=inputs,
+            )
+        )
+    return found
+
+
+CASES = _cases() + _shared_cases() + _remote_cases() + _input_cases()

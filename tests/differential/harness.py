@@ -74,6 +74,9 @@ class Case:
     #: OCI layouts the client shares (``--oci-layout NAME=…``): the image (a mark of IMAGES)
     #: each holds, copied from the registry
     layouts: dict[str, str] = field(default_factory=dict)
+    #: definitions the client passes by name (BuildKit's frontend inputs): a recipe of
+    #: :data:`INPUTS` each
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
@@ -96,6 +99,7 @@ class Case:
             "one_folder",
             "locals",
             "layouts",
+            "inputs",
         )
         return cls(**{k: data[k] for k in keys if k in data})
 
@@ -147,6 +151,45 @@ def shared_dirs(case: Case, where: Path, registry: str) -> tuple[dict[str, Path]
         layouts[name] = where / "layouts" / name
         write_layout(registry, IMAGES[mark], layouts[name])
     return found, layouts
+
+
+def input_definitions(case: Case, registry: str) -> dict[str, bytes]:
+    """The case's frontend inputs, marshaled by llbkit's SDK (the bytes BuildKit's Go client
+    would marshal for the same graphs)."""
+    return {
+        name: INPUTS[recipe](registry).marshal().to_bytes() for name, recipe in case.inputs.items()
+    }
+
+
+def _busybox_run(registry: str) -> Any:
+    from llbkit.sdk import llb
+
+    base = llb.image(f"{registry}/{IMAGES['@BASE@']}")
+    return base.run(shell="echo built > /built").root()
+
+
+def _files(registry: str) -> Any:
+    from llbkit.sdk import llb
+
+    made = llb.mkfile("/a.txt", 0o644, b"a\n").mkdir("/d", 0o755).mkfile("/d/b.txt", 0o600, b"b\n")
+    return llb.scratch().file(made)
+
+
+def _dockerfile(registry: str) -> Any:
+    from llbkit.sdk import llb
+
+    text = b"ARG BASE\nFROM $BASE\nCOPY . /ctx/\nRUN ls -a /ctx | sort > /listed\n"
+    return llb.scratch().file(llb.mkfile("/Dockerfile", 0o644, text))
+
+
+def _empty(registry: str) -> Any:
+    from llbkit.sdk import llb
+
+    return llb.scratch()
+
+
+#: the graphs a case may pass as frontend inputs, by name
+INPUTS = {"busybox-run": _busybox_run, "files": _files, "dockerfile": _dockerfile, "empty": _empty}
 
 
 #: what a registry may answer for a manifest

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.differential.contexts import USES
+from tests.differential.contexts import DIR_USES, USES
 
 _CONTEXT_USES = tuple(USES)
+_DIR_USES = tuple(DIR_USES)
 
 _LINK_ERROR = (
     "a Dockerfile that is a symlink to nothing or to a folder: llbkit says `open Dockerfile: "
@@ -70,7 +71,14 @@ _REMOTE_FAILURES = {
     "remote-http-404": "failed to read downloaded context: [internal] load remote build context: "
     "http://REMOTE/nope.tar.gz: download failed: HTTP 404",
 }
+_BAD_METADATA = Deliberate(
+    "input metadata that is no JSON is refused with the JSON parser's own words, Python's "
+    "('Expecting property name enclosed in double quotes') where BuildKit's are Go's "
+    "('invalid character 'n' looking for beginning of object key string')",
+    "failed to parse input metadata {nope: Expecting property name enclosed in double quotes",
+)
 DELIBERATE: dict[str, Deliberate] = {
+    **{f"contexts-input-bad-metadata-{use}": _BAD_METADATA for use in _DIR_USES},
     **{
         name: Deliberate(
             "a remote context that cannot be fetched is said in the words of llbkit's git and "

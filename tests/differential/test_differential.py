@@ -18,6 +18,7 @@ from tests.differential.harness import (
     busybox_tree,
     compare,
     error_cause,
+    input_definitions,
     load_vectors,
     materialize,
     opts,
@@ -66,6 +67,7 @@ def build(case: Case, registry: str, base: dict[str, Any], tmp: Path) -> dict[st
             frontend="dockerfile.v0",
             frontend_opts=opts(case, registry),
             exports=[("oci", {"dest": str(out)})],
+            frontend_inputs=input_definitions(case, registry),
         )
     except UserError as err:
         return error_cause(str(err).splitlines()[0], registry)

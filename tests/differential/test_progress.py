@@ -19,6 +19,7 @@ from llbkit.sdk.testing.builds import run_build
 from tests.differential.harness import (
     Case,
     compare_progress,
+    input_definitions,
     load_progress,
     load_vectors,
     materialize,
@@ -68,6 +69,7 @@ def rebuild_steps(controller: Any, case: Case, registry: str, tmp: Path) -> list
             frontend="dockerfile.v0",
             frontend_opts=opts(case, registry),
             exports=[("oci", {"dest": str(tmp / "out.tar")})],
+            frontend_inputs=input_definitions(case, registry),
         )
 
     anyio.run(build)

@@ -11,6 +11,7 @@ gives the same op bytes (and so the same digests) as BuildKit's Go client for th
 """
 
 from llbkit.core.plugins.context import Platform
+from llbkit.sdk.llb.definition_op import from_definition
 from llbkit.sdk.llb.exec import SSH, Bind, Cache, ExecState, Mount, Secret, Tmpfs
 from llbkit.sdk.llb.file import FileAction, copy, mkdir, mkfile, rm
 from llbkit.sdk.llb.merge import diff, merge
@@ -31,6 +32,7 @@ __all__ = [
     "Tmpfs",
     "copy",
     "diff",
+    "from_definition",
     "git",
     "http",
     "image",

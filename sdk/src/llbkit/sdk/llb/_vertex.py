@@ -84,8 +84,7 @@ class Marshaler:
         known = self._done.get(id(vertex))
         if known is not None:
             return known
-        op, meta = vertex.to_op(self)
-        data = marshal(op)
+        data, meta = vertex.marshaled(self)
         digest = digest_of(data)
         self._done[id(vertex)] = digest
         self.locations.setdefault(digest, [])
@@ -145,6 +144,11 @@ class Vertex:
     def to_op(self, m: Marshaler) -> tuple[pb.Op, pb.OpMetadata]:
         """Build the op (inputs named through ``m``) and its metadata, caps included."""
         raise NotImplementedError
+
+    def marshaled(self, m: Marshaler) -> tuple[bytes, pb.OpMetadata]:
+        """The op's bytes and its metadata: :meth:`to_op`'s, marshaled."""
+        op, meta = self.to_op(m)
+        return marshal(op), meta
 
 
 @dataclass(frozen=True, eq=False)

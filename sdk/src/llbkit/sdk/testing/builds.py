@@ -41,8 +41,10 @@ async def run_build(
     frontend: str = "",
     frontend_opts: Mapping[str, str] | None = None,
     no_cache: bool = False,
+    frontend_inputs: Mapping[str, bytes] | None = None,
 ) -> Outcome:
-    """One build on ``controller`` (a :class:`llbkit.core.control.Controller`)."""
+    """One build on ``controller`` (a :class:`llbkit.core.control.Controller`);
+    ``frontend_inputs``: definitions the client passes the frontend by name."""
     from llbkit.core.control import ExporterRequest, SolveRequest, new_ref
     from llbkit.core.errors import one_error
 
@@ -52,6 +54,7 @@ async def run_build(
         definition=definition,
         frontend=frontend,
         frontend_attrs=dict(frontend_opts or {}),
+        frontend_inputs=dict(frontend_inputs or {}),
         exporters=[ExporterRequest(kind, dict(attrs)) for kind, attrs in exports],
     )
     if no_cache:

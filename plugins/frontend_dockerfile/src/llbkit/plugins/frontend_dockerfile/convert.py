@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import posixpath
 import re
@@ -102,6 +103,10 @@ class BuildOptions:
     context_key: str = "context"
     #: the build context when it is not the client's directory (a Git checkout, a download)
     context_state: llb.State | None = None
+    #: the definitions the client passed by name (``context:NAME=input:KEY``), and what it
+    #: said of each (``input-metadata:KEY``, a JSON object of base64 values)
+    inputs: Mapping[str, bytes] = field(default_factory=dict)
+    input_metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -773,10 +778,37 @@ class _Converter:
                 raise self.fail(inst, f"invalid git context {value}")
             return llb.http(value, custom_name=f"[context {name}] {value}"), None
         if kind == "input":
-            raise self.fail(
-                inst, f"named context {name}={value!r}: llbkit does not take input contexts yet"
-            )
+            return self.input_state(name, rest, inst)
         raise self.fail(inst, f"unsupported context source {kind} for {name}")
+
+    def input_state(
+        self, name: str, key: str, inst: Instruction
+    ) -> tuple[llb.State, dict[str, Any] | None]:
+        """A definition the client passed (BuildKit's frontend inputs: what buildx bake
+        sends for a ``target:`` context), an image when its metadata names a config."""
+        if key not in self.options.inputs:
+            raise self.fail(inst, f"invalid input {key} for {name}")
+        state = llb.from_definition(self.options.inputs[key])
+        said = self.options.input_metadata.get(key)
+        if said is None:
+            return state, None
+        try:
+            metadata = json.loads(said)
+            if not isinstance(metadata, dict):
+                raise ValueError("not a JSON object")
+            encoded = metadata.get("containerimage.config")
+            config = base64.b64decode(encoded, validate=True) if encoded is not None else None
+        except (ValueError, TypeError, RecursionError) as err:
+            raise self.fail(inst, f"failed to parse input metadata {said}: {err}") from None
+        if config is None:
+            return state, None
+        try:
+            image = json.loads(config)
+            if not isinstance(image, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as err:
+            raise self.fail(inst, f"failed to parse image config for {name}: {err}") from None
+        return state, image
 
     async def layout_state(
         self, name: str, spec: str, inst: Instruction, platform: llb.Platform

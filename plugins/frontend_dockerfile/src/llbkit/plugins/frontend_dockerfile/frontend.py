@@ -132,6 +132,25 @@ class DockerfileJob:
             in_context = await client.read_ref_file(found, ".dockerignore")
         return data, beside if beside is not None else in_context, parsed
 
+    async def _read_inputs(self, client: FrontendClient) -> tuple[bytes, bytes | None, Parsed]:
+        """The context, the Dockerfile or both from definitions the client passed (``context``,
+        ``dockerfile``), as BuildKit takes them: an input context's own ignore file is not
+        read; a Dockerfile read from the client's directory is still that one's."""
+        inputs = self.options.inputs
+        if "context" in inputs:
+            self.options.context_state = llb.from_definition(inputs["context"])
+        if "dockerfile" in inputs and not self.local_dockerfile:
+            data, beside, parsed = await self._read_tree(
+                client, llb.from_definition(inputs["dockerfile"]), self.options.filename
+            )
+            if "context" in inputs:
+                return data, beside, parsed
+            # The context is the client's directory: its own ignore file is read too, as
+            # BuildKit reads it (the one beside the Dockerfile wins).
+            local = await self._local_context_ignore(client)
+            return data, beside if beside is not None else local, parsed
+        return await self._read_sources(client, read_context_ignore="context" not in inputs)
+
     async def _read_tree(
         self, client: FrontendClient, tree: llb.State, name: str
     ) -> tuple[bytes, bytes | None, Parsed]:
@@ -166,6 +185,24 @@ class DockerfileJob:
         self.options.filename = name
         return data, beside, parsed
 
+    async def _local_context_ignore(self, client: FrontendClient) -> bytes | None:
+        """The client's context's ``.dockerignore``, in a step of its own; None when there is
+        none, or the client does not share the context (which fails this step, not the
+        build: a build may never read its context), as BuildKit's frontend ignores that."""
+        with contextlib.suppress(UserError):
+            async with client.step("[internal] load .dockerignore") as step:
+                crossed: list[int] = []
+                got = await client.read_files(
+                    self.context_key, [".dockerignore"], progress=crossed.append
+                )
+                found = got.get(".dockerignore")
+                # What crossed from the client, as BuildKit shows it; the file's size when
+                # nothing crossed (an embedded build).
+                moved = crossed[-1] if crossed else len(found or b"")
+                step.status(f"transferring {self.context_key}:", current=moved, done=True)
+                return found
+        return None
+
     async def _read_sources(
         self, client: FrontendClient, *, read_context_ignore: bool = True
     ) -> tuple[bytes, bytes | None, Parsed]:
@@ -182,19 +219,7 @@ class DockerfileJob:
 
         async def context_ignore() -> None:
             nonlocal in_context
-            # A context the client does not share fails this step, not the build (a build
-            # may never read its context), as BuildKit's frontend ignores that failure.
-            with contextlib.suppress(UserError):
-                async with client.step("[internal] load .dockerignore") as step:
-                    crossed: list[int] = []
-                    got = await client.read_files(
-                        self.context_key, [".dockerignore"], progress=crossed.append
-                    )
-                    in_context = got.get(".dockerignore")
-                    # What crossed from the client, as BuildKit shows it; the file's size
-                    # when nothing crossed (an embedded build).
-                    moved = crossed[-1] if crossed else len(in_context or b"")
-                    step.status(f"transferring {self.context_key}:", current=moved, done=True)
+            in_context = await self._local_context_ignore(client)
 
         with one_error():
             async with anyio.create_task_group() as reads:
@@ -239,8 +264,11 @@ class DockerfileJob:
     async def solve(self, client: FrontendClient) -> FrontendOutput:
         for key in self.no_effect:
             client.warn(f"frontend option {key} has no effect in this release of llbkit")
+        self.options.inputs = client.inputs()
         if self.remote:
             data, ignore, parsed = await self._read_remote(client)
+        elif {"context", "dockerfile"} & set(self.options.inputs):
+            data, ignore, parsed = await self._read_inputs(client)
         else:
             data, ignore, parsed = await self._read_sources(client)
         text = data.decode("utf-8", "replace")
@@ -374,6 +402,8 @@ class DockerfileFrontend:
                 options.labels[key[len("label:") :]] = value
             elif key.startswith("context:"):
                 options.contexts[key[len("context:") :]] = value
+            elif key.startswith("input-metadata:"):
+                options.input_metadata[key[len("input-metadata:") :]] = value
             elif key.startswith(PASSED) or key in (*PASSED, "context"):
                 continue
             elif key not in OPTIONS:
