@@ -74,6 +74,56 @@ def test_http_without_checksum_is_keyed_by_content(
         assert files(engine, build(engine, state)) == {"data.txt": "v2\n"}
 
 
+def test_http_asks_whether_what_it_downloaded_still_holds(tmp_path: Path) -> None:
+    """As BuildKit's: a URL downloaded before with an ETag is asked about with it (a HEAD with
+    ``If-None-Match``); while the server says it holds, nothing is downloaded again, and the
+    step is cached. New content (another ETag) is downloaded."""
+    served = {"body": b"v1\n", "etag": '"one"'}
+    asked: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self, body: bool) -> None:
+            asked.append((self.command, self.headers.get("If-None-Match", "")))
+            if served["etag"] in self.headers.get("If-None-Match", ""):
+                self.send_response(304)
+                self.send_header("ETag", served["etag"])
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("ETag", served["etag"])
+            self.send_header("Content-Length", str(len(served["body"])))
+            self.end_headers()
+            if body:
+                self.wfile.write(served["body"])
+
+        def do_GET(self) -> None:
+            self._answer(True)
+
+        def do_HEAD(self) -> None:
+            self._answer(False)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/data.txt"
+    try:
+        with open_engine(tmp_path / "root") as engine:
+            assert files(engine, build(engine, llb.http(url))) == {"data.txt": "v1\n"}
+            assert asked == [("GET", "")]
+            asked.clear()
+            again = build(engine, llb.http(url))
+            assert url in cached(again) and files(engine, again) == {"data.txt": "v1\n"}
+            assert asked == [("HEAD", '"one"')]
+            asked.clear()
+            served.update(body=b"v2\n", etag='"two"')
+            assert files(engine, build(engine, llb.http(url))) == {"data.txt": "v2\n"}
+            assert asked == [("HEAD", '"one"'), ("GET", "")]
+    finally:
+        httpd.shutdown()
+
+
 def test_http_missing_file(tmp_path: Path, server: tuple[str, Path]) -> None:
     url, _ = server
     with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:

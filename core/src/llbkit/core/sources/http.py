@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from llbkit.core.errors import ConfigError, UserError
@@ -40,6 +40,22 @@ READ_TIMEOUT = 60.0
 _DIGEST = re.compile(r"^sha(256:[0-9a-f]{64}|384:[0-9a-f]{96}|512:[0-9a-f]{128})$")
 
 
+class Download(NamedTuple):
+    """What a download of a URL was: the server's ETag for it, its digest, the file's name
+    and the server's ``Last-Modified``."""
+
+    etag: str
+    checksum: str
+    name: str
+    modified: str
+
+
+#: the file (in the source's state directory) of what downloads were, by URL
+DOWNLOADS = "downloads.json"
+#: the ETags kept per URL, newest last (BuildKit asks with every one it has a record of)
+KEEP_ETAGS = 4
+
+
 @dataclass(frozen=True)
 class HTTPJob(ParsedSource):
     identifier: str
@@ -49,10 +65,13 @@ class HTTPJob(ParsedSource):
     uid: int = 0
     gid: int = 0
     state_dir: Path | None = None
-    _got: dict[str, tuple[Path, str, str]] = field(default_factory=dict, compare=False)
+    _got: dict[str, tuple[Path, str, str, str]] = field(default_factory=dict, compare=False)
+    #: what an earlier download the server says is unchanged was (its ETag answered)
+    _known: dict[str, Download] = field(default_factory=dict, compare=False)
 
-    async def _download(self, progress: ProgressSink | None) -> tuple[Path, str, str]:
-        """Fetch the URL once per job into the state directory: (file, sha256 digest, name)."""
+    async def _download(self, progress: ProgressSink | None) -> tuple[Path, str, str, str]:
+        """Fetch the URL once per job into the state directory: (file, sha256 digest, name,
+        the server's ``Last-Modified``)."""
         if "file" in self._got:
             return self._got["file"]
         where = self.state_dir or Path(tempfile.gettempdir())
@@ -61,7 +80,7 @@ class HTTPJob(ParsedSource):
         digest = hashlib.new(self.checksum.split(":")[0] if self.checksum else "sha256")
         try:
             with os.fdopen(fd, "wb") as out:
-                name, modified = await self._fetch(out, digest, progress)
+                name, modified, etag = await self._fetch(out, digest, progress)
         except BaseException:
             os.unlink(tmp)
             raise
@@ -72,16 +91,77 @@ class HTTPJob(ParsedSource):
                 f"{self.identifier}: digest mismatch: expected {self.checksum}, got {got}"
             )
         _set_mtime(tmp, modified)
-        path = urlsplit(self.identifier).path
-        filename = self.filename or name or unquote(path.rsplit("/", 1)[-1]) or "index"
-        self._got["file"] = (Path(tmp), got, filename)
+        served = name or self._url_name()  # the server's name for it (an attribute may rename it)
+        filename = self.filename or served
+        if etag and not self.checksum:
+            self._remember(Download(etag, got, served, modified))
+        self._got["file"] = (Path(tmp), got, filename, modified)
         return self._got["file"]
+
+    def _url_name(self) -> str:
+        path = urlsplit(self.identifier).path
+        return unquote(path.rsplit("/", 1)[-1]) or "index"
+
+    # -- what earlier downloads were (BuildKit's ETag revalidation) -------------------------
+
+    def _downloads(self) -> Path | None:
+        return None if self.state_dir is None else self.state_dir / DOWNLOADS
+
+    def _remembered(self) -> list[Download]:
+        """The earlier downloads of this URL that had an ETag, newest last."""
+        path = self._downloads()
+        try:
+            known = json.loads(path.read_text()) if path is not None else {}
+            return [Download(*entry) for entry in known.get(self.identifier, [])]
+        except (OSError, ValueError, TypeError, RecursionError, AttributeError):
+            return []  # none yet, or unreadable: the URL is downloaded as if never before
+
+    def _remember(self, download: Download) -> None:
+        path = self._downloads()
+        if path is None:
+            return
+        try:
+            known = json.loads(path.read_text())
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError, RecursionError):
+            known = {}
+        entries = [e for e in known.get(self.identifier, []) if e[0] != download.etag]
+        known[self.identifier] = [*entries, list(download)][-KEEP_ETAGS:]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(download)}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, path)
+
+    async def _revalidate(self) -> Download | None:
+        """An earlier download the server says is still what the URL holds: a HEAD asking
+        with the ETags it gave (``If-None-Match``), answered 304 or 200 with one of them, as
+        BuildKit asks; None when there is none or the server says otherwise."""
+        from llbkit.core.registry.http import Client, HTTPError
+
+        known = {d.etag: d for d in self._remembered()}
+        if not known:
+            return None
+        http = Client(verify=True, timeout=READ_TIMEOUT)
+        try:
+            response = await http.request(
+                "HEAD", self.identifier, headers={"If-None-Match": ", ".join(known)}
+            )
+        except HTTPError:
+            return None  # the GET that follows says what is wrong
+        finally:
+            await http.aclose()
+        if response.status_code not in (200, 304):
+            return None
+        etag = response.headers.get("etag", "")
+        if not etag and response.status_code == 304 and len(known) == 1:
+            etag = next(iter(known))  # a 304 naming none answers the one asked about
+        return known.get(etag)
 
     async def _fetch(
         self, out: IO[bytes], digest: Any, progress: ProgressSink | None
-    ) -> tuple[str, str]:
-        """The URL's body into ``out`` and ``digest``; its name (``Content-Disposition``)
-        and ``Last-Modified``."""
+    ) -> tuple[str, str, str]:
+        """The URL's body into ``out`` and ``digest``; its name (``Content-Disposition``),
+        ``Last-Modified`` and ``ETag``."""
         from llbkit.core.registry.http import Client, HTTPError, Timeout
 
         http = Client(verify=True, timeout=READ_TIMEOUT)  # the machine's CAs, as buildkitd's
@@ -101,7 +181,12 @@ class HTTPJob(ParsedSource):
                     if progress is not None:
                         progress.status(self.identifier, current=done, total=total)
                 disposition = response.headers.get("content-disposition", "")
-                return _disposition_name(disposition), response.headers.get("last-modified", "")
+                headers = response.headers
+                return (
+                    _disposition_name(disposition),
+                    headers.get("last-modified", ""),
+                    headers.get("etag", ""),
+                )
             finally:
                 await response.aclose()
         except HTTPError as err:
@@ -120,21 +205,43 @@ class HTTPJob(ParsedSource):
             self._got.pop("file")[0].unlink(missing_ok=True)
 
     async def cache_key(self, client: ClientIO) -> str:
-        """Known up front with ``http.checksum``; otherwise the content's digest (a download)."""
-        checksum = self.checksum or (await self._download(None))[1]
-        key = {
-            "Filename": self.filename,
+        """Known up front with ``http.checksum``; else what an earlier download was, when the
+        server says by its ETag that the URL still holds it; else the content's digest (a
+        download). As BuildKit's, the key holds the server's ``Last-Modified`` (the file's
+        time)."""
+        if self.checksum:
+            return self._key(self.filename, self.checksum, "")
+        known = await self._revalidate()
+        if known is not None:
+            self._known["it"] = known
+            return self._key(self.filename or known.name, known.checksum, known.modified)
+        _, checksum, name, modified = await self._download(None)
+        return self._key(name, checksum, modified)
+
+    def _key(self, filename: str, checksum: str, modified: str) -> str:
+        key: dict[str, Any] = {
+            "Filename": filename,
             "Perm": self.perm,
             "UID": self.uid,
             "GID": self.gid,
             "Checksum": checksum,
         }
+        if modified:
+            key["LastModTime"] = modified
         return (
             "sha256:" + hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
         )
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
-        tmp, _, filename = await self._download(progress)
+        tmp, got, filename, _ = await self._download(progress)
+        known = self._known.get("it")
+        if known is not None and got != known.checksum:
+            # The server said the ETag still held, then sent other bytes: the key is wrong.
+            self.discard()
+            raise UserError(
+                f"{self.identifier}: the content changed while it was fetched "
+                f"(the server's ETag {known.etag} now gives {got}, not {known.checksum})"
+            )
         target = dest / filename
         os.replace(tmp, target)
         self._got.clear()
