@@ -223,6 +223,9 @@ BUILD_INPUTS = {
     "dockerfile": ({}, {"dockerfile": "dockerfile"}),
     "both": ({}, {"context": "files", "dockerfile": "dockerfile"}),
     "dockerfilekey": ({"dockerfilekey": "dockerfile"}, {"dockerfile": "dockerfile"}),
+    "context-subdir": ({"contextsubdir": "d"}, {"context": "files"}),
+    # contextsubdir scopes no context of the client's: BuildKit takes it whole
+    "local-subdir": ({"contextsubdir": "dir"}, {}),
 }
 
 

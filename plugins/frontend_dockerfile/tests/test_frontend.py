@@ -70,6 +70,9 @@ class _Client:
     def images(self) -> object:
         raise AssertionError("no image to resolve here")
 
+    def inputs(self) -> dict[str, bytes]:
+        return {}
+
     def warn(self, message: str, **fields: object) -> None:
         self.warnings.append(message)
 
@@ -205,8 +208,9 @@ def test_options_without_effect_are_said_to_have_none() -> None:
 
     anyio.run(scenario)
     assert client.warnings == [
-        "frontend option contextsubdir has no effect in this release of llbkit",
         "frontend option attest:sbom has no effect in this release of llbkit",
+        "frontend option contextsubdir scopes a Git, HTTP or input context: the client's "
+        "directory is the context here, whole",
     ]
 
 

@@ -96,11 +96,9 @@ def test_a_remote_context_is_taken_by_what_it_names() -> None:
         "https://example.com/context.tar.gz",
     ):
         job = anyio.run(frontend.resolve, {"context": url, "contextsubdir": "d"})
-        assert job.remote == url and job.subdir == "d" and not job.no_effect
+        assert job.remote == url and job.subdir == "d"
     job = anyio.run(frontend.resolve, {"vcs:source": "x", "requestid": "r", "context": "dir"})
     assert job.options.filename == "Dockerfile" and not job.remote
-    local = anyio.run(frontend.resolve, {"contextsubdir": "d"})
-    assert local.no_effect == ("contextsubdir",) and not local.subdir
     found = parse_git_ref("https://h.example/r.git#v1:sub/dir")
     assert found is not None and (found.remote, found.commit, found.subdir) == (
         "https://h.example/r.git",

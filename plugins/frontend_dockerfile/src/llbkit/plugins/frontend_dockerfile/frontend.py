@@ -66,7 +66,7 @@ PREFIXES = ("build-arg:", "label:", "context:", "attest:")
 PASSED = ("vcs:", "input-metadata:", "attest:", "cache-from", "cache-imports", "requestid")
 PASSED += ("frontend.caps", "cmdline")
 #: BuildKit options accepted so builds move over unchanged, but without effect here yet
-NO_EFFECT = ("image-resolve-mode", "contextsubdir")
+NO_EFFECT = ("image-resolve-mode",)
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,7 @@ class DockerfileJob:
             context = unpacked(download) if tree else download
             name = name if tree else "context"
         # The Dockerfile is read from the whole tree; contextsubdir scopes the context alone.
-        source = context
-        if self.subdir:
-            context = llb.scratch().file(
-                llb.copy(context, self.subdir, "/", copy_dir_contents=True)
-            )
+        source, context = context, _scoped(context, self.subdir)
         self.options.context_state = context
         # A download that is no archive is read as the Dockerfile ``context``, even from the
         # client's directory when the Dockerfile is the client's (where it is not), as BuildKit
@@ -138,7 +134,9 @@ class DockerfileJob:
         read; a Dockerfile read from the client's directory is still that one's."""
         inputs = self.options.inputs
         if "context" in inputs:
-            self.options.context_state = llb.from_definition(inputs["context"])
+            self.options.context_state = _scoped(
+                llb.from_definition(inputs["context"]), self.subdir
+            )
         if "dockerfile" in inputs and not self.local_dockerfile:
             data, beside, parsed = await self._read_tree(
                 client, llb.from_definition(inputs["dockerfile"]), self.options.filename
@@ -190,17 +188,7 @@ class DockerfileJob:
         none, or the client does not share the context (which fails this step, not the
         build: a build may never read its context), as BuildKit's frontend ignores that."""
         with contextlib.suppress(UserError):
-            async with client.step("[internal] load .dockerignore") as step:
-                crossed: list[int] = []
-                got = await client.read_files(
-                    self.context_key, [".dockerignore"], progress=crossed.append
-                )
-                found = got.get(".dockerignore")
-                # What crossed from the client, as BuildKit shows it; the file's size when
-                # nothing crossed (an embedded build).
-                moved = crossed[-1] if crossed else len(found or b"")
-                step.status(f"transferring {self.context_key}:", current=moved, done=True)
-                return found
+            return await _ignore_file(client, self.context_key, "[internal] load .dockerignore")
         return None
 
     async def _read_sources(
@@ -271,6 +259,11 @@ class DockerfileJob:
             data, ignore, parsed = await self._read_inputs(client)
         else:
             data, ignore, parsed = await self._read_sources(client)
+        if self.subdir and self.options.context_state is None:
+            client.warn(
+                "frontend option contextsubdir scopes a Git, HTTP or input context: the "
+                "client's directory is the context here, whole"
+            )
         text = data.decode("utf-8", "replace")
         self.options.dockerignore = read_dockerignore((ignore or b"").decode("utf-8", "replace"))
         self.options.context_key = self.context_key
@@ -315,6 +308,14 @@ class DockerfileJob:
         return FrontendOutput(definitions, metadata)
 
 
+def _scoped(context: llb.State, subdir: str) -> llb.State:
+    """A context that is not the client's directory scoped to its folder ``subdir``
+    (``contextsubdir``), as BuildKit scopes one: the folder's contents copied onto scratch."""
+    if not subdir:
+        return context
+    return llb.scratch().file(llb.copy(context, subdir, "/", copy_dir_contents=True))
+
+
 def _cause(err: UserError) -> str:
     """Why a solve of the frontend's own failed, without the build's ``failed to solve: ``."""
     return str(err).removeprefix("failed to solve: ")
@@ -351,21 +352,25 @@ def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
     return resolve
 
 
+async def _ignore_file(client: FrontendClient, directory: str, step: str) -> bytes | None:
+    """The ``.dockerignore`` of the client's ``directory`` (None when it has none), read in a
+    step named ``step``, which shows what crossed from the client as BuildKit shows it (the
+    file's size when nothing crossed: an embedded build); UserError if it is not shared."""
+    async with client.step(step) as shown:
+        crossed: list[int] = []
+        got = await client.read_files(directory, [".dockerignore"], progress=crossed.append)
+        found = got.get(".dockerignore")
+        moved = crossed[-1] if crossed else len(found or b"")
+        shown.status(f"transferring {directory}:", current=moved, done=True)
+    return found
+
+
 def _ignore_reader(client: FrontendClient) -> IgnoreReader:
     """A local named context's ``.dockerignore`` (b"" when it has none), read in a step of its
     own as BuildKit reads it; a directory the client does not share fails the build."""
 
     async def read(directory: str, step: str) -> bytes:
-        async with client.step(step) as shown:
-            crossed: list[int] = []
-            got = await client.read_files(directory, [".dockerignore"], progress=crossed.append)
-            found = got.get(".dockerignore", b"")
-            shown.status(
-                f"transferring {directory}:",
-                current=crossed[-1] if crossed else len(found),
-                done=True,
-            )
-        return found
+        return await _ignore_file(client, directory, step) or b""
 
     return read
 
@@ -441,15 +446,13 @@ class DockerfileFrontend:
         # The option the context key names (``context``) may name a remote context instead.
         remote = attrs.get(context_key, "")
         remote = remote if remote_context(remote) else ""
-        # contextsubdir scopes a remote context only, as BuildKit's does.
-        no_effect = NO_EFFECT if not remote else tuple(k for k in NO_EFFECT if k != "contextsubdir")
         return DockerfileJob(
             options,
             attrs.get("dockerfilekey") or "dockerfile",
             context_key,
-            tuple(k for k in attrs if k in no_effect or k.startswith("attest:")),
+            tuple(k for k in attrs if k in NO_EFFECT or k.startswith("attest:")),
             remote=remote,
             local_dockerfile="dockerfilekey" in attrs,
             keep_git_dir=_go_bool(options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "")),
-            subdir=attrs.get("contextsubdir", "") if remote else "",
+            subdir=attrs.get("contextsubdir", ""),
         )
