@@ -4,7 +4,6 @@ image built on it exports the layout's own layers, as BuildKit's does."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import tarfile
@@ -18,37 +17,16 @@ from llbkit.core.control.layout_images import WithLayouts
 from llbkit.core.plugins.context import Platform
 from llbkit.core.plugins.source import ImageConfig
 from tests.hostile.cli import dockerfile_build
-from tests.hostile.test_oci_layout import _blob, _layer
+from tests.hostile.test_oci_layout import _blob, _layer, write_image
 
 pytestmark = pytest.mark.root
 
 
 def _image(store: Path, layers: list[bytes], arch: str) -> dict[str, object]:
     """An image of ``layers`` for linux/``arch`` in ``store``: its manifest's descriptor."""
-    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(x)).hexdigest() for x in layers]
-    config = {
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin", f"ARCH={arch}"], "WorkingDir": "/w", "Cmd": ["run"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            **_blob(store, json.dumps(config).encode()),
-        },
-        "layers": [
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_blob(store, x)}
-            for x in layers
-        ],
-    }
-    return {
-        "mediaType": manifest["mediaType"],
-        "platform": {"os": "linux", "architecture": arch},
-        **_blob(store, json.dumps(manifest).encode()),
-    }
+    config = {"Env": ["PATH=/bin", f"ARCH={arch}"], "WorkingDir": "/w", "Cmd": ["run"]}
+    found = write_image(store, layers, {"architecture": arch, "os": "linux", "config": config})
+    return {**found, "platform": {"os": "linux", "architecture": arch}}
 
 
 def _index(store: Path) -> tuple[str, list[bytes]]:

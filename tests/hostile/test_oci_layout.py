@@ -32,17 +32,11 @@ def _layer(*names: str) -> bytes:
     return gzip.compress(out.getvalue(), mtime=0)
 
 
-def layout(store: Path, layers: list[bytes]) -> str:
-    """An OCI layout of one linux/amd64 image; returns its manifest digest."""
-    (store / "blobs" / "sha256").mkdir(parents=True)
-    (store / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+def write_image(store: Path, layers: list[bytes], config: dict[str, object]) -> dict[str, object]:
+    """An image of gzipped ``layers`` and ``config`` (its rootfs added) written into
+    ``store``'s blobs; returns its manifest's descriptor."""
     diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(x)).hexdigest() for x in layers]
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }
+    config = {**config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -55,12 +49,15 @@ def layout(store: Path, layers: list[bytes]) -> str:
             for x in layers
         ],
     }
-    found = _blob(store, json.dumps(manifest).encode())
-    index = {
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": manifest["mediaType"], **found}],
-    }
-    (store / "index.json").write_text(json.dumps(index))
+    return {"mediaType": manifest["mediaType"], **_blob(store, json.dumps(manifest).encode())}
+
+
+def layout(store: Path, layers: list[bytes]) -> str:
+    """An OCI layout of one linux/amd64 image; returns its manifest digest."""
+    (store / "blobs" / "sha256").mkdir(parents=True)
+    (store / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    found = write_image(store, layers, {"architecture": "amd64", "os": "linux", "config": {}})
+    (store / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [found]}))
     return str(found["digest"])
 
 
