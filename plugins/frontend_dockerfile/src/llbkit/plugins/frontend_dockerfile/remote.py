@@ -5,9 +5,7 @@ itself. BuildKit's rules for which is which, and the sources it makes of them.""
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from dataclasses import dataclass
 
 from llbkit.sdk import llb
@@ -60,6 +58,9 @@ def is_archive(header: bytes) -> bool:
     whose first header reads."""
     if header.startswith((b"\x42\x5a\x68", b"\x1f\x8b\x08", b"\xfd\x37\x7a\x58\x5a\x00")):
         return True
+    import io
+    import tarfile  # only a remote context reads one: a warm build imports no tar code
+
     try:
         with tarfile.open(fileobj=io.BytesIO(header), mode="r:") as tar:
             return tar.next() is not None
