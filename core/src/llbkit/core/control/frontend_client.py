@@ -102,7 +102,8 @@ class EngineFrontendClient:
         self._inputs = dict(inputs)
         self._allow = list(allow)
         self._tmp = tmp
-        self._step_name = f"[internal] frontend {name}"
+        # A frontend the client runs through the gateway is unnamed here: "[internal] frontend"
+        self._step_name = f"[internal] frontend {name}".rstrip()
         self._warnings_step = ""
         self._warnings_started = 0.0
         #: the frontend's own steps, by name: one digest per name within this build
