@@ -18,6 +18,7 @@ from llbkit.core.errors import UserError, source_block
 from llbkit.core.known_platforms import parse_platform
 from llbkit.core.llb import pb
 from llbkit.core.patterns import clean, read_dockerignore
+from llbkit.core.plugins.source import ResolveMode
 from llbkit.plugins.frontend_dockerfile.config import (
     exposed_ports,
     go_duration,
@@ -101,6 +102,9 @@ class BuildOptions:
     shm_size: int = 0
     #: the client directory the build context is read from (``--opt contextkey=``)
     context_key: str = "context"
+    #: how images are resolved (``image-resolve-mode``, buildx's ``--pull``): ``default``,
+    #: ``pull`` (ask the registry every time) or ``local`` (what is known, first)
+    resolve_mode: ResolveMode = "default"
     #: the build context when it is not the client's directory (a Git checkout, a download)
     context_state: llb.State | None = None
     #: the definitions the client passed by name (``context:NAME=input:KEY``), and what it
@@ -705,7 +709,11 @@ class _Converter:
         name = f"{self.step(stage)}FROM {pinned}"
         # The source is pinned to the digest the metadata resolved to, as BuildKit pins it.
         self.from_image(
-            stage, json.loads(raw), llb.image(pinned, platform=platform, custom_name=name)
+            stage,
+            json.loads(raw),
+            llb.image(
+                pinned, platform=platform, resolve_mode=self.options.resolve_mode, custom_name=name
+            ),
         )
 
     def named(self, name: str, platform: llb.Platform | None = None) -> tuple[str, str] | None:
@@ -753,7 +761,12 @@ class _Converter:
                 return llb.scratch(), None
             step = f"[context {name}] load metadata for {ref}"
             _, raw = await self._resolve(ref, inst, platform, step)
-            state = llb.image(ref, platform=platform, custom_name=f"[context {name}] {ref}")
+            state = llb.image(
+                ref,
+                platform=platform,
+                resolve_mode=self.options.resolve_mode,
+                custom_name=f"[context {name}] {ref}",
+            )
             return state, json.loads(raw)
         if kind == "oci-layout":
             return await self.layout_state(name, rest.removeprefix("//"), inst, platform)
@@ -952,7 +965,9 @@ class _Converter:
         digest, so that it is the same source as a FROM of the same name."""
         digest, _ = await self._resolve(ref, inst)
         pinned = _pinned(ref, digest)
-        return llb.image(pinned, custom_name=f"FROM {pinned}")
+        return llb.image(
+            pinned, resolve_mode=self.options.resolve_mode, custom_name=f"FROM {pinned}"
+        )
 
     # -- instructions --------------------------------------------------------------------
 
@@ -1068,6 +1083,7 @@ class _Converter:
             raise self.fail(inst, problem)
         kind = values.pop("type", "bind")
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
+        written = target  # a cache's id is named after the target as written
         if not target and kind == "secret":
             target = f"/run/secrets/{values.get('id', '')}"
         if kind != "ssh" and not target.startswith("/"):
@@ -1107,9 +1123,12 @@ class _Converter:
                     custom_name="[internal] settings cache mount permissions",
                 )
                 selector = "/cache"
+            # BuildKit's id: the BUILDKIT_CACHE_MOUNT_NS namespace, "/", the id (by default the
+            # target as written, cleaned), so "/root/.cache" is "//root/.cache".
+            namespace = self.options.build_args.get("BUILDKIT_CACHE_MOUNT_NS", "")
             return llb.Cache(
                 target,
-                id=values.get("id") or target,
+                id=f"{namespace}/{values.get('id') or clean(written)}",
                 sharing=sharing,  # type: ignore[arg-type]
                 source=base,
                 selector=selector,

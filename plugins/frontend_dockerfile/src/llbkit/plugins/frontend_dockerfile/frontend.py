@@ -16,6 +16,7 @@ import anyio
 from llbkit.core.errors import ConfigError, UnknownOptionError, UserError, one_error
 from llbkit.core.patterns import read_dockerignore
 from llbkit.core.plugins import FrontendClient, FrontendOutput, Platform, PluginContext
+from llbkit.core.plugins.source import ResolveMode
 from llbkit.plugins.frontend_dockerfile.convert import (
     BuildOptions,
     IgnoreReader,
@@ -66,7 +67,7 @@ PREFIXES = ("build-arg:", "label:", "context:", "attest:")
 PASSED = ("vcs:", "input-metadata:", "attest:", "cache-from", "cache-imports", "requestid")
 PASSED += ("frontend.caps", "cmdline")
 #: BuildKit options accepted so builds move over unchanged, but without effect here yet
-NO_EFFECT = ("image-resolve-mode",)
+NO_EFFECT: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,9 +280,8 @@ class DockerfileJob:
         for platform in platforms:
             options = dataclasses.replace(self.options, platform=platform)
             # convert reads the parsed instructions without changing them: one parse serves all.
-            converted = await convert(
-                parsed, options, _resolver(client, len(platforms) > 1), _ignore_reader(client)
-            )
+            resolver = _resolver(client, len(platforms) > 1, options.resolve_mode)
+            converted = await convert(parsed, options, resolver, _ignore_reader(client))
             if platform == platforms[0]:
                 for warning in converted.warnings:
                     client.warn(warning)
@@ -327,10 +327,12 @@ def _missing(name: str) -> UserError:
     return UserError(f"failed to read dockerfile: open {where}: no such file or directory")
 
 
-def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
+def _resolver(
+    client: FrontendClient, several: bool = False, mode: ResolveMode = "default"
+) -> ImageResolver:
     """``FROM`` images through the engine's image resolver, by the build's platform (named
-    in the step, as BuildKit names it, when the build is for ``several``); ``step``: the
-    step's own name (a named context's)."""
+    in the step, as BuildKit names it, when the build is for ``several``), in the build's
+    resolve ``mode``; ``step``: the step's own name (a named context's)."""
 
     known: dict[tuple[str, llb.Platform, str], tuple[str, bytes]] = {}
 
@@ -345,7 +347,7 @@ def _resolver(client: FrontendClient, several: bool = False) -> ImageResolver:
         key = platform_key(platform)
         label = f"[{key} internal]" if several else "[internal]"
         async with client.step(step or f"{label} load metadata for {name}", key):
-            found = await client.images.resolve_image_config(ref, wanted)
+            found = await client.images.resolve_image_config(ref, wanted, mode)
         known[name, platform, step] = found.digest, found.config
         return known[name, platform, step]
 
@@ -425,7 +427,7 @@ class DockerfileFrontend:
         if attrs.get("platform"):
             options.platforms = parse_platforms(attrs["platform"])
             options.platform = options.platforms[0]
-        parse_resolve_mode(attrs.get("image-resolve-mode", ""))
+        options.resolve_mode = parse_resolve_mode(attrs.get("image-resolve-mode", ""))
         options.extra_hosts = parse_extra_hosts(attrs.get("add-hosts", ""))
         try:
             options.shm_size = go_int64(attrs["shm-size"]) if attrs.get("shm-size") else 0

@@ -10,6 +10,7 @@ import re
 from llbkit.core.errors import ConfigError
 from llbkit.core.known_platforms import parse_platform
 from llbkit.core.llb.dot import go_quote
+from llbkit.core.plugins.source import ResolveMode
 from llbkit.sdk import llb
 
 __all__ = [
@@ -152,10 +153,14 @@ def _ulimit(text: str) -> tuple[str, int, int]:
     return name, soft, hard
 
 
-def parse_resolve_mode(text: str) -> str:
+def parse_resolve_mode(text: str) -> ResolveMode:
     """``image-resolve-mode``: ``default`` (or empty), ``pull`` or ``local``."""
-    if text in ("", "default", "pull", "local"):
-        return text or "default"
+    if text in ("", "default"):
+        return "default"
+    if text == "pull":
+        return "pull"
+    if text == "local":
+        return "local"
     raise ConfigError(f"invalid image-resolve-mode: {text}")
 
 
