@@ -157,6 +157,29 @@ def test_the_context_follows_the_paths_the_build_reads(
     assert ("source.local.followpaths" in caps) == (expected is not None)
 
 
+#: cache mounts' ids as BuildKit v0.11.6's frontend makes them (its dockerfile2llb says so):
+#: the BUILDKIT_CACHE_MOUNT_NS namespace, "/", the id or else the target as written, cleaned
+CACHE_IDS = [
+    ("target=/root/.cache", {}, "//root/.cache"),
+    ("id=foo,target=/c", {}, "/foo"),
+    ("target=rel/./x", {}, "/rel/x"),
+    ("target=/c", {"BUILDKIT_CACHE_MOUNT_NS": "proj"}, "proj//c"),
+    ("id=foo,target=/c", {"BUILDKIT_CACHE_MOUNT_NS": "proj"}, "proj/foo"),
+]
+
+
+@pytest.mark.parametrize(("flags", "args", "expected"), CACHE_IDS)
+def test_a_cache_mount_is_named_as_buildkit_names_it(
+    flags: str, args: dict[str, str], expected: str
+) -> None:
+    parsed = parse(f"FROM scratch\nWORKDIR /w\nRUN --mount=type=cache,{flags} true\n")
+    converted = anyio.run(convert, parsed, BuildOptions(build_args=args), _no_images)
+    data = converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes()
+    ops = [pb.Op.FromString(op) for op in getattr(pb.Definition.FromString(data), "def")]
+    (mount,) = [m for op in ops if op.HasField("exec") for m in op.exec.mounts if m.cacheOpt.ID]
+    assert mount.cacheOpt.ID == expected
+
+
 @pytest.mark.parametrize(("attrs", "expected"), [({}, "context"), ({"contextkey": "foo"}, "foo")])
 def test_contextkey_names_the_local_source(attrs: dict[str, str], expected: str) -> None:
     files = {
