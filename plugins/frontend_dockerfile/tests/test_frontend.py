@@ -176,8 +176,8 @@ def test_a_cache_mount_is_named_as_buildkit_names_it(
     converted = anyio.run(convert, parsed, BuildOptions(build_args=args), _no_images)
     data = converted.state.marshal(llb.Platform("linux", "amd64")).to_bytes()
     ops = [pb.Op.FromString(op) for op in getattr(pb.Definition.FromString(data), "def")]
-    (mount,) = [m for op in ops if op.HasField("exec") for m in op.exec.mounts if m.cacheOpt.ID]
-    assert mount.cacheOpt.ID == expected
+    ids = [m.cacheOpt.ID for op in ops if op.HasField("exec") for m in op.exec.mounts]
+    assert [i for i in ids if i] == [expected]
 
 
 @pytest.mark.parametrize(("attrs", "expected"), [({}, "context"), ({"contextkey": "foo"}, "foo")])
