@@ -408,7 +408,8 @@ class ImageSource(BuiltinSource, parser=parse_image):
         return state
 
     async def resolve_image(self, ref: Reference, platform: Platform, mode: str) -> ResolvedImage:
-        """Ask the registry (``pull``/``default``), or only what was resolved before (``local``)."""
+        """Ask the registry (``pull``/``default``), or what was resolved before (``local``; the
+        registry when nothing was)."""
         from llbkit.core.registry.client import (
             Descriptor,
             DirectoryMemo,
@@ -434,6 +435,10 @@ class ImageSource(BuiltinSource, parser=parse_image):
             known = json.loads(index.read_text())
         except (OSError, ValueError, RecursionError):
             known = {}
+        if mode == "local" and name not in known:
+            # Nothing known here: the registry, as BuildKit's worker asks it when its image
+            # store has no such image.
+            mode = "default"
         if mode != "local":
             from llbkit.core.ahead import meanwhile
 
@@ -470,9 +475,7 @@ class ImageSource(BuiltinSource, parser=parse_image):
                     tmp.write_text(json.dumps(known))
                     tmp.replace(index)
                 return image
-        if name not in known:
-            raise RegistryError(f"{ref}: not resolved before, and image.resolvemode is local")
-        entry = known[name]
+        entry = known[name]  # local, or the registry failed for what was resolved before
         return ResolvedImage(
             ref,
             entry["manifest"],

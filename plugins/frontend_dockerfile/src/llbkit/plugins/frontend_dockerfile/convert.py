@@ -1183,7 +1183,9 @@ class _Converter:
         # ("cannot copy to non-directory"): the destination may be a directory already.
         workdir = stage.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
-            dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") else "")
+            # As Go's path.Join, cleaned; a directory still when written as one (or ".").
+            directory = dest in (".", "") or dest.endswith("/")
+            dest = clean(posixpath.join(workdir, dest)).rstrip("/") + ("/" if directory else "")
         origin = flags.get("from", "")  # not expanded, as in BuildKit v0.11
         if origin:
             found = self.stage_named(origin)
@@ -1277,17 +1279,26 @@ class _Converter:
         chown = self.word(inst, flags.get("chown", ""), scope) or None
         excludes = [self.word(inst, e, scope) for e in flags.get("exclude", "").split("\n") if e]
         action: llb.FileAction | None = None
-        for src in sources:
+        # Paths first, then the heredocs, in one FileOp, as BuildKit orders its actions.
+        ordered = [s for s in sources if s not in heredocs] + [s for s in sources if s in heredocs]
+        for src in ordered:
             if src in heredocs:
                 doc = heredocs[src]
                 content = self.heredoc(inst, doc.content, scope) if doc.expand else doc.content
-                name = posixpath.basename(dest.rstrip("/")) if not dest.endswith("/") else doc.name
-                # BuildKit writes heredoc files 0664 unless --chmod says otherwise.
+                # Written 0664 under the heredoc's name, copied with --chmod's mode: BuildKit's.
                 here = llb.scratch().file(
-                    llb.mkfile("/" + name, mode or 0o664, content.encode()),
+                    llb.mkfile("/" + doc.name, 0o664, content.encode()),
                     custom_name=INLINE_DOCUMENT,
                 )
-                action = _copy(action, here, "/" + name, dest, owner=chown, create_dest_path=True)
+                action = _copy(
+                    action,
+                    here,
+                    "/" + doc.name,
+                    dest,
+                    owner=chown,
+                    mode=mode,
+                    create_dest_path=True,
+                )
             elif _is_git_ref(src):
                 if not add:
                     raise self.fail(inst, "source can't be a git ref for COPY")
