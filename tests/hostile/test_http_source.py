@@ -80,5 +80,6 @@ def test_a_download_has_the_servers_time_or_the_epoch(
     the download, which would make every ``ADD`` of it a new layer)."""
     with serving(_Dated) as host:
         job = dataclasses.replace(parse_http(f"http://{host}/{path}", {}, None), state_dir=tmp_path)
-        got, _, _ = anyio.run(job._download, None)
+        got, _, _, modified = anyio.run(job._download, None)
+    assert bool(modified) == bool(mtime)
     assert got.stat().st_mtime == mtime
