@@ -674,6 +674,9 @@ class _Converter:
         stage.config = {"Env": [f"PATH={path}"], "WorkingDir": "/"}
         stage.env = {"PATH": path}
         stage.image_platform = platform_fields(target)
+        # The state's environment starts with it too, before any ARG or ENV, as BuildKit's.
+        if stage.state is not None:
+            stage.state = stage.state.with_env("PATH", path)
 
     async def base(self, stage: _Stage, visiting: tuple[str, ...]) -> None:
         inst = stage.instructions[0]
@@ -692,6 +695,11 @@ class _Converter:
             stage.config = json.loads(json.dumps(parent.config))
             stage.history = list(parent.history)
             stage.env = dict(parent.env)
+            # The image's environment is set again on the state, as for any stage: its keys
+            # move after the parent's build args, in the config's order (BuildKit's).
+            for item in stage.config.get("Env") or []:
+                key, _, value = item.partition("=")
+                stage.state = stage.state.with_env(key, value)
             # The parent's build args are in its state's environment, which the stage keeps.
             stage.args = dict(parent.args)
             stage.args_over_env = dict(parent.args_over_env)
@@ -933,6 +941,18 @@ class _Converter:
     def run_env(self, stage: _Stage) -> dict[str, str]:
         return self.scope(stage)
 
+    def with_run_env(self, stage: _Stage, inst: Instruction) -> llb.State:
+        """The stage's state with every variable a RUN sees: the state already holds them in
+        BuildKit's order (the image's, then each ARG and ENV as it came), so a value is only
+        set where it differs, never moved."""
+        assert stage.state is not None
+        state = stage.state
+        for key, value in self.run_env(stage).items():
+            self.spend(inst, len(key) + len(value))
+            if state.get_env(key) != value:
+                state = state.with_env(key, value)
+        return state
+
     async def source_state(self, stage: _Stage, ref: str, inst: Instruction) -> llb.State:
         found = self.named(ref)
         if found:
@@ -998,7 +1018,10 @@ class _Converter:
                         llb.mkfile("/" + doc.name, 0o755, content.encode()),
                         custom_name=INLINE_DOCUMENT,
                     )
-                    mounts.append(llb.Bind("/dev/pipes", script, readonly=True, output=False))
+                    # As BuildKit mounts it: at "/dev/pipes/", the script's folder "/".
+                    mounts.append(
+                        llb.Bind("/dev/pipes/", script, selector="/", readonly=True, output=False)
+                    )
                     command = posixpath.join("/dev/pipes", doc.name)
                 else:
                     command = content
@@ -1013,11 +1036,7 @@ class _Converter:
         )
         if network is None:
             raise self.fail(inst, f"invalid network mode {flags['network']!r}")
-        state = stage.state
-        for key, value in self.run_env(stage).items():
-            self.spend(inst, len(key) + len(value))
-            state = state.with_env(key, value)
-        state = self.sandbox(state, stage)
+        state = self.sandbox(self.with_run_env(stage, inst), stage)
         if self.options.network and network == "sandbox":
             network = self.options.network
         options: dict[str, Any] = {
@@ -1405,6 +1424,9 @@ class _Converter:
                 stage.args[key] = value
                 if key in stage.env:
                     stage.args_over_env[key] = value
+                # In the state's environment from here, after what it has (BuildKit's order).
+                assert stage.state is not None
+                stage.state = stage.state.with_env(key, value)
             stage.declared.append(key)
             shown.append(key if expanded is None else f"{key}={expanded}")
         self.record(stage, "ARG " + " ".join(shown), True)
