@@ -24,6 +24,10 @@ layers are then described by that image, as on a daemon that has built from it b
 With --exports, records instead each export case (tests/differential/exports.py): the shared
 build exported with each exporter option, into tests/differential/vectors/exports/exports.json.
 
+With --llb, records instead the definitions BuildKit's own Dockerfile frontend makes of every
+case whose inputs are the client's two directories (DF2LLB: scripts/df2llb.go built), into
+tests/differential/vectors/llb/llb.json.
+
 With --progress, records instead buildctl's plain progress of a warm rebuild (each case built
 twice, the second build's steps kept: names and markers, see harness.progress_steps) for every
 recorded multi-stage or remote-context case BuildKit builds, into
@@ -63,15 +67,20 @@ from tests.differential.exports import (  # noqa: E402
 )
 from tests.differential.harness import (  # noqa: E402
     BUILDKIT_VERSION,
+    LLB,
     PROGRESS,
     REMOTE_MARK,
     VECTORS,
     Case,
     busybox_tree,
     error_cause,
+    image_configs,
     input_definitions,
+    llb_compared,
+    load_llb,
     load_vectors,
     materialize,
+    normalize_llb,
     opts,
     progress_recorded,
     progress_steps,
@@ -258,6 +267,49 @@ def main_exports(buildctl: str, names: list[str], port: int) -> int:
     return 0
 
 
+def record_llb(case: Case, df2llb: str, registry: str, images: Path) -> list[list[str]] | None:
+    """The definitions BuildKit's own frontend makes of ``case`` (through ``df2llb``),
+    normalized; None when it refuses the case."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx, dfdir = materialize(case, Path(tmp), registry)
+        out = Path(tmp) / "out"
+        out.mkdir()
+        command = [df2llb, "--images", str(images), "--out", str(out)]
+        command += ["--local", f"context={ctx}", "--local", f"dockerfile={dfdir}"]
+        for key, value in opts(case, registry).items():
+            command += ["--opt", f"{key}={value}"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{case.name}: {done.stderr.strip()[-200:]}", file=sys.stderr)
+            return None
+        return sorted(normalize_llb(f.read_bytes(), registry) for f in out.glob("def-*.pb"))
+
+
+def main_llb(df2llb: str, names: list[str], port: int) -> int:
+    from llbkit.sdk.testing.registry import LocalRegistry
+
+    chosen = [c for c, r in load_vectors() if llb_compared(c, r) and (not names or c.name in names)]
+    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp) / "r", port=port) as reg:
+        push_images(reg.host)
+        images = Path(tmp) / "images.json"
+        images.write_text(json.dumps(image_configs(reg.host)))
+        with ThreadPoolExecutor(4) as pool:
+            found = pool.map(lambda c: record_llb(c, df2llb, reg.host, images), chosen)
+            recorded = {c.name: d for c, d in zip(chosen, found, strict=True) if d is not None}
+    if names:
+        for name, definitions in load_llb().items():
+            recorded.setdefault(name, definitions)
+    document = {
+        "buildkit": BUILDKIT_VERSION,
+        "llb": "BuildKit's frontend (builder.Build), normalized by harness.normalize_llb",
+        "cases": [{"name": n, "llb": recorded[n]} for n in sorted(recorded)],
+    }
+    LLB.parent.mkdir(exist_ok=True)
+    LLB.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"llb: {len(recorded)} cases")
+    return 0
+
+
 def main() -> int:
     from llbkit.sdk.testing.registry import LocalRegistry
     from tests.differential.generate import generated
@@ -268,6 +320,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--exports", action="store_true")
+    parser.add_argument("--llb", action="store_true")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     buildctl = os.environ.get("BUILDCTL", "buildctl")
@@ -275,6 +328,8 @@ def main() -> int:
         return main_progress(buildctl, args.names, args.port)
     if args.exports:
         return main_exports(buildctl, args.names, args.port)
+    if args.llb:
+        return main_llb(os.environ.get("DF2LLB", "df2llb"), args.names, args.port)
     everything = handwritten.CASES + generated(args.seed, args.count)
     names = [c.name for c in everything]
     dupes = {n for n in names if names.count(n) > 1}

@@ -192,6 +192,49 @@ def _empty(registry: str) -> Any:
 INPUTS = {"busybox-run": _busybox_run, "files": _files, "dockerfile": _dockerfile, "empty": _empty}
 
 
+#: the recorded LLB of BuildKit's own frontend, by case (``record_differential.py --llb``)
+LLB = VECTORS / "llb" / "llb.json"
+
+
+def llb_compared(case: Case, result: dict[str, Any]) -> bool:
+    """The cases whose LLB is compared: those BuildKit builds whose inputs are the client's
+    two directories alone (no named or remote context, no inputs, no symlinked Dockerfile),
+    with options BuildKit's frontend takes."""
+    return (
+        "error" not in result
+        and case.category not in ("contexts", "remote")
+        and not any(k.startswith("context") for k in case.options)
+        and not (case.locals or case.layouts or case.inputs or case.dockerfile_links)
+        and case.name != "hand-options-unknown-key"
+    )
+
+
+def normalize_llb(data: bytes, registry: str) -> list[str]:
+    """A definition's ops as sorted JSON, comparable between two frontends: each input named
+    by its index alone (digests hold what follows), the client's session and a local
+    source's random ``local.unique`` left out, the registry named REGISTRY."""
+    from google.protobuf.json_format import MessageToDict
+
+    from llbkit.core.llb import pb
+
+    ops = []
+    for raw in getattr(pb.Definition.FromString(data), "def"):
+        op = MessageToDict(pb.Op.FromString(raw))
+        for key in ("local.session", "local.unique"):
+            op.get("source", {}).get("attrs", {}).pop(key, None)
+        for put in op.get("inputs", []):
+            put["digest"] = "-"
+        ops.append(json.dumps(op, sort_keys=True).replace(registry, "REGISTRY"))
+    return sorted(ops)
+
+
+def load_llb() -> dict[str, list[list[str]]]:
+    """Each recorded case's definitions (one per platform), normalized, sorted."""
+    if not LLB.exists():
+        return {}
+    return {item["name"]: item["llb"] for item in json.loads(LLB.read_text())["cases"]}
+
+
 #: what a registry may answer for a manifest
 _MANIFESTS = (
     "application/vnd.oci.image.index.v1+json",
@@ -199,6 +242,43 @@ _MANIFESTS = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+
+
+def image_configs(registry: str) -> dict[str, dict[str, Any]]:
+    """Each image of :data:`IMAGES` as the registry holds it: the digest its tag names and
+    its configs by platform (``linux/arm/v7``; "" for an image of one manifest), as
+    ``scripts/df2llb.go`` answers BuildKit's frontend with."""
+    import httpx
+
+    found = {}
+    with httpx.Client(timeout=30) as client:
+
+        def get(repo: str, kind: str, ref: str) -> bytes:
+            answer = client.get(
+                f"http://{registry}/v2/{repo}/{kind}/{ref}",
+                headers={"Accept": ",".join(_MANIFESTS)},
+            )
+            answer.raise_for_status()
+            return answer.content
+
+        for repo in IMAGES.values():
+            top = get(repo, "manifests", "latest")
+            document = json.loads(top)
+            listed = [(m["digest"], m.get("platform") or {}) for m in document.get("manifests", [])]
+            configs = {}
+            for digest, platform in listed or [("", {})]:
+                manifest = json.loads(get(repo, "manifests", digest)) if digest else document
+                config = get(repo, "blobs", manifest["config"]["digest"]).decode()
+                variant = platform.get("variant", "")
+                if platform.get("architecture") == "arm64" and variant == "v8":
+                    variant = ""  # containerd's normal form
+                parts = (platform.get("os"), platform.get("architecture"), variant)
+                configs["/".join(p for p in parts if p) if digest else ""] = config
+            found[f"{registry}/{repo}"] = {
+                "digest": "sha256:" + hashlib.sha256(top).hexdigest(),
+                "configs": configs,
+            }
+    return found
 
 
 def write_layout(registry: str, repo: str, dest: Path) -> str:
