@@ -214,7 +214,7 @@ class Solver:
         self.threads = anyio.CapacityLimiter(max(max_parallelism, 4) * 2)
         self._active: dict[str, _Shared] = {}
         #: by build (its lease): the vertices its solves attached to, kept until it ends
-        self._held: dict[int, set[str]] = {}
+        self._held: dict[Lease, set[str]] = {}
 
     def _drop(self, shared: _Shared) -> None:
         shared.users -= 1
@@ -225,7 +225,7 @@ class Solver:
 
     def _let_go(self, lease: Lease) -> None:
         """The build of ``lease`` ended: the vertices it kept go unless others use them."""
-        for sid in self._held.pop(id(lease), ()):
+        for sid in self._held.pop(lease, ()):
             shared = self._active.get(sid)
             if shared is not None:
                 self._drop(shared)
@@ -396,9 +396,9 @@ class _Build:
         a frontend's own, another platform's) takes its key and result as they are, neither
         working them out again (a download, a repository's refs) nor showing the step again."""
         solver = self.solver
-        held = solver._held.get(id(self.lease))
+        held = solver._held.get(self.lease)
         if held is None:
-            held = solver._held[id(self.lease)] = set()
+            held = solver._held[self.lease] = set()
             lease = self.lease
             lease.when_released(lambda: solver._let_go(lease))
         if shared.sid not in held:
