@@ -212,13 +212,7 @@ def main_progress(buildctl: str, names: list[str], port: int) -> int:
     if names and PROGRESS.exists():
         for item in json.loads(PROGRESS.read_text())["cases"]:
             recorded.setdefault(item["name"], item["steps"])
-    document = {
-        "buildkit": BUILDKIT_VERSION,
-        "progress": "plain, warm rebuild",
-        "cases": [{"name": n, "steps": recorded[n]} for n in sorted(recorded)],
-    }
-    PROGRESS.parent.mkdir(exist_ok=True)
-    PROGRESS.write_text(json.dumps(document, indent=1) + "\n")
+    _write_by_name(PROGRESS, {"progress": "plain, warm rebuild"}, "steps", recorded)
     print(f"progress: {len(recorded)} cases (multi-stage, several platforms, remote contexts)")
     return 0
 
@@ -267,6 +261,15 @@ def main_exports(buildctl: str, names: list[str], port: int) -> int:
     return 0
 
 
+def _write_by_name(path: Path, said: dict[str, str], field: str, recorded: dict[str, Any]) -> None:
+    """A vectors file of what each case recorded (as ``field``), by name, with BuildKit's
+    version and ``said`` of how."""
+    cases = [{"name": n, field: recorded[n]} for n in sorted(recorded)]
+    document = {"buildkit": BUILDKIT_VERSION, **said, "cases": cases}
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
 def record_llb(case: Case, df2llb: str, registry: str, images: Path) -> list[list[str]] | None:
     """The definitions BuildKit's own frontend makes of ``case`` (through ``df2llb``),
     normalized; None when it refuses the case."""
@@ -299,13 +302,8 @@ def main_llb(df2llb: str, names: list[str], port: int) -> int:
     if names:
         for name, definitions in load_llb().items():
             recorded.setdefault(name, definitions)
-    document = {
-        "buildkit": BUILDKIT_VERSION,
-        "llb": "BuildKit's frontend (builder.Build), normalized by harness.normalize_llb",
-        "cases": [{"name": n, "llb": recorded[n]} for n in sorted(recorded)],
-    }
-    LLB.parent.mkdir(exist_ok=True)
-    LLB.write_text(json.dumps(document, indent=1) + "\n")
+    said = {"llb": "BuildKit's frontend (builder.Build), normalized by harness.normalize_llb"}
+    _write_by_name(LLB, said, "llb", recorded)
     print(f"llb: {len(recorded)} cases")
     return 0
 
