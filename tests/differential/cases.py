@@ -587,6 +587,21 @@ for _key, _values in _OPTION_VALUES.items():
             _PROBE,
             options={_key: _value},
         )
+# multi-platform (and its build arg, which wins): a map of platforms even for one.
+_MULTI_PROBE = "FROM @MULTI@\nRUN cat /arch > /seen\n"
+for _n, _options in enumerate(
+    [
+        {"multi-platform": "true"},
+        {"multi-platform": "true", "platform": "linux/arm64"},
+        {"multi-platform": "false"},
+        {"multi-platform": "0", "platform": "linux/amd64,linux/arm64"},
+        {"multi-platform": "yes"},
+        {"build-arg:BUILDKIT_MULTI_PLATFORM": "1"},
+        {"build-arg:BUILDKIT_MULTI_PLATFORM": "false", "multi-platform": "true"},
+        {"build-arg:BUILDKIT_MULTI_PLATFORM": "", "multi-platform": "true"},
+    ]
+):
+    case(f"options-multi-platform-{_n}", "options", _MULTI_PROBE, options=_options)
 case(
     "options-hostname-and-arg",
     "options",

@@ -814,10 +814,12 @@ def _names(steps: list[list[str]]) -> str:
 def progress_recorded(case: Case) -> bool:
     """The cases whose progress is compared: a Dockerfile of more than one stage (more than
     one ``FROM``, or an image that a ``--from`` reads, which BuildKit makes a stage of), a
-    build for several platforms (each stage once per platform), or a remote context (its
-    own steps)."""
+    build for several platforms (each stage once per platform) or asked to be one
+    (``multi-platform``), or a remote context (its own steps)."""
     if re.search(r"(?i)\bfrom=@", case.dockerfile) or "," in case.options.get("platform", ""):
         return True
+    if "multi-platform" in case.options or "build-arg:BUILDKIT_MULTI_PLATFORM" in case.options:
+        return True  # a result by platform, even for one: its steps are named after it
     if case.category == "remote":
         return True
     return len(re.findall(r"(?im)^\s*from\s", case.dockerfile)) > 1

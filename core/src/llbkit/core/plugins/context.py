@@ -187,6 +187,12 @@ class BuildResult:
         return next(iter(self.refs.values())) if len(self.refs) == 1 else None
 
     @property
+    def is_map(self) -> bool:
+        """A result by platform (BuildKit's ``Refs``), exported as one even for one platform
+        (an index, a folder per platform): several, or the frontend's ``refs.platforms``."""
+        return len(self.refs) > 1 or "refs.platforms" in self.metadata
+
+    @property
     def platforms(self) -> list[str]:
         """Every platform of the build, in the frontend's order (``refs.platforms``): one
         whose result is empty (``scratch``, absent from ``refs``) too; else ``refs``'."""

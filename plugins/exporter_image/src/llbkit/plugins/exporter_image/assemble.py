@@ -353,7 +353,7 @@ def response(
     first = published.images[0][1]
     annotations = {"org.opencontainers.image.created": created_text(published.created)}
     annotations = annotations if dated else {}
-    single = len(published.images) == 1
+    single = not published.is_index
     annotations |= opts.annotations_for("manifest-descriptor" if single else "index-descriptor")
     descriptor = published.descriptor(dict(sorted(annotations.items())) or None)
     if single:
@@ -393,11 +393,17 @@ class Published:
             found["annotations"] = dict(annotations)
         return found
 
+    @property
+    def is_index(self) -> bool:
+        """An index over the platforms' manifests (a build's result by platform, even for
+        one), not one image's manifest."""
+        return self.media_type in (OCI_INDEX, DOCKER_LIST)
+
     def blobs(self) -> list[tuple[str, BlobSource]]:
         found: list[tuple[str, BlobSource]] = []
         for _, image in self.images:
             found += image.blobs()
-        if len(self.images) > 1:
+        if self.is_index:
             found.append((self.digest, self.data))
         return found
 
@@ -418,7 +424,7 @@ async def publish(
     epoch = _epoch(result, opts)
     moment = epoch if epoch is not None else int(time.time())
     order = result.platforms
-    if len(order) <= 1:
+    if not result.is_map:
         if opts.annotations_for("index") or opts.annotations_for("index-descriptor"):
             raise ConfigError("index annotations not supported for single platform export")
         image = await assemble(result, opts, epoch=epoch, moment=moment, inline_cache=inline_cache)

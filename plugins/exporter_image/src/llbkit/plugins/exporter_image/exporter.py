@@ -104,7 +104,7 @@ def _layout_files(
     refs = _ref_names(names)
     base: dict[str, str] = {"org.opencontainers.image.created": created}
     # The descriptor index.json holds: of the index, or of the single platform's manifest.
-    single = len(published.images) == 1
+    single = not published.is_index
     base.update(opts.annotations_for("manifest-descriptor" if single else "index-descriptor"))
     if not tarball:
         # A folder's index.json is written as buildctl writes it from the exporter's answer:
@@ -246,7 +246,7 @@ async def _published(result: BuildResult, opts: CommitOptions, info: ExportInfo)
     for _, image in published.images:
         for what, digest in (("manifest", image.manifest_digest), ("config", image.config_digest)):
             info.progress.status(f"exporting {what} {digest}", done=True)
-    if len(published.images) > 1:
+    if published.is_index:
         info.progress.status(f"exporting manifest list {published.digest}", done=True)
     return published
 
@@ -454,7 +454,7 @@ async def _store(
         layers = [layer["digest"] for layer in manifest["layers"]]
         children = [manifest["config"]["digest"], *layers]
         await put(image.descriptor(), image.manifest, children)
-    if len(published.images) > 1:
+    if published.is_index:
         children = [image.manifest_digest for _, image in published.images]
         await put(published.descriptor(), published.data, children)
     top = published.descriptor()
@@ -475,7 +475,7 @@ async def _unpack(store: ImageStore, published: Published, name: str, info: Expo
     here = str(Platform())
     chosen = next((img for p, img in published.images if p == here), None)
     if chosen is None:
-        if len(published.images) > 1:
+        if published.is_index:
             raise ConfigError(f"exporter image: unpack: no reference for default platform {here}")
         chosen = published.images[0][1]
     progress = f"unpacking to {name}"
@@ -527,7 +527,7 @@ async def _push(
     info.progress.status("pushing layers", done=True)
     pushing = f"pushing manifest for {name}@{published.digest}"
     info.progress.status(pushing)
-    if len(published.images) > 1:
+    if published.is_index:
         # Each platform's manifest by digest first, then the index under the tag.
         for _, image in published.images:
             await repo.push_manifest(image.manifest_digest, image.manifest, image.media_type)

@@ -45,7 +45,7 @@ def _check(ctx: PluginContext, attrs: Mapping[str, str]) -> tuple[str, bool | No
 
 
 def _split(result: BuildResult, platform_split: bool | None) -> bool:
-    return len(result.platforms) > 1 if platform_split is None else platform_split
+    return result.is_map if platform_split is None else platform_split
 
 
 def _subdir(platform: str) -> str:

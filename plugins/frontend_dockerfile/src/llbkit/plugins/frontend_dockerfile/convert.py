@@ -89,6 +89,9 @@ class BuildOptions:
     platform: llb.Platform = field(default_factory=lambda: llb.Platform("linux", "amd64"))
     #: every target platform (``--opt platform=a,b``); ``platform`` is the one being converted
     platforms: list[llb.Platform] = field(default_factory=list)
+    #: ``multi-platform`` (or ``BUILDKIT_MULTI_PLATFORM``): the result a map of platforms
+    #: even for one; None: when there are several
+    multi_platform: bool | None = None
     build_platform: llb.Platform = field(default_factory=lambda: llb.Platform("linux", "amd64"))
     no_cache: bool = False
     dockerignore: list[str] = field(default_factory=list)
@@ -111,6 +114,14 @@ class BuildOptions:
     #: said of each (``input-metadata:KEY``, a JSON object of base64 values)
     inputs: Mapping[str, bytes] = field(default_factory=dict)
     input_metadata: dict[str, str] = field(default_factory=dict)
+
+
+def exports_map(options: BuildOptions) -> bool:
+    """Whether the build's result is a map of platforms (BuildKit's ``exportMap``), its
+    steps named after their platforms: for several, or when ``multi-platform`` says so."""
+    if options.multi_platform is not None:
+        return options.multi_platform
+    return len(options.platforms) > 1
 
 
 @dataclass
@@ -539,7 +550,7 @@ class _Converter:
         BuildKit shows it: a ``RUN``'s is its state's (none on ``scratch``), another step's
         the stage's, else the target's; after ``->``, the target (``TARGETPLATFORM`` or
         ``TARGETARCH``... of the step's environment) when the stage is for another."""
-        if len(self.options.platforms) < 2:
+        if not exports_map(self.options):
             return ""
         if keyword == "FROM":
             return platform_key(self.platform_of(stage))

@@ -22,6 +22,7 @@ from llbkit.plugins.frontend_dockerfile.convert import (
     IgnoreReader,
     ImageResolver,
     convert,
+    exports_map,
     platform_fields,
     platform_key,
 )
@@ -275,12 +276,13 @@ class DockerfileJob:
                 "dockerfile.v0 frontend builds this Dockerfile"
             )
         platforms = self.options.platforms or [self.options.platform]
+        several = exports_map(self.options)
         definitions: dict[str, bytes] = {}
         metadata: dict[str, bytes] = {}
         for platform in platforms:
             options = dataclasses.replace(self.options, platform=platform)
             # convert reads the parsed instructions without changing them: one parse serves all.
-            resolver = _resolver(client, len(platforms) > 1, options.resolve_mode)
+            resolver = _resolver(client, several, options.resolve_mode)
             converted = await convert(parsed, options, resolver, _ignore_reader(client))
             if platform == platforms[0]:
                 for warning in converted.warnings:
@@ -290,11 +292,11 @@ class DockerfileJob:
             state = converted.state
             definitions[key] = b"" if state.output is None else state.marshal(platform).to_bytes()
             config = json.dumps(converted.config).encode()
-            if len(platforms) == 1:
+            if not several:
                 metadata["containerimage.config"] = config
             else:
                 metadata[f"containerimage.config/{key}"] = config
-        if len(platforms) > 1:
+        if several:
             metadata["refs.platforms"] = json.dumps(
                 {
                     "Platforms": [
@@ -387,6 +389,10 @@ def _full_name(ref: str) -> str:
         return ref
 
 
+#: what Go's ``strconv.ParseBool`` takes
+_GO_BOOLS = ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")
+
+
 def _go_bool(text: str) -> bool:
     """``strconv.ParseBool``'s true (anything else, an error there, is false here too)."""
     return text in ("1", "t", "T", "TRUE", "true", "True")
@@ -427,6 +433,14 @@ class DockerfileFrontend:
         if attrs.get("platform"):
             options.platforms = parse_platforms(attrs["platform"])
             options.platform = options.platforms[0]
+        # The build arg wins over the option, as in BuildKit, and is read only if set.
+        multi = options.build_args.get("BUILDKIT_MULTI_PLATFORM") or attrs.get("multi-platform")
+        if multi:
+            if multi not in _GO_BOOLS:
+                raise ConfigError(f"invalid boolean value {multi}")
+            options.multi_platform = _go_bool(multi)
+            if not options.multi_platform and len(options.platforms) > 1:
+                raise ConfigError("returning multiple target platforms is not allowed")
         options.resolve_mode = parse_resolve_mode(attrs.get("image-resolve-mode", ""))
         options.extra_hosts = parse_extra_hosts(attrs.get("add-hosts", ""))
         try:
