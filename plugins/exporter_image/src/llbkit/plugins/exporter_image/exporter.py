@@ -277,7 +277,7 @@ class TarballJob:
         for key in self.no_effect:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
         client = info.client
-        if self.docker and len(result.refs) > 1:
+        if self.docker and result.is_map:
             raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
         published = await _published(result, self.opts, info)
         # The time the image configs hold, so index.json's created annotation agrees with them.
