@@ -160,11 +160,8 @@ class DockerfileJob:
             found = await client.solve(tree.marshal().to_bytes())
         except UserError as err:
             raise UserError(f"failed to read dockerfile: {_cause(err)}") from None
-        folder, _, base = name.rpartition("/")
         data: bytes | None = None
-        for wanted in [name] + (
-            [f"{folder}/dockerfile" if folder else "dockerfile"] if base == "Dockerfile" else []
-        ):
+        for wanted in _dockerfile_names(name):
             try:
                 data = await client.read_ref_file(found, wanted)
                 break
@@ -217,11 +214,8 @@ class DockerfileJob:
                     reads.start_soon(context_ignore)
                 await anyio.lowlevel.checkpoint()
                 async with client.step(f"[internal] load build definition from {name}") as step:
-                    folder, _, base = name.rpartition("/")
-                    # The other spelling Docker has always accepted (moby/moby#10858).
-                    lower = f"{folder}/dockerfile" if folder else "dockerfile"
-                    wanted = [name, f"{name}.dockerignore"]
-                    wanted += [lower] if base == "Dockerfile" else []
+                    names = _dockerfile_names(name)
+                    wanted = [name, f"{name}.dockerignore", *names[1:]]
                     crossed: list[int] = []
                     try:
                         got = await client.read_files(
@@ -229,7 +223,7 @@ class DockerfileJob:
                         )
                     except UserError as err:
                         raise UserError(f"failed to read dockerfile: {err}") from None
-                    data = got.get(name, got.get(lower) if base == "Dockerfile" else None)
+                    data = next((got[n] for n in names if n in got), None)
                     beside = got.get(f"{name}.dockerignore")
                     moved = crossed[-1] if crossed else len(data or b"") + len(beside or b"")
                     step.status(f"transferring {self.dockerfile_key}:", current=moved, done=True)
@@ -316,6 +310,15 @@ def _scoped(context: llb.State, subdir: str) -> llb.State:
     if not subdir:
         return context
     return llb.scratch().file(llb.copy(context, subdir, "/", copy_dir_contents=True))
+
+
+def _dockerfile_names(name: str) -> list[str]:
+    """Where the Dockerfile ``name`` is read from, in turn: itself, and for a ``Dockerfile``
+    the other spelling Docker has always accepted, ``dockerfile`` (moby/moby#10858)."""
+    folder, _, base = name.rpartition("/")
+    if base != "Dockerfile":
+        return [name]
+    return [name, f"{folder}/dockerfile" if folder else "dockerfile"]
 
 
 def _cause(err: UserError) -> str:
