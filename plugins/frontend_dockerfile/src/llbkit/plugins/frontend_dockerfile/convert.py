@@ -825,22 +825,16 @@ class _Converter:
         if said is None:
             return state, None
         try:
-            metadata = json.loads(said)
-            if not isinstance(metadata, dict):
-                raise ValueError("not a JSON object")
-            encoded = metadata.get("containerimage.config")
+            encoded = _json_object(said).get("containerimage.config")
             config = base64.b64decode(encoded, validate=True) if encoded is not None else None
-        except (ValueError, TypeError, RecursionError) as err:
+        except (ValueError, TypeError) as err:
             raise self.fail(inst, f"failed to parse input metadata {said}: {err}") from None
         if config is None:
             return state, None
         try:
-            image = json.loads(config)
-            if not isinstance(image, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, RecursionError) as err:
+            return state, _json_object(config)
+        except ValueError as err:
             raise self.fail(inst, f"failed to parse image config for {name}: {err}") from None
-        return state, image
 
     async def layout_state(
         self, name: str, spec: str, inst: Instruction, platform: llb.Platform
@@ -1617,6 +1611,17 @@ class _Converter:
 
     async def do_from(self, *args: Any) -> None:
         raise AssertionError("FROM starts a stage")
+
+
+def _json_object(text: str | bytes) -> dict[str, Any]:
+    """``text`` as a JSON object; ValueError (with the parser's reason) for anything else."""
+    try:
+        found = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(found, dict):
+        raise ValueError("not a JSON object")
+    return found
 
 
 def _is_git_ref(src: str) -> bool:
