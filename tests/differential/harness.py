@@ -244,16 +244,27 @@ _MANIFESTS = (
 )
 
 
-def image_configs(registry: str) -> dict[str, dict[str, Any]]:
-    """Each image of :data:`IMAGES` as the registry holds it: the digest its tag names and
-    its configs by platform (``linux/arm/v7``; "" for an image of one manifest), as
-    ``scripts/df2llb.go`` answers BuildKit's frontend with."""
+@dataclass
+class _Pulled:
+    """An image as the registry holds it under ``latest``: its top manifest or index, each
+    image's platform (as the index names it; None for a lone manifest) and manifest, and
+    every blob (configs, layers) by digest."""
+
+    top: bytes
+    images: list[tuple[dict[str, str] | None, bytes]]
+    blobs: dict[str, bytes]
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.top).hexdigest()
+
+
+def _pull(registry: str, repo: str) -> _Pulled:
     import httpx
 
-    found = {}
     with httpx.Client(timeout=30) as client:
 
-        def get(repo: str, kind: str, ref: str) -> bytes:
+        def get(kind: str, ref: str) -> bytes:
             answer = client.get(
                 f"http://{registry}/v2/{repo}/{kind}/{ref}",
                 headers={"Accept": ",".join(_MANIFESTS)},
@@ -261,60 +272,54 @@ def image_configs(registry: str) -> dict[str, dict[str, Any]]:
             answer.raise_for_status()
             return answer.content
 
-        for repo in IMAGES.values():
-            top = get(repo, "manifests", "latest")
-            document = json.loads(top)
-            listed = [(m["digest"], m.get("platform") or {}) for m in document.get("manifests", [])]
-            configs = {}
-            for digest, platform in listed or [("", {})]:
-                manifest = json.loads(get(repo, "manifests", digest)) if digest else document
-                config = get(repo, "blobs", manifest["config"]["digest"]).decode()
-                variant = platform.get("variant", "")
-                if platform.get("architecture") == "arm64" and variant == "v8":
-                    variant = ""  # containerd's normal form
-                parts = (platform.get("os"), platform.get("architecture"), variant)
-                configs["/".join(p for p in parts if p) if digest else ""] = config
-            found[f"{registry}/{repo}"] = {
-                "digest": "sha256:" + hashlib.sha256(top).hexdigest(),
-                "configs": configs,
-            }
+        top = get("manifests", "latest")
+        listed = json.loads(top).get("manifests", [])
+        images: list[tuple[dict[str, str] | None, bytes]] = [
+            (m.get("platform") or {}, get("manifests", m["digest"])) for m in listed
+        ] or [(None, top)]
+        blobs = {}
+        for _, manifest in images:
+            document = json.loads(manifest)
+            for blob in [document["config"], *document["layers"]]:
+                blobs[blob["digest"]] = get("blobs", blob["digest"])
+    return _Pulled(top, images, blobs)
+
+
+def image_configs(registry: str) -> dict[str, dict[str, Any]]:
+    """Each image of :data:`IMAGES` as the registry holds it: the digest its tag names and
+    its configs by platform (``linux/arm/v7``; "" for an image of one manifest), as
+    ``scripts/df2llb.go`` answers BuildKit's frontend with."""
+    found = {}
+    for repo in IMAGES.values():
+        pulled = _pull(registry, repo)
+        configs = {}
+        for platform, manifest in pulled.images:
+            config = pulled.blobs[json.loads(manifest)["config"]["digest"]].decode()
+            if platform is None:
+                configs[""] = config
+                continue
+            variant = platform.get("variant", "")
+            if platform.get("architecture") == "arm64" and variant == "v8":
+                variant = ""  # containerd's normal form
+            parts = (platform.get("os"), platform.get("architecture"), variant)
+            configs["/".join(p for p in parts if p)] = config
+        found[f"{registry}/{repo}"] = {"digest": pulled.digest, "configs": configs}
     return found
 
 
 def write_layout(registry: str, repo: str, dest: Path) -> str:
     """An OCI layout at ``dest`` holding ``repo:latest`` as the registry has it (the same
     digests), every platform's image; the digest ``index.json`` names."""
-    import httpx
-
+    pulled = _pull(registry, repo)
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True)
-    base = f"http://{registry}/v2/{repo}"
-    with httpx.Client(timeout=30) as client:
-
-        def fetch(kind: str, ref: str) -> bytes:
-            answer = client.get(f"{base}/{kind}/{ref}", headers={"Accept": ",".join(_MANIFESTS)})
-            answer.raise_for_status()
-            data = answer.content
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            (blobs / digest.removeprefix("sha256:")).write_bytes(data)
-            return data
-
-        top = fetch("manifests", "latest")
-        document = json.loads(top)
-        manifests = [m["digest"] for m in document.get("manifests", [])]
-        for digest in manifests:
-            document_of = json.loads(fetch("manifests", digest))
-            for blob in [document_of["config"], *document_of["layers"]]:
-                fetch("blobs", blob["digest"])
-        if not manifests:
-            for blob in [document["config"], *document["layers"]]:
-                fetch("blobs", blob["digest"])
-    digest = "sha256:" + hashlib.sha256(top).hexdigest()
-    media = document.get("mediaType", _MANIFESTS[1])
-    entry = {"mediaType": media, "digest": digest, "size": len(top)}
+    for data in [pulled.top, *(m for _, m in pulled.images), *pulled.blobs.values()]:
+        (blobs / hashlib.sha256(data).hexdigest()).write_bytes(data)
+    media = json.loads(pulled.top).get("mediaType", _MANIFESTS[1])
+    entry = {"mediaType": media, "digest": pulled.digest, "size": len(pulled.top)}
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    return digest
+    return pulled.digest
 
 
 def substitute(text: str, registry: str) -> str:
