@@ -107,27 +107,34 @@ class HTTPJob(ParsedSource):
     def _downloads(self) -> Path | None:
         return None if self.state_dir is None else self.state_dir / DOWNLOADS
 
-    def _remembered(self) -> list[Download]:
-        """The earlier downloads of this URL that had an ETag, newest last."""
+    def _every_download(self) -> dict[str, Any]:
+        """What earlier downloads were, by URL (none when there is no file yet, or it is
+        unreadable: each URL is then downloaded as if never before)."""
         path = self._downloads()
         try:
             known = json.loads(path.read_text()) if path is not None else {}
-            return [Download(*entry) for entry in known.get(self.identifier, [])]
-        except (OSError, ValueError, TypeError, RecursionError, AttributeError):
-            return []  # none yet, or unreadable: the URL is downloaded as if never before
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return known if isinstance(known, dict) else {}
+
+    def _remembered(self, known: dict[str, Any] | None = None) -> list[Download]:
+        """The earlier downloads of this URL that had an ETag, newest last."""
+        entries = (self._every_download() if known is None else known).get(self.identifier)
+        if not isinstance(entries, list):
+            return []
+        return [
+            Download(*e)
+            for e in entries
+            if isinstance(e, list) and len(e) == 4 and all(isinstance(x, str) for x in e)
+        ]
 
     def _remember(self, download: Download) -> None:
         path = self._downloads()
         if path is None:
             return
-        try:
-            known = json.loads(path.read_text())
-            if not isinstance(known, dict):
-                known = {}
-        except (OSError, ValueError, RecursionError):
-            known = {}
-        entries = [e for e in known.get(self.identifier, []) if e[0] != download.etag]
-        known[self.identifier] = [*entries, list(download)][-KEEP_ETAGS:]
+        known = self._every_download()
+        kept = [list(d) for d in self._remembered(known) if d.etag != download.etag]
+        known[self.identifier] = [*kept, list(download)][-KEEP_ETAGS:]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(download)}")
         tmp.write_text(json.dumps(known))
         os.replace(tmp, path)
