@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tests.differential.harness import Case
 
@@ -39,18 +41,28 @@ USES = {
 }
 
 
+def _product(
+    prefix: str,
+    values: Mapping[str, Any],
+    uses: Mapping[str, str],
+    fields: Callable[[str, Any], dict[str, Any]],
+) -> list[Case]:
+    """A case of each value under each use, named ``PREFIX-VALUE-USE``; ``fields(name,
+    value)`` gives its other fields."""
+    return [
+        Case(
+            name=f"{prefix}-{name}-{use}",
+            category="contexts",
+            dockerfile=dockerfile,
+            **fields(name, value),
+        )
+        for name, value in values.items()
+        for use, dockerfile in uses.items()
+    ]
+
+
 def _cases() -> list[Case]:
-    found = []
-    for value_name, value in VALUES.items():
-        for use, dockerfile in USES.items():
-            found.append(
-                Case(
-                    name=f"contexts-{value_name}-{use}",
-                    category="contexts",
-                    dockerfile=dockerfile,
-                    options={"context:base": value},
-                )
-            )
+    found = _product("contexts", VALUES, USES, lambda _, v: {"options": {"context:base": v}})
     # The name as the Dockerfile spells the image: tagged, with its registry, and a key for
     # one platform.
     for n, (dockerfile, key) in enumerate(
@@ -111,18 +123,12 @@ LAYOUTS = {
 
 
 def _shared_cases() -> list[Case]:
-    found = []
-    for dir_name, files in DIRS.items():
-        for use, dockerfile in DIR_USES.items():
-            found.append(
-                Case(
-                    name=f"contexts-local-{dir_name}-{use}",
-                    category="contexts",
-                    dockerfile=dockerfile,
-                    options={"context:base": "local:dir"},
-                    locals={"dir": files},
-                )
-            )
+    found = _product(
+        "contexts-local",
+        DIRS,
+        DIR_USES,
+        lambda _, files: {"options": {"context:base": "local:dir"}, "locals": {"dir": files}},
+    )
     # A directory the client does not share, and one given for one platform.
     found.append(
         Case(
@@ -141,17 +147,15 @@ def _shared_cases() -> list[Case]:
             locals={"dir": DIRS["ignoring"]},
         )
     )
-    for layout_name, value in LAYOUTS.items():
-        for use, dockerfile in USES.items():
-            found.append(
-                Case(
-                    name=f"contexts-layout-{layout_name}-{use}",
-                    category="contexts",
-                    dockerfile=dockerfile,
-                    options={"context:base": value},
-                    layouts={"store": "@MULTI@" if layout_name == "index" else "@BASE@"},
-                )
-            )
+    found += _product(
+        "contexts-layout",
+        LAYOUTS,
+        USES,
+        lambda n, v: {
+            "options": {"context:base": v},
+            "layouts": {"store": "@MULTI@" if n == "index" else "@BASE@"},
+        },
+    )
     return found
 
 
@@ -173,16 +177,9 @@ REMOTE_USES = {
 
 
 def _remote_cases() -> list[Case]:
-    return [
-        Case(
-            name=f"contexts-remote-{value_name}-{use}",
-            category="contexts",
-            dockerfile=dockerfile,
-            options={"context:base": value},
-        )
-        for value_name, value in REMOTES.items()
-        for use, dockerfile in REMOTE_USES.items()
-    ]
+    return _product(
+        "contexts-remote", REMOTES, REMOTE_USES, lambda _, v: {"options": {"context:base": v}}
+    )
 
 
 def _metadata(config: dict[str, object]) -> str:
