@@ -352,3 +352,36 @@ def test_annotations_for_a_platform_reach_that_platforms_manifest_only(tmp_path:
     (top,) = json.loads(files["index.json"])["manifests"]
     manifest = json.loads(files["blobs/sha256/" + top["digest"].split(":")[1]])
     assert manifest["annotations"] == {"a": "b"}
+
+
+@pytest.mark.parametrize(
+    ("platforms", "listed", "index"),
+    [
+        (["linux/amd64"], False, False),
+        (["linux/amd64"], True, True),  # multi-platform for one: a result by platform
+        (["linux/amd64", "linux/arm64"], True, True),
+    ],
+)
+def test_an_index_is_answered_without_a_config_digest(
+    tmp_path: Path, platforms: list[str], listed: bool, index: bool
+) -> None:
+    """As BuildKit's: ``containerimage.config.digest`` names the one image's config, and an
+    index (several platforms, or one as a map) has none to name."""
+    metadata = {}
+    if listed:
+        entries = [
+            {"ID": p, "Platform": dict(zip(("os", "architecture"), p.split("/"), strict=True))}
+            for p in platforms
+        ]
+        metadata["refs.platforms"] = json.dumps({"Platforms": entries}).encode()
+
+    async def scenario() -> dict[str, str]:
+        job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
+        with layered_result(tmp_path, _tree(tmp_path)) as ref:
+            result = BuildResult(dict.fromkeys(platforms, ref), metadata)
+            return dict(await job.export(result, _info(MemoryClientIO(tmp_path / "client"))))
+
+    answer = anyio.run(scenario)
+    descriptor = json.loads(base64.b64decode(answer["containerimage.descriptor"]))
+    assert descriptor["mediaType"].endswith("index.v1+json") == index
+    assert ("containerimage.config.digest" in answer) == (not index)

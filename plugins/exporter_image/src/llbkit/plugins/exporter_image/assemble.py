@@ -359,11 +359,10 @@ def response(
     if single:
         # One image: its manifest's descriptor names its platform, as BuildKit's does.
         descriptor["platform"] = _platform_of(published.images[0][0])
-    found = {
-        "containerimage.digest": published.digest,
-        "containerimage.config.digest": first.config_digest,
-        "containerimage.descriptor": base64.b64encode(json.dumps(descriptor).encode()).decode(),
-    }
+    found = {"containerimage.digest": published.digest}
+    if single:  # an index has no one config: BuildKit names none
+        found["containerimage.config.digest"] = first.config_digest
+    found["containerimage.descriptor"] = base64.b64encode(json.dumps(descriptor).encode()).decode()
     if names:
         found["image.name"] = ",".join(names)
     return found
