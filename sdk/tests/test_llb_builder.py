@@ -44,6 +44,11 @@ def test_run_args_shell_and_per_op_settings():
     assert (op.exec.meta.cwd, op.exec.meta.user, op.exec.meta.hostname) == ("/tmp", "1:2", "h")
     assert op.exec.meta.removeMountStubsRecursive
     assert state.env == (("KEEP", "1"),)  # per-op settings do not leak back
+    # nor forward, into the next op on the result (Go's Run returns the state it was given)
+    after = state.run(["true"], env={"X": "y"}, user="1:2", network="none", security="insecure")
+    op, _ = last(after.root().run(["true"]).root())
+    assert (list(op.exec.meta.env), op.exec.meta.user) == (["KEEP=1"], "")
+    assert (op.exec.network, op.exec.security) == (pb.UNSET, pb.SANDBOX)
     with pytest.raises(ValueError):
         BASE.run()
 

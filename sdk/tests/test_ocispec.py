@@ -3,7 +3,9 @@ defaults BuildKit gives a step, network and security modes, terminal and exec pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +167,65 @@ def test_resolv_conf_of_the_host_network_keeps_loopback_nameservers(tmp_path: Pa
     dns = DNSConfig(("127.0.0.1",))
     with_dns = resolv_conf("host", tmp_path / "resolv.conf", dns, resolved_file=missing)
     assert with_dns == "nameserver 127.0.0.1\n"
+
+
+def test_sandbox_is_filtered_as_buildkit_filters_it(rootfs: Path, tmp_path: Path) -> None:
+    """A sandboxed step gets BuildKit's seccomp filter (recorded from BuildKit v0.11.6's
+    ``config.json`` on amd64, Linux 6); an insecure step gets none."""
+    from llbkit.sdk import seccomp
+    from llbkit.sdk.ocispec import CAPABILITIES
+
+    recorded = json.loads((Path(__file__).parent / "vectors" / "seccomp-amd64.json").read_text())
+    assert seccomp.default_profile(CAPABILITIES, arch="amd64", kernel=(6, 1)) == recorded
+    spec = build_spec(
+        ProcessSpec(["true"]), rootfs, [], hosts=tmp_path / "h", resolv=tmp_path / "r"
+    )
+    assert ("seccomp" in spec["linux"]) == seccomp.supported()
+    insecure = build_spec(
+        ProcessSpec(["true"], security="insecure"),
+        rootfs,
+        [],
+        hosts=tmp_path / "h",
+        resolv=tmp_path / "r",
+    )
+    assert "seccomp" not in insecure["linux"]
+
+
+def test_filter_follows_capabilities_arch_and_kernel() -> None:
+    from llbkit.sdk.seccomp import default_profile
+
+    def allowed(profile: dict[str, Any]) -> set[str]:
+        return {
+            name
+            for call in profile["syscalls"]
+            if call["action"] == "SCMP_ACT_ALLOW" and "args" not in call
+            for name in call["names"]
+        }
+
+    plain = default_profile(["CAP_CHOWN"], arch="amd64", kernel=(6, 1))
+    assert not {"unshare", "mount", "chroot", "clone3"} & allowed(plain)
+    assert {"arch_prctl", "ptrace"} <= allowed(plain)
+    admin = default_profile(["CAP_SYS_ADMIN", "CAP_SYS_CHROOT"], arch="amd64", kernel=(6, 1))
+    assert {"unshare", "mount", "clone", "clone3", "chroot"} <= allowed(admin)
+    assert all(call.get("errnoRet") != 38 for call in admin["syscalls"])
+    old = default_profile([], arch="arm64", kernel=(4, 4))
+    assert "ptrace" not in allowed(old)
+    assert "arch_prctl" not in allowed(old)
+    assert old["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+
+
+@pytest.mark.parametrize(
+    ("parent", "path"),
+    [
+        ("", "/buildkit/c1"),
+        ("mine", "/mine/buildkit/c1"),
+        ("/a/b/", "/a/b/buildkit/c1"),
+        ("system.slice:llbkit:", "system.slice:llbkit:c1"),
+    ],
+)
+def test_cgroups_path(parent: str, path: str, rootfs: Path, tmp_path: Path) -> None:
+    """Where BuildKit puts a step's cgroup: under ``buildkit``, in the step's parent if it
+    names one, or in a systemd slice."""
+    process = ProcessSpec(["true"], cgroup_parent=parent)
+    spec = build_spec(process, rootfs, [], hosts=tmp_path / "h", resolv=tmp_path / "r", id="c1")
+    assert spec["linux"]["cgroupsPath"] == path

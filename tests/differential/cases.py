@@ -10,6 +10,7 @@ from tests.differential.contexts import CASES as _context_cases
 from tests.differential.harness import Case
 from tests.differential.platforms import CASES as _platform_cases
 from tests.differential.remote import CASES as _remote_cases
+from tests.differential.sandbox import CASES as _sandbox_cases
 
 CASES: list[Case] = []
 
@@ -660,3 +661,5 @@ CASES += _platform_cases
 CASES += _context_cases
 # Remote build contexts (tests/differential/remote.py).
 CASES += _remote_cases
+# What a RUN step sees of its sandbox (tests/differential/sandbox.py).
+CASES += _sandbox_cases

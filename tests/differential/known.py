@@ -107,6 +107,16 @@ DELIBERATE: dict[str, Deliberate] = {
         "'unknown flag: security'), so a bad mode is refused as a bad mode",
         "dockerfile parse error on line 2: unsupported security mode bogus",
     ),
+    "sandbox-refused-insecure": Deliberate(
+        "RUN --security is read (BuildKit's labs syntax), so insecure asks for the "
+        "security.insecure entitlement, which the build was not given",
+        "security.insecure is not allowed",
+    ),
+    "sandbox-security-sandbox": Deliberate(
+        "RUN --security is read (BuildKit's labs syntax): sandbox is the default sandbox, "
+        "seccomp filter and all",
+        "",
+    ),
     "hand-options-unknown-key": Deliberate(
         "a frontend option dockerfile.v0 does not know is refused by name (a typo in --opt is "
         "caught); BuildKit ignores it. What clients send for other parts of BuildKit (buildx's "

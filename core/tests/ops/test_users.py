@@ -53,7 +53,7 @@ def test_users_by_name_number_and_group(tmp_path: Path) -> None:
     etc.mkdir()
     (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n")
     (etc / "group").write_text("root:x:0:\nbob:x:1000:\nwheel:x:10:bob\ndocker:x:999:alice,bob\n")
-    assert resolve_user(tmp_path, "") == (0, 0, [])
+    assert resolve_user(tmp_path, "") == (0, 0, [0])
     assert resolve_user(tmp_path, "bob") == (1000, 1000, [1000, 10, 999])
     assert resolve_user(tmp_path, "1000") == (1000, 1000, [1000, 10, 999])
     assert resolve_user(tmp_path, "bob:wheel") == (1000, 10, [10])
@@ -62,3 +62,14 @@ def test_users_by_name_number_and_group(tmp_path: Path) -> None:
         resolve_user(tmp_path, "carol")
     with pytest.raises(UserError, match="unable to find group nogroup"):
         resolve_user(tmp_path, "bob:nogroup")
+
+
+def test_no_user_is_root_with_its_groups(tmp_path: Path) -> None:
+    """A step without USER runs as root in the primary group and every group listing root,
+    as BuildKit resolves user ``0``; with no readable passwd file, in group 0 alone."""
+    assert resolve_user(tmp_path, "") == (0, 0, [0])
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\nwheel:x:10:root\nbob:x:1000:\n")
+    assert resolve_user(tmp_path, "") == (0, 0, [0, 10])

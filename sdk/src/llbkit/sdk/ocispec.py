@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
+from llbkit.sdk import seccomp
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import DNSConfig
 
-__all__ = ["DEFAULT_PATH", "build_process", "build_spec", "hosts_file", "resolv_conf"]
+__all__ = [
+    "DEFAULT_PATH",
+    "build_process",
+    "build_spec",
+    "cgroups_path",
+    "hosts_file",
+    "resolv_conf",
+]
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -81,8 +89,9 @@ def build_spec(
     *,
     hosts: Path,
     resolv: Path,
+    id: str = "",
 ) -> dict[str, Any]:
-    """The ``config.json`` for ``runc run``."""
+    """The ``config.json`` for ``runc run`` of container ``id``."""
     insecure = process.security == "insecure"
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
@@ -99,9 +108,20 @@ def build_spec(
     }
     if process.network == "none":
         spec["linux"]["namespaces"].append({"type": "network"})
-    if process.cgroup_parent:
-        spec["linux"]["cgroupsPath"] = os.path.join(process.cgroup_parent, "buildkit")
+    if id:
+        spec["linux"]["cgroupsPath"] = cgroups_path(process.cgroup_parent, id)
+    if not insecure and seccomp.supported():
+        bounding = spec["process"]["capabilities"]["bounding"]
+        spec["linux"]["seccomp"] = seccomp.default_profile(bounding)
     return spec
+
+
+def cgroups_path(parent: str, id: str) -> str:
+    """Where container ``id``'s cgroup is: under ``buildkit`` (in ``parent`` when given), or
+    in a systemd slice (``name.slice:prefix:``, the id its name), as BuildKit places them."""
+    if ".slice" in parent and parent.endswith(":"):
+        return parent + id
+    return os.path.normpath(os.path.join("/", parent.lstrip("/"), "buildkit", id))
 
 
 def build_process(process: ProcessSpec) -> dict[str, Any]:
@@ -206,12 +226,6 @@ def _mounts(
         },
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options},
         {
-            "destination": "/sys/fs/cgroup",
-            "type": "cgroup",
-            "source": "cgroup",
-            "options": [*sys_options, "relatime"],
-        },
-        {
             "destination": "/etc/resolv.conf",
             "type": "bind",
             "source": str(resolv),
@@ -222,6 +236,12 @@ def _mounts(
             "type": "bind",
             "source": str(hosts),
             "options": ["nosuid", "noexec", "nodev", "rbind", "ro"],
+        },
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": [*sys_options, "relatime"],
         },
     ]
     for mount in mounts:

@@ -38,8 +38,11 @@ def _id(text: str) -> int:
 def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
     """``name``, ``uid``, ``name:group`` or ``uid:gid`` → (uid, gid, supplementary gids),
     looked up in the rootfs's ``/etc/passwd`` and ``/etc/group`` as BuildKit does."""
-    if not user:
-        return 0, 0, []
+    if not user:  # root, with the groups the rootfs lists it in (if it can be read)
+        try:
+            return resolve_user(rootfs, "0")
+        except UserError:
+            return 0, 0, [0]
     name, _, group = user.partition(":")
     passwd = read_entries(rootfs, "/etc/passwd")
     groups = read_entries(rootfs, "/etc/group")

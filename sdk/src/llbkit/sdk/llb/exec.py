@@ -246,6 +246,7 @@ def run(
     options: Mapping[str, object],
 ) -> ExecState:
     """Build the exec op behind :meth:`State.run`."""
+    given = state  # what the settings are applied to is this op's own, as in Go's Run
     settings = {k: options[k] for k in _STATE_SETTINGS if k in options}
     op_options = {k: v for k, v in options.items() if k not in _STATE_SETTINGS}
     if "env" in settings:
@@ -282,6 +283,6 @@ def run(
         proxy_env=proxy_env,
     )
     output = Output(op, op.outputs["/"]) if "/" in op.outputs else None
-    fields = {k: getattr(state, k) for k in State.__dataclass_fields__}
+    fields = {k: getattr(given, k) for k in State.__dataclass_fields__}
     fields["output"] = output
     return ExecState(**fields, exec_op=op)

@@ -137,7 +137,12 @@ class ContainerdExecutor:
             (work / "hosts").write_text(hosts_file(process))
             (work / "resolv.conf").write_text(resolv_conf(process.network, dns=self.dns))
             spec = build_spec(
-                process, rootfs, mounts, hosts=work / "hosts", resolv=work / "resolv.conf"
+                process,
+                rootfs,
+                mounts,
+                hosts=work / "hosts",
+                resolv=work / "resolv.conf",
+                id=name,
             )
             return await self._run(name, spec, work=work, progress=progress, io=io, started=started)
         finally:

@@ -110,7 +110,9 @@ class RuncExecutor:
             hosts.write_text(hosts_file(process))
             resolv = bundle / "resolv.conf"
             resolv.write_text(resolv_conf(process.network, dns=self.dns))
-            spec = build_spec(process, rootfs, mounts, hosts=hosts, resolv=resolv)
+            spec = build_spec(
+                process, rootfs, mounts, hosts=hosts, resolv=resolv, id=container.name
+            )
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [
                 *self._runc("run", log=bundle / "runc-log.json"),
