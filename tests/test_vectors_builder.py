@@ -44,7 +44,7 @@ def v02() -> llb.State:
             llb.Bind("/src", context, selector="/src", readonly=True),
             llb.Tmpfs("/tmp", size=64 << 20),
             llb.Secret("token", dest="/run/secrets/token"),
-            llb.SSH(),
+            llb.SSH(id="default"),  # the vector names the agent (Go leaves it unset)
         ],
         custom_name="build the thing",
     ).root()

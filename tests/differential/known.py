@@ -117,6 +117,12 @@ DELIBERATE: dict[str, Deliberate] = {
         "seccomp filter and all",
         "",
     ),
+    "sandbox-run-mount-cache-uid": Deliberate(
+        "a cache mount that starts from an input (uid, gid or mode asked for, or from=) is a "
+        "directory made from that input and bind-mounted; BuildKit mounts an overlay on the "
+        "input, so /proc/mounts names another type (the same files, modes and owners)",
+        "",
+    ),
     "hand-options-unknown-key": Deliberate(
         "a frontend option dockerfile.v0 does not know is refused by name (a typo in --opt is "
         "caught); BuildKit ignores it. What clients send for other parts of BuildKit (buildx's "

@@ -65,6 +65,31 @@ PROBES = {
     ),
     "links": "ip -o link | awk '{print $2}'",
 }
+#: ``RUN --mount``s a probe runs with, by a name for them: each under ``/m``
+MOUNTS = {
+    "tmpfs": "type=tmpfs,target=/m/t",
+    "tmpfs-size": "type=tmpfs,target=/m/t,size=1048576",
+    "cache": "type=cache,target=/m/c",
+    "cache-ro": "type=cache,target=/m/c,ro",
+    "cache-uid": "type=cache,target=/m/c,uid=1000,gid=2000,mode=0750",
+    "bind": "type=bind,target=/m/b",
+    "bind-rw": "type=bind,target=/m/b,rw",
+    "bind-from": "type=bind,from=@BASE@,source=/bin,target=/m/b",
+    "bind-file": "type=bind,source=a.txt,target=/m/f",
+    "secret-missing": "type=secret,id=nope,target=/m/s",
+    "secret-required": "type=secret,id=nope,target=/m/s,required",
+    "ssh-missing": "type=ssh,target=/m/ssh",
+    "two": "type=tmpfs,target=/m/t --mount=type=bind,target=/m/b",
+}
+#: what a probe of ``--mount``s writes: each mount under ``/m`` (its type, and the options
+#: that do not depend on the machine: a directory's, ro or rw only), then each path there
+#: (mode, owner)
+MOUNT_PROBE = (
+    'awk \'$2 ~ /^\\/m/ {t = $3; o = $4; if ($1 ~ /^\\//) t = "bind";'
+    ' if (t == "bind" || t == "overlay") sub(/,.*/, "", o);'
+    ' gsub(/(size|nr_inodes)=[^,]*,?|inode64,?/, "", o); print $2, t, o}\' /proc/mounts;'
+    " find /m -maxdepth 2 -exec stat -c '%n %a %u:%g %F' {} + | sort"
+)
 #: the ``USER`` a probe runs as (unset: none, root), by a name for it
 USERS = {
     "root": "",
@@ -113,6 +138,10 @@ def _cases() -> list[Case]:
         for probe in BY_NETWORK
         for mode in NETWORKS
         if mode == "none" or probe not in HOST_NETWORK
+    ]
+    found += [
+        _case(f"sandbox-run-mount-{key}", MOUNT_PROBE, run_flags=f"--mount={flags} ")
+        for key, flags in MOUNTS.items()
     ]
     # a step's network mode is its own: the next RUN has the default network again
     found.append(

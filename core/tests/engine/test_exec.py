@@ -96,6 +96,27 @@ def test_mounts_bind_cache_tmpfs_readonly_root(tmp_path: Path, busybox: llb.Stat
         assert len(records) == 1
 
 
+def test_a_cache_with_an_input_is_a_cache_of_its_own(tmp_path: Path, busybox: llb.State) -> None:
+    """As BuildKit keys a cache mount by its id and its input: the same id started from a
+    directory with an owner and mode (what ``uid=``, ``gid=``, ``mode=`` make) is another cache
+    than the plain one, whichever ran first; read-only caches and tmpfs mounts are read-only."""
+    plain = busybox.run(shell="echo plain > /c/x", mounts=[llb.Cache("/c", id="one-id")])
+    owner = llb.scratch().file(llb.mkdir("/cache", 0o750, owner="1000:2000"))
+    owned = busybox.run(
+        shell="stat -c '%a %u:%g' /c > /out; ls /c >> /out; "
+        "(touch /ro/x && echo rw || echo ro) >> /out; (touch /t/x && echo rw || echo ro) >> /out",
+        mounts=[
+            llb.Cache("/c", id="one-id", source=owner, selector="/cache"),
+            llb.Cache("/ro", id="other", readonly=True),
+            llb.Tmpfs("/t", readonly=True),
+        ],
+    )
+    with open_engine(tmp_path / "root") as engine:
+        build(engine, plain.root())
+        got = files(engine, build(engine, owned.root()))
+    assert got["out"] == "750 1000:2000\nro\nro\n"
+
+
 def test_mount_stubs_go_with_the_parents_made_for_them(tmp_path: Path, busybox: llb.State) -> None:
     """As BuildKit's recursive stub cleaner: the missing parents of a mount point go when
     left empty (a heredoc script at /dev/pipes leaves no /dev), one that was there stays."""

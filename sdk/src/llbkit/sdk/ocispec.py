@@ -246,7 +246,7 @@ def _mounts(
     ]
     for mount in mounts:
         if mount.kind == "tmpfs":
-            options = ["nosuid", "nodev", "mode=1777"]
+            options = ["nosuid", "ro"] if mount.readonly else ["nosuid"]
             if mount.options.get("size"):
                 options.append(f"size={mount.options['size']}")
             found.append(

@@ -43,6 +43,7 @@ class Cache:
     sharing: Literal["shared", "private", "locked"] = "shared"
     source: State | None = None
     selector: str = ""
+    readonly: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Tmpfs:
 
     dest: str
     size: int = 0
+    readonly: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Secret:
 class SSH:
     """An SSH agent socket forwarded from the client (default ``/run/buildkit/ssh_agent.N``)."""
 
-    id: str = "default"
+    id: str = ""  # unset: the client's default agent, as Go's client leaves it
     dest: str = ""
     mode: int = 0o600
     uid: int = 0
@@ -193,9 +195,11 @@ class ExecOp(Vertex):
                 out.selector = mount.selector
                 out.cacheOpt.ID = mount.id or mount.dest
                 out.cacheOpt.sharing = _SHARING[mount.sharing]
+                out.readonly = mount.readonly
             else:
                 out.mountType = pb.TMPFS
                 out.TmpfsOpt.size = mount.size
+                out.readonly = mount.readonly
         for secret in self.secrets:
             if secret.env:
                 op.exec.secretenv.add(ID=secret.id, name=secret.env, optional=secret.optional)

@@ -66,19 +66,28 @@ class CacheMounts:
 
     @asynccontextmanager
     async def mount(
-        self, cache_id: str, sharing: int, seed: Callable[[Path], None] | None
+        self,
+        cache_id: str,
+        sharing: int,
+        seed: Callable[[Path], None] | None,
+        *,
+        source: Chain = (),
     ) -> AsyncIterator[Path]:
+        """The directory of ``cache_id`` started from ``source`` (the mount's input): a cache
+        with an input is another cache than the same id with none or another input, as
+        BuildKit keys one by its id and its input's ref."""
+        key = f"{cache_id}:{','.join(map(str, source))}" if source else cache_id
         if sharing == pb.CacheSharingOpt.LOCKED:
-            lock = self._locks.setdefault(cache_id, anyio.Lock())
+            lock = self._locks.setdefault(key, anyio.Lock())
             async with lock:
-                yield self._prepare(self._dir(cache_id), cache_id, seed)
+                yield self._prepare(self._dir(key), cache_id, seed)
             return
-        path = self._dir(cache_id)
+        path = self._dir(key)
         if sharing == pb.CacheSharingOpt.PRIVATE:
             n = 0
             while self._busy.get(path):
                 n += 1
-                path = self._dir(cache_id, n)
+                path = self._dir(key, n)
         self._busy[path] = self._busy.get(path, 0) + 1
         try:
             yield self._prepare(path, cache_id, seed)
@@ -177,7 +186,10 @@ async def _prepare(
         elif kind == pb.MountType.CACHE:
             path = await stack.enter_async_context(
                 cache_mounts.mount(
-                    mount.cacheOpt.ID or mount.dest, mount.cacheOpt.sharing, _seed(store, chain)
+                    mount.cacheOpt.ID or mount.dest,
+                    mount.cacheOpt.sharing,
+                    _seed(store, chain),
+                    source=chain,
                 )
             )
             # A selector mounts a subdirectory of the cache (one its source made, e.g. with
@@ -187,7 +199,9 @@ async def _prepare(
         elif kind == pb.MountType.TMPFS:
             size = mount.TmpfsOpt.size if mount.HasField("TmpfsOpt") else 0
             options = {"size": str(size)} if size > 0 else {}
-            found.specs.append(MountSpec(mount.dest, "tmpfs", options=options))
+            found.specs.append(
+                MountSpec(mount.dest, "tmpfs", options=options, readonly=mount.readonly)
+            )
         elif kind == pb.MountType.SECRET:
             secret = await _secret(client, mount, stack, store.tmp)
             if secret is not None:
@@ -324,7 +338,7 @@ async def _secret_value(client: ClientIO, secret_id: str, optional: bool) -> byt
         if optional:
             return None
         raise UserError(
-            f"secret {secret_id} not found (pass --secret id={secret_id},src=…)"
+            f"secret {secret_id}: not found (pass --secret id={secret_id},src=…)"
         ) from None
 
 

@@ -1116,8 +1116,9 @@ class _Converter:
             if target.rstrip("/") == "":
                 raise self.fail(inst, 'invalid mount target "/"')
         source = values.pop("source", values.pop("src", ""))
-        rw = bool(parse_bool(values.pop("readwrite", values.pop("rw", "false"))))
-        values.pop("readonly", values.pop("ro", ""))
+        readonly = _mount_readonly(kind, values)
+        # The source as BuildKit selects it: from the root of what is mounted.
+        selected = "" if clean("/" + source) == "/" else clean("/" + source)
         origin = values.pop("from", "")
         if origin:
             found = self.stage_named(origin)
@@ -1129,15 +1130,13 @@ class _Converter:
             self.ctx_paths.add(clean("/" + source))
         if kind == "bind":
             return llb.Bind(
-                target, base or self.context, selector=source, readonly=not rw, output=False
+                target, base or self.context, selector=selected, readonly=readonly, output=False
             )
         if kind == "cache":
             sharing = values.get("sharing", "shared").lower()
             if sharing not in ("shared", "private", "locked"):
                 raise self.fail(inst, f"invalid cache sharing {sharing!r}")
-            selector = posixpath.join("/", source) if source else ""
-            if selector == "/":
-                selector = ""
+            selector = selected
             if not selector and any(k in values for k in ("mode", "uid", "gid")):
                 # The cache starts as a directory with the mode and owner asked for.
                 mode = int(values.get("mode", "0755"), 8)
@@ -1156,9 +1155,11 @@ class _Converter:
                 sharing=sharing,  # type: ignore[arg-type]
                 source=base,
                 selector=selector,
+                readonly=readonly,
             )
         if kind == "tmpfs":
-            return llb.Tmpfs(target, size=ram_in_bytes(values.get("size", "0")) or 0)
+            size = ram_in_bytes(values.get("size", "0")) or 0
+            return llb.Tmpfs(target, size=size, readonly=readonly)
         if kind == "secret":
             sid = values.get("id") or posixpath.basename(target)
             return llb.Secret(
@@ -1171,7 +1172,7 @@ class _Converter:
             )
         if kind == "ssh":
             return llb.SSH(
-                id=values.get("id", "default"),
+                id=values.get("id", ""),
                 dest=target,
                 mode=int(values.get("mode", "0600"), 8),
                 uid=int(values.get("uid", "0")),
@@ -1787,3 +1788,13 @@ def _summary(doc: str) -> str:
     """A heredoc as BuildKit sums it up in a step's name: its first line, ``...`` if more."""
     lines = doc.strip().replace("\r\n", "\n").split("\n")
     return lines[0] + ("..." if len(lines) > 1 else "")
+
+
+def _mount_readonly(kind: str, values: dict[str, str]) -> bool:
+    """Whether a ``--mount`` is read-only (its ro and rw keys taken from ``values``): as its
+    last such key says; unless one is given, a bind is and a cache or tmpfs is not."""
+    readonly = kind not in ("cache", "tmpfs")
+    for key in [k for k in values if k in ("readonly", "ro", "readwrite", "rw")]:
+        asked = bool(parse_bool(values.pop(key)))
+        readonly = asked if key in ("readonly", "ro") else not asked
+    return readonly
