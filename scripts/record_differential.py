@@ -7,7 +7,9 @@ with the generator's seed and BuildKit's version.
         .venv/bin/python scripts/record_differential.py [--seed N] [--count N] [name...]
 
 Needs buildkitd v0.11.6 reaching 127.0.0.1:5155 (or ``--port``) over plain HTTP
-(``[registry."127.0.0.1:5155"] http = true``), docker-registry and busybox-static, and nothing
+(``[registry."127.0.0.1:5155"] http = true``), granting what cases ask with ``--allow``
+(``--allow-insecure-entitlement network.host --allow-insecure-entitlement
+security.insecure``), docker-registry and busybox-static, and nothing
 else building on that buildkitd: its cache is pruned (``buildctl prune --all``) as it records.
 Names, when given, re-record only those cases (in place, keeping the others). Cases with
 frontend inputs are recorded with ``BUILDKIT_INPUTS``, a client that passes them
@@ -152,6 +154,7 @@ def _case_command(buildctl: str, case: Case, registry: str, where: Path, out: st
     locals_, layouts = shared_dirs(case, where, registry)
     options += [f"--local={name}={path}" for name, path in locals_.items()]
     options += [f"--oci-layout={name}={path}" for name, path in layouts.items()]
+    options += [f"--allow={entitlement}" for entitlement in case.allow]
     if case.inputs:
         # buildctl passes no frontend inputs: BUILDKIT_INPUTS names a client of BuildKit's
         # own Go client library that does (scripts/bkinputs.go), and takes the rest alike.

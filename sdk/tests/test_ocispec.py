@@ -11,7 +11,7 @@ import pytest
 
 from llbkit.core.plugins.context import DNSConfig
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
-from llbkit.sdk.ocispec import build_process, build_spec, resolv_conf
+from llbkit.sdk.ocispec import Sandbox, build_process, build_spec, resolv_conf
 
 
 @pytest.fixture
@@ -229,3 +229,22 @@ def test_cgroups_path(parent: str, path: str, rootfs: Path, tmp_path: Path) -> N
     process = ProcessSpec(["true"], cgroup_parent=parent)
     spec = build_spec(process, rootfs, [], hosts=tmp_path / "h", resolv=tmp_path / "r", id="c1")
     assert spec["linux"]["cgroupsPath"] == path
+
+
+def test_the_workers_cgroup_parent_unless_the_steps(rootfs: Path, tmp_path: Path) -> None:
+    """``defaultCgroupParent`` places every step's cgroup; a step's own parent wins."""
+
+    def path(process: ProcessSpec) -> str:
+        spec = build_spec(
+            process,
+            rootfs,
+            [],
+            hosts=tmp_path / "h",
+            resolv=tmp_path / "r",
+            id="c1",
+            sandbox=Sandbox(cgroup_parent="ci"),
+        )
+        return str(spec["linux"]["cgroupsPath"])
+
+    assert path(ProcessSpec(["true"])) == "/ci/buildkit/c1"
+    assert path(ProcessSpec(["true"], cgroup_parent="mine")) == "/mine/buildkit/c1"

@@ -77,6 +77,8 @@ class Case:
     #: definitions the client passes by name (BuildKit's frontend inputs): a recipe of
     #: :data:`INPUTS` each
     inputs: dict[str, str] = field(default_factory=dict)
+    #: entitlements the build is given (buildctl's ``--allow``; the daemon grants them all)
+    allow: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
@@ -100,6 +102,7 @@ class Case:
             "locals",
             "layouts",
             "inputs",
+            "allow",
         )
         return cls(**{k: data[k] for k in keys if k in data})
 

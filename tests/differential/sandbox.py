@@ -11,6 +11,8 @@ socket to offer a step."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tests.differential.harness import Case
 
 #: what a probe runs, by name: a shell script whose standard output and error are kept
@@ -142,6 +144,15 @@ def _cases() -> list[Case]:
     found += [
         _case(f"sandbox-run-mount-{key}", MOUNT_PROBE, run_flags=f"--mount={flags} ")
         for key, flags in MOUNTS.items()
+    ]
+    # the host's network, which the build is given (the host's interfaces are not written)
+    found += [
+        replace(
+            _case(f"sandbox-{probe}-network-host", PROBES[probe], run_flags="--network=host "),
+            allow=["network.host"],
+        )
+        for probe in BY_NETWORK
+        if probe not in HOST_NETWORK
     ]
     # a step's network mode is its own: the next RUN has the default network again
     found.append(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from llbkit.core.client.embedded import EmbeddedClient
+from llbkit.core.config import EngineConfig
 from llbkit.core.errors import UserError
 from llbkit.sdk.testing.builds import build_in
 from tests.differential.harness import (
@@ -60,10 +61,13 @@ def build(case: Case, registry: str, base: dict[str, Any], tmp: Path) -> dict[st
     client = EmbeddedClient(
         locals={"context": ctx, "dockerfile": dfdir, **locals_}, layouts=layouts
     )
+    config = EngineConfig(insecure_entitlements=list(case.allow))
     try:
         build_in(
             tmp / "root",
             client,
+            config,
+            entitlements=case.allow,
             frontend="dockerfile.v0",
             frontend_opts=opts(case, registry),
             exports=[("oci", {"dest": str(out)})],

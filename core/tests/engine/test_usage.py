@@ -105,6 +105,10 @@ def test_bad_grpc_keys_are_named(tmp_path: Path, text: str, message: str) -> Non
         ("[worker.oci]\ngckeepstorage = 'lots'\n", "worker.oci.gckeepstorage: 'lots' is not a"),
         ("[llbkit]\nroot = 5\n", "llbkit.root must be a directory's path"),
         ("[llbkit]\nroot = ''\n", "llbkit.root must be a directory's path"),
+        (
+            "[worker.oci]\nnoProcessSandbox = true\n",
+            "worker.oci.noProcessSandbox: can't enable NoProcessSandbox without Rootless",
+        ),
     ],
 )
 def test_a_bad_gc_or_root_key_names_the_file_and_key(
@@ -152,6 +156,14 @@ def test_prune_frees_parents_after_children(tmp_path: Path) -> None:
         removed = prune(engine.store)
         assert [r.description for r in removed] == ["mkfile /b", "mkfile /a"]
         assert disk_usage(engine.store) == []
+
+
+def test_sandbox_keys_take_effect(tmp_path: Path) -> None:
+    """``defaultCgroupParent`` is the OCI worker's, not reported as without effect;
+    ``noProcessSandbox = false`` is what it is without the key."""
+    path = tmp_path / "buildkitd.toml"
+    path.write_text('[worker.oci]\ndefaultCgroupParent = "ci"\nnoProcessSandbox = false\n')
+    assert load_config(path).unused == []
 
 
 def test_gcpolicy_space_keys_are_reported_without_effect(tmp_path: Path) -> None:

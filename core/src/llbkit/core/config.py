@@ -113,6 +113,8 @@ _USED = {
     "worker.oci.binary",
     "worker.oci.platforms",
     "worker.oci.labels",
+    "worker.oci.noProcessSandbox",
+    "worker.oci.defaultCgroupParent",
     "insecure-entitlements",
     "registry",
     "debug",
@@ -321,6 +323,11 @@ def load_config(path: Path | None) -> EngineConfig:
             "(0: no limit)"
         ) from None
     _check_platforms(oci, source, config.worker_name)
+    if config.worker_name == "oci" and oci.get("noProcessSandbox", False) is not False:
+        raise ConfigError(  # BuildKit's rule, and llbkit has no rootless mode
+            f"{source}: worker.oci.noProcessSandbox: can't enable NoProcessSandbox without "
+            "Rootless (llbkit has no rootless mode in this release)"
+        )
     unused = _flatten(data) - _USED - {"root"}
     if not isinstance(oci.get("gcpolicy", []), list):
         raise ConfigError(

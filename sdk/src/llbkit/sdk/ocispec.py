@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.sdk import seccomp
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PATH",
+    "Sandbox",
     "build_process",
     "build_spec",
     "cgroups_path",
@@ -82,6 +83,13 @@ _RLIMITS = {
 }
 
 
+class Sandbox(NamedTuple):
+    """What a worker's configuration says of every step's sandbox: ``cgroup_parent``
+    (``defaultCgroupParent``) is where steps' cgroups go unless a step names its own parent."""
+
+    cgroup_parent: str = ""
+
+
 def build_spec(
     process: ProcessSpec,
     rootfs: Path,
@@ -90,6 +98,7 @@ def build_spec(
     hosts: Path,
     resolv: Path,
     id: str = "",
+    sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` for ``runc run`` of container ``id``."""
     insecure = process.security == "insecure"
@@ -108,8 +117,10 @@ def build_spec(
     }
     if process.network == "none":
         spec["linux"]["namespaces"].append({"type": "network"})
+    sandbox = sandbox or Sandbox()
     if id:
-        spec["linux"]["cgroupsPath"] = cgroups_path(process.cgroup_parent, id)
+        parent = process.cgroup_parent or sandbox.cgroup_parent
+        spec["linux"]["cgroupsPath"] = cgroups_path(parent, id)
     if not insecure and seccomp.supported():
         bounding = spec["process"]["capabilities"]["bounding"]
         spec["linux"]["seccomp"] = seccomp.default_profile(bounding)

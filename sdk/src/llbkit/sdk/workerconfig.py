@@ -12,8 +12,9 @@ from typing import Any
 
 from llbkit.core.errors import ConfigError
 from llbkit.core.plugins.context import Platform
+from llbkit.sdk.ocispec import Sandbox
 
-__all__ = ["labels", "platforms", "strings"]
+__all__ = ["labels", "platforms", "sandbox", "strings"]
 
 
 def strings(config: Mapping[str, object], key: str, section: str) -> list[str]:
@@ -41,3 +42,17 @@ def labels(config: Mapping[str, object], section: str, own: Mapping[str, str]) -
     if not isinstance(extra, dict):
         raise ConfigError(f"{section} labels must be a table")
     return {**own, **{str(k): str(v) for k, v in extra.items()}}
+
+
+def sandbox(config: Mapping[str, object], section: str) -> Sandbox:
+    """What the OCI worker's steps run in: ``defaultCgroupParent``. ``noProcessSandbox``
+    is refused as BuildKit refuses it without a rootless daemon, which llbkit has not."""
+    if config.get("noProcessSandbox", False) is not False:
+        raise ConfigError(
+            f"{section} noProcessSandbox: can't enable NoProcessSandbox without Rootless "
+            "(llbkit has no rootless mode in this release)"
+        )
+    parent = config.get("defaultCgroupParent", "")
+    if not isinstance(parent, str):
+        raise ConfigError(f"{section} defaultCgroupParent must be a string")
+    return Sandbox(cgroup_parent=parent)

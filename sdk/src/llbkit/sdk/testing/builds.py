@@ -42,9 +42,11 @@ async def run_build(
     frontend_opts: Mapping[str, str] | None = None,
     no_cache: bool = False,
     frontend_inputs: Mapping[str, bytes] | None = None,
+    entitlements: Sequence[str] = (),
 ) -> Outcome:
     """One build on ``controller`` (a :class:`llbkit.core.control.Controller`);
-    ``frontend_inputs``: definitions the client passes the frontend by name."""
+    ``frontend_inputs``: definitions the client passes the frontend by name;
+    ``entitlements``: ``--allow`` (the engine's config must grant them)."""
     from llbkit.core.control import ExporterRequest, SolveRequest, new_ref
     from llbkit.core.errors import one_error
 
@@ -56,6 +58,7 @@ async def run_build(
         frontend_attrs=dict(frontend_opts or {}),
         frontend_inputs=dict(frontend_inputs or {}),
         exporters=[ExporterRequest(kind, dict(attrs)) for kind, attrs in exports],
+        entitlements=list(entitlements),
     )
     if no_cache:
         request = request.without_cache()

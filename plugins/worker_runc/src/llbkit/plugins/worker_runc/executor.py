@@ -25,7 +25,7 @@ import anyio
 
 from llbkit.core.errors import UserError
 from llbkit.plugins.worker_runc._call import call_runc, wait_for_file
-from llbkit.sdk.ocispec import build_process, build_spec, hosts_file, resolv_conf
+from llbkit.sdk.ocispec import Sandbox, build_process, build_spec, hosts_file, resolv_conf
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import DNSConfig, Platform
@@ -66,9 +66,12 @@ class RuncExecutor:
         platforms: Sequence[Platform],
         labels: Mapping[str, str],
         dns: DNSConfig | None = None,
+        *,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.binary = binary
         self.dns = dns
+        self.sandbox = sandbox or Sandbox()
         self.state = state
         self._platforms = list(platforms)
         self._labels = dict(labels)
@@ -111,7 +114,13 @@ class RuncExecutor:
             resolv = bundle / "resolv.conf"
             resolv.write_text(resolv_conf(process.network, dns=self.dns))
             spec = build_spec(
-                process, rootfs, mounts, hosts=hosts, resolv=resolv, id=container.name
+                process,
+                rootfs,
+                mounts,
+                hosts=hosts,
+                resolv=resolv,
+                id=container.name,
+                sandbox=self.sandbox,
             )
             (bundle / "config.json").write_text(json.dumps(spec))
             command = [

@@ -79,6 +79,7 @@ class RuncWorker:
         (state / "executor").mkdir(parents=True, exist_ok=True)
         (state / "runtime").mkdir(parents=True, exist_ok=True)
         platforms = workerconfig.platforms(config, SECTION)
+        sandbox = workerconfig.sandbox(config, SECTION)
         labels = {
             "org.mobyproject.buildkit.worker.executor": "oci",
             "org.mobyproject.buildkit.worker.snapshotter": "overlayfs",
@@ -91,7 +92,7 @@ class RuncWorker:
         # Imported when a step runs a process: a build whose steps are all cached never does.
         from llbkit.plugins.worker_runc.executor import RuncExecutor
 
-        executor = RuncExecutor(binary, state, platforms, labels, self.ctx.dns)
+        executor = RuncExecutor(binary, state, platforms, labels, self.ctx.dns, sandbox=sandbox)
         executor.reaped = await executor.reap_orphans()
         return executor
 
