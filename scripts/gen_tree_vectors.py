@@ -5,7 +5,8 @@
         .venv/bin/python scripts/gen_tree_vectors.py [case...]
 
 Needs a running buildkitd (v0.11.6, OCI worker, as root) that reaches 127.0.0.1:5055 over
-plain HTTP, and Debian's docker-registry and busybox-static for the exec cases' base image.
+plain HTTP and grants ``security.insecure`` (``--allow-insecure-entitlement``), and Debian's
+docker-registry and busybox-static for the exec cases' base image.
 A case BuildKit refuses is recorded with its error, so llbkit can be checked to refuse it too.
 """
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.trees.cases import CASES, definition  # noqa: E402
 from tests.trees.context import make_context  # noqa: E402
-from tests.trees.exec_cases import EXEC_CASES, exec_definition  # noqa: E402
+from tests.trees.exec_cases import ENTITLEMENTS, EXEC_CASES, exec_definition  # noqa: E402
 from tests.trees.listing import tar_listing  # noqa: E402
 
 
@@ -46,6 +47,7 @@ def main() -> int:
                 f"context={ctx}",
                 "--output",
                 f"type=tar,dest={out}",
+                *(f"--allow={e}" for e in ENTITLEMENTS.get(name, [])),
             ]
             done = subprocess.run(command, input=data, capture_output=True, check=False)
             if done.returncode == 0:

@@ -64,6 +64,28 @@ def run_on_a_file_op(base: llb.State) -> llb.State:
     return prepared.run(shell="wc -c < /data/in > /data/count; rm /data/in").root()
 
 
+#: what each sandbox case writes to ``/out`` (tests/differential/sandbox.py's probes)
+SANDBOX_PROBES = ("status", "id", "mounts", "dev", "paths", "namespaces", "mount", "privileged")
+
+
+def _probed(base: llb.State, probes: tuple[str, ...], **options: object) -> llb.State:
+    from tests.differential.sandbox import PROBES
+
+    script = "".join(f"( {PROBES[name]} ) > /out/{name} 2>&1; " for name in probes)
+    step = base.run(shell=script + "true", mounts=[llb.Bind("/out", llb.scratch())], **options)
+    return step.get_mount("/out")
+
+
+def run_sandboxed(base: llb.State) -> llb.State:
+    return _probed(base, SANDBOX_PROBES)
+
+
+def run_insecure(base: llb.State) -> llb.State:
+    # Not "privileged": an insecure step may set the host's clock, and it would.
+    safe = tuple(p for p in SANDBOX_PROBES if p != "privileged")
+    return _probed(base, safe, security="insecure")
+
+
 EXEC_CASES: dict[str, ExecCase] = {
     f.__name__: f
     for f in (
@@ -73,8 +95,12 @@ EXEC_CASES: dict[str, ExecCase] = {
         run_readonly_rootfs,
         run_deletes_and_chmods,
         run_on_a_file_op,
+        run_sandboxed,
+        run_insecure,
     )
 }
+#: the entitlements a case's build is given (buildctl's ``--allow``)
+ENTITLEMENTS = {"run_insecure": ["security.insecure"]}
 
 
 def exec_definition(name: str, image: str) -> bytes:

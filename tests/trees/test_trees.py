@@ -16,7 +16,7 @@ from llbkit.sdk.testing.builds import run_build
 from llbkit.sdk.testing.containerd import containerd  # noqa: F401 - a fixture, used by name
 from tests.trees.cases import CASES, definition
 from tests.trees.context import make_context
-from tests.trees.exec_cases import EXEC_CASES, exec_definition
+from tests.trees.exec_cases import ENTITLEMENTS, EXEC_CASES, exec_definition
 from tests.trees.listing import tar_listing
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "trees"
@@ -61,12 +61,14 @@ def test_same_exec_tree_as_buildkit(
     """Each exec case, run by each worker, leaves BuildKit's tree."""
     expected = json.loads((VECTORS / f"{name}.json").read_text())
     out = tmp_path / "out.tar"
-    config = EngineConfig()
+    allow = ENTITLEMENTS.get(name, [])
+    config = EngineConfig(insecure_entitlements=allow)
     if worker == "containerd":
         server = request.getfixturevalue("containerd")
         config = EngineConfig(
             worker_name="containerd",
             worker={"address": server.address, "namespace": server.namespace},
+            insecure_entitlements=allow,
         )
     with Controller.open(tmp_path / "root", config) as engine:
         anyio.run(
@@ -75,6 +77,7 @@ def test_same_exec_tree_as_buildkit(
                 EmbeddedClient(),
                 definition=exec_definition(name, busybox_image),
                 exports=[("tar", {"dest": str(out)})],
+                entitlements=allow,
             )
         )
     assert tar_listing(out.read_bytes()) == expected["tree"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -83,6 +84,14 @@ _RLIMITS = {
 }
 
 
+def _device_rules(*, insecure: bool) -> list[dict[str, Any]]:
+    """The device cgroup: nothing beyond the default nodes, or every character and block
+    device for an insecure step."""
+    if not insecure:
+        return [{"allow": False, "access": "rwm"}]
+    return [{"allow": True, "type": kind, "access": "rwm"} for kind in ("c", "b")]
+
+
 class Sandbox(NamedTuple):
     """What a worker's configuration says of every step's sandbox: ``cgroup_parent``
     (``defaultCgroupParent``) is where steps' cgroups go unless a step names its own parent."""
@@ -109,12 +118,14 @@ def build_spec(
         "hostname": process.hostname or "buildkitsandbox",
         "mounts": _mounts(process, mounts, hosts=hosts, resolv=resolv, insecure=insecure),
         "linux": {
-            "resources": {"devices": [{"allow": insecure, "access": "rwm"}]},
+            "resources": {"devices": _device_rules(insecure=insecure)},
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
             "maskedPaths": [] if insecure else _MASKED,
             "readonlyPaths": [] if insecure else _READONLY,
         },
     }
+    if insecure:
+        spec["linux"]["devices"] = _insecure_devices()
     if process.network == "none":
         spec["linux"]["namespaces"].append({"type": "network"})
     sandbox = sandbox or Sandbox()
@@ -141,7 +152,6 @@ def build_process(process: ProcessSpec) -> dict[str, Any]:
     env = list(process.env)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, DEFAULT_PATH)
-    caps = _all_caps() if process.security == "insecure" else CAPABILITIES
     user: dict[str, Any] = {"uid": process.uid, "gid": process.gid}
     if process.additional_gids:
         user["additionalGids"] = list(process.additional_gids)
@@ -151,7 +161,7 @@ def build_process(process: ProcessSpec) -> dict[str, Any]:
         "args": list(process.args),
         "env": env,
         "cwd": process.cwd or "/",
-        "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+        "capabilities": _capabilities(insecure=process.security == "insecure"),
         "noNewPrivileges": False,
     }
     if process.ulimits:
@@ -162,37 +172,116 @@ def build_process(process: ProcessSpec) -> dict[str, Any]:
     return found
 
 
-_PRIVILEGED = [
-    "CAP_DAC_READ_SEARCH",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_LEASE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
+#: capabilities by number, as the kernel numbers them (``/proc/self/status`` bitmaps)
+_CAPABILITY_NAMES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
 ]
 
 
-def _all_caps() -> list[str]:
-    """Every capability, for ``security.insecure``."""
-    return CAPABILITIES + _PRIVILEGED
+def _capabilities(*, insecure: bool) -> dict[str, list[str]]:
+    """A sandboxed process's capabilities: containerd's default set. An insecure one's, as
+    BuildKit grants them: that set and every capability the engine itself has (not more:
+    runc cannot grant what it lacks), the engine's inheritable and ambient too."""
+    if not insecure:
+        return {k: CAPABILITIES for k in ("bounding", "effective", "permitted")}
+    own = _own_capabilities()
+    return {
+        "bounding": CAPABILITIES + own,
+        "effective": CAPABILITIES + own,
+        "inheritable": own,
+        "permitted": CAPABILITIES + own,
+        "ambient": own,
+    }
+
+
+@cache
+def _own_capabilities() -> list[str]:
+    """The engine's effective capabilities, by name, in the kernel's order."""
+    bits = 0
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    bits = int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return [f"CAP_{name}" for n, name in enumerate(_CAPABILITY_NAMES) if bits >> n & 1]
+
+
+#: device nodes an insecure step gets besides the default ones (dmesg's, FUSE, KVM, TUN, loop
+#: control), as BuildKit adds them: (path, major, minor)
+_INSECURE_DEVICES = (
+    ("/dev/kmsg", 1, 11),
+    ("/dev/cuse", 10, 203),
+    ("/dev/fuse", 10, 229),
+    ("/dev/kvm", 10, 232),
+    ("/dev/net/tun", 10, 200),
+    ("/dev/loop-control", 10, 237),
+)
+
+
+def _insecure_devices() -> list[dict[str, Any]]:
+    """The insecure step's extra devices: those above, then loop devices up to seven past the
+    first free one (``LOOP_CTL_GET_FREE``; from 0 when it cannot be asked)."""
+    found: list[dict[str, Any]] = [
+        {"path": path, "type": "c", "major": major, "minor": minor}
+        for path, major, minor in _INSECURE_DEVICES
+    ]
+    free = 0
+    try:
+        import fcntl
+
+        fd = os.open("/dev/loop-control", os.O_RDWR)
+        try:
+            free = fcntl.ioctl(fd, 0x4C82)
+        finally:
+            os.close(fd)
+    except OSError:
+        free = 0
+    found += [
+        {"path": f"/dev/loop{n}", "type": "b", "major": 7, "minor": n} for n in range(free + 8)
+    ]
+    return found
 
 
 def _mounts(
