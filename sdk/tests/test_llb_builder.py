@@ -144,7 +144,8 @@ def test_sources_options():
     assert meta.caps["soruce.http.uidgid"]
     assert not op.HasField("platform")
     op, meta = last(llb.git("git@github.com:moby/buildkit.git", "main", subdir="docs"))
-    assert op.source.identifier == "git://git@github.com/moby/buildkit.git#main:docs"
+    # Go's client names an SSH remote without its user (gitutil.ParseProtocol)
+    assert op.source.identifier == "git://github.com/moby/buildkit.git#main:docs"
     assert op.source.attrs["git.mountsshsock"] == "default"
     assert op.source.attrs["git.fullurl"] == "git@github.com:moby/buildkit.git"
     op, _ = last(llb.oci_layout("store@sha256:" + "a" * 64, store_id="s", layer_limit=1))
@@ -198,3 +199,25 @@ def test_a_definition_read_back_marshals_as_it_was() -> None:
     assert llb.from_definition(llb.scratch().marshal().to_bytes()).output is None
     with pytest.raises(UserError, match="invalid definition"):
         llb.from_definition(b"\xff\xff")
+
+
+@pytest.mark.parametrize(
+    ("remote", "identifier", "full_url", "ssh"),
+    [  # what BuildKit v0.11.6's Go client (llb.Git(remote, "main")) marshals
+        ("git@example.com:owner/repo.git", "example.com/owner/repo.git", "", True),
+        ("https://host/repo.git", "host/repo.git", "", False),
+        ("ssh://git@host/repo.git", "host/repo.git", "", True),
+        ("host/repo", "host/repo", "https://host/repo", False),
+        ("ssh://git@host:22/r.git", "host/22/r.git", "", True),
+        ("git://h/r.git", "h/r.git", "", False),
+        ("a.b@host.x:p", "a.b@host.x:p", "https://a.b@host.x:p", False),
+        ("user_1@h:p", "h/p", "", True),
+    ],
+)
+def test_git_remotes_are_named_as_gos_client_names_them(
+    remote: str, identifier: str, full_url: str, ssh: bool
+) -> None:
+    op, _ = last(llb.git(remote, "main"))
+    assert op.source.identifier == f"git://{identifier}#main"
+    assert op.source.attrs["git.fullurl"] == (full_url or remote)
+    assert ("git.mountsshsock" in op.source.attrs) == ssh

@@ -481,6 +481,36 @@ case("order-unknown-before-base-expansion", "errors", "FROM ${X}\nFOO bar\n")
 case("order-unknown-before-meta-arg-expansion", "errors", "ARG A=${B\nFROM scratch\nFOO bar\n")
 case("order-stage-name-before-unknown", "errors", "FROM scratch AS 1x\nFOO bar\n")
 case("order-blank-base-after-parse", "errors", "FROM ${X}\nRUN true\n")
+# Which COPY and ADD sources are Git repositories (BuildKit's ParseGitRef) or URLs.
+for _name, _src in (
+    ("scp-form", "git@example.com:owner/repo.git"),
+    ("scp-form-other-user", "user-1@host.example:path/repo"),
+    ("ssh", "ssh://host.example/repo"),
+    ("git-scheme", "git://host.example/repo"),
+    ("https-dot-git", "https://host.example/repo.git#main:sub"),
+    ("https-file", "https://host.example/file.txt"),
+    ("github-path", "github.com/owner/repo"),
+):
+    case(f"copy-source-{_name}", "errors", f"FROM scratch\nCOPY {_src} /r/\n")
+# A source that is missing, and its folder too (BuildKit names the folder it cannot walk).
+for _name, _src in (
+    ("folder", "nope/x"),
+    ("deeper", "nope/x/y"),
+    ("in-dir", "dir/nope/x"),
+    ("dir-child", "dir/nope"),
+):
+    case(f"copy-missing-{_name}", "errors", f"FROM scratch\nCOPY {_src} /r/\n")
+    case(
+        f"copy-missing-{_name}-from-image",
+        "errors",
+        f"FROM @BASE@ AS b\nFROM scratch\nCOPY --from=b {_src} /r/\n",
+    )
+case(
+    "copy-missing-dir-file-from-image",
+    "errors",
+    "FROM @BASE@ AS b\nFROM scratch\nCOPY --from=b dir/one.txt/x /r/\n",
+)
+case("add-git-ref", "errors", "FROM scratch\nADD http://@REMOTE@/repo.git /r/\n")
 # --- how the frontend finds its inputs ---------------------------------------------------------
 # Every combination of the layout (context and Dockerfile apart, or in one folder), the name the
 # build asks for (the ``filename`` option), where the Dockerfile really is, and which ignore

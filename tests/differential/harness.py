@@ -582,6 +582,8 @@ def error_cause(text: str, registry: str) -> str:
     text = re.sub(
         r"failed to compute cache key: failed to calculate checksum of ref \S+ ", "", text
     )
+    # A source whose folder is missing: BuildKit names the folder it could not walk.
+    text = re.sub(r"failed to walk /tmp/buildkit-mount\d+/\S*: ", "", text)
     # The Dockerfile a build could not read, named as asked for, not in BuildKit's mount.
     text = re.sub(r"(open|read) /tmp/buildkit-mount\d+/", r"\1 ", text)
     text = re.sub(

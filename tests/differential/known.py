@@ -123,6 +123,12 @@ DELIBERATE: dict[str, Deliberate] = {
         "input, so /proc/mounts names another type (the same files, modes and owners)",
         "",
     ),
+    "hand-add-git-ref": Deliberate(
+        "ADD of a Git repository is read (BuildKit's labs syntax; v0.11's built-in frontend "
+        "says 'instruction ADD <git ref> requires the labs channel'), so Dockerfiles written "
+        "for later releases build",
+        "",
+    ),
     "hand-options-unknown-key": Deliberate(
         "a frontend option dockerfile.v0 does not know is refused by name (a typo in --opt is "
         "caught); BuildKit ignores it. What clients send for other parts of BuildKit (buildx's "

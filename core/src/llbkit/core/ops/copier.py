@@ -14,6 +14,7 @@ to its source is hard-linked instead of copied (:mod:`llbkit.core.ops.borrow`). 
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,10 @@ class Copier:
         try:
             src_st = os.lstat(source)
         except FileNotFoundError:
+            # BuildKit walks the source's folder first: a missing folder is what it names.
+            folder = posixpath.dirname(posixpath.normpath("/" + src.lstrip("/")))
+            if folder != "/" and not os.path.lexists(os.path.dirname(source)):
+                raise CopyError(f'"{folder}": not found') from None
             raise CopyError(f'"{src}": not found') from None
         dest_st = self._stat(target)
         src_dir = stat.S_ISDIR(src_st.st_mode)

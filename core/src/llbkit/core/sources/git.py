@@ -33,8 +33,10 @@ def _git(what: str, *args: str, cwd: Path | None = None) -> str:
     except FileNotFoundError:
         raise UserError(f"{what}: the git command is not installed") from None
     if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        raise UserError(f"{what}: git {args[0]}: {tail}")
+        lines = done.stderr.strip().splitlines() or ["failed"]
+        # git's own verdict ("fatal: ..."), not the advice it prints after it
+        said = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1])
+        raise UserError(f"{what}: git {args[0]}: {said}")
     return done.stdout
 
 

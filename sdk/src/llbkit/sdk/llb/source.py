@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["git", "http", "image", "local", "oci_layout", "scratch"]
 
 _PLATFORM_SPECIFIC = ("docker-image://", "oci-layout://")
-_SSH_REMOTE = re.compile(r"^[\w.+-]+@[\w.-]+:")
+_SSH_REMOTE = re.compile(r"^[a-zA-Z0-9_-]+@[a-zA-Z0-9.-]+:")  # Go's IsImplicitSSHTransport
 
 
 @dataclass(eq=False)
@@ -181,15 +181,20 @@ def git(
 ) -> State:
     """A git repository at ``ref`` (branch, tag or commit), optionally a subdirectory of it."""
     url = remote.split("#", 1)[0]
-    ssh = bool(_SSH_REMOTE.match(remote)) or remote.startswith("ssh://")
     known_scheme = re.match(r"^(https?|git|ssh)://", remote)
+    ssh = bool(known_scheme and known_scheme.group(1) == "ssh")
     if known_scheme:
         remote = remote[known_scheme.end() :]
     elif _SSH_REMOTE.match(remote):
-        host, _, path = remote.partition(":")
-        remote = f"{host}/{path}"
+        ssh = True
     else:
         url = "https://" + url
+    if ssh:
+        # As Go's client names an SSH remote: without its user, "host:path" as "host/path".
+        remote = remote.split("@", 1)[-1]
+        host, colon, path = remote.partition(":")
+        if colon:
+            remote = f"{host}/{path}"
     identifier = remote
     if ref or subdir:
         identifier += "#" + ref + (f":{subdir}" if subdir else "")

@@ -1626,10 +1626,11 @@ def _json_object(text: str | bytes) -> dict[str, Any]:
 
 
 def _is_git_ref(src: str) -> bool:
-    """A git repository reference, as BuildKit's ParseGitRef recognizes one."""
-    if src.startswith(("git@", "git://", "ssh://")):
-        return True
-    return src.startswith(("http://", "https://")) and bool(re.search(r"\.git(?:#.+)?$", src))
+    """A source that is a Git repository to ADD or COPY, as BuildKit tells one: what
+    ``ParseGitRef`` takes, but ``github.com/…``, which is a local path there."""
+    from llbkit.plugins.frontend_dockerfile.remote import parse_git_ref
+
+    return not src.startswith("github.com/") and parse_git_ref(src) is not None
 
 
 def _shown(text: str) -> str:
