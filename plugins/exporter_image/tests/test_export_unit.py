@@ -375,13 +375,25 @@ def test_an_index_is_answered_without_a_config_digest(
         ]
         metadata["refs.platforms"] = json.dumps({"Platforms": entries}).encode()
 
+    client = MemoryClientIO(tmp_path / "client")
+
     async def scenario() -> dict[str, str]:
         job = await OCIExporter(make_context("oci")).resolve({"dest": "out.tar"})
         with layered_result(tmp_path, _tree(tmp_path)) as ref:
             result = BuildResult(dict.fromkeys(platforms, ref), metadata)
-            return dict(await job.export(result, _info(MemoryClientIO(tmp_path / "client"))))
+            return dict(await job.export(result, _info(client)))
 
     answer = anyio.run(scenario)
     descriptor = json.loads(base64.b64decode(answer["containerimage.descriptor"]))
     assert descriptor["mediaType"].endswith("index.v1+json") == index
     assert ("containerimage.config.digest" in answer) == (not index)
+    # The archive: docker's manifest.json for one image only; an index's platforms in Go's
+    # field order (the index's bytes, so its digest, are BuildKit's).
+    files = _files(client.outputs["out.tar"])
+    assert ("manifest.json" in files) == (not index)
+    if index:
+        (top,) = json.loads(files["index.json"])["manifests"]
+        listed = json.loads(files["blobs/sha256/" + top["digest"].split(":")[1]])
+        assert [list(m["platform"]) for m in listed["manifests"]] == [
+            ["architecture", "os"] for _ in platforms
+        ]

@@ -74,3 +74,39 @@ def test_platforms_of_nothing_are_an_empty_directory_each(tmp_path):
     out = _export_nothing(tmp_path, {"refs.platforms": json.dumps(listed).encode()})
     assert sorted(p.name for p in out.iterdir()) == ["linux_amd64", "linux_arm64"]
     assert not list((out / "linux_arm64").iterdir())
+
+
+def test_a_platforms_folder_in_a_tarball_is_buildkits(tmp_path):
+    """A result by platform in a tarball: each platform's folder is a made-up entry, 0755,
+    root's, dated 1970, its header as Go writes one (BuildKit's tarball, byte for byte)."""
+    from llbkit.core.plugins import BuildResult, ExportInfo
+    from llbkit.sdk.testing import MemoryClientIO, RecordingProgress
+    from llbkit.sdk.testing.results import layered_result
+
+    listed = json.dumps({"Platforms": [{"ID": "linux/amd64"}]}).encode()
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    client = MemoryClientIO(tree_root=tmp_path / "client")
+
+    async def scenario():
+        driver = TarExporter(make_context("tar"))
+        job = await driver.resolve({"dest": "out.tar"})
+        with layered_result(tmp_path / "r", tree) as ref:
+            result = BuildResult({"linux/amd64": ref}, {"refs.platforms": listed})
+            await job.export(result, ExportInfo("r", client, RecordingProgress()))
+
+    anyio.run(scenario)
+    data = client.outputs["out.tar"]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        first = tar.getmembers()[0]
+    assert (first.name, first.mode, first.uid, first.gid, first.mtime) == (
+        "linux_amd64",
+        0o755,
+        0,
+        0,
+        0,
+    )
+    assert data[:12] == b"linux_amd64/"
+    assert data[329:345] == b"0000000\x000000000\x00"  # device numbers, as Go writes them

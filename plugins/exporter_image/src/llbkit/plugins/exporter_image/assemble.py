@@ -409,7 +409,7 @@ class Published:
 
 def _platform_of(key: str) -> dict[str, str]:
     platform = Platform.parse(key)
-    found = {"os": platform.os, "architecture": platform.architecture}
+    found = {"architecture": platform.architecture, "os": platform.os}  # Go's field order
     if platform.variant:
         found["variant"] = platform.variant
     return found

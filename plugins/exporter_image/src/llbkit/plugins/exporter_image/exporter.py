@@ -99,7 +99,8 @@ def _layout_files(
 ) -> list[tuple[str, BlobSource]]:
     """The layout's files. A tarball's are what BuildKit's archive exporter (containerd's)
     writes: ``index.json`` without a media type, its one manifest's platform named, and a
-    ``manifest.json`` for ``docker load`` in both formats (tags only in docker's)."""
+    ``manifest.json`` for ``docker load`` in both formats (tags only in docker's; none for an
+    index, which it cannot describe)."""
     names = opts.names
     refs = _ref_names(names)
     base: dict[str, str] = {"org.opencontainers.image.created": created}
@@ -132,7 +133,7 @@ def _layout_files(
         ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
         ("index.json", json.dumps(index, separators=(",", ":")).encode()),
     ]
-    if docker or (tarball and len(published.images) == 1):
+    if docker or (tarball and single):
         image = published.images[0][1]
         manifest = [
             {

@@ -118,9 +118,10 @@ def _add_tree(tar: tarfile.TarFile, tree: Path, prefix: str) -> None:
     """Add every entry below ``tree`` (not the root itself), depth first in name order, as
     BuildKit's walker does."""
     if prefix:
-        info = tar.gettarinfo(str(tree), prefix)
-        info.mtime = whole_seconds(os.lstat(tree).st_mtime_ns)
-        info.uname = info.gname = ""
+        # A platform's folder is made up, as BuildKit makes it: 0755, root's, dated 1970.
+        info = GoTarInfo(prefix)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
         tar.addfile(info)
     _add_subtree(tar, tree, "", prefix)
 
