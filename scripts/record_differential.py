@@ -229,7 +229,13 @@ def record_export(case: ExportCase, buildctl: str, registry: str) -> dict[str, A
         dest, answer = Path(tmp) / "out", Path(tmp) / "metadata.json"
         flag = output_flag(case, dest, registry)
         command = _buildctl(
-            buildctl, (folder, folder), "--output", flag, "--metadata-file", str(answer)
+            buildctl,
+            (folder, folder),
+            *case.flags,
+            "--output",
+            flag,
+            "--metadata-file",
+            str(answer),
         )
         done = subprocess.run(command, capture_output=True, check=False)
         if done.returncode != 0:

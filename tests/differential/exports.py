@@ -14,7 +14,7 @@ import io
 import json
 import re
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ DELIBERATE = {
 #: gzip from then on (BuildKit reuses a blob made before unless told force-compression)
 WARM_OUTPUT = "type=oci,dest=@DEST@"
 DOCKERFILE = "FROM @BASE@\nRUN echo built > /built\nLABEL a=b\n"
-#: what one tool writes that the other does not, on purpose (docs/compatibility.md)
+#: what one tool writes that the other does not, on purpose (docs/compatibility.md); also each
+#: platform's ``containerimage.buildinfo/<platform>``
 OWN_KEYS = ("containerimage.buildinfo", "llbkit.result.key")
 
 
@@ -41,9 +42,11 @@ class ExportCase:
 
     name: str
     output: str
+    #: more buildctl flags for the build (``--opt multi-platform=true``)
+    flags: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v != []}
 
 
 def _cases() -> list[ExportCase]:
@@ -107,6 +110,19 @@ def _cases() -> list[ExportCase]:
     add("image-unnamed", "type=image,push=true")
     add("tar", "type=tar,dest=@DEST@")
     add("local", "type=local,dest=@DEST@")
+    # The same build as a result by platform (of one): an index, a folder per platform.
+    for name, output in (
+        ("oci", "type=oci,dest=@DEST@"),
+        ("oci-dir", "type=oci,dest=@DEST@,tar=false"),
+        ("oci-named", "type=oci,dest=@DEST@,name=a/b:1"),
+        ("oci-annotations", "type=oci,dest=@DEST@,annotation-index.k=v,annotation.m=n"),
+        ("docker", "type=docker,dest=@DEST@"),
+        ("image", f"{image},annotation-index.k=v"),
+        ("tar", "type=tar,dest=@DEST@"),
+        ("local", "type=local,dest=@DEST@"),
+        ("local-unsplit", "type=local,dest=@DEST@,platform-split=false"),
+    ):
+        found.append(ExportCase(f"export-map-{name}", output, ["--opt", "multi-platform=true"]))
     return found
 
 
@@ -188,7 +204,11 @@ def export_result(
 ) -> dict[str, Any]:
     """What a successful export is compared on."""
     shapes = _Shapes(registry)
-    answer = {k: v for k, v in metadata.items() if k not in OWN_KEYS}
+    answer = {
+        k: v
+        for k, v in metadata.items()
+        if k not in OWN_KEYS and not k.startswith("containerimage.buildinfo/")
+    }
     found: dict[str, Any] = {"metadata": shapes.of(answer)}
     kind = case.output.split(",", 1)[0]
     if kind in ("type=oci", "type=docker") and dest.exists():
@@ -209,6 +229,6 @@ def load_exports() -> list[tuple[ExportCase, dict[str, Any]]]:
     if not EXPORTS.exists():
         return []
     return [
-        (ExportCase(item["name"], item["output"]), item["result"])
+        (ExportCase(item["name"], item["output"], item.get("flags", [])), item["result"])
         for item in json.loads(EXPORTS.read_text())["cases"]
     ]

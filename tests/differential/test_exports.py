@@ -70,7 +70,9 @@ def test_exports_as_buildkit(
     dest, answer = tmp_path / "out", tmp_path / "metadata.json"
     flag = output_flag(case, dest, registry)
     done = _build(
-        where / "root", where / "build", ["--output", flag, "--metadata-file", str(answer)]
+        where / "root",
+        where / "build",
+        [*case.flags, "--output", flag, "--metadata-file", str(answer)],
     )
     if case.name in DELIBERATE:  # llbkit refuses what BuildKit v0.11 takes unchecked
         record_property("deliberate", True)

@@ -279,7 +279,10 @@ class TarballJob:
             info.progress.warn(f"exporter option {key} has no effect in this release of llbkit")
         client = info.client
         if self.docker and result.is_map:
-            raise ConfigError("exporter docker: a docker tarball holds one platform; use type=oci")
+            raise ConfigError(
+                "docker exporter does not currently support exporting manifest lists (a docker "
+                "tarball holds one platform; use type=oci)"
+            )
         published = await _published(result, self.opts, info)
         # The time the image configs hold, so index.json's created annotation agrees with them.
         moment = published.created
