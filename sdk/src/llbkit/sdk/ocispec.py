@@ -14,10 +14,11 @@ import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from llbkit.core.plugins.worker import MountSpec, ProcessSpec
 from llbkit.sdk import seccomp
+from llbkit.sdk.workerconfig import Sandbox
 
 if TYPE_CHECKING:
     from llbkit.core.plugins.context import DNSConfig
@@ -90,13 +91,6 @@ def _device_rules(*, insecure: bool) -> list[dict[str, Any]]:
     if not insecure:
         return [{"allow": False, "access": "rwm"}]
     return [{"allow": True, "type": kind, "access": "rwm"} for kind in ("c", "b")]
-
-
-class Sandbox(NamedTuple):
-    """What a worker's configuration says of every step's sandbox: ``cgroup_parent``
-    (``defaultCgroupParent``) is where steps' cgroups go unless a step names its own parent."""
-
-    cgroup_parent: str = ""
 
 
 def build_spec(

@@ -8,13 +8,19 @@ in every message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from llbkit.core.errors import ConfigError
 from llbkit.core.plugins.context import Platform
-from llbkit.sdk.ocispec import Sandbox
 
-__all__ = ["labels", "platforms", "sandbox", "strings"]
+__all__ = ["Sandbox", "labels", "platforms", "sandbox", "strings"]
+
+
+class Sandbox(NamedTuple):
+    """What a worker's configuration says of every step's sandbox: ``cgroup_parent``
+    (``defaultCgroupParent``) is where steps' cgroups go unless a step names its own parent."""
+
+    cgroup_parent: str = ""
 
 
 def strings(config: Mapping[str, object], key: str, section: str) -> list[str]:
