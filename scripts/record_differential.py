@@ -155,6 +155,9 @@ def _case_command(buildctl: str, case: Case, registry: str, where: Path, out: st
     options += [f"--local={name}={path}" for name, path in locals_.items()]
     options += [f"--oci-layout={name}={path}" for name, path in layouts.items()]
     options += [f"--allow={entitlement}" for entitlement in case.allow]
+    for n, (sid, content) in enumerate(case.secrets.items()):
+        (where / f"secret-{n}").write_text(content)
+        options.append(f"--secret=id={sid},src={where / f'secret-{n}'}")
     if case.inputs:
         # buildctl passes no frontend inputs: BUILDKIT_INPUTS names a client of BuildKit's
         # own Go client library that does (scripts/bkinputs.go), and takes the rest alike.

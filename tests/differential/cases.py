@@ -11,6 +11,7 @@ from tests.differential.harness import Case
 from tests.differential.platforms import CASES as _platform_cases
 from tests.differential.remote import CASES as _remote_cases
 from tests.differential.sandbox import CASES as _sandbox_cases
+from tests.differential.secrets import CASES as _secret_cases
 
 CASES: list[Case] = []
 
@@ -693,3 +694,5 @@ CASES += _context_cases
 CASES += _remote_cases
 # What a RUN step sees of its sandbox (tests/differential/sandbox.py).
 CASES += _sandbox_cases
+# RUN --mount=type=secret with the client's secrets (tests/differential/secrets.py).
+CASES += _secret_cases

@@ -79,6 +79,8 @@ class Case:
     inputs: dict[str, str] = field(default_factory=dict)
     #: entitlements the build is given (buildctl's ``--allow``; the daemon grants them all)
     allow: list[str] = field(default_factory=list)
+    #: secrets the client gives (buildctl's ``--secret id=ID,src=FILE``): their content by id
+    secrets: dict[str, str] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
@@ -103,6 +105,7 @@ class Case:
             "layouts",
             "inputs",
             "allow",
+            "secrets",
         )
         return cls(**{k: data[k] for k in keys if k in data})
 

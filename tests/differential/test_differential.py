@@ -59,7 +59,9 @@ def build(case: Case, registry: str, base: dict[str, Any], tmp: Path) -> dict[st
     locals_, layouts = shared_dirs(case, tmp, registry)
     out = tmp / "out.tar"
     client = EmbeddedClient(
-        locals={"context": ctx, "dockerfile": dfdir, **locals_}, layouts=layouts
+        locals={"context": ctx, "dockerfile": dfdir, **locals_},
+        layouts=layouts,
+        secrets={sid: content.encode() for sid, content in case.secrets.items()},
     )
     config = EngineConfig(insecure_entitlements=list(case.allow))
     try:

@@ -10,6 +10,7 @@ state root.
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -107,6 +108,10 @@ class CacheMounts:
         return path
 
 
+def _joined(cwd: str, dest: str) -> str:
+    return posixpath.normpath(posixpath.join("/", cwd or "/", dest))
+
+
 def _selected(path: Path, selector: str) -> Path:
     return resolve_in_root(path, selector) if selector else path
 
@@ -161,6 +166,8 @@ async def _prepare(
     threads = anyio.to_thread.run_sync
     for mount in exe.mounts:
         kind = mount.mountType
+        # A relative destination is the process's working directory's, as runc takes one.
+        dest = mount.dest if mount.dest.startswith("/") else _joined(exe.meta.cwd, mount.dest)
         # Only bind and cache mounts read an input; BuildKit's client leaves a secret's or an
         # SSH socket's at 0, which names no input when the step has none (FROM scratch).
         reads = kind in (pb.MountType.BIND, pb.MountType.CACHE) and mount.input >= 0
@@ -175,13 +182,11 @@ async def _prepare(
             if mount.dest == "/":
                 found.rootfs = tree.path
             else:
-                found.specs.append(
-                    MountSpec(mount.dest, "bind", _selected(tree.path, mount.selector))
-                )
+                found.specs.append(MountSpec(dest, "bind", _selected(tree.path, mount.selector)))
         elif kind == pb.MountType.BIND:
             view = stack.enter_context(store.view(chain))
             found.specs.append(
-                MountSpec(mount.dest, "bind", _selected(view, mount.selector), readonly=True)
+                MountSpec(dest, "bind", _selected(view, mount.selector), readonly=True)
             )
         elif kind == pb.MountType.CACHE:
             path = await stack.enter_async_context(
@@ -195,21 +200,19 @@ async def _prepare(
             # A selector mounts a subdirectory of the cache (one its source made, e.g. with
             # the mode and owner a Dockerfile's cache mount asks for).
             path = _selected(path, mount.selector)
-            found.specs.append(MountSpec(mount.dest, "bind", path, readonly=mount.readonly))
+            found.specs.append(MountSpec(dest, "bind", path, readonly=mount.readonly))
         elif kind == pb.MountType.TMPFS:
             size = mount.TmpfsOpt.size if mount.HasField("TmpfsOpt") else 0
             options = {"size": str(size)} if size > 0 else {}
-            found.specs.append(
-                MountSpec(mount.dest, "tmpfs", options=options, readonly=mount.readonly)
-            )
+            found.specs.append(MountSpec(dest, "tmpfs", options=options, readonly=mount.readonly))
         elif kind == pb.MountType.SECRET:
             secret = await _secret(client, mount, stack, store.tmp)
             if secret is not None:
-                found.specs.append(MountSpec(mount.dest, "secret", secret, readonly=True))
+                found.specs.append(MountSpec(dest, "secret", secret, readonly=True))
         elif kind == pb.MountType.SSH:
             sock = await _ssh(client, mount)
             if sock is not None:
-                found.specs.append(MountSpec(mount.dest, "ssh", sock))
+                found.specs.append(MountSpec(dest, "ssh", sock))
     return found
 
 

@@ -1109,8 +1109,9 @@ class _Converter:
         target = values.pop("target", values.pop("dst", values.pop("destination", "")))
         written = target  # a cache's id is named after the target as written
         if not target and kind == "secret":
-            target = f"/run/secrets/{values.get('id', '')}"
-        if kind != "ssh" and not target.startswith("/"):
+            named = values.get("source") or values.get("src") or values.get("id", "")
+            target = f"/run/secrets/{posixpath.basename(named)}"
+        if kind not in ("ssh", "secret") and not target.startswith("/"):
             # Relative to the working directory, which a missing target is; never / itself.
             target = posixpath.join(stage.config.get("WorkingDir") or "/", target)
             if target.rstrip("/") == "":
@@ -1161,7 +1162,8 @@ class _Converter:
             size = ram_in_bytes(values.get("size", "0")) or 0
             return llb.Tmpfs(target, size=size, readonly=readonly)
         if kind == "secret":
-            sid = values.get("id") or posixpath.basename(target)
+            # BuildKit's id: the source, else the id, else the target's name
+            sid = source or values.get("id") or posixpath.basename(target)
             return llb.Secret(
                 sid,
                 dest=target or f"/run/secrets/{sid}",

@@ -107,4 +107,13 @@ def mount_value_error(values: Mapping[str, str]) -> str | None:
             not value or set(value) - set(digits) or int(value, base) >= _UINT32
         ):
             return f"invalid value {value} for {key}"
+    if values.get("type", "bind").lower() == "secret":
+        source = values.get("source") or values.get("src")
+        target = values.get("target") or values.get("dst") or values.get("destination")
+        if values.get("from"):
+            return "secret mount should not have a from"
+        if not source and not target and not values.get("id"):
+            return "invalid secret mount. one of source, target required"
+        if source and values.get("id"):
+            return "both source and id can't be set"
     return None
