@@ -74,6 +74,7 @@ from tests.differential.harness import (  # noqa: E402
     REMOTE_MARK,
     VECTORS,
     Case,
+    agent_sockets,
     busybox_tree,
     error_cause,
     image_configs,
@@ -175,8 +176,9 @@ def _case_command(buildctl: str, case: Case, registry: str, where: Path, out: st
 
 
 def record(case: Case, buildctl: str, registry: str, base: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, agent_sockets(case) as agents:
         command = _case_command(buildctl, case, registry, Path(tmp), "-")
+        command += [f"--ssh={sid}={path}" for sid, path in agents.items()]
         done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.decode().strip().splitlines()

@@ -12,6 +12,7 @@ from tests.differential.platforms import CASES as _platform_cases
 from tests.differential.remote import CASES as _remote_cases
 from tests.differential.sandbox import CASES as _sandbox_cases
 from tests.differential.secrets import CASES as _secret_cases
+from tests.differential.ssh_mounts import CASES as _ssh_cases
 
 CASES: list[Case] = []
 
@@ -696,3 +697,5 @@ CASES += _remote_cases
 CASES += _sandbox_cases
 # RUN --mount=type=secret with the client's secrets (tests/differential/secrets.py).
 CASES += _secret_cases
+# RUN --mount=type=ssh with the client's agents (tests/differential/ssh_mounts.py).
+CASES += _ssh_cases

@@ -81,6 +81,9 @@ class Case:
     allow: list[str] = field(default_factory=list)
     #: secrets the client gives (buildctl's ``--secret id=ID,src=FILE``): their content by id
     secrets: dict[str, str] = field(default_factory=dict)
+    #: SSH agents the client forwards (buildctl's ``--ssh ID=SOCKET``), by id: each a socket
+    #: the harness listens on (:func:`agent_sockets`)
+    ssh: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
@@ -106,6 +109,7 @@ class Case:
             "inputs",
             "allow",
             "secrets",
+            "ssh",
         )
         return cls(**{k: data[k] for k in keys if k in data})
 
@@ -847,3 +851,24 @@ def load_progress() -> dict[str, list[list[str]]]:
     if not PROGRESS.exists():
         return {}
     return {item["name"]: item["steps"] for item in json.loads(PROGRESS.read_text())["cases"]}
+
+
+@contextlib.contextmanager
+def agent_sockets(case: Case) -> Iterator[dict[str, Path]]:
+    """A listening socket for each SSH agent ``case`` forwards (in a short folder of its own:
+    a socket's path is at most 107 bytes): what a step sees of an SSH mount (its socket,
+    owner and mode) needs no agent behind it."""
+    import socket
+    import tempfile
+
+    found: dict[str, Path] = {}
+    with contextlib.ExitStack() as stack:
+        if case.ssh:
+            where = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agents-")))
+        for n, sid in enumerate(case.ssh):
+            path = where / f"agent-{n}.sock"
+            sock = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            sock.bind(str(path))
+            sock.listen()
+            found[sid] = path
+        yield found

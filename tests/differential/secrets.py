@@ -18,7 +18,11 @@ LISTED = (
 
 
 def _case(name: str, mounts: str, script: str = LISTED, before: str = "") -> Case:
-    dockerfile = f"FROM @BASE@\n{before}RUN {mounts} ( {script} ) > /tmp/probe 2>&1; true\n"
+    # The case's name in its step: a secret is no part of a step's key, so BuildKit would
+    # take another case's result for the same step, and never read the secret.
+    dockerfile = (
+        f"FROM @BASE@\n{before}RUN {mounts} ( : {name}; {script} ) > /tmp/probe 2>&1; true\n"
+    )
     if "USER" in before:
         dockerfile += "USER root\n"
     dockerfile += "RUN mv /tmp/probe /probe\n"

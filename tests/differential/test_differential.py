@@ -16,6 +16,7 @@ from llbkit.core.errors import UserError
 from llbkit.sdk.testing.builds import build_in
 from tests.differential.harness import (
     Case,
+    agent_sockets,
     busybox_tree,
     compare,
     error_cause,
@@ -58,23 +59,25 @@ def build(case: Case, registry: str, base: dict[str, Any], tmp: Path) -> dict[st
     ctx, dfdir = materialize(case, tmp, registry)
     locals_, layouts = shared_dirs(case, tmp, registry)
     out = tmp / "out.tar"
-    client = EmbeddedClient(
-        locals={"context": ctx, "dockerfile": dfdir, **locals_},
-        layouts=layouts,
-        secrets={sid: content.encode() for sid, content in case.secrets.items()},
-    )
     config = EngineConfig(insecure_entitlements=list(case.allow))
     try:
-        build_in(
-            tmp / "root",
-            client,
-            config,
-            entitlements=case.allow,
-            frontend="dockerfile.v0",
-            frontend_opts=opts(case, registry),
-            exports=[("oci", {"dest": str(out)})],
-            frontend_inputs=input_definitions(case, registry),
-        )
+        with agent_sockets(case) as agents:
+            client = EmbeddedClient(
+                locals={"context": ctx, "dockerfile": dfdir, **locals_},
+                layouts=layouts,
+                secrets={sid: content.encode() for sid, content in case.secrets.items()},
+                ssh=agents,
+            )
+            build_in(
+                tmp / "root",
+                client,
+                config,
+                entitlements=case.allow,
+                frontend="dockerfile.v0",
+                frontend_opts=opts(case, registry),
+                exports=[("oci", {"dest": str(out)})],
+                frontend_inputs=input_definitions(case, registry),
+            )
     except UserError as err:
         return error_cause(str(err).splitlines()[0], registry)
     return result_of(out.read_bytes(), base, registry)

@@ -179,6 +179,43 @@ def test_read_only_rootfs_and_network_none(tmp_path: Path, busybox: llb.State) -
     assert got["fs"] == "ro\n" and got["net"] == "lo\n"
 
 
+def test_an_ssh_mount_is_a_socket_of_its_own_to_the_agent(tmp_path: Path) -> None:
+    """As BuildKit's: a step's SSH mount is a socket of its own, with the owner and mode the
+    mount asks for (so a step's user other than root reaches the agent), every connection
+    passed on to the client's agent."""
+    import stat
+
+    import anyio
+    import anyio.abc
+
+    from llbkit.core.solver.ops.exec import _agent_proxy
+
+    agent = tmp_path / "agent.sock"
+
+    async def scenario() -> tuple[os.stat_result, bytes]:
+        listener = await anyio.create_unix_listener(agent)
+
+        async def shout(stream: anyio.abc.SocketStream) -> None:
+            async with stream:
+                async for data in stream:
+                    await stream.send(data.upper())
+
+        async with listener, anyio.create_task_group() as group:
+            group.start_soon(listener.serve, shout)
+            async with _agent_proxy(agent, tmp_path, 1000, 2000, 0o640) as path:
+                found = os.stat(path)
+                async with await anyio.connect_unix(path) as conn:
+                    await conn.send(b"hello")
+                    answer = await conn.receive()
+            group.cancel_scope.cancel()
+        return found, answer
+
+    found, answer = anyio.run(scenario)
+    assert answer == b"HELLO"
+    assert stat.S_ISSOCK(found.st_mode) and stat.S_IMODE(found.st_mode) == 0o640
+    assert (found.st_uid, found.st_gid) == (1000, 2000)
+
+
 def test_ssh_agent_is_forwarded(tmp_path: Path, busybox: llb.State) -> None:
     if shutil.which("ssh-agent") is None:
         pytest.skip("ssh-agent is not installed")
@@ -197,6 +234,6 @@ def test_ssh_agent_is_forwarded(tmp_path: Path, busybox: llb.State) -> None:
             assert files(engine, outcome) == {"kind": "socket\n"}
             with pytest.raises(BuildFailed) as err:
                 build_data(engine, data, EmbeddedClient(), no_cache=True)
-            assert "no SSH agent 'default' was forwarded" in str(err.value)
+            assert 'no SSH key "" forwarded from the client' in str(err.value)
     finally:
         os.kill(pid, 15)

@@ -39,6 +39,7 @@ __all__ = [
     "PluginVersionError",
     "SourceError",
     "UnknownOptionError",
+    "no_ssh_agent",
     "UnknownPluginError",
     "UserError",
     "check_options",
@@ -240,3 +241,12 @@ def refused_by_machine(err: BaseException) -> str | None:
         return None
     reason = (err.strerror or str(err)).lower()
     return f"{err.filename}: {reason}" if err.filename else reason
+
+
+def no_ssh_agent(id: str, *, forwarded: bool) -> str:
+    """BuildKit's words for an SSH agent the client did not forward: the step's id as written
+    (``""`` for the default) when the client forwards none, the id it stands for when others."""
+    hint = f"use --ssh {id or 'default'}"
+    if not forwarded:
+        return f'no SSH key "{id}" forwarded from the client ({hint})'
+    return f"unset ssh forward key {id or 'default'} ({hint})"

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import anyio
 
 from llbkit.core.client.directory import FileDirectory
-from llbkit.core.errors import UserError
+from llbkit.core.errors import UserError, no_ssh_agent
 from llbkit.core.fs.archivefile import TERMINAL, archive_file
 from llbkit.core.fs.sendpatterns import SenderError
 from llbkit.core.fs.sync import sync_tree
@@ -110,9 +110,9 @@ class EmbeddedClient:
 
     async def ssh_agent(self, id: str) -> Path:
         try:
-            return self.ssh[id]
+            return self.ssh[id or "default"]
         except KeyError:
-            raise UserError(f"no SSH agent {id!r} was forwarded (use --ssh {id})") from None
+            raise UserError(no_ssh_agent(id, forwarded=bool(self.ssh))) from None
 
     def _local(self, name: str) -> Path:
         try:

@@ -276,8 +276,8 @@ class ClientIO(Protocol):
         ...
 
     async def ssh_agent(self, id: str) -> Path:
-        """A local socket speaking the SSH agent protocol for ``--ssh id``; raises
-        :class:`~llbkit.core.errors.UserError` if none."""
+        """A local socket speaking the SSH agent protocol for ``--ssh id`` (``""``: the
+        ``default`` one); raises :class:`~llbkit.core.errors.UserError` if none."""
         ...
 
     def local_identity(self, name: str) -> str:

@@ -24,7 +24,7 @@ from llbkit.core.api._pb import (
     ssh_pb2,
 )
 from llbkit.core.api.protowire import bytes_message, bytes_message_data
-from llbkit.core.errors import UserError
+from llbkit.core.errors import UserError, no_ssh_agent
 from llbkit.core.session.batched import batched_packets
 from llbkit.core.session.calls import read_message
 from llbkit.core.session.content import CONTENT_INFO
@@ -300,6 +300,7 @@ class SessionClientIO:
         return answer.data
 
     async def ssh_agent(self, id: str) -> Path:
+        written, id = id, id or "default"
         if id in self._agents:
             return self._agents[id]
         check = self.session.channel.unary_unary(
@@ -311,7 +312,9 @@ class SessionClientIO:
             await check(ssh_pb2.CheckAgentRequest(ID=id))
         except grpc.aio.AioRpcError as err:
             if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
-                raise UserError(f"no SSH agent {id!r} was forwarded (use --ssh {id})") from None
+                # UNIMPLEMENTED: the client forwards no agent at all
+                forwarded = err.code() == grpc.StatusCode.NOT_FOUND
+                raise UserError(no_ssh_agent(written, forwarded=forwarded)) from None
             raise UserError(f"SSH agent {id!r}: {_said(err)}") from None
         path = await self._stack.enter_async_context(self._agent_socket(id))
         self._agents[id] = path

@@ -88,7 +88,7 @@ class MemoryClientIO:
         yield  # pragma: no cover
 
     async def ssh_agent(self, id: str) -> Path:
-        raise UserError(f"no SSH agent {id!r} in this test client")
+        raise UserError(f"no SSH agent {id or 'default'!r} in this test client")
 
     def local_identity(self, name: str) -> str:
         if name not in self.locals:

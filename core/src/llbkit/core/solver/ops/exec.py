@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.abc
 
 from llbkit.core.cache.root import record_outside
 from llbkit.core.cache.store import Chain, Store, WorkTree
@@ -210,7 +211,7 @@ async def _prepare(
             if secret is not None:
                 found.specs.append(MountSpec(dest, "secret", secret, readonly=True))
         elif kind == pb.MountType.SSH:
-            sock = await _ssh(client, mount)
+            sock = await _ssh(client, mount, stack, store.tmp)
             if sock is not None:
                 found.specs.append(MountSpec(dest, "ssh", sock))
     return found
@@ -369,14 +370,61 @@ async def _secret(
     return path
 
 
-async def _ssh(client: ClientIO, mount: pb.Mount) -> Path | None:
+async def _ssh(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack, tmp: Path) -> Path | None:
+    """The step's own socket to the client's agent, with the owner and mode the mount asks
+    for (BuildKit's: 0600, root's, by default), so another user than root can reach it."""
     opt = mount.SSHOpt
     try:
-        return Path(await client.ssh_agent(opt.ID or "default"))
+        agent = Path(await client.ssh_agent(opt.ID))
     except UserError:
         if opt.optional:
             return None
         raise
+    return await stack.enter_async_context(
+        _agent_proxy(agent, tmp, opt.uid, opt.gid, opt.mode & 0o7777 or 0o600)
+    )
+
+
+@asynccontextmanager
+async def _agent_proxy(
+    agent: Path, tmp: Path, uid: int, gid: int, mode: int
+) -> AsyncIterator[Path]:
+    """A socket whose every connection is passed on to ``agent``, for one step."""
+    holder = Path(tempfile.mkdtemp(dir=tmp, prefix="ssh-"))
+    path = holder / "agent.sock"
+    try:
+        listener = await anyio.create_unix_listener(path)
+        os.chmod(path, mode)
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
+
+        async def serve(step: anyio.abc.SocketStream) -> None:
+            async with step:
+                try:
+                    upstream = await anyio.connect_unix(agent)
+                except OSError:
+                    return
+                async with upstream, anyio.create_task_group() as both:
+                    both.start_soon(_pipe, step, upstream)
+                    both.start_soon(_pipe, upstream, step)
+
+        async with listener, anyio.create_task_group() as group:
+            group.start_soon(listener.serve, serve)
+            try:
+                yield path
+            finally:
+                group.cancel_scope.cancel()
+    finally:
+        rmtree(holder, True)
+
+
+async def _pipe(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
+    try:
+        async for data in source:
+            await sink.send(data)
+        await sink.send_eof()
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
 
 
 def _go_quote(text: str) -> str:

@@ -107,6 +107,8 @@ def mount_value_error(values: Mapping[str, str]) -> str | None:
             not value or set(value) - set(digits) or int(value, base) >= _UINT32
         ):
             return f"invalid value {value} for {key}"
+    if values.get("type", "bind").lower() == "ssh" and (values.get("source") or values.get("src")):
+        return "ssh does not support source"
     if values.get("type", "bind").lower() == "secret":
         source = values.get("source") or values.get("src")
         target = values.get("target") or values.get("dst") or values.get("destination")
