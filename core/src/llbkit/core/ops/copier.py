@@ -124,11 +124,14 @@ class Copier:
         follow_links: bool = False,
         dir_contents: bool = False,
         upper: Upper | None = None,
+        name_folder: bool = True,
     ) -> None:
         """Copy ``src`` (in ``src_root``) to ``dest`` (in ``dest_root``), as ``fsutil`` does.
 
         ``dest`` ending in ``/`` names a directory to copy into; a directory source is copied
         as itself unless ``dir_contents``. ``upper``: ``dest_root`` is that unmounted upper.
+        ``name_folder``: a missing source whose folder is missing too is refused naming the
+        folder, as BuildKit does when it has a tree to walk.
         """
         self._upper = upper
         self._root = str(dest_root)
@@ -143,7 +146,7 @@ class Copier:
         except FileNotFoundError:
             # BuildKit walks the source's folder first: a missing folder is what it names.
             folder = posixpath.dirname(posixpath.normpath("/" + src.lstrip("/")))
-            if folder != "/" and not os.path.lexists(os.path.dirname(source)):
+            if name_folder and folder != "/" and not os.path.lexists(os.path.dirname(source)):
                 raise CopyError(f'"{folder}": not found') from None
             raise CopyError(f'"{src}": not found') from None
         dest_st = self._stat(target)

@@ -272,7 +272,10 @@ def _copy(
     *,
     borrow: Borrowed | None,
     upper: Upper | None,
+    scratch: bool = False,
 ) -> None:
+    """Copy ``action``'s sources; ``scratch``: from nothing, where BuildKit has no folder to
+    walk and names a missing source itself."""
     src, dest = clean_path(action.src), clean_path(action.dest)
     if not action.createDestPath:
         if upper is not None:
@@ -313,6 +316,7 @@ def _copy(
                 follow_links=action.followSymlink,
                 dir_contents=action.dirCopyContents,
                 upper=upper,
+                name_folder=not scratch,
             )
         except CopyError as err:
             raise FileOpError(f"copy {action.src} to {action.dest}: {err}") from None
@@ -411,7 +415,8 @@ def _run_action(
             work.mounted()
         if action.copy.attemptUnpackDockerCompatibility:
             work.borrowed.privatize_all()  # an archive unpacks over files in place
-        source = root_of(action.secondaryInput) or workdir(None)
+        found = root_of(action.secondaryInput)
+        source = found or workdir(None)
         blocked = None
         if share is not None and 0 <= action.secondaryInput < count:
             blocked = share(action.secondaryInput, work.final)
@@ -426,6 +431,7 @@ def _run_action(
                 owner,
                 borrow=work.borrowed if blocked is not None else None,
                 upper=upper,
+                scratch=found is None,
             )
         except (UserError, OSError) as err:
             if upper is not None:  # the mounted tree fails in its own words
