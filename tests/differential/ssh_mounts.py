@@ -14,7 +14,7 @@ AGENTS = ["default", "other"]
 LISTED = (
     'echo "SSH_AUTH_SOCK=$SSH_AUTH_SOCK";'
     " for p in $(find /run/buildkit /s /w -type s 2>/dev/null | sort); do"
-    " stat -c '%n %a %u:%g %F' $p; done; ls -ld /run/buildkit 2>&1"
+    " stat -c '%n %a %u:%g %F' $p; done; stat -c '%n %a %u:%g' /run/buildkit 2>&1"
 )
 
 
