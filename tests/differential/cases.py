@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from textwrap import dedent
 
+from tests.differential.archives import CASES as _archive_cases
 from tests.differential.contexts import CASES as _context_cases
 from tests.differential.harness import Case
 from tests.differential.platforms import CASES as _platform_cases
@@ -699,3 +700,5 @@ CASES += _sandbox_cases
 CASES += _secret_cases
 # RUN --mount=type=ssh with the client's agents (tests/differential/ssh_mounts.py).
 CASES += _ssh_cases
+# ADD of archives and URLs (tests/differential/archives.py).
+CASES += _archive_cases

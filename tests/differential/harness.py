@@ -4,6 +4,7 @@ output when recording and llbkit's when replaying, so both sides are measured al
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -81,6 +82,9 @@ class Case:
     allow: list[str] = field(default_factory=list)
     #: secrets the client gives (buildctl's ``--secret id=ID,src=FILE``): their content by id
     secrets: dict[str, str] = field(default_factory=dict)
+    #: archives written into the context: path -> a recipe of
+    #: :data:`tests.differential.archives.RECIPES`
+    archives: dict[str, str] = field(default_factory=dict)
     #: SSH agents the client forwards (buildctl's ``--ssh ID=SOCKET``), by id: each a socket
     #: the harness listens on (:func:`agent_sockets`)
     ssh: list[str] = field(default_factory=list)
@@ -110,6 +114,7 @@ class Case:
             "allow",
             "secrets",
             "ssh",
+            "archives",
         )
         return cls(**{k: data[k] for k in keys if k in data})
 
@@ -127,6 +132,11 @@ def materialize(case: Case, where: Path, registry: str) -> tuple[Path, Path]:
             path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(body)
+    if case.archives:
+        from tests.differential.archives import RECIPES
+
+        for name, recipe in case.archives.items():
+            (ctx / name).write_bytes(RECIPES[recipe]())
     for name, target in case.dockerfile_links.items():
         (dfdir / name).parent.mkdir(parents=True, exist_ok=True)
         (dfdir / name).symlink_to(target)
@@ -397,13 +407,16 @@ def serve_remote(where: Path) -> Iterator[str]:
     git("commit", "-qam", "two")
     git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=where)
     git("update-server-info", cwd=served / "repo.git")
-    for name, mode in (("ctx.tar.gz", "w:gz"), ("ctx.tar", "w")):
-        with tarfile.open(served / name, mode) as tar:
-            for path in sorted(REMOTE_FILES):
-                data = (work / path).read_bytes()
-                info = tarfile.TarInfo(path)
-                info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
-                tar.addfile(info, io.BytesIO(data))
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for path in sorted(REMOTE_FILES):
+            data = (work / path).read_bytes()
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
+            tar.addfile(info, io.BytesIO(data))
+    # The same bytes every time (gzip's header has no time): an ADD of the URL compares them.
+    (served / "ctx.tar").write_bytes(archive.getvalue())
+    (served / "ctx.tar.gz").write_bytes(gzip.compress(archive.getvalue(), mtime=0))
     (served / "Dockerfile").write_text(REMOTE_FILES["Dockerfile"])
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -577,7 +590,10 @@ def _image_result(
     for key in ("created", "rootfs", "moby.buildkit.buildinfo.v1"):
         config.pop(key, None)
     found = {"tree": tree, "image": config, "history": history}
-    return json.loads(json.dumps(found).replace(registry, "REGISTRY"))
+    text = json.dumps(found).replace(registry, "REGISTRY")
+    if REMOTE["host"]:  # an ADD of a URL names it in its history
+        text = text.replace(REMOTE["host"], "REMOTE")
+    return json.loads(text)
 
 
 def error_cause(text: str, registry: str) -> str:
@@ -598,7 +614,8 @@ def error_cause(text: str, registry: str) -> str:
         r'"\1": not found',
         text,
     )
-    # A path in a snapshot: BuildKit names its snapshotter's directory.
+    # A path in a snapshot or a mount of one: BuildKit names its snapshotter's directory.
+    text = re.sub(r"/\S*/cachemounts/buildkit\d+(/\S*)", r"\1", text)
     return re.sub(r"/\S*/snapshots/snapshots/\d+(/\S*)", r"\1", text)
 
 

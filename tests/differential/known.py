@@ -69,7 +69,7 @@ _REMOTE_FAILURES = {
     "remote-git-no-repo": f"{_GIT_SOURCE}nope.git: git://REMOTE/nope.git: git ls-remote: fatal: "
     "repository 'http://REMOTE/nope.git/' not found",
     "remote-http-404": "failed to read downloaded context: [internal] load remote build context: "
-    "http://REMOTE/nope.tar.gz: download failed: HTTP 404",
+    "http://REMOTE/nope.tar.gz: invalid response status 404",
 }
 _BAD_METADATA = Deliberate(
     "input metadata that is no JSON is refused with the JSON parser's own words, Python's "
@@ -128,6 +128,11 @@ DELIBERATE: dict[str, Deliberate] = {
         "says 'instruction ADD <git ref> requires the labs channel'), so Dockerfiles written "
         "for later releases build",
         "",
+    ),
+    "add-url-missing": Deliberate(
+        "a URL that answers 404 is said with BuildKit's words and the URL, where BuildKit says "
+        "'failed to load cache key: invalid response status 404'",
+        "http://REMOTE/nope.tar.gz: invalid response status 404",
     ),
     "hand-options-unknown-key": Deliberate(
         "a frontend option dockerfile.v0 does not know is refused by name (a typo in --opt is "

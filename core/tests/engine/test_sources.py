@@ -128,7 +128,7 @@ def test_http_missing_file(tmp_path: Path, server: tuple[str, Path]) -> None:
     url, _ = server
     with open_engine(tmp_path / "root") as engine, pytest.raises(BuildFailed) as err:
         build(engine, llb.http(f"{url}/nope"))
-    assert "download failed: HTTP 404" in str(err.value)
+    assert "invalid response status 404" in str(err.value)
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -176,8 +176,8 @@ class HTTPJob(ParsedSource):
             response = await http.send("GET", self.identifier)
             try:
                 if response.status_code >= 400:
-                    raise UserError(
-                        f"{self.identifier}: download failed: HTTP {response.status_code}"
+                    raise UserError(  # BuildKit's words
+                        f"{self.identifier}: invalid response status {response.status_code}"
                     )
                 total = int(response.headers.get("content-length") or 0)
                 done = 0
