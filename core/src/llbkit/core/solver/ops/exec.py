@@ -389,8 +389,12 @@ async def _ssh(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack, tmp: Pa
 async def _agent_proxy(
     agent: Path, tmp: Path, uid: int, gid: int, mode: int
 ) -> AsyncIterator[Path]:
-    """A socket whose every connection is passed on to ``agent``, for one step."""
-    holder = Path(tempfile.mkdtemp(dir=tmp, prefix="ssh-"))
+    """A socket whose every connection is passed on to ``agent``, for one step: in a short
+    folder outside the state root (a socket's path is at most 107 bytes), recorded there so
+    that a killed build's is removed."""
+    base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+    holder = Path(tempfile.mkdtemp(dir=base, prefix="llbkit-ssh-"))
+    record = record_outside(tmp, holder)
     path = holder / "agent.sock"
     try:
         listener = await anyio.create_unix_listener(path)
@@ -416,6 +420,7 @@ async def _agent_proxy(
                 group.cancel_scope.cancel()
     finally:
         rmtree(holder, True)
+        record.unlink(missing_ok=True)
 
 
 async def _pipe(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
