@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import anyio.abc
 
 from llbkit.core.cache.root import record_outside
 from llbkit.core.cache.store import Chain, Store, WorkTree
@@ -389,47 +388,33 @@ async def _ssh(client: ClientIO, mount: pb.Mount, stack: AsyncExitStack, tmp: Pa
 async def _agent_proxy(
     agent: Path, tmp: Path, uid: int, gid: int, mode: int
 ) -> AsyncIterator[Path]:
-    """A socket whose every connection is passed on to ``agent``, for one step: in a short
+    """A socket whose every connection is spliced to ``agent``, for one step: in a short
     folder outside the state root (a socket's path is at most 107 bytes), recorded there so
     that a killed build's is removed."""
+    import socket
+
+    from llbkit.core.session.relay import relay_listener
+
     base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
     holder = Path(tempfile.mkdtemp(dir=base, prefix="llbkit-ssh-"))
     record = record_outside(tmp, holder)
     path = holder / "agent.sock"
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener = await anyio.create_unix_listener(path)
+        listening.bind(str(path))
+        listening.listen()
         os.chmod(path, mode)
         if os.geteuid() == 0:
             os.chown(path, uid, gid)
-
-        async def serve(step: anyio.abc.SocketStream) -> None:
-            async with step:
-                try:
-                    upstream = await anyio.connect_unix(agent)
-                except OSError:
-                    return
-                async with upstream, anyio.create_task_group() as both:
-                    both.start_soon(_pipe, step, upstream)
-                    both.start_soon(_pipe, upstream, step)
-
-        async with listener, anyio.create_task_group() as group:
-            group.start_soon(listener.serve, serve)
-            try:
-                yield path
-            finally:
-                group.cancel_scope.cancel()
+        server = await relay_listener(listening, str(agent))
+        try:
+            yield path
+        finally:
+            server.close()
     finally:
+        listening.close()
         rmtree(holder, True)
         record.unlink(missing_ok=True)
-
-
-async def _pipe(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
-    try:
-        async for data in source:
-            await sink.send(data)
-        await sink.send_eof()
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        pass
 
 
 def _go_quote(text: str) -> str:
