@@ -91,7 +91,7 @@ class Case:
 
     def record(self) -> dict[str, Any]:
         found = asdict(self)
-        return {k: v for k, v in found.items() if v not in ({}, "", False)}
+        return {k: v for k, v in found.items() if v not in ({}, [], "", False)}
 
     @classmethod
     def load(cls, data: dict[str, Any]) -> Case:
