@@ -30,6 +30,10 @@ With --llb, records instead the definitions BuildKit's own Dockerfile frontend m
 case whose inputs are the client's two directories (DF2LLB: scripts/df2llb.go built), into
 tests/differential/vectors/llb/llb.json.
 
+With --cache-keys, records instead the cache BuildKit exports (``--export-cache type=local,
+mode=max``) when it builds each case whose LLB is compared: every record's digest and its
+inputs' link selectors, into tests/differential/vectors/cachekeys/records.json.
+
 With --progress, records instead buildctl's plain progress of a warm rebuild (each case built
 twice, the second build's steps kept: names and markers, see harness.progress_steps) for every
 recorded multi-stage or remote-context case BuildKit builds, into
@@ -69,6 +73,7 @@ from tests.differential.exports import (  # noqa: E402
 )
 from tests.differential.harness import (  # noqa: E402
     BUILDKIT_VERSION,
+    CACHE_KEYS,
     LLB,
     PROGRESS,
     REMOTE_MARK,
@@ -322,6 +327,60 @@ def main_llb(df2llb: str, names: list[str], port: int) -> int:
     return 0
 
 
+def record_keys(case: Case, buildctl: str, registry: str) -> dict[str, list[list[str]]] | None:
+    """The records of the cache BuildKit exports building ``case`` (mode=max): each digest's
+    inputs, as the selectors of the links to it (``""``: a link without one), shortened to
+    16 hex digits. None when BuildKit does not build it."""
+    with tempfile.TemporaryDirectory() as tmp, agent_sockets(case) as agents:
+        command = _case_command(buildctl, case, registry, Path(tmp), "-")
+        command += [f"--ssh={sid}={path}" for sid, path in agents.items()]
+        command += ["--export-cache", f"type=local,dest={tmp}/cache,mode=max"]
+        done = subprocess.run(command, capture_output=True, check=False)
+        if done.returncode != 0:
+            print(f"{case.name}: {done.stderr.decode().strip()[-200:]}", file=sys.stderr)
+            return None
+        blobs = Path(tmp) / "cache" / "blobs" / "sha256"
+        top = json.loads((Path(tmp) / "cache" / "index.json").read_text())["manifests"][0]
+        index = json.loads((blobs / top["digest"][7:]).read_text())
+        config = next(m for m in index["manifests"] if "cacheconfig" in m["mediaType"])
+        raw = json.loads((blobs / config["digest"][7:]).read_text())
+    short = {n: r["digest"][7:23] for n, r in enumerate(raw.get("records") or [])}
+    records: dict[str, list[list[str]]] = {}
+    for n, item in enumerate(raw.get("records") or []):
+        inputs = records.setdefault(short[n], [])
+        for i, links in enumerate(item.get("inputs") or []):
+            while len(inputs) <= i:
+                inputs.append([])
+            for link in links:
+                selector = link.get("selector", "")[7:23]
+                if selector not in inputs[i]:
+                    inputs[i].append(selector)
+    return {k: [sorted(i) for i in v] for k, v in sorted(records.items())}
+
+
+def main_keys(buildctl: str, names: list[str], port: int) -> int:
+    from llbkit.sdk.testing.registry import LocalRegistry
+
+    chosen = [c for c, r in load_vectors() if llb_compared(c, r) and (not names or c.name in names)]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalRegistry(Path(tmp) / "r", port=port) as reg,
+        serve_remote(Path(tmp) / "remote"),
+    ):
+        push_images(reg.host)
+        subprocess.run([buildctl, "prune", "--all"], capture_output=True, check=True)
+        with ThreadPoolExecutor(3) as pool:
+            found = pool.map(lambda c: record_keys(c, buildctl, reg.host), chosen)
+            recorded = {c.name: k for c, k in zip(chosen, found, strict=True) if k is not None}
+    if names and CACHE_KEYS.exists():
+        for item in json.loads(CACHE_KEYS.read_text())["cases"]:
+            recorded.setdefault(item["name"], item["records"])
+    said = {"records": "digest: [input: [link selectors]], sha256 hex cut to 16 digits"}
+    _write_by_name(CACHE_KEYS, said, "records", recorded)
+    print(f"cache keys: {len(recorded)} cases")
+    return 0
+
+
 def main() -> int:
     from llbkit.sdk.testing.registry import LocalRegistry
     from tests.differential.generate import generated
@@ -333,6 +392,7 @@ def main() -> int:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--exports", action="store_true")
     parser.add_argument("--llb", action="store_true")
+    parser.add_argument("--cache-keys", action="store_true")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     buildctl = os.environ.get("BUILDCTL", "buildctl")
@@ -340,6 +400,8 @@ def main() -> int:
         return main_progress(buildctl, args.names, args.port)
     if args.exports:
         return main_exports(buildctl, args.names, args.port)
+    if args.cache_keys:
+        return main_keys(buildctl, args.names, args.port)
     if args.llb:
         return main_llb(os.environ.get("DF2LLB", "df2llb"), args.names, args.port)
     everything = handwritten.CASES + generated(args.seed, args.count)

@@ -214,6 +214,8 @@ INPUTS = {"busybox-run": _busybox_run, "files": _files, "dockerfile": _dockerfil
 
 #: the recorded LLB of BuildKit's own frontend, by case (``record_differential.py --llb``)
 LLB = VECTORS / "llb" / "llb.json"
+#: the records of the cache BuildKit exports building each case (see test_cache_keys.py)
+CACHE_KEYS = VECTORS / "cachekeys" / "records.json"
 
 
 def llb_compared(case: Case, result: dict[str, Any]) -> bool:
@@ -257,6 +259,13 @@ def load_llb() -> dict[str, list[list[str]]]:
     if not LLB.exists():
         return {}
     return {item["name"]: item["llb"] for item in json.loads(LLB.read_text())["cases"]}
+
+
+def load_cache_keys() -> dict[str, dict[str, list[list[str]]]]:
+    """Each recorded case's cache records, as BuildKit exported them (see CACHE_KEYS)."""
+    if not CACHE_KEYS.exists():
+        return {}
+    return {i["name"]: i["records"] for i in json.loads(CACHE_KEYS.read_text())["cases"]}
 
 
 #: what a registry may answer for a manifest

@@ -45,6 +45,11 @@ def registry(busybox_image: str) -> str:
 
 def frontend_llb(case: Case, registry: str, tmp: Path) -> list[list[str]]:
     """The definitions llbkit's frontend returns for ``case``, normalized."""
+    return sorted(normalize_llb(d, registry) for d in frontend_definitions(case, registry, tmp))
+
+
+def frontend_definitions(case: Case, registry: str, tmp: Path) -> list[bytes]:
+    """The definitions llbkit's frontend returns for ``case``, as it returns them."""
     ctx, dfdir = materialize(case, tmp, registry)
     files = {
         name: {
@@ -62,8 +67,7 @@ def frontend_llb(case: Case, registry: str, tmp: Path) -> list[list[str]]:
             )
             return await job.solve(client)
 
-    output = anyio.run(solve)
-    return sorted(normalize_llb(d, registry) for d in output.definitions.values())
+    return list(anyio.run(solve).definitions.values())
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

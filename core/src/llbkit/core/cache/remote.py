@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llbkit.core.cache.linkgraph import LinkGraph
 from llbkit.core.errors import UserError
 from llbkit.core.plugins.context import Platform
 
@@ -26,6 +27,7 @@ __all__ = [
     "CacheManifest",
     "ExportRecord",
     "ImportedRecord",
+    "ImportedRecords",
     "InvalidCacheError",
     "RemoteLayer",
     "decode_config",
@@ -102,6 +104,15 @@ class ImportedRecord:
     digest: str
     chains: list[tuple[RemoteLayer, ...]] = field(default_factory=list)
     inputs: list[list[tuple[str, str]]] = field(default_factory=list)
+
+
+class ImportedRecords(dict[str, ImportedRecord]):
+    """A cache's records by digest (one record for the results of all those with its
+    digest), and all of them as BuildKit's importer walks them (:attr:`graph`)."""
+
+    def __init__(self, graph: LinkGraph | None = None) -> None:
+        super().__init__()
+        self.graph = LinkGraph() if graph is None else graph
 
 
 @dataclass(frozen=True)
@@ -378,10 +389,11 @@ def _platform(platform: Mapping[str, Any]) -> str:
     )
 
 
-def _records(raw: Any, layer_of: Any, chain_of: Any, what: str) -> dict[str, ImportedRecord]:
+def _records(raw: Any, layer_of: Any, chain_of: Any, what: str) -> ImportedRecords:
     if not isinstance(raw, list):
         raise InvalidCacheError(f"{what}: records is not a list")
     records: list[ImportedRecord] = []
+    linked: list[list[list[tuple[str, int]]]] = []
     for n, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
             raise InvalidCacheError(f"{what}: record {n} has no digest")
@@ -389,15 +401,21 @@ def _records(raw: Any, layer_of: Any, chain_of: Any, what: str) -> dict[str, Imp
         chains += [chain_of(list(c.get("layers") or [])) for c in item.get("chains") or []]
         records.append(ImportedRecord(item["digest"], [c for c in chains if c]))
     for record, item in zip(records, raw, strict=True):
+        indexes = []
         for links in item.get("inputs") or []:
             found = []
             for link in links or []:
                 index = int(link.get("link", 0))
                 if not 0 <= index < len(records):
                     raise InvalidCacheError(f"{what}: a record links to record {index}")
-                found.append((str(link.get("selector", "")), records[index].digest))
-            record.inputs.append(found)
-    by_digest: dict[str, ImportedRecord] = {}
+                found.append((str(link.get("selector", "")), index))
+            record.inputs.append([(sel, records[index].digest) for sel, index in found])
+            indexes.append(found)
+        linked.append(indexes)
+    by_digest = ImportedRecords()
+    by_digest.graph.add(
+        [(r.digest, list(r.chains), inputs) for r, inputs in zip(records, linked, strict=True)]
+    )
     for record in records:
         known = by_digest.get(record.digest)
         if known is None:
@@ -409,16 +427,16 @@ def _records(raw: Any, layer_of: Any, chain_of: Any, what: str) -> dict[str, Imp
 
 def decode_config(
     data: bytes, descriptors: Mapping[str, RemoteLayer], what: str
-) -> dict[str, ImportedRecord]:
+) -> ImportedRecords:
     """The records of a cache config, each result as a chain of described layers. A layer
     the manifest does not describe (or without its diff id) leaves the results on it out."""
-    result: dict[str, ImportedRecord] = _checked(_decode_config, data, descriptors, what)
+    result: ImportedRecords = _checked(_decode_config, data, descriptors, what)
     return result
 
 
 def _decode_config(
     data: bytes, descriptors: Mapping[str, RemoteLayer], what: str
-) -> dict[str, ImportedRecord]:
+) -> ImportedRecords:
     """The records of a cache config, each result as a chain of described layers. A layer
     the manifest does not describe makes the results on it unusable (left out)."""
     doc = _load(data, what)
@@ -515,21 +533,21 @@ def encode_inline(records: Sequence[ExportRecord], image_layers: Sequence[str]) 
 
 def decode_inline(
     config: Mapping[str, Any], layers: Sequence[RemoteLayer], what: str
-) -> dict[str, ImportedRecord]:
+) -> ImportedRecords:
     """The records an image config carries (``moby.buildkit.cache.v0``), with the image's
     layers (diff ids from its rootfs, creation times from its history) as their results."""
-    result: dict[str, ImportedRecord] = _checked(_decode_inline, config, layers, what)
+    result: ImportedRecords = _checked(_decode_inline, config, layers, what)
     return result
 
 
 def _decode_inline(
     config: Mapping[str, Any], layers: Sequence[RemoteLayer], what: str
-) -> dict[str, ImportedRecord]:
+) -> ImportedRecords:
     """The records an image config carries (``moby.buildkit.cache.v0``), with the image's
     layers (diff ids from its rootfs, creation times from its history) as their results."""
     raw = config.get(INLINE_KEY)
     if not raw:
-        return {}
+        return ImportedRecords()
     try:
         data = base64.b64decode(str(raw), validate=True)
         items = json.loads(data)
@@ -537,7 +555,7 @@ def _decode_inline(
         raise InvalidCacheError(f"{what}: {INLINE_KEY} is not base64 JSON") from None
     diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
     if len(diff_ids) != len(layers):
-        return {}  # as BuildKit: an image whose config and manifest disagree has no cache
+        return ImportedRecords()  # as BuildKit's: config and manifest disagree, no cache
     history = [h for h in config.get("history") or [] if not h.get("empty_layer")]
     described = []
     for n, layer in enumerate(layers):

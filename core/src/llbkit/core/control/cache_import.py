@@ -9,16 +9,18 @@ come only when a step or an exporter needs them (:mod:`llbkit.core.cache.lazy`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 import anyio.from_thread
 
+from llbkit.core.cache.linkgraph import LinkGraph
 from llbkit.core.cache.remote import (
     CacheManifest,
     ImportedRecord,
+    ImportedRecords,
     InvalidCacheError,
     RemoteLayer,
     decode_config,
@@ -51,13 +53,14 @@ class ImportedCache:
         self,
         store: Store,
         remote: CacheStore,
-        records: Mapping[str, ImportedRecord],
+        records: ImportedRecords,
         warn: WarnFn,
     ) -> None:
         self.store = store
         self.remote = remote
         self.name = remote.name
         self.records = records
+        self.graph = records.graph
         self.warn = warn
         self._present: dict[str, bool] = {}
         self._said: set[str] = set()
@@ -80,7 +83,10 @@ class ImportedCache:
         self.store.fetchers.remove(self.blobs(), self.fetch)
 
     def blobs(self) -> set[str]:
-        return {layer.digest for r in self.records.values() for c in r.chains for layer in c}
+        records = self.records.values()
+        return {layer.digest for r in records for c in r.chains for layer in c} | {
+            layer.digest for n in self.graph.nodes for c in n.chains for layer in c
+        }
 
     async def fetch(self, digest: str, path: Path) -> str:
         """Download one blob into ``path`` (from the start again after a transient failure);
@@ -171,7 +177,19 @@ class ImportedCache:
         record = self.records.get(key)
         if record is None:
             return None
-        for chain in record.chains:
+        return self._take(key, record.chains)
+
+    def links(self) -> LinkGraph:
+        return self.graph
+
+    def lookup_node(self, node: int, key: str) -> Hit | None:
+        """The result of the record ``node`` of :attr:`graph` (BuildKit's key found it),
+        recorded in the local store under ``key``."""
+        return self._take(key, self.graph.nodes[node].chains)
+
+    def _take(self, key: str, chains: Sequence[Sequence[RemoteLayer]]) -> Hit | None:
+        """The first of ``chains`` whose blobs the cache has, adopted under ``key``."""
+        for chain in chains:
             wanted = [d.digest for d in chain if not self.store.root.content.has(d.digest)]
             present = self._present_all(wanted)
             missing = [digest for digest in wanted if digest not in present]
@@ -211,13 +229,13 @@ class ImportedCache:
         return found
 
 
-async def read_records(remote: CacheStore) -> dict[str, ImportedRecord]:
+async def read_records(remote: CacheStore) -> ImportedRecords:
     """The records of the cache ``remote`` holds: a cache manifest's config, or the inline
     cache of an image (of every platform of an index). Empty when there is no cache there."""
     what = remote.name
     data = await retried(remote.read_index)
     if data is None:
-        return {}
+        return ImportedRecords()
     if remote.index_format == "config":  # the config itself, its layers described inside
         return decode_config(data, {}, what)
     manifest = parse_manifest(data, what)
@@ -227,21 +245,21 @@ async def read_records(remote: CacheStore) -> dict[str, ImportedRecord]:
     if manifest.images:
         # An index of images: each platform's inline cache, all of them, as BuildKit merges
         # them (a build for another platform finds its own records).
-        merged: dict[str, ImportedRecord] = {}
+        merged = ImportedRecords()
         for digest, _ in manifest.images:
             image = parse_manifest(await _read_small(remote, digest, what), what)
-            for key, record in (await _inline(remote, image, what)).items():
+            records = await _inline(remote, image, what)
+            merged.graph.extend(records.graph)
+            for key, record in records.items():
                 known = merged.setdefault(key, ImportedRecord(key, [], record.inputs))
                 known.chains.extend(record.chains)
         return merged
     return await _inline(remote, manifest, what)
 
 
-async def _inline(
-    remote: CacheStore, manifest: CacheManifest, what: str
-) -> dict[str, ImportedRecord]:
+async def _inline(remote: CacheStore, manifest: CacheManifest, what: str) -> ImportedRecords:
     if manifest.image_config is None:
-        return {}
+        return ImportedRecords()
     raw = await _read_small(remote, manifest.image_config, what)
     try:
         config = json.loads(raw)
@@ -274,7 +292,7 @@ async def _read_small(remote: CacheStore, digest: str, what: str) -> bytes:
 
 async def open_import(
     opened: CacheStore | EmbedInImage,
-) -> tuple[CacheStore, dict[str, ImportedRecord]]:
+) -> tuple[CacheStore, ImportedRecords]:
     """Read an opened import; refuses ``type=inline``, which BuildKit imports as an image."""
     if isinstance(opened, EmbedInImage):
         raise UserError(

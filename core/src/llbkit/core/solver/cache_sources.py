@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from llbkit.core.cache.lazy import fetchable
 from llbkit.core.cache.store import Chain, Store
 
-__all__ = ["CacheChain", "CacheSource", "Hit", "LocalCache"]
+if TYPE_CHECKING:
+    from llbkit.core.cache.linkgraph import LinkGraph
+
+__all__ = ["CacheChain", "CacheSource", "Hit", "LinkedSource", "LocalCache"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,22 @@ class CacheSource(Protocol):
 
     def lookup(self, key: str) -> Hit | None:
         """The result ``key`` finds, held by the running build's lease; ``None`` on a miss."""
+        ...
+
+
+@runtime_checkable
+class LinkedSource(CacheSource, Protocol):
+    """A cache whose records may be BuildKit's: found by BuildKit's keys, walking the links
+    of :meth:`links` from the records of a step's inputs (see
+    :mod:`llbkit.core.solver.buildkit_keys`)."""
+
+    def links(self) -> LinkGraph:
+        """The cache's records as a graph (empty: none to walk)."""
+        ...
+
+    def lookup_node(self, node: int, key: str) -> Hit | None:
+        """The result of the graph's record ``node``, recorded locally under ``key``; ``None``
+        when the cache lacks its blobs."""
         ...
 
 

@@ -45,7 +45,7 @@ from llbkit.core.plugins.progress import (
     Vertex as VertexState,
 )
 from llbkit.core.plugins.source import ShowsKeyWork
-from llbkit.core.solver.cache_sources import CacheChain, Hit
+from llbkit.core.solver.cache_sources import CacheChain, Hit, LinkedSource
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
 from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for, ops_most_used
@@ -358,6 +358,9 @@ class _Build:
         self.shared: dict[str, _Shared] = {}
         self.keys: dict[str, str] = {}
         self.records: dict[str, dict[str, Any]] = {}
+        #: per vertex and output, the records of each imported cache BuildKit's keys reach
+        self.linked: dict[str, list[dict[int, set[int]]]] = {}
+        self.linked_caches: list[LinkedSource] = []
         self.ignored: set[str] = set()
         #: sources found in the cache while their keys were computed, not yet shown as done
         self.pending: list[_Shared] = []
@@ -608,6 +611,7 @@ class _Build:
             for shared in self.pending:  # found in the cache before another step failed
                 shared.done(cached=True)
             raise
+        self._walk_links()
         need, hits = await anyio.to_thread.run_sync(self._walk, limiter=self.solver.threads)
         await self._show_unneeded(need, hits)
         try:
@@ -621,6 +625,64 @@ class _Build:
         outputs = await self.shared[target.digest].result.run(self._never)
         key, chain = outputs[target.index]
         return ResultRef(self.store, key, chain)
+
+    def _walk_links(self) -> None:
+        """Find each vertex's records in the imported caches by BuildKit's keys, as its
+        solver does: a source's by digest, a step's by the links from its inputs' records
+        (every input must reach the record). So a cache BuildKit exported hits here."""
+        caches = [c for c in self.cache.sources if isinstance(c, LinkedSource) and c.links()]
+        self.linked_caches = caches
+        if not caches:
+            return
+        from llbkit.core.solver import buildkit_keys as bk
+
+        for vertex in self.order:
+            op = self.shared[vertex.digest].op
+            found: list[dict[int, set[int]]] = [{} for _ in range(op.outputs)]
+            self.linked[vertex.digest] = found
+            if isinstance(op, SourceOp):
+                if not op.is_local:  # BuildKit's key of a client's directory is random
+                    roots = [bk.output_key(bk.source_digest(k), 0) for k in op.buildkit_keys]
+                    for n, cache in enumerate(caches):
+                        nodes = set().union(*(cache.links().root(r) for r in roots))
+                        if nodes:
+                            found[0][n] = nodes
+                continue
+            if vertex.kind == "exec":
+                cmap = bk.exec_cache_map(vertex.op)
+            elif vertex.kind == "file":
+                cmap = bk.file_cache_map(vertex.op)
+            else:
+                continue
+            for output, reached in enumerate(found):
+                target = bk.output_key(cmap.digest, output)
+                for n, cache in enumerate(caches):
+                    graph = cache.links()
+                    hits: set[int] | None = graph.root(target) if not vertex.op.inputs else None
+                    for index, inp in enumerate(vertex.op.inputs):
+                        below = self.linked.get(inp.digest, [])
+                        sources = (
+                            below[inp.index].get(n, set()) if inp.index < len(below) else set()
+                        )
+                        step = graph.linked(sources, index, target, cmap.selectors[index])
+                        hits = step if hits is None else hits & step
+                        if not hits:
+                            break
+                    if hits:
+                        reached[n] = hits
+
+    def _lookup_linked(self, shared: _Shared, output: int, key: str) -> Hit | None:
+        """The result an imported cache holds for ``shared``'s ``output`` under BuildKit's
+        key, recorded locally under ``key``."""
+        found = self.linked.get(shared.vertex.digest)
+        if not found:
+            return None
+        for n, nodes in found[output].items():
+            for node in sorted(nodes):
+                hit = self.linked_caches[n].lookup_node(node, key)
+                if hit is not None:
+                    return hit
+        return None
 
     def _walk(self) -> tuple[set[str], dict[str, Outputs]]:
         """Down from the terminal: a hit needs nothing below it; a miss needs its inputs. On
@@ -759,10 +821,13 @@ class _Build:
         store = self.store
         return store.format == "overlay" and sum(len(c) for c in chains) <= store.max_depth
 
-    def _lookup(self, shared: _Shared, key: str) -> Outputs | None:
+    def _lookup(self, shared: _Shared, key: str, *, linked: bool = True) -> Outputs | None:
         found = []
         for output in range(shared.op.outputs):
-            hit: Hit | None = self.cache.lookup(result_key(key, output))
+            rkey = result_key(key, output)
+            hit: Hit | None = self.cache.lookup(rkey)
+            if hit is None and linked:
+                hit = self._lookup_linked(shared, output, rkey)
             if hit is None:
                 return None
             found.append((hit.key, hit.chain))
@@ -782,7 +847,7 @@ class _Build:
         for n, inputs in enumerate(itertools.product(*choices)):
             if n >= _ALTERNATIVES:
                 break
-            hit = self._lookup(shared, key_digest({**record, "inputs": list(inputs)}))
+            hit = self._lookup(shared, key_digest({**record, "inputs": list(inputs)}), linked=False)
             if hit is not None:
                 return hit
         return None

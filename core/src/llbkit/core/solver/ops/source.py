@@ -22,6 +22,7 @@ from llbkit.core.plugins.source import (
     SourceJob,
     StackedSourceJob,
 )
+from llbkit.core.solver.buildkit_keys import chain_id
 from llbkit.core.solver.keys import key_digest
 from llbkit.core.solver.ops.base import Op, OpContext
 from llbkit.core.sources._base import MirroredJob
@@ -39,6 +40,9 @@ class SourceOp(Op):
     def __init__(self, vertex: Vertex) -> None:
         super().__init__(vertex)
         self._job: SourceJob | None = None
+        #: BuildKit's keys of this source (known with its key), for its records in a cache
+        #: BuildKit exported: the driver's key, and an image's chain id
+        self.buildkit_keys: list[str] = []
 
     @property
     def identifier(self) -> str:
@@ -88,7 +92,13 @@ class SourceOp(Op):
 
     async def cache_key(self, drivers: Drivers, client: ClientIO) -> str:
         """BuildKit's source key: the driver's key under ``buildkit.source.v0:``."""
-        key = await (await self.job(drivers)).cache_key(client)
+        job = await self.job(drivers)
+        key = await job.cache_key(client)
+        self.buildkit_keys = [key]
+        if isinstance(job, StackedSourceJob):  # an image is known by its layers' chain too
+            diff_ids = await job.diff_ids()
+            if diff_ids:
+                self.buildkit_keys.append(chain_id(diff_ids))
         return key_digest({"source": f"buildkit.source.v0:{key}"})
 
     def discard(self) -> None:

@@ -1,0 +1,403 @@
+"""BuildKit's own cache keys of a vertex, so that a cache BuildKit exported hits in llbkit.
+
+BuildKit names a step's record by its op's *cache map* digest: Go's JSON of the op, normalized
+(an exec's mount selectors, extra hosts' addresses and proxy variables left out, its platform
+added; a file op's copy sources cut to their last name, each action's JSON nested as bytes),
+hashed with the output index. A record is found by walking links from the records of the
+step's inputs (input index, selector, the record's digest), not by one hash: the same op on
+other inputs is another record with the same digest. An image's records are the digests of
+its manifest key and of its layers' chain id.
+
+The JSON is Go's ``encoding/json`` of BuildKit v0.11's structs: fields in declaration order,
+``omitempty`` as tagged, enums as numbers, bytes in base64, ``<``, ``>`` and ``&`` escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llbkit.core.llb import pb
+
+__all__ = [
+    "CacheMap",
+    "chain_id",
+    "exec_cache_map",
+    "file_cache_map",
+    "go_json",
+    "output_key",
+    "source_digest",
+]
+
+EXEC = "buildkit.exec.v0"
+FILE = "buildkit.file.v0"
+SOURCE = "buildkit.source.v0"
+
+
+@dataclass(frozen=True)
+class CacheMap:
+    """An op's cache map: its digest, and per input the selector its links carry."""
+
+    digest: str
+    selectors: tuple[str, ...]
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def output_key(digest: str, output: int) -> str:
+    """The digest of a record: the cache map digest with the output index."""
+    return _sha(f"{digest}@{output}".encode())
+
+
+def source_digest(key: str) -> str:
+    """A source's cache map digest, from its key (an image's manifest key or chain id)."""
+    return _sha(f"{SOURCE}:{key}".encode())
+
+
+def chain_id(diff_ids: Sequence[str]) -> str:
+    """The chain id of layers (OCI's identity.ChainID): a layer's id hashed on its parent's."""
+    chain = diff_ids[0]
+    for diff_id in diff_ids[1:]:
+        chain = _sha(f"{chain} {diff_id}".encode())
+    return chain
+
+
+# -- Go's encoding/json ---------------------------------------------------------------------
+
+
+def _go_string(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif code < 0x20 or ch in "<>&" or code in (0x2028, 0x2029):
+            out.append(f"\\u{code:04x}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate: Go writes the replacement char
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, str):
+        out.append(_go_string(value))
+    elif isinstance(value, bytes):
+        out.append('"' + base64.b64encode(value).decode() + '"')
+    elif isinstance(value, dict):
+        out.append("{")
+        for n, (key, item) in enumerate(value.items()):
+            if n:
+                out.append(",")
+            out.append(_go_string(key) + ":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for n, item in enumerate(value):
+            if n:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"no Go JSON for {type(value).__name__}")
+
+
+def go_json(value: Any) -> bytes:
+    """``value`` (dicts in field order) as Go's ``json.Marshal`` writes it."""
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out).encode("utf-8", "surrogatepass")
+
+
+def _fields(*pairs: tuple[str, Any, bool]) -> dict[str, Any]:
+    """A struct's fields in order: ``(name, value, omitempty)``; an empty value of an
+    ``omitempty`` field (0, "", false, an empty list, nil) is left out, as Go leaves it."""
+    return {
+        name: value
+        for name, value, omit in pairs
+        if not (omit and (value is None or value is False or value in (0, "", b"", [])))
+    }
+
+
+# -- exec -----------------------------------------------------------------------------------
+
+
+def _meta(meta: pb.Meta) -> dict[str, Any]:
+    hosts = [_fields(("Host", h.Host, True)) for h in meta.extraHosts]  # IP left out
+    ulimits = [
+        _fields(("Name", u.Name, True), ("Soft", u.Soft, True), ("Hard", u.Hard, True))
+        for u in meta.ulimit
+    ]
+    return _fields(
+        ("args", list(meta.args), True),
+        ("env", list(meta.env), True),
+        ("cwd", meta.cwd, True),
+        ("user", meta.user, True),
+        # proxy_env: left out of the key
+        ("extraHosts", hosts, True),
+        ("hostname", meta.hostname, True),
+        ("ulimit", ulimits, True),
+        ("cgroupParent", meta.cgroupParent, True),
+        ("removeMountStubsRecursive", meta.removeMountStubsRecursive, True),
+    )
+
+
+def _id_opt(opt: Any) -> dict[str, Any]:
+    """A secret's or an SSH agent's mount options."""
+    return _fields(
+        ("ID", opt.ID, True),
+        ("uid", opt.uid, True),
+        ("gid", opt.gid, True),
+        ("mode", opt.mode, True),
+        ("optional", opt.optional, True),
+    )
+
+
+def _mount(mount: pb.Mount) -> dict[str, Any]:
+    return _fields(
+        ("input", mount.input, False),
+        # selector: left out of the key (it is the link's)
+        ("dest", mount.dest, True),
+        ("output", mount.output, False),
+        ("readonly", mount.readonly, True),
+        ("mountType", mount.mountType, True),
+        (
+            "TmpfsOpt",
+            _fields(("size", mount.TmpfsOpt.size, True)) if mount.HasField("TmpfsOpt") else None,
+            True,
+        ),
+        (
+            "cacheOpt",
+            _fields(("ID", mount.cacheOpt.ID, True), ("sharing", mount.cacheOpt.sharing, True))
+            if mount.HasField("cacheOpt")
+            else None,
+            True,
+        ),
+        ("secretOpt", _id_opt(mount.secretOpt) if mount.HasField("secretOpt") else None, True),
+        ("SSHOpt", _id_opt(mount.SSHOpt) if mount.HasField("SSHOpt") else None, True),
+        ("resultID", mount.resultID, True),
+        ("contentCache", mount.contentCache, True),
+    )
+
+
+def _lone_root(mount: pb.Mount) -> bool:
+    """The one root mount of a plain ``RUN``, which BuildKit keeps out of the key (for the
+    keys of its older releases)."""
+    return (
+        mount.dest == "/"
+        and not mount.readonly
+        and mount.mountType == pb.MountType.BIND
+        and not mount.HasField("cacheOpt")
+        and not mount.HasField("SSHOpt")
+        and not mount.HasField("secretOpt")
+        and not mount.resultID
+    )
+
+
+def _platform(op: pb.Op) -> tuple[str, str, str]:
+    if op.HasField("platform"):
+        p = op.platform
+        return p.OS, p.Architecture, p.Variant
+    return "linux", "amd64", ""
+
+
+def exec_cache_map(op: pb.Op) -> CacheMap:
+    """An exec op's cache map, as BuildKit's exec op makes it."""
+    ex = op.exec
+    mounts = list(ex.mounts)
+    as_json = [] if len(mounts) == 1 and _lone_root(mounts[0]) else [_mount(m) for m in mounts]
+    secretenv = [
+        _fields(("ID", s.ID, True), ("name", s.name, True), ("optional", s.optional, True))
+        for s in ex.secretenv
+    ]
+    exec_json = _fields(
+        ("meta", _meta(ex.meta) if ex.HasField("meta") else None, True),
+        ("mounts", as_json, True),
+        ("network", ex.network, True),
+        ("security", ex.security, True),
+        ("secretenv", secretenv, True),
+    )
+    os_, arch, variant = _platform(op)
+    doc = _fields(
+        ("Type", EXEC, False),
+        ("Exec", exec_json, False),
+        ("OS", os_, False),
+        ("Arch", arch, False),
+        ("Variant", variant, True),
+    )
+    paths: list[list[str]] = [[] for _ in op.inputs]
+    for mount in mounts:
+        if mount.input < 0 or mount.input >= len(paths) or not mount.selector:
+            continue
+        paths[mount.input].append(_absolute(mount.selector))
+    return CacheMap(_sha(go_json(doc)), tuple(_selector(p) for p in paths))
+
+
+def _absolute(path: str) -> str:
+    """Go's ``path.Join("/", path)``: cleaned, one leading slash."""
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
+def _selector(paths: Sequence[str]) -> str:
+    return _sha("\0".join(paths).encode()) if paths else ""
+
+
+# -- file -----------------------------------------------------------------------------------
+
+
+def _user(opt: pb.UserOpt) -> dict[str, Any]:
+    which = opt.WhichOneof("user")
+    if which == "byName":
+        inner: Any = {
+            "byName": _fields(("name", opt.byName.name, True), ("input", opt.byName.input, False))
+        }
+    elif which == "byID":
+        inner = _fields(("byID", opt.byID, True))
+    else:
+        inner = None
+    return {"User": inner}
+
+
+def _owner(chown: pb.ChownOpt) -> dict[str, Any]:
+    return _fields(
+        ("user", _user(chown.user) if chown.HasField("user") else None, True),
+        ("group", _user(chown.group) if chown.HasField("group") else None, True),
+    )
+
+
+def _owner_paths(chown: pb.ChownOpt, paths: dict[int, list[str]]) -> None:
+    """A name looked up in an input reads its /etc/passwd or /etc/group."""
+    for which, path in (("user", "/etc/passwd"), ("group", "/etc/group")):
+        if chown.HasField(which):
+            opt = getattr(chown, which)
+            if opt.WhichOneof("user") == "byName":
+                paths.setdefault(opt.byName.input, []).append(path)
+
+
+def _timestamp(action: Any) -> int:
+    return int(action.timestamp)
+
+
+def file_cache_map(op: pb.Op) -> CacheMap:
+    """A file op's cache map, as BuildKit's file op makes it."""
+    count = len(op.inputs)
+    paths: dict[int, list[str]] = {}
+    invalid: set[int] = set()
+    actions: list[bytes | None] = []
+    indexes: list[list[int]] = []
+    for action in op.file.actions:
+        kind = action.WhichOneof("action")
+        if action.input != -1:
+            invalid.add(action.input)
+        if kind == "mkdir":
+            a = action.mkdir
+            if a.HasField("owner"):
+                _owner_paths(a.owner, paths)
+            doc = _fields(
+                ("path", a.path, True),
+                ("mode", a.mode, True),
+                ("makeParents", a.makeParents, True),
+                ("owner", _owner(a.owner) if a.HasField("owner") else None, True),
+                ("timestamp", _timestamp(a), True),
+            )
+        elif kind == "mkfile":
+            f = action.mkfile
+            if f.HasField("owner"):
+                _owner_paths(f.owner, paths)
+            doc = _fields(
+                ("path", f.path, True),
+                ("mode", f.mode, True),
+                ("data", bytes(f.data), True),
+                ("owner", _owner(f.owner) if f.HasField("owner") else None, True),
+                ("timestamp", _timestamp(f), True),
+            )
+        elif kind == "rm":
+            r = action.rm
+            doc = _fields(
+                ("path", r.path, True),
+                ("allowNotFound", r.allowNotFound, True),
+                ("allowWildcard", r.allowWildcard, True),
+            )
+        elif kind == "copy":
+            c = action.copy
+            if c.HasField("owner"):
+                _owner_paths(c.owner, paths)
+            src = c.src
+            if action.secondaryInput != -1 and action.secondaryInput < count:
+                paths.setdefault(action.secondaryInput, []).append(c.src)
+                src = posixpath.basename(src.rstrip("/")) or ("/" if src.startswith("/") else ".")
+            doc = _fields(
+                ("src", src, True),
+                ("dest", c.dest, True),
+                ("owner", _owner(c.owner) if c.HasField("owner") else None, True),
+                ("mode", c.mode, True),
+                ("followSymlink", c.followSymlink, True),
+                ("dirCopyContents", c.dirCopyContents, True),
+                ("attemptUnpackDockerCompatibility", c.attemptUnpackDockerCompatibility, True),
+                ("createDestPath", c.createDestPath, True),
+                ("allowWildcard", c.allowWildcard, True),
+                ("allowEmptyWildcard", c.allowEmptyWildcard, True),
+                ("timestamp", _timestamp(c), True),
+                ("include_patterns", list(c.include_patterns), True),
+                ("exclude_patterns", list(c.exclude_patterns), True),
+            )
+        else:
+            doc = None  # an action BuildKit v0.11 does not know: its JSON is null
+        actions.append(None if doc is None else go_json(doc))
+        indexes.append([action.input, action.secondaryInput, action.output])
+    whole = _fields(
+        ("Type", FILE, False),
+        ("Actions", actions, False),
+        ("indexes", [] if _default_indexes(indexes) else indexes, True),
+    )
+    selectors = []
+    for index in range(count):
+        found = paths.get(index)
+        if not found or index in invalid:
+            selectors.append("")
+            continue
+        joined = b"\0".join(sorted((p.encode() for p in found), reverse=True))
+        selectors.append(_sha(joined))
+    return CacheMap(_sha(go_json(whole)), tuple(selectors))
+
+
+def _default_indexes(indexes: list[list[int]]) -> bool:
+    """The usual wiring of a file op's actions, which BuildKit keeps out of the key."""
+    if not indexes:
+        return False
+    last = len(indexes) - 1
+    for n, (inp, secondary, output) in enumerate(indexes):
+        if n == 0 and inp != 0:
+            return False
+        if n and inp != len(indexes) + n - 1:
+            return False
+        if secondary not in (-1, 1):
+            return False
+        if output != (0 if n == last else -1):
+            return False
+    return True

@@ -1,0 +1,94 @@
+"""BuildKit's own cache keys, as llbkit computes them to find a step's record in a cache
+BuildKit exported (llbkit.core.solver.buildkit_keys), against the records BuildKit v0.11.6
+exported building every case whose LLB is compared (tests/differential/vectors/cachekeys/,
+scripts/record_differential.py --cache-keys): each exec and file op of llbkit's frontend's
+definitions must be a record there, reached from each input by a link with its selector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llbkit.core.llb import load_definition
+from llbkit.core.llb.definition import is_empty_definition
+from llbkit.core.solver import buildkit_keys as bk
+from tests.differential.harness import Case, load_cache_keys, load_vectors, push_images
+from tests.differential.test_llb import CASES as LLB_CASES
+from tests.differential.test_llb import frontend_definitions
+
+RECORDED = load_cache_keys()
+CASES = [c for c in LLB_CASES if c.name in RECORDED]
+
+pytestmark = [pytest.mark.services]
+
+
+@pytest.fixture(scope="module")
+def registry(busybox_image: str) -> str:
+    host = busybox_image.split("/", 1)[0]
+    push_images(host)
+    return host
+
+
+def _short(digest: str) -> str:
+    return digest[7:23]
+
+
+def mismatches(
+    definitions: list[bytes], records: dict[str, list[list[str]]], registry: str
+) -> list[str]:
+    """What BuildKit's records lack of the keys llbkit computes for ``definitions``."""
+    found: list[str] = []
+    for data in definitions:
+        if not data or is_empty_definition(data):
+            continue
+        loaded = load_definition(data)
+        used = {(i.digest, i.index) for v in loaded.vertices for i in v.op.inputs}
+        # A client's directory has a random key in BuildKit, never exported: what reads it
+        # is linked by the content it read alone (a link without a selector).
+        local = {
+            v.digest
+            for v in loaded.vertices
+            if v.kind == "source" and v.op.source.identifier.startswith("local://")
+        }
+        for vertex in loaded.vertices:
+            if vertex.kind not in ("exec", "file"):
+                continue
+            if registry.encode() in vertex.data:  # this run's registry port: another key
+                continue
+            cmap = (bk.exec_cache_map if vertex.kind == "exec" else bk.file_cache_map)(vertex.op)
+            for output in sorted(o for d, o in used if d == vertex.digest):
+                key = _short(bk.output_key(cmap.digest, output))
+                if key not in records:
+                    found.append(
+                        f"{vertex.kind} op {vertex.digest[:19]} output {output}: no record {key}"
+                    )
+                    continue
+                inputs = records[key]
+                for index, selector in enumerate(cmap.selectors):
+                    if vertex.op.inputs[index].digest in local:
+                        continue
+                    links = inputs[index] if index < len(inputs) else []
+                    if _short(selector) not in links:
+                        found.append(
+                            f"{vertex.kind} op {vertex.digest[:19]} input {index}: selector "
+                            f"{_short(selector) or '(none)'}, BuildKit's links {links}"
+                        )
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_buildkits_cache_keys(
+    case: Case, registry: str, tmp_path: Path, record_property: Any
+) -> None:
+    record_property("category", "cache keys")
+    problems = mismatches(
+        frontend_definitions(case, registry, tmp_path), RECORDED[case.name], registry
+    )
+    assert not problems, f"{case.name}:\n" + "\n".join(problems[:5])
+
+
+def test_enough_cache_key_cases() -> None:
+    assert len(CASES) >= 500
+    assert {c.name for c, _ in load_vectors()} >= set(RECORDED)
