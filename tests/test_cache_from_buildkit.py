@@ -11,11 +11,13 @@ compute as BuildKit does yet, so it runs, and the steps after it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,7 +114,7 @@ def test_buildkits_cache_hits_every_step_buildkit_knows_by_definition(
 ) -> None:
     ctx = context_dir(tmp_path / "ctx")
     cache = buildkits_cache(mode, tmp_path / "cache")
-    out = tmp_path / "out"
+    out = tmp_path / "out.tar"
     done = build(
         registry,
         tmp_path / "root",
@@ -120,7 +122,7 @@ def test_buildkits_cache_hits_every_step_buildkit_knows_by_definition(
         "--import-cache",
         f"type=local,src={cache}",
         "--output",
-        f"type=local,dest={out}",
+        f"type=tar,dest={out}",
     )
     assert done.returncode == 0, done.stderr
     found = fates(done.stderr)
@@ -128,13 +130,21 @@ def test_buildkits_cache_hits_every_step_buildkit_knows_by_definition(
     assert ran == sorted(n for n in found if n.startswith(READS_CONTEXT)), done.stderr
     assert found.get("[stage-1 7/9] RUN echo") == "CACHED", done.stderr
     # The results are BuildKit's layers, and what the steps made.
-    assert (out / "x").read_text() == "a\n"
-    assert (out / "y").read_text() == "b\n"
-    assert (out / "y").stat().st_uid == 1 and (out / "y").stat().st_gid == 2
-    assert (out / "z" / "f").read_text() == "hi\n"
-    assert (out / "m2").read_text() == "a\n"
-    assert (out / "env").read_text() == "1\n"
-    assert (out / "copied").read_text() == CONTEXT["a.txt"]
+    with tarfile.open(out) as tar:
+        files = {m.name: m for m in tar.getmembers()}
+
+        def text(name: str) -> str:
+            data = tar.extractfile(files[name])
+            assert data is not None
+            return data.read().decode()
+
+        assert text("x") == "a\n"
+        assert text("y") == "b\n"
+        assert (files["y"].uid, files["y"].gid) == (1, 2)
+        assert text("z/f") == "hi\n"
+        assert text("m2") == "a\n"
+        assert text("env") == "1\n"
+        assert text("copied") == CONTEXT["a.txt"]
 
 
 def test_a_step_of_buildkits_cache_on_another_base_runs(registry: str, tmp_path: Path) -> None:
@@ -159,3 +169,41 @@ def test_a_step_of_buildkits_cache_on_another_base_runs(registry: str, tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert "CACHED" not in done.stderr
+
+
+def _edges(config: dict) -> tuple[set[str], set[tuple[str, int, str, str]]]:
+    """A cache config's record digests, and its links as (record, input, selector, linked)."""
+    records = config.get("records") or []
+    edges = set()
+    for record in records:
+        for index, links in enumerate(record.get("inputs") or []):
+            for link in links:
+                linked = records[link["link"]]["digest"]
+                edges.add((record["digest"], index, link.get("selector", ""), linked))
+    return {r["digest"] for r in records}, edges
+
+
+def _config(cache: Path) -> dict:
+    blobs = cache / "blobs" / "sha256"
+    top = json.loads((cache / "index.json").read_text())["manifests"][0]["digest"]
+    index = json.loads((blobs / top[7:]).read_text())
+    found = next(m for m in index["manifests"] if "cacheconfig" in m["mediaType"])
+    return json.loads((blobs / found["digest"][7:]).read_text())
+
+
+def test_llbkits_cache_holds_the_records_buildkit_would_find(registry: str, tmp_path: Path) -> None:
+    """llbkit's export names each step as BuildKit's own export of the same build does, and
+    links it alike, so BuildKit importing it hits: every record BuildKit finds by definition
+    (the steps that read no context), with the same links from the same records."""
+    ctx = context_dir(tmp_path / "ctx")
+    cache = tmp_path / "cache"
+    done = build(
+        registry, tmp_path / "root", ctx, "--export-cache", f"type=local,dest={cache},mode=max"
+    )
+    assert done.returncode == 0, done.stderr
+    ours, our_edges = _edges(_config(cache))
+    theirs, their_edges = _edges(_config(VECTORS / "max"))
+    shared = ours & theirs
+    assert len(shared) == 10  # two of the image, eight steps: all but the two after the context
+    within = {e for e in their_edges if e[0] in shared and e[3] in shared}
+    assert {e for e in our_edges if e[0] in shared} == within

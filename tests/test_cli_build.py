@@ -83,6 +83,22 @@ def test_local_and_tar_outputs(tmp_path: Path) -> None:
     assert meta["llbkit.result.key"].startswith("sha256:")
 
 
+def test_a_local_output_is_the_clients_own_and_a_tarball_keeps_owners(tmp_path: Path) -> None:
+    """As buildctl writes them: a local output's files belong to whoever runs the build (as
+    llbkit's client of a daemon makes them too); a tarball keeps the image's owners."""
+    owned = definition(llb.scratch().file(llb.mkfile("/owned", 0o750, b"x", owner="1:2")))
+    out = tmp_path / "out"
+    args = ("build", "--progress", "quiet", "-o", f"type=local,dest={out}")
+    done = llbkit(tmp_path / "root", *args, "-o", "type=tar,dest=-", stdin=owned)
+    assert done.returncode == 0, done.stderr
+    st = (out / "owned").stat()
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+    assert st.st_mode & 0o7777 == 0o750
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        member = tar.getmember("owned")
+        assert (member.uid, member.gid) == (1, 2)
+
+
 def test_local_context_and_no_cache(tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()

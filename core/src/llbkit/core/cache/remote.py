@@ -86,8 +86,10 @@ class RemoteLayer:
 class ExportRecord:
     """One record to export: a key, what it finds, and the records of its inputs.
 
-    :param inputs: per input of the op, the ``(selector, linked record digest)`` pairs.
+    :param inputs: per input of the op, the ``(selector, linked record's name)`` pairs.
     :param chain: the result's layers bottom first; ``None`` for a record without a result.
+    :param ident: what links name the record by, when its digest is not enough: BuildKit's
+        records of one op on other inputs share a digest.
     """
 
     digest: str
@@ -95,6 +97,12 @@ class ExportRecord:
     chain: tuple[RemoteLayer, ...] | None = None
     #: nanoseconds since the epoch
     created: int = 0
+    ident: str = ""
+
+    @property
+    def name(self) -> str:
+        """What links to this record name it by."""
+        return self.ident or self.digest
 
 
 @dataclass
@@ -208,7 +216,7 @@ def encode_config(
     (for caches without a manifest: s3, azblob, gha)."""
     records = sorted(records, key=_record_sort_key(records))
     table, tops = _layer_table(records)
-    position = {r.digest: n for n, r in enumerate(records)}
+    position = {r.name: n for n, r in enumerate(records)}
     layers_json = []
     for layer, parent in table:
         entry: dict[str, Any] = {"blob": layer.digest}
@@ -251,14 +259,16 @@ def encode_config(
 
 
 def _record_sort_key(records: Sequence[ExportRecord]) -> Any:
-    """BuildKit's record order: by digest, then by inputs (their selectors and links)."""
+    """BuildKit's record order: by digest, then by inputs (their selectors and the digests
+    they link to), then by name (records of one digest on other inputs)."""
+    digests = {r.name: r.digest for r in records}
 
     def key(record: ExportRecord) -> tuple[Any, ...]:
         inputs = tuple(
-            (len(links), tuple(sorted((sel, link) for sel, link in links)))
+            (len(links), tuple(sorted((sel, digests.get(link, link)) for sel, link in links)))
             for links in record.inputs
         )
-        return (record.digest, len(record.inputs), inputs)
+        return (record.digest, len(record.inputs), inputs, record.name)
 
     return key
 
@@ -501,7 +511,7 @@ def encode_inline(records: Sequence[ExportRecord], image_layers: Sequence[str]) 
     index = {digest: n for n, digest in enumerate(image_layers)}
     kept: list[dict[str, Any]] = []
     records = sorted(records, key=_record_sort_key(records))
-    position = {r.digest: n for n, r in enumerate(records)}
+    position = {r.name: n for n, r in enumerate(records)}
     matched = False
     for record in records:
         entry: dict[str, Any] = {}

@@ -64,8 +64,13 @@ class EmbeddedClient:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot write to {dest}: {err.strerror}") from None
+        # Owned by whoever runs the build, as buildctl writes a local output (and llbkit's
+        # client of a daemon): the image's owners are the image's, not the client's.
+        owner = (os.getuid(), os.getgid())
         await anyio.to_thread.run_sync(
-            functools.partial(apply_layer, tree, target, "plain", sockets_as_files=True)
+            functools.partial(
+                apply_layer, tree, target, "plain", sockets_as_files=True, owner=owner
+            )
         )
 
     def directory(self, path: str) -> FileDirectory:

@@ -213,7 +213,20 @@ class ExportPlan:
             for links in record.inputs:
                 for _, link in links:
                     records.setdefault(link, ExportRecord(link))
+        self._buildkit_records(records, chosen, layers)
         return list(records.values())
+
+    def _buildkit_records(
+        self,
+        records: dict[str, ExportRecord],
+        chosen: Mapping[str, Chain],
+        layers: Mapping[int, RemoteLayer],
+    ) -> None:
+        """Add the records BuildKit finds the build's results by (see :class:`_BuildKitNames`)."""
+        names = _BuildKitNames(self.graph, records, chosen, layers)
+        for node in list(self.graph.values()):
+            for output in range(max(1, len(node.outputs or ()))):
+                names.of(node.digest, output)
 
     async def inline(self, platform: str, diff_ids: Sequence[str]) -> bytes | None:
         """The ``moby.buildkit.cache.v0`` records of the image of ``platform`` (min mode).
@@ -231,6 +244,7 @@ class ExportPlan:
                 if r.chain is None
                 else tuple(RemoteLayer(layer.diff_id, "", 0, "") for layer in r.chain),
                 r.created,
+                r.ident,
             )
             for r in records
         ]
@@ -312,3 +326,53 @@ async def _bytes_chunks(data: bytes) -> AsyncIterator[bytes]:
 def descriptor_text(desc: Mapping[str, Any]) -> str:
     """``cache.manifest`` as BuildKit answers it: the descriptor's JSON."""
     return json.dumps(dict(desc), separators=(",", ":"))
+
+
+@dataclass
+class _BuildKitNames:
+    """The records BuildKit finds a build's results by, its own keys (see
+    :mod:`llbkit.core.solver.buildkit_keys`), added to an export's: so BuildKit importing the
+    cache hits. Each step's record is linked from its inputs' records, down to the images'.
+    A step on a client's directory has none (BuildKit's key of it is random: it finds the
+    step by the content it read), nor has what is built on it."""
+
+    graph: Mapping[str, GraphNode]
+    records: dict[str, ExportRecord]
+    chosen: Mapping[str, Chain]
+    layers: Mapping[int, RemoteLayer]
+    _names: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+
+    def of(self, digest: str, output: int) -> list[str]:
+        """The names of the records of ``output`` of vertex ``digest`` (added when new)."""
+        if (digest, output) not in self._names:
+            self._names[(digest, output)] = []  # while it is named: a cycle finds none
+            self._names[(digest, output)] = self._add(digest, output)
+        return self._names[(digest, output)]
+
+    def _add(self, digest: str, output: int) -> list[str]:
+        node = self.graph.get(digest)
+        if node is None or node.buildkit is None or output >= len(node.buildkit[0]):
+            return []
+        digests, selectors = node.buildkit[0][output], node.buildkit[1]
+        if not node.inputs:  # found by its digest alone, so named by it
+            for found in digests:
+                self.records.setdefault(found, ExportRecord(found))
+            return list(digests)
+        inputs = []
+        for (dep, index, _), selector in zip(node.inputs, selectors, strict=True):
+            below = self.of(dep, index)
+            if not below:
+                return []  # BuildKit cannot reach it by definition
+            inputs.append([(selector, name) for name in below])
+        chain = None
+        created = 0
+        outputs = node.outputs or ()
+        if output < len(outputs) and outputs[output][0] in self.chosen:
+            chain = tuple(self.layers[layer] for layer in outputs[output][1])
+            created = chain[-1].created if chain else 0
+        made = []
+        for found in digests:
+            ident = f"{found}@{result_key(node.key, output)}"
+            self.records[ident] = ExportRecord(found, inputs, chain, created, ident)
+            made.append(ident)
+        return made

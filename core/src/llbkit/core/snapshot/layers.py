@@ -82,9 +82,11 @@ def copy_xattrs(src: str, dst: str, *, skip_overlay: bool = False) -> None:
             )
 
 
-def _set_meta(path: str, st: os.stat_result, *, times: bool = True) -> None:
+def _set_meta(
+    path: str, st: os.stat_result, *, times: bool = True, owner: tuple[int, int] | None = None
+) -> None:
     if os.geteuid() == 0:
-        os.lchown(path, st.st_uid, st.st_gid)
+        os.lchown(path, *(owner or (st.st_uid, st.st_gid)))
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(path, stat.S_IMODE(st.st_mode))
     if times:
@@ -105,10 +107,12 @@ def copy_entry(
     links: dict[tuple[int, int], str] | None,
     *,
     hardlink: bool = False,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Create ``dst`` as a copy of the non-directory ``src`` (``hardlink``: share the inode).
 
-    ``links`` maps inodes already copied to their new path, so hardlinks stay hardlinks.
+    ``links`` maps inodes already copied to their new path, so hardlinks stay hardlinks;
+    ``owner``, when given, owns the copy instead of ``src``'s owner.
     """
     ino = (st.st_dev, st.st_ino)
     if links is not None and st.st_nlink > 1 and ino in links:
@@ -120,13 +124,13 @@ def copy_entry(
     elif stat.S_ISREG(mode):
         copy_data(src, dst, st.st_size)
         copy_xattrs(src, dst, skip_overlay=True)
-        _set_meta(dst, st)
+        _set_meta(dst, st, owner=owner)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
-        _set_meta(dst, st)
+        _set_meta(dst, st, owner=owner)
     else:
         os.mknod(dst, mode, st.st_rdev)
-        _set_meta(dst, st)
+        _set_meta(dst, st, owner=owner)
     if links is not None and st.st_nlink > 1:
         links[ino] = dst
 
@@ -138,15 +142,18 @@ def apply_layer(
     *,
     hardlink: bool = False,
     sockets_as_files: bool = False,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Apply ``layer`` on top of the tree ``dest``: its whiteouts delete, its entries replace.
 
     :param hardlink: link files instead of copying them (for immutable results only).
     :param sockets_as_files: a socket becomes an empty file with its permissions, as
         BuildKit's file transfer (a local export) gives it.
+    :param owner: the uid and gid that own every entry written (else each keeps its own).
     """
     applier = _Applier(fmt, hardlink)
     applier.sockets_as_files = sockets_as_files
+    applier.owner = owner
     with os.scandir(dest) as it:
         empty = next(it, None) is None
     run(applier.apply_dir(str(layer), str(dest), empty=empty))
@@ -161,6 +168,7 @@ class _Applier:
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
         self.sockets_as_files = False
+        self.owner: tuple[int, int] | None = None
 
     def apply_dir(self, src: str, dst: str, *, empty: bool = False) -> Steps[None]:
         """Apply one directory; its subdirectories through ``run``, so any depth. Into an
@@ -197,7 +205,7 @@ class _Applier:
                     for child in os.listdir(target):
                         _remove(os.path.join(target, child))
                 copy_xattrs(entry.path, target, skip_overlay=True)
-                _set_meta(target, st, times=False)
+                _set_meta(target, st, times=False, owner=self.owner)
                 yield self.apply_dir(entry.path, target, empty=not exists)
                 self.dir_times.append((target, st))
             else:
@@ -205,9 +213,11 @@ class _Applier:
                     _remove(target)
                 if self.sockets_as_files and stat.S_ISSOCK(st.st_mode):
                     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    _set_meta(target, st)
+                    _set_meta(target, st, owner=self.owner)
                     continue
-                copy_entry(entry.path, target, st, self.links, hardlink=self.hardlink)
+                copy_entry(
+                    entry.path, target, st, self.links, hardlink=self.hardlink, owner=self.owner
+                )
 
 
 def disk_blocks(

@@ -71,6 +71,10 @@ class GraphNode:
     :param key: the definition key (outputs are ``result_key(key, n)``).
     :param outputs: each output's result key and chain, when the solve got them (a vertex
         below a cache hit has none).
+    :param buildkit: BuildKit's names of the vertex (:mod:`~llbkit.core.solver.buildkit_keys`):
+        per output, the digests of its records (an image has two), and per input, the
+        selector of the links from that input's records; none where BuildKit's key is not
+        llbkit's to know (a client's directory: random in BuildKit).
     """
 
     digest: str
@@ -78,6 +82,7 @@ class GraphNode:
     inputs: tuple[tuple[str, int, str], ...]
     key: str
     outputs: tuple[tuple[str, Chain], ...] | None
+    buildkit: tuple[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -288,6 +293,25 @@ class Solver:
             build.detach()
 
 
+def _buildkit_names(
+    vertex: Vertex, op: Op
+) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]] | None:
+    """BuildKit's record digests of ``vertex`` per output, and its inputs' selectors."""
+    from llbkit.core.solver import buildkit_keys as bk
+
+    if isinstance(op, SourceOp):
+        if op.is_local or not op.buildkit_keys:
+            return None
+        return ((tuple(bk.output_key(bk.source_digest(k), 0) for k in op.buildkit_keys),), ())
+    if vertex.kind == "exec":
+        cmap = bk.exec_cache_map(vertex.op)
+    elif vertex.kind == "file":
+        cmap = bk.file_cache_map(vertex.op)
+    else:
+        return None
+    return tuple((bk.output_key(cmap.digest, n),) for n in range(op.outputs)), cmap.selectors
+
+
 def _check_entitlements(order: Sequence[Vertex], allow: Sequence[str]) -> None:
     """Refuse a definition that asks for what the build was not granted, before anything
     runs, as BuildKit refuses it while loading the LLB."""
@@ -432,6 +456,7 @@ class _Build:
                 tuple((i.digest, i.index, sels.get(n, "")) for n, i in enumerate(vertex.op.inputs)),
                 self.keys[vertex.digest],
                 outputs,
+                _buildkit_names(vertex, shared.op),
             )
 
     def _settle(self, shared: _Shared, outputs: Outputs, *, cached: bool) -> None:
