@@ -1,11 +1,11 @@
-"""A cache BuildKit exported, imported by llbkit: its steps hit by BuildKit's own keys.
+"""A cache BuildKit exported, imported by llbkit: its steps hit by BuildKit's own keys; and
+llbkit's export, holding the records BuildKit finds.
 
 The caches under tests/vectors/buildkit-cache/ are what BuildKit v0.11.6 exported
 (``--export-cache type=local,mode=max`` and ``mode=min``) building :data:`DOCKERFILE` on the
 image :func:`push_busybox` pushes (scripts/record_buildkit_cache.py), less the base layer's blob,
-which the test's image supplies. Every step BuildKit knows by its definition hits; a step that
-reads the build context is known to BuildKit by the content it read, which llbkit does not
-compute as BuildKit does yet, so it runs, and the steps after it.
+which the test's image supplies. A step is found by its definition, and a step on the build
+context by the content it reads of it (BuildKit's content checksum of the copied paths).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ COPY a.txt /a.txt
 RUN cat /a.txt > /copied
 """
 CONTEXT = {"a.txt": "from the context\n"}
-#: the steps that read the build context, and those after them: they run
+#: the steps that read the build context, and those after them
 READS_CONTEXT = ("[stage-1 8/9] COPY a.txt", "[stage-1 9/9] RUN cat")
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
@@ -109,9 +109,7 @@ def fates(log: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
-def test_buildkits_cache_hits_every_step_buildkit_knows_by_definition(
-    mode: str, registry: str, tmp_path: Path
-) -> None:
+def test_buildkits_cache_hits_every_step(mode: str, registry: str, tmp_path: Path) -> None:
     ctx = context_dir(tmp_path / "ctx")
     cache = buildkits_cache(mode, tmp_path / "cache")
     out = tmp_path / "out.tar"
@@ -127,8 +125,8 @@ def test_buildkits_cache_hits_every_step_buildkit_knows_by_definition(
     assert done.returncode == 0, done.stderr
     found = fates(done.stderr)
     ran = sorted(name for name, state in found.items() if state == "DONE" and "FROM" not in name)
-    assert ran == sorted(n for n in found if n.startswith(READS_CONTEXT)), done.stderr
-    assert found.get("[stage-1 7/9] RUN echo") == "CACHED", done.stderr
+    assert not ran, done.stderr
+    assert found.get("[stage-1 9/9] RUN cat") == "CACHED", done.stderr
     # The results are BuildKit's layers, and what the steps made.
     with tarfile.open(out) as tar:
         files = {m.name: m for m in tar.getmembers()}
@@ -145,6 +143,18 @@ def test_buildkits_cache_hits_every_step_buildkit_knows_by_definition(
         assert text("m2") == "a\n"
         assert text("env") == "1\n"
         assert text("copied") == CONTEXT["a.txt"]
+
+
+def test_a_changed_context_runs_the_steps_that_read_it(registry: str, tmp_path: Path) -> None:
+    ctx = context_dir(tmp_path / "ctx")
+    (ctx / "a.txt").write_text("changed\n")
+    cache = buildkits_cache("max", tmp_path / "cache")
+    done = build(registry, tmp_path / "root", ctx, "--import-cache", f"type=local,src={cache}")
+    assert done.returncode == 0, done.stderr
+    found = fates(done.stderr)
+    ran = sorted(name for name, state in found.items() if state == "DONE" and "FROM" not in name)
+    assert ran == sorted(n for n in found if n.startswith(READS_CONTEXT)), done.stderr
+    assert found.get("[stage-1 7/9] RUN echo") == "CACHED", done.stderr
 
 
 def test_a_step_of_buildkits_cache_on_another_base_runs(registry: str, tmp_path: Path) -> None:
@@ -193,8 +203,9 @@ def _config(cache: Path) -> dict:
 
 def test_llbkits_cache_holds_the_records_buildkit_would_find(registry: str, tmp_path: Path) -> None:
     """llbkit's export names each step as BuildKit's own export of the same build does, and
-    links it alike, so BuildKit importing it hits: every record BuildKit finds by definition
-    (the steps that read no context), with the same links from the same records."""
+    links it alike, so BuildKit importing it hits: every record, with the same links from the
+    same records (BuildKit's also name a stage's results by their content, which llbkit's
+    need not: they are found by definition)."""
     ctx = context_dir(tmp_path / "ctx")
     cache = tmp_path / "cache"
     done = build(
@@ -204,6 +215,6 @@ def test_llbkits_cache_holds_the_records_buildkit_would_find(registry: str, tmp_
     ours, our_edges = _edges(_config(cache))
     theirs, their_edges = _edges(_config(VECTORS / "max"))
     shared = ours & theirs
-    assert len(shared) == 10  # two of the image, eight steps: all but the two after the context
+    assert len(shared) == 13  # two of the image, ten steps, the context's content as copied
     within = {e for e in their_edges if e[0] in shared and e[3] in shared}
     assert {e for e in our_edges if e[0] in shared} == within

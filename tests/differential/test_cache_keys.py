@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from llbkit.core.fs.buildkit_contenthash import BuildKitHasher, content_key
 from llbkit.core.llb import load_definition
 from llbkit.core.llb.definition import is_empty_definition
 from llbkit.core.solver import buildkit_keys as bk
@@ -36,7 +37,10 @@ def _short(digest: str) -> str:
 
 
 def mismatches(
-    definitions: list[bytes], records: dict[str, list[list[str]]], registry: str
+    definitions: list[bytes],
+    records: dict[str, list[list[str]]],
+    registry: str,
+    context: Path | None = None,
 ) -> list[str]:
     """What BuildKit's records lack of the keys llbkit computes for ``definitions``."""
     found: list[str] = []
@@ -68,6 +72,16 @@ def mismatches(
                 inputs = records[key]
                 for index, selector in enumerate(cmap.selectors):
                     if vertex.op.inputs[index].digest in local:
+                        reads = cmap.content[index]
+                        source = loaded.by_digest[vertex.op.inputs[index].digest].op.source
+                        if context is None or reads is None or _filtered(source):
+                            continue
+                        root = _short(bk.output_key(_content(context, reads), -1))
+                        if root not in records:
+                            found.append(
+                                f"{vertex.kind} op {vertex.digest[:19]} input {index}: no "
+                                f"record {root} of the content it reads, {reads}"
+                            )
                         continue
                     links = inputs[index] if index < len(inputs) else []
                     if _short(selector) not in links:
@@ -78,14 +92,27 @@ def mismatches(
     return found
 
 
+def _filtered(source: object) -> bool:
+    """A client's directory sent in part (.dockerignore, followed paths): the test hashes the
+    whole folder, so it does not compare those."""
+    attrs = getattr(source, "attrs", {})
+    return any(
+        k in attrs for k in ("local.excludepatterns", "local.includepattern", "local.followpaths")
+    )
+
+
+def _content(context: Path, reads: tuple[tuple[str, bool, bool], ...]) -> str:
+    return content_key(BuildKitHasher(context, local=True), reads)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_buildkits_cache_keys(
     case: Case, registry: str, tmp_path: Path, record_property: Any
 ) -> None:
     record_property("category", "cache keys")
-    problems = mismatches(
-        frontend_definitions(case, registry, tmp_path), RECORDED[case.name], registry
-    )
+    definitions = frontend_definitions(case, registry, tmp_path)
+    context = tmp_path / "context"  # the client's directory the frontend read
+    problems = mismatches(definitions, RECORDED[case.name], registry, context)
     assert not problems, f"{case.name}:\n" + "\n".join(problems[:5])
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from llbkit.core.cache.store import Chain, Store
     from llbkit.core.plugins.cache_backend import CacheStore
     from llbkit.core.plugins.progress import ProgressSink
+    from llbkit.core.solver.buildkit_keys import Content
     from llbkit.core.solver.solver import GraphNode
 
 __all__ = ["CORE_KEYS", "CacheOptions", "ExportPlan", "split_attrs"]
@@ -213,7 +214,9 @@ class ExportPlan:
             for links in record.inputs:
                 for _, link in links:
                     records.setdefault(link, ExportRecord(link))
-        self._buildkit_records(records, chosen, layers)
+        await anyio.to_thread.run_sync(
+            self._buildkit_records, records, chosen, layers, limiter=self.threads
+        )
         return list(records.values())
 
     def _buildkit_records(
@@ -223,7 +226,7 @@ class ExportPlan:
         layers: Mapping[int, RemoteLayer],
     ) -> None:
         """Add the records BuildKit finds the build's results by (see :class:`_BuildKitNames`)."""
-        names = _BuildKitNames(self.graph, records, chosen, layers)
+        names = _BuildKitNames(self.store, self.graph, records, chosen, layers)
         for node in list(self.graph.values()):
             for output in range(max(1, len(node.outputs or ()))):
                 names.of(node.digest, output)
@@ -336,11 +339,13 @@ class _BuildKitNames:
     A step on a client's directory has none (BuildKit's key of it is random: it finds the
     step by the content it read), nor has what is built on it."""
 
+    store: Store
     graph: Mapping[str, GraphNode]
     records: dict[str, ExportRecord]
     chosen: Mapping[str, Chain]
     layers: Mapping[int, RemoteLayer]
     _names: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    _roots: dict[tuple[str, int, Content], str | None] = field(default_factory=dict)
 
     def of(self, digest: str, output: int) -> list[str]:
         """The names of the records of ``output`` of vertex ``digest`` (added when new)."""
@@ -351,19 +356,27 @@ class _BuildKitNames:
 
     def _add(self, digest: str, output: int) -> list[str]:
         node = self.graph.get(digest)
-        if node is None or node.buildkit is None or output >= len(node.buildkit[0]):
+        names = None if node is None else node.buildkit
+        if node is None or names is None or output >= len(names.records):
             return []
-        digests, selectors = node.buildkit[0][output], node.buildkit[1]
+        digests = names.records[output]
         if not node.inputs:  # found by its digest alone, so named by it
             for found in digests:
                 self.records.setdefault(found, ExportRecord(found))
             return list(digests)
         inputs = []
-        for (dep, index, _), selector in zip(node.inputs, selectors, strict=True):
-            below = self.of(dep, index)
-            if not below:
-                return []  # BuildKit cannot reach it by definition
-            inputs.append([(selector, name) for name in below])
+        for index, ((dep, dep_output, _), selector) in enumerate(
+            zip(node.inputs, names.selectors, strict=True)
+        ):
+            links = [(selector, name) for name in self.of(dep, dep_output)]
+            reads = names.content[index] if index < len(names.content) else None
+            root = None if reads is None else self._content_root(dep, dep_output, reads)
+            if root is not None:
+                self.records.setdefault(root, ExportRecord(root))
+                links.append(("", root))
+            if not links:
+                return []  # BuildKit cannot reach it
+            inputs.append(links)
         chain = None
         created = 0
         outputs = node.outputs or ()
@@ -376,3 +389,25 @@ class _BuildKitNames:
             self.records[ident] = ExportRecord(found, inputs, chain, created, ident)
             made.append(ident)
         return made
+
+    def _content_root(self, dep: str, output: int, reads: Content) -> str | None:
+        """The record of BuildKit's content key of what a step reads of a client's
+        directory (the input BuildKit knows by no other key), if the build has its files."""
+        from llbkit.core.fs.buildkit_contenthash import BuildKitHasher, content_key
+        from llbkit.core.solver import buildkit_keys as bk
+
+        node = self.graph.get(dep)
+        if node is None or node.buildkit is None or not node.buildkit.random or not node.outputs:
+            return None
+        if output >= len(node.outputs) or reads is None:
+            return None
+        memo = (dep, output, reads)
+        if memo not in self._roots:
+            with self.store.view(node.outputs[output][1]) as tree:
+                try:
+                    found = content_key(BuildKitHasher(tree, local=True), reads)
+                except OSError:
+                    self._roots[memo] = None
+                else:
+                    self._roots[memo] = bk.output_key(found, -1)
+        return self._roots[memo]

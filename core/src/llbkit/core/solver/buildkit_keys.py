@@ -25,6 +25,7 @@ from llbkit.core.llb import pb
 
 __all__ = [
     "CacheMap",
+    "Names",
     "chain_id",
     "exec_cache_map",
     "file_cache_map",
@@ -38,12 +39,32 @@ FILE = "buildkit.file.v0"
 SOURCE = "buildkit.source.v0"
 
 
+#: what BuildKit's content key of an input reads: each path, whether a symlink there is
+#: followed, whether the path is a wildcard pattern (None: no content key, or one llbkit
+#: cannot make: include or exclude patterns)
+Content = tuple[tuple[str, bool, bool], ...] | None
+
+
 @dataclass(frozen=True)
 class CacheMap:
-    """An op's cache map: its digest, and per input the selector its links carry."""
+    """An op's cache map: its digest, per input the selector its links carry, and per input
+    the paths its content key reads (:data:`Content`)."""
 
     digest: str
     selectors: tuple[str, ...]
+    content: tuple[Content, ...] = ()
+
+
+@dataclass(frozen=True)
+class Names:
+    """BuildKit's names of one vertex of a build: per output, the digests of its records (an
+    image has two); per input, the selector of the links from that input's records and what
+    its content key reads. ``random``: a client's directory, whose key BuildKit makes up."""
+
+    records: tuple[tuple[str, ...], ...] = ()
+    selectors: tuple[str, ...] = ()
+    content: tuple[Content, ...] = ()
+    random: bool = False
 
 
 def _sha(data: bytes) -> str:
@@ -251,11 +272,26 @@ def exec_cache_map(op: pb.Op) -> CacheMap:
         ("Variant", variant, True),
     )
     paths: list[list[str]] = [[] for _ in op.inputs]
+    written = [False] * len(op.inputs)
     for mount in mounts:
-        if mount.input < 0 or mount.input >= len(paths) or not mount.selector:
+        if mount.input < 0 or mount.input >= len(paths):
             continue
-        paths[mount.input].append(_absolute(mount.selector))
-    return CacheMap(_sha(go_json(doc)), tuple(_selector(p) for p in paths))
+        if mount.selector:
+            paths[mount.input].append(_absolute(mount.selector))
+        if (not mount.readonly or mount.dest == "/") and mount.output != -1:
+            written[mount.input] = True  # an input the step writes on: no content key
+    content: list[Content] = [
+        None if w else (tuple((p, True, False) for p in _dedupe(ps)) or (("/", False, False),))
+        for ps, w in zip(paths, written, strict=True)
+    ]
+    return CacheMap(_sha(go_json(doc)), tuple(_selector(p) for p in paths), tuple(content))
+
+
+def _dedupe(paths: Sequence[str]) -> list[str]:
+    """The paths none of the others is a parent folder of, sorted (BuildKit's dedupePaths)."""
+    unique = set(paths)
+    kept = [p for p in unique if not any(p != q and p.startswith(q + "/") for q in unique)]
+    return sorted(kept)
 
 
 def _absolute(path: str) -> str:
@@ -290,13 +326,18 @@ def _owner(chown: pb.ChownOpt) -> dict[str, Any]:
     )
 
 
-def _owner_paths(chown: pb.ChownOpt, paths: dict[int, list[str]]) -> None:
+def _owner_paths(
+    chown: pb.ChownOpt,
+    paths: dict[int, list[str]],
+    reads: dict[int, list[tuple[str, bool, bool, bool]]],
+) -> None:
     """A name looked up in an input reads its /etc/passwd or /etc/group."""
     for which, path in (("user", "/etc/passwd"), ("group", "/etc/group")):
         if chown.HasField(which):
             opt = getattr(chown, which)
             if opt.WhichOneof("user") == "byName":
                 paths.setdefault(opt.byName.input, []).append(path)
+                reads.setdefault(opt.byName.input, []).append((path, True, False, False))
 
 
 def _timestamp(action: Any) -> int:
@@ -307,6 +348,8 @@ def file_cache_map(op: pb.Op) -> CacheMap:
     """A file op's cache map, as BuildKit's file op makes it."""
     count = len(op.inputs)
     paths: dict[int, list[str]] = {}
+    #: per input, what its content key reads: (path, follow, wildcard, filters)
+    reads: dict[int, list[tuple[str, bool, bool, bool]]] = {}
     invalid: set[int] = set()
     actions: list[bytes | None] = []
     indexes: list[list[int]] = []
@@ -317,7 +360,7 @@ def file_cache_map(op: pb.Op) -> CacheMap:
         if kind == "mkdir":
             a = action.mkdir
             if a.HasField("owner"):
-                _owner_paths(a.owner, paths)
+                _owner_paths(a.owner, paths, reads)
             doc = _fields(
                 ("path", a.path, True),
                 ("mode", a.mode, True),
@@ -328,7 +371,7 @@ def file_cache_map(op: pb.Op) -> CacheMap:
         elif kind == "mkfile":
             f = action.mkfile
             if f.HasField("owner"):
-                _owner_paths(f.owner, paths)
+                _owner_paths(f.owner, paths, reads)
             doc = _fields(
                 ("path", f.path, True),
                 ("mode", f.mode, True),
@@ -346,10 +389,15 @@ def file_cache_map(op: pb.Op) -> CacheMap:
         elif kind == "copy":
             c = action.copy
             if c.HasField("owner"):
-                _owner_paths(c.owner, paths)
+                _owner_paths(c.owner, paths, reads)
             src = c.src
             if action.secondaryInput != -1 and action.secondaryInput < count:
                 paths.setdefault(action.secondaryInput, []).append(c.src)
+                wild = c.allowWildcard and _has_wildcards(c.src)
+                filtered = bool(c.include_patterns or c.exclude_patterns)
+                reads.setdefault(action.secondaryInput, []).append(
+                    (c.src, c.followSymlink, wild, filtered)
+                )
                 src = posixpath.basename(src.rstrip("/")) or ("/" if src.startswith("/") else ".")
             doc = _fields(
                 ("src", src, True),
@@ -376,14 +424,43 @@ def file_cache_map(op: pb.Op) -> CacheMap:
         ("indexes", [] if _default_indexes(indexes) else indexes, True),
     )
     selectors = []
+    content: list[Content] = []
     for index in range(count):
         found = paths.get(index)
         if not found or index in invalid:
             selectors.append("")
+            content.append(None)
             continue
         joined = b"\0".join(sorted((p.encode() for p in found), reverse=True))
         selectors.append(_sha(joined))
-    return CacheMap(_sha(go_json(whole)), tuple(selectors))
+        content.append(_file_reads(reads.get(index, [])))
+    return CacheMap(_sha(go_json(whole)), tuple(selectors), tuple(content))
+
+
+def _file_reads(reads: Sequence[tuple[str, bool, bool, bool]]) -> Content:
+    """BuildKit's dedupeSelectors: plain paths, then followed ones, each without those under
+    another, then the patterns, all by path. None where include or exclude patterns filter
+    what is read (llbkit does not make that content key)."""
+    if any(filtered for *_, filtered in reads):
+        return None
+    plain = _dedupe([p for p, follow, wild, _ in reads if not follow and not wild])
+    followed = _dedupe([p for p, follow, wild, _ in reads if follow and not wild])
+    chosen = [(p, False, False) for p in plain] + [(p, True, False) for p in followed]
+    chosen += [(p, follow, True) for p, follow, wild, _ in reads if wild]
+    return tuple(sorted(chosen, key=lambda s: s[0]))
+
+
+def _has_wildcards(name: str) -> bool:
+    """Go's containsWildcards: ``*``, ``?`` or ``[`` not escaped by a backslash."""
+    skip = False
+    for ch in name:
+        if skip:
+            skip = False
+        elif ch == "\\":
+            skip = True
+        elif ch in "*?[":
+            return True
+    return False
 
 
 def _default_indexes(indexes: list[list[int]]) -> bool:

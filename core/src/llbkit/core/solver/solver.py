@@ -17,7 +17,7 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from llbkit.core.cache.store import Chain, Store
 from llbkit.core.drivers import Drivers
 from llbkit.core.errors import BuildFailed, UserError, first_error
 from llbkit.core.fs.contenthash import ContentHasher
+from llbkit.core.llb import pb
 from llbkit.core.llb.definition import LoadedDefinition, Vertex
 from llbkit.core.plugins.context import ClientIO
 from llbkit.core.plugins.lazysource import LazySourceJob
@@ -52,6 +53,7 @@ from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for, ops_most_use
 from llbkit.core.sources._base import MirroredJob
 
 if TYPE_CHECKING:
+    from llbkit.core.solver.buildkit_keys import CacheMap, Names
     from llbkit.core.solver.ops.exec import CacheMounts
 
 __all__ = ["BuildFailed", "GraphNode", "Solver"]
@@ -71,10 +73,8 @@ class GraphNode:
     :param key: the definition key (outputs are ``result_key(key, n)``).
     :param outputs: each output's result key and chain, when the solve got them (a vertex
         below a cache hit has none).
-    :param buildkit: BuildKit's names of the vertex (:mod:`~llbkit.core.solver.buildkit_keys`):
-        per output, the digests of its records (an image has two), and per input, the
-        selector of the links from that input's records; none where BuildKit's key is not
-        llbkit's to know (a client's directory: random in BuildKit).
+    :param buildkit: BuildKit's names of the vertex (:class:`~llbkit.core.solver.
+        buildkit_keys.Names`); None for an op whose keys llbkit does not make as BuildKit.
     """
 
     digest: str
@@ -82,7 +82,7 @@ class GraphNode:
     inputs: tuple[tuple[str, int, str], ...]
     key: str
     outputs: tuple[tuple[str, Chain], ...] | None
-    buildkit: tuple[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None
+    buildkit: Names | None = None
 
 
 @dataclass
@@ -293,23 +293,33 @@ class Solver:
             build.detach()
 
 
-def _buildkit_names(
-    vertex: Vertex, op: Op
-) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]] | None:
-    """BuildKit's record digests of ``vertex`` per output, and its inputs' selectors."""
+def _buildkit_names(vertex: Vertex, op: Op) -> Names | None:
+    """BuildKit's names of ``vertex``: its records per output, its inputs' selectors and
+    what their content keys read."""
     from llbkit.core.solver import buildkit_keys as bk
 
     if isinstance(op, SourceOp):
-        if op.is_local or not op.buildkit_keys:
+        if op.is_local:
+            return bk.Names(random=True)
+        if not op.buildkit_keys:
             return None
-        return ((tuple(bk.output_key(bk.source_digest(k), 0) for k in op.buildkit_keys),), ())
-    if vertex.kind == "exec":
-        cmap = bk.exec_cache_map(vertex.op)
-    elif vertex.kind == "file":
-        cmap = bk.file_cache_map(vertex.op)
-    else:
+        return bk.Names((tuple(bk.output_key(bk.source_digest(k), 0) for k in op.buildkit_keys),))
+    cmap = _cache_map(vertex)
+    if cmap is None:
         return None
-    return tuple((bk.output_key(cmap.digest, n),) for n in range(op.outputs)), cmap.selectors
+    records = tuple((bk.output_key(cmap.digest, n),) for n in range(op.outputs))
+    return bk.Names(records, cmap.selectors, cmap.content)
+
+
+def _cache_map(vertex: Vertex) -> CacheMap | None:
+    """BuildKit's cache map of an exec or file op (None for other ops)."""
+    from llbkit.core.solver import buildkit_keys as bk
+
+    if vertex.kind == "exec":
+        return bk.exec_cache_map(vertex.op)
+    if vertex.kind == "file":
+        return bk.file_cache_map(vertex.op)
+    return None
 
 
 def _check_entitlements(order: Sequence[Vertex], allow: Sequence[str]) -> None:
@@ -385,6 +395,12 @@ class _Build:
         #: per vertex and output, the records of each imported cache BuildKit's keys reach
         self.linked: dict[str, list[dict[int, set[int]]]] = {}
         self.linked_caches: list[LinkedSource] = []
+        #: BuildKit's cache maps of the build's exec and file ops, as they are needed
+        self.cache_maps: dict[str, CacheMap | None] = {}
+        #: per vertex, per input: the record of BuildKit's content key of what it reads
+        self.content_roots: dict[str, list[str | None]] = {}
+        #: how many times records were found by content keys (steps on them may hit now)
+        self.relinks = 0
         self.ignored: set[str] = set()
         #: sources found in the cache while their keys were computed, not yet shown as done
         self.pending: list[_Shared] = []
@@ -657,11 +673,15 @@ class _Build:
         (every input must reach the record). So a cache BuildKit exported hits here."""
         caches = [c for c in self.cache.sources if isinstance(c, LinkedSource) and c.links()]
         self.linked_caches = caches
-        if not caches:
-            return
+        if caches:
+            self._relink(0)
+
+    def _relink(self, start: int) -> None:
+        """(Re)compute the records BuildKit's keys reach for ``self.order[start:]``."""
         from llbkit.core.solver import buildkit_keys as bk
 
-        for vertex in self.order:
+        caches = self.linked_caches
+        for vertex in self.order[start:]:
             op = self.shared[vertex.digest].op
             found: list[dict[int, set[int]]] = [{} for _ in range(op.outputs)]
             self.linked[vertex.digest] = found
@@ -673,12 +693,12 @@ class _Build:
                         if nodes:
                             found[0][n] = nodes
                 continue
-            if vertex.kind == "exec":
-                cmap = bk.exec_cache_map(vertex.op)
-            elif vertex.kind == "file":
-                cmap = bk.file_cache_map(vertex.op)
-            else:
+            if vertex.digest not in self.cache_maps:
+                self.cache_maps[vertex.digest] = _cache_map(vertex)
+            cmap = self.cache_maps[vertex.digest]
+            if cmap is None:
                 continue
+            by_content = self.content_roots.get(vertex.digest, [])
             for output, reached in enumerate(found):
                 target = bk.output_key(cmap.digest, output)
                 for n, cache in enumerate(caches):
@@ -690,11 +710,40 @@ class _Build:
                             below[inp.index].get(n, set()) if inp.index < len(below) else set()
                         )
                         step = graph.linked(sources, index, target, cmap.selectors[index])
+                        root = by_content[index] if index < len(by_content) else None
+                        if root:  # the input named by the content the step reads of it
+                            step |= graph.linked(graph.root(root), index, target, "")
                         hits = step if hits is None else hits & step
                         if not hits:
                             break
                     if hits:
                         reached[n] = hits
+
+    async def _link_by_content(self, vertex: Vertex, chains: Mapping[int, Chain]) -> bool:
+        """BuildKit knows a step on a client's directory only by the content it reads of it
+        (the directory's own key is random): compute those content keys, as BuildKit's, and
+        walk the links from them too. Whether any was computed."""
+        from llbkit.core.solver import buildkit_keys as bk
+
+        cmap = self.cache_maps.get(vertex.digest)
+        if cmap is None:
+            return False
+        roots: list[str | None] = [None] * len(vertex.op.inputs)
+        for index, chain in chains.items():
+            reads = cmap.content[index]
+            if reads is None:
+                continue
+            await materialize(self.store, chain, self.solver.threads)
+            found = await anyio.to_thread.run_sync(
+                _content_key, self.store, chain, reads, limiter=self.solver.threads
+            )
+            roots[index] = None if found is None else bk.output_key(found, -1)
+        if not any(roots):
+            return False
+        self.content_roots[vertex.digest] = roots
+        self._relink(self.order.index(vertex))
+        self.relinks += 1
+        return True
 
     def _lookup_linked(self, shared: _Shared, output: int, key: str) -> Hit | None:
         """The result an imported cache holds for ``shared``'s ``output`` under BuildKit's
@@ -776,23 +825,62 @@ class _Build:
         await shared.result.run(lambda: self._make(vertex))
 
     async def _input_chains(self, vertex: Vertex) -> list[Chain]:
-        chains = []
-        for inp in vertex.op.inputs:
-            try:
-                outputs = await self.shared[inp.digest].result.run(
-                    functools.partial(self._make, self.definition.by_digest[inp.digest])
-                )
-            except (UserError, OSError) as err:
-                # The input's failure, which its own step shows: this step, which never
-                # started, shows none (as BuildKit never shows a step whose input failed).
-                raise self._failure(self.shared[inp.digest], _reason(err)) from None
-            chains.append(outputs[inp.index][1])
-        return chains
+        return [await self._input_chain(inp) for inp in vertex.op.inputs]
+
+    async def _input_chain(self, inp: pb.Input) -> Chain:
+        try:
+            outputs = await self.shared[inp.digest].result.run(
+                functools.partial(self._make, self.definition.by_digest[inp.digest])
+            )
+        except (UserError, OSError) as err:
+            # The input's failure, which its own step shows: this step, which never
+            # started, shows none (as BuildKit never shows a step whose input failed).
+            raise self._failure(self.shared[inp.digest], _reason(err)) from None
+        return outputs[inp.index][1]
+
+    async def _linked_before_inputs(self, vertex: Vertex, key: str) -> Outputs | None:
+        """An imported cache's result BuildKit's keys find for ``vertex`` before its inputs
+        are made: by what it reads of a client's directory (BuildKit knows the step only so;
+        that input alone is made), or by steps below found so since the build's walk."""
+        reads = {
+            index
+            for index, inp in enumerate(vertex.op.inputs)
+            if self._reads_local(vertex, index, inp)
+        }
+        chains = {index: await self._input_chain(vertex.op.inputs[index]) for index in reads}
+        if not (await self._link_by_content(vertex, chains) or self.relinks):
+            return None
+        return await anyio.to_thread.run_sync(
+            self._lookup, self.shared[vertex.digest], key, limiter=self.solver.threads
+        )
+
+    def _reads_local(self, vertex: Vertex, index: int, inp: pb.Input) -> bool:
+        """Whether BuildKit keys ``vertex`` by the content it reads of its input ``index``, a
+        client's directory."""
+        if vertex.digest not in self.cache_maps:
+            self.cache_maps[vertex.digest] = _cache_map(vertex)
+        cmap = self.cache_maps[vertex.digest]
+        dep = self.shared[inp.digest].op
+        return (
+            cmap is not None
+            and index < len(cmap.content)
+            and cmap.content[index] is not None
+            and isinstance(dep, SourceOp)
+            and dep.is_local
+        )
 
     async def _make(self, vertex: Vertex) -> Outputs:
         shared = self.shared[vertex.digest]
-        chains = await self._input_chains(vertex)
         key = self.keys[vertex.digest]
+        linked = self.linked_caches and vertex.kind != "source" and not self.ignore(vertex)
+        relinks = self.relinks
+        if linked:
+            hit = await self._linked_before_inputs(vertex, key)
+            if hit is not None:
+                shared.found(hit)
+                shared.done(cached=True)
+                return hit
+        chains = await self._input_chains(vertex)
         keys = [key]
         explanation = {"vertex": shared.name, **self.records[vertex.digest]}
         threads = self.solver.threads
@@ -815,6 +903,16 @@ class _Build:
                         shared.found(hit)
                         shared.done(cached=True)
                         return hit
+        # Steps below found by BuildKit's content keys while the inputs were made: this
+        # step's records may be known now.
+        if linked and self.relinks != relinks:
+            hit = await anyio.to_thread.run_sync(
+                self._lookup, shared, key, limiter=self.solver.threads
+            )
+            if hit is not None:
+                shared.found(hit)
+                shared.done(cached=True)
+                return hit
         if vertex.kind != "merge" or not self._joins_lazily(chains):
             for chain in chains:  # the op reads the files: imported layers are fetched now
                 await materialize(self.store, chain, threads)
@@ -931,6 +1029,18 @@ class _Build:
             await anyio.to_thread.run_sync(checksums, limiter=self.solver.threads)
         record["inputs"] = inputs
         return key_digest(record), {"vertex": self.shared[vertex.digest].name, **record}
+
+
+def _content_key(store: Store, chain: Chain, reads: Sequence[tuple[str, bool, bool]]) -> str | None:
+    """BuildKit's content key of a client's directory (``chain``) read at ``reads``; None
+    when a path is missing (the step itself says so)."""
+    from llbkit.core.fs.buildkit_contenthash import BuildKitHasher, content_key
+
+    with store.view(chain) as tree:
+        try:
+            return content_key(BuildKitHasher(tree, local=True), reads)
+        except OSError:
+            return None
 
 
 def _reason(err: UserError | OSError) -> str:
