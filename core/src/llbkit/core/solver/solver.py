@@ -46,6 +46,7 @@ from llbkit.core.plugins.progress import (
     Vertex as VertexState,
 )
 from llbkit.core.plugins.source import ShowsKeyWork
+from llbkit.core.solver import buildkit_keys as bk
 from llbkit.core.solver.cache_sources import CacheChain, Hit, LinkedSource
 from llbkit.core.solver.flight import Flight
 from llbkit.core.solver.keys import key_digest, result_key
@@ -53,7 +54,6 @@ from llbkit.core.solver.ops import Op, OpContext, SourceOp, op_for, ops_most_use
 from llbkit.core.sources._base import MirroredJob
 
 if TYPE_CHECKING:
-    from llbkit.core.solver.buildkit_keys import CacheMap, Names
     from llbkit.core.solver.ops.exec import CacheMounts
 
 __all__ = ["BuildFailed", "GraphNode", "Solver"]
@@ -82,7 +82,7 @@ class GraphNode:
     inputs: tuple[tuple[str, int, str], ...]
     key: str
     outputs: tuple[tuple[str, Chain], ...] | None
-    buildkit: Names | None = None
+    buildkit: bk.Names | None = None
 
 
 @dataclass
@@ -293,11 +293,9 @@ class Solver:
             build.detach()
 
 
-def _buildkit_names(vertex: Vertex, op: Op) -> Names | None:
+def _buildkit_names(vertex: Vertex, op: Op) -> bk.Names | None:
     """BuildKit's names of ``vertex``: its records per output, its inputs' selectors and
     what their content keys read."""
-    from llbkit.core.solver import buildkit_keys as bk
-
     if isinstance(op, SourceOp):
         if op.is_local:
             return bk.Names(random=True)
@@ -311,10 +309,8 @@ def _buildkit_names(vertex: Vertex, op: Op) -> Names | None:
     return bk.Names(records, cmap.selectors, cmap.content)
 
 
-def _cache_map(vertex: Vertex) -> CacheMap | None:
+def _cache_map(vertex: Vertex) -> bk.CacheMap | None:
     """BuildKit's cache map of an exec or file op (None for other ops)."""
-    from llbkit.core.solver import buildkit_keys as bk
-
     if vertex.kind == "exec":
         return bk.exec_cache_map(vertex.op)
     if vertex.kind == "file":
@@ -396,7 +392,7 @@ class _Build:
         self.linked: dict[str, list[dict[int, set[int]]]] = {}
         self.linked_caches: list[LinkedSource] = []
         #: BuildKit's cache maps of the build's exec and file ops, as they are needed
-        self.cache_maps: dict[str, CacheMap | None] = {}
+        self.cache_maps: dict[str, bk.CacheMap | None] = {}
         #: per vertex, per input: the record of BuildKit's content key of what it reads
         self.content_roots: dict[str, list[str | None]] = {}
         #: how many times records were found by content keys (steps on them may hit now)
@@ -678,53 +674,53 @@ class _Build:
 
     def _relink(self, start: int) -> None:
         """(Re)compute the records BuildKit's keys reach for ``self.order[start:]``."""
-        from llbkit.core.solver import buildkit_keys as bk
-
         caches = self.linked_caches
         for vertex in self.order[start:]:
-            op = self.shared[vertex.digest].op
-            found: list[dict[int, set[int]]] = [{} for _ in range(op.outputs)]
-            self.linked[vertex.digest] = found
-            if isinstance(op, SourceOp):
-                if not op.is_local:  # BuildKit's key of a client's directory is random
-                    roots = [bk.output_key(bk.source_digest(k), 0) for k in op.buildkit_keys]
-                    for n, cache in enumerate(caches):
-                        nodes = set().union(*(cache.links().root(r) for r in roots))
-                        if nodes:
-                            found[0][n] = nodes
-                continue
-            if vertex.digest not in self.cache_maps:
-                self.cache_maps[vertex.digest] = _cache_map(vertex)
-            cmap = self.cache_maps[vertex.digest]
-            if cmap is None:
-                continue
-            by_content = self.content_roots.get(vertex.digest, [])
-            for output, reached in enumerate(found):
-                target = bk.output_key(cmap.digest, output)
+            # Made whole, then put in place: lookups on worker threads read the map meanwhile.
+            self.linked[vertex.digest] = self._reached(vertex, caches)
+
+    def _reached(self, vertex: Vertex, caches: Sequence[LinkedSource]) -> list[dict[int, set[int]]]:
+        """Per output, the records of each of ``caches`` BuildKit's keys reach for ``vertex``
+        (its inputs' already known)."""
+        op = self.shared[vertex.digest].op
+        found: list[dict[int, set[int]]] = [{} for _ in range(op.outputs)]
+        if isinstance(op, SourceOp):
+            if not op.is_local:  # BuildKit's key of a client's directory is random
+                roots = [bk.output_key(bk.source_digest(k), 0) for k in op.buildkit_keys]
                 for n, cache in enumerate(caches):
-                    graph = cache.links()
-                    hits: set[int] | None = graph.root(target) if not vertex.op.inputs else None
-                    for index, inp in enumerate(vertex.op.inputs):
-                        below = self.linked.get(inp.digest, [])
-                        sources = (
-                            below[inp.index].get(n, set()) if inp.index < len(below) else set()
-                        )
-                        step = graph.linked(sources, index, target, cmap.selectors[index])
-                        root = by_content[index] if index < len(by_content) else None
-                        if root:  # the input named by the content the step reads of it
-                            step |= graph.linked(graph.root(root), index, target, "")
-                        hits = step if hits is None else hits & step
-                        if not hits:
-                            break
-                    if hits:
-                        reached[n] = hits
+                    nodes = set().union(*(cache.links().root(r) for r in roots))
+                    if nodes:
+                        found[0][n] = nodes
+            return found
+        if vertex.digest not in self.cache_maps:
+            self.cache_maps[vertex.digest] = _cache_map(vertex)
+        cmap = self.cache_maps[vertex.digest]
+        if cmap is None:
+            return found
+        by_content = self.content_roots.get(vertex.digest, [])
+        for output, reached in enumerate(found):
+            target = bk.output_key(cmap.digest, output)
+            for n, cache in enumerate(caches):
+                graph = cache.links()
+                hits: set[int] | None = graph.root(target) if not vertex.op.inputs else None
+                for index, inp in enumerate(vertex.op.inputs):
+                    below = self.linked.get(inp.digest, [])
+                    sources = below[inp.index].get(n, set()) if inp.index < len(below) else set()
+                    step = graph.linked(sources, index, target, cmap.selectors[index])
+                    root = by_content[index] if index < len(by_content) else None
+                    if root:  # the input named by the content the step reads of it
+                        step |= graph.linked(graph.root(root), index, target, "")
+                    hits = step if hits is None else hits & step
+                    if not hits:
+                        break
+                if hits:
+                    reached[n] = hits
+        return found
 
     async def _link_by_content(self, vertex: Vertex, chains: Mapping[int, Chain]) -> bool:
         """BuildKit knows a step on a client's directory only by the content it reads of it
         (the directory's own key is random): compute those content keys, as BuildKit's, and
         walk the links from them too. Whether any was computed."""
-        from llbkit.core.solver import buildkit_keys as bk
-
         cmap = self.cache_maps.get(vertex.digest)
         if cmap is None:
             return False
