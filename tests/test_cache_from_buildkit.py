@@ -145,6 +145,19 @@ def test_buildkits_cache_hits_every_step(mode: str, registry: str, tmp_path: Pat
         assert text("copied") == CONTEXT["a.txt"]
 
 
+def test_a_step_found_by_what_it_reads_of_the_context_needs_nothing_below(
+    registry: str, tmp_path: Path
+) -> None:
+    """The last step is found by the content its input read of the context: the image under
+    it is resolved, not pulled."""
+    ctx = context_dir(tmp_path / "ctx")
+    cache = buildkits_cache("max", tmp_path / "cache")
+    done = build(registry, tmp_path / "root", ctx, "--import-cache", f"type=local,src={cache}")
+    assert done.returncode == 0, done.stderr
+    assert fates(done.stderr).get("[stage-1 9/9] RUN cat") == "CACHED", done.stderr
+    assert "extracting" not in done.stderr
+
+
 def test_a_changed_context_runs_the_steps_that_read_it(registry: str, tmp_path: Path) -> None:
     ctx = context_dir(tmp_path / "ctx")
     (ctx / "a.txt").write_text("changed\n")

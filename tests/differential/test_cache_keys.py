@@ -1,8 +1,9 @@
 """BuildKit's own cache keys, as llbkit computes them to find a step's record in a cache
 BuildKit exported (llbkit.core.solver.buildkit_keys), against the records BuildKit v0.11.6
 exported building every case whose LLB is compared (tests/differential/vectors/cachekeys/,
-scripts/record_differential.py --cache-keys): each exec and file op of llbkit's frontend's
-definitions must be a record there, reached from each input by a link with its selector."""
+scripts/record_differential.py --cache-keys): each exec, file and merge op of llbkit's
+frontend's definitions must be a record there, reached from each input by a link with its
+selector, or from the build context by the record of its content key."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ from tests.differential.test_llb import CASES as LLB_CASES
 from tests.differential.test_llb import frontend_definitions
 
 RECORDED = load_cache_keys()
+MAKERS = {
+    "exec": bk.exec_cache_map,
+    "file": bk.file_cache_map,
+    "merge": bk.merge_cache_map,
+    "diff": bk.diff_cache_map,
+}
 CASES = [c for c in LLB_CASES if c.name in RECORDED]
 
 pytestmark = [pytest.mark.services]
@@ -57,11 +64,12 @@ def mismatches(
             if v.kind == "source" and v.op.source.identifier.startswith("local://")
         }
         for vertex in loaded.vertices:
-            if vertex.kind not in ("exec", "file"):
+            make = MAKERS.get(vertex.kind)
+            if make is None:
                 continue
             if registry.encode() in vertex.data:  # this run's registry port: another key
                 continue
-            cmap = (bk.exec_cache_map if vertex.kind == "exec" else bk.file_cache_map)(vertex.op)
+            cmap = make(vertex.op)
             for output in sorted(o for d, o in used if d == vertex.digest):
                 key = _short(bk.output_key(cmap.digest, output))
                 if key not in records:

@@ -96,3 +96,17 @@ def test_a_records_digest_is_its_output_and_an_images_its_keys() -> None:
     assert (
         bk.chain_id([one, two]) == "sha256:" + hashlib.sha256(f"{one} {two}".encode()).hexdigest()
     )
+
+
+def test_merge_and_diff_are_keyed_by_their_json_unhashed() -> None:
+    """BuildKit v0.11 takes a merge's or diff's JSON itself as its cache map digest; these
+    are the records BuildKit exported for ``merge([base, diff(base, base.run(...))])``."""
+    merge = pb.Op(merge=pb.MergeOp(inputs=[pb.MergeInput(input=0), pb.MergeInput(input=1)]))
+    lower, upper = pb.LowerDiffInput(input=0), pb.UpperDiffInput(input=1)
+    diff = pb.Op(diff=pb.DiffOp(lower=lower, upper=upper))
+    assert bk.output_key(bk.merge_cache_map(merge).digest, 0) == (
+        "sha256:9db38c9fbc7fc1e9aabb09ff25344af3938ab8089c05ba20304d2f212694bf4c"
+    )
+    assert bk.output_key(bk.diff_cache_map(diff).digest, 0) == (
+        "sha256:6624e1ee9a3c49438a8c3dd3eb70a76735d0760bc52f2bd1b2f62554e1d0de81"
+    )

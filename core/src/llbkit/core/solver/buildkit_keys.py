@@ -28,14 +28,18 @@ __all__ = [
     "Names",
     "chain_id",
     "exec_cache_map",
+    "diff_cache_map",
     "file_cache_map",
     "go_json",
+    "merge_cache_map",
     "output_key",
     "source_digest",
 ]
 
+DIFF = "buildkit.diff.v0"
 EXEC = "buildkit.exec.v0"
 FILE = "buildkit.file.v0"
+MERGE = "buildkit.merge.v0"
 SOURCE = "buildkit.source.v0"
 
 
@@ -478,3 +482,27 @@ def _default_indexes(indexes: list[list[int]]) -> bool:
         if output != (0 if n == last else -1):
             return False
     return True
+
+
+# -- merge and diff ------------------------------------------------------------------------
+
+
+def merge_cache_map(op: pb.Op) -> CacheMap:
+    """A merge op's cache map. BuildKit v0.11 takes the op's JSON itself as the digest (it
+    does not hash it), so a record's digest is the JSON's hash with the output."""
+    doc = {
+        "Type": MERGE,
+        "Merge": _fields(("inputs", [{"input": i.input} for i in op.merge.inputs], True)),
+    }
+    count = len(op.merge.inputs)
+    return CacheMap(go_json(doc).decode(), ("",) * count, (None,) * count)
+
+
+def diff_cache_map(op: pb.Op) -> CacheMap:
+    """A diff op's cache map (its digest the op's JSON, as a merge's)."""
+    diff = op.diff
+    lower = {"input": diff.lower.input} if diff.HasField("lower") else None
+    upper = {"input": diff.upper.input} if diff.HasField("upper") else None
+    doc = {"Type": DIFF, "Diff": _fields(("lower", lower, True), ("upper", upper, True))}
+    count = sum(1 for side in (lower, upper) if side is not None and side["input"] != -1)
+    return CacheMap(go_json(doc).decode(), ("",) * count, (None,) * count)

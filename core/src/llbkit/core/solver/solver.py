@@ -310,12 +310,15 @@ def _buildkit_names(vertex: Vertex, op: Op) -> bk.Names | None:
 
 
 def _cache_map(vertex: Vertex) -> bk.CacheMap | None:
-    """BuildKit's cache map of an exec or file op (None for other ops)."""
-    if vertex.kind == "exec":
-        return bk.exec_cache_map(vertex.op)
-    if vertex.kind == "file":
-        return bk.file_cache_map(vertex.op)
-    return None
+    """BuildKit's cache map of an exec, file, merge or diff op (None for other ops)."""
+    makers = {
+        "exec": bk.exec_cache_map,
+        "file": bk.file_cache_map,
+        "merge": bk.merge_cache_map,
+        "diff": bk.diff_cache_map,
+    }
+    make = makers.get(vertex.kind)
+    return None if make is None else make(vertex.op)
 
 
 def _check_entitlements(order: Sequence[Vertex], allow: Sequence[str]) -> None:
@@ -650,6 +653,9 @@ class _Build:
             raise
         self._walk_links()
         need, hits = await anyio.to_thread.run_sync(self._walk, limiter=self.solver.threads)
+        if self.linked_caches and await self._link_local_reads(need):
+            # Found by what they read of a client's directory: steps that need nothing below.
+            need, hits = await anyio.to_thread.run_sync(self._walk, limiter=self.solver.threads)
         await self._show_unneeded(need, hits)
         try:
             async with anyio.create_task_group() as tg:
@@ -716,6 +722,24 @@ class _Build:
                 if hits:
                     reached[n] = hits
         return found
+
+    async def _link_local_reads(self, need: set[str]) -> bool:
+        """The content keys of what the steps the build needs read of a client's directory,
+        so a step found by them needs nothing below it (its image is not pulled). Whether
+        any was computed."""
+        linked = False
+        for vertex in self.order:
+            if vertex.digest not in need or vertex.kind == "source" or self.ignore(vertex):
+                continue
+            reads = [
+                index
+                for index, inp in enumerate(vertex.op.inputs)
+                if self._reads_local(vertex, index, inp)
+            ]
+            if reads:
+                chains = {i: await self._input_chain(vertex.op.inputs[i]) for i in reads}
+                linked = await self._link_by_content(vertex, chains) or linked
+        return linked
 
     async def _link_by_content(self, vertex: Vertex, chains: Mapping[int, Chain]) -> bool:
         """BuildKit knows a step on a client's directory only by the content it reads of it
@@ -836,15 +860,8 @@ class _Build:
 
     async def _linked_before_inputs(self, vertex: Vertex, key: str) -> Outputs | None:
         """An imported cache's result BuildKit's keys find for ``vertex`` before its inputs
-        are made: by what it reads of a client's directory (BuildKit knows the step only so;
-        that input alone is made), or by steps below found so since the build's walk."""
-        reads = {
-            index
-            for index, inp in enumerate(vertex.op.inputs)
-            if self._reads_local(vertex, index, inp)
-        }
-        chains = {index: await self._input_chain(vertex.op.inputs[index]) for index in reads}
-        if not (await self._link_by_content(vertex, chains) or self.relinks):
+        are made, now that steps below were found by content keys since the walk."""
+        if not self.relinks:
             return None
         return await anyio.to_thread.run_sync(
             self._lookup, self.shared[vertex.digest], key, limiter=self.solver.threads
