@@ -344,8 +344,16 @@ def _owner_paths(
                 reads.setdefault(opt.byName.input, []).append((path, True, False, False))
 
 
-def _timestamp(action: Any) -> int:
-    return int(action.timestamp)
+def _owner_of(
+    action: Any,
+    paths: dict[int, list[str]],
+    reads: dict[int, list[tuple[str, bool, bool, bool]]],
+) -> dict[str, Any] | None:
+    """An action's owner as JSON (None without one), noting the files a name is looked up in."""
+    if not action.HasField("owner"):
+        return None
+    _owner_paths(action.owner, paths, reads)
+    return _owner(action.owner)
 
 
 def file_cache_map(op: pb.Op) -> CacheMap:
@@ -363,25 +371,21 @@ def file_cache_map(op: pb.Op) -> CacheMap:
             invalid.add(action.input)
         if kind == "mkdir":
             a = action.mkdir
-            if a.HasField("owner"):
-                _owner_paths(a.owner, paths, reads)
             doc = _fields(
                 ("path", a.path, True),
                 ("mode", a.mode, True),
                 ("makeParents", a.makeParents, True),
-                ("owner", _owner(a.owner) if a.HasField("owner") else None, True),
-                ("timestamp", _timestamp(a), True),
+                ("owner", _owner_of(a, paths, reads), True),
+                ("timestamp", int(a.timestamp), True),
             )
         elif kind == "mkfile":
             f = action.mkfile
-            if f.HasField("owner"):
-                _owner_paths(f.owner, paths, reads)
             doc = _fields(
                 ("path", f.path, True),
                 ("mode", f.mode, True),
                 ("data", bytes(f.data), True),
-                ("owner", _owner(f.owner) if f.HasField("owner") else None, True),
-                ("timestamp", _timestamp(f), True),
+                ("owner", _owner_of(f, paths, reads), True),
+                ("timestamp", int(f.timestamp), True),
             )
         elif kind == "rm":
             r = action.rm
@@ -392,8 +396,7 @@ def file_cache_map(op: pb.Op) -> CacheMap:
             )
         elif kind == "copy":
             c = action.copy
-            if c.HasField("owner"):
-                _owner_paths(c.owner, paths, reads)
+            owner = _owner_of(c, paths, reads)
             src = c.src
             if action.secondaryInput != -1 and action.secondaryInput < count:
                 paths.setdefault(action.secondaryInput, []).append(c.src)
@@ -406,7 +409,7 @@ def file_cache_map(op: pb.Op) -> CacheMap:
             doc = _fields(
                 ("src", src, True),
                 ("dest", c.dest, True),
-                ("owner", _owner(c.owner) if c.HasField("owner") else None, True),
+                ("owner", owner, True),
                 ("mode", c.mode, True),
                 ("followSymlink", c.followSymlink, True),
                 ("dirCopyContents", c.dirCopyContents, True),
@@ -414,7 +417,7 @@ def file_cache_map(op: pb.Op) -> CacheMap:
                 ("createDestPath", c.createDestPath, True),
                 ("allowWildcard", c.allowWildcard, True),
                 ("allowEmptyWildcard", c.allowEmptyWildcard, True),
-                ("timestamp", _timestamp(c), True),
+                ("timestamp", int(c.timestamp), True),
                 ("include_patterns", list(c.include_patterns), True),
                 ("exclude_patterns", list(c.exclude_patterns), True),
             )
