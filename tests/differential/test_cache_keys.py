@@ -3,10 +3,14 @@ BuildKit exported (llbkit.core.solver.buildkit_keys), against the records BuildK
 exported building every case whose LLB is compared (tests/differential/vectors/cachekeys/,
 scripts/record_differential.py --cache-keys): each exec, file and merge op of llbkit's
 frontend's definitions must be a record there, reached from each input by a link with its
-selector, or from the build context by the record of its content key."""
+selector, or from the build context by the record of its content key (of the context as the
+client sends it)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import pytest
 from llbkit.core.fs.buildkit_contenthash import BuildKitHasher, content_key
 from llbkit.core.llb import load_definition
 from llbkit.core.llb.definition import is_empty_definition
+from llbkit.core.session.walker import walk
 from llbkit.core.solver import buildkit_keys as bk
 from tests.differential.harness import Case, load_cache_keys, load_vectors, push_images
 from tests.differential.test_llb import CASES as LLB_CASES
@@ -82,9 +87,12 @@ def mismatches(
                     if vertex.op.inputs[index].digest in local:
                         reads = cmap.content[index]
                         source = loaded.by_digest[vertex.op.inputs[index].digest].op.source
-                        if context is None or reads is None or _filtered(source):
+                        if context is None or reads is None:
                             continue
-                        root = _short(bk.output_key(_content(context, reads), -1))
+                        sent = _sent(
+                            context, source, context.parent / f"sent-{vertex.digest[7:19]}"
+                        )
+                        root = _short(bk.output_key(_content(sent, reads), -1))
                         if root not in records:
                             found.append(
                                 f"{vertex.kind} op {vertex.digest[:19]} input {index}: no "
@@ -100,13 +108,33 @@ def mismatches(
     return found
 
 
-def _filtered(source: object) -> bool:
-    """A client's directory sent in part (.dockerignore, followed paths): the test hashes the
-    whole folder, so it does not compare those."""
-    attrs = getattr(source, "attrs", {})
-    return any(
-        k in attrs for k in ("local.excludepatterns", "local.includepattern", "local.followpaths")
+def _sent(context: Path, source: Any, where: Path) -> Path:
+    """What the client sends of ``context`` for the local source ``source`` (its
+    .dockerignore's excludes, followed paths), copied into ``where``: what BuildKit hashes."""
+    attrs = source.attrs
+
+    def patterns(key: str) -> list[str]:
+        return list(json.loads(attrs[key])) if attrs.get(key) else []
+
+    where.mkdir(exist_ok=True)
+    listing = walk(
+        context,
+        include=patterns("local.includepattern"),
+        exclude=patterns("local.excludepatterns"),
+        follow_paths=patterns("local.followpaths"),
     )
+    for batch in listing:
+        for entry in batch:
+            src, dest = context / entry.path, where / entry.path
+            if src.is_symlink():
+                dest.symlink_to(os.readlink(src))
+                continue
+            if src.is_dir():
+                dest.mkdir()
+            else:
+                shutil.copy2(src, dest)
+            os.chmod(dest, src.lstat().st_mode & 0o7777)
+    return where
 
 
 def _content(context: Path, reads: tuple[tuple[str, bool, bool], ...]) -> str:
