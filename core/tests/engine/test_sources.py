@@ -51,6 +51,26 @@ def test_http_with_checksum_filename_and_mode(tmp_path: Path, server: tuple[str,
             assert (root / "renamed").stat().st_mode & 0o777 == 0o751
 
 
+@pytest.mark.parametrize(
+    ("path", "name"), [("", "download"), ("/", "download"), ("/dir/", "dir"), ("/a%2520b", "a%20b")]
+)
+def test_http_names_a_download_as_buildkit_does(
+    tmp_path: Path, server: tuple[str, Path], path: str, name: str
+) -> None:
+    """By the URL path's last name, a folder's too (``/dir/`` is ``dir``), or ``download``;
+    with a checksum too (the name is part of the key, as BuildKit's)."""
+    url, served = server
+    (served / "index.html").write_text("root\n")
+    (served / "dir").mkdir()
+    (served / "dir" / "index.html").write_text("dir\n")
+    (served / "a%20b").write_text("ab\n")
+    with open_engine(tmp_path / "root") as engine:
+        assert list(files(engine, build(engine, llb.http(url + path)))) == [name]
+        data = next(iter(files(engine, build(engine, llb.http(url + path))).values()))
+        digest = "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+        assert list(files(engine, build(engine, llb.http(url + path, checksum=digest)))) == [name]
+
+
 def test_http_wrong_checksum_is_a_clear_error(tmp_path: Path, server: tuple[str, Path]) -> None:
     url, served = server
     (served / "file").write_bytes(b"actual\n")

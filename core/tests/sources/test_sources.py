@@ -198,3 +198,18 @@ def test_a_mirror_synced_again_after_keying_is_never_built_from(tmp_path: Path) 
     anyio.run(later.cache_key, b)
     assert len(list(state.iterdir())) == 2  # no third: the first mirror, free again
     later.discard()
+
+
+def test_an_http_sources_key_is_buildkits() -> None:
+    """The record BuildKit v0.11.6 exported for ``llb.HTTP`` of a folder's URL (no mode
+    asked, ``sub\\n`` served, ``Last-Modified`` as below) is named by llbkit's key for it."""
+    import hashlib
+
+    from llbkit.core.solver import buildkit_keys as bk
+
+    job = parse_http("http://127.0.0.1:18777/dir/", {}, None)
+    checksum = "sha256:" + hashlib.sha256(b"sub\n").hexdigest()
+    key = job._key(job._url_name(), checksum, "Thu, 03 Dec 2026 15:56:00 GMT")
+    assert bk.output_key(bk.source_digest(key), 0) == (
+        "sha256:7679655cbfde19978504dcf2695676b8fb518d6dd046a3cd953835ccf736d17c"
+    )

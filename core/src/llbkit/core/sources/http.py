@@ -61,7 +61,8 @@ class HTTPJob(ParsedSource):
     identifier: str
     checksum: str = ""
     filename: str = ""
-    perm: int = 0o600
+    #: the file's mode as asked (0: not asked, the file is 0600; BuildKit's key holds the 0)
+    perm: int = 0
     uid: int = 0
     gid: int = 0
     state_dir: Path | None = None
@@ -99,8 +100,10 @@ class HTTPJob(ParsedSource):
         return self._got["file"]
 
     def _url_name(self) -> str:
-        path = urlsplit(self.identifier).path
-        return unquote(path.rsplit("/", 1)[-1]) or "index"
+        """Go's ``path.Base`` of the URL's path, as BuildKit names a download (``download``
+        when the path names nothing: ``/``)."""
+        path = unquote(urlsplit(self.identifier).path)
+        return path.rstrip("/").rsplit("/", 1)[-1] or "download"
 
     # -- what earlier downloads were (BuildKit's ETag revalidation) -------------------------
 
@@ -216,8 +219,8 @@ class HTTPJob(ParsedSource):
         server says by its ETag that the URL still holds it; else the content's digest (a
         download). As BuildKit's, the key holds the server's ``Last-Modified`` (the file's
         time)."""
-        if self.checksum:
-            return self._key(self.filename, self.checksum, "")
+        if self.checksum:  # named as BuildKit names it before any download: by its URL
+            return self._key(self.filename or self._url_name(), self.checksum, "")
         known = await self._revalidate()
         if known is not None:
             self._known["it"] = known
@@ -226,6 +229,9 @@ class HTTPJob(ParsedSource):
         return self._key(name, checksum, modified)
 
     def _key(self, filename: str, checksum: str, modified: str) -> str:
+        """BuildKit's key: Go's JSON of the name, mode, owner, checksum and time, hashed."""
+        from llbkit.core.gojson import go_json
+
         key: dict[str, Any] = {
             "Filename": filename,
             "Perm": self.perm,
@@ -235,9 +241,7 @@ class HTTPJob(ParsedSource):
         }
         if modified:
             key["LastModTime"] = modified
-        return (
-            "sha256:" + hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
-        )
+        return "sha256:" + hashlib.sha256(go_json(key)).hexdigest()
 
     async def fetch(self, client: ClientIO, dest: Path, progress: ProgressSink) -> None:
         tmp, got, filename, _ = await self._download(progress)
@@ -252,7 +256,7 @@ class HTTPJob(ParsedSource):
         target = dest / filename
         os.replace(tmp, target)
         self._got.clear()
-        os.chmod(target, self.perm)
+        os.chmod(target, self.perm or 0o600)
         if os.geteuid() == 0:
             os.chown(target, self.uid, self.gid)
 
@@ -292,9 +296,7 @@ def parse_http(identifier: str, attrs: Mapping[str, str], platform: Platform | N
         raise ConfigError(
             f"{what}: attribute http.filename={filename!r} must be a file name, not a path"
         )
-    perm = (
-        parse_int(what, "http.perm", attrs["http.perm"], base=8) if "http.perm" in attrs else 0o600
-    )
+    perm = parse_int(what, "http.perm", attrs["http.perm"], base=8) if "http.perm" in attrs else 0
     uid = parse_int(what, "http.uid", attrs["http.uid"]) if "http.uid" in attrs else 0
     gid = parse_int(what, "http.gid", attrs["http.gid"]) if "http.gid" in attrs else 0
     return HTTPJob(identifier, checksum, filename, perm, uid, gid)
