@@ -171,3 +171,42 @@ def test_a_missing_database_reads_as_empty(tmp_path: Path) -> None:
     finally:
         db.close()
     assert list(tmp_path.iterdir()) == []
+
+
+_WRITE_THEN_EXIT = """
+import os, sys
+from pathlib import Path
+from llbkit.core.cache.db import StateDB
+db = StateDB.open(Path(sys.argv[1]))
+db.set_setting("written", "before the exit")
+db.close(checkpoint=sys.argv[2] == "checkpoint")
+os._exit(0)  # as the llbkit command leaves: no teardown that could close it after all
+"""
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_process_that_ends_without_the_checkpoint_loses_nothing(
+    tmp_path: Path, checkpoint: bool
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.db"
+    argv = [sys.executable, "-c", _WRITE_THEN_EXIT, str(path)]
+    subprocess.run([*argv, "checkpoint" if checkpoint else "leave"], check=True)
+    wal = tmp_path / "state.db-wal"
+    # Closing copies the log into the database and removes it; leaving it to the exit does not.
+    assert wal.exists() is not checkpoint
+    if not checkpoint:
+        assert wal.stat().st_size > 0
+        reader = StateDB.open_readonly(path)  # du beside: reads through the log
+        try:
+            assert reader.setting("written") == "before the exit"
+        finally:
+            reader.close()
+    db = StateDB.open(path)  # the next owner
+    try:
+        assert db.setting("written") == "before the exit"
+    finally:
+        db.close()
+    assert not wal.exists()

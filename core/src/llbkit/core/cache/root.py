@@ -136,9 +136,10 @@ class StateRoot:
             raise
         return cls(path, db, content, lock, recovered)
 
-    def close(self) -> None:
-        """Close the database and release the lock."""
-        self.db.close()
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Close the database (see :meth:`StateDB.close` for ``checkpoint``) and release the
+        lock."""
+        self.db.close(checkpoint=checkpoint)
         if self._lock is not None:
             self._lock.close()
 

@@ -245,11 +245,12 @@ class Store:
         beside another process that owns it; see :meth:`StateRoot.open_readonly`."""
         return cls(StateRoot.open_readonly(path))
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Release the root (``checkpoint``: :meth:`StateDB.close`'s)."""
         if self._format is None and not self.root.readonly:
             self.format  # noqa: B018 - kept for the next open, and the probe's mount undone
         self.leases.close()
-        self.root.close()
+        self.root.close(checkpoint=checkpoint)
 
     def __enter__(self) -> Store:
         return self

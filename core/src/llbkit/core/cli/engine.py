@@ -138,7 +138,9 @@ def open_engine(
             reap_sync(controller)
         yield controller
     finally:
-        controller.close()
+        from llbkit.core.cli.exiting import leaving
+
+        controller.close(checkpoint=not leaving())
 
 
 def reap_sync(controller: Controller) -> None:

@@ -36,8 +36,9 @@ def run() -> None:
 
         collector.resume()
         full()
-    from llbkit.core.cli.exiting import leave
+    from llbkit.core.cli.exiting import leave, will_leave
 
+    will_leave()
     leave(_build(plan) if plan.address else _build_embedded(plan))
 
 

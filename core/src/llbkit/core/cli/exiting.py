@@ -8,7 +8,22 @@ TYPE_CHECKING = False  # typing's import is a tenth of a daemon client's start
 if TYPE_CHECKING:
     from typing import NoReturn
 
-__all__ = ["leave"]
+__all__ = ["leave", "leaving", "will_leave"]
+
+#: holds True once :func:`will_leave` was said
+_leaving: list[bool] = []
+
+
+def will_leave() -> None:
+    """Say that this process ends with :func:`leave` once its command is done (the
+    ``llbkit`` command; not a caller of :func:`~llbkit.core.cli.main.main` in its own
+    process), so what it opens may be left to the exit."""
+    _leaving.append(True)
+
+
+def leaving() -> bool:
+    """Whether :func:`will_leave` was said."""
+    return bool(_leaving)
 
 
 def leave(code: object) -> NoReturn:

@@ -174,8 +174,9 @@ def run() -> NoReturn:
 
 def full() -> NoReturn:
     """:func:`main`, then out of the process (the codecache installed)."""
-    from llbkit.core.cli.exiting import leave
+    from llbkit.core.cli.exiting import leave, will_leave
 
+    will_leave()
     try:
         main()
         code: object = 0

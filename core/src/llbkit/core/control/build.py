@@ -307,7 +307,7 @@ async def run_build(
             lease,
             allow=allow,
             cache=cache,
-            graph=graph,
+            graph=graph if cache_exports else None,  # what a cache export reads, only for one
             lazy_images=_blobs_only(export_jobs, read_after=read_after),
             result_read=bool(export_jobs or request.cache_exports) or read_after,
         )

@@ -174,10 +174,12 @@ class Controller:
                 f"{what} needs the state root {self.store.root.path} itself; this view only reads"
             )
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Release the root. ``checkpoint=False`` when the process ends right after: its
+        database connection is left to the exit (:meth:`~llbkit.core.cache.db.StateDB.close`)."""
         if self._gc_thread is not None:
             self._gc_thread.join()  # a collection under way ends before the store closes
-        self.store.close()
+        self.store.close(checkpoint=checkpoint)
 
     def __enter__(self) -> Controller:
         return self
