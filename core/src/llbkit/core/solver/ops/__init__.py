@@ -48,8 +48,10 @@ _KINDS = {
 
 
 def ops_most_used() -> tuple[str, ...]:
-    """The modules of the kinds almost every build has (a Dockerfile's ``RUN`` and ``COPY``)."""
-    return tuple(f"{__name__}.{_KINDS[kind][0]}" for kind in ("exec", "file"))
+    """The modules of the kinds almost every build has (a Dockerfile's ``RUN`` and ``COPY``),
+    and what runs them."""
+    ops = tuple(f"{__name__}.{_KINDS[kind][0]}" for kind in ("exec", "file"))
+    return (*ops, "llbkit.core.ops.users", "llbkit.core.ops.file", "llbkit.core.cache.shares")
 
 
 def op_for(vertex: Vertex) -> Op:

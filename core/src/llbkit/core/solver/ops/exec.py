@@ -26,7 +26,6 @@ from llbkit.core.fs.iterative import rmtree
 from llbkit.core.fs.rootpath import resolve_in_root
 from llbkit.core.llb import pb
 from llbkit.core.llb.marshal import marshal
-from llbkit.core.ops.users import resolve_user
 from llbkit.core.plugins.context import ClientIO
 from llbkit.core.plugins.worker import Executor, MountSpec, ProcessSpec
 from llbkit.core.snapshot.layers import apply_layer
@@ -301,6 +300,8 @@ async def run_exec(
         dests = [*_RUNTIME_MOUNTS, *(m.dest for m in mounts.specs)]
         stubs = _stubs(rootfs, dests, exe.meta.removeMountStubsRecursive)
         shown = " ".join(exe.meta.args)
+        from llbkit.core.ops.users import resolve_user  # not imported by a cached build
+
         try:
             uid, gid, groups = resolve_user(rootfs, exe.meta.user)
             _make_cwd(rootfs, exe.meta.cwd or "/", uid, gid)

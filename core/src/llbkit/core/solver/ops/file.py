@@ -5,16 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
-from llbkit.core.cache import shares
 from llbkit.core.cache.store import Chain, Store, WorkTree
 from llbkit.core.llb import pb
-from llbkit.core.ops.borrow import Borrowed
-from llbkit.core.ops.file import Deferred, NeedsMount, run_file_op
 from llbkit.core.snapshot.layers import apply_layer
 from llbkit.core.solver.ops.base import Op, OpContext
+
+if TYPE_CHECKING:
+    from llbkit.core.ops.borrow import Borrowed
+    from llbkit.core.ops.file import Deferred
+
+# What runs a file op (llbkit.core.ops.file and what it imports) is imported when one first
+# runs: a build whose file ops are all cached only makes their keys. A build that runs one
+# imports it while it waits on the registry (llbkit.core.ahead, ops_most_used).
 
 __all__ = ["FileOp", "owner_inputs"]
 
@@ -82,6 +88,8 @@ class FileOp(Op):
         possible, unless it meets something only the mounted tree does exactly (then the op
         runs again, mounted).
         """
+        from llbkit.core.ops.file import NeedsMount
+
         try:
             return self._attempt(store, inputs, name, defer=store.format == "overlay")
         except NeedsMount:
@@ -91,6 +99,9 @@ class FileOp(Op):
         self, store: Store, inputs: Sequence[Chain], name: str, *, defer: bool, share: bool = True
     ) -> list[Chain]:
         """One run; ``defer``: copies may write unmounted uppers; ``share``: may link files."""
+        from llbkit.core.cache import shares
+        from llbkit.core.ops.file import run_file_op
+
         read = self._read_inputs()
         with ExitStack() as stack:
             paths: list[Path | None] = []
